@@ -1,0 +1,571 @@
+/**
+ * The client pushers and publishers use to reach the channel hub: pub/sub,
+ * round-robin publish, work queues, acknowledged publishes that survive
+ * reconnects, and a heartbeat that notices a dead hub.
+ *
+ * @module
+ */
+
+import { backoffDelay } from "./_backoff.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import {
+  type ClientMessage,
+  DEFAULT_CHANNEL_PORT,
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeMessage,
+  type HubMessage,
+  type Json,
+  MessageDecoder,
+  PROTOCOL_VERSION,
+  toHubMessage,
+} from "../shared/wire.ts";
+import { DEFAULT_MAX_PENDING_BYTES, FrameWriter } from "../shared/writer.ts";
+
+/** Options for {@linkcode ChannelClient} and {@linkcode connect}. */
+export interface ChannelClientOptions {
+  /** Hub host. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Hub port. @default {2206} */
+  port?: number;
+  /** Token the hub asks for, if it was started with one. */
+  token?: string;
+  /** Aborting it closes the client. */
+  signal?: AbortSignal;
+  /** How long one connection attempt may take, in milliseconds. @default {5000} */
+  connectTimeout?: number;
+  /**
+   * How long a publish or enqueue waits for the hub's acknowledgement,
+   * reconnects included, in milliseconds; then it rejects.
+   *
+   * @default {5000}
+   */
+  publishTimeout?: number;
+  /** Most publishes and enqueues waiting for an acknowledgement at once. @default {10000} */
+  maxWaitingPublishes?: number;
+  /** Interval between pings to the hub, in milliseconds. @default {25000} */
+  pingInterval?: number;
+  /** The hub is taken for dead after this many ping intervals without a word from it. @default {2} */
+  maxMissedPongs?: number;
+  /** First reconnect delay ceiling, in milliseconds (doubles per failed attempt). @default {100} */
+  reconnectDelay?: number;
+  /** Largest reconnect delay, in milliseconds. @default {1000} */
+  maxReconnectDelay?: number;
+  /** Largest frame accepted from the hub. @default {1048576} */
+  maxFrameBytes?: number;
+  /** Most bytes waiting to be written to the hub. @default {8388608} */
+  maxPendingBytes?: number;
+  /** Where log lines go. @default {createLogger("channel-client")} */
+  logger?: Logger;
+}
+
+/** Called with each event published on a channel the client subscribed to. */
+export type EventHandler = (data: Json, channel: string) => void;
+
+/** Called with each message taken from a watched queue. */
+export type QueueHandler = (data: Json, queue: string) => void | Promise<void>;
+
+/** Options for {@linkcode ChannelClient.publish} and {@linkcode ChannelClient.enqueue}. */
+export interface PublishOptions {
+  /** Overrides the client's `publishTimeout`, in milliseconds. */
+  timeout?: number;
+  /** Aborting it rejects the publish (it may still have reached the hub). */
+  signal?: AbortSignal;
+}
+
+/** Options for {@linkcode ChannelClient.watch}. */
+export interface WatchOptions {
+  /** Reserve the next message as soon as the handler settles. @default {true} */
+  autoReserve?: boolean;
+}
+
+/** Why a {@linkcode ChannelError} was raised. */
+export type ChannelErrorCode = "timeout" | "refused" | "closed" | "overloaded";
+
+/**
+ * A publish or enqueue that did not go through: the hub did not acknowledge
+ * it in time (`timeout`), refused it (`refused`), the client was closed
+ * (`closed`), or too much was already waiting (`overloaded`).
+ */
+export class ChannelError extends Error {
+  /** Why it failed. */
+  readonly code: ChannelErrorCode;
+
+  constructor(code: ChannelErrorCode, message: string) {
+    super(message);
+    this.name = "ChannelError";
+    this.code = code;
+  }
+}
+
+/** Detail of the `disconnected` lifecycle event. */
+export interface DisconnectedDetail {
+  reason: string;
+}
+
+interface Waiting {
+  frame: Uint8Array;
+  resolve: (count: number) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+  cleanup: () => void;
+}
+
+interface QueueWatch {
+  handler: QueueHandler;
+  autoReserve: boolean;
+}
+
+/**
+ * A connection to the channel hub that keeps itself up: it reconnects with
+ * capped exponential backoff and jitter, and on each connection re-subscribes
+ * every channel and re-watches every queue before any waiting publish goes out.
+ *
+ * Lifecycle: dispatches `connected` (an `Event`) and `disconnected` (a
+ * `CustomEvent<DisconnectedDetail>`), usable for logs and health checks.
+ *
+ * @example
+ * ```ts
+ * await using client = new ChannelClient({ port: 2206 });
+ * client.on("news", (data) => console.log(data));
+ * const reached = await client.publish("news", { title: "hello" });
+ * ```
+ */
+export class ChannelClient extends EventTarget {
+  readonly #hostname: string;
+  readonly #port: number;
+  readonly #token: string | undefined;
+  readonly #connectTimeout: number;
+  readonly #publishTimeout: number;
+  readonly #maxWaiting: number;
+  readonly #pingInterval: number;
+  readonly #maxMissedPongs: number;
+  readonly #reconnectDelay: number;
+  readonly #maxReconnectDelay: number;
+  readonly #maxFrameBytes: number;
+  readonly #maxPendingBytes: number;
+  readonly #logger: Logger;
+  readonly #handlers = new Map<string, Set<EventHandler>>();
+  readonly #watches = new Map<string, QueueWatch>();
+  readonly #waiting = new Map<number, Waiting>();
+  readonly #readyWaiters = new Set<{ resolve: () => void; reject: (error: Error) => void }>();
+  readonly #running: Promise<void>;
+  #nextId = 1;
+  #tcp: Deno.TcpConn | null = null;
+  #writer: FrameWriter | null = null;
+  #connecting: Promise<unknown> = Promise.resolve();
+  #wake: (() => void) | null = null;
+  #closed = false;
+  #manualReserve = false;
+
+  constructor(options: ChannelClientOptions = {}) {
+    super();
+    this.#hostname = options.hostname ?? "127.0.0.1";
+    this.#port = options.port ?? DEFAULT_CHANNEL_PORT;
+    this.#token = options.token;
+    this.#connectTimeout = options.connectTimeout ?? 5000;
+    this.#publishTimeout = options.publishTimeout ?? 5000;
+    this.#maxWaiting = options.maxWaitingPublishes ?? 10_000;
+    this.#pingInterval = options.pingInterval ?? 25_000;
+    this.#maxMissedPongs = options.maxMissedPongs ?? 2;
+    this.#reconnectDelay = options.reconnectDelay ?? 100;
+    this.#maxReconnectDelay = options.maxReconnectDelay ?? 1000;
+    this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
+    this.#logger = options.logger ?? createLogger("channel-client");
+    options.signal?.addEventListener("abort", () => this.close(), { once: true });
+    this.#running = options.signal?.aborted ? Promise.resolve() : this.#run();
+    if (options.signal?.aborted) this.close();
+  }
+
+  /** True while a connection to the hub is up. */
+  get connected(): boolean {
+    return this.#writer !== null;
+  }
+
+  /** `host:port` of the hub, for logs. */
+  get address(): string {
+    return `${this.#hostname}:${this.#port}`;
+  }
+
+  /** Resolves once connected (at once if connected now); rejects when closed or aborted. */
+  ready(signal?: AbortSignal): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    if (this.#closed) {
+      return Promise.reject(new ChannelError("closed", "Cannot wait for the hub: the client is closed"));
+    }
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        this.#readyWaiters.delete(waiter);
+        reject(signal!.reason);
+      };
+      const waiter = {
+        resolve: () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject: (error: Error) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      };
+      if (signal?.aborted) return reject(signal.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#readyWaiters.add(waiter);
+    });
+  }
+
+  /** Adds a handler for a channel's events, subscribing to the channel with the first one. */
+  on(channel: string, handler: EventHandler): void {
+    let handlers = this.#handlers.get(channel);
+    if (!handlers) {
+      handlers = new Set();
+      this.#handlers.set(channel, handlers);
+      this.#send({ type: "subscribe", channels: [channel] });
+    }
+    handlers.add(handler);
+  }
+
+  /** Removes one handler, or all of a channel's handlers; unsubscribes when none is left. */
+  off(channel: string, handler?: EventHandler): void {
+    const handlers = this.#handlers.get(channel);
+    if (!handlers) return;
+    if (handler) handlers.delete(handler);
+    else handlers.clear();
+    if (handlers.size > 0) return;
+    this.#handlers.delete(channel);
+    this.#send({ type: "unsubscribe", channels: [channel] });
+  }
+
+  /**
+   * Publishes `data` to every subscriber of each channel. Resolves with how
+   * many deliveries the hub made (one per channel per subscriber) once the
+   * hub has written them to its subscribers' sockets. While the hub is
+   * unreachable the publish waits, up to its timeout.
+   *
+   * @throws {ChannelError} on timeout, refusal, close, or overload.
+   */
+  publish(channels: string | string[], data: Json, options?: PublishOptions): Promise<number> {
+    return this.#request("publish", channels, data, options);
+  }
+
+  /** Like {@linkcode publish}, but each channel's event goes to one subscriber, in turn. */
+  publishLoop(channels: string | string[], data: Json, options?: PublishOptions): Promise<number> {
+    return this.#request("publishLoop", channels, data, options);
+  }
+
+  /**
+   * Watches work queues. With `autoReserve` (the default) the client reserves
+   * one message at once and another each time the handler settles, so the
+   * handler sees one message at a time per queue. Watches are restored on
+   * reconnect.
+   */
+  watch(queues: string | string[], handler: QueueHandler, options: WatchOptions = {}): void {
+    const names = toList(queues);
+    const autoReserve = options.autoReserve ?? true;
+    for (const name of names) this.#watches.set(name, { handler, autoReserve });
+    this.#send({ type: "watch", channels: names });
+    if (autoReserve) this.#send({ type: "reserve" });
+  }
+
+  /** Stops watching queues. */
+  unwatch(queues: string | string[]): void {
+    const names = toList(queues);
+    for (const name of names) this.#watches.delete(name);
+    this.#send({ type: "unwatch", channels: names });
+  }
+
+  /**
+   * Appends `data` to each queue. Resolves with how many queues took it.
+   *
+   * @throws {ChannelError} `refused` when a queue is full, or as {@linkcode publish}.
+   */
+  enqueue(queues: string | string[], data: Json, options?: PublishOptions): Promise<number> {
+    return this.#request("enqueue", queues, data, options);
+  }
+
+  /** Asks for the next message of every watched queue (for watches without `autoReserve`). */
+  reserve(): void {
+    this.#manualReserve = true;
+    this.#send({ type: "reserve" });
+  }
+
+  /** Closes the connection and stops reconnecting; waiting publishes reject. Safe to call twice. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      const error = new ChannelError("closed", "Cannot publish: the client was closed");
+      for (const waiting of this.#waiting.values()) this.#settle(waiting, error);
+      this.#waiting.clear();
+      for (const waiter of this.#readyWaiters) waiter.reject(error);
+      this.#readyWaiters.clear();
+      this.#wake?.();
+      this.#closeSocket();
+    }
+    await this.#running;
+    await this.#connecting;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #request(
+    type: "publish" | "publishLoop" | "enqueue",
+    channels: string | string[],
+    data: Json,
+    options: PublishOptions = {},
+  ): Promise<number> {
+    if (this.#closed) return Promise.reject(new ChannelError("closed", `Cannot ${type}: the client is closed`));
+    if (this.#waiting.size >= this.#maxWaiting) {
+      return Promise.reject(
+        new ChannelError("overloaded", `Cannot ${type}: ${this.#maxWaiting} requests already wait for the hub`),
+      );
+    }
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
+    const id = this.#nextId++;
+    const frame = encodeMessage({ type, id, channels: toList(channels), data });
+    const timeout = options.timeout ?? this.#publishTimeout;
+    return new Promise<number>((resolve, reject) => {
+      const onAbort = () => {
+        this.#waiting.delete(id);
+        this.#settle(waiting, options.signal!.reason);
+      };
+      const waiting: Waiting = {
+        frame,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#waiting.delete(id);
+          const why = this.connected ? "" : `; the hub at ${this.address} is unreachable`;
+          this.#settle(
+            waiting,
+            new ChannelError("timeout", `Cannot ${type}: no acknowledgement within ${timeout} ms${why}`),
+          );
+        }, timeout),
+        cleanup: () => options.signal?.removeEventListener("abort", onAbort),
+      };
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiting.set(id, waiting);
+      if (this.#writer && !this.#writer.enqueue(frame)) {
+        this.#waiting.delete(id);
+        this.#settle(
+          waiting,
+          new ChannelError("overloaded", `Cannot ${type}: more than ${this.#maxPendingBytes} bytes wait to be written`),
+        );
+      }
+    });
+  }
+
+  #settle(waiting: Waiting, outcome: number | Error): void {
+    clearTimeout(waiting.timer);
+    waiting.cleanup();
+    if (typeof outcome === "number") waiting.resolve(outcome);
+    else waiting.reject(outcome);
+  }
+
+  #send(message: ClientMessage): void {
+    this.#writer?.enqueue(encodeMessage(message));
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0;
+    while (!this.#closed) {
+      const tcp = await this.#dial();
+      if (tcp) {
+        attempt = 0;
+        await this.#session(tcp);
+      }
+      if (this.#closed) break;
+      await this.#sleep(backoffDelay(attempt++, {
+        initialDelay: this.#reconnectDelay,
+        maxDelay: this.#maxReconnectDelay,
+      }));
+    }
+  }
+
+  async #dial(): Promise<Deno.TcpConn | null> {
+    const connecting = Deno.connect({ hostname: this.#hostname, port: this.#port });
+    this.#connecting = connecting.catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.#connectTimeout);
+    });
+    const stop = new Promise<"closed">((resolve) => (this.#wake = () => resolve("closed")));
+    try {
+      const result = await Promise.race([connecting, timedOut, stop]);
+      if (typeof result !== "string") {
+        if (!this.#closed) return result;
+        result.close();
+        return null;
+      }
+      connecting.then((late) => late.close(), () => {});
+      if (result === "timeout") this.#logger.warn("hub connect timed out", { hub: this.address });
+      return null;
+    } catch (error) {
+      this.#logger.debug("hub connect failed", { hub: this.address, error: (error as Error).message });
+      return null;
+    } finally {
+      clearTimeout(timer);
+      this.#wake = null;
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    }).finally(() => (this.#wake = null));
+  }
+
+  async #session(tcp: Deno.TcpConn): Promise<void> {
+    tcp.setNoDelay(true);
+    this.#tcp = tcp;
+    const writer = new FrameWriter(tcp, {
+      maxPendingBytes: this.#maxPendingBytes,
+      onError: () => this.#closeSocket(),
+    });
+    // Order matters: the hub handles frames in order, so subscriptions and
+    // watches are in place before any waiting publish is routed.
+    writer.enqueue(encodeMessage({ type: "hello", version: PROTOCOL_VERSION, token: this.#token }));
+    if (this.#handlers.size > 0) {
+      writer.enqueue(encodeMessage({ type: "subscribe", channels: [...this.#handlers.keys()] }));
+    }
+    if (this.#watches.size > 0) {
+      writer.enqueue(encodeMessage({ type: "watch", channels: [...this.#watches.keys()] }));
+      const autoReserve = [...this.#watches.values()].some((watch) => watch.autoReserve);
+      if (autoReserve || this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
+    }
+    for (const waiting of this.#waiting.values()) writer.enqueue(waiting.frame);
+    this.#writer = writer;
+
+    let lastHeard = Date.now();
+    const heartbeat = setInterval(() => {
+      const silence = Date.now() - lastHeard;
+      if (silence > this.#pingInterval * this.#maxMissedPongs) {
+        this.#logger.warn("hub missed its pongs", { hub: this.address, silentMs: silence });
+        this.#closeSocket();
+        return;
+      }
+      writer.enqueue(PING);
+    }, this.#pingInterval);
+
+    this.#logger.info("connected to hub", { hub: this.address });
+    for (const waiter of this.#readyWaiters) waiter.resolve();
+    this.#readyWaiters.clear();
+    this.dispatchEvent(new Event("connected"));
+
+    const decoder = new MessageDecoder(toHubMessage, { maxFrameBytes: this.#maxFrameBytes });
+    const buffer = new Uint8Array(64 * 1024);
+    let reason = "the hub closed the connection";
+    try {
+      while (true) {
+        const n = await tcp.read(buffer);
+        if (n === null) break;
+        lastHeard = Date.now();
+        for (const message of decoder.push(buffer.subarray(0, n))) this.#receive(message);
+      }
+    } catch (error) {
+      reason = (error as Error).message;
+    } finally {
+      clearInterval(heartbeat);
+      writer.close();
+      this.#writer = null;
+      this.#closeSocket();
+      this.#tcp = null;
+    }
+    if (!this.#closed) {
+      this.#logger.warn("disconnected from hub", { hub: this.address, reason });
+      this.dispatchEvent(new CustomEvent<DisconnectedDetail>("disconnected", { detail: { reason } }));
+    }
+  }
+
+  #receive(message: HubMessage): void {
+    switch (message.type) {
+      case "event":
+        for (const handler of this.#handlers.get(message.channel) ?? []) {
+          try {
+            handler(message.data, message.channel);
+          } catch (error) {
+            this.#logger.error("event handler threw", { channel: message.channel, error: String(error) });
+          }
+        }
+        break;
+      case "queue":
+        this.#runQueueHandler(message.channel, message.data);
+        break;
+      case "ack": {
+        const waiting = this.#waiting.get(message.id);
+        if (!waiting) break;
+        this.#waiting.delete(message.id);
+        this.#settle(waiting, message.count);
+        break;
+      }
+      case "error": {
+        const waiting = message.id === undefined ? undefined : this.#waiting.get(message.id);
+        if (waiting) {
+          this.#waiting.delete(message.id!);
+          this.#settle(waiting, new ChannelError("refused", message.reason));
+        } else {
+          this.#logger.error("hub reported an error", { hub: this.address, reason: message.reason });
+        }
+        break;
+      }
+      case "pong":
+        break;
+    }
+  }
+
+  #runQueueHandler(queue: string, data: Json): void {
+    this.#manualReserve = false;
+    const watch = this.#watches.get(queue);
+    if (!watch) return;
+    Promise.resolve()
+      .then(() => watch.handler(data, queue))
+      .catch((error) => this.#logger.error("queue handler threw", { queue, error: String(error) }))
+      .finally(() => {
+        if (watch.autoReserve && this.#watches.get(queue) === watch) this.#send({ type: "reserve" });
+      });
+  }
+
+  #closeSocket(): void {
+    try {
+      this.#tcp?.close();
+    } catch { /* already closed */ }
+  }
+}
+
+/**
+ * Creates a client and waits for its first connection to the hub.
+ *
+ * @throws {ChannelError} `timeout` when the hub cannot be reached within `connectTimeout`.
+ *
+ * @example
+ * ```ts
+ * await using client = await connect({ hostname: "127.0.0.1", port: 2206 });
+ * await client.publish("broadcast", { content: "hello" });
+ * ```
+ */
+export async function connect(options: ChannelClientOptions = {}): Promise<ChannelClient> {
+  const client = new ChannelClient(options);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), options.connectTimeout ?? 5000);
+  try {
+    await client.ready(controller.signal);
+    return client;
+  } catch {
+    await client.close();
+    throw new ChannelError("timeout", `Cannot connect to the hub at ${client.address}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const PING = encodeMessage({ type: "ping" });
+
+function toList(names: string | string[]): string[] {
+  return typeof names === "string" ? [names] : names;
+}

@@ -1,0 +1,324 @@
+/**
+ * The hub's routing state: who subscribes to which channel, who watches which
+ * queue, and how a publish or an enqueue reaches them. No sockets here: a peer
+ * is anything that can take a frame, so routing is tested and benchmarked
+ * without a network.
+ *
+ * @module
+ */
+
+import { encodeMessage, type Json } from "../shared/wire.ts";
+
+/** A connected client as the hub sees it. */
+export interface Peer {
+  /**
+   * Queues a frame for this peer. Returns false when the peer cannot take it
+   * (it is over its pending-bytes cap or closing); the peer then disconnects
+   * itself, and the hub does not count it as reached.
+   */
+  send(frame: Uint8Array): boolean;
+}
+
+/** Options for {@linkcode Hub}. */
+export interface HubOptions {
+  /** Most channels plus queues one peer may subscribe to or watch. @default {10000} */
+  maxChannelsPerPeer?: number;
+  /** Most messages one queue holds; `enqueue` past it is refused. @default {10000} */
+  maxQueueLength?: number;
+  /** Most bytes all queues hold together; `enqueue` past it is refused. @default {67108864} (64 MiB) */
+  maxQueuedBytes?: number;
+}
+
+interface PeerState {
+  channels: Set<string>;
+  queues: Set<string>;
+}
+
+interface Channel {
+  subscribers: Set<Peer>;
+  /** Index of the subscriber that gets the next `publishLoop` message. */
+  loopCursor: number;
+}
+
+interface Queue {
+  /** Encoded `queue` frames, oldest first, from `head` on. */
+  messages: Uint8Array[];
+  head: number;
+  watchers: Set<Peer>;
+  /** Watchers holding a credit from `reserve`, in the order they reserved. */
+  consumers: Set<Peer>;
+}
+
+/** Hub statistics. */
+export interface HubStats {
+  peers: number;
+  channels: number;
+  queues: number;
+  queuedMessages: number;
+  queuedBytes: number;
+}
+
+/**
+ * Routing state of a channel hub. Every event is encoded once per channel
+ * and the same bytes are handed to every subscriber.
+ *
+ * @example
+ * ```ts
+ * const hub = new Hub();
+ * hub.join(peer);
+ * hub.subscribe(peer, ["news"]);
+ * const reached = hub.publish(["news"], { title: "hi" }); // [peer]
+ * ```
+ */
+export class Hub {
+  readonly #maxChannelsPerPeer: number;
+  readonly #maxQueueLength: number;
+  readonly #maxQueuedBytes: number;
+  readonly #peers = new Map<Peer, PeerState>();
+  readonly #channels = new Map<string, Channel>();
+  readonly #queues = new Map<string, Queue>();
+  #queuedMessages = 0;
+  #queuedBytes = 0;
+
+  constructor(options: HubOptions = {}) {
+    this.#maxChannelsPerPeer = options.maxChannelsPerPeer ?? 10_000;
+    this.#maxQueueLength = options.maxQueueLength ?? 10_000;
+    this.#maxQueuedBytes = options.maxQueuedBytes ?? 64 * 1024 * 1024;
+  }
+
+  /** Current counts, for logs and metrics. */
+  get stats(): HubStats {
+    return {
+      peers: this.#peers.size,
+      channels: this.#channels.size,
+      queues: this.#queues.size,
+      queuedMessages: this.#queuedMessages,
+      queuedBytes: this.#queuedBytes,
+    };
+  }
+
+  /** Registers a peer. */
+  join(peer: Peer): void {
+    if (!this.#peers.has(peer)) this.#peers.set(peer, { channels: new Set(), queues: new Set() });
+  }
+
+  /** Removes a peer with all its subscriptions, watches and credits. */
+  leave(peer: Peer): void {
+    const state = this.#peers.get(peer);
+    if (!state) return;
+    this.#peers.delete(peer);
+    for (const name of state.channels) this.#removeSubscriber(name, peer);
+    for (const name of state.queues) this.#removeWatcher(name, peer);
+  }
+
+  /**
+   * Subscribes a peer to channels. Subscribing twice changes nothing.
+   *
+   * @throws {RangeError} when the peer would go past its channel limit; no
+   * channel is subscribed then.
+   */
+  subscribe(peer: Peer, channels: readonly string[]): void {
+    const state = this.#state(peer);
+    this.#checkRoom(state, channels, state.channels);
+    for (const name of channels) {
+      if (state.channels.has(name)) continue;
+      state.channels.add(name);
+      let channel = this.#channels.get(name);
+      if (!channel) {
+        channel = { subscribers: new Set(), loopCursor: 0 };
+        this.#channels.set(name, channel);
+      }
+      channel.subscribers.add(peer);
+    }
+  }
+
+  /** Unsubscribes a peer from channels it subscribed to. */
+  unsubscribe(peer: Peer, channels: readonly string[]): void {
+    const state = this.#state(peer);
+    for (const name of channels) {
+      if (state.channels.delete(name)) this.#removeSubscriber(name, peer);
+    }
+  }
+
+  /**
+   * Sends `data` to every subscriber of each channel (a channel listed twice
+   * counts once). Returns the peers that took the event, once per channel
+   * they got it on.
+   */
+  publish(channels: readonly string[], data: Json): Peer[] {
+    const reached: Peer[] = [];
+    for (const name of unique(channels)) {
+      const channel = this.#channels.get(name);
+      if (!channel) continue;
+      const frame = encodeMessage({ type: "event", channel: name, data });
+      for (const peer of channel.subscribers) {
+        if (peer.send(frame)) reached.push(peer);
+      }
+    }
+    return reached;
+  }
+
+  /**
+   * Sends `data` to one subscriber of each channel, taking subscribers in
+   * turn, starting with the first to subscribe.
+   */
+  publishLoop(channels: readonly string[], data: Json): Peer[] {
+    const reached: Peer[] = [];
+    for (const name of unique(channels)) {
+      const channel = this.#channels.get(name);
+      if (!channel) continue;
+      const frame = encodeMessage({ type: "event", channel: name, data });
+      const subscribers = [...channel.subscribers];
+      // A subscriber that cannot take the frame is skipped for the next one.
+      for (let tries = 0; tries < subscribers.length; tries++) {
+        const peer = subscribers[channel.loopCursor % subscribers.length]!;
+        channel.loopCursor = (channel.loopCursor + 1) % subscribers.length;
+        if (peer.send(frame)) {
+          reached.push(peer);
+          break;
+        }
+      }
+    }
+    return reached;
+  }
+
+  /**
+   * Starts watching queues, creating them if needed.
+   *
+   * @throws {RangeError} when the peer would go past its channel limit.
+   */
+  watch(peer: Peer, queues: readonly string[]): void {
+    const state = this.#state(peer);
+    this.#checkRoom(state, queues, state.queues);
+    for (const name of queues) {
+      if (state.queues.has(name)) continue;
+      state.queues.add(name);
+      this.#queue(name).watchers.add(peer);
+    }
+  }
+
+  /** Stops watching queues; drops the peer's credit on them. */
+  unwatch(peer: Peer, queues: readonly string[]): void {
+    const state = this.#state(peer);
+    for (const name of queues) {
+      if (state.queues.delete(name)) this.#removeWatcher(name, peer);
+    }
+  }
+
+  /**
+   * Appends `data` to each queue (a queue listed twice counts once), then
+   * hands out what consumers have reserved. Returns how many queues took it.
+   *
+   * @throws {RangeError} when a queue is full or all queues together hold
+   * their byte limit; then no queue takes the message.
+   */
+  enqueue(queues: readonly string[], data: Json): number {
+    const names = unique(queues);
+    const frames = names.map((name) => encodeMessage({ type: "queue", channel: name, data }));
+    const bytes = frames.reduce((sum, frame) => sum + frame.length, 0);
+    for (const name of names) {
+      const queue = this.#queues.get(name);
+      if (queue && queue.messages.length - queue.head >= this.#maxQueueLength) {
+        throw new RangeError(
+          `Cannot enqueue: queue ${JSON.stringify(name)} holds its limit of ${this.#maxQueueLength} messages`,
+        );
+      }
+    }
+    if (this.#queuedBytes + bytes > this.#maxQueuedBytes) {
+      throw new RangeError(`Cannot enqueue: queues hold their limit of ${this.#maxQueuedBytes} bytes`);
+    }
+    names.forEach((name, i) => {
+      const queue = this.#queue(name);
+      queue.messages.push(frames[i]!);
+      this.#queuedMessages++;
+      this.#queuedBytes += frames[i]!.length;
+      this.#dispatch(name, queue);
+    });
+    return names.length;
+  }
+
+  /**
+   * Gives the peer one credit on every queue it watches: each such queue
+   * hands it its next message, now or when one arrives. A credit not yet
+   * used is not doubled by a second reserve.
+   */
+  reserve(peer: Peer): void {
+    const state = this.#state(peer);
+    for (const name of state.queues) {
+      const queue = this.#queues.get(name)!;
+      queue.consumers.add(peer);
+      this.#dispatch(name, queue);
+    }
+  }
+
+  #dispatch(name: string, queue: Queue): void {
+    while (queue.head < queue.messages.length && queue.consumers.size > 0) {
+      const consumer: Peer = queue.consumers.values().next().value!;
+      queue.consumers.delete(consumer);
+      const frame = queue.messages[queue.head]!;
+      // A consumer that cannot take the message is disconnecting; the
+      // message stays for the next consumer.
+      if (!consumer.send(frame)) continue;
+      queue.messages[queue.head] = EMPTY;
+      queue.head++;
+      this.#queuedMessages--;
+      this.#queuedBytes -= frame.length;
+    }
+    if (queue.head > 1024 && queue.head * 2 > queue.messages.length) {
+      queue.messages = queue.messages.slice(queue.head);
+      queue.head = 0;
+    }
+    this.#dropIfUnused(name, queue);
+  }
+
+  #state(peer: Peer): PeerState {
+    const state = this.#peers.get(peer);
+    if (!state) throw new TypeError("Cannot route: the peer has not joined the hub");
+    return state;
+  }
+
+  #checkRoom(state: PeerState, names: readonly string[], current: Set<string>): void {
+    let added = 0;
+    for (const name of unique(names)) if (!current.has(name)) added++;
+    const total = state.channels.size + state.queues.size + added;
+    if (total > this.#maxChannelsPerPeer) {
+      throw new RangeError(
+        `Cannot subscribe: ${total} channels and queues exceed the limit of ${this.#maxChannelsPerPeer} per connection`,
+      );
+    }
+  }
+
+  #queue(name: string): Queue {
+    let queue = this.#queues.get(name);
+    if (!queue) {
+      queue = { messages: [], head: 0, watchers: new Set(), consumers: new Set() };
+      this.#queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  #removeSubscriber(name: string, peer: Peer): void {
+    const channel = this.#channels.get(name);
+    if (!channel) return;
+    channel.subscribers.delete(peer);
+    if (channel.subscribers.size === 0) this.#channels.delete(name);
+  }
+
+  #removeWatcher(name: string, peer: Peer): void {
+    const queue = this.#queues.get(name);
+    if (!queue) return;
+    queue.watchers.delete(peer);
+    queue.consumers.delete(peer);
+    this.#dropIfUnused(name, queue);
+  }
+
+  #dropIfUnused(name: string, queue: Queue): void {
+    if (queue.watchers.size === 0 && queue.head === queue.messages.length) this.#queues.delete(name);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function unique(names: readonly string[]): readonly string[] {
+  return names.length < 2 ? names : [...new Set(names)];
+}

@@ -1,0 +1,110 @@
+/**
+ * `deno task channel`: runs the channel hub.
+ *
+ * @module
+ */
+
+import { serveChannel } from "./server.ts";
+import { DEFAULT_CHANNEL_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
+import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
+import { createLogger } from "../shared/log.ts";
+import {
+  type FlagSpec,
+  helpText,
+  intFlag,
+  isLoopback,
+  LOG_LEVEL_FLAG,
+  logLevelFlag,
+  onShutdownSignal,
+  parseFlags,
+  stringFlag,
+} from "../shared/cli.ts";
+
+const FLAGS: Record<string, FlagSpec> = {
+  hostname: {
+    type: "string",
+    arg: "HOST",
+    help: "address to listen on; 0.0.0.0 for other machines",
+    default: "127.0.0.1",
+  },
+  port: { type: "string", arg: "PORT", help: "TCP port; 0 picks a free one", default: String(DEFAULT_CHANNEL_PORT) },
+  token: { type: "string", arg: "TOKEN", help: "token clients must present (or env CHANNEL_TOKEN)" },
+  insecure: { type: "boolean", help: "allow a non-loopback address without a token" },
+  "max-frame-bytes": {
+    type: "string",
+    arg: "N",
+    help: "largest frame from a client",
+    default: String(DEFAULT_MAX_FRAME_BYTES),
+  },
+  "max-pending-bytes": {
+    type: "string",
+    arg: "N",
+    help: "bytes waiting for one client before it is disconnected as slow",
+    default: String(DEFAULT_MAX_PENDING_BYTES),
+  },
+  "max-connections": { type: "string", arg: "N", help: "clients connected at once", default: "1024" },
+  "max-channels": { type: "string", arg: "N", help: "channels plus queues per connection", default: "10000" },
+  "max-queue-length": { type: "string", arg: "N", help: "messages one queue holds", default: "10000" },
+  "max-queued-bytes": { type: "string", arg: "N", help: "bytes all queues hold together", default: "67108864" },
+  "ping-interval": { type: "string", arg: "MS", help: "expected client ping interval", default: "25000" },
+  "idle-pings": {
+    type: "string",
+    arg: "N",
+    help: "ping intervals of silence before a client is dropped",
+    default: "3",
+  },
+  "shutdown-grace": { type: "string", arg: "MS", help: "time connections get to flush on shutdown", default: "1000" },
+  "log-level": LOG_LEVEL_FLAG,
+  help: { type: "boolean", help: "show this help" },
+};
+
+/** Runs the hub until SIGINT or SIGTERM; returns the exit code. */
+export async function main(args: string[] = Deno.args): Promise<number> {
+  let server;
+  const logger = createLogger("channel");
+  try {
+    const flags = parseFlags(args, FLAGS);
+    if (flags.help) {
+      console.log(helpText("deno task channel [options]", "Channel hub: TCP pub/sub and work queues.", FLAGS));
+      return 0;
+    }
+    const log = createLogger("channel", { level: logLevelFlag(flags) });
+    const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
+    const token = stringFlag(flags, "token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
+    if (!token && !isLoopback(hostname) && !flags.insecure) {
+      throw new TypeError(
+        `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
+      );
+    }
+    server = serveChannel({
+      hostname,
+      port: intFlag(flags, "port", DEFAULT_CHANNEL_PORT),
+      token: token || undefined,
+      maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
+      maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
+      maxConnections: intFlag(flags, "max-connections", 1024),
+      maxChannelsPerPeer: intFlag(flags, "max-channels", 10_000),
+      maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
+      maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
+      pingInterval: intFlag(flags, "ping-interval", 25_000),
+      idlePings: intFlag(flags, "idle-pings", 3),
+      closeGrace: intFlag(flags, "shutdown-grace", 1000),
+      logger: log,
+      onListen: (addr) =>
+        log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
+    });
+  } catch (error) {
+    logger.error((error as Error).message);
+    return 2;
+  }
+  const running = server;
+  onShutdownSignal((signal) => {
+    logger.info("shutting down", { signal });
+    running.shutdown();
+  });
+  await running.finished;
+  logger.info("stopped");
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

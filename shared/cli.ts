@@ -1,0 +1,115 @@
+/**
+ * Command-line helpers shared by the services' `main.ts`: typed flags on top
+ * of `node:util` `parseArgs`, help text, and signal-driven shutdown.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { isLogLevel, type LogLevel } from "./log.ts";
+
+/** One command-line flag. */
+export interface FlagSpec {
+  /** `string` takes a value; `boolean` is a switch. */
+  type: "string" | "boolean";
+  /** Shown in `--help`. */
+  help: string;
+  /** Shown in `--help` as the default. */
+  default?: string;
+  /** Value placeholder in `--help`. @default {"VALUE"} */
+  arg?: string;
+}
+
+/** Parsed flags: strings (or undefined) and booleans. */
+export type FlagValues = Record<string, string | boolean | undefined>;
+
+/**
+ * Parses `args` against `specs`. Unknown flags and stray positionals are
+ * errors.
+ *
+ * @throws {TypeError} with a one-line message naming the bad flag.
+ */
+export function parseFlags(args: string[], specs: Record<string, FlagSpec>): FlagValues {
+  const options = Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, { type: spec.type }]));
+  try {
+    const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
+    return values as FlagValues;
+  } catch (error) {
+    throw new TypeError((error as Error).message.split("\n")[0]);
+  }
+}
+
+/** Formats `--help` text. */
+export function helpText(usage: string, description: string, specs: Record<string, FlagSpec>): string {
+  const rows = Object.entries(specs).map(([name, spec]) => {
+    const left = spec.type === "string" ? `--${name} ${spec.arg ?? "VALUE"}` : `--${name}`;
+    const def = spec.default === undefined ? "" : ` (default: ${spec.default})`;
+    return `  ${left.padEnd(30)} ${spec.help}${def}`;
+  });
+  return `${description}\n\nUsage: ${usage}\n\nOptions:\n${rows.join("\n")}\n`;
+}
+
+/**
+ * Reads a non-negative integer flag.
+ *
+ * @throws {TypeError} when the value is not a non-negative integer.
+ */
+export function intFlag(values: FlagValues, name: string, fallback: number): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (typeof raw !== "string" || !/^\d+$/.test(raw) || !Number.isSafeInteger(value)) {
+    throw new TypeError(`Invalid --${name}: expected a non-negative integer, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+/** Reads a string flag. */
+export function stringFlag(values: FlagValues, name: string): string | undefined {
+  const raw = values[name];
+  return typeof raw === "string" ? raw : undefined;
+}
+
+/**
+ * Reads `--log-level`.
+ *
+ * @throws {TypeError} on an unknown level.
+ */
+export function logLevelFlag(values: FlagValues): LogLevel {
+  const raw = stringFlag(values, "log-level") ?? "info";
+  if (!isLogLevel(raw)) throw new TypeError(`Invalid --log-level: ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+/** The `--log-level` flag every service takes. */
+export const LOG_LEVEL_FLAG: FlagSpec = {
+  type: "string",
+  arg: "LEVEL",
+  help: "debug, info, warn, error or silent",
+  default: "info",
+};
+
+/** True for addresses only this machine can reach. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/**
+ * Runs `stop` on the first SIGINT or SIGTERM, then removes the listeners.
+ * Returns a function that removes them without stopping.
+ */
+export function onShutdownSignal(stop: (signal: Deno.Signal) => void): () => void {
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const handlers = signals.map((signal) => {
+    const handler = () => {
+      remove();
+      stop(signal);
+    };
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
+  function remove() {
+    for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+  }
+  return remove;
+}

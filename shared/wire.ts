@@ -1,0 +1,360 @@
+/**
+ * The wire protocol between the channel hub and its clients (pushers and
+ * publishers): typed messages, a payload codec, and a streaming decoder.
+ *
+ * Framing ({@linkcode FrameDecoder}) and the payload codec ({@linkcode Codec})
+ * are separate pieces: the framing is Workerman's `frame://`, the default codec
+ * is UTF-8 JSON, and a second codec can be added without touching either the
+ * framing or the message types.
+ *
+ * Pure TypeScript: no `Deno.*` calls.
+ *
+ * @module
+ */
+
+import { encodeFrame, FrameDecoder, type FrameDecoderOptions, HEADER_BYTES, writeHeader } from "./frame.ts";
+
+export { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, type FrameDecoderOptions } from "./frame.ts";
+
+/** The hub's default TCP port, as in the original. */
+export const DEFAULT_CHANNEL_PORT = 2206;
+
+/** Version a client announces in its `hello`; the hub refuses others. */
+export const PROTOCOL_VERSION = 1;
+
+/** Longest channel or queue name accepted, in UTF-16 code units. */
+export const MAX_CHANNEL_NAME_LENGTH = 256;
+
+/** Any JSON value: what `data` can carry. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** First message on every connection: protocol version and optional token. */
+export interface Hello {
+  type: "hello";
+  version: number;
+  token?: string;
+}
+
+/** Subscribe to, or unsubscribe from, channel events. Idempotent. */
+export interface Subscription {
+  type: "subscribe" | "unsubscribe";
+  channels: string[];
+}
+
+/**
+ * Publish `data` to every subscriber of each channel (`publish`), or to one
+ * subscriber per channel in turn (`publishLoop`). `id` is echoed in the `ack`.
+ */
+export interface Publish {
+  type: "publish" | "publishLoop";
+  id: number;
+  channels: string[];
+  data: Json;
+}
+
+/** Start or stop watching work queues. */
+export interface Watch {
+  type: "watch" | "unwatch";
+  channels: string[];
+}
+
+/** Append `data` to each queue. `id` is echoed in the `ack` or `error`. */
+export interface Enqueue {
+  type: "enqueue";
+  id: number;
+  channels: string[];
+  data: Json;
+}
+
+/** Take one message from each watched queue, when one is available. */
+export interface Reserve {
+  type: "reserve";
+}
+
+/** Liveness probe; the hub answers `pong`. */
+export interface Ping {
+  type: "ping";
+}
+
+/** Everything a client sends to the hub. */
+export type ClientMessage = Hello | Subscription | Publish | Watch | Enqueue | Reserve | Ping;
+
+/** A published message, delivered to a subscriber of `channel`. */
+export interface Event {
+  type: "event";
+  channel: string;
+  data: Json;
+}
+
+/** A queued message, delivered to a consumer that reserved. */
+export interface QueueMessage {
+  type: "queue";
+  channel: string;
+  data: Json;
+}
+
+/**
+ * Acknowledges the publish or enqueue with this `id`. `count` is how many
+ * subscribers the event was written to (or how many queues took the message).
+ */
+export interface Ack {
+  type: "ack";
+  id: number;
+  count: number;
+}
+
+/**
+ * Something went wrong. With an `id`, that one request was refused and the
+ * connection stays open; without, the hub closes the connection after it.
+ */
+export interface ErrorMessage {
+  type: "error";
+  reason: string;
+  id?: number;
+}
+
+/** Answer to `ping`. */
+export interface Pong {
+  type: "pong";
+}
+
+/** Everything the hub sends to a client. */
+export type HubMessage = Event | QueueMessage | Ack | ErrorMessage | Pong;
+
+/** Any message of the protocol. */
+export type Message = ClientMessage | HubMessage;
+
+/**
+ * Turns a message into payload bytes and back. The result of `decode` is
+ * untrusted: it goes through {@linkcode toClientMessage} or
+ * {@linkcode toHubMessage} before use.
+ */
+export interface Codec {
+  /** Short name, for logs. */
+  readonly name: string;
+  /** Encodes one message as a payload (without the frame header). */
+  encode(message: Message): Uint8Array;
+  /**
+   * Decodes one payload.
+   *
+   * @throws {SyntaxError} when the payload is not valid for this codec.
+   */
+  decode(payload: Uint8Array): unknown;
+}
+
+const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** UTF-8 JSON payloads: the default codec. */
+export const jsonCodec: Codec = {
+  name: "json",
+  encode(message: Message): Uint8Array {
+    return utf8.encode(JSON.stringify(message));
+  },
+  decode(payload: Uint8Array): unknown {
+    let text: string;
+    try {
+      text = strictUtf8.decode(payload);
+    } catch {
+      throw new SyntaxError("Cannot decode message: payload is not valid UTF-8");
+    }
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw new SyntaxError(`Cannot decode message: ${(error as Error).message}`);
+    }
+  },
+};
+
+/**
+ * Encodes one message as a complete frame, header included.
+ *
+ * @example
+ * ```ts
+ * const bytes = encodeMessage({ type: "subscribe", channels: ["news"] });
+ * await conn.write(bytes);
+ * ```
+ */
+export function encodeMessage(message: Message, codec: Codec = jsonCodec): Uint8Array {
+  if (codec === jsonCodec) return encodeJsonFrame(JSON.stringify(message));
+  return encodeFrame(codec.encode(message));
+}
+
+/**
+ * Encodes a JSON text straight into a frame, with no intermediate payload
+ * buffer. Used on the hub's hot path, where an event is encoded once and the
+ * bytes shared by every subscriber.
+ */
+function encodeJsonFrame(text: string): Uint8Array {
+  // Large texts: pay one copy rather than hold 3x their size in a buffer that
+  // stays alive for as long as any subscriber's queue holds the frame.
+  if (text.length > 4096) return encodeFrame(utf8.encode(text));
+  // A UTF-16 code unit never takes more than 3 UTF-8 bytes.
+  const frame = new Uint8Array(HEADER_BYTES + text.length * 3);
+  const { written } = utf8.encodeInto(text, frame.subarray(HEADER_BYTES));
+  const total = HEADER_BYTES + written;
+  writeHeader(frame, total);
+  return frame.subarray(0, total);
+}
+
+/** Options for {@linkcode MessageDecoder}. */
+export interface MessageDecoderOptions extends FrameDecoderOptions {
+  /** Payload codec. @default {jsonCodec} */
+  codec?: Codec;
+}
+
+/**
+ * Streaming decoder: bytes in, typed messages out, from any chunking.
+ * `validate` is {@linkcode toClientMessage} on the hub and
+ * {@linkcode toHubMessage} on clients.
+ *
+ * An empty payload (the 4-byte frame `00 00 00 04`, the original's ping) is a
+ * keepalive: it yields nothing.
+ *
+ * Any error leaves the decoder failed: close the connection.
+ *
+ * @example
+ * ```ts
+ * const decoder = new MessageDecoder(toClientMessage);
+ * for (const message of decoder.push(chunk)) route(message);
+ * ```
+ */
+export class MessageDecoder<T extends Message> {
+  readonly #frames: FrameDecoder;
+  readonly #codec: Codec;
+  readonly #validate: (value: unknown) => T;
+
+  constructor(validate: (value: unknown) => T, options: MessageDecoderOptions = {}) {
+    this.#frames = new FrameDecoder(options);
+    this.#codec = options.codec ?? jsonCodec;
+    this.#validate = validate;
+  }
+
+  /** Bytes held back waiting for the rest of a frame. */
+  get bufferedBytes(): number {
+    return this.#frames.bufferedBytes;
+  }
+
+  /**
+   * Feeds a chunk and returns every message it completes, in order.
+   *
+   * @throws {RangeError} on a bad frame length.
+   * @throws {SyntaxError} on a payload the codec cannot read.
+   * @throws {TypeError} on a well-formed payload that is not a valid message.
+   */
+  push(chunk: Uint8Array): T[] {
+    const messages: T[] = [];
+    for (const payload of this.#frames.push(chunk)) {
+      if (payload.length === 0) continue;
+      messages.push(this.#validate(this.#codec.decode(payload)));
+    }
+    return messages;
+  }
+}
+
+/**
+ * Checks that a decoded value is a valid client-to-hub message.
+ *
+ * @throws {TypeError} naming what is wrong.
+ */
+export function toClientMessage(value: unknown): ClientMessage {
+  const message = asMessageObject(value);
+  switch (message.type) {
+    case "hello":
+      requireInteger(message, "version");
+      if (message.token !== undefined) requireString(message, "token");
+      break;
+    case "subscribe":
+    case "unsubscribe":
+    case "watch":
+    case "unwatch":
+      requireChannels(message);
+      break;
+    case "publish":
+    case "publishLoop":
+    case "enqueue":
+      requireInteger(message, "id");
+      requireChannels(message);
+      if (!("data" in message)) throw invalid(message.type, "data is missing");
+      break;
+    case "reserve":
+    case "ping":
+      break;
+    default:
+      throw unknownType(message.type);
+  }
+  return message as unknown as ClientMessage;
+}
+
+/**
+ * Checks that a decoded value is a valid hub-to-client message.
+ *
+ * @throws {TypeError} naming what is wrong.
+ */
+export function toHubMessage(value: unknown): HubMessage {
+  const message = asMessageObject(value);
+  switch (message.type) {
+    case "event":
+    case "queue":
+      requireString(message, "channel");
+      if (!("data" in message)) throw invalid(message.type, "data is missing");
+      break;
+    case "ack":
+      requireInteger(message, "id");
+      requireInteger(message, "count");
+      break;
+    case "error":
+      requireString(message, "reason");
+      if (message.id !== undefined) requireInteger(message, "id");
+      break;
+    case "pong":
+      break;
+    default:
+      throw unknownType(message.type);
+  }
+  return message as unknown as HubMessage;
+}
+
+type Fields = Record<string, unknown> & { type: string };
+
+function asMessageObject(value: unknown): Fields {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError("Invalid message: expected an object with a type");
+  }
+  const type = (value as Record<string, unknown>).type;
+  if (typeof type !== "string") {
+    throw new TypeError("Invalid message: type is missing or not a string");
+  }
+  return value as Fields;
+}
+
+function requireString(message: Fields, field: string): void {
+  if (typeof message[field] !== "string") throw invalid(message.type, `${field} must be a string`);
+}
+
+function requireInteger(message: Fields, field: string): void {
+  if (!Number.isSafeInteger(message[field])) {
+    throw invalid(message.type, `${field} must be an integer`);
+  }
+}
+
+function requireChannels(message: Fields): void {
+  const channels = message.channels;
+  if (!Array.isArray(channels)) throw invalid(message.type, "channels must be an array");
+  for (const channel of channels) {
+    if (typeof channel !== "string" || channel.length === 0) {
+      throw invalid(message.type, "every channel must be a non-empty string");
+    }
+    if (channel.length > MAX_CHANNEL_NAME_LENGTH) {
+      throw invalid(message.type, `channel names are limited to ${MAX_CHANNEL_NAME_LENGTH} characters`);
+    }
+  }
+}
+
+function invalid(type: string, detail: string): TypeError {
+  return new TypeError(`Invalid ${type} message: ${detail}`);
+}
+
+function unknownType(type: string): TypeError {
+  return new TypeError(`Invalid message: unknown type ${JSON.stringify(type.slice(0, 64))}`);
+}

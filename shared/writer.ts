@@ -1,0 +1,221 @@
+/**
+ * A coalescing, bounded frame writer: one write in flight per connection;
+ * frames queued meanwhile go out together in the next write.
+ *
+ * @module
+ */
+
+/** Where a {@linkcode FrameWriter} writes: a `Deno.Conn` or anything like it. */
+export interface ByteSink {
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/** Options for {@linkcode FrameWriter}. */
+export interface FrameWriterOptions {
+  /**
+   * Most bytes that may wait (queued plus in flight). {@linkcode FrameWriter.enqueue}
+   * refuses a frame that would go past it.
+   *
+   * @default {8388608} (8 MiB)
+   */
+  maxPendingBytes?: number;
+  /** Called once when a write fails; the writer then accepts nothing more. */
+  onError?: (error: Error) => void;
+}
+
+/** Default cap on bytes waiting in one writer: 8 MiB. */
+export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
+
+interface Waiter {
+  /** Resolve once this many bytes (counted since the writer began) are written. */
+  target: number;
+  promise: Promise<boolean>;
+  resolve: (written: boolean) => void;
+}
+
+/**
+ * Writes frames to a socket with at most one write in flight. Frames enqueued
+ * in the same tick, or while a write is in flight, are concatenated into one
+ * write. The first write of a burst waits for a microtask, so every frame a
+ * read handler produces goes out in a single syscall.
+ *
+ * @example
+ * ```ts
+ * const writer = new FrameWriter(conn, { maxPendingBytes: 1 << 20 });
+ * if (!writer.enqueue(frame)) disconnectSlowConsumer();
+ * await writer.flushed(); // the frame is now in the kernel's buffer
+ * ```
+ */
+export class FrameWriter {
+  readonly #sink: ByteSink;
+  readonly #maxPendingBytes: number;
+  readonly #onError: ((error: Error) => void) | undefined;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #inFlightBytes = 0;
+  #enqueuedTotal = 0;
+  #writtenTotal = 0;
+  #waiters: Waiter[] = [];
+  #scheduled = false;
+  #writing = false;
+  /** Set by end(), close() or a failed write: nothing more is accepted. */
+  #ended = false;
+  #failed = false;
+  #idle: { promise: Promise<boolean>; resolve: (ok: boolean) => void } | null = null;
+
+  constructor(sink: ByteSink, options: FrameWriterOptions = {}) {
+    this.#sink = sink;
+    this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
+    this.#onError = options.onError;
+  }
+
+  /** Bytes queued or in flight. */
+  get pendingBytes(): number {
+    return this.#queuedBytes + this.#inFlightBytes;
+  }
+
+  /** True once the writer accepts nothing more (ended, closed or failed). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /**
+   * Queues a frame. Returns false, queuing nothing, when the writer has ended
+   * or when the frame would take it past `maxPendingBytes`.
+   */
+  enqueue(frame: Uint8Array): boolean {
+    if (this.#ended) return false;
+    if (this.pendingBytes + frame.length > this.#maxPendingBytes) return false;
+    this.#push(frame);
+    return true;
+  }
+
+  /**
+   * Resolves `true` once every byte enqueued before the call has been handed
+   * to the operating system, or `false` if the writer failed or dropped them.
+   */
+  flushed(): Promise<boolean> {
+    const target = this.#enqueuedTotal;
+    if (this.#writtenTotal >= target) return Promise.resolve(true);
+    if (this.#failed) return Promise.resolve(false);
+    const last = this.#waiters.at(-1);
+    if (last?.target === target) return last.promise;
+    let resolve!: (written: boolean) => void;
+    const promise = new Promise<boolean>((r) => (resolve = r));
+    this.#waiters.push({ target, promise, resolve });
+    return promise;
+  }
+
+  /**
+   * Stops accepting frames, drops those not yet in flight, queues `last` (an
+   * error frame, say) after the write in flight, and resolves `true` once
+   * `last` is written, `false` if the write failed. The caller then closes
+   * the socket; it should also bound the wait, since a peer that does not
+   * read will never let the write finish.
+   */
+  end(last?: Uint8Array): Promise<boolean> {
+    if (this.#ended) return this.#whenIdle();
+    this.#ended = true;
+    this.#enqueuedTotal -= this.#queuedBytes;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#settleWaiters(this.#writtenTotal + this.#inFlightBytes, false);
+    if (last) this.#push(last);
+    return this.#whenIdle();
+  }
+
+  /** Stops writing at once; every pending `flushed()` resolves `false`. */
+  close(): void {
+    this.#ended = true;
+    this.#failed = true;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#settleWaiters(0, false);
+    this.#settleIdle(false);
+  }
+
+  #push(frame: Uint8Array): void {
+    this.#queue.push(frame);
+    this.#queuedBytes += frame.length;
+    this.#enqueuedTotal += frame.length;
+    if (!this.#scheduled && !this.#writing) {
+      this.#scheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  async #flush(): Promise<void> {
+    this.#scheduled = false;
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0 && !this.#failed) {
+        const bytes = concat(this.#queue, this.#queuedBytes);
+        this.#inFlightBytes = bytes.length;
+        this.#queue = [];
+        this.#queuedBytes = 0;
+        let offset = 0;
+        while (offset < bytes.length) {
+          offset += await this.#sink.write(offset === 0 ? bytes : bytes.subarray(offset));
+        }
+        this.#writtenTotal += bytes.length;
+        this.#inFlightBytes = 0;
+        this.#settleWaiters(this.#writtenTotal, true);
+      }
+    } catch (error) {
+      if (!this.#failed) {
+        this.close();
+        this.#onError?.(error as Error);
+      }
+    } finally {
+      this.#writing = false;
+    }
+    if (this.#queue.length === 0) this.#settleIdle(!this.#failed);
+  }
+
+  /** Resolves waiters whose target is at or below `upTo` with `written`. */
+  #settleWaiters(upTo: number, written: boolean): void {
+    if (!written) {
+      // Waiters beyond `upTo` lose their bytes; those at or below keep waiting.
+      const kept: Waiter[] = [];
+      for (const waiter of this.#waiters) {
+        if (waiter.target > upTo || this.#failed) waiter.resolve(false);
+        else kept.push(waiter);
+      }
+      this.#waiters = kept;
+      return;
+    }
+    let i = 0;
+    while (i < this.#waiters.length && this.#waiters[i]!.target <= upTo) {
+      this.#waiters[i]!.resolve(true);
+      i++;
+    }
+    if (i > 0) this.#waiters.splice(0, i);
+  }
+
+  #whenIdle(): Promise<boolean> {
+    if (!this.#writing && !this.#scheduled) return Promise.resolve(!this.#failed);
+    if (!this.#idle) {
+      let resolve!: (ok: boolean) => void;
+      const promise = new Promise<boolean>((r) => (resolve = r));
+      this.#idle = { promise, resolve };
+    }
+    return this.#idle.promise;
+  }
+
+  #settleIdle(ok: boolean): void {
+    const idle = this.#idle;
+    this.#idle = null;
+    idle?.resolve(ok);
+  }
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
