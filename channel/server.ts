@@ -39,6 +39,15 @@ export interface ChannelServerOptions extends HubOptions {
    * @default {8388608}
    */
   maxPendingBytes?: number;
+  /**
+   * Longest a write to one client may stay blocked, in milliseconds. A client
+   * that stops reading fills its kernel buffer, its writes block, and past
+   * this it is disconnected as a slow consumer. It bounds how long one stuck
+   * subscriber can hold up the acknowledgements of publishes.
+   *
+   * @default {2000}
+   */
+  writeTimeout?: number;
   /** Most clients connected at once; more are refused with an error frame. @default {1024} */
   maxConnections?: number;
   /** How often clients are expected to ping, in milliseconds. @default {25000} */
@@ -88,6 +97,7 @@ export function serveChannel(options: ChannelServerOptions = {}): ChannelServer 
     maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     maxPendingBytes: options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES,
     maxConnections: options.maxConnections ?? 1024,
+    writeTimeout: options.writeTimeout ?? 2000,
     pingInterval: options.pingInterval ?? 25_000,
     idlePings: options.idlePings ?? 3,
     closeGrace: options.closeGrace ?? 1000,
@@ -110,6 +120,7 @@ interface Settings {
   maxFrameBytes: number;
   maxPendingBytes: number;
   maxConnections: number;
+  writeTimeout: number;
   pingInterval: number;
   idlePings: number;
   closeGrace: number;
@@ -123,6 +134,7 @@ class Server {
   readonly #logger: Logger;
   readonly #connections = new Set<Connection>();
   readonly #sweep: ReturnType<typeof setInterval>;
+  readonly #watchdog: ReturnType<typeof setInterval>;
   #nextId = 1;
   #shuttingDown: Promise<void> | null = null;
 
@@ -137,6 +149,7 @@ class Server {
     this.#settings = settings;
     this.#logger = logger;
     this.#sweep = setInterval(() => this.#closeIdle(), settings.pingInterval);
+    this.#watchdog = setInterval(() => this.#closeStalled(), Math.max(10, settings.writeTimeout / 4));
     this.finished = this.#acceptLoop();
   }
 
@@ -144,6 +157,7 @@ class Server {
     if (this.#shuttingDown) return this.#shuttingDown;
     this.#shuttingDown = (async () => {
       clearInterval(this.#sweep);
+      clearInterval(this.#watchdog);
       try {
         this.#listener.close();
       } catch { /* already closed */ }
@@ -178,6 +192,16 @@ class Server {
       serving.add(done);
     }
     await Promise.all(serving);
+  }
+
+  #closeStalled(): void {
+    const now = Date.now();
+    for (const connection of this.#connections) {
+      const stalled = connection.stalledFor(now);
+      if (stalled > this.#settings.writeTimeout) {
+        connection.fail(`Slow consumer: a write has been blocked for ${stalled} ms`);
+      }
+    }
   }
 
   #closeIdle(): void {
@@ -222,6 +246,11 @@ class Connection implements Peer {
     if (this.#writer.enqueue(frame)) return true;
     this.fail(`Slow consumer: more than ${this.#settings.maxPendingBytes} bytes waiting to be written`);
     return false;
+  }
+
+  /** Milliseconds the write in flight has been blocked; 0 once closing, as it is being dealt with. */
+  stalledFor(now: number): number {
+    return this.#closing ? 0 : this.#writer.stalledFor(now);
   }
 
   /** Resolves true once everything queued so far is in the kernel's socket buffer. */

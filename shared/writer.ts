@@ -14,7 +14,8 @@ export interface ByteSink {
 export interface FrameWriterOptions {
   /**
    * Most bytes that may wait (queued plus in flight). {@linkcode FrameWriter.enqueue}
-   * refuses a frame that would go past it.
+   * refuses a frame that would go past it, unless nothing waits: one frame is
+   * always accepted, so the backlog is bounded by this plus one frame.
    *
    * @default {8388608} (8 MiB)
    */
@@ -62,6 +63,7 @@ export class FrameWriter {
   #ended = false;
   #failed = false;
   #idle: { promise: Promise<boolean>; resolve: (ok: boolean) => void } | null = null;
+  #writeStarted = 0;
 
   constructor(sink: ByteSink, options: FrameWriterOptions = {}) {
     this.#sink = sink;
@@ -74,6 +76,15 @@ export class FrameWriter {
     return this.#queuedBytes + this.#inFlightBytes;
   }
 
+  /**
+   * Milliseconds the write now in flight has been blocked (0 when idle): a
+   * peer that does not read makes this grow, which is how a caller spots a
+   * slow consumer whose kernel buffer is full.
+   */
+  stalledFor(now: number = Date.now()): number {
+    return this.#writeStarted === 0 ? 0 : now - this.#writeStarted;
+  }
+
   /** True once the writer accepts nothing more (ended, closed or failed). */
   get ended(): boolean {
     return this.#ended;
@@ -81,11 +92,13 @@ export class FrameWriter {
 
   /**
    * Queues a frame. Returns false, queuing nothing, when the writer has ended
-   * or when the frame would take it past `maxPendingBytes`.
+   * or when bytes already wait and the frame would take them past
+   * `maxPendingBytes`.
    */
   enqueue(frame: Uint8Array): boolean {
     if (this.#ended) return false;
-    if (this.pendingBytes + frame.length > this.#maxPendingBytes) return false;
+    const pending = this.pendingBytes;
+    if (pending > 0 && pending + frame.length > this.#maxPendingBytes) return false;
     this.#push(frame);
     return true;
   }
@@ -107,8 +120,9 @@ export class FrameWriter {
   }
 
   /**
-   * Stops accepting frames, drops those not yet in flight, queues `last` (an
-   * error frame, say) after the write in flight, and resolves `true` once
+   * Stops accepting frames, drops those not yet in flight, resolves every
+   * pending `flushed()` with `false`, queues `last` (an error frame, say)
+   * after the write in flight, and resolves `true` once
    * `last` is written, `false` if the write failed. The caller then closes
    * the socket; it should also bound the wait, since a peer that does not
    * read will never let the write finish.
@@ -119,7 +133,9 @@ export class FrameWriter {
     this.#enqueuedTotal -= this.#queuedBytes;
     this.#queue = [];
     this.#queuedBytes = 0;
-    this.#settleWaiters(this.#writtenTotal + this.#inFlightBytes, false);
+    // The peer is being dropped: nothing it was sent counts as delivered any
+    // more, not even the write in flight, which may never finish.
+    this.#settleWaiters(-1, false);
     if (last) this.#push(last);
     return this.#whenIdle();
   }
@@ -155,7 +171,9 @@ export class FrameWriter {
         this.#queuedBytes = 0;
         let offset = 0;
         while (offset < bytes.length) {
+          this.#writeStarted = Date.now();
           offset += await this.#sink.write(offset === 0 ? bytes : bytes.subarray(offset));
+          this.#writeStarted = 0;
         }
         this.#writtenTotal += bytes.length;
         this.#inFlightBytes = 0;
@@ -168,6 +186,7 @@ export class FrameWriter {
       }
     } finally {
       this.#writing = false;
+      this.#writeStarted = 0;
     }
     if (this.#queue.length === 0) this.#settleIdle(!this.#failed);
   }

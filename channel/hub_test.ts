@@ -1,0 +1,240 @@
+import assert from "node:assert/strict";
+import { Hub, type Peer } from "./hub.ts";
+import { type Json, MessageDecoder, toHubMessage } from "../shared/wire.ts";
+
+/** A peer that records what it is sent, decoded. */
+class Recorder implements Peer {
+  readonly frames: Uint8Array[] = [];
+  full = false;
+
+  constructor(readonly name = "peer") {}
+
+  send(frame: Uint8Array): boolean {
+    if (this.full) return false;
+    this.frames.push(frame);
+    return true;
+  }
+
+  /** `data` of every event or queue message received, in order. */
+  get data(): Json[] {
+    const decoder = new MessageDecoder(toHubMessage);
+    return this.frames.flatMap((frame) => decoder.push(frame)).map((m) => "data" in m ? m.data : null);
+  }
+
+  get messages() {
+    const decoder = new MessageDecoder(toHubMessage);
+    return this.frames.flatMap((frame) => decoder.push(frame));
+  }
+}
+
+function hubWith(...peers: Peer[]): Hub {
+  const hub = new Hub();
+  for (const peer of peers) hub.join(peer);
+  return hub;
+}
+
+Deno.test("hub delivers a publish to every subscriber of the channel once", () => {
+  const a = new Recorder(), b = new Recorder(), other = new Recorder();
+  const hub = hubWith(a, b, other);
+  hub.subscribe(a, ["news"]);
+  hub.subscribe(b, ["news"]);
+  hub.subscribe(other, ["sport"]);
+  const reached = hub.publish(["news"], { title: "hi" });
+  assert.deepEqual(reached, [a, b]);
+  assert.deepEqual(a.messages, [{ type: "event", channel: "news", data: { title: "hi" } }]);
+  assert.deepEqual(b.data, [{ title: "hi" }]);
+  assert.deepEqual(other.frames, []);
+});
+
+Deno.test("hub encodes an event once and hands every subscriber the same bytes", () => {
+  const a = new Recorder(), b = new Recorder();
+  const hub = hubWith(a, b);
+  hub.subscribe(a, ["news"]);
+  hub.subscribe(b, ["news"]);
+  hub.publish(["news"], "x");
+  assert.equal(a.frames[0], b.frames[0]);
+});
+
+Deno.test("hub subscribe is idempotent", () => {
+  const a = new Recorder();
+  const hub = hubWith(a);
+  hub.subscribe(a, ["news"]);
+  hub.subscribe(a, ["news", "news"]);
+  hub.publish(["news"], 1);
+  assert.deepEqual(a.data, [1]);
+});
+
+Deno.test("hub sends one event per listed channel, and a channel listed twice once", () => {
+  const a = new Recorder();
+  const hub = hubWith(a);
+  hub.subscribe(a, ["x", "y"]);
+  const reached = hub.publish(["x", "y", "x", "nobody"], "m");
+  assert.equal(reached.length, 2);
+  assert.deepEqual(a.messages.map((m) => m.type === "event" && m.channel), ["x", "y"]);
+});
+
+Deno.test("hub stops delivering after unsubscribe and after leave", () => {
+  const a = new Recorder(), b = new Recorder();
+  const hub = hubWith(a, b);
+  hub.subscribe(a, ["news"]);
+  hub.subscribe(b, ["news"]);
+  hub.unsubscribe(a, ["news"]);
+  hub.leave(b);
+  assert.deepEqual(hub.publish(["news"], 1), []);
+  assert.equal(hub.stats.channels, 0);
+});
+
+Deno.test("hub does not count a subscriber that refuses the frame", () => {
+  const a = new Recorder(), slow = new Recorder();
+  const hub = hubWith(a, slow);
+  hub.subscribe(a, ["news"]);
+  hub.subscribe(slow, ["news"]);
+  slow.full = true;
+  assert.deepEqual(hub.publish(["news"], 1), [a]);
+});
+
+Deno.test("hub refuses subscriptions past the per-peer channel limit, all or nothing", () => {
+  const a = new Recorder();
+  const hub = new Hub({ maxChannelsPerPeer: 3 });
+  hub.join(a);
+  hub.subscribe(a, ["1", "2"]);
+  assert.throws(() => hub.subscribe(a, ["3", "4"]), {
+    name: "RangeError",
+    message: "Cannot subscribe: 4 channels and queues exceed the limit of 3 per connection",
+  });
+  assert.deepEqual(hub.publish(["3"], 1), []);
+  hub.watch(a, ["q"]);
+  assert.throws(() => hub.watch(a, ["q2"]), RangeError);
+});
+
+Deno.test("hub publishLoop takes subscribers in turn starting with the first", () => {
+  const s = [new Recorder("S0"), new Recorder("S1"), new Recorder("S2")];
+  const hub = hubWith(...s);
+  for (const peer of s) hub.subscribe(peer, ["jobs"]);
+  for (let i = 1; i <= 7; i++) assert.equal(hub.publishLoop(["jobs"], i).length, 1);
+  // The original starts with the second subscriber: S1=[1,4,7], S2=[2,5], S0=[3,6].
+  assert.deepEqual(s.map((peer) => peer.data), [[1, 4, 7], [2, 5], [3, 6]]);
+});
+
+Deno.test("hub publishLoop skips a subscriber that refuses the frame", () => {
+  const a = new Recorder(), b = new Recorder();
+  const hub = hubWith(a, b);
+  hub.subscribe(a, ["jobs"]);
+  hub.subscribe(b, ["jobs"]);
+  a.full = true;
+  assert.deepEqual(hub.publishLoop(["jobs"], 1), [b]);
+  assert.deepEqual(b.data, [1]);
+});
+
+Deno.test("hub queues follow the original's observed sequence", () => {
+  // Reference section 3.3, observed on the original.
+  const w1 = new Recorder("W1"), w2 = new Recorder("W2"), w3 = new Recorder("W3");
+  const hub = hubWith(w1, w2, w3);
+  for (const m of ["m1", "m2", "m3"]) assert.equal(hub.enqueue(["q"], m), 1);
+  hub.watch(w1, ["q"]);
+  assert.deepEqual(w1.data, [], "watching alone takes nothing");
+  hub.reserve(w1);
+  assert.deepEqual(w1.data, ["m1"]);
+  hub.reserve(w1);
+  hub.reserve(w1);
+  assert.deepEqual(w1.data, ["m1", "m2", "m3"]);
+  hub.watch(w2, ["q"]);
+  hub.reserve(w2);
+  hub.enqueue(["q"], "m4");
+  hub.enqueue(["q"], "m5");
+  assert.deepEqual(w2.data, ["m4"]);
+  assert.equal(hub.stats.queuedMessages, 1, "m5 waits");
+  hub.reserve(w1);
+  assert.deepEqual(w1.data, ["m1", "m2", "m3", "m5"]);
+  hub.unwatch(w1, ["q"]);
+  hub.unwatch(w2, ["q"]);
+  hub.enqueue(["q"], "m6");
+  hub.watch(w3, ["q"]);
+  hub.reserve(w3);
+  hub.enqueue(["q"], "m7");
+  assert.deepEqual(w3.data, ["m6"], "m7 waits for the next reserve");
+  hub.reserve(w3);
+  assert.deepEqual(w3.data, ["m6", "m7"]);
+});
+
+Deno.test("hub reserve without watch does nothing, and a second unused reserve adds no credit", () => {
+  const a = new Recorder();
+  const hub = hubWith(a);
+  hub.reserve(a);
+  hub.enqueue(["q"], 1);
+  assert.deepEqual(a.data, []);
+  hub.watch(a, ["q"]);
+  hub.reserve(a);
+  assert.deepEqual(a.data, [1]);
+  hub.reserve(a);
+  hub.reserve(a);
+  hub.enqueue(["q"], 2);
+  hub.enqueue(["q"], 3);
+  assert.deepEqual(a.data, [1, 2], "two reserves before a message grant one credit");
+  assert.equal(hub.stats.queuedMessages, 1);
+});
+
+Deno.test("hub reserve grants one credit on every watched queue", () => {
+  const a = new Recorder();
+  const hub = hubWith(a);
+  hub.watch(a, ["q1", "q2"]);
+  hub.enqueue(["q1"], "a");
+  hub.enqueue(["q1"], "b");
+  hub.enqueue(["q2"], "c");
+  hub.reserve(a);
+  assert.deepEqual(a.data, ["a", "c"]);
+});
+
+Deno.test("hub keeps events and queues of the same name apart", () => {
+  const a = new Recorder();
+  const hub = hubWith(a);
+  hub.subscribe(a, ["x"]);
+  hub.enqueue(["x"], "queued");
+  assert.deepEqual(a.data, []);
+  hub.watch(a, ["x"]);
+  hub.reserve(a);
+  hub.publish(["x"], "published");
+  assert.deepEqual(a.messages.map((m) => m.type), ["queue", "event"]);
+});
+
+Deno.test("hub refuses an enqueue past the queue length limit and the queue does not grow", () => {
+  const hub = new Hub({ maxQueueLength: 2 });
+  hub.enqueue(["q"], 1);
+  hub.enqueue(["q"], 2);
+  assert.throws(() => hub.enqueue(["q"], 3), {
+    name: "RangeError",
+    message: 'Cannot enqueue: queue "q" holds its limit of 2 messages',
+  });
+  assert.throws(() => hub.enqueue(["other", "q"], 3), RangeError, "all or nothing");
+  assert.equal(hub.stats.queuedMessages, 2);
+  assert.equal(hub.stats.queues, 1);
+});
+
+Deno.test("hub refuses an enqueue past the total queued bytes limit", () => {
+  const hub = new Hub({ maxQueuedBytes: 200 });
+  hub.enqueue(["q"], "x".repeat(100));
+  assert.throws(() => hub.enqueue(["r"], "x".repeat(100)), /queues hold their limit of 200 bytes/);
+  assert.equal(hub.stats.queuedMessages, 1);
+});
+
+Deno.test("hub keeps a queue message for the next consumer when the first refuses it", () => {
+  const a = new Recorder(), b = new Recorder();
+  const hub = hubWith(a, b);
+  hub.watch(a, ["q"]);
+  hub.watch(b, ["q"]);
+  hub.reserve(a);
+  hub.reserve(b);
+  a.full = true;
+  hub.enqueue(["q"], "job");
+  assert.deepEqual(b.data, ["job"]);
+  assert.equal(hub.stats.queuedMessages, 0);
+});
+
+Deno.test("hub drops an empty queue once nobody watches it", () => {
+  const a = new Recorder();
+  const hub = hubWith(a);
+  hub.watch(a, ["q"]);
+  assert.equal(hub.stats.queues, 1);
+  hub.leave(a);
+  assert.equal(hub.stats.queues, 0);
+});

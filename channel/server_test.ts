@@ -1,0 +1,313 @@
+import assert from "node:assert/strict";
+import { ChannelClient } from "./client.ts";
+import { quiet, RawPeer, startHub, until, within } from "./_testing.ts";
+import { encodeFrame, type Json } from "../shared/wire.ts";
+
+function client(port: number, options: ConstructorParameters<typeof ChannelClient>[0] = {}): ChannelClient {
+  return new ChannelClient({ port, logger: quiet, ...options });
+}
+
+/** Collects a channel's events on a client; `wait(n)` resolves once n arrived. */
+function collect(target: ChannelClient, channel: string) {
+  const received: Json[] = [];
+  let wake = () => {};
+  target.on(channel, (data) => {
+    received.push(data);
+    wake();
+  });
+  return {
+    received,
+    async wait(n: number, ms = 5000) {
+      await within(
+        new Promise<void>((resolve) => {
+          const check = () => received.length >= n && resolve();
+          wake = check;
+          check();
+        }),
+        ms,
+        `${n} events on ${channel} (got ${received.length})`,
+      );
+    },
+  };
+}
+
+Deno.test("hub delivers a publish to subscribers, acks the count, and stops after unsubscribe", async () => {
+  await using hub = startHub();
+  await using a = client(hub.port);
+  await using b = client(hub.port);
+  const news = collect(a, "news");
+  await a.ready();
+  // The publish goes out after b's hello; a's subscribe was sent before, on
+  // a's own connection, so wait for the hub to have it.
+  await a.publish("sync", null);
+  assert.equal(await b.publish("news", { title: "hi" }), 1);
+  await news.wait(1);
+  assert.deepEqual(news.received, [{ title: "hi" }]);
+  a.off("news");
+  await a.publish("sync", null);
+  assert.equal(await b.publish("news", "again"), 0);
+});
+
+Deno.test("hub delivers one event per channel of a multi-channel publish", async () => {
+  await using hub = startHub();
+  await using a = client(hub.port);
+  const x = collect(a, "x");
+  const y = collect(a, "y");
+  await a.publish("sync", null);
+  await using b = client(hub.port);
+  assert.equal(await b.publish(["x", "y", "z"], "m"), 2);
+  await x.wait(1);
+  await y.wait(1);
+});
+
+Deno.test("hub delivers a publisher its own publish when it subscribed", async () => {
+  await using hub = startHub();
+  await using a = client(hub.port);
+  const own = collect(a, "self");
+  assert.equal(await a.publish("self", "mine"), 1);
+  // The event is written before the ack, on the same connection.
+  assert.deepEqual(own.received, ["mine"]);
+});
+
+Deno.test("hub acks the number of subscribers reached", async () => {
+  await using hub = startHub();
+  const subscribers = Array.from({ length: 5 }, () => client(hub.port));
+  try {
+    for (const s of subscribers) {
+      s.on("count", () => {});
+      await s.publish("sync", null);
+    }
+    await using publisher = client(hub.port);
+    assert.equal(await publisher.publish("count", 1), 5);
+    await subscribers[0]!.close();
+    await until(() => hub.server.hub.stats.peers === 5, 2000, "the hub to see one subscriber leave");
+    assert.equal(await publisher.publish("count", 2), 4);
+  } finally {
+    await Promise.all(subscribers.map((s) => s.close()));
+  }
+});
+
+Deno.test("hub publishLoop round-robins over subscribers from the first", async () => {
+  await using hub = startHub();
+  const subscribers = Array.from({ length: 3 }, () => client(hub.port));
+  try {
+    const inboxes = [];
+    for (const s of subscribers) {
+      inboxes.push(collect(s, "jobs"));
+      await s.publish("sync", null);
+    }
+    await using publisher = client(hub.port);
+    for (let i = 1; i <= 7; i++) assert.equal(await publisher.publishLoop("jobs", i), 1);
+    await inboxes[0]!.wait(3);
+    assert.deepEqual(inboxes.map((inbox) => inbox.received), [[1, 4, 7], [2, 5], [3, 6]]);
+  } finally {
+    await Promise.all(subscribers.map((s) => s.close()));
+  }
+});
+
+Deno.test("hub queues hand each reserved consumer one message, and enqueue acks", async () => {
+  await using hub = startHub();
+  await using producer = client(hub.port);
+  for (const m of ["m1", "m2", "m3"]) assert.equal(await producer.enqueue("q", m), 1);
+  await using worker = client(hub.port);
+  const got: Json[] = [];
+  worker.watch("q", (data) => {
+    got.push(data);
+  }, { autoReserve: false });
+  worker.reserve();
+  await until(() => got.length === 1, 2000, "m1");
+  worker.reserve();
+  worker.reserve();
+  await until(() => got.length === 3, 2000, "m2 and m3");
+  assert.deepEqual(got, ["m1", "m2", "m3"]);
+});
+
+Deno.test("hub queue with autoReserve delivers every message, one at a time", async () => {
+  await using hub = startHub();
+  await using worker = client(hub.port);
+  const got: Json[] = [];
+  let busy = 0;
+  worker.watch("q", async (data) => {
+    busy++;
+    assert.equal(busy, 1, "one message at a time");
+    got.push(data);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    busy--;
+  });
+  await worker.publish("sync", null);
+  await using producer = client(hub.port);
+  for (let i = 0; i < 20; i++) await producer.enqueue("q", i);
+  await until(() => got.length === 20, 3000, "20 queue messages");
+  assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i));
+});
+
+Deno.test("hub refuses an enqueue past the queue limit with an error and keeps the connection", async () => {
+  await using hub = startHub({ maxQueueLength: 2 });
+  await using producer = client(hub.port);
+  await producer.enqueue("q", 1);
+  await producer.enqueue("q", 2);
+  await assert.rejects(producer.enqueue("q", 3), {
+    name: "ChannelError",
+    code: "refused",
+    message: 'Cannot enqueue: queue "q" holds its limit of 2 messages',
+  });
+  assert.equal(hub.server.hub.stats.queuedMessages, 2);
+  assert.equal(await producer.publish("still", "up"), 0);
+});
+
+Deno.test("hub disconnects a subscriber over its pending-bytes cap while others keep receiving", async () => {
+  const cap = 64 * 1024;
+  await using hub = startHub({ maxPendingBytes: cap, writeTimeout: 200, closeGrace: 5000 });
+  // A subscriber that never reads.
+  await using slow = await RawPeer.connect(hub.port);
+  await slow.send({ type: "subscribe", channels: ["firehose"] });
+  await using fast = client(hub.port);
+  const inbox = collect(fast, "firehose");
+  await using publisher = client(hub.port);
+  await fast.publish("sync", null);
+  await until(() => hub.server.hub.stats.peers === 3, 2000, "three peers");
+
+  const payload = "x".repeat(16 * 1024);
+  let sent = 0;
+  // Enough to fill the kernel's buffers and the cap several times over.
+  while (!hub.logs.some((line) => line.includes("Slow consumer")) && sent < 5000) {
+    await publisher.publish("firehose", payload);
+    sent++;
+  }
+  const kicked = hub.logs.find((line) => line.includes("Slow consumer"));
+  assert.ok(kicked, `the slow subscriber was never disconnected after ${sent} publishes`);
+  assert.match(kicked, /level=warn .*msg="closing connection"/);
+  await inbox.wait(sent, 10_000);
+  assert.equal(await publisher.publish("firehose", "after"), 1, "only the fast subscriber is left");
+  const tail = (await slow.readToEnd(10_000)).at(-1);
+  assert.equal(tail?.type, "error");
+  assert.match((tail as { reason: string }).reason, /^Slow consumer: /);
+});
+
+Deno.test("hub disconnects a subscriber whose queued frames pass the pending-bytes cap", async () => {
+  const cap = 64 * 1024;
+  await using hub = startHub({ maxPendingBytes: cap, closeGrace: 5000 });
+  await using slow = await RawPeer.connect(hub.port);
+  await slow.send({ type: "subscribe", channels: ["burst"] });
+  await using publisher = client(hub.port);
+  await until(() => hub.server.hub.stats.peers === 2, 2000, "two peers");
+  // Many publishes in one burst: their frames queue behind one write.
+  const acks = Array.from({ length: 400 }, () => publisher.publish("burst", "y".repeat(8 * 1024)));
+  const counts = await Promise.all(acks);
+  assert.ok(counts.includes(0), "publishes after the disconnect reach nobody");
+  const reason = `Slow consumer: more than ${cap} bytes waiting to be written`;
+  assert.ok(hub.logs.some((line) => line.includes(reason)));
+  assert.deepEqual((await slow.readToEnd(10_000)).at(-1), { type: "error", reason });
+});
+
+for (
+  const [name, bytes, reason] of [
+    ["a declared length below the header", Uint8Array.of(0, 0, 0, 2), /declared length 2 is below the 4-byte header/],
+    ["a declared length over the maximum", Uint8Array.of(0, 0x10, 0, 0), /exceeds the 65536-byte maximum/],
+    ["invalid JSON", encodeFrame(new TextEncoder().encode("{nope")), /^Cannot decode message:/],
+    ["invalid UTF-8", encodeFrame(Uint8Array.of(0x22, 0xff, 0x22)), /not valid UTF-8/],
+    ["an unknown message type", encodeFrame(new TextEncoder().encode('{"type":"boom"}')), /unknown type "boom"/],
+    ["a string as the message", encodeFrame(new TextEncoder().encode('"str"')), /expected an object/],
+    [
+      "an array as a channel name",
+      encodeFrame(new TextEncoder().encode('{"type":"subscribe","channels":[[1]]}')),
+      /every channel must be a non-empty string/,
+    ],
+  ] as const
+) {
+  Deno.test(`hub closes only the connection that sent ${name}, with an error frame and a log line`, async () => {
+    await using hub = startHub({ maxFrameBytes: 65536 });
+    await using good = client(hub.port);
+    const inbox = collect(good, "ok");
+    await good.publish("sync", null);
+    await using bad = await RawPeer.connect(hub.port);
+    await bad.write(bytes);
+    const messages = await bad.readToEnd();
+    assert.equal(messages.length, 1);
+    assert.equal(messages[0]!.type, "error");
+    assert.match((messages[0] as { reason: string }).reason, reason);
+    assert.ok(
+      hub.logs.some((line) =>
+        line.includes("closing connection") && reason.test(JSON.parse(line.split("reason=")[1]!))
+      ),
+    );
+    assert.equal(await good.publish("ok", "still working"), 1);
+    await inbox.wait(1);
+  });
+}
+
+Deno.test("hub requires hello before anything else", async () => {
+  await using hub = startHub();
+  await using raw = await RawPeer.connect(hub.port, { hello: false });
+  await raw.send({ type: "subscribe", channels: ["x"] });
+  assert.deepEqual(await raw.readToEnd(), [{ type: "error", reason: "Expected hello first, got subscribe" }]);
+});
+
+Deno.test("hub refuses a client without the right token", async () => {
+  await using hub = startHub({ token: "s3cret" });
+  await using none = await RawPeer.connect(hub.port);
+  assert.deepEqual(await none.readToEnd(), [{ type: "error", reason: "Unauthorized: this hub needs a token" }]);
+  await using wrong = await RawPeer.connect(hub.port, { token: "guess" });
+  assert.deepEqual(await wrong.readToEnd(), [{ type: "error", reason: "Unauthorized: wrong token" }]);
+  await using right = client(hub.port, { token: "s3cret" });
+  assert.equal(await right.publish("x", 1), 0);
+  assert.ok(!hub.logs.some((line) => line.includes("s3cret")), "the token never appears in logs");
+});
+
+Deno.test("hub answers ping with pong", async () => {
+  await using hub = startHub();
+  await using raw = await RawPeer.connect(hub.port);
+  await raw.send({ type: "ping" });
+  assert.deepEqual(await raw.next(), { type: "pong" });
+});
+
+Deno.test("hub closes a connection silent for longer than its ping intervals allow", async () => {
+  await using hub = startHub({ pingInterval: 50, idlePings: 2 });
+  await using raw = await RawPeer.connect(hub.port);
+  const started = Date.now();
+  const messages = await raw.readToEnd(3000);
+  assert.deepEqual(messages, [{ type: "error", reason: "Idle: no message for 100 ms" }]);
+  assert.ok(Date.now() - started >= 100);
+});
+
+Deno.test("hub keeps a pinging client connected past the idle limit", async () => {
+  await using hub = startHub({ pingInterval: 50, idlePings: 3 });
+  await using c = client(hub.port, { pingInterval: 40 });
+  await c.ready();
+  let drops = 0;
+  c.addEventListener("disconnected", () => drops++);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  assert.equal(drops, 0);
+  assert.equal(await c.publish("x", 1), 0);
+});
+
+Deno.test("hub refuses connections past its limit", async () => {
+  await using hub = startHub({ maxConnections: 1 });
+  await using first = await RawPeer.connect(hub.port);
+  await first.send({ type: "ping" });
+  await first.next();
+  await using second = await RawPeer.connect(hub.port, { hello: false });
+  assert.deepEqual(await second.readToEnd(), [{ type: "error", reason: "Hub is full: 1 connections" }]);
+});
+
+Deno.test("hub closes a connection that subscribes past its channel limit", async () => {
+  await using hub = startHub({ maxChannelsPerPeer: 2 });
+  await using raw = await RawPeer.connect(hub.port);
+  await raw.send({ type: "subscribe", channels: ["a", "b", "c"] });
+  assert.deepEqual(await raw.readToEnd(), [{
+    type: "error",
+    reason: "Cannot subscribe: 3 channels and queues exceed the limit of 2 per connection",
+  }]);
+});
+
+Deno.test("hub shutdown closes every connection and resolves finished", async () => {
+  const hub = startHub();
+  const raw = await RawPeer.connect(hub.port);
+  await raw.send({ type: "ping" });
+  await raw.next();
+  await hub.server.shutdown();
+  await within(hub.server.finished, 2000, "finished");
+  assert.deepEqual(await raw.readToEnd(), []);
+  raw.close();
+  await hub.server.shutdown();
+});

@@ -1,0 +1,327 @@
+import assert from "node:assert/strict";
+import {
+  type ClientMessage,
+  encodeFrame,
+  encodeMessage,
+  type HubMessage,
+  jsonCodec,
+  MAX_CHANNEL_NAME_LENGTH,
+  type Message,
+  MessageDecoder,
+  PROTOCOL_VERSION,
+  toClientMessage,
+  toHubMessage,
+} from "./wire.ts";
+
+const utf8 = new TextEncoder();
+
+/** Small seeded PRNG (mulberry32): the same seed gives the same chunking, so a failure reproduces. */
+function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Fixed seeds always run; one fresh seed per run widens coverage and is printed on failure. */
+const SEEDS = [1, 42, 0xdeadbeef, crypto.getRandomValues(new Uint32Array(1))[0]!];
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** A frame whose payload is `text` as UTF-8, bypassing the encoder: for hand-made and invalid payloads. */
+function rawFrame(text: string): Uint8Array {
+  return encodeFrame(utf8.encode(text));
+}
+
+const CLIENT_MESSAGES: ClientMessage[] = [
+  { type: "hello", version: PROTOCOL_VERSION },
+  { type: "hello", version: PROTOCOL_VERSION, token: "s3cret" },
+  { type: "subscribe", channels: ["news", "sport"] },
+  { type: "subscribe", channels: [] },
+  { type: "unsubscribe", channels: ["news"] },
+  { type: "publish", id: 1, channels: ["news"], data: { title: "hello", tags: ["a", "b"], n: 1.5, ok: true } },
+  { type: "publish", id: 2, channels: ["news"], data: null },
+  { type: "publishLoop", id: 3, channels: ["jobs", "mail"], data: "work" },
+  { type: "watch", channels: ["jobs"] },
+  { type: "unwatch", channels: ["jobs"] },
+  { type: "enqueue", id: 4, channels: ["jobs"], data: [1, 2, 3] },
+  { type: "reserve" },
+  { type: "ping" },
+];
+
+const HUB_MESSAGES: HubMessage[] = [
+  { type: "event", channel: "news", data: { title: "hello" } },
+  { type: "event", channel: "news", data: null },
+  { type: "queue", channel: "jobs", data: "work" },
+  { type: "ack", id: 1, count: 3 },
+  { type: "ack", id: 2, count: 0 },
+  { type: "error", reason: "Unknown channel", id: 5 },
+  { type: "error", reason: "Protocol version 2 is not supported" },
+  { type: "pong" },
+];
+
+/** Feeds `stream` to a decoder in chunks whose sizes `nextSize` picks, each a fresh copy. */
+function decodeInChunks<T extends Message>(
+  decoder: MessageDecoder<T>,
+  stream: Uint8Array,
+  nextSize: () => number,
+): T[] {
+  const out: T[] = [];
+  let offset = 0;
+  while (offset < stream.length) {
+    const end = Math.min(stream.length, offset + nextSize());
+    out.push(...decoder.push(stream.slice(offset, end)));
+    offset = end;
+  }
+  assert.equal(decoder.bufferedBytes, 0, "no bytes should be held back once the stream is consumed");
+  return out;
+}
+
+/** Asserts that pushing `frame` into a fresh client-side decoder throws a TypeError matching `message`. */
+function assertClientRejects(value: unknown, message: RegExp): void {
+  const frame = rawFrame(JSON.stringify(value));
+  assert.throws(() => new MessageDecoder(toClientMessage).push(frame), { name: "TypeError", message });
+  assert.throws(() => toClientMessage(value), { name: "TypeError", message });
+}
+
+Deno.test("wire round-trips every client message type through encodeMessage and MessageDecoder(toClientMessage)", () => {
+  const types = new Set<string>();
+  for (const message of CLIENT_MESSAGES) {
+    types.add(message.type);
+    const decoder = new MessageDecoder(toClientMessage);
+    assert.deepEqual(decoder.push(encodeMessage(message)), [message], `round trip of ${message.type}`);
+    assert.equal(decoder.bufferedBytes, 0);
+  }
+  const expected = [
+    "hello",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "publishLoop",
+    "watch",
+    "unwatch",
+    "enqueue",
+    "reserve",
+    "ping",
+  ];
+  assert.deepEqual([...types].sort(), expected.sort(), "every client message type is covered");
+});
+
+Deno.test("wire round-trips every hub message type through encodeMessage and MessageDecoder(toHubMessage)", () => {
+  for (const message of HUB_MESSAGES) {
+    const decoder = new MessageDecoder(toHubMessage);
+    assert.deepEqual(decoder.push(encodeMessage(message)), [message], `round trip of ${JSON.stringify(message)}`);
+  }
+  const [withoutId] = new MessageDecoder(toHubMessage).push(encodeMessage({ type: "error", reason: "bye" }));
+  assert.ok(withoutId && !("id" in withoutId), "an error without id decodes without an id field");
+});
+
+Deno.test("encodeMessage with the default codec produces the same frame as encodeFrame(jsonCodec.encode())", () => {
+  for (const message of [...CLIENT_MESSAGES, ...HUB_MESSAGES]) {
+    assert.deepEqual(encodeMessage(message), encodeFrame(jsonCodec.encode(message)), message.type);
+  }
+});
+
+Deno.test("message decoder yields every message in order when fed one byte at a time", () => {
+  const stream = concat(CLIENT_MESSAGES.map((message) => encodeMessage(message)));
+  assert.deepEqual(decodeInChunks(new MessageDecoder(toClientMessage), stream, () => 1), CLIENT_MESSAGES);
+  const hubStream = concat(HUB_MESSAGES.map((message) => encodeMessage(message)));
+  assert.deepEqual(decodeInChunks(new MessageDecoder(toHubMessage), hubStream, () => 1), HUB_MESSAGES);
+});
+
+Deno.test("message decoder yields every message in order when fed random chunk sizes", () => {
+  // Repeat the set with keepalives in between, so chunks span many frames.
+  const messages = [...CLIENT_MESSAGES, ...CLIENT_MESSAGES, ...CLIENT_MESSAGES];
+  const keepalive = new Uint8Array([0, 0, 0, 4]);
+  const stream = concat(messages.flatMap((message) => [encodeMessage(message), keepalive]));
+  for (const seed of SEEDS) {
+    const random = mulberry32(seed);
+    const nextSize = () => 1 + Math.floor(random() * (random() < 0.7 ? 8 : 300));
+    const out = decodeInChunks(new MessageDecoder(toClientMessage), stream, nextSize);
+    assert.deepEqual(out, messages, `random chunking with seed ${seed} changed the messages`);
+  }
+});
+
+Deno.test("message decoder rejects a payload that is not valid UTF-8 with a SyntaxError", () => {
+  const invalid = [
+    new Uint8Array([0xff]),
+    // `{"type":"ping","x":"` + a lead byte with a bad continuation + `"}`
+    concat([utf8.encode('{"type":"ping","x":"'), new Uint8Array([0xc3, 0x28]), utf8.encode('"}')]),
+    // Overlong encoding of "/".
+    concat([utf8.encode('{"type":"ping","x":"'), new Uint8Array([0xc0, 0xaf]), utf8.encode('"}')]),
+    // An encoded lone surrogate (U+D800).
+    concat([utf8.encode('{"type":"ping","x":"'), new Uint8Array([0xed, 0xa0, 0x80]), utf8.encode('"}')]),
+    // Truncated 4-byte sequence at the end.
+    concat([utf8.encode('{"type":"ping"}'), new Uint8Array([0xf0, 0x9f, 0x98])]),
+  ];
+  for (const payload of invalid) {
+    assert.throws(() => new MessageDecoder(toClientMessage).push(encodeFrame(payload)), {
+      name: "SyntaxError",
+      message: /UTF-8/,
+    });
+  }
+  assert.throws(() => jsonCodec.decode(new Uint8Array([0xff])), { name: "SyntaxError", message: /UTF-8/ });
+  // The shared strict decoder is not left in a bad state by a failure.
+  assert.deepEqual(jsonCodec.decode(utf8.encode('{"type":"ping"}')), { type: "ping" });
+});
+
+Deno.test("message decoder rejects a payload that is not JSON with a SyntaxError", () => {
+  for (const text of ["{", "not json", '{"type":"ping",}', "{'type':'ping'}", " "]) {
+    assert.throws(() => new MessageDecoder(toClientMessage).push(rawFrame(text)), {
+      name: "SyntaxError",
+      message: /^Cannot decode message: /,
+    }, JSON.stringify(text));
+  }
+});
+
+Deno.test("toClientMessage rejects an unknown type with a TypeError", () => {
+  assertClientRejects({ type: "shout", channels: ["news"] }, /unknown type "shout"/);
+  assertClientRejects({ type: "" }, /unknown type/);
+  assertClientRejects({ type: "constructor" }, /unknown type/);
+  assert.throws(() => toHubMessage({ type: "shout" }), { name: "TypeError", message: /unknown type/ });
+});
+
+Deno.test("toClientMessage and toHubMessage reject JSON that is not an object with a type", () => {
+  for (const value of [42, "str", [], null, true, [{ type: "ping" }]]) {
+    assertClientRejects(value, /expected an object/);
+    assert.throws(() => new MessageDecoder(toHubMessage).push(rawFrame(JSON.stringify(value))), TypeError);
+  }
+  for (const value of [{}, { type: 1 }, { type: null }]) {
+    assertClientRejects(value, /type is missing or not a string/);
+  }
+});
+
+Deno.test("toClientMessage rejects a publish, publishLoop or enqueue without data", () => {
+  for (const type of ["publish", "publishLoop", "enqueue"]) {
+    assertClientRejects({ type, id: 1, channels: ["news"] }, /data is missing/);
+  }
+  for (const type of ["event", "queue"]) {
+    assert.throws(() => toHubMessage({ type, channel: "news" }), { name: "TypeError", message: /data is missing/ });
+  }
+});
+
+Deno.test("toClientMessage rejects channels that are not an array", () => {
+  for (const channels of ["news", undefined, null, { 0: "news" }, 7]) {
+    for (const type of ["subscribe", "unsubscribe", "watch", "unwatch"]) {
+      assertClientRejects({ type, channels }, /channels must be an array/);
+    }
+    assertClientRejects({ type: "publish", id: 1, channels, data: 1 }, /channels must be an array/);
+  }
+});
+
+Deno.test("toClientMessage rejects an empty or non-string channel name", () => {
+  assertClientRejects({ type: "subscribe", channels: ["news", ""] }, /non-empty string/);
+  assertClientRejects({ type: "enqueue", id: 1, channels: [""], data: 1 }, /non-empty string/);
+  assertClientRejects({ type: "watch", channels: [3] }, /non-empty string/);
+  assertClientRejects({ type: "subscribe", channels: [null] }, /non-empty string/);
+});
+
+Deno.test("toClientMessage rejects a channel name longer than MAX_CHANNEL_NAME_LENGTH", () => {
+  const longest = "c".repeat(MAX_CHANNEL_NAME_LENGTH);
+  const accepted: ClientMessage = { type: "subscribe", channels: [longest] };
+  assert.deepEqual(new MessageDecoder(toClientMessage).push(encodeMessage(accepted)), [accepted]);
+  assertClientRejects({ type: "subscribe", channels: [longest + "c"] }, /limited to 256 characters/);
+  assertClientRejects({ type: "publish", id: 1, channels: ["ok", longest + "c"], data: 1 }, /limited to/);
+});
+
+Deno.test("toClientMessage rejects a non-integer id or version", () => {
+  for (const id of [1.5, "7", null, undefined, 2 ** 53, -0.1]) {
+    for (const type of ["publish", "publishLoop", "enqueue"]) {
+      assertClientRejects({ type, id, channels: ["news"], data: 1 }, /id must be an integer/);
+    }
+    assert.throws(() => toHubMessage({ type: "ack", id, count: 1 }), { name: "TypeError", message: /id must be/ });
+    if (id !== undefined) {
+      assert.throws(() => toHubMessage({ type: "error", reason: "x", id }), { name: "TypeError", message: /id/ });
+    }
+  }
+  assertClientRejects({ type: "hello", version: "1" }, /version must be an integer/);
+  assertClientRejects({ type: "hello", version: 1, token: 5 }, /token must be a string/);
+});
+
+Deno.test("toClientMessage rejects a hub message", () => {
+  for (const message of HUB_MESSAGES) {
+    assert.throws(() => new MessageDecoder(toClientMessage).push(encodeMessage(message)), {
+      name: "TypeError",
+      message: /unknown type/,
+    }, message.type);
+  }
+  for (const message of CLIENT_MESSAGES) {
+    assert.throws(() => new MessageDecoder(toHubMessage).push(encodeMessage(message)), {
+      name: "TypeError",
+      message: /unknown type/,
+    }, message.type);
+  }
+});
+
+Deno.test("message decoder skips an empty payload frame as a keepalive", () => {
+  const decoder = new MessageDecoder(toClientMessage);
+  const keepalive = new Uint8Array([0, 0, 0, 4]);
+  assert.deepEqual(decoder.push(keepalive), []);
+  assert.deepEqual(decoder.push(concat([keepalive, encodeMessage({ type: "ping" }), keepalive])), [{ type: "ping" }]);
+  assert.equal(decoder.bufferedBytes, 0);
+});
+
+Deno.test("multi-byte UTF-8 content survives a round trip", () => {
+  const texts = ["a b c€", "😀👍🏽 family: 👨‍👩‍👧", "日本語のテキスト", "\u0000 nul and \u2028 separator", "\u00e9e\u0301"];
+  for (const text of texts) {
+    const message: HubMessage = { type: "event", channel: "ünïcødé-€", data: { text, list: [text] } };
+    const frame = encodeMessage(message);
+    const payloadBytes = utf8.encode(JSON.stringify(message)).length;
+    assert.deepEqual([...frame.subarray(0, 4)], [0, 0, (payloadBytes + 4) >>> 8, (payloadBytes + 4) & 0xff]);
+    assert.equal(frame.length, payloadBytes + 4, `frame length counts UTF-8 bytes, not characters: ${text}`);
+    assert.deepEqual(new MessageDecoder(toHubMessage).push(frame), [message], text);
+    assert.deepEqual(decodeInChunks(new MessageDecoder(toHubMessage), frame, () => 1), [message], text);
+  }
+});
+
+Deno.test("a message over 4096 characters round-trips", () => {
+  const cases = [
+    "x".repeat(5000),
+    "€".repeat(4100), // 3 UTF-8 bytes each
+    "😀".repeat(3000), // a surrogate pair per emoji, 4 UTF-8 bytes each
+    "y".repeat(100_000),
+  ];
+  for (const text of cases) {
+    const message: ClientMessage = { type: "publish", id: 9, channels: ["big"], data: text };
+    const json = JSON.stringify(message);
+    assert.ok(json.length > 4096);
+    const frame = encodeMessage(message);
+    assert.equal(frame.length, utf8.encode(json).length + 4);
+    assert.deepEqual(new MessageDecoder(toClientMessage).push(frame), [message]);
+  }
+});
+
+Deno.test("messages on both sides of the 4096-character encoding threshold round-trip", () => {
+  const base = JSON.stringify({ type: "event", channel: "c", data: "" }).length;
+  for (let length = 4090 - base; length <= 4100 - base; length++) {
+    for (const unit of ["z", "€", "😀"]) {
+      // Emoji take two UTF-16 code units; trim to the exact code-unit length wanted.
+      const data = unit.repeat(length).slice(0, length).replace(/[\ud800-\udbff]$/, "q");
+      const message: HubMessage = { type: "event", channel: "c", data };
+      const frame = encodeMessage(message);
+      assert.equal(frame.length, utf8.encode(JSON.stringify(message)).length + 4, `length ${length} of ${unit}`);
+      assert.deepEqual(new MessageDecoder(toHubMessage).push(frame), [message], `length ${length} of ${unit}`);
+    }
+  }
+});
+
+Deno.test("message decoder honours maxFrameBytes", () => {
+  const decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: 64 });
+  const message: ClientMessage = { type: "publish", id: 1, channels: ["news"], data: "z".repeat(100) };
+  assert.throws(() => decoder.push(encodeMessage(message).subarray(0, 4)), {
+    name: "RangeError",
+    message: /exceeds the 64-byte maximum/,
+  });
+});

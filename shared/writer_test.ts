@@ -1,0 +1,353 @@
+import assert from "node:assert/strict";
+import { type ByteSink, FrameWriter } from "./writer.ts";
+
+/** How long any single wait in these tests may take before it fails. */
+const DEADLINE_MS = 2000;
+
+/** Awaits `promise`, failing with a message naming `what` if it takes longer than the deadline. */
+async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  const signal = AbortSignal.timeout(DEADLINE_MS);
+  let onAbort!: () => void;
+  const timedOut = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new Error(`Timed out after ${DEADLINE_MS} ms waiting for ${what}`));
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, timedOut]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+const PENDING = Symbol("pending");
+
+/** True if `promise` has not settled yet: it loses a race against an already-resolved marker. */
+async function isPending(promise: Promise<unknown>): Promise<boolean> {
+  return (await Promise.race([promise, Promise.resolve(PENDING)])) === PENDING;
+}
+
+/** Lets every queued microtask and one macrotask run, so a writer that would write has written. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+function bytes(...values: number[]): Uint8Array {
+  return new Uint8Array(values);
+}
+
+function filled(length: number, value: number): Uint8Array {
+  return new Uint8Array(length).fill(value);
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** One `write` call seen by the fake sink; the test decides when and how it completes. */
+interface WriteCall {
+  /** A copy of the bytes handed to `write`. */
+  bytes: Uint8Array;
+  /** Completes the write, reporting `count` bytes written (all of them by default). */
+  resolve(count?: number): void;
+  /** Fails the write. */
+  reject(error: Error): void;
+}
+
+/** A socket stand-in that records each write and lets the test complete it, fully, partly or with an error. */
+class FakeSink implements ByteSink {
+  readonly calls: WriteCall[] = [];
+  /** Bytes the sink reported as written, in order: what the peer would read. */
+  readonly accepted: Uint8Array[] = [];
+  #waiters: (() => void)[] = [];
+
+  write(data: Uint8Array): Promise<number> {
+    const copy = data.slice();
+    const { promise, resolve, reject } = Promise.withResolvers<number>();
+    this.calls.push({
+      bytes: copy,
+      resolve: (count = copy.length) => {
+        this.accepted.push(copy.subarray(0, count));
+        resolve(count);
+      },
+      reject,
+    });
+    for (const wake of this.#waiters.splice(0)) wake();
+    return promise;
+  }
+
+  /** The `index`th write call (0-based), once it has been made. */
+  async call(index: number): Promise<WriteCall> {
+    while (this.calls.length <= index) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#waiters.push(resolve);
+      await within(promise, `write call #${index} (seen ${this.calls.length})`);
+    }
+    return this.calls[index]!;
+  }
+
+  /** Everything the sink reported as written, concatenated. */
+  get written(): Uint8Array {
+    return concat(...this.accepted);
+  }
+}
+
+Deno.test("frame writer sends frames enqueued in the same tick in one write call", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  assert.equal(writer.enqueue(bytes(1, 2)), true);
+  assert.equal(writer.enqueue(bytes(3)), true);
+  assert.equal(writer.enqueue(bytes(4, 5, 6)), true);
+  assert.equal(sink.calls.length, 0, "the first write of a burst waits for a microtask");
+  const first = await sink.call(0);
+  assert.deepEqual(first.bytes, bytes(1, 2, 3, 4, 5, 6));
+  first.resolve();
+  assert.equal(await within(writer.flushed(), "flushed() after the single write"), true);
+  await settle();
+  assert.equal(sink.calls.length, 1, "all three frames went out in one write");
+});
+
+Deno.test("frame writer holds frames enqueued while a write is in flight and coalesces them into the next single write", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(bytes(1));
+  const first = await sink.call(0);
+  assert.deepEqual(first.bytes, bytes(1));
+  // Frames arriving over several ticks while the first write is in flight.
+  writer.enqueue(bytes(2, 3));
+  await settle();
+  writer.enqueue(bytes(4));
+  await settle();
+  writer.enqueue(bytes(5, 6));
+  await settle();
+  assert.equal(sink.calls.length, 1, "no second write starts while one is in flight");
+  first.resolve();
+  const second = await sink.call(1);
+  assert.deepEqual(second.bytes, bytes(2, 3, 4, 5, 6), "the held frames go out together, in order");
+  second.resolve();
+  assert.equal(await within(writer.flushed(), "flushed() after the coalesced write"), true);
+  await settle();
+  assert.equal(sink.calls.length, 2);
+  assert.deepEqual(sink.written, bytes(1, 2, 3, 4, 5, 6));
+});
+
+Deno.test("frame writer continues partial writes until every byte is written, in order", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  const a = filled(10, 0xa);
+  const b = filled(10, 0xb);
+  writer.enqueue(a);
+  writer.enqueue(b);
+  const done = writer.flushed();
+
+  const first = await sink.call(0);
+  assert.deepEqual(first.bytes, concat(a, b));
+  first.resolve(3);
+  const second = await sink.call(1);
+  assert.deepEqual(second.bytes, concat(a, b).subarray(3), "the rest follows from where the sink stopped");
+  // A frame enqueued mid-way must not cut into the unfinished write.
+  const c = filled(4, 0xc);
+  writer.enqueue(c);
+  second.resolve(1);
+  const third = await sink.call(2);
+  assert.deepEqual(third.bytes, concat(a, b).subarray(4));
+  assert.equal(await isPending(done), true, "flushed() waits until the partial write has finished");
+  third.resolve();
+  assert.equal(await within(done, "flushed() after the partial writes"), true);
+  const fourth = await sink.call(3);
+  assert.deepEqual(fourth.bytes, c);
+  fourth.resolve(2);
+  (await sink.call(4)).resolve();
+  assert.equal(await within(writer.flushed(), "flushed() after the last frame"), true);
+  assert.deepEqual(sink.written, concat(a, b, c), "every byte arrives exactly once, in order");
+  assert.equal(writer.pendingBytes, 0);
+});
+
+Deno.test("frame writer enqueue refuses a frame past maxPendingBytes and queues nothing, counting queued and in-flight bytes", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink, { maxPendingBytes: 10 });
+  assert.equal(writer.enqueue(filled(11, 9)), false, "a frame larger than the cap is refused outright");
+  assert.equal(writer.pendingBytes, 0);
+
+  assert.equal(writer.enqueue(filled(4, 1)), true);
+  assert.equal(writer.pendingBytes, 4);
+  const first = await sink.call(0);
+  assert.equal(writer.pendingBytes, 4, "bytes in flight still count");
+  assert.equal(writer.enqueue(filled(4, 2)), true);
+  assert.equal(writer.pendingBytes, 8, "queued plus in flight");
+  assert.equal(writer.enqueue(filled(3, 3)), false, "8 + 3 would pass the cap of 10");
+  assert.equal(writer.pendingBytes, 8, "a refused frame is not counted");
+  assert.equal(writer.enqueue(filled(2, 4)), true, "8 + 2 reaches the cap exactly");
+  assert.equal(writer.pendingBytes, 10);
+  assert.equal(writer.enqueue(bytes(5)), false);
+
+  first.resolve();
+  const second = await sink.call(1);
+  assert.deepEqual(second.bytes, concat(filled(4, 2), filled(2, 4)), "refused frames were never queued");
+  assert.equal(writer.pendingBytes, 6);
+  second.resolve(5);
+  const third = await sink.call(2);
+  assert.equal(writer.pendingBytes, 6, "a partly written buffer is in flight until it is all written");
+  third.resolve();
+  assert.equal(await within(writer.flushed(), "flushed() after the capped writes"), true);
+  assert.equal(writer.pendingBytes, 0);
+  assert.equal(writer.enqueue(filled(10, 5)), true, "room frees up once bytes are written");
+  (await sink.call(3)).resolve();
+  assert.equal(await within(writer.flushed(), "flushed() after the last frame"), true);
+});
+
+Deno.test("frame writer flushed() resolves true only after the write holding the earlier frames completes", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(bytes(1));
+  writer.enqueue(bytes(2));
+  const firstFlushed = writer.flushed();
+  const first = await sink.call(0);
+  assert.equal(await isPending(firstFlushed), true, "flushed() is pending while its bytes are in flight");
+
+  writer.enqueue(bytes(3));
+  const secondFlushed = writer.flushed();
+  assert.equal(await isPending(secondFlushed), true);
+
+  first.resolve();
+  assert.equal(await within(firstFlushed, "flushed() for the first write"), true);
+  assert.equal(await isPending(secondFlushed), true, "a later frame's flushed() waits for its own write");
+  const second = await sink.call(1);
+  assert.deepEqual(second.bytes, bytes(3));
+  second.resolve();
+  assert.equal(await within(secondFlushed, "flushed() for the second write"), true);
+});
+
+Deno.test("frame writer flushed() resolves true at once when nothing is pending", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  const idle = writer.flushed();
+  assert.equal(await isPending(idle), false, "a new writer has nothing to flush");
+  assert.equal(await idle, true);
+
+  writer.enqueue(bytes(1));
+  (await sink.call(0)).resolve();
+  assert.equal(await within(writer.flushed(), "flushed() after the write"), true);
+  const again = writer.flushed();
+  assert.equal(await isPending(again), false, "everything enqueued is already written");
+  assert.equal(await again, true);
+  assert.equal(sink.calls.length, 1, "flushed() does not write anything by itself");
+});
+
+Deno.test("frame writer on a write that rejects calls onError once, resolves flushed() false and refuses enqueue", async () => {
+  const sink = new FakeSink();
+  const errors: Error[] = [];
+  const writer = new FrameWriter(sink, { onError: (error) => errors.push(error) });
+  writer.enqueue(bytes(1, 2, 3));
+  const firstFlushed = writer.flushed();
+  const first = await sink.call(0);
+  writer.enqueue(bytes(4));
+  const secondFlushed = writer.flushed();
+
+  const failure = new Error("Broken pipe");
+  first.reject(failure);
+  assert.equal(await within(firstFlushed, "flushed() for the failed write"), false);
+  assert.equal(await within(secondFlushed, "flushed() for the frame queued behind it"), false);
+  assert.deepEqual(errors, [failure], "onError gets the write's error, once");
+  assert.equal(writer.ended, true);
+  assert.equal(writer.enqueue(bytes(5)), false, "a failed writer accepts nothing");
+  assert.equal(await within(writer.flushed(), "flushed() after the failure"), false);
+  assert.equal(await within(writer.end(bytes(6)), "end() after the failure"), false);
+  await settle();
+  assert.equal(sink.calls.length, 1, "nothing more is written after a failure");
+  assert.equal(errors.length, 1);
+  assert.equal(writer.pendingBytes, 0, "nothing is pending on a failed writer");
+});
+
+Deno.test("frame writer end(last) drops frames queued but not in flight, writes last after the in-flight write and resolves true", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(bytes(1, 1));
+  const inFlightFlushed = writer.flushed();
+  const first = await sink.call(0);
+  writer.enqueue(bytes(2, 2));
+  const droppedFlushed = writer.flushed();
+
+  const last = bytes(9, 9, 9);
+  const ended = writer.end(last);
+  assert.equal(writer.ended, true);
+  assert.equal(await within(droppedFlushed, "flushed() for the dropped frame"), false, "dropped bytes never flush");
+  assert.equal(await isPending(inFlightFlushed), true, "the in-flight write still counts");
+  assert.equal(await isPending(ended), true, "end() waits for last to be written");
+  assert.equal(writer.enqueue(bytes(3)), false, "an ended writer accepts nothing");
+  assert.equal(writer.pendingBytes, 2 + 3, "in flight plus last; the dropped frame is gone");
+
+  first.resolve();
+  assert.equal(await within(inFlightFlushed, "flushed() for the in-flight write"), true);
+  const second = await sink.call(1);
+  assert.deepEqual(second.bytes, last, "only last follows the in-flight write");
+  assert.equal(await isPending(ended), true);
+  second.resolve();
+  assert.equal(await within(ended, "end() to resolve"), true);
+  assert.equal(await within(writer.end(), "a second end()"), true, "ending twice is harmless");
+  await settle();
+  assert.equal(sink.calls.length, 2);
+  assert.deepEqual(sink.written, concat(bytes(1, 1), last));
+});
+
+Deno.test("frame writer end(last) before the first write drops the same-tick frames and writes only last", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(bytes(1));
+  writer.enqueue(bytes(2));
+  const ended = writer.end(bytes(9));
+  const only = await sink.call(0);
+  assert.deepEqual(only.bytes, bytes(9));
+  only.resolve();
+  assert.equal(await within(ended, "end() to resolve"), true);
+  await settle();
+  assert.equal(sink.calls.length, 1);
+
+  const idle = new FrameWriter(new FakeSink());
+  assert.equal(await within(idle.end(), "end() on an idle writer"), true);
+});
+
+Deno.test("frame writer end(last) resolves false when the write fails", async () => {
+  const sink = new FakeSink();
+  const errors: Error[] = [];
+  const writer = new FrameWriter(sink, { onError: (error) => errors.push(error) });
+  writer.enqueue(bytes(1));
+  const first = await sink.call(0);
+  const ended = writer.end(bytes(9));
+  first.resolve();
+  (await sink.call(1)).reject(new Error("Connection reset"));
+  assert.equal(await within(ended, "end() to resolve"), false);
+  assert.equal(errors.length, 1);
+});
+
+Deno.test("frame writer close() resolves pending flushed() false and stops writing", async () => {
+  const sink = new FakeSink();
+  const errors: Error[] = [];
+  const writer = new FrameWriter(sink, { onError: (error) => errors.push(error) });
+  writer.enqueue(bytes(1));
+  const inFlightFlushed = writer.flushed();
+  const first = await sink.call(0);
+  writer.enqueue(bytes(2));
+  const queuedFlushed = writer.flushed();
+  const ended = writer.end(bytes(3));
+
+  writer.close();
+  assert.equal(await within(inFlightFlushed, "flushed() for the in-flight write"), false);
+  assert.equal(await within(queuedFlushed, "flushed() for the queued frame"), false);
+  assert.equal(await within(ended, "end() interrupted by close()"), false);
+  assert.equal(writer.ended, true);
+  assert.equal(writer.enqueue(bytes(4)), false);
+  assert.equal(await within(writer.flushed(), "flushed() after close()"), false);
+
+  // The socket's write settles later; the writer must neither write again nor report it.
+  first.reject(new Error("Bad resource ID"));
+  await settle();
+  assert.equal(sink.calls.length, 1, "close() stops all further writes");
+  assert.deepEqual(errors, [], "a write failing after close() is not reported");
+  writer.close();
+});

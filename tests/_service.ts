@@ -1,0 +1,134 @@
+/**
+ * Starts a service as a real process, the way the README starts it: the
+ * command of its `deno.json` task, with the task's permissions, plus flags.
+ * The task runner itself is skipped so that signals (SIGKILL included) reach
+ * the service and not a wrapper.
+ *
+ * @module
+ */
+
+const ROOT = new URL("../", import.meta.url);
+
+/** A running service process. */
+export interface Service extends AsyncDisposable {
+  readonly process: Deno.ChildProcess;
+  /** Every log line so far (stderr and stdout). */
+  readonly lines: string[];
+  /** Resolves with the first line, past or future, matching `pattern`. */
+  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Port from the service's first `msg=listening addr=HOST:PORT` line. */
+  port(name?: string): Promise<number>;
+  /** Sends a signal and waits for the process to exit. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Options for {@linkcode startService}. */
+export interface StartOptions {
+  env?: Record<string, string>;
+}
+
+/** The command line of a `deno.json` task, with `deno` resolved to this executable. */
+export async function taskCommand(task: string): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  const command: string | undefined = config.tasks?.[task];
+  if (!command) throw new Error(`deno.json has no task ${task}`);
+  const words = command.trim().split(/\s+/);
+  if (words[0] !== "deno") throw new Error(`Task ${task} does not start with deno: ${command}`);
+  return [Deno.execPath(), ...words.slice(1)];
+}
+
+/**
+ * Starts `deno task <task> ...args` as a process.
+ *
+ * @example
+ * ```ts
+ * await using hub = await startService("channel", ["--port", "0"]);
+ * const port = await hub.port();
+ * ```
+ */
+export async function startService(task: string, args: string[] = [], options: StartOptions = {}): Promise<Service> {
+  const [exe, ...taskArgs] = await taskCommand(task);
+  const process = new Deno.Command(exe!, {
+    args: [...taskArgs, ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  const waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    let rest = "";
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + text).split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) {
+        lines.push(line);
+        if (Deno.env.get("SERVICE_LOGS")) console.error(`[${task}] ${line}`);
+        for (const waiter of waiters) {
+          if (waiter.pattern.test(line)) {
+            waiters.delete(waiter);
+            waiter.resolve(line);
+          }
+        }
+      }
+    }
+  };
+  const reading = Promise.all([collect(process.stdout), collect(process.stderr)]);
+  let status: Promise<Deno.CommandStatus> | null = null;
+
+  const waitForLine = (pattern: RegExp, timeoutMs = 10_000): Promise<string> => {
+    const seen = lines.find((line) => pattern.test(line));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiters.delete(waiter);
+        reject(new Error(`${task}: no log line matching ${pattern} within ${timeoutMs} ms; got:\n${lines.join("\n")}`));
+      }, timeoutMs);
+      const waiter = {
+        pattern,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      waiters.add(waiter);
+      process.status.then(() => {
+        if (!waiters.has(waiter)) return;
+        // Let the last lines arrive before giving up.
+        reading.then(() => {
+          if (!waiters.delete(waiter)) return;
+          clearTimeout(timer);
+          reject(new Error(`${task} exited before logging ${pattern}; got:\n${lines.join("\n")}`));
+        });
+      });
+    });
+  };
+
+  const stop = async (signal: Deno.Signal = "SIGTERM") => {
+    if (!status) {
+      try {
+        process.kill(signal);
+      } catch { /* already exited */ }
+      status = process.status;
+    }
+    const result = await status;
+    await reading;
+    return result;
+  };
+
+  return {
+    process,
+    lines,
+    waitForLine,
+    async port(name = "listening") {
+      const line = await waitForLine(new RegExp(`msg=${name} .*addr=\\S+:\\d+`));
+      return Number(line.match(/addr=\S+:(\d+)/)![1]);
+    },
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop("SIGKILL");
+    },
+  };
+}
