@@ -43,11 +43,12 @@ export interface TestHub extends AsyncDisposable {
   logs: string[];
 }
 
-/** Starts a hub on 127.0.0.1 port 0, logging into `logs`. */
+/** Starts a hub on 127.0.0.1 port 0, logging into `logs`, with no startup grace unless asked. */
 export function startHub(options: ChannelServerOptions = {}): TestHub {
   const logs: string[] = [];
   const server = serveChannel({
     port: 0,
+    startupGrace: 0,
     onListen() {},
     logger: createLogger("channel", { level: "debug", sink: (line) => logs.push(line) }),
     ...options,

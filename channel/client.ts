@@ -372,8 +372,10 @@ export class ChannelClient extends EventTarget {
     while (!this.#closed) {
       const tcp = await this.#dial();
       if (tcp) {
-        attempt = 0;
+        const started = Date.now();
         await this.#session(tcp);
+        // A hub that drops us at once (a wrong token, say) is not hammered.
+        if (Date.now() - started > this.#maxReconnectDelay) attempt = 0;
       }
       if (this.#closed) break;
       await this.#sleep(backoffDelay(attempt++, {

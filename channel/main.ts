@@ -59,6 +59,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "ping intervals of silence before a client is dropped",
     default: "3",
   },
+  "startup-grace": {
+    type: "string",
+    arg: "MS",
+    help: "publishes wait this long after start, so restarted clients re-subscribe first",
+    default: "1500",
+  },
   "shutdown-grace": { type: "string", arg: "MS", help: "time connections get to flush on shutdown", default: "1000" },
   "log-level": LOG_LEVEL_FLAG,
   help: { type: "boolean", help: "show this help" },
@@ -96,6 +102,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       pingInterval: intFlag(flags, "ping-interval", 25_000),
       idlePings: intFlag(flags, "idle-pings", 3),
       closeGrace: intFlag(flags, "shutdown-grace", 1000),
+      startupGrace: intFlag(flags, "startup-grace", 1500),
       logger: log,
       onListen: (addr) =>
         log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),

@@ -54,6 +54,15 @@ export interface ChannelServerOptions extends HubOptions {
   pingInterval?: number;
   /** A client silent for this many ping intervals is disconnected. @default {3} */
   idlePings?: number;
+  /**
+   * Publishes and enqueues that arrive within this many milliseconds of the
+   * hub starting wait until it ends, so that after a restart every client
+   * has reconnected and re-subscribed before anything is routed. Clients
+   * reconnect within their `maxReconnectDelay` (1000 ms by default).
+   *
+   * @default {1500}
+   */
+  startupGrace?: number;
   /** How long a closing connection gets to take its error frame, in milliseconds. @default {1000} */
   closeGrace?: number;
   /** Aborting it shuts the server down. */
@@ -101,6 +110,7 @@ export function serveChannel(options: ChannelServerOptions = {}): ChannelServer 
     pingInterval: options.pingInterval ?? 25_000,
     idlePings: options.idlePings ?? 3,
     closeGrace: options.closeGrace ?? 1000,
+    startupGrace: options.startupGrace ?? 1500,
   };
   const server = new Server(listener, new Hub(options), settings, logger);
   if (options.signal?.aborted) server.shutdown();
@@ -124,6 +134,7 @@ interface Settings {
   pingInterval: number;
   idlePings: number;
   closeGrace: number;
+  startupGrace: number;
 }
 
 class Server {
@@ -135,6 +146,7 @@ class Server {
   readonly #connections = new Set<Connection>();
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
+  readonly #grace: Grace;
   #nextId = 1;
   #shuttingDown: Promise<void> | null = null;
 
@@ -148,6 +160,7 @@ class Server {
     this.hub = hub;
     this.#settings = settings;
     this.#logger = logger;
+    this.#grace = new Grace(settings.startupGrace);
     this.#sweep = setInterval(() => this.#closeIdle(), settings.pingInterval);
     this.#watchdog = setInterval(() => this.#closeStalled(), Math.max(10, settings.writeTimeout / 4));
     this.finished = this.#acceptLoop();
@@ -158,6 +171,7 @@ class Server {
     this.#shuttingDown = (async () => {
       clearInterval(this.#sweep);
       clearInterval(this.#watchdog);
+      this.#grace.end();
       try {
         this.#listener.close();
       } catch { /* already closed */ }
@@ -180,7 +194,7 @@ class Server {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
-      const connection = new Connection(this.#nextId++, tcp, this.hub, this.#settings, this.#logger);
+      const connection = new Connection(this.#nextId++, tcp, this.hub, this.#settings, this.#logger, this.#grace);
       if (this.#connections.size >= this.#settings.maxConnections) {
         connection.fail(`Hub is full: ${this.#settings.maxConnections} connections`);
       }
@@ -213,6 +227,33 @@ class Server {
   }
 }
 
+/** The startup grace: a promise that resolves when it is over. */
+class Grace {
+  readonly over: Promise<void>;
+  #active = true;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #resolve!: () => void;
+
+  constructor(ms: number) {
+    this.over = new Promise((resolve) => (this.#resolve = resolve));
+    if (ms > 0) this.#timer = setTimeout(() => this.end(), ms);
+    else this.end();
+  }
+
+  get active(): boolean {
+    return this.#active;
+  }
+
+  end(): void {
+    clearTimeout(this.#timer);
+    this.#active = false;
+    this.#resolve();
+  }
+}
+
+/** Messages that route data to others, held during the startup grace. */
+const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueue"]);
+
 class Connection implements Peer {
   lastSeen = Date.now();
   readonly #id: number;
@@ -222,13 +263,15 @@ class Connection implements Peer {
   readonly #logger: Logger;
   readonly #writer: FrameWriter;
   readonly #decoder: MessageDecoder<ClientMessage>;
+  readonly #grace: Grace;
   #greeted = false;
   #closing = false;
   #closed = false;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(id: number, tcp: Deno.TcpConn, hub: Hub, settings: Settings, logger: Logger) {
+  constructor(id: number, tcp: Deno.TcpConn, hub: Hub, settings: Settings, logger: Logger, grace: Grace) {
     this.#id = id;
+    this.#grace = grace;
     this.#tcp = tcp;
     this.#hub = hub;
     this.#settings = settings;
@@ -267,7 +310,8 @@ class Connection implements Peer {
         this.lastSeen = Date.now();
         // After an error the connection only drains what the peer still sends.
         if (this.#closing) continue;
-        this.#receive(buffer.subarray(0, n));
+        const held = this.#receive(buffer.subarray(0, n));
+        if (held) await this.#resume(held);
       }
     } catch (error) {
       if (!this.#closed) this.#logger.debug("read failed", { conn: this.#id, error: (error as Error).message });
@@ -300,18 +344,35 @@ class Connection implements Peer {
     this.#writer.end().then(() => this.#close());
   }
 
-  #receive(chunk: Uint8Array): void {
+  /**
+   * Decodes and handles a chunk's messages. Returns those not yet handled
+   * when one of them must wait for the startup grace to end.
+   */
+  #receive(chunk: Uint8Array): ClientMessage[] | null {
     let messages: ClientMessage[];
     try {
       messages = this.#decoder.push(chunk);
     } catch (error) {
       this.fail((error as Error).message);
-      return;
+      return null;
     }
-    for (const message of messages) {
+    return this.#handleAll(messages);
+  }
+
+  #handleAll(messages: ClientMessage[]): ClientMessage[] | null {
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]!;
+      if (this.#grace.active && ROUTED.has(message.type)) return messages.slice(i);
       this.#handle(message);
-      if (this.#closing) return;
+      if (this.#closing) return null;
     }
+    return null;
+  }
+
+  /** Waits for the grace to end, then handles held messages in order; reading pauses meanwhile. */
+  async #resume(held: ClientMessage[]): Promise<void> {
+    await this.#grace.over;
+    if (!this.#closing) this.#handleAll(held);
   }
 
   #handle(message: ClientMessage): void {

@@ -311,3 +311,19 @@ Deno.test("hub shutdown closes every connection and resolves finished", async ()
   raw.close();
   await hub.server.shutdown();
 });
+
+Deno.test("hub holds publishes during its startup grace so subscribers that reconnect late still get them", async () => {
+  await using hub = startHub({ startupGrace: 300 });
+  const started = Date.now();
+  await using publisher = client(hub.port);
+  const publishing = publisher.publish("news", "early");
+  await publisher.ready();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await using late = client(hub.port);
+  const inbox = collect(late, "news");
+  await late.ready();
+  assert.equal(await within(publishing, 2000, "the held publish"), 1);
+  assert.ok(Date.now() - started >= 290, "the publish waited for the grace");
+  await inbox.wait(1);
+  assert.deepEqual(inbox.received, ["early"]);
+});

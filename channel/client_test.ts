@@ -1,0 +1,210 @@
+import assert from "node:assert/strict";
+import { ChannelClient, type ChannelClientOptions, ChannelError, connect } from "./client.ts";
+import { quiet, startHub, until, within } from "./_testing.ts";
+import { type Json, MessageDecoder, toClientMessage } from "../shared/wire.ts";
+
+function client(port: number, options: ChannelClientOptions = {}): ChannelClient {
+  return new ChannelClient({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
+}
+
+/** A port that was free a moment ago. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+function nextEvent(target: EventTarget, type: string, ms = 5000): Promise<Event> {
+  return within(new Promise((resolve) => target.addEventListener(type, resolve, { once: true })), ms, type);
+}
+
+Deno.test("client calls every handler of a channel, and off removes one", async () => {
+  await using hub = startHub();
+  await using c = client(hub.port);
+  const calls: string[] = [];
+  const first = (data: Json) => calls.push(`first:${data}`);
+  c.on("news", first);
+  c.on("news", (data) => calls.push(`second:${data}`));
+  assert.equal(await c.publish("news", 1), 1);
+  c.off("news", first);
+  assert.equal(await c.publish("news", 2), 1, "still subscribed while a handler is left");
+  assert.deepEqual(calls, ["first:1", "second:1", "second:2"]);
+});
+
+Deno.test("client keeps delivering when a handler throws", async () => {
+  await using hub = startHub();
+  await using c = client(hub.port);
+  const got: Json[] = [];
+  c.on("news", () => {
+    throw new Error("handler bug");
+  });
+  c.on("news", (data) => got.push(data));
+  await c.publish("news", "a");
+  await c.publish("news", "b");
+  assert.deepEqual(got, ["a", "b"]);
+});
+
+Deno.test("client re-subscribes and re-watches after the hub restarts, before waiting publishes go out", async () => {
+  const port = freePort();
+  let hub = startHub({ port });
+  await using c = client(port);
+  const events: Json[] = [];
+  const jobs: Json[] = [];
+  c.on("news", (data) => events.push(data));
+  c.watch("jobs", (data) => {
+    jobs.push(data);
+  });
+  await c.ready();
+  assert.equal(await c.publish("news", "before"), 1);
+
+  const disconnected = nextEvent(c, "disconnected");
+  await hub.server.shutdown();
+  await disconnected;
+  assert.equal(c.connected, false);
+  // Made while the hub is down: it waits for the connection.
+  const during = c.publish("news", "during");
+  const connected = nextEvent(c, "connected");
+  hub = startHub({ port });
+  try {
+    await connected;
+    // The original sends waiting publishes before re-subscribing, so its own
+    // subscription misses them. Here it reaches the re-subscribed handler.
+    assert.equal(await within(during, 5000, "the waiting publish"), 1);
+    assert.deepEqual(events, ["before", "during"]);
+    await using producer = client(port);
+    assert.equal(await producer.enqueue("jobs", "after restart"), 1);
+    await until(() => jobs.length === 1, 2000, "the queue watch to be restored");
+    assert.deepEqual(jobs, ["after restart"]);
+  } finally {
+    await hub.server.shutdown();
+  }
+});
+
+Deno.test("client rejects a publish that waits for an unreachable hub past its timeout", async () => {
+  await using c = client(freePort(), { publishTimeout: 150 });
+  const started = Date.now();
+  await assert.rejects(c.publish("news", 1), (error: ChannelError) => {
+    assert.equal(error.code, "timeout");
+    assert.match(
+      error.message,
+      /^Cannot publish: no acknowledgement within 150 ms; the hub at 127\.0\.0\.1:\d+ is unreachable$/,
+    );
+    return true;
+  });
+  assert.ok(Date.now() - started >= 140);
+  await assert.rejects(c.publish("news", 1, { timeout: 20 }), { code: "timeout" });
+});
+
+Deno.test("client refuses publishes past its waiting limit at once", async () => {
+  await using c = client(freePort(), { maxWaitingPublishes: 2, publishTimeout: 100 });
+  const waiting = [c.publish("a", 1), c.publish("a", 2)];
+  await assert.rejects(c.publish("a", 3), {
+    code: "overloaded",
+    message: "Cannot publish: 2 requests already wait for the hub",
+  });
+  for (const p of waiting) await assert.rejects(p, { code: "timeout" });
+});
+
+Deno.test("client close rejects waiting publishes and is safe to call twice", async () => {
+  const c = client(freePort());
+  const waiting = assert.rejects(c.publish("a", 1), { code: "closed" });
+  await c.close();
+  await waiting;
+  await c.close();
+  await assert.rejects(c.publish("a", 1), { code: "closed" });
+});
+
+Deno.test("connect rejects when the hub cannot be reached in time", async () => {
+  await assert.rejects(connect({ port: freePort(), connectTimeout: 100, logger: quiet }), {
+    name: "ChannelError",
+    code: "timeout",
+  });
+});
+
+Deno.test("client treats a hub that stops answering pings as dead and reconnects", async () => {
+  // A hub that accepts and reads but never answers.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.TcpConn[] = [];
+  const received: string[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      accepted.push(conn);
+      (async () => {
+        const decoder = new MessageDecoder(toClientMessage);
+        const buffer = new Uint8Array(4096);
+        try {
+          for (let n; (n = await conn.read(buffer)) !== null;) {
+            for (const m of decoder.push(buffer.subarray(0, n))) received.push(m.type);
+          }
+        } catch { /* closed */ }
+      })();
+    }
+  })();
+  const port = (listener.addr as Deno.NetAddr).port;
+  const c = client(port, { pingInterval: 30, maxMissedPongs: 2 });
+  try {
+    const dropped = await nextEvent(c, "disconnected", 3000) as CustomEvent<{ reason: string }>;
+    assert.ok(dropped.detail.reason.length > 0);
+    await until(() => accepted.length >= 2, 3000, "a second connection");
+    assert.ok(received.includes("ping"), "the client pinged");
+    assert.equal(received[0], "hello");
+  } finally {
+    await c.close();
+    listener.close();
+    for (const conn of accepted) {
+      try {
+        conn.close();
+      } catch { /* closed by the client already */ }
+    }
+    await serving.catch(() => {});
+  }
+});
+
+Deno.test("client sends the token in hello and reports a refusal", async () => {
+  await using hub = startHub({ token: "right" });
+  await using wrong = client(hub.port, { token: "wrong", publishTimeout: 200 });
+  await assert.rejects(wrong.publish("x", 1), { code: "timeout" });
+  assert.ok(hub.logs.some((line) => line.includes("Unauthorized: wrong token")));
+  await using right = client(hub.port, { token: "right" });
+  assert.equal(await right.publish("x", 1), 0);
+});
+
+Deno.test("client dispatches connected and disconnected lifecycle events", async () => {
+  const port = freePort();
+  const hub = startHub({ port });
+  await using c = client(port);
+  await nextEvent(c, "connected");
+  assert.equal(c.connected, true);
+  const dropped = nextEvent(c, "disconnected");
+  await hub.server.shutdown();
+  await dropped;
+  assert.equal(c.connected, false);
+});
+
+Deno.test("client resends an unacknowledged publish after a reconnect", async () => {
+  // A hub that swallows the first connection's publish, then dies.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  await using c = client(port);
+  const publishing = c.publish("news", "once");
+  const first = await listener.accept();
+  const decoder = new MessageDecoder(toClientMessage);
+  const buffer = new Uint8Array(4096);
+  const seen: string[] = [];
+  while (!seen.includes("publish")) {
+    const n = await first.read(buffer);
+    assert.ok(n !== null);
+    for (const m of decoder.push(buffer.subarray(0, n))) seen.push(m.type);
+  }
+  first.close();
+  listener.close();
+  // The real hub comes back on the same port and gets the publish again.
+  await using hub = startHub({ port });
+  await using subscriber = client(port);
+  const got: Json[] = [];
+  subscriber.on("news", (data) => got.push(data));
+  await subscriber.publish("sync", null);
+  assert.equal(await within(publishing, 5000, "the resent publish"), 1);
+  assert.deepEqual(got, ["once"]);
+});
