@@ -358,3 +358,56 @@ function invalid(type: string, detail: string): TypeError {
 function unknownType(type: string): TypeError {
   return new TypeError(`Invalid message: unknown type ${JSON.stringify(type.slice(0, 64))}`);
 }
+
+// ---------------------------------------------------------------------------
+// The push system's use of the hub: channel names and event payloads shared
+// by the pusher and the publisher.
+
+/** Channel every pusher worker subscribes to; its events go to every connection. */
+export const BROADCAST_CHANNEL = "broadcast";
+
+/**
+ * A worker id: 16 lowercase hex characters (64 random bits), drawn anew each
+ * time a pusher worker starts. Ids are never coordinated, never reused, and
+ * collide with negligible probability, so an address `(workerId,
+ * connectionId)` names one connection in the whole system, across machines
+ * and restarts.
+ */
+export const WORKER_ID_PATTERN = /^[0-9a-f]{16}$/;
+
+/** A connection id within one worker: a decimal integer from 1. */
+export const CONNECTION_ID_PATTERN = /^[1-9][0-9]{0,15}$/;
+
+/** Draws a fresh worker id. */
+export function newWorkerId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The channel a worker subscribes to for sends addressed to its connections. */
+export function workerChannel(workerId: string): string {
+  return `worker.${workerId}`;
+}
+
+/**
+ * Data of a push event. On the broadcast channel: `{ content }`. On a
+ * worker's channel: `{ to_connection_id, content }` (the original's field
+ * names).
+ */
+export interface PushData {
+  content: string;
+  to_connection_id?: number;
+}
+
+/**
+ * Checks event data received by a pusher. Returns null when it does not have
+ * the shape of {@linkcode PushData}: such events are logged and dropped.
+ */
+export function toPushData(data: Json): PushData | null {
+  if (typeof data !== "object" || data === null || Array.isArray(data)) return null;
+  if (typeof data.content !== "string") return null;
+  const target = data.to_connection_id;
+  if (target === undefined) return { content: data.content };
+  if (typeof target !== "number" || !Number.isSafeInteger(target) || target < 1) return null;
+  return { content: data.content, to_connection_id: target };
+}
