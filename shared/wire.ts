@@ -223,6 +223,7 @@ export class MessageDecoder<T extends Message> {
   readonly #frames: FrameDecoder;
   readonly #codec: Codec;
   readonly #validate: (value: unknown) => T;
+  #failed: Error | null = null;
 
   constructor(validate: (value: unknown) => T, options: MessageDecoderOptions = {}) {
     this.#frames = new FrameDecoder(options);
@@ -243,10 +244,16 @@ export class MessageDecoder<T extends Message> {
    * @throws {TypeError} on a well-formed payload that is not a valid message.
    */
   push(chunk: Uint8Array): T[] {
+    if (this.#failed) throw this.#failed;
     const messages: T[] = [];
-    for (const payload of this.#frames.push(chunk)) {
-      if (payload.length === 0) continue;
-      messages.push(this.#validate(this.#codec.decode(payload)));
+    try {
+      for (const payload of this.#frames.push(chunk)) {
+        if (payload.length === 0) continue;
+        messages.push(this.#validate(this.#codec.decode(payload)));
+      }
+    } catch (error) {
+      this.#failed = error as Error;
+      throw error;
     }
     return messages;
   }

@@ -325,3 +325,9 @@ Deno.test("message decoder honours maxFrameBytes", () => {
     message: /exceeds the 64-byte maximum/,
   });
 });
+
+Deno.test("message decoder stays failed after a payload error", () => {
+  const decoder = new MessageDecoder(toClientMessage);
+  assert.throws(() => decoder.push(encodeFrame(new TextEncoder().encode("{nope"))), SyntaxError);
+  assert.throws(() => decoder.push(encodeMessage({ type: "ping" })), SyntaxError);
+});

@@ -180,6 +180,8 @@ export class FrameWriter {
         this.#settleWaiters(this.#writtenTotal, true);
       }
     } catch (error) {
+      // The failed write's bytes are lost, not in flight: pendingBytes must not count them forever.
+      this.#inFlightBytes = 0;
       if (!this.#failed) {
         this.close();
         this.#onError?.(error as Error);
