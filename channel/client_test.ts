@@ -200,7 +200,7 @@ Deno.test("client resends an unacknowledged publish after a reconnect", async ()
   first.close();
   listener.close();
   // The real hub comes back on the same port and gets the publish again.
-  await using hub = startHub({ port });
+  await using _hub = startHub({ port });
   await using subscriber = client(port);
   const got: Json[] = [];
   subscriber.on("news", (data) => got.push(data));
