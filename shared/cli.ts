@@ -113,3 +113,46 @@ export function onShutdownSignal(stop: (signal: Deno.Signal) => void): () => voi
   }
   return remove;
 }
+
+/** A host and port. */
+export interface HostPort {
+  hostname: string;
+  port: number;
+}
+
+/**
+ * Parses `HOST:PORT` (IPv6 hosts in brackets: `[::1]:2206`).
+ *
+ * @throws {TypeError} naming the flag when the value is not of that form.
+ */
+export function parseHostPort(value: string, flag: string): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || port < 1 || port > 65535) {
+    throw new TypeError(`Invalid ${flag}: expected HOST:PORT, got ${JSON.stringify(value)}`);
+  }
+  return { hostname: match[1] ?? match[2]!, port };
+}
+
+/** Reads the hub address from `--hub`, else the CHANNEL_HUB variable, else 127.0.0.1:2206. */
+export function hubFlag(values: FlagValues): HostPort {
+  const flag = stringFlag(values, "hub");
+  const value = flag ?? Deno.env.get("CHANNEL_HUB") ?? "127.0.0.1:2206";
+  return parseHostPort(value, flag === undefined ? "CHANNEL_HUB" : "--hub");
+}
+
+/** The `--hub` and `--hub-token` flags of the services that reach the hub. */
+export const HUB_FLAGS: Record<string, FlagSpec> = {
+  hub: {
+    type: "string",
+    arg: "HOST:PORT",
+    help: "channel hub address (or env CHANNEL_HUB)",
+    default: "127.0.0.1:2206",
+  },
+  "hub-token": { type: "string", arg: "TOKEN", help: "token the hub asks for (or env CHANNEL_TOKEN)" },
+};
+
+/** Reads the hub token from `--hub-token`, else the CHANNEL_TOKEN variable. */
+export function hubTokenFlag(values: FlagValues): string | undefined {
+  return stringFlag(values, "hub-token") ?? (Deno.env.get("CHANNEL_TOKEN") || undefined);
+}

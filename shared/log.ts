@@ -28,6 +28,8 @@ export interface LoggerOptions {
   level?: LogLevel;
   /** Where lines go. @default {console.error} */
   sink?: (line: string) => void;
+  /** Fields added to every line, after the service name (a worker id, say). */
+  fields?: LogFields;
 }
 
 /**
@@ -46,7 +48,7 @@ export function createLogger(service: string, options: LoggerOptions = {}): Logg
   const write = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (LOG_LEVELS.indexOf(level) < threshold) return;
     let line = `ts=${new Date().toISOString()} level=${level} svc=${service} msg=${quote(msg)}`;
-    for (const [key, value] of Object.entries(fields ?? {})) {
+    for (const [key, value] of Object.entries({ ...options.fields, ...fields })) {
       if (value !== undefined) line += ` ${key}=${quote(String(value))}`;
     }
     sink(line);

@@ -1,0 +1,173 @@
+/**
+ * `deno task pusher`: runs N pusher workers (Deno `Worker`s) sharing one
+ * WebSocket port, replaces a worker that dies, and drains them on SIGINT or
+ * SIGTERM.
+ *
+ * @module
+ */
+
+import type { FromWorker, ToWorker, WorkerConfig } from "./worker.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import {
+  type FlagSpec,
+  helpText,
+  HUB_FLAGS,
+  hubFlag,
+  hubTokenFlag,
+  intFlag,
+  LOG_LEVEL_FLAG,
+  logLevelFlag,
+  onShutdownSignal,
+  parseFlags,
+  stringFlag,
+} from "../shared/cli.ts";
+
+/** The pusher's default WebSocket port, as in the original. */
+export const DEFAULT_PUSHER_PORT = 4236;
+
+const FLAGS: Record<string, FlagSpec> = {
+  hostname: {
+    type: "string",
+    arg: "HOST",
+    help: "address to listen on; 0.0.0.0 for other machines",
+    default: "127.0.0.1",
+  },
+  port: { type: "string", arg: "PORT", help: "WebSocket and demo page port; 0 picks a free one", default: "4236" },
+  workers: { type: "string", arg: "N", help: "worker count, one worker id each", default: "2" },
+  ...HUB_FLAGS,
+  "publisher-url": {
+    type: "string",
+    arg: "URL",
+    help: "publisher the demo page calls",
+    default: "this page's host, port 4237",
+  },
+  "idle-timeout": {
+    type: "string",
+    arg: "S",
+    help: "seconds between pings to each client; silent ones close",
+    default: "30",
+  },
+  "max-buffered-bytes": {
+    type: "string",
+    arg: "N",
+    help: "bytes buffered for one client before it is closed with 3008",
+    default: "1048576",
+  },
+  "shutdown-timeout": { type: "string", arg: "MS", help: "time workers get to close their clients", default: "5000" },
+  "log-level": LOG_LEVEL_FLAG,
+  help: { type: "boolean", help: "show this help" },
+};
+
+/** Runs the pusher until SIGINT or SIGTERM; returns the exit code. */
+export async function main(args: string[] = Deno.args): Promise<number> {
+  let logger = createLogger("pusher");
+  let pool: WorkerPool;
+  try {
+    const flags = parseFlags(args, FLAGS);
+    if (flags.help) {
+      console.log(
+        helpText("deno task pusher [options]", "Pusher: WebSocket servers, one Deno worker per worker id.", FLAGS),
+      );
+      return 0;
+    }
+    const logLevel = logLevelFlag(flags);
+    logger = createLogger("pusher", { level: logLevel });
+    const workers = intFlag(flags, "workers", 2);
+    if (workers < 1) throw new TypeError("Invalid --workers: at least 1");
+    const config: Omit<WorkerConfig, "slot"> = {
+      hostname: stringFlag(flags, "hostname") ?? "127.0.0.1",
+      port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
+      hub: hubFlag(flags),
+      hubToken: hubTokenFlag(flags),
+      idleTimeout: intFlag(flags, "idle-timeout", 30),
+      maxBufferedBytes: intFlag(flags, "max-buffered-bytes", 1024 * 1024),
+      publisherUrl: stringFlag(flags, "publisher-url") ?? null,
+      logLevel,
+    };
+    pool = new WorkerPool(config, workers, logger);
+    const port = await pool.start();
+    logger.info("listening", {
+      addr: `${config.hostname}:${port}`,
+      workers,
+      hub: `${config.hub.hostname}:${config.hub.port}`,
+    });
+    const shutdownTimeout = intFlag(flags, "shutdown-timeout", 5000);
+    const stopped = new Promise<void>((resolve) => {
+      onShutdownSignal(async (signal) => {
+        logger.info("shutting down", { signal });
+        await pool.stop(shutdownTimeout);
+        resolve();
+      });
+    });
+    await stopped;
+  } catch (error) {
+    logger.error((error as Error).message);
+    return 2;
+  }
+  logger.info("stopped");
+  return 0;
+}
+
+/** The workers: started one after another on one port, replaced when they die. */
+class WorkerPool {
+  readonly #config: Omit<WorkerConfig, "slot">;
+  readonly #size: number;
+  readonly #logger: Logger;
+  readonly #workers = new Map<number, Worker>();
+  #port = 0;
+  #stopping = false;
+
+  constructor(config: Omit<WorkerConfig, "slot">, size: number, logger: Logger) {
+    this.#config = config;
+    this.#size = size;
+    this.#logger = logger;
+  }
+
+  /** Starts every worker; resolves with the port they share. */
+  async start(): Promise<number> {
+    // The first worker binds the asked port (0 picks one); the others join it.
+    this.#port = this.#config.port;
+    for (let slot = 0; slot < this.#size; slot++) this.#port = await this.#spawn(slot);
+    return this.#port;
+  }
+
+  /** Asks every worker to close its clients (1001) and stop, then ends them. */
+  async stop(timeout: number): Promise<void> {
+    this.#stopping = true;
+    await Promise.all([...this.#workers.values()].map((worker) => {
+      const done = new Promise<void>((resolve) => {
+        worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+          if (event.data.type === "stopped") resolve();
+        });
+        setTimeout(resolve, timeout + 1000);
+      });
+      worker.postMessage({ type: "stop", timeout } satisfies ToWorker);
+      return done.then(() => worker.terminate());
+    }));
+  }
+
+  #spawn(slot: number): Promise<number> {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module", name: `pusher-${slot}` });
+    this.#workers.set(slot, worker);
+    return new Promise((resolve, reject) => {
+      worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+        if (event.data.type !== "listening") return;
+        this.#logger.info("worker started", { slot, worker: event.data.workerId, port: event.data.port });
+        resolve(event.data.port);
+      });
+      worker.addEventListener("error", (event) => {
+        event.preventDefault();
+        worker.terminate();
+        this.#logger.error("worker died", { slot, error: event.message });
+        reject(new Error(`Pusher worker ${slot} failed: ${event.message}`));
+        if (this.#stopping || this.#workers.get(slot) !== worker) return;
+        // A replacement draws a new worker id: old addresses miss instead of
+        // reaching someone else.
+        setTimeout(() => this.#spawn(slot).catch(() => {}), 500);
+      });
+      worker.postMessage({ type: "start", config: { ...this.#config, port: this.#port, slot } } satisfies ToWorker);
+    });
+  }
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,172 @@
+/**
+ * One pusher worker: its WebSocket connections, their addresses, and the
+ * delivery of hub events to them.
+ *
+ * @module
+ */
+
+import { demoPage } from "./demo_page.ts";
+import { type ClientSocket, type SocketHandlers, upgradeWebSocket } from "./socket.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import { BROADCAST_CHANNEL, type Json, toPushData, workerChannel } from "../shared/wire.ts";
+
+/** Close code for a client that does not read fast enough (Centrifugo's "slow"). */
+export const CLOSE_SLOW = 3008;
+
+/** Close code for a server going away. */
+export const CLOSE_GOING_AWAY = 1001;
+
+/** What the pusher needs of its hub link: a `ChannelClient` fits. */
+export interface EventSource {
+  on(channel: string, handler: (data: Json, channel: string) => void): void;
+  off(channel: string): void;
+}
+
+/** Options for {@linkcode Pusher}. */
+export interface PusherOptions {
+  /** This worker's id: part of every connection's address. */
+  workerId: string;
+  /** The hub link events come from. */
+  hub: EventSource;
+  /**
+   * Most bytes buffered for one client. A client past it is closed with code
+   * 3008 ("slow"), never starved silently.
+   *
+   * @default {1048576}
+   */
+  maxBufferedBytes?: number;
+  /** Seconds between protocol pings to each client; a silent client is closed. @default {30} */
+  idleTimeout?: number;
+  /** Publisher base URL the demo page calls; null lets the page use its own host on port 4237. @default {null} */
+  publisherUrl?: string | null;
+  /** Where log lines go. @default {createLogger("pusher")} */
+  logger?: Logger;
+}
+
+/**
+ * A pusher worker. Subscribes its hub link to the broadcast channel and to
+ * its own worker channel; greets each new connection with its address; sends
+ * broadcasts to every connection and targeted events to one.
+ *
+ * @example
+ * ```ts
+ * const pusher = new Pusher({ workerId: newWorkerId(), hub: client });
+ * Deno.serve({ port: 4236 }, pusher.handler);
+ * ```
+ */
+export class Pusher {
+  readonly workerId: string;
+  readonly #connections = new Map<number, ClientSocket>();
+  readonly #ids = new WeakMap<ClientSocket, number>();
+  readonly #hub: EventSource;
+  readonly #maxBufferedBytes: number;
+  readonly #idleTimeout: number;
+  readonly #page: string;
+  readonly #logger: Logger;
+  readonly #handlers: SocketHandlers;
+  #nextId = 1;
+  #accepting = true;
+
+  constructor(options: PusherOptions) {
+    this.workerId = options.workerId;
+    this.#hub = options.hub;
+    this.#maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
+    this.#idleTimeout = options.idleTimeout ?? 30;
+    this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
+    this.#logger = options.logger ?? createLogger("pusher", { fields: { worker: this.workerId } });
+    this.#handlers = {
+      open: (socket) => this.#open(socket),
+      message: () => {},
+      close: (socket) => this.#forget(socket),
+    };
+    this.#hub.on(BROADCAST_CHANNEL, (data) => this.#broadcast(data));
+    this.#hub.on(workerChannel(this.workerId), (data) => this.#target(data));
+  }
+
+  /** Connections open now. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** Serves WebSocket upgrades, and the demo page on `GET /`. */
+  readonly handler = (req: Request): Response => {
+    const url = new URL(req.url);
+    if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      if (!this.#accepting) return text(503, "Shutting down");
+      try {
+        return upgradeWebSocket(req, this.#handlers, { idleTimeout: this.#idleTimeout });
+      } catch (error) {
+        return text(400, `Bad WebSocket handshake: ${(error as Error).message}`);
+      }
+    }
+    if (url.pathname !== "/") return text(404, `Not found: ${url.pathname}`);
+    if (req.method !== "GET" && req.method !== "HEAD") return text(405, "Method not allowed: use GET");
+    return new Response(this.#page, { headers: { "content-type": "text/html;charset=utf-8" } });
+  };
+
+  /** Stops taking connections and closes every open one with `code`. */
+  closeAll(code = CLOSE_GOING_AWAY, reason = "going away"): void {
+    this.#accepting = false;
+    for (const socket of this.#connections.values()) socket.close(code, reason);
+  }
+
+  /** Stops listening to the hub. */
+  detach(): void {
+    this.#hub.off(BROADCAST_CHANNEL);
+    this.#hub.off(workerChannel(this.workerId));
+  }
+
+  #open(socket: ClientSocket): void {
+    const id = this.#nextId++;
+    this.#connections.set(id, socket);
+    this.#ids.set(socket, id);
+    socket.send(`workerID:${this.workerId} connectionID:${id} connected\n`);
+  }
+
+  #forget(socket: ClientSocket): void {
+    const id = this.#ids.get(socket);
+    if (id !== undefined) this.#connections.delete(id);
+  }
+
+  #broadcast(data: Json): void {
+    const push = toPushData(data);
+    if (!push || push.to_connection_id !== undefined) {
+      this.#logger.warn("dropped a broadcast of the wrong shape", { type: describe(data) });
+      return;
+    }
+    for (const socket of this.#connections.values()) this.#send(socket, push.content);
+  }
+
+  #target(data: Json): void {
+    const push = toPushData(data);
+    if (!push || push.to_connection_id === undefined) {
+      this.#logger.warn("dropped a targeted event of the wrong shape", { type: describe(data) });
+      return;
+    }
+    const socket = this.#connections.get(push.to_connection_id);
+    if (!socket) {
+      this.#logger.info("no such connection", { connection: push.to_connection_id });
+      return;
+    }
+    this.#send(socket, push.content);
+  }
+
+  #send(socket: ClientSocket, content: string): void {
+    if (socket.bufferedAmount > this.#maxBufferedBytes) {
+      const id = this.#ids.get(socket);
+      this.#logger.warn("closing a slow client", { connection: id, buffered: socket.bufferedAmount });
+      this.#forget(socket);
+      socket.close(CLOSE_SLOW, "slow");
+      return;
+    }
+    socket.send(content);
+  }
+}
+
+function text(status: number, body: string): Response {
+  return new Response(`${body}\n`, { status, headers: { "content-type": "text/plain;charset=utf-8" } });
+}
+
+function describe(data: Json): string {
+  return data === null ? "null" : Array.isArray(data) ? "array" : typeof data;
+}

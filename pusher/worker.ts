@@ -1,0 +1,83 @@
+/**
+ * A pusher worker, run in a Deno `Worker` by `pusher/main.ts`: its own hub
+ * link, its own worker id, and a `Deno.serve` listener sharing the port with
+ * the other workers (`reusePort`).
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { ChannelClient } from "../channel/client.ts";
+import { CLOSE_GOING_AWAY, Pusher } from "./pusher.ts";
+import { createLogger, type LogLevel } from "../shared/log.ts";
+import { newWorkerId } from "../shared/wire.ts";
+import type { HostPort } from "../shared/cli.ts";
+
+/** What `main.ts` tells a worker at start. */
+export interface WorkerConfig {
+  slot: number;
+  hostname: string;
+  port: number;
+  hub: HostPort;
+  hubToken: string | undefined;
+  idleTimeout: number;
+  maxBufferedBytes: number;
+  publisherUrl: string | null;
+  logLevel: LogLevel;
+}
+
+/** Messages from `main.ts` to a worker. */
+export type ToWorker = { type: "start"; config: WorkerConfig } | { type: "stop"; timeout: number };
+
+/** Messages from a worker to `main.ts`. */
+export type FromWorker =
+  | { type: "listening"; port: number; workerId: string }
+  | { type: "stopped" };
+
+let stop: ((timeout: number) => Promise<void>) | null = null;
+
+self.onmessage = async (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  if (message.type === "start" && !stop) stop = start(message.config);
+  if (message.type === "stop" && stop) {
+    await stop(message.timeout);
+    post({ type: "stopped" });
+  }
+};
+
+function post(message: FromWorker): void {
+  self.postMessage(message);
+}
+
+function start(config: WorkerConfig): (timeout: number) => Promise<void> {
+  const workerId = newWorkerId();
+  const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
+  const client = new ChannelClient({ ...config.hub, token: config.hubToken, logger });
+  const pusher = new Pusher({
+    workerId,
+    hub: client,
+    idleTimeout: config.idleTimeout,
+    maxBufferedBytes: config.maxBufferedBytes,
+    publisherUrl: config.publisherUrl,
+    logger,
+  });
+  const server = Deno.serve({
+    hostname: config.hostname,
+    port: config.port,
+    reusePort: true,
+    onListen: (addr) => post({ type: "listening", port: addr.port, workerId }),
+  }, pusher.handler);
+
+  return async (timeout) => {
+    pusher.closeAll(CLOSE_GOING_AWAY, "going away");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      server.shutdown(),
+      new Promise((resolve) => (timer = setTimeout(resolve, timeout))),
+    ]);
+    clearTimeout(timer);
+    pusher.detach();
+    await client.close();
+  };
+}
