@@ -50,8 +50,14 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-buffered-bytes": {
     type: "string",
     arg: "N",
-    help: "bytes buffered for one client before it is closed with 3008",
+    help: "bytes buffered for one client above which it is behind (4x: closed at once)",
     default: "1048576",
+  },
+  "slow-client-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time a client may stay over --max-buffered-bytes before it is closed with 3008",
+    default: "2000",
   },
   "shutdown-timeout": { type: "string", arg: "MS", help: "time workers get to close their clients", default: "5000" },
   "log-level": LOG_LEVEL_FLAG,
@@ -81,6 +87,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       hubToken: hubTokenFlag(flags),
       idleTimeout: intFlag(flags, "idle-timeout", 30),
       maxBufferedBytes: intFlag(flags, "max-buffered-bytes", 1024 * 1024),
+      slowClientTimeout: intFlag(flags, "slow-client-timeout", 2000),
       publisherUrl: stringFlag(flags, "publisher-url") ?? null,
       logLevel,
     };

@@ -29,12 +29,16 @@ export interface PusherOptions {
   /** The hub link events come from. */
   hub: EventSource;
   /**
-   * Most bytes buffered for one client. A client past it is closed with code
-   * 3008 ("slow"), never starved silently.
+   * Bytes buffered for one client above which it counts as behind. A client
+   * that stays behind for `slowClientTimeout`, or is ever 4 times over, is
+   * closed with code 3008 ("slow"), never starved silently. (A burst of
+   * broadcasts puts every client briefly over: only staying over is slow.)
    *
    * @default {1048576}
    */
   maxBufferedBytes?: number;
+  /** Milliseconds a client may stay over `maxBufferedBytes`. @default {2000} */
+  slowClientTimeout?: number;
   /** Seconds between protocol pings to each client; a silent client is closed. @default {30} */
   idleTimeout?: number;
   /** Publisher base URL the demo page calls; null lets the page use its own host on port 4237. @default {null} */
@@ -60,6 +64,9 @@ export class Pusher {
   readonly #ids = new WeakMap<ClientSocket, number>();
   readonly #hub: EventSource;
   readonly #maxBufferedBytes: number;
+  readonly #slowClientTimeout: number;
+  /** When each client that is behind first went over the cap. */
+  readonly #behindSince = new WeakMap<ClientSocket, number>();
   readonly #idleTimeout: number;
   readonly #page: string;
   readonly #logger: Logger;
@@ -71,6 +78,7 @@ export class Pusher {
     this.workerId = options.workerId;
     this.#hub = options.hub;
     this.#maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
+    this.#slowClientTimeout = options.slowClientTimeout ?? 2000;
     this.#idleTimeout = options.idleTimeout ?? 30;
     this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
     this.#logger = options.logger ?? createLogger("pusher", { fields: { worker: this.workerId } });
@@ -152,12 +160,19 @@ export class Pusher {
   }
 
   #send(socket: ClientSocket, content: string): void {
-    if (socket.bufferedAmount > this.#maxBufferedBytes) {
-      const id = this.#ids.get(socket);
-      this.#logger.warn("closing a slow client", { connection: id, buffered: socket.bufferedAmount });
-      this.#forget(socket);
-      socket.close(CLOSE_SLOW, "slow");
-      return;
+    const buffered = socket.bufferedAmount;
+    if (buffered > this.#maxBufferedBytes) {
+      const now = Date.now();
+      const since = this.#behindSince.get(socket) ?? now;
+      this.#behindSince.set(socket, since);
+      if (now - since > this.#slowClientTimeout || buffered > 4 * this.#maxBufferedBytes) {
+        this.#logger.warn("closing a slow client", { connection: this.#ids.get(socket), buffered });
+        this.#forget(socket);
+        socket.close(CLOSE_SLOW, "slow");
+        return;
+      }
+    } else {
+      this.#behindSince.delete(socket);
     }
     socket.send(content);
   }

@@ -23,6 +23,7 @@ export interface WorkerConfig {
   hubToken: string | undefined;
   idleTimeout: number;
   maxBufferedBytes: number;
+  slowClientTimeout: number;
   publisherUrl: string | null;
   logLevel: LogLevel;
 }
@@ -59,6 +60,7 @@ function start(config: WorkerConfig): (timeout: number) => Promise<void> {
     hub: client,
     idleTimeout: config.idleTimeout,
     maxBufferedBytes: config.maxBufferedBytes,
+    slowClientTimeout: config.slowClientTimeout,
     publisherUrl: config.publisherUrl,
     logger,
   });

@@ -1,0 +1,259 @@
+import assert from "node:assert/strict";
+import { CLOSE_SLOW, Pusher, type PusherOptions } from "./pusher.ts";
+import { until, within } from "../channel/_testing.ts";
+import { createLogger } from "../shared/log.ts";
+import { BROADCAST_CHANNEL, type Json, newWorkerId, workerChannel } from "../shared/wire.ts";
+
+/** Stands in for the hub link: the test emits events itself. */
+class FakeHub {
+  readonly handlers = new Map<string, (data: Json, channel: string) => void>();
+  on(channel: string, handler: (data: Json, channel: string) => void): void {
+    this.handlers.set(channel, handler);
+  }
+  off(channel: string): void {
+    this.handlers.delete(channel);
+  }
+  emit(channel: string, data: Json): void {
+    this.handlers.get(channel)?.(data, channel);
+  }
+}
+
+interface Setup extends AsyncDisposable {
+  pusher: Pusher;
+  hub: FakeHub;
+  port: number;
+  logs: string[];
+}
+
+function serve(options: Partial<PusherOptions> = {}): Setup {
+  const hub = new FakeHub();
+  const logs: string[] = [];
+  const pusher = new Pusher({
+    workerId: newWorkerId(),
+    hub,
+    logger: createLogger("pusher", { level: "debug", sink: (line) => logs.push(line) }),
+    ...options,
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, pusher.handler);
+  return {
+    pusher,
+    hub,
+    port: server.addr.port,
+    logs,
+    async [Symbol.asyncDispose]() {
+      pusher.closeAll();
+      await server.shutdown();
+    },
+  };
+}
+
+/** A browser-like client: Deno's own WebSocket. */
+class Client implements AsyncDisposable {
+  readonly ws: WebSocket;
+  readonly messages: string[] = [];
+  readonly closed: Promise<CloseEvent>;
+  #wake = () => {};
+
+  constructor(port: number, protocols?: string[]) {
+    this.ws = new WebSocket(`ws://127.0.0.1:${port}/`, protocols);
+    this.ws.onmessage = (event) => {
+      this.messages.push(event.data);
+      this.#wake();
+    };
+    this.closed = new Promise((resolve) => (this.ws.onclose = resolve));
+  }
+
+  /** Waits until `n` messages arrived, and returns them. */
+  async received(n: number, ms = 5000): Promise<string[]> {
+    await within(
+      new Promise<void>((resolve) => {
+        this.#wake = () => this.messages.length >= n && resolve();
+        this.#wake();
+      }),
+      ms,
+      `${n} messages (got ${JSON.stringify(this.messages)})`,
+    );
+    return this.messages;
+  }
+
+  /** The worker and connection ids of the greeting. */
+  async address(): Promise<{ worker: string; connection: number }> {
+    const [greeting] = await this.received(1);
+    const match = /^workerID:(\S+) connectionID:(\d+) connected\n$/.exec(greeting!);
+    assert.ok(match, `greeting ${JSON.stringify(greeting)}`);
+    return { worker: match[1]!, connection: Number(match[2]) };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.ws.readyState !== WebSocket.CLOSED) this.ws.close();
+    await within(this.closed, 5000, "the client to close");
+  }
+}
+
+Deno.test("pusher greets each connection with its worker id and a fresh connection id", async () => {
+  await using setup = serve();
+  await using a = new Client(setup.port);
+  await using b = new Client(setup.port);
+  const first = await a.address();
+  const second = await b.address();
+  assert.equal(first.worker, setup.pusher.workerId);
+  assert.equal(second.worker, setup.pusher.workerId);
+  assert.notEqual(first.connection, second.connection);
+  assert.match(a.messages[0]!, /^workerID:[0-9a-f]{16} connectionID:\d+ connected\n$/);
+});
+
+Deno.test("pusher echoes a requested subprotocol so browsers that ask for one connect", async () => {
+  await using setup = serve();
+  await using client = new Client(setup.port, ["chat", "superchat"]);
+  await client.address();
+  assert.equal(client.ws.protocol, "chat");
+});
+
+Deno.test("pusher sends a broadcast to every connection and a targeted event to one", async () => {
+  await using setup = serve();
+  await using a = new Client(setup.port);
+  await using b = new Client(setup.port);
+  const target = await a.address();
+  await b.address();
+  setup.hub.emit(BROADCAST_CHANNEL, { content: "to all" });
+  setup.hub.emit(workerChannel(setup.pusher.workerId), { to_connection_id: target.connection, content: "to a" });
+  setup.hub.emit(BROADCAST_CHANNEL, { content: "end" });
+  assert.deepEqual((await a.received(4)).slice(1), ["to all", "to a", "end"]);
+  assert.deepEqual((await b.received(3)).slice(1), ["to all", "end"]);
+});
+
+Deno.test("pusher logs and ignores events of the wrong shape or for unknown connections", async () => {
+  await using setup = serve();
+  await using client = new Client(setup.port);
+  await client.address();
+  const channel = workerChannel(setup.pusher.workerId);
+  for (const data of ["a string", 42, null, [1], { content: 5 }, { to_connection_id: 1, content: "x" }] as Json[]) {
+    setup.hub.emit(BROADCAST_CHANNEL, data);
+  }
+  for (const data of ["a string", { content: "no target" }, { to_connection_id: "1", content: "x" }] as Json[]) {
+    setup.hub.emit(channel, data);
+  }
+  setup.hub.emit(channel, { to_connection_id: 999, content: "nobody" });
+  setup.hub.emit(BROADCAST_CHANNEL, { content: "still alive" });
+  assert.deepEqual((await client.received(2)).slice(1), ["still alive"]);
+  assert.equal(setup.logs.filter((line) => line.includes("wrong shape")).length, 9);
+  assert.ok(setup.logs.some((line) => line.includes('msg="no such connection" connection=999')));
+});
+
+Deno.test("pusher serves the demo page on GET / and 404 elsewhere", async () => {
+  await using setup = serve({ publisherUrl: "http://127.0.0.1:9999" });
+  const page = await fetch(`http://127.0.0.1:${setup.port}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type")!, /^text\/html/);
+  const html = await page.text();
+  assert.match(html, /new WebSocket\(/);
+  assert.match(html, /"http:\/\/127\.0\.0\.1:9999"/);
+  const missing = await fetch(`http://127.0.0.1:${setup.port}/nope`);
+  assert.equal(missing.status, 404);
+  assert.equal(await missing.text(), "Not found: /nope\n");
+});
+
+Deno.test("pusher keeps a client that is only briefly behind during a burst", async () => {
+  await using setup = serve({ maxBufferedBytes: 64 * 1024, slowClientTimeout: 1000 });
+  await using client = new Client(setup.port);
+  await client.address();
+  const chunk = "y".repeat(32 * 1024);
+  // One synchronous burst: 3 times the cap queued in one tick (under the 4x hard bound).
+  for (let i = 0; i < 6; i++) setup.hub.emit(BROADCAST_CHANNEL, { content: chunk });
+  assert.equal((await client.received(7)).length, 7);
+  assert.equal(setup.pusher.connectionCount, 1);
+});
+
+Deno.test("pusher closes every connection with 1001 going away on closeAll", async () => {
+  await using setup = serve();
+  await using client = new Client(setup.port);
+  await client.address();
+  setup.pusher.closeAll();
+  const event = await within(client.closed, 5000, "close");
+  assert.equal(event.code, 1001);
+  assert.equal(event.reason, "going away");
+});
+
+Deno.test("pusher closes a client that stops reading with 3008 and keeps serving the others", async () => {
+  await using setup = serve({ maxBufferedBytes: 256 * 1024, slowClientTimeout: 100 });
+  await using reader = new Client(setup.port);
+  await reader.address();
+  // A client that completes the handshake, then never reads.
+  const stalled = await Deno.connect({ hostname: "127.0.0.1", port: setup.port });
+  try {
+    await stalled.write(new TextEncoder().encode(
+      "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    await until(() => setup.pusher.connectionCount === 2, 5000, "the stalled client's handshake");
+    const chunk = "x".repeat(64 * 1024);
+    let sent = 0;
+    while (setup.pusher.connectionCount === 2 && sent < 1000) {
+      setup.hub.emit(BROADCAST_CHANNEL, { content: chunk });
+      sent++;
+      // Let the writes progress so the kernel buffers fill and bufferedAmount grows.
+      if (sent % 2 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.equal(setup.pusher.connectionCount, 1, `the stalled client is still open after ${sent} broadcasts`);
+    assert.ok(setup.logs.some((line) => line.includes('msg="closing a slow client"')));
+    setup.hub.emit(BROADCAST_CHANNEL, { content: "after" });
+    const messages = await reader.received(sent + 2, 20_000);
+    assert.equal(messages.at(-1), "after");
+    // Drain the stalled client: the stream ends with a close frame carrying 3008.
+    assert.equal(await closeCodeAtEnd(stalled), CLOSE_SLOW);
+  } finally {
+    stalled.close();
+  }
+});
+
+/** Reads a raw WebSocket stream to its end and returns the close frame's code. */
+async function closeCodeAtEnd(conn: Deno.Conn): Promise<number | null> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(1 << 16);
+  const reading = (async () => {
+    let total = 0;
+    for (let n; (n = await conn.read(buffer)) !== null;) {
+      chunks.push(buffer.slice(0, n));
+      total += n;
+      if (findClose(concat(chunks, total)) !== undefined) break;
+    }
+    return findClose(concat(chunks, total)) ?? null;
+  })();
+  return await within(reading, 10_000, "the close frame");
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Skips the HTTP response head, then walks frames; returns a close frame's code. */
+function findClose(bytes: Uint8Array): number | undefined {
+  const text = new TextDecoder("latin1").decode(bytes.subarray(0, Math.min(bytes.length, 4096)));
+  const head = text.indexOf("\r\n\r\n");
+  if (head < 0) return undefined;
+  let offset = head + 4;
+  while (offset + 2 <= bytes.length) {
+    const opcode = bytes[offset]! & 0x0f;
+    let length = bytes[offset + 1]! & 0x7f;
+    let start = offset + 2;
+    if (length === 126) {
+      if (start + 2 > bytes.length) return undefined;
+      length = (bytes[start]! << 8) | bytes[start + 1]!;
+      start += 2;
+    } else if (length === 127) {
+      if (start + 8 > bytes.length) return undefined;
+      length = Number(new DataView(bytes.buffer, bytes.byteOffset + start, 8).getBigUint64(0));
+      start += 8;
+    }
+    if (start + length > bytes.length) return undefined;
+    if (opcode === 0x8) return (bytes[start]! << 8) | bytes[start + 1]!;
+    offset = start + length;
+  }
+  return undefined;
+}
