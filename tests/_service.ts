@@ -7,7 +7,7 @@
  * @module
  */
 
-const ROOT = new URL("../", import.meta.url);
+import { ROOT, taskCommand } from "../shared/tasks.ts";
 
 /** A running service process. */
 export interface Service extends AsyncDisposable {
@@ -25,16 +25,6 @@ export interface Service extends AsyncDisposable {
 /** Options for {@linkcode startService}. */
 export interface StartOptions {
   env?: Record<string, string>;
-}
-
-/** The command line of a `deno.json` task, with `deno` resolved to this executable. */
-export async function taskCommand(task: string): Promise<string[]> {
-  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
-  const command: string | undefined = config.tasks?.[task];
-  if (!command) throw new Error(`deno.json has no task ${task}`);
-  const words = command.trim().split(/\s+/);
-  if (words[0] !== "deno") throw new Error(`Task ${task} does not start with deno: ${command}`);
-  return [Deno.execPath(), ...words.slice(1)];
 }
 
 /**
