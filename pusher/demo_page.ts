@@ -42,8 +42,9 @@ export function demoPage(options: DemoPageOptions): string {
 </form>
 <p id="answer"></p>
 <div id="log" aria-live="polite"></div>
-<script>
-"use strict";
+<script type="module">
+// A module script keeps its names out of the global scope, so the original's
+// console snippet (ws = new WebSocket(...)) still works on this page.
 const publisher = ${publisher} ?? location.protocol + "//" + location.hostname + ":4237";
 const $ = (id) => document.getElementById(id);
 let address = null;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { CLOSE_SLOW, Pusher, type PusherOptions } from "./pusher.ts";
 import { until, within } from "../channel/_testing.ts";
+import { Client } from "./_testing.ts";
 import { createLogger } from "../shared/log.ts";
 import { BROADCAST_CHANNEL, type Json, newWorkerId, workerChannel } from "../shared/wire.ts";
 
@@ -45,49 +46,6 @@ function serve(options: Partial<PusherOptions> = {}): Setup {
       await server.shutdown();
     },
   };
-}
-
-/** A browser-like client: Deno's own WebSocket. */
-class Client implements AsyncDisposable {
-  readonly ws: WebSocket;
-  readonly messages: string[] = [];
-  readonly closed: Promise<CloseEvent>;
-  #wake = () => {};
-
-  constructor(port: number, protocols?: string[]) {
-    this.ws = new WebSocket(`ws://127.0.0.1:${port}/`, protocols);
-    this.ws.onmessage = (event) => {
-      this.messages.push(event.data);
-      this.#wake();
-    };
-    this.closed = new Promise((resolve) => (this.ws.onclose = resolve));
-  }
-
-  /** Waits until `n` messages arrived, and returns them. */
-  async received(n: number, ms = 5000): Promise<string[]> {
-    await within(
-      new Promise<void>((resolve) => {
-        this.#wake = () => this.messages.length >= n && resolve();
-        this.#wake();
-      }),
-      ms,
-      `${n} messages (got ${JSON.stringify(this.messages)})`,
-    );
-    return this.messages;
-  }
-
-  /** The worker and connection ids of the greeting. */
-  async address(): Promise<{ worker: string; connection: number }> {
-    const [greeting] = await this.received(1);
-    const match = /^workerID:(\S+) connectionID:(\d+) connected\n$/.exec(greeting!);
-    assert.ok(match, `greeting ${JSON.stringify(greeting)}`);
-    return { worker: match[1]!, connection: Number(match[2]) };
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    if (this.ws.readyState !== WebSocket.CLOSED) this.ws.close();
-    await within(this.closed, 5000, "the client to close");
-  }
 }
 
 Deno.test("pusher greets each connection with its worker id and a fresh connection id", async () => {

@@ -1,0 +1,125 @@
+/**
+ * The original's browser walkthrough, in real Chromium (Debian's package,
+ * driven by playwright-core): the console snippet, then the publisher's URLs
+ * opened in another tab. Also the demo page's own buttons.
+ *
+ * Needs `/usr/bin/chromium` (`.ci/run` installs it). Playwright probes /proc
+ * paths that Deno only grants under --allow-all, which is why the test task
+ * runs with -A; the services under test still run with their own grants.
+ */
+
+import assert from "node:assert/strict";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { startService } from "./_service.ts";
+import { until, within } from "../channel/_testing.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+
+async function launch(): Promise<Browser> {
+  try {
+    await Deno.stat(CHROMIUM);
+  } catch {
+    throw new Error(
+      `Chromium not found at ${CHROMIUM}: install it with apt-get install -y chromium (bash .ci/run does)`,
+    );
+  }
+  return await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+}
+
+/** Opens a URL in its own tab, as a user would, and returns the page text. */
+async function open(browser: Browser, url: string): Promise<string> {
+  const tab = await browser.newPage();
+  try {
+    const response = await tab.goto(url);
+    assert.equal(response?.status(), 200, url);
+    return (await tab.textContent("body"))!.trim();
+  } finally {
+    await tab.close();
+  }
+}
+
+function alerts(page: Page): string[] {
+  const seen: string[] = [];
+  page.on("dialog", (dialog) => {
+    seen.push(dialog.message());
+    dialog.accept().catch(() => {});
+  });
+  return seen;
+}
+
+Deno.test("browser: the original's console snippet gets its greeting, a broadcast and its targeted message", async () => {
+  await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
+  const hubAddr = `127.0.0.1:${await hub.port()}`;
+  await using publisher = await startService("publisher", ["--port", "0", "--hub", hubAddr]);
+  const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
+  await using pusher = await startService("pusher", ["--port", "0", "--hub", hubAddr, "--publisher-url", publisherUrl]);
+  const pusherPort = await pusher.port();
+  await until(() => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 2, 10_000, "hub links");
+
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    const seen = alerts(page);
+    await page.goto(`http://127.0.0.1:${pusherPort}/`);
+    // The original's snippet, verbatim but for the host and port.
+    await page.evaluate(`ws = new WebSocket("ws://127.0.0.1:${pusherPort}"); ws.onmessage = (e) => alert(e.data);`);
+    await until(() => seen.length >= 1, 10_000, "the greeting alert");
+    const greeting = /^workerID:([0-9a-f]{16}) connectionID:(\d+) connected\n$/.exec(seen[0]!);
+    assert.ok(greeting, `greeting ${JSON.stringify(seen[0])}`);
+
+    assert.equal(await open(browser, `${publisherUrl}/?content=hello%20browser`), "ok");
+    await until(() => seen.includes("hello browser"), 10_000, "the broadcast alert");
+    const direct = `${publisherUrl}/?to_worker_id=${greeting[1]}&to_connection_id=${greeting[2]}&content=only%20me`;
+    assert.equal(await open(browser, direct), "ok");
+    await until(() => seen.includes("only me"), 10_000, "the targeted alert");
+    assert.deepEqual(seen.slice(1), ["hello browser", "only me"]);
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+});
+
+Deno.test("browser: the demo page shows its address and its buttons publish through the publisher", async () => {
+  await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
+  const hubAddr = `127.0.0.1:${await hub.port()}`;
+  await using publisher = await startService("publisher", ["--port", "0", "--hub", hubAddr]);
+  const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
+  await using pusher = await startService("pusher", ["--port", "0", "--hub", hubAddr, "--publisher-url", publisherUrl]);
+  const pusherPort = await pusher.port();
+  await until(() => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 2, 10_000, "hub links");
+
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${pusherPort}/`);
+    // Browser-side predicates are strings: they run in the page, not in Deno.
+    await page.waitForFunction(`document.getElementById("status").textContent === "connected"`);
+    await page.waitForFunction(`!document.getElementById("direct").disabled`);
+    assert.match(await page.textContent("#address") ?? "", /^to_worker_id=[0-9a-f]{16}&to_connection_id=\d+$/);
+
+    await page.fill("#content", "from the button");
+    await page.click("#broadcast");
+    await page.waitForFunction(`document.getElementById("answer").textContent === "Publisher: 200 ok"`);
+    await page.waitForFunction(`document.getElementById("log").textContent.includes("from the button")`);
+
+    await page.fill("#content", "to myself");
+    await page.click("#direct");
+    await page.waitForFunction(`document.getElementById("log").textContent.includes("to myself")`);
+    const lines = await page.$$eval("#log div", (divs) => divs.map((d) => d.textContent));
+    assert.equal(lines.length, 3);
+    assert.match(lines[0]!, /^workerID:/);
+    assert.deepEqual(lines.slice(1), ["from the button", "to myself"]);
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+});
