@@ -1,0 +1,458 @@
+import assert from "node:assert/strict";
+import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
+import { ChannelError } from "../channel/client.ts";
+import { until, within } from "../channel/_testing.ts";
+import { createLogger } from "../shared/log.ts";
+import type { Json } from "../shared/wire.ts";
+
+const WORKER = "0123456789abcdef";
+const BASE = "http://publisher.test";
+
+interface Call {
+  channels: string | string[];
+  data: Json;
+  options?: { timeout?: number; signal?: AbortSignal };
+}
+
+/** A hub that records publishes and answers each with `outcome`. */
+function fakeHub(outcome: number | Error | (() => Promise<number>) = 1) {
+  const calls: Call[] = [];
+  return {
+    calls,
+    publish(channels: string | string[], data: Json, options?: Call["options"]): Promise<number> {
+      calls.push({ channels, data, options });
+      if (typeof outcome === "function") return outcome();
+      return outcome instanceof Error ? Promise.reject(outcome) : Promise.resolve(outcome);
+    },
+  };
+}
+
+/** A handler over `hub`, logging into `logs`. */
+function setup(hub = fakeHub(), options: Partial<PublishHandlerOptions> = {}) {
+  const logs: string[] = [];
+  const logger = createLogger("publisher", { level: "debug", sink: (line) => logs.push(line) });
+  const handler = createPublishHandler({ hub, logger, ...options });
+  return { hub, logs, handler };
+}
+
+function get(query: string, init: RequestInit = {}): Request {
+  return new Request(`${BASE}/${query}`, init);
+}
+
+function post(query: string, body: BodyInit, headers: Record<string, string> = {}): Request {
+  return new Request(`${BASE}/${query}`, { method: "POST", body, headers });
+}
+
+function urlencoded(query: string, body: BodyInit): Request {
+  return post(query, body, { "Content-Type": "application/x-www-form-urlencoded" });
+}
+
+async function assertOk(response: Response, reached: number): Promise<void> {
+  assert.equal(await response.text(), "ok");
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("X-Pushers-Reached"), String(reached));
+  assert.equal(response.headers.get("Content-Type"), "text/plain;charset=utf-8");
+  assert.equal(response.headers.get("Access-Control-Allow-Origin"), "*");
+}
+
+async function assertRejected(response: Response, status: number, reason: string): Promise<void> {
+  assert.equal(await response.text(), `${reason}\n`);
+  assert.equal(response.status, status);
+  assert.equal(response.headers.get("Content-Type"), "text/plain;charset=utf-8");
+  assert.equal(response.headers.get("Access-Control-Allow-Origin"), "*");
+}
+
+const INVALID_WORKER = "Invalid to_worker_id: expected a worker id, 16 lowercase hex digits";
+const INVALID_CONNECTION = "Invalid to_connection_id: expected a connection id, a decimal integer of 1 to 15 digits";
+const INCOMPLETE =
+  "Incomplete address: to_worker_id and to_connection_id go together (both for one connection, neither to broadcast)";
+const MISSING = "Missing content: pass a non-empty content parameter";
+
+Deno.test("GET broadcasts {content} with the publish timeout and answers ok with the count the hub acknowledged", async () => {
+  const { hub, handler } = setup(fakeHub(3), { publishTimeout: 1234 });
+  await assertOk(await handler(get("?content=hello")), 3);
+  assert.equal(hub.calls.length, 1);
+  assert.equal(hub.calls[0]!.channels, "broadcast");
+  assert.deepEqual(hub.calls[0]!.data, { content: "hello" });
+  assert.equal(hub.calls[0]!.options?.timeout, 1234);
+});
+
+Deno.test("publish timeout defaults to 5000 ms", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?content=x")), 1);
+  assert.equal(hub.calls[0]!.options?.timeout, 5000);
+});
+
+Deno.test("content=0 is published, not dropped as the original does", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?content=0")), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "0" });
+});
+
+Deno.test("query decoding turns + into a space and percent-escapes into UTF-8", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?content=a+b%20c%E2%82%AC")), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "a b c€" });
+});
+
+Deno.test("an escaped + is a plus, and names are decoded too", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?conten%74=1%2B1")), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "1+1" });
+});
+
+Deno.test("the last duplicate field wins", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?content=first&content=second")), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "second" });
+});
+
+Deno.test("the value of a duplicate that lost is not decoded, so its bad encoding is harmless", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?content=%ZZ&content=fine")), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "fine" });
+});
+
+Deno.test("unknown fields are ignored, even undecodable ones", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?x=%ZZ&%FF=1&flag&content=hi&&")), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "hi" });
+});
+
+Deno.test("a targeted send publishes {to_connection_id, content} to the worker's channel", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=42`)), 1);
+  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
+  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 42, content: "hi" });
+});
+
+Deno.test("empty address fields count as absent, so a form with blank address inputs broadcasts", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get("?content=hi&to_worker_id=&to_connection_id=")), 1);
+  assert.equal(hub.calls[0]!.channels, "broadcast");
+});
+
+Deno.test("POST with an urlencoded body publishes its fields", async () => {
+  const { hub, handler } = setup();
+  const body = `content=a+b%20c%E2%82%AC&to_worker_id=${WORKER}&to_connection_id=7`;
+  await assertOk(await handler(urlencoded("", body)), 1);
+  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
+  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 7, content: "a b c€" });
+});
+
+Deno.test("POST urlencoded takes a charset parameter and raw UTF-8 bytes", async () => {
+  const { hub, handler } = setup();
+  const request = post("", "content=caf\u00e9 \u20ac", {
+    "Content-Type": "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+  });
+  await assertOk(await handler(request), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "caf\u00e9 \u20ac" });
+});
+
+Deno.test("POST with a multipart body publishes its fields", async () => {
+  const { hub, handler } = setup();
+  const form = new FormData();
+  form.append("content", "multi part €");
+  form.append("to_worker_id", WORKER);
+  form.append("to_connection_id", "9");
+  await assertOk(await handler(post("", form)), 1);
+  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
+  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 9, content: "multi part €" });
+});
+
+Deno.test("POST multipart: the last duplicate wins", async () => {
+  const { hub, handler } = setup();
+  const form = new FormData();
+  form.append("content", "first");
+  form.append("content", "second");
+  await assertOk(await handler(post("", form)), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "second" });
+});
+
+Deno.test("a POST body field overrides the query, and a field missing from the body falls back to it", async () => {
+  const { hub, handler } = setup();
+  const query = `?content=from-query&to_worker_id=${WORKER}`;
+  await assertOk(await handler(urlencoded(query, "content=from-body&to_connection_id=5")), 1);
+  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
+  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 5, content: "from-body" });
+
+  const form = new FormData();
+  form.append("content", "multipart wins");
+  await assertOk(await handler(post("?content=from-query", form)), 1);
+  assert.deepEqual(hub.calls[1]!.data, { content: "multipart wins" });
+});
+
+Deno.test("POST without a content type or body publishes from the query", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(new Request(`${BASE}/?content=hi`, { method: "POST" })), 1);
+  assert.deepEqual(hub.calls[0]!.data, { content: "hi" });
+});
+
+Deno.test("POST with another content type answers 415", async () => {
+  const { hub, handler } = setup();
+  await assertRejected(
+    await handler(post("?content=hi", '{"content":"hi"}', { "Content-Type": "application/json" })),
+    415,
+    "Unsupported content type: application/json; send application/x-www-form-urlencoded or multipart/form-data",
+  );
+  await assertRejected(
+    await handler(post("?content=hi", new Uint8Array([1, 2, 3]))),
+    415,
+    "Unsupported content type: none; send application/x-www-form-urlencoded or multipart/form-data",
+  );
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("bad percent-encoding in the query answers 400 naming the field", async () => {
+  const { hub, handler } = setup();
+  for (const value of ["%ZZ", "100%", "%E2%82"]) {
+    await assertRejected(
+      await handler(get(`?content=${value}`)),
+      400,
+      "Invalid query: bad percent-encoding or non-UTF-8 in content",
+    );
+  }
+  await assertRejected(
+    await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=%4`)),
+    400,
+    "Invalid query: bad percent-encoding or non-UTF-8 in to_connection_id",
+  );
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("non-UTF-8 escapes in the query answer 400 naming the field", async () => {
+  const { handler } = setup();
+  for (const value of ["%FF", "%C0%80", "%ED%A0%80", "%E9t%E9"]) {
+    await assertRejected(
+      await handler(get(`?content=ok&to_worker_id=${value}&to_connection_id=1`)),
+      400,
+      "Invalid query: bad percent-encoding or non-UTF-8 in to_worker_id",
+    );
+  }
+});
+
+Deno.test("bad percent-encoding or raw non-UTF-8 bytes in an urlencoded body answer 400 naming the field", async () => {
+  const { handler } = setup();
+  const reason = "Invalid form body: bad percent-encoding or non-UTF-8 in content";
+  await assertRejected(await handler(urlencoded("", "content=%ZZ")), 400, reason);
+  const latin1 = new Uint8Array([...new TextEncoder().encode("content=caf"), 0xe9]);
+  await assertRejected(await handler(urlencoded("", latin1)), 400, reason);
+});
+
+Deno.test("a file where a multipart text field belongs answers 400", async () => {
+  const { handler } = setup();
+  const form = new FormData();
+  form.append("content", new Blob(["hi"]), "hi.txt");
+  await assertRejected(
+    await handler(post("", form)),
+    400,
+    "Invalid form body: content must be a text field, not a file",
+  );
+});
+
+Deno.test("a malformed multipart body answers 400", async () => {
+  const { handler } = setup();
+  const request = post("", "not multipart at all", { "Content-Type": "multipart/form-data; boundary=xyz" });
+  await assertRejected(await handler(request), 400, "Invalid form body: cannot parse it as multipart/form-data");
+});
+
+Deno.test("missing or empty content answers 400", async () => {
+  const { hub, handler } = setup();
+  for (const query of ["", "?", "?content=", "?content", "?Content=hi", `?to_worker_id=${WORKER}&to_connection_id=1`]) {
+    await assertRejected(await handler(get(query)), 400, MISSING);
+  }
+  await assertRejected(await handler(urlencoded("?content=query", "content=")), 400, MISSING);
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("to_worker_id without to_connection_id, or the reverse, answers 400 instead of broadcasting", async () => {
+  const { hub, handler } = setup();
+  await assertRejected(await handler(get(`?content=hi&to_worker_id=${WORKER}`)), 400, INCOMPLETE);
+  await assertRejected(await handler(get("?content=hi&to_connection_id=3")), 400, INCOMPLETE);
+  await assertRejected(await handler(get("?content=hi&to_worker_id=&to_connection_id=3")), 400, INCOMPLETE);
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("a to_worker_id that is not 16 lowercase hex digits answers 400 naming the form", async () => {
+  const { hub, handler } = setup();
+  for (const id of ["1", "01", "broadcast", WORKER.toUpperCase(), WORKER.slice(1), `${WORKER}0`, `worker.${WORKER}`]) {
+    await assertRejected(
+      await handler(get(`?content=hi&to_worker_id=${encodeURIComponent(id)}&to_connection_id=1`)),
+      400,
+      INVALID_WORKER,
+    );
+  }
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("a to_connection_id that is not a decimal integer from 1 answers 400 naming the form", async () => {
+  const { hub, handler } = setup();
+  for (const id of ["0", "01", "-1", "1.5", "1e3", "abc", " 1", "9007199254740992", "1000000000000000"]) {
+    await assertRejected(
+      await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=${encodeURIComponent(id)}`)),
+      400,
+      INVALID_CONNECTION,
+    );
+  }
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("the largest connection id, 15 digits, is accepted", async () => {
+  const { hub, handler } = setup();
+  await assertOk(await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=999999999999999`)), 1);
+  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 999999999999999, content: "hi" });
+});
+
+Deno.test("content over maxContentBytes, counted in UTF-8 bytes, answers 413 with the limit", async () => {
+  const { hub, handler } = setup(fakeHub(), { maxContentBytes: 6 });
+  await assertOk(await handler(get("?content=%E2%82%AC%E2%82%AC")), 1); // 6 bytes
+  await assertRejected(
+    await handler(get("?content=%E2%82%AC%E2%82%ACx")),
+    413,
+    "Content too large: 7 bytes, the limit is 6",
+  );
+  await assertRejected(
+    await handler(urlencoded("", "content=1234567")),
+    413,
+    "Content too large: 7 bytes, the limit is 6",
+  );
+  assert.equal(hub.calls.length, 1);
+});
+
+Deno.test("content limit defaults to 65536 bytes", async () => {
+  const { handler } = setup();
+  await assertOk(await handler(urlencoded("", `content=${"a".repeat(65536)}`)), 1);
+  await assertRejected(
+    await handler(urlencoded("", `content=${"a".repeat(65537)}`)),
+    413,
+    "Content too large: 65537 bytes, the limit is 65536",
+  );
+});
+
+Deno.test("a POST body far over what the content limit needs answers 413 before it is all read", async () => {
+  const { hub, handler } = setup(fakeHub(), { maxContentBytes: 10 });
+  // 10 * 3 + 16384 bytes is the cap.
+  let pulled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      pulled++;
+      controller.enqueue(new TextEncoder().encode("content=" + "a".repeat(8192)));
+    },
+  });
+  const response = await handler(urlencoded("", body));
+  await assertRejected(response, 413, "Body too large: over the 16414-byte limit");
+  assert.ok(pulled < 10, `read ${pulled} chunks of an endless body`);
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("a targeted publish the hub acknowledged with 0 answers 404: the worker address is stale or wrong", async () => {
+  const { handler } = setup(fakeHub(0));
+  await assertRejected(
+    await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=1`)),
+    404,
+    `No pusher worker ${WORKER} is connected: the address is stale or wrong`,
+  );
+});
+
+Deno.test("a broadcast the hub acknowledged with 0 still answers ok with X-Pushers-Reached 0", async () => {
+  const { handler } = setup(fakeHub(0));
+  await assertOk(await handler(get("?content=hi")), 0);
+});
+
+Deno.test("hub timeout, closed client and overload answer 503 with Retry-After 1", async () => {
+  for (const code of ["timeout", "closed", "overloaded"] as const) {
+    const message = `Cannot publish: ${code} happened`;
+    const { handler, logs } = setup(fakeHub(new ChannelError(code, message)));
+    const response = await handler(get("?content=hi"));
+    assert.equal(response.headers.get("Retry-After"), "1");
+    await assertRejected(response, 503, `Hub unavailable: ${message}`);
+    assert.match(logs.join("\n"), /level=warn .*status=503/);
+  }
+});
+
+Deno.test("a publish the hub refused answers 502 with the hub's reason", async () => {
+  const { handler } = setup(fakeHub(new ChannelError("refused", "Channel name too long")));
+  const response = await handler(get("?content=hi"));
+  assert.equal(response.headers.get("Retry-After"), null);
+  await assertRejected(response, 502, "Hub refused the publish: Channel name too long");
+});
+
+Deno.test("an unexpected publish failure answers 500 Internal error and is logged at error level", async () => {
+  const { handler, logs } = setup(fakeHub(new TypeError("bug in the client")));
+  await assertRejected(await handler(get("?content=hi")), 500, "Internal error");
+  assert.match(logs.join("\n"), /level=error .*status=500 error="TypeError: bug in the client"/);
+});
+
+Deno.test("other paths answer 404 Not found with the path", async () => {
+  const { hub, handler } = setup();
+  await assertRejected(await handler(get("index.html?content=hi")), 404, "Not found: /index.html");
+  await assertRejected(await handler(new Request(`${BASE}/a/b/`, { method: "DELETE" })), 404, "Not found: /a/b/");
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("HEAD, PUT, DELETE and PATCH answer 405 with an Allow header", async () => {
+  const { hub, handler } = setup();
+  for (const method of ["HEAD", "PUT", "DELETE", "PATCH"]) {
+    const response = await handler(get("?content=hi", { method }));
+    assert.equal(response.headers.get("Allow"), "GET, POST, OPTIONS");
+    await assertRejected(response, 405, `Method ${method} not allowed: use GET or POST`);
+  }
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("OPTIONS answers 204 with the CORS preflight headers", async () => {
+  const { hub, handler } = setup();
+  const response = await handler(get("", { method: "OPTIONS" }));
+  assert.equal(response.status, 204);
+  assert.equal(await response.text(), "");
+  assert.equal(response.headers.get("Access-Control-Allow-Origin"), "*");
+  assert.equal(response.headers.get("Access-Control-Allow-Methods"), "GET, POST");
+  assert.equal(response.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("every answer lets other origins read X-Pushers-Reached and Retry-After", async () => {
+  const { handler } = setup();
+  for (const request of [get("?content=hi"), get(""), get("x"), get("", { method: "PUT" })]) {
+    const response = await handler(request);
+    await response.body?.cancel();
+    assert.equal(response.headers.get("Access-Control-Allow-Origin"), "*");
+    assert.equal(response.headers.get("Access-Control-Expose-Headers"), "X-Pushers-Reached, Retry-After");
+  }
+});
+
+Deno.test("the answer is not sent until the hub acknowledges the publish", async () => {
+  const ack = Promise.withResolvers<number>();
+  const { hub, handler } = setup(fakeHub(() => ack.promise));
+  let settled = false;
+  const answering = handler(get("?content=hi"));
+  answering.finally(() => (settled = true));
+  await until(() => hub.calls.length === 1, 1000, "the publish to reach the hub");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(settled, false, "the handler answered before the hub acknowledged");
+  ack.resolve(2);
+  await assertOk(await within(answering, 1000, "the answer after the acknowledgement"), 2);
+});
+
+Deno.test("rejections are logged with method, path, status and reason, never with content or query values", async () => {
+  const { handler, logs } = setup(fakeHub(0), { maxContentBytes: 16 });
+  const secret = "s3cr3t-t0ken";
+  const requests = [
+    get(`?content=${secret}&to_worker_id=${WORKER}`),
+    get(`?content=${secret}${secret}`),
+    get(`?content=${secret}&to_worker_id=${WORKER}&to_connection_id=1`),
+    get(`?content=${secret}&to_worker_id=${secret}&to_connection_id=1`),
+    urlencoded(`?content=${secret}`, `content=${secret}%ZZ`),
+  ];
+  for (const request of requests) await (await handler(request)).body?.cancel();
+  const text = logs.join("\n");
+  // One line per rejection, plus "publishing" at debug for the one that reached the hub.
+  assert.equal(logs.length, requests.length + 1, text);
+  assert.doesNotMatch(text, new RegExp(`${secret}|${WORKER}`));
+  assert.match(
+    text,
+    /level=info svc=publisher msg="request rejected" method=GET path=\/ status=400 reason="Incomplete/,
+  );
+  assert.match(text, /status=404 reason="No pusher worker is connected: the address is stale or wrong"/);
+  assert.match(text, /method=POST path=\/ status=400 reason="Invalid form body/);
+});

@@ -1,0 +1,218 @@
+import assert from "node:assert/strict";
+import { type Service, startService } from "./_service.ts";
+import { ChannelClient } from "../channel/client.ts";
+import { quiet, until, within } from "../channel/_testing.ts";
+import { BROADCAST_CHANNEL, type Json, workerChannel } from "../shared/wire.ts";
+
+/** A made-up worker id the stand-in pusher subscribes for. */
+const WORKER = "0123456789abcdef";
+const PUBLISH_TIMEOUT = 500;
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: string;
+}
+
+/** Fetches and reads the whole body, so no response is left open. */
+async function call(url: string, init?: RequestInit): Promise<Answer> {
+  const what = `${init?.method ?? "GET"} ${url.replace(/\?.*/, "")}`;
+  const response = await within(fetch(url, init), 5000, `the answer to ${what}`);
+  const body = await within(response.text(), 5000, `the body of the answer to ${what}`);
+  return { status: response.status, headers: response.headers, body };
+}
+
+/** A port that was free a moment ago, where no hub listens. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/**
+ * A hub with no startup grace: the grace holds publishes for 1.5 s, longer
+ * than these tests' publish timeout.
+ */
+function startHub(port = 0): Promise<Service> {
+  return startService("channel", ["--port", String(port), "--startup-grace", "0"]);
+}
+
+/** A publisher for the hub on `hubPort`, and the base URL of its API. */
+async function startPublisher(hubPort: number, extra: string[] = []): Promise<{ service: Service; base: string }> {
+  const service = await startService("publisher", [
+    "--port",
+    "0",
+    "--hub",
+    `127.0.0.1:${hubPort}`,
+    "--publish-timeout",
+    String(PUBLISH_TIMEOUT),
+    ...extra,
+  ]);
+  return { service, base: `http://127.0.0.1:${await service.port()}/` };
+}
+
+/** A channel client standing in for a pusher: it records what it gets on the broadcast and its worker channel. */
+async function standInPusher(hubPort: number): Promise<{ client: ChannelClient; events: Json[]; targeted: Json[] }> {
+  const client = new ChannelClient({ port: hubPort, logger: quiet, reconnectDelay: 50, maxReconnectDelay: 200 });
+  const events: Json[] = [];
+  const targeted: Json[] = [];
+  client.on(BROADCAST_CHANNEL, (data) => events.push(data));
+  client.on(workerChannel(WORKER), (data) => targeted.push(data));
+  // The hub handles one connection's frames in order: once this is acknowledged, the subscriptions are in place.
+  await client.publish("stand-in-ready", null);
+  return { client, events, targeted };
+}
+
+Deno.test("publisher delivers broadcasts and targeted sends through a real hub, and answers 404 for an unknown worker", async () => {
+  await using hub = await startHub();
+  const hubPort = await hub.port();
+  const { service, base } = await startPublisher(hubPort);
+  await using _publisher = service;
+  const pusher = await standInPusher(hubPort);
+  await using _pusher = pusher.client;
+
+  const broadcast = await call(`${base}?content=hello+w%C3%B6rld`);
+  assert.equal(broadcast.body, "ok");
+  assert.equal(broadcast.status, 200);
+  assert.equal(broadcast.headers.get("X-Pushers-Reached"), "1");
+  assert.equal(broadcast.headers.get("Access-Control-Allow-Origin"), "*");
+  await until(() => pusher.events.length === 1, 5000, "the stand-in pusher to get the broadcast");
+  assert.deepEqual(pusher.events, [{ content: "hello wörld" }]);
+
+  const targeted = await call(`${base}?content=just+you&to_worker_id=${WORKER}&to_connection_id=7`);
+  assert.equal(targeted.body, "ok");
+  assert.equal(targeted.headers.get("X-Pushers-Reached"), "1");
+  await until(() => pusher.targeted.length === 1, 5000, "the stand-in pusher to get the targeted send");
+  assert.deepEqual(pusher.targeted, [{ to_connection_id: 7, content: "just you" }]);
+
+  const posted = await call(base, { method: "POST", body: new URLSearchParams({ content: "posted 0" }) });
+  assert.equal(posted.body, "ok");
+  await until(() => pusher.events.length === 2, 5000, "the stand-in pusher to get the POSTed broadcast");
+  assert.deepEqual(pusher.events[1], { content: "posted 0" });
+
+  const stale = await call(`${base}?content=hi&to_worker_id=fedcba9876543210&to_connection_id=7`);
+  assert.equal(stale.status, 404);
+  assert.equal(stale.body, "No pusher worker fedcba9876543210 is connected: the address is stale or wrong\n");
+  assert.equal(pusher.targeted.length, 1);
+});
+
+Deno.test("publisher answers malformed requests with their 4xx over HTTP", async () => {
+  const { service, base } = await startPublisher(freePort());
+  await using _publisher = service;
+  const cases: [string, RequestInit, number, string][] = [
+    ["?content=", {}, 400, "Missing content: pass a non-empty content parameter"],
+    ["?content=0%ZZ", {}, 400, "Invalid query: bad percent-encoding or non-UTF-8 in content"],
+    [
+      `?content=hi&to_worker_id=${WORKER}`,
+      {},
+      400,
+      "Incomplete address: to_worker_id and to_connection_id go together (both for one connection, neither to broadcast)",
+    ],
+    [
+      "?content=hi&to_worker_id=1&to_connection_id=2",
+      {},
+      400,
+      "Invalid to_worker_id: expected a worker id, 16 lowercase hex digits",
+    ],
+    [
+      `?content=hi&to_worker_id=${WORKER}&to_connection_id=02`,
+      {},
+      400,
+      "Invalid to_connection_id: expected a connection id, a decimal integer of 1 to 15 digits",
+    ],
+    ["push?content=hi", {}, 404, "Not found: /push"],
+    ["?content=hi", { method: "PUT" }, 405, "Method PUT not allowed: use GET or POST"],
+    [
+      "",
+      { method: "POST", body: new URLSearchParams({ content: "a".repeat(65537) }) },
+      413,
+      "Content too large: 65537 bytes, the limit is 65536",
+    ],
+    [
+      "?content=hi",
+      { method: "POST", body: '{"content":"hi"}', headers: { "Content-Type": "application/json" } },
+      415,
+      "Unsupported content type: application/json; send application/x-www-form-urlencoded or multipart/form-data",
+    ],
+  ];
+  for (const [path, init, status, reason] of cases) {
+    const answer = await call(`${base}${path}`, init);
+    assert.equal(answer.status, status, `${init.method ?? "GET"} /${path.slice(0, 60)}`);
+    assert.equal(answer.body, `${reason}\n`);
+    assert.equal(answer.headers.get("Access-Control-Allow-Origin"), "*");
+  }
+
+  const head = await call(base, { method: "HEAD" });
+  assert.equal(head.status, 405);
+  assert.equal(head.headers.get("Allow"), "GET, POST, OPTIONS");
+
+  const preflight = await call(base, { method: "OPTIONS" });
+  assert.equal(preflight.status, 204);
+  assert.equal(preflight.headers.get("Access-Control-Allow-Origin"), "*");
+  assert.equal(preflight.headers.get("Access-Control-Allow-Methods"), "GET, POST");
+  assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
+});
+
+Deno.test("publisher answers 503 within the publish timeout while the hub is down, and ok again once it is back", async () => {
+  await using first = await startHub();
+  const hubPort = await first.port();
+  const { service, base } = await startPublisher(hubPort);
+  await using _publisher = service;
+  const pusher = await standInPusher(hubPort);
+  await using _pusher = pusher.client;
+  assert.equal((await call(`${base}?content=before`)).headers.get("X-Pushers-Reached"), "1");
+
+  assert.equal((await first.stop("SIGKILL")).signal, "SIGKILL");
+  const started = Date.now();
+  const down = await call(`${base}?content=during`);
+  const took = Date.now() - started;
+  assert.equal(down.status, 503);
+  assert.equal(down.headers.get("Retry-After"), "1");
+  assert.match(down.body, /^Hub unavailable: Cannot publish: no acknowledgement within 500 ms.*\n$/);
+  assert.ok(took >= PUBLISH_TIMEOUT - 50 && took < PUBLISH_TIMEOUT + 1500, `503 after ${took} ms`);
+
+  await using second = await startHub(hubPort);
+  assert.equal(await second.port(), hubPort);
+  // Ok once the publisher is back; reaching 1 once the stand-in pusher has re-subscribed too.
+  const deadline = Date.now() + 10_000;
+  let last: Answer | undefined;
+  for (let i = 0; last?.headers.get("X-Pushers-Reached") !== "1"; i++) {
+    if (Date.now() > deadline) {
+      throw new Error(`Publishes did not reach the pusher again within 10 s; last: ${last?.body}`);
+    }
+    if (last) await new Promise((resolve) => setTimeout(resolve, 50));
+    last = await call(`${base}?content=after-${i}`);
+    assert.ok(last.status === 200 || last.status === 503, `unexpected ${last.status} ${last.body}`);
+  }
+  assert.equal(last.body, "ok");
+  await until(() => pusher.events.length >= 2, 5000, "the stand-in pusher to get a broadcast after the restart");
+  assert.deepEqual(pusher.events[0], { content: "before" });
+  assert.match(JSON.stringify(pusher.events.at(-1)), /^\{"content":"after-\d+"\}$/);
+  assert.ok(
+    !pusher.events.some((event) => JSON.stringify(event).includes("during")),
+    "the 503 publish was not sent later",
+  );
+});
+
+Deno.test("publisher task prints help and exits 0, and exits 2 on a bad --hub", async () => {
+  await using help = await startService("publisher", ["--help"]);
+  await help.waitForLine(/^Usage: deno task publisher/);
+  assert.equal((await help.process.status).code, 0);
+  await using bad = await startService("publisher", ["--port", "0", "--hub", "localhost"]);
+  await bad.waitForLine(/Invalid --hub: expected HOST:PORT/);
+  assert.equal((await bad.process.status).code, 2);
+});
+
+Deno.test("publisher on SIGTERM lets the request in flight finish, then exits 0", async () => {
+  const { service, base } = await startPublisher(freePort(), ["--log-level", "debug"]);
+  await using publisher = service;
+  const answering = call(`${base}?content=in-flight`);
+  await publisher.waitForLine(/msg=publishing/);
+  const status = await within(publisher.stop("SIGTERM"), 5000, "the publisher to exit");
+  const answer = await answering;
+  assert.equal(status.code, 0);
+  assert.equal(answer.status, 503, "the hub is down, but the request got its answer");
+  assert.ok(publisher.lines.some((line) => /msg="shutting down" signal=SIGTERM/.test(line)));
+  assert.ok(publisher.lines.some((line) => /msg=stopped/.test(line)));
+});
