@@ -156,6 +156,8 @@ export class ChannelClient extends EventTarget {
   #wake: (() => void) | null = null;
   #closed = false;
   #manualReserve = false;
+  /** The hub's last connection-level error (a wrong token, say), until a connection works. */
+  #refusal: string | null = null;
 
   constructor(options: ChannelClientOptions = {}) {
     super();
@@ -336,7 +338,11 @@ export class ChannelClient extends EventTarget {
         reject,
         timer: setTimeout(() => {
           this.#waiting.delete(id);
-          const why = this.connected ? "" : `; the hub at ${this.address} is unreachable`;
+          const why = this.connected
+            ? ""
+            : this.#refusal
+            ? `; the hub at ${this.address} refused the connection: ${this.#refusal}`
+            : `; the hub at ${this.address} is unreachable`;
           this.#settle(
             waiting,
             new ChannelError("timeout", `Cannot ${type}: no acknowledgement within ${timeout} ms${why}`),
@@ -500,6 +506,7 @@ export class ChannelClient extends EventTarget {
         this.#runQueueHandler(message.channel, message.data);
         break;
       case "ack": {
+        this.#refusal = null;
         const waiting = this.#waiting.get(message.id);
         if (!waiting) break;
         this.#waiting.delete(message.id);
@@ -512,6 +519,7 @@ export class ChannelClient extends EventTarget {
           this.#waiting.delete(message.id!);
           this.#settle(waiting, new ChannelError("refused", message.reason));
         } else {
+          this.#refusal = message.reason;
           this.#logger.error("hub reported an error", { hub: this.address, reason: message.reason });
         }
         break;

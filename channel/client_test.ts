@@ -164,7 +164,11 @@ Deno.test("client treats a hub that stops answering pings as dead and reconnects
 Deno.test("client sends the token in hello and reports a refusal", async () => {
   await using hub = startHub({ token: "right" });
   await using wrong = client(hub.port, { token: "wrong", publishTimeout: 200 });
-  await assert.rejects(wrong.publish("x", 1), { code: "timeout" });
+  await assert.rejects(wrong.publish("x", 1), (error: ChannelError) => {
+    assert.equal(error.code, "timeout");
+    assert.match(error.message, /refused the connection: Unauthorized: wrong token$/);
+    return true;
+  });
   assert.ok(hub.logs.some((line) => line.includes("Unauthorized: wrong token")));
   await using right = client(hub.port, { token: "right" });
   assert.equal(await right.publish("x", 1), 0);

@@ -382,8 +382,11 @@ export const BROADCAST_CHANNEL = "broadcast";
  */
 export const WORKER_ID_PATTERN = /^[0-9a-f]{16}$/;
 
-/** A connection id within one worker: a decimal integer from 1. */
-export const CONNECTION_ID_PATTERN = /^[1-9][0-9]{0,15}$/;
+/**
+ * A connection id within one worker: a decimal integer from 1, at most 15
+ * digits, so that it stays below `Number.MAX_SAFE_INTEGER` in JSON.
+ */
+export const CONNECTION_ID_PATTERN = /^[1-9][0-9]{0,14}$/;
 
 /** Draws a fresh worker id. */
 export function newWorkerId(): string {
