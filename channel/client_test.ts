@@ -212,3 +212,15 @@ Deno.test("client resends an unacknowledged publish after a reconnect", async ()
   assert.equal(await within(publishing, 5000, "the resent publish"), 1);
   assert.deepEqual(got, ["once"]);
 });
+
+Deno.test("client closes when its signal aborts", async () => {
+  await using hub = startHub();
+  const controller = new AbortController();
+  const c = client(hub.port, { signal: controller.signal });
+  await c.ready();
+  const waiting = assert.rejects(c.publish("x", 1, { timeout: 5000 }), { code: "closed" });
+  controller.abort();
+  await waiting;
+  await until(() => hub.server.hub.stats.peers === 0, 2000, "the hub to see the client leave");
+  await c.close();
+});

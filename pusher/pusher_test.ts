@@ -215,3 +215,19 @@ function findClose(bytes: Uint8Array): number | undefined {
   }
   return undefined;
 }
+
+Deno.test("pusher closes a client that stops answering protocol pings", async () => {
+  await using setup = serve({ idleTimeout: 1 });
+  // Completes the handshake and never answers a ping.
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: setup.port });
+  try {
+    await silent.write(new TextEncoder().encode(
+      "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    await until(() => setup.pusher.connectionCount === 1, 5000, "the handshake");
+    await until(() => setup.pusher.connectionCount === 0, 5000, "the silent client to be closed");
+  } finally {
+    silent.close();
+  }
+});
