@@ -50,13 +50,13 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-buffered-bytes": {
     type: "string",
     arg: "N",
-    help: "bytes buffered for one client above which it is behind (4x: closed at once)",
+    help: "bytes waiting for one client before it is closed with 3008",
     default: "1048576",
   },
   "slow-client-timeout": {
     type: "string",
     arg: "MS",
-    help: "time a client may stay over --max-buffered-bytes before it is closed with 3008",
+    help: "time a write to one client may stay blocked before it is closed with 3008",
     default: "2000",
   },
   "shutdown-timeout": { type: "string", arg: "MS", help: "time workers get to close their clients", default: "5000" },

@@ -6,15 +6,11 @@
  */
 
 import { demoPage } from "./demo_page.ts";
-import { type ClientSocket, type SocketHandlers, upgradeWebSocket } from "./socket.ts";
+import type { ClientSocket, SocketHandlers } from "./socket.ts";
+import { upgradeWebSocket } from "./server.ts";
+import { CloseCode, PreparedText } from "./websocket.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { BROADCAST_CHANNEL, type Json, toPushData, workerChannel } from "../shared/wire.ts";
-
-/** Close code for a client that does not read fast enough (Centrifugo's "slow"). */
-export const CLOSE_SLOW = 3008;
-
-/** Close code for a server going away. */
-export const CLOSE_GOING_AWAY = 1001;
 
 /** What the pusher needs of its hub link: a `ChannelClient` fits. */
 export interface EventSource {
@@ -28,19 +24,6 @@ export interface PusherOptions {
   workerId: string;
   /** The hub link events come from. */
   hub: EventSource;
-  /**
-   * Bytes buffered for one client above which it counts as behind. A client
-   * that stays behind for `slowClientTimeout`, or is ever 4 times over, is
-   * closed with code 3008 ("slow"), never starved silently. (A burst of
-   * broadcasts puts every client briefly over: only staying over is slow.)
-   *
-   * @default {1048576}
-   */
-  maxBufferedBytes?: number;
-  /** Milliseconds a client may stay over `maxBufferedBytes`. @default {2000} */
-  slowClientTimeout?: number;
-  /** Seconds between protocol pings to each client; a silent client is closed. @default {30} */
-  idleTimeout?: number;
   /** Publisher base URL the demo page calls; null lets the page use its own host on port 4237. @default {null} */
   publisherUrl?: string | null;
   /** Where log lines go. @default {createLogger("pusher")} */
@@ -55,19 +38,16 @@ export interface PusherOptions {
  * @example
  * ```ts
  * const pusher = new Pusher({ workerId: newWorkerId(), hub: client });
- * Deno.serve({ port: 4236 }, pusher.handler);
+ * serve({ port: 4236 }, pusher.handler);
  * ```
  */
 export class Pusher {
   readonly workerId: string;
+  /** Where this pusher logs; its transport can log there too. */
+  readonly logger: Logger;
   readonly #connections = new Map<number, ClientSocket>();
   readonly #ids = new WeakMap<ClientSocket, number>();
   readonly #hub: EventSource;
-  readonly #maxBufferedBytes: number;
-  readonly #slowClientTimeout: number;
-  /** When each client that is behind first went over the cap. */
-  readonly #behindSince = new WeakMap<ClientSocket, number>();
-  readonly #idleTimeout: number;
   readonly #page: string;
   readonly #logger: Logger;
   readonly #handlers: SocketHandlers;
@@ -77,11 +57,9 @@ export class Pusher {
   constructor(options: PusherOptions) {
     this.workerId = options.workerId;
     this.#hub = options.hub;
-    this.#maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
-    this.#slowClientTimeout = options.slowClientTimeout ?? 2000;
-    this.#idleTimeout = options.idleTimeout ?? 30;
     this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
     this.#logger = options.logger ?? createLogger("pusher", { fields: { worker: this.workerId } });
+    this.logger = this.#logger;
     this.#handlers = {
       open: (socket) => this.#open(socket),
       message: () => {},
@@ -99,13 +77,9 @@ export class Pusher {
   /** Serves WebSocket upgrades, and the demo page on `GET /`. */
   readonly handler = (req: Request): Response => {
     const url = new URL(req.url);
-    if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+    if (req.headers.get("upgrade") !== null) {
       if (!this.#accepting) return text(503, "Shutting down");
-      try {
-        return upgradeWebSocket(req, this.#handlers, { idleTimeout: this.#idleTimeout });
-      } catch (error) {
-        return text(400, `Bad WebSocket handshake: ${(error as Error).message}`);
-      }
+      return upgradeWebSocket(req, this.#handlers);
     }
     if (url.pathname !== "/") return text(404, `Not found: ${url.pathname}`);
     if (req.method !== "GET" && req.method !== "HEAD") return text(405, "Method not allowed: use GET");
@@ -113,7 +87,7 @@ export class Pusher {
   };
 
   /** Stops taking connections and closes every open one with `code`. */
-  closeAll(code = CLOSE_GOING_AWAY, reason = "going away"): void {
+  closeAll(code: number = CloseCode.goingAway, reason = "going away"): void {
     this.#accepting = false;
     for (const socket of this.#connections.values()) socket.close(code, reason);
   }
@@ -142,7 +116,9 @@ export class Pusher {
       this.#logger.warn("dropped a broadcast of the wrong shape", { type: describe(data) });
       return;
     }
-    for (const socket of this.#connections.values()) this.#send(socket, push.content);
+    // Encoded once; every socket gets the same frame.
+    const message = new PreparedText(push.content);
+    for (const socket of this.#connections.values()) socket.send(message);
   }
 
   #target(data: Json): void {
@@ -156,25 +132,7 @@ export class Pusher {
       this.#logger.info("no such connection", { connection: push.to_connection_id });
       return;
     }
-    this.#send(socket, push.content);
-  }
-
-  #send(socket: ClientSocket, content: string): void {
-    const buffered = socket.bufferedAmount;
-    if (buffered > this.#maxBufferedBytes) {
-      const now = Date.now();
-      const since = this.#behindSince.get(socket) ?? now;
-      this.#behindSince.set(socket, since);
-      if (now - since > this.#slowClientTimeout || buffered > 4 * this.#maxBufferedBytes) {
-        this.#logger.warn("closing a slow client", { connection: this.#ids.get(socket), buffered });
-        this.#forget(socket);
-        socket.close(CLOSE_SLOW, "slow");
-        return;
-      }
-    } else {
-      this.#behindSince.delete(socket);
-    }
-    socket.send(content);
+    socket.send(push.content);
   }
 }
 

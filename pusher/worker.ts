@@ -1,7 +1,7 @@
 /**
  * A pusher worker, run in a Deno `Worker` by `pusher/main.ts`: its own hub
- * link, its own worker id, and a `Deno.serve` listener sharing the port with
- * the other workers (`reusePort`).
+ * link, its own worker id, and a listener (`pusher/server.ts`) sharing the
+ * port with the other workers (`reusePort`).
  *
  * @module
  */
@@ -9,7 +9,8 @@
 /// <reference lib="deno.worker" />
 
 import { ChannelClient } from "../channel/client.ts";
-import { CLOSE_GOING_AWAY, Pusher } from "./pusher.ts";
+import { Pusher } from "./pusher.ts";
+import { serve } from "./server.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/wire.ts";
 import type { HostPort } from "../shared/cli.ts";
@@ -55,24 +56,20 @@ function start(config: WorkerConfig): (timeout: number) => Promise<void> {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
   const client = new ChannelClient({ ...config.hub, token: config.hubToken, logger });
-  const pusher = new Pusher({
-    workerId,
-    hub: client,
-    idleTimeout: config.idleTimeout,
-    maxBufferedBytes: config.maxBufferedBytes,
-    slowClientTimeout: config.slowClientTimeout,
-    publisherUrl: config.publisherUrl,
-    logger,
-  });
-  const server = Deno.serve({
+  const pusher = new Pusher({ workerId, hub: client, publisherUrl: config.publisherUrl, logger });
+  const server = serve({
     hostname: config.hostname,
     port: config.port,
     reusePort: true,
+    pingInterval: config.idleTimeout * 1000,
+    maxBufferedBytes: config.maxBufferedBytes,
+    slowClientTimeout: config.slowClientTimeout,
+    logger,
     onListen: (addr) => post({ type: "listening", port: addr.port, workerId }),
   }, pusher.handler);
 
   return async (timeout) => {
-    pusher.closeAll(CLOSE_GOING_AWAY, "going away");
+    // Closes every client with 1001 after what it was sent, then waits.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       server.shutdown(),

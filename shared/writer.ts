@@ -140,6 +140,18 @@ export class FrameWriter {
     return this.#whenIdle();
   }
 
+  /**
+   * Stops accepting frames but keeps those queued, queues `last` after them
+   * (a close frame, say), and resolves `true` once everything is written,
+   * `false` if a write failed. For orderly closes, where nothing may be lost.
+   */
+  finish(last?: Uint8Array): Promise<boolean> {
+    if (this.#ended) return this.#whenIdle();
+    this.#ended = true;
+    if (last) this.#push(last);
+    return this.#whenIdle();
+  }
+
   /** Stops writing at once; every pending `flushed()` resolves `false`. */
   close(): void {
     this.#ended = true;

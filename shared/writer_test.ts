@@ -367,3 +367,15 @@ Deno.test("frame writer close() resolves pending flushed() false and stops writi
   assert.deepEqual(errors, [], "a write failing after close() is not reported");
   writer.close();
 });
+
+Deno.test("frame writer finish(last) keeps queued frames, writes last after them, and refuses more", async () => {
+  const written: number[][] = [];
+  const sink = { write: (bytes: Uint8Array) => (written.push([...bytes]), Promise.resolve(bytes.length)) };
+  const writer = new FrameWriter(sink);
+  writer.enqueue(Uint8Array.of(1));
+  writer.enqueue(Uint8Array.of(2));
+  const finished = writer.finish(Uint8Array.of(9));
+  assert.equal(writer.enqueue(Uint8Array.of(3)), false);
+  assert.equal(await finished, true);
+  assert.deepEqual(written.flat(), [1, 2, 9]);
+});

@@ -1,0 +1,546 @@
+/**
+ * The pusher's HTTP/1.1 and WebSocket server on `Deno.listen`. It owns the
+ * write path: every socket has one coalescing {@linkcode FrameWriter}, so a
+ * burst of messages costs one write syscall per socket instead of one per
+ * message, and a broadcast frame is encoded once and shared
+ * ({@linkcode PreparedText}).
+ *
+ * Plain requests go to a fetch-style handler `(req) => Response`; the handler
+ * accepts a WebSocket with {@linkcode upgradeWebSocket}, as with
+ * `Deno.upgradeWebSocket`. Each response to a plain request closes its
+ * connection.
+ *
+ * @module
+ */
+
+import type { ClientSocket, SocketHandlers } from "./socket.ts";
+import {
+  acceptKey,
+  type ClientEvent,
+  CloseCode,
+  encodeClose,
+  encodePing,
+  encodePong,
+  encodeText,
+  FrameParser,
+  isValidKey,
+  PreparedText,
+  ProtocolError,
+} from "./websocket.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import { FrameWriter } from "../shared/writer.ts";
+
+/** Options for {@linkcode serve}. */
+export interface ServeOptions {
+  /** Address to listen on. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Port; 0 picks a free one. @default {4236} */
+  port?: number;
+  /** Share the port with other listeners (needs `--unstable-net`). @default {false} */
+  reusePort?: boolean;
+  /** Aborting it shuts the server down. */
+  signal?: AbortSignal;
+  /** Called once listening. */
+  onListen?: (addr: Deno.NetAddr) => void;
+  /** Largest request head; larger gets 431. @default {8192} */
+  maxHeadBytes?: number;
+  /** Milliseconds a connection gets to send its request head. @default {10000} */
+  handshakeTimeout?: number;
+  /** Largest message a client may send; larger closes with 1009. @default {65536} */
+  maxMessageBytes?: number;
+  /**
+   * Bytes that may wait to be written to one socket; past it the socket is
+   * closed with 3008 ("slow"). A burst may take a socket there only if it
+   * does not read.
+   *
+   * @default {1048576}
+   */
+  maxBufferedBytes?: number;
+  /** Milliseconds a write to one socket may stay blocked before it is closed with 3008. @default {2000} */
+  slowClientTimeout?: number;
+  /** Milliseconds between protocol pings; a socket silent for a whole interval after one is closed. @default {30000} */
+  pingInterval?: number;
+  /** Milliseconds to wait for the client's close frame after ours. @default {1000} */
+  closeTimeout?: number;
+  /** Most WebSockets open at once; more get 503. @default {Infinity} */
+  maxConnections?: number;
+  /** Where log lines go. @default {createLogger("pusher")} */
+  logger?: Logger;
+}
+
+/** A running server. */
+export interface Server extends AsyncDisposable {
+  readonly addr: Deno.NetAddr;
+  /** Resolves once shut down and every connection is closed. */
+  readonly finished: Promise<void>;
+  /** WebSockets open now. */
+  readonly sockets: number;
+  /** Stops accepting, closes every WebSocket with 1001, and waits for them. */
+  shutdown(): Promise<void>;
+}
+
+/** A fetch-style request handler. */
+export type Handler = (req: Request) => Response | Promise<Response>;
+
+interface Upgrade {
+  response: Response;
+  handlers: SocketHandlers | null;
+}
+
+/** Requests being handled that may be upgraded, with their upgrade once accepted. */
+const upgrades = new WeakMap<Request, Upgrade>();
+
+/**
+ * Accepts a WebSocket upgrade from inside a {@linkcode serve} handler; return
+ * the response it gives. The handshake was validated before the handler was
+ * called.
+ *
+ * @throws {TypeError} when `req` is not a WebSocket upgrade handled by {@linkcode serve}.
+ */
+export function upgradeWebSocket(req: Request, handlers: SocketHandlers): Response {
+  const upgrade = upgrades.get(req);
+  if (!upgrade) throw new TypeError("Cannot upgrade: not a WebSocket handshake served by pusher/server.ts");
+  upgrade.handlers = handlers;
+  return upgrade.response;
+}
+
+/**
+ * Starts the server.
+ *
+ * @example
+ * ```ts
+ * const server = serve({ port: 0 }, (req) =>
+ *   upgradeWebSocket(req, { open: (s) => s.send("hi"), message() {}, close() {} }));
+ * ```
+ */
+export function serve(options: ServeOptions, handler: Handler): Server {
+  const listener = Deno.listen({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? 4236,
+    ...(options.reusePort ? { reusePort: true } : {}),
+  } as Deno.TcpListenOptions);
+  const server = new ServerImpl(listener, handler, {
+    maxHeadBytes: options.maxHeadBytes ?? 8192,
+    handshakeTimeout: options.handshakeTimeout ?? 10_000,
+    maxMessageBytes: options.maxMessageBytes ?? 65536,
+    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
+    slowClientTimeout: options.slowClientTimeout ?? 2000,
+    pingInterval: options.pingInterval ?? 30_000,
+    closeTimeout: options.closeTimeout ?? 1000,
+    maxConnections: options.maxConnections ?? Infinity,
+    logger: options.logger ?? createLogger("pusher"),
+  });
+  options.signal?.addEventListener("abort", () => server.shutdown(), { once: true });
+  options.onListen?.(server.addr);
+  return {
+    addr: server.addr,
+    finished: server.finished,
+    get sockets() {
+      return server.sockets.size;
+    },
+    shutdown: () => server.shutdown(),
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+interface Settings {
+  maxHeadBytes: number;
+  handshakeTimeout: number;
+  maxMessageBytes: number;
+  maxBufferedBytes: number;
+  slowClientTimeout: number;
+  pingInterval: number;
+  closeTimeout: number;
+  maxConnections: number;
+  logger: Logger;
+}
+
+/** Bytes read per `read` call: small, since clients send little and idle sockets hold one each. */
+const READ_BUFFER_BYTES = 2048;
+
+class ServerImpl {
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<void>;
+  readonly sockets = new Set<Socket>();
+  readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  readonly #handler: Handler;
+  readonly #settings: Settings;
+  readonly #serving = new Set<Promise<void>>();
+  readonly #pinger: ReturnType<typeof setInterval>;
+  readonly #watchdog: ReturnType<typeof setInterval>;
+  #stopping: Promise<void> | null = null;
+
+  constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, handler: Handler, settings: Settings) {
+    this.#listener = listener;
+    this.addr = listener.addr;
+    this.#handler = handler;
+    this.#settings = settings;
+    this.#pinger = setInterval(() => this.#ping(), settings.pingInterval);
+    this.#watchdog = setInterval(() => this.#closeStalled(), Math.max(10, settings.slowClientTimeout / 4));
+    this.finished = this.#accept();
+  }
+
+  shutdown(): Promise<void> {
+    this.#stopping ??= (async () => {
+      try {
+        this.#listener.close();
+      } catch { /* closed */ }
+      for (const socket of this.sockets) socket.close(CloseCode.goingAway, "going away");
+      await this.finished;
+      clearInterval(this.#pinger);
+      clearInterval(this.#watchdog);
+    })();
+    return this.#stopping;
+  }
+
+  async #accept(): Promise<void> {
+    while (true) {
+      let tcp: Deno.TcpConn;
+      try {
+        tcp = await this.#listener.accept();
+      } catch (error) {
+        if (this.#stopping) break;
+        this.#settings.logger.error("accept failed", { error: (error as Error).message });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      const serving = this.#serve(tcp).catch((error) => {
+        this.#settings.logger.error("connection failed", { error: String(error) });
+      }).finally(() => this.#serving.delete(serving));
+      this.#serving.add(serving);
+    }
+    await Promise.all(this.#serving);
+  }
+
+  async #serve(tcp: Deno.TcpConn): Promise<void> {
+    tcp.setNoDelay(true);
+    const head = await readHead(tcp, this.#settings);
+    if (!head) return close(tcp);
+    if ("error" in head) return respond(tcp, head.error, false);
+    const { req, rest } = head;
+    const handshake = checkHandshake(req);
+    if (handshake instanceof Response) return respond(tcp, handshake, false);
+    if (handshake && this.sockets.size >= this.#settings.maxConnections) {
+      return respond(tcp, text(503, `Too many connections: ${this.#settings.maxConnections}`), false);
+    }
+    if (this.#stopping) return respond(tcp, text(503, "Shutting down"), false);
+    const upgrade: Upgrade = { response: new Response(null), handlers: null };
+    if (handshake) upgrades.set(req, upgrade);
+    let response: Response;
+    try {
+      response = await this.#handler(req);
+    } catch (error) {
+      this.#settings.logger.error("handler threw", { error: String(error) });
+      response = text(500, "Internal error");
+    }
+    if (response !== upgrade.response || !upgrade.handlers) return respond(tcp, response, req.method === "HEAD");
+    const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings);
+    this.sockets.add(socket);
+    try {
+      await socket.run(rest);
+    } finally {
+      this.sockets.delete(socket);
+    }
+  }
+
+  #ping(): void {
+    for (const socket of this.sockets) socket.ping();
+  }
+
+  #closeStalled(): void {
+    const now = Date.now();
+    for (const socket of this.sockets) socket.checkStall(now);
+  }
+}
+
+/** One WebSocket connection. */
+class Socket implements ClientSocket {
+  readonly origin: string | null;
+  readonly #tcp: Deno.TcpConn;
+  readonly #handlers: SocketHandlers;
+  readonly #settings: Settings;
+  readonly #writer: FrameWriter;
+  readonly #parser: FrameParser;
+  #state: "open" | "closing" | "closed" = "open";
+  #heard = true;
+  #closeCode: number = CloseCode.abnormal;
+  #closeReason = "";
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(tcp: Deno.TcpConn, req: Request, accept: string, handlers: SocketHandlers, settings: Settings) {
+    this.#tcp = tcp;
+    this.origin = req.headers.get("origin");
+    this.#handlers = handlers;
+    this.#settings = settings;
+    this.#writer = new FrameWriter(tcp, {
+      maxPendingBytes: settings.maxBufferedBytes,
+      onError: () => this.#terminate(),
+    });
+    this.#parser = new FrameParser({ maxMessageBytes: settings.maxMessageBytes });
+    const protocol = req.headers.get("sec-websocket-protocol")?.split(",")[0]?.trim();
+    this.#writer.enqueue(new TextEncoder().encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${accept}\r\n` + (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : "") + "\r\n",
+    ));
+  }
+
+  get bufferedAmount(): number {
+    return this.#writer.pendingBytes;
+  }
+
+  send(message: string | PreparedText): void {
+    if (this.#state !== "open") return;
+    const frame = typeof message === "string" ? encodeText(message) : message.frame;
+    if (!this.#writer.enqueue(frame)) this.#closeSlow(`over ${this.#settings.maxBufferedBytes} bytes buffered`);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#state !== "open") return;
+    this.#state = "closing";
+    this.#closeCode = code;
+    this.#closeReason = reason;
+    // Everything sent before goes out first, then the close frame.
+    this.#writer.finish(encodeClose(code, reason)).then(() => this.#awaitPeerClose());
+  }
+
+  /** Sends a protocol ping; a socket that did not answer the previous one is dead. */
+  ping(): void {
+    if (this.#state !== "open") return;
+    if (!this.#heard) {
+      this.#settings.logger.info("closing a dead client", { reason: "no pong" });
+      this.#closeCode = CloseCode.abnormal;
+      this.#terminate();
+      return;
+    }
+    this.#heard = false;
+    this.#writer.enqueue(PING);
+  }
+
+  checkStall(now: number): void {
+    if (this.#state !== "open") return;
+    const stalled = this.#writer.stalledFor(now);
+    if (stalled > this.#settings.slowClientTimeout) this.#closeSlow(`a write blocked for ${stalled} ms`);
+  }
+
+  async run(rest: Uint8Array): Promise<void> {
+    this.#handlers.open(this);
+    if (rest.length > 0) this.#receive(rest);
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    try {
+      while (this.#state !== "closed") {
+        const n = await this.#tcp.read(buffer);
+        if (n === null) break;
+        this.#heard = true;
+        this.#receive(buffer.subarray(0, n));
+      }
+    } catch {
+      // Reset by the peer, or closed by us: either way the socket is done.
+    } finally {
+      this.#terminate();
+      this.#handlers.close(this, this.#closeCode, this.#closeReason);
+    }
+  }
+
+  #receive(chunk: Uint8Array): void {
+    // A closing socket still reads, for the client's close frame.
+    let events: ClientEvent[];
+    try {
+      events = this.#parser.push(chunk);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      this.#settings.logger.info("closing a client that broke the protocol", {
+        code: error.code,
+        reason: error.message,
+      });
+      if (this.#state === "open") this.close(error.code, error.message);
+      else this.#terminate();
+      return;
+    }
+    for (const event of events) {
+      if (this.#state === "closed") return;
+      switch (event.type) {
+        case "text":
+        case "binary":
+          if (this.#state === "open") this.#handlers.message(this, event.data);
+          break;
+        case "ping":
+          if (this.#state === "open") this.#writer.enqueue(encodePong(event.data));
+          break;
+        case "pong":
+          break;
+        case "close":
+          this.#peerClosed(event.code, event.reason);
+          break;
+      }
+    }
+  }
+
+  #peerClosed(code: number, reason: string): void {
+    if (this.#state === "open") {
+      this.#state = "closing";
+      this.#closeCode = code;
+      this.#closeReason = reason;
+      this.#writer.finish(encodeClose(code === CloseCode.abnormal ? CloseCode.normal : code)).then(() =>
+        this.#terminate()
+      );
+      return;
+    }
+    // The answer to our close frame: the handshake is complete.
+    this.#terminate();
+  }
+
+  #awaitPeerClose(): void {
+    if (this.#state === "closed") return;
+    this.#closeTimer = setTimeout(() => this.#terminate(), this.#settings.closeTimeout);
+  }
+
+  #closeSlow(why: string): void {
+    if (this.#state !== "open") return;
+    this.#settings.logger.warn("closing a slow client", { reason: why, buffered: this.#writer.pendingBytes });
+    this.#state = "closing";
+    this.#closeCode = CloseCode.slow;
+    this.#closeReason = "slow";
+    // A slow client is not reading: drop what it has not taken, tell it why.
+    this.#writer.end(encodeClose(CloseCode.slow, "slow"));
+    this.#awaitPeerClose();
+  }
+
+  #terminate(): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    clearTimeout(this.#closeTimer);
+    this.#writer.close();
+    close(this.#tcp);
+  }
+}
+
+const PING = encodePing();
+
+/** Reads the request head; null when the connection ended or timed out first. */
+async function readHead(
+  tcp: Deno.TcpConn,
+  settings: Settings,
+): Promise<{ req: Request; rest: Uint8Array } | { error: Response } | null> {
+  const buffer = new Uint8Array(settings.maxHeadBytes + READ_BUFFER_BYTES);
+  let filled = 0;
+  const timer = setTimeout(() => close(tcp), settings.handshakeTimeout);
+  try {
+    while (true) {
+      let n: number | null;
+      try {
+        n = await tcp.read(buffer.subarray(filled));
+      } catch {
+        return null;
+      }
+      if (n === null) return null;
+      const start = Math.max(0, filled - 3);
+      filled += n;
+      const end = indexOfHeadEnd(buffer, start, filled);
+      if (end >= 0) {
+        const req = parseHead(new TextDecoder("latin1").decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
+        if (req instanceof Response) return { error: req };
+        return { req, rest: buffer.slice(end + 4, filled) };
+      }
+      if (filled >= settings.maxHeadBytes) return { error: text(431, "Request head too large") };
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {
+  for (let i = from; i + 3 < to; i++) {
+    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) return i;
+  }
+  return -1;
+}
+
+/** Parses a request head into a `Request`, or an error response. */
+function parseHead(head: string, local: Deno.NetAddr): Request | Response {
+  const lines = head.split("\r\n");
+  const match = /^([A-Z]+) (\/\S*) HTTP\/1\.([01])$/.exec(lines[0]!);
+  if (!match) return text(400, "Bad request line");
+  const headers = new Headers();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    const name = line.slice(0, colon).trim();
+    if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return text(400, "Bad header line");
+    try {
+      headers.append(name, line.slice(colon + 1).trim());
+    } catch {
+      return text(400, "Bad header value");
+    }
+  }
+  const host = headers.get("host") ?? `${local.hostname}:${local.port}`;
+  try {
+    return new Request(`http://${host}${match[2]}`, { method: match[1], headers });
+  } catch {
+    return text(400, "Bad request target");
+  }
+}
+
+/**
+ * Checks a WebSocket handshake. Returns its `Sec-WebSocket-Accept`, null when
+ * the request is not an upgrade, or an error response.
+ */
+function checkHandshake(req: Request): string | null | Response {
+  const upgrade = req.headers.get("upgrade");
+  if (upgrade === null) return null;
+  if (!/(^|,)\s*websocket\s*(,|$)/i.test(upgrade)) return text(400, "Bad upgrade: only websocket is supported");
+  if (req.method !== "GET") return text(405, "WebSocket handshakes must use GET", { Allow: "GET" });
+  if (!/(^|,)\s*upgrade\s*(,|$)/i.test(req.headers.get("connection") ?? "")) {
+    return text(400, "Bad handshake: Connection must include Upgrade");
+  }
+  if (req.headers.get("sec-websocket-version") !== "13") {
+    return text(426, "Unsupported WebSocket version: use 13", { "Sec-WebSocket-Version": "13" });
+  }
+  const key = req.headers.get("sec-websocket-key");
+  if (key === null || !isValidKey(key)) return text(400, "Bad handshake: missing or invalid Sec-WebSocket-Key");
+  return acceptKey(key);
+}
+
+function text(status: number, body: string, headers: Record<string, string> = {}): Response {
+  return new Response(`${body}\n`, { status, headers: { "content-type": "text/plain;charset=utf-8", ...headers } });
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: "OK",
+  204: "No Content",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  426: "Upgrade Required",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+/** Writes a response and closes the connection. */
+async function respond(tcp: Deno.TcpConn, response: Response, headOnly: boolean): Promise<void> {
+  try {
+    const body = headOnly || response.body === null ? new Uint8Array(0) : new Uint8Array(await response.arrayBuffer());
+    let head = `HTTP/1.1 ${response.status} ${response.statusText || STATUS_TEXT[response.status] || ""}\r\n`;
+    response.headers.forEach((value, name) => {
+      if (name !== "content-length" && name !== "connection") head += `${name}: ${value}\r\n`;
+    });
+    head += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+    const headBytes = new TextEncoder().encode(head);
+    const bytes = new Uint8Array(headBytes.length + body.length);
+    bytes.set(headBytes);
+    bytes.set(body, headBytes.length);
+    let offset = 0;
+    while (offset < bytes.length) offset += await tcp.write(bytes.subarray(offset));
+  } catch {
+    // The client went away; nothing to answer.
+  } finally {
+    close(tcp);
+  }
+}
+
+function close(tcp: Deno.TcpConn): void {
+  try {
+    tcp.close();
+  } catch { /* already closed */ }
+}

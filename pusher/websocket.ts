@@ -1,0 +1,296 @@
+/**
+ * The server side of the WebSocket protocol (RFC 6455) as pure functions and
+ * a streaming parser: handshake key, frame encoding, and a bytes-in,
+ * events-out parser of client frames that enforces masking, size limits,
+ * fragmentation rules, close codes and UTF-8. No `Deno.*` calls.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+/** Close codes this server sends. */
+export const CloseCode = {
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 1002,
+  unsupportedData: 1003,
+  /** Reported to handlers when the TCP connection ended without a close frame. */
+  abnormal: 1006,
+  invalidData: 1007,
+  policyViolation: 1008,
+  messageTooBig: 1009,
+  internalError: 1011,
+  /** A client that does not read fast enough (Centrifugo's "slow"). */
+  slow: 3008,
+} as const;
+
+/** A protocol violation by the client: close the connection with `code`. */
+export class ProtocolError extends Error {
+  /** The close code to send. */
+  readonly code: number;
+
+  constructor(code: number, message: string) {
+    super(message);
+    this.name = "ProtocolError";
+    this.code = code;
+  }
+}
+
+/** What the parser found in the client's bytes. */
+export type ClientEvent =
+  | { type: "text"; data: string }
+  | { type: "binary"; data: Uint8Array }
+  | { type: "ping"; data: Uint8Array }
+  | { type: "pong"; data: Uint8Array }
+  | { type: "close"; code: number; reason: string };
+
+const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/** `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`. */
+export function acceptKey(key: string): string {
+  return createHash("sha1").update(key + GUID).digest("base64");
+}
+
+/** True for a valid `Sec-WebSocket-Key`: base64 of 16 bytes. */
+export function isValidKey(key: string): boolean {
+  return /^[A-Za-z0-9+/]{22}==$/.test(key);
+}
+
+const OP_CONTINUATION = 0x0;
+const OP_TEXT = 0x1;
+const OP_BINARY = 0x2;
+const OP_CLOSE = 0x8;
+const OP_PING = 0x9;
+const OP_PONG = 0xa;
+
+const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * A text message encoded once as a server frame, to be written to any number
+ * of sockets: a broadcast costs one encoding, whatever the audience.
+ */
+export class PreparedText {
+  /** The message. */
+  readonly text: string;
+  /** The complete frame: header and payload. */
+  readonly frame: Uint8Array;
+
+  constructor(text: string) {
+    this.text = text;
+    this.frame = encodeFrame(OP_TEXT, utf8.encode(text));
+  }
+}
+
+/** Encodes a text message as one unmasked server frame. */
+export function encodeText(text: string): Uint8Array {
+  return encodeFrame(OP_TEXT, utf8.encode(text));
+}
+
+/** Encodes a close frame; the reason is cut to fit the 125-byte control frame limit. */
+export function encodeClose(code: number, reason = ""): Uint8Array {
+  let bytes = utf8.encode(reason);
+  // Cut on a character boundary: the client checks the reason's UTF-8.
+  while (bytes.length > 123) bytes = utf8.encode(reason = reason.slice(0, -1));
+  const payload = new Uint8Array(2 + bytes.length);
+  payload[0] = code >> 8;
+  payload[1] = code & 0xff;
+  payload.set(bytes, 2);
+  return encodeFrame(OP_CLOSE, payload);
+}
+
+/** Encodes a ping frame. */
+export function encodePing(payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  return encodeFrame(OP_PING, payload);
+}
+
+/** Encodes a pong frame answering a ping with `payload`. */
+export function encodePong(payload: Uint8Array): Uint8Array {
+  return encodeFrame(OP_PONG, payload);
+}
+
+/** Encodes one final, unmasked frame. */
+export function encodeFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const length = payload.length;
+  const headerLength = length < 126 ? 2 : length < 0x10000 ? 4 : 10;
+  const frame = new Uint8Array(headerLength + length);
+  frame[0] = 0x80 | opcode;
+  if (length < 126) {
+    frame[1] = length;
+  } else if (length < 0x10000) {
+    frame[1] = 126;
+    frame[2] = length >> 8;
+    frame[3] = length & 0xff;
+  } else {
+    frame[1] = 127;
+    new DataView(frame.buffer).setBigUint64(2, BigInt(length));
+  }
+  frame.set(payload, headerLength);
+  return frame;
+}
+
+/** Options for {@linkcode FrameParser}. */
+export interface FrameParserOptions {
+  /**
+   * Largest message accepted, in bytes, fragments added up. A larger
+   * declared length closes with 1009 before anything is allocated.
+   *
+   * @default {65536}
+   */
+  maxMessageBytes?: number;
+}
+
+/**
+ * Streaming parser of client frames: bytes in, events out, from any
+ * chunking. Throws {@linkcode ProtocolError} on any violation; the parser is
+ * then failed and the connection must be closed with the error's code.
+ */
+export class FrameParser {
+  readonly #maxMessageBytes: number;
+  /** Bytes of an incomplete frame carried over to the next chunk. */
+  #pending: Uint8Array = new Uint8Array(0);
+  /** Fragments of a message in progress, and its opcode. */
+  #fragments: Uint8Array[] = [];
+  #fragmentBytes = 0;
+  #fragmentOpcode = -1;
+  #failed: ProtocolError | null = null;
+
+  constructor(options: FrameParserOptions = {}) {
+    this.#maxMessageBytes = options.maxMessageBytes ?? 65536;
+  }
+
+  /**
+   * Feeds a chunk; returns the events it completes, in order.
+   *
+   * @throws {ProtocolError} on a violation of RFC 6455 or of the size limit.
+   */
+  push(chunk: Uint8Array): ClientEvent[] {
+    if (this.#failed) throw this.#failed;
+    let bytes = chunk;
+    if (this.#pending.length > 0) {
+      bytes = new Uint8Array(this.#pending.length + chunk.length);
+      bytes.set(this.#pending);
+      bytes.set(chunk, this.#pending.length);
+    }
+    const events: ClientEvent[] = [];
+    let offset = 0;
+    try {
+      while (true) {
+        const used = this.#frame(bytes, offset, events);
+        if (used === 0) break;
+        offset += used;
+      }
+    } catch (error) {
+      if (error instanceof ProtocolError) this.#failed = error;
+      throw error;
+    }
+    // Copy the tail: the caller reuses its read buffer.
+    this.#pending = offset === bytes.length ? new Uint8Array(0) : bytes.slice(offset);
+    return events;
+  }
+
+  /** Parses one frame at `offset`; returns its size, or 0 when incomplete. */
+  #frame(bytes: Uint8Array, offset: number, events: ClientEvent[]): number {
+    const available = bytes.length - offset;
+    if (available < 2) return 0;
+    const b0 = bytes[offset]!;
+    const b1 = bytes[offset + 1]!;
+    const fin = (b0 & 0x80) !== 0;
+    const opcode = b0 & 0x0f;
+    if ((b0 & 0x70) !== 0) throw new ProtocolError(CloseCode.protocolError, "Reserved bits set without an extension");
+    if ((b1 & 0x80) === 0) throw new ProtocolError(CloseCode.protocolError, "Client frames must be masked");
+    const control = opcode >= 0x8;
+    if (control && opcode > OP_PONG || !control && opcode > OP_BINARY) {
+      throw new ProtocolError(CloseCode.protocolError, `Unknown opcode ${opcode}`);
+    }
+    let length = b1 & 0x7f;
+    let headerLength = 2;
+    if (length === 126) {
+      if (available < 4) return 0;
+      length = (bytes[offset + 2]! << 8) | bytes[offset + 3]!;
+      headerLength = 4;
+    } else if (length === 127) {
+      if (available < 10) return 0;
+      const high =
+        (bytes[offset + 2]! << 24 | bytes[offset + 3]! << 16 | bytes[offset + 4]! << 8 | bytes[offset + 5]!) >>> 0;
+      if (high !== 0) throw new ProtocolError(CloseCode.messageTooBig, "Frame larger than 4 GiB");
+      length = (bytes[offset + 6]! * 0x1000000) +
+        (bytes[offset + 7]! << 16 | bytes[offset + 8]! << 8 | bytes[offset + 9]!);
+      headerLength = 10;
+    }
+    if (control) {
+      if (!fin) throw new ProtocolError(CloseCode.protocolError, "Control frames must not be fragmented");
+      if (length > 125) throw new ProtocolError(CloseCode.protocolError, "Control frame payload over 125 bytes");
+    } else {
+      // Checked on the declared length, before the payload is buffered.
+      const total = (opcode === OP_CONTINUATION ? this.#fragmentBytes : 0) + length;
+      if (total > this.#maxMessageBytes) {
+        throw new ProtocolError(CloseCode.messageTooBig, `Message over ${this.#maxMessageBytes} bytes`);
+      }
+    }
+    const frameLength = headerLength + 4 + length;
+    if (available < frameLength) return 0;
+    const maskAt = offset + headerLength;
+    const payload = bytes.slice(maskAt + 4, maskAt + 4 + length);
+    for (let i = 0; i < length; i++) payload[i]! ^= bytes[maskAt + (i & 3)]!;
+    if (control) events.push(this.#control(opcode, payload));
+    else this.#data(opcode, fin, payload, events);
+    return frameLength;
+  }
+
+  #control(opcode: number, payload: Uint8Array): ClientEvent {
+    if (opcode === OP_PING) return { type: "ping", data: payload };
+    if (opcode === OP_PONG) return { type: "pong", data: payload };
+    if (payload.length === 0) return { type: "close", code: CloseCode.normal, reason: "" };
+    if (payload.length === 1) throw new ProtocolError(CloseCode.protocolError, "Close frame with a 1-byte payload");
+    const code = (payload[0]! << 8) | payload[1]!;
+    if (!isValidCloseCode(code)) throw new ProtocolError(CloseCode.protocolError, `Invalid close code ${code}`);
+    return { type: "close", code, reason: decodeUtf8(payload.subarray(2), "Close reason") };
+  }
+
+  #data(opcode: number, fin: boolean, payload: Uint8Array, events: ClientEvent[]): void {
+    if (opcode === OP_CONTINUATION) {
+      if (this.#fragmentOpcode < 0) throw new ProtocolError(CloseCode.protocolError, "Continuation without a message");
+    } else {
+      if (this.#fragmentOpcode >= 0) {
+        throw new ProtocolError(CloseCode.protocolError, "New message before the fragmented one ended");
+      }
+      if (fin) return events.push(message(opcode, payload)), undefined;
+      this.#fragmentOpcode = opcode;
+    }
+    this.#fragments.push(payload);
+    this.#fragmentBytes += payload.length;
+    if (!fin) return;
+    const whole = new Uint8Array(this.#fragmentBytes);
+    let at = 0;
+    for (const fragment of this.#fragments) {
+      whole.set(fragment, at);
+      at += fragment.length;
+    }
+    const first = this.#fragmentOpcode;
+    this.#fragments = [];
+    this.#fragmentBytes = 0;
+    this.#fragmentOpcode = -1;
+    events.push(message(first, whole));
+  }
+}
+
+function message(opcode: number, payload: Uint8Array): ClientEvent {
+  return opcode === OP_TEXT
+    ? { type: "text", data: decodeUtf8(payload, "Text message") }
+    : { type: "binary", data: payload };
+}
+
+function decodeUtf8(bytes: Uint8Array, what: string): string {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    throw new ProtocolError(CloseCode.invalidData, `${what} is not valid UTF-8`);
+  }
+}
+
+/** Close codes a client may send (RFC 6455 section 7.4). */
+export function isValidCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
