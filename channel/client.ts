@@ -158,6 +158,7 @@ export class ChannelClient extends EventTarget {
   #manualReserve = false;
   /** The hub's last connection-level error (a wrong token, say), until a connection works. */
   #refusal: string | null = null;
+  #sessions = 0;
 
   constructor(options: ChannelClientOptions = {}) {
     super();
@@ -182,6 +183,11 @@ export class ChannelClient extends EventTarget {
   /** True while a connection to the hub is up. */
   get connected(): boolean {
     return this.#writer !== null;
+  }
+
+  /** Times the link came back after it was up once: for metrics. */
+  get reconnects(): number {
+    return Math.max(0, this.#sessions - 1);
   }
 
   /** `host:port` of the hub, for logs. */
@@ -449,6 +455,7 @@ export class ChannelClient extends EventTarget {
     }
     for (const waiting of this.#waiting.values()) writer.enqueue(waiting.frame);
     this.#writer = writer;
+    this.#sessions++;
 
     let lastHeard = Date.now();
     const heartbeat = setInterval(() => {

@@ -68,6 +68,7 @@ Deno.test("client re-subscribes and re-watches after the hub restarts, before wa
   hub = startHub({ port });
   try {
     await connected;
+    assert.equal(c.reconnects, 1);
     // The original sends waiting publishes before re-subscribing, so its own
     // subscription misses them. Here it reaches the re-subscribed handler.
     assert.equal(await within(during, 5000, "the waiting publish"), 1);
