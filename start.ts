@@ -37,18 +37,20 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     return 2;
   }
   const running: Running[] = [];
-  let stopping = false;
-  const stopAll = async () => {
-    stopping = true;
-    // Front to back: the publisher stops taking publishes first, the hub last.
-    for (const service of [...running].reverse()) {
-      try {
-        service.process.kill("SIGTERM");
-      } catch { /* already gone */ }
-      await service.process.status;
-      await service.output;
-    }
-  };
+  let stopping: Promise<void> | null = null;
+  // Once only: a second SIGTERM would kill a service mid-drain, its handler
+  // being gone after the first.
+  const stopAll = () =>
+    stopping ??= (async () => {
+      // Front to back: the publisher stops taking publishes first, the hub last.
+      for (const service of [...running].reverse()) {
+        try {
+          service.process.kill("SIGTERM");
+        } catch { /* already gone */ }
+        await service.process.status;
+        await service.output;
+      }
+    })();
   onShutdownSignal(() => stopAll());
   try {
     for (const name of SERVICES) {
