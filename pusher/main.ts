@@ -8,6 +8,7 @@
 
 import type { FromWorker, ToWorker, WorkerConfig } from "./worker.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
+import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import {
   type FlagSpec,
   helpText,
@@ -59,6 +60,24 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "time a write to one client may stay blocked before it is closed with 3008",
     default: "2000",
   },
+  "allowed-origins": {
+    type: "string",
+    arg: "LIST",
+    help: "comma-separated origins browsers may connect from, * wildcards (https://*.example.com)",
+    default: "any",
+  },
+  "token-secret": {
+    type: "string",
+    arg: "SECRET",
+    help: "HS256 secret: clients must connect with ?token=JWT (or env PUSHER_TOKEN_SECRET)",
+  },
+  "max-message-rate": { type: "string", arg: "N", help: "messages per second a client may send", default: "50" },
+  "max-connections": {
+    type: "string",
+    arg: "N",
+    help: "WebSocket connections for the whole pusher",
+    default: "100000",
+  },
   "shutdown-timeout": { type: "string", arg: "MS", help: "time workers get to close their clients", default: "5000" },
   "log-level": LOG_LEVEL_FLAG,
   help: { type: "boolean", help: "show this help" },
@@ -89,6 +108,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       maxBufferedBytes: intFlag(flags, "max-buffered-bytes", 1024 * 1024),
       slowClientTimeout: intFlag(flags, "slow-client-timeout", 2000),
       publisherUrl: stringFlag(flags, "publisher-url") ?? null,
+      allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
+      tokenSecret: stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null),
+      maxMessageRate: intFlag(flags, "max-message-rate", 50),
+      // Each worker takes its share of the pusher's limit.
+      maxConnections: Math.ceil(intFlag(flags, "max-connections", 100_000) / workers),
       logLevel,
     };
     pool = new WorkerPool(config, workers, logger);
@@ -99,6 +123,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       hub: `${config.hub.hostname}:${config.hub.port}`,
     });
     const shutdownTimeout = intFlag(flags, "shutdown-timeout", 5000);
+    // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
+    // one abruptly, as a crash would, and the pool replaces it.
+    Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
     const stopped = new Promise<void>((resolve) => {
       onShutdownSignal(async (signal) => {
         logger.info("shutting down", { signal });
@@ -115,7 +142,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   return 0;
 }
 
-/** The workers: started one after another on one port, replaced when they die. */
+/** The workers: started one after another on one port, replaced when they die, merging their metrics. */
 class WorkerPool {
   readonly #config: Omit<WorkerConfig, "slot">;
   readonly #size: number;
@@ -123,6 +150,7 @@ class WorkerPool {
   readonly #workers = new Map<number, Worker>();
   #port = 0;
   #stopping = false;
+  #nextSnapshot = 1;
 
   constructor(config: Omit<WorkerConfig, "slot">, size: number, logger: Logger) {
     this.#config = config;
@@ -153,27 +181,77 @@ class WorkerPool {
     }));
   }
 
+  /** Ends a worker at once, without cleanup, and starts a replacement. */
+  crash(slot: number): void {
+    const worker = this.#workers.get(slot);
+    if (!worker || this.#stopping) return;
+    this.#logger.warn("fault drill: terminating a worker", { slot });
+    worker.terminate();
+    this.#replace(slot, worker);
+  }
+
   #spawn(slot: number): Promise<number> {
     const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module", name: `pusher-${slot}` });
     this.#workers.set(slot, worker);
     return new Promise((resolve, reject) => {
       worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
-        if (event.data.type !== "listening") return;
-        this.#logger.info("worker started", { slot, worker: event.data.workerId, port: event.data.port });
-        resolve(event.data.port);
+        const message = event.data;
+        if (message.type === "listening") {
+          this.#logger.info("worker started", { slot, worker: message.workerId, port: message.port });
+          resolve(message.port);
+        } else if (message.type === "gather") {
+          this.#gather().then((snapshot) => {
+            worker.postMessage({ type: "gathered", id: message.id, snapshot } satisfies ToWorker);
+          });
+        }
       });
       worker.addEventListener("error", (event) => {
         event.preventDefault();
         worker.terminate();
         this.#logger.error("worker died", { slot, error: event.message });
         reject(new Error(`Pusher worker ${slot} failed: ${event.message}`));
-        if (this.#stopping || this.#workers.get(slot) !== worker) return;
-        // A replacement draws a new worker id: old addresses miss instead of
-        // reaching someone else.
-        setTimeout(() => this.#spawn(slot).catch(() => {}), 500);
+        this.#replace(slot, worker);
       });
       worker.postMessage({ type: "start", config: { ...this.#config, port: this.#port, slot } } satisfies ToWorker);
     });
+  }
+
+  #replace(slot: number, dead: Worker): void {
+    if (this.#stopping || this.#workers.get(slot) !== dead) return;
+    this.#workers.delete(slot);
+    // The replacement draws a new worker id: old addresses miss instead of
+    // reaching someone else.
+    setTimeout(() => this.#spawn(slot).catch(() => {}), 100);
+  }
+
+  /** Every worker's metrics, merged; a worker that does not answer in time is left out. */
+  async #gather(): Promise<RegistrySnapshot> {
+    const id = this.#nextSnapshot++;
+    const snapshots = await Promise.all(
+      [...this.#workers.values()].map((worker) =>
+        new Promise<RegistrySnapshot>((resolve) => {
+          const timer = setTimeout(() => done([]), 1000);
+          const onMessage = (event: MessageEvent<FromWorker>) => {
+            if (event.data.type === "snapshot" && event.data.id === id) done(event.data.snapshot);
+          };
+          function done(snapshot: RegistrySnapshot) {
+            clearTimeout(timer);
+            worker.removeEventListener("message", onMessage);
+            resolve(snapshot);
+          }
+          worker.addEventListener("message", onMessage);
+          worker.postMessage({ type: "snapshot", id } satisfies ToWorker);
+        })
+      ),
+    );
+    const expected: RegistrySnapshot = [{
+      name: "pusher_workers_expected",
+      help: "Pusher workers configured",
+      type: "gauge",
+      labels: [],
+      series: { "": [this.#size] },
+    }];
+    return mergeSnapshots([expected, ...snapshots]);
   }
 }
 

@@ -5,10 +5,13 @@ import { CloseCode } from "./websocket.ts";
 import { until, within } from "../channel/_testing.ts";
 import { Client } from "./_testing.ts";
 import { createLogger } from "../shared/log.ts";
+import { signJwt } from "../shared/jwt.ts";
 import { BROADCAST_CHANNEL, type Json, newWorkerId, workerChannel } from "../shared/wire.ts";
 
 /** Stands in for the hub link: the test emits events itself. */
 class FakeHub {
+  connected = true;
+  reconnects = 0;
   readonly handlers = new Map<string, (data: Json, channel: string) => void>();
   on(channel: string, handler: (data: Json, channel: string) => void): void {
     this.handlers.set(channel, handler);
@@ -236,4 +239,101 @@ Deno.test("pusher closes a client that stops answering protocol pings", async ()
   } finally {
     silent.close();
   }
+});
+
+/** Sends a raw WebSocket handshake and returns the response's status line and body. */
+async function handshake(port: number, path: string, headers: Record<string, string> = {}): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+    await conn.write(new TextEncoder().encode(
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
+    ));
+    const buffer = new Uint8Array(4096);
+    let response = "";
+    while (!response.includes("\r\n\r\n")) {
+      const n = await within(conn.read(buffer), 5000, "the handshake response");
+      if (n === null) break;
+      response += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    const [head, body = ""] = response.split("\r\n\r\n");
+    return `${head!.split("\r\n")[0]} ${body}`.trim();
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("pusher refuses browsers from origins not on its list with 403", async () => {
+  await using setup = serve({ allowedOrigins: ["https://app.example.com", "https://*.example.org"] });
+  assert.equal(
+    await handshake(setup.port, "/", { Origin: "https://evil.example.net" }),
+    "HTTP/1.1 403 Forbidden Origin not allowed: https://evil.example.net",
+  );
+  assert.ok(setup.logs.some((l) => l.includes("Origin not allowed: https://evil.example.net")));
+  for (const origin of ["https://app.example.com", "https://eu.example.org"]) {
+    assert.match(await handshake(setup.port, "/", { Origin: origin }), /^HTTP\/1\.1 101 /, origin);
+  }
+  assert.match(await handshake(setup.port, "/"), /^HTTP\/1\.1 101 /, "no Origin: not a browser, not checked");
+  const metrics = await (await fetch(`http://127.0.0.1:${setup.port}/metrics`)).text();
+  assert.match(metrics, /^pusher_rejected_total\{reason="origin"\} 1$/m);
+});
+
+Deno.test("pusher with a token secret requires a valid, unexpired token and keeps its subject", async () => {
+  const secret = "pusher-secret";
+  await using setup = serve({ tokenSecret: secret });
+  const exp = Math.floor(Date.now() / 1000) + 60;
+  assert.match(await handshake(setup.port, "/"), /^HTTP\/1\.1 401 .*needs a token/s);
+  assert.match(await handshake(setup.port, `/?token=${signJwt({ sub: "a", exp }, "other")}`), /401.*bad signature/s);
+  assert.match(
+    await handshake(setup.port, `/?token=${signJwt({ sub: "a", exp: exp - 120 }, secret)}`),
+    /401.*Token expired/s,
+  );
+  const token = signJwt({ sub: "alice", exp }, secret);
+  await using client = new Client(setup.port, undefined, `/?token=${token}`);
+  const { connection } = await client.address();
+  assert.ok(setup.logs.some((l) => l.includes(`msg=connected connection=${connection} user=alice`)));
+  assert.ok(!setup.logs.some((l) => l.includes(token)), "the token is never logged");
+});
+
+Deno.test("pusher closes a client that sends faster than its message rate with 1008", async () => {
+  await using setup = serve({ maxMessageRate: 20 });
+  await using calm = new Client(setup.port);
+  await using flood = new Client(setup.port);
+  await calm.address();
+  await flood.address();
+  for (let i = 0; i < 10; i++) calm.ws.send("hi");
+  for (let i = 0; i < 200; i++) flood.ws.send("spam");
+  const closed = await within(flood.closed, 5000, "the flood to be closed");
+  assert.equal(closed.code, 1008);
+  assert.equal(closed.reason, "message rate exceeded");
+  setup.hub.emit(BROADCAST_CHANNEL, { content: "calm is fine" });
+  assert.deepEqual((await calm.received(2)).slice(1), ["calm is fine"]);
+});
+
+Deno.test("pusher answers /healthz from its hub link and /metrics in Prometheus format", async () => {
+  await using setup = serve();
+  await using client = new Client(setup.port);
+  await client.address();
+  setup.hub.emit(BROADCAST_CHANNEL, { content: "x" });
+  await client.received(2);
+  setup.hub.emit(workerChannel(setup.pusher.workerId), { to_connection_id: 999, content: "nobody" });
+  const health = await fetch(`http://127.0.0.1:${setup.port}/healthz`);
+  assert.equal(health.status, 200);
+  assert.equal(await health.text(), "ok\n");
+  const metrics = await fetch(`http://127.0.0.1:${setup.port}/metrics`);
+  assert.match(metrics.headers.get("content-type")!, /^text\/plain; version=0\.0\.4/);
+  const body = await metrics.text();
+  for (
+    const line of [
+      "pusher_connections 1",
+      'pusher_deliveries_total{kind="broadcast"} 1',
+      'pusher_drops_total{reason="no_connection"} 1',
+      "pusher_hub_connected 1",
+    ]
+  ) assert.match(body, new RegExp(`^${line.replace(/[{}]/g, "\\$&")}$`, "m"), line);
+  setup.hub.connected = false;
+  const down = await fetch(`http://127.0.0.1:${setup.port}/healthz`);
+  assert.equal(down.status, 503);
+  assert.equal(await down.text(), "hub link down in 1 of 1 workers\n");
 });

@@ -14,6 +14,7 @@ import { serve } from "./server.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/wire.ts";
 import type { HostPort } from "../shared/cli.ts";
+import type { RegistrySnapshot } from "../shared/metrics.ts";
 
 /** What `main.ts` tells a worker at start. */
 export interface WorkerConfig {
@@ -26,37 +27,80 @@ export interface WorkerConfig {
   maxBufferedBytes: number;
   slowClientTimeout: number;
   publisherUrl: string | null;
+  allowedOrigins: string[] | null;
+  tokenSecret: string | null;
+  maxMessageRate: number;
+  maxConnections: number;
   logLevel: LogLevel;
 }
 
 /** Messages from `main.ts` to a worker. */
-export type ToWorker = { type: "start"; config: WorkerConfig } | { type: "stop"; timeout: number };
+export type ToWorker =
+  | { type: "start"; config: WorkerConfig }
+  | { type: "stop"; timeout: number }
+  /** Asks for this worker's metrics, to merge with its siblings'. */
+  | { type: "snapshot"; id: number }
+  /** Every worker's metrics, merged, answering this worker's `gather`. */
+  | { type: "gathered"; id: number; snapshot: RegistrySnapshot };
 
 /** Messages from a worker to `main.ts`. */
 export type FromWorker =
   | { type: "listening"; port: number; workerId: string }
-  | { type: "stopped" };
+  | { type: "stopped" }
+  | { type: "snapshot"; id: number; snapshot: RegistrySnapshot }
+  /** Asks for every worker's metrics, merged. */
+  | { type: "gather"; id: number };
 
-let stop: ((timeout: number) => Promise<void>) | null = null;
+let running: { stop: (timeout: number) => Promise<void>; pusher: Pusher } | null = null;
+const gathering = new Map<number, (snapshot: RegistrySnapshot) => void>();
+let nextGather = 1;
 
 self.onmessage = async (event: MessageEvent<ToWorker>) => {
   const message = event.data;
-  if (message.type === "start" && !stop) stop = start(message.config);
-  if (message.type === "stop" && stop) {
-    await stop(message.timeout);
-    post({ type: "stopped" });
+  switch (message.type) {
+    case "start":
+      running ??= start(message.config);
+      break;
+    case "stop":
+      if (!running) break;
+      await running.stop(message.timeout);
+      post({ type: "stopped" });
+      break;
+    case "snapshot":
+      if (running) post({ type: "snapshot", id: message.id, snapshot: running.pusher.metrics.snapshot() });
+      break;
+    case "gathered":
+      gathering.get(message.id)?.(message.snapshot);
+      gathering.delete(message.id);
+      break;
   }
 };
+
+/** Every worker's metrics, merged by `main.ts`. */
+function gather(): Promise<RegistrySnapshot> {
+  const id = nextGather++;
+  post({ type: "gather", id });
+  return new Promise((resolve) => gathering.set(id, resolve));
+}
 
 function post(message: FromWorker): void {
   self.postMessage(message);
 }
 
-function start(config: WorkerConfig): (timeout: number) => Promise<void> {
+function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>; pusher: Pusher } {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
   const client = new ChannelClient({ ...config.hub, token: config.hubToken, logger });
-  const pusher = new Pusher({ workerId, hub: client, publisherUrl: config.publisherUrl, logger });
+  const pusher = new Pusher({
+    workerId,
+    hub: client,
+    publisherUrl: config.publisherUrl,
+    allowedOrigins: config.allowedOrigins,
+    tokenSecret: config.tokenSecret,
+    maxMessageRate: config.maxMessageRate,
+    gather,
+    logger,
+  });
   const server = serve({
     hostname: config.hostname,
     port: config.port,
@@ -64,11 +108,12 @@ function start(config: WorkerConfig): (timeout: number) => Promise<void> {
     pingInterval: config.idleTimeout * 1000,
     maxBufferedBytes: config.maxBufferedBytes,
     slowClientTimeout: config.slowClientTimeout,
+    maxConnections: config.maxConnections,
     logger,
     onListen: (addr) => post({ type: "listening", port: addr.port, workerId }),
   }, pusher.handler);
 
-  return async (timeout) => {
+  const stop = async (timeout: number) => {
     // Closes every client with 1001 after what it was sent, then waits.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -79,4 +124,5 @@ function start(config: WorkerConfig): (timeout: number) => Promise<void> {
     pusher.detach();
     await client.close();
   };
+  return { stop, pusher };
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { startService } from "./_service.ts";
 import { Client } from "../pusher/_testing.ts";
+import { until, within } from "../channel/_testing.ts";
 
 Deno.test("pusher task prints help, and refuses bad flags with exit code 2", async () => {
   await using help = await startService("pusher", ["--help"]);
@@ -32,5 +33,87 @@ Deno.test("pusher workers share one port, each with its own worker id, and SIGTE
     for (const event of await Promise.all(closing)) assert.equal(event.code, 1001);
   } finally {
     await Promise.all(clients.map((client) => client[Symbol.asyncDispose]()));
+  }
+});
+
+Deno.test("pusher /healthz follows the hub links of all workers and /metrics adds up every worker", async () => {
+  let hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
+  const hubPort = await hub.port();
+  await using pusher = await startService("pusher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  const port = await pusher.port();
+  const health = async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/healthz`);
+    return `${response.status} ${(await response.text()).trim()}`;
+  };
+  try {
+    await until(async () => (await health()) === "200 ok", 10_000, "healthy");
+    const clients = Array.from({ length: 6 }, () => new Client(port));
+    try {
+      await Promise.all(clients.map((c) => c.address()));
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(metrics, /^pusher_workers 2$/m);
+      assert.match(metrics, /^pusher_connections 6$/m, "every worker's connections, whichever answered");
+    } finally {
+      await Promise.all(clients.map((c) => c[Symbol.asyncDispose]()));
+    }
+    await hub.stop("SIGKILL");
+    await until(async () => (await health()).startsWith("503 hub link down in 2 of 2 workers"), 10_000, "unhealthy");
+    hub = await startService("channel", ["--port", String(hubPort), "--startup-grace", "0"]);
+    await until(async () => (await health()) === "200 ok", 10_000, "healthy again");
+  } finally {
+    await hub.stop();
+  }
+});
+
+Deno.test("a crashed pusher worker is replaced with a new worker id while the other worker's clients carry on", async () => {
+  await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
+  const hubPort = await hub.port();
+  await using pusher = await startService("pusher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  const port = await pusher.port();
+  await using publisher = await startService("publisher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  const publish = async (content: string) => {
+    const response = await fetch(`http://127.0.0.1:${await publisher.port()}/?content=${content}`);
+    return response.text();
+  };
+  const clients = Array.from({ length: 12 }, () => new Client(port));
+  const fresh: Client[] = [];
+  try {
+    const addresses = await Promise.all(clients.map((c) => c.address()));
+    const started = pusher.lines.filter((l) => l.includes('msg="worker started"'));
+    const crashedId = /slot=0 worker=(\w+)/.exec(started.find((l) => l.includes("slot=0"))!)![1]!;
+    const survivors = clients.filter((_, i) => addresses[i]!.worker !== crashedId);
+    const victims = clients.filter((_, i) => addresses[i]!.worker === crashedId);
+    assert.ok(survivors.length > 0 && victims.length > 0, "clients on both workers");
+
+    pusher.process.kill("SIGUSR2");
+    await until(
+      () => pusher.lines.filter((l) => l.includes('msg="worker started" slot=0')).length === 2,
+      10_000,
+      "a replacement",
+    );
+    const replacementId = /slot=0 worker=(\w+)/.exec(pusher.lines.filter((l) => l.includes("slot=0")).at(-1)!)![1]!;
+    assert.notEqual(replacementId, crashedId);
+    for (const victim of victims) await within(victim.closed, 5000, "the crashed worker's clients to drop");
+
+    // New connections land on both workers again; the replacement gets broadcasts.
+    let onReplacement: Client | undefined;
+    for (let i = 0; i < 40 && !onReplacement; i++) {
+      const client = new Client(port);
+      fresh.push(client);
+      if ((await client.address()).worker === replacementId) onReplacement = client;
+    }
+    assert.ok(onReplacement, "no new connection reached the replacement worker");
+    await until(
+      () => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 3,
+      10_000,
+      "its hub link",
+    );
+    assert.equal(await publish("after-crash"), "ok");
+    for (const client of [...survivors, onReplacement]) {
+      await until(() => client.messages.includes("after-crash"), 5000, "the broadcast");
+      assert.equal(client.ws.readyState, WebSocket.OPEN);
+    }
+  } finally {
+    await Promise.all([...clients, ...fresh].map((c) => c[Symbol.asyncDispose]()));
   }
 });

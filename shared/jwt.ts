@@ -1,0 +1,95 @@
+/**
+ * JSON Web Tokens signed with HMAC SHA-256 (HS256), the kind any backend can
+ * mint with a shared secret: verification for the pusher, and signing for
+ * backends and tests.
+ *
+ * @module
+ */
+
+import { createHmac, timingSafeEqual } from "node:crypto";
+
+/** Claims the pusher reads; others are kept as they are. */
+export interface JwtClaims {
+  /** Subject: the user the connection belongs to. */
+  sub: string;
+  /** Expiry, in seconds since the epoch. */
+  exp: number;
+  /** Not before, in seconds since the epoch. */
+  nbf?: number;
+  [claim: string]: unknown;
+}
+
+/** A token that did not verify; the message says why, without the token. */
+export class TokenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TokenError";
+  }
+}
+
+/**
+ * Verifies an HS256 token: signature (constant time), algorithm (HS256
+ * only, never `none`), `exp` (required, in the future), `nbf` (if present,
+ * not in the future) and `sub` (required, a non-empty string).
+ *
+ * @param now Seconds since the epoch. @default {Date.now() / 1000}
+ * @throws {TokenError} naming what is wrong.
+ *
+ * @example
+ * ```ts
+ * const claims = verifyJwt(token, Deno.env.get("PUSHER_TOKEN_SECRET")!);
+ * console.log(claims.sub);
+ * ```
+ */
+export function verifyJwt(token: string, secret: string, now: number = Date.now() / 1000): JwtClaims {
+  const parts = token.split(".");
+  if (parts.length !== 3) throw new TokenError("Invalid token: expected three dot-separated parts");
+  const [head, body, signature] = parts as [string, string, string];
+  const header = decodePart(head, "header");
+  if (header.alg !== "HS256") throw new TokenError(`Invalid token: algorithm must be HS256, not ${String(header.alg)}`);
+  const expected = sign(`${head}.${body}`, secret);
+  const given = Buffer.from(signature, "base64url");
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw new TokenError("Invalid token: bad signature");
+  }
+  const claims = decodePart(body, "payload");
+  if (typeof claims.exp !== "number") throw new TokenError("Invalid token: exp is required");
+  if (now >= claims.exp) throw new TokenError("Token expired");
+  if (claims.nbf !== undefined && (typeof claims.nbf !== "number" || now < claims.nbf)) {
+    throw new TokenError("Token not valid yet");
+  }
+  if (typeof claims.sub !== "string" || claims.sub === "") throw new TokenError("Invalid token: sub is required");
+  return claims as JwtClaims;
+}
+
+/**
+ * Signs claims as an HS256 token.
+ *
+ * @example
+ * ```ts
+ * const token = signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 3600 }, secret);
+ * new WebSocket(`ws://host:4236/?token=${token}`);
+ * ```
+ */
+export function signJwt(claims: Record<string, unknown>, secret: string): string {
+  const head = Buffer.from(JSON.stringify({ alg: "HS256", typ: "JWT" })).toString("base64url");
+  const body = Buffer.from(JSON.stringify(claims)).toString("base64url");
+  return `${head}.${body}.${sign(`${head}.${body}`, secret).toString("base64url")}`;
+}
+
+function sign(input: string, secret: string): Buffer {
+  return createHmac("sha256", secret).update(input).digest();
+}
+
+function decodePart(part: string, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
+  } catch {
+    throw new TokenError(`Invalid token: ${what} is not base64url JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TokenError(`Invalid token: ${what} is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
