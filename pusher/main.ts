@@ -71,6 +71,12 @@ const FLAGS: Record<string, FlagSpec> = {
     arg: "SECRET",
     help: "HS256 secret: clients must connect with ?token=JWT (or env PUSHER_TOKEN_SECRET)",
   },
+  "max-message-bytes": {
+    type: "string",
+    arg: "N",
+    help: "largest message a client may send (1009 past it)",
+    default: "65536",
+  },
   "max-message-rate": { type: "string", arg: "N", help: "messages per second a client may send", default: "50" },
   "max-connections": {
     type: "string",
@@ -111,6 +117,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
       tokenSecret: stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null),
       maxMessageRate: intFlag(flags, "max-message-rate", 50),
+      maxMessageBytes: intFlag(flags, "max-message-bytes", 65536),
       // Each worker takes its share of the pusher's limit.
       maxConnections: Math.ceil(intFlag(flags, "max-connections", 100_000) / workers),
       logLevel,

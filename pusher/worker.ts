@@ -30,6 +30,7 @@ export interface WorkerConfig {
   allowedOrigins: string[] | null;
   tokenSecret: string | null;
   maxMessageRate: number;
+  maxMessageBytes: number;
   maxConnections: number;
   logLevel: LogLevel;
 }
@@ -109,6 +110,7 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     maxBufferedBytes: config.maxBufferedBytes,
     slowClientTimeout: config.slowClientTimeout,
     maxConnections: config.maxConnections,
+    maxMessageBytes: config.maxMessageBytes,
     logger,
     onListen: (addr) => post({ type: "listening", port: addr.port, workerId }),
   }, pusher.handler);

@@ -41,3 +41,18 @@ Deno.test("hub task prints help and refuses a public address without a token", a
   await open.waitForLine(/Refusing to listen on 0\.0\.0\.0 without a token/);
   assert.equal((await open.process.status).code, 2);
 });
+
+Deno.test("hub on SIGTERM stops accepting, closes its clients, and exits 0 within its shutdown grace", async () => {
+  await using hub = await startService("channel", ["--port", "0", "--shutdown-grace", "500"]);
+  const port = await hub.port();
+  await using client = new ChannelClient({ port, logger: quiet, reconnectDelay: 50 });
+  await client.ready();
+  const dropped = new Promise((resolve) => client.addEventListener("disconnected", resolve, { once: true }));
+  const started = Date.now();
+  const status = await hub.stop("SIGTERM");
+  assert.equal(status.code, 0);
+  assert.ok(Date.now() - started < 3000, "bounded");
+  await within(dropped, 5000, "the client to see the hub go");
+  assert.ok(hub.lines.some((line) => line.includes('msg="shutting down" signal=SIGTERM')));
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), "no longer accepting");
+});
