@@ -2,12 +2,16 @@
  * The publisher's HTTP API as a plain handler: `GET /?content=...` (the
  * original's API), or the same fields POSTed as a form, publishes to the
  * channel hub and answers `ok` once the hub has acknowledged the publish.
+ * `/healthz` and `/metrics` tell operators how it is doing.
  *
  * @module
  */
 
 import { ChannelError } from "../channel/client.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
+import { secretsEqual } from "../shared/secret.ts";
+import { type HubLink, PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
 import {
   BROADCAST_CHANNEL,
   CONNECTION_ID_PATTERN,
@@ -20,8 +24,11 @@ import {
 /** Largest content accepted by default, in UTF-8 bytes. */
 export const DEFAULT_MAX_CONTENT_BYTES = 65536;
 
-/** What the handler needs of the hub. A {@linkcode ChannelClient} fits. */
-export interface PublishTarget {
+/**
+ * What the handler needs of the hub: publishing, and the link's state for
+ * `/healthz` and `/metrics`. A {@linkcode ChannelClient} fits.
+ */
+export interface PublishTarget extends HubLink {
   /** Publishes `data`; resolves with how many subscribers the hub reached. */
   publish(
     channels: string | string[],
@@ -40,11 +47,18 @@ export interface PublishHandlerOptions {
   maxContentBytes?: number;
   /** Where rejected and failed requests are logged. @default {createLogger("publisher")} */
   logger?: Logger;
+  /**
+   * Key every publish must present, as `Authorization: Bearer KEY` or as the
+   * `api_key` query parameter. `/healthz`, `/metrics` and CORS preflights
+   * need none. Unset or empty, publishes need no key. @default {undefined}
+   */
+  apiKey?: string;
+  /** Where requests and publishes are counted for `/metrics`. @default {new PublisherMetrics(hub)} */
+  metrics?: PublisherMetrics;
+  /** Clock for publish durations, in milliseconds. @default {performance.now} */
+  now?: () => number;
 }
 
-/** The only route: the original serves its API on every path, we on `/`. */
-const ROUTE = new URLPattern({ pathname: "/" });
-const ALLOW = "GET, POST, OPTIONS";
 const TEXT = "text/plain;charset=utf-8";
 const CORS: Record<string, string> = {
   "Access-Control-Allow-Origin": "*",
@@ -62,7 +76,30 @@ const PREFLIGHT: Record<string, string> = {
  */
 const FORM_OVERHEAD_BYTES = 16 * 1024;
 
-type Field = "content" | "to_worker_id" | "to_connection_id";
+type Field = "content" | "to_worker_id" | "to_connection_id" | "api_key";
+
+/** One path's methods. The original serves its API on every path, we on `/` only. */
+interface Route {
+  pattern: URLPattern;
+  /** The methods, in the `Allow` header's order. */
+  methods: string[];
+  /** How a 405 says what to use instead. */
+  hint: string;
+}
+
+const PUBLISH_ROUTE: Route = {
+  pattern: new URLPattern({ pathname: "/" }),
+  methods: ["GET", "POST", "OPTIONS"],
+  hint: "use GET or POST",
+};
+const HEALTHZ_ROUTE: Route = { pattern: new URLPattern({ pathname: "/healthz" }), methods: ["GET"], hint: "use GET" };
+const METRICS_ROUTE: Route = { pattern: new URLPattern({ pathname: "/metrics" }), methods: ["GET"], hint: "use GET" };
+const ROUTES = [PUBLISH_ROUTE, HEALTHZ_ROUTE, METRICS_ROUTE];
+
+const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)";
+const WRONG_KEY = "Unauthorized: wrong API key";
+/** `Authorization: Bearer KEY` (RFC 6750 §2.1); the scheme is case-insensitive. */
+const BEARER = /^Bearer +(\S+) *$/i;
 
 /** A request the handler answers with a 4xx or 5xx and a one-line reason. */
 class Rejection extends Error {
@@ -93,11 +130,15 @@ interface Fields {
  * `X-Pushers-Reached`, waits for the hub's acknowledgement; every failure
  * gets its own status and a one-line reason.
  *
+ * With `apiKey`, a publish without the key answers 401. `GET /healthz`
+ * answers `ok` while the hub link is up, 503 otherwise; `GET /metrics`
+ * answers the Prometheus text of `metrics`.
+ *
  * @example
  * ```ts
  * const hub = new ChannelClient({ port: 2206 });
- * Deno.serve({ port: 4237 }, createPublishHandler({ hub }));
- * // curl 'http://127.0.0.1:4237/?content=hello'  -> ok
+ * Deno.serve({ port: 4237 }, createPublishHandler({ hub, apiKey: "s3cret" }));
+ * // curl -H 'Authorization: Bearer s3cret' 'http://127.0.0.1:4237/?content=hello'  -> ok
  * ```
  */
 export function createPublishHandler(options: PublishHandlerOptions): (req: Request) => Promise<Response> {
@@ -105,9 +146,34 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   const publishTimeout = options.publishTimeout ?? 5000;
   const maxContentBytes = options.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
   const logger = options.logger ?? createLogger("publisher");
+  const apiKey = options.apiKey || undefined;
+  const metrics = options.metrics ?? new PublisherMetrics(hub);
+  const now = options.now ?? (() => performance.now());
 
-  async function publish(req: Request, url: URL): Promise<Response> {
+  /** Rejects a publish that does not present the API key; the key is compared in constant time. */
+  function authorize(req: Request, query: Fields): void {
+    if (apiKey === undefined) return;
+    let given = req.headers.get("authorization")?.match(BEARER)?.[1];
+    if (given === undefined) {
+      try {
+        given = query.get("api_key");
+      } catch {
+        // Bad percent-encoding cannot be the key; the answer must not say more.
+        given = "";
+      }
+    }
+    if (given === undefined) {
+      throw new Rejection(401, MISSING_KEY, { headers: { "WWW-Authenticate": "Bearer" } });
+    }
+    if (!secretsEqual(given, apiKey)) {
+      throw new Rejection(401, WRONG_KEY, { headers: { "WWW-Authenticate": 'Bearer error="invalid_token"' } });
+    }
+  }
+
+  async function publish(req: Request, url: URL, started: number): Promise<Response> {
     const query = parseUrlEncoded(url.search.slice(1), "query");
+    // Before the body: a caller without the key does not get it read.
+    authorize(req, query);
     const body = req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
     const field = (name: Field) => body?.get(name) ?? query.get(name);
 
@@ -146,7 +212,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
       data = { to_connection_id: Number(connectionId), content } satisfies PushData;
     }
 
-    const target = channel === BROADCAST_CHANNEL ? "broadcast" : "connection";
+    const target: PublishTargetKind = channel === BROADCAST_CHANNEL ? "broadcast" : "connection";
     logger.debug("publishing", { method: req.method, target, bytes: contentBytes });
     let reached: number;
     try {
@@ -162,28 +228,35 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
         logReason: "No pusher worker is connected: the address is stale or wrong",
       });
     }
+    metrics.countPublish(target, reached, (now() - started) / 1000);
     logger.debug("published", { method: req.method, target, reached });
     return text(200, "ok", { "X-Pushers-Reached": String(reached) });
   }
 
-  async function route(req: Request, url: URL): Promise<Response> {
-    if (!ROUTE.test(url)) throw new Rejection(404, `Not found: ${url.pathname}`);
-    switch (req.method) {
-      case "GET":
-      case "POST":
-        return await publish(req, url);
-      case "OPTIONS":
-        return new Response(null, { status: 204, headers: PREFLIGHT });
+  async function route(req: Request, url: URL, started: number): Promise<Response> {
+    const matched = ROUTES.find((route) => route.pattern.test(url));
+    if (matched === undefined) throw new Rejection(404, `Not found: ${url.pathname}`);
+    if (!matched.methods.includes(req.method)) {
+      throw new Rejection(405, `Method ${req.method} not allowed: ${matched.hint}`, {
+        headers: { Allow: matched.methods.join(", ") },
+      });
+    }
+    switch (matched) {
+      case HEALTHZ_ROUTE:
+        // Not a Rejection: probes poll it, and a down link is logged by the client already.
+        return hub.connected ? text(200, "ok") : text(503, "hub link down\n");
+      case METRICS_ROUTE:
+        return new Response(metrics.render(), { headers: { ...CORS, "Content-Type": PROMETHEUS_CONTENT_TYPE } });
       default:
-        throw new Rejection(405, `Method ${req.method} not allowed: use GET or POST`, { headers: { Allow: ALLOW } });
+        if (req.method === "OPTIONS") return new Response(null, { status: 204, headers: PREFLIGHT });
+        return await publish(req, url, started);
     }
   }
 
-  return async function handle(req: Request): Promise<Response> {
-    const url = new URL(req.url);
+  async function answer(req: Request, url: URL, started: number): Promise<Response> {
     const fields = { method: req.method, path: url.pathname };
     try {
-      return await route(req, url);
+      return await route(req, url, started);
     } catch (error) {
       if (error instanceof Rejection) {
         const line = { ...fields, status: error.status, reason: error.logReason };
@@ -194,6 +267,13 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
       logger.error("request failed", { ...fields, status: 500, error: String(error) });
       return text(500, "Internal error\n");
     }
+  }
+
+  return async function handle(req: Request): Promise<Response> {
+    const started = now();
+    const response = await answer(req, new URL(req.url), started);
+    metrics.countRequest(response.status);
+    return response;
   };
 }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
+import { PublisherMetrics } from "./metrics.ts";
 import { ChannelError } from "../channel/client.ts";
 import { until, within } from "../channel/_testing.ts";
 import { createLogger } from "../shared/log.ts";
@@ -14,11 +15,13 @@ interface Call {
   options?: { timeout?: number; signal?: AbortSignal };
 }
 
-/** A hub that records publishes and answers each with `outcome`. */
+/** A hub that records publishes and answers each with `outcome`; its link state is set by the test. */
 function fakeHub(outcome: number | Error | (() => Promise<number>) = 1) {
   const calls: Call[] = [];
   return {
     calls,
+    connected: true,
+    reconnects: 0,
     publish(channels: string | string[], data: Json, options?: Call["options"]): Promise<number> {
       calls.push({ channels, data, options });
       if (typeof outcome === "function") return outcome();
@@ -455,4 +458,239 @@ Deno.test("rejections are logged with method, path, status and reason, never wit
   );
   assert.match(text, /status=404 reason="No pusher worker is connected: the address is stale or wrong"/);
   assert.match(text, /method=POST path=\/ status=400 reason="Invalid form body/);
+});
+
+const KEY = "k3y-Zx9+/=";
+const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)";
+const WRONG_KEY = "Unauthorized: wrong API key";
+
+Deno.test("with an API key, a publish without it answers 401 with WWW-Authenticate: Bearer and is not published", async () => {
+  const { hub, handler } = setup(fakeHub(), { apiKey: KEY });
+  const requests = [
+    get("?content=hi"),
+    get("?content=hi", { headers: { Authorization: `Basic ${btoa(`user:${KEY}`)}` } }),
+    get("?content=hi", { headers: { Authorization: "Bearer" } }),
+    urlencoded("", `content=hi&api_key=${encodeURIComponent(KEY)}`),
+  ];
+  for (const request of requests) {
+    const response = await handler(request);
+    assert.equal(response.headers.get("WWW-Authenticate"), "Bearer");
+    await assertRejected(response, 401, MISSING_KEY);
+  }
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("with an API key, a wrong key in the header or the query answers 401 wrong API key", async () => {
+  const { hub, handler } = setup(fakeHub(), { apiKey: KEY });
+  const requests = [
+    get("?content=hi", { headers: { Authorization: "Bearer wrong" } }),
+    get(`?content=hi`, { headers: { Authorization: `Bearer ${KEY}x` } }),
+    get(`?content=hi&api_key=${encodeURIComponent(KEY.slice(1))}`),
+    get("?content=hi&api_key="),
+    get("?content=hi&api_key=%ZZ"),
+    // The header decides when it is there: a right key in the query does not save a wrong one in the header.
+    get(`?content=hi&api_key=${encodeURIComponent(KEY)}`, { headers: { Authorization: "Bearer wrong" } }),
+  ];
+  for (const request of requests) {
+    const response = await handler(request);
+    assert.equal(response.headers.get("WWW-Authenticate"), 'Bearer error="invalid_token"');
+    await assertRejected(response, 401, WRONG_KEY);
+  }
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("with an API key, Authorization: Bearer and the api_key query parameter are both accepted, for GET and POST", async () => {
+  const { hub, handler } = setup(fakeHub(2), { apiKey: KEY });
+  const bearer = { Authorization: `Bearer ${KEY}` };
+  await assertOk(await handler(get("?content=one", { headers: bearer })), 2);
+  await assertOk(await handler(get("?content=two", { headers: { Authorization: `bearer  ${KEY}` } })), 2);
+  await assertOk(await handler(get(`?content=three&api_key=${encodeURIComponent(KEY)}`)), 2);
+  await assertOk(
+    await handler(post("", "content=four", { ...bearer, "Content-Type": "application/x-www-form-urlencoded" })),
+    2,
+  );
+  await assertOk(await handler(urlencoded(`?api_key=${encodeURIComponent(KEY)}`, "content=five")), 2);
+  // Basic auth in front (a proxy's, say) does not hide the api_key parameter.
+  const basic = { Authorization: "Basic dXNlcjpwYXNz" };
+  await assertOk(await handler(get(`?content=six&api_key=${encodeURIComponent(KEY)}`, { headers: basic })), 2);
+  assert.deepEqual(hub.calls.map((call) => call.data), [
+    { content: "one" },
+    { content: "two" },
+    { content: "three" },
+    { content: "four" },
+    { content: "five" },
+    { content: "six" },
+  ]);
+});
+
+Deno.test("an empty API key option means none is needed", async () => {
+  const { handler } = setup(fakeHub(), { apiKey: "" });
+  await assertOk(await handler(get("?content=hi")), 1);
+});
+
+Deno.test("with an API key, a publish without it is refused before its body is read", async () => {
+  const { handler } = setup(fakeHub(), { apiKey: KEY });
+  let pulled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      pulled++;
+      controller.enqueue(new TextEncoder().encode("content=hi"));
+      controller.close();
+    },
+  }, { highWaterMark: 0 }); // pulled only when read
+  await assertRejected(await handler(urlencoded("", body)), 401, MISSING_KEY);
+  assert.equal(pulled, 0);
+});
+
+Deno.test("with an API key, preflight, /healthz and /metrics need no key, and other paths and methods answer as before", async () => {
+  const { handler } = setup(fakeHub(), { apiKey: KEY });
+  const preflight = await handler(get("", { method: "OPTIONS" }));
+  assert.equal(preflight.status, 204);
+  assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
+  assert.equal(await (await handler(get("healthz"))).text(), "ok");
+  const metrics = await handler(get("metrics"));
+  assert.equal(metrics.status, 200);
+  await metrics.body?.cancel();
+  await assertRejected(await handler(get("push?content=hi")), 404, "Not found: /push");
+  await assertRejected(
+    await handler(get("?content=hi", { method: "PUT" })),
+    405,
+    "Method PUT not allowed: use GET or POST",
+  );
+});
+
+Deno.test("the API key, from the header or the query, never appears in a log line", async () => {
+  const { handler, logs } = setup(fakeHub(1), { apiKey: KEY });
+  const wrong = "n0t-the-k3y";
+  const requests = [
+    get("?content=hi", { headers: { Authorization: `Bearer ${KEY}` } }),
+    get(`?content=hi&api_key=${encodeURIComponent(KEY)}`),
+    get(`?content=hi&api_key=${wrong}`),
+    get("?content=hi", { headers: { Authorization: `Bearer ${wrong}` } }),
+    get(`?api_key=${encodeURIComponent(KEY)}`),
+    get(`?content=hi&api_key=${encodeURIComponent(KEY)}&to_worker_id=${WORKER}`),
+    get(`nowhere?api_key=${encodeURIComponent(KEY)}`),
+    get(`?content=${"a".repeat(70_000)}&api_key=${encodeURIComponent(KEY)}`),
+  ];
+  for (const request of requests) await (await handler(request)).body?.cancel();
+  const text = logs.join("\n");
+  assert.equal(logs.length, requests.length + 2, text); // every request, plus publishing/published for the two good ones
+  for (const secret of [KEY, encodeURIComponent(KEY), wrong]) assert.ok(!text.includes(secret), text);
+  assert.match(text, /status=401 reason="Unauthorized: wrong API key"/);
+  assert.match(text, /status=400 reason="Missing content/);
+});
+
+Deno.test("GET /healthz answers 200 ok while the hub link is up and 503 hub link down while it is not", async () => {
+  const { hub, handler, logs } = setup();
+  const up = await handler(get("healthz"));
+  assert.equal(await up.text(), "ok");
+  assert.equal(up.status, 200);
+  assert.equal(up.headers.get("Content-Type"), "text/plain;charset=utf-8");
+
+  hub.connected = false;
+  await assertRejected(await handler(get("healthz")), 503, "hub link down");
+  hub.connected = true;
+  assert.equal((await handler(get("healthz"))).status, 200);
+  // Probes poll it: answering it is not worth a log line.
+  assert.deepEqual(logs, []);
+  assert.equal(hub.calls.length, 0);
+});
+
+Deno.test("/healthz and /metrics answer 405 to anything but GET", async () => {
+  const { handler } = setup();
+  for (const path of ["healthz", "metrics"]) {
+    const response = await handler(get(path, { method: "POST" }));
+    assert.equal(response.headers.get("Allow"), "GET");
+    await assertRejected(response, 405, "Method POST not allowed: use GET");
+  }
+});
+
+/** A clock that moves by the given steps, in milliseconds, one per reading. */
+function steppingClock(...steps: number[]): () => number {
+  let time = 1000;
+  return () => (time += steps.shift() ?? 0);
+}
+
+Deno.test("GET /metrics renders requests by status, publishes by target, deliveries, publish durations and the hub link", async () => {
+  const hub = fakeHub(3);
+  hub.reconnects = 2;
+  // Each good publish reads the clock twice: at the request's start and at the acknowledgement.
+  const now = steppingClock(0, 3, 0, 300);
+  const { handler } = setup(hub, { now, apiKey: KEY });
+  const auth = { headers: { Authorization: `Bearer ${KEY}` } };
+  await (await handler(get("?content=a", auth))).text(); // 3 ms
+  await (await handler(get(`?content=b&to_worker_id=${WORKER}&to_connection_id=1`, auth))).text(); // 300 ms
+  await (await handler(get("?content=c"))).text(); // 401
+  await (await handler(get("?content=", auth))).text(); // 400
+  await (await handler(get("", { method: "OPTIONS" }))).text(); // 204
+
+  const response = await handler(get("metrics"));
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  const text = await response.text();
+  const lines = text.split("\n");
+  const has = (line: string) => assert.ok(lines.includes(line), `no line ${line} in:\n${text}`);
+  has("# TYPE publisher_requests_total counter");
+  has('publisher_requests_total{status="200"} 2');
+  has('publisher_requests_total{status="401"} 1');
+  has('publisher_requests_total{status="400"} 1');
+  has('publisher_requests_total{status="204"} 1');
+  has('publisher_publishes_total{target="broadcast"} 1');
+  has('publisher_publishes_total{target="connection"} 1');
+  has("publisher_deliveries_total 6");
+  has("# TYPE publisher_publish_duration_seconds histogram");
+  has('publisher_publish_duration_seconds_bucket{le="0.0025"} 0');
+  has('publisher_publish_duration_seconds_bucket{le="0.005"} 1');
+  has('publisher_publish_duration_seconds_bucket{le="0.25"} 1');
+  has('publisher_publish_duration_seconds_bucket{le="0.5"} 2');
+  has('publisher_publish_duration_seconds_bucket{le="5"} 2');
+  has('publisher_publish_duration_seconds_bucket{le="+Inf"} 2');
+  has("publisher_publish_duration_seconds_sum 0.303");
+  has("publisher_publish_duration_seconds_count 2");
+  has("# TYPE publisher_hub_connected gauge");
+  has("publisher_hub_connected 1");
+  has("# TYPE publisher_hub_reconnects_total counter");
+  has("publisher_hub_reconnects_total 2");
+  const buckets = lines.filter((line) => line.startsWith("publisher_publish_duration_seconds_bucket"));
+  assert.deepEqual(
+    buckets.map((line) => line.match(/le="([^"]+)"/)![1]),
+    ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"],
+  );
+
+  hub.connected = false;
+  hub.reconnects = 3;
+  const later = await (await handler(get("metrics"))).text();
+  assert.match(later, /^publisher_hub_connected 0$/m);
+  assert.match(later, /^publisher_hub_reconnects_total 3$/m);
+  // The first scrape is a request too, counted once answered.
+  assert.match(later, /^publisher_requests_total\{status="200"\} 3$/m);
+});
+
+Deno.test("/metrics counts failed publishes by status only, not as publishes or durations", async () => {
+  const { handler } = setup(fakeHub(new ChannelError("timeout", "Cannot publish: no acknowledgement")));
+  await (await handler(get("?content=hi"))).text();
+  await (await handler(get(`?content=hi&to_worker_id=${WORKER}`))).text();
+  const text = await (await handler(get("metrics"))).text();
+  assert.match(text, /^publisher_requests_total\{status="503"\} 1$/m);
+  assert.match(text, /^publisher_requests_total\{status="400"\} 1$/m);
+  assert.match(text, /^publisher_publishes_total\{target="broadcast"\} 0$/m);
+  assert.match(text, /^publisher_publishes_total\{target="connection"\} 0$/m);
+  assert.match(text, /^publisher_deliveries_total 0$/m);
+  assert.doesNotMatch(text, /^publisher_publish_duration_seconds_count/m);
+});
+
+Deno.test("a targeted publish that reached no one (404) is not a successful publish in /metrics", async () => {
+  const { handler } = setup(fakeHub(0));
+  await (await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=1`))).text();
+  const text = await (await handler(get("metrics"))).text();
+  assert.match(text, /^publisher_requests_total\{status="404"\} 1$/m);
+  assert.match(text, /^publisher_publishes_total\{target="connection"\} 0$/m);
+});
+
+Deno.test("metrics passed in are the ones /metrics renders, so a caller can share them", async () => {
+  const hub = fakeHub();
+  const metrics = new PublisherMetrics(hub);
+  const { handler } = setup(hub, { metrics });
+  await (await handler(get("?content=hi"))).text();
+  assert.match(metrics.render(), /^publisher_publishes_total\{target="broadcast"\} 1$/m);
 });

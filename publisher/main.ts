@@ -7,12 +7,13 @@
 import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
 import { ChannelClient } from "../channel/client.ts";
 import { DEFAULT_CHANNEL_PORT } from "../shared/wire.ts";
-import { createLogger } from "../shared/log.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
 import {
   type FlagSpec,
   type FlagValues,
   helpText,
   intFlag,
+  isLoopback,
   LOG_LEVEL_FLAG,
   logLevelFlag,
   onShutdownSignal,
@@ -24,6 +25,9 @@ import {
 export const DEFAULT_PUBLISHER_PORT = 4237;
 
 const DEFAULT_HUB = `127.0.0.1:${DEFAULT_CHANNEL_PORT}`;
+const DEFAULT_SHUTDOWN_TIMEOUT = 5000;
+/** Of the shutdown timeout, at most this much is kept to answer the requests cut off at its end. */
+const CUTOFF_RESERVE_MS = 250;
 
 const FLAGS: Record<string, FlagSpec> = {
   hostname: {
@@ -40,6 +44,12 @@ const FLAGS: Record<string, FlagSpec> = {
     default: DEFAULT_HUB,
   },
   "hub-token": { type: "string", arg: "TOKEN", help: "token the hub asks for (or env CHANNEL_TOKEN)" },
+  "api-key": {
+    type: "string",
+    arg: "KEY",
+    help: "key every publish must present (or env PUBLISHER_API_KEY)",
+  },
+  insecure: { type: "boolean", help: "allow a non-loopback address without an API key" },
   "publish-timeout": {
     type: "string",
     arg: "MS",
@@ -52,6 +62,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "largest content, in UTF-8 bytes",
     default: String(DEFAULT_MAX_CONTENT_BYTES),
   },
+  "shutdown-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "on SIGINT or SIGTERM, how long requests in flight get to finish",
+    default: String(DEFAULT_SHUTDOWN_TIMEOUT),
+  },
   "log-level": LOG_LEVEL_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
@@ -60,6 +76,7 @@ const FLAGS: Record<string, FlagSpec> = {
 export async function main(args: string[] = Deno.args): Promise<number> {
   let server;
   let client;
+  let shutdownTimeout = DEFAULT_SHUTDOWN_TIMEOUT;
   const logger = createLogger("publisher");
   try {
     const flags = parseFlags(args, FLAGS);
@@ -69,19 +86,34 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     }
     const log = createLogger("publisher", { level: logLevelFlag(flags) });
     const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
+    // The key is read here and handed to the handler only: no log line carries it.
+    const apiKey = (stringFlag(flags, "api-key") ?? Deno.env.get("PUBLISHER_API_KEY")) || undefined;
+    if (!apiKey && !isLoopback(hostname) && !flags.insecure) {
+      throw new TypeError(
+        `Refusing to listen on ${hostname} without an API key: set --api-key or PUBLISHER_API_KEY, or pass --insecure`,
+      );
+    }
     const port = intFlag(flags, "port", DEFAULT_PUBLISHER_PORT);
     const hub = hubAddress(stringFlag(flags, "hub") ?? Deno.env.get("CHANNEL_HUB") ?? DEFAULT_HUB);
     const token = stringFlag(flags, "hub-token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
     const publishTimeout = positiveIntFlag(flags, "publish-timeout", 5000);
     const maxContentBytes = positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES);
+    shutdownTimeout = intFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
     // Not connect(): the publisher starts, and answers 503, while the hub is down.
     client = new ChannelClient({ ...hub, token: token || undefined, publishTimeout, logger: log });
     try {
       server = Deno.serve({
         hostname,
         port,
-        handler: createPublishHandler({ hub: client, publishTimeout, maxContentBytes, logger: log }),
-        onListen: (addr) => log.info("listening", { addr: `${addr.hostname}:${addr.port}` }),
+        handler: createPublishHandler({
+          hub: client,
+          publishTimeout,
+          maxContentBytes,
+          apiKey,
+          logger: log,
+        }),
+        onListen: (addr) =>
+          log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: apiKey ? "api-key" : "none" }),
       });
     } catch (error) {
       throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
@@ -92,12 +124,41 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     return 2;
   }
   const signal = await new Promise<Deno.Signal>((resolve) => onShutdownSignal(resolve));
-  logger.info("shutting down", { signal });
-  // Requests in flight still get their answer, so the client closes after.
-  await server.shutdown();
-  await client.close();
+  logger.info("shutting down", { signal, timeout: shutdownTimeout });
+  await stop(server, client, shutdownTimeout, logger);
   logger.info("stopped");
   return 0;
+}
+
+/**
+ * Stops taking requests, lets those in flight finish (their publishes get
+ * acknowledged or time out), then closes the hub link, all within `timeout`
+ * ms: a request that never ends (a body that never comes, a publish timeout
+ * longer than the bound) must not keep the process up. Requests still in
+ * flight near the bound are cut off: closing the client rejects their
+ * publishes, so they answer 503, and the last moments let those answers out.
+ */
+async function stop(server: Deno.HttpServer, client: ChannelClient, timeout: number, logger: Logger): Promise<void> {
+  const deadline = Date.now() + timeout;
+  const left = () => Math.max(0, deadline - Date.now());
+  const draining = server.shutdown();
+  const drained = await settlesWithin(draining, timeout - Math.min(CUTOFF_RESERVE_MS, timeout / 5));
+  if (!drained) logger.warn("shutdown timeout: cutting off the requests in flight", { timeout });
+  // Closing rejects at once the publishes still waiting; its wait for the link may hang on a dead host.
+  const closing = client.close();
+  if (!drained) await settlesWithin(draining, left());
+  await settlesWithin(closing, left());
+}
+
+/** Waits for `promise` up to `ms`; true if it settled in time. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

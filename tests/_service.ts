@@ -118,6 +118,10 @@ export async function startService(task: string, args: string[] = [], options: S
     },
     stop,
     async [Symbol.asyncDispose]() {
+      // Even after stop(): a process that ignored its signal must not outlive the test.
+      try {
+        process.kill("SIGKILL");
+      } catch { /* already exited */ }
       await stop("SIGKILL");
     },
   };

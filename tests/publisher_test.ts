@@ -38,17 +38,21 @@ function startHub(port = 0): Promise<Service> {
   return startService("channel", ["--port", String(port), "--startup-grace", "0"]);
 }
 
-/** A publisher for the hub on `hubPort`, and the base URL of its API. */
-async function startPublisher(hubPort: number, extra: string[] = []): Promise<{ service: Service; base: string }> {
-  const service = await startService("publisher", [
-    "--port",
-    "0",
-    "--hub",
-    `127.0.0.1:${hubPort}`,
-    "--publish-timeout",
-    String(PUBLISH_TIMEOUT),
-    ...extra,
-  ]);
+/**
+ * A publisher for the hub on `hubPort`, and the base URL of its API. Its
+ * environment has no API key unless `env` gives one, whatever the test
+ * runner's has.
+ */
+async function startPublisher(
+  hubPort: number,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+): Promise<{ service: Service; base: string }> {
+  const service = await startService(
+    "publisher",
+    ["--port", "0", "--hub", `127.0.0.1:${hubPort}`, "--publish-timeout", String(PUBLISH_TIMEOUT), ...extra],
+    { env: { PUBLISHER_API_KEY: "", ...env } },
+  );
   return { service, base: `http://127.0.0.1:${await service.port()}/` };
 }
 
@@ -215,4 +219,213 @@ Deno.test("publisher on SIGTERM lets the request in flight finish, then exits 0"
   assert.equal(answer.status, 503, "the hub is down, but the request got its answer");
   assert.ok(publisher.lines.some((line) => /msg="shutting down" signal=SIGTERM/.test(line)));
   assert.ok(publisher.lines.some((line) => /msg=stopped/.test(line)));
+});
+
+/** Sends SIGTERM and waits up to `ms` for the exit; past it, kills the process and fails. */
+async function stopWithin(service: Service, ms: number): Promise<Deno.CommandStatus> {
+  try {
+    return await within(service.stop("SIGTERM"), ms, `the ${ms} ms exit after SIGTERM`);
+  } catch (error) {
+    // stop() has begun, so disposing the service would not kill it.
+    service.process.kill("SIGKILL");
+    throw error;
+  }
+}
+
+/** Polls `url` until it answers `status`, failing after `ms` with the last answer. */
+async function untilStatus(url: string, status: number, ms: number, what: string): Promise<Answer> {
+  const deadline = Date.now() + ms;
+  let last: Answer | undefined;
+  while (true) {
+    last = await call(url);
+    if (last.status === status) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${ms} ms waiting for ${what}; last answer: ${last.status} ${last.body}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const API_KEY = "pub-k3y+/=";
+
+Deno.test("publisher with PUBLISHER_API_KEY answers 401 to a publish without the key and delivers one with it, and never logs it", async () => {
+  await using hub = await startHub();
+  const hubPort = await hub.port();
+  const { service, base } = await startPublisher(hubPort, ["--log-level", "debug"], { PUBLISHER_API_KEY: API_KEY });
+  await using publisher = service;
+  const pusher = await standInPusher(hubPort);
+  await using _pusher = pusher.client;
+  assert.match(await publisher.waitForLine(/msg=listening/), /auth=api-key/);
+
+  const missing = await call(`${base}?content=no+key`);
+  assert.equal(missing.status, 401);
+  assert.equal(missing.headers.get("WWW-Authenticate"), "Bearer");
+  assert.equal(
+    missing.body,
+    "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)\n",
+  );
+  const wrong = await call(`${base}?content=wrong+key&api_key=guess`);
+  assert.equal(wrong.status, 401);
+  assert.equal(wrong.body, "Unauthorized: wrong API key\n");
+
+  const bearer = await call(`${base}?content=bearer`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+  assert.equal(bearer.body, "ok");
+  assert.equal(bearer.status, 200);
+  const query = await call(`${base}?content=query&api_key=${encodeURIComponent(API_KEY)}`);
+  assert.equal(query.body, "ok");
+  await until(() => pusher.events.length === 2, 5000, "the stand-in pusher to get the two authenticated publishes");
+  assert.deepEqual(pusher.events, [{ content: "bearer" }, { content: "query" }]);
+
+  const healthz = await call(`${base}healthz`);
+  assert.equal(healthz.status, 200, "/healthz needs no key");
+  const metrics = await call(`${base}metrics`);
+  assert.equal(metrics.status, 200, "/metrics needs no key");
+  assert.match(metrics.body, /^publisher_requests_total\{status="401"\} 2$/m);
+
+  await publisher.stop("SIGTERM");
+  const logs = publisher.lines.join("\n");
+  assert.match(logs, /status=401/);
+  for (const secret of [API_KEY, encodeURIComponent(API_KEY)]) assert.ok(!logs.includes(secret), logs);
+});
+
+Deno.test("publisher refuses a non-loopback --hostname without an API key (exit 2, one line) unless --insecure", async () => {
+  await using refused = await startService("publisher", ["--hostname", "0.0.0.0", "--port", "0"], {
+    env: { PUBLISHER_API_KEY: "" },
+  });
+  const status = await within(refused.process.status, 10_000, "the refusing publisher to exit");
+  assert.equal(status.code, 2);
+  await refused.stop();
+  assert.equal(refused.lines.length, 1, refused.lines.join("\n"));
+  assert.match(
+    refused.lines[0]!,
+    /level=error svc=publisher msg="Refusing to listen on 0\.0\.0\.0 without an API key: set --api-key or PUBLISHER_API_KEY, or pass --insecure"$/,
+  );
+
+  for (const [args, env] of [[["--insecure"], {}], [[], { PUBLISHER_API_KEY: API_KEY }]] as const) {
+    await using publisher = await startService(
+      "publisher",
+      ["--hostname", "0.0.0.0", "--port", "0", "--hub", `127.0.0.1:${freePort()}`, ...args],
+      { env: { PUBLISHER_API_KEY: "", ...env } },
+    );
+    const port = await publisher.port();
+    assert.equal((await call(`http://127.0.0.1:${port}/healthz`)).status, 503);
+    assert.equal((await publisher.stop("SIGTERM")).code, 0);
+  }
+});
+
+Deno.test("publisher /healthz goes 503 when the hub is killed and 200 again once it is back", async () => {
+  await using first = await startHub();
+  const hubPort = await first.port();
+  const { service, base } = await startPublisher(hubPort);
+  await using _publisher = service;
+  const healthz = `${base}healthz`;
+
+  await untilStatus(healthz, 200, 10_000, "/healthz to answer 200 with the hub up");
+  assert.equal((await first.stop("SIGKILL")).signal, "SIGKILL");
+  const down = await untilStatus(healthz, 503, 10_000, "/healthz to answer 503 with the hub killed");
+  assert.equal(down.body, "hub link down\n");
+  assert.equal(down.headers.get("Content-Type"), "text/plain;charset=utf-8");
+  assert.match((await call(`${base}metrics`)).body, /^publisher_hub_connected 0$/m);
+
+  await using _second = await startHub(hubPort);
+  const up = await untilStatus(healthz, 200, 10_000, "/healthz to answer 200 with the hub restarted");
+  assert.equal(up.body, "ok");
+  const metrics = await call(`${base}metrics`);
+  assert.match(metrics.body, /^publisher_hub_connected 1$/m);
+  assert.match(metrics.body, /^publisher_hub_reconnects_total 1$/m);
+  assert.match(metrics.body, /^publisher_requests_total\{status="503"\} [1-9]\d*$/m);
+});
+
+Deno.test("publisher on SIGTERM still gets the acknowledgement of a publish in flight, answers it ok, and exits 0", async () => {
+  // The hub is not up yet: the publish waits for it.
+  const hubPort = freePort();
+  const { service, base } = await startPublisher(hubPort, [
+    "--log-level",
+    "debug",
+    "--publish-timeout",
+    "4000",
+    "--shutdown-timeout",
+    "6000",
+  ]);
+  await using publisher = service;
+  const answering = call(`${base}?content=in-flight`);
+  await publisher.waitForLine(/msg=publishing/);
+  const started = Date.now();
+  publisher.process.kill("SIGTERM");
+  await publisher.waitForLine(/msg="shutting down" signal=SIGTERM timeout=6000/);
+  await using _hub = await startHub(hubPort);
+  const answer = await answering;
+  assert.equal(answer.body, "ok");
+  assert.equal(answer.status, 200);
+  assert.equal(answer.headers.get("X-Pushers-Reached"), "0");
+  // Not stop(): a second SIGTERM would kill it at once.
+  const status = await within(publisher.process.status, 7000, "the publisher to exit after SIGTERM");
+  assert.equal(status.code, 0);
+  assert.ok(Date.now() - started < 6000, `exited ${Date.now() - started} ms after SIGTERM`);
+  assert.ok(!publisher.lines.some((line) => /shutdown timeout/.test(line)), "the shutdown was not cut short");
+});
+
+Deno.test("publisher on SIGTERM exits 0 within --shutdown-timeout even when a request in flight would wait longer", async () => {
+  const { service, base } = await startPublisher(freePort(), [
+    "--log-level",
+    "debug",
+    "--publish-timeout",
+    "60000",
+    "--shutdown-timeout",
+    "300",
+  ]);
+  await using publisher = service;
+  // The hub is down and the publish would wait a minute for it.
+  const answering = call(`${base}?content=stuck`);
+  await publisher.waitForLine(/msg=publishing/);
+  const started = Date.now();
+  const status = await stopWithin(publisher, 5000);
+  const took = Date.now() - started;
+  assert.equal(status.code, 0);
+  // Bounds with room for a loaded machine: the process exits at 300 ms, not at the 60 s publish timeout.
+  assert.ok(took >= 200 && took < 2000, `exited ${took} ms after SIGTERM, the bound is 300 ms`);
+  assert.ok(publisher.lines.some((line) => /level=warn .*msg="shutdown timeout: cutting off/.test(line)));
+  assert.ok(publisher.lines.some((line) => /msg=stopped/.test(line)));
+  // Cut off, it still got an answer: closing the hub link rejected its publish.
+  const answer = await answering;
+  assert.equal(answer.status, 503);
+  assert.match(answer.body, /^Hub unavailable: Cannot publish: the client was closed\n$/);
+});
+
+/** Reads from `conn` until the text read so far contains `end`. */
+async function readUntil(conn: Deno.Conn, end: string): Promise<string> {
+  const buffer = new Uint8Array(4096);
+  let text = "";
+  while (!text.includes(end)) {
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error(`The connection closed before ${JSON.stringify(end)}; got ${JSON.stringify(text)}`);
+    text += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  return text;
+}
+
+Deno.test("publisher on SIGTERM exits 0 within --shutdown-timeout even when a client never finishes its request body", async () => {
+  const { service, base } = await startPublisher(freePort(), ["--shutdown-timeout", "300"]);
+  await using publisher = service;
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(base).port) });
+  const head = "POST / HTTP/1.1\r\nHost: publisher\r\nContent-Type: application/x-www-form-urlencoded\r\n" +
+    "Content-Length: 100\r\nExpect: 100-continue\r\n\r\n";
+  await conn.write(new TextEncoder().encode(head));
+  // The server answers 100 Continue once the handler reads the body: the request is in flight.
+  assert.match(await within(readUntil(conn, "\r\n\r\n"), 5000, "100 Continue"), /^HTTP\/1\.1 100 Continue\r\n/);
+  await conn.write(new TextEncoder().encode("content=never+end"));
+
+  const started = Date.now();
+  const status = await stopWithin(publisher, 5000);
+  const took = Date.now() - started;
+  assert.equal(status.code, 0);
+  assert.ok(took >= 200 && took < 2000, `exited ${took} ms after SIGTERM, the bound is 300 ms`);
+  assert.ok(publisher.lines.some((line) => /level=warn .*msg="shutdown timeout: cutting off/.test(line)));
+  // Deno stops reading request bodies on shutdown, so the request was answered at once (the README says so).
+  const answer = await within(
+    readUntil(conn, "\r\n\r\nCannot read the body: "),
+    5000,
+    "the answer to the unfinished request",
+  );
+  assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nCannot read the body: /);
 });

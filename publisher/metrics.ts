@@ -1,0 +1,123 @@
+/**
+ * The publisher's Prometheus metrics: requests by status, publishes by
+ * target, deliveries, publish latency, and the state of the hub link.
+ *
+ * @module
+ */
+
+import { type Counter, type Histogram, Registry, renderPrometheus } from "../shared/metrics.ts";
+
+/** What the metrics and `/healthz` read of the hub link. A {@linkcode ChannelClient} fits. */
+export interface HubLink {
+  /** True while the link to the hub is up. */
+  readonly connected: boolean;
+  /** Times the link came back after it was up once. */
+  readonly reconnects: number;
+}
+
+/** Where a publish went: every pusher, or one connection. */
+export type PublishTargetKind = "broadcast" | "connection";
+
+/** Buckets of `publisher_publish_duration_seconds`, in seconds. */
+export const PUBLISH_DURATION_BUCKETS: readonly number[] = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+];
+
+/** Options for {@linkcode PublisherMetrics}. */
+export interface PublisherMetricsOptions {
+  /** Registry the metrics are added to, for a caller that serves more metrics with them. @default {new Registry()} */
+  registry?: Registry;
+}
+
+/**
+ * The publisher's metrics, kept in a {@linkcode Registry}. The handler counts
+ * requests and publishes; the hub link's gauges are read at each render.
+ *
+ * @example
+ * ```ts
+ * const hub = new ChannelClient({ port: 2206 });
+ * const metrics = new PublisherMetrics(hub);
+ * Deno.serve(createPublishHandler({ hub, metrics }));
+ * // curl http://127.0.0.1:4237/metrics
+ * ```
+ */
+export class PublisherMetrics {
+  readonly #hub: HubLink;
+  readonly #registry: Registry;
+  readonly #requests: Counter;
+  readonly #publishes: Counter;
+  readonly #deliveries: Counter;
+  readonly #duration: Histogram;
+  readonly #reconnects: Counter;
+  #reconnectsSeen = 0;
+
+  constructor(hub: HubLink, options: PublisherMetricsOptions = {}) {
+    this.#hub = hub;
+    this.#registry = options.registry ?? new Registry();
+    const registry = this.#registry;
+    this.#requests = registry.counter({
+      name: "publisher_requests_total",
+      help: "HTTP requests answered, by status code",
+      labels: ["status"],
+    });
+    this.#publishes = registry.counter({
+      name: "publisher_publishes_total",
+      help: "Publishes the hub acknowledged and answered 200, by target",
+      labels: ["target"],
+    });
+    this.#deliveries = registry.counter({
+      name: "publisher_deliveries_total",
+      help: "Pusher workers reached by successful publishes (the sum of X-Pushers-Reached)",
+    });
+    this.#duration = registry.histogram({
+      name: "publisher_publish_duration_seconds",
+      help: "Time from the start of a successful publish request to the hub's acknowledgement",
+      buckets: PUBLISH_DURATION_BUCKETS,
+    });
+    registry.gauge({ name: "publisher_hub_connected", help: "1 while the link to the hub is up, else 0" })
+      .collect(() => this.#hub.connected ? 1 : 0);
+    this.#reconnects = registry.counter({
+      name: "publisher_hub_reconnects_total",
+      help: "Times the link to the hub came back after it was up once",
+    });
+    // Series that exist from the start, so that rates work from the first scrape.
+    for (const target of ["broadcast", "connection"] satisfies PublishTargetKind[]) this.#publishes.inc(0, target);
+    this.#deliveries.inc(0);
+    this.#reconnects.inc(0);
+  }
+
+  /** Counts one answered request. */
+  countRequest(status: number): void {
+    this.#requests.inc(1, String(status));
+  }
+
+  /** Counts one successful publish that reached `reached` pusher workers in `seconds`. */
+  countPublish(target: PublishTargetKind, reached: number, seconds: number): void {
+    this.#publishes.inc(1, target);
+    this.#deliveries.inc(reached);
+    this.#duration.observe(seconds);
+  }
+
+  /** Every metric of the registry in the Prometheus text format. */
+  render(): string {
+    // The client counts reconnects itself; the counter catches up at each scrape.
+    const reconnects = this.#hub.reconnects;
+    if (reconnects > this.#reconnectsSeen) {
+      this.#reconnects.inc(reconnects - this.#reconnectsSeen);
+      this.#reconnectsSeen = reconnects;
+    }
+    return renderPrometheus(this.#registry.snapshot());
+  }
+}
