@@ -398,25 +398,24 @@ export class ChannelClient extends EventTarget {
   }
 
   async #dial(): Promise<Deno.TcpConn | null> {
-    const connecting = Deno.connect({ hostname: this.#hostname, port: this.#port });
+    // Aborted on timeout and on close(), so a host that drops SYNs cannot
+    // hold the loop (or close()) for the kernel's minutes-long connect timeout.
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.#connectTimeout);
+    this.#wake = () => abort.abort();
+    const connecting = Deno.connect({ hostname: this.#hostname, port: this.#port, signal: abort.signal });
     this.#connecting = connecting.catch(() => {});
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), this.#connectTimeout);
-    });
-    const stop = new Promise<"closed">((resolve) => (this.#wake = () => resolve("closed")));
     try {
-      const result = await Promise.race([connecting, timedOut, stop]);
-      if (typeof result !== "string") {
-        if (!this.#closed) return result;
-        result.close();
-        return null;
-      }
-      connecting.then((late) => late.close(), () => {});
-      if (result === "timeout") this.#logger.warn("hub connect timed out", { hub: this.address });
+      const tcp = await connecting;
+      if (!this.#closed) return tcp;
+      tcp.close();
       return null;
     } catch (error) {
-      this.#logger.debug("hub connect failed", { hub: this.address, error: (error as Error).message });
+      if (abort.signal.aborted && !this.#closed) {
+        this.#logger.warn("hub connect timed out", { hub: this.address });
+      } else if (!this.#closed) {
+        this.#logger.debug("hub connect failed", { hub: this.address, error: (error as Error).message });
+      }
       return null;
     } finally {
       clearTimeout(timer);
