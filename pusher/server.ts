@@ -216,14 +216,14 @@ class ServerImpl {
     tcp.setNoDelay(true);
     const head = await readHead(tcp, this.#settings);
     if (!head) return close(tcp);
-    if ("error" in head) return respond(tcp, head.error, false);
+    if ("error" in head) return this.#reject(tcp, head.error);
     const { req, rest } = head;
     const handshake = checkHandshake(req);
-    if (handshake instanceof Response) return respond(tcp, handshake, false);
+    if (handshake instanceof Response) return this.#reject(tcp, handshake);
     if (handshake && this.sockets.size >= this.#settings.maxConnections) {
-      return respond(tcp, text(503, `Too many connections: ${this.#settings.maxConnections}`), false);
+      return this.#reject(tcp, text(503, `Too many connections: ${this.#settings.maxConnections}`));
     }
-    if (this.#stopping) return respond(tcp, text(503, "Shutting down"), false);
+    if (this.#stopping) return this.#reject(tcp, text(503, "Shutting down"));
     const upgrade: Upgrade = { response: new Response(null), handlers: null };
     if (handshake) upgrades.set(req, upgrade);
     let response: Response;
@@ -241,6 +241,13 @@ class ServerImpl {
     } finally {
       this.sockets.delete(socket);
     }
+  }
+
+  /** Answers a request the server itself refuses (bad head, bad handshake, no room), with a log line. */
+  async #reject(tcp: Deno.TcpConn, response: Response): Promise<void> {
+    const reason = (await response.clone().text()).trim();
+    this.#settings.logger.info("rejected a request", { status: response.status, reason });
+    return respond(tcp, response, false);
   }
 
   #ping(): void {
@@ -266,6 +273,7 @@ class Socket implements ClientSocket {
   #closeCode: number = CloseCode.abnormal;
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #violation: ProtocolError | null = null;
 
   constructor(tcp: Deno.TcpConn, req: Request, accept: string, handlers: SocketHandlers, settings: Settings) {
     this.#tcp = tcp;
@@ -344,18 +352,37 @@ class Socket implements ClientSocket {
   #receive(chunk: Uint8Array): void {
     // A closing socket still reads, for the client's close frame.
     let events: ClientEvent[];
+    let violation: ProtocolError | null = null;
     try {
       events = this.#parser.push(chunk);
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
-      this.#settings.logger.info("closing a client that broke the protocol", {
-        code: error.code,
-        reason: error.message,
-      });
-      if (this.#state === "open") this.close(error.code, error.message);
-      else this.#terminate();
-      return;
+      if (this.#violation) {
+        // Bytes after the violation (the client's close answer, say) are not
+        // processed (RFC 6455 7.1.7): hang up once our close frame is out.
+        this.#hangUpAfterWrites();
+        return;
+      }
+      // What the client sent before the violation is handled first.
+      violation = this.#violation = error;
+      events = error.events;
     }
+    this.#handle(events);
+    if (!violation || this.#state === "closed") return;
+    this.#settings.logger.info("closing a client that broke the protocol", {
+      code: violation.code,
+      reason: violation.message,
+    });
+    if (this.#state === "open") this.close(violation.code, violation.message);
+    else this.#hangUpAfterWrites();
+  }
+
+  /** Closes the connection once what is queued (a close frame) is written. */
+  #hangUpAfterWrites(): void {
+    this.#writer.finish().then(() => this.#terminate());
+  }
+
+  #handle(events: ClientEvent[]): void {
     for (const event of events) {
       if (this.#state === "closed") return;
       switch (event.type) {
@@ -423,7 +450,12 @@ async function readHead(
 ): Promise<{ req: Request; rest: Uint8Array } | { error: Response } | null> {
   const buffer = new Uint8Array(settings.maxHeadBytes + READ_BUFFER_BYTES);
   let filled = 0;
-  const timer = setTimeout(() => close(tcp), settings.handshakeTimeout);
+  const timer = setTimeout(() => {
+    settings.logger.info("closing a connection that did not send its request head in time", {
+      timeout: settings.handshakeTimeout,
+    });
+    close(tcp);
+  }, settings.handshakeTimeout);
   try {
     while (true) {
       let n: number | null;
@@ -437,6 +469,8 @@ async function readHead(
       filled += n;
       const end = indexOfHeadEnd(buffer, start, filled);
       if (end >= 0) {
+        // One read may bring more than the limit at once: the limit is on the head, not on the reads.
+        if (end + 4 > settings.maxHeadBytes) return { error: text(431, "Request head too large") };
         const req = parseHead(new TextDecoder("latin1").decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
         if (req instanceof Response) return { error: req };
         return { req, rest: buffer.slice(end + 4, filled) };

@@ -29,6 +29,11 @@ export const CloseCode = {
 export class ProtocolError extends Error {
   /** The close code to send. */
   readonly code: number;
+  /**
+   * Events completed in the same chunk before the violation: valid messages
+   * the client sent first, to be handled before closing.
+   */
+  events: ClientEvent[] = [];
 
   constructor(code: number, message: string) {
     super(message);
@@ -91,8 +96,13 @@ export function encodeText(text: string): Uint8Array {
 /** Encodes a close frame; the reason is cut to fit the 125-byte control frame limit. */
 export function encodeClose(code: number, reason = ""): Uint8Array {
   let bytes = utf8.encode(reason);
-  // Cut on a character boundary: the client checks the reason's UTF-8.
-  while (bytes.length > 123) bytes = utf8.encode(reason = reason.slice(0, -1));
+  if (bytes.length > 123) {
+    // Cut on a character boundary (never inside a UTF-8 sequence or a
+    // surrogate pair): the client checks the reason's UTF-8.
+    let end = 123;
+    while ((bytes[end]! & 0xc0) === 0x80) end--;
+    bytes = bytes.subarray(0, end);
+  }
   const payload = new Uint8Array(2 + bytes.length);
   payload[0] = code >> 8;
   payload[1] = code & 0xff;
@@ -163,10 +173,12 @@ export class FrameParser {
   /**
    * Feeds a chunk; returns the events it completes, in order.
    *
-   * @throws {ProtocolError} on a violation of RFC 6455 or of the size limit.
+   * @throws {ProtocolError} on a violation of RFC 6455 or of the size limit;
+   * its `events` are those the chunk completed before the violation. Every
+   * later call throws it again, without events.
    */
   push(chunk: Uint8Array): ClientEvent[] {
-    if (this.#failed) throw this.#failed;
+    if (this.#failed) throw new ProtocolError(this.#failed.code, this.#failed.message);
     let bytes = chunk;
     if (this.#pending.length > 0) {
       bytes = new Uint8Array(this.#pending.length + chunk.length);
@@ -182,7 +194,10 @@ export class FrameParser {
         offset += used;
       }
     } catch (error) {
-      if (error instanceof ProtocolError) this.#failed = error;
+      if (error instanceof ProtocolError) {
+        this.#failed = error;
+        error.events = events;
+      }
       throw error;
     }
     // Copy the tail: the caller reuses its read buffer.
