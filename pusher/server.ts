@@ -166,6 +166,7 @@ class ServerImpl {
   readonly #handler: Handler;
   readonly #settings: Settings;
   readonly #serving = new Set<Promise<void>>();
+  readonly #handshaking = new Set<Deno.TcpConn>();
   readonly #pinger: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
   #stopping: Promise<void> | null = null;
@@ -185,6 +186,7 @@ class ServerImpl {
       try {
         this.#listener.close();
       } catch { /* closed */ }
+      for (const tcp of this.#handshaking) close(tcp);
       for (const socket of this.sockets) socket.close(CloseCode.goingAway, "going away");
       await this.finished;
       clearInterval(this.#pinger);
@@ -214,7 +216,9 @@ class ServerImpl {
 
   async #serve(tcp: Deno.TcpConn): Promise<void> {
     tcp.setNoDelay(true);
-    const head = await readHead(tcp, this.#settings);
+    // Tracked so that shutdown does not wait out their handshake timeout.
+    this.#handshaking.add(tcp);
+    const head = await readHead(tcp, this.#settings).finally(() => this.#handshaking.delete(tcp));
     if (!head) return close(tcp);
     if ("error" in head) return this.#reject(tcp, head.error);
     const { req, rest } = head;
@@ -331,21 +335,33 @@ class Socket implements ClientSocket {
   }
 
   async run(rest: Uint8Array): Promise<void> {
-    this.#handlers.open(this);
-    if (rest.length > 0) this.#receive(rest);
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    this.#guard(() => {
+      this.#handlers.open(this);
+      if (rest.length > 0) this.#receive(rest);
+    });
     try {
       while (this.#state !== "closed") {
         const n = await this.#tcp.read(buffer);
         if (n === null) break;
         this.#heard = true;
-        this.#receive(buffer.subarray(0, n));
+        this.#guard(() => this.#receive(buffer.subarray(0, n)));
       }
     } catch {
       // Reset by the peer, or closed by us: either way the socket is done.
     } finally {
       this.#terminate();
       this.#handlers.close(this, this.#closeCode, this.#closeReason);
+    }
+  }
+
+  /** Runs handler code; if it throws, logs it and closes this socket with 1011. */
+  #guard(run: () => void): void {
+    try {
+      run();
+    } catch (error) {
+      this.#settings.logger.error("socket handler threw", { error: String(error) });
+      this.close(CloseCode.internalError, "internal error");
     }
   }
 

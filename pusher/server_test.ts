@@ -31,6 +31,10 @@ import {
   type ServerFrame,
   startEcho,
 } from "./_ws_testing.ts";
+import { serve, upgradeWebSocket } from "./server.ts";
+import { createLogger } from "../shared/log.ts";
+
+const quietLogger = createLogger("test", { level: "silent" });
 
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -763,4 +767,47 @@ Deno.test("fuzz: valid frames with one random byte changed never break the serve
       }),
     2026,
   );
+});
+
+Deno.test("server shutdown does not wait out the handshake timeout of a connection still sending its head", async () => {
+  const server = serve({ port: 0, handshakeTimeout: 30_000, logger: quietLogger }, () => new Response("x"));
+  const half = await RawSocket.connect(server.addr.port);
+  try {
+    await half.write("GET / HTTP/1.1\r\nHost: x\r\n");
+    const started = Date.now();
+    await within(server.shutdown(), 5000, "shutdown");
+    assert.ok(Date.now() - started < 2000, `shutdown took ${Date.now() - started} ms`);
+  } finally {
+    half.close();
+  }
+});
+
+Deno.test("server closes a socket whose open handler throws with 1011 and logs it, and keeps serving", async () => {
+  const logs: string[] = [];
+  let calls = 0;
+  const server = serve(
+    { port: 0, logger: createLogger("t", { level: "debug", sink: (line) => logs.push(line) }) },
+    (req) =>
+      upgradeWebSocket(req, {
+        open(socket) {
+          if (calls++ === 0) throw new Error("open failed");
+          socket.send("welcome");
+        },
+        message() {},
+        close() {},
+      }),
+  );
+  try {
+    const broken = await RawSocket.open(server.addr.port);
+    const { close } = await broken.readUntilClose();
+    broken.close();
+    assert.equal(close?.code, 1011);
+    assert.ok(logs.some((line) => line.includes('msg="socket handler threw"') && line.includes("open failed")));
+    const fine = await RawSocket.open(server.addr.port);
+    const frame = await fine.next();
+    fine.close();
+    assert.equal(new TextDecoder().decode(frame!.payload), "welcome");
+  } finally {
+    await server.shutdown();
+  }
 });

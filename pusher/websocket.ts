@@ -159,7 +159,10 @@ export interface FrameParserOptions {
 export class FrameParser {
   readonly #maxMessageBytes: number;
   /** Bytes of an incomplete frame carried over to the next chunk. */
-  #pending: Uint8Array = new Uint8Array(0);
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  /** Bytes the incomplete frame at the start of `#pending` needs, as far as is known. */
+  #need = 0;
   /** Fragments of a message in progress, and its opcode. */
   #fragments: Uint8Array[] = [];
   #fragmentBytes = 0;
@@ -180,10 +183,21 @@ export class FrameParser {
   push(chunk: Uint8Array): ClientEvent[] {
     if (this.#failed) throw new ProtocolError(this.#failed.code, this.#failed.message);
     let bytes = chunk;
-    if (this.#pending.length > 0) {
-      bytes = new Uint8Array(this.#pending.length + chunk.length);
-      bytes.set(this.#pending);
-      bytes.set(chunk, this.#pending.length);
+    if (this.#pendingBytes > 0) {
+      // Gather chunks until the frame in progress can complete: one copy
+      // per frame, not one per read (a 64 KiB frame in 2 KiB reads).
+      if (this.#pendingBytes + chunk.length < this.#need) {
+        this.#pending.push(chunk.slice());
+        this.#pendingBytes += chunk.length;
+        return [];
+      }
+      bytes = new Uint8Array(this.#pendingBytes + chunk.length);
+      let at = 0;
+      for (const part of this.#pending) {
+        bytes.set(part, at);
+        at += part.length;
+      }
+      bytes.set(chunk, at);
     }
     const events: ClientEvent[] = [];
     let offset = 0;
@@ -201,14 +215,21 @@ export class FrameParser {
       throw error;
     }
     // Copy the tail: the caller reuses its read buffer.
-    this.#pending = offset === bytes.length ? new Uint8Array(0) : bytes.slice(offset);
+    this.#pendingBytes = bytes.length - offset;
+    this.#pending = this.#pendingBytes === 0 ? [] : [bytes.slice(offset)];
     return events;
+  }
+
+  /** Notes how many bytes the incomplete frame needs; returns 0. */
+  #incomplete(need: number): number {
+    this.#need = need;
+    return 0;
   }
 
   /** Parses one frame at `offset`; returns its size, or 0 when incomplete. */
   #frame(bytes: Uint8Array, offset: number, events: ClientEvent[]): number {
     const available = bytes.length - offset;
-    if (available < 2) return 0;
+    if (available < 2) return this.#incomplete(2);
     const b0 = bytes[offset]!;
     const b1 = bytes[offset + 1]!;
     const fin = (b0 & 0x80) !== 0;
@@ -222,11 +243,11 @@ export class FrameParser {
     let length = b1 & 0x7f;
     let headerLength = 2;
     if (length === 126) {
-      if (available < 4) return 0;
+      if (available < 4) return this.#incomplete(4);
       length = (bytes[offset + 2]! << 8) | bytes[offset + 3]!;
       headerLength = 4;
     } else if (length === 127) {
-      if (available < 10) return 0;
+      if (available < 10) return this.#incomplete(10);
       const high =
         (bytes[offset + 2]! << 24 | bytes[offset + 3]! << 16 | bytes[offset + 4]! << 8 | bytes[offset + 5]!) >>> 0;
       if (high !== 0) throw new ProtocolError(CloseCode.messageTooBig, "Frame larger than 4 GiB");
@@ -245,7 +266,7 @@ export class FrameParser {
       }
     }
     const frameLength = headerLength + 4 + length;
-    if (available < frameLength) return 0;
+    if (available < frameLength) return this.#incomplete(frameLength);
     const maskAt = offset + headerLength;
     const payload = bytes.slice(maskAt + 4, maskAt + 4 + length);
     for (let i = 0; i < length; i++) payload[i]! ^= bytes[maskAt + (i & 3)]!;
