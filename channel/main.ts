@@ -1,13 +1,15 @@
 /**
- * `deno task channel`: runs the channel hub.
+ * `deno task channel`: runs the channel hub, and with `--metrics-port` an
+ * HTTP server for its counters (`GET /metrics`) and health (`GET /healthz`).
  *
  * @module
  */
 
-import { serveChannel } from "./server.ts";
+import { type ChannelServer, serveChannel } from "./server.ts";
 import { DEFAULT_CHANNEL_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
 import { createLogger } from "../shared/log.ts";
+import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../shared/metrics.ts";
 import {
   type FlagSpec,
   helpText,
@@ -56,7 +58,7 @@ const FLAGS: Record<string, FlagSpec> = {
   "idle-pings": {
     type: "string",
     arg: "N",
-    help: "ping intervals of silence before a client is dropped",
+    help: "ping intervals without a whole message (or without hello) before a client is dropped",
     default: "3",
   },
   "startup-grace": {
@@ -66,13 +68,66 @@ const FLAGS: Record<string, FlagSpec> = {
     default: "1500",
   },
   "shutdown-grace": { type: "string", arg: "MS", help: "time connections get to flush on shutdown", default: "1000" },
+  "metrics-port": {
+    type: "string",
+    arg: "PORT",
+    help: "serve GET /metrics (Prometheus) and GET /healthz over HTTP on this port; 0 picks a free one (default: off)",
+  },
+  "metrics-hostname": { type: "string", arg: "HOST", help: "address of the metrics port", default: "127.0.0.1" },
   "log-level": LOG_LEVEL_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
 
+/** A path of the metrics port and what it answers. */
+interface Route {
+  pattern: URLPattern;
+  handle(server: ChannelServer): Response;
+}
+
+const ROUTES: Route[] = [
+  {
+    pattern: new URLPattern({ pathname: "/metrics" }),
+    handle: (server) =>
+      new Response(renderPrometheus(server.metrics()), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } }),
+  },
+  {
+    pattern: new URLPattern({ pathname: "/healthz" }),
+    handle: (server) =>
+      server.accepting
+        ? new Response("ok", { headers: { "content-type": "text/plain; charset=utf-8" } })
+        : new Response("shutting down", { status: 503, headers: { "content-type": "text/plain; charset=utf-8" } }),
+  },
+];
+
+/**
+ * The metrics port's handler: `GET /metrics` answers the hub's counters in
+ * the Prometheus text format, `GET /healthz` answers `ok` while the hub takes
+ * connections and 503 once it shuts down. `HEAD` works too; other methods get
+ * 405, other paths 404.
+ *
+ * @example
+ * ```ts
+ * const hub = serveChannel({ port: 2206 });
+ * Deno.serve({ hostname: "127.0.0.1", port: 9206 }, metricsHandler(hub));
+ * // curl http://127.0.0.1:9206/metrics
+ * ```
+ */
+export function metricsHandler(server: ChannelServer): (request: Request) => Response {
+  return (request) => {
+    const route = ROUTES.find((candidate) => candidate.pattern.test(request.url));
+    if (!route) return new Response("Not found: use /metrics or /healthz", { status: 404 });
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("Method not allowed: use GET", { status: 405, headers: { allow: "GET, HEAD" } });
+    }
+    const response = route.handle(server);
+    return request.method === "HEAD" ? new Response(null, response) : response;
+  };
+}
+
 /** Runs the hub until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
-  let server;
+  let server: ChannelServer | undefined;
+  let http: Deno.HttpServer | undefined;
   const logger = createLogger("channel");
   try {
     const flags = parseFlags(args, FLAGS);
@@ -88,6 +143,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
         `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
       );
     }
+    const metricsHostname = stringFlag(flags, "metrics-hostname") ?? "127.0.0.1";
+    const metricsPort = flags["metrics-port"] === undefined ? undefined : intFlag(flags, "metrics-port", 0);
     server = serveChannel({
       hostname,
       port: intFlag(flags, "port", DEFAULT_CHANNEL_PORT),
@@ -107,8 +164,21 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       onListen: (addr) =>
         log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
     });
+    if (metricsPort !== undefined) {
+      try {
+        http = Deno.serve({
+          hostname: metricsHostname,
+          port: metricsPort,
+          handler: metricsHandler(server),
+          onListen: (addr) => log.info("metrics-listening", { addr: `${addr.hostname}:${addr.port}` }),
+        });
+      } catch (error) {
+        throw new Error(`Cannot serve metrics on ${metricsHostname}:${metricsPort}: ${(error as Error).message}`);
+      }
+    }
   } catch (error) {
     logger.error((error as Error).message);
+    await server?.shutdown();
     return 2;
   }
   const running = server;
@@ -117,6 +187,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     running.shutdown();
   });
   await running.finished;
+  // Until the hub is down, /healthz answered 503 to say so.
+  await http?.shutdown();
   logger.info("stopped");
   return 0;
 }

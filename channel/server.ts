@@ -8,6 +8,7 @@
 
 import { Hub, type HubOptions, type Peer } from "./hub.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
+import { Registry, type RegistrySnapshot } from "../shared/metrics.ts";
 import { secretsEqual } from "../shared/secret.ts";
 import {
   type ClientMessage,
@@ -73,6 +74,61 @@ export interface ChannelServerOptions extends HubOptions {
   logger?: Logger;
 }
 
+/** Why the hub let a connection go, as counted in `channel_disconnects_total{reason}`. */
+export type DisconnectReason =
+  /** Over `maxPendingBytes`, or a write blocked past `writeTimeout`. */
+  | "slow_consumer"
+  /** No complete frame for `pingInterval` × `idlePings` (or no `hello` within it). */
+  | "idle"
+  /** A bad frame or message, `hello` missing or sent twice, an unknown protocol version. */
+  | "protocol_error"
+  /** No token or a wrong one. */
+  | "unauthorized"
+  /** Refused at `maxConnections`. */
+  | "full"
+  /** Subscribed or watched past `maxChannelsPerPeer`. */
+  | "limit"
+  /** The peer went away: end of stream, or a failed read or write. */
+  | "closed"
+  /** The hub shut down. */
+  | "shutdown";
+
+/** Every {@linkcode DisconnectReason}, in the order metrics list them. */
+export const DISCONNECT_REASONS: readonly DisconnectReason[] = [
+  "slow_consumer",
+  "idle",
+  "protocol_error",
+  "unauthorized",
+  "full",
+  "limit",
+  "closed",
+  "shutdown",
+];
+
+/** Counters and gauges of a running hub, from {@linkcode ChannelServer.stats}. */
+export interface ChannelServerStats {
+  /** Connections open now, closing ones included. */
+  connections: number;
+  /** `publish` and `publishLoop` messages handled. */
+  publishes: number;
+  /** Event frames queued to subscribers (a publish reaching 3 subscribers counts 3). */
+  deliveries: number;
+  /** `enqueue` messages handled, refused ones included. */
+  enqueues: number;
+  /** `enqueue` messages refused because a queue or all queues were full. */
+  enqueuesRefused: number;
+  /** Connections the hub let go, by reason; each connection counts once. */
+  disconnects: Record<DisconnectReason, number>;
+  /** Channels with at least one subscriber. */
+  channels: number;
+  /** Queues that exist (watched, or holding messages). */
+  queues: number;
+  /** Messages waiting in queues. */
+  queuedMessages: number;
+  /** Bytes of the messages waiting in queues. */
+  queuedBytes: number;
+}
+
 /** A running hub. */
 export interface ChannelServer extends AsyncDisposable {
   /** The address it listens on (with the real port when 0 was asked). */
@@ -81,6 +137,15 @@ export interface ChannelServer extends AsyncDisposable {
   readonly finished: Promise<void>;
   /** The routing state, for stats. */
   readonly hub: Hub;
+  /** True until shutdown begins: the hub takes new connections. */
+  readonly accepting: boolean;
+  /** Current counters and gauges, as a fresh object. */
+  stats(): ChannelServerStats;
+  /**
+   * The same counters and gauges as Prometheus metrics (`channel_*`), for
+   * `renderPrometheus` from `shared/metrics.ts`.
+   */
+  metrics(): RegistrySnapshot;
   /** Stops accepting, lets every connection flush (bounded by `closeGrace`), and closes them. */
   shutdown(): Promise<void>;
 }
@@ -120,8 +185,57 @@ export function serveChannel(options: ChannelServerOptions = {}): ChannelServer 
     addr,
     finished: server.finished,
     hub: server.hub,
+    get accepting() {
+      return server.accepting;
+    },
+    stats: () => server.stats(),
+    metrics: () => metricsOf(server.stats()),
     shutdown: () => server.shutdown(),
     [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+/** Builds the Prometheus view of `stats`; called per scrape, never on the hot path. */
+function metricsOf(stats: ChannelServerStats): RegistrySnapshot {
+  const registry = new Registry();
+  const gauge = (name: string, help: string, value: number) => registry.gauge({ name, help }).set(value);
+  const counter = (name: string, help: string, value: number) => registry.counter({ name, help }).inc(value);
+  gauge("channel_connections", "Connections open now, closing ones included", stats.connections);
+  counter("channel_publishes_total", "publish and publishLoop messages handled", stats.publishes);
+  counter("channel_deliveries_total", "Event frames queued to subscribers", stats.deliveries);
+  counter("channel_enqueues_total", "enqueue messages handled, refused ones included", stats.enqueues);
+  counter("channel_enqueues_refused_total", "enqueue messages refused by full queues", stats.enqueuesRefused);
+  const disconnects = registry.counter({
+    name: "channel_disconnects_total",
+    help: "Connections the hub let go, by reason",
+    labels: ["reason"],
+  });
+  for (const reason of DISCONNECT_REASONS) disconnects.inc(stats.disconnects[reason], reason);
+  gauge("channel_channels", "Channels with at least one subscriber", stats.channels);
+  gauge("channel_queues", "Queues that exist", stats.queues);
+  gauge("channel_queued_messages", "Messages waiting in queues", stats.queuedMessages);
+  gauge("channel_queued_bytes", "Bytes of the messages waiting in queues", stats.queuedBytes);
+  return registry.snapshot();
+}
+
+/**
+ * The counters, bumped on the hot path: plain number fields, so counting
+ * allocates nothing.
+ */
+class Counters {
+  publishes = 0;
+  deliveries = 0;
+  enqueues = 0;
+  enqueuesRefused = 0;
+  readonly disconnects: Record<DisconnectReason, number> = {
+    slow_consumer: 0,
+    idle: 0,
+    protocol_error: 0,
+    unauthorized: 0,
+    full: 0,
+    limit: 0,
+    closed: 0,
+    shutdown: 0,
   };
 }
 
@@ -140,6 +254,7 @@ interface Settings {
 class Server {
   readonly hub: Hub;
   readonly finished: Promise<void>;
+  readonly counters = new Counters();
   readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
   readonly #settings: Settings;
   readonly #logger: Logger;
@@ -164,6 +279,27 @@ class Server {
     this.#sweep = setInterval(() => this.#closeIdle(), settings.pingInterval);
     this.#watchdog = setInterval(() => this.#closeStalled(), Math.max(10, settings.writeTimeout / 4));
     this.finished = this.#acceptLoop();
+  }
+
+  get accepting(): boolean {
+    return this.#shuttingDown === null;
+  }
+
+  stats(): ChannelServerStats {
+    const counters = this.counters;
+    const hub = this.hub.stats;
+    return {
+      connections: this.#connections.size,
+      publishes: counters.publishes,
+      deliveries: counters.deliveries,
+      enqueues: counters.enqueues,
+      enqueuesRefused: counters.enqueuesRefused,
+      disconnects: { ...counters.disconnects },
+      channels: hub.channels,
+      queues: hub.queues,
+      queuedMessages: hub.queuedMessages,
+      queuedBytes: hub.queuedBytes,
+    };
   }
 
   shutdown(): Promise<void> {
@@ -194,9 +330,9 @@ class Server {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
-      const connection = new Connection(this.#nextId++, tcp, this.hub, this.#settings, this.#logger, this.#grace);
+      const connection = new Connection(this.#nextId++, tcp, this, this.#settings, this.#logger, this.#grace);
       if (this.#connections.size >= this.#settings.maxConnections) {
-        connection.fail(`Hub is full: ${this.#settings.maxConnections} connections`);
+        connection.fail("full", `Hub is full: ${this.#settings.maxConnections} connections`);
       }
       this.#connections.add(connection);
       const done = connection.serve().finally(() => {
@@ -213,7 +349,7 @@ class Server {
     for (const connection of this.#connections) {
       const stalled = connection.stalledFor(now);
       if (stalled > this.#settings.writeTimeout) {
-        connection.fail(`Slow consumer: a write has been blocked for ${stalled} ms`);
+        connection.fail("slow_consumer", `Slow consumer: a write has been blocked for ${stalled} ms`);
       }
     }
   }
@@ -222,7 +358,7 @@ class Server {
     const limit = this.#settings.pingInterval * this.#settings.idlePings;
     const now = Date.now();
     for (const connection of this.#connections) {
-      if (now - connection.lastSeen > limit) connection.fail(`Idle: no message for ${limit} ms`);
+      if (now - connection.lastSeen > limit) connection.fail("idle", `Idle: no message for ${limit} ms`);
     }
   }
 }
@@ -255,10 +391,17 @@ class Grace {
 const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueue"]);
 
 class Connection implements Peer {
+  /**
+   * When the last complete frame arrived after `hello`. Bytes of a frame not
+   * yet finished, and frames before `hello` (keepalives, say), do not count:
+   * otherwise a peer trickling one byte at a time, or one that never says
+   * hello, would hold its slot and its partial-frame buffer forever.
+   */
   lastSeen = Date.now();
   readonly #id: number;
   readonly #tcp: Deno.TcpConn;
   readonly #hub: Hub;
+  readonly #counters: Counters;
   readonly #settings: Settings;
   readonly #logger: Logger;
   readonly #writer: FrameWriter;
@@ -267,13 +410,16 @@ class Connection implements Peer {
   #greeted = false;
   #closing = false;
   #closed = false;
+  /** Why the connection is going, once that is known; counted once. */
+  #disconnectReason: DisconnectReason | null = null;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(id: number, tcp: Deno.TcpConn, hub: Hub, settings: Settings, logger: Logger, grace: Grace) {
+  constructor(id: number, tcp: Deno.TcpConn, server: Server, settings: Settings, logger: Logger, grace: Grace) {
     this.#id = id;
     this.#grace = grace;
     this.#tcp = tcp;
-    this.#hub = hub;
+    this.#hub = server.hub;
+    this.#counters = server.counters;
     this.#settings = settings;
     this.#logger = logger;
     this.#writer = new FrameWriter(tcp, {
@@ -282,12 +428,15 @@ class Connection implements Peer {
     });
     this.#decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: settings.maxFrameBytes });
     tcp.setNoDelay(true);
-    hub.join(this);
+    this.#hub.join(this);
   }
 
   send(frame: Uint8Array): boolean {
     if (this.#writer.enqueue(frame)) return true;
-    this.fail(`Slow consumer: more than ${this.#settings.maxPendingBytes} bytes waiting to be written`);
+    this.fail(
+      "slow_consumer",
+      `Slow consumer: more than ${this.#settings.maxPendingBytes} bytes waiting to be written`,
+    );
     return false;
   }
 
@@ -307,15 +456,18 @@ class Connection implements Peer {
       while (true) {
         const n = await this.#tcp.read(buffer);
         if (n === null) break;
-        this.lastSeen = Date.now();
         // After an error the connection only drains what the peer still sends.
         if (this.#closing) continue;
+        const buffered = this.#decoder.bufferedBytes;
         const held = this.#receive(buffer.subarray(0, n));
+        // Unless a frame was completed, every byte read is still buffered.
+        if (this.#greeted && this.#decoder.bufferedBytes !== buffered + n) this.lastSeen = Date.now();
         if (held) await this.#resume(held);
       }
     } catch (error) {
       if (!this.#closed) this.#logger.debug("read failed", { conn: this.#id, error: (error as Error).message });
     } finally {
+      this.#countDisconnect("closed");
       this.#hub.leave(this);
       if (this.#closing) await this.#writer.end();
       this.#close();
@@ -323,8 +475,9 @@ class Connection implements Peer {
   }
 
   /** Closes with an error frame: for the peer's mistakes and for limits. */
-  fail(reason: string): void {
+  fail(kind: DisconnectReason, reason: string): void {
     if (this.#closing) return;
+    this.#countDisconnect(kind);
     this.#logger.warn("closing connection", { conn: this.#id, reason });
     this.#closing = true;
     this.#hub.leave(this);
@@ -338,6 +491,7 @@ class Connection implements Peer {
   /** Closes after flushing what is queued: for shutdown. */
   end(): void {
     if (this.#closing) return;
+    this.#countDisconnect("shutdown");
     this.#closing = true;
     this.#hub.leave(this);
     this.#graceTimer = setTimeout(() => this.#close(), this.#settings.closeGrace);
@@ -353,7 +507,7 @@ class Connection implements Peer {
     try {
       messages = this.#decoder.push(chunk);
     } catch (error) {
-      this.fail((error as Error).message);
+      this.fail("protocol_error", (error as Error).message);
       return null;
     }
     return this.#handleAll(messages);
@@ -381,7 +535,7 @@ class Connection implements Peer {
       return;
     }
     if (!this.#greeted) {
-      this.fail(`Expected hello first, got ${message.type}`);
+      this.fail("protocol_error", `Expected hello first, got ${message.type}`);
       return;
     }
     try {
@@ -415,29 +569,38 @@ class Connection implements Peer {
           break;
       }
     } catch (error) {
+      // The hub throws RangeError for a peer past its channel limit only.
       if (!(error instanceof RangeError)) throw error;
-      this.fail(error.message);
+      this.fail("limit", error.message);
     }
   }
 
   #greet(version: number, token: string | undefined): void {
-    if (this.#greeted) return this.fail("Hello sent twice");
+    if (this.#greeted) return this.fail("protocol_error", "Hello sent twice");
     if (version !== PROTOCOL_VERSION) {
-      return this.fail(`Unsupported protocol version ${version}: this hub speaks ${PROTOCOL_VERSION}`);
+      return this.fail(
+        "protocol_error",
+        `Unsupported protocol version ${version}: this hub speaks ${PROTOCOL_VERSION}`,
+      );
     }
     const expected = this.#settings.token;
     if (expected !== undefined && (token === undefined || !secretsEqual(token, expected))) {
-      return this.fail(token === undefined ? "Unauthorized: this hub needs a token" : "Unauthorized: wrong token");
+      return this.fail(
+        "unauthorized",
+        token === undefined ? "Unauthorized: this hub needs a token" : "Unauthorized: wrong token",
+      );
     }
     this.#greeted = true;
   }
 
   #enqueue(id: number, queues: string[], data: Json): void {
+    this.#counters.enqueues++;
     let count: number;
     try {
       count = this.#hub.enqueue(queues, data);
     } catch (error) {
       if (!(error instanceof RangeError)) throw error;
+      this.#counters.enqueuesRefused++;
       this.#reply({ type: "error", id, reason: error.message });
       return;
     }
@@ -445,10 +608,13 @@ class Connection implements Peer {
   }
 
   /**
-   * Acknowledges a publish once its event is in the kernel's buffer of every
-   * subscriber it was queued for, so an `ack` survives a hub crash after it.
+   * Counts a publish, and acknowledges it once its event is in the kernel's
+   * buffer of every subscriber it was queued for, so an `ack` survives a hub
+   * crash after it.
    */
   #acknowledge(id: number, reached: Peer[]): void {
+    this.#counters.publishes++;
+    this.#counters.deliveries += reached.length;
     if (reached.length === 0) {
       this.#reply({ type: "ack", id, count: 0 });
       return;
@@ -463,8 +629,16 @@ class Connection implements Peer {
     this.send(encodeMessage(message));
   }
 
+  /** Records why the connection goes: the first reason given is the one counted. */
+  #countDisconnect(reason: DisconnectReason): void {
+    if (this.#disconnectReason !== null) return;
+    this.#disconnectReason = reason;
+    this.#counters.disconnects[reason]++;
+  }
+
   #close(): void {
     if (this.#closed) return;
+    this.#countDisconnect("closed");
     this.#closed = true;
     this.#closing = true;
     clearTimeout(this.#graceTimer);

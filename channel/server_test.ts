@@ -270,6 +270,47 @@ Deno.test("hub closes a connection silent for longer than its ping intervals all
   assert.ok(Date.now() - started >= 100);
 });
 
+/** Writes `bytes` every `ms` until `done` settles; resolves with `done`'s value. */
+async function keepWriting<T>(raw: RawPeer, bytes: Uint8Array, ms: number, done: Promise<T>): Promise<T> {
+  let settled = false;
+  const watched = done.finally(() => (settled = true));
+  // A rejection is reported by the return below, not as unhandled meanwhile.
+  watched.catch(() => {});
+  while (!settled) {
+    await raw.write(bytes).catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, ms));
+  }
+  return watched;
+}
+
+// Regression (found by channel/fuzz_test.ts): any byte used to count as a
+// sign of life, so a peer trickling a frame it never finishes held its slot
+// and a buffer of the frame's declared size forever.
+Deno.test("hub closes a connection trickling a frame it never finishes at the idle limit", async () => {
+  await using hub = startHub({ pingInterval: 50, idlePings: 2 });
+  await using raw = await RawPeer.connect(hub.port);
+  await raw.write(Uint8Array.of(0, 0, 0x10, 0)); // a 4 KiB frame, sent one byte every 20 ms
+  const messages = await keepWriting(raw, Uint8Array.of(0x20), 20, raw.readToEnd(3000));
+  assert.deepEqual(messages, [{ type: "error", reason: "Idle: no message for 100 ms" }]);
+});
+
+// Regression: the original's empty-frame keepalive kept a connection that
+// never said hello (nor gave the token) connected forever; enough of them
+// filled --max-connections.
+Deno.test("hub closes a connection that sends keepalives but never says hello at the idle limit", async () => {
+  await using hub = startHub({ pingInterval: 50, idlePings: 2 });
+  await using raw = await RawPeer.connect(hub.port, { hello: false });
+  const messages = await keepWriting(raw, Uint8Array.of(0, 0, 0, 4), 20, raw.readToEnd(3000));
+  assert.deepEqual(messages, [{ type: "error", reason: "Idle: no message for 100 ms" }]);
+});
+
+Deno.test("hub keeps a client sending empty keepalive frames after hello connected", async () => {
+  await using hub = startHub({ pingInterval: 50, idlePings: 2 });
+  await using raw = await RawPeer.connect(hub.port);
+  const ended = raw.readToEnd(400).then(() => "closed", () => "open");
+  assert.equal(await keepWriting(raw, Uint8Array.of(0, 0, 0, 4), 20, ended), "open");
+});
+
 Deno.test("hub keeps a pinging client connected past the idle limit", async () => {
   await using hub = startHub({ pingInterval: 50, idlePings: 3 });
   await using c = client(hub.port, { pingInterval: 40 });
