@@ -1,0 +1,67 @@
+/**
+ * The benchmark's message contents: `<seq>:<send time in µs>:` padded with
+ * `_` to a fixed size. The load generator writes the publish request and
+ * reads the delivery in one process, so one clock (`performance.now()`)
+ * timestamps both ends. Only URL-safe characters: the content goes into a
+ * query string as is.
+ *
+ * Pure TypeScript: no `Deno.*` calls.
+ *
+ * @module
+ */
+
+/** Size of every content, in bytes, unless a scenario says otherwise. */
+export const CONTENT_BYTES = 64;
+
+const COLON = 0x3a;
+const ZERO = 0x30;
+
+/** Options for {@linkcode encodeContent}. */
+export interface ContentOptions {
+  /** Size of the content, in bytes. @default {64} */
+  bytes?: number;
+}
+
+/**
+ * Builds a content: sequence number, send time in whole microseconds, then
+ * padding up to `bytes` characters.
+ *
+ * @throws {RangeError} when the two numbers do not fit in `bytes`.
+ *
+ * @example
+ * ```ts
+ * encodeContent(7, 1234567); // "7:1234567:____…" (64 characters)
+ * ```
+ */
+export function encodeContent(seq: number, sendUs: number, options: ContentOptions = {}): string {
+  const bytes = options.bytes ?? CONTENT_BYTES;
+  const head = `${seq}:${sendUs}:`;
+  if (head.length > bytes) throw new RangeError(`Cannot encode content: ${head.length} characters exceed ${bytes}`);
+  return head.padEnd(bytes, "_");
+}
+
+/**
+ * Reads the send time (µs) back from a content's bytes, without decoding
+ * them as text: the generator does this for every delivery. Returns NaN for
+ * anything that is not a benchmark content (a greeting, say).
+ */
+export function readSendTime(payload: Uint8Array): number {
+  let i = 0;
+  const end = payload.length;
+  while (i < end && payload[i] !== COLON) {
+    const digit = payload[i]! - ZERO;
+    if (digit < 0 || digit > 9) return NaN;
+    i++;
+  }
+  if (i === 0 || i === end) return NaN;
+  i++;
+  const start = i;
+  let value = 0;
+  while (i < end && payload[i] !== COLON) {
+    const digit = payload[i]! - ZERO;
+    if (digit < 0 || digit > 9) return NaN;
+    value = value * 10 + digit;
+    i++;
+  }
+  return i === start || i === end ? NaN : value;
+}

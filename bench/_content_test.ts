@@ -1,0 +1,23 @@
+import assert from "node:assert/strict";
+import { CONTENT_BYTES, encodeContent, readSendTime } from "./_content.ts";
+
+const utf8 = new TextEncoder();
+
+Deno.test("a content is 64 URL-safe bytes and gives its send time back", () => {
+  const content = encodeContent(123, 4_567_890_123);
+  assert.equal(content.length, CONTENT_BYTES);
+  assert.match(content, /^123:4567890123:_+$/);
+  // Digits, ":" and "_" need no escaping in a query (RFC 3986 pchar).
+  assert.equal(new URL(`http://127.0.0.1/?content=${content}`).searchParams.get("content"), content);
+  assert.equal(readSendTime(utf8.encode(content)), 4_567_890_123);
+});
+
+Deno.test("anything but a content reads as NaN", () => {
+  for (const text of ["workerID:0 connectionID:1 connected\n", "", ":1:", "1:", "1:2", "x:1:", "1:2x:"]) {
+    assert.ok(Number.isNaN(readSendTime(utf8.encode(text))), JSON.stringify(text));
+  }
+});
+
+Deno.test("a content too small for its numbers is refused", () => {
+  assert.throws(() => encodeContent(1, 123456, { bytes: 8 }), RangeError);
+});

@@ -1,0 +1,109 @@
+/**
+ * Runs the load generator (`bench/load.ts`) as its own process and walks it
+ * through its stdio protocol: connected → go → result → close.
+ *
+ * @module
+ */
+
+import { ROOT } from "../shared/tasks.ts";
+import type { LoadResult, LoadSpec } from "./load.ts";
+
+/**
+ * The generator's command line (after `deno`): loopback network and nothing
+ * else; its own process, so its CPU is not the servers' and is measured apart.
+ */
+export const LOAD_ARGS: readonly string[] = ["run", "--allow-net=127.0.0.1", "bench/load.ts"];
+
+/** Options for {@linkcode runLoadProcess}. */
+export interface LoadProcessOptions {
+  /** Every client is greeted; publishing starts when this resolves. Gets the generator's pid. */
+  onConnected(pid: number): Promise<void>;
+  /** The result is in and the clients are still open; they close when this resolves. */
+  onResult(pid: number): Promise<void>;
+  /** Kills the generator. */
+  signal?: AbortSignal;
+  /** Milliseconds the whole run may take before the generator is killed. @default {300000} */
+  timeout?: number;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Runs one spec in a fresh generator process and returns its result once
+ * the process has exited.
+ *
+ * @throws {Error} with the generator's message or its stderr when it fails,
+ * times out or is aborted.
+ */
+export async function runLoadProcess(spec: LoadSpec, options: LoadProcessOptions): Promise<LoadResult> {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: [...LOAD_ARGS, JSON.stringify(spec)],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdin = process.stdin.getWriter();
+  const stderr = new Response(process.stderr).text();
+  const kill = () => {
+    try {
+      process.kill("SIGKILL");
+    } catch { /* already exited */ }
+  };
+  const timeout = options.timeout ?? 300_000;
+  const timer = setTimeout(kill, timeout);
+  options.signal?.addEventListener("abort", kill, { once: true });
+  let result: LoadResult | null = null;
+  let failure: string | null = null;
+  try {
+    for await (const line of lines(process.stdout)) {
+      let message: { type?: string; message?: string };
+      try {
+        message = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (message.type === "connected") {
+        await options.onConnected(process.pid);
+        await stdin.write(encoder.encode("go\n"));
+      } else if (message.type === "result") {
+        result = message as LoadResult;
+        await options.onResult(process.pid);
+        await stdin.write(encoder.encode("close\n"));
+      } else if (message.type === "error") {
+        failure = message.message ?? "unknown error";
+      }
+    }
+  } catch (error) {
+    // A hook failed: the generator must not outlive this run.
+    kill();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", kill);
+    await stdin.close().catch(() => {});
+    await process.status;
+  }
+  const errors = (await stderr).trim();
+  options.signal?.throwIfAborted();
+  if (failure) throw new Error(`Load generator failed: ${failure}`);
+  if (!result) {
+    const status = await process.status;
+    throw new Error(
+      `Load generator exited (code ${status.code}${status.signal ? `, ${status.signal}` : ""}) without a result` +
+        `${status.signal === "SIGKILL" ? ` (killed after ${timeout} ms?)` : ""}${errors ? `:\n${errors}` : ""}`,
+    );
+  }
+  return result;
+}
+
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string, void, undefined> {
+  let rest = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    const parts = (rest + text).split("\n");
+    rest = parts.pop()!;
+    yield* parts;
+  }
+  if (rest) yield rest;
+}

@@ -1,0 +1,106 @@
+/**
+ * The benchmark's baseline: the least a Deno program can do to push, in one
+ * isolate. `Deno.serve` plus `Deno.upgradeWebSocket`, one `socket.send` per
+ * client, no hub, no workers, no limits. Same API as the push system, on
+ * one port for both, so the load generator does not care which it drives:
+ *
+ * - WebSocket on `/`, greeted with `workerID:0 connectionID:<c> connected\n`;
+ * - `GET /?content=X` sends X to every socket and answers `ok`;
+ * - `GET /?to_worker_id=0&to_connection_id=C&content=X` sends X to one
+ *   (404 when there is no such connection).
+ *
+ * ```sh
+ * deno run --allow-net=127.0.0.1 bench/baseline.ts --port 4240
+ * ```
+ *
+ * @module
+ */
+
+import { createLogger } from "../shared/log.ts";
+import { helpText, intFlag, onShutdownSignal, parseFlags } from "../shared/cli.ts";
+
+/** The baseline's default port. */
+export const DEFAULT_BASELINE_PORT = 4240;
+
+const FLAGS = {
+  port: {
+    type: "string" as const,
+    arg: "PORT",
+    help: "port for WebSockets and publishes; 0 picks a free one",
+    default: "4240",
+  },
+  help: { type: "boolean" as const, help: "show this help" },
+};
+
+/**
+ * Creates the baseline's handler: WebSocket upgrades and publishes on `/`.
+ *
+ * @example
+ * ```ts
+ * Deno.serve({ port: 4240 }, createBaselineHandler());
+ * ```
+ */
+export function createBaselineHandler(): (req: Request) => Response {
+  const sockets = new Map<number, WebSocket>();
+  let nextId = 1;
+  return (req) => {
+    if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      const id = nextId++;
+      socket.onopen = () => {
+        sockets.set(id, socket);
+        socket.send(`workerID:0 connectionID:${id} connected\n`);
+      };
+      socket.onclose = () => sockets.delete(id);
+      socket.onerror = () => {};
+      return response;
+    }
+    const url = new URL(req.url);
+    const content = url.searchParams.get("content");
+    if (url.pathname !== "/" || req.method !== "GET") return new Response("Not found\n", { status: 404 });
+    if (!content) return new Response("Missing content\n", { status: 400 });
+    const connection = url.searchParams.get("to_connection_id");
+    if (connection === null) {
+      for (const socket of sockets.values()) socket.send(content);
+      return new Response("ok");
+    }
+    const socket = url.searchParams.get("to_worker_id") === "0" ? sockets.get(Number(connection)) : undefined;
+    if (!socket) return new Response("No such connection\n", { status: 404 });
+    socket.send(content);
+    return new Response("ok");
+  };
+}
+
+/** Serves the baseline until SIGINT or SIGTERM; returns the exit code. */
+export async function main(args: string[] = Deno.args): Promise<number> {
+  const logger = createLogger("baseline");
+  let port: number;
+  try {
+    const flags = parseFlags(args, FLAGS);
+    if (flags.help) {
+      console.log(helpText("deno run --allow-net=127.0.0.1 bench/baseline.ts [options]", "Benchmark baseline.", FLAGS));
+      return 0;
+    }
+    port = intFlag(flags, "port", DEFAULT_BASELINE_PORT);
+  } catch (error) {
+    logger.error((error as Error).message);
+    return 2;
+  }
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      hostname: "127.0.0.1",
+      port,
+      onListen: (addr) => logger.info("listening", { addr: `${addr.hostname}:${addr.port}` }),
+    }, createBaselineHandler());
+  } catch (error) {
+    logger.error(`Cannot listen on 127.0.0.1:${port}: ${(error as Error).message}`);
+    return 2;
+  }
+  await new Promise<Deno.Signal>((resolve) => onShutdownSignal(resolve));
+  await server.shutdown();
+  logger.info("stopped");
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,367 @@
+/**
+ * The load generator: one process, started by `bench/main.ts` per scenario
+ * and target, with only `--allow-net=127.0.0.1`. It connects raw WebSocket
+ * clients, then publishes over a few pipelined HTTP/1.1 connections and
+ * times every delivery from request write to frame parse, on one clock.
+ *
+ * Talks to its parent over stdio, one JSON object a line:
+ *
+ * 1. argument: the {@linkcode LoadSpec} as JSON;
+ * 2. stdout `{"type":"connected",...}` once every client is greeted (the
+ *    parent samples memory and CPU then);
+ * 3. stdin `go`: publishing starts;
+ * 4. stdout `{"type":"result",...}` ({@linkcode LoadResult});
+ * 5. stdin `close` (the parent has sampled CPU) or end of input: the clients
+ *    close and the process exits.
+ *
+ * On failure: stdout `{"type":"error","message":...}`, exit 1.
+ *
+ * @module
+ */
+
+import { type Address, WsClient } from "./_ws_client.ts";
+import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
+import type { HttpAnswer } from "./_http_responses.ts";
+import { encodeContent, readSendTime } from "./_content.ts";
+
+/** What one run does. */
+export interface LoadSpec {
+  /** Host of both the WebSocket and the publish port. */
+  hostname: string;
+  /** WebSocket port (`/`). */
+  wsPort: number;
+  /** Publish API port (`GET /?content=`). */
+  publishPort: number;
+  /** Broadcasts to every client, sends to one client each (round-robin), or nothing (memory). */
+  mode: "broadcast" | "targeted" | "idle";
+  /** WebSocket clients to connect. */
+  clients: number;
+  /** Publish requests to send. */
+  messages: number;
+  /** Publishes per second on a timer; null sends as fast as publishes are accepted. */
+  rate: number | null;
+  /** Size of each content, in bytes. */
+  contentBytes: number;
+  /** Clients connected at once. */
+  connectBatch: number;
+  /** HTTP connections publishes go over. */
+  publishConnections: number;
+  /** Requests in flight per HTTP connection. */
+  pipeline: number;
+  /** After the last answer, wait this long with nothing arriving before counting what is missing as lost. */
+  quietMs: number;
+  /** Read buffer per client, in bytes. */
+  readBufferBytes: number;
+}
+
+/** Latency percentiles, in microseconds. */
+export interface Latency {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** What one run measured, as the generator saw it. */
+export interface LoadResult {
+  type: "result";
+  clients: number;
+  /** Milliseconds to connect and greet every client. */
+  connectMs: number;
+  /** Publish requests sent. */
+  publishes: number;
+  /** Answered `200`. */
+  okPublishes: number;
+  /** Not answered `200` (a status, or no answer at all). */
+  failedPublishes: number;
+  /** Failed publishes by `<status> <reason>`. */
+  failures: Record<string, number>;
+  /** Deliveries the `200` answers promise. */
+  expectedDeliveries: number;
+  /** Benchmark messages received. */
+  deliveries: number;
+  /** Expected deliveries that never arrived, summed per client. */
+  lost: number;
+  /** Deliveries beyond what was expected, summed per client. */
+  duplicates: number;
+  /** Messages that were not benchmark contents. */
+  foreign: number;
+  /** Clients the server closed or dropped, by reason. */
+  unexpectedCloses: Record<string, number>;
+  /** Deliveries / (last receipt − first publish). */
+  deliveriesPerSec: number | null;
+  /** Publishes / (last answer − first publish). */
+  publishesPerSec: number | null;
+  /** From request write to frame parse, over every delivery. */
+  latencyUs: Latency | null;
+  /** Milliseconds from the first publish to the last receipt or answer. */
+  publishMs: number;
+  /** True when the run ended because nothing arrived for `quietMs`. */
+  stalled: boolean;
+}
+
+/** Runs one load spec; the process's exit code. */
+export async function main(args: string[] = Deno.args): Promise<number> {
+  if (args.length !== 1 || args[0] === "--help") {
+    console.error("Usage: deno run --allow-net=127.0.0.1 bench/load.ts '<LoadSpec JSON>' (started by bench/main.ts)");
+    return 2;
+  }
+  let run: LoadRun | null = null;
+  try {
+    run = new LoadRun(JSON.parse(args[0]!) as LoadSpec);
+    const started = performance.now();
+    const clients = await run.connect();
+    const connectMs = performance.now() - started;
+    emit({ type: "connected", clients: clients.length, connectMs: round(connectMs) });
+    const stdin = lines(Deno.stdin.readable);
+    if ((await stdin.next()).value !== "go") throw new Error("The parent went away before saying go");
+    emit(await run.drive(connectMs));
+    // Closing costs the server CPU: the parent samples before it lets us.
+    await stdin.next();
+    await stdin.return(undefined);
+    return 0;
+  } catch (error) {
+    emit({ type: "error", message: (error as Error).message });
+    return 1;
+  } finally {
+    await run?.close();
+  }
+}
+
+/** One run: the clients, the publishing, the counting. */
+class LoadRun implements PublishSource {
+  readonly #spec: LoadSpec;
+  #clients: WsClient[] = [];
+  #addresses: Address[] = [];
+  /** Deliveries each client should get from targeted sends answered 200. */
+  #expected = new Int32Array(0);
+  /** Benchmark messages each client got. */
+  #received = new Int32Array(0);
+  #okBroadcasts = 0;
+  #latencies: Float64Array;
+  #deliveries = 0;
+  #foreign = 0;
+  #taken = 0;
+  #due = 0;
+  #answered = 0;
+  #ok = 0;
+  readonly #failures = new Map<string, number>();
+  #firstWrite = NaN;
+  #lastAnswer = NaN;
+  #lastReceipt = NaN;
+  #lastActivity = 0;
+  #connectMs = 0;
+
+  constructor(spec: LoadSpec) {
+    this.#spec = spec;
+    const perPublish = spec.mode === "broadcast" ? spec.clients : 1;
+    this.#latencies = new Float64Array(spec.mode === "idle" ? 0 : spec.messages * perPublish);
+  }
+
+  /** Connects every client, `connectBatch` at a time; on failure, those connected stay for {@linkcode close}. */
+  async connect(): Promise<WsClient[]> {
+    const { hostname, wsPort: port, clients, connectBatch, readBufferBytes } = this.#spec;
+    const onMessage = (client: WsClient, payload: Uint8Array, at: number) => this.#delivered(client, payload, at);
+    for (let first = 0; first < clients; first += connectBatch) {
+      const count = Math.min(connectBatch, clients - first);
+      const batch = await Promise.allSettled(
+        Array.from({ length: count }, () => WsClient.connect({ hostname, port, onMessage, readBufferBytes })),
+      );
+      for (const outcome of batch) {
+        if (outcome.status === "fulfilled") {
+          outcome.value.index = this.#clients.length;
+          this.#clients.push(outcome.value);
+        }
+      }
+      const failed = batch.filter((outcome) => outcome.status === "rejected");
+      if (failed.length > 0) {
+        throw new Error(
+          `${failed.length} of ${count} connections failed after ${this.#clients.length} succeeded: ${
+            (failed[0] as PromiseRejectedResult).reason.message
+          }`,
+        );
+      }
+    }
+    this.#addresses = this.#clients.map((client) => client.address);
+    this.#expected = new Int32Array(this.#clients.length);
+    this.#received = new Int32Array(this.#clients.length);
+    return this.#clients;
+  }
+
+  /** Closes every client connected so far. */
+  async close(): Promise<void> {
+    await Promise.all(this.#clients.map((client) => client.close()));
+  }
+
+  /** Publishes, waits for the deliveries, and measures. */
+  async drive(connectMs: number): Promise<LoadResult> {
+    this.#connectMs = connectMs;
+    const spec = this.#spec;
+    if (spec.mode === "idle") return this.#result(false);
+    const connections = await Promise.all(
+      Array.from(
+        { length: spec.publishConnections },
+        () =>
+          PublishConnection.open(this, { hostname: spec.hostname, port: spec.publishPort, pipeline: spec.pipeline }),
+      ),
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stalled = false;
+    try {
+      const start = performance.now();
+      this.#lastActivity = start;
+      if (spec.rate === null) {
+        this.#due = spec.messages;
+        for (const connection of connections) connection.pump();
+      } else {
+        const rate = spec.rate;
+        const tick = () => {
+          const elapsed = performance.now() - start;
+          this.#due = Math.min(spec.messages, Math.floor((elapsed * rate) / 1000) + 1);
+          for (const connection of connections) connection.pump();
+          if (this.#due < spec.messages) timer = setTimeout(tick, Math.max(0, (this.#due * 1000) / rate - elapsed));
+        };
+        tick();
+      }
+      while (true) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        if (this.#answered === spec.messages && this.#deliveries >= this.#expectedTotal()) break;
+        if (performance.now() - this.#lastActivity > spec.quietMs) {
+          stalled = true;
+          break;
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      await Promise.all(connections.map((connection) => connection.close()));
+    }
+    // Closing answered what was in flight with status 0; what was never taken failed too.
+    const unsent = spec.messages - this.#taken;
+    if (unsent > 0) this.#failures.set("not sent", unsent);
+    return this.#result(stalled);
+  }
+
+  take(): number | null {
+    return this.#taken < this.#due ? this.#taken++ : null;
+  }
+
+  request(seq: number): string {
+    const now = performance.now();
+    if (Number.isNaN(this.#firstWrite)) this.#firstWrite = now;
+    this.#lastActivity = now;
+    const content = encodeContent(seq, Math.round(now * 1000), { bytes: this.#spec.contentBytes });
+    const host = `Host: ${this.#spec.hostname}:${this.#spec.publishPort}\r\n\r\n`;
+    if (this.#spec.mode === "broadcast") return `GET /?content=${content} HTTP/1.1\r\n${host}`;
+    const { worker, connection } = this.#addresses[seq % this.#addresses.length]!;
+    return `GET /?to_worker_id=${worker}&to_connection_id=${connection}&content=${content} HTTP/1.1\r\n${host}`;
+  }
+
+  answer(seq: number, answer: HttpAnswer): void {
+    const now = performance.now();
+    this.#answered++;
+    this.#lastAnswer = now;
+    this.#lastActivity = now;
+    if (answer.status === 200) {
+      this.#ok++;
+      if (this.#spec.mode === "broadcast") this.#okBroadcasts++;
+      else this.#expected[seq % this.#expected.length]!++;
+      return;
+    }
+    const key = `${answer.status} ${answer.body}`.slice(0, 160);
+    this.#failures.set(key, (this.#failures.get(key) ?? 0) + 1);
+  }
+
+  #delivered(client: WsClient, payload: Uint8Array, at: number): void {
+    const sendUs = readSendTime(payload);
+    if (Number.isNaN(sendUs)) {
+      this.#foreign++;
+      return;
+    }
+    this.#received[client.index]!++;
+    if (this.#deliveries === this.#latencies.length) {
+      const bigger = new Float64Array(Math.max(1024, this.#latencies.length * 2));
+      bigger.set(this.#latencies);
+      this.#latencies = bigger;
+    }
+    this.#latencies[this.#deliveries++] = at * 1000 - sendUs;
+    this.#lastReceipt = at;
+    this.#lastActivity = at;
+  }
+
+  #expectedTotal(): number {
+    if (this.#spec.mode === "broadcast") return this.#okBroadcasts * this.#clients.length;
+    return this.#ok;
+  }
+
+  #result(stalled: boolean): LoadResult {
+    let lost = 0;
+    let duplicates = 0;
+    const unexpectedCloses: Record<string, number> = {};
+    for (const client of this.#clients) {
+      const expected = this.#spec.mode === "broadcast" ? this.#okBroadcasts : this.#expected[client.index]!;
+      const received = this.#received[client.index]!;
+      if (received < expected) lost += expected - received;
+      else duplicates += received - expected;
+      const reason = client.unexpectedClose;
+      if (reason !== null) unexpectedCloses[reason] = (unexpectedCloses[reason] ?? 0) + 1;
+    }
+    const lastEvent = Math.max(
+      Number.isNaN(this.#lastReceipt) ? -Infinity : this.#lastReceipt,
+      Number.isNaN(this.#lastAnswer) ? -Infinity : this.#lastAnswer,
+    );
+    const failed = this.#spec.messages - this.#ok;
+    return {
+      type: "result",
+      clients: this.#clients.length,
+      connectMs: round(this.#connectMs),
+      publishes: this.#taken,
+      okPublishes: this.#ok,
+      failedPublishes: this.#spec.mode === "idle" ? 0 : failed,
+      failures: Object.fromEntries(this.#failures),
+      expectedDeliveries: this.#expectedTotal(),
+      deliveries: this.#deliveries,
+      lost,
+      duplicates,
+      foreign: this.#foreign,
+      unexpectedCloses,
+      deliveriesPerSec: perSecond(this.#deliveries, this.#lastReceipt - this.#firstWrite),
+      publishesPerSec: perSecond(this.#answered, this.#lastAnswer - this.#firstWrite),
+      latencyUs: percentiles(this.#latencies.subarray(0, this.#deliveries)),
+      publishMs: Number.isFinite(lastEvent) ? round(lastEvent - this.#firstWrite) : 0,
+      stalled,
+    };
+  }
+}
+
+/** `count` per second over `ms`; null when there is nothing to divide. */
+function perSecond(count: number, ms: number): number | null {
+  return count > 0 && ms > 0 ? round((count * 1000) / ms) : null;
+}
+
+/** Nearest-rank p50 and p99, and the maximum. Sorts `values` in place. */
+function percentiles(values: Float64Array): Latency | null {
+  if (values.length === 0) return null;
+  values.sort();
+  const rank = (p: number) => values[Math.max(0, Math.ceil(p * values.length) - 1)]!;
+  return { p50: round(rank(0.5)), p99: round(rank(0.99)), max: round(values[values.length - 1]!) };
+}
+
+function round(value: number): number {
+  return Math.round(value * 10) / 10;
+}
+
+function emit(message: object): void {
+  console.log(JSON.stringify(message));
+}
+
+/** The lines of a stream, without their line ends. */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string, void, undefined> {
+  let rest = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    const parts = (rest + text).split("\n");
+    rest = parts.pop()!;
+    yield* parts;
+  }
+  if (rest) yield rest;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,290 @@
+/**
+ * `deno task bench`: the load benchmark. Starts the push system as
+ * `deno task start` does (hub, pusher and its workers, publisher, from their
+ * `deno.json` task lines) and the baseline (`bench/baseline.ts`), then runs
+ * every scenario against both from a separate load-generator process
+ * (`bench/load.ts`), prints a table and writes the results as JSON.
+ *
+ * Permissions of the `bench` task, and why:
+ * - `--allow-run`: it starts the services (each with its own task's grants),
+ *   the baseline and the load generator (loopback network only), and reads
+ *   /proc through `cat` (see `_proc.ts`: Deno grants /proc only under
+ *   `--allow-all`). Unscoped because `deno` is wherever npx put it.
+ * - `--allow-read=deno.json`: the services' command lines are its tasks.
+ * - `--allow-write=bench/results`: the JSON results.
+ * - `--allow-net=127.0.0.1`: checking that the ports are free, and probing
+ *   that the system routes before measuring.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { helpText, onShutdownSignal, parseFlags, stringFlag } from "../shared/cli.ts";
+import { createLogger } from "../shared/log.ts";
+import { CONTENT_BYTES } from "./_content.ts";
+import { runLoadProcess } from "./_load_process.ts";
+import { clockTicksPerSecond, cpuTicks, describeMachine, rssKiB } from "./_proc.ts";
+import { assertPortsFree, DEFAULT_PORTS, type Ports, type Services, startServices, type Target } from "./_services.ts";
+import type { LoadSpec } from "./load.ts";
+import {
+  type BenchReport,
+  formatMachine,
+  formatTable,
+  formatWarnings,
+  goalSummary,
+  type Measurement,
+  type ScenarioReport,
+  scenarioReport,
+} from "./report.ts";
+import { type Scenario, scenarios } from "./scenarios.ts";
+
+const FLAGS = {
+  quick: { type: "boolean" as const, help: "tiny sizes: a smoke test that runs in seconds" },
+  scenarios: { type: "string" as const, arg: "a,b,...", help: "scenarios to run", default: "all: a,b,c,d,e,f,g" },
+  out: {
+    type: "string" as const,
+    arg: "FILE",
+    help: "where the JSON goes (the task may write only under bench/results)",
+    default: "bench/results/<ISO time>.json",
+  },
+  "hub-port": { type: "string" as const, arg: "PORT", help: "hub port; 0 picks a free one", default: "2206" },
+  "pusher-port": { type: "string" as const, arg: "PORT", help: "pusher port; 0 picks a free one", default: "4236" },
+  "publisher-port": {
+    type: "string" as const,
+    arg: "PORT",
+    help: "publisher port; 0 picks a free one",
+    default: "4237",
+  },
+  "baseline-port": { type: "string" as const, arg: "PORT", help: "baseline port; 0 picks a free one", default: "4240" },
+  help: { type: "boolean" as const, help: "show this help" },
+};
+
+const DESCRIPTION = `Load benchmark: the push system against a minimal one-process Deno.serve baseline.
+
+Starts hub, pusher and publisher as deno task start does, and the baseline (bench/baseline.ts); drives
+both from a separate load-generator process (bench/load.ts) with raw WebSocket and HTTP/1.1 clients;
+prints system, baseline and system/baseline for every metric; writes the results as JSON.
+
+Scenarios: (a) 100 clients × 500 broadcasts; (b) 1000 × 200; (c) 1000 clients at 50 broadcasts/s;
+(d) 100 clients × 5000 targeted sends; (e) targeted at 1000/s; (f) 5000 clients × 20 broadcasts;
+(g) 10,000 idle connections. Contents are ${CONTENT_BYTES} bytes.`;
+
+/** Options of one run, from the command line. */
+interface BenchOptions {
+  quick: boolean;
+  scenarios: Scenario[];
+  out: string;
+  ports: Ports;
+}
+
+/** Runs the benchmark; returns the exit code. */
+export async function main(args: string[] = Deno.args): Promise<number> {
+  const logger = createLogger("bench");
+  let options: BenchOptions;
+  try {
+    const flags = parseFlags(args, FLAGS);
+    if (flags.help) {
+      console.log(helpText("deno task bench [options]", DESCRIPTION, FLAGS));
+      return 0;
+    }
+    options = benchOptions(flags);
+    assertWritable(options.out);
+    assertPortsFree(options.ports);
+  } catch (error) {
+    logger.error((error as Error).message);
+    return 2;
+  }
+  const abort = new AbortController();
+  const removeSignals = onShutdownSignal((signal) => abort.abort(new Error(`Stopped by ${signal}`)));
+  try {
+    const report = await run(options, abort.signal);
+    console.log(formatTable(report));
+    const warnings = formatWarnings(report);
+    if (warnings) console.log(`\n${warnings}`);
+    await writeReport(options.out, report);
+    console.log(`\nresults: ${options.out}`);
+    return 0;
+  } catch (error) {
+    logger.error((error as Error).message);
+    return abort.signal.aborted ? 130 : 1;
+  } finally {
+    removeSignals();
+  }
+}
+
+function benchOptions(flags: Record<string, string | boolean | undefined>): BenchOptions {
+  const quick = flags.quick === true;
+  const all = scenarios(quick);
+  const wanted = stringFlag(flags, "scenarios")?.split(",").map((id) => id.trim()).filter(Boolean);
+  const unknown = wanted?.filter((id) => !all.some((scenario) => scenario.id === id)) ?? [];
+  if (unknown.length > 0) {
+    throw new TypeError(`Invalid --scenarios: no scenario ${unknown.join(", ")}; pick from ${all.map((s) => s.id)}`);
+  }
+  const port = (name: keyof Ports) => {
+    const raw = stringFlag(flags, `${name}-port`);
+    if (raw === undefined) return DEFAULT_PORTS[name];
+    const value = Number(raw);
+    if (!/^\d+$/.test(raw) || value > 65535) throw new TypeError(`Invalid --${name}-port: ${JSON.stringify(raw)}`);
+    return value;
+  };
+  return {
+    quick,
+    scenarios: wanted ? all.filter((scenario) => wanted.includes(scenario.id)) : all,
+    out: stringFlag(flags, "out") ?? `bench/results/${new Date().toISOString()}.json`,
+    ports: { hub: port("hub"), pusher: port("pusher"), publisher: port("publisher"), baseline: port("baseline") },
+  };
+}
+
+async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchReport> {
+  const startedAt = new Date().toISOString();
+  const machine = await describeMachine();
+  const ticksPerSecond = await clockTicksPerSecond();
+  progress(formatMachine(machine));
+  await using services = await startServices(options.ports, { signal });
+  const context: RunContext = { services, signal, quick: options.quick, ticksPerSecond };
+  const reports = new Map<string, ScenarioReport>();
+  const runScenario = async (scenario: Scenario) => {
+    const system = await measure(context, scenario, services.system);
+    const baseline = await measure(context, scenario, services.baseline);
+    reports.set(scenario.id, scenarioReport(scenario, { system, baseline }));
+  };
+  // Memory first, on processes that have not held thousands of sockets yet:
+  // the heap a busy scenario frees stays mapped, and new connections reusing
+  // it would look free.
+  for (const scenario of options.scenarios) if (scenario.mode === "idle") await runScenario(scenario);
+  if (!options.quick) await warmUp(context);
+  for (const scenario of options.scenarios) if (scenario.mode !== "idle") await runScenario(scenario);
+  const ordered = options.scenarios.map((scenario) => reports.get(scenario.id)!);
+  return {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine,
+    quick: options.quick,
+    scenarios: ordered,
+    goals: goalSummary(ordered),
+  };
+}
+
+interface RunContext {
+  services: Services;
+  signal: AbortSignal;
+  quick: boolean;
+  ticksPerSecond: number;
+}
+
+/** A short unrecorded run of each kind on each target, so that neither is measured cold. */
+async function warmUp(context: RunContext): Promise<void> {
+  const runs: Scenario[] = [
+    { id: "warm-up", title: "", mode: "broadcast", clients: 100, messages: 200, rate: null, stresses: "" },
+    { id: "warm-up", title: "", mode: "targeted", clients: 100, messages: 2000, rate: null, stresses: "" },
+  ];
+  for (const target of [context.services.system, context.services.baseline]) {
+    for (const scenario of runs) await measure(context, scenario, target);
+  }
+}
+
+/** Runs one scenario against one target, sampling CPU and memory around it. */
+async function measure(context: RunContext, scenario: Scenario, target: Target): Promise<Measurement> {
+  context.services.assertRunning();
+  const cpuPids = target.cpuProcesses.map((service) => service.pid);
+  const rssPids = target.rssProcesses.map((service) => service.pid);
+  for (const service of target.cpuProcesses) service.takeWarnings();
+  const spec: LoadSpec = {
+    hostname: "127.0.0.1",
+    wsPort: target.wsPort,
+    publishPort: target.publishPort,
+    mode: scenario.mode,
+    clients: scenario.clients,
+    messages: scenario.messages,
+    rate: scenario.rate,
+    contentBytes: CONTENT_BYTES,
+    connectBatch: 200,
+    publishConnections: 4,
+    pipeline: 32,
+    quietMs: 5000,
+    readBufferBytes: scenario.clients > 2000 ? 4096 : 16 * 1024,
+  };
+  const started = performance.now();
+  const rssBefore = await rssKiB(rssPids);
+  let rssAfter = rssBefore;
+  let cpu = [0, 0];
+  const result = await runLoadProcess(spec, {
+    signal: context.signal,
+    async onConnected(pid) {
+      // Let the servers finish the greetings' writes before memory is read.
+      await sleep(250);
+      rssAfter = await rssKiB(rssPids);
+      cpu = await Promise.all([cpuTicks(cpuPids), cpuTicks([pid])]);
+    },
+    async onResult(pid) {
+      const after = await Promise.all([cpuTicks(cpuPids), cpuTicks([pid])]);
+      cpu = [after[0]! - cpu[0]!, after[1]! - cpu[1]!];
+    },
+  });
+  // Give the servers a moment to see the clients go before the next run.
+  await sleep(context.quick ? 200 : 1000);
+  context.services.assertRunning();
+  const usPerTick = 1e6 / context.ticksPerSecond;
+  const perDelivery = (ticks: number) =>
+    result.deliveries > 0 ? round((ticks * usPerTick) / result.deliveries, 3) : null;
+  const warnings = target.cpuProcesses.map((service) => service.takeWarnings());
+  const { type: _, ...load } = result;
+  const measurement: Measurement = {
+    ...load,
+    cpuUsPerDelivery: perDelivery(cpu[0]!),
+    serviceCpuMs: round((cpu[0]! * usPerTick) / 1000, 1),
+    loadGenCpuUsPerDelivery: perDelivery(cpu[1]!),
+    rssBeforeKiB: rssBefore,
+    rssAfterKiB: rssAfter,
+    rssKiBPerConnection: result.clients > 0 ? round((rssAfter - rssBefore) / result.clients, 2) : null,
+    serviceWarnings: {
+      count: warnings.reduce((sum, w) => sum + w.count, 0),
+      sample: warnings.flatMap((w) => w.sample).slice(0, 5),
+    },
+  };
+  progress(
+    `(${scenario.id}) ${target.name.padEnd(8)} ${scenario.clients} clients: ` +
+      (scenario.mode === "idle"
+        ? `${measurement.rssKiBPerConnection} KiB/connection`
+        : `${Math.round(result.deliveriesPerSec ?? 0)} deliveries/s, ${Math.round(result.publishesPerSec ?? 0)} ` +
+          `publishes/s, p99 ${((result.latencyUs?.p99 ?? 0) / 1000).toFixed(1)} ms, lost ${result.lost}, ` +
+          `failed ${result.failedPublishes}`) +
+      ` (${((performance.now() - started) / 1000).toFixed(1)} s)`,
+  );
+  return measurement;
+}
+
+/**
+ * Fails before a minute of measuring is spent when the results could not be
+ * written.
+ *
+ * @throws {Error} saying where the task may write.
+ */
+function assertWritable(path: string): void {
+  if (Deno.permissions.querySync({ name: "write", path }).state === "granted") return;
+  throw new Error(
+    `Cannot write ${path}: the bench task may write only under bench/results; ` +
+      `pick a file there, or run bench/main.ts with --allow-write for that path`,
+  );
+}
+
+async function writeReport(path: string, report: BenchReport): Promise<void> {
+  await Deno.mkdir(dirname(path), { recursive: true });
+  await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
+}
+
+/** Progress goes to stderr: stdout holds the table. */
+function progress(line: string): void {
+  console.error(line);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function round(value: number, digits: number): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+if (import.meta.main) Deno.exit(await main());

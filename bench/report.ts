@@ -1,0 +1,216 @@
+/**
+ * The benchmark's results: what is measured per scenario and target, the
+ * system/baseline ratios, the goals, the JSON written to `bench/results/`
+ * and the table printed.
+ *
+ * Pure TypeScript: no `Deno.*` calls.
+ *
+ * @module
+ */
+
+import type { LoadResult } from "./load.ts";
+import type { Machine } from "./_proc.ts";
+import { GOALS, type MetricKey, type Scenario } from "./scenarios.ts";
+
+/** Everything measured for one scenario against one target. */
+export interface Measurement extends Omit<LoadResult, "type"> {
+  /** Service CPU time (all service processes, all threads) per delivery, in µs, while publishing. */
+  cpuUsPerDelivery: number | null;
+  /** Service CPU time while publishing, in ms. */
+  serviceCpuMs: number;
+  /** The load generator's own CPU time per delivery, in µs: it should stay well below the servers'. */
+  loadGenCpuUsPerDelivery: number | null;
+  /** RSS of the processes holding the WebSockets before the clients connected, in KiB. */
+  rssBeforeKiB: number;
+  /** The same once every client was greeted. */
+  rssAfterKiB: number;
+  /** (after − before) / clients. */
+  rssKiBPerConnection: number | null;
+  /** Warn and error log lines the services wrote during the scenario. */
+  serviceWarnings: { count: number; sample: string[] };
+}
+
+/** A goal checked against a run. */
+export interface GoalResult {
+  metric: MetricKey;
+  kind: "ratio" | "absolute";
+  op: ">=" | "<=";
+  bound: number;
+  /** The ratio or the system's value; null when it could not be computed (a miss). */
+  value: number | null;
+  pass: boolean;
+}
+
+/** One scenario, both targets. */
+export interface ScenarioReport extends Scenario {
+  system: Measurement;
+  baseline: Measurement;
+  /** system / baseline per metric; null where either is missing or the baseline is 0. */
+  ratios: Partial<Record<MetricKey, number | null>>;
+  goals: GoalResult[];
+}
+
+/** The JSON file a run writes. */
+export interface BenchReport {
+  startedAt: string;
+  finishedAt: string;
+  machine: Machine;
+  quick: boolean;
+  scenarios: ScenarioReport[];
+  goals: { pass: number; miss: number };
+}
+
+interface MetricSpec {
+  key: MetricKey;
+  label: string;
+  format: (value: number) => string;
+  /** Shown for idle scenarios: `only` for nothing else. */
+  idle?: boolean | "only";
+  /** A system/baseline ratio means something. @default {true} */
+  ratio?: boolean;
+}
+
+const METRICS: readonly MetricSpec[] = [
+  { key: "deliveriesPerSec", label: "deliveries/s", format: count },
+  { key: "publishesPerSec", label: "publish requests/s", format: count },
+  { key: "latencyP50Ms", label: "latency p50 (ms)", format: milliseconds },
+  { key: "latencyP99Ms", label: "latency p99 (ms)", format: milliseconds },
+  { key: "latencyMaxMs", label: "latency max (ms)", format: milliseconds },
+  { key: "cpuUsPerDelivery", label: "server CPU µs/delivery", format: (v) => v.toFixed(2) },
+  { key: "loadGenCpuUsPerDelivery", label: "load-gen CPU µs/delivery", format: (v) => v.toFixed(2), ratio: false },
+  {
+    key: "rssKiBPerConnection",
+    label: "RSS KiB/connection",
+    format: (v) => v.toFixed(1),
+    // Elsewhere it is noise: the idle scenario runs first and leaves freed
+    // heap behind that later connections reuse (it even comes out negative).
+    idle: "only",
+  },
+  { key: "lost", label: "messages lost", format: count },
+  { key: "failedPublishes", label: "failed publishes", format: count },
+];
+
+/** A metric's value in a measurement; null when it does not apply. */
+export function metricValue(measurement: Measurement, key: MetricKey): number | null {
+  switch (key) {
+    case "latencyP50Ms":
+      return measurement.latencyUs ? measurement.latencyUs.p50 / 1000 : null;
+    case "latencyP99Ms":
+      return measurement.latencyUs ? measurement.latencyUs.p99 / 1000 : null;
+    case "latencyMaxMs":
+      return measurement.latencyUs ? measurement.latencyUs.max / 1000 : null;
+    default:
+      return measurement[key];
+  }
+}
+
+/** Puts a scenario's two measurements together: ratios and goals. */
+export function scenarioReport(
+  scenario: Scenario,
+  { system, baseline }: { system: Measurement; baseline: Measurement },
+): ScenarioReport {
+  const ratios: Partial<Record<MetricKey, number | null>> = {};
+  for (const { key, ratio } of METRICS) {
+    if (key === "lost" || key === "failedPublishes" || ratio === false) continue;
+    const ours = metricValue(system, key);
+    const theirs = metricValue(baseline, key);
+    ratios[key] = ours === null || theirs === null || theirs === 0 ? null : ours / theirs;
+  }
+  const goals = GOALS.filter((goal) => goal.scenario === scenario.id).map((goal): GoalResult => {
+    const value = goal.kind === "ratio" ? ratios[goal.metric] ?? null : metricValue(system, goal.metric);
+    const pass = value !== null && (goal.op === ">=" ? value >= goal.bound : value <= goal.bound);
+    return { metric: goal.metric, kind: goal.kind, op: goal.op, bound: goal.bound, value, pass };
+  });
+  return { ...scenario, system, baseline, ratios, goals };
+}
+
+/** Counts passed and missed goals. */
+export function goalSummary(scenarios: readonly ScenarioReport[]): { pass: number; miss: number } {
+  const all = scenarios.flatMap((scenario) => scenario.goals);
+  const pass = all.filter((goal) => goal.pass).length;
+  return { pass, miss: all.length - pass };
+}
+
+/** The machine line: CPU, cores, Deno, kernel. */
+export function formatMachine(machine: Machine): string {
+  return `machine: ${machine.cpu}, ${machine.cores} cores, Deno ${machine.deno}, ${machine.kernel}`;
+}
+
+/**
+ * The table: per scenario, per metric, the system's value, the baseline's,
+ * their ratio, and the goal with PASS or MISS where there is one.
+ */
+export function formatTable(report: BenchReport): string {
+  const header = ["", "system", "baseline", "ratio", "target", "result"];
+  const rows: (string[] | string)[] = [];
+  for (const scenario of report.scenarios) {
+    rows.push(`(${scenario.id}) ${scenario.title}`);
+    for (const metric of METRICS) {
+      if (scenario.mode === "idle" ? !metric.idle : metric.idle === "only") continue;
+      const show = (value: number | null) => (value === null ? "-" : metric.format(value));
+      const ratio = scenario.ratios[metric.key];
+      const goal = scenario.goals.find((g) => g.metric === metric.key);
+      rows.push([
+        `  ${metric.label}`,
+        show(metricValue(scenario.system, metric.key)),
+        show(metricValue(scenario.baseline, metric.key)),
+        ratio === undefined || ratio === null ? "-" : `${ratio.toFixed(2)}x`,
+        goal ? goalText(goal) : "",
+        goal ? (goal.pass ? "PASS" : "MISS") : "",
+      ]);
+    }
+  }
+  const table = [header, ...rows.filter((row): row is string[] => typeof row !== "string")];
+  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  const line = (row: string[]) =>
+    row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd();
+  const { pass, miss } = report.goals;
+  return [
+    formatMachine(report.machine),
+    "",
+    line(header),
+    ...rows.map((row) => (typeof row === "string" ? row : line(row))),
+    "",
+    `targets: ${pass} PASS, ${miss} MISS (a MISS does not fail the run)`,
+    "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",
+  ].join("\n");
+}
+
+/** Service warnings worth a look, one paragraph per scenario and target that had any. */
+export function formatWarnings(report: BenchReport): string {
+  const parts: string[] = [];
+  for (const scenario of report.scenarios) {
+    for (const target of ["system", "baseline"] as const) {
+      const { count, sample } = scenario[target].serviceWarnings;
+      const closes = Object.entries(scenario[target].unexpectedCloses);
+      if (count > 0) {
+        parts.push(
+          `(${scenario.id}) ${target}: ${count} warning lines, first:\n${sample.map((l) => `  ${l}`).join("\n")}`,
+        );
+      }
+      if (closes.length > 0) {
+        parts.push(
+          `(${scenario.id}) ${target}: clients closed by the server: ${
+            closes.map(([r, n]) => `${n}× ${r}`).join(", ")
+          }`,
+        );
+      }
+    }
+  }
+  return parts.join("\n");
+}
+
+function goalText(goal: GoalResult): string {
+  const op = goal.op === ">=" ? "≥" : "≤";
+  if (goal.kind === "ratio") return `${op} ${goal.bound}x`;
+  if (goal.bound === 0 && goal.op === "<=") return "= 0";
+  return `${op} ${goal.bound}${goal.metric === "rssKiBPerConnection" ? " KiB" : ""}`;
+}
+
+function count(value: number): string {
+  return Math.round(value).toLocaleString("en-US");
+}
+
+function milliseconds(value: number): string {
+  return value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : value.toFixed(0);
+}
