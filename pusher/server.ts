@@ -155,8 +155,12 @@ interface Settings {
   logger: Logger;
 }
 
-/** Bytes read per `read` call: small, since clients send little and idle sockets hold one each. */
-const READ_BUFFER_BYTES = 2048;
+/**
+ * Bytes read per `read` call: small, because every idle socket holds one in
+ * its pending read and clients send little (a larger message takes several
+ * reads, gathered without re-copying by the frame parser).
+ */
+const READ_BUFFER_BYTES = 1024;
 
 class ServerImpl {
   readonly addr: Deno.NetAddr;
@@ -170,6 +174,7 @@ class ServerImpl {
   readonly #pinger: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
   #stopping: Promise<void> | null = null;
+  #allClosed: (() => void) | null = null;
 
   constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, handler: Handler, settings: Settings) {
     this.#listener = listener;
@@ -187,8 +192,10 @@ class ServerImpl {
         this.#listener.close();
       } catch { /* closed */ }
       for (const tcp of this.#handshaking) close(tcp);
+      const closed = new Promise<void>((resolve) => (this.#allClosed = resolve));
       for (const socket of this.sockets) socket.close(CloseCode.goingAway, "going away");
       await this.finished;
+      if (this.sockets.size > 0) await closed;
       clearInterval(this.#pinger);
       clearInterval(this.#watchdog);
     })();
@@ -238,13 +245,14 @@ class ServerImpl {
       response = text(500, "Internal error");
     }
     if (response !== upgrade.response || !upgrade.handlers) return respond(tcp, response, req.method === "HEAD");
-    const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings);
+    const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings, (done) => {
+      this.sockets.delete(done);
+      if (this.sockets.size === 0) this.#allClosed?.();
+    });
     this.sockets.add(socket);
-    try {
-      await socket.run(rest);
-    } finally {
-      this.sockets.delete(socket);
-    }
+    // Not awaited: an open socket keeps no frame of this function alive.
+    // The head's small buffer becomes the socket's read buffer.
+    socket.run(rest, head.buffer.length === READ_BUFFER_BYTES ? head.buffer : new Uint8Array(READ_BUFFER_BYTES));
   }
 
   /** Answers a request the server itself refuses (bad head, bad handshake, no room), with a log line. */
@@ -277,10 +285,19 @@ class Socket implements ClientSocket {
   #closeCode: number = CloseCode.abnormal;
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #onDone: (socket: Socket) => void;
   #violation: ProtocolError | null = null;
 
-  constructor(tcp: Deno.TcpConn, req: Request, accept: string, handlers: SocketHandlers, settings: Settings) {
+  constructor(
+    tcp: Deno.TcpConn,
+    req: Request,
+    accept: string,
+    handlers: SocketHandlers,
+    settings: Settings,
+    onDone: (socket: Socket) => void,
+  ) {
     this.#tcp = tcp;
+    this.#onDone = onDone;
     this.origin = req.headers.get("origin");
     this.#handlers = handlers;
     this.#settings = settings;
@@ -334,8 +351,7 @@ class Socket implements ClientSocket {
     if (stalled > this.#settings.slowClientTimeout) this.#closeSlow(`a write blocked for ${stalled} ms`);
   }
 
-  async run(rest: Uint8Array): Promise<void> {
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+  async run(rest: Uint8Array, buffer: Uint8Array): Promise<void> {
     this.#guard(() => {
       this.#handlers.open(this);
       if (rest.length > 0) this.#receive(rest);
@@ -351,7 +367,8 @@ class Socket implements ClientSocket {
       // Reset by the peer, or closed by us: either way the socket is done.
     } finally {
       this.#terminate();
-      this.#handlers.close(this, this.#closeCode, this.#closeReason);
+      this.#onDone(this);
+      this.#guard(() => this.#handlers.close(this, this.#closeCode, this.#closeReason));
     }
   }
 
@@ -463,8 +480,9 @@ const PING = encodePing();
 async function readHead(
   tcp: Deno.TcpConn,
   settings: Settings,
-): Promise<{ req: Request; rest: Uint8Array } | { error: Response } | null> {
-  const buffer = new Uint8Array(settings.maxHeadBytes + READ_BUFFER_BYTES);
+): Promise<{ req: Request; rest: Uint8Array; buffer: Uint8Array } | { error: Response } | null> {
+  // Starts small and grows only for a large head: most are well under 1 KiB.
+  let buffer = new Uint8Array(READ_BUFFER_BYTES);
   let filled = 0;
   const timer = setTimeout(() => {
     settings.logger.info("closing a connection that did not send its request head in time", {
@@ -474,6 +492,11 @@ async function readHead(
   }, settings.handshakeTimeout);
   try {
     while (true) {
+      if (filled === buffer.length) {
+        const grown = new Uint8Array(Math.min(buffer.length * 2, settings.maxHeadBytes + READ_BUFFER_BYTES));
+        grown.set(buffer);
+        buffer = grown;
+      }
       let n: number | null;
       try {
         n = await tcp.read(buffer.subarray(filled));
@@ -489,7 +512,7 @@ async function readHead(
         if (end + 4 > settings.maxHeadBytes) return { error: text(431, "Request head too large") };
         const req = parseHead(new TextDecoder("latin1").decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
         if (req instanceof Response) return { error: req };
-        return { req, rest: buffer.slice(end + 4, filled) };
+        return { req, rest: buffer.slice(end + 4, filled), buffer };
       }
       if (filled >= settings.maxHeadBytes) return { error: text(431, "Request head too large") };
     }
