@@ -41,6 +41,17 @@ export function encodeContent(seq: number, sendUs: number, options: ContentOptio
 }
 
 /**
+ * Reads the sequence number back from a content's bytes. Returns NaN for
+ * anything that is not a benchmark content.
+ */
+export function readSeq(payload: Uint8Array): number {
+  if (Number.isNaN(readSendTime(payload))) return NaN;
+  let value = 0;
+  for (let i = 0; payload[i] !== COLON; i++) value = value * 10 + payload[i]! - ZERO;
+  return value;
+}
+
+/**
  * Reads the send time (µs) back from a content's bytes, without decoding
  * them as text: the generator does this for every delivery. Returns NaN for
  * anything that is not a benchmark content (a greeting, say).

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CONTENT_BYTES, encodeContent, readSendTime } from "./_content.ts";
+import { CONTENT_BYTES, encodeContent, readSendTime, readSeq } from "./_content.ts";
 
 const utf8 = new TextEncoder();
 
@@ -10,11 +10,13 @@ Deno.test("a content is 64 URL-safe bytes and gives its send time back", () => {
   // Digits, ":" and "_" need no escaping in a query (RFC 3986 pchar).
   assert.equal(new URL(`http://127.0.0.1/?content=${content}`).searchParams.get("content"), content);
   assert.equal(readSendTime(utf8.encode(content)), 4_567_890_123);
+  assert.equal(readSeq(utf8.encode(content)), 123);
 });
 
 Deno.test("anything but a content reads as NaN", () => {
   for (const text of ["workerID:0 connectionID:1 connected\n", "", ":1:", "1:", "1:2", "x:1:", "1:2x:"]) {
     assert.ok(Number.isNaN(readSendTime(utf8.encode(text))), JSON.stringify(text));
+    assert.ok(Number.isNaN(readSeq(utf8.encode(text))), JSON.stringify(text));
   }
 });
 

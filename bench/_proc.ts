@@ -66,6 +66,16 @@ export async function rssKiB(pids: readonly number[]): Promise<number> {
   return total;
 }
 
+/** Resident memory (`VmRSS`) of each process, in KiB, in the order given. */
+export async function rssKiBEach(pids: readonly number[]): Promise<number[]> {
+  const text = await cat(pids.map((pid) => `/proc/${pid}/status`));
+  const values = [...text.matchAll(/^VmRSS:\s+(\d+) kB$/gm)].map((match) => Number(match[1]));
+  if (values.length !== pids.length) {
+    throw new Error(`Cannot read VmRSS of ${pids.length} processes: got ${values.length}`);
+  }
+  return values;
+}
+
 /** Describes this machine: CPU model, cores, Deno version, kernel. */
 export async function describeMachine(): Promise<Machine> {
   const [cpuinfo, version] = await Promise.all([

@@ -184,9 +184,9 @@ class Running implements ServiceProcess {
  *
  * @throws {Error} naming the port, its service and the flag that moves it.
  */
-export function assertPortsFree(ports: Ports): void {
+export function assertPortsFree(ports: Partial<Ports>): void {
   for (const [name, port] of Object.entries(ports)) {
-    if (port === 0) continue;
+    if (port === undefined || port === 0) continue;
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
     } catch (error) {
@@ -199,6 +199,16 @@ export function assertPortsFree(ports: Ports): void {
   }
 }
 
+/** The ports of the push system alone, for runs that need no baseline. */
+export type SystemPorts = Omit<Ports, "baseline">;
+
+/** The running push system. Disposing stops its processes, publisher first; twice is harmless. */
+export interface SystemServices extends AsyncDisposable {
+  readonly system: Target;
+  /** @throws {Error} naming the service when one has exited. */
+  assertRunning(): void;
+}
+
 /**
  * Starts hub, pusher and publisher from their task lines, waits until every
  * pusher worker is subscribed (a broadcast reaches them all), then starts
@@ -207,65 +217,116 @@ export function assertPortsFree(ports: Ports): void {
  * @throws {Error} with the service's last log lines when one fails to start.
  */
 export async function startServices(ports: Ports, options: StartServicesOptions = {}): Promise<Services> {
-  const timeout = options.timeout ?? 20_000;
-  const signal = options.signal;
-  const started: Running[] = [];
-  const start = async (name: string, command: string[]) => {
-    const service = new Running(name, command);
-    started.push(service);
-    return { service, port: await service.waitListening(timeout, signal) };
-  };
-  const services: Services = {
-    system: undefined as unknown as Target,
-    baseline: undefined as unknown as Target,
-    assertRunning() {
-      const gone = started.find((service) => service.exited);
-      if (gone) throw new Error(`${gone.name} exited during the run:\n${gone.tail()}`);
-    },
-    async [Symbol.asyncDispose]() {
-      // Front to back, as deno task start stops them: publisher first, hub last.
-      for (const service of [...started].reverse()) await service.stop();
-    },
-  };
+  const group = new ProcessGroup(options);
   try {
-    // Flags only where a port differs from the default: at the defaults the
-    // command lines are exactly the tasks'.
-    const hub = await start("hub", [...await taskCommand("channel"), ...portFlag(ports.hub, DEFAULT_PORTS.hub)]);
-    const hubFlag = hub.port === DEFAULT_PORTS.hub ? [] : ["--hub", `127.0.0.1:${hub.port}`];
-    const pusher = await start("pusher", [
-      ...await taskCommand("pusher"),
-      ...portFlag(ports.pusher, DEFAULT_PORTS.pusher),
-      ...hubFlag,
+    const system = await launchSystem(group, ports);
+    const baseline = await group.start("baseline", [
+      Deno.execPath(),
+      ...BASELINE_ARGS,
+      "--port",
+      String(ports.baseline),
     ]);
-    const publisher = await start("publisher", [
-      ...await taskCommand("publisher"),
-      ...portFlag(ports.publisher, DEFAULT_PORTS.publisher),
-      ...hubFlag,
-    ]);
-    const workers = Number(/ workers=(\d+)/.exec(pusher.service.listeningLine)?.[1] ?? 1);
-    await waitRouted(publisher.port, workers, timeout, signal);
-    const baseline = await start("baseline", [Deno.execPath(), ...BASELINE_ARGS, "--port", String(ports.baseline)]);
-    Object.assign(services, {
-      system: {
-        name: "system",
-        wsPort: pusher.port,
-        publishPort: publisher.port,
-        cpuProcesses: [hub.service, pusher.service, publisher.service],
-        rssProcesses: [pusher.service],
-      } satisfies Target,
+    return {
+      system,
       baseline: {
         name: "baseline",
         wsPort: baseline.port,
         publishPort: baseline.port,
         cpuProcesses: [baseline.service],
         rssProcesses: [baseline.service],
-      } satisfies Target,
-    });
-    return services;
+      },
+      assertRunning: () => group.assertRunning(),
+      [Symbol.asyncDispose]: () => group[Symbol.asyncDispose](),
+    };
   } catch (error) {
-    await services[Symbol.asyncDispose]();
+    await group[Symbol.asyncDispose]();
     throw error;
   }
+}
+
+/**
+ * Starts hub, pusher and publisher from their task lines and waits until
+ * every pusher worker is subscribed: {@linkcode startServices} without the
+ * baseline.
+ *
+ * @throws {Error} with the service's last log lines when one fails to start.
+ */
+export async function startSystem(ports: SystemPorts, options: StartServicesOptions = {}): Promise<SystemServices> {
+  const group = new ProcessGroup(options);
+  try {
+    const system = await launchSystem(group, ports);
+    return {
+      system,
+      assertRunning: () => group.assertRunning(),
+      [Symbol.asyncDispose]: () => group[Symbol.asyncDispose](),
+    };
+  } catch (error) {
+    await group[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+/** The processes one run started, stopped together in reverse order. */
+class ProcessGroup implements AsyncDisposable {
+  readonly #started: Running[] = [];
+  readonly #timeout: number;
+  readonly #signal?: AbortSignal;
+
+  constructor(options: StartServicesOptions) {
+    this.#timeout = options.timeout ?? 20_000;
+    this.#signal = options.signal;
+  }
+
+  get timeout(): number {
+    return this.#timeout;
+  }
+
+  get signal(): AbortSignal | undefined {
+    return this.#signal;
+  }
+
+  async start(name: string, command: string[]): Promise<{ service: Running; port: number }> {
+    const service = new Running(name, command);
+    this.#started.push(service);
+    return { service, port: await service.waitListening(this.#timeout, this.#signal) };
+  }
+
+  assertRunning(): void {
+    const gone = this.#started.find((service) => service.exited);
+    if (gone) throw new Error(`${gone.name} exited during the run:\n${gone.tail()}`);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    // Front to back, as deno task start stops them: publisher first, hub last.
+    for (const service of [...this.#started].reverse()) await service.stop();
+  }
+}
+
+/** Starts hub, pusher and publisher in `group` and waits until they route. */
+async function launchSystem(group: ProcessGroup, ports: SystemPorts): Promise<Target> {
+  // Flags only where a port differs from the default: at the defaults the
+  // command lines are exactly the tasks'.
+  const hub = await group.start("hub", [...await taskCommand("channel"), ...portFlag(ports.hub, DEFAULT_PORTS.hub)]);
+  const hubFlag = hub.port === DEFAULT_PORTS.hub ? [] : ["--hub", `127.0.0.1:${hub.port}`];
+  const pusher = await group.start("pusher", [
+    ...await taskCommand("pusher"),
+    ...portFlag(ports.pusher, DEFAULT_PORTS.pusher),
+    ...hubFlag,
+  ]);
+  const publisher = await group.start("publisher", [
+    ...await taskCommand("publisher"),
+    ...portFlag(ports.publisher, DEFAULT_PORTS.publisher),
+    ...hubFlag,
+  ]);
+  const workers = Number(/ workers=(\d+)/.exec(pusher.service.listeningLine)?.[1] ?? 1);
+  await waitRouted(publisher.port, workers, group.timeout, group.signal);
+  return {
+    name: "system",
+    wsPort: pusher.port,
+    publishPort: publisher.port,
+    cpuProcesses: [hub.service, pusher.service, publisher.service],
+    rssProcesses: [pusher.service],
+  };
 }
 
 function portFlag(port: number, defaultPort: number): string[] {
