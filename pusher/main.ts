@@ -77,6 +77,13 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "largest message a client may send (1009 past it)",
     default: "65536",
   },
+  "max-head-bytes": { type: "string", arg: "N", help: "largest request head (431 past it)", default: "8192" },
+  "handshake-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time a connection gets to send its request head",
+    default: "10000",
+  },
   "max-message-rate": { type: "string", arg: "N", help: "messages per second a client may send", default: "50" },
   "max-connections": {
     type: "string",
@@ -118,6 +125,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       tokenSecret: stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null),
       maxMessageRate: intFlag(flags, "max-message-rate", 50),
       maxMessageBytes: intFlag(flags, "max-message-bytes", 65536),
+      maxHeadBytes: intFlag(flags, "max-head-bytes", 8192),
+      handshakeTimeout: intFlag(flags, "handshake-timeout", 10_000),
       // Each worker takes its share of the pusher's limit.
       maxConnections: Math.ceil(intFlag(flags, "max-connections", 100_000) / workers),
       logLevel,

@@ -31,6 +31,8 @@ export interface WorkerConfig {
   tokenSecret: string | null;
   maxMessageRate: number;
   maxMessageBytes: number;
+  maxHeadBytes: number;
+  handshakeTimeout: number;
   maxConnections: number;
   logLevel: LogLevel;
 }
@@ -111,6 +113,8 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     slowClientTimeout: config.slowClientTimeout,
     maxConnections: config.maxConnections,
     maxMessageBytes: config.maxMessageBytes,
+    maxHeadBytes: config.maxHeadBytes,
+    handshakeTimeout: config.handshakeTimeout,
     logger,
     onListen: (addr) => post({ type: "listening", port: addr.port, workerId }),
   }, pusher.handler);
