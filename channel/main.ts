@@ -17,8 +17,8 @@ import {
   isLoopback,
   LOG_LEVEL_FLAG,
   logLevelFlag,
-  onShutdownSignal,
   parseFlags,
+  shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
 
@@ -126,6 +126,7 @@ export function metricsHandler(server: ChannelServer): (request: Request) => Res
 
 /** Runs the hub until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
+  const signalled = shutdownSignal();
   let server: ChannelServer | undefined;
   let http: Deno.HttpServer | undefined;
   const logger = createLogger("channel");
@@ -182,7 +183,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     return 2;
   }
   const running = server;
-  onShutdownSignal((signal) => {
+  signalled.then((signal) => {
     logger.info("shutting down", { signal });
     running.shutdown();
   });

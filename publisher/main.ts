@@ -16,8 +16,8 @@ import {
   isLoopback,
   LOG_LEVEL_FLAG,
   logLevelFlag,
-  onShutdownSignal,
   parseFlags,
+  shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
 
@@ -74,6 +74,7 @@ const FLAGS: Record<string, FlagSpec> = {
 
 /** Serves the publish API until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
+  const signalled = shutdownSignal();
   let server;
   let client;
   let shutdownTimeout = DEFAULT_SHUTDOWN_TIMEOUT;
@@ -123,7 +124,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     await client?.close();
     return 2;
   }
-  const signal = await new Promise<Deno.Signal>((resolve) => onShutdownSignal(resolve));
+  const signal = await signalled;
   logger.info("shutting down", { signal, timeout: shutdownTimeout });
   await stop(server, client, shutdownTimeout, logger);
   logger.info("stopped");

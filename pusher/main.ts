@@ -18,8 +18,8 @@ import {
   intFlag,
   LOG_LEVEL_FLAG,
   logLevelFlag,
-  onShutdownSignal,
   parseFlags,
+  shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
 
@@ -98,6 +98,7 @@ const FLAGS: Record<string, FlagSpec> = {
 
 /** Runs the pusher until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
+  const signalled = shutdownSignal();
   let logger = createLogger("pusher");
   let pool: WorkerPool;
   try {
@@ -142,14 +143,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
     // one abruptly, as a crash would, and the pool replaces it.
     Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
-    const stopped = new Promise<void>((resolve) => {
-      onShutdownSignal(async (signal) => {
-        logger.info("shutting down", { signal });
-        await pool.stop(shutdownTimeout);
-        resolve();
-      });
-    });
-    await stopped;
+    const signal = await signalled;
+    logger.info("shutting down", { signal });
+    await pool.stop(shutdownTimeout);
   } catch (error) {
     logger.error((error as Error).message);
     return 2;

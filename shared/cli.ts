@@ -156,3 +156,13 @@ export const HUB_FLAGS: Record<string, FlagSpec> = {
 export function hubTokenFlag(values: FlagValues): string | undefined {
   return stringFlag(values, "hub-token") ?? (Deno.env.get("CHANNEL_TOKEN") || undefined);
 }
+
+/**
+ * Starts listening for SIGINT and SIGTERM at once and resolves with the first
+ * one. Call it before the service starts listening: a signal that arrives
+ * while it is still starting would otherwise meet the default action and
+ * kill it mid-start, without a drain.
+ */
+export function shutdownSignal(): Promise<Deno.Signal> {
+  return new Promise((resolve) => onShutdownSignal(resolve));
+}
