@@ -8,6 +8,8 @@
  * @module
  */
 
+import { concat } from "../shared/bytes.ts";
+
 /** One response. */
 export interface HttpAnswer {
   /** The status code. */
@@ -136,9 +138,9 @@ export class ResponseParser {
       if (chunkSize === 0) {
         // Trailers, if any, end with a blank line; without, the blank line follows at once.
         if (bytes.length - offset < 2) return null;
-        if (bytes[offset] === CR && bytes[offset + 1] === LF) return { body: join(parts, size), next: offset + 2 };
+        if (bytes[offset] === CR && bytes[offset + 1] === LF) return { body: concat(parts, size), next: offset + 2 };
         const end = indexOfBlankLine(bytes, offset);
-        return end === -1 ? null : { body: join(parts, size), next: end + 4 };
+        return end === -1 ? null : { body: concat(parts, size), next: end + 4 };
       }
       if (bytes.length < offset + chunkSize + 2) return null;
       parts.push(bytes.subarray(offset, offset + chunkSize));
@@ -159,14 +161,4 @@ function indexOfLineEnd(bytes: Uint8Array, from: number): number {
     if (bytes[i] === CR && bytes[i + 1] === LF) return i;
   }
   return -1;
-}
-
-function join(parts: Uint8Array[], size: number): Uint8Array {
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    body.set(part, offset);
-    offset += part.length;
-  }
-  return body;
 }

@@ -10,6 +10,7 @@ import {
   OPCODE_TEXT,
   ServerFrameParser,
 } from "./_ws_frames.ts";
+import { mulberry32 } from "../shared/_testing.ts";
 
 /** An unmasked server frame, as RFC 6455 lays it out. */
 function serverFrame(
@@ -35,18 +36,6 @@ function serverFrame(
 
 function bytes(size: number, seed: number): Uint8Array {
   return Uint8Array.from({ length: size }, (_, i) => (seed * 31 + i * 7) & 0xff);
-}
-
-/** Small seeded PRNG (mulberry32), so that a failing chunking reproduces. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ChannelClient } from "./client.ts";
 import { quiet, startHub, type TestHub, until, within } from "./_testing.ts";
+import { concat } from "../shared/bytes.ts";
 import {
   type ClientMessage,
   encodeFrame,
@@ -128,13 +129,7 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
     total += n;
     assert.ok(total < 16 * 1024 * 1024, "the hub answered one fuzzed connection with more than 16 MiB");
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concat(chunks, total);
 }
 
 /**
@@ -170,16 +165,6 @@ function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
   }
   pieces.push(bytes.subarray(from));
   return pieces;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 function header(total: number): Uint8Array {

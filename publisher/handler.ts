@@ -8,6 +8,7 @@
  */
 
 import { ChannelError } from "../channel/client.ts";
+import { concat } from "../shared/bytes.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 import { secretsEqual } from "../shared/secret.ts";
@@ -369,7 +370,7 @@ async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBu
   if (Number(req.headers.get("content-length")) > limit) throw tooLarge();
   if (req.body === null) return new Uint8Array();
   const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
+  const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
   try {
     while (true) {
@@ -386,13 +387,7 @@ async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBu
     if (error instanceof Rejection) throw error;
     throw new Rejection(400, `Cannot read the body: ${(error as Error).message}`);
   }
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return body;
+  return concat(chunks, size);
 }
 
 /**

@@ -9,38 +9,16 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
 import NpmWebSocket from "ws";
 import { within } from "../channel/_testing.ts";
+import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { serve, type ServeOptions, type Server, upgradeWebSocket } from "./server.ts";
 import { acceptKey } from "./websocket.ts";
 
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** Small seeded PRNG (mulberry32): the same seed gives the same numbers, so a failure reproduces. */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Concatenates byte arrays. */
-export function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------
 // The echo server
@@ -714,29 +692,6 @@ export const npmClient: RealClient = {
   setsOrigin: true,
   connect: openNpm,
 };
-
-const CHROMIUM = "/usr/bin/chromium";
-
-/** Launches Debian's Chromium headless, with the flags of `tests/browser_test.ts`. */
-export async function launchChromium(): Promise<Browser> {
-  try {
-    await Deno.stat(CHROMIUM);
-  } catch {
-    throw new Error(`Chromium not found at ${CHROMIUM}: install it with apt-get install -y chromium`);
-  }
-  return await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
-}
 
 /**
  * Chromium: each peer is a tab on the echo server's page, whose own

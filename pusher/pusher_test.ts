@@ -4,6 +4,8 @@ import { serve as serveHttp, type ServeOptions } from "./server.ts";
 import { CloseCode } from "./websocket.ts";
 import { until, within } from "../channel/_testing.ts";
 import { Client } from "./_testing.ts";
+import { handshakeRequest } from "./_ws_testing.ts";
+import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { BROADCAST_CHANNEL, type Json, newWorkerId, workerChannel } from "../shared/wire.ts";
@@ -51,6 +53,14 @@ function serve(options: Partial<PusherOptions> = {}, transport: ServeOptions = {
       await server.shutdown();
     },
   };
+}
+
+/**
+ * The raw WebSocket handshake request these tests write by hand: RFC 6455's
+ * sample key, `Host: x`, and `headers` appended.
+ */
+function rawHandshake(path: string, headers: Record<string, string> = {}): Uint8Array {
+  return new TextEncoder().encode(handshakeRequest({ Host: "x", ...headers }, `GET ${path} HTTP/1.1`));
 }
 
 Deno.test("pusher greets each connection with its worker id and a fresh connection id", async () => {
@@ -144,10 +154,7 @@ Deno.test("pusher closes a client that stops reading with 3008 and keeps serving
   // A client that completes the handshake, then never reads.
   const stalled = await Deno.connect({ hostname: "127.0.0.1", port: setup.port });
   try {
-    await stalled.write(new TextEncoder().encode(
-      "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    ));
+    await stalled.write(rawHandshake("/"));
     await until(() => setup.pusher.connectionCount === 2, 5000, "the stalled client's handshake");
     const chunk = "x".repeat(64 * 1024);
     let sent = 0;
@@ -189,16 +196,6 @@ async function closeCodeAtEnd(conn: Deno.Conn): Promise<number | null> {
   return await within(reading, 10_000, "the close frame");
 }
 
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
 /** Skips the HTTP response head, then walks frames; returns a close frame's code. */
 function findClose(bytes: Uint8Array): number | undefined {
   const text = new TextDecoder("latin1").decode(bytes.subarray(0, Math.min(bytes.length, 4096)));
@@ -230,10 +227,7 @@ Deno.test("pusher closes a client that stops answering protocol pings", async ()
   // Completes the handshake and never answers a ping.
   const silent = await Deno.connect({ hostname: "127.0.0.1", port: setup.port });
   try {
-    await silent.write(new TextEncoder().encode(
-      "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    ));
+    await silent.write(rawHandshake("/"));
     await until(() => setup.pusher.connectionCount === 1, 5000, "the handshake");
     await until(() => setup.pusher.connectionCount === 0, 5000, "the silent client to be closed");
   } finally {
@@ -245,11 +239,7 @@ Deno.test("pusher closes a client that stops answering protocol pings", async ()
 async function handshake(port: number, path: string, headers: Record<string, string> = {}): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-    await conn.write(new TextEncoder().encode(
-      `GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
-    ));
+    await conn.write(rawHandshake(path, headers));
     const buffer = new Uint8Array(4096);
     let response = "";
     while (!response.includes("\r\n\r\n")) {

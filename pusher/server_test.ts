@@ -15,13 +15,11 @@ import {
   chromiumClient,
   clientFrame,
   closePayload,
-  concat,
   denoClient,
   describeBinary,
   type EchoServer,
   handshakeRequest,
   httpExchange,
-  launchChromium,
   npmClient,
   Op,
   openNpm,
@@ -32,7 +30,9 @@ import {
   startEcho,
 } from "./_ws_testing.ts";
 import { serve, upgradeWebSocket } from "./server.ts";
+import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
+import { launchChromium } from "../tests/_chromium.ts";
 
 const quietLogger = createLogger("test", { level: "silent" });
 

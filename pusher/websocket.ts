@@ -8,6 +8,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { concat } from "../shared/bytes.ts";
 
 /** Close codes this server sends. */
 export const CloseCode = {
@@ -191,13 +192,7 @@ export class FrameParser {
         this.#pendingBytes += chunk.length;
         return [];
       }
-      bytes = new Uint8Array(this.#pendingBytes + chunk.length);
-      let at = 0;
-      for (const part of this.#pending) {
-        bytes.set(part, at);
-        at += part.length;
-      }
-      bytes.set(chunk, at);
+      bytes = concat([...this.#pending, chunk], this.#pendingBytes + chunk.length);
     }
     const events: ClientEvent[] = [];
     let offset = 0;

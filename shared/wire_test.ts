@@ -12,20 +12,9 @@ import {
   toClientMessage,
   toHubMessage,
 } from "./wire.ts";
+import { mulberry32 } from "./_testing.ts";
 
 const utf8 = new TextEncoder();
-
-/** Small seeded PRNG (mulberry32): the same seed gives the same chunking, so a failure reproduces. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Fixed seeds always run; one fresh seed per run widens coverage and is printed on failure. */
 const SEEDS = [1, 42, 0xdeadbeef, crypto.getRandomValues(new Uint32Array(1))[0]!];

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { concat } from "./bytes.ts";
+
 /** Where a {@linkcode FrameWriter} writes: a `Deno.Conn` or anything like it. */
 export interface ByteSink {
   write(bytes: Uint8Array): Promise<number>;
@@ -240,15 +242,4 @@ export class FrameWriter {
     this.#idle = null;
     idle?.resolve(ok);
   }
-}
-
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }

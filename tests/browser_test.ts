@@ -9,32 +9,36 @@
  */
 
 import assert from "node:assert/strict";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
+import { launchChromium } from "./_chromium.ts";
 import { startService } from "./_service.ts";
 import { until, within } from "../channel/_testing.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
+/** Hub, publisher and pusher running as processes; disposing stops all three. */
+interface System extends AsyncDisposable {
+  publisherUrl: string;
+  pusherPort: number;
+}
 
-async function launch(): Promise<Browser> {
-  try {
-    await Deno.stat(CHROMIUM);
-  } catch {
-    throw new Error(
-      `Chromium not found at ${CHROMIUM}: install it with apt-get install -y chromium (bash .ci/run does)`,
-    );
-  }
-  return await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+/**
+ * Starts hub, publisher and pusher as users do, each on port 0, and waits
+ * until both pusher workers are linked to the hub. If a later service fails
+ * to start, the earlier ones are stopped.
+ */
+async function startSystem(): Promise<System> {
+  await using services = new AsyncDisposableStack();
+  const hub = services.use(await startService("channel", ["--port", "0", "--startup-grace", "0"]));
+  const hubAddr = `127.0.0.1:${await hub.port()}`;
+  const publisher = services.use(await startService("publisher", ["--port", "0", "--hub", hubAddr]));
+  const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
+  const pusher = services.use(
+    await startService("pusher", ["--port", "0", "--hub", hubAddr, "--publisher-url", publisherUrl]),
+  );
+  const pusherPort = await pusher.port();
+  await until(() => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 2, 10_000, "hub links");
+  // Started: the services now belong to the caller, stopped in reverse order on dispose.
+  const owned = services.move();
+  return { publisherUrl, pusherPort, [Symbol.asyncDispose]: () => owned.disposeAsync() };
 }
 
 /** Opens a URL in its own tab, as a user would, and returns the page text. */
@@ -59,15 +63,10 @@ function alerts(page: Page): string[] {
 }
 
 Deno.test("browser: the original's console snippet gets its greeting, a broadcast and its targeted message", async () => {
-  await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
-  const hubAddr = `127.0.0.1:${await hub.port()}`;
-  await using publisher = await startService("publisher", ["--port", "0", "--hub", hubAddr]);
-  const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
-  await using pusher = await startService("pusher", ["--port", "0", "--hub", hubAddr, "--publisher-url", publisherUrl]);
-  const pusherPort = await pusher.port();
-  await until(() => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 2, 10_000, "hub links");
+  await using system = await startSystem();
+  const { publisherUrl, pusherPort } = system;
 
-  const browser = await launch();
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     const seen = alerts(page);
@@ -90,15 +89,10 @@ Deno.test("browser: the original's console snippet gets its greeting, a broadcas
 });
 
 Deno.test("browser: the demo page shows its address and its buttons publish through the publisher", async () => {
-  await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
-  const hubAddr = `127.0.0.1:${await hub.port()}`;
-  await using publisher = await startService("publisher", ["--port", "0", "--hub", hubAddr]);
-  const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
-  await using pusher = await startService("pusher", ["--port", "0", "--hub", hubAddr, "--publisher-url", publisherUrl]);
-  const pusherPort = await pusher.port();
-  await until(() => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 2, 10_000, "hub links");
+  await using system = await startSystem();
+  const { pusherPort } = system;
 
-  const browser = await launch();
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${pusherPort}/`);

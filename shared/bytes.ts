@@ -1,0 +1,35 @@
+/**
+ * Byte-array helpers shared by the services and their tests.
+ *
+ * @module
+ */
+
+/**
+ * Joins `chunks` into one byte array. A single chunk is returned as is, not
+ * copied (the writer's common case: one frame queued per write); callers
+ * that will mutate the result, or whose chunk aliases a reused read buffer,
+ * must copy it themselves. Two or more chunks, or none, always give a fresh
+ * array.
+ *
+ * @param chunks The byte arrays to join, in order.
+ * @param total Their summed length, when the caller already keeps it; computed otherwise.
+ *
+ * @example
+ * ```ts
+ * const joined = concat([new Uint8Array([1, 2]), new Uint8Array([3])]);
+ * // joined is 01 02 03
+ * ```
+ */
+export function concat<T extends ArrayBufferLike = ArrayBufferLike>(
+  chunks: readonly Uint8Array<T>[],
+  total?: number,
+): Uint8Array<T | ArrayBuffer> {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(total ?? chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
