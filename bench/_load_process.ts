@@ -1,12 +1,13 @@
 /**
- * Runs the load generator (`bench/load.ts`) as its own process and walks it
- * through its stdio protocol: connected → go → result → close.
+ * Runs a load generator (`bench/load.ts`, or `bench/soak_load.ts`) as its own
+ * process and walks it through their stdio protocol: connected → go → result
+ * → close.
  *
  * @module
  */
 
 import { ROOT } from "../shared/tasks.ts";
-import type { LoadResult, LoadSpec } from "./load.ts";
+import type { LoadResult } from "./load.ts";
 
 /**
  * The generator's command line (after `deno`): loopback network and nothing
@@ -16,6 +17,10 @@ export const LOAD_ARGS: readonly string[] = ["run", "--allow-net=127.0.0.1", "be
 
 /** Options for {@linkcode runLoadProcess}. */
 export interface LoadProcessOptions {
+  /** The generator's module, from the repository root (run with loopback network only). @default {"bench/load.ts"} */
+  script?: string;
+  /** Called for every other line the generator writes (progress). */
+  onMessage?(message: { type?: string }): void;
   /** Every client is greeted; publishing starts when this resolves. Gets the generator's pid. */
   onConnected(pid: number): Promise<void>;
   /** The result is in and the clients are still open; they close when this resolves. */
@@ -30,14 +35,19 @@ const encoder = new TextEncoder();
 
 /**
  * Runs one spec in a fresh generator process and returns its result once
- * the process has exited.
+ * the process has exited. `Result` is the generator's `result` line:
+ * {@linkcode LoadResult} for `bench/load.ts`.
  *
  * @throws {Error} with the generator's message or its stderr when it fails,
  * times out or is aborted.
  */
-export async function runLoadProcess(spec: LoadSpec, options: LoadProcessOptions): Promise<LoadResult> {
+export async function runLoadProcess<Result = LoadResult>(
+  spec: object,
+  options: LoadProcessOptions,
+): Promise<Result> {
+  const args = options.script === undefined ? LOAD_ARGS : [...LOAD_ARGS.slice(0, -1), options.script];
   const process = new Deno.Command(Deno.execPath(), {
-    args: [...LOAD_ARGS, JSON.stringify(spec)],
+    args: [...args, JSON.stringify(spec)],
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdin: "piped",
@@ -54,7 +64,7 @@ export async function runLoadProcess(spec: LoadSpec, options: LoadProcessOptions
   const timeout = options.timeout ?? 300_000;
   const timer = setTimeout(kill, timeout);
   options.signal?.addEventListener("abort", kill, { once: true });
-  let result: LoadResult | null = null;
+  let result: Result | null = null;
   let failure: string | null = null;
   try {
     for await (const line of lines(process.stdout)) {
@@ -68,11 +78,13 @@ export async function runLoadProcess(spec: LoadSpec, options: LoadProcessOptions
         await options.onConnected(process.pid);
         await stdin.write(encoder.encode("go\n"));
       } else if (message.type === "result") {
-        result = message as LoadResult;
+        result = message as Result;
         await options.onResult(process.pid);
         await stdin.write(encoder.encode("close\n"));
       } else if (message.type === "error") {
         failure = message.message ?? "unknown error";
+      } else {
+        options.onMessage?.(message);
       }
     }
   } catch (error) {

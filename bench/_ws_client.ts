@@ -128,6 +128,11 @@ export class WsClient implements AsyncDisposable {
     return this.#address!;
   }
 
+  /** Settles once the connection has ended, whoever ended it. */
+  get closed(): Promise<void> {
+    return this.#done;
+  }
+
   /** Why the connection ended when we did not ask it to (`close 3008 slow`, `eof`, an error), or null. */
   get unexpectedClose(): string | null {
     return this.#unexpectedClose;
