@@ -1,12 +1,13 @@
 /**
  * Runs a load generator (`bench/load.ts`, or `bench/soak_load.ts`) as its own
  * process and walks it through their stdio protocol: connected → go → result
- * → close.
+ * → close. The generator's side is `_generator.ts`.
  *
  * @module
  */
 
 import { ROOT } from "../shared/tasks.ts";
+import { lines } from "./_lines.ts";
 import type { LoadResult } from "./load.ts";
 
 /**
@@ -108,14 +109,4 @@ export async function runLoadProcess<Result = LoadResult>(
     );
   }
   return result;
-}
-
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string, void, undefined> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const parts = (rest + text).split("\n");
-    rest = parts.pop()!;
-    yield* parts;
-  }
-  if (rest) yield rest;
 }

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { ROOT, taskCommand } from "../shared/tasks.ts";
+import { taskCommand } from "../shared/tasks.ts";
+import { spawnPiped } from "./_child.ts";
 
 /** Ports to serve on; 0 picks a free one. */
 export interface Ports {
@@ -82,15 +83,7 @@ class Running implements ServiceProcess {
 
   constructor(name: string, command: string[]) {
     this.name = name;
-    const [exe, ...args] = command;
-    this.process = new Deno.Command(exe!, {
-      args,
-      cwd: ROOT,
-      env: { NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    this.process = spawnPiped(command);
     this.process.status.then(() => (this.exited = true));
     let resolveListening!: (addr: string) => void;
     this.listening = new Promise((resolve) => (resolveListening = resolve));

@@ -23,6 +23,7 @@ import { type Address, WsClient } from "./_ws_client.ts";
 import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
 import { encodeContent, readSendTime } from "./_content.ts";
+import { generatorMain } from "./_generator.ts";
 
 /** What one run does. */
 export interface LoadSpec {
@@ -100,31 +101,11 @@ export interface LoadResult {
 }
 
 /** Runs one load spec; the process's exit code. */
-export async function main(args: string[] = Deno.args): Promise<number> {
-  if (args.length !== 1 || args[0] === "--help") {
-    console.error("Usage: deno run --allow-net=127.0.0.1 bench/load.ts '<LoadSpec JSON>' (started by bench/main.ts)");
-    return 2;
-  }
-  let run: LoadRun | null = null;
-  try {
-    run = new LoadRun(JSON.parse(args[0]!) as LoadSpec);
-    const started = performance.now();
-    const clients = await run.connect();
-    const connectMs = performance.now() - started;
-    emit({ type: "connected", clients: clients.length, connectMs: round(connectMs) });
-    const stdin = lines(Deno.stdin.readable);
-    if ((await stdin.next()).value !== "go") throw new Error("The parent went away before saying go");
-    emit(await run.drive(connectMs));
-    // Closing costs the server CPU: the parent samples before it lets us.
-    await stdin.next();
-    await stdin.return(undefined);
-    return 0;
-  } catch (error) {
-    emit({ type: "error", message: (error as Error).message });
-    return 1;
-  } finally {
-    await run?.close();
-  }
+export function main(args: string[] = Deno.args): Promise<number> {
+  return generatorMain(args, {
+    usage: "Usage: deno run --allow-net=127.0.0.1 bench/load.ts '<LoadSpec JSON>' (started by bench/main.ts)",
+    create: (spec: LoadSpec) => new LoadRun(spec),
+  });
 }
 
 /** One run: the clients, the publishing, the counting. */
@@ -158,7 +139,7 @@ class LoadRun implements PublishSource {
   }
 
   /** Connects every client, `connectBatch` at a time; on failure, those connected stay for {@linkcode close}. */
-  async connect(): Promise<WsClient[]> {
+  async connect(): Promise<number> {
     const { hostname, wsPort: port, clients, connectBatch, readBufferBytes } = this.#spec;
     const onMessage = (client: WsClient, payload: Uint8Array, at: number) => this.#delivered(client, payload, at);
     for (let first = 0; first < clients; first += connectBatch) {
@@ -184,7 +165,7 @@ class LoadRun implements PublishSource {
     this.#addresses = this.#clients.map((client) => client.address);
     this.#expected = new Int32Array(this.#clients.length);
     this.#received = new Int32Array(this.#clients.length);
-    return this.#clients;
+    return this.#clients.length;
   }
 
   /** Closes every client connected so far. */
@@ -347,21 +328,6 @@ function percentiles(values: Float64Array): Latency | null {
 
 function round(value: number): number {
   return Math.round(value * 10) / 10;
-}
-
-function emit(message: object): void {
-  console.log(JSON.stringify(message));
-}
-
-/** The lines of a stream, without their line ends. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string, void, undefined> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const parts = (rest + text).split("\n");
-    rest = parts.pop()!;
-    yield* parts;
-  }
-  if (rest) yield rest;
 }
 
 if (import.meta.main) Deno.exit(await main());

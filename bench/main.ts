@@ -18,13 +18,12 @@
  * @module
  */
 
-import { dirname } from "node:path";
-import { helpText, onShutdownSignal, parseFlags, stringFlag } from "../shared/cli.ts";
-import { createLogger } from "../shared/log.ts";
+import { type FlagValues, stringFlag } from "../shared/cli.ts";
 import { CONTENT_BYTES } from "./_content.ts";
 import { runLoadProcess } from "./_load_process.ts";
 import { clockTicksPerSecond, cpuTicks, describeMachine, rssKiB } from "./_proc.ts";
-import { assertPortsFree, DEFAULT_PORTS, type Ports, type Services, startServices, type Target } from "./_services.ts";
+import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
+import { type Ports, type Services, startServices, type Target } from "./_services.ts";
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
@@ -47,14 +46,7 @@ const FLAGS = {
     help: "where the JSON goes (the task may write only under bench/results)",
     default: "bench/results/<ISO time>.json",
   },
-  "hub-port": { type: "string" as const, arg: "PORT", help: "hub port; 0 picks a free one", default: "2206" },
-  "pusher-port": { type: "string" as const, arg: "PORT", help: "pusher port; 0 picks a free one", default: "4236" },
-  "publisher-port": {
-    type: "string" as const,
-    arg: "PORT",
-    help: "publisher port; 0 picks a free one",
-    default: "4237",
-  },
+  ...SYSTEM_PORT_FLAGS,
   "baseline-port": { type: "string" as const, arg: "PORT", help: "baseline port; 0 picks a free one", default: "4240" },
   help: { type: "boolean" as const, help: "show this help" },
 };
@@ -78,41 +70,25 @@ interface BenchOptions {
 }
 
 /** Runs the benchmark; returns the exit code. */
-export async function main(args: string[] = Deno.args): Promise<number> {
-  const logger = createLogger("bench");
-  let options: BenchOptions;
-  try {
-    const flags = parseFlags(args, FLAGS);
-    if (flags.help) {
-      console.log(helpText("deno task bench [options]", DESCRIPTION, FLAGS));
+export function main(args: string[] = Deno.args): Promise<number> {
+  return programMain(args, {
+    task: "bench",
+    script: "bench/main.ts",
+    description: DESCRIPTION,
+    flags: FLAGS,
+    options: benchOptions,
+    run,
+    print(report) {
+      console.log(formatTable(report));
+      const warnings = formatWarnings(report);
+      if (warnings) console.log(`\n${warnings}`);
       return 0;
-    }
-    options = benchOptions(flags);
-    assertWritable(options.out);
-    assertPortsFree(options.ports);
-  } catch (error) {
-    logger.error((error as Error).message);
-    return 2;
-  }
-  const abort = new AbortController();
-  const removeSignals = onShutdownSignal((signal) => abort.abort(new Error(`Stopped by ${signal}`)));
-  try {
-    const report = await run(options, abort.signal);
-    console.log(formatTable(report));
-    const warnings = formatWarnings(report);
-    if (warnings) console.log(`\n${warnings}`);
-    await writeReport(options.out, report);
-    console.log(`\nresults: ${options.out}`);
-    return 0;
-  } catch (error) {
-    logger.error((error as Error).message);
-    return abort.signal.aborted ? 130 : 1;
-  } finally {
-    removeSignals();
-  }
+    },
+    failureCode: 1,
+  });
 }
 
-function benchOptions(flags: Record<string, string | boolean | undefined>): BenchOptions {
+function benchOptions(flags: FlagValues): BenchOptions {
   const quick = flags.quick === true;
   const all = scenarios(quick);
   const wanted = stringFlag(flags, "scenarios")?.split(",").map((id) => id.trim()).filter(Boolean);
@@ -120,13 +96,7 @@ function benchOptions(flags: Record<string, string | boolean | undefined>): Benc
   if (unknown.length > 0) {
     throw new TypeError(`Invalid --scenarios: no scenario ${unknown.join(", ")}; pick from ${all.map((s) => s.id)}`);
   }
-  const port = (name: keyof Ports) => {
-    const raw = stringFlag(flags, `${name}-port`);
-    if (raw === undefined) return DEFAULT_PORTS[name];
-    const value = Number(raw);
-    if (!/^\d+$/.test(raw) || value > 65535) throw new TypeError(`Invalid --${name}-port: ${JSON.stringify(raw)}`);
-    return value;
-  };
+  const port = (name: keyof Ports) => portFlag(flags, name);
   return {
     quick,
     scenarios: wanted ? all.filter((scenario) => wanted.includes(scenario.id)) : all,
@@ -257,30 +227,6 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
       ` (${((performance.now() - started) / 1000).toFixed(1)} s)`,
   );
   return measurement;
-}
-
-/**
- * Fails before a minute of measuring is spent when the results could not be
- * written.
- *
- * @throws {Error} saying where the task may write.
- */
-function assertWritable(path: string): void {
-  if (Deno.permissions.querySync({ name: "write", path }).state === "granted") return;
-  throw new Error(
-    `Cannot write ${path}: the bench task may write only under bench/results; ` +
-      `pick a file there, or run bench/main.ts with --allow-write for that path`,
-  );
-}
-
-async function writeReport(path: string, report: BenchReport): Promise<void> {
-  await Deno.mkdir(dirname(path), { recursive: true });
-  await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
-}
-
-/** Progress goes to stderr: stdout holds the table. */
-function progress(line: string): void {
-  console.error(line);
 }
 
 function sleep(ms: number): Promise<void> {

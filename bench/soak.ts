@@ -20,13 +20,12 @@
  * @module
  */
 
-import { dirname } from "node:path";
-import { helpText, intFlag, onShutdownSignal, parseFlags, stringFlag } from "../shared/cli.ts";
-import { createLogger } from "../shared/log.ts";
+import { type FlagValues, intFlag, stringFlag } from "../shared/cli.ts";
 import { CONTENT_BYTES } from "./_content.ts";
 import { runLoadProcess } from "./_load_process.ts";
 import { describeMachine, rssKiBEach } from "./_proc.ts";
-import { assertPortsFree, DEFAULT_PORTS, type ServiceProcess, startSystem, type SystemPorts } from "./_services.ts";
+import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
+import { type ServiceProcess, startSystem, type SystemPorts } from "./_services.ts";
 import { formatMachine } from "./report.ts";
 import type { SoakResult, SoakSpec, SoakTick } from "./soak_load.ts";
 import {
@@ -105,14 +104,7 @@ const FLAGS = {
     help: "where the JSON goes (the task may write only under bench/results)",
     default: "bench/results/soak-<ISO time>.json",
   },
-  "hub-port": { type: "string" as const, arg: "PORT", help: "hub port; 0 picks a free one", default: "2206" },
-  "pusher-port": { type: "string" as const, arg: "PORT", help: "pusher port; 0 picks a free one", default: "4236" },
-  "publisher-port": {
-    type: "string" as const,
-    arg: "PORT",
-    help: "publisher port; 0 picks a free one",
-    default: "4237",
-  },
+  ...SYSTEM_PORT_FLAGS,
   help: { type: "boolean" as const, help: "show this help" },
 };
 
@@ -143,41 +135,25 @@ interface SoakOptions {
 }
 
 /** Runs the soak; returns the exit code. */
-export async function main(args: string[] = Deno.args): Promise<number> {
-  const logger = createLogger("soak");
-  let options: SoakOptions;
-  try {
-    const flags = parseFlags(args, FLAGS);
-    if (flags.help) {
-      console.log(helpText("deno task soak [options]", DESCRIPTION, FLAGS));
-      return 0;
-    }
-    options = soakOptions(flags);
-    assertWritable(options.out);
-    assertPortsFree(options.ports);
-  } catch (error) {
-    logger.error((error as Error).message);
-    return 2;
-  }
-  const abort = new AbortController();
-  const removeSignals = onShutdownSignal((signal) => abort.abort(new Error(`Stopped by ${signal}`)));
-  try {
-    const report = await run(options, abort.signal);
-    console.log(formatSoakTable(report));
-    const details = formatSoakDetails(report);
-    if (details) console.log(`\n${details}`);
-    await writeReport(options.out, report);
-    console.log(`\nresults: ${options.out}`);
-    return report.pass ? 0 : 1;
-  } catch (error) {
-    logger.error((error as Error).message);
-    return abort.signal.aborted ? 130 : 3;
-  } finally {
-    removeSignals();
-  }
+export function main(args: string[] = Deno.args): Promise<number> {
+  return programMain(args, {
+    task: "soak",
+    script: "bench/soak.ts",
+    description: DESCRIPTION,
+    flags: FLAGS,
+    options: soakOptions,
+    run,
+    print(report) {
+      console.log(formatSoakTable(report));
+      const details = formatSoakDetails(report);
+      if (details) console.log(`\n${details}`);
+      return report.pass ? 0 : 1;
+    },
+    failureCode: 3,
+  });
 }
 
-function soakOptions(flags: Record<string, string | boolean | undefined>): SoakOptions {
+function soakOptions(flags: FlagValues): SoakOptions {
   const quick = flags.quick === true;
   const sizes = quick ? SIZES.quick : SIZES.full;
   const config: SoakConfig = {
@@ -198,13 +174,7 @@ function soakOptions(flags: Record<string, string | boolean | undefined>): SoakO
       `Invalid --warmup: ${config.warmupS} s must be at least 1 and under --duration (${config.durationS} s)`,
     );
   }
-  const port = (name: keyof SystemPorts) => {
-    const raw = stringFlag(flags, `${name}-port`);
-    if (raw === undefined) return DEFAULT_PORTS[name];
-    const value = Number(raw);
-    if (!/^\d+$/.test(raw) || value > 65535) throw new TypeError(`Invalid --${name}-port: ${JSON.stringify(raw)}`);
-    return value;
-  };
+  const port = (name: keyof SystemPorts) => portFlag(flags, name);
   return {
     quick,
     config,
@@ -355,29 +325,6 @@ function progressLine(
       `${tick.answered} answered, ${tick.deliveries} deliveries, ${tick.lost} lost`
     : "no tick yet";
   return `t=${Math.round(t)} s: ${load}; RSS MiB ${rss}`;
-}
-
-/**
- * Fails before the soak starts when the results could not be written.
- *
- * @throws {Error} saying where the task may write.
- */
-function assertWritable(path: string): void {
-  if (Deno.permissions.querySync({ name: "write", path }).state === "granted") return;
-  throw new Error(
-    `Cannot write ${path}: the soak task may write only under bench/results; ` +
-      `pick a file there, or run bench/soak.ts with --allow-write for that path`,
-  );
-}
-
-async function writeReport(path: string, report: SoakReport): Promise<void> {
-  await Deno.mkdir(dirname(path), { recursive: true });
-  await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
-}
-
-/** Progress goes to stderr: stdout holds the table. */
-function progress(line: string): void {
-  console.error(line);
 }
 
 function sleep(ms: number): Promise<void> {

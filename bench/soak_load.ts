@@ -38,6 +38,7 @@ import { WsClient } from "./_ws_client.ts";
 import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
 import { encodeContent, readSendTime, readSeq } from "./_content.ts";
+import { emit, generatorMain } from "./_generator.ts";
 import type { Latency } from "./load.ts";
 
 /** What one soak does. */
@@ -211,33 +212,11 @@ interface Member {
 }
 
 /** Runs one soak spec; the process's exit code. */
-export async function main(args: string[] = Deno.args): Promise<number> {
-  if (args.length !== 1 || args[0] === "--help") {
-    console.error(
-      "Usage: deno run --allow-net=127.0.0.1 bench/soak_load.ts '<SoakSpec JSON>' (started by bench/soak.ts)",
-    );
-    return 2;
-  }
-  let soak: Soak | null = null;
-  try {
-    soak = new Soak(JSON.parse(args[0]!) as SoakSpec);
-    const started = performance.now();
-    const clients = await soak.connect();
-    const connectMs = performance.now() - started;
-    emit({ type: "connected", clients, connectMs: round(connectMs) });
-    const stdin = lines(Deno.stdin.readable);
-    if ((await stdin.next()).value !== "go") throw new Error("The parent went away before saying go");
-    emit(await soak.drive(connectMs));
-    // The parent samples memory with the clients still connected first.
-    await stdin.next();
-    await stdin.return(undefined);
-    return 0;
-  } catch (error) {
-    emit({ type: "error", message: (error as Error).message });
-    return 1;
-  } finally {
-    await soak?.close();
-  }
+export function main(args: string[] = Deno.args): Promise<number> {
+  return generatorMain(args, {
+    usage: "Usage: deno run --allow-net=127.0.0.1 bench/soak_load.ts '<SoakSpec JSON>' (started by bench/soak.ts)",
+    create: (spec: SoakSpec) => new Soak(spec),
+  });
 }
 
 /** One soak: the clients coming and going, the publishing, the checks. */
@@ -740,21 +719,6 @@ function sleep(ms: number): Promise<void> {
 
 function round(value: number): number {
   return Math.round(value * 10) / 10;
-}
-
-function emit(message: object): void {
-  console.log(JSON.stringify(message));
-}
-
-/** The lines of a stream, without their line ends. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string, void, undefined> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const parts = (rest + text).split("\n");
-    rest = parts.pop()!;
-    yield* parts;
-  }
-  if (rest) yield rest;
 }
 
 if (import.meta.main) Deno.exit(await main());

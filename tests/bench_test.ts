@@ -5,46 +5,24 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, taskCommand } from "../shared/tasks.ts";
-import { within } from "../channel/_testing.ts";
+import { ROOT } from "../shared/tasks.ts";
+import { runTask } from "../bench/_child.ts";
 import type { BenchReport } from "../bench/report.ts";
 
 const DEADLINE_MS = 60_000;
 
 Deno.test("deno task bench --quick runs every scenario against system and baseline, loses nothing and writes its JSON", async () => {
   const out = `bench/results/bench-test-${crypto.randomUUID()}.json`;
-  const [exe, ...args] = await taskCommand("bench");
-  const process = new Deno.Command(exe!, {
-    args: [
-      ...args,
+  try {
+    const { status, stdout, stderr } = await runTask("bench", [
       "--quick",
       "--out",
       out,
       ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0", "--baseline-port", "0"],
-    ],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdout = new Response(process.stdout).text();
-  const stderr = new Response(process.stderr).text();
-  try {
-    let status: Deno.CommandStatus;
-    try {
-      status = await within(process.status, DEADLINE_MS, "deno task bench --quick to finish");
-    } catch (error) {
-      // SIGTERM: the bench stops the services it started before it exits.
-      process.kill("SIGTERM");
-      await process.status;
-      throw error;
-    } finally {
-      await Promise.all([stdout, stderr]);
-    }
-    assert.equal(status.code, 0, `exit code; stderr:\n${await stderr}`);
-    assert.match(await stdout, /^machine: .+, \d+ cores, Deno \d/m);
-    assert.match(await stdout, /targets: \d+ PASS, \d+ MISS/);
+    ], { timeout: DEADLINE_MS, what: "deno task bench --quick to finish" });
+    assert.equal(status.code, 0, `exit code; stderr:\n${stderr}`);
+    assert.match(stdout, /^machine: .+, \d+ cores, Deno \d/m);
+    assert.match(stdout, /targets: \d+ PASS, \d+ MISS/);
 
     const report: BenchReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
     assert.deepEqual(report.scenarios.map((s) => s.id), ["a", "b", "c", "d", "e", "f", "g"]);

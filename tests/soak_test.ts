@@ -6,40 +6,23 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, taskCommand } from "../shared/tasks.ts";
-import { within } from "../channel/_testing.ts";
+import { ROOT } from "../shared/tasks.ts";
+import { runTask } from "../bench/_child.ts";
 import type { SoakReport } from "../bench/soak_report.ts";
 
 const DEADLINE_MS = 30_000;
 
 Deno.test("deno task soak --quick loses nothing for connected clients and fails no publish", async () => {
   const out = `bench/results/soak-test-${crypto.randomUUID()}.json`;
-  const [exe, ...args] = await taskCommand("soak");
-  const process = new Deno.Command(exe!, {
-    args: [...args, "--quick", "--out", out, ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0"]],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdout = new Response(process.stdout).text();
-  const stderr = new Response(process.stderr).text();
   try {
-    let status: Deno.CommandStatus;
-    try {
-      status = await within(process.status, DEADLINE_MS, "deno task soak --quick to finish");
-    } catch (error) {
-      // SIGTERM: the soak stops the services it started before it exits.
-      process.kill("SIGTERM");
-      await process.status;
-      throw error;
-    } finally {
-      await Promise.all([stdout, stderr]);
-    }
+    const { status, stdout, stderr } = await runTask(
+      "soak",
+      ["--quick", "--out", out, ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0"]],
+      { timeout: DEADLINE_MS, what: "deno task soak --quick to finish" },
+    );
     // 0 PASS, 1 FAIL: either way the soak ran to the end; RSS alone may fail it here.
-    assert.ok(status.code === 0 || status.code === 1, `exit code ${status.code}; stderr:\n${await stderr}`);
-    assert.match(await stdout, /^soak: (PASS|FAIL)/m);
+    assert.ok(status.code === 0 || status.code === 1, `exit code ${status.code}; stderr:\n${stderr}`);
+    assert.match(stdout, /^soak: (PASS|FAIL)/m);
 
     const report: SoakReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
     const { load } = report;
