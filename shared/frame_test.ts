@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concat } from "./bytes.ts";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, HEADER_BYTES } from "./frame.ts";
 import { mulberry32 } from "./_testing.ts";
 
@@ -6,16 +7,6 @@ const utf8 = new TextEncoder();
 
 /** Fixed seeds always run; one fresh seed per run widens coverage and is printed on failure. */
 const SEEDS = [1, 42, 0xdeadbeef, crypto.getRandomValues(new Uint32Array(1))[0]!];
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 /** Payloads of assorted sizes, empty included, with content that tells them apart. */
 function samplePayloads(): Uint8Array[] {

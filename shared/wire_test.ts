@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concat } from "./bytes.ts";
 import {
   type ClientMessage,
   encodeFrame,
@@ -18,16 +19,6 @@ const utf8 = new TextEncoder();
 
 /** Fixed seeds always run; one fresh seed per run widens coverage and is printed on failure. */
 const SEEDS = [1, 42, 0xdeadbeef, crypto.getRandomValues(new Uint32Array(1))[0]!];
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 /** A frame whose payload is `text` as UTF-8, bypassing the encoder: for hand-made and invalid payloads. */
 function rawFrame(text: string): Uint8Array {

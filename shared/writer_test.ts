@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concat } from "./bytes.ts";
 import { type ByteSink, FrameWriter } from "./writer.ts";
 
 /** How long any single wait in these tests may take before it fails. */
@@ -37,16 +38,6 @@ function bytes(...values: number[]): Uint8Array {
 
 function filled(length: number, value: number): Uint8Array {
   return new Uint8Array(length).fill(value);
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /** One `write` call seen by the fake sink; the test decides when and how it completes. */
@@ -93,7 +84,7 @@ class FakeSink implements ByteSink {
 
   /** Everything the sink reported as written, concatenated. */
   get written(): Uint8Array {
-    return concat(...this.accepted);
+    return concat(this.accepted);
   }
 }
 
@@ -149,16 +140,16 @@ Deno.test("frame writer continues partial writes until every byte is written, in
   const done = writer.flushed();
 
   const first = await sink.call(0);
-  assert.deepEqual(first.bytes, concat(a, b));
+  assert.deepEqual(first.bytes, concat([a, b]));
   first.resolve(3);
   const second = await sink.call(1);
-  assert.deepEqual(second.bytes, concat(a, b).subarray(3), "the rest follows from where the sink stopped");
+  assert.deepEqual(second.bytes, concat([a, b]).subarray(3), "the rest follows from where the sink stopped");
   // A frame enqueued mid-way must not cut into the unfinished write.
   const c = filled(4, 0xc);
   writer.enqueue(c);
   second.resolve(1);
   const third = await sink.call(2);
-  assert.deepEqual(third.bytes, concat(a, b).subarray(4));
+  assert.deepEqual(third.bytes, concat([a, b]).subarray(4));
   assert.equal(await isPending(done), true, "flushed() waits until the partial write has finished");
   third.resolve();
   assert.equal(await within(done, "flushed() after the partial writes"), true);
@@ -167,7 +158,7 @@ Deno.test("frame writer continues partial writes until every byte is written, in
   fourth.resolve(2);
   (await sink.call(4)).resolve();
   assert.equal(await within(writer.flushed(), "flushed() after the last frame"), true);
-  assert.deepEqual(sink.written, concat(a, b, c), "every byte arrives exactly once, in order");
+  assert.deepEqual(sink.written, concat([a, b, c]), "every byte arrives exactly once, in order");
   assert.equal(writer.pendingBytes, 0);
 });
 
@@ -189,7 +180,7 @@ Deno.test("frame writer enqueue refuses a frame past maxPendingBytes and queues 
 
   first.resolve();
   const second = await sink.call(1);
-  assert.deepEqual(second.bytes, concat(filled(4, 2), filled(2, 4)), "refused frames were never queued");
+  assert.deepEqual(second.bytes, concat([filled(4, 2), filled(2, 4)]), "refused frames were never queued");
   assert.equal(writer.pendingBytes, 6);
   second.resolve(5);
   const third = await sink.call(2);
@@ -308,7 +299,7 @@ Deno.test("frame writer end(last) drops frames queued but not in flight, writes 
   assert.equal(await within(writer.end(), "a second end()"), true, "ending twice is harmless");
   await settle();
   assert.equal(sink.calls.length, 2);
-  assert.deepEqual(sink.written, concat(bytes(1, 1), last));
+  assert.deepEqual(sink.written, concat([bytes(1, 1), last]));
 });
 
 Deno.test("frame writer end(last) before the first write drops the same-tick frames and writes only last", async () => {
