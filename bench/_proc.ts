@@ -47,15 +47,20 @@ export async function clockTicksPerSecond(): Promise<number> {
  * all their threads included.
  */
 export async function cpuTicks(pids: readonly number[]): Promise<number> {
+  return (await cpuTicksEach(pids)).reduce((sum, ticks) => sum + ticks, 0);
+}
+
+/** {@linkcode cpuTicks} for each process, in the order of `pids`. */
+export async function cpuTicksEach(pids: readonly number[]): Promise<number[]> {
   const text = await cat(pids.map((pid) => `/proc/${pid}/stat`));
-  let ticks = 0;
+  const each: number[] = [];
   for (const line of text.split("\n")) {
     if (!line) continue;
     // The command name (field 2) may hold spaces; fields count from after it.
     const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]);
+    each.push(Number(fields[11]) + Number(fields[12]));
   }
-  return ticks;
+  return each;
 }
 
 /** Resident memory (`VmRSS`) of the processes together, in KiB. */

@@ -21,7 +21,7 @@
 import { type FlagValues, stringFlag } from "../shared/cli.ts";
 import { CONTENT_BYTES } from "./_content.ts";
 import { runLoadProcess } from "./_load_process.ts";
-import { clockTicksPerSecond, cpuTicks, describeMachine, rssKiB } from "./_proc.ts";
+import { clockTicksPerSecond, cpuTicks, cpuTicksEach, describeMachine, rssKiB } from "./_proc.ts";
 import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
 import { type Ports, type Services, startServices, type Target } from "./_services.ts";
 import type { LoadSpec } from "./load.ts";
@@ -182,18 +182,21 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   const started = performance.now();
   const rssBefore = await rssKiB(rssPids);
   let rssAfter = rssBefore;
-  let cpu = [0, 0];
+  // Ticks at the start, then used while publishing: each service, and the generator.
+  let serviceTicks = cpuPids.map(() => 0);
+  let loadGenTicks = 0;
   const result = await runLoadProcess(spec, {
     signal: context.signal,
     async onConnected(pid) {
       // Let the servers finish the greetings' writes before memory is read.
       await sleep(250);
       rssAfter = await rssKiB(rssPids);
-      cpu = await Promise.all([cpuTicks(cpuPids), cpuTicks([pid])]);
+      [serviceTicks, loadGenTicks] = await Promise.all([cpuTicksEach(cpuPids), cpuTicks([pid])]);
     },
     async onResult(pid) {
-      const after = await Promise.all([cpuTicks(cpuPids), cpuTicks([pid])]);
-      cpu = [after[0]! - cpu[0]!, after[1]! - cpu[1]!];
+      const [services, loadGen] = await Promise.all([cpuTicksEach(cpuPids), cpuTicks([pid])]);
+      serviceTicks = services.map((ticks, i) => ticks - serviceTicks[i]!);
+      loadGenTicks = loadGen - loadGenTicks;
     },
   });
   // Give the servers a moment to see the clients go before the next run.
@@ -203,12 +206,16 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   const perDelivery = (ticks: number) =>
     result.deliveries > 0 ? round((ticks * usPerTick) / result.deliveries, 3) : null;
   const warnings = target.cpuProcesses.map((service) => service.takeWarnings());
+  const totalTicks = serviceTicks.reduce((sum, ticks) => sum + ticks, 0);
   const { type: _, ...load } = result;
   const measurement: Measurement = {
     ...load,
-    cpuUsPerDelivery: perDelivery(cpu[0]!),
-    serviceCpuMs: round((cpu[0]! * usPerTick) / 1000, 1),
-    loadGenCpuUsPerDelivery: perDelivery(cpu[1]!),
+    cpuUsPerDelivery: perDelivery(totalTicks),
+    serviceCpuMs: round((totalTicks * usPerTick) / 1000, 1),
+    serviceCpuMsByProcess: Object.fromEntries(
+      target.cpuProcesses.map((service, i) => [service.name, round((serviceTicks[i]! * usPerTick) / 1000, 1)]),
+    ),
+    loadGenCpuUsPerDelivery: perDelivery(loadGenTicks),
     rssBeforeKiB: rssBefore,
     rssAfterKiB: rssAfter,
     rssKiBPerConnection: result.clients > 0 ? round((rssAfter - rssBefore) / result.clients, 2) : null,

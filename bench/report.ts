@@ -18,6 +18,8 @@ export interface Measurement extends Omit<LoadResult, "type"> {
   cpuUsPerDelivery: number | null;
   /** Service CPU time while publishing, in ms. */
   serviceCpuMs: number;
+  /** The same, each service process by name: where the time goes. */
+  serviceCpuMsByProcess: Record<string, number>;
   /** The load generator's own CPU time per delivery, in µs: it should stay well below the servers'. */
   loadGenCpuUsPerDelivery: number | null;
   /** RSS of the processes holding the WebSockets before the clients connected, in KiB. */

@@ -23,6 +23,7 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
     stalled: false,
     cpuUsPerDelivery: 10,
     serviceCpuMs: 2000,
+    serviceCpuMsByProcess: { baseline: 2000 },
     loadGenCpuUsPerDelivery: 1,
     rssBeforeKiB: 1000,
     rssAfterKiB: 2000,
