@@ -470,6 +470,9 @@ export class ChannelClient extends EventTarget {
     this.#tcp = tcp;
     const writer = new FrameWriter(tcp, {
       maxPendingBytes: this.#maxPendingBytes,
+      // Publishes come from HTTP requests, each in its own event loop turn:
+      // waiting for the turn to end sends a burst of them in one write.
+      defer: "immediate",
       onError: () => this.#closeSocket(),
     });
     // Order matters: the hub handles frames in order, so subscriptions and

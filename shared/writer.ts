@@ -5,6 +5,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { concat } from "./bytes.ts";
 
 /** Where a {@linkcode FrameWriter} writes: a `Deno.Conn` or anything like it. */
@@ -24,6 +25,18 @@ export interface FrameWriterOptions {
   maxPendingBytes?: number;
   /** Called once when a write fails; the writer then accepts nothing more. */
   onError?: (error: Error) => void;
+  /**
+   * When the first write of a burst starts. `microtask`: right after the code
+   * that queued the frame, which is enough when the frames come from one
+   * event loop turn (the reads of `Deno.listen` connections that completed
+   * together). `immediate`: once the event loop has run every callback that
+   * is ready (`setImmediate`), for frames queued by separate turns:
+   * `Deno.serve` runs each request in a turn of its own, so a publisher's
+   * concurrent requests would otherwise cost one write each.
+   *
+   * @default {"microtask"}
+   */
+  defer?: "microtask" | "immediate";
 }
 
 /** Default cap on bytes waiting in one writer: 8 MiB. */
@@ -39,8 +52,9 @@ interface Waiter {
 /**
  * Writes frames to a socket with at most one write in flight. Frames enqueued
  * in the same tick, or while a write is in flight, are concatenated into one
- * write. The first write of a burst waits for a microtask, so every frame a
- * read handler produces goes out in a single syscall.
+ * write. The first write of a burst waits for a microtask (or the event loop
+ * turn, see {@linkcode FrameWriterOptions.defer}), so every frame a read
+ * handler produces goes out in a single syscall.
  *
  * @example
  * ```ts
@@ -53,6 +67,7 @@ export class FrameWriter {
   readonly #sink: ByteSink;
   readonly #maxPendingBytes: number;
   readonly #onError: ((error: Error) => void) | undefined;
+  readonly #schedule: (callback: () => void) => void;
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #inFlightBytes = 0;
@@ -71,6 +86,7 @@ export class FrameWriter {
     this.#sink = sink;
     this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.#onError = options.onError;
+    this.#schedule = options.defer === "immediate" ? setImmediate : queueMicrotask;
   }
 
   /** Bytes queued or in flight. */
@@ -170,7 +186,7 @@ export class FrameWriter {
     this.#enqueuedTotal += frame.length;
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
-      queueMicrotask(() => this.#flush());
+      this.#schedule(() => this.#flush());
     }
   }
 

@@ -370,3 +370,26 @@ Deno.test("frame writer finish(last) keeps queued frames, writes last after them
   assert.equal(await finished, true);
   assert.deepEqual(written.flat(), [1, 2, 9]);
 });
+
+Deno.test("frame writer defer: immediate sends frames queued by separate callbacks in one write", async () => {
+  // Deno.serve runs each request in its own callback, with microtasks run in
+  // between; `await null` stands in for that boundary.
+  const microtask = new FakeSink();
+  const eager = new FrameWriter(microtask);
+  eager.enqueue(bytes(1));
+  await null;
+  eager.enqueue(bytes(2));
+  (await microtask.call(0)).resolve();
+  (await microtask.call(1)).resolve();
+  assert.deepEqual(microtask.calls.map((call) => [...call.bytes]), [[1], [2]]);
+
+  const immediate = new FakeSink();
+  const patient = new FrameWriter(immediate, { defer: "immediate" });
+  patient.enqueue(bytes(1));
+  await null;
+  patient.enqueue(bytes(2));
+  const flushed = patient.flushed();
+  (await immediate.call(0)).resolve();
+  assert.equal(await within(flushed, "the flush"), true);
+  assert.deepEqual(immediate.calls.map((call) => [...call.bytes]), [[1, 2]]);
+});
