@@ -156,11 +156,19 @@ interface Settings {
 }
 
 /**
- * Bytes read per `read` call: small, because every idle socket holds one in
- * its pending read and clients send little (a larger message takes several
- * reads, gathered without re-copying by the frame parser).
+ * An idle socket's read buffer: small, because every open socket holds one
+ * in its pending read, and clients of a push system send little (pongs,
+ * close frames).
  */
-const READ_BUFFER_BYTES = 1024;
+const IDLE_READ_BYTES = 128;
+/**
+ * A busy socket's: a read that fills the idle buffer switches to this one
+ * until a read leaves it part empty, so a large message takes a few reads,
+ * not hundreds.
+ */
+const BUSY_READ_BYTES = 16 * 1024;
+/** The request head's first read buffer: most heads are well under 1 KiB. */
+const HEAD_READ_BYTES = 1024;
 
 class ServerImpl {
   readonly addr: Deno.NetAddr;
@@ -251,8 +259,7 @@ class ServerImpl {
     });
     this.sockets.add(socket);
     // Not awaited: an open socket keeps no frame of this function alive.
-    // The head's small buffer becomes the socket's read buffer.
-    socket.run(rest, head.buffer.length === READ_BUFFER_BYTES ? head.buffer : new Uint8Array(READ_BUFFER_BYTES));
+    socket.run(rest);
   }
 
   /** Answers a request the server itself refuses (bad head, bad handshake, no room), with a log line. */
@@ -351,17 +358,23 @@ class Socket implements ClientSocket {
     if (stalled > this.#settings.slowClientTimeout) this.#closeSlow(`a write blocked for ${stalled} ms`);
   }
 
-  async run(rest: Uint8Array, buffer: Uint8Array): Promise<void> {
-    this.#guard(() => {
-      this.#handlers.open(this);
-      if (rest.length > 0) this.#receive(rest);
-    });
+  /** Runs the socket until it closes; `rest` is what the client sent after its request head. */
+  async run(rest: Uint8Array | null): Promise<void> {
+    this.#start(rest);
+    const idle = new Uint8Array(IDLE_READ_BYTES);
+    let buffer = idle;
     try {
       while (this.#state !== "closed") {
         const n = await this.#tcp.read(buffer);
         if (n === null) break;
         this.#heard = true;
         this.#guard(() => this.#receive(buffer.subarray(0, n)));
+        // The parser copies what it keeps, so the buffer can be swapped or reused.
+        if (n === buffer.length) {
+          if (buffer === idle) buffer = new Uint8Array(BUSY_READ_BYTES);
+        } else if (buffer !== idle) {
+          buffer = idle;
+        }
       }
     } catch {
       // Reset by the peer, or closed by us: either way the socket is done.
@@ -370,6 +383,14 @@ class Socket implements ClientSocket {
       this.#onDone(this);
       this.#guard(() => this.#handlers.close(this, this.#closeCode, this.#closeReason));
     }
+  }
+
+  /** Opens the socket, then handles what came with the head; a method, so that `rest` is not kept alive by the read loop. */
+  #start(rest: Uint8Array | null): void {
+    this.#guard(() => {
+      this.#handlers.open(this);
+      if (rest) this.#receive(rest);
+    });
   }
 
   /** Runs handler code; if it throws, logs it and closes this socket with 1011. */
@@ -480,9 +501,9 @@ const PING = encodePing();
 async function readHead(
   tcp: Deno.TcpConn,
   settings: Settings,
-): Promise<{ req: Request; rest: Uint8Array; buffer: Uint8Array } | { error: Response } | null> {
-  // Starts small and grows only for a large head: most are well under 1 KiB.
-  let buffer = new Uint8Array(READ_BUFFER_BYTES);
+): Promise<{ req: Request; rest: Uint8Array | null } | { error: Response } | null> {
+  // Starts small and grows only for a large head.
+  let buffer = new Uint8Array(HEAD_READ_BYTES);
   let filled = 0;
   const timer = setTimeout(() => {
     settings.logger.info("closing a connection that did not send its request head in time", {
@@ -493,7 +514,7 @@ async function readHead(
   try {
     while (true) {
       if (filled === buffer.length) {
-        const grown = new Uint8Array(Math.min(buffer.length * 2, settings.maxHeadBytes + READ_BUFFER_BYTES));
+        const grown = new Uint8Array(Math.min(buffer.length * 2, settings.maxHeadBytes + HEAD_READ_BYTES));
         grown.set(buffer);
         buffer = grown;
       }
@@ -512,7 +533,7 @@ async function readHead(
         if (end + 4 > settings.maxHeadBytes) return { error: text(431, "Request head too large") };
         const req = parseHead(new TextDecoder("latin1").decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
         if (req instanceof Response) return { error: req };
-        return { req, rest: buffer.slice(end + 4, filled), buffer };
+        return { req, rest: filled > end + 4 ? buffer.slice(end + 4, filled) : null };
       }
       if (filled >= settings.maxHeadBytes) return { error: text(431, "Request head too large") };
     }
