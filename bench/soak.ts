@@ -43,7 +43,7 @@ const SIZES: Record<"full" | "quick", SoakConfig> = {
   full: {
     clients: 2000,
     churnPerSec: 40,
-    broadcastsPerSec: 200,
+    broadcastsPerSec: 50,
     targetedPerSec: 500,
     durationS: 60,
     warmupS: 10,
