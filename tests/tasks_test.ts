@@ -1,0 +1,40 @@
+/**
+ * The service tasks in `deno.json`: explicit grants, never `--allow-all`, and
+ * `deno task compile` builds each binary with exactly its task's flags.
+ */
+
+import assert from "node:assert/strict";
+import { taskCommand } from "../shared/tasks.ts";
+
+const SERVICES = ["channel", "pusher", "publisher"];
+
+/** The flags of a `deno run` or `deno compile` command line, without what only compile has. */
+function runFlags(words: string[]): string[] {
+  const flags: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!;
+    if (word === "--output" || word === "--include") i++;
+    else if (word.startsWith("-")) flags.push(word);
+  }
+  return flags.sort();
+}
+
+Deno.test("service tasks grant explicit permissions, never --allow-all", async () => {
+  for (const service of SERVICES) {
+    const words = await taskCommand(service);
+    assert.ok(words.some((w) => w.startsWith("--allow-net=")), `${service} grants --allow-net to named hosts`);
+    for (const broad of ["-A", "--allow-all", "--allow-net"]) assert.ok(!words.includes(broad), `${service}: ${broad}`);
+  }
+});
+
+Deno.test("deno task compile builds each service with the same flags as its task", async () => {
+  const compile = (await taskCommand("compile")).slice(1).join(" ");
+  const builds = compile.split("&&").map((part) => part.trim().split(/\s+/).filter((w) => w !== "deno"));
+  for (const service of SERVICES) {
+    const task = (await taskCommand(service)).slice(1);
+    const entry = task.at(-1)!;
+    const build = builds.find((words) => words.at(-1) === entry);
+    assert.ok(build, `compile builds ${entry}`);
+    assert.deepEqual(runFlags(build.slice(1, -1)), runFlags(task.slice(1, -1)), `${service}: compile and task flags`);
+  }
+});
