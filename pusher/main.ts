@@ -84,7 +84,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "time a connection gets to send its request head",
     default: "10000",
   },
-  "max-message-rate": { type: "string", arg: "N", help: "messages per second a client may send", default: "50" },
+  "max-message-rate": {
+    type: "string",
+    arg: "N",
+    help: "messages, pings and pongs per second a client may send",
+    default: "50",
+  },
   "max-connections": {
     type: "string",
     arg: "N",

@@ -54,7 +54,7 @@ export interface PusherOptions {
    * @default {null}
    */
   tokenSecret?: string | null;
-  /** Messages per second a client may send (with a burst of as many); faster closes with 1008. @default {50} */
+  /** Messages, pings and pongs per second a client may send (with a burst of as many); faster closes with 1008. @default {50} */
   maxMessageRate?: number;
   /**
    * Metrics of every worker of this pusher, merged; `/metrics` and
@@ -198,6 +198,7 @@ export class Pusher {
     return {
       open: (socket) => this.#open(socket, user),
       message: (socket) => this.#limitRate(socket),
+      control: (socket) => this.#limitRate(socket),
       close: (socket, code) => this.#forget(socket, code),
     };
   }
@@ -219,7 +220,7 @@ export class Pusher {
     this.#counters.disconnects.inc(1, closeReason(code));
   }
 
-  /** Client messages are not used, but a flood costs CPU: a token bucket per connection. */
+  /** Client messages, pings and pongs are not used, but a flood costs CPU: a token bucket per connection. */
   #limitRate(socket: ClientSocket): void {
     const connection = this.#bySocket.get(socket);
     if (!connection) return;

@@ -4,7 +4,7 @@ import { serve as serveHttp, type ServeOptions } from "./server.ts";
 import { CloseCode } from "./websocket.ts";
 import { until, within } from "../channel/_testing.ts";
 import { Client } from "./_testing.ts";
-import { handshakeRequest } from "./_ws_testing.ts";
+import { clientFrame, handshakeRequest, Op, RawSocket } from "./_ws_testing.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
@@ -299,6 +299,18 @@ Deno.test("pusher closes a client that sends faster than its message rate with 1
   assert.equal(closed.reason, "message rate exceeded");
   setup.hub.emit(BROADCAST_CHANNEL, { content: "calm is fine" });
   assert.deepEqual((await calm.received(2)).slice(1), ["calm is fine"]);
+});
+
+Deno.test("pusher counts pings and pongs toward the message rate: a ping flood is closed with 1008", async () => {
+  await using setup = serve({ maxMessageRate: 20 });
+  await using flood = await RawSocket.open(setup.port);
+  const greeting = await flood.next();
+  assert.match(new TextDecoder().decode(greeting!.payload), /^workerID:\w+ connectionID:\d+ connected/);
+  await flood.write(concat(Array.from({ length: 100 }, (_, i) => clientFrame(i % 2 ? Op.ping : Op.pong, "x"))));
+  const { close, before } = await flood.readUntilClose();
+  assert.deepEqual(close, { code: 1008, reason: "message rate exceeded" });
+  assert.ok(before.length <= 20, `at most the allowance of 20 pongs before the close, got ${before.length}`);
+  assert.ok(before.every((frame) => frame.opcode === Op.pong));
 });
 
 Deno.test("pusher answers /healthz from its hub link and /metrics in Prometheus format", async () => {

@@ -445,9 +445,12 @@ class Socket implements ClientSocket {
           if (this.#state === "open") this.#handlers.message(this, event.data);
           break;
         case "ping":
-          if (this.#state === "open") this.#writer.enqueue(encodePong(event.data));
+          if (this.#state !== "open") break;
+          this.#writer.enqueue(encodePong(event.data));
+          this.#handlers.control?.(this);
           break;
         case "pong":
+          if (this.#state === "open") this.#handlers.control?.(this);
           break;
         case "close":
           this.#peerClosed(event.code, event.reason);

@@ -29,6 +29,12 @@ export interface SocketHandlers {
   open(socket: ClientSocket): void;
   /** A message arrived from the client. */
   message(socket: ClientSocket, data: string | Uint8Array): void;
+  /**
+   * A ping or pong arrived. The transport answers pings itself; this lets the
+   * owner count them, since a flood of control frames costs as much as one of
+   * messages.
+   */
+  control?(socket: ClientSocket): void;
   /** The socket closed, for whatever reason; called once, after `open`. */
   close(socket: ClientSocket, code: number, reason: string): void;
 }
