@@ -58,8 +58,14 @@ const FLAGS: Record<string, FlagSpec> = {
   "idle-pings": {
     type: "string",
     arg: "N",
-    help: "ping intervals without a whole message (or without hello) before a client is dropped",
+    help: "ping intervals without a whole message before a client is dropped",
     default: "3",
+  },
+  "hello-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time a new connection gets to send hello (and its token) before it is dropped",
+    default: "10000",
   },
   "startup-grace": {
     type: "string",
@@ -159,6 +165,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
       pingInterval: intFlag(flags, "ping-interval", 25_000),
       idlePings: intFlag(flags, "idle-pings", 3),
+      helloTimeout: intFlag(flags, "hello-timeout", 10_000),
       closeGrace: intFlag(flags, "shutdown-grace", 1000),
       startupGrace: intFlag(flags, "startup-grace", 1500),
       logger: log,

@@ -56,6 +56,12 @@ export interface ChannelServerOptions extends HubOptions {
   /** A client silent for this many ping intervals is disconnected. @default {3} */
   idlePings?: number;
   /**
+   * Time a new connection gets to send `hello`, in milliseconds; without it,
+   * it is disconnected (within twice this). Until then it holds one of
+   * `maxConnections` without having shown the token. @default {10000}
+   */
+  helloTimeout?: number;
+  /**
    * Publishes and enqueues that arrive within this many milliseconds of the
    * hub starting wait until it ends, so that after a restart every client
    * has reconnected and re-subscribed before anything is routed. Clients
@@ -174,6 +180,7 @@ export function serveChannel(options: ChannelServerOptions = {}): ChannelServer 
     writeTimeout: options.writeTimeout ?? 2000,
     pingInterval: options.pingInterval ?? 25_000,
     idlePings: options.idlePings ?? 3,
+    helloTimeout: options.helloTimeout ?? 10_000,
     closeGrace: options.closeGrace ?? 1000,
     startupGrace: options.startupGrace ?? 1500,
   };
@@ -247,6 +254,7 @@ interface Settings {
   writeTimeout: number;
   pingInterval: number;
   idlePings: number;
+  helloTimeout: number;
   closeGrace: number;
   startupGrace: number;
 }
@@ -276,7 +284,7 @@ class Server {
     this.#settings = settings;
     this.#logger = logger;
     this.#grace = new Grace(settings.startupGrace);
-    this.#sweep = setInterval(() => this.#closeIdle(), settings.pingInterval);
+    this.#sweep = setInterval(() => this.#closeIdle(), Math.min(settings.pingInterval, settings.helloTimeout));
     this.#watchdog = setInterval(() => this.#closeStalled(), Math.max(10, settings.writeTimeout / 4));
     this.finished = this.#acceptLoop();
   }
@@ -356,9 +364,12 @@ class Server {
 
   #closeIdle(): void {
     const limit = this.#settings.pingInterval * this.#settings.idlePings;
+    const helloTimeout = this.#settings.helloTimeout;
     const now = Date.now();
     for (const connection of this.#connections) {
-      if (now - connection.lastSeen > limit) connection.fail("idle", `Idle: no message for ${limit} ms`);
+      if (!connection.greeted) {
+        if (now - connection.lastSeen > helloTimeout) connection.fail("idle", `No hello within ${helloTimeout} ms`);
+      } else if (now - connection.lastSeen > limit) connection.fail("idle", `Idle: no message for ${limit} ms`);
     }
   }
 }
@@ -392,7 +403,8 @@ const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueu
 
 class Connection implements Peer {
   /**
-   * When the last complete frame arrived after `hello`. Bytes of a frame not
+   * When the last complete frame arrived after `hello` (before it: when the
+   * connection opened). Bytes of a frame not
    * yet finished, and frames before `hello` (keepalives, say), do not count:
    * otherwise a peer trickling one byte at a time, or one that never says
    * hello, would hold its slot and its partial-frame buffer forever.
@@ -429,6 +441,11 @@ class Connection implements Peer {
     this.#decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: settings.maxFrameBytes });
     tcp.setNoDelay(true);
     this.#hub.join(this);
+  }
+
+  /** True once the client's `hello` was accepted. */
+  get greeted(): boolean {
+    return this.#greeted;
   }
 
   send(frame: Uint8Array): boolean {

@@ -296,12 +296,22 @@ Deno.test("hub closes a connection trickling a frame it never finishes at the id
 
 // Regression: the original's empty-frame keepalive kept a connection that
 // never said hello (nor gave the token) connected forever; enough of them
-// filled --max-connections.
-Deno.test("hub closes a connection that sends keepalives but never says hello at the idle limit", async () => {
-  await using hub = startHub({ pingInterval: 50, idlePings: 2 });
+// filled --max-connections. It now gets the hello timeout, not the longer
+// idle limit.
+Deno.test("hub closes a connection that sends keepalives but never says hello at the hello timeout", async () => {
+  await using hub = startHub({ pingInterval: 10_000, helloTimeout: 100 });
   await using raw = await RawPeer.connect(hub.port, { hello: false });
+  const started = Date.now();
   const messages = await keepWriting(raw, Uint8Array.of(0, 0, 0, 4), 20, raw.readToEnd(3000));
-  assert.deepEqual(messages, [{ type: "error", reason: "Idle: no message for 100 ms" }]);
+  assert.deepEqual(messages, [{ type: "error", reason: "No hello within 100 ms" }]);
+  assert.ok(Date.now() - started < 1000, "long before the idle limit");
+});
+
+Deno.test("hub gives a client that says hello in time the idle limit, not the hello timeout", async () => {
+  await using hub = startHub({ pingInterval: 50, idlePings: 8, helloTimeout: 50 });
+  await using raw = await RawPeer.connect(hub.port);
+  // Silent for 250 ms: past twice the hello timeout, within the idle limit of 400.
+  assert.equal(await raw.readToEnd(250).then(() => "closed", () => "open"), "open");
 });
 
 Deno.test("hub keeps a client sending empty keepalive frames after hello connected", async () => {
