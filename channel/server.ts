@@ -404,10 +404,10 @@ const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueu
 class Connection implements Peer {
   /**
    * When the last complete frame arrived after `hello` (before it: when the
-   * connection opened). Bytes of a frame not
-   * yet finished, and frames before `hello` (keepalives, say), do not count:
-   * otherwise a peer trickling one byte at a time, or one that never says
-   * hello, would hold its slot and its partial-frame buffer forever.
+   * connection opened). Bytes of a frame not yet finished, and frames before
+   * `hello` (keepalives, say), do not count: otherwise a peer trickling one
+   * byte at a time, or one that never says hello, would hold its slot and its
+   * partial-frame buffer forever.
    */
   lastSeen = Date.now();
   readonly #id: number;
