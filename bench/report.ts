@@ -28,6 +28,12 @@ export interface Measurement extends Omit<LoadResult, "type"> {
   rssAfterKiB: number;
   /** (after − before) / clients. */
   rssKiBPerConnection: number | null;
+  /**
+   * (lowest RSS while the clients sat idle for `--idle-settle` seconds −
+   * before) / clients: what they hold once the runtime has collected the
+   * handshakes' garbage. Null unless asked for.
+   */
+  rssKiBPerConnectionSettled: number | null;
   /** Warn and error log lines the services wrote during the scenario. */
   serviceWarnings: { count: number; sample: string[] };
 }
@@ -70,6 +76,8 @@ interface MetricSpec {
   idle?: boolean | "only";
   /** A system/baseline ratio means something. @default {true} */
   ratio?: boolean;
+  /** Measured only when asked for: no row when neither target has it. */
+  optional?: boolean;
 }
 
 const METRICS: readonly MetricSpec[] = [
@@ -87,6 +95,13 @@ const METRICS: readonly MetricSpec[] = [
     // Elsewhere it is noise: the idle scenario runs first and leaves freed
     // heap behind that later connections reuse (it even comes out negative).
     idle: "only",
+  },
+  {
+    key: "rssKiBPerConnectionSettled",
+    label: "RSS KiB/connection, settled",
+    format: (v) => v.toFixed(1),
+    idle: "only",
+    optional: true,
   },
   { key: "lost", label: "messages lost", format: count },
   { key: "failedPublishes", label: "failed publishes", format: count },
@@ -149,6 +164,8 @@ export function formatTable(report: BenchReport): string {
     rows.push(`(${scenario.id}) ${scenario.title}`);
     for (const metric of METRICS) {
       if (scenario.mode === "idle" ? !metric.idle : metric.idle === "only") continue;
+      const measured = [scenario.system, scenario.baseline].some((m) => metricValue(m, metric.key) !== null);
+      if (metric.optional && !measured) continue;
       const show = (value: number | null) => (value === null ? "-" : metric.format(value));
       const ratio = scenario.ratios[metric.key];
       const goal = scenario.goals.find((g) => g.metric === metric.key);
@@ -206,7 +223,7 @@ function goalText(goal: GoalResult): string {
   const op = goal.op === ">=" ? "≥" : "≤";
   if (goal.kind === "ratio") return `${op} ${goal.bound}x`;
   if (goal.bound === 0 && goal.op === "<=") return "= 0";
-  return `${op} ${goal.bound}${goal.metric === "rssKiBPerConnection" ? " KiB" : ""}`;
+  return `${op} ${goal.bound}${goal.metric.startsWith("rssKiB") ? " KiB" : ""}`;
 }
 
 function count(value: number): string {

@@ -28,6 +28,7 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
     rssBeforeKiB: 1000,
     rssAfterKiB: 2000,
     rssKiBPerConnection: 1,
+    rssKiBPerConnectionSettled: null,
     serviceWarnings: { count: 0, sample: [] },
     ...fields,
   };
@@ -83,4 +84,26 @@ Deno.test("the table shows system, baseline, ratio and PASS or MISS, and RSS onl
   assert.match(table, /^ {2}messages lost +0 +0 +- += 0 +PASS$/m);
   assert.equal(table.match(/RSS KiB\/connection +\d/g)?.length, 1, "one RSS row, the idle scenario's");
   assert.match(table, /^ {2}RSS KiB\/connection +4\.0 +1\.0 +4\.00x +≤ 6 KiB +PASS$/m);
+  assert.doesNotMatch(table, /settled/, "no settled row unless --idle-settle measured it");
+});
+
+Deno.test("the table shows the settled RSS per connection when it was measured", () => {
+  const idle = scenarioReport(g!, {
+    system: measurement({ rssKiBPerConnection: 9, rssKiBPerConnectionSettled: 6.5 }),
+    baseline: measurement({ rssKiBPerConnection: 20, rssKiBPerConnectionSettled: 17 }),
+  });
+  const table = formatTable({
+    startedAt: "",
+    finishedAt: "",
+    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
+    quick: false,
+    scenarios: [idle],
+    goals: goalSummary([idle]),
+  });
+  assert.match(table, /^ {2}RSS KiB\/connection, settled +6\.5 +17\.0 +0\.38x$/m);
+  assert.match(
+    table,
+    /^ {2}RSS KiB\/connection +9\.0 +20\.0 +0\.45x +≤ 6 KiB +MISS$/m,
+    "the goal stays on the first sample",
+  );
 });

@@ -33,6 +33,7 @@ export type MetricKey =
   | "cpuUsPerDelivery"
   | "loadGenCpuUsPerDelivery"
   | "rssKiBPerConnection"
+  | "rssKiBPerConnectionSettled"
   | "lost"
   | "failedPublishes";
 

@@ -1,7 +1,7 @@
 /**
  * `deno task bench --quick` as a user runs it, on free ports: every scenario
  * runs against the system and the baseline, nothing is lost, the JSON is
- * written. Performance ratios are not asserted: too noisy for CI.
+ * written, and `--idle-settle` adds its sample. Performance ratios are not asserted: too noisy for CI.
  */
 
 import assert from "node:assert/strict";
@@ -16,6 +16,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
   try {
     const { status, stdout, stderr } = await runTask("bench", [
       "--quick",
+      ...["--idle-settle", "1"],
       "--out",
       out,
       ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0", "--baseline-port", "0"],
@@ -23,6 +24,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
     assert.equal(status.code, 0, `exit code; stderr:\n${stderr}`);
     assert.match(stdout, /^machine: .+, \d+ cores, Deno \d/m);
     assert.match(stdout, /targets: \d+ PASS, \d+ MISS/);
+    assert.match(stdout, /^ {2}RSS KiB\/connection, settled +-?\d/m);
 
     const report: BenchReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
     assert.deepEqual(report.scenarios.map((s) => s.id), ["a", "b", "c", "d", "e", "f", "g"]);
@@ -36,6 +38,11 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
         assert.equal(run.failedPublishes, 0, `${where}: failed publishes ${JSON.stringify(run.failures)}`);
         if (scenario.mode === "idle") {
           assert.equal(typeof run.rssKiBPerConnection, "number", `${where}: RSS per connection`);
+          assert.equal(typeof run.rssKiBPerConnectionSettled, "number", `${where}: settled RSS per connection`);
+          assert.ok(
+            run.rssKiBPerConnectionSettled! <= run.rssKiBPerConnection!,
+            `${where}: the settled RSS is the lowest sample, the first included`,
+          );
           continue;
         }
         assert.equal(run.deliveries, run.expectedDeliveries, `${where}: deliveries`);
