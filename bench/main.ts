@@ -32,6 +32,7 @@ import {
   formatWarnings,
   goalSummary,
   type Measurement,
+  medianPair,
   type ScenarioReport,
   scenarioReport,
 } from "./report.ts";
@@ -45,6 +46,12 @@ const FLAGS = {
     arg: "FILE",
     help: "where the JSON goes (the task may write only under bench/results)",
     default: "bench/results/<ISO time>.json",
+  },
+  repeat: {
+    type: "string" as const,
+    arg: "N",
+    help: "runs each scenario N times, system then baseline, and reports the median pair (odd N is best)",
+    default: "1",
   },
   "idle-settle": {
     type: "string" as const,
@@ -74,6 +81,7 @@ interface BenchOptions {
   out: string;
   ports: Ports;
   idleSettleSeconds: number;
+  repeat: number;
 }
 
 /** Runs the benchmark; returns the exit code. */
@@ -110,6 +118,7 @@ function benchOptions(flags: FlagValues): BenchOptions {
     out: stringFlag(flags, "out") ?? `bench/results/${new Date().toISOString()}.json`,
     ports: { hub: port("hub"), pusher: port("pusher"), publisher: port("publisher"), baseline: port("baseline") },
     idleSettleSeconds: intFlag(flags, "idle-settle", 0),
+    repeat: Math.max(1, intFlag(flags, "repeat", 1)),
   };
 }
 
@@ -127,23 +136,30 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     idleSettleSeconds: options.idleSettleSeconds,
   };
   const reports = new Map<string, ScenarioReport>();
-  const runScenario = async (scenario: Scenario) => {
-    const system = await measure(context, scenario, services.system);
-    const baseline = await measure(context, scenario, services.baseline);
-    reports.set(scenario.id, scenarioReport(scenario, { system, baseline }));
+  const runScenario = async (scenario: Scenario, times: number) => {
+    const pairs: ScenarioReport[] = [];
+    for (let i = 0; i < times; i++) {
+      const system = await measure(context, scenario, services.system);
+      const baseline = await measure(context, scenario, services.baseline);
+      pairs.push(scenarioReport(scenario, { system, baseline }));
+    }
+    reports.set(scenario.id, times === 1 ? pairs[0]! : medianPair(pairs));
   };
   // Memory first, on processes that have not held thousands of sockets yet:
   // the heap a busy scenario frees stays mapped, and new connections reusing
-  // it would look free.
-  for (const scenario of options.scenarios) if (scenario.mode === "idle") await runScenario(scenario);
+  // it would look free. For the same reason it runs once, whatever --repeat says.
+  for (const scenario of options.scenarios) if (scenario.mode === "idle") await runScenario(scenario, 1);
   if (!options.quick) await warmUp(context);
-  for (const scenario of options.scenarios) if (scenario.mode !== "idle") await runScenario(scenario);
+  for (const scenario of options.scenarios) {
+    if (scenario.mode !== "idle") await runScenario(scenario, options.repeat);
+  }
   const ordered = options.scenarios.map((scenario) => reports.get(scenario.id)!);
   return {
     startedAt,
     finishedAt: new Date().toISOString(),
     machine,
     quick: options.quick,
+    repeat: options.repeat,
     scenarios: ordered,
     goals: goalSummary(ordered),
   };

@@ -56,6 +56,8 @@ export interface ScenarioReport extends Scenario {
   /** system / baseline per metric; null where either is missing or the baseline is 0. */
   ratios: Partial<Record<MetricKey, number | null>>;
   goals: GoalResult[];
+  /** With `--repeat`: every pair of runs, in the order they ran; the fields above are the median pair's. */
+  runs?: { system: Measurement; baseline: Measurement }[];
 }
 
 /** The JSON file a run writes. */
@@ -64,6 +66,8 @@ export interface BenchReport {
   finishedAt: string;
   machine: Machine;
   quick: boolean;
+  /** Runs per scenario (`--repeat`); above 1 each scenario is its median pair. */
+  repeat: number;
   scenarios: ScenarioReport[];
   goals: { pass: number; miss: number };
 }
@@ -141,6 +145,39 @@ export function scenarioReport(
   return { ...scenario, system, baseline, ratios, goals };
 }
 
+/**
+ * Several back-to-back runs of one scenario, system then baseline each time,
+ * reduced to the median pair: ranked by the scenario's first goal (its
+ * deliveries/s ratio when it has none) from best to worst, the middle one,
+ * or the worse of the two middle ones. Ratios stay within one pair. Losses
+ * and failed publishes are the worst of any run, so a loss anywhere is a miss.
+ */
+export function medianPair(pairs: readonly ScenarioReport[]): ScenarioReport {
+  if (pairs.length === 0) throw new RangeError("medianPair needs at least one run");
+  const first = pairs[0]!;
+  const goal = first.goals.find((g) => g.metric !== "lost" && g.metric !== "failedPublishes");
+  const rank = (pair: ScenarioReport) => {
+    const value = goal ? pair.goals.find((g) => g.metric === goal.metric)!.value : pair.ratios.deliveriesPerSec;
+    // Best first: a missing value ranks last.
+    if (value === null || value === undefined) return Infinity;
+    return goal?.op === "<=" ? value : -value;
+  };
+  const ranked = [...pairs].sort((a, b) => rank(a) - rank(b));
+  const median = ranked[Math.floor(ranked.length / 2)]!;
+  const worst = (target: "system" | "baseline", key: "lost" | "failedPublishes") =>
+    Math.max(...pairs.map((pair) => pair[target][key]));
+  const withWorst = (target: "system" | "baseline") => ({
+    ...median[target],
+    lost: worst(target, "lost"),
+    failedPublishes: worst(target, "failedPublishes"),
+  });
+  const { system: _system, baseline: _baseline, ratios: _ratios, goals: _goals, runs: _runs, ...scenario } = first;
+  return {
+    ...scenarioReport(scenario, { system: withWorst("system"), baseline: withWorst("baseline") }),
+    runs: pairs.map(({ system, baseline }) => ({ system, baseline })),
+  };
+}
+
 /** Counts passed and missed goals. */
 export function goalSummary(scenarios: readonly ScenarioReport[]): { pass: number; miss: number } {
   const all = scenarios.flatMap((scenario) => scenario.goals);
@@ -191,6 +228,12 @@ export function formatTable(report: BenchReport): string {
     ...rows.map((row) => (typeof row === "string" ? row : line(row))),
     "",
     `targets: ${pass} PASS, ${miss} MISS (a MISS does not fail the run)`,
+    ...(report.repeat > 1
+      ? [
+        `Each scenario ran ${report.repeat} times, system then baseline; shown is the median pair by its first target ` +
+        "(the idle scenario ran once). Losses are the worst run's.",
+      ]
+      : []),
     "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",
   ].join("\n");
 }

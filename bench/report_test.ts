@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type BenchReport, formatTable, goalSummary, type Measurement, scenarioReport } from "./report.ts";
+import { type BenchReport, formatTable, goalSummary, type Measurement, medianPair, scenarioReport } from "./report.ts";
 import { scenarios } from "./scenarios.ts";
 
 function measurement(fields: Partial<Measurement> = {}): Measurement {
@@ -34,7 +34,7 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
   };
 }
 
-const [, b, , d, , , g] = scenarios();
+const [a, b, c, d, , , g] = scenarios();
 
 Deno.test("goals compare system/baseline ratios, or the system's own value, and a loss is a miss", () => {
   const report = scenarioReport(b!, {
@@ -75,6 +75,7 @@ Deno.test("the table shows system, baseline, ratio and PASS or MISS, and RSS onl
     finishedAt: "",
     machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
     quick: false,
+    repeat: 1,
     scenarios: scenarioReports,
     goals: goalSummary(scenarioReports),
   };
@@ -97,6 +98,7 @@ Deno.test("the table shows the settled RSS per connection when it was measured",
     finishedAt: "",
     machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
     quick: false,
+    repeat: 1,
     scenarios: [idle],
     goals: goalSummary([idle]),
   });
@@ -106,4 +108,65 @@ Deno.test("the table shows the settled RSS per connection when it was measured",
     /^ {2}RSS KiB\/connection +9\.0 +20\.0 +0\.45x +≤ 6 KiB +MISS$/m,
     "the goal stays on the first sample",
   );
+  assert.doesNotMatch(table, /median pair/, "one run, no median");
+});
+
+Deno.test("repeated runs report the median pair by the first goal, the worse middle one when even", () => {
+  const pair = (p99: number, baselineP99 = 10) =>
+    scenarioReport(c!, {
+      system: measurement({ latencyUs: { p50: 1000, p99: p99 * 1000, max: 30_000 } }),
+      baseline: measurement({ latencyUs: { p50: 1000, p99: baselineP99 * 1000, max: 30_000 } }),
+    });
+  // p99 ratios 1.2, 0.8, 1.0: the median is 1.0, and it is one pair's ratio.
+  const odd = medianPair([pair(12), pair(8), pair(20, 20)]);
+  assert.equal(odd.ratios.latencyP99Ms, 1);
+  assert.equal(odd.system.latencyUs!.p99, 20_000);
+  assert.equal(odd.goals.find((goal) => goal.metric === "latencyP99Ms")!.pass, true);
+  assert.equal(odd.runs!.length, 3);
+  assert.deepEqual(odd.runs!.map((run) => run.system.latencyUs!.p99), [12_000, 8_000, 20_000], "in the order run");
+  // For "at most" goals the worse of the two middle ones is the larger ratio.
+  const even = medianPair([pair(8), pair(9), pair(11), pair(12)]);
+  assert.equal(even.ratios.latencyP99Ms, 1.1);
+  assert.equal(even.goals.find((goal) => goal.metric === "latencyP99Ms")!.pass, false);
+  // For "at least" goals the worse is the smaller: deliveries/s ratios 5, 3, 4, 6 give 4.
+  const rates = [5, 3, 4, 6].map((ratio) =>
+    scenarioReport(b!, {
+      system: measurement({ deliveriesPerSec: ratio * 100_000 }),
+      baseline: measurement({ deliveriesPerSec: 100_000 }),
+    })
+  );
+  assert.equal(medianPair(rates).ratios.deliveriesPerSec, 4);
+  // A scenario without goals ranks by deliveries/s.
+  const plain = [2, 7, 5].map((ratio) =>
+    scenarioReport(a!, {
+      system: measurement({ deliveriesPerSec: ratio * 100_000 }),
+      baseline: measurement({ deliveriesPerSec: 100_000 }),
+    })
+  );
+  assert.equal(medianPair(plain).ratios.deliveriesPerSec, 5);
+  const table = formatTable({
+    startedAt: "",
+    finishedAt: "",
+    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
+    quick: false,
+    repeat: 3,
+    scenarios: [odd],
+    goals: goalSummary([odd]),
+  });
+  assert.match(table, /^Each scenario ran 3 times, system then baseline; shown is the median pair/m);
+  assert.match(table, /^ {2}latency p99 \(ms\) +20\.0 +20\.0 +1\.00x +≤ 1x +PASS$/m);
+});
+
+Deno.test("repeated runs: a loss or failed publish in any run is a miss of the median pair", () => {
+  const runs = [0, 2, 0].map((lost) =>
+    scenarioReport(b!, {
+      system: measurement({ lost, deliveriesPerSec: (lost + 4) * 100_000 }),
+      baseline: measurement({ failedPublishes: lost === 2 ? 1 : 0 }),
+    })
+  );
+  const median = medianPair(runs);
+  assert.equal(median.system.deliveriesPerSec, 400_000, "the median pair is a lossless one");
+  assert.equal(median.system.lost, 2);
+  assert.equal(median.baseline.failedPublishes, 1);
+  assert.equal(median.goals.find((goal) => goal.metric === "lost")!.pass, false);
 });

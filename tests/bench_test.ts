@@ -1,10 +1,11 @@
 /**
  * `deno task bench --quick` as a user runs it, on free ports: every scenario
  * runs against the system and the baseline, nothing is lost, the JSON is
- * written, and `--idle-settle` adds its sample. Performance ratios are not asserted: too noisy for CI.
+ * written; `--idle-settle` adds its sample and `--repeat` runs each scenario twice. Performance ratios are not asserted: too noisy for CI.
  */
 
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { ROOT } from "../shared/tasks.ts";
 import { runTask } from "../bench/_child.ts";
 import type { BenchReport } from "../bench/report.ts";
@@ -16,7 +17,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
   try {
     const { status, stdout, stderr } = await runTask("bench", [
       "--quick",
-      ...["--idle-settle", "1"],
+      ...["--idle-settle", "1", "--repeat", "2"],
       "--out",
       out,
       ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0", "--baseline-port", "0"],
@@ -29,6 +30,15 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
     const report: BenchReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
     assert.deepEqual(report.scenarios.map((s) => s.id), ["a", "b", "c", "d", "e", "f", "g"]);
     for (const scenario of report.scenarios) {
+      if (scenario.mode !== "idle") {
+        assert.equal(scenario.runs?.length, 2, `(${scenario.id}) ran twice`);
+        assert.ok(
+          scenario.runs.some((run) =>
+            isDeepStrictEqual(run.system, scenario.system) && isDeepStrictEqual(run.baseline, scenario.baseline)
+          ),
+          `(${scenario.id}) the reported pair is one of the runs`,
+        );
+      }
       for (const target of ["system", "baseline"] as const) {
         const run = scenario[target];
         const where = `(${scenario.id}) ${target}`;
