@@ -118,8 +118,13 @@ function benchOptions(flags: FlagValues): BenchOptions {
     out: stringFlag(flags, "out") ?? `bench/results/${new Date().toISOString()}.json`,
     ports: { hub: port("hub"), pusher: port("pusher"), publisher: port("publisher"), baseline: port("baseline") },
     idleSettleSeconds: intFlag(flags, "idle-settle", 0),
-    repeat: Math.max(1, intFlag(flags, "repeat", 1)),
+    repeat: atLeastOne(intFlag(flags, "repeat", 1), "repeat"),
   };
+}
+
+function atLeastOne(value: number, flag: string): number {
+  if (value < 1) throw new TypeError(`Invalid --${flag}: at least 1`);
+  return value;
 }
 
 async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchReport> {
@@ -219,6 +224,8 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   let loadGenTicks = 0;
   const result = await runLoadProcess(spec, {
     signal: context.signal,
+    // The default five minutes, plus the idle wait.
+    timeout: 300_000 + (scenario.mode === "idle" ? context.idleSettleSeconds * 1000 : 0),
     async onConnected(pid) {
       // Let the servers finish the greetings' writes before memory is read.
       await sleep(250);

@@ -65,3 +65,12 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
     await Deno.remove(new URL(out, ROOT)).catch(() => {});
   }
 });
+
+Deno.test("deno task bench refuses --repeat 0 before starting anything", async () => {
+  const { status, stderr } = await runTask("bench", ["--repeat", "0"], {
+    timeout: DEADLINE_MS,
+    what: "deno task bench --repeat 0 to exit",
+  });
+  assert.notEqual(status.code, 0);
+  assert.match(stderr, /Invalid --repeat: at least 1/);
+});
