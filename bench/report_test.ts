@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { type BenchReport, formatTable, goalSummary, type Measurement, medianPair, scenarioReport } from "./report.ts";
+import {
+  type BenchReport,
+  formatTable,
+  goalSummary,
+  type Measurement,
+  medianPair,
+  type ScenarioReport,
+  scenarioReport,
+} from "./report.ts";
 import { scenarios } from "./scenarios.ts";
 
 function measurement(fields: Partial<Measurement> = {}): Measurement {
@@ -36,6 +44,20 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
 
 const [a, b, c, d, , , g] = scenarios();
 
+/** The table a run of these scenario reports prints. */
+function tableOf(scenarioReports: ScenarioReport[], repeat = 1): string {
+  const report: BenchReport = {
+    startedAt: "",
+    finishedAt: "",
+    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
+    quick: false,
+    repeat,
+    scenarios: scenarioReports,
+    goals: goalSummary(scenarioReports),
+  };
+  return formatTable(report);
+}
+
 Deno.test("goals compare system/baseline ratios, or the system's own value, and a loss is a miss", () => {
   const report = scenarioReport(b!, {
     system: measurement({ deliveriesPerSec: 500_000, cpuUsPerDelivery: 2, lost: 1 }),
@@ -70,16 +92,7 @@ Deno.test("the table shows system, baseline, ratio and PASS or MISS, and RSS onl
     scenarioReport(b!, { system: measurement({ deliveriesPerSec: 300_000 }), baseline: measurement() }),
     scenarioReport(g!, { system: measurement({ rssKiBPerConnection: 4 }), baseline: measurement() }),
   ];
-  const report: BenchReport = {
-    startedAt: "",
-    finishedAt: "",
-    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
-    quick: false,
-    repeat: 1,
-    scenarios: scenarioReports,
-    goals: goalSummary(scenarioReports),
-  };
-  const table = formatTable(report);
+  const table = tableOf(scenarioReports);
   assert.match(table, /^machine: Test CPU, 2 cores, Deno 2\.9\.6, Linux version 6\.1$/m);
   assert.match(table, /^ {2}deliveries\/s +300,000 +100,000 +3\.00x +≥ 4x +MISS$/m);
   assert.match(table, /^ {2}messages lost +0 +0 +- += 0 +PASS$/m);
@@ -93,15 +106,7 @@ Deno.test("the table shows the settled RSS per connection when it was measured",
     system: measurement({ rssKiBPerConnection: 9, rssKiBPerConnectionSettled: 6.5 }),
     baseline: measurement({ rssKiBPerConnection: 20, rssKiBPerConnectionSettled: 17 }),
   });
-  const table = formatTable({
-    startedAt: "",
-    finishedAt: "",
-    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
-    quick: false,
-    repeat: 1,
-    scenarios: [idle],
-    goals: goalSummary([idle]),
-  });
+  const table = tableOf([idle]);
   assert.match(table, /^ {2}RSS KiB\/connection, settled +6\.5 +17\.0 +0\.38x$/m);
   assert.match(
     table,
@@ -144,15 +149,7 @@ Deno.test("repeated runs report the median pair by the first goal, the worse mid
     })
   );
   assert.equal(medianPair(plain).ratios.deliveriesPerSec, 5);
-  const table = formatTable({
-    startedAt: "",
-    finishedAt: "",
-    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
-    quick: false,
-    repeat: 3,
-    scenarios: [odd],
-    goals: goalSummary([odd]),
-  });
+  const table = tableOf([odd], 3);
   assert.match(table, /^Each scenario ran 3 times, system then baseline; shown is the median pair/m);
   assert.match(table, /^ {2}latency p99 \(ms\) +20\.0 +20\.0 +1\.00x +≤ 1x +PASS$/m);
 });
