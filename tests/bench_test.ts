@@ -74,3 +74,18 @@ Deno.test("deno task bench refuses --repeat 0 before starting anything", async (
   assert.notEqual(status.code, 0);
   assert.match(stderr, /Invalid --repeat: at least 1/);
 });
+
+Deno.test("deno task bench:heap prints the JavaScript heap per idle connection, one Socket and writer each", async () => {
+  const { status, stdout, stderr } = await runTask("bench:heap", ["--connections", "200"], {
+    timeout: DEADLINE_MS,
+    what: "deno task bench:heap to finish",
+  });
+  assert.equal(status.code, 0, `exit code; stderr:\n${stderr}`);
+  assert.match(stdout, /^JavaScript heap per idle connection: \d+ bytes \(200 connections measured\)$/m);
+  assert.match(stdout, /^ {2}object Socket +1\.00\/conn +\d+ B$/m);
+  assert.match(stdout, /^ {2}object FrameWriter +1\.00\/conn +\d+ B$/m);
+  const leftovers = [...Deno.readDirSync(new URL("bench/results/", ROOT))].filter((e) =>
+    e.name.endsWith(".heapsnapshot")
+  );
+  assert.deepEqual(leftovers, [], "snapshots are removed");
+});
