@@ -253,13 +253,16 @@ class ServerImpl {
       response = text(500, "Internal error");
     }
     if (response !== upgrade.response || !upgrade.handlers) return respond(tcp, response, req.method === "HEAD");
-    const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings, (done) => {
-      this.sockets.delete(done);
-      if (this.sockets.size === 0) this.#allClosed?.();
-    });
+    const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings, this);
     this.sockets.add(socket);
     // Not awaited: an open socket keeps no frame of this function alive.
     socket.run(rest);
+  }
+
+  /** Called by a socket once it has closed. */
+  forget(socket: Socket): void {
+    this.sockets.delete(socket);
+    if (this.sockets.size === 0) this.#allClosed?.();
   }
 
   /** Answers a request the server itself refuses (bad head, bad handshake, no room), with a log line. */
@@ -292,7 +295,8 @@ class Socket implements ClientSocket {
   #closeCode: number = CloseCode.abnormal;
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
-  readonly #onDone: (socket: Socket) => void;
+  /** Told when this socket has closed: a reference, not a closure, to keep idle sockets small. */
+  readonly #server: { forget(socket: Socket): void };
   #violation: ProtocolError | null = null;
 
   constructor(
@@ -301,10 +305,10 @@ class Socket implements ClientSocket {
     accept: string,
     handlers: SocketHandlers,
     settings: Settings,
-    onDone: (socket: Socket) => void,
+    server: { forget(socket: Socket): void },
   ) {
     this.#tcp = tcp;
-    this.#onDone = onDone;
+    this.#server = server;
     this.origin = req.headers.get("origin");
     this.#handlers = handlers;
     this.#settings = settings;
@@ -380,7 +384,7 @@ class Socket implements ClientSocket {
       // Reset by the peer, or closed by us: either way the socket is done.
     } finally {
       this.#terminate();
-      this.#onDone(this);
+      this.#server.forget(this);
       this.#guard(() => this.#handlers.close(this, this.#closeCode, this.#closeReason));
     }
   }
