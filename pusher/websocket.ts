@@ -159,19 +159,32 @@ export interface FrameParserOptions {
  */
 export class FrameParser {
   readonly #maxMessageBytes: number;
-  /** Bytes of an incomplete frame carried over to the next chunk. */
-  #pending: Uint8Array[] = [];
-  #pendingBytes = 0;
-  /** Bytes the incomplete frame at the start of `#pending` needs, as far as is known. */
+  /**
+   * An incomplete frame carried over to the next chunk: its first
+   * `#partialBytes` bytes. One buffer, grown once to what the frame needs,
+   * so that memory is bounded by the frame however small the reads.
+   */
+  #partial: Uint8Array | null = null;
+  #partialBytes = 0;
+  /** Bytes the incomplete frame needs, as far as is known. */
   #need = 0;
-  /** Fragments of a message in progress, and its opcode. */
-  #fragments: Uint8Array[] = [];
+  /** A fragmented message in progress: its first `#fragmentBytes` bytes, and its opcode. */
+  #message: Uint8Array | null = null;
   #fragmentBytes = 0;
   #fragmentOpcode = -1;
   #failed: ProtocolError | null = null;
 
   constructor(options: FrameParserOptions = {}) {
     this.#maxMessageBytes = options.maxMessageBytes ?? 65536;
+  }
+
+  /**
+   * Bytes of buffer held for an incomplete frame and a fragmented message:
+   * at most one frame plus twice `maxMessageBytes`, however the client
+   * splits its frames and its writes.
+   */
+  get heldBytes(): number {
+    return (this.#partial?.length ?? 0) + (this.#message?.length ?? 0);
   }
 
   /**
@@ -184,15 +197,20 @@ export class FrameParser {
   push(chunk: Uint8Array): ClientEvent[] {
     if (this.#failed) throw new ProtocolError(this.#failed.code, this.#failed.message);
     let bytes = chunk;
-    if (this.#pendingBytes > 0) {
-      // Gather chunks until the frame in progress can complete: one copy
-      // per frame, not one per read (a 64 KiB frame in 2 KiB reads).
-      if (this.#pendingBytes + chunk.length < this.#need) {
-        this.#pending.push(chunk.slice());
-        this.#pendingBytes += chunk.length;
+    if (this.#partialBytes > 0) {
+      const total = this.#partialBytes + chunk.length;
+      const partial = this.#partial!.subarray(0, this.#partialBytes);
+      // Gather reads until the frame in progress can complete.
+      if (total < this.#need) {
+        if (this.#partial!.length < this.#need) {
+          this.#partial = new Uint8Array(this.#need);
+          this.#partial.set(partial);
+        }
+        this.#partial!.set(chunk, this.#partialBytes);
+        this.#partialBytes = total;
         return [];
       }
-      bytes = concat([...this.#pending, chunk], this.#pendingBytes + chunk.length);
+      bytes = concat([partial, chunk], total);
     }
     const events: ClientEvent[] = [];
     let offset = 0;
@@ -210,8 +228,8 @@ export class FrameParser {
       throw error;
     }
     // Copy the tail: the caller reuses its read buffer.
-    this.#pendingBytes = bytes.length - offset;
-    this.#pending = this.#pendingBytes === 0 ? [] : [bytes.slice(offset)];
+    this.#partialBytes = bytes.length - offset;
+    this.#partial = this.#partialBytes === 0 ? null : bytes.slice(offset);
     return events;
   }
 
@@ -290,20 +308,33 @@ export class FrameParser {
       if (fin) return events.push(message(opcode, payload)), undefined;
       this.#fragmentOpcode = opcode;
     }
-    this.#fragments.push(payload);
-    this.#fragmentBytes += payload.length;
+    this.#append(payload);
     if (!fin) return;
-    const whole = new Uint8Array(this.#fragmentBytes);
-    let at = 0;
-    for (const fragment of this.#fragments) {
-      whole.set(fragment, at);
-      at += fragment.length;
-    }
+    const whole = this.#message?.length === this.#fragmentBytes
+      ? this.#message
+      : (this.#message?.slice(0, this.#fragmentBytes) ?? new Uint8Array(0));
     const first = this.#fragmentOpcode;
-    this.#fragments = [];
+    this.#message = null;
     this.#fragmentBytes = 0;
     this.#fragmentOpcode = -1;
     events.push(message(first, whole));
+  }
+
+  /**
+   * Copies a fragment into the message buffer, which doubles as it fills,
+   * up to the size limit (already checked): at most twice the limit held,
+   * however many fragments, and nothing kept per fragment.
+   */
+  #append(payload: Uint8Array): void {
+    const total = this.#fragmentBytes + payload.length;
+    const capacity = this.#message?.length ?? 0;
+    if (total > capacity) {
+      const grown = new Uint8Array(Math.min(this.#maxMessageBytes, Math.max(total, capacity * 2)));
+      if (this.#message) grown.set(this.#message.subarray(0, this.#fragmentBytes));
+      this.#message = grown;
+    }
+    this.#message?.set(payload, this.#fragmentBytes);
+    this.#fragmentBytes = total;
   }
 }
 

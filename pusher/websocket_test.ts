@@ -202,6 +202,36 @@ Deno.test("FrameParser accepts a message of exactly maxMessageBytes, fragments a
   assert.deepEqual(events, [{ type: "text", data: "a".repeat(60) + "b".repeat(40) }]);
 });
 
+Deno.test("FrameParser holds one buffer per frame and per message, however small the reads and fragments", () => {
+  const limit = 60_000;
+  // A frame trickled in one byte per read.
+  const trickled = new FrameParser({ maxMessageBytes: limit });
+  const frame = clientFrame(Op.binary, new Uint8Array(limit).fill(7));
+  let most = 0;
+  for (let i = 0; i < frame.length - 1; i++) {
+    assert.deepEqual(trickled.push(frame.subarray(i, i + 1)), []);
+    most = Math.max(most, trickled.heldBytes);
+  }
+  assert.ok(most <= frame.length, `held ${most} bytes for a ${frame.length}-byte frame`);
+  assert.deepEqual(trickled.push(frame.subarray(-1)), [{ type: "binary", data: new Uint8Array(limit).fill(7) }]);
+  assert.equal(trickled.heldBytes, 0, "nothing held once the frame is done");
+
+  // A message in one-byte fragments, then one of empty fragments.
+  const fragmented = new FrameParser({ maxMessageBytes: limit });
+  assert.deepEqual(fragmented.push(clientFrame(Op.text, "a", { fin: false })), []);
+  const fragment = clientFrame(Op.continuation, "b", { fin: false });
+  for (let i = 0; i < limit - 2; i++) fragmented.push(fragment);
+  assert.ok(fragmented.heldBytes <= 2 * limit, `held ${fragmented.heldBytes} bytes for a ${limit}-byte message`);
+  assert.deepEqual(fragmented.push(clientFrame(Op.continuation, "c")), [
+    { type: "text", data: "a" + "b".repeat(limit - 2) + "c" },
+  ]);
+  assert.deepEqual(fragmented.push(clientFrame(Op.text, "", { fin: false })), []);
+  const empty = clientFrame(Op.continuation, "", { fin: false });
+  for (let i = 0; i < 100_000; i++) fragmented.push(empty);
+  assert.equal(fragmented.heldBytes, 0, "empty fragments hold nothing");
+  assert.deepEqual(fragmented.push(clientFrame(Op.continuation, "")), [{ type: "text", data: "" }]);
+});
+
 Deno.test("FrameParser checks the declared length before the payload arrives", () => {
   for (const length of [101, 65536, 2 ** 32 - 1, 2 ** 40]) {
     const parser = new FrameParser({ maxMessageBytes: 100 });
