@@ -395,6 +395,13 @@ export class RawSocket implements AsyncDisposable {
     );
   }
 
+  /** Takes the bytes read but not parsed yet (what came in the same read as a response head, say). */
+  takeBuffered(): Uint8Array {
+    const bytes = this.#buffer;
+    this.#buffer = new Uint8Array(0);
+    return bytes;
+  }
+
   /** The next server frame, or null when the connection ended first. */
   async next(ms = 5000, what = "a frame from the server"): Promise<ServerFrame | null> {
     return await within(
@@ -507,7 +514,7 @@ export async function httpExchange(
     // The server may answer and close before reading all of an oversized request.
   }
   const head = await socket.readHead(ms);
-  const rest: Uint8Array[] = [];
+  const rest: Uint8Array[] = [socket.takeBuffered()];
   await within(
     (async () => {
       const chunk = new Uint8Array(4096);

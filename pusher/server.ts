@@ -75,6 +75,8 @@ export interface Server extends AsyncDisposable {
   readonly finished: Promise<void>;
   /** WebSockets open now. */
   readonly sockets: number;
+  /** Connections still sending their request head: at most `maxConnections`, beyond which new ones are closed at once. */
+  readonly handshaking: number;
   /** Stops accepting, closes every WebSocket with 1001, and waits for them. */
   shutdown(): Promise<void>;
 }
@@ -138,6 +140,9 @@ export function serve(options: ServeOptions, handler: Handler): Server {
     get sockets() {
       return server.sockets.size;
     },
+    get handshaking() {
+      return server.handshaking;
+    },
     shutdown: () => server.shutdown(),
     [Symbol.asyncDispose]: () => server.shutdown(),
   };
@@ -179,6 +184,9 @@ class ServerImpl {
   readonly #settings: Settings;
   readonly #serving = new Set<Promise<void>>();
   readonly #handshaking = new Set<Deno.TcpConn>();
+  get handshaking(): number {
+    return this.#handshaking.size;
+  }
   readonly #pinger: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
   #stopping: Promise<void> | null = null;
@@ -230,6 +238,14 @@ class ServerImpl {
   }
 
   async #serve(tcp: Deno.TcpConn): Promise<void> {
+    // Each connection still sending its head holds a buffer and a timer:
+    // no more of them than there may be sockets.
+    if (this.#handshaking.size >= this.#settings.maxConnections) {
+      this.#settings.logger.warn("refusing a connection", {
+        reason: `${this.#handshaking.size} connections are still sending their request head`,
+      });
+      return close(tcp);
+    }
     tcp.setNoDelay(true);
     // Tracked so that shutdown does not wait out their handshake timeout.
     this.#handshaking.add(tcp);

@@ -587,6 +587,34 @@ Deno.test("server closes a connection that never finishes its request head after
   await assertStillEchoes(echo);
 });
 
+Deno.test("server refuses connections over maxConnections: 503 on a handshake, and at once while as many send their heads", async () => {
+  await using echo = startEcho({ maxConnections: 2, handshakeTimeout: 10_000 });
+  await using first = await RawSocket.open(echo.port);
+  await using _second = await RawSocket.open(echo.port);
+  const refused = await httpExchange(echo.port, handshakeRequest());
+  assert.equal(refused.status, 503);
+  assert.equal(refused.body, "Too many connections: 2\n");
+  first.close();
+  await until(() => echo.server.sockets === 1, 5000, "the first socket to go");
+  // Connections that never send a head are held until handshakeTimeout, but
+  // no more of them than maxConnections: the next one is closed at once.
+  await using silent1 = await RawSocket.connect(echo.port);
+  await using silent2 = await RawSocket.connect(echo.port);
+  await using extra = await RawSocket.connect(echo.port);
+  const started = Date.now();
+  assert.equal(await extra.next(5000, "the server to close the extra connection"), null);
+  assert.ok(Date.now() - started < 5000, "closed at once, not after the handshake timeout");
+  assert.equal(
+    echo.logged(/msg="refusing a connection" reason="2 connections are still sending their request head"/).length,
+    1,
+  );
+  assert.equal(silent1.ended || silent2.ended, false, "the first two are still held");
+  silent1.close();
+  silent2.close();
+  await until(() => echo.server.handshaking === 0, 5000, "the server to see the silent connections go");
+  await assertStillEchoes(echo);
+});
+
 // ---------------------------------------------------------------------------
 // Floods
 
