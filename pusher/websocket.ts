@@ -180,8 +180,8 @@ export class FrameParser {
 
   /**
    * Bytes of buffer held for an incomplete frame and a fragmented message:
-   * at most one frame plus twice `maxMessageBytes`, however the client
-   * splits its frames and its writes.
+   * at most one frame plus `maxMessageBytes`, however the client splits its
+   * frames and its writes.
    */
   get heldBytes(): number {
     return (this.#partial?.length ?? 0) + (this.#message?.length ?? 0);
@@ -322,8 +322,8 @@ export class FrameParser {
 
   /**
    * Copies a fragment into the message buffer, which doubles as it fills,
-   * up to the size limit (already checked): at most twice the limit held,
-   * however many fragments, and nothing kept per fragment.
+   * up to the size limit (already checked): at most the limit held, however
+   * many fragments, and nothing kept per fragment.
    */
   #append(payload: Uint8Array): void {
     const total = this.#fragmentBytes + payload.length;
