@@ -25,6 +25,7 @@ import { Pusher } from "../pusher/pusher.ts";
 import { serve } from "../pusher/server.ts";
 import { type HeapRow, type HeapSnapshot, perConnection, summarize } from "./_heap_snapshot.ts";
 import { lines } from "./_lines.ts";
+import { WsClient } from "./_ws_client.ts";
 
 const FLAGS = {
   connections: { type: "string" as const, arg: "N", help: "connections opened in each half", default: "2000" },
@@ -101,30 +102,15 @@ async function snapshot(): Promise<Map<string, HeapRow>> {
 
 /** The client process: `count` connections, greeted, twice; says `ready` after each and waits for a line. */
 async function clients(port: number, count: number): Promise<number> {
-  const handshake = new TextEncoder().encode(
-    `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-  );
-  const open: Deno.TcpConn[] = [];
-  const connect = async () => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    open.push(conn);
-    await conn.write(handshake);
-    const buffer = new Uint8Array(1024);
-    let seen = "";
-    while (!seen.includes(" connected\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) throw new Error("The pusher closed a connection before its greeting");
-      seen += new TextDecoder().decode(buffer.subarray(0, n));
-    }
-  };
+  const open: WsClient[] = [];
+  const connect = async () => open.push(await WsClient.connect({ hostname: "127.0.0.1", port, onMessage() {} }));
   const commands = lines(Deno.stdin.readable);
   for (let round = 0; round < 2; round++) {
     for (let i = 0; i < count; i += 100) await Promise.all(Array.from({ length: Math.min(100, count - i) }, connect));
     console.log("ready");
     await commands.next();
   }
-  for (const conn of open) conn.close();
+  await Promise.all(open.map((client) => client.close()));
   return 0;
 }
 

@@ -184,9 +184,6 @@ class ServerImpl {
   readonly #settings: Settings;
   readonly #serving = new Set<Promise<void>>();
   readonly #handshaking = new Set<Deno.TcpConn>();
-  get handshaking(): number {
-    return this.#handshaking.size;
-  }
   readonly #pinger: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
   #stopping: Promise<void> | null = null;
@@ -200,6 +197,10 @@ class ServerImpl {
     this.#pinger = setInterval(() => this.#ping(), settings.pingInterval);
     this.#watchdog = setInterval(() => this.#closeStalled(), Math.max(10, settings.slowClientTimeout / 4));
     this.finished = this.#accept();
+  }
+
+  get handshaking(): number {
+    return this.#handshaking.size;
   }
 
   shutdown(): Promise<void> {
