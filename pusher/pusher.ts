@@ -161,6 +161,11 @@ export class Pusher {
     for (const connection of this.#connections.values()) connection.socket.close(code, reason);
   }
 
+  /** Counts in `pusher_rejected_total` a connection its transport refused before {@linkcode Pusher.handler} saw it. */
+  countRefusal(reason: string): void {
+    this.#counters.rejected.inc(1, reason);
+  }
+
   /** Stops listening to the hub. */
   detach(): void {
     this.#hub.off(BROADCAST_CHANNEL);
@@ -288,7 +293,11 @@ export class Pusher {
       .collect(() => this.#hub.reconnects);
     return {
       accepted: m.counter({ name: "pusher_connections_total", help: "WebSocket connections accepted" }),
-      rejected: m.counter({ name: "pusher_rejected_total", help: "Handshakes refused", labels: ["reason"] }),
+      rejected: m.counter({
+        name: "pusher_rejected_total",
+        help: "Connections refused, by reason",
+        labels: ["reason"],
+      }),
       disconnects: m.counter({ name: "pusher_disconnects_total", help: "Connections closed", labels: ["reason"] }),
       delivered: m.counter({ name: "pusher_deliveries_total", help: "Messages handed to sockets", labels: ["kind"] }),
       dropped: m.counter({ name: "pusher_drops_total", help: "Hub events not delivered", labels: ["reason"] }),

@@ -66,7 +66,23 @@ export interface ServeOptions {
   maxConnections?: number;
   /** Where log lines go. @default {createLogger("pusher")} */
   logger?: Logger;
+  /** Called for each connection the server refuses before the handler sees it; its log line says more. */
+  onRefused?: (reason: Refusal) => void;
 }
+
+/**
+ * Why the server itself refused a connection: `too_many_connections` (503 to
+ * a handshake at `maxConnections`), `too_many_handshakes` (closed at once:
+ * as many connections are still sending their head), `head_timeout` (no
+ * complete head within `handshakeTimeout`), `bad_request` (a 4xx for a bad
+ * head or handshake), `shutting_down` (503).
+ */
+export type Refusal =
+  | "too_many_connections"
+  | "too_many_handshakes"
+  | "head_timeout"
+  | "bad_request"
+  | "shutting_down";
 
 /** A running server. */
 export interface Server extends AsyncDisposable {
@@ -131,6 +147,7 @@ export function serve(options: ServeOptions, handler: Handler): Server {
     closeTimeout: options.closeTimeout ?? 1000,
     maxConnections: options.maxConnections ?? Infinity,
     logger: options.logger ?? createLogger("pusher"),
+    onRefused: options.onRefused ?? (() => {}),
   });
   options.signal?.addEventListener("abort", () => server.shutdown(), { once: true });
   options.onListen?.(server.addr);
@@ -158,6 +175,7 @@ interface Settings {
   closeTimeout: number;
   maxConnections: number;
   logger: Logger;
+  onRefused: (reason: Refusal) => void;
 }
 
 /**
@@ -245,6 +263,7 @@ class ServerImpl {
       this.#settings.logger.warn("refusing a connection", {
         reason: `${this.#handshaking.size} connections are still sending their request head`,
       });
+      this.#settings.onRefused("too_many_handshakes");
       return close(tcp);
     }
     tcp.setNoDelay(true);
@@ -252,14 +271,18 @@ class ServerImpl {
     this.#handshaking.add(tcp);
     const head = await readHead(tcp, this.#settings).finally(() => this.#handshaking.delete(tcp));
     if (!head) return close(tcp);
-    if ("error" in head) return this.#reject(tcp, head.error);
+    if ("error" in head) return this.#reject(tcp, head.error, "bad_request");
     const { req, rest } = head;
     const handshake = checkHandshake(req);
-    if (handshake instanceof Response) return this.#reject(tcp, handshake);
+    if (handshake instanceof Response) return this.#reject(tcp, handshake, "bad_request");
     if (handshake && this.sockets.size >= this.#settings.maxConnections) {
-      return this.#reject(tcp, text(503, `Too many connections: ${this.#settings.maxConnections}`));
+      return this.#reject(
+        tcp,
+        text(503, `Too many connections: ${this.#settings.maxConnections}`),
+        "too_many_connections",
+      );
     }
-    if (this.#stopping) return this.#reject(tcp, text(503, "Shutting down"));
+    if (this.#stopping) return this.#reject(tcp, text(503, "Shutting down"), "shutting_down");
     const upgrade: Upgrade = { response: new Response(null), handlers: null };
     if (handshake) upgrades.set(req, upgrade);
     let response: Response;
@@ -283,7 +306,8 @@ class ServerImpl {
   }
 
   /** Answers a request the server itself refuses (bad head, bad handshake, no room), with a log line. */
-  async #reject(tcp: Deno.TcpConn, response: Response): Promise<void> {
+  async #reject(tcp: Deno.TcpConn, response: Response, refusal: Refusal): Promise<void> {
+    this.#settings.onRefused(refusal);
     const reason = (await response.clone().text()).trim();
     this.#settings.logger.info("rejected a request", { status: response.status, reason });
     return respond(tcp, response, false);
@@ -533,6 +557,7 @@ async function readHead(
     settings.logger.info("closing a connection that did not send its request head in time", {
       timeout: settings.handshakeTimeout,
     });
+    settings.onRefused("head_timeout");
     close(tcp);
   }, settings.handshakeTimeout);
   try {

@@ -549,7 +549,8 @@ const BAD_REQUESTS: BadRequest[] = [
 
 for (const bad of BAD_REQUESTS) {
   Deno.test(`server answers ${bad.status} and logs it for ${bad.name}, and keeps serving`, async () => {
-    await using echo = startEcho({ maxHeadBytes: 1024 });
+    const refusals: string[] = [];
+    await using echo = startEcho({ maxHeadBytes: 1024, onRefused: (reason) => refusals.push(reason) });
     const response = await httpExchange(echo.port, bad.request);
     assert.equal(response.status, bad.status, response.head);
     for (const [name, value] of Object.entries(bad.headers ?? {})) assert.equal(response.headers.get(name), value);
@@ -560,6 +561,7 @@ for (const bad of BAD_REQUESTS) {
       1,
       echo.logs.join("\n"),
     );
+    assert.deepEqual(refusals, ["bad_request"]);
     await assertStillEchoes(echo);
   });
 }
@@ -575,7 +577,8 @@ Deno.test("server accepts a request head of exactly maxHeadBytes", async () => {
 });
 
 Deno.test("server closes a connection that never finishes its request head after handshakeTimeout, and logs it", async () => {
-  await using echo = startEcho({ handshakeTimeout: 200 });
+  const refusals: string[] = [];
+  await using echo = startEcho({ handshakeTimeout: 200, onRefused: (reason) => refusals.push(reason) });
   const started = Date.now();
   await using partial = await RawSocket.connect(echo.port);
   await partial.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n");
@@ -584,11 +587,17 @@ Deno.test("server closes a connection that never finishes its request head after
   assert.equal(await mute.next(5000, "the server to close the silent connection"), null);
   assert.ok(Date.now() - started >= 190, `closed after ${Date.now() - started} ms`);
   assert.equal(echo.logged(/msg="closing a connection that did not send its request head in time"/).length, 2);
+  assert.deepEqual(refusals, ["head_timeout", "head_timeout"]);
   await assertStillEchoes(echo);
 });
 
 Deno.test("server refuses connections over maxConnections: 503 on a handshake, and at once while as many send their heads", async () => {
-  await using echo = startEcho({ maxConnections: 2, handshakeTimeout: 10_000 });
+  const refusals: string[] = [];
+  await using echo = startEcho({
+    maxConnections: 2,
+    handshakeTimeout: 10_000,
+    onRefused: (reason) => refusals.push(reason),
+  });
   await using first = await RawSocket.open(echo.port);
   await using _second = await RawSocket.open(echo.port);
   const refused = await httpExchange(echo.port, handshakeRequest());
@@ -609,6 +618,7 @@ Deno.test("server refuses connections over maxConnections: 503 on a handshake, a
     1,
   );
   assert.equal(silent1.ended || silent2.ended, false, "the first two are still held");
+  assert.deepEqual(refusals, ["too_many_connections", "too_many_handshakes"]);
   silent1.close();
   silent2.close();
   await until(() => echo.server.handshaking === 0, 5000, "the server to see the silent connections go");

@@ -116,6 +116,7 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     maxHeadBytes: config.maxHeadBytes,
     handshakeTimeout: config.handshakeTimeout,
     logger,
+    onRefused: (reason) => pusher.countRefusal(reason),
     onListen: (addr) => post({ type: "listening", port: addr.port, workerId }),
   }, pusher.handler);
 

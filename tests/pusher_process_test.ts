@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { startService } from "./_service.ts";
 import { Client } from "../pusher/_testing.ts";
 import { until, within } from "../channel/_testing.ts";
+import { handshakeRequest, httpExchange } from "../pusher/_ws_testing.ts";
 
 Deno.test("pusher task prints help, and refuses bad flags with exit code 2", async () => {
   await using help = await startService("pusher", ["--help"]);
@@ -116,4 +117,29 @@ Deno.test("a crashed pusher worker is replaced with a new worker id while the ot
   } finally {
     await Promise.all([...clients, ...fresh].map((c) => c[Symbol.asyncDispose]()));
   }
+});
+
+Deno.test("pusher /metrics counts the connections its server refuses before the handshake reaches the pusher", async () => {
+  await using hub = await startService("channel", ["--port", "0"]);
+  await using pusher = await startService("pusher", [
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--max-connections",
+    "1",
+    "--hub",
+    `127.0.0.1:${await hub.port()}`,
+  ]);
+  const port = await pusher.port();
+  await using client = new Client(port);
+  await client.address();
+  const full = await httpExchange(port, handshakeRequest());
+  assert.equal(`${full.status} ${full.body}`, "503 Too many connections: 1\n");
+  const bad = await httpExchange(port, "GARBAGE\r\n\r\n");
+  assert.equal(`${bad.status} ${bad.body}`, "400 Bad request line\n");
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  assert.match(metrics, /^pusher_rejected_total\{reason="too_many_connections"\} 1$/m);
+  assert.match(metrics, /^pusher_rejected_total\{reason="bad_request"\} 1$/m);
+  assert.match(metrics, /^pusher_connections 1$/m);
 });
