@@ -217,6 +217,8 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   };
   const started = performance.now();
   const rssBefore = await rssKiB(rssPids);
+  const connectTicksBefore = await cpuTicks(cpuPids);
+  let connectTicks = 0;
   let rssAfter = rssBefore;
   let rssSettled: number | null = null;
   // Ticks at the start, then used while publishing: each service, and the generator.
@@ -227,6 +229,7 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
     // The default five minutes, plus the idle wait.
     timeout: 300_000 + (scenario.mode === "idle" ? context.idleSettleSeconds * 1000 : 0),
     async onConnected(pid) {
+      connectTicks = (await cpuTicks(cpuPids)) - connectTicksBefore;
       // Let the servers finish the greetings' writes before memory is read.
       await sleep(250);
       rssAfter = await rssKiB(rssPids);
@@ -265,6 +268,7 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
       target.cpuProcesses.map((service, i) => [service.name, round((serviceTicks[i]! * usPerTick) / 1000, 1)]),
     ),
     loadGenCpuUsPerDelivery: perDelivery(loadGenTicks),
+    connectCpuUsPerConnection: result.clients > 0 ? round((connectTicks * usPerTick) / result.clients, 1) : null,
     rssBeforeKiB: rssBefore,
     rssAfterKiB: rssAfter,
     rssKiBPerConnection: perConnection(rssAfter),

@@ -22,6 +22,11 @@ export interface Measurement extends Omit<LoadResult, "type"> {
   serviceCpuMsByProcess: Record<string, number>;
   /** The load generator's own CPU time per delivery, in µs: it should stay well below the servers'. */
   loadGenCpuUsPerDelivery: number | null;
+  /**
+   * Service CPU time per client while the clients connected and were
+   * greeted, in µs: what a handshake costs the servers (a reconnect storm).
+   */
+  connectCpuUsPerConnection: number | null;
   /** RSS of the processes holding the WebSockets before the clients connected, in KiB. */
   rssBeforeKiB: number;
   /** The same once every client was greeted. */
@@ -92,6 +97,13 @@ const METRICS: readonly MetricSpec[] = [
   { key: "latencyMaxMs", label: "latency max (ms)", format: milliseconds },
   { key: "cpuUsPerDelivery", label: "server CPU µs/delivery", format: (v) => v.toFixed(2) },
   { key: "loadGenCpuUsPerDelivery", label: "load-gen CPU µs/delivery", format: (v) => v.toFixed(2), ratio: false },
+  {
+    key: "connectCpuUsPerConnection",
+    label: "server CPU µs/connection",
+    format: (v) => v.toFixed(0),
+    // Only 10,000 connections make enough CPU ticks to count.
+    idle: "only",
+  },
   {
     key: "rssKiBPerConnection",
     label: "RSS KiB/connection",

@@ -35,6 +35,7 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
     loadGenCpuUsPerDelivery: 1,
     rssBeforeKiB: 1000,
     rssAfterKiB: 2000,
+    connectCpuUsPerConnection: 1,
     rssKiBPerConnection: 1,
     rssKiBPerConnectionSettled: null,
     serviceWarnings: { count: 0, sample: [] },
@@ -90,7 +91,10 @@ Deno.test("a ratio against a baseline of 0 or a missing value is none, and its g
 Deno.test("the table shows system, baseline, ratio and PASS or MISS, and RSS only for the idle scenario", () => {
   const scenarioReports = [
     scenarioReport(b!, { system: measurement({ deliveriesPerSec: 300_000 }), baseline: measurement() }),
-    scenarioReport(g!, { system: measurement({ rssKiBPerConnection: 4 }), baseline: measurement() }),
+    scenarioReport(g!, {
+      system: measurement({ rssKiBPerConnection: 4, connectCpuUsPerConnection: 80 }),
+      baseline: measurement({ connectCpuUsPerConnection: 160 }),
+    }),
   ];
   const table = tableOf(scenarioReports);
   assert.match(table, /^machine: Test CPU, 2 cores, Deno 2\.9\.6, Linux version 6\.1$/m);
@@ -98,6 +102,8 @@ Deno.test("the table shows system, baseline, ratio and PASS or MISS, and RSS onl
   assert.match(table, /^ {2}messages lost +0 +0 +- += 0 +PASS$/m);
   assert.equal(table.match(/RSS KiB\/connection +\d/g)?.length, 1, "one RSS row, the idle scenario's");
   assert.match(table, /^ {2}RSS KiB\/connection +4\.0 +1\.0 +4\.00x +≤ 6 KiB +PASS$/m);
+  assert.equal(table.match(/server CPU µs\/connection/g)?.length, 1, "one handshake CPU row, the idle scenario's");
+  assert.match(table, /^ {2}server CPU µs\/connection +80 +160 +0\.50x$/m);
   assert.doesNotMatch(table, /settled/, "no settled row unless --idle-settle measured it");
 });
 

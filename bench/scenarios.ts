@@ -32,6 +32,7 @@ export type MetricKey =
   | "latencyMaxMs"
   | "cpuUsPerDelivery"
   | "loadGenCpuUsPerDelivery"
+  | "connectCpuUsPerConnection"
   | "rssKiBPerConnection"
   | "rssKiBPerConnectionSettled"
   | "lost"
