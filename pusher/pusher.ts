@@ -7,7 +7,7 @@
 
 import { demoPage } from "./demo_page.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
-import { upgradeWebSocket } from "./server.ts";
+import { type ServerRequest, upgradeWebSocket } from "./server.ts";
 import { CloseCode, PreparedText } from "./websocket.ts";
 import { TokenError, verifyJwt } from "../shared/jwt.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -137,7 +137,7 @@ export class Pusher {
   }
 
   /** Serves WebSocket upgrades, the demo page on `GET /`, `/healthz` and `/metrics`. */
-  readonly handler = async (req: Request): Promise<Response> => {
+  readonly handler = async (req: ServerRequest): Promise<Response> => {
     const url = new URL(req.url);
     if (req.headers.get("upgrade") !== null) return this.#upgrade(req, url);
     if (req.method !== "GET" && req.method !== "HEAD") return text(405, "Method not allowed: use GET");
@@ -172,7 +172,7 @@ export class Pusher {
     this.#hub.off(workerChannel(this.workerId));
   }
 
-  #upgrade(req: Request, url: URL): Response {
+  #upgrade(req: ServerRequest, url: URL): Response {
     if (!this.#accepting) return this.#reject("shutting_down", 503, "Shutting down");
     const origin = req.headers.get("origin");
     if (this.#origins && origin !== null && !this.#origins.test(origin)) {

@@ -5,10 +5,10 @@
  * message, and a broadcast frame is encoded once and shared
  * ({@linkcode PreparedText}).
  *
- * Plain requests go to a fetch-style handler `(req) => Response`; the handler
- * accepts a WebSocket with {@linkcode upgradeWebSocket}, as with
- * `Deno.upgradeWebSocket`. Each response to a plain request closes its
- * connection.
+ * Plain requests go to a fetch-style handler `(req) => Response`, where
+ * `req` is a {@linkcode ServerRequest}; the handler accepts a WebSocket with
+ * {@linkcode upgradeWebSocket}, as with `Deno.upgradeWebSocket`. Each
+ * response to a plain request closes its connection.
  *
  * @module
  */
@@ -97,8 +97,23 @@ export interface Server extends AsyncDisposable {
   shutdown(): Promise<void>;
 }
 
+/**
+ * What the handler gets of a request: its method, URL and headers, which is
+ * all a WebSocket server reads. A fetch `Request` fits, but the server does
+ * not build one: a `Request` and its `Headers` cost about 17 µs and 14 KB of
+ * garbage per handshake here, against 2 µs for this.
+ */
+export interface ServerRequest {
+  /** `GET`, `HEAD`, ... */
+  readonly method: string;
+  /** The absolute URL, from the `Host` header (or the listening address) and the request target. */
+  readonly url: string;
+  /** Header values by case-insensitive name; repeated fields are joined with ", ", as `Headers.get` does. */
+  readonly headers: { get(name: string): string | null };
+}
+
 /** A fetch-style request handler. */
-export type Handler = (req: Request) => Response | Promise<Response>;
+export type Handler = (req: ServerRequest) => Response | Promise<Response>;
 
 interface Upgrade {
   response: Response;
@@ -106,7 +121,7 @@ interface Upgrade {
 }
 
 /** Requests being handled that may be upgraded, with their upgrade once accepted. */
-const upgrades = new WeakMap<Request, Upgrade>();
+const upgrades = new WeakMap<ServerRequest, Upgrade>();
 
 /**
  * Accepts a WebSocket upgrade from inside a {@linkcode serve} handler; return
@@ -115,7 +130,7 @@ const upgrades = new WeakMap<Request, Upgrade>();
  *
  * @throws {TypeError} when `req` is not a WebSocket upgrade handled by {@linkcode serve}.
  */
-export function upgradeWebSocket(req: Request, handlers: SocketHandlers): Response {
+export function upgradeWebSocket(req: ServerRequest, handlers: SocketHandlers): Response {
   const upgrade = upgrades.get(req);
   if (!upgrade) throw new TypeError("Cannot upgrade: not a WebSocket handshake served by pusher/server.ts");
   upgrade.handlers = handlers;
@@ -342,7 +357,7 @@ class Socket implements ClientSocket {
 
   constructor(
     tcp: Deno.TcpConn,
-    req: Request,
+    req: ServerRequest,
     accept: string,
     handlers: SocketHandlers,
     settings: Settings,
@@ -549,7 +564,7 @@ const PING = encodePing();
 async function readHead(
   tcp: Deno.TcpConn,
   settings: Settings,
-): Promise<{ req: Request; rest: Uint8Array | null } | { error: Response } | null> {
+): Promise<{ req: ServerRequest; rest: Uint8Array | null } | { error: Response } | null> {
   // Starts small and grows only for a large head.
   let buffer = new Uint8Array(HEAD_READ_BYTES);
   let filled = 0;
@@ -580,7 +595,7 @@ async function readHead(
       if (end >= 0) {
         // One read may bring more than the limit at once: the limit is on the head, not on the reads.
         if (end + 4 > settings.maxHeadBytes) return { error: text(431, "Request head too large") };
-        const req = parseHead(new TextDecoder("latin1").decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
+        const req = parseHead(latin1.decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
         if (req instanceof Response) return { error: req };
         return { req, rest: filled > end + 4 ? buffer.slice(end + 4, filled) : null };
       }
@@ -598,35 +613,48 @@ function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {
   return -1;
 }
 
-/** Parses a request head into a `Request`, or an error response. */
-function parseHead(head: string, local: Deno.NetAddr): Request | Response {
+const latin1 = new TextDecoder("latin1");
+
+/** Header fields by lower-case name. */
+class HeaderFields {
+  readonly #fields = new Map<string, string>();
+
+  add(name: string, value: string): void {
+    const key = name.toLowerCase();
+    const previous = this.#fields.get(key);
+    this.#fields.set(key, previous === undefined ? value : `${previous}, ${value}`);
+  }
+
+  get(name: string): string | null {
+    return this.#fields.get(name.toLowerCase()) ?? null;
+  }
+}
+
+/** Parses a request head, or answers why it cannot. */
+function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response {
   const lines = head.split("\r\n");
   const match = /^([A-Z]+) (\/\S*) HTTP\/1\.([01])$/.exec(lines[0]!);
   if (!match) return text(400, "Bad request line");
-  const headers = new Headers();
+  const headers = new HeaderFields();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(":");
     const name = line.slice(0, colon).trim();
     if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return text(400, "Bad header line");
-    try {
-      headers.append(name, line.slice(colon + 1).trim());
-    } catch {
-      return text(400, "Bad header value");
-    }
+    const value = line.slice(colon + 1).trim();
+    // What the Fetch standard forbids in a header value (the lines are already split on CRLF).
+    if (/[\0\r\n]/.test(value)) return text(400, "Bad header value");
+    headers.add(name, value);
   }
-  const host = headers.get("host") ?? `${local.hostname}:${local.port}`;
-  try {
-    return new Request(`http://${host}${match[2]}`, { method: match[1], headers });
-  } catch {
-    return text(400, "Bad request target");
-  }
+  const url = `http://${headers.get("host") ?? `${local.hostname}:${local.port}`}${match[2]}`;
+  if (!URL.canParse(url)) return text(400, "Bad request target");
+  return { method: match[1]!, url, headers };
 }
 
 /**
  * Checks a WebSocket handshake. Returns its `Sec-WebSocket-Accept`, null when
  * the request is not an upgrade, or an error response.
  */
-function checkHandshake(req: Request): string | null | Response {
+function checkHandshake(req: ServerRequest): string | null | Response {
   const upgrade = req.headers.get("upgrade");
   if (upgrade === null) return null;
   if (!/(^|,)\s*websocket\s*(,|$)/i.test(upgrade)) return text(400, "Bad upgrade: only websocket is supported");

@@ -279,6 +279,21 @@ Deno.test("server answers a handshake with 101, the RFC's accept value and the f
   assert.equal((await plain.readHead()).headers.get("sec-websocket-protocol"), null);
 });
 
+Deno.test("server reads a header sent on several lines, in any case, as one list", async () => {
+  await using echo = startEcho();
+  await using socket = await RawSocket.connect(echo.port);
+  await socket.write(
+    handshakeRequest({ Connection: "keep-alive" }).replace(
+      "\r\n\r\n",
+      "\r\nconnection: Upgrade\r\nsec-websocket-protocol: chat\r\nSEC-WEBSOCKET-PROTOCOL: superchat\r\n\r\n",
+    ),
+  );
+  const head = await socket.readHead();
+  assert.equal(head.status, 101);
+  assert.equal(head.headers.get("sec-websocket-protocol"), "chat");
+  assert.deepEqual(echo.opens.map((open) => open.protocols), ["chat, superchat"]);
+});
+
 Deno.test("server handles frames sent in the same packet as the handshake", async () => {
   await using echo = startEcho();
   await using socket = await RawSocket.connect(echo.port);
@@ -535,6 +550,8 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: "an HTTP/2.0 request line", request: handshakeRequest({}, "GET / HTTP/2.0"), status: 400 },
   { name: "a request target without a slash", request: handshakeRequest({}, "GET chat HTTP/1.1"), status: 400 },
   { name: "a header line without a colon", request: "GET / HTTP/1.1\r\nHost: x\r\nNo-Colon-Here\r\n\r\n", status: 400 },
+  { name: "a header value with a NUL byte", request: handshakeRequest({ "X-Note": "a\0b" }), status: 400 },
+  { name: "a Host that makes no URL", request: handshakeRequest({ Host: "exa mple" }), status: 400 },
   {
     name: "a complete request head over maxHeadBytes",
     request: handshakeRequest({ "X-Padding": "p".repeat(1500) }),
