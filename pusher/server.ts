@@ -207,9 +207,45 @@ const IDLE_READ_BYTES = 128;
 const BUSY_READ_BYTES = 16 * 1024;
 /** The request head's first read buffer: most heads are well under 1 KiB. */
 const HEAD_READ_BYTES = 1024;
+/** Idle read buffers cut from one slab. */
+const SLOTS_PER_SLAB = 256;
 
-class ServerImpl {
+/**
+ * Idle sockets' read buffers, cut from shared slabs. Every open socket keeps
+ * a read pending into its buffer, so the buffer's cost is paid per
+ * connection: a buffer of its own costs an `ArrayBuffer` and its backing
+ * store besides the view, about 330 bytes for 128; a slot costs the view and
+ * 128 bytes. A socket gives its slot back once its last read has settled, so
+ * no two pending reads ever share one. Slabs are kept for the next sockets.
+ */
+class ReadSlots {
+  readonly #free: Uint8Array[] = [];
+
+  take(): Uint8Array {
+    if (this.#free.length === 0) {
+      const slab = new ArrayBuffer(IDLE_READ_BYTES * SLOTS_PER_SLAB);
+      for (let i = SLOTS_PER_SLAB - 1; i >= 0; i--) {
+        this.#free.push(new Uint8Array(slab, i * IDLE_READ_BYTES, IDLE_READ_BYTES));
+      }
+    }
+    return this.#free.pop()!;
+  }
+
+  give(slot: Uint8Array): void {
+    this.#free.push(slot);
+  }
+}
+
+/** What a socket needs of its server. A reference, not closures, to keep idle sockets small. */
+interface SocketOwner {
+  readonly readSlots: ReadSlots;
+  /** Called once the socket has closed. */
+  forget(socket: Socket): void;
+}
+
+class ServerImpl implements SocketOwner {
   readonly addr: Deno.NetAddr;
+  readonly readSlots = new ReadSlots();
   readonly finished: Promise<void>;
   readonly sockets = new Set<Socket>();
   readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
@@ -351,8 +387,7 @@ class Socket implements ClientSocket {
   #closeCode: number = CloseCode.abnormal;
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Told when this socket has closed: a reference, not a closure, to keep idle sockets small. */
-  readonly #server: { forget(socket: Socket): void };
+  readonly #server: SocketOwner;
   #violation: ProtocolError | null = null;
 
   constructor(
@@ -361,7 +396,7 @@ class Socket implements ClientSocket {
     accept: string,
     handlers: SocketHandlers,
     settings: Settings,
-    server: { forget(socket: Socket): void },
+    server: SocketOwner,
   ) {
     this.#tcp = tcp;
     this.#server = server;
@@ -421,7 +456,7 @@ class Socket implements ClientSocket {
   /** Runs the socket until it closes; `rest` is what the client sent after its request head. */
   async run(rest: Uint8Array | null): Promise<void> {
     this.#start(rest);
-    const idle = new Uint8Array(IDLE_READ_BYTES);
+    const idle = this.#server.readSlots.take();
     let buffer = idle;
     try {
       while (this.#state !== "closed") {
@@ -440,6 +475,8 @@ class Socket implements ClientSocket {
       // Reset by the peer, or closed by us: either way the socket is done.
     } finally {
       this.#terminate();
+      // The last read has settled: nothing writes into the slot any more.
+      this.#server.readSlots.give(idle);
       this.#server.forget(this);
       this.#guard(() => this.#handlers.close(this, this.#closeCode, this.#closeReason));
     }

@@ -294,6 +294,28 @@ Deno.test("server reads a header sent on several lines, in any case, as one list
   assert.deepEqual(echo.opens.map((open) => open.protocols), ["chat, superchat"]);
 });
 
+Deno.test("server gives each socket its own idle read buffer, and reuses those of closed sockets", async () => {
+  await using echo = startEcho();
+  // More sockets than one slab of read buffers holds, all read at once, twice over.
+  const open = async (n: number) => await Promise.all(Array.from({ length: n }, () => RawSocket.open(echo.port)));
+  const echoes = async (sockets: RawSocket[], round: string) => {
+    await Promise.all(sockets.map((socket, i) => socket.write(clientFrame(Op.text, `${round} ${i}`))));
+    const answers = await Promise.all(sockets.map(async (socket) => strictUtf8.decode((await socket.next())?.payload)));
+    assert.deepEqual(answers, sockets.map((_, i) => `${round} ${i}`));
+  };
+  const first = await open(300);
+  const second: RawSocket[] = [];
+  try {
+    await echoes(first, "first");
+    for (const socket of first.splice(0, 150)) socket.close();
+    await until(() => echo.server.sockets === 150, 5000, "the closed sockets to go");
+    second.push(...await open(200));
+    await echoes([...first, ...second], "second");
+  } finally {
+    for (const socket of [...first, ...second]) socket.close();
+  }
+});
+
 Deno.test("server handles frames sent in the same packet as the handshake", async () => {
   await using echo = startEcho();
   await using socket = await RawSocket.connect(echo.port);
