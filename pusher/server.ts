@@ -216,7 +216,8 @@ const SLOTS_PER_SLAB = 256;
  * connection: a buffer of its own costs an `ArrayBuffer` and its backing
  * store besides the view, about 330 bytes for 128; a slot costs the view and
  * 128 bytes. A socket gives its slot back once its last read has settled, so
- * no two pending reads ever share one. Slabs are kept for the next sockets.
+ * no two pending reads ever share one. Slabs are kept for the next sockets:
+ * after a peak, about 230 bytes per connection of the peak stay allocated.
  */
 class ReadSlots {
   readonly #free: Uint8Array[] = [];
