@@ -676,7 +676,8 @@ function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response 
   const headers = new HeaderFields();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(":");
-    const name = line.slice(0, colon).trim();
+    // Not trimmed: whitespace before the colon, or a folded line, is a 400 (RFC 9112 5.1, 5.2).
+    const name = line.slice(0, colon);
     if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return text(400, "Bad header line");
     const value = line.slice(colon + 1).trim();
     // What the Fetch standard forbids in a header value (the lines are already split on CRLF).

@@ -572,6 +572,16 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: "an HTTP/2.0 request line", request: handshakeRequest({}, "GET / HTTP/2.0"), status: 400 },
   { name: "a request target without a slash", request: handshakeRequest({}, "GET chat HTTP/1.1"), status: 400 },
   { name: "a header line without a colon", request: "GET / HTTP/1.1\r\nHost: x\r\nNo-Colon-Here\r\n\r\n", status: 400 },
+  {
+    name: "whitespace between a header name and its colon",
+    request: handshakeRequest({ "Origin ": "x" }),
+    status: 400,
+  },
+  {
+    name: "a folded header line",
+    request: handshakeRequest().replace("\r\n\r\n", "\r\n X-Folded: y\r\n\r\n"),
+    status: 400,
+  },
   { name: "a header value with a NUL byte", request: handshakeRequest({ "X-Note": "a\0b" }), status: 400 },
   { name: "a Host that makes no URL", request: handshakeRequest({ Host: "exa mple" }), status: 400 },
   {
