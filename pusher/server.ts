@@ -390,6 +390,7 @@ class Socket implements ClientSocket {
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #server: SocketOwner;
   #violation: ProtocolError | null = null;
+  #idle: Uint8Array | null = null;
 
   constructor(
     tcp: Deno.TcpConn,
@@ -455,32 +456,38 @@ class Socket implements ClientSocket {
   }
 
   /** Runs the socket until it closes; `rest` is what the client sent after its request head. */
-  async run(rest: Uint8Array | null): Promise<void> {
+  run(rest: Uint8Array | null): void {
     this.#start(rest);
-    const idle = this.#server.readSlots.take();
-    let buffer = idle;
-    try {
-      while (this.#state !== "closed") {
-        const n = await this.#tcp.read(buffer);
-        if (n === null) break;
-        this.#heard = true;
-        this.#guard(() => this.#receive(buffer.subarray(0, n)));
-        // The parser copies what it keeps, so the buffer can be swapped or reused.
-        if (n === buffer.length) {
-          if (buffer === idle) buffer = new Uint8Array(BUSY_READ_BYTES);
-        } else if (buffer !== idle) {
-          buffer = idle;
-        }
-      }
-    } catch {
-      // Reset by the peer, or closed by us: either way the socket is done.
-    } finally {
-      this.#terminate();
-      // The last read has settled: nothing writes into the slot any more.
-      this.#server.readSlots.give(idle);
-      this.#server.forget(this);
-      this.#guard(() => this.#handlers.close(this, this.#closeCode, this.#closeReason));
-    }
+    this.#idle = this.#server.readSlots.take();
+    this.#read(this.#idle);
+  }
+
+  /**
+   * Reads once; the callback handles what came and reads again. Not an
+   * async loop: its suspended frame would cost every idle socket more.
+   */
+  #read(buffer: Uint8Array): void {
+    if (this.#state === "closed") return this.#ended();
+    this.#tcp.read(buffer).then((n) => this.#received(buffer, n), () => this.#ended());
+  }
+
+  #received(buffer: Uint8Array, n: number | null): void {
+    if (n === null) return this.#ended();
+    this.#heard = true;
+    this.#guard(() => this.#receive(buffer.subarray(0, n)));
+    // The parser copies what it keeps, so the buffer can be swapped or reused.
+    const idle = this.#idle!;
+    if (n < buffer.length) return this.#read(idle);
+    this.#read(buffer === idle ? new Uint8Array(BUSY_READ_BYTES) : buffer);
+  }
+
+  /** Called once the last read has settled (the end of the stream, a reset, or our close). */
+  #ended(): void {
+    this.#terminate();
+    // Nothing writes into the slot any more.
+    this.#server.readSlots.give(this.#idle!);
+    this.#server.forget(this);
+    this.#guard(() => this.#handlers.close(this, this.#closeCode, this.#closeReason));
   }
 
   /** Opens the socket, then handles what came with the head; a method, so that `rest` is not kept alive by the read loop. */
