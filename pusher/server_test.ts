@@ -355,6 +355,17 @@ Deno.test("server closes a raw client that never answers its pings", async () =>
   assert.equal(echo.logged(/msg="closing a dead client" reason="no pong"/).length, 1);
 });
 
+Deno.test("a client that drops its TCP connection without a close frame reaches the handler once, as 1006", async () => {
+  await using echo = startEcho();
+  const dropped = await RawSocket.open(echo.port);
+  await until(() => echo.server.sockets === 1, 5000, "the handshake");
+  dropped.close();
+  await until(() => echo.server.sockets === 0, 5000, "the server to see the end of the stream");
+  assert.deepEqual(await handlerCloses(echo, 1), [{ code: 1006, reason: "" }]);
+  await assertStillEchoes(echo);
+  assert.equal(echo.closes.filter((close) => close.code === 1006).length, 1, "the dropped client's close, once");
+});
+
 Deno.test("server echoes a client's valid close code and ends the TCP connection", async () => {
   for (const code of [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999]) {
     await using echo = startEcho();
