@@ -692,7 +692,10 @@ function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response 
     if (/[\0\r\n]/.test(value)) return text(400, "Bad header value");
     headers.add(name, value);
   }
-  const url = `http://${headers.get("host") ?? `${local.hostname}:${local.port}`}${match[2]}`;
+  const host = headers.get("host");
+  // HTTP/1.0 had no Host header; an HTTP/1.1 request without one is a 400 (RFC 9112 3.2).
+  if (host === null && match[3] === "1") return text(400, "Missing Host header");
+  const url = `http://${host ?? `${local.hostname}:${local.port}`}${match[2]}`;
   if (!URL.canParse(url)) return text(400, "Bad request target");
   return { method: match[1]!, url, headers };
 }

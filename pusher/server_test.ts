@@ -279,6 +279,13 @@ Deno.test("server answers a handshake with 101, the RFC's accept value and the f
   assert.equal((await plain.readHead()).headers.get("sec-websocket-protocol"), null);
 });
 
+Deno.test("server answers an HTTP/1.0 request without Host, which that version did not require", async () => {
+  await using echo = startEcho();
+  const page = await httpExchange(echo.port, "GET / HTTP/1.0\r\n\r\n");
+  assert.equal(page.status, 200);
+  assert.equal(page.headers.get("content-type"), "text/html;charset=utf-8");
+});
+
 Deno.test("server reads a header sent on several lines, in any case, as one list", async () => {
   await using echo = startEcho();
   await using socket = await RawSocket.connect(echo.port);
@@ -593,6 +600,7 @@ const BAD_REQUESTS: BadRequest[] = [
     request: handshakeRequest().replace("\r\n\r\n", "\r\n X-Folded: y\r\n\r\n"),
     status: 400,
   },
+  { name: "an HTTP/1.1 request without Host", request: handshakeRequest({ Host: null }), status: 400 },
   { name: "a header value with a NUL byte", request: handshakeRequest({ "X-Note": "a\0b" }), status: 400 },
   { name: "a Host that makes no URL", request: handshakeRequest({ Host: "exa mple" }), status: 400 },
   {
