@@ -257,7 +257,8 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   const perDelivery = (ticks: number) =>
     result.deliveries > 0 ? round((ticks * usPerTick) / result.deliveries, 3) : null;
   const warnings = target.cpuProcesses.map((service) => service.takeWarnings());
-  const perConnection = (rss: number) => result.clients > 0 ? round((rss - rssBefore) / result.clients, 2) : null;
+  const perClient = (total: number, digits: number) =>
+    result.clients > 0 ? round(total / result.clients, digits) : null;
   const totalTicks = serviceTicks.reduce((sum, ticks) => sum + ticks, 0);
   const { type: _, ...load } = result;
   const measurement: Measurement = {
@@ -268,11 +269,11 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
       target.cpuProcesses.map((service, i) => [service.name, round((serviceTicks[i]! * usPerTick) / 1000, 1)]),
     ),
     loadGenCpuUsPerDelivery: perDelivery(loadGenTicks),
-    connectCpuUsPerConnection: result.clients > 0 ? round((connectTicks * usPerTick) / result.clients, 1) : null,
+    connectCpuUsPerConnection: perClient(connectTicks * usPerTick, 1),
     rssBeforeKiB: rssBefore,
     rssAfterKiB: rssAfter,
-    rssKiBPerConnection: perConnection(rssAfter),
-    rssKiBPerConnectionSettled: rssSettled === null ? null : perConnection(rssSettled),
+    rssKiBPerConnection: perClient(rssAfter - rssBefore, 2),
+    rssKiBPerConnectionSettled: rssSettled === null ? null : perClient(rssSettled - rssBefore, 2),
     serviceWarnings: {
       count: warnings.reduce((sum, w) => sum + w.count, 0),
       sample: warnings.flatMap((w) => w.sample).slice(0, 5),
