@@ -200,6 +200,19 @@ Deno.test("hub disconnects a subscriber whose queued frames pass the pending-byt
   assert.deepEqual((await slow.readToEnd(10_000)).at(-1), { type: "error", reason });
 });
 
+Deno.test("hub does not count a subscriber that a multi-channel publish overflowed, though one of its events was queued", async () => {
+  await using hub = startHub({ maxPendingBytes: 64 * 1024, closeGrace: 5000 });
+  await using slow = await RawPeer.connect(hub.port);
+  await slow.send({ type: "subscribe", channels: ["a", "b"] });
+  await using publisher = client(hub.port);
+  await until(() => hub.server.hub.stats.channels === 2, 2000, "both subscriptions");
+  // The event on "a" is queued; the one on "b" passes the cap, and the
+  // subscriber is dropped with both undelivered.
+  assert.equal(await publisher.publish(["a", "b"], "z".repeat(40 * 1024)), 0);
+  const messages = await slow.readToEnd(5000);
+  assert.deepEqual(messages.map((message) => message.type), ["error"]);
+});
+
 for (
   const [name, bytes, reason] of [
     ["a declared length below the header", Uint8Array.of(0, 0, 0, 2), /declared length 2 is below the 4-byte header/],

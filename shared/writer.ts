@@ -79,6 +79,8 @@ export class FrameWriter {
   /** Set by end(), close() or a failed write: nothing more is accepted. */
   #ended = false;
   #failed = false;
+  /** Set by end(): the peer is being dropped, so nothing it was sent counts as delivered. */
+  #dropped = false;
   #idle: { promise: Promise<boolean>; resolve: (ok: boolean) => void } | null = null;
   #writeStarted = 0;
 
@@ -124,8 +126,11 @@ export class FrameWriter {
   /**
    * Resolves `true` once every byte enqueued before the call has been handed
    * to the operating system, or `false` if the writer failed or dropped them.
+   * After `end()`, it resolves `false`: bytes may have been dropped, and a
+   * frame queued just before cannot be told apart from them.
    */
   flushed(): Promise<boolean> {
+    if (this.#dropped) return Promise.resolve(false);
     const target = this.#enqueuedTotal;
     if (this.#writtenTotal >= target) return Promise.resolve(true);
     if (this.#failed) return Promise.resolve(false);
@@ -148,6 +153,7 @@ export class FrameWriter {
   end(last?: Uint8Array): Promise<boolean> {
     if (this.#ended) return this.#whenIdle();
     this.#ended = true;
+    this.#dropped = true;
     this.#enqueuedTotal -= this.#queuedBytes;
     this.#queue = [];
     this.#queuedBytes = 0;

@@ -319,6 +319,23 @@ Deno.test("frame writer end(last) before the first write drops the same-tick fra
   assert.equal(await within(idle.end(), "end() on an idle writer"), true);
 });
 
+Deno.test("frame writer flushed() called after end() resolves false, even for a frame whose bytes were all written", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(bytes(1));
+  (await sink.call(0)).resolve();
+  assert.equal(await within(writer.flushed(), "flushed() before end()"), true);
+  writer.enqueue(bytes(2));
+  const ended = writer.end(bytes(9));
+  // A caller that queued a frame just before the end (a hub acknowledging a
+  // publish, say) must not count it as delivered: it was dropped.
+  assert.equal(await within(writer.flushed(), "flushed() after end()"), false);
+  (await sink.call(1)).resolve();
+  assert.equal(await within(ended, "end() to resolve"), true);
+  assert.equal(await within(writer.flushed(), "flushed() once idle"), false);
+  assert.deepEqual(sink.written, bytes(1, 9));
+});
+
 Deno.test("frame writer end(last) resolves false when the write fails", async () => {
   const sink = new FakeSink();
   const errors: Error[] = [];
