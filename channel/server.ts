@@ -512,7 +512,8 @@ class Connection implements Peer {
     this.#closing = true;
     this.#hub.leave(this);
     this.#graceTimer = setTimeout(() => this.#close(), this.#settings.closeGrace);
-    this.#writer.end().then(() => this.#close());
+    // finish(), not end(): what was queued before the shutdown is written.
+    this.#writer.finish().then(() => this.#close());
   }
 
   /**

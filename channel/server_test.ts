@@ -376,6 +376,25 @@ Deno.test("hub shutdown closes every connection and resolves finished", async ()
   await hub.server.shutdown();
 });
 
+Deno.test("hub shutdown writes every event it queued for a subscriber before closing it", async () => {
+  // Room for the whole backlog, and no time limit on blocked writes: only the
+  // shutdown can cut this subscriber off.
+  const hub = startHub({ maxPendingBytes: 64 * 1024 * 1024, writeTimeout: 60_000, closeGrace: 10_000 });
+  await using slow = await RawPeer.connect(hub.port);
+  await slow.send({ type: "subscribe", channels: ["news"] });
+  await using publisher = await RawPeer.connect(hub.port);
+  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  // More than the kernel's socket buffers hold while the subscriber does not read.
+  const count = 600;
+  const data = "n".repeat(16 * 1024);
+  for (let id = 1; id <= count; id++) await publisher.send({ type: "publish", id, channels: ["news"], data });
+  await until(() => hub.server.stats().deliveries === count, 5000, "every event queued");
+  const stopping = hub.server.shutdown();
+  const events = (await slow.readToEnd(10_000)).filter((message) => message.type === "event");
+  assert.equal(events.length, count);
+  await within(stopping, 5000, "the shutdown");
+});
+
 Deno.test("hub holds publishes during its startup grace so subscribers that reconnect late still get them", async () => {
   await using hub = startHub({ startupGrace: 300 });
   const started = Date.now();
