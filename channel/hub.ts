@@ -7,7 +7,7 @@
  * @module
  */
 
-import { encodeMessage, type Json } from "../shared/wire.ts";
+import { DEFAULT_MAX_FRAME_BYTES, encodeMessage, type Json } from "../shared/wire.ts";
 
 /** A connected client as the hub sees it. */
 export interface Peer {
@@ -27,6 +27,16 @@ export interface HubOptions {
   maxQueueLength?: number;
   /** Most bytes all queues hold together; `enqueue` past it is refused. @default {67108864} (64 MiB) */
   maxQueuedBytes?: number;
+  /**
+   * Largest frame, header included, taken from a client and sent to one. The
+   * hub encodes an event's data again, and JSON may grow in the process
+   * (`1e20` becomes `100000000000000000000`): an event or queue message over
+   * it is refused, since every client would have to drop its link to the hub
+   * on reading it.
+   *
+   * @default {1048576}
+   */
+  maxFrameBytes?: number;
 }
 
 interface PeerState {
@@ -74,6 +84,7 @@ export class Hub {
   readonly #maxChannelsPerPeer: number;
   readonly #maxQueueLength: number;
   readonly #maxQueuedBytes: number;
+  readonly #maxFrameBytes: number;
   readonly #peers = new Map<Peer, PeerState>();
   readonly #channels = new Map<string, Channel>();
   readonly #queues = new Map<string, Queue>();
@@ -84,6 +95,7 @@ export class Hub {
     this.#maxChannelsPerPeer = options.maxChannelsPerPeer ?? 10_000;
     this.#maxQueueLength = options.maxQueueLength ?? 10_000;
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 64 * 1024 * 1024;
+    this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   }
 
   /** Current counts, for logs and metrics. */
@@ -144,13 +156,13 @@ export class Hub {
    * Sends `data` to every subscriber of each channel (a channel listed twice
    * counts once). Returns the peers that took the event, once per channel
    * they got it on.
+   *
+   * @throws {RangeError} when an event would be over `maxFrameBytes`; then
+   * no channel gets it.
    */
   publish(channels: readonly string[], data: Json): Peer[] {
     const reached: Peer[] = [];
-    for (const name of unique(channels)) {
-      const channel = this.#channels.get(name);
-      if (!channel) continue;
-      const frame = encodeMessage({ type: "event", channel: name, data });
+    for (const [channel, frame] of this.#events(channels, data)) {
       for (const peer of channel.subscribers) {
         if (peer.send(frame)) reached.push(peer);
       }
@@ -161,13 +173,12 @@ export class Hub {
   /**
    * Sends `data` to one subscriber of each channel, taking subscribers in
    * turn, starting with the first to subscribe.
+   *
+   * @throws {RangeError} as {@linkcode Hub.publish}.
    */
   publishLoop(channels: readonly string[], data: Json): Peer[] {
     const reached: Peer[] = [];
-    for (const name of unique(channels)) {
-      const channel = this.#channels.get(name);
-      if (!channel) continue;
-      const frame = encodeMessage({ type: "event", channel: name, data });
+    for (const [channel, frame] of this.#events(channels, data)) {
       const subscribers = [...channel.subscribers];
       // A subscriber that cannot take the frame is skipped for the next one.
       for (let tries = 0; tries < subscribers.length; tries++) {
@@ -209,12 +220,13 @@ export class Hub {
    * Appends `data` to each queue (a queue listed twice counts once), then
    * hands out what consumers have reserved. Returns how many queues took it.
    *
-   * @throws {RangeError} when a queue is full or all queues together hold
-   * their byte limit; then no queue takes the message.
+   * @throws {RangeError} when a queue is full, all queues together hold
+   * their byte limit, or the message would be over `maxFrameBytes`; then no
+   * queue takes it.
    */
   enqueue(queues: readonly string[], data: Json): number {
     const names = unique(queues);
-    const frames = names.map((name) => encodeMessage({ type: "queue", channel: name, data }));
+    const frames = names.map((name) => this.#checkSize(encodeMessage({ type: "queue", channel: name, data })));
     const bytes = frames.reduce((sum, frame) => sum + frame.length, 0);
     for (const name of names) {
       const queue = this.#queues.get(name);
@@ -269,6 +281,25 @@ export class Hub {
       queue.head = 0;
     }
     this.#dropIfUnused(name, queue);
+  }
+
+  /** Each channel with subscribers, with its event frame; all encoded before any is sent. */
+  #events(channels: readonly string[], data: Json): [Channel, Uint8Array][] {
+    const events: [Channel, Uint8Array][] = [];
+    for (const name of unique(channels)) {
+      const channel = this.#channels.get(name);
+      if (channel) events.push([channel, this.#checkSize(encodeMessage({ type: "event", channel: name, data }))]);
+    }
+    return events;
+  }
+
+  #checkSize(frame: Uint8Array): Uint8Array {
+    if (frame.length > this.#maxFrameBytes) {
+      throw new RangeError(
+        `Cannot route: the message encodes to a ${frame.length}-byte frame, over the ${this.#maxFrameBytes}-byte limit`,
+      );
+    }
+    return frame;
   }
 
   #state(peer: Peer): PeerState {

@@ -238,3 +238,21 @@ Deno.test("hub drops an empty queue once nobody watches it", () => {
   hub.leave(a);
   assert.equal(hub.stats.queues, 0);
 });
+
+Deno.test("hub refuses to route a message over maxFrameBytes, to any channel or queue, once encoded", () => {
+  const a = new Recorder(), b = new Recorder();
+  const hub = new Hub({ maxFrameBytes: 120 });
+  hub.join(a);
+  hub.join(b);
+  hub.subscribe(a, ["short"]);
+  hub.subscribe(b, ["a-much-longer-channel-name"]);
+  hub.watch(a, ["q"]);
+  // Fits in "short"'s event (108 bytes), not in the other's (129): neither gets it.
+  const data = "x".repeat(60);
+  assert.throws(() => hub.publish(["short", "a-much-longer-channel-name"], data), RangeError);
+  assert.throws(() => hub.publishLoop(["short", "a-much-longer-channel-name"], data), RangeError);
+  assert.throws(() => hub.enqueue(["q"], "x".repeat(80)), /over the 120-byte limit/);
+  assert.deepEqual([a.frames, b.frames], [[], []]);
+  assert.deepEqual(hub.publish(["short"], data), [a]);
+  assert.equal(hub.stats.queuedMessages, 0);
+});

@@ -35,7 +35,7 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-frame-bytes": {
     type: "string",
     arg: "N",
-    help: "largest frame from a client",
+    help: "largest frame from a client, and largest event the hub sends",
     default: String(DEFAULT_MAX_FRAME_BYTES),
   },
   "max-pending-bytes": {

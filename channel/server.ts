@@ -31,8 +31,6 @@ export interface ChannelServerOptions extends HubOptions {
   port?: number;
   /** When set, every client must present it in its `hello`. */
   token?: string;
-  /** Largest frame accepted from a client, header included. @default {1048576} */
-  maxFrameBytes?: number;
   /**
    * Most bytes waiting to be written to one client. A client past it is a slow
    * consumer: it gets an error frame and is disconnected.
@@ -565,10 +563,8 @@ class Connection implements Peer {
           this.#hub.unsubscribe(this, message.channels);
           break;
         case "publish":
-          this.#acknowledge(message.id, this.#hub.publish(message.channels, message.data));
-          break;
         case "publishLoop":
-          this.#acknowledge(message.id, this.#hub.publishLoop(message.channels, message.data));
+          this.#publish(message);
           break;
         case "watch":
           this.#hub.watch(this, message.channels);
@@ -623,6 +619,22 @@ class Connection implements Peer {
       return;
     }
     this.#reply({ type: "ack", id, count });
+  }
+
+  #publish(message: Extract<ClientMessage, { type: "publish" | "publishLoop" }>): void {
+    let reached: Peer[];
+    try {
+      reached = message.type === "publish"
+        ? this.#hub.publish(message.channels, message.data)
+        : this.#hub.publishLoop(message.channels, message.data);
+    } catch (error) {
+      // Too large an event: the publisher is told, and keeps its connection.
+      if (!(error instanceof RangeError)) throw error;
+      this.#counters.publishes++;
+      this.#reply({ type: "error", id: message.id, reason: error.message });
+      return;
+    }
+    this.#acknowledge(message.id, reached);
   }
 
   /**

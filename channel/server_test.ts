@@ -213,6 +213,33 @@ Deno.test("hub does not count a subscriber that a multi-channel publish overflow
   assert.deepEqual(messages.map((message) => message.type), ["error"]);
 });
 
+Deno.test("hub refuses a publish whose event would be over the frame limit, and keeps every connection", async () => {
+  await using hub = startHub({ maxFrameBytes: 65536 });
+  await using subscriber = client(hub.port);
+  const inbox = collect(subscriber, "news");
+  await subscriber.ready();
+  let drops = 0;
+  subscriber.addEventListener("disconnected", () => drops++);
+  await using publisher = await RawPeer.connect(hub.port);
+  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  // 48 KiB of JSON that the hub encodes again as 252 KiB: 1e20 is written out in full.
+  const data = `[${Array(12_000).fill("1e20").join(",")}]`;
+  const text = `{"type":"publish","id":7,"channels":["news"],"data":${data}}`;
+  await publisher.write(encodeFrame(new TextEncoder().encode(text)));
+  const refusal = await publisher.next();
+  assert.equal(refusal.type, "error");
+  assert.equal((refusal as { id?: number }).id, 7);
+  assert.match(
+    (refusal as { reason: string }).reason,
+    /^Cannot route: the message encodes to a \d+-byte frame, over the 65536-byte limit$/,
+  );
+  await publisher.send({ type: "publish", id: 8, channels: ["news"], data: "small" });
+  assert.deepEqual(await publisher.next(), { type: "ack", id: 8, count: 1 });
+  await inbox.wait(1);
+  assert.deepEqual(inbox.received, ["small"]);
+  assert.equal(drops, 0, "the subscriber kept its link");
+});
+
 for (
   const [name, bytes, reason] of [
     ["a declared length below the header", Uint8Array.of(0, 0, 0, 2), /declared length 2 is below the 4-byte header/],
