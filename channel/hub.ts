@@ -17,6 +17,12 @@ export interface Peer {
    * itself, and the hub does not count it as reached.
    */
   send(frame: Uint8Array): boolean;
+  /**
+   * Resolves `true` once every frame sent so far is written to the peer's
+   * socket, `false` if the peer went before that. A queue message resolved
+   * `false` goes back to the head of its queue.
+   */
+  flushed(): Promise<boolean>;
 }
 
 /** Options for {@linkcode Hub}. */
@@ -257,7 +263,10 @@ export class Hub {
   reserve(peer: Peer): void {
     const state = this.#state(peer);
     for (const name of state.queues) {
-      const queue = this.#queues.get(name)!;
+      // A peer that fails to take a message leaves the hub in the middle of
+      // this loop, and its other queues may go with it.
+      const queue = this.#queues.get(name);
+      if (!queue || !this.#peers.has(peer)) return;
       queue.consumers.add(peer);
       this.#dispatch(name, queue);
     }
@@ -275,6 +284,7 @@ export class Hub {
       queue.head++;
       this.#queuedMessages--;
       this.#queuedBytes -= frame.length;
+      this.#requeueIfDropped(name, consumer, frame);
     }
     if (queue.head > 1024 && queue.head * 2 > queue.messages.length) {
       queue.messages = queue.messages.slice(queue.head);
@@ -300,6 +310,23 @@ export class Hub {
       );
     }
     return frame;
+  }
+
+  /**
+   * A message is taken once it is in the consumer's socket buffer. If the
+   * consumer goes before that (dropped as slow, or closed), the message goes
+   * back to the head of its queue for the next consumer.
+   */
+  #requeueIfDropped(name: string, consumer: Peer, frame: Uint8Array): void {
+    consumer.flushed().then((written) => {
+      if (written) return;
+      const queue = this.#queue(name);
+      if (queue.head > 0) queue.messages[--queue.head] = frame;
+      else queue.messages.unshift(frame);
+      this.#queuedMessages++;
+      this.#queuedBytes += frame.length;
+      this.#dispatch(name, queue);
+    });
   }
 
   #state(peer: Peer): PeerState {

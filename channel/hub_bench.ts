@@ -8,7 +8,7 @@ import { Hub, type Peer } from "./hub.ts";
 const DATA = { content: "0123456789abcdef".repeat(4) };
 
 function noopPeer(): Peer {
-  return { send: () => true };
+  return { send: () => true, flushed: () => Promise.resolve(true) };
 }
 
 function hubWithSubscribers(count: number): Hub {

@@ -15,6 +15,13 @@ class Recorder implements Peer {
     return true;
   }
 
+  /** Whether what it was sent counts as written; a test sets it to false to drop the peer's frames. */
+  written = true;
+
+  flushed(): Promise<boolean> {
+    return Promise.resolve(this.written);
+  }
+
   /** `data` of every event or queue message received, in order. */
   get data(): Json[] {
     const decoder = new MessageDecoder(toHubMessage);
@@ -255,4 +262,47 @@ Deno.test("hub refuses to route a message over maxFrameBytes, to any channel or 
   assert.deepEqual([a.frames, b.frames], [[], []]);
   assert.deepEqual(hub.publish(["short"], data), [a]);
   assert.equal(hub.stats.queuedMessages, 0);
+});
+
+Deno.test("hub puts a queue message back at the head of its queue when its consumer goes before writing it", async () => {
+  const gone = new Recorder("gone"), next = new Recorder("next");
+  const hub = hubWith(gone, next);
+  hub.watch(gone, ["q"]);
+  hub.watch(next, ["q"]);
+  hub.enqueue(["q"], "m1");
+  hub.enqueue(["q"], "m2");
+  gone.written = false;
+  hub.reserve(gone);
+  assert.deepEqual(gone.data, ["m1"]);
+  hub.leave(gone);
+  // flushed() settles on a later microtask, as a socket's would.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(hub.stats.queuedMessages, 2);
+  hub.reserve(next);
+  assert.deepEqual(next.data, ["m1"], "m1 is first again");
+  hub.reserve(next);
+  assert.deepEqual(next.data, ["m1", "m2"]);
+  assert.equal(hub.stats.queuedMessages, 0);
+});
+
+Deno.test("hub reserve stops when the peer leaves while taking a message, even if its other queues went too", () => {
+  const hub = new Hub();
+  const quitter: Peer = {
+    send() {
+      hub.leave(quitter); // what a connection does when it cannot take a frame
+      return false;
+    },
+    flushed: () => Promise.resolve(false),
+  };
+  hub.join(quitter);
+  hub.watch(quitter, ["full", "empty"]);
+  hub.enqueue(["full"], "waiting");
+  hub.reserve(quitter);
+  assert.deepEqual(hub.stats, {
+    peers: 0,
+    channels: 0,
+    queues: 1,
+    queuedMessages: 1,
+    queuedBytes: hub.stats.queuedBytes,
+  });
 });

@@ -649,7 +649,7 @@ class Connection implements Peer {
       this.#reply({ type: "ack", id, count: 0 });
       return;
     }
-    const writes = reached.map((peer) => (peer as Connection).flushed());
+    const writes = reached.map((peer) => peer.flushed());
     Promise.all(writes).then((written) => {
       this.#reply({ type: "ack", id, count: written.filter(Boolean).length });
     });

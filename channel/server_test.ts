@@ -122,6 +122,29 @@ Deno.test("hub queues hand each reserved consumer one message, and enqueue acks"
   assert.deepEqual(got, ["m1", "m2", "m3"]);
 });
 
+Deno.test("hub gives a queue message to the next consumer when the one it was handed is dropped before taking it", async () => {
+  await using hub = startHub({ maxPendingBytes: 64 * 1024, closeGrace: 5000 });
+  await using slow = await RawPeer.connect(hub.port);
+  await slow.send({ type: "watch", channels: ["q1", "q2"] });
+  await slow.send({ type: "reserve" });
+  await using producer = client(hub.port);
+  await until(() => hub.server.hub.stats.queues === 2, 2000, "the watches");
+  // q1's message is queued for the slow consumer; q2's passes its cap, and
+  // it is dropped with q1's message unwritten.
+  const data = "w".repeat(40 * 1024);
+  assert.equal(await producer.enqueue(["q1", "q2"], data), 2);
+  assert.deepEqual((await slow.readToEnd(5000)).map((message) => message.type), ["error"]);
+  assert.equal(hub.server.hub.stats.queuedMessages, 2, "both messages wait again");
+  await using worker = client(hub.port);
+  const got: Json[] = [];
+  worker.watch("q1", (message) => {
+    got.push(message);
+  });
+  await until(() => got.length === 1, 2000, "q1's message");
+  assert.deepEqual(got, [data]);
+  assert.equal(hub.server.hub.stats.queuedMessages, 1, "q2's message waits for a consumer of q2");
+});
+
 Deno.test("hub queue with autoReserve delivers every message, one at a time", async () => {
   await using hub = startHub();
   await using worker = client(hub.port);
