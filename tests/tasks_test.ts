@@ -38,3 +38,25 @@ Deno.test("deno task compile builds each service with the same flags as its task
     assert.deepEqual(runFlags(build.slice(1, -1)), runFlags(task.slice(1, -1)), `${service}: compile and task flags`);
   }
 });
+
+Deno.test("README's many-machines commands grant each service what its task grants, besides the hosts it reaches", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const section = readme.split("\n## Many machines\n")[1]!.split("\n## ")[0]!;
+  const block = section.split("```sh\n")[1]!.split("```")[0]!;
+  const commands = block.replaceAll("\\\n", " ").split("\n").filter((line) => line.includes("deno run"));
+  const started = new Set<string>();
+  for (const command of commands) {
+    const words = command.trim().split(/\s+/);
+    const entry = words.find((word) => word.endsWith("/main.ts"))!;
+    const run = words.slice(words.indexOf("run") + 1, words.indexOf(entry));
+    const service = SERVICES.find((name) => entry === `${name}/main.ts`);
+    assert.ok(service, `${entry} is a service`);
+    started.add(service);
+    const task = (await taskCommand(service)).slice(2, -1);
+    // Hosts differ between machines, and the V8 flag is a tuning, not a grant.
+    const grants = (flags: string[]) =>
+      runFlags(flags).filter((flag) => !flag.startsWith("--allow-net=") && !flag.startsWith("--v8-flags="));
+    assert.deepEqual(grants(run), grants(task), `README's ${service} command`);
+  }
+  assert.deepEqual([...started].sort(), [...SERVICES].sort());
+});
