@@ -102,20 +102,16 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     shutdownTimeout = intFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
     // Not connect(): the publisher starts, and answers 503, while the hub is down.
     client = new ChannelClient({ ...hub, token: token || undefined, publishTimeout, logger: log });
+    const handler = createPublishHandler({ hub: client, publishTimeout, maxContentBytes, apiKey, logger: log });
     try {
-      server = Deno.serve({
-        hostname,
-        port,
-        handler: createPublishHandler({
-          hub: client,
-          publishTimeout,
-          maxContentBytes,
-          apiKey,
-          logger: log,
-        }),
-        onListen: (addr) =>
-          log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: apiKey ? "api-key" : "none" }),
-      });
+      server = new RestartingServer((listenPort) =>
+        Deno.serve({
+          hostname,
+          port: listenPort ?? port,
+          handler,
+          onListen: (addr) =>
+            log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: apiKey ? "api-key" : "none" }),
+        }), log);
     } catch (error) {
       throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
     }
@@ -139,7 +135,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
  * flight near the bound are cut off: closing the client rejects their
  * publishes, so they answer 503, and the last moments let those answers out.
  */
-async function stop(server: Deno.HttpServer, client: ChannelClient, timeout: number, logger: Logger): Promise<void> {
+async function stop(server: RestartingServer, client: ChannelClient, timeout: number, logger: Logger): Promise<void> {
   const deadline = Date.now() + timeout;
   const left = () => Math.max(0, deadline - Date.now());
   const draining = server.shutdown();
@@ -149,6 +145,67 @@ async function stop(server: Deno.HttpServer, client: ChannelClient, timeout: num
   const closing = client.close();
   if (!drained) await settlesWithin(draining, left());
   await settlesWithin(closing, left());
+}
+
+/** How long the publisher waits before listening again after its server stopped accepting. */
+const RESTART_DELAY_MS = 1000;
+
+/**
+ * A `Deno.serve` server that listens again when it stops accepting.
+ * `Deno.serve` ends its accept loop for good when an accept fails, as it
+ * does once the process is out of file descriptors (a flood of connections
+ * that never finish their request heads, say; denoland/deno#10148): its
+ * `finished` rejects and its port closes. Unhandled, that rejection ended
+ * the process. Here it is logged, and the same handler serves again on the
+ * same port a second later, as often as it takes: a flood costs refused
+ * connections while it lasts, not the publisher.
+ */
+class RestartingServer {
+  readonly #serve: (port?: number) => Deno.HttpServer<Deno.NetAddr>;
+  readonly #logger: Logger;
+  #server: Deno.HttpServer<Deno.NetAddr>;
+  #port: number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopping = false;
+
+  /** Starts the first server; throws if `serve` does (the port is taken, say). */
+  constructor(serve: (port?: number) => Deno.HttpServer<Deno.NetAddr>, logger: Logger) {
+    this.#serve = serve;
+    this.#logger = logger;
+    this.#server = this.#watch(serve());
+    this.#port = this.#server.addr.port;
+  }
+
+  /** Stops taking requests and resolves once those in flight are answered. */
+  shutdown(): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#timer);
+    return this.#server.shutdown();
+  }
+
+  #watch(server: Deno.HttpServer<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {
+    server.finished.catch((error: Error) => {
+      if (this.#stopping) return;
+      this.#logger.error("stopped accepting connections; listening again soon", {
+        error: error.message,
+        delayMs: RESTART_DELAY_MS,
+      });
+      this.#later();
+    });
+    return server;
+  }
+
+  #later(): void {
+    this.#timer = setTimeout(() => {
+      if (this.#stopping) return;
+      try {
+        this.#server = this.#watch(this.#serve(this.#port));
+      } catch (error) {
+        this.#logger.error("cannot listen again yet", { error: (error as Error).message });
+        this.#later();
+      }
+    }, RESTART_DELAY_MS);
+  }
 }
 
 /** Waits for `promise` up to `ms`; true if it settled in time. */

@@ -25,6 +25,8 @@ export interface Service extends AsyncDisposable {
 /** Options for {@linkcode startService}. */
 export interface StartOptions {
   env?: Record<string, string>;
+  /** Caps the process's open file descriptors (soft and hard), through util-linux's `prlimit`. */
+  openFiles?: number;
 }
 
 /**
@@ -37,7 +39,12 @@ export interface StartOptions {
  * ```
  */
 export async function startService(task: string, args: string[] = [], options: StartOptions = {}): Promise<Service> {
-  const [exe, ...taskArgs] = await taskCommand(task);
+  let [exe, ...taskArgs] = await taskCommand(task);
+  if (options.openFiles !== undefined) {
+    // Deno raises its soft limit to the hard one at start, so both are set.
+    taskArgs = [`--nofile=${options.openFiles}:${options.openFiles}`, exe!, ...taskArgs];
+    exe = "prlimit";
+  }
   const process = new Deno.Command(exe!, {
     args: [...taskArgs, ...args],
     cwd: ROOT,

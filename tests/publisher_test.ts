@@ -429,3 +429,44 @@ Deno.test("publisher on SIGTERM exits 0 within --shutdown-timeout even when a cl
   );
   assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nCannot read the body: /);
 });
+
+Deno.test("publisher out of file descriptors logs it, listens again, and answers once the flood is gone", async () => {
+  await using hub = await startHub();
+  await using publisher = await startService(
+    "publisher",
+    ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`],
+    { openFiles: 200 },
+  );
+  const port = await publisher.port();
+  const halfHead = new TextEncoder().encode("GET /?content=x HTTP/1.1\r\nHo");
+  const flood: Deno.Conn[] = [];
+  try {
+    // More connections than the publisher has descriptors, each stuck in its
+    // request head, until its server gives up accepting.
+    while (flood.length < 1000 && !publisher.lines.some((line) => line.includes("stopped accepting"))) {
+      try {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        flood.push(conn);
+        await conn.write(halfHead);
+      } catch {
+        break; // refused: the server is down
+      }
+    }
+    await publisher.waitForLine(
+      /level=error .*msg="stopped accepting connections; listening again soon" error=".*Too many open files/,
+    );
+  } finally {
+    for (const conn of flood) {
+      try {
+        conn.close();
+      } catch { /* reset by the publisher */ }
+    }
+  }
+  await until(
+    () => publisher.lines.filter((line) => line.includes("msg=listening")).length >= 2,
+    10_000,
+    "the publisher to listen again",
+  );
+  const answer = await call(`http://127.0.0.1:${port}/?content=after`);
+  assert.deepEqual([answer.status, answer.body], [200, "ok"]);
+});
