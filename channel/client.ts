@@ -50,7 +50,13 @@ export interface ChannelClientOptions {
   reconnectDelay?: number;
   /** Largest reconnect delay, in milliseconds. @default {1000} */
   maxReconnectDelay?: number;
-  /** Largest frame accepted from the hub. @default {1048576} */
+  /**
+   * Largest frame accepted from the hub, and sent to it: keep it at the hub's
+   * `--max-frame-bytes`. A publish or enqueue over it is refused at once
+   * (`too_large`) rather than sent to a hub that would drop the link.
+   *
+   * @default {1048576}
+   */
   maxFrameBytes?: number;
   /** Most bytes waiting to be written to the hub. @default {8388608} */
   maxPendingBytes?: number;
@@ -79,12 +85,13 @@ export interface WatchOptions {
 }
 
 /** Why a {@linkcode ChannelError} was raised. */
-export type ChannelErrorCode = "timeout" | "refused" | "closed" | "overloaded";
+export type ChannelErrorCode = "timeout" | "refused" | "closed" | "overloaded" | "too_large";
 
 /**
  * A publish or enqueue that did not go through: the hub did not acknowledge
  * it in time (`timeout`), refused it (`refused`), the client was closed
- * (`closed`), or too much was already waiting (`overloaded`).
+ * (`closed`), too much was already waiting (`overloaded`), or the message
+ * was over the frame limit (`too_large`).
  */
 export class ChannelError extends Error {
   /** Why it failed. */
@@ -339,6 +346,14 @@ export class ChannelClient extends EventTarget {
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const id = this.#nextId++;
     const frame = encodeMessage({ type, id, channels: toList(channels), data });
+    if (frame.length > this.#maxFrameBytes) {
+      return Promise.reject(
+        new ChannelError(
+          "too_large",
+          `Cannot ${type}: the message encodes to a ${frame.length}-byte frame, over the ${this.#maxFrameBytes}-byte limit`,
+        ),
+      );
+    }
     const timeout = options.timeout ?? this.#publishTimeout;
     this.#sweepEvery(timeout);
     return new Promise<number>((resolve, reject) => {
@@ -360,10 +375,7 @@ export class ChannelClient extends EventTarget {
       this.#waiting.set(id, waiting);
       if (this.#writer && !this.#writer.enqueue(frame)) {
         this.#waiting.delete(id);
-        this.#settle(
-          waiting,
-          new ChannelError("overloaded", `Cannot ${type}: more than ${this.#maxPendingBytes} bytes wait to be written`),
-        );
+        this.#settle(waiting, this.#backlogFull(type));
       }
     });
   }
@@ -398,6 +410,13 @@ export class ChannelClient extends EventTarget {
         new ChannelError("timeout", `Cannot ${waiting.type}: no acknowledgement within ${waiting.timeout} ms${why}`),
       );
     }
+  }
+
+  #backlogFull(type: string): ChannelError {
+    return new ChannelError(
+      "overloaded",
+      `Cannot ${type}: more than ${this.#maxPendingBytes} bytes wait to be written`,
+    );
   }
 
   #settle(waiting: Waiting, outcome: number | Error): void {
@@ -486,7 +505,11 @@ export class ChannelClient extends EventTarget {
       const autoReserve = [...this.#watches.values()].some((watch) => watch.autoReserve);
       if (autoReserve || this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
     }
-    for (const waiting of this.#waiting.values()) writer.enqueue(waiting.frame);
+    for (const [id, waiting] of this.#waiting) {
+      if (writer.enqueue(waiting.frame)) continue;
+      this.#waiting.delete(id);
+      this.#settle(waiting, this.#backlogFull(waiting.type));
+    }
     this.#writer = writer;
     this.#sessions++;
 

@@ -107,6 +107,22 @@ Deno.test("client refuses publishes past its waiting limit at once", async () =>
   for (const p of waiting) await assert.rejects(p, { code: "timeout" });
 });
 
+Deno.test("client refuses a publish over the frame limit at once and keeps its link for the others", async () => {
+  await using hub = startHub({ maxFrameBytes: 65536 });
+  await using c = client(hub.port, { maxFrameBytes: 65536 });
+  await c.ready();
+  let drops = 0;
+  c.addEventListener("disconnected", () => drops++);
+  const big = c.publish("news", "b".repeat(70_000));
+  const small = c.publish("news", "s");
+  await assert.rejects(big, {
+    code: "too_large",
+    message: /^Cannot publish: the message encodes to a \d+-byte frame, over the 65536-byte limit$/,
+  });
+  assert.equal(await small, 0);
+  assert.equal(drops, 0);
+});
+
 Deno.test("client close rejects waiting publishes and is safe to call twice", async () => {
   const c = client(freePort());
   const waiting = assert.rejects(c.publish("a", 1), { code: "closed" });

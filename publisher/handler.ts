@@ -299,6 +299,8 @@ function toRejection(error: unknown): unknown {
       return new Rejection(503, `Hub unavailable: ${error.message}`, { headers: { "Retry-After": "1" } });
     case "refused":
       return new Rejection(502, `Hub refused the publish: ${error.message}`);
+    case "too_large":
+      return new Rejection(413, `Content too large for the hub: ${error.message}`);
   }
 }
 

@@ -470,3 +470,28 @@ Deno.test("publisher out of file descriptors logs it, listens again, and answers
   const answer = await call(`http://127.0.0.1:${port}/?content=after`);
   assert.deepEqual([answer.status, answer.body], [200, "ok"]);
 });
+
+Deno.test("publisher answers 413 to content that the hub's frame limit cannot carry once encoded, and keeps publishing", async () => {
+  await using hub = await startHub();
+  await using publisher = await startService("publisher", [
+    "--port",
+    "0",
+    "--hub",
+    `127.0.0.1:${await hub.port()}`,
+    "--max-content-bytes",
+    "200000",
+  ]);
+  const url = `http://127.0.0.1:${await publisher.port()}/`;
+  const form = { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" } };
+  // 180,000 control bytes: under --max-content-bytes, but JSON writes each as
+  // \u0001, six bytes, past the hub's 1 MiB frame.
+  const big = await call(url, { ...form, body: `content=${"%01".repeat(180_000)}` });
+  assert.equal(big.status, 413);
+  assert.match(
+    big.body,
+    /^Content too large for the hub: Cannot publish: the message encodes to a \d+-byte frame, over the 1048576-byte limit\n?$/,
+  );
+  const small = await call(url, { ...form, body: "content=fine" });
+  assert.deepEqual([small.status, small.body], [200, "ok"]);
+  assert.ok(!publisher.lines.some((line) => line.includes("disconnected from hub")), "the hub link stayed up");
+});
