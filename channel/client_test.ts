@@ -123,6 +123,17 @@ Deno.test("client refuses a publish over the frame limit at once and keeps its l
   assert.equal(drops, 0);
 });
 
+Deno.test("client fails at once the waiting publishes that no longer fit its writer when the link comes up", async () => {
+  const port = freePort();
+  await using c = client(port, { maxPendingBytes: 1000, publishTimeout: 10_000 });
+  const outcomes = [1, 2, 3].map((n) =>
+    c.publish("news", String(n).repeat(600)).then((count) => `acked ${count}`, (error) => error.code)
+  );
+  await using _hub = startHub({ port });
+  // The first fits behind hello; the others would pass the writer's cap.
+  assert.deepEqual(await within(Promise.all(outcomes), 5000, "every outcome"), ["acked 0", "overloaded", "overloaded"]);
+});
+
 Deno.test("client close rejects waiting publishes and is safe to call twice", async () => {
   const c = client(freePort());
   const waiting = assert.rejects(c.publish("a", 1), { code: "closed" });
