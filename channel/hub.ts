@@ -7,7 +7,7 @@
  * @module
  */
 
-import { DEFAULT_MAX_FRAME_BYTES, encodeMessage, type Json } from "../shared/wire.ts";
+import { DEFAULT_MAX_FRAME_BYTES, encodeMessage, encodeMessageText, type Json } from "../shared/wire.ts";
 
 /** A connected client as the hub sees it. */
 export interface Peer {
@@ -57,8 +57,12 @@ interface Channel {
 }
 
 interface Queue {
-  /** Encoded `queue` frames, oldest first, from `head` on. */
-  messages: Uint8Array[];
+  /**
+   * `queue` messages as JSON text, oldest first, from `head` on: framed when
+   * sent, since a queue may hold millions and a string is a fifth of the
+   * memory of a frame.
+   */
+  messages: string[];
   head: number;
   watchers: Set<Peer>;
   /** Watchers holding a credit from `reserve`, in the order they reserved. */
@@ -232,8 +236,9 @@ export class Hub {
    */
   enqueue(queues: readonly string[], data: Json): number {
     const names = unique(queues);
-    const frames = names.map((name) => this.#checkSize(encodeMessage({ type: "queue", channel: name, data })));
-    const bytes = frames.reduce((sum, frame) => sum + frame.length, 0);
+    const texts = names.map((name) => JSON.stringify({ type: "queue", channel: name, data }));
+    const sizes = texts.map((text) => this.#checkSize(encodeMessageText(text)).length);
+    const bytes = sizes.reduce((sum, size) => sum + size, 0);
     for (const name of names) {
       const queue = this.#queues.get(name);
       if (queue && queue.messages.length - queue.head >= this.#maxQueueLength) {
@@ -247,9 +252,9 @@ export class Hub {
     }
     names.forEach((name, i) => {
       const queue = this.#queue(name);
-      queue.messages.push(frames[i]!);
+      queue.messages.push(texts[i]!);
       this.#queuedMessages++;
-      this.#queuedBytes += frames[i]!.length;
+      this.#queuedBytes += sizes[i]!;
       this.#dispatch(name, queue);
     });
     return names.length;
@@ -276,15 +281,16 @@ export class Hub {
     while (queue.head < queue.messages.length && queue.consumers.size > 0) {
       const consumer: Peer = queue.consumers.values().next().value!;
       queue.consumers.delete(consumer);
-      const frame = queue.messages[queue.head]!;
+      const text = queue.messages[queue.head]!;
+      const frame = encodeMessageText(text);
       // A consumer that cannot take the message is disconnecting; the
       // message stays for the next consumer.
       if (!consumer.send(frame)) continue;
-      queue.messages[queue.head] = EMPTY;
+      queue.messages[queue.head] = "";
       queue.head++;
       this.#queuedMessages--;
       this.#queuedBytes -= frame.length;
-      this.#requeueIfDropped(name, consumer, frame);
+      this.#requeueIfDropped(name, consumer, text, frame.length);
     }
     if (queue.head > 1024 && queue.head * 2 > queue.messages.length) {
       queue.messages = queue.messages.slice(queue.head);
@@ -317,14 +323,14 @@ export class Hub {
    * consumer goes before that (dropped as slow, or closed), the message goes
    * back to the head of its queue for the next consumer.
    */
-  #requeueIfDropped(name: string, consumer: Peer, frame: Uint8Array): void {
+  #requeueIfDropped(name: string, consumer: Peer, text: string, bytes: number): void {
     consumer.flushed().then((written) => {
       if (written) return;
       const queue = this.#queue(name);
-      if (queue.head > 0) queue.messages[--queue.head] = frame;
-      else queue.messages.unshift(frame);
+      if (queue.head > 0) queue.messages[--queue.head] = text;
+      else queue.messages.unshift(text);
       this.#queuedMessages++;
-      this.#queuedBytes += frame.length;
+      this.#queuedBytes += bytes;
       this.#dispatch(name, queue);
     });
   }
@@ -374,8 +380,6 @@ export class Hub {
     if (queue.watchers.size === 0 && queue.head === queue.messages.length) this.#queues.delete(name);
   }
 }
-
-const EMPTY = new Uint8Array(0);
 
 function unique(names: readonly string[]): readonly string[] {
   return names.length < 2 ? names : [...new Set(names)];

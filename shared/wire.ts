@@ -181,20 +181,37 @@ export function encodeMessage(message: Message, codec: Codec = jsonCodec): Uint8
 }
 
 /**
+ * Encodes a message's JSON text, from `JSON.stringify(message)`, as a frame.
+ * For holding many messages while they wait: a short string costs about a
+ * fifth of the memory of a short frame (a typed array with its own buffer).
+ *
+ * @example
+ * ```ts
+ * const waiting = JSON.stringify({ type: "queue", channel: "jobs", data: 1 });
+ * const bytes = encodeMessageText(waiting); // when it is sent
+ * ```
+ */
+export function encodeMessageText(text: string): Uint8Array {
+  return encodeJsonFrame(text);
+}
+
+/**
  * Encodes a JSON text straight into a frame, with no intermediate payload
  * buffer. Used on the hub's hot path, where an event is encoded once and the
  * bytes shared by every subscriber.
  */
 function encodeJsonFrame(text: string): Uint8Array {
-  // Large texts: pay one copy rather than hold 3x their size in a buffer that
-  // stays alive for as long as any subscriber's queue holds the frame.
-  if (text.length > 4096) return encodeFrame(utf8.encode(text));
-  // A UTF-16 code unit never takes more than 3 UTF-8 bytes.
-  const frame = new Uint8Array(HEADER_BYTES + text.length * 3);
-  const { written } = utf8.encodeInto(text, frame.subarray(HEADER_BYTES));
-  const total = HEADER_BYTES + written;
-  writeHeader(frame, total);
-  return frame.subarray(0, total);
+  // ASCII text, the usual case, is as many bytes as code units: encode it in
+  // place, into a frame of exactly its size. A frame can sit in a queue for
+  // long, so it must not hold a larger buffer than it needs.
+  const frame = new Uint8Array(HEADER_BYTES + text.length);
+  const { read, written } = utf8.encodeInto(text, frame.subarray(HEADER_BYTES));
+  if (read === text.length) {
+    writeHeader(frame, HEADER_BYTES + written);
+    return frame;
+  }
+  // Wider characters: pay one copy.
+  return encodeFrame(utf8.encode(text));
 }
 
 /** Options for {@linkcode MessageDecoder}. */

@@ -4,6 +4,7 @@ import {
   type ClientMessage,
   encodeFrame,
   encodeMessage,
+  encodeMessageText,
   type HubMessage,
   jsonCodec,
   MAX_CHANNEL_NAME_LENGTH,
@@ -111,6 +112,17 @@ Deno.test("wire round-trips every hub message type through encodeMessage and Mes
 Deno.test("encodeMessage with the default codec produces the same frame as encodeFrame(jsonCodec.encode())", () => {
   for (const message of [...CLIENT_MESSAGES, ...HUB_MESSAGES]) {
     assert.deepEqual(encodeMessage(message), encodeFrame(jsonCodec.encode(message)), message.type);
+  }
+});
+
+Deno.test("encodeMessage and encodeMessageText give frames that hold no more memory than their bytes", () => {
+  for (const data of ["ascii", "wide: é ü 日本 🎉", "x".repeat(10_000), "日".repeat(10_000)]) {
+    const message: Message = { type: "queue", channel: "q", data };
+    for (const frame of [encodeMessage(message), encodeMessageText(JSON.stringify(message))]) {
+      assert.deepEqual(frame, encodeFrame(jsonCodec.encode(message)));
+      // A frame can wait in queues for long: its buffer must be its own size.
+      assert.equal(frame.buffer.byteLength, frame.length, data.slice(0, 12));
+    }
   }
 });
 
