@@ -42,6 +42,13 @@ export interface FrameWriterOptions {
 /** Default cap on bytes waiting in one writer: 8 MiB. */
 export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Frames queued behind a write are joined into one buffer every this many.
+ * A small frame costs some 400 bytes of objects besides its bytes, which the
+ * cap does not see: joined, a backlog of tiny frames costs about its size.
+ */
+const JOIN_EVERY = 256;
+
 interface Waiter {
   /** Resolve once this many bytes (counted since the writer began) are written. */
   target: number;
@@ -69,6 +76,8 @@ export class FrameWriter {
   readonly #onError: ((error: Error) => void) | undefined;
   readonly #schedule: (callback: () => void) => void;
   #queue: Uint8Array[] = [];
+  /** Frames at the end of the queue not yet joined into one buffer. */
+  #unjoined = 0;
   #queuedBytes = 0;
   #inFlightBytes = 0;
   #enqueuedTotal = 0;
@@ -103,6 +112,11 @@ export class FrameWriter {
    */
   stalledFor(now: number = Date.now()): number {
     return this.#writeStarted === 0 ? 0 : now - this.#writeStarted;
+  }
+
+  /** Buffers waiting behind the write in flight: one per 256 frames, plus the last few. */
+  get queuedBuffers(): number {
+    return this.#queue.length;
   }
 
   /** True once the writer accepts nothing more (ended, closed or failed). */
@@ -156,6 +170,7 @@ export class FrameWriter {
     this.#dropped = true;
     this.#enqueuedTotal -= this.#queuedBytes;
     this.#queue = [];
+    this.#unjoined = 0;
     this.#queuedBytes = 0;
     // The peer is being dropped: nothing it was sent counts as delivered any
     // more, not even the write in flight, which may never finish.
@@ -181,6 +196,7 @@ export class FrameWriter {
     this.#ended = true;
     this.#failed = true;
     this.#queue = [];
+    this.#unjoined = 0;
     this.#queuedBytes = 0;
     this.#settleWaiters(0, false);
     this.#settleIdle(false);
@@ -188,6 +204,11 @@ export class FrameWriter {
 
   #push(frame: Uint8Array): void {
     this.#queue.push(frame);
+    if (++this.#unjoined === JOIN_EVERY) {
+      const run = this.#queue.splice(this.#queue.length - JOIN_EVERY);
+      this.#queue.push(concat(run));
+      this.#unjoined = 0;
+    }
     this.#queuedBytes += frame.length;
     this.#enqueuedTotal += frame.length;
     if (!this.#scheduled && !this.#writing) {
@@ -204,6 +225,7 @@ export class FrameWriter {
         const bytes = concat(this.#queue, this.#queuedBytes);
         this.#inFlightBytes = bytes.length;
         this.#queue = [];
+        this.#unjoined = 0;
         this.#queuedBytes = 0;
         let offset = 0;
         while (offset < bytes.length) {

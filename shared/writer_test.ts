@@ -130,6 +130,24 @@ Deno.test("frame writer holds frames enqueued while a write is in flight and coa
   assert.deepEqual(sink.written, bytes(1, 2, 3, 4, 5, 6));
 });
 
+Deno.test("frame writer joins a backlog of small frames into few buffers, and writes them all in order", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(bytes(0));
+  const first = await sink.call(0);
+  // Behind a blocked write, each small frame would otherwise stay a separate
+  // typed array with its buffer: some 400 bytes that the cap does not count.
+  const count = 10_000;
+  for (let i = 1; i <= count; i++) writer.enqueue(bytes(i % 256));
+  assert.equal(writer.queuedBuffers, Math.floor(count / 256) + (count % 256));
+  assert.equal(writer.pendingBytes, 1 + count);
+  first.resolve();
+  (await sink.call(1)).resolve();
+  assert.equal(await within(writer.flushed(), "the backlog to flush"), true);
+  assert.deepEqual(sink.written, Uint8Array.from({ length: count + 1 }, (_, i) => i % 256));
+  assert.equal(sink.calls.length, 2, "the whole backlog went out in one write");
+});
+
 Deno.test("frame writer continues partial writes until every byte is written, in order", async () => {
   const sink = new FakeSink();
   const writer = new FrameWriter(sink);
