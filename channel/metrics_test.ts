@@ -165,6 +165,7 @@ Deno.test("metrics handler serves Prometheus text, healthz, and refuses other pa
       "channel_channels 1",
       "channel_queued_messages 0",
       "channel_queued_bytes 0",
+      "channel_publishes_waiting 0",
       'channel_disconnects_total{reason="slow_consumer"} 0',
       'channel_disconnects_total{reason="closed"} 0',
     ]

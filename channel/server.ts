@@ -131,6 +131,8 @@ export interface ChannelServerStats {
   queuedMessages: number;
   /** Bytes of the messages waiting in queues. */
   queuedBytes: number;
+  /** Publishes waiting for their subscribers' writes before they are acked. */
+  publishesWaiting: number;
 }
 
 /** A running hub. */
@@ -220,6 +222,11 @@ function metricsOf(stats: ChannelServerStats): RegistrySnapshot {
   gauge("channel_queues", "Queues that exist", stats.queues);
   gauge("channel_queued_messages", "Messages waiting in queues", stats.queuedMessages);
   gauge("channel_queued_bytes", "Bytes of the messages waiting in queues", stats.queuedBytes);
+  gauge(
+    "channel_publishes_waiting",
+    "Publishes waiting for their subscribers' writes to be acked",
+    stats.publishesWaiting,
+  );
   return registry.snapshot();
 }
 
@@ -305,6 +312,7 @@ class Server {
       queues: hub.queues,
       queuedMessages: hub.queuedMessages,
       queuedBytes: hub.queuedBytes,
+      publishesWaiting: [...this.#connections].reduce((sum, connection) => sum + connection.unacked, 0),
     };
   }
 
@@ -396,6 +404,26 @@ class Grace {
   }
 }
 
+/** Every pong is the same bytes: a peer's queue of pongs holds references, not copies. */
+const PONG = encodeMessage({ type: "pong" });
+
+/**
+ * Past this many bytes waiting to be written to a connection, the hub reads
+ * nothing more from it until they are written. A peer that sends requests
+ * (pings, publishes) without reading the replies is then held back by TCP,
+ * rather than growing its queue of small replies, each with its own objects,
+ * up to `maxPendingBytes`.
+ */
+const READ_PAUSE_BYTES = 64 * 1024;
+
+/**
+ * Past this many publishes waiting for their acks, the hub reads nothing more
+ * from the publisher until half of them are acked. Each costs memory while a
+ * subscriber is slow to take its event; a `ChannelClient` never has more in
+ * flight (its `maxWaitingPublishes`).
+ */
+const MAX_UNACKED = 10_000;
+
 /** Messages that route data to others, held during the startup grace. */
 const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueue"]);
 
@@ -423,6 +451,10 @@ class Connection implements Peer {
   /** Why the connection is going, once that is known; counted once. */
   #disconnectReason: DisconnectReason | null = null;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Publishes from this connection still waiting for their subscribers' writes, to be acked. */
+  #unacked = 0;
+  /** Resumes the read loop, paused while `#unacked` was over `MAX_UNACKED`. */
+  #readerWaiting: (() => void) | null = null;
 
   constructor(id: number, tcp: Deno.TcpConn, server: Server, settings: Settings, logger: Logger, grace: Grace) {
     this.#id = id;
@@ -439,6 +471,11 @@ class Connection implements Peer {
     this.#decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: settings.maxFrameBytes });
     tcp.setNoDelay(true);
     this.#hub.join(this);
+  }
+
+  /** Publishes from this connection waiting for their subscribers' writes, to be acked. */
+  get unacked(): number {
+    return this.#unacked;
   }
 
   /** True once the client's `hello` was accepted. */
@@ -478,6 +515,8 @@ class Connection implements Peer {
         // Unless a frame was completed, every byte read is still buffered.
         if (this.#greeted && this.#decoder.bufferedBytes !== buffered + n) this.lastSeen = Date.now();
         if (held) await this.#resume(held);
+        if (this.#writer.pendingBytes > READ_PAUSE_BYTES) await this.#writer.flushed();
+        if (this.#unacked > MAX_UNACKED) await new Promise<void>((resolve) => (this.#readerWaiting = resolve));
       }
     } catch (error) {
       if (!this.#closed) this.#logger.debug("read failed", { conn: this.#id, error: (error as Error).message });
@@ -579,7 +618,7 @@ class Connection implements Peer {
           this.#hub.reserve(this);
           break;
         case "ping":
-          this.#reply({ type: "pong" });
+          this.send(PONG);
           break;
       }
     } catch (error) {
@@ -650,9 +689,18 @@ class Connection implements Peer {
       return;
     }
     const writes = reached.map((peer) => peer.flushed());
+    this.#unacked++;
     Promise.all(writes).then((written) => {
       this.#reply({ type: "ack", id, count: written.filter(Boolean).length });
+      this.#unacked--;
+      if (this.#unacked <= MAX_UNACKED / 2) this.#wakeReader();
     });
+  }
+
+  #wakeReader(): void {
+    const wake = this.#readerWaiting;
+    this.#readerWaiting = null;
+    wake?.();
   }
 
   #reply(message: HubMessage): void {
@@ -672,6 +720,7 @@ class Connection implements Peer {
     this.#closed = true;
     this.#closing = true;
     clearTimeout(this.#graceTimer);
+    this.#wakeReader();
     this.#writer.close();
     try {
       this.#tcp.close();

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { ChannelClient } from "./client.ts";
 import { quiet, RawPeer, startHub, until, within } from "./_testing.ts";
-import { encodeFrame, type Json } from "../shared/wire.ts";
+import { encodeFrame, encodeMessage, type Json } from "../shared/wire.ts";
+import { concat } from "../shared/bytes.ts";
 
 function client(port: number, options: ConstructorParameters<typeof ChannelClient>[0] = {}): ChannelClient {
   return new ChannelClient({ port, logger: quiet, ...options });
@@ -261,6 +262,57 @@ Deno.test("hub refuses a publish whose event would be over the frame limit, and 
   await inbox.wait(1);
   assert.deepEqual(inbox.received, ["small"]);
   assert.equal(drops, 0, "the subscriber kept its link");
+});
+
+Deno.test("hub stops reading a client that pings without reading its pongs, instead of queueing them up to the cap", async () => {
+  // The cap would be reached within a second of pongs; the blocked write only
+  // after 3 s.
+  await using hub = startHub({ maxPendingBytes: 1024 * 1024, writeTimeout: 3000, closeGrace: 5000 });
+  await using pinger = await RawPeer.connect(hub.port);
+  const ping = encodeFrame(new TextEncoder().encode('{"type":"ping"}'));
+  const burst = new Uint8Array(ping.length * 100_000);
+  for (let i = 0; i < 100_000; i++) burst.set(ping, i * ping.length);
+  // 38 MB of pings, written without reading a byte; the hub's drop ends it.
+  const writing = (async () => {
+    for (let i = 0; i < 20; i++) await pinger.write(burst);
+  })().catch(() => {});
+  await until(() => hub.logs.some((line) => line.includes("closing connection")), 10_000, "the hub to drop the pinger");
+  const line = hub.logs.find((line) => line.includes("closing connection"))!;
+  assert.match(line, /reason="Slow consumer: a write has been blocked for \d+ ms"/);
+  pinger.close();
+  await writing;
+});
+
+Deno.test("hub stops reading a publisher with 10,000 publishes waiting for a slow subscriber, until they are acked", async () => {
+  await using hub = startHub({ maxPendingBytes: 64 * 1024 * 1024, writeTimeout: 60_000, closeGrace: 5000 });
+  const slow = await RawPeer.connect(hub.port);
+  await slow.send({ type: "subscribe", channels: ["w"] });
+  await using publisher = await RawPeer.connect(hub.port);
+  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  // 20 MB of events: more than the subscriber's socket buffers take.
+  const count = 20_000;
+  const data = "d".repeat(1000);
+  const frames = Array.from(
+    { length: count },
+    (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: ["w"], data }),
+  );
+  // The write blocks while the hub does not read: it finishes once it reads again.
+  const writing = publisher.write(concat(frames));
+  // Each publish waits for the subscriber, which reads nothing; each costs memory.
+  await until(() => hub.server.stats().publishesWaiting >= 10_000, 5000, "10,000 publishes waiting");
+  let most = 0;
+  for (let look = 0; look < 20; look++) {
+    most = Math.max(most, hub.server.stats().publishesWaiting);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  // One 64 KiB read of publishes past the limit at most.
+  assert.ok(most < 12_000, `${most} publishes waiting`);
+  slow.close();
+  await within(writing, 10_000, "the hub to read the rest");
+  const acks = [];
+  while (acks.length < count) acks.push(await publisher.next(10_000));
+  assert.ok(acks.every((ack) => ack.type === "ack"));
+  assert.equal(hub.server.stats().publishesWaiting, 0);
 });
 
 for (
