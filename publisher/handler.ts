@@ -357,11 +357,20 @@ async function readForm(req: Request, maxContentBytes: number): Promise<Fields> 
     } catch {
       throw new Rejection(400, "Invalid form body: cannot parse it as multipart/form-data");
     }
+    // FormData decodes text fields leniently: invalid UTF-8 becomes U+FFFD.
+    // One that the body did not carry as UTF-8 bytes came from bad bytes.
+    const carriesReplacement = includesBytes(bytes, REPLACEMENT_CHARACTER);
     return {
       get(name) {
         const value = form.getAll(name).at(-1);
-        if (value === undefined || typeof value === "string") return value;
-        throw new Rejection(400, `Invalid form body: ${name} must be a text field, not a file`);
+        if (value === undefined) return value;
+        if (typeof value !== "string") {
+          throw new Rejection(400, `Invalid form body: ${name} must be a text field, not a file`);
+        }
+        if (!carriesReplacement && value.includes("\uFFFD")) {
+          throw new Rejection(400, `Invalid form body: non-UTF-8 in ${name}`);
+        }
+        return value;
       },
     };
   }
@@ -371,6 +380,16 @@ async function readForm(req: Request, maxContentBytes: number): Promise<Fields> 
     415,
     `Unsupported content type: ${mediaType || "none"}; send application/x-www-form-urlencoded or multipart/form-data`,
   );
+}
+
+/** U+FFFD in UTF-8. */
+const REPLACEMENT_CHARACTER = Uint8Array.of(0xef, 0xbf, 0xbd);
+
+function includesBytes(haystack: Uint8Array, needle: Uint8Array): boolean {
+  for (let i = haystack.indexOf(needle[0]!); i !== -1; i = haystack.indexOf(needle[0]!, i + 1)) {
+    if (needle.every((byte, j) => haystack[i + j] === byte)) return true;
+  }
+  return false;
 }
 
 /** Reads the whole body, or rejects with 413 as soon as it passes `limit` bytes. */

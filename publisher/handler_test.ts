@@ -253,6 +253,22 @@ Deno.test("a file where a multipart text field belongs answers 400", async () =>
   );
 });
 
+Deno.test("a multipart text field that is not UTF-8 answers 400, and a real U+FFFD in one is published", async () => {
+  const { handler, hub } = setup();
+  const body = (content: Uint8Array) =>
+    new Uint8Array([
+      ...new TextEncoder().encode('--xyz\r\nContent-Disposition: form-data; name="content"\r\n\r\n'),
+      ...content,
+      ...new TextEncoder().encode("\r\n--xyz--\r\n"),
+    ]);
+  const headers = { "Content-Type": "multipart/form-data; boundary=xyz" };
+  const latin1 = Uint8Array.of(0x63, 0x61, 0x66, 0xe9); // "café" in Latin-1
+  await assertRejected(await handler(post("", body(latin1), headers)), 400, "Invalid form body: non-UTF-8 in content");
+  const replacement = new TextEncoder().encode("a \uFFFD b");
+  assert.equal((await handler(post("", body(replacement), headers))).status, 200);
+  assert.deepEqual(hub.calls.map((call) => call.data), [{ content: "a \uFFFD b" }]);
+});
+
 Deno.test("a malformed multipart body answers 400", async () => {
   const { handler } = setup();
   const request = post("", "not multipart at all", { "Content-Type": "multipart/form-data; boundary=xyz" });
