@@ -450,9 +450,21 @@ class Socket implements ClientSocket {
   }
 
   checkStall(now: number): void {
-    if (this.#state !== "open") return;
+    if (this.#state === "closed") return;
     const stalled = this.#writer.stalledFor(now);
-    if (stalled > this.#settings.slowClientTimeout) this.#closeSlow(`a write blocked for ${stalled} ms`);
+    if (stalled <= this.#settings.slowClientTimeout) return;
+    if (this.#state === "open") return this.#closeSlow(`a write blocked for ${stalled} ms`);
+    // Closing, with our close frame queued behind a write the client does not
+    // take: the close timer starts only once that frame is out, so without
+    // this the connection would stay open for as long as the client wants.
+    // A socket closed as slow has its timer already, and its close frame is
+    // given until then.
+    if (this.#closeTimer !== undefined) return;
+    this.#settings.logger.warn("closing a slow client", {
+      reason: `a write blocked for ${stalled} ms while closing`,
+      buffered: this.#writer.pendingBytes,
+    });
+    this.#terminate();
   }
 
   /** Runs the socket until it closes; `rest` is what the client sent after its request head. */

@@ -30,6 +30,7 @@ import {
   startEcho,
 } from "./_ws_testing.ts";
 import { serve, upgradeWebSocket } from "./server.ts";
+import type { ClientSocket } from "./socket.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { launchChromium } from "../tests/_chromium.ts";
@@ -411,6 +412,79 @@ Deno.test("server ends the connection closeTimeout after its close frame when th
   assert.deepEqual(await socket.readToEnd(), []);
   await until(() => echo.server.sockets === 0, 5000, "the connection count to drop");
 });
+
+/** Ways a closing handshake starts; each waits for the server's close frame to be written. */
+const BLOCKED_CLOSES: {
+  name: string;
+  start(client: RawSocket, socket: ClientSocket): Promise<void>;
+  code: number;
+}[] = [
+  { name: "the client's close frame", start: (client) => client.send(Op.close, closePayload(1000, "bye")), code: 1000 },
+  { name: "a protocol violation", start: (client) => client.send(Op.text, "x", { mask: null }), code: 1002 },
+  {
+    name: "the server's own close (the pusher's message-rate limit)",
+    start(_client, socket) {
+      socket.close(1008, "message rate exceeded");
+      return Promise.resolve();
+    },
+    code: 1008,
+  },
+];
+
+for (const blocked of BLOCKED_CLOSES) {
+  Deno.test(`server ends a connection whose write stays blocked while it closes on ${blocked.name}`, async () => {
+    const sockets: ClientSocket[] = [];
+    const closes: { code: number; reason: string }[] = [];
+    const logs: string[] = [];
+    const server = serve({
+      port: 0,
+      // Room to queue what the kernel does not take, so that the socket is not closed as slow while open.
+      maxBufferedBytes: 64 * 1024 * 1024,
+      slowClientTimeout: 1000,
+      // Long: the end must come from the blocked write, not from this.
+      closeTimeout: 60_000,
+      logger: createLogger("t", { level: "debug", sink: (line) => logs.push(line) }),
+    }, (req) =>
+      upgradeWebSocket(req, {
+        open: (socket) => sockets.push(socket),
+        message() {},
+        close: (_socket, code, reason) => closes.push({ code, reason }),
+      }));
+    try {
+      await using client = await RawSocket.open(server.addr.port);
+      await until(() => sockets.length === 1, 5000, "the handshake");
+      const socket = sockets[0]!;
+      // The client reads nothing: once the kernel's buffers are full, the
+      // server's write blocks and what follows waits in its queue.
+      const chunk = "x".repeat(64 * 1024);
+      await until(
+        () => {
+          for (let i = 0; i < 4; i++) socket.send(chunk);
+          return socket.bufferedAmount > 512 * 1024;
+        },
+        10_000,
+        "the server's write to block",
+      );
+      await blocked.start(client, socket);
+      // slowClientTimeout, plus a watchdog round and some slack.
+      await until(() => closes.length === 1, 5000, "the server to give up on the closing connection");
+      assert.equal(closes[0]!.code, blocked.code);
+      assert.equal(server.sockets, 0);
+      assert.equal(logs.filter((line) => line.includes('msg="closing a slow client"')).length, 1, logs.join("\n"));
+      // The TCP connection is closed: what the kernel held arrives, then the end of the stream.
+      const buffer = new Uint8Array(1 << 16);
+      await within(
+        (async () => {
+          while (await client.conn.read(buffer).catch(() => null) !== null);
+        })(),
+        5000,
+        "the end of the stream",
+      );
+    } finally {
+      await within(server.shutdown(), 5000, "the server to shut down");
+    }
+  });
+}
 
 // ---------------------------------------------------------------------------
 // Raw client: limits and violations
