@@ -6,6 +6,7 @@
  */
 
 import { demoPage } from "./demo_page.ts";
+import { originMatcher } from "./_origin.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
 import { type ServerRequest, upgradeWebSocket } from "./server.ts";
 import { CloseCode, PreparedText } from "./websocket.ts";
@@ -107,7 +108,7 @@ export class Pusher {
   readonly #bySocket = new WeakMap<ClientSocket, Connection>();
   readonly #hub: EventSource;
   readonly #page: string;
-  readonly #origins: RegExp | null;
+  readonly #originAllowed: ((origin: string) => boolean) | null;
   readonly #tokenSecret: string | null;
   readonly #maxMessageRate: number;
   readonly #gather: () => Promise<RegistrySnapshot>;
@@ -121,7 +122,7 @@ export class Pusher {
     this.#hub = options.hub;
     this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
     this.logger = options.logger ?? createLogger("pusher", { fields: { worker: this.workerId } });
-    this.#origins = options.allowedOrigins ? originPattern(options.allowedOrigins) : null;
+    this.#originAllowed = options.allowedOrigins ? originMatcher(options.allowedOrigins) : null;
     this.#tokenSecret = options.tokenSecret ?? null;
     this.#maxMessageRate = options.maxMessageRate ?? 50;
     this.#gather = options.gather ?? (() => Promise.resolve(this.metrics.snapshot()));
@@ -175,7 +176,7 @@ export class Pusher {
   #upgrade(req: ServerRequest, url: URL): Response {
     if (!this.#accepting) return this.#reject("shutting_down", 503, "Shutting down");
     const origin = req.headers.get("origin");
-    if (this.#origins && origin !== null && !this.#origins.test(origin)) {
+    if (this.#originAllowed && origin !== null && !this.#originAllowed(origin)) {
       return this.#reject("origin", 403, `Origin not allowed: ${origin}`);
     }
     let user: string | null = null;
@@ -323,14 +324,6 @@ function closeReason(code: number): string {
     default:
       return "closed";
   }
-}
-
-/** One pattern for a list of allowed origins; `*` matches within a host name. */
-function originPattern(origins: readonly string[]): RegExp {
-  const alternatives = origins.map((origin) =>
-    origin === "*" ? ".*" : origin.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\/]/g, "\\$&")).join("[^/]*")
-  );
-  return new RegExp(`^(?:${alternatives.join("|")})$`, "i");
 }
 
 function text(status: number, body: string): Response {

@@ -269,6 +269,22 @@ Deno.test("pusher refuses browsers from origins not on its list with 403", async
   assert.match(metrics, /^pusher_rejected_total\{reason="origin"\} 1$/m);
 });
 
+Deno.test("pusher answers a long hostile Origin against many-wildcard patterns at once, and still matches the right ones", async () => {
+  await using setup = serve({ allowedOrigins: ["https://*.*.*.example.org", "https://*-*.example.com"] });
+  // A backtracking match of this against the first pattern took seconds, during which the worker served no one.
+  const hostile = `https://${"a.".repeat(2000)}`;
+  const started = performance.now();
+  assert.match(await handshake(setup.port, "/", { Origin: hostile }), /^HTTP\/1\.1 403 Forbidden Origin not allowed/);
+  const took = performance.now() - started;
+  assert.ok(took < 1000, `answered after ${Math.round(took)} ms`);
+  for (const origin of ["https://a.b.c.example.org", "https://A.B.C.EXAMPLE.ORG", "https://x-y.example.com"]) {
+    assert.match(await handshake(setup.port, "/", { Origin: origin }), /^HTTP\/1\.1 101 /, origin);
+  }
+  for (const origin of ["https://a.b.example.org", "https://a/b.c.d.example.org", "https://xy.example.com"]) {
+    assert.match(await handshake(setup.port, "/", { Origin: origin }), /^HTTP\/1\.1 403 /, origin);
+  }
+});
+
 Deno.test("pusher with a token secret requires a valid, unexpired token and keeps its subject", async () => {
   const secret = "pusher-secret";
   await using setup = serve({ tokenSecret: secret });
