@@ -4,7 +4,7 @@ import { serve as serveHttp, type ServeOptions } from "./server.ts";
 import { CloseCode } from "./websocket.ts";
 import { until, within } from "../channel/_testing.ts";
 import { Client } from "./_testing.ts";
-import { clientFrame, handshakeRequest, Op, RawSocket } from "./_ws_testing.ts";
+import { clientFrame, handshakeRequest, httpExchange, Op, RawSocket } from "./_ws_testing.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
@@ -300,6 +300,20 @@ Deno.test("pusher with a token secret requires a valid, unexpired token and keep
   const { connection } = await client.address();
   assert.ok(setup.logs.some((l) => l.includes(`msg=connected connection=${connection} user=alice`)));
   assert.ok(!setup.logs.some((l) => l.includes(token)), "the token is never logged");
+});
+
+Deno.test("pusher answers 400 to a Host header that is not host[:port]: it chooses neither the path nor the token", async () => {
+  const secret = "pusher-secret";
+  await using setup = serve({ tokenSecret: secret });
+  // The Host used to be pasted in front of the request target: these served /healthz, and accepted a token.
+  const path = await httpExchange(setup.port, "GET / HTTP/1.1\r\nHost: a/healthz#\r\n\r\n");
+  assert.deepEqual([path.status, path.body], [400, "Bad Host header\n"]);
+  const token = signJwt({ sub: "mallory", exp: Math.floor(Date.now() / 1000) + 60 }, secret);
+  const smuggled = await httpExchange(setup.port, handshakeRequest({ Host: `127.0.0.1/?token=${token}#` }));
+  assert.deepEqual([smuggled.status, smuggled.body], [400, "Bad Host header\n"]);
+  assert.equal(setup.pusher.connectionCount, 0);
+  // The same token in the request target is accepted.
+  assert.match(await handshake(setup.port, `/?token=${token}`), /^HTTP\/1\.1 101 /);
 });
 
 Deno.test("pusher closes a client that sends faster than its message rate with 1008", async () => {

@@ -707,9 +707,27 @@ function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response 
   const host = headers.get("host");
   // HTTP/1.0 had no Host header; an HTTP/1.1 request without one is a 400 (RFC 9112 3.2).
   if (host === null && match[3] === "1") return text(400, "Missing Host header");
-  const url = `http://${host ?? `${local.hostname}:${local.port}`}${match[2]}`;
+  // Pasted before the target, a Host with a path, query or fragment would choose the path or the query.
+  if (host !== null && !isHost(host)) return text(400, "Bad Host header");
+  const url = `http://${host ?? authorityOf(local)}${match[2]}`;
   if (!URL.canParse(url)) return text(400, "Bad request target");
   return { method: match[1]!, url, headers };
+}
+
+/**
+ * `host[:port]` (RFC 9110 7.2, RFC 3986 3.2.2): a name or IPv4 address, or
+ * an IP literal in brackets, and an optional port; nothing else. One
+ * character class or one `%XX` at a time: no backtracking.
+ */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::[0-9]*)?$/;
+
+function isHost(value: string): boolean {
+  // The URL parser has the last word on what the pattern lets through (a port over 65535, a bad IPv6 address).
+  return HOST.test(value) && URL.canParse(`http://${value}/`);
+}
+
+function authorityOf(addr: Deno.NetAddr): string {
+  return addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`;
 }
 
 /**

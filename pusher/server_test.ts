@@ -287,6 +287,17 @@ Deno.test("server answers an HTTP/1.0 request without Host, which that version d
   assert.equal(page.headers.get("content-type"), "text/html;charset=utf-8");
 });
 
+Deno.test("server accepts a Host that is a name, an IPv4 address or an IPv6 literal, with or without a port", async () => {
+  await using echo = startEcho();
+  for (
+    const host of ["example.com", "EXAMPLE.com:80", "127.0.0.1:4236", "[::1]", "[::1]:4236", "xn--bcher-kva.example:"]
+  ) {
+    await using socket = await RawSocket.connect(echo.port);
+    await socket.write(handshakeRequest({ Host: host }));
+    assert.equal((await socket.readHead()).status, 101, host);
+  }
+});
+
 Deno.test("server reads a header sent on several lines, in any case, as one list", async () => {
   await using echo = startEcho();
   await using socket = await RawSocket.connect(echo.port);
@@ -677,6 +688,13 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: "an HTTP/1.1 request without Host", request: handshakeRequest({ Host: null }), status: 400 },
   { name: "a header value with a NUL byte", request: handshakeRequest({ "X-Note": "a\0b" }), status: 400 },
   { name: "a Host that makes no URL", request: handshakeRequest({ Host: "exa mple" }), status: 400 },
+  ...["a/b", "a?b", "a#b", "user@a", "a:b", "a\\b", "[::1", "a:99999", "a%zz", "a, b"].map((host) => ({
+    name: `Host ${JSON.stringify(host)}, which is not host[:port]`,
+    request: handshakeRequest({ Host: host }),
+    status: 400,
+  })),
+  // Pasted before the target, it made http:///x, a URL with host "x" and path "/".
+  { name: "an empty Host", request: handshakeRequest({ Host: "" }, "GET /x HTTP/1.1"), status: 400 },
   {
     name: "a complete request head over maxHeadBytes",
     request: handshakeRequest({ "X-Padding": "p".repeat(1500) }),
