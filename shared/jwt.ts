@@ -45,10 +45,17 @@ export function verifyJwt(token: string, secret: string, now: number = Date.now(
   const parts = token.split(".");
   if (parts.length !== 3) throw new TokenError("Invalid token: expected three dot-separated parts");
   const [head, body, signature] = parts as [string, string, string];
+  // Buffer's decoder skips characters outside the alphabet and stops at "=":
+  // without this, a token with junk added would still verify.
+  if (!BASE64URL.test(head) || head === "") throw new TokenError("Invalid token: header is not base64url");
+  if (!BASE64URL.test(body) || body === "") throw new TokenError("Invalid token: payload is not base64url");
+  if (!BASE64URL.test(signature)) throw new TokenError("Invalid token: signature is not base64url");
   const header = decodePart(head, "header");
   if (header.alg !== "HS256") throw new TokenError(`Invalid token: algorithm must be HS256, not ${String(header.alg)}`);
-  const expected = sign(`${head}.${body}`, secret);
-  const given = Buffer.from(signature, "base64url");
+  // Compared as text: the last character of 32 bytes' encoding has unused
+  // bits, and only the canonical spelling of the signature is the signature.
+  const expected = Buffer.from(sign(`${head}.${body}`, secret).toString("base64url"));
+  const given = Buffer.from(signature);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
     throw new TokenError("Invalid token: bad signature");
   }
@@ -76,6 +83,9 @@ export function signJwt(claims: Record<string, unknown>, secret: string): string
   const body = Buffer.from(JSON.stringify(claims)).toString("base64url");
   return `${head}.${body}.${sign(`${head}.${body}`, secret).toString("base64url")}`;
 }
+
+/** The base64url alphabet, without padding (RFC 7515 2). */
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
 
 function sign(input: string, secret: string): Buffer {
   return createHmac("sha256", secret).update(input).digest();

@@ -42,5 +42,52 @@ Deno.test("jwt refuses the none algorithm and malformed tokens", () => {
     message: "Invalid token: algorithm must be HS256, not none",
   });
   assert.throws(() => verifyJwt("abc", SECRET, NOW), /three dot-separated parts/);
-  assert.throws(() => verifyJwt("!!.!!.!!", SECRET, NOW), /not base64url JSON|not a JSON object/);
+  assert.throws(() => verifyJwt("!!.!!.!!", SECRET, NOW), { message: "Invalid token: header is not base64url" });
+  assert.throws(() => verifyJwt("e30.e30.", SECRET, NOW), /algorithm must be HS256/);
+  assert.throws(() => verifyJwt("bm90IGpzb24.e30.", SECRET, NOW), {
+    message: "Invalid token: header is not base64url JSON",
+  });
+});
+
+Deno.test("jwt refuses a valid token with characters added to or changed in a part: each part is strict base64url", () => {
+  const token = signJwt({ sub: "a", exp: NOW + 9 }, SECRET);
+  const [head, body, signature] = token.split(".") as [string, string, string];
+  // Buffer's base64url decoder skips what it does not know and stops at "=": all of these decoded to the right bytes.
+  for (const suffix of ["=", "==", "!!", " ", "+", "/", "%3D"]) {
+    assert.throws(() => verifyJwt(`${token}${suffix}`, SECRET, NOW), {
+      message: "Invalid token: signature is not base64url",
+    });
+  }
+  assert.throws(() => verifyJwt(`${head}=.${body}.${signature}`, SECRET, NOW), {
+    message: "Invalid token: header is not base64url",
+  });
+  assert.throws(() => verifyJwt(`${head}.${body}!.${signature}`, SECRET, NOW), {
+    message: "Invalid token: payload is not base64url",
+  });
+  // Standard base64's + and / for base64url's - and _.
+  const standard = signature.replaceAll("-", "+").replaceAll("_", "/");
+  if (standard !== signature) {
+    assert.throws(() => verifyJwt(`${head}.${body}.${standard}`, SECRET, NOW), {
+      message: "Invalid token: signature is not base64url",
+    });
+  }
+  assert.throws(() => verifyJwt(`.${body}.${signature}`, SECRET, NOW), {
+    message: "Invalid token: header is not base64url",
+  });
+  assert.throws(() => verifyJwt(`${head}..${signature}`, SECRET, NOW), {
+    message: "Invalid token: payload is not base64url",
+  });
+  assert.equal(verifyJwt(token, SECRET, NOW).sub, "a");
+});
+
+Deno.test("jwt refuses a signature in a non-canonical encoding of the right bytes", () => {
+  const token = signJwt({ sub: "a", exp: NOW + 9 }, SECRET);
+  // 32 bytes are 43 characters whose last one carries 2 unused bits: 3 other characters decode to the same bytes.
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  const last = alphabet.indexOf(token.at(-1)!);
+  for (let unused = 1; unused < 4; unused++) {
+    const twin = `${token.slice(0, -1)}${alphabet[(last & ~3) | ((last + unused) & 3)]}`;
+    assert.deepEqual(Buffer.from(twin.split(".")[2]!, "base64url"), Buffer.from(token.split(".")[2]!, "base64url"));
+    assert.throws(() => verifyJwt(twin, SECRET, NOW), { message: "Invalid token: bad signature" });
+  }
 });
