@@ -343,6 +343,17 @@ Deno.test("pusher counts pings and pongs toward the message rate: a ping flood i
   assert.ok(before.every((frame) => frame.opcode === Op.pong));
 });
 
+Deno.test("pusher serves /healthz and takes a token from an absolute-form request target, as a server must (RFC 9112 3.2.2)", async () => {
+  const secret = "pusher-secret";
+  await using setup = serve({ tokenSecret: secret });
+  const health = await httpExchange(setup.port, "GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  assert.deepEqual([health.status, health.body], [200, "ok\n"]);
+  const token = signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 60 }, secret);
+  await using socket = await RawSocket.connect(setup.port);
+  await socket.write(handshakeRequest({}, `GET http://127.0.0.1/?token=${token} HTTP/1.1`));
+  assert.equal((await socket.readHead()).status, 101);
+});
+
 Deno.test("pusher answers /healthz from its hub link and /metrics in Prometheus format", async () => {
   await using setup = serve();
   await using client = new Client(setup.port);

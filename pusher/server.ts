@@ -106,7 +106,10 @@ export interface Server extends AsyncDisposable {
 export interface ServerRequest {
   /** `GET`, `HEAD`, ... */
   readonly method: string;
-  /** The absolute URL, from the `Host` header (or the listening address) and the request target. */
+  /**
+   * The absolute URL: path and query from the request target; host from an
+   * absolute-form target, else from the `Host` header (else the listening address).
+   */
   readonly url: string;
   /** Header values by case-insensitive name; repeated fields are joined with ", ", as `Headers.get` does. */
   readonly headers: { get(name: string): string | null };
@@ -691,8 +694,18 @@ class HeaderFields {
 /** Parses a request head, or answers why it cannot. */
 function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response {
   const lines = head.split("\r\n");
-  const match = /^([A-Z]+) (\/\S*) HTTP\/1\.([01])$/.exec(lines[0]!);
+  const match = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/.exec(lines[0]!);
   if (!match) return text(400, "Bad request line");
+  // Origin form (/path?query), or absolute form (http://host/path?query),
+  // which a server must accept (RFC 9112 3.2.2).
+  let target = match[2]!;
+  let authority: string | null = null;
+  if (!target.startsWith("/")) {
+    const absolute = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
+    if (!absolute || !isHost(absolute[1]!)) return text(400, "Bad request target");
+    authority = absolute[1]!;
+    target = absolute[2]!.startsWith("/") ? absolute[2]! : `/${absolute[2]}`;
+  }
   const headers = new HeaderFields();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(":");
@@ -709,7 +722,8 @@ function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response 
   if (host === null && match[3] === "1") return text(400, "Missing Host header");
   // Pasted before the target, a Host with a path, query or fragment would choose the path or the query.
   if (host !== null && !isHost(host)) return text(400, "Bad Host header");
-  const url = `http://${host ?? authorityOf(local)}${match[2]}`;
+  // The absolute form's host wins over the Host header's (RFC 9112 3.2.2).
+  const url = `http://${authority ?? host ?? authorityOf(local)}${target}`;
   if (!URL.canParse(url)) return text(400, "Bad request target");
   return { method: match[1]!, url, headers };
 }

@@ -298,6 +298,28 @@ Deno.test("server accepts a Host that is a name, an IPv4 address or an IPv6 lite
   }
 });
 
+Deno.test("server accepts an absolute-form request target and takes the path, query and host from it", async () => {
+  await using echo = startEcho();
+  // RFC 9112 3.2.2: a server MUST accept the absolute form, and use its host instead of the Host header's.
+  for (
+    const target of [
+      `http://127.0.0.1:${echo.port}/`,
+      "HTTP://example.com",
+      "http://example.com?x=1",
+      "https://[::1]:1/",
+    ]
+  ) {
+    const page = await httpExchange(echo.port, `GET ${target} HTTP/1.1\r\nHost: other.example\r\n\r\n`);
+    assert.equal(page.status, 200, target);
+    assert.equal(page.headers.get("content-type"), "text/html;charset=utf-8");
+  }
+  const missing = await httpExchange(echo.port, "GET http://127.0.0.1/nope?x=/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  assert.equal(missing.status, 404);
+  await using socket = await RawSocket.connect(echo.port);
+  await socket.write(handshakeRequest({}, "GET http://127.0.0.1/ HTTP/1.1"));
+  assert.equal((await socket.readHead()).status, 101);
+});
+
 Deno.test("server reads a header sent on several lines, in any case, as one list", async () => {
   await using echo = startEcho();
   await using socket = await RawSocket.connect(echo.port);
@@ -674,6 +696,13 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: "a request line that is not HTTP", request: "GARBAGE\r\n\r\n", status: 400 },
   { name: "an HTTP/2.0 request line", request: handshakeRequest({}, "GET / HTTP/2.0"), status: 400 },
   { name: "a request target without a slash", request: handshakeRequest({}, "GET chat HTTP/1.1"), status: 400 },
+  ...["http://user@a/", "http:///x", "http://a/b c", "ftp://a/", "http:/a/", "http://a#b/", "http://a/#b"].map((
+    target,
+  ) => ({
+    name: `the request target ${JSON.stringify(target)}`,
+    request: handshakeRequest({}, `GET ${target} HTTP/1.1`),
+    status: 400,
+  })),
   { name: "a header line without a colon", request: "GET / HTTP/1.1\r\nHost: x\r\nNo-Colon-Here\r\n\r\n", status: 400 },
   {
     name: "whitespace between a header name and its colon",
