@@ -327,8 +327,8 @@ class ServerImpl implements SocketOwner {
     const head = await readHead(tcp, this.#settings).finally(() => this.#handshaking.delete(tcp));
     if (!head) return close(tcp);
     if ("error" in head) return this.#reject(tcp, head.error, "bad_request");
-    const { req, rest } = head;
-    const handshake = checkHandshake(req);
+    const { req, rest, http10 } = head;
+    const handshake = checkHandshake(req, http10);
     if (handshake instanceof Response) return this.#reject(tcp, handshake, "bad_request");
     if (handshake && this.sockets.size >= this.#settings.maxConnections) {
       return this.#reject(
@@ -625,7 +625,7 @@ const PING = encodePing();
 async function readHead(
   tcp: Deno.TcpConn,
   settings: Settings,
-): Promise<{ req: ServerRequest; rest: Uint8Array | null } | { error: Response } | null> {
+): Promise<{ req: ServerRequest; http10: boolean; rest: Uint8Array | null } | { error: Response } | null> {
   // Starts small and grows only for a large head.
   let buffer = new Uint8Array(HEAD_READ_BYTES);
   let filled = 0;
@@ -656,9 +656,9 @@ async function readHead(
       if (end >= 0) {
         // One read may bring more than the limit at once: the limit is on the head, not on the reads.
         if (end + 4 > settings.maxHeadBytes) return { error: text(431, "Request head too large") };
-        const req = parseHead(latin1.decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
-        if (req instanceof Response) return { error: req };
-        return { req, rest: filled > end + 4 ? buffer.slice(end + 4, filled) : null };
+        const parsed = parseHead(latin1.decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
+        if (parsed instanceof Response) return { error: parsed };
+        return { ...parsed, rest: filled > end + 4 ? buffer.slice(end + 4, filled) : null };
       }
       if (filled >= settings.maxHeadBytes) return { error: text(431, "Request head too large") };
     }
@@ -692,7 +692,7 @@ class HeaderFields {
 }
 
 /** Parses a request head, or answers why it cannot. */
-function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response {
+function parseHead(head: string, local: Deno.NetAddr): { req: ServerRequest; http10: boolean } | Response {
   const lines = head.split("\r\n");
   const match = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/.exec(lines[0]!);
   if (!match) return text(400, "Bad request line");
@@ -725,7 +725,7 @@ function parseHead(head: string, local: Deno.NetAddr): ServerRequest | Response 
   // The absolute form's host wins over the Host header's (RFC 9112 3.2.2).
   const url = `http://${authority ?? host ?? authorityOf(local)}${target}`;
   if (!URL.canParse(url)) return text(400, "Bad request target");
-  return { method: match[1]!, url, headers };
+  return { req: { method: match[1]!, url, headers }, http10: match[3] === "0" };
 }
 
 /**
@@ -748,11 +748,13 @@ function authorityOf(addr: Deno.NetAddr): string {
  * Checks a WebSocket handshake. Returns its `Sec-WebSocket-Accept`, null when
  * the request is not an upgrade, or an error response.
  */
-function checkHandshake(req: ServerRequest): string | null | Response {
+function checkHandshake(req: ServerRequest, http10: boolean): string | null | Response {
   const upgrade = req.headers.get("upgrade");
   if (upgrade === null) return null;
   if (!/(^|,)\s*websocket\s*(,|$)/i.test(upgrade)) return text(400, "Bad upgrade: only websocket is supported");
   if (req.method !== "GET") return text(405, "WebSocket handshakes must use GET", { Allow: "GET" });
+  // RFC 6455 4.1: HTTP/1.1 or higher; HTTP/1.0 has no Upgrade.
+  if (http10) return text(400, "Bad handshake: WebSocket needs HTTP/1.1");
   if (!/(^|,)\s*upgrade\s*(,|$)/i.test(req.headers.get("connection") ?? "")) {
     return text(400, "Bad handshake: Connection must include Upgrade");
   }

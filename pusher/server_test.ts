@@ -658,6 +658,7 @@ interface BadRequest {
   request: string;
   status: number;
   headers?: Record<string, string>;
+  body?: string;
 }
 
 const BAD_REQUESTS: BadRequest[] = [
@@ -695,6 +696,13 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: "no Connection header", request: handshakeRequest({ Connection: null }), status: 400 },
   { name: "a request line that is not HTTP", request: "GARBAGE\r\n\r\n", status: 400 },
   { name: "an HTTP/2.0 request line", request: handshakeRequest({}, "GET / HTTP/2.0"), status: 400 },
+  {
+    // RFC 6455 4.1: the handshake MUST be HTTP/1.1 or higher.
+    name: "a WebSocket handshake over HTTP/1.0",
+    request: handshakeRequest({}, "GET / HTTP/1.0"),
+    status: 400,
+    body: "Bad handshake: WebSocket needs HTTP/1.1\n",
+  },
   { name: "a request target without a slash", request: handshakeRequest({}, "GET chat HTTP/1.1"), status: 400 },
   ...["http://user@a/", "http:///x", "http://a/b c", "ftp://a/", "http:/a/", "http://a#b/", "http://a/#b"].map((
     target,
@@ -743,6 +751,7 @@ for (const bad of BAD_REQUESTS) {
     const response = await httpExchange(echo.port, bad.request);
     assert.equal(response.status, bad.status, response.head);
     for (const [name, value] of Object.entries(bad.headers ?? {})) assert.equal(response.headers.get(name), value);
+    if (bad.body !== undefined) assert.equal(response.body, bad.body);
     assert.equal(response.headers.get("connection"), "close");
     assert.equal(echo.opens.length, 0, "the handler accepted a socket");
     assert.equal(
