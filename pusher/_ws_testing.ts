@@ -14,7 +14,7 @@ import NpmWebSocket from "ws";
 import { within } from "../channel/_testing.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
-import { serve, type ServeOptions, type Server, upgradeWebSocket } from "./server.ts";
+import { isWebSocketUpgrade, serve, type ServeOptions, type Server, upgradeWebSocket } from "./server.ts";
 import { acceptKey } from "./websocket.ts";
 
 const utf8 = new TextEncoder();
@@ -140,7 +140,7 @@ export function startEcho(options: ServeOptions = {}): EchoServer {
     logger: createLogger("pusher", { level: "debug", sink: (line) => logs.push(line) }),
     ...options,
   }, (req) => {
-    if (req.headers.get("upgrade") === null) {
+    if (!isWebSocketUpgrade(req)) {
       if (new URL(req.url).pathname !== "/") return new Response("Not found\n", { status: 404 });
       return new Response(PAGE, { headers: { "content-type": "text/html;charset=utf-8" } });
     }

@@ -8,7 +8,7 @@
 import { demoPage } from "./demo_page.ts";
 import { originMatcher } from "./_origin.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
-import { type ServerRequest, upgradeWebSocket } from "./server.ts";
+import { isWebSocketUpgrade, type ServerRequest, upgradeWebSocket } from "./server.ts";
 import { CloseCode, PreparedText } from "./websocket.ts";
 import { TokenError, verifyJwt } from "../shared/jwt.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -140,7 +140,7 @@ export class Pusher {
   /** Serves WebSocket upgrades, the demo page on `GET /`, `/healthz` and `/metrics`. */
   readonly handler = async (req: ServerRequest): Promise<Response> => {
     const url = new URL(req.url);
-    if (req.headers.get("upgrade") !== null) return this.#upgrade(req, url);
+    if (isWebSocketUpgrade(req)) return this.#upgrade(req, url);
     if (req.method !== "GET" && req.method !== "HEAD") return text(405, "Method not allowed: use GET");
     switch (url.pathname) {
       case "/":

@@ -354,6 +354,16 @@ Deno.test("pusher serves /healthz and takes a token from an absolute-form reques
   assert.equal((await socket.readHead()).status, 101);
 });
 
+Deno.test("pusher answers /healthz to a request that offers an h2c upgrade (curl --http2)", async () => {
+  await using setup = serve();
+  const health = await httpExchange(
+    setup.port,
+    "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" +
+      "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+  );
+  assert.deepEqual([health.status, health.body], [200, "ok\n"]);
+});
+
 Deno.test("pusher answers /healthz from its hub link and /metrics in Prometheus format", async () => {
   await using setup = serve();
   await using client = new Client(setup.port);

@@ -141,6 +141,16 @@ export function upgradeWebSocket(req: ServerRequest, handlers: SocketHandlers): 
 }
 
 /**
+ * Whether `req` is a WebSocket handshake, checked by {@linkcode serve}, that
+ * the handler may accept with {@linkcode upgradeWebSocket}. Ask this rather
+ * than look for an `Upgrade` header: one naming another protocol (`h2c`) is
+ * ignored, and the request is a plain one.
+ */
+export function isWebSocketUpgrade(req: ServerRequest): boolean {
+  return upgrades.has(req);
+}
+
+/**
  * Starts the server.
  *
  * @example
@@ -746,12 +756,12 @@ function authorityOf(addr: Deno.NetAddr): string {
 
 /**
  * Checks a WebSocket handshake. Returns its `Sec-WebSocket-Accept`, null when
- * the request is not an upgrade, or an error response.
+ * the request is not a WebSocket upgrade, or an error response.
  */
 function checkHandshake(req: ServerRequest, http10: boolean): string | null | Response {
-  const upgrade = req.headers.get("upgrade");
-  if (upgrade === null) return null;
-  if (!/(^|,)\s*websocket\s*(,|$)/i.test(upgrade)) return text(400, "Bad upgrade: only websocket is supported");
+  // An upgrade to anything else (h2c, from curl --http2) is ignored: the
+  // request is answered as it is (RFC 9110 7.8).
+  if (!/(^|,)\s*websocket\s*(,|$)/i.test(req.headers.get("upgrade") ?? "")) return null;
   if (req.method !== "GET") return text(405, "WebSocket handshakes must use GET", { Allow: "GET" });
   // RFC 6455 4.1: HTTP/1.1 or higher; HTTP/1.0 has no Upgrade.
   if (http10) return text(400, "Bad handshake: WebSocket needs HTTP/1.1");
