@@ -423,7 +423,7 @@ class Socket implements ClientSocket {
       onError: () => this.#terminate(),
     });
     this.#parser = new FrameParser({ maxMessageBytes: settings.maxMessageBytes });
-    const protocol = req.headers.get("sec-websocket-protocol")?.split(",")[0]?.trim();
+    const protocol = requestedProtocols(req.headers.get("sec-websocket-protocol"))[0];
     this.#writer.enqueue(new TextEncoder().encode(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
         `Sec-WebSocket-Accept: ${accept}\r\n` + (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : "") + "\r\n",
@@ -774,6 +774,12 @@ function checkHandshake(req: ServerRequest, http10: boolean): string | null | Re
   const key = req.headers.get("sec-websocket-key");
   if (key === null || !isValidKey(key)) return text(400, "Bad handshake: missing or invalid Sec-WebSocket-Key");
   return acceptKey(key);
+}
+
+/** The subprotocols a handshake asks for, in order; empty list elements do not count (RFC 9110 5.6.1). */
+function requestedProtocols(header: string | null): string[] {
+  if (header === null) return [];
+  return header.split(",").map((element) => element.trim()).filter((element) => element !== "");
 }
 
 function text(status: number, body: string, headers: Record<string, string> = {}): Response {

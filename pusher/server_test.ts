@@ -335,6 +335,22 @@ Deno.test("server ignores an Upgrade to another protocol (h2c) and answers the r
   assert.equal(echo.opens.length, 0);
 });
 
+Deno.test("server skips empty elements of the Sec-WebSocket-Protocol list and echoes the first protocol", async () => {
+  await using echo = startEcho();
+  // RFC 9110 5.6.1: a recipient accepts empty list elements and does not count them.
+  const cases: [string, string | null][] = [[", chat", "chat"], [" ,, chat ,superchat", "chat"], [",", null], [
+    "",
+    null,
+  ]];
+  for (const [requested, echoed] of cases) {
+    await using socket = await RawSocket.connect(echo.port);
+    await socket.write(handshakeRequest({ "Sec-WebSocket-Protocol": requested }));
+    const head = await socket.readHead();
+    assert.equal(head.status, 101, requested);
+    assert.equal(head.headers.get("sec-websocket-protocol"), echoed, requested);
+  }
+});
+
 Deno.test("server reads a header sent on several lines, in any case, as one list", async () => {
   await using echo = startEcho();
   await using socket = await RawSocket.connect(echo.port);
