@@ -721,7 +721,7 @@ function parseHead(head: string, local: Deno.NetAddr): { req: ServerRequest; htt
     const colon = line.indexOf(":");
     // Not trimmed: whitespace before the colon, or a folded line, is a 400 (RFC 9112 5.1, 5.2).
     const name = line.slice(0, colon);
-    if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return text(400, "Bad header line");
+    if (colon <= 0 || !TOKEN.test(name)) return text(400, "Bad header line");
     const value = line.slice(colon + 1).trim();
     // What the Fetch standard forbids in a header value (the lines are already split on CRLF).
     if (/[\0\r\n]/.test(value)) return text(400, "Bad header value");
@@ -773,8 +773,17 @@ function checkHandshake(req: ServerRequest, http10: boolean): string | null | Re
   }
   const key = req.headers.get("sec-websocket-key");
   if (key === null || !isValidKey(key)) return text(400, "Bad handshake: missing or invalid Sec-WebSocket-Key");
+  // Refused rather than ignored: the client broke a MUST (RFC 6455 4.1), no
+  // browser can send this (its WebSocket constructor throws), and a client
+  // that asked for a protocol should hear why it did not get one.
+  if (!requestedProtocols(req.headers.get("sec-websocket-protocol")).every((p) => TOKEN.test(p))) {
+    return text(400, "Bad handshake: Sec-WebSocket-Protocol must be a list of tokens");
+  }
   return acceptKey(key);
 }
+
+/** An HTTP token (RFC 9110 5.6.2): what a header name and a subprotocol are made of. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** The subprotocols a handshake asks for, in order; empty list elements do not count (RFC 9110 5.6.1). */
 function requestedProtocols(header: string | null): string[] {

@@ -753,6 +753,13 @@ const BAD_REQUESTS: BadRequest[] = [
     status: 400,
   },
   { name: "an HTTP/1.1 request without Host", request: handshakeRequest({ Host: null }), status: 400 },
+  // RFC 6455 4.1: each requested subprotocol is a token; anything else was echoed back, re-encoded.
+  ...["bad token/é", "chat, a/b", '"chat"', "chat, sûr", "a;b"].map((protocols) => ({
+    name: `Sec-WebSocket-Protocol ${JSON.stringify(protocols)}`,
+    request: handshakeRequest({ "Sec-WebSocket-Protocol": protocols }),
+    status: 400,
+    body: "Bad handshake: Sec-WebSocket-Protocol must be a list of tokens\n",
+  })),
   { name: "a header value with a NUL byte", request: handshakeRequest({ "X-Note": "a\0b" }), status: 400 },
   { name: "a Host that makes no URL", request: handshakeRequest({ Host: "exa mple" }), status: 400 },
   ...["a/b", "a?b", "a#b", "user@a", "a:b", "a\\b", "[::1", "a:99999", "a%zz", "a, b"].map((host) => ({
