@@ -22,8 +22,9 @@
 import { type Address, WsClient } from "./_ws_client.ts";
 import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
-import { encodeContent, readSendTime } from "./_content.ts";
+import { encodeContent, readSendTime, readSeq } from "./_content.ts";
 import { generatorMain } from "./_generator.ts";
+import { DeliveryTally } from "./_tally.ts";
 
 /** What one run does. */
 export interface LoadSpec {
@@ -80,11 +81,13 @@ export interface LoadResult {
   expectedDeliveries: number;
   /** Benchmark messages received. */
   deliveries: number;
-  /** Expected deliveries that never arrived, summed per client. */
+  /** Messages answered 200 that a client they were for never got, counted per client and message. */
   lost: number;
-  /** Deliveries beyond what was expected, summed per client. */
+  /** Second and later copies of a message one client got. */
   duplicates: number;
-  /** Messages that were not benchmark contents. */
+  /** Targeted messages that reached a client they were not sent to. */
+  misdirected: number;
+  /** Messages that were not intact benchmark contents (greetings, a wrong length). */
   foreign: number;
   /** Clients the server closed or dropped, by reason. */
   unexpectedCloses: Record<string, number>;
@@ -113,10 +116,7 @@ class LoadRun implements PublishSource {
   readonly #spec: LoadSpec;
   #clients: WsClient[] = [];
   #addresses: Address[] = [];
-  /** Deliveries each client should get from targeted sends answered 200. */
-  #expected = new Int32Array(0);
-  /** Benchmark messages each client got. */
-  #received = new Int32Array(0);
+  #tally: DeliveryTally | null = null;
   #okBroadcasts = 0;
   #latencies: Float64Array;
   #deliveries = 0;
@@ -163,8 +163,11 @@ class LoadRun implements PublishSource {
       }
     }
     this.#addresses = this.#clients.map((client) => client.address);
-    this.#expected = new Int32Array(this.#clients.length);
-    this.#received = new Int32Array(this.#clients.length);
+    this.#tally = new DeliveryTally({
+      clients: this.#clients.length,
+      messages: this.#spec.messages,
+      targeted: this.#spec.mode === "targeted",
+    });
     return this.#clients.length;
   }
 
@@ -198,6 +201,9 @@ class LoadRun implements PublishSource {
         const tick = () => {
           const elapsed = performance.now() - start;
           this.#due = Math.min(spec.messages, Math.floor((elapsed * rate) / 1000) + 1);
+          // Idle connections first: a request pipelined behind another would
+          // wait for its answer, a whole hub round trip on the system.
+          for (const connection of connections) connection.pump(1);
           for (const connection of connections) connection.pump();
           if (this.#due < spec.messages) timer = setTimeout(tick, Math.max(0, (this.#due * 1000) / rate - elapsed));
         };
@@ -243,8 +249,8 @@ class LoadRun implements PublishSource {
     this.#lastActivity = now;
     if (answer.status === 200) {
       this.#ok++;
+      this.#tally!.answered(seq);
       if (this.#spec.mode === "broadcast") this.#okBroadcasts++;
-      else this.#expected[seq % this.#expected.length]!++;
       return;
     }
     const key = `${answer.status} ${answer.body}`.slice(0, 160);
@@ -252,12 +258,13 @@ class LoadRun implements PublishSource {
   }
 
   #delivered(client: WsClient, payload: Uint8Array, at: number): void {
-    const sendUs = readSendTime(payload);
-    if (Number.isNaN(sendUs)) {
+    const seq = readSeq(payload);
+    if (!(seq < this.#spec.messages) || payload.length !== this.#spec.contentBytes) {
       this.#foreign++;
       return;
     }
-    this.#received[client.index]!++;
+    this.#tally!.delivered(client.index, seq);
+    const sendUs = readSendTime(payload);
     if (this.#deliveries === this.#latencies.length) {
       const bigger = new Float64Array(Math.max(1024, this.#latencies.length * 2));
       bigger.set(this.#latencies);
@@ -274,14 +281,9 @@ class LoadRun implements PublishSource {
   }
 
   #result(stalled: boolean): LoadResult {
-    let lost = 0;
-    let duplicates = 0;
+    const tally = this.#tally;
     const unexpectedCloses: Record<string, number> = {};
     for (const client of this.#clients) {
-      const expected = this.#spec.mode === "broadcast" ? this.#okBroadcasts : this.#expected[client.index]!;
-      const received = this.#received[client.index]!;
-      if (received < expected) lost += expected - received;
-      else duplicates += received - expected;
       const reason = client.unexpectedClose;
       if (reason !== null) unexpectedCloses[reason] = (unexpectedCloses[reason] ?? 0) + 1;
     }
@@ -300,8 +302,9 @@ class LoadRun implements PublishSource {
       failures: Object.fromEntries(this.#failures),
       expectedDeliveries: this.#expectedTotal(),
       deliveries: this.#deliveries,
-      lost,
-      duplicates,
+      lost: tally?.lost() ?? 0,
+      duplicates: tally?.duplicates ?? 0,
+      misdirected: tally?.misdirected ?? 0,
       foreign: this.#foreign,
       unexpectedCloses,
       deliveriesPerSec: perSecond(this.#deliveries, this.#lastReceipt - this.#firstWrite),

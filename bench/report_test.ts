@@ -22,6 +22,7 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
     deliveries: 200_000,
     lost: 0,
     duplicates: 0,
+    misdirected: 0,
     foreign: 0,
     unexpectedCloses: {},
     deliveriesPerSec: 100_000,

@@ -45,6 +45,9 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
         assert.ok(run, `${where} is present`);
         assert.equal(run.clients, scenario.clients, `${where}: every client connected`);
         assert.equal(run.lost, 0, `${where}: messages lost`);
+        assert.equal(run.duplicates, 0, `${where}: messages duplicated`);
+        assert.equal(run.misdirected, 0, `${where}: targeted messages misdirected`);
+        if (scenario.mode !== "idle") assert.equal(run.foreign, 0, `${where}: messages that were not intact contents`);
         assert.equal(run.failedPublishes, 0, `${where}: failed publishes ${JSON.stringify(run.failures)}`);
         if (scenario.mode === "idle") {
           assert.equal(typeof run.rssKiBPerConnection, "number", `${where}: RSS per connection`);
