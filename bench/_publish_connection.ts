@@ -67,11 +67,14 @@ export class PublishConnection implements AsyncDisposable {
     return connection;
   }
 
-  /** Writes as many due requests as the pipeline has room for, in one write. */
-  pump(): void {
+  /**
+   * Writes as many due requests as the pipeline has room for, in one write;
+   * with `upTo`, only until that many are in flight.
+   */
+  pump(upTo: number = this.#pipeline): void {
     if (this.#writing || this.#ended) return;
     let text = "";
-    while (this.#inflight.length < this.#pipeline) {
+    while (this.#inflight.length < Math.min(upTo, this.#pipeline)) {
       const seq = this.#source.take();
       if (seq === null) break;
       this.#inflight.push(seq);
