@@ -22,9 +22,18 @@ export const DEFAULT_PORTS: Readonly<Ports> = { hub: 2206, pusher: 4236, publish
 
 /**
  * The baseline's command line (after `deno`): one process, loopback network
- * only. Not a `deno.json` task: it exists for the benchmark alone.
+ * only. Not a `deno.json` task: it exists for the benchmark alone. It also
+ * gets the V8 flags the services' tasks give them (see
+ * {@linkcode baselineArgs}), so that the runtime's tuning is not one of the
+ * differences measured.
  */
 export const BASELINE_ARGS: readonly string[] = ["run", "--allow-net=127.0.0.1", "bench/baseline.ts"];
+
+/** {@linkcode BASELINE_ARGS} with the pusher task's `--v8-flags`, if it has any. */
+export async function baselineArgs(): Promise<string[]> {
+  const v8Flags = (await taskCommand("pusher")).filter((word) => word.startsWith("--v8-flags="));
+  return [BASELINE_ARGS[0]!, ...v8Flags, ...BASELINE_ARGS.slice(1)];
+}
 
 /** One running service process. */
 export interface ServiceProcess {
@@ -215,7 +224,7 @@ export async function startServices(ports: Ports, options: StartServicesOptions 
     const system = await launchSystem(group, ports);
     const baseline = await group.start("baseline", [
       Deno.execPath(),
-      ...BASELINE_ARGS,
+      ...await baselineArgs(),
       "--port",
       String(ports.baseline),
     ]);
