@@ -63,11 +63,15 @@ export async function cpuTicksEach(pids: readonly number[]): Promise<number[]> {
   return each;
 }
 
-/** Resident memory (`VmRSS`) of the processes together, in KiB. */
-export async function rssKiB(pids: readonly number[]): Promise<number> {
+/**
+ * Resident memory of the processes together, in KiB: all of it (`VmRSS`), or
+ * only the anonymous part (`RssAnon`), which leaves out pages of files such
+ * as the `deno` binary's code.
+ */
+export async function rssKiB(pids: readonly number[], field: "VmRSS" | "RssAnon" = "VmRSS"): Promise<number> {
   const text = await cat(pids.map((pid) => `/proc/${pid}/status`));
   let total = 0;
-  for (const match of text.matchAll(/^VmRSS:\s+(\d+) kB$/gm)) total += Number(match[1]);
+  for (const match of text.matchAll(new RegExp(`^${field}:\\s+(\\d+) kB$`, "gm"))) total += Number(match[1]);
   return total;
 }
 
