@@ -419,8 +419,8 @@ const READ_PAUSE_BYTES = 64 * 1024;
 /**
  * Past this many publishes waiting for their acks, the hub reads nothing more
  * from the publisher until half of them are acked. Each costs memory while a
- * subscriber is slow to take its event; a `ChannelClient` never has more in
- * flight (its `maxWaitingPublishes`).
+ * subscriber is slow to take its event; a `ChannelClient` with its default
+ * `maxWaitingPublishes` never has more in flight.
  */
 const MAX_UNACKED = 10_000;
 
