@@ -49,6 +49,8 @@ export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
  */
 const JOIN_EVERY = 256;
 
+const NOTHING = new Uint8Array(0);
+
 interface Waiter {
   /** Resolve once this many bytes (counted since the writer began) are written. */
   target: number;
@@ -74,12 +76,14 @@ export class FrameWriter {
   readonly #sink: ByteSink;
   readonly #maxPendingBytes: number;
   readonly #onError: ((error: Error) => void) | undefined;
-  readonly #schedule: (callback: () => void) => void;
+  readonly #immediate: boolean;
   #queue: Uint8Array[] = [];
   /** Frames at the end of the queue not yet joined into one buffer. */
   #unjoined = 0;
   #queuedBytes = 0;
-  #inFlightBytes = 0;
+  /** The bytes of the write in flight, and how many of them are written. */
+  #inFlight: Uint8Array = NOTHING;
+  #written = 0;
   #enqueuedTotal = 0;
   #writtenTotal = 0;
   #waiters: Waiter[] = [];
@@ -97,12 +101,12 @@ export class FrameWriter {
     this.#sink = sink;
     this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.#onError = options.onError;
-    this.#schedule = options.defer === "immediate" ? setImmediate : queueMicrotask;
+    this.#immediate = options.defer === "immediate";
   }
 
   /** Bytes queued or in flight. */
   get pendingBytes(): number {
-    return this.#queuedBytes + this.#inFlightBytes;
+    return this.#queuedBytes + this.#inFlight.length;
   }
 
   /**
@@ -213,42 +217,88 @@ export class FrameWriter {
     this.#enqueuedTotal += frame.length;
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
-      this.#schedule(() => this.#flush());
+      if (this.#immediate) setImmediate(() => this.#flush());
+      else FrameWriter.#startSoon(this);
     }
   }
 
-  async #flush(): Promise<void> {
+  /**
+   * Writes everything queued, then whatever was queued meanwhile, until
+   * nothing is left. A chain of callbacks (#write, #wrote), not an async
+   * loop: each call of an async function allocates its suspended frame,
+   * and at one write per delivery that was about 1.2 KB of the pusher's
+   * 1.7 KB of garbage per broadcast delivery, and most of its time in V8's
+   * young-generation collections.
+   */
+  #flush(): void {
     this.#scheduled = false;
+    if (this.#queue.length === 0 || this.#failed) return this.#stopped();
     this.#writing = true;
+    this.#inFlight = concat(this.#queue, this.#queuedBytes);
+    this.#written = 0;
+    this.#queue = [];
+    this.#unjoined = 0;
+    this.#queuedBytes = 0;
+    this.#write();
+  }
+
+  /** Writes the rest of the bytes in flight. */
+  #write(): void {
+    const rest = this.#written === 0 ? this.#inFlight : this.#inFlight.subarray(this.#written);
+    this.#writeStarted = Date.now();
+    let writing: Promise<number>;
     try {
-      while (this.#queue.length > 0 && !this.#failed) {
-        const bytes = concat(this.#queue, this.#queuedBytes);
-        this.#inFlightBytes = bytes.length;
-        this.#queue = [];
-        this.#unjoined = 0;
-        this.#queuedBytes = 0;
-        let offset = 0;
-        while (offset < bytes.length) {
-          this.#writeStarted = Date.now();
-          offset += await this.#sink.write(offset === 0 ? bytes : bytes.subarray(offset));
-          this.#writeStarted = 0;
-        }
-        this.#writtenTotal += bytes.length;
-        this.#inFlightBytes = 0;
-        this.#settleWaiters(this.#writtenTotal, true);
-      }
+      writing = this.#sink.write(rest);
     } catch (error) {
-      // The failed write's bytes are lost, not in flight: pendingBytes must not count them forever.
-      this.#inFlightBytes = 0;
-      if (!this.#failed) {
-        this.close();
-        this.#onError?.(error as Error);
-      }
-    } finally {
-      this.#writing = false;
-      this.#writeStarted = 0;
+      return this.#failedWith(error);
     }
+    writing.then((n) => this.#wrote(n), (error) => this.#failedWith(error));
+  }
+
+  #wrote(n: number): void {
+    this.#writeStarted = 0;
+    this.#written += n;
+    if (this.#written < this.#inFlight.length) return this.#write();
+    this.#writtenTotal += this.#inFlight.length;
+    this.#inFlight = NOTHING;
+    this.#settleWaiters(this.#writtenTotal, true);
+    this.#flush();
+  }
+
+  #failedWith(error: unknown): void {
+    // The failed write's bytes are lost, not in flight: pendingBytes must not count them forever.
+    this.#inFlight = NOTHING;
+    if (!this.#failed) {
+      this.close();
+      this.#onError?.(error as Error);
+    }
+    this.#stopped();
+  }
+
+  /** No write in flight any more: the queue is empty, or the writer failed. */
+  #stopped(): void {
+    this.#writing = false;
+    this.#writeStarted = 0;
     if (this.#queue.length === 0) this.#settleIdle(!this.#failed);
+  }
+
+  /** Writers whose first write of a burst waits for the next microtask. */
+  static #due: FrameWriter[] = [];
+
+  /**
+   * Starts `writer`'s first write in a microtask that starts every writer
+   * due: a broadcast to many sockets queues one microtask, not one (and a
+   * closure) per socket.
+   */
+  static #startSoon(writer: FrameWriter): void {
+    if (FrameWriter.#due.length === 0) queueMicrotask(FrameWriter.#startDue);
+    FrameWriter.#due.push(writer);
+  }
+
+  static #startDue(): void {
+    const writers = FrameWriter.#due;
+    FrameWriter.#due = [];
+    for (const writer of writers) writer.#flush();
   }
 
   /** Resolves waiters whose target is at or below `upTo` with `written`. */

@@ -289,6 +289,45 @@ Deno.test("frame writer on a write that rejects calls onError once, resolves flu
   assert.equal(writer.pendingBytes, 0, "nothing is pending on a failed writer");
 });
 
+Deno.test("frame writer: many writers started in one tick each send their frames in one write, and one started later still writes", async () => {
+  const sinks = Array.from({ length: 300 }, () => new FakeSink());
+  const writers = sinks.map((sink) => new FrameWriter(sink));
+  writers.forEach((writer, i) => {
+    writer.enqueue(bytes(i % 256));
+    writer.enqueue(bytes(7));
+  });
+  for (let turn = 0; turn < 5; turn++) await null;
+  for (const [i, sink] of sinks.entries()) {
+    assert.equal(sink.calls.length, 1, `writer ${i} made one write`);
+    assert.deepEqual(sink.calls[0]!.bytes, bytes(i % 256, 7), `writer ${i} wrote both its frames`);
+    sink.calls[0]!.resolve();
+  }
+  // Queued from a promise callback, once the writers above have started: it must not wait for them.
+  const late = new FakeSink();
+  await Promise.resolve().then(() => new FrameWriter(late).enqueue(bytes(9)));
+  assert.deepEqual((await late.call(0)).bytes, bytes(9));
+  assert.equal(await within(writers[299]!.flushed(), "the last of the 300 writers"), true);
+});
+
+Deno.test("frame writer on a sink that throws calls onError once, and other writers started with it still write", async () => {
+  const failure = new Error("Bad resource ID");
+  const errors: Error[] = [];
+  const throwing = new FrameWriter({
+    write() {
+      throw failure;
+    },
+  }, { onError: (error) => errors.push(error) });
+  const sink = new FakeSink();
+  const other = new FrameWriter(sink);
+  throwing.enqueue(bytes(1));
+  other.enqueue(bytes(2));
+  assert.equal(await within(throwing.flushed(), "flushed() of the throwing writer"), false);
+  assert.deepEqual(errors, [failure]);
+  assert.equal(throwing.enqueue(bytes(3)), false, "a failed writer accepts nothing");
+  assert.equal(throwing.pendingBytes, 0);
+  assert.deepEqual((await sink.call(0)).bytes, bytes(2), "the other writer wrote");
+});
+
 Deno.test("frame writer end(last) drops frames queued but not in flight, writes last after the in-flight write and resolves true", async () => {
   const sink = new FakeSink();
   const writer = new FrameWriter(sink);
