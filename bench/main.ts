@@ -239,7 +239,8 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
       rssAfter = await rss();
       if (scenario.mode === "idle" && context.idleSettleSeconds > 0) {
         // The runtime frees the handshakes' garbage when it gets round to a
-        // full collection, at no fixed time: keep the lowest sample.
+        // full collection, at no fixed time (an idle V8 may run none): keep
+        // the lowest sample.
         rssSettled = rssAfter;
         for (let second = 0; second < context.idleSettleSeconds; second++) {
           await sleep(1000);
