@@ -289,7 +289,7 @@ class ServerImpl implements SocketOwner {
     this.#settings.logger.error("connection failed", { error: String(error) });
     this.#served();
   };
-  /** Connections still sending their request head, in the order they came, with their deadlines. */
+  /** Connections still sending their request head, in the order they came, with their deadlines (`performance.now()`). */
   readonly #handshaking = new Map<Deno.TcpConn, number>();
   readonly #pinger: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
@@ -367,7 +367,7 @@ class ServerImpl implements SocketOwner {
     }
     tcp.setNoDelay(true);
     // Tracked for the watchdog's deadline, and so that shutdown does not wait it out.
-    this.#handshaking.set(tcp, Date.now() + this.#settings.handshakeTimeout);
+    this.#handshaking.set(tcp, performance.now() + this.#settings.handshakeTimeout);
     let head;
     try {
       head = await readHead(tcp, this.#settings);
@@ -425,9 +425,10 @@ class ServerImpl implements SocketOwner {
   #watch(): void {
     const now = Date.now();
     for (const socket of this.sockets) socket.checkStall(now);
-    // In the order they came, so in the order of their deadlines.
+    // In the order they came, so in the order of their deadlines (on a monotonic clock).
+    const clock = performance.now();
     for (const [tcp, deadline] of this.#handshaking) {
-      if (now < deadline) break;
+      if (clock < deadline) break;
       this.#handshaking.delete(tcp);
       this.#settings.logger.info("closing a connection that did not send its request head in time", {
         timeout: this.#settings.handshakeTimeout,
