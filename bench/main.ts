@@ -53,6 +53,12 @@ const FLAGS = {
     help: "runs each scenario N times, system then baseline, and reports the median pair (odd N is best)",
     default: "1",
   },
+  scale: {
+    type: "string" as const,
+    arg: "N",
+    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f), for steady-state figures",
+    default: "1",
+  },
   "idle-settle": {
     type: "string" as const,
     arg: "SECONDS",
@@ -82,6 +88,7 @@ interface BenchOptions {
   ports: Ports;
   idleSettleSeconds: number;
   repeat: number;
+  scale: number;
 }
 
 /** Runs the benchmark; returns the exit code. */
@@ -105,7 +112,8 @@ export function main(args: string[] = Deno.args): Promise<number> {
 
 function benchOptions(flags: FlagValues): BenchOptions {
   const quick = flags.quick === true;
-  const all = scenarios(quick);
+  const scale = atLeastOne(intFlag(flags, "scale", 1), "scale");
+  const all = scenarios(quick, scale);
   const wanted = stringFlag(flags, "scenarios")?.split(",").map((id) => id.trim()).filter(Boolean);
   const unknown = wanted?.filter((id) => !all.some((scenario) => scenario.id === id)) ?? [];
   if (unknown.length > 0) {
@@ -119,6 +127,7 @@ function benchOptions(flags: FlagValues): BenchOptions {
     ports: { hub: port("hub"), pusher: port("pusher"), publisher: port("publisher"), baseline: port("baseline") },
     idleSettleSeconds: intFlag(flags, "idle-settle", 0),
     repeat: atLeastOne(intFlag(flags, "repeat", 1), "repeat"),
+    scale,
   };
 }
 
@@ -165,6 +174,7 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     machine,
     quick: options.quick,
     repeat: options.repeat,
+    scale: options.scale,
     scenarios: ordered,
     goals: goalSummary(ordered),
   };

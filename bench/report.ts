@@ -73,6 +73,8 @@ export interface BenchReport {
   quick: boolean;
   /** Runs per scenario (`--repeat`); above 1 each scenario is its median pair. */
   repeat: number;
+  /** Multiplier of the as-fast-as-accepted scenarios' publishes (`--scale`); 1 is the issue's sizes. */
+  scale: number;
   scenarios: ScenarioReport[];
   goals: { pass: number; miss: number };
 }
@@ -244,6 +246,11 @@ export function formatTable(report: BenchReport): string {
       ? [
         `Each scenario ran ${report.repeat} times, system then baseline; shown is the median pair by its first target ` +
         "(the idle scenario ran once). Losses are the worst run's.",
+      ]
+      : []),
+    ...(report.scale > 1
+      ? [
+        `Scenarios a, b, d and f ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",

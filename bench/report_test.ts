@@ -8,7 +8,7 @@ import {
   type ScenarioReport,
   scenarioReport,
 } from "./report.ts";
-import { scenarios } from "./scenarios.ts";
+import { type Scenario, scenarios } from "./scenarios.ts";
 
 function measurement(fields: Partial<Measurement> = {}): Measurement {
   return {
@@ -47,13 +47,14 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
 const [a, b, c, d, , , g] = scenarios();
 
 /** The table a run of these scenario reports prints. */
-function tableOf(scenarioReports: ScenarioReport[], repeat = 1): string {
+function tableOf(scenarioReports: ScenarioReport[], repeat = 1, scale = 1): string {
   const report: BenchReport = {
     startedAt: "",
     finishedAt: "",
     machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
     quick: false,
     repeat,
+    scale,
     scenarios: scenarioReports,
     goals: goalSummary(scenarioReports),
   };
@@ -173,4 +174,16 @@ Deno.test("repeated runs: a loss or failed publish in any run is a miss of the m
   assert.equal(median.system.lost, 2);
   assert.equal(median.baseline.failedPublishes, 1);
   assert.equal(median.goals.find((goal) => goal.metric === "lost")!.pass, false);
+});
+
+Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios only, and the table says so", () => {
+  const sizes = (list: Scenario[]) => Object.fromEntries(list.map((s) => [s.id, s.messages]));
+  assert.deepEqual(sizes(scenarios(false, 20)), { a: 10_000, b: 4000, c: 250, d: 100_000, e: 5000, f: 400, g: 0 });
+  assert.deepEqual(sizes(scenarios(true, 2)), { a: 40, b: 40, c: 50, d: 400, e: 200, f: 20, g: 0 });
+  const [, , , scaled] = scenarios(false, 20);
+  assert.equal(scaled!.title, "100 clients × 100000 targeted sends, as fast as accepted");
+
+  const report = scenarioReport(scaled!, { system: measurement(), baseline: measurement() });
+  assert.match(tableOf([report], 1, 20), /^Scenarios a, b, d and f ran 20 times the publishes of the issue's sizes/m);
+  assert.doesNotMatch(tableOf([report]), /times the publishes/, "not at the issue's sizes");
 });

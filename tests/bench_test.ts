@@ -1,7 +1,9 @@
 /**
  * `deno task bench --quick` as a user runs it, on free ports: every scenario
  * runs against the system and the baseline, nothing is lost, the JSON is
- * written; `--idle-settle` adds its sample and `--repeat` runs each scenario twice. Performance ratios are not asserted: too noisy for CI.
+ * written; `--idle-settle` adds its sample, `--repeat` runs each scenario twice
+ * and `--scale` doubles the publishes of (d). Performance ratios are not
+ * asserted: too noisy for CI.
  */
 
 import assert from "node:assert/strict";
@@ -17,7 +19,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
   try {
     const { status, stdout, stderr } = await runTask("bench", [
       "--quick",
-      ...["--idle-settle", "1", "--repeat", "2"],
+      ...["--idle-settle", "1", "--repeat", "2", "--scale", "2"],
       "--out",
       out,
       ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0", "--baseline-port", "0"],
@@ -29,6 +31,10 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
 
     const report: BenchReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
     assert.deepEqual(report.scenarios.map((s) => s.id), ["a", "b", "c", "d", "e", "f", "g"]);
+    assert.equal(report.scale, 2);
+    const targeted = report.scenarios.find((s) => s.id === "d")!;
+    assert.equal(targeted.system.publishes, 400, "(d) at --quick size, 200 publishes, times 2");
+    assert.equal(targeted.baseline.publishes, 400);
     for (const scenario of report.scenarios) {
       if (scenario.mode !== "idle") {
         assert.equal(scenario.runs?.length, 2, `(${scenario.id}) ran twice`);
