@@ -209,6 +209,12 @@ export function handshakeRequest(headers: Record<string, string | null> = {}, re
   return `${head}\r\n`;
 }
 
+/** What curl --http2 sends to an http:// URL: a plain request that offers an upgrade to h2c. */
+export function h2cUpgradeRequest(path: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n` +
+    "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+}
+
 /** Opcodes. */
 export const Op = { continuation: 0x0, text: 0x1, binary: 0x2, close: 0x8, ping: 0x9, pong: 0xa } as const;
 

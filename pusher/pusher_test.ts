@@ -4,7 +4,7 @@ import { serve as serveHttp, type ServeOptions } from "./server.ts";
 import { CloseCode } from "./websocket.ts";
 import { until, within } from "../channel/_testing.ts";
 import { Client } from "./_testing.ts";
-import { clientFrame, handshakeRequest, httpExchange, Op, RawSocket } from "./_ws_testing.ts";
+import { clientFrame, h2cUpgradeRequest, handshakeRequest, httpExchange, Op, RawSocket } from "./_ws_testing.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
@@ -358,8 +358,7 @@ Deno.test("pusher answers /healthz to a request that offers an h2c upgrade (curl
   await using setup = serve();
   const health = await httpExchange(
     setup.port,
-    "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" +
-      "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    h2cUpgradeRequest("/healthz"),
   );
   assert.deepEqual([health.status, health.body], [200, "ok\n"]);
 });

@@ -18,6 +18,7 @@ import {
   denoClient,
   describeBinary,
   type EchoServer,
+  h2cUpgradeRequest,
   handshakeRequest,
   httpExchange,
   npmClient,
@@ -325,8 +326,7 @@ Deno.test("server ignores an Upgrade to another protocol (h2c) and answers the r
   // What curl --http2 sends to an http:// URL; RFC 9110 7.8 lets a server ignore an Upgrade it does not support.
   const h2c = await httpExchange(
     echo.port,
-    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" +
-      "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    h2cUpgradeRequest("/"),
   );
   assert.equal(h2c.status, 200, h2c.head);
   assert.equal(h2c.headers.get("content-type"), "text/html;charset=utf-8");
