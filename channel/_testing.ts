@@ -70,9 +70,12 @@ export class RawPeer implements AsyncDisposable {
     this.#conn = conn;
   }
 
-  /** Connects, and sends `hello` unless `hello` is false. */
-  static async connect(port: number, options: { hello?: boolean; token?: string } = {}): Promise<RawPeer> {
-    const peer = new RawPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
+  /** Connects (to 127.0.0.1 unless `hostname` says), and sends `hello` unless `hello` is false. */
+  static async connect(
+    port: number,
+    options: { hello?: boolean; token?: string; hostname?: string } = {},
+  ): Promise<RawPeer> {
+    const peer = new RawPeer(await Deno.connect({ hostname: options.hostname ?? "127.0.0.1", port }));
     if (options.hello ?? true) {
       await peer.send({ type: "hello", version: PROTOCOL_VERSION, token: options.token });
     }

@@ -16,8 +16,8 @@ export class Client implements AsyncDisposable {
   readonly closed: Promise<CloseEvent>;
   #wake = () => {};
 
-  constructor(port: number, protocols?: string[], path = "/") {
-    this.ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, protocols);
+  constructor(port: number, protocols?: string[], path = "/", hostname = "127.0.0.1") {
+    this.ws = new WebSocket(`ws://${hostname}:${port}${path}`, protocols);
     this.port = port;
     this.ws.onmessage = (event) => {
       this.messages.push(event.data);

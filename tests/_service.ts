@@ -22,11 +22,13 @@ export interface Service extends AsyncDisposable {
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
 
-/** Options for {@linkcode startService}. */
+/** Options for {@linkcode startService} and {@linkcode startCommand}. */
 export interface StartOptions {
   env?: Record<string, string>;
   /** Caps the process's open file descriptors (soft and hard), through util-linux's `prlimit`. */
   openFiles?: number;
+  /** Runs the process in this network namespace, through iproute2's `ip netns exec` (needs root). */
+  netns?: string;
 }
 
 /**
@@ -39,14 +41,29 @@ export interface StartOptions {
  * ```
  */
 export async function startService(task: string, args: string[] = [], options: StartOptions = {}): Promise<Service> {
-  let [exe, ...taskArgs] = await taskCommand(task);
+  return startCommand(task, [...await taskCommand(task), ...args], options);
+}
+
+/**
+ * Starts `command` (its first word the executable) as a service process from
+ * the repository root; `label` names it in errors and in `SERVICE_LOGS`.
+ *
+ * @example
+ * ```ts
+ * await using hub = await startCommand("hub", [Deno.execPath(), "run", "--allow-net", "channel/main.ts"], { netns: "hub" });
+ * ```
+ */
+export function startCommand(label: string, command: string[], options: StartOptions = {}): Service {
+  let words = command;
   if (options.openFiles !== undefined) {
     // Deno raises its soft limit to the hard one at start, so both are set.
-    taskArgs = [`--nofile=${options.openFiles}:${options.openFiles}`, exe!, ...taskArgs];
-    exe = "prlimit";
+    words = ["prlimit", `--nofile=${options.openFiles}:${options.openFiles}`, ...words];
   }
+  // `ip netns exec` execs the command, so signals reach the service itself.
+  if (options.netns !== undefined) words = ["ip", "netns", "exec", options.netns, ...words];
+  const [exe, ...args] = words;
   const process = new Deno.Command(exe!, {
-    args: [...taskArgs, ...args],
+    args,
     cwd: ROOT,
     env: { NO_COLOR: "1", ...options.env },
     stdin: "null",
@@ -62,7 +79,7 @@ export async function startService(task: string, args: string[] = [], options: S
       rest = parts.pop()!;
       for (const line of parts) {
         lines.push(line);
-        if (Deno.env.get("SERVICE_LOGS")) console.error(`[${task}] ${line}`);
+        if (Deno.env.get("SERVICE_LOGS")) console.error(`[${label}] ${line}`);
         for (const waiter of waiters) {
           if (waiter.pattern.test(line)) {
             waiters.delete(waiter);
@@ -81,7 +98,9 @@ export async function startService(task: string, args: string[] = [], options: S
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         waiters.delete(waiter);
-        reject(new Error(`${task}: no log line matching ${pattern} within ${timeoutMs} ms; got:\n${lines.join("\n")}`));
+        reject(
+          new Error(`${label}: no log line matching ${pattern} within ${timeoutMs} ms; got:\n${lines.join("\n")}`),
+        );
       }, timeoutMs);
       const waiter = {
         pattern,
@@ -97,7 +116,7 @@ export async function startService(task: string, args: string[] = [], options: S
         reading.then(() => {
           if (!waiters.delete(waiter)) return;
           clearTimeout(timer);
-          reject(new Error(`${task} exited before logging ${pattern}; got:\n${lines.join("\n")}`));
+          reject(new Error(`${label} exited before logging ${pattern}; got:\n${lines.join("\n")}`));
         });
       });
     });
