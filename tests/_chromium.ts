@@ -1,6 +1,6 @@
 /**
  * Launches Debian's Chromium (`/usr/bin/chromium`, which
- * `tests/ensure_chromium.sh` installs) headless under playwright-core, for
+ * `tests/ensure_packages.sh` installs) headless under playwright-core, for
  * the browser tests and the WebSocket conformance tests.
  *
  * @module
