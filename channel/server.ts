@@ -7,6 +7,7 @@
  */
 
 import { Hub, type HubOptions, type Peer } from "./hub.ts";
+import { acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { Registry, type RegistrySnapshot } from "../shared/metrics.ts";
 import { secretsEqual } from "../shared/secret.ts";
@@ -333,17 +334,10 @@ class Server {
 
   async #acceptLoop(): Promise<void> {
     const serving = new Set<Promise<void>>();
+    const options = { stopping: () => this.#shuttingDown !== null, logger: this.#logger };
     while (true) {
-      let tcp: Deno.TcpConn;
-      try {
-        tcp = await this.#listener.accept();
-      } catch (error) {
-        if (this.#shuttingDown) break;
-        // Out of file descriptors and the like: log it and keep serving.
-        this.#logger.error("accept failed", { error: (error as Error).message });
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        continue;
-      }
+      const tcp = await acceptNext(this.#listener, options);
+      if (!tcp) break;
       const connection = new Connection(this.#nextId++, tcp, this, this.#settings, this.#logger, this.#grace);
       if (this.#connections.size >= this.#settings.maxConnections) {
         connection.fail("full", `Hub is full: ${this.#settings.maxConnections} connections`);

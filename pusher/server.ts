@@ -27,6 +27,7 @@ import {
   PreparedText,
   ProtocolError,
 } from "./websocket.ts";
+import { acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { FrameWriter } from "../shared/writer.ts";
 
@@ -328,16 +329,10 @@ class ServerImpl implements SocketOwner {
   }
 
   async #accept(): Promise<void> {
+    const options = { stopping: () => this.#stopping !== null, logger: this.#settings.logger };
     while (true) {
-      let tcp: Deno.TcpConn;
-      try {
-        tcp = await this.#listener.accept();
-      } catch (error) {
-        if (this.#stopping) break;
-        this.#settings.logger.error("accept failed", { error: (error as Error).message });
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        continue;
-      }
+      const tcp = await acceptNext(this.#listener, options);
+      if (!tcp) break;
       this.#serving++;
       this.#serve(tcp).then(this.#served, this.#failed);
     }
