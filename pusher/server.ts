@@ -282,6 +282,8 @@ class ServerImpl implements SocketOwner {
    * shared callbacks, rather than a set of their promises: see #serve.
    */
   #serving = 0;
+  /** Handshakes in the handler: each may become a socket, so they count against `maxConnections`. */
+  #upgrading = 0;
   #allServed: (() => void) | null = null;
   readonly #served = (): void => {
     if (--this.#serving === 0) this.#allServed?.();
@@ -374,7 +376,9 @@ class ServerImpl implements SocketOwner {
     const { req, rest, http10 } = head;
     const handshake = checkHandshake(req, http10);
     if (handshake instanceof Response) return this.#reject(tcp, handshake, "bad_request");
-    if (handshake && this.sockets.size >= this.#settings.maxConnections) {
+    // Counting the handshakes in the handler too: heads that complete in one
+    // turn of the event loop would otherwise all find the same room.
+    if (handshake && this.sockets.size + this.#upgrading >= this.#settings.maxConnections) {
       return this.#reject(
         tcp,
         text(503, `Too many connections: ${this.#settings.maxConnections}`),
@@ -385,13 +389,18 @@ class ServerImpl implements SocketOwner {
     const upgrade: Upgrade = { response: UPGRADED, handlers: null };
     if (handshake) upgrades.set(req, upgrade);
     let response: Response;
+    if (handshake) this.#upgrading++;
     try {
       response = await this.#handler(req);
     } catch (error) {
       this.#settings.logger.error("handler threw", { error: String(error) });
       response = text(500, "Internal error");
+    } finally {
+      if (handshake) this.#upgrading--;
     }
     if (response !== upgrade.response || !upgrade.handlers) return respond(tcp, response, req.method === "HEAD");
+    // Shutdown has already said goodbye to the sockets it found, and waits for them alone.
+    if (this.#stopping) return this.#reject(tcp, text(503, "Shutting down"), "shutting_down");
     const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings, this);
     this.sockets.add(socket);
     // Not awaited: an open socket keeps no frame of this function alive.

@@ -860,6 +860,43 @@ Deno.test("server refuses connections over maxConnections: 503 on a handshake, a
   await assertStillEchoes(echo);
 });
 
+Deno.test("server counts handshakes still in its handler against maxConnections: a burst gets one 101, the rest 503", async () => {
+  await using echo = startEcho({ maxConnections: 5 });
+  const sockets: RawSocket[] = [];
+  try {
+    for (let i = 0; i < 4; i++) sockets.push(await RawSocket.open(echo.port));
+    const burst = await Promise.all(Array.from({ length: 5 }, () => RawSocket.connect(echo.port)));
+    sockets.push(...burst);
+    const head = handshakeRequest();
+    await Promise.all(burst.map((socket) => socket.write(head)));
+    const statuses = await Promise.all(burst.map(async (socket) => (await socket.readHead()).status));
+    assert.deepEqual(statuses.sort(), [101, 503, 503, 503, 503]);
+    assert.equal(echo.server.sockets, 5);
+  } finally {
+    for (const socket of sockets) socket.close();
+  }
+});
+
+Deno.test("server shutdown answers 503 to a handshake its async handler accepts meanwhile, and does not wait for it", async () => {
+  let entered!: () => void;
+  const inHandler = new Promise<void>((resolve) => (entered = resolve));
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const server = serve({ port: 0, logger: quietLogger }, async (req) => {
+    entered();
+    await gate;
+    return upgradeWebSocket(req, { open() {}, message() {}, close() {} });
+  });
+  await using client = await RawSocket.connect(server.addr.port);
+  await client.write(handshakeRequest());
+  await within(inHandler, 5000, "the handshake to reach the handler");
+  const stopped = server.shutdown();
+  release();
+  await within(stopped, 5000, "shutdown");
+  const answer = await client.readHead();
+  assert.equal(answer.status, 503);
+});
+
 // ---------------------------------------------------------------------------
 // Floods
 
