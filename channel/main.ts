@@ -11,6 +11,7 @@ import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
 import { createLogger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../shared/metrics.ts";
 import {
+  durationFlag,
   type FlagSpec,
   helpText,
   intFlag,
@@ -159,15 +160,15 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
       maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
       maxConnections: intFlag(flags, "max-connections", 1024),
-      writeTimeout: intFlag(flags, "write-timeout", 2000),
+      writeTimeout: durationFlag(flags, "write-timeout", 2000),
       maxChannelsPerPeer: intFlag(flags, "max-channels", 10_000),
       maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
       maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
-      pingInterval: intFlag(flags, "ping-interval", 25_000),
+      pingInterval: durationFlag(flags, "ping-interval", 25_000),
       idlePings: intFlag(flags, "idle-pings", 3),
-      helloTimeout: intFlag(flags, "hello-timeout", 10_000),
-      closeGrace: intFlag(flags, "shutdown-grace", 1000),
-      startupGrace: intFlag(flags, "startup-grace", 1500),
+      helloTimeout: durationFlag(flags, "hello-timeout", 10_000),
+      closeGrace: durationFlag(flags, "shutdown-grace", 1000),
+      startupGrace: durationFlag(flags, "startup-grace", 1500),
       logger: log,
       onListen: (addr) =>
         log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),

@@ -9,6 +9,7 @@ import { ChannelClient } from "../channel/client.ts";
 import { DEFAULT_CHANNEL_PORT } from "../shared/wire.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
+  durationFlag,
   type FlagSpec,
   type FlagValues,
   helpText,
@@ -97,9 +98,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     const port = intFlag(flags, "port", DEFAULT_PUBLISHER_PORT);
     const hub = hubAddress(stringFlag(flags, "hub") ?? Deno.env.get("CHANNEL_HUB") ?? DEFAULT_HUB);
     const token = stringFlag(flags, "hub-token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
-    const publishTimeout = positiveIntFlag(flags, "publish-timeout", 5000);
+    const publishTimeout = durationFlag(flags, "publish-timeout", 5000, { min: 1 });
     const maxContentBytes = positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES);
-    shutdownTimeout = intFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
+    shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
     // Not connect(): the publisher starts, and answers 503, while the hub is down.
     client = new ChannelClient({ ...hub, token: token || undefined, publishTimeout, logger: log });
     const handler = createPublishHandler({ hub: client, publishTimeout, maxContentBytes, apiKey, logger: log });

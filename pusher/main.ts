@@ -10,6 +10,7 @@ import type { FromWorker, ToWorker, WorkerConfig } from "./worker.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import {
+  durationFlag,
   type FlagSpec,
   helpText,
   HUB_FLAGS,
@@ -123,16 +124,16 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
       hub: hubFlag(flags),
       hubToken: hubTokenFlag(flags),
-      idleTimeout: intFlag(flags, "idle-timeout", 30),
+      idleTimeout: durationFlag(flags, "idle-timeout", 30, { unit: "s" }),
       maxBufferedBytes: intFlag(flags, "max-buffered-bytes", 1024 * 1024),
-      slowClientTimeout: intFlag(flags, "slow-client-timeout", 2000),
+      slowClientTimeout: durationFlag(flags, "slow-client-timeout", 2000),
       publisherUrl: stringFlag(flags, "publisher-url") ?? null,
       allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
       tokenSecret: stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null),
       maxMessageRate: intFlag(flags, "max-message-rate", 50),
       maxMessageBytes: intFlag(flags, "max-message-bytes", 65536),
       maxHeadBytes: intFlag(flags, "max-head-bytes", 8192),
-      handshakeTimeout: intFlag(flags, "handshake-timeout", 10_000),
+      handshakeTimeout: durationFlag(flags, "handshake-timeout", 10_000),
       // Each worker takes its share of the pusher's limit.
       maxConnections: Math.ceil(intFlag(flags, "max-connections", 100_000) / workers),
       logLevel,
@@ -144,7 +145,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       workers,
       hub: `${config.hub.hostname}:${config.hub.port}`,
     });
-    const shutdownTimeout = intFlag(flags, "shutdown-timeout", 5000);
+    const shutdownTimeout = durationFlag(flags, "shutdown-timeout", 5000);
     // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
     // one abruptly, as a crash would, and the pool replaces it.
     Deno.addSignalListener("SIGUSR2", () => pool.crash(0));

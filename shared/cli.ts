@@ -64,6 +64,45 @@ export function intFlag(values: FlagValues, name: string, fallback: number): num
   return value;
 }
 
+/**
+ * The longest delay a timer can wait, in milliseconds: V8 and Deno run a
+ * longer one after 1 ms (with only a warning), so a ping interval set past
+ * it would ping every millisecond.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Options for {@linkcode durationFlag}. */
+export interface DurationFlagOptions {
+  /** The flag's unit. @default {"ms"} */
+  unit?: "ms" | "s";
+  /** The least value accepted, in the flag's unit. @default {0} */
+  min?: number;
+}
+
+/**
+ * Reads a duration flag: a non-negative integer in its unit, no longer than
+ * a timer can wait ({@linkcode MAX_TIMER_MS}).
+ *
+ * @throws {TypeError} when it is not an integer, or outside those bounds.
+ */
+export function durationFlag(
+  values: FlagValues,
+  name: string,
+  fallback: number,
+  options: DurationFlagOptions = {},
+): number {
+  const value = intFlag(values, name, fallback);
+  const unit = options.unit ?? "ms";
+  const max = unit === "s" ? Math.floor(MAX_TIMER_MS / 1000) : MAX_TIMER_MS;
+  const min = options.min ?? 0;
+  if (value < min || value > max) {
+    throw new TypeError(
+      `Invalid --${name}: expected ${min} to ${max} ${unit} (the longest a timer waits), got ${value}`,
+    );
+  }
+  return value;
+}
+
 /** Reads a string flag. */
 export function stringFlag(values: FlagValues, name: string): string | undefined {
   const raw = values[name];

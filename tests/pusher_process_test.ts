@@ -11,6 +11,10 @@ Deno.test("pusher task prints help, and refuses bad flags with exit code 2", asy
   await using bad = await startService("pusher", ["--workers", "two"]);
   await bad.waitForLine(/Invalid --workers/);
   assert.equal((await bad.process.status).code, 2);
+  // A timer waits at most 2^31-1 ms; a longer ping interval would ping every millisecond.
+  await using forever = await startService("pusher", ["--idle-timeout", "2147484"]);
+  await forever.waitForLine(/Invalid --idle-timeout: expected 0 to 2147483 s/);
+  assert.equal((await forever.process.status).code, 2);
 });
 
 Deno.test("pusher workers share one port, each with its own worker id, and SIGTERM closes clients with 1001", async () => {
