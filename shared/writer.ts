@@ -260,7 +260,14 @@ export class FrameWriter {
   #wrote(n: number): void {
     this.#writeStarted = 0;
     this.#written += n;
-    if (this.#written < this.#inFlight.length) return this.#write();
+    if (this.#written < this.#inFlight.length) {
+      // close() came while this write was in flight: it stops writing at once, the rest too.
+      if (this.#failed) {
+        this.#inFlight = NOTHING;
+        return this.#stopped();
+      }
+      return this.#write();
+    }
     this.#writtenTotal += this.#inFlight.length;
     this.#inFlight = NOTHING;
     this.#settleWaiters(this.#writtenTotal, true);
@@ -300,7 +307,17 @@ export class FrameWriter {
   static #startDue(): void {
     const writers = FrameWriter.#due;
     FrameWriter.#due = [];
-    for (const writer of writers) writer.#flush();
+    for (const writer of writers) {
+      try {
+        writer.#flush();
+      } catch (error) {
+        // Its onError threw. Reported as uncaught, as it would be on its own,
+        // but after the others in this batch have started.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
   }
 
   /** Resolves waiters whose target is at or below `upTo` with `written`. */

@@ -433,6 +433,50 @@ Deno.test("frame writer close() resolves pending flushed() false and stops writi
   writer.close();
 });
 
+Deno.test("frame writer close() during a write that ends short writes none of the rest", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(filled(10, 1));
+  const first = await sink.call(0);
+  writer.close();
+  first.resolve(4);
+  await settle();
+  assert.equal(sink.calls.length, 1, "close() stops writing at once, the rest of a short write too");
+  assert.equal(writer.pendingBytes, 0);
+});
+
+Deno.test("frame writer: an onError that throws leaves the other writers of its tick writing, and is reported", async () => {
+  const reported: unknown[] = [];
+  const swallow = (event: ErrorEvent) => {
+    event.preventDefault();
+    reported.push(event.error);
+  };
+  globalThis.addEventListener("error", swallow);
+  try {
+    const bug = new Error("onError bug");
+    const failing = new FrameWriter({
+      write() {
+        throw new Error("Bad resource ID");
+      },
+    }, {
+      onError() {
+        throw bug;
+      },
+    });
+    const sink = new FakeSink();
+    const other = new FrameWriter(sink);
+    failing.enqueue(bytes(1));
+    other.enqueue(bytes(2));
+    const flushed = other.flushed();
+    (await sink.call(0)).resolve();
+    assert.equal(await within(flushed, "flushed() of the other writer"), true);
+    await settle();
+    assert.deepEqual(reported, [bug]);
+  } finally {
+    globalThis.removeEventListener("error", swallow);
+  }
+});
+
 Deno.test("frame writer finish(last) keeps queued frames, writes last after them, and refuses more", async () => {
   const written: number[][] = [];
   const sink = { write: (bytes: Uint8Array) => (written.push([...bytes]), Promise.resolve(bytes.length)) };
