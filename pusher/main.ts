@@ -117,6 +117,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     }
     const logLevel = logLevelFlag(flags);
     logger = createLogger("pusher", { level: logLevel });
+    const tokenSecret = stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null);
+    // An empty value is no secret: anyone could sign tokens with it.
+    if (tokenSecret === "") {
+      throw new TypeError("Invalid --token-secret: empty (leave it out to take connections without a token)");
+    }
     const workers = intFlag(flags, "workers", 2);
     if (workers < 1) throw new TypeError("Invalid --workers: at least 1");
     const config: Omit<WorkerConfig, "slot"> = {
@@ -129,7 +134,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       slowClientTimeout: durationFlag(flags, "slow-client-timeout", 2000),
       publisherUrl: stringFlag(flags, "publisher-url") ?? null,
       allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
-      tokenSecret: stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null),
+      tokenSecret,
       maxMessageRate: intFlag(flags, "max-message-rate", 50),
       maxMessageBytes: intFlag(flags, "max-message-bytes", 65536),
       maxHeadBytes: intFlag(flags, "max-head-bytes", 8192),
@@ -144,6 +149,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       addr: `${config.hostname}:${port}`,
       workers,
       hub: `${config.hub.hostname}:${config.hub.port}`,
+      auth: tokenSecret ? "token" : "none",
     });
     const shutdownTimeout = durationFlag(flags, "shutdown-timeout", 5000);
     // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends

@@ -50,7 +50,8 @@ export interface PusherOptions {
   /**
    * HS256 secret for client tokens. When set, a handshake must carry
    * `?token=JWT` with a valid signature, a future `exp` and a `sub`, which
-   * becomes the connection's user id; otherwise 401.
+   * becomes the connection's user id; otherwise 401. An empty secret is
+   * refused (RangeError): anyone could sign tokens with it.
    *
    * @default {null}
    */
@@ -123,6 +124,9 @@ export class Pusher {
     this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
     this.logger = options.logger ?? createLogger("pusher", { fields: { worker: this.workerId } });
     this.#originAllowed = options.allowedOrigins ? originMatcher(options.allowedOrigins) : null;
+    if (options.tokenSecret === "") {
+      throw new RangeError("Cannot check tokens with an empty secret: anyone could sign one");
+    }
     this.#tokenSecret = options.tokenSecret ?? null;
     this.#maxMessageRate = options.maxMessageRate ?? 50;
     this.#gather = options.gather ?? (() => Promise.resolve(this.metrics.snapshot()));

@@ -302,6 +302,10 @@ Deno.test("pusher with a token secret requires a valid, unexpired token and keep
   assert.ok(!setup.logs.some((l) => l.includes(token)), "the token is never logged");
 });
 
+Deno.test("pusher refuses an empty token secret, with which anyone could sign tokens", () => {
+  assert.throws(() => new Pusher({ workerId: newWorkerId(), hub: new FakeHub(), tokenSecret: "" }), RangeError);
+});
+
 Deno.test("pusher answers 400 to a Host header that is not host[:port]: it chooses neither the path nor the token", async () => {
   const secret = "pusher-secret";
   await using setup = serve({ tokenSecret: secret });

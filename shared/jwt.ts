@@ -29,11 +29,12 @@ export class TokenError extends Error {
 
 /**
  * Verifies an HS256 token: signature (constant time), algorithm (HS256
- * only, never `none`), `exp` (required, in the future), `nbf` (if present,
- * not in the future) and `sub` (required, a non-empty string).
+ * only, never `none`), `exp` (required, finite, in the future), `nbf` (if
+ * present, not in the future) and `sub` (required, a non-empty string).
  *
  * @param now Seconds since the epoch. @default {Date.now() / 1000}
  * @throws {TokenError} naming what is wrong.
+ * @throws {RangeError} when `secret` is empty: anyone could sign with it.
  *
  * @example
  * ```ts
@@ -42,6 +43,7 @@ export class TokenError extends Error {
  * ```
  */
 export function verifyJwt(token: string, secret: string, now: number = Date.now() / 1000): JwtClaims {
+  requireSecret(secret);
   const parts = token.split(".");
   if (parts.length !== 3) throw new TokenError("Invalid token: expected three dot-separated parts");
   const [head, body, signature] = parts as [string, string, string];
@@ -51,7 +53,11 @@ export function verifyJwt(token: string, secret: string, now: number = Date.now(
   if (!BASE64URL.test(body) || body === "") throw new TokenError("Invalid token: payload is not base64url");
   if (!BASE64URL.test(signature)) throw new TokenError("Invalid token: signature is not base64url");
   const header = decodePart(head, "header");
-  if (header.alg !== "HS256") throw new TokenError(`Invalid token: algorithm must be HS256, not ${String(header.alg)}`);
+  if (header.alg !== "HS256") {
+    // Named only when it is a short string: the header is the sender's, and String() of an object can throw.
+    const alg = typeof header.alg === "string" ? header.alg.slice(0, 20) : typeof header.alg;
+    throw new TokenError(`Invalid token: algorithm must be HS256, not ${alg}`);
+  }
   // Compared as text: the last character of 32 bytes' encoding has unused
   // bits, and only the canonical spelling of the signature is the signature.
   const expected = Buffer.from(sign(`${head}.${body}`, secret).toString("base64url"));
@@ -61,6 +67,8 @@ export function verifyJwt(token: string, secret: string, now: number = Date.now(
   }
   const claims = decodePart(body, "payload");
   if (typeof claims.exp !== "number") throw new TokenError("Invalid token: exp is required");
+  // 1e999 parses as Infinity: a token that never expires.
+  if (!Number.isFinite(claims.exp)) throw new TokenError("Invalid token: exp must be a finite number of seconds");
   if (now >= claims.exp) throw new TokenError("Token expired");
   if (claims.nbf !== undefined && (typeof claims.nbf !== "number" || now < claims.nbf)) {
     throw new TokenError("Token not valid yet");
@@ -79,6 +87,7 @@ export function verifyJwt(token: string, secret: string, now: number = Date.now(
  * ```
  */
 export function signJwt(claims: Record<string, unknown>, secret: string): string {
+  requireSecret(secret);
   const head = Buffer.from(JSON.stringify({ alg: "HS256", typ: "JWT" })).toString("base64url");
   const body = Buffer.from(JSON.stringify(claims)).toString("base64url");
   return `${head}.${body}.${sign(`${head}.${body}`, secret).toString("base64url")}`;
@@ -86,6 +95,10 @@ export function signJwt(claims: Record<string, unknown>, secret: string): string
 
 /** The base64url alphabet, without padding (RFC 7515 2). */
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
+function requireSecret(secret: string): void {
+  if (secret === "") throw new RangeError("Cannot use an empty token secret: anyone could sign with it");
+}
 
 function sign(input: string, secret: string): Buffer {
   return createHmac("sha256", secret).update(input).digest();

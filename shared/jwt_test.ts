@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { signJwt, verifyJwt } from "./jwt.ts";
 
 const SECRET = "s3cret-for-tests";
@@ -47,6 +48,34 @@ Deno.test("jwt refuses the none algorithm and malformed tokens", () => {
   assert.throws(() => verifyJwt("bm90IGpzb24.e30.", SECRET, NOW), {
     message: "Invalid token: header is not base64url JSON",
   });
+});
+
+Deno.test("jwt answers a header whose alg is not a string with a TokenError, never anything else", () => {
+  const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = b64({ sub: "a", exp: NOW + 9 });
+  // String() of this object throws a TypeError, which the pusher would answer with 500.
+  for (const [alg, named] of [[{ toString: 1 }, "object"], [["HS256"], "object"], [256, "number"], [null, "object"]]) {
+    assert.throws(() => verifyJwt(`${b64({ alg })}.${body}.`, SECRET, NOW), {
+      name: "TokenError",
+      message: `Invalid token: algorithm must be HS256, not ${named}`,
+    });
+  }
+});
+
+Deno.test("jwt refuses an exp that never comes, and an empty secret on either side", () => {
+  // 1e999 is valid JSON and parses as Infinity.
+  const head = Buffer.from(JSON.stringify({ alg: "HS256", typ: "JWT" })).toString("base64url");
+  const body = Buffer.from('{"sub":"a","exp":1e999}').toString("base64url");
+  const signature = createHmac("sha256", SECRET).update(`${head}.${body}`).digest("base64url");
+  assert.throws(() => verifyJwt(`${head}.${body}.${signature}`, SECRET, NOW), {
+    name: "TokenError",
+    message: "Invalid token: exp must be a finite number of seconds",
+  });
+  // With an empty secret anyone can sign: refused, not taken as a secret.
+  const admin = `${head}.${Buffer.from('{"sub":"admin","exp":1900000000}').toString("base64url")}`;
+  const forged = `${admin}.${createHmac("sha256", "").update(admin).digest("base64url")}`;
+  assert.throws(() => verifyJwt(forged, "", NOW), RangeError);
+  assert.throws(() => signJwt({ sub: "a", exp: NOW + 9 }, ""), RangeError);
 });
 
 Deno.test("jwt refuses a valid token with characters added to or changed in a part: each part is strict base64url", () => {

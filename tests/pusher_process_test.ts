@@ -15,6 +15,10 @@ Deno.test("pusher task prints help, and refuses bad flags with exit code 2", asy
   await using forever = await startService("pusher", ["--idle-timeout", "2147484"]);
   await forever.waitForLine(/Invalid --idle-timeout: expected 0 to 2147483 s/);
   assert.equal((await forever.process.status).code, 2);
+  // An empty secret would let anyone sign tokens.
+  await using empty = await startService("pusher", ["--token-secret", ""]);
+  await empty.waitForLine(/Invalid --token-secret: empty/);
+  assert.equal((await empty.process.status).code, 2);
 });
 
 Deno.test("pusher workers share one port, each with its own worker id, and SIGTERM closes clients with 1001", async () => {
