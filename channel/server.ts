@@ -48,7 +48,13 @@ export interface ChannelServerOptions extends HubOptions {
    * @default {2000}
    */
   writeTimeout?: number;
-  /** Most clients connected at once; more are refused with an error frame. @default {1024} */
+  /**
+   * Most clients connected at once past their `hello` (with the token, if
+   * the hub has one); more are refused with an error frame. Connections
+   * still waiting for their `hello` have a budget of as many again, and a
+   * new one past it closes the oldest: clients without the token cannot
+   * keep those with it out. @default {1024}
+   */
   maxConnections?: number;
   /** How often clients are expected to ping, in milliseconds. @default {25000} */
   pingInterval?: number;
@@ -56,8 +62,8 @@ export interface ChannelServerOptions extends HubOptions {
   idlePings?: number;
   /**
    * Time a new connection gets to send `hello`, in milliseconds; without it,
-   * it is disconnected (within twice this). Until then it holds one of
-   * `maxConnections` without having shown the token. @default {10000}
+   * it is disconnected (within twice this), or sooner when newer
+   * connections need its place (see `maxConnections`). @default {10000}
    */
   helloTimeout?: number;
   /**
@@ -273,6 +279,10 @@ class Server {
   readonly #settings: Settings;
   readonly #logger: Logger;
   readonly #connections = new Set<Connection>();
+  /** Connections waiting for their hello, oldest first: the first to go when too many wait. */
+  readonly #ungreeted = new Set<Connection>();
+  /** Connections past their hello, counted against `maxConnections`. */
+  #greetedCount = 0;
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
   readonly #grace: Grace;
@@ -339,17 +349,41 @@ class Server {
       const tcp = await acceptNext(this.#listener, options);
       if (!tcp) break;
       const connection = new Connection(this.#nextId++, tcp, this, this.#settings, this.#logger, this.#grace);
-      if (this.#connections.size >= this.#settings.maxConnections) {
-        connection.fail("full", `Hub is full: ${this.#settings.maxConnections} connections`);
-      }
+      this.#waitForHello(connection);
       this.#connections.add(connection);
       const done = connection.serve().finally(() => {
         this.#connections.delete(connection);
+        this.#ungreeted.delete(connection);
+        if (connection.greeted) this.#greetedCount--;
         serving.delete(done);
       });
       serving.add(done);
     }
     await Promise.all(serving);
+  }
+
+  /**
+   * Admits a new connection to wait for its hello, closing the oldest
+   * waiting one if as many as `maxConnections` already wait; refuses it
+   * when the hub is full.
+   */
+  #waitForHello(connection: Connection): void {
+    const max = this.#settings.maxConnections;
+    if (this.#greetedCount >= max) return connection.fail("full", `Hub is full: ${max} connections`);
+    if (this.#ungreeted.size >= max) {
+      const oldest: Connection = this.#ungreeted.values().next().value!;
+      this.#ungreeted.delete(oldest);
+      oldest.fail("full", `Hub is full: ${max} connections are waiting for their hello`);
+    }
+    this.#ungreeted.add(connection);
+  }
+
+  /** Counts a connection whose hello was accepted; false when the hub is full. */
+  admit(connection: Connection): boolean {
+    this.#ungreeted.delete(connection);
+    if (this.#greetedCount >= this.#settings.maxConnections) return false;
+    this.#greetedCount++;
+    return true;
   }
 
   #closeStalled(): void {
@@ -439,6 +473,7 @@ class Connection implements Peer {
   readonly #writer: FrameWriter;
   readonly #decoder: MessageDecoder<ClientMessage>;
   readonly #grace: Grace;
+  readonly #server: Server;
   #greeted = false;
   #closing = false;
   #closed = false;
@@ -454,6 +489,7 @@ class Connection implements Peer {
     this.#id = id;
     this.#grace = grace;
     this.#tcp = tcp;
+    this.#server = server;
     this.#hub = server.hub;
     this.#counters = server.counters;
     this.#settings = settings;
@@ -636,6 +672,9 @@ class Connection implements Peer {
         "unauthorized",
         token === undefined ? "Unauthorized: this hub needs a token" : "Unauthorized: wrong token",
       );
+    }
+    if (!this.#server.admit(this)) {
+      return this.fail("full", `Hub is full: ${this.#settings.maxConnections} connections`);
     }
     this.#greeted = true;
   }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ChannelClient } from "./client.ts";
 import { quiet, RawPeer, startHub, until, within } from "./_testing.ts";
-import { encodeFrame, encodeMessage, type Json } from "../shared/wire.ts";
+import { encodeFrame, encodeMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { concat } from "../shared/bytes.ts";
 
 function client(port: number, options: ConstructorParameters<typeof ChannelClient>[0] = {}): ChannelClient {
@@ -456,6 +456,41 @@ Deno.test("hub refuses connections past its limit", async () => {
   await first.next();
   await using second = await RawPeer.connect(hub.port, { hello: false });
   assert.deepEqual(await second.readToEnd(), [{ type: "error", reason: "Hub is full: 1 connections" }]);
+});
+
+Deno.test("hub keeps clients without the token from locking out those with it: the oldest waiting for hello goes", async () => {
+  await using hub = startHub({ token: "s3cret", maxConnections: 4 });
+  const squatters = [];
+  for (let i = 0; i < 4; i++) squatters.push(await RawPeer.connect(hub.port, { hello: false }));
+  try {
+    await using pusher = await RawPeer.connect(hub.port, { token: "s3cret" });
+    await pusher.send({ type: "ping" });
+    assert.deepEqual(await pusher.next(), { type: "pong" });
+    assert.deepEqual(await squatters[0]!.readToEnd(), [{
+      type: "error",
+      reason: "Hub is full: 4 connections are waiting for their hello",
+    }]);
+  } finally {
+    for (const squatter of squatters) await squatter[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("hub counts a connection against its limit from its hello: a hello past the limit is refused", async () => {
+  await using hub = startHub({ maxConnections: 2 });
+  const hello = { type: "hello", version: PROTOCOL_VERSION } as const;
+  const greet = async (peer: RawPeer) => {
+    await peer.send(hello);
+    await peer.send({ type: "ping" });
+    assert.deepEqual(await peer.next(), { type: "pong" });
+  };
+  await using a = await RawPeer.connect(hub.port, { hello: false });
+  await using b = await RawPeer.connect(hub.port, { hello: false });
+  await greet(a);
+  // One connection past its hello, and two waiting for theirs: within both budgets.
+  await using c = await RawPeer.connect(hub.port, { hello: false });
+  await greet(b);
+  await c.send(hello);
+  assert.deepEqual(await c.readToEnd(), [{ type: "error", reason: "Hub is full: 2 connections" }]);
 });
 
 Deno.test("hub closes a connection that subscribes past its channel limit", async () => {
