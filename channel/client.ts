@@ -363,7 +363,7 @@ export class ChannelClient extends EventTarget {
         frame,
         resolve,
         reject,
-        deadline: Date.now() + timeout,
+        deadline: performance.now() + timeout,
         timeout,
         signal,
         onAbort: signal && (() => {
@@ -396,7 +396,7 @@ export class ChannelClient extends EventTarget {
   }
 
   #expire(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const [id, waiting] of this.#waiting) {
       if (waiting.deadline > now) continue;
       this.#waiting.delete(id);
@@ -425,8 +425,15 @@ export class ChannelClient extends EventTarget {
     else waiting.reject(outcome);
   }
 
+  /**
+   * Sends a subscribe, watch or reserve. The hub must see it, or it keeps
+   * routing by the old state: with the backlog full, the link is dropped
+   * instead, and the next connection restores everything.
+   */
   #send(message: ClientMessage): void {
-    this.#writer?.enqueue(encodeMessage(message));
+    if (!this.#writer || this.#writer.enqueue(encodeMessage(message))) return;
+    this.#logger.warn("dropping the hub link: its backlog is full", { hub: this.address, message: message.type });
+    this.#closeSocket();
   }
 
   async #run(): Promise<void> {
@@ -434,10 +441,10 @@ export class ChannelClient extends EventTarget {
     while (!this.#closed) {
       const tcp = await this.#dial();
       if (tcp) {
-        const started = Date.now();
+        const started = performance.now();
         await this.#session(tcp);
         // A hub that drops us at once (a wrong token, say) is not hammered.
-        if (Date.now() - started > this.#maxReconnectDelay) attempt = 0;
+        if (performance.now() - started > this.#maxReconnectDelay) attempt = 0;
       }
       if (this.#closed) break;
       await this.#sleep(backoffDelay(attempt++, {
@@ -485,6 +492,8 @@ export class ChannelClient extends EventTarget {
   }
 
   async #session(tcp: Deno.TcpConn): Promise<void> {
+    // close() may have come between the dial and now, when there was no socket for it to close.
+    if (this.#closed) return tcp.close();
     tcp.setNoDelay(true);
     this.#tcp = tcp;
     const writer = new FrameWriter(tcp, {
@@ -513,16 +522,23 @@ export class ChannelClient extends EventTarget {
     this.#writer = writer;
     this.#sessions++;
 
-    let lastHeard = Date.now();
+    // Pings every interval; checked four times as often, so a silent hub is
+    // noticed within a quarter interval of the limit, not up to a whole one late.
+    let lastHeard = performance.now();
+    let lastPing = lastHeard;
     const heartbeat = setInterval(() => {
-      const silence = Date.now() - lastHeard;
+      const now = performance.now();
+      const silence = now - lastHeard;
       if (silence > this.#pingInterval * this.#maxMissedPongs) {
-        this.#logger.warn("hub missed its pongs", { hub: this.address, silentMs: silence });
+        this.#logger.warn("hub missed its pongs", { hub: this.address, silentMs: Math.round(silence) });
         this.#closeSocket();
         return;
       }
+      // Timers drift: a tick a little early still counts as the interval's.
+      if (now - lastPing < this.#pingInterval * 7 / 8) return;
+      lastPing = now;
       writer.enqueue(PING);
-    }, this.#pingInterval);
+    }, this.#pingInterval / 4);
 
     this.#logger.info("connected to hub", { hub: this.address });
     for (const waiter of this.#readyWaiters) waiter.resolve();
@@ -536,7 +552,7 @@ export class ChannelClient extends EventTarget {
       while (true) {
         const n = await tcp.read(buffer);
         if (n === null) break;
-        lastHeard = Date.now();
+        lastHeard = performance.now();
         for (const message of decoder.push(buffer.subarray(0, n))) this.#receive(message);
       }
     } catch (error) {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ChannelClient, type ChannelClientOptions, ChannelError, connect } from "./client.ts";
 import { quiet, startHub, until, within } from "./_testing.ts";
-import { type Json, MessageDecoder, toClientMessage } from "../shared/wire.ts";
+import { encodeMessage, type Json, MessageDecoder, toClientMessage } from "../shared/wire.ts";
 
 function client(port: number, options: ChannelClientOptions = {}): ChannelClient {
   return new ChannelClient({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
@@ -251,4 +251,120 @@ Deno.test("client closes when its signal aborts", async () => {
   await waiting;
   await until(() => hub.server.hub.stats.peers === 0, 2000, "the hub to see the client leave");
   await c.close();
+});
+
+Deno.test("client close() between the dial and the session closes the new socket and opens no session", async () => {
+  await using hub = startHub();
+  const realConnect = Deno.connect;
+  let c!: ChannelClient;
+  let closing: Promise<void> | undefined;
+  // Runs close() in the microtask checkpoint in which the dial completes, as
+  // any other continuation that happens to run there could.
+  Deno.connect = ((options: Deno.ConnectOptions) => {
+    const dialing = realConnect(options);
+    dialing.then(() => queueMicrotask(() => (closing = c.close())));
+    return dialing;
+  }) as typeof Deno.connect;
+  try {
+    c = client(hub.port);
+    let connected = false;
+    c.addEventListener("connected", () => (connected = true));
+    await until(() => closing !== undefined, 5000, "close() to be called");
+    await within(closing!, 5000, "close() to finish");
+    assert.equal(connected, false, "no session after close()");
+  } finally {
+    Deno.connect = realConnect;
+    // A session opened after close() would keep close() waiting until the hub goes.
+    await hub.server.shutdown();
+    await closing;
+  }
+});
+
+Deno.test("client drops a link whose backlog is too full for a subscribe, and restores the subscription on the next", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const c = client(listener.addr.port, { maxPendingBytes: 256 * 1024, publishTimeout: 10_000 });
+  const first = await listener.accept(); // a hub that reads nothing
+  const publishes: Promise<unknown>[] = [];
+  let second: Deno.TcpConn | undefined;
+  try {
+    await c.ready();
+    // Fill the kernel's buffers, then the client's backlog, to the last few bytes.
+    let refused = false;
+    const publish = (data: Json) =>
+      publishes.push(c.publish("x", data).catch((error) => (refused ||= error.code === "overloaded")));
+    for (let i = 0; i < 2000 && !refused; i++) {
+      publish("p".repeat(60_000));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    for (refused = false; !refused;) {
+      publish(1);
+      await null;
+    }
+    const channel = "n".repeat(200);
+    c.on(channel, () => {});
+    const next = await within(listener.accept(), 5000, "the client to reconnect");
+    second = next;
+    const decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: 1 << 20 });
+    const buffer = new Uint8Array(1 << 16);
+    const seen: string[] = [];
+    while (!seen.includes("subscribe")) {
+      const n = await within(next.read(buffer), 5000, "the restored subscription");
+      assert.ok(n !== null);
+      for (const message of decoder.push(buffer.subarray(0, n))) {
+        seen.push(message.type);
+        if (message.type === "subscribe") assert.deepEqual(message.channels, [channel]);
+      }
+    }
+    assert.deepEqual(seen.slice(0, 2), ["hello", "subscribe"]);
+  } finally {
+    await c.close();
+    first.close();
+    second?.close();
+    await Promise.all(publishes);
+  }
+});
+
+Deno.test("client drops a silent hub within a quarter interval after its two silent intervals", async () => {
+  const interval = 400;
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const c = client(listener.addr.port, { pingInterval: interval, maxMissedPongs: 2 });
+  const conn = await listener.accept();
+  // The hub answers one ping, a round trip later, and then its machine is gone.
+  const decoder = new MessageDecoder(toClientMessage);
+  const buffer = new Uint8Array(1 << 16);
+  let lastWord = 0;
+  const dropped = new Promise((resolve) => c.addEventListener("disconnected", resolve, { once: true }));
+  try {
+    answering: while (true) {
+      const n = await within(conn.read(buffer), 5000, "a ping");
+      assert.ok(n !== null);
+      for (const message of decoder.push(buffer.subarray(0, n))) {
+        if (message.type !== "ping") continue;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await conn.write(encodeMessage({ type: "pong" }));
+        lastWord = performance.now();
+        break answering;
+      }
+    }
+    await within(dropped, 10 * interval, "the client to drop the silent hub");
+    const silence = performance.now() - lastWord;
+    // It was three intervals less a round trip, the limit checked only once an interval.
+    assert.ok(silence <= 2.5 * interval, `dropped after ${Math.round(silence)} ms of silence`);
+  } finally {
+    await c.close();
+    conn.close();
+  }
+});
+
+Deno.test("client publish timeouts run on a monotonic clock: a step back of the wall clock does not hold them", async () => {
+  const c = client(freePort(), { publishTimeout: 200 });
+  const realNow = Date.now;
+  try {
+    const publishing = c.publish("x", 1);
+    Date.now = () => realNow() - 3_600_000; // NTP steps the clock back an hour
+    await assert.rejects(within(publishing, 5000, "the publish to time out"), { code: "timeout" });
+  } finally {
+    Date.now = realNow;
+    await c.close();
+  }
 });
