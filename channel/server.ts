@@ -387,7 +387,7 @@ class Server {
   }
 
   #closeStalled(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const connection of this.#connections) {
       const stalled = connection.stalledFor(now);
       if (stalled > this.#settings.writeTimeout) {
@@ -399,7 +399,7 @@ class Server {
   #closeIdle(): void {
     const limit = this.#settings.pingInterval * this.#settings.idlePings;
     const helloTimeout = this.#settings.helloTimeout;
-    const now = Date.now();
+    const now = performance.now();
     for (const connection of this.#connections) {
       if (!connection.greeted) {
         if (now - connection.lastSeen > helloTimeout) connection.fail("idle", `No hello within ${helloTimeout} ms`);
@@ -463,7 +463,7 @@ class Connection implements Peer {
    * byte at a time, or one that never says hello, would hold its slot and its
    * partial-frame buffer forever.
    */
-  lastSeen = Date.now();
+  lastSeen = performance.now();
   readonly #id: number;
   readonly #tcp: Deno.TcpConn;
   readonly #hub: Hub;
@@ -543,7 +543,7 @@ class Connection implements Peer {
         const buffered = this.#decoder.bufferedBytes;
         const held = this.#receive(buffer.subarray(0, n));
         // Unless a frame was completed, every byte read is still buffered.
-        if (this.#greeted && this.#decoder.bufferedBytes !== buffered + n) this.lastSeen = Date.now();
+        if (this.#greeted && this.#decoder.bufferedBytes !== buffered + n) this.lastSeen = performance.now();
         if (held) await this.#resume(held);
         if (this.#writer.pendingBytes > READ_PAUSE_BYTES) await this.#writer.flushed();
         if (this.#unacked > MAX_UNACKED) await new Promise<void>((resolve) => (this.#readerWaiting = resolve));

@@ -137,8 +137,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
  * publishes, so they answer 503, and the last moments let those answers out.
  */
 async function stop(server: RestartingServer, client: ChannelClient, timeout: number, logger: Logger): Promise<void> {
-  const deadline = Date.now() + timeout;
-  const left = () => Math.max(0, deadline - Date.now());
+  const deadline = performance.now() + timeout;
+  const left = () => Math.max(0, deadline - performance.now());
   const draining = server.shutdown();
   const drained = await settlesWithin(draining, timeout - Math.min(CUTOFF_RESERVE_MS, timeout / 5));
   if (!drained) logger.warn("shutdown timeout: cutting off the requests in flight", { timeout });

@@ -215,7 +215,7 @@ export class Pusher {
 
   #open(socket: ClientSocket, user: string | null): void {
     const id = this.#nextId++;
-    const connection = { id, socket, user, allowance: this.#maxMessageRate, checkedAt: Date.now() };
+    const connection = { id, socket, user, allowance: this.#maxMessageRate, checkedAt: performance.now() };
     this.#connections.set(id, connection);
     this.#bySocket.set(socket, connection);
     this.#counters.accepted.inc();
@@ -234,7 +234,7 @@ export class Pusher {
   #limitRate(socket: ClientSocket): void {
     const connection = this.#bySocket.get(socket);
     if (!connection) return;
-    const now = Date.now();
+    const now = performance.now();
     const rate = this.#maxMessageRate;
     connection.allowance = Math.min(rate, connection.allowance + (now - connection.checkedAt) * rate / 1000);
     connection.checkedAt = now;

@@ -347,6 +347,22 @@ Deno.test("pusher counts pings and pongs toward the message rate: a ping flood i
   assert.ok(before.every((frame) => frame.opcode === Op.pong));
 });
 
+Deno.test("pusher's message rate runs on a monotonic clock: a step back of the wall clock closes nobody", async () => {
+  await using setup = serve({ maxMessageRate: 20 });
+  await using client = await RawSocket.open(setup.port);
+  await client.next(); // the greeting
+  const realNow = Date.now;
+  try {
+    Date.now = () => realNow() - 3_600_000; // NTP steps the clock back an hour
+    // Frames are handled in order: the pong says the message before it passed.
+    await client.write(concat([clientFrame(Op.text, "hi"), clientFrame(Op.ping, "after")]));
+    const answer = await client.next();
+    assert.deepEqual([answer?.opcode, new TextDecoder().decode(answer?.payload)], [Op.pong, "after"]);
+  } finally {
+    Date.now = realNow;
+  }
+});
+
 Deno.test("pusher serves /healthz and takes a token from an absolute-form request target, as a server must (RFC 9112 3.2.2)", async () => {
   const secret = "pusher-secret";
   await using setup = serve({ tokenSecret: secret });

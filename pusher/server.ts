@@ -427,12 +427,11 @@ class ServerImpl implements SocketOwner {
 
   /** Closes sockets whose writes stay blocked, and connections past their deadline for a request head. */
   #watch(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const socket of this.sockets) socket.checkStall(now);
-    // In the order they came, so in the order of their deadlines (on a monotonic clock).
-    const clock = performance.now();
+    // In the order they came, so in the order of their deadlines.
     for (const [tcp, deadline] of this.#handshaking) {
-      if (clock < deadline) break;
+      if (now < deadline) break;
       this.#handshaking.delete(tcp);
       this.#settings.logger.info("closing a connection that did not send its request head in time", {
         timeout: this.#settings.handshakeTimeout,

@@ -110,12 +110,14 @@ export class FrameWriter {
   }
 
   /**
-   * Milliseconds the write now in flight has been blocked (0 when idle): a
-   * peer that does not read makes this grow, which is how a caller spots a
-   * slow consumer whose kernel buffer is full.
+   * Whole milliseconds the write now in flight has been blocked (0 when
+   * idle): a peer that does not read makes this grow, which is how a caller
+   * spots a slow consumer whose kernel buffer is full. `now` is on the
+   * monotonic clock of `performance.now()`, which a step of the wall clock
+   * does not move.
    */
-  stalledFor(now: number = Date.now()): number {
-    return this.#writeStarted === 0 ? 0 : now - this.#writeStarted;
+  stalledFor(now: number = performance.now()): number {
+    return this.#writeStarted === 0 ? 0 : Math.round(now - this.#writeStarted);
   }
 
   /** Buffers waiting behind the write in flight: one per 256 frames, plus the last few. */
@@ -247,7 +249,7 @@ export class FrameWriter {
   /** Writes the rest of the bytes in flight. */
   #write(): void {
     const rest = this.#written === 0 ? this.#inFlight : this.#inFlight.subarray(this.#written);
-    this.#writeStarted = Date.now();
+    this.#writeStarted = performance.now();
     let writing: Promise<number>;
     try {
       writing = this.#sink.write(rest);
