@@ -506,11 +506,13 @@ export class ChannelClient extends EventTarget {
     // Order matters: the hub handles frames in order, so subscriptions and
     // watches are in place before any waiting publish is routed.
     writer.enqueue(encodeMessage({ type: "hello", version: PROTOCOL_VERSION, token: this.#token }));
-    if (this.#handlers.size > 0) {
-      writer.enqueue(encodeMessage({ type: "subscribe", channels: [...this.#handlers.keys()] }));
+    for (const channels of batches(this.#handlers.keys(), this.#maxFrameBytes)) {
+      writer.enqueue(encodeMessage({ type: "subscribe", channels }));
     }
     if (this.#watches.size > 0) {
-      writer.enqueue(encodeMessage({ type: "watch", channels: [...this.#watches.keys()] }));
+      for (const channels of batches(this.#watches.keys(), this.#maxFrameBytes)) {
+        writer.enqueue(encodeMessage({ type: "watch", channels }));
+      }
       const autoReserve = [...this.#watches.values()].some((watch) => watch.autoReserve);
       if (autoReserve || this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
     }
@@ -625,6 +627,32 @@ export class ChannelClient extends EventTarget {
       this.#tcp?.close();
     } catch { /* already closed */ }
   }
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Names in runs whose `subscribe` or `watch` frame stays under
+ * `maxFrameBytes`: each was sent in a frame of its own when it was added,
+ * and all of them in one could pass the hub's frame limit, which would drop
+ * the link at every reconnect.
+ */
+function* batches(names: Iterable<string>, maxFrameBytes: number): Generator<string[]> {
+  // The frame's length prefix and the message around the list.
+  const room = maxFrameBytes - 64;
+  let batch: string[] = [];
+  let size = 0;
+  for (const name of names) {
+    const bytes = utf8.encode(JSON.stringify(name)).length + 1;
+    if (batch.length > 0 && size + bytes > room) {
+      yield batch;
+      batch = [];
+      size = 0;
+    }
+    batch.push(name);
+    size += bytes;
+  }
+  if (batch.length > 0) yield batch;
 }
 
 /**

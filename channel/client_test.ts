@@ -368,3 +368,24 @@ Deno.test("client publish timeouts run on a monotonic clock: a step back of the 
     await c.close();
   }
 });
+
+Deno.test("client restores subscriptions in frames under the frame limit, however many it has", async () => {
+  const port = freePort();
+  const limits = { maxFrameBytes: 64 * 1024 };
+  let hub = startHub({ port, ...limits });
+  await using c = client(port, limits);
+  try {
+    await c.ready();
+    // Each subscribe was its own small frame; all 300 names in one would be 76 KB.
+    const names = Array.from({ length: 300 }, (_, i) => `${i}:`.padEnd(250, "x"));
+    for (const name of names) c.on(name, () => {});
+    assert.equal(await c.publish(names[299]!, "before"), 1);
+    await hub.server.shutdown();
+    hub = startHub({ port, ...limits });
+    assert.equal(await c.publish(names[299]!, "after", { timeout: 5000 }), 1);
+    assert.equal(await c.publish(names[0]!, "after"), 1);
+    assert.equal(hub.server.stats().disconnects.protocol_error, 0);
+  } finally {
+    await hub.server.shutdown();
+  }
+});
