@@ -167,6 +167,8 @@ export class ChannelClient extends EventTarget {
   #wake: (() => void) | null = null;
   #closed = false;
   #manualReserve = false;
+  /** Queues whose handler is running: each asks for its next message when it is done. */
+  readonly #handling = new Set<string>();
   /** The hub's last connection-level error (a wrong token, say), until a connection works. */
   #refusal: string | null = null;
   #sessions = 0;
@@ -276,16 +278,16 @@ export class ChannelClient extends EventTarget {
 
   /**
    * Watches work queues. With `autoReserve` (the default) the client reserves
-   * one message at once and another each time the handler settles, so the
-   * handler sees one message at a time per queue. Watches are restored on
-   * reconnect.
+   * one message of each queue at once, and the queue's next each time the
+   * handler settles, so the handler sees one message at a time per queue,
+   * across reconnects too. Watches are restored on reconnect.
    */
   watch(queues: string | string[], handler: QueueHandler, options: WatchOptions = {}): void {
     const names = toList(queues);
     const autoReserve = options.autoReserve ?? true;
     for (const name of names) this.#watches.set(name, { handler, autoReserve });
     this.#send({ type: "watch", channels: names });
-    if (autoReserve) this.#send({ type: "reserve" });
+    if (autoReserve) this.#send({ type: "reserve", channels: names });
   }
 
   /** Stops watching queues. */
@@ -513,8 +515,12 @@ export class ChannelClient extends EventTarget {
       for (const channels of batches(this.#watches.keys(), this.#maxFrameBytes)) {
         writer.enqueue(encodeMessage({ type: "watch", channels }));
       }
-      const autoReserve = [...this.#watches.values()].some((watch) => watch.autoReserve);
-      if (autoReserve || this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
+      // A queue whose handler still runs asks for its next message when it is done.
+      const idle = [...this.#watches].filter(([queue, watch]) => watch.autoReserve && !this.#handling.has(queue));
+      for (const channels of batches(idle.map(([queue]) => queue), this.#maxFrameBytes)) {
+        writer.enqueue(encodeMessage({ type: "reserve", channels }));
+      }
+      if (this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
     }
     for (const [id, waiting] of this.#waiting) {
       if (writer.enqueue(waiting.frame)) continue;
@@ -614,11 +620,13 @@ export class ChannelClient extends EventTarget {
     this.#manualReserve = false;
     const watch = this.#watches.get(queue);
     if (!watch) return;
+    this.#handling.add(queue);
     Promise.resolve()
       .then(() => watch.handler(data, queue))
       .catch((error) => this.#logger.error("queue handler threw", { queue, error: String(error) }))
       .finally(() => {
-        if (watch.autoReserve && this.#watches.get(queue) === watch) this.#send({ type: "reserve" });
+        this.#handling.delete(queue);
+        if (watch.autoReserve && this.#watches.get(queue) === watch) this.#send({ type: "reserve", channels: [queue] });
       });
   }
 

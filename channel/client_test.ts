@@ -389,3 +389,81 @@ Deno.test("client restores subscriptions in frames under the frame limit, howeve
     await hub.server.shutdown();
   }
 });
+
+/** A queue handler that records how many of each queue's messages run at once, and holds those it is told to. */
+class Jobs {
+  readonly done: string[] = [];
+  readonly most = new Map<string, number>();
+  readonly #running = new Map<string, number>();
+  readonly #held = new Map<string, () => void>();
+
+  constructor(readonly hold: (data: string) => boolean) {}
+
+  readonly handler = async (data: Json, queue: string): Promise<void> => {
+    const running = (this.#running.get(queue) ?? 0) + 1;
+    this.#running.set(queue, running);
+    this.most.set(queue, Math.max(this.most.get(queue) ?? 0, running));
+    if (this.hold(data as string)) await new Promise<void>((resolve) => this.#held.set(data as string, resolve));
+    this.#running.set(queue, running - 1);
+    this.done.push(data as string);
+  };
+
+  started(data: string): boolean {
+    return this.#held.has(data);
+  }
+
+  release(data: string): void {
+    this.#held.get(data)!();
+  }
+}
+
+Deno.test("client queue watch of two queues runs one message of each queue at a time", async () => {
+  await using hub = startHub();
+  await using consumer = client(hub.port);
+  await using producer = client(hub.port);
+  const jobs = new Jobs((data) => data === "b1");
+  consumer.watch(["a", "b"], jobs.handler);
+  await consumer.ready();
+  await producer.enqueue("b", "b1");
+  await producer.enqueue("b", "b2");
+  await until(() => jobs.started("b1"), 2000, "b1 to start");
+  // a's handler finishing asks a for its next message, and only a: b2 waits for b1.
+  await producer.enqueue("a", "a1");
+  await producer.enqueue("a", "a2");
+  await until(() => jobs.done.includes("a2"), 2000, "a1 and a2 to be handled");
+  assert.deepEqual(jobs.done, ["a1", "a2"]);
+  jobs.release("b1");
+  await until(() => jobs.done.includes("b2"), 2000, "b2 after b1");
+  assert.deepEqual([jobs.most.get("a"), jobs.most.get("b")], [1, 1]);
+});
+
+Deno.test("client queue watch does not start a second message while the first one's handler outlives a reconnect", async () => {
+  const port = freePort();
+  let hub = startHub({ port });
+  await using consumer = client(port);
+  const jobs = new Jobs((data) => data === "q1");
+  consumer.watch(["q", "fence"], jobs.handler);
+  await consumer.ready();
+  try {
+    {
+      await using producer = client(port);
+      await producer.enqueue("q", "q1");
+    }
+    await until(() => jobs.started("q1"), 2000, "q1 to start");
+    const connected = nextEvent(consumer, "connected");
+    await hub.server.shutdown();
+    hub = startHub({ port });
+    await within(connected, 5000, "the consumer to reconnect");
+    await using producer = client(port);
+    await producer.enqueue("q", "q2");
+    // Had the reconnect asked q for a message, q2 would have gone out before the fence.
+    await producer.enqueue("fence", "f");
+    await until(() => jobs.done.includes("f"), 2000, "the fence");
+    assert.deepEqual(jobs.done, ["f"]);
+    jobs.release("q1");
+    await until(() => jobs.done.includes("q2"), 2000, "q2 after q1");
+    assert.equal(jobs.most.get("q"), 1);
+  } finally {
+    await hub.server.shutdown();
+  }
+});

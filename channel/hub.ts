@@ -261,13 +261,15 @@ export class Hub {
   }
 
   /**
-   * Gives the peer one credit on every queue it watches: each such queue
-   * hands it its next message, now or when one arrives. A credit not yet
-   * used is not doubled by a second reserve.
+   * Gives the peer one credit on every queue it watches, or on those of
+   * `queues` it watches: each such queue hands it its next message, now or
+   * when one arrives. A credit not yet used is not doubled by a second
+   * reserve.
    */
-  reserve(peer: Peer): void {
+  reserve(peer: Peer, queues?: readonly string[]): void {
     const state = this.#state(peer);
-    for (const name of state.queues) {
+    for (const name of queues ?? state.queues) {
+      if (!state.queues.has(name)) continue;
       // A peer that fails to take a message leaves the hub in the middle of
       // this loop, and its other queues may go with it.
       const queue = this.#queues.get(name);

@@ -133,6 +133,21 @@ Deno.test("hub publishLoop skips a subscriber that refuses the frame", () => {
   assert.deepEqual(b.data, [1]);
 });
 
+Deno.test("hub reserve with queues credits only those of them the peer watches", () => {
+  const w = new Recorder("W");
+  const hub = hubWith(w);
+  hub.watch(w, ["a", "b"]);
+  for (const [queue, data] of [["a", "a1"], ["a", "a2"], ["b", "b1"], ["b", "b2"], ["c", "c1"]]) {
+    hub.enqueue([queue!], data!);
+  }
+  hub.reserve(w, ["b", "c"]);
+  assert.deepEqual(w.data, ["b1"], "b only: a was not asked, c is not watched");
+  hub.reserve(w, ["b"]);
+  assert.deepEqual(w.data, ["b1", "b2"]);
+  hub.reserve(w);
+  assert.deepEqual(w.data, ["b1", "b2", "a1"], "without queues, every watched queue");
+});
+
 Deno.test("hub queues follow the original's observed sequence", () => {
   // Reference section 3.3, observed on the original.
   const w1 = new Recorder("W1"), w2 = new Recorder("W2"), w3 = new Recorder("W3");

@@ -645,7 +645,7 @@ class Connection implements Peer {
           this.#enqueue(message.id, message.channels, message.data);
           break;
         case "reserve":
-          this.#hub.reserve(this);
+          this.#hub.reserve(this, message.channels);
           break;
         case "ping":
           this.send(PONG);

@@ -66,9 +66,14 @@ export interface Enqueue {
   data: Json;
 }
 
-/** Take one message from each watched queue, when one is available. */
+/**
+ * Take one message from each watched queue, when one is available; with
+ * `channels`, from those of them only (a consumer whose handler for one
+ * queue is done asks that queue alone for its next message).
+ */
 export interface Reserve {
   type: "reserve";
+  channels?: string[];
 }
 
 /** Liveness probe; the hub answers `pong`. */
@@ -302,6 +307,8 @@ export function toClientMessage(value: unknown): ClientMessage {
       if (!("data" in message)) throw invalid(message.type, "data is missing");
       break;
     case "reserve":
+      if (message.channels !== undefined) requireChannels(message);
+      break;
     case "ping":
       break;
     default:
