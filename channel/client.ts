@@ -20,6 +20,7 @@ import {
   toHubMessage,
 } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES, FrameWriter } from "../shared/writer.ts";
+import { timerMs } from "../shared/duration.ts";
 
 /** Options for {@linkcode ChannelClient} and {@linkcode connect}. */
 export interface ChannelClientOptions {
@@ -180,13 +181,13 @@ export class ChannelClient extends EventTarget {
     this.#hostname = options.hostname ?? "127.0.0.1";
     this.#port = options.port ?? DEFAULT_CHANNEL_PORT;
     this.#token = options.token;
-    this.#connectTimeout = options.connectTimeout ?? 5000;
-    this.#publishTimeout = options.publishTimeout ?? 5000;
+    this.#connectTimeout = timerMs("connectTimeout", options.connectTimeout ?? 5000);
+    this.#publishTimeout = timerMs("publishTimeout", options.publishTimeout ?? 5000);
     this.#maxWaiting = options.maxWaitingPublishes ?? 10_000;
-    this.#pingInterval = options.pingInterval ?? 25_000;
+    this.#pingInterval = timerMs("pingInterval", options.pingInterval ?? 25_000, 1);
     this.#maxMissedPongs = options.maxMissedPongs ?? 2;
-    this.#reconnectDelay = options.reconnectDelay ?? 100;
-    this.#maxReconnectDelay = options.maxReconnectDelay ?? 1000;
+    this.#reconnectDelay = timerMs("reconnectDelay", options.reconnectDelay ?? 100);
+    this.#maxReconnectDelay = timerMs("maxReconnectDelay", options.maxReconnectDelay ?? 1000);
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.#logger = options.logger ?? createLogger("channel-client");

@@ -467,3 +467,7 @@ Deno.test("client queue watch does not start a second message while the first on
     await hub.server.shutdown();
   }
 });
+
+Deno.test("client refuses a ping interval a timer cannot wait, before it dials", () => {
+  assert.throws(() => new ChannelClient({ port: 1, pingInterval: Infinity }), /^RangeError: Invalid pingInterval/);
+});

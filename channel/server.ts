@@ -23,6 +23,7 @@ import {
   toClientMessage,
 } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES, FrameWriter } from "../shared/writer.ts";
+import { timerMs } from "../shared/duration.ts";
 
 /** Options for {@linkcode serveChannel}. */
 export interface ChannelServerOptions extends HubOptions {
@@ -173,24 +174,25 @@ export interface ChannelServer extends AsyncDisposable {
  * ```
  */
 export function serveChannel(options: ChannelServerOptions = {}): ChannelServer {
+  // Checked before listening: a bad option must not leave a listener behind.
+  const settings: Settings = {
+    token: options.token,
+    maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    maxPendingBytes: options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES,
+    maxConnections: options.maxConnections ?? 1024,
+    writeTimeout: timerMs("writeTimeout", options.writeTimeout ?? 2000),
+    pingInterval: timerMs("pingInterval", options.pingInterval ?? 25_000, 1),
+    idlePings: options.idlePings ?? 3,
+    helloTimeout: timerMs("helloTimeout", options.helloTimeout ?? 10_000, 1),
+    closeGrace: timerMs("closeGrace", options.closeGrace ?? 1000),
+    startupGrace: timerMs("startupGrace", options.startupGrace ?? 1500),
+  };
   const listener = Deno.listen({
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? DEFAULT_CHANNEL_PORT,
   });
   const addr = listener.addr as Deno.NetAddr;
   const logger = options.logger ?? createLogger("channel");
-  const settings: Settings = {
-    token: options.token,
-    maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
-    maxPendingBytes: options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES,
-    maxConnections: options.maxConnections ?? 1024,
-    writeTimeout: options.writeTimeout ?? 2000,
-    pingInterval: options.pingInterval ?? 25_000,
-    idlePings: options.idlePings ?? 3,
-    helloTimeout: options.helloTimeout ?? 10_000,
-    closeGrace: options.closeGrace ?? 1000,
-    startupGrace: options.startupGrace ?? 1500,
-  };
   const server = new Server(listener, new Hub(options), settings, logger);
   if (options.signal?.aborted) server.shutdown();
   options.signal?.addEventListener("abort", () => server.shutdown(), { once: true });

@@ -3,6 +3,7 @@ import { ChannelClient } from "./client.ts";
 import { quiet, RawPeer, startHub, until, within } from "./_testing.ts";
 import { encodeFrame, encodeMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { concat } from "../shared/bytes.ts";
+import { serveChannel } from "./server.ts";
 
 function client(port: number, options: ConstructorParameters<typeof ChannelClient>[0] = {}): ChannelClient {
   return new ChannelClient({ port, logger: quiet, ...options });
@@ -548,4 +549,9 @@ Deno.test("hub holds publishes during its startup grace so subscribers that reco
   assert.ok(Date.now() - started >= 990, "the publish waited for the grace");
   await inbox.wait(1);
   assert.deepEqual(inbox.received, ["early"]);
+});
+
+Deno.test("hub refuses a ping interval longer than a timer waits, before it listens", () => {
+  // Longer, the timer fires after 1 ms: the idle sweep would run every millisecond.
+  assert.throws(() => serveChannel({ port: 0, pingInterval: 2 ** 31 }), /^RangeError: Invalid pingInterval/);
 });

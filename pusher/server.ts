@@ -30,6 +30,7 @@ import {
 import { acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { FrameWriter } from "../shared/writer.ts";
+import { timerMs } from "../shared/duration.ts";
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -172,23 +173,25 @@ export function isWebSocketUpgrade(req: ServerRequest): boolean {
  * ```
  */
 export function serve(options: ServeOptions, handler: Handler): Server {
+  // Checked before listening: a bad option must not leave a listener behind.
+  const settings: Settings = {
+    maxHeadBytes: options.maxHeadBytes ?? 8192,
+    handshakeTimeout: timerMs("handshakeTimeout", options.handshakeTimeout ?? 10_000, 1),
+    maxMessageBytes: options.maxMessageBytes ?? 65536,
+    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
+    slowClientTimeout: timerMs("slowClientTimeout", options.slowClientTimeout ?? 2000, 1),
+    pingInterval: timerMs("pingInterval", options.pingInterval ?? 30_000, 1),
+    closeTimeout: timerMs("closeTimeout", options.closeTimeout ?? 1000),
+    maxConnections: options.maxConnections ?? Infinity,
+    logger: options.logger ?? createLogger("pusher"),
+    onRefused: options.onRefused ?? (() => {}),
+  };
   const listener = Deno.listen({
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? 4236,
     ...(options.reusePort ? { reusePort: true } : {}),
   } as Deno.TcpListenOptions);
-  const server = new ServerImpl(listener, handler, {
-    maxHeadBytes: options.maxHeadBytes ?? 8192,
-    handshakeTimeout: options.handshakeTimeout ?? 10_000,
-    maxMessageBytes: options.maxMessageBytes ?? 65536,
-    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
-    slowClientTimeout: options.slowClientTimeout ?? 2000,
-    pingInterval: options.pingInterval ?? 30_000,
-    closeTimeout: options.closeTimeout ?? 1000,
-    maxConnections: options.maxConnections ?? Infinity,
-    logger: options.logger ?? createLogger("pusher"),
-    onRefused: options.onRefused ?? (() => {}),
-  });
+  const server = new ServerImpl(listener, handler, settings);
   options.signal?.addEventListener("abort", () => server.shutdown(), { once: true });
   options.onListen?.(server.addr);
   return {

@@ -1121,3 +1121,11 @@ Deno.test("server closes a socket whose open handler throws with 1011 and logs i
     await server.shutdown();
   }
 });
+
+Deno.test("server refuses a ping interval longer than a timer waits, before it listens", () => {
+  // Longer, the timer fires after 1 ms: every client pinged every millisecond and dropped as dead.
+  assert.throws(
+    () => serve({ port: 0, pingInterval: 2 ** 31 }, () => new Response()),
+    /^RangeError: Invalid pingInterval/,
+  );
+});

@@ -7,6 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { isLogLevel, type LogLevel } from "./log.ts";
+import { MAX_TIMER_MS } from "./duration.ts";
 
 /** One command-line flag. */
 export interface FlagSpec {
@@ -63,13 +64,6 @@ export function intFlag(values: FlagValues, name: string, fallback: number): num
   }
   return value;
 }
-
-/**
- * The longest delay a timer can wait, in milliseconds: V8 and Deno run a
- * longer one after 1 ms (with only a warning), so a ping interval set past
- * it would ping every millisecond.
- */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Options for {@linkcode durationFlag}. */
 export interface DurationFlagOptions {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { durationFlag, MAX_TIMER_MS } from "./cli.ts";
+import { durationFlag } from "./cli.ts";
+import { MAX_TIMER_MS } from "./duration.ts";
 
 Deno.test("durationFlag reads a duration no longer than a timer waits, in milliseconds or seconds", () => {
   assert.equal(durationFlag({}, "ping-interval", 25_000), 25_000);

@@ -13,7 +13,7 @@ Deno.test("pusher task prints help, and refuses bad flags with exit code 2", asy
   assert.equal((await bad.process.status).code, 2);
   // A timer waits at most 2^31-1 ms; a longer ping interval would ping every millisecond.
   await using forever = await startService("pusher", ["--idle-timeout", "2147484"]);
-  await forever.waitForLine(/Invalid --idle-timeout: expected 0 to 2147483 s/);
+  await forever.waitForLine(/Invalid --idle-timeout: expected 1 to 2147483 s/);
   assert.equal((await forever.process.status).code, 2);
   // An empty secret would let anyone sign tokens.
   await using empty = await startService("pusher", ["--token-secret", ""]);
