@@ -9,6 +9,7 @@
 import type { FromWorker, ToWorker, WorkerConfig } from "./worker.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
+import { backoffDelay } from "../channel/_backoff.ts";
 import {
   durationFlag,
   type FlagSpec,
@@ -139,11 +140,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       maxMessageBytes: intFlag(flags, "max-message-bytes", 65536),
       maxHeadBytes: intFlag(flags, "max-head-bytes", 8192),
       handshakeTimeout: durationFlag(flags, "handshake-timeout", 10_000, { min: 1 }),
-      // Each worker takes its share of the pusher's limit.
-      maxConnections: Math.ceil(intFlag(flags, "max-connections", 100_000) / workers),
+      // For all workers together; each takes its share (WorkerPool).
+      maxConnections: intFlag(flags, "max-connections", 100_000),
       logLevel,
     };
-    pool = new WorkerPool(config, workers, logger);
+    let fatal!: (error: Error) => void;
+    const failed = new Promise<Error>((resolve) => (fatal = resolve));
+    pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });
     const port = await pool.start();
     logger.info("listening", {
       addr: `${config.hostname}:${port}`,
@@ -155,8 +158,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
     // one abruptly, as a crash would, and the pool replaces it.
     Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
-    const signal = await signalled;
-    logger.info("shutting down", { signal });
+    const outcome = await Promise.race([signalled, failed]);
+    if (outcome instanceof Error) {
+      logger.error(outcome.message);
+      await pool.stop(shutdownTimeout);
+      return 1;
+    }
+    logger.info("shutting down", { signal: outcome });
     await pool.stop(shutdownTimeout);
   } catch (error) {
     logger.error((error as Error).message);
@@ -166,20 +174,46 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   return 0;
 }
 
-/** The workers: started one after another on one port, replaced when they die, merging their metrics. */
+/** A worker slot that fails to start this many times in a row is given up. */
+const MAX_START_FAILURES = 5;
+
+/** Options for {@linkcode WorkerPool}. */
+interface WorkerPoolOptions {
+  /** Workers. */
+  size: number;
+  logger: Logger;
+  /** Called once no worker is left and none can be started. */
+  onFatal(error: Error): void;
+}
+
+/**
+ * The workers: started one after another on one port, each with its share of
+ * `maxConnections`, replaced when they die (backing off while a replacement
+ * cannot start), merging their metrics.
+ */
 class WorkerPool {
   readonly #config: Omit<WorkerConfig, "slot">;
   readonly #size: number;
   readonly #logger: Logger;
+  readonly #onFatal: (error: Error) => void;
   readonly #workers = new Map<number, Worker>();
+  /** Replacements waiting for their delay, by slot. */
+  readonly #pending = new Map<number, ReturnType<typeof setTimeout>>();
+  /** Starts that failed in a row, by slot. */
+  readonly #failures = new Map<number, number>();
+  /** Each live worker's metrics as last gathered. */
+  readonly #lastSnapshot = new Map<Worker, RegistrySnapshot>();
+  /** The counters and histograms of workers gone, so that totals never go back. */
+  #retired: RegistrySnapshot = [];
   #port = 0;
   #stopping = false;
   #nextSnapshot = 1;
 
-  constructor(config: Omit<WorkerConfig, "slot">, size: number, logger: Logger) {
+  constructor(config: Omit<WorkerConfig, "slot">, options: WorkerPoolOptions) {
     this.#config = config;
-    this.#size = size;
-    this.#logger = logger;
+    this.#size = options.size;
+    this.#logger = options.logger;
+    this.#onFatal = options.onFatal;
   }
 
   /** Starts every worker; resolves with the port they share. */
@@ -193,6 +227,8 @@ class WorkerPool {
   /** Asks every worker to close its clients (1001) and stop, then ends them. */
   async stop(timeout: number): Promise<void> {
     this.#stopping = true;
+    for (const timer of this.#pending.values()) clearTimeout(timer);
+    this.#pending.clear();
     await Promise.all([...this.#workers.values()].map((worker) => {
       const done = new Promise<void>((resolve) => {
         worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
@@ -217,10 +253,14 @@ class WorkerPool {
   #spawn(slot: number): Promise<number> {
     const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module", name: `pusher-${slot}` });
     this.#workers.set(slot, worker);
+    this.#lastSnapshot.set(worker, []);
+    let listening = false;
     return new Promise((resolve, reject) => {
       worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
         const message = event.data;
         if (message.type === "listening") {
+          listening = true;
+          this.#failures.delete(slot);
           this.#logger.info("worker started", { slot, worker: message.workerId, port: message.port });
           resolve(message.port);
         } else if (message.type === "gather") {
@@ -233,19 +273,46 @@ class WorkerPool {
         event.preventDefault();
         worker.terminate();
         this.#logger.error("worker died", { slot, error: event.message });
+        if (!listening) this.#failures.set(slot, (this.#failures.get(slot) ?? 0) + 1);
         reject(new Error(`Pusher worker ${slot} failed: ${event.message}`));
         this.#replace(slot, worker);
       });
-      worker.postMessage({ type: "start", config: { ...this.#config, port: this.#port, slot } } satisfies ToWorker);
+      const total = this.#config.maxConnections;
+      const share = Math.floor(total / this.#size) + (slot < total % this.#size ? 1 : 0);
+      const config = { ...this.#config, port: this.#port, slot, maxConnections: share };
+      worker.postMessage({ type: "start", config } satisfies ToWorker);
     });
   }
 
   #replace(slot: number, dead: Worker): void {
     if (this.#stopping || this.#workers.get(slot) !== dead) return;
     this.#workers.delete(slot);
+    this.#retire(dead);
+    const failures = this.#failures.get(slot) ?? 0;
+    if (failures >= MAX_START_FAILURES) {
+      this.#logger.error("giving up on a worker slot", { slot, failures });
+      if (this.#workers.size === 0 && this.#pending.size === 0) {
+        this.#onFatal(new Error(`No pusher worker is left: slot ${slot} failed to start ${failures} times in a row`));
+      }
+      return;
+    }
     // The replacement draws a new worker id: old addresses miss instead of
-    // reaching someone else.
-    setTimeout(() => this.#spawn(slot).catch(() => {}), 100);
+    // reaching someone else. One that keeps failing to start backs off.
+    const delay = failures === 0 ? 100 : backoffDelay(failures, { initialDelay: 200, maxDelay: 5000 });
+    this.#pending.set(
+      slot,
+      setTimeout(() => {
+        this.#pending.delete(slot);
+        if (!this.#stopping) this.#spawn(slot).catch(() => {});
+      }, delay),
+    );
+  }
+
+  /** Keeps a dead worker's counters and histograms, as last gathered, in every later answer. */
+  #retire(dead: Worker): void {
+    const last = this.#lastSnapshot.get(dead);
+    this.#lastSnapshot.delete(dead);
+    if (last) this.#retired = mergeSnapshots([this.#retired, last.filter((metric) => metric.type !== "gauge")]);
   }
 
   /** Every worker's metrics, merged; a worker that does not answer in time is left out. */
@@ -256,7 +323,10 @@ class WorkerPool {
         new Promise<RegistrySnapshot>((resolve) => {
           const timer = setTimeout(() => done([]), 1000);
           const onMessage = (event: MessageEvent<FromWorker>) => {
-            if (event.data.type === "snapshot" && event.data.id === id) done(event.data.snapshot);
+            if (event.data.type !== "snapshot" || event.data.id !== id) return;
+            // Kept for when it dies, unless it already has.
+            if (this.#lastSnapshot.has(worker)) this.#lastSnapshot.set(worker, event.data.snapshot);
+            done(event.data.snapshot);
           };
           function done(snapshot: RegistrySnapshot) {
             clearTimeout(timer);
@@ -275,7 +345,7 @@ class WorkerPool {
       labels: [],
       series: { "": [this.#size] },
     }];
-    return mergeSnapshots([expected, ...snapshots]);
+    return mergeSnapshots([expected, this.#retired, ...snapshots]);
   }
 }
 

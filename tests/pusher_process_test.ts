@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { startService } from "./_service.ts";
 import { Client } from "../pusher/_testing.ts";
 import { until, within } from "../channel/_testing.ts";
-import { handshakeRequest, httpExchange } from "../pusher/_ws_testing.ts";
+import { handshakeRequest, httpExchange, RawSocket } from "../pusher/_ws_testing.ts";
 
 Deno.test("pusher task prints help, and refuses bad flags with exit code 2", async () => {
   await using help = await startService("pusher", ["--help"]);
@@ -150,4 +150,107 @@ Deno.test("pusher /metrics counts the connections its server refuses before the 
   assert.match(metrics, /^pusher_rejected_total\{reason="too_many_connections"\} 1$/m);
   assert.match(metrics, /^pusher_rejected_total\{reason="bad_request"\} 1$/m);
   assert.match(metrics, /^pusher_connections 1$/m);
+});
+
+Deno.test("pusher starts no replacement worker once it is shutting down", async () => {
+  await using hub = await startService("channel", ["--port", "0"]);
+  await using pusher = await startService("pusher", ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`]);
+  const port = await pusher.port();
+  // Clients that do not answer the 1001 keep the drain going for a second: past the replacement's 100 ms.
+  const silent = await Promise.all(Array.from({ length: 6 }, () => RawSocket.open(port)));
+  try {
+    pusher.process.kill("SIGUSR2"); // the fault drill: slot 0 ends, its replacement due in 100 ms
+    pusher.process.kill("SIGTERM");
+    assert.equal((await within(pusher.process.status, 15_000, "the pusher to stop")).code, 0);
+  } finally {
+    for (const socket of silent) socket.close();
+  }
+  const shutdown = pusher.lines.findIndex((line) => line.includes('msg="shutting down"'));
+  assert.ok(shutdown >= 0);
+  assert.deepEqual(pusher.lines.slice(shutdown).filter((line) => line.includes('msg="worker started"')), []);
+});
+
+Deno.test("pusher backs off a worker that cannot start, and exits 1 when none is left", async () => {
+  await using hub = await startService("channel", ["--port", "0"]);
+  await using pusher = await startService("pusher", [
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--hub",
+    `127.0.0.1:${await hub.port()}`,
+  ]);
+  const port = await pusher.port();
+  pusher.process.kill("SIGUSR2"); // the only worker ends
+  // Something else takes the port before the replacement binds it.
+  let squatter: Deno.TcpListener | undefined;
+  for (let i = 0; i < 1000 && !squatter; i++) {
+    try {
+      squatter = Deno.listen({ hostname: "127.0.0.1", port });
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+  assert.ok(squatter, "the port was taken over");
+  try {
+    assert.equal((await within(pusher.process.status, 20_000, "the pusher to give up")).code, 1);
+  } finally {
+    squatter.close();
+  }
+  const died = pusher.lines.filter((line) => line.includes('msg="worker died"')).length;
+  assert.ok(died <= 6, `${died} failed starts: it backs off and gives up after 5`);
+  await pusher.waitForLine(/msg="No pusher worker is left: slot 0 failed to start 5 times in a row"/);
+});
+
+Deno.test("pusher /metrics counters do not go back when a worker is replaced", async () => {
+  await using hub = await startService("channel", ["--port", "0"]);
+  await using pusher = await startService("pusher", ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`]);
+  const port = await pusher.port();
+  const total = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return Number(/^pusher_connections_total (\d+)$/m.exec(text)?.[1]);
+  };
+  const clients = Array.from({ length: 12 }, () => new Client(port));
+  await Promise.all(clients.map((client) => client.address()));
+  await Promise.all(clients.map((client) => client[Symbol.asyncDispose]()));
+  assert.equal(await total(), 12);
+  pusher.process.kill("SIGUSR2"); // slot 0 ends, with its share of the 12
+  await until(
+    () => pusher.lines.filter((line) => line.includes('msg="worker started" slot=0')).length === 2,
+    10_000,
+    "the replacement",
+  );
+  assert.equal(await total(), 12);
+});
+
+Deno.test("pusher --max-connections holds for all workers together", async () => {
+  await using hub = await startService("channel", ["--port", "0"]);
+  await using pusher = await startService("pusher", [
+    "--port",
+    "0",
+    "--workers",
+    "4",
+    "--max-connections",
+    "1",
+    "--hub",
+    `127.0.0.1:${await hub.port()}`,
+  ]);
+  const port = await pusher.port();
+  const clients: Client[] = [];
+  try {
+    let open = 0;
+    for (let i = 0; i < 20; i++) {
+      const client = new Client(port);
+      clients.push(client);
+      const outcome = new Promise<boolean>((resolve) => {
+        client.ws.addEventListener("message", () => resolve(true), { once: true });
+        client.closed.then(() => resolve(false));
+      });
+      const greeted = await within(outcome, 5000, `client ${i} to be greeted or refused`);
+      if (greeted) open++;
+    }
+    assert.equal(open, 1);
+  } finally {
+    await Promise.all(clients.map((client) => client[Symbol.asyncDispose]()));
+  }
 });
