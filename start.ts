@@ -9,7 +9,7 @@
 
 import { ROOT, taskCommand } from "./shared/tasks.ts";
 import { createLogger } from "./shared/log.ts";
-import { helpText, onShutdownSignal, parseFlags } from "./shared/cli.ts";
+import { helpText, parseFlags } from "./shared/cli.ts";
 
 const SERVICES = ["channel", "pusher", "publisher"] as const;
 
@@ -38,6 +38,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   const running: Running[] = [];
   let stopping: Promise<void> | null = null;
+  let forced = false;
   // Once only: a second SIGTERM would kill a service mid-drain, its handler
   // being gone after the first.
   const stopAll = () =>
@@ -51,9 +52,33 @@ export async function main(args: string[] = Deno.args): Promise<number> {
         await service.output;
       }
     })();
-  onShutdownSignal(() => stopAll());
+  // The first SIGINT or SIGTERM drains the services, a second ends them at
+  // once: either way none outlives this process. The services run in
+  // sessions of their own, so a terminal's Ctrl-C, sent to its whole
+  // foreground group, reaches them only through here, once.
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const onSignal = () => {
+    if (!stopping) return void stopAll();
+    forced = true;
+    for (const service of running) {
+      try {
+        service.process.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }
+  };
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  const code = await run(running, stopAll, () => stopping !== null);
+  for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  return forced ? 1 : code;
+}
+
+/** Starts the services one after another and waits until one exits or a signal stops them. */
+async function run(running: Running[], stopAll: () => Promise<void>, stopped: () => boolean): Promise<number> {
+  const logger = createLogger("start");
   try {
     for (const name of SERVICES) {
+      // Stopped while starting: the rest are not started.
+      if (stopped()) return (await stopAll(), 0);
       const service = await spawn(name);
       running.push(service);
       const addr = await Promise.race([
@@ -71,7 +96,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   console.log(instructions());
   const first = await Promise.race(running.map(async (service) => ({ service, status: await service.process.status })));
-  if (stopping) {
+  if (stopped()) {
     await stopAll();
     return 0;
   }
@@ -82,7 +107,14 @@ export async function main(args: string[] = Deno.args): Promise<number> {
 
 async function spawn(name: string): Promise<Running> {
   const [exe, ...args] = await taskCommand(name);
-  const process = new Deno.Command(exe!, { args, cwd: ROOT, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
+  const process = new Deno.Command(exe!, {
+    args,
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    detached: true,
+  }).spawn();
   let resolveListening!: (addr: string) => void;
   const listening = new Promise<string>((resolve) => (resolveListening = resolve));
   const relay = async (stream: ReadableStream<Uint8Array>, sink: (line: string) => void) => {
