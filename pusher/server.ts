@@ -599,12 +599,10 @@ class Socket implements ClientSocket {
       events = this.#parser.push(chunk);
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
-      if (this.#violation) {
-        // Bytes after the violation (the client's close answer, say) are not
-        // processed (RFC 6455 7.1.7): hang up once our close frame is out.
-        this.#hangUpAfterWrites();
-        return;
-      }
+      // Bytes after the violation (the rest of an oversized message, the
+      // client's close answer) are not processed (RFC 6455 7.1.7), but read
+      // and dropped until the client ends or the close timer does.
+      if (this.#violation) return;
       // What the client sent before the violation is handled first.
       violation = this.#violation = error;
       events = error.events;
@@ -615,13 +613,17 @@ class Socket implements ClientSocket {
       code: violation.code,
       reason: violation.message,
     });
-    if (this.#state === "open") this.close(violation.code, violation.message);
-    else this.#hangUpAfterWrites();
-  }
-
-  /** Closes the connection once what is queued (a close frame) is written. */
-  #hangUpAfterWrites(): void {
-    this.#writer.finish().then(() => this.#terminate());
+    if (this.#state !== "open") return;
+    this.#state = "closing";
+    this.#closeCode = violation.code;
+    this.#closeReason = violation.message;
+    // The close frame, then our end of the stream. Closing the socket while
+    // the client still sends would answer it with a reset, which can cost it
+    // the close frame (a browser then sees 1006): what it sends is drained.
+    this.#writer.finish(encodeClose(violation.code, violation.message)).then(() => {
+      this.#tcp.closeWrite().catch(() => {});
+      this.#awaitPeerClose();
+    });
   }
 
   #handle(events: ClientEvent[]): void {

@@ -166,6 +166,17 @@ const CONFORMANCE: ConformanceCase[] = [
     },
   },
   {
+    name: "a message over maxMessageBytes closes the client with 1009 and its reason, though it is still sending",
+    async run(client) {
+      await using echo = startEcho({ maxMessageBytes: 64 * 1024 });
+      await using peer = await client.connect(echo);
+      // Refused on its header, with a megabyte still to come: a reset in
+      // answer to it would cost the client the close frame (1006).
+      peer.send("a".repeat(1 << 20)).catch(() => {});
+      assert.deepEqual(await peer.closed(), { code: 1009, reason: "Message over 65536 bytes" });
+    },
+  },
+  {
     name: "a close with a code and reason reaches the handler, and the client sees the code echoed",
     async run(client) {
       await using echo = startEcho();
@@ -661,9 +672,12 @@ for (const violation of VIOLATIONS) {
     assert.ok(close, "the connection ended without a close frame");
     assert.equal(close.code, violation.code, `close reason ${JSON.stringify(close.reason)}`);
     assert.deepEqual(before.map((f) => strictUtf8.decode(f.payload)), violation.echoed ?? []);
-    // The client answers the close; the close timeout is long, so the end comes from that answer.
+    // The server ends its side after its close frame and drops what follows.
+    // The client answers and ends its own, as a browser does on that end; the
+    // close timeout is long, so the end comes from the client's.
     await socket.send(Op.close, closePayload(violation.code));
     assert.deepEqual(await socket.readToEnd(2000), []);
+    await socket.conn.closeWrite();
     assert.equal((await handlerCloses(echo, 1))[0]!.code, violation.code);
     const logged = echo.logged(/msg="closing a client that broke the protocol"/);
     assert.equal(logged.length, 1, logged.join("\n"));
@@ -671,6 +685,17 @@ for (const violation of VIOLATIONS) {
     assert.equal(echo.server.sockets, 0);
   });
 }
+
+Deno.test("server's 1009 reaches a client still sending the rest of its oversized message", async () => {
+  await using echo = startEcho({ maxMessageBytes: 64 * 1024, closeTimeout: 20_000 });
+  await using socket = await RawSocket.open(echo.port);
+  // Refused on its header; a hang-up on the bytes after it would answer them
+  // with a reset, which can take the close frame with it (a browser sees 1006).
+  await socket.write(clientFrame(Op.text, new Uint8Array(4 * 1024 * 1024).fill(97)));
+  assert.deepEqual((await socket.readUntilClose()).close, { code: 1009, reason: "Message over 65536 bytes" });
+  await socket.conn.closeWrite();
+  assert.equal((await handlerCloses(echo, 1))[0]!.code, 1009);
+});
 
 Deno.test("server sends its close frame when more bytes follow the violation at once", async () => {
   await using echo = startEcho({ closeTimeout: 20_000 });
