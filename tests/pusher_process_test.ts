@@ -1,8 +1,27 @@
 import assert from "node:assert/strict";
-import { startService } from "./_service.ts";
+import { type Service, startService } from "./_service.ts";
 import { Client } from "../pusher/_testing.ts";
 import { until, within } from "../channel/_testing.ts";
 import { handshakeRequest, httpExchange, RawSocket } from "../pusher/_ws_testing.ts";
+
+/** A hub, and a pusher linked to it with `args` added; disposing stops both. */
+async function startPusher(args: string[] = []): Promise<{ pusher: Service; port: number } & AsyncDisposable> {
+  const hub = await startService("channel", ["--port", "0"]);
+  try {
+    const pusher = await startService("pusher", ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`, ...args]);
+    return {
+      pusher,
+      port: await pusher.port(),
+      async [Symbol.asyncDispose]() {
+        await pusher[Symbol.asyncDispose]();
+        await hub[Symbol.asyncDispose]();
+      },
+    };
+  } catch (error) {
+    await hub[Symbol.asyncDispose]();
+    throw error;
+  }
+}
 
 Deno.test("pusher task prints help, and refuses bad flags with exit code 2", async () => {
   await using help = await startService("pusher", ["--help"]);
@@ -22,16 +41,8 @@ Deno.test("pusher task prints help, and refuses bad flags with exit code 2", asy
 });
 
 Deno.test("pusher workers share one port, each with its own worker id, and SIGTERM closes clients with 1001", async () => {
-  await using hub = await startService("channel", ["--port", "0"]);
-  await using pusher = await startService("pusher", [
-    "--port",
-    "0",
-    "--workers",
-    "3",
-    "--hub",
-    `127.0.0.1:${await hub.port()}`,
-  ]);
-  const port = await pusher.port();
+  await using system = await startPusher(["--workers", "3"]);
+  const { pusher, port } = system;
   assert.equal(pusher.lines.filter((line) => line.includes('msg="worker started"')).length, 3);
   const clients = Array.from({ length: 30 }, () => new Client(port));
   try {
@@ -128,18 +139,8 @@ Deno.test("a crashed pusher worker is replaced with a new worker id while the ot
 });
 
 Deno.test("pusher /metrics counts the connections its server refuses before the handshake reaches the pusher", async () => {
-  await using hub = await startService("channel", ["--port", "0"]);
-  await using pusher = await startService("pusher", [
-    "--port",
-    "0",
-    "--workers",
-    "1",
-    "--max-connections",
-    "1",
-    "--hub",
-    `127.0.0.1:${await hub.port()}`,
-  ]);
-  const port = await pusher.port();
+  await using system = await startPusher(["--workers", "1", "--max-connections", "1"]);
+  const { port } = system;
   await using client = new Client(port);
   await client.address();
   const full = await httpExchange(port, handshakeRequest());
@@ -153,9 +154,8 @@ Deno.test("pusher /metrics counts the connections its server refuses before the 
 });
 
 Deno.test("pusher starts no replacement worker once it is shutting down", async () => {
-  await using hub = await startService("channel", ["--port", "0"]);
-  await using pusher = await startService("pusher", ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`]);
-  const port = await pusher.port();
+  await using system = await startPusher();
+  const { pusher, port } = system;
   // Clients that do not answer the 1001 keep the drain going for a second: past the replacement's 100 ms.
   const silent = await Promise.all(Array.from({ length: 6 }, () => RawSocket.open(port)));
   try {
@@ -171,16 +171,8 @@ Deno.test("pusher starts no replacement worker once it is shutting down", async 
 });
 
 Deno.test("pusher backs off a worker that cannot start, and exits 1 when none is left", async () => {
-  await using hub = await startService("channel", ["--port", "0"]);
-  await using pusher = await startService("pusher", [
-    "--port",
-    "0",
-    "--workers",
-    "1",
-    "--hub",
-    `127.0.0.1:${await hub.port()}`,
-  ]);
-  const port = await pusher.port();
+  await using system = await startPusher(["--workers", "1"]);
+  const { pusher, port } = system;
   pusher.process.kill("SIGUSR2"); // the only worker ends
   // Something else takes the port before the replacement binds it.
   let squatter: Deno.TcpListener | undefined;
@@ -203,9 +195,8 @@ Deno.test("pusher backs off a worker that cannot start, and exits 1 when none is
 });
 
 Deno.test("pusher /metrics counters do not go back when a worker is replaced", async () => {
-  await using hub = await startService("channel", ["--port", "0"]);
-  await using pusher = await startService("pusher", ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`]);
-  const port = await pusher.port();
+  await using system = await startPusher();
+  const { pusher, port } = system;
   const total = async () => {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     return Number(/^pusher_connections_total (\d+)$/m.exec(text)?.[1]);
@@ -224,18 +215,8 @@ Deno.test("pusher /metrics counters do not go back when a worker is replaced", a
 });
 
 Deno.test("pusher --max-connections holds for all workers together", async () => {
-  await using hub = await startService("channel", ["--port", "0"]);
-  await using pusher = await startService("pusher", [
-    "--port",
-    "0",
-    "--workers",
-    "4",
-    "--max-connections",
-    "1",
-    "--hub",
-    `127.0.0.1:${await hub.port()}`,
-  ]);
-  const port = await pusher.port();
+  await using system = await startPusher(["--workers", "4", "--max-connections", "1"]);
+  const { port } = system;
   const clients: Client[] = [];
   try {
     let open = 0;
