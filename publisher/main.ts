@@ -79,14 +79,15 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   let server;
   let client;
   let shutdownTimeout = DEFAULT_SHUTDOWN_TIMEOUT;
-  const logger = createLogger("publisher");
+  // At the default level until --log-level is read, then at that one.
+  let logger = createLogger("publisher");
   try {
     const flags = parseFlags(args, FLAGS);
     if (flags.help) {
       console.log(helpText("deno task publisher [options]", "Publisher: the HTTP publish API.", FLAGS));
       return 0;
     }
-    const log = createLogger("publisher", { level: logLevelFlag(flags) });
+    const log = logger = createLogger("publisher", { level: logLevelFlag(flags) });
     const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
     // The key is read here and handed to the handler only: no log line carries it.
     const apiKey = (stringFlag(flags, "api-key") ?? Deno.env.get("PUBLISHER_API_KEY")) || undefined;
@@ -165,6 +166,8 @@ class RestartingServer {
   readonly #serve: (port?: number) => Deno.HttpServer<Deno.NetAddr>;
   readonly #logger: Logger;
   #server: Deno.HttpServer<Deno.NetAddr>;
+  /** Every server started: one that stopped accepting still answers the requests it took. */
+  readonly #servers: Deno.HttpServer<Deno.NetAddr>[] = [];
   #port: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopping = false;
@@ -178,13 +181,14 @@ class RestartingServer {
   }
 
   /** Stops taking requests and resolves once those in flight are answered. */
-  shutdown(): Promise<void> {
+  async shutdown(): Promise<void> {
     this.#stopping = true;
     clearTimeout(this.#timer);
-    return this.#server.shutdown();
+    await Promise.all(this.#servers.map((server) => server.shutdown().catch(() => {})));
   }
 
   #watch(server: Deno.HttpServer<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {
+    this.#servers.push(server);
     server.finished.catch((error: Error) => {
       if (this.#stopping) return;
       this.#logger.error("stopped accepting connections; listening again soon", {

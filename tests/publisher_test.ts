@@ -430,19 +430,15 @@ Deno.test("publisher on SIGTERM exits 0 within --shutdown-timeout even when a cl
   assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nCannot read the body: /);
 });
 
-Deno.test("publisher out of file descriptors logs it, listens again, and answers once the flood is gone", async () => {
-  await using hub = await startHub();
-  await using publisher = await startService(
-    "publisher",
-    ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`],
-    { openFiles: 200 },
-  );
-  const port = await publisher.port();
+/**
+ * Opens more connections than the publisher has descriptors, each stuck in
+ * its request head, until its server gives up accepting; then closes them and
+ * waits until it listens again.
+ */
+async function exhaustDescriptors(publisher: Service, port: number): Promise<void> {
   const halfHead = new TextEncoder().encode("GET /?content=x HTTP/1.1\r\nHo");
   const flood: Deno.Conn[] = [];
   try {
-    // More connections than the publisher has descriptors, each stuck in its
-    // request head, until its server gives up accepting.
     while (flood.length < 1000 && !publisher.lines.some((line) => line.includes("stopped accepting"))) {
       try {
         const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -467,8 +463,70 @@ Deno.test("publisher out of file descriptors logs it, listens again, and answers
     10_000,
     "the publisher to listen again",
   );
+}
+
+Deno.test("publisher out of file descriptors logs it, listens again, and answers once the flood is gone", async () => {
+  await using hub = await startHub();
+  await using publisher = await startService(
+    "publisher",
+    ["--port", "0", "--hub", `127.0.0.1:${await hub.port()}`],
+    { openFiles: 200 },
+  );
+  const port = await publisher.port();
+  await exhaustDescriptors(publisher, port);
   const answer = await call(`http://127.0.0.1:${port}/?content=after`);
   assert.deepEqual([answer.status, answer.body], [200, "ok"]);
+});
+
+Deno.test("publisher keeps to --log-level through its shutdown", async () => {
+  // At warn it does not log where it listens: it is asked on a port known beforehand.
+  const port = freePort();
+  await using publisher = await startService("publisher", [
+    "--port",
+    String(port),
+    "--hub",
+    `127.0.0.1:${freePort()}`,
+    "--log-level",
+    "warn",
+  ]);
+  const up = async () => {
+    try {
+      await (await fetch(`http://127.0.0.1:${port}/healthz`)).body?.cancel();
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  await until(up, 10_000, "the publisher to listen");
+  assert.equal((await publisher.stop()).code, 0);
+  assert.deepEqual(publisher.lines.filter((line) => /level=(info|debug)/.test(line)), []);
+});
+
+Deno.test("publisher on SIGTERM answers a request it took before it listened again", async () => {
+  // No hub: the publish waits out its timeout, within the shutdown bound.
+  await using publisher = await startService(
+    "publisher",
+    [
+      "--port",
+      "0",
+      "--hub",
+      `127.0.0.1:${freePort()}`,
+      "--publish-timeout",
+      "2000",
+      "--shutdown-timeout",
+      "4000",
+      "--log-level",
+      "debug",
+    ],
+    { openFiles: 200 },
+  );
+  const port = await publisher.port();
+  const answer = call(`http://127.0.0.1:${port}/?content=in-flight`);
+  await publisher.waitForLine(/msg=publishing/);
+  await exhaustDescriptors(publisher, port);
+  publisher.process.kill("SIGTERM");
+  assert.equal((await within(answer, 10_000, "the answer")).status, 503);
+  assert.equal((await publisher.process.status).code, 0);
 });
 
 Deno.test("publisher answers 413 to content that the hub's frame limit cannot carry once encoded, and keeps publishing", async () => {
