@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ChannelClient } from "./client.ts";
 import { quiet, RawPeer, startHub, until, within } from "./_testing.ts";
-import { encodeFrame, encodeMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
+import { encodeFrame, encodeMessage, type HubMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { concat } from "../shared/bytes.ts";
 import { serveChannel } from "./server.ts";
 
@@ -554,4 +554,39 @@ Deno.test("hub holds publishes during its startup grace so subscribers that reco
 Deno.test("hub refuses a ping interval longer than a timer waits, before it listens", () => {
   // Longer, the timer fires after 1 ms: the idle sweep would run every millisecond.
   assert.throws(() => serveChannel({ port: 0, pingInterval: 2 ** 31 }), /^RangeError: Invalid pingInterval/);
+});
+
+Deno.test("hub hands out no queue message twice: one in a slow consumer's socket stays taken when it is dropped", async () => {
+  const MiB = 1024 * 1024;
+  await using hub = startHub({ maxFrameBytes: 64 * MiB, maxPendingBytes: 128 * MiB, writeTimeout: 1000 });
+  await using c1 = await RawPeer.connect(hub.port);
+  await c1.send({ type: "subscribe", channels: ["big"] });
+  await c1.send({ type: "watch", channels: ["q"] });
+  await c1.send({ type: "reserve" });
+  await c1.send({ type: "ping" });
+  assert.equal((await c1.next()).type, "pong"); // c1 holds the first credit
+  await using c2 = await RawPeer.connect(hub.port);
+  await c2.send({ type: "watch", channels: ["q"] });
+  await c2.send({ type: "reserve" });
+  await c2.send({ type: "ping" });
+  assert.equal((await c2.next()).type, "pong");
+  await using producer = await RawPeer.connect(hub.port);
+  const big = "x".repeat(16 * MiB);
+  // An event larger than c1's socket buffers while it does not read: the write blocks.
+  await producer.send({ type: "publish", id: 1, channels: ["big"], data: big });
+  await until(() => hub.server.stats().deliveries === 1, 5000, "the first event to be queued");
+  // m1 and another big event wait behind it, for the next write.
+  await producer.send({ type: "enqueue", id: 2, channels: ["q"], data: "m1" });
+  assert.deepEqual(await producer.next(), { type: "ack", id: 2, count: 1 });
+  await producer.send({ type: "publish", id: 3, channels: ["big"], data: big });
+  await until(() => hub.server.stats().deliveries === 2, 5000, "the second event to be queued");
+  // c1 reads the first event and stops: m1 and the head of the second go
+  // into its socket, the rest blocks until c1 is dropped as slow.
+  assert.equal((await c1.next()).type, "event");
+  await until(() => hub.server.stats().disconnects.slow_consumer === 1, 5000, "c1 to be dropped as slow");
+  const rest = await c1.readToEnd().catch(() => [] as HubMessage[]);
+  assert.deepEqual(rest.filter((message) => message.type === "queue").map((message) => message.data), ["m1"]);
+  // Had m1 gone back to its queue, c2 would get it ahead of m2.
+  await producer.send({ type: "enqueue", id: 4, channels: ["q"], data: "m2" });
+  assert.deepEqual(await c2.next(), { type: "queue", channel: "q", data: "m2" });
 });

@@ -178,8 +178,10 @@ export class FrameWriter {
     this.#queue = [];
     this.#unjoined = 0;
     this.#queuedBytes = 0;
-    // The peer is being dropped: nothing it was sent counts as delivered any
-    // more, not even the write in flight, which may never finish.
+    // The peer is being dropped: what the kernel took counts as written, as
+    // it would have had the drop come a moment later; the rest of the write
+    // in flight, which may never finish, does not.
+    this.#settleWaiters(this.#accepted, true);
     this.#settleWaiters(-1, false);
     if (last) this.#push(last);
     return this.#whenIdle();
@@ -204,8 +206,14 @@ export class FrameWriter {
     this.#queue = [];
     this.#unjoined = 0;
     this.#queuedBytes = 0;
+    this.#settleWaiters(this.#accepted, true);
     this.#settleWaiters(0, false);
     this.#settleIdle(false);
+  }
+
+  /** Bytes the operating system has taken: whole writes, and the part of the one in flight. */
+  get #accepted(): number {
+    return this.#writtenTotal + (this.#inFlight.length > 0 ? this.#written : 0);
   }
 
   #push(frame: Uint8Array): void {
@@ -268,6 +276,8 @@ export class FrameWriter {
         this.#inFlight = NOTHING;
         return this.#stopped();
       }
+      // Frames wholly in the kernel already count, though the write goes on.
+      this.#settleWaiters(this.#accepted, true);
       return this.#write();
     }
     this.#writtenTotal += this.#inFlight.length;

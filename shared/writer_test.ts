@@ -433,6 +433,20 @@ Deno.test("frame writer close() resolves pending flushed() false and stops writi
   writer.close();
 });
 
+Deno.test("frame writer flushed() counts the frames a short write took, also when end() drops the rest", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink);
+  writer.enqueue(filled(4, 1));
+  const first = writer.flushed();
+  writer.enqueue(filled(6, 2));
+  const second = writer.flushed();
+  (await sink.call(0)).resolve(5); // the first frame and one byte of the second
+  assert.equal(await within(first, "flushed() of the frame the kernel took"), true);
+  assert.equal(await isPending(second), true, "the second is not all written");
+  writer.end();
+  assert.equal(await within(second, "flushed() of the frame end() dropped"), false);
+});
+
 Deno.test("frame writer close() during a write that ends short writes none of the rest", async () => {
   const sink = new FakeSink();
   const writer = new FrameWriter(sink);
