@@ -52,8 +52,6 @@ interface PeerState {
 
 interface Channel {
   subscribers: Set<Peer>;
-  /** Index of the subscriber that gets the next `publishLoop` message. */
-  loopCursor: number;
 }
 
 interface Queue {
@@ -147,7 +145,7 @@ export class Hub {
       state.channels.add(name);
       let channel = this.#channels.get(name);
       if (!channel) {
-        channel = { subscribers: new Set(), loopCursor: 0 };
+        channel = { subscribers: new Set() };
         this.#channels.set(name, channel);
       }
       channel.subscribers.add(peer);
@@ -189,11 +187,14 @@ export class Hub {
   publishLoop(channels: readonly string[], data: Json): Peer[] {
     const reached: Peer[] = [];
     for (const [channel, frame] of this.#events(channels, data)) {
-      const subscribers = [...channel.subscribers];
-      // A subscriber that cannot take the frame is skipped for the next one.
-      for (let tries = 0; tries < subscribers.length; tries++) {
-        const peer = subscribers[channel.loopCursor % subscribers.length]!;
-        channel.loopCursor = (channel.loopCursor + 1) % subscribers.length;
+      // The first in the set has the turn and goes to the back: a subscriber
+      // that leaves takes no one's turn with it, as an index would. One that
+      // cannot take the frame is skipped for the next.
+      const subscribers = channel.subscribers;
+      for (let tries = subscribers.size; tries > 0; tries--) {
+        const peer: Peer = subscribers.values().next().value!;
+        subscribers.delete(peer);
+        subscribers.add(peer);
         if (peer.send(frame)) {
           reached.push(peer);
           break;

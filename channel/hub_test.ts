@@ -123,6 +123,21 @@ Deno.test("hub publishLoop takes subscribers in turn starting with the first", (
   assert.deepEqual(s.map((peer) => peer.data), [[1, 4, 7], [2, 5], [3, 6]]);
 });
 
+Deno.test("hub publishLoop keeps the turns when a subscriber leaves or unsubscribes", () => {
+  const [a, b, c, d] = [new Recorder("A"), new Recorder("B"), new Recorder("C"), new Recorder("D")];
+  const hub = hubWith(a, b, c, d);
+  for (const peer of [a, b, c]) hub.subscribe(peer, ["jobs"]);
+  hub.publishLoop(["jobs"], 1); // A
+  hub.leave(a);
+  hub.publishLoop(["jobs"], 2); // B, not C: A's leaving takes no one's turn
+  hub.publishLoop(["jobs"], 3); // C
+  hub.subscribe(d, ["jobs"]);
+  hub.unsubscribe(b, ["jobs"]);
+  hub.publishLoop(["jobs"], 4); // C again: D joined at the back, after C's turn came round
+  hub.publishLoop(["jobs"], 5); // D
+  assert.deepEqual([a.data, b.data, c.data, d.data], [[1], [2], [3, 4], [5]]);
+});
+
 Deno.test("hub publishLoop skips a subscriber that refuses the frame", () => {
   const a = new Recorder(), b = new Recorder();
   const hub = hubWith(a, b);
