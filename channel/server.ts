@@ -486,6 +486,8 @@ class Connection implements Peer {
   #unacked = 0;
   /** Resumes the read loop, paused while `#unacked` was over `MAX_UNACKED`. */
   #readerWaiting: (() => void) | null = null;
+  /** Called once no publish waits for its ack, while the hub shuts down. */
+  #allAcked: (() => void) | null = null;
 
   constructor(id: number, tcp: Deno.TcpConn, server: Server, settings: Settings, logger: Logger, grace: Grace) {
     this.#id = id;
@@ -581,8 +583,13 @@ class Connection implements Peer {
     this.#closing = true;
     this.#hub.leave(this);
     this.#graceTimer = setTimeout(() => this.#close(), this.#settings.closeGrace);
-    // finish(), not end(): what was queued before the shutdown is written.
-    this.#writer.finish().then(() => this.#close());
+    // Its publishes' acks first, as their events reach their subscribers
+    // (within the grace): an ack not sent makes the publisher send again.
+    // Then finish(), not end(): what was queued before the shutdown is written.
+    const acked = this.#unacked === 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => (this.#allAcked = resolve));
+    acked.then(() => this.#writer.finish()).then(() => this.#close());
   }
 
   /**
@@ -729,6 +736,7 @@ class Connection implements Peer {
       this.#reply({ type: "ack", id, count: written.filter(Boolean).length });
       this.#unacked--;
       if (this.#unacked <= MAX_UNACKED / 2) this.#wakeReader();
+      if (this.#unacked === 0) this.#allAcked?.();
     });
   }
 

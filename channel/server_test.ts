@@ -590,3 +590,25 @@ Deno.test("hub hands out no queue message twice: one in a slow consumer's socket
   await producer.send({ type: "enqueue", id: 4, channels: ["q"], data: "m2" });
   assert.deepEqual(await c2.next(), { type: "queue", channel: "q", data: "m2" });
 });
+
+Deno.test("hub shutdown acks the publishes whose events it goes on to write", async () => {
+  await using hub = startHub({ maxPendingBytes: 64 * 1024 * 1024, writeTimeout: 60_000, closeGrace: 10_000 });
+  await using slow = await RawPeer.connect(hub.port);
+  await slow.send({ type: "subscribe", channels: ["news"] });
+  await using publisher = await RawPeer.connect(hub.port);
+  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  // 10 MB of events: more than the subscriber's socket takes before it reads.
+  const count = 600;
+  const data = "n".repeat(16 * 1024);
+  await publisher.write(
+    concat(
+      Array.from({ length: count }, (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: ["news"], data })),
+    ),
+  );
+  await until(() => hub.server.stats().deliveries === count, 5000, "every event to be queued");
+  const stopping = hub.server.shutdown();
+  const [events, replies] = await Promise.all([slow.readToEnd(10_000), publisher.readToEnd(10_000)]);
+  await stopping;
+  assert.equal(events.filter((message) => message.type === "event").length, count);
+  assert.equal(replies.filter((message) => message.type === "ack" && message.count === 1).length, count);
+});
