@@ -127,7 +127,7 @@ export interface ChannelServerStats {
   deliveries: number;
   /** `enqueue` messages handled, refused ones included. */
   enqueues: number;
-  /** `enqueue` messages refused because a queue or all queues were full. */
+  /** `enqueue` messages refused: a queue or all queues were full, or the message too large once encoded. */
   enqueuesRefused: number;
   /** Connections the hub let go, by reason; each connection counts once. */
   disconnects: Record<DisconnectReason, number>;
@@ -220,7 +220,11 @@ function metricsOf(stats: ChannelServerStats): RegistrySnapshot {
   counter("channel_publishes_total", "publish and publishLoop messages handled", stats.publishes);
   counter("channel_deliveries_total", "Event frames queued to subscribers", stats.deliveries);
   counter("channel_enqueues_total", "enqueue messages handled, refused ones included", stats.enqueues);
-  counter("channel_enqueues_refused_total", "enqueue messages refused by full queues", stats.enqueuesRefused);
+  counter(
+    "channel_enqueues_refused_total",
+    "enqueue messages refused by full queues or as too large",
+    stats.enqueuesRefused,
+  );
   const disconnects = registry.counter({
     name: "channel_disconnects_total",
     help: "Connections the hub let go, by reason",
@@ -403,6 +407,7 @@ class Server {
     const helloTimeout = this.#settings.helloTimeout;
     const now = performance.now();
     for (const connection of this.#connections) {
+      if (connection.readPaused) continue;
       if (!connection.greeted) {
         if (now - connection.lastSeen > helloTimeout) connection.fail("idle", `No hello within ${helloTimeout} ms`);
       } else if (now - connection.lastSeen > limit) connection.fail("idle", `Idle: no message for ${limit} ms`);
@@ -466,6 +471,8 @@ class Connection implements Peer {
    * partial-frame buffer forever.
    */
   lastSeen = performance.now();
+  /** True while the hub holds back reading this peer (its replies unread, its publishes unacked, the startup grace). */
+  readPaused = false;
   readonly #id: number;
   readonly #tcp: Deno.TcpConn;
   readonly #hub: Hub;
@@ -548,9 +555,17 @@ class Connection implements Peer {
         const held = this.#receive(buffer.subarray(0, n));
         // Unless a frame was completed, every byte read is still buffered.
         if (this.#greeted && this.#decoder.bufferedBytes !== buffered + n) this.lastSeen = performance.now();
+        const pauses = held !== null || this.#writer.pendingBytes > READ_PAUSE_BYTES ||
+          this.#unacked > MAX_UNACKED;
+        if (!pauses) continue;
+        // While the hub does not read a peer, its silence is the hub's doing:
+        // the idle check passes it over, and starts again from the end of the pause.
+        this.readPaused = true;
         if (held) await this.#resume(held);
         if (this.#writer.pendingBytes > READ_PAUSE_BYTES) await this.#writer.flushed();
         if (this.#unacked > MAX_UNACKED) await new Promise<void>((resolve) => (this.#readerWaiting = resolve));
+        this.readPaused = false;
+        if (this.#greeted) this.lastSeen = performance.now();
       }
     } catch (error) {
       if (!this.#closed) this.#logger.debug("read failed", { conn: this.#id, error: (error as Error).message });
@@ -586,9 +601,7 @@ class Connection implements Peer {
     // Its publishes' acks first, as their events reach their subscribers
     // (within the grace): an ack not sent makes the publisher send again.
     // Then finish(), not end(): what was queued before the shutdown is written.
-    const acked = this.#unacked === 0
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => (this.#allAcked = resolve));
+    const acked = this.#unacked === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.#allAcked = resolve));
     acked.then(() => this.#writer.finish()).then(() => this.#close());
   }
 

@@ -612,3 +612,30 @@ Deno.test("hub shutdown acks the publishes whose events it goes on to write", as
   assert.equal(events.filter((message) => message.type === "event").length, count);
   assert.equal(replies.filter((message) => message.type === "ack" && message.count === 1).length, count);
 });
+
+Deno.test("hub does not close as idle a peer it holds back from reading, whose pings wait unread", async () => {
+  await using hub = startHub({
+    pingInterval: 100,
+    idlePings: 2,
+    writeTimeout: 60_000,
+    maxPendingBytes: 64 * 1024 * 1024,
+  });
+  await using subscriber = await RawPeer.connect(hub.port);
+  await subscriber.send({ type: "subscribe", channels: ["c"] });
+  await using publisher = await RawPeer.connect(hub.port);
+  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  // 10 MB of events the subscriber does not read: over 64 KiB wait for it,
+  // so after its next message the hub reads nothing more from it.
+  const data = "x".repeat(16 * 1024);
+  await publisher.write(
+    concat(Array.from({ length: 600 }, (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: ["c"], data }))),
+  );
+  await until(() => hub.server.stats().deliveries === 600, 5000, "the events to be queued");
+  publisher.close(); // it would go idle too
+  await subscriber.send({ type: "ping" });
+  // A peer that came later and says nothing: once it is closed as idle, the
+  // subscriber's own limit, earlier, has passed too.
+  await using silent = await RawPeer.connect(hub.port);
+  assert.deepEqual(await silent.readToEnd(), [{ type: "error", reason: "Idle: no message for 200 ms" }]);
+  assert.equal(hub.server.stats().disconnects.idle, 1);
+});
