@@ -358,8 +358,15 @@ async function readForm(req: Request, maxContentBytes: number): Promise<Fields> 
       throw new Rejection(400, "Invalid form body: cannot parse it as multipart/form-data");
     }
     // FormData decodes text fields leniently: invalid UTF-8 becomes U+FFFD.
-    // One that the body did not carry as UTF-8 bytes came from bad bytes.
-    const carriesReplacement = includesBytes(bytes, REPLACEMENT_CHARACTER);
+    // The text fields hold no more of them than the body carried as UTF-8
+    // bytes (outside its files) unless some came from bad bytes.
+    let decoded = 0;
+    let carried = countReplacements(bytes);
+    for (const [, value] of form) {
+      if (typeof value === "string") decoded += value.split("\uFFFD").length - 1;
+      else carried -= countReplacements(await value.bytes());
+    }
+    const badBytes = decoded > carried;
     return {
       get(name) {
         const value = form.getAll(name).at(-1);
@@ -367,7 +374,7 @@ async function readForm(req: Request, maxContentBytes: number): Promise<Fields> 
         if (typeof value !== "string") {
           throw new Rejection(400, `Invalid form body: ${name} must be a text field, not a file`);
         }
-        if (!carriesReplacement && value.includes("\uFFFD")) {
+        if (badBytes && value.includes("\uFFFD")) {
           throw new Rejection(400, `Invalid form body: non-UTF-8 in ${name}`);
         }
         return value;
@@ -382,14 +389,13 @@ async function readForm(req: Request, maxContentBytes: number): Promise<Fields> 
   );
 }
 
-/** U+FFFD in UTF-8. */
-const REPLACEMENT_CHARACTER = Uint8Array.of(0xef, 0xbf, 0xbd);
-
-function includesBytes(haystack: Uint8Array, needle: Uint8Array): boolean {
-  for (let i = haystack.indexOf(needle[0]!); i !== -1; i = haystack.indexOf(needle[0]!, i + 1)) {
-    if (needle.every((byte, j) => haystack[i + j] === byte)) return true;
+/** How many times U+FFFD's UTF-8 bytes (EF BF BD) occur in `bytes`. */
+function countReplacements(bytes: Uint8Array): number {
+  let count = 0;
+  for (let i = bytes.indexOf(0xef); i !== -1; i = bytes.indexOf(0xef, i + 1)) {
+    if (bytes[i + 1] === 0xbf && bytes[i + 2] === 0xbd) count++;
   }
-  return false;
+  return count;
 }
 
 /** Reads the whole body, or rejects with 413 as soon as it passes `limit` bytes. */

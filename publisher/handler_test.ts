@@ -267,6 +267,14 @@ Deno.test("a multipart text field that is not UTF-8 answers 400, and a real U+FF
   const replacement = new TextEncoder().encode("a \uFFFD b");
   assert.equal((await handler(post("", body(replacement), headers))).status, 200);
   assert.deepEqual(hub.calls.map((call) => call.data), [{ content: "a \uFFFD b" }]);
+  // A real U+FFFD in another field does not vouch for bad bytes in this one.
+  const note = new TextEncoder().encode('--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\n\uFFFD\r\n');
+  await assertRejected(
+    await handler(post("", new Uint8Array([...note, ...body(Uint8Array.of(0xff, 0xfe))]), headers)),
+    400,
+    "Invalid form body: non-UTF-8 in content",
+  );
+  assert.equal(hub.calls.length, 1);
 });
 
 Deno.test("a malformed multipart body answers 400", async () => {
