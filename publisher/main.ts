@@ -13,6 +13,8 @@ import {
   type FlagSpec,
   type FlagValues,
   helpText,
+  HUB_MAX_FRAME_BYTES_FLAG,
+  hubMaxFrameBytesFlag,
   intFlag,
   isLoopback,
   LOG_LEVEL_FLAG,
@@ -45,6 +47,7 @@ const FLAGS: Record<string, FlagSpec> = {
     default: DEFAULT_HUB,
   },
   "hub-token": { type: "string", arg: "TOKEN", help: "token the hub asks for (or env CHANNEL_TOKEN)" },
+  "hub-max-frame-bytes": HUB_MAX_FRAME_BYTES_FLAG,
   "api-key": {
     type: "string",
     arg: "KEY",
@@ -103,7 +106,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     const maxContentBytes = positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES);
     shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
     // Not connect(): the publisher starts, and answers 503, while the hub is down.
-    client = new ChannelClient({ ...hub, token: token || undefined, publishTimeout, logger: log });
+    const maxFrameBytes = hubMaxFrameBytesFlag(flags);
+    client = new ChannelClient({ ...hub, token: token || undefined, publishTimeout, maxFrameBytes, logger: log });
     const handler = createPublishHandler({ hub: client, publishTimeout, maxContentBytes, apiKey, logger: log });
     try {
       server = new RestartingServer((listenPort) =>

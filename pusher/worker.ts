@@ -23,6 +23,7 @@ export interface WorkerConfig {
   port: number;
   hub: HostPort;
   hubToken: string | undefined;
+  hubMaxFrameBytes: number;
   idleTimeout: number;
   maxBufferedBytes: number;
   slowClientTimeout: number;
@@ -93,7 +94,12 @@ function post(message: FromWorker): void {
 function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>; pusher: Pusher } {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
-  const client = new ChannelClient({ ...config.hub, token: config.hubToken, logger });
+  const client = new ChannelClient({
+    ...config.hub,
+    token: config.hubToken,
+    maxFrameBytes: config.hubMaxFrameBytes,
+    logger,
+  });
   const pusher = new Pusher({
     workerId,
     hub: client,

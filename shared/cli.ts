@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { isLogLevel, type LogLevel } from "./log.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
 
 /** One command-line flag. */
 export interface FlagSpec {
@@ -174,7 +175,26 @@ export function hubFlag(values: FlagValues): HostPort {
   return parseHostPort(value, flag === undefined ? "CHANNEL_HUB" : "--hub");
 }
 
-/** The `--hub` and `--hub-token` flags of the services that reach the hub. */
+/**
+ * `--hub-max-frame-bytes`: the largest frame on the hub link. Kept at the
+ * hub's `--max-frame-bytes`, a publish the hub could not take is refused
+ * before it is sent (413), and an event as large as the hub sends is read.
+ */
+export const HUB_MAX_FRAME_BYTES_FLAG: FlagSpec = {
+  type: "string",
+  arg: "N",
+  help: "largest frame on the hub link; keep it at the hub's --max-frame-bytes",
+  default: String(DEFAULT_MAX_FRAME_BYTES),
+};
+
+/** Reads `--hub-max-frame-bytes`. */
+export function hubMaxFrameBytesFlag(values: FlagValues): number {
+  const bytes = intFlag(values, "hub-max-frame-bytes", DEFAULT_MAX_FRAME_BYTES);
+  if (bytes < 64) throw new TypeError(`Invalid --hub-max-frame-bytes: at least 64, got ${bytes}`);
+  return bytes;
+}
+
+/** The `--hub`, `--hub-token` and `--hub-max-frame-bytes` flags of the services that reach the hub. */
 export const HUB_FLAGS: Record<string, FlagSpec> = {
   hub: {
     type: "string",
@@ -183,6 +203,7 @@ export const HUB_FLAGS: Record<string, FlagSpec> = {
     default: "127.0.0.1:2206",
   },
   "hub-token": { type: "string", arg: "TOKEN", help: "token the hub asks for (or env CHANNEL_TOKEN)" },
+  "hub-max-frame-bytes": HUB_MAX_FRAME_BYTES_FLAG,
 };
 
 /** Reads the hub token from `--hub-token`, else the CHANNEL_TOKEN variable. */

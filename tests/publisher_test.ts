@@ -553,3 +553,34 @@ Deno.test("publisher answers 413 to content that the hub's frame limit cannot ca
   assert.deepEqual([small.status, small.body], [200, "ok"]);
   assert.ok(!publisher.lines.some((line) => line.includes("disconnected from hub")), "the hub link stayed up");
 });
+
+Deno.test("publisher with the hub's lower frame limit answers 413 to what the hub could not take, and the link stays up", async () => {
+  await using hub = await startService("channel", [
+    "--port",
+    "0",
+    "--startup-grace",
+    "0",
+    "--max-frame-bytes",
+    "32768",
+  ]);
+  await using publisher = await startService("publisher", [
+    "--port",
+    "0",
+    "--hub",
+    `127.0.0.1:${await hub.port()}`,
+    "--hub-max-frame-bytes",
+    "32768",
+  ]);
+  const url = `http://127.0.0.1:${await publisher.port()}/`;
+  const form = { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" } };
+  // Under --max-content-bytes (64 KiB), over the hub's frame: without the
+  // flag it went out, the hub dropped the link for it, at every reconnect.
+  const [big, small] = await Promise.all([
+    call(url, { ...form, body: `content=${"a".repeat(40_000)}` }),
+    call(`${url}?content=innocent`),
+  ]);
+  assert.equal(big.status, 413);
+  assert.match(big.body, /^Content too large for the hub: .* over the 32768-byte limit\n?$/);
+  assert.deepEqual([small.status, small.body], [200, "ok"]);
+  assert.ok(!publisher.lines.some((line) => line.includes("disconnected from hub")), "the hub link stayed up");
+});

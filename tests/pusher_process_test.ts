@@ -38,6 +38,9 @@ Deno.test("pusher task prints help, and refuses bad flags with exit code 2", asy
   await using empty = await startService("pusher", ["--token-secret", ""]);
   await empty.waitForLine(/Invalid --token-secret: empty/);
   assert.equal((await empty.process.status).code, 2);
+  await using tiny = await startService("pusher", ["--hub-max-frame-bytes", "10"]);
+  await tiny.waitForLine(/Invalid --hub-max-frame-bytes: at least 64, got 10/);
+  assert.equal((await tiny.process.status).code, 2);
 });
 
 Deno.test("pusher workers share one port, each with its own worker id, and SIGTERM closes clients with 1001", async () => {
