@@ -43,6 +43,12 @@ export interface ChannelClientOptions {
   publishTimeout?: number;
   /** Most publishes and enqueues waiting for an acknowledgement at once. @default {10000} */
   maxWaitingPublishes?: number;
+  /**
+   * Most bytes of encoded publishes and enqueues waiting for an
+   * acknowledgement at once: while the hub is down each keeps its frame.
+   * @default {67108864}
+   */
+  maxWaitingBytes?: number;
   /** Interval between pings to the hub, in milliseconds. @default {25000} */
   pingInterval?: number;
   /** The hub is taken for dead after this many ping intervals without a word from it. @default {2} */
@@ -149,6 +155,9 @@ export class ChannelClient extends EventTarget {
   readonly #connectTimeout: number;
   readonly #publishTimeout: number;
   readonly #maxWaiting: number;
+  readonly #maxWaitingBytes: number;
+  /** Bytes of the frames in `#waiting`. */
+  #waitingBytes = 0;
   readonly #pingInterval: number;
   readonly #maxMissedPongs: number;
   readonly #reconnectDelay: number;
@@ -184,6 +193,7 @@ export class ChannelClient extends EventTarget {
     this.#connectTimeout = timerMs("connectTimeout", options.connectTimeout ?? 5000);
     this.#publishTimeout = timerMs("publishTimeout", options.publishTimeout ?? 5000);
     this.#maxWaiting = options.maxWaitingPublishes ?? 10_000;
+    this.#maxWaitingBytes = options.maxWaitingBytes ?? 64 * 1024 * 1024;
     this.#pingInterval = timerMs("pingInterval", options.pingInterval ?? 25_000, 1);
     this.#maxMissedPongs = options.maxMissedPongs ?? 2;
     this.#reconnectDelay = timerMs("reconnectDelay", options.reconnectDelay ?? 100);
@@ -357,6 +367,11 @@ export class ChannelClient extends EventTarget {
         ),
       );
     }
+    if (this.#waitingBytes + frame.length > this.#maxWaitingBytes) {
+      return Promise.reject(
+        new ChannelError("overloaded", `Cannot ${type}: ${this.#maxWaitingBytes} bytes already wait for the hub`),
+      );
+    }
     const timeout = options.timeout ?? this.#publishTimeout;
     this.#sweepEvery(timeout);
     return new Promise<number>((resolve, reject) => {
@@ -376,6 +391,7 @@ export class ChannelClient extends EventTarget {
       };
       if (waiting.onAbort) signal!.addEventListener("abort", waiting.onAbort, { once: true });
       this.#waiting.set(id, waiting);
+      this.#waitingBytes += frame.length;
       if (this.#writer && !this.#writer.enqueue(frame)) {
         this.#waiting.delete(id);
         this.#settle(waiting, this.#backlogFull(type));
@@ -423,6 +439,7 @@ export class ChannelClient extends EventTarget {
   }
 
   #settle(waiting: Waiting, outcome: number | Error): void {
+    this.#waitingBytes -= waiting.frame.length;
     if (waiting.onAbort) waiting.signal!.removeEventListener("abort", waiting.onAbort);
     if (typeof outcome === "number") waiting.resolve(outcome);
     else waiting.reject(outcome);

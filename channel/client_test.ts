@@ -107,6 +107,18 @@ Deno.test("client refuses publishes past its waiting limit at once", async () =>
   for (const p of waiting) await assert.rejects(p, { code: "timeout" });
 });
 
+Deno.test("client refuses publishes past its waiting bytes at once, and takes them again as those waiting go", async () => {
+  await using c = client(freePort(), { maxWaitingBytes: 100_000, publishTimeout: 100 });
+  const waiting = [c.publish("a", "x".repeat(40_000)), c.publish("a", "x".repeat(40_000))];
+  await assert.rejects(c.publish("a", "x".repeat(40_000)), {
+    code: "overloaded",
+    message: "Cannot publish: 100000 bytes already wait for the hub",
+  });
+  for (const p of waiting) await assert.rejects(p, { code: "timeout" });
+  // Those timed out no longer count.
+  await assert.rejects(c.publish("a", "x".repeat(40_000)), { code: "timeout" });
+});
+
 Deno.test("client refuses a publish over the frame limit at once and keeps its link for the others", async () => {
   await using hub = startHub({ maxFrameBytes: 65536 });
   await using c = client(hub.port, { maxFrameBytes: 65536 });
