@@ -31,7 +31,10 @@ export interface HubOptions {
   maxChannelsPerPeer?: number;
   /** Most messages one queue holds; `enqueue` past it is refused. @default {10000} */
   maxQueueLength?: number;
-  /** Most bytes all queues hold together; `enqueue` past it is refused. @default {67108864} (64 MiB) */
+  /**
+   * Most bytes all queues hold together, their messages' frames and 640 for
+   * each queue; `enqueue` past it is refused. @default {67108864} (64 MiB)
+   */
   maxQueuedBytes?: number;
   /**
    * Largest frame, header included, taken from a client and sent to one. The
@@ -248,7 +251,8 @@ export class Hub {
         );
       }
     }
-    if (this.#queuedBytes + bytes > this.#maxQueuedBytes) {
+    const created = names.filter((name) => !this.#queues.has(name)).length;
+    if (this.#queuedBytes + bytes + created * QUEUE_BYTES > this.#maxQueuedBytes) {
       throw new RangeError(`Cannot enqueue: queues hold their limit of ${this.#maxQueuedBytes} bytes`);
     }
     names.forEach((name, i) => {
@@ -360,6 +364,7 @@ export class Hub {
     if (!queue) {
       queue = { messages: [], head: 0, watchers: new Set(), consumers: new Set() };
       this.#queues.set(name, queue);
+      this.#queuedBytes += QUEUE_BYTES;
     }
     return queue;
   }
@@ -380,9 +385,19 @@ export class Hub {
   }
 
   #dropIfUnused(name: string, queue: Queue): void {
-    if (queue.watchers.size === 0 && queue.head === queue.messages.length) this.#queues.delete(name);
+    if (queue.watchers.size === 0 && queue.head === queue.messages.length && this.#queues.delete(name)) {
+      this.#queuedBytes -= QUEUE_BYTES;
+    }
   }
 }
+
+/**
+ * What a queue costs the hub beyond its messages' bytes (its object, two
+ * sets, its map entry; about 630 bytes measured), counted against
+ * `maxQueuedBytes`: otherwise tiny messages to as many new queues would hold
+ * some 15 times the limit in memory.
+ */
+const QUEUE_BYTES = 640;
 
 function unique(names: readonly string[]): readonly string[] {
   return names.length < 2 ? names : [...new Set(names)];

@@ -248,10 +248,22 @@ Deno.test("hub refuses an enqueue past the queue length limit and the queue does
 });
 
 Deno.test("hub refuses an enqueue past the total queued bytes limit", () => {
-  const hub = new Hub({ maxQueuedBytes: 200 });
+  const hub = new Hub({ maxQueuedBytes: 1500 });
+  hub.enqueue(["q"], "x".repeat(100)); // 640 for the queue, and its frame
   hub.enqueue(["q"], "x".repeat(100));
-  assert.throws(() => hub.enqueue(["r"], "x".repeat(100)), /queues hold their limit of 200 bytes/);
-  assert.equal(hub.stats.queuedMessages, 1);
+  assert.throws(() => hub.enqueue(["r"], "x".repeat(100)), /queues hold their limit of 1500 bytes/);
+  assert.equal(hub.stats.queuedMessages, 2);
+});
+
+Deno.test("hub counts what a queue costs against the queued bytes limit: tiny messages to new queues stop early", () => {
+  const hub = new Hub({ maxQueuedBytes: 64 * 1024 });
+  let queues = 0;
+  assert.throws(() => {
+    for (;; queues++) hub.enqueue([`q${queues}`], 0);
+  }, RangeError);
+  // Frames alone (about 40 bytes) would have let some 1,600 queues in.
+  assert.ok(queues <= 64 * 1024 / 640, `${queues} queues`);
+  assert.equal(hub.stats.queues, queues);
 });
 
 Deno.test("hub keeps a queue message for the next consumer when the first refuses it", () => {
