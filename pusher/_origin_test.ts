@@ -2,15 +2,36 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { originMatcher } from "./_origin.ts";
 
-/** The pattern the pusher used to build: right, but backtracking. */
+/** The same language as a regular expression: right, but backtracking. */
 function regexpFor(origins: readonly string[]): RegExp {
   const alternatives = origins.map((origin) =>
-    origin === "*" ? ".*" : origin.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\/]/g, "\\$&")).join("[^/]*")
+    origin === "*"
+      ? ".*"
+      : origin.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\/]/g, "\\$&")).join("[a-z0-9.-]*")
   );
   return new RegExp(`^(?:${alternatives.join("|")})$`, "i");
 }
 
-Deno.test("originMatcher allows what the wildcard regular expression allowed, and nothing else", () => {
+Deno.test("originMatcher's wildcard takes a host's or a port's characters only", () => {
+  const allowed = originMatcher(["https://*.example.com", "http://localhost:*"]);
+  for (const origin of ["https://eu.example.com", "https://a.b-c.EXAMPLE.com", "http://localhost:8080"]) {
+    assert.equal(allowed(origin), true, origin);
+  }
+  for (
+    const origin of [
+      "https://evil.com#.example.com",
+      "https://evil.com?.example.com",
+      "https://user@a.example.com",
+      "https://evil.com/.example.com",
+      "http://localhost:@evil.com",
+      "https://example.com.evil.com",
+    ]
+  ) {
+    assert.equal(allowed(origin), false, origin);
+  }
+});
+
+Deno.test("originMatcher allows what the wildcard regular expression allows, and nothing else", () => {
   // Few characters, so that random origins often match; case pairs, `/`, and characters whose case mapping is odd.
   const char = fc.constantFrom("a", "A", "b", ".", "-", "/", ":", "é", "É", "ÿ", "µ", "ı", "K", "k", "\u212a", "\n");
   const pattern = fc.array(fc.oneof(char, fc.constant("*")), { maxLength: 8 }).map((cs) => cs.join(""));
