@@ -516,7 +516,7 @@ Deno.test("hub shutdown closes every connection and resolves finished", async ()
   await hub.server.shutdown();
 });
 
-Deno.test("hub shutdown writes every event it queued for a subscriber before closing it", async () => {
+Deno.test("hub shutdown writes every event it queued for a subscriber before closing it, and acks each", async () => {
   // Room for the whole backlog, and no time limit on blocked writes: only the
   // shutdown can cut this subscriber off.
   const hub = startHub({ maxPendingBytes: 64 * 1024 * 1024, writeTimeout: 60_000, closeGrace: 10_000 });
@@ -524,16 +524,26 @@ Deno.test("hub shutdown writes every event it queued for a subscriber before clo
   await slow.send({ type: "subscribe", channels: ["news"] });
   await using publisher = await RawPeer.connect(hub.port);
   await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
-  // More than the kernel's socket buffers hold while the subscriber does not read.
-  const count = 600;
-  const data = "n".repeat(16 * 1024);
-  for (let id = 1; id <= count; id++) await publisher.send({ type: "publish", id, channels: ["news"], data });
-  await until(() => hub.server.stats().deliveries === count, 5000, "every event queued");
+  await sendBacklog(publisher, "news", 600);
+  await until(() => hub.server.stats().deliveries === 600, 5000, "every event queued");
   const stopping = hub.server.shutdown();
-  const events = (await slow.readToEnd(10_000)).filter((message) => message.type === "event");
-  assert.equal(events.length, count);
+  const [events, replies] = await Promise.all([slow.readToEnd(10_000), publisher.readToEnd(10_000)]);
+  assert.equal(events.filter((message) => message.type === "event").length, 600);
+  // The acks of events written during the shutdown are sent too: one not
+  // sent makes the publisher send again, a duplicate for every subscriber.
+  assert.equal(replies.filter((message) => message.type === "ack" && message.count === 1).length, 600);
   await within(stopping, 5000, "the shutdown");
 });
+
+/** Sends `count` publishes of 16 KiB to `channel` in one write: at 600, 10 MB, more than a socket takes unread. */
+function sendBacklog(publisher: RawPeer, channel: string, count: number): Promise<void> {
+  const data = "n".repeat(16 * 1024);
+  const frames = Array.from(
+    { length: count },
+    (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: [channel], data }),
+  );
+  return publisher.write(concat(frames));
+}
 
 Deno.test("hub holds publishes during its startup grace so subscribers that reconnect late still get them", async () => {
   // A grace long enough for the late subscriber to connect on a busy machine.
@@ -591,28 +601,6 @@ Deno.test("hub hands out no queue message twice: one in a slow consumer's socket
   assert.deepEqual(await c2.next(), { type: "queue", channel: "q", data: "m2" });
 });
 
-Deno.test("hub shutdown acks the publishes whose events it goes on to write", async () => {
-  await using hub = startHub({ maxPendingBytes: 64 * 1024 * 1024, writeTimeout: 60_000, closeGrace: 10_000 });
-  await using slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "subscribe", channels: ["news"] });
-  await using publisher = await RawPeer.connect(hub.port);
-  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
-  // 10 MB of events: more than the subscriber's socket takes before it reads.
-  const count = 600;
-  const data = "n".repeat(16 * 1024);
-  await publisher.write(
-    concat(
-      Array.from({ length: count }, (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: ["news"], data })),
-    ),
-  );
-  await until(() => hub.server.stats().deliveries === count, 5000, "every event to be queued");
-  const stopping = hub.server.shutdown();
-  const [events, replies] = await Promise.all([slow.readToEnd(10_000), publisher.readToEnd(10_000)]);
-  await stopping;
-  assert.equal(events.filter((message) => message.type === "event").length, count);
-  assert.equal(replies.filter((message) => message.type === "ack" && message.count === 1).length, count);
-});
-
 Deno.test("hub does not close as idle a peer it holds back from reading, whose pings wait unread", async () => {
   await using hub = startHub({
     pingInterval: 100,
@@ -624,12 +612,9 @@ Deno.test("hub does not close as idle a peer it holds back from reading, whose p
   await subscriber.send({ type: "subscribe", channels: ["c"] });
   await using publisher = await RawPeer.connect(hub.port);
   await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
-  // 10 MB of events the subscriber does not read: over 64 KiB wait for it,
-  // so after its next message the hub reads nothing more from it.
-  const data = "x".repeat(16 * 1024);
-  await publisher.write(
-    concat(Array.from({ length: 600 }, (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: ["c"], data }))),
-  );
+  // Events the subscriber does not read: over 64 KiB wait for it, so after
+  // its next message the hub reads nothing more from it.
+  await sendBacklog(publisher, "c", 600);
   await until(() => hub.server.stats().deliveries === 600, 5000, "the events to be queued");
   publisher.close(); // it would go idle too
   await subscriber.send({ type: "ping" });
