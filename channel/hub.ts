@@ -68,6 +68,8 @@ interface Queue {
   watchers: Set<Peer>;
   /** Watchers holding a credit from `reserve`, in the order they reserved. */
   consumers: Set<Peer>;
+  /** Messages coming back from consumers that went before taking them, in the order they were handed out. */
+  returning: string[];
 }
 
 /** Hub statistics. */
@@ -334,12 +336,20 @@ export class Hub {
     consumer.flushed().then((written) => {
       if (written) return;
       const queue = this.#queue(name);
-      if (queue.head > 0) queue.messages[--queue.head] = text;
-      else queue.messages.unshift(text);
+      queue.returning.push(text);
       this.#queuedMessages++;
       this.#queuedBytes += bytes;
-      this.#dispatch(name, queue);
+      // The others a dropped consumer held come back in the same turn: all
+      // go back at once, in their order, rather than each ahead of the last.
+      if (queue.returning.length === 1) queueMicrotask(() => this.#putBack(name, queue));
     });
+  }
+
+  #putBack(name: string, queue: Queue): void {
+    queue.messages = [...queue.returning, ...queue.messages.slice(queue.head)];
+    queue.head = 0;
+    queue.returning = [];
+    this.#dispatch(name, queue);
   }
 
   #state(peer: Peer): PeerState {
@@ -362,7 +372,7 @@ export class Hub {
   #queue(name: string): Queue {
     let queue = this.#queues.get(name);
     if (!queue) {
-      queue = { messages: [], head: 0, watchers: new Set(), consumers: new Set() };
+      queue = { messages: [], head: 0, watchers: new Set(), consumers: new Set(), returning: [] };
       this.#queues.set(name, queue);
       this.#queuedBytes += QUEUE_BYTES;
     }
@@ -385,7 +395,8 @@ export class Hub {
   }
 
   #dropIfUnused(name: string, queue: Queue): void {
-    if (queue.watchers.size === 0 && queue.head === queue.messages.length && this.#queues.delete(name)) {
+    const empty = queue.head === queue.messages.length && queue.returning.length === 0;
+    if (queue.watchers.size === 0 && empty && this.#queues.delete(name)) {
       this.#queuedBytes -= QUEUE_BYTES;
     }
   }

@@ -266,6 +266,21 @@ Deno.test("hub counts what a queue costs against the queued bytes limit: tiny me
   assert.equal(hub.stats.queues, queues);
 });
 
+Deno.test("hub puts the messages of a consumer that went before taking them back in their order", async () => {
+  const gone = new Recorder("gone"), next = new Recorder("next");
+  const hub = hubWith(gone, next);
+  gone.written = false; // none of what it is sent reaches it
+  hub.watch(gone, ["q"]);
+  hub.watch(next, ["q"]);
+  for (const data of ["m1", "m2", "m3"]) hub.enqueue(["q"], data);
+  hub.reserve(gone); // m1
+  hub.reserve(gone); // m2
+  hub.leave(gone);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  for (let i = 0; i < 3; i++) hub.reserve(next);
+  assert.deepEqual(next.data, ["m1", "m2", "m3"]);
+});
+
 Deno.test("hub keeps a queue message for the next consumer when the first refuses it", () => {
   const a = new Recorder(), b = new Recorder();
   const hub = hubWith(a, b);
