@@ -199,7 +199,10 @@ export class FrameWriter {
     return this.#whenIdle();
   }
 
-  /** Stops writing at once; every pending `flushed()` resolves `false`. */
+  /**
+   * Stops writing at once; every pending `flushed()` resolves `false`, but
+   * for those whose bytes the kernel has already taken, which resolve `true`.
+   */
   close(): void {
     this.#ended = true;
     this.#failed = true;
@@ -289,11 +292,15 @@ export class FrameWriter {
   #failedWith(error: unknown): void {
     // The failed write's bytes are lost, not in flight: pendingBytes must not count them forever.
     this.#inFlight = NOTHING;
-    if (!this.#failed) {
-      this.close();
-      this.#onError?.(error as Error);
+    try {
+      if (!this.#failed) {
+        this.close();
+        this.#onError?.(error as Error);
+      }
+    } finally {
+      // Even if onError throws: an end() or finish() waiting for idle must settle.
+      this.#stopped();
     }
-    this.#stopped();
   }
 
   /** No write in flight any more: the queue is empty, or the writer failed. */

@@ -486,6 +486,8 @@ Deno.test("frame writer: an onError that throws leaves the other writers of its 
     assert.equal(await within(flushed, "flushed() of the other writer"), true);
     await settle();
     assert.deepEqual(reported, [bug]);
+    // The failing writer itself is idle, not stuck writing.
+    assert.equal(await within(failing.end(), "end() of the writer whose onError threw"), false);
   } finally {
     globalThis.removeEventListener("error", swallow);
   }
