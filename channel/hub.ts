@@ -70,6 +70,8 @@ interface Queue {
   consumers: Set<Peer>;
   /** Messages coming back from consumers that went before taking them, in the order they were handed out. */
   returning: string[];
+  /** Created by an enqueue, so its own cost counts against `maxQueuedBytes` while it exists. */
+  charged: boolean;
 }
 
 /** Hub statistics. */
@@ -258,7 +260,14 @@ export class Hub {
       throw new RangeError(`Cannot enqueue: queues hold their limit of ${this.#maxQueuedBytes} bytes`);
     }
     names.forEach((name, i) => {
+      // Watching is bounded by the per-peer channel limit; a queue that an
+      // enqueue brings into being, by nothing else: that one is charged.
+      const created = !this.#queues.has(name);
       const queue = this.#queue(name);
+      if (created) {
+        queue.charged = true;
+        this.#queuedBytes += QUEUE_BYTES;
+      }
       queue.messages.push(texts[i]!);
       this.#queuedMessages++;
       this.#queuedBytes += sizes[i]!;
@@ -372,9 +381,8 @@ export class Hub {
   #queue(name: string): Queue {
     let queue = this.#queues.get(name);
     if (!queue) {
-      queue = { messages: [], head: 0, watchers: new Set(), consumers: new Set(), returning: [] };
+      queue = { messages: [], head: 0, watchers: new Set(), consumers: new Set(), returning: [], charged: false };
       this.#queues.set(name, queue);
-      this.#queuedBytes += QUEUE_BYTES;
     }
     return queue;
   }
@@ -396,7 +404,7 @@ export class Hub {
 
   #dropIfUnused(name: string, queue: Queue): void {
     const empty = queue.head === queue.messages.length && queue.returning.length === 0;
-    if (queue.watchers.size === 0 && empty && this.#queues.delete(name)) {
+    if (queue.watchers.size === 0 && empty && this.#queues.delete(name) && queue.charged) {
       this.#queuedBytes -= QUEUE_BYTES;
     }
   }
@@ -405,8 +413,9 @@ export class Hub {
 /**
  * What a queue costs the hub beyond its messages' bytes (its object, two
  * sets, its map entry; about 630 bytes measured), counted against
- * `maxQueuedBytes`: otherwise tiny messages to as many new queues would hold
- * some 15 times the limit in memory.
+ * `maxQueuedBytes` for a queue that an enqueue created: otherwise tiny
+ * messages to as many new queues would hold some 15 times the limit in
+ * memory. Watched queues are bounded by the per-peer channel limit.
  */
 const QUEUE_BYTES = 640;
 

@@ -266,6 +266,17 @@ Deno.test("hub counts what a queue costs against the queued bytes limit: tiny me
   assert.equal(hub.stats.queues, queues);
 });
 
+Deno.test("hub charges a queue's cost only to queues an enqueue creates: watching alone takes nothing from the limit", () => {
+  const hub = new Hub({ maxQueuedBytes: 64 * 1024 });
+  for (let p = 0; p < 3; p++) {
+    const watcher = new Recorder(`W${p}`);
+    hub.join(watcher);
+    hub.watch(watcher, Array.from({ length: 1000 }, (_, i) => `w${p}.${i}`));
+  }
+  assert.equal(hub.stats.queuedBytes, 0);
+  assert.equal(hub.enqueue(["jobs"], { n: 1 }), 1);
+});
+
 Deno.test("hub puts the messages of a consumer that went before taking them back in their order", async () => {
   const gone = new Recorder("gone"), next = new Recorder("next");
   const hub = hubWith(gone, next);
