@@ -33,7 +33,7 @@ export interface HubOptions {
   maxQueueLength?: number;
   /**
    * Most bytes all queues hold together, their messages' frames and 640 for
-   * each queue; `enqueue` past it is refused. @default {67108864} (64 MiB)
+   * each queue an enqueue created; `enqueue` past it is refused. @default {67108864} (64 MiB)
    */
   maxQueuedBytes?: number;
   /**

@@ -234,7 +234,11 @@ function metricsOf(stats: ChannelServerStats): RegistrySnapshot {
   gauge("channel_channels", "Channels with at least one subscriber", stats.channels);
   gauge("channel_queues", "Queues that exist", stats.queues);
   gauge("channel_queued_messages", "Messages waiting in queues", stats.queuedMessages);
-  gauge("channel_queued_bytes", "Bytes queues hold: their messages' frames and 640 per queue", stats.queuedBytes);
+  gauge(
+    "channel_queued_bytes",
+    "Bytes queues hold: their messages' frames and 640 per queue an enqueue created",
+    stats.queuedBytes,
+  );
   gauge(
     "channel_publishes_waiting",
     "Publishes waiting for their subscribers' writes to be acked",
