@@ -44,19 +44,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const stopAll = () =>
     stopping ??= (async () => {
       // Front to back: the publisher stops taking publishes first, the hub last.
-      for (const service of [...running].reverse()) {
-        try {
-          service.process.kill("SIGTERM");
-        } catch { /* already gone */ }
-        await service.process.status;
-        await service.output;
-      }
+      for (const service of [...running].reverse()) await stopOne(service);
     })();
-  // The first SIGINT or SIGTERM drains the services, a second ends them at
-  // once: either way none outlives this process. The services run in
-  // sessions of their own, so a terminal's Ctrl-C, sent to its whole
-  // foreground group, reaches them only through here, once.
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  // The first SIGINT, SIGTERM or SIGHUP drains the services, a second ends
+  // them at once: either way none outlives this process. The services run in
+  // sessions of their own, so a terminal's Ctrl-C, or its hangup, sent to its
+  // whole foreground group, reaches them only through here, once.
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   const onSignal = () => {
     if (!stopping) return void stopAll();
     forced = true;
@@ -81,6 +75,12 @@ async function run(running: Running[], stopAll: () => Promise<void>, stopped: ()
       if (stopped()) return (await stopAll(), 0);
       const service = await spawn(name);
       running.push(service);
+      // A signal while it was being spawned stopped the others, not this one.
+      if (stopped()) {
+        await stopAll();
+        await stopOne(service);
+        return 0;
+      }
       const addr = await Promise.race([
         service.listening,
         service.process.status.then((status) => {
@@ -90,6 +90,8 @@ async function run(running: Running[], stopAll: () => Promise<void>, stopped: ()
       logger.info("service up", { service: name, addr });
     }
   } catch (error) {
+    // A service that a signal stopped before it listened is no failure.
+    if (stopped()) return (await stopAll(), 0);
     logger.error((error as Error).message);
     await stopAll();
     return 1;
@@ -103,6 +105,15 @@ async function run(running: Running[], stopAll: () => Promise<void>, stopped: ()
   logger.error("service exited; stopping the others", { service: first.service.name, code: first.status.code });
   await stopAll();
   return 1;
+}
+
+/** Drains one service: SIGTERM, and its exit and last output. */
+async function stopOne(service: Running): Promise<void> {
+  try {
+    service.process.kill("SIGTERM");
+  } catch { /* already gone */ }
+  await service.process.status;
+  await service.output;
 }
 
 async function spawn(name: string): Promise<Running> {

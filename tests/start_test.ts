@@ -65,3 +65,13 @@ Deno.test("a second signal to deno task start ends every service at once, leavin
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), `nothing listens on ${port}`);
   }
 });
+
+Deno.test("a terminal hangup (SIGHUP to the group) drains every service under deno task start", async () => {
+  await using start = await startInTerminal();
+  await signalGroup(start.process.pid, "SIGHUP");
+  assert.equal((await within(start.process.status, 20_000, "deno task start to stop")).code, 0);
+  await start.stop();
+  for (const service of ["publisher", "pusher", "channel"]) {
+    assert.ok(start.lines.some((l) => l.includes(`svc=${service} msg=stopped`)), `${service} drained`);
+  }
+});
