@@ -126,6 +126,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     }
     const workers = intFlag(flags, "workers", 2);
     if (workers < 1) throw new TypeError("Invalid --workers: at least 1");
+    const maxConnections = intFlag(flags, "max-connections", 100_000);
+    // Each worker takes a share: one with none would refuse everyone who reaches it, /healthz too.
+    if (maxConnections < workers) {
+      throw new TypeError(`Invalid --max-connections: at least one per worker (${workers}), got ${maxConnections}`);
+    }
     const config: Omit<WorkerConfig, "slot"> = {
       hostname: stringFlag(flags, "hostname") ?? "127.0.0.1",
       port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
@@ -143,7 +148,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       maxHeadBytes: intFlag(flags, "max-head-bytes", 8192),
       handshakeTimeout: durationFlag(flags, "handshake-timeout", 10_000, { min: 1 }),
       // For all workers together; each takes its share (WorkerPool).
-      maxConnections: intFlag(flags, "max-connections", 100_000),
+      maxConnections,
       logLevel,
     };
     let fatal!: (error: Error) => void;
@@ -320,8 +325,9 @@ class WorkerPool {
   /** Every worker's metrics, merged; a worker that does not answer in time is left out. */
   async #gather(): Promise<RegistrySnapshot> {
     const id = this.#nextSnapshot++;
+    const workers = [...this.#workers.values()];
     const snapshots = await Promise.all(
-      [...this.#workers.values()].map((worker) =>
+      workers.map((worker) =>
         new Promise<RegistrySnapshot>((resolve) => {
           const timer = setTimeout(() => done([]), 1000);
           const onMessage = (event: MessageEvent<FromWorker>) => {
@@ -347,7 +353,9 @@ class WorkerPool {
       labels: [],
       series: { "": [this.#size] },
     }];
-    return mergeSnapshots([expected, this.#retired, ...snapshots]);
+    // A worker that died while others answered is in #retired already.
+    const live = snapshots.filter((_, i) => this.#lastSnapshot.has(workers[i]!));
+    return mergeSnapshots([expected, this.#retired, ...live]);
   }
 }
 
