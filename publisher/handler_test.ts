@@ -267,13 +267,24 @@ Deno.test("a multipart text field that is not UTF-8 answers 400, and a real U+FF
   const replacement = new TextEncoder().encode("a \uFFFD b");
   assert.equal((await handler(post("", body(replacement), headers))).status, 200);
   assert.deepEqual(hub.calls.map((call) => call.data), [{ content: "a \uFFFD b" }]);
-  // A real U+FFFD in another field does not vouch for bad bytes in this one.
-  const note = new TextEncoder().encode('--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\n\uFFFD\r\n');
-  await assertRejected(
-    await handler(post("", new Uint8Array([...note, ...body(Uint8Array.of(0xff, 0xfe))]), headers)),
-    400,
-    "Invalid form body: non-UTF-8 in content",
-  );
+  // A real U+FFFD elsewhere (another field, a field's name, the preamble or
+  // the epilogue) does not vouch for bad bytes in this one.
+  const utf8 = new TextEncoder();
+  const part = (name: string, value: string) =>
+    utf8.encode(`--xyz\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`);
+  const elsewhere = [
+    [part("note", "\uFFFD"), body(latin1)],
+    [part("x\uFFFD", "a"), body(latin1)],
+    [utf8.encode("\uFFFD\r\n"), body(latin1)],
+    [body(latin1), utf8.encode("\uFFFD")],
+  ];
+  for (const [before, after] of elsewhere) {
+    await assertRejected(
+      await handler(post("", new Uint8Array([...before!, ...after!]), headers)),
+      400,
+      "Invalid form body: non-UTF-8 in content",
+    );
+  }
   assert.equal(hub.calls.length, 1);
 });
 
