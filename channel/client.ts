@@ -46,7 +46,7 @@ export interface ChannelClientOptions {
   /**
    * Most bytes of encoded publishes and enqueues waiting for an
    * acknowledgement at once: while the hub is down each keeps its frame.
-   * @default {67108864}
+   * Never less than `maxFrameBytes`. @default {67108864}
    */
   maxWaitingBytes?: number;
   /** Interval between pings to the hub, in milliseconds. @default {25000} */
@@ -193,12 +193,13 @@ export class ChannelClient extends EventTarget {
     this.#connectTimeout = timerMs("connectTimeout", options.connectTimeout ?? 5000);
     this.#publishTimeout = timerMs("publishTimeout", options.publishTimeout ?? 5000);
     this.#maxWaiting = options.maxWaitingPublishes ?? 10_000;
-    this.#maxWaitingBytes = options.maxWaitingBytes ?? 64 * 1024 * 1024;
     this.#pingInterval = timerMs("pingInterval", options.pingInterval ?? 25_000, 1);
     this.#maxMissedPongs = options.maxMissedPongs ?? 2;
     this.#reconnectDelay = timerMs("reconnectDelay", options.reconnectDelay ?? 100);
     this.#maxReconnectDelay = timerMs("maxReconnectDelay", options.maxReconnectDelay ?? 1000);
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    // Room for one publish of the largest frame, always: else it would be overloaded with nothing waiting.
+    this.#maxWaitingBytes = Math.max(options.maxWaitingBytes ?? 64 * 1024 * 1024, this.#maxFrameBytes);
     this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.#logger = options.logger ?? createLogger("channel-client");
     options.signal?.addEventListener("abort", () => this.close(), { once: true });

@@ -108,7 +108,7 @@ Deno.test("client refuses publishes past its waiting limit at once", async () =>
 });
 
 Deno.test("client refuses publishes past its waiting bytes at once, and takes them again as those waiting go", async () => {
-  await using c = client(freePort(), { maxWaitingBytes: 100_000, publishTimeout: 100 });
+  await using c = client(freePort(), { maxWaitingBytes: 100_000, maxFrameBytes: 50_000, publishTimeout: 100 });
   const waiting = [c.publish("a", "x".repeat(40_000)), c.publish("a", "x".repeat(40_000))];
   await assert.rejects(c.publish("a", "x".repeat(40_000)), {
     code: "overloaded",
@@ -117,6 +117,11 @@ Deno.test("client refuses publishes past its waiting bytes at once, and takes th
   for (const p of waiting) await assert.rejects(p, { code: "timeout" });
   // Those timed out no longer count.
   await assert.rejects(c.publish("a", "x".repeat(40_000)), { code: "timeout" });
+});
+
+Deno.test("client always has room for one publish of its largest frame, whatever maxWaitingBytes says", async () => {
+  await using c = client(freePort(), { maxWaitingBytes: 1000, maxFrameBytes: 100_000, publishTimeout: 100 });
+  await assert.rejects(c.publish("a", "x".repeat(90_000)), { code: "timeout" });
 });
 
 Deno.test("client refuses a publish over the frame limit at once and keeps its link for the others", async () => {
