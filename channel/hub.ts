@@ -255,8 +255,8 @@ export class Hub {
         );
       }
     }
-    const created = names.filter((name) => !this.#queues.has(name)).length;
-    if (this.#queuedBytes + bytes + created * QUEUE_BYTES > this.#maxQueuedBytes) {
+    const newQueues = names.filter((name) => !this.#queues.has(name)).length;
+    if (this.#queuedBytes + bytes + newQueues * QUEUE_BYTES > this.#maxQueuedBytes) {
       throw new RangeError(`Cannot enqueue: queues hold their limit of ${this.#maxQueuedBytes} bytes`);
     }
     names.forEach((name, i) => {

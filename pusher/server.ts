@@ -498,12 +498,23 @@ class Socket implements ClientSocket {
   }
 
   close(code: number, reason: string): void {
+    this.#sendClose(code, reason, false);
+  }
+
+  /**
+   * Everything sent before goes out first, then the close frame, then (with
+   * `endStream`) our end of the stream; then the close timer waits for the
+   * client's answer.
+   */
+  #sendClose(code: number, reason: string, endStream: boolean): void {
     if (this.#state !== "open") return;
     this.#state = "closing";
     this.#closeCode = code;
     this.#closeReason = reason;
-    // Everything sent before goes out first, then the close frame.
-    this.#writer.finish(encodeClose(code, reason)).then(() => this.#awaitPeerClose());
+    this.#writer.finish(encodeClose(code, reason)).then(() => {
+      if (endStream) this.#tcp.closeWrite().catch(() => {});
+      this.#awaitPeerClose();
+    });
   }
 
   /** Sends a protocol ping; a socket that did not answer the previous one is dead. */
@@ -613,17 +624,10 @@ class Socket implements ClientSocket {
       code: violation.code,
       reason: violation.message,
     });
-    if (this.#state !== "open") return;
-    this.#state = "closing";
-    this.#closeCode = violation.code;
-    this.#closeReason = violation.message;
     // The close frame, then our end of the stream. Closing the socket while
     // the client still sends would answer it with a reset, which can cost it
     // the close frame (a browser then sees 1006): what it sends is drained.
-    this.#writer.finish(encodeClose(violation.code, violation.message)).then(() => {
-      this.#tcp.closeWrite().catch(() => {});
-      this.#awaitPeerClose();
-    });
+    this.#sendClose(violation.code, violation.message, true);
   }
 
   #handle(events: ClientEvent[]): void {
