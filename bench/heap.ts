@@ -20,7 +20,7 @@
 import v8 from "node:v8";
 import { helpText, intFlag, parseFlags } from "../shared/cli.ts";
 import { createLogger } from "../shared/log.ts";
-import { newWorkerId } from "../shared/wire.ts";
+import { newWorkerId } from "../shared/address.ts";
 import { Pusher } from "../pusher/pusher.ts";
 import { serve } from "../pusher/server.ts";
 import { type HeapRow, type HeapSnapshot, perConnection, summarize } from "./_heap_snapshot.ts";

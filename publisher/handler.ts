@@ -14,13 +14,13 @@ import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 import { secretsEqual } from "../shared/secret.ts";
 import { type HubLink, PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
 import {
-  BROADCAST_CHANNEL,
+  BROADCAST_SUBJECT,
   CONNECTION_ID_PATTERN,
-  type Json,
   type PushData,
   WORKER_ID_PATTERN,
-  workerChannel,
-} from "../shared/wire.ts";
+  workerSubject,
+} from "../shared/address.ts";
+import type { Json } from "../shared/json.ts";
 
 /** Largest content accepted by default, in UTF-8 bytes. */
 export const DEFAULT_MAX_CONTENT_BYTES = 65536;
@@ -198,7 +198,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
       );
     }
 
-    let channel = BROADCAST_CHANNEL;
+    let channel = BROADCAST_SUBJECT;
     let data: Json = { content } satisfies PushData;
     if (workerId !== undefined && connectionId !== undefined) {
       if (!WORKER_ID_PATTERN.test(workerId)) {
@@ -210,11 +210,11 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
           "Invalid to_connection_id: expected a connection id, a decimal integer of 1 to 15 digits",
         );
       }
-      channel = workerChannel(workerId);
+      channel = workerSubject(workerId);
       data = { to_connection_id: Number(connectionId), content } satisfies PushData;
     }
 
-    const target: PublishTargetKind = channel === BROADCAST_CHANNEL ? "broadcast" : "connection";
+    const target: PublishTargetKind = channel === BROADCAST_SUBJECT ? "broadcast" : "connection";
     logger.debug("publishing", { method: req.method, target, bytes: contentBytes });
     let reached: number;
     try {
@@ -224,7 +224,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
     } catch (error) {
       throw toRejection(error);
     }
-    if (reached === 0 && channel !== BROADCAST_CHANNEL) {
+    if (reached === 0 && channel !== BROADCAST_SUBJECT) {
       // A restarted pusher draws new worker ids, so addresses from before miss.
       throw new Rejection(404, `No pusher worker ${workerId} is connected: the address is stale or wrong`, {
         logReason: "No pusher worker is connected: the address is stale or wrong",

@@ -19,7 +19,8 @@ import {
   type RegistrySnapshot,
   renderPrometheus,
 } from "../shared/metrics.ts";
-import { BROADCAST_CHANNEL, type Json, toPushData, workerChannel } from "../shared/wire.ts";
+import { BROADCAST_SUBJECT, toPushData, workerSubject } from "../shared/address.ts";
+import type { Json } from "../shared/json.ts";
 
 /** What the pusher needs of its hub link: a `ChannelClient` fits. */
 export interface EventSource {
@@ -132,8 +133,8 @@ export class Pusher {
     this.#gather = options.gather ?? (() => Promise.resolve(this.metrics.snapshot()));
     this.#handlers = this.#handlersFor(null);
     this.#counters = this.#registerMetrics();
-    this.#hub.on(BROADCAST_CHANNEL, (data) => this.#broadcast(data));
-    this.#hub.on(workerChannel(this.workerId), (data) => this.#target(data));
+    this.#hub.on(BROADCAST_SUBJECT, (data) => this.#broadcast(data));
+    this.#hub.on(workerSubject(this.workerId), (data) => this.#target(data));
   }
 
   /** Connections open now. */
@@ -173,8 +174,8 @@ export class Pusher {
 
   /** Stops listening to the hub. */
   detach(): void {
-    this.#hub.off(BROADCAST_CHANNEL);
-    this.#hub.off(workerChannel(this.workerId));
+    this.#hub.off(BROADCAST_SUBJECT);
+    this.#hub.off(workerSubject(this.workerId));
   }
 
   #upgrade(req: ServerRequest, url: URL): Response {

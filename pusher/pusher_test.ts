@@ -8,7 +8,8 @@ import { clientFrame, h2cUpgradeRequest, handshakeRequest, httpExchange, Op, Raw
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
-import { BROADCAST_CHANNEL, type Json, newWorkerId, workerChannel } from "../shared/wire.ts";
+import { BROADCAST_SUBJECT, newWorkerId, workerSubject } from "../shared/address.ts";
+import type { Json } from "../shared/json.ts";
 
 /** Stands in for the hub link: the test emits events itself. */
 class FakeHub {
@@ -88,9 +89,9 @@ Deno.test("pusher sends a broadcast to every connection and a targeted event to 
   await using b = new Client(setup.port);
   const target = await a.address();
   await b.address();
-  setup.hub.emit(BROADCAST_CHANNEL, { content: "to all" });
-  setup.hub.emit(workerChannel(setup.pusher.workerId), { to_connection_id: target.connection, content: "to a" });
-  setup.hub.emit(BROADCAST_CHANNEL, { content: "end" });
+  setup.hub.emit(BROADCAST_SUBJECT, { content: "to all" });
+  setup.hub.emit(workerSubject(setup.pusher.workerId), { to_connection_id: target.connection, content: "to a" });
+  setup.hub.emit(BROADCAST_SUBJECT, { content: "end" });
   assert.deepEqual((await a.received(4)).slice(1), ["to all", "to a", "end"]);
   assert.deepEqual((await b.received(3)).slice(1), ["to all", "end"]);
 });
@@ -99,15 +100,15 @@ Deno.test("pusher logs and ignores events of the wrong shape or for unknown conn
   await using setup = serve();
   await using client = new Client(setup.port);
   await client.address();
-  const channel = workerChannel(setup.pusher.workerId);
+  const channel = workerSubject(setup.pusher.workerId);
   for (const data of ["a string", 42, null, [1], { content: 5 }, { to_connection_id: 1, content: "x" }] as Json[]) {
-    setup.hub.emit(BROADCAST_CHANNEL, data);
+    setup.hub.emit(BROADCAST_SUBJECT, data);
   }
   for (const data of ["a string", { content: "no target" }, { to_connection_id: "1", content: "x" }] as Json[]) {
     setup.hub.emit(channel, data);
   }
   setup.hub.emit(channel, { to_connection_id: 999, content: "nobody" });
-  setup.hub.emit(BROADCAST_CHANNEL, { content: "still alive" });
+  setup.hub.emit(BROADCAST_SUBJECT, { content: "still alive" });
   assert.deepEqual((await client.received(2)).slice(1), ["still alive"]);
   assert.equal(setup.logs.filter((line) => line.includes("wrong shape")).length, 9);
   assert.ok(setup.logs.some((line) => line.includes('msg="no such connection" connection=999')));
@@ -132,7 +133,7 @@ Deno.test("pusher keeps a client that is only briefly behind during a burst", as
   await client.address();
   const chunk = "y".repeat(32 * 1024);
   // One synchronous burst: 64 KiB, as much as one read of the hub link can carry.
-  for (let i = 0; i < 2; i++) setup.hub.emit(BROADCAST_CHANNEL, { content: chunk });
+  for (let i = 0; i < 2; i++) setup.hub.emit(BROADCAST_SUBJECT, { content: chunk });
   assert.equal((await client.received(3)).length, 3);
   assert.equal(setup.pusher.connectionCount, 1);
 });
@@ -160,13 +161,13 @@ Deno.test("pusher closes a client that stops reading with 3008 and keeps serving
     let sent = 0;
     const kicked = () => setup.logs.some((line) => line.includes('msg="closing a slow client"'));
     while (!kicked() && sent < 1000) {
-      setup.hub.emit(BROADCAST_CHANNEL, { content: chunk });
+      setup.hub.emit(BROADCAST_SUBJECT, { content: chunk });
       sent++;
       // Let the writes progress so the kernel buffers fill and writes block.
       if (sent % 2 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
     }
     assert.ok(kicked(), `the stalled client was not closed after ${sent} broadcasts`);
-    setup.hub.emit(BROADCAST_CHANNEL, { content: "after" });
+    setup.hub.emit(BROADCAST_SUBJECT, { content: "after" });
     const messages = await reader.received(sent + 2, 20_000);
     assert.equal(messages.at(-1), "after");
     // Drain the stalled client: the stream ends with a close frame carrying 3008.
@@ -331,7 +332,7 @@ Deno.test("pusher closes a client that sends faster than its message rate with 1
   const closed = await within(flood.closed, 5000, "the flood to be closed");
   assert.equal(closed.code, 1008);
   assert.equal(closed.reason, "message rate exceeded");
-  setup.hub.emit(BROADCAST_CHANNEL, { content: "calm is fine" });
+  setup.hub.emit(BROADCAST_SUBJECT, { content: "calm is fine" });
   assert.deepEqual((await calm.received(2)).slice(1), ["calm is fine"]);
 });
 
@@ -387,9 +388,9 @@ Deno.test("pusher answers /healthz from its hub link and /metrics in Prometheus 
   await using setup = serve();
   await using client = new Client(setup.port);
   await client.address();
-  setup.hub.emit(BROADCAST_CHANNEL, { content: "x" });
+  setup.hub.emit(BROADCAST_SUBJECT, { content: "x" });
   await client.received(2);
-  setup.hub.emit(workerChannel(setup.pusher.workerId), { to_connection_id: 999, content: "nobody" });
+  setup.hub.emit(workerSubject(setup.pusher.workerId), { to_connection_id: 999, content: "nobody" });
   const health = await fetch(`http://127.0.0.1:${setup.port}/healthz`);
   assert.equal(health.status, 200);
   assert.equal(await health.text(), "ok\n");

@@ -14,6 +14,7 @@
  */
 
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
+import type { PreparedMessage, Transport, TransportRequest } from "./transport.ts";
 import {
   acceptKey,
   type ClientEvent,
@@ -162,6 +163,23 @@ export function upgradeWebSocket(req: ServerRequest, handlers: SocketHandlers): 
 export function isWebSocketUpgrade(req: ServerRequest): boolean {
   return upgrades.has(req);
 }
+
+/**
+ * This server as the pusher's {@linkcode Transport}: upgrades requests that
+ * {@linkcode serve} handed to its handler, and frames prepared messages once.
+ */
+export const listenTransport: Transport = {
+  isUpgrade(req: TransportRequest): boolean {
+    if (upgrades.has(req as ServerRequest)) return true;
+    if (!(req.headers instanceof HeaderFields) && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      throw new TypeError("Cannot upgrade: the request did not come through pusher/server.ts serve()");
+    }
+    return false;
+  },
+  upgrade: (req: TransportRequest, handlers: SocketHandlers): Response =>
+    upgradeWebSocket(req as ServerRequest, handlers),
+  prepare: (text: string): PreparedText => new PreparedText(text),
+};
 
 /**
  * Starts the server.
@@ -491,9 +509,11 @@ class Socket implements ClientSocket {
     return this.#writer.pendingBytes;
   }
 
-  send(message: string | PreparedText): void {
+  send(message: string | PreparedMessage): void {
     if (this.#state !== "open") return;
-    const frame = typeof message === "string" ? encodeText(message) : message.frame;
+    const frame = message instanceof PreparedText
+      ? message.frame
+      : encodeText(typeof message === "string" ? message : message.text);
     if (!this.#writer.enqueue(frame)) this.#closeSlow(`over ${this.#settings.maxBufferedBytes} bytes buffered`);
   }
 

@@ -1,20 +1,21 @@
 /**
  * The pusher's view of one WebSocket client, kept small so that the
- * transport under it (`pusher/server.ts` today) can change without touching
+ * transport under it (`pusher/transport.ts`) can change without touching
  * the pusher.
  *
  * @module
  */
 
-import type { PreparedText } from "./websocket.ts";
+import type { PreparedMessage } from "./transport.ts";
 
 /** One connected WebSocket client. */
 export interface ClientSocket {
   /**
-   * Sends a text message. A {@linkcode PreparedText} was encoded once and is
-   * shared by every socket it is sent to. Does nothing once closing.
+   * Sends a text message. A {@linkcode PreparedMessage} from the socket's own
+   * transport was encoded once and is shared by every socket it is sent to.
+   * Does nothing once closing.
    */
-  send(message: string | PreparedText): void;
+  send(message: string | PreparedMessage): void;
   /** Starts the closing handshake, after what was sent before. */
   close(code: number, reason: string): void;
   /** Bytes accepted by `send` but not yet written to the network. */

@@ -12,7 +12,7 @@ import { ChannelClient } from "../channel/client.ts";
 import { Pusher } from "./pusher.ts";
 import { serve } from "./server.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
-import { newWorkerId } from "../shared/wire.ts";
+import { newWorkerId } from "../shared/address.ts";
 import type { HostPort } from "../shared/cli.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
 

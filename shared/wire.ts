@@ -13,6 +13,7 @@
  */
 
 import { encodeFrame, FrameDecoder, type FrameDecoderOptions, HEADER_BYTES, writeHeader } from "./frame.ts";
+import type { Json } from "./json.ts";
 
 export { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, type FrameDecoderOptions } from "./frame.ts";
 
@@ -25,8 +26,7 @@ export const PROTOCOL_VERSION = 1;
 /** Longest channel or queue name accepted, in UTF-16 code units. */
 export const MAX_CHANNEL_NAME_LENGTH = 256;
 
-/** Any JSON value: what `data` can carry. */
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type { Json } from "./json.ts";
 
 /** First message on every connection: protocol version and optional token. */
 export interface Hello {
@@ -388,60 +388,4 @@ function invalid(type: string, detail: string): TypeError {
 
 function unknownType(type: string): TypeError {
   return new TypeError(`Invalid message: unknown type ${JSON.stringify(type.slice(0, 64))}`);
-}
-
-// ---------------------------------------------------------------------------
-// The push system's use of the hub: channel names and event payloads shared
-// by the pusher and the publisher.
-
-/** Channel every pusher worker subscribes to; its events go to every connection. */
-export const BROADCAST_CHANNEL = "broadcast";
-
-/**
- * A worker id: 16 lowercase hex characters (64 random bits), drawn anew each
- * time a pusher worker starts. Ids are never coordinated, never reused, and
- * collide with negligible probability, so an address `(workerId,
- * connectionId)` names one connection in the whole system, across machines
- * and restarts.
- */
-export const WORKER_ID_PATTERN = /^[0-9a-f]{16}$/;
-
-/**
- * A connection id within one worker: a decimal integer from 1, at most 15
- * digits, so that it stays below `Number.MAX_SAFE_INTEGER` in JSON.
- */
-export const CONNECTION_ID_PATTERN = /^[1-9][0-9]{0,14}$/;
-
-/** Draws a fresh worker id. */
-export function newWorkerId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** The channel a worker subscribes to for sends addressed to its connections. */
-export function workerChannel(workerId: string): string {
-  return `worker.${workerId}`;
-}
-
-/**
- * Data of a push event. On the broadcast channel: `{ content }`. On a
- * worker's channel: `{ to_connection_id, content }` (the original's field
- * names).
- */
-export interface PushData {
-  content: string;
-  to_connection_id?: number;
-}
-
-/**
- * Checks event data received by a pusher. Returns null when it does not have
- * the shape of {@linkcode PushData}: such events are logged and dropped.
- */
-export function toPushData(data: Json): PushData | null {
-  if (typeof data !== "object" || data === null || Array.isArray(data)) return null;
-  if (typeof data.content !== "string") return null;
-  const target = data.to_connection_id;
-  if (target === undefined) return { content: data.content };
-  if (typeof target !== "number" || !Number.isSafeInteger(target) || target < 1) return null;
-  return { content: data.content, to_connection_id: target };
 }

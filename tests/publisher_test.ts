@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { type Service, startService } from "./_service.ts";
 import { ChannelClient } from "../channel/client.ts";
 import { quiet, until, within } from "../channel/_testing.ts";
-import { BROADCAST_CHANNEL, type Json, workerChannel } from "../shared/wire.ts";
+import { BROADCAST_SUBJECT, workerSubject } from "../shared/address.ts";
+import type { Json } from "../shared/json.ts";
 
 /** A made-up worker id the stand-in pusher subscribes for. */
 const WORKER = "0123456789abcdef";
@@ -61,8 +62,8 @@ async function standInPusher(hubPort: number): Promise<{ client: ChannelClient; 
   const client = new ChannelClient({ port: hubPort, logger: quiet, reconnectDelay: 50, maxReconnectDelay: 200 });
   const events: Json[] = [];
   const targeted: Json[] = [];
-  client.on(BROADCAST_CHANNEL, (data) => events.push(data));
-  client.on(workerChannel(WORKER), (data) => targeted.push(data));
+  client.on(BROADCAST_SUBJECT, (data) => events.push(data));
+  client.on(workerSubject(WORKER), (data) => targeted.push(data));
   // The hub handles one connection's frames in order: once this is acknowledged, the subscriptions are in place.
   await client.publish("stand-in-ready", null);
   return { client, events, targeted };

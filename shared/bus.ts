@@ -1,0 +1,188 @@
+/**
+ * The bus: what carries messages between publishers and pushers, whatever
+ * carries them (in the spirit of centrifuge's `Broker`). Pushers and
+ * publishers hold a {@linkcode Bus}, never a concrete client, and map
+ * {@linkcode BusError}s, never an implementation's errors.
+ *
+ * Implementations: the channel hub (`channel/bus.ts`, address
+ * `channel://host:port`, opened by `shared/open_bus.ts`), and an in-process
+ * one for tests (`shared/memory_bus.ts`).
+ *
+ * Messages are routed by subject: a plain string such as `broadcast` or
+ * `worker.1f3a9c2e7b4d0a55`. A user-facing channel (a chat room, a feed) is a
+ * subject too, but not every subject is one.
+ *
+ * @module
+ */
+
+import type { Json } from "./json.ts";
+
+export type { Json } from "./json.ts";
+
+/** Where a message was published, and where to answer it. */
+export interface BusMessage {
+  /** The subject it was published to. */
+  readonly subject: string;
+  /** When the publisher asked for replies: publish them to this subject. */
+  readonly replyTo?: string;
+}
+
+/** Called with each message published on a subscribed subject. */
+export type BusHandler = (data: Json, message: BusMessage) => void;
+
+/** What a publish achieved. */
+export interface PublishResult {
+  /**
+   * How many subscribers the bus handed the message to (for the hub: pusher
+   * workers), or null when the bus cannot count them.
+   */
+  readonly reached: number | null;
+}
+
+/** Options for {@linkcode Bus.publish}. */
+export interface BusPublishOptions {
+  /** How long to wait for the bus to take the message, in milliseconds. @default {the bus's own} */
+  timeout?: number;
+  /** Aborting it rejects the publish; the message may still have been taken. */
+  signal?: AbortSignal;
+  /** A subject the subscribers may answer on ({@linkcode BusMessage.replyTo}). */
+  replyTo?: string;
+}
+
+/** Options for {@linkcode Bus.request}. */
+export interface RequestOptions {
+  /** How long to wait for replies, in milliseconds. @default {1000} */
+  timeout?: number;
+  /** Aborting it ends the wait with the replies gathered so far. */
+  signal?: AbortSignal;
+}
+
+/** The replies to a {@linkcode Bus.request}. */
+export interface RequestResult {
+  /** Every reply that arrived in time, in the order they arrived. */
+  readonly replies: Json[];
+  /**
+   * How many subscribers the request reached, when the bus counts them; fewer
+   * replies than this means some did not answer in time.
+   */
+  readonly expected: number | null;
+}
+
+/**
+ * A connection to whatever carries messages. It keeps itself up: while it is
+ * down, publishes wait (up to their timeout) and subscriptions are restored
+ * when it is back.
+ */
+export interface Bus extends AsyncDisposable {
+  /** Where it connects, as a URL without secrets (`channel://127.0.0.1:2206`). */
+  readonly address: string;
+  /** Whether the link is up now. */
+  readonly connected: boolean;
+  /** How many times the link came back after it was lost. */
+  readonly reconnects: number;
+  /**
+   * Calls `handler` with every message published to `subject` from now on.
+   * One handler per subject: subscribing again replaces it.
+   */
+  subscribe(subject: string, handler: BusHandler): void;
+  /** Stops the handler of `subject`. Unknown subjects are ignored. */
+  unsubscribe(subject: string): void;
+  /**
+   * Publishes `data` to every subscriber of `subject`. Resolves once the bus
+   * has taken it.
+   *
+   * @throws {BusError} when it did not.
+   */
+  publish(subject: string, data: Json, options?: BusPublishOptions): Promise<PublishResult>;
+  /**
+   * Publishes `data` to `subject` asking for replies, and gathers them: until
+   * every subscriber reached has answered when the bus counts them, else until
+   * the timeout.
+   *
+   * @throws {BusError} `no_responders` when nobody subscribes to `subject`,
+   * or as {@linkcode Bus.publish} does.
+   */
+  request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult>;
+  /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */
+  close(): Promise<void>;
+}
+
+/**
+ * Why a {@linkcode BusError} was raised:
+ * - `unavailable`: the bus did not take the message in time, is closed, or
+ *   holds too many waiting (try again later: 503);
+ * - `refused`: the bus refused it (502);
+ * - `too_large`: the message is over the bus's size limit (413);
+ * - `no_responders`: a request reached nobody (404).
+ */
+export type BusErrorCode = "unavailable" | "refused" | "too_large" | "no_responders";
+
+/** A publish or request that did not go through. Messages say why, for logs and answers. */
+export class BusError extends Error {
+  /** Why it failed. */
+  readonly code: BusErrorCode;
+
+  constructor(code: BusErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "BusError";
+    this.code = code;
+  }
+}
+
+/** The default wait of {@linkcode Bus.request}, in milliseconds. */
+export const DEFAULT_REQUEST_TIMEOUT = 1000;
+
+/** Subjects of reply inboxes start with this; they are no one's to publish to but the replier's. */
+export const INBOX_PREFIX = "_inbox.";
+
+/**
+ * Does what {@linkcode Bus.request} promises with the bus's own `subscribe`
+ * and `publish`, for implementations without native request/reply: a fresh
+ * inbox subject, subscribed for the request's lifetime.
+ *
+ * @example
+ * ```ts ignore
+ * class MyBus implements Bus {
+ *   request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult> {
+ *     return requestOver(this, subject, data, options);
+ *   }
+ *   // ...
+ * }
+ * ```
+ */
+export async function requestOver(
+  bus: Pick<Bus, "subscribe" | "unsubscribe" | "publish">,
+  subject: string,
+  data: Json,
+  options: RequestOptions = {},
+): Promise<RequestResult> {
+  const timeout = options.timeout ?? DEFAULT_REQUEST_TIMEOUT;
+  const inbox = `${INBOX_PREFIX}${randomHex(8)}`;
+  const replies: Json[] = [];
+  let expected: number | null = null;
+  let done: () => void = () => {};
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  const complete = () => expected !== null && replies.length >= expected;
+  bus.subscribe(inbox, (reply) => {
+    replies.push(reply);
+    if (complete()) done();
+  });
+  const timer = setTimeout(done, timeout);
+  const abort = () => done();
+  options.signal?.addEventListener("abort", abort, { once: true });
+  try {
+    const { reached } = await bus.publish(subject, data, { replyTo: inbox, timeout, signal: options.signal });
+    if (reached === 0) throw new BusError("no_responders", `Cannot request on ${subject}: nobody subscribes to it`);
+    expected = reached;
+    if (!complete()) await finished;
+    return { replies: replies.slice(), expected };
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", abort);
+    bus.unsubscribe(inbox);
+  }
+}
+
+function randomHex(bytes: number): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
