@@ -22,7 +22,8 @@ import { helpText, intFlag, parseFlags } from "../shared/cli.ts";
 import { createLogger } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import { Pusher } from "../pusher/pusher.ts";
-import { serve } from "../pusher/server.ts";
+import { listenTransport, serve } from "../pusher/server.ts";
+import { MemoryBroker } from "../shared/memory_bus.ts";
 import { type HeapRow, type HeapSnapshot, perConnection, summarize } from "./_heap_snapshot.ts";
 import { lines } from "./_lines.ts";
 import { WsClient } from "./_ws_client.ts";
@@ -35,9 +36,6 @@ const FLAGS = {
 const USAGE = "deno task bench:heap [--connections N]";
 const DESCRIPTION = "Where an idle pusher connection's JavaScript heap goes, by kind of object (V8 heap snapshots).";
 
-/** The hub link of a pusher that never hears from a hub. */
-const SILENT_HUB = { on() {}, off() {}, connected: true, reconnects: 0 };
-
 async function main(args: string[]): Promise<number> {
   if (args[0] === "--clients") return await clients(Number(args[1]), Number(args[2]));
   const flags = parseFlags(args, FLAGS);
@@ -49,7 +47,9 @@ async function main(args: string[]): Promise<number> {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) throw new Error("Run with --v8-flags=--expose-gc (deno task bench:heap does)");
   const logger = createLogger("pusher", { level: "error" });
-  const pusher = new Pusher({ workerId: newWorkerId(), hub: SILENT_HUB, logger });
+  // A bus nobody publishes on: the pusher never hears from a hub.
+  const bus = new MemoryBroker().connect();
+  const pusher = new Pusher({ workerId: newWorkerId(), bus, transport: listenTransport, logger });
   const server = serve({ hostname: "127.0.0.1", port: 0, logger, onListen() {} }, pusher.handler);
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-net=127.0.0.1", import.meta.filename!, "--clients", String(server.addr.port), String(half)],

@@ -1,400 +1,258 @@
 import assert from "node:assert/strict";
 import { Pusher, type PusherOptions } from "./pusher.ts";
-import { serve as serveHttp, type ServeOptions } from "./server.ts";
-import { CloseCode } from "./websocket.ts";
-import { until, within } from "../channel/_testing.ts";
-import { Client } from "./_testing.ts";
-import { clientFrame, h2cUpgradeRequest, handshakeRequest, httpExchange, Op, RawSocket } from "./_ws_testing.ts";
-import { concat } from "../shared/bytes.ts";
+import { FakeSocket, FakeTransport } from "./fake_transport.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { BROADCAST_SUBJECT, newWorkerId, workerSubject } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
+import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
 
-/** Stands in for the hub link: the test emits events itself. */
-class FakeHub {
-  connected = true;
-  reconnects = 0;
-  readonly handlers = new Map<string, (data: Json, channel: string) => void>();
-  on(channel: string, handler: (data: Json, channel: string) => void): void {
-    this.handlers.set(channel, handler);
-  }
-  off(channel: string): void {
-    this.handlers.delete(channel);
-  }
-  emit(channel: string, data: Json): void {
-    this.handlers.get(channel)?.(data, channel);
-  }
-}
+// The pusher's own behaviour, on a fake transport and an in-memory bus: no
+// sockets, no hub. What needs real sockets is in pusher_listen_test.ts.
 
 interface Setup extends AsyncDisposable {
   pusher: Pusher;
-  hub: FakeHub;
-  port: number;
+  transport: FakeTransport;
+  broker: MemoryBroker;
+  /** A publisher's link to the bus the pusher listens on. */
+  bus: MemoryBus;
   logs: string[];
+  /** The message-rate clock, in milliseconds: tests move it. */
+  clock: { now: number };
+  /** Connects through the pusher's handler; fails the test if refused. */
+  connect(path?: string, headers?: Record<string, string>): Promise<FakeSocket>;
+  /** Sends a handshake that the test expects refused; returns the status and body. */
+  refused(path?: string, headers?: Record<string, string>): Promise<[number, string]>;
+  /** Publishes on the bus and lets the pusher's handler run. */
+  publish(subject: string, data: Json): Promise<void>;
+  get(path: string, method?: string): Promise<Response>;
 }
 
-function serve(options: Partial<PusherOptions> = {}, transport: ServeOptions = {}): Setup {
-  const hub = new FakeHub();
+function setUp(options: Partial<PusherOptions> = {}): Setup {
+  const transport = new FakeTransport();
+  const broker = new MemoryBroker();
+  const bus = broker.connect();
   const logs: string[] = [];
+  const clock = { now: 0 };
   const pusher = new Pusher({
     workerId: newWorkerId(),
-    hub,
+    bus: broker.connect(),
+    transport,
     logger: createLogger("pusher", { level: "debug", sink: (line) => logs.push(line) }),
+    now: () => clock.now,
     ...options,
   });
-  const server = serveHttp({ hostname: "127.0.0.1", port: 0, logger: pusher.logger, ...transport }, pusher.handler);
   return {
     pusher,
-    hub,
-    port: server.addr.port,
+    transport,
+    broker,
+    bus,
     logs,
+    clock,
+    async connect(path, headers) {
+      const result = await transport.connect(pusher.handler, path, headers);
+      if (result instanceof Response) throw new Error(`Refused: ${result.status} ${await result.text()}`);
+      return result;
+    },
+    async refused(path, headers) {
+      const result = await transport.connect(pusher.handler, path, headers);
+      if (!(result instanceof Response)) throw new Error("Accepted a handshake that should be refused");
+      return [result.status, await result.text()];
+    },
+    async publish(subject, data) {
+      await bus.publish(subject, data);
+      // The bus hands messages over in a microtask; a macrotask runs after all of them.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    },
+    get: (path, method = "GET") => pusher.handler(new Request(`http://pusher.test${path}`, { method })),
     async [Symbol.asyncDispose]() {
       pusher.closeAll();
-      await server.shutdown();
+      pusher.detach();
+      await bus.close();
     },
   };
 }
 
-/**
- * The raw WebSocket handshake request these tests write by hand: RFC 6455's
- * sample key, `Host: x`, and `headers` appended.
- */
-function rawHandshake(path: string, headers: Record<string, string> = {}): Uint8Array {
-  return new TextEncoder().encode(handshakeRequest({ Host: "x", ...headers }, `GET ${path} HTTP/1.1`));
+const GREETING = /^workerID:([0-9a-f]{16}) connectionID:(\d+) connected\n$/;
+
+function addressOf(socket: FakeSocket): { worker: string; connection: number } {
+  const match = GREETING.exec(socket.sent[0] ?? "");
+  assert.ok(match, `a greeting first, got ${JSON.stringify(socket.sent[0])}`);
+  return { worker: match[1]!, connection: Number(match[2]) };
 }
 
 Deno.test("pusher greets each connection with its worker id and a fresh connection id", async () => {
-  await using setup = serve();
-  await using a = new Client(setup.port);
-  await using b = new Client(setup.port);
-  const first = await a.address();
-  const second = await b.address();
-  assert.equal(first.worker, setup.pusher.workerId);
-  assert.equal(second.worker, setup.pusher.workerId);
-  assert.notEqual(first.connection, second.connection);
-  assert.match(a.messages[0]!, /^workerID:[0-9a-f]{16} connectionID:\d+ connected\n$/);
+  await using setup = setUp();
+  const a = addressOf(await setup.connect());
+  const b = addressOf(await setup.connect());
+  assert.equal(a.worker, setup.pusher.workerId);
+  assert.equal(b.worker, setup.pusher.workerId);
+  assert.deepEqual([a.connection, b.connection], [1, 2]);
 });
 
-Deno.test("pusher echoes a requested subprotocol so browsers that ask for one connect", async () => {
-  await using setup = serve();
-  await using client = new Client(setup.port, ["chat", "superchat"]);
-  await client.address();
-  assert.equal(client.ws.protocol, "chat");
+Deno.test("pusher never reuses a connection id after a connection closes", async () => {
+  await using setup = setUp();
+  const first = await setup.connect();
+  first.drop();
+  const second = await setup.connect();
+  assert.equal(addressOf(second).connection, 2);
+  assert.equal(setup.pusher.connectionCount, 1);
 });
 
 Deno.test("pusher sends a broadcast to every connection and a targeted event to one", async () => {
-  await using setup = serve();
-  await using a = new Client(setup.port);
-  await using b = new Client(setup.port);
-  const target = await a.address();
-  await b.address();
-  setup.hub.emit(BROADCAST_SUBJECT, { content: "to all" });
-  setup.hub.emit(workerSubject(setup.pusher.workerId), { to_connection_id: target.connection, content: "to a" });
-  setup.hub.emit(BROADCAST_SUBJECT, { content: "end" });
-  assert.deepEqual((await a.received(4)).slice(1), ["to all", "to a", "end"]);
-  assert.deepEqual((await b.received(3)).slice(1), ["to all", "end"]);
+  await using setup = setUp();
+  const a = await setup.connect();
+  const b = await setup.connect();
+  await setup.publish(BROADCAST_SUBJECT, { content: "to all" });
+  await setup.publish(workerSubject(setup.pusher.workerId), {
+    to_connection_id: addressOf(a).connection,
+    content: "to a",
+  });
+  await setup.publish(BROADCAST_SUBJECT, { content: "end" });
+  assert.deepEqual(a.sent.slice(1), ["to all", "to a", "end"]);
+  assert.deepEqual(b.sent.slice(1), ["to all", "end"]);
+});
+
+Deno.test("pusher's subjects on the bus are the broadcast and its own worker subject, until detached", async () => {
+  await using setup = setUp();
+  assert.equal((await setup.bus.publish(BROADCAST_SUBJECT, { content: "x" })).reached, 1);
+  assert.equal((await setup.bus.publish(workerSubject(setup.pusher.workerId), { content: "x" })).reached, 1);
+  assert.equal((await setup.bus.publish(workerSubject(newWorkerId()), { content: "x" })).reached, 0);
+  setup.pusher.detach();
+  assert.equal((await setup.bus.publish(BROADCAST_SUBJECT, { content: "x" })).reached, 0);
 });
 
 Deno.test("pusher logs and ignores events of the wrong shape or for unknown connections", async () => {
-  await using setup = serve();
-  await using client = new Client(setup.port);
-  await client.address();
-  const channel = workerSubject(setup.pusher.workerId);
+  await using setup = setUp();
+  const client = await setup.connect();
+  const subject = workerSubject(setup.pusher.workerId);
   for (const data of ["a string", 42, null, [1], { content: 5 }, { to_connection_id: 1, content: "x" }] as Json[]) {
-    setup.hub.emit(BROADCAST_SUBJECT, data);
+    await setup.publish(BROADCAST_SUBJECT, data);
   }
   for (const data of ["a string", { content: "no target" }, { to_connection_id: "1", content: "x" }] as Json[]) {
-    setup.hub.emit(channel, data);
+    await setup.publish(subject, data);
   }
-  setup.hub.emit(channel, { to_connection_id: 999, content: "nobody" });
-  setup.hub.emit(BROADCAST_SUBJECT, { content: "still alive" });
-  assert.deepEqual((await client.received(2)).slice(1), ["still alive"]);
+  await setup.publish(subject, { to_connection_id: 999, content: "nobody" });
+  await setup.publish(BROADCAST_SUBJECT, { content: "still alive" });
+  assert.deepEqual(client.sent.slice(1), ["still alive"]);
   assert.equal(setup.logs.filter((line) => line.includes("wrong shape")).length, 9);
   assert.ok(setup.logs.some((line) => line.includes('msg="no such connection" connection=999')));
 });
 
-Deno.test("pusher serves the demo page on GET / and 404 elsewhere", async () => {
-  await using setup = serve({ publisherUrl: "http://127.0.0.1:9999" });
-  const page = await fetch(`http://127.0.0.1:${setup.port}/`);
+Deno.test("pusher serves the demo page on GET /, 404 elsewhere and 405 to other methods", async () => {
+  await using setup = setUp({ publisherUrl: "http://127.0.0.1:9999" });
+  const page = await setup.get("/");
   assert.equal(page.status, 200);
   assert.match(page.headers.get("content-type")!, /^text\/html/);
   const html = await page.text();
   assert.match(html, /new WebSocket\(/);
   assert.match(html, /"http:\/\/127\.0\.0\.1:9999"/);
-  const missing = await fetch(`http://127.0.0.1:${setup.port}/nope`);
-  assert.equal(missing.status, 404);
-  assert.equal(await missing.text(), "Not found: /nope\n");
+  const missing = await setup.get("/nope");
+  assert.deepEqual([missing.status, await missing.text()], [404, "Not found: /nope\n"]);
+  const post = await setup.get("/", "POST");
+  assert.deepEqual([post.status, await post.text()], [405, "Method not allowed: use GET\n"]);
 });
 
-Deno.test("pusher keeps a client that is only briefly behind during a burst", async () => {
-  await using setup = serve({}, { maxBufferedBytes: 1024 * 1024, slowClientTimeout: 1000 });
-  await using client = new Client(setup.port);
-  await client.address();
-  const chunk = "y".repeat(32 * 1024);
-  // One synchronous burst: 64 KiB, as much as one read of the hub link can carry.
-  for (let i = 0; i < 2; i++) setup.hub.emit(BROADCAST_SUBJECT, { content: chunk });
-  assert.equal((await client.received(3)).length, 3);
-  assert.equal(setup.pusher.connectionCount, 1);
-});
-
-Deno.test("pusher closes every connection with 1001 going away on closeAll", async () => {
-  await using setup = serve();
-  await using client = new Client(setup.port);
-  await client.address();
+Deno.test("pusher closes every connection with 1001 going away on closeAll, and refuses new ones with 503", async () => {
+  await using setup = setUp();
+  const a = await setup.connect();
+  const b = await setup.connect();
   setup.pusher.closeAll();
-  const event = await within(client.closed, 5000, "close");
-  assert.equal(event.code, 1001);
-  assert.equal(event.reason, "going away");
+  assert.deepEqual([a.closed, b.closed], [{ code: 1001, reason: "going away" }, { code: 1001, reason: "going away" }]);
+  assert.equal(setup.pusher.connectionCount, 0);
+  assert.deepEqual(await setup.refused(), [503, "Shutting down\n"]);
 });
-
-Deno.test("pusher closes a client that stops reading with 3008 and keeps serving the others", async () => {
-  await using setup = serve({}, { maxBufferedBytes: 256 * 1024, slowClientTimeout: 100, closeTimeout: 20_000 });
-  await using reader = new Client(setup.port);
-  await reader.address();
-  // A client that completes the handshake, then never reads.
-  const stalled = await Deno.connect({ hostname: "127.0.0.1", port: setup.port });
-  try {
-    await stalled.write(rawHandshake("/"));
-    await until(() => setup.pusher.connectionCount === 2, 5000, "the stalled client's handshake");
-    const chunk = "x".repeat(64 * 1024);
-    let sent = 0;
-    const kicked = () => setup.logs.some((line) => line.includes('msg="closing a slow client"'));
-    while (!kicked() && sent < 1000) {
-      setup.hub.emit(BROADCAST_SUBJECT, { content: chunk });
-      sent++;
-      // Let the writes progress so the kernel buffers fill and writes block.
-      if (sent % 2 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    assert.ok(kicked(), `the stalled client was not closed after ${sent} broadcasts`);
-    setup.hub.emit(BROADCAST_SUBJECT, { content: "after" });
-    const messages = await reader.received(sent + 2, 20_000);
-    assert.equal(messages.at(-1), "after");
-    // Drain the stalled client: the stream ends with a close frame carrying 3008.
-    assert.equal(await closeCodeAtEnd(stalled), CloseCode.slow);
-    stalled.close();
-    await until(() => setup.pusher.connectionCount === 1, 5000, "the stalled client to be forgotten");
-  } finally {
-    try {
-      stalled.close();
-    } catch { /* closed above */ }
-  }
-});
-
-/** Reads a raw WebSocket stream to its end and returns the close frame's code. */
-async function closeCodeAtEnd(conn: Deno.Conn): Promise<number | null> {
-  const chunks: Uint8Array[] = [];
-  const buffer = new Uint8Array(1 << 16);
-  const reading = (async () => {
-    let total = 0;
-    for (let n; (n = await conn.read(buffer)) !== null;) {
-      chunks.push(buffer.slice(0, n));
-      total += n;
-      if (findClose(concat(chunks, total)) !== undefined) break;
-    }
-    return findClose(concat(chunks, total)) ?? null;
-  })();
-  return await within(reading, 10_000, "the close frame");
-}
-
-/** Skips the HTTP response head, then walks frames; returns a close frame's code. */
-function findClose(bytes: Uint8Array): number | undefined {
-  const text = new TextDecoder("latin1").decode(bytes.subarray(0, Math.min(bytes.length, 4096)));
-  const head = text.indexOf("\r\n\r\n");
-  if (head < 0) return undefined;
-  let offset = head + 4;
-  while (offset + 2 <= bytes.length) {
-    const opcode = bytes[offset]! & 0x0f;
-    let length = bytes[offset + 1]! & 0x7f;
-    let start = offset + 2;
-    if (length === 126) {
-      if (start + 2 > bytes.length) return undefined;
-      length = (bytes[start]! << 8) | bytes[start + 1]!;
-      start += 2;
-    } else if (length === 127) {
-      if (start + 8 > bytes.length) return undefined;
-      length = Number(new DataView(bytes.buffer, bytes.byteOffset + start, 8).getBigUint64(0));
-      start += 8;
-    }
-    if (start + length > bytes.length) return undefined;
-    if (opcode === 0x8) return (bytes[start]! << 8) | bytes[start + 1]!;
-    offset = start + length;
-  }
-  return undefined;
-}
-
-Deno.test("pusher closes a client that stops answering protocol pings", async () => {
-  await using setup = serve({}, { pingInterval: 500 });
-  // Completes the handshake and never answers a ping.
-  const silent = await Deno.connect({ hostname: "127.0.0.1", port: setup.port });
-  try {
-    await silent.write(rawHandshake("/"));
-    await until(() => setup.pusher.connectionCount === 1, 5000, "the handshake");
-    await until(() => setup.pusher.connectionCount === 0, 5000, "the silent client to be closed");
-  } finally {
-    silent.close();
-  }
-});
-
-/** Sends a raw WebSocket handshake and returns the response's status line and body. */
-async function handshake(port: number, path: string, headers: Record<string, string> = {}): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await conn.write(rawHandshake(path, headers));
-    const buffer = new Uint8Array(4096);
-    let response = "";
-    while (!response.includes("\r\n\r\n")) {
-      const n = await within(conn.read(buffer), 5000, "the handshake response");
-      if (n === null) break;
-      response += new TextDecoder().decode(buffer.subarray(0, n));
-    }
-    const [head, body = ""] = response.split("\r\n\r\n");
-    return `${head!.split("\r\n")[0]} ${body}`.trim();
-  } finally {
-    conn.close();
-  }
-}
 
 Deno.test("pusher refuses browsers from origins not on its list with 403", async () => {
-  await using setup = serve({ allowedOrigins: ["https://app.example.com", "https://*.example.org"] });
-  assert.equal(
-    await handshake(setup.port, "/", { Origin: "https://evil.example.net" }),
-    "HTTP/1.1 403 Forbidden Origin not allowed: https://evil.example.net",
-  );
+  await using setup = setUp({ allowedOrigins: ["https://app.example.com", "https://*.example.org"] });
+  assert.deepEqual(await setup.refused("/", { Origin: "https://evil.example.net" }), [
+    403,
+    "Origin not allowed: https://evil.example.net\n",
+  ]);
   assert.ok(setup.logs.some((l) => l.includes("Origin not allowed: https://evil.example.net")));
   for (const origin of ["https://app.example.com", "https://eu.example.org"]) {
-    assert.match(await handshake(setup.port, "/", { Origin: origin }), /^HTTP\/1\.1 101 /, origin);
+    addressOf(await setup.connect("/", { Origin: origin }));
   }
-  assert.match(await handshake(setup.port, "/"), /^HTTP\/1\.1 101 /, "no Origin: not a browser, not checked");
-  const metrics = await (await fetch(`http://127.0.0.1:${setup.port}/metrics`)).text();
+  addressOf(await setup.connect("/")); // no Origin: not a browser, not checked
+  const metrics = await (await setup.get("/metrics")).text();
   assert.match(metrics, /^pusher_rejected_total\{reason="origin"\} 1$/m);
 });
 
 Deno.test("pusher answers a long hostile Origin against many-wildcard patterns at once, and still matches the right ones", async () => {
-  await using setup = serve({ allowedOrigins: ["https://*.*.*.example.org", "https://*-*.example.com"] });
+  await using setup = setUp({ allowedOrigins: ["https://*.*.*.example.org", "https://*-*.example.com"] });
   // A backtracking match of this against the first pattern took seconds, during which the worker served no one.
   const hostile = `https://${"a.".repeat(2000)}`;
   const started = performance.now();
-  assert.match(await handshake(setup.port, "/", { Origin: hostile }), /^HTTP\/1\.1 403 Forbidden Origin not allowed/);
+  assert.equal((await setup.refused("/", { Origin: hostile }))[0], 403);
   const took = performance.now() - started;
   assert.ok(took < 1000, `answered after ${Math.round(took)} ms`);
   for (const origin of ["https://a.b.c.example.org", "https://A.B.C.EXAMPLE.ORG", "https://x-y.example.com"]) {
-    assert.match(await handshake(setup.port, "/", { Origin: origin }), /^HTTP\/1\.1 101 /, origin);
+    addressOf(await setup.connect("/", { Origin: origin }));
   }
   for (const origin of ["https://a.b.example.org", "https://a/b.c.d.example.org", "https://xy.example.com"]) {
-    assert.match(await handshake(setup.port, "/", { Origin: origin }), /^HTTP\/1\.1 403 /, origin);
+    assert.equal((await setup.refused("/", { Origin: origin }))[0], 403, origin);
   }
 });
 
 Deno.test("pusher with a token secret requires a valid, unexpired token and keeps its subject", async () => {
   const secret = "pusher-secret";
-  await using setup = serve({ tokenSecret: secret });
+  await using setup = setUp({ tokenSecret: secret });
   const exp = Math.floor(Date.now() / 1000) + 60;
-  assert.match(await handshake(setup.port, "/"), /^HTTP\/1\.1 401 .*needs a token/s);
-  assert.match(await handshake(setup.port, `/?token=${signJwt({ sub: "a", exp }, "other")}`), /401.*bad signature/s);
-  assert.match(
-    await handshake(setup.port, `/?token=${signJwt({ sub: "a", exp: exp - 120 }, secret)}`),
-    /401.*Token expired/s,
-  );
+  assert.deepEqual(await setup.refused("/"), [401, "Unauthorized: this pusher needs a token (?token=JWT)\n"]);
+  assert.match((await setup.refused(`/?token=${signJwt({ sub: "a", exp }, "other")}`))[1], /bad signature/);
+  assert.match((await setup.refused(`/?token=${signJwt({ sub: "a", exp: exp - 120 }, secret)}`))[1], /Token expired/);
   const token = signJwt({ sub: "alice", exp }, secret);
-  await using client = new Client(setup.port, undefined, `/?token=${token}`);
-  const { connection } = await client.address();
+  const { connection } = addressOf(await setup.connect(`/?token=${token}`));
   assert.ok(setup.logs.some((l) => l.includes(`msg=connected connection=${connection} user=alice`)));
   assert.ok(!setup.logs.some((l) => l.includes(token)), "the token is never logged");
+  const metrics = await (await setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_rejected_total\{reason="token"\} 3$/m);
 });
 
 Deno.test("pusher refuses an empty token secret, with which anyone could sign tokens", () => {
-  assert.throws(() => new Pusher({ workerId: newWorkerId(), hub: new FakeHub(), tokenSecret: "" }), RangeError);
-});
-
-Deno.test("pusher answers 400 to a Host header that is not host[:port]: it chooses neither the path nor the token", async () => {
-  const secret = "pusher-secret";
-  await using setup = serve({ tokenSecret: secret });
-  // The Host used to be pasted in front of the request target: these served /healthz, and accepted a token.
-  const path = await httpExchange(setup.port, "GET / HTTP/1.1\r\nHost: a/healthz#\r\n\r\n");
-  assert.deepEqual([path.status, path.body], [400, "Bad Host header\n"]);
-  const token = signJwt({ sub: "mallory", exp: Math.floor(Date.now() / 1000) + 60 }, secret);
-  const smuggled = await httpExchange(setup.port, handshakeRequest({ Host: `127.0.0.1/?token=${token}#` }));
-  assert.deepEqual([smuggled.status, smuggled.body], [400, "Bad Host header\n"]);
-  assert.equal(setup.pusher.connectionCount, 0);
-  // The same token in the request target is accepted.
-  assert.match(await handshake(setup.port, `/?token=${token}`), /^HTTP\/1\.1 101 /);
-});
-
-Deno.test("pusher closes a client that sends faster than its message rate with 1008", async () => {
-  await using setup = serve({ maxMessageRate: 20 });
-  await using calm = new Client(setup.port);
-  await using flood = new Client(setup.port);
-  await calm.address();
-  await flood.address();
-  for (let i = 0; i < 10; i++) calm.ws.send("hi");
-  for (let i = 0; i < 200; i++) flood.ws.send("spam");
-  const closed = await within(flood.closed, 5000, "the flood to be closed");
-  assert.equal(closed.code, 1008);
-  assert.equal(closed.reason, "message rate exceeded");
-  setup.hub.emit(BROADCAST_SUBJECT, { content: "calm is fine" });
-  assert.deepEqual((await calm.received(2)).slice(1), ["calm is fine"]);
-});
-
-Deno.test("pusher counts pings and pongs toward the message rate: a ping flood is closed with 1008", async () => {
-  await using setup = serve({ maxMessageRate: 20 });
-  await using flood = await RawSocket.open(setup.port);
-  const greeting = await flood.next();
-  assert.match(new TextDecoder().decode(greeting!.payload), /^workerID:\w+ connectionID:\d+ connected/);
-  await flood.write(concat(Array.from({ length: 100 }, (_, i) => clientFrame(i % 2 ? Op.ping : Op.pong, "x"))));
-  const { close, before } = await flood.readUntilClose();
-  assert.deepEqual(close, { code: 1008, reason: "message rate exceeded" });
-  assert.ok(before.length <= 20, `at most the allowance of 20 pongs before the close, got ${before.length}`);
-  assert.ok(before.every((frame) => frame.opcode === Op.pong));
-});
-
-Deno.test("pusher's message rate runs on a monotonic clock: a step back of the wall clock closes nobody", async () => {
-  await using setup = serve({ maxMessageRate: 20 });
-  await using client = await RawSocket.open(setup.port);
-  await client.next(); // the greeting
-  const realNow = Date.now;
-  try {
-    Date.now = () => realNow() - 3_600_000; // NTP steps the clock back an hour
-    // Frames are handled in order: the pong says the message before it passed.
-    await client.write(concat([clientFrame(Op.text, "hi"), clientFrame(Op.ping, "after")]));
-    const answer = await client.next();
-    assert.deepEqual([answer?.opcode, new TextDecoder().decode(answer?.payload)], [Op.pong, "after"]);
-  } finally {
-    Date.now = realNow;
-  }
-});
-
-Deno.test("pusher serves /healthz and takes a token from an absolute-form request target, as a server must (RFC 9112 3.2.2)", async () => {
-  const secret = "pusher-secret";
-  await using setup = serve({ tokenSecret: secret });
-  const health = await httpExchange(setup.port, "GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-  assert.deepEqual([health.status, health.body], [200, "ok\n"]);
-  const token = signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 60 }, secret);
-  await using socket = await RawSocket.connect(setup.port);
-  await socket.write(handshakeRequest({}, `GET http://127.0.0.1/?token=${token} HTTP/1.1`));
-  assert.equal((await socket.readHead()).status, 101);
-});
-
-Deno.test("pusher answers /healthz to a request that offers an h2c upgrade (curl --http2)", async () => {
-  await using setup = serve();
-  const health = await httpExchange(
-    setup.port,
-    h2cUpgradeRequest("/healthz"),
+  const broker = new MemoryBroker();
+  assert.throws(
+    () =>
+      new Pusher({ workerId: newWorkerId(), bus: broker.connect(), transport: new FakeTransport(), tokenSecret: "" }),
+    RangeError,
   );
-  assert.deepEqual([health.status, health.body], [200, "ok\n"]);
 });
 
-Deno.test("pusher answers /healthz from its hub link and /metrics in Prometheus format", async () => {
-  await using setup = serve();
-  await using client = new Client(setup.port);
-  await client.address();
-  setup.hub.emit(BROADCAST_SUBJECT, { content: "x" });
-  await client.received(2);
-  setup.hub.emit(workerSubject(setup.pusher.workerId), { to_connection_id: 999, content: "nobody" });
-  const health = await fetch(`http://127.0.0.1:${setup.port}/healthz`);
-  assert.equal(health.status, 200);
-  assert.equal(await health.text(), "ok\n");
-  const metrics = await fetch(`http://127.0.0.1:${setup.port}/metrics`);
+Deno.test("pusher closes a client that sends faster than its message rate with 1008, and refills its allowance", async () => {
+  await using setup = setUp({ maxMessageRate: 20 });
+  const calm = await setup.connect();
+  const flood = await setup.connect();
+  for (let i = 0; i < 20; i++) calm.receive("hi");
+  assert.equal(calm.closed, null, "a burst of the rate is allowed");
+  setup.clock.now += 1000;
+  for (let i = 0; i < 20; i++) calm.receive("hi");
+  assert.equal(calm.closed, null, "a second later the allowance is back");
+  for (let i = 0; i < 21; i++) flood.receive("spam");
+  assert.deepEqual(flood.closed, { code: 1008, reason: "message rate exceeded" });
+  await setup.publish(BROADCAST_SUBJECT, { content: "calm is fine" });
+  assert.deepEqual(calm.sent.slice(1), ["calm is fine"]);
+  assert.ok(setup.logs.some((l) => l.includes('msg="closing a client over its message rate" connection=2 rate=20')));
+});
+
+Deno.test("pusher counts pings and pongs toward the message rate", async () => {
+  await using setup = setUp({ maxMessageRate: 20 });
+  const flood = await setup.connect();
+  for (let i = 0; i < 20; i++) flood.ping();
+  assert.equal(flood.closed, null);
+  flood.ping();
+  assert.deepEqual(flood.closed, { code: 1008, reason: "message rate exceeded" });
+  const metrics = await (await setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_disconnects_total\{reason="policy"\} 1$/m);
+});
+
+Deno.test("pusher answers /healthz from its bus link and /metrics in Prometheus format", async () => {
+  await using setup = setUp();
+  await setup.connect();
+  await setup.publish(BROADCAST_SUBJECT, { content: "x" });
+  await setup.publish(workerSubject(setup.pusher.workerId), { to_connection_id: 999, content: "nobody" });
+  const health = await setup.get("/healthz");
+  assert.deepEqual([health.status, await health.text()], [200, "ok\n"]);
+  const metrics = await setup.get("/metrics");
   assert.match(metrics.headers.get("content-type")!, /^text\/plain; version=0\.0\.4/);
   const body = await metrics.text();
   for (
@@ -405,8 +263,17 @@ Deno.test("pusher answers /healthz from its hub link and /metrics in Prometheus 
       "pusher_hub_connected 1",
     ]
   ) assert.match(body, new RegExp(`^${line.replace(/[{}]/g, "\\$&")}$`, "m"), line);
-  setup.hub.connected = false;
-  const down = await fetch(`http://127.0.0.1:${setup.port}/healthz`);
-  assert.equal(down.status, 503);
-  assert.equal(await down.text(), "hub link down in 1 of 1 workers\n");
+  setup.broker.down = true;
+  const down = await setup.get("/healthz");
+  assert.deepEqual([down.status, await down.text()], [503, "hub link down in 1 of 1 workers\n"]);
+});
+
+Deno.test("pusher counts why connections closed", async () => {
+  await using setup = setUp();
+  (await setup.connect()).drop();
+  (await setup.connect()).close(1000, "bye");
+  const body = await (await setup.get("/metrics")).text();
+  assert.match(body, /^pusher_disconnects_total\{reason="dropped"\} 1$/m);
+  assert.match(body, /^pusher_disconnects_total\{reason="closed"\} 1$/m);
+  assert.match(body, /^pusher_connections_total 2$/m);
 });

@@ -10,7 +10,8 @@
 
 import { ChannelClient } from "../channel/client.ts";
 import { Pusher } from "./pusher.ts";
-import { serve } from "./server.ts";
+import { listenTransport, serve } from "./server.ts";
+import type { Bus } from "../shared/bus.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { HostPort } from "../shared/cli.ts";
@@ -102,7 +103,8 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
   });
   const pusher = new Pusher({
     workerId,
-    hub: client,
+    bus: hubAsBus(client),
+    transport: listenTransport,
     publisherUrl: config.publisherUrl,
     allowedOrigins: config.allowedOrigins,
     tokenSecret: config.tokenSecret,
@@ -138,4 +140,23 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     await client.close();
   };
   return { stop, pusher };
+}
+
+// TODO(#15): replaced by openBus() from shared/open_bus.ts once channel/bus.ts lands.
+function hubAsBus(client: ChannelClient): Bus {
+  return {
+    address: client.address,
+    get connected() {
+      return client.connected;
+    },
+    get reconnects() {
+      return client.reconnects;
+    },
+    subscribe: (subject, handler) => client.on(subject, (data) => handler(data, { subject })),
+    unsubscribe: (subject) => client.off(subject),
+    publish: async (subject, data, options) => ({ reached: await client.publish(subject, data, options) }),
+    request: () => Promise.reject(new TypeError("Not supported yet")),
+    close: () => client.close(),
+    [Symbol.asyncDispose]: () => client.close(),
+  };
 }

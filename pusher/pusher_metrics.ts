@@ -1,0 +1,83 @@
+/**
+ * A pusher worker's metrics, and `/healthz`'s verdict from the metrics of
+ * every worker of the pusher.
+ *
+ * @module
+ */
+
+import type { Counter, Registry, RegistrySnapshot } from "../shared/metrics.ts";
+import { CloseCode } from "./websocket.ts";
+
+/** The counters a pusher worker moves. */
+export interface PusherCounters {
+  accepted: Counter;
+  rejected: Counter;
+  disconnects: Counter;
+  delivered: Counter;
+  dropped: Counter;
+}
+
+/** What the gauges read, when a scrape asks. */
+export interface PusherGauges {
+  connections(): number;
+  busConnected(): boolean;
+  busReconnects(): number;
+}
+
+/** Registers a worker's metrics in `registry` and returns its counters. */
+export function registerPusherMetrics(registry: Registry, gauges: PusherGauges): PusherCounters {
+  const m = registry;
+  m.gauge({ name: "pusher_workers", help: "Pusher workers answering" }).set(1);
+  m.gauge({ name: "pusher_connections", help: "Open WebSocket connections" }).collect(gauges.connections);
+  m.gauge({ name: "pusher_hub_connected", help: "Workers whose hub link is up" })
+    .collect(() => gauges.busConnected() ? 1 : 0);
+  m.gauge({ name: "pusher_hub_reconnects_total", help: "Times a hub link came back" }).collect(gauges.busReconnects);
+  return {
+    accepted: m.counter({ name: "pusher_connections_total", help: "WebSocket connections accepted" }),
+    rejected: m.counter({ name: "pusher_rejected_total", help: "Connections refused, by reason", labels: ["reason"] }),
+    disconnects: m.counter({ name: "pusher_disconnects_total", help: "Connections closed", labels: ["reason"] }),
+    delivered: m.counter({ name: "pusher_deliveries_total", help: "Messages handed to sockets", labels: ["kind"] }),
+    dropped: m.counter({ name: "pusher_drops_total", help: "Hub events not delivered", labels: ["reason"] }),
+  };
+}
+
+/** `/healthz`'s answer: every worker answering, every hub link up. */
+export interface Health {
+  readonly ok: boolean;
+  /** `ok`, or why not. */
+  readonly reason: string;
+}
+
+/** Judges the merged metrics of every worker of a pusher. */
+export function healthOf(snapshot: RegistrySnapshot): Health {
+  const total = (name: string) =>
+    Object.values(snapshot.find((m) => m.name === name)?.series ?? {}).reduce((sum, v) => sum + v[0]!, 0);
+  const expected = total("pusher_workers_expected") || 1;
+  const answering = total("pusher_workers");
+  const linked = total("pusher_hub_connected");
+  if (answering === expected && linked === expected) return { ok: true, reason: "ok" };
+  if (answering < expected) {
+    return { ok: false, reason: `${expected - answering} of ${expected} workers not answering` };
+  }
+  return { ok: false, reason: `hub link down in ${expected - linked} of ${expected} workers` };
+}
+
+/** Why a connection closed, from its close code, for `pusher_disconnects_total`. */
+export function closeReason(code: number): string {
+  switch (code) {
+    case CloseCode.slow:
+      return "slow";
+    case CloseCode.abnormal:
+      return "dropped";
+    case CloseCode.policyViolation:
+      return "policy";
+    case CloseCode.protocolError:
+    case CloseCode.invalidData:
+    case CloseCode.messageTooBig:
+      return "protocol_error";
+    case CloseCode.goingAway:
+      return "going_away";
+    default:
+      return "closed";
+  }
+}
