@@ -5,14 +5,15 @@
  * @module
  */
 
-import { type ChannelServer, serveChannel } from "./server.ts";
+import { type ChannelServer, type ChannelServerOptions, serveChannel } from "./server.ts";
 import { DEFAULT_CHANNEL_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
-import { createLogger } from "../shared/log.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../shared/metrics.ts";
 import {
   durationFlag,
   type FlagSpec,
+  type FlagValues,
   helpText,
   intFlag,
   isLoopback,
@@ -131,6 +132,71 @@ export function metricsHandler(server: ChannelServer): (request: Request) => Res
   };
 }
 
+/** What the command line asks for: the hub's options and, when asked, where to serve metrics. */
+interface Config {
+  hub: ChannelServerOptions;
+  log: Logger;
+  metrics: { hostname: string; port: number } | undefined;
+}
+
+/**
+ * Turns parsed flags into the hub's options.
+ *
+ * @throws {TypeError} on a bad flag, or a non-loopback address without a token or `--insecure`.
+ */
+function configFrom(flags: FlagValues): Config {
+  const log = createLogger("channel", { level: logLevelFlag(flags) });
+  const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
+  const token = stringFlag(flags, "token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
+  if (!token && !isLoopback(hostname) && !flags.insecure) {
+    throw new TypeError(
+      `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
+    );
+  }
+  const metricsHostname = stringFlag(flags, "metrics-hostname") ?? "127.0.0.1";
+  const metricsPort = flags["metrics-port"] === undefined ? undefined : intFlag(flags, "metrics-port", 0);
+  const hub: ChannelServerOptions = {
+    hostname,
+    port: intFlag(flags, "port", DEFAULT_CHANNEL_PORT),
+    token: token || undefined,
+    maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
+    maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
+    maxConnections: intFlag(flags, "max-connections", 1024),
+    writeTimeout: durationFlag(flags, "write-timeout", 2000),
+    maxChannelsPerPeer: intFlag(flags, "max-channels", 10_000),
+    maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
+    maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
+    pingInterval: durationFlag(flags, "ping-interval", 25_000, { min: 1 }),
+    idlePings: intFlag(flags, "idle-pings", 3),
+    helloTimeout: durationFlag(flags, "hello-timeout", 10_000, { min: 1 }),
+    closeGrace: durationFlag(flags, "shutdown-grace", 1000),
+    startupGrace: durationFlag(flags, "startup-grace", 1500),
+    logger: log,
+    onListen: (addr) =>
+      log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
+  };
+  const metrics = metricsPort === undefined ? undefined : { hostname: metricsHostname, port: metricsPort };
+  return { hub, log, metrics };
+}
+
+/**
+ * Serves {@linkcode metricsHandler} for `server`.
+ *
+ * @throws {Error} naming the address when it cannot listen there.
+ */
+function serveMetrics(server: ChannelServer, at: { hostname: string; port: number }, log: Logger): Deno.HttpServer {
+  try {
+    return Deno.serve({
+      hostname: at.hostname,
+      port: at.port,
+      handler: metricsHandler(server),
+      onListen: (addr) => log.info("metrics-listening", { addr: `${addr.hostname}:${addr.port}` }),
+    });
+  } catch (error) {
+    throw new Error(`Cannot serve metrics on ${at.hostname}:${at.port}: ${(error as Error).message}`);
+  }
+}
+
 /** Runs the hub until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
   const signalled = shutdownSignal();
@@ -143,48 +209,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       console.log(helpText("deno task channel [options]", "Channel hub: TCP pub/sub and work queues.", FLAGS));
       return 0;
     }
-    const log = createLogger("channel", { level: logLevelFlag(flags) });
-    const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
-    const token = stringFlag(flags, "token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
-    if (!token && !isLoopback(hostname) && !flags.insecure) {
-      throw new TypeError(
-        `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
-      );
-    }
-    const metricsHostname = stringFlag(flags, "metrics-hostname") ?? "127.0.0.1";
-    const metricsPort = flags["metrics-port"] === undefined ? undefined : intFlag(flags, "metrics-port", 0);
-    server = serveChannel({
-      hostname,
-      port: intFlag(flags, "port", DEFAULT_CHANNEL_PORT),
-      token: token || undefined,
-      maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
-      maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
-      maxConnections: intFlag(flags, "max-connections", 1024),
-      writeTimeout: durationFlag(flags, "write-timeout", 2000),
-      maxChannelsPerPeer: intFlag(flags, "max-channels", 10_000),
-      maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
-      maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
-      pingInterval: durationFlag(flags, "ping-interval", 25_000, { min: 1 }),
-      idlePings: intFlag(flags, "idle-pings", 3),
-      helloTimeout: durationFlag(flags, "hello-timeout", 10_000, { min: 1 }),
-      closeGrace: durationFlag(flags, "shutdown-grace", 1000),
-      startupGrace: durationFlag(flags, "startup-grace", 1500),
-      logger: log,
-      onListen: (addr) =>
-        log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
-    });
-    if (metricsPort !== undefined) {
-      try {
-        http = Deno.serve({
-          hostname: metricsHostname,
-          port: metricsPort,
-          handler: metricsHandler(server),
-          onListen: (addr) => log.info("metrics-listening", { addr: `${addr.hostname}:${addr.port}` }),
-        });
-      } catch (error) {
-        throw new Error(`Cannot serve metrics on ${metricsHostname}:${metricsPort}: ${(error as Error).message}`);
-      }
-    }
+    const config = configFrom(flags);
+    server = serveChannel(config.hub);
+    if (config.metrics) http = serveMetrics(server, config.metrics, config.log);
   } catch (error) {
     logger.error((error as Error).message);
     await server?.shutdown();
