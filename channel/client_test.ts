@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ChannelClient, type ChannelClientOptions, ChannelError, connect } from "./client.ts";
-import { quiet, startHub, until, within } from "./_testing.ts";
+import { quiet, startHub, until, within } from "./testing.ts";
 import { encodeMessage, type Json, MessageDecoder, toClientMessage } from "../shared/wire.ts";
 
 function client(port: number, options: ChannelClientOptions = {}): ChannelClient {

@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ChannelClient } from "./client.ts";
-import { quiet, startHub, type TestHub, until, within } from "./_testing.ts";
+import { quiet, startHub, type TestHub, until, within } from "./testing.ts";
 import { concat } from "../shared/bytes.ts";
 import {
   type ClientMessage,

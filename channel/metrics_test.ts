@@ -7,7 +7,7 @@ import {
   DISCONNECT_REASONS,
   type DisconnectReason,
 } from "./server.ts";
-import { quiet, RawPeer, startHub, type TestHub, until, within } from "./_testing.ts";
+import { quiet, RawPeer, startHub, type TestHub, until, within } from "./testing.ts";
 import { startService } from "../tests/_service.ts";
 import { encodeFrame, encodeMessage } from "../shared/wire.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ChannelClient } from "./client.ts";
-import { quiet, RawPeer, startHub, until, within } from "./_testing.ts";
+import { quiet, RawPeer, startHub, until, within } from "./testing.ts";
 import { encodeFrame, encodeMessage, type HubMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { concat } from "../shared/bytes.ts";
 import { serveChannel } from "./server.ts";

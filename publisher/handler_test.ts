@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
 import { PublisherMetrics } from "./metrics.ts";
 import { ChannelError } from "../channel/client.ts";
-import { until, within } from "../channel/_testing.ts";
+import { until, within } from "../channel/testing.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Json } from "../shared/wire.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { concat } from "./bytes.ts";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, HEADER_BYTES } from "./frame.ts";
-import { mulberry32 } from "./_testing.ts";
+import { mulberry32 } from "./testing.ts";
 
 const utf8 = new TextEncoder();
 

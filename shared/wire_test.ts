@@ -14,7 +14,7 @@ import {
   toClientMessage,
   toHubMessage,
 } from "./wire.ts";
-import { mulberry32 } from "./_testing.ts";
+import { mulberry32 } from "./testing.ts";
 
 const utf8 = new TextEncoder();
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { startService } from "./_service.ts";
 import { ChannelClient } from "../channel/client.ts";
-import { quiet, until, within } from "../channel/_testing.ts";
+import { quiet, until, within } from "../channel/testing.ts";
 import type { Json } from "../shared/wire.ts";
 
 Deno.test("clients reconnect, re-subscribe and get deliveries again after the hub process is killed and restarted", async () => {

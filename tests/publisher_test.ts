@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type Service, startService } from "./_service.ts";
 import { ChannelClient } from "../channel/client.ts";
-import { quiet, until, within } from "../channel/_testing.ts";
+import { quiet, until, within } from "../channel/testing.ts";
 import { BROADCAST_SUBJECT, workerSubject } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
 
