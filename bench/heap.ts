@@ -36,7 +36,7 @@ const USAGE = "deno task bench:heap [--connections N]";
 const DESCRIPTION = "Where an idle pusher connection's JavaScript heap goes, by kind of object (V8 heap snapshots).";
 
 /** The hub link of a pusher that never hears from a hub. */
-const SILENT_HUB = { on() {}, off() {}, connected: true, reconnects: 0 };
+const SILENT_HUB = { subscribe() {}, unsubscribe() {}, connected: true, reconnects: 0 };
 
 async function main(args: string[]): Promise<number> {
   if (args[0] === "--clients") return await clients(Number(args[1]), Number(args[2]));

@@ -62,7 +62,7 @@ const READ_PAUSE_BYTES = 64 * 1024;
 /**
  * Past this many publishes waiting for their acks, the hub reads nothing more
  * from the publisher until half of them are acked. Each costs memory while a
- * subscriber is slow to take its event; a `ChannelClient` with its default
+ * subscriber is slow to take its event; a `HubClient` with its default
  * `maxWaitingPublishes` never has more in flight.
  */
 const MAX_UNACKED = 10_000;
@@ -267,33 +267,33 @@ export class Connection implements Peer {
     try {
       switch (message.type) {
         case "subscribe":
-          this.#hub.subscribe(this, message.channels);
+          this.#hub.subscribe(this, message.subjects);
           break;
         case "unsubscribe":
-          this.#hub.unsubscribe(this, message.channels);
+          this.#hub.unsubscribe(this, message.subjects);
           break;
         case "publish":
         case "publishLoop":
           this.#publish(message);
           break;
         case "watch":
-          this.#hub.watch(this, message.channels);
+          this.#hub.watch(this, message.queues);
           break;
         case "unwatch":
-          this.#hub.unwatch(this, message.channels);
+          this.#hub.unwatch(this, message.queues);
           break;
         case "enqueue":
-          this.#enqueue(message.id, message.channels, message.data);
+          this.#enqueue(message.id, message.queues, message.data);
           break;
         case "reserve":
-          this.#hub.reserve(this, message.channels);
+          this.#hub.reserve(this, message.queues);
           break;
         case "ping":
           this.send(PONG);
           break;
       }
     } catch (error) {
-      // The hub throws RangeError for a peer past its channel limit only.
+      // The hub throws RangeError for a peer past its limit of subjects and queues only.
       if (!(error instanceof RangeError)) throw error;
       this.fail("limit", error.message);
     }
@@ -338,8 +338,8 @@ export class Connection implements Peer {
     let reached: Peer[];
     try {
       reached = message.type === "publish"
-        ? this.#hub.publish(message.channels, message.data)
-        : this.#hub.publishLoop(message.channels, message.data);
+        ? this.#hub.publish(message.subjects, message.data)
+        : this.#hub.publishLoop(message.subjects, message.data);
     } catch (error) {
       // Too large an event: the publisher is told, and keeps its connection.
       if (!(error instanceof RangeError)) throw error;

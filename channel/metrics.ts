@@ -19,7 +19,7 @@ export type DisconnectReason =
   | "unauthorized"
   /** Refused at `maxConnections`. */
   | "full"
-  /** Subscribed or watched past `maxChannelsPerPeer`. */
+  /** Subscribed or watched past `maxSubjectsPerPeer`. */
   | "limit"
   /** The peer went away: end of stream, or a failed read or write. */
   | "closed"
@@ -38,8 +38,8 @@ export const DISCONNECT_REASONS: readonly DisconnectReason[] = [
   "shutdown",
 ];
 
-/** Counters and gauges of a running hub, from `ChannelServer.stats()`. */
-export interface ChannelServerStats {
+/** Counters and gauges of a running hub, from `HubServer.stats()`. */
+export interface HubServerStats {
   /** Connections open now, closing ones included. */
   connections: number;
   /** `publish` and `publishLoop` messages handled. */
@@ -52,8 +52,8 @@ export interface ChannelServerStats {
   enqueuesRefused: number;
   /** Connections the hub let go, by reason; each connection counts once. */
   disconnects: Record<DisconnectReason, number>;
-  /** Channels with at least one subscriber. */
-  channels: number;
+  /** Subjects with at least one subscriber (the metric keeps its name, `channel_channels`). */
+  subjects: number;
   /** Queues that exist (watched, or holding messages). */
   queues: number;
   /** Messages waiting in queues. */
@@ -94,7 +94,7 @@ export class Counters {
  * Builds the Prometheus view of `stats`; called per scrape, never on the hot
  * path. The metric names are what operators' dashboards read: they stay.
  */
-export function metricsOf(stats: ChannelServerStats): RegistrySnapshot {
+export function metricsOf(stats: HubServerStats): RegistrySnapshot {
   const registry = new Registry();
   const gauge = (name: string, help: string, value: number) => registry.gauge({ name, help }).set(value);
   const counter = (name: string, help: string, value: number) => registry.counter({ name, help }).inc(value);
@@ -113,7 +113,7 @@ export function metricsOf(stats: ChannelServerStats): RegistrySnapshot {
     labels: ["reason"],
   });
   for (const reason of DISCONNECT_REASONS) disconnects.inc(stats.disconnects[reason], reason);
-  gauge("channel_channels", "Channels with at least one subscriber", stats.channels);
+  gauge("channel_channels", "Subjects with at least one subscriber", stats.subjects);
   gauge("channel_queues", "Queues that exist", stats.queues);
   gauge("channel_queued_messages", "Messages waiting in queues", stats.queuedMessages);
   gauge(

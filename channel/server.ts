@@ -1,5 +1,5 @@
 /**
- * The channel hub's TCP server: listens on `Deno.listen` and runs the accept
+ * The hub's TCP server: listens on `Deno.listen` and runs the accept
  * loop. Each accepted socket becomes a {@linkcode Connection}
  * (`connection.ts`) routing through a {@linkcode Hub} (`hub.ts`); who is let
  * in and who is swept out is `_admission.ts`, the startup grace `_grace.ts`,
@@ -12,18 +12,18 @@ import { Hub, type HubOptions } from "./hub.ts";
 import { Connection, type ConnectionHost, type ConnectionSettings } from "./connection.ts";
 import { Admission, Sweeps, type SweepSettings } from "./_admission.ts";
 import { Grace } from "./_grace.ts";
-import { type ChannelServerStats, Counters, metricsOf } from "./metrics.ts";
+import { Counters, type HubServerStats, metricsOf } from "./metrics.ts";
 import { acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
-import { DEFAULT_CHANNEL_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
+import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
 import { timerMs } from "../shared/duration.ts";
 
-export { type ChannelServerStats, DISCONNECT_REASONS, type DisconnectReason } from "./metrics.ts";
+export { DISCONNECT_REASONS, type DisconnectReason, type HubServerStats } from "./metrics.ts";
 
-/** Options for {@linkcode serveChannel}. */
-export interface ChannelServerOptions extends HubOptions {
+/** Options for {@linkcode serveHub}. */
+export interface HubServerOptions extends HubOptions {
   /** Address to listen on. Use `0.0.0.0` to take connections from other machines. @default {"127.0.0.1"} */
   hostname?: string;
   /** TCP port; 0 picks a free one. @default {2206} */
@@ -84,7 +84,7 @@ export interface ChannelServerOptions extends HubOptions {
 }
 
 /** A running hub. */
-export interface ChannelServer extends AsyncDisposable {
+export interface HubServer extends AsyncDisposable {
   /** The address it listens on (with the real port when 0 was asked). */
   readonly addr: Deno.NetAddr;
   /** Resolves once the server has shut down and every connection is closed. */
@@ -94,7 +94,7 @@ export interface ChannelServer extends AsyncDisposable {
   /** True until shutdown begins: the hub takes new connections. */
   readonly accepting: boolean;
   /** Current counters and gauges, as a fresh object. */
-  stats(): ChannelServerStats;
+  stats(): HubServerStats;
   /**
    * The same counters and gauges as Prometheus metrics (`channel_*`), for
    * `renderPrometheus` from `shared/metrics.ts`.
@@ -105,15 +105,15 @@ export interface ChannelServer extends AsyncDisposable {
 }
 
 /**
- * Starts a channel hub.
+ * Starts a hub.
  *
  * @example
  * ```ts
- * await using server = serveChannel({ port: 0, onListen() {} });
+ * await using server = serveHub({ port: 0, onListen() {} });
  * console.log(server.addr.port);
  * ```
  */
-export function serveChannel(options: ChannelServerOptions = {}): ChannelServer {
+export function serveHub(options: HubServerOptions = {}): HubServer {
   // Checked before listening: a bad option must not leave a listener behind.
   const settings: Settings = {
     token: options.token,
@@ -129,7 +129,7 @@ export function serveChannel(options: ChannelServerOptions = {}): ChannelServer 
   };
   const listener = Deno.listen({
     hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? DEFAULT_CHANNEL_PORT,
+    port: options.port ?? DEFAULT_HUB_PORT,
   });
   const addr = listener.addr as Deno.NetAddr;
   const logger = options.logger ?? createLogger("channel");
@@ -189,7 +189,7 @@ class Server implements ConnectionHost {
     return this.#shuttingDown === null;
   }
 
-  stats(): ChannelServerStats {
+  stats(): HubServerStats {
     const counters = this.counters;
     const hub = this.hub.stats;
     return {
@@ -199,7 +199,7 @@ class Server implements ConnectionHost {
       enqueues: counters.enqueues,
       enqueuesRefused: counters.enqueuesRefused,
       disconnects: { ...counters.disconnects },
-      channels: hub.channels,
+      subjects: hub.subjects,
       queues: hub.queues,
       queuedMessages: hub.queuedMessages,
       queuedBytes: hub.queuedBytes,

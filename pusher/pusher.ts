@@ -22,10 +22,10 @@ import {
 import { BROADCAST_SUBJECT, toPushData, workerSubject } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
 
-/** What the pusher needs of its hub link: a `ChannelClient` fits. */
+/** What the pusher needs of its hub link: a `HubClient` fits. */
 export interface EventSource {
-  on(channel: string, handler: (data: Json, channel: string) => void): void;
-  off(channel: string): void;
+  subscribe(channel: string, handler: (data: Json, channel: string) => void): void;
+  unsubscribe(channel: string): void;
   /** Whether the link is up now. */
   readonly connected: boolean;
   /** How many times the link came back. */
@@ -133,8 +133,8 @@ export class Pusher {
     this.#gather = options.gather ?? (() => Promise.resolve(this.metrics.snapshot()));
     this.#handlers = this.#handlersFor(null);
     this.#counters = this.#registerMetrics();
-    this.#hub.on(BROADCAST_SUBJECT, (data) => this.#broadcast(data));
-    this.#hub.on(workerSubject(this.workerId), (data) => this.#target(data));
+    this.#hub.subscribe(BROADCAST_SUBJECT, (data) => this.#broadcast(data));
+    this.#hub.subscribe(workerSubject(this.workerId), (data) => this.#target(data));
   }
 
   /** Connections open now. */
@@ -174,8 +174,8 @@ export class Pusher {
 
   /** Stops listening to the hub. */
   detach(): void {
-    this.#hub.off(BROADCAST_SUBJECT);
-    this.#hub.off(workerSubject(this.workerId));
+    this.#hub.unsubscribe(BROADCAST_SUBJECT);
+    this.#hub.unsubscribe(workerSubject(this.workerId));
   }
 
   #upgrade(req: ServerRequest, url: URL): Response {

@@ -16,10 +16,10 @@ class FakeHub {
   connected = true;
   reconnects = 0;
   readonly handlers = new Map<string, (data: Json, channel: string) => void>();
-  on(channel: string, handler: (data: Json, channel: string) => void): void {
+  subscribe(channel: string, handler: (data: Json, channel: string) => void): void {
     this.handlers.set(channel, handler);
   }
-  off(channel: string): void {
+  unsubscribe(channel: string): void {
     this.handlers.delete(channel);
   }
   emit(channel: string, data: Json): void {

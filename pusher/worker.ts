@@ -8,7 +8,7 @@
 
 /// <reference lib="deno.worker" />
 
-import { ChannelClient } from "../channel/client.ts";
+import { HubClient } from "../channel/client.ts";
 import { Pusher } from "./pusher.ts";
 import { serve } from "./server.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
@@ -94,7 +94,7 @@ function post(message: FromWorker): void {
 function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>; pusher: Pusher } {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
-  const client = new ChannelClient({
+  const client = new HubClient({
     ...config.hub,
     token: config.hubToken,
     maxFrameBytes: config.hubMaxFrameBytes,
