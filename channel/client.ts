@@ -71,8 +71,11 @@ export interface HubClientOptions {
   logger?: Logger;
 }
 
-/** Called with each event published on a subject the client subscribed to. */
-export type EventHandler = (data: Json, subject: string) => void;
+/**
+ * Called with each event published on a subject the client subscribed to;
+ * `reply` is the subject the publisher asked answers on, if it did.
+ */
+export type EventHandler = (data: Json, subject: string, reply?: string) => void;
 
 /** Called with each message taken from a watched queue. */
 export type QueueHandler = (data: Json, queue: string) => void | Promise<void>;
@@ -83,6 +86,11 @@ export interface PublishOptions {
   timeout?: number;
   /** Aborting it rejects the publish (it may still have reached the hub). */
   signal?: AbortSignal;
+  /**
+   * For `publish` and `publishLoop`: a subject handed to the subscribers with
+   * the event, for their answers (request/reply). Ignored by `enqueue`.
+   */
+  reply?: string;
 }
 
 /** Options for {@linkcode HubClient.watch}. */
@@ -364,7 +372,11 @@ export class HubClient extends EventTarget {
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const id = this.#nextId++;
     const frame = encodeMessage(
-      type === "enqueue" ? { type, id, queues: toList(names), data } : { type, id, subjects: toList(names), data },
+      type === "enqueue"
+        ? { type, id, queues: toList(names), data }
+        : options.reply === undefined
+        ? { type, id, subjects: toList(names), data }
+        : { type, id, subjects: toList(names), data, reply: options.reply },
     );
     if (frame.length > this.#maxFrameBytes) {
       return Promise.reject(
@@ -608,7 +620,7 @@ export class HubClient extends EventTarget {
       case "event":
         for (const handler of this.#handlers.get(message.subject) ?? []) {
           try {
-            handler(message.data, message.subject);
+            handler(message.data, message.subject, message.reply);
           } catch (error) {
             this.#logger.error("event handler threw", { subject: message.subject, error: String(error) });
           }

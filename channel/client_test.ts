@@ -19,7 +19,7 @@ function nextEvent(target: EventTarget, type: string, ms = 5000): Promise<Event>
   return within(new Promise((resolve) => target.addEventListener(type, resolve, { once: true })), ms, type);
 }
 
-Deno.test("client calls every handler of a channel, and off removes one", async () => {
+Deno.test("client calls every handler of a subject, and unsubscribe removes one", async () => {
   await using hub = startHub();
   await using c = client(hub.port);
   const calls: string[] = [];
@@ -487,4 +487,18 @@ Deno.test("client queue watch does not start a second message while the first on
 
 Deno.test("client refuses a ping interval a timer cannot wait, before it dials", () => {
   assert.throws(() => new HubClient({ port: 1, pingInterval: Infinity }), /^RangeError: Invalid pingInterval/);
+});
+
+Deno.test("client publishes with a reply subject, and a subscriber's handler gets it as its third argument", async () => {
+  await using hub = startHub();
+  await using subscriber = client(hub.port);
+  await using publisher = client(hub.port);
+  const got: [Json, string, string | undefined][] = [];
+  subscriber.subscribe("news", (data, subject, reply) => got.push([data, subject, reply]));
+  await subscriber.ready(AbortSignal.timeout(5000));
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
+  assert.equal(await publisher.publish("news", "asked", { reply: "_inbox.7" }), 1);
+  assert.equal(await publisher.publish("news", "told"), 1);
+  await until(() => got.length === 2, 2000, "both events");
+  assert.deepEqual(got, [["asked", "news", "_inbox.7"], ["told", "news", undefined]]);
 });

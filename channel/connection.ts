@@ -338,8 +338,8 @@ export class Connection implements Peer {
     let reached: Peer[];
     try {
       reached = message.type === "publish"
-        ? this.#hub.publish(message.subjects, message.data)
-        : this.#hub.publishLoop(message.subjects, message.data);
+        ? this.#hub.publish(message.subjects, message.data, message.reply)
+        : this.#hub.publishLoop(message.subjects, message.data, message.reply);
     } catch (error) {
       // Too large an event: the publisher is told, and keeps its connection.
       if (!(error instanceof RangeError)) throw error;

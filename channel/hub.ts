@@ -7,7 +7,13 @@
  * @module
  */
 
-import { DEFAULT_MAX_FRAME_BYTES, encodeMessage, encodeMessageText, type Json } from "../shared/wire.ts";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeMessage,
+  encodeMessageText,
+  type EventMessage,
+  type Json,
+} from "../shared/wire.ts";
 
 /** A connected client as the hub sees it. */
 export interface Peer {
@@ -172,12 +178,14 @@ export class Hub {
    * counts once). Returns the peers that took the event, once per subject
    * they got it on.
    *
+   * With `reply`, each event carries it: the subject subscribers may answer on.
+   *
    * @throws {RangeError} when an event would be over `maxFrameBytes`; then
    * no subject gets it.
    */
-  publish(subjects: readonly string[], data: Json): Peer[] {
+  publish(subjects: readonly string[], data: Json, reply?: string): Peer[] {
     const reached: Peer[] = [];
-    for (const [subject, frame] of this.#events(subjects, data)) {
+    for (const [subject, frame] of this.#events(subjects, data, reply)) {
       for (const peer of subject.subscribers) {
         if (peer.send(frame)) reached.push(peer);
       }
@@ -191,9 +199,9 @@ export class Hub {
    *
    * @throws {RangeError} as {@linkcode Hub.publish}.
    */
-  publishLoop(subjects: readonly string[], data: Json): Peer[] {
+  publishLoop(subjects: readonly string[], data: Json, reply?: string): Peer[] {
     const reached: Peer[] = [];
-    for (const [subject, frame] of this.#events(subjects, data)) {
+    for (const [subject, frame] of this.#events(subjects, data, reply)) {
       // The first in the set has the turn and goes to the back: a subscriber
       // that leaves takes no one's turn with it, as an index would. One that
       // cannot take the frame is skipped for the next.
@@ -318,11 +326,16 @@ export class Hub {
   }
 
   /** Each subject with subscribers, with its event frame; all encoded before any is sent. */
-  #events(subjects: readonly string[], data: Json): [Subject, Uint8Array][] {
+  #events(subjects: readonly string[], data: Json, reply: string | undefined): [Subject, Uint8Array][] {
     const events: [Subject, Uint8Array][] = [];
     for (const name of unique(subjects)) {
       const subject = this.#subjects.get(name);
-      if (subject) events.push([subject, this.#checkSize(encodeMessage({ type: "event", subject: name, data }))]);
+      if (!subject) continue;
+      // Without a reply, no reply key at all: the event's bytes stay what they were.
+      const event: EventMessage = reply === undefined
+        ? { type: "event", subject: name, data }
+        : { type: "event", subject: name, data, reply };
+      events.push([subject, this.#checkSize(encodeMessage(event))]);
     }
     return events;
   }

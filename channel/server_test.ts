@@ -9,7 +9,7 @@ function client(port: number, options: ConstructorParameters<typeof HubClient>[0
   return new HubClient({ port, logger: quiet, ...options });
 }
 
-/** Collects a channel's events on a client; `wait(n)` resolves once n arrived. */
+/** Collects a subject's events on a client; `wait(n)` resolves once n arrived. */
 function collect(target: HubClient, channel: string) {
   const received: Json[] = [];
   let wake = () => {};
@@ -329,7 +329,7 @@ for (
     ],
     ["a string as the message", encodeLengthPrefixed(new TextEncoder().encode('"str"')), /expected an object/],
     [
-      "an array as a channel name",
+      "an array as a subject",
       encodeLengthPrefixed(new TextEncoder().encode('{"type":"subscribe","subjects":[[1]]}')),
       /every subject must be a non-empty string/,
     ],
@@ -628,3 +628,39 @@ Deno.test("hub does not close as idle a peer it holds back from reading, whose p
   assert.deepEqual(await silent.readToEnd(), [{ type: "error", reason: "Idle: no message for 200 ms" }]);
   assert.equal(hub.server.stats().disconnects.idle, 1);
 });
+
+Deno.test("hub hands a publish's reply subject on in each event, and leaves it out when there is none", async () => {
+  await using hub = startHub();
+  await using subscriber = await RawPeer.connect(hub.port);
+  await using publisher = await RawPeer.connect(hub.port);
+  await subscriber.send({ type: "subscribe", subjects: ["news"] });
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
+  await publisher.send({ type: "publish", id: 1, subjects: ["news"], data: "q", reply: "_inbox.1" });
+  assert.deepEqual(await subscriber.next(), { type: "event", subject: "news", data: "q", reply: "_inbox.1" });
+  assert.deepEqual(await publisher.next(), { type: "ack", id: 1, count: 1 });
+  await publisher.send({ type: "publishLoop", id: 2, subjects: ["news"], data: "r", reply: "_inbox.2" });
+  assert.deepEqual(await subscriber.next(), { type: "event", subject: "news", data: "r", reply: "_inbox.2" });
+  await publisher.send({ type: "publish", id: 3, subjects: ["news"], data: "plain" });
+  const plain = await subscriber.next();
+  assert.deepEqual(plain, { type: "event", subject: "news", data: "plain" });
+  assert.ok(!("reply" in plain), "an event without a reply has no reply key");
+});
+
+for (
+  const [name, reply, reason] of [
+    ["an empty reply", "", /reply must be a non-empty string/],
+    ["a reply that is not a string", 7, /reply must be a non-empty string/],
+    ["a reply over the subject length", "r".repeat(257), /reply is limited to 256 characters/],
+  ] as const
+) {
+  Deno.test(`hub answers a publish with ${name} with an error frame`, async () => {
+    await using hub = startHub();
+    await using bad = await RawPeer.connect(hub.port);
+    const text = JSON.stringify({ type: "publish", id: 1, subjects: ["news"], data: 1, reply });
+    await bad.write(encodeLengthPrefixed(new TextEncoder().encode(text)));
+    const messages = await bad.readToEnd();
+    assert.equal(messages.length, 1);
+    assert.equal(messages[0]!.type, "error");
+    assert.match((messages[0] as { reason: string }).reason, reason);
+  });
+}

@@ -44,12 +44,15 @@ export interface Subscription {
 /**
  * Publish `data` to every subscriber of each subject (`publish`), or to one
  * subscriber per subject in turn (`publishLoop`). `id` is echoed in the `ack`.
+ * `reply`, a subject, is handed on in each `event`: where subscribers may
+ * publish their answers (request/reply, as in NATS).
  */
 export interface Publish {
   type: "publish" | "publishLoop";
   id: number;
   subjects: string[];
   data: Json;
+  reply?: string;
 }
 
 /** Start or stop watching work queues. */
@@ -92,6 +95,8 @@ export interface EventMessage {
   type: "event";
   subject: string;
   data: Json;
+  /** The publish's `reply` subject; absent when it had none. */
+  reply?: string;
 }
 
 /** A queued message of `queue`, delivered to a consumer that reserved. */
@@ -309,6 +314,7 @@ export function toClientMessage(value: unknown): ClientMessage {
       requireInteger(message, "id");
       requireNames(message, "subjects");
       if (!("data" in message)) throw invalid(message.type, "data is missing");
+      if (message.reply !== undefined) requireName(message, "reply", message.reply);
       break;
     case "enqueue":
       requireInteger(message, "id");
@@ -337,6 +343,7 @@ export function toHubMessage(value: unknown): HubMessage {
     case "event":
       requireString(message, "subject");
       if (!("data" in message)) throw invalid(message.type, "data is missing");
+      if (message.reply !== undefined) requireString(message, "reply");
       break;
     case "queue":
       requireString(message, "queue");
@@ -385,17 +392,20 @@ function requireInteger(message: Fields, field: string): void {
 function requireNames(message: Fields, field: "subjects" | "queues"): void {
   const names = message[field];
   if (!Array.isArray(names)) throw invalid(message.type, `${field} must be an array`);
-  for (const name of names) requireName(message, field, name);
+  const what = field === "queues" ? "every queue" : "every subject";
+  for (const name of names) requireName(message, what, name);
 }
 
-/** Checks one subject or queue name: a non-empty string up to {@linkcode MAX_SUBJECT_LENGTH}. */
-function requireName(message: Fields, field: string, name: unknown): void {
-  const what = field === "queues" ? "queue" : field === "subjects" ? "subject" : field;
+/**
+ * Checks one subject or queue name: a non-empty string up to
+ * {@linkcode MAX_SUBJECT_LENGTH}. `what` names it in the error (`every subject`, `reply`).
+ */
+function requireName(message: Fields, what: string, name: unknown): void {
   if (typeof name !== "string" || name.length === 0) {
-    throw invalid(message.type, `every ${what} must be a non-empty string`);
+    throw invalid(message.type, `${what} must be a non-empty string`);
   }
   if (name.length > MAX_SUBJECT_LENGTH) {
-    throw invalid(message.type, `${what} names are limited to ${MAX_SUBJECT_LENGTH} characters`);
+    throw invalid(message.type, `${what} is limited to ${MAX_SUBJECT_LENGTH} characters`);
   }
 }
 

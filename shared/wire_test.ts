@@ -333,3 +333,11 @@ Deno.test("message decoder stays failed after a payload error", () => {
   assert.throws(() => decoder.push(encodeLengthPrefixed(new TextEncoder().encode("{nope"))), SyntaxError);
   assert.throws(() => decoder.push(encodeMessage({ type: "ping" })), SyntaxError);
 });
+
+Deno.test("toClientMessage takes a publish's reply subject and checks it as a subject", () => {
+  const message = { type: "publish", id: 1, subjects: ["news"], data: 1, reply: "_inbox.1" };
+  assert.deepEqual(toClientMessage(message), message);
+  assertClientRejects({ type: "publishLoop", id: 1, subjects: ["news"], data: 1, reply: "" }, /reply must be/);
+  assertClientRejects({ type: "publish", id: 1, subjects: ["news"], data: 1, reply: ["x"] }, /reply must be/);
+  assert.throws(() => toHubMessage({ type: "event", subject: "news", data: 1, reply: 5 }), /reply must be a string/);
+});
