@@ -10,7 +10,7 @@ import {
   OPCODE_TEXT,
   ServerFrameParser,
 } from "./_ws_frames.ts";
-import { mulberry32 } from "../shared/_testing.ts";
+import { mulberry32 } from "../shared/testing.ts";
 
 /** An unmasked server frame, as RFC 6455 lays it out. */
 function serverFrame(

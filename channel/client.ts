@@ -1,5 +1,5 @@
 /**
- * The client pushers and publishers use to reach the channel hub: pub/sub,
+ * The client pushers and publishers use to reach the hub: pub/sub on subjects,
  * round-robin publish, work queues, acknowledged publishes that survive
  * reconnects, and a heartbeat that notices a dead hub.
  *
@@ -10,7 +10,7 @@ import { backoffDelay } from "./_backoff.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
   type ClientMessage,
-  DEFAULT_CHANNEL_PORT,
+  DEFAULT_HUB_PORT,
   DEFAULT_MAX_FRAME_BYTES,
   encodeMessage,
   type HubMessage,
@@ -22,8 +22,8 @@ import {
 import { DEFAULT_MAX_PENDING_BYTES, FrameWriter } from "../shared/writer.ts";
 import { timerMs } from "../shared/duration.ts";
 
-/** Options for {@linkcode ChannelClient} and {@linkcode connect}. */
-export interface ChannelClientOptions {
+/** Options for {@linkcode HubClient} and {@linkcode connect}. */
+export interface HubClientOptions {
   /** Hub host. @default {"127.0.0.1"} */
   hostname?: string;
   /** Hub port. @default {2206} */
@@ -71,28 +71,36 @@ export interface ChannelClientOptions {
   logger?: Logger;
 }
 
-/** Called with each event published on a channel the client subscribed to. */
-export type EventHandler = (data: Json, channel: string) => void;
+/**
+ * Called with each event published on a subject the client subscribed to;
+ * `reply` is the subject the publisher asked answers on, if it did.
+ */
+export type EventHandler = (data: Json, subject: string, reply?: string) => void;
 
 /** Called with each message taken from a watched queue. */
 export type QueueHandler = (data: Json, queue: string) => void | Promise<void>;
 
-/** Options for {@linkcode ChannelClient.publish} and {@linkcode ChannelClient.enqueue}. */
+/** Options for {@linkcode HubClient.publish} and {@linkcode HubClient.enqueue}. */
 export interface PublishOptions {
   /** Overrides the client's `publishTimeout`, in milliseconds. */
   timeout?: number;
   /** Aborting it rejects the publish (it may still have reached the hub). */
   signal?: AbortSignal;
+  /**
+   * For `publish` and `publishLoop`: a subject handed to the subscribers with
+   * the event, for their answers (request/reply). Ignored by `enqueue`.
+   */
+  reply?: string;
 }
 
-/** Options for {@linkcode ChannelClient.watch}. */
+/** Options for {@linkcode HubClient.watch}. */
 export interface WatchOptions {
   /** Reserve the next message as soon as the handler settles. @default {true} */
   autoReserve?: boolean;
 }
 
-/** Why a {@linkcode ChannelError} was raised. */
-export type ChannelErrorCode = "timeout" | "refused" | "closed" | "overloaded" | "too_large";
+/** Why a {@linkcode HubError} was raised. */
+export type HubErrorCode = "timeout" | "refused" | "closed" | "overloaded" | "too_large";
 
 /**
  * A publish or enqueue that did not go through: the hub did not acknowledge
@@ -100,13 +108,13 @@ export type ChannelErrorCode = "timeout" | "refused" | "closed" | "overloaded" |
  * (`closed`), too much was already waiting (`overloaded`), or the message
  * was over the frame limit (`too_large`).
  */
-export class ChannelError extends Error {
+export class HubError extends Error {
   /** Why it failed. */
-  readonly code: ChannelErrorCode;
+  readonly code: HubErrorCode;
 
-  constructor(code: ChannelErrorCode, message: string) {
+  constructor(code: HubErrorCode, message: string) {
     super(message);
-    this.name = "ChannelError";
+    this.name = "HubError";
     this.code = code;
   }
 }
@@ -134,21 +142,21 @@ interface QueueWatch {
 }
 
 /**
- * A connection to the channel hub that keeps itself up: it reconnects with
+ * A connection to the hub that keeps itself up: it reconnects with
  * capped exponential backoff and jitter, and on each connection re-subscribes
- * every channel and re-watches every queue before any waiting publish goes out.
+ * every subject and re-watches every queue before any waiting publish goes out.
  *
  * Lifecycle: dispatches `connected` (an `Event`) and `disconnected` (a
  * `CustomEvent<DisconnectedDetail>`), usable for logs and health checks.
  *
  * @example
  * ```ts
- * await using client = new ChannelClient({ port: 2206 });
- * client.on("news", (data) => console.log(data));
+ * await using client = new HubClient({ port: 2206 });
+ * client.subscribe("news", (data) => console.log(data));
  * const reached = await client.publish("news", { title: "hello" });
  * ```
  */
-export class ChannelClient extends EventTarget {
+export class HubClient extends EventTarget {
   readonly #hostname: string;
   readonly #port: number;
   readonly #token: string | undefined;
@@ -185,10 +193,10 @@ export class ChannelClient extends EventTarget {
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #sweepPeriod = Infinity;
 
-  constructor(options: ChannelClientOptions = {}) {
+  constructor(options: HubClientOptions = {}) {
     super();
     this.#hostname = options.hostname ?? "127.0.0.1";
-    this.#port = options.port ?? DEFAULT_CHANNEL_PORT;
+    this.#port = options.port ?? DEFAULT_HUB_PORT;
     this.#token = options.token;
     this.#connectTimeout = timerMs("connectTimeout", options.connectTimeout ?? 5000);
     this.#publishTimeout = timerMs("publishTimeout", options.publishTimeout ?? 5000);
@@ -226,7 +234,7 @@ export class ChannelClient extends EventTarget {
   ready(signal?: AbortSignal): Promise<void> {
     if (this.connected) return Promise.resolve();
     if (this.#closed) {
-      return Promise.reject(new ChannelError("closed", "Cannot wait for the hub: the client is closed"));
+      return Promise.reject(new HubError("closed", "Cannot wait for the hub: the client is closed"));
     }
     return new Promise((resolve, reject) => {
       const onAbort = () => {
@@ -249,43 +257,47 @@ export class ChannelClient extends EventTarget {
     });
   }
 
-  /** Adds a handler for a channel's events, subscribing to the channel with the first one. */
-  on(channel: string, handler: EventHandler): void {
-    let handlers = this.#handlers.get(channel);
+  /**
+   * Adds a handler for a subject's events, subscribing to the subject with
+   * the first one. Not to be confused with `addEventListener`, which is for
+   * the link's own `connected` and `disconnected` events.
+   */
+  subscribe(subject: string, handler: EventHandler): void {
+    let handlers = this.#handlers.get(subject);
     if (!handlers) {
       handlers = new Set();
-      this.#handlers.set(channel, handlers);
-      this.#send({ type: "subscribe", channels: [channel] });
+      this.#handlers.set(subject, handlers);
+      this.#send({ type: "subscribe", subjects: [subject] });
     }
     handlers.add(handler);
   }
 
-  /** Removes one handler, or all of a channel's handlers; unsubscribes when none is left. */
-  off(channel: string, handler?: EventHandler): void {
-    const handlers = this.#handlers.get(channel);
+  /** Removes one handler, or all of a subject's handlers; unsubscribes when none is left. */
+  unsubscribe(subject: string, handler?: EventHandler): void {
+    const handlers = this.#handlers.get(subject);
     if (!handlers) return;
     if (handler) handlers.delete(handler);
     else handlers.clear();
     if (handlers.size > 0) return;
-    this.#handlers.delete(channel);
-    this.#send({ type: "unsubscribe", channels: [channel] });
+    this.#handlers.delete(subject);
+    this.#send({ type: "unsubscribe", subjects: [subject] });
   }
 
   /**
-   * Publishes `data` to every subscriber of each channel. Resolves with how
-   * many deliveries the hub made (one per channel per subscriber) once the
+   * Publishes `data` to every subscriber of each subject. Resolves with how
+   * many deliveries the hub made (one per subject per subscriber) once the
    * hub has written them to its subscribers' sockets. While the hub is
    * unreachable the publish waits, up to its timeout.
    *
-   * @throws {ChannelError} on timeout, refusal, close, or overload.
+   * @throws {HubError} on timeout, refusal, close, or overload.
    */
-  publish(channels: string | string[], data: Json, options?: PublishOptions): Promise<number> {
-    return this.#request("publish", channels, data, options);
+  publish(subjects: string | string[], data: Json, options?: PublishOptions): Promise<number> {
+    return this.#request("publish", subjects, data, options);
   }
 
-  /** Like {@linkcode publish}, but each channel's event goes to one subscriber, in turn. */
-  publishLoop(channels: string | string[], data: Json, options?: PublishOptions): Promise<number> {
-    return this.#request("publishLoop", channels, data, options);
+  /** Like {@linkcode publish}, but each subject's event goes to one subscriber, in turn. */
+  publishLoop(subjects: string | string[], data: Json, options?: PublishOptions): Promise<number> {
+    return this.#request("publishLoop", subjects, data, options);
   }
 
   /**
@@ -298,21 +310,21 @@ export class ChannelClient extends EventTarget {
     const names = toList(queues);
     const autoReserve = options.autoReserve ?? true;
     for (const name of names) this.#watches.set(name, { handler, autoReserve });
-    this.#send({ type: "watch", channels: names });
-    if (autoReserve) this.#send({ type: "reserve", channels: names });
+    this.#send({ type: "watch", queues: names });
+    if (autoReserve) this.#send({ type: "reserve", queues: names });
   }
 
   /** Stops watching queues. */
   unwatch(queues: string | string[]): void {
     const names = toList(queues);
     for (const name of names) this.#watches.delete(name);
-    this.#send({ type: "unwatch", channels: names });
+    this.#send({ type: "unwatch", queues: names });
   }
 
   /**
    * Appends `data` to each queue. Resolves with how many queues took it.
    *
-   * @throws {ChannelError} `refused` when a queue is full, or as {@linkcode publish}.
+   * @throws {HubError} `refused` when a queue is full, or as {@linkcode publish}.
    */
   enqueue(queues: string | string[], data: Json, options?: PublishOptions): Promise<number> {
     return this.#request("enqueue", queues, data, options);
@@ -329,7 +341,7 @@ export class ChannelClient extends EventTarget {
     if (!this.#closed) {
       this.#closed = true;
       clearInterval(this.#sweeper);
-      const error = new ChannelError("closed", "Cannot publish: the client was closed");
+      const error = new HubError("closed", "Cannot publish: the client was closed");
       for (const waiting of this.#waiting.values()) this.#settle(waiting, error);
       this.#waiting.clear();
       for (const waiter of this.#readyWaiters) waiter.reject(error);
@@ -347,22 +359,28 @@ export class ChannelClient extends EventTarget {
 
   #request(
     type: "publish" | "publishLoop" | "enqueue",
-    channels: string | string[],
+    names: string | string[],
     data: Json,
     options: PublishOptions = {},
   ): Promise<number> {
-    if (this.#closed) return Promise.reject(new ChannelError("closed", `Cannot ${type}: the client is closed`));
+    if (this.#closed) return Promise.reject(new HubError("closed", `Cannot ${type}: the client is closed`));
     if (this.#waiting.size >= this.#maxWaiting) {
       return Promise.reject(
-        new ChannelError("overloaded", `Cannot ${type}: ${this.#maxWaiting} requests already wait for the hub`),
+        new HubError("overloaded", `Cannot ${type}: ${this.#maxWaiting} requests already wait for the hub`),
       );
     }
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const id = this.#nextId++;
-    const frame = encodeMessage({ type, id, channels: toList(channels), data });
+    const frame = encodeMessage(
+      type === "enqueue"
+        ? { type, id, queues: toList(names), data }
+        : options.reply === undefined
+        ? { type, id, subjects: toList(names), data }
+        : { type, id, subjects: toList(names), data, reply: options.reply },
+    );
     if (frame.length > this.#maxFrameBytes) {
       return Promise.reject(
-        new ChannelError(
+        new HubError(
           "too_large",
           `Cannot ${type}: the message encodes to a ${frame.length}-byte frame, over the ${this.#maxFrameBytes}-byte limit`,
         ),
@@ -370,7 +388,7 @@ export class ChannelClient extends EventTarget {
     }
     if (this.#waitingBytes + frame.length > this.#maxWaitingBytes) {
       return Promise.reject(
-        new ChannelError("overloaded", `Cannot ${type}: ${this.#maxWaitingBytes} bytes already wait for the hub`),
+        new HubError("overloaded", `Cannot ${type}: ${this.#maxWaitingBytes} bytes already wait for the hub`),
       );
     }
     const timeout = options.timeout ?? this.#publishTimeout;
@@ -427,13 +445,13 @@ export class ChannelClient extends EventTarget {
         : `; the hub at ${this.address} is unreachable`;
       this.#settle(
         waiting,
-        new ChannelError("timeout", `Cannot ${waiting.type}: no acknowledgement within ${waiting.timeout} ms${why}`),
+        new HubError("timeout", `Cannot ${waiting.type}: no acknowledgement within ${waiting.timeout} ms${why}`),
       );
     }
   }
 
-  #backlogFull(type: string): ChannelError {
-    return new ChannelError(
+  #backlogFull(type: string): HubError {
+    return new HubError(
       "overloaded",
       `Cannot ${type}: more than ${this.#maxPendingBytes} bytes wait to be written`,
     );
@@ -527,17 +545,17 @@ export class ChannelClient extends EventTarget {
     // Order matters: the hub handles frames in order, so subscriptions and
     // watches are in place before any waiting publish is routed.
     writer.enqueue(encodeMessage({ type: "hello", version: PROTOCOL_VERSION, token: this.#token }));
-    for (const channels of batches(this.#handlers.keys(), this.#maxFrameBytes)) {
-      writer.enqueue(encodeMessage({ type: "subscribe", channels }));
+    for (const subjects of batches(this.#handlers.keys(), this.#maxFrameBytes)) {
+      writer.enqueue(encodeMessage({ type: "subscribe", subjects }));
     }
     if (this.#watches.size > 0) {
-      for (const channels of batches(this.#watches.keys(), this.#maxFrameBytes)) {
-        writer.enqueue(encodeMessage({ type: "watch", channels }));
+      for (const queues of batches(this.#watches.keys(), this.#maxFrameBytes)) {
+        writer.enqueue(encodeMessage({ type: "watch", queues }));
       }
       // A queue whose handler still runs asks for its next message when it is done.
       const idle = [...this.#watches].filter(([queue, watch]) => watch.autoReserve && !this.#handling.has(queue));
-      for (const channels of batches(idle.map(([queue]) => queue), this.#maxFrameBytes)) {
-        writer.enqueue(encodeMessage({ type: "reserve", channels }));
+      for (const queues of batches(idle.map(([queue]) => queue), this.#maxFrameBytes)) {
+        writer.enqueue(encodeMessage({ type: "reserve", queues }));
       }
       if (this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
     }
@@ -600,16 +618,16 @@ export class ChannelClient extends EventTarget {
   #receive(message: HubMessage): void {
     switch (message.type) {
       case "event":
-        for (const handler of this.#handlers.get(message.channel) ?? []) {
+        for (const handler of this.#handlers.get(message.subject) ?? []) {
           try {
-            handler(message.data, message.channel);
+            handler(message.data, message.subject, message.reply);
           } catch (error) {
-            this.#logger.error("event handler threw", { channel: message.channel, error: String(error) });
+            this.#logger.error("event handler threw", { subject: message.subject, error: String(error) });
           }
         }
         break;
       case "queue":
-        this.#runQueueHandler(message.channel, message.data);
+        this.#runQueueHandler(message.queue, message.data);
         break;
       case "ack": {
         this.#refusal = null;
@@ -623,7 +641,7 @@ export class ChannelClient extends EventTarget {
         const waiting = message.id === undefined ? undefined : this.#waiting.get(message.id);
         if (waiting) {
           this.#waiting.delete(message.id!);
-          this.#settle(waiting, new ChannelError("refused", message.reason));
+          this.#settle(waiting, new HubError("refused", message.reason));
         } else {
           this.#refusal = message.reason;
           this.#logger.error("hub reported an error", { hub: this.address, reason: message.reason });
@@ -645,7 +663,7 @@ export class ChannelClient extends EventTarget {
       .catch((error) => this.#logger.error("queue handler threw", { queue, error: String(error) }))
       .finally(() => {
         this.#handling.delete(queue);
-        if (watch.autoReserve && this.#watches.get(queue) === watch) this.#send({ type: "reserve", channels: [queue] });
+        if (watch.autoReserve && this.#watches.get(queue) === watch) this.#send({ type: "reserve", queues: [queue] });
       });
   }
 
@@ -685,7 +703,7 @@ function* batches(names: Iterable<string>, maxFrameBytes: number): Generator<str
 /**
  * Creates a client and waits for its first connection to the hub.
  *
- * @throws {ChannelError} `timeout` when the hub cannot be reached within `connectTimeout`.
+ * @throws {HubError} `timeout` when the hub cannot be reached within `connectTimeout`.
  *
  * @example
  * ```ts
@@ -693,8 +711,8 @@ function* batches(names: Iterable<string>, maxFrameBytes: number): Generator<str
  * await client.publish("broadcast", { content: "hello" });
  * ```
  */
-export async function connect(options: ChannelClientOptions = {}): Promise<ChannelClient> {
-  const client = new ChannelClient(options);
+export async function connect(options: HubClientOptions = {}): Promise<HubClient> {
+  const client = new HubClient(options);
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), options.connectTimeout ?? 5000);
   try {
@@ -702,7 +720,7 @@ export async function connect(options: ChannelClientOptions = {}): Promise<Chann
     return client;
   } catch {
     await client.close();
-    throw new ChannelError("timeout", `Cannot connect to the hub at ${client.address}`);
+    throw new HubError("timeout", `Cannot connect to the hub at ${client.address}`);
   } finally {
     clearTimeout(timer);
   }

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { ChannelClient, type ChannelClientOptions, ChannelError, connect } from "./client.ts";
-import { quiet, startHub, until, within } from "./_testing.ts";
+import { connect, HubClient, type HubClientOptions, HubError } from "./client.ts";
+import { quiet, startHub, until, within } from "./testing.ts";
 import { encodeMessage, type Json, MessageDecoder, toClientMessage } from "../shared/wire.ts";
 
-function client(port: number, options: ChannelClientOptions = {}): ChannelClient {
-  return new ChannelClient({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
+function client(port: number, options: HubClientOptions = {}): HubClient {
+  return new HubClient({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
 }
 
 /** A port that was free a moment ago. */
@@ -19,15 +19,15 @@ function nextEvent(target: EventTarget, type: string, ms = 5000): Promise<Event>
   return within(new Promise((resolve) => target.addEventListener(type, resolve, { once: true })), ms, type);
 }
 
-Deno.test("client calls every handler of a channel, and off removes one", async () => {
+Deno.test("client calls every handler of a subject, and unsubscribe removes one", async () => {
   await using hub = startHub();
   await using c = client(hub.port);
   const calls: string[] = [];
   const first = (data: Json) => calls.push(`first:${data}`);
-  c.on("news", first);
-  c.on("news", (data) => calls.push(`second:${data}`));
+  c.subscribe("news", first);
+  c.subscribe("news", (data) => calls.push(`second:${data}`));
   assert.equal(await c.publish("news", 1), 1);
-  c.off("news", first);
+  c.unsubscribe("news", first);
   assert.equal(await c.publish("news", 2), 1, "still subscribed while a handler is left");
   assert.deepEqual(calls, ["first:1", "second:1", "second:2"]);
 });
@@ -36,10 +36,10 @@ Deno.test("client keeps delivering when a handler throws", async () => {
   await using hub = startHub();
   await using c = client(hub.port);
   const got: Json[] = [];
-  c.on("news", () => {
+  c.subscribe("news", () => {
     throw new Error("handler bug");
   });
-  c.on("news", (data) => got.push(data));
+  c.subscribe("news", (data) => got.push(data));
   await c.publish("news", "a");
   await c.publish("news", "b");
   assert.deepEqual(got, ["a", "b"]);
@@ -51,7 +51,7 @@ Deno.test("client re-subscribes and re-watches after the hub restarts, before wa
   await using c = client(port);
   const events: Json[] = [];
   const jobs: Json[] = [];
-  c.on("news", (data) => events.push(data));
+  c.subscribe("news", (data) => events.push(data));
   c.watch("jobs", (data) => {
     jobs.push(data);
   });
@@ -85,7 +85,7 @@ Deno.test("client re-subscribes and re-watches after the hub restarts, before wa
 Deno.test("client rejects a publish that waits for an unreachable hub past its timeout", async () => {
   await using c = client(freePort(), { publishTimeout: 150 });
   const started = Date.now();
-  await assert.rejects(c.publish("news", 1), (error: ChannelError) => {
+  await assert.rejects(c.publish("news", 1), (error: HubError) => {
     assert.equal(error.code, "timeout");
     assert.match(
       error.message,
@@ -162,7 +162,7 @@ Deno.test("client close rejects waiting publishes and is safe to call twice", as
 
 Deno.test("connect rejects when the hub cannot be reached in time", async () => {
   await assert.rejects(connect({ port: freePort(), connectTimeout: 100, logger: quiet }), {
-    name: "ChannelError",
+    name: "HubError",
     code: "timeout",
   });
 });
@@ -209,7 +209,7 @@ Deno.test("client treats a hub that stops answering pings as dead and reconnects
 Deno.test("client sends the token in hello and reports a refusal", async () => {
   await using hub = startHub({ token: "right" });
   await using wrong = client(hub.port, { token: "wrong", publishTimeout: 200 });
-  await assert.rejects(wrong.publish("x", 1), (error: ChannelError) => {
+  await assert.rejects(wrong.publish("x", 1), (error: HubError) => {
     assert.equal(error.code, "timeout");
     assert.match(error.message, /refused the connection: Unauthorized: wrong token$/);
     return true;
@@ -252,7 +252,7 @@ Deno.test("client resends an unacknowledged publish after a reconnect", async ()
   await using _hub = startHub({ port });
   await using subscriber = client(port);
   const got: Json[] = [];
-  subscriber.on("news", (data) => got.push(data));
+  subscriber.subscribe("news", (data) => got.push(data));
   await subscriber.publish("sync", null);
   assert.equal(await within(publishing, 5000, "the resent publish"), 1);
   assert.deepEqual(got, ["once"]);
@@ -273,7 +273,7 @@ Deno.test("client closes when its signal aborts", async () => {
 Deno.test("client close() between the dial and the session closes the new socket and opens no session", async () => {
   await using hub = startHub();
   const realConnect = Deno.connect;
-  let c!: ChannelClient;
+  let c!: HubClient;
   let closing: Promise<void> | undefined;
   // Runs close() in the microtask checkpoint in which the dial completes, as
   // any other continuation that happens to run there could.
@@ -318,7 +318,7 @@ Deno.test("client drops a link whose backlog is too full for a subscribe, and re
       await null;
     }
     const channel = "n".repeat(200);
-    c.on(channel, () => {});
+    c.subscribe(channel, () => {});
     const next = await within(listener.accept(), 5000, "the client to reconnect");
     second = next;
     const decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: 1 << 20 });
@@ -329,7 +329,7 @@ Deno.test("client drops a link whose backlog is too full for a subscribe, and re
       assert.ok(n !== null);
       for (const message of decoder.push(buffer.subarray(0, n))) {
         seen.push(message.type);
-        if (message.type === "subscribe") assert.deepEqual(message.channels, [channel]);
+        if (message.type === "subscribe") assert.deepEqual(message.subjects, [channel]);
       }
     }
     assert.deepEqual(seen.slice(0, 2), ["hello", "subscribe"]);
@@ -395,7 +395,7 @@ Deno.test("client restores subscriptions in frames under the frame limit, howeve
     await c.ready();
     // Each subscribe was its own small frame; all 300 names in one would be 76 KB.
     const names = Array.from({ length: 300 }, (_, i) => `${i}:`.padEnd(250, "x"));
-    for (const name of names) c.on(name, () => {});
+    for (const name of names) c.subscribe(name, () => {});
     assert.equal(await c.publish(names[299]!, "before"), 1);
     await hub.server.shutdown();
     hub = startHub({ port, ...limits });
@@ -486,5 +486,19 @@ Deno.test("client queue watch does not start a second message while the first on
 });
 
 Deno.test("client refuses a ping interval a timer cannot wait, before it dials", () => {
-  assert.throws(() => new ChannelClient({ port: 1, pingInterval: Infinity }), /^RangeError: Invalid pingInterval/);
+  assert.throws(() => new HubClient({ port: 1, pingInterval: Infinity }), /^RangeError: Invalid pingInterval/);
+});
+
+Deno.test("client publishes with a reply subject, and a subscriber's handler gets it as its third argument", async () => {
+  await using hub = startHub();
+  await using subscriber = client(hub.port);
+  await using publisher = client(hub.port);
+  const got: [Json, string, string | undefined][] = [];
+  subscriber.subscribe("news", (data, subject, reply) => got.push([data, subject, reply]));
+  await subscriber.ready(AbortSignal.timeout(5000));
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
+  assert.equal(await publisher.publish("news", "asked", { reply: "_inbox.7" }), 1);
+  assert.equal(await publisher.publish("news", "told"), 1);
+  await until(() => got.length === 2, 2000, "both events");
+  assert.deepEqual(got, [["asked", "news", "_inbox.7"], ["told", "news", undefined]]);
 });

@@ -10,12 +10,12 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ChannelClient } from "./client.ts";
-import { quiet, startHub, type TestHub, until, within } from "./_testing.ts";
+import { HubClient } from "./client.ts";
+import { quiet, startHub, type TestHub, until, within } from "./testing.ts";
 import { concat } from "../shared/bytes.ts";
 import {
   type ClientMessage,
-  encodeFrame,
+  encodeLengthPrefixed,
   encodeMessage,
   type HubMessage,
   type Json,
@@ -64,15 +64,15 @@ async function fixture(): Promise<Fixture> {
     maxFrameBytes: MAX_FRAME_BYTES,
     maxQueuedBytes: MAX_QUEUED_BYTES,
     maxQueueLength: 64,
-    maxChannelsPerPeer: 64,
+    maxSubjectsPerPeer: 64,
     maxPendingBytes: 256 * 1024,
   });
   let stopped = false;
   hub.server.finished.then(() => (stopped = true), () => (stopped = true));
-  const subscriber = new ChannelClient({ port: hub.port, logger: quiet });
-  const publisher = new ChannelClient({ port: hub.port, logger: quiet });
+  const subscriber = new HubClient({ port: hub.port, logger: quiet });
+  const publisher = new HubClient({ port: hub.port, logger: quiet });
   const received: Json[] = [];
-  subscriber.on(HEALTHY, (data) => {
+  subscriber.subscribe(HEALTHY, (data) => {
     received.push(data);
   });
   // The subscribe is on the wire before this round trip's publish.
@@ -181,7 +181,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function frameOf(value: unknown): Uint8Array {
-  return encodeFrame(utf8.encode(JSON.stringify(value) ?? "null"));
+  return encodeLengthPrefixed(utf8.encode(JSON.stringify(value) ?? "null"));
 }
 
 /** True when the hub's decoder would reject this payload outright. */
@@ -218,8 +218,8 @@ const CLIENT_TYPES = [
   "ping",
 ] as const;
 
-/** Mostly valid names from a small set, so cases meet each other's channels and queues. */
-const channelName = fc.oneof(
+/** Mostly valid names from a small set, so cases meet each other's subjects and queues. */
+const name = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom("news", "jobs", "q1", "q2") },
   { weight: 1, arbitrary: fc.string({ maxLength: 8 }) },
   { weight: 1, arbitrary: fc.string({ unit: "binary", maxLength: 4 }) },
@@ -229,11 +229,11 @@ const channelName = fc.oneof(
   },
 );
 
-const wrongChannels = fc.oneof(
-  channelName,
+const wrongNames = fc.oneof(
+  name,
   fc.integer(),
   fc.double(),
-  fc.array(fc.array(channelName, { maxLength: 2 }), { minLength: 1, maxLength: 3 }),
+  fc.array(fc.array(name, { maxLength: 2 }), { minLength: 1, maxLength: 3 }),
   fc.array(fc.oneof(fc.integer(), fc.constant(null), fc.dictionary(fc.string(), fc.string())), { minLength: 1 }),
   fc.jsonValue({ maxDepth: 2 }),
 );
@@ -253,7 +253,8 @@ const typedMessage = fc.record(
     version: fc.oneof(fc.constant(PROTOCOL_VERSION), fc.integer(), wrongId),
     token: fc.oneof(fc.string({ maxLength: 8 }), anyData),
     id: fc.oneof(fc.nat(), fc.integer(), wrongId),
-    channels: fc.oneof(fc.array(channelName, { maxLength: 4 }), wrongChannels),
+    subjects: fc.oneof(fc.array(name, { maxLength: 4 }), wrongNames),
+    queues: fc.oneof(fc.array(name, { maxLength: 4 }), wrongNames),
     data: anyData,
     extra: anyData,
   },
@@ -269,18 +270,14 @@ const framedPayload = fc.oneof(
   fc.constant(new Uint8Array(0)),
 );
 
-/** Valid client messages on a small set of channels. */
+const names = fc.array(fc.constantFrom("news", "jobs", "q1", "q2"), { maxLength: 3 });
+
+/** Valid client messages on a small set of subjects and queues. */
 const validMessage: fc.Arbitrary<ClientMessage> = fc.oneof(
-  fc.record({
-    type: fc.constantFrom("subscribe", "unsubscribe", "watch", "unwatch"),
-    channels: fc.array(fc.constantFrom("news", "jobs", "q1", "q2"), { maxLength: 3 }),
-  }),
-  fc.record({
-    type: fc.constantFrom("publish", "publishLoop", "enqueue"),
-    id: fc.nat(),
-    channels: fc.array(fc.constantFrom("news", "jobs", "q1", "q2"), { maxLength: 3 }),
-    data: anyData,
-  }),
+  fc.record({ type: fc.constantFrom("subscribe", "unsubscribe"), subjects: names }),
+  fc.record({ type: fc.constantFrom("watch", "unwatch"), queues: names }),
+  fc.record({ type: fc.constantFrom("publish", "publishLoop"), id: fc.nat(), subjects: names, data: anyData }),
+  fc.record({ type: fc.constant("enqueue"), id: fc.nat(), queues: names, data: anyData }),
   fc.record({ type: fc.constantFrom("reserve", "ping") }),
 ) as fc.Arbitrary<ClientMessage>;
 
@@ -339,7 +336,7 @@ Deno.test("hub survives random payloads in valid frames, and closes on the first
     "random frames",
     fc.record({ hello: fc.boolean(), payloads: fc.array(framedPayload, { minLength: 1, maxLength: 6 }) }),
     async ({ hello, payloads }) => {
-      const frames = payloads.map((payload) => encodeFrame(payload));
+      const frames = payloads.map((payload) => encodeLengthPrefixed(payload));
       const answers = await f.probe([concat(hello ? [HELLO, ...frames] : frames)]);
       if (payloads.some(rejects)) {
         assert.ok(closingError(answers), `an invalid payload closes the connection; got ${JSON.stringify(answers)}`);
@@ -414,8 +411,8 @@ Deno.test("hub answers an unmutated valid stream without closing the connection"
 
 Deno.test("hub bounds memory under frames declaring huge lengths, and closes unfinished frames at the idle limit", async () => {
   await using hub = startHub({ maxFrameBytes: MAX_FRAME_BYTES, pingInterval: 100, idlePings: 2, maxConnections: 256 });
-  await using healthy = new ChannelClient({ port: hub.port, logger: quiet, pingInterval: 40 });
-  healthy.on(HEALTHY, () => {});
+  await using healthy = new HubClient({ port: hub.port, logger: quiet, pingInterval: 40 });
+  healthy.subscribe(HEALTHY, () => {});
   assert.equal(await healthy.publish(HEALTHY, "before"), 1);
   const conns: Deno.Conn[] = [];
   const open = async (bytes: Uint8Array) => {
@@ -478,7 +475,7 @@ Deno.test("hub bounds memory under frames declaring huge lengths, and closes unf
 
     // Many frames of exactly the maximum on one connection: each answered, none kept.
     const ping = utf8.encode(JSON.stringify({ type: "ping" }).padEnd(MAX_FRAME_BYTES - 4, " "));
-    const big = await open(concat([HELLO, ...Array.from({ length: 64 }, () => encodeFrame(ping))]));
+    const big = await open(concat([HELLO, ...Array.from({ length: 64 }, () => encodeLengthPrefixed(ping))]));
     const pongs = decodeAnswers(
       await within(
         (async () => {

@@ -1,5 +1,5 @@
 /**
- * The hub's routing state: who subscribes to which channel, who watches which
+ * The hub's routing state: who subscribes to which subject, who watches which
  * queue, and how a publish or an enqueue reaches them. No sockets here: a peer
  * is anything that can take a frame, so routing is tested and benchmarked
  * without a network.
@@ -7,7 +7,13 @@
  * @module
  */
 
-import { DEFAULT_MAX_FRAME_BYTES, encodeMessage, encodeMessageText, type Json } from "../shared/wire.ts";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeMessage,
+  encodeMessageText,
+  type EventMessage,
+  type Json,
+} from "../shared/wire.ts";
 
 /** A connected client as the hub sees it. */
 export interface Peer {
@@ -27,8 +33,8 @@ export interface Peer {
 
 /** Options for {@linkcode Hub}. */
 export interface HubOptions {
-  /** Most channels plus queues one peer may subscribe to or watch. @default {10000} */
-  maxChannelsPerPeer?: number;
+  /** Most subjects plus queues one peer may subscribe to or watch. @default {10000} */
+  maxSubjectsPerPeer?: number;
   /** Most messages one queue holds; `enqueue` past it is refused. @default {10000} */
   maxQueueLength?: number;
   /**
@@ -49,11 +55,11 @@ export interface HubOptions {
 }
 
 interface PeerState {
-  channels: Set<string>;
+  subjects: Set<string>;
   queues: Set<string>;
 }
 
-interface Channel {
+interface Subject {
   subscribers: Set<Peer>;
 }
 
@@ -77,14 +83,14 @@ interface Queue {
 /** Hub statistics. */
 export interface HubStats {
   peers: number;
-  channels: number;
+  subjects: number;
   queues: number;
   queuedMessages: number;
   queuedBytes: number;
 }
 
 /**
- * Routing state of a channel hub. Every event is encoded once per channel
+ * Routing state of a hub. Every event is encoded once per subject
  * and the same bytes are handed to every subscriber.
  *
  * @example
@@ -96,18 +102,18 @@ export interface HubStats {
  * ```
  */
 export class Hub {
-  readonly #maxChannelsPerPeer: number;
+  readonly #maxSubjectsPerPeer: number;
   readonly #maxQueueLength: number;
   readonly #maxQueuedBytes: number;
   readonly #maxFrameBytes: number;
   readonly #peers = new Map<Peer, PeerState>();
-  readonly #channels = new Map<string, Channel>();
+  readonly #subjects = new Map<string, Subject>();
   readonly #queues = new Map<string, Queue>();
   #queuedMessages = 0;
   #queuedBytes = 0;
 
   constructor(options: HubOptions = {}) {
-    this.#maxChannelsPerPeer = options.maxChannelsPerPeer ?? 10_000;
+    this.#maxSubjectsPerPeer = options.maxSubjectsPerPeer ?? 10_000;
     this.#maxQueueLength = options.maxQueueLength ?? 10_000;
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 64 * 1024 * 1024;
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
@@ -117,7 +123,7 @@ export class Hub {
   get stats(): HubStats {
     return {
       peers: this.#peers.size,
-      channels: this.#channels.size,
+      subjects: this.#subjects.size,
       queues: this.#queues.size,
       queuedMessages: this.#queuedMessages,
       queuedBytes: this.#queuedBytes,
@@ -126,7 +132,7 @@ export class Hub {
 
   /** Registers a peer. */
   join(peer: Peer): void {
-    if (!this.#peers.has(peer)) this.#peers.set(peer, { channels: new Set(), queues: new Set() });
+    if (!this.#peers.has(peer)) this.#peers.set(peer, { subjects: new Set(), queues: new Set() });
   }
 
   /** Removes a peer with all its subscriptions, watches and credits. */
@@ -134,51 +140,53 @@ export class Hub {
     const state = this.#peers.get(peer);
     if (!state) return;
     this.#peers.delete(peer);
-    for (const name of state.channels) this.#removeSubscriber(name, peer);
+    for (const name of state.subjects) this.#removeSubscriber(name, peer);
     for (const name of state.queues) this.#removeWatcher(name, peer);
   }
 
   /**
-   * Subscribes a peer to channels. Subscribing twice changes nothing.
+   * Subscribes a peer to subjects. Subscribing twice changes nothing.
    *
-   * @throws {RangeError} when the peer would go past its channel limit; no
-   * channel is subscribed then.
+   * @throws {RangeError} when the peer would go past its limit of subjects and queues; no
+   * subject is subscribed then.
    */
-  subscribe(peer: Peer, channels: readonly string[]): void {
+  subscribe(peer: Peer, subjects: readonly string[]): void {
     const state = this.#state(peer);
-    this.#checkRoom(state, channels, state.channels);
-    for (const name of channels) {
-      if (state.channels.has(name)) continue;
-      state.channels.add(name);
-      let channel = this.#channels.get(name);
-      if (!channel) {
-        channel = { subscribers: new Set() };
-        this.#channels.set(name, channel);
+    this.#checkRoom(state, subjects, state.subjects);
+    for (const name of subjects) {
+      if (state.subjects.has(name)) continue;
+      state.subjects.add(name);
+      let subject = this.#subjects.get(name);
+      if (!subject) {
+        subject = { subscribers: new Set() };
+        this.#subjects.set(name, subject);
       }
-      channel.subscribers.add(peer);
+      subject.subscribers.add(peer);
     }
   }
 
-  /** Unsubscribes a peer from channels it subscribed to. */
-  unsubscribe(peer: Peer, channels: readonly string[]): void {
+  /** Unsubscribes a peer from subjects it subscribed to. */
+  unsubscribe(peer: Peer, subjects: readonly string[]): void {
     const state = this.#state(peer);
-    for (const name of channels) {
-      if (state.channels.delete(name)) this.#removeSubscriber(name, peer);
+    for (const name of subjects) {
+      if (state.subjects.delete(name)) this.#removeSubscriber(name, peer);
     }
   }
 
   /**
-   * Sends `data` to every subscriber of each channel (a channel listed twice
-   * counts once). Returns the peers that took the event, once per channel
+   * Sends `data` to every subscriber of each subject (a subject listed twice
+   * counts once). Returns the peers that took the event, once per subject
    * they got it on.
    *
+   * With `reply`, each event carries it: the subject subscribers may answer on.
+   *
    * @throws {RangeError} when an event would be over `maxFrameBytes`; then
-   * no channel gets it.
+   * no subject gets it.
    */
-  publish(channels: readonly string[], data: Json): Peer[] {
+  publish(subjects: readonly string[], data: Json, reply?: string): Peer[] {
     const reached: Peer[] = [];
-    for (const [channel, frame] of this.#events(channels, data)) {
-      for (const peer of channel.subscribers) {
+    for (const [subject, frame] of this.#events(subjects, data, reply)) {
+      for (const peer of subject.subscribers) {
         if (peer.send(frame)) reached.push(peer);
       }
     }
@@ -186,18 +194,18 @@ export class Hub {
   }
 
   /**
-   * Sends `data` to one subscriber of each channel, taking subscribers in
+   * Sends `data` to one subscriber of each subject, taking subscribers in
    * turn, starting with the first to subscribe.
    *
    * @throws {RangeError} as {@linkcode Hub.publish}.
    */
-  publishLoop(channels: readonly string[], data: Json): Peer[] {
+  publishLoop(subjects: readonly string[], data: Json, reply?: string): Peer[] {
     const reached: Peer[] = [];
-    for (const [channel, frame] of this.#events(channels, data)) {
+    for (const [subject, frame] of this.#events(subjects, data, reply)) {
       // The first in the set has the turn and goes to the back: a subscriber
       // that leaves takes no one's turn with it, as an index would. One that
       // cannot take the frame is skipped for the next.
-      const subscribers = channel.subscribers;
+      const subscribers = subject.subscribers;
       for (let tries = subscribers.size; tries > 0; tries--) {
         const peer: Peer = subscribers.values().next().value!;
         subscribers.delete(peer);
@@ -214,7 +222,7 @@ export class Hub {
   /**
    * Starts watching queues, creating them if needed.
    *
-   * @throws {RangeError} when the peer would go past its channel limit.
+   * @throws {RangeError} when the peer would go past its limit of subjects and queues.
    */
   watch(peer: Peer, queues: readonly string[]): void {
     const state = this.#state(peer);
@@ -244,7 +252,7 @@ export class Hub {
    */
   enqueue(queues: readonly string[], data: Json): number {
     const names = unique(queues);
-    const texts = names.map((name) => JSON.stringify({ type: "queue", channel: name, data }));
+    const texts = names.map((name) => JSON.stringify({ type: "queue", queue: name, data }));
     const sizes = texts.map((text) => this.#checkSize(encodeMessageText(text)).length);
     const bytes = sizes.reduce((sum, size) => sum + size, 0);
     for (const name of names) {
@@ -260,7 +268,7 @@ export class Hub {
       throw new RangeError(`Cannot enqueue: queues hold their limit of ${this.#maxQueuedBytes} bytes`);
     }
     names.forEach((name, i) => {
-      // Watching is bounded by the per-peer channel limit; a queue that an
+      // Watching is bounded by the per-peer limit; a queue that an
       // enqueue brings into being, by nothing else: that one is charged.
       const created = !this.#queues.has(name);
       const queue = this.#queue(name);
@@ -317,12 +325,17 @@ export class Hub {
     this.#dropIfUnused(name, queue);
   }
 
-  /** Each channel with subscribers, with its event frame; all encoded before any is sent. */
-  #events(channels: readonly string[], data: Json): [Channel, Uint8Array][] {
-    const events: [Channel, Uint8Array][] = [];
-    for (const name of unique(channels)) {
-      const channel = this.#channels.get(name);
-      if (channel) events.push([channel, this.#checkSize(encodeMessage({ type: "event", channel: name, data }))]);
+  /** Each subject with subscribers, with its event frame; all encoded before any is sent. */
+  #events(subjects: readonly string[], data: Json, reply: string | undefined): [Subject, Uint8Array][] {
+    const events: [Subject, Uint8Array][] = [];
+    for (const name of unique(subjects)) {
+      const subject = this.#subjects.get(name);
+      if (!subject) continue;
+      // Without a reply, no reply key at all: the event's bytes stay what they were.
+      const event: EventMessage = reply === undefined
+        ? { type: "event", subject: name, data }
+        : { type: "event", subject: name, data, reply };
+      events.push([subject, this.#checkSize(encodeMessage(event))]);
     }
     return events;
   }
@@ -370,10 +383,10 @@ export class Hub {
   #checkRoom(state: PeerState, names: readonly string[], current: Set<string>): void {
     let added = 0;
     for (const name of unique(names)) if (!current.has(name)) added++;
-    const total = state.channels.size + state.queues.size + added;
-    if (total > this.#maxChannelsPerPeer) {
+    const total = state.subjects.size + state.queues.size + added;
+    if (total > this.#maxSubjectsPerPeer) {
       throw new RangeError(
-        `Cannot subscribe: ${total} channels and queues exceed the limit of ${this.#maxChannelsPerPeer} per connection`,
+        `Cannot subscribe: ${total} subjects and queues exceed the limit of ${this.#maxSubjectsPerPeer} per connection`,
       );
     }
   }
@@ -388,10 +401,10 @@ export class Hub {
   }
 
   #removeSubscriber(name: string, peer: Peer): void {
-    const channel = this.#channels.get(name);
-    if (!channel) return;
-    channel.subscribers.delete(peer);
-    if (channel.subscribers.size === 0) this.#channels.delete(name);
+    const subject = this.#subjects.get(name);
+    if (!subject) return;
+    subject.subscribers.delete(peer);
+    if (subject.subscribers.size === 0) this.#subjects.delete(name);
   }
 
   #removeWatcher(name: string, peer: Peer): void {
@@ -415,7 +428,7 @@ export class Hub {
  * sets, its map entry; about 630 bytes measured), counted against
  * `maxQueuedBytes` for a queue that an enqueue created: otherwise tiny
  * messages to as many new queues would hold some 15 times the limit in
- * memory. Watched queues are bounded by the per-peer channel limit.
+ * memory. Watched queues are bounded by the per-peer limit.
  */
 const QUEUE_BYTES = 640;
 

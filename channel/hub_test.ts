@@ -40,7 +40,7 @@ function hubWith(...peers: Peer[]): Hub {
   return hub;
 }
 
-Deno.test("hub delivers a publish to every subscriber of the channel once", () => {
+Deno.test("hub delivers a publish to every subscriber of the subject once", () => {
   const a = new Recorder(), b = new Recorder(), other = new Recorder();
   const hub = hubWith(a, b, other);
   hub.subscribe(a, ["news"]);
@@ -48,7 +48,7 @@ Deno.test("hub delivers a publish to every subscriber of the channel once", () =
   hub.subscribe(other, ["sport"]);
   const reached = hub.publish(["news"], { title: "hi" });
   assert.deepEqual(reached, [a, b]);
-  assert.deepEqual(a.messages, [{ type: "event", channel: "news", data: { title: "hi" } }]);
+  assert.deepEqual(a.messages, [{ type: "event", subject: "news", data: { title: "hi" } }]);
   assert.deepEqual(b.data, [{ title: "hi" }]);
   assert.deepEqual(other.frames, []);
 });
@@ -71,13 +71,13 @@ Deno.test("hub subscribe is idempotent", () => {
   assert.deepEqual(a.data, [1]);
 });
 
-Deno.test("hub sends one event per listed channel, and a channel listed twice once", () => {
+Deno.test("hub sends one event per listed subject, and a subject listed twice once", () => {
   const a = new Recorder();
   const hub = hubWith(a);
   hub.subscribe(a, ["x", "y"]);
   const reached = hub.publish(["x", "y", "x", "nobody"], "m");
   assert.equal(reached.length, 2);
-  assert.deepEqual(a.messages.map((m) => m.type === "event" && m.channel), ["x", "y"]);
+  assert.deepEqual(a.messages.map((m) => m.type === "event" && m.subject), ["x", "y"]);
 });
 
 Deno.test("hub stops delivering after unsubscribe and after leave", () => {
@@ -88,7 +88,7 @@ Deno.test("hub stops delivering after unsubscribe and after leave", () => {
   hub.unsubscribe(a, ["news"]);
   hub.leave(b);
   assert.deepEqual(hub.publish(["news"], 1), []);
-  assert.equal(hub.stats.channels, 0);
+  assert.equal(hub.stats.subjects, 0);
 });
 
 Deno.test("hub does not count a subscriber that refuses the frame", () => {
@@ -100,14 +100,14 @@ Deno.test("hub does not count a subscriber that refuses the frame", () => {
   assert.deepEqual(hub.publish(["news"], 1), [a]);
 });
 
-Deno.test("hub refuses subscriptions past the per-peer channel limit, all or nothing", () => {
+Deno.test("hub refuses subscriptions past the per-peer limit of subjects and queues, all or nothing", () => {
   const a = new Recorder();
-  const hub = new Hub({ maxChannelsPerPeer: 3 });
+  const hub = new Hub({ maxSubjectsPerPeer: 3 });
   hub.join(a);
   hub.subscribe(a, ["1", "2"]);
   assert.throws(() => hub.subscribe(a, ["3", "4"]), {
     name: "RangeError",
-    message: "Cannot subscribe: 4 channels and queues exceed the limit of 3 per connection",
+    message: "Cannot subscribe: 4 subjects and queues exceed the limit of 3 per connection",
   });
   assert.deepEqual(hub.publish(["3"], 1), []);
   hub.watch(a, ["q"]);
@@ -314,7 +314,7 @@ Deno.test("hub drops an empty queue once nobody watches it", () => {
   assert.equal(hub.stats.queues, 0);
 });
 
-Deno.test("hub refuses to route a message over maxFrameBytes, to any channel or queue, once encoded", () => {
+Deno.test("hub refuses to route a message over maxFrameBytes, to any subject or queue, once encoded", () => {
   const a = new Recorder(), b = new Recorder();
   const hub = new Hub({ maxFrameBytes: 120 });
   hub.join(a);
@@ -368,7 +368,7 @@ Deno.test("hub reserve stops when the peer leaves while taking a message, even i
   hub.reserve(quitter);
   assert.deepEqual(hub.stats, {
     peers: 0,
-    channels: 0,
+    subjects: 0,
     queues: 1,
     queuedMessages: 1,
     queuedBytes: hub.stats.queuedBytes,

@@ -1,18 +1,19 @@
 /**
- * `deno task channel`: runs the channel hub, and with `--metrics-port` an
+ * `deno task channel`: runs the hub, and with `--metrics-port` an
  * HTTP server for its counters (`GET /metrics`) and health (`GET /healthz`).
  *
  * @module
  */
 
-import { type ChannelServer, serveChannel } from "./server.ts";
-import { DEFAULT_CHANNEL_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
+import { type HubServer, type HubServerOptions, serveHub } from "./server.ts";
+import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
-import { createLogger } from "../shared/log.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../shared/metrics.ts";
 import {
   durationFlag,
   type FlagSpec,
+  type FlagValues,
   helpText,
   intFlag,
   isLoopback,
@@ -30,7 +31,7 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "address to listen on; 0.0.0.0 for other machines",
     default: "127.0.0.1",
   },
-  port: { type: "string", arg: "PORT", help: "TCP port; 0 picks a free one", default: String(DEFAULT_CHANNEL_PORT) },
+  port: { type: "string", arg: "PORT", help: "TCP port; 0 picks a free one", default: String(DEFAULT_HUB_PORT) },
   token: { type: "string", arg: "TOKEN", help: "token clients must present (or env CHANNEL_TOKEN)" },
   insecure: { type: "boolean", help: "allow a non-loopback address without a token" },
   "max-frame-bytes": {
@@ -52,7 +53,7 @@ const FLAGS: Record<string, FlagSpec> = {
     default: "2000",
   },
   "max-connections": { type: "string", arg: "N", help: "clients connected at once", default: "1024" },
-  "max-channels": { type: "string", arg: "N", help: "channels plus queues per connection", default: "10000" },
+  "max-channels": { type: "string", arg: "N", help: "subjects plus queues per connection", default: "10000" },
   "max-queue-length": { type: "string", arg: "N", help: "messages one queue holds", default: "10000" },
   "max-queued-bytes": { type: "string", arg: "N", help: "bytes all queues hold together", default: "67108864" },
   "ping-interval": { type: "string", arg: "MS", help: "expected client ping interval", default: "25000" },
@@ -88,7 +89,7 @@ const FLAGS: Record<string, FlagSpec> = {
 /** A path of the metrics port and what it answers. */
 interface Route {
   pattern: URLPattern;
-  handle(server: ChannelServer): Response;
+  handle(server: HubServer): Response;
 }
 
 const ROUTES: Route[] = [
@@ -114,12 +115,12 @@ const ROUTES: Route[] = [
  *
  * @example
  * ```ts
- * const hub = serveChannel({ port: 2206 });
+ * const hub = serveHub({ port: 2206 });
  * Deno.serve({ hostname: "127.0.0.1", port: 9206 }, metricsHandler(hub));
  * // curl http://127.0.0.1:9206/metrics
  * ```
  */
-export function metricsHandler(server: ChannelServer): (request: Request) => Response {
+export function metricsHandler(server: HubServer): (request: Request) => Response {
   return (request) => {
     const route = ROUTES.find((candidate) => candidate.pattern.test(request.url));
     if (!route) return new Response("Not found: use /metrics or /healthz", { status: 404 });
@@ -131,60 +132,86 @@ export function metricsHandler(server: ChannelServer): (request: Request) => Res
   };
 }
 
+/** What the command line asks for: the hub's options and, when asked, where to serve metrics. */
+interface Config {
+  hub: HubServerOptions;
+  log: Logger;
+  metrics: { hostname: string; port: number } | undefined;
+}
+
+/**
+ * Turns parsed flags into the hub's options.
+ *
+ * @throws {TypeError} on a bad flag, or a non-loopback address without a token or `--insecure`.
+ */
+function configFrom(flags: FlagValues): Config {
+  const log = createLogger("channel", { level: logLevelFlag(flags) });
+  const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
+  const token = stringFlag(flags, "token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
+  if (!token && !isLoopback(hostname) && !flags.insecure) {
+    throw new TypeError(
+      `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
+    );
+  }
+  const metricsHostname = stringFlag(flags, "metrics-hostname") ?? "127.0.0.1";
+  const metricsPort = flags["metrics-port"] === undefined ? undefined : intFlag(flags, "metrics-port", 0);
+  const hub: HubServerOptions = {
+    hostname,
+    port: intFlag(flags, "port", DEFAULT_HUB_PORT),
+    token: token || undefined,
+    maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
+    maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
+    maxConnections: intFlag(flags, "max-connections", 1024),
+    writeTimeout: durationFlag(flags, "write-timeout", 2000),
+    maxSubjectsPerPeer: intFlag(flags, "max-channels", 10_000),
+    maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
+    maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
+    pingInterval: durationFlag(flags, "ping-interval", 25_000, { min: 1 }),
+    idlePings: intFlag(flags, "idle-pings", 3),
+    helloTimeout: durationFlag(flags, "hello-timeout", 10_000, { min: 1 }),
+    closeGrace: durationFlag(flags, "shutdown-grace", 1000),
+    startupGrace: durationFlag(flags, "startup-grace", 1500),
+    logger: log,
+    onListen: (addr) =>
+      log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
+  };
+  const metrics = metricsPort === undefined ? undefined : { hostname: metricsHostname, port: metricsPort };
+  return { hub, log, metrics };
+}
+
+/**
+ * Serves {@linkcode metricsHandler} for `server`.
+ *
+ * @throws {Error} naming the address when it cannot listen there.
+ */
+function serveMetrics(server: HubServer, at: { hostname: string; port: number }, log: Logger): Deno.HttpServer {
+  try {
+    return Deno.serve({
+      hostname: at.hostname,
+      port: at.port,
+      handler: metricsHandler(server),
+      onListen: (addr) => log.info("metrics-listening", { addr: `${addr.hostname}:${addr.port}` }),
+    });
+  } catch (error) {
+    throw new Error(`Cannot serve metrics on ${at.hostname}:${at.port}: ${(error as Error).message}`);
+  }
+}
+
 /** Runs the hub until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
   const signalled = shutdownSignal();
-  let server: ChannelServer | undefined;
+  let server: HubServer | undefined;
   let http: Deno.HttpServer | undefined;
   const logger = createLogger("channel");
   try {
     const flags = parseFlags(args, FLAGS);
     if (flags.help) {
-      console.log(helpText("deno task channel [options]", "Channel hub: TCP pub/sub and work queues.", FLAGS));
+      console.log(helpText("deno task channel [options]", "Hub: TCP pub/sub and work queues.", FLAGS));
       return 0;
     }
-    const log = createLogger("channel", { level: logLevelFlag(flags) });
-    const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
-    const token = stringFlag(flags, "token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
-    if (!token && !isLoopback(hostname) && !flags.insecure) {
-      throw new TypeError(
-        `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
-      );
-    }
-    const metricsHostname = stringFlag(flags, "metrics-hostname") ?? "127.0.0.1";
-    const metricsPort = flags["metrics-port"] === undefined ? undefined : intFlag(flags, "metrics-port", 0);
-    server = serveChannel({
-      hostname,
-      port: intFlag(flags, "port", DEFAULT_CHANNEL_PORT),
-      token: token || undefined,
-      maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
-      maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
-      maxConnections: intFlag(flags, "max-connections", 1024),
-      writeTimeout: durationFlag(flags, "write-timeout", 2000),
-      maxChannelsPerPeer: intFlag(flags, "max-channels", 10_000),
-      maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
-      maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
-      pingInterval: durationFlag(flags, "ping-interval", 25_000, { min: 1 }),
-      idlePings: intFlag(flags, "idle-pings", 3),
-      helloTimeout: durationFlag(flags, "hello-timeout", 10_000, { min: 1 }),
-      closeGrace: durationFlag(flags, "shutdown-grace", 1000),
-      startupGrace: durationFlag(flags, "startup-grace", 1500),
-      logger: log,
-      onListen: (addr) =>
-        log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
-    });
-    if (metricsPort !== undefined) {
-      try {
-        http = Deno.serve({
-          hostname: metricsHostname,
-          port: metricsPort,
-          handler: metricsHandler(server),
-          onListen: (addr) => log.info("metrics-listening", { addr: `${addr.hostname}:${addr.port}` }),
-        });
-      } catch (error) {
-        throw new Error(`Cannot serve metrics on ${metricsHostname}:${metricsPort}: ${(error as Error).message}`);
-      }
-    }
+    const config = configFrom(flags);
+    server = serveHub(config.hub);
+    if (config.metrics) http = serveMetrics(server, config.metrics, config.log);
   } catch (error) {
     logger.error((error as Error).message);
     await server?.shutdown();

@@ -1,23 +1,18 @@
 import assert from "node:assert/strict";
-import { ChannelClient } from "./client.ts";
+import { HubClient } from "./client.ts";
 import { metricsHandler } from "./main.ts";
-import {
-  type ChannelServerOptions,
-  type ChannelServerStats,
-  DISCONNECT_REASONS,
-  type DisconnectReason,
-} from "./server.ts";
-import { quiet, RawPeer, startHub, type TestHub, until, within } from "./_testing.ts";
+import { DISCONNECT_REASONS, type DisconnectReason, type HubServerOptions, type HubServerStats } from "./server.ts";
+import { quiet, RawPeer, startHub, type TestHub, until, within } from "./testing.ts";
 import { startService } from "../tests/_service.ts";
-import { encodeFrame, encodeMessage } from "../shared/wire.ts";
+import { encodeLengthPrefixed, encodeMessage } from "../shared/wire.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 
-function client(port: number, options: ConstructorParameters<typeof ChannelClient>[0] = {}): ChannelClient {
-  return new ChannelClient({ port, logger: quiet, ...options });
+function client(port: number, options: ConstructorParameters<typeof HubClient>[0] = {}): HubClient {
+  return new HubClient({ port, logger: quiet, ...options });
 }
 
 /** What moved between two stats, counters only. */
-function delta(before: ChannelServerStats, after: ChannelServerStats) {
+function delta(before: HubServerStats, after: HubServerStats) {
   return {
     publishes: after.publishes - before.publishes,
     deliveries: after.deliveries - before.deliveries,
@@ -38,8 +33,8 @@ Deno.test("hub counts publishes, deliveries, enqueues and its gauges", async () 
   await using hub = startHub({ maxQueueLength: 1 });
   await using a = client(hub.port);
   await using b = client(hub.port);
-  a.on("news", () => {});
-  b.on("news", () => {});
+  a.subscribe("news", () => {});
+  b.subscribe("news", () => {});
   // Each subscriber's round trip puts its subscribe before what follows.
   await a.publish("sync", null);
   await b.publish("sync", null);
@@ -56,11 +51,11 @@ Deno.test("hub counts publishes, deliveries, enqueues and its gauges", async () 
   const after = hub.server.stats();
   assert.deepEqual(delta(before, after), { publishes: 5, deliveries: 7, enqueues: 2, enqueuesRefused: 1 });
   assert.equal(after.connections, 3);
-  assert.equal(after.channels, 1);
+  assert.equal(after.subjects, 1);
   assert.equal(after.queues, 1);
   assert.equal(after.queuedMessages, 1);
   // The message's frame, and what the queue itself costs.
-  assert.equal(after.queuedBytes, encodeMessage({ type: "queue", channel: "q", data: "job" }).length + 640);
+  assert.equal(after.queuedBytes, encodeMessage({ type: "queue", queue: "q", data: "job" }).length + 640);
   assert.deepEqual(after.disconnects, disconnects({}));
 });
 
@@ -68,7 +63,7 @@ Deno.test("hub counts a slow consumer's disconnect once, under slow_consumer", a
   const cap = 64 * 1024;
   await using hub = startHub({ maxPendingBytes: cap, closeGrace: 5000 });
   await using slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "subscribe", channels: ["burst"] });
+  await slow.send({ type: "subscribe", subjects: ["burst"] });
   await using publisher = client(hub.port);
   await until(() => hub.server.hub.stats.peers === 2, 2000, "two peers");
   const counts = await Promise.all(
@@ -88,10 +83,10 @@ Deno.test("hub counts a slow consumer's disconnect once, under slow_consumer", a
 });
 
 /** How each disconnect reason is provoked, on a hub started with `options`. */
-const REASONS: [DisconnectReason, ChannelServerOptions, (hub: TestHub) => Promise<void>][] = [
+const REASONS: [DisconnectReason, HubServerOptions, (hub: TestHub) => Promise<void>][] = [
   ["protocol_error", {}, async (hub) => {
     await using raw = await RawPeer.connect(hub.port);
-    await raw.write(encodeFrame(new TextEncoder().encode("{nope")));
+    await raw.write(encodeLengthPrefixed(new TextEncoder().encode("{nope")));
     await raw.readToEnd();
   }],
   ["unauthorized", { token: "s3cret" }, async (hub) => {
@@ -108,9 +103,9 @@ const REASONS: [DisconnectReason, ChannelServerOptions, (hub: TestHub) => Promis
     // The first one leaves as the peer that went away.
     await until(() => hub.server.stats().disconnects.closed === 1, 2000, "the first connection to close");
   }],
-  ["limit", { maxChannelsPerPeer: 1 }, async (hub) => {
+  ["limit", { maxSubjectsPerPeer: 1 }, async (hub) => {
     await using raw = await RawPeer.connect(hub.port);
-    await raw.send({ type: "subscribe", channels: ["a", "b"] });
+    await raw.send({ type: "subscribe", subjects: ["a", "b"] });
     await raw.readToEnd();
   }],
   ["idle", { pingInterval: 30, idlePings: 2 }, async (hub) => {
@@ -146,7 +141,7 @@ for (const [reason, options, provoke] of REASONS) {
 Deno.test("metrics handler serves Prometheus text, healthz, and refuses other paths and methods", async () => {
   await using hub = startHub();
   await using c = client(hub.port);
-  c.on("news", () => {});
+  c.subscribe("news", () => {});
   assert.equal(await c.publish("news", 1), 1);
   const handle = metricsHandler(hub.server);
   const url = (path: string) => `http://127.0.0.1/${path}`;
@@ -201,7 +196,7 @@ Deno.test("hub task serves /metrics and /healthz on --metrics-port, and only whe
   const metricsPort = await hub.port("metrics-listening");
   assert.notEqual(metricsPort, port);
   await using c = client(port);
-  c.on("news", () => {});
+  c.subscribe("news", () => {});
   assert.equal(await c.publish("news", "hi"), 1);
 
   const base = `http://127.0.0.1:${metricsPort}`;

@@ -1,19 +1,19 @@
 import assert from "node:assert/strict";
-import { ChannelClient } from "./client.ts";
-import { quiet, RawPeer, startHub, until, within } from "./_testing.ts";
-import { encodeFrame, encodeMessage, type HubMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
+import { HubClient } from "./client.ts";
+import { quiet, RawPeer, startHub, until, within } from "./testing.ts";
+import { encodeLengthPrefixed, encodeMessage, type HubMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { concat } from "../shared/bytes.ts";
-import { serveChannel } from "./server.ts";
+import { serveHub } from "./server.ts";
 
-function client(port: number, options: ConstructorParameters<typeof ChannelClient>[0] = {}): ChannelClient {
-  return new ChannelClient({ port, logger: quiet, ...options });
+function client(port: number, options: ConstructorParameters<typeof HubClient>[0] = {}): HubClient {
+  return new HubClient({ port, logger: quiet, ...options });
 }
 
-/** Collects a channel's events on a client; `wait(n)` resolves once n arrived. */
-function collect(target: ChannelClient, channel: string) {
+/** Collects a subject's events on a client; `wait(n)` resolves once n arrived. */
+function collect(target: HubClient, channel: string) {
   const received: Json[] = [];
   let wake = () => {};
-  target.on(channel, (data) => {
+  target.subscribe(channel, (data) => {
     received.push(data);
     wake();
   });
@@ -45,7 +45,7 @@ Deno.test("hub delivers a publish to subscribers, acks the count, and stops afte
   assert.equal(await b.publish("news", { title: "hi" }), 1);
   await news.wait(1);
   assert.deepEqual(news.received, [{ title: "hi" }]);
-  a.off("news");
+  a.unsubscribe("news");
   await a.publish("sync", null);
   assert.equal(await b.publish("news", "again"), 0);
 });
@@ -76,7 +76,7 @@ Deno.test("hub acks the number of subscribers reached", async () => {
   const subscribers = Array.from({ length: 5 }, () => client(hub.port));
   try {
     for (const s of subscribers) {
-      s.on("count", () => {});
+      s.subscribe("count", () => {});
       await s.publish("sync", null);
     }
     await using publisher = client(hub.port);
@@ -127,7 +127,7 @@ Deno.test("hub queues hand each reserved consumer one message, and enqueue acks"
 Deno.test("hub gives a queue message to the next consumer when the one it was handed is dropped before taking it", async () => {
   await using hub = startHub({ maxPendingBytes: 64 * 1024, closeGrace: 5000 });
   await using slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "watch", channels: ["q1", "q2"] });
+  await slow.send({ type: "watch", queues: ["q1", "q2"] });
   await slow.send({ type: "reserve" });
   await using producer = client(hub.port);
   await until(() => hub.server.hub.stats.queues === 2, 2000, "the watches");
@@ -172,7 +172,7 @@ Deno.test("hub refuses an enqueue past the queue limit with an error and keeps t
   await producer.enqueue("q", 1);
   await producer.enqueue("q", 2);
   await assert.rejects(producer.enqueue("q", 3), {
-    name: "ChannelError",
+    name: "HubError",
     code: "refused",
     message: 'Cannot enqueue: queue "q" holds its limit of 2 messages',
   });
@@ -185,7 +185,7 @@ Deno.test("hub disconnects a subscriber over its pending-bytes cap while others 
   await using hub = startHub({ maxPendingBytes: cap, writeTimeout: 200, closeGrace: 5000 });
   // A subscriber that never reads.
   await using slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "subscribe", channels: ["firehose"] });
+  await slow.send({ type: "subscribe", subjects: ["firehose"] });
   await using fast = client(hub.port);
   const inbox = collect(fast, "firehose");
   await using publisher = client(hub.port);
@@ -213,7 +213,7 @@ Deno.test("hub disconnects a subscriber whose queued frames pass the pending-byt
   const cap = 64 * 1024;
   await using hub = startHub({ maxPendingBytes: cap, closeGrace: 5000 });
   await using slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "subscribe", channels: ["burst"] });
+  await slow.send({ type: "subscribe", subjects: ["burst"] });
   await using publisher = client(hub.port);
   await until(() => hub.server.hub.stats.peers === 2, 2000, "two peers");
   // Many publishes in one burst: their frames queue behind one write.
@@ -228,9 +228,9 @@ Deno.test("hub disconnects a subscriber whose queued frames pass the pending-byt
 Deno.test("hub does not count a subscriber that a multi-channel publish overflowed, though one of its events was queued", async () => {
   await using hub = startHub({ maxPendingBytes: 64 * 1024, closeGrace: 5000 });
   await using slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "subscribe", channels: ["a", "b"] });
+  await slow.send({ type: "subscribe", subjects: ["a", "b"] });
   await using publisher = client(hub.port);
-  await until(() => hub.server.hub.stats.channels === 2, 2000, "both subscriptions");
+  await until(() => hub.server.hub.stats.subjects === 2, 2000, "both subscriptions");
   // The event on "a" is queued; the one on "b" passes the cap, and the
   // subscriber is dropped with both undelivered.
   assert.equal(await publisher.publish(["a", "b"], "z".repeat(40 * 1024)), 0);
@@ -246,11 +246,11 @@ Deno.test("hub refuses a publish whose event would be over the frame limit, and 
   let drops = 0;
   subscriber.addEventListener("disconnected", () => drops++);
   await using publisher = await RawPeer.connect(hub.port);
-  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
   // 48 KiB of JSON that the hub encodes again as 252 KiB: 1e20 is written out in full.
   const data = `[${Array(12_000).fill("1e20").join(",")}]`;
-  const text = `{"type":"publish","id":7,"channels":["news"],"data":${data}}`;
-  await publisher.write(encodeFrame(new TextEncoder().encode(text)));
+  const text = `{"type":"publish","id":7,"subjects":["news"],"data":${data}}`;
+  await publisher.write(encodeLengthPrefixed(new TextEncoder().encode(text)));
   const refusal = await publisher.next();
   assert.equal(refusal.type, "error");
   assert.equal((refusal as { id?: number }).id, 7);
@@ -258,7 +258,7 @@ Deno.test("hub refuses a publish whose event would be over the frame limit, and 
     (refusal as { reason: string }).reason,
     /^Cannot route: the message encodes to a \d+-byte frame, over the 65536-byte limit$/,
   );
-  await publisher.send({ type: "publish", id: 8, channels: ["news"], data: "small" });
+  await publisher.send({ type: "publish", id: 8, subjects: ["news"], data: "small" });
   assert.deepEqual(await publisher.next(), { type: "ack", id: 8, count: 1 });
   await inbox.wait(1);
   assert.deepEqual(inbox.received, ["small"]);
@@ -270,7 +270,7 @@ Deno.test("hub stops reading a client that pings without reading its pongs, inst
   // after 3 s.
   await using hub = startHub({ maxPendingBytes: 1024 * 1024, writeTimeout: 3000, closeGrace: 5000 });
   await using pinger = await RawPeer.connect(hub.port);
-  const ping = encodeFrame(new TextEncoder().encode('{"type":"ping"}'));
+  const ping = encodeLengthPrefixed(new TextEncoder().encode('{"type":"ping"}'));
   const burst = new Uint8Array(ping.length * 100_000);
   for (let i = 0; i < 100_000; i++) burst.set(ping, i * ping.length);
   // 38 MB of pings, written without reading a byte; the hub's drop ends it.
@@ -287,15 +287,15 @@ Deno.test("hub stops reading a client that pings without reading its pongs, inst
 Deno.test("hub stops reading a publisher with 10,000 publishes waiting for a slow subscriber, until they are acked", async () => {
   await using hub = startHub({ maxPendingBytes: 64 * 1024 * 1024, writeTimeout: 60_000, closeGrace: 5000 });
   const slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "subscribe", channels: ["w"] });
+  await slow.send({ type: "subscribe", subjects: ["w"] });
   await using publisher = await RawPeer.connect(hub.port);
-  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
   // 20 MB of events: more than the subscriber's socket buffers take.
   const count = 20_000;
   const data = "d".repeat(1000);
   const frames = Array.from(
     { length: count },
-    (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: ["w"], data }),
+    (_, i) => encodeMessage({ type: "publish", id: i + 1, subjects: ["w"], data }),
   );
   // The write blocks while the hub does not read: it finishes once it reads again.
   const writing = publisher.write(concat(frames));
@@ -320,14 +320,18 @@ for (
   const [name, bytes, reason] of [
     ["a declared length below the header", Uint8Array.of(0, 0, 0, 2), /declared length 2 is below the 4-byte header/],
     ["a declared length over the maximum", Uint8Array.of(0, 0x10, 0, 0), /exceeds the 65536-byte maximum/],
-    ["invalid JSON", encodeFrame(new TextEncoder().encode("{nope")), /^Cannot decode message:/],
-    ["invalid UTF-8", encodeFrame(Uint8Array.of(0x22, 0xff, 0x22)), /not valid UTF-8/],
-    ["an unknown message type", encodeFrame(new TextEncoder().encode('{"type":"boom"}')), /unknown type "boom"/],
-    ["a string as the message", encodeFrame(new TextEncoder().encode('"str"')), /expected an object/],
+    ["invalid JSON", encodeLengthPrefixed(new TextEncoder().encode("{nope")), /^Cannot decode message:/],
+    ["invalid UTF-8", encodeLengthPrefixed(Uint8Array.of(0x22, 0xff, 0x22)), /not valid UTF-8/],
     [
-      "an array as a channel name",
-      encodeFrame(new TextEncoder().encode('{"type":"subscribe","channels":[[1]]}')),
-      /every channel must be a non-empty string/,
+      "an unknown message type",
+      encodeLengthPrefixed(new TextEncoder().encode('{"type":"boom"}')),
+      /unknown type "boom"/,
+    ],
+    ["a string as the message", encodeLengthPrefixed(new TextEncoder().encode('"str"')), /expected an object/],
+    [
+      "an array as a subject",
+      encodeLengthPrefixed(new TextEncoder().encode('{"type":"subscribe","subjects":[[1]]}')),
+      /every subject must be a non-empty string/,
     ],
   ] as const
 ) {
@@ -355,7 +359,7 @@ for (
 Deno.test("hub requires hello before anything else", async () => {
   await using hub = startHub();
   await using raw = await RawPeer.connect(hub.port, { hello: false });
-  await raw.send({ type: "subscribe", channels: ["x"] });
+  await raw.send({ type: "subscribe", subjects: ["x"] });
   assert.deepEqual(await raw.readToEnd(), [{ type: "error", reason: "Expected hello first, got subscribe" }]);
 });
 
@@ -495,12 +499,12 @@ Deno.test("hub counts a connection against its limit from its hello: a hello pas
 });
 
 Deno.test("hub closes a connection that subscribes past its channel limit", async () => {
-  await using hub = startHub({ maxChannelsPerPeer: 2 });
+  await using hub = startHub({ maxSubjectsPerPeer: 2 });
   await using raw = await RawPeer.connect(hub.port);
-  await raw.send({ type: "subscribe", channels: ["a", "b", "c"] });
+  await raw.send({ type: "subscribe", subjects: ["a", "b", "c"] });
   assert.deepEqual(await raw.readToEnd(), [{
     type: "error",
-    reason: "Cannot subscribe: 3 channels and queues exceed the limit of 2 per connection",
+    reason: "Cannot subscribe: 3 subjects and queues exceed the limit of 2 per connection",
   }]);
 });
 
@@ -521,9 +525,9 @@ Deno.test("hub shutdown writes every event it queued for a subscriber before clo
   // shutdown can cut this subscriber off.
   const hub = startHub({ maxPendingBytes: 64 * 1024 * 1024, writeTimeout: 60_000, closeGrace: 10_000 });
   await using slow = await RawPeer.connect(hub.port);
-  await slow.send({ type: "subscribe", channels: ["news"] });
+  await slow.send({ type: "subscribe", subjects: ["news"] });
   await using publisher = await RawPeer.connect(hub.port);
-  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
   await sendBacklog(publisher, "news", 600);
   await until(() => hub.server.stats().deliveries === 600, 5000, "every event queued");
   const stopping = hub.server.shutdown();
@@ -540,7 +544,7 @@ function sendBacklog(publisher: RawPeer, channel: string, count: number): Promis
   const data = "n".repeat(16 * 1024);
   const frames = Array.from(
     { length: count },
-    (_, i) => encodeMessage({ type: "publish", id: i + 1, channels: [channel], data }),
+    (_, i) => encodeMessage({ type: "publish", id: i + 1, subjects: [channel], data }),
   );
   return publisher.write(concat(frames));
 }
@@ -563,32 +567,32 @@ Deno.test("hub holds publishes during its startup grace so subscribers that reco
 
 Deno.test("hub refuses a ping interval longer than a timer waits, before it listens", () => {
   // Longer, the timer fires after 1 ms: the idle sweep would run every millisecond.
-  assert.throws(() => serveChannel({ port: 0, pingInterval: 2 ** 31 }), /^RangeError: Invalid pingInterval/);
+  assert.throws(() => serveHub({ port: 0, pingInterval: 2 ** 31 }), /^RangeError: Invalid pingInterval/);
 });
 
 Deno.test("hub hands out no queue message twice: one in a slow consumer's socket stays taken when it is dropped", async () => {
   const MiB = 1024 * 1024;
   await using hub = startHub({ maxFrameBytes: 64 * MiB, maxPendingBytes: 128 * MiB, writeTimeout: 1000 });
   await using c1 = await RawPeer.connect(hub.port);
-  await c1.send({ type: "subscribe", channels: ["big"] });
-  await c1.send({ type: "watch", channels: ["q"] });
+  await c1.send({ type: "subscribe", subjects: ["big"] });
+  await c1.send({ type: "watch", queues: ["q"] });
   await c1.send({ type: "reserve" });
   await c1.send({ type: "ping" });
   assert.equal((await c1.next()).type, "pong"); // c1 holds the first credit
   await using c2 = await RawPeer.connect(hub.port);
-  await c2.send({ type: "watch", channels: ["q"] });
+  await c2.send({ type: "watch", queues: ["q"] });
   await c2.send({ type: "reserve" });
   await c2.send({ type: "ping" });
   assert.equal((await c2.next()).type, "pong");
   await using producer = await RawPeer.connect(hub.port);
   const big = "x".repeat(16 * MiB);
   // An event larger than c1's socket buffers while it does not read: the write blocks.
-  await producer.send({ type: "publish", id: 1, channels: ["big"], data: big });
+  await producer.send({ type: "publish", id: 1, subjects: ["big"], data: big });
   await until(() => hub.server.stats().deliveries === 1, 5000, "the first event to be queued");
   // m1 and another big event wait behind it, for the next write.
-  await producer.send({ type: "enqueue", id: 2, channels: ["q"], data: "m1" });
+  await producer.send({ type: "enqueue", id: 2, queues: ["q"], data: "m1" });
   assert.deepEqual(await producer.next(), { type: "ack", id: 2, count: 1 });
-  await producer.send({ type: "publish", id: 3, channels: ["big"], data: big });
+  await producer.send({ type: "publish", id: 3, subjects: ["big"], data: big });
   await until(() => hub.server.stats().deliveries === 2, 5000, "the second event to be queued");
   // c1 reads the first event and stops: m1 and the head of the second go
   // into its socket, the rest blocks until c1 is dropped as slow.
@@ -597,8 +601,8 @@ Deno.test("hub hands out no queue message twice: one in a slow consumer's socket
   const rest = await c1.readToEnd().catch(() => [] as HubMessage[]);
   assert.deepEqual(rest.filter((message) => message.type === "queue").map((message) => message.data), ["m1"]);
   // Had m1 gone back to its queue, c2 would get it ahead of m2.
-  await producer.send({ type: "enqueue", id: 4, channels: ["q"], data: "m2" });
-  assert.deepEqual(await c2.next(), { type: "queue", channel: "q", data: "m2" });
+  await producer.send({ type: "enqueue", id: 4, queues: ["q"], data: "m2" });
+  assert.deepEqual(await c2.next(), { type: "queue", queue: "q", data: "m2" });
 });
 
 Deno.test("hub does not close as idle a peer it holds back from reading, whose pings wait unread", async () => {
@@ -609,9 +613,9 @@ Deno.test("hub does not close as idle a peer it holds back from reading, whose p
     maxPendingBytes: 64 * 1024 * 1024,
   });
   await using subscriber = await RawPeer.connect(hub.port);
-  await subscriber.send({ type: "subscribe", channels: ["c"] });
+  await subscriber.send({ type: "subscribe", subjects: ["c"] });
   await using publisher = await RawPeer.connect(hub.port);
-  await until(() => hub.server.hub.stats.channels === 1, 2000, "the subscription");
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
   // Events the subscriber does not read: over 64 KiB wait for it, so after
   // its next message the hub reads nothing more from it.
   await sendBacklog(publisher, "c", 600);
@@ -624,3 +628,39 @@ Deno.test("hub does not close as idle a peer it holds back from reading, whose p
   assert.deepEqual(await silent.readToEnd(), [{ type: "error", reason: "Idle: no message for 200 ms" }]);
   assert.equal(hub.server.stats().disconnects.idle, 1);
 });
+
+Deno.test("hub hands a publish's reply subject on in each event, and leaves it out when there is none", async () => {
+  await using hub = startHub();
+  await using subscriber = await RawPeer.connect(hub.port);
+  await using publisher = await RawPeer.connect(hub.port);
+  await subscriber.send({ type: "subscribe", subjects: ["news"] });
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
+  await publisher.send({ type: "publish", id: 1, subjects: ["news"], data: "q", reply: "_inbox.1" });
+  assert.deepEqual(await subscriber.next(), { type: "event", subject: "news", data: "q", reply: "_inbox.1" });
+  assert.deepEqual(await publisher.next(), { type: "ack", id: 1, count: 1 });
+  await publisher.send({ type: "publishLoop", id: 2, subjects: ["news"], data: "r", reply: "_inbox.2" });
+  assert.deepEqual(await subscriber.next(), { type: "event", subject: "news", data: "r", reply: "_inbox.2" });
+  await publisher.send({ type: "publish", id: 3, subjects: ["news"], data: "plain" });
+  const plain = await subscriber.next();
+  assert.deepEqual(plain, { type: "event", subject: "news", data: "plain" });
+  assert.ok(!("reply" in plain), "an event without a reply has no reply key");
+});
+
+for (
+  const [name, reply, reason] of [
+    ["an empty reply", "", /reply must be a non-empty string/],
+    ["a reply that is not a string", 7, /reply must be a non-empty string/],
+    ["a reply over the subject length", "r".repeat(257), /reply is limited to 256 characters/],
+  ] as const
+) {
+  Deno.test(`hub answers a publish with ${name} with an error frame`, async () => {
+    await using hub = startHub();
+    await using bad = await RawPeer.connect(hub.port);
+    const text = JSON.stringify({ type: "publish", id: 1, subjects: ["news"], data: 1, reply });
+    await bad.write(encodeLengthPrefixed(new TextEncoder().encode(text)));
+    const messages = await bad.readToEnd();
+    assert.equal(messages.length, 1);
+    assert.equal(messages[0]!.type, "error");
+    assert.match((messages[0] as { reason: string }).reason, reason);
+  });
+}

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ChannelError } from "../channel/client.ts";
+import { HubError } from "../channel/client.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
@@ -27,7 +27,7 @@ export const DEFAULT_MAX_CONTENT_BYTES = 65536;
 
 /**
  * What the handler needs of the hub: publishing, and the link's state for
- * `/healthz` and `/metrics`. A {@linkcode ChannelClient} fits.
+ * `/healthz` and `/metrics`. A {@linkcode HubClient} fits.
  */
 export interface PublishTarget extends HubLink {
   /** Publishes `data`; resolves with how many subscribers the hub reached. */
@@ -40,7 +40,7 @@ export interface PublishTarget extends HubLink {
 
 /** Options for {@linkcode createPublishHandler}. */
 export interface PublishHandlerOptions {
-  /** Where publishes go, usually a {@linkcode ChannelClient}. Required. */
+  /** Where publishes go, usually a {@linkcode HubClient}. Required. */
   hub: PublishTarget;
   /** How long a publish waits for the hub's acknowledgement, in milliseconds. @default {5000} */
   publishTimeout?: number;
@@ -138,7 +138,7 @@ interface Fields {
  *
  * @example
  * ```ts
- * const hub = new ChannelClient({ port: 2206 });
+ * const hub = new HubClient({ port: 2206 });
  * Deno.serve({ port: 4237 }, createPublishHandler({ hub, apiKey: "s3cret" }));
  * // curl -H 'Authorization: Bearer s3cret' 'http://127.0.0.1:4237/?content=hello'  -> ok
  * ```
@@ -291,7 +291,7 @@ function text(status: number, body: string, headers: Record<string, string> = {}
 
 /** Maps a failed publish to its answer; anything unforeseen is rethrown for a 500. */
 function toRejection(error: unknown): unknown {
-  if (!(error instanceof ChannelError)) return error;
+  if (!(error instanceof HubError)) return error;
   switch (error.code) {
     case "timeout":
     case "closed":

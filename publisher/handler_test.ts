@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
 import { PublisherMetrics } from "./metrics.ts";
-import { ChannelError } from "../channel/client.ts";
-import { until, within } from "../channel/_testing.ts";
+import { HubError } from "../channel/client.ts";
+import { until, within } from "../channel/testing.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Json } from "../shared/wire.ts";
 
@@ -400,7 +400,7 @@ Deno.test("a broadcast the hub acknowledged with 0 still answers ok with X-Pushe
 Deno.test("hub timeout, closed client and overload answer 503 with Retry-After 1", async () => {
   for (const code of ["timeout", "closed", "overloaded"] as const) {
     const message = `Cannot publish: ${code} happened`;
-    const { handler, logs } = setup(fakeHub(new ChannelError(code, message)));
+    const { handler, logs } = setup(fakeHub(new HubError(code, message)));
     const response = await handler(get("?content=hi"));
     assert.equal(response.headers.get("Retry-After"), "1");
     await assertRejected(response, 503, `Hub unavailable: ${message}`);
@@ -409,7 +409,7 @@ Deno.test("hub timeout, closed client and overload answer 503 with Retry-After 1
 });
 
 Deno.test("a publish the hub refused answers 502 with the hub's reason", async () => {
-  const { handler } = setup(fakeHub(new ChannelError("refused", "Channel name too long")));
+  const { handler } = setup(fakeHub(new HubError("refused", "Channel name too long")));
   const response = await handler(get("?content=hi"));
   assert.equal(response.headers.get("Retry-After"), null);
   await assertRejected(response, 502, "Hub refused the publish: Channel name too long");
@@ -702,7 +702,7 @@ Deno.test("GET /metrics renders requests by status, publishes by target, deliver
 });
 
 Deno.test("/metrics counts failed publishes by status only, not as publishes or durations", async () => {
-  const { handler } = setup(fakeHub(new ChannelError("timeout", "Cannot publish: no acknowledgement")));
+  const { handler } = setup(fakeHub(new HubError("timeout", "Cannot publish: no acknowledgement")));
   await (await handler(get("?content=hi"))).text();
   await (await handler(get(`?content=hi&to_worker_id=${WORKER}`))).text();
   const text = await (await handler(get("metrics"))).text();

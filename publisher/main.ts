@@ -5,8 +5,8 @@
  */
 
 import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
-import { ChannelClient } from "../channel/client.ts";
-import { DEFAULT_CHANNEL_PORT } from "../shared/wire.ts";
+import { HubClient } from "../channel/client.ts";
+import { DEFAULT_HUB_PORT } from "../shared/wire.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
   durationFlag,
@@ -27,7 +27,7 @@ import {
 /** The publisher's HTTP port unless `--port` says otherwise. */
 export const DEFAULT_PUBLISHER_PORT = 4237;
 
-const DEFAULT_HUB = `127.0.0.1:${DEFAULT_CHANNEL_PORT}`;
+const DEFAULT_HUB = `127.0.0.1:${DEFAULT_HUB_PORT}`;
 const DEFAULT_SHUTDOWN_TIMEOUT = 5000;
 /** Of the shutdown timeout, at most this much is kept to answer the requests cut off at its end. */
 const CUTOFF_RESERVE_MS = 250;
@@ -107,7 +107,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
     // Not connect(): the publisher starts, and answers 503, while the hub is down.
     const maxFrameBytes = hubMaxFrameBytesFlag(flags);
-    client = new ChannelClient({ ...hub, token: token || undefined, publishTimeout, maxFrameBytes, logger: log });
+    client = new HubClient({ ...hub, token: token || undefined, publishTimeout, maxFrameBytes, logger: log });
     const handler = createPublishHandler({ hub: client, publishTimeout, maxContentBytes, apiKey, logger: log });
     try {
       server = new RestartingServer((listenPort) =>
@@ -141,7 +141,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
  * flight near the bound are cut off: closing the client rejects their
  * publishes, so they answer 503, and the last moments let those answers out.
  */
-async function stop(server: RestartingServer, client: ChannelClient, timeout: number, logger: Logger): Promise<void> {
+async function stop(server: RestartingServer, client: HubClient, timeout: number, logger: Logger): Promise<void> {
   const deadline = performance.now() + timeout;
   const left = () => Math.max(0, deadline - performance.now());
   const draining = server.shutdown();

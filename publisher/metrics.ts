@@ -7,7 +7,7 @@
 
 import { type Counter, type Histogram, Registry, renderPrometheus } from "../shared/metrics.ts";
 
-/** What the metrics and `/healthz` read of the hub link. A {@linkcode ChannelClient} fits. */
+/** What the metrics and `/healthz` read of the hub link. A {@linkcode HubClient} fits. */
 export interface HubLink {
   /** True while the link to the hub is up. */
   readonly connected: boolean;
@@ -47,7 +47,7 @@ export interface PublisherMetricsOptions {
  *
  * @example
  * ```ts
- * const hub = new ChannelClient({ port: 2206 });
+ * const hub = new HubClient({ port: 2206 });
  * const metrics = new PublisherMetrics(hub);
  * Deno.serve(createPublishHandler({ hub, metrics }));
  * // curl http://127.0.0.1:4237/metrics

@@ -11,11 +11,11 @@ import { createLogger, type Logger } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import { backoffDelay } from "../channel/_backoff.ts";
 import {
+  busFlag,
   durationFlag,
   type FlagSpec,
   helpText,
   HUB_FLAGS,
-  hubFlag,
   hubMaxFrameBytesFlag,
   hubTokenFlag,
   intFlag,
@@ -134,7 +134,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     const config: Omit<WorkerConfig, "slot"> = {
       hostname: stringFlag(flags, "hostname") ?? "127.0.0.1",
       port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
-      hub: hubFlag(flags),
+      bus: busFlag(flags),
       hubToken: hubTokenFlag(flags),
       hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
       idleTimeout: durationFlag(flags, "idle-timeout", 30, { unit: "s", min: 1 }),
@@ -158,7 +158,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     logger.info("listening", {
       addr: `${config.hostname}:${port}`,
       workers,
-      hub: `${config.hub.hostname}:${config.hub.port}`,
+      bus: config.bus,
       auth: tokenSecret ? "token" : "none",
     });
     const shutdownTimeout = durationFlag(flags, "shutdown-timeout", 5000);

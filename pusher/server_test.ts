@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { until, within } from "../channel/_testing.ts";
+import { until, within } from "../channel/testing.ts";
 import {
   chromiumClient,
   clientFrame,
@@ -29,7 +29,7 @@ import {
   type RealClient,
   type ServerFrame,
   startEcho,
-} from "./_ws_testing.ts";
+} from "./ws_testing.ts";
 import { serve, upgradeWebSocket } from "./server.ts";
 import type { ClientSocket } from "./socket.ts";
 import { concat } from "../shared/bytes.ts";

@@ -14,9 +14,9 @@ import {
   PreparedText,
   ProtocolError,
 } from "./websocket.ts";
-import { clientFrame, closePayload, Op, parseClose, parseServerFrame } from "./_ws_testing.ts";
+import { clientFrame, closePayload, Op, parseClose, parseServerFrame } from "./ws_testing.ts";
 import { concat } from "../shared/bytes.ts";
-import { mulberry32 } from "../shared/_testing.ts";
+import { mulberry32 } from "../shared/testing.ts";
 
 const utf8 = new TextEncoder();
 

@@ -8,13 +8,11 @@
 
 /// <reference lib="deno.worker" />
 
-import { ChannelClient } from "../channel/client.ts";
 import { Pusher } from "./pusher.ts";
 import { listenTransport, serve } from "./server.ts";
-import type { Bus } from "../shared/bus.ts";
+import { openBus } from "../shared/open_bus.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
-import type { HostPort } from "../shared/cli.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
 
 /** What `main.ts` tells a worker at start. */
@@ -22,7 +20,8 @@ export interface WorkerConfig {
   slot: number;
   hostname: string;
   port: number;
-  hub: HostPort;
+  /** The bus address (`channel://host:port`). */
+  bus: string;
   hubToken: string | undefined;
   hubMaxFrameBytes: number;
   idleTimeout: number;
@@ -95,15 +94,10 @@ function post(message: FromWorker): void {
 function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>; pusher: Pusher } {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
-  const client = new ChannelClient({
-    ...config.hub,
-    token: config.hubToken,
-    maxFrameBytes: config.hubMaxFrameBytes,
-    logger,
-  });
+  const bus = openBus(config.bus, { token: config.hubToken, maxFrameBytes: config.hubMaxFrameBytes, logger });
   const pusher = new Pusher({
     workerId,
-    bus: hubAsBus(client),
+    bus,
     transport: listenTransport,
     publisherUrl: config.publisherUrl,
     allowedOrigins: config.allowedOrigins,
@@ -137,26 +131,7 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     ]);
     clearTimeout(timer);
     pusher.detach();
-    await client.close();
+    await bus.close();
   };
   return { stop, pusher };
-}
-
-// TODO(#15): replaced by openBus() from shared/open_bus.ts once channel/bus.ts lands.
-function hubAsBus(client: ChannelClient): Bus {
-  return {
-    address: client.address,
-    get connected() {
-      return client.connected;
-    },
-    get reconnects() {
-      return client.reconnects;
-    },
-    subscribe: (subject, handler) => client.on(subject, (data) => handler(data, { subject })),
-    unsubscribe: (subject) => client.off(subject),
-    publish: async (subject, data, options) => ({ reached: await client.publish(subject, data, options) }),
-    request: () => Promise.reject(new TypeError("Not supported yet")),
-    close: () => client.close(),
-    [Symbol.asyncDispose]: () => client.close(),
-  };
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { acceptNext } from "./accept.ts";
 import { createLogger } from "./log.ts";
-import { within } from "../channel/_testing.ts";
+import { within } from "../channel/testing.ts";
 
 /** Another process opens `n` connections to `port` and resets each (RST) as soon as it is up. */
 async function connectAndReset(port: number, n: number): Promise<void> {

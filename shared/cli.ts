@@ -160,10 +160,12 @@ export interface HostPort {
  * @throws {TypeError} naming the flag when the value is not of that form.
  */
 export function parseHostPort(value: string, flag: string): HostPort {
-  const match = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(value);
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(value);
   const port = Number(match?.[3]);
   if (!match || port < 1 || port > 65535) {
-    throw new TypeError(`Invalid ${flag}: expected HOST:PORT, got ${JSON.stringify(value)}`);
+    throw new TypeError(
+      `Invalid ${flag}: expected HOST:PORT with a port from 1 to 65535, got ${JSON.stringify(value)}`,
+    );
   }
   return { hostname: match[1] ?? match[2]!, port };
 }
@@ -173,6 +175,24 @@ export function hubFlag(values: FlagValues): HostPort {
   const flag = stringFlag(values, "hub");
   const value = flag ?? Deno.env.get("CHANNEL_HUB") ?? "127.0.0.1:2206";
   return parseHostPort(value, flag === undefined ? "CHANNEL_HUB" : "--hub");
+}
+
+/**
+ * Reads the bus address from `--hub HOST:PORT`, else the CHANNEL_HUB
+ * variable, else 127.0.0.1:2206, as the address `openBus` takes:
+ * `channel://HOST:PORT` (IPv6 hosts in brackets).
+ *
+ * @throws {TypeError} `Invalid --hub: expected HOST:PORT ...` (or
+ * `Invalid CHANNEL_HUB: ...`) when the value is not of that form.
+ *
+ * @example
+ * ```ts
+ * busFlag({ hub: "[::1]:2206" }); // "channel://[::1]:2206"
+ * ```
+ */
+export function busFlag(values: FlagValues): string {
+  const { hostname, port } = hubFlag(values);
+  return `channel://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 }
 
 /**

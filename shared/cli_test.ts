@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { durationFlag } from "./cli.ts";
+import { busFlag, durationFlag } from "./cli.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
 
 Deno.test("durationFlag reads a duration no longer than a timer waits, in milliseconds or seconds", () => {
@@ -19,4 +19,31 @@ Deno.test("durationFlag reads a duration no longer than a timer waits, in millis
   );
   assert.throws(() => durationFlag({ "publish-timeout": "0" }, "publish-timeout", 5000, { min: 1 }), /expected 1 to/);
   assert.throws(() => durationFlag({ "publish-timeout": "5s" }, "publish-timeout", 5000), /non-negative integer/);
+});
+
+Deno.test("busFlag reads --hub, else CHANNEL_HUB, else 127.0.0.1:2206, as a channel:// address", () => {
+  const saved = Deno.env.get("CHANNEL_HUB");
+  try {
+    Deno.env.delete("CHANNEL_HUB");
+    assert.equal(busFlag({}), "channel://127.0.0.1:2206");
+    assert.equal(busFlag({ hub: "hub.internal:2300" }), "channel://hub.internal:2300");
+    assert.equal(busFlag({ hub: "[::1]:2206" }), "channel://[::1]:2206");
+    Deno.env.set("CHANNEL_HUB", "10.0.0.5:2206");
+    assert.equal(busFlag({}), "channel://10.0.0.5:2206");
+    assert.equal(busFlag({ hub: "127.0.0.1:1" }), "channel://127.0.0.1:1", "the flag wins over the variable");
+    Deno.env.set("CHANNEL_HUB", "nope");
+    assert.throws(() => busFlag({}), {
+      name: "TypeError",
+      message: 'Invalid CHANNEL_HUB: expected HOST:PORT with a port from 1 to 65535, got "nope"',
+    });
+    for (const bad of ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "::1:2206", "[::1]", "a b:1", "channel://h:1"]) {
+      assert.throws(() => busFlag({ hub: bad }), {
+        name: "TypeError",
+        message: `Invalid --hub: expected HOST:PORT with a port from 1 to 65535, got ${JSON.stringify(bad)}`,
+      });
+    }
+  } finally {
+    if (saved === undefined) Deno.env.delete("CHANNEL_HUB");
+    else Deno.env.set("CHANNEL_HUB", saved);
+  }
 });

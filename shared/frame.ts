@@ -31,11 +31,11 @@ export interface FrameDecoderOptions {
  *
  * @example
  * ```ts
- * const frame = encodeFrame(new TextEncoder().encode("hi"));
+ * const frame = encodeLengthPrefixed(new TextEncoder().encode("hi"));
  * // frame is 00 00 00 06 68 69
  * ```
  */
-export function encodeFrame(payload: Uint8Array): Uint8Array {
+export function encodeLengthPrefixed(payload: Uint8Array): Uint8Array {
   const frame = new Uint8Array(HEADER_BYTES + payload.length);
   writeHeader(frame, frame.length);
   frame.set(payload, HEADER_BYTES);

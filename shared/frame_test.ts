@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { concat } from "./bytes.ts";
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, HEADER_BYTES } from "./frame.ts";
-import { mulberry32 } from "./_testing.ts";
+import { DEFAULT_MAX_FRAME_BYTES, encodeLengthPrefixed, FrameDecoder, HEADER_BYTES } from "./frame.ts";
+import { mulberry32 } from "./testing.ts";
 
 const utf8 = new TextEncoder();
 
@@ -37,17 +37,17 @@ function header(total: number): Uint8Array {
   return new Uint8Array([total >>> 24, (total >>> 16) & 0xff, (total >>> 8) & 0xff, total & 0xff]);
 }
 
-Deno.test("encodeFrame writes a big-endian total length that counts the 4-byte header, then the payload", () => {
-  assert.deepEqual(encodeFrame(utf8.encode("hi")), new Uint8Array([0, 0, 0, 6, 0x68, 0x69]));
-  assert.deepEqual(encodeFrame(new Uint8Array(0)), new Uint8Array([0, 0, 0, 4]));
-  const big = encodeFrame(new Uint8Array(0x010203 - HEADER_BYTES));
+Deno.test("encodeLengthPrefixed writes a big-endian total length that counts the 4-byte header, then the payload", () => {
+  assert.deepEqual(encodeLengthPrefixed(utf8.encode("hi")), new Uint8Array([0, 0, 0, 6, 0x68, 0x69]));
+  assert.deepEqual(encodeLengthPrefixed(new Uint8Array(0)), new Uint8Array([0, 0, 0, 4]));
+  const big = encodeLengthPrefixed(new Uint8Array(0x010203 - HEADER_BYTES));
   assert.deepEqual(big.subarray(0, 4), new Uint8Array([0, 0x01, 0x02, 0x03]));
 });
 
 Deno.test("frame decoder returns the payload of an encoded frame (round trip)", () => {
   const payload = utf8.encode('{"type":"ping"}');
   const decoder = new FrameDecoder();
-  const out = decoder.push(encodeFrame(payload));
+  const out = decoder.push(encodeLengthPrefixed(payload));
   assert.equal(out.length, 1);
   assert.deepEqual(out[0], payload);
   assert.equal(decoder.bufferedBytes, 0);
@@ -55,19 +55,19 @@ Deno.test("frame decoder returns the payload of an encoded frame (round trip)", 
 
 Deno.test("frame decoder returns every payload of one chunk holding many frames, in order", () => {
   const payloads = samplePayloads();
-  const out = new FrameDecoder().push(concat(payloads.map(encodeFrame)));
+  const out = new FrameDecoder().push(concat(payloads.map(encodeLengthPrefixed)));
   assert.deepEqual(out, payloads);
 });
 
 Deno.test("frame decoder yields exactly the payloads in order when fed one byte at a time", () => {
   const payloads = samplePayloads().filter((payload) => payload.length <= 4096);
-  const out = decodeInChunks(concat(payloads.map(encodeFrame)), () => 1);
+  const out = decodeInChunks(concat(payloads.map(encodeLengthPrefixed)), () => 1);
   assert.deepEqual(out, payloads);
 });
 
 Deno.test("frame decoder yields exactly the payloads in order when fed random chunk sizes", () => {
   const payloads = samplePayloads();
-  const stream = concat(payloads.map(encodeFrame));
+  const stream = concat(payloads.map(encodeLengthPrefixed));
   for (const seed of SEEDS) {
     const random = mulberry32(seed);
     // Mostly small chunks, so headers and payloads split at every position; sometimes large ones.
@@ -98,7 +98,10 @@ Deno.test("frame decoder rejects a declared length below the 4-byte header", () 
     assert.deepEqual(split.push(header(total).subarray(0, 2)), []);
     assert.throws(() => split.push(header(total).subarray(2)), expected);
     // After a valid frame in the same chunk.
-    assert.throws(() => new FrameDecoder().push(concat([encodeFrame(utf8.encode("ok")), header(total)])), expected);
+    assert.throws(
+      () => new FrameDecoder().push(concat([encodeLengthPrefixed(utf8.encode("ok")), header(total)])),
+      expected,
+    );
   }
 });
 
@@ -109,7 +112,7 @@ Deno.test("frame decoder rejects a declared length over maxFrameBytes from the 4
     message: "Cannot decode frame: declared length 101 exceeds the 100-byte maximum",
   });
   // Exactly the maximum is accepted.
-  assert.deepEqual(new FrameDecoder({ maxFrameBytes: 100 }).push(encodeFrame(new Uint8Array(96))), [
+  assert.deepEqual(new FrameDecoder({ maxFrameBytes: 100 }).push(encodeLengthPrefixed(new Uint8Array(96))), [
     new Uint8Array(96),
   ]);
   // A 4 GiB declaration must be refused by the check, not by a failed 4 GiB allocation.
@@ -132,7 +135,7 @@ Deno.test("frame decoder stays failed on later pushes after an error", () => {
     first = error;
   }
   assert.ok(first instanceof RangeError, "the oversized header should throw a RangeError");
-  for (const chunk of [encodeFrame(utf8.encode("valid")), new Uint8Array([0, 0, 0, 4]), new Uint8Array([1])]) {
+  for (const chunk of [encodeLengthPrefixed(utf8.encode("valid")), new Uint8Array([0, 0, 0, 4]), new Uint8Array([1])]) {
     assert.throws(() => decoder.push(chunk), (error) => error === first);
   }
   // Even an empty chunk is refused: the stream has lost its alignment.
@@ -141,7 +144,7 @@ Deno.test("frame decoder stays failed on later pushes after an error", () => {
 
 Deno.test("frame decoder reassembles a header split across chunks at every position", () => {
   const payload = utf8.encode("split header");
-  const frame = encodeFrame(payload);
+  const frame = encodeLengthPrefixed(payload);
   for (let cut = 1; cut < HEADER_BYTES; cut++) {
     const decoder = new FrameDecoder();
     assert.deepEqual(decoder.push(frame.slice(0, cut)), [], `cut at ${cut}: nothing is complete yet`);
@@ -149,7 +152,7 @@ Deno.test("frame decoder reassembles a header split across chunks at every posit
     assert.deepEqual(decoder.push(frame.slice(cut)), [payload], `cut at ${cut}`);
   }
   // Header split three ways, the last piece carrying the next frame's start.
-  const next = encodeFrame(utf8.encode("next"));
+  const next = encodeLengthPrefixed(utf8.encode("next"));
   const decoder = new FrameDecoder();
   assert.deepEqual(decoder.push(frame.slice(0, 1)), []);
   assert.deepEqual(decoder.push(frame.slice(1, 3)), []);
@@ -160,7 +163,7 @@ Deno.test("frame decoder reassembles a header split across chunks at every posit
 Deno.test("frame decoder bufferedBytes counts the bytes held back for an incomplete frame", () => {
   const decoder = new FrameDecoder();
   assert.equal(decoder.bufferedBytes, 0);
-  const frame = encodeFrame(utf8.encode("0123456789")); // 14 bytes
+  const frame = encodeLengthPrefixed(utf8.encode("0123456789")); // 14 bytes
   assert.deepEqual(decoder.push(frame.slice(0, 2)), []);
   assert.equal(decoder.bufferedBytes, 2);
   assert.deepEqual(decoder.push(frame.slice(2, 7)), []);
@@ -174,7 +177,7 @@ Deno.test("frame decoder bufferedBytes counts the bytes held back for an incompl
 });
 
 Deno.test("frame decoder returns payloads that stay valid after the caller reuses its read buffer for split frames", () => {
-  const frame = encodeFrame(utf8.encode("abcdef"));
+  const frame = encodeLengthPrefixed(utf8.encode("abcdef"));
   const buffer = new Uint8Array(8);
   const decoder = new FrameDecoder();
   buffer.set(frame.subarray(0, 8));
@@ -186,7 +189,7 @@ Deno.test("frame decoder returns payloads that stay valid after the caller reuse
   assert.deepEqual(payload, utf8.encode("abcdef"), "a frame split across chunks is copied out");
 });
 
-Deno.test("encodeFrame matches the original's captured headers 0x42, 0x4e, 0x56 for payloads of 62, 74, 82 bytes", () => {
+Deno.test("encodeLengthPrefixed matches the original's captured headers 0x42, 0x4e, 0x56 for payloads of 62, 74, 82 bytes", () => {
   const vectors: [number, number[]][] = [
     [62, [0x00, 0x00, 0x00, 0x42]],
     [74, [0x00, 0x00, 0x00, 0x4e]],
@@ -194,7 +197,7 @@ Deno.test("encodeFrame matches the original's captured headers 0x42, 0x4e, 0x56 
   ];
   for (const [length, expected] of vectors) {
     const payload = utf8.encode("x".repeat(length));
-    const frame = encodeFrame(payload);
+    const frame = encodeLengthPrefixed(payload);
     assert.deepEqual([...frame.subarray(0, 4)], expected, `header for a ${length}-byte payload`);
     assert.equal(frame.length, length + 4);
     // And the captured header decodes back to the payload.

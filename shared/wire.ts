@@ -1,5 +1,5 @@
 /**
- * The wire protocol between the channel hub and its clients (pushers and
+ * The wire protocol between the hub and its clients (pushers and
  * publishers): typed messages, a payload codec, and a streaming decoder.
  *
  * Framing ({@linkcode FrameDecoder}) and the payload codec ({@linkcode Codec})
@@ -12,19 +12,19 @@
  * @module
  */
 
-import { encodeFrame, FrameDecoder, type FrameDecoderOptions, HEADER_BYTES, writeHeader } from "./frame.ts";
+import { encodeLengthPrefixed, FrameDecoder, type FrameDecoderOptions, HEADER_BYTES, writeHeader } from "./frame.ts";
 import type { Json } from "./json.ts";
 
-export { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, type FrameDecoderOptions } from "./frame.ts";
+export { DEFAULT_MAX_FRAME_BYTES, encodeLengthPrefixed, FrameDecoder, type FrameDecoderOptions } from "./frame.ts";
 
 /** The hub's default TCP port, as in the original. */
-export const DEFAULT_CHANNEL_PORT = 2206;
+export const DEFAULT_HUB_PORT = 2206;
 
 /** Version a client announces in its `hello`; the hub refuses others. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
-/** Longest channel or queue name accepted, in UTF-16 code units. */
-export const MAX_CHANNEL_NAME_LENGTH = 256;
+/** Longest subject or queue name accepted, in UTF-16 code units. */
+export const MAX_SUBJECT_LENGTH = 256;
 
 export type { Json } from "./json.ts";
 
@@ -35,45 +35,48 @@ export interface Hello {
   token?: string;
 }
 
-/** Subscribe to, or unsubscribe from, channel events. Idempotent. */
+/** Subscribe to, or unsubscribe from, the events of subjects. Idempotent. */
 export interface Subscription {
   type: "subscribe" | "unsubscribe";
-  channels: string[];
+  subjects: string[];
 }
 
 /**
- * Publish `data` to every subscriber of each channel (`publish`), or to one
- * subscriber per channel in turn (`publishLoop`). `id` is echoed in the `ack`.
+ * Publish `data` to every subscriber of each subject (`publish`), or to one
+ * subscriber per subject in turn (`publishLoop`). `id` is echoed in the `ack`.
+ * `reply`, a subject, is handed on in each `event`: where subscribers may
+ * publish their answers (request/reply, as in NATS).
  */
 export interface Publish {
   type: "publish" | "publishLoop";
   id: number;
-  channels: string[];
+  subjects: string[];
   data: Json;
+  reply?: string;
 }
 
 /** Start or stop watching work queues. */
 export interface Watch {
   type: "watch" | "unwatch";
-  channels: string[];
+  queues: string[];
 }
 
 /** Append `data` to each queue. `id` is echoed in the `ack` or `error`. */
 export interface Enqueue {
   type: "enqueue";
   id: number;
-  channels: string[];
+  queues: string[];
   data: Json;
 }
 
 /**
  * Take one message from each watched queue, when one is available; with
- * `channels`, from those of them only (a consumer whose handler for one
+ * `queues`, from those of them only (a consumer whose handler for one
  * queue is done asks that queue alone for its next message).
  */
 export interface Reserve {
   type: "reserve";
-  channels?: string[];
+  queues?: string[];
 }
 
 /** Liveness probe; the hub answers `pong`. */
@@ -84,17 +87,22 @@ export interface Ping {
 /** Everything a client sends to the hub. */
 export type ClientMessage = Hello | Subscription | Publish | Watch | Enqueue | Reserve | Ping;
 
-/** A published message, delivered to a subscriber of `channel`. */
-export interface Event {
+/**
+ * A published message, delivered to a subscriber of `subject`. Not `Event`:
+ * that name is the DOM's, which the client also uses for its lifecycle.
+ */
+export interface EventMessage {
   type: "event";
-  channel: string;
+  subject: string;
   data: Json;
+  /** The publish's `reply` subject; absent when it had none. */
+  reply?: string;
 }
 
-/** A queued message, delivered to a consumer that reserved. */
+/** A queued message of `queue`, delivered to a consumer that reserved. */
 export interface QueueMessage {
   type: "queue";
-  channel: string;
+  queue: string;
   data: Json;
 }
 
@@ -124,7 +132,7 @@ export interface Pong {
 }
 
 /** Everything the hub sends to a client. */
-export type HubMessage = Event | QueueMessage | Ack | ErrorMessage | Pong;
+export type HubMessage = EventMessage | QueueMessage | Ack | ErrorMessage | Pong;
 
 /** Any message of the protocol. */
 export type Message = ClientMessage | HubMessage;
@@ -176,13 +184,13 @@ export const jsonCodec: Codec = {
  *
  * @example
  * ```ts
- * const bytes = encodeMessage({ type: "subscribe", channels: ["news"] });
+ * const bytes = encodeMessage({ type: "subscribe", subjects: ["news"] });
  * await conn.write(bytes);
  * ```
  */
 export function encodeMessage(message: Message, codec: Codec = jsonCodec): Uint8Array {
   if (codec === jsonCodec) return encodeJsonFrame(JSON.stringify(message));
-  return encodeFrame(codec.encode(message));
+  return encodeLengthPrefixed(codec.encode(message));
 }
 
 /**
@@ -192,7 +200,7 @@ export function encodeMessage(message: Message, codec: Codec = jsonCodec): Uint8
  *
  * @example
  * ```ts
- * const waiting = JSON.stringify({ type: "queue", channel: "jobs", data: 1 });
+ * const waiting = JSON.stringify({ type: "queue", queue: "jobs", data: 1 });
  * const bytes = encodeMessageText(waiting); // when it is sent
  * ```
  */
@@ -216,7 +224,7 @@ function encodeJsonFrame(text: string): Uint8Array {
     return frame;
   }
   // Wider characters: pay one copy.
-  return encodeFrame(utf8.encode(text));
+  return encodeLengthPrefixed(utf8.encode(text));
 }
 
 /** Options for {@linkcode MessageDecoder}. */
@@ -295,19 +303,26 @@ export function toClientMessage(value: unknown): ClientMessage {
       break;
     case "subscribe":
     case "unsubscribe":
+      requireNames(message, "subjects");
+      break;
     case "watch":
     case "unwatch":
-      requireChannels(message);
+      requireNames(message, "queues");
       break;
     case "publish":
     case "publishLoop":
+      requireInteger(message, "id");
+      requireNames(message, "subjects");
+      if (!("data" in message)) throw invalid(message.type, "data is missing");
+      if (message.reply !== undefined) requireName(message, "reply", message.reply);
+      break;
     case "enqueue":
       requireInteger(message, "id");
-      requireChannels(message);
+      requireNames(message, "queues");
       if (!("data" in message)) throw invalid(message.type, "data is missing");
       break;
     case "reserve":
-      if (message.channels !== undefined) requireChannels(message);
+      if (message.queues !== undefined) requireNames(message, "queues");
       break;
     case "ping":
       break;
@@ -326,8 +341,12 @@ export function toHubMessage(value: unknown): HubMessage {
   const message = asMessageObject(value);
   switch (message.type) {
     case "event":
+      requireString(message, "subject");
+      if (!("data" in message)) throw invalid(message.type, "data is missing");
+      if (message.reply !== undefined) requireString(message, "reply");
+      break;
     case "queue":
-      requireString(message, "channel");
+      requireString(message, "queue");
       if (!("data" in message)) throw invalid(message.type, "data is missing");
       break;
     case "ack":
@@ -369,16 +388,24 @@ function requireInteger(message: Fields, field: string): void {
   }
 }
 
-function requireChannels(message: Fields): void {
-  const channels = message.channels;
-  if (!Array.isArray(channels)) throw invalid(message.type, "channels must be an array");
-  for (const channel of channels) {
-    if (typeof channel !== "string" || channel.length === 0) {
-      throw invalid(message.type, "every channel must be a non-empty string");
-    }
-    if (channel.length > MAX_CHANNEL_NAME_LENGTH) {
-      throw invalid(message.type, `channel names are limited to ${MAX_CHANNEL_NAME_LENGTH} characters`);
-    }
+/** Checks a list of subjects or queues: `field` is `subjects` or `queues`. */
+function requireNames(message: Fields, field: "subjects" | "queues"): void {
+  const names = message[field];
+  if (!Array.isArray(names)) throw invalid(message.type, `${field} must be an array`);
+  const what = field === "queues" ? "every queue" : "every subject";
+  for (const name of names) requireName(message, what, name);
+}
+
+/**
+ * Checks one subject or queue name: a non-empty string up to
+ * {@linkcode MAX_SUBJECT_LENGTH}. `what` names it in the error (`every subject`, `reply`).
+ */
+function requireName(message: Fields, what: string, name: unknown): void {
+  if (typeof name !== "string" || name.length === 0) {
+    throw invalid(message.type, `${what} must be a non-empty string`);
+  }
+  if (name.length > MAX_SUBJECT_LENGTH) {
+    throw invalid(message.type, `${what} is limited to ${MAX_SUBJECT_LENGTH} characters`);
   }
 }
 

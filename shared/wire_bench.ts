@@ -3,10 +3,10 @@
  * event once, and every link decodes chunks of many frames. `deno task bench:micro`.
  */
 
-import { encodeMessage, type Event, FrameDecoder, MessageDecoder, toHubMessage } from "./wire.ts";
+import { encodeMessage, type EventMessage, FrameDecoder, MessageDecoder, toHubMessage } from "./wire.ts";
 
 const CONTENT = "0123456789abcdef".repeat(4);
-const EVENT: Event = { type: "event", channel: "broadcast", data: { content: CONTENT } };
+const EVENT: EventMessage = { type: "event", subject: "broadcast", data: { content: CONTENT } };
 const FRAME = encodeMessage(EVENT);
 
 /** 100 event frames back to back, as a busy pusher link reads them. */

@@ -2,19 +2,19 @@ import assert from "node:assert/strict";
 import { concat } from "./bytes.ts";
 import {
   type ClientMessage,
-  encodeFrame,
+  encodeLengthPrefixed,
   encodeMessage,
   encodeMessageText,
   type HubMessage,
   jsonCodec,
-  MAX_CHANNEL_NAME_LENGTH,
+  MAX_SUBJECT_LENGTH,
   type Message,
   MessageDecoder,
   PROTOCOL_VERSION,
   toClientMessage,
   toHubMessage,
 } from "./wire.ts";
-import { mulberry32 } from "./_testing.ts";
+import { mulberry32 } from "./testing.ts";
 
 const utf8 = new TextEncoder();
 
@@ -23,29 +23,29 @@ const SEEDS = [1, 42, 0xdeadbeef, crypto.getRandomValues(new Uint32Array(1))[0]!
 
 /** A frame whose payload is `text` as UTF-8, bypassing the encoder: for hand-made and invalid payloads. */
 function rawFrame(text: string): Uint8Array {
-  return encodeFrame(utf8.encode(text));
+  return encodeLengthPrefixed(utf8.encode(text));
 }
 
 const CLIENT_MESSAGES: ClientMessage[] = [
   { type: "hello", version: PROTOCOL_VERSION },
   { type: "hello", version: PROTOCOL_VERSION, token: "s3cret" },
-  { type: "subscribe", channels: ["news", "sport"] },
-  { type: "subscribe", channels: [] },
-  { type: "unsubscribe", channels: ["news"] },
-  { type: "publish", id: 1, channels: ["news"], data: { title: "hello", tags: ["a", "b"], n: 1.5, ok: true } },
-  { type: "publish", id: 2, channels: ["news"], data: null },
-  { type: "publishLoop", id: 3, channels: ["jobs", "mail"], data: "work" },
-  { type: "watch", channels: ["jobs"] },
-  { type: "unwatch", channels: ["jobs"] },
-  { type: "enqueue", id: 4, channels: ["jobs"], data: [1, 2, 3] },
+  { type: "subscribe", subjects: ["news", "sport"] },
+  { type: "subscribe", subjects: [] },
+  { type: "unsubscribe", subjects: ["news"] },
+  { type: "publish", id: 1, subjects: ["news"], data: { title: "hello", tags: ["a", "b"], n: 1.5, ok: true } },
+  { type: "publish", id: 2, subjects: ["news"], data: null },
+  { type: "publishLoop", id: 3, subjects: ["jobs", "mail"], data: "work" },
+  { type: "watch", queues: ["jobs"] },
+  { type: "unwatch", queues: ["jobs"] },
+  { type: "enqueue", id: 4, queues: ["jobs"], data: [1, 2, 3] },
   { type: "reserve" },
   { type: "ping" },
 ];
 
 const HUB_MESSAGES: HubMessage[] = [
-  { type: "event", channel: "news", data: { title: "hello" } },
-  { type: "event", channel: "news", data: null },
-  { type: "queue", channel: "jobs", data: "work" },
+  { type: "event", subject: "news", data: { title: "hello" } },
+  { type: "event", subject: "news", data: null },
+  { type: "queue", queue: "jobs", data: "work" },
   { type: "ack", id: 1, count: 3 },
   { type: "ack", id: 2, count: 0 },
   { type: "error", reason: "Unknown channel", id: 5 },
@@ -109,17 +109,17 @@ Deno.test("wire round-trips every hub message type through encodeMessage and Mes
   assert.ok(withoutId && !("id" in withoutId), "an error without id decodes without an id field");
 });
 
-Deno.test("encodeMessage with the default codec produces the same frame as encodeFrame(jsonCodec.encode())", () => {
+Deno.test("encodeMessage with the default codec produces the same frame as encodeLengthPrefixed(jsonCodec.encode())", () => {
   for (const message of [...CLIENT_MESSAGES, ...HUB_MESSAGES]) {
-    assert.deepEqual(encodeMessage(message), encodeFrame(jsonCodec.encode(message)), message.type);
+    assert.deepEqual(encodeMessage(message), encodeLengthPrefixed(jsonCodec.encode(message)), message.type);
   }
 });
 
 Deno.test("encodeMessage and encodeMessageText give frames that hold no more memory than their bytes", () => {
   for (const data of ["ascii", "wide: é ü 日本 🎉", "x".repeat(10_000), "日".repeat(10_000)]) {
-    const message: Message = { type: "queue", channel: "q", data };
+    const message: Message = { type: "queue", queue: "q", data };
     for (const frame of [encodeMessage(message), encodeMessageText(JSON.stringify(message))]) {
-      assert.deepEqual(frame, encodeFrame(jsonCodec.encode(message)));
+      assert.deepEqual(frame, encodeLengthPrefixed(jsonCodec.encode(message)));
       // A frame can wait in queues for long: its buffer must be its own size.
       assert.equal(frame.buffer.byteLength, frame.length, data.slice(0, 12));
     }
@@ -159,7 +159,7 @@ Deno.test("message decoder rejects a payload that is not valid UTF-8 with a Synt
     concat([utf8.encode('{"type":"ping"}'), new Uint8Array([0xf0, 0x9f, 0x98])]),
   ];
   for (const payload of invalid) {
-    assert.throws(() => new MessageDecoder(toClientMessage).push(encodeFrame(payload)), {
+    assert.throws(() => new MessageDecoder(toClientMessage).push(encodeLengthPrefixed(payload)), {
       name: "SyntaxError",
       message: /UTF-8/,
     });
@@ -196,43 +196,53 @@ Deno.test("toClientMessage and toHubMessage reject JSON that is not an object wi
 });
 
 Deno.test("toClientMessage rejects a publish, publishLoop or enqueue without data", () => {
-  for (const type of ["publish", "publishLoop", "enqueue"]) {
-    assertClientRejects({ type, id: 1, channels: ["news"] }, /data is missing/);
+  for (const type of ["publish", "publishLoop"]) {
+    assertClientRejects({ type, id: 1, subjects: ["news"] }, /data is missing/);
   }
-  for (const type of ["event", "queue"]) {
-    assert.throws(() => toHubMessage({ type, channel: "news" }), { name: "TypeError", message: /data is missing/ });
-  }
+  assertClientRejects({ type: "enqueue", id: 1, queues: ["news"] }, /data is missing/);
+  assert.throws(() => toHubMessage({ type: "event", subject: "news" }), {
+    name: "TypeError",
+    message: /data is missing/,
+  });
+  assert.throws(() => toHubMessage({ type: "queue", queue: "news" }), {
+    name: "TypeError",
+    message: /data is missing/,
+  });
 });
 
-Deno.test("toClientMessage rejects channels that are not an array", () => {
-  for (const channels of ["news", undefined, null, { 0: "news" }, 7]) {
-    for (const type of ["subscribe", "unsubscribe", "watch", "unwatch"]) {
-      assertClientRejects({ type, channels }, /channels must be an array/);
+Deno.test("toClientMessage rejects subjects or queues that are not an array", () => {
+  for (const names of ["news", undefined, null, { 0: "news" }, 7]) {
+    for (const type of ["subscribe", "unsubscribe"]) {
+      assertClientRejects({ type, subjects: names }, /subjects must be an array/);
     }
-    assertClientRejects({ type: "publish", id: 1, channels, data: 1 }, /channels must be an array/);
+    for (const type of ["watch", "unwatch"]) {
+      assertClientRejects({ type, queues: names }, /queues must be an array/);
+    }
+    assertClientRejects({ type: "publish", id: 1, subjects: names, data: 1 }, /subjects must be an array/);
   }
 });
 
-Deno.test("toClientMessage rejects an empty or non-string channel name", () => {
-  assertClientRejects({ type: "subscribe", channels: ["news", ""] }, /non-empty string/);
-  assertClientRejects({ type: "enqueue", id: 1, channels: [""], data: 1 }, /non-empty string/);
-  assertClientRejects({ type: "watch", channels: [3] }, /non-empty string/);
-  assertClientRejects({ type: "subscribe", channels: [null] }, /non-empty string/);
+Deno.test("toClientMessage rejects an empty or non-string subject or queue name", () => {
+  assertClientRejects({ type: "subscribe", subjects: ["news", ""] }, /non-empty string/);
+  assertClientRejects({ type: "enqueue", id: 1, queues: [""], data: 1 }, /non-empty string/);
+  assertClientRejects({ type: "watch", queues: [3] }, /non-empty string/);
+  assertClientRejects({ type: "subscribe", subjects: [null] }, /non-empty string/);
 });
 
-Deno.test("toClientMessage rejects a channel name longer than MAX_CHANNEL_NAME_LENGTH", () => {
-  const longest = "c".repeat(MAX_CHANNEL_NAME_LENGTH);
-  const accepted: ClientMessage = { type: "subscribe", channels: [longest] };
+Deno.test("toClientMessage rejects a subject longer than MAX_SUBJECT_LENGTH", () => {
+  const longest = "c".repeat(MAX_SUBJECT_LENGTH);
+  const accepted: ClientMessage = { type: "subscribe", subjects: [longest] };
   assert.deepEqual(new MessageDecoder(toClientMessage).push(encodeMessage(accepted)), [accepted]);
-  assertClientRejects({ type: "subscribe", channels: [longest + "c"] }, /limited to 256 characters/);
-  assertClientRejects({ type: "publish", id: 1, channels: ["ok", longest + "c"], data: 1 }, /limited to/);
+  assertClientRejects({ type: "subscribe", subjects: [longest + "c"] }, /limited to 256 characters/);
+  assertClientRejects({ type: "publish", id: 1, subjects: ["ok", longest + "c"], data: 1 }, /limited to/);
 });
 
 Deno.test("toClientMessage rejects a non-integer id or version", () => {
   for (const id of [1.5, "7", null, undefined, 2 ** 53, -0.1]) {
-    for (const type of ["publish", "publishLoop", "enqueue"]) {
-      assertClientRejects({ type, id, channels: ["news"], data: 1 }, /id must be an integer/);
+    for (const type of ["publish", "publishLoop"]) {
+      assertClientRejects({ type, id, subjects: ["news"], data: 1 }, /id must be an integer/);
     }
+    assertClientRejects({ type: "enqueue", id, queues: ["news"], data: 1 }, /id must be an integer/);
     assert.throws(() => toHubMessage({ type: "ack", id, count: 1 }), { name: "TypeError", message: /id must be/ });
     if (id !== undefined) {
       assert.throws(() => toHubMessage({ type: "error", reason: "x", id }), { name: "TypeError", message: /id/ });
@@ -268,7 +278,7 @@ Deno.test("message decoder skips an empty payload frame as a keepalive", () => {
 Deno.test("multi-byte UTF-8 content survives a round trip", () => {
   const texts = ["a b c€", "😀👍🏽 family: 👨‍👩‍👧", "日本語のテキスト", "\u0000 nul and \u2028 separator", "\u00e9e\u0301"];
   for (const text of texts) {
-    const message: HubMessage = { type: "event", channel: "ünïcødé-€", data: { text, list: [text] } };
+    const message: HubMessage = { type: "event", subject: "ünïcødé-€", data: { text, list: [text] } };
     const frame = encodeMessage(message);
     const payloadBytes = utf8.encode(JSON.stringify(message)).length;
     assert.deepEqual([...frame.subarray(0, 4)], [0, 0, (payloadBytes + 4) >>> 8, (payloadBytes + 4) & 0xff]);
@@ -286,7 +296,7 @@ Deno.test("a message over 4096 characters round-trips", () => {
     "y".repeat(100_000),
   ];
   for (const text of cases) {
-    const message: ClientMessage = { type: "publish", id: 9, channels: ["big"], data: text };
+    const message: ClientMessage = { type: "publish", id: 9, subjects: ["big"], data: text };
     const json = JSON.stringify(message);
     assert.ok(json.length > 4096);
     const frame = encodeMessage(message);
@@ -296,12 +306,12 @@ Deno.test("a message over 4096 characters round-trips", () => {
 });
 
 Deno.test("messages on both sides of the 4096-character encoding threshold round-trip", () => {
-  const base = JSON.stringify({ type: "event", channel: "c", data: "" }).length;
+  const base = JSON.stringify({ type: "event", subject: "c", data: "" }).length;
   for (let length = 4090 - base; length <= 4100 - base; length++) {
     for (const unit of ["z", "€", "😀"]) {
       // Emoji take two UTF-16 code units; trim to the exact code-unit length wanted.
       const data = unit.repeat(length).slice(0, length).replace(/[\ud800-\udbff]$/, "q");
-      const message: HubMessage = { type: "event", channel: "c", data };
+      const message: HubMessage = { type: "event", subject: "c", data };
       const frame = encodeMessage(message);
       assert.equal(frame.length, utf8.encode(JSON.stringify(message)).length + 4, `length ${length} of ${unit}`);
       assert.deepEqual(new MessageDecoder(toHubMessage).push(frame), [message], `length ${length} of ${unit}`);
@@ -311,7 +321,7 @@ Deno.test("messages on both sides of the 4096-character encoding threshold round
 
 Deno.test("message decoder honours maxFrameBytes", () => {
   const decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: 64 });
-  const message: ClientMessage = { type: "publish", id: 1, channels: ["news"], data: "z".repeat(100) };
+  const message: ClientMessage = { type: "publish", id: 1, subjects: ["news"], data: "z".repeat(100) };
   assert.throws(() => decoder.push(encodeMessage(message).subarray(0, 4)), {
     name: "RangeError",
     message: /exceeds the 64-byte maximum/,
@@ -320,6 +330,14 @@ Deno.test("message decoder honours maxFrameBytes", () => {
 
 Deno.test("message decoder stays failed after a payload error", () => {
   const decoder = new MessageDecoder(toClientMessage);
-  assert.throws(() => decoder.push(encodeFrame(new TextEncoder().encode("{nope"))), SyntaxError);
+  assert.throws(() => decoder.push(encodeLengthPrefixed(new TextEncoder().encode("{nope"))), SyntaxError);
   assert.throws(() => decoder.push(encodeMessage({ type: "ping" })), SyntaxError);
+});
+
+Deno.test("toClientMessage takes a publish's reply subject and checks it as a subject", () => {
+  const message = { type: "publish", id: 1, subjects: ["news"], data: 1, reply: "_inbox.1" };
+  assert.deepEqual(toClientMessage(message), message);
+  assertClientRejects({ type: "publishLoop", id: 1, subjects: ["news"], data: 1, reply: "" }, /reply must be/);
+  assertClientRejects({ type: "publish", id: 1, subjects: ["news"], data: 1, reply: ["x"] }, /reply must be/);
+  assert.throws(() => toHubMessage({ type: "event", subject: "news", data: 1, reply: 5 }), /reply must be a string/);
 });

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { launchChromium } from "./_chromium.ts";
 import { startService } from "./_service.ts";
-import { until, within } from "../channel/_testing.ts";
+import { until, within } from "../channel/testing.ts";
 
 /** Hub, publisher and pusher running as processes; disposing stops all three. */
 interface System extends AsyncDisposable {

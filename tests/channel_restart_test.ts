@@ -1,18 +1,18 @@
 import assert from "node:assert/strict";
 import { startService } from "./_service.ts";
-import { ChannelClient } from "../channel/client.ts";
-import { quiet, until, within } from "../channel/_testing.ts";
+import { HubClient } from "../channel/client.ts";
+import { quiet, until, within } from "../channel/testing.ts";
 import type { Json } from "../shared/wire.ts";
 
 Deno.test("clients reconnect, re-subscribe and get deliveries again after the hub process is killed and restarted", async () => {
   const first = await startService("channel", ["--port", "0"]);
   const port = await first.port();
   const options = { port, logger: quiet, reconnectDelay: 50, maxReconnectDelay: 200, publishTimeout: 10_000 };
-  await using subscriber = new ChannelClient(options);
-  await using publisher = new ChannelClient(options);
+  await using subscriber = new HubClient(options);
+  await using publisher = new HubClient(options);
   const events: Json[] = [];
   const jobs: Json[] = [];
-  subscriber.on("news", (data) => events.push(data));
+  subscriber.subscribe("news", (data) => events.push(data));
   subscriber.watch("jobs", (data) => {
     jobs.push(data);
   });
@@ -45,7 +45,7 @@ Deno.test("hub task prints help and refuses a public address without a token", a
 Deno.test("hub on SIGTERM stops accepting, closes its clients, and exits 0 within its shutdown grace", async () => {
   await using hub = await startService("channel", ["--port", "0", "--shutdown-grace", "500"]);
   const port = await hub.port();
-  await using client = new ChannelClient({ port, logger: quiet, reconnectDelay: 50 });
+  await using client = new HubClient({ port, logger: quiet, reconnectDelay: 50 });
   await client.ready();
   const dropped = new Promise((resolve) => client.addEventListener("disconnected", resolve, { once: true }));
   const started = Date.now();

@@ -6,8 +6,8 @@
 
 import assert from "node:assert/strict";
 import { type Service, startService } from "./_service.ts";
-import { Client } from "../pusher/_testing.ts";
-import { until } from "../channel/_testing.ts";
+import { Client } from "../pusher/testing.ts";
+import { until } from "../channel/testing.ts";
 
 interface Address {
   worker: string;

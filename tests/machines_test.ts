@@ -10,8 +10,8 @@
 
 import assert from "node:assert/strict";
 import { type Service, startCommand } from "./_service.ts";
-import { Client } from "../pusher/_testing.ts";
-import { RawPeer, until } from "../channel/_testing.ts";
+import { Client } from "../pusher/testing.ts";
+import { RawPeer, until } from "../channel/testing.ts";
 
 /** One machine of the README's block: where it is and what runs there. */
 interface Machine {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type Service, startService } from "./_service.ts";
-import { ChannelClient } from "../channel/client.ts";
-import { quiet, until, within } from "../channel/_testing.ts";
+import { HubClient } from "../channel/client.ts";
+import { quiet, until, within } from "../channel/testing.ts";
 import { BROADCAST_SUBJECT, workerSubject } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
 
@@ -58,12 +58,12 @@ async function startPublisher(
 }
 
 /** A channel client standing in for a pusher: it records what it gets on the broadcast and its worker channel. */
-async function standInPusher(hubPort: number): Promise<{ client: ChannelClient; events: Json[]; targeted: Json[] }> {
-  const client = new ChannelClient({ port: hubPort, logger: quiet, reconnectDelay: 50, maxReconnectDelay: 200 });
+async function standInPusher(hubPort: number): Promise<{ client: HubClient; events: Json[]; targeted: Json[] }> {
+  const client = new HubClient({ port: hubPort, logger: quiet, reconnectDelay: 50, maxReconnectDelay: 200 });
   const events: Json[] = [];
   const targeted: Json[] = [];
-  client.on(BROADCAST_SUBJECT, (data) => events.push(data));
-  client.on(workerSubject(WORKER), (data) => targeted.push(data));
+  client.subscribe(BROADCAST_SUBJECT, (data) => events.push(data));
+  client.subscribe(workerSubject(WORKER), (data) => targeted.push(data));
   // The hub handles one connection's frames in order: once this is acknowledged, the subscriptions are in place.
   await client.publish("stand-in-ready", null);
   return { client, events, targeted };

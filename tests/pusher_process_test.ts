@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { type Service, startService } from "./_service.ts";
-import { Client } from "../pusher/_testing.ts";
-import { until, within } from "../channel/_testing.ts";
-import { handshakeRequest, httpExchange, RawSocket } from "../pusher/_ws_testing.ts";
+import { Client } from "../pusher/testing.ts";
+import { until, within } from "../channel/testing.ts";
+import { handshakeRequest, httpExchange, RawSocket } from "../pusher/ws_testing.ts";
 
 /** A hub, and a pusher linked to it with `args` added; disposing stops both. */
 async function startPusher(args: string[] = []): Promise<{ pusher: Service; port: number } & AsyncDisposable> {

@@ -5,9 +5,9 @@
 
 import assert from "node:assert/strict";
 import { type Service, startCommand, startService } from "./_service.ts";
-import { Client } from "../pusher/_testing.ts";
-import { RawSocket } from "../pusher/_ws_testing.ts";
-import { within } from "../channel/_testing.ts";
+import { Client } from "../pusher/testing.ts";
+import { RawSocket } from "../pusher/ws_testing.ts";
+import { within } from "../channel/testing.ts";
 import { taskCommand } from "../shared/tasks.ts";
 
 Deno.test("deno task start runs hub, pusher and publisher on the original's ports and Ctrl-C stops all three", async () => {

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import type { Browser } from "playwright-core";
 import NpmWebSocket from "ws";
-import { within } from "../channel/_testing.ts";
+import { within } from "../channel/testing.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { isWebSocketUpgrade, serve, type ServeOptions, type Server, upgradeWebSocket } from "./server.ts";

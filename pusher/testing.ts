@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { within } from "../channel/_testing.ts";
+import { within } from "../channel/testing.ts";
 
 /** A browser-like client: Deno's own WebSocket. */
 export class Client implements AsyncDisposable {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ChannelServer, type ChannelServerOptions, serveChannel } from "./server.ts";
+import { type HubServer, type HubServerOptions, serveHub } from "./server.ts";
 import { createLogger } from "../shared/log.ts";
 import {
   type ClientMessage,
@@ -38,15 +38,15 @@ export async function until(check: () => boolean | Promise<boolean>, ms: number,
 
 /** A hub on a free loopback port whose log lines are kept. */
 export interface TestHub extends AsyncDisposable {
-  server: ChannelServer;
+  server: HubServer;
   port: number;
   logs: string[];
 }
 
 /** Starts a hub on 127.0.0.1 port 0, logging into `logs`, with no startup grace unless asked. */
-export function startHub(options: ChannelServerOptions = {}): TestHub {
+export function startHub(options: HubServerOptions = {}): TestHub {
   const logs: string[] = [];
-  const server = serveChannel({
+  const server = serveHub({
     port: 0,
     startupGrace: 0,
     onListen() {},

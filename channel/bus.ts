@@ -1,0 +1,142 @@
+/**
+ * The hub as a {@linkcode Bus}: a {@linkcode HubClient} behind the bus
+ * interface, so pushers and publishers hold a `Bus` and map
+ * {@linkcode BusError}s, never the client's {@linkcode HubError}s. Opened by
+ * address with `openBus("channel://host:port")` (`shared/open_bus.ts`).
+ *
+ * @module
+ */
+
+import { type EventHandler, HubClient, type HubClientOptions, HubError, type HubErrorCode } from "./client.ts";
+import {
+  type Bus,
+  BusError,
+  type BusErrorCode,
+  type BusHandler,
+  type BusPublishOptions,
+  type Json,
+  type PublishResult,
+  type RequestOptions,
+  requestOver,
+  type RequestResult,
+} from "../shared/bus.ts";
+import { DEFAULT_HUB_PORT } from "../shared/wire.ts";
+
+/** Options for {@linkcode HubBus}: those of the {@linkcode HubClient} it wraps. */
+export type HubBusOptions = HubClientOptions;
+
+/** The bus error code of each hub client error code. */
+const BUS_CODES: Record<HubErrorCode, BusErrorCode> = {
+  timeout: "unavailable",
+  closed: "unavailable",
+  overloaded: "unavailable",
+  refused: "refused",
+  too_large: "too_large",
+};
+
+/**
+ * The bus over the hub: subjects are hub subjects, a publish resolves with
+ * how many subscribers (pusher workers) the hub wrote it to, and a request
+ * gathers one reply per subscriber on a fresh inbox subject.
+ *
+ * @example
+ * ```ts
+ * await using bus = new HubBus({ hostname: "127.0.0.1", port: 2206 });
+ * bus.subscribe("news", (data, { subject }) => console.log(subject, data));
+ * const { reached } = await bus.publish("news", { title: "hello" });
+ * ```
+ */
+export class HubBus implements Bus {
+  /** `channel://host:port`, IPv6 hosts in brackets. */
+  readonly address: string;
+  readonly #client: HubClient;
+  /** The bus handler of each subject: one, as the interface promises. */
+  readonly #handlers = new Map<string, BusHandler>();
+  /** The one client handler of each subject, which calls the subject's bus handler. */
+  readonly #relays = new Map<string, EventHandler>();
+
+  /** Connects to the hub at `options.hostname`:`options.port` (127.0.0.1:2206 by default) and keeps the link up. */
+  constructor(options: HubBusOptions = {}) {
+    this.#client = new HubClient(options);
+    const hostname = options.hostname ?? "127.0.0.1";
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    this.address = `channel://${host}:${options.port ?? DEFAULT_HUB_PORT}`;
+  }
+
+  /** Whether the link to the hub is up now. */
+  get connected(): boolean {
+    return this.#client.connected;
+  }
+
+  /** How many times the link came back after it was lost. */
+  get reconnects(): number {
+    return this.#client.reconnects;
+  }
+
+  /** Calls `handler` with every message published to `subject`; subscribing again replaces the handler. */
+  subscribe(subject: string, handler: BusHandler): void {
+    this.#handlers.set(subject, handler);
+    if (this.#relays.has(subject)) return;
+    const relay: EventHandler = (data, _subject, reply) => {
+      this.#handlers.get(subject)?.(data, reply === undefined ? { subject } : { subject, replyTo: reply });
+    };
+    this.#relays.set(subject, relay);
+    this.#client.subscribe(subject, relay);
+  }
+
+  /** Stops the handler of `subject`; unknown subjects are ignored. */
+  unsubscribe(subject: string): void {
+    const relay = this.#relays.get(subject);
+    if (!relay) return;
+    this.#handlers.delete(subject);
+    this.#relays.delete(subject);
+    this.#client.unsubscribe(subject, relay);
+  }
+
+  /**
+   * Publishes `data` to every subscriber of `subject`; resolves once the hub
+   * has written it to them, with how many it reached.
+   *
+   * @throws {BusError} `unavailable` when the hub did not acknowledge it in
+   * time, the bus is closed or too much waits; `refused` when the hub
+   * refused it; `too_large` when it is over the frame limit.
+   */
+  async publish(subject: string, data: Json, options: BusPublishOptions = {}): Promise<PublishResult> {
+    try {
+      const reached = await this.#client.publish(subject, data, {
+        timeout: options.timeout,
+        signal: options.signal,
+        reply: options.replyTo,
+      });
+      return { reached };
+    } catch (error) {
+      throw toBusError(error);
+    }
+  }
+
+  /**
+   * Publishes `data` to `subject` asking for replies, and gathers one per
+   * subscriber reached, or those that came before the timeout.
+   *
+   * @throws {BusError} `no_responders` when nobody subscribes to `subject`,
+   * or as {@linkcode HubBus.publish}.
+   */
+  request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult> {
+    return requestOver(this, subject, data, options);
+  }
+
+  /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */
+  close(): Promise<void> {
+    return this.#client.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Maps a {@linkcode HubError} to its {@linkcode BusError}, keeping the message and the cause; other errors pass. */
+function toBusError(error: unknown): unknown {
+  if (!(error instanceof HubError)) return error;
+  return new BusError(BUS_CODES[error.code], error.message, { cause: error });
+}

@@ -1,0 +1,404 @@
+/**
+ * One peer of the hub: a TCP connection's read loop (decoding frames,
+ * holding back a peer that does not read its replies), its hello and token,
+ * the messages it sends routed through the {@linkcode Hub}, the acks of its
+ * publishes, and its one coalescing {@linkcode FrameWriter}.
+ *
+ * @module
+ */
+
+import type { Hub, Peer } from "./hub.ts";
+import type { Grace } from "./_grace.ts";
+import type { Counters, DisconnectReason } from "./metrics.ts";
+import type { Logger } from "../shared/log.ts";
+import { secretsEqual } from "../shared/secret.ts";
+import {
+  type ClientMessage,
+  encodeMessage,
+  type HubMessage,
+  type Json,
+  MessageDecoder,
+  PROTOCOL_VERSION,
+  toClientMessage,
+} from "../shared/wire.ts";
+import { FrameWriter } from "../shared/writer.ts";
+
+/** What a {@linkcode Connection} needs to know of the hub's settings. */
+export interface ConnectionSettings {
+  /** When set, the `hello` must carry it. */
+  token: string | undefined;
+  /** Largest frame taken from the peer. */
+  maxFrameBytes: number;
+  /** Most bytes waiting to be written to the peer before it is a slow consumer. */
+  maxPendingBytes: number;
+  /** The hub's connection budget, for the message of a refusal. */
+  maxConnections: number;
+  /** How long a closing connection gets to take its error frame, in milliseconds. */
+  closeGrace: number;
+}
+
+/** The server a {@linkcode Connection} belongs to: what it routes through, counts in, and is admitted by. */
+export interface ConnectionHost {
+  /** The routing state. */
+  readonly hub: Hub;
+  /** The counters the connection bumps. */
+  readonly counters: Counters;
+  /** Counts a connection whose hello was accepted; false when the hub is full. */
+  admit(connection: Connection): boolean;
+}
+
+/** Every pong is the same bytes: a peer's queue of pongs holds references, not copies. */
+const PONG = encodeMessage({ type: "pong" });
+
+/**
+ * Past this many bytes waiting to be written to a connection, the hub reads
+ * nothing more from it until they are written. A peer that sends requests
+ * (pings, publishes) without reading the replies is then held back by TCP,
+ * rather than growing its queue of small replies, each with its own objects,
+ * up to `maxPendingBytes`.
+ */
+const READ_PAUSE_BYTES = 64 * 1024;
+
+/**
+ * Past this many publishes waiting for their acks, the hub reads nothing more
+ * from the publisher until half of them are acked. Each costs memory while a
+ * subscriber is slow to take its event; a `HubClient` with its default
+ * `maxWaitingPublishes` never has more in flight.
+ */
+const MAX_UNACKED = 10_000;
+
+/** Messages that route data to others, held during the startup grace. */
+const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueue"]);
+
+/** A peer of the hub over TCP. */
+export class Connection implements Peer {
+  /**
+   * When the last complete frame arrived after `hello` (before it: when the
+   * connection opened). Bytes of a frame not yet finished, and frames before
+   * `hello` (keepalives, say), do not count: otherwise a peer trickling one
+   * byte at a time, or one that never says hello, would hold its slot and its
+   * partial-frame buffer forever.
+   */
+  lastSeen = performance.now();
+  /** True while the hub holds back reading this peer (its replies unread, its publishes unacked, the startup grace). */
+  readPaused = false;
+  readonly #id: number;
+  readonly #tcp: Deno.TcpConn;
+  readonly #hub: Hub;
+  readonly #counters: Counters;
+  readonly #settings: ConnectionSettings;
+  readonly #logger: Logger;
+  readonly #writer: FrameWriter;
+  readonly #decoder: MessageDecoder<ClientMessage>;
+  readonly #grace: Grace;
+  readonly #server: ConnectionHost;
+  #greeted = false;
+  #closing = false;
+  #closed = false;
+  /** Why the connection is going, once that is known; counted once. */
+  #disconnectReason: DisconnectReason | null = null;
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Publishes from this connection still waiting for their subscribers' writes, to be acked. */
+  #unacked = 0;
+  /** Resumes the read loop, paused while `#unacked` was over `MAX_UNACKED`. */
+  #readerWaiting: (() => void) | null = null;
+  /** Called once no publish waits for its ack, while the hub shuts down. */
+  #allAcked: (() => void) | null = null;
+
+  /** Wraps an accepted socket; the read loop starts with {@linkcode Connection.serve}. */
+  constructor(
+    id: number,
+    tcp: Deno.TcpConn,
+    server: ConnectionHost,
+    settings: ConnectionSettings,
+    logger: Logger,
+    grace: Grace,
+  ) {
+    this.#id = id;
+    this.#grace = grace;
+    this.#tcp = tcp;
+    this.#server = server;
+    this.#hub = server.hub;
+    this.#counters = server.counters;
+    this.#settings = settings;
+    this.#logger = logger;
+    this.#writer = new FrameWriter(tcp, {
+      maxPendingBytes: settings.maxPendingBytes,
+      onError: () => this.#close(),
+    });
+    this.#decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: settings.maxFrameBytes });
+    tcp.setNoDelay(true);
+    this.#hub.join(this);
+  }
+
+  /** Publishes from this connection waiting for their subscribers' writes, to be acked. */
+  get unacked(): number {
+    return this.#unacked;
+  }
+
+  /** True once the client's `hello` was accepted. */
+  get greeted(): boolean {
+    return this.#greeted;
+  }
+
+  /** Queues a frame; over `maxPendingBytes` the peer is closed as a slow consumer and false returned. */
+  send(frame: Uint8Array): boolean {
+    if (this.#writer.enqueue(frame)) return true;
+    this.fail(
+      "slow_consumer",
+      `Slow consumer: more than ${this.#settings.maxPendingBytes} bytes waiting to be written`,
+    );
+    return false;
+  }
+
+  /** Milliseconds the write in flight has been blocked; 0 once closing, as it is being dealt with. */
+  stalledFor(now: number): number {
+    return this.#closing ? 0 : this.#writer.stalledFor(now);
+  }
+
+  /** Resolves true once everything queued so far is in the kernel's socket buffer. */
+  flushed(): Promise<boolean> {
+    return this.#writer.flushed();
+  }
+
+  /** Reads and handles the peer's frames until it goes; resolves once the socket is closed. */
+  async serve(): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await this.#tcp.read(buffer);
+        if (n === null) break;
+        // After an error the connection only drains what the peer still sends.
+        if (this.#closing) continue;
+        const buffered = this.#decoder.bufferedBytes;
+        const held = this.#receive(buffer.subarray(0, n));
+        // Unless a frame was completed, every byte read is still buffered.
+        if (this.#greeted && this.#decoder.bufferedBytes !== buffered + n) this.lastSeen = performance.now();
+        const pauses = held !== null || this.#writer.pendingBytes > READ_PAUSE_BYTES ||
+          this.#unacked > MAX_UNACKED;
+        if (!pauses) continue;
+        // While the hub does not read a peer, its silence is the hub's doing:
+        // the idle check passes it over, and starts again from the end of the pause.
+        this.readPaused = true;
+        if (held) await this.#resume(held);
+        if (this.#writer.pendingBytes > READ_PAUSE_BYTES) await this.#writer.flushed();
+        if (this.#unacked > MAX_UNACKED) await new Promise<void>((resolve) => (this.#readerWaiting = resolve));
+        this.readPaused = false;
+        if (this.#greeted) this.lastSeen = performance.now();
+      }
+    } catch (error) {
+      if (!this.#closed) this.#logger.debug("read failed", { conn: this.#id, error: (error as Error).message });
+    } finally {
+      this.#countDisconnect("closed");
+      this.#hub.leave(this);
+      if (this.#closing) await this.#writer.end();
+      this.#close();
+    }
+  }
+
+  /** Closes with an error frame: for the peer's mistakes and for limits. */
+  fail(kind: DisconnectReason, reason: string): void {
+    if (this.#closing) return;
+    this.#countDisconnect(kind);
+    this.#logger.warn("closing connection", { conn: this.#id, reason });
+    this.#closing = true;
+    this.#hub.leave(this);
+    this.#graceTimer = setTimeout(() => this.#close(), this.#settings.closeGrace);
+    this.#writer.end(encodeMessage({ type: "error", reason })).then(() => {
+      // Half-close: the peer reads the error, then end of stream.
+      if (!this.#closed) this.#tcp.closeWrite().catch(() => this.#close());
+    });
+  }
+
+  /** Closes after flushing what is queued: for shutdown. */
+  end(): void {
+    if (this.#closing) return;
+    this.#countDisconnect("shutdown");
+    this.#closing = true;
+    this.#hub.leave(this);
+    this.#graceTimer = setTimeout(() => this.#close(), this.#settings.closeGrace);
+    // Its publishes' acks first, as their events reach their subscribers
+    // (within the grace): an ack not sent makes the publisher send again.
+    // Then finish(), not end(): what was queued before the shutdown is written.
+    const acked = this.#unacked === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.#allAcked = resolve));
+    acked.then(() => this.#writer.finish()).then(() => this.#close());
+  }
+
+  /**
+   * Decodes and handles a chunk's messages. Returns those not yet handled
+   * when one of them must wait for the startup grace to end.
+   */
+  #receive(chunk: Uint8Array): ClientMessage[] | null {
+    let messages: ClientMessage[];
+    try {
+      messages = this.#decoder.push(chunk);
+    } catch (error) {
+      this.fail("protocol_error", (error as Error).message);
+      return null;
+    }
+    return this.#handleAll(messages);
+  }
+
+  #handleAll(messages: ClientMessage[]): ClientMessage[] | null {
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]!;
+      if (this.#grace.active && ROUTED.has(message.type)) return messages.slice(i);
+      this.#handle(message);
+      if (this.#closing) return null;
+    }
+    return null;
+  }
+
+  /** Waits for the grace to end, then handles held messages in order; reading pauses meanwhile. */
+  async #resume(held: ClientMessage[]): Promise<void> {
+    await this.#grace.over;
+    if (!this.#closing) this.#handleAll(held);
+  }
+
+  #handle(message: ClientMessage): void {
+    if (message.type === "hello") {
+      this.#greet(message.version, message.token);
+      return;
+    }
+    if (!this.#greeted) {
+      this.fail("protocol_error", `Expected hello first, got ${message.type}`);
+      return;
+    }
+    try {
+      switch (message.type) {
+        case "subscribe":
+          this.#hub.subscribe(this, message.subjects);
+          break;
+        case "unsubscribe":
+          this.#hub.unsubscribe(this, message.subjects);
+          break;
+        case "publish":
+        case "publishLoop":
+          this.#publish(message);
+          break;
+        case "watch":
+          this.#hub.watch(this, message.queues);
+          break;
+        case "unwatch":
+          this.#hub.unwatch(this, message.queues);
+          break;
+        case "enqueue":
+          this.#enqueue(message.id, message.queues, message.data);
+          break;
+        case "reserve":
+          this.#hub.reserve(this, message.queues);
+          break;
+        case "ping":
+          this.send(PONG);
+          break;
+      }
+    } catch (error) {
+      // The hub throws RangeError for a peer past its limit of subjects and queues only.
+      if (!(error instanceof RangeError)) throw error;
+      this.fail("limit", error.message);
+    }
+  }
+
+  #greet(version: number, token: string | undefined): void {
+    if (this.#greeted) return this.fail("protocol_error", "Hello sent twice");
+    if (version !== PROTOCOL_VERSION) {
+      return this.fail(
+        "protocol_error",
+        `Unsupported protocol version ${version}: this hub speaks ${PROTOCOL_VERSION}`,
+      );
+    }
+    const expected = this.#settings.token;
+    if (expected !== undefined && (token === undefined || !secretsEqual(token, expected))) {
+      return this.fail(
+        "unauthorized",
+        token === undefined ? "Unauthorized: this hub needs a token" : "Unauthorized: wrong token",
+      );
+    }
+    if (!this.#server.admit(this)) {
+      return this.fail("full", `Hub is full: ${this.#settings.maxConnections} connections`);
+    }
+    this.#greeted = true;
+  }
+
+  #enqueue(id: number, queues: string[], data: Json): void {
+    this.#counters.enqueues++;
+    let count: number;
+    try {
+      count = this.#hub.enqueue(queues, data);
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error;
+      this.#counters.enqueuesRefused++;
+      this.#reply({ type: "error", id, reason: error.message });
+      return;
+    }
+    this.#reply({ type: "ack", id, count });
+  }
+
+  #publish(message: Extract<ClientMessage, { type: "publish" | "publishLoop" }>): void {
+    let reached: Peer[];
+    try {
+      reached = message.type === "publish"
+        ? this.#hub.publish(message.subjects, message.data, message.reply)
+        : this.#hub.publishLoop(message.subjects, message.data, message.reply);
+    } catch (error) {
+      // Too large an event: the publisher is told, and keeps its connection.
+      if (!(error instanceof RangeError)) throw error;
+      this.#counters.publishes++;
+      this.#reply({ type: "error", id: message.id, reason: error.message });
+      return;
+    }
+    this.#acknowledge(message.id, reached);
+  }
+
+  /**
+   * Counts a publish, and acknowledges it once its event is in the kernel's
+   * buffer of every subscriber it was queued for, so an `ack` survives a hub
+   * crash after it.
+   */
+  #acknowledge(id: number, reached: Peer[]): void {
+    this.#counters.publishes++;
+    this.#counters.deliveries += reached.length;
+    if (reached.length === 0) {
+      this.#reply({ type: "ack", id, count: 0 });
+      return;
+    }
+    const writes = reached.map((peer) => peer.flushed());
+    this.#unacked++;
+    Promise.all(writes).then((written) => {
+      this.#reply({ type: "ack", id, count: written.filter(Boolean).length });
+      this.#unacked--;
+      if (this.#unacked <= MAX_UNACKED / 2) this.#wakeReader();
+      if (this.#unacked === 0) this.#allAcked?.();
+    });
+  }
+
+  #wakeReader(): void {
+    const wake = this.#readerWaiting;
+    this.#readerWaiting = null;
+    wake?.();
+  }
+
+  #reply(message: HubMessage): void {
+    this.send(encodeMessage(message));
+  }
+
+  /** Records why the connection goes: the first reason given is the one counted. */
+  #countDisconnect(reason: DisconnectReason): void {
+    if (this.#disconnectReason !== null) return;
+    this.#disconnectReason = reason;
+    this.#counters.disconnects[reason]++;
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#countDisconnect("closed");
+    this.#closed = true;
+    this.#closing = true;
+    clearTimeout(this.#graceTimer);
+    this.#wakeReader();
+    this.#writer.close();
+    try {
+      this.#tcp.close();
+    } catch { /* already closed */ }
+  }
+}

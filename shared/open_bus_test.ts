@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { hubBusAddress, openBus, parseBusAddress } from "./open_bus.ts";
+import { HubBus } from "../channel/bus.ts";
+import { quiet, startHub, until } from "../channel/testing.ts";
+
+Deno.test("parseBusAddress reads channel://HOST:PORT, IPv6 hosts in brackets", () => {
+  assert.deepEqual(parseBusAddress("channel://127.0.0.1:2206"), {
+    scheme: "channel",
+    hostname: "127.0.0.1",
+    port: 2206,
+  });
+  assert.deepEqual(parseBusAddress("channel://hub.internal:1"), {
+    scheme: "channel",
+    hostname: "hub.internal",
+    port: 1,
+  });
+  assert.deepEqual(parseBusAddress("channel://[::1]:65535"), { scheme: "channel", hostname: "::1", port: 65535 });
+  assert.deepEqual(parseBusAddress("channel://h:2206/"), { scheme: "channel", hostname: "h", port: 2206 });
+});
+
+Deno.test("parseBusAddress refuses other addresses with a message that says why", () => {
+  const cases: [string, RegExp][] = [
+    [
+      "redis://127.0.0.1:6379",
+      /^Invalid bus address: "redis:\/\/127.0.0.1:6379": unknown scheme "redis" \(schemes: channel:\/\/\)$/,
+    ],
+    ["127.0.0.1:2206", /^Invalid bus address: "127.0.0.1:2206": .*schemes: channel:\/\//],
+    ["", /^Invalid bus address: "": expected a URL such as channel:\/\/127.0.0.1:2206 \(schemes: channel:\/\/\)$/],
+    ["channel://hub", /expected a port from 1 to 65535$/],
+    ["channel://hub:0", /expected a port from 1 to 65535$/],
+    ["channel://hub:70000", /^Invalid bus address: "channel:\/\/hub:70000": /],
+    ["channel://:2206", /^Invalid bus address: "channel:\/\/:2206": /],
+    ["channel://user:secret@hub:2206", /credentials do not belong in it: pass a token$/],
+    ["channel://hub:2206/path", /nothing after the port$/],
+    ["channel://hub:2206?x=1", /nothing after the port$/],
+  ];
+  for (const [address, message] of cases) {
+    assert.throws(() => parseBusAddress(address), (error: Error) => {
+      assert.ok(error instanceof TypeError, `${address}: a TypeError`);
+      assert.match(error.message, message);
+      return true;
+    });
+  }
+});
+
+Deno.test("hubBusAddress maps --hub's HOST:PORT to channel://HOST:PORT", () => {
+  assert.equal(hubBusAddress("127.0.0.1:2206"), "channel://127.0.0.1:2206");
+  assert.equal(hubBusAddress("[::1]:2206"), "channel://[::1]:2206");
+  assert.throws(() => hubBusAddress("127.0.0.1"), /^TypeError: Invalid bus address: "channel:\/\/127.0.0.1": /);
+});
+
+Deno.test("openBus opens the hub for channel:// and refuses an unknown scheme", async () => {
+  await using hub = startHub();
+  await using bus = openBus(`channel://127.0.0.1:${hub.port}`, { logger: quiet, publishTimeout: 2000 });
+  assert.ok(bus instanceof HubBus);
+  assert.equal(bus.address, `channel://127.0.0.1:${hub.port}`);
+  await until(() => bus.connected, 2000, "the bus to connect");
+  assert.deepEqual(await bus.publish("news", 1), { reached: 0 });
+  assert.throws(() => openBus("nats://127.0.0.1:4222"), {
+    name: "TypeError",
+    message: 'Invalid bus address: "nats://127.0.0.1:4222": unknown scheme "nats" (schemes: channel://)',
+  });
+});
+
+Deno.test("openBus passes the token to the hub", async () => {
+  await using hub = startHub({ token: "s3cret" });
+  await using bus = openBus(`channel://127.0.0.1:${hub.port}`, { token: "s3cret", logger: quiet });
+  await until(() => bus.connected, 2000, "the bus to connect");
+  assert.deepEqual(await bus.publish("news", 1, { timeout: 2000 }), { reached: 0 });
+});
