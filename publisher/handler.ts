@@ -8,7 +8,6 @@
  */
 
 import { ChannelError } from "../channel/client.ts";
-import { concat } from "../shared/bytes.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 import { secretsEqual } from "../shared/secret.ts";
@@ -21,6 +20,8 @@ import {
   workerSubject,
 } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
+import { type Fields, parseUrlEncoded, readForm } from "./form.ts";
+import { Rejection } from "./_rejection.ts";
 
 /** Largest content accepted by default, in UTF-8 bytes. */
 export const DEFAULT_MAX_CONTENT_BYTES = 65536;
@@ -71,12 +72,6 @@ const PREFLIGHT: Record<string, string> = {
   "Access-Control-Allow-Methods": "GET, POST",
   "Access-Control-Allow-Headers": "Authorization, Content-Type",
 };
-/**
- * Bytes a form may hold beyond `maxContentBytes`: percent-encoding triples
- * each byte, and the other fields and multipart headers need some room.
- */
-const FORM_OVERHEAD_BYTES = 16 * 1024;
-
 type Field = "content" | "to_worker_id" | "to_connection_id" | "api_key";
 
 /** One path's methods. The original serves its API on every path, we on `/` only. */
@@ -102,26 +97,6 @@ const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorizatio
 const WRONG_KEY = "Unauthorized: wrong API key";
 /** `Authorization: Bearer KEY` (RFC 6750 §2.1); the scheme is case-insensitive. */
 const BEARER = /^Bearer +(\S+) *$/i;
-
-/** A request the handler answers with a 4xx or 5xx and a one-line reason. */
-class Rejection extends Error {
-  readonly status: number;
-  readonly headers: Record<string, string>;
-  /** What the log says, when the reason holds a value the request sent. */
-  readonly logReason: string;
-
-  constructor(status: number, reason: string, options: { headers?: Record<string, string>; logReason?: string } = {}) {
-    super(reason);
-    this.status = status;
-    this.headers = options.headers ?? {};
-    this.logReason = options.logReason ?? reason;
-  }
-}
-
-/** The fields of a query string or form; reading one may reject it as malformed. */
-interface Fields {
-  get(name: Field): string | undefined;
-}
 
 /**
  * Creates the publish handler. It routes `/` only; GET reads `content`,
@@ -302,133 +277,4 @@ function toRejection(error: unknown): unknown {
     case "too_large":
       return new Rejection(413, `Content too large for the hub: ${error.message}`);
   }
-}
-
-/**
- * Parses `application/x-www-form-urlencoded` text the way PHP's `parse_str`
- * does for plain names: split on `&`, then on the first `=`; `+` is a space;
- * the last duplicate wins. Values are decoded when read, so a malformed one
- * is rejected naming its field. `URLSearchParams` is not used: it turns bad
- * percent-encoding and invalid UTF-8 into U+FFFD without a word.
- */
-function parseUrlEncoded(text: string, source: "query" | "form body"): Fields {
-  const raw = new Map<string, string>();
-  for (const pair of text.split("&")) {
-    if (pair === "") continue;
-    const eq = pair.indexOf("=");
-    const name = decode(eq === -1 ? pair : pair.slice(0, eq));
-    // A name that does not decode cannot be one of the fields read here.
-    if (name !== null) raw.set(name, eq === -1 ? "" : pair.slice(eq + 1));
-  }
-  return {
-    get(name) {
-      const value = raw.get(name);
-      if (value === undefined) return undefined;
-      const decoded = decode(value);
-      if (decoded === null) {
-        throw new Rejection(400, `Invalid ${source}: bad percent-encoding or non-UTF-8 in ${name}`);
-      }
-      return decoded;
-    },
-  };
-}
-
-function decode(component: string): string | null {
-  try {
-    return decodeURIComponent(component.replaceAll("+", " "));
-  } catch {
-    return null;
-  }
-}
-
-/** Reads a POST body as form fields, bounded by what `maxContentBytes` of content needs. */
-async function readForm(req: Request, maxContentBytes: number): Promise<Fields> {
-  const limit = maxContentBytes * 3 + FORM_OVERHEAD_BYTES;
-  const contentType = req.headers.get("content-type") ?? "";
-  const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
-  if (mediaType === "application/x-www-form-urlencoded") {
-    return parseUrlEncoded(percentEncodeHighBytes(await readBody(req, limit)), "form body");
-  }
-  if (mediaType === "multipart/form-data") {
-    const bytes = await readBody(req, limit);
-    let form: FormData;
-    try {
-      form = await new Response(bytes, { headers: { "Content-Type": contentType } }).formData();
-    } catch {
-      throw new Rejection(400, "Invalid form body: cannot parse it as multipart/form-data");
-    }
-    // FormData decodes text fields leniently: invalid UTF-8 becomes U+FFFD.
-    // A value with one came from valid bytes only if the body holds the
-    // value's own UTF-8 bytes where a part's value sits: after the part's
-    // headers, before the next boundary.
-    let raw: string | undefined;
-    const carried = (value: string) => {
-      raw ??= bytesAsText(bytes);
-      return raw.includes(bytesAsText(utf8.encode(`\r\n\r\n${value}\r\n--`)));
-    };
-    return {
-      get(name) {
-        const value = form.getAll(name).at(-1);
-        if (value === undefined) return value;
-        if (typeof value !== "string") {
-          throw new Rejection(400, `Invalid form body: ${name} must be a text field, not a file`);
-        }
-        if (value.includes("\uFFFD") && !carried(value)) {
-          throw new Rejection(400, `Invalid form body: non-UTF-8 in ${name}`);
-        }
-        return value;
-      },
-    };
-  }
-  // `curl -X POST '...?content=hi'` sends neither a type nor a body: the query is all there is.
-  if (mediaType === "" && (await readBody(req, limit)).length === 0) return { get: () => undefined };
-  throw new Rejection(
-    415,
-    `Unsupported content type: ${mediaType || "none"}; send application/x-www-form-urlencoded or multipart/form-data`,
-  );
-}
-
-const utf8 = new TextEncoder();
-/** One character per byte, so that a search for bytes is a string search (linear, unlike a naive one). */
-const byteText = new TextDecoder("latin1");
-
-function bytesAsText(bytes: Uint8Array): string {
-  return byteText.decode(bytes);
-}
-
-/** Reads the whole body, or rejects with 413 as soon as it passes `limit` bytes. */
-async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBuffer>> {
-  const tooLarge = () => new Rejection(413, `Body too large: over the ${limit}-byte limit`);
-  if (Number(req.headers.get("content-length")) > limit) throw tooLarge();
-  if (req.body === null) return new Uint8Array();
-  const reader = req.body.getReader();
-  const chunks: Uint8Array<ArrayBuffer>[] = [];
-  let size = 0;
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > limit) {
-        await reader.cancel();
-        throw tooLarge();
-      }
-      chunks.push(value);
-    }
-  } catch (error) {
-    if (error instanceof Rejection) throw error;
-    throw new Rejection(400, `Cannot read the body: ${(error as Error).message}`);
-  }
-  return concat(chunks, size);
-}
-
-/**
- * Turns a urlencoded body into text for {@linkcode parseUrlEncoded}. Raw
- * bytes above 0x7f (`curl -d 'content=€'` sends them) become `%XX`, so one
- * decoder checks UTF-8 for encoded and raw bytes alike.
- */
-function percentEncodeHighBytes(bytes: Uint8Array): string {
-  let text = "";
-  for (const byte of bytes) text += byte < 0x80 ? String.fromCharCode(byte) : `%${byte.toString(16)}`;
-  return text;
 }
