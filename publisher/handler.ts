@@ -1,45 +1,31 @@
 /**
  * The publisher's HTTP API as a plain handler: `GET /?content=...` (the
- * original's API), or the same fields POSTed as a form, publishes to the
- * channel hub and answers `ok` once the hub has acknowledged the publish.
+ * original's API), or the same fields POSTed as a form, publishes on the
+ * bus (the channel hub) and answers `ok` once the bus has taken the publish.
  * `/healthz` and `/metrics` tell operators how it is doing.
  *
  * @module
  */
 
-import { ChannelError } from "../channel/client.ts";
 import { routeOf } from "../shared/address.ts";
+import { type Bus, BusError } from "../shared/bus.ts";
 import { isMiss, Router, text } from "../shared/http.ts";
-import type { Json } from "../shared/json.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 import { checkApiKey } from "./_api_key.ts";
 import { parseUrlEncoded } from "./form.ts";
-import { type HubLink, PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
+import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
 import { readPublishRequest } from "./_publish_request.ts";
 import { Rejection } from "./_rejection.ts";
 
 /** Largest content accepted by default, in UTF-8 bytes. */
 export const DEFAULT_MAX_CONTENT_BYTES = 65536;
 
-/**
- * What the handler needs of the hub: publishing, and the link's state for
- * `/healthz` and `/metrics`. A {@linkcode ChannelClient} fits.
- */
-export interface PublishTarget extends HubLink {
-  /** Publishes `data`; resolves with how many subscribers the hub reached. */
-  publish(
-    channels: string | string[],
-    data: Json,
-    options?: { timeout?: number; signal?: AbortSignal },
-  ): Promise<number>;
-}
-
 /** Options for {@linkcode createPublishHandler}. */
 export interface PublishHandlerOptions {
-  /** Where publishes go, usually a {@linkcode ChannelClient}. Required. */
-  hub: PublishTarget;
-  /** How long a publish waits for the hub's acknowledgement, in milliseconds. @default {5000} */
+  /** Where publishes go (the hub's bus, a memory bus in tests); its link state feeds `/healthz` and `/metrics`. Required. */
+  bus: Bus;
+  /** How long a publish waits for the bus to take it, in milliseconds. @default {5000} */
   publishTimeout?: number;
   /** Largest `content`, in UTF-8 bytes; larger gets 413. @default {65536} */
   maxContentBytes?: number;
@@ -51,7 +37,7 @@ export interface PublishHandlerOptions {
    * need none. Unset or empty, publishes need no key. @default {undefined}
    */
   apiKey?: string;
-  /** Where requests and publishes are counted for `/metrics`. @default {new PublisherMetrics(hub)} */
+  /** Where requests and publishes are counted for `/metrics`. @default {new PublisherMetrics(bus)} */
   metrics?: PublisherMetrics;
   /** Clock for publish durations, in milliseconds. @default {performance.now} */
   now?: () => number;
@@ -79,24 +65,31 @@ type Answer = (req: Request, url: URL, started: number) => Response | Promise<Re
  * urlencoded or multipart form, falling back to the query string per field.
  * Without an address the content goes to every pusher (`broadcast`); with
  * both parts of one, to one connection. The answer, `ok` with header
- * `X-Pushers-Reached`, waits for the hub's acknowledgement; every failure
- * gets its own status and a one-line reason.
+ * `X-Pushers-Reached` (how many pusher workers the bus reached), waits for
+ * the bus to take the publish; every failure gets its own status and a
+ * one-line reason, from the {@linkcode BusError} code: `unavailable` 503
+ * with `Retry-After: 1`, `refused` 502, `too_large` 413.
+ *
+ * A targeted send that reached 0 workers answers 404: its worker is gone.
+ * A bus that cannot count (`reached` null) proves nothing stale, so a
+ * targeted send answers `ok`, and any publish answers without
+ * `X-Pushers-Reached`.
  *
  * With `apiKey`, a publish without the key answers 401. `GET /healthz`
- * answers `ok` while the hub link is up, 503 otherwise; `GET /metrics`
+ * answers `ok` while the bus link is up, 503 otherwise; `GET /metrics`
  * answers the Prometheus text of `metrics`.
  *
  * @example
- * ```ts
- * const hub = new ChannelClient({ port: 2206 });
- * Deno.serve({ port: 4237 }, createPublishHandler({ hub, apiKey: "s3cret" }));
+ * ```ts ignore
+ * const bus = await openBus("channel://127.0.0.1:2206");
+ * Deno.serve({ port: 4237 }, createPublishHandler({ bus, apiKey: "s3cret" }));
  * // curl -H 'Authorization: Bearer s3cret' 'http://127.0.0.1:4237/?content=hello'  -> ok
  * ```
  */
 export function createPublishHandler(options: PublishHandlerOptions): (req: Request) => Promise<Response> {
-  const hub = options.hub;
+  const bus = options.bus;
   const logger = options.logger ?? createLogger("publisher");
-  const metrics = options.metrics ?? new PublisherMetrics(hub);
+  const metrics = options.metrics ?? new PublisherMetrics(bus);
   const now = options.now ?? (() => performance.now());
   const publish = publisher({ ...options, logger, metrics, now });
   // The original serves its API on every path, we on `/` only.
@@ -107,10 +100,10 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
       handler: (req, url, started) =>
         req.method === "OPTIONS" ? new Response(null, { status: 204, headers: PREFLIGHT }) : publish(req, url, started),
     },
-    // Not a Rejection when down: probes poll it, and a down link is logged by the client already.
+    // Not a Rejection when down: probes poll it, and a down link is logged by the bus already.
     "/healthz": {
       methods: ["GET"],
-      handler: () => hub.connected ? text(200, "ok", CORS) : text(503, "hub link down\n", CORS),
+      handler: () => bus.connected ? text(200, "ok", CORS) : text(503, "hub link down\n", CORS),
     },
     "/metrics": { methods: ["GET"], handler: () => new Response(metrics.render(), { headers: METRICS }) },
   });
@@ -148,9 +141,9 @@ interface PublishDeps extends PublishHandlerOptions {
   now: () => number;
 }
 
-/** Answers a publish on `/`: checks the key, reads the request, publishes, and answers once the hub has acknowledged. */
+/** Answers a publish on `/`: checks the key, reads the request, publishes, and answers once the bus has taken it. */
 function publisher(deps: PublishDeps): Answer {
-  const { hub, logger, metrics, now } = deps;
+  const { bus, logger, metrics, now } = deps;
   const publishTimeout = deps.publishTimeout ?? 5000;
   const maxContentBytes = deps.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
   const apiKey = deps.apiKey || undefined;
@@ -162,12 +155,12 @@ function publisher(deps: PublishDeps): Answer {
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : "connection";
     logger.debug("publishing", { method: req.method, target, bytes });
     const { subject, data } = routeOf(address, content);
-    let reached: number;
+    let reached: number | null;
     try {
       // Not req.signal: Deno.serve aborts it after every response (legacy
       // behaviour, with a warning), and a publish, once sent, cannot be taken back.
       // A copy, as PushData (an interface) lacks the index signature of Json.
-      reached = await hub.publish(subject, { ...data }, { timeout: publishTimeout });
+      ({ reached } = await bus.publish(subject, { ...data }, { timeout: publishTimeout }));
     } catch (error) {
       throw toRejection(error);
     }
@@ -178,22 +171,27 @@ function publisher(deps: PublishDeps): Answer {
       });
     }
     metrics.countPublish(target, reached, (now() - started) / 1000);
-    logger.debug("published", { method: req.method, target, reached });
+    logger.debug("published", { method: req.method, target, reached: reached ?? undefined });
+    // A bus that cannot count says nothing rather than a made-up number.
+    if (reached === null) return text(200, "ok", CORS);
     return text(200, "ok", { ...CORS, "x-pushers-reached": String(reached) });
   };
 }
 
-/** Maps a failed publish to its answer; anything unforeseen is rethrown for a 500. */
+/**
+ * Maps a failed publish to its answer; anything unforeseen is rethrown for a
+ * 500, `no_responders` too (only a request raises it, never a publish).
+ */
 function toRejection(error: unknown): unknown {
-  if (!(error instanceof ChannelError)) return error;
+  if (!(error instanceof BusError)) return error;
   switch (error.code) {
-    case "timeout":
-    case "closed":
-    case "overloaded":
+    case "unavailable":
       return new Rejection(503, `Hub unavailable: ${error.message}`, { headers: { "retry-after": "1" } });
     case "refused":
       return new Rejection(502, `Hub refused the publish: ${error.message}`);
     case "too_large":
       return new Rejection(413, `Content too large for the hub: ${error.message}`);
+    case "no_responders":
+      return error;
   }
 }

@@ -5,7 +5,10 @@
  */
 
 import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
-import { ChannelClient } from "../channel/client.ts";
+import { ChannelClient, ChannelError, type ChannelErrorCode } from "../channel/client.ts";
+import { type Bus, BusError, type BusErrorCode, type BusHandler, type BusPublishOptions } from "../shared/bus.ts";
+import type { PublishResult, RequestResult } from "../shared/bus.ts";
+import type { Json } from "../shared/json.ts";
 import { DEFAULT_CHANNEL_PORT } from "../shared/wire.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
@@ -107,8 +110,10 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
     // Not connect(): the publisher starts, and answers 503, while the hub is down.
     const maxFrameBytes = hubMaxFrameBytesFlag(flags);
-    client = new ChannelClient({ ...hub, token: token || undefined, publishTimeout, maxFrameBytes, logger: log });
-    const handler = createPublishHandler({ hub: client, publishTimeout, maxContentBytes, apiKey, logger: log });
+    client = new ClientBus(
+      new ChannelClient({ ...hub, token: token || undefined, publishTimeout, maxFrameBytes, logger: log }),
+    );
+    const handler = createPublishHandler({ bus: client, publishTimeout, maxContentBytes, apiKey, logger: log });
     try {
       server = new RestartingServer((listenPort) =>
         Deno.serve({
@@ -141,7 +146,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
  * flight near the bound are cut off: closing the client rejects their
  * publishes, so they answer 503, and the last moments let those answers out.
  */
-async function stop(server: RestartingServer, client: ChannelClient, timeout: number, logger: Logger): Promise<void> {
+async function stop(server: RestartingServer, client: Bus, timeout: number, logger: Logger): Promise<void> {
   const deadline = performance.now() + timeout;
   const left = () => Math.max(0, deadline - performance.now());
   const draining = server.shutdown();
@@ -251,6 +256,79 @@ function positiveIntFlag(values: FlagValues, name: string, fallback: number): nu
   const value = intFlag(values, name, fallback);
   if (value < 1) throw new TypeError(`Invalid --${name}: expected a positive integer, got ${value}`);
   return value;
+}
+
+// TODO(#15): replaced by openBus() from shared/open_bus.ts
+const BUS_ERROR_CODES: Record<ChannelErrorCode, BusErrorCode> = {
+  timeout: "unavailable",
+  closed: "unavailable",
+  overloaded: "unavailable",
+  refused: "refused",
+  too_large: "too_large",
+};
+
+/**
+ * TODO(#15): replaced by openBus() from shared/open_bus.ts. A temporary
+ * {@linkcode Bus} over a {@linkcode ChannelClient}, until `channel/bus.ts`
+ * lands: its errors become {@linkcode BusError}s with the same messages, so
+ * every answer reads as before.
+ */
+class ClientBus implements Bus {
+  readonly #client: ChannelClient;
+  readonly #handlers = new Map<string, (data: Json, channel: string) => void>();
+
+  constructor(client: ChannelClient) {
+    this.#client = client;
+  }
+
+  get address(): string {
+    return `channel://${this.#client.address}`;
+  }
+
+  get connected(): boolean {
+    return this.#client.connected;
+  }
+
+  get reconnects(): number {
+    return this.#client.reconnects;
+  }
+
+  subscribe(subject: string, handler: BusHandler): void {
+    this.unsubscribe(subject);
+    const onEvent = (data: Json, channel: string) => handler(data, { subject: channel });
+    this.#handlers.set(subject, onEvent);
+    this.#client.on(subject, onEvent);
+  }
+
+  unsubscribe(subject: string): void {
+    const onEvent = this.#handlers.get(subject);
+    if (onEvent === undefined) return;
+    this.#handlers.delete(subject);
+    this.#client.off(subject, onEvent);
+  }
+
+  async publish(subject: string, data: Json, options: BusPublishOptions = {}): Promise<PublishResult> {
+    try {
+      return {
+        reached: await this.#client.publish(subject, data, { timeout: options.timeout, signal: options.signal }),
+      };
+    } catch (error) {
+      if (!(error instanceof ChannelError)) throw error;
+      throw new BusError(BUS_ERROR_CODES[error.code], error.message, { cause: error });
+    }
+  }
+
+  request(subject: string): Promise<RequestResult> {
+    return Promise.reject(new Error(`Cannot request on ${subject}: not supported by this temporary bus`));
+  }
+
+  close(): Promise<void> {
+    return this.#client.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
 }
 
 if (import.meta.main) Deno.exit(await main());
