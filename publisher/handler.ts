@@ -1,48 +1,31 @@
 /**
  * The publisher's HTTP API as a plain handler: `GET /?content=...` (the
- * original's API), or the same fields POSTed as a form, publishes to the
- * channel hub and answers `ok` once the hub has acknowledged the publish.
+ * original's API), or the same fields POSTed as a form, publishes on the
+ * bus (the channel hub) and answers `ok` once the bus has taken the publish.
  * `/healthz` and `/metrics` tell operators how it is doing.
  *
  * @module
  */
 
-import { HubError } from "../channel/client.ts";
-import { concat } from "../shared/bytes.ts";
+import { routeOf } from "../shared/address.ts";
+import { type Bus, BusError } from "../shared/bus.ts";
+import { isMiss, Router, text } from "../shared/http.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
-import { secretsEqual } from "../shared/secret.ts";
-import { type HubLink, PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
-import {
-  BROADCAST_SUBJECT,
-  CONNECTION_ID_PATTERN,
-  type PushData,
-  WORKER_ID_PATTERN,
-  workerSubject,
-} from "../shared/address.ts";
-import type { Json } from "../shared/json.ts";
+import { checkApiKey } from "./_api_key.ts";
+import { parseUrlEncoded } from "./form.ts";
+import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
+import { readPublishRequest } from "./_publish_request.ts";
+import { Rejection } from "./_rejection.ts";
 
 /** Largest content accepted by default, in UTF-8 bytes. */
 export const DEFAULT_MAX_CONTENT_BYTES = 65536;
 
-/**
- * What the handler needs of the hub: publishing, and the link's state for
- * `/healthz` and `/metrics`. A {@linkcode HubClient} fits.
- */
-export interface PublishTarget extends HubLink {
-  /** Publishes `data`; resolves with how many subscribers the hub reached. */
-  publish(
-    channels: string | string[],
-    data: Json,
-    options?: { timeout?: number; signal?: AbortSignal },
-  ): Promise<number>;
-}
-
 /** Options for {@linkcode createPublishHandler}. */
 export interface PublishHandlerOptions {
-  /** Where publishes go, usually a {@linkcode HubClient}. Required. */
-  hub: PublishTarget;
-  /** How long a publish waits for the hub's acknowledgement, in milliseconds. @default {5000} */
+  /** Where publishes go (the hub's bus, a memory bus in tests); its link state feeds `/healthz` and `/metrics`. Required. */
+  bus: Bus;
+  /** How long a publish waits for the bus to take it, in milliseconds. @default {5000} */
   publishTimeout?: number;
   /** Largest `content`, in UTF-8 bytes; larger gets 413. @default {65536} */
   maxContentBytes?: number;
@@ -54,74 +37,27 @@ export interface PublishHandlerOptions {
    * need none. Unset or empty, publishes need no key. @default {undefined}
    */
   apiKey?: string;
-  /** Where requests and publishes are counted for `/metrics`. @default {new PublisherMetrics(hub)} */
+  /** Where requests and publishes are counted for `/metrics`. @default {new PublisherMetrics(bus)} */
   metrics?: PublisherMetrics;
   /** Clock for publish durations, in milliseconds. @default {performance.now} */
   now?: () => number;
 }
 
-const TEXT = "text/plain;charset=utf-8";
-const CORS: Record<string, string> = {
-  "Access-Control-Allow-Origin": "*",
+/** Headers of every answer but the preflight's and /metrics'. */
+const CORS: Readonly<Record<string, string>> = {
+  "access-control-allow-origin": "*",
   // Without it a page on another origin cannot read these headers.
-  "Access-Control-Expose-Headers": "X-Pushers-Reached, Retry-After",
+  "access-control-expose-headers": "X-Pushers-Reached, Retry-After",
 };
-const PREFLIGHT: Record<string, string> = {
+const PREFLIGHT: Readonly<Record<string, string>> = {
   ...CORS,
-  "Access-Control-Allow-Methods": "GET, POST",
-  "Access-Control-Allow-Headers": "Authorization, Content-Type",
+  "access-control-allow-methods": "GET, POST",
+  "access-control-allow-headers": "Authorization, Content-Type",
 };
-/**
- * Bytes a form may hold beyond `maxContentBytes`: percent-encoding triples
- * each byte, and the other fields and multipart headers need some room.
- */
-const FORM_OVERHEAD_BYTES = 16 * 1024;
+const METRICS: Readonly<Record<string, string>> = { ...CORS, "content-type": PROMETHEUS_CONTENT_TYPE };
 
-type Field = "content" | "to_worker_id" | "to_connection_id" | "api_key";
-
-/** One path's methods. The original serves its API on every path, we on `/` only. */
-interface Route {
-  /** The exact pathname. */
-  path: string;
-  /** The methods, in the `Allow` header's order. */
-  methods: string[];
-  /** How a 405 says what to use instead. */
-  hint: string;
-}
-
-const PUBLISH_ROUTE: Route = { path: "/", methods: ["GET", "POST", "OPTIONS"], hint: "use GET or POST" };
-const HEALTHZ_ROUTE: Route = { path: "/healthz", methods: ["GET"], hint: "use GET" };
-const METRICS_ROUTE: Route = { path: "/metrics", methods: ["GET"], hint: "use GET" };
-/**
- * Keyed by exact path. Not `URLPattern`: its `test` costs about 11 µs on
- * this machine, a third of a whole publish's CPU in the publisher.
- */
-const ROUTES = new Map([PUBLISH_ROUTE, HEALTHZ_ROUTE, METRICS_ROUTE].map((route) => [route.path, route]));
-
-const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)";
-const WRONG_KEY = "Unauthorized: wrong API key";
-/** `Authorization: Bearer KEY` (RFC 6750 §2.1); the scheme is case-insensitive. */
-const BEARER = /^Bearer +(\S+) *$/i;
-
-/** A request the handler answers with a 4xx or 5xx and a one-line reason. */
-class Rejection extends Error {
-  readonly status: number;
-  readonly headers: Record<string, string>;
-  /** What the log says, when the reason holds a value the request sent. */
-  readonly logReason: string;
-
-  constructor(status: number, reason: string, options: { headers?: Record<string, string>; logReason?: string } = {}) {
-    super(reason);
-    this.status = status;
-    this.headers = options.headers ?? {};
-    this.logReason = options.logReason ?? reason;
-  }
-}
-
-/** The fields of a query string or form; reading one may reject it as malformed. */
-interface Fields {
-  get(name: Field): string | undefined;
-}
+/** What answers one route: the request, its URL, and when it started (for publish durations). */
+type Answer = (req: Request, url: URL, started: number) => Response | Promise<Response>;
 
 /**
  * Creates the publish handler. It routes `/` only; GET reads `content`,
@@ -129,145 +65,64 @@ interface Fields {
  * urlencoded or multipart form, falling back to the query string per field.
  * Without an address the content goes to every pusher (`broadcast`); with
  * both parts of one, to one connection. The answer, `ok` with header
- * `X-Pushers-Reached`, waits for the hub's acknowledgement; every failure
- * gets its own status and a one-line reason.
+ * `X-Pushers-Reached` (how many pusher workers the bus reached), waits for
+ * the bus to take the publish; every failure gets its own status and a
+ * one-line reason, from the {@linkcode BusError} code: `unavailable` 503
+ * with `Retry-After: 1`, `refused` 502, `too_large` 413.
+ *
+ * A targeted send that reached 0 workers answers 404: its worker is gone.
+ * A bus that cannot count (`reached` null) proves nothing stale, so a
+ * targeted send answers `ok`, and any publish answers without
+ * `X-Pushers-Reached`.
  *
  * With `apiKey`, a publish without the key answers 401. `GET /healthz`
- * answers `ok` while the hub link is up, 503 otherwise; `GET /metrics`
+ * answers `ok` while the bus link is up, 503 otherwise; `GET /metrics`
  * answers the Prometheus text of `metrics`.
  *
  * @example
- * ```ts
- * const hub = new HubClient({ port: 2206 });
- * Deno.serve({ port: 4237 }, createPublishHandler({ hub, apiKey: "s3cret" }));
+ * ```ts ignore
+ * const bus = await openBus("channel://127.0.0.1:2206");
+ * Deno.serve({ port: 4237 }, createPublishHandler({ bus, apiKey: "s3cret" }));
  * // curl -H 'Authorization: Bearer s3cret' 'http://127.0.0.1:4237/?content=hello'  -> ok
  * ```
  */
 export function createPublishHandler(options: PublishHandlerOptions): (req: Request) => Promise<Response> {
-  const hub = options.hub;
-  const publishTimeout = options.publishTimeout ?? 5000;
-  const maxContentBytes = options.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
+  const bus = options.bus;
   const logger = options.logger ?? createLogger("publisher");
-  const apiKey = options.apiKey || undefined;
-  const metrics = options.metrics ?? new PublisherMetrics(hub);
+  const metrics = options.metrics ?? new PublisherMetrics(bus);
   const now = options.now ?? (() => performance.now());
-
-  /** Rejects a publish that does not present the API key; the key is compared in constant time. */
-  function authorize(req: Request, query: Fields): void {
-    if (apiKey === undefined) return;
-    let given = req.headers.get("authorization")?.match(BEARER)?.[1];
-    if (given === undefined) {
-      try {
-        given = query.get("api_key");
-      } catch {
-        // Bad percent-encoding cannot be the key; the answer must not say more.
-        given = "";
-      }
-    }
-    if (given === undefined) {
-      throw new Rejection(401, MISSING_KEY, { headers: { "WWW-Authenticate": "Bearer" } });
-    }
-    if (!secretsEqual(given, apiKey)) {
-      throw new Rejection(401, WRONG_KEY, { headers: { "WWW-Authenticate": 'Bearer error="invalid_token"' } });
-    }
-  }
-
-  async function publish(req: Request, url: URL, started: number): Promise<Response> {
-    const query = parseUrlEncoded(url.search.slice(1), "query");
-    // Before the body: a caller without the key does not get it read.
-    authorize(req, query);
-    const body = req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
-    const field = (name: Field) => body?.get(name) ?? query.get(name);
-
-    const content = field("content");
-    // Unlike the original, "0" is content: PHP's empty("0") dropped it.
-    if (content === undefined || content === "") {
-      throw new Rejection(400, "Missing content: pass a non-empty content parameter");
-    }
-    const contentBytes = new TextEncoder().encode(content).length;
-    if (contentBytes > maxContentBytes) {
-      throw new Rejection(413, `Content too large: ${contentBytes} bytes, the limit is ${maxContentBytes}`);
-    }
-    // Empty counts as absent, so a form with blank address inputs broadcasts.
-    const workerId = field("to_worker_id") || undefined;
-    const connectionId = field("to_connection_id") || undefined;
-    if ((workerId === undefined) !== (connectionId === undefined)) {
-      throw new Rejection(
-        400,
-        "Incomplete address: to_worker_id and to_connection_id go together (both for one connection, neither to broadcast)",
-      );
-    }
-
-    let channel = BROADCAST_SUBJECT;
-    let data: Json = { content } satisfies PushData;
-    if (workerId !== undefined && connectionId !== undefined) {
-      if (!WORKER_ID_PATTERN.test(workerId)) {
-        throw new Rejection(400, "Invalid to_worker_id: expected a worker id, 16 lowercase hex digits");
-      }
-      if (!CONNECTION_ID_PATTERN.test(connectionId)) {
-        throw new Rejection(
-          400,
-          "Invalid to_connection_id: expected a connection id, a decimal integer of 1 to 15 digits",
-        );
-      }
-      channel = workerSubject(workerId);
-      data = { to_connection_id: Number(connectionId), content } satisfies PushData;
-    }
-
-    const target: PublishTargetKind = channel === BROADCAST_SUBJECT ? "broadcast" : "connection";
-    logger.debug("publishing", { method: req.method, target, bytes: contentBytes });
-    let reached: number;
-    try {
-      // Not req.signal: Deno.serve aborts it after every response (legacy
-      // behaviour, with a warning), and a publish, once sent, cannot be taken back.
-      reached = await hub.publish(channel, data, { timeout: publishTimeout });
-    } catch (error) {
-      throw toRejection(error);
-    }
-    if (reached === 0 && channel !== BROADCAST_SUBJECT) {
-      // A restarted pusher draws new worker ids, so addresses from before miss.
-      throw new Rejection(404, `No pusher worker ${workerId} is connected: the address is stale or wrong`, {
-        logReason: "No pusher worker is connected: the address is stale or wrong",
-      });
-    }
-    metrics.countPublish(target, reached, (now() - started) / 1000);
-    logger.debug("published", { method: req.method, target, reached });
-    return text(200, "ok", { "X-Pushers-Reached": String(reached) });
-  }
-
-  async function route(req: Request, url: URL, started: number): Promise<Response> {
-    const matched = ROUTES.get(url.pathname);
-    if (matched === undefined) throw new Rejection(404, `Not found: ${url.pathname}`);
-    if (!matched.methods.includes(req.method)) {
-      throw new Rejection(405, `Method ${req.method} not allowed: ${matched.hint}`, {
-        headers: { Allow: matched.methods.join(", ") },
-      });
-    }
-    switch (matched) {
-      case HEALTHZ_ROUTE:
-        // Not a Rejection: probes poll it, and a down link is logged by the client already.
-        return hub.connected ? text(200, "ok") : text(503, "hub link down\n");
-      case METRICS_ROUTE:
-        return new Response(metrics.render(), { headers: { ...CORS, "Content-Type": PROMETHEUS_CONTENT_TYPE } });
-      default:
-        if (req.method === "OPTIONS") return new Response(null, { status: 204, headers: PREFLIGHT });
-        return await publish(req, url, started);
-    }
-  }
+  const publish = publisher({ ...options, logger, metrics, now });
+  // The original serves its API on every path, we on `/` only.
+  const router = new Router<Answer>({
+    "/": {
+      methods: ["GET", "POST", "OPTIONS"],
+      hint: "use GET or POST",
+      handler: (req, url, started) =>
+        req.method === "OPTIONS" ? new Response(null, { status: 204, headers: PREFLIGHT }) : publish(req, url, started),
+    },
+    // Not a Rejection when down: probes poll it, and a down link is logged by the bus already.
+    "/healthz": {
+      methods: ["GET"],
+      handler: () => bus.connected ? text(200, "ok", CORS) : text(503, "hub link down\n", CORS),
+    },
+    "/metrics": { methods: ["GET"], handler: () => new Response(metrics.render(), { headers: METRICS }) },
+  });
 
   async function answer(req: Request, url: URL, started: number): Promise<Response> {
     const fields = { method: req.method, path: url.pathname };
     try {
-      return await route(req, url, started);
+      const route = router.match(req.method, url.pathname);
+      if (isMiss(route)) throw new Rejection(route.status, route.reason, { headers: route.headers });
+      return await route.handler(req, url, started);
     } catch (error) {
       if (error instanceof Rejection) {
         const line = { ...fields, status: error.status, reason: error.logReason };
         if (error.status >= 500) logger.warn("publish failed", line);
         else logger.info("request rejected", line);
-        return text(error.status, `${error.message}\n`, error.headers);
+        return text(error.status, `${error.message}\n`, { ...CORS, ...error.headers });
       }
       logger.error("request failed", { ...fields, status: 500, error: String(error) });
-      return text(500, "Internal error\n");
+      return text(500, "Internal error\n", CORS);
     }
   }
 
@@ -279,156 +134,64 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   };
 }
 
-function text(status: number, body: string, headers: Record<string, string> = {}): Response {
-  // Set one by one: a headers record in the init costs about 8 µs here, a
-  // quarter of a publish's CPU; four set() calls cost 2.
-  const response = new Response(body, { status });
-  for (const [name, value] of Object.entries(CORS)) response.headers.set(name, value);
-  for (const [name, value] of Object.entries(headers)) response.headers.set(name, value);
-  response.headers.set("Content-Type", TEXT);
-  return response;
+/** What {@linkcode publisher} needs: the handler's options with its defaults filled in. */
+interface PublishDeps extends PublishHandlerOptions {
+  logger: Logger;
+  metrics: PublisherMetrics;
+  now: () => number;
 }
 
-/** Maps a failed publish to its answer; anything unforeseen is rethrown for a 500. */
+/** Answers a publish on `/`: checks the key, reads the request, publishes, and answers once the bus has taken it. */
+function publisher(deps: PublishDeps): Answer {
+  const { bus, logger, metrics, now } = deps;
+  const publishTimeout = deps.publishTimeout ?? 5000;
+  const maxContentBytes = deps.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
+  const apiKey = deps.apiKey || undefined;
+  return async (req, url, started) => {
+    const query = parseUrlEncoded(url.search.slice(1), "query");
+    // Before the body: a caller without the key does not get it read.
+    checkApiKey(req, query, apiKey);
+    const { address, content, bytes } = await readPublishRequest(req, query, maxContentBytes);
+    const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : "connection";
+    logger.debug("publishing", { method: req.method, target, bytes });
+    const { subject, data } = routeOf(address, content);
+    let reached: number | null;
+    try {
+      // Not req.signal: Deno.serve aborts it after every response (legacy
+      // behaviour, with a warning), and a publish, once sent, cannot be taken back.
+      // A copy, as PushData (an interface) lacks the index signature of Json.
+      ({ reached } = await bus.publish(subject, { ...data }, { timeout: publishTimeout }));
+    } catch (error) {
+      throw toRejection(error);
+    }
+    if (reached === 0 && address.kind === "connection") {
+      // A restarted pusher draws new worker ids, so addresses from before miss.
+      throw new Rejection(404, `No pusher worker ${address.workerId} is connected: the address is stale or wrong`, {
+        logReason: "No pusher worker is connected: the address is stale or wrong",
+      });
+    }
+    metrics.countPublish(target, reached, (now() - started) / 1000);
+    logger.debug("published", { method: req.method, target, reached: reached ?? undefined });
+    // A bus that cannot count says nothing rather than a made-up number.
+    if (reached === null) return text(200, "ok", CORS);
+    return text(200, "ok", { ...CORS, "x-pushers-reached": String(reached) });
+  };
+}
+
+/**
+ * Maps a failed publish to its answer; anything unforeseen is rethrown for a
+ * 500, `no_responders` too (only a request raises it, never a publish).
+ */
 function toRejection(error: unknown): unknown {
-  if (!(error instanceof HubError)) return error;
+  if (!(error instanceof BusError)) return error;
   switch (error.code) {
-    case "timeout":
-    case "closed":
-    case "overloaded":
-      return new Rejection(503, `Hub unavailable: ${error.message}`, { headers: { "Retry-After": "1" } });
+    case "unavailable":
+      return new Rejection(503, `Hub unavailable: ${error.message}`, { headers: { "retry-after": "1" } });
     case "refused":
       return new Rejection(502, `Hub refused the publish: ${error.message}`);
     case "too_large":
       return new Rejection(413, `Content too large for the hub: ${error.message}`);
+    case "no_responders":
+      return error;
   }
-}
-
-/**
- * Parses `application/x-www-form-urlencoded` text the way PHP's `parse_str`
- * does for plain names: split on `&`, then on the first `=`; `+` is a space;
- * the last duplicate wins. Values are decoded when read, so a malformed one
- * is rejected naming its field. `URLSearchParams` is not used: it turns bad
- * percent-encoding and invalid UTF-8 into U+FFFD without a word.
- */
-function parseUrlEncoded(text: string, source: "query" | "form body"): Fields {
-  const raw = new Map<string, string>();
-  for (const pair of text.split("&")) {
-    if (pair === "") continue;
-    const eq = pair.indexOf("=");
-    const name = decode(eq === -1 ? pair : pair.slice(0, eq));
-    // A name that does not decode cannot be one of the fields read here.
-    if (name !== null) raw.set(name, eq === -1 ? "" : pair.slice(eq + 1));
-  }
-  return {
-    get(name) {
-      const value = raw.get(name);
-      if (value === undefined) return undefined;
-      const decoded = decode(value);
-      if (decoded === null) {
-        throw new Rejection(400, `Invalid ${source}: bad percent-encoding or non-UTF-8 in ${name}`);
-      }
-      return decoded;
-    },
-  };
-}
-
-function decode(component: string): string | null {
-  try {
-    return decodeURIComponent(component.replaceAll("+", " "));
-  } catch {
-    return null;
-  }
-}
-
-/** Reads a POST body as form fields, bounded by what `maxContentBytes` of content needs. */
-async function readForm(req: Request, maxContentBytes: number): Promise<Fields> {
-  const limit = maxContentBytes * 3 + FORM_OVERHEAD_BYTES;
-  const contentType = req.headers.get("content-type") ?? "";
-  const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
-  if (mediaType === "application/x-www-form-urlencoded") {
-    return parseUrlEncoded(percentEncodeHighBytes(await readBody(req, limit)), "form body");
-  }
-  if (mediaType === "multipart/form-data") {
-    const bytes = await readBody(req, limit);
-    let form: FormData;
-    try {
-      form = await new Response(bytes, { headers: { "Content-Type": contentType } }).formData();
-    } catch {
-      throw new Rejection(400, "Invalid form body: cannot parse it as multipart/form-data");
-    }
-    // FormData decodes text fields leniently: invalid UTF-8 becomes U+FFFD.
-    // A value with one came from valid bytes only if the body holds the
-    // value's own UTF-8 bytes where a part's value sits: after the part's
-    // headers, before the next boundary.
-    let raw: string | undefined;
-    const carried = (value: string) => {
-      raw ??= bytesAsText(bytes);
-      return raw.includes(bytesAsText(utf8.encode(`\r\n\r\n${value}\r\n--`)));
-    };
-    return {
-      get(name) {
-        const value = form.getAll(name).at(-1);
-        if (value === undefined) return value;
-        if (typeof value !== "string") {
-          throw new Rejection(400, `Invalid form body: ${name} must be a text field, not a file`);
-        }
-        if (value.includes("\uFFFD") && !carried(value)) {
-          throw new Rejection(400, `Invalid form body: non-UTF-8 in ${name}`);
-        }
-        return value;
-      },
-    };
-  }
-  // `curl -X POST '...?content=hi'` sends neither a type nor a body: the query is all there is.
-  if (mediaType === "" && (await readBody(req, limit)).length === 0) return { get: () => undefined };
-  throw new Rejection(
-    415,
-    `Unsupported content type: ${mediaType || "none"}; send application/x-www-form-urlencoded or multipart/form-data`,
-  );
-}
-
-const utf8 = new TextEncoder();
-/** One character per byte, so that a search for bytes is a string search (linear, unlike a naive one). */
-const byteText = new TextDecoder("latin1");
-
-function bytesAsText(bytes: Uint8Array): string {
-  return byteText.decode(bytes);
-}
-
-/** Reads the whole body, or rejects with 413 as soon as it passes `limit` bytes. */
-async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBuffer>> {
-  const tooLarge = () => new Rejection(413, `Body too large: over the ${limit}-byte limit`);
-  if (Number(req.headers.get("content-length")) > limit) throw tooLarge();
-  if (req.body === null) return new Uint8Array();
-  const reader = req.body.getReader();
-  const chunks: Uint8Array<ArrayBuffer>[] = [];
-  let size = 0;
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > limit) {
-        await reader.cancel();
-        throw tooLarge();
-      }
-      chunks.push(value);
-    }
-  } catch (error) {
-    if (error instanceof Rejection) throw error;
-    throw new Rejection(400, `Cannot read the body: ${(error as Error).message}`);
-  }
-  return concat(chunks, size);
-}
-
-/**
- * Turns a urlencoded body into text for {@linkcode parseUrlEncoded}. Raw
- * bytes above 0x7f (`curl -d 'content=€'` sends them) become `%XX`, so one
- * decoder checks UTF-8 for encoded and raw bytes alike.
- */
-function percentEncodeHighBytes(bytes: Uint8Array): string {
-  let text = "";
-  for (const byte of bytes) text += byte < 0x80 ? String.fromCharCode(byte) : `%${byte.toString(16)}`;
-  return text;
 }

@@ -1,41 +1,99 @@
 import assert from "node:assert/strict";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
 import { PublisherMetrics } from "./metrics.ts";
-import { HubError } from "../channel/client.ts";
 import { until, within } from "../channel/testing.ts";
+import { type Bus, BusError, type BusMessage, type BusPublishOptions } from "../shared/bus.ts";
+import type { PublishResult, RequestResult } from "../shared/bus.ts";
+import type { Json } from "../shared/json.ts";
 import { createLogger } from "../shared/log.ts";
-import type { Json } from "../shared/wire.ts";
+import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
 
 const WORKER = "0123456789abcdef";
 const BASE = "http://publisher.test";
 
-interface Call {
-  channels: string | string[];
+/** What reached a pusher's link. */
+interface Arrival {
+  subject: string;
   data: Json;
-  options?: { timeout?: number; signal?: AbortSignal };
 }
 
-/** A hub that records publishes and answers each with `outcome`; its link state is set by the test. */
-function fakeHub(outcome: number | Error | (() => Promise<number>) = 1) {
-  const calls: Call[] = [];
-  return {
-    calls,
-    connected: true,
-    reconnects: 0,
-    publish(channels: string | string[], data: Json, options?: Call["options"]): Promise<number> {
-      calls.push({ channels, data, options });
-      if (typeof outcome === "function") return outcome();
-      return outcome instanceof Error ? Promise.reject(outcome) : Promise.resolve(outcome);
-    },
-  };
+/**
+ * Connects `pushers` pusher-side links to `broker`, each subscribed to
+ * `broadcast` and to its own worker's subject as a pusher worker is; the
+ * first is worker {@linkcode WORKER}. Returns what reached the first.
+ */
+function connectPushers(broker: MemoryBroker, pushers: number): Arrival[] {
+  const arrived: Arrival[] = [];
+  for (let i = 0; i < pushers; i++) {
+    const link = broker.connect();
+    const record = (data: Json, message: BusMessage) => i === 0 && arrived.push({ subject: message.subject, data });
+    link.subscribe("broadcast", record);
+    link.subscribe(`worker.${i === 0 ? WORKER : String(i).padStart(16, "f")}`, record);
+  }
+  return arrived;
 }
 
-/** A handler over `hub`, logging into `logs`. */
-function setup(hub = fakeHub(), options: Partial<PublishHandlerOptions> = {}) {
+/**
+ * A bus whose publishes `outcome` answers, recording each; its link state is
+ * set by the test. For what a memory bus cannot do: a refusal, a timeout, a
+ * count it does not know, an acknowledgement that waits.
+ */
+class FakeBus implements Bus {
+  readonly address = "fake://";
+  connected = true;
+  reconnects = 0;
+  readonly published: { subject: string; data: Json; options?: BusPublishOptions }[] = [];
+  readonly #outcome: (subject: string, data: Json, options?: BusPublishOptions) => Promise<PublishResult>;
+
+  constructor(outcome: (subject: string, data: Json, options?: BusPublishOptions) => Promise<PublishResult>) {
+    this.#outcome = outcome;
+  }
+
+  subscribe(): void {}
+  unsubscribe(): void {}
+
+  publish(subject: string, data: Json, options?: BusPublishOptions): Promise<PublishResult> {
+    this.published.push({ subject, data, options });
+    return this.#outcome(subject, data, options);
+  }
+
+  request(): Promise<RequestResult> {
+    return Promise.reject(new Error("Cannot request: not used by the publisher"));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** A fake bus whose every publish fails with `error`. */
+function failing(error: Error): FakeBus {
+  return new FakeBus(() => Promise.reject(error));
+}
+
+interface SetupOptions extends Partial<Omit<PublishHandlerOptions, "bus">> {
+  /** Pusher links on the broker. @default {1} */
+  pushers?: number;
+  /** The broker's message limit. @default {the broker's} */
+  maxMessageBytes?: number;
+  /** The publisher's bus, made from its memory link. @default {the memory link itself} */
+  bus?: (link: MemoryBus) => Bus;
+}
+
+/** A handler publishing on a memory broker with `pushers` pusher links, logging into `logs`. */
+function setup(options: SetupOptions = {}) {
+  const { pushers = 1, maxMessageBytes, bus: makeBus = (link) => link, ...handlerOptions } = options;
+  const broker = new MemoryBroker({ maxMessageBytes });
+  const arrived = connectPushers(broker, pushers);
+  const bus = makeBus(broker.connect());
   const logs: string[] = [];
   const logger = createLogger("publisher", { level: "debug", sink: (line) => logs.push(line) });
-  const handler = createPublishHandler({ hub, logger, ...options });
-  return { hub, logs, handler };
+  const handler = createPublishHandler({ bus, logger, ...handlerOptions });
+  return { broker, bus, arrived, logs, handler };
 }
 
 function get(query: string, init: RequestInit = {}): Request {
@@ -71,128 +129,133 @@ const INCOMPLETE =
   "Incomplete address: to_worker_id and to_connection_id go together (both for one connection, neither to broadcast)";
 const MISSING = "Missing content: pass a non-empty content parameter";
 
+/** A fake bus that passes each publish on to `link`, recording its options. */
+function recording(link: MemoryBus): FakeBus {
+  return new FakeBus((subject, data, options) => link.publish(subject, data, options));
+}
+
 Deno.test("GET broadcasts {content} with the publish timeout and answers ok with the count the hub acknowledged", async () => {
-  const { hub, handler } = setup(fakeHub(3), { publishTimeout: 1234 });
+  const { arrived, bus, handler } = setup({ pushers: 3, publishTimeout: 1234, bus: recording });
   await assertOk(await handler(get("?content=hello")), 3);
-  assert.equal(hub.calls.length, 1);
-  assert.equal(hub.calls[0]!.channels, "broadcast");
-  assert.deepEqual(hub.calls[0]!.data, { content: "hello" });
-  assert.equal(hub.calls[0]!.options?.timeout, 1234);
+  assert.equal(arrived.length, 1);
+  assert.equal(arrived[0]!.subject, "broadcast");
+  assert.deepEqual(arrived[0]!.data, { content: "hello" });
+  assert.equal((bus as FakeBus).published[0]!.options?.timeout, 1234);
 });
 
 Deno.test("publish timeout defaults to 5000 ms", async () => {
-  const { hub, handler } = setup();
+  const { bus, handler } = setup({ bus: recording });
   await assertOk(await handler(get("?content=x")), 1);
-  assert.equal(hub.calls[0]!.options?.timeout, 5000);
+  assert.equal((bus as FakeBus).published[0]!.options?.timeout, 5000);
 });
 
 Deno.test("content=0 is published, not dropped as the original does", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get("?content=0")), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "0" });
+  assert.deepEqual(arrived[0]!.data, { content: "0" });
 });
 
 Deno.test("query decoding turns + into a space and percent-escapes into UTF-8", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get("?content=a+b%20c%E2%82%AC")), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "a b c€" });
+  assert.deepEqual(arrived[0]!.data, { content: "a b c€" });
 });
 
 Deno.test("an escaped + is a plus, and names are decoded too", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get("?conten%74=1%2B1")), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "1+1" });
+  assert.deepEqual(arrived[0]!.data, { content: "1+1" });
 });
 
 Deno.test("the last duplicate field wins", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get("?content=first&content=second")), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "second" });
+  assert.deepEqual(arrived[0]!.data, { content: "second" });
 });
 
 Deno.test("the value of a duplicate that lost is not decoded, so its bad encoding is harmless", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get("?content=%ZZ&content=fine")), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "fine" });
+  assert.deepEqual(arrived[0]!.data, { content: "fine" });
 });
 
 Deno.test("unknown fields are ignored, even undecodable ones", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get("?x=%ZZ&%FF=1&flag&content=hi&&")), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "hi" });
+  assert.deepEqual(arrived[0]!.data, { content: "hi" });
 });
 
 Deno.test("a targeted send publishes {to_connection_id, content} to the worker's channel", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=42`)), 1);
-  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
-  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 42, content: "hi" });
+  assert.equal(arrived[0]!.subject, `worker.${WORKER}`);
+  assert.deepEqual(arrived[0]!.data, { to_connection_id: 42, content: "hi" });
 });
 
 Deno.test("empty address fields count as absent, so a form with blank address inputs broadcasts", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get("?content=hi&to_worker_id=&to_connection_id=")), 1);
-  assert.equal(hub.calls[0]!.channels, "broadcast");
+  assert.equal(arrived[0]!.subject, "broadcast");
 });
 
 Deno.test("POST with an urlencoded body publishes its fields", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   const body = `content=a+b%20c%E2%82%AC&to_worker_id=${WORKER}&to_connection_id=7`;
   await assertOk(await handler(urlencoded("", body)), 1);
-  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
-  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 7, content: "a b c€" });
+  assert.equal(arrived[0]!.subject, `worker.${WORKER}`);
+  assert.deepEqual(arrived[0]!.data, { to_connection_id: 7, content: "a b c€" });
 });
 
 Deno.test("POST urlencoded takes a charset parameter and raw UTF-8 bytes", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   const request = post("", "content=caf\u00e9 \u20ac", {
     "Content-Type": "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
   });
   await assertOk(await handler(request), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "caf\u00e9 \u20ac" });
+  assert.deepEqual(arrived[0]!.data, { content: "caf\u00e9 \u20ac" });
 });
 
 Deno.test("POST with a multipart body publishes its fields", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   const form = new FormData();
   form.append("content", "multi part €");
   form.append("to_worker_id", WORKER);
   form.append("to_connection_id", "9");
   await assertOk(await handler(post("", form)), 1);
-  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
-  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 9, content: "multi part €" });
+  assert.equal(arrived[0]!.subject, `worker.${WORKER}`);
+  assert.deepEqual(arrived[0]!.data, { to_connection_id: 9, content: "multi part €" });
 });
 
 Deno.test("POST multipart: the last duplicate wins", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   const form = new FormData();
   form.append("content", "first");
   form.append("content", "second");
   await assertOk(await handler(post("", form)), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "second" });
+  assert.deepEqual(arrived[0]!.data, { content: "second" });
 });
 
 Deno.test("a POST body field overrides the query, and a field missing from the body falls back to it", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   const query = `?content=from-query&to_worker_id=${WORKER}`;
   await assertOk(await handler(urlencoded(query, "content=from-body&to_connection_id=5")), 1);
-  assert.equal(hub.calls[0]!.channels, `worker.${WORKER}`);
-  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 5, content: "from-body" });
+  assert.equal(arrived[0]!.subject, `worker.${WORKER}`);
+  assert.deepEqual(arrived[0]!.data, { to_connection_id: 5, content: "from-body" });
 
   const form = new FormData();
   form.append("content", "multipart wins");
   await assertOk(await handler(post("?content=from-query", form)), 1);
-  assert.deepEqual(hub.calls[1]!.data, { content: "multipart wins" });
+  assert.deepEqual(arrived[1]!.data, { content: "multipart wins" });
 });
 
 Deno.test("POST without a content type or body publishes from the query", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(new Request(`${BASE}/?content=hi`, { method: "POST" })), 1);
-  assert.deepEqual(hub.calls[0]!.data, { content: "hi" });
+  assert.deepEqual(arrived[0]!.data, { content: "hi" });
 });
 
 Deno.test("POST with another content type answers 415", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertRejected(
     await handler(post("?content=hi", '{"content":"hi"}', { "Content-Type": "application/json" })),
     415,
@@ -203,11 +266,11 @@ Deno.test("POST with another content type answers 415", async () => {
     415,
     "Unsupported content type: none; send application/x-www-form-urlencoded or multipart/form-data",
   );
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("bad percent-encoding in the query answers 400 naming the field", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   for (const value of ["%ZZ", "100%", "%E2%82"]) {
     await assertRejected(
       await handler(get(`?content=${value}`)),
@@ -220,7 +283,7 @@ Deno.test("bad percent-encoding in the query answers 400 naming the field", asyn
     400,
     "Invalid query: bad percent-encoding or non-UTF-8 in to_connection_id",
   );
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("non-UTF-8 escapes in the query answer 400 naming the field", async () => {
@@ -254,7 +317,7 @@ Deno.test("a file where a multipart text field belongs answers 400", async () =>
 });
 
 Deno.test("a multipart text field that is not UTF-8 answers 400, and a real U+FFFD in one is published", async () => {
-  const { handler, hub } = setup();
+  const { handler, arrived } = setup();
   const body = (content: Uint8Array) =>
     new Uint8Array([
       ...new TextEncoder().encode('--xyz\r\nContent-Disposition: form-data; name="content"\r\n\r\n'),
@@ -266,7 +329,7 @@ Deno.test("a multipart text field that is not UTF-8 answers 400, and a real U+FF
   await assertRejected(await handler(post("", body(latin1), headers)), 400, "Invalid form body: non-UTF-8 in content");
   const replacement = new TextEncoder().encode("a \uFFFD b");
   assert.equal((await handler(post("", body(replacement), headers))).status, 200);
-  assert.deepEqual(hub.calls.map((call) => call.data), [{ content: "a \uFFFD b" }]);
+  assert.deepEqual(arrived.map((arrival) => arrival.data), [{ content: "a \uFFFD b" }]);
   // A real U+FFFD elsewhere (another field, a field's name, the preamble or
   // the epilogue) does not vouch for bad bytes in this one.
   const utf8 = new TextEncoder();
@@ -285,7 +348,7 @@ Deno.test("a multipart text field that is not UTF-8 answers 400, and a real U+FF
       "Invalid form body: non-UTF-8 in content",
     );
   }
-  assert.equal(hub.calls.length, 1);
+  assert.equal(arrived.length, 1);
 });
 
 Deno.test("a malformed multipart body answers 400", async () => {
@@ -295,24 +358,24 @@ Deno.test("a malformed multipart body answers 400", async () => {
 });
 
 Deno.test("missing or empty content answers 400", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   for (const query of ["", "?", "?content=", "?content", "?Content=hi", `?to_worker_id=${WORKER}&to_connection_id=1`]) {
     await assertRejected(await handler(get(query)), 400, MISSING);
   }
   await assertRejected(await handler(urlencoded("?content=query", "content=")), 400, MISSING);
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("to_worker_id without to_connection_id, or the reverse, answers 400 instead of broadcasting", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertRejected(await handler(get(`?content=hi&to_worker_id=${WORKER}`)), 400, INCOMPLETE);
   await assertRejected(await handler(get("?content=hi&to_connection_id=3")), 400, INCOMPLETE);
   await assertRejected(await handler(get("?content=hi&to_worker_id=&to_connection_id=3")), 400, INCOMPLETE);
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("a to_worker_id that is not 16 lowercase hex digits answers 400 naming the form", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   for (const id of ["1", "01", "broadcast", WORKER.toUpperCase(), WORKER.slice(1), `${WORKER}0`, `worker.${WORKER}`]) {
     await assertRejected(
       await handler(get(`?content=hi&to_worker_id=${encodeURIComponent(id)}&to_connection_id=1`)),
@@ -320,11 +383,11 @@ Deno.test("a to_worker_id that is not 16 lowercase hex digits answers 400 naming
       INVALID_WORKER,
     );
   }
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("a to_connection_id that is not a decimal integer from 1 answers 400 naming the form", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   for (const id of ["0", "01", "-1", "1.5", "1e3", "abc", " 1", "9007199254740992", "1000000000000000"]) {
     await assertRejected(
       await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=${encodeURIComponent(id)}`)),
@@ -332,17 +395,17 @@ Deno.test("a to_connection_id that is not a decimal integer from 1 answers 400 n
       INVALID_CONNECTION,
     );
   }
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("the largest connection id, 15 digits, is accepted", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertOk(await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=999999999999999`)), 1);
-  assert.deepEqual(hub.calls[0]!.data, { to_connection_id: 999999999999999, content: "hi" });
+  assert.deepEqual(arrived[0]!.data, { to_connection_id: 999999999999999, content: "hi" });
 });
 
 Deno.test("content over maxContentBytes, counted in UTF-8 bytes, answers 413 with the limit", async () => {
-  const { hub, handler } = setup(fakeHub(), { maxContentBytes: 6 });
+  const { arrived, handler } = setup({ maxContentBytes: 6 });
   await assertOk(await handler(get("?content=%E2%82%AC%E2%82%AC")), 1); // 6 bytes
   await assertRejected(
     await handler(get("?content=%E2%82%AC%E2%82%ACx")),
@@ -354,7 +417,7 @@ Deno.test("content over maxContentBytes, counted in UTF-8 bytes, answers 413 wit
     413,
     "Content too large: 7 bytes, the limit is 6",
   );
-  assert.equal(hub.calls.length, 1);
+  assert.equal(arrived.length, 1);
 });
 
 Deno.test("content limit defaults to 65536 bytes", async () => {
@@ -368,7 +431,7 @@ Deno.test("content limit defaults to 65536 bytes", async () => {
 });
 
 Deno.test("a POST body far over what the content limit needs answers 413 before it is all read", async () => {
-  const { hub, handler } = setup(fakeHub(), { maxContentBytes: 10 });
+  const { arrived, handler } = setup({ maxContentBytes: 10 });
   // 10 * 3 + 16384 bytes is the cap.
   let pulled = 0;
   const body = new ReadableStream<Uint8Array>({
@@ -380,11 +443,11 @@ Deno.test("a POST body far over what the content limit needs answers 413 before 
   const response = await handler(urlencoded("", body));
   await assertRejected(response, 413, "Body too large: over the 16414-byte limit");
   assert.ok(pulled < 10, `read ${pulled} chunks of an endless body`);
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("a targeted publish the hub acknowledged with 0 answers 404: the worker address is stale or wrong", async () => {
-  const { handler } = setup(fakeHub(0));
+  const { handler } = setup({ pushers: 0 });
   await assertRejected(
     await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=1`)),
     404,
@@ -393,60 +456,101 @@ Deno.test("a targeted publish the hub acknowledged with 0 answers 404: the worke
 });
 
 Deno.test("a broadcast the hub acknowledged with 0 still answers ok with X-Pushers-Reached 0", async () => {
-  const { handler } = setup(fakeHub(0));
+  const { handler } = setup({ pushers: 0 });
   await assertOk(await handler(get("?content=hi")), 0);
 });
 
-Deno.test("hub timeout, closed client and overload answer 503 with Retry-After 1", async () => {
-  for (const code of ["timeout", "closed", "overloaded"] as const) {
-    const message = `Cannot publish: ${code} happened`;
-    const { handler, logs } = setup(fakeHub(new HubError(code, message)));
+Deno.test("on a bus that cannot count, a publish answers ok without X-Pushers-Reached, a targeted send too", async () => {
+  const { bus, handler } = setup({ bus: () => new FakeBus(() => Promise.resolve({ reached: null })) });
+  const requests = [get("?content=hi"), get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=1`)];
+  for (const request of requests) {
+    const response = await handler(request);
+    assert.equal(await response.text(), "ok");
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("X-Pushers-Reached"), null);
+    assert.equal(response.headers.get("Content-Type"), "text/plain;charset=utf-8");
+    assert.equal(response.headers.get("Access-Control-Allow-Origin"), "*");
+  }
+  assert.deepEqual((bus as FakeBus).published.map(({ subject }) => subject), ["broadcast", `worker.${WORKER}`]);
+  const text = await (await handler(get("metrics"))).text();
+  assert.match(text, /^publisher_publishes_total\{target="broadcast"\} 1$/m);
+  assert.match(text, /^publisher_publishes_total\{target="connection"\} 1$/m);
+  assert.match(text, /^publisher_deliveries_total 0$/m);
+});
+
+Deno.test("a bus that is down, closed or timed out answers 503 with Retry-After 1", async () => {
+  const down = setup();
+  down.broker.down = true;
+  const closed = setup();
+  await closed.bus.close();
+  const timeout = "Cannot publish: no acknowledgement within 5000 ms";
+  const timedOut = setup({ bus: () => failing(new BusError("unavailable", timeout)) });
+  const cases = [
+    [down, "Memory bus is down"],
+    [closed, "Memory bus link is closed"],
+    [timedOut, timeout],
+  ] as const;
+  for (const [{ handler, logs, arrived }, message] of cases) {
     const response = await handler(get("?content=hi"));
     assert.equal(response.headers.get("Retry-After"), "1");
     await assertRejected(response, 503, `Hub unavailable: ${message}`);
     assert.match(logs.join("\n"), /level=warn .*status=503/);
+    assert.equal(arrived.length, 0);
   }
 });
 
+Deno.test("content the bus finds over its message limit answers 413 with the bus's reason", async () => {
+  const { arrived, handler } = setup({ maxMessageBytes: 20 });
+  await assertOk(await handler(get("?content=short")), 1);
+  const response = await handler(get(`?content=${"a".repeat(20)}`));
+  assert.equal(response.headers.get("Retry-After"), null);
+  await assertRejected(
+    response,
+    413,
+    "Content too large for the hub: message of 34 bytes is over the 20-byte limit",
+  );
+  assert.equal(arrived.length, 1);
+});
+
 Deno.test("a publish the hub refused answers 502 with the hub's reason", async () => {
-  const { handler } = setup(fakeHub(new HubError("refused", "Channel name too long")));
+  const { handler } = setup({ bus: () => failing(new BusError("refused", "Channel name too long")) });
   const response = await handler(get("?content=hi"));
   assert.equal(response.headers.get("Retry-After"), null);
   await assertRejected(response, 502, "Hub refused the publish: Channel name too long");
 });
 
 Deno.test("an unexpected publish failure answers 500 Internal error and is logged at error level", async () => {
-  const { handler, logs } = setup(fakeHub(new TypeError("bug in the client")));
+  const { handler, logs } = setup({ bus: () => failing(new TypeError("bug in the client")) });
   await assertRejected(await handler(get("?content=hi")), 500, "Internal error");
   assert.match(logs.join("\n"), /level=error .*status=500 error="TypeError: bug in the client"/);
 });
 
 Deno.test("other paths answer 404 Not found with the path", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   await assertRejected(await handler(get("index.html?content=hi")), 404, "Not found: /index.html");
   await assertRejected(await handler(new Request(`${BASE}/a/b/`, { method: "DELETE" })), 404, "Not found: /a/b/");
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("HEAD, PUT, DELETE and PATCH answer 405 with an Allow header", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   for (const method of ["HEAD", "PUT", "DELETE", "PATCH"]) {
     const response = await handler(get("?content=hi", { method }));
     assert.equal(response.headers.get("Allow"), "GET, POST, OPTIONS");
     await assertRejected(response, 405, `Method ${method} not allowed: use GET or POST`);
   }
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("OPTIONS answers 204 with the CORS preflight headers", async () => {
-  const { hub, handler } = setup();
+  const { arrived, handler } = setup();
   const response = await handler(get("", { method: "OPTIONS" }));
   assert.equal(response.status, 204);
   assert.equal(await response.text(), "");
   assert.equal(response.headers.get("Access-Control-Allow-Origin"), "*");
   assert.equal(response.headers.get("Access-Control-Allow-Methods"), "GET, POST");
   assert.equal(response.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("every answer lets other origins read X-Pushers-Reached and Retry-After", async () => {
@@ -460,20 +564,21 @@ Deno.test("every answer lets other origins read X-Pushers-Reached and Retry-Afte
 });
 
 Deno.test("the answer is not sent until the hub acknowledges the publish", async () => {
-  const ack = Promise.withResolvers<number>();
-  const { hub, handler } = setup(fakeHub(() => ack.promise));
+  const ack = Promise.withResolvers<PublishResult>();
+  const { bus, handler } = setup({ bus: () => new FakeBus(() => ack.promise) });
+  const published = (bus as FakeBus).published;
   let settled = false;
   const answering = handler(get("?content=hi"));
   answering.finally(() => (settled = true));
-  await until(() => hub.calls.length === 1, 1000, "the publish to reach the hub");
+  await until(() => published.length === 1, 1000, "the publish to reach the hub");
   await new Promise((resolve) => setTimeout(resolve, 20));
   assert.equal(settled, false, "the handler answered before the hub acknowledged");
-  ack.resolve(2);
+  ack.resolve({ reached: 2 });
   await assertOk(await within(answering, 1000, "the answer after the acknowledgement"), 2);
 });
 
 Deno.test("rejections are logged with method, path, status and reason, never with content or query values", async () => {
-  const { handler, logs } = setup(fakeHub(0), { maxContentBytes: 16 });
+  const { handler, logs } = setup({ pushers: 0, maxContentBytes: 16 });
   const secret = "s3cr3t-t0ken";
   const requests = [
     get(`?content=${secret}&to_worker_id=${WORKER}`),
@@ -500,7 +605,7 @@ const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorizatio
 const WRONG_KEY = "Unauthorized: wrong API key";
 
 Deno.test("with an API key, a publish without it answers 401 with WWW-Authenticate: Bearer and is not published", async () => {
-  const { hub, handler } = setup(fakeHub(), { apiKey: KEY });
+  const { arrived, handler } = setup({ apiKey: KEY });
   const requests = [
     get("?content=hi"),
     get("?content=hi", { headers: { Authorization: `Basic ${btoa(`user:${KEY}`)}` } }),
@@ -512,11 +617,11 @@ Deno.test("with an API key, a publish without it answers 401 with WWW-Authentica
     assert.equal(response.headers.get("WWW-Authenticate"), "Bearer");
     await assertRejected(response, 401, MISSING_KEY);
   }
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("with an API key, a wrong key in the header or the query answers 401 wrong API key", async () => {
-  const { hub, handler } = setup(fakeHub(), { apiKey: KEY });
+  const { arrived, handler } = setup({ apiKey: KEY });
   const requests = [
     get("?content=hi", { headers: { Authorization: "Bearer wrong" } }),
     get(`?content=hi`, { headers: { Authorization: `Bearer ${KEY}x` } }),
@@ -531,11 +636,11 @@ Deno.test("with an API key, a wrong key in the header or the query answers 401 w
     assert.equal(response.headers.get("WWW-Authenticate"), 'Bearer error="invalid_token"');
     await assertRejected(response, 401, WRONG_KEY);
   }
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("with an API key, Authorization: Bearer and the api_key query parameter are both accepted, for GET and POST", async () => {
-  const { hub, handler } = setup(fakeHub(2), { apiKey: KEY });
+  const { arrived, handler } = setup({ pushers: 2, apiKey: KEY });
   const bearer = { Authorization: `Bearer ${KEY}` };
   await assertOk(await handler(get("?content=one", { headers: bearer })), 2);
   await assertOk(await handler(get("?content=two", { headers: { Authorization: `bearer  ${KEY}` } })), 2);
@@ -548,7 +653,7 @@ Deno.test("with an API key, Authorization: Bearer and the api_key query paramete
   // Basic auth in front (a proxy's, say) does not hide the api_key parameter.
   const basic = { Authorization: "Basic dXNlcjpwYXNz" };
   await assertOk(await handler(get(`?content=six&api_key=${encodeURIComponent(KEY)}`, { headers: basic })), 2);
-  assert.deepEqual(hub.calls.map((call) => call.data), [
+  assert.deepEqual(arrived.map((arrival) => arrival.data), [
     { content: "one" },
     { content: "two" },
     { content: "three" },
@@ -559,12 +664,12 @@ Deno.test("with an API key, Authorization: Bearer and the api_key query paramete
 });
 
 Deno.test("an empty API key option means none is needed", async () => {
-  const { handler } = setup(fakeHub(), { apiKey: "" });
+  const { handler } = setup({ apiKey: "" });
   await assertOk(await handler(get("?content=hi")), 1);
 });
 
 Deno.test("with an API key, a publish without it is refused before its body is read", async () => {
-  const { handler } = setup(fakeHub(), { apiKey: KEY });
+  const { handler } = setup({ apiKey: KEY });
   let pulled = 0;
   const body = new ReadableStream<Uint8Array>({
     pull(controller) {
@@ -578,7 +683,7 @@ Deno.test("with an API key, a publish without it is refused before its body is r
 });
 
 Deno.test("with an API key, preflight, /healthz and /metrics need no key, and other paths and methods answer as before", async () => {
-  const { handler } = setup(fakeHub(), { apiKey: KEY });
+  const { handler } = setup({ apiKey: KEY });
   const preflight = await handler(get("", { method: "OPTIONS" }));
   assert.equal(preflight.status, 204);
   assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
@@ -595,7 +700,7 @@ Deno.test("with an API key, preflight, /healthz and /metrics need no key, and ot
 });
 
 Deno.test("the API key, from the header or the query, never appears in a log line", async () => {
-  const { handler, logs } = setup(fakeHub(1), { apiKey: KEY });
+  const { handler, logs } = setup({ pushers: 1, apiKey: KEY });
   const wrong = "n0t-the-k3y";
   const requests = [
     get("?content=hi", { headers: { Authorization: `Bearer ${KEY}` } }),
@@ -616,19 +721,19 @@ Deno.test("the API key, from the header or the query, never appears in a log lin
 });
 
 Deno.test("GET /healthz answers 200 ok while the hub link is up and 503 hub link down while it is not", async () => {
-  const { hub, handler, logs } = setup();
+  const { broker, arrived, handler, logs } = setup();
   const up = await handler(get("healthz"));
   assert.equal(await up.text(), "ok");
   assert.equal(up.status, 200);
   assert.equal(up.headers.get("Content-Type"), "text/plain;charset=utf-8");
 
-  hub.connected = false;
+  broker.down = true;
   await assertRejected(await handler(get("healthz")), 503, "hub link down");
-  hub.connected = true;
+  broker.down = false;
   assert.equal((await handler(get("healthz"))).status, 200);
   // Probes poll it: answering it is not worth a log line.
   assert.deepEqual(logs, []);
-  assert.equal(hub.calls.length, 0);
+  assert.equal(arrived.length, 0);
 });
 
 Deno.test("/healthz and /metrics answer 405 to anything but GET", async () => {
@@ -647,11 +752,13 @@ function steppingClock(...steps: number[]): () => number {
 }
 
 Deno.test("GET /metrics renders requests by status, publishes by target, deliveries, publish durations and the hub link", async () => {
-  const hub = fakeHub(3);
-  hub.reconnects = 2;
+  // A memory bus never reconnects: a fake in front of it reports reconnects.
+  let link: FakeBus | undefined;
+  const bus = (memory: MemoryBus) => (link = recording(memory));
   // Each good publish reads the clock twice: at the request's start and at the acknowledgement.
   const now = steppingClock(0, 3, 0, 300);
-  const { handler } = setup(hub, { now, apiKey: KEY });
+  const { handler } = setup({ pushers: 3, bus, now, apiKey: KEY });
+  link!.reconnects = 2;
   const auth = { headers: { Authorization: `Bearer ${KEY}` } };
   await (await handler(get("?content=a", auth))).text(); // 3 ms
   await (await handler(get(`?content=b&to_worker_id=${WORKER}&to_connection_id=1`, auth))).text(); // 300 ms
@@ -672,7 +779,8 @@ Deno.test("GET /metrics renders requests by status, publishes by target, deliver
   has('publisher_requests_total{status="204"} 1');
   has('publisher_publishes_total{target="broadcast"} 1');
   has('publisher_publishes_total{target="connection"} 1');
-  has("publisher_deliveries_total 6");
+  // The sum of X-Pushers-Reached: 3 pushers took the broadcast, the one of WORKER the targeted send.
+  has("publisher_deliveries_total 4");
   has("# TYPE publisher_publish_duration_seconds histogram");
   has('publisher_publish_duration_seconds_bucket{le="0.0025"} 0');
   has('publisher_publish_duration_seconds_bucket{le="0.005"} 1');
@@ -692,8 +800,8 @@ Deno.test("GET /metrics renders requests by status, publishes by target, deliver
     ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"],
   );
 
-  hub.connected = false;
-  hub.reconnects = 3;
+  link!.connected = false;
+  link!.reconnects = 3;
   const later = await (await handler(get("metrics"))).text();
   assert.match(later, /^publisher_hub_connected 0$/m);
   assert.match(later, /^publisher_hub_reconnects_total 3$/m);
@@ -702,7 +810,9 @@ Deno.test("GET /metrics renders requests by status, publishes by target, deliver
 });
 
 Deno.test("/metrics counts failed publishes by status only, not as publishes or durations", async () => {
-  const { handler } = setup(fakeHub(new HubError("timeout", "Cannot publish: no acknowledgement")));
+  const { handler } = setup({
+    bus: () => failing(new BusError("unavailable", "Cannot publish: no acknowledgement")),
+  });
   await (await handler(get("?content=hi"))).text();
   await (await handler(get(`?content=hi&to_worker_id=${WORKER}`))).text();
   const text = await (await handler(get("metrics"))).text();
@@ -715,7 +825,7 @@ Deno.test("/metrics counts failed publishes by status only, not as publishes or 
 });
 
 Deno.test("a targeted publish that reached no one (404) is not a successful publish in /metrics", async () => {
-  const { handler } = setup(fakeHub(0));
+  const { handler } = setup({ pushers: 0 });
   await (await handler(get(`?content=hi&to_worker_id=${WORKER}&to_connection_id=1`))).text();
   const text = await (await handler(get("metrics"))).text();
   assert.match(text, /^publisher_requests_total\{status="404"\} 1$/m);
@@ -723,9 +833,10 @@ Deno.test("a targeted publish that reached no one (404) is not a successful publ
 });
 
 Deno.test("metrics passed in are the ones /metrics renders, so a caller can share them", async () => {
-  const hub = fakeHub();
-  const metrics = new PublisherMetrics(hub);
-  const { handler } = setup(hub, { metrics });
+  const broker = new MemoryBroker();
+  const bus = broker.connect();
+  const metrics = new PublisherMetrics(bus);
+  const { handler } = setup({ bus: () => bus, metrics });
   await (await handler(get("?content=hi"))).text();
   assert.match(metrics.render(), /^publisher_publishes_total\{target="broadcast"\} 1$/m);
 });

@@ -5,16 +5,18 @@
  */
 
 import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
-import { HubClient } from "../channel/client.ts";
-import { DEFAULT_HUB_PORT } from "../shared/wire.ts";
+import { openBus } from "../shared/open_bus.ts";
+import type { Bus } from "../shared/bus.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
+  busFlag,
   durationFlag,
   type FlagSpec,
   type FlagValues,
   helpText,
-  HUB_MAX_FRAME_BYTES_FLAG,
+  HUB_FLAGS,
   hubMaxFrameBytesFlag,
+  hubTokenFlag,
   intFlag,
   isLoopback,
   LOG_LEVEL_FLAG,
@@ -27,7 +29,6 @@ import {
 /** The publisher's HTTP port unless `--port` says otherwise. */
 export const DEFAULT_PUBLISHER_PORT = 4237;
 
-const DEFAULT_HUB = `127.0.0.1:${DEFAULT_HUB_PORT}`;
 const DEFAULT_SHUTDOWN_TIMEOUT = 5000;
 /** Of the shutdown timeout, at most this much is kept to answer the requests cut off at its end. */
 const CUTOFF_RESERVE_MS = 250;
@@ -40,14 +41,7 @@ const FLAGS: Record<string, FlagSpec> = {
     default: "127.0.0.1",
   },
   port: { type: "string", arg: "PORT", help: "HTTP port; 0 picks a free one", default: String(DEFAULT_PUBLISHER_PORT) },
-  hub: {
-    type: "string",
-    arg: "HOST:PORT",
-    help: "channel hub to publish to (or env CHANNEL_HUB)",
-    default: DEFAULT_HUB,
-  },
-  "hub-token": { type: "string", arg: "TOKEN", help: "token the hub asks for (or env CHANNEL_TOKEN)" },
-  "hub-max-frame-bytes": HUB_MAX_FRAME_BYTES_FLAG,
+  ...HUB_FLAGS,
   "api-key": {
     type: "string",
     arg: "KEY",
@@ -76,61 +70,106 @@ const FLAGS: Record<string, FlagSpec> = {
   help: { type: "boolean", help: "show this help" },
 };
 
+/** What the flags and environment ask of the publisher. */
+interface PublisherConfig {
+  hostname: string;
+  port: number;
+  /** Held here and handed to the handler only: no log line carries it. */
+  apiKey: string | undefined;
+  /** The bus address (`channel://host:port`). */
+  bus: string;
+  token: string | undefined;
+  publishTimeout: number;
+  maxContentBytes: number;
+  maxFrameBytes: number;
+  shutdownTimeout: number;
+}
+
 /** Serves the publish API until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
   const signalled = shutdownSignal();
-  let server;
-  let client;
-  let shutdownTimeout = DEFAULT_SHUTDOWN_TIMEOUT;
   // At the default level until --log-level is read, then at that one.
   let logger = createLogger("publisher");
+  let bus: Bus | undefined;
+  let config: PublisherConfig;
+  let server: RestartingServer;
   try {
     const flags = parseFlags(args, FLAGS);
     if (flags.help) {
       console.log(helpText("deno task publisher [options]", "Publisher: the HTTP publish API.", FLAGS));
       return 0;
     }
-    const log = logger = createLogger("publisher", { level: logLevelFlag(flags) });
-    const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
-    // The key is read here and handed to the handler only: no log line carries it.
-    const apiKey = (stringFlag(flags, "api-key") ?? Deno.env.get("PUBLISHER_API_KEY")) || undefined;
-    if (!apiKey && !isLoopback(hostname) && !flags.insecure) {
-      throw new TypeError(
-        `Refusing to listen on ${hostname} without an API key: set --api-key or PUBLISHER_API_KEY, or pass --insecure`,
-      );
-    }
-    const port = intFlag(flags, "port", DEFAULT_PUBLISHER_PORT);
-    const hub = hubAddress(stringFlag(flags, "hub") ?? Deno.env.get("CHANNEL_HUB") ?? DEFAULT_HUB);
-    const token = stringFlag(flags, "hub-token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
-    const publishTimeout = durationFlag(flags, "publish-timeout", 5000, { min: 1 });
-    const maxContentBytes = positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES);
-    shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
-    // Not connect(): the publisher starts, and answers 503, while the hub is down.
-    const maxFrameBytes = hubMaxFrameBytesFlag(flags);
-    client = new HubClient({ ...hub, token: token || undefined, publishTimeout, maxFrameBytes, logger: log });
-    const handler = createPublishHandler({ hub: client, publishTimeout, maxContentBytes, apiKey, logger: log });
-    try {
-      server = new RestartingServer((listenPort) =>
-        Deno.serve({
-          hostname,
-          port: listenPort ?? port,
-          handler,
-          onListen: (addr) =>
-            log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: apiKey ? "api-key" : "none" }),
-        }), log);
-    } catch (error) {
-      throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
-    }
+    logger = createLogger("publisher", { level: logLevelFlag(flags) });
+    config = readConfig(flags);
+    bus = openPublisherBus(config, logger);
+    const { publishTimeout, maxContentBytes, apiKey } = config;
+    server = listen(config, createPublishHandler({ bus, publishTimeout, maxContentBytes, apiKey, logger }), logger);
   } catch (error) {
     logger.error((error as Error).message);
-    await client?.close();
+    await bus?.close();
     return 2;
   }
   const signal = await signalled;
-  logger.info("shutting down", { signal, timeout: shutdownTimeout });
-  await stop(server, client, shutdownTimeout, logger);
+  logger.info("shutting down", { signal, timeout: config.shutdownTimeout });
+  await stop(server, bus, config.shutdownTimeout, logger);
   logger.info("stopped");
   return 0;
+}
+
+/**
+ * Reads every flag but `--help` and `--log-level`, in the order their
+ * errors are reported.
+ *
+ * @throws {TypeError} for a bad value, or a non-loopback address without an
+ * API key and without `--insecure`.
+ */
+function readConfig(flags: FlagValues): PublisherConfig {
+  const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
+  const apiKey = (stringFlag(flags, "api-key") ?? Deno.env.get("PUBLISHER_API_KEY")) || undefined;
+  if (!apiKey && !isLoopback(hostname) && !flags.insecure) {
+    throw new TypeError(
+      `Refusing to listen on ${hostname} without an API key: set --api-key or PUBLISHER_API_KEY, or pass --insecure`,
+    );
+  }
+  return {
+    hostname,
+    apiKey,
+    port: intFlag(flags, "port", DEFAULT_PUBLISHER_PORT),
+    bus: busFlag(flags),
+    token: hubTokenFlag(flags),
+    publishTimeout: durationFlag(flags, "publish-timeout", 5000, { min: 1 }),
+    maxContentBytes: positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES),
+    shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT),
+    maxFrameBytes: hubMaxFrameBytesFlag(flags),
+  };
+}
+
+/**
+ * Opens the link to the bus. It does not wait for the link: the publisher
+ * starts, and answers 503, while the hub is down.
+ */
+function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
+  const { token, publishTimeout, maxFrameBytes } = config;
+  return openBus(config.bus, { token, publishTimeout, maxFrameBytes, logger });
+}
+
+/**
+ * Serves `handler` on the configured address, again after a failed accept.
+ *
+ * @throws {Error} when it cannot listen (the port is taken, say).
+ */
+function listen(config: PublisherConfig, handler: Deno.ServeHandler, logger: Logger): RestartingServer {
+  const { hostname, port, apiKey } = config;
+  const onListen = (addr: Deno.NetAddr) =>
+    logger.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: apiKey ? "api-key" : "none" });
+  try {
+    return new RestartingServer(
+      (listenPort) => Deno.serve({ hostname, port: listenPort ?? port, handler, onListen }),
+      logger,
+    );
+  } catch (error) {
+    throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
+  }
 }
 
 /**
@@ -138,17 +177,17 @@ export async function main(args: string[] = Deno.args): Promise<number> {
  * acknowledged or time out), then closes the hub link, all within `timeout`
  * ms: a request that never ends (a body that never comes, a publish timeout
  * longer than the bound) must not keep the process up. Requests still in
- * flight near the bound are cut off: closing the client rejects their
+ * flight near the bound are cut off: closing the bus rejects their
  * publishes, so they answer 503, and the last moments let those answers out.
  */
-async function stop(server: RestartingServer, client: HubClient, timeout: number, logger: Logger): Promise<void> {
+async function stop(server: RestartingServer, bus: Bus, timeout: number, logger: Logger): Promise<void> {
   const deadline = performance.now() + timeout;
   const left = () => Math.max(0, deadline - performance.now());
   const draining = server.shutdown();
   const drained = await settlesWithin(draining, timeout - Math.min(CUTOFF_RESERVE_MS, timeout / 5));
   if (!drained) logger.warn("shutdown timeout: cutting off the requests in flight", { timeout });
   // Closing rejects at once the publishes still waiting; its wait for the link may hang on a dead host.
-  const closing = client.close();
+  const closing = bus.close();
   if (!drained) await settlesWithin(draining, left());
   await settlesWithin(closing, left());
 }
@@ -226,20 +265,6 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   } finally {
     clearTimeout(timer);
   }
-}
-
-/**
- * Parses `HOST:PORT` (`[IPV6]:PORT` too).
- *
- * @throws {TypeError} when it is not of that form.
- */
-function hubAddress(value: string): { hostname: string; port: number } {
-  const match = value.match(/^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/);
-  const port = Number(match?.[3]);
-  if (!match || port < 1 || port > 65535) {
-    throw new TypeError(`Invalid --hub: expected HOST:PORT with a port from 1 to 65535, got ${JSON.stringify(value)}`);
-  }
-  return { hostname: match[1] ?? match[2]!, port };
 }
 
 /**

@@ -5,15 +5,11 @@
  * @module
  */
 
+import type { Bus } from "../shared/bus.ts";
 import { type Counter, type Histogram, Registry, renderPrometheus } from "../shared/metrics.ts";
 
-/** What the metrics and `/healthz` read of the hub link. A {@linkcode HubClient} fits. */
-export interface HubLink {
-  /** True while the link to the hub is up. */
-  readonly connected: boolean;
-  /** Times the link came back after it was up once. */
-  readonly reconnects: number;
-}
+/** What the metrics and `/healthz` read of the bus link: whether it is up, and how often it came back. */
+export type HubLink = Pick<Bus, "connected" | "reconnects">;
 
 /** Where a publish went: every pusher, or one connection. */
 export type PublishTargetKind = "broadcast" | "connection";
@@ -43,13 +39,13 @@ export interface PublisherMetricsOptions {
 
 /**
  * The publisher's metrics, kept in a {@linkcode Registry}. The handler counts
- * requests and publishes; the hub link's gauges are read at each render.
+ * requests and publishes; the bus link's gauges are read at each render.
  *
  * @example
  * ```ts
- * const hub = new HubClient({ port: 2206 });
- * const metrics = new PublisherMetrics(hub);
- * Deno.serve(createPublishHandler({ hub, metrics }));
+ * const bus = new MemoryBroker().connect();
+ * const metrics = new PublisherMetrics(bus);
+ * Deno.serve(createPublishHandler({ bus, metrics }));
  * // curl http://127.0.0.1:4237/metrics
  * ```
  */
@@ -103,16 +99,19 @@ export class PublisherMetrics {
     this.#requests.inc(1, String(status));
   }
 
-  /** Counts one successful publish that reached `reached` pusher workers in `seconds`. */
-  countPublish(target: PublishTargetKind, reached: number, seconds: number): void {
+  /**
+   * Counts one successful publish that reached `reached` pusher workers in
+   * `seconds`; a null `reached` (a bus that cannot count) adds no deliveries.
+   */
+  countPublish(target: PublishTargetKind, reached: number | null, seconds: number): void {
     this.#publishes.inc(1, target);
-    this.#deliveries.inc(reached);
+    if (reached !== null) this.#deliveries.inc(reached);
     this.#duration.observe(seconds);
   }
 
   /** Every metric of the registry in the Prometheus text format. */
   render(): string {
-    // The client counts reconnects itself; the counter catches up at each scrape.
+    // The bus counts reconnects itself; the counter catches up at each scrape.
     const reconnects = this.#hub.reconnects;
     if (reconnects > this.#reconnectsSeen) {
       this.#reconnects.inc(reconnects - this.#reconnectsSeen);

@@ -1,0 +1,72 @@
+/**
+ * What a publish asks for: its fields, from a POSTed form or the query
+ * string, read into content and a {@linkcode PushAddress}, or refused with
+ * the reason a user can act on.
+ *
+ * @module
+ */
+
+import { CONNECTION_ID_PATTERN, type PushAddress, WORKER_ID_PATTERN } from "../shared/address.ts";
+import { type Fields, readForm } from "./form.ts";
+import { Rejection } from "./_rejection.ts";
+
+/** A publish, checked. */
+export interface PublishRequest {
+  /** Who it goes to. */
+  readonly address: PushAddress;
+  /** What it says; never empty. */
+  readonly content: string;
+  /** The content's size in UTF-8 bytes, at most the limit. */
+  readonly bytes: number;
+}
+
+const INCOMPLETE =
+  "Incomplete address: to_worker_id and to_connection_id go together (both for one connection, neither to broadcast)";
+const INVALID_WORKER = "Invalid to_worker_id: expected a worker id, 16 lowercase hex digits";
+const INVALID_CONNECTION = "Invalid to_connection_id: expected a connection id, a decimal integer of 1 to 15 digits";
+
+const utf8 = new TextEncoder();
+
+/**
+ * Reads `content`, `to_worker_id` and `to_connection_id`: for a POST from
+ * its form body, falling back to `query` per field; otherwise from `query`.
+ * Without an address the content goes to everyone; with both parts of one,
+ * to one connection. Empty address fields count as absent, so a form with
+ * blank address inputs broadcasts. Unlike the original, `"0"` is content:
+ * PHP's `empty("0")` dropped it.
+ *
+ * @throws {Rejection} 400 for missing content or a malformed address, 413
+ * for content over `maxContentBytes`, or as {@linkcode readForm} does.
+ */
+export async function readPublishRequest(
+  req: Request,
+  query: Fields,
+  maxContentBytes: number,
+): Promise<PublishRequest> {
+  const body = req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
+  const field = (name: string) => body?.get(name) ?? query.get(name);
+
+  const content = field("content");
+  if (content === undefined || content === "") {
+    throw new Rejection(400, "Missing content: pass a non-empty content parameter");
+  }
+  const bytes = utf8.encode(content).length;
+  if (bytes > maxContentBytes) {
+    throw new Rejection(413, `Content too large: ${bytes} bytes, the limit is ${maxContentBytes}`);
+  }
+  return {
+    address: toAddress(field("to_worker_id") || undefined, field("to_connection_id") || undefined),
+    content,
+    bytes,
+  };
+}
+
+function toAddress(workerId: string | undefined, connectionId: string | undefined): PushAddress {
+  if (workerId === undefined && connectionId === undefined) return EVERYONE;
+  if (workerId === undefined || connectionId === undefined) throw new Rejection(400, INCOMPLETE);
+  if (!WORKER_ID_PATTERN.test(workerId)) throw new Rejection(400, INVALID_WORKER);
+  if (!CONNECTION_ID_PATTERN.test(connectionId)) throw new Rejection(400, INVALID_CONNECTION);
+  return { kind: "connection", workerId, connectionId: Number(connectionId) };
+}
+
+const EVERYONE: PushAddress = { kind: "everyone" };
