@@ -10,6 +10,7 @@ import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../shared/metrics.ts";
+import { Router, text } from "../shared/http.ts";
 import {
   durationFlag,
   type FlagSpec,
@@ -86,26 +87,22 @@ const FLAGS: Record<string, FlagSpec> = {
   help: { type: "boolean", help: "show this help" },
 };
 
-/** A path of the metrics port and what it answers. */
-interface Route {
-  pattern: URLPattern;
-  handle(server: HubServer): Response;
-}
+/** What a path of the metrics port answers, from the hub's state. */
+type Answer = (server: HubServer) => Response;
 
-const ROUTES: Route[] = [
-  {
-    pattern: new URLPattern({ pathname: "/metrics" }),
-    handle: (server) =>
+const READ = { methods: ["GET", "HEAD"], hint: "use GET" };
+
+const ROUTES = new Router<Answer>({
+  "/metrics": {
+    ...READ,
+    handler: (server) =>
       new Response(renderPrometheus(server.metrics()), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } }),
   },
-  {
-    pattern: new URLPattern({ pathname: "/healthz" }),
-    handle: (server) =>
-      server.accepting
-        ? new Response("ok", { headers: { "content-type": "text/plain; charset=utf-8" } })
-        : new Response("shutting down", { status: 503, headers: { "content-type": "text/plain; charset=utf-8" } }),
+  "/healthz": {
+    ...READ,
+    handler: (server) => server.accepting ? text(200, "ok") : text(503, "shutting down"),
   },
-];
+});
 
 /**
  * The metrics port's handler: `GET /metrics` answers the hub's counters in
@@ -121,15 +118,10 @@ const ROUTES: Route[] = [
  * ```
  */
 export function metricsHandler(server: HubServer): (request: Request) => Response {
-  return (request) => {
-    const route = ROUTES.find((candidate) => candidate.pattern.test(request.url));
-    if (!route) return new Response("Not found: use /metrics or /healthz", { status: 404 });
-    if (request.method !== "GET" && request.method !== "HEAD") {
-      return new Response("Method not allowed: use GET", { status: 405, headers: { allow: "GET, HEAD" } });
-    }
-    const response = route.handle(server);
+  return ROUTES.handler((route, request: Request) => {
+    const response = route.handler(server);
     return request.method === "HEAD" ? new Response(null, response) : response;
-  };
+  });
 }
 
 /** What the command line asks for: the hub's options and, when asked, where to serve metrics. */

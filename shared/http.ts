@@ -107,9 +107,9 @@ export class Router<H> {
    * answers a miss with {@linkcode text}: the reason and a newline, plus the
    * miss's headers.
    */
-  handler<R extends { readonly method: string; readonly url: string }>(
-    answer: (route: Route<H>, req: R, url: URL) => Response | Promise<Response>,
-  ): (req: R) => Response | Promise<Response> {
+  handler<R extends { readonly method: string; readonly url: string }, A extends Response | Promise<Response>>(
+    answer: (route: Route<H>, req: R, url: URL) => A,
+  ): (req: R) => A | Response {
     return (req) => {
       const url = new URL(req.url);
       const matched = this.match(req.method, url.pathname);
