@@ -26,11 +26,8 @@ export interface ServerRequest {
   readonly headers: { get(name: string): string | null };
 }
 
-/**
- * Header fields by lower-case name: the headers of every request that
- * {@linkcode parseHead} built, and of no other.
- */
-export class HeaderFields {
+/** Header fields by lower-case name. */
+class HeaderFields {
   readonly #fields = new Map<string, string>();
 
   /** Adds a field; a repeated name joins its values with ", " (RFC 9110 5.3). */

@@ -19,8 +19,8 @@
 
 import type { SocketHandlers } from "./socket.ts";
 import type { Transport, TransportRequest } from "./transport.ts";
-import { HeaderFields, readHead, type ServerRequest } from "./http_head.ts";
-import { checkHandshake } from "./handshake.ts";
+import { readHead, type ServerRequest } from "./http_head.ts";
+import { asksForWebSocket, checkHandshake } from "./handshake.ts";
 import { closeConnection, respond, textResponse } from "./http_response.ts";
 import { ReadSlots } from "./_read_slots.ts";
 import { ServerSocket, type SocketOwner, type SocketSettings } from "./server_socket.ts";
@@ -151,7 +151,11 @@ export function isWebSocketUpgrade(req: ServerRequest): boolean {
 export const listenTransport: Transport = {
   isUpgrade(req: TransportRequest): boolean {
     if (upgrades.has(req as ServerRequest)) return true;
-    if (!(req.headers instanceof HeaderFields) && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+    // serve() hands its handler no request that asks for a WebSocket without
+    // registering it above: it refuses the bad handshakes itself. So one that
+    // asks came from elsewhere (a fetch Request from Deno.serve, a copy of
+    // ours), and answering it as a plain request would hide the mistake.
+    if (asksForWebSocket(req.headers.get("upgrade"))) {
       throw new TypeError("Cannot upgrade: the request did not come through pusher/server.ts serve()");
     }
     return false;

@@ -29,7 +29,7 @@ import {
   type ServerFrame,
   startEcho,
 } from "./_ws_testing.ts";
-import { serve, upgradeWebSocket } from "./server.ts";
+import { listenTransport, serve, upgradeWebSocket } from "./server.ts";
 import type { ClientSocket } from "./socket.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
@@ -1042,4 +1042,67 @@ Deno.test("server refuses a ping interval longer than a timer waits, before it l
     () => serve({ port: 0, pingInterval: 2 ** 31 }, () => new Response()),
     /^RangeError: Invalid pingInterval/,
   );
+});
+
+// ---------------------------------------------------------------------------
+// listenTransport: the server as the pusher's Transport
+
+Deno.test("listenTransport.isUpgrade throws for a request that asks for a WebSocket but did not come through serve()", () => {
+  for (const upgrade of ["websocket", "WebSocket", "h2c, websocket"]) {
+    const req = new Request("http://x/", { headers: { upgrade, connection: "Upgrade" } });
+    assert.throws(() => listenTransport.isUpgrade(req), TypeError, upgrade);
+  }
+  assert.equal(listenTransport.isUpgrade(new Request("http://x/")), false);
+  assert.equal(listenTransport.isUpgrade(new Request("http://x/", { headers: { upgrade: "h2c" } })), false);
+  assert.throws(
+    () => listenTransport.upgrade(new Request("http://x/"), { open() {}, message() {}, close() {} }),
+    TypeError,
+  );
+});
+
+Deno.test("listenTransport.isUpgrade is true for a handshake from serve(), false for a plain request, and throws for a copy", async () => {
+  const seen: { url: string; upgrade: boolean; copy: string }[] = [];
+  await using server = serve({ port: 0, logger: quietLogger }, (req) => {
+    const upgrade = listenTransport.isUpgrade(req);
+    let copy = "false";
+    try {
+      copy = String(listenTransport.isUpgrade({ ...req }));
+    } catch (error) {
+      copy = (error as Error).name;
+    }
+    seen.push({ url: new URL(req.url).pathname, upgrade, copy });
+    if (!upgrade) return new Response("plain");
+    return listenTransport.upgrade(req, { open() {}, message() {}, close() {} });
+  });
+  assert.equal((await httpExchange(server.addr.port, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")).body, "plain");
+  await using socket = await RawSocket.connect(server.addr.port);
+  await socket.write(handshakeRequest({}, "GET /ws HTTP/1.1"));
+  assert.equal((await socket.readHead()).status, 101);
+  assert.deepEqual(seen, [
+    { url: "/plain", upgrade: false, copy: "false" },
+    { url: "/ws", upgrade: true, copy: "TypeError" },
+  ]);
+});
+
+Deno.test("listenTransport sends a message it prepared, and a foreign prepared message by its text", async () => {
+  const prepared = listenTransport.prepare("hi");
+  assert.equal(prepared.text, "hi");
+  await using server = serve({ port: 0, logger: quietLogger }, (req) =>
+    listenTransport.upgrade(req, {
+      open(socket) {
+        socket.send(prepared);
+        socket.send({ text: "x" });
+        socket.send(prepared);
+      },
+      message() {},
+      close() {},
+    }));
+  await using socket = await RawSocket.open(server.addr.port);
+  const texts = [];
+  for (let i = 0; i < 3; i++) {
+    const frame = await socket.next();
+    assert.equal(frame?.opcode, Op.text);
+    texts.push(strictUtf8.decode(frame.payload));
+  }
+  assert.deepEqual(texts, ["hi", "x", "hi"]);
 });
