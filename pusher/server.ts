@@ -24,12 +24,30 @@ import { asksForWebSocket, checkHandshake } from "./handshake.ts";
 import { closeConnection, respond, textResponse } from "./http_response.ts";
 import { ReadSlots } from "./_read_slots.ts";
 import { ServerSocket, type SocketOwner, type SocketSettings } from "./server_socket.ts";
-import { CloseCode, PreparedText } from "./websocket.ts";
+import { CloseCode, DEFAULT_MAX_MESSAGE_BYTES, PreparedText } from "./websocket.ts";
 import { acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { timerMs } from "../shared/duration.ts";
 
 export type { ServerRequest } from "./http_head.ts";
+export { DEFAULT_MAX_MESSAGE_BYTES } from "./websocket.ts";
+
+/** The address {@linkcode serve} listens on by default: this machine only. */
+export const DEFAULT_HOSTNAME = "127.0.0.1";
+/** The pusher's WebSocket port, as in the original: {@linkcode serve}'s default. */
+export const DEFAULT_PUSHER_PORT = 4236;
+/** The largest request head by default, in bytes: 8 KiB. */
+export const DEFAULT_MAX_HEAD_BYTES = 8192;
+/** Milliseconds a connection gets to send its request head by default: 10 s. */
+export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
+/** Bytes that may wait to be written to one socket by default: 1 MiB. */
+export const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024;
+/** Milliseconds a write to one socket may stay blocked by default: 2 s. */
+export const DEFAULT_SLOW_CLIENT_TIMEOUT = 2000;
+/** Milliseconds between protocol pings by default: 30 s. */
+export const DEFAULT_PING_INTERVAL = 30_000;
+/** Milliseconds to wait for the client's close frame after ours by default: 1 s. */
+export const DEFAULT_CLOSE_TIMEOUT = 1000;
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -177,20 +195,20 @@ export const listenTransport: Transport = {
 export function serve(options: ServeOptions, handler: Handler): Server {
   // Checked before listening: a bad option must not leave a listener behind.
   const settings: Settings = {
-    maxHeadBytes: options.maxHeadBytes ?? 8192,
-    handshakeTimeout: timerMs("handshakeTimeout", options.handshakeTimeout ?? 10_000, 1),
-    maxMessageBytes: options.maxMessageBytes ?? 65536,
-    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
-    slowClientTimeout: timerMs("slowClientTimeout", options.slowClientTimeout ?? 2000, 1),
-    pingInterval: timerMs("pingInterval", options.pingInterval ?? 30_000, 1),
-    closeTimeout: timerMs("closeTimeout", options.closeTimeout ?? 1000),
+    maxHeadBytes: options.maxHeadBytes ?? DEFAULT_MAX_HEAD_BYTES,
+    handshakeTimeout: timerMs("handshakeTimeout", options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT, 1),
+    maxMessageBytes: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    maxBufferedBytes: options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
+    slowClientTimeout: timerMs("slowClientTimeout", options.slowClientTimeout ?? DEFAULT_SLOW_CLIENT_TIMEOUT, 1),
+    pingInterval: timerMs("pingInterval", options.pingInterval ?? DEFAULT_PING_INTERVAL, 1),
+    closeTimeout: timerMs("closeTimeout", options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT),
     maxConnections: options.maxConnections ?? Infinity,
     logger: options.logger ?? createLogger("pusher"),
     onRefused: options.onRefused ?? (() => {}),
   };
   const listener = Deno.listen({
-    hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? 4236,
+    hostname: options.hostname ?? DEFAULT_HOSTNAME,
+    port: options.port ?? DEFAULT_PUSHER_PORT,
     ...(options.reusePort ? { reusePort: true } : {}),
   } as Deno.TcpListenOptions);
   const server = new ServerImpl(listener, handler, settings);

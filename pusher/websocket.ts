@@ -141,6 +141,9 @@ export function encodeWebSocketFrame(opcode: number, payload: Uint8Array): Uint8
   return frame;
 }
 
+/** The largest message a client may send by default, in bytes: 64 KiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 65536;
+
 /** Options for {@linkcode FrameParser}. */
 export interface FrameParserOptions {
   /**
@@ -175,7 +178,7 @@ export class FrameParser {
   #failed: ProtocolError | null = null;
 
   constructor(options: FrameParserOptions = {}) {
-    this.#maxMessageBytes = options.maxMessageBytes ?? 65536;
+    this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   }
 
   /**
