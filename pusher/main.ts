@@ -17,12 +17,13 @@ import {
   DEFAULT_PUSHER_PORT,
   DEFAULT_SLOW_CLIENT_TIMEOUT,
 } from "./server.ts";
-import { createLogger, type Logger } from "../shared/log.ts";
+import { createLogger, type Logger, type LogLevel } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import { backoffDelay } from "../channel/_backoff.ts";
 import {
   durationFlag,
   type FlagSpec,
+  type FlagValues,
   helpText,
   HUB_FLAGS,
   hubFlag,
@@ -141,7 +142,6 @@ const FLAGS: Record<string, FlagSpec> = {
 export async function main(args: string[] = Deno.args): Promise<number> {
   const signalled = shutdownSignal();
   let logger = createLogger("pusher");
-  let pool: WorkerPool;
   try {
     const flags = parseFlags(args, FLAGS);
     if (flags.help) {
@@ -151,65 +151,93 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       return 0;
     }
     const logLevel = logLevelFlag(flags);
+    // Before the other flags: a bad one is reported at the asked level.
     logger = createLogger("pusher", { level: logLevel });
-    const tokenSecret = stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null);
-    // An empty value is no secret: anyone could sign tokens with it.
-    if (tokenSecret === "") {
-      throw new TypeError("Invalid --token-secret: empty (leave it out to take connections without a token)");
-    }
-    const workers = intFlag(flags, "workers", DEFAULT_WORKERS);
-    if (workers < 1) throw new TypeError("Invalid --workers: at least 1");
-    const maxConnections = intFlag(flags, "max-connections", DEFAULT_MAX_CONNECTIONS);
-    // Each worker takes a share: one with none would refuse everyone who reaches it, /healthz too.
-    if (maxConnections < workers) {
-      throw new TypeError(`Invalid --max-connections: at least one per worker (${workers}), got ${maxConnections}`);
-    }
-    const config: Omit<WorkerConfig, "slot"> = {
-      hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
-      port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
-      hub: hubFlag(flags),
-      hubToken: hubTokenFlag(flags),
-      hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
-      idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_PING_INTERVAL / 1000, { unit: "s", min: 1 }),
-      maxBufferedBytes: intFlag(flags, "max-buffered-bytes", DEFAULT_MAX_BUFFERED_BYTES),
-      slowClientTimeout: durationFlag(flags, "slow-client-timeout", DEFAULT_SLOW_CLIENT_TIMEOUT, { min: 1 }),
-      publisherUrl: stringFlag(flags, "publisher-url") ?? null,
-      allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
-      tokenSecret,
-      maxMessageRate: intFlag(flags, "max-message-rate", DEFAULT_MAX_MESSAGE_RATE),
-      maxMessageBytes: intFlag(flags, "max-message-bytes", DEFAULT_MAX_MESSAGE_BYTES),
-      maxHeadBytes: intFlag(flags, "max-head-bytes", DEFAULT_MAX_HEAD_BYTES),
-      handshakeTimeout: durationFlag(flags, "handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT, { min: 1 }),
-      // For all workers together; each takes its share (WorkerPool).
-      maxConnections,
-      logLevel,
-    };
-    let fatal!: (error: Error) => void;
-    const failed = new Promise<Error>((resolve) => (fatal = resolve));
-    pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });
-    const port = await pool.start();
-    logger.info("listening", {
-      addr: `${config.hostname}:${port}`,
-      workers,
-      hub: `${config.hub.hostname}:${config.hub.port}`,
-      auth: tokenSecret ? "token" : "none",
-    });
-    const shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
-    // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
-    // one abruptly, as a crash would, and the pool replaces it.
-    Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
-    const outcome = await Promise.race([signalled, failed]);
-    if (outcome instanceof Error) {
-      logger.error(outcome.message);
-      await pool.stop(shutdownTimeout);
-      return 1;
-    }
-    logger.info("shutting down", { signal: outcome });
-    await pool.stop(shutdownTimeout);
+    return await run(pusherSettings(flags, logLevel), logger, signalled);
   } catch (error) {
     logger.error((error as Error).message);
     return 2;
   }
+}
+
+/** What the flags ask of the pusher. */
+interface PusherSettings {
+  /** Every worker's config but its slot; `maxConnections` is for all of them together. */
+  worker: Omit<WorkerConfig, "slot">;
+  /** Workers. */
+  workers: number;
+  /** Milliseconds the workers get to close their clients. */
+  shutdownTimeout: number;
+}
+
+/**
+ * Reads the flags (and `PUSHER_TOKEN_SECRET`) into the pusher's settings.
+ *
+ * @throws {TypeError} on a flag with a bad value.
+ */
+function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
+  const tokenSecret = stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null);
+  // An empty value is no secret: anyone could sign tokens with it.
+  if (tokenSecret === "") {
+    throw new TypeError("Invalid --token-secret: empty (leave it out to take connections without a token)");
+  }
+  const workers = intFlag(flags, "workers", DEFAULT_WORKERS);
+  if (workers < 1) throw new TypeError("Invalid --workers: at least 1");
+  const maxConnections = intFlag(flags, "max-connections", DEFAULT_MAX_CONNECTIONS);
+  // Each worker takes a share: one with none would refuse everyone who reaches it, /healthz too.
+  if (maxConnections < workers) {
+    throw new TypeError(`Invalid --max-connections: at least one per worker (${workers}), got ${maxConnections}`);
+  }
+  const worker: Omit<WorkerConfig, "slot"> = {
+    hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
+    port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
+    hub: hubFlag(flags),
+    hubToken: hubTokenFlag(flags),
+    hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
+    idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_PING_INTERVAL / 1000, { unit: "s", min: 1 }),
+    maxBufferedBytes: intFlag(flags, "max-buffered-bytes", DEFAULT_MAX_BUFFERED_BYTES),
+    slowClientTimeout: durationFlag(flags, "slow-client-timeout", DEFAULT_SLOW_CLIENT_TIMEOUT, { min: 1 }),
+    publisherUrl: stringFlag(flags, "publisher-url") ?? null,
+    allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
+    tokenSecret,
+    maxMessageRate: intFlag(flags, "max-message-rate", DEFAULT_MAX_MESSAGE_RATE),
+    maxMessageBytes: intFlag(flags, "max-message-bytes", DEFAULT_MAX_MESSAGE_BYTES),
+    maxHeadBytes: intFlag(flags, "max-head-bytes", DEFAULT_MAX_HEAD_BYTES),
+    handshakeTimeout: durationFlag(flags, "handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT, { min: 1 }),
+    // For all workers together; each takes its share (WorkerPool).
+    maxConnections,
+    logLevel,
+  };
+  return { worker, workers, shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT) };
+}
+
+/**
+ * Starts the workers, then waits for a shutdown signal (exit code 0) or for
+ * the pool to give up (1), and stops them.
+ */
+async function run(settings: PusherSettings, logger: Logger, signalled: Promise<Deno.Signal>): Promise<number> {
+  const { worker: config, workers, shutdownTimeout } = settings;
+  let fatal!: (error: Error) => void;
+  const failed = new Promise<Error>((resolve) => (fatal = resolve));
+  const pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });
+  const port = await pool.start();
+  logger.info("listening", {
+    addr: `${config.hostname}:${port}`,
+    workers,
+    hub: `${config.hub.hostname}:${config.hub.port}`,
+    auth: config.tokenSecret ? "token" : "none",
+  });
+  // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
+  // one abruptly, as a crash would, and the pool replaces it.
+  Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
+  const outcome = await Promise.race([signalled, failed]);
+  if (outcome instanceof Error) {
+    logger.error(outcome.message);
+    await pool.stop(shutdownTimeout);
+    return 1;
+  }
+  logger.info("shutting down", { signal: outcome });
+  await pool.stop(shutdownTimeout);
   logger.info("stopped");
   return 0;
 }
