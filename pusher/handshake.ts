@@ -6,8 +6,7 @@
  * @module
  */
 
-import type { ServerRequest } from "./http_head.ts";
-import { isToken } from "./http_head.ts";
+import { isToken, type ServerRequest } from "./http_head.ts";
 import { textResponse } from "./http_response.ts";
 import { acceptKey, isValidKey } from "./websocket.ts";
 

@@ -109,6 +109,7 @@ export type Refusal =
 
 /** A running server. */
 export interface Server extends AsyncDisposable {
+  /** The address it listens on: read the port back from here after `port: 0`. */
   readonly addr: Deno.NetAddr;
   /** Resolves once shut down and every connection is closed. */
   readonly finished: Promise<void>;

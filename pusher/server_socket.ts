@@ -80,6 +80,10 @@ export class ServerSocket implements ClientSocket {
   #violation: ProtocolError | null = null;
   #idle: Uint8Array | null = null;
 
+  /**
+   * Takes over `tcp` after the handshake `req`, whose `Sec-WebSocket-Accept`
+   * is `accept`, and queues the `101`; nothing is read before `run`.
+   */
   constructor(
     tcp: Deno.TcpConn,
     req: ServerRequest,

@@ -36,6 +36,7 @@ export class ProtocolError extends Error {
    */
   events: ClientEvent[] = [];
 
+  /** A violation to close with `code`; `message` becomes the close reason. */
   constructor(code: number, message: string) {
     super(message);
     this.name = "ProtocolError";
@@ -83,6 +84,7 @@ export class PreparedText {
   /** The complete frame: header and payload. */
   readonly frame: Uint8Array;
 
+  /** Frames `text` once. */
   constructor(text: string) {
     this.text = text;
     this.frame = encodeWebSocketFrame(OP_TEXT, utf8.encode(text));
@@ -177,6 +179,7 @@ export class FrameParser {
   #fragmentOpcode = -1;
   #failed: ProtocolError | null = null;
 
+  /** A parser for one connection's bytes. */
   constructor(options: FrameParserOptions = {}) {
     this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   }
