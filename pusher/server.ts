@@ -23,7 +23,7 @@ import { readHead, type ServerRequest } from "./http_head.ts";
 import { asksForWebSocket, checkHandshake } from "./handshake.ts";
 import { closeConnection, respond, textResponse } from "./http_response.ts";
 import { ReadSlots } from "./_read_slots.ts";
-import { ServerSocket, type SocketOwner, type SocketSettings } from "./server_socket.ts";
+import { Socket, type SocketOwner, type SocketSettings } from "./server_socket.ts";
 import { CloseCode, DEFAULT_MAX_MESSAGE_BYTES, PreparedText } from "./websocket.ts";
 import { acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -242,7 +242,7 @@ class ServerImpl implements SocketOwner {
   readonly addr: Deno.NetAddr;
   readonly readSlots = new ReadSlots();
   readonly finished: Promise<void>;
-  readonly sockets = new Set<ServerSocket>();
+  readonly sockets = new Set<Socket>();
   readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
   readonly #handler: Handler;
   readonly #settings: Settings;
@@ -370,14 +370,14 @@ class ServerImpl implements SocketOwner {
     if (response !== upgrade.response || !upgrade.handlers) return respond(tcp, response, req.method === "HEAD");
     // Shutdown has already said goodbye to the sockets it found, and waits for them alone.
     if (this.#stopping) return this.#reject(tcp, textResponse(503, "Shutting down"), "shutting_down");
-    const socket = new ServerSocket(tcp, req, handshake as string, upgrade.handlers, this.#settings, this);
+    const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings, this);
     this.sockets.add(socket);
     // Not awaited: an open socket keeps no frame of this function alive.
     socket.run(rest);
   }
 
   /** Called by a socket once it has closed. */
-  forget(socket: ServerSocket): void {
+  forget(socket: Socket): void {
     this.sockets.delete(socket);
     if (this.sockets.size === 0) this.#allClosed?.();
   }

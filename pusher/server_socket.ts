@@ -47,7 +47,7 @@ export interface SocketOwner {
   /** Where the socket takes its idle read buffer, and gives it back. */
   readonly readSlots: ReadSlots;
   /** Called once the socket has closed. */
-  forget(socket: ServerSocket): void;
+  forget(socket: Socket): void;
 }
 
 /**
@@ -61,9 +61,9 @@ const PING = encodePing();
 
 /**
  * One WebSocket connection, made by the server once its handler accepted the
- * handshake; {@linkcode ServerSocket.run} starts it.
+ * handshake; {@linkcode Socket.run} starts it.
  */
-export class ServerSocket implements ClientSocket {
+export class Socket implements ClientSocket {
   /** The `Origin` header of the handshake, or null. */
   readonly origin: string | null;
   readonly #tcp: Deno.TcpConn;
