@@ -7,13 +7,24 @@
  */
 
 import type { FromWorker, ToWorker, WorkerConfig } from "./worker.ts";
-import { createLogger, type Logger } from "../shared/log.ts";
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT,
+  DEFAULT_HOSTNAME,
+  DEFAULT_MAX_BUFFERED_BYTES,
+  DEFAULT_MAX_HEAD_BYTES,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_PING_INTERVAL,
+  DEFAULT_PUSHER_PORT,
+  DEFAULT_SLOW_CLIENT_TIMEOUT,
+} from "./server.ts";
+import { createLogger, type Logger, type LogLevel } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import { backoffDelay } from "../channel/_backoff.ts";
 import {
   busFlag,
   durationFlag,
   type FlagSpec,
+  type FlagValues,
   helpText,
   HUB_FLAGS,
   hubMaxFrameBytesFlag,
@@ -26,18 +37,31 @@ import {
   stringFlag,
 } from "../shared/cli.ts";
 
-/** The pusher's default WebSocket port, as in the original. */
-export const DEFAULT_PUSHER_PORT = 4236;
+export { DEFAULT_PUSHER_PORT } from "./server.ts";
+
+/** Workers by default: one worker id each. */
+const DEFAULT_WORKERS = 2;
+/** WebSocket connections for the whole pusher by default, shared out among its workers. */
+const DEFAULT_MAX_CONNECTIONS = 100_000;
+/** Milliseconds workers get to close their clients by default. */
+const DEFAULT_SHUTDOWN_TIMEOUT = 5000;
+/** Messages, pings and pongs per second a client may send by default: the pusher's own default (`pusher/pusher.ts`). */
+const DEFAULT_MAX_MESSAGE_RATE = 50;
 
 const FLAGS: Record<string, FlagSpec> = {
   hostname: {
     type: "string",
     arg: "HOST",
     help: "address to listen on; 0.0.0.0 for other machines",
-    default: "127.0.0.1",
+    default: DEFAULT_HOSTNAME,
   },
-  port: { type: "string", arg: "PORT", help: "WebSocket and demo page port; 0 picks a free one", default: "4236" },
-  workers: { type: "string", arg: "N", help: "worker count, one worker id each", default: "2" },
+  port: {
+    type: "string",
+    arg: "PORT",
+    help: "WebSocket and demo page port; 0 picks a free one",
+    default: String(DEFAULT_PUSHER_PORT),
+  },
+  workers: { type: "string", arg: "N", help: "worker count, one worker id each", default: String(DEFAULT_WORKERS) },
   ...HUB_FLAGS,
   "publisher-url": {
     type: "string",
@@ -49,19 +73,19 @@ const FLAGS: Record<string, FlagSpec> = {
     type: "string",
     arg: "S",
     help: "seconds between pings to each client; silent ones close",
-    default: "30",
+    default: String(DEFAULT_PING_INTERVAL / 1000),
   },
   "max-buffered-bytes": {
     type: "string",
     arg: "N",
     help: "bytes waiting for one client before it is closed with 3008",
-    default: "1048576",
+    default: String(DEFAULT_MAX_BUFFERED_BYTES),
   },
   "slow-client-timeout": {
     type: "string",
     arg: "MS",
     help: "time a write to one client may stay blocked before it is closed with 3008",
-    default: "2000",
+    default: String(DEFAULT_SLOW_CLIENT_TIMEOUT),
   },
   "allowed-origins": {
     type: "string",
@@ -78,28 +102,38 @@ const FLAGS: Record<string, FlagSpec> = {
     type: "string",
     arg: "N",
     help: "largest message a client may send (1009 past it)",
-    default: "65536",
+    default: String(DEFAULT_MAX_MESSAGE_BYTES),
   },
-  "max-head-bytes": { type: "string", arg: "N", help: "largest request head (431 past it)", default: "8192" },
+  "max-head-bytes": {
+    type: "string",
+    arg: "N",
+    help: "largest request head (431 past it)",
+    default: String(DEFAULT_MAX_HEAD_BYTES),
+  },
   "handshake-timeout": {
     type: "string",
     arg: "MS",
     help: "time a connection gets to send its request head",
-    default: "10000",
+    default: String(DEFAULT_HANDSHAKE_TIMEOUT),
   },
   "max-message-rate": {
     type: "string",
     arg: "N",
     help: "messages, pings and pongs per second a client may send",
-    default: "50",
+    default: String(DEFAULT_MAX_MESSAGE_RATE),
   },
   "max-connections": {
     type: "string",
     arg: "N",
     help: "WebSocket connections for the whole pusher",
-    default: "100000",
+    default: String(DEFAULT_MAX_CONNECTIONS),
   },
-  "shutdown-timeout": { type: "string", arg: "MS", help: "time workers get to close their clients", default: "5000" },
+  "shutdown-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time workers get to close their clients",
+    default: String(DEFAULT_SHUTDOWN_TIMEOUT),
+  },
   "log-level": LOG_LEVEL_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
@@ -108,7 +142,6 @@ const FLAGS: Record<string, FlagSpec> = {
 export async function main(args: string[] = Deno.args): Promise<number> {
   const signalled = shutdownSignal();
   let logger = createLogger("pusher");
-  let pool: WorkerPool;
   try {
     const flags = parseFlags(args, FLAGS);
     if (flags.help) {
@@ -118,65 +151,93 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       return 0;
     }
     const logLevel = logLevelFlag(flags);
+    // Before the other flags: a bad one is reported at the asked level.
     logger = createLogger("pusher", { level: logLevel });
-    const tokenSecret = stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null);
-    // An empty value is no secret: anyone could sign tokens with it.
-    if (tokenSecret === "") {
-      throw new TypeError("Invalid --token-secret: empty (leave it out to take connections without a token)");
-    }
-    const workers = intFlag(flags, "workers", 2);
-    if (workers < 1) throw new TypeError("Invalid --workers: at least 1");
-    const maxConnections = intFlag(flags, "max-connections", 100_000);
-    // Each worker takes a share: one with none would refuse everyone who reaches it, /healthz too.
-    if (maxConnections < workers) {
-      throw new TypeError(`Invalid --max-connections: at least one per worker (${workers}), got ${maxConnections}`);
-    }
-    const config: Omit<WorkerConfig, "slot"> = {
-      hostname: stringFlag(flags, "hostname") ?? "127.0.0.1",
-      port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
-      bus: busFlag(flags),
-      hubToken: hubTokenFlag(flags),
-      hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
-      idleTimeout: durationFlag(flags, "idle-timeout", 30, { unit: "s", min: 1 }),
-      maxBufferedBytes: intFlag(flags, "max-buffered-bytes", 1024 * 1024),
-      slowClientTimeout: durationFlag(flags, "slow-client-timeout", 2000, { min: 1 }),
-      publisherUrl: stringFlag(flags, "publisher-url") ?? null,
-      allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
-      tokenSecret,
-      maxMessageRate: intFlag(flags, "max-message-rate", 50),
-      maxMessageBytes: intFlag(flags, "max-message-bytes", 65536),
-      maxHeadBytes: intFlag(flags, "max-head-bytes", 8192),
-      handshakeTimeout: durationFlag(flags, "handshake-timeout", 10_000, { min: 1 }),
-      // For all workers together; each takes its share (WorkerPool).
-      maxConnections,
-      logLevel,
-    };
-    let fatal!: (error: Error) => void;
-    const failed = new Promise<Error>((resolve) => (fatal = resolve));
-    pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });
-    const port = await pool.start();
-    logger.info("listening", {
-      addr: `${config.hostname}:${port}`,
-      workers,
-      bus: config.bus,
-      auth: tokenSecret ? "token" : "none",
-    });
-    const shutdownTimeout = durationFlag(flags, "shutdown-timeout", 5000);
-    // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
-    // one abruptly, as a crash would, and the pool replaces it.
-    Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
-    const outcome = await Promise.race([signalled, failed]);
-    if (outcome instanceof Error) {
-      logger.error(outcome.message);
-      await pool.stop(shutdownTimeout);
-      return 1;
-    }
-    logger.info("shutting down", { signal: outcome });
-    await pool.stop(shutdownTimeout);
+    return await run(pusherSettings(flags, logLevel), logger, signalled);
   } catch (error) {
     logger.error((error as Error).message);
     return 2;
   }
+}
+
+/** What the flags ask of the pusher. */
+interface PusherSettings {
+  /** Every worker's config but its slot; `maxConnections` is for all of them together. */
+  worker: Omit<WorkerConfig, "slot">;
+  /** Workers. */
+  workers: number;
+  /** Milliseconds the workers get to close their clients. */
+  shutdownTimeout: number;
+}
+
+/**
+ * Reads the flags (and `PUSHER_TOKEN_SECRET`) into the pusher's settings.
+ *
+ * @throws {TypeError} on a flag with a bad value.
+ */
+function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
+  const tokenSecret = stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null);
+  // An empty value is no secret: anyone could sign tokens with it.
+  if (tokenSecret === "") {
+    throw new TypeError("Invalid --token-secret: empty (leave it out to take connections without a token)");
+  }
+  const workers = intFlag(flags, "workers", DEFAULT_WORKERS);
+  if (workers < 1) throw new TypeError("Invalid --workers: at least 1");
+  const maxConnections = intFlag(flags, "max-connections", DEFAULT_MAX_CONNECTIONS);
+  // Each worker takes a share: one with none would refuse everyone who reaches it, /healthz too.
+  if (maxConnections < workers) {
+    throw new TypeError(`Invalid --max-connections: at least one per worker (${workers}), got ${maxConnections}`);
+  }
+  const worker: Omit<WorkerConfig, "slot"> = {
+    hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
+    port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
+    bus: busFlag(flags),
+    hubToken: hubTokenFlag(flags),
+    hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
+    idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_PING_INTERVAL / 1000, { unit: "s", min: 1 }),
+    maxBufferedBytes: intFlag(flags, "max-buffered-bytes", DEFAULT_MAX_BUFFERED_BYTES),
+    slowClientTimeout: durationFlag(flags, "slow-client-timeout", DEFAULT_SLOW_CLIENT_TIMEOUT, { min: 1 }),
+    publisherUrl: stringFlag(flags, "publisher-url") ?? null,
+    allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
+    tokenSecret,
+    maxMessageRate: intFlag(flags, "max-message-rate", DEFAULT_MAX_MESSAGE_RATE),
+    maxMessageBytes: intFlag(flags, "max-message-bytes", DEFAULT_MAX_MESSAGE_BYTES),
+    maxHeadBytes: intFlag(flags, "max-head-bytes", DEFAULT_MAX_HEAD_BYTES),
+    handshakeTimeout: durationFlag(flags, "handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT, { min: 1 }),
+    // For all workers together; each takes its share (WorkerPool).
+    maxConnections,
+    logLevel,
+  };
+  return { worker, workers, shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT) };
+}
+
+/**
+ * Starts the workers, then waits for a shutdown signal (exit code 0) or for
+ * the pool to give up (1), and stops them.
+ */
+async function run(settings: PusherSettings, logger: Logger, signalled: Promise<Deno.Signal>): Promise<number> {
+  const { worker: config, workers, shutdownTimeout } = settings;
+  let fatal!: (error: Error) => void;
+  const failed = new Promise<Error>((resolve) => (fatal = resolve));
+  const pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });
+  const port = await pool.start();
+  logger.info("listening", {
+    addr: `${config.hostname}:${port}`,
+    workers,
+    bus: config.bus,
+    auth: config.tokenSecret ? "token" : "none",
+  });
+  // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
+  // one abruptly, as a crash would, and the pool replaces it.
+  Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
+  const outcome = await Promise.race([signalled, failed]);
+  if (outcome instanceof Error) {
+    logger.error(outcome.message);
+    await pool.stop(shutdownTimeout);
+    return 1;
+  }
+  logger.info("shutting down", { signal: outcome });
+  await pool.stop(shutdownTimeout);
   logger.info("stopped");
   return 0;
 }

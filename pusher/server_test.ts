@@ -18,7 +18,6 @@ import {
   denoClient,
   describeBinary,
   type EchoServer,
-  h2cUpgradeRequest,
   handshakeRequest,
   httpExchange,
   npmClient,
@@ -30,7 +29,7 @@ import {
   type ServerFrame,
   startEcho,
 } from "./ws_testing.ts";
-import { serve, upgradeWebSocket } from "./server.ts";
+import { listenTransport, serve, upgradeWebSocket } from "./server.ts";
 import type { ClientSocket } from "./socket.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
@@ -275,107 +274,7 @@ Deno.test("Chromium: conformance", async (t) => {
 });
 
 // ---------------------------------------------------------------------------
-// Raw client: handshake answer, pings, closes
-
-Deno.test("server answers a handshake with 101, the RFC's accept value and the first subprotocol", async () => {
-  await using echo = startEcho();
-  await using socket = await RawSocket.connect(echo.port);
-  await socket.write(handshakeRequest({ "Sec-WebSocket-Protocol": "chat, superchat" }));
-  const head = await socket.readHead();
-  assert.equal(head.status, 101);
-  assert.equal(head.headers.get("upgrade")?.toLowerCase(), "websocket");
-  assert.equal(head.headers.get("connection")?.toLowerCase(), "upgrade");
-  assert.equal(head.headers.get("sec-websocket-accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-  assert.equal(head.headers.get("sec-websocket-protocol"), "chat");
-  await using plain = await RawSocket.connect(echo.port);
-  await plain.write(handshakeRequest());
-  assert.equal((await plain.readHead()).headers.get("sec-websocket-protocol"), null);
-});
-
-Deno.test("server answers an HTTP/1.0 request without Host, which that version did not require", async () => {
-  await using echo = startEcho();
-  const page = await httpExchange(echo.port, "GET / HTTP/1.0\r\n\r\n");
-  assert.equal(page.status, 200);
-  assert.equal(page.headers.get("content-type"), "text/html;charset=utf-8");
-});
-
-Deno.test("server accepts a Host that is a name, an IPv4 address or an IPv6 literal, with or without a port", async () => {
-  await using echo = startEcho();
-  for (
-    const host of ["example.com", "EXAMPLE.com:80", "127.0.0.1:4236", "[::1]", "[::1]:4236", "xn--bcher-kva.example:"]
-  ) {
-    await using socket = await RawSocket.connect(echo.port);
-    await socket.write(handshakeRequest({ Host: host }));
-    assert.equal((await socket.readHead()).status, 101, host);
-  }
-});
-
-Deno.test("server accepts an absolute-form request target and takes the path, query and host from it", async () => {
-  await using echo = startEcho();
-  // RFC 9112 3.2.2: a server MUST accept the absolute form, and use its host instead of the Host header's.
-  for (
-    const target of [
-      `http://127.0.0.1:${echo.port}/`,
-      "HTTP://example.com",
-      "http://example.com?x=1",
-      "https://[::1]:1/",
-    ]
-  ) {
-    const page = await httpExchange(echo.port, `GET ${target} HTTP/1.1\r\nHost: other.example\r\n\r\n`);
-    assert.equal(page.status, 200, target);
-    assert.equal(page.headers.get("content-type"), "text/html;charset=utf-8");
-  }
-  const missing = await httpExchange(echo.port, "GET http://127.0.0.1/nope?x=/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-  assert.equal(missing.status, 404);
-  await using socket = await RawSocket.connect(echo.port);
-  await socket.write(handshakeRequest({}, "GET http://127.0.0.1/ HTTP/1.1"));
-  assert.equal((await socket.readHead()).status, 101);
-});
-
-Deno.test("server ignores an Upgrade to another protocol (h2c) and answers the request itself", async () => {
-  await using echo = startEcho();
-  // What curl --http2 sends to an http:// URL; RFC 9110 7.8 lets a server ignore an Upgrade it does not support.
-  const h2c = await httpExchange(
-    echo.port,
-    h2cUpgradeRequest("/"),
-  );
-  assert.equal(h2c.status, 200, h2c.head);
-  assert.equal(h2c.headers.get("content-type"), "text/html;charset=utf-8");
-  // A handshake's other headers do not make it a WebSocket upgrade either.
-  assert.equal((await httpExchange(echo.port, handshakeRequest({ Upgrade: "h2c" }))).status, 200);
-  assert.equal(echo.opens.length, 0);
-});
-
-Deno.test("server skips empty elements of the Sec-WebSocket-Protocol list and echoes the first protocol", async () => {
-  await using echo = startEcho();
-  // RFC 9110 5.6.1: a recipient accepts empty list elements and does not count them.
-  const cases: [string, string | null][] = [[", chat", "chat"], [" ,, chat ,superchat", "chat"], [",", null], [
-    "",
-    null,
-  ]];
-  for (const [requested, echoed] of cases) {
-    await using socket = await RawSocket.connect(echo.port);
-    await socket.write(handshakeRequest({ "Sec-WebSocket-Protocol": requested }));
-    const head = await socket.readHead();
-    assert.equal(head.status, 101, requested);
-    assert.equal(head.headers.get("sec-websocket-protocol"), echoed, requested);
-  }
-});
-
-Deno.test("server reads a header sent on several lines, in any case, as one list", async () => {
-  await using echo = startEcho();
-  await using socket = await RawSocket.connect(echo.port);
-  await socket.write(
-    handshakeRequest({ Connection: "keep-alive" }).replace(
-      "\r\n\r\n",
-      "\r\nconnection: Upgrade\r\nsec-websocket-protocol: chat\r\nSEC-WEBSOCKET-PROTOCOL: superchat\r\n\r\n",
-    ),
-  );
-  const head = await socket.readHead();
-  assert.equal(head.status, 101);
-  assert.equal(head.headers.get("sec-websocket-protocol"), "chat");
-  assert.deepEqual(echo.opens.map((open) => open.protocols), ["chat, superchat"]);
-});
+// Raw client: read buffers, pings, closes
 
 Deno.test("server gives each socket its own idle read buffer, and reuses those of closed sockets", async () => {
   await using echo = startEcho();
@@ -826,16 +725,6 @@ for (const bad of BAD_REQUESTS) {
   });
 }
 
-Deno.test("server accepts a request head of exactly maxHeadBytes", async () => {
-  await using echo = startEcho({ maxHeadBytes: 1024 });
-  const base = handshakeRequest({ "X-Padding": "" });
-  const request = handshakeRequest({ "X-Padding": "p".repeat(1024 - base.length) });
-  assert.equal(request.length, 1024);
-  await using socket = await RawSocket.connect(echo.port);
-  await socket.write(request);
-  assert.equal((await socket.readHead()).status, 101);
-});
-
 Deno.test("server closes a connection that never finishes its request head after handshakeTimeout, and logs it", async () => {
   const refusals: string[] = [];
   await using echo = startEcho({ handshakeTimeout: 200, onRefused: (reason) => refusals.push(reason) });
@@ -1153,4 +1042,67 @@ Deno.test("server refuses a ping interval longer than a timer waits, before it l
     () => serve({ port: 0, pingInterval: 2 ** 31 }, () => new Response()),
     /^RangeError: Invalid pingInterval/,
   );
+});
+
+// ---------------------------------------------------------------------------
+// listenTransport: the server as the pusher's Transport
+
+Deno.test("listenTransport.isUpgrade throws for a request that asks for a WebSocket but did not come through serve()", () => {
+  for (const upgrade of ["websocket", "WebSocket", "h2c, websocket"]) {
+    const req = new Request("http://x/", { headers: { upgrade, connection: "Upgrade" } });
+    assert.throws(() => listenTransport.isUpgrade(req), TypeError, upgrade);
+  }
+  assert.equal(listenTransport.isUpgrade(new Request("http://x/")), false);
+  assert.equal(listenTransport.isUpgrade(new Request("http://x/", { headers: { upgrade: "h2c" } })), false);
+  assert.throws(
+    () => listenTransport.upgrade(new Request("http://x/"), { open() {}, message() {}, close() {} }),
+    TypeError,
+  );
+});
+
+Deno.test("listenTransport.isUpgrade is true for a handshake from serve(), false for a plain request, and throws for a copy", async () => {
+  const seen: { url: string; upgrade: boolean; copy: string }[] = [];
+  await using server = serve({ port: 0, logger: quietLogger }, (req) => {
+    const upgrade = listenTransport.isUpgrade(req);
+    let copy = "false";
+    try {
+      copy = String(listenTransport.isUpgrade({ ...req }));
+    } catch (error) {
+      copy = (error as Error).name;
+    }
+    seen.push({ url: new URL(req.url).pathname, upgrade, copy });
+    if (!upgrade) return new Response("plain");
+    return listenTransport.upgrade(req, { open() {}, message() {}, close() {} });
+  });
+  assert.equal((await httpExchange(server.addr.port, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")).body, "plain");
+  await using socket = await RawSocket.connect(server.addr.port);
+  await socket.write(handshakeRequest({}, "GET /ws HTTP/1.1"));
+  assert.equal((await socket.readHead()).status, 101);
+  assert.deepEqual(seen, [
+    { url: "/plain", upgrade: false, copy: "false" },
+    { url: "/ws", upgrade: true, copy: "TypeError" },
+  ]);
+});
+
+Deno.test("listenTransport sends a message it prepared, and a foreign prepared message by its text", async () => {
+  const prepared = listenTransport.prepare("hi");
+  assert.equal(prepared.text, "hi");
+  await using server = serve({ port: 0, logger: quietLogger }, (req) =>
+    listenTransport.upgrade(req, {
+      open(socket) {
+        socket.send(prepared);
+        socket.send({ text: "x" });
+        socket.send(prepared);
+      },
+      message() {},
+      close() {},
+    }));
+  await using socket = await RawSocket.open(server.addr.port);
+  const texts = [];
+  for (let i = 0; i < 3; i++) {
+    const frame = await socket.next();
+    assert.equal(frame?.opcode, Op.text);
+    texts.push(strictUtf8.decode(frame.payload));
+  }
+  assert.deepEqual(texts, ["hi", "x", "hi"]);
 });

@@ -2,7 +2,7 @@
  * The pusher's transport seam: what speaks to sockets is handed to the
  * pusher, not imported by it (nats.js `transport.ts`, centrifuge
  * `transport.go`). The default is our RFC 6455 server on `Deno.listen`
- * (`pusher/listen_transport.ts`); the tests hand in a fake one.
+ * (`listenTransport` in `pusher/server.ts`); the tests hand in a fake one.
  *
  * @module
  */

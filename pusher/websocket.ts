@@ -36,6 +36,7 @@ export class ProtocolError extends Error {
    */
   events: ClientEvent[] = [];
 
+  /** A violation to close with `code`; `message` becomes the close reason. */
   constructor(code: number, message: string) {
     super(message);
     this.name = "ProtocolError";
@@ -83,15 +84,16 @@ export class PreparedText {
   /** The complete frame: header and payload. */
   readonly frame: Uint8Array;
 
+  /** Frames `text` once. */
   constructor(text: string) {
     this.text = text;
-    this.frame = encodeFrame(OP_TEXT, utf8.encode(text));
+    this.frame = encodeWebSocketFrame(OP_TEXT, utf8.encode(text));
   }
 }
 
 /** Encodes a text message as one unmasked server frame. */
 export function encodeText(text: string): Uint8Array {
-  return encodeFrame(OP_TEXT, utf8.encode(text));
+  return encodeWebSocketFrame(OP_TEXT, utf8.encode(text));
 }
 
 /** Encodes a close frame; the reason is cut to fit the 125-byte control frame limit. */
@@ -108,21 +110,21 @@ export function encodeClose(code: number, reason = ""): Uint8Array {
   payload[0] = code >> 8;
   payload[1] = code & 0xff;
   payload.set(bytes, 2);
-  return encodeFrame(OP_CLOSE, payload);
+  return encodeWebSocketFrame(OP_CLOSE, payload);
 }
 
 /** Encodes a ping frame. */
 export function encodePing(payload: Uint8Array = new Uint8Array(0)): Uint8Array {
-  return encodeFrame(OP_PING, payload);
+  return encodeWebSocketFrame(OP_PING, payload);
 }
 
 /** Encodes a pong frame answering a ping with `payload`. */
 export function encodePong(payload: Uint8Array): Uint8Array {
-  return encodeFrame(OP_PONG, payload);
+  return encodeWebSocketFrame(OP_PONG, payload);
 }
 
 /** Encodes one final, unmasked frame. */
-export function encodeFrame(opcode: number, payload: Uint8Array): Uint8Array {
+export function encodeWebSocketFrame(opcode: number, payload: Uint8Array): Uint8Array {
   const length = payload.length;
   const headerLength = length < 126 ? 2 : length < 0x10000 ? 4 : 10;
   const frame = new Uint8Array(headerLength + length);
@@ -140,6 +142,9 @@ export function encodeFrame(opcode: number, payload: Uint8Array): Uint8Array {
   frame.set(payload, headerLength);
   return frame;
 }
+
+/** The largest message a client may send by default, in bytes: 64 KiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 65536;
 
 /** Options for {@linkcode FrameParser}. */
 export interface FrameParserOptions {
@@ -174,8 +179,9 @@ export class FrameParser {
   #fragmentOpcode = -1;
   #failed: ProtocolError | null = null;
 
+  /** A parser for one connection's bytes. */
   constructor(options: FrameParserOptions = {}) {
-    this.#maxMessageBytes = options.maxMessageBytes ?? 65536;
+    this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   }
 
   /**

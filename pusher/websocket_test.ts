@@ -4,10 +4,10 @@ import {
   type ClientEvent,
   CloseCode,
   encodeClose,
-  encodeFrame,
   encodePing,
   encodePong,
   encodeText,
+  encodeWebSocketFrame,
   FrameParser,
   isValidCloseCode,
   isValidKey,
@@ -47,7 +47,7 @@ Deno.test("isValidKey accepts base64 of 16 bytes and nothing else", () => {
   assert.equal(isValidKey("dGhlIHNhbXBsZSBub25jZ-=="), false);
 });
 
-Deno.test("encodeFrame uses the 7-bit length up to 125, the 16-bit one up to 65535, the 64-bit one above", () => {
+Deno.test("encodeWebSocketFrame uses the 7-bit length up to 125, the 16-bit one up to 65535, the 64-bit one above", () => {
   const cases: [number, number[]][] = [
     [0, [0x82, 0]],
     [125, [0x82, 125]],
@@ -57,7 +57,7 @@ Deno.test("encodeFrame uses the 7-bit length up to 125, the 16-bit one up to 655
   ];
   for (const [length, header] of cases) {
     const payload = new Uint8Array(length).map((_, i) => i * 7);
-    const frame = encodeFrame(Op.binary, payload);
+    const frame = encodeWebSocketFrame(Op.binary, payload);
     assert.deepEqual([...frame.subarray(0, header.length)], header, `header for ${length} bytes`);
     assert.equal(frame.length, header.length + length);
     assert.deepEqual(frame.subarray(header.length), payload);
@@ -69,7 +69,7 @@ Deno.test("encodeFrame uses the 7-bit length up to 125, the 16-bit one up to 655
 
 Deno.test("encodeText, PreparedText, encodePing and encodePong make final unmasked frames", () => {
   const text = "héllo €🙂";
-  assert.deepEqual(encodeText(text), encodeFrame(Op.text, utf8.encode(text)));
+  assert.deepEqual(encodeText(text), encodeWebSocketFrame(Op.text, utf8.encode(text)));
   assert.deepEqual(new PreparedText(text).frame, encodeText(text));
   assert.deepEqual([...encodePing()], [0x89, 0]);
   assert.deepEqual([...encodePong(new Uint8Array([1, 2]))], [0x8a, 2, 1, 2]);

@@ -1,0 +1,67 @@
+/**
+ * The pusher server's answers to plain HTTP requests: a fetch `Response`
+ * written as HTTP/1.1 on the raw connection, which is then closed. The
+ * server keeps no connection alive but a WebSocket's.
+ *
+ * @module
+ */
+
+/**
+ * A plain-text response: `body` and a newline, with `headers` added.
+ *
+ * @example
+ * ```ts
+ * const refused = textResponse(405, "WebSocket handshakes must use GET", { Allow: "GET" });
+ * ```
+ */
+export function textResponse(status: number, body: string, headers: Record<string, string> = {}): Response {
+  return new Response(`${body}\n`, { status, headers: { "content-type": "text/plain;charset=utf-8", ...headers } });
+}
+
+/** Reason phrases of the statuses the server and the pusher answer, for a `Response` built without one. */
+const STATUS_TEXT: Record<number, string> = {
+  200: "OK",
+  204: "No Content",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  426: "Upgrade Required",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+/**
+ * Writes `response` to `tcp` and closes the connection, with or without its
+ * body (`headOnly`, for a `HEAD` request). A client gone meanwhile is not an
+ * error: there is no one left to answer.
+ */
+export async function respond(tcp: Deno.TcpConn, response: Response, headOnly: boolean): Promise<void> {
+  try {
+    const body = headOnly || response.body === null ? new Uint8Array(0) : new Uint8Array(await response.arrayBuffer());
+    let head = `HTTP/1.1 ${response.status} ${response.statusText || STATUS_TEXT[response.status] || ""}\r\n`;
+    response.headers.forEach((value, name) => {
+      if (name !== "content-length" && name !== "connection") head += `${name}: ${value}\r\n`;
+    });
+    head += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+    const headBytes = new TextEncoder().encode(head);
+    const bytes = new Uint8Array(headBytes.length + body.length);
+    bytes.set(headBytes);
+    bytes.set(body, headBytes.length);
+    let offset = 0;
+    while (offset < bytes.length) offset += await tcp.write(bytes.subarray(offset));
+  } catch {
+    // The client went away; nothing to answer.
+  } finally {
+    closeConnection(tcp);
+  }
+}
+
+/** Closes `tcp`; closing one already closed is harmless. */
+export function closeConnection(tcp: Deno.TcpConn): void {
+  try {
+    tcp.close();
+  } catch { /* already closed */ }
+}
