@@ -7,7 +7,7 @@
  */
 
 import { isToken, type ServerRequest } from "./http_head.ts";
-import { textResponse } from "./http_response.ts";
+import { text } from "../shared/http.ts";
 import { acceptKey, isValidKey } from "./websocket.ts";
 
 /**
@@ -32,24 +32,24 @@ export function checkHandshake(req: ServerRequest, http10: boolean): string | nu
   // An upgrade to anything else (h2c, from curl --http2) is ignored: the
   // request is answered as it is (RFC 9110 7.8).
   if (!asksForWebSocket(req.headers.get("upgrade"))) return null;
-  if (req.method !== "GET") return textResponse(405, "WebSocket handshakes must use GET", { Allow: "GET" });
+  if (req.method !== "GET") return text(405, "WebSocket handshakes must use GET\n", { allow: "GET" });
   // RFC 6455 4.1: HTTP/1.1 or higher; HTTP/1.0 has no Upgrade.
-  if (http10) return textResponse(400, "Bad handshake: WebSocket needs HTTP/1.1");
+  if (http10) return text(400, "Bad handshake: WebSocket needs HTTP/1.1\n");
   if (!/(^|,)\s*upgrade\s*(,|$)/i.test(req.headers.get("connection") ?? "")) {
-    return textResponse(400, "Bad handshake: Connection must include Upgrade");
+    return text(400, "Bad handshake: Connection must include Upgrade\n");
   }
   if (req.headers.get("sec-websocket-version") !== "13") {
-    return textResponse(426, "Unsupported WebSocket version: use 13", { "Sec-WebSocket-Version": "13" });
+    return text(426, "Unsupported WebSocket version: use 13\n", { "sec-websocket-version": "13" });
   }
   const key = req.headers.get("sec-websocket-key");
   if (key === null || !isValidKey(key)) {
-    return textResponse(400, "Bad handshake: missing or invalid Sec-WebSocket-Key");
+    return text(400, "Bad handshake: missing or invalid Sec-WebSocket-Key\n");
   }
   // Refused rather than ignored: the client broke a MUST (RFC 6455 4.1), no
   // browser can send this (its WebSocket constructor throws), and a client
   // that asked for a protocol should hear why it did not get one.
   if (!requestedProtocols(req.headers.get("sec-websocket-protocol")).every(isToken)) {
-    return textResponse(400, "Bad handshake: Sec-WebSocket-Protocol must be a list of tokens");
+    return text(400, "Bad handshake: Sec-WebSocket-Protocol must be a list of tokens\n");
   }
   return acceptKey(key);
 }

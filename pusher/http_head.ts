@@ -6,7 +6,7 @@
  * @module
  */
 
-import { textResponse } from "./http_response.ts";
+import { text } from "../shared/http.ts";
 
 /**
  * What the handler gets of a request: its method, URL and headers, which is
@@ -90,12 +90,12 @@ export async function readHead(
     const end = indexOfHeadEnd(buffer, start, filled);
     if (end >= 0) {
       // One read may bring more than the limit at once: the limit is on the head, not on the reads.
-      if (end + 4 > maxHeadBytes) return { error: textResponse(431, "Request head too large") };
+      if (end + 4 > maxHeadBytes) return { error: text(431, "Request head too large\n") };
       const parsed = parseHead(latin1.decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
       if (parsed instanceof Response) return { error: parsed };
       return { ...parsed, rest: filled > end + 4 ? buffer.slice(end + 4, filled) : null };
     }
-    if (filled >= maxHeadBytes) return { error: textResponse(431, "Request head too large") };
+    if (filled >= maxHeadBytes) return { error: text(431, "Request head too large\n") };
   }
 }
 
@@ -122,14 +122,14 @@ const latin1 = new TextDecoder("latin1");
 export function parseHead(head: string, local: Deno.NetAddr): ParsedHead | Response {
   const lines = head.split("\r\n");
   const match = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/.exec(lines[0]!);
-  if (!match) return textResponse(400, "Bad request line");
+  if (!match) return text(400, "Bad request line\n");
   // Origin form (/path?query), or absolute form (http://host/path?query),
   // which a server must accept (RFC 9112 3.2.2).
   let target = match[2]!;
   let authority: string | null = null;
   if (!target.startsWith("/")) {
     const absolute = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
-    if (!absolute || !isHost(absolute[1]!)) return textResponse(400, "Bad request target");
+    if (!absolute || !isHost(absolute[1]!)) return text(400, "Bad request target\n");
     authority = absolute[1]!;
     target = absolute[2]!.startsWith("/") ? absolute[2]! : `/${absolute[2]}`;
   }
@@ -138,20 +138,20 @@ export function parseHead(head: string, local: Deno.NetAddr): ParsedHead | Respo
     const colon = line.indexOf(":");
     // Not trimmed: whitespace before the colon, or a folded line, is a 400 (RFC 9112 5.1, 5.2).
     const name = line.slice(0, colon);
-    if (colon <= 0 || !isToken(name)) return textResponse(400, "Bad header line");
+    if (colon <= 0 || !isToken(name)) return text(400, "Bad header line\n");
     const value = line.slice(colon + 1).trim();
     // What the Fetch standard forbids in a header value (the lines are already split on CRLF).
-    if (/[\0\r\n]/.test(value)) return textResponse(400, "Bad header value");
+    if (/[\0\r\n]/.test(value)) return text(400, "Bad header value\n");
     headers.add(name, value);
   }
   const host = headers.get("host");
   // HTTP/1.0 had no Host header; an HTTP/1.1 request without one is a 400 (RFC 9112 3.2).
-  if (host === null && match[3] === "1") return textResponse(400, "Missing Host header");
+  if (host === null && match[3] === "1") return text(400, "Missing Host header\n");
   // Pasted before the target, a Host with a path, query or fragment would choose the path or the query.
-  if (host !== null && !isHost(host)) return textResponse(400, "Bad Host header");
+  if (host !== null && !isHost(host)) return text(400, "Bad Host header\n");
   // The absolute form's host wins over the Host header's (RFC 9112 3.2.2).
   const url = `http://${authority ?? host ?? authorityOf(local)}${target}`;
-  if (!URL.canParse(url)) return textResponse(400, "Bad request target");
+  if (!URL.canParse(url)) return text(400, "Bad request target\n");
   return { req: { method: match[1]!, url, headers }, http10: match[3] === "0" };
 }
 

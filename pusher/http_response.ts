@@ -6,18 +6,6 @@
  * @module
  */
 
-/**
- * A plain-text response: `body` and a newline, with `headers` added.
- *
- * @example
- * ```ts
- * const refused = textResponse(405, "WebSocket handshakes must use GET", { Allow: "GET" });
- * ```
- */
-export function textResponse(status: number, body: string, headers: Record<string, string> = {}): Response {
-  return new Response(`${body}\n`, { status, headers: { "content-type": "text/plain;charset=utf-8", ...headers } });
-}
-
 /** Reason phrases of the statuses the server and the pusher answer, for a `Response` built without one. */
 const STATUS_TEXT: Record<number, string> = {
   200: "OK",

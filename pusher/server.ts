@@ -21,7 +21,8 @@ import type { SocketHandlers } from "./socket.ts";
 import type { Transport, TransportRequest } from "./transport.ts";
 import { readHead, type ServerRequest } from "./http_head.ts";
 import { asksForWebSocket, checkHandshake } from "./handshake.ts";
-import { closeConnection, respond, textResponse } from "./http_response.ts";
+import { closeConnection, respond } from "./http_response.ts";
+import { text } from "../shared/http.ts";
 import { ReadSlots } from "./_read_slots.ts";
 import { Socket, type SocketOwner, type SocketSettings } from "./server_socket.ts";
 import { CloseCode, DEFAULT_MAX_MESSAGE_BYTES, PreparedText } from "./websocket.ts";
@@ -350,11 +351,11 @@ class ServerImpl implements SocketOwner {
     if (handshake && this.sockets.size + this.#upgrading >= this.#settings.maxConnections) {
       return this.#reject(
         tcp,
-        textResponse(503, `Too many connections: ${this.#settings.maxConnections}`),
+        text(503, `Too many connections: ${this.#settings.maxConnections}\n`),
         "too_many_connections",
       );
     }
-    if (this.#stopping) return this.#reject(tcp, textResponse(503, "Shutting down"), "shutting_down");
+    if (this.#stopping) return this.#reject(tcp, text(503, "Shutting down\n"), "shutting_down");
     const upgrade: Upgrade = { response: UPGRADED, handlers: null };
     if (handshake) upgrades.set(req, upgrade);
     let response: Response;
@@ -363,13 +364,13 @@ class ServerImpl implements SocketOwner {
       response = await this.#handler(req);
     } catch (error) {
       this.#settings.logger.error("handler threw", { error: String(error) });
-      response = textResponse(500, "Internal error");
+      response = text(500, "Internal error\n");
     } finally {
       if (handshake) this.#upgrading--;
     }
     if (response !== upgrade.response || !upgrade.handlers) return respond(tcp, response, req.method === "HEAD");
     // Shutdown has already said goodbye to the sockets it found, and waits for them alone.
-    if (this.#stopping) return this.#reject(tcp, textResponse(503, "Shutting down"), "shutting_down");
+    if (this.#stopping) return this.#reject(tcp, text(503, "Shutting down\n"), "shutting_down");
     const socket = new Socket(tcp, req, handshake as string, upgrade.handlers, this.#settings, this);
     this.sockets.add(socket);
     // Not awaited: an open socket keeps no frame of this function alive.
