@@ -213,8 +213,11 @@ Deno.test("pusher's message rate runs on a monotonic clock: a step back of the w
   const realNow = Date.now;
   try {
     Date.now = () => realNow() - 3_600_000; // NTP steps the clock back an hour
-    // Frames are handled in order: the pong says the message before it passed.
-    await client.write(concat([clientFrame(Op.text, "hi"), clientFrame(Op.ping, "after")]));
+    // Frames are handled in order: the reply, then the pong, say the message before it passed.
+    const command = '{"id":1,"subscribe":{"channel":"news"}}';
+    await client.write(concat([clientFrame(Op.text, command), clientFrame(Op.ping, "after")]));
+    const reply = await client.next();
+    assert.deepEqual([reply?.opcode, new TextDecoder().decode(reply?.payload)], [Op.text, '{"id":1,"result":{}}']);
     const answer = await client.next();
     assert.deepEqual([answer?.opcode, new TextDecoder().decode(answer?.payload)], [Op.pong, "after"]);
   } finally {
