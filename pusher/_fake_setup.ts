@@ -20,6 +20,8 @@ export interface Setup extends AsyncDisposable {
   broker: MemoryBroker;
   /** A publisher's link to the bus the pusher listens on. */
   bus: MemoryBus;
+  /** The pusher's own link: its `subjects` are what the pusher subscribes to. */
+  pusherBus: MemoryBus;
   logs: string[];
   /** The message-rate clock, in milliseconds: tests move it. */
   clock: { now: number };
@@ -39,9 +41,10 @@ export function setUp(options: Partial<PusherOptions> = {}): Setup {
   const bus = broker.connect();
   const logs: string[] = [];
   const clock = { now: 0 };
+  const pusherBus = broker.connect();
   const pusher = new Pusher({
     workerId: newWorkerId(),
-    bus: broker.connect(),
+    bus: pusherBus,
     transport,
     logger: createLogger("pusher", { level: "debug", sink: (line) => logs.push(line) }),
     now: () => clock.now,
@@ -52,6 +55,7 @@ export function setUp(options: Partial<PusherOptions> = {}): Setup {
     transport,
     broker,
     bus,
+    pusherBus,
     logs,
     clock,
     async connect(path, headers) {
