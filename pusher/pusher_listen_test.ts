@@ -252,3 +252,25 @@ Deno.test("pusher on its own server refuses loudly a handshake that came from el
   const page = await setup.pusher.handler(new Request("http://127.0.0.1/"));
   assert.equal(page.status, 200, "a plain request from elsewhere is still served");
 });
+
+Deno.test("pusher on real sockets: a client subscribes, gets a channel publication as one text frame, and is closed with 4400 after bad messages", async () => {
+  await using setup = serve({ maxBadMessages: 2 });
+  await using a = new Client(setup.port);
+  await using b = new Client(setup.port);
+  await a.address();
+  await b.address();
+  a.ws.send('{"id":1,"subscribe":{"channel":"news"}}');
+  b.ws.send('{"id":1,"subscribe":{"channel":"news"}}');
+  await a.received(2);
+  await b.received(2);
+  assert.deepEqual([a.messages[1], b.messages[1]], ['{"id":1,"result":{}}', '{"id":1,"result":{}}']);
+  await setup.bus.publish("channel.news", { channel: "news", data: { text: "€ and 🙂" } });
+  const expected = '{"channel":"news","data":{"text":"€ and 🙂"}}';
+  assert.equal((await a.received(3))[2], expected);
+  assert.equal((await b.received(3))[2], expected);
+  a.ws.send("not json");
+  a.ws.send("not json either");
+  const closed = await within(a.closed, 5000, "the 4400 close");
+  assert.deepEqual([closed.code, closed.reason], [4400, "too many bad messages"]);
+  assert.match(a.messages.at(-1)!, /"code":400/);
+});
