@@ -31,9 +31,16 @@ export interface Peer {
   flushed(): Promise<boolean>;
 }
 
+/**
+ * Most subjects plus queues one peer may subscribe to or watch, unless
+ * configured: a pusher worker subscribes one subject per channel with a
+ * local member (up to its 100,000) and one per user it holds.
+ */
+export const DEFAULT_MAX_SUBJECTS_PER_PEER = 250_000;
+
 /** Options for {@linkcode Hub}. */
 export interface HubOptions {
-  /** Most subjects plus queues one peer may subscribe to or watch. @default {10000} */
+  /** Most subjects plus queues one peer may subscribe to or watch. @default {250000} */
   maxSubjectsPerPeer?: number;
   /** Most messages one queue holds; `enqueue` past it is refused. @default {10000} */
   maxQueueLength?: number;
@@ -113,7 +120,7 @@ export class Hub {
   #queuedBytes = 0;
 
   constructor(options: HubOptions = {}) {
-    this.#maxSubjectsPerPeer = options.maxSubjectsPerPeer ?? 10_000;
+    this.#maxSubjectsPerPeer = options.maxSubjectsPerPeer ?? DEFAULT_MAX_SUBJECTS_PER_PEER;
     this.#maxQueueLength = options.maxQueueLength ?? 10_000;
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 64 * 1024 * 1024;
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { DEFAULT_MAX_SUBJECTS_PER_PEER } from "./hub.ts";
 import { type HubServer, type HubServerOptions, serveHub } from "./server.ts";
 import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
@@ -54,7 +55,12 @@ const FLAGS: Record<string, FlagSpec> = {
     default: "2000",
   },
   "max-connections": { type: "string", arg: "N", help: "clients connected at once", default: "1024" },
-  "max-channels": { type: "string", arg: "N", help: "subjects plus queues per connection", default: "10000" },
+  "max-channels": {
+    type: "string",
+    arg: "N",
+    help: "subjects plus queues per connection",
+    default: String(DEFAULT_MAX_SUBJECTS_PER_PEER),
+  },
   "max-queue-length": { type: "string", arg: "N", help: "messages one queue holds", default: "10000" },
   "max-queued-bytes": { type: "string", arg: "N", help: "bytes all queues hold together", default: "67108864" },
   "ping-interval": { type: "string", arg: "MS", help: "expected client ping interval", default: "25000" },
@@ -155,7 +161,7 @@ function configFrom(flags: FlagValues): Config {
     maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
     maxConnections: intFlag(flags, "max-connections", 1024),
     writeTimeout: durationFlag(flags, "write-timeout", 2000),
-    maxSubjectsPerPeer: intFlag(flags, "max-channels", 10_000),
+    maxSubjectsPerPeer: intFlag(flags, "max-channels", DEFAULT_MAX_SUBJECTS_PER_PEER),
     maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
     maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
     pingInterval: durationFlag(flags, "ping-interval", 25_000, { min: 1 }),
