@@ -95,6 +95,9 @@ export interface HubStats {
  *
  * @example
  * ```ts
+ * import { Hub, type Peer } from "./hub.ts";
+ *
+ * const peer: Peer = { send: () => true, flushed: () => Promise.resolve(true) };
  * const hub = new Hub();
  * hub.join(peer);
  * hub.subscribe(peer, ["news"]);

@@ -67,8 +67,13 @@ interface Waiter {
  *
  * @example
  * ```ts
+ * import { encodeMessage } from "./wire.ts";
+ * import { FrameWriter } from "./writer.ts";
+ *
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port: 2206 });
  * const writer = new FrameWriter(conn, { maxPendingBytes: 1 << 20 });
- * if (!writer.enqueue(frame)) disconnectSlowConsumer();
+ * const frame = encodeMessage({ type: "ping" });
+ * if (!writer.enqueue(frame)) conn.close(); // over the cap: a slow consumer, disconnected
  * await writer.flushed(); // the frame is now in the kernel's buffer
  * ```
  */
