@@ -198,8 +198,8 @@ export function encodeMessage(message: Message, codec: Codec = jsonCodec): Uint8
 
 /**
  * Encodes a message's JSON text, from `JSON.stringify(message)`, as a frame.
- * For holding many messages while they wait: a short string costs about a
- * fifth of the memory of a short frame (a typed array with its own buffer).
+ * For holding many messages while they wait: a short string costs much
+ * less memory than a short frame (a typed array with its own buffer).
  *
  * @example
  * ```ts
