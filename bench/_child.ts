@@ -47,6 +47,8 @@ export interface RunTaskOptions {
  *
  * @example
  * ```ts
+ * import { runTask } from "./_child.ts";
+ *
  * const { status, stdout } = await runTask("soak", ["--quick"], {
  *   timeout: 30_000,
  *   what: "deno task soak --quick to finish",

@@ -30,6 +30,8 @@ export interface ContentOptions {
  *
  * @example
  * ```ts
+ * import { encodeContent } from "./_content.ts";
+ *
  * encodeContent(7, 1234567); // "7:1234567:____…" (64 characters)
  * ```
  */

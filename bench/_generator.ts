@@ -36,8 +36,22 @@ export interface GeneratorMainOptions<Spec> {
  *
  * @example
  * ```ts
+ * import { generatorMain, type GeneratorRun } from "./_generator.ts";
+ *
+ * interface Spec {
+ *   clients: number;
+ * }
+ *
+ * function createRun(spec: Spec): GeneratorRun {
+ *   return {
+ *     connect: () => Promise.resolve(spec.clients),
+ *     drive: (connectMs) => Promise.resolve({ type: "result", connectMs }),
+ *     close: () => Promise.resolve(),
+ *   };
+ * }
+ *
  * if (import.meta.main) {
- *   Deno.exit(await generatorMain(Deno.args, { usage: "Usage: ...", create: (spec: LoadSpec) => new LoadRun(spec) }));
+ *   Deno.exit(await generatorMain(Deno.args, { usage: "Usage: my_load.ts SPEC_JSON", create: createRun }));
  * }
  * ```
  */

@@ -36,8 +36,11 @@ const utf8 = new TextDecoder();
  *
  * @example
  * ```ts
+ * import { ResponseParser } from "./_http_responses.ts";
+ *
  * const parser = new ResponseParser();
- * for (const answer of parser.push(chunk)) settle(answer.status);
+ * const chunk = new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+ * for (const answer of parser.push(chunk)) console.log(answer.status); // 200
  * ```
  */
 export class ResponseParser {

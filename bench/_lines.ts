@@ -11,6 +11,8 @@
  *
  * @example
  * ```ts
+ * import { lines } from "./_lines.ts";
+ *
  * for await (const line of lines(Deno.stdin.readable)) console.log(line);
  * ```
  */

@@ -48,8 +48,19 @@ export interface Program<Options extends ProgramRunOptions, Report> {
  *
  * @example
  * ```ts
+ * import { programMain, type ProgramRunOptions } from "./_program.ts";
+ *
  * export function main(args: string[] = Deno.args): Promise<number> {
- *   return programMain(args, { task: "bench", script: "bench/main.ts", ...rest });
+ *   return programMain<ProgramRunOptions, { lost: number }>(args, {
+ *     task: "bench",
+ *     script: "bench/main.ts",
+ *     description: "Measures the system against the baseline.",
+ *     flags: {},
+ *     options: () => ({ out: "bench/results.json", ports: {} }),
+ *     run: () => Promise.resolve({ lost: 0 }),
+ *     print: (report) => (report.lost === 0 ? 0 : 1),
+ *     failureCode: 1,
+ *   });
  * }
  * ```
  */

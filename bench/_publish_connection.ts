@@ -37,6 +37,14 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
+ * import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
+ *
+ * let next = 0;
+ * const source: PublishSource = {
+ *   take: () => (next < 10 ? next++ : null),
+ *   request: (seq) => `GET /?content=${seq} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`,
+ *   answer: (seq, { status }) => console.log(seq, status),
+ * };
  * await using connection = await PublishConnection.open(source, { hostname: "127.0.0.1", port: 4237 });
  * connection.pump();
  * ```

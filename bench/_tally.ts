@@ -15,6 +15,8 @@
  *
  * @example
  * ```ts
+ * import { DeliveryTally } from "./_tally.ts";
+ *
  * const tally = new DeliveryTally({ clients: 2, messages: 1, targeted: false });
  * tally.answered(0);
  * tally.delivered(0, 0);

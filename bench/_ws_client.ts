@@ -52,8 +52,11 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
- * await using client = await WsClient.connect({ hostname: "127.0.0.1", port: 4236, onMessage: count });
- * console.log(client.address);
+ * import { WsClient } from "./_ws_client.ts";
+ *
+ * let received = 0;
+ * await using client = await WsClient.connect({ hostname: "127.0.0.1", port: 4236, onMessage: () => received++ });
+ * console.log(client.address); // { worker: "…", connection: "…" }
  * ```
  */
 export class WsClient implements AsyncDisposable {

@@ -47,10 +47,15 @@ export interface ServerFrameParserOptions {
  *
  * @example
  * ```ts
- * const parser = new ServerFrameParser({ onFrame: (opcode, payload) => handle(opcode, payload) });
- * const consumed = parser.parse(buffer.subarray(0, filled));
+ * import { ServerFrameParser } from "./_ws_frames.ts";
+ *
+ * const buffer = new Uint8Array(16384);
+ * buffer.set([0x81, 0x02, 0x68, 0x69, 0x81]); // a text frame "hi", then the first byte of the next frame
+ * let filled = 5;
+ * const parser = new ServerFrameParser({ onFrame: (opcode, payload) => console.log(opcode, payload) });
+ * const consumed = parser.parse(buffer.subarray(0, filled)); // 4, after onFrame(0x1, "hi")
  * buffer.copyWithin(0, consumed, filled);
- * filled -= consumed;
+ * filled -= consumed; // 1 byte kept for the next read
  * ```
  */
 export class ServerFrameParser {
@@ -133,7 +138,10 @@ export class ServerFrameParser {
  *
  * @example
  * ```ts
- * await conn.write(encodeClientFrame(OPCODE_PONG, pingPayload));
+ * import { encodeClientFrame, OPCODE_PONG } from "./_ws_frames.ts";
+ *
+ * const frame = encodeClientFrame(OPCODE_PONG, new TextEncoder().encode("hi"));
+ * // 8 bytes: 0x8a (FIN, pong), 0x82 (masked, length 2), the 4-byte key, the masked payload
  * ```
  */
 export function encodeClientFrame(opcode: number, payload: Uint8Array): Uint8Array {

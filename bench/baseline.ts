@@ -37,6 +37,8 @@ const FLAGS = {
  *
  * @example
  * ```ts
+ * import { createBaselineHandler } from "./baseline.ts";
+ *
  * Deno.serve({ port: 4240 }, createBaselineHandler());
  * ```
  */

@@ -227,8 +227,7 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   };
   const started = performance.now();
   // Anonymous memory only: the first connections also bring in pages of the
-  // deno binary's code (0.65 KiB per connection over 10,000, on 2026-11-29),
-  // which are not memory a connection holds.
+  // deno binary's code, which are not memory a connection holds.
   const rss = () => rssKiB(rssPids, "RssAnon");
   const rssBefore = await rss();
   const connectTicksBefore = await cpuTicks(cpuPids);

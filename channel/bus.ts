@@ -41,6 +41,8 @@ const BUS_CODES: Record<HubErrorCode, BusErrorCode> = {
  *
  * @example
  * ```ts
+ * import { HubBus } from "./bus.ts";
+ *
  * await using bus = new HubBus({ hostname: "127.0.0.1", port: 2206 });
  * bus.subscribe("news", (data, { subject }) => console.log(subject, data));
  * const { reached } = await bus.publish("news", { title: "hello" });

@@ -151,6 +151,8 @@ interface QueueWatch {
  *
  * @example
  * ```ts
+ * import { HubClient } from "./client.ts";
+ *
  * await using client = new HubClient({ port: 2206 });
  * client.subscribe("news", (data) => console.log(data));
  * const reached = await client.publish("news", { title: "hello" });
@@ -707,6 +709,8 @@ function* batches(names: Iterable<string>, maxFrameBytes: number): Generator<str
  *
  * @example
  * ```ts
+ * import { connect } from "./client.ts";
+ *
  * await using client = await connect({ hostname: "127.0.0.1", port: 2206 });
  * await client.publish("broadcast", { content: "hello" });
  * ```

@@ -73,8 +73,8 @@ interface Subject {
 interface Queue {
   /**
    * `queue` messages as JSON text, oldest first, from `head` on: framed when
-   * sent, since a queue may hold millions and a string is a fifth of the
-   * memory of a frame.
+   * sent, since a queue may hold millions and a string takes much less
+   * memory than a frame.
    */
   messages: string[];
   head: number;
@@ -102,6 +102,9 @@ export interface HubStats {
  *
  * @example
  * ```ts
+ * import { Hub, type Peer } from "./hub.ts";
+ *
+ * const peer: Peer = { send: () => true, flushed: () => Promise.resolve(true) };
  * const hub = new Hub();
  * hub.join(peer);
  * hub.subscribe(peer, ["news"]);
@@ -432,10 +435,10 @@ export class Hub {
 
 /**
  * What a queue costs the hub beyond its messages' bytes (its object, two
- * sets, its map entry; about 630 bytes measured), counted against
+ * sets, its map entry; rounded up from a heap measurement), counted against
  * `maxQueuedBytes` for a queue that an enqueue created: otherwise tiny
- * messages to as many new queues would hold some 15 times the limit in
- * memory. Watched queues are bounded by the per-peer limit.
+ * messages to as many new queues would hold many times the limit in memory.
+ * Watched queues are bounded by the per-peer limit.
  */
 const QUEUE_BYTES = 640;
 

@@ -118,6 +118,9 @@ const ROUTES = new Router<Answer>({
  *
  * @example
  * ```ts
+ * import { metricsHandler } from "./main.ts";
+ * import { serveHub } from "./server.ts";
+ *
  * const hub = serveHub({ port: 2206 });
  * Deno.serve({ hostname: "127.0.0.1", port: 9206 }, metricsHandler(hub));
  * // curl http://127.0.0.1:9206/metrics

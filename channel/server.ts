@@ -109,6 +109,8 @@ export interface HubServer extends AsyncDisposable {
  *
  * @example
  * ```ts
+ * import { serveHub } from "./server.ts";
+ *
  * await using server = serveHub({ port: 0, onListen() {} });
  * console.log(server.addr.port);
  * ```

@@ -80,8 +80,11 @@ type Answer = (req: Request, url: URL, started: number) => Response | Promise<Re
  * answers the Prometheus text of `metrics`.
  *
  * @example
- * ```ts ignore
- * const bus = await openBus("channel://127.0.0.1:2206");
+ * ```ts
+ * import { openBus } from "../shared/open_bus.ts";
+ * import { createPublishHandler } from "./handler.ts";
+ *
+ * const bus = openBus("channel://127.0.0.1:2206");
  * Deno.serve({ port: 4237 }, createPublishHandler({ bus, apiKey: "s3cret" }));
  * // curl -H 'Authorization: Bearer s3cret' 'http://127.0.0.1:4237/?content=hello'  -> ok
  * ```

@@ -43,9 +43,13 @@ export interface PublisherMetricsOptions {
  *
  * @example
  * ```ts
+ * import { MemoryBroker } from "../shared/memory_bus.ts";
+ * import { createPublishHandler } from "./handler.ts";
+ * import { PublisherMetrics } from "./metrics.ts";
+ *
  * const bus = new MemoryBroker().connect();
  * const metrics = new PublisherMetrics(bus);
- * Deno.serve(createPublishHandler({ bus, metrics }));
+ * Deno.serve({ port: 4237 }, createPublishHandler({ bus, metrics }));
  * // curl http://127.0.0.1:4237/metrics
  * ```
  */

@@ -34,9 +34,13 @@ const PEER_GONE = [Deno.errors.NotConnected, Deno.errors.ConnectionReset, Deno.e
  *
  * @example
  * ```ts
- * using listener = Deno.listen({ port: 0 });
- * let stopping = false;
+ * import { acceptNext } from "./accept.ts";
+ * import { createLogger } from "./log.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * let stopping = false; // set before listener.close(), so that the null that follows is not logged
  * const conn = await acceptNext(listener, { stopping: () => stopping, logger: createLogger("hub") });
+ * conn?.close();
  * ```
  */
 export async function acceptNext(

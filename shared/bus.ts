@@ -141,13 +141,15 @@ export const INBOX_PREFIX = "_inbox.";
  * inbox subject, subscribed for the request's lifetime.
  *
  * @example
- * ```ts ignore
- * class MyBus implements Bus {
- *   request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult> {
- *     return requestOver(this, subject, data, options);
- *   }
- *   // ...
- * }
+ * ```ts
+ * import { requestOver } from "./bus.ts";
+ * import { MemoryBroker } from "./memory_bus.ts";
+ *
+ * await using bus = new MemoryBroker().connect();
+ * bus.subscribe("time", (_data, { replyTo }) => {
+ *   if (replyTo) void bus.publish(replyTo, Date.now());
+ * });
+ * const { replies } = await requestOver(bus, "time", null, { timeout: 100 }); // [1764400000000]
  * ```
  */
 export async function requestOver(

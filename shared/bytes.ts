@@ -16,6 +16,8 @@
  *
  * @example
  * ```ts
+ * import { concat } from "./bytes.ts";
+ *
  * const joined = concat([new Uint8Array([1, 2]), new Uint8Array([3])]);
  * // joined is 01 02 03
  * ```

@@ -187,6 +187,8 @@ export function hubFlag(values: FlagValues): HostPort {
  *
  * @example
  * ```ts
+ * import { busFlag } from "./cli.ts";
+ *
  * busFlag({ hub: "[::1]:2206" }); // "channel://[::1]:2206"
  * ```
  */

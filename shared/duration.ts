@@ -19,7 +19,10 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
  *
  * @example
  * ```ts
- * const pingInterval = timerMs("pingInterval", options.pingInterval ?? 25_000, 1);
+ * import { timerMs } from "./duration.ts";
+ *
+ * const options: { pingInterval?: number } = {};
+ * const pingInterval = timerMs("pingInterval", options.pingInterval ?? 25_000, 1); // 25000
  * ```
  */
 export function timerMs(name: string, ms: number, min = 0): number {

@@ -31,6 +31,8 @@ export interface FrameDecoderOptions {
  *
  * @example
  * ```ts
+ * import { encodeLengthPrefixed } from "./frame.ts";
+ *
  * const frame = encodeLengthPrefixed(new TextEncoder().encode("hi"));
  * // frame is 00 00 00 06 68 69
  * ```
@@ -63,8 +65,11 @@ export function writeHeader(target: Uint8Array, total: number): void {
  *
  * @example
  * ```ts
+ * import { encodeLengthPrefixed, FrameDecoder } from "./frame.ts";
+ *
  * const decoder = new FrameDecoder({ maxFrameBytes: 1024 });
- * for (const payload of decoder.push(chunk)) handle(payload);
+ * const chunk = encodeLengthPrefixed(new TextEncoder().encode("hi"));
+ * for (const payload of decoder.push(chunk)) console.log(payload); // Uint8Array(2) [ 104, 105 ]
  * ```
  */
 export class FrameDecoder {

@@ -38,8 +38,18 @@ export class TokenError extends Error {
  *
  * @example
  * ```ts
- * const claims = verifyJwt(token, Deno.env.get("PUSHER_TOKEN_SECRET")!);
- * console.log(claims.sub);
+ * import { TokenError, verifyJwt } from "./jwt.ts";
+ *
+ * const secret = Deno.env.get("PUSHER_TOKEN_SECRET")!;
+ * Deno.serve((req) => {
+ *   try {
+ *     const claims = verifyJwt(new URL(req.url).searchParams.get("token") ?? "", secret);
+ *     return new Response(`hello ${claims.sub}\n`);
+ *   } catch (error) {
+ *     if (error instanceof TokenError) return new Response(`${error.message}\n`, { status: 401 });
+ *     throw error;
+ *   }
+ * });
  * ```
  */
 export function verifyJwt(token: string, secret: string, now: number = Date.now() / 1000): JwtClaims {
@@ -82,8 +92,11 @@ export function verifyJwt(token: string, secret: string, now: number = Date.now(
  *
  * @example
  * ```ts
+ * import { signJwt } from "./jwt.ts";
+ *
+ * const secret = Deno.env.get("PUSHER_TOKEN_SECRET")!;
  * const token = signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 3600 }, secret);
- * new WebSocket(`ws://host:4236/?token=${token}`);
+ * new WebSocket(`ws://127.0.0.1:4236/?token=${token}`);
  * ```
  */
 export function signJwt(claims: Record<string, unknown>, secret: string): string {

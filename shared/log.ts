@@ -37,6 +37,8 @@ export interface LoggerOptions {
  *
  * @example
  * ```ts
+ * import { createLogger } from "./log.ts";
+ *
  * const log = createLogger("channel", { level: "debug" });
  * log.warn("slow consumer disconnected", { conn: 3, pending: 8388608 });
  * // ts=2026-11-22T10:00:00.000Z level=warn svc=channel msg="slow consumer disconnected" conn=3 pending=8388608

@@ -130,6 +130,8 @@ export class Histogram extends Metric {
  *
  * @example
  * ```ts
+ * import { Registry, renderPrometheus } from "./metrics.ts";
+ *
  * const metrics = new Registry();
  * const requests = metrics.counter({ name: "publisher_requests_total", help: "Requests", labels: ["status"] });
  * requests.inc(1, "200");

@@ -47,6 +47,8 @@ export interface BusAddress {
  *
  * @example
  * ```ts
+ * import { parseBusAddress } from "./open_bus.ts";
+ *
  * parseBusAddress("channel://[::1]:2206"); // { scheme: "channel", hostname: "::1", port: 2206 }
  * ```
  */
@@ -91,6 +93,8 @@ export function hubBusAddress(hostPort: string): string {
  *
  * @example
  * ```ts
+ * import { openBus } from "./open_bus.ts";
+ *
  * await using bus = openBus("channel://127.0.0.1:2206", { token: Deno.env.get("CHANNEL_TOKEN") });
  * await bus.publish("broadcast", { content: "hi" });
  * ```

@@ -12,6 +12,8 @@
  *
  * @example
  * ```ts
+ * import { mulberry32 } from "./testing.ts";
+ *
  * const random = mulberry32(42);
  * const size = 1 + Math.floor(random() * 300);
  * ```

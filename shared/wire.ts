@@ -184,8 +184,11 @@ export const jsonCodec: Codec = {
  *
  * @example
  * ```ts
- * const bytes = encodeMessage({ type: "subscribe", subjects: ["news"] });
- * await conn.write(bytes);
+ * import { encodeMessage, PROTOCOL_VERSION } from "./wire.ts";
+ *
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port: 2206 });
+ * await conn.write(encodeMessage({ type: "hello", version: PROTOCOL_VERSION }));
+ * await conn.write(encodeMessage({ type: "subscribe", subjects: ["news"] }));
  * ```
  */
 export function encodeMessage(message: Message, codec: Codec = jsonCodec): Uint8Array {
@@ -195,11 +198,13 @@ export function encodeMessage(message: Message, codec: Codec = jsonCodec): Uint8
 
 /**
  * Encodes a message's JSON text, from `JSON.stringify(message)`, as a frame.
- * For holding many messages while they wait: a short string costs about a
- * fifth of the memory of a short frame (a typed array with its own buffer).
+ * For holding many messages while they wait: a short string costs much
+ * less memory than a short frame (a typed array with its own buffer).
  *
  * @example
  * ```ts
+ * import { encodeMessageText } from "./wire.ts";
+ *
  * const waiting = JSON.stringify({ type: "queue", queue: "jobs", data: 1 });
  * const bytes = encodeMessageText(waiting); // when it is sent
  * ```
@@ -245,8 +250,11 @@ export interface MessageDecoderOptions extends FrameDecoderOptions {
  *
  * @example
  * ```ts
+ * import { encodeMessage, MessageDecoder, toClientMessage } from "./wire.ts";
+ *
  * const decoder = new MessageDecoder(toClientMessage);
- * for (const message of decoder.push(chunk)) route(message);
+ * const chunk = encodeMessage({ type: "subscribe", subjects: ["news"] });
+ * for (const message of decoder.push(chunk)) console.log(message.type); // "subscribe"
  * ```
  */
 export class MessageDecoder<T extends Message> {

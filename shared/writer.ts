@@ -44,8 +44,8 @@ export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 
 /**
  * Frames queued behind a write are joined into one buffer every this many.
- * A small frame costs some 400 bytes of objects besides its bytes, which the
- * cap does not see: joined, a backlog of tiny frames costs about its size.
+ * A small frame costs many times its bytes in objects, which the cap does
+ * not see: joined, a backlog of tiny frames costs about its size.
  */
 const JOIN_EVERY = 256;
 
@@ -67,8 +67,13 @@ interface Waiter {
  *
  * @example
  * ```ts
+ * import { encodeMessage } from "./wire.ts";
+ * import { FrameWriter } from "./writer.ts";
+ *
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port: 2206 });
  * const writer = new FrameWriter(conn, { maxPendingBytes: 1 << 20 });
- * if (!writer.enqueue(frame)) disconnectSlowConsumer();
+ * const frame = encodeMessage({ type: "ping" });
+ * if (!writer.enqueue(frame)) conn.close(); // over the cap: a slow consumer, disconnected
  * await writer.flushed(); // the frame is now in the kernel's buffer
  * ```
  */
@@ -240,10 +245,10 @@ export class FrameWriter {
    * nothing is left. A chain of callbacks (#write, #wrote), not an async
    * loop, started for all writers due from one microtask (#startSoon): an
    * async call's suspended frame per write, and a closure and a microtask
-   * per socket, were 0.3 KB of the 1.75 KB that a broadcast delivery
+   * per socket, were a sizeable share of what a broadcast delivery
    * allocated in the pusher (most of the rest is Deno's write op). Less
-   * garbage is fewer young-generation collections, which cost 2-3 µs of a
-   * delivery's 9-10 in bench scenario (c).
+   * garbage is fewer young-generation collections, a real part of a
+   * delivery's CPU when every delivery is its own write (bench scenario (c)).
    */
   #flush(): void {
     this.#scheduled = false;
