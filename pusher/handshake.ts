@@ -24,8 +24,15 @@ export function asksForWebSocket(upgrade: string | null): boolean {
  *
  * @example
  * ```ts
- * const accept = checkHandshake(req, false);
- * if (accept instanceof Response) return respond(tcp, accept, false);
+ * import { checkHandshake } from "./handshake.ts";
+ * import { parseHead } from "./http_head.ts";
+ *
+ * const head = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+ *   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
+ * const parsed = parseHead(head, { transport: "tcp", hostname: "127.0.0.1", port: 4236 });
+ * if (!(parsed instanceof Response)) {
+ *   const accept = checkHandshake(parsed.req, parsed.http10); // "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+ * }
  * ```
  */
 export function checkHandshake(req: ServerRequest, http10: boolean): string | null | Response {
