@@ -6,6 +6,8 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
+
 /** One file served as is. */
 interface Asset {
   body: string;
@@ -13,16 +15,17 @@ interface Asset {
   etag: string;
 }
 
-async function load(name: string, contentType: string): Promise<Asset> {
-  const body = await Deno.readTextFile(new URL(`./${name}`, import.meta.url));
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(body));
-  const hex = Array.from(new Uint8Array(digest).slice(0, 12), (byte) => byte.toString(16).padStart(2, "0")).join("");
-  return { body, contentType, etag: `"${hex}"` };
+function load(name: string, contentType: string): Asset {
+  // Read synchronously: a top-level await here would hold up pusher/worker.ts's
+  // evaluation, and a worker drops the messages that arrive before its onmessage is set.
+  const body = Deno.readTextFileSync(new URL(`./${name}`, import.meta.url));
+  const etag = `"${createHash("sha256").update(body).digest("hex").slice(0, 24)}"`;
+  return { body, contentType, etag };
 }
 
 const ASSETS: ReadonlyMap<string, Asset> = new Map([
-  ["/client.js", await load("client.js", "text/javascript;charset=utf-8")],
-  ["/client.d.ts", await load("client.d.ts", "application/typescript;charset=utf-8")],
+  ["/client.js", load("client.js", "text/javascript;charset=utf-8")],
+  ["/client.d.ts", load("client.d.ts", "application/typescript;charset=utf-8")],
 ]);
 
 /** Paths {@linkcode clientAssetResponse} answers. */
