@@ -145,7 +145,7 @@ Deno.test("pusher serves the demo page on GET /, 404 elsewhere and 405 to other 
   assert.equal(page.status, 200);
   assert.match(page.headers.get("content-type")!, /^text\/html/);
   const html = await page.text();
-  assert.match(html, /new WebSocket\(/);
+  assert.match(html, /import { PushClient } from "\/client.js";/);
   assert.match(html, /"http:\/\/127\.0\.0\.1:9999"/);
   const missing = await setup.get("/nope");
   assert.deepEqual([missing.status, await missing.text()], [404, "Not found: /nope\n"]);
