@@ -263,3 +263,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test("browser: the demo page's channel controls list a channel while subscribed and forget it on unsubscribe", async () => {
+  await using system = await startSystem();
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (error) => errors.push(error.message));
+    await page.goto(`http://127.0.0.1:${system.pusherPort}/`);
+    await page.waitForFunction(`document.getElementById("status").textContent === "connected"`);
+    assert.equal(await page.textContent("#channels"), "none");
+    await page.fill("#channel", "news");
+    await page.click("#subscribe");
+    // "news (subscribing)" until the pusher answers; "news" once it has.
+    await page.waitForFunction(`document.getElementById("channels").textContent.startsWith("news")`);
+    await page.click("#subscribe");
+    await page.waitForFunction(`document.getElementById("answer").textContent.includes("already subscribed")`);
+    await page.click("#unsubscribe");
+    await page.waitForFunction(`document.getElementById("channels").textContent === "none"`);
+    assert.deepEqual(errors, []);
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+});
