@@ -1,8 +1,10 @@
 /* @ts-self-types="./client.d.ts" */
+// @ts-check
 /**
  * The browser client of a pusher, served by every pusher at `/client.js`: one
  * ES module with no dependencies and no build step (its types are in
- * `client.d.ts` beside it, served at `/client.d.ts`).
+ * `client.d.ts` beside it, served at `/client.d.ts`; `// @ts-check` above
+ * has `deno check pusher/client.js` check its JSDoc types too).
  *
  * It connects to a pusher over WebSocket, reads the greeting
  * (`workerID:<w> connectionID:<c> connected\n`) into {@link PushClient#address},
