@@ -1,7 +1,8 @@
 /**
- * The demo page a pusher serves on `GET /`: it connects back over WebSocket,
- * shows the greeting and every message, and calls the publisher's broadcast
- * and targeted URLs for this connection.
+ * The demo page a pusher serves on `GET /`: it connects back through the
+ * client library (`/client.js`), shows the greeting and every message,
+ * subscribes to channels and lists them, and calls the publisher's
+ * broadcast, targeted and channel URLs.
  *
  * @module
  */
@@ -40,14 +41,24 @@ export function demoPage(options: DemoPageOptions): string {
   <button type="button" id="broadcast">Broadcast to everyone</button>
   <button type="button" id="direct" disabled>Send to this connection</button>
 </form>
+<form id="channel-form">
+  <input id="channel" value="news" aria-label="channel">
+  <button type="button" id="subscribe">Subscribe</button>
+  <button type="button" id="unsubscribe">Unsubscribe</button>
+  <button type="button" id="publish-channel">Publish to channel</button>
+</form>
+<p>Channels: <span id="channels">none</span></p>
 <p id="answer"></p>
 <div id="log" aria-live="polite"></div>
 <script type="module">
+// The page speaks through the client library this pusher serves (/client.js).
 // A module script keeps its names out of the global scope, so the original's
-// console snippet (ws = new WebSocket(...)) still works on this page.
+// console snippet (ws = new WebSocket(...)) still works on this page; the
+// page's own client is \`pushClient\` in the console.
+import { PushClient } from "/client.js";
+
 const publisher = ${publisher} ?? location.protocol + "//" + location.hostname + ":4237";
 const $ = (id) => document.getElementById(id);
-let address = null;
 
 function show(text) {
   const line = document.createElement("div");
@@ -55,18 +66,33 @@ function show(text) {
   $("log").append(line);
 }
 
-const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/");
-ws.onopen = () => { $("status").textContent = "connected"; };
-ws.onclose = (e) => { $("status").textContent = "closed (" + e.code + (e.reason ? " " + e.reason : "") + ")"; };
-ws.onmessage = (e) => {
-  const greeting = /^workerID:(\\S+) connectionID:(\\S+) connected/.exec(e.data);
-  if (greeting && !address) {
-    address = { worker: greeting[1], connection: greeting[2] };
-    $("address").textContent = "to_worker_id=" + address.worker + "&to_connection_id=" + address.connection;
-    $("direct").disabled = false;
-  }
-  show(e.data);
-};
+const client = new PushClient(location.origin.replace(/^http/, "ws") + "/");
+globalThis.pushClient = client;
+
+client.on("state", ({ state }) => {
+  $("status").textContent = state === "connecting" ? "connecting…" : state;
+  $("direct").disabled = state !== "connected";
+});
+client.on("connected", ({ workerId, connectionId, greeting }) => {
+  $("address").textContent = "to_worker_id=" + workerId + "&to_connection_id=" + connectionId;
+  show(greeting);
+});
+client.on("disconnected", ({ code, reason, reconnecting, delay }) => {
+  show("closed (" + code + (reason ? " " + reason : "") + ")" + (reconnecting ? ", again in " + delay + " ms" : ""));
+});
+client.on("message", ({ data }) => show(data));
+client.on("publication", ({ channel, data }) => show("[" + channel + "] " + (typeof data === "string" ? data : JSON.stringify(data))));
+client.on("error", ({ error, channel }) => show("error" + (channel ? " on " + channel : "") + ": " + error.message));
+client.on("subscribed", listChannels);
+client.on("unsubscribed", listChannels);
+client.on("state", listChannels);
+
+function listChannels() {
+  const names = [...client.subscriptions.values()].map((sub) =>
+    sub.channel + (sub.state === "subscribed" ? "" : " (" + sub.state + ")") + (sub.serverSide ? " [server]" : "")
+  );
+  $("channels").textContent = names.length ? names.join(", ") : "none";
+}
 
 async function publish(params) {
   const url = publisher + "/?" + new URLSearchParams(params);
@@ -78,10 +104,31 @@ async function publish(params) {
   }
 }
 
-$("broadcast").onclick = () => publish({ content: $("content").value });
-$("direct").onclick = () => publish({
-  to_worker_id: address.worker, to_connection_id: address.connection, content: $("content").value,
+$("broadcast").addEventListener("click", () => publish({ content: $("content").value }));
+$("direct").addEventListener("click", () => {
+  const { workerId, connectionId } = client.address;
+  publish({ to_worker_id: workerId, to_connection_id: connectionId, content: $("content").value });
 });
+$("subscribe").addEventListener("click", () => {
+  const channel = $("channel").value;
+  try {
+    const sub = client.subscribe(channel);
+    sub.on("state", listChannels);
+    sub.ready().then(() => { $("answer").textContent = "Subscribed to " + channel; }, () => {});
+  } catch (error) {
+    $("answer").textContent = error.message;
+  }
+  listChannels();
+});
+$("unsubscribe").addEventListener("click", () => {
+  const sub = client.subscription($("channel").value);
+  if (sub) sub.unsubscribe();
+  else $("answer").textContent = "Not subscribed to " + $("channel").value;
+  listChannels();
+});
+$("publish-channel").addEventListener("click", () => publish({ channel: $("channel").value, content: $("content").value }));
+
+client.connect();
 </script>
 </body>
 </html>

@@ -12,6 +12,7 @@
  */
 
 import { demoPage } from "./demo_page.ts";
+import { clientAssetResponse } from "./client_asset.ts";
 import { Admission } from "./admission.ts";
 import { Delivery } from "./delivery.ts";
 import { type Connection, ConnectionRegistry } from "./registry.ts";
@@ -227,7 +228,7 @@ export class Pusher {
     return this.#connections.size;
   }
 
-  /** Serves WebSocket upgrades, the demo page on `GET /`, `/healthz` and `/metrics`. */
+  /** Serves WebSocket upgrades, the demo page on `GET /`, the client library (`/client.js`, `/client.d.ts`), `/healthz` and `/metrics`. */
   readonly handler = async (req: TransportRequest): Promise<Response> => {
     const url = new URL(req.url);
     if (this.#transport.isUpgrade(req)) return this.#upgrade(req, url);
@@ -235,6 +236,9 @@ export class Pusher {
     switch (url.pathname) {
       case "/":
         return new Response(this.#page, { headers: { "content-type": "text/html;charset=utf-8" } });
+      case "/client.js":
+      case "/client.d.ts":
+        return clientAssetResponse(req.headers, url.pathname);
       case "/healthz": {
         const health = healthOf(await this.#gather());
         return text(health.ok ? 200 : 503, health.reason);

@@ -74,12 +74,38 @@ Deno.test("pusher serves the demo page on GET /, 404 elsewhere and 405 to other 
   assert.equal(page.status, 200);
   assert.match(page.headers.get("content-type")!, /^text\/html/);
   const html = await page.text();
-  assert.match(html, /new WebSocket\(/);
+  assert.match(html, /import { PushClient } from "\/client.js";/);
   assert.match(html, /"http:\/\/127\.0\.0\.1:9999"/);
   const missing = await setup.get("/nope");
   assert.deepEqual([missing.status, await missing.text()], [404, "Not found: /nope\n"]);
   const post = await setup.get("/", "POST");
   assert.deepEqual([post.status, await post.text()], [405, "Method not allowed: use GET\n"]);
+});
+
+Deno.test("pusher serves the client library at /client.js and its types at /client.d.ts, cacheable and revalidated", async () => {
+  await using setup = setUp();
+  const module = await setup.get("/client.js");
+  assert.equal(module.status, 200);
+  assert.equal(module.headers.get("content-type"), "text/javascript;charset=utf-8");
+  assert.equal(module.headers.get("access-control-allow-origin"), "*");
+  assert.equal(module.headers.get("x-typescript-types"), "/client.d.ts");
+  assert.match(module.headers.get("cache-control")!, /max-age=\d+/);
+  const source = await module.text();
+  assert.equal(source, await Deno.readTextFile(new URL("./client.js", import.meta.url)));
+  assert.match(source, /^export class PushClient extends EventTarget/m);
+
+  const etag = module.headers.get("etag")!;
+  assert.match(etag, /^"[0-9a-f]+"$/);
+  const again = await setup.pusher.handler(
+    new Request("http://pusher.test/client.js", { headers: { "if-none-match": `W/"other", ${etag}` } }),
+  );
+  assert.deepEqual([again.status, await again.text()], [304, ""]);
+
+  const types = await setup.get("/client.d.ts");
+  assert.equal(types.status, 200);
+  assert.match(types.headers.get("content-type")!, /^application\/typescript/);
+  assert.match(await types.text(), /export class PushClient/);
+  assert.notEqual(types.headers.get("etag"), etag);
 });
 
 Deno.test("pusher closes every connection with 1001 going away on closeAll, and refuses new ones with 503", async () => {

@@ -1,0 +1,153 @@
+/**
+ * Types of the pusher's browser client, `client.js` beside this file (served
+ * at `/client.js` and `/client.d.ts` by every pusher).
+ *
+ * @module
+ */
+
+/** Connection states of a {@linkcode PushClient}. */
+export type ClientState = "disconnected" | "connecting" | "connected";
+
+/** Subscription states. */
+export type SubscriptionState = "subscribing" | "subscribed" | "unsubscribed";
+
+/** Where a connection lives: send to it with `?to_worker_id=&to_connection_id=`. */
+export interface Address {
+  workerId: string;
+  connectionId: number;
+}
+
+/** A channel publication: `{"channel":C,"data":D}` from the pusher. */
+export interface Publication {
+  channel: string;
+  data: unknown;
+}
+
+/** A presence event on a presence channel. */
+export interface PresenceEvent {
+  channel: string;
+  /** What the pusher said: `{user, worker_id, connection_id}`. */
+  info: unknown;
+}
+
+/** The minimal timer functions the client uses; injectable for tests. */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+/** Options for {@linkcode PushClient}. */
+export interface PushClientOptions {
+  /**
+   * Client token, sent as `?token=` (browsers cannot set headers on a
+   * WebSocket handshake). A function is called before every connection
+   * attempt, so a token can be renewed before it expires.
+   *
+   * @default {none}
+   */
+  token?: string | (() => string | Promise<string>);
+  /** Ceiling of the first reconnect delay, in milliseconds; it doubles per failed attempt. @default {250} */
+  minReconnectDelay?: number;
+  /** Largest reconnect delay ceiling, in milliseconds. The delay is random below the ceiling (full jitter). @default {10000} */
+  maxReconnectDelay?: number;
+  /** How long to wait for the greeting after opening a socket before trying again, in milliseconds. @default {10000} */
+  connectTimeout?: number;
+  /** Commands that may wait for a connection; over it, `subscribe` throws a RangeError. @default {128} */
+  maxQueuedCommands?: number;
+  /** The WebSocket class to use. @default {globalThis.WebSocket} */
+  WebSocket?: typeof WebSocket;
+  /** Source of randomness in [0, 1) for the jitter. @default {Math.random} */
+  random?: () => number;
+  /** Timer functions. @default {globalThis.setTimeout and clearTimeout} */
+  timers?: Timers;
+}
+
+/** What each {@linkcode PushClient} event carries as its detail. */
+export interface PushClientEvents {
+  state: { state: ClientState; previous: ClientState };
+  connected: Address & { greeting: string };
+  disconnected: { code: number; reason: string; reconnecting: boolean; delay: number | null };
+  message: { data: string };
+  publication: Publication;
+  subscribed: { channel: string; subscription: Subscription };
+  unsubscribed: { channel: string; subscription: Subscription };
+  join: PresenceEvent;
+  leave: PresenceEvent;
+  error: { error: Error; channel?: string };
+}
+
+/** What each {@linkcode Subscription} event carries as its detail. */
+export interface SubscriptionEvents {
+  publication: Publication;
+  state: { state: SubscriptionState; previous: SubscriptionState };
+  subscribed: { channel: string };
+  unsubscribed: { channel: string };
+  join: PresenceEvent;
+  leave: PresenceEvent;
+  error: { error: Error };
+}
+
+/**
+ * An error reply to a command, or an error the pusher pushed: `code` is the
+ * protocol's (400, 403, 413, 422, 429).
+ */
+export class PushError extends Error {
+  constructor(code: number, message: string);
+  readonly code: number;
+}
+
+/** One channel of a {@linkcode PushClient}. */
+export class Subscription extends EventTarget {
+  private constructor(client: PushClient, channel: string, serverSide: boolean);
+  readonly channel: string;
+  readonly state: SubscriptionState;
+  /** True when the server made it and the client did not ask: it ends with its connection. */
+  readonly serverSide: boolean;
+  /** Calls `listener` with each `type` event's detail; returns a function that removes it. */
+  on<K extends keyof SubscriptionEvents>(type: K, listener: (detail: SubscriptionEvents[K]) => void): () => void;
+  /** Resolves once the server confirmed it; rejects with a {@linkcode PushError} if refused. */
+  ready(options?: { signal?: AbortSignal }): Promise<void>;
+  /** Leaves the channel; it is not made again after a reconnect. */
+  unsubscribe(): void;
+}
+
+/**
+ * A client of one pusher that reconnects by itself and makes its
+ * subscriptions again on every new connection.
+ *
+ * @example
+ * ```ts
+ * import { PushClient } from "./client.js";
+ *
+ * const client = new PushClient("ws://127.0.0.1:4236");
+ * client.on("message", ({ data }) => console.log(data));
+ * client.subscribe("news", ({ data }) => console.log("news", data));
+ * client.connect();
+ * ```
+ */
+export class PushClient extends EventTarget {
+  constructor(url: string | URL, options?: PushClientOptions);
+  readonly state: ClientState;
+  /** The last greeting's address; null before the first. */
+  readonly address: Address | null;
+  /** Subscriptions now, by channel (a copy). */
+  readonly subscriptions: Map<string, Subscription>;
+  subscription(channel: string): Subscription | null;
+  /** Calls `listener` with each `type` event's detail; returns a function that removes it. */
+  on<K extends keyof PushClientEvents>(type: K, listener: (detail: PushClientEvents[K]) => void): () => void;
+  /** Resolves with the address once connected. */
+  ready(options?: { signal?: AbortSignal }): Promise<Address>;
+  /** Connects, and reconnects after a lost connection until {@linkcode PushClient.disconnect}. */
+  connect(): void;
+  /** Closes the connection and stops reconnecting; subscriptions stay for the next `connect()`. */
+  disconnect(): void;
+  /**
+   * Subscribes to `channel` now, or as soon as connected, and again after
+   * every reconnect.
+   *
+   * @throws {Error} when this client already subscribed to `channel`
+   * @throws {RangeError} when not connected and `maxQueuedCommands` commands wait already
+   */
+  subscribe(channel: string, handler?: (publication: Publication) => void): Subscription;
+  [Symbol.dispose](): void;
+}

@@ -1,0 +1,801 @@
+/* @ts-self-types="./client.d.ts" */
+// @ts-check
+/**
+ * The browser client of a pusher, served by every pusher at `/client.js`: one
+ * ES module with no dependencies and no build step (its types are in
+ * `client.d.ts` beside it, served at `/client.d.ts`; `// @ts-check` above
+ * has `deno check pusher/client.js` check its JSDoc types too).
+ *
+ * It connects to a pusher over WebSocket, reads the greeting
+ * (`workerID:<w> connectionID:<c> connected\n`) into {@link PushClient#address},
+ * reconnects by itself with capped exponential backoff and full jitter, and
+ * speaks the pusher's JSON protocol: `{"id":N,"subscribe":{"channel":C}}`
+ * commands with id'd replies, `{"channel":C,"data":D}` publications and
+ * `{"subscribed":{"channel":C}}` pushes. Plain text (the original's
+ * `?content=` broadcasts and sends to one connection) arrives as `message`
+ * events, unchanged.
+ *
+ * Subscriptions the client made are made again on every new connection.
+ * Subscriptions the server made (from the publisher's `subscribe` API) belong
+ * to the connection they were made on: they end when it ends, and the
+ * backend has to make them again for the new connection if it wants them.
+ *
+ * @example
+ * ```js
+ * // In a page: import { PushClient } from "/client.js"; here, beside the file:
+ * import { PushClient } from "./client.js";
+ *
+ * const client = new PushClient("ws://127.0.0.1:4236");
+ * client.on("connected", ({ workerId, connectionId }) => console.log(workerId, connectionId));
+ * client.on("message", ({ data }) => console.log("message", data));
+ * const news = client.subscribe("news", ({ data }) => console.log("news", data));
+ * client.connect();
+ * await news.ready();
+ * ```
+ *
+ * @module
+ */
+
+const GREETING = /^workerID:(\S+) connectionID:(\d+) connected\n?$/;
+
+/**
+ * Close codes after which the client does not reconnect by itself: the
+ * server said not to come back (Centrifugo's convention: 3500-3999 and
+ * 4500-4999 are terminal, 3000-3499 and 4000-4499 are not).
+ *
+ * @param {number} code
+ * @returns {boolean}
+ */
+function isTerminal(code) {
+  return (code >= 3500 && code <= 3999) || (code >= 4500 && code <= 4999);
+}
+
+/**
+ * Why a command got no reply: its connection ended first. The subscription
+ * logic makes such commands again; callers never see this error.
+ */
+class ConnectionLost extends Error {
+  constructor() {
+    super("Connection lost before the reply");
+    this.name = "ConnectionLost";
+  }
+}
+
+/**
+ * An error reply from the pusher to a command, or an error it pushed on its
+ * own: `code` is the protocol's (400, 403, 413, 422, 429), not an HTTP or
+ * close code.
+ */
+export class PushError extends Error {
+  /**
+   * @param {number} code
+   * @param {string} message
+   */
+  constructor(code, message) {
+    super(message);
+    this.name = "PushError";
+    /** @type {number} */
+    this.code = code;
+  }
+}
+
+/**
+ * Calls `listener` with the detail of each `type` event of `target`.
+ *
+ * @param {EventTarget} target
+ * @param {string} type
+ * @param {(detail: any) => void} listener
+ * @returns {() => void} removes the listener
+ */
+function listen(target, type, listener) {
+  /** @param {Event} event */
+  const wrapped = (event) => listener(/** @type {CustomEvent} */ (event).detail);
+  target.addEventListener(type, wrapped);
+  return () => target.removeEventListener(type, wrapped);
+}
+
+/**
+ * A promise that settles when `signal` aborts, for racing a wait against it.
+ *
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {AbortSignal | undefined} signal
+ * @returns {Promise<T>}
+ */
+function abortable(promise, signal) {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const abort = () => reject(signal.reason);
+    signal.addEventListener("abort", abort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
+}
+
+/**
+ * One channel of a {@link PushClient}: made by {@link PushClient#subscribe},
+ * or by the server (then {@link Subscription#serverSide} is true).
+ *
+ * Events (listen with {@link Subscription#on} or `addEventListener`; the
+ * detail is the listener's argument): `publication` `{channel, data}`,
+ * `state` `{state, previous}`, `subscribed` `{channel}`, `unsubscribed`
+ * `{channel}`, `error` `{error}` (a refused subscribe: the subscription is
+ * then over), `join` and `leave` (presence channels) with the server's info.
+ */
+export class Subscription extends EventTarget {
+  /** @type {PushClient} */
+  #client;
+  /** @type {"subscribing" | "subscribed" | "unsubscribed"} */
+  #state = "subscribing";
+  /** @type {boolean} */
+  #serverSide;
+  /** @type {{ promise: Promise<void>, resolve: () => void, reject: (error: Error) => void } | null} */
+  #waiting = null;
+
+  /**
+   * Made by {@link PushClient}; not meant to be called by hand.
+   *
+   * @param {PushClient} client
+   * @param {string} channel
+   * @param {boolean} serverSide
+   */
+  constructor(client, channel, serverSide) {
+    super();
+    this.#client = client;
+    /** @type {string} */
+    this.channel = channel;
+    this.#serverSide = serverSide;
+  }
+
+  /** @returns {"subscribing" | "subscribed" | "unsubscribed"} */
+  get state() {
+    return this.#state;
+  }
+
+  /**
+   * True when the server subscribed the connection (from the backend) and
+   * the client did not ask: such a subscription ends with its connection.
+   *
+   * @returns {boolean}
+   */
+  get serverSide() {
+    return this.#serverSide;
+  }
+
+  /**
+   * Calls `listener` with each `type` event's detail.
+   *
+   * @param {string} type
+   * @param {(detail: any) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  on(type, listener) {
+    return listen(this, type, listener);
+  }
+
+  /**
+   * Resolves when the server has confirmed the subscription; rejects with a
+   * {@link PushError} if it refused it, or when it is unsubscribed first.
+   *
+   * @param {{ signal?: AbortSignal }} [options]
+   * @returns {Promise<void>}
+   */
+  ready(options = {}) {
+    if (this.#state === "subscribed") return Promise.resolve();
+    if (this.#state === "unsubscribed") {
+      return Promise.reject(new Error(`Cannot wait for channel ${this.channel}: it is unsubscribed`));
+    }
+    if (!this.#waiting) {
+      /** @type {() => void} */
+      let resolve = () => {};
+      /** @type {(error: Error) => void} */
+      let reject = () => {};
+      const promise = new Promise((res, rej) => {
+        resolve = () => res(undefined);
+        reject = rej;
+      });
+      this.#waiting = { promise, resolve, reject };
+    }
+    return abortable(this.#waiting.promise, options.signal);
+  }
+
+  /** Leaves the channel: no more publications; not made again after a reconnect. */
+  unsubscribe() {
+    this.#client._unsubscribe(this);
+  }
+
+  /**
+   * @internal
+   * @param {"subscribing" | "subscribed" | "unsubscribed"} state
+   * @param {Error} [error] why it ended, when it ends
+   */
+  _setState(state, error) {
+    const previous = this.#state;
+    if (state === previous) return;
+    this.#state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, previous } }));
+    if (state === "subscribed") {
+      this.#waiting?.resolve();
+      this.#waiting = null;
+      this.dispatchEvent(new CustomEvent("subscribed", { detail: { channel: this.channel } }));
+    } else if (state === "unsubscribed") {
+      const waiting = this.#waiting;
+      this.#waiting = null;
+      if (waiting) {
+        // A rejection nobody awaits must not be reported as unhandled.
+        waiting.promise.catch(() => {});
+        waiting.reject(error ?? new Error(`Unsubscribed from channel ${this.channel}`));
+      }
+      this.dispatchEvent(new CustomEvent("unsubscribed", { detail: { channel: this.channel } }));
+    }
+  }
+
+  /**
+   * @internal
+   * @param {boolean} serverSide
+   */
+  _setServerSide(serverSide) {
+    this.#serverSide = serverSide;
+  }
+
+  /**
+   * @internal
+   * @param {string} type
+   * @param {unknown} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/**
+ * @typedef {object} Command
+ * @property {number} id
+ * @property {Record<string, unknown>} body
+ * @property {(error: Error | null, result?: unknown) => void} done
+ */
+
+/**
+ * A client of one pusher. Events (listen with {@link PushClient#on} or
+ * `addEventListener`; the detail is the listener's argument):
+ *
+ * - `state` `{state, previous}`: `"disconnected"`, `"connecting"`, `"connected"`;
+ * - `connected` `{workerId, connectionId, greeting}` on each greeting;
+ * - `disconnected` `{code, reason, reconnecting, delay}`; `delay` is the wait
+ *   before the next attempt, in milliseconds, when reconnecting;
+ * - `message` `{data}`: a text message that is not part of the JSON protocol
+ *   (the original's `?content=` broadcasts and sends to one connection, and
+ *   the JSON API's publishes to everyone, a user or a connection);
+ * - `publication` `{channel, data}` for every channel, `subscribed` and
+ *   `unsubscribed` `{channel, subscription}` for server-side subscriptions,
+ *   `join` and `leave` `{channel, info}`;
+ * - `error` `{error}`: an error the server pushed, a refused subscribe, a
+ *   first message that is not a greeting.
+ *
+ * A text message that is a JSON object shaped like the protocol's (a reply,
+ * a publication, a `subscribed` push) is taken as one: a plain `?content=`
+ * broadcast whose content looks exactly like one is not told apart.
+ */
+export class PushClient extends EventTarget {
+  /** @type {string} */
+  #url;
+  /** @type {string | (() => string | Promise<string>) | undefined} */
+  #token;
+  /** @type {number} */
+  #minDelay;
+  /** @type {number} */
+  #maxDelay;
+  /** @type {number} */
+  #connectTimeout;
+  /** @type {number} */
+  #maxQueued;
+  /** @type {typeof WebSocket} */
+  #WebSocket;
+  /** @type {() => number} */
+  #random;
+  /** @type {{ setTimeout: (fn: () => void, ms: number) => unknown, clearTimeout: (id: any) => void }} */
+  #timers;
+
+  /** @type {"disconnected" | "connecting" | "connected"} */
+  #state = "disconnected";
+  /** @type {{ workerId: string, connectionId: number } | null} */
+  #address = null;
+  /** @type {WebSocket | null} */
+  #socket = null;
+  /** Bumped whenever a socket is dropped, so late callbacks of an old one do nothing. */
+  #generation = 0;
+  #attempt = 0;
+  /** @type {unknown} */
+  #retryTimer = null;
+  /** @type {unknown} */
+  #greetingTimer = null;
+  #nextId = 1;
+  /** @type {Command[]} commands waiting for a connection */
+  #queue = [];
+  /** @type {Map<number, Command>} commands sent, waiting for their reply */
+  #inFlight = new Map();
+  /** @type {Map<string, Subscription>} */
+  #subscriptions = new Map();
+  /** @type {Map<Subscription, number>} the id of each subscription's subscribe command, queued or in flight */
+  #subscribing = new Map();
+
+  /**
+   * @param {string | URL} url the pusher's WebSocket URL (`ws:`/`wss:`; `http:`/`https:` are taken as such)
+   * @param {import("./client.d.ts").PushClientOptions} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    const parsed = new URL(url);
+    if (parsed.protocol === "http:") parsed.protocol = "ws:";
+    else if (parsed.protocol === "https:") parsed.protocol = "wss:";
+    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+      throw new TypeError(`Invalid pusher URL: expected ws: or wss:, got ${parsed.protocol}`);
+    }
+    this.#url = parsed.href;
+    this.#token = options.token;
+    this.#minDelay = options.minReconnectDelay ?? 250;
+    this.#maxDelay = options.maxReconnectDelay ?? 10_000;
+    if (!(this.#minDelay >= 0) || !(this.#maxDelay >= this.#minDelay)) {
+      throw new RangeError(
+        `Invalid reconnect delays: need 0 <= minReconnectDelay <= maxReconnectDelay, got ${this.#minDelay} and ${this.#maxDelay}`,
+      );
+    }
+    this.#connectTimeout = options.connectTimeout ?? 10_000;
+    this.#maxQueued = options.maxQueuedCommands ?? 128;
+    const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
+    if (!WebSocketClass) throw new TypeError("Cannot create a PushClient: no WebSocket class in this runtime");
+    this.#WebSocket = WebSocketClass;
+    this.#random = options.random ?? Math.random;
+    this.#timers = options.timers ?? {
+      setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+      clearTimeout: (id) => globalThis.clearTimeout(id),
+    };
+  }
+
+  /** @returns {"disconnected" | "connecting" | "connected"} */
+  get state() {
+    return this.#state;
+  }
+
+  /**
+   * The address of the current connection, from its greeting; null until
+   * the first greeting. Kept while reconnecting: it is the last known one.
+   *
+   * @returns {{ workerId: string, connectionId: number } | null}
+   */
+  get address() {
+    return this.#address;
+  }
+
+  /** @returns {Map<string, Subscription>} the subscriptions now, by channel (a copy) */
+  get subscriptions() {
+    return new Map(this.#subscriptions);
+  }
+
+  /**
+   * The subscription to `channel`, if any.
+   *
+   * @param {string} channel
+   * @returns {Subscription | null}
+   */
+  subscription(channel) {
+    return this.#subscriptions.get(channel) ?? null;
+  }
+
+  /**
+   * Calls `listener` with each `type` event's detail.
+   *
+   * @param {string} type
+   * @param {(detail: any) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  on(type, listener) {
+    return listen(this, type, listener);
+  }
+
+  /**
+   * Resolves with the address once connected (at once if connected now).
+   *
+   * @param {{ signal?: AbortSignal }} [options]
+   * @returns {Promise<{ workerId: string, connectionId: number }>}
+   */
+  ready(options = {}) {
+    if (this.#state === "connected" && this.#address) return Promise.resolve(this.#address);
+    return abortable(
+      new Promise((resolve) => {
+        const off = this.on("connected", (address) => {
+          off();
+          resolve({ workerId: address.workerId, connectionId: address.connectionId });
+        });
+      }),
+      options.signal,
+    );
+  }
+
+  /** Connects, and keeps reconnecting after a lost connection until {@link PushClient#disconnect}. */
+  connect() {
+    if (this.#state !== "disconnected") return;
+    this.#attempt = 0;
+    this.#open();
+  }
+
+  /** Closes the connection and stops reconnecting. Subscriptions stay, and are made again on the next connect. */
+  disconnect() {
+    if (this.#state === "disconnected" && this.#retryTimer === null) return;
+    this.#cancelRetry();
+    this.#drop(1000, "disconnect called", false);
+  }
+
+  /**
+   * Subscribes to `channel`, now if connected, else as soon as connected;
+   * after every reconnect, again. `handler` (optional) gets each
+   * publication, as `on("publication", handler)` would.
+   *
+   * @param {string} channel
+   * @param {(publication: { channel: string, data: unknown }) => void} [handler]
+   * @returns {Subscription}
+   * @throws {Error} when already subscribed to `channel` by this client
+   * @throws {RangeError} when not connected and the command queue is full
+   */
+  subscribe(channel, handler) {
+    if (typeof channel !== "string" || channel === "") {
+      throw new TypeError(`Invalid channel name: expected a non-empty string, got ${JSON.stringify(channel)}`);
+    }
+    let subscription = this.#subscriptions.get(channel);
+    if (subscription && !subscription.serverSide) {
+      throw new Error(`Cannot subscribe: already subscribed to channel ${channel}`);
+    }
+    if (subscription) {
+      // The server made it; from now on the client wants it too, on every connection.
+      subscription._setServerSide(false);
+      if (handler) subscription.on("publication", handler);
+      return subscription;
+    }
+    this.#checkQueue();
+    subscription = new Subscription(this, channel, false);
+    if (handler) subscription.on("publication", handler);
+    this.#subscriptions.set(channel, subscription);
+    this.#sendSubscribe(subscription);
+    return subscription;
+  }
+
+  /**
+   * @internal
+   * @param {Subscription} subscription
+   */
+  _unsubscribe(subscription) {
+    if (this.#subscriptions.get(subscription.channel) !== subscription) return;
+    this.#subscriptions.delete(subscription.channel);
+    const queued = this.#subscribing.get(subscription);
+    this.#subscribing.delete(subscription);
+    const index = this.#queue.findIndex((command) => command.id === queued);
+    if (index >= 0) {
+      // Never sent: the server has nothing to forget.
+      this.#queue.splice(index, 1);
+    } else if (this.#state === "connected") {
+      this.#command({ unsubscribe: { channel: subscription.channel } }, (error) => {
+        if (error && !(error instanceof ConnectionLost)) this.#emit("error", { error });
+      });
+    }
+    subscription._setState("unsubscribed");
+  }
+
+  /** @param {Subscription} subscription */
+  #sendSubscribe(subscription) {
+    subscription._setState("subscribing");
+    const id = this.#command({ subscribe: { channel: subscription.channel } }, (error) => {
+      if (this.#subscribing.get(subscription) !== id) return;
+      this.#subscribing.delete(subscription);
+      if (this.#subscriptions.get(subscription.channel) !== subscription) return;
+      // Lost with its connection: made again on the next one.
+      if (error instanceof ConnectionLost) return;
+      if (error) {
+        this.#subscriptions.delete(subscription.channel);
+        subscription._emit("error", { error });
+        subscription._setState("unsubscribed", error);
+        this.#emit("error", { error, channel: subscription.channel });
+        return;
+      }
+      subscription._setState("subscribed");
+    });
+    this.#subscribing.set(subscription, id);
+  }
+
+  #checkQueue() {
+    if (this.#state !== "connected" && this.#queue.length >= this.#maxQueued) {
+      throw new RangeError(
+        `Cannot queue a command: ${this.#queue.length} commands already wait for the connection`,
+      );
+    }
+  }
+
+  /**
+   * Sends a command now if connected, else queues it for the next connection.
+   *
+   * @param {Record<string, unknown>} body
+   * @param {(error: Error | null, result?: unknown) => void} done
+   * @returns {number} the command's id
+   */
+  #command(body, done) {
+    const command = { id: this.#nextId++, body, done };
+    if (this.#state === "connected") this.#write(command);
+    else this.#queue.push(command);
+    return command.id;
+  }
+
+  /** @param {Command} command */
+  #write(command) {
+    this.#inFlight.set(command.id, command);
+    this.#socket?.send(JSON.stringify({ id: command.id, ...command.body }));
+  }
+
+  async #open() {
+    const generation = ++this.#generation;
+    this.#setState("connecting");
+    const url = new URL(this.#url);
+    if (this.#token !== undefined) {
+      let token;
+      try {
+        token = typeof this.#token === "function" ? await this.#token() : this.#token;
+      } catch (error) {
+        if (generation !== this.#generation) return;
+        const cause = error instanceof Error ? error.message : String(error);
+        this.#emit("error", { error: new Error(`Cannot get a token: ${cause}`) });
+        this.#closed(generation, 4000, "no token");
+        return;
+      }
+      if (generation !== this.#generation) return;
+      url.searchParams.set("token", token);
+    }
+    let socket;
+    try {
+      socket = new this.#WebSocket(url.href);
+    } catch (error) {
+      this.#emit("error", { error });
+      this.#closed(generation, 1006, "");
+      return;
+    }
+    this.#socket = socket;
+    socket.onmessage = (event) => {
+      if (generation === this.#generation) this.#receive(event.data);
+    };
+    socket.onclose = (event) => this.#closed(generation, event.code, event.reason);
+    // A failed handshake reports `error` then `close`; the close is what counts.
+    socket.onerror = () => {};
+    this.#greetingTimer = this.#timers.setTimeout(() => {
+      this.#greetingTimer = null;
+      if (generation !== this.#generation) return;
+      this.#emit("error", { error: new Error(`No greeting within ${this.#connectTimeout} ms`) });
+      this.#drop(4000, "no greeting", true);
+    }, this.#connectTimeout);
+  }
+
+  /** @param {unknown} data */
+  #receive(data) {
+    if (typeof data !== "string") {
+      this.#emit("error", { error: new TypeError("Unexpected binary message: the pusher sends text") });
+      return;
+    }
+    if (this.#state === "connecting") {
+      this.#greet(data);
+      return;
+    }
+    const message = protocolMessage(data);
+    if (!message) {
+      this.#emit("message", { data });
+      return;
+    }
+    if (typeof message.id === "number") {
+      const command = this.#inFlight.get(message.id);
+      if (!command) return;
+      this.#inFlight.delete(message.id);
+      const error = message.error;
+      command.done(error ? new PushError(Number(error.code), String(error.message)) : null, message.result);
+    } else if (message.subscribed) {
+      this.#serverSubscribed(String(message.subscribed.channel));
+    } else if (message.unsubscribed) {
+      const subscription = this.#subscriptions.get(String(message.unsubscribed.channel));
+      if (!subscription) return;
+      this.#subscriptions.delete(subscription.channel);
+      this.#subscribing.delete(subscription);
+      subscription._setState("unsubscribed");
+      this.#emit("unsubscribed", { channel: subscription.channel, subscription });
+    } else if (message.error) {
+      this.#emit("error", { error: new PushError(Number(message.error.code), String(message.error.message)) });
+    } else if (message.join || message.leave) {
+      const type = message.join ? "join" : "leave";
+      const detail = { channel: message.channel, info: message.join ?? message.leave };
+      this.#subscriptions.get(String(message.channel))?._emit(type, detail);
+      this.#emit(type, detail);
+    } else {
+      const detail = { channel: message.channel, data: message.data };
+      this.#subscriptions.get(String(message.channel))?._emit("publication", detail);
+      this.#emit("publication", detail);
+    }
+  }
+
+  /** @param {string} text */
+  #greet(text) {
+    const match = GREETING.exec(text);
+    if (!match) {
+      this.#emit("error", { error: new SyntaxError(`Unexpected first message: expected the greeting, got ${text}`) });
+      this.#drop(4000, "no greeting", true);
+      return;
+    }
+    this.#clearGreetingTimer();
+    this.#attempt = 0;
+    this.#address = { workerId: /** @type {string} */ (match[1]), connectionId: Number(match[2]) };
+    this.#setState("connected");
+    for (const subscription of this.#subscriptions.values()) {
+      if (!this.#subscribing.has(subscription)) this.#sendSubscribe(subscription);
+    }
+    const queued = this.#queue;
+    this.#queue = [];
+    for (const command of queued) this.#write(command);
+    this.#emit("connected", { ...this.#address, greeting: text });
+  }
+
+  /** @param {string} channel */
+  #serverSubscribed(channel) {
+    const existing = this.#subscriptions.get(channel);
+    if (existing) {
+      // The server has it now, whatever our own subscribe's reply says.
+      existing._setState("subscribed");
+      return;
+    }
+    const subscription = new Subscription(this, channel, true);
+    this.#subscriptions.set(channel, subscription);
+    // Listeners added in the `subscribed` handler see the state already set.
+    subscription._setState("subscribed");
+    this.#emit("subscribed", { channel, subscription });
+  }
+
+  /**
+   * Closes the socket (if any) and forgets it, as if it had closed with `code`.
+   *
+   * @param {number} code
+   * @param {string} reason
+   * @param {boolean} reconnect
+   */
+  #drop(code, reason, reconnect) {
+    const socket = this.#socket;
+    const generation = this.#generation;
+    if (socket) {
+      socket.onclose = null;
+      try {
+        socket.close(code >= 3000 || code === 1000 ? code : 1000, reason);
+      } catch {
+        // Closing a socket that is already closing: nothing left to do.
+      }
+    }
+    if (reconnect) this.#closed(generation, code, reason);
+    else {
+      this.#generation++;
+      this.#lose();
+      this.#setState("disconnected");
+      this.#emit("disconnected", { code, reason, reconnecting: false, delay: null });
+    }
+  }
+
+  /**
+   * The socket of `generation` closed: forget it, and retry unless told not to.
+   *
+   * @param {number} generation
+   * @param {number} code
+   * @param {string} reason
+   */
+  #closed(generation, code, reason) {
+    if (generation !== this.#generation) return;
+    this.#generation++;
+    this.#lose();
+    const reconnecting = !isTerminal(code);
+    const delay = reconnecting ? this.#backoff() : null;
+    this.#setState(reconnecting ? "connecting" : "disconnected");
+    this.#emit("disconnected", { code, reason, reconnecting, delay });
+    if (delay === null) return;
+    this.#retryTimer = this.#timers.setTimeout(() => {
+      this.#retryTimer = null;
+      this.#open();
+    }, delay);
+  }
+
+  /** What a connection's end takes with it: its socket, its replies, the server's subscriptions. */
+  #lose() {
+    this.#clearGreetingTimer();
+    if (this.#socket) {
+      this.#socket.onmessage = null;
+      this.#socket.onclose = null;
+      this.#socket.onerror = null;
+    }
+    this.#socket = null;
+    const inFlight = [...this.#inFlight.values()];
+    this.#inFlight.clear();
+    const lost = new ConnectionLost();
+    for (const command of inFlight) command.done(lost);
+    for (const subscription of [...this.#subscriptions.values()]) {
+      if (!subscription.serverSide) {
+        subscription._setState("subscribing");
+        continue;
+      }
+      this.#subscriptions.delete(subscription.channel);
+      subscription._setState("unsubscribed");
+      this.#emit("unsubscribed", { channel: subscription.channel, subscription });
+    }
+  }
+
+  /** @returns {number} the wait before the next attempt: full jitter under a doubling, capped ceiling */
+  #backoff() {
+    const ceiling = Math.min(this.#maxDelay, this.#minDelay * 2 ** Math.min(this.#attempt, 30));
+    this.#attempt++;
+    return Math.floor(this.#random() * ceiling);
+  }
+
+  #cancelRetry() {
+    if (this.#retryTimer === null) return;
+    this.#timers.clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+  }
+
+  #clearGreetingTimer() {
+    if (this.#greetingTimer === null) return;
+    this.#timers.clearTimeout(this.#greetingTimer);
+    this.#greetingTimer = null;
+  }
+
+  /** @param {"disconnected" | "connecting" | "connected"} state */
+  #setState(state) {
+    const previous = this.#state;
+    if (state === previous) return;
+    this.#state = state;
+    this.#emit("state", { state, previous });
+  }
+
+  /**
+   * @param {string} type
+   * @param {unknown} detail
+   */
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+// `using client = new PushClient(...)` disconnects at the end of its scope,
+// where the runtime knows `Symbol.dispose` (older browsers do not).
+if (typeof Symbol.dispose === "symbol") {
+  Object.defineProperty(PushClient.prototype, Symbol.dispose, {
+    value: function dispose() {
+      this.disconnect();
+    },
+    writable: true,
+    configurable: true,
+  });
+}
+
+/**
+ * The JSON protocol message `text` is, or null when it is plain text (or
+ * JSON that is not shaped like one of the protocol's messages).
+ *
+ * @param {string} text
+ * @returns {Record<string, any> | null}
+ */
+function protocolMessage(text) {
+  // Cheap test first: most plain text is not a JSON object.
+  if (text.charCodeAt(0) !== 0x7b) return null;
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof message !== "object" || message === null || Array.isArray(message)) return null;
+  const isObject = (/** @type {unknown} */ value) => typeof value === "object" && value !== null;
+  if (typeof message.id === "number" && ("result" in message || isObject(message.error))) return message;
+  if (isObject(message.subscribed) && typeof message.subscribed.channel === "string") return message;
+  if (isObject(message.unsubscribed) && typeof message.unsubscribed.channel === "string") return message;
+  if (typeof message.channel === "string") {
+    if ("data" in message) return message;
+    if (isObject(message.join) || isObject(message.leave)) return message;
+  }
+  if (isObject(message.error) && Object.keys(message).length === 1) return message;
+  return null;
+}

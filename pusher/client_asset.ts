@@ -1,0 +1,60 @@
+/**
+ * The browser client library as a pusher serves it: `/client.js` and its
+ * types, `/client.d.ts`, read once when this module loads (the pusher task
+ * may read `pusher/`; `deno task compile` embeds them with `--include`).
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+/** One file served as is. */
+interface Asset {
+  body: string;
+  contentType: string;
+  etag: string;
+}
+
+function load(name: string, contentType: string): Asset {
+  // Read synchronously: a top-level await here would hold up pusher/worker.ts's
+  // evaluation, and a worker drops the messages that arrive before its onmessage is set.
+  const body = Deno.readTextFileSync(new URL(`./${name}`, import.meta.url));
+  const etag = `"${createHash("sha256").update(body).digest("hex").slice(0, 24)}"`;
+  return { body, contentType, etag };
+}
+
+const ASSETS: ReadonlyMap<string, Asset> = new Map([
+  ["/client.js", load("client.js", "text/javascript;charset=utf-8")],
+  ["/client.d.ts", load("client.d.ts", "application/typescript;charset=utf-8")],
+]);
+
+/** Paths {@linkcode clientAssetResponse} answers. */
+export const CLIENT_ASSET_PATHS: readonly string[] = [...ASSETS.keys()];
+
+/**
+ * The response to a GET (or HEAD) of `path`, one of
+ * {@linkcode CLIENT_ASSET_PATHS}: the file, or 304 when the request's
+ * `If-None-Match` names it. Caches may keep it five minutes and must then
+ * revalidate, since the URL does not change with the file. Any origin may
+ * load it (a module script from another origin needs CORS), and Deno finds
+ * the types of `/client.js` from its `X-TypeScript-Types` header.
+ *
+ * @throws {RangeError} for another path.
+ */
+export function clientAssetResponse(headers: { get(name: string): string | null }, path: string): Response {
+  const asset = ASSETS.get(path);
+  if (!asset) throw new RangeError(`Not a client asset: ${path}`);
+  const responseHeaders = new Headers({
+    "content-type": asset.contentType,
+    "cache-control": "public, max-age=300, must-revalidate",
+    "etag": asset.etag,
+    "access-control-allow-origin": "*",
+    "x-content-type-options": "nosniff",
+  });
+  if (path === "/client.js") responseHeaders.set("x-typescript-types", "/client.d.ts");
+  const match = headers.get("if-none-match");
+  if (match !== null && match.split(",").some((tag) => tag.trim().replace(/^W\//, "") === asset.etag)) {
+    return new Response(null, { status: 304, headers: responseHeaders });
+  }
+  return new Response(asset.body, { headers: responseHeaders });
+}

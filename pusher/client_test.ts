@@ -1,0 +1,466 @@
+import assert from "node:assert/strict";
+import { type Address, PushClient, type PushClientEvents, type PushClientOptions, PushError } from "./client.js";
+import { within } from "../channel/testing.ts";
+
+// The browser client library against a fake WebSocket and fake timers: no
+// sockets, no clock. What it does against a real pusher in a real browser is
+// in tests/browser_test.ts.
+
+/** A WebSocket the test plays the server of. */
+class FakeWebSocket {
+  /** Every socket made, in order. */
+  static made: FakeWebSocket[] = [];
+  readonly url: string;
+  /** Every text the client sent, parsed. */
+  readonly sent: Record<string, unknown>[] = [];
+  readyState = 0;
+  closedWith: { code?: number; reason?: string } | null = null;
+  onopen: ((event: Event) => void) | null = null;
+  onmessage: ((event: MessageEvent) => void) | null = null;
+  onclose: ((event: CloseEvent) => void) | null = null;
+  onerror: ((event: Event) => void) | null = null;
+
+  constructor(url: string) {
+    this.url = url;
+    FakeWebSocket.made.push(this);
+  }
+
+  send(text: string): void {
+    if (this.readyState !== 1) throw new Error(`Cannot send: readyState ${this.readyState}`);
+    this.sent.push(JSON.parse(text));
+  }
+
+  close(code?: number, reason?: string): void {
+    this.closedWith = { code, reason };
+    this.readyState = 3;
+  }
+
+  /** The server greets: the handshake is done and the greeting arrives. */
+  greet(workerId = "00000000000000aa", connectionId = 1): void {
+    this.readyState = 1;
+    this.onopen?.(new Event("open"));
+    this.receive(`workerID:${workerId} connectionID:${connectionId} connected\n`);
+  }
+
+  receive(data: string | object): void {
+    const text = typeof data === "string" ? data : JSON.stringify(data);
+    this.onmessage?.(new MessageEvent("message", { data: text }));
+  }
+
+  /** The server (or the network) closes it. */
+  drop(code = 1006, reason = ""): void {
+    this.readyState = 3;
+    this.onclose?.(new CloseEvent("close", { code, reason }));
+  }
+}
+
+/** Timers the test fires by hand. */
+class FakeTimers {
+  readonly pending = new Map<number, { fn: () => void; ms: number }>();
+  #next = 1;
+
+  setTimeout = (fn: () => void, ms: number): number => {
+    const id = this.#next++;
+    this.pending.set(id, { fn, ms });
+    return id;
+  };
+
+  clearTimeout = (id: unknown): void => {
+    this.pending.delete(id as number);
+  };
+
+  /** The delays waiting now, in the order they were set. */
+  get delays(): number[] {
+    return [...this.pending.values()].map((timer) => timer.ms);
+  }
+
+  /** Fires the one timer set for `ms`; fails if there is not exactly one. */
+  fire(ms: number): void {
+    const matching = [...this.pending].filter(([, timer]) => timer.ms === ms);
+    assert.equal(matching.length, 1, `one timer of ${ms} ms, have ${JSON.stringify(this.delays)}`);
+    const [id, timer] = matching[0]!;
+    this.pending.delete(id);
+    timer.fn();
+  }
+}
+
+const CONNECT_TIMEOUT = 10_000;
+
+interface Setup {
+  client: PushClient;
+  timers: FakeTimers;
+  /** The latest socket the client made. */
+  socket(): FakeWebSocket;
+}
+
+function setUp(options: PushClientOptions = {}): Setup {
+  FakeWebSocket.made = [];
+  const timers = new FakeTimers();
+  const client = new PushClient("ws://pusher.test:4236", {
+    WebSocket: FakeWebSocket as unknown as typeof WebSocket,
+    timers,
+    // Always the ceiling, so the delays are known.
+    random: () => 0.999999,
+    ...options,
+  });
+  return {
+    client,
+    timers,
+    socket() {
+      const socket = FakeWebSocket.made.at(-1);
+      assert.ok(socket, "the client made a socket");
+      return socket;
+    },
+  };
+}
+
+/** The next `type` event's detail, within a deadline. */
+function next<K extends keyof PushClientEvents>(client: PushClient, type: K): Promise<PushClientEvents[K]> {
+  return within(
+    new Promise((resolve) => {
+      const off = client.on(type, (detail) => {
+        off();
+        resolve(detail);
+      });
+    }),
+    1000,
+    `the client's ${type} event`,
+  );
+}
+
+/** Collects every `type` event's detail. */
+function record<K extends keyof PushClientEvents>(client: PushClient, type: K): PushClientEvents[K][] {
+  const seen: PushClientEvents[K][] = [];
+  client.on(type, (detail) => seen.push(detail));
+  return seen;
+}
+
+/** A connected client with a greeted socket. */
+function connected(options: PushClientOptions = {}): Setup {
+  const setup = setUp(options);
+  setup.client.connect();
+  setup.socket().greet();
+  return setup;
+}
+
+Deno.test("client parses the greeting into its address and is connected", async () => {
+  const { client, socket, timers } = setUp();
+  const states = record(client, "state");
+  client.connect();
+  assert.equal(client.state, "connecting");
+  assert.equal(socket().url, "ws://pusher.test:4236/");
+  assert.deepEqual(timers.delays, [CONNECT_TIMEOUT]);
+  const greeting = next(client, "connected");
+  socket().greet("0123456789abcdef", 42);
+  const expected: Address = { workerId: "0123456789abcdef", connectionId: 42 };
+  assert.deepEqual(await greeting, { ...expected, greeting: "workerID:0123456789abcdef connectionID:42 connected\n" });
+  assert.deepEqual(client.address, expected);
+  assert.deepEqual(await client.ready(), expected);
+  assert.equal(client.state, "connected");
+  assert.deepEqual(states.map((s) => s.state), ["connecting", "connected"]);
+  assert.deepEqual(timers.delays, [], "the greeting timer is cleared");
+  client.disconnect();
+  assert.equal(client.state, "disconnected");
+  assert.deepEqual(socket().closedWith, { code: 1000, reason: "disconnect called" });
+});
+
+Deno.test("client sends its token in the URL, and asks a token function again on every attempt", async () => {
+  const plain = setUp({ token: "a b&c" });
+  plain.client.connect();
+  assert.equal(new URL(plain.socket().url).searchParams.get("token"), "a b&c");
+  plain.client.disconnect();
+
+  let calls = 0;
+  const fresh = setUp({ token: () => Promise.resolve(`t${++calls}`) });
+  fresh.client.connect();
+  // The token function resolves in microtasks: one macrotask later the socket exists.
+  await within(new Promise((resolve) => setTimeout(resolve, 0)), 1000, "the token");
+  assert.equal(new URL(fresh.socket().url).searchParams.get("token"), "t1");
+  const dropped = next(fresh.client, "disconnected");
+  fresh.socket().drop();
+  fresh.timers.fire((await dropped).delay!);
+  await within(new Promise((resolve) => setTimeout(resolve, 0)), 1000, "the token");
+  assert.equal(new URL(fresh.socket().url).searchParams.get("token"), "t2");
+  fresh.client.disconnect();
+});
+
+Deno.test("client refuses a URL that is not a WebSocket one, and takes http as ws", () => {
+  assert.throws(() => new PushClient("ftp://x"), { name: "TypeError", message: /^Invalid pusher URL: expected ws:/ });
+  const { client, socket } = setUp();
+  assert.ok(client);
+  const https = new PushClient("https://pusher.test/", { WebSocket: FakeWebSocket as unknown as typeof WebSocket });
+  https.connect();
+  assert.equal(socket().url, "wss://pusher.test/");
+  https.disconnect();
+});
+
+Deno.test("client takes a first message that is not a greeting as an error and tries again", async () => {
+  const { client, socket, timers } = setUp();
+  client.connect();
+  const error = next(client, "error");
+  const disconnected = next(client, "disconnected");
+  socket().receive("hello");
+  assert.match((await error).error.message, /^Unexpected first message: expected the greeting, got hello/);
+  assert.deepEqual(await disconnected, { code: 4000, reason: "no greeting", reconnecting: true, delay: 249 });
+  assert.equal(client.state, "connecting");
+  assert.deepEqual(timers.delays, [249]);
+  client.disconnect();
+  assert.deepEqual(timers.delays, [], "disconnect cancels the retry");
+});
+
+Deno.test("client tries again when no greeting comes within connectTimeout", async () => {
+  const { client, socket, timers } = setUp({ connectTimeout: 500 });
+  client.connect();
+  const first = socket();
+  const disconnected = next(client, "disconnected");
+  timers.fire(500);
+  assert.equal((await disconnected).reason, "no greeting");
+  assert.equal(first.closedWith?.code, 4000);
+  client.disconnect();
+});
+
+Deno.test("client passes plain text to message, greeting excluded", async () => {
+  const { client, socket } = connected();
+  const messages = record(client, "message");
+  socket().receive("hello browser");
+  socket().receive('{"not":"protocol"}');
+  socket().receive("[1,2]");
+  socket().receive('{"channel":7,"data":1}');
+  assert.deepEqual(messages.map((m) => m.data), [
+    "hello browser",
+    '{"not":"protocol"}',
+    "[1,2]",
+    '{"channel":7,"data":1}',
+  ]);
+  client.disconnect();
+  await Promise.resolve();
+});
+
+Deno.test("client subscribe sends the command and resolves on its reply", async () => {
+  const { client, socket } = connected();
+  const news = client.subscribe("news");
+  assert.equal(news.state, "subscribing");
+  assert.deepEqual(socket().sent, [{ id: 1, subscribe: { channel: "news" } }]);
+  socket().receive({ id: 1, result: {} });
+  await within(news.ready(), 1000, "the subscription");
+  assert.equal(news.state, "subscribed");
+  assert.equal(client.subscription("news"), news);
+
+  news.unsubscribe();
+  assert.equal(news.state, "unsubscribed");
+  assert.deepEqual(socket().sent.at(-1), { id: 2, unsubscribe: { channel: "news" } });
+  assert.equal(client.subscription("news"), null);
+  await assert.rejects(news.ready(), /^Error: Cannot wait for channel news: it is unsubscribed$/);
+  client.disconnect();
+});
+
+Deno.test("client subscribe rejects on an error reply, and the subscription is over", async () => {
+  const { client, socket } = connected();
+  const errors = record(client, "error");
+  const secret = client.subscribe("secret");
+  const ready = secret.ready();
+  socket().receive({ id: 1, error: { code: 403, message: "not allowed to subscribe to secret" } });
+  const error = await within(ready.catch((e) => e), 1000, "the refusal");
+  assert.ok(error instanceof PushError);
+  assert.equal(error.code, 403);
+  assert.equal(error.message, "not allowed to subscribe to secret");
+  assert.equal(secret.state, "unsubscribed");
+  assert.equal(client.subscription("secret"), null);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0]!.channel, "secret");
+  // Refused: not tried again after a reconnect.
+  socket().drop();
+  assert.equal(client.state, "connecting");
+  client.disconnect();
+  assert.throws(() => client.subscribe(""), TypeError);
+});
+
+Deno.test("client routes publications to their channel's subscription and refuses a second subscribe", () => {
+  const { client, socket } = connected();
+  const news: unknown[] = [];
+  const sport: unknown[] = [];
+  const all: unknown[] = [];
+  client.subscribe("news", ({ data }) => news.push(data));
+  client.subscribe("sport").on("publication", ({ data }) => sport.push(data));
+  client.on("publication", ({ channel, data }) => all.push([channel, data]));
+  assert.throws(() => client.subscribe("news"), /^Error: Cannot subscribe: already subscribed to channel news$/);
+  socket().receive({ id: 1, result: {} });
+  socket().receive({ id: 2, result: {} });
+  socket().receive({ channel: "news", data: "one" });
+  socket().receive({ channel: "sport", data: { score: 2 } });
+  socket().receive({ channel: "other", data: null });
+  socket().receive({ channel: "news", data: [1] });
+  assert.deepEqual(news, ["one", [1]]);
+  assert.deepEqual(sport, [{ score: 2 }]);
+  assert.deepEqual(all, [["news", "one"], ["sport", { score: 2 }], ["other", null], ["news", [1]]]);
+  client.disconnect();
+});
+
+Deno.test("client reports an error the server pushed on its own", async () => {
+  const { client, socket } = connected();
+  const error = next(client, "error");
+  socket().receive({ error: { code: 400, message: "malformed message" } });
+  const { error: pushed } = await error;
+  assert.ok(pushed instanceof PushError);
+  assert.deepEqual([pushed.code, pushed.message], [400, "malformed message"]);
+  client.disconnect();
+});
+
+Deno.test("client reconnects with capped exponential backoff, full jitter, and resets it after a greeting", async () => {
+  const { client, socket, timers } = setUp({ minReconnectDelay: 100, maxReconnectDelay: 1000 });
+  const drops = record(client, "disconnected");
+  client.connect();
+  for (let i = 0; i < 6; i++) {
+    socket().drop(1006);
+    const delay = drops.at(-1)!.delay!;
+    timers.fire(delay);
+    assert.equal(FakeWebSocket.made.length, i + 2);
+  }
+  assert.deepEqual(drops.map((d) => d.delay), [99, 199, 399, 799, 999, 999]);
+  assert.ok(drops.every((d) => d.reconnecting && d.code === 1006));
+  socket().greet();
+  socket().drop(1001, "going away");
+  assert.deepEqual(drops.at(-1), { code: 1001, reason: "going away", reconnecting: true, delay: 99 });
+  client.disconnect();
+
+  // Full jitter: anywhere from 0 up to the ceiling.
+  const low = setUp({ random: () => 0 });
+  const lowDrop = next(low.client, "disconnected");
+  low.client.connect();
+  low.socket().drop();
+  assert.equal((await lowDrop).delay, 0);
+  low.client.disconnect();
+});
+
+Deno.test("client does not reconnect after a close code that says not to come back", () => {
+  const { client, socket, timers } = connected();
+  const drops = record(client, "disconnected");
+  socket().drop(4500, "banned");
+  assert.deepEqual(drops, [{ code: 4500, reason: "banned", reconnecting: false, delay: null }]);
+  assert.equal(client.state, "disconnected");
+  assert.deepEqual(timers.delays, []);
+  client.connect();
+  assert.equal(client.state, "connecting");
+  client.disconnect();
+});
+
+Deno.test("client subscribes again to its channels after a reconnect, each once", async () => {
+  const { client, socket, timers } = connected();
+  const news = client.subscribe("news");
+  const sport = client.subscribe("sport");
+  socket().receive({ id: 1, result: {} });
+  // sport's reply is lost with the connection.
+  await within(news.ready(), 1000, "news subscribed");
+  const drop = next(client, "disconnected");
+  socket().drop();
+  assert.equal(news.state, "subscribing");
+  assert.equal(sport.state, "subscribing");
+  const later = client.subscribe("later");
+  const back = next(client, "connected");
+  timers.fire((await drop).delay!);
+  socket().greet("00000000000000bb", 9);
+  await back;
+  assert.deepEqual(client.address, { workerId: "00000000000000bb", connectionId: 9 });
+  const sent = socket().sent.map((command) => (command.subscribe as { channel: string }).channel).sort();
+  assert.deepEqual(sent, ["later", "news", "sport"]);
+  for (const command of socket().sent) socket().receive({ id: command.id as number, result: {} });
+  await within(Promise.all([news.ready(), sport.ready(), later.ready()]), 1000, "all three subscribed");
+  client.disconnect();
+});
+
+Deno.test("client tracks what the server subscribed it to, and forgets it with the connection", async () => {
+  const { client, socket, timers } = connected();
+  const subscribed = next(client, "subscribed");
+  socket().receive({ subscribed: { channel: "backend" } });
+  const { subscription: backend } = await subscribed;
+  assert.equal(backend.channel, "backend");
+  assert.equal(backend.state, "subscribed");
+  assert.equal(backend.serverSide, true);
+  assert.deepEqual(socket().sent, [], "nothing to ask: the server has it");
+  const seen: unknown[] = [];
+  backend.on("publication", ({ data }) => seen.push(data));
+  socket().receive({ channel: "backend", data: "from the backend" });
+  assert.deepEqual(seen, ["from the backend"]);
+
+  socket().receive({ subscribed: { channel: "gone" } });
+  const unsubscribed = next(client, "unsubscribed");
+  socket().receive({ unsubscribed: { channel: "gone" } });
+  assert.equal((await unsubscribed).channel, "gone");
+  assert.equal(client.subscription("gone"), null);
+
+  // Taken over by the client: it becomes its own, made again after reconnects.
+  socket().receive({ subscribed: { channel: "adopted" } });
+  assert.equal(client.subscribe("adopted").serverSide, false);
+
+  const forgotten = record(client, "unsubscribed");
+  const drop = next(client, "disconnected");
+  socket().drop();
+  assert.deepEqual(forgotten.map((f) => f.channel), ["backend"]);
+  assert.equal(backend.state, "unsubscribed");
+  timers.fire((await drop).delay!);
+  socket().greet();
+  assert.deepEqual(socket().sent, [{ id: 1, subscribe: { channel: "adopted" } }]);
+  assert.deepEqual([...client.subscriptions.keys()], ["adopted"]);
+  client.disconnect();
+});
+
+Deno.test("client queues commands while connecting, within a bound, and sends them on the greeting", () => {
+  const { client, socket } = setUp({ maxQueuedCommands: 3 });
+  client.connect();
+  client.subscribe("a");
+  const b = client.subscribe("b");
+  client.subscribe("c");
+  assert.throws(() => client.subscribe("d"), {
+    name: "RangeError",
+    message: "Cannot queue a command: 3 commands already wait for the connection",
+  });
+  assert.equal(client.subscription("d"), null);
+  // Unsubscribing before it was sent takes it out of the queue: nothing to tell the server.
+  b.unsubscribe();
+  client.subscribe("d");
+  socket().greet();
+  assert.deepEqual(socket().sent, [
+    { id: 1, subscribe: { channel: "a" } },
+    { id: 3, subscribe: { channel: "c" } },
+    { id: 4, subscribe: { channel: "d" } },
+  ]);
+  // Connected: no queue, no bound.
+  for (const channel of ["e", "f", "g", "h"]) client.subscribe(channel);
+  assert.equal(socket().sent.length, 7);
+  client.disconnect();
+});
+
+Deno.test("client's queue waits through disconnect() and goes out on the next connect", () => {
+  const { client, socket } = setUp();
+  client.subscribe("early");
+  assert.equal(FakeWebSocket.made.length, 0);
+  client.connect();
+  client.disconnect();
+  client.connect();
+  socket().greet();
+  assert.deepEqual(socket().sent, [{ id: 1, subscribe: { channel: "early" } }]);
+  client.disconnect();
+});
+
+Deno.test("client ignores a late close of a socket it already replaced", () => {
+  const { client, socket, timers } = connected();
+  const old = socket();
+  const drops = record(client, "disconnected");
+  old.drop();
+  timers.fire(drops[0]!.delay!);
+  socket().greet();
+  old.drop();
+  assert.equal(drops.length, 1);
+  assert.equal(client.state, "connected");
+  client.disconnect();
+});
+
+Deno.test("client ready() and subscription ready() give up when their signal aborts", async () => {
+  const { client } = setUp();
+  const controller = new AbortController();
+  const ready = client.ready({ signal: controller.signal });
+  const sub = client.subscribe("news").ready({ signal: controller.signal });
+  controller.abort(new Error("gave up"));
+  await assert.rejects(ready, /gave up/);
+  await assert.rejects(sub, /gave up/);
+});
