@@ -73,7 +73,7 @@ export function setUp(options: Partial<PusherOptions> = {}): Setup {
       // The bus hands messages over in a microtask; a macrotask runs after all of them.
       await new Promise((resolve) => setTimeout(resolve, 0));
     },
-    get: (path, method = "GET") => pusher.handler(new Request(`http://pusher.test${path}`, { method })),
+    get: async (path, method = "GET") => await pusher.handler(new Request(`http://pusher.test${path}`, { method })),
     async [Symbol.asyncDispose]() {
       pusher.closeAll();
       pusher.detach();

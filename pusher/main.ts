@@ -7,6 +7,7 @@
  */
 
 import type { FromWorker, ToWorker, WorkerConfig } from "./worker.ts";
+import { DEFAULT_MAX_MESSAGE_RATE } from "./rate_limit.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT,
   DEFAULT_HOSTNAME,
@@ -45,8 +46,6 @@ const DEFAULT_WORKERS = 2;
 const DEFAULT_MAX_CONNECTIONS = 100_000;
 /** Milliseconds workers get to close their clients by default. */
 const DEFAULT_SHUTDOWN_TIMEOUT = 5000;
-/** Messages, pings and pongs per second a client may send by default: the pusher's own default (`pusher/pusher.ts`). */
-const DEFAULT_MAX_MESSAGE_RATE = 50;
 
 const FLAGS: Record<string, FlagSpec> = {
   hostname: {

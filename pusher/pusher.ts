@@ -33,7 +33,7 @@ import {
   unsubscribedFrame,
 } from "./client_protocol.ts";
 import { Presence } from "./presence.ts";
-import { type RateBucket, RateLimiter } from "./rate_limit.ts";
+import { DEFAULT_MAX_MESSAGE_RATE, type RateBucket, RateLimiter } from "./rate_limit.ts";
 import { closeReason, healthOf, type PusherCounters, registerPusherMetrics } from "./pusher_metrics.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
 import type { Transport, TransportRequest } from "./transport.ts";
@@ -59,6 +59,10 @@ import type { Bus, BusMessage } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, Registry, type RegistrySnapshot, renderPrometheus } from "../shared/metrics.ts";
+import { Router, text } from "../shared/http.ts";
+
+const READ = { methods: ["GET", "HEAD"], hint: "use GET" };
+const HTML_CONTENT_TYPE = "text/html;charset=utf-8";
 
 /** Options for {@linkcode Pusher}. */
 export interface PusherOptions {
@@ -180,7 +184,7 @@ export class Pusher {
     this.#transport = options.transport;
     this.logger = options.logger ?? createLogger("pusher", { fields: { worker: this.workerId } });
     this.#admission = new Admission(options);
-    this.#rates = new RateLimiter(options.maxMessageRate ?? 50, options.now);
+    this.#rates = new RateLimiter(options.maxMessageRate ?? DEFAULT_MAX_MESSAGE_RATE, options.now);
     this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
     this.#gather = options.gather ?? (() => Promise.resolve(this.metrics.snapshot()));
     // Connections without a user share one handlers object: no per-socket closures.
@@ -229,28 +233,29 @@ export class Pusher {
   }
 
   /** Serves WebSocket upgrades, the demo page on `GET /`, the client library (`/client.js`, `/client.d.ts`), `/healthz` and `/metrics`. */
-  readonly handler = async (req: TransportRequest): Promise<Response> => {
-    const url = new URL(req.url);
-    if (this.#transport.isUpgrade(req)) return this.#upgrade(req, url);
-    if (req.method !== "GET" && req.method !== "HEAD") return text(405, "Method not allowed: use GET");
-    switch (url.pathname) {
-      case "/":
-        return new Response(this.#page, { headers: { "content-type": "text/html;charset=utf-8" } });
-      case "/client.js":
-      case "/client.d.ts":
-        return clientAssetResponse(req.headers, url.pathname);
-      case "/healthz": {
-        const health = healthOf(await this.#gather());
-        return text(health.ok ? 200 : 503, health.reason);
-      }
-      case "/metrics":
-        return new Response(renderPrometheus(await this.#gather()), {
-          headers: { "content-type": PROMETHEUS_CONTENT_TYPE },
-        });
-      default:
-        return text(404, `Not found: ${url.pathname}`);
-    }
+  readonly handler = (req: TransportRequest): Response | Promise<Response> => {
+    if (this.#transport.isUpgrade(req)) return this.#upgrade(req, new URL(req.url));
+    return this.#routes(req);
   };
+
+  /** The pages, by exact path; GET and HEAD only. */
+  readonly #routes = new Router<(req: TransportRequest, url: URL) => Response | Promise<Response>>({
+    "/": { ...READ, handler: () => new Response(this.#page, { headers: { "content-type": HTML_CONTENT_TYPE } }) },
+    "/client.js": { ...READ, handler: (req, url) => clientAssetResponse(req.headers, url.pathname) },
+    "/client.d.ts": { ...READ, handler: (req, url) => clientAssetResponse(req.headers, url.pathname) },
+    "/healthz": {
+      ...READ,
+      handler: async () => {
+        const health = healthOf(await this.#gather());
+        return text(health.ok ? 200 : 503, `${health.reason}\n`);
+      },
+    },
+    "/metrics": {
+      ...READ,
+      handler: async () =>
+        new Response(renderPrometheus(await this.#gather()), { headers: { "content-type": PROMETHEUS_CONTENT_TYPE } }),
+    },
+  }).handler((route, req: TransportRequest, url) => route.handler(req, url));
 
   /** Stops taking connections and closes every open one with `code`. */
   closeAll(code: number = CloseCode.goingAway, reason = "going away"): void {
@@ -285,7 +290,7 @@ export class Pusher {
   #reject(reason: string, status: number, message: string): Response {
     this.#counters.rejected.inc(1, reason);
     this.logger.info("refused a connection", { status, reason: message });
-    return text(status, message);
+    return text(status, `${message}\n`);
   }
 
   #handlersFor(user: string | null, may: ((channel: string) => boolean) | null): SocketHandlers {
@@ -492,8 +497,4 @@ function limitError(outcome: JoinOutcome, membership: ChannelMembership<PusherCo
     default:
       return null;
   }
-}
-
-function text(status: number, body: string): Response {
-  return new Response(`${body}\n`, { status, headers: { "content-type": "text/plain;charset=utf-8" } });
 }

@@ -79,7 +79,8 @@ Deno.test("pusher serves the demo page on GET /, 404 elsewhere and 405 to other 
   const missing = await setup.get("/nope");
   assert.deepEqual([missing.status, await missing.text()], [404, "Not found: /nope\n"]);
   const post = await setup.get("/", "POST");
-  assert.deepEqual([post.status, await post.text()], [405, "Method not allowed: use GET\n"]);
+  assert.deepEqual([post.status, await post.text()], [405, "Method POST not allowed: use GET\n"]);
+  assert.equal(post.headers.get("allow"), "GET, HEAD");
 });
 
 Deno.test("pusher serves the client library at /client.js and its types at /client.d.ts, cacheable and revalidated", async () => {

@@ -5,6 +5,9 @@
  * @module
  */
 
+/** Messages, pings and pongs a client may send per second, unless configured. */
+export const DEFAULT_MAX_MESSAGE_RATE = 50;
+
 /** One connection's bucket: what it may still send, and when that was computed. */
 export interface RateBucket {
   allowance: number;
