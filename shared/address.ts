@@ -1,26 +1,61 @@
 /**
- * Push addressing: who a push goes to, and where on the bus that is. Today
- * everyone, or one connection named by the original's pair
- * `(to_worker_id, to_connection_id)`.
+ * Push addressing: who a push goes to, and where on the bus that is:
+ * everyone, one connection named by the original's pair `(to_worker_id,
+ * to_connection_id)`, the members of a channel, or the connections of a user.
  *
- * A pusher worker subscribes to {@linkcode BROADCAST_SUBJECT} and to its own
- * {@linkcode workerSubject}; a publisher turns an address into a subject and
- * event data with {@linkcode routeOf}. Pure TypeScript: no `Deno.*` calls.
+ * A pusher worker subscribes to {@linkcode BROADCAST_SUBJECT}, to its own
+ * {@linkcode workerSubject} and to {@linkcode PRESENCE_SUBJECT}; to a
+ * {@linkcode channelSubject} only while it has a member of that channel, and
+ * to a {@linkcode userSubject} only while it has a connection of that user.
+ *
+ * A publisher turns an address into a subject and event data with
+ * {@linkcode routeOf} (the original's text pushes, and the GET API's
+ * `channel=` and `to_user=`), {@linkcode publishRoute} (the JSON API's
+ * publishes) or {@linkcode commandRoute} (server-side commands), and asks
+ * for presence with {@linkcode presenceQuery}. The data shapes, and the
+ * checks a receiver runs on them (`to...` functions: null when the shape is
+ * wrong), are here too, so that both sides agree on them.
+ *
+ * Pure TypeScript: no `Deno.*` calls.
  *
  * @module
  */
 
 import type { Json } from "./json.ts";
+import { MAX_CHANNEL_NAME_LENGTH } from "./wire.ts";
+
+/** Every connection on every pusher: the original's `?content=`. */
+export interface EveryoneAddress {
+  readonly kind: "everyone";
+}
+
+/** One connection: the original's `?to_worker_id=&to_connection_id=`. */
+export interface ConnectionAddress {
+  readonly kind: "connection";
+  readonly workerId: string;
+  readonly connectionId: number;
+}
+
+/** Every member of a channel, on every pusher. */
+export interface ChannelAddress {
+  readonly kind: "channel";
+  readonly channel: string;
+}
+
+/** Every connection of a user (a token's `sub`), on every pusher. */
+export interface UserAddress {
+  readonly kind: "user";
+  readonly user: string;
+}
 
 /** Who a push goes to. */
-export type PushAddress =
-  /** Every connection on every pusher: the original's `?content=`. */
-  | { readonly kind: "everyone" }
-  /** One connection: the original's `?to_worker_id=&to_connection_id=`. */
-  | { readonly kind: "connection"; readonly workerId: string; readonly connectionId: number };
+export type PushAddress = EveryoneAddress | ConnectionAddress | ChannelAddress | UserAddress;
 
 /** Subject every pusher worker subscribes to; its events go to every connection. */
 export const BROADCAST_SUBJECT = "broadcast";
+
+/** Subject every pusher worker subscribes to for presence requests ({@linkcode PresenceQuery}). */
+export const PRESENCE_SUBJECT = "presence";
 
 /**
  * A worker id: 16 lowercase hex characters (64 random bits), drawn anew each
@@ -37,6 +72,57 @@ export const WORKER_ID_PATTERN = /^[0-9a-f]{16}$/;
  */
 export const CONNECTION_ID_PATTERN = /^[1-9][0-9]{0,14}$/;
 
+/**
+ * The characters of a channel name: letters, digits and `_-.:@/=`, at least
+ * one. The length is checked apart ({@linkcode channelNameError}).
+ */
+export const CHANNEL_NAME_PATTERN = /^[A-Za-z0-9_\-.:@/=]+$/;
+
+/** Longest channel name, in characters, unless configured lower. */
+export const DEFAULT_MAX_CHANNEL_LENGTH = 255;
+
+/** Longest subject the bus carries (the hub's limit on names). */
+export const MAX_SUBJECT_LENGTH: number = MAX_CHANNEL_NAME_LENGTH;
+
+const CHANNEL_PREFIX = "channel.";
+const USER_PREFIX = "user.";
+
+/**
+ * Longest channel name whose subject (`channel.<name>`) the bus carries:
+ * {@linkcode MAX_SUBJECT_LENGTH} less the prefix. It caps any configured
+ * maximum length.
+ */
+export const MAX_CARRIED_CHANNEL_LENGTH: number = MAX_SUBJECT_LENGTH - CHANNEL_PREFIX.length;
+
+/** Longest user id whose subject (`user.<id>`) the bus carries. */
+export const MAX_CARRIED_USER_LENGTH: number = MAX_SUBJECT_LENGTH - USER_PREFIX.length;
+
+/**
+ * Why `name` is not a valid channel name, or null when it is: a string of
+ * 1 to `maxLength` characters of {@linkcode CHANNEL_NAME_PATTERN}, and short
+ * enough for its subject to fit the bus ({@linkcode MAX_CARRIED_CHANNEL_LENGTH}).
+ *
+ * @param maxLength Longest name allowed. @default {DEFAULT_MAX_CHANNEL_LENGTH}
+ *
+ * @example
+ * ```ts
+ * import { channelNameError } from "./address.ts";
+ *
+ * channelNameError("news"); // null
+ * channelNameError("a b"); // "Invalid channel name: only letters, digits and _-.:@/= are allowed"
+ * ```
+ */
+export function channelNameError(name: unknown, maxLength: number = DEFAULT_MAX_CHANNEL_LENGTH): string | null {
+  if (typeof name !== "string") return `Invalid channel name: expected a string, got ${describeJson(name)}`;
+  if (name === "") return "Invalid channel name: empty";
+  const limit = Math.min(maxLength, MAX_CARRIED_CHANNEL_LENGTH);
+  if (name.length > limit) return `Invalid channel name: ${name.length} characters, over the limit of ${limit}`;
+  if (!CHANNEL_NAME_PATTERN.test(name)) {
+    return "Invalid channel name: only letters, digits and _-.:@/= are allowed";
+  }
+  return null;
+}
+
 /** Draws a fresh worker id. */
 export function newWorkerId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
@@ -48,24 +134,156 @@ export function workerSubject(workerId: string): string {
   return `worker.${workerId}`;
 }
 
+/** The subject of a channel's publications: `channel.<name>`. */
+export function channelSubject(channel: string): string {
+  return CHANNEL_PREFIX + channel;
+}
+
+/** The subject of a user's publishes and commands: `user.<id>`. */
+export function userSubject(user: string): string {
+  return USER_PREFIX + user;
+}
+
+/** The channel of a {@linkcode channelSubject}, or null for another subject. */
+export function channelOfSubject(subject: string): string | null {
+  return subject.startsWith(CHANNEL_PREFIX) ? subject.slice(CHANNEL_PREFIX.length) : null;
+}
+
+/** The user of a {@linkcode userSubject}, or null for another subject. */
+export function userOfSubject(subject: string): string | null {
+  return subject.startsWith(USER_PREFIX) ? subject.slice(USER_PREFIX.length) : null;
+}
+
+// The data shapes below are type aliases, not interfaces: an alias of an
+// object type is assignable to Json, so a route's data goes to Bus.publish as it is.
+
 /**
  * Data of a push event. On the broadcast subject: `{ content }`. On a
  * worker's subject: `{ to_connection_id, content }` (the original's field
  * names).
  */
-export interface PushData {
+export type PushData = {
   content: string;
   to_connection_id?: number;
+};
+
+/** One connection a publish skips: the worker with `worker_id` does not send it to `connection_id`. */
+export type Exclude = {
+  worker_id: string;
+  connection_id: number;
+};
+
+/**
+ * A JSON-API publish on the broadcast or a user's subject, or to one
+ * connection on its worker's subject (with `to_connection_id`). A browser
+ * gets `data` as is when it is a string, else `JSON.stringify(data)`.
+ */
+export type DataPush = {
+  data: Json;
+  exclude?: Exclude;
+  to_connection_id?: number;
+};
+
+/** Who joined or left a presence channel. */
+export type PresenceMember = {
+  /** The connection's user; null without a token. */
+  user: string | null;
+  worker_id: string;
+  connection_id: number;
+};
+
+/**
+ * What goes on a channel's subject: a publication (`data`), or a presence
+ * event (`join` or `leave`) on a presence channel. A member gets
+ * `{"channel":name,"data":data}` (or `"join"`/`"leave"` in place of `"data"`).
+ */
+export type ChannelEvent =
+  | { channel: string; data: Json; exclude?: Exclude }
+  | { channel: string; join: PresenceMember }
+  | { channel: string; leave: PresenceMember };
+
+/** Close codes a `disconnect` command may use: 1000, 3000-3999 and 4000-4999. */
+export function isDisconnectCode(code: number): boolean {
+  return code === 1000 || (Number.isInteger(code) && code >= 3000 && code <= 4999);
 }
 
+/** A `disconnect` command's code and reason when it names none. */
+export const DEFAULT_DISCONNECT = { code: 4000, reason: "disconnected by the server" } as const;
+
+/** Longest close reason, in UTF-8 bytes (RFC 6455: 125 less the code's 2). */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A server-side command, to one connection (on its worker's subject, with
+ * `to_connection_id`) or to every connection of a user (on the user's
+ * subject). Sent with `Bus.request`; the answer is a {@linkcode CommandReply}
+ * from a worker subject, a {@linkcode UserCommandReply} from a user's.
+ */
+export type Command =
+  | { cmd: "subscribe"; channel: string; to_connection_id?: number }
+  | { cmd: "unsubscribe"; channel: string; to_connection_id?: number }
+  | { cmd: "disconnect"; code?: number; reason?: string; to_connection_id?: number };
+
+/** A worker's answer to a command for one of its connections. */
+export type CommandReply = { ok: true } | { ok: false; error: string };
+
+/** A worker's answer to a command for a user: to how many of the user's connections it applied it. */
+export type UserCommandReply = {
+  connections: number;
+};
+
+/** A presence request, on {@linkcode PRESENCE_SUBJECT}. */
+export type PresenceQuery =
+  /** Members of a channel: answered with a {@linkcode ChannelPresence}. */
+  | { q: "channel"; channel: string }
+  /** Connections of a user: answered with a {@linkcode UserPresence}. */
+  | { q: "user"; user: string }
+  /** A worker's counts: answered with a {@linkcode WorkerInfo}. */
+  | { q: "info" };
+
+/** One worker's members of a channel. */
+export type ChannelPresence = {
+  /** Its connections subscribed to the channel. */
+  clients: number;
+  /** Their distinct users, at most the worker's `maxPresenceUsers`. */
+  users: string[];
+  /** Present and true when `users` was cut at the limit. */
+  truncated?: boolean;
+};
+
+/** One worker's connections of a user. */
+export type UserPresence = {
+  connections: number;
+};
+
+/** One worker's counts. */
+export type WorkerInfo = {
+  worker_id: string;
+  /** Open connections. */
+  connections: number;
+  /** Distinct users among them. */
+  users: number;
+  /** Distinct channels with at least one of its connections as a member. */
+  channels: number;
+};
+
+/** A worker's answer to a presence request it could not read. */
+export type PresenceError = {
+  error: string;
+};
+
 /** Where on the bus a push goes: a subject and the event's data. */
-export interface Route {
+export interface Route<D = PushData> {
   readonly subject: string;
-  readonly data: PushData;
+  readonly data: D;
 }
 
 /**
- * The subject and data that carry `content` to `address`.
+ * The subject and data that carry `content` to `address`. For everyone and
+ * for a connection: the original's `{ content }` and
+ * `{ to_connection_id, content }`, delivered as plain text. For a channel:
+ * a publication whose `data` is `content`; for a user: `{ data: content }`
+ * (the GET API's `channel=` and `to_user=`).
  *
  * @example
  * ```ts
@@ -75,13 +293,74 @@ export interface Route {
  * // { subject: "worker.1f3a9c2e7b4d0a55", data: { to_connection_id: 7, content: "hi" } }
  * ```
  */
-export function routeOf(address: PushAddress, content: string): Route {
+export function routeOf(address: EveryoneAddress | ConnectionAddress, content: string): Route<PushData>;
+export function routeOf(address: PushAddress, content: string): Route<PushData | DataPush | ChannelEvent>;
+export function routeOf(address: PushAddress, content: string): Route<PushData | DataPush | ChannelEvent> {
   switch (address.kind) {
     case "everyone":
       return { subject: BROADCAST_SUBJECT, data: { content } };
     case "connection":
       return { subject: workerSubject(address.workerId), data: { to_connection_id: address.connectionId, content } };
+    default:
+      return publishRoute(address, content);
   }
+}
+
+/**
+ * The subject and data of a JSON-API publish of `data` to `address`,
+ * skipping the connection `exclude` (ignored for a connection address: it
+ * would skip the only one).
+ *
+ * @example
+ * ```ts
+ * import { publishRoute } from "./address.ts";
+ *
+ * publishRoute({ kind: "channel", channel: "news" }, { title: "hi" });
+ * // { subject: "channel.news", data: { channel: "news", data: { title: "hi" } } }
+ * ```
+ */
+export function publishRoute(address: PushAddress, data: Json, exclude?: Exclude): Route<DataPush | ChannelEvent> {
+  const skip = exclude === undefined ? {} : { exclude };
+  switch (address.kind) {
+    case "everyone":
+      return { subject: BROADCAST_SUBJECT, data: { data, ...skip } };
+    case "connection":
+      return { subject: workerSubject(address.workerId), data: { to_connection_id: address.connectionId, data } };
+    case "channel":
+      return { subject: channelSubject(address.channel), data: { channel: address.channel, data, ...skip } };
+    case "user":
+      return { subject: userSubject(address.user), data: { data, ...skip } };
+  }
+}
+
+/** A command without its target: what {@linkcode commandRoute} addresses. */
+export type CommandBody =
+  | { cmd: "subscribe"; channel: string }
+  | { cmd: "unsubscribe"; channel: string }
+  | { cmd: "disconnect"; code?: number; reason?: string };
+
+/**
+ * The subject and data of a server-side command to one connection or to a
+ * user's connections. Send it with `Bus.request`: workers answer on the
+ * request's reply subject ({@linkcode toCommandReply},
+ * {@linkcode toUserCommandReply}).
+ *
+ * @example
+ * ```ts
+ * import { commandRoute } from "./address.ts";
+ *
+ * commandRoute({ kind: "user", user: "alice" }, { cmd: "subscribe", channel: "news" });
+ * // { subject: "user.alice", data: { cmd: "subscribe", channel: "news" } }
+ * ```
+ */
+export function commandRoute(address: ConnectionAddress | UserAddress, command: CommandBody): Route<Command> {
+  if (address.kind === "user") return { subject: userSubject(address.user), data: { ...command } };
+  return { subject: workerSubject(address.workerId), data: { ...command, to_connection_id: address.connectionId } };
+}
+
+/** The subject and data of a presence request: send it with `Bus.request`. */
+export function presenceQuery(query: PresenceQuery): Route<PresenceQuery> {
+  return { subject: PRESENCE_SUBJECT, data: query };
 }
 
 /**
@@ -95,4 +374,157 @@ export function toPushData(data: Json): PushData | null {
   if (target === undefined) return { content: data.content };
   if (typeof target !== "number" || !Number.isSafeInteger(target) || target < 1) return null;
   return { content: data.content, to_connection_id: target };
+}
+
+/**
+ * Checks a {@linkcode DataPush}: `data` present, `exclude` and
+ * `to_connection_id` well formed when present. Null otherwise.
+ */
+export function toDataPush(data: Json): DataPush | null {
+  if (!isObject(data) || !("data" in data)) return null;
+  const push: DataPush = { data: data.data! };
+  if (data.exclude !== undefined) {
+    const exclude = toExclude(data.exclude);
+    if (!exclude) return null;
+    push.exclude = exclude;
+  }
+  if (data.to_connection_id !== undefined) {
+    if (!isConnectionId(data.to_connection_id)) return null;
+    push.to_connection_id = data.to_connection_id;
+  }
+  return push;
+}
+
+/** Checks a {@linkcode ChannelEvent}: `channel` a string, and one of `data`, `join` or `leave`. Null otherwise. */
+export function toChannelEvent(data: Json): ChannelEvent | null {
+  if (!isObject(data) || typeof data.channel !== "string") return null;
+  const channel = data.channel;
+  if ("data" in data) {
+    if (data.exclude === undefined) return { channel, data: data.data! };
+    const exclude = toExclude(data.exclude);
+    return exclude ? { channel, data: data.data!, exclude } : null;
+  }
+  const join = data.join === undefined ? null : toPresenceMember(data.join);
+  if (join) return { channel, join };
+  const leave = data.leave === undefined ? null : toPresenceMember(data.leave);
+  return leave ? { channel, leave } : null;
+}
+
+/**
+ * Checks a {@linkcode Command}. Returns the command, or why it is not one
+ * (a string, for the reply); null when the data has no `cmd` at all (not a
+ * command).
+ */
+export function toCommand(data: Json): Command | string | null {
+  if (!isObject(data) || data.cmd === undefined) return null;
+  const target = data.to_connection_id;
+  if (target !== undefined && !isConnectionId(target)) {
+    return "Invalid command: to_connection_id must be a connection id";
+  }
+  const to = target === undefined ? {} : { to_connection_id: target };
+  switch (data.cmd) {
+    case "subscribe":
+    case "unsubscribe":
+      if (typeof data.channel !== "string") return `Invalid ${data.cmd} command: channel must be a string`;
+      return { cmd: data.cmd, channel: data.channel, ...to };
+    case "disconnect": {
+      const { code, reason } = data;
+      if (code !== undefined && (typeof code !== "number" || !isDisconnectCode(code))) {
+        return "Invalid disconnect command: code must be 1000, 3000-3999 or 4000-4999";
+      }
+      if (reason !== undefined && typeof reason !== "string") {
+        return "Invalid disconnect command: reason must be a string";
+      }
+      if (reason !== undefined && new TextEncoder().encode(reason).length > MAX_CLOSE_REASON_BYTES) {
+        return `Invalid disconnect command: reason is over ${MAX_CLOSE_REASON_BYTES} bytes`;
+      }
+      return {
+        cmd: "disconnect",
+        ...(code === undefined ? {} : { code }),
+        ...(reason === undefined ? {} : { reason }),
+        ...to,
+      };
+    }
+    default:
+      return "Invalid command: cmd must be subscribe, unsubscribe or disconnect";
+  }
+}
+
+/** Checks a {@linkcode PresenceQuery}; returns it, or why it is not one. */
+export function toPresenceQuery(data: Json): PresenceQuery | string {
+  if (!isObject(data)) return "Invalid presence query: expected an object";
+  switch (data.q) {
+    case "channel":
+      return typeof data.channel === "string"
+        ? { q: "channel", channel: data.channel }
+        : "Invalid presence query: channel must be a string";
+    case "user":
+      return typeof data.user === "string"
+        ? { q: "user", user: data.user }
+        : "Invalid presence query: user must be a string";
+    case "info":
+      return { q: "info" };
+    default:
+      return "Invalid presence query: q must be channel, user or info";
+  }
+}
+
+/** Checks a worker's {@linkcode CommandReply}; null when it is not one. */
+export function toCommandReply(data: Json): CommandReply | null {
+  if (!isObject(data)) return null;
+  if (data.ok === true) return { ok: true };
+  if (data.ok === false && typeof data.error === "string") return { ok: false, error: data.error };
+  return null;
+}
+
+/** Checks a worker's {@linkcode UserCommandReply} or {@linkcode UserPresence}; null when it is neither. */
+export function toUserCommandReply(data: Json): UserCommandReply | null {
+  return isObject(data) && isCount(data.connections) ? { connections: data.connections } : null;
+}
+
+/** Checks a worker's {@linkcode ChannelPresence}; null when it is not one. */
+export function toChannelPresence(data: Json): ChannelPresence | null {
+  if (!isObject(data) || !isCount(data.clients) || !Array.isArray(data.users)) return null;
+  const users: string[] = [];
+  for (const user of data.users) {
+    if (typeof user !== "string") return null;
+    users.push(user);
+  }
+  return data.truncated === true ? { clients: data.clients, users, truncated: true } : { clients: data.clients, users };
+}
+
+/** Checks a worker's {@linkcode WorkerInfo}; null when it is not one. */
+export function toWorkerInfo(data: Json): WorkerInfo | null {
+  if (!isObject(data) || typeof data.worker_id !== "string") return null;
+  const { connections, users, channels } = data;
+  if (!isCount(connections) || !isCount(users) || !isCount(channels)) return null;
+  return { worker_id: data.worker_id, connections, users, channels };
+}
+
+function toExclude(data: Json): Exclude | null {
+  if (!isObject(data) || typeof data.worker_id !== "string" || !isConnectionId(data.connection_id)) return null;
+  return { worker_id: data.worker_id, connection_id: data.connection_id };
+}
+
+function toPresenceMember(data: Json): PresenceMember | null {
+  if (!isObject(data) || typeof data.worker_id !== "string" || !isConnectionId(data.connection_id)) return null;
+  if (data.user !== null && typeof data.user !== "string") return null;
+  return { user: data.user, worker_id: data.worker_id, connection_id: data.connection_id };
+}
+
+function isObject(data: unknown): data is { [key: string]: Json } {
+  return typeof data === "object" && data !== null && !Array.isArray(data);
+}
+
+function isConnectionId(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 1;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A short description of a value's type, for messages: never the value itself. */
+function describeJson(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
 }
