@@ -22,7 +22,7 @@
  */
 
 import type { Json } from "./json.ts";
-import { MAX_CHANNEL_NAME_LENGTH } from "./wire.ts";
+import { MAX_SUBJECT_LENGTH as MAX_HUB_SUBJECT_LENGTH } from "./wire.ts";
 
 /** Every connection on every pusher: the original's `?content=`. */
 export interface EveryoneAddress {
@@ -82,7 +82,7 @@ export const CHANNEL_NAME_PATTERN = /^[A-Za-z0-9_\-.:@/=]+$/;
 export const DEFAULT_MAX_CHANNEL_LENGTH = 255;
 
 /** Longest subject the bus carries (the hub's limit on names). */
-export const MAX_SUBJECT_LENGTH: number = MAX_CHANNEL_NAME_LENGTH;
+export const MAX_SUBJECT_LENGTH: number = MAX_HUB_SUBJECT_LENGTH;
 
 const CHANNEL_PREFIX = "channel.";
 const USER_PREFIX = "user.";
