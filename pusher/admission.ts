@@ -8,6 +8,8 @@
 import { originMatcher } from "./_origin.ts";
 import { TokenError, verifyJwt } from "../shared/jwt.ts";
 import type { TransportRequest } from "./transport.ts";
+import { channelsClaim } from "./channel_patterns.ts";
+import { MAX_CARRIED_USER_LENGTH } from "../shared/address.ts";
 
 /** Options for {@linkcode Admission}. */
 export interface AdmissionOptions {
@@ -33,6 +35,12 @@ export interface Admitted {
   readonly admitted: true;
   /** The token's `sub`, when tokens are checked; else null. */
   readonly user: string | null;
+  /**
+   * The channels the client may subscribe to itself: the token's `channels`
+   * claim (names and `prefix*` patterns; none when absent), or null, any
+   * channel, when tokens are not checked.
+   */
+  readonly channels: readonly string[] | null;
 }
 
 /** A handshake refused: the metric's reason, the HTTP status and the one-line answer. */
@@ -65,16 +73,24 @@ export class Admission {
     if (this.#tokenSecret === null) return ANONYMOUS;
     const token = url.searchParams.get("token");
     if (!token) return refuseToken("Unauthorized: this pusher needs a token (?token=JWT)");
+    let claims;
     try {
-      return { admitted: true, user: verifyJwt(token, this.#tokenSecret).sub };
+      claims = verifyJwt(token, this.#tokenSecret);
     } catch (error) {
       if (!(error instanceof TokenError)) throw error;
       return refuseToken(`Unauthorized: ${error.message}`);
     }
+    // The user's subject on the bus must fit it, or pushes to the user could never arrive.
+    if (claims.sub.length > MAX_CARRIED_USER_LENGTH) {
+      return refuseToken(`Unauthorized: Invalid token: sub is over ${MAX_CARRIED_USER_LENGTH} characters`);
+    }
+    const channels = channelsClaim(claims.channels);
+    if (typeof channels === "string") return refuseToken(`Unauthorized: ${channels}`);
+    return { admitted: true, user: claims.sub, channels };
   }
 }
 
-const ANONYMOUS: Admitted = { admitted: true, user: null };
+const ANONYMOUS: Admitted = { admitted: true, user: null, channels: null };
 
 function refuseToken(message: string): Refused {
   return { admitted: false, reason: "token", status: 401, message };

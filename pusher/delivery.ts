@@ -1,62 +1,159 @@
 /**
- * Delivery: bus events to the sockets they address. A broadcast is framed
- * once and the same bytes go to every connection; a targeted event to one.
+ * Delivery: bus events to the sockets they address. A message for many
+ * connections (a broadcast, a channel publication, a user's publish) is
+ * framed once and the same bytes go to each; a targeted event to one.
+ *
+ * The original's `{ content }` and `{ to_connection_id, content }` go as
+ * plain text, as they always did. A JSON-API publish (`{ data }`) goes as
+ * `data` when it is a string, else as its JSON; a channel's event as
+ * `{"channel":name,"data":data}` (or `"join"`/`"leave"`).
  *
  * @module
  */
 
-import { type PushData, toPushData } from "../shared/address.ts";
+import {
+  type ChannelEvent,
+  type DataPush,
+  type Exclude,
+  toChannelEvent,
+  toDataPush,
+  toPushData,
+} from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
 import type { PusherCounters } from "./pusher_metrics.ts";
-import type { ConnectionRegistry } from "./registry.ts";
+import type { Connection, ConnectionRegistry } from "./registry.ts";
 import type { Transport } from "./transport.ts";
 
+/** Options for {@linkcode Delivery}. */
+export interface DeliveryOptions<C extends Connection> {
+  /** This worker's id: an `exclude` naming another worker skips no one here. */
+  workerId: string;
+  /** The worker's connections. */
+  connections: ConnectionRegistry<C>;
+  /** Members of a channel in this worker. */
+  members(channel: string): ReadonlySet<C>;
+  /** Prepares a message once for many sockets. */
+  transport: Transport;
+  counters: PusherCounters;
+  logger: Logger;
+}
+
 /** Hands events from the bus to one worker's connections. */
-export class Delivery {
-  readonly #connections: ConnectionRegistry;
+export class Delivery<C extends Connection = Connection> {
+  readonly #workerId: string;
+  readonly #connections: ConnectionRegistry<C>;
+  readonly #members: (channel: string) => ReadonlySet<C>;
   readonly #transport: Transport;
   readonly #counters: PusherCounters;
   readonly #logger: Logger;
 
-  constructor(connections: ConnectionRegistry, transport: Transport, counters: PusherCounters, logger: Logger) {
-    this.#connections = connections;
-    this.#transport = transport;
-    this.#counters = counters;
-    this.#logger = logger;
+  constructor(options: DeliveryOptions<C>) {
+    this.#workerId = options.workerId;
+    this.#connections = options.connections;
+    this.#members = options.members;
+    this.#transport = options.transport;
+    this.#counters = options.counters;
+    this.#logger = options.logger;
   }
 
-  /** An event of the broadcast subject: `{ content }` to every connection. */
+  /**
+   * An event of the broadcast subject, to every connection: the original's
+   * `{ content }`, or a JSON-API `{ data, exclude? }`.
+   */
   broadcast(data: Json): void {
-    const push = this.#check(data, "a broadcast", false);
-    if (!push) return;
-    const message = this.#transport.prepare(push.content);
-    for (const connection of this.#connections.values()) connection.socket.send(message);
-    this.#counters.delivered.inc(this.#connections.size, "broadcast");
-  }
-
-  /** An event of the worker's own subject: `{ to_connection_id, content }` to that connection. */
-  target(data: Json): void {
-    const push = this.#check(data, "a targeted event", true);
-    if (!push) return;
-    const connection = this.#connections.get(push.to_connection_id!);
-    if (!connection) {
-      this.#counters.dropped.inc(1, "no_connection");
-      this.#logger.info("no such connection", { connection: push.to_connection_id });
+    const push = toPushData(data);
+    if (push && push.to_connection_id === undefined) {
+      const message = this.#transport.prepare(push.content);
+      for (const connection of this.#connections.values()) connection.socket.send(message);
+      this.#counters.delivered.inc(this.#connections.size, "broadcast");
       return;
     }
-    connection.socket.send(push.content);
+    const json = toDataPush(data);
+    if (!json || json.to_connection_id !== undefined) return this.#wrongShape(data, "a broadcast");
+    const sent = this.#sendTo(this.#connections.values(), dataText(json.data), json.exclude);
+    this.#counters.delivered.inc(sent, "broadcast");
+  }
+
+  /**
+   * An event of the worker's own subject, to one connection: the original's
+   * `{ to_connection_id, content }`, or a JSON-API `{ to_connection_id, data }`.
+   */
+  target(data: Json): void {
+    const push = toPushData(data);
+    let text: string;
+    let id: number;
+    if (push && push.to_connection_id !== undefined) {
+      text = push.content;
+      id = push.to_connection_id;
+    } else {
+      const json = toDataPush(data);
+      if (!json || json.to_connection_id === undefined) return this.#wrongShape(data, "a targeted event");
+      text = dataText(json.data);
+      id = json.to_connection_id;
+    }
+    const connection = this.#connections.get(id);
+    if (!connection) {
+      this.#counters.dropped.inc(1, "no_connection");
+      this.#logger.info("no such connection", { connection: id });
+      return;
+    }
+    connection.socket.send(text);
     this.#counters.delivered.inc(1, "targeted");
   }
 
-  /** The event's data if it has the shape its subject needs; else logged, counted and null. */
-  #check(data: Json, what: string, targeted: boolean): PushData | null {
-    const push = toPushData(data);
-    if (push && (push.to_connection_id !== undefined) === targeted) return push;
+  /** An event of a channel's subject, to the channel's members here. */
+  channel(channel: string, data: Json): void {
+    const event = toChannelEvent(data);
+    if (!event || event.channel !== channel) return this.#wrongShape(data, "a channel event");
+    const sent = this.#sendTo(
+      this.#members(channel),
+      channelFrame(event),
+      "exclude" in event ? event.exclude : undefined,
+    );
+    this.#counters.delivered.inc(sent, "channel");
+  }
+
+  /** A publish on a user's subject, to the user's connections here. */
+  user(user: string, push: DataPush): void {
+    const sent = this.#sendTo(this.#connections.ofUser(user), dataText(push.data), push.exclude);
+    this.#counters.delivered.inc(sent, "user");
+  }
+
+  /** Logs and counts an event that is not of the shape its subject carries. */
+  wrongShape(data: Json, what: string): void {
+    this.#wrongShape(data, what);
+  }
+
+  /** Sends `text`, prepared once, to each of `connections` but the excluded one; returns how many. */
+  #sendTo(connections: Iterable<C>, text: string, exclude: Exclude | undefined): number {
+    const skip = exclude?.worker_id === this.#workerId ? exclude.connection_id : 0;
+    let message;
+    let sent = 0;
+    for (const connection of connections) {
+      if (connection.id === skip) continue;
+      connection.socket.send(message ??= this.#transport.prepare(text));
+      sent++;
+    }
+    return sent;
+  }
+
+  #wrongShape(data: Json, what: string): void {
     this.#counters.dropped.inc(1, "bad_shape");
     this.#logger.warn(`dropped ${what} of the wrong shape`, { type: describe(data) });
-    return null;
   }
+}
+
+/** What a browser gets of a JSON-API publish's `data`: a string as is, anything else as JSON. */
+export function dataText(data: Json): string {
+  return typeof data === "string" ? data : JSON.stringify(data);
+}
+
+/** The frame a channel's members get: `{"channel":name,"data":data}`, or `"join"`/`"leave"` in place of `"data"`. */
+export function channelFrame(event: ChannelEvent): string {
+  if ("data" in event) return JSON.stringify({ channel: event.channel, data: event.data });
+  if ("join" in event) return JSON.stringify({ channel: event.channel, join: event.join });
+  return JSON.stringify({ channel: event.channel, leave: event.leave });
 }
 
 function describe(data: Json): string {

@@ -134,6 +134,36 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "time workers get to close their clients",
     default: String(DEFAULT_SHUTDOWN_TIMEOUT),
   },
+  "max-channels-per-connection": {
+    type: "string",
+    arg: "N",
+    help: "channels one connection may be a member of (429 past it)",
+    default: "128",
+  },
+  "max-channels-per-worker": {
+    type: "string",
+    arg: "N",
+    help: "distinct channels each worker may have members of (429 past it)",
+    default: "100000",
+  },
+  "max-channel-length": {
+    type: "string",
+    arg: "N",
+    help: "longest channel name, at most 248 (422 past it)",
+    default: "255, capped at 248",
+  },
+  "max-presence-users": {
+    type: "string",
+    arg: "N",
+    help: "users each worker lists when asked who is in a channel",
+    default: "1000",
+  },
+  "presence-channels": {
+    type: "string",
+    arg: "LIST",
+    help: "comma-separated channels whose members hear joins and leaves, prefix* patterns (room.*)",
+    default: "none",
+  },
   "log-level": LOG_LEVEL_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
@@ -206,6 +236,11 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
     handshakeTimeout: durationFlag(flags, "handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT, { min: 1 }),
     // For all workers together; each takes its share (WorkerPool).
     maxConnections,
+    maxChannelsPerConnection: positiveIntFlag(flags, "max-channels-per-connection", 128),
+    maxChannelsPerWorker: positiveIntFlag(flags, "max-channels-per-worker", 100_000),
+    maxChannelLength: positiveIntFlag(flags, "max-channel-length", 255),
+    maxPresenceUsers: intFlag(flags, "max-presence-users", 1000),
+    presenceChannels: stringFlag(flags, "presence-channels")?.split(",").map((c) => c.trim()).filter(Boolean) ?? [],
     logLevel,
   };
   return { worker, workers, shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT) };
@@ -240,6 +275,12 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
   await pool.stop(shutdownTimeout);
   logger.info("stopped");
   return 0;
+}
+
+function positiveIntFlag(flags: FlagValues, name: string, fallback: number): number {
+  const value = intFlag(flags, name, fallback);
+  if (value < 1) throw new TypeError(`Invalid --${name}: at least 1, got ${value}`);
+  return value;
 }
 
 /** A worker slot that fails to start this many times in a row is given up. */

@@ -1,9 +1,12 @@
 /**
  * One pusher worker: it takes WebSocket connections from its transport,
  * greets each with its address, and delivers to them what its bus carries.
- * Who may connect (`admission.ts`), the connections (`registry.ts`), the
- * delivery of events (`delivery.ts`), client message rates
- * (`rate_limit.ts`) and metrics (`pusher_metrics.ts`) each have a file.
+ * Who may connect (`admission.ts`), the connections (`registry.ts`), channel
+ * membership (`channels.ts`), the delivery of events (`delivery.ts`), the
+ * client's commands (`client_protocol.ts`), presence (`presence.ts`), client
+ * message rates (`rate_limit.ts`) and metrics (`pusher_metrics.ts`) each
+ * have a file; this one wires them to the bus and the sockets, and applies
+ * commands, the client's and the backend's.
  *
  * @module
  */
@@ -12,13 +15,47 @@ import { demoPage } from "./demo_page.ts";
 import { Admission } from "./admission.ts";
 import { Delivery } from "./delivery.ts";
 import { type Connection, ConnectionRegistry } from "./registry.ts";
+import { ChannelMembership, type JoinOutcome, type Member } from "./channels.ts";
+import { channelMatcher } from "./channel_patterns.ts";
+import {
+  type ClientError,
+  type ClientProtocolOptions,
+  ErrorCode,
+  errorFrame,
+  isClientError,
+  isMalformed,
+  parseClientMessage,
+  resultFrame,
+  subscribedFrame,
+  TOO_MANY_BAD_MESSAGES,
+  TOO_MANY_BAD_MESSAGES_REASON,
+  unsubscribedFrame,
+} from "./client_protocol.ts";
+import { Presence } from "./presence.ts";
 import { type RateBucket, RateLimiter } from "./rate_limit.ts";
 import { closeReason, healthOf, type PusherCounters, registerPusherMetrics } from "./pusher_metrics.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
 import type { Transport, TransportRequest } from "./transport.ts";
 import { CloseCode } from "./websocket.ts";
-import { BROADCAST_SUBJECT, workerSubject } from "../shared/address.ts";
-import type { Bus } from "../shared/bus.ts";
+import {
+  BROADCAST_SUBJECT,
+  type ChannelEvent,
+  channelNameError,
+  channelOfSubject,
+  channelSubject,
+  type Command,
+  type CommandReply,
+  DEFAULT_DISCONNECT,
+  PRESENCE_SUBJECT,
+  toCommand,
+  toDataPush,
+  toPresenceQuery,
+  userOfSubject,
+  userSubject,
+  workerSubject,
+} from "../shared/address.ts";
+import type { Bus, BusMessage } from "../shared/bus.ts";
+import type { Json } from "../shared/json.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, Registry, type RegistrySnapshot, renderPrometheus } from "../shared/metrics.ts";
 
@@ -51,6 +88,23 @@ export interface PusherOptions {
   tokenSecret?: string | null;
   /** Messages, pings and pongs per second a client may send (with a burst of as many); faster closes with 1008. @default {50} */
   maxMessageRate?: number;
+  /** Channels one connection may be a member of; past it, 429. @default {128} */
+  maxChannelsPerConnection?: number;
+  /** Distinct channels this worker may have members of; past it, 429. @default {100000} */
+  maxChannelsPerWorker?: number;
+  /** Longest channel name; longer is refused with 422 (and never above what the bus carries, 248). @default {255} */
+  maxChannelLength?: number;
+  /** Largest client command, in UTF-8 bytes; larger gets 413. @default {4096} */
+  maxCommandBytes?: number;
+  /** Malformed client messages in a row (400, 413) that close a client with 4400. @default {10} */
+  maxBadMessages?: number;
+  /** Users listed in a worker's answer about a channel's presence. @default {1000} */
+  maxPresenceUsers?: number;
+  /**
+   * Channels whose members hear who joins and leaves, names and `prefix*`
+   * patterns (`room.*`). @default {[]}
+   */
+  presenceChannels?: readonly string[];
   /**
    * Metrics of every worker of this pusher, merged; `/metrics` and
    * `/healthz` answer from it.
@@ -64,15 +118,24 @@ export interface PusherOptions {
   now?: () => number;
 }
 
-/** An open connection, with its message-rate bucket. */
-interface PusherConnection extends Connection {
+/** An open connection, with its message-rate bucket, its channels and its count of bad messages. */
+interface PusherConnection extends Connection, Member {
   readonly rate: RateBucket;
+  /** Which channels the client may subscribe to itself (the token's claim); null: any. */
+  readonly may: ((channel: string) => boolean) | null;
+  /** Malformed messages in a row. */
+  bad: number;
 }
 
 /**
- * A pusher worker. Subscribes its bus to the broadcast subject and to its
- * own worker subject; greets each new connection with its address; sends
- * broadcasts to every connection and targeted events to one.
+ * A pusher worker. Subscribes its bus to the broadcast subject, its own
+ * worker subject and the presence subject, and to a channel's (a user's)
+ * subject while it has a member of the channel (a connection of the user);
+ * greets each new connection with its address; sends broadcasts to every
+ * connection, channel publications to the channel's members, a user's to
+ * the user's connections and targeted events to one; applies the client's
+ * subscribe and unsubscribe commands and the backend's commands; answers
+ * presence requests.
  *
  * @example
  * ```ts
@@ -102,6 +165,12 @@ export class Pusher {
   readonly #gather: () => Promise<RegistrySnapshot>;
   readonly #anonymous: SocketHandlers;
   readonly #counters: PusherCounters;
+  readonly #membership: ChannelMembership<PusherConnection>;
+  readonly #presence: Presence<PusherConnection>;
+  readonly #protocol: ClientProtocolOptions;
+  readonly #maxBadMessages: number;
+  /** Channel and user subjects the bus subscribes to now, for detach(). */
+  readonly #interest = new Set<string>();
   #accepting = true;
 
   constructor(options: PusherOptions) {
@@ -114,15 +183,43 @@ export class Pusher {
     this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
     this.#gather = options.gather ?? (() => Promise.resolve(this.metrics.snapshot()));
     // Connections without a user share one handlers object: no per-socket closures.
-    this.#anonymous = this.#handlersFor(null);
+    this.#anonymous = this.#handlersFor(null, null);
+    this.#membership = new ChannelMembership({
+      maxPerConnection: options.maxChannelsPerConnection,
+      maxPerWorker: options.maxChannelsPerWorker,
+      onFirst: (channel) => this.#interested(channelSubject(channel), this.#onChannel),
+      onLast: (channel) => this.#uninterested(channelSubject(channel)),
+    });
+    this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };
+    this.#maxBadMessages = options.maxBadMessages ?? 10;
+    this.#presence = new Presence({
+      workerId: this.workerId,
+      members: (channel) => this.#membership.members(channel),
+      ofUser: (user) => this.#connections.ofUser(user),
+      counts: () => ({
+        connections: this.#connections.size,
+        users: this.#connections.users,
+        channels: this.#membership.size,
+      }),
+    }, options);
     this.#counters = registerPusherMetrics(this.metrics, {
       connections: () => this.#connections.size,
       busConnected: () => this.#bus.connected,
       busReconnects: () => this.#bus.reconnects,
+      channels: () => this.#membership.size,
+      users: () => this.#connections.users,
     });
-    this.#delivery = new Delivery(this.#connections, this.#transport, this.#counters, this.logger);
+    this.#delivery = new Delivery({
+      workerId: this.workerId,
+      connections: this.#connections,
+      members: (channel) => this.#membership.members(channel),
+      transport: this.#transport,
+      counters: this.#counters,
+      logger: this.logger,
+    });
     this.#bus.subscribe(BROADCAST_SUBJECT, (data) => this.#delivery.broadcast(data));
-    this.#bus.subscribe(workerSubject(this.workerId), (data) => this.#delivery.target(data));
+    this.#bus.subscribe(workerSubject(this.workerId), (data, message) => this.#onWorker(data, message));
+    this.#bus.subscribe(PRESENCE_SUBJECT, (data, message) => this.#onPresence(data, message));
   }
 
   /** Connections open now. */
@@ -166,13 +263,18 @@ export class Pusher {
   detach(): void {
     this.#bus.unsubscribe(BROADCAST_SUBJECT);
     this.#bus.unsubscribe(workerSubject(this.workerId));
+    this.#bus.unsubscribe(PRESENCE_SUBJECT);
+    for (const subject of this.#interest) this.#bus.unsubscribe(subject);
+    this.#interest.clear();
   }
 
   #upgrade(req: TransportRequest, url: URL): Response {
     if (!this.#accepting) return this.#reject("shutting_down", 503, "Shutting down");
     const admission = this.#admission.check(req, url);
     if (!admission.admitted) return this.#reject(admission.reason, admission.status, admission.message);
-    const handlers = admission.user === null ? this.#anonymous : this.#handlersFor(admission.user);
+    const handlers = admission.user === null && admission.channels === null
+      ? this.#anonymous
+      : this.#handlersFor(admission.user, admission.channels === null ? null : channelMatcher(admission.channels));
     return this.#transport.upgrade(req, handlers);
   }
 
@@ -182,32 +284,209 @@ export class Pusher {
     return text(status, message);
   }
 
-  #handlersFor(user: string | null): SocketHandlers {
+  #handlersFor(user: string | null, may: ((channel: string) => boolean) | null): SocketHandlers {
     return {
-      open: (socket) => this.#open(socket, user),
-      message: (socket) => this.#limitRate(socket),
+      open: (socket) => this.#open(socket, user, may),
+      message: (socket, data) => this.#message(socket, data),
       control: (socket) => this.#limitRate(socket),
       close: (socket, code) => this.#forget(socket, code),
     };
   }
 
-  #open(socket: ClientSocket, user: string | null): void {
+  #open(socket: ClientSocket, user: string | null, may: ((channel: string) => boolean) | null): void {
     const id = this.#connections.nextId();
-    this.#connections.add({ id, socket, user, rate: this.#rates.bucket() });
+    this.#connections.add({ id, socket, user, may, rate: this.#rates.bucket(), channels: null, bad: 0 });
     this.#counters.accepted.inc();
-    if (user !== null) this.logger.debug("connected", { connection: id, user });
+    if (user !== null) {
+      this.logger.debug("connected", { connection: id, user });
+      if (this.#connections.ofUser(user).size === 1) this.#interested(userSubject(user), this.#onUser);
+    }
     socket.send(`workerID:${this.workerId} connectionID:${id} connected\n`);
   }
 
   #forget(socket: ClientSocket, code: number): void {
-    if (this.#connections.remove(socket)) this.#counters.disconnects.inc(1, closeReason(code));
+    const connection = this.#connections.remove(socket);
+    if (!connection) return;
+    this.#counters.disconnects.inc(1, closeReason(code));
+    for (const channel of this.#membership.leaveAll(connection)) this.#announce("leave", channel, connection);
+    const user = connection.user;
+    if (user !== null && this.#connections.ofUser(user).size === 0) this.#uninterested(userSubject(user));
   }
 
-  #limitRate(socket: ClientSocket): void {
+  /** The connection of `socket` if it is within its message rate; else closed, and undefined. */
+  #limitRate(socket: ClientSocket): PusherConnection | undefined {
     const connection = this.#connections.of(socket);
-    if (!connection || this.#rates.take(connection.rate)) return;
+    if (!connection || this.#rates.take(connection.rate)) return connection;
     this.logger.info("closing a client over its message rate", { connection: connection.id, rate: this.#rates.rate });
     socket.close(CloseCode.policyViolation, "message rate exceeded");
+    return undefined;
+  }
+
+  /** A client's command: `{"id":N,"subscribe":{"channel":...}}` or unsubscribe. */
+  #message(socket: ClientSocket, data: string | Uint8Array): void {
+    const connection = this.#limitRate(socket);
+    if (!connection) return;
+    const command = parseClientMessage(data, this.#protocol);
+    if (isClientError(command)) return this.#refuse(connection, command);
+    const { id, channel } = command;
+    if (command.op === "unsubscribe") {
+      this.#leave(connection, channel);
+      return this.#succeed(connection, id);
+    }
+    // A channel it is in already (the backend may have put it there) needs no claim.
+    if (connection.may && !this.#membership.has(connection, channel) && !connection.may(channel)) {
+      const message = `Not allowed to subscribe: the token does not grant channel ${channel}`;
+      return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
+    }
+    const refusal = limitError(this.#join(connection, channel), this.#membership);
+    if (refusal === null) return this.#succeed(connection, id);
+    this.#refuse(connection, { id, code: ErrorCode.tooManyChannels, message: refusal });
+  }
+
+  #succeed(connection: PusherConnection, id: number): void {
+    connection.bad = 0;
+    connection.socket.send(resultFrame(id));
+  }
+
+  /** Answers a client's message with an error; closes a client that sends only malformed ones. */
+  #refuse(connection: PusherConnection, error: ClientError): void {
+    this.#counters.clientErrors.inc(1, String(error.code));
+    connection.socket.send(errorFrame(error));
+    if (!isMalformed(error)) {
+      connection.bad = 0;
+      return;
+    }
+    if (++connection.bad < this.#maxBadMessages) return;
+    this.logger.info("closing a client over its malformed messages", {
+      connection: connection.id,
+      count: connection.bad,
+    });
+    connection.socket.close(TOO_MANY_BAD_MESSAGES, TOO_MANY_BAD_MESSAGES_REASON);
+  }
+
+  #join(connection: PusherConnection, channel: string): JoinOutcome {
+    const outcome = this.#membership.join(connection, channel);
+    if (outcome === "joined") this.#announce("join", channel, connection);
+    return outcome;
+  }
+
+  #leave(connection: PusherConnection, channel: string): boolean {
+    if (!this.#membership.leave(connection, channel)) return false;
+    this.#announce("leave", channel, connection);
+    return true;
+  }
+
+  /** Tells the members of a presence channel, in every worker, that `connection` joined or left it. */
+  #announce(kind: "join" | "leave", channel: string, connection: PusherConnection): void {
+    if (!this.#presence.isPresenceChannel(channel)) return;
+    const event: ChannelEvent = this.#presence.event(kind, channel, connection);
+    this.#bus.publish(channelSubject(channel), event).catch((error) => {
+      this.logger.warn(`could not announce a ${kind}`, { channel, error: (error as Error).message });
+    });
+  }
+
+  #interested(subject: string, handler: (data: Json, message: BusMessage) => void): void {
+    this.#interest.add(subject);
+    this.#bus.subscribe(subject, handler);
+  }
+
+  #uninterested(subject: string): void {
+    if (this.#interest.delete(subject)) this.#bus.unsubscribe(subject);
+  }
+
+  readonly #onChannel = (data: Json, message: BusMessage): void => {
+    const channel = channelOfSubject(message.subject);
+    if (channel !== null) this.#delivery.channel(channel, data);
+  };
+
+  /** A user's subject: a publish to the user's connections here, or a command for them. */
+  readonly #onUser = (data: Json, message: BusMessage): void => {
+    const user = userOfSubject(message.subject);
+    if (user === null) return;
+    const command = toCommand(data);
+    if (typeof command === "string") return this.#badCommand(data, command, message.replyTo);
+    if (command !== null) return this.#userCommand(user, command, message.replyTo);
+    const push = toDataPush(data);
+    if (!push || push.to_connection_id !== undefined) return this.#delivery.wrongShape(data, "a user's publish");
+    this.#delivery.user(user, push);
+  };
+
+  /** The worker's subject: a send to one connection, or a command for one. */
+  #onWorker(data: Json, message: BusMessage): void {
+    const command = toCommand(data);
+    if (command === null) return this.#delivery.target(data);
+    if (typeof command === "string") return this.#badCommand(data, command, message.replyTo);
+    const id = command.to_connection_id;
+    if (id === undefined) {
+      const error = "Invalid command: to_connection_id is required on a worker's subject";
+      return this.#badCommand(data, error, message.replyTo);
+    }
+    const connection = this.#connections.get(id);
+    if (!connection) {
+      this.#counters.dropped.inc(1, "no_connection");
+      this.logger.info("no such connection", { connection: id, cmd: command.cmd });
+      return this.#reply(message.replyTo, { ok: false, error: "no such connection" });
+    }
+    const error = this.#apply(connection, command);
+    this.#reply(message.replyTo, error === null ? { ok: true } : { ok: false, error });
+  }
+
+  #userCommand(user: string, command: Command, replyTo: string | undefined): void {
+    let applied = 0;
+    // A copy: a disconnect takes connections out of the set as it goes.
+    for (const connection of [...this.#connections.ofUser(user)]) {
+      if (this.#apply(connection, command) === null) applied++;
+    }
+    this.#reply(replyTo, { connections: applied });
+  }
+
+  #badCommand(data: Json, error: string, replyTo: string | undefined): void {
+    this.#delivery.wrongShape(data, "a command");
+    this.#reply(replyTo, { ok: false, error });
+  }
+
+  /** Applies a backend's command to one connection; returns why it could not, or null. */
+  #apply(connection: PusherConnection, command: Command): string | null {
+    switch (command.cmd) {
+      case "subscribe": {
+        const invalid = channelNameError(command.channel, this.#protocol.maxChannelLength);
+        if (invalid !== null) return invalid;
+        const outcome = this.#join(connection, command.channel);
+        if (outcome === "joined") connection.socket.send(subscribedFrame(command.channel));
+        return limitError(outcome, this.#membership);
+      }
+      case "unsubscribe":
+        if (this.#leave(connection, command.channel)) connection.socket.send(unsubscribedFrame(command.channel));
+        return null;
+      case "disconnect":
+        connection.socket.close(command.code ?? DEFAULT_DISCONNECT.code, command.reason ?? DEFAULT_DISCONNECT.reason);
+        return null;
+    }
+  }
+
+  #onPresence(data: Json, message: BusMessage): void {
+    if (message.replyTo === undefined) return;
+    const query = toPresenceQuery(data);
+    this.#reply(message.replyTo, typeof query === "string" ? { error: query } : this.#presence.answer(query));
+  }
+
+  #reply(replyTo: string | undefined, reply: CommandReply | Json): void {
+    if (replyTo === undefined) return;
+    this.#bus.publish(replyTo, reply as Json).catch((error) => {
+      this.logger.warn("could not reply", { error: (error as Error).message });
+    });
+  }
+}
+
+/** Why a join was refused over a limit, or null when it was not. */
+function limitError(outcome: JoinOutcome, membership: ChannelMembership<PusherConnection>): string | null {
+  switch (outcome) {
+    case "connection_limit":
+      return `Too many channels for this connection: the limit is ${membership.maxPerConnection}`;
+    case "worker_limit":
+      return `Too many channels for this worker: the limit is ${membership.maxPerWorker}`;
+    default:
+      return null;
   }
 }
 

@@ -213,8 +213,11 @@ Deno.test("pusher's message rate runs on a monotonic clock: a step back of the w
   const realNow = Date.now;
   try {
     Date.now = () => realNow() - 3_600_000; // NTP steps the clock back an hour
-    // Frames are handled in order: the pong says the message before it passed.
-    await client.write(concat([clientFrame(Op.text, "hi"), clientFrame(Op.ping, "after")]));
+    // Frames are handled in order: the reply, then the pong, say the message before it passed.
+    const command = '{"id":1,"subscribe":{"channel":"news"}}';
+    await client.write(concat([clientFrame(Op.text, command), clientFrame(Op.ping, "after")]));
+    const reply = await client.next();
+    assert.deepEqual([reply?.opcode, new TextDecoder().decode(reply?.payload)], [Op.text, '{"id":1,"result":{}}']);
     const answer = await client.next();
     assert.deepEqual([answer?.opcode, new TextDecoder().decode(answer?.payload)], [Op.pong, "after"]);
   } finally {
@@ -248,4 +251,26 @@ Deno.test("pusher on its own server refuses loudly a handshake that came from el
   await assert.rejects(async () => await setup.pusher.handler(req), TypeError);
   const page = await setup.pusher.handler(new Request("http://127.0.0.1/"));
   assert.equal(page.status, 200, "a plain request from elsewhere is still served");
+});
+
+Deno.test("pusher on real sockets: a client subscribes, gets a channel publication as one text frame, and is closed with 4400 after bad messages", async () => {
+  await using setup = serve({ maxBadMessages: 2 });
+  await using a = new Client(setup.port);
+  await using b = new Client(setup.port);
+  await a.address();
+  await b.address();
+  a.ws.send('{"id":1,"subscribe":{"channel":"news"}}');
+  b.ws.send('{"id":1,"subscribe":{"channel":"news"}}');
+  await a.received(2);
+  await b.received(2);
+  assert.deepEqual([a.messages[1], b.messages[1]], ['{"id":1,"result":{}}', '{"id":1,"result":{}}']);
+  await setup.bus.publish("channel.news", { channel: "news", data: { text: "€ and 🙂" } });
+  const expected = '{"channel":"news","data":{"text":"€ and 🙂"}}';
+  assert.equal((await a.received(3))[2], expected);
+  assert.equal((await b.received(3))[2], expected);
+  a.ws.send("not json");
+  a.ws.send("not json either");
+  const closed = await within(a.closed, 5000, "the 4400 close");
+  assert.deepEqual([closed.code, closed.reason], [4400, "too many bad messages"]);
+  assert.match(a.messages.at(-1)!, /"code":400/);
 });

@@ -7,6 +7,7 @@
 
 import type { Counter, Registry, RegistrySnapshot } from "../shared/metrics.ts";
 import { CloseCode } from "./websocket.ts";
+import { TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
 
 /** The counters a pusher worker moves. */
 export interface PusherCounters {
@@ -15,6 +16,8 @@ export interface PusherCounters {
   disconnects: Counter;
   delivered: Counter;
   dropped: Counter;
+  /** Error frames sent to clients for their commands, by error code. */
+  clientErrors: Counter;
 }
 
 /** What the gauges read, when a scrape asks. */
@@ -22,6 +25,10 @@ export interface PusherGauges {
   connections(): number;
   busConnected(): boolean;
   busReconnects(): number;
+  /** Distinct channels with at least one member in the worker. */
+  channels(): number;
+  /** Distinct users with at least one connection to the worker. */
+  users(): number;
 }
 
 /** Registers a worker's metrics in `registry` and returns its counters. */
@@ -32,12 +39,20 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
   m.gauge({ name: "pusher_hub_connected", help: "Workers whose hub link is up" })
     .collect(() => gauges.busConnected() ? 1 : 0);
   m.gauge({ name: "pusher_hub_reconnects_total", help: "Times a hub link came back" }).collect(gauges.busReconnects);
+  // Summed over workers: a channel (a user) with members in two workers counts twice.
+  m.gauge({ name: "pusher_channels", help: "Channels with members, summed over workers" }).collect(gauges.channels);
+  m.gauge({ name: "pusher_users", help: "Users with connections, summed over workers" }).collect(gauges.users);
   return {
     accepted: m.counter({ name: "pusher_connections_total", help: "WebSocket connections accepted" }),
     rejected: m.counter({ name: "pusher_rejected_total", help: "Connections refused, by reason", labels: ["reason"] }),
     disconnects: m.counter({ name: "pusher_disconnects_total", help: "Connections closed", labels: ["reason"] }),
     delivered: m.counter({ name: "pusher_deliveries_total", help: "Messages handed to sockets", labels: ["kind"] }),
     dropped: m.counter({ name: "pusher_drops_total", help: "Hub events not delivered", labels: ["reason"] }),
+    clientErrors: m.counter({
+      name: "pusher_client_errors_total",
+      help: "Client commands answered with an error, by code",
+      labels: ["code"],
+    }),
   };
 }
 
@@ -77,6 +92,8 @@ export function closeReason(code: number): string {
       return "protocol_error";
     case CloseCode.goingAway:
       return "going_away";
+    case TOO_MANY_BAD_MESSAGES:
+      return "bad_messages";
     default:
       return "closed";
   }

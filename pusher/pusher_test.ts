@@ -1,85 +1,14 @@
 import assert from "node:assert/strict";
-import { Pusher, type PusherOptions } from "./pusher.ts";
-import { FakeSocket, FakeTransport } from "./fake_transport.ts";
-import { createLogger } from "../shared/log.ts";
+import { Pusher } from "./pusher.ts";
+import { FakeTransport } from "./fake_transport.ts";
+import { addressOf, setUp } from "./_fake_setup.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { BROADCAST_SUBJECT, newWorkerId, workerSubject } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
-import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
+import { MemoryBroker } from "../shared/memory_bus.ts";
 
 // The pusher's own behaviour, on a fake transport and an in-memory bus: no
 // sockets, no hub. What needs real sockets is in pusher_listen_test.ts.
-
-interface Setup extends AsyncDisposable {
-  pusher: Pusher;
-  transport: FakeTransport;
-  broker: MemoryBroker;
-  /** A publisher's link to the bus the pusher listens on. */
-  bus: MemoryBus;
-  logs: string[];
-  /** The message-rate clock, in milliseconds: tests move it. */
-  clock: { now: number };
-  /** Connects through the pusher's handler; fails the test if refused. */
-  connect(path?: string, headers?: Record<string, string>): Promise<FakeSocket>;
-  /** Sends a handshake that the test expects refused; returns the status and body. */
-  refused(path?: string, headers?: Record<string, string>): Promise<[number, string]>;
-  /** Publishes on the bus and lets the pusher's handler run. */
-  publish(subject: string, data: Json): Promise<void>;
-  get(path: string, method?: string): Promise<Response>;
-}
-
-function setUp(options: Partial<PusherOptions> = {}): Setup {
-  const transport = new FakeTransport();
-  const broker = new MemoryBroker();
-  const bus = broker.connect();
-  const logs: string[] = [];
-  const clock = { now: 0 };
-  const pusher = new Pusher({
-    workerId: newWorkerId(),
-    bus: broker.connect(),
-    transport,
-    logger: createLogger("pusher", { level: "debug", sink: (line) => logs.push(line) }),
-    now: () => clock.now,
-    ...options,
-  });
-  return {
-    pusher,
-    transport,
-    broker,
-    bus,
-    logs,
-    clock,
-    async connect(path, headers) {
-      const result = await transport.connect(pusher.handler, path, headers);
-      if (result instanceof Response) throw new Error(`Refused: ${result.status} ${await result.text()}`);
-      return result;
-    },
-    async refused(path, headers) {
-      const result = await transport.connect(pusher.handler, path, headers);
-      if (!(result instanceof Response)) throw new Error("Accepted a handshake that should be refused");
-      return [result.status, await result.text()];
-    },
-    async publish(subject, data) {
-      await bus.publish(subject, data);
-      // The bus hands messages over in a microtask; a macrotask runs after all of them.
-      await new Promise((resolve) => setTimeout(resolve, 0));
-    },
-    get: (path, method = "GET") => pusher.handler(new Request(`http://pusher.test${path}`, { method })),
-    async [Symbol.asyncDispose]() {
-      pusher.closeAll();
-      pusher.detach();
-      await bus.close();
-    },
-  };
-}
-
-const GREETING = /^workerID:([0-9a-f]{16}) connectionID:(\d+) connected\n$/;
-
-function addressOf(socket: FakeSocket): { worker: string; connection: number } {
-  const match = GREETING.exec(socket.sent[0] ?? "");
-  assert.ok(match, `a greeting first, got ${JSON.stringify(socket.sent[0])}`);
-  return { worker: match[1]!, connection: Number(match[2]) };
-}
 
 Deno.test("pusher greets each connection with its worker id and a fresh connection id", async () => {
   await using setup = setUp();
@@ -222,15 +151,17 @@ Deno.test("pusher closes a client that sends faster than its message rate with 1
   await using setup = setUp({ maxMessageRate: 20 });
   const calm = await setup.connect();
   const flood = await setup.connect();
-  for (let i = 0; i < 20; i++) calm.receive("hi");
+  // Well-formed commands: ten malformed messages in a row would close the client with 4400 before any rate.
+  const command = (id: number) => JSON.stringify({ id, subscribe: { channel: "news" } });
+  for (let i = 1; i <= 20; i++) calm.receive(command(i));
   assert.equal(calm.closed, null, "a burst of the rate is allowed");
   setup.clock.now += 1000;
-  for (let i = 0; i < 20; i++) calm.receive("hi");
+  for (let i = 21; i <= 40; i++) calm.receive(command(i));
   assert.equal(calm.closed, null, "a second later the allowance is back");
-  for (let i = 0; i < 21; i++) flood.receive("spam");
+  for (let i = 1; i <= 21; i++) flood.receive(command(i));
   assert.deepEqual(flood.closed, { code: 1008, reason: "message rate exceeded" });
   await setup.publish(BROADCAST_SUBJECT, { content: "calm is fine" });
-  assert.deepEqual(calm.sent.slice(1), ["calm is fine"]);
+  assert.deepEqual(calm.sent.slice(41), ["calm is fine"]);
   assert.ok(setup.logs.some((l) => l.includes('msg="closing a client over its message rate" connection=2 rate=20')));
 });
 

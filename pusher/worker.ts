@@ -35,6 +35,11 @@ export interface WorkerConfig {
   maxHeadBytes: number;
   handshakeTimeout: number;
   maxConnections: number;
+  maxChannelsPerConnection: number;
+  maxChannelsPerWorker: number;
+  maxChannelLength: number;
+  maxPresenceUsers: number;
+  presenceChannels: string[];
   logLevel: LogLevel;
 }
 
@@ -103,6 +108,11 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     allowedOrigins: config.allowedOrigins,
     tokenSecret: config.tokenSecret,
     maxMessageRate: config.maxMessageRate,
+    maxChannelsPerConnection: config.maxChannelsPerConnection,
+    maxChannelsPerWorker: config.maxChannelsPerWorker,
+    maxChannelLength: config.maxChannelLength,
+    maxPresenceUsers: config.maxPresenceUsers,
+    presenceChannels: config.presenceChannels,
     gather,
     logger,
   });

@@ -1,0 +1,93 @@
+/**
+ * A pusher on a fake transport and an in-memory bus, for the tests of the
+ * pusher's own behaviour: no sockets, no hub.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { Pusher, type PusherOptions } from "./pusher.ts";
+import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
+import { createLogger } from "../shared/log.ts";
+import type { Json } from "../shared/json.ts";
+import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
+import { newWorkerId } from "../shared/address.ts";
+
+/** A pusher under test, and what a test plays with around it. */
+export interface Setup extends AsyncDisposable {
+  pusher: Pusher;
+  transport: FakeTransport;
+  broker: MemoryBroker;
+  /** A publisher's link to the bus the pusher listens on. */
+  bus: MemoryBus;
+  /** The pusher's own link: its `subjects` are what the pusher subscribes to. */
+  pusherBus: MemoryBus;
+  logs: string[];
+  /** The message-rate clock, in milliseconds: tests move it. */
+  clock: { now: number };
+  /** Connects through the pusher's handler; fails the test if refused. */
+  connect(path?: string, headers?: Record<string, string>): Promise<FakeSocket>;
+  /** Sends a handshake that the test expects refused; returns the status and body. */
+  refused(path?: string, headers?: Record<string, string>): Promise<[number, string]>;
+  /** Publishes on the bus and lets the pusher's handler run. */
+  publish(subject: string, data: Json): Promise<void>;
+  get(path: string, method?: string): Promise<Response>;
+}
+
+/** A pusher with `options`, its transport and bus, and a publisher's link to the bus. */
+export function setUp(options: Partial<PusherOptions> = {}): Setup {
+  const transport = new FakeTransport();
+  const broker = new MemoryBroker();
+  const bus = broker.connect();
+  const logs: string[] = [];
+  const clock = { now: 0 };
+  const pusherBus = broker.connect();
+  const pusher = new Pusher({
+    workerId: newWorkerId(),
+    bus: pusherBus,
+    transport,
+    logger: createLogger("pusher", { level: "debug", sink: (line) => logs.push(line) }),
+    now: () => clock.now,
+    ...options,
+  });
+  return {
+    pusher,
+    transport,
+    broker,
+    bus,
+    pusherBus,
+    logs,
+    clock,
+    async connect(path, headers) {
+      const result = await transport.connect(pusher.handler, path, headers);
+      if (result instanceof Response) throw new Error(`Refused: ${result.status} ${await result.text()}`);
+      return result;
+    },
+    async refused(path, headers) {
+      const result = await transport.connect(pusher.handler, path, headers);
+      if (!(result instanceof Response)) throw new Error("Accepted a handshake that should be refused");
+      return [result.status, await result.text()];
+    },
+    async publish(subject, data) {
+      await bus.publish(subject, data);
+      // The bus hands messages over in a microtask; a macrotask runs after all of them.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    },
+    get: (path, method = "GET") => pusher.handler(new Request(`http://pusher.test${path}`, { method })),
+    async [Symbol.asyncDispose]() {
+      pusher.closeAll();
+      pusher.detach();
+      await bus.close();
+    },
+  };
+}
+
+/** The original's greeting. */
+export const GREETING = /^workerID:([0-9a-f]{16}) connectionID:(\d+) connected\n$/;
+
+/** The worker and connection ids of a socket's greeting. */
+export function addressOf(socket: FakeSocket): { worker: string; connection: number } {
+  const match = GREETING.exec(socket.sent[0] ?? "");
+  assert.ok(match, `a greeting first, got ${JSON.stringify(socket.sent[0])}`);
+  return { worker: match[1]!, connection: Number(match[2]) };
+}

@@ -1,0 +1,154 @@
+/**
+ * The client JSON protocol: what a browser may send a pusher (one command
+ * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`), and the frames
+ * a pusher sends back (replies, errors, server-side subscription pushes).
+ * Pure functions: the pusher applies the commands.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { channelNameError } from "../shared/address.ts";
+
+/** Codes of the error objects in error frames (not close codes). */
+export const ErrorCode = {
+  /** Not JSON, not an object, unknown command, missing or bad id. */
+  malformed: 400,
+  /** The token does not allow the channel. */
+  forbidden: 403,
+  /** The message is over the pusher's command size. */
+  tooLarge: 413,
+  /** The channel name is not valid. */
+  badChannel: 422,
+  /** Too many channels for this connection, or for this worker. */
+  tooManyChannels: 429,
+} as const;
+
+/** One of {@linkcode ErrorCode}'s values. */
+export type ErrorCodeValue = typeof ErrorCode[keyof typeof ErrorCode];
+
+/** Close code for a client that sent too many malformed messages in a row. */
+export const TOO_MANY_BAD_MESSAGES = 4400;
+
+/** Close reason that goes with {@linkcode TOO_MANY_BAD_MESSAGES}. */
+export const TOO_MANY_BAD_MESSAGES_REASON = "too many bad messages";
+
+/** The default of {@linkcode ClientProtocolOptions.maxCommandBytes}. */
+export const DEFAULT_MAX_COMMAND_BYTES = 4096;
+
+/** A command a client sent. */
+export interface ClientCommand {
+  /** The client's id for the command, echoed in the reply. */
+  readonly id: number;
+  readonly op: "subscribe" | "unsubscribe";
+  readonly channel: string;
+}
+
+/** Why a client's message was refused, for its error frame. */
+export interface ClientError {
+  /** The command's id, when the message had a valid one. */
+  readonly id: number | null;
+  readonly code: ErrorCodeValue;
+  readonly message: string;
+}
+
+/** Options for {@linkcode parseClientMessage}. */
+export interface ClientProtocolOptions {
+  /**
+   * Largest command, in UTF-8 bytes; larger is refused with 413. A command
+   * is a few hundred bytes at most. @default {4096}
+   */
+  maxCommandBytes?: number;
+  /** Longest channel name; longer is refused with 422. @default {255} */
+  maxChannelLength?: number;
+}
+
+/**
+ * Reads one message from a client: a command, or the error to answer it
+ * with (400, 413 or 422).
+ *
+ * @example
+ * ```ts
+ * import { parseClientMessage } from "./client_protocol.ts";
+ *
+ * parseClientMessage('{"id":1,"subscribe":{"channel":"news"}}');
+ * // { id: 1, op: "subscribe", channel: "news" }
+ * ```
+ */
+export function parseClientMessage(
+  message: string | Uint8Array,
+  options: ClientProtocolOptions = {},
+): ClientCommand | ClientError {
+  const maxBytes = options.maxCommandBytes ?? DEFAULT_MAX_COMMAND_BYTES;
+  if (typeof message !== "string") return malformed(null, "Malformed message: commands are JSON in text frames");
+  // UTF-16 units never outnumber UTF-8 bytes, and a unit is at most 3 bytes:
+  // only a message in between needs counting.
+  if (message.length > maxBytes || (message.length * 3 > maxBytes && Buffer.byteLength(message, "utf8") > maxBytes)) {
+    return { id: null, code: ErrorCode.tooLarge, message: `Message too large: over ${maxBytes} bytes` };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(message);
+  } catch {
+    return malformed(null, "Malformed message: not JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return malformed(null, "Malformed message: expected a JSON object");
+  }
+  const fields = value as Record<string, unknown>;
+  const id = fields.id;
+  if (!Number.isSafeInteger(id) || (id as number) < 1) {
+    return malformed(null, "Malformed message: id must be a positive integer");
+  }
+  const ops = (["subscribe", "unsubscribe"] as const).filter((op) => fields[op] !== undefined);
+  if (ops.length !== 1) {
+    return malformed(id as number, "Malformed message: expected one command, subscribe or unsubscribe");
+  }
+  const op = ops[0]!;
+  const body = fields[op];
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return malformed(id as number, `Malformed message: ${op} must be an object`);
+  }
+  const channel = (body as Record<string, unknown>).channel;
+  const error = channelNameError(channel, options.maxChannelLength);
+  if (error !== null) return { id: id as number, code: ErrorCode.badChannel, message: error };
+  return { id: id as number, op, channel: channel as string };
+}
+
+/** Whether a parse gave an error rather than a command. */
+export function isClientError(parsed: ClientCommand | ClientError): parsed is ClientError {
+  return "code" in parsed;
+}
+
+/** Whether an error counts toward the malformed messages that close a client with 4400. */
+export function isMalformed(error: ClientError): boolean {
+  return error.code === ErrorCode.malformed || error.code === ErrorCode.tooLarge;
+}
+
+/** A command's success: `{"id":N,"result":{}}`. */
+export function resultFrame(id: number): string {
+  return `{"id":${id},"result":{}}`;
+}
+
+/**
+ * An error frame: `{"id":N,"error":{"code":C,"message":"..."}}`, or without
+ * `id` for an error tied to no command.
+ */
+export function errorFrame(error: ClientError): string {
+  const body = { code: error.code, message: error.message };
+  return JSON.stringify(error.id === null ? { error: body } : { id: error.id, error: body });
+}
+
+/** Tells a client the backend subscribed it to `channel`. */
+export function subscribedFrame(channel: string): string {
+  return JSON.stringify({ subscribed: { channel } });
+}
+
+/** Tells a client the backend unsubscribed it from `channel`. */
+export function unsubscribedFrame(channel: string): string {
+  return JSON.stringify({ unsubscribed: { channel } });
+}
+
+function malformed(id: number | null, message: string): ClientError {
+  return { id, code: ErrorCode.malformed, message };
+}

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import {
+  errorFrame,
+  isClientError,
+  isMalformed,
+  parseClientMessage,
+  resultFrame,
+  subscribedFrame,
+  unsubscribedFrame,
+} from "./client_protocol.ts";
+
+Deno.test("client protocol reads subscribe and unsubscribe commands with their ids", () => {
+  assert.deepEqual(parseClientMessage('{"id":1,"subscribe":{"channel":"news"}}'), {
+    id: 1,
+    op: "subscribe",
+    channel: "news",
+  });
+  assert.deepEqual(parseClientMessage('{"id":42,"unsubscribe":{"channel":"room.1"}}'), {
+    id: 42,
+    op: "unsubscribe",
+    channel: "room.1",
+  });
+});
+
+Deno.test("client protocol answers malformed messages with 400, naming the fault", () => {
+  const cases: [string | Uint8Array, number | null, RegExp][] = [
+    ["hello", null, /not JSON/],
+    ["[1]", null, /expected a JSON object/],
+    ["null", null, /expected a JSON object/],
+    ['{"subscribe":{"channel":"a"}}', null, /id must be a positive integer/],
+    ['{"id":0,"subscribe":{"channel":"a"}}', null, /id must be a positive integer/],
+    ['{"id":1.5,"subscribe":{"channel":"a"}}', null, /id must be a positive integer/],
+    ['{"id":"1","subscribe":{"channel":"a"}}', null, /id must be a positive integer/],
+    ['{"id":3,"publish":{"channel":"a"}}', 3, /expected one command/],
+    ['{"id":3,"subscribe":{"channel":"a"},"unsubscribe":{"channel":"a"}}', 3, /expected one command/],
+    ['{"id":4,"subscribe":"a"}', 4, /subscribe must be an object/],
+    [new Uint8Array([123, 125]), null, /commands are JSON in text frames/],
+  ];
+  for (const [message, id, pattern] of cases) {
+    const parsed = parseClientMessage(message);
+    assert.ok(isClientError(parsed), String(message));
+    assert.equal(parsed.code, 400, String(message));
+    assert.equal(parsed.id, id, String(message));
+    assert.match(parsed.message, pattern);
+    assert.ok(isMalformed(parsed));
+  }
+});
+
+Deno.test("client protocol refuses a bad channel name with 422 and a large message with 413", () => {
+  const bad = parseClientMessage('{"id":5,"subscribe":{"channel":"a b"}}');
+  assert.deepEqual(bad, {
+    id: 5,
+    code: 422,
+    message: "Invalid channel name: only letters, digits and _-.:@/= are allowed",
+  });
+  assert.ok(isClientError(bad) && !isMalformed(bad), "a bad name is no malformed message");
+  const missing = parseClientMessage('{"id":6,"subscribe":{}}');
+  assert.ok(isClientError(missing) && missing.code === 422);
+  const long = parseClientMessage('{"id":7,"subscribe":{"channel":"abcd"}}', { maxChannelLength: 3 });
+  assert.ok(isClientError(long) && long.code === 422 && /over the limit of 3/.test(long.message));
+  const large = parseClientMessage(`{"id":8,"subscribe":{"channel":"${"a".repeat(100)}"}}`, { maxCommandBytes: 64 });
+  assert.deepEqual(large, { id: null, code: 413, message: "Message too large: over 64 bytes" });
+  // 30 characters, 90 bytes: the limit is in bytes.
+  const wide = parseClientMessage(`"${"€".repeat(28)}"`, { maxCommandBytes: 64 });
+  assert.ok(isClientError(wide) && wide.code === 413);
+});
+
+Deno.test("client protocol frames replies, errors and server-side subscription pushes as the spec writes them", () => {
+  assert.equal(resultFrame(3), '{"id":3,"result":{}}');
+  assert.equal(
+    errorFrame({ id: 3, code: 403, message: "no" }),
+    '{"id":3,"error":{"code":403,"message":"no"}}',
+  );
+  assert.equal(errorFrame({ id: null, code: 400, message: "bad" }), '{"error":{"code":400,"message":"bad"}}');
+  assert.equal(subscribedFrame("news"), '{"subscribed":{"channel":"news"}}');
+  assert.equal(unsubscribedFrame("news"), '{"unsubscribed":{"channel":"news"}}');
+});

@@ -1,0 +1,95 @@
+/**
+ * Presence in one pusher worker: its answers to presence requests on the
+ * bus (who is in a channel, how many connections a user has, the worker's
+ * counts), and the join and leave events of operator-marked presence
+ * channels. A publisher sums and unions the answers of every worker.
+ *
+ * @module
+ */
+
+import type { ChannelEvent, ChannelPresence, PresenceQuery, UserPresence, WorkerInfo } from "../shared/address.ts";
+import { channelMatcher } from "./channel_patterns.ts";
+
+/** The default of {@linkcode PresenceOptions.maxPresenceUsers}. */
+export const DEFAULT_MAX_PRESENCE_USERS = 1000;
+
+/** A connection, as presence sees it. */
+export interface PresenceConnection {
+  readonly id: number;
+  /** Its user; null without a token. */
+  readonly user: string | null;
+}
+
+/** What presence reads of the worker. */
+export interface PresenceSource<C extends PresenceConnection> {
+  /** The worker's id. */
+  readonly workerId: string;
+  /** Members of a channel in this worker. */
+  members(channel: string): ReadonlySet<C>;
+  /** Connections of a user in this worker. */
+  ofUser(user: string): ReadonlySet<C>;
+  /** Open connections, distinct users, distinct channels with members. */
+  counts(): { connections: number; users: number; channels: number };
+}
+
+/** Options for {@linkcode Presence}. */
+export interface PresenceOptions {
+  /** Users listed in an answer about a channel; more are left out and the answer says `truncated`. @default {1000} */
+  maxPresenceUsers?: number;
+  /**
+   * Channels whose members hear who joins and leaves: names and `prefix*`
+   * patterns (`room.*`). @default {[]}
+   */
+  presenceChannels?: readonly string[];
+}
+
+/** One worker's presence answers and events. */
+export class Presence<C extends PresenceConnection> {
+  /** Users listed in an answer about a channel. */
+  readonly maxPresenceUsers: number;
+  /** Whether members of a channel hear joins and leaves. */
+  readonly isPresenceChannel: (channel: string) => boolean;
+  readonly #source: PresenceSource<C>;
+
+  constructor(source: PresenceSource<C>, options: PresenceOptions = {}) {
+    this.#source = source;
+    this.maxPresenceUsers = options.maxPresenceUsers ?? DEFAULT_MAX_PRESENCE_USERS;
+    const patterns = options.presenceChannels ?? [];
+    this.isPresenceChannel = patterns.length === 0 ? () => false : channelMatcher(patterns);
+  }
+
+  /** This worker's answer to a presence request. */
+  answer(query: PresenceQuery): ChannelPresence | UserPresence | WorkerInfo {
+    switch (query.q) {
+      case "channel":
+        return this.#channel(query.channel);
+      case "user":
+        return { connections: this.#source.ofUser(query.user).size };
+      case "info":
+        return { worker_id: this.#source.workerId, ...this.#source.counts() };
+    }
+  }
+
+  /** The event members of a presence channel get when `connection` joins or leaves it. */
+  event(kind: "join" | "leave", channel: string, connection: C): ChannelEvent {
+    const member = { user: connection.user, worker_id: this.#source.workerId, connection_id: connection.id };
+    return kind === "join" ? { channel, join: member } : { channel, leave: member };
+  }
+
+  #channel(channel: string): ChannelPresence {
+    const members = this.#source.members(channel);
+    const users = new Set<string>();
+    let truncated = false;
+    for (const member of members) {
+      if (member.user === null || users.has(member.user)) continue;
+      if (users.size >= this.maxPresenceUsers) {
+        truncated = true;
+        break;
+      }
+      users.add(member.user);
+    }
+    const answer: ChannelPresence = { clients: members.size, users: [...users] };
+    if (truncated) answer.truncated = true;
+    return answer;
+  }
+}

@@ -1,0 +1,429 @@
+import assert from "node:assert/strict";
+import { addressOf, setUp } from "./_fake_setup.ts";
+import type { FakeSocket } from "./fake_transport.ts";
+import {
+  BROADCAST_SUBJECT,
+  channelSubject,
+  commandRoute,
+  PRESENCE_SUBJECT,
+  presenceQuery,
+  publishRoute,
+  routeOf,
+  userSubject,
+  workerSubject,
+} from "../shared/address.ts";
+import { signJwt } from "../shared/jwt.ts";
+import type { Json } from "../shared/json.ts";
+
+// Channels, users and presence on the pusher (issue 16), on a fake transport
+// and an in-memory bus.
+
+const SECRET = "pusher-secret";
+
+function token(sub: string, claims: Record<string, unknown> = {}): string {
+  return `/?token=${signJwt({ sub, exp: Math.floor(Date.now() / 1000) + 60, ...claims }, SECRET)}`;
+}
+
+/** Lets the bus hand over what was published, and the pusher's own publishes (replies, presence events) too. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Sends a client command and returns the frames it got back. */
+async function send(socket: FakeSocket, command: Json | string): Promise<string[]> {
+  const before = socket.sent.length;
+  socket.receive(typeof command === "string" ? command : JSON.stringify(command));
+  await settle();
+  return socket.sent.slice(before);
+}
+
+async function subscribe(socket: FakeSocket, channel: string, id = 1): Promise<void> {
+  // A presence channel's join event may follow the reply.
+  assert.deepEqual((await send(socket, { id, subscribe: { channel } }))[0], `{"id":${id},"result":{}}`);
+}
+
+/** What a socket got after its greeting and the replies to its own commands. */
+function pushes(socket: FakeSocket): string[] {
+  return socket.sent.slice(1).filter((frame) => !/^\{"id":\d+,"(result|error)"/.test(frame));
+}
+
+Deno.test("pusher delivers a channel publication to the channel's members only, as one JSON frame", async () => {
+  await using setup = setUp();
+  const a = await setup.connect();
+  const b = await setup.connect();
+  const c = await setup.connect();
+  await subscribe(a, "news");
+  await subscribe(b, "news");
+  await subscribe(c, "sport");
+  const route = publishRoute({ kind: "channel", channel: "news" }, { title: "hi", n: [1, 2] });
+  await setup.publish(route.subject, route.data);
+  const text = routeOf({ kind: "channel", channel: "sport" }, "goal");
+  await setup.publish(text.subject, text.data);
+  assert.deepEqual(pushes(a), ['{"channel":"news","data":{"title":"hi","n":[1,2]}}']);
+  assert.deepEqual(pushes(b), ['{"channel":"news","data":{"title":"hi","n":[1,2]}}']);
+  assert.deepEqual(pushes(c), ['{"channel":"sport","data":"goal"}']);
+});
+
+Deno.test("pusher prepares a channel frame once for all its members", async () => {
+  await using setup = setUp();
+  let prepared = 0;
+  const prepare = setup.transport.prepare.bind(setup.transport);
+  setup.transport.prepare = (text) => (prepared++, prepare(text));
+  for (let i = 0; i < 5; i++) await subscribe(await setup.connect(), "news");
+  await setup.publish(channelSubject("news"), { channel: "news", data: 1 });
+  assert.equal(prepared, 1);
+});
+
+Deno.test("pusher subscribes to a channel's subject with its first local member and drops it with the last", async () => {
+  await using setup = setUp();
+  const reached = async (subject: string) => (await setup.bus.publish(subject, { channel: "x", data: 1 })).reached;
+  assert.equal(await reached(channelSubject("news")), 0);
+  const a = await setup.connect();
+  const b = await setup.connect();
+  await subscribe(a, "news");
+  await subscribe(b, "news");
+  assert.equal(await reached(channelSubject("news")), 1, "one subscription for the worker, not one per member");
+  await send(a, { id: 2, unsubscribe: { channel: "news" } });
+  assert.equal(await reached(channelSubject("news")), 1, "b is still a member");
+  b.drop();
+  assert.equal(await reached(channelSubject("news")), 0, "the last member closed");
+  await subscribe(a, "news", 3);
+  assert.equal(await reached(channelSubject("news")), 1);
+  setup.pusher.detach();
+  assert.equal(await reached(channelSubject("news")), 0, "detach drops channel subjects too");
+});
+
+Deno.test("pusher's bus link lists exactly the subjects of its interest", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const link = setup.pusherBus;
+  const base = [BROADCAST_SUBJECT, workerSubject(setup.pusher.workerId), PRESENCE_SUBJECT];
+  assert.deepEqual(link.subjects.sort(), [...base].sort());
+  const alice1 = await setup.connect(token("alice", { channels: ["news"] }));
+  const alice2 = await setup.connect(token("alice", { channels: ["news"] }));
+  await subscribe(alice1, "news");
+  assert.deepEqual(link.subjects.sort(), [...base, channelSubject("news"), userSubject("alice")].sort());
+  alice1.drop();
+  assert.deepEqual(link.subjects.sort(), [...base, userSubject("alice")].sort());
+  alice2.close(1000, "bye");
+  assert.deepEqual(link.subjects.sort(), [...base].sort());
+});
+
+Deno.test("pusher delivers a user's publish to every connection of that user and no one else", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const alice1 = await setup.connect(token("alice"));
+  const alice2 = await setup.connect(token("alice"));
+  const bob = await setup.connect(token("bob"));
+  const route = publishRoute({ kind: "user", user: "alice" }, { hello: "alice" });
+  await setup.publish(route.subject, route.data);
+  const text = routeOf({ kind: "user", user: "bob" }, "plain text");
+  await setup.publish(text.subject, text.data);
+  assert.deepEqual(pushes(alice1), ['{"hello":"alice"}']);
+  assert.deepEqual(pushes(alice2), ['{"hello":"alice"}']);
+  assert.deepEqual(pushes(bob), ["plain text"]);
+});
+
+Deno.test("pusher delivers a JSON broadcast to everyone and a JSON send to one connection", async () => {
+  await using setup = setUp();
+  const a = await setup.connect();
+  const b = await setup.connect();
+  const all = publishRoute({ kind: "everyone" }, { n: 1 });
+  await setup.publish(all.subject, all.data);
+  const one = publishRoute(
+    { kind: "connection", workerId: setup.pusher.workerId, connectionId: addressOf(b).connection },
+    "just b",
+  );
+  await setup.publish(one.subject, one.data);
+  assert.deepEqual(pushes(a), ['{"n":1}']);
+  assert.deepEqual(pushes(b), ['{"n":1}', "just b"]);
+});
+
+Deno.test("pusher skips the excluded connection on its own worker only", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const a = await setup.connect(token("alice", { channels: ["*"] }));
+  const b = await setup.connect(token("alice", { channels: ["*"] }));
+  await subscribe(a, "news");
+  await subscribe(b, "news");
+  const exclude = { worker_id: setup.pusher.workerId, connection_id: addressOf(a).connection };
+  const elsewhere = { worker_id: "0000000000000000", connection_id: addressOf(a).connection };
+  for (const target of [{ kind: "everyone" }, { kind: "channel", channel: "news" }, { kind: "user", user: "alice" }]) {
+    const route = publishRoute(target as never, "x", exclude);
+    await setup.publish(route.subject, route.data);
+  }
+  const other = publishRoute({ kind: "everyone" }, "y", elsewhere);
+  await setup.publish(other.subject, other.data);
+  assert.deepEqual(pushes(a), ["y"]);
+  assert.deepEqual(pushes(b), ["x", '{"channel":"news","data":"x"}', "x", "y"]);
+});
+
+Deno.test("pusher keeps the original's text broadcast and targeted send byte for byte beside channels", async () => {
+  await using setup = setUp();
+  const a = await setup.connect();
+  await subscribe(a, "news");
+  await setup.publish(BROADCAST_SUBJECT, { content: '{"looks":"like json"}' });
+  await setup.publish(workerSubject(setup.pusher.workerId), {
+    to_connection_id: addressOf(a).connection,
+    content: "plain",
+  });
+  assert.deepEqual(pushes(a), ['{"looks":"like json"}', "plain"]);
+});
+
+Deno.test("pusher answers each client command with its id: subscribe and unsubscribe are idempotent", async () => {
+  await using setup = setUp();
+  const a = await setup.connect();
+  assert.deepEqual(await send(a, { id: 1, subscribe: { channel: "news" } }), ['{"id":1,"result":{}}']);
+  assert.deepEqual(await send(a, { id: 2, subscribe: { channel: "news" } }), ['{"id":2,"result":{}}']);
+  assert.deepEqual(await send(a, { id: 3, unsubscribe: { channel: "news" } }), ['{"id":3,"result":{}}']);
+  assert.deepEqual(await send(a, { id: 4, unsubscribe: { channel: "news" } }), ['{"id":4,"result":{}}']);
+  await setup.publish(channelSubject("news"), { channel: "news", data: 1 });
+  assert.deepEqual(pushes(a), []);
+});
+
+Deno.test("pusher answers malformed messages, bad names and large messages with their error codes", async () => {
+  await using setup = setUp({ maxCommandBytes: 100, maxChannelLength: 10 });
+  const a = await setup.connect();
+  assert.deepEqual(await send(a, "hello"), ['{"error":{"code":400,"message":"Malformed message: not JSON"}}']);
+  assert.deepEqual(await send(a, { id: 1, publish: {} }), [
+    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe or unsubscribe"}}',
+  ]);
+  assert.deepEqual(await send(a, { id: 2, subscribe: { channel: "a b" } }), [
+    '{"id":2,"error":{"code":422,"message":"Invalid channel name: only letters, digits and _-.:@/= are allowed"}}',
+  ]);
+  assert.deepEqual(await send(a, { id: 3, subscribe: { channel: "abcdefghijk" } }), [
+    '{"id":3,"error":{"code":422,"message":"Invalid channel name: 11 characters, over the limit of 10"}}',
+  ]);
+  assert.deepEqual(await send(a, "x".repeat(101)), [
+    '{"error":{"code":413,"message":"Message too large: over 100 bytes"}}',
+  ]);
+  a.receive(new Uint8Array([1, 2, 3]) as unknown as string);
+  assert.match(a.sent.at(-1)!, /"code":400,"message":"Malformed message: commands are JSON in text frames"/);
+  assert.equal(a.closed, null);
+  const metrics = await (await setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_client_errors_total\{code="400"\} 3$/m);
+  assert.match(metrics, /^pusher_client_errors_total\{code="422"\} 2$/m);
+  assert.match(metrics, /^pusher_client_errors_total\{code="413"\} 1$/m);
+});
+
+Deno.test("pusher closes a client with 4400 after maxBadMessages malformed messages in a row, and only then", async () => {
+  await using setup = setUp({ maxBadMessages: 3 });
+  const patient = await setup.connect();
+  const hostile = await setup.connect();
+  for (let i = 0; i < 10; i++) {
+    patient.receive("bad");
+    patient.receive("bad");
+    patient.receive(JSON.stringify({ id: i + 1, subscribe: { channel: "news" } }));
+  }
+  assert.equal(patient.closed, null, "a good message in between resets the count");
+  hostile.receive("bad");
+  hostile.receive("[]");
+  assert.equal(hostile.closed, null);
+  hostile.receive("{}");
+  assert.deepEqual(hostile.closed, { code: 4400, reason: "too many bad messages" });
+  assert.match(hostile.sent.at(-1)!, /"code":400/, "the last error frame goes out before the close");
+  const metrics = await (await setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_disconnects_total\{reason="bad_messages"\} 1$/m);
+});
+
+Deno.test("pusher lets a token subscribe to the channels of its claim, names and prefix* patterns, and refuses others with 403", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const a = await setup.connect(token("alice", { channels: ["news", "room.*"] }));
+  await subscribe(a, "news", 1);
+  await subscribe(a, "room.7", 2);
+  assert.deepEqual(await send(a, { id: 3, subscribe: { channel: "secret" } }), [
+    '{"id":3,"error":{"code":403,"message":"Not allowed to subscribe: the token does not grant channel secret"}}',
+  ]);
+  const none = await setup.connect(token("bob"));
+  assert.match((await send(none, { id: 1, subscribe: { channel: "news" } }))[0]!, /"code":403/);
+  assert.deepEqual(await setup.refused(token("carol", { channels: "news" })), [
+    401,
+    "Unauthorized: Invalid token: channels must be an array of strings\n",
+  ]);
+});
+
+Deno.test("pusher without a token secret lets anyone subscribe to any channel", async () => {
+  await using setup = setUp();
+  const a = await setup.connect();
+  await subscribe(a, "anything:at/all=1");
+});
+
+Deno.test("pusher lets the backend subscribe a connection to a channel its token does not grant", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const a = await setup.connect(token("alice"));
+  const route = commandRoute(
+    { kind: "connection", workerId: setup.pusher.workerId, connectionId: addressOf(a).connection },
+    { cmd: "subscribe", channel: "vip" },
+  );
+  const { replies } = await setup.bus.request(route.subject, route.data);
+  assert.deepEqual(replies, [{ ok: true }]);
+  assert.deepEqual(pushes(a), ['{"subscribed":{"channel":"vip"}}']);
+  assert.deepEqual(await send(a, { id: 1, subscribe: { channel: "vip" } }), ['{"id":1,"result":{}}']);
+  await setup.publish(channelSubject("vip"), { channel: "vip", data: "welcome" });
+  assert.deepEqual(pushes(a).at(-1), '{"channel":"vip","data":"welcome"}');
+});
+
+Deno.test("pusher applies commands to one connection and replies ok, or no such connection", async () => {
+  await using setup = setUp();
+  const a = await setup.connect();
+  const address = { kind: "connection" as const, workerId: setup.pusher.workerId, connectionId: 1 };
+  const ask = async (command: Parameters<typeof commandRoute>[1], connectionId = 1) => {
+    const route = commandRoute({ ...address, connectionId }, command);
+    return (await setup.bus.request(route.subject, route.data)).replies;
+  };
+  assert.deepEqual(await ask({ cmd: "subscribe", channel: "news" }), [{ ok: true }]);
+  assert.deepEqual(await ask({ cmd: "subscribe", channel: "news" }), [{ ok: true }]);
+  assert.deepEqual(await ask({ cmd: "unsubscribe", channel: "news" }), [{ ok: true }]);
+  assert.deepEqual(await ask({ cmd: "subscribe", channel: "bad name" }), [{
+    ok: false,
+    error: "Invalid channel name: only letters, digits and _-.:@/= are allowed",
+  }]);
+  assert.deepEqual(await ask({ cmd: "subscribe", channel: "news" }, 99), [{ ok: false, error: "no such connection" }]);
+  assert.deepEqual(pushes(a), ['{"subscribed":{"channel":"news"}}', '{"unsubscribed":{"channel":"news"}}']);
+  assert.deepEqual(await ask({ cmd: "disconnect", code: 4001, reason: "kicked" }), [{ ok: true }]);
+  assert.deepEqual(a.closed, { code: 4001, reason: "kicked" });
+  const b = await setup.connect();
+  assert.deepEqual(await ask({ cmd: "disconnect" }, addressOf(b).connection), [{ ok: true }]);
+  assert.deepEqual(b.closed, { code: 4000, reason: "disconnected by the server" });
+  const { replies } = await setup.bus.request(workerSubject(setup.pusher.workerId), { cmd: "disconnect", code: 1001 });
+  assert.deepEqual(replies, [{
+    ok: false,
+    error: "Invalid disconnect command: code must be 1000, 3000-3999 or 4000-4999",
+  }]);
+  const missing = await setup.bus.request(workerSubject(setup.pusher.workerId), { cmd: "disconnect" });
+  assert.deepEqual(missing.replies, [{
+    ok: false,
+    error: "Invalid command: to_connection_id is required on a worker's subject",
+  }]);
+});
+
+Deno.test("pusher applies a command to every connection of a user and replies how many", async () => {
+  await using setup = setUp({ tokenSecret: SECRET, maxChannelsPerConnection: 1 });
+  const alice1 = await setup.connect(token("alice", { channels: ["*"] }));
+  const alice2 = await setup.connect(token("alice", { channels: ["*"] }));
+  const bob = await setup.connect(token("bob"));
+  await subscribe(alice2, "other");
+  const ask = async (command: Parameters<typeof commandRoute>[1]) => {
+    const route = commandRoute({ kind: "user", user: "alice" }, command);
+    return (await setup.bus.request(route.subject, route.data)).replies;
+  };
+  assert.deepEqual(await ask({ cmd: "subscribe", channel: "news" }), [{ connections: 1 }], "alice2 is at its limit");
+  assert.deepEqual(pushes(alice1), ['{"subscribed":{"channel":"news"}}']);
+  assert.deepEqual(pushes(alice2), []);
+  assert.deepEqual(await ask({ cmd: "disconnect", reason: "bye" }), [{ connections: 2 }]);
+  assert.deepEqual([alice1.closed?.code, alice2.closed?.code, bob.closed], [4000, 4000, null]);
+  await assert.rejects(() => setup.bus.request(userSubject("alice"), { cmd: "disconnect" }), /nobody subscribes/);
+});
+
+Deno.test("pusher answers presence: a channel's clients and distinct users, a user's connections, its counts", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const grant = { channels: ["*"] };
+  const alice1 = await setup.connect(token("alice", grant));
+  const alice2 = await setup.connect(token("alice", grant));
+  const bob = await setup.connect(token("bob", grant));
+  await setup.connect(token("carol", grant));
+  for (const socket of [alice1, alice2, bob]) await subscribe(socket, "news");
+  await subscribe(bob, "sport", 2);
+  const ask = async (query: Parameters<typeof presenceQuery>[0]) => {
+    const route = presenceQuery(query);
+    return (await setup.bus.request(route.subject, route.data)).replies;
+  };
+  const [channel] = await ask({ q: "channel", channel: "news" }) as [{ clients: number; users: string[] }];
+  assert.equal(channel.clients, 3);
+  assert.deepEqual(channel.users.sort(), ["alice", "bob"]);
+  assert.deepEqual(await ask({ q: "channel", channel: "nobody" }), [{ clients: 0, users: [] }]);
+  assert.deepEqual(await ask({ q: "user", user: "alice" }), [{ connections: 2 }]);
+  assert.deepEqual(await ask({ q: "user", user: "dave" }), [{ connections: 0 }]);
+  assert.deepEqual(await ask({ q: "info" }), [{
+    worker_id: setup.pusher.workerId,
+    connections: 4,
+    users: 3,
+    channels: 2,
+  }]);
+  const { replies } = await setup.bus.request(PRESENCE_SUBJECT, { q: "everything" });
+  assert.deepEqual(replies, [{ error: "Invalid presence query: q must be channel, user or info" }]);
+});
+
+Deno.test("pusher lists at most maxPresenceUsers users of a channel, and says it cut the list", async () => {
+  await using setup = setUp({ tokenSecret: SECRET, maxPresenceUsers: 2 });
+  for (const user of ["a", "b", "c", "d"]) await subscribe(await setup.connect(token(user, { channels: ["*"] })), "x");
+  const { replies } = await setup.bus.request(PRESENCE_SUBJECT, { q: "channel", channel: "x" });
+  assert.deepEqual(replies, [{ clients: 4, users: ["a", "b"], truncated: true }]);
+});
+
+Deno.test("pusher tells the members of a presence channel who joins and leaves, and no one elsewhere", async () => {
+  await using setup = setUp({ tokenSecret: SECRET, presenceChannels: ["room.*"] });
+  const grant = { channels: ["*"] };
+  const alice = await setup.connect(token("alice", grant));
+  const bob = await setup.connect(token("bob", grant));
+  const worker = setup.pusher.workerId;
+  await subscribe(alice, "room.1");
+  await subscribe(alice, "lobby", 2);
+  await subscribe(bob, "room.1");
+  await subscribe(bob, "lobby", 2);
+  await send(bob, { id: 3, unsubscribe: { channel: "room.1" } });
+  await subscribe(bob, "room.1", 4);
+  alice.drop();
+  await settle();
+  const join = (user: string, id: number) =>
+    JSON.stringify({ channel: "room.1", join: { user, worker_id: worker, connection_id: id } });
+  const leave = (user: string, id: number) =>
+    JSON.stringify({ channel: "room.1", leave: { user, worker_id: worker, connection_id: id } });
+  assert.deepEqual(pushes(alice), [join("alice", 1), join("bob", 2), leave("bob", 2), join("bob", 2)]);
+  assert.deepEqual(pushes(bob), [join("bob", 2), join("bob", 2), leave("alice", 1)]);
+});
+
+Deno.test("pusher refuses channels past its limits with 429 and leaves other connections alone", async () => {
+  await using setup = setUp({ maxChannelsPerConnection: 2, maxChannelsPerWorker: 3 });
+  const a = await setup.connect();
+  const b = await setup.connect();
+  await subscribe(a, "1", 1);
+  await subscribe(a, "2", 2);
+  assert.deepEqual(await send(a, { id: 3, subscribe: { channel: "3" } }), [
+    '{"id":3,"error":{"code":429,"message":"Too many channels for this connection: the limit is 2"}}',
+  ]);
+  await subscribe(b, "3", 1);
+  assert.deepEqual(await send(b, { id: 2, subscribe: { channel: "4" } }), [
+    '{"id":2,"error":{"code":429,"message":"Too many channels for this worker: the limit is 3"}}',
+  ]);
+  await subscribe(b, "1", 3);
+  const route = commandRoute(
+    { kind: "connection", workerId: setup.pusher.workerId, connectionId: addressOf(b).connection },
+    { cmd: "subscribe", channel: "5" },
+  );
+  assert.deepEqual((await setup.bus.request(route.subject, route.data)).replies, [{
+    ok: false,
+    error: "Too many channels for this connection: the limit is 2",
+  }]);
+  assert.equal(a.closed, null);
+  assert.equal(b.closed, null);
+  await setup.publish(channelSubject("1"), { channel: "1", data: "still here" });
+  assert.deepEqual([pushes(a), pushes(b)], [['{"channel":"1","data":"still here"}'], [
+    '{"channel":"1","data":"still here"}',
+  ]]);
+});
+
+Deno.test("pusher drops channel and user events of the wrong shape, and keeps going", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const a = await setup.connect(token("alice", { channels: ["*"] }));
+  await subscribe(a, "news");
+  for (const data of [{ channel: "sport", data: 1 }, { data: 1 }, "x", { channel: "news" }] as Json[]) {
+    await setup.publish(channelSubject("news"), data);
+  }
+  for (const data of [{ content: "x" }, "x", { data: 1, to_connection_id: 1 }] as Json[]) {
+    await setup.publish(userSubject("alice"), data);
+  }
+  await setup.publish(channelSubject("news"), { channel: "news", data: "ok" });
+  assert.deepEqual(pushes(a), ['{"channel":"news","data":"ok"}']);
+  assert.equal(setup.logs.filter((line) => line.includes("wrong shape")).length, 7);
+});
+
+Deno.test("pusher counts channels and users in its metrics", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const a = await setup.connect(token("alice", { channels: ["*"] }));
+  await setup.connect(token("bob"));
+  await subscribe(a, "news");
+  await subscribe(a, "sport", 2);
+  await setup.publish(channelSubject("news"), { channel: "news", data: 1 });
+  const metrics = await (await setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_channels 2$/m);
+  assert.match(metrics, /^pusher_users 2$/m);
+  assert.match(metrics, /^pusher_deliveries_total\{kind="channel"\} 1$/m);
+});
