@@ -88,17 +88,20 @@ const API_PREFIX = "/api/";
 type Answer = (req: Request, url: URL, started: number) => Response | Promise<Response>;
 
 /**
- * Creates the publish handler. It routes `/` only; GET reads `content`,
- * `to_worker_id` and `to_connection_id` from the query string, POST from an
- * urlencoded or multipart form, falling back to the query string per field.
- * Without an address the content goes to every pusher (`broadcast`); with
- * both parts of one, to one connection. The answer, `ok` with header
+ * Creates the publish handler. It routes `/`, `/api/<method>` (the server
+ * API, see `api.ts`), `/healthz` and `/metrics`. On `/`, GET reads
+ * `content`, `to_worker_id` and `to_connection_id`, `channel` and `to_user`
+ * from the query string, POST from an urlencoded or multipart form, falling
+ * back to the query string per field. Without an address the content goes
+ * to every pusher (`broadcast`); with both parts of one, to one connection;
+ * with `channel`, to the channel's members as its publication's `data`
+ * string; with `to_user`, to the user's connections. The answer, `ok` with header
  * `X-Pushers-Reached` (how many pusher workers the bus reached), waits for
  * the bus to take the publish; every failure gets its own status and a
  * one-line reason, from the {@linkcode BusError} code: `unavailable` 503
  * with `Retry-After: 1`, `refused` 502, `too_large` 413.
  *
- * A targeted send that reached 0 workers answers 404: its worker is gone.
+ * A send to one connection that reached 0 workers answers 404: its worker is gone.
  * A bus that cannot count (`reached` null) proves nothing stale, so a
  * targeted send answers `ok`, and any publish answers without
  * `X-Pushers-Reached`.
@@ -207,20 +210,21 @@ function publisher(deps: PublishDeps): Answer {
   const { bus, logger, metrics, now } = deps;
   const publishTimeout = deps.publishTimeout ?? 5000;
   const maxContentBytes = deps.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
+  const maxChannelLength = deps.maxChannelLength ?? DEFAULT_MAX_CHANNEL_LENGTH;
   const apiKey = deps.apiKey || undefined;
   return async (req, url, started) => {
     const query = parseUrlEncoded(url.search.slice(1), "query");
     // Before the body: a caller without the key does not get it read.
     checkApiKey(req, query, apiKey);
-    const { address, content, bytes } = await readPublishRequest(req, query, maxContentBytes);
-    const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : "connection";
+    const { address, content, bytes } = await readPublishRequest(req, query, { maxContentBytes, maxChannelLength });
+    const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
     logger.debug("publishing", { method: req.method, target, bytes });
     const { subject, data } = routeOf(address, content);
     let reached: number | null;
     try {
       // Not req.signal: Deno.serve aborts it after every response (legacy
       // behaviour, with a warning), and a publish, once sent, cannot be taken back.
-      // A copy, as PushData (an interface) lacks the index signature of Json.
+      // A copy, as the route's data (a type alias) is Json but not mutable as one.
       ({ reached } = await bus.publish(subject, { ...data }, { timeout: publishTimeout }));
     } catch (error) {
       throw busRejection(error);
