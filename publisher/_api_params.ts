@@ -51,7 +51,8 @@ export function readTarget(params: Params, kinds: readonly TargetKind[], maxChan
   if (kinds.includes("connection") && (params.worker_id !== undefined || params.connection_id !== undefined)) {
     given.push("connection");
   }
-  const choices = kinds.map((kind) => TARGET_WORDS[kind]).join(", or ");
+  const words = kinds.map((kind) => TARGET_WORDS[kind]);
+  const choices = words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} or ${words.at(-1)}`;
   if (given.length > 1) throw new Rejection(400, `Ambiguous target: pass one of ${choices}`);
   switch (given[0]) {
     case "channel":
