@@ -218,11 +218,11 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
     });
 
     await t.step("after a pusher worker crashes, presence counts only the connections left", async () => {
-      // Enough clients on pusher A that both its workers have some.
-      const workersOfA = () => new Set(members.filter((m) => m.client.port === pusherA.port).map((m) => m.worker));
+      // Enough open clients on pusher A that both its workers have some.
+      const open = () => members.filter((m) => m.client.ws.readyState === WebSocket.OPEN);
+      const workersOfA = () => new Set(open().filter((m) => m.client.port === pusherA.port).map((m) => m.worker));
       for (let i = 0; i < 40 && workersOfA().size < 2; i++) members.push(await join(pusherA.port, `extra${i}`));
       assert.equal(workersOfA().size, 2, "both workers of pusher A have clients");
-      const open = () => members.filter((m) => m.client.ws.readyState === WebSocket.OPEN);
       for (const m of open()) await result("subscribe", { channel: "lobby", ...address(m) });
       const openBefore = open();
       const before = openBefore.length;
