@@ -6,7 +6,14 @@
  * @module
  */
 
-import { CONNECTION_ID_PATTERN, type PushAddress, WORKER_ID_PATTERN } from "../shared/address.ts";
+import {
+  channelNameError,
+  CONNECTION_ID_PATTERN,
+  DEFAULT_MAX_CHANNEL_LENGTH,
+  MAX_CARRIED_USER_LENGTH,
+  type PushAddress,
+  WORKER_ID_PATTERN,
+} from "../shared/address.ts";
 import { type Fields, readForm } from "./form.ts";
 import { Rejection } from "./_rejection.ts";
 
@@ -24,25 +31,40 @@ const INCOMPLETE =
   "Incomplete address: to_worker_id and to_connection_id go together (both for one connection, neither to broadcast)";
 const INVALID_WORKER = "Invalid to_worker_id: expected a worker id, 16 lowercase hex digits";
 const INVALID_CONNECTION = "Invalid to_connection_id: expected a connection id, a decimal integer of 1 to 15 digits";
+const AMBIGUOUS =
+  "Ambiguous address: pass one of channel, to_user, or to_worker_id with to_connection_id (none to broadcast)";
+
+/** Limits of {@linkcode readPublishRequest}. */
+export interface PublishRequestLimits {
+  /** Largest content, in UTF-8 bytes; larger gets 413. Required. */
+  maxContentBytes: number;
+  /** Longest channel name; longer gets 422. @default {255} */
+  maxChannelLength?: number;
+}
 
 const utf8 = new TextEncoder();
 
 /**
- * Reads `content`, `to_worker_id` and `to_connection_id`: for a POST from
- * its form body, falling back to `query` per field; otherwise from `query`.
- * Without an address the content goes to everyone; with both parts of one,
- * to one connection. Empty address fields count as absent, so a form with
- * blank address inputs broadcasts. Unlike the original, `"0"` is content:
- * PHP's `empty("0")` dropped it.
+ * Reads `content` and its address: `to_worker_id` and `to_connection_id`
+ * (the original's), `channel` or `to_user`; for a POST from its form body,
+ * falling back to `query` per field; otherwise from `query`. Without an
+ * address the content goes to everyone; with both parts of a connection's,
+ * to that connection; with `channel`, to the channel's members as its
+ * publication's `data`; with `to_user`, to that user's connections. Empty
+ * address fields count as absent, so a form with blank address inputs
+ * broadcasts. Unlike the original, `"0"` is content: PHP's `empty("0")`
+ * dropped it.
  *
- * @throws {Rejection} 400 for missing content or a malformed address, 413
- * for content over `maxContentBytes`, or as {@linkcode readForm} does.
+ * @throws {Rejection} 400 for missing content, a malformed address or more
+ * than one, 413 for content over `maxContentBytes`, 422 for a bad channel
+ * or user name, or as {@linkcode readForm} does.
  */
 export async function readPublishRequest(
   req: Request,
   query: Fields,
-  maxContentBytes: number,
+  limits: PublishRequestLimits,
 ): Promise<PublishRequest> {
+  const { maxContentBytes, maxChannelLength = DEFAULT_MAX_CHANNEL_LENGTH } = limits;
   const body = req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
   const field = (name: string) => body?.get(name) ?? query.get(name);
 
@@ -54,11 +76,32 @@ export async function readPublishRequest(
   if (bytes > maxContentBytes) {
     throw new Rejection(413, `Content too large: ${bytes} bytes, the limit is ${maxContentBytes}`);
   }
-  return {
-    address: toAddress(field("to_worker_id") || undefined, field("to_connection_id") || undefined),
-    content,
-    bytes,
-  };
+  const connection = toAddress(field("to_worker_id") || undefined, field("to_connection_id") || undefined);
+  const channel = field("channel") || undefined;
+  const user = field("to_user") || undefined;
+  const given = [connection.kind === "connection", channel !== undefined, user !== undefined].filter(Boolean).length;
+  if (given > 1) throw new Rejection(400, AMBIGUOUS);
+  return { address: toChannelOrUser(channel, user, maxChannelLength) ?? connection, content, bytes };
+}
+
+function toChannelOrUser(
+  channel: string | undefined,
+  user: string | undefined,
+  maxChannelLength: number,
+): PushAddress | null {
+  if (channel !== undefined) {
+    const error = channelNameError(channel, maxChannelLength);
+    if (error !== null) throw new Rejection(422, error);
+    return { kind: "channel", channel };
+  }
+  if (user === undefined) return null;
+  if (user.length > MAX_CARRIED_USER_LENGTH) {
+    throw new Rejection(
+      422,
+      `Invalid to_user: ${user.length} characters, over the limit of ${MAX_CARRIED_USER_LENGTH}`,
+    );
+  }
+  return { kind: "user", user };
 }
 
 function toAddress(workerId: string | undefined, connectionId: string | undefined): PushAddress {

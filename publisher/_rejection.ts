@@ -6,6 +6,8 @@
  * @module
  */
 
+import { BusError } from "../shared/bus.ts";
+
 /** A request the handler answers with a 4xx or 5xx and a one-line reason. */
 export class Rejection extends Error {
   /** The answer's status. */
@@ -25,5 +27,25 @@ export class Rejection extends Error {
     this.status = status;
     this.headers = options.headers ?? {};
     this.logReason = options.logReason ?? reason;
+  }
+}
+
+/**
+ * Maps a failed publish or request to its answer, from the
+ * {@linkcode BusError} code: `unavailable` 503 with `Retry-After: 1`,
+ * `refused` 502, `too_large` 413. Anything else, `no_responders` too (its
+ * meaning depends on the call), is returned as it is.
+ */
+export function busRejection(error: unknown): unknown {
+  if (!(error instanceof BusError)) return error;
+  switch (error.code) {
+    case "unavailable":
+      return new Rejection(503, `Hub unavailable: ${error.message}`, { headers: { "retry-after": "1" } });
+    case "refused":
+      return new Rejection(502, `Hub refused the publish: ${error.message}`);
+    case "too_large":
+      return new Rejection(413, `Content too large for the hub: ${error.message}`);
+    case "no_responders":
+      return error;
   }
 }

@@ -2,21 +2,34 @@
  * The publisher's HTTP API as a plain handler: `GET /?content=...` (the
  * original's API), or the same fields POSTed as a form, publishes on the
  * bus (the channel hub) and answers `ok` once the bus has taken the publish.
- * `/healthz` and `/metrics` tell operators how it is doing.
+ * `POST /api/<method>` is the JSON server API (`api.ts`): publishes,
+ * server-side subscriptions, disconnects and presence. `/healthz` and
+ * `/metrics` tell operators how it is doing.
  *
  * @module
  */
 
-import { routeOf } from "../shared/address.ts";
-import { type Bus, BusError } from "../shared/bus.ts";
+import { DEFAULT_MAX_CHANNEL_LENGTH, routeOf } from "../shared/address.ts";
+import type { Bus } from "../shared/bus.ts";
 import { isMiss, Router, text } from "../shared/http.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
+import {
+  API_METHODS,
+  apiError,
+  createApi,
+  DEFAULT_COMMAND_TIMEOUT,
+  DEFAULT_MAX_BATCH_COMMANDS,
+  DEFAULT_MAX_PRESENCE_USERS,
+  DEFAULT_PRESENCE_TIMEOUT,
+  unknownMethod,
+} from "./api.ts";
 import { checkApiKey } from "./_api_key.ts";
+import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
 import { readPublishRequest } from "./_publish_request.ts";
-import { Rejection } from "./_rejection.ts";
+import { busRejection, Rejection } from "./_rejection.ts";
 
 /** Largest content accepted by default, in UTF-8 bytes. */
 export const DEFAULT_MAX_CONTENT_BYTES = 65536;
@@ -41,6 +54,20 @@ export interface PublishHandlerOptions {
   metrics?: PublisherMetrics;
   /** Clock for publish durations, in milliseconds. @default {performance.now} */
   now?: () => number;
+  /** Largest body of a server-API call (a batch's included), in bytes; larger gets 413. @default {1048576} */
+  maxBodyBytes?: number;
+  /** Deepest nesting of arrays and objects in a server-API body; deeper gets 400. @default {32} */
+  maxJsonDepth?: number;
+  /** Commands one `batch` holds at most; more gets 413. @default {1000} */
+  maxBatchCommands?: number;
+  /** Users a `presence` answer lists at most; more are left out with `users_truncated`. @default {1000} */
+  maxPresenceUsers?: number;
+  /** How long `presence`, `presence_stats` and `info` wait for the workers' replies, in milliseconds. @default {1000} */
+  presenceTimeout?: number;
+  /** How long `subscribe`, `unsubscribe` and `disconnect` wait for the workers' replies, in milliseconds. @default {1000} */
+  commandTimeout?: number;
+  /** Longest channel name accepted; longer gets 422 (never above what the bus carries, 248). @default {255} */
+  maxChannelLength?: number;
 }
 
 /** Headers of every answer but the preflight's and /metrics'. */
@@ -55,22 +82,26 @@ const PREFLIGHT: Readonly<Record<string, string>> = {
   "access-control-allow-headers": "Authorization, Content-Type",
 };
 const METRICS: Readonly<Record<string, string>> = { ...CORS, "content-type": PROMETHEUS_CONTENT_TYPE };
+const API_PREFIX = "/api/";
 
 /** What answers one route: the request, its URL, and when it started (for publish durations). */
 type Answer = (req: Request, url: URL, started: number) => Response | Promise<Response>;
 
 /**
- * Creates the publish handler. It routes `/` only; GET reads `content`,
- * `to_worker_id` and `to_connection_id` from the query string, POST from an
- * urlencoded or multipart form, falling back to the query string per field.
- * Without an address the content goes to every pusher (`broadcast`); with
- * both parts of one, to one connection. The answer, `ok` with header
+ * Creates the publish handler. It routes `/`, `/api/<method>` (the server
+ * API, see `api.ts`), `/healthz` and `/metrics`. On `/`, GET reads
+ * `content`, `to_worker_id` and `to_connection_id`, `channel` and `to_user`
+ * from the query string, POST from an urlencoded or multipart form, falling
+ * back to the query string per field. Without an address the content goes
+ * to every pusher (`broadcast`); with both parts of one, to one connection;
+ * with `channel`, to the channel's members as its publication's `data`
+ * string; with `to_user`, to the user's connections. The answer, `ok` with header
  * `X-Pushers-Reached` (how many pusher workers the bus reached), waits for
  * the bus to take the publish; every failure gets its own status and a
  * one-line reason, from the {@linkcode BusError} code: `unavailable` 503
  * with `Retry-After: 1`, `refused` 502, `too_large` 413.
  *
- * A targeted send that reached 0 workers answers 404: its worker is gone.
+ * A send to one connection that reached 0 workers answers 404: its worker is gone.
  * A bus that cannot count (`reached` null) proves nothing stale, so a
  * targeted send answers `ok`, and any publish answers without
  * `X-Pushers-Reached`.
@@ -95,8 +126,34 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   const metrics = options.metrics ?? new PublisherMetrics(bus);
   const now = options.now ?? (() => performance.now());
   const publish = publisher({ ...options, logger, metrics, now });
+  const api = createApi({
+    bus,
+    logger,
+    metrics,
+    now,
+    apiKey: options.apiKey || undefined,
+    headers: CORS,
+    publishTimeout: options.publishTimeout ?? 5000,
+    presenceTimeout: options.presenceTimeout ?? DEFAULT_PRESENCE_TIMEOUT,
+    commandTimeout: options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT,
+    maxContentBytes: options.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES,
+    maxPresenceUsers: options.maxPresenceUsers ?? DEFAULT_MAX_PRESENCE_USERS,
+    maxChannelLength: options.maxChannelLength ?? DEFAULT_MAX_CHANNEL_LENGTH,
+    maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    maxJsonDepth: options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH,
+    maxBatchCommands: options.maxBatchCommands ?? DEFAULT_MAX_BATCH_COMMANDS,
+  });
+  const apiRoutes = Object.fromEntries(API_METHODS.map((method) => [`${API_PREFIX}${method}`, {
+    methods: ["POST", "OPTIONS"],
+    hint: "use POST with a JSON body",
+    handler: ((req, url) =>
+      req.method === "OPTIONS"
+        ? new Response(null, { status: 204, headers: PREFLIGHT })
+        : api(method, req, url)) as Answer,
+  }]));
   // The original serves its API on every path, we on `/` only.
   const router = new Router<Answer>({
+    ...apiRoutes,
     "/": {
       methods: ["GET", "POST", "OPTIONS"],
       hint: "use GET or POST",
@@ -113,18 +170,25 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
 
   async function answer(req: Request, url: URL, started: number): Promise<Response> {
     const fields = { method: req.method, path: url.pathname };
+    // Answered in JSON, whatever goes wrong.
+    const isApi = url.pathname.startsWith(API_PREFIX);
     try {
       const route = router.match(req.method, url.pathname);
-      if (isMiss(route)) throw new Rejection(route.status, route.reason, { headers: route.headers });
+      if (isMiss(route)) {
+        const reason = route.status === 404 && isApi ? unknownMethod(url.pathname) : route.reason;
+        throw new Rejection(route.status, reason, { headers: route.headers });
+      }
       return await route.handler(req, url, started);
     } catch (error) {
       if (error instanceof Rejection) {
         const line = { ...fields, status: error.status, reason: error.logReason };
         if (error.status >= 500) logger.warn("publish failed", line);
         else logger.info("request rejected", line);
+        if (isApi) return apiError(error.status, error.message, { ...CORS, ...error.headers });
         return text(error.status, `${error.message}\n`, { ...CORS, ...error.headers });
       }
       logger.error("request failed", { ...fields, status: 500, error: String(error) });
+      if (isApi) return apiError(500, "Internal error", CORS);
       return text(500, "Internal error\n", CORS);
     }
   }
@@ -149,23 +213,24 @@ function publisher(deps: PublishDeps): Answer {
   const { bus, logger, metrics, now } = deps;
   const publishTimeout = deps.publishTimeout ?? 5000;
   const maxContentBytes = deps.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
+  const maxChannelLength = deps.maxChannelLength ?? DEFAULT_MAX_CHANNEL_LENGTH;
   const apiKey = deps.apiKey || undefined;
   return async (req, url, started) => {
     const query = parseUrlEncoded(url.search.slice(1), "query");
     // Before the body: a caller without the key does not get it read.
     checkApiKey(req, query, apiKey);
-    const { address, content, bytes } = await readPublishRequest(req, query, maxContentBytes);
-    const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : "connection";
+    const { address, content, bytes } = await readPublishRequest(req, query, { maxContentBytes, maxChannelLength });
+    const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
     logger.debug("publishing", { method: req.method, target, bytes });
     const { subject, data } = routeOf(address, content);
     let reached: number | null;
     try {
       // Not req.signal: Deno.serve aborts it after every response (legacy
       // behaviour, with a warning), and a publish, once sent, cannot be taken back.
-      // A copy, as PushData (an interface) lacks the index signature of Json.
+      // A copy, as the route's data (a type alias) is Json but not mutable as one.
       ({ reached } = await bus.publish(subject, { ...data }, { timeout: publishTimeout }));
     } catch (error) {
-      throw toRejection(error);
+      throw busRejection(error);
     }
     if (reached === 0 && address.kind === "connection") {
       // A restarted pusher draws new worker ids, so addresses from before miss.
@@ -179,22 +244,4 @@ function publisher(deps: PublishDeps): Answer {
     if (reached === null) return text(200, "ok", CORS);
     return text(200, "ok", { ...CORS, "x-pushers-reached": String(reached) });
   };
-}
-
-/**
- * Maps a failed publish to its answer; anything unforeseen is rethrown for a
- * 500, `no_responders` too (only a request raises it, never a publish).
- */
-function toRejection(error: unknown): unknown {
-  if (!(error instanceof BusError)) return error;
-  switch (error.code) {
-    case "unavailable":
-      return new Rejection(503, `Hub unavailable: ${error.message}`, { headers: { "retry-after": "1" } });
-    case "refused":
-      return new Rejection(502, `Hub refused the publish: ${error.message}`);
-    case "too_large":
-      return new Rejection(413, `Content too large for the hub: ${error.message}`);
-    case "no_responders":
-      return error;
-  }
 }

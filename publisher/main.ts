@@ -5,6 +5,14 @@
  */
 
 import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
+import {
+  DEFAULT_COMMAND_TIMEOUT,
+  DEFAULT_MAX_BATCH_COMMANDS,
+  DEFAULT_MAX_PRESENCE_USERS,
+  DEFAULT_PRESENCE_TIMEOUT,
+} from "./api.ts";
+import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
+import { DEFAULT_MAX_CHANNEL_LENGTH, MAX_CARRIED_CHANNEL_LENGTH } from "../shared/address.ts";
 import { openBus } from "../shared/open_bus.ts";
 import type { Bus } from "../shared/bus.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -57,8 +65,50 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-content-bytes": {
     type: "string",
     arg: "N",
-    help: "largest content, in UTF-8 bytes",
+    help: "largest content (and /api/publish data, as JSON), in UTF-8 bytes",
     default: String(DEFAULT_MAX_CONTENT_BYTES),
+  },
+  "max-body-bytes": {
+    type: "string",
+    arg: "N",
+    help: "largest JSON body of a server-API call (/api/...), a batch's included",
+    default: String(DEFAULT_MAX_BODY_BYTES),
+  },
+  "max-json-depth": {
+    type: "string",
+    arg: "N",
+    help: "deepest nesting of arrays and objects in a server-API body",
+    default: String(DEFAULT_MAX_JSON_DEPTH),
+  },
+  "max-batch-commands": {
+    type: "string",
+    arg: "N",
+    help: "commands one /api/batch may hold",
+    default: String(DEFAULT_MAX_BATCH_COMMANDS),
+  },
+  "max-presence-users": {
+    type: "string",
+    arg: "N",
+    help: "users one /api/presence answer lists at most",
+    default: String(DEFAULT_MAX_PRESENCE_USERS),
+  },
+  "max-channel-length": {
+    type: "string",
+    arg: "N",
+    help: `longest channel name accepted, at most ${MAX_CARRIED_CHANNEL_LENGTH}`,
+    default: `${DEFAULT_MAX_CHANNEL_LENGTH}, capped at ${MAX_CARRIED_CHANNEL_LENGTH}`,
+  },
+  "presence-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "how long presence, presence_stats and info wait for the pusher workers' replies",
+    default: String(DEFAULT_PRESENCE_TIMEOUT),
+  },
+  "command-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "how long subscribe, unsubscribe and disconnect wait for the pusher workers' replies",
+    default: String(DEFAULT_COMMAND_TIMEOUT),
   },
   "shutdown-timeout": {
     type: "string",
@@ -83,6 +133,16 @@ interface PublisherConfig {
   maxContentBytes: number;
   maxFrameBytes: number;
   shutdownTimeout: number;
+  /** The server API's limits, handed to the handler as they are. */
+  api: {
+    maxBodyBytes: number;
+    maxJsonDepth: number;
+    maxBatchCommands: number;
+    maxPresenceUsers: number;
+    maxChannelLength: number;
+    presenceTimeout: number;
+    commandTimeout: number;
+  };
 }
 
 /** Serves the publish API until SIGINT or SIGTERM; returns the exit code. */
@@ -102,8 +162,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     logger = createLogger("publisher", { level: logLevelFlag(flags) });
     config = readConfig(flags);
     bus = openPublisherBus(config, logger);
-    const { publishTimeout, maxContentBytes, apiKey } = config;
-    server = listen(config, createPublishHandler({ bus, publishTimeout, maxContentBytes, apiKey, logger }), logger);
+    const { publishTimeout, maxContentBytes, apiKey, api } = config;
+    const handler = createPublishHandler({ bus, publishTimeout, maxContentBytes, apiKey, logger, ...api });
+    server = listen(config, handler, logger);
   } catch (error) {
     logger.error((error as Error).message);
     await bus?.close();
@@ -141,6 +202,15 @@ function readConfig(flags: FlagValues): PublisherConfig {
     maxContentBytes: positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES),
     shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT),
     maxFrameBytes: hubMaxFrameBytesFlag(flags),
+    api: {
+      maxBodyBytes: positiveIntFlag(flags, "max-body-bytes", DEFAULT_MAX_BODY_BYTES),
+      maxJsonDepth: positiveIntFlag(flags, "max-json-depth", DEFAULT_MAX_JSON_DEPTH),
+      maxBatchCommands: positiveIntFlag(flags, "max-batch-commands", DEFAULT_MAX_BATCH_COMMANDS),
+      maxPresenceUsers: positiveIntFlag(flags, "max-presence-users", DEFAULT_MAX_PRESENCE_USERS),
+      maxChannelLength: positiveIntFlag(flags, "max-channel-length", DEFAULT_MAX_CHANNEL_LENGTH),
+      presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),
+      commandTimeout: durationFlag(flags, "command-timeout", DEFAULT_COMMAND_TIMEOUT, { min: 1 }),
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 /**
- * The publisher's Prometheus metrics: requests by status, publishes by
- * target, deliveries, publish latency, and the state of the hub link.
+ * The publisher's Prometheus metrics: requests by status, server-API calls
+ * by method and status, publishes by target, deliveries, publish latency,
+ * and the state of the hub link.
  *
  * @module
  */
@@ -11,8 +12,11 @@ import { type Counter, type Histogram, Registry, renderPrometheus } from "../sha
 /** What the metrics and `/healthz` read of the bus link: whether it is up, and how often it came back. */
 export type HubLink = Pick<Bus, "connected" | "reconnects">;
 
-/** Where a publish went: every pusher, or one connection. */
-export type PublishTargetKind = "broadcast" | "connection";
+/** Where a publish went: every pusher, one connection, a channel's members, or a user's connections. */
+export type PublishTargetKind = "broadcast" | "connection" | "channel" | "user";
+
+/** The series of `publisher_publishes_total` that exist from the start. */
+const PUBLISH_TARGETS: readonly PublishTargetKind[] = ["broadcast", "connection", "channel", "user"];
 
 /** Buckets of `publisher_publish_duration_seconds`, in seconds. */
 export const PUBLISH_DURATION_BUCKETS: readonly number[] = [
@@ -58,6 +62,7 @@ export class PublisherMetrics {
   readonly #registry: Registry;
   readonly #requests: Counter;
   readonly #publishes: Counter;
+  readonly #apiCalls: Counter;
   readonly #deliveries: Counter;
   readonly #duration: Histogram;
   readonly #reconnects: Counter;
@@ -77,6 +82,11 @@ export class PublisherMetrics {
       help: "Publishes the hub acknowledged and answered 200, by target",
       labels: ["target"],
     });
+    this.#apiCalls = registry.counter({
+      name: "publisher_api_calls_total",
+      help: "Server-API calls (POST /api/<method>, and each command of a batch), by method and status code",
+      labels: ["method", "code"],
+    });
     this.#deliveries = registry.counter({
       name: "publisher_deliveries_total",
       help: "Pusher workers reached by successful publishes (the sum of X-Pushers-Reached)",
@@ -93,7 +103,7 @@ export class PublisherMetrics {
       help: "Times the link to the hub came back after it was up once",
     });
     // Series that exist from the start, so that rates work from the first scrape.
-    for (const target of ["broadcast", "connection"] satisfies PublishTargetKind[]) this.#publishes.inc(0, target);
+    for (const target of PUBLISH_TARGETS) this.#publishes.inc(0, target);
     this.#deliveries.inc(0);
     this.#reconnects.inc(0);
   }
@@ -101,6 +111,14 @@ export class PublisherMetrics {
   /** Counts one answered request. */
   countRequest(status: number): void {
     this.#requests.inc(1, String(status));
+  }
+
+  /**
+   * Counts one server-API call of `method` answered with `code` (200, or
+   * its error's code); a batch counts once as `batch` and once per command.
+   */
+  countApiCall(method: string, code: number): void {
+    this.#apiCalls.inc(1, method, String(code));
   }
 
   /**

@@ -1,0 +1,177 @@
+/**
+ * The server API's methods but `batch`: each reads its parameters, publishes
+ * or asks the pusher workers over the bus, and returns its result, or throws
+ * a {@linkcode Rejection} with the status and reason of its error.
+ *
+ * Messages are built only with `shared/address.ts` ({@linkcode publishRoute},
+ * {@linkcode commandRoute}, {@linkcode presenceQuery}), which the pusher
+ * reads with the same module.
+ *
+ * @module
+ */
+
+import {
+  type CommandBody,
+  commandRoute,
+  type ConnectionAddress,
+  presenceQuery,
+  publishRoute,
+  toCommandReply,
+  type UserAddress,
+} from "../shared/address.ts";
+import { type Bus, BusError } from "../shared/bus.ts";
+import type { Json } from "../shared/json.ts";
+import type { Logger } from "../shared/log.ts";
+import type { PublisherMetrics, PublishTargetKind } from "./metrics.ts";
+import { type Params, readChannel, readDisconnect, readExclude, readTarget } from "./_api_params.ts";
+import { channelPresence, type Gathered, info, type Result, userCommand, userPresence } from "./_api_replies.ts";
+import { busRejection, Rejection } from "./_rejection.ts";
+
+/** The methods of `POST /api/<method>`, `batch` included. */
+export const API_METHODS = [
+  "publish",
+  "subscribe",
+  "unsubscribe",
+  "disconnect",
+  "presence",
+  "presence_stats",
+  "info",
+  "batch",
+] as const;
+
+/** A method of the server API. */
+export type ApiMethod = typeof API_METHODS[number];
+
+/** A method that a `batch` runs: every one but `batch`. */
+export type SingleMethod = Exclude<ApiMethod, "batch">;
+
+/** What the methods need: the handler's options, defaults filled in. */
+export interface ApiMethodsDeps {
+  bus: Bus;
+  logger: Logger;
+  metrics: PublisherMetrics;
+  now: () => number;
+  /** How long a publish waits for the bus to take it, in milliseconds. */
+  publishTimeout: number;
+  /** How long presence and info wait for the workers' replies, in milliseconds. */
+  presenceTimeout: number;
+  /** How long a subscribe, unsubscribe or disconnect waits for the workers' replies, in milliseconds. */
+  commandTimeout: number;
+  /** Largest `data` of a publish, in UTF-8 bytes of its JSON (of the string itself for a string). */
+  maxContentBytes: number;
+  /** Users a presence answer lists at most. */
+  maxPresenceUsers: number;
+  /** Longest channel name. */
+  maxChannelLength: number;
+}
+
+const utf8 = new TextEncoder();
+
+/** A stale connection address: the same words as the GET API's. */
+function staleWorker(workerId: string): Rejection {
+  return new Rejection(404, `No pusher worker ${workerId} is connected: the address is stale or wrong`, {
+    logReason: "No pusher worker is connected: the address is stale or wrong",
+  });
+}
+
+/** Each method but `batch`, by name: parameters in, result out. */
+export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: Params) => Promise<Result>> {
+  const { bus, logger, metrics, now, maxChannelLength } = deps;
+
+  /** Asks the workers on `subject`; nobody there is no error but no replies. */
+  async function gather(subject: string, data: Json, timeout: number): Promise<Gathered> {
+    try {
+      const gathered = await bus.request(subject, data, { timeout });
+      if (gathered.expected !== null && gathered.replies.length < gathered.expected) {
+        logger.info("some pusher workers did not answer in time", {
+          subject,
+          answered: gathered.replies.length,
+          expected: gathered.expected,
+          timeout,
+        });
+      }
+      return gathered;
+    } catch (error) {
+      if (error instanceof BusError && error.code === "no_responders") return { replies: [], expected: 0 };
+      throw busRejection(error);
+    }
+  }
+
+  async function publish(params: Params): Promise<Result> {
+    const started = now();
+    const address = readTarget(params, ["channel", "user", "connection", "everyone"], maxChannelLength);
+    if (!("data" in params)) throw new Rejection(400, "Missing data: pass data, any JSON value");
+    const data = params.data!;
+    const bytes = utf8.encode(typeof data === "string" ? data : JSON.stringify(data)).length;
+    if (bytes > deps.maxContentBytes) {
+      throw new Rejection(413, `Data too large: ${bytes} bytes, the limit is ${deps.maxContentBytes}`);
+    }
+    const route = publishRoute(address, data, readExclude(params));
+    let reached: number | null;
+    try {
+      // A copy, as the route's data (a type alias) is Json but not mutable as one.
+      ({ reached } = await bus.publish(route.subject, { ...route.data }, { timeout: deps.publishTimeout }));
+    } catch (error) {
+      throw busRejection(error);
+    }
+    if (reached === 0 && address.kind === "connection") throw staleWorker(address.workerId);
+    const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
+    metrics.countPublish(target, reached, (now() - started) / 1000);
+    return { workers_reached: reached };
+  }
+
+  /** Sends `command` to a user's connections or to one connection, and says to how many it applied. */
+  async function command(params: Params, body: CommandBody): Promise<Result> {
+    const address = readTarget(params, ["user", "connection"], maxChannelLength) as UserAddress | ConnectionAddress;
+    const route = commandRoute(address, body);
+    const gathered = await gather(route.subject, { ...route.data }, deps.commandTimeout);
+    if (address.kind === "user") return userCommand(gathered);
+    return oneConnection(address, gathered);
+  }
+
+  function oneConnection(address: ConnectionAddress, gathered: Gathered): Result {
+    const { workerId, connectionId } = address;
+    if (gathered.expected === 0) throw staleWorker(workerId);
+    const first = gathered.replies[0];
+    if (first === undefined) {
+      throw new Rejection(504, `Pusher worker ${workerId} did not answer within ${deps.commandTimeout} ms`);
+    }
+    const reply = toCommandReply(first);
+    if (reply === null) throw new Rejection(502, `Pusher worker ${workerId} answered with an unknown reply`);
+    if (reply.ok) return { connections: 1, workers_reached: 1 };
+    if (reply.error === "no such connection") {
+      throw new Rejection(404, `No connection ${connectionId} on pusher worker ${workerId}: it is gone`, {
+        logReason: "No such connection on its pusher worker: it is gone",
+      });
+    }
+    // The worker's own limits, per connection or per worker.
+    if (reply.error.startsWith("Too many channels")) throw new Rejection(429, reply.error);
+    throw new Rejection(422, reply.error);
+  }
+
+  return {
+    publish,
+    subscribe: (params) => command(params, { cmd: "subscribe", channel: readChannel(params, maxChannelLength) }),
+    unsubscribe: (params) => command(params, { cmd: "unsubscribe", channel: readChannel(params, maxChannelLength) }),
+    disconnect: (params) => command(params, { cmd: "disconnect", ...readDisconnect(params) }),
+    async presence(params) {
+      const address = readTarget(params, ["channel", "user"], maxChannelLength);
+      if (address.kind === "channel") {
+        const query = presenceQuery({ q: "channel", channel: address.channel });
+        const gathered = await gather(query.subject, { ...query.data }, deps.presenceTimeout);
+        return channelPresence(gathered, deps.maxPresenceUsers, true);
+      }
+      const query = presenceQuery({ q: "user", user: (address as UserAddress).user });
+      return userPresence(await gather(query.subject, { ...query.data }, deps.presenceTimeout));
+    },
+    async presence_stats(params) {
+      const query = presenceQuery({ q: "channel", channel: readChannel(params, maxChannelLength) });
+      const gathered = await gather(query.subject, { ...query.data }, deps.presenceTimeout);
+      return channelPresence(gathered, deps.maxPresenceUsers, false);
+    },
+    async info() {
+      const query = presenceQuery({ q: "info" });
+      return info(await gather(query.subject, { ...query.data }, deps.presenceTimeout));
+    },
+  };
+}

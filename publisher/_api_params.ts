@@ -1,0 +1,151 @@
+/**
+ * Reading the parameters of a server-API call: who it is for (a channel, a
+ * user, one connection, everyone), a channel name, a connection to skip,
+ * a disconnect's code and reason. What does not fit is refused with a
+ * {@linkcode Rejection} that names the parameter: 400 for a missing or
+ * malformed one, 422 for a channel or user name the bus cannot carry.
+ *
+ * @module
+ */
+
+import {
+  channelNameError,
+  type ConnectionAddress,
+  type Exclude,
+  isDisconnectCode,
+  MAX_CARRIED_USER_LENGTH,
+  MAX_CLOSE_REASON_BYTES,
+  type PushAddress,
+  type UserAddress,
+  WORKER_ID_PATTERN,
+} from "../shared/address.ts";
+import type { Json } from "../shared/json.ts";
+import { Rejection } from "./_rejection.ts";
+
+/** A call's parameters: the JSON object of its body, or of its entry in a batch. */
+export type Params = { readonly [key: string]: Json };
+
+/** The kinds of {@linkcode PushAddress} a method accepts. */
+export type TargetKind = PushAddress["kind"];
+
+const TARGET_WORDS: Readonly<Record<TargetKind, string>> = {
+  channel: "channel",
+  user: "user",
+  connection: "worker_id with connection_id",
+  everyone: "nothing (everyone)",
+};
+
+/**
+ * Who a call is for, of the `kinds` it accepts: `channel`, `user`, or
+ * `worker_id` with `connection_id`; with none of them, everyone when
+ * `kinds` has `everyone`. Only the parameters of accepted kinds are read:
+ * `subscribe`'s `channel` is not its target.
+ *
+ * @throws {Rejection} 400 for no target, more than one, or a malformed
+ * connection address; 422 for a bad channel or user name.
+ */
+export function readTarget(params: Params, kinds: readonly TargetKind[], maxChannelLength: number): PushAddress {
+  const given: TargetKind[] = [];
+  if (kinds.includes("channel") && params.channel !== undefined) given.push("channel");
+  if (kinds.includes("user") && params.user !== undefined) given.push("user");
+  if (kinds.includes("connection") && (params.worker_id !== undefined || params.connection_id !== undefined)) {
+    given.push("connection");
+  }
+  const words = kinds.map((kind) => TARGET_WORDS[kind]);
+  const choices = words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} or ${words.at(-1)}`;
+  if (given.length > 1) throw new Rejection(400, `Ambiguous target: pass one of ${choices}`);
+  switch (given[0]) {
+    case "channel":
+      return { kind: "channel", channel: readChannel(params, maxChannelLength) };
+    case "user":
+      return readUser(params);
+    case "connection":
+      return readConnection(params);
+  }
+  if (kinds.includes("everyone")) return { kind: "everyone" };
+  throw new Rejection(400, `Missing target: pass ${choices}`);
+}
+
+/**
+ * The `channel` parameter, a valid channel name.
+ *
+ * @throws {Rejection} 400 when it is missing, 422 when it is not a valid name.
+ */
+export function readChannel(params: Params, maxChannelLength: number): string {
+  const channel = params.channel;
+  if (channel === undefined) throw new Rejection(400, "Missing channel: pass a channel name");
+  const error = channelNameError(channel, maxChannelLength);
+  if (error !== null) throw new Rejection(422, error);
+  return channel as string;
+}
+
+function readUser(params: Params): UserAddress {
+  const user = params.user;
+  if (typeof user !== "string" || user === "") {
+    throw new Rejection(422, "Invalid user: expected a non-empty string");
+  }
+  if (user.length > MAX_CARRIED_USER_LENGTH) {
+    throw new Rejection(422, `Invalid user: ${user.length} characters, over the limit of ${MAX_CARRIED_USER_LENGTH}`);
+  }
+  return { kind: "user", user };
+}
+
+/**
+ * `worker_id` and `connection_id` together, as one connection's address.
+ *
+ * @throws {Rejection} 400 when one is missing or malformed.
+ */
+function readConnection(params: Params, prefix = ""): ConnectionAddress {
+  const workerId = params.worker_id;
+  const connectionId = params.connection_id;
+  if (workerId === undefined || connectionId === undefined) {
+    throw new Rejection(400, `Incomplete ${prefix}address: worker_id and connection_id go together`);
+  }
+  if (typeof workerId !== "string" || !WORKER_ID_PATTERN.test(workerId)) {
+    throw new Rejection(400, `Invalid ${prefix}worker_id: expected a worker id, 16 lowercase hex digits`);
+  }
+  if (typeof connectionId !== "number" || !Number.isSafeInteger(connectionId) || connectionId < 1) {
+    throw new Rejection(400, `Invalid ${prefix}connection_id: expected a connection id, a positive integer`);
+  }
+  return { kind: "connection", workerId, connectionId };
+}
+
+/**
+ * The optional `exclude` parameter: `{worker_id, connection_id}`, the one
+ * connection a publish skips.
+ *
+ * @throws {Rejection} 400 when it is not an object with both, well formed.
+ */
+export function readExclude(params: Params): Exclude | undefined {
+  const exclude = params.exclude;
+  if (exclude === undefined) return undefined;
+  if (typeof exclude !== "object" || exclude === null || Array.isArray(exclude)) {
+    throw new Rejection(400, "Invalid exclude: expected an object with worker_id and connection_id");
+  }
+  const address = readConnection(exclude, "exclude ");
+  return { worker_id: address.workerId, connection_id: address.connectionId };
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * A disconnect's optional `code` (1000, 3000-3999 or 4000-4999) and
+ * `reason` (at most 123 UTF-8 bytes), as the command carries them: absent
+ * ones stay absent and the pusher uses its defaults (4000, "disconnected by
+ * the server").
+ *
+ * @throws {Rejection} 400 for a code or reason out of bounds.
+ */
+export function readDisconnect(params: Params): { code?: number; reason?: string } {
+  const { code, reason } = params;
+  if (code !== undefined && (typeof code !== "number" || !isDisconnectCode(code))) {
+    throw new Rejection(400, "Invalid code: expected 1000, 3000-3999 or 4000-4999");
+  }
+  if (reason !== undefined && typeof reason !== "string") {
+    throw new Rejection(400, "Invalid reason: expected a string");
+  }
+  if (reason !== undefined && utf8.encode(reason).length > MAX_CLOSE_REASON_BYTES) {
+    throw new Rejection(400, `Invalid reason: over ${MAX_CLOSE_REASON_BYTES} UTF-8 bytes`);
+  }
+  return { ...(code === undefined ? {} : { code }), ...(reason === undefined ? {} : { reason }) };
+}

@@ -1,0 +1,98 @@
+/**
+ * Summing the pusher workers' replies to a request (presence, info, a
+ * command for a user) into one server-API result, and saying when some
+ * workers did not answer in time. Pure: no bus, no clock.
+ *
+ * @module
+ */
+
+import { toChannelPresence, toUserCommandReply, toWorkerInfo, type WorkerInfo } from "../shared/address.ts";
+import type { Json } from "../shared/json.ts";
+
+/** A result object of the server API. */
+export type Result = { [key: string]: Json };
+
+/** The replies a request gathered, and how many workers it reached (null when the bus cannot count). */
+export interface Gathered {
+  readonly replies: readonly Json[];
+  readonly expected: number | null;
+}
+
+/**
+ * `workers_reached` (the workers that answered), and when fewer answered
+ * than the request reached, `partial: true` with `workers_answered` and
+ * `workers_expected`.
+ */
+export function reachOf(gathered: Gathered): Result {
+  const answered = gathered.replies.length;
+  const { expected } = gathered;
+  if (expected === null || answered >= expected) return { workers_reached: answered };
+  return { workers_reached: answered, partial: true, workers_answered: answered, workers_expected: expected };
+}
+
+/**
+ * A channel's presence: `num_clients` summed over the workers, `num_users`
+ * the distinct users of their lists, and, with `listUsers`, those users
+ * (sorted, at most `maxUsers`). `users_truncated: true` says a list was cut
+ * (a worker's at its own limit, or the union at `maxUsers`): `num_users`
+ * then counts only the users listed by the workers.
+ */
+export function channelPresence(gathered: Gathered, maxUsers: number, listUsers: boolean): Result {
+  let clients = 0;
+  let truncated = false;
+  const users = new Set<string>();
+  for (const reply of gathered.replies) {
+    const presence = toChannelPresence(reply);
+    if (!presence) continue;
+    clients += presence.clients;
+    if (presence.truncated) truncated = true;
+    for (const user of presence.users) users.add(user);
+  }
+  const result: Result = { num_clients: clients, num_users: users.size };
+  if (listUsers) {
+    const listed = [...users].sort();
+    if (listed.length > maxUsers) truncated = true;
+    result.users = listed.slice(0, maxUsers);
+  }
+  if (truncated) result.users_truncated = true;
+  return { ...result, ...reachOf(gathered) };
+}
+
+/** A user's presence: `online` and its `connections` summed over the workers. */
+export function userPresence(gathered: Gathered): Result {
+  const connections = sumConnections(gathered);
+  return { online: connections > 0, connections, ...reachOf(gathered) };
+}
+
+/** How many connections a command for a user was applied to, summed over the workers. */
+export function userCommand(gathered: Gathered): Result {
+  return { connections: sumConnections(gathered), ...reachOf(gathered) };
+}
+
+/**
+ * Every worker's counts, sorted by worker id, and their totals. A user or a
+ * channel on two workers counts in each, so the totals of `users` and
+ * `channels` are sums over the workers, not distinct counts.
+ */
+export function info(gathered: Gathered): Result {
+  const workers: WorkerInfo[] = [];
+  for (const reply of gathered.replies) {
+    const worker = toWorkerInfo(reply);
+    if (worker) workers.push(worker);
+  }
+  workers.sort((a, b) => a.worker_id < b.worker_id ? -1 : a.worker_id > b.worker_id ? 1 : 0);
+  const total = (field: "connections" | "users" | "channels") => workers.reduce((sum, w) => sum + w[field], 0);
+  return {
+    workers,
+    connections: total("connections"),
+    users: total("users"),
+    channels: total("channels"),
+    ...reachOf(gathered),
+  };
+}
+
+function sumConnections(gathered: Gathered): number {
+  let connections = 0;
+  for (const reply of gathered.replies) connections += toUserCommandReply(reply)?.connections ?? 0;
+  return connections;
+}

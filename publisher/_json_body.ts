@@ -1,0 +1,90 @@
+/**
+ * Reading the JSON body of a server-API call: `application/json` only,
+ * bounded in bytes before it is read whole and in nesting before it is
+ * parsed, valid UTF-8, an object.
+ *
+ * @module
+ */
+
+import type { Json } from "../shared/json.ts";
+import { readBody } from "./form.ts";
+import { Rejection } from "./_rejection.ts";
+
+/** Largest JSON body by default, in bytes. */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** Deepest nesting of arrays and objects in a JSON body by default; the body's own object is level 1. */
+export const DEFAULT_MAX_JSON_DEPTH = 32;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Reads `req`'s body as a JSON object.
+ *
+ * @throws {Rejection} 415 for a content type other than `application/json`,
+ * 413 over `maxBodyBytes`, 400 for a body that is not UTF-8, nests deeper
+ * than `maxDepth`, does not parse, or is not an object.
+ */
+export async function readJsonBody(
+  req: Request,
+  limits: { maxBodyBytes: number; maxDepth: number },
+): Promise<{ [key: string]: Json }> {
+  const contentType = req.headers.get("content-type") ?? "";
+  const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  if (mediaType !== "application/json") {
+    throw new Rejection(415, `Unsupported content type: ${mediaType || "none"}; send application/json`);
+  }
+  const bytes = await readBody(req, limits.maxBodyBytes);
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw new Rejection(400, "Invalid JSON: the body is not UTF-8");
+  }
+  const depth = jsonDepth(text);
+  if (depth > limits.maxDepth) {
+    throw new Rejection(400, `Invalid JSON: nested ${depth} levels deep, the limit is ${limits.maxDepth}`);
+  }
+  let body: Json;
+  try {
+    body = JSON.parse(text);
+  } catch (error) {
+    throw new Rejection(400, `Invalid JSON: ${(error as SyntaxError).message}`);
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new Rejection(400, "Invalid JSON: the body must be an object");
+  }
+  return body;
+}
+
+/**
+ * The deepest nesting of `[` and `{` in JSON text, outside strings, read
+ * before parsing so that a deep body costs a scan and not a parse. Text that
+ * is not JSON gets a number all the same; the parser refuses it later.
+ *
+ * @example
+ * ```ts
+ * import { jsonDepth } from "./_json_body.ts";
+ *
+ * jsonDepth('{"a":[1,{"b":"[["}]}'); // 3
+ * ```
+ */
+export function jsonDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // a backslash: the next character is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > deepest) deepest = depth;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return deepest;
+}

@@ -1,0 +1,183 @@
+/**
+ * The publisher's server API (Centrifugo-shaped): `POST /api/<method>` with
+ * a JSON object body, answered `{"result":{...}}` or
+ * `{"error":{"code":N,"message":"..."}}` with HTTP status N. `batch` runs
+ * many calls in one request and answers `{"replies":[...]}`, in order.
+ *
+ * The methods themselves are in `_api_methods.ts`; this file reads the
+ * request (key, body), dispatches, runs batches and writes the JSON.
+ *
+ * @module
+ */
+
+import type { Json } from "../shared/json.ts";
+import type { Logger } from "../shared/log.ts";
+import { checkApiKey } from "./_api_key.ts";
+import { API_METHODS, type ApiMethod, apiMethods, type ApiMethodsDeps, type SingleMethod } from "./_api_methods.ts";
+import type { Params } from "./_api_params.ts";
+import { readJsonBody } from "./_json_body.ts";
+import { parseUrlEncoded } from "./form.ts";
+import { Rejection } from "./_rejection.ts";
+
+export { API_METHODS, type ApiMethod } from "./_api_methods.ts";
+
+/** Commands a batch holds at most by default. */
+export const DEFAULT_MAX_BATCH_COMMANDS = 1000;
+
+/** How long presence and info wait for the workers' replies by default, in milliseconds. */
+export const DEFAULT_PRESENCE_TIMEOUT = 1000;
+
+/** How long a subscribe, unsubscribe or disconnect waits for the workers' replies by default, in milliseconds. */
+export const DEFAULT_COMMAND_TIMEOUT = 1000;
+
+/** Users a presence answer lists at most by default. */
+export const DEFAULT_MAX_PRESENCE_USERS = 1000;
+
+/**
+ * Commands of one batch in flight at once: enough to overlap their waits on
+ * the bus, few enough that one batch does not open a thousand reply inboxes.
+ */
+export const BATCH_CONCURRENCY = 64;
+
+/** The `content-type` of every server-API answer. */
+export const JSON_CONTENT_TYPE = "application/json";
+
+/** What {@linkcode createApi} needs. */
+export interface ApiDeps extends ApiMethodsDeps {
+  /** The key every call must present; undefined: none. */
+  apiKey: string | undefined;
+  /** Largest body, in bytes. */
+  maxBodyBytes: number;
+  /** Deepest nesting of the body's JSON. */
+  maxJsonDepth: number;
+  /** Commands a batch holds at most. */
+  maxBatchCommands: number;
+  /** Headers of every answer (CORS). */
+  headers: Readonly<Record<string, string>>;
+  logger: Logger;
+}
+
+/**
+ * Creates the answer of `POST /api/<method>`: checks the API key (before
+ * the body is read), reads the JSON body, runs the method and answers 200
+ * `{"result":{...}}` (`{"replies":[...]}` for `batch`). A refusal is thrown
+ * as a {@linkcode Rejection}, for the caller to answer with
+ * {@linkcode apiError}. Each call, and each command of a batch, is counted
+ * in the metrics by method and status code.
+ */
+export function createApi(deps: ApiDeps): (method: ApiMethod, req: Request, url: URL) => Promise<Response> {
+  const methods = apiMethods(deps);
+  const { metrics, logger } = deps;
+
+  async function batch(body: Params): Promise<Json> {
+    const commands = body.commands;
+    if (!Array.isArray(commands)) {
+      throw new Rejection(400, 'Invalid commands: expected an array of {"<method>": {params}} objects');
+    }
+    if (commands.length > deps.maxBatchCommands) {
+      throw new Rejection(413, `Too many commands: ${commands.length}, the limit is ${deps.maxBatchCommands}`);
+    }
+    const replies = await mapConcurrently(commands, BATCH_CONCURRENCY, async (command): Promise<Json> => {
+      let method: SingleMethod | undefined;
+      try {
+        let params: Params;
+        [method, params] = readCommand(command);
+        const result = await methods[method](params);
+        metrics.countApiCall(method, 200);
+        return { result };
+      } catch (error) {
+        const status = error instanceof Rejection ? error.status : 500;
+        if (method !== undefined) metrics.countApiCall(method, status);
+        if (error instanceof Rejection) return errorBody(status, error.message);
+        logger.error("batch command failed", { method, error: String(error) });
+        return errorBody(500, "Internal error");
+      }
+    });
+    return { replies };
+  }
+
+  return async (method, req, url) => {
+    let status = 500;
+    try {
+      // Before the body: a caller without the key does not get it read.
+      checkApiKey(req, parseUrlEncoded(url.search.slice(1), "query"), deps.apiKey);
+      const body = await readJsonBody(req, { maxBodyBytes: deps.maxBodyBytes, maxDepth: deps.maxJsonDepth });
+      const answer = method === "batch" ? await batch(body) : { result: await methods[method](body) };
+      status = 200;
+      return json(200, answer, deps.headers);
+    } catch (error) {
+      if (error instanceof Rejection) status = error.status;
+      throw error;
+    } finally {
+      metrics.countApiCall(method, status);
+    }
+  };
+}
+
+/**
+ * One command of a batch: an object with one key, the method, whose value
+ * is its parameters.
+ *
+ * @throws {Rejection} 400 otherwise; `batch` cannot be nested.
+ */
+function readCommand(command: Json): [SingleMethod, Params] {
+  if (typeof command !== "object" || command === null || Array.isArray(command)) {
+    throw new Rejection(400, 'Invalid command: expected an object {"<method>": {params}}');
+  }
+  const keys = Object.keys(command);
+  if (keys.length !== 1) {
+    throw new Rejection(400, `Invalid command: expected one method, got ${keys.length} keys`);
+  }
+  const method = keys[0]!;
+  if (method === "batch" || !(API_METHODS as readonly string[]).includes(method)) {
+    throw new Rejection(404, `Unknown method: ${method.slice(0, 64)}; use one of ${singleMethods()}`);
+  }
+  const params = command[method];
+  if (typeof params !== "object" || params === null || Array.isArray(params)) {
+    throw new Rejection(400, `Invalid ${method} parameters: expected an object`);
+  }
+  return [method as SingleMethod, params];
+}
+
+function singleMethods(): string {
+  return API_METHODS.filter((method) => method !== "batch").join(", ");
+}
+
+/**
+ * The answer to a refused server-API call: `{"error":{"code":N,"message":"..."}}`
+ * with status N and the refusal's headers.
+ */
+export function apiError(status: number, message: string, headers: Readonly<Record<string, string>>): Response {
+  return json(status, errorBody(status, message), headers);
+}
+
+/** The reason of a 404 under `/api/`: the method is unknown. */
+export function unknownMethod(pathname: string): string {
+  const name = pathname.slice("/api/".length);
+  return `Unknown method: ${name.slice(0, 64)}; use one of ${API_METHODS.join(", ")}`;
+}
+
+function errorBody(code: number, message: string): Json {
+  return { error: { code, message } };
+}
+
+function json(status: number, body: Json, headers: Readonly<Record<string, string>>): Response {
+  const response = new Response(JSON.stringify(body), { status });
+  for (const [name, value] of Object.entries(headers)) response.headers.set(name, value);
+  response.headers.set("content-type", JSON_CONTENT_TYPE);
+  return response;
+}
+
+/** Maps `items` with `fn`, at most `limit` at once; the results keep the items' order. */
+async function mapConcurrently<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return results;
+}

@@ -1,0 +1,493 @@
+import assert from "node:assert/strict";
+import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
+import { jsonDepth } from "./_json_body.ts";
+import { PublisherMetrics } from "./metrics.ts";
+import { Pusher } from "../pusher/pusher.ts";
+import { type FakeSocket, FakeTransport } from "../pusher/fake_transport.ts";
+import { newWorkerId, PRESENCE_SUBJECT } from "../shared/address.ts";
+import type { Json } from "../shared/json.ts";
+import { signJwt } from "../shared/jwt.ts";
+import { createLogger } from "../shared/log.ts";
+import { MemoryBroker } from "../shared/memory_bus.ts";
+
+// The server API (POST /api/<method>) over a memory broker, against real
+// pushers on fake transports: what the handler answers, and what each
+// pusher's sockets get.
+
+const SECRET = "api-test-secret";
+const BASE = "http://publisher.test";
+const silent = createLogger("test", { level: "error", sink: () => {} });
+
+/** A connection on one of the pushers, with its address. */
+interface Client {
+  socket: FakeSocket;
+  worker: string;
+  connection: number;
+}
+
+interface ClusterOptions extends Partial<Omit<PublishHandlerOptions, "bus">> {
+  /** Pushers on the broker. @default {2} */
+  pushers?: number;
+  /** The broker's message limit. @default {the broker's} */
+  maxMessageBytes?: number;
+}
+
+/** A publisher handler and `pushers` pushers on one memory broker. */
+function cluster(options: ClusterOptions = {}) {
+  const { pushers: count = 2, maxMessageBytes, ...handlerOptions } = options;
+  const broker = new MemoryBroker({ maxMessageBytes });
+  const pushers = Array.from({ length: count }, () => {
+    const transport = new FakeTransport();
+    const pusher = new Pusher({
+      workerId: newWorkerId(),
+      bus: broker.connect(),
+      transport,
+      tokenSecret: SECRET,
+      logger: silent,
+    });
+    return { pusher, transport };
+  });
+  const bus = broker.connect();
+  const handler = createPublishHandler({ bus, logger: silent, ...handlerOptions });
+  return {
+    broker,
+    pushers,
+    handler,
+    /** Connects user `user` to pusher `index`. */
+    async connect(index: number, user: string): Promise<Client> {
+      const { pusher, transport } = pushers[index]!;
+      const token = signJwt({ sub: user, exp: Math.floor(Date.now() / 1000) + 60 }, SECRET);
+      const socket = await transport.connect(pusher.handler, `/?token=${token}`);
+      if (socket instanceof Response) throw new Error(`Refused: ${socket.status} ${await socket.text()}`);
+      const match = /^workerID:([0-9a-f]{16}) connectionID:(\d+) connected\n$/.exec(socket.sent[0] ?? "");
+      assert.ok(match, "a greeting first");
+      return { socket, worker: match[1]!, connection: Number(match[2]) };
+    },
+    /** Calls `method` with `body` (JSON unless a string) and returns the status and the parsed answer. */
+    async call(method: string, body: Json | string, headers: Record<string, string> = {}) {
+      const response = await handler(
+        new Request(`${BASE}/api/${method}`, {
+          method: "POST",
+          body: typeof body === "string" ? body : JSON.stringify(body),
+          headers: { "content-type": "application/json", ...headers },
+        }),
+      );
+      assert.equal(response.headers.get("content-type"), "application/json");
+      assert.equal(response.headers.get("access-control-allow-origin"), "*");
+      return { status: response.status, body: await response.json(), headers: response.headers };
+    },
+    async [Symbol.asyncDispose]() {
+      for (const { pusher } of pushers) {
+        pusher.closeAll();
+        pusher.detach();
+      }
+      await bus.close();
+    },
+  };
+}
+
+/** Lets the bus hand over what was published. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** What a socket got after its greeting, taking it: the next call sees only newer frames. */
+function taken(client: Client): string[] {
+  const frames = client.socket.sent.splice(1);
+  return frames;
+}
+
+function exclusionOf(client: Client): { worker_id: string; connection_id: number } {
+  return { worker_id: client.worker, connection_id: client.connection };
+}
+
+Deno.test("api publish reaches exactly its target: a channel, a user, one connection, everyone, everyone but one", async () => {
+  await using c = cluster();
+  const alice0 = await c.connect(0, "alice");
+  const alice1 = await c.connect(1, "alice");
+  const bob1 = await c.connect(1, "bob");
+  const carol0 = await c.connect(0, "carol");
+  const all = [alice0, alice1, bob1, carol0];
+  for (const client of [alice0, bob1]) {
+    assert.equal((await c.call("subscribe", { channel: "news", ...exclusionOf(client) })).status, 200);
+  }
+  all.forEach(taken);
+
+  let answer = await c.call("publish", { channel: "news", data: { title: "hi" } });
+  assert.deepEqual(answer, { status: 200, body: { result: { workers_reached: 2 } }, headers: answer.headers });
+  await settle();
+  assert.deepEqual(all.map(taken), [['{"channel":"news","data":{"title":"hi"}}'], [], [
+    '{"channel":"news","data":{"title":"hi"}}',
+  ], []]);
+
+  answer = await c.call("publish", { user: "alice", data: "for alice" });
+  assert.deepEqual(answer.body, { result: { workers_reached: 2 } });
+  await settle();
+  assert.deepEqual(all.map(taken), [["for alice"], ["for alice"], [], []]);
+
+  answer = await c.call("publish", { worker_id: bob1.worker, connection_id: bob1.connection, data: [1, 2] });
+  assert.deepEqual(answer.body, { result: { workers_reached: 1 } });
+  await settle();
+  assert.deepEqual(all.map(taken), [[], [], ["[1,2]"], []]);
+
+  answer = await c.call("publish", { data: { n: 1 } });
+  assert.deepEqual(answer.body, { result: { workers_reached: 2 } });
+  await settle();
+  assert.deepEqual(all.map(taken), [['{"n":1}'], ['{"n":1}'], ['{"n":1}'], ['{"n":1}']]);
+
+  await c.call("publish", { data: "all but carol", exclude: exclusionOf(carol0) });
+  await c.call("publish", { channel: "news", data: 2, exclude: exclusionOf(alice0) });
+  await c.call("publish", { user: "alice", data: "alice but one", exclude: exclusionOf(alice1) });
+  await settle();
+  assert.deepEqual(all.map(taken), [
+    ["all but carol", "alice but one"],
+    ["all but carol"],
+    ["all but carol", '{"channel":"news","data":2}'],
+    [],
+  ]);
+
+  answer = await c.call("publish", { channel: "nobody.here", data: 1 });
+  assert.deepEqual(answer.body, { result: { workers_reached: 0 } }, "a channel without members is no error");
+});
+
+Deno.test("api subscribe and unsubscribe by user and by connection take effect, and say to how many connections", async () => {
+  await using c = cluster();
+  const alice0 = await c.connect(0, "alice");
+  const alice1 = await c.connect(1, "alice");
+  const bob0 = await c.connect(0, "bob");
+  const all = [alice0, alice1, bob0];
+
+  let answer = await c.call("subscribe", { channel: "news", user: "alice" });
+  assert.deepEqual(answer.body, { result: { connections: 2, workers_reached: 2 } });
+  answer = await c.call("subscribe", { channel: "news", worker_id: bob0.worker, connection_id: bob0.connection });
+  assert.deepEqual(answer.body, { result: { connections: 1, workers_reached: 1 } });
+  assert.deepEqual(all.map(taken), Array(3).fill(['{"subscribed":{"channel":"news"}}']));
+
+  await c.call("publish", { channel: "news", data: "one" });
+  await settle();
+  assert.deepEqual(all.map(taken), Array(3).fill(['{"channel":"news","data":"one"}']));
+
+  answer = await c.call("unsubscribe", { channel: "news", worker_id: alice1.worker, connection_id: alice1.connection });
+  assert.deepEqual(answer.body, { result: { connections: 1, workers_reached: 1 } });
+  answer = await c.call("unsubscribe", { channel: "news", user: "bob" });
+  assert.deepEqual(answer.body, { result: { connections: 1, workers_reached: 1 } });
+  assert.deepEqual(all.map(taken), [[], ['{"unsubscribed":{"channel":"news"}}'], [
+    '{"unsubscribed":{"channel":"news"}}',
+  ]]);
+  await c.call("publish", { channel: "news", data: "two" });
+  await settle();
+  assert.deepEqual(all.map(taken), [['{"channel":"news","data":"two"}'], [], []]);
+
+  answer = await c.call("subscribe", { channel: "news", user: "nobody" });
+  assert.deepEqual(answer.body, { result: { connections: 0, workers_reached: 0 } }, "a user offline is no error");
+});
+
+Deno.test("api disconnect closes one connection or every connection of a user, with the code and reason given", async () => {
+  await using c = cluster();
+  const alice0 = await c.connect(0, "alice");
+  const alice1 = await c.connect(1, "alice");
+  const bob0 = await c.connect(0, "bob");
+  let answer = await c.call("disconnect", { worker_id: bob0.worker, connection_id: bob0.connection });
+  assert.deepEqual(answer.body, { result: { connections: 1, workers_reached: 1 } });
+  assert.deepEqual(bob0.socket.closed, { code: 4000, reason: "disconnected by the server" });
+  assert.equal(alice0.socket.closed, null);
+
+  answer = await c.call("disconnect", { user: "alice", code: 4001, reason: "banned" });
+  assert.deepEqual(answer.body, { result: { connections: 2, workers_reached: 2 } });
+  assert.deepEqual([alice0.socket.closed, alice1.socket.closed], Array(2).fill({ code: 4001, reason: "banned" }));
+
+  answer = await c.call("disconnect", { user: "alice" });
+  assert.deepEqual(answer.body, { result: { connections: 0, workers_reached: 0 } });
+  answer = await c.call("disconnect", { user: "x", code: 1001 });
+  assert.deepEqual(answer.status, 400);
+  assert.match(answer.body.error.message, /^Invalid code: /);
+});
+
+Deno.test("api presence counts clients and users across pushers after joins, leaves and disconnects", async () => {
+  await using c = cluster();
+  const alice0 = await c.connect(0, "alice");
+  const alice1 = await c.connect(1, "alice");
+  const bob1 = await c.connect(1, "bob");
+  await c.connect(0, "carol");
+  const presence = async (params: Json) => (await c.call("presence", params)).body;
+  const stats = async (channel: string) => (await c.call("presence_stats", { channel })).body;
+
+  assert.deepEqual(await presence({ channel: "room" }), {
+    result: { num_clients: 0, num_users: 0, users: [], workers_reached: 2 },
+  });
+  for (const client of [alice0, alice1, bob1]) {
+    await c.call("subscribe", { channel: "room", worker_id: client.worker, connection_id: client.connection });
+  }
+  assert.deepEqual(await presence({ channel: "room" }), {
+    result: { num_clients: 3, num_users: 2, users: ["alice", "bob"], workers_reached: 2 },
+  });
+  assert.deepEqual(await stats("room"), { result: { num_clients: 3, num_users: 2, workers_reached: 2 } });
+  assert.deepEqual(await presence({ user: "alice" }), {
+    result: { online: true, connections: 2, workers_reached: 2 },
+  });
+
+  await c.call("unsubscribe", { channel: "room", user: "alice" });
+  assert.deepEqual(await stats("room"), { result: { num_clients: 1, num_users: 1, workers_reached: 2 } });
+  bob1.socket.drop();
+  assert.deepEqual(await stats("room"), { result: { num_clients: 0, num_users: 0, workers_reached: 2 } });
+  await c.call("disconnect", { user: "alice" });
+  assert.deepEqual(await presence({ user: "alice" }), {
+    result: { online: false, connections: 0, workers_reached: 2 },
+  });
+
+  const info = (await c.call("info", {})).body.result;
+  assert.equal(info.workers.length, 2);
+  assert.deepEqual(
+    info.workers.map((w: { worker_id: string }) => w.worker_id).sort(),
+    info.workers.map((
+      w: { worker_id: string },
+    ) => w.worker_id),
+  );
+  assert.deepEqual({ ...info, workers: undefined }, {
+    workers: undefined,
+    connections: 1,
+    users: 1,
+    channels: 0,
+    workers_reached: 2,
+  });
+});
+
+Deno.test("api presence lists at most maxPresenceUsers users and says it left some out", async () => {
+  await using c = cluster({ maxPresenceUsers: 2 });
+  for (const [i, user] of ["dave", "carol", "bob", "alice"].entries()) {
+    const client = await c.connect(i % 2, user);
+    await c.call("subscribe", { channel: "room", worker_id: client.worker, connection_id: client.connection });
+  }
+  assert.deepEqual((await c.call("presence", { channel: "room" })).body, {
+    result: { num_clients: 4, num_users: 4, users: ["alice", "bob"], users_truncated: true, workers_reached: 2 },
+  });
+});
+
+Deno.test("api presence with a silent worker answers within the timeout and says it is partial", async () => {
+  await using c = cluster({ presenceTimeout: 50 });
+  const alice = await c.connect(0, "alice");
+  await c.call("subscribe", { channel: "room", user: "alice" });
+  // A worker that takes presence requests and never answers: hung, or too busy.
+  c.broker.connect().subscribe(PRESENCE_SUBJECT, () => {});
+  const started = performance.now();
+  const answer = await c.call("presence_stats", { channel: "room" });
+  assert.ok(performance.now() - started < 1000, "answered within the bound");
+  assert.deepEqual(answer.body, {
+    result: {
+      num_clients: 1,
+      num_users: 1,
+      workers_reached: 2,
+      partial: true,
+      workers_answered: 2,
+      workers_expected: 3,
+    },
+  });
+  assert.equal(alice.socket.closed, null);
+  const info = (await c.call("info", {})).body.result;
+  assert.equal(info.partial, true);
+  assert.equal(info.workers.length, 2);
+});
+
+Deno.test("api answers a send to a gone connection or a gone worker with 404", async () => {
+  await using c = cluster();
+  const alice = await c.connect(0, "alice");
+  const gone = { worker_id: alice.worker, connection_id: alice.connection + 100 };
+  const staleWorker = { worker_id: "00000000deadbeef", connection_id: 1 };
+
+  let answer = await c.call("subscribe", { channel: "news", ...gone });
+  assert.deepEqual(answer.status, 404);
+  assert.deepEqual(answer.body, {
+    error: { code: 404, message: `No connection ${gone.connection_id} on pusher worker ${alice.worker}: it is gone` },
+  });
+  for (const method of ["subscribe", "unsubscribe", "disconnect", "publish"]) {
+    answer = await c.call(method, { ...(method === "publish" ? { data: 1 } : { channel: "news" }), ...staleWorker });
+    assert.deepEqual(answer.body, {
+      error: { code: 404, message: "No pusher worker 00000000deadbeef is connected: the address is stale or wrong" },
+    }, method);
+  }
+});
+
+Deno.test("api refuses what it cannot take, each with its status and a JSON reason", async () => {
+  await using c = cluster({ apiKey: "k3y", maxBodyBytes: 200, maxBatchCommands: 2, maxContentBytes: 10 });
+  const key: Record<string, string> = { authorization: "Bearer k3y" };
+  const refused = async (status: number, message: RegExp, method: string, body: Json | string, headers = key) => {
+    const answer = await c.call(method, body, headers);
+    assert.equal(answer.status, status, `${method} ${JSON.stringify(body)}`);
+    assert.equal(answer.body.error.code, status);
+    assert.match(answer.body.error.message, message);
+    return answer;
+  };
+  const unauthorized = await refused(401, /^Unauthorized: this publisher needs an API key/, "info", {}, {});
+  assert.equal(unauthorized.headers.get("www-authenticate"), "Bearer");
+  await refused(401, /^Unauthorized: wrong API key$/, "info", {}, { authorization: "Bearer nope" });
+  await refused(400, /^Invalid JSON: /, "publish", "{nope");
+  await refused(400, /^Invalid JSON: the body must be an object$/, "publish", "[]");
+  await refused(400, /^Invalid JSON: nested 33 levels deep, the limit is 32$/, "publish", "[".repeat(33));
+  await refused(413, /^Body too large: over the 200-byte limit$/, "publish", { data: "x".repeat(300) });
+  await refused(404, /^Unknown method: nope; use one of publish, /, "nope", {});
+  await refused(422, /^Invalid channel name: only letters/, "publish", { channel: "a b", data: 1 });
+  await refused(422, /^Invalid channel name: empty$/, "subscribe", { channel: "", user: "alice" });
+  await refused(400, /^Missing channel: /, "presence_stats", {});
+  await refused(400, /^Missing data: /, "publish", { channel: "news" });
+  await refused(413, /^Data too large: 12 bytes, the limit is 10$/, "publish", { data: "x".repeat(12) });
+  await refused(
+    400,
+    /^Ambiguous target: pass one of channel, user, worker_id with connection_id or nothing \(everyone\)$/,
+    "publish",
+    { channel: "news", user: "alice", data: 1 },
+  );
+  await refused(400, /^Missing target: pass user or worker_id with connection_id$/, "disconnect", {});
+  await refused(400, /^Incomplete address: /, "publish", { worker_id: "0123456789abcdef", data: 1 });
+  await refused(400, /^Invalid exclude worker_id: /, "publish", {
+    data: 1,
+    exclude: { worker_id: 1, connection_id: 1 },
+  });
+  await refused(413, /^Too many commands: 3, the limit is 2$/, "batch", { commands: [{}, {}, {}] });
+  await refused(400, /^Invalid commands: /, "batch", { commands: {} });
+
+  const wrongType = await c.handler(
+    new Request(`${BASE}/api/publish`, { method: "POST", body: "data=1", headers: { ...key } }),
+  );
+  assert.equal(wrongType.status, 415);
+  assert.match(
+    (await wrongType.json()).error.message,
+    /^Unsupported content type: text\/plain; send application\/json$/,
+  );
+
+  const get = await c.handler(new Request(`${BASE}/api/info`));
+  assert.equal(get.status, 405);
+  assert.equal(get.headers.get("allow"), "POST, OPTIONS");
+  assert.deepEqual(await get.json(), {
+    error: { code: 405, message: "Method GET not allowed: use POST with a JSON body" },
+  });
+
+  const preflight = await c.handler(new Request(`${BASE}/api/publish`, { method: "OPTIONS" }));
+  assert.equal(preflight.status, 204);
+  assert.equal(preflight.headers.get("access-control-allow-headers"), "Authorization, Content-Type");
+});
+
+Deno.test("api maps bus errors as the GET API does: 503 with retry-after while the bus is down, 413 over its limit", async () => {
+  await using c = cluster();
+  c.broker.down = true;
+  for (const [method, body] of [["publish", { data: 1 }], ["presence", { channel: "news" }]] as const) {
+    const answer = await c.call(method, body);
+    assert.equal(answer.status, 503);
+    assert.equal(answer.headers.get("retry-after"), "1");
+    assert.match(answer.body.error.message, /^Hub unavailable: /);
+  }
+  c.broker.down = false;
+  await using small = cluster({ maxMessageBytes: 100 });
+  const big = await small.call("publish", { data: "x".repeat(200) });
+  assert.equal(big.status, 413);
+  assert.match(big.body.error.message, /^Content too large for the hub: /);
+});
+
+Deno.test("api batch answers each command in order, results and errors mixed, and runs them all", async () => {
+  await using c = cluster({ maxBatchCommands: 10 });
+  const alice = await c.connect(0, "alice");
+  // Commands of a batch run concurrently: one that needs another's effect goes in an earlier call.
+  await c.call("subscribe", { channel: "news", user: "alice" });
+  const answer = await c.call("batch", {
+    commands: [
+      { unsubscribe: { channel: "sport", user: "alice" } },
+      { publish: { channel: "bad name", data: 1 } },
+      { publish: { channel: "news", data: "first" } },
+      { nope: {} },
+      { batch: { commands: [] } },
+      { presence_stats: { channel: "news" } },
+      { publish: "not an object" },
+      { publish: { user: "alice", data: "second" }, extra: 1 },
+      { disconnect: { worker_id: alice.worker, connection_id: alice.connection + 1 } },
+    ],
+  });
+  assert.equal(answer.status, 200);
+  assert.deepEqual(answer.body.replies, [
+    { result: { connections: 1, workers_reached: 1 } },
+    { error: { code: 422, message: "Invalid channel name: only letters, digits and _-.:@/= are allowed" } },
+    { result: { workers_reached: 1 } },
+    {
+      error: {
+        code: 404,
+        message: "Unknown method: nope; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
+          "presence_stats, info",
+      },
+    },
+    {
+      error: {
+        code: 404,
+        message: "Unknown method: batch; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
+          "presence_stats, info",
+      },
+    },
+    { result: { num_clients: 1, num_users: 1, workers_reached: 2 } },
+    { error: { code: 400, message: "Invalid publish parameters: expected an object" } },
+    { error: { code: 400, message: "Invalid command: expected one method, got 2 keys" } },
+    {
+      error: {
+        code: 404,
+        message: `No connection ${alice.connection + 1} on pusher worker ${alice.worker}: it is gone`,
+      },
+    },
+  ]);
+  await settle();
+  assert.deepEqual(taken(alice), ['{"subscribed":{"channel":"news"}}', '{"channel":"news","data":"first"}']);
+});
+
+Deno.test("GET and form publishes take channel= and to_user=, one address at a time", async () => {
+  await using c = cluster();
+  const alice0 = await c.connect(0, "alice");
+  const bob1 = await c.connect(1, "bob");
+  await c.call("subscribe", { channel: "news", user: "bob" });
+  taken(bob1);
+  let response = await c.handler(new Request(`${BASE}/?content=hello&channel=news`));
+  assert.equal(await response.text(), "ok");
+  assert.equal(response.headers.get("x-pushers-reached"), "1");
+  response = await c.handler(
+    new Request(`${BASE}/`, {
+      method: "POST",
+      body: "content=hi+alice&to_user=alice",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+    }),
+  );
+  assert.equal(await response.text(), "ok");
+  await settle();
+  assert.deepEqual([taken(alice0), taken(bob1)], [["hi alice"], ['{"channel":"news","data":"hello"}']]);
+
+  response = await c.handler(new Request(`${BASE}/?content=x&channel=news&to_user=alice`));
+  assert.equal(response.status, 400);
+  assert.equal(
+    await response.text(),
+    "Ambiguous address: pass one of channel, to_user, or to_worker_id with to_connection_id (none to broadcast)\n",
+  );
+  response = await c.handler(new Request(`${BASE}/?content=x&channel=a%20b`));
+  assert.equal(response.status, 422);
+  assert.equal(await response.text(), "Invalid channel name: only letters, digits and _-.:@/= are allowed\n");
+  response = await c.handler(new Request(`${BASE}/?content=x&to_user=nobody`));
+  assert.equal(await response.text(), "ok", "a user offline is no error");
+  assert.equal(response.headers.get("x-pushers-reached"), "0");
+});
+
+Deno.test("api calls are counted in /metrics by method and code, each batch command too", async () => {
+  const metrics = new PublisherMetrics({ connected: true, reconnects: 0 });
+  await using c = cluster({ metrics });
+  await c.call("publish", { data: 1 });
+  await c.call("publish", { channel: "a b", data: 1 });
+  await c.call("batch", { commands: [{ info: {} }, { presence: {} }] });
+  const text = metrics.render();
+  for (
+    const line of [
+      'publisher_api_calls_total{method="publish",code="200"} 1',
+      'publisher_api_calls_total{method="publish",code="422"} 1',
+      'publisher_api_calls_total{method="batch",code="200"} 1',
+      'publisher_api_calls_total{method="info",code="200"} 1',
+      'publisher_api_calls_total{method="presence",code="400"} 1',
+      'publisher_publishes_total{target="broadcast"} 1',
+    ]
+  ) assert.ok(text.includes(line), `${line} in\n${text}`);
+});
+
+Deno.test("jsonDepth counts nesting outside strings only", () => {
+  assert.equal(jsonDepth("1"), 0);
+  assert.equal(jsonDepth('{"a":[1,{"b":"[[{{"}]}'), 3);
+  assert.equal(jsonDepth('["\\"[[["]'), 1);
+});
