@@ -217,13 +217,9 @@ Deno.test("browser: /client.js connects, reads its address, gets a broadcast, an
   }
 });
 
-// Needs the pusher side of channels (subscribe commands, `channel.<name>`
-// subjects) and the publisher's `?channel=` form, which other branches add:
-// enable it once they are merged.
 Deno.test({
   name:
     "browser: /client.js subscribes to a channel, gets its publications, and subscribes again after a pusher restart",
-  ignore: true,
   async fn() {
     await using system = await startSystem();
     const { publisherUrl, pusherPort } = system;
