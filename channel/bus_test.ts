@@ -1,20 +1,12 @@
 import assert from "node:assert/strict";
 import { HubBus, type HubBusOptions } from "./bus.ts";
 import { HubError } from "./client.ts";
-import { quiet, startHub, until, within } from "./testing.ts";
+import { freePort, quiet, startHub, until, within } from "./testing.ts";
 import { BusError, type BusMessage, type Json } from "../shared/bus.ts";
 import { encodeMessage, MessageDecoder, toClientMessage } from "../shared/wire.ts";
 
 function bus(port: number, options: HubBusOptions = {}): HubBus {
   return new HubBus({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
-}
-
-/** A port that was free a moment ago. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** Asserts that `promise` rejects with a BusError of `code` whose cause is a HubError of `cause`. */

@@ -1,18 +1,10 @@
 import assert from "node:assert/strict";
 import { connect, HubClient, type HubClientOptions, HubError } from "./client.ts";
-import { quiet, startHub, until, within } from "./testing.ts";
+import { freePort, quiet, startHub, until, within } from "./testing.ts";
 import { encodeMessage, type Json, MessageDecoder, toClientMessage } from "../shared/wire.ts";
 
 function client(port: number, options: HubClientOptions = {}): HubClient {
   return new HubClient({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
-}
-
-/** A port that was free a moment ago. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 function nextEvent(target: EventTarget, type: string, ms = 5000): Promise<Event> {

@@ -8,20 +8,18 @@
 import assert from "node:assert/strict";
 import { asksForWebSocket, checkHandshake, requestedProtocols, switchingProtocols } from "./handshake.ts";
 import type { ServerRequest } from "./http_head.ts";
-import { h2cUpgradeRequest, handshakeRequest, httpExchange, RawSocket, SAMPLE_KEY, startEcho } from "./ws_testing.ts";
+import {
+  h2cUpgradeRequest,
+  handshakeHeaders,
+  handshakeRequest,
+  httpExchange,
+  RawSocket,
+  startEcho,
+} from "./ws_testing.ts";
 
 /** A valid handshake request, with extra or replaced headers (a null value drops one). */
 function handshake(headers: Record<string, string | null> = {}, method = "GET"): ServerRequest {
-  const all: Record<string, string | null> = {
-    Host: "127.0.0.1",
-    Upgrade: "websocket",
-    Connection: "Upgrade",
-    "Sec-WebSocket-Key": SAMPLE_KEY,
-    "Sec-WebSocket-Version": "13",
-    ...headers,
-  };
-  const fields = new Headers();
-  for (const [name, value] of Object.entries(all)) if (value !== null) fields.set(name, value);
+  const fields = new Headers(handshakeHeaders(headers));
   return { method, url: "http://127.0.0.1/", headers: fields };
 }
 

@@ -194,8 +194,8 @@ export function startEcho(options: ServeOptions = {}): EchoServer {
 /** RFC 6455's example key; its accept value is `s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`. */
 export const SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ==";
 
-/** A valid handshake request head, with extra or replaced headers (a null value drops one). */
-export function handshakeRequest(headers: Record<string, string | null> = {}, requestLine = "GET / HTTP/1.1"): string {
+/** A valid handshake's header fields, with extra or replaced ones; a null value drops one. */
+export function handshakeHeaders(headers: Record<string, string | null> = {}): [string, string][] {
   const all: Record<string, string | null> = {
     Host: "127.0.0.1",
     Upgrade: "websocket",
@@ -204,8 +204,13 @@ export function handshakeRequest(headers: Record<string, string | null> = {}, re
     "Sec-WebSocket-Version": "13",
     ...headers,
   };
+  return Object.entries(all).filter((field): field is [string, string] => field[1] !== null);
+}
+
+/** A valid handshake request head, with extra or replaced headers (a null value drops one). */
+export function handshakeRequest(headers: Record<string, string | null> = {}, requestLine = "GET / HTTP/1.1"): string {
   let head = `${requestLine}\r\n`;
-  for (const [name, value] of Object.entries(all)) if (value !== null) head += `${name}: ${value}\r\n`;
+  for (const [name, value] of handshakeHeaders(headers)) head += `${name}: ${value}\r\n`;
   return `${head}\r\n`;
 }
 
