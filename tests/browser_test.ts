@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { launchChromium } from "./_chromium.ts";
+import { signJwt } from "../shared/jwt.ts";
 import { type Service, startService } from "./_service.ts";
 import { until, within } from "../channel/testing.ts";
 
@@ -23,9 +24,14 @@ interface System extends AsyncDisposable {
 }
 
 /** Starts a pusher and waits until both of its workers are linked to the hub. */
-async function startPusher(hubAddr: string, publisherUrl: string, port: number): Promise<Service> {
+async function startPusher(
+  hubAddr: string,
+  publisherUrl: string,
+  port: number,
+  tokenSecret?: string,
+): Promise<Service> {
   const args = ["--port", String(port), "--hub", hubAddr, "--publisher-url", publisherUrl];
-  const pusher = await startService("pusher", args);
+  const pusher = await startService("pusher", args, tokenSecret ? { env: { PUSHER_TOKEN_SECRET: tokenSecret } } : {});
   try {
     await pusher.port();
     await until(
@@ -45,13 +51,13 @@ async function startPusher(hubAddr: string, publisherUrl: string, port: number):
  * until both pusher workers are linked to the hub. If a later service fails
  * to start, the earlier ones are stopped.
  */
-async function startSystem(): Promise<System> {
+async function startSystem(options: { tokenSecret?: string } = {}): Promise<System> {
   await using services = new AsyncDisposableStack();
   const hub = services.use(await startService("channel", ["--port", "0", "--startup-grace", "0"]));
   const hubAddr = `127.0.0.1:${await hub.port()}`;
   const publisher = services.use(await startService("publisher", ["--port", "0", "--hub", hubAddr]));
   const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
-  let pusher = services.use(await startPusher(hubAddr, publisherUrl, 0));
+  let pusher = services.use(await startPusher(hubAddr, publisherUrl, 0, options.tokenSecret));
   const pusherPort = await pusher.port();
   // Started: the services now belong to the caller, stopped in reverse order on dispose.
   const owned = services.move();
@@ -60,7 +66,7 @@ async function startSystem(): Promise<System> {
     pusherPort,
     async restartPusher() {
       await pusher.stop();
-      pusher = owned.use(await startPusher(hubAddr, publisherUrl, pusherPort));
+      pusher = owned.use(await startPusher(hubAddr, publisherUrl, pusherPort, options.tokenSecret));
     },
     [Symbol.asyncDispose]: () => owned.disposeAsync(),
   };
@@ -156,10 +162,14 @@ interface Seen {
  * delays and waits for its greeting; the client is `window.client`, what it
  * saw `window.seen`.
  */
-async function connectClient(page: Page): Promise<{ workerId: string; connectionId: number }> {
+async function connectClient(page: Page, token?: string): Promise<{ workerId: string; connectionId: number }> {
   return await page.evaluate(`(async () => {
     const { PushClient } = await import("/client.js");
-    const client = new PushClient(location.origin.replace(/^http/, "ws"), { minReconnectDelay: 50, maxReconnectDelay: 500 });
+    const client = new PushClient(location.origin.replace(/^http/, "ws"), {
+      minReconnectDelay: 50,
+      maxReconnectDelay: 500,
+      token: ${JSON.stringify(token ?? null)} ?? undefined,
+    });
     const seen = { greetings: [], messages: [], publications: [], drops: [] };
     client.on("connected", ({ workerId, connectionId }) => seen.greetings.push({ workerId, connectionId }));
     client.on("message", ({ data }) => seen.messages.push(data));
@@ -260,7 +270,7 @@ Deno.test({
   },
 });
 
-Deno.test("browser: the demo page's channel controls list a channel while subscribed and forget it on unsubscribe", async () => {
+Deno.test("browser: the demo page's channel controls list a channel while subscribed, publish to it, and forget it on unsubscribe", async () => {
   await using system = await startSystem();
   const browser = await launchChromium();
   try {
@@ -274,11 +284,66 @@ Deno.test("browser: the demo page's channel controls list a channel while subscr
     await page.click("#subscribe");
     // "news (subscribing)" until the pusher answers; "news" once it has.
     await page.waitForFunction(`document.getElementById("channels").textContent.startsWith("news")`);
+    await page.fill("#content", "to the news channel");
+    await page.click("#publish-channel");
+    await page.waitForFunction(`document.getElementById("log").textContent.includes("to the news channel")`);
     await page.click("#subscribe");
     await page.waitForFunction(`document.getElementById("answer").textContent.includes("already subscribed")`);
     await page.click("#unsubscribe");
     await page.waitForFunction(`document.getElementById("channels").textContent === "none"`);
     assert.deepEqual(errors, []);
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+});
+
+/** Calls the publisher's server API as a backend would. */
+async function api(publisherUrl: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+  const response = await fetch(`${publisherUrl}/api/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(params),
+  });
+  const body = await response.json();
+  assert.equal(response.status, 200, JSON.stringify(body));
+  return body;
+}
+
+Deno.test("browser: a user's connections get the messages sent to that user, and a token's channels claim decides what the page may join", async () => {
+  const secret = "browser-test-secret";
+  await using system = await startSystem({ tokenSecret: secret });
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const browser = await launchChromium();
+  try {
+    const alice = await browser.newPage();
+    const bob = await browser.newPage();
+    for (const page of [alice, bob]) await page.goto(`http://127.0.0.1:${system.pusherPort}/`);
+    await connectClient(alice, signJwt({ sub: "alice", exp, channels: ["news", "room.*"] }, secret));
+    await connectClient(bob, signJwt({ sub: "bob", exp }, secret));
+
+    await alice.evaluate(`client.subscribe("room.1").ready({ signal: AbortSignal.timeout(10000) })`);
+    const refused = await bob.evaluate(`client.subscribe("room.1").ready().then(() => "joined", (e) => e.code)`);
+    assert.equal(refused, 403, "bob's token names no channels");
+
+    await api(system.publisherUrl, "publish", { user: "alice", data: "for alice" });
+    await api(system.publisherUrl, "publish", { channel: "room.1", data: { text: "in the room" } });
+    await api(system.publisherUrl, "publish", { data: "for everyone" });
+    await waitSeen(alice, `seen.messages.includes("for everyone")`, "alice's broadcast");
+    await waitSeen(bob, `seen.messages.includes("for everyone")`, "bob's broadcast");
+    await waitSeen(alice, `seen.publications.some((p) => p.data.text === "in the room")`, "the room's publication");
+    const seenByAlice: Seen = await alice.evaluate("window.seen");
+    const seenByBob: Seen = await bob.evaluate("window.seen");
+    assert.deepEqual(seenByAlice.messages, ["for alice", "for everyone"]);
+    assert.deepEqual(seenByBob.messages, ["for everyone"], "bob gets nothing of alice's");
+    assert.deepEqual(seenByBob.publications, []);
+
+    // The backend subscribes bob: no claim needed, and the page hears of it.
+    await api(system.publisherUrl, "subscribe", { channel: "room.1", user: "bob" });
+    await bob.waitForFunction(`client.subscriptions.has("room.1")`);
+    await api(system.publisherUrl, "publish", { channel: "room.1", data: { text: "both of you" } });
+    await waitSeen(bob, `seen.publications.some((p) => p.data.text === "both of you")`, "bob's room publication");
+    await waitSeen(alice, `seen.publications.some((p) => p.data.text === "both of you")`, "alice's room publication");
+    for (const page of [alice, bob]) await page.evaluate("client.disconnect()");
   } finally {
     await within(browser.close(), 10_000, "the browser to close");
   }
