@@ -544,8 +544,40 @@ export class HubClient extends EventTarget {
       defer: "immediate",
       onError: () => this.#closeSocket(),
     });
-    // Order matters: the hub handles frames in order, so subscriptions and
-    // watches are in place before any waiting publish is routed.
+    this.#restore(writer);
+    this.#writer = writer;
+    this.#sessions++;
+    const heard = { at: performance.now() };
+    const heartbeat = this.#heartbeat(writer, heard);
+
+    this.#logger.info("connected to hub", { hub: this.address });
+    for (const waiter of this.#readyWaiters) waiter.resolve();
+    this.#readyWaiters.clear();
+    this.dispatchEvent(new Event("connected"));
+
+    let reason: string;
+    try {
+      reason = await this.#read(tcp, heard);
+    } finally {
+      clearInterval(heartbeat);
+      writer.close();
+      this.#writer = null;
+      this.#closeSocket();
+      this.#tcp = null;
+    }
+    if (!this.#closed) {
+      this.#logger.warn("disconnected from hub", { hub: this.address, reason });
+      this.dispatchEvent(new CustomEvent<DisconnectedDetail>("disconnected", { detail: { reason } }));
+    }
+  }
+
+  /**
+   * Queues what a new connection needs before anything else: `hello`, every
+   * subscription and watch, the reserves of idle queues, then the waiting
+   * publishes. Order matters: the hub handles frames in order, so
+   * subscriptions and watches are in place before any waiting publish is routed.
+   */
+  #restore(writer: FrameWriter): void {
     writer.enqueue(encodeMessage({ type: "hello", version: PROTOCOL_VERSION, token: this.#token }));
     for (const subjects of batches(this.#handlers.keys(), this.#maxFrameBytes)) {
       writer.enqueue(encodeMessage({ type: "subscribe", subjects }));
@@ -566,16 +598,19 @@ export class HubClient extends EventTarget {
       this.#waiting.delete(id);
       this.#settle(waiting, this.#backlogFull(waiting.type));
     }
-    this.#writer = writer;
-    this.#sessions++;
+  }
 
-    // Pings every interval; checked four times as often, so a silent hub is
-    // noticed within a quarter interval of the limit, not up to a whole one late.
-    let lastHeard = performance.now();
-    let lastPing = lastHeard;
-    const heartbeat = setInterval(() => {
+  /**
+   * Pings every interval, and closes the socket once the hub was silent for
+   * `maxMissedPongs` intervals (`heard.at` is when it last said anything).
+   * Checked four times as often, so a silent hub is noticed within a quarter
+   * interval of the limit, not up to a whole one late.
+   */
+  #heartbeat(writer: FrameWriter, heard: { at: number }): ReturnType<typeof setInterval> {
+    let lastPing = heard.at;
+    return setInterval(() => {
       const now = performance.now();
-      const silence = now - lastHeard;
+      const silence = now - heard.at;
       if (silence > this.#pingInterval * this.#maxMissedPongs) {
         this.#logger.warn("hub missed its pongs", { hub: this.address, silentMs: Math.round(silence) });
         this.#closeSocket();
@@ -586,34 +621,21 @@ export class HubClient extends EventTarget {
       lastPing = now;
       writer.enqueue(PING);
     }, this.#pingInterval / 4);
+  }
 
-    this.#logger.info("connected to hub", { hub: this.address });
-    for (const waiter of this.#readyWaiters) waiter.resolve();
-    this.#readyWaiters.clear();
-    this.dispatchEvent(new Event("connected"));
-
+  /** Reads and handles the hub's messages until the connection ends; returns why it ended. */
+  async #read(tcp: Deno.TcpConn, heard: { at: number }): Promise<string> {
     const decoder = new MessageDecoder(toHubMessage, { maxFrameBytes: this.#maxFrameBytes });
     const buffer = new Uint8Array(64 * 1024);
-    let reason = "the hub closed the connection";
     try {
       while (true) {
         const n = await tcp.read(buffer);
-        if (n === null) break;
-        lastHeard = performance.now();
+        if (n === null) return "the hub closed the connection";
+        heard.at = performance.now();
         for (const message of decoder.push(buffer.subarray(0, n))) this.#receive(message);
       }
     } catch (error) {
-      reason = (error as Error).message;
-    } finally {
-      clearInterval(heartbeat);
-      writer.close();
-      this.#writer = null;
-      this.#closeSocket();
-      this.#tcp = null;
-    }
-    if (!this.#closed) {
-      this.#logger.warn("disconnected from hub", { hub: this.address, reason });
-      this.dispatchEvent(new CustomEvent<DisconnectedDetail>("disconnected", { detail: { reason } }));
+      return (error as Error).message;
     }
   }
 
