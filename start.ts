@@ -196,7 +196,7 @@ function supervise(name: string, supervisor: Supervisor): Slot {
       const listenedAt = performance.now();
       if (addr !== null) {
         failedStarts = 0;
-        logger.info("service up", { service: name, addr, restarts: attempt || undefined });
+        logger.info("service up", { service: name, addr, pid: service.process.pid, restarts: attempt || undefined });
         markUp(addr);
       }
       const status = await service.process.status;
