@@ -1,50 +1,107 @@
 /**
  * `deno task start`: the whole system on one machine. Starts the hub, a
  * pusher and a publisher as separate processes, each with its own task's
- * permissions, on the original's ports; prints where to go; Ctrl-C stops
- * all three.
+ * permissions, on the original's ports; prints where to go; restarts a
+ * service that exits unexpectedly; Ctrl-C stops all three.
  *
  * @module
  */
 
 import { ROOT, taskCommand } from "./shared/tasks.ts";
 import { createLogger } from "./shared/log.ts";
-import { helpText, parseFlags } from "./shared/cli.ts";
+import { durationFlag, helpText, intFlag, parseFlags } from "./shared/cli.ts";
+import { backoffDelay } from "./shared/backoff.ts";
 
 const SERVICES = ["channel", "pusher", "publisher"] as const;
 
+/** Stderr lines of a service kept to explain why it could not start. */
+const STDERR_TAIL = 10;
+
 const FLAGS = {
+  "restart-delay": {
+    type: "string" as const,
+    arg: "MS",
+    help: "delay ceiling before the first restart of a service that exited; doubles per restart, with jitter",
+    default: "200",
+  },
+  "max-restart-delay": { type: "string" as const, arg: "MS", help: "largest delay between restarts", default: "5000" },
+  "stable-after": {
+    type: "string" as const,
+    arg: "MS",
+    help: "a service listening this long before it exits starts its backoff afresh",
+    default: "10000",
+  },
+  "max-failed-starts": {
+    type: "string" as const,
+    arg: "N",
+    help: "exits in a row before a service ever listened that stop everything",
+    default: "5",
+  },
   help: { type: "boolean" as const, help: "show this help" },
 };
 
+/** How services are restarted; see the flags of the same names. */
+interface RestartPolicy {
+  restartDelay: number;
+  maxRestartDelay: number;
+  stableAfter: number;
+  maxFailedStarts: number;
+}
+
 interface Running {
-  name: string;
   process: Deno.ChildProcess;
   listening: Promise<string>;
   output: Promise<void>;
+  /** The last {@linkcode STDERR_TAIL} lines it wrote to stderr. */
+  stderrTail: string[];
+}
+
+/** One service under supervision: whichever process runs it now, and its restart history. */
+interface Slot {
+  name: string;
+  current: Running | null;
+  /** Resolves when the service first listens. */
+  up: Promise<string>;
+  /** The supervision loop; resolves once stopping, rejects when the service keeps failing to start. */
+  loop: Promise<void>;
 }
 
 /** Runs the three services until Ctrl-C; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
   const logger = createLogger("start");
+  let policy: RestartPolicy;
   try {
-    if (parseFlags(args, FLAGS).help) {
+    const flags = parseFlags(args, FLAGS);
+    if (flags.help) {
       console.log(helpText("deno task start", "Runs a hub, a pusher and a publisher on this machine.", FLAGS));
       return 0;
     }
+    policy = {
+      restartDelay: durationFlag(flags, "restart-delay", 200, { min: 1 }),
+      maxRestartDelay: durationFlag(flags, "max-restart-delay", 5000, { min: 1 }),
+      stableAfter: durationFlag(flags, "stable-after", 10_000),
+      maxFailedStarts: intFlag(flags, "max-failed-starts", 5),
+    };
+    if (policy.maxFailedStarts < 1) throw new TypeError("Invalid --max-failed-starts: expected at least 1, got 0");
   } catch (error) {
     logger.error((error as Error).message);
     return 2;
   }
-  const running: Running[] = [];
+  const slots: Slot[] = [];
+  const stop = new AbortController();
   let stopping: Promise<void> | null = null;
   let forced = false;
   // Once only: a second SIGTERM would kill a service mid-drain, its handler
   // being gone after the first.
   const stopAll = () =>
     stopping ??= (async () => {
+      stop.abort();
       // Front to back: the publisher stops taking publishes first, the hub last.
-      for (const service of [...running].reverse()) await stopOne(service);
+      for (const slot of [...slots].reverse()) {
+        if (slot.current) await stopOne(slot.current);
+        // A restart under way when the stop came ends its new process itself.
+        await slot.loop.catch(() => {});
+      }
     })();
   // The first SIGINT, SIGTERM or SIGHUP drains the services, a second ends
   // them at once: either way none outlives this process. The services run in
@@ -54,64 +111,142 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const onSignal = () => {
     if (!stopping) return void stopAll();
     forced = true;
-    for (const service of running) {
-      try {
-        service.process.kill("SIGKILL");
-      } catch { /* already gone */ }
-    }
+    for (const slot of slots) if (slot.current) kill(slot.current, "SIGKILL");
   };
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
-  const code = await run(running, stopAll, () => stopping !== null);
+  const supervisor: Supervisor = {
+    policy,
+    signal: stop.signal,
+    killSignal: () => forced ? "SIGKILL" : "SIGTERM",
+  };
+  const code = await run(slots, supervisor, stopAll);
   for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
   return forced ? 1 : code;
 }
 
-/** Starts the services one after another and waits until one exits or a signal stops them. */
-async function run(running: Running[], stopAll: () => Promise<void>, stopped: () => boolean): Promise<number> {
-  const logger = createLogger("start");
-  try {
-    for (const name of SERVICES) {
-      // Stopped while starting: the rest are not started.
-      if (stopped()) return (await stopAll(), 0);
-      const service = await spawn(name);
-      running.push(service);
-      // A signal while it was being spawned stopped the others, not this one.
-      if (stopped()) {
-        await stopAll();
-        await stopOne(service);
-        return 0;
-      }
-      const addr = await Promise.race([
-        service.listening,
-        service.process.status.then((status) => {
-          throw new Error(`${name} exited with code ${status.code} before listening`);
-        }),
-      ]);
-      logger.info("service up", { service: name, addr });
-    }
-  } catch (error) {
-    // A service that a signal stopped before it listened is no failure.
-    if (stopped()) return (await stopAll(), 0);
-    logger.error((error as Error).message);
-    await stopAll();
-    return 1;
-  }
-  console.log(instructions());
-  const first = await Promise.race(running.map(async (service) => ({ service, status: await service.process.status })));
-  if (stopped()) {
-    await stopAll();
-    return 0;
-  }
-  logger.error("service exited; stopping the others", { service: first.service.name, code: first.status.code });
-  await stopAll();
-  return 1;
+interface Supervisor {
+  policy: RestartPolicy;
+  /** Aborted when everything stops: no more restarts. */
+  signal: AbortSignal;
+  /** The signal that stops a process now: SIGKILL once a second signal came. */
+  killSignal: () => Deno.Signal;
 }
 
-/** Drains one service: SIGTERM, and its exit and last output. */
-async function stopOne(service: Running): Promise<void> {
+/**
+ * Starts the services one after another, each once the one before listens,
+ * and then keeps them running until a signal stops them or one keeps
+ * failing to start.
+ */
+async function run(slots: Slot[], supervisor: Supervisor, stopAll: () => Promise<void>): Promise<number> {
+  const logger = createLogger("start");
+  const stopped = new Promise<void>((resolve) => supervisor.signal.addEventListener("abort", () => resolve()));
   try {
-    service.process.kill("SIGTERM");
+    for (const name of SERVICES) {
+      if (supervisor.signal.aborted) break;
+      const slot = supervise(name, supervisor);
+      slots.push(slot);
+      await Promise.race([slot.up, slot.loop, stopped]);
+    }
+    if (!supervisor.signal.aborted) console.log(instructions());
+    await Promise.race([stopped, ...slots.map((slot) => slot.loop)]);
+  } catch (error) {
+    // A service that a signal stopped before it listened is no failure.
+    if (!supervisor.signal.aborted) {
+      logger.error((error as Error).message);
+      if (error instanceof FailedStart) {
+        console.error(`Last lines ${error.service} wrote to stderr:`);
+        for (const line of error.stderrTail) console.error(`  ${line}`);
+      }
+      await stopAll();
+      return 1;
+    }
+  }
+  await stopAll();
+  return 0;
+}
+
+/** A service exited too many times in a row before it listened. */
+class FailedStart extends Error {
+  constructor(message: string, readonly service: string, readonly stderrTail: string[]) {
+    super(message);
+    this.name = "FailedStart";
+  }
+}
+
+/** Runs `name`, and runs it again after each exit that no stop asked for. */
+function supervise(name: string, supervisor: Supervisor): Slot {
+  const logger = createLogger("start");
+  const { policy, signal } = supervisor;
+  let markUp!: (addr: string) => void;
+  const slot: Slot = {
+    name,
+    current: null,
+    up: new Promise((resolve) => (markUp = resolve)),
+    loop: Promise.resolve(),
+  };
+  slot.loop = (async () => {
+    let attempt = 0;
+    let failedStarts = 0;
+    while (!signal.aborted) {
+      const service = await spawn(name);
+      slot.current = service;
+      // A stop that came while it was being spawned did not reach it.
+      if (signal.aborted) return await stopOne(service, supervisor.killSignal());
+      const addr = await Promise.race([service.listening, service.process.status.then(() => null)]);
+      const listenedAt = performance.now();
+      if (addr !== null) {
+        failedStarts = 0;
+        logger.info("service up", { service: name, addr, pid: service.process.pid, restarts: attempt || undefined });
+        markUp(addr);
+      }
+      const status = await service.process.status;
+      await service.output;
+      if (signal.aborted) return;
+      const exit = status.signal ? { signal: status.signal } : { code: status.code };
+      if (addr === null && ++failedStarts >= policy.maxFailedStarts) {
+        throw new FailedStart(
+          `${name} keeps failing to start: it exited ${failedStarts} times in a row before listening ` +
+            `(last ${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`}); stopping everything`,
+          name,
+          service.stderrTail,
+        );
+      }
+      // A service that ran for a while failed afresh, not again.
+      if (addr !== null && performance.now() - listenedAt >= policy.stableAfter) attempt = 0;
+      const delay = Math.round(
+        backoffDelay(attempt, { initialDelay: policy.restartDelay, maxDelay: policy.maxRestartDelay }),
+      );
+      attempt++;
+      logger.warn("service exited; restarting", { service: name, ...exit, delay_ms: delay, attempt });
+      await sleep(delay, signal);
+    }
+  })();
+  return slot;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+  });
+}
+
+function kill(service: Running, signal: Deno.Signal): void {
+  try {
+    service.process.kill(signal);
   } catch { /* already gone */ }
+}
+
+/** Drains one service: a signal (SIGTERM unless told), and its exit and last output. */
+async function stopOne(service: Running, signal: Deno.Signal = "SIGTERM"): Promise<void> {
+  kill(service, signal);
   await service.process.status;
   await service.output;
 }
@@ -128,6 +263,7 @@ async function spawn(name: string): Promise<Running> {
   }).spawn();
   let resolveListening!: (addr: string) => void;
   const listening = new Promise<string>((resolve) => (resolveListening = resolve));
+  const stderrTail: string[] = [];
   const relay = async (stream: ReadableStream<Uint8Array>, sink: (line: string) => void) => {
     let rest = "";
     for await (const text of stream.pipeThrough(new TextDecoderStream())) {
@@ -139,12 +275,17 @@ async function spawn(name: string): Promise<Running> {
         sink(line);
       }
     }
+    if (rest) sink(rest);
   };
   const output = Promise.all([
     relay(process.stdout, (line) => console.log(line)),
-    relay(process.stderr, (line) => console.error(line)),
+    relay(process.stderr, (line) => {
+      console.error(line);
+      stderrTail.push(line);
+      if (stderrTail.length > STDERR_TAIL) stderrTail.shift();
+    }),
   ]).then(() => {});
-  return { name, process, listening, output };
+  return { process, listening, output, stderrTail };
 }
 
 function instructions(): string {

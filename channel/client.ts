@@ -6,7 +6,7 @@
  * @module
  */
 
-import { backoffDelay } from "./_backoff.ts";
+import { backoffDelay } from "../shared/backoff.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
   type ClientMessage,

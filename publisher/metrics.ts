@@ -65,8 +65,6 @@ export class PublisherMetrics {
   readonly #apiCalls: Counter;
   readonly #deliveries: Counter;
   readonly #duration: Histogram;
-  readonly #reconnects: Counter;
-  #reconnectsSeen = 0;
 
   constructor(hub: HubLink, options: PublisherMetricsOptions = {}) {
     this.#hub = hub;
@@ -98,14 +96,14 @@ export class PublisherMetrics {
     });
     registry.gauge({ name: "publisher_hub_connected", help: "1 while the link to the hub is up, else 0" })
       .collect(() => this.#hub.connected ? 1 : 0);
-    this.#reconnects = registry.counter({
+    // The bus counts reconnects itself.
+    registry.counter({
       name: "publisher_hub_reconnects_total",
       help: "Times the link to the hub came back after it was up once",
-    });
+    }).collect(() => this.#hub.reconnects);
     // Series that exist from the start, so that rates work from the first scrape.
     for (const target of PUBLISH_TARGETS) this.#publishes.inc(0, target);
     this.#deliveries.inc(0);
-    this.#reconnects.inc(0);
   }
 
   /** Counts one answered request. */
@@ -133,12 +131,6 @@ export class PublisherMetrics {
 
   /** Every metric of the registry in the Prometheus text format. */
   render(): string {
-    // The bus counts reconnects itself; the counter catches up at each scrape.
-    const reconnects = this.#hub.reconnects;
-    if (reconnects > this.#reconnectsSeen) {
-      this.#reconnects.inc(reconnects - this.#reconnectsSeen);
-      this.#reconnectsSeen = reconnects;
-    }
     return renderPrometheus(this.#registry.snapshot());
   }
 }

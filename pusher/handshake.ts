@@ -77,7 +77,8 @@ const utf8 = new TextEncoder();
 export function switchingProtocols(req: ServerRequest, accept: string): Uint8Array {
   const protocol = requestedProtocols(req.headers.get("sec-websocket-protocol"))[0];
   return utf8.encode(
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-      `Sec-WebSocket-Accept: ${accept}\r\n` + (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : "") + "\r\n",
+    // Header names in lower case, like every other answer of every service.
+    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n" +
+      `sec-websocket-accept: ${accept}\r\n` + (protocol ? `sec-websocket-protocol: ${protocol}\r\n` : "") + "\r\n",
   );
 }

@@ -89,12 +89,12 @@ Deno.test("switchingProtocols answers 101 with the accept value and the first su
   const text = (req: ServerRequest) => new TextDecoder().decode(switchingProtocols(req, "ACCEPT="));
   assert.equal(
     text(handshake()),
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ACCEPT=\r\n\r\n",
+    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ACCEPT=\r\n\r\n",
   );
   assert.equal(
     text(handshake({ "Sec-WebSocket-Protocol": ", chat, superchat" })),
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ACCEPT=\r\n" +
-      "Sec-WebSocket-Protocol: chat\r\n\r\n",
+    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ACCEPT=\r\n" +
+      "sec-websocket-protocol: chat\r\n\r\n",
   );
 });
 

@@ -20,7 +20,7 @@ import {
 } from "./server.ts";
 import { createLogger, type Logger, type LogLevel } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
-import { backoffDelay } from "../channel/_backoff.ts";
+import { backoffDelay } from "../shared/backoff.ts";
 import {
   busFlag,
   durationFlag,

@@ -38,7 +38,7 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
   m.gauge({ name: "pusher_connections", help: "Open WebSocket connections" }).collect(gauges.connections);
   m.gauge({ name: "pusher_hub_connected", help: "Workers whose hub link is up" })
     .collect(() => gauges.busConnected() ? 1 : 0);
-  m.gauge({ name: "pusher_hub_reconnects_total", help: "Times a hub link came back" }).collect(gauges.busReconnects);
+  m.counter({ name: "pusher_hub_reconnects_total", help: "Times a hub link came back" }).collect(gauges.busReconnects);
   // Summed over workers: a channel (a user) with members in two workers counts twice.
   m.gauge({ name: "pusher_channels", help: "Channels with members, summed over workers" }).collect(gauges.channels);
   m.gauge({ name: "pusher_users", help: "Users with connections, summed over workers" }).collect(gauges.users);

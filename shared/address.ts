@@ -126,7 +126,7 @@ export function channelNameError(name: unknown, maxLength: number = DEFAULT_MAX_
 /** Draws a fresh worker id. */
 export function newWorkerId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return bytes.toHex();
 }
 
 /** The subject a worker subscribes to for sends addressed to its connections. */

@@ -63,14 +63,26 @@ abstract class Metric {
   }
 }
 
-/** A value that only goes up. */
+/** A value that only goes up, counted here or read when collected. */
 export class Counter extends Metric {
+  #collect: (() => number) | null = null;
+
   /** Adds `by` (default 1) to the series of `labelValues`. */
   inc(by = 1, ...labelValues: string[]): void {
     this.values(labelValues, 1)[0]! += by;
   }
 
+  /**
+   * Reads the (label-less) total from `read` at each snapshot, for a count
+   * kept elsewhere (a bus's reconnects, say); `read` must never go down.
+   */
+  collect(read: () => number): this {
+    this.#collect = read;
+    return this;
+  }
+
   snapshot(): MetricSnapshot {
+    if (this.#collect) this.values([], 1)[0] = this.#collect();
     return { name: this.name, help: this.help, type: "counter", labels: [...this.labels], series: this.copySeries() };
   }
 }

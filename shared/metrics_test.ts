@@ -51,3 +51,12 @@ Deno.test("metrics escape label values and refuse the wrong number of labels", (
   assert.match(renderPrometheus(registry.snapshot()), /^c\{path="a\\"b\\\\c\\n"\} 1$/m);
   assert.throws(() => counter.inc(1), RangeError);
 });
+
+Deno.test("a counter read from a function renders that function's total at each snapshot", () => {
+  const registry = new Registry();
+  let reconnects = 0;
+  registry.counter({ name: "reconnects_total", help: "Reconnects" }).collect(() => reconnects);
+  assert.match(renderPrometheus(registry.snapshot()), /# TYPE reconnects_total counter\nreconnects_total 0\n/);
+  reconnects = 3;
+  assert.match(renderPrometheus(registry.snapshot()), /\nreconnects_total 3\n/);
+});

@@ -7,11 +7,11 @@ import assert from "node:assert/strict";
 import { type Service, startCommand, startService } from "./_service.ts";
 import { Client } from "../pusher/testing.ts";
 import { RawSocket } from "../pusher/ws_testing.ts";
-import { within } from "../channel/testing.ts";
+import { until, within } from "../channel/testing.ts";
 import { taskCommand } from "../shared/tasks.ts";
 
 Deno.test("deno task start runs hub, pusher and publisher on the original's ports and Ctrl-C stops all three", async () => {
-  await using start = await startService("start");
+  await using start = await startSystem();
   await start.waitForLine(/Ctrl-C stops all three/, 20_000);
   for (const line of ["Demo page:        http://127.0.0.1:4236/", 'ws = new WebSocket("ws://127.0.0.1:4236")']) {
     assert.ok(start.lines.some((l) => l.includes(line)), line);
@@ -73,5 +73,125 @@ Deno.test("a terminal hangup (SIGHUP to the group) drains every service under de
   await start.stop();
   for (const service of ["publisher", "pusher", "channel"]) {
     assert.ok(start.lines.some((l) => l.includes(`svc=${service} msg=stopped`)), `${service} drained`);
+  }
+});
+
+/**
+ * `deno task start` with `args`, stopped with Ctrl-C when disposed: a
+ * SIGKILL alone would leave its services running, holding the ports.
+ */
+async function startSystem(args: string[] = []): Promise<Service> {
+  const start = await startService("start", args);
+  return {
+    ...start,
+    async [Symbol.asyncDispose]() {
+      await within(start.stop("SIGINT"), 20_000, "deno task start to stop").catch(() => {});
+      await start[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** The pid of `service` as `deno task start` last logged it up (`restarts` times restarted). */
+async function pidOf(start: Service, service: string, restarts = 0): Promise<number> {
+  const restarted = restarts ? ` restarts=${restarts}$` : "$";
+  const line = await start.waitForLine(new RegExp(`msg="service up" service=${service} .*pid=\\d+${restarted}`));
+  return Number(/pid=(\d+)/.exec(line)![1]);
+}
+
+async function healthy(url: string): Promise<boolean> {
+  try {
+    const answer = await fetch(url, { signal: AbortSignal.timeout(500) });
+    return answer.ok && (await answer.text()).trim() === "ok";
+  } catch {
+    return false;
+  }
+}
+
+async function hubAnswers(): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname: "127.0.0.1", port: 2206 })).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function settled(promise: Promise<unknown>): Promise<boolean> {
+  return Promise.race([promise.then(() => true), new Promise<boolean>((resolve) => setTimeout(resolve, 0, false))]);
+}
+
+Deno.test("deno task start brings a killed hub back within 2 s, and the pusher's clients stay connected and get publishes again", async () => {
+  await using start = await startSystem();
+  await start.waitForLine(/Ctrl-C stops all three/, 20_000);
+  const hub = await pidOf(start, "channel");
+  await using client = new Client(4236);
+  await client.address();
+
+  Deno.kill(hub, "SIGKILL");
+  const killed = Date.now();
+  await start.waitForLine(/msg="service exited; restarting" service=channel signal=SIGKILL delay_ms=\d+ attempt=1/);
+  await until(hubAnswers, 2000 - (Date.now() - killed), "the hub's port to answer again");
+  await until(() => healthy("http://127.0.0.1:4236/healthz"), 2000 - (Date.now() - killed), "the pusher's /healthz");
+  assert.notEqual(await pidOf(start, "channel", 1), hub, "a new hub process");
+
+  const answer = await fetch("http://127.0.0.1:4237/?content=again", { signal: AbortSignal.timeout(10_000) });
+  assert.equal(await answer.text(), "ok");
+  assert.deepEqual((await client.received(2)).slice(1), ["again"]);
+  assert.equal(await settled(client.closed), false, "the client saw no close");
+  assert.equal((await start.stop("SIGINT")).code, 0);
+});
+
+Deno.test("deno task start brings a killed publisher and a killed pusher back: the publisher answers, a new connection is greeted", async () => {
+  await using start = await startSystem();
+  await start.waitForLine(/Ctrl-C stops all three/, 20_000);
+
+  Deno.kill(await pidOf(start, "publisher"), "SIGKILL");
+  await start.waitForLine(/msg="service exited; restarting" service=publisher signal=SIGKILL .*attempt=1/);
+  await until(() => healthy("http://127.0.0.1:4237/healthz"), 5000, "the restarted publisher's /healthz");
+
+  await using before = new Client(4236);
+  await before.address();
+  Deno.kill(await pidOf(start, "pusher"), "SIGKILL");
+  await within(before.closed, 5000, "the killed pusher's client to lose its socket");
+  await start.waitForLine(/msg="service exited; restarting" service=pusher signal=SIGKILL .*attempt=1/);
+  await pidOf(start, "pusher", 1);
+  await until(() => healthy("http://127.0.0.1:4236/healthz"), 5000, "the restarted pusher's /healthz");
+  await using after = new Client(4236);
+  const { worker, connection } = await after.address();
+  const url = `http://127.0.0.1:4237/?to_worker_id=${worker}&to_connection_id=${connection}&content=back`;
+  assert.equal(await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text(), "ok");
+  assert.deepEqual((await after.received(2)).slice(1), ["back"]);
+  assert.equal((await start.stop("SIGINT")).code, 0);
+});
+
+Deno.test("deno task start backs off further for a service that keeps dying, and afresh after it stayed up --stable-after", async () => {
+  for (const [stableAfter, second] of [["60000", 2], ["0", 1]] as const) {
+    await using start = await startSystem(["--stable-after", stableAfter]);
+    await start.waitForLine(/Ctrl-C stops all three/, 20_000);
+    Deno.kill(await pidOf(start, "channel"), "SIGKILL");
+    Deno.kill(await pidOf(start, "channel", 1), "SIGKILL");
+    await start.waitForLine(new RegExp(`service=channel signal=SIGKILL delay_ms=\\d+ attempt=${second}$`));
+    await pidOf(start, "channel", second);
+    assert.equal((await start.stop("SIGINT")).code, 0);
+  }
+});
+
+Deno.test("deno task start exits non-zero, naming the service and its last stderr lines, when a service keeps failing to start", async () => {
+  // The hub's port, taken: the hub can never listen.
+  using _taken = Deno.listen({ hostname: "127.0.0.1", port: 2206 });
+  await using start = await startSystem();
+  const status = await within(start.process.status, 20_000, "deno task start to give up");
+  await start.stop();
+  assert.notEqual(status.code, 0);
+  const line = start.lines.find((l) => l.includes("svc=start") && l.includes("level=error"));
+  assert.match(line ?? "", /channel keeps failing to start: it exited 5 times in a row before listening/);
+  const tail = start.lines.slice(start.lines.indexOf(line!));
+  assert.ok(
+    tail.some((l) => /^ {2}.*svc=channel .*(in use|AddrInUse)/i.test(l)),
+    `the hub's own error:\n${tail.join("\n")}`,
+  );
+  assert.ok(!start.lines.some((l) => l.includes("Push system running.")), "never claimed to run");
+  for (const port of [4236, 4237]) {
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), `nothing listens on ${port}`);
   }
 });

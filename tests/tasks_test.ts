@@ -60,3 +60,26 @@ Deno.test("README's many-machines commands grant each service what its task gran
   }
   assert.deepEqual([...started].sort(), [...SERVICES].sort());
 });
+
+Deno.test("each systemd unit in contrib/systemd runs its service with exactly its task's flags, restarting on failure", async () => {
+  const units = { channel: "deno-push-hub", pusher: "deno-push-pusher", publisher: "deno-push-publisher" };
+  for (const [service, unit] of Object.entries(units)) {
+    const text = await Deno.readTextFile(new URL(`../contrib/systemd/${unit}.service`, import.meta.url));
+    const settings = text.split("\n").filter((line) => /^\w+=/.test(line));
+    const execStart = settings.filter((line) => line.startsWith("ExecStart="));
+    assert.equal(execStart.length, 1, `${unit}: one ExecStart`);
+    const [exe, ...words] = execStart[0]!.slice("ExecStart=".length).trim().split(/\s+/);
+    assert.equal(exe, "/usr/bin/deno", `${unit}: an absolute deno path`);
+    const task = (await taskCommand(service)).slice(1);
+    assert.equal(words[0], "run", `${unit}: deno run`);
+    assert.equal(words.at(-1), task.at(-1), `${unit}: entry point`);
+    assert.deepEqual(
+      runFlags(words.slice(1, -1)),
+      runFlags(task.slice(1, -1)),
+      `${unit}: the grants of ${service}'s task`,
+    );
+    for (const setting of ["Restart=on-failure", "EnvironmentFile=/etc/deno-push/env", "DynamicUser=yes"]) {
+      assert.ok(settings.includes(setting), `${unit}: ${setting}`);
+    }
+  }
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { backoffDelay } from "./_backoff.ts";
+import { backoffDelay } from "./backoff.ts";
 
 Deno.test("backoff doubles from the initial delay and stops at the maximum", () => {
   const top = (attempt: number) => backoffDelay(attempt, { initialDelay: 100, maxDelay: 1000, random: () => 0.999999 });

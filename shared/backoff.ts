@@ -1,5 +1,7 @@
 /**
- * Reconnect delays: capped exponential backoff with jitter.
+ * Retry delays: capped exponential backoff with jitter, for the hub client's
+ * reconnects, the pusher's worker restarts and `deno task start`'s service
+ * restarts.
  *
  * @module
  */
