@@ -12,6 +12,7 @@
 
 import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
+import { type ContentTypeHeader, typed } from "../shared/http.ts";
 import { checkApiKey } from "./_api_key.ts";
 import { API_METHODS, type ApiMethod, apiMethods, type ApiMethodsDeps, type SingleMethod } from "./_api_methods.ts";
 import type { Params } from "./_api_params.ts";
@@ -162,11 +163,11 @@ function errorBody(code: number, message: string): Json {
 }
 
 function json(status: number, body: Json, headers: Readonly<Record<string, string>>): Response {
-  const response = new Response(JSON.stringify(body), { status });
-  for (const [name, value] of Object.entries(headers)) response.headers.set(name, value);
-  response.headers.set("content-type", JSON_CONTENT_TYPE);
-  return response;
+  // Typed when built: set afterwards, the name would keep the case a string body gave it.
+  return typed(status, JSON.stringify(body), JSON_HEADER, headers);
 }
+
+const JSON_HEADER: ContentTypeHeader = [["content-type", JSON_CONTENT_TYPE]];
 
 /** Maps `items` with `fn`, at most `limit` at once; the results keep the items' order. */
 async function mapConcurrently<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {

@@ -28,7 +28,17 @@ function request(method: string, target: string, headers: Record<string, string>
   return `${method} ${target} HTTP/1.1\r\n${fields.map(([name, value]) => `${name}: ${value}\r\n`).join("")}\r\n`;
 }
 
-Deno.test("the publisher's answers (200, 400, 401, 404, 405, 503) all name their headers in lower case", async () => {
+/** A POST with `body`, JSON unless `headers` say otherwise. */
+function post(target: string, body: string, headers: Record<string, string> = {}): string {
+  const head = request("POST", target, {
+    "Content-Type": "application/json",
+    ...headers,
+    "Content-Length": `${body.length}`,
+  });
+  return head + body;
+}
+
+Deno.test("the publisher's answers (200, 400, 401, 404, 405, 415, 503), the server API's JSON ones too, all name their headers in lower case", async () => {
   await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
   const hubPort = await hub.port();
   await using publisher = await startService(
@@ -45,6 +55,9 @@ Deno.test("the publisher's answers (200, 400, 401, 404, 405, 503) all name their
     [401, await rawAnswer(port, request("GET", "/?content=hi"))],
     [404, await rawAnswer(port, request("GET", "/nope", key))],
     [405, await rawAnswer(port, request("DELETE", "/", key))],
+    [200, await rawAnswer(port, post("/api/publish", '{"data":"hi"}', key))],
+    [404, await rawAnswer(port, post("/api/nope", "{}", key))],
+    [415, await rawAnswer(port, post("/api/publish", "data=hi", { ...key, "Content-Type": "text/plain" }))],
   ] as const;
   await hub.stop();
   await publisher.waitForLine(/msg="disconnected from hub"/);
