@@ -12,7 +12,7 @@
  *   does not tell), so only messages count toward the message rate.
  * - A message over `maxMessageBytes` closes the socket with 1009 once Deno
  *   has received it whole: Deno buffers every message before handing it
- *   over, up to its own 64 MiB.
+ *   over, and drops the connection past its own 64 MiB.
  * - A slow consumer is found on send: `bufferedAmount` over
  *   `maxBufferedBytes` closes it with 3008. There is no timer on a blocked
  *   write, and what it had not taken is not dropped: Deno writes it first.
@@ -24,7 +24,8 @@
  *   connection stays, and counts toward `maxConnections`, until the client
  *   goes or the server shuts down.
  * - Dead clients: Deno pings after half of `idleTimeout` of silence and
- *   closes with 1001 if nothing came back by the end of it.
+ *   closes with 1001 ("No response from ping frame.") if nothing came back
+ *   by the end of it.
  * - Request heads: Deno's limits, a 400 past about 64 KiB of head, and no
  *   time limit on sending one that we found (a partial head was still open
  *   after 100 s): the handshake timeout is Deno's, and it has none to set.
