@@ -221,7 +221,9 @@ class DenoSocket implements ClientSocket {
 
   /** Sends a text message; past `maxBufferedBytes` waiting, closes the socket as slow instead. */
   send(message: string | PreparedMessage): void {
-    if (this.#state !== "open") return;
+    // Deno's own idle close leaves us open until its close event, and its
+    // send throws once closing: one throw would end a broadcast loop.
+    if (this.#state !== "open" || this.#ws.readyState !== WebSocket.OPEN) return;
     this.#ws.send(typeof message === "string" ? message : message.text);
     const buffered = this.#ws.bufferedAmount;
     if (buffered <= this.#settings.maxBufferedBytes) return;
