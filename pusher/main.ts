@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { FromWorker, ToWorker, WorkerConfig } from "./worker.ts";
+import { type FromWorker, isServerKind, type ToWorker, type WorkerConfig } from "./worker.ts";
 import { DEFAULT_MAX_MESSAGE_RATE } from "./rate_limit.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT,
@@ -61,6 +61,12 @@ const FLAGS: Record<string, FlagSpec> = {
     default: String(DEFAULT_PUSHER_PORT),
   },
   workers: { type: "string", arg: "N", help: "worker count, one worker id each", default: String(DEFAULT_WORKERS) },
+  server: {
+    type: "string",
+    arg: "KIND",
+    help: "listen: our own WebSocket server on Deno.listen; deno: Deno.serve (README: what differs)",
+    default: "listen",
+  },
   ...HUB_FLAGS,
   "publisher-url": {
     type: "string",
@@ -217,7 +223,10 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
   if (maxConnections < workers) {
     throw new TypeError(`Invalid --max-connections: at least one per worker (${workers}), got ${maxConnections}`);
   }
+  const server = stringFlag(flags, "server") ?? "listen";
+  if (!isServerKind(server)) throw new TypeError(`Invalid --server: listen or deno, got ${server}`);
   const worker: Omit<WorkerConfig, "slot"> = {
+    server,
     hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
     port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
     bus: busFlag(flags),
@@ -258,6 +267,7 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
   logger.info("listening", {
     addr: `${config.hostname}:${port}`,
     workers,
+    server: config.server,
     bus: config.bus,
     auth: config.tokenSecret ? "token" : "none",
   });

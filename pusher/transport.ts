@@ -2,7 +2,8 @@
  * The pusher's transport seam: what speaks to sockets is handed to the
  * pusher, not imported by it (nats.js `transport.ts`, centrifuge
  * `transport.go`). The default is our RFC 6455 server on `Deno.listen`
- * (`listenTransport` in `pusher/server.ts`); the tests hand in a fake one.
+ * (`listenTransport` in `pusher/server.ts`); `--server deno` hands in
+ * `denoTransport` (`pusher/deno_transport.ts`), and the tests a fake one.
  *
  * @module
  */

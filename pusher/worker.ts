@@ -1,7 +1,8 @@
 /**
  * A pusher worker, run in a Deno `Worker` by `pusher/main.ts`: its own hub
- * link, its own worker id, and a listener (`pusher/server.ts`) sharing the
- * port with the other workers (`reusePort`).
+ * link, its own worker id, and a server sharing the port with the other
+ * workers (`reusePort`): ours on `Deno.listen` (`pusher/server.ts`), or
+ * `Deno.serve` (`pusher/deno_transport.ts`) with `--server deno`.
  *
  * @module
  */
@@ -9,15 +10,29 @@
 /// <reference lib="deno.worker" />
 
 import { Pusher } from "./pusher.ts";
-import { listenTransport, serve } from "./server.ts";
+import { listenTransport, type Refusal, serve } from "./server.ts";
+import { denoTransport, serveDeno } from "./deno_transport.ts";
 import { openBus } from "../shared/open_bus.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
 
+/**
+ * Which server a worker runs: `listen`, our own on `Deno.listen`
+ * (`pusher/server.ts`, the default), or `deno`, `Deno.serve`
+ * (`pusher/deno_transport.ts`).
+ */
+export type ServerKind = "listen" | "deno";
+
+/** Whether `value` names a {@linkcode ServerKind}. */
+export function isServerKind(value: string): value is ServerKind {
+  return value === "listen" || value === "deno";
+}
+
 /** What `main.ts` tells a worker at start. */
 export interface WorkerConfig {
   slot: number;
+  server: ServerKind;
   hostname: string;
   port: number;
   /** The bus address (`channel://host:port`). */
@@ -103,7 +118,7 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
   const pusher = new Pusher({
     workerId,
     bus,
-    transport: listenTransport,
+    transport: config.server === "deno" ? denoTransport : listenTransport,
     publisherUrl: config.publisherUrl,
     allowedOrigins: config.allowedOrigins,
     tokenSecret: config.tokenSecret,
@@ -116,21 +131,30 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     gather,
     logger,
   });
-  const server = serve({
+  const common = {
     hostname: config.hostname,
     port: config.port,
     reusePort: true,
-    pingInterval: config.idleTimeout * 1000,
     maxBufferedBytes: config.maxBufferedBytes,
-    slowClientTimeout: config.slowClientTimeout,
     maxConnections: config.maxConnections,
     maxMessageBytes: config.maxMessageBytes,
-    maxHeadBytes: config.maxHeadBytes,
-    handshakeTimeout: config.handshakeTimeout,
     logger,
-    onRefused: (reason) => pusher.countRefusal(reason),
-    onListen: (addr) => post({ type: "listening", port: addr.port, workerId }),
-  }, pusher.handler);
+    onRefused: (reason: Refusal) => pusher.countRefusal(reason),
+    onListen: (addr: Deno.NetAddr) => post({ type: "listening", port: addr.port, workerId }),
+  };
+  const server = config.server === "deno"
+    // Deno pings after half its idle timeout of silence: a ping each
+    // --idle-timeout seconds, as ours sends, and a close a ping later.
+    // --max-head-bytes, --handshake-timeout and --slow-client-timeout are
+    // our server's alone.
+    ? serveDeno({ ...common, idleTimeout: config.idleTimeout * 2000 }, pusher.handler)
+    : serve({
+      ...common,
+      pingInterval: config.idleTimeout * 1000,
+      slowClientTimeout: config.slowClientTimeout,
+      maxHeadBytes: config.maxHeadBytes,
+      handshakeTimeout: config.handshakeTimeout,
+    }, pusher.handler);
 
   const stop = async (timeout: number) => {
     // Closes every client with 1001 after what it was sent, then waits.

@@ -15,7 +15,23 @@ import { signJwt } from "../shared/jwt.ts";
 import { type Service, startService } from "./_service.ts";
 import { until, within } from "../channel/testing.ts";
 
+/** The pusher's `--server`. */
+type Server = "listen" | "deno";
+
+/**
+ * The pusher's servers, each with what test names say of it: the default
+ * says nothing. The walkthrough and /client.js run on both; the demo page's
+ * own controls on the default alone.
+ */
+const SERVERS: [Server, string][] = [["listen", "browser:"], ["deno", "browser, pusher --server deno:"]];
+
 /** Hub, publisher and pusher running as processes; disposing stops all three. */
+/** How {@linkcode startSystem} starts the pusher: on which server, and with which token secret. */
+interface SystemOptions {
+  server?: Server;
+  tokenSecret?: string;
+}
+
 interface System extends AsyncDisposable {
   publisherUrl: string;
   pusherPort: number;
@@ -23,15 +39,17 @@ interface System extends AsyncDisposable {
   restartPusher(): Promise<void>;
 }
 
-/** Starts a pusher and waits until both of its workers are linked to the hub. */
+/** Starts a pusher on `server` and waits until both of its workers are linked to the hub. */
 async function startPusher(
   hubAddr: string,
   publisherUrl: string,
   port: number,
-  tokenSecret?: string,
+  options: SystemOptions,
 ): Promise<Service> {
   const args = ["--port", String(port), "--hub", hubAddr, "--publisher-url", publisherUrl];
-  const pusher = await startService("pusher", args, tokenSecret ? { env: { PUSHER_TOKEN_SECRET: tokenSecret } } : {});
+  args.push("--server", options.server ?? "listen");
+  const env = options.tokenSecret ? { PUSHER_TOKEN_SECRET: options.tokenSecret } : undefined;
+  const pusher = await startService("pusher", args, { env });
   try {
     await pusher.port();
     await until(
@@ -47,17 +65,17 @@ async function startPusher(
 }
 
 /**
- * Starts hub, publisher and pusher as users do, each on port 0, and waits
- * until both pusher workers are linked to the hub. If a later service fails
- * to start, the earlier ones are stopped.
+ * Starts hub, publisher and pusher (on `server`) as users do, each on port 0,
+ * and waits until both pusher workers are linked to the hub. If a later
+ * service fails to start, the earlier ones are stopped.
  */
-async function startSystem(options: { tokenSecret?: string } = {}): Promise<System> {
+async function startSystem(options: SystemOptions = {}): Promise<System> {
   await using services = new AsyncDisposableStack();
   const hub = services.use(await startService("channel", ["--port", "0", "--startup-grace", "0"]));
   const hubAddr = `127.0.0.1:${await hub.port()}`;
   const publisher = services.use(await startService("publisher", ["--port", "0", "--hub", hubAddr]));
   const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
-  let pusher = services.use(await startPusher(hubAddr, publisherUrl, 0, options.tokenSecret));
+  let pusher = services.use(await startPusher(hubAddr, publisherUrl, 0, options));
   const pusherPort = await pusher.port();
   // Started: the services now belong to the caller, stopped in reverse order on dispose.
   const owned = services.move();
@@ -66,7 +84,7 @@ async function startSystem(options: { tokenSecret?: string } = {}): Promise<Syst
     pusherPort,
     async restartPusher() {
       await pusher.stop();
-      pusher = owned.use(await startPusher(hubAddr, publisherUrl, pusherPort, options.tokenSecret));
+      pusher = owned.use(await startPusher(hubAddr, publisherUrl, pusherPort, options));
     },
     [Symbol.asyncDispose]: () => owned.disposeAsync(),
   };
@@ -93,31 +111,33 @@ function alerts(page: Page): string[] {
   return seen;
 }
 
-Deno.test("browser: the original's console snippet gets its greeting, a broadcast and its targeted message", async () => {
-  await using system = await startSystem();
-  const { publisherUrl, pusherPort } = system;
+for (const [server, label] of SERVERS) {
+  Deno.test(`${label} the original's console snippet gets its greeting, a broadcast and its targeted message`, async () => {
+    await using system = await startSystem({ server });
+    const { publisherUrl, pusherPort } = system;
 
-  const browser = await launchChromium();
-  try {
-    const page = await browser.newPage();
-    const seen = alerts(page);
-    await page.goto(`http://127.0.0.1:${pusherPort}/`);
-    // The original's snippet, verbatim but for the host and port.
-    await page.evaluate(`ws = new WebSocket("ws://127.0.0.1:${pusherPort}"); ws.onmessage = (e) => alert(e.data);`);
-    await until(() => seen.length >= 1, 10_000, "the greeting alert");
-    const greeting = /^workerID:([0-9a-f]{16}) connectionID:(\d+) connected\n$/.exec(seen[0]!);
-    assert.ok(greeting, `greeting ${JSON.stringify(seen[0])}`);
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      const seen = alerts(page);
+      await page.goto(`http://127.0.0.1:${pusherPort}/`);
+      // The original's snippet, verbatim but for the host and port.
+      await page.evaluate(`ws = new WebSocket("ws://127.0.0.1:${pusherPort}"); ws.onmessage = (e) => alert(e.data);`);
+      await until(() => seen.length >= 1, 10_000, "the greeting alert");
+      const greeting = /^workerID:([0-9a-f]{16}) connectionID:(\d+) connected\n$/.exec(seen[0]!);
+      assert.ok(greeting, `greeting ${JSON.stringify(seen[0])}`);
 
-    assert.equal(await open(browser, `${publisherUrl}/?content=hello%20browser`), "ok");
-    await until(() => seen.includes("hello browser"), 10_000, "the broadcast alert");
-    const direct = `${publisherUrl}/?to_worker_id=${greeting[1]}&to_connection_id=${greeting[2]}&content=only%20me`;
-    assert.equal(await open(browser, direct), "ok");
-    await until(() => seen.includes("only me"), 10_000, "the targeted alert");
-    assert.deepEqual(seen.slice(1), ["hello browser", "only me"]);
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
-});
+      assert.equal(await open(browser, `${publisherUrl}/?content=hello%20browser`), "ok");
+      await until(() => seen.includes("hello browser"), 10_000, "the broadcast alert");
+      const direct = `${publisherUrl}/?to_worker_id=${greeting[1]}&to_connection_id=${greeting[2]}&content=only%20me`;
+      assert.equal(await open(browser, direct), "ok");
+      await until(() => seen.includes("only me"), 10_000, "the targeted alert");
+      assert.deepEqual(seen.slice(1), ["hello browser", "only me"]);
+    } finally {
+      await within(browser.close(), 10_000, "the browser to close");
+    }
+  });
+}
 
 Deno.test("browser: the demo page shows its address and its buttons publish through the publisher", async () => {
   await using system = await startSystem();
@@ -193,82 +213,84 @@ async function waitSeen(page: Page, predicate: string, what: string): Promise<vo
   }
 }
 
-Deno.test("browser: /client.js connects, reads its address, gets a broadcast, and reconnects by itself after a pusher restart", async () => {
-  await using system = await startSystem();
-  const { publisherUrl, pusherPort } = system;
-
-  const browser = await launchChromium();
-  try {
-    const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${pusherPort}/`);
-    const first = await connectClient(page);
-    assert.match(first.workerId, /^[0-9a-f]{16}$/);
-    assert.ok(Number.isInteger(first.connectionId) && first.connectionId > 0, `connection id ${first.connectionId}`);
-    assert.deepEqual(await page.evaluate("client.address"), first);
-
-    assert.equal(await open(browser, `${publisherUrl}/?content=hello%20client`), "ok");
-    await waitSeen(page, `seen.messages.includes("hello client")`, "the broadcast");
-
-    await system.restartPusher();
-    await waitSeen(page, "seen.greetings.length >= 2", "a greeting from the restarted pusher");
-    const seen: Seen = await page.evaluate("window.seen");
-    assert.equal(seen.drops[0]?.code, 1001, "the pusher said it was going away");
-    assert.ok(seen.drops.every((drop) => drop.reconnecting));
-    const second = seen.greetings.at(-1)!;
-    assert.notEqual(second.workerId, first.workerId, "a new process has new worker ids");
-    assert.equal(await page.evaluate("client.state"), "connected");
-
-    assert.equal(await open(browser, `${publisherUrl}/?content=after%20the%20restart`), "ok");
-    await waitSeen(page, `seen.messages.includes("after the restart")`, "the broadcast after the restart");
-    assert.deepEqual((await page.evaluate<Seen>("window.seen")).messages, ["hello client", "after the restart"]);
-    await page.evaluate("client.disconnect()");
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
-});
-
-Deno.test({
-  name:
-    "browser: /client.js subscribes to a channel, gets its publications, and subscribes again after a pusher restart",
-  async fn() {
-    await using system = await startSystem();
+for (const [server, label] of SERVERS) {
+  Deno.test(`${label} /client.js connects, reads its address, gets a broadcast, and reconnects by itself after a pusher restart`, async () => {
+    await using system = await startSystem({ server });
     const { publisherUrl, pusherPort } = system;
 
     const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       await page.goto(`http://127.0.0.1:${pusherPort}/`);
-      await connectClient(page);
-      await page.evaluate(`client.subscribe("news").ready({ signal: AbortSignal.timeout(10000) })`);
-      assert.equal(await page.evaluate(`client.subscription("news").state`), "subscribed");
+      const first = await connectClient(page);
+      assert.match(first.workerId, /^[0-9a-f]{16}$/);
+      assert.ok(Number.isInteger(first.connectionId) && first.connectionId > 0, `connection id ${first.connectionId}`);
+      assert.deepEqual(await page.evaluate("client.address"), first);
 
-      assert.equal(await open(browser, `${publisherUrl}/?channel=news&content=first`), "ok");
-      await waitSeen(
-        page,
-        `seen.publications.some((p) => p.channel === "news" && p.data === "first")`,
-        "a publication",
-      );
-      assert.equal(await open(browser, `${publisherUrl}/?content=not%20on%20news`), "ok");
-      await waitSeen(page, `seen.messages.includes("not on news")`, "the plain broadcast");
+      assert.equal(await open(browser, `${publisherUrl}/?content=hello%20client`), "ok");
+      await waitSeen(page, `seen.messages.includes("hello client")`, "the broadcast");
 
       await system.restartPusher();
       await waitSeen(page, "seen.greetings.length >= 2", "a greeting from the restarted pusher");
-      await page.evaluate(`client.subscription("news").ready({ signal: AbortSignal.timeout(10000) })`);
-      assert.equal(await open(browser, `${publisherUrl}/?channel=news&content=second`), "ok");
-      await waitSeen(page, `seen.publications.some((p) => p.data === "second")`, "a publication after the restart");
-
-      await page.evaluate(`client.subscription("news").unsubscribe()`);
-      assert.equal(await open(browser, `${publisherUrl}/?channel=news&content=third`), "ok");
-      assert.equal(await open(browser, `${publisherUrl}/?content=marker`), "ok");
-      await waitSeen(page, `seen.messages.includes("marker")`, "the marker broadcast");
       const seen: Seen = await page.evaluate("window.seen");
-      assert.deepEqual(seen.publications.map((p) => p.data), ["first", "second"], "nothing after unsubscribing");
+      assert.equal(seen.drops[0]?.code, 1001, "the pusher said it was going away");
+      assert.ok(seen.drops.every((drop) => drop.reconnecting));
+      const second = seen.greetings.at(-1)!;
+      assert.notEqual(second.workerId, first.workerId, "a new process has new worker ids");
+      assert.equal(await page.evaluate("client.state"), "connected");
+
+      assert.equal(await open(browser, `${publisherUrl}/?content=after%20the%20restart`), "ok");
+      await waitSeen(page, `seen.messages.includes("after the restart")`, "the broadcast after the restart");
+      assert.deepEqual((await page.evaluate<Seen>("window.seen")).messages, ["hello client", "after the restart"]);
       await page.evaluate("client.disconnect()");
     } finally {
       await within(browser.close(), 10_000, "the browser to close");
     }
-  },
-});
+  });
+
+  Deno.test({
+    name:
+      `${label} /client.js subscribes to a channel, gets its publications, and subscribes again after a pusher restart`,
+    async fn() {
+      await using system = await startSystem({ server });
+      const { publisherUrl, pusherPort } = system;
+
+      const browser = await launchChromium();
+      try {
+        const page = await browser.newPage();
+        await page.goto(`http://127.0.0.1:${pusherPort}/`);
+        await connectClient(page);
+        await page.evaluate(`client.subscribe("news").ready({ signal: AbortSignal.timeout(10000) })`);
+        assert.equal(await page.evaluate(`client.subscription("news").state`), "subscribed");
+
+        assert.equal(await open(browser, `${publisherUrl}/?channel=news&content=first`), "ok");
+        await waitSeen(
+          page,
+          `seen.publications.some((p) => p.channel === "news" && p.data === "first")`,
+          "a publication",
+        );
+        assert.equal(await open(browser, `${publisherUrl}/?content=not%20on%20news`), "ok");
+        await waitSeen(page, `seen.messages.includes("not on news")`, "the plain broadcast");
+
+        await system.restartPusher();
+        await waitSeen(page, "seen.greetings.length >= 2", "a greeting from the restarted pusher");
+        await page.evaluate(`client.subscription("news").ready({ signal: AbortSignal.timeout(10000) })`);
+        assert.equal(await open(browser, `${publisherUrl}/?channel=news&content=second`), "ok");
+        await waitSeen(page, `seen.publications.some((p) => p.data === "second")`, "a publication after the restart");
+
+        await page.evaluate(`client.subscription("news").unsubscribe()`);
+        assert.equal(await open(browser, `${publisherUrl}/?channel=news&content=third`), "ok");
+        assert.equal(await open(browser, `${publisherUrl}/?content=marker`), "ok");
+        await waitSeen(page, `seen.messages.includes("marker")`, "the marker broadcast");
+        const seen: Seen = await page.evaluate("window.seen");
+        assert.deepEqual(seen.publications.map((p) => p.data), ["first", "second"], "nothing after unsubscribing");
+        await page.evaluate("client.disconnect()");
+      } finally {
+        await within(browser.close(), 10_000, "the browser to close");
+      }
+    },
+  });
+}
 
 Deno.test("browser: the demo page's channel controls list a channel while subscribed, publish to it, and forget it on unsubscribe", async () => {
   await using system = await startSystem();

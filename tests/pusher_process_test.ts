@@ -63,6 +63,39 @@ Deno.test("pusher workers share one port, each with its own worker id, and SIGTE
   }
 });
 
+Deno.test("pusher --server deno: workers on Deno.serve share one port, greet, get a broadcast through a publisher, and SIGTERM closes clients with 1001", async () => {
+  await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
+  const hubAddr = `127.0.0.1:${await hub.port()}`;
+  await using pusher = await startService("pusher", ["--port", "0", "--hub", hubAddr, "--server", "deno"]);
+  const port = await pusher.port();
+  await pusher.waitForLine(/msg=listening .*server=deno/);
+  await until(
+    () => pusher.lines.filter((line) => line.includes('msg="connected to hub"')).length >= 2,
+    10_000,
+    "both workers' hub links",
+  );
+  await using publisher = await startService("publisher", ["--port", "0", "--hub", hubAddr]);
+  const clients = Array.from({ length: 12 }, () => new Client(port));
+  try {
+    const workers = new Set((await Promise.all(clients.map((c) => c.address()))).map((a) => a.worker));
+    assert.equal(workers.size, 2, "12 connections all landed on one worker of 2");
+    const response = await fetch(`http://127.0.0.1:${await publisher.port()}/?content=hello%20deno`);
+    assert.equal(await response.text(), "ok");
+    for (const client of clients) await until(() => client.messages.includes("hello deno"), 5000, "the broadcast");
+    const closing = clients.map((client) => client.closed);
+    assert.equal((await pusher.stop("SIGTERM")).code, 0);
+    for (const event of await Promise.all(closing)) assert.equal(event.code, 1001);
+  } finally {
+    await Promise.all(clients.map((client) => client[Symbol.asyncDispose]()));
+  }
+});
+
+Deno.test("pusher refuses an unknown --server with exit code 2", async () => {
+  await using bad = await startService("pusher", ["--server", "hyper"]);
+  await bad.waitForLine(/Invalid --server: listen or deno, got hyper/);
+  assert.equal((await bad.process.status).code, 2);
+});
+
 Deno.test("pusher /healthz follows the hub links of all workers and /metrics adds up every worker", async () => {
   let hub = await startService("channel", ["--port", "0", "--startup-grace", "0"]);
   const hubPort = await hub.port();
