@@ -75,15 +75,21 @@ export class HubBus implements Bus {
     return this.#client.reconnects;
   }
 
-  /** Calls `handler` with every message published to `subject`; subscribing again replaces the handler. */
-  subscribe(subject: string, handler: BusHandler): void {
+  /**
+   * Calls `handler` with every message published to `subject`; subscribing
+   * again replaces the handler. Resolves once the hub has handled the
+   * subscription (a ping's pong behind it: {@linkcode HubClient.flush}).
+   */
+  subscribe(subject: string, handler: BusHandler): Promise<void> {
     this.#handlers.set(subject, handler);
-    if (this.#relays.has(subject)) return;
-    const relay: EventHandler = (data, _subject, reply) => {
-      this.#handlers.get(subject)?.(data, reply === undefined ? { subject } : { subject, replyTo: reply });
-    };
-    this.#relays.set(subject, relay);
-    this.#client.subscribe(subject, relay);
+    if (!this.#relays.has(subject)) {
+      const relay: EventHandler = (data, _subject, reply) => {
+        this.#handlers.get(subject)?.(data, reply === undefined ? { subject } : { subject, replyTo: reply });
+      };
+      this.#relays.set(subject, relay);
+      this.#client.subscribe(subject, relay);
+    }
+    return this.#client.flush();
   }
 
   /** Stops the handler of `subject`; unknown subjects are ignored. */

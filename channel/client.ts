@@ -192,6 +192,11 @@ export class HubClient extends EventTarget {
   /** The hub's last connection-level error (a wrong token, say), until a connection works. */
   #refusal: string | null = null;
   #sessions = 0;
+  /** Pings written and pongs read on this connection: a pong answers the oldest ping not yet answered. */
+  #pings = 0;
+  #pongs = 0;
+  /** flush() calls waiting for the pong of a ping (`ping`, or null until one is written on a connection). */
+  readonly #flushes = new Set<{ ping: number | null; resolve: () => void }>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #sweepPeriod = Infinity;
 
@@ -286,6 +291,22 @@ export class HubClient extends EventTarget {
   }
 
   /**
+   * Resolves once the hub has handled every frame this client wrote before
+   * the call: a subscription made before it is in effect, so a publish made
+   * after it (by anyone) reaches this client. While the link is down it waits
+   * for the next connection, which restores every subscription first. Also
+   * resolves when the client closes.
+   */
+  flush(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const flush = { ping: null as number | null, resolve };
+      this.#flushes.add(flush);
+      if (this.#writer) flush.ping = this.#ping(this.#writer);
+    });
+  }
+
+  /**
    * Publishes `data` to every subscriber of each subject. Resolves with how
    * many deliveries the hub made (one per subject per subscriber) once the
    * hub has written them to its subscribers' sockets. While the hub is
@@ -348,6 +369,8 @@ export class HubClient extends EventTarget {
       this.#waiting.clear();
       for (const waiter of this.#readyWaiters) waiter.reject(error);
       this.#readyWaiters.clear();
+      for (const flush of this.#flushes) flush.resolve();
+      this.#flushes.clear();
       this.#wake?.();
       this.#closeSocket();
     }
@@ -547,6 +570,12 @@ export class HubClient extends EventTarget {
     this.#restore(writer);
     this.#writer = writer;
     this.#sessions++;
+    this.#pings = this.#pongs = 0;
+    if (this.#flushes.size > 0) {
+      // Those that waited through the outage: behind everything #restore queued.
+      const ping = this.#ping(writer);
+      for (const flush of this.#flushes) flush.ping = ping;
+    }
     const heard = { at: performance.now() };
     const heartbeat = this.#heartbeat(writer, heard);
 
@@ -619,8 +648,14 @@ export class HubClient extends EventTarget {
       // Timers drift: a tick a little early still counts as the interval's.
       if (now - lastPing < this.#pingInterval * 7 / 8) return;
       lastPing = now;
-      writer.enqueue(PING);
+      this.#ping(writer);
     }, this.#pingInterval / 4);
+  }
+
+  /** Writes a ping; returns its number on this connection, which its pong will match. */
+  #ping(writer: FrameWriter): number {
+    writer.enqueue(PING);
+    return ++this.#pings;
   }
 
   /** Reads and handles the hub's messages until the connection ends; returns why it ended. */
@@ -673,6 +708,13 @@ export class HubClient extends EventTarget {
         break;
       }
       case "pong":
+        this.#pongs++;
+        for (const flush of this.#flushes) {
+          if (flush.ping !== null && flush.ping <= this.#pongs) {
+            this.#flushes.delete(flush);
+            flush.resolve();
+          }
+        }
         break;
     }
   }

@@ -49,7 +49,9 @@ class FakeBus implements Bus {
     this.#outcome = outcome;
   }
 
-  subscribe(): void {}
+  subscribe(): Promise<void> {
+    return Promise.resolve();
+  }
   unsubscribe(): void {}
 
   publish(subject: string, data: Json, options?: BusPublishOptions): Promise<PublishResult> {

@@ -176,6 +176,8 @@ export class Pusher {
   readonly #maxBadMessages: number;
   /** Channel and user subjects the bus subscribes to now, for detach(). */
   readonly #interest = new Set<string>();
+  /** Of those, the ones whose subscription the bus has not yet confirmed in effect. */
+  readonly #pending = new Map<string, Promise<void>>();
   #accepting = true;
 
   constructor(options: PusherOptions) {
@@ -337,6 +339,8 @@ export class Pusher {
     if (!connection) return;
     const command = parseClientMessage(data, this.#protocol);
     if (isClientError(command)) return this.#refuse(connection, command);
+    // A well-formed command ends a run of malformed ones, whatever its answer.
+    connection.bad = 0;
     const { id, channel } = command;
     if (command.op === "unsubscribe") {
       this.#leave(connection, channel);
@@ -348,12 +352,11 @@ export class Pusher {
       return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
     }
     const refusal = limitError(this.#join(connection, channel), this.#membership);
-    if (refusal === null) return this.#succeed(connection, id);
+    if (refusal === null) return this.#whenSubscribed(channel, () => this.#succeed(connection, id));
     this.#refuse(connection, { id, code: ErrorCode.tooManyChannels, message: refusal });
   }
 
   #succeed(connection: PusherConnection, id: number): void {
-    connection.bad = 0;
     connection.socket.send(resultFrame(id));
   }
 
@@ -375,7 +378,8 @@ export class Pusher {
 
   #join(connection: PusherConnection, channel: string): JoinOutcome {
     const outcome = this.#membership.join(connection, channel);
-    if (outcome === "joined") this.#announce("join", channel, connection);
+    // Once the worker hears the channel: the joiner gets its own join after its reply.
+    if (outcome === "joined") this.#whenSubscribed(channel, () => this.#announce("join", channel, connection));
     return outcome;
   }
 
@@ -396,11 +400,28 @@ export class Pusher {
 
   #interested(subject: string, handler: (data: Json, message: BusMessage) => void): void {
     this.#interest.add(subject);
-    this.#bus.subscribe(subject, handler);
+    const ready = this.#bus.subscribe(subject, handler);
+    this.#pending.set(subject, ready);
+    ready.then(() => {
+      if (this.#pending.get(subject) === ready) this.#pending.delete(subject);
+    });
   }
 
   #uninterested(subject: string): void {
-    if (this.#interest.delete(subject)) this.#bus.unsubscribe(subject);
+    if (!this.#interest.delete(subject)) return;
+    this.#pending.delete(subject);
+    this.#bus.unsubscribe(subject);
+  }
+
+  /**
+   * Runs `then` once this worker's subscription to `channel` is in effect at
+   * the bus, at once when it already is: a client told "subscribed" before
+   * that could miss a publication made right after.
+   */
+  #whenSubscribed(channel: string, then: () => void): void {
+    const pending = this.#pending.get(channelSubject(channel));
+    if (pending) pending.then(then);
+    else then();
   }
 
   readonly #onChannel = (data: Json, message: BusMessage): void => {
@@ -437,7 +458,14 @@ export class Pusher {
       return this.#reply(message.replyTo, { ok: false, error: "no such connection" });
     }
     const error = this.#apply(connection, command);
-    this.#reply(message.replyTo, error === null ? { ok: true } : { ok: false, error });
+    if (error !== null) return this.#reply(message.replyTo, { ok: false, error });
+    this.#afterCommand(command, () => this.#reply(message.replyTo, { ok: true }));
+  }
+
+  /** Runs `then` once `command` has taken effect: a subscribe once the worker's subscription is in effect. */
+  #afterCommand(command: Command, then: () => void): void {
+    if (command.cmd === "subscribe") this.#whenSubscribed(command.channel, then);
+    else then();
   }
 
   #userCommand(user: string, command: Command, replyTo: string | undefined): void {
@@ -446,7 +474,7 @@ export class Pusher {
     for (const connection of [...this.#connections.ofUser(user)]) {
       if (this.#apply(connection, command) === null) applied++;
     }
-    this.#reply(replyTo, { connections: applied });
+    this.#afterCommand(command, () => this.#reply(replyTo, { connections: applied }));
   }
 
   #badCommand(data: Json, error: string, replyTo: string | undefined): void {
@@ -461,7 +489,10 @@ export class Pusher {
         const invalid = channelNameError(command.channel, this.#protocol.maxChannelLength);
         if (invalid !== null) return invalid;
         const outcome = this.#join(connection, command.channel);
-        if (outcome === "joined") connection.socket.send(subscribedFrame(command.channel));
+        if (outcome === "joined") {
+          const channel = command.channel;
+          this.#whenSubscribed(channel, () => connection.socket.send(subscribedFrame(channel)));
+        }
         return limitError(outcome, this.#membership);
       }
       case "unsubscribe":

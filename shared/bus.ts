@@ -83,8 +83,13 @@ export interface Bus extends AsyncDisposable {
   /**
    * Calls `handler` with every message published to `subject` from now on.
    * One handler per subject: subscribing again replaces it.
+   *
+   * The returned promise resolves once the subscription is in effect at the
+   * bus: a publish made after that, by anyone, reaches `handler` (the bus
+   * may need a round trip to know; tell a client it is subscribed only
+   * then). It also resolves if the bus closes first; it never rejects.
    */
-  subscribe(subject: string, handler: BusHandler): void;
+  subscribe(subject: string, handler: BusHandler): Promise<void>;
   /** Stops the handler of `subject`. Unknown subjects are ignored. */
   unsubscribe(subject: string): void;
   /**

@@ -90,8 +90,10 @@ export class MemoryBus implements Bus {
     return [...this.#handlers.keys()];
   }
 
-  subscribe(subject: string, handler: BusHandler): void {
+  subscribe(subject: string, handler: BusHandler): Promise<void> {
     this.#handlers.set(subject, handler);
+    // In effect at once: the broker delivers to this map synchronously.
+    return Promise.resolve();
   }
 
   unsubscribe(subject: string): void {
