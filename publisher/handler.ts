@@ -4,7 +4,8 @@
  * bus (the channel hub) and answers `ok` once the bus has taken the publish.
  * `POST /api/<method>` is the JSON server API (`api.ts`): publishes,
  * server-side subscriptions, disconnects and presence. `/healthz` and
- * `/metrics` tell operators how it is doing.
+ * `/metrics` tell operators how it is doing, and `/dashboard` shows them
+ * (`dashboard.ts`).
  *
  * @module
  */
@@ -24,7 +25,9 @@ import {
   DEFAULT_PRESENCE_TIMEOUT,
   unknownMethod,
 } from "./api.ts";
+import { apiMethods } from "./_api_methods.ts";
 import { checkApiKey } from "./_api_key.ts";
+import { createDashboard, DASHBOARD_API_PREFIX, type DashboardOptions } from "./dashboard.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
@@ -68,6 +71,13 @@ export interface PublishHandlerOptions {
   commandTimeout?: number;
   /** Longest channel name accepted; longer gets 422 (never above what the bus carries, 248). @default {255} */
   maxChannelLength?: number;
+  /** The dashboard's limits (`/dashboard`, see `dashboard.ts`): sessions, streams, sample interval. @default {{}} */
+  dashboard?: DashboardOptions;
+  /**
+   * Aborted when the server shuts down: the dashboard's event streams close
+   * then, as they would otherwise hold up the drain. @default {undefined}
+   */
+  signal?: AbortSignal;
 }
 
 /** Headers of every answer but the preflight's and /metrics'. */
@@ -126,7 +136,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   const metrics = options.metrics ?? new PublisherMetrics(bus);
   const now = options.now ?? (() => performance.now());
   const publish = publisher({ ...options, logger, metrics, now });
-  const api = createApi({
+  const apiDeps = {
     bus,
     logger,
     metrics,
@@ -142,7 +152,23 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxJsonDepth: options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH,
     maxBatchCommands: options.maxBatchCommands ?? DEFAULT_MAX_BATCH_COMMANDS,
+  };
+  const api = createApi(apiDeps);
+  // The dashboard checks its session and CSRF token before it calls the API, and is same-origin: no CORS.
+  const dashboardApi = createApi({ ...apiDeps, apiKey: undefined, headers: {} });
+  const { info } = apiMethods(apiDeps);
+  const dashboard = createDashboard({
+    ...options.dashboard,
+    apiKey: apiDeps.apiKey,
+    hubConnected: () => bus.connected,
+    info: () => info({}),
+    metrics: () => metrics.snapshot(),
+    api: dashboardApi,
+    signal: options.signal,
   });
+  const dashboardRoutes = Object.fromEntries(
+    Object.entries(dashboard.routes).map(([path, route]) => [path, { ...route, handler: route.handler as Answer }]),
+  );
   const apiRoutes = Object.fromEntries(API_METHODS.map((method) => [`${API_PREFIX}${method}`, {
     methods: ["POST", "OPTIONS"],
     hint: "use POST with a JSON body",
@@ -154,6 +180,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   // The original serves its API on every path, we on `/` only.
   const router = new Router<Answer>({
     ...apiRoutes,
+    ...dashboardRoutes,
     "/": {
       methods: ["GET", "POST", "OPTIONS"],
       hint: "use GET or POST",
@@ -171,11 +198,14 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   async function answer(req: Request, url: URL, started: number): Promise<Response> {
     const fields = { method: req.method, path: url.pathname };
     // Answered in JSON, whatever goes wrong.
-    const isApi = url.pathname.startsWith(API_PREFIX);
+    const isApi = url.pathname.startsWith(API_PREFIX) || url.pathname.startsWith(DASHBOARD_API_PREFIX);
     try {
       const route = router.match(req.method, url.pathname);
       if (isMiss(route)) {
-        const reason = route.status === 404 && isApi ? unknownMethod(url.pathname) : route.reason;
+        const apiPath = url.pathname.startsWith(DASHBOARD_API_PREFIX)
+          ? url.pathname.slice("/dashboard".length)
+          : url.pathname;
+        const reason = route.status === 404 && isApi ? unknownMethod(apiPath) : route.reason;
         throw new Rejection(route.status, reason, { headers: route.headers });
       }
       return await route.handler(req, url, started);

@@ -7,7 +7,7 @@
  */
 
 import type { Bus } from "../shared/bus.ts";
-import { type Counter, type Histogram, Registry, renderPrometheus } from "../shared/metrics.ts";
+import { type Counter, type Histogram, Registry, type RegistrySnapshot, renderPrometheus } from "../shared/metrics.ts";
 
 /** What the metrics and `/healthz` read of the bus link: whether it is up, and how often it came back. */
 export type HubLink = Pick<Bus, "connected" | "reconnects">;
@@ -133,12 +133,17 @@ export class PublisherMetrics {
 
   /** Every metric of the registry in the Prometheus text format. */
   render(): string {
-    // The bus counts reconnects itself; the counter catches up at each scrape.
+    return renderPrometheus(this.snapshot());
+  }
+
+  /** The state of every metric, as `/metrics` would render it now: for the dashboard, which reads the numbers. */
+  snapshot(): RegistrySnapshot {
+    // The bus counts reconnects itself; the counter catches up at each read.
     const reconnects = this.#hub.reconnects;
     if (reconnects > this.#reconnectsSeen) {
       this.#reconnects.inc(reconnects - this.#reconnectsSeen);
       this.#reconnectsSeen = reconnects;
     }
-    return renderPrometheus(this.#registry.snapshot());
+    return this.#registry.snapshot();
   }
 }
