@@ -19,6 +19,7 @@ function head(title: string, extra = ""): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 ${extra}<title>${escape(title)}</title>
+<link rel="icon" href="/dashboard/icon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/dashboard/app.css">
 </head>
 `;
@@ -100,7 +101,7 @@ ${charts}
 <section class="panel" aria-labelledby="workers-title">
 <h2 id="workers-title">Pusher workers</h2>
 <div class="table-wrap">
-<table id="workers">
+<table id="workers-table">
 <thead><tr><th>Worker id</th><th class="num">Connections</th><th class="num">Users</th><th class="num">Channels</th></tr></thead>
 <tbody><tr><td colspan="4" class="muted">waiting for the first answer</td></tr></tbody>
 </table>

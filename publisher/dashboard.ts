@@ -49,6 +49,10 @@ const SECURITY: Readonly<Record<string, string>> = {
   "x-frame-options": "DENY",
 };
 
+/** The tab's icon: a dot in the accent colour, so the browser asks for no /favicon.ico. */
+const ICON =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="6" fill="#2563eb"/></svg>';
+
 /** The login form's body is one short field; more is not a login. */
 const MAX_LOGIN_BYTES = 4096;
 
@@ -96,8 +100,8 @@ export interface Dashboard {
 /**
  * Creates the dashboard's routes: `GET /dashboard` (the page, or the login
  * form without a session), `POST /dashboard/login` and `/dashboard/logout`,
- * `GET /dashboard/events` (server-sent events), `GET /dashboard/app.js` and
- * `/dashboard/app.css`, and `POST /dashboard/api/<method>` for each method
+ * `GET /dashboard/events` (server-sent events), `GET /dashboard/app.js`,
+ * `/dashboard/app.css` and `/dashboard/icon.svg`, and `POST /dashboard/api/<method>` for each method
  * of the server API. Refusals are thrown as {@linkcode Rejection}s.
  *
  * @example
@@ -202,6 +206,10 @@ export function createDashboard(deps: DashboardDeps): Dashboard {
     "/dashboard/app.css": {
       methods: ["GET"],
       handler: () => asset(appCss, "text/css;charset=utf-8"),
+    },
+    "/dashboard/icon.svg": {
+      methods: ["GET"],
+      handler: () => asset(ICON, "image/svg+xml"),
     },
   };
   for (const method of API_METHODS) {

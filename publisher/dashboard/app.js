@@ -83,7 +83,7 @@ function cell(text, className) {
 }
 
 function renderWorkers(info, error) {
-  const body = /** @type {HTMLTableElement} */ ($("workers")).tBodies[0];
+  const body = /** @type {HTMLTableElement} */ ($("workers-table")).tBodies[0];
   const rows = [];
   if (!info) {
     const tr = document.createElement("tr");
