@@ -39,11 +39,29 @@ export interface Totals {
   hubReconnects: number;
 }
 
-/** Per-second rates between two samples; null in the first sample after a gap. */
-export type Rates = { [K in "publishes" | "deliveries" | "requests" | "errors" | "rejected"]: number | null } & {
-  /** Mean time of the publishes between the two samples, in milliseconds; null without any. */
-  publishMs: number | null;
-};
+/** The pusher workers' counters, summed over the workers that answered `info`. */
+export interface ClusterTotals {
+  /** Messages handed to sockets. */
+  deliveries: number;
+  /** Connections closed as slow consumers (3008). */
+  slowCloses: number;
+}
+
+/**
+ * Per-second rates between two samples; null in the first sample after a
+ * gap. `socketDeliveries` and `slowCloses` are the pusher workers' (null
+ * when `info` failed or the workers do not send counters).
+ */
+export type Rates =
+  & {
+    [K in "publishes" | "deliveries" | "requests" | "errors" | "rejected" | "socketDeliveries" | "slowCloses"]:
+      | number
+      | null;
+  }
+  & {
+    /** Mean time of the publishes between the two samples, in milliseconds; null without any. */
+    publishMs: number | null;
+  };
 
 /** One sample, as a page receives it in an `event: snapshot`. */
 export interface Sample {
@@ -56,6 +74,8 @@ export interface Sample {
   /** Why `info` failed, when it did. */
   infoError?: string;
   totals: Totals;
+  /** The pusher workers' counters, or null when `info` failed or they sent none. */
+  cluster: ClusterTotals | null;
   rates: Rates;
 }
 
@@ -120,7 +140,43 @@ export function totalsOf(snapshot: RegistrySnapshot): Totals {
   return totals;
 }
 
-/** Rates from `before` to `after`, `seconds` apart. */
+/** Each worker's counters in an `info` result, by worker id; workers without counters are left out. */
+export function workerCountersOf(info: Json | null): Map<string, ClusterTotals> {
+  const counters = new Map<string, ClusterTotals>();
+  const workers = info !== null && typeof info === "object" && !Array.isArray(info) ? info.workers : undefined;
+  if (!Array.isArray(workers)) return counters;
+  for (const worker of workers) {
+    if (worker === null || typeof worker !== "object" || Array.isArray(worker)) continue;
+    const { worker_id: id, deliveries, slow_closes: slowCloses } = worker;
+    if (typeof id !== "string" || typeof deliveries !== "number" || typeof slowCloses !== "number") continue;
+    counters.set(id, { deliveries, slowCloses });
+  }
+  return counters;
+}
+
+/**
+ * Per-second rates of the workers' counters from `before` to `after`,
+ * `seconds` apart, over the workers in both: a worker that died took its
+ * counts with it, a new one starts from 0, and neither is a negative rate.
+ */
+export function clusterRatesOf(
+  before: Map<string, ClusterTotals> | undefined,
+  after: Map<string, ClusterTotals>,
+  seconds: number,
+): { socketDeliveries: number | null; slowCloses: number | null } {
+  if (before === undefined || seconds <= 0 || after.size === 0) return { socketDeliveries: null, slowCloses: null };
+  let deliveries = 0;
+  let slowCloses = 0;
+  for (const [id, now] of after) {
+    const then = before.get(id);
+    if (then === undefined) continue;
+    deliveries += Math.max(0, now.deliveries - then.deliveries);
+    slowCloses += Math.max(0, now.slowCloses - then.slowCloses);
+  }
+  return { socketDeliveries: deliveries / seconds, slowCloses: slowCloses / seconds };
+}
+
+/** Rates from `before` to `after`, `seconds` apart (the workers' rates null: see {@linkcode clusterRatesOf}). */
 export function ratesOf(before: Totals | undefined, after: Totals, seconds: number): Rates {
   const rate = (key: keyof Totals) =>
     before === undefined || seconds <= 0 ? null : Math.max(0, after[key] - before[key]) / seconds;
@@ -131,6 +187,8 @@ export function ratesOf(before: Totals | undefined, after: Totals, seconds: numb
     requests: rate("requests"),
     errors: rate("errors"),
     rejected: rate("rejected"),
+    socketDeliveries: null,
+    slowCloses: null,
     publishMs: published > 0 ? (after.publishSeconds - before!.publishSeconds) / published * 1000 : null,
   };
 }
@@ -161,7 +219,7 @@ export class EventStreams {
   #timer: ReturnType<typeof setInterval> | undefined;
   #sampling = false;
   #closed = false;
-  #last: { totals: Totals; t: number } | undefined;
+  #last: { totals: Totals; workers: Map<string, ClusterTotals>; t: number } | undefined;
 
   constructor(sources: SampleSources, options: EventStreamsOptions = {}) {
     this.#sources = sources;
@@ -261,9 +319,22 @@ export class EventStreams {
     const totals = totalsOf(metrics());
     const last = this.#last;
     const fresh = last !== undefined && t - last.t <= this.#interval * 3;
-    const rates = ratesOf(fresh ? last.totals : undefined, totals, fresh ? (t - last.t) / 1000 : 0);
-    this.#last = { totals, t };
-    const sample: Sample = { t, hub: hubConnected(), info: result, totals, rates };
+    const seconds = fresh ? (t - last.t) / 1000 : 0;
+    const workers = workerCountersOf(result);
+    const rates = {
+      ...ratesOf(fresh ? last.totals : undefined, totals, seconds),
+      ...clusterRatesOf(fresh ? last.workers : undefined, workers, seconds),
+    };
+    this.#last = { totals, workers, t };
+    let cluster: ClusterTotals | null = null;
+    if (workers.size > 0) {
+      cluster = { deliveries: 0, slowCloses: 0 };
+      for (const counters of workers.values()) {
+        cluster.deliveries += counters.deliveries;
+        cluster.slowCloses += counters.slowCloses;
+      }
+    }
+    const sample: Sample = { t, hub: hubConnected(), info: result, totals, cluster, rates };
     if (infoError !== undefined) sample.infoError = infoError;
     return sample;
   }

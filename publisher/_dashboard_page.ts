@@ -58,15 +58,16 @@ const CARDS: readonly [id: string, label: string][] = [
   ["publishes", "Publishes / s"],
   ["deliveries", "Deliveries / s"],
   ["latency", "Publish latency"],
+  ["slow", "Slow-consumer closes"],
   ["errors", "Errors / s"],
-  ["rejected", "Rejected / s"],
 ];
 
-const CHARTS: readonly [id: string, label: string][] = [
-  ["publishes", "Publishes / s"],
-  ["deliveries", "Deliveries / s"],
-  ["connections", "Connections"],
-  ["errors", "Errors (5xx) and rejected (4xx) / s"],
+/** Each chart: its id, title, and the legend of its series (none for one series). */
+const CHARTS: readonly [id: string, label: string, legend: readonly string[]][] = [
+  ["publishes", "Publishes / s", []],
+  ["deliveries", "Deliveries to sockets / s", []],
+  ["connections", "Connections", []],
+  ["errors", "Problems / s", ["5xx", "4xx", "slow closes"]],
 ];
 
 /** The dashboard. */
@@ -80,10 +81,12 @@ export function dashboardPage(session: PageSession): string {
     `<div class="card" id="card-${id}"><div class="label">${label}</div>` +
     `<div class="value" id="${id}" data-value="">–</div><div class="sub" id="${id}-sub">&nbsp;</div></div>`
   ).join("\n");
-  const charts = CHARTS.map(([id, label]) =>
-    `<figure class="chart"><figcaption><span>${label}</span><span class="now" id="chart-${id}-now"></span></figcaption>` +
-    `<canvas id="chart-${id}" height="160"></canvas></figure>`
-  ).join("\n");
+  const charts = CHARTS.map(([id, label, legend]) => {
+    const keys = legend.map((name, i) => `<span class="key key-${i + 1}">${name}</span>`).join("");
+    return `<figure class="chart"><figcaption><span>${label}</span><span class="now" id="chart-${id}-now"></span>` +
+      `</figcaption>${keys ? `<div class="legend">${keys}</div>` : ""}` +
+      `<canvas id="chart-${id}" height="160"></canvas></figure>`;
+  }).join("\n");
   return `${head("Push dashboard", csrf)}<body>
 <header class="bar">
 <h1>Push dashboard</h1>
@@ -95,8 +98,17 @@ ${logout}
 <section class="cards" aria-label="The cluster at a glance">
 ${cards}
 </section>
-<section class="charts" aria-label="The last five minutes">
+<section aria-labelledby="charts-title">
+<div class="charts-head">
+<h2 id="charts-title">Last <span id="window-label">5 minutes</span></h2>
+<div class="toggle" role="group" aria-label="Time window">
+<button type="button" id="window-60" data-window="60" aria-pressed="false">1 min</button>
+<button type="button" id="window-300" data-window="300" aria-pressed="true">5 min</button>
+</div>
+</div>
+<div class="charts">
 ${charts}
+</div>
 </section>
 <section class="panel" aria-labelledby="workers-title">
 <h2 id="workers-title">Pusher workers</h2>

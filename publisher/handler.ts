@@ -10,8 +10,9 @@
  * @module
  */
 
-import { DEFAULT_MAX_CHANNEL_LENGTH, routeOf } from "../shared/address.ts";
-import type { Bus } from "../shared/bus.ts";
+import { DEFAULT_MAX_CHANNEL_LENGTH, presenceQuery, routeOf } from "../shared/address.ts";
+import { type Bus, BusError, type RequestResult } from "../shared/bus.ts";
+import type { Json } from "../shared/json.ts";
 import { isMiss, Router, text } from "../shared/http.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
@@ -25,7 +26,7 @@ import {
   DEFAULT_PRESENCE_TIMEOUT,
   unknownMethod,
 } from "./api.ts";
-import { apiMethods } from "./_api_methods.ts";
+import { info } from "./_api_replies.ts";
 import { checkApiKey } from "./_api_key.ts";
 import { createDashboard, DASHBOARD_API_PREFIX, type DashboardOptions } from "./dashboard.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
@@ -156,12 +157,12 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   const api = createApi(apiDeps);
   // The dashboard checks its session and CSRF token before it calls the API, and is same-origin: no CORS.
   const dashboardApi = createApi({ ...apiDeps, apiKey: undefined, headers: {} });
-  const { info } = apiMethods(apiDeps);
+  const presenceTimeout = apiDeps.presenceTimeout;
   const dashboard = createDashboard({
     ...options.dashboard,
     apiKey: apiDeps.apiKey,
     hubConnected: () => bus.connected,
-    info: () => info({}),
+    info: () => clusterInfo(bus, presenceTimeout),
     metrics: () => metrics.snapshot(),
     api: dashboardApi,
     signal: options.signal,
@@ -274,4 +275,23 @@ function publisher(deps: PublishDeps): Answer {
     if (reached === null) return text(200, "ok", CORS);
     return text(200, "ok", { ...CORS, "x-pushers-reached": String(reached) });
   };
+}
+
+/**
+ * The `info` result with every worker's counters (deliveries, slow closes)
+ * too, for the dashboard: `/api/info` asks without them, so its answer
+ * keeps its shape.
+ *
+ * @throws {Rejection} as `/api/info` would: the bus's refusal or timeout.
+ */
+async function clusterInfo(bus: Bus, timeout: number): Promise<Json> {
+  const query = presenceQuery({ q: "info", counters: true });
+  let gathered: RequestResult;
+  try {
+    gathered = await bus.request(query.subject, { ...query.data }, { timeout });
+  } catch (error) {
+    if (!(error instanceof BusError && error.code === "no_responders")) throw busRejection(error);
+    gathered = { replies: [], expected: 0 };
+  }
+  return info(gathered);
 }

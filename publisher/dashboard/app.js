@@ -2,8 +2,11 @@
 // library. Reads one sample a second from /dashboard/events, draws the cards, the workers table and the
 // charts (plain canvas), and sends the actions to /dashboard/api/<method> with the session's CSRF token.
 
-/** How much history the charts show, in milliseconds. */
-const WINDOW_MS = 5 * 60 * 1000;
+/** The most history the page keeps and the charts show, in milliseconds. */
+const HISTORY_MS = 5 * 60 * 1000;
+
+/** How much history the charts show now, in milliseconds: 1 or 5 minutes. */
+let windowMs = HISTORY_MS;
 
 const csrf = document.querySelector('meta[name="csrf-token"]')?.getAttribute("content") ?? undefined;
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -53,22 +56,28 @@ function render(sample) {
     for (const id of ["workers", "connections", "users", "channels"]) setCard(id, "?", null, "info failed", "bad");
   }
   setCard("publishes", rate(rates.publishes), totals.publishes, `${integer.format(totals.publishes)} total`);
-  setCard("deliveries", rate(rates.deliveries), totals.deliveries, `${integer.format(totals.deliveries)} total`);
+  const cluster = sample.cluster;
+  setCard(
+    "deliveries",
+    rate(rates.socketDeliveries),
+    cluster?.deliveries,
+    cluster ? `${integer.format(cluster.deliveries)} to sockets` : "workers send no counters",
+  );
   const latency = rates.publishMs === null ? "–" : `${decimal.format(rates.publishMs)} ms`;
   setCard("latency", latency, rates.publishMs, "mean, last second");
+  setCard(
+    "slow",
+    cluster ? integer.format(cluster.slowCloses) : "–",
+    cluster?.slowCloses,
+    rates.slowCloses ? `${rate(rates.slowCloses)} / s now` : "since the workers started",
+    rates.slowCloses ? "warn" : "",
+  );
   setCard(
     "errors",
     rate(rates.errors),
     totals.errors,
-    `${integer.format(totals.errors)} total 5xx`,
+    `${integer.format(totals.errors)} 5xx · ${integer.format(totals.rejected)} 4xx in all`,
     rates.errors ? "bad" : "",
-  );
-  setCard(
-    "rejected",
-    rate(rates.rejected),
-    totals.rejected,
-    `${integer.format(totals.rejected)} total 4xx`,
-    rates.rejected ? "warn" : "",
   );
   renderWorkers(info, sample.infoError);
   $("updated").textContent = `updated ${new Date(sample.t).toLocaleTimeString()}`;
@@ -117,10 +126,15 @@ function renderWorkers(info, error) {
 // Charts: plain canvas, redrawn at each sample and on resize.
 
 const CHARTS = [
-  { id: "publishes", series: [(s) => s.rates.publishes], unit: "/s" },
-  { id: "deliveries", series: [(s) => s.rates.deliveries], unit: "/s" },
-  { id: "connections", series: [(s) => s.info?.connections ?? null], unit: "" },
-  { id: "errors", series: [(s) => s.rates.errors, (s) => s.rates.rejected], unit: "/s" },
+  { id: "publishes", series: [(s) => s.rates.publishes], colors: ["--series-1"], unit: "/s" },
+  { id: "deliveries", series: [(s) => s.rates.socketDeliveries], colors: ["--series-1"], unit: "/s" },
+  { id: "connections", series: [(s) => s.info?.connections ?? null], colors: ["--series-1"], unit: "" },
+  {
+    id: "errors",
+    series: [(s) => s.rates.errors, (s) => s.rates.rejected, (s) => s.rates.slowCloses],
+    colors: ["--series-bad", "--series-2", "--series-3"],
+    unit: "/s",
+  },
 ];
 
 function color(name) {
@@ -148,7 +162,7 @@ function drawChart(chart) {
   ctx.clearRect(0, 0, width, height);
 
   const end = samples.length ? samples[samples.length - 1].t : Date.now();
-  const start = end - WINDOW_MS;
+  const start = end - windowMs;
   const shown = samples.filter((s) => s.t >= start);
   let max = 0;
   for (const s of shown) for (const read of chart.series) max = Math.max(max, read(s) ?? 0);
@@ -156,11 +170,11 @@ function drawChart(chart) {
 
   const font = "11px system-ui, sans-serif";
   ctx.font = font;
-  const labelWidth = Math.max(...[0, 0.5, 1].map((f) => ctx.measureText(integer.format(top * f)).width)) + 8;
+  const labelWidth = Math.max(...[0, 0.5, 1].map((f) => ctx.measureText(decimal.format(top * f)).width)) + 8;
   const left = Math.ceil(labelWidth);
   const bottom = height - 18;
   const plotWidth = width - left - 4;
-  const x = (t) => left + ((t - start) / WINDOW_MS) * plotWidth;
+  const x = (t) => left + ((t - start) / windowMs) * plotWidth;
   const y = (v) => 6 + (1 - v / top) * (bottom - 6);
 
   // Grid and axis labels.
@@ -175,36 +189,56 @@ function drawChart(chart) {
     ctx.moveTo(left, gy);
     ctx.lineTo(width - 4, gy);
     ctx.stroke();
-    ctx.fillText(integer.format(top * f), left - 6, gy);
+    ctx.fillText(decimal.format(top * f), left - 6, gy);
   }
   ctx.textBaseline = "alphabetic";
-  for (const minutes of [5, 4, 3, 2, 1, 0]) {
-    const gx = x(end - minutes * 60_000);
-    ctx.textAlign = minutes === 5 ? "left" : minutes === 0 ? "right" : "center";
-    ctx.fillText(minutes === 0 ? "now" : `-${minutes}m`, minutes === 5 ? left : gx, height - 4);
+  // Five steps back from now: minutes over a 5-minute window, seconds over a 1-minute one.
+  const step = windowMs / 5;
+  for (let i = 5; i >= 0; i--) {
+    const ago = i * step;
+    const label = i === 0 ? "now" : windowMs > 60_000 ? `-${ago / 60_000}m` : `-${ago / 1000}s`;
+    ctx.textAlign = i === 5 ? "left" : i === 0 ? "right" : "center";
+    ctx.fillText(label, i === 5 ? left : i === 0 ? width - 4 : x(end - ago), height - 4);
   }
 
   // One line per series; a null (a gap in the samples) breaks it.
-  const palette = [color("--series-1"), color("--series-2")];
-  chart.series.forEach((read, i) => {
-    ctx.strokeStyle = palette[i];
-    ctx.lineWidth = 1.5;
-    ctx.beginPath();
-    let drawing = false;
+  // One line per series, the first drawn last (on top); a null or a gap in the samples breaks it. A single
+  // series gets a faint area under its line.
+  for (let i = chart.series.length - 1; i >= 0; i--) {
+    const read = chart.series[i];
+    const segments = [];
+    let segment = [];
     let previous = null;
     for (const s of shown) {
       const value = read(s);
       const gap = previous !== null && s.t - previous > 3000;
-      if (value === null || value === undefined || gap) drawing = false;
-      if (value !== null && value !== undefined) {
-        if (drawing) ctx.lineTo(x(s.t), y(value));
-        else ctx.moveTo(x(s.t), y(value));
-        drawing = true;
+      if ((value === null || value === undefined || gap) && segment.length) {
+        segments.push(segment);
+        segment = [];
       }
+      if (value !== null && value !== undefined) segment.push([x(s.t), y(value)]);
       previous = s.t;
     }
-    ctx.stroke();
-  });
+    if (segment.length) segments.push(segment);
+    const stroke = color(chart.colors[i]);
+    for (const points of segments) {
+      ctx.beginPath();
+      points.forEach(([px, py], j) => j === 0 ? ctx.moveTo(px, py) : ctx.lineTo(px, py));
+      ctx.strokeStyle = stroke;
+      ctx.lineWidth = 1.5;
+      ctx.lineJoin = "round";
+      ctx.stroke();
+      if (chart.series.length === 1 && points.length > 1) {
+        ctx.lineTo(points[points.length - 1][0], bottom);
+        ctx.lineTo(points[0][0], bottom);
+        ctx.closePath();
+        ctx.globalAlpha = 0.1;
+        ctx.fillStyle = stroke;
+        ctx.fill();
+        ctx.globalAlpha = 1;
+      }
+    }
+  }
 
   const last = shown[shown.length - 1];
   const now = last ? chart.series.map((read) => read(last)) : [];
@@ -213,6 +247,17 @@ function drawChart(chart) {
 
 function drawCharts() {
   for (const chart of CHARTS) drawChart(chart);
+}
+
+for (const button of document.querySelectorAll("[data-window]")) {
+  button.addEventListener("click", () => {
+    windowMs = Number(button.getAttribute("data-window")) * 1000;
+    for (const other of document.querySelectorAll("[data-window]")) {
+      other.setAttribute("aria-pressed", String(other === button));
+    }
+    $("window-label").textContent = windowMs > 60_000 ? "5 minutes" : "minute";
+    drawCharts();
+  });
 }
 
 let resizing = 0;
@@ -231,7 +276,7 @@ function setStream(text, tone) {
 
 function keep(sample) {
   samples.push(sample);
-  const oldest = sample.t - WINDOW_MS - 5000;
+  const oldest = sample.t - HISTORY_MS - 5000;
   while (samples.length && samples[0].t < oldest) samples.shift();
 }
 
