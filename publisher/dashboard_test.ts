@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
 import { DASHBOARD_CSP, SESSION_COOKIE } from "./dashboard.ts";
+import { clusterRatesOf, workerCountersOf } from "./_dashboard_events.ts";
 import { within } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
 import { createLogger } from "../shared/log.ts";
@@ -315,4 +316,24 @@ Deno.test("dashboard: event streams are bounded, and a stream ends with its sess
   } finally {
     for (const reader of readers) await reader.cancel();
   }
+});
+
+Deno.test("dashboard: the workers' rates are taken per worker, so a worker that died or started is no negative rate", () => {
+  const before = workerCountersOf({
+    workers: [
+      { worker_id: "a", connections: 1, users: 0, channels: 0, deliveries: 100, slow_closes: 2 },
+      { worker_id: "dead", connections: 1, users: 0, channels: 0, deliveries: 5000, slow_closes: 9 },
+    ],
+  });
+  const after = workerCountersOf({
+    workers: [
+      { worker_id: "a", connections: 1, users: 0, channels: 0, deliveries: 300, slow_closes: 3 },
+      { worker_id: "new", connections: 1, users: 0, channels: 0, deliveries: 40, slow_closes: 0 },
+      { worker_id: "old", connections: 1, users: 0, channels: 0 },
+    ],
+  });
+  assert.deepEqual([...after.keys()], ["a", "new"], "a worker without counters is left out");
+  assert.deepEqual(clusterRatesOf(before, after, 2), { socketDeliveries: 100, slowCloses: 0.5 });
+  assert.deepEqual(clusterRatesOf(undefined, after, 2), { socketDeliveries: null, slowCloses: null });
+  assert.equal(workerCountersOf(null).size, 0);
 });
