@@ -12,7 +12,7 @@ import type { Json } from "../shared/json.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
 import { Rejection } from "./_rejection.ts";
 
-/** Streams open at once by default; one more gets 503. */
+/** Streams open at once by default; one more gets 429. */
 export const DEFAULT_MAX_STREAMS = 16;
 
 /** Samples kept for a page that opens: five minutes at one a second. */
@@ -95,7 +95,7 @@ export interface SampleSources {
 export interface EventStreamsOptions {
   /** Time between samples, in milliseconds. @default {1000} */
   interval?: number;
-  /** Streams open at once; one more gets 503. @default {16} */
+  /** Streams open at once; one more gets 429. @default {16} */
   maxStreams?: number;
   /** Samples kept for pages that open later. @default {300} */
   history?: number;
@@ -236,12 +236,13 @@ export class EventStreams {
   /**
    * Opens a stream for one page; `alive` is asked before each event.
    *
-   * @throws {Rejection} 503 when `maxStreams` are open or the streams are closed.
+   * @throws {Rejection} 429 when `maxStreams` are open, 503 once the streams are closed.
    */
   open(alive: () => boolean, headers: Readonly<Record<string, string>>): Response {
     if (this.#closed) throw new Rejection(503, "Shutting down", { headers: { "retry-after": "5" } });
     if (this.#streams.size >= this.#maxStreams) {
-      throw new Rejection(503, `Too many dashboard streams: ${this.#maxStreams} are open`, {
+      // 429, not 503: the publisher is fine, and its error rate should not say otherwise.
+      throw new Rejection(429, `Too many dashboard streams: ${this.#maxStreams} are open`, {
         headers: { "retry-after": "5" },
       });
     }
@@ -298,11 +299,14 @@ export class EventStreams {
     const bytes = utf8.encode(`event: snapshot\ndata: ${JSON.stringify(sample)}\n\n`);
     for (const stream of [...this.#streams]) {
       const { controller } = stream;
-      if (!stream.alive() || controller.desiredSize === null || controller.desiredSize <= 0) {
+      if (!stream.alive()) {
         this.#end(stream);
-        continue;
+      } else if (controller.desiredSize === null || controller.desiredSize <= 0) {
+        // A page that stopped reading: cut off, as a close would wait behind what it has not read.
+        this.#end(stream, new Error("Dashboard stream too slow: the page stopped reading"));
+      } else {
+        controller.enqueue(bytes);
       }
-      controller.enqueue(bytes);
     }
   }
 
@@ -339,9 +343,10 @@ export class EventStreams {
     return sample;
   }
 
-  #end(stream: Stream): void {
+  #end(stream: Stream, error?: Error): void {
     try {
-      stream.controller.close();
+      if (error === undefined) stream.controller.close();
+      else stream.controller.error(error);
     } catch { /* already closed or cancelled */ }
     this.#drop(stream);
   }

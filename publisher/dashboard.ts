@@ -62,7 +62,7 @@ export interface DashboardOptions {
   maxSessions?: number;
   /** How long a login lasts, in milliseconds. @default {28800000} (8 hours) */
   sessionTtl?: number;
-  /** Event streams (open pages) at once; one more gets 503. @default {16} */
+  /** Event streams (open pages) at once; one more gets 429. @default {16} */
   maxStreams?: number;
   /** Time between two samples sent to the pages, in milliseconds. @default {1000} */
   interval?: number;

@@ -301,7 +301,7 @@ Deno.test("dashboard: event streams are bounded, and a stream ends with its sess
   const readers = [await open(), await open()];
   try {
     const third = await handler(new Request(`${BASE}/dashboard/events`, { headers: { cookie } }));
-    assert.equal(third.status, 503);
+    assert.equal(third.status, 429);
     assert.match(await third.text(), /Too many dashboard streams/);
     await readEvents(readers[0]!, "snapshot", 1);
     const out = await handler(
@@ -336,4 +336,27 @@ Deno.test("dashboard: the workers' rates are taken per worker, so a worker that 
   assert.deepEqual(clusterRatesOf(before, after, 2), { socketDeliveries: 100, slowCloses: 0.5 });
   assert.deepEqual(clusterRatesOf(undefined, after, 2), { socketDeliveries: null, slowCloses: null });
   assert.equal(workerCountersOf(null).size, 0);
+});
+
+Deno.test("dashboard: a page that stops reading its event stream is cut off, and its place freed", async () => {
+  const { handler } = setup({ apiKey: undefined, dashboard: { interval: 5, maxStreams: 1 } });
+  const response = await handler(new Request(`${BASE}/dashboard/events`));
+  const reader = response.body!.getReader();
+  // Nothing is read: the queue fills, and the stream is errored rather than left waiting.
+  let freed: Response | undefined;
+  try {
+    for (let i = 0; i < 200 && freed === undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const next = await handler(new Request(`${BASE}/dashboard/events`));
+      if (next.status === 200) freed = next;
+      else await next.body?.cancel();
+    }
+    assert.ok(freed, "the slow stream's place was freed");
+    await assert.rejects(async () => {
+      while (!(await reader.read()).done) { /* what was queued before the cut */ }
+    }, /too slow/);
+  } finally {
+    await reader.cancel().catch(() => {});
+    await freed?.body?.cancel();
+  }
 });
