@@ -69,7 +69,7 @@ function render(sample) {
     "slow",
     cluster ? integer.format(cluster.slowCloses) : "–",
     cluster?.slowCloses,
-    rates.slowCloses ? `${rate(rates.slowCloses)} / s now` : "since the workers started",
+    rates.slowCloses ? `${rate(rates.slowCloses)} / s now` : "3008 closes, live workers",
     rates.slowCloses ? "warn" : "",
   );
   setCard(
