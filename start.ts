@@ -293,6 +293,7 @@ function instructions(): string {
 Push system running.
 
   Demo page:        http://127.0.0.1:4236/
+  Dashboard:        http://127.0.0.1:4237/dashboard
   Browser console:  ws = new WebSocket("ws://127.0.0.1:4236"); ws.onmessage = (e) => alert(e.data);
   Push to everyone: http://127.0.0.1:4237/?content=hello
   Push to one:      http://127.0.0.1:4237/?to_worker_id=WORKER_ID&to_connection_id=CONNECTION_ID&content=hello

@@ -4,13 +4,15 @@
  * bus (the channel hub) and answers `ok` once the bus has taken the publish.
  * `POST /api/<method>` is the JSON server API (`api.ts`): publishes,
  * server-side subscriptions, disconnects and presence. `/healthz` and
- * `/metrics` tell operators how it is doing.
+ * `/metrics` tell operators how it is doing, and `/dashboard` shows them
+ * (`dashboard.ts`).
  *
  * @module
  */
 
-import { DEFAULT_MAX_CHANNEL_LENGTH, routeOf } from "../shared/address.ts";
-import type { Bus } from "../shared/bus.ts";
+import { DEFAULT_MAX_CHANNEL_LENGTH, presenceQuery, routeOf } from "../shared/address.ts";
+import { type Bus, BusError, type RequestResult } from "../shared/bus.ts";
+import type { Json } from "../shared/json.ts";
 import { isMiss, Router, text } from "../shared/http.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
@@ -24,7 +26,9 @@ import {
   DEFAULT_PRESENCE_TIMEOUT,
   unknownMethod,
 } from "./api.ts";
+import { info } from "./_api_replies.ts";
 import { checkApiKey } from "./_api_key.ts";
+import { createDashboard, DASHBOARD_API_PREFIX, type DashboardOptions } from "./dashboard.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
@@ -68,6 +72,13 @@ export interface PublishHandlerOptions {
   commandTimeout?: number;
   /** Longest channel name accepted; longer gets 422 (never above what the bus carries, 248). @default {255} */
   maxChannelLength?: number;
+  /** The dashboard's limits (`/dashboard`, see `dashboard.ts`): sessions, streams, sample interval. @default {{}} */
+  dashboard?: DashboardOptions;
+  /**
+   * Aborted when the server shuts down: the dashboard's event streams close
+   * then, as they would otherwise hold up the drain. @default {undefined}
+   */
+  signal?: AbortSignal;
 }
 
 /** Headers of every answer but the preflight's and /metrics'. */
@@ -126,7 +137,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   const metrics = options.metrics ?? new PublisherMetrics(bus);
   const now = options.now ?? (() => performance.now());
   const publish = publisher({ ...options, logger, metrics, now });
-  const api = createApi({
+  const apiDeps = {
     bus,
     logger,
     metrics,
@@ -142,7 +153,23 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxJsonDepth: options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH,
     maxBatchCommands: options.maxBatchCommands ?? DEFAULT_MAX_BATCH_COMMANDS,
+  };
+  const api = createApi(apiDeps);
+  // The dashboard checks its session and CSRF token before it calls the API, and is same-origin: no CORS.
+  const dashboardApi = createApi({ ...apiDeps, apiKey: undefined, headers: {} });
+  const presenceTimeout = apiDeps.presenceTimeout;
+  const dashboard = createDashboard({
+    ...options.dashboard,
+    apiKey: apiDeps.apiKey,
+    hubConnected: () => bus.connected,
+    info: () => clusterInfo(bus, presenceTimeout),
+    metrics: () => metrics.snapshot(),
+    api: dashboardApi,
+    signal: options.signal,
   });
+  const dashboardRoutes = Object.fromEntries(
+    Object.entries(dashboard.routes).map(([path, route]) => [path, { ...route, handler: route.handler as Answer }]),
+  );
   const apiRoutes = Object.fromEntries(API_METHODS.map((method) => [`${API_PREFIX}${method}`, {
     methods: ["POST", "OPTIONS"],
     hint: "use POST with a JSON body",
@@ -154,6 +181,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   // The original serves its API on every path, we on `/` only.
   const router = new Router<Answer>({
     ...apiRoutes,
+    ...dashboardRoutes,
     "/": {
       methods: ["GET", "POST", "OPTIONS"],
       hint: "use GET or POST",
@@ -171,11 +199,14 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   async function answer(req: Request, url: URL, started: number): Promise<Response> {
     const fields = { method: req.method, path: url.pathname };
     // Answered in JSON, whatever goes wrong.
-    const isApi = url.pathname.startsWith(API_PREFIX);
+    const isApi = url.pathname.startsWith(API_PREFIX) || url.pathname.startsWith(DASHBOARD_API_PREFIX);
     try {
       const route = router.match(req.method, url.pathname);
       if (isMiss(route)) {
-        const reason = route.status === 404 && isApi ? unknownMethod(url.pathname) : route.reason;
+        const apiPath = url.pathname.startsWith(DASHBOARD_API_PREFIX)
+          ? url.pathname.slice("/dashboard".length)
+          : url.pathname;
+        const reason = route.status === 404 && isApi ? unknownMethod(apiPath) : route.reason;
         throw new Rejection(route.status, reason, { headers: route.headers });
       }
       return await route.handler(req, url, started);
@@ -244,4 +275,23 @@ function publisher(deps: PublishDeps): Answer {
     if (reached === null) return text(200, "ok", CORS);
     return text(200, "ok", { ...CORS, "x-pushers-reached": String(reached) });
   };
+}
+
+/**
+ * The `info` result with every worker's counters (deliveries, slow closes)
+ * too, for the dashboard: `/api/info` asks without them, so its answer
+ * keeps its shape.
+ *
+ * @throws {Rejection} as `/api/info` would: the bus's refusal or timeout.
+ */
+async function clusterInfo(bus: Bus, timeout: number): Promise<Json> {
+  const query = presenceQuery({ q: "info", counters: true });
+  let gathered: RequestResult;
+  try {
+    gathered = await bus.request(query.subject, { ...query.data }, { timeout });
+  } catch (error) {
+    if (!(error instanceof BusError && error.code === "no_responders")) throw busRejection(error);
+    gathered = { replies: [], expected: 0 };
+  }
+  return info(gathered);
 }

@@ -153,6 +153,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   let bus: Bus | undefined;
   let config: PublisherConfig;
   let server: RestartingServer;
+  // Ends the dashboard's event streams, which would otherwise keep the drain waiting for open pages.
+  const shuttingDown = new AbortController();
   try {
     const flags = parseFlags(args, FLAGS);
     if (flags.help) {
@@ -163,7 +165,15 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     config = readConfig(flags);
     bus = openPublisherBus(config, logger);
     const { publishTimeout, maxContentBytes, apiKey, api } = config;
-    const handler = createPublishHandler({ bus, publishTimeout, maxContentBytes, apiKey, logger, ...api });
+    const handler = createPublishHandler({
+      bus,
+      publishTimeout,
+      maxContentBytes,
+      apiKey,
+      logger,
+      ...api,
+      signal: shuttingDown.signal,
+    });
     server = listen(config, handler, logger);
   } catch (error) {
     logger.error((error as Error).message);
@@ -172,6 +182,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   const signal = await signalled;
   logger.info("shutting down", { signal, timeout: config.shutdownTimeout });
+  shuttingDown.abort();
   await stop(server, bus, config.shutdownTimeout, logger);
   logger.info("stopped");
   return 0;

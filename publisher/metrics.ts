@@ -7,7 +7,7 @@
  */
 
 import type { Bus } from "../shared/bus.ts";
-import { type Counter, type Histogram, Registry, renderPrometheus } from "../shared/metrics.ts";
+import { type Counter, type Histogram, Registry, type RegistrySnapshot, renderPrometheus } from "../shared/metrics.ts";
 
 /** What the metrics and `/healthz` read of the bus link: whether it is up, and how often it came back. */
 export type HubLink = Pick<Bus, "connected" | "reconnects">;
@@ -131,6 +131,11 @@ export class PublisherMetrics {
 
   /** Every metric of the registry in the Prometheus text format. */
   render(): string {
-    return renderPrometheus(this.#registry.snapshot());
+    return renderPrometheus(this.snapshot());
+  }
+
+  /** The state of every metric, as `/metrics` would render it now: for the dashboard, which reads the numbers. */
+  snapshot(): RegistrySnapshot {
+    return this.#registry.snapshot();
   }
 }

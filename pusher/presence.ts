@@ -30,6 +30,8 @@ export interface PresenceSource<C extends PresenceConnection> {
   ofUser(user: string): ReadonlySet<C>;
   /** Open connections, distinct users, distinct channels with members. */
   counts(): { connections: number; users: number; channels: number };
+  /** Messages handed to sockets and slow-consumer closes since the worker started, for `info` with `counters`. */
+  counters?(): { deliveries: number; slow_closes: number };
 }
 
 /** Options for {@linkcode Presence}. */
@@ -65,8 +67,11 @@ export class Presence<C extends PresenceConnection> {
         return this.#channel(query.channel);
       case "user":
         return { connections: this.#source.ofUser(query.user).size };
-      case "info":
-        return { worker_id: this.#source.workerId, ...this.#source.counts() };
+      case "info": {
+        const info: WorkerInfo = { worker_id: this.#source.workerId, ...this.#source.counts() };
+        if (query.counters && this.#source.counters) Object.assign(info, this.#source.counters());
+        return info;
+      }
     }
   }
 

@@ -34,7 +34,7 @@ import {
 } from "./client_protocol.ts";
 import { Presence } from "./presence.ts";
 import { DEFAULT_MAX_MESSAGE_RATE, type RateBucket, RateLimiter } from "./rate_limit.ts";
-import { closeReason, healthOf, type PusherCounters, registerPusherMetrics } from "./pusher_metrics.ts";
+import { closeReason, healthOf, type PusherCounters, registerPusherMetrics, workerCounters } from "./pusher_metrics.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
 import type { Transport, TransportRequest } from "./transport.ts";
 import { CloseCode } from "./websocket.ts";
@@ -208,6 +208,7 @@ export class Pusher {
         users: this.#connections.users,
         channels: this.#membership.size,
       }),
+      counters: () => workerCounters(this.metrics.snapshot()),
     }, options);
     this.#counters = registerPusherMetrics(this.metrics, {
       connections: () => this.#connections.size,

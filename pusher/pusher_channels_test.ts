@@ -427,3 +427,17 @@ Deno.test("pusher counts channels and users in its metrics", async () => {
   assert.match(metrics, /^pusher_users 2$/m);
   assert.match(metrics, /^pusher_deliveries_total\{kind="channel"\} 1$/m);
 });
+
+Deno.test("pusher adds its deliveries and slow closes to info when asked for counters, and only then", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  await setup.connect(token("alice"));
+  await setup.connect(token("bob"));
+  const text = publishRoute({ kind: "everyone" }, "hello");
+  await setup.publish(text.subject, text.data);
+  const ask = async (query: Parameters<typeof presenceQuery>[0]) =>
+    (await setup.bus.request(PRESENCE_SUBJECT, presenceQuery(query).data)).replies;
+  const [plain] = await ask({ q: "info" }) as [Record<string, unknown>];
+  assert.deepEqual(Object.keys(plain).sort(), ["channels", "connections", "users", "worker_id"]);
+  const [counted] = await ask({ q: "info", counters: true }) as [Record<string, unknown>];
+  assert.deepEqual(counted, { ...plain, deliveries: 2, slow_closes: 0 });
+});

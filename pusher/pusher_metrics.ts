@@ -56,6 +56,24 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
   };
 }
 
+/**
+ * A worker's counters that the publisher's dashboard shows, from its
+ * registry: messages handed to sockets (`pusher_deliveries_total`, every
+ * kind) and slow-consumer closes (`pusher_disconnects_total{reason="slow"}`).
+ */
+export function workerCounters(snapshot: RegistrySnapshot): { deliveries: number; slow_closes: number } {
+  let deliveries = 0;
+  let slowCloses = 0;
+  for (const metric of snapshot) {
+    if (metric.name === "pusher_deliveries_total") {
+      for (const [value] of Object.values(metric.series)) deliveries += value!;
+    } else if (metric.name === "pusher_disconnects_total") {
+      slowCloses += metric.series["slow"]?.[0] ?? 0;
+    }
+  }
+  return { deliveries, slow_closes: slowCloses };
+}
+
 /** `/healthz`'s answer: every worker answering, every hub link up. */
 export interface Health {
   readonly ok: boolean;

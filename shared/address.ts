@@ -238,8 +238,12 @@ export type PresenceQuery =
   | { q: "channel"; channel: string }
   /** Connections of a user: answered with a {@linkcode UserPresence}. */
   | { q: "user"; user: string }
-  /** A worker's counts: answered with a {@linkcode WorkerInfo}. */
-  | { q: "info" };
+  /**
+   * A worker's counts: answered with a {@linkcode WorkerInfo}; with
+   * `counters: true` (the publisher's dashboard asks so), its
+   * `deliveries` and `slow_closes` counters too.
+   */
+  | { q: "info"; counters?: boolean };
 
 /** One worker's members of a channel. */
 export type ChannelPresence = {
@@ -265,6 +269,10 @@ export type WorkerInfo = {
   users: number;
   /** Distinct channels with at least one of its connections as a member. */
   channels: number;
+  /** Messages it handed to sockets since it started; only when the query asked for `counters`. */
+  deliveries?: number;
+  /** Connections it closed as slow consumers (close code 3008) since it started; only with `counters`. */
+  slow_closes?: number;
 };
 
 /** A worker's answer to a presence request it could not read. */
@@ -463,7 +471,7 @@ export function toPresenceQuery(data: Json): PresenceQuery | string {
         ? { q: "user", user: data.user }
         : "Invalid presence query: user must be a string";
     case "info":
-      return { q: "info" };
+      return data.counters === true ? { q: "info", counters: true } : { q: "info" };
     default:
       return "Invalid presence query: q must be channel, user or info";
   }
@@ -498,7 +506,11 @@ export function toWorkerInfo(data: Json): WorkerInfo | null {
   if (!isObject(data) || typeof data.worker_id !== "string") return null;
   const { connections, users, channels } = data;
   if (!isCount(connections) || !isCount(users) || !isCount(channels)) return null;
-  return { worker_id: data.worker_id, connections, users, channels };
+  const info: WorkerInfo = { worker_id: data.worker_id, connections, users, channels };
+  // Counters come only when asked for, and a worker from before them has none.
+  if (isCount(data.deliveries)) info.deliveries = data.deliveries;
+  if (isCount(data.slow_closes)) info.slow_closes = data.slow_closes;
+  return info;
 }
 
 function toExclude(data: Json): Exclude | null {

@@ -149,6 +149,8 @@ Deno.test("presence queries and every reply shape are checked", () => {
   assert.deepEqual(toPresenceQuery({ q: "channel", channel: "a" }), { q: "channel", channel: "a" });
   assert.deepEqual(toPresenceQuery({ q: "user", user: "u" }), { q: "user", user: "u" });
   assert.deepEqual(toPresenceQuery({ q: "info" }), { q: "info" });
+  assert.deepEqual(toPresenceQuery({ q: "info", counters: true }), { q: "info", counters: true });
+  assert.deepEqual(toPresenceQuery({ q: "info", counters: "yes" }), { q: "info" });
   assert.match(toPresenceQuery({ q: "who" }) as string, /q must be channel, user or info/);
   assert.match(toPresenceQuery("info") as string, /expected an object/);
   assert.deepEqual(toCommandReply({ ok: true }), { ok: true });
@@ -169,4 +171,10 @@ Deno.test("presence queries and every reply shape are checked", () => {
   const info = { worker_id: WORKER, connections: 3, users: 1, channels: 2 };
   assert.deepEqual(toWorkerInfo(info), info);
   assert.equal(toWorkerInfo({ ...info, channels: "2" }), null);
+  assert.deepEqual(toWorkerInfo({ ...info, deliveries: 7, slow_closes: 1 }), {
+    ...info,
+    deliveries: 7,
+    slow_closes: 1,
+  });
+  assert.deepEqual(toWorkerInfo({ ...info, deliveries: -1, slow_closes: "1" }), info, "bad counters are left out");
 });

@@ -16,6 +16,7 @@ Deno.test("deno task start runs hub, pusher and publisher on the original's port
   for (const line of ["Demo page:        http://127.0.0.1:4236/", 'ws = new WebSocket("ws://127.0.0.1:4236")']) {
     assert.ok(start.lines.some((l) => l.includes(line)), line);
   }
+  assert.ok(start.lines.some((l) => l.includes("Dashboard:        http://127.0.0.1:4237/dashboard")), "dashboard");
   await using client = new Client(4236);
   const { worker, connection } = await client.address();
   const answer = await fetch(`http://127.0.0.1:4237/?to_worker_id=${worker}&to_connection_id=${connection}&content=hi`);
