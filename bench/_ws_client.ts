@@ -141,6 +141,11 @@ export class WsClient implements AsyncDisposable {
     return this.#unexpectedClose;
   }
 
+  /** Sends one text message (a client command); a failed write shows up as the connection ending. */
+  send(text: string): void {
+    this.#write(encodeClientFrame(OPCODE_TEXT, encoder.encode(text))).catch(() => {});
+  }
+
   /**
    * Sends a close frame, waits up to `timeout` ms for the server to end the
    * connection (so that TIME_WAIT stays on its side), then closes the socket.
