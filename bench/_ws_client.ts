@@ -275,3 +275,35 @@ export class WsClient implements AsyncDisposable {
     } catch { /* already closed */ }
   }
 }
+
+/**
+ * Connects `count` clients, `batch` at a time, each pushed to `into` once
+ * greeted with its position there as its index: on failure, those connected
+ * are in `into` for the caller to close.
+ *
+ * @throws {Error} naming how many failed, and the first reason.
+ */
+export async function connectClients(
+  into: WsClient[],
+  options: WsClientOptions & { count: number; batch: number },
+): Promise<void> {
+  const { count: clients, batch: size } = options;
+  for (let first = 0; first < clients; first += size) {
+    const count = Math.min(size, clients - first);
+    const batch = await Promise.allSettled(Array.from({ length: count }, () => WsClient.connect(options)));
+    for (const outcome of batch) {
+      if (outcome.status === "fulfilled") {
+        outcome.value.index = into.length;
+        into.push(outcome.value);
+      }
+    }
+    const failed = batch.filter((outcome) => outcome.status === "rejected");
+    if (failed.length > 0) {
+      throw new Error(
+        `${failed.length} of ${count} connections failed after ${into.length} succeeded: ${
+          (failed[0] as PromiseRejectedResult).reason.message
+        }`,
+      );
+    }
+  }
+}
