@@ -32,6 +32,25 @@ const STRIDE = 7;
 /** Longest a client holds a subscription waiting for a publication written after its reply. */
 const HOLD_MS = 5000;
 
+/** A delivery a client was owed and never got. */
+export interface LostDelivery {
+  seq: number;
+  channel: number;
+  /** The client's pusher worker. */
+  worker: string;
+  /**
+   * Other clients of that worker subscribed to the channel (their replies in,
+   * their unsubscribes not sent) when the subscribe's reply came: at 0 the
+   * client may have been the worker's first member, whose subscribe made the
+   * worker subscribe to the channel at the hub.
+   */
+  companions: number;
+  /** From the subscribe's reply to the publish request's write. */
+  writtenMsAfterReply: number;
+  /** Publications of the channel the client did get that round. */
+  got: number;
+}
+
 /** One client's state in its current round. */
 interface Member {
   client: WsClient;
@@ -47,6 +66,10 @@ interface Member {
   missing: Set<number> | null;
   /** Wakes the round's wait (the hold, or the wait for what is owed). */
   wake: (() => void) | null;
+  /** When the subscribe's reply came (`performance.now()`). */
+  repliedAt: number;
+  /** Other clients of its pusher worker subscribed to the channel (their reply in) when its reply came. */
+  companions: number;
 }
 
 /** The churn run; see the module doc. */
@@ -57,6 +80,10 @@ export class ChurnRun implements GeneratorRun, PublishSource {
   readonly #commands = new Commands();
   /** Per publication: 0 not answered, 1 answered 200, 2 failed. */
   readonly #status: Uint8Array;
+  /** Per publication, when its request was built and written (`performance.now()`). */
+  readonly #writtenAt: Float64Array;
+  /** The first lost deliveries, for the JSON: what a reader needs to tell a race from a drop. */
+  readonly #lostSample: LostDelivery[] = [];
   #latencies = new Float64Array(1024);
   #deliveries = 0;
   #owed = 0;
@@ -78,6 +105,7 @@ export class ChurnRun implements GeneratorRun, PublishSource {
   constructor(spec: LoadSpec) {
     this.#spec = spec;
     this.#status = new Uint8Array(spec.messages);
+    this.#writtenAt = new Float64Array(spec.messages);
   }
 
   async connect(): Promise<number> {
@@ -99,6 +127,8 @@ export class ChurnRun implements GeneratorRun, PublishSource {
       got: new Set(),
       missing: null,
       wake: null,
+      repliedAt: 0,
+      companions: 0,
     }));
     return this.#clients.length;
   }
@@ -153,6 +183,7 @@ export class ChurnRun implements GeneratorRun, PublishSource {
   request(seq: number): string {
     const now = performance.now();
     if (Number.isNaN(this.#firstWrite)) this.#firstWrite = now;
+    this.#writtenAt[seq] = now;
     const content = encodeContent(seq, Math.round(now * 1000), { bytes: this.#spec.contentBytes });
     const channel = benchChannel(seq % this.#spec.channels);
     return `GET /?channel=${channel}&content=${content} HTTP/1.1\r\nHost: ${this.#spec.hostname}:${this.#spec.publishPort}\r\n\r\n`;
@@ -174,8 +205,8 @@ export class ChurnRun implements GeneratorRun, PublishSource {
   /** One client's rounds: subscribe, hold, collect what is owed, unsubscribe. */
   async #churn(member: Member): Promise<void> {
     const { channels, rounds, quietMs } = this.#spec;
-    for (let round = 0; round < rounds; round++) {
-      const channel = (member.client.index + round * STRIDE) % channels;
+    for (let r = 0; r < rounds; r++) {
+      const channel = (member.client.index + r * STRIDE) % channels;
       member.channel = channel;
       member.got.clear();
       const subscribed = await this.#commands.send(member.client, "subscribe", benchChannel(channel), () => {
@@ -183,18 +214,45 @@ export class ChurnRun implements GeneratorRun, PublishSource {
         // here on is written after the reply came.
         member.subscribed = true;
         member.firstSeq = this.#taken;
+        member.repliedAt = performance.now();
+        member.companions = this.#companions(member);
       });
       if (subscribed.ok) {
         if (!this.#heardSince(member)) await this.#wait(member, HOLD_MS);
         this.#decide(member);
         if (member.missing!.size > 0) await this.#wait(member, quietMs);
         this.#lost += member.missing!.size;
+        for (const seq of member.missing!) {
+          if (this.#lostSample.length === 100) break;
+          this.#lostSample.push({
+            seq,
+            channel,
+            worker: member.client.address.worker,
+            companions: member.companions,
+            writtenMsAfterReply: round(this.#writtenAt[seq]! - member.repliedAt),
+            got: member.got.size,
+          });
+        }
         member.missing = null;
       }
       member.subscribed = false;
       await this.#commands.send(member.client, "unsubscribe", benchChannel(channel));
       member.channel = -1;
     }
+  }
+
+  /** Other clients of the member's pusher worker subscribed to its channel now. */
+  #companions(member: Member): number {
+    let count = 0;
+    for (const other of this.#members) {
+      if (
+        other !== member && other.subscribed && other.channel === member.channel &&
+        other.client.address.worker === member.client.address.worker
+      ) {
+        count++;
+      }
+    }
+    return count;
   }
 
   /** Whether the member got a publication written after its subscribe's reply. */
@@ -298,6 +356,7 @@ export class ChurnRun implements GeneratorRun, PublishSource {
       latencyUs: percentiles(this.#latencies.subarray(0, this.#deliveries)),
       publishMs: Number.isFinite(lastEvent) ? round(lastEvent - this.#firstWrite) : 0,
       stalled: false,
+      lostSample: this.#lostSample,
     };
   }
 }

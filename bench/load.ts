@@ -21,7 +21,7 @@
 
 import { type Address, connectClients, type WsClient } from "./_ws_client.ts";
 import { Commands } from "./_commands.ts";
-import { ChurnRun } from "./_churn.ts";
+import { ChurnRun, type LostDelivery } from "./_churn.ts";
 import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
 import { benchChannel, encodeContent, readChannelFrame, readSendTime, readSeq } from "./_content.ts";
@@ -132,6 +132,8 @@ export interface LoadResult {
   publishMs: number;
   /** True when the run ended because nothing arrived for `quietMs`. */
   stalled: boolean;
+  /** Churn: the first lost deliveries, with what tells a race from a drop. */
+  lostSample?: LostDelivery[];
 }
 
 /** Runs one load spec; the process's exit code. */
