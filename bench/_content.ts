@@ -78,3 +78,53 @@ export function readSendTime(payload: Uint8Array): number {
   }
   return i === start || i === end ? NaN : value;
 }
+
+/** The name of the benchmark's channel `index`: `bench.<index>`. */
+export function benchChannel(index: number): string {
+  return `bench.${index}`;
+}
+
+/** A channel publication read back: the channel's index and the content it carried. */
+export interface ChannelFrame {
+  channel: number;
+  content: Uint8Array;
+}
+
+const CHANNEL_HEAD = new TextEncoder().encode('{"channel":"bench.');
+const DATA_HEAD = new TextEncoder().encode('","data":"');
+const FRAME_TAIL = new TextEncoder().encode('"}');
+
+/**
+ * Reads a channel publication of a benchmark content,
+ * `{"channel":"bench.<n>","data":"<content>"}`, from its bytes without
+ * decoding or parsing JSON: the generator does this for every delivery, and
+ * a content needs no escaping. Returns null for anything else (a command's
+ * reply, another shape).
+ *
+ * @example
+ * ```ts
+ * import { readChannelFrame } from "./_content.ts";
+ *
+ * const frame = readChannelFrame(new TextEncoder().encode('{"channel":"bench.3","data":"7:1234:__"}'));
+ * // { channel: 3, content: the bytes of "7:1234:__" }
+ * ```
+ */
+export function readChannelFrame(payload: Uint8Array): ChannelFrame | null {
+  const end = payload.length - FRAME_TAIL.length;
+  if (end <= CHANNEL_HEAD.length || !startsAt(payload, CHANNEL_HEAD, 0) || !startsAt(payload, FRAME_TAIL, end)) {
+    return null;
+  }
+  let i = CHANNEL_HEAD.length;
+  let channel = 0;
+  const digits = i;
+  while (i < end && payload[i]! >= ZERO && payload[i]! <= ZERO + 9) channel = channel * 10 + payload[i++]! - ZERO;
+  if (i === digits || !startsAt(payload, DATA_HEAD, i)) return null;
+  const start = i + DATA_HEAD.length;
+  return start <= end ? { channel, content: payload.subarray(start, end) } : null;
+}
+
+function startsAt(payload: Uint8Array, head: Uint8Array, at: number): boolean {
+  if (at + head.length > payload.length) return false;
+  for (let i = 0; i < head.length; i++) if (payload[at + i] !== head[i]) return false;
+  return true;
+}

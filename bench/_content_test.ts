@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CONTENT_BYTES, encodeContent, readSendTime, readSeq } from "./_content.ts";
+import { benchChannel, CONTENT_BYTES, encodeContent, readChannelFrame, readSendTime, readSeq } from "./_content.ts";
 
 const utf8 = new TextEncoder();
 
@@ -22,4 +22,25 @@ Deno.test("anything but a content reads as NaN", () => {
 
 Deno.test("a content too small for its numbers is refused", () => {
   assert.throws(() => encodeContent(1, 123456, { bytes: 8 }), RangeError);
+});
+
+Deno.test("a channel publication gives its channel and content back; anything else is null", () => {
+  const content = encodeContent(42, 1_000_000);
+  const frame = readChannelFrame(utf8.encode(JSON.stringify({ channel: benchChannel(17), data: content })));
+  assert.equal(frame?.channel, 17);
+  assert.equal(new TextDecoder().decode(frame!.content), content);
+  assert.equal(readSeq(frame!.content), 42);
+  for (
+    const text of [
+      '{"id":1,"result":{}}',
+      '{"channel":"news","data":"1:2:_"}',
+      '{"channel":"bench.","data":"1:2:_"}',
+      '{"channel":"bench.1","data":1}',
+      '{"channel":"bench.1","data":"x"',
+      '{"channel":"bench.1"}',
+      content,
+    ]
+  ) {
+    assert.equal(readChannelFrame(utf8.encode(text)), null, text);
+  }
 });

@@ -11,7 +11,9 @@
 /**
  * Counts losses, duplicates and misdirected deliveries of `messages`
  * messages (sequence numbers from 0) to `clients` clients. A broadcast is
- * owed to every client; a targeted message `seq` to client `seq % clients`.
+ * owed to every client; a targeted message `seq` to client `seq % clients`;
+ * with `channels`, message `seq` goes to channel `seq % channels`, whose
+ * members are the clients `c` with `c % channels` equal to it.
  *
  * @example
  * ```ts
@@ -27,6 +29,7 @@ export class DeliveryTally {
   readonly #clients: number;
   readonly #messages: number;
   readonly #targeted: boolean;
+  readonly #channels: number;
   /** 1 for each message answered 200: only those are owed. */
   readonly #owed: Uint8Array;
   /** Per client, one bit per message. */
@@ -34,8 +37,9 @@ export class DeliveryTally {
   #duplicates = 0;
   #misdirected = 0;
 
-  constructor(options: { clients: number; messages: number; targeted: boolean }) {
+  constructor(options: { clients: number; messages: number; targeted: boolean; channels?: number }) {
     this.#clients = options.clients;
+    this.#channels = options.channels ?? 0;
     this.#messages = options.messages;
     this.#targeted = options.targeted;
     this.#owed = new Uint8Array(options.messages);
@@ -47,7 +51,7 @@ export class DeliveryTally {
     return this.#duplicates;
   }
 
-  /** Targeted messages that reached a client they were not for. */
+  /** Targeted messages, or channel publications, that reached a client they were not for. */
   get misdirected(): number {
     return this.#misdirected;
   }
@@ -60,6 +64,7 @@ export class DeliveryTally {
   /** Client `client` got message `seq`. */
   delivered(client: number, seq: number): void {
     if (this.#targeted && seq % this.#clients !== client) this.#misdirected++;
+    if (this.#channels > 0 && seq % this.#channels !== client % this.#channels) this.#misdirected++;
     const got = this.#got[client]!;
     const bit = 1 << (seq & 7);
     if (got[seq >> 3]! & bit) this.#duplicates++;
@@ -75,7 +80,8 @@ export class DeliveryTally {
         if (!this.#has(seq % this.#clients, seq)) lost++;
         continue;
       }
-      for (let client = 0; client < this.#clients; client++) if (!this.#has(client, seq)) lost++;
+      const [first, step] = this.#channels > 0 ? [seq % this.#channels, this.#channels] : [0, 1];
+      for (let client = first; client < this.#clients; client += step) if (!this.#has(client, seq)) lost++;
     }
     return lost;
   }

@@ -141,6 +141,11 @@ export class WsClient implements AsyncDisposable {
     return this.#unexpectedClose;
   }
 
+  /** Sends one text message (a client command); a failed write shows up as the connection ending. */
+  send(text: string): void {
+    this.#write(encodeClientFrame(OPCODE_TEXT, encoder.encode(text))).catch(() => {});
+  }
+
   /**
    * Sends a close frame, waits up to `timeout` ms for the server to end the
    * connection (so that TIME_WAIT stays on its side), then closes the socket.
@@ -268,5 +273,37 @@ export class WsClient implements AsyncDisposable {
     try {
       this.#conn.close();
     } catch { /* already closed */ }
+  }
+}
+
+/**
+ * Connects `count` clients, `batch` at a time, each pushed to `into` once
+ * greeted with its position there as its index: on failure, those connected
+ * are in `into` for the caller to close.
+ *
+ * @throws {Error} naming how many failed, and the first reason.
+ */
+export async function connectClients(
+  into: WsClient[],
+  options: WsClientOptions & { count: number; batch: number },
+): Promise<void> {
+  const { count: clients, batch: size } = options;
+  for (let first = 0; first < clients; first += size) {
+    const count = Math.min(size, clients - first);
+    const batch = await Promise.allSettled(Array.from({ length: count }, () => WsClient.connect(options)));
+    for (const outcome of batch) {
+      if (outcome.status === "fulfilled") {
+        outcome.value.index = into.length;
+        into.push(outcome.value);
+      }
+    }
+    const failed = batch.filter((outcome) => outcome.status === "rejected");
+    if (failed.length > 0) {
+      throw new Error(
+        `${failed.length} of ${count} connections failed after ${into.length} succeeded: ${
+          (failed[0] as PromiseRejectedResult).reason.message
+        }`,
+      );
+    }
   }
 }

@@ -7,7 +7,12 @@
  * - WebSocket on `/`, greeted with `workerID:0 connectionID:<c> connected\n`;
  * - `GET /?content=X` sends X to every socket and answers `ok`;
  * - `GET /?to_worker_id=0&to_connection_id=C&content=X` sends X to one
- *   (404 when there is no such connection).
+ *   (404 when there is no such connection);
+ * - a client's text frame `{"id":N,"subscribe":{"channel":"news"}}` (or
+ *   `unsubscribe`) is answered `{"id":N,"result":{}}`, and
+ *   `GET /?channel=news&content=X` sends `{"channel":"news","data":"X"}` to
+ *   the channel's members: the pusher's channel protocol, without its
+ *   checks or limits.
  *
  * ```sh
  * deno run --allow-net=127.0.0.1 bench/baseline.ts --port 4240
@@ -44,6 +49,7 @@ const FLAGS = {
  */
 export function createBaselineHandler(): (req: Request) => Response {
   const sockets = new Map<number, WebSocket>();
+  const channels = new Map<string, Set<WebSocket>>();
   let nextId = 1;
   return (req) => {
     if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
@@ -53,7 +59,25 @@ export function createBaselineHandler(): (req: Request) => Response {
         sockets.set(id, socket);
         socket.send(`workerID:0 connectionID:${id} connected\n`);
       };
-      socket.onclose = () => sockets.delete(id);
+      const joined = new Set<string>();
+      socket.onmessage = (event) => {
+        const command = JSON.parse(event.data);
+        const channel: string = (command.subscribe ?? command.unsubscribe).channel;
+        if (command.subscribe) {
+          joined.add(channel);
+          let members = channels.get(channel);
+          if (!members) channels.set(channel, members = new Set());
+          members.add(socket);
+        } else {
+          joined.delete(channel);
+          channels.get(channel)?.delete(socket);
+        }
+        socket.send(`{"id":${command.id},"result":{}}`);
+      };
+      socket.onclose = () => {
+        sockets.delete(id);
+        for (const channel of joined) channels.get(channel)?.delete(socket);
+      };
       socket.onerror = () => {};
       return response;
     }
@@ -61,6 +85,12 @@ export function createBaselineHandler(): (req: Request) => Response {
     const content = url.searchParams.get("content");
     if (url.pathname !== "/" || req.method !== "GET") return new Response("Not found\n", { status: 404 });
     if (!content) return new Response("Missing content\n", { status: 400 });
+    const channel = url.searchParams.get("channel");
+    if (channel !== null) {
+      const frame = JSON.stringify({ channel, data: content });
+      for (const socket of channels.get(channel) ?? []) socket.send(frame);
+      return new Response("ok");
+    }
     const connection = url.searchParams.get("to_connection_id");
     if (connection === null) {
       for (const socket of sockets.values()) socket.send(content);

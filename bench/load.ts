@@ -19,10 +19,12 @@
  * @module
  */
 
-import { type Address, WsClient } from "./_ws_client.ts";
+import { type Address, connectClients, type WsClient } from "./_ws_client.ts";
+import { Commands } from "./_commands.ts";
+import { ChurnRun, type LostDelivery } from "./_churn.ts";
 import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
-import { encodeContent, readSendTime, readSeq } from "./_content.ts";
+import { benchChannel, encodeContent, readChannelFrame, readSendTime, readSeq } from "./_content.ts";
 import { generatorMain } from "./_generator.ts";
 import { DeliveryTally } from "./_tally.ts";
 
@@ -34,12 +36,21 @@ export interface LoadSpec {
   wsPort: number;
   /** Publish API port (`GET /?content=`). */
   publishPort: number;
-  /** Broadcasts to every client, sends to one client each (round-robin), or nothing (memory). */
-  mode: "broadcast" | "targeted" | "idle";
+  /**
+   * Broadcasts to every client; sends to one client each (round-robin);
+   * publications to one channel each (round-robin), every client subscribed
+   * to one; subscribe/unsubscribe churn under a publish stream (see
+   * `_churn.ts`); or nothing (memory).
+   */
+  mode: "broadcast" | "targeted" | "channels" | "churn" | "idle";
   /** WebSocket clients to connect. */
   clients: number;
-  /** Publish requests to send. */
+  /** Publish requests to send (for `churn`, at most: the stream stops when the churn is done). */
   messages: number;
+  /** Channels (`channels`, `churn`); client `c` of `channels` is in channel `c % channels`. 0 elsewhere. */
+  channels: number;
+  /** Subscribe/unsubscribe rounds per client (`churn`); 0 elsewhere. */
+  rounds: number;
   /** Publishes per second on a timer; null sends as fast as publishes are accepted. */
   rate: number | null;
   /** Size of each content, in bytes. */
@@ -85,8 +96,15 @@ export interface LoadResult {
   lost: number;
   /** Second and later copies of a message one client got. */
   duplicates: number;
-  /** Targeted messages that reached a client they were not sent to. */
+  /** Targeted messages or channel publications that reached a client they were not sent to. */
   misdirected: number;
+  /**
+   * Channel publications a client got at another position among its
+   * channel's than the channel's other members did: the order is the hub's,
+   * the same for every member (publishes race each other over 64 connections,
+   * so it need not be the order they were written in).
+   */
+  reordered: number;
   /** Messages that were not intact benchmark contents (greetings, a wrong length). */
   foreign: number;
   /** Clients the server closed or dropped, by reason. */
@@ -95,19 +113,34 @@ export interface LoadResult {
   deliveriesPerSec: number | null;
   /** Publishes / (last answer − first publish). */
   publishesPerSec: number | null;
+  /**
+   * Deliveries/s over the connections each publish reaches: every client for
+   * a broadcast, a channel's members for a channel publication. Null elsewhere.
+   */
+  deliveriesPerSecPerConnection: number | null;
+  /** Subscribe and unsubscribe commands answered with a result. */
+  commands: number;
+  /** Commands answered with an error, or not within 10 s. */
+  failedCommands: number;
+  /** Commands / (last reply − first command sent); null without commands. */
+  commandsPerSec: number | null;
+  /** From writing a command to parsing its reply; null without commands. */
+  commandLatencyUs: Latency | null;
   /** From request write to frame parse, over every delivery. */
   latencyUs: Latency | null;
   /** Milliseconds from the first publish to the last receipt or answer. */
   publishMs: number;
   /** True when the run ended because nothing arrived for `quietMs`. */
   stalled: boolean;
+  /** Churn: the first lost deliveries, with what tells a race from a drop. */
+  lostSample?: LostDelivery[];
 }
 
 /** Runs one load spec; the process's exit code. */
 export function main(args: string[] = Deno.args): Promise<number> {
   return generatorMain(args, {
     usage: "Usage: deno run --allow-net=127.0.0.1 bench/load.ts '<LoadSpec JSON>' (started by bench/main.ts)",
-    create: (spec: LoadSpec) => new LoadRun(spec),
+    create: (spec: LoadSpec) => (spec.mode === "churn" ? new ChurnRun(spec) : new LoadRun(spec)),
   });
 }
 
@@ -117,7 +150,16 @@ class LoadRun implements PublishSource {
   #clients: WsClient[] = [];
   #addresses: Address[] = [];
   #tally: DeliveryTally | null = null;
+  readonly #commands = new Commands();
+  /** Per channel, its members. */
+  #members: number[] = [];
+  /** Per channel and position, the first member's delivery there; -1 until one arrives. */
+  #order: Int32Array[] = [];
+  /** Per client, channel publications received. */
+  #position = new Uint32Array(0);
+  #reordered = 0;
   #okBroadcasts = 0;
+  #owed = 0;
   #latencies: Float64Array;
   #deliveries = 0;
   #foreign = 0;
@@ -134,7 +176,11 @@ class LoadRun implements PublishSource {
 
   constructor(spec: LoadSpec) {
     this.#spec = spec;
-    const perPublish = spec.mode === "broadcast" ? spec.clients : 1;
+    const perPublish = spec.mode === "broadcast"
+      ? spec.clients
+      : spec.mode === "channels"
+      ? Math.ceil(spec.clients / spec.channels)
+      : 1;
     this.#latencies = new Float64Array(spec.mode === "idle" ? 0 : spec.messages * perPublish);
   }
 
@@ -142,33 +188,39 @@ class LoadRun implements PublishSource {
   async connect(): Promise<number> {
     const { hostname, wsPort: port, clients, connectBatch, readBufferBytes } = this.#spec;
     const onMessage = (client: WsClient, payload: Uint8Array, at: number) => this.#delivered(client, payload, at);
-    for (let first = 0; first < clients; first += connectBatch) {
-      const count = Math.min(connectBatch, clients - first);
-      const batch = await Promise.allSettled(
-        Array.from({ length: count }, () => WsClient.connect({ hostname, port, onMessage, readBufferBytes })),
-      );
-      for (const outcome of batch) {
-        if (outcome.status === "fulfilled") {
-          outcome.value.index = this.#clients.length;
-          this.#clients.push(outcome.value);
-        }
-      }
-      const failed = batch.filter((outcome) => outcome.status === "rejected");
-      if (failed.length > 0) {
-        throw new Error(
-          `${failed.length} of ${count} connections failed after ${this.#clients.length} succeeded: ${
-            (failed[0] as PromiseRejectedResult).reason.message
-          }`,
-        );
-      }
-    }
+    await connectClients(this.#clients, {
+      hostname,
+      port,
+      onMessage,
+      readBufferBytes,
+      count: clients,
+      batch: connectBatch,
+    });
+    if (this.#spec.mode === "channels") await this.#subscribeAll();
     this.#addresses = this.#clients.map((client) => client.address);
     this.#tally = new DeliveryTally({
       clients: this.#clients.length,
       messages: this.#spec.messages,
       targeted: this.#spec.mode === "targeted",
+      channels: this.#spec.mode === "channels" ? this.#spec.channels : 0,
     });
     return this.#clients.length;
+  }
+
+  /** Subscribes client `c` to channel `c % channels`, every reply in before publishing starts. */
+  async #subscribeAll(): Promise<void> {
+    const { channels, messages } = this.#spec;
+    this.#members = Array.from({ length: channels }, () => 0);
+    this.#order = Array.from({ length: channels }, () => new Int32Array(Math.ceil(messages / channels)).fill(-1));
+    this.#position = new Uint32Array(this.#clients.length);
+    const outcomes = await Promise.all(this.#clients.map((client) => {
+      this.#members[client.index % channels]!++;
+      return this.#commands.send(client, "subscribe", benchChannel(client.index % channels));
+    }));
+    const failed = outcomes.filter((outcome) => !outcome.ok);
+    if (failed.length > 0) {
+      throw new Error(`${failed.length} of ${outcomes.length} subscribes failed: ${failed[0]!.error}`);
+    }
   }
 
   /** Closes every client connected so far. */
@@ -238,6 +290,9 @@ class LoadRun implements PublishSource {
     const content = encodeContent(seq, Math.round(now * 1000), { bytes: this.#spec.contentBytes });
     const host = `Host: ${this.#spec.hostname}:${this.#spec.publishPort}\r\n\r\n`;
     if (this.#spec.mode === "broadcast") return `GET /?content=${content} HTTP/1.1\r\n${host}`;
+    if (this.#spec.mode === "channels") {
+      return `GET /?channel=${benchChannel(seq % this.#spec.channels)}&content=${content} HTTP/1.1\r\n${host}`;
+    }
     const { worker, connection } = this.#addresses[seq % this.#addresses.length]!;
     return `GET /?to_worker_id=${worker}&to_connection_id=${connection}&content=${content} HTTP/1.1\r\n${host}`;
   }
@@ -251,19 +306,28 @@ class LoadRun implements PublishSource {
       this.#ok++;
       this.#tally!.answered(seq);
       if (this.#spec.mode === "broadcast") this.#okBroadcasts++;
+      if (this.#spec.mode === "channels") this.#owed += this.#members[seq % this.#spec.channels]!;
       return;
     }
     const key = `${answer.status} ${answer.body}`.slice(0, 160);
     this.#failures.set(key, (this.#failures.get(key) ?? 0) + 1);
   }
 
-  #delivered(client: WsClient, payload: Uint8Array, at: number): void {
+  #delivered(client: WsClient, message: Uint8Array, at: number): void {
+    let payload = message;
+    let channel = -1;
+    if (this.#spec.mode === "channels") {
+      if (this.#commands.reply(client, message, at)) return;
+      const frame = readChannelFrame(message);
+      if (frame !== null) [payload, channel] = [frame.content, frame.channel];
+    }
     const seq = readSeq(payload);
     if (!(seq < this.#spec.messages) || payload.length !== this.#spec.contentBytes) {
       this.#foreign++;
       return;
     }
     this.#tally!.delivered(client.index, seq);
+    if (channel >= 0) this.#checkOrder(client.index, channel, seq);
     const sendUs = readSendTime(payload);
     if (this.#deliveries === this.#latencies.length) {
       const bigger = new Float64Array(Math.max(1024, this.#latencies.length * 2));
@@ -275,9 +339,29 @@ class LoadRun implements PublishSource {
     this.#lastActivity = at;
   }
 
+  /** Holds a channel member's deliveries to the order the first member to reach each position got. */
+  #checkOrder(client: number, channel: number, seq: number): void {
+    const { channels } = this.#spec;
+    if (channel !== seq % channels || channel !== client % channels) return; // misdirected, counted by the tally
+    const order = this.#order[channel]!;
+    const position = this.#position[client]!++;
+    if (position >= order.length) return; // a duplicate past the end, counted by the tally
+    if (order[position] === -1) order[position] = seq;
+    else if (order[position] !== seq) this.#reordered++;
+  }
+
   #expectedTotal(): number {
     if (this.#spec.mode === "broadcast") return this.#okBroadcasts * this.#clients.length;
+    if (this.#spec.mode === "channels") return this.#owed;
     return this.#ok;
+  }
+
+  /** Deliveries/s over the connections one publish reaches: all of them, or a channel's share. */
+  #perConnection(): number | null {
+    const rate = perSecond(this.#deliveries, this.#lastReceipt - this.#firstWrite);
+    const { mode, channels } = this.#spec;
+    if (rate === null || (mode !== "broadcast" && mode !== "channels")) return null;
+    return round(rate / (mode === "broadcast" ? this.#clients.length : this.#clients.length / channels));
   }
 
   #result(stalled: boolean): LoadResult {
@@ -305,10 +389,16 @@ class LoadRun implements PublishSource {
       lost: tally?.lost() ?? 0,
       duplicates: tally?.duplicates ?? 0,
       misdirected: tally?.misdirected ?? 0,
+      reordered: this.#reordered,
       foreign: this.#foreign,
       unexpectedCloses,
       deliveriesPerSec: perSecond(this.#deliveries, this.#lastReceipt - this.#firstWrite),
       publishesPerSec: perSecond(this.#answered, this.#lastAnswer - this.#firstWrite),
+      deliveriesPerSecPerConnection: this.#perConnection(),
+      commands: this.#commands.replies,
+      failedCommands: this.#commands.failed,
+      commandsPerSec: this.#commands.perSecond(),
+      commandLatencyUs: percentiles(this.#commands.latenciesUs),
       latencyUs: percentiles(this.#latencies.subarray(0, this.#deliveries)),
       publishMs: Number.isFinite(lastEvent) ? round(lastEvent - this.#firstWrite) : 0,
       stalled,
@@ -317,19 +407,20 @@ class LoadRun implements PublishSource {
 }
 
 /** `count` per second over `ms`; null when there is nothing to divide. */
-function perSecond(count: number, ms: number): number | null {
+export function perSecond(count: number, ms: number): number | null {
   return count > 0 && ms > 0 ? round((count * 1000) / ms) : null;
 }
 
 /** Nearest-rank p50 and p99, and the maximum. Sorts `values` in place. */
-function percentiles(values: Float64Array): Latency | null {
+export function percentiles(values: Float64Array): Latency | null {
   if (values.length === 0) return null;
   values.sort();
   const rank = (p: number) => values[Math.max(0, Math.ceil(p * values.length) - 1)]!;
   return { p50: round(rank(0.5)), p99: round(rank(0.99)), max: round(values[values.length - 1]!) };
 }
 
-function round(value: number): number {
+/** Rounded to a tenth. */
+export function round(value: number): number {
   return Math.round(value * 10) / 10;
 }
 

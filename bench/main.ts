@@ -27,6 +27,7 @@ import { type Ports, type Services, startServices, type Target } from "./_servic
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
+  compareScenarios,
   formatMachine,
   formatTable,
   formatWarnings,
@@ -40,7 +41,7 @@ import { type Scenario, scenarios } from "./scenarios.ts";
 
 const FLAGS = {
   quick: { type: "boolean" as const, help: "tiny sizes: a smoke test that runs in seconds" },
-  scenarios: { type: "string" as const, arg: "a,b,...", help: "scenarios to run", default: "all: a,b,c,d,e,f,g" },
+  scenarios: { type: "string" as const, arg: "a,b,...", help: "scenarios to run", default: "all: a,b,c,d,e,f,g,h,i" },
   out: {
     type: "string" as const,
     arg: "FILE",
@@ -56,7 +57,7 @@ const FLAGS = {
   scale: {
     type: "string" as const,
     arg: "N",
-    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f), for steady-state figures",
+    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h), for steady-state figures",
     default: "1",
   },
   "idle-settle": {
@@ -78,7 +79,9 @@ prints system, baseline and system/baseline for every metric; writes the results
 
 Scenarios: (a) 100 clients × 500 broadcasts; (b) 1000 × 200; (c) 1000 clients at 50 broadcasts/s;
 (d) 100 clients × 5000 targeted sends; (e) targeted at 1000/s; (f) 5000 clients × 20 broadcasts;
-(g) 10,000 idle connections. Contents are ${CONTENT_BYTES} bytes.`;
+(g) 10,000 idle connections; (h) 1000 clients in 10 channels of 100, 2000 channel publications;
+(i) 1000 clients × 20 subscribe/unsubscribe rounds over 50 channels under 5000 publications/s.
+Contents are ${CONTENT_BYTES} bytes.`;
 
 /** Options of one run, from the command line. */
 interface BenchOptions {
@@ -168,6 +171,7 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     if (scenario.mode !== "idle") await runScenario(scenario, options.repeat);
   }
   const ordered = options.scenarios.map((scenario) => reports.get(scenario.id)!);
+  const comparisons = compareScenarios(ordered);
   return {
     startedAt,
     finishedAt: new Date().toISOString(),
@@ -176,7 +180,8 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     repeat: options.repeat,
     scale: options.scale,
     scenarios: ordered,
-    goals: goalSummary(ordered),
+    comparisons,
+    goals: goalSummary(ordered, comparisons),
   };
 }
 
@@ -191,9 +196,10 @@ interface RunContext {
 /** A short unrecorded run of each kind on each target, so that neither is measured cold. */
 async function warmUp(context: RunContext): Promise<void> {
   const runs: Scenario[] = [
-    { id: "warm-up", title: "", mode: "broadcast", clients: 100, messages: 200, rate: null, stresses: "" },
-    { id: "warm-up", title: "", mode: "targeted", clients: 100, messages: 2000, rate: null, stresses: "" },
-  ];
+    { mode: "broadcast", clients: 100, messages: 200, channels: 0 },
+    { mode: "targeted", clients: 100, messages: 2000, channels: 0 },
+    { mode: "channels", clients: 100, messages: 2000, channels: 10 },
+  ].map((run) => ({ ...run, id: "warm-up", title: "", rate: null, rounds: 0, stresses: "" }) as Scenario);
   for (const target of [context.services.system, context.services.baseline]) {
     for (const scenario of runs) await measure(context, scenario, target);
   }
@@ -213,6 +219,8 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
     clients: scenario.clients,
     messages: scenario.messages,
     rate: scenario.rate,
+    channels: scenario.channels,
+    rounds: scenario.rounds,
     contentBytes: CONTENT_BYTES,
     connectBatch: 200,
     // An HTTP/1.1 server answers a connection's pipelined requests one at a
@@ -300,7 +308,10 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
           (rssSettled === null ? "" : `, ${measurement.rssKiBPerConnectionSettled} settled`)
         : `${Math.round(result.deliveriesPerSec ?? 0)} deliveries/s, ${Math.round(result.publishesPerSec ?? 0)} ` +
           `publishes/s, p99 ${((result.latencyUs?.p99 ?? 0) / 1000).toFixed(1)} ms, lost ${result.lost}, ` +
-          `failed ${result.failedPublishes}`) +
+          `failed ${result.failedPublishes}` +
+          (scenario.mode === "churn"
+            ? `, ${result.commandsPerSec ?? 0} commands/s, ${result.failedCommands} failed commands`
+            : "")) +
       ` (${((performance.now() - started) / 1000).toFixed(1)} s)`,
   );
   return measurement;

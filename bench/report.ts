@@ -10,7 +10,7 @@
 
 import type { LoadResult } from "./load.ts";
 import type { Machine } from "./_proc.ts";
-import { GOALS, type MetricKey, type Scenario } from "./scenarios.ts";
+import { type Comparison, COMPARISONS, GOALS, type MetricKey, type Scenario } from "./scenarios.ts";
 
 /** Everything measured for one scenario against one target. */
 export interface Measurement extends Omit<LoadResult, "type"> {
@@ -54,6 +54,19 @@ export interface GoalResult {
   pass: boolean;
 }
 
+/** A target between two scenarios of the run, checked on the system's values. */
+export interface ComparisonResult extends Comparison {
+  /** The system's value in `scenario`, and in `against`; null when that scenario did not run or has none. */
+  scenarioValue: number | null;
+  againstValue: number | null;
+  /** scenarioValue / againstValue; null when either is missing. */
+  value: number | null;
+  /** Null when it could not be compared (a scenario was not run), and then it is neither PASS nor MISS. */
+  pass: boolean | null;
+  /** The scenarios of the two that did not run. */
+  notRun: string[];
+}
+
 /** One scenario, both targets. */
 export interface ScenarioReport extends Scenario {
   system: Measurement;
@@ -76,6 +89,9 @@ export interface BenchReport {
   /** Multiplier of the as-fast-as-accepted scenarios' publishes (`--scale`); 1 is the issue's sizes. */
   scale: number;
   scenarios: ScenarioReport[];
+  /** Targets between scenarios ({@linkcode COMPARISONS}), whichever of their scenarios ran. */
+  comparisons: ComparisonResult[];
+  /** Goals and comparisons passed and missed; a comparison that could not be made counts as neither. */
   goals: { pass: number; miss: number };
 }
 
@@ -89,11 +105,24 @@ interface MetricSpec {
   ratio?: boolean;
   /** Measured only when asked for: no row when neither target has it. */
   optional?: boolean;
+  /** Shown only for scenarios of these modes. */
+  modes?: readonly Scenario["mode"][];
 }
+
+const PUBLISHING: readonly Scenario["mode"][] = ["broadcast", "targeted", "channels", "churn"];
 
 const METRICS: readonly MetricSpec[] = [
   { key: "deliveriesPerSec", label: "deliveries/s", format: count },
   { key: "publishesPerSec", label: "publish requests/s", format: count },
+  {
+    key: "deliveriesPerSecPerConnection",
+    label: "deliveries/s per delivered connection",
+    format: count,
+    modes: ["broadcast", "channels"],
+  },
+  { key: "commandsPerSec", label: "commands/s (subscribe+unsubscribe)", format: count, modes: ["churn"] },
+  { key: "commandLatencyP50Ms", label: "command reply p50 (ms)", format: milliseconds, modes: ["churn"] },
+  { key: "commandLatencyP99Ms", label: "command reply p99 (ms)", format: milliseconds, modes: ["churn"] },
   { key: "latencyP50Ms", label: "latency p50 (ms)", format: milliseconds },
   { key: "latencyP99Ms", label: "latency p99 (ms)", format: milliseconds },
   { key: "latencyMaxMs", label: "latency max (ms)", format: milliseconds },
@@ -123,6 +152,7 @@ const METRICS: readonly MetricSpec[] = [
   },
   { key: "lost", label: "messages lost", format: count },
   { key: "failedPublishes", label: "failed publishes", format: count },
+  { key: "failedCommands", label: "failed commands", format: count, modes: ["channels", "churn"] },
 ];
 
 /** A metric's value in a measurement; null when it does not apply. */
@@ -134,6 +164,10 @@ export function metricValue(measurement: Measurement, key: MetricKey): number | 
       return measurement.latencyUs ? measurement.latencyUs.p99 / 1000 : null;
     case "latencyMaxMs":
       return measurement.latencyUs ? measurement.latencyUs.max / 1000 : null;
+    case "commandLatencyP50Ms":
+      return measurement.commandLatencyUs ? measurement.commandLatencyUs.p50 / 1000 : null;
+    case "commandLatencyP99Ms":
+      return measurement.commandLatencyUs ? measurement.commandLatencyUs.p99 / 1000 : null;
     default:
       return measurement[key];
   }
@@ -146,7 +180,7 @@ export function scenarioReport(
 ): ScenarioReport {
   const ratios: Partial<Record<MetricKey, number | null>> = {};
   for (const { key, ratio } of METRICS) {
-    if (key === "lost" || key === "failedPublishes" || ratio === false) continue;
+    if (key === "lost" || key === "failedPublishes" || key === "failedCommands" || ratio === false) continue;
     const ours = metricValue(system, key);
     const theirs = metricValue(baseline, key);
     ratios[key] = ours === null || theirs === null || theirs === 0 ? null : ours / theirs;
@@ -162,28 +196,30 @@ export function scenarioReport(
 /**
  * Several back-to-back runs of one scenario, system then baseline each time,
  * reduced to the median pair: ranked by the scenario's first goal (its
- * deliveries/s ratio when it has none) from best to worst, the middle one,
+ * deliveries/s ratio when it has none, commands/s for churn) from best to worst, the middle one,
  * or the worse of the two middle ones. Ratios stay within one pair. Losses
  * and failed publishes are the worst of any run, so a loss anywhere is a miss.
  */
 export function medianPair(pairs: readonly ScenarioReport[]): ScenarioReport {
   if (pairs.length === 0) throw new RangeError("medianPair needs at least one run");
   const first = pairs[0]!;
-  const goal = first.goals.find((g) => g.metric !== "lost" && g.metric !== "failedPublishes");
+  const goal = first.goals.find((g) => !(COUNTS as readonly MetricKey[]).includes(g.metric));
+  const fallback = first.mode === "churn" ? "commandsPerSec" : "deliveriesPerSec";
   const rank = (pair: ScenarioReport) => {
-    const value = goal ? pair.goals.find((g) => g.metric === goal.metric)!.value : pair.ratios.deliveriesPerSec;
+    const value = goal ? pair.goals.find((g) => g.metric === goal.metric)!.value : pair.ratios[fallback];
     // Best first: a missing value ranks last.
     if (value === null || value === undefined) return Infinity;
     return goal?.op === "<=" ? value : -value;
   };
   const ranked = [...pairs].sort((a, b) => rank(a) - rank(b));
   const median = ranked[Math.floor(ranked.length / 2)]!;
-  const worst = (target: "system" | "baseline", key: "lost" | "failedPublishes") =>
+  const worst = (target: "system" | "baseline", key: typeof COUNTS[number]) =>
     Math.max(...pairs.map((pair) => pair[target][key]));
   const withWorst = (target: "system" | "baseline") => ({
     ...median[target],
     lost: worst(target, "lost"),
     failedPublishes: worst(target, "failedPublishes"),
+    failedCommands: worst(target, "failedCommands"),
   });
   const { system: _system, baseline: _baseline, ratios: _ratios, goals: _goals, runs: _runs, ...scenario } = first;
   return {
@@ -192,9 +228,36 @@ export function medianPair(pairs: readonly ScenarioReport[]): ScenarioReport {
   };
 }
 
-/** Counts passed and missed goals. */
-export function goalSummary(scenarios: readonly ScenarioReport[]): { pass: number; miss: number } {
-  const all = scenarios.flatMap((scenario) => scenario.goals);
+/** The failures a scenario must not have: the worst run's count, under `--repeat`. */
+const COUNTS = ["lost", "failedPublishes", "failedCommands"] as const satisfies readonly MetricKey[];
+
+/**
+ * Checks the targets between scenarios ({@linkcode COMPARISONS}) on the
+ * system's values, for every comparison one of whose scenarios ran.
+ */
+export function compareScenarios(scenarios: readonly ScenarioReport[]): ComparisonResult[] {
+  const value = (id: string, metric: MetricKey) => {
+    const scenario = scenarios.find((s) => s.id === id);
+    return scenario ? metricValue(scenario.system, metric) : null;
+  };
+  return COMPARISONS.filter((c) => scenarios.some((s) => s.id === c.scenario || s.id === c.against)).map((c) => {
+    const scenarioValue = value(c.scenario, c.metric);
+    const againstValue = value(c.against, c.metric);
+    const ratio = scenarioValue === null || againstValue === null || againstValue === 0
+      ? null
+      : scenarioValue / againstValue;
+    const notRun = [c.scenario, c.against].filter((id) => !scenarios.some((s) => s.id === id));
+    const pass = notRun.length > 0 ? null : ratio !== null && (c.op === ">=" ? ratio >= c.bound : ratio <= c.bound);
+    return { ...c, scenarioValue, againstValue, value: ratio, pass, notRun };
+  });
+}
+
+/** Counts passed and missed goals, and comparisons that could be made. */
+export function goalSummary(
+  scenarios: readonly ScenarioReport[],
+  comparisons: readonly ComparisonResult[] = [],
+): { pass: number; miss: number } {
+  const all = [...scenarios.flatMap((scenario) => scenario.goals), ...comparisons].filter((g) => g.pass !== null);
   const pass = all.filter((goal) => goal.pass).length;
   return { pass, miss: all.length - pass };
 }
@@ -215,6 +278,7 @@ export function formatTable(report: BenchReport): string {
     rows.push(`(${scenario.id}) ${scenario.title}`);
     for (const metric of METRICS) {
       if (scenario.mode === "idle" ? !metric.idle : metric.idle === "only") continue;
+      if (!(metric.modes ?? PUBLISHING).includes(scenario.mode) && scenario.mode !== "idle") continue;
       const measured = [scenario.system, scenario.baseline].some((m) => metricValue(m, metric.key) !== null);
       if (metric.optional && !measured) continue;
       const show = (value: number | null) => (value === null ? "-" : metric.format(value));
@@ -230,6 +294,7 @@ export function formatTable(report: BenchReport): string {
       ]);
     }
   }
+  for (const comparison of report.comparisons) rows.push(...comparisonRows(comparison));
   const table = [header, ...rows.filter((row): row is string[] => typeof row !== "string")];
   const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
   const line = (row: string[]) =>
@@ -250,7 +315,7 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.scale > 1
       ? [
-        `Scenarios a, b, d and f ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
+        `Scenarios a, b, d, f and h ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",
@@ -279,6 +344,25 @@ export function formatWarnings(report: BenchReport): string {
     }
   }
   return parts.join("\n");
+}
+
+/** A comparison's title line and its row: the system's value in one scenario and the other, their ratio, the target. */
+function comparisonRows(comparison: ComparisonResult): (string[] | string)[] {
+  const metric = METRICS.find((m) => m.key === comparison.metric)!;
+  const show = (value: number | null) => (value === null ? "-" : metric.format(value));
+  const title = `(${comparison.scenario}) vs (${comparison.against}): ${comparison.title}; ` +
+    `columns: (${comparison.scenario}), (${comparison.against}), ratio`;
+  if (comparison.pass === null) {
+    return [title, `  ${metric.label}: not compared, (${comparison.notRun.join(") and (")}) not run`];
+  }
+  return [title, [
+    `  ${metric.label}`,
+    show(comparison.scenarioValue),
+    show(comparison.againstValue),
+    comparison.value === null ? "-" : `${comparison.value.toFixed(2)}x`,
+    goalText({ ...comparison, kind: "ratio", pass: comparison.pass }),
+    comparison.pass ? "PASS" : "MISS",
+  ]];
 }
 
 function goalText(goal: GoalResult): string {

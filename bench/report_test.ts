@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   type BenchReport,
+  compareScenarios,
   formatTable,
   goalSummary,
   type Measurement,
@@ -23,10 +24,16 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
     lost: 0,
     duplicates: 0,
     misdirected: 0,
+    reordered: 0,
     foreign: 0,
     unexpectedCloses: {},
     deliveriesPerSec: 100_000,
     publishesPerSec: 500,
+    deliveriesPerSecPerConnection: 100,
+    commands: 0,
+    failedCommands: 0,
+    commandsPerSec: null,
+    commandLatencyUs: null,
     latencyUs: { p50: 1000, p99: 2000, max: 3000 },
     publishMs: 2000,
     stalled: false,
@@ -56,7 +63,8 @@ function tableOf(scenarioReports: ScenarioReport[], repeat = 1, scale = 1): stri
     repeat,
     scale,
     scenarios: scenarioReports,
-    goals: goalSummary(scenarioReports),
+    comparisons: compareScenarios(scenarioReports),
+    goals: goalSummary(scenarioReports, compareScenarios(scenarioReports)),
   };
   return formatTable(report);
 }
@@ -178,12 +186,48 @@ Deno.test("repeated runs: a loss or failed publish in any run is a miss of the m
 
 Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios only, and the table says so", () => {
   const sizes = (list: Scenario[]) => Object.fromEntries(list.map((s) => [s.id, s.messages]));
-  assert.deepEqual(sizes(scenarios(false, 20)), { a: 10_000, b: 4000, c: 250, d: 100_000, e: 5000, f: 400, g: 0 });
-  assert.deepEqual(sizes(scenarios(true, 2)), { a: 40, b: 40, c: 50, d: 400, e: 200, f: 20, g: 0 });
+  assert.deepEqual(sizes(scenarios(false, 20)), {
+    a: 10_000,
+    b: 4000,
+    c: 250,
+    d: 100_000,
+    e: 5000,
+    f: 400,
+    g: 0,
+    h: 40_000,
+    i: 300_000, // a cap: the churn's stream runs on its timer until the churn is done
+  });
+  assert.deepEqual(sizes(scenarios(true, 2)), { a: 40, b: 40, c: 50, d: 400, e: 200, f: 20, g: 0, h: 160, i: 30_000 });
   const [, , , scaled] = scenarios(false, 20);
   assert.equal(scaled!.title, "100 clients × 100000 targeted sends, as fast as accepted");
 
   const report = scenarioReport(scaled!, { system: measurement(), baseline: measurement() });
-  assert.match(tableOf([report], 1, 20), /^Scenarios a, b, d and f ran 20 times the publishes of the issue's sizes/m);
+  assert.match(
+    tableOf([report], 1, 20),
+    /^Scenarios a, b, d, f and h ran 20 times the publishes of the issue's sizes/m,
+  );
   assert.doesNotMatch(tableOf([report]), /times the publishes/, "not at the issue's sizes");
+});
+
+Deno.test("(h) is held to (b) per delivered connection from the same run, and the table says when (b) did not run", () => {
+  const [, bScenario, , , , , , h] = scenarios();
+  const broadcast = scenarioReport(bScenario!, {
+    system: measurement({ deliveriesPerSecPerConnection: 2000 }),
+    baseline: measurement({ deliveriesPerSecPerConnection: 100 }),
+  });
+  const channel = (perConnection: number) =>
+    scenarioReport(h!, {
+      system: measurement({ deliveriesPerSecPerConnection: perConnection }),
+      baseline: measurement({ deliveriesPerSecPerConnection: 500 }),
+    });
+  const pass = tableOf([broadcast, channel(1900)]);
+  assert.match(pass, /^\(h\) vs \(b\): channel fan-out against broadcast, system; columns: \(h\), \(b\), ratio$/m);
+  assert.match(pass, /^ {2}deliveries\/s per delivered connection +1,900 +2,000 +0\.95x +≥ 0\.9x +PASS$/m);
+  assert.match(pass, /^targets: 5 PASS, 2 MISS/m, "the comparison counts as a target");
+  const miss = compareScenarios([broadcast, channel(1700)]);
+  assert.deepEqual(miss.map((c) => [c.value, c.pass]), [[0.85, false]]);
+
+  const alone = tableOf([channel(1900)]);
+  assert.match(alone, /^ {2}deliveries\/s per delivered connection: not compared, \(b\) not run$/m);
+  assert.match(alone, /^targets: 2 PASS, 0 MISS/m, "not compared is neither PASS nor MISS");
 });

@@ -7,16 +7,24 @@
 
 /** One load shape. */
 export interface Scenario {
-  /** Letter from the issue: a … g. */
+  /** Letter from the issue: a … i. */
   id: string;
   /** One line for the table. */
   title: string;
-  /** Broadcasts, targeted sends (round-robin over the clients), or idle connections. */
-  mode: "broadcast" | "targeted" | "idle";
+  /**
+   * Broadcasts, targeted sends (round-robin over the clients), channel
+   * publications (round-robin over the channels, every client in one),
+   * subscribe/unsubscribe churn under a publish stream, or idle connections.
+   */
+  mode: "broadcast" | "targeted" | "channels" | "churn" | "idle";
   /** WebSocket clients. */
   clients: number;
-  /** Publish requests. */
+  /** Publish requests (for `churn`, at most: the stream runs until the churn is done). */
   messages: number;
+  /** Channels the clients are spread over (`channels`, `churn`); 0 elsewhere. */
+  channels: number;
+  /** Subscribe/unsubscribe rounds per client (`churn`); 0 elsewhere. */
+  rounds: number;
   /** Publishes per second on a timer; null: as fast as publishes are accepted. */
   rate: number | null;
   /** What the scenario puts under stress, for readers of the report. */
@@ -27,6 +35,10 @@ export interface Scenario {
 export type MetricKey =
   | "deliveriesPerSec"
   | "publishesPerSec"
+  | "deliveriesPerSecPerConnection"
+  | "commandsPerSec"
+  | "commandLatencyP50Ms"
+  | "commandLatencyP99Ms"
   | "latencyP50Ms"
   | "latencyP99Ms"
   | "latencyMaxMs"
@@ -36,7 +48,8 @@ export type MetricKey =
   | "rssKiBPerConnection"
   | "rssKiBPerConnectionSettled"
   | "lost"
-  | "failedPublishes";
+  | "failedPublishes"
+  | "failedCommands";
 
 /** A target: the system's value, or its ratio to the baseline, against a bound. */
 export interface Goal {
@@ -50,9 +63,23 @@ export interface Goal {
 }
 
 /**
+ * A target across two scenarios of one run, on the system's own values:
+ * `scenario`'s metric over `against`'s.
+ */
+export interface Comparison {
+  scenario: string;
+  against: string;
+  metric: MetricKey;
+  op: ">=" | "<=";
+  bound: number;
+  /** What the target means, for the table. */
+  title: string;
+}
+
+/**
  * Builds the scenarios, full size or tiny (`--quick`, a smoke test that runs
  * in seconds). `scale` multiplies the publishes of the scenarios that run as
- * fast as publishes are accepted (a, b, d, f): at the issue's sizes they last
+ * fast as publishes are accepted (a, b, d, f, h): at the issue's sizes they last
  * a fraction of a second, so their figures include the start of the run; a
  * larger scale measures the steady state.
  */
@@ -68,6 +95,8 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       clients: q(100, 20),
       messages: burst(500, 20),
       rate: null,
+      channels: 0,
+      rounds: 0,
       stresses: "the publish path (HTTP, hub ack) more than fan-out",
     },
     {
@@ -77,6 +106,8 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       clients: q(1000, 20),
       messages: burst(200, 20),
       rate: null,
+      channels: 0,
+      rounds: 0,
       stresses: "fan-out: one event to many sockets",
     },
     {
@@ -86,6 +117,8 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       clients: q(1000, 20),
       messages: 50 * fixedSeconds,
       rate: 50,
+      channels: 0,
+      rounds: 0,
       stresses: "broadcast latency below saturation",
     },
     {
@@ -95,6 +128,8 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       clients: q(100, 20),
       messages: burst(5000, 200),
       rate: null,
+      channels: 0,
+      rounds: 0,
       stresses: "per-publish overhead: HTTP parse, hub round trip, one send",
     },
     {
@@ -104,6 +139,8 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       clients: q(100, 20),
       messages: q(1000, 200) * fixedSeconds,
       rate: q(1000, 200),
+      channels: 0,
+      rounds: 0,
       stresses: "targeted latency below saturation",
     },
     {
@@ -113,6 +150,8 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       clients: q(5000, 50),
       messages: burst(20, 10),
       rate: null,
+      channels: 0,
+      rounds: 0,
       stresses: "fan-out to many sockets, per-socket write cost",
     },
     {
@@ -122,7 +161,37 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       clients: q(10_000, 500),
       messages: 0,
       rate: null,
+      channels: 0,
+      rounds: 0,
       stresses: "memory per connection",
+    },
+    {
+      id: "h",
+      title: `${q(1000, 40)} clients in ${q(10, 4)} channels of ${q(100, 10)}, ${
+        burst(2000, 80)
+      } channel publications round-robin, as fast as accepted`,
+      mode: "channels",
+      clients: q(1000, 40),
+      // As many deliveries per client as (b): 200 each.
+      messages: burst(2000, 80),
+      rate: null,
+      channels: q(10, 4),
+      rounds: 0,
+      stresses: "channel fan-out: one event to a channel's members only",
+    },
+    {
+      id: "i",
+      title: `${q(1000, 40)} clients × ${q(20, 5)} subscribe/unsubscribe rounds over ${q(50, 10)} channels, ${
+        q(5000, 500)
+      } publications/s`,
+      mode: "churn",
+      clients: q(1000, 40),
+      // At most: the stream stops once every client has done its rounds.
+      messages: q(5000, 500) * 60,
+      rate: q(5000, 500),
+      channels: q(50, 10),
+      rounds: q(20, 5),
+      stresses: "subscribe/unsubscribe commands and channel subjects coming and going under traffic",
     },
   ];
 }
@@ -137,8 +206,24 @@ export const GOALS: readonly Goal[] = [
   { scenario: "e", metric: "latencyP99Ms", kind: "ratio", op: "<=", bound: 2 },
   { scenario: "g", metric: "rssKiBPerConnection", kind: "absolute", op: "<=", bound: 6 },
   // Zero loss everywhere a message is sent.
-  ...["a", "b", "c", "d", "e", "f"].flatMap((scenario): Goal[] => [
+  { scenario: "i", metric: "failedCommands", kind: "absolute", op: "<=", bound: 0 },
+  ...["a", "b", "c", "d", "e", "f", "h", "i"].flatMap((scenario): Goal[] => [
     { scenario, metric: "lost", kind: "absolute", op: "<=", bound: 0 },
     { scenario, metric: "failedPublishes", kind: "absolute", op: "<=", bound: 0 },
   ]),
+];
+
+/**
+ * Targets between scenarios of one run. Issue 16: channel fan-out keeps
+ * within 10% of broadcast's deliveries per second per delivered connection.
+ */
+export const COMPARISONS: readonly Comparison[] = [
+  {
+    scenario: "h",
+    against: "b",
+    metric: "deliveriesPerSecPerConnection",
+    op: ">=",
+    bound: 0.9,
+    title: "channel fan-out against broadcast, system",
+  },
 ];
