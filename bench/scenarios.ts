@@ -216,12 +216,16 @@ export const GOALS: readonly Goal[] = [
 /**
  * Targets between scenarios of one run. Issue 16: channel fan-out keeps
  * within 10% of broadcast's deliveries per second per delivered connection.
+ * Read strictly: a delivery to a channel's member costs the system no more
+ * than 1/0.9 of one to every connection, so (h)'s deliveries/s are at least
+ * 0.9 of (b)'s. (Divided by the connections each publish reaches, the two
+ * rates would compare publishes, which (h) passes ten times over.)
  */
 export const COMPARISONS: readonly Comparison[] = [
   {
     scenario: "h",
     against: "b",
-    metric: "deliveriesPerSecPerConnection",
+    metric: "deliveriesPerSec",
     op: ">=",
     bound: 0.9,
     title: "channel fan-out against broadcast, system",

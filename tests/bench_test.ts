@@ -55,11 +55,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
         const where = `(${scenario.id}) ${target}`;
         assert.ok(run, `${where} is present`);
         assert.equal(run.clients, scenario.clients, `${where}: every client connected`);
-        // TODO(#16): the pusher answers a subscribe before the hub has the
-        // worker's subscription to the channel, so in (i) a publication
-        // written right after the reply can miss a worker's first members.
-        // The table reports it; here it would only make the test flaky.
-        if (scenario.mode !== "churn") assert.equal(run.lost, 0, `${where}: messages lost`);
+        assert.equal(run.lost, 0, `${where}: messages lost`);
         assert.equal(run.duplicates, 0, `${where}: messages duplicated`);
         assert.equal(run.misdirected, 0, `${where}: targeted messages misdirected`);
         if (scenario.mode !== "idle") assert.equal(run.foreign, 0, `${where}: messages that were not intact contents`);
