@@ -66,6 +66,8 @@ export interface StartServicesOptions {
   signal?: AbortSignal;
   /** Milliseconds each service gets to listen, and the system to route. @default {20000} */
   timeout?: number;
+  /** The pusher's server (its `--server`): our own on `Deno.listen`, or `Deno.serve`. @default {"listen"} */
+  pusherServer?: "listen" | "deno";
 }
 
 /** The running system and baseline. Disposing stops every process; twice is harmless. */
@@ -221,7 +223,7 @@ export interface SystemServices extends AsyncDisposable {
 export async function startServices(ports: Ports, options: StartServicesOptions = {}): Promise<Services> {
   const group = new ProcessGroup(options);
   try {
-    const system = await launchSystem(group, ports);
+    const system = await launchSystem(group, ports, options.pusherServer);
     const baseline = await group.start("baseline", [
       Deno.execPath(),
       ...await baselineArgs(),
@@ -256,7 +258,7 @@ export async function startServices(ports: Ports, options: StartServicesOptions 
 export async function startSystem(ports: SystemPorts, options: StartServicesOptions = {}): Promise<SystemServices> {
   const group = new ProcessGroup(options);
   try {
-    const system = await launchSystem(group, ports);
+    const system = await launchSystem(group, ports, options.pusherServer);
     return {
       system,
       assertRunning: () => group.assertRunning(),
@@ -305,7 +307,7 @@ class ProcessGroup implements AsyncDisposable {
 }
 
 /** Starts hub, pusher and publisher in `group` and waits until they route. */
-async function launchSystem(group: ProcessGroup, ports: SystemPorts): Promise<Target> {
+async function launchSystem(group: ProcessGroup, ports: SystemPorts, pusherServer = "listen"): Promise<Target> {
   // Flags only where a port differs from the default: at the defaults the
   // command lines are exactly the tasks'.
   const hub = await group.start("hub", [...await taskCommand("channel"), ...portFlag(ports.hub, DEFAULT_PORTS.hub)]);
@@ -314,6 +316,8 @@ async function launchSystem(group: ProcessGroup, ports: SystemPorts): Promise<Ta
     ...await taskCommand("pusher"),
     ...portFlag(ports.pusher, DEFAULT_PORTS.pusher),
     ...hubFlag,
+    // Only when asked: at the default the command line is exactly the task's.
+    ...(pusherServer === "listen" ? [] : ["--server", pusherServer]),
   ]);
   const publisher = await group.start("publisher", [
     ...await taskCommand("publisher"),

@@ -66,6 +66,12 @@ const FLAGS = {
     help: "(g) also samples RSS every second while the clients sit idle this long, and reports the lowest",
     default: "0: off",
   },
+  "pusher-server": {
+    type: "string" as const,
+    arg: "listen|deno",
+    help: "the pusher's --server: our own on Deno.listen, or Deno.serve + Deno.upgradeWebSocket",
+    default: "listen",
+  },
   ...SYSTEM_PORT_FLAGS,
   "baseline-port": { type: "string" as const, arg: "PORT", help: "baseline port; 0 picks a free one", default: "4240" },
   help: { type: "boolean" as const, help: "show this help" },
@@ -92,6 +98,7 @@ interface BenchOptions {
   idleSettleSeconds: number;
   repeat: number;
   scale: number;
+  pusherServer: "listen" | "deno";
 }
 
 /** Runs the benchmark; returns the exit code. */
@@ -123,6 +130,10 @@ function benchOptions(flags: FlagValues): BenchOptions {
     throw new TypeError(`Invalid --scenarios: no scenario ${unknown.join(", ")}; pick from ${all.map((s) => s.id)}`);
   }
   const port = (name: keyof Ports) => portFlag(flags, name);
+  const pusherServer = stringFlag(flags, "pusher-server") ?? "listen";
+  if (pusherServer !== "listen" && pusherServer !== "deno") {
+    throw new TypeError(`Invalid --pusher-server: listen or deno, got ${JSON.stringify(pusherServer)}`);
+  }
   return {
     quick,
     scenarios: wanted ? all.filter((scenario) => wanted.includes(scenario.id)) : all,
@@ -131,6 +142,7 @@ function benchOptions(flags: FlagValues): BenchOptions {
     idleSettleSeconds: intFlag(flags, "idle-settle", 0),
     repeat: atLeastOne(intFlag(flags, "repeat", 1), "repeat"),
     scale,
+    pusherServer,
   };
 }
 
@@ -144,7 +156,7 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   const machine = await describeMachine();
   const ticksPerSecond = await clockTicksPerSecond();
   progress(formatMachine(machine));
-  await using services = await startServices(options.ports, { signal });
+  await using services = await startServices(options.ports, { signal, pusherServer: options.pusherServer });
   const context: RunContext = {
     services,
     signal,
@@ -179,6 +191,7 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     quick: options.quick,
     repeat: options.repeat,
     scale: options.scale,
+    pusherServer: options.pusherServer,
     scenarios: ordered,
     comparisons,
     goals: goalSummary(ordered, comparisons),

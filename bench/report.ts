@@ -88,6 +88,8 @@ export interface BenchReport {
   repeat: number;
   /** Multiplier of the as-fast-as-accepted scenarios' publishes (`--scale`); 1 is the issue's sizes. */
   scale: number;
+  /** The pusher's server (`--pusher-server`); absent in runs from before it could be chosen. */
+  pusherServer?: "listen" | "deno";
   scenarios: ScenarioReport[];
   /** Targets between scenarios ({@linkcode COMPARISONS}), whichever of their scenarios ran. */
   comparisons: ComparisonResult[];
@@ -318,6 +320,7 @@ export function formatTable(report: BenchReport): string {
         `Scenarios a, b, d, f and h ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
+    ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
     "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",
   ].join("\n");
 }
