@@ -14,6 +14,8 @@ import {
   type BusErrorCode,
   type BusHandler,
   type BusPublishOptions,
+  type HistoryOptions,
+  type HistoryResult,
   type Json,
   type PublishResult,
   type RequestOptions,
@@ -83,8 +85,12 @@ export class HubBus implements Bus {
   subscribe(subject: string, handler: BusHandler): Promise<void> {
     this.#handlers.set(subject, handler);
     if (!this.#relays.has(subject)) {
-      const relay: EventHandler = (data, _subject, reply) => {
-        this.#handlers.get(subject)?.(data, reply === undefined ? { subject } : { subject, replyTo: reply });
+      const relay: EventHandler = (data, _subject, reply, position) => {
+        this.#handlers.get(subject)?.(data, {
+          subject,
+          ...(reply === undefined ? {} : { replyTo: reply }),
+          ...(position === undefined ? {} : { position }),
+        });
       };
       this.#relays.set(subject, relay);
       this.#client.subscribe(subject, relay);
@@ -111,12 +117,16 @@ export class HubBus implements Bus {
    */
   async publish(subject: string, data: Json, options: BusPublishOptions = {}): Promise<PublishResult> {
     try {
-      const reached = await this.#client.publish(subject, data, {
+      const { count, positions } = await this.#client.publishWithPositions(subject, data, {
         timeout: options.timeout,
         signal: options.signal,
         reply: options.replyTo,
+        idempotencyKey: options.idempotencyKey,
       });
-      return { reached };
+      const position = positions.find((p) => p.subject === subject);
+      return position
+        ? { reached: count, position: { offset: position.offset, epoch: position.epoch } }
+        : { reached: count };
     } catch (error) {
       throw toBusError(error);
     }
@@ -131,6 +141,39 @@ export class HubBus implements Bus {
    */
   request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult> {
     return requestOver(this, subject, data, options);
+  }
+
+  /**
+   * Reads `subject`'s history at the hub (a subject the hub keeps no history
+   * for answers no messages, position `{ offset: 0, epoch: "" }`).
+   *
+   * @throws {BusError} as {@linkcode HubBus.publish}; `refused` for a
+   * malformed request.
+   */
+  async history(subject: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    try {
+      const { epoch, offset, messages, recovered } = await this.#client.history(subject, options);
+      return {
+        messages: messages.map((message) => ({ data: message.data, position: { offset: message.offset, epoch } })),
+        position: { offset, epoch },
+        recovered,
+      };
+    } catch (error) {
+      throw toBusError(error);
+    }
+  }
+
+  /**
+   * Drops `subject`'s history at the hub; its epoch changes.
+   *
+   * @throws {BusError} as {@linkcode HubBus.history}.
+   */
+  async removeHistory(subject: string): Promise<void> {
+    try {
+      await this.#client.removeHistory(subject);
+    } catch (error) {
+      throw toBusError(error);
+    }
   }
 
   /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */
