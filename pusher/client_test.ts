@@ -598,3 +598,13 @@ Deno.test("client subscribing anew to a channel it left starts without a positio
   assert.deepEqual(socket().sent.at(-1), { id: 3, subscribe: { channel: "news" } });
   client.disconnect();
 });
+
+Deno.test("client sends no since from offset 0: a channel not yet published to has nothing to recover from", async () => {
+  const setup = connected();
+  const news = setup.client.subscribe("news");
+  setup.socket().receive({ id: 1, result: { recovered: false, offset: 0, epoch: "e1" } });
+  assert.deepEqual(news.position, { offset: 0, epoch: "e1" });
+  await reconnect(setup);
+  assert.deepEqual(setup.socket().sent, [{ id: 2, subscribe: { channel: "news" } }]);
+  setup.client.disconnect();
+});
