@@ -211,8 +211,8 @@ export class Pusher {
     this.#recovery = new Recovery({
       workerId: this.workerId,
       bus: this.#bus,
-      isMember: (connection, channel) =>
-        this.#connections.of(connection.socket) === connection && this.#membership.has(connection, channel),
+      isOpen: (connection) => this.#connections.of(connection.socket) === connection,
+      isMember: (connection, channel) => this.#membership.has(connection, channel),
       logger: this.logger,
       maxRecoverMessages: options.maxRecoverMessages,
     });

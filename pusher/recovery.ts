@@ -54,7 +54,9 @@ export interface RecoveryOptions<C extends Connection> {
   workerId: string;
   /** Where history is read from; its `reconnects` tells when what the worker knew of a channel may be stale. */
   bus: Pick<Bus, "history" | "reconnects">;
-  /** Whether `connection` is open and a member of `channel` now. */
+  /** Whether `connection` is still open. */
+  isOpen(connection: C): boolean;
+  /** Whether `connection` is a member of `channel` now. */
   isMember(connection: C, channel: string): boolean;
   logger: Logger;
   /**
@@ -97,7 +99,7 @@ interface Known {
  * import { createLogger } from "../shared/log.ts";
  *
  * const bus = new MemoryBroker({ history: { subjects: ["channel.*"] } }).connect();
- * const recovery = new Recovery({ workerId: "w", bus, isMember: () => true, logger: createLogger("test") });
+ * const recovery = new Recovery({ workerId: "w", bus, isOpen: () => true, isMember: () => true, logger: createLogger("test") });
  * const connection = { id: 1, socket: { send: console.log } };
  * await recovery.answer(connection as never, 1, "news", undefined); // logs {"id":1,"result":{"recovered":false,"offset":0,...}}
  * ```
@@ -107,6 +109,7 @@ export class Recovery<C extends Connection> {
   readonly maxRecoverMessages: number;
   readonly #workerId: string;
   readonly #bus: Pick<Bus, "history" | "reconnects">;
+  readonly #isOpen: (connection: C) => boolean;
   readonly #isMember: (connection: C, channel: string) => boolean;
   readonly #logger: Logger;
   readonly #maxNoHistory: number;
@@ -118,6 +121,7 @@ export class Recovery<C extends Connection> {
   constructor(options: RecoveryOptions<C>) {
     this.#workerId = options.workerId;
     this.#bus = options.bus;
+    this.#isOpen = options.isOpen;
     this.#isMember = options.isMember;
     this.#logger = options.logger;
     this.maxRecoverMessages = options.maxRecoverMessages ?? DEFAULT_MAX_RECOVER_MESSAGES;
@@ -189,42 +193,52 @@ export class Recovery<C extends Connection> {
     const limit = since ? this.maxRecoverMessages : 0;
     return this.#bus.history(channelSubject(channel), since ? { since, limit } : { limit }).then(
       (history) => {
-        if (!this.#release(connection, channel, pending)) return;
+        const member = this.#release(connection, channel, pending);
         if (history.position.epoch === "") {
           this.#rememberNoHistory(channel);
+          if (member === null) return;
           connection.socket.send(
             since ? subscribeResultFrame(id, { recovered: false, position: null }) : resultFrame(id),
           );
-          return this.#sendHeld(connection, pending, null);
+          if (member) this.#sendHeld(connection, pending, null);
+          return;
         }
         this.#learn(channel, history.position, reconnects);
-        const recovered = since !== undefined && history.recovered && !pending.overflowed;
+        if (member === null) return;
+        const recovered = member && since !== undefined && history.recovered && !pending.overflowed;
         // Over the bound, the client starts over from the newest publication it will not get.
         const position = pending.overflowed ? newer(history.position, pending.latest)! : history.position;
         connection.socket.send(subscribeResultFrame(id, { recovered, position }));
+        if (!member) return;
         if (recovered) this.#replay(connection, channel, history.messages);
         if (!pending.overflowed) this.#sendHeld(connection, pending, position);
       },
       (error) => {
-        if (!this.#release(connection, channel, pending)) return;
+        const member = this.#release(connection, channel, pending);
         // A bus that refuses history keeps none (the hub's client before it speaks history).
         if (error instanceof BusError && error.code === "refused") this.#rememberNoHistory(channel);
         else this.#logger.warn("could not read a channel's history", { channel, error: (error as Error).message });
+        if (member === null) return;
         connection.socket.send(
           since ? subscribeResultFrame(id, { recovered: false, position: null }) : resultFrame(id),
         );
-        if (!pending.overflowed) this.#sendHeld(connection, pending, null);
+        if (member && !pending.overflowed) this.#sendHeld(connection, pending, null);
       },
     );
   }
 
-  /** Ends a recovery; false when its connection is gone or has left the channel since, and nothing is to be sent. */
-  #release(connection: C, channel: string, pending: Pending): boolean {
+  /**
+   * Ends a recovery. Returns whether its connection is still a member of
+   * the channel (false: it left meanwhile, and gets only its reply), or null
+   * when it closed (nothing to send).
+   */
+  #release(connection: C, channel: string, pending: Pending): boolean | null {
     const byChannel = this.#pending.get(channel);
     if (byChannel?.get(connection) === pending) {
       byChannel.delete(connection);
       if (byChannel.size === 0) this.#pending.delete(channel);
     }
+    if (!this.#isOpen(connection)) return null;
     return this.#isMember(connection, channel);
   }
 
