@@ -13,8 +13,7 @@
 export const DEFAULT_IDEMPOTENCY_WINDOW = 300_000;
 /** Default number of keys remembered. */
 export const DEFAULT_MAX_IDEMPOTENCY_KEYS = 100_000;
-/** Longest idempotency key accepted, in UTF-16 code units. */
-export const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
+export { MAX_IDEMPOTENCY_KEY_LENGTH } from "./wire.ts";
 
 /** Options for {@linkcode IdempotencyCache}. */
 export interface IdempotencyOptions {
