@@ -209,7 +209,7 @@ async function connectClient(page: Page, token?: string): Promise<{ workerId: st
     const seen = { greetings: [], messages: [], publications: [], drops: [], subscribed: [] };
     client.on("connected", ({ workerId, connectionId }) => seen.greetings.push({ workerId, connectionId }));
     client.on("message", ({ data }) => seen.messages.push(data));
-    client.on("publication", ({ channel, data }) => seen.publications.push({ channel, data }));
+    client.on("publication", (publication) => seen.publications.push(publication));
     client.on("subscribed", ({ channel, recovered, position }) => seen.subscribed.push({ channel, recovered, position }));
     client.on("disconnected", ({ code, reconnecting }) => seen.drops.push({ code, reconnecting }));
     Object.assign(window, { client, seen });
