@@ -10,7 +10,7 @@ import { Pusher, type PusherOptions } from "./pusher.ts";
 import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Json } from "../shared/json.ts";
-import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
+import { MemoryBroker, type MemoryBrokerOptions, type MemoryBus } from "../shared/memory_bus.ts";
 import { newWorkerId } from "../shared/address.ts";
 
 /** A pusher under test, and what a test plays with around it. */
@@ -34,10 +34,10 @@ export interface Setup extends AsyncDisposable {
   get(path: string, method?: string): Promise<Response>;
 }
 
-/** A pusher with `options`, its transport and bus, and a publisher's link to the bus. */
-export function setUp(options: Partial<PusherOptions> = {}): Setup {
+/** A pusher with `options`, its transport and bus (a broker with `brokerOptions`), and a publisher's link to the bus. */
+export function setUp(options: Partial<PusherOptions> = {}, brokerOptions: MemoryBrokerOptions = {}): Setup {
   const transport = new FakeTransport();
-  const broker = new MemoryBroker();
+  const broker = new MemoryBroker(brokerOptions);
   const bus = broker.connect();
   const logs: string[] = [];
   const clock = { now: 0 };

@@ -17,10 +17,39 @@ export interface Address {
   connectionId: number;
 }
 
-/** A channel publication: `{"channel":C,"data":D}` from the pusher. */
+/**
+ * A place in a channel's history: `offset` counts the channel's messages
+ * (the first is 1; 0 before any), `epoch` names the history; a new epoch
+ * means the history was lost and cannot be recovered from.
+ */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/**
+ * A channel publication: `{"channel":C,"data":D}` from the pusher, with
+ * `"offset"` and `"epoch"` on a channel that keeps history.
+ */
 export interface Publication {
   channel: string;
   data: unknown;
+  /** Its offset in the channel's history; only on a channel that keeps history. */
+  offset?: number;
+  /** The history's epoch; only on a channel that keeps history. */
+  epoch?: string;
+}
+
+/**
+ * What a (re)subscribe achieved: `recovered` true when everything published
+ * since the last position seen was replayed (it follows the event), false
+ * when the app should reload the channel's state, null for a channel
+ * without history; `position` where the channel stands, as the pusher's
+ * reply said (null when it said none).
+ */
+export interface Recovery {
+  recovered: boolean | null;
+  position: Position | null;
 }
 
 /** A presence event on a presence channel. */
@@ -69,7 +98,7 @@ export interface PushClientEvents {
   disconnected: { code: number; reason: string; reconnecting: boolean; delay: number | null };
   message: { data: string };
   publication: Publication;
-  subscribed: { channel: string; subscription: Subscription };
+  subscribed: { channel: string; subscription: Subscription } & Recovery;
   unsubscribed: { channel: string; subscription: Subscription };
   join: PresenceEvent;
   leave: PresenceEvent;
@@ -80,7 +109,7 @@ export interface PushClientEvents {
 export interface SubscriptionEvents {
   publication: Publication;
   state: { state: SubscriptionState; previous: SubscriptionState };
-  subscribed: { channel: string };
+  subscribed: { channel: string } & Recovery;
   unsubscribed: { channel: string };
   join: PresenceEvent;
   leave: PresenceEvent;
@@ -103,6 +132,14 @@ export class Subscription extends EventTarget {
   readonly state: SubscriptionState;
   /** True when the server made it and the client did not ask: it ends with its connection. */
   readonly serverSide: boolean;
+  /**
+   * Whether the last (re)subscribe missed nothing (false also once a
+   * publication showed the history was lost); null before the first reply
+   * and on a channel without history.
+   */
+  readonly recovered: boolean | null;
+  /** The last position seen, sent as `since` on the next subscribe; null on a channel without history. */
+  readonly position: Position | null;
   /** Calls `listener` with each `type` event's detail; returns a function that removes it. */
   on<K extends keyof SubscriptionEvents>(type: K, listener: (detail: SubscriptionEvents[K]) => void): () => void;
   /** Resolves once the server confirmed it; rejects with a {@linkcode PushError} if refused. */

@@ -16,6 +16,13 @@
  * events, unchanged.
  *
  * Subscriptions the client made are made again on every new connection.
+ * On a channel that keeps history, the pusher's frames carry positions
+ * (`"offset"`, `"epoch"`): the client keeps the last one it saw per channel,
+ * subscribes again with `"since"` that position so that the pusher replays
+ * what was published meanwhile, drops a publication it has already had, and
+ * says in {@link Subscription#recovered} and the `subscribed` event whether
+ * nothing was missed.
+ *
  * Subscriptions the server made (from the publisher's `subscribe` API) belong
  * to the connection they were made on: they end when it ends, and the
  * backend has to make them again for the new connection if it wants them.
@@ -113,14 +120,25 @@ function abortable(promise, signal) {
 }
 
 /**
+ * A place in a channel's history: `offset` counts the channel's messages (the
+ * first is 1), `epoch` names the history they belong to; a new epoch means
+ * the history was lost (the hub restarted, or dropped it).
+ *
+ * @typedef {{ offset: number, epoch: string }} Position
+ */
+
+/**
  * One channel of a {@link PushClient}: made by {@link PushClient#subscribe},
  * or by the server (then {@link Subscription#serverSide} is true).
  *
  * Events (listen with {@link Subscription#on} or `addEventListener`; the
- * detail is the listener's argument): `publication` `{channel, data}`,
- * `state` `{state, previous}`, `subscribed` `{channel}`, `unsubscribed`
- * `{channel}`, `error` `{error}` (a refused subscribe: the subscription is
- * then over), `join` and `leave` (presence channels) with the server's info.
+ * detail is the listener's argument): `publication` `{channel, data, offset?,
+ * epoch?}`, `state` `{state, previous}`, `subscribed` `{channel, recovered,
+ * position}` after each (re)subscribe (and when a publication shows the
+ * channel's history was lost under the connection, with `recovered` false),
+ * `unsubscribed` `{channel}`, `error` `{error}` (a refused subscribe: the
+ * subscription is then over), `join` and `leave` (presence channels) with
+ * the server's info.
  */
 export class Subscription extends EventTarget {
   /** @type {PushClient} */
@@ -131,6 +149,10 @@ export class Subscription extends EventTarget {
   #serverSide;
   /** @type {{ promise: Promise<void>, resolve: () => void, reject: (error: Error) => void } | null} */
   #waiting = null;
+  /** @type {boolean | null} */
+  #recovered = null;
+  /** @type {Position | null} */
+  #position = null;
 
   /**
    * Made by {@link PushClient}; not meant to be called by hand.
@@ -160,6 +182,32 @@ export class Subscription extends EventTarget {
    */
   get serverSide() {
     return this.#serverSide;
+  }
+
+  /**
+   * Whether the last (re)subscribe missed nothing: true when the pusher
+   * replayed everything published since the last position seen; false when
+   * it could not (no position to ask from, another epoch, too much missed,
+   * the history not kept), or when a publication showed the history was lost
+   * since; then the app should reload the channel's state. null before the
+   * first reply, and for a channel without history that was not asked to
+   * recover.
+   *
+   * @returns {boolean | null}
+   */
+  get recovered() {
+    return this.#recovered;
+  }
+
+  /**
+   * The position of the last publication seen on this channel (or the one
+   * the pusher's reply gave, when it did not recover): sent as `since` on the
+   * next subscribe. null for a channel without history.
+   *
+   * @returns {Position | null}
+   */
+  get position() {
+    return this.#position;
   }
 
   /**
@@ -208,16 +256,19 @@ export class Subscription extends EventTarget {
    * @internal
    * @param {"subscribing" | "subscribed" | "unsubscribed"} state
    * @param {Error} [error] why it ended, when it ends
+   * @param {{ recovered: boolean | null, position: Position | null }} [subscribed] what the reply said, when subscribed
+   * @returns {boolean} whether the state changed
    */
-  _setState(state, error) {
+  _setState(state, error, subscribed) {
     const previous = this.#state;
-    if (state === previous) return;
+    if (state === previous) return false;
     this.#state = state;
     this.dispatchEvent(new CustomEvent("state", { detail: { state, previous } }));
     if (state === "subscribed") {
       this.#waiting?.resolve();
       this.#waiting = null;
-      this.dispatchEvent(new CustomEvent("subscribed", { detail: { channel: this.channel } }));
+      const { recovered, position } = subscribed ?? { recovered: this.#recovered, position: this.#position };
+      this.dispatchEvent(new CustomEvent("subscribed", { detail: { channel: this.channel, recovered, position } }));
     } else if (state === "unsubscribed") {
       const waiting = this.#waiting;
       this.#waiting = null;
@@ -228,6 +279,17 @@ export class Subscription extends EventTarget {
       }
       this.dispatchEvent(new CustomEvent("unsubscribed", { detail: { channel: this.channel } }));
     }
+    return true;
+  }
+
+  /**
+   * @internal
+   * @param {boolean | null} recovered
+   * @param {Position | null} position
+   */
+  _setRecovery(recovered, position) {
+    this.#recovered = recovered;
+    this.#position = position;
   }
 
   /**
@@ -266,9 +328,13 @@ export class Subscription extends EventTarget {
  * - `message` `{data}`: a text message that is not part of the JSON protocol
  *   (the original's `?content=` broadcasts and sends to one connection, and
  *   the JSON API's publishes to everyone, a user or a connection);
- * - `publication` `{channel, data}` for every channel, `subscribed` and
- *   `unsubscribed` `{channel, subscription}` for server-side subscriptions,
- *   `join` and `leave` `{channel, info}`;
+ * - `publication` `{channel, data, offset?, epoch?}` for every channel
+ *   (`offset` and `epoch` on a channel that keeps history);
+ * - `subscribed` `{channel, subscription, recovered, position}` after each
+ *   (re)subscribe, the client's and the server's (the server's say null for
+ *   both), and when a publication shows a channel's history was lost;
+ *   `unsubscribed` `{channel, subscription}` for server-side subscriptions;
+ * - `join` and `leave` `{channel, info}`;
  * - `error` `{error}`: an error the server pushed, a refused subscribe, a
  *   first message that is not a greeting.
  *
@@ -483,7 +549,12 @@ export class PushClient extends EventTarget {
   /** @param {Subscription} subscription */
   #sendSubscribe(subscription) {
     subscription._setState("subscribing");
-    const id = this.#command({ subscribe: { channel: subscription.channel } }, (error) => {
+    const since = subscription.position;
+    /** @type {Record<string, unknown>} */
+    const body = { channel: subscription.channel };
+    // Offset 0 (a channel not yet published to) is no position to recover from: the pusher refuses it.
+    if (since && since.offset > 0) body.since = { offset: since.offset, epoch: since.epoch };
+    const id = this.#command({ subscribe: body }, (error, result) => {
       if (this.#subscribing.get(subscription) !== id) return;
       this.#subscribing.delete(subscription);
       if (this.#subscriptions.get(subscription.channel) !== subscription) return;
@@ -496,9 +567,61 @@ export class PushClient extends EventTarget {
         this.#emit("error", { error, channel: subscription.channel });
         return;
       }
-      subscription._setState("subscribed");
+      this.#subscribed(subscription, result);
     });
     this.#subscribing.set(subscription, id);
+  }
+
+  /**
+   * A subscribe's reply: `{}` from a channel without history, else
+   * `{"recovered":R,"offset":O,"epoch":E}` (a reply without a position after
+   * a failed recovery). Recovered, the client keeps its own position: the
+   * missed publications follow the reply and move it on. Not recovered, it
+   * starts over from the reply's position, or from none.
+   *
+   * @param {Subscription} subscription
+   * @param {unknown} result
+   */
+  #subscribed(subscription, result) {
+    const fields = /** @type {Record<string, unknown>} */ (typeof result === "object" && result !== null ? result : {});
+    const recovered = typeof fields.recovered === "boolean" ? fields.recovered : null;
+    const position = positionOf(fields, 0);
+    const keep = recovered === true && subscription.position !== null &&
+      subscription.position.epoch === position?.epoch;
+    subscription._setRecovery(recovered, keep ? subscription.position : position);
+    const detail = { recovered, position };
+    if (!subscription._setState("subscribed", undefined, detail)) {
+      subscription._emit("subscribed", { channel: subscription.channel, ...detail });
+    }
+    this.#emit("subscribed", { channel: subscription.channel, subscription, ...detail });
+  }
+
+  /**
+   * Whether a publication goes on to the app: not when its subscription has
+   * seen its offset already (the replay after a reconnect may overlap what
+   * came live). One from another epoch than the last seen means the
+   * channel's history was lost under this connection (the hub restarted):
+   * the app is told as after a resubscribe that did not recover.
+   *
+   * @param {Subscription | undefined} subscription
+   * @param {Position | null} position
+   * @returns {boolean}
+   */
+  #fresh(subscription, position) {
+    if (!subscription || !position) return true;
+    const seen = subscription.position;
+    if (seen && seen.epoch === position.epoch) {
+      if (position.offset <= seen.offset) return false;
+      subscription._setRecovery(subscription.recovered, position);
+      return true;
+    }
+    subscription._setRecovery(seen ? false : subscription.recovered, position);
+    if (seen) {
+      const detail = { recovered: false, position };
+      subscription._emit("subscribed", { channel: subscription.channel, ...detail });
+      this.#emit("subscribed", { channel: subscription.channel, subscription, ...detail });
+    }
+    return true;
   }
 
   #checkQueue() {
@@ -608,8 +731,13 @@ export class PushClient extends EventTarget {
       this.#subscriptions.get(String(message.channel))?._emit(type, detail);
       this.#emit(type, detail);
     } else {
-      const detail = { channel: message.channel, data: message.data };
-      this.#subscriptions.get(String(message.channel))?._emit("publication", detail);
+      const subscription = this.#subscriptions.get(String(message.channel));
+      const position = positionOf(message, 1);
+      if (!this.#fresh(subscription, position)) return;
+      const detail = position
+        ? { channel: message.channel, data: message.data, offset: position.offset, epoch: position.epoch }
+        : { channel: message.channel, data: message.data };
+      subscription?._emit("publication", detail);
       this.#emit("publication", detail);
     }
   }
@@ -647,7 +775,7 @@ export class PushClient extends EventTarget {
     this.#subscriptions.set(channel, subscription);
     // Listeners added in the `subscribed` handler see the state already set.
     subscription._setState("subscribed");
-    this.#emit("subscribed", { channel, subscription });
+    this.#emit("subscribed", { channel, subscription, recovered: null, position: null });
   }
 
   /**
@@ -769,6 +897,21 @@ if (typeof Symbol.dispose === "symbol") {
     writable: true,
     configurable: true,
   });
+}
+
+/**
+ * The position in `fields` (`offset`, `epoch`), or null when it has none or
+ * a malformed one.
+ *
+ * @param {Record<string, unknown>} fields
+ * @param {number} lowest the lowest offset that makes sense: 1 for a publication, 0 for a reply (a channel not yet published to)
+ * @returns {Position | null}
+ */
+function positionOf(fields, lowest) {
+  const { offset, epoch } = fields;
+  if (!Number.isSafeInteger(offset) || /** @type {number} */ (offset) < lowest) return null;
+  if (typeof epoch !== "string" || epoch === "") return null;
+  return { offset: /** @type {number} */ (offset), epoch };
 }
 
 /**

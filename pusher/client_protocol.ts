@@ -36,12 +36,31 @@ export const TOO_MANY_BAD_MESSAGES_REASON = "too many bad messages";
 /** The default of {@linkcode ClientProtocolOptions.maxCommandBytes}. */
 export const DEFAULT_MAX_COMMAND_BYTES = 4096;
 
+/** Longest epoch a client may name in `since`; the hub's are 8 characters. */
+export const MAX_EPOCH_LENGTH = 64;
+
+/** Where a client last was in a channel's history: `{offset, epoch}`, as the pusher's frames gave it. */
+export interface SincePosition {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
 /** A command a client sent. */
 export interface ClientCommand {
   /** The client's id for the command, echoed in the reply. */
   readonly id: number;
   readonly op: "subscribe" | "unsubscribe";
   readonly channel: string;
+  /** A subscribe's `since`: recover what was published after this position. Absent when not asked. */
+  readonly since?: SincePosition;
+}
+
+/** What a subscribe's reply says of a channel's history; see {@linkcode subscribeResultFrame}. */
+export interface SubscribeResult {
+  /** Whether everything after the client's `since` follows the reply. */
+  readonly recovered: boolean;
+  /** Where the channel stands, or null when not known (a channel without history, a failed history request). */
+  readonly position: SincePosition | null;
 }
 
 /** Why a client's message was refused, for its error frame. */
@@ -112,7 +131,23 @@ export function parseClientMessage(
   const channel = (body as Record<string, unknown>).channel;
   const error = channelNameError(channel, options.maxChannelLength);
   if (error !== null) return { id: id as number, code: ErrorCode.badChannel, message: error };
+  const since = (body as Record<string, unknown>).since;
+  if (op === "subscribe" && since !== undefined) {
+    const position = sinceError(since);
+    if (typeof position === "string") return malformed(id as number, `Malformed message: ${position}`);
+    return { id: id as number, op, channel: channel as string, since: position };
+  }
   return { id: id as number, op, channel: channel as string };
+}
+
+/** `since` as a position, or why it is not one. */
+function sinceError(since: unknown): SincePosition | string {
+  if (typeof since !== "object" || since === null || Array.isArray(since)) return "since must be an object";
+  const { offset, epoch } = since as Record<string, unknown>;
+  if (!Number.isSafeInteger(offset) || (offset as number) < 1) return "since.offset must be a positive integer";
+  if (typeof epoch !== "string") return "since.epoch must be a string";
+  if (epoch.length > MAX_EPOCH_LENGTH) return `since.epoch is over ${MAX_EPOCH_LENGTH} characters`;
+  return { offset: offset as number, epoch };
 }
 
 /** Whether a parse gave an error rather than a command. */
@@ -128,6 +163,25 @@ export function isMalformed(error: ClientError): boolean {
 /** A command's success: `{"id":N,"result":{}}`. */
 export function resultFrame(id: number): string {
   return `{"id":${id},"result":{}}`;
+}
+
+/**
+ * A subscribe's success on a channel that keeps history, or one the client
+ * asked to recover: `{"id":N,"result":{"recovered":R,"offset":O,"epoch":E}}`,
+ * without `offset` and `epoch` when the position is not known.
+ *
+ * @example
+ * ```ts
+ * import { subscribeResultFrame } from "./client_protocol.ts";
+ *
+ * subscribeResultFrame(1, { recovered: true, position: { offset: 7, epoch: "1f3a9c2e" } });
+ * // '{"id":1,"result":{"recovered":true,"offset":7,"epoch":"1f3a9c2e"}}'
+ * ```
+ */
+export function subscribeResultFrame(id: number, result: SubscribeResult): string {
+  const { recovered, position } = result;
+  const body = position === null ? { recovered } : { recovered, offset: position.offset, epoch: position.epoch };
+  return JSON.stringify({ id, result: body });
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   parseClientMessage,
   resultFrame,
   subscribedFrame,
+  subscribeResultFrame,
   unsubscribedFrame,
 } from "./client_protocol.ts";
 
@@ -74,4 +75,54 @@ Deno.test("client protocol frames replies, errors and server-side subscription p
   assert.equal(errorFrame({ id: null, code: 400, message: "bad" }), '{"error":{"code":400,"message":"bad"}}');
   assert.equal(subscribedFrame("news"), '{"subscribed":{"channel":"news"}}');
   assert.equal(unsubscribedFrame("news"), '{"unsubscribed":{"channel":"news"}}');
+});
+
+Deno.test("client protocol reads a subscribe's since, and answers a malformed one with 400", () => {
+  assert.deepEqual(
+    parseClientMessage('{"id":1,"subscribe":{"channel":"news","since":{"offset":7,"epoch":"1f3a9c2e"}}}'),
+    {
+      id: 1,
+      op: "subscribe",
+      channel: "news",
+      since: { offset: 7, epoch: "1f3a9c2e" },
+    },
+  );
+  const cases: [string, RegExp][] = [
+    ['"7"', /since must be an object/],
+    ["null", /since must be an object/],
+    ["[7]", /since must be an object/],
+    ['{"epoch":"e"}', /since.offset must be a positive integer/],
+    ['{"offset":0,"epoch":"e"}', /since.offset must be a positive integer/],
+    ['{"offset":-1,"epoch":"e"}', /since.offset must be a positive integer/],
+    ['{"offset":1.5,"epoch":"e"}', /since.offset must be a positive integer/],
+    ['{"offset":"7","epoch":"e"}', /since.offset must be a positive integer/],
+    ['{"offset":9007199254740993,"epoch":"e"}', /since.offset must be a positive integer/],
+    ['{"offset":7}', /since.epoch must be a string/],
+    ['{"offset":7,"epoch":7}', /since.epoch must be a string/],
+    [`{"offset":7,"epoch":"${"e".repeat(65)}"}`, /since.epoch is over 64 characters/],
+  ];
+  for (const [since, pattern] of cases) {
+    const parsed = parseClientMessage(`{"id":2,"subscribe":{"channel":"news","since":${since}}}`);
+    assert.ok(isClientError(parsed), since);
+    assert.deepEqual([parsed.id, parsed.code], [2, 400], since);
+    assert.match(parsed.message, pattern);
+  }
+  const longest = parseClientMessage(
+    `{"id":3,"subscribe":{"channel":"n","since":{"offset":1,"epoch":"${"e".repeat(64)}"}}}`,
+  );
+  assert.ok(!isClientError(longest) && longest.since?.epoch.length === 64);
+  // An unsubscribe has no use for it.
+  assert.deepEqual(parseClientMessage('{"id":4,"unsubscribe":{"channel":"n","since":7}}'), {
+    id: 4,
+    op: "unsubscribe",
+    channel: "n",
+  });
+});
+
+Deno.test("client protocol frames a subscribe's result with its recovery and position", () => {
+  assert.equal(
+    subscribeResultFrame(1, { recovered: true, position: { offset: 7, epoch: "1f3a9c2e" } }),
+    '{"id":1,"result":{"recovered":true,"offset":7,"epoch":"1f3a9c2e"}}',
+  );
+  assert.equal(subscribeResultFrame(2, { recovered: false, position: null }), '{"id":2,"result":{"recovered":false}}');
 });

@@ -464,3 +464,147 @@ Deno.test("client ready() and subscription ready() give up when their signal abo
   await assert.rejects(ready, /gave up/);
   await assert.rejects(sub, /gave up/);
 });
+
+/** The data of every publication the client passed on. */
+function dataOf(publications: PushClientEvents["publication"][]): unknown[] {
+  return publications.map((p) => p.data);
+}
+
+/** Drops the socket, fires the retry and greets the new one. */
+async function reconnect(setup: Setup): Promise<void> {
+  const drop = next(setup.client, "disconnected");
+  setup.socket().drop();
+  setup.timers.fire((await drop).delay!);
+  setup.socket().greet();
+}
+
+Deno.test("client keeps the last position of a history channel and subscribes again from it after a reconnect", async () => {
+  const setup = connected();
+  const { client, socket } = setup;
+  const news = client.subscribe("news");
+  assert.equal(news.recovered, null);
+  assert.equal(news.position, null);
+  const first = next(client, "subscribed");
+  socket().receive({ id: 1, result: { recovered: false, offset: 4, epoch: "e1" } });
+  const told = await first;
+  assert.deepEqual([told.channel, told.subscription, told.recovered, told.position], [
+    "news",
+    news,
+    false,
+    { offset: 4, epoch: "e1" },
+  ]);
+  assert.equal(news.recovered, false);
+  assert.deepEqual(news.position, { offset: 4, epoch: "e1" });
+  const publications = record(client, "publication");
+  socket().receive({ channel: "news", data: "five", offset: 5, epoch: "e1" });
+  socket().receive({ channel: "news", data: "six", offset: 6, epoch: "e1" });
+  assert.deepEqual(publications, [
+    { channel: "news", data: "five", offset: 5, epoch: "e1" },
+    { channel: "news", data: "six", offset: 6, epoch: "e1" },
+  ]);
+  assert.deepEqual(news.position, { offset: 6, epoch: "e1" });
+
+  await reconnect(setup);
+  assert.deepEqual(socket().sent, [{ id: 2, subscribe: { channel: "news", since: { offset: 6, epoch: "e1" } } }]);
+  const onSubscription: unknown[] = [];
+  news.on("subscribed", (detail) => onSubscription.push(detail));
+  // Recovered: 7 and 8 are replayed after the reply, then 8 again live (dropped) and 9.
+  socket().receive({ id: 2, result: { recovered: true, offset: 8, epoch: "e1" } });
+  assert.deepEqual(onSubscription, [{ channel: "news", recovered: true, position: { offset: 8, epoch: "e1" } }]);
+  assert.equal(news.recovered, true);
+  assert.deepEqual(news.position, { offset: 6, epoch: "e1" }, "the replay moves it on");
+  for (const [offset, data] of [[7, "seven"], [8, "eight"], [8, "eight"], [6, "six"], [9, "nine"]] as const) {
+    socket().receive({ channel: "news", data, offset, epoch: "e1" });
+  }
+  assert.deepEqual(dataOf(publications), ["five", "six", "seven", "eight", "nine"]);
+  assert.deepEqual(news.position, { offset: 9, epoch: "e1" });
+  client.disconnect();
+});
+
+Deno.test("client starts over from the reply's position when the pusher did not recover, and tells the app", async () => {
+  const setup = connected();
+  const { client, socket } = setup;
+  const news = client.subscribe("news");
+  socket().receive({ id: 1, result: { recovered: false, offset: 10, epoch: "e1" } });
+  socket().receive({ channel: "news", data: 11, offset: 11, epoch: "e1" });
+  await reconnect(setup);
+  assert.deepEqual(socket().sent[0], { id: 2, subscribe: { channel: "news", since: { offset: 11, epoch: "e1" } } });
+  const told = next(client, "subscribed");
+  // The hub restarted: a new epoch, three messages in it so far.
+  socket().receive({ id: 2, result: { recovered: false, offset: 3, epoch: "e2" } });
+  assert.deepEqual([(await told).recovered, (await told).position], [false, { offset: 3, epoch: "e2" }]);
+  assert.equal(news.recovered, false);
+  assert.deepEqual(news.position, { offset: 3, epoch: "e2" });
+  const publications = record(client, "publication");
+  socket().receive({ channel: "news", data: 3, offset: 3, epoch: "e2" });
+  socket().receive({ channel: "news", data: 4, offset: 4, epoch: "e2" });
+  assert.deepEqual(dataOf(publications), [4], "what the reply's position covers is not passed on again");
+  client.disconnect();
+});
+
+Deno.test("client tells the app when a live publication comes from a new epoch", async () => {
+  const { client, socket } = connected();
+  const news = client.subscribe("news");
+  socket().receive({ id: 1, result: { recovered: false, offset: 0, epoch: "e1" } });
+  socket().receive({ channel: "news", data: 1, offset: 1, epoch: "e1" });
+  const told = next(client, "subscribed");
+  const publications = record(client, "publication");
+  // The hub restarted under a pusher that stayed up.
+  socket().receive({ channel: "news", data: "new", offset: 1, epoch: "e2" });
+  const { recovered, position, subscription } = await told;
+  assert.deepEqual([recovered, position, subscription], [false, { offset: 1, epoch: "e2" }, news]);
+  assert.deepEqual(dataOf(publications), ["new"]);
+  assert.equal(news.recovered, false);
+  assert.deepEqual(news.position, { offset: 1, epoch: "e2" });
+  client.disconnect();
+});
+
+Deno.test("client on a channel without history: no position, no since, publications as they come", async () => {
+  const setup = connected();
+  const { client, socket } = setup;
+  const plain = client.subscribe("plain");
+  const told: unknown[] = [];
+  plain.on("subscribed", (detail) => told.push(detail));
+  socket().receive({ id: 1, result: {} });
+  assert.deepEqual(told, [{ channel: "plain", recovered: null, position: null }]);
+  const publications = record(client, "publication");
+  socket().receive({ channel: "plain", data: "a" });
+  socket().receive({ channel: "plain", data: "a" });
+  // A malformed position is no position: passed on, not remembered.
+  socket().receive({ channel: "plain", data: "b", offset: 0, epoch: "e" });
+  socket().receive({ channel: "plain", data: "c", offset: 1, epoch: 7 });
+  assert.deepEqual(publications, [
+    { channel: "plain", data: "a" },
+    { channel: "plain", data: "a" },
+    { channel: "plain", data: "b" },
+    { channel: "plain", data: "c" },
+  ]);
+  assert.equal(plain.position, null);
+  await reconnect(setup);
+  assert.deepEqual(socket().sent, [{ id: 2, subscribe: { channel: "plain" } }]);
+  // A pusher asked to recover a channel without history says so.
+  socket().receive({ id: 2, result: { recovered: false } });
+  assert.equal(plain.recovered, false);
+  assert.equal(plain.position, null);
+  client.disconnect();
+});
+
+Deno.test("client subscribing anew to a channel it left starts without a position", () => {
+  const { client, socket } = connected();
+  const news = client.subscribe("news");
+  socket().receive({ id: 1, result: { recovered: false, offset: 2, epoch: "e1" } });
+  news.unsubscribe();
+  client.subscribe("news");
+  assert.deepEqual(socket().sent.at(-1), { id: 3, subscribe: { channel: "news" } });
+  client.disconnect();
+});
+
+Deno.test("client sends no since from offset 0: a channel not yet published to has nothing to recover from", async () => {
+  const setup = connected();
+  const news = setup.client.subscribe("news");
+  setup.socket().receive({ id: 1, result: { recovered: false, offset: 0, epoch: "e1" } });
+  assert.deepEqual(news.position, { offset: 0, epoch: "e1" });
+  await reconnect(setup);
+  assert.deepEqual(setup.socket().sent, [{ id: 2, subscribe: { channel: "news" } }]);
+  setup.client.disconnect();
+});

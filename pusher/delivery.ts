@@ -19,11 +19,12 @@ import {
   toDataPush,
   toPushData,
 } from "../shared/address.ts";
+import type { Position } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
 import type { PusherCounters } from "./pusher_metrics.ts";
 import type { Connection, ConnectionRegistry } from "./registry.ts";
-import type { Transport } from "./transport.ts";
+import type { PreparedMessage, Transport } from "./transport.ts";
 
 /** Options for {@linkcode Delivery}. */
 export interface DeliveryOptions<C extends Connection> {
@@ -33,6 +34,14 @@ export interface DeliveryOptions<C extends Connection> {
   connections: ConnectionRegistry<C>;
   /** Members of a channel in this worker. */
   members(channel: string): ReadonlySet<C>;
+  /**
+   * Whose channel publications wait for now: members whose subscribe is
+   * still reading the channel's history (`recovery.ts`). @default {no one's}
+   */
+  hold?: {
+    holding(channel: string): boolean;
+    hold(connection: C, channel: string, position: Position | undefined, message: string | PreparedMessage): boolean;
+  };
   /** Prepares a message once for many sockets. */
   transport: Transport;
   counters: PusherCounters;
@@ -44,6 +53,7 @@ export class Delivery<C extends Connection = Connection> {
   readonly #workerId: string;
   readonly #connections: ConnectionRegistry<C>;
   readonly #members: (channel: string) => ReadonlySet<C>;
+  readonly #hold: DeliveryOptions<C>["hold"];
   readonly #transport: Transport;
   readonly #counters: PusherCounters;
   readonly #logger: Logger;
@@ -52,6 +62,7 @@ export class Delivery<C extends Connection = Connection> {
     this.#workerId = options.workerId;
     this.#connections = options.connections;
     this.#members = options.members;
+    this.#hold = options.hold;
     this.#transport = options.transport;
     this.#counters = options.counters;
     this.#logger = options.logger;
@@ -102,15 +113,30 @@ export class Delivery<C extends Connection = Connection> {
     this.#counters.delivered.inc(1, "targeted");
   }
 
-  /** An event of a channel's subject, to the channel's members here. */
-  channel(channel: string, data: Json): void {
+  /**
+   * An event of a channel's subject, to the channel's members here, with its
+   * position when the channel keeps history. A member whose subscribe still
+   * reads the history gets it later, from the recovery that holds it.
+   */
+  channel(channel: string, data: Json, position?: Position): void {
     const event = toChannelEvent(data);
     if (!event || event.channel !== channel) return this.#wrongShape(data, "a channel event");
-    const sent = this.#sendTo(
-      this.#members(channel),
-      channelFrame(event),
-      "exclude" in event ? event.exclude : undefined,
-    );
+    const exclude = "exclude" in event ? event.exclude : undefined;
+    const text = channelFrame(event, position);
+    const hold = this.#hold?.holding(channel) ? this.#hold : undefined;
+    if (!hold) {
+      this.#counters.delivered.inc(this.#sendTo(this.#members(channel), text, exclude), "channel");
+      return;
+    }
+    const skip = exclude?.worker_id === this.#workerId ? exclude.connection_id : 0;
+    let message;
+    let sent = 0;
+    for (const connection of this.#members(channel)) {
+      if (connection.id === skip) continue;
+      message ??= this.#transport.prepare(text);
+      if (!hold.hold(connection, channel, position, message)) connection.socket.send(message);
+      sent++;
+    }
     this.#counters.delivered.inc(sent, "channel");
   }
 
@@ -149,11 +175,16 @@ export function dataText(data: Json): string {
   return typeof data === "string" ? data : JSON.stringify(data);
 }
 
-/** The frame a channel's members get: `{"channel":name,"data":data}`, or `"join"`/`"leave"` in place of `"data"`. */
-export function channelFrame(event: ChannelEvent): string {
-  if ("data" in event) return JSON.stringify({ channel: event.channel, data: event.data });
-  if ("join" in event) return JSON.stringify({ channel: event.channel, join: event.join });
-  return JSON.stringify({ channel: event.channel, leave: event.leave });
+/**
+ * The frame a channel's members get: `{"channel":name,"data":data}`, or
+ * `"join"`/`"leave"` in place of `"data"`; with `"offset"` and `"epoch"` when
+ * the channel keeps history.
+ */
+export function channelFrame(event: ChannelEvent, position?: Position): string {
+  const at = position ? { offset: position.offset, epoch: position.epoch } : {};
+  if ("data" in event) return JSON.stringify({ channel: event.channel, data: event.data, ...at });
+  if ("join" in event) return JSON.stringify({ channel: event.channel, join: event.join, ...at });
+  return JSON.stringify({ channel: event.channel, leave: event.leave, ...at });
 }
 
 function describe(data: Json): string {

@@ -163,6 +163,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "users each worker lists when asked who is in a channel",
     default: "1000",
   },
+  "max-recover-messages": {
+    type: "string",
+    arg: "N",
+    help: "publications a subscribe with since may recover from a channel's history (and live ones held meanwhile)",
+    default: "100",
+  },
   "presence-channels": {
     type: "string",
     arg: "LIST",
@@ -248,6 +254,7 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
     maxChannelsPerWorker: positiveIntFlag(flags, "max-channels-per-worker", 100_000),
     maxChannelLength: positiveIntFlag(flags, "max-channel-length", 255),
     maxPresenceUsers: intFlag(flags, "max-presence-users", 1000),
+    maxRecoverMessages: intFlag(flags, "max-recover-messages", 100),
     presenceChannels: stringFlag(flags, "presence-channels")?.split(",").map((c) => c.trim()).filter(Boolean) ?? [],
     logLevel,
   };

@@ -33,6 +33,7 @@ import {
   unsubscribedFrame,
 } from "./client_protocol.ts";
 import { Presence } from "./presence.ts";
+import { Recovery } from "./recovery.ts";
 import { DEFAULT_MAX_MESSAGE_RATE, type RateBucket, RateLimiter } from "./rate_limit.ts";
 import { closeReason, healthOf, type PusherCounters, registerPusherMetrics, workerCounters } from "./pusher_metrics.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
@@ -103,6 +104,12 @@ export interface PusherOptions {
   maxCommandBytes?: number;
   /** Malformed client messages in a row (400, 413) that close a client with 4400. @default {10} */
   maxBadMessages?: number;
+  /**
+   * Publications a subscribe with `since` may recover from a channel's
+   * history, and live ones held for it meanwhile; past either, the client is
+   * told it did not recover (`recovery.ts`). @default {100}
+   */
+  maxRecoverMessages?: number;
   /** Users listed in a worker's answer about a channel's presence. @default {1000} */
   maxPresenceUsers?: number;
   /**
@@ -172,6 +179,7 @@ export class Pusher {
   readonly #counters: PusherCounters;
   readonly #membership: ChannelMembership<PusherConnection>;
   readonly #presence: Presence<PusherConnection>;
+  readonly #recovery: Recovery<PusherConnection>;
   readonly #protocol: ClientProtocolOptions;
   readonly #maxBadMessages: number;
   /** Channel and user subjects the bus subscribes to now, for detach(). */
@@ -195,7 +203,18 @@ export class Pusher {
       maxPerConnection: options.maxChannelsPerConnection,
       maxPerWorker: options.maxChannelsPerWorker,
       onFirst: (channel) => this.#interested(channelSubject(channel), this.#onChannel),
-      onLast: (channel) => this.#uninterested(channelSubject(channel)),
+      onLast: (channel) => {
+        this.#recovery.forget(channel);
+        this.#uninterested(channelSubject(channel));
+      },
+    });
+    this.#recovery = new Recovery({
+      workerId: this.workerId,
+      bus: this.#bus,
+      isOpen: (connection) => this.#connections.of(connection.socket) === connection,
+      isMember: (connection, channel) => this.#membership.has(connection, channel),
+      logger: this.logger,
+      maxRecoverMessages: options.maxRecoverMessages,
     });
     this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };
     this.#maxBadMessages = options.maxBadMessages ?? 10;
@@ -221,6 +240,7 @@ export class Pusher {
       workerId: this.workerId,
       connections: this.#connections,
       members: (channel) => this.#membership.members(channel),
+      hold: this.#recovery,
       transport: this.#transport,
       counters: this.#counters,
       logger: this.logger,
@@ -352,9 +372,15 @@ export class Pusher {
       const message = `Not allowed to subscribe: the token does not grant channel ${channel}`;
       return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
     }
-    const refusal = limitError(this.#join(connection, channel), this.#membership);
-    if (refusal === null) return this.#whenSubscribed(channel, () => this.#succeed(connection, id));
-    this.#refuse(connection, { id, code: ErrorCode.tooManyChannels, message: refusal });
+    const outcome = this.#join(connection, channel, false);
+    const refusal = limitError(outcome, this.#membership);
+    if (refusal !== null) return this.#refuse(connection, { id, code: ErrorCode.tooManyChannels, message: refusal });
+    this.#whenSubscribed(channel, () => {
+      // The joiner gets its own join after its reply and what the reply brings.
+      void this.#recovery.answer(connection, id, channel, command.since).then(() => {
+        if (outcome === "joined") this.#announce("join", channel, connection);
+      });
+    });
   }
 
   #succeed(connection: PusherConnection, id: number): void {
@@ -377,10 +403,12 @@ export class Pusher {
     connection.socket.close(TOO_MANY_BAD_MESSAGES, TOO_MANY_BAD_MESSAGES_REASON);
   }
 
-  #join(connection: PusherConnection, channel: string): JoinOutcome {
+  #join(connection: PusherConnection, channel: string, announce = true): JoinOutcome {
     const outcome = this.#membership.join(connection, channel);
     // Once the worker hears the channel: the joiner gets its own join after its reply.
-    if (outcome === "joined") this.#whenSubscribed(channel, () => this.#announce("join", channel, connection));
+    if (outcome === "joined" && announce) {
+      this.#whenSubscribed(channel, () => this.#announce("join", channel, connection));
+    }
     return outcome;
   }
 
@@ -427,7 +455,9 @@ export class Pusher {
 
   readonly #onChannel = (data: Json, message: BusMessage): void => {
     const channel = channelOfSubject(message.subject);
-    if (channel !== null) this.#delivery.channel(channel, data);
+    if (channel === null) return;
+    this.#recovery.observe(channel, message.position);
+    this.#delivery.channel(channel, data, message.position);
   };
 
   /** A user's subject: a publish to the user's connections here, or a command for them. */

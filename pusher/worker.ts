@@ -54,6 +54,7 @@ export interface WorkerConfig {
   maxChannelsPerWorker: number;
   maxChannelLength: number;
   maxPresenceUsers: number;
+  maxRecoverMessages: number;
   presenceChannels: string[];
   logLevel: LogLevel;
 }
@@ -127,6 +128,7 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     maxChannelsPerWorker: config.maxChannelsPerWorker,
     maxChannelLength: config.maxChannelLength,
     maxPresenceUsers: config.maxPresenceUsers,
+    maxRecoverMessages: config.maxRecoverMessages,
     presenceChannels: config.presenceChannels,
     gather,
     logger,

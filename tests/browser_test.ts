@@ -30,13 +30,20 @@ const SERVERS: [Server, string][] = [["listen", "browser:"], ["deno", "browser, 
 interface SystemOptions {
   server?: Server;
   tokenSecret?: string;
+  /** The hub's `--history`: which subjects keep history. @default {none} */
+  history?: string;
 }
 
 interface System extends AsyncDisposable {
   publisherUrl: string;
   pusherPort: number;
-  /** Stops the pusher (SIGTERM, as an operator would) and starts a new one on the same port. */
-  restartPusher(): Promise<void>;
+  /**
+   * Stops the pusher (SIGTERM, as an operator would) and starts a new one on
+   * the same port; `whileDown` runs in between.
+   */
+  restartPusher(whileDown?: () => Promise<void>): Promise<void>;
+  /** Stops the hub (SIGTERM) and starts a new one on the same port: every history is lost. */
+  restartHub(): Promise<void>;
 }
 
 /** Starts a pusher on `server` and waits until both of its workers are linked to the hub. */
@@ -71,8 +78,10 @@ async function startPusher(
  */
 async function startSystem(options: SystemOptions = {}): Promise<System> {
   await using services = new AsyncDisposableStack();
-  const hub = services.use(await startService("channel", ["--port", "0", "--startup-grace", "0"]));
-  const hubAddr = `127.0.0.1:${await hub.port()}`;
+  const hubArgs = ["--startup-grace", "0", ...(options.history ? ["--history", options.history] : [])];
+  let hub = services.use(await startService("channel", ["--port", "0", ...hubArgs]));
+  const hubPort = await hub.port();
+  const hubAddr = `127.0.0.1:${hubPort}`;
   const publisher = services.use(await startService("publisher", ["--port", "0", "--hub", hubAddr]));
   const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
   let pusher = services.use(await startPusher(hubAddr, publisherUrl, 0, options));
@@ -82,9 +91,15 @@ async function startSystem(options: SystemOptions = {}): Promise<System> {
   return {
     publisherUrl,
     pusherPort,
-    async restartPusher() {
+    async restartPusher(whileDown) {
       await pusher.stop();
+      await whileDown?.();
       pusher = owned.use(await startPusher(hubAddr, publisherUrl, pusherPort, options));
+    },
+    async restartHub() {
+      await hub.stop();
+      hub = owned.use(await startService("channel", ["--port", String(hubPort), ...hubArgs]));
+      await hub.port();
     },
     [Symbol.asyncDispose]: () => owned.disposeAsync(),
   };
@@ -173,8 +188,9 @@ Deno.test("browser: the demo page shows its address and its buttons publish thro
 interface Seen {
   greetings: { workerId: string; connectionId: number }[];
   messages: string[];
-  publications: { channel: string; data: unknown }[];
+  publications: { channel: string; data: unknown; offset?: number; epoch?: string }[];
   drops: { code: number; reconnecting: boolean }[];
+  subscribed: { channel: string; recovered: boolean | null; position: { offset: number; epoch: string } | null }[];
 }
 
 /**
@@ -190,10 +206,11 @@ async function connectClient(page: Page, token?: string): Promise<{ workerId: st
       maxReconnectDelay: 500,
       token: ${JSON.stringify(token ?? null)} ?? undefined,
     });
-    const seen = { greetings: [], messages: [], publications: [], drops: [] };
+    const seen = { greetings: [], messages: [], publications: [], drops: [], subscribed: [] };
     client.on("connected", ({ workerId, connectionId }) => seen.greetings.push({ workerId, connectionId }));
     client.on("message", ({ data }) => seen.messages.push(data));
-    client.on("publication", ({ channel, data }) => seen.publications.push({ channel, data }));
+    client.on("publication", (publication) => seen.publications.push(publication));
+    client.on("subscribed", ({ channel, recovered, position }) => seen.subscribed.push({ channel, recovered, position }));
     client.on("disconnected", ({ code, reconnecting }) => seen.drops.push({ code, reconnecting }));
     Object.assign(window, { client, seen });
     client.connect();
@@ -366,6 +383,78 @@ Deno.test("browser: a user's connections get the messages sent to that user, and
     await waitSeen(bob, `seen.publications.some((p) => p.data.text === "both of you")`, "bob's room publication");
     await waitSeen(alice, `seen.publications.some((p) => p.data.text === "both of you")`, "alice's room publication");
     for (const page of [alice, bob]) await page.evaluate("client.disconnect()");
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+});
+
+/** Publishes `data` to `channel` through the server API until a pusher worker is reached (the bus links come back by themselves). */
+async function publishReaching(publisherUrl: string, channel: string, data: string): Promise<void> {
+  await until(
+    async () => {
+      const response = await fetch(`${publisherUrl}/api/publish`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ channel, data }),
+      });
+      const body = await response.json();
+      return response.status === 200 && body.result.workers_reached >= 1;
+    },
+    10_000,
+    `a publish of ${data} on ${channel} that reaches a pusher`,
+  );
+}
+
+Deno.test("browser: /client.js recovers what a history channel got while the pusher restarted, in order and once, and is told when a hub restart lost the history", async () => {
+  await using system = await startSystem({ history: "channel.*" });
+  const { publisherUrl, pusherPort } = system;
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${pusherPort}/`);
+    await connectClient(page);
+    await page.evaluate(`client.subscribe("news").ready({ signal: AbortSignal.timeout(10000) })`);
+    const first: Seen = await page.evaluate("window.seen");
+    assert.equal(first.subscribed[0]?.recovered, false, "nothing to recover on a first subscribe");
+    assert.equal(first.subscribed[0]?.position?.offset, 0, "a history channel's reply says where it stands");
+    const epoch = first.subscribed[0]!.position!.epoch;
+
+    for (const data of ["m1", "m2"]) await api(publisherUrl, "publish", { channel: "news", data });
+    await waitSeen(page, `seen.publications.length === 2`, "the first two publications");
+
+    await system.restartPusher(async () => {
+      // Nobody listens: only the hub's history has these.
+      for (const data of ["m3", "m4"]) await api(publisherUrl, "publish", { channel: "news", data });
+    });
+    await waitSeen(page, "seen.greetings.length >= 2", "a greeting from the restarted pusher");
+    await waitSeen(page, `seen.subscribed.length >= 2`, "the subscribe again");
+    assert.equal(await page.evaluate(`client.subscription("news").recovered`), true);
+    await publishReaching(publisherUrl, "news", "m5");
+    await waitSeen(page, `seen.publications.some((p) => p.data === "m5")`, "a publication after the recovery");
+    const recovered: Seen = await page.evaluate("window.seen");
+    assert.deepEqual(recovered.publications.map((p) => [p.data, p.offset, p.epoch]), [
+      ["m1", 1, epoch],
+      ["m2", 2, epoch],
+      ["m3", 3, epoch],
+      ["m4", 4, epoch],
+      ["m5", 5, epoch],
+    ]);
+    assert.deepEqual(recovered.subscribed[1], { channel: "news", recovered: true, position: { offset: 4, epoch } });
+
+    await system.restartHub();
+    await publishReaching(publisherUrl, "news", "after the hub");
+    await waitSeen(
+      page,
+      `seen.publications.some((p) => p.data === "after the hub")`,
+      "a publication after the hub restart",
+    );
+    const lost: Seen = await page.evaluate("window.seen");
+    const told = lost.subscribed.at(-1)!;
+    assert.equal(told.recovered, false, "the hub's restart lost the history: the page must reload");
+    assert.notEqual(told.position?.epoch, epoch);
+    assert.equal(await page.evaluate(`client.subscription("news").recovered`), false);
+    assert.deepEqual(lost.publications.map((p) => p.data), ["m1", "m2", "m3", "m4", "m5", "after the hub"]);
+    await page.evaluate("client.disconnect()");
   } finally {
     await within(browser.close(), 10_000, "the browser to close");
   }
