@@ -14,6 +14,8 @@ import {
   type BusErrorCode,
   type BusHandler,
   type BusPublishOptions,
+  type HistoryOptions,
+  type HistoryResult,
   type Json,
   type PublishResult,
   type RequestOptions,
@@ -131,6 +133,16 @@ export class HubBus implements Bus {
    */
   request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult> {
     return requestOver(this, subject, data, options);
+  }
+
+  /** Not yet spoken by the hub: refused until the hub's `history` request lands. */
+  history(subject: string, _options?: HistoryOptions): Promise<HistoryResult> {
+    return Promise.reject(new BusError("refused", `Cannot read the history of ${subject}: the hub client lacks it`));
+  }
+
+  /** Not yet spoken by the hub: refused until the hub's `history_remove` request lands. */
+  removeHistory(subject: string): Promise<void> {
+    return Promise.reject(new BusError("refused", `Cannot remove the history of ${subject}: the hub client lacks it`));
   }
 
   /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */

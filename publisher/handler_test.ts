@@ -3,7 +3,7 @@ import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
 import { PublisherMetrics } from "./metrics.ts";
 import { until, within } from "../channel/testing.ts";
 import { type Bus, BusError, type BusMessage, type BusPublishOptions } from "../shared/bus.ts";
-import type { PublishResult, RequestResult } from "../shared/bus.ts";
+import type { HistoryResult, PublishResult, RequestResult } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import { createLogger } from "../shared/log.ts";
 import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
@@ -61,6 +61,14 @@ class FakeBus implements Bus {
 
   request(): Promise<RequestResult> {
     return Promise.reject(new Error("Cannot request: not used by the publisher"));
+  }
+
+  history(): Promise<HistoryResult> {
+    return Promise.reject(new Error("Cannot read history: not used by these tests"));
+  }
+
+  removeHistory(): Promise<void> {
+    return Promise.reject(new Error("Cannot remove history: not used by these tests"));
   }
 
   close(): Promise<void> {

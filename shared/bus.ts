@@ -19,12 +19,29 @@ import type { Json } from "./json.ts";
 
 export type { Json } from "./json.ts";
 
+/**
+ * Where a message stands in its subject's history: `offset` grows by one per
+ * message of the subject (the first is 1; 0 before any), and `epoch`, a
+ * short random string (8 hex characters), changes whenever the subject's
+ * history was lost (the bus restarted, the subject's history was dropped to
+ * stay within the bus's bounds, or removed). A position from another epoch can
+ * never be recovered from. Only subjects the bus keeps history for have one.
+ */
+export interface Position {
+  /** The message's number in its subject, from 1; 0 for "before the first". */
+  readonly offset: number;
+  /** The history's identity; "" for a subject without history. */
+  readonly epoch: string;
+}
+
 /** Where a message was published, and where to answer it. */
 export interface BusMessage {
   /** The subject it was published to. */
   readonly subject: string;
   /** When the publisher asked for replies: publish them to this subject. */
   readonly replyTo?: string;
+  /** Its position, when the subject keeps history. */
+  readonly position?: Position;
 }
 
 /** Called with each message published on a subscribed subject. */
@@ -37,6 +54,8 @@ export interface PublishResult {
    * workers), or null when the bus cannot count them.
    */
   readonly reached: number | null;
+  /** The message's position, when the subject keeps history. */
+  readonly position?: Position;
 }
 
 /** Options for {@linkcode Bus.publish}. */
@@ -47,6 +66,46 @@ export interface BusPublishOptions {
   signal?: AbortSignal;
   /** A subject the subscribers may answer on ({@linkcode BusMessage.replyTo}). */
   replyTo?: string;
+  /**
+   * Makes a retry safe: a publish whose key the bus saw on the same subject
+   * within its idempotency window is not delivered again, and resolves with
+   * the first one's result (its `reached` and `position`). Up to 128
+   * characters.
+   */
+  idempotencyKey?: string;
+}
+
+/** Options for {@linkcode Bus.history}. */
+export interface HistoryOptions {
+  /** Return what followed this position; without it, every message kept. */
+  since?: Position;
+  /** Most messages returned; the bus caps it at the history size it keeps. @default {the bus's history size} */
+  limit?: number;
+  /** How long to wait for the bus, in milliseconds. @default {the bus's own} */
+  timeout?: number;
+  /** Aborting it rejects the call. */
+  signal?: AbortSignal;
+}
+
+/** What {@linkcode Bus.history} found. */
+export interface HistoryResult {
+  /**
+   * The messages after `since` (every one kept without it), oldest first, at
+   * most `limit`.
+   */
+  readonly messages: { readonly data: Json; readonly position: Position }[];
+  /**
+   * The subject's current top position: offset 0 when it never had a
+   * message; `{ offset: 0, epoch: "" }` when it keeps no history.
+   */
+  readonly position: Position;
+  /**
+   * True only when `since` was given, its epoch is the current one, it is not
+   * past the top, nothing after it was trimmed before the first message
+   * returned, and `limit` did not cut the answer: `messages` are exactly
+   * what followed `since`. False means the reader must reload its state.
+   */
+  readonly recovered: boolean;
 }
 
 /** Options for {@linkcode Bus.request}. */
@@ -108,6 +167,21 @@ export interface Bus extends AsyncDisposable {
    * or as {@linkcode Bus.publish} does.
    */
   request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult>;
+  /**
+   * Reads the history of `subject`: what followed `options.since`, or all
+   * that is kept. A subject without history answers no messages, position
+   * `{ offset: 0, epoch: "" }`, not recovered.
+   *
+   * @throws {BusError} as {@linkcode Bus.publish} does.
+   */
+  history(subject: string, options?: HistoryOptions): Promise<HistoryResult>;
+  /**
+   * Drops the history of `subject`: its epoch changes, so no reader recovers
+   * across it. Subjects without history are ignored.
+   *
+   * @throws {BusError} as {@linkcode Bus.publish} does.
+   */
+  removeHistory(subject: string): Promise<void>;
   /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */
   close(): Promise<void>;
 }

@@ -11,24 +11,57 @@
  * @module
  */
 
-import { type Bus, BusError, type BusHandler, type BusPublishOptions, type PublishResult } from "./bus.ts";
+import {
+  type Bus,
+  BusError,
+  type BusHandler,
+  type BusMessage,
+  type BusPublishOptions,
+  type PublishResult,
+} from "./bus.ts";
+import type { HistoryOptions, HistoryResult, Position } from "./bus.ts";
 import { type RequestOptions, requestOver, type RequestResult } from "./bus.ts";
+import { HistoryStore, type HistoryStoreOptions } from "./history_log.ts";
+import { IdempotencyCache, idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import type { Json } from "./json.ts";
 
 /** Options for {@linkcode MemoryBroker}. */
 export interface MemoryBrokerOptions {
   /** Largest message, in bytes of its JSON; larger is refused as `too_large`. @default {1048576} */
   maxMessageBytes?: number;
+  /**
+   * Which subjects keep history, and its bounds, as the hub's `history*`
+   * options: `subjects` (names or `prefix*`; default none), `size` (100),
+   * `ttl` (ms, 300000), `maxBytes` per subject (1 MiB), `totalBytes` (64 MiB),
+   * `maxSubjects` (10,000). A message's bytes are those of its JSON.
+   */
+  history?: Omit<HistoryStoreOptions, "now">;
+  /** How long an idempotency key is remembered, in milliseconds. @default {300000} */
+  idempotencyWindow?: number;
+  /** Most idempotency keys remembered; past it the oldest go. @default {100000} */
+  maxIdempotencyKeys?: number;
+  /** The clock for history ages and idempotency windows, in milliseconds. @default {Date.now} */
+  now?: () => number;
 }
 
 /** The shared middle of a set of {@linkcode MemoryBus} links. */
 export class MemoryBroker {
   readonly #links = new Set<MemoryBus>();
   readonly #maxMessageBytes: number;
+  #history: HistoryStore<Json>;
+  readonly #historyOptions: HistoryStoreOptions;
+  readonly #published: IdempotencyCache<PublishResult>;
   #down = false;
 
   constructor(options: MemoryBrokerOptions = {}) {
     this.#maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
+    this.#historyOptions = { ...options.history, now: options.now };
+    this.#history = new HistoryStore(this.#historyOptions);
+    this.#published = new IdempotencyCache({
+      window: options.idempotencyWindow,
+      maxKeys: options.maxIdempotencyKeys,
+      now: options.now,
+    });
   }
 
   /** Opens a link, as a service opens its bus. */
@@ -50,16 +83,60 @@ export class MemoryBroker {
     this.#down = down;
   }
 
-  /** @internal Delivers `data` to every link subscribed to `subject`; returns how many. */
-  deliver(subject: string, data: Json, replyTo: string | undefined): number {
+  /**
+   * Loses every subject's history and remembered idempotency key, as a hub
+   * that restarted: epochs change.
+   */
+  restart(): void {
+    this.#history = new HistoryStore(this.#historyOptions);
+    this.#published.clear();
+  }
+
+  /**
+   * @internal Delivers `data` to every link subscribed to `subject`, or
+   * answers again what a publish with the same idempotency key did.
+   */
+  deliver(subject: string, data: Json, replyTo: string | undefined, key: string | undefined): PublishResult {
     if (this.#down) throw new BusError("unavailable", "Memory bus is down");
-    const bytes = JSON.stringify(data).length;
+    if (key !== undefined && key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+      throw new BusError("refused", `idempotency key is over ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+    }
+    const cacheKey = key === undefined ? undefined : idempotencyKey([subject], key);
+    const seen = cacheKey === undefined ? undefined : this.#published.get(cacheKey);
+    if (seen) return seen;
+    const bytes = new TextEncoder().encode(JSON.stringify(data)).length;
     if (bytes > this.#maxMessageBytes) {
       throw new BusError("too_large", `message of ${bytes} bytes is over the ${this.#maxMessageBytes}-byte limit`);
     }
+    // The log keeps its own copy: the publisher may change `data` afterwards.
+    const position = this.#history.keeps(subject)
+      ? this.#history.append(subject, structuredClone(data), bytes)
+      : undefined;
     let reached = 0;
-    for (const link of this.#links) if (link.receive(subject, data, replyTo)) reached++;
-    return reached;
+    for (const link of this.#links) if (link.receive(subject, data, replyTo, position)) reached++;
+    const result: PublishResult = position ? { reached, position } : { reached };
+    if (cacheKey !== undefined) this.#published.set(cacheKey, result);
+    return result;
+  }
+
+  /** @internal */
+  history(subject: string, options: HistoryOptions): HistoryResult {
+    if (this.#down) throw new BusError("unavailable", "Memory bus is down");
+    const read = this.#history.read(subject, { since: options.since, limit: options.limit });
+    return {
+      position: read.position,
+      messages: read.messages.map((m) => ({
+        data: structuredClone(m.data),
+        position: { offset: m.offset, epoch: read.position.epoch },
+      })),
+      recovered: read.recovered,
+    };
+  }
+
+  /** @internal */
+  removeHistory(subject: string): void {
+    if (this.#down) throw new BusError("unavailable", "Memory bus is down");
+    this.#history.remove(subject);
   }
 
   /** @internal */
@@ -104,7 +181,27 @@ export class MemoryBus implements Bus {
     if (this.#closed) return Promise.reject(new BusError("unavailable", "Memory bus link is closed"));
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     try {
-      return Promise.resolve({ reached: this.#broker.deliver(subject, data, options.replyTo) });
+      return Promise.resolve(this.#broker.deliver(subject, data, options.replyTo, options.idempotencyKey));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  history(subject: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    if (this.#closed) return Promise.reject(new BusError("unavailable", "Memory bus link is closed"));
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
+    try {
+      return Promise.resolve(this.#broker.history(subject, options));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  removeHistory(subject: string): Promise<void> {
+    if (this.#closed) return Promise.reject(new BusError("unavailable", "Memory bus link is closed"));
+    try {
+      this.#broker.removeHistory(subject);
+      return Promise.resolve();
     } catch (error) {
       return Promise.reject(error);
     }
@@ -126,13 +223,16 @@ export class MemoryBus implements Bus {
   }
 
   /** @internal Takes a message from the broker; true if this link subscribes to its subject. */
-  receive(subject: string, data: Json, replyTo: string | undefined): boolean {
+  receive(subject: string, data: Json, replyTo: string | undefined, position: Position | undefined): boolean {
     if (!this.#handlers.has(subject)) return false;
     // Each subscriber gets its own copy, as each does off a real bus.
     const copy = structuredClone(data);
-    queueMicrotask(() =>
-      this.#handlers.get(subject)?.(copy, replyTo === undefined ? { subject } : { subject, replyTo })
-    );
+    const message: BusMessage = {
+      subject,
+      ...(replyTo === undefined ? {} : { replyTo }),
+      ...(position === undefined ? {} : { position }),
+    };
+    queueMicrotask(() => this.#handlers.get(subject)?.(copy, message));
     return true;
   }
 }

@@ -26,6 +26,12 @@ export const PROTOCOL_VERSION = 2;
 /** Longest subject or queue name accepted, in UTF-16 code units. */
 export const MAX_SUBJECT_LENGTH = 256;
 
+/** Longest `idempotency_key` accepted, in UTF-16 code units. */
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
+
+/** Longest `epoch` accepted in a position, in UTF-16 code units (the hub's are 8). */
+export const MAX_EPOCH_LENGTH = 32;
+
 export type { Json } from "./json.ts";
 
 /** First message on every connection: protocol version and optional token. */
@@ -53,6 +59,42 @@ export interface Publish {
   subjects: string[];
   data: Json;
   reply?: string;
+  /**
+   * Makes a retry safe: a publish whose key the hub saw with the same
+   * subject list within its idempotency window is not routed again; the hub
+   * answers the first one's `ack` again. Up to
+   * {@linkcode MAX_IDEMPOTENCY_KEY_LENGTH} characters.
+   */
+  idempotency_key?: string;
+}
+
+/** A place in a subject's history: see {@linkcode HistoryRequest}. */
+export interface WirePosition {
+  /** Grows by one per message of the subject; the first is 1, 0 before any. */
+  offset: number;
+  /** Changes whenever the subject's history was lost. */
+  epoch: string;
+}
+
+/**
+ * Read a subject's history: the messages after `since` (all kept ones
+ * without it), oldest first, at most `limit` (capped at the hub's history
+ * size). Answered by a {@linkcode HistoryReply} or an `error` with the id.
+ */
+export interface HistoryRequest {
+  type: "history";
+  id: number;
+  subject: string;
+  since?: WirePosition;
+  /** @default {the hub's history size} */
+  limit?: number;
+}
+
+/** Drop a subject's history; its epoch changes. Answered by an `ack` with count 0. */
+export interface HistoryRemove {
+  type: "history_remove";
+  id: number;
+  subject: string;
 }
 
 /** Start or stop watching work queues. */
@@ -85,7 +127,30 @@ export interface Ping {
 }
 
 /** Everything a client sends to the hub. */
-export type ClientMessage = Hello | Subscription | Publish | Watch | Enqueue | Reserve | Ping;
+export type ClientMessage =
+  | Hello
+  | Subscription
+  | Publish
+  | Watch
+  | Enqueue
+  | Reserve
+  | Ping
+  | HistoryRequest
+  | HistoryRemove
+  | InvalidRequest;
+
+/**
+ * Never sent: what {@linkcode toClientMessage} makes of a `history`,
+ * `history_remove` or `publish` with a valid `id` but a malformed field new in
+ * issue 17, so the hub answers an `error` with that id and keeps the
+ * connection (older fields, malformed, still close it).
+ */
+export interface InvalidRequest {
+  type: "invalid";
+  id: number;
+  /** What is wrong, as the `error`'s reason. */
+  reason: string;
+}
 
 /**
  * A published message, delivered to a subscriber of `subject`. Not `Event`:
@@ -97,6 +162,10 @@ export interface EventMessage {
   data: Json;
   /** The publish's `reply` subject; absent when it had none. */
   reply?: string;
+  /** Its offset in the subject's history, when the subject keeps history. */
+  offset?: number;
+  /** The subject's history epoch, with `offset`. */
+  epoch?: string;
 }
 
 /** A queued message of `queue`, delivered to a consumer that reserved. */
@@ -114,6 +183,30 @@ export interface Ack {
   type: "ack";
   id: number;
   count: number;
+  /** Of a publish: the position given to it in each of its subjects that keeps history. */
+  positions?: AckPosition[];
+}
+
+/** Where a publish went in one subject's history. */
+export interface AckPosition extends WirePosition {
+  subject: string;
+}
+
+/**
+ * Answer to a {@linkcode HistoryRequest}. `offset`/`epoch` are the subject's
+ * current top position (offset 0 when it never had a message; epoch "" when
+ * it keeps no history). `recovered` is true only when `since` was given,
+ * its epoch is the current one, it is not past the top, nothing between it
+ * and the first message returned was trimmed, and the reply was not cut (by
+ * `limit`, or to fit the frame limit).
+ */
+export interface HistoryReply {
+  type: "history";
+  id: number;
+  epoch: string;
+  offset: number;
+  messages: { offset: number; data: Json }[];
+  recovered: boolean;
 }
 
 /**
@@ -132,7 +225,7 @@ export interface Pong {
 }
 
 /** Everything the hub sends to a client. */
-export type HubMessage = EventMessage | QueueMessage | Ack | ErrorMessage | Pong;
+export type HubMessage = EventMessage | QueueMessage | Ack | HistoryReply | ErrorMessage | Pong;
 
 /** Any message of the protocol. */
 export type Message = ClientMessage | HubMessage;
@@ -323,7 +416,14 @@ export function toClientMessage(value: unknown): ClientMessage {
       requireNames(message, "subjects");
       if (!("data" in message)) throw invalid(message.type, "data is missing");
       if (message.reply !== undefined) requireName(message, "reply", message.reply);
+      if (message.idempotency_key !== undefined) return checkRequest(message, checkIdempotencyKey);
       break;
+    case "history":
+      requireInteger(message, "id");
+      return checkRequest(message, checkHistoryRequest);
+    case "history_remove":
+      requireInteger(message, "id");
+      return checkRequest(message, (m) => requireName(m, "subject", m.subject));
     case "enqueue":
       requireInteger(message, "id");
       requireNames(message, "queues");
@@ -352,6 +452,7 @@ export function toHubMessage(value: unknown): HubMessage {
       requireString(message, "subject");
       if (!("data" in message)) throw invalid(message.type, "data is missing");
       if (message.reply !== undefined) requireString(message, "reply");
+      if (message.offset !== undefined || message.epoch !== undefined) requirePosition(message, message);
       break;
     case "queue":
       requireString(message, "queue");
@@ -360,7 +461,29 @@ export function toHubMessage(value: unknown): HubMessage {
     case "ack":
       requireInteger(message, "id");
       requireInteger(message, "count");
+      if (message.positions !== undefined) {
+        if (!Array.isArray(message.positions)) throw invalid("ack", "positions must be an array");
+        for (const position of message.positions) {
+          requirePosition(message, position);
+          if (typeof (position as { subject?: unknown }).subject !== "string") {
+            throw invalid("ack", "every position needs a subject");
+          }
+        }
+      }
       break;
+    case "history": {
+      requireInteger(message, "id");
+      requirePosition(message, message);
+      if (typeof message.recovered !== "boolean") throw invalid("history", "recovered must be a boolean");
+      if (!Array.isArray(message.messages)) throw invalid("history", "messages must be an array");
+      for (const entry of message.messages as unknown[]) {
+        if (typeof entry !== "object" || entry === null || !("data" in entry)) {
+          throw invalid("history", "every message needs data");
+        }
+        requireOffset(message, (entry as { offset?: unknown }).offset);
+      }
+      break;
+    }
     case "error":
       requireString(message, "reason");
       if (message.id !== undefined) requireInteger(message, "id");
@@ -374,6 +497,53 @@ export function toHubMessage(value: unknown): HubMessage {
 }
 
 type Fields = Record<string, unknown> & { type: string };
+
+/**
+ * Runs `check` on a request whose `id` is valid; a malformed field then
+ * makes an {@linkcode InvalidRequest}, answered with an error and the id.
+ */
+function checkRequest(message: Fields, check: (message: Fields) => void): ClientMessage {
+  try {
+    check(message);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    return { type: "invalid", id: message.id as number, reason: error.message };
+  }
+  return message as unknown as ClientMessage;
+}
+
+function checkIdempotencyKey(message: Fields): void {
+  const key = message.idempotency_key;
+  if (typeof key !== "string" || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+    throw invalid(message.type, `idempotency_key must be a string of 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+  }
+}
+
+function checkHistoryRequest(message: Fields): void {
+  requireName(message, "subject", message.subject);
+  if (message.since !== undefined) requirePosition(message, message.since, "since");
+  if (message.limit !== undefined && (!Number.isSafeInteger(message.limit) || (message.limit as number) < 0)) {
+    throw invalid(message.type, "limit must be an integer of 0 or more");
+  }
+}
+
+/** Checks `{ offset, epoch }` on `value` (the message itself, or a field of it named `what`). */
+function requirePosition(message: Fields, value: unknown, what = "position"): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw invalid(message.type, `${what} must be an object with offset and epoch`);
+  }
+  const { offset, epoch } = value as { offset?: unknown; epoch?: unknown };
+  requireOffset(message, offset);
+  if (typeof epoch !== "string" || epoch.length > MAX_EPOCH_LENGTH) {
+    throw invalid(message.type, `epoch must be a string of up to ${MAX_EPOCH_LENGTH} characters`);
+  }
+}
+
+function requireOffset(message: Fields, offset: unknown): void {
+  if (!Number.isSafeInteger(offset) || (offset as number) < 0) {
+    throw invalid(message.type, "offset must be an integer of 0 or more");
+  }
+}
 
 function asMessageObject(value: unknown): Fields {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {

@@ -40,6 +40,10 @@ const CLIENT_MESSAGES: ClientMessage[] = [
   { type: "enqueue", id: 4, queues: ["jobs"], data: [1, 2, 3] },
   { type: "reserve" },
   { type: "ping" },
+  { type: "publish", id: 5, subjects: ["news"], data: 1, idempotency_key: "order-17" },
+  { type: "history", id: 6, subject: "news", since: { offset: 7, epoch: "1f3a9c2e" }, limit: 100 },
+  { type: "history", id: 7, subject: "news" },
+  { type: "history_remove", id: 8, subject: "news" },
 ];
 
 const HUB_MESSAGES: HubMessage[] = [
@@ -51,6 +55,10 @@ const HUB_MESSAGES: HubMessage[] = [
   { type: "error", reason: "Unknown channel", id: 5 },
   { type: "error", reason: "Protocol version 2 is not supported" },
   { type: "pong" },
+  { type: "event", subject: "news", data: 1, offset: 7, epoch: "1f3a9c2e" },
+  { type: "ack", id: 3, count: 1, positions: [{ subject: "news", offset: 7, epoch: "1f3a9c2e" }] },
+  { type: "history", id: 4, epoch: "1f3a9c2e", offset: 9, messages: [{ offset: 9, data: "x" }], recovered: true },
+  { type: "history", id: 5, epoch: "", offset: 0, messages: [], recovered: false },
 ];
 
 /** Feeds `stream` to a decoder in chunks whose sizes `nextSize` picks, each a fresh copy. */
@@ -96,6 +104,8 @@ Deno.test("wire round-trips every client message type through encodeMessage and 
     "enqueue",
     "reserve",
     "ping",
+    "history",
+    "history_remove",
   ];
   assert.deepEqual([...types].sort(), expected.sort(), "every client message type is covered");
 });
@@ -254,6 +264,11 @@ Deno.test("toClientMessage rejects a non-integer id or version", () => {
 
 Deno.test("toClientMessage rejects a hub message", () => {
   for (const message of HUB_MESSAGES) {
+    if (message.type === "history") {
+      // The reply shares the request's type (issue 17's wire): sent back, it is a request with a malformed subject.
+      assert.equal(toClientMessage(message).type, "invalid");
+      continue;
+    }
     assert.throws(() => new MessageDecoder(toClientMessage).push(encodeMessage(message)), {
       name: "TypeError",
       message: /unknown type/,
@@ -262,7 +277,8 @@ Deno.test("toClientMessage rejects a hub message", () => {
   for (const message of CLIENT_MESSAGES) {
     assert.throws(() => new MessageDecoder(toHubMessage).push(encodeMessage(message)), {
       name: "TypeError",
-      message: /unknown type/,
+      // A history request read as the reply of the same type lacks the reply's fields.
+      message: message.type === "history" ? /offset must be/ : /unknown type/,
     }, message.type);
   }
 });
@@ -340,4 +356,37 @@ Deno.test("toClientMessage takes a publish's reply subject and checks it as a su
   assertClientRejects({ type: "publishLoop", id: 1, subjects: ["news"], data: 1, reply: "" }, /reply must be/);
   assertClientRejects({ type: "publish", id: 1, subjects: ["news"], data: 1, reply: ["x"] }, /reply must be/);
   assert.throws(() => toHubMessage({ type: "event", subject: "news", data: 1, reply: 5 }), /reply must be a string/);
+});
+
+Deno.test("toClientMessage makes a history request with a valid id but a malformed field an invalid request", () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ type: "history", id: 1, subject: "" }, /subject must be a non-empty string/],
+    [{ type: "history", id: 1, subject: "s", since: 7 }, /since must be an object/],
+    [{ type: "history", id: 1, subject: "s", since: { offset: -1, epoch: "e" } }, /offset must be an integer/],
+    [{ type: "history", id: 1, subject: "s", since: { offset: 1.5, epoch: "e" } }, /offset must be an integer/],
+    [{ type: "history", id: 1, subject: "s", since: { offset: 1, epoch: 3 } }, /epoch must be a string/],
+    [{ type: "history", id: 1, subject: "s", limit: -1 }, /limit must be an integer/],
+    [{ type: "history_remove", id: 1 }, /subject must be a non-empty string/],
+    [{ type: "publish", id: 1, subjects: ["s"], data: 1, idempotency_key: "k".repeat(129) }, /idempotency_key/],
+    [{ type: "publish", id: 1, subjects: ["s"], data: 1, idempotency_key: 5 }, /idempotency_key/],
+  ];
+  for (const [value, reason] of cases) {
+    const message = toClientMessage(value);
+    assert.equal(message.type, "invalid", JSON.stringify(value));
+    assert.equal((message as { id: number }).id, 1);
+    assert.match((message as { reason: string }).reason, reason);
+  }
+  assertClientRejects({ type: "history", id: "x", subject: "s" }, /id must be an integer/);
+});
+
+Deno.test("toHubMessage rejects malformed positions, acks' positions and history replies", () => {
+  const bad: unknown[] = [
+    { type: "event", subject: "s", data: 1, offset: -1, epoch: "e" },
+    { type: "event", subject: "s", data: 1, offset: 1 },
+    { type: "ack", id: 1, count: 1, positions: [{ offset: 1, epoch: "e" }] },
+    { type: "ack", id: 1, count: 1, positions: {} },
+    { type: "history", id: 1, epoch: "e", offset: 1, messages: [{ offset: 1 }], recovered: true },
+    { type: "history", id: 1, epoch: "e", offset: 1, messages: [], recovered: "yes" },
+  ];
+  for (const value of bad) assert.throws(() => toHubMessage(value), TypeError, JSON.stringify(value));
 });

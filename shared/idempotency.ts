@@ -1,0 +1,96 @@
+/**
+ * Remembers what a publish with an idempotency key answered, so that a retry
+ * of it is answered the same and not delivered again. Used by the hub and
+ * the in-process bus. Bounded by a window and a count: past either, the
+ * oldest keys go first, and a retry after that is delivered again.
+ *
+ * Pure TypeScript: the clock is injected.
+ *
+ * @module
+ */
+
+/** Default window a key is remembered for, in milliseconds. */
+export const DEFAULT_IDEMPOTENCY_WINDOW = 300_000;
+/** Default number of keys remembered. */
+export const DEFAULT_MAX_IDEMPOTENCY_KEYS = 100_000;
+export { MAX_IDEMPOTENCY_KEY_LENGTH } from "./wire.ts";
+
+/** Options for {@linkcode IdempotencyCache}. */
+export interface IdempotencyOptions {
+  /** How long a key is remembered, in milliseconds. @default {300000} */
+  window?: number;
+  /** Most keys remembered; past it the oldest go. @default {100000} */
+  maxKeys?: number;
+  /** The clock, in milliseconds. @default {Date.now} */
+  now?: () => number;
+}
+
+/**
+ * Answers remembered by key, the oldest forgotten first.
+ *
+ * @example
+ * ```ts
+ * import { IdempotencyCache, idempotencyKey } from "./idempotency.ts";
+ *
+ * const cache = new IdempotencyCache<number>();
+ * const key = idempotencyKey(["news"], "order-17");
+ * cache.get(key); // undefined: route it, then
+ * cache.set(key, 3);
+ * cache.get(key); // 3: answer again, do not route
+ * ```
+ */
+export class IdempotencyCache<V> {
+  readonly #window: number;
+  readonly #maxKeys: number;
+  readonly #now: () => number;
+  /** In the order they were set: the oldest first. */
+  readonly #entries = new Map<string, { value: V; time: number }>();
+
+  constructor(options: IdempotencyOptions = {}) {
+    this.#window = options.window ?? DEFAULT_IDEMPOTENCY_WINDOW;
+    this.#maxKeys = options.maxKeys ?? DEFAULT_MAX_IDEMPOTENCY_KEYS;
+    this.#now = options.now ?? Date.now;
+    if (!(this.#window >= 0) || !(this.#maxKeys >= 0)) {
+      throw new RangeError(`Cannot remember keys: window ${this.#window} and maxKeys ${this.#maxKeys} must be >= 0`);
+    }
+  }
+
+  /** How many keys are remembered. */
+  get size(): number {
+    this.#expire();
+    return this.#entries.size;
+  }
+
+  /** The answer remembered for `key`, if it was set within the window. */
+  get(key: string): V | undefined {
+    this.#expire();
+    return this.#entries.get(key)?.value;
+  }
+
+  /** Remembers the answer for `key`, forgetting the oldest past `maxKeys`. */
+  set(key: string, value: V): void {
+    this.#expire();
+    this.#entries.delete(key);
+    if (this.#maxKeys === 0) return;
+    this.#entries.set(key, { value, time: this.#now() });
+    while (this.#entries.size > this.#maxKeys) this.#entries.delete(this.#entries.keys().next().value!);
+  }
+
+  /** Forgets every key. */
+  clear(): void {
+    this.#entries.clear();
+  }
+
+  #expire(): void {
+    const oldest = this.#now() - this.#window;
+    for (const [key, entry] of this.#entries) {
+      if (entry.time > oldest) return;
+      this.#entries.delete(key);
+    }
+  }
+}
+
+/** The cache key of a publish: the same key on another subject list is another publish. */
+export function idempotencyKey(subjects: readonly string[], key: string): string {
+  return JSON.stringify([subjects, key]);
+}
