@@ -85,8 +85,12 @@ export class HubBus implements Bus {
   subscribe(subject: string, handler: BusHandler): Promise<void> {
     this.#handlers.set(subject, handler);
     if (!this.#relays.has(subject)) {
-      const relay: EventHandler = (data, _subject, reply) => {
-        this.#handlers.get(subject)?.(data, reply === undefined ? { subject } : { subject, replyTo: reply });
+      const relay: EventHandler = (data, _subject, reply, position) => {
+        this.#handlers.get(subject)?.(data, {
+          subject,
+          ...(reply === undefined ? {} : { replyTo: reply }),
+          ...(position === undefined ? {} : { position }),
+        });
       };
       this.#relays.set(subject, relay);
       this.#client.subscribe(subject, relay);
@@ -113,12 +117,16 @@ export class HubBus implements Bus {
    */
   async publish(subject: string, data: Json, options: BusPublishOptions = {}): Promise<PublishResult> {
     try {
-      const reached = await this.#client.publish(subject, data, {
+      const { count, positions } = await this.#client.publishWithPositions(subject, data, {
         timeout: options.timeout,
         signal: options.signal,
         reply: options.replyTo,
+        idempotencyKey: options.idempotencyKey,
       });
-      return { reached };
+      const position = positions.find((p) => p.subject === subject);
+      return position
+        ? { reached: count, position: { offset: position.offset, epoch: position.epoch } }
+        : { reached: count };
     } catch (error) {
       throw toBusError(error);
     }
@@ -135,14 +143,37 @@ export class HubBus implements Bus {
     return requestOver(this, subject, data, options);
   }
 
-  /** Not yet spoken by the hub: refused until the hub's `history` request lands. */
-  history(subject: string, _options?: HistoryOptions): Promise<HistoryResult> {
-    return Promise.reject(new BusError("refused", `Cannot read the history of ${subject}: the hub client lacks it`));
+  /**
+   * Reads `subject`'s history at the hub (a subject the hub keeps no history
+   * for answers no messages, position `{ offset: 0, epoch: "" }`).
+   *
+   * @throws {BusError} as {@linkcode HubBus.publish}; `refused` for a
+   * malformed request.
+   */
+  async history(subject: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    try {
+      const { epoch, offset, messages, recovered } = await this.#client.history(subject, options);
+      return {
+        messages: messages.map((message) => ({ data: message.data, position: { offset: message.offset, epoch } })),
+        position: { offset, epoch },
+        recovered,
+      };
+    } catch (error) {
+      throw toBusError(error);
+    }
   }
 
-  /** Not yet spoken by the hub: refused until the hub's `history_remove` request lands. */
-  removeHistory(subject: string): Promise<void> {
-    return Promise.reject(new BusError("refused", `Cannot remove the history of ${subject}: the hub client lacks it`));
+  /**
+   * Drops `subject`'s history at the hub; its epoch changes.
+   *
+   * @throws {BusError} as {@linkcode HubBus.history}.
+   */
+  async removeHistory(subject: string): Promise<void> {
+    try {
+      await this.#client.removeHistory(subject);
+    } catch (error) {
+      throw toBusError(error);
+    }
   }
 
   /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */

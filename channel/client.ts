@@ -9,15 +9,19 @@
 import { backoffDelay } from "../shared/backoff.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
+  type Ack,
+  type AckPosition,
   type ClientMessage,
   DEFAULT_HUB_PORT,
   DEFAULT_MAX_FRAME_BYTES,
   encodeMessage,
+  type HistoryReply,
   type HubMessage,
   type Json,
   MessageDecoder,
   PROTOCOL_VERSION,
   toHubMessage,
+  type WirePosition,
 } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES, FrameWriter } from "../shared/writer.ts";
 import { timerMs } from "../shared/duration.ts";
@@ -73,9 +77,11 @@ export interface HubClientOptions {
 
 /**
  * Called with each event published on a subject the client subscribed to;
- * `reply` is the subject the publisher asked answers on, if it did.
+ * `reply` is the subject the publisher asked answers on, if it did;
+ * `position`, the event's place in the subject's history, when the subject
+ * keeps history.
  */
-export type EventHandler = (data: Json, subject: string, reply?: string) => void;
+export type EventHandler = (data: Json, subject: string, reply?: string, position?: WirePosition) => void;
 
 /** Called with each message taken from a watched queue. */
 export type QueueHandler = (data: Json, queue: string) => void | Promise<void>;
@@ -91,7 +97,37 @@ export interface PublishOptions {
    * the event, for their answers (request/reply). Ignored by `enqueue`.
    */
   reply?: string;
+  /**
+   * For `publish` and `publishLoop`: makes a retry safe. A publish whose key
+   * the hub saw with the same subjects within its idempotency window is not
+   * routed again, and resolves as the first one did. Up to 128 characters.
+   * Ignored by `enqueue`.
+   */
+  idempotencyKey?: string;
 }
+
+/** What {@linkcode HubClient.publishWithPositions} resolves with: the publish's whole ack. */
+export interface PublishAck {
+  /** As {@linkcode HubClient.publish} resolves: how many deliveries the hub made. */
+  count: number;
+  /** The publish's position in each of its subjects that keeps history; empty when none does. */
+  positions: AckPosition[];
+}
+
+/** Options for {@linkcode HubClient.history}. */
+export interface HubHistoryOptions {
+  /** Return what followed this position; without it, every message kept. */
+  since?: WirePosition;
+  /** Most messages returned, capped by the hub at its history size. @default {the hub's history size} */
+  limit?: number;
+  /** Overrides the client's `publishTimeout`, in milliseconds. */
+  timeout?: number;
+  /** Aborting it rejects the call. */
+  signal?: AbortSignal;
+}
+
+/** A subject's history as the hub answered it (a `history` reply without its type and id). */
+export type HubHistory = Omit<HistoryReply, "type" | "id">;
 
 /** Options for {@linkcode HubClient.watch}. */
 export interface WatchOptions {
@@ -127,7 +163,7 @@ export interface DisconnectedDetail {
 interface Waiting {
   type: string;
   frame: Uint8Array;
-  resolve: (count: number) => void;
+  resolve: (reply: Ack | HistoryReply) => void;
   reject: (error: Error) => void;
   /** When it times out (ms since the epoch), and its timeout. */
   deadline: number;
@@ -315,12 +351,56 @@ export class HubClient extends EventTarget {
    * @throws {HubError} on timeout, refusal, close, or overload.
    */
   publish(subjects: string | string[], data: Json, options?: PublishOptions): Promise<number> {
-    return this.#request("publish", subjects, data, options);
+    return this.#request("publish", subjects, data, options).then(count);
+  }
+
+  /**
+   * Publishes as {@linkcode publish} does, and resolves with the whole ack:
+   * the count, and the position the hub gave the message in each subject
+   * that keeps history.
+   *
+   * @throws {HubError} as {@linkcode publish}.
+   */
+  publishWithPositions(subjects: string | string[], data: Json, options?: PublishOptions): Promise<PublishAck> {
+    return this.#request("publish", subjects, data, options).then((reply) => ({
+      count: count(reply),
+      positions: (reply as Ack).positions ?? [],
+    }));
   }
 
   /** Like {@linkcode publish}, but each subject's event goes to one subscriber, in turn. */
   publishLoop(subjects: string | string[], data: Json, options?: PublishOptions): Promise<number> {
-    return this.#request("publishLoop", subjects, data, options);
+    return this.#request("publishLoop", subjects, data, options).then(count);
+  }
+
+  /**
+   * Reads `subject`'s history from the hub: the messages after
+   * `options.since` (all kept ones without it), oldest first, with the
+   * subject's top position and whether `since` was recovered (see
+   * {@linkcode HistoryReply}). Waits for the hub as a publish does.
+   *
+   * @throws {HubError} `refused` when the hub refused the request, or as {@linkcode publish}.
+   */
+  async history(subject: string, options: HubHistoryOptions = {}): Promise<HubHistory> {
+    const reply = await this.#ask("history", (id) => ({
+      type: "history",
+      id,
+      subject,
+      ...(options.since === undefined ? {} : { since: { offset: options.since.offset, epoch: options.since.epoch } }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    }), options);
+    if (reply.type !== "history") throw new HubError("refused", `Cannot read history: the hub answered ${reply.type}`);
+    const { type: _type, id: _id, ...history } = reply;
+    return history;
+  }
+
+  /**
+   * Drops `subject`'s history at the hub; its epoch changes.
+   *
+   * @throws {HubError} as {@linkcode history}.
+   */
+  async removeHistory(subject: string, options: Omit<HubHistoryOptions, "since" | "limit"> = {}): Promise<void> {
+    await this.#ask("history_remove", (id) => ({ type: "history_remove", id, subject }), options);
   }
 
   /**
@@ -350,7 +430,7 @@ export class HubClient extends EventTarget {
    * @throws {HubError} `refused` when a queue is full, or as {@linkcode publish}.
    */
   enqueue(queues: string | string[], data: Json, options?: PublishOptions): Promise<number> {
-    return this.#request("enqueue", queues, data, options);
+    return this.#request("enqueue", queues, data, options).then(count);
   }
 
   /** Asks for the next message of every watched queue (for watches without `autoReserve`). */
@@ -387,7 +467,26 @@ export class HubClient extends EventTarget {
     names: string | string[],
     data: Json,
     options: PublishOptions = {},
-  ): Promise<number> {
+  ): Promise<Ack | HistoryReply> {
+    return this.#ask(type, (id) => {
+      if (type === "enqueue") return { type, id, queues: toList(names), data };
+      return {
+        type,
+        id,
+        subjects: toList(names),
+        data,
+        ...(options.reply === undefined ? {} : { reply: options.reply }),
+        ...(options.idempotencyKey === undefined ? {} : { idempotency_key: options.idempotencyKey }),
+      };
+    }, options);
+  }
+
+  /** Sends the request `build` makes with a fresh id, and waits for its answer up to the timeout, reconnects included. */
+  #ask(
+    type: string,
+    build: (id: number) => ClientMessage,
+    options: { timeout?: number; signal?: AbortSignal },
+  ): Promise<Ack | HistoryReply> {
     if (this.#closed) return Promise.reject(new HubError("closed", `Cannot ${type}: the client is closed`));
     if (this.#waiting.size >= this.#maxWaiting) {
       return Promise.reject(
@@ -396,13 +495,7 @@ export class HubClient extends EventTarget {
     }
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const id = this.#nextId++;
-    const frame = encodeMessage(
-      type === "enqueue"
-        ? { type, id, queues: toList(names), data }
-        : options.reply === undefined
-        ? { type, id, subjects: toList(names), data }
-        : { type, id, subjects: toList(names), data, reply: options.reply },
-    );
+    const frame = encodeMessage(build(id));
     if (frame.length > this.#maxFrameBytes) {
       return Promise.reject(
         new HubError(
@@ -418,7 +511,7 @@ export class HubClient extends EventTarget {
     }
     const timeout = options.timeout ?? this.#publishTimeout;
     this.#sweepEvery(timeout);
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<Ack | HistoryReply>((resolve, reject) => {
       const signal = options.signal;
       const waiting: Waiting = {
         type,
@@ -482,11 +575,11 @@ export class HubClient extends EventTarget {
     );
   }
 
-  #settle(waiting: Waiting, outcome: number | Error): void {
+  #settle(waiting: Waiting, outcome: Ack | HistoryReply | Error): void {
     this.#waitingBytes -= waiting.frame.length;
     if (waiting.onAbort) waiting.signal!.removeEventListener("abort", waiting.onAbort);
-    if (typeof outcome === "number") waiting.resolve(outcome);
-    else waiting.reject(outcome);
+    if (outcome instanceof Error) waiting.reject(outcome);
+    else waiting.resolve(outcome);
   }
 
   /**
@@ -679,7 +772,12 @@ export class HubClient extends EventTarget {
       case "event":
         for (const handler of this.#handlers.get(message.subject) ?? []) {
           try {
-            handler(message.data, message.subject, message.reply);
+            handler(
+              message.data,
+              message.subject,
+              message.reply,
+              message.offset === undefined ? undefined : { offset: message.offset, epoch: message.epoch! },
+            );
           } catch (error) {
             this.#logger.error("event handler threw", { subject: message.subject, error: String(error) });
           }
@@ -688,12 +786,13 @@ export class HubClient extends EventTarget {
       case "queue":
         this.#runQueueHandler(message.queue, message.data);
         break;
-      case "ack": {
+      case "ack":
+      case "history": {
         this.#refusal = null;
         const waiting = this.#waiting.get(message.id);
         if (!waiting) break;
         this.#waiting.delete(message.id);
-        this.#settle(waiting, message.count);
+        this.#settle(waiting, message);
         break;
       }
       case "error": {
@@ -798,4 +897,9 @@ const PING = encodeMessage({ type: "ping" });
 
 function toList(names: string | string[]): string[] {
   return typeof names === "string" ? [names] : names;
+}
+
+/** The count of an ack. */
+function count(reply: Ack | HistoryReply): number {
+  return reply.type === "ack" ? reply.count : 0;
 }

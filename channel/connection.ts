@@ -7,7 +7,8 @@
  * @module
  */
 
-import type { Hub, Peer } from "./hub.ts";
+import type { AckFields, Hub, Routed } from "./hub.ts";
+import type { Peer } from "./hub.ts";
 import type { Grace } from "./_grace.ts";
 import type { Counters, DisconnectReason } from "./metrics.ts";
 import type { Logger } from "../shared/log.ts";
@@ -15,6 +16,7 @@ import { secretsEqual } from "../shared/secret.ts";
 import {
   type ClientMessage,
   encodeMessage,
+  encodeMessageText,
   type HubMessage,
   type Json,
   MessageDecoder,
@@ -291,6 +293,16 @@ export class Connection implements Peer {
         case "ping":
           this.send(PONG);
           break;
+        case "history":
+          this.send(encodeMessageText(this.#hub.history(message.id, message.subject, message.since, message.limit)));
+          break;
+        case "history_remove":
+          this.#hub.removeHistory(message.subject);
+          this.#reply({ type: "ack", id: message.id, count: 0 });
+          break;
+        case "invalid":
+          this.#reply({ type: "error", id: message.id, reason: message.reason });
+          break;
       }
     } catch (error) {
       // The hub throws RangeError for a peer past its limit of subjects and queues only.
@@ -335,11 +347,17 @@ export class Connection implements Peer {
   }
 
   #publish(message: Extract<ClientMessage, { type: "publish" | "publishLoop" }>): void {
-    let reached: Peer[];
+    const key = message.idempotency_key;
+    const seen = key === undefined ? undefined : this.#hub.recall(message.subjects, key);
+    if (seen) {
+      // A retry: answered as the first one was, once that one's ack is known; not routed again.
+      this.#counters.publishes++;
+      this.#await(seen.then((ack) => this.#reply({ type: "ack", id: message.id, ...ack })));
+      return;
+    }
+    let routed: Routed;
     try {
-      reached = message.type === "publish"
-        ? this.#hub.publish(message.subjects, message.data, message.reply)
-        : this.#hub.publishLoop(message.subjects, message.data, message.reply);
+      routed = this.#hub.route(message.subjects, message.data, message.reply, message.type === "publishLoop");
     } catch (error) {
       // Too large an event: the publisher is told, and keeps its connection.
       if (!(error instanceof RangeError)) throw error;
@@ -347,25 +365,33 @@ export class Connection implements Peer {
       this.#reply({ type: "error", id: message.id, reason: error.message });
       return;
     }
-    this.#acknowledge(message.id, reached);
+    const ack = this.#acknowledge(message.id, routed);
+    if (key !== undefined) this.#hub.remember(message.subjects, key, ack);
   }
 
   /**
    * Counts a publish, and acknowledges it once its event is in the kernel's
    * buffer of every subscriber it was queued for, so an `ack` survives a hub
-   * crash after it.
+   * crash after it. Resolves with what the ack said.
    */
-  #acknowledge(id: number, reached: Peer[]): void {
+  #acknowledge(id: number, { reached, positions }: Routed): Promise<AckFields> {
     this.#counters.publishes++;
     this.#counters.deliveries += reached.length;
+    const fields = (count: number): AckFields => positions.length > 0 ? { count, positions } : { count };
     if (reached.length === 0) {
-      this.#reply({ type: "ack", id, count: 0 });
-      return;
+      this.#reply({ type: "ack", id, ...fields(0) });
+      return Promise.resolve(fields(0));
     }
     const writes = reached.map((peer) => peer.flushed());
+    const ack = Promise.all(writes).then((written) => fields(written.filter(Boolean).length));
+    this.#await(ack.then((fields) => this.#reply({ type: "ack", id, ...fields })));
+    return ack;
+  }
+
+  /** Counts an ack still to come, holding back reading past {@linkcode MAX_UNACKED} of them. */
+  #await(acked: Promise<void>): void {
     this.#unacked++;
-    Promise.all(writes).then((written) => {
-      this.#reply({ type: "ack", id, count: written.filter(Boolean).length });
+    acked.then(() => {
       this.#unacked--;
       if (this.#unacked <= MAX_UNACKED / 2) this.#wakeReader();
       if (this.#unacked === 0) this.#allAcked?.();

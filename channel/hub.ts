@@ -8,12 +8,14 @@
  */
 
 import {
+  type AckPosition,
   DEFAULT_MAX_FRAME_BYTES,
-  encodeMessage,
   encodeMessageText,
-  type EventMessage,
   type Json,
+  type WirePosition,
 } from "../shared/wire.ts";
+import { HistoryStore } from "../shared/history_log.ts";
+import { IdempotencyCache, idempotencyKey } from "../shared/idempotency.ts";
 
 /** A connected client as the hub sees it. */
 export interface Peer {
@@ -59,6 +61,45 @@ export interface HubOptions {
    * @default {1048576}
    */
   maxFrameBytes?: number;
+  /**
+   * Subjects that keep history: names, or prefixes ending in `*`
+   * (`channel.chat.*`). @default {[]} (history off)
+   */
+  historySubjects?: readonly string[];
+  /** Most messages kept per subject. @default {100} */
+  historySize?: number;
+  /** Longest a message is kept, in milliseconds. @default {300000} */
+  historyTtl?: number;
+  /** Most bytes kept per subject, by the length of each message's JSON data. @default {1048576} */
+  historyMaxBytes?: number;
+  /**
+   * Most bytes kept over all subjects, 512 per subject included; past it the
+   * least recently published subject's history is dropped whole and its
+   * epoch changes. @default {67108864} (64 MiB)
+   */
+  historyTotalBytes?: number;
+  /** Most subjects with history; past it, the same eviction. @default {10000} */
+  maxHistorySubjects?: number;
+  /** How long a publish's idempotency key is remembered, in milliseconds. @default {300000} */
+  idempotencyWindow?: number;
+  /** Most idempotency keys remembered; past it the oldest go. @default {100000} */
+  maxIdempotencyKeys?: number;
+  /** The clock for history ages and idempotency windows, in milliseconds. @default {Date.now} */
+  now?: () => number;
+}
+
+/** What a publish did: who took it, and where it went in each subject that keeps history. */
+export interface Routed {
+  /** The peers that took the event, once per subject they got it on. */
+  reached: Peer[];
+  /** The publish's position in each of its subjects that keeps history. */
+  positions: AckPosition[];
+}
+
+/** The part of an `ack` a retried publish is answered with again. */
+export interface AckFields {
+  count: number;
+  positions?: AckPosition[];
 }
 
 interface PeerState {
@@ -94,6 +135,12 @@ export interface HubStats {
   queues: number;
   queuedMessages: number;
   queuedBytes: number;
+  /** Subjects with history kept. */
+  historySubjects: number;
+  /** Bytes of history kept, counted against `historyTotalBytes`. */
+  historyBytes: number;
+  /** Subjects whose history was dropped whole to stay within the bounds. */
+  historyEvictions: number;
 }
 
 /**
@@ -121,23 +168,52 @@ export class Hub {
   readonly #queues = new Map<string, Queue>();
   #queuedMessages = 0;
   #queuedBytes = 0;
+  /** Each history subject's log of its messages' data as JSON text. */
+  readonly #history: HistoryStore<string>;
+  readonly #historySize: number;
+  /** The acks of keyed publishes, by subjects and key; pending until the first one's ack is known. */
+  readonly #acks: IdempotencyCache<Promise<AckFields>>;
 
   constructor(options: HubOptions = {}) {
     this.#maxSubjectsPerPeer = options.maxSubjectsPerPeer ?? DEFAULT_MAX_SUBJECTS_PER_PEER;
     this.#maxQueueLength = options.maxQueueLength ?? 10_000;
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 64 * 1024 * 1024;
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#historySize = options.historySize ?? 100;
+    this.#history = new HistoryStore({
+      subjects: options.historySubjects,
+      size: this.#historySize,
+      ttl: options.historyTtl,
+      maxBytes: options.historyMaxBytes,
+      totalBytes: options.historyTotalBytes,
+      maxSubjects: options.maxHistorySubjects,
+      now: options.now,
+    });
+    this.#acks = new IdempotencyCache({
+      window: options.idempotencyWindow,
+      maxKeys: options.maxIdempotencyKeys,
+      now: options.now,
+    });
   }
 
   /** Current counts, for logs and metrics. */
   get stats(): HubStats {
+    const history = this.#history.stats;
     return {
       peers: this.#peers.size,
       subjects: this.#subjects.size,
       queues: this.#queues.size,
       queuedMessages: this.#queuedMessages,
       queuedBytes: this.#queuedBytes,
+      historySubjects: history.subjects,
+      historyBytes: history.bytes,
+      historyEvictions: history.evictions,
     };
+  }
+
+  /** Whether any subject keeps history. */
+  get keepsHistory(): boolean {
+    return this.#history.enabled;
   }
 
   /** Registers a peer. */
@@ -194,13 +270,7 @@ export class Hub {
    * no subject gets it.
    */
   publish(subjects: readonly string[], data: Json, reply?: string): Peer[] {
-    const reached: Peer[] = [];
-    for (const [subject, frame] of this.#events(subjects, data, reply)) {
-      for (const peer of subject.subscribers) {
-        if (peer.send(frame)) reached.push(peer);
-      }
-    }
-    return reached;
+    return this.route(subjects, data, reply).reached;
   }
 
   /**
@@ -210,8 +280,32 @@ export class Hub {
    * @throws {RangeError} as {@linkcode Hub.publish}.
    */
   publishLoop(subjects: readonly string[], data: Json, reply?: string): Peer[] {
+    return this.route(subjects, data, reply, true).reached;
+  }
+
+  /**
+   * Routes a publish as {@linkcode Hub.publish} does (as
+   * {@linkcode Hub.publishLoop} with `loop`), and appends it to the history
+   * of each subject that keeps history, subscribed or not: its events carry
+   * their position, and so does the result.
+   *
+   * @throws {RangeError} as {@linkcode Hub.publish}; then no subject gets it,
+   * nor keeps it.
+   */
+  route(subjects: readonly string[], data: Json, reply?: string, loop = false): Routed {
     const reached: Peer[] = [];
-    for (const [subject, frame] of this.#events(subjects, data, reply)) {
+    const positions: AckPosition[] = [];
+    for (const { name, subject, event } of this.#events(subjects, data, reply)) {
+      const position = this.#history.append(name, event.data, event.data.length);
+      if (position) positions.push({ subject: name, offset: position.offset, epoch: position.epoch });
+      if (!subject) continue;
+      const frame = encodeMessageText(event.text(position));
+      if (!loop) {
+        for (const peer of subject.subscribers) {
+          if (peer.send(frame)) reached.push(peer);
+        }
+        continue;
+      }
       // The first in the set has the turn and goes to the back: a subscriber
       // that leaves takes no one's turn with it, as an index would. One that
       // cannot take the frame is skipped for the next.
@@ -226,7 +320,53 @@ export class Hub {
         }
       }
     }
-    return reached;
+    return { reached, positions };
+  }
+
+  /**
+   * The ack a publish with this idempotency key got, if one was published
+   * with the same subjects within the window: answer it again, do not route.
+   */
+  recall(subjects: readonly string[], key: string): Promise<AckFields> | undefined {
+    return this.#acks.get(idempotencyKey(subjects, key));
+  }
+
+  /** Remembers the ack of a publish with an idempotency key, for {@linkcode Hub.recall}. */
+  remember(subjects: readonly string[], key: string, ack: Promise<AckFields>): void {
+    this.#acks.set(idempotencyKey(subjects, key), ack);
+  }
+
+  /**
+   * The JSON text of a `history` reply: `subject`'s messages after `since`
+   * (all kept ones without it), at most `limit` (capped at the history
+   * size), cut to fit `maxFrameBytes`; `recovered` as the history log rules,
+   * and false when the reply was cut to fit.
+   */
+  history(id: number, subject: string, since?: WirePosition, limit?: number): string {
+    const read = this.#history.read(subject, { since, limit: Math.min(limit ?? this.#historySize, this.#historySize) });
+    const { offset, epoch } = read.position;
+    const head = `{"type":"history","id":${id},"epoch":${JSON.stringify(epoch)},"offset":${offset},"messages":[`;
+    // Room for the head, the tail, and the frame header, counted in UTF-8 bytes.
+    let room = this.#maxFrameBytes - 4 - utf8Length(head) - `],"recovered":false}`.length;
+    const entries: string[] = [];
+    for (const message of read.messages) {
+      const entry = `{"offset":${message.offset},"data":${message.data}}`;
+      room -= utf8Length(entry) + 1;
+      if (room < 0) break;
+      entries.push(entry);
+    }
+    const recovered = read.recovered && entries.length === read.messages.length;
+    return `${head}${entries.join(",")}],"recovered":${recovered}}`;
+  }
+
+  /** Drops `subject`'s history; its epoch changes. */
+  removeHistory(subject: string): void {
+    this.#history.remove(subject);
+  }
+
+  /** Frees the memory of expired history messages of idle subjects; returns the bytes freed. */
+  sweepHistory(): number {
+    return this.#history.sweep();
   }
 
   /**
@@ -335,19 +475,51 @@ export class Hub {
     this.#dropIfUnused(name, queue);
   }
 
-  /** Each subject with subscribers, with its event frame; all encoded before any is sent. */
-  #events(subjects: readonly string[], data: Json, reply: string | undefined): [Subject, Uint8Array][] {
-    const events: [Subject, Uint8Array][] = [];
+  /**
+   * Each subject with subscribers or history, with its event's JSON text
+   * but for the position; every size is checked before anything is sent or
+   * kept. The text is built around the data's JSON, stringified once for
+   * every subject and for the history.
+   */
+  #events(subjects: readonly string[], data: Json, reply: string | undefined): PlannedEvent[] {
+    const planned: PlannedEvent[] = [];
+    let text: string | undefined;
+    let textBytes = 0;
     for (const name of unique(subjects)) {
       const subject = this.#subjects.get(name);
-      if (!subject) continue;
+      const keeps = this.#history.keeps(name);
+      if (!subject && !keeps) continue;
+      if (text === undefined) {
+        text = JSON.stringify(data);
+        textBytes = utf8Length(text);
+      }
       // Without a reply, no reply key at all: the event's bytes stay what they were.
-      const event: EventMessage = reply === undefined
-        ? { type: "event", subject: name, data }
-        : { type: "event", subject: name, data, reply };
-      events.push([subject, this.#checkSize(encodeMessage(event))]);
+      const head = `{"type":"event","subject":${JSON.stringify(name)},"data":`;
+      const tail = reply === undefined ? "" : `,"reply":${JSON.stringify(reply)}`;
+      const bytes = 4 + utf8Length(head) + textBytes + utf8Length(tail) + 1 + (keeps ? POSITION_BYTES : 0);
+      this.#checkBytes(bytes);
+      const body = text;
+      planned.push({
+        name,
+        subject,
+        event: {
+          data: body,
+          text: (position) =>
+            position
+              ? `${head}${body}${tail},"offset":${position.offset},"epoch":${JSON.stringify(position.epoch)}}`
+              : `${head}${body}${tail}}`,
+        },
+      });
     }
-    return events;
+    return planned;
+  }
+
+  #checkBytes(bytes: number): void {
+    if (bytes > this.#maxFrameBytes) {
+      throw new RangeError(
+        `Cannot route: the message encodes to a ${bytes}-byte frame, over the ${this.#maxFrameBytes}-byte limit`,
+      );
+    }
   }
 
   #checkSize(frame: Uint8Array): Uint8Array {
@@ -441,6 +613,35 @@ export class Hub {
  * Watched queues are bounded by the per-peer limit.
  */
 const QUEUE_BYTES = 640;
+
+/**
+ * Most bytes a position adds to an event (`,"offset":` and 16 digits,
+ * `,"epoch":"` and 8 hex characters and `"`): counted when checking the size
+ * of a history subject's event before its offset is known.
+ */
+const POSITION_BYTES = 48;
+
+interface PlannedEvent {
+  name: string;
+  subject: Subject | undefined;
+  event: { data: string; text: (position: WirePosition | undefined) => string };
+}
+
+/** Bytes of `text` in UTF-8, without encoding it. */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) bytes += 1;
+    else if (code >= 0xd800 && code <= 0xdbff) {
+      // A surrogate pair: two units, four bytes (JSON text has no lone surrogates).
+      bytes += 2;
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
 
 function unique(names: readonly string[]): readonly string[] {
   return names.length < 2 ? names : [...new Set(names)];

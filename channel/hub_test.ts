@@ -372,5 +372,8 @@ Deno.test("hub reserve stops when the peer leaves while taking a message, even i
     queues: 1,
     queuedMessages: 1,
     queuedBytes: hub.stats.queuedBytes,
+    historySubjects: 0,
+    historyBytes: 0,
+    historyEvictions: 0,
   });
 });

@@ -83,6 +83,9 @@ export interface HubServerOptions extends HubOptions {
   logger?: Logger;
 }
 
+/** How often expired history messages are trimmed from idle subjects, in milliseconds. */
+const HISTORY_SWEEP_INTERVAL = 10_000;
+
 /** A running hub. */
 export interface HubServer extends AsyncDisposable {
   /** The address it listens on (with the real port when 0 was asked). */
@@ -167,6 +170,7 @@ class Server implements ConnectionHost {
   readonly #connections = new Set<Connection>();
   readonly #admission: Admission<Connection>;
   readonly #sweeps: Sweeps;
+  #historySweep: ReturnType<typeof setInterval> | undefined;
   readonly #grace: Grace;
   #nextId = 1;
   #shuttingDown: Promise<void> | null = null;
@@ -184,6 +188,8 @@ class Server implements ConnectionHost {
     this.#grace = new Grace(settings.startupGrace);
     this.#admission = new Admission(settings.maxConnections);
     this.#sweeps = new Sweeps(this.#connections, settings);
+    // Expired history counts against its bounds until trimmed; this frees the memory of subjects nobody publishes to.
+    if (hub.keepsHistory) this.#historySweep = setInterval(() => hub.sweepHistory(), HISTORY_SWEEP_INTERVAL);
     this.finished = this.#acceptLoop();
   }
 
@@ -217,6 +223,7 @@ class Server implements ConnectionHost {
     if (this.#shuttingDown) return this.#shuttingDown;
     this.#shuttingDown = (async () => {
       this.#sweeps.stop();
+      clearInterval(this.#historySweep);
       this.#grace.end();
       try {
         this.#listener.close();
