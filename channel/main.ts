@@ -6,6 +6,15 @@
  */
 
 import { DEFAULT_MAX_SUBJECTS_PER_PEER } from "./hub.ts";
+import {
+  DEFAULT_HISTORY_MAX_BYTES,
+  DEFAULT_HISTORY_SIZE,
+  DEFAULT_HISTORY_TOTAL_BYTES,
+  DEFAULT_HISTORY_TTL,
+  DEFAULT_MAX_HISTORY_SUBJECTS,
+  SUBJECT_BYTES,
+} from "../shared/history_log.ts";
+import { DEFAULT_IDEMPOTENCY_WINDOW } from "../shared/idempotency.ts";
 import { type HubServer, type HubServerOptions, serveHub } from "./server.ts";
 import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
@@ -63,6 +72,38 @@ const FLAGS: Record<string, FlagSpec> = {
   },
   "max-queue-length": { type: "string", arg: "N", help: "messages one queue holds", default: "10000" },
   "max-queued-bytes": { type: "string", arg: "N", help: "bytes all queues hold together", default: "67108864" },
+  history: {
+    type: "string",
+    arg: "LIST",
+    help:
+      "subjects that keep history, comma-separated names or prefix* patterns (channel.news,channel.chat.*) (default: none)",
+  },
+  "history-size": { type: "string", arg: "N", help: "messages kept per history subject", default: "100" },
+  "history-ttl": { type: "string", arg: "S", help: "seconds a history message is kept", default: "300" },
+  "history-max-bytes": {
+    type: "string",
+    arg: "N",
+    help: "bytes of history kept per subject",
+    default: String(DEFAULT_HISTORY_MAX_BYTES),
+  },
+  "history-total-bytes": {
+    type: "string",
+    arg: "N",
+    help: "bytes of history kept over all subjects; past it the least recently published subject's goes whole",
+    default: String(DEFAULT_HISTORY_TOTAL_BYTES),
+  },
+  "max-history-subjects": {
+    type: "string",
+    arg: "N",
+    help: "subjects with history; past it the least recently published subject's goes whole",
+    default: String(DEFAULT_MAX_HISTORY_SUBJECTS),
+  },
+  "idempotency-window": {
+    type: "string",
+    arg: "S",
+    help: "seconds a publish's idempotency key is remembered (at most 100000 keys; the oldest go first)",
+    default: "300",
+  },
   "ping-interval": { type: "string", arg: "MS", help: "expected client ping interval", default: "25000" },
   "idle-pings": {
     type: "string",
@@ -167,6 +208,14 @@ function configFrom(flags: FlagValues): Config {
     maxSubjectsPerPeer: intFlag(flags, "max-channels", DEFAULT_MAX_SUBJECTS_PER_PEER),
     maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
     maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
+    historySubjects: (stringFlag(flags, "history") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== ""),
+    historySize: positiveFlag(flags, "history-size", DEFAULT_HISTORY_SIZE),
+    historyTtl: durationFlag(flags, "history-ttl", DEFAULT_HISTORY_TTL / 1000, { unit: "s", min: 1 }) * 1000,
+    historyMaxBytes: positiveFlag(flags, "history-max-bytes", DEFAULT_HISTORY_MAX_BYTES),
+    historyTotalBytes: positiveFlag(flags, "history-total-bytes", DEFAULT_HISTORY_TOTAL_BYTES),
+    maxHistorySubjects: positiveFlag(flags, "max-history-subjects", DEFAULT_MAX_HISTORY_SUBJECTS),
+    idempotencyWindow: durationFlag(flags, "idempotency-window", DEFAULT_IDEMPOTENCY_WINDOW / 1000, { unit: "s" }) *
+      1000,
     pingInterval: durationFlag(flags, "ping-interval", 25_000, { min: 1 }),
     idlePings: intFlag(flags, "idle-pings", 3),
     helloTimeout: durationFlag(flags, "hello-timeout", 10_000, { min: 1 }),
@@ -176,8 +225,20 @@ function configFrom(flags: FlagValues): Config {
     onListen: (addr) =>
       log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
   };
+  if (hub.historyMaxBytes! + SUBJECT_BYTES > hub.historyTotalBytes!) {
+    throw new TypeError(
+      `Invalid --history-max-bytes: ${hub.historyMaxBytes} plus ${SUBJECT_BYTES} per subject is over --history-total-bytes ${hub.historyTotalBytes}`,
+    );
+  }
   const metrics = metricsPort === undefined ? undefined : { hostname: metricsHostname, port: metricsPort };
   return { hub, log, metrics };
+}
+
+/** Reads an integer flag of 1 or more. */
+function positiveFlag(flags: FlagValues, name: string, fallback: number): number {
+  const value = intFlag(flags, name, fallback);
+  if (value < 1) throw new TypeError(`Invalid --${name}: expected 1 or more, got ${value}`);
+  return value;
 }
 
 /**
