@@ -11,19 +11,30 @@
  */
 
 import {
+  channelSubject,
   type CommandBody,
   commandRoute,
   type ConnectionAddress,
   presenceQuery,
   publishRoute,
+  toChannelEvent,
   toCommandReply,
   type UserAddress,
 } from "../shared/address.ts";
-import { type Bus, BusError } from "../shared/bus.ts";
+import { type Bus, BusError, type HistoryResult, type PublishResult } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
 import type { PublisherMetrics, PublishTargetKind } from "./metrics.ts";
-import { type Params, readChannel, readDisconnect, readExclude, readTarget } from "./_api_params.ts";
+import {
+  type Params,
+  readChannel,
+  readDisconnect,
+  readExclude,
+  readIdempotencyKey,
+  readLimit,
+  readSince,
+  readTarget,
+} from "./_api_params.ts";
 import { channelPresence, type Gathered, info, type Result, userCommand, userPresence } from "./_api_replies.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
 
@@ -36,6 +47,8 @@ export const API_METHODS = [
   "presence",
   "presence_stats",
   "info",
+  "history",
+  "history_remove",
   "batch",
 ] as const;
 
@@ -63,6 +76,8 @@ export interface ApiMethodsDeps {
   maxPresenceUsers: number;
   /** Longest channel name. */
   maxChannelLength: number;
+  /** Publications a `history` answer lists at most, and its `limit` when it names none. */
+  maxHistoryLimit: number;
 }
 
 const utf8 = new TextEncoder();
@@ -71,6 +86,13 @@ const utf8 = new TextEncoder();
 function staleWorker(workerId: string): Rejection {
   return new Rejection(404, `No pusher worker ${workerId} is connected: the address is stale or wrong`, {
     logReason: "No pusher worker is connected: the address is stale or wrong",
+  });
+}
+
+/** A history call for a channel whose history the hub does not keep (no `--history` pattern matches it). */
+function notKept(channel: string): Rejection {
+  return new Rejection(404, `History is not kept for channel ${channel}: the hub's --history does not name it`, {
+    logReason: "History is not kept for the channel: the hub's --history does not name it",
   });
 }
 
@@ -107,17 +129,64 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
       throw new Rejection(413, `Data too large: ${bytes} bytes, the limit is ${deps.maxContentBytes}`);
     }
     const route = publishRoute(address, data, readExclude(params));
-    let reached: number | null;
+    const idempotencyKey = readIdempotencyKey(params);
+    let published: PublishResult;
     try {
       // A copy, as the route's data (a type alias) is Json but not mutable as one.
-      ({ reached } = await bus.publish(route.subject, { ...route.data }, { timeout: deps.publishTimeout }));
+      published = await bus.publish(route.subject, { ...route.data }, {
+        timeout: deps.publishTimeout,
+        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+      });
     } catch (error) {
       throw busRejection(error);
     }
+    const { reached, position } = published;
     if (reached === 0 && address.kind === "connection") throw staleWorker(address.workerId);
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
     metrics.countPublish(target, reached, (now() - started) / 1000);
-    return { workers_reached: reached };
+    // Only a subject that keeps history has positions: the others' results keep their shape.
+    if (position === undefined) return { workers_reached: reached };
+    return { workers_reached: reached, offset: position.offset, epoch: position.epoch };
+  }
+
+  async function history(params: Params): Promise<Result> {
+    const channel = readChannel(params, maxChannelLength);
+    const since = readSince(params);
+    const limit = readLimit(params, deps.maxHistoryLimit);
+    let kept: HistoryResult;
+    try {
+      kept = await bus.history(channelSubject(channel), {
+        ...(since === undefined ? {} : { since }),
+        limit,
+        timeout: deps.publishTimeout,
+      });
+    } catch (error) {
+      throw busRejection(error);
+    }
+    // The hub answers an empty epoch for a subject it keeps no history of.
+    if (kept.position.epoch === "") throw notKept(channel);
+    const publications: Json[] = [];
+    for (const { data, position } of kept.messages) {
+      // A channel's subject carries presence events too; only publications are the history's.
+      const event = toChannelEvent(data);
+      if (event !== null && "data" in event) publications.push({ data: event.data, offset: position.offset });
+    }
+    return {
+      publications,
+      offset: kept.position.offset,
+      epoch: kept.position.epoch,
+      recovered: kept.recovered,
+    };
+  }
+
+  async function historyRemove(params: Params): Promise<Result> {
+    const channel = readChannel(params, maxChannelLength);
+    try {
+      await bus.removeHistory(channelSubject(channel));
+    } catch (error) {
+      throw busRejection(error);
+    }
+    return {};
   }
 
   /** Sends `command` to a user's connections or to one connection, and says to how many it applied. */
@@ -173,5 +242,7 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
       const query = presenceQuery({ q: "info" });
       return info(await gather(query.subject, { ...query.data }, deps.presenceTimeout));
     },
+    history,
+    history_remove: historyRemove,
   };
 }

@@ -149,3 +149,84 @@ export function readDisconnect(params: Params): { code?: number; reason?: string
   }
   return { ...(code === undefined ? {} : { code }), ...(reason === undefined ? {} : { reason }) };
 }
+
+/** Longest `idempotency_key`, in characters: what the hub keeps per key. */
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
+
+/**
+ * The optional `idempotency_key` of a publish: a string of 1 to 128
+ * characters. The hub routes a publish with a key it saw on the same
+ * subject within its window only once, and answers a retry as it answered
+ * the first.
+ *
+ * @throws {Rejection} 400 for anything else.
+ */
+export function readIdempotencyKey(params: Params): string | undefined {
+  return checkIdempotencyKey(params.idempotency_key);
+}
+
+/**
+ * Checks an idempotency key, however it came (a JSON value, a form field):
+ * undefined stays undefined, a string of 1 to 128 characters is returned.
+ *
+ * @throws {Rejection} 400 for anything else, an empty string included.
+ */
+export function checkIdempotencyKey(key: Json | undefined): string | undefined {
+  if (key === undefined) return undefined;
+  if (typeof key !== "string" || key.length < 1 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+    throw new Rejection(
+      400,
+      `Invalid idempotency_key: expected a string of 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`,
+    );
+  }
+  return key;
+}
+
+/** A place in a channel's history: the offset of a message, and the epoch of the history it belongs to. */
+export interface SincePosition {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+/** Longest epoch accepted in `since`: the hub's are 8 hex digits, so anything much longer is not one. */
+const MAX_EPOCH_LENGTH = 64;
+
+/**
+ * The optional `since` of a history call: `{offset, epoch}`, a position the
+ * caller saw (a publish result's, a history answer's, a browser's last
+ * publication's). Offset 0 is a position too: that of a channel before its
+ * first message, which a history answer of an empty channel gives.
+ *
+ * @throws {Rejection} 400 when it is not an object, its offset is not a
+ * non-negative integer or its epoch not a string (of at most 64 characters).
+ */
+export function readSince(params: Params): SincePosition | undefined {
+  const since = params.since;
+  if (since === undefined) return undefined;
+  if (typeof since !== "object" || since === null || Array.isArray(since)) {
+    throw new Rejection(400, 'Invalid since: expected a position, {"offset": N, "epoch": "..."}');
+  }
+  const { offset, epoch } = since;
+  if (typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) {
+    throw new Rejection(400, "Invalid since.offset: expected a non-negative integer");
+  }
+  if (typeof epoch !== "string" || epoch.length > MAX_EPOCH_LENGTH) {
+    throw new Rejection(400, `Invalid since.epoch: expected a string of at most ${MAX_EPOCH_LENGTH} characters`);
+  }
+  return { offset, epoch };
+}
+
+/**
+ * The optional `limit` of a history call: how many publications to answer
+ * at most, 1 to `max`; `max` when absent.
+ *
+ * @throws {Rejection} 400 for anything else.
+ */
+export function readLimit(params: Params, max: number): number {
+  const limit = params.limit;
+  if (limit === undefined) return max;
+  if (typeof limit !== "number" || !Number.isSafeInteger(limit) || limit < 1 || limit > max) {
+    throw new Rejection(400, `Invalid limit: expected an integer from 1 to ${max}`);
+  }
+  return limit;
+}

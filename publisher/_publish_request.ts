@@ -15,6 +15,7 @@ import {
   WORKER_ID_PATTERN,
 } from "../shared/address.ts";
 import { type Fields, readForm } from "./form.ts";
+import { checkIdempotencyKey } from "./_api_params.ts";
 import { Rejection } from "./_rejection.ts";
 
 /** A publish, checked. */
@@ -25,6 +26,8 @@ export interface PublishRequest {
   readonly content: string;
   /** The content's size in UTF-8 bytes, at most the limit. */
   readonly bytes: number;
+  /** The `idempotency_key` field: a retry with the same key on the same address is routed once. */
+  readonly idempotencyKey?: string;
 }
 
 const INCOMPLETE =
@@ -53,10 +56,12 @@ const utf8 = new TextEncoder();
  * publication's `data`; with `to_user`, to that user's connections. Empty
  * address fields count as absent, so a form with blank address inputs
  * broadcasts. Unlike the original, `"0"` is content: PHP's `empty("0")`
- * dropped it.
+ * dropped it. `idempotency_key`, when given, is 1 to 128 characters (an
+ * empty one is refused, not ignored: a retry that lost its key would go out
+ * twice).
  *
  * @throws {Rejection} 400 for missing content, a malformed address or more
- * than one, 413 for content over `maxContentBytes`, 422 for a bad channel
+ * than one, a bad idempotency key, 413 for content over `maxContentBytes`, 422 for a bad channel
  * or user name, or as {@linkcode readForm} does.
  */
 export async function readPublishRequest(
@@ -81,7 +86,9 @@ export async function readPublishRequest(
   const user = field("to_user") || undefined;
   const given = [connection.kind === "connection", channel !== undefined, user !== undefined].filter(Boolean).length;
   if (given > 1) throw new Rejection(400, AMBIGUOUS);
-  return { address: toChannelOrUser(channel, user, maxChannelLength) ?? connection, content, bytes };
+  const address = toChannelOrUser(channel, user, maxChannelLength) ?? connection;
+  const idempotencyKey = checkIdempotencyKey(field("idempotency_key"));
+  return { address, content, bytes, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) };
 }
 
 function toChannelOrUser(

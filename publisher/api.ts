@@ -31,6 +31,9 @@ export const DEFAULT_PRESENCE_TIMEOUT = 1000;
 /** How long a subscribe, unsubscribe or disconnect waits for the workers' replies by default, in milliseconds. */
 export const DEFAULT_COMMAND_TIMEOUT = 1000;
 
+/** Publications a history answer lists at most by default, and its `limit` when a call names none. */
+export const DEFAULT_MAX_HISTORY_LIMIT = 100;
+
 /** Users a presence answer lists at most by default. */
 export const DEFAULT_MAX_PRESENCE_USERS = 1000;
 

@@ -8,7 +8,7 @@ import { newWorkerId, PRESENCE_SUBJECT } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { createLogger } from "../shared/log.ts";
-import { MemoryBroker } from "../shared/memory_bus.ts";
+import { MemoryBroker, type MemoryBrokerOptions } from "../shared/memory_bus.ts";
 
 // The server API (POST /api/<method>) over a memory broker, against real
 // pushers on fake transports: what the handler answers, and what each
@@ -30,12 +30,14 @@ interface ClusterOptions extends Partial<Omit<PublishHandlerOptions, "bus">> {
   pushers?: number;
   /** The broker's message limit. @default {the broker's} */
   maxMessageBytes?: number;
+  /** The broker's other options (history, idempotency). @default {{}} */
+  broker?: MemoryBrokerOptions;
 }
 
 /** A publisher handler and `pushers` pushers on one memory broker. */
 function cluster(options: ClusterOptions = {}) {
-  const { pushers: count = 2, maxMessageBytes, ...handlerOptions } = options;
-  const broker = new MemoryBroker({ maxMessageBytes });
+  const { pushers: count = 2, maxMessageBytes, broker: brokerOptions, ...handlerOptions } = options;
+  const broker = new MemoryBroker({ ...brokerOptions, maxMessageBytes });
   const pushers = Array.from({ length: count }, () => {
     const transport = new FakeTransport();
     const pusher = new Pusher({
@@ -409,14 +411,14 @@ Deno.test("api batch answers each command in order, results and errors mixed, an
       error: {
         code: 404,
         message: "Unknown method: nope; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
-          "presence_stats, info",
+          "presence_stats, info, history, history_remove",
       },
     },
     {
       error: {
         code: 404,
         message: "Unknown method: batch; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
-          "presence_stats, info",
+          "presence_stats, info, history, history_remove",
       },
     },
     { result: { num_clients: 1, num_users: 1, workers_reached: 2 } },
@@ -490,4 +492,218 @@ Deno.test("jsonDepth counts nesting outside strings only", () => {
   assert.equal(jsonDepth("1"), 0);
   assert.equal(jsonDepth('{"a":[1,{"b":"[[{{"}]}'), 3);
   assert.equal(jsonDepth('["\\"[[["]'), 1);
+});
+
+// History and idempotency: the hub's, played by the memory broker with history on for channel.*.
+const KEEP_CHANNELS: MemoryBrokerOptions = { history: { subjects: ["channel.*"] } };
+
+/** The frames of a socket after its greeting, taken, as the channel publications' `data`. */
+function publications(client: Client): Json[] {
+  return taken(client).map((frame) => JSON.parse(frame).data);
+}
+
+Deno.test("api publish to a history channel answers its position, one offset more each time; other targets keep their shape", async () => {
+  await using c = cluster({ broker: KEEP_CHANNELS });
+  const first = await c.call("publish", { channel: "news", data: 1 });
+  assert.equal(first.status, 200);
+  const { epoch } = first.body.result;
+  assert.match(epoch, /^[0-9a-f]{8}$/);
+  assert.deepEqual(first.body.result, { workers_reached: 0, offset: 1, epoch });
+  for (const offset of [2, 3]) {
+    assert.deepEqual((await c.call("publish", { channel: "news", data: offset })).body.result, {
+      workers_reached: 0,
+      offset,
+      epoch,
+    });
+  }
+  const other = (await c.call("publish", { channel: "sport", data: 1 })).body.result;
+  assert.equal(other.offset, 1, "each channel counts its own");
+  assert.deepEqual((await c.call("publish", { user: "alice", data: 1 })).body, { result: { workers_reached: 0 } });
+  assert.deepEqual((await c.call("publish", { data: 1 })).body, { result: { workers_reached: 2 } });
+});
+
+Deno.test("api publish retried with its idempotency_key is delivered once and answered with the first one's position", async () => {
+  await using c = cluster({ broker: KEEP_CHANNELS });
+  const alice = await c.connect(0, "alice");
+  await c.call("subscribe", { channel: "news", user: "alice" });
+  taken(alice);
+
+  const publish = { channel: "news", data: "once", idempotency_key: "order-17" };
+  const first = await c.call("publish", publish);
+  const retry = await c.call("publish", publish);
+  assert.equal(retry.status, 200);
+  assert.deepEqual(retry.body, first.body, "the same answer, the same position");
+  assert.equal(first.body.result.offset, 1);
+  const other = await c.call("publish", { ...publish, data: "again", idempotency_key: "order-18" });
+  assert.equal(other.body.result.offset, 2, "another key is another publish");
+  await settle();
+  assert.deepEqual(publications(alice), ["once", "again"]);
+  const history = await c.call("history", { channel: "news" });
+  assert.deepEqual(history.body.result.publications, [{ data: "once", offset: 1 }, { data: "again", offset: 2 }]);
+
+  // The GET and form API take the key too.
+  for (let i = 0; i < 2; i++) {
+    const response = await c.handler(new Request(`${BASE}/?content=hello&channel=news&idempotency_key=get-1`));
+    assert.equal(await response.text(), "ok");
+  }
+  for (let i = 0; i < 2; i++) {
+    const response = await c.handler(
+      new Request(`${BASE}/`, {
+        method: "POST",
+        body: "content=form&channel=news&idempotency_key=form-1",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+      }),
+    );
+    assert.equal(await response.text(), "ok");
+  }
+  await settle();
+  assert.deepEqual(publications(alice), ["hello", "form"]);
+});
+
+Deno.test("api history lists publications oldest first, after since, up to limit, and says whether it recovered", async () => {
+  await using c = cluster({ broker: KEEP_CHANNELS });
+  const history = async (params: Json) => {
+    const answer = await c.call("history", params);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    return answer.body.result;
+  };
+  const empty = await history({ channel: "news" });
+  assert.deepEqual(empty, { publications: [], offset: 0, epoch: empty.epoch, recovered: false });
+  for (const n of [1, 2, 3, 4, 5]) await c.call("publish", { channel: "news", data: { n } });
+  const all = await history({ channel: "news" });
+  const { epoch } = all;
+  assert.deepEqual(all, {
+    publications: [1, 2, 3, 4, 5].map((n) => ({ data: { n }, offset: n })),
+    offset: 5,
+    epoch,
+    recovered: false,
+  });
+  assert.deepEqual(await history({ channel: "news", since: { offset: 2, epoch } }), {
+    publications: [3, 4, 5].map((n) => ({ data: { n }, offset: n })),
+    offset: 5,
+    epoch,
+    recovered: true,
+  });
+  assert.deepEqual(await history({ channel: "news", since: { offset: 5, epoch } }), {
+    publications: [],
+    offset: 5,
+    epoch,
+    recovered: true,
+  }, "nothing missed is a recovery");
+  const cut = await history({ channel: "news", since: { offset: 2, epoch }, limit: 2 });
+  assert.deepEqual(cut.publications, [{ data: { n: 3 }, offset: 3 }, { data: { n: 4 }, offset: 4 }]);
+  assert.equal(cut.recovered, false, "cut by limit: not all that followed");
+  const future = await history({ channel: "news", since: { offset: 9, epoch } });
+  assert.deepEqual([future.publications, future.recovered], [[], false], "a future offset recovers nothing");
+  const stale = await history({ channel: "news", since: { offset: 2, epoch: "00000000" } });
+  assert.equal(stale.recovered, false, "another epoch never recovers");
+  assert.equal(stale.epoch, epoch);
+});
+
+Deno.test("api history does not recover across what the hub trimmed", async () => {
+  await using c = cluster({ broker: { history: { subjects: ["channel.*"], size: 3 } } });
+  for (const n of [1, 2, 3, 4, 5]) await c.call("publish", { channel: "news", data: n });
+  const all = (await c.call("history", { channel: "news" })).body.result;
+  assert.deepEqual(all.publications, [{ data: 3, offset: 3 }, { data: 4, offset: 4 }, { data: 5, offset: 5 }]);
+  const since1 = (await c.call("history", { channel: "news", since: { offset: 1, epoch: all.epoch } })).body.result;
+  assert.equal(since1.recovered, false, "offset 2 is gone");
+  const since2 = (await c.call("history", { channel: "news", since: { offset: 2, epoch: all.epoch } })).body.result;
+  assert.equal(since2.recovered, true, "3 onwards is all there");
+});
+
+Deno.test("api history_remove empties a channel's history and gives it a new epoch", async () => {
+  await using c = cluster({ broker: KEEP_CHANNELS });
+  for (const n of [1, 2]) await c.call("publish", { channel: "news", data: n });
+  const before = (await c.call("history", { channel: "news" })).body.result;
+  assert.deepEqual((await c.call("history_remove", { channel: "news" })).body, { result: {} });
+  const after = (await c.call("history", { channel: "news", since: { offset: 2, epoch: before.epoch } })).body.result;
+  assert.deepEqual(after.publications, []);
+  assert.equal(after.recovered, false);
+  assert.notEqual(after.epoch, before.epoch);
+  const next = (await c.call("publish", { channel: "news", data: 3 })).body.result;
+  assert.equal(next.epoch, after.epoch);
+});
+
+Deno.test("api history of a channel the hub keeps none of answers 404; history_remove of one is no error", async () => {
+  await using c = cluster({ broker: { history: { subjects: ["channel.news"] } } });
+  await using plain = cluster();
+  for (const [cl, channel] of [[c, "sport"], [plain, "news"]] as const) {
+    const answer = await cl.call("history", { channel });
+    assert.deepEqual(answer.body, {
+      error: { code: 404, message: `History is not kept for channel ${channel}: the hub's --history does not name it` },
+    });
+    assert.deepEqual((await cl.call("history_remove", { channel })).body, { result: {} });
+  }
+});
+
+Deno.test("api history and history_remove run in a batch", async () => {
+  await using c = cluster({ broker: KEEP_CHANNELS });
+  await c.call("publish", { channel: "news", data: "x", idempotency_key: "k" });
+  const answer = await c.call("batch", {
+    commands: [
+      { history: { channel: "news" } },
+      { history: { channel: "news", limit: 0 } },
+      { history_remove: { channel: "sport" } },
+      { publish: { channel: "news", data: "x", idempotency_key: "k" } },
+    ],
+  });
+  const epoch = answer.body.replies[0].result.epoch;
+  assert.deepEqual(answer.body.replies, [
+    { result: { publications: [{ data: "x", offset: 1 }], offset: 1, epoch, recovered: false } },
+    { error: { code: 400, message: "Invalid limit: expected an integer from 1 to 100" } },
+    { result: {} },
+    { result: { workers_reached: 0, offset: 1, epoch } },
+  ]);
+});
+
+Deno.test("api refuses bad history, history_remove and idempotency parameters with 400", async () => {
+  await using c = cluster({ broker: KEEP_CHANNELS, maxHistoryLimit: 10 });
+  const refused = async (status: number, message: string, method: string, body: Json) => {
+    const answer = await c.call(method, body);
+    assert.deepEqual(answer.body, { error: { code: status, message } }, `${method} ${JSON.stringify(body)}`);
+    assert.equal(answer.status, status);
+  };
+  const since = 'Invalid since: expected a position, {"offset": N, "epoch": "..."}';
+  const offset = "Invalid since.offset: expected a non-negative integer";
+  const epoch = "Invalid since.epoch: expected a string of at most 64 characters";
+  const limit = "Invalid limit: expected an integer from 1 to 10";
+  const key = "Invalid idempotency_key: expected a string of 1 to 128 characters";
+  await refused(400, "Missing channel: pass a channel name", "history", {});
+  await refused(400, "Missing channel: pass a channel name", "history_remove", {});
+  await refused(422, "Invalid channel name: only letters, digits and _-.:@/= are allowed", "history", {
+    channel: "a b",
+  });
+  for (const bad of [1, "x", null, [1, "e"]]) await refused(400, since, "history", { channel: "news", since: bad });
+  for (const bad of [-1, 1.5, "1", null, undefined]) {
+    await refused(400, offset, "history", { channel: "news", since: { offset: bad ?? null, epoch: "e" } });
+  }
+  await refused(400, offset, "history", { channel: "news", since: { epoch: "e" } });
+  for (const bad of [1, null, "e".repeat(65)]) {
+    await refused(400, epoch, "history", { channel: "news", since: { offset: 1, epoch: bad } });
+  }
+  await refused(400, epoch, "history", { channel: "news", since: { offset: 1 } });
+  for (const bad of [0, -1, 11, 1.5, "5", null]) await refused(400, limit, "history", { channel: "news", limit: bad });
+  for (const bad of ["", "k".repeat(129), 7, null, ["k"]]) {
+    await refused(400, key, "publish", { channel: "news", data: 1, idempotency_key: bad });
+  }
+  assert.equal((await c.call("publish", { data: 1, idempotency_key: "k".repeat(128) })).status, 200);
+  assert.equal((await c.call("history", { channel: "news", limit: 10 })).status, 200);
+
+  for (const query of ["idempotency_key=", `idempotency_key=${"k".repeat(129)}`]) {
+    const response = await c.handler(new Request(`${BASE}/?content=x&channel=news&${query}`));
+    assert.equal(response.status, 400);
+    assert.equal(await response.text(), `${key}\n`);
+  }
+});
+
+Deno.test("api history maps bus errors as publish does: 503 with retry-after while the bus is down", async () => {
+  await using c = cluster({ broker: KEEP_CHANNELS });
+  c.broker.down = true;
+  for (const method of ["history", "history_remove"]) {
+    const answer = await c.call(method, { channel: "news" });
+    assert.equal(answer.status, 503, method);
+    assert.equal(answer.headers.get("retry-after"), "1");
+    assert.match(answer.body.error.message, /^Hub unavailable: /);
+  }
+  c.broker.down = false;
 });

@@ -22,6 +22,7 @@ import {
   createApi,
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
+  DEFAULT_MAX_HISTORY_LIMIT,
   DEFAULT_MAX_PRESENCE_USERS,
   DEFAULT_PRESENCE_TIMEOUT,
   unknownMethod,
@@ -72,6 +73,8 @@ export interface PublishHandlerOptions {
   commandTimeout?: number;
   /** Longest channel name accepted; longer gets 422 (never above what the bus carries, 248). @default {255} */
   maxChannelLength?: number;
+  /** Publications a `history` answer lists at most, and its `limit` when none is given; a larger `limit` gets 400. @default {100} */
+  maxHistoryLimit?: number;
   /** The dashboard's limits (`/dashboard`, see `dashboard.ts`): sessions, streams, sample interval. @default {{}} */
   dashboard?: DashboardOptions;
   /**
@@ -150,6 +153,7 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
     maxContentBytes: options.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES,
     maxPresenceUsers: options.maxPresenceUsers ?? DEFAULT_MAX_PRESENCE_USERS,
     maxChannelLength: options.maxChannelLength ?? DEFAULT_MAX_CHANNEL_LENGTH,
+    maxHistoryLimit: options.maxHistoryLimit ?? DEFAULT_MAX_HISTORY_LIMIT,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxJsonDepth: options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH,
     maxBatchCommands: options.maxBatchCommands ?? DEFAULT_MAX_BATCH_COMMANDS,
@@ -250,7 +254,10 @@ function publisher(deps: PublishDeps): Answer {
     const query = parseUrlEncoded(url.search.slice(1), "query");
     // Before the body: a caller without the key does not get it read.
     checkApiKey(req, query, apiKey);
-    const { address, content, bytes } = await readPublishRequest(req, query, { maxContentBytes, maxChannelLength });
+    const { address, content, bytes, idempotencyKey } = await readPublishRequest(req, query, {
+      maxContentBytes,
+      maxChannelLength,
+    });
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
     logger.debug("publishing", { method: req.method, target, bytes });
     const { subject, data } = routeOf(address, content);
@@ -259,7 +266,10 @@ function publisher(deps: PublishDeps): Answer {
       // Not req.signal: Deno.serve aborts it after every response (legacy
       // behaviour, with a warning), and a publish, once sent, cannot be taken back.
       // A copy, as the route's data (a type alias) is Json but not mutable as one.
-      ({ reached } = await bus.publish(subject, { ...data }, { timeout: publishTimeout }));
+      ({ reached } = await bus.publish(subject, { ...data }, {
+        timeout: publishTimeout,
+        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+      }));
     } catch (error) {
       throw busRejection(error);
     }

@@ -8,6 +8,7 @@ import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
 import {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
+  DEFAULT_MAX_HISTORY_LIMIT,
   DEFAULT_MAX_PRESENCE_USERS,
   DEFAULT_PRESENCE_TIMEOUT,
 } from "./api.ts";
@@ -92,6 +93,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "users one /api/presence answer lists at most",
     default: String(DEFAULT_MAX_PRESENCE_USERS),
   },
+  "max-history-limit": {
+    type: "string",
+    arg: "N",
+    help: "publications one /api/history answer lists at most, and its limit when the call names none",
+    default: String(DEFAULT_MAX_HISTORY_LIMIT),
+  },
   "max-channel-length": {
     type: "string",
     arg: "N",
@@ -140,6 +147,7 @@ interface PublisherConfig {
     maxBatchCommands: number;
     maxPresenceUsers: number;
     maxChannelLength: number;
+    maxHistoryLimit: number;
     presenceTimeout: number;
     commandTimeout: number;
   };
@@ -219,6 +227,7 @@ function readConfig(flags: FlagValues): PublisherConfig {
       maxBatchCommands: positiveIntFlag(flags, "max-batch-commands", DEFAULT_MAX_BATCH_COMMANDS),
       maxPresenceUsers: positiveIntFlag(flags, "max-presence-users", DEFAULT_MAX_PRESENCE_USERS),
       maxChannelLength: positiveIntFlag(flags, "max-channel-length", DEFAULT_MAX_CHANNEL_LENGTH),
+      maxHistoryLimit: positiveIntFlag(flags, "max-history-limit", DEFAULT_MAX_HISTORY_LIMIT),
       presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),
       commandTimeout: durationFlag(flags, "command-timeout", DEFAULT_COMMAND_TIMEOUT, { min: 1 }),
     },

@@ -267,3 +267,64 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
     await hub.stop();
   }
 });
+
+Deno.test("server API end to end: a publish retried with its idempotency key is delivered once, and history lists it in order", async () => {
+  await using hub = await startService("channel", ["--port", "0", "--startup-grace", "0", "--history", "channel.*"]);
+  const hubPort = await hub.port();
+  const pusher = await startPusher(hubPort);
+  await using _pusher = pusher.service;
+  await using publisher = await startService("publisher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  const publisherPort = await publisher.port();
+  await until(
+    async () => (await fetch(`http://127.0.0.1:${publisherPort}/healthz`).then((r) => r.text())) === "ok",
+    10_000,
+    "the publisher's hub link",
+  );
+  async function result(method: string, body: Json): Promise<{ [key: string]: Json }> {
+    const response = await fetch(`http://127.0.0.1:${publisherPort}/api/${method}`, {
+      method: "POST",
+      body: JSON.stringify(body),
+      headers: { "content-type": "application/json" },
+    });
+    const answer = await response.json();
+    assert.equal(response.status, 200, `${method} ${JSON.stringify(body)}: ${JSON.stringify(answer)}`);
+    return answer.result;
+  }
+  const alice = await join(pusher.port, "alice");
+  try {
+    await result("subscribe", { channel: "news", user: "alice" });
+    const first = await result("publish", { channel: "news", data: "once", idempotency_key: "order-17" });
+    assert.equal(first.offset, 1);
+    const epoch = first.epoch as string;
+    assert.match(epoch, /^[0-9a-f]{8}$/);
+    assert.deepEqual(await result("publish", { channel: "news", data: "once", idempotency_key: "order-17" }), first);
+    const get = await fetch(`http://127.0.0.1:${publisherPort}/?content=twice&channel=news&idempotency_key=get-1`);
+    assert.equal(await get.text(), "ok");
+    await (await fetch(`http://127.0.0.1:${publisherPort}/?content=twice&channel=news&idempotency_key=get-1`)).text();
+    await result("publish", { channel: "news", data: FENCE });
+
+    const data = () =>
+      alice.client.messages.filter((m) => m.startsWith('{"channel":"news"')).map((m) => JSON.parse(m).data);
+    await until(() => data().includes(FENCE), 5000, "the fence on news");
+    assert.deepEqual(data(), ["once", "twice", FENCE], "each publish once, in order");
+
+    const history = await result("history", { channel: "news" });
+    assert.deepEqual(history, {
+      publications: [{ data: "once", offset: 1 }, { data: "twice", offset: 2 }, { data: FENCE, offset: 3 }],
+      offset: 3,
+      epoch,
+      recovered: false,
+    });
+    const since = await result("history", { channel: "news", since: { offset: 1, epoch } });
+    assert.deepEqual([since.publications, since.recovered], [[{ data: "twice", offset: 2 }, {
+      data: FENCE,
+      offset: 3,
+    }], true]);
+    assert.deepEqual(await result("history_remove", { channel: "news" }), {});
+    const removed = await result("history", { channel: "news" });
+    assert.deepEqual(removed.publications, []);
+    assert.notEqual(removed.epoch, epoch);
+  } finally {
+    await alice.client[Symbol.asyncDispose]();
+  }
+});
