@@ -552,8 +552,8 @@ export class PushClient extends EventTarget {
     const since = subscription.position;
     /** @type {Record<string, unknown>} */
     const body = { channel: subscription.channel };
-    // Offset 0 (a channel not yet published to) is no position to recover from: the pusher refuses it.
-    if (since && since.offset > 0) body.since = { offset: since.offset, epoch: since.epoch };
+    // Offset 0 too: a channel not yet published to, where everything since is owed. No epoch: no history.
+    if (since && since.epoch !== "") body.since = { offset: since.offset, epoch: since.epoch };
     const id = this.#command({ subscribe: body }, (error, result) => {
       if (this.#subscribing.get(subscription) !== id) return;
       this.#subscribing.delete(subscription);

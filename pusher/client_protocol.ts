@@ -144,7 +144,8 @@ export function parseClientMessage(
 function sinceError(since: unknown): SincePosition | string {
   if (typeof since !== "object" || since === null || Array.isArray(since)) return "since must be an object";
   const { offset, epoch } = since as Record<string, unknown>;
-  if (!Number.isSafeInteger(offset) || (offset as number) < 1) return "since.offset must be a positive integer";
+  // 0 is "before the first message": where a client of a channel not yet published to stands.
+  if (!Number.isSafeInteger(offset) || (offset as number) < 0) return "since.offset must be an integer of 0 or more";
   if (typeof epoch !== "string") return "since.epoch must be a string";
   if (epoch.length > MAX_EPOCH_LENGTH) return `since.epoch is over ${MAX_EPOCH_LENGTH} characters`;
   return { offset: offset as number, epoch };

@@ -599,12 +599,12 @@ Deno.test("client subscribing anew to a channel it left starts without a positio
   client.disconnect();
 });
 
-Deno.test("client sends no since from offset 0: a channel not yet published to has nothing to recover from", async () => {
+Deno.test("client recovers from offset 0 too: everything published to a channel it joined before its first message", async () => {
   const setup = connected();
   const news = setup.client.subscribe("news");
   setup.socket().receive({ id: 1, result: { recovered: false, offset: 0, epoch: "e1" } });
   assert.deepEqual(news.position, { offset: 0, epoch: "e1" });
   await reconnect(setup);
-  assert.deepEqual(setup.socket().sent, [{ id: 2, subscribe: { channel: "news" } }]);
+  assert.deepEqual(setup.socket().sent, [{ id: 2, subscribe: { channel: "news", since: { offset: 0, epoch: "e1" } } }]);
   setup.client.disconnect();
 });

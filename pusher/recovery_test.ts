@@ -172,7 +172,7 @@ Deno.test("recovery: another epoch, a trimmed history or a future offset is not 
 Deno.test("recovery: a malformed since is answered 400 and joins nothing", async () => {
   await using setup = setUp({}, HISTORY);
   const a = await setup.connect();
-  for (const since of [{ offset: 0, epoch: "e" }, { offset: 1 }, "1", { offset: 1, epoch: "e".repeat(65) }]) {
+  for (const since of [{ offset: -1, epoch: "e" }, { offset: 1 }, "1", { offset: 1, epoch: "e".repeat(65) }]) {
     const [reply] = await send(a, { id: 1, subscribe: { channel: "news", since } as Json });
     assert.equal((reply!.error as { code: number }).code, 400, JSON.stringify(since));
   }
@@ -283,4 +283,18 @@ Deno.test("recovery: a connection that leaves while its history request is out g
     result: { recovered: false, offset: 3, epoch },
   }]);
   assert.equal(closer.sent.length, 1);
+});
+
+Deno.test("recovery: a client that joined before a channel's first message recovers from offset 0", async () => {
+  await using setup = setUp({}, HISTORY);
+  const a = await setup.connect();
+  const [first] = await send(a, { id: 1, subscribe: { channel: "news" } });
+  const { epoch, offset } = first!.result as { epoch: string; offset: number };
+  assert.equal(offset, 0, "nothing published yet");
+  a.drop();
+  await publish(setup, "news", 1, 2);
+  const b = await setup.connect();
+  const [reply, ...replayed] = await send(b, { id: 1, subscribe: { channel: "news", since: { offset: 0, epoch } } });
+  assert.deepEqual(reply!.result, { recovered: true, offset: 2, epoch });
+  assert.deepEqual(replayed.map((frame) => [frame.data, frame.offset]), [[1, 1], [2, 2]]);
 });
