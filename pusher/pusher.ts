@@ -329,11 +329,12 @@ export class Pusher {
     const id = this.#connections.nextId();
     this.#connections.add({ id, socket, user, may, rate: this.#rates.bucket(), channels: null, bad: 0 });
     this.#counters.accepted.inc();
-    if (user !== null) {
-      this.logger.debug("connected", { connection: id, user });
-      if (this.#connections.ofUser(user).size === 1) this.#interested(userSubject(user), this.#onUser);
-    }
-    socket.send(`workerID:${this.workerId} connectionID:${id} connected\n`);
+    const greeting = `workerID:${this.workerId} connectionID:${id} connected\n`;
+    if (user === null) return socket.send(greeting);
+    this.logger.debug("connected", { connection: id, user });
+    if (this.#connections.ofUser(user).size === 1) this.#interested(userSubject(user), this.#onUser);
+    // Greeted once its user's subject is in effect: from then on a publish to the user reaches it.
+    this.#whenInEffect(userSubject(user), () => socket.send(greeting));
   }
 
   #forget(socket: ClientSocket, code: number): void {
@@ -448,7 +449,12 @@ export class Pusher {
    * that could miss a publication made right after.
    */
   #whenSubscribed(channel: string, then: () => void): void {
-    const pending = this.#pending.get(channelSubject(channel));
+    this.#whenInEffect(channelSubject(channel), then);
+  }
+
+  /** Runs `then` once this worker's subscription to `subject` is in effect at the bus, at once when it already is. */
+  #whenInEffect(subject: string, then: () => void): void {
+    const pending = this.#pending.get(subject);
     if (pending) pending.then(then);
     else then();
   }
