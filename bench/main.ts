@@ -62,7 +62,7 @@ const FLAGS = {
   scale: {
     type: "string" as const,
     arg: "N",
-    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h), for steady-state figures",
+    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j), for steady-state figures",
     default: "1",
   },
   "idle-settle": {

@@ -341,7 +341,7 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.scale > 1
       ? [
-        `Scenarios a, b, d, f and h ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
+        `Scenarios a, b, d, f, h and j ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
