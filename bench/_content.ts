@@ -84,29 +84,37 @@ export function benchChannel(index: number): string {
   return `bench.${index}`;
 }
 
-/** A channel publication read back: the channel's index and the content it carried. */
+/** A channel publication read back: the channel's index, the content it carried and its position, if any. */
 export interface ChannelFrame {
   channel: number;
   content: Uint8Array;
+  /** The publication's `offset` on a channel with history; null without. */
+  offset: number | null;
+  /** Its `epoch`'s bytes (between the quotes) on a channel with history; null without. */
+  epoch: Uint8Array | null;
 }
 
 const CHANNEL_HEAD = new TextEncoder().encode('{"channel":"bench.');
 const DATA_HEAD = new TextEncoder().encode('","data":"');
 const FRAME_TAIL = new TextEncoder().encode('"}');
+const OFFSET_HEAD = new TextEncoder().encode('","offset":');
+const EPOCH_HEAD = new TextEncoder().encode(',"epoch":"');
+const QUOTE = 0x22;
 
 /**
  * Reads a channel publication of a benchmark content,
- * `{"channel":"bench.<n>","data":"<content>"}`, from its bytes without
- * decoding or parsing JSON: the generator does this for every delivery, and
- * a content needs no escaping. Returns null for anything else (a command's
- * reply, another shape).
+ * `{"channel":"bench.<n>","data":"<content>"}`, or on a channel with history
+ * `{"channel":"bench.<n>","data":"<content>","offset":<o>,"epoch":"<e>"}`,
+ * from its bytes without decoding or parsing JSON: the generator does this
+ * for every delivery, and a content needs no escaping (it holds no quote).
+ * Returns null for anything else (a command's reply, another shape).
  *
  * @example
  * ```ts
  * import { readChannelFrame } from "./_content.ts";
  *
  * const frame = readChannelFrame(new TextEncoder().encode('{"channel":"bench.3","data":"7:1234:__"}'));
- * // { channel: 3, content: the bytes of "7:1234:__" }
+ * // { channel: 3, content: the bytes of "7:1234:__", offset: null, epoch: null }
  * ```
  */
 export function readChannelFrame(payload: Uint8Array): ChannelFrame | null {
@@ -120,7 +128,19 @@ export function readChannelFrame(payload: Uint8Array): ChannelFrame | null {
   while (i < end && payload[i]! >= ZERO && payload[i]! <= ZERO + 9) channel = channel * 10 + payload[i++]! - ZERO;
   if (i === digits || !startsAt(payload, DATA_HEAD, i)) return null;
   const start = i + DATA_HEAD.length;
-  return start <= end ? { channel, content: payload.subarray(start, end) } : null;
+  let close = start;
+  while (close < end && payload[close] !== QUOTE) close++;
+  if (close === end) return { channel, content: payload.subarray(start, end), offset: null, epoch: null };
+  // A position follows the data: `","offset":<digits>,"epoch":"<epoch>"}`.
+  if (!startsAt(payload, OFFSET_HEAD, close)) return null;
+  i = close + OFFSET_HEAD.length;
+  const offsetStart = i;
+  let offset = 0;
+  while (i < end && payload[i]! >= ZERO && payload[i]! <= ZERO + 9) offset = offset * 10 + payload[i++]! - ZERO;
+  if (i === offsetStart || !startsAt(payload, EPOCH_HEAD, i)) return null;
+  const epochStart = i + EPOCH_HEAD.length;
+  for (let j = epochStart; j < end; j++) if (payload[j] === QUOTE) return null;
+  return { channel, content: payload.subarray(start, close), offset, epoch: payload.subarray(epochStart, end) };
 }
 
 function startsAt(payload: Uint8Array, head: Uint8Array, at: number): boolean {

@@ -38,9 +38,24 @@ Deno.test("a channel publication gives its channel and content back; anything el
       '{"channel":"bench.1","data":1}',
       '{"channel":"bench.1","data":"x"',
       '{"channel":"bench.1"}',
+      '{"channel":"bench.1","data":"1:2:_","offset":x,"epoch":"ab"}',
+      '{"channel":"bench.1","data":"1:2:_","epoch":"ab"}',
+      '{"channel":"bench.1","data":"1:2:_","offset":3,"epoch":"a"b"}',
       content,
     ]
   ) {
     assert.equal(readChannelFrame(utf8.encode(text)), null, text);
   }
+});
+
+Deno.test("a publication of a channel with history gives its position back too", () => {
+  const content = encodeContent(42, 1_000_000);
+  const text = JSON.stringify({ channel: benchChannel(3), data: content, offset: 108, epoch: "1f3a9c2e" });
+  const frame = readChannelFrame(utf8.encode(text));
+  assert.equal(frame?.channel, 3);
+  assert.equal(new TextDecoder().decode(frame!.content), content);
+  assert.equal(frame!.offset, 108);
+  assert.equal(new TextDecoder().decode(frame!.epoch!), "1f3a9c2e");
+  const plain = readChannelFrame(utf8.encode(JSON.stringify({ channel: benchChannel(3), data: content })));
+  assert.deepEqual([plain?.offset, plain?.epoch], [null, null]);
 });

@@ -68,6 +68,11 @@ export interface StartServicesOptions {
   timeout?: number;
   /** The pusher's server (its `--server`): our own on `Deno.listen`, or `Deno.serve`. @default {"listen"} */
   pusherServer?: "listen" | "deno";
+  /**
+   * Subjects the hub keeps history of (its `--history`: names, or prefixes
+   * ending in `*`, comma-separated). @default {""} none, as under `deno task start`
+   */
+  history?: string;
 }
 
 /** The running system and baseline. Disposing stops every process; twice is harmless. */
@@ -223,7 +228,7 @@ export interface SystemServices extends AsyncDisposable {
 export async function startServices(ports: Ports, options: StartServicesOptions = {}): Promise<Services> {
   const group = new ProcessGroup(options);
   try {
-    const system = await launchSystem(group, ports, options.pusherServer);
+    const system = await launchSystem(group, ports, options);
     const baseline = await group.start("baseline", [
       Deno.execPath(),
       ...await baselineArgs(),
@@ -258,7 +263,7 @@ export async function startServices(ports: Ports, options: StartServicesOptions 
 export async function startSystem(ports: SystemPorts, options: StartServicesOptions = {}): Promise<SystemServices> {
   const group = new ProcessGroup(options);
   try {
-    const system = await launchSystem(group, ports, options.pusherServer);
+    const system = await launchSystem(group, ports, options);
     return {
       system,
       assertRunning: () => group.assertRunning(),
@@ -307,10 +312,18 @@ class ProcessGroup implements AsyncDisposable {
 }
 
 /** Starts hub, pusher and publisher in `group` and waits until they route. */
-async function launchSystem(group: ProcessGroup, ports: SystemPorts, pusherServer = "listen"): Promise<Target> {
-  // Flags only where a port differs from the default: at the defaults the
-  // command lines are exactly the tasks'.
-  const hub = await group.start("hub", [...await taskCommand("channel"), ...portFlag(ports.hub, DEFAULT_PORTS.hub)]);
+async function launchSystem(
+  group: ProcessGroup,
+  ports: SystemPorts,
+  { pusherServer = "listen", history = "" }: StartServicesOptions,
+): Promise<Target> {
+  // Flags only where a port differs from the default, or history is asked
+  // for: at the defaults the command lines are exactly the tasks'.
+  const hub = await group.start("hub", [
+    ...await taskCommand("channel"),
+    ...portFlag(ports.hub, DEFAULT_PORTS.hub),
+    ...(history === "" ? [] : ["--history", history]),
+  ]);
   const hubFlag = hub.port === DEFAULT_PORTS.hub ? [] : ["--hub", `127.0.0.1:${hub.port}`];
   const pusher = await group.start("pusher", [
     ...await taskCommand("pusher"),

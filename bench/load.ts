@@ -22,6 +22,7 @@
 import { type Address, connectClients, type WsClient } from "./_ws_client.ts";
 import { Commands } from "./_commands.ts";
 import { ChurnRun, type LostDelivery } from "./_churn.ts";
+import { RecoveryRun } from "./_recovery.ts";
 import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
 import { benchChannel, encodeContent, readChannelFrame, readSendTime, readSeq } from "./_content.ts";
@@ -40,9 +41,10 @@ export interface LoadSpec {
    * Broadcasts to every client; sends to one client each (round-robin);
    * publications to one channel each (round-robin), every client subscribed
    * to one; subscribe/unsubscribe churn under a publish stream (see
-   * `_churn.ts`); or nothing (memory).
+   * `_churn.ts`); nothing (memory); or a recovery storm on one history
+   * channel, `messages` missed by every client (see `_recovery.ts`).
    */
-  mode: "broadcast" | "targeted" | "channels" | "churn" | "idle";
+  mode: "broadcast" | "targeted" | "channels" | "churn" | "idle" | "recovery";
   /** WebSocket clients to connect. */
   clients: number;
   /** Publish requests to send (for `churn`, at most: the stream stops when the churn is done). */
@@ -134,13 +136,22 @@ export interface LoadResult {
   stalled: boolean;
   /** Churn: the first lost deliveries, with what tells a race from a drop. */
   lostSample?: LostDelivery[];
+  /** Recovery: from the first reconnect to the last client having every missed publication; null if one never did. */
+  recoveryMs?: number | null;
+  /** Recovery: from the first reconnect to the last greeting. */
+  reconnectMs?: number | null;
+  /** Recovery: per client, from the first reconnect to having every missed publication. */
+  recoveryUs?: Latency | null;
+  /** Recovery: subscribe replies without `"recovered":true` (also counted as failed commands). */
+  notRecovered?: number;
 }
 
 /** Runs one load spec; the process's exit code. */
 export function main(args: string[] = Deno.args): Promise<number> {
   return generatorMain(args, {
     usage: "Usage: deno run --allow-net=127.0.0.1 bench/load.ts '<LoadSpec JSON>' (started by bench/main.ts)",
-    create: (spec: LoadSpec) => (spec.mode === "churn" ? new ChurnRun(spec) : new LoadRun(spec)),
+    create: (spec: LoadSpec) =>
+      spec.mode === "churn" ? new ChurnRun(spec) : spec.mode === "recovery" ? new RecoveryRun(spec) : new LoadRun(spec),
   });
 }
 

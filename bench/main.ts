@@ -23,7 +23,7 @@ import { CONTENT_BYTES } from "./_content.ts";
 import { runLoadProcess } from "./_load_process.ts";
 import { clockTicksPerSecond, cpuTicks, cpuTicksEach, describeMachine, rssKiB } from "./_proc.ts";
 import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
-import { type Ports, type Services, startServices, type Target } from "./_services.ts";
+import { type Ports, type Services, startServices, startSystem, type Target } from "./_services.ts";
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
@@ -41,7 +41,12 @@ import { type Scenario, scenarios } from "./scenarios.ts";
 
 const FLAGS = {
   quick: { type: "boolean" as const, help: "tiny sizes: a smoke test that runs in seconds" },
-  scenarios: { type: "string" as const, arg: "a,b,...", help: "scenarios to run", default: "all: a,b,c,d,e,f,g,h,i" },
+  scenarios: {
+    type: "string" as const,
+    arg: "a,b,...",
+    help: "scenarios to run",
+    default: "all: a,b,c,d,e,f,g,h,i,j,k",
+  },
   out: {
     type: "string" as const,
     arg: "FILE",
@@ -57,7 +62,7 @@ const FLAGS = {
   scale: {
     type: "string" as const,
     arg: "N",
-    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h), for steady-state figures",
+    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j), for steady-state figures",
     default: "1",
   },
   "idle-settle": {
@@ -71,6 +76,12 @@ const FLAGS = {
     arg: "listen|deno",
     help: "the pusher's --server: our own on Deno.listen, or Deno.serve + Deno.upgradeWebSocket",
     default: "listen",
+  },
+  history: {
+    type: "string" as const,
+    arg: "SUBJECTS",
+    help: "the hub's --history: subjects it keeps history of (channel.*); (j) and (k) get a second system with theirs",
+    default: "none",
   },
   ...SYSTEM_PORT_FLAGS,
   "baseline-port": { type: "string" as const, arg: "PORT", help: "baseline port; 0 picks a free one", default: "4240" },
@@ -86,7 +97,9 @@ prints system, baseline and system/baseline for every metric; writes the results
 Scenarios: (a) 100 clients × 500 broadcasts; (b) 1000 × 200; (c) 1000 clients at 50 broadcasts/s;
 (d) 100 clients × 5000 targeted sends; (e) targeted at 1000/s; (f) 5000 clients × 20 broadcasts;
 (g) 10,000 idle connections; (h) 1000 clients in 10 channels of 100, 2000 channel publications;
-(i) 1000 clients × 20 subscribe/unsubscribe rounds over 50 channels under 5000 publications/s.
+(i) 1000 clients × 20 subscribe/unsubscribe rounds over 50 channels under 5000 publications/s;
+(j) (h) on a system whose hub keeps history of channel.*; (k) a recovery storm: 1000 clients of one
+history channel reconnect at once, each asking for 100 missed publications (the system only).
 Contents are ${CONTENT_BYTES} bytes.`;
 
 /** Options of one run, from the command line. */
@@ -99,6 +112,8 @@ interface BenchOptions {
   repeat: number;
   scale: number;
   pusherServer: "listen" | "deno";
+  /** The hub's `--history`; "" for none. */
+  history: string;
 }
 
 /** Runs the benchmark; returns the exit code. */
@@ -143,6 +158,7 @@ function benchOptions(flags: FlagValues): BenchOptions {
     repeat: atLeastOne(intFlag(flags, "repeat", 1), "repeat"),
     scale,
     pusherServer,
+    history: stringFlag(flags, "history")?.trim() ?? "",
   };
 }
 
@@ -156,7 +172,26 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   const machine = await describeMachine();
   const ticksPerSecond = await clockTicksPerSecond();
   progress(formatMachine(machine));
-  await using services = await startServices(options.ports, { signal, pusherServer: options.pusherServer });
+  const { pusherServer, history } = options;
+  await using services = await startServices(options.ports, { signal, pusherServer, history });
+  // Scenarios that need the hub to keep other history than --history says
+  // get a second system, on free ports, started when the first of them runs.
+  await using others = new AsyncDisposableStack();
+  const systems = new Map<string, Target>([[history, services.system]]);
+  const systemFor = async (scenario: Scenario): Promise<Target> => {
+    const subjects = scenario.history ?? history;
+    let target = systems.get(subjects);
+    if (target === undefined) {
+      progress(`starting a second system whose hub keeps history of ${subjects}`);
+      const started = others.use(
+        await startSystem({ hub: 0, pusher: 0, publisher: 0 }, { signal, pusherServer, history: subjects }),
+      );
+      target = started.system;
+      systems.set(subjects, target);
+      if (!options.quick) await warmUp(context, [target]);
+    }
+    return target;
+  };
   const context: RunContext = {
     services,
     signal,
@@ -168,8 +203,8 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   const runScenario = async (scenario: Scenario, times: number) => {
     const pairs: ScenarioReport[] = [];
     for (let i = 0; i < times; i++) {
-      const system = await measure(context, scenario, services.system);
-      const baseline = await measure(context, scenario, services.baseline);
+      const system = await measure(context, scenario, await systemFor(scenario));
+      const baseline = scenario.withBaseline === false ? null : await measure(context, scenario, services.baseline);
       pairs.push(scenarioReport(scenario, { system, baseline }));
     }
     reports.set(scenario.id, times === 1 ? pairs[0]! : medianPair(pairs));
@@ -178,7 +213,7 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   // the heap a busy scenario frees stays mapped, and new connections reusing
   // it would look free. For the same reason it runs once, whatever --repeat says.
   for (const scenario of options.scenarios) if (scenario.mode === "idle") await runScenario(scenario, 1);
-  if (!options.quick) await warmUp(context);
+  if (!options.quick) await warmUp(context, [services.system, services.baseline]);
   for (const scenario of options.scenarios) {
     if (scenario.mode !== "idle") await runScenario(scenario, options.repeat);
   }
@@ -192,6 +227,7 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     repeat: options.repeat,
     scale: options.scale,
     pusherServer: options.pusherServer,
+    history,
     scenarios: ordered,
     comparisons,
     goals: goalSummary(ordered, comparisons),
@@ -206,14 +242,14 @@ interface RunContext {
   idleSettleSeconds: number;
 }
 
-/** A short unrecorded run of each kind on each target, so that neither is measured cold. */
-async function warmUp(context: RunContext): Promise<void> {
+/** A short unrecorded run of each kind on each target, so that none is measured cold. */
+async function warmUp(context: RunContext, targets: readonly Target[]): Promise<void> {
   const runs: Scenario[] = [
     { mode: "broadcast", clients: 100, messages: 200, channels: 0 },
     { mode: "targeted", clients: 100, messages: 2000, channels: 0 },
     { mode: "channels", clients: 100, messages: 2000, channels: 10 },
   ].map((run) => ({ ...run, id: "warm-up", title: "", rate: null, rounds: 0, stresses: "" }) as Scenario);
-  for (const target of [context.services.system, context.services.baseline]) {
+  for (const target of targets) {
     for (const scenario of runs) await measure(context, scenario, target);
   }
 }
@@ -258,12 +294,17 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   // Ticks at the start, then used while publishing: each service, and the generator.
   let serviceTicks = cpuPids.map(() => 0);
   let loadGenTicks = 0;
+  // (k): the hub's memory, with the history it keeps and the storm it serves.
+  const hub = scenario.mode === "recovery" ? target.cpuProcesses.find((service) => service.name === "hub") : undefined;
+  let hubRssBefore: number | null = null;
+  let hubRssAfter: number | null = null;
   const result = await runLoadProcess(spec, {
     signal: context.signal,
     // The default five minutes, plus the idle wait.
     timeout: 300_000 + (scenario.mode === "idle" ? context.idleSettleSeconds * 1000 : 0),
     async onConnected(pid) {
       connectTicks = (await cpuTicks(cpuPids)) - connectTicksBefore;
+      if (hub) hubRssBefore = await rssKiB([hub.pid], "VmRSS");
       // Let the servers finish the greetings' writes before memory is read.
       await sleep(250);
       rssAfter = await rss();
@@ -280,6 +321,7 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
       [serviceTicks, loadGenTicks] = await Promise.all([cpuTicksEach(cpuPids), cpuTicks([pid])]);
     },
     async onResult(pid) {
+      if (hub) hubRssAfter = await rssKiB([hub.pid], "VmRSS");
       const [services, loadGen] = await Promise.all([cpuTicksEach(cpuPids), cpuTicks([pid])]);
       serviceTicks = services.map((ticks, i) => ticks - serviceTicks[i]!);
       loadGenTicks = loadGen - loadGenTicks;
@@ -313,12 +355,16 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
       count: warnings.reduce((sum, w) => sum + w.count, 0),
       sample: warnings.flatMap((w) => w.sample).slice(0, 5),
     },
+    ...(hub ? { hubRssBeforeKiB: hubRssBefore, hubRssAfterKiB: hubRssAfter } : {}),
   };
   progress(
     `(${scenario.id}) ${target.name.padEnd(8)} ${scenario.clients} clients: ` +
       (scenario.mode === "idle"
         ? `${measurement.rssKiBPerConnection} KiB/connection` +
           (rssSettled === null ? "" : `, ${measurement.rssKiBPerConnectionSettled} settled`)
+        : scenario.mode === "recovery"
+        ? `full recovery in ${result.recoveryMs ?? "-"} ms (reconnected in ${result.reconnectMs ?? "-"} ms), ` +
+          `lost ${result.lost}, not recovered ${result.notRecovered ?? 0}, hub RSS ${hubRssBefore} → ${hubRssAfter} KiB`
         : `${Math.round(result.deliveriesPerSec ?? 0)} deliveries/s, ${Math.round(result.publishesPerSec ?? 0)} ` +
           `publishes/s, p99 ${((result.latencyUs?.p99 ?? 0) / 1000).toFixed(1)} ms, lost ${result.lost}, ` +
           `failed ${result.failedPublishes}` +

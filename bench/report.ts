@@ -41,6 +41,10 @@ export interface Measurement extends Omit<LoadResult, "type"> {
   rssKiBPerConnectionSettled: number | null;
   /** Warn and error log lines the services wrote during the scenario. */
   serviceWarnings: { count: number; sample: string[] };
+  /** Recovery: the hub's VmRSS once every client had its position, before they left, in KiB. */
+  hubRssBeforeKiB?: number | null;
+  /** Recovery: the same once every client had recovered, the clients still connected. */
+  hubRssAfterKiB?: number | null;
 }
 
 /** A goal checked against a run. */
@@ -70,12 +74,13 @@ export interface ComparisonResult extends Comparison {
 /** One scenario, both targets. */
 export interface ScenarioReport extends Scenario {
   system: Measurement;
-  baseline: Measurement;
+  /** Null for a scenario the baseline does not run ({@linkcode Scenario.baseline}). */
+  baseline: Measurement | null;
   /** system / baseline per metric; null where either is missing or the baseline is 0. */
   ratios: Partial<Record<MetricKey, number | null>>;
   goals: GoalResult[];
   /** With `--repeat`: every pair of runs, in the order they ran; the fields above are the median pair's. */
-  runs?: { system: Measurement; baseline: Measurement }[];
+  runs?: { system: Measurement; baseline: Measurement | null }[];
 }
 
 /** The JSON file a run writes. */
@@ -90,6 +95,12 @@ export interface BenchReport {
   scale: number;
   /** The pusher's server (`--pusher-server`); absent in runs from before it could be chosen. */
   pusherServer?: "listen" | "deno";
+  /**
+   * Subjects the system's hub kept history of (`--history`); "" for none.
+   * Absent in runs from before it could be chosen. Scenarios with their own
+   * `history` ran on a second system started with theirs.
+   */
+  history?: string;
   scenarios: ScenarioReport[];
   /** Targets between scenarios ({@linkcode COMPARISONS}), whichever of their scenarios ran. */
   comparisons: ComparisonResult[];
@@ -112,9 +123,14 @@ interface MetricSpec {
 }
 
 const PUBLISHING: readonly Scenario["mode"][] = ["broadcast", "targeted", "channels", "churn"];
+const ALSO_RECOVERY: readonly Scenario["mode"][] = [...PUBLISHING, "recovery"];
 
 const METRICS: readonly MetricSpec[] = [
-  { key: "deliveriesPerSec", label: "deliveries/s", format: count },
+  { key: "deliveriesPerSec", label: "deliveries/s", format: count, modes: ALSO_RECOVERY },
+  { key: "recoveryMs", label: "time to full recovery (ms)", format: milliseconds, modes: ["recovery"] },
+  { key: "reconnectMs", label: "time to reconnect, all greeted (ms)", format: milliseconds, modes: ["recovery"] },
+  { key: "hubRssBeforeKiB", label: "hub RSS before (MiB)", format: mebibytes, modes: ["recovery"] },
+  { key: "hubRssAfterKiB", label: "hub RSS after recovery (MiB)", format: mebibytes, modes: ["recovery"] },
   { key: "publishesPerSec", label: "publish requests/s", format: count },
   {
     key: "deliveriesPerSecPerConnection",
@@ -152,9 +168,10 @@ const METRICS: readonly MetricSpec[] = [
     idle: "only",
     optional: true,
   },
-  { key: "lost", label: "messages lost", format: count },
-  { key: "failedPublishes", label: "failed publishes", format: count },
+  { key: "lost", label: "messages lost", format: count, modes: ALSO_RECOVERY },
+  { key: "failedPublishes", label: "failed publishes", format: count, modes: ALSO_RECOVERY },
   { key: "failedCommands", label: "failed commands", format: count, modes: ["channels", "churn"] },
+  { key: "failedCommands", label: "subscribes not recovered", format: count, modes: ["recovery"] },
 ];
 
 /** A metric's value in a measurement; null when it does not apply. */
@@ -171,20 +188,20 @@ export function metricValue(measurement: Measurement, key: MetricKey): number | 
     case "commandLatencyP99Ms":
       return measurement.commandLatencyUs ? measurement.commandLatencyUs.p99 / 1000 : null;
     default:
-      return measurement[key];
+      return measurement[key] ?? null;
   }
 }
 
 /** Puts a scenario's two measurements together: ratios and goals. */
 export function scenarioReport(
   scenario: Scenario,
-  { system, baseline }: { system: Measurement; baseline: Measurement },
+  { system, baseline }: { system: Measurement; baseline: Measurement | null },
 ): ScenarioReport {
   const ratios: Partial<Record<MetricKey, number | null>> = {};
   for (const { key, ratio } of METRICS) {
     if (key === "lost" || key === "failedPublishes" || key === "failedCommands" || ratio === false) continue;
     const ours = metricValue(system, key);
-    const theirs = metricValue(baseline, key);
+    const theirs = baseline === null ? null : metricValue(baseline, key);
     ratios[key] = ours === null || theirs === null || theirs === 0 ? null : ours / theirs;
   }
   const goals = GOALS.filter((goal) => goal.scenario === scenario.id).map((goal): GoalResult => {
@@ -208,6 +225,8 @@ export function medianPair(pairs: readonly ScenarioReport[]): ScenarioReport {
   const goal = first.goals.find((g) => !(COUNTS as readonly MetricKey[]).includes(g.metric));
   const fallback = first.mode === "churn" ? "commandsPerSec" : "deliveriesPerSec";
   const rank = (pair: ScenarioReport) => {
+    // Without a baseline there is no ratio: the system's time to full recovery, lowest first.
+    if (pair.baseline === null) return pair.system.recoveryMs ?? Infinity;
     const value = goal ? pair.goals.find((g) => g.metric === goal.metric)!.value : pair.ratios[fallback];
     // Best first: a missing value ranks last.
     if (value === null || value === undefined) return Infinity;
@@ -216,16 +235,19 @@ export function medianPair(pairs: readonly ScenarioReport[]): ScenarioReport {
   const ranked = [...pairs].sort((a, b) => rank(a) - rank(b));
   const median = ranked[Math.floor(ranked.length / 2)]!;
   const worst = (target: "system" | "baseline", key: typeof COUNTS[number]) =>
-    Math.max(...pairs.map((pair) => pair[target][key]));
+    Math.max(...pairs.map((pair) => pair[target]![key]));
   const withWorst = (target: "system" | "baseline") => ({
-    ...median[target],
+    ...median[target]!,
     lost: worst(target, "lost"),
     failedPublishes: worst(target, "failedPublishes"),
     failedCommands: worst(target, "failedCommands"),
   });
   const { system: _system, baseline: _baseline, ratios: _ratios, goals: _goals, runs: _runs, ...scenario } = first;
   return {
-    ...scenarioReport(scenario, { system: withWorst("system"), baseline: withWorst("baseline") }),
+    ...scenarioReport(scenario, {
+      system: withWorst("system"),
+      baseline: median.baseline === null ? null : withWorst("baseline"),
+    }),
     runs: pairs.map(({ system, baseline }) => ({ system, baseline })),
   };
 }
@@ -281,7 +303,9 @@ export function formatTable(report: BenchReport): string {
     for (const metric of METRICS) {
       if (scenario.mode === "idle" ? !metric.idle : metric.idle === "only") continue;
       if (!(metric.modes ?? PUBLISHING).includes(scenario.mode) && scenario.mode !== "idle") continue;
-      const measured = [scenario.system, scenario.baseline].some((m) => metricValue(m, metric.key) !== null);
+      const measured = [scenario.system, scenario.baseline].some((m) =>
+        m !== null && metricValue(m, metric.key) !== null
+      );
       if (metric.optional && !measured) continue;
       const show = (value: number | null) => (value === null ? "-" : metric.format(value));
       const ratio = scenario.ratios[metric.key];
@@ -289,7 +313,7 @@ export function formatTable(report: BenchReport): string {
       rows.push([
         `  ${metric.label}`,
         show(metricValue(scenario.system, metric.key)),
-        show(metricValue(scenario.baseline, metric.key)),
+        scenario.baseline === null ? "not run" : show(metricValue(scenario.baseline, metric.key)),
         ratio === undefined || ratio === null ? "-" : `${ratio.toFixed(2)}x`,
         goal ? goalText(goal) : "",
         goal ? (goal.pass ? "PASS" : "MISS") : "",
@@ -317,10 +341,11 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.scale > 1
       ? [
-        `Scenarios a, b, d, f and h ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
+        `Scenarios a, b, d, f, h and j ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
+    ...historyNotes(report),
     "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",
   ].join("\n");
 }
@@ -330,8 +355,10 @@ export function formatWarnings(report: BenchReport): string {
   const parts: string[] = [];
   for (const scenario of report.scenarios) {
     for (const target of ["system", "baseline"] as const) {
-      const { count, sample } = scenario[target].serviceWarnings;
-      const closes = Object.entries(scenario[target].unexpectedCloses);
+      const measurement = scenario[target];
+      if (measurement === null) continue;
+      const { count, sample } = measurement.serviceWarnings;
+      const closes = Object.entries(measurement.unexpectedCloses);
       if (count > 0) {
         parts.push(
           `(${scenario.id}) ${target}: ${count} warning lines, first:\n${sample.map((l) => `  ${l}`).join("\n")}`,
@@ -368,6 +395,27 @@ function comparisonRows(comparison: ComparisonResult): (string[] | string)[] {
   ]];
 }
 
+/** Which hub kept history for which scenarios, and the scenarios the baseline did not run. */
+function historyNotes(report: BenchReport): string[] {
+  const notes: string[] = [];
+  const history = report.history ?? "";
+  notes.push(
+    history === ""
+      ? "The system's hub kept no history (--history not given)."
+      : `The system's hub kept history of ${history} (--history ${history}).`,
+  );
+  const own = report.scenarios.filter((s) => s.history !== undefined && s.history !== history);
+  for (const subjects of new Set(own.map((s) => s.history!))) {
+    const ids = own.filter((s) => s.history === subjects).map((s) => `(${s.id})`).join(", ");
+    notes.push(`${ids} ran on a second system, started for them, whose hub kept history of ${subjects}.`);
+  }
+  const alone = report.scenarios.filter((s) => s.baseline === null).map((s) => `(${s.id})`);
+  if (alone.length > 0) {
+    notes.push(`${alone.join(", ")}: the system only; the baseline keeps no history to recover from, so no ratio.`);
+  }
+  return notes;
+}
+
 function goalText(goal: GoalResult): string {
   const op = goal.op === ">=" ? "≥" : "≤";
   if (goal.kind === "ratio") return `${op} ${goal.bound}x`;
@@ -377,6 +425,10 @@ function goalText(goal: GoalResult): string {
 
 function count(value: number): string {
   return Math.round(value).toLocaleString("en-US");
+}
+
+function mebibytes(kib: number): string {
+  return (kib / 1024).toFixed(1);
 }
 
 function milliseconds(value: number): string {

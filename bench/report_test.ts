@@ -180,7 +180,7 @@ Deno.test("repeated runs: a loss or failed publish in any run is a miss of the m
   const median = medianPair(runs);
   assert.equal(median.system.deliveriesPerSec, 400_000, "the median pair is a lossless one");
   assert.equal(median.system.lost, 2);
-  assert.equal(median.baseline.failedPublishes, 1);
+  assert.equal(median.baseline!.failedPublishes, 1);
   assert.equal(median.goals.find((goal) => goal.metric === "lost")!.pass, false);
 });
 
@@ -196,15 +196,29 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
     g: 0,
     h: 40_000,
     i: 300_000, // a cap: the churn's stream runs on its timer until the churn is done
+    j: 40_000,
+    k: 100, // missed by each client: the storm's size is the issue's, whatever the scale
   });
-  assert.deepEqual(sizes(scenarios(true, 2)), { a: 40, b: 40, c: 50, d: 400, e: 200, f: 20, g: 0, h: 160, i: 30_000 });
+  assert.deepEqual(sizes(scenarios(true, 2)), {
+    a: 40,
+    b: 40,
+    c: 50,
+    d: 400,
+    e: 200,
+    f: 20,
+    g: 0,
+    h: 160,
+    i: 30_000,
+    j: 160,
+    k: 20,
+  });
   const [, , , scaled] = scenarios(false, 20);
   assert.equal(scaled!.title, "100 clients × 100000 targeted sends, as fast as accepted");
 
   const report = scenarioReport(scaled!, { system: measurement(), baseline: measurement() });
   assert.match(
     tableOf([report], 1, 20),
-    /^Scenarios a, b, d, f and h ran 20 times the publishes of the issue's sizes/m,
+    /^Scenarios a, b, d, f, h and j ran 20 times the publishes of the issue's sizes/m,
   );
   assert.doesNotMatch(tableOf([report]), /times the publishes/, "not at the issue's sizes");
 });
@@ -225,9 +239,62 @@ Deno.test("(h) is held to (b)'s deliveries/s from the same run, and the table sa
   assert.match(pass, /^ {2}deliveries\/s +1,900 +2,000 +0\.95x +≥ 0\.9x +PASS$/m);
   assert.match(pass, /^targets: 6 PASS, 1 MISS/m, "the comparison counts as a target");
   const miss = compareScenarios([broadcast, channel(1700)]);
-  assert.deepEqual(miss.map((c) => [c.value, c.pass]), [[0.85, false]]);
+  assert.deepEqual(miss.map((c) => [c.scenario, c.value, c.pass]), [["h", 0.85, false], ["j", null, null]]);
 
   const alone = tableOf([channel(1900)]);
   assert.match(alone, /^ {2}deliveries\/s: not compared, \(b\) not run$/m);
   assert.match(alone, /^targets: \d+ PASS, 0 MISS/m, "not compared is neither PASS nor MISS");
+});
+
+Deno.test("(j) is held to (h)'s deliveries/s from the same run at 0.85, and says when (j) did not run", () => {
+  const all = scenarios();
+  const h = all.find((s) => s.id === "h")!;
+  const j = all.find((s) => s.id === "j")!;
+  assert.equal(j.history, "channel.*");
+  assert.deepEqual([j.clients, j.channels, j.messages], [h.clients, h.channels, h.messages], "(j) is (h)'s load");
+  const run = (scenario: Scenario, deliveries: number) =>
+    scenarioReport(scenario, {
+      system: measurement({ deliveriesPerSec: deliveries }),
+      baseline: measurement({ deliveriesPerSec: 500 }),
+    });
+  const pass = tableOf([run(h, 2000), run(j, 1800)]);
+  assert.match(
+    pass,
+    /^\(j\) vs \(h\): channel fan-out with history against without, system; columns: \(j\), \(h\), ratio$/m,
+  );
+  assert.match(pass, /^ {2}deliveries\/s +1,800 +2,000 +0\.90x +≥ 0\.85x +PASS$/m);
+  assert.match(pass, /^\(j\) ran on a second system, started for them, whose hub kept history of channel\.\*\.$/m);
+  const miss = compareScenarios([run(h, 2000), run(j, 1600)]).find((c) => c.scenario === "j")!;
+  assert.deepEqual([miss.value, miss.pass], [0.8, false]);
+  assert.match(tableOf([run(h, 2000)]), /^ {2}deliveries\/s: not compared, \(j\) not run$/m);
+});
+
+Deno.test("(k) is the system's alone: recovery time and the hub's RSS, no baseline, no ratio", () => {
+  const k = scenarios().find((s) => s.id === "k")!;
+  assert.equal(k.withBaseline, false);
+  const report = scenarioReport(k, {
+    system: measurement({
+      deliveriesPerSec: 500_000,
+      recoveryMs: 200,
+      reconnectMs: 120,
+      hubRssBeforeKiB: 51_200,
+      hubRssAfterKiB: 56_320,
+    }),
+    baseline: null,
+  });
+  assert.deepEqual(report.ratios.recoveryMs, null);
+  const table = tableOf([report]);
+  assert.match(table, /^ {2}time to full recovery \(ms\) +200 +not run +-$/m);
+  assert.match(table, /^ {2}hub RSS before \(MiB\) +50\.0 +not run +-$/m);
+  assert.match(table, /^ {2}hub RSS after recovery \(MiB\) +55\.0 +not run +-$/m);
+  assert.match(table, /^ {2}subscribes not recovered +0 +not run +- += 0 +PASS$/m);
+  assert.match(table, /^\(k\): the system only; the baseline keeps no history to recover from, so no ratio\.$/m);
+  const median = medianPair([
+    scenarioReport(k, { system: measurement({ recoveryMs: 300 }), baseline: null }),
+    scenarioReport(k, { system: measurement({ recoveryMs: 100, lost: 2 }), baseline: null }),
+    scenarioReport(k, { system: measurement({ recoveryMs: 200 }), baseline: null }),
+  ]);
+  assert.equal(median.system.recoveryMs, 200, "the median by time to full recovery");
+  assert.equal(median.system.lost, 2, "a loss in any run counts");
+  assert.equal(median.baseline, null);
 });

@@ -7,16 +7,18 @@
 
 /** One load shape. */
 export interface Scenario {
-  /** Letter from the issue: a … i. */
+  /** Letter from the issue: a … k. */
   id: string;
   /** One line for the table. */
   title: string;
   /**
    * Broadcasts, targeted sends (round-robin over the clients), channel
    * publications (round-robin over the channels, every client in one),
-   * subscribe/unsubscribe churn under a publish stream, or idle connections.
+   * subscribe/unsubscribe churn under a publish stream, idle connections, or
+   * a recovery storm (every client leaves a history channel, `messages` are
+   * published meanwhile, all come back at once and subscribe with `since`).
    */
-  mode: "broadcast" | "targeted" | "channels" | "churn" | "idle";
+  mode: "broadcast" | "targeted" | "channels" | "churn" | "idle" | "recovery";
   /** WebSocket clients. */
   clients: number;
   /** Publish requests (for `churn`, at most: the stream runs until the churn is done). */
@@ -29,6 +31,13 @@ export interface Scenario {
   rate: number | null;
   /** What the scenario puts under stress, for readers of the report. */
   stresses: string;
+  /**
+   * Subjects the system's hub must keep history of (its `--history`): the
+   * scenario runs on a system started with it. Absent: the run's own system.
+   */
+  history?: string;
+  /** Whether the baseline runs it too (it cannot run (k): it has no history to recover from). @default {true} */
+  withBaseline?: boolean;
 }
 
 /** The metrics a scenario report holds, per target. */
@@ -47,6 +56,10 @@ export type MetricKey =
   | "connectCpuUsPerConnection"
   | "rssKiBPerConnection"
   | "rssKiBPerConnectionSettled"
+  | "recoveryMs"
+  | "reconnectMs"
+  | "hubRssBeforeKiB"
+  | "hubRssAfterKiB"
   | "lost"
   | "failedPublishes"
   | "failedCommands";
@@ -76,10 +89,13 @@ export interface Comparison {
   title: string;
 }
 
+/** What (j) and (k) start the hub with: `--history channel.*`, every client channel. */
+export const HISTORY_SUBJECTS = "channel.*";
+
 /**
  * Builds the scenarios, full size or tiny (`--quick`, a smoke test that runs
  * in seconds). `scale` multiplies the publishes of the scenarios that run as
- * fast as publishes are accepted (a, b, d, f, h): at the issue's sizes they last
+ * fast as publishes are accepted (a, b, d, f, h, j): at the issue's sizes they last
  * a fraction of a second, so their figures include the start of the run; a
  * larger scale measures the steady state.
  */
@@ -193,6 +209,37 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       rounds: q(20, 5),
       stresses: "subscribe/unsubscribe commands and channel subjects coming and going under traffic",
     },
+    {
+      id: "j",
+      title: `(h) with history: ${q(1000, 40)} clients in ${q(10, 4)} channels of ${q(100, 10)}, ${
+        burst(2000, 80)
+      } channel publications, hub --history ${HISTORY_SUBJECTS}`,
+      mode: "channels",
+      clients: q(1000, 40),
+      messages: burst(2000, 80),
+      rate: null,
+      channels: q(10, 4),
+      rounds: 0,
+      stresses: "channel fan-out while the hub keeps every publication's history and positions",
+      history: HISTORY_SUBJECTS,
+    },
+    {
+      id: "k",
+      title: `recovery storm: ${q(1000, 40)} clients of one history channel reconnect at once, ${
+        q(100, 20)
+      } missed publications each`,
+      mode: "recovery",
+      clients: q(1000, 40),
+      // Missed by every client; within the hub's --history-size (100) and the
+      // pusher's --max-recover-messages (100).
+      messages: q(100, 20),
+      rate: null,
+      channels: 1,
+      rounds: 0,
+      stresses: "recovery: a history request per subscribe and the replay of what was missed",
+      history: HISTORY_SUBJECTS,
+      withBaseline: false,
+    },
   ];
 }
 
@@ -207,7 +254,9 @@ export const GOALS: readonly Goal[] = [
   { scenario: "g", metric: "rssKiBPerConnection", kind: "absolute", op: "<=", bound: 6 },
   // Zero loss everywhere a message is sent.
   { scenario: "i", metric: "failedCommands", kind: "absolute", op: "<=", bound: 0 },
-  ...["a", "b", "c", "d", "e", "f", "h", "i"].flatMap((scenario): Goal[] => [
+  // (k): every subscribe with since answered recovered: true.
+  { scenario: "k", metric: "failedCommands", kind: "absolute", op: "<=", bound: 0 },
+  ...["a", "b", "c", "d", "e", "f", "h", "i", "j", "k"].flatMap((scenario): Goal[] => [
     { scenario, metric: "lost", kind: "absolute", op: "<=", bound: 0 },
     { scenario, metric: "failedPublishes", kind: "absolute", op: "<=", bound: 0 },
   ]),
@@ -229,5 +278,14 @@ export const COMPARISONS: readonly Comparison[] = [
     op: ">=",
     bound: 0.9,
     title: "channel fan-out against broadcast, system",
+  },
+  // Issue 17: with history on, deliveries/s within 15% of the same scenario without.
+  {
+    scenario: "j",
+    against: "h",
+    metric: "deliveriesPerSec",
+    op: ">=",
+    bound: 0.85,
+    title: "channel fan-out with history against without, system",
   },
 ];

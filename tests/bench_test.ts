@@ -1,6 +1,7 @@
 /**
  * `deno task bench --quick` as a user runs it, on free ports: every scenario
- * runs against the system and the baseline, nothing is lost (but see (i)), the JSON is
+ * runs against the system and the baseline ((k) against the system only, with
+ * history), nothing is lost (but see (i)), the JSON is
  * written; `--idle-settle` adds its sample, `--repeat` runs each scenario twice
  * and `--scale` doubles the publishes of (d). Performance ratios are not
  * asserted: too noisy for CI.
@@ -30,16 +31,25 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
     assert.match(stdout, /^ {2}RSS KiB\/connection, settled +-?\d/m);
 
     const report: BenchReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
-    assert.deepEqual(report.scenarios.map((s) => s.id), ["a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+    assert.deepEqual(report.scenarios.map((s) => s.id), ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]);
+    assert.equal(report.history, "", "no --history: the system's hub keeps none");
+    assert.match(
+      stdout,
+      /^\(j\), \(k\) ran on a second system, started for them, whose hub kept history of channel\.\*\.$/m,
+    );
     assert.match(
       stdout,
       /^ {2}deliveries\/s +[\d,]+ +[\d,]+ +[\d.]+x +≥ 0\.9x +(PASS|MISS)$/m,
     );
-    assert.deepEqual(report.comparisons.map((c) => [c.scenario, c.against, typeof c.pass]), [["h", "b", "boolean"]]);
+    assert.match(stdout, /^ {2}deliveries\/s +[\d,]+ +[\d,]+ +[\d.]+x +≥ 0\.85x +(PASS|MISS)$/m);
+    assert.deepEqual(report.comparisons.map((c) => [c.scenario, c.against, typeof c.pass]), [
+      ["h", "b", "boolean"],
+      ["j", "h", "boolean"],
+    ]);
     assert.equal(report.scale, 2);
     const targeted = report.scenarios.find((s) => s.id === "d")!;
     assert.equal(targeted.system.publishes, 400, "(d) at --quick size, 200 publishes, times 2");
-    assert.equal(targeted.baseline.publishes, 400);
+    assert.equal(targeted.baseline!.publishes, 400);
     for (const scenario of report.scenarios) {
       if (scenario.mode !== "idle") {
         assert.equal(scenario.runs?.length, 2, `(${scenario.id}) ran twice`);
@@ -53,6 +63,10 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
       for (const target of ["system", "baseline"] as const) {
         const run = scenario[target];
         const where = `(${scenario.id}) ${target}`;
+        if (scenario.mode === "recovery" && target === "baseline") {
+          assert.equal(run, null, `${where}: the baseline has no history to recover from`);
+          continue;
+        }
         assert.ok(run, `${where} is present`);
         assert.equal(run.clients, scenario.clients, `${where}: every client connected`);
         assert.equal(run.lost, 0, `${where}: messages lost`);
@@ -67,6 +81,14 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
             run.rssKiBPerConnectionSettled! <= run.rssKiBPerConnection!,
             `${where}: the settled RSS is the lowest sample, the first included`,
           );
+          continue;
+        }
+        if (scenario.mode === "recovery") {
+          assert.equal(run.deliveries, scenario.clients * scenario.messages, `${where}: every missed publication`);
+          assert.equal(run.reordered, 0, `${where}: each in order, at the position after the client's last`);
+          assert.equal(run.notRecovered, 0, `${where}: every subscribe with since recovered`);
+          assert.ok((run.recoveryMs ?? 0) > 0, `${where}: time to full recovery`);
+          assert.ok((run.hubRssAfterKiB ?? 0) > 0 && (run.hubRssBeforeKiB ?? 0) > 0, `${where}: the hub's RSS`);
           continue;
         }
         if (scenario.mode === "churn") {
