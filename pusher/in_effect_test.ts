@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { Pusher } from "./pusher.ts";
 import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
-import { newWorkerId, userSubject } from "../shared/address.ts";
+import { channelSubject, newWorkerId, userSubject } from "../shared/address.ts";
 import type { Bus, BusHandler } from "../shared/bus.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { createLogger } from "../shared/log.ts";
@@ -46,7 +46,7 @@ function tick(): Promise<void> {
 }
 
 async function setUp() {
-  const broker = new MemoryBroker();
+  const broker = new MemoryBroker({ history: { subjects: ["channel.*"] } });
   const publisher = broker.connect();
   const link = broker.connect();
   const { bus, confirm } = slowBus(link);
@@ -103,5 +103,31 @@ Deno.test("a subscribe is answered only once the channel's subject is in effect"
   assert.equal(bob.sent.length, 1, "only the greeting: the reply waits for the channel's subject");
   setup.confirm();
   await tick();
-  assert.deepEqual(bob.sent.slice(1), ['{"id":1,"result":{}}']);
+  assert.equal(bob.sent.length, 2);
+  assert.deepEqual(JSON.parse(bob.sent[1]!), {
+    id: 1,
+    result: { recovered: false, offset: 0, epoch: bob.sent[1]!.match(/"epoch":"(\w+)"/)![1] },
+  });
+});
+
+Deno.test("a recovering subscribe's reply and replay come before any live publication, even one that arrives before the subscription is confirmed", async () => {
+  await using setup = await setUp();
+  const publish = (n: number) => setup.publisher.publish(channelSubject("news"), { channel: "news", data: n });
+  const first = await setup.publisher.publish(channelSubject("news"), { channel: "news", data: 1 });
+  const { epoch } = first.position!;
+  await publish(2);
+  const carol = await setup.connect("carol");
+  setup.confirm();
+  await tick();
+  carol.receive(JSON.stringify({ id: 1, subscribe: { channel: "news", since: { offset: 1, epoch } } }));
+  await tick();
+  await publish(3); // reaches the worker, whose subscription is not confirmed yet
+  await tick();
+  assert.equal(carol.sent.length, 1, "nothing but the greeting before the reply");
+  setup.confirm();
+  await tick();
+  await tick();
+  const frames = carol.sent.slice(1).map((frame) => JSON.parse(frame));
+  assert.deepEqual(frames[0], { id: 1, result: { recovered: true, offset: 3, epoch } });
+  assert.deepEqual(frames.slice(1).map((frame) => [frame.data, frame.offset]), [[2, 2], [3, 3]]);
 });

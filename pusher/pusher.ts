@@ -376,6 +376,8 @@ export class Pusher {
     const outcome = this.#join(connection, channel, false);
     const refusal = limitError(outcome, this.#membership);
     if (refusal !== null) return this.#refuse(connection, { id, code: ErrorCode.tooManyChannels, message: refusal });
+    // From here publications reach it: held until the reply and its replay are out.
+    this.#recovery.begin(connection, channel);
     this.#whenSubscribed(channel, () => {
       // The joiner gets its own join after its reply and what the reply brings.
       void this.#recovery.answer(connection, id, channel, command.since).then(() => {

@@ -169,27 +169,45 @@ export class Recovery<C extends Connection> {
   }
 
   /**
+   * Starts holding `connection`'s live publications of `channel` until its
+   * subscribe is answered. Call it when the connection joins: publications
+   * reach a member from then on, and must not overtake the reply and what
+   * the reply replays. A second subscribe while the first is out holds what
+   * comes from now on; the first keeps what it held.
+   */
+  begin(connection: C, channel: string): void {
+    let byChannel = this.#pending.get(channel);
+    if (!byChannel) this.#pending.set(channel, byChannel = new Map());
+    byChannel.set(connection, { held: [], overflowed: false, latest: undefined });
+  }
+
+  /**
    * Answers a subscribe of `connection` to `channel`, once the worker's
    * subscription is in effect: with what the worker knows, or after a
-   * history request. Resolves once the reply (and what follows it) is sent;
-   * never rejects.
+   * history request; then sends what was held since {@linkcode Recovery.begin}
+   * (called now if it was not). Resolves once the reply (and what follows
+   * it) is sent; never rejects.
    */
   answer(connection: C, id: number, channel: string, since: SincePosition | undefined): Promise<void> {
+    if (!this.#pending.get(channel)?.has(connection)) this.begin(connection, channel);
+    const pending = this.#pending.get(channel)!.get(connection)!;
     const reconnects = this.#bus.reconnects;
     if (this.#noHistory.get(channel) === reconnects) {
+      const member = this.#release(connection, channel, pending);
+      if (member === null) return Promise.resolve();
       connection.socket.send(since ? subscribeResultFrame(id, { recovered: false, position: null }) : resultFrame(id));
+      if (member) this.#sendHeld(connection, pending, null);
       return Promise.resolve();
     }
     const known = this.#known.get(channel);
     if (!since && known?.reconnects === reconnects) {
-      connection.socket.send(subscribeResultFrame(id, { recovered: false, position: known.position }));
+      const member = this.#release(connection, channel, pending);
+      if (member === null) return Promise.resolve();
+      const position = pending.overflowed ? newer(known.position, pending.latest)! : known.position;
+      connection.socket.send(subscribeResultFrame(id, { recovered: false, position }));
+      if (member && !pending.overflowed) this.#sendHeld(connection, pending, position);
       return Promise.resolve();
     }
-    let byChannel = this.#pending.get(channel);
-    if (!byChannel) this.#pending.set(channel, byChannel = new Map());
-    // A second subscribe while the first is out holds what comes from now on; the first keeps what it held.
-    const pending: Pending = { held: [], overflowed: false, latest: undefined };
-    byChannel.set(connection, pending);
     const limit = since ? this.maxRecoverMessages : 0;
     return this.#bus.history(channelSubject(channel), since ? { since, limit } : { limit }).then(
       (history) => {
