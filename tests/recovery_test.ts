@@ -73,6 +73,10 @@ class RecoveringClient implements AsyncDisposable {
   lastRecovered: boolean | null = null;
   /** Times told it could not recover: `recovered: false` after a `since`, or a live frame from a new epoch. */
   notRecovered = 0;
+  /** Of those, the times told by a live frame from a new epoch. */
+  newEpochFrames = 0;
+  /** Most publications a recovered resubscribe owed this client (the reply's offset less `since`'s). */
+  largestRecovery = 0;
   /** Why the last connection ended or failed. */
   lastEnd = "";
   readonly #port: number;
@@ -231,6 +235,7 @@ class RecoveringClient implements AsyncDisposable {
         if (position?.epoch !== since.epoch) {
           this.violations.push(`recovered across epochs: since ${since.epoch}, ${text}`);
         }
+        this.largestRecovery = Math.max(this.largestRecovery, (position?.offset ?? 0) - since.offset);
       } else {
         this.notRecovered++;
         this.position = position;
@@ -246,6 +251,7 @@ class RecoveringClient implements AsyncDisposable {
     if (last !== null && last.epoch !== epoch) {
       // Another epoch: the hub lost the history; this frame is how the client learns it.
       this.notRecovered++;
+      this.newEpochFrames++;
     } else if (last !== null && offset !== last.offset + 1) {
       this.violations.push(`offset ${offset} after ${last.offset} in epoch ${epoch} (data ${data})`);
     }
@@ -361,15 +367,26 @@ async function caughtUp(clients: RecoveringClient[], position: Position, ms: num
   });
 }
 
-/** Every client has exactly 1..`last`, in order, once, and nothing went wrong on the way. */
-function assertComplete(clients: RecoveringClient[], last: number): void {
+/** Where each client stood when a step began: its step is checked from there. */
+interface Mark {
+  data: number;
+  violations: number;
+}
+
+function markClients(clients: RecoveringClient[]): Mark[] {
+  return clients.map((c) => ({ data: c.data.length, violations: c.violations.length }));
+}
+
+/** Since `marks`, every client got exactly `first`..`last`, in order, once, and nothing went wrong on the way. */
+function assertComplete(clients: RecoveringClient[], marks: Mark[], first: number, last: number): void {
   for (const [i, client] of clients.entries()) {
-    assert.deepEqual(client.violations, [], `client ${i}: no gap, duplicate or refusal`);
-    const data = client.data;
-    const wrong = data.findIndex((d, at) => d !== at + 1);
+    const mark = marks[i]!;
+    assert.deepEqual(client.violations.slice(mark.violations), [], `client ${i}: no gap, duplicate or refusal`);
+    const data = client.data.slice(mark.data);
+    const wrong = data.findIndex((d, at) => d !== first + at);
     assert.ok(
-      wrong < 0 && data.length === last,
-      `client ${i}: expected 1..${last} in order once, got ${data.length} messages` +
+      wrong < 0 && data.length === last - first + 1,
+      `client ${i}: expected ${first}..${last} in order once, got ${data.length} messages` +
         (wrong < 0 ? "" : `, ${data[wrong]} at ${wrong} (around: ${data.slice(Math.max(0, wrong - 3), wrong + 3)})`),
     );
   }
@@ -408,7 +425,10 @@ Deno.test("recovery (issue 17): 1000 clients miss nothing across a pusher restar
      */
     const throughFault = async (name: string, inject: () => Promise<void>, minAffected: number) => {
       const connectionsBefore = clients.map((c) => c.connections);
-      stream = new PublishStream(() => publisherPort, name, stream?.confirmed ?? 0);
+      const marks = markClients(clients);
+      for (const client of clients) client.largestRecovery = 0;
+      const first = (stream?.confirmed ?? 0) + 1;
+      stream = new PublishStream(() => publisherPort, name, first - 1);
       await stream.more(20, `before the ${name}`);
       await inject();
       const affected = () => clients.filter((c, i) => c.connections > connectionsBefore[i]!);
@@ -426,12 +446,16 @@ Deno.test("recovery (issue 17): 1000 clients miss nothing across a pusher restar
       await stream.more(20, `after the ${name}`);
       await stream.stop();
       await caughtUp(clients, stream.position!, 10_000);
-      assertComplete(clients, stream.confirmed);
+      assertComplete(clients, marks, first, stream.confirmed);
       const reconnected = affected();
       for (const [i, client] of reconnected.entries()) {
         assert.equal(client.lastRecovered, true, `reconnected client ${i}: its last resubscribe recovered`);
       }
-      mark(`${name}: ${reconnected.length} reconnected, ${stream.confirmed} published, ${stream.retries} retries`);
+      const largest = Math.max(...reconnected.map((c) => c.largestRecovery));
+      mark(
+        `${name}: ${reconnected.length} reconnected, ${stream.confirmed} published, ${stream.retries} retries, ` +
+          `at most ${largest} publications recovered at once`,
+      );
     };
 
     await t.step("a pusher restart (SIGTERM, and again on the same port)", async () => {
@@ -466,6 +490,7 @@ Deno.test("recovery (issue 17): 1000 clients miss nothing across a pusher restar
         const oldEpoch = clients[0]!.position!.epoch;
         assert.ok(clients.every((c) => c.position?.epoch === oldEpoch), "one epoch before the restart");
         const toldBefore = clients.map((c) => c.notRecovered);
+        const marks = markClients(clients);
         const subscribesBefore = clients.map((c) => c.subscribes);
         const linksBefore = pusher.lines.filter((line) => line.includes('msg="connected to hub"')).length;
         stream = new PublishStream(() => publisherPort, "hub restart", stream?.confirmed ?? 0);
@@ -488,7 +513,11 @@ Deno.test("recovery (issue 17): 1000 clients miss nothing across a pusher restar
         assert.notEqual(top.epoch, oldEpoch, "the restarted hub has another epoch");
         await caughtUp(clients, top, 10_000);
         for (const [i, client] of clients.entries()) {
-          assert.deepEqual(client.violations, [], `client ${i}: no gap or duplicate inside an epoch`);
+          assert.deepEqual(
+            client.violations.slice(marks[i]!.violations),
+            [],
+            `client ${i}: no gap or duplicate inside an epoch`,
+          );
           assert.ok(client.notRecovered > toldBefore[i]!, `client ${i}: told it could not recover`);
           if (client.subscribes > subscribesBefore[i]!) {
             assert.equal(
@@ -498,7 +527,10 @@ Deno.test("recovery (issue 17): 1000 clients miss nothing across a pusher restar
             );
           }
         }
-        mark(`hub restart: ${stream.retries} retries, new epoch to offset ${top.offset}`);
+        const byFrame = clients.filter((c, i) => c.newEpochFrames > 0 && c.notRecovered > toldBefore[i]!).length;
+        mark(
+          `hub restart: ${stream.retries} retries, new epoch to offset ${top.offset}, ${byFrame} told by a new epoch frame`,
+        );
       },
     );
   } finally {
