@@ -6,7 +6,8 @@
  * @module
  */
 
-import { taskCommand } from "../shared/tasks.ts";
+import { fileURLToPath } from "node:url";
+import { ROOT, taskCommand } from "../shared/tasks.ts";
 import { spawnPiped } from "./_child.ts";
 
 /** Ports to serve on; 0 picks a free one. */
@@ -51,12 +52,12 @@ export interface ServiceProcess {
 
 /** A thing the load generator drives, and the processes measured for it. */
 export interface Target {
-  readonly name: "system" | "baseline";
+  readonly name: "system" | "baseline" | "original";
   readonly wsPort: number;
   readonly publishPort: number;
-  /** Processes whose CPU time counts: hub, pusher and publisher, or the baseline. */
+  /** Processes whose CPU time counts: hub, pusher and publisher (for the original, masters and workers), or the baseline. */
   readonly cpuProcesses: readonly ServiceProcess[];
-  /** Processes holding the WebSockets: the pusher, or the baseline. */
+  /** Processes holding the WebSockets: the pusher (the original's pusher master and workers), or the baseline. */
   readonly rssProcesses: readonly ServiceProcess[];
 }
 
@@ -385,4 +386,229 @@ function aborted(signal?: AbortSignal): Promise<never> {
     if (signal.aborted) reject(signal.reason);
     signal.addEventListener("abort", () => reject(signal.reason), { once: true });
   });
+}
+
+/**
+ * The PHP original's scripts (`peer.sh` and the seed's three services),
+ * beside the repository: `../shared/peers/workerman/`.
+ */
+export const PEER_DIR: URL = new URL("../shared/peers/workerman/", ROOT);
+
+/** The running PHP original. Disposing stops it (`peer.sh stop`) and removes its run directory; twice is harmless. */
+export interface OriginalServices extends AsyncDisposable {
+  readonly original: Target;
+  /** @throws {Error} naming the process when one of the original's is gone. */
+  assertRunning(): void;
+}
+
+/** Options for {@linkcode startOriginal}. */
+export interface StartOriginalOptions {
+  /** Checked between steps; the original is stopped when it fires. */
+  signal?: AbortSignal;
+  /** Milliseconds for the original's pushers to route a broadcast once started. @default {20000} */
+  timeout?: number;
+  /** Pusher processes (`WS_COUNT`). @default {2} */
+  pushers?: number;
+}
+
+/**
+ * Starts the PHP original (Workerman + Channel: hub, publisher, pusher with
+ * `pushers` processes) with `peer.sh start` on free ports, in its own run
+ * directory, and waits until a broadcast reaches every pusher process.
+ *
+ * Nothing is started when something it needs is missing: the scripts in
+ * {@linkcode PEER_DIR}, the upstream sources in `$PEER_SRC` (default
+ * `/tmp/peer-src`) or php (`$PHP_BIN`, default `php`). Then, or when it does
+ * not start, it resolves to why, and the benchmark runs without it.
+ */
+export async function startOriginal(
+  options: StartOriginalOptions = {},
+): Promise<{ services: OriginalServices } | { reason: string }> {
+  const peerSh = fileURLToPath(new URL("peer.sh", PEER_DIR));
+  // Through bash, as _proc.ts reads /proc through cat: the bench holds
+  // --allow-run, and neither the sources' place nor php's is known in advance.
+  const missing = await shell(CHECK_ORIGINAL, [peerSh]);
+  if (!missing.ok) return { reason: missing.output || "the original's prerequisites could not be checked" };
+  const runDir = (await shell("mktemp -d -t bench-original.XXXXXX", [])).output;
+  if (runDir === "") return { reason: "no temporary directory for the original's pid and log files" };
+  const [hub, pusher, publisher] = freePorts(3) as [number, number, number];
+  const env = {
+    PEER_RUN_DIR: `${runDir}/run`,
+    CHANNEL_PORT: String(hub),
+    WS_PORT: String(pusher),
+    HTTP_PORT: String(publisher),
+    WS_COUNT: String(options.pushers ?? 2),
+  };
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await shell(`"$1" stop; rm -rf -- "$2"`, [peerSh, runDir], env);
+  };
+  try {
+    const started = await shell(`"$1" start`, [peerSh], env);
+    if (!started.ok) {
+      await stop();
+      return { reason: `peer.sh start failed: ${started.output.split("\n").slice(-3).join(" / ")}` };
+    }
+    const status = await shell(`"$1" status`, [peerSh], env);
+    const processes = originalProcesses(status.output);
+    const workers = processes.filter((p) => p.name.startsWith("pusher worker")).length;
+    if (processes.length === 0 || workers === 0) {
+      await stop();
+      return { reason: `peer.sh status listed no pusher workers: ${status.output}` };
+    }
+    options.signal?.throwIfAborted();
+    await waitOriginalRouted(pusher, publisher, workers, options.timeout ?? 20_000, options.signal);
+    return {
+      services: {
+        original: {
+          name: "original",
+          wsPort: pusher,
+          publishPort: publisher,
+          cpuProcesses: processes,
+          rssProcesses: processes.filter((p) => p.name.startsWith("pusher")),
+        },
+        assertRunning() {
+          const gone = processes.find((p) => p.exited);
+          if (gone) throw new Error(`The original's ${gone.name} (pid ${gone.pid}) exited during the run`);
+        },
+        [Symbol.asyncDispose]: stop,
+      },
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** Prints what is missing, first thing first, and fails; prints nothing when all is there. */
+const CHECK_ORIGINAL = `
+[ -x "$1" ] || { echo "$1 is missing (the original's scripts sit beside the repository, in ../shared/peers/workerman/)"; exit 1; }
+src="\${PEER_SRC:-/tmp/peer-src}"
+for f in workerman/src/Worker.php channel/src/Server.php coroutine/src/Coroutine.php; do
+  [ -f "$src/$f" ] || { echo "$src/$f is missing (PEER_SRC=$src; see ../shared/peers/workerman/README.md)"; exit 1; }
+done
+php="\${PHP_BIN:-php}"
+command -v "$php" >/dev/null || { echo "php is missing: no $php on the PATH"; exit 1; }
+`;
+
+async function shell(
+  script: string,
+  args: string[],
+  env?: Record<string, string>,
+): Promise<{ ok: boolean; output: string }> {
+  const { success, stdout, stderr } = await new Deno.Command("bash", {
+    args: ["-c", script, "bash", ...args],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes).trim();
+  return { ok: success, output: [decode(stdout), decode(stderr)].filter(Boolean).join("\n") };
+}
+
+function freePorts(count: number): number[] {
+  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = listeners.map((listener) => listener.addr.port);
+  for (const listener of listeners) listener.close();
+  return ports;
+}
+
+const ORIGINAL_NAMES: Record<string, string> = { start_channel: "hub", start_http: "publisher", start_ws: "pusher" };
+
+/** A process of the original's, from `peer.sh status`; not a child of ours, so watched by pid. */
+class OriginalProcess implements ServiceProcess {
+  readonly listeningLine = "";
+  constructor(readonly name: string, readonly pid: number) {}
+
+  get exited(): boolean {
+    try {
+      // SIGCONT does nothing to a running process: it only asks whether the pid is there.
+      Deno.kill(this.pid, "SIGCONT");
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  takeWarnings(): { count: number; sample: string[] } {
+    return { count: 0, sample: [] };
+  }
+
+  tail(): string {
+    return "";
+  }
+}
+
+/**
+ * Masters and workers from `peer.sh status` lines such as
+ * `start_ws master 14876 workers: 14878 14879  port 24236`.
+ */
+export function originalProcesses(status: string): ServiceProcess[] {
+  const processes: ServiceProcess[] = [];
+  for (const match of status.matchAll(/^(start_\w+) master (\d+) workers: ([\d ]*?)\s+port/gm)) {
+    const name = ORIGINAL_NAMES[match[1]!] ?? match[1]!;
+    processes.push(new OriginalProcess(`${name} master`, Number(match[2])));
+    const workers = match[3]!.trim().split(/\s+/).filter(Boolean).map(Number);
+    workers.forEach((pid, i) => processes.push(new OriginalProcess(`${name} worker ${i}`, pid)));
+  }
+  return processes;
+}
+
+/**
+ * Connects WebSockets until every pusher process has greeted one, then
+ * broadcasts until each has delivered: each process's Channel client is
+ * then connected and subscribed. The publisher answers `ok` before it
+ * publishes, so only the deliveries tell.
+ */
+async function waitOriginalRouted(
+  wsPort: number,
+  publishPort: number,
+  workers: number,
+  timeout: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  const deadline = Date.now() + timeout;
+  const sockets: WebSocket[] = [];
+  const seen = new Set<string>();
+  const reached = new Set<string>();
+  try {
+    while (seen.size < workers && Date.now() < deadline && sockets.length < 8 * workers) {
+      signal?.throwIfAborted();
+      const socket = new WebSocket(`ws://127.0.0.1:${wsPort}/`);
+      sockets.push(socket);
+      const worker = await new Promise<string | null>((resolve) => {
+        const timer = setTimeout(() => resolve(null), Math.max(0, deadline - Date.now()));
+        socket.onmessage = (event) => {
+          clearTimeout(timer);
+          resolve(/^workerID:(\S+) /.exec(String(event.data))?.[1] ?? null);
+        };
+        socket.onerror = socket.onclose = () => {
+          clearTimeout(timer);
+          resolve(null);
+        };
+      });
+      if (worker === null) continue;
+      seen.add(worker);
+      socket.onmessage = () => reached.add(worker);
+    }
+    while (Date.now() < deadline && (seen.size < workers || reached.size < workers)) {
+      signal?.throwIfAborted();
+      if (seen.size === workers) {
+        await fetch(`http://127.0.0.1:${publishPort}/?content=bench-probe`, { signal }).then((r) => r.body?.cancel())
+          .catch(() => {});
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    if (reached.size < workers) {
+      throw new Error(
+        `The original did not route a broadcast to its ${workers} pusher processes within ${timeout} ms ` +
+          `(${seen.size} greeted, ${reached.size} delivered)`,
+      );
+    }
+  } finally {
+    for (const socket of sockets) socket.close();
+  }
 }
