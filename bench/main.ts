@@ -23,7 +23,7 @@ import { CONTENT_BYTES } from "./_content.ts";
 import { runLoadProcess } from "./_load_process.ts";
 import { clockTicksPerSecond, cpuTicks, cpuTicksEach, describeMachine, rssKiB } from "./_proc.ts";
 import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
-import { type Ports, type Services, startServices, startSystem, type Target } from "./_services.ts";
+import { type Ports, startOriginal, startServices, startSystem, type Target } from "./_services.ts";
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
@@ -174,6 +174,16 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   progress(formatMachine(machine));
   const { pusherServer, history } = options;
   await using services = await startServices(options.ports, { signal, pusherServer, history });
+  // Issue 19: the PHP original, in the same run, when its scripts, sources and php are here.
+  await using originalStack = new AsyncDisposableStack();
+  const peer = await startOriginal({ signal });
+  const original = "services" in peer ? originalStack.use(peer.services).original : null;
+  const originalRun = "services" in peer ? { ran: true } : { ran: false, reason: peer.reason };
+  progress(
+    original
+      ? `original: started on ws ${original.wsPort}, http ${original.publishPort}`
+      : `original not run: ${originalRun.reason}`,
+  );
   // Scenarios that need the hub to keep other history than --history says
   // get a second system, on free ports, started when the first of them runs.
   await using others = new AsyncDisposableStack();
@@ -193,7 +203,10 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     return target;
   };
   const context: RunContext = {
-    services,
+    assertRunning() {
+      services.assertRunning();
+      if ("services" in peer) peer.services.assertRunning();
+    },
     signal,
     quick: options.quick,
     ticksPerSecond,
@@ -205,7 +218,8 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     for (let i = 0; i < times; i++) {
       const system = await measure(context, scenario, await systemFor(scenario));
       const baseline = scenario.withBaseline === false ? null : await measure(context, scenario, services.baseline);
-      pairs.push(scenarioReport(scenario, { system, baseline }));
+      const theirs = original && scenario.withOriginal !== false ? await measure(context, scenario, original) : null;
+      pairs.push(scenarioReport(scenario, { system, baseline, original: theirs }));
     }
     reports.set(scenario.id, times === 1 ? pairs[0]! : medianPair(pairs));
   };
@@ -213,7 +227,9 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   // the heap a busy scenario frees stays mapped, and new connections reusing
   // it would look free. For the same reason it runs once, whatever --repeat says.
   for (const scenario of options.scenarios) if (scenario.mode === "idle") await runScenario(scenario, 1);
-  if (!options.quick) await warmUp(context, [services.system, services.baseline]);
+  if (!options.quick) {
+    await warmUp(context, [services.system, services.baseline, ...(original ? [original] : [])]);
+  }
   for (const scenario of options.scenarios) {
     if (scenario.mode !== "idle") await runScenario(scenario, options.repeat);
   }
@@ -231,11 +247,13 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     scenarios: ordered,
     comparisons,
     goals: goalSummary(ordered, comparisons),
+    original: originalRun,
   };
 }
 
 interface RunContext {
-  services: Services;
+  /** @throws {Error} when a service of the run is gone. */
+  assertRunning(): void;
   signal: AbortSignal;
   quick: boolean;
   ticksPerSecond: number;
@@ -250,13 +268,16 @@ async function warmUp(context: RunContext, targets: readonly Target[]): Promise<
     { mode: "channels", clients: 100, messages: 2000, channels: 10 },
   ].map((run) => ({ ...run, id: "warm-up", title: "", rate: null, rounds: 0, stresses: "" }) as Scenario);
   for (const target of targets) {
-    for (const scenario of runs) await measure(context, scenario, target);
+    for (const scenario of runs) {
+      // The original has no channels.
+      if (target.name !== "original" || scenario.mode !== "channels") await measure(context, scenario, target);
+    }
   }
 }
 
 /** Runs one scenario against one target, sampling CPU and memory around it. */
 async function measure(context: RunContext, scenario: Scenario, target: Target): Promise<Measurement> {
-  context.services.assertRunning();
+  context.assertRunning();
   const cpuPids = target.cpuProcesses.map((service) => service.pid);
   const rssPids = target.rssProcesses.map((service) => service.pid);
   for (const service of target.cpuProcesses) service.takeWarnings();
@@ -329,7 +350,7 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
   });
   // Give the servers a moment to see the clients go before the next run.
   await sleep(context.quick ? 200 : 1000);
-  context.services.assertRunning();
+  context.assertRunning();
   const usPerTick = 1e6 / context.ticksPerSecond;
   const perDelivery = (ticks: number) =>
     result.deliveries > 0 ? round((ticks * usPerTick) / result.deliveries, 3) : null;

@@ -50,10 +50,10 @@ export interface Measurement extends Omit<LoadResult, "type"> {
 /** A goal checked against a run. */
 export interface GoalResult {
   metric: MetricKey;
-  kind: "ratio" | "absolute";
+  kind: "ratio" | "original" | "absolute";
   op: ">=" | "<=";
   bound: number;
-  /** The ratio or the system's value; null when it could not be computed (a miss). */
+  /** The ratio (to the baseline or the original) or the system's value; null when it could not be computed (a miss). */
   value: number | null;
   pass: boolean;
 }
@@ -76,11 +76,19 @@ export interface ScenarioReport extends Scenario {
   system: Measurement;
   /** Null for a scenario the baseline does not run ({@linkcode Scenario.baseline}). */
   baseline: Measurement | null;
+  /**
+   * The PHP original's run: null when it did not run this scenario (or at
+   * all); absent in runs from before it could.
+   */
+  original?: Measurement | null;
   /** system / baseline per metric; null where either is missing or the baseline is 0. */
   ratios: Partial<Record<MetricKey, number | null>>;
+  /** system / original per metric, as {@linkcode ratios}; absent when the original did not run it. */
+  originalRatios?: Partial<Record<MetricKey, number | null>>;
+  /** The targets; those against the original only when it ran the scenario. */
   goals: GoalResult[];
-  /** With `--repeat`: every pair of runs, in the order they ran; the fields above are the median pair's. */
-  runs?: { system: Measurement; baseline: Measurement | null }[];
+  /** With `--repeat`: every run of the targets, in the order they ran; the fields above are the median run's. */
+  runs?: { system: Measurement; baseline: Measurement | null; original?: Measurement | null }[];
 }
 
 /** The JSON file a run writes. */
@@ -106,6 +114,11 @@ export interface BenchReport {
   comparisons: ComparisonResult[];
   /** Goals and comparisons passed and missed; a comparison that could not be made counts as neither. */
   goals: { pass: number; miss: number };
+  /**
+   * Whether the PHP original ran (issue 19), and if not, why. Absent in runs
+   * from before it could.
+   */
+  original?: { ran: boolean; reason?: string };
 }
 
 interface MetricSpec {
@@ -192,24 +205,48 @@ export function metricValue(measurement: Measurement, key: MetricKey): number | 
   }
 }
 
-/** Puts a scenario's two measurements together: ratios and goals. */
+/**
+ * Puts a scenario's measurements together: ratios and goals. The goals
+ * against the original count only when it ran (`original` given, not null).
+ */
 export function scenarioReport(
   scenario: Scenario,
-  { system, baseline }: { system: Measurement; baseline: Measurement | null },
+  { system, baseline, original = null }: {
+    system: Measurement;
+    baseline: Measurement | null;
+    original?: Measurement | null;
+  },
 ): ScenarioReport {
-  const ratios: Partial<Record<MetricKey, number | null>> = {};
-  for (const { key, ratio } of METRICS) {
-    if (key === "lost" || key === "failedPublishes" || key === "failedCommands" || ratio === false) continue;
-    const ours = metricValue(system, key);
-    const theirs = baseline === null ? null : metricValue(baseline, key);
-    ratios[key] = ours === null || theirs === null || theirs === 0 ? null : ours / theirs;
-  }
-  const goals = GOALS.filter((goal) => goal.scenario === scenario.id).map((goal): GoalResult => {
-    const value = goal.kind === "ratio" ? ratios[goal.metric] ?? null : metricValue(system, goal.metric);
-    const pass = value !== null && (goal.op === ">=" ? value >= goal.bound : value <= goal.bound);
-    return { metric: goal.metric, kind: goal.kind, op: goal.op, bound: goal.bound, value, pass };
-  });
-  return { ...scenario, system, baseline, ratios, goals };
+  const ratiosTo = (other: Measurement | null) => {
+    const ratios: Partial<Record<MetricKey, number | null>> = {};
+    for (const { key, ratio } of METRICS) {
+      if (key === "lost" || key === "failedPublishes" || key === "failedCommands" || ratio === false) continue;
+      const ours = metricValue(system, key);
+      const theirs = other === null ? null : metricValue(other, key);
+      ratios[key] = ours === null || theirs === null || theirs === 0 ? null : ours / theirs;
+    }
+    return ratios;
+  };
+  const ratios = ratiosTo(baseline);
+  const originalRatios = original === null ? undefined : ratiosTo(original);
+  const goals = GOALS.filter((goal) => goal.scenario === scenario.id && (goal.kind !== "original" || originalRatios))
+    .map((goal): GoalResult => {
+      const value = goal.kind === "ratio"
+        ? ratios[goal.metric] ?? null
+        : goal.kind === "original"
+        ? originalRatios![goal.metric] ?? null
+        : metricValue(system, goal.metric);
+      const pass = value !== null && (goal.op === ">=" ? value >= goal.bound : value <= goal.bound);
+      return { metric: goal.metric, kind: goal.kind, op: goal.op, bound: goal.bound, value, pass };
+    });
+  return {
+    ...scenario,
+    system,
+    baseline,
+    ...(original === null ? {} : { original, originalRatios }),
+    ratios,
+    goals,
+  };
 }
 
 /**
@@ -234,21 +271,35 @@ export function medianPair(pairs: readonly ScenarioReport[]): ScenarioReport {
   };
   const ranked = [...pairs].sort((a, b) => rank(a) - rank(b));
   const median = ranked[Math.floor(ranked.length / 2)]!;
-  const worst = (target: "system" | "baseline", key: typeof COUNTS[number]) =>
-    Math.max(...pairs.map((pair) => pair[target]![key]));
-  const withWorst = (target: "system" | "baseline") => ({
+  type Which = "system" | "baseline" | "original";
+  const worst = (target: Which, key: typeof COUNTS[number]) =>
+    Math.max(...pairs.map((pair) => pair[target]?.[key] ?? 0));
+  const withWorst = (target: Which) => ({
     ...median[target]!,
     lost: worst(target, "lost"),
     failedPublishes: worst(target, "failedPublishes"),
     failedCommands: worst(target, "failedCommands"),
   });
-  const { system: _system, baseline: _baseline, ratios: _ratios, goals: _goals, runs: _runs, ...scenario } = first;
+  const {
+    system: _system,
+    baseline: _baseline,
+    original: _original,
+    ratios: _ratios,
+    originalRatios: _originalRatios,
+    goals: _goals,
+    runs: _runs,
+    ...scenario
+  } = first;
+  const withOriginal = median.original !== undefined && median.original !== null;
   return {
     ...scenarioReport(scenario, {
       system: withWorst("system"),
       baseline: median.baseline === null ? null : withWorst("baseline"),
+      original: withOriginal ? withWorst("original") : null,
     }),
-    runs: pairs.map(({ system, baseline }) => ({ system, baseline })),
+    runs: pairs.map(({ system, baseline, original }) =>
+      original === undefined || original === null ? { system, baseline } : { system, baseline, original }
+    ),
   };
 }
 
@@ -296,32 +347,55 @@ export function formatMachine(machine: Machine): string {
  * their ratio, and the goal with PASS or MISS where there is one.
  */
 export function formatTable(report: BenchReport): string {
-  const header = ["", "system", "baseline", "ratio", "target", "result"];
+  // The original's columns only when it ran: without it the table is as it was.
+  const withOriginal = report.scenarios.some((scenario) => scenario.originalRatios !== undefined);
+  const header = [
+    "",
+    "system",
+    "baseline",
+    "ratio",
+    "target",
+    "result",
+    ...(withOriginal ? ["original", "÷original", "target", "result"] : []),
+  ];
   const rows: (string[] | string)[] = [];
   for (const scenario of report.scenarios) {
     rows.push(`(${scenario.id}) ${scenario.title}`);
     for (const metric of METRICS) {
       if (scenario.mode === "idle" ? !metric.idle : metric.idle === "only") continue;
       if (!(metric.modes ?? PUBLISHING).includes(scenario.mode) && scenario.mode !== "idle") continue;
-      const measured = [scenario.system, scenario.baseline].some((m) =>
+      const measured = [scenario.system, scenario.baseline, scenario.original ?? null].some((m) =>
         m !== null && metricValue(m, metric.key) !== null
       );
       if (metric.optional && !measured) continue;
       const show = (value: number | null) => (value === null ? "-" : metric.format(value));
-      const ratio = scenario.ratios[metric.key];
-      const goal = scenario.goals.find((g) => g.metric === metric.key);
+      const times = (
+        ratio: number | null | undefined,
+      ) => (ratio === undefined || ratio === null ? "-" : `${ratio.toFixed(2)}x`);
+      const goal = scenario.goals.find((g) => g.metric === metric.key && g.kind !== "original");
+      const originalGoal = scenario.goals.find((g) => g.metric === metric.key && g.kind === "original");
+      const original = scenario.original ?? null;
       rows.push([
         `  ${metric.label}`,
         show(metricValue(scenario.system, metric.key)),
         scenario.baseline === null ? "not run" : show(metricValue(scenario.baseline, metric.key)),
-        ratio === undefined || ratio === null ? "-" : `${ratio.toFixed(2)}x`,
+        times(scenario.ratios[metric.key]),
         goal ? goalText(goal) : "",
         goal ? (goal.pass ? "PASS" : "MISS") : "",
+        ...(withOriginal
+          ? [
+            original === null ? "not run" : show(metricValue(original, metric.key)),
+            times(scenario.originalRatios?.[metric.key]),
+            originalGoal ? goalText(originalGoal) : "",
+            originalGoal ? (originalGoal.pass ? "PASS" : "MISS") : "",
+          ]
+          : []),
       ]);
     }
   }
   for (const comparison of report.comparisons) rows.push(...comparisonRows(comparison));
-  const table = [header, ...rows.filter((row): row is string[] => typeof row !== "string")];
+  const cells = (row: string[]) => [...row, ...Array(Math.max(0, header.length - row.length)).fill("")];
+  const table = [header, ...rows.filter((row): row is string[] => typeof row !== "string").map(cells)];
   const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
   const line = (row: string[]) =>
     row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd();
@@ -330,7 +404,7 @@ export function formatTable(report: BenchReport): string {
     formatMachine(report.machine),
     "",
     line(header),
-    ...rows.map((row) => (typeof row === "string" ? row : line(row))),
+    ...rows.map((row) => (typeof row === "string" ? row : line(cells(row)))),
     "",
     `targets: ${pass} PASS, ${miss} MISS (a MISS does not fail the run)`,
     ...(report.repeat > 1
@@ -346,6 +420,7 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
     ...historyNotes(report),
+    ...originalNotes(report),
     "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",
   ].join("\n");
 }
@@ -354,9 +429,9 @@ export function formatTable(report: BenchReport): string {
 export function formatWarnings(report: BenchReport): string {
   const parts: string[] = [];
   for (const scenario of report.scenarios) {
-    for (const target of ["system", "baseline"] as const) {
+    for (const target of ["system", "baseline", "original"] as const) {
       const measurement = scenario[target];
-      if (measurement === null) continue;
+      if (measurement === null || measurement === undefined) continue;
       const { count, sample } = measurement.serviceWarnings;
       const closes = Object.entries(measurement.unexpectedCloses);
       if (count > 0) {
@@ -395,6 +470,24 @@ function comparisonRows(comparison: ComparisonResult): (string[] | string)[] {
   ]];
 }
 
+/** Whether the PHP original ran, why not, and which scenarios it could not run. */
+function originalNotes(report: BenchReport): string[] {
+  if (report.original === undefined) return [];
+  if (!report.original.ran) {
+    return [`original not run: ${report.original.reason ?? "no reason given"}; its columns and targets are left out.`];
+  }
+  const skipped = report.scenarios.filter((s) => s.original === null || s.original === undefined).map((s) =>
+    `(${s.id})`
+  );
+  return [
+    "original: the PHP original (Workerman + Channel, ../shared/peers/workerman, 2 pusher processes), " +
+    "÷original = system / original; its targets are issue 19's.",
+    ...(skipped.length > 0
+      ? [`${skipped.join(", ")}: not run on the original, which has no channels, history or JSON protocol.`]
+      : []),
+  ];
+}
+
 /** Which hub kept history for which scenarios, and the scenarios the baseline did not run. */
 function historyNotes(report: BenchReport): string[] {
   const notes: string[] = [];
@@ -418,7 +511,7 @@ function historyNotes(report: BenchReport): string[] {
 
 function goalText(goal: GoalResult): string {
   const op = goal.op === ">=" ? "≥" : "≤";
-  if (goal.kind === "ratio") return `${op} ${goal.bound}x`;
+  if (goal.kind !== "absolute") return `${op} ${goal.bound}x`;
   if (goal.bound === 0 && goal.op === "<=") return "= 0";
   return `${op} ${goal.bound}${goal.metric.startsWith("rssKiB") ? " KiB" : ""}`;
 }
