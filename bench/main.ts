@@ -100,7 +100,11 @@ Scenarios: (a) 100 clients × 500 broadcasts; (b) 1000 × 200; (c) 1000 clients 
 (i) 1000 clients × 20 subscribe/unsubscribe rounds over 50 channels under 5000 publications/s;
 (j) (h) on a system whose hub keeps history of channel.*; (k) a recovery storm: 1000 clients of one
 history channel reconnect at once, each asking for 100 missed publications (the system only).
-Contents are ${CONTENT_BYTES} bytes.`;
+Contents are ${CONTENT_BYTES} bytes.
+
+Issue 19: when ../shared/peers/workerman/peer.sh, the sources in $PEER_SRC (default /tmp/peer-src) and
+php are there, the PHP original also runs (a) to (g), on free ports, and the table shows system/original
+beside system/baseline; otherwise it says why not and runs the rest as before.`;
 
 /** Options of one run, from the command line. */
 interface BenchOptions {

@@ -472,10 +472,10 @@ function comparisonRows(comparison: ComparisonResult): (string[] | string)[] {
 
 /** Whether the PHP original ran, why not, and which scenarios it could not run. */
 function originalNotes(report: BenchReport): string[] {
-  if (report.original === undefined) return [];
-  if (!report.original.ran) {
+  if (report.original?.ran === false) {
     return [`original not run: ${report.original.reason ?? "no reason given"}; its columns and targets are left out.`];
   }
+  if (!report.scenarios.some((s) => s.originalRatios !== undefined)) return [];
   const skipped = report.scenarios.filter((s) => s.original === null || s.original === undefined).map((s) =>
     `(${s.id})`
   );

@@ -298,3 +298,67 @@ Deno.test("(k) is the system's alone: recovery time and the hub's RSS, no baseli
   assert.equal(median.system.lost, 2, "a loss in any run counts");
   assert.equal(median.baseline, null);
 });
+
+Deno.test("against the original: a column, the system/original ratio and issue 19's targets, only when it ran", () => {
+  const original = measurement({ deliveriesPerSec: 20_000, publishesPerSec: 100, cpuUsPerDelivery: 20 });
+  const broadcast = scenarioReport(b!, {
+    system: measurement({ deliveriesPerSec: 150_000 }),
+    baseline: measurement(),
+    original,
+  });
+  assert.equal(broadcast.originalRatios?.deliveriesPerSec, 7.5);
+  assert.deepEqual(
+    broadcast.goals.filter((goal) => goal.kind === "original").map((goal) => [goal.metric, goal.bound, goal.pass]),
+    [["deliveriesPerSec", 6, true]],
+  );
+  const targeted = scenarioReport(d!, {
+    system: measurement({ publishesPerSec: 140, cpuUsPerDelivery: 15 }),
+    baseline: measurement(),
+    original,
+  });
+  assert.deepEqual(
+    targeted.goals.filter((goal) => goal.kind === "original").map((
+      goal,
+    ) => [goal.metric, goal.op, goal.bound, goal.pass]),
+    [["publishesPerSec", ">=", 1.5, false], ["cpuUsPerDelivery", "<=", 0.7, false]],
+  );
+  // Not run: no original goals at all, so they count neither way.
+  const without = scenarioReport(d!, { system: measurement(), baseline: measurement() });
+  assert.equal(without.goals.some((goal) => goal.kind === "original"), false);
+  assert.equal(without.original, undefined);
+
+  const table = tableOf([broadcast, targeted]);
+  assert.match(table, /^ +system +baseline +ratio +target +result +original +÷original +target +result$/m);
+  assert.match(table, /^ {2}deliveries\/s +150,000 +100,000 +1\.50x +≥ 4x +MISS +20,000 +7\.50x +≥ 6x +PASS$/m);
+  assert.match(table, /^ {2}publish requests\/s +140 +500 +0\.28x +≥ 1x +MISS +100 +1\.40x +≥ 1\.5x +MISS$/m);
+  assert.match(table, /^original: the PHP original/m);
+  assert.doesNotMatch(tableOf([without]), /original/);
+});
+
+Deno.test("the table says why the original did not run, and its median pair keeps it under --repeat", () => {
+  const report: BenchReport = {
+    startedAt: "",
+    finishedAt: "",
+    machine: { cpu: "test", cores: 1, deno: "0", kernel: "test" },
+    quick: false,
+    repeat: 1,
+    scale: 1,
+    scenarios: [scenarioReport(d!, { system: measurement(), baseline: measurement() })],
+    comparisons: [],
+    goals: { pass: 0, miss: 0 },
+    original: { ran: false, reason: "/nonexistent/workerman/src/Worker.php is missing" },
+  };
+  assert.match(formatTable(report), /^original not run: \/nonexistent\/workerman\/src\/Worker\.php is missing;/m);
+  const runs = [3000, 1000, 2000].map((p99) =>
+    scenarioReport(c!, {
+      system: measurement({ latencyUs: { p50: 1, p99, max: p99 } }),
+      baseline: measurement(),
+      original: measurement({ lost: p99 === 1000 ? 1 : 0 }),
+    })
+  );
+  const median = medianPair(runs);
+  assert.equal(median.system.latencyUs?.p99, 2000);
+  assert.equal(median.original?.lost, 1, "the worst run's loss");
+  assert.equal(median.runs?.length, 3);
+  assert.ok(median.goals.some((goal) => goal.kind === "original" && goal.metric === "latencyP99Ms"));
+});

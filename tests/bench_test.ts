@@ -47,12 +47,31 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
       ["j", "h", "boolean"],
     ]);
     assert.equal(report.scale, 2);
+    // Issue 19: the PHP original runs (a) to (g) when its scripts, sources and
+    // php are here (../shared/peers/workerman, $PEER_SRC); elsewhere (CI) the
+    // run says why not and is otherwise as before.
+    assert.ok(report.original, "the JSON says whether the original ran");
+    if (report.original.ran) {
+      assert.match(stdout, /^ +system +baseline +ratio +target +result +original +÷original +target +result$/m);
+      assert.deepEqual(
+        report.scenarios.filter((s) => s.original).map((s) => s.id),
+        ["a", "b", "c", "d", "e", "f", "g"],
+      );
+      assert.match(stdout, /^ {2}publish requests\/s( +\S+){4} +[\d,]+ +[\d.]+x +≥ 1\.5x +(PASS|MISS)$/m);
+    } else {
+      assert.match(stdout, /^original not run: .+; its columns and targets are left out\.$/m);
+      assert.ok(report.scenarios.every((s) => !s.original), "no scenario has the original's figures");
+      assert.doesNotMatch(stdout, /÷original/);
+    }
     const targeted = report.scenarios.find((s) => s.id === "d")!;
     assert.equal(targeted.system.publishes, 400, "(d) at --quick size, 200 publishes, times 2");
     assert.equal(targeted.baseline!.publishes, 400);
     for (const scenario of report.scenarios) {
       if (scenario.mode !== "idle") {
         assert.equal(scenario.runs?.length, 2, `(${scenario.id}) ran twice`);
+        if (scenario.original) {
+          assert.ok(scenario.runs.every((run) => run.original), `(${scenario.id}) original each run`);
+        }
         assert.ok(
           scenario.runs.some((run) =>
             isDeepStrictEqual(run.system, scenario.system) && isDeepStrictEqual(run.baseline, scenario.baseline)
@@ -60,9 +79,10 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
           `(${scenario.id}) the reported pair is one of the runs`,
         );
       }
-      for (const target of ["system", "baseline"] as const) {
+      for (const target of ["system", "baseline", "original"] as const) {
         const run = scenario[target];
         const where = `(${scenario.id}) ${target}`;
+        if (target === "original" && !run) continue;
         if (scenario.mode === "recovery" && target === "baseline") {
           assert.equal(run, null, `${where}: the baseline has no history to recover from`);
           continue;
