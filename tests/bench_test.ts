@@ -57,7 +57,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
         report.scenarios.filter((s) => s.original).map((s) => s.id),
         ["a", "b", "c", "d", "e", "f", "g"],
       );
-      assert.match(stdout, /^ {2}publish requests\/s( +\S+){4} +[\d,]+ +[\d.]+x +≥ 1\.5x +(PASS|MISS)$/m);
+      assert.match(stdout, /^ {2}publish requests\/s( +\S+){6} +[\d,]+ +[\d.]+x +≥ 1\.5x +(PASS|MISS)$/m);
     } else {
       assert.match(stdout, /^original not run: .+; its columns and targets are left out\.$/m);
       assert.ok(report.scenarios.every((s) => !s.original), "no scenario has the original's figures");
