@@ -270,6 +270,10 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
   let fatal!: (error: Error) => void;
   const failed = new Promise<Error>((resolve) => (fatal = resolve));
   const pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });
+  // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
+  // one abruptly, as a crash would, and the pool replaces it. Listened for
+  // before anything says the pusher is up: SIGUSR2's default ends the process.
+  Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
   const port = await pool.start();
   logger.info("listening", {
     addr: `${config.hostname}:${port}`,
@@ -278,9 +282,6 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
     bus: config.bus,
     auth: config.tokenSecret ? "token" : "none",
   });
-  // Fault drill: workers are threads, out of reach of kill -9. SIGUSR2 ends
-  // one abruptly, as a crash would, and the pool replaces it.
-  Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
   const outcome = await Promise.race([signalled, failed]);
   if (outcome instanceof Error) {
     logger.error(outcome.message);
