@@ -23,7 +23,7 @@ import { Commands } from "./_commands.ts";
 import { benchChannel, encodeContent, readChannelFrame, readSendTime, readSeq } from "./_content.ts";
 import type { GeneratorRun } from "./_generator.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
-import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
+import { openPublishConnections, type PublishSource } from "./_publish_connection.ts";
 import { connectClients, type WsClient } from "./_ws_client.ts";
 import { type LoadResult, type LoadSpec, percentiles, perSecond, round } from "./load.ts";
 
@@ -140,13 +140,7 @@ export class ChurnRun implements GeneratorRun, PublishSource {
   async drive(connectMs: number): Promise<LoadResult> {
     this.#connectMs = connectMs;
     const spec = this.#spec;
-    const connections = await Promise.all(
-      Array.from(
-        { length: spec.publishConnections },
-        () =>
-          PublishConnection.open(this, { hostname: spec.hostname, port: spec.publishPort, pipeline: spec.pipeline }),
-      ),
-    );
+    const connections = await openPublishConnections(this, spec);
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       const start = performance.now();

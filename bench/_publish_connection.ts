@@ -29,6 +29,20 @@ export interface PublishConnectionOptions {
   pipeline?: number;
 }
 
+/** Where a generator publishes, and over how many connections: what every generator's spec says. */
+export interface PublishSpec {
+  hostname: string;
+  publishPort: number;
+  publishConnections: number;
+  pipeline?: number;
+}
+
+/** Opens `spec.publishConnections` keep-alive connections to the publisher, each taking work from `source`. */
+export function openPublishConnections(source: PublishSource, spec: PublishSpec): Promise<PublishConnection[]> {
+  const options = { hostname: spec.hostname, port: spec.publishPort, pipeline: spec.pipeline };
+  return Promise.all(Array.from({ length: spec.publishConnections }, () => PublishConnection.open(source, options)));
+}
+
 const encoder = new TextEncoder();
 
 /**

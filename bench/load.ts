@@ -23,7 +23,7 @@ import { type Address, connectClients, type WsClient } from "./_ws_client.ts";
 import { Commands } from "./_commands.ts";
 import { ChurnRun, type LostDelivery } from "./_churn.ts";
 import { RecoveryRun } from "./_recovery.ts";
-import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
+import { openPublishConnections, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
 import { benchChannel, encodeContent, readChannelFrame, readSendTime, readSeq } from "./_content.ts";
 import { generatorMain } from "./_generator.ts";
@@ -244,13 +244,7 @@ class LoadRun implements PublishSource {
     this.#connectMs = connectMs;
     const spec = this.#spec;
     if (spec.mode === "idle") return this.#result(false);
-    const connections = await Promise.all(
-      Array.from(
-        { length: spec.publishConnections },
-        () =>
-          PublishConnection.open(this, { hostname: spec.hostname, port: spec.publishPort, pipeline: spec.pipeline }),
-      ),
-    );
+    const connections = await openPublishConnections(this, spec);
     let timer: ReturnType<typeof setTimeout> | undefined;
     let stalled = false;
     try {

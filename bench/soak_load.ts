@@ -35,7 +35,7 @@
  */
 
 import { WsClient } from "./_ws_client.ts";
-import { PublishConnection, type PublishSource } from "./_publish_connection.ts";
+import { openPublishConnections, type PublishSource } from "./_publish_connection.ts";
 import type { HttpAnswer } from "./_http_responses.ts";
 import { encodeContent, readSendTime, readSeq } from "./_content.ts";
 import { emit, generatorMain } from "./_generator.ts";
@@ -313,13 +313,7 @@ class Soak implements PublishSource {
   /** Runs the load for `durationMs`, drains, checks; the clients stay connected. */
   async drive(connectMs: number): Promise<SoakResult> {
     const spec = this.#spec;
-    const connections = await Promise.all(
-      Array.from(
-        { length: spec.publishConnections },
-        () =>
-          PublishConnection.open(this, { hostname: spec.hostname, port: spec.publishPort, pipeline: spec.pipeline }),
-      ),
-    );
+    const connections = await openPublishConnections(this, spec);
     const pump = () => {
       for (const connection of connections) connection.pump();
     };
