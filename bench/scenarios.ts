@@ -111,6 +111,17 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
   const q = <T>(full: T, small: T): T => (quick ? small : full);
   const burst = (full: number, small: number) => q(full, small) * scale;
   const fixedSeconds = q(5, 1);
+  // (h) and (j), the same load without and with the hub's history.
+  const channelFanOut = {
+    mode: "channels",
+    clients: q(1000, 40),
+    // As many deliveries per client as (b): 200 each.
+    messages: burst(2000, 80),
+    rate: null,
+    channels: q(10, 4),
+    rounds: 0,
+    withOriginal: false,
+  } as const;
   return [
     {
       id: "a",
@@ -194,15 +205,8 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       title: `${q(1000, 40)} clients in ${q(10, 4)} channels of ${q(100, 10)}, ${
         burst(2000, 80)
       } channel publications round-robin, as fast as accepted`,
-      mode: "channels",
-      clients: q(1000, 40),
-      // As many deliveries per client as (b): 200 each.
-      messages: burst(2000, 80),
-      rate: null,
-      channels: q(10, 4),
-      rounds: 0,
+      ...channelFanOut,
       stresses: "channel fan-out: one event to a channel's members only",
-      withOriginal: false,
     },
     {
       id: "i",
@@ -224,15 +228,9 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       title: `(h) with history: ${q(1000, 40)} clients in ${q(10, 4)} channels of ${q(100, 10)}, ${
         burst(2000, 80)
       } channel publications, hub --history ${HISTORY_SUBJECTS}`,
-      mode: "channels",
-      clients: q(1000, 40),
-      messages: burst(2000, 80),
-      rate: null,
-      channels: q(10, 4),
-      rounds: 0,
+      ...channelFanOut,
       stresses: "channel fan-out while the hub keeps every publication's history and positions",
       history: HISTORY_SUBJECTS,
-      withOriginal: false,
     },
     {
       id: "k",
