@@ -588,16 +588,18 @@ Deno.test("hub hands out no queue message twice: one in a slow consumer's socket
   const big = "x".repeat(16 * MiB);
   // An event larger than c1's socket buffers while it does not read: the write blocks.
   await producer.send({ type: "publish", id: 1, subjects: ["big"], data: big });
-  await until(() => hub.server.stats().deliveries === 1, 5000, "the first event to be queued");
+  await until(() => hub.server.stats().deliveries === 1, 15_000, "the first event to be queued");
   // m1 and another big event wait behind it, for the next write.
   await producer.send({ type: "enqueue", id: 2, queues: ["q"], data: "m1" });
   assert.deepEqual(await producer.next(), { type: "ack", id: 2, count: 1 });
   await producer.send({ type: "publish", id: 3, subjects: ["big"], data: big });
-  await until(() => hub.server.stats().deliveries === 2, 5000, "the second event to be queued");
+  await until(() => hub.server.stats().deliveries === 2, 15_000, "the second event to be queued");
   // c1 reads the first event and stops: m1 and the head of the second go
-  // into its socket, the rest blocks until c1 is dropped as slow.
+  // into its socket, the rest blocks until c1 is dropped as slow. (The
+  // deadlines are generous: with the whole suite running, moving and parsing
+  // 16 MiB events took over 5 s on our 2 cores.)
   assert.equal((await c1.next()).type, "event");
-  await until(() => hub.server.stats().disconnects.slow_consumer === 1, 5000, "c1 to be dropped as slow");
+  await until(() => hub.server.stats().disconnects.slow_consumer === 1, 15_000, "c1 to be dropped as slow");
   const rest = await c1.readToEnd().catch(() => [] as HubMessage[]);
   assert.deepEqual(rest.filter((message) => message.type === "queue").map((message) => message.data), ["m1"]);
   // Had m1 gone back to its queue, c2 would get it ahead of m2.
