@@ -34,7 +34,13 @@ import {
   shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
-import { certFilesFlag, certificateFields, readServedCertificate, SERVE_TLS_FLAGS } from "../shared/tls.ts";
+import {
+  certFilesFlag,
+  certificateFields,
+  onReloadSignal,
+  readServedCertificate,
+  SERVE_TLS_FLAGS,
+} from "../shared/tls.ts";
 
 const FLAGS: Record<string, FlagSpec> = {
   hostname: {
@@ -297,7 +303,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     return 2;
   }
   const running = server;
+  // SIGHUP's default would end the hub: an operator reloading every service's certificate must not.
+  const stopReloading = onReloadSignal(() => {
+    logger.warn("SIGHUP: the hub does not reload its certificate; restart it to take a new one (README: TLS)");
+    return Promise.resolve();
+  }, logger);
   signalled.then((signal) => {
+    stopReloading();
     logger.info("shutting down", { signal });
     running.shutdown();
   });

@@ -182,6 +182,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   let bus: Bus | undefined;
   let config: PublisherConfig;
   let server: RestartingServer;
+  let stopReloading: (() => void) | undefined;
   // Ends the dashboard's event streams, which would otherwise keep the drain waiting for open pages.
   const shuttingDown = new AbortController();
   try {
@@ -203,20 +204,21 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       ...api,
       signal: shuttingDown.signal,
     });
+    // Listened for before the publisher says it is up: SIGHUP's default ends the process.
+    const { certFiles } = config;
+    stopReloading = onReloadSignal(async () => {
+      if (!certFiles) return logger.warn("SIGHUP: nothing to reload without --cert and --key");
+      const next = await readServedCertificate(certFiles);
+      server.reload({ cert: next.cert, key: next.key });
+      logger.info("reloaded the certificate", certificateFields(next));
+    }, logger);
     server = listen(config, handler, logger);
   } catch (error) {
+    stopReloading?.();
     logger.error((error as Error).message);
     await bus?.close();
     return 2;
   }
-  const { certFiles } = config;
-  const running = server;
-  const stopReloading = onReloadSignal(async () => {
-    if (!certFiles) return logger.warn("SIGHUP: nothing to reload without --cert and --key");
-    const next = await readServedCertificate(certFiles);
-    running.reload({ cert: next.cert, key: next.key });
-    logger.info("reloaded the certificate", certificateFields(next));
-  }, logger);
   const signal = await signalled;
   stopReloading();
   logger.info("shutting down", { signal, timeout: config.shutdownTimeout });
