@@ -55,6 +55,9 @@ const CLIENT_EXTENSIONS = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAut
  *
  * @example
  * ```ts
+ * import { makeTestCertificates } from "./_tls.ts";
+ * import { startService } from "./_service.ts";
+ *
  * await using certs = await makeTestCertificates();
  * await using hub = await startService("channel", ["--cert", certs.server.cert, "--key", certs.server.key]);
  * ```
