@@ -234,13 +234,16 @@ export function serve(options: ServeOptions, handler: Handler): Server {
   const listen = (port: number, tls: CertifiedKey | undefined): Deno.Listener<Deno.Conn, Deno.NetAddr> =>
     tls ? Deno.listenTls({ ...at, port, cert: tls.cert, key: tls.key }) : Deno.listen({ ...at, port });
   const server = new ServerImpl(listen(at.port!, options.tls), handler, settings);
+  // A listener that cannot open rejects: it must not throw into the caller's message handler.
   const reloadCertificate = (tls: CertifiedKey): Promise<void> => {
-    if (!options.tls) {
-      return Promise.reject(new TypeError("Cannot reload the certificate: the server is not serving TLS"));
+    try {
+      if (!options.tls) throw new TypeError("Cannot reload the certificate: the server is not serving TLS");
+      if (!options.reusePort) throw new TypeError("Cannot reload the certificate: it needs reusePort");
+      server.replaceListener(listen(server.addr.port, tls));
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
     }
-    if (!options.reusePort) return Promise.reject(new TypeError("Cannot reload the certificate: it needs reusePort"));
-    server.replaceListener(listen(server.addr.port, tls));
-    return Promise.resolve();
   };
   options.signal?.addEventListener("abort", () => server.shutdown(), { once: true });
   options.onListen?.(server.addr);
@@ -310,7 +313,7 @@ class ServerImpl implements SocketOwner {
     this.#pinger = setInterval(() => this.#ping(), settings.pingInterval);
     const tick = Math.min(settings.slowClientTimeout, settings.handshakeTimeout) / 4;
     this.#watchdog = setInterval(() => this.#watch(), Math.max(10, tick));
-    this.#accepting.add(this.#accept(listener));
+    this.#track(listener);
     this.finished = this.#finish();
   }
 
@@ -326,7 +329,7 @@ class ServerImpl implements SocketOwner {
     }
     const old = this.#listener;
     this.#listener = next;
-    this.#accepting.add(this.#accept(next));
+    this.#track(next);
     old.close();
   }
 
@@ -345,6 +348,12 @@ class ServerImpl implements SocketOwner {
       clearInterval(this.#watchdog);
     })();
     return this.#stopping;
+  }
+
+  /** Runs the accept loop of `listener`, kept in `#accepting` until it ends. */
+  #track(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): void {
+    const loop: Promise<void> = this.#accept(listener).finally(() => this.#accepting.delete(loop));
+    this.#accepting.add(loop);
   }
 
   /** Resolves once shut down, every accept loop ended and every connection upgraded or answered. */
