@@ -295,18 +295,17 @@ function listen(config: PublisherConfig, handler: Deno.ServeHandler, logger: Log
       },
     );
   }
-  let listened = false;
+  let first = true;
+  // Again after a failed accept, and on SIGHUP: the certificate's fields are the first server's, so said once.
   const onListen = (addr: Deno.NetAddr) => {
-    // A server opened again (after a failed accept, or on SIGHUP) is the same publisher.
-    if (listened) return;
-    listened = true;
     logger.info("listening", {
       addr: `${addr.hostname}:${addr.port}`,
       auth: apiKey ? "api-key" : "none",
       tls: served ? "on" : "off",
       busTls: config.busTls?.caCerts ? (config.busTls.cert ? "on, client certificate" : "on") : "off",
-      ...(served && certificateFields(served)),
+      ...(first && served && certificateFields(served)),
     });
+    first = false;
   };
   try {
     return new RestartingServer(
