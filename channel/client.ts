@@ -73,6 +73,25 @@ export interface HubClientOptions {
   maxPendingBytes?: number;
   /** Where log lines go. @default {createLogger("channel-client")} */
   logger?: Logger;
+  /**
+   * Speak TLS to the hub, verifying its certificate with `caCerts` (PEM) for
+   * `hostname`, and presenting `cert` and `key` (PEM) when given. A
+   * handshake that fails (an unknown CA, an expired certificate, a plain-text
+   * hub) is logged as a warning and retried like any failed connect.
+   *
+   * @default {plain text}
+   */
+  tls?: HubTlsOptions;
+}
+
+/** TLS to the hub: the CA certificates that verify it, and an optional client certificate. */
+export interface HubTlsOptions {
+  /** PEM CA certificates that verify the hub's certificate. */
+  caCerts: string[];
+  /** PEM client certificate chain presented to the hub, with `key`. @default {none} */
+  cert?: string;
+  /** PEM private key of `cert`. @default {none} */
+  key?: string;
 }
 
 /**
@@ -217,7 +236,10 @@ export class HubClient extends EventTarget {
   readonly #readyWaiters = new Set<{ resolve: () => void; reject: (error: Error) => void }>();
   readonly #running: Promise<void>;
   #nextId = 1;
-  #tcp: Deno.TcpConn | null = null;
+  readonly #tls: HubTlsOptions | undefined;
+  /** The last TLS handshake failure logged as a warning, until a handshake works. */
+  #tlsFailure: string | null = null;
+  #tcp: Deno.Conn | null = null;
   #writer: FrameWriter | null = null;
   #connecting: Promise<unknown> = Promise.resolve();
   #wake: (() => void) | null = null;
@@ -239,6 +261,7 @@ export class HubClient extends EventTarget {
   constructor(options: HubClientOptions = {}) {
     super();
     this.#hostname = options.hostname ?? "127.0.0.1";
+    this.#tls = options.tls;
     this.#port = options.port ?? DEFAULT_HUB_PORT;
     this.#token = options.token;
     this.#connectTimeout = timerMs("connectTimeout", options.connectTimeout ?? 5000);
@@ -611,22 +634,32 @@ export class HubClient extends EventTarget {
     }
   }
 
-  async #dial(): Promise<Deno.TcpConn | null> {
+  async #dial(): Promise<Deno.Conn | null> {
     // Aborted on timeout and on close(), so a host that drops SYNs cannot
     // hold the loop (or close()) for the kernel's minutes-long connect timeout.
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), this.#connectTimeout);
     this.#wake = () => abort.abort();
-    const connecting = Deno.connect({ hostname: this.#hostname, port: this.#port, signal: abort.signal });
+    const connecting = this.#connect(abort.signal);
     this.#connecting = connecting.catch(() => {});
     try {
-      const tcp = await connecting;
-      if (!this.#closed) return tcp;
-      tcp.close();
+      const conn = await connecting;
+      this.#tlsFailure = null;
+      if (!this.#closed) return conn;
+      conn.close();
       return null;
     } catch (error) {
       if (abort.signal.aborted && !this.#closed) {
         this.#logger.warn("hub connect timed out", { hub: this.address });
+      } else if (error instanceof TlsFailure && !this.#closed) {
+        // Not the hub being down: a configuration to fix, said at the level
+        // one sees, once per cause rather than at each retry.
+        const repeated = error.message === this.#tlsFailure;
+        this.#tlsFailure = error.message;
+        this.#logger[repeated ? "debug" : "warn"]("hub TLS handshake failed", {
+          hub: this.address,
+          error: error.message,
+        });
       } else if (!this.#closed) {
         this.#logger.debug("hub connect failed", { hub: this.address, error: (error as Error).message });
       }
@@ -634,6 +667,55 @@ export class HubClient extends EventTarget {
     } finally {
       clearTimeout(timer);
       this.#wake = null;
+    }
+  }
+
+  /**
+   * Opens the link: TCP, then TLS when configured, its handshake done here
+   * so that a certificate the client refuses (or a hub that does not speak
+   * TLS) fails the dial with a {@linkcode TlsFailure}, not the first read.
+   */
+  async #connect(signal: AbortSignal): Promise<Deno.Conn> {
+    const tls = this.#tls;
+    if (!tls) return await Deno.connect({ hostname: this.#hostname, port: this.#port, signal });
+    let conn: Deno.TlsConn;
+    if (tls.cert === undefined || tls.key === undefined) {
+      // Deno.startTls takes no client certificate; Deno.connectTls no signal, and its socket no setNoDelay.
+      const tcp = await Deno.connect({ hostname: this.#hostname, port: this.#port, signal });
+      tcp.setNoDelay(true);
+      conn = await Deno.startTls(tcp, { hostname: this.#hostname, caCerts: tls.caCerts });
+    } else {
+      const connecting = Deno.connectTls({
+        hostname: this.#hostname,
+        port: this.#port,
+        caCerts: tls.caCerts,
+        cert: tls.cert,
+        key: tls.key,
+      });
+      const aborted = new Promise<never>((_, reject) => {
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+      });
+      aborted.catch(() => {});
+      try {
+        conn = await Promise.race([connecting, aborted]);
+      } catch (error) {
+        connecting.then((late) => late.close(), () => {});
+        throw error;
+      }
+    }
+    const onAbort = () => conn.close();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await conn.handshake();
+      return conn;
+    } catch (error) {
+      try {
+        conn.close();
+      } catch { /* closed on abort */ }
+      if (signal.aborted) throw error;
+      throw new TlsFailure((error as Error).message);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
     }
   }
 
@@ -648,10 +730,10 @@ export class HubClient extends EventTarget {
     }).finally(() => (this.#wake = null));
   }
 
-  async #session(tcp: Deno.TcpConn): Promise<void> {
+  async #session(tcp: Deno.Conn): Promise<void> {
     // close() may have come between the dial and now, when there was no socket for it to close.
     if (this.#closed) return tcp.close();
-    tcp.setNoDelay(true);
+    if ("setNoDelay" in tcp) (tcp as Deno.TcpConn).setNoDelay(true);
     this.#tcp = tcp;
     const writer = new FrameWriter(tcp, {
       maxPendingBytes: this.#maxPendingBytes,
@@ -752,7 +834,7 @@ export class HubClient extends EventTarget {
   }
 
   /** Reads and handles the hub's messages until the connection ends; returns why it ended. */
-  async #read(tcp: Deno.TcpConn, heard: { at: number }): Promise<string> {
+  async #read(tcp: Deno.Conn, heard: { at: number }): Promise<string> {
     const decoder = new MessageDecoder(toHubMessage, { maxFrameBytes: this.#maxFrameBytes });
     const buffer = new Uint8Array(64 * 1024);
     try {
@@ -902,4 +984,9 @@ function toList(names: string | string[]): string[] {
 /** The count of an ack. */
 function count(reply: Ack | HistoryReply): number {
   return reply.type === "ack" ? reply.count : 0;
+}
+
+/** A TLS handshake with the hub failed: the message is the TLS library's (`invalid peer certificate: UnknownIssuer`). */
+class TlsFailure extends Error {
+  override name = "TlsFailure";
 }

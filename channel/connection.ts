@@ -85,7 +85,7 @@ export class Connection implements Peer {
   /** True while the hub holds back reading this peer (its replies unread, its publishes unacked, the startup grace). */
   readPaused = false;
   readonly #id: number;
-  readonly #tcp: Deno.TcpConn;
+  readonly #tcp: Deno.Conn;
   readonly #hub: Hub;
   readonly #counters: Counters;
   readonly #settings: ConnectionSettings;
@@ -110,7 +110,7 @@ export class Connection implements Peer {
   /** Wraps an accepted socket; the read loop starts with {@linkcode Connection.serve}. */
   constructor(
     id: number,
-    tcp: Deno.TcpConn,
+    tcp: Deno.Conn,
     server: ConnectionHost,
     settings: ConnectionSettings,
     logger: Logger,
@@ -129,7 +129,8 @@ export class Connection implements Peer {
       onError: () => this.#close(),
     });
     this.#decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: settings.maxFrameBytes });
-    tcp.setNoDelay(true);
+    // A TLS connection has no such switch in Deno.
+    if ("setNoDelay" in tcp) (tcp as Deno.TcpConn).setNoDelay(true);
     this.#hub.join(this);
   }
 
@@ -166,7 +167,12 @@ export class Connection implements Peer {
   /** Reads and handles the peer's frames until it goes; resolves once the socket is closed. */
   async serve(): Promise<void> {
     const buffer = new Uint8Array(64 * 1024);
+    let handshaken = false;
     try {
+      // Done here rather than by the first read, so that a failed handshake
+      // has its own line: a plain-text client, or one that refuses the certificate.
+      if ("handshake" in this.#tcp) await (this.#tcp as Deno.TlsConn).handshake();
+      handshaken = true;
       while (true) {
         const n = await this.#tcp.read(buffer);
         if (n === null) break;
@@ -189,7 +195,14 @@ export class Connection implements Peer {
         if (this.#greeted) this.lastSeen = performance.now();
       }
     } catch (error) {
-      if (!this.#closed) this.#logger.debug("read failed", { conn: this.#id, error: (error as Error).message });
+      if (!handshaken && !this.#closed) {
+        const remote = this.#tcp.remoteAddr as Deno.NetAddr;
+        this.#logger.warn("TLS handshake failed", {
+          conn: this.#id,
+          remote: `${remote.hostname}:${remote.port}`,
+          error: (error as Error).message,
+        });
+      } else if (!this.#closed) this.#logger.debug("read failed", { conn: this.#id, error: (error as Error).message });
     } finally {
       this.#countDisconnect("closed");
       this.#hub.leave(this);

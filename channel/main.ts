@@ -34,6 +34,13 @@ import {
   shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
+import {
+  certFilesFlag,
+  certificateFields,
+  onReloadSignal,
+  readServedCertificate,
+  SERVE_TLS_FLAGS,
+} from "../shared/tls.ts";
 
 const FLAGS: Record<string, FlagSpec> = {
   hostname: {
@@ -45,6 +52,7 @@ const FLAGS: Record<string, FlagSpec> = {
   port: { type: "string", arg: "PORT", help: "TCP port; 0 picks a free one", default: String(DEFAULT_HUB_PORT) },
   token: { type: "string", arg: "TOKEN", help: "token clients must present (or env CHANNEL_TOKEN)" },
   insecure: { type: "boolean", help: "allow a non-loopback address without a token" },
+  ...SERVE_TLS_FLAGS,
   "max-frame-bytes": {
     type: "string",
     arg: "N",
@@ -182,11 +190,12 @@ interface Config {
 }
 
 /**
- * Turns parsed flags into the hub's options.
+ * Turns parsed flags into the hub's options, reading `--cert` and `--key`.
  *
- * @throws {TypeError} on a bad flag, or a non-loopback address without a token or `--insecure`.
+ * @throws {TypeError} on a bad flag or certificate file, or a non-loopback
+ * address without a token or `--insecure`.
  */
-function configFrom(flags: FlagValues): Config {
+async function configFrom(flags: FlagValues): Promise<Config> {
   const log = createLogger("channel", { level: logLevelFlag(flags) });
   const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
   const token = stringFlag(flags, "token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
@@ -195,12 +204,21 @@ function configFrom(flags: FlagValues): Config {
       `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
     );
   }
+  const certFiles = certFilesFlag(flags);
+  const served = certFiles && await readServedCertificate(certFiles);
+  if (!served && !isLoopback(hostname)) {
+    log.warn("listening on a non-loopback address without TLS: tokens and messages cross the network readable", {
+      hostname,
+      hint: "--cert and --key (README: TLS)",
+    });
+  }
   const metricsHostname = stringFlag(flags, "metrics-hostname") ?? "127.0.0.1";
   const metricsPort = flags["metrics-port"] === undefined ? undefined : intFlag(flags, "metrics-port", 0);
   const hub: HubServerOptions = {
     hostname,
     port: intFlag(flags, "port", DEFAULT_HUB_PORT),
     token: token || undefined,
+    tls: served && { cert: served.cert, key: served.key },
     maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
     maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
     maxConnections: intFlag(flags, "max-connections", 1024),
@@ -223,7 +241,12 @@ function configFrom(flags: FlagValues): Config {
     startupGrace: durationFlag(flags, "startup-grace", 1500),
     logger: log,
     onListen: (addr) =>
-      log.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: token ? "token" : "none" }),
+      log.info("listening", {
+        addr: `${addr.hostname}:${addr.port}`,
+        auth: token ? "token" : "none",
+        tls: served ? "on" : "off",
+        ...(served && certificateFields(served)),
+      }),
   };
   if (hub.historyMaxBytes! + SUBJECT_BYTES > hub.historyTotalBytes!) {
     throw new TypeError(
@@ -271,7 +294,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       console.log(helpText("deno task channel [options]", "Hub: TCP pub/sub and work queues.", FLAGS));
       return 0;
     }
-    const config = configFrom(flags);
+    const config = await configFrom(flags);
     server = serveHub(config.hub);
     if (config.metrics) http = serveMetrics(server, config.metrics, config.log);
   } catch (error) {
@@ -280,7 +303,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     return 2;
   }
   const running = server;
+  // SIGHUP's default would end the hub: an operator reloading every service's certificate must not.
+  const stopReloading = onReloadSignal(() => {
+    logger.warn("SIGHUP: the hub does not reload its certificate; restart it to take a new one (README: TLS)");
+    return Promise.resolve();
+  }, logger);
   signalled.then((signal) => {
+    stopReloading();
     logger.info("shutting down", { signal });
     running.shutdown();
   });

@@ -19,6 +19,7 @@ import type { RegistrySnapshot } from "../shared/metrics.ts";
 import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
 import { timerMs } from "../shared/duration.ts";
+import type { CertifiedKey } from "../shared/tls.ts";
 
 export { DISCONNECT_REASONS, type DisconnectReason, type HubServerStats } from "./metrics.ts";
 
@@ -30,6 +31,12 @@ export interface HubServerOptions extends HubOptions {
   port?: number;
   /** When set, every client must present it in its `hello`. */
   token?: string;
+  /**
+   * Serve TLS with this certificate chain and key (PEM). Deno's TLS listener
+   * cannot ask clients for certificates: the token stays the clients' proof.
+   * @default {plain text}
+   */
+  tls?: CertifiedKey;
   /**
    * Most bytes waiting to be written to one client. A client past it is a slow
    * consumer: it gets an error frame and is disconnected.
@@ -132,10 +139,10 @@ export function serveHub(options: HubServerOptions = {}): HubServer {
     closeGrace: timerMs("closeGrace", options.closeGrace ?? 1000),
     startupGrace: timerMs("startupGrace", options.startupGrace ?? 1500),
   };
-  const listener = Deno.listen({
-    hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? DEFAULT_HUB_PORT,
-  });
+  const at = { hostname: options.hostname ?? "127.0.0.1", port: options.port ?? DEFAULT_HUB_PORT };
+  const listener: Deno.Listener<Deno.Conn, Deno.NetAddr> = options.tls
+    ? Deno.listenTls({ ...at, cert: options.tls.cert, key: options.tls.key })
+    : Deno.listen(at);
   const addr = listener.addr as Deno.NetAddr;
   const logger = options.logger ?? createLogger("channel");
   const server = new Server(listener, new Hub(options), settings, logger);
@@ -164,7 +171,7 @@ class Server implements ConnectionHost {
   readonly hub: Hub;
   readonly finished: Promise<void>;
   readonly counters = new Counters();
-  readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  readonly #listener: Deno.Listener<Deno.Conn, Deno.NetAddr>;
   readonly #settings: Settings;
   readonly #logger: Logger;
   readonly #connections = new Set<Connection>();
@@ -176,7 +183,7 @@ class Server implements ConnectionHost {
   #shuttingDown: Promise<void> | null = null;
 
   constructor(
-    listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>,
+    listener: Deno.Listener<Deno.Conn, Deno.NetAddr>,
     hub: Hub,
     settings: Settings,
     logger: Logger,

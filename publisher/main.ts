@@ -34,6 +34,19 @@ import {
   shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
+import {
+  BUS_TLS_FLAGS,
+  type BusTls,
+  busTlsFlag,
+  type CertFiles,
+  certFilesFlag,
+  certificateFields,
+  type CertifiedKey,
+  onReloadSignal,
+  readServedCertificate,
+  SERVE_TLS_FLAGS,
+  type ServedCertificate,
+} from "../shared/tls.ts";
 
 /** The publisher's HTTP port unless `--port` says otherwise. */
 export const DEFAULT_PUBLISHER_PORT = 4237;
@@ -50,7 +63,9 @@ const FLAGS: Record<string, FlagSpec> = {
     default: "127.0.0.1",
   },
   port: { type: "string", arg: "PORT", help: "HTTP port; 0 picks a free one", default: String(DEFAULT_PUBLISHER_PORT) },
+  ...SERVE_TLS_FLAGS,
   ...HUB_FLAGS,
+  ...BUS_TLS_FLAGS,
   "api-key": {
     type: "string",
     arg: "KEY",
@@ -136,6 +151,12 @@ interface PublisherConfig {
   /** The bus address (`channel://host:port`). */
   bus: string;
   token: string | undefined;
+  /** TLS to the bus (PEM contents), or undefined for plain text. */
+  busTls: BusTls | undefined;
+  /** Where the served certificate is read from (again on SIGHUP); undefined for plain HTTP. */
+  certFiles: CertFiles | undefined;
+  /** The served certificate as read at start. */
+  served: ServedCertificate | undefined;
   publishTimeout: number;
   maxContentBytes: number;
   maxFrameBytes: number;
@@ -161,6 +182,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   let bus: Bus | undefined;
   let config: PublisherConfig;
   let server: RestartingServer;
+  let stopReloading: (() => void) | undefined;
   // Ends the dashboard's event streams, which would otherwise keep the drain waiting for open pages.
   const shuttingDown = new AbortController();
   try {
@@ -170,7 +192,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       return 0;
     }
     logger = createLogger("publisher", { level: logLevelFlag(flags) });
-    config = readConfig(flags);
+    config = await readConfig(flags);
     bus = openPublisherBus(config, logger);
     const { publishTimeout, maxContentBytes, apiKey, api } = config;
     const handler = createPublishHandler({
@@ -182,13 +204,23 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       ...api,
       signal: shuttingDown.signal,
     });
+    // Listened for before the publisher says it is up: SIGHUP's default ends the process.
+    const { certFiles } = config;
+    stopReloading = onReloadSignal(async () => {
+      if (!certFiles) return logger.warn("SIGHUP: nothing to reload without --cert and --key");
+      const next = await readServedCertificate(certFiles);
+      server.reload({ cert: next.cert, key: next.key });
+      logger.info("reloaded the certificate", certificateFields(next));
+    }, logger);
     server = listen(config, handler, logger);
   } catch (error) {
+    stopReloading?.();
     logger.error((error as Error).message);
     await bus?.close();
     return 2;
   }
   const signal = await signalled;
+  stopReloading();
   logger.info("shutting down", { signal, timeout: config.shutdownTimeout });
   shuttingDown.abort();
   await stop(server, bus, config.shutdownTimeout, logger);
@@ -200,10 +232,10 @@ export async function main(args: string[] = Deno.args): Promise<number> {
  * Reads every flag but `--help` and `--log-level`, in the order their
  * errors are reported.
  *
- * @throws {TypeError} for a bad value, or a non-loopback address without an
- * API key and without `--insecure`.
+ * @throws {TypeError} for a bad value or certificate file, or a
+ * non-loopback address without an API key and without `--insecure`.
  */
-function readConfig(flags: FlagValues): PublisherConfig {
+async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
   const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
   const apiKey = (stringFlag(flags, "api-key") ?? Deno.env.get("PUBLISHER_API_KEY")) || undefined;
   if (!apiKey && !isLoopback(hostname) && !flags.insecure) {
@@ -211,12 +243,16 @@ function readConfig(flags: FlagValues): PublisherConfig {
       `Refusing to listen on ${hostname} without an API key: set --api-key or PUBLISHER_API_KEY, or pass --insecure`,
     );
   }
+  const certFiles = certFilesFlag(flags);
   return {
     hostname,
     apiKey,
     port: intFlag(flags, "port", DEFAULT_PUBLISHER_PORT),
+    certFiles,
+    served: certFiles && await readServedCertificate(certFiles),
     bus: busFlag(flags),
     token: hubTokenFlag(flags),
+    busTls: await busTlsFlag(flags),
     publishTimeout: durationFlag(flags, "publish-timeout", 5000, { min: 1 }),
     maxContentBytes: positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES),
     shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT),
@@ -239,8 +275,8 @@ function readConfig(flags: FlagValues): PublisherConfig {
  * starts, and answers 503, while the hub is down.
  */
 function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
-  const { token, publishTimeout, maxFrameBytes } = config;
-  return openBus(config.bus, { token, publishTimeout, maxFrameBytes, logger });
+  const { token, publishTimeout, maxFrameBytes, busTls } = config;
+  return openBus(config.bus, { token, publishTimeout, maxFrameBytes, tls: busTls, logger });
 }
 
 /**
@@ -249,13 +285,34 @@ function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
  * @throws {Error} when it cannot listen (the port is taken, say).
  */
 function listen(config: PublisherConfig, handler: Deno.ServeHandler, logger: Logger): RestartingServer {
-  const { hostname, port, apiKey } = config;
-  const onListen = (addr: Deno.NetAddr) =>
-    logger.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: apiKey ? "api-key" : "none" });
+  const { hostname, port, apiKey, served } = config;
+  if (!served && !isLoopback(hostname)) {
+    logger.warn(
+      "listening on a non-loopback address without TLS: the API key and messages cross the network readable",
+      {
+        hostname,
+        hint: "--cert and --key (README: TLS)",
+      },
+    );
+  }
+  let first = true;
+  // Again after a failed accept, and on SIGHUP: the certificate's fields are the first server's, so said once.
+  const onListen = (addr: Deno.NetAddr) => {
+    logger.info("listening", {
+      addr: `${addr.hostname}:${addr.port}`,
+      auth: apiKey ? "api-key" : "none",
+      tls: served ? "on" : "off",
+      busTls: config.busTls?.caCerts ? (config.busTls.cert ? "on, client certificate" : "on") : "off",
+      ...(first && served && certificateFields(served)),
+    });
+    first = false;
+  };
   try {
     return new RestartingServer(
-      (listenPort) => Deno.serve({ hostname, port: listenPort ?? port, handler, onListen }),
+      (listenPort, tls) =>
+        Deno.serve({ hostname, port: listenPort ?? port, handler, onListen, ...tlsServeOptions(tls) }),
       logger,
+      served && { cert: served.cert, key: served.key },
     );
   } catch (error) {
     throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
@@ -296,8 +353,10 @@ const RESTART_DELAY_MS = 1000;
  * connections while it lasts, not the publisher.
  */
 class RestartingServer {
-  readonly #serve: (port?: number) => Deno.HttpServer<Deno.NetAddr>;
+  readonly #serve: (port: number | undefined, tls: CertifiedKey | undefined) => Deno.HttpServer<Deno.NetAddr>;
   readonly #logger: Logger;
+  /** The certificate it serves with, the latest reloaded; undefined for plain HTTP. */
+  #tls: CertifiedKey | undefined;
   #server: Deno.HttpServer<Deno.NetAddr>;
   /** Every server started: one that stopped accepting still answers the requests it took. */
   readonly #servers: Deno.HttpServer<Deno.NetAddr>[] = [];
@@ -306,11 +365,40 @@ class RestartingServer {
   #stopping = false;
 
   /** Starts the first server; throws if `serve` does (the port is taken, say). */
-  constructor(serve: (port?: number) => Deno.HttpServer<Deno.NetAddr>, logger: Logger) {
+  constructor(
+    serve: (port: number | undefined, tls: CertifiedKey | undefined) => Deno.HttpServer<Deno.NetAddr>,
+    logger: Logger,
+    tls: CertifiedKey | undefined,
+  ) {
     this.#serve = serve;
     this.#logger = logger;
-    this.#server = this.#watch(serve());
+    this.#tls = tls;
+    this.#server = this.#watch(serve(undefined, tls));
     this.#port = this.#server.addr.port;
+  }
+
+  /**
+   * Serves new connections with `tls` from now on: a new server opens on the
+   * same port beside the current one (`reusePort`), then the current one
+   * shuts down, finishing the requests it has.
+   *
+   * @throws {Error} when the new server cannot open: the current one stays.
+   */
+  reload(tls: CertifiedKey): void {
+    if (this.#stopping) return;
+    const next = this.#serve(this.#port, tls);
+    this.#tls = tls;
+    const old = this.#server;
+    this.#server = this.#watch(next);
+    this.#retire(old);
+  }
+
+  /** Shuts a replaced server down, finishing its requests, and forgets it. */
+  #retire(old: Deno.HttpServer<Deno.NetAddr>): void {
+    old.shutdown().catch(() => {}).finally(() => {
+      const at = this.#servers.indexOf(old);
+      if (at >= 0) this.#servers.splice(at, 1);
+    });
   }
 
   /** Stops taking requests and resolves once those in flight are answered. */
@@ -323,7 +411,7 @@ class RestartingServer {
   #watch(server: Deno.HttpServer<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {
     this.#servers.push(server);
     server.finished.catch((error: Error) => {
-      if (this.#stopping) return;
+      if (this.#stopping || server !== this.#server) return;
       this.#logger.error("stopped accepting connections; listening again soon", {
         error: error.message,
         delayMs: RESTART_DELAY_MS,
@@ -337,13 +425,22 @@ class RestartingServer {
     this.#timer = setTimeout(() => {
       if (this.#stopping) return;
       try {
-        this.#server = this.#watch(this.#serve(this.#port));
+        this.#server = this.#watch(this.#serve(this.#port, this.#tls));
       } catch (error) {
         this.#logger.error("cannot listen again yet", { error: (error as Error).message });
         this.#later();
       }
     }, RESTART_DELAY_MS);
   }
+}
+
+/**
+ * The `Deno.serve` options that serve HTTPS with `tls` (PEM contents), none
+ * for plain HTTP. The port is shared (`reusePort`), so that a new server
+ * with a reloaded certificate opens beside the old one before it closes.
+ */
+function tlsServeOptions(tls: CertifiedKey | undefined): Partial<Deno.ServeTcpOptions & Deno.TlsCertifiedKeyPem> {
+  return tls ? { cert: tls.cert, key: tls.key, reusePort: true } : {};
 }
 
 /** Waits for `promise` up to `ms`; true if it settled in time. */

@@ -34,6 +34,7 @@
  * @module
  */
 
+import type { CertifiedKey } from "../shared/tls.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
 import type { PreparedMessage, Transport, TransportRequest } from "./transport.ts";
 import {
@@ -65,6 +66,12 @@ export interface DenoServeOptions {
   port?: number;
   /** Share the port with other listeners (needs `--unstable-net`). @default {false} */
   reusePort?: boolean;
+  /**
+   * Serve TLS (`wss://`, `https://`) with this certificate chain and key
+   * (PEM). Not reloadable: `Deno.serve`'s shutdown ends the WebSockets it
+   * upgraded, so a new certificate takes a restart. @default {plain text}
+   */
+  tls?: CertifiedKey;
   /** Aborting it shuts the server down. */
   signal?: AbortSignal;
   /** Called once listening. */
@@ -342,6 +349,7 @@ export function serveDeno(options: DenoServeOptions, handler: DenoHandler): Serv
     hostname: options.hostname ?? DEFAULT_HOSTNAME,
     port: options.port ?? DEFAULT_PUSHER_PORT,
     ...(options.reusePort ? { reusePort: true } : {}),
+    ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
     // Deno's own line otherwise.
     onListen: () => {},
     onError: (error) => {
@@ -362,6 +370,12 @@ export function serveDeno(options: DenoServeOptions, handler: DenoHandler): Serv
     // Deno reads request heads before the handler sees them, and does not say how many.
     handshaking: 0,
     shutdown: () => server.shutdown(),
+    reloadCertificate: () =>
+      Promise.reject(
+        new Error(
+          "Cannot reload the certificate on --server deno: Deno.serve's shutdown ends its WebSockets; restart the pusher, or use --server listen",
+        ),
+      ),
     [Symbol.asyncDispose]: () => server.shutdown(),
   };
 }

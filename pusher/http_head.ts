@@ -66,7 +66,7 @@ const HEAD_READ_BYTES = 1024;
  * connection ended first (or was closed meanwhile).
  */
 export async function readHead(
-  tcp: Deno.TcpConn,
+  tcp: Deno.Conn,
   maxHeadBytes: number,
 ): Promise<HeadRead | { error: Response } | null> {
   // Starts small and grows only for a large head.

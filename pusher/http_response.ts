@@ -26,7 +26,7 @@ const STATUS_TEXT: Record<number, string> = {
  * body (`headOnly`, for a `HEAD` request). A client gone meanwhile is not an
  * error: there is no one left to answer.
  */
-export async function respond(tcp: Deno.TcpConn, response: Response, headOnly: boolean): Promise<void> {
+export async function respond(tcp: Deno.Conn, response: Response, headOnly: boolean): Promise<void> {
   try {
     const body = headOnly || response.body === null ? new Uint8Array(0) : new Uint8Array(await response.arrayBuffer());
     let head = `HTTP/1.1 ${response.status} ${response.statusText || STATUS_TEXT[response.status] || ""}\r\n`;
@@ -48,7 +48,7 @@ export async function respond(tcp: Deno.TcpConn, response: Response, headOnly: b
 }
 
 /** Closes `tcp`; closing one already closed is harmless. */
-export function closeConnection(tcp: Deno.TcpConn): void {
+export function closeConnection(tcp: Deno.Conn): void {
   try {
     tcp.close();
   } catch { /* already closed */ }

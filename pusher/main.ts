@@ -7,6 +7,7 @@
  */
 
 import { type FromWorker, isServerKind, type ToWorker, type WorkerConfig } from "./worker.ts";
+import type { CertifiedKey } from "../shared/tls.ts";
 import { DEFAULT_MAX_MESSAGE_RATE } from "./rate_limit.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT,
@@ -31,12 +32,24 @@ import {
   hubMaxFrameBytesFlag,
   hubTokenFlag,
   intFlag,
+  isLoopback,
   LOG_LEVEL_FLAG,
   logLevelFlag,
   parseFlags,
   shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
+import {
+  BUS_TLS_FLAGS,
+  busTlsFlag,
+  type CertFiles,
+  certFilesFlag,
+  certificateFields,
+  onReloadSignal,
+  readServedCertificate,
+  SERVE_TLS_FLAGS,
+  type ServedCertificate,
+} from "../shared/tls.ts";
 
 export { DEFAULT_PUSHER_PORT } from "./server.ts";
 
@@ -67,7 +80,9 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "listen: our own WebSocket server on Deno.listen; deno: Deno.serve (README: what differs)",
     default: "listen",
   },
+  ...SERVE_TLS_FLAGS,
   ...HUB_FLAGS,
+  ...BUS_TLS_FLAGS,
   "publisher-url": {
     type: "string",
     arg: "URL",
@@ -194,7 +209,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     const logLevel = logLevelFlag(flags);
     // Before the other flags: a bad one is reported at the asked level.
     logger = createLogger("pusher", { level: logLevel });
-    return await run(pusherSettings(flags, logLevel), logger, signalled);
+    return await run(await pusherSettings(flags, logLevel), logger, signalled);
   } catch (error) {
     logger.error((error as Error).message);
     return 2;
@@ -209,14 +224,20 @@ interface PusherSettings {
   workers: number;
   /** Milliseconds the workers get to close their clients. */
   shutdownTimeout: number;
+  /** Where the served certificate is read from again on SIGHUP; undefined without TLS. */
+  certFiles: CertFiles | undefined;
+  /** The served certificate as read at start. */
+  served: ServedCertificate | undefined;
 }
 
 /**
- * Reads the flags (and `PUSHER_TOKEN_SECRET`) into the pusher's settings.
+ * Reads the flags (and `PUSHER_TOKEN_SECRET`) into the pusher's settings,
+ * and the certificate files they name.
  *
- * @throws {TypeError} on a flag with a bad value.
+ * @throws {TypeError} on a flag with a bad value, or a certificate file that
+ * cannot be read or is not what it should be.
  */
-function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
+async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<PusherSettings> {
   const tokenSecret = stringFlag(flags, "token-secret") ?? (Deno.env.get("PUSHER_TOKEN_SECRET") || null);
   // An empty value is no secret: anyone could sign tokens with it.
   if (tokenSecret === "") {
@@ -231,6 +252,8 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
   }
   const server = stringFlag(flags, "server") ?? "listen";
   if (!isServerKind(server)) throw new TypeError(`Invalid --server: listen or deno, got ${server}`);
+  const certFiles = certFilesFlag(flags);
+  const served = certFiles && await readServedCertificate(certFiles);
   const worker: Omit<WorkerConfig, "slot"> = {
     server,
     hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
@@ -238,6 +261,8 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
     bus: busFlag(flags),
     hubToken: hubTokenFlag(flags),
     hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
+    busTls: await busTlsFlag(flags),
+    tls: served && { cert: served.cert, key: served.key },
     idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_PING_INTERVAL / 1000, { unit: "s", min: 1 }),
     maxBufferedBytes: intFlag(flags, "max-buffered-bytes", DEFAULT_MAX_BUFFERED_BYTES),
     slowClientTimeout: durationFlag(flags, "slow-client-timeout", DEFAULT_SLOW_CLIENT_TIMEOUT, { min: 1 }),
@@ -258,7 +283,8 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
     presenceChannels: stringFlag(flags, "presence-channels")?.split(",").map((c) => c.trim()).filter(Boolean) ?? [],
     logLevel,
   };
-  return { worker, workers, shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT) };
+  const shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);
+  return { worker, workers, shutdownTimeout, certFiles, served };
 }
 
 /**
@@ -266,7 +292,7 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
  * the pool to give up (1), and stops them.
  */
 async function run(settings: PusherSettings, logger: Logger, signalled: Promise<Deno.Signal>): Promise<number> {
-  const { worker: config, workers, shutdownTimeout } = settings;
+  const { worker: config, workers, shutdownTimeout, certFiles, served } = settings;
   let fatal!: (error: Error) => void;
   const failed = new Promise<Error>((resolve) => (fatal = resolve));
   const pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });
@@ -274,6 +300,19 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
   // one abruptly, as a crash would, and the pool replaces it. Listened for
   // before anything says the pusher is up: SIGUSR2's default ends the process.
   Deno.addSignalListener("SIGUSR2", () => pool.crash(0));
+  // SIGHUP too: its default ends the process.
+  const stopReloading = onReloadSignal(async () => {
+    if (!certFiles) return logger.warn("SIGHUP: nothing to reload without --cert and --key");
+    const next = await readServedCertificate(certFiles);
+    logger.info("reloading the certificate", certificateFields(next));
+    await pool.reload({ cert: next.cert, key: next.key });
+  }, logger);
+  if (!served && !isLoopback(config.hostname)) {
+    logger.warn("listening on a non-loopback address without TLS: tokens and messages cross the network readable", {
+      hostname: config.hostname,
+      hint: "--cert and --key (README: TLS)",
+    });
+  }
   const port = await pool.start();
   logger.info("listening", {
     addr: `${config.hostname}:${port}`,
@@ -281,8 +320,12 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
     server: config.server,
     bus: config.bus,
     auth: config.tokenSecret ? "token" : "none",
+    tls: served ? "on" : "off",
+    busTls: config.busTls?.caCerts ? (config.busTls.cert ? "on, client certificate" : "on") : "off",
+    ...(served && certificateFields(served)),
   });
   const outcome = await Promise.race([signalled, failed]);
+  stopReloading();
   if (outcome instanceof Error) {
     logger.error(outcome.message);
     await pool.stop(shutdownTimeout);
@@ -323,7 +366,7 @@ interface WorkerPoolOptions {
  * cannot start), merging their metrics.
  */
 class WorkerPool {
-  readonly #config: Omit<WorkerConfig, "slot">;
+  #config: Omit<WorkerConfig, "slot">;
   readonly #size: number;
   readonly #logger: Logger;
   readonly #onFatal: (error: Error) => void;
@@ -339,6 +382,7 @@ class WorkerPool {
   #port = 0;
   #stopping = false;
   #nextSnapshot = 1;
+  #nextReload = 1;
 
   constructor(config: Omit<WorkerConfig, "slot">, options: WorkerPoolOptions) {
     this.#config = config;
@@ -370,6 +414,33 @@ class WorkerPool {
       worker.postMessage({ type: "stop", timeout } satisfies ToWorker);
       return done.then(() => worker.terminate());
     }));
+  }
+
+  /**
+   * Hands every worker a new certificate for its new connections, and keeps
+   * it for the workers started from now on; resolves once each has answered,
+   * with one log line each.
+   */
+  async reload(tls: CertifiedKey): Promise<void> {
+    this.#config = { ...this.#config, tls };
+    const id = this.#nextReload++;
+    await Promise.all([...this.#workers].map(([slot, worker]) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => done("no answer within 5 s"), 5000);
+        const onMessage = (event: MessageEvent<FromWorker>) => {
+          if (event.data.type === "reloaded" && event.data.id === id) done(event.data.error);
+        };
+        const done = (error: string | null) => {
+          clearTimeout(timer);
+          worker.removeEventListener("message", onMessage);
+          if (error === null) this.#logger.info("worker reloaded its certificate", { slot });
+          else this.#logger.error("worker kept its old certificate", { slot, error });
+          resolve();
+        };
+        worker.addEventListener("message", onMessage);
+        worker.postMessage({ type: "reload", id, tls } satisfies ToWorker);
+      })
+    ));
   }
 
   /** Ends a worker at once, without cleanup, and starts a replacement. */

@@ -29,6 +29,7 @@ import { CloseCode, DEFAULT_MAX_MESSAGE_BYTES, PreparedText } from "./websocket.
 import { acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { timerMs } from "../shared/duration.ts";
+import type { CertifiedKey } from "../shared/tls.ts";
 
 export type { ServerRequest } from "./http_head.ts";
 export { DEFAULT_MAX_MESSAGE_BYTES } from "./websocket.ts";
@@ -58,6 +59,12 @@ export interface ServeOptions {
   port?: number;
   /** Share the port with other listeners (needs `--unstable-net`). @default {false} */
   reusePort?: boolean;
+  /**
+   * Serve TLS (`wss://`, `https://`) with this certificate chain and key
+   * (PEM); {@linkcode Server.reloadCertificate} swaps them, which needs
+   * `reusePort`. @default {plain text}
+   */
+  tls?: CertifiedKey;
   /** Aborting it shuts the server down. */
   signal?: AbortSignal;
   /** Called once listening. */
@@ -120,6 +127,17 @@ export interface Server extends AsyncDisposable {
   readonly handshaking: number;
   /** Stops accepting, closes every WebSocket with 1001, and waits for them. */
   shutdown(): Promise<void>;
+  /**
+   * Serves new connections with `tls` from now on; open connections keep
+   * theirs. A new listener opens on the same port beside the old one
+   * (`reusePort`), then the old one closes: connections the kernel had
+   * queued on the old one and not yet handed over are reset, and their
+   * clients reconnect.
+   *
+   * @throws {TypeError} when the server does not serve TLS, or not with `reusePort`.
+   * @throws {Error} when the new listener cannot open (a bad key, say): the old one stays.
+   */
+  reloadCertificate(tls: CertifiedKey): Promise<void>;
 }
 
 /** A fetch-style request handler. */
@@ -208,12 +226,25 @@ export function serve(options: ServeOptions, handler: Handler): Server {
     logger: options.logger ?? createLogger("pusher"),
     onRefused: options.onRefused ?? (() => {}),
   };
-  const listener = Deno.listen({
+  const at = {
     hostname: options.hostname ?? DEFAULT_HOSTNAME,
     port: options.port ?? DEFAULT_PUSHER_PORT,
     ...(options.reusePort ? { reusePort: true } : {}),
-  } as Deno.TcpListenOptions);
-  const server = new ServerImpl(listener, handler, settings);
+  } as Deno.TcpListenOptions;
+  const listen = (port: number, tls: CertifiedKey | undefined): Deno.Listener<Deno.Conn, Deno.NetAddr> =>
+    tls ? Deno.listenTls({ ...at, port, cert: tls.cert, key: tls.key }) : Deno.listen({ ...at, port });
+  const server = new ServerImpl(listen(at.port!, options.tls), handler, settings);
+  // A listener that cannot open rejects: it must not throw into the caller's message handler.
+  const reloadCertificate = (tls: CertifiedKey): Promise<void> => {
+    try {
+      if (!options.tls) throw new TypeError("Cannot reload the certificate: the server is not serving TLS");
+      if (!options.reusePort) throw new TypeError("Cannot reload the certificate: it needs reusePort");
+      server.replaceListener(listen(server.addr.port, tls));
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
   options.signal?.addEventListener("abort", () => server.shutdown(), { once: true });
   options.onListen?.(server.addr);
   return {
@@ -226,6 +257,7 @@ export function serve(options: ServeOptions, handler: Handler): Server {
       return server.handshaking;
     },
     shutdown: () => server.shutdown(),
+    reloadCertificate,
     [Symbol.asyncDispose]: () => server.shutdown(),
   };
 }
@@ -244,7 +276,11 @@ class ServerImpl implements SocketOwner {
   readonly readSlots = new ReadSlots();
   readonly finished: Promise<void>;
   readonly sockets = new Set<Socket>();
-  readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  /** The listener taking new connections; a replaced one's loop ends once it is closed. */
+  #listener: Deno.Listener<Deno.Conn, Deno.NetAddr>;
+  /** The accept loops still running: the current listener's, and a replaced one's until it ends. */
+  readonly #accepting = new Set<Promise<void>>();
+  #stopped!: () => void;
   readonly #handler: Handler;
   readonly #settings: Settings;
   /**
@@ -263,13 +299,13 @@ class ServerImpl implements SocketOwner {
     this.#served();
   };
   /** Connections still sending their request head, in the order they came, with their deadlines (`performance.now()`). */
-  readonly #handshaking = new Map<Deno.TcpConn, number>();
+  readonly #handshaking = new Map<Deno.Conn, number>();
   readonly #pinger: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
   #stopping: Promise<void> | null = null;
   #allClosed: (() => void) | null = null;
 
-  constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, handler: Handler, settings: Settings) {
+  constructor(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>, handler: Handler, settings: Settings) {
     this.#listener = listener;
     this.addr = listener.addr;
     this.#handler = handler;
@@ -277,11 +313,24 @@ class ServerImpl implements SocketOwner {
     this.#pinger = setInterval(() => this.#ping(), settings.pingInterval);
     const tick = Math.min(settings.slowClientTimeout, settings.handshakeTimeout) / 4;
     this.#watchdog = setInterval(() => this.#watch(), Math.max(10, tick));
-    this.finished = this.#accept();
+    this.#track(listener);
+    this.finished = this.#finish();
   }
 
   get handshaking(): number {
     return this.#handshaking.size;
+  }
+
+  /** Takes new connections on `next` from now on, and closes the listener it replaces. */
+  replaceListener(next: Deno.Listener<Deno.Conn, Deno.NetAddr>): void {
+    if (this.#stopping) {
+      next.close();
+      return;
+    }
+    const old = this.#listener;
+    this.#listener = next;
+    this.#track(next);
+    old.close();
   }
 
   shutdown(): Promise<void> {
@@ -289,6 +338,7 @@ class ServerImpl implements SocketOwner {
       try {
         this.#listener.close();
       } catch { /* closed */ }
+      this.#stopped();
       for (const tcp of this.#handshaking.keys()) closeConnection(tcp);
       const closed = new Promise<void>((resolve) => (this.#allClosed = resolve));
       for (const socket of this.sockets) socket.close(CloseCode.goingAway, "going away");
@@ -300,15 +350,30 @@ class ServerImpl implements SocketOwner {
     return this.#stopping;
   }
 
-  async #accept(): Promise<void> {
-    const options = { stopping: () => this.#stopping !== null, logger: this.#settings.logger };
+  /** Runs the accept loop of `listener`, kept in `#accepting` until it ends. */
+  #track(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): void {
+    const loop: Promise<void> = this.#accept(listener).finally(() => this.#accepting.delete(loop));
+    this.#accepting.add(loop);
+  }
+
+  /** Resolves once shut down, every accept loop ended and every connection upgraded or answered. */
+  async #finish(): Promise<void> {
+    await new Promise<void>((resolve) => (this.#stopped = resolve));
+    await Promise.all(this.#accepting);
+    if (this.#serving > 0) await new Promise<void>((resolve) => (this.#allServed = resolve));
+  }
+
+  async #accept(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): Promise<void> {
+    const options = {
+      stopping: () => this.#stopping !== null || listener !== this.#listener,
+      logger: this.#settings.logger,
+    };
     while (true) {
-      const tcp = await acceptNext(this.#listener, options);
+      const tcp = await acceptNext(listener, options);
       if (!tcp) break;
       this.#serving++;
       this.#serve(tcp).then(this.#served, this.#failed);
     }
-    if (this.#serving > 0) await new Promise<void>((resolve) => (this.#allServed = resolve));
   }
 
   /**
@@ -322,7 +387,7 @@ class ServerImpl implements SocketOwner {
    * shows in a pusher's memory per idle connection after a burst
    * (`deno task bench --scenarios g`).
    */
-  async #serve(tcp: Deno.TcpConn): Promise<void> {
+  async #serve(tcp: Deno.Conn): Promise<void> {
     // Each connection still sending its head holds a buffer and a timer:
     // no more of them than there may be sockets.
     if (this.#handshaking.size >= this.#settings.maxConnections) {
@@ -332,11 +397,13 @@ class ServerImpl implements SocketOwner {
       this.#settings.onRefused("too_many_handshakes");
       return closeConnection(tcp);
     }
-    tcp.setNoDelay(true);
+    // A TLS connection has no such switch in Deno.
+    if ("setNoDelay" in tcp) (tcp as Deno.TcpConn).setNoDelay(true);
     // Tracked for the watchdog's deadline, and so that shutdown does not wait it out.
     this.#handshaking.set(tcp, performance.now() + this.#settings.handshakeTimeout);
     let head;
     try {
+      if ("handshake" in tcp && !await this.#tlsHandshake(tcp as Deno.TlsConn)) return closeConnection(tcp);
       head = await readHead(tcp, this.#settings.maxHeadBytes);
     } finally {
       this.#handshaking.delete(tcp);
@@ -377,6 +444,27 @@ class ServerImpl implements SocketOwner {
     socket.run(rest);
   }
 
+  /**
+   * Runs a TLS handshake to its end; false, with a log line, when it failed:
+   * a plain-text client, or one that refuses the certificate. Within the
+   * head's deadline, which closes a handshake that stalls (without a line here).
+   */
+  async #tlsHandshake(tls: Deno.TlsConn): Promise<boolean> {
+    try {
+      await tls.handshake();
+      return true;
+    } catch (error) {
+      if (this.#handshaking.has(tls)) {
+        const remote = tls.remoteAddr as Deno.NetAddr;
+        this.#settings.logger.warn("TLS handshake failed", {
+          remote: `${remote.hostname}:${remote.port}`,
+          error: (error as Error).message,
+        });
+      }
+      return false;
+    }
+  }
+
   /** Called by a socket once it has closed. */
   forget(socket: Socket): void {
     this.sockets.delete(socket);
@@ -384,7 +472,7 @@ class ServerImpl implements SocketOwner {
   }
 
   /** Answers a request the server itself refuses (bad head, bad handshake, no room), with a log line. */
-  async #reject(tcp: Deno.TcpConn, response: Response, refusal: Refusal): Promise<void> {
+  async #reject(tcp: Deno.Conn, response: Response, refusal: Refusal): Promise<void> {
     this.#settings.onRefused(refusal);
     const reason = (await response.clone().text()).trim();
     this.#settings.logger.info("rejected a request", { status: response.status, reason });

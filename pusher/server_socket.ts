@@ -66,7 +66,7 @@ const PING = encodePing();
 export class Socket implements ClientSocket {
   /** The `Origin` header of the handshake, or null. */
   readonly origin: string | null;
-  readonly #tcp: Deno.TcpConn;
+  readonly #tcp: Deno.Conn;
   readonly #handlers: SocketHandlers;
   readonly #settings: SocketSettings;
   readonly #writer: FrameWriter;
@@ -85,7 +85,7 @@ export class Socket implements ClientSocket {
    * is `accept`, and queues the `101`; nothing is read before `run`.
    */
   constructor(
-    tcp: Deno.TcpConn,
+    tcp: Deno.Conn,
     req: ServerRequest,
     accept: string,
     handlers: SocketHandlers,

@@ -16,6 +16,7 @@ import { openBus } from "../shared/open_bus.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
+import type { BusTls, CertifiedKey } from "../shared/tls.ts";
 
 /**
  * Which server a worker runs: `listen`, our own on `Deno.listen`
@@ -39,6 +40,10 @@ export interface WorkerConfig {
   bus: string;
   hubToken: string | undefined;
   hubMaxFrameBytes: number;
+  /** TLS to the bus (PEM contents), or undefined for plain text. */
+  busTls: BusTls | undefined;
+  /** The certificate and key to serve `wss://` with (PEM contents), or undefined for `ws://`. */
+  tls: CertifiedKey | undefined;
   idleTimeout: number;
   maxBufferedBytes: number;
   slowClientTimeout: number;
@@ -66,7 +71,9 @@ export type ToWorker =
   /** Asks for this worker's metrics, to merge with its siblings'. */
   | { type: "snapshot"; id: number }
   /** Every worker's metrics, merged, answering this worker's `gather`. */
-  | { type: "gathered"; id: number; snapshot: RegistrySnapshot };
+  | { type: "gathered"; id: number; snapshot: RegistrySnapshot }
+  /** Serve new connections with this certificate (SIGHUP); open ones keep theirs. */
+  | { type: "reload"; id: number; tls: CertifiedKey };
 
 /** Messages from a worker to `main.ts`. */
 export type FromWorker =
@@ -74,9 +81,17 @@ export type FromWorker =
   | { type: "stopped" }
   | { type: "snapshot"; id: number; snapshot: RegistrySnapshot }
   /** Asks for every worker's metrics, merged. */
-  | { type: "gather"; id: number };
+  | { type: "gather"; id: number }
+  /** Answers a `reload`: null once new connections get the new certificate, else why not. */
+  | { type: "reloaded"; id: number; error: string | null };
 
-let running: { stop: (timeout: number) => Promise<void>; pusher: Pusher } | null = null;
+interface Running {
+  stop: (timeout: number) => Promise<void>;
+  reload: (tls: CertifiedKey) => Promise<void>;
+  pusher: Pusher;
+}
+
+let running: Running | null = null;
 const gathering = new Map<number, (snapshot: RegistrySnapshot) => void>();
 let nextGather = 1;
 
@@ -98,6 +113,12 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       gathering.get(message.id)?.(message.snapshot);
       gathering.delete(message.id);
       break;
+    case "reload": {
+      if (!running) break;
+      const error = await running.reload(message.tls).then(() => null, (error: Error) => error.message);
+      post({ type: "reloaded", id: message.id, error });
+      break;
+    }
   }
 };
 
@@ -112,10 +133,15 @@ function post(message: FromWorker): void {
   self.postMessage(message);
 }
 
-function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>; pusher: Pusher } {
+function start(config: WorkerConfig): Running {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
-  const bus = openBus(config.bus, { token: config.hubToken, maxFrameBytes: config.hubMaxFrameBytes, logger });
+  const bus = openBus(config.bus, {
+    token: config.hubToken,
+    maxFrameBytes: config.hubMaxFrameBytes,
+    tls: config.busTls,
+    logger,
+  });
   const pusher = new Pusher({
     workerId,
     bus,
@@ -137,6 +163,7 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     hostname: config.hostname,
     port: config.port,
     reusePort: true,
+    tls: config.tls,
     maxBufferedBytes: config.maxBufferedBytes,
     maxConnections: config.maxConnections,
     maxMessageBytes: config.maxMessageBytes,
@@ -169,5 +196,5 @@ function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>
     pusher.detach();
     await bus.close();
   };
-  return { stop, pusher };
+  return { stop, reload: (tls) => server.reloadCertificate(tls), pusher };
 }

@@ -338,26 +338,47 @@ function indexOfHeadEnd(bytes: Uint8Array): number {
   return -1;
 }
 
-/** A bare TCP connection that speaks WebSocket by hand. */
+/** How {@linkcode RawSocket} connects: over TLS when `caCerts` is given, verifying the server for `hostname`. */
+export interface RawConnectOptions {
+  /** PEM CA certificates: connect over TLS and verify the server with them. @default {plain TCP} */
+  caCerts?: string[];
+  /** The name the server's certificate must carry. @default {"127.0.0.1"} */
+  hostname?: string;
+}
+
+/** A bare TCP (or TLS) connection that speaks WebSocket by hand. */
 export class RawSocket implements AsyncDisposable {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   #buffer: Uint8Array = new Uint8Array(0);
   #ended = false;
   /** Pings read by {@linkcode RawSocket.next} and its callers. */
   pings = 0;
 
-  constructor(conn: Deno.TcpConn) {
+  constructor(conn: Deno.Conn) {
     this.conn = conn;
   }
 
-  /** Connects without writing anything. */
-  static async connect(port: number): Promise<RawSocket> {
-    return new RawSocket(await Deno.connect({ hostname: "127.0.0.1", port }));
+  /** Connects without writing anything; over TLS with `options.caCerts`, its handshake done. */
+  static async connect(port: number, options: RawConnectOptions = {}): Promise<RawSocket> {
+    const hostname = options.hostname ?? "127.0.0.1";
+    if (!options.caCerts) return new RawSocket(await Deno.connect({ hostname, port }));
+    const tls = await Deno.connectTls({ hostname, port, caCerts: options.caCerts });
+    try {
+      await tls.handshake();
+    } catch (error) {
+      tls.close();
+      throw error;
+    }
+    return new RawSocket(tls);
   }
 
   /** Connects, sends a valid handshake (with `headers` added) and checks the 101 answer. */
-  static async open(port: number, headers: Record<string, string | null> = {}): Promise<RawSocket> {
-    const socket = await RawSocket.connect(port);
+  static async open(
+    port: number,
+    headers: Record<string, string | null> = {},
+    options: RawConnectOptions = {},
+  ): Promise<RawSocket> {
+    const socket = await RawSocket.connect(port, options);
     try {
       await socket.write(handshakeRequest(headers));
       const response = await socket.readHead();

@@ -27,6 +27,13 @@ export interface OpenBusOptions {
   publishTimeout?: number;
   /** Where the bus's log lines go. @default {createLogger("channel-client")} */
   logger?: Logger;
+  /**
+   * TLS to the bus, PEM contents (not paths): `caCerts` verify the bus
+   * server, and `cert` with `key` are presented to it as a client
+   * certificate. On `channel://`, TLS is on when `caCerts` is given; a client
+   * certificate without them is an error. @default {plain text}
+   */
+  tls?: { caCerts?: string[]; cert?: string; key?: string };
 }
 
 /** A bus address, parsed. */
@@ -89,7 +96,8 @@ export function hubBusAddress(hostPort: string): string {
  * itself up (see {@linkcode Bus}).
  *
  * @throws {TypeError} `Invalid bus address: ...` for an address it cannot
- * open, naming the supported schemes.
+ * open, naming the supported schemes; `Invalid TLS for ...` for a client
+ * certificate without the CA that turns TLS on.
  *
  * @example
  * ```ts
@@ -101,7 +109,14 @@ export function hubBusAddress(hostPort: string): string {
  */
 export function openBus(address: string, options: OpenBusOptions = {}): Bus {
   const { hostname, port } = parseBusAddress(address);
+  const { caCerts, cert, key } = options.tls ?? {};
+  if ((cert !== undefined || key !== undefined) && caCerts === undefined) {
+    throw new TypeError(
+      `Invalid TLS for ${address}: a client certificate needs TLS, which the hub link takes from a CA (--bus-ca)`,
+    );
+  }
   return new HubBus({
+    tls: caCerts === undefined ? undefined : { caCerts, cert, key },
     hostname,
     port,
     token: options.token,

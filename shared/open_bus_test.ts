@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { hubBusAddress, openBus, parseBusAddress } from "./open_bus.ts";
 import { HubBus } from "../channel/bus.ts";
 import { quiet, startHub, until } from "../channel/testing.ts";
+import { createLogger } from "./log.ts";
+import { readServedCertificate } from "./tls.ts";
+import { makeTestCertificates } from "../tests/_tls.ts";
 
 Deno.test("parseBusAddress reads channel://HOST:PORT, IPv6 hosts in brackets", () => {
   assert.deepEqual(parseBusAddress("channel://127.0.0.1:2206"), {
@@ -67,4 +70,40 @@ Deno.test("openBus passes the token to the hub", async () => {
   await using bus = openBus(`channel://127.0.0.1:${hub.port}`, { token: "s3cret", logger: quiet });
   await until(() => bus.connected, 2000, "the bus to connect");
   assert.deepEqual(await bus.publish("news", 1, { timeout: 2000 }), { reached: 0 });
+});
+
+Deno.test("openBus speaks TLS to a hub that serves it when given its CA, with or without a client certificate", async () => {
+  await using certs = await makeTestCertificates();
+  await using hub = startHub({ tls: await readServedCertificate(certs.server) });
+  const client = await readServedCertificate(certs.client);
+  for (const tls of [{ caCerts: [certs.caPem] }, { caCerts: [certs.caPem], cert: client.cert, key: client.key }]) {
+    await using bus = openBus(`channel://127.0.0.1:${hub.port}`, { tls, logger: quiet });
+    await until(() => bus.connected, 5000, "the bus to connect over TLS");
+    assert.deepEqual(await bus.publish("news", 1, { timeout: 2000 }), { reached: 0 });
+  }
+});
+
+Deno.test("openBus over TLS refuses a hub certificate from another CA, saying why once, and publishes time out", async () => {
+  await using certs = await makeTestCertificates();
+  await using hub = startHub({ tls: await readServedCertificate(certs.foreign) });
+  const logs: string[] = [];
+  const logger = createLogger("test", { level: "warn", sink: (line) => logs.push(line) });
+  await using bus = openBus(`channel://127.0.0.1:${hub.port}`, { tls: { caCerts: [certs.caPem] }, logger });
+  await until(
+    () => hub.logs.filter((line) => line.includes('msg="TLS handshake failed"')).length >= 3,
+    10_000,
+    "three refused handshakes",
+  );
+  assert.equal(bus.connected, false);
+  const warnings = logs.filter((line) => line.includes("hub TLS handshake failed"));
+  assert.equal(warnings.length, 1, logs.join("\n"));
+  assert.match(warnings[0]!, /error="invalid peer certificate: UnknownIssuer"/);
+  await assert.rejects(bus.publish("news", 1, { timeout: 200 }), { name: "BusError" });
+});
+
+Deno.test("openBus refuses a client certificate on channel:// without the CA that turns TLS on", () => {
+  assert.throws(
+    () => openBus("channel://127.0.0.1:2206", { tls: { cert: "x", key: "y" } }),
+    /^TypeError: Invalid TLS for channel:\/\/127.0.0.1:2206: a client certificate needs TLS/,
+  );
 });

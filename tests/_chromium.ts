@@ -10,6 +10,16 @@ import { type Browser, chromium } from "playwright-core";
 
 const CHROMIUM = "/usr/bin/chromium";
 
+/** Options for {@linkcode launchChromium}. */
+export interface ChromiumOptions {
+  /**
+   * base64 SHA-256 hashes of public keys (SPKI) whose certificates Chromium
+   * accepts though no CA it knows signed them: a test CA's server
+   * certificates (`--ignore-certificate-errors-spki-list`). @default {none}
+   */
+  trustedSpki?: string[];
+}
+
 /**
  * Launches Chromium headless, with `--no-sandbox` (it refuses to start
  * sandboxed as root) and without the background traffic of a first run.
@@ -27,7 +37,7 @@ const CHROMIUM = "/usr/bin/chromium";
  * }
  * ```
  */
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(options: ChromiumOptions = {}): Promise<Browser> {
   try {
     await Deno.stat(CHROMIUM);
   } catch {
@@ -43,6 +53,7 @@ export async function launchChromium(): Promise<Browser> {
       "--disable-component-update",
       "--disable-sync",
       "--no-first-run",
+      ...(options.trustedSpki ? [`--ignore-certificate-errors-spki-list=${options.trustedSpki.join(",")}`] : []),
     ],
   });
 }

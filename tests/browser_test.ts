@@ -14,6 +14,7 @@ import { launchChromium } from "./_chromium.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { type Service, startService } from "./_service.ts";
 import { until, within } from "../channel/testing.ts";
+import { makeTestCertificates } from "./_tls.ts";
 
 /** The pusher's `--server`. */
 type Server = "listen" | "deno";
@@ -32,6 +33,8 @@ interface SystemOptions {
   tokenSecret?: string;
   /** The hub's `--history`: which subjects keep history. @default {none} */
   history?: string;
+  /** Every link over TLS: each service serves with this certificate and verifies the hub with this CA. @default {plain text} */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 interface System extends AsyncDisposable {
@@ -54,7 +57,7 @@ async function startPusher(
   options: SystemOptions,
 ): Promise<Service> {
   const args = ["--port", String(port), "--hub", hubAddr, "--publisher-url", publisherUrl];
-  args.push("--server", options.server ?? "listen");
+  args.push("--server", options.server ?? "listen", ...tlsArgs(options));
   const env = options.tokenSecret ? { PUSHER_TOKEN_SECRET: options.tokenSecret } : undefined;
   const pusher = await startService("pusher", args, { env });
   try {
@@ -79,11 +82,14 @@ async function startPusher(
 async function startSystem(options: SystemOptions = {}): Promise<System> {
   await using services = new AsyncDisposableStack();
   const hubArgs = ["--startup-grace", "0", ...(options.history ? ["--history", options.history] : [])];
+  if (options.tls) hubArgs.push("--cert", options.tls.cert, "--key", options.tls.key);
   let hub = services.use(await startService("channel", ["--port", "0", ...hubArgs]));
   const hubPort = await hub.port();
   const hubAddr = `127.0.0.1:${hubPort}`;
-  const publisher = services.use(await startService("publisher", ["--port", "0", "--hub", hubAddr]));
-  const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
+  const publisher = services.use(
+    await startService("publisher", ["--port", "0", "--hub", hubAddr, ...tlsArgs(options)]),
+  );
+  const publisherUrl = `${options.tls ? "https" : "http"}://127.0.0.1:${await publisher.port()}`;
   let pusher = services.use(await startPusher(hubAddr, publisherUrl, 0, options));
   const pusherPort = await pusher.port();
   // Started: the services now belong to the caller, stopped in reverse order on dispose.
@@ -103,6 +109,12 @@ async function startSystem(options: SystemOptions = {}): Promise<System> {
     },
     [Symbol.asyncDispose]: () => owned.disposeAsync(),
   };
+}
+
+/** A pusher's or publisher's TLS flags for `options.tls`: serve with its certificate, verify the hub with its CA. */
+function tlsArgs(options: SystemOptions): string[] {
+  const { tls } = options;
+  return tls ? ["--cert", tls.cert, "--key", tls.key, "--bus-ca", tls.ca] : [];
 }
 
 /** Opens a URL in its own tab, as a user would, and returns the page text. */
@@ -459,3 +471,32 @@ Deno.test("browser: /client.js recovers what a history channel got while the pus
     await within(browser.close(), 10_000, "the browser to close");
   }
 });
+
+for (const [server, label] of SERVERS) {
+  Deno.test(`${label} over TLS, the demo page comes over https://, /client.js connects over wss:// and gets a publish made over HTTPS`, async () => {
+    await using certs = await makeTestCertificates();
+    await using system = await startSystem({
+      server,
+      tls: { cert: certs.server.cert, key: certs.server.key, ca: certs.ca },
+    });
+    const { publisherUrl, pusherPort } = system;
+    assert.match(publisherUrl, /^https:/);
+
+    // Chromium trusts the test server certificate by its public key, as it would one from a CA it knows.
+    const browser = await launchChromium({ trustedSpki: [await certs.spkiHash(certs.server)] });
+    try {
+      const page = await browser.newPage();
+      const response = await page.goto(`https://127.0.0.1:${pusherPort}/`);
+      assert.equal(response?.status(), 200);
+      // From an https:// page Chromium opens no ws:// (mixed content): connectClient's URL is wss://.
+      assert.equal(await page.evaluate("location.origin"), `https://127.0.0.1:${pusherPort}`);
+      const address = await connectClient(page);
+      assert.match(address.workerId, /^[0-9a-f]{16}$/);
+
+      assert.equal(await open(browser, `${publisherUrl}/?content=hello%20over%20tls`), "ok");
+      await waitSeen(page, `seen.messages.includes("hello over tls")`, "the publish over HTTPS, on wss://");
+    } finally {
+      await within(browser.close(), 10_000, "the browser to close");
+    }
+  });
+}

@@ -1,0 +1,69 @@
+import assert from "node:assert/strict";
+import { busTlsFlag, certFilesFlag, certificateFields, pemBlocks, readServedCertificate } from "./tls.ts";
+import { makeTestCertificates } from "../tests/_tls.ts";
+
+Deno.test("readServedCertificate reads a certificate and its key, with the subject and expiry the logs show", async () => {
+  await using certs = await makeTestCertificates();
+  const served = await readServedCertificate(certs.server);
+  assert.match(served.cert, /^-----BEGIN CERTIFICATE-----/);
+  assert.match(served.key, /PRIVATE KEY-----/);
+  assert.equal(served.subject, "CN=localhost");
+  assert.ok(served.notAfter.getTime() > Date.now());
+  assert.equal(certificateFields(served).expired, undefined);
+  assert.equal(certificateFields(await readServedCertificate(certs.expired)).expired, true);
+});
+
+Deno.test("readServedCertificate names the flag and the file of what is wrong, in one line", async () => {
+  await using certs = await makeTestCertificates();
+  const cases: [{ cert: string; key: string }, RegExp][] = [
+    [{ cert: "certs/none.pem", key: certs.server.key }, /^Cannot read --cert certs\/none\.pem: No such file/],
+    [
+      { cert: certs.server.key, key: certs.server.key },
+      /^Invalid --cert .*: no PEM certificate \(BEGIN CERTIFICATE\) in it$/,
+    ],
+    [{ cert: certs.server.cert, key: certs.server.cert }, /^Invalid --key .*: no PEM private key/],
+    [
+      { cert: certs.server.cert, key: certs.foreign.key },
+      /^Invalid --key .*: it is not the key of the first certificate in /,
+    ],
+  ];
+  for (const [files, message] of cases) {
+    const error = await readServedCertificate(files).then(() => null, (error: Error) => error);
+    assert.ok(error instanceof TypeError, `${files.cert} ${files.key}: a TypeError`);
+    assert.match(error.message, message);
+    assert.ok(!error.message.includes("\n"), "one line");
+  }
+  const broken = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+  const path = certs.ca.replace("ca.pem", "broken.pem");
+  await Deno.writeTextFile(path, broken);
+  await assert.rejects(readServedCertificate({ cert: path, key: certs.server.key }), /certificate 1 does not parse/);
+});
+
+Deno.test("certFilesFlag takes --cert and --key together or not at all", () => {
+  assert.equal(certFilesFlag({}), undefined);
+  assert.deepEqual(certFilesFlag({ cert: "a.pem", key: "a.key" }), { cert: "a.pem", key: "a.key" });
+  assert.throws(() => certFilesFlag({ cert: "a.pem" }), /^TypeError: Invalid --cert: give --key with it$/);
+  assert.throws(() => certFilesFlag({ key: "a.key" }), /^TypeError: Invalid --key: give --cert with it$/);
+});
+
+Deno.test("busTlsFlag reads the CA (--bus-ca or --hub-ca) and a client certificate into OpenBusOptions.tls", async () => {
+  await using certs = await makeTestCertificates();
+  assert.equal(await busTlsFlag({}), undefined);
+  assert.deepEqual(await busTlsFlag({ "hub-ca": certs.ca }), { caCerts: [certs.caPem] });
+  const both = await busTlsFlag({ "bus-ca": certs.ca, "bus-cert": certs.client.cert, "bus-key": certs.client.key });
+  assert.equal(both?.cert, certs.client.certPem);
+  assert.match(both?.key ?? "", /PRIVATE KEY/);
+  await assert.rejects(busTlsFlag({ "bus-ca": certs.ca, "hub-ca": certs.ca }), /another name for --bus-ca/);
+  await assert.rejects(busTlsFlag({ "bus-ca": certs.ca, "bus-cert": certs.client.cert }), /give --bus-key with it/);
+  await assert.rejects(
+    busTlsFlag({ "bus-ca": certs.ca, "bus-cert": certs.client.cert, "bus-key": certs.server.key }),
+    /^TypeError: Invalid --bus-key .*not the key of the first certificate/,
+  );
+});
+
+Deno.test("pemBlocks splits a bundle into one PEM per certificate", async () => {
+  await using certs = await makeTestCertificates();
+  const bundle = certs.caPem + certs.otherCaPem;
+  assert.deepEqual(pemBlocks(bundle, "CERTIFICATE"), [certs.caPem, certs.otherCaPem]);
+  assert.deepEqual(pemBlocks("nothing here", "CERTIFICATE"), []);
+});
