@@ -14,11 +14,13 @@ import {
 } from "./api.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
 import { DEFAULT_MAX_CHANNEL_LENGTH, MAX_CARRIED_CHANNEL_LENGTH } from "../shared/address.ts";
-import { openBus } from "../shared/open_bus.ts";
+import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
 import type { Bus } from "../shared/bus.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
+  BUS_HISTORY_FLAGS,
   busFlag,
+  busHistoryFlag,
   durationFlag,
   type FlagSpec,
   type FlagValues,
@@ -51,6 +53,7 @@ const FLAGS: Record<string, FlagSpec> = {
   },
   port: { type: "string", arg: "PORT", help: "HTTP port; 0 picks a free one", default: String(DEFAULT_PUBLISHER_PORT) },
   ...HUB_FLAGS,
+  ...BUS_HISTORY_FLAGS,
   "api-key": {
     type: "string",
     arg: "KEY",
@@ -133,8 +136,10 @@ interface PublisherConfig {
   port: number;
   /** Held here and handed to the handler only: no log line carries it. */
   apiKey: string | undefined;
-  /** The bus address (`channel://host:port`). */
+  /** The bus address (`channel://host:port`, `nats://...`). */
   bus: string;
+  /** History the bus keeps itself (NATS), from `--history*`; undefined for the hub. */
+  busHistory: OpenBusOptions["history"];
   token: string | undefined;
   publishTimeout: number;
   maxContentBytes: number;
@@ -211,11 +216,13 @@ function readConfig(flags: FlagValues): PublisherConfig {
       `Refusing to listen on ${hostname} without an API key: set --api-key or PUBLISHER_API_KEY, or pass --insecure`,
     );
   }
+  const bus = busFlag(flags);
   return {
     hostname,
     apiKey,
     port: intFlag(flags, "port", DEFAULT_PUBLISHER_PORT),
-    bus: busFlag(flags),
+    bus,
+    busHistory: busHistoryFlag(flags, bus),
     token: hubTokenFlag(flags),
     publishTimeout: durationFlag(flags, "publish-timeout", 5000, { min: 1 }),
     maxContentBytes: positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES),
@@ -239,8 +246,14 @@ function readConfig(flags: FlagValues): PublisherConfig {
  * starts, and answers 503, while the hub is down.
  */
 function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
-  const { token, publishTimeout, maxFrameBytes } = config;
-  return openBus(config.bus, { token, publishTimeout, maxFrameBytes, logger });
+  const { token, publishTimeout, maxFrameBytes, busHistory } = config;
+  return openBus(config.bus, {
+    token,
+    publishTimeout,
+    maxFrameBytes,
+    logger,
+    ...(busHistory ? { history: busHistory } : {}),
+  });
 }
 
 /**

@@ -22,7 +22,9 @@ import { createLogger, type Logger, type LogLevel } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import { backoffDelay } from "../shared/backoff.ts";
 import {
+  BUS_HISTORY_FLAGS,
   busFlag,
+  busHistoryFlag,
   durationFlag,
   type FlagSpec,
   type FlagValues,
@@ -68,6 +70,7 @@ const FLAGS: Record<string, FlagSpec> = {
     default: "listen",
   },
   ...HUB_FLAGS,
+  ...BUS_HISTORY_FLAGS,
   "publisher-url": {
     type: "string",
     arg: "URL",
@@ -231,11 +234,13 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
   }
   const server = stringFlag(flags, "server") ?? "listen";
   if (!isServerKind(server)) throw new TypeError(`Invalid --server: listen or deno, got ${server}`);
+  const bus = busFlag(flags);
   const worker: Omit<WorkerConfig, "slot"> = {
     server,
     hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
     port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
-    bus: busFlag(flags),
+    bus,
+    busHistory: busHistoryFlag(flags, bus),
     hubToken: hubTokenFlag(flags),
     hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
     idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_PING_INTERVAL / 1000, { unit: "s", min: 1 }),

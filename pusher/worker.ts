@@ -12,7 +12,7 @@
 import { Pusher } from "./pusher.ts";
 import { listenTransport, type Refusal, serve } from "./server.ts";
 import { denoTransport, serveDeno } from "./deno_transport.ts";
-import { openBus } from "../shared/open_bus.ts";
+import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
@@ -35,8 +35,10 @@ export interface WorkerConfig {
   server: ServerKind;
   hostname: string;
   port: number;
-  /** The bus address (`channel://host:port`). */
+  /** The bus address (`channel://host:port`, `nats://...`). */
   bus: string;
+  /** History the bus keeps itself (NATS), from `--history*`; undefined for the hub. */
+  busHistory: OpenBusOptions["history"];
   hubToken: string | undefined;
   hubMaxFrameBytes: number;
   idleTimeout: number;
@@ -115,7 +117,12 @@ function post(message: FromWorker): void {
 function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>; pusher: Pusher } {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
-  const bus = openBus(config.bus, { token: config.hubToken, maxFrameBytes: config.hubMaxFrameBytes, logger });
+  const bus = openBus(config.bus, {
+    token: config.hubToken,
+    maxFrameBytes: config.hubMaxFrameBytes,
+    logger,
+    ...(config.busHistory ? { history: config.busHistory } : {}),
+  });
   const pusher = new Pusher({
     workerId,
     bus,

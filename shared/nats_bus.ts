@@ -89,6 +89,9 @@ import { createLogger, type Logger } from "./log.ts";
 import { newEpoch } from "./history_log.ts";
 import { IdempotencyCache, idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import { PRESENCE_SUBJECT } from "./address.ts";
+import { natsHistoryFilter, natsSubject } from "./nats_subject.ts";
+
+export { natsHistoryFilter, natsSubject } from "./nats_subject.ts";
 
 /** A NATS server's address. */
 export interface NatsServer {
@@ -168,71 +171,24 @@ const ATTEMPT_TIMEOUT = 1000;
 /** Most subscribers the census tracks. */
 const MAX_PEERS = 10_000;
 
+/**
+ * The npm client's Node transport drops a socket's listeners when it gives up
+ * on it (a refused token, a failed handshake), and Deno's `node:net` may
+ * still report the peer's reset on it: with no listener, an uncaught
+ * `ECONNRESET` that would end the process. The client has already failed the
+ * attempt (and this bus retries or reports it), so that late reset is dropped
+ * here: only a read reset, only once this module is loaded.
+ */
+function ignoreLateResets(): void {
+  globalThis.addEventListener("error", (event) => {
+    const error = event.error as { code?: unknown; syscall?: unknown } | undefined;
+    if (error?.code === "ECONNRESET" && error.syscall === "read") event.preventDefault();
+  });
+}
+let lateResetsIgnored = false;
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const SAFE = /^[A-Za-z0-9_\-:@/=]$/;
-
-/**
- * The NATS subject of a bus subject: itself when it is a valid NATS subject
- * of letters, digits, `_-:@/=` and dots between non-empty tokens; otherwise
- * any other character is written `%XX` (its UTF-8 bytes), and so is a dot
- * that would leave a token empty. One bus subject, one NATS subject.
- *
- * @example
- * ```ts
- * import { natsSubject } from "./nats_bus.ts";
- *
- * natsSubject("channel.news"); // "channel.news"
- * natsSubject("user.a b"); // "user.a%20b"
- * natsSubject("channel.a..b"); // "channel.a.%2Eb"
- * ```
- */
-export function natsSubject(subject: string): string {
-  let out = "";
-  let tokenEmpty = true;
-  const chars = [...subject];
-  for (let i = 0; i < chars.length; i++) {
-    const char = chars[i]!;
-    if (char === ".") {
-      const next = chars[i + 1];
-      if (!tokenEmpty && next !== undefined && next !== ".") {
-        out += ".";
-        tokenEmpty = true;
-        continue;
-      }
-    } else if (SAFE.test(char)) {
-      out += char;
-      tokenEmpty = false;
-      continue;
-    }
-    for (const byte of encoder.encode(char)) out += `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-    tokenEmpty = false;
-  }
-  return out;
-}
-
-/**
- * The NATS subject filter of a history pattern: a name as
- * {@linkcode natsSubject}, a prefix `p.*` as `p.>` (`*` alone: `>`).
- *
- * @throws {TypeError} for a prefix that does not end at a dot: a stream
- * captures whole tokens.
- */
-export function natsHistoryFilter(pattern: string): string {
-  if (!pattern.endsWith("*")) return natsSubject(pattern);
-  const prefix = pattern.slice(0, -1);
-  if (prefix === "") return ">";
-  const encoded = natsSubject(prefix.slice(0, -1));
-  if (!prefix.endsWith(".") || natsSubject(`${prefix}x`) !== `${encoded}.x`) {
-    throw new TypeError(
-      `Invalid history pattern ${
-        JSON.stringify(pattern)
-      } for NATS: a prefix must end at a dot (channel.chat.*), as a stream captures whole subject tokens`,
-    );
-  }
-  return `${encoded}.>`;
-}
-
 /** A subject's last stored message, as a publisher needs it. */
 interface Top {
   /** Its stream sequence; 0 when the subject has none. */
@@ -305,6 +261,8 @@ export class NatsBus implements Bus {
   /** Connects to `options.servers` in the background and keeps the link up. */
   constructor(options: NatsBusOptions) {
     if (options.servers.length === 0) throw new TypeError("Cannot open a NATS bus: no servers");
+    if (!lateResetsIgnored) ignoreLateResets();
+    lateResetsIgnored = true;
     this.#options = options;
     this.#logger = options.logger ?? createLogger("nats-bus");
     this.#publishTimeout = options.publishTimeout ?? 5000;
