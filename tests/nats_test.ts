@@ -77,7 +77,7 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
     }
     const seen = new Map(clients.map((client) => [client, 1]));
     /** What each client got since the last call, once a broadcast fence reached all of them. */
-    async function received(): Promise<string[][]> {
+    const received = async (): Promise<string[][]> => {
       assert.equal((await get(`content=${FENCE}`)).text, "ok");
       for (const client of clients) {
         await until(() => client.messages.slice(seen.get(client)).includes(FENCE), 5000, "the fence");
@@ -87,7 +87,7 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
         seen.set(client, client.messages.length);
         return got;
       });
-    }
+    };
 
     await t.step("a broadcast reaches every client and says no count", async () => {
       assert.deepEqual(await get("content=hello"), { status: 200, text: "ok", reached: null });
