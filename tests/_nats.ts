@@ -53,6 +53,9 @@ export interface NatsCluster extends AsyncDisposable {
  *
  * @example
  * ```ts
+ * import { startNats } from "./_nats.ts";
+ * import { NatsBus } from "../shared/nats_bus.ts";
+ *
  * await using nats = await startNats({ nodes: 3 });
  * await using bus = new NatsBus({ servers: nats.servers });
  * ```
