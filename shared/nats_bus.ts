@@ -697,7 +697,9 @@ export class NatsBus implements Bus {
     if (cached) return cached;
     const last = await this.#last(jsm, subject);
     const position = last ? positionOf(last.header) : null;
-    return last && position ? { seq: last.seq, ...position } : { seq: 0, offset: 0, epoch: newEpoch() };
+    if (last && position) return { seq: last.seq, ...position };
+    // Nothing kept, or a message published around this bus (a process without --history): a new epoch.
+    return { seq: last?.seq ?? 0, offset: 0, epoch: newEpoch() };
   }
 
   #remember(subject: string, top: Top): void {
@@ -858,7 +860,7 @@ export class NatsBus implements Bus {
   ): Promise<HistoryResult> {
     let last = await this.#last(jsm, subject);
     if (!last || !positionOf(last.header)) {
-      await this.#mark(subject, 0);
+      await this.#mark(subject, last?.seq ?? 0);
       last = await this.#last(jsm, subject);
     }
     const top = last ? positionOf(last.header) : null;
