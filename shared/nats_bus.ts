@@ -59,7 +59,9 @@ import {
   type Msg,
   type MsgHdrs,
   type NatsConnection,
+  RequestError,
   type Subscription,
+  TimeoutError,
 } from "@nats-io/transport-node";
 import {
   jetstream,
@@ -770,6 +772,7 @@ export class NatsBus implements Bus {
     const deadline = Date.now() + timeout;
     const nc = await this.#link(deadline, `request on ${subject}`);
     const bytes = this.#encode(data, nc);
+    if (options.maxReplies === 1) return await this.#requestOne(nc, subject, bytes, deadline);
     const census = this.#census.has(subject) ? this.#livePeers(subject) : null;
     const replies: Json[] = [];
     const answered = new Set<string>();
@@ -817,6 +820,22 @@ export class NatsBus implements Bus {
       clearTimeout(stall);
       options.signal?.removeEventListener("abort", abort);
       sub.unsubscribe();
+    }
+  }
+
+  /** NATS's own request: the first reply, or none by the deadline; no responders fails at once. */
+  async #requestOne(nc: NatsConnection, subject: string, bytes: Uint8Array, deadline: number): Promise<RequestResult> {
+    try {
+      const reply = await nc.request(natsSubject(subject), bytes, { timeout: Math.max(1, deadline - Date.now()) });
+      return { replies: [parseData(reply.data)], expected: null };
+    } catch (error) {
+      if (error instanceof RequestError && error.isNoResponders()) {
+        throw new BusError("no_responders", `Cannot request on ${subject}: nobody subscribes to it`, { cause: error });
+      }
+      if (error instanceof TimeoutError || (error instanceof RequestError && error.cause instanceof TimeoutError)) {
+        return { replies: [], expected: null };
+      }
+      throw new BusError("unavailable", `Cannot request on ${subject}: ${errorText(error)}`, { cause: error });
     }
   }
 

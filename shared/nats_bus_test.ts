@@ -217,3 +217,93 @@ Deno.test("nats bus publish during an outage rejects unavailable, and works agai
   const after = await publisher.publish("channel.news", 3, { timeout: 10_000 });
   assert.equal(after.position?.offset, 2, "the refused publish was not stored");
 });
+
+/** A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`. */
+async function makeCertificates(dir: string, name: string): Promise<{ ca: string; certFile: string; keyFile: string }> {
+  const run = async (...args: string[]) => {
+    const { success, stderr } = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" }).output();
+    assert.ok(success, `openssl ${args[0]}: ${new TextDecoder().decode(stderr)}`);
+  };
+  const at = (file: string) => `${dir}/${name}-${file}`;
+  await run(
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    `/CN=${name} test CA`,
+    "-keyout",
+    at("ca.key"),
+    "-out",
+    at("ca.pem"),
+  );
+  await run(
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-keyout",
+    at("server.key"),
+    "-out",
+    at("server.csr"),
+  );
+  await Deno.writeTextFile(at("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  await run(
+    "x509",
+    "-req",
+    "-in",
+    at("server.csr"),
+    "-CA",
+    at("ca.pem"),
+    "-CAkey",
+    at("ca.key"),
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-extfile",
+    at("ext"),
+    "-out",
+    at("server.pem"),
+  );
+  return { ca: await Deno.readTextFile(at("ca.pem")), certFile: at("server.pem"), keyFile: at("server.key") };
+}
+
+Deno.test("nats bus over tls:// verifies the servers with the CA given, and never connects with another", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nats-tls-" });
+  try {
+    const right = await makeCertificates(dir, "right");
+    const wrong = await makeCertificates(dir, "wrong");
+    await using nats = await startNats({ tls: { certFile: right.certFile, keyFile: right.keyFile } });
+    assert.match(nats.url, /^tls:\/\//);
+    // By name, as certificates name servers: the client checks an IP address as if it were "localhost".
+    const servers = nats.servers.map(({ port }) => ({ hostname: "localhost", port }));
+    const lines: string[] = [];
+    const logger = {
+      ...quiet,
+      warn: (msg: string, fields?: Record<string, unknown>) => lines.push(`${msg} ${JSON.stringify(fields)}`),
+    };
+    await using subscriber = bus(servers, { tls: { caCerts: [right.ca] } });
+    await using publisher = bus(servers, { tls: { caCerts: [right.ca] } });
+    assert.equal(publisher.address, `tls://localhost:${nats.nodes[0]!.port}`);
+    const got: Json[] = [];
+    await within(subscriber.subscribe("news", (data) => got.push(data)), 5000, "subscribe over TLS");
+    await publisher.publish("news", "secret", { timeout: 5000 });
+    await until(() => got.length === 1, 5000, "the message over TLS");
+    await using untrusting = bus(servers, { tls: { caCerts: [wrong.ca] }, logger: logger as typeof quiet });
+    await busError(
+      untrusting.publish("news", 1, { timeout: 1000 }),
+      "unavailable",
+      "the publish without a trusted server",
+    );
+    assert.ok(lines.some((line) => line.startsWith("cannot connect to NATS yet")), lines.join("\n"));
+    await using plain = bus(servers);
+    await busError(plain.publish("news", 1, { timeout: 1000 }), "unavailable", "a plain-text publish to a TLS server");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

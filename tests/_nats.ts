@@ -30,6 +30,8 @@ export interface NatsClusterOptions {
   nodes?: number;
   /** Token clients must give. @default {none} */
   token?: string;
+  /** Serve clients over TLS with this certificate and key (file paths). @default {plain text} */
+  tls?: { certFile: string; keyFile: string };
 }
 
 /** A running NATS cluster (or single node). */
@@ -37,7 +39,7 @@ export interface NatsCluster extends AsyncDisposable {
   readonly nodes: NatsNode[];
   /** The client addresses of every node. */
   readonly servers: NatsServer[];
-  /** `nats://127.0.0.1:P1,127.0.0.1:P2,...`. */
+  /** `nats://127.0.0.1:P1,127.0.0.1:P2,...` (`tls://` with `tls`). */
   readonly url: string;
   /** Kills a node with SIGKILL. */
   kill(index: number): Promise<void>;
@@ -85,6 +87,7 @@ export async function startNats(options: NatsClusterOptions = {}): Promise<NatsC
       `${store}/${node.name}`,
     ];
     if (options.token !== undefined) words.push("--auth", options.token);
+    if (options.tls) words.push("--tls", "--tlscert", options.tls.certFile, "--tlskey", options.tls.keyFile);
     if (count > 1) {
       const routes = nodes.filter((other) => other !== node).map((other) => `nats://127.0.0.1:${other.clusterPort}`);
       words.push(
@@ -133,7 +136,7 @@ export async function startNats(options: NatsClusterOptions = {}): Promise<NatsC
   return {
     nodes,
     servers,
-    url: `nats://${servers.map((s) => `${s.hostname}:${s.port}`).join(",")}`,
+    url: `${options.tls ? "tls" : "nats"}://${servers.map((s) => `${s.hostname}:${s.port}`).join(",")}`,
     async kill(index) {
       const node = nodes[index]!;
       await node.service?.stop("SIGKILL");
