@@ -39,9 +39,12 @@
  *   (offset 0) so that the epoch it answers is the one the next publish
  *   continues. Subscribers do not get history subjects from the publisher but
  *   from the stream (`republish` to `_live.<subject>`), so only stored
- *   messages are delivered, once each, in the stream's order; a subscriber
- *   that sees an offset jump, or whose link came back, reads what it missed
- *   from the stream and delivers it first (up to the history size).
+ *   messages are delivered, once each, in the stream's order. A subscriber
+ *   knows the subject's top from when it subscribed (one read), then from
+ *   each message; when it sees an offset jump, or its link came back, it
+ *   reads what it missed from the stream and delivers it first (up to the
+ *   history size). A message the stream stored but never republished (its
+ *   leader died in between) comes with the next message or reconnect.
  * - **Idempotency keys**: on history subjects, `Nats-Msg-Id` (the subject and
  *   the key), so the stream drops a retry within its duplicate window
  *   (min(ttl, 5 minutes)) whichever publisher sends it, and the retry answers
@@ -205,6 +208,8 @@ interface Subscribed {
   sub: Subscription | null;
   /** For a history subject: the last position delivered, what it holds while it reads what it missed. */
   history: { last: Position | null; filling: boolean; held: Msg[] } | null;
+  /** Settles once the subscription was sent to the server. */
+  ready?: Promise<void>;
 }
 
 /** A bus subscribed to census subjects, as its heartbeats told. */
@@ -351,7 +356,7 @@ export class NatsBus implements Bus {
     void this.#watch(nc);
     nc.subscribe(CENSUS_SUBJECT, { callback: (_error, msg) => this.#onCensus(msg) });
     nc.subscribe(CENSUS_QUERY_SUBJECT, { callback: () => this.#announce() });
-    for (const [subject, subscribed] of this.#subs) this.#natsSubscribe(subject, subscribed);
+    for (const [subject, subscribed] of this.#subs) this.#open(subject, subscribed);
     nc.publish(CENSUS_QUERY_SUBJECT);
     this.#heartbeat = setInterval(() => this.#announce(), this.#heartbeatInterval);
     this.#wake();
@@ -435,10 +440,11 @@ export class NatsBus implements Bus {
         history: this.#keeps(subject) ? { last: null, filling: false, held: [] } : null,
       };
       this.#subs.set(subject, subscribed);
-      if (this.#nc) this.#natsSubscribe(subject, subscribed);
+      if (this.#nc) this.#open(subject, subscribed);
       if (this.#census.has(subject)) this.#announce();
     }
     await this.#connecting;
+    await this.#subs.get(subject)?.ready;
     while (!this.#closed && this.#nc) {
       try {
         await this.#nc.flush();
@@ -447,6 +453,21 @@ export class NatsBus implements Bus {
         await this.#link(Date.now() + 60_000, "subscribe").catch(() => {});
       }
     }
+  }
+
+  /**
+   * Subscribes at the server. A history subject first reads its top, so
+   * that a gap is seen even before the first message (a link that moves
+   * while the subject is quiet): anything past that top is owed.
+   */
+  #open(subject: string, subscribed: Subscribed): void {
+    if (!subscribed.history) return this.#natsSubscribe(subject, subscribed);
+    subscribed.ready = (async () => {
+      const read = await this.history(subject, { limit: 0, timeout: ATTEMPT_TIMEOUT }).catch(() => null);
+      if (this.#subs.get(subject) !== subscribed || this.#closed || !this.#nc) return;
+      if (read && !subscribed.history!.last) subscribed.history!.last = read.position;
+      this.#natsSubscribe(subject, subscribed);
+    })();
   }
 
   #natsSubscribe(subject: string, subscribed: Subscribed): void {
@@ -885,6 +906,7 @@ export class NatsBus implements Bus {
     const top = last ? positionOf(last.header) : null;
     if (!last || !top) throw new BusError("unavailable", `Cannot read the history of ${subject}: it has no top`);
     const current = since !== undefined && since.epoch === top.epoch && since.offset <= top.offset;
+    if (limit === 0) return { messages: [], position: top, recovered: current && since.offset === top.offset };
     // Walks back from the top through each message's predecessor, as far as needed and kept.
     const from = current ? since.offset : 0;
     const walked: { data: Json; position: Position }[] = [];

@@ -132,6 +132,12 @@ Deno.test("nats bus history: offsets grow by one, positions on delivery, since, 
     position: positions[6],
     recovered: true,
   });
+  assert.deepEqual(await publisher.history("channel.news", { since: positions[6], limit: 0 }), {
+    messages: [],
+    position: positions[6],
+    recovered: true,
+  });
+  assert.equal((await publisher.history("channel.news", { since: positions[5], limit: 0 })).recovered, false);
   const trimmed = await publisher.history("channel.news", { since: positions[0] });
   assert.equal(trimmed.recovered, false, "size 5: offsets 2 to 7 are not all kept");
   assert.deepEqual(trimmed.messages.map((m) => m.position.offset), [3, 4, 5, 6, 7]);
@@ -185,9 +191,13 @@ Deno.test("nats bus moves to another node when its node dies, resubscribes, and 
   const got: [Json, Position | undefined][] = [];
   await subscriber.subscribe("channel.news", (data, message) => got.push([data, message.position]));
   await subscriber.subscribe("plain", (data) => got.push([data, undefined]));
+  const quiet: Position[] = [];
+  await subscriber.subscribe("channel.quiet", (_data, message) => quiet.push(message.position!));
   await publisher.publish("channel.news", 1, { timeout: 10_000 });
   await until(() => got.length === 1, 5000, "the first message");
   await nats.kill(dying);
+  // A subject that had no message yet when the link moved: its first one still comes.
+  const first = await publisher.publish("channel.quiet", "first", { timeout: 10_000 });
   // Published while the subscriber moves: it must come, live or through the stream.
   await publisher.publish("channel.news", 2, { timeout: 10_000 });
   await until(() => subscriber.connected && subscriber.reconnects === 1, 10_000, "the subscriber on another node");
@@ -197,6 +207,8 @@ Deno.test("nats bus moves to another node when its node dies, resubscribes, and 
   await until(() => got.length === 4, 10_000, "live messages after the move");
   assert.deepEqual(got.map(([data]) => data), [1, 2, 3, "live"]);
   assert.deepEqual(got.slice(0, 3).map(([, p]) => p?.offset), [2, 3, 4]);
+  await until(() => quiet.length === 1, 10_000, "the quiet subject's first message");
+  assert.deepEqual(quiet, [first.position]);
 });
 
 Deno.test("nats bus publish during an outage rejects unavailable, and works again once a server is back", async () => {
