@@ -63,6 +63,17 @@ export interface NatsCluster extends AsyncDisposable {
  * ```
  */
 export async function startNats(options: NatsClusterOptions = {}): Promise<NatsCluster> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startNatsOnce(options);
+    } catch (error) {
+      // A port found free can be taken by another process before nats-server binds it: try other ports.
+      if (attempt === 3 || !/address already in use/.test((error as Error).message)) throw error;
+    }
+  }
+}
+
+async function startNatsOnce(options: NatsClusterOptions): Promise<NatsCluster> {
   const count = options.nodes ?? 1;
   const store = await Deno.makeTempDir({ prefix: "nats-test-" });
   const nodes: NatsNode[] = Array.from({ length: count }, (_, i) => ({
@@ -113,7 +124,10 @@ export async function startNats(options: NatsClusterOptions = {}): Promise<NatsC
         if (response.ok) return;
       } catch { /* not listening yet */ }
       if (Date.now() > deadline) {
-        throw new Error(`Timed out after 20000 ms waiting for nats node ${node.name} to be healthy`);
+        const log = node.service?.lines.filter((line) => !line.includes("Healthcheck failed")).slice(-12).join("\n");
+        throw new Error(
+          `Timed out after 20000 ms waiting for nats node ${node.name} to be healthy; it logged:\n${log}`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

@@ -12,11 +12,26 @@ import { startNats } from "./_nats.ts";
 import { Client } from "../pusher/testing.ts";
 import { until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
+import { signJwt } from "../shared/jwt.ts";
 
 const FENCE = "fence";
+const SECRET = "nats-e2e-secret";
+
+function tokenPath(user: string): string {
+  return `/?token=${signJwt({ sub: user, exp: Math.floor(Date.now() / 1000) + 600, channels: ["news"] }, SECRET)}`;
+}
 
 async function startPusher(bus: string): Promise<{ service: Service; port: number }> {
-  const service = await startService("pusher", ["--port", "0", "--bus", bus, "--history", "channel.*"]);
+  const service = await startService("pusher", [
+    "--port",
+    "0",
+    "--bus",
+    bus,
+    "--history",
+    "channel.*",
+    "--token-secret",
+    SECRET,
+  ]);
   const port = await service.port();
   await until(
     () => service.lines.filter((line) => line.includes('msg="connected to NATS"')).length >= 2,
@@ -71,7 +86,8 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
     // Enough clients that every worker of both pushers has some.
     for (let i = 0; clients.length < 4 || new Set(addresses.map((a) => a.worker)).size < 4; i++) {
       assert.ok(i < 64, "every worker got a client");
-      const client = new Client(i % 2 ? pusherB.port : pusherA.port);
+      // Users u0 and u1, each on both pushers.
+      const client = new Client(i % 2 ? pusherB.port : pusherA.port, undefined, tokenPath(`u${Math.floor(i / 2) % 2}`));
       clients.push(client);
       addresses.push(await client.address());
     }
@@ -138,11 +154,26 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
         const started = Date.now();
         const presence = await result("presence_stats", { channel: "room" });
         assert.ok(Date.now() - started < 5000, `presence took ${Date.now() - started} ms of its 10 s timeout`);
+        const userOf = (i: number) => `u${Math.floor(i / 2) % 2}`;
+        const inRoom = clients.map((_, i) => i).filter((i) => i % 2 === 0);
         assert.deepEqual(presence, {
-          num_clients: clients.filter((_, i) => i % 2 === 0).length,
-          num_users: 0,
+          num_clients: inRoom.length,
+          num_users: new Set(inRoom.map(userOf)).size,
           workers_reached: 4,
         });
+        const ofU1 = clients.map((_, i) => userOf(i) === "u1");
+        assert.deepEqual(await result("publish", { user: "u1", data: "for u1" }), { workers_reached: null });
+        frames = await received();
+        assert.deepEqual(frames.map((got) => got.includes("for u1")), ofU1);
+        assert.deepEqual(await result("presence", { user: "u1" }), {
+          online: true,
+          connections: ofU1.filter(Boolean).length,
+          workers_reached: 4,
+        });
+        const joined = await result("subscribe", { channel: "u1.room", user: "u1" });
+        assert.equal(joined.connections, ofU1.filter(Boolean).length);
+        frames = await received();
+        assert.deepEqual(frames.map((got) => got.includes('{"subscribed":{"channel":"u1.room"}}')), ofU1);
         const info = await result("info", {}) as { workers: unknown[]; connections: number };
         assert.equal(info.workers.length, 4);
         assert.equal(info.connections, clients.length);
@@ -157,7 +188,7 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
       const epoch = first.epoch as string;
       await result("publish", { channel: "news", data: "n2" });
       await result("publish", { channel: "news", data: "n3" });
-      const late = new Client(pusherB.port);
+      const late = new Client(pusherB.port, undefined, tokenPath("late"));
       clients.push(late);
       await late.address();
       late.ws.send(JSON.stringify({ id: 1, subscribe: { channel: "news", since: { offset: 1, epoch } } }));
