@@ -117,7 +117,12 @@ async function startNatsOnce(options: NatsClusterOptions): Promise<NatsCluster> 
   };
   const healthy = async (node: NatsNode) => {
     const deadline = Date.now() + 20_000;
+    let exited = false;
+    node.service?.process.status.then(() => (exited = true));
     while (true) {
+      if (exited) {
+        throw new Error(`nats node ${node.name} exited at start; it logged:\n${node.service?.lines.join("\n")}`);
+      }
       try {
         const response = await fetch(`http://127.0.0.1:${node.monitorPort}/healthz`);
         await response.body?.cancel();
