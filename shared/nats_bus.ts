@@ -140,7 +140,10 @@ export interface NatsBusOptions {
   history?: NatsHistory;
   /** The history stream's name. @default {"CHANNEL_HISTORY"} */
   stream?: string;
-  /** Subjects whose subscribers announce themselves, so requests to them end when all answered. @default {["presence"]} */
+  /**
+   * Subjects whose subscribers announce themselves, so that requests to them
+   * end when all answered. @default {["presence"]}
+   */
   census?: string[];
   /** Milliseconds between census heartbeats; a subscriber is forgotten after three missed. @default {1000} */
   heartbeatInterval?: number;
