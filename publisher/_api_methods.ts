@@ -22,6 +22,7 @@ import {
   type UserAddress,
 } from "../shared/address.ts";
 import { type Bus, BusError, type HistoryResult, type PublishResult } from "../shared/bus.ts";
+import { publishToConnection } from "./_connection_publish.ts";
 import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
 import type { PublisherMetrics, PublishTargetKind } from "./metrics.ts";
@@ -101,9 +102,12 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
   const { bus, logger, metrics, now, maxChannelLength } = deps;
 
   /** Asks the workers on `subject`; nobody there is no error but no replies. */
-  async function gather(subject: string, data: Json, timeout: number): Promise<Gathered> {
+  async function gather(subject: string, data: Json, timeout: number, maxReplies?: number): Promise<Gathered> {
     try {
-      const gathered = await bus.request(subject, data, { timeout });
+      const gathered = await bus.request(subject, data, {
+        timeout,
+        ...(maxReplies === undefined ? {} : { maxReplies }),
+      });
       if (gathered.expected !== null && gathered.replies.length < gathered.expected) {
         logger.info("some pusher workers did not answer in time", {
           subject,
@@ -133,10 +137,12 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
     let published: PublishResult;
     try {
       // A copy, as the route's data (a type alias) is Json but not mutable as one.
-      published = await bus.publish(route.subject, { ...route.data }, {
-        timeout: deps.publishTimeout,
-        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-      });
+      published = address.kind === "connection" && bus.countsReached === false
+        ? await publishToConnection(bus, route.subject, { ...route.data }, { timeout: deps.publishTimeout })
+        : await bus.publish(route.subject, { ...route.data }, {
+          timeout: deps.publishTimeout,
+          ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+        });
     } catch (error) {
       throw busRejection(error);
     }
@@ -193,7 +199,13 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
   async function command(params: Params, body: CommandBody): Promise<Result> {
     const address = readTarget(params, ["user", "connection"], maxChannelLength) as UserAddress | ConnectionAddress;
     const route = commandRoute(address, body);
-    const gathered = await gather(route.subject, { ...route.data }, deps.commandTimeout);
+    // A worker's subject has one subscriber: its reply is all there is to wait for.
+    const gathered = await gather(
+      route.subject,
+      { ...route.data },
+      deps.commandTimeout,
+      address.kind === "user" ? undefined : 1,
+    );
     if (address.kind === "user") return userCommand(gathered);
     return oneConnection(address, gathered);
   }

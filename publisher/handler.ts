@@ -12,6 +12,7 @@
 
 import { DEFAULT_MAX_CHANNEL_LENGTH, presenceQuery, routeOf } from "../shared/address.ts";
 import { type Bus, BusError, type RequestResult } from "../shared/bus.ts";
+import { publishToConnection } from "./_connection_publish.ts";
 import type { Json } from "../shared/json.ts";
 import { isMiss, Router, text } from "../shared/http.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -116,8 +117,9 @@ type Answer = (req: Request, url: URL, started: number) => Response | Promise<Re
  * with `Retry-After: 1`, `refused` 502, `too_large` 413.
  *
  * A send to one connection that reached 0 workers answers 404: its worker is gone.
- * A bus that cannot count (`reached` null) proves nothing stale, so a
- * targeted send answers `ok`, and any publish answers without
+ * On a bus that cannot count (`countsReached` false, NATS) such a send goes
+ * as a request that its worker answers (no responders: 404, answered:
+ * `X-Pushers-Reached: 1`), and any other publish answers without
  * `X-Pushers-Reached`.
  *
  * With `apiKey`, a publish without the key answers 401. `GET /healthz`
@@ -266,10 +268,12 @@ function publisher(deps: PublishDeps): Answer {
       // Not req.signal: Deno.serve aborts it after every response (legacy
       // behaviour, with a warning), and a publish, once sent, cannot be taken back.
       // A copy, as the route's data (a type alias) is Json but not mutable as one.
-      ({ reached } = await bus.publish(subject, { ...data }, {
-        timeout: publishTimeout,
-        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-      }));
+      ({ reached } = address.kind === "connection" && bus.countsReached === false
+        ? await publishToConnection(bus, subject, { ...data }, { timeout: publishTimeout })
+        : await bus.publish(subject, { ...data }, {
+          timeout: publishTimeout,
+          ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+        }));
     } catch (error) {
       throw busRejection(error);
     }

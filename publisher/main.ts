@@ -14,11 +14,13 @@ import {
 } from "./api.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
 import { DEFAULT_MAX_CHANNEL_LENGTH, MAX_CARRIED_CHANNEL_LENGTH } from "../shared/address.ts";
-import { openBus } from "../shared/open_bus.ts";
+import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
 import type { Bus } from "../shared/bus.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
+  BUS_HISTORY_FLAGS,
   busFlag,
+  busHistoryFlag,
   durationFlag,
   type FlagSpec,
   type FlagValues,
@@ -66,6 +68,7 @@ const FLAGS: Record<string, FlagSpec> = {
   ...SERVE_TLS_FLAGS,
   ...HUB_FLAGS,
   ...BUS_TLS_FLAGS,
+  ...BUS_HISTORY_FLAGS,
   "api-key": {
     type: "string",
     arg: "KEY",
@@ -148,8 +151,10 @@ interface PublisherConfig {
   port: number;
   /** Held here and handed to the handler only: no log line carries it. */
   apiKey: string | undefined;
-  /** The bus address (`channel://host:port`). */
+  /** The bus address (`channel://host:port`, `nats://...`). */
   bus: string;
+  /** History the bus keeps itself (NATS), from `--history*`; undefined for the hub. */
+  busHistory: OpenBusOptions["history"];
   token: string | undefined;
   /** TLS to the bus (PEM contents), or undefined for plain text. */
   busTls: BusTls | undefined;
@@ -244,13 +249,15 @@ async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
     );
   }
   const certFiles = certFilesFlag(flags);
+  const bus = busFlag(flags);
   return {
     hostname,
     apiKey,
     port: intFlag(flags, "port", DEFAULT_PUBLISHER_PORT),
     certFiles,
     served: certFiles && await readServedCertificate(certFiles),
-    bus: busFlag(flags),
+    bus,
+    busHistory: busHistoryFlag(flags, bus),
     token: hubTokenFlag(flags),
     busTls: await busTlsFlag(flags),
     publishTimeout: durationFlag(flags, "publish-timeout", 5000, { min: 1 }),
@@ -275,8 +282,15 @@ async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
  * starts, and answers 503, while the hub is down.
  */
 function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
-  const { token, publishTimeout, maxFrameBytes, busTls } = config;
-  return openBus(config.bus, { token, publishTimeout, maxFrameBytes, tls: busTls, logger });
+  const { token, publishTimeout, maxFrameBytes, busTls, busHistory } = config;
+  return openBus(config.bus, {
+    token,
+    publishTimeout,
+    maxFrameBytes,
+    tls: busTls,
+    logger,
+    ...(busHistory ? { history: busHistory } : {}),
+  });
 }
 
 /**

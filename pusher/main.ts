@@ -23,7 +23,9 @@ import { createLogger, type Logger, type LogLevel } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import { backoffDelay } from "../shared/backoff.ts";
 import {
+  BUS_HISTORY_FLAGS,
   busFlag,
+  busHistoryFlag,
   durationFlag,
   type FlagSpec,
   type FlagValues,
@@ -83,6 +85,7 @@ const FLAGS: Record<string, FlagSpec> = {
   ...SERVE_TLS_FLAGS,
   ...HUB_FLAGS,
   ...BUS_TLS_FLAGS,
+  ...BUS_HISTORY_FLAGS,
   "publisher-url": {
     type: "string",
     arg: "URL",
@@ -254,11 +257,13 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
   if (!isServerKind(server)) throw new TypeError(`Invalid --server: listen or deno, got ${server}`);
   const certFiles = certFilesFlag(flags);
   const served = certFiles && await readServedCertificate(certFiles);
+  const bus = busFlag(flags);
   const worker: Omit<WorkerConfig, "slot"> = {
     server,
     hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
     port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
-    bus: busFlag(flags),
+    bus,
+    busHistory: busHistoryFlag(flags, bus),
     hubToken: hubTokenFlag(flags),
     hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
     busTls: await busTlsFlag(flags),

@@ -483,7 +483,11 @@ export class Pusher {
   /** The worker's subject: a send to one connection, or a command for one. */
   #onWorker(data: Json, message: BusMessage): void {
     const command = toCommand(data);
-    if (command === null) return this.#delivery.target(data);
+    if (command === null) {
+      this.#delivery.target(data);
+      // Asked as a request by a publisher whose bus cannot count (NATS): the reply says this worker is alive.
+      return this.#reply(message.replyTo, { ok: true });
+    }
     if (typeof command === "string") return this.#badCommand(data, command, message.replyTo);
     const id = command.to_connection_id;
     if (id === undefined) {

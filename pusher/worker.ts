@@ -12,7 +12,7 @@
 import { Pusher } from "./pusher.ts";
 import { listenTransport, type Refusal, serve } from "./server.ts";
 import { denoTransport, serveDeno } from "./deno_transport.ts";
-import { openBus } from "../shared/open_bus.ts";
+import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
@@ -36,8 +36,10 @@ export interface WorkerConfig {
   server: ServerKind;
   hostname: string;
   port: number;
-  /** The bus address (`channel://host:port`). */
+  /** The bus address (`channel://host:port`, `nats://...`). */
   bus: string;
+  /** History the bus keeps itself (NATS), from `--history*`; undefined for the hub. */
+  busHistory: OpenBusOptions["history"];
   hubToken: string | undefined;
   hubMaxFrameBytes: number;
   /** TLS to the bus (PEM contents), or undefined for plain text. */
@@ -141,6 +143,7 @@ function start(config: WorkerConfig): Running {
     maxFrameBytes: config.hubMaxFrameBytes,
     tls: config.busTls,
     logger,
+    ...(config.busHistory ? { history: config.busHistory } : {}),
   });
   const pusher = new Pusher({
     workerId,

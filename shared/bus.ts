@@ -114,6 +114,12 @@ export interface RequestOptions {
   timeout?: number;
   /** Aborting it ends the wait with the replies gathered so far. */
   signal?: AbortSignal;
+  /**
+   * Stop at this many replies: for a subject only one subscriber takes (a
+   * worker's), on a bus that cannot count. Buses that count stop at their
+   * count and may ignore it. @default {no limit}
+   */
+  maxReplies?: number;
 }
 
 /** The replies to a {@linkcode Bus.request}. */
@@ -133,6 +139,12 @@ export interface RequestResult {
  * when it is back.
  */
 export interface Bus extends AsyncDisposable {
+  /**
+   * False when {@linkcode Bus.publish} cannot count whom it reached
+   * (`reached` is always null, as on NATS): a send that must know whether
+   * anyone took it goes as a {@linkcode Bus.request} instead. @default {true}
+   */
+  readonly countsReached?: boolean;
   /** Where it connects, as a URL without secrets (`channel://127.0.0.1:2206`). */
   readonly address: string;
   /** Whether the link is up now. */

@@ -9,6 +9,9 @@ import { parseArgs } from "node:util";
 import { isLogLevel, type LogLevel } from "./log.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
+import { parseBusAddress } from "./bus_address.ts";
+import { natsHistoryFilter } from "./nats_subject.ts";
+import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL } from "./history_log.ts";
 
 /** One command-line flag. */
 export interface FlagSpec {
@@ -178,23 +181,93 @@ export function hubFlag(values: FlagValues): HostPort {
 }
 
 /**
- * Reads the bus address from `--hub HOST:PORT`, else the CHANNEL_HUB
- * variable, else 127.0.0.1:2206, as the address `openBus` takes:
- * `channel://HOST:PORT` (IPv6 hosts in brackets).
+ * Reads the bus address: `--bus URL`, else `--hub HOST:PORT` (meaning
+ * `channel://HOST:PORT`), else the CHANNEL_BUS variable, else CHANNEL_HUB,
+ * else `channel://127.0.0.1:2206`; checked with `parseBusAddress`.
  *
- * @throws {TypeError} `Invalid --hub: expected HOST:PORT ...` (or
- * `Invalid CHANNEL_HUB: ...`) when the value is not of that form.
+ * @throws {TypeError} `Invalid --bus: ...` (or `--hub`, `CHANNEL_BUS`,
+ * `CHANNEL_HUB`) naming what is wrong, or when both `--bus` and `--hub` are given.
  *
  * @example
  * ```ts
  * import { busFlag } from "./cli.ts";
  *
  * busFlag({ hub: "[::1]:2206" }); // "channel://[::1]:2206"
+ * busFlag({ bus: "nats://n1:4222,n2:4222" }); // "nats://n1:4222,n2:4222"
  * ```
  */
 export function busFlag(values: FlagValues): string {
-  const { hostname, port } = hubFlag(values);
-  return `channel://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  const bus = stringFlag(values, "bus");
+  const hub = stringFlag(values, "hub");
+  if (bus !== undefined && hub !== undefined) {
+    throw new TypeError("Invalid --bus: give --bus URL or --hub HOST:PORT, not both");
+  }
+  const fromEnv = bus === undefined && hub === undefined ? Deno.env.get("CHANNEL_BUS") || undefined : undefined;
+  const address = bus ?? fromEnv;
+  if (address === undefined) {
+    const { hostname, port } = hubFlag(values);
+    return `channel://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  }
+  try {
+    parseBusAddress(address);
+  } catch (error) {
+    const name = bus === undefined ? "CHANNEL_BUS" : "--bus";
+    throw new TypeError((error as Error).message.replace(/^Invalid bus address/, `Invalid ${name}`));
+  }
+  return address;
+}
+
+/** The `--history*` flags of the pusher and the publisher, for a bus that keeps history itself. */
+export const BUS_HISTORY_FLAGS: Record<string, FlagSpec> = {
+  history: {
+    type: "string",
+    arg: "SUBJECTS",
+    help:
+      "on a NATS bus: subjects that keep history, comma-separated names or prefix.* patterns (channel.*); the same on every pusher and publisher (the hub has its own --history)",
+  },
+  "history-size": {
+    type: "string",
+    arg: "N",
+    help: "on a NATS bus: messages kept per history subject",
+    default: "100",
+  },
+  "history-ttl": { type: "string", arg: "S", help: "on a NATS bus: seconds a history message is kept", default: "300" },
+};
+
+/**
+ * Reads `--history`, `--history-size` and `--history-ttl` as
+ * `OpenBusOptions.history` for a bus at `address`; undefined without
+ * `--history`.
+ *
+ * @throws {TypeError} when given for the hub (`channel://`: the hub keeps
+ * history with its own `--history`), or for a bad value.
+ */
+export function busHistoryFlag(
+  values: FlagValues,
+  address: string,
+): { subjects: string[]; size: number; ttlMs: number } | undefined {
+  const given = ["history", "history-size", "history-ttl"].filter((name) => values[name] !== undefined);
+  if (given.length === 0) return undefined;
+  if (parseBusAddress(address).scheme === "channel") {
+    throw new TypeError(
+      `Invalid --${
+        given[0]
+      }: the hub keeps history itself: give --history to the hub (deno task channel), not to the pusher or publisher`,
+    );
+  }
+  const subjects = (stringFlag(values, "history") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (subjects.length === 0) throw new TypeError("Invalid --history: expected subjects such as channel.*");
+  for (const subject of subjects) {
+    try {
+      natsHistoryFilter(subject);
+    } catch (error) {
+      throw new TypeError(`Invalid --history: ${(error as Error).message}`);
+    }
+  }
+  const size = intFlag(values, "history-size", DEFAULT_HISTORY_SIZE);
+  if (size < 1) throw new TypeError(`Invalid --history-size: at least 1, got ${size}`);
+  const ttl = durationFlag(values, "history-ttl", DEFAULT_HISTORY_TTL / 1000, { unit: "s", min: 1 });
+  return { subjects, size, ttlMs: ttl * 1000 };
 }
 
 /**
@@ -218,10 +291,16 @@ export function hubMaxFrameBytesFlag(values: FlagValues): number {
 
 /** The `--hub`, `--hub-token` and `--hub-max-frame-bytes` flags of the services that reach the hub. */
 export const HUB_FLAGS: Record<string, FlagSpec> = {
+  bus: {
+    type: "string",
+    arg: "URL",
+    help:
+      "the bus: channel://HOST:PORT (the hub), nats://HOST:PORT,... or tls://... (a NATS cluster) (or env CHANNEL_BUS)",
+  },
   hub: {
     type: "string",
     arg: "HOST:PORT",
-    help: "channel hub address (or env CHANNEL_HUB)",
+    help: "channel hub address, the same as --bus channel://HOST:PORT (or env CHANNEL_HUB)",
     default: "127.0.0.1:2206",
   },
   "hub-token": { type: "string", arg: "TOKEN", help: "token the hub asks for (or env CHANNEL_TOKEN)" },

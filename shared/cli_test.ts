@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { busFlag, durationFlag } from "./cli.ts";
+import { busFlag, busHistoryFlag, durationFlag } from "./cli.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
 
 Deno.test("durationFlag reads a duration no longer than a timer waits, in milliseconds or seconds", () => {
@@ -46,4 +46,62 @@ Deno.test("busFlag reads --hub, else CHANNEL_HUB, else 127.0.0.1:2206, as a chan
     if (saved === undefined) Deno.env.delete("CHANNEL_HUB");
     else Deno.env.set("CHANNEL_HUB", saved);
   }
+});
+
+Deno.test("busFlag reads --bus, else --hub, else CHANNEL_BUS, else CHANNEL_HUB, and refuses --bus with --hub", () => {
+  const saved = { bus: Deno.env.get("CHANNEL_BUS"), hub: Deno.env.get("CHANNEL_HUB") };
+  try {
+    Deno.env.delete("CHANNEL_HUB");
+    Deno.env.set("CHANNEL_BUS", "nats://n1:4222,n2:4222");
+    assert.equal(busFlag({}), "nats://n1:4222,n2:4222");
+    assert.equal(busFlag({ hub: "h:1" }), "channel://h:1", "--hub wins over the variable");
+    assert.equal(busFlag({ bus: "tls://n1:4222" }), "tls://n1:4222");
+    Deno.env.delete("CHANNEL_BUS");
+    assert.equal(busFlag({ bus: "channel://[::1]:2206" }), "channel://[::1]:2206");
+    assert.throws(() => busFlag({ bus: "nats://a:1", hub: "h:1" }), {
+      name: "TypeError",
+      message: "Invalid --bus: give --bus URL or --hub HOST:PORT, not both",
+    });
+    assert.throws(() => busFlag({ bus: "redis://h:1" }), {
+      name: "TypeError",
+      message: 'Invalid --bus: "redis://h:1": unknown scheme "redis" (schemes: channel://, nats://, tls://)',
+    });
+    Deno.env.set("CHANNEL_BUS", "nats://");
+    assert.throws(() => busFlag({}), /^TypeError: Invalid CHANNEL_BUS: "nats:\/\/": expected nats:\/\/HOST:PORT/);
+  } finally {
+    for (const [name, value] of [["CHANNEL_BUS", saved.bus], ["CHANNEL_HUB", saved.hub]] as const) {
+      if (value === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, value);
+    }
+  }
+});
+
+Deno.test("busHistoryFlag reads --history* for a NATS bus and refuses them for the hub", () => {
+  assert.equal(busHistoryFlag({}, "nats://n:4222"), undefined);
+  assert.deepEqual(busHistoryFlag({ history: "channel.*, news" }, "nats://n:4222"), {
+    subjects: ["channel.*", "news"],
+    size: 100,
+    ttlMs: 300_000,
+  });
+  assert.deepEqual(
+    busHistoryFlag({ history: "channel.*", "history-size": "5", "history-ttl": "60" }, "tls://n:4222"),
+    { subjects: ["channel.*"], size: 5, ttlMs: 60_000 },
+  );
+  assert.throws(() => busHistoryFlag({ history: "channel.*" }, "channel://127.0.0.1:2206"), {
+    name: "TypeError",
+    message:
+      "Invalid --history: the hub keeps history itself: give --history to the hub (deno task channel), not to the pusher or publisher",
+  });
+  assert.throws(
+    () => busHistoryFlag({ "history-size": "5" }, "nats://n:4222"),
+    /^TypeError: Invalid --history: expected subjects/,
+  );
+  assert.throws(
+    () => busHistoryFlag({ history: "channel.chat*" }, "nats://n:4222"),
+    /^TypeError: Invalid --history: Invalid history pattern "channel.chat\*" for NATS: a prefix must end at a dot/,
+  );
+  assert.throws(
+    () => busHistoryFlag({ history: "a", "history-size": "0" }, "nats://n:4222"),
+    /^TypeError: Invalid --history-size: at least 1, got 0$/,
+  );
 });

@@ -6,6 +6,8 @@
  * | scheme       | implementation                  | address                                    |
  * | ------------ | ------------------------------- | ------------------------------------------ |
  * | `channel://` | the hub (`channel/bus.ts`)      | `channel://127.0.0.1:2206`, `channel://[::1]:2206` |
+ * | `nats://`    | a NATS cluster (`shared/nats_bus.ts`) | `nats://10.0.0.1:4222,10.0.0.2:4222`       |
+ * | `tls://`     | a NATS cluster over TLS         | `tls://nats1.internal:4222,nats2.internal:4222` |
  *
  * @module
  */
@@ -13,9 +15,10 @@
 import type { Bus } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import { HubBus } from "../channel/bus.ts";
+import { NatsBus } from "./nats_bus.ts";
+import { parseBusAddress } from "./bus_address.ts";
 
-/** The schemes {@linkcode openBus} knows. */
-export const BUS_SCHEMES: readonly string[] = ["channel"];
+export { BUS_SCHEMES, type BusAddress, type BusHost, hubBusAddress, parseBusAddress } from "./bus_address.ts";
 
 /** Options for {@linkcode openBus}. */
 export interface OpenBusOptions {
@@ -31,64 +34,17 @@ export interface OpenBusOptions {
    * TLS to the bus, PEM contents (not paths): `caCerts` verify the bus
    * server, and `cert` with `key` are presented to it as a client
    * certificate. On `channel://`, TLS is on when `caCerts` is given; a client
-   * certificate without them is an error. @default {plain text}
+   * certificate without them is an error. A `tls://` NATS address uses it
+   * (the system's CAs without it). @default {plain text}
    */
   tls?: { caCerts?: string[]; cert?: string; key?: string };
-}
-
-/** A bus address, parsed. */
-export interface BusAddress {
-  /** The scheme without its colon: `channel`. */
-  scheme: "channel";
-  /** Host name or IP address; an IPv6 address without its brackets. */
-  hostname: string;
-  /** TCP port, 1 to 65535. */
-  port: number;
-}
-
-/**
- * Parses a bus address: `channel://HOST:PORT` (IPv6 hosts in brackets).
- *
- * @throws {TypeError} `Invalid bus address: ...` naming the supported
- * schemes, or what is wrong with the address.
- *
- * @example
- * ```ts
- * import { parseBusAddress } from "./open_bus.ts";
- *
- * parseBusAddress("channel://[::1]:2206"); // { scheme: "channel", hostname: "::1", port: 2206 }
- * ```
- */
-export function parseBusAddress(address: string): BusAddress {
-  let url: URL;
-  try {
-    url = new URL(address);
-  } catch {
-    throw invalid(address, `expected a URL such as channel://127.0.0.1:2206 (schemes: ${schemes()})`);
-  }
-  const scheme = url.protocol.slice(0, -1);
-  if (scheme !== "channel") throw invalid(address, `unknown scheme ${JSON.stringify(scheme)} (schemes: ${schemes()})`);
-  if (url.username || url.password) throw invalid(address, "credentials do not belong in it: pass a token");
-  if ((url.pathname !== "" && url.pathname !== "/") || url.search || url.hash) {
-    throw invalid(address, "expected channel://HOST:PORT with nothing after the port");
-  }
-  const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
-  const port = Number(url.port);
-  if (!hostname) throw invalid(address, "the host is missing");
-  if (url.port === "" || port < 1 || port > 65535) throw invalid(address, "expected a port from 1 to 65535");
-  return { scheme, hostname, port };
-}
-
-/**
- * Formats `HOST:PORT` (IPv6 hosts in brackets) as the hub's bus address,
- * `channel://HOST:PORT`: what `--hub` means.
- *
- * @throws {TypeError} as {@linkcode parseBusAddress}.
- */
-export function hubBusAddress(hostPort: string): string {
-  const address = `channel://${hostPort}`;
-  parseBusAddress(address);
-  return address;
+  /**
+   * For a bus that keeps history itself (NATS on JetStream): which subjects
+   * (names or `prefix*`, as the hub's `--history`), how many messages per
+   * subject, for how long. The hub ignores it: it has its own `--history`.
+   * @default {none}
+   */
+  history?: { subjects: string[]; size: number; ttlMs: number };
 }
 
 /**
@@ -108,7 +64,19 @@ export function hubBusAddress(hostPort: string): string {
  * ```
  */
 export function openBus(address: string, options: OpenBusOptions = {}): Bus {
-  const { hostname, port } = parseBusAddress(address);
+  const parsed = parseBusAddress(address);
+  if (parsed.scheme !== "channel") {
+    return new NatsBus({
+      servers: parsed.servers,
+      tls: parsed.scheme === "tls" ? options.tls ?? true : false,
+      token: options.token,
+      publishTimeout: options.publishTimeout,
+      maxPayload: options.maxFrameBytes,
+      history: options.history,
+      logger: options.logger,
+    });
+  }
+  const { hostname, port } = parsed;
   const { caCerts, cert, key } = options.tls ?? {};
   if ((cert !== undefined || key !== undefined) && caCerts === undefined) {
     throw new TypeError(
@@ -124,12 +92,4 @@ export function openBus(address: string, options: OpenBusOptions = {}): Bus {
     publishTimeout: options.publishTimeout,
     logger: options.logger,
   });
-}
-
-function schemes(): string {
-  return BUS_SCHEMES.map((scheme) => `${scheme}://`).join(", ");
-}
-
-function invalid(address: string, detail: string): TypeError {
-  return new TypeError(`Invalid bus address: ${JSON.stringify(address)}: ${detail}`);
 }

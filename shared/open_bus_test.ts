@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { hubBusAddress, openBus, parseBusAddress } from "./open_bus.ts";
 import { HubBus } from "../channel/bus.ts";
+import { NatsBus } from "./nats_bus.ts";
+import { startNats } from "../tests/_nats.ts";
 import { quiet, startHub, until } from "../channel/testing.ts";
 import { createLogger } from "./log.ts";
 import { readServedCertificate } from "./tls.ts";
@@ -25,10 +27,18 @@ Deno.test("parseBusAddress refuses other addresses with a message that says why"
   const cases: [string, RegExp][] = [
     [
       "redis://127.0.0.1:6379",
-      /^Invalid bus address: "redis:\/\/127.0.0.1:6379": unknown scheme "redis" \(schemes: channel:\/\/\)$/,
+      /^Invalid bus address: "redis:\/\/127.0.0.1:6379": unknown scheme "redis" \(schemes: channel:\/\/, nats:\/\/, tls:\/\/\)$/,
     ],
     ["127.0.0.1:2206", /^Invalid bus address: "127.0.0.1:2206": .*schemes: channel:\/\//],
-    ["", /^Invalid bus address: "": expected a URL such as channel:\/\/127.0.0.1:2206 \(schemes: channel:\/\/\)$/],
+    [
+      "",
+      /^Invalid bus address: "": expected a URL such as channel:\/\/127.0.0.1:2206 \(schemes: channel:\/\/, nats:\/\/, tls:\/\/\)$/,
+    ],
+    ["nats://", /^Invalid bus address: "nats:\/\/": expected nats:\/\/HOST:PORT,HOST:PORT,...$/],
+    ["nats://a:1,", /^Invalid bus address: "nats:\/\/a:1,": the host is missing$/],
+    ["nats://a:0", /expected a port from 1 to 65535$/],
+    ["tls://u:p@a:4222", /credentials do not belong in it: pass a token$/],
+    ["nats://a:4222/x", /expected HOST:PORT with nothing after the port$/],
     ["channel://hub", /expected a port from 1 to 65535$/],
     ["channel://hub:0", /expected a port from 1 to 65535$/],
     ["channel://hub:70000", /^Invalid bus address: "channel:\/\/hub:70000": /],
@@ -46,6 +56,36 @@ Deno.test("parseBusAddress refuses other addresses with a message that says why"
   }
 });
 
+Deno.test("parseBusAddress reads nats:// and tls:// server lists, the port 4222 by default", () => {
+  assert.deepEqual(parseBusAddress("nats://10.0.0.1:4222,n2.internal,[::1]:5222"), {
+    scheme: "nats",
+    servers: [
+      { hostname: "10.0.0.1", port: 4222 },
+      { hostname: "n2.internal", port: 4222 },
+      { hostname: "::1", port: 5222 },
+    ],
+  });
+  assert.deepEqual(parseBusAddress("tls://nats.internal:4443"), {
+    scheme: "tls",
+    servers: [{ hostname: "nats.internal", port: 4443 }],
+  });
+});
+
+Deno.test("openBus opens a NATS cluster for nats://, with the token and history", async () => {
+  await using nats = await startNats({ token: "s3cret" });
+  await using bus = openBus(nats.url, {
+    token: "s3cret",
+    logger: quiet,
+    history: { subjects: ["channel.*"], size: 10, ttlMs: 60_000 },
+  });
+  assert.ok(bus instanceof NatsBus);
+  assert.equal(bus.address, nats.url);
+  assert.deepEqual(await bus.publish("news", 1), { reached: null });
+  assert.equal((await bus.publish("channel.news", 1)).position?.offset, 1);
+  await using wrongToken = openBus(nats.url, { token: "wrong", logger: quiet });
+  await assert.rejects(wrongToken.publish("news", 1, { timeout: 500 }), { name: "BusError", code: "unavailable" });
+});
+
 Deno.test("hubBusAddress maps --hub's HOST:PORT to channel://HOST:PORT", () => {
   assert.equal(hubBusAddress("127.0.0.1:2206"), "channel://127.0.0.1:2206");
   assert.equal(hubBusAddress("[::1]:2206"), "channel://[::1]:2206");
@@ -59,9 +99,10 @@ Deno.test("openBus opens the hub for channel:// and refuses an unknown scheme", 
   assert.equal(bus.address, `channel://127.0.0.1:${hub.port}`);
   await until(() => bus.connected, 2000, "the bus to connect");
   assert.deepEqual(await bus.publish("news", 1), { reached: 0 });
-  assert.throws(() => openBus("nats://127.0.0.1:4222"), {
+  assert.throws(() => openBus("redis://127.0.0.1:6379"), {
     name: "TypeError",
-    message: 'Invalid bus address: "nats://127.0.0.1:4222": unknown scheme "nats" (schemes: channel://)',
+    message:
+      'Invalid bus address: "redis://127.0.0.1:6379": unknown scheme "redis" (schemes: channel://, nats://, tls://)',
   });
 });
 

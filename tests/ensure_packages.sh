@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The browser tests drive Debian's Chromium (/usr/bin/chromium), and the
+# The browser tests drive Debian's Chromium (/usr/bin/chromium), the NATS bus tests
+# run Debian's nats-server (/usr/sbin/nats-server), and the
 # many-machines test makes network namespaces with iproute2's `ip`. On a fresh
 # machine they may be missing: install them when we can (root with apt-get),
 # so that `deno task test` alone works there.
@@ -7,6 +8,7 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # Only root runs the many-machines test.
 [ "$(id -u)" != 0 ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+[ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 [ ${#missing[@]} = 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "Installing Debian's ${missing[*]} for the tests..." >&2

@@ -1,0 +1,105 @@
+/**
+ * Bus addresses: `channel://HOST:PORT` for the hub, `nats://` and `tls://`
+ * server lists for a NATS cluster. Pure, so that flags are checked without
+ * loading any bus; `shared/open_bus.ts` opens them.
+ *
+ * @module
+ */
+
+/** The schemes `openBus` knows. */
+export const BUS_SCHEMES: readonly string[] = ["channel", "nats", "tls"];
+
+/** A host and port in a bus address. */
+export interface BusHost {
+  /** Host name or IP address; an IPv6 address without its brackets. */
+  hostname: string;
+  /** TCP port, 1 to 65535. */
+  port: number;
+}
+
+/** A bus address, parsed: the hub's, or a NATS cluster's (`tls` is NATS over TLS). */
+export type BusAddress =
+  | ({ scheme: "channel" } & BusHost)
+  | { scheme: "nats" | "tls"; servers: BusHost[] };
+
+/**
+ * Parses a bus address: `channel://HOST:PORT`, or `nats://HOST:PORT,HOST:PORT,...`
+ * and `tls://...` for a NATS cluster (IPv6 hosts in brackets; NATS's port
+ * defaults to 4222).
+ *
+ * @throws {TypeError} `Invalid bus address: ...` naming the supported
+ * schemes, or what is wrong with the address.
+ *
+ * @example
+ * ```ts
+ * import { parseBusAddress } from "./bus_address.ts";
+ *
+ * parseBusAddress("channel://[::1]:2206"); // { scheme: "channel", hostname: "::1", port: 2206 }
+ * parseBusAddress("nats://n1:4222,n2"); // { scheme: "nats", servers: [{ hostname: "n1", port: 4222 }, { hostname: "n2", port: 4222 }] }
+ * ```
+ */
+export function parseBusAddress(address: string): BusAddress {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(address)?.[1];
+  if (scheme === "nats" || scheme === "tls") {
+    const rest = address.slice(scheme.length + 3);
+    if (rest === "") throw invalid(address, `expected ${scheme}://HOST:PORT,HOST:PORT,...`);
+    const servers = rest.split(",").map((part) => parseHost(address, `${scheme}://${part}`, 4222));
+    return { scheme, servers };
+  }
+  let url: URL;
+  try {
+    url = new URL(address);
+  } catch {
+    throw invalid(address, `expected a URL such as channel://127.0.0.1:2206 (schemes: ${schemes()})`);
+  }
+  const protocol = url.protocol.slice(0, -1);
+  if (protocol !== "channel") {
+    throw invalid(address, `unknown scheme ${JSON.stringify(protocol)} (schemes: ${schemes()})`);
+  }
+  return { scheme: "channel", ...parseHost(address, address, null) };
+}
+
+/** One `scheme://HOST[:PORT]` of `address`; `defaultPort` null means the port is required. */
+function parseHost(address: string, part: string, defaultPort: number | null): BusHost {
+  let url: URL;
+  try {
+    url = new URL(part.replace(/^[a-z]+:/, "channel:"));
+  } catch {
+    throw invalid(address, `cannot read ${JSON.stringify(part)} as HOST:PORT`);
+  }
+  if (url.username || url.password) throw invalid(address, "credentials do not belong in it: pass a token");
+  if ((url.pathname !== "" && url.pathname !== "/") || url.search || url.hash) {
+    throw invalid(
+      address,
+      defaultPort === null
+        ? "expected channel://HOST:PORT with nothing after the port"
+        : "expected HOST:PORT with nothing after the port",
+    );
+  }
+  const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+  if (!hostname) throw invalid(address, "the host is missing");
+  if (url.port === "" && defaultPort !== null) return { hostname, port: defaultPort };
+  const port = Number(url.port);
+  if (url.port === "" || port < 1 || port > 65535) throw invalid(address, "expected a port from 1 to 65535");
+  return { hostname, port };
+}
+
+/**
+ * Formats `HOST:PORT` (IPv6 hosts in brackets) as the hub's bus address,
+ * `channel://HOST:PORT`: what `--hub` means.
+ *
+ * @throws {TypeError} as {@linkcode parseBusAddress}.
+ */
+export function hubBusAddress(hostPort: string): string {
+  const address = `channel://${hostPort}`;
+  parseBusAddress(address);
+  return address;
+}
+
+function schemes(): string {
+  return BUS_SCHEMES.map((scheme) => `${scheme}://`).join(", ");
+}
+
+function invalid(address: string, detail: string): TypeError {
+  return new TypeError(`Invalid bus address: ${JSON.stringify(address)}: ${detail}`);
+}

@@ -1,0 +1,1031 @@
+/**
+ * A NATS cluster as the {@linkcode Bus} (centrifuge's `broker_nats.go` in
+ * spirit), through the npm NATS client. Opened by address with
+ * `openBus("nats://h1:4222,h2:4222")`, or `tls://...` for TLS
+ * (`shared/open_bus.ts`).
+ *
+ * What it gives, and how, where NATS differs from the hub:
+ *
+ * - **Subjects.** A bus subject becomes a NATS subject as it is when it is
+ *   one; any other character (and a dot that would leave an empty token) is
+ *   written `%XX` ({@linkcode natsSubject}), so any channel or user id is
+ *   carried.
+ * - **publish** resolves once the server has taken the message (a flush: its
+ *   PONG is behind the message), with `reached: null`: core NATS does not
+ *   count subscribers. While the link is down it waits for it, up to its
+ *   timeout, and then rejects `unavailable` without having sent anything.
+ *   Over the server's `max_payload` it rejects `too_large`.
+ * - **request** is NATS request/reply: nobody subscribed fails at once with
+ *   `no_responders`. Replies are gathered until every live subscriber
+ *   answered: for the subjects every pusher worker subscribes to (the
+ *   **census** subjects, `presence`), each bus subscribed to one announces
+ *   itself on `_bus.census` every `heartbeatInterval` (at once when it
+ *   subscribes, and a goodbye when it closes), so the requester knows who is
+ *   alive and stops when each of them has replied (`expected` is their
+ *   number). A subscriber that died unannounced is forgotten after three
+ *   missed heartbeats; until then a request waits its whole timeout. For other
+ *   subjects (a user's workers, one worker) the bus cannot know how many will
+ *   answer: it stops after `maxReplies`, or `requestStall` ms after the last
+ *   reply, and answers `expected: null`.
+ * - **History** lives in one JetStream stream (`CHANNEL_HISTORY`) capturing
+ *   the history subjects, with `max_msgs_per_subject` = history size, `max_age`
+ *   = its ttl and min(3, cluster size) replicas. Each message carries
+ *   `Bus-Offset` and `Bus-Epoch` headers and `Bus-Prev` (the stream sequence
+ *   of the subject's previous message); it is published with
+ *   `Nats-Expected-Last-Subject-Sequence`, so concurrent publishers never give
+ *   two messages one offset (the loser reads the last one again and retries).
+ *   A subject without any message kept (never published, all expired, or
+ *   removed) starts a new epoch; its first reader writes a marker message
+ *   (offset 0) so that the epoch it answers is the one the next publish
+ *   continues. Subscribers do not get history subjects from the publisher but
+ *   from the stream (`republish` to `_live.<subject>`), so only stored
+ *   messages are delivered, once each, in the stream's order. A subscriber
+ *   knows the subject's top from when it subscribed (one read), then from
+ *   each message; when it sees an offset jump, or its link came back, it
+ *   reads what it missed from the stream and delivers it first (up to the
+ *   history size). A message the stream stored but never republished (its
+ *   leader died in between) comes with the next message or reconnect.
+ * - **Idempotency keys**: on history subjects, `Nats-Msg-Id` (the subject and
+ *   the key), so the stream drops a retry within its duplicate window
+ *   (min(ttl, 5 minutes)) whichever publisher sends it, and the retry answers
+ *   the first one's position. On other subjects NATS has nothing to dedupe
+ *   with: this bus remembers keys itself, so a retry through the same process
+ *   is not delivered again, but one through another publisher process is.
+ *
+ * @module
+ */
+
+import {
+  connect,
+  createInbox,
+  headers as natsHeaders,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  RequestError,
+  type Subscription,
+  TimeoutError,
+} from "@nats-io/transport-node";
+import {
+  jetstream,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstreamManager,
+  type StoredMsg,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import {
+  type Bus,
+  BusError,
+  type BusHandler,
+  type BusMessage,
+  type BusPublishOptions,
+  DEFAULT_REQUEST_TIMEOUT,
+  type HistoryOptions,
+  type HistoryResult,
+  type Json,
+  type Position,
+  type PublishResult,
+  type RequestOptions,
+  type RequestResult,
+} from "./bus.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { newEpoch } from "./history_log.ts";
+import { IdempotencyCache, idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
+import { PRESENCE_SUBJECT } from "./address.ts";
+import { natsHistoryFilter, natsSubject } from "./nats_subject.ts";
+
+export { natsHistoryFilter, natsSubject } from "./nats_subject.ts";
+
+/** A NATS server's address. */
+export interface NatsServer {
+  /** Host name or IP address; an IPv6 address without brackets. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+}
+
+/** TLS to the NATS servers: PEM contents, not paths. */
+export interface NatsTls {
+  /** CA certificates to verify the servers with. @default {the system's} */
+  caCerts?: string[];
+  /** A client certificate to present. @default {none} */
+  cert?: string;
+  /** The client certificate's key. @default {none} */
+  key?: string;
+}
+
+/** Which subjects keep history on JetStream, and its bounds. */
+export interface NatsHistory {
+  /** Subject names, or prefixes ending in `.*` (`channel.*`); a prefix must end at a dot. */
+  subjects: string[];
+  /** Messages kept per subject (`max_msgs_per_subject`). */
+  size: number;
+  /** How long a message is kept, in milliseconds (`max_age`). */
+  ttlMs: number;
+}
+
+/** Options for {@linkcode NatsBus}. */
+export interface NatsBusOptions {
+  /** The servers to connect to; the client learns the rest of the cluster from them. */
+  servers: NatsServer[];
+  /** TLS (`tls://`): true for the system's CAs, or the PEMs to use. @default {false} */
+  tls?: boolean | NatsTls;
+  /** The server's token (`authorization { token }`). @default {none} */
+  token?: string;
+  /** How long a publish, history read or removal waits, reconnects included, in milliseconds. @default {5000} */
+  publishTimeout?: number;
+  /** Subjects that keep history, on JetStream. @default {none} */
+  history?: NatsHistory;
+  /** The history stream's name. @default {"CHANNEL_HISTORY"} */
+  stream?: string;
+  /**
+   * Subjects whose subscribers announce themselves, so that requests to them
+   * end when all answered. @default {["presence"]}
+   */
+  census?: string[];
+  /** Milliseconds between census heartbeats; a subscriber is forgotten after three missed. @default {1000} */
+  heartbeatInterval?: number;
+  /** A request to a subject outside the census ends this long after its last reply, in milliseconds. @default {50} */
+  requestStall?: number;
+  /** Milliseconds between reconnect attempts to a server (the client adds jitter). @default {250} */
+  reconnectDelay?: number;
+  /** Publishes that may wait for the link at once; more reject `unavailable`. @default {10000} */
+  maxWaiting?: number;
+  /** Largest message before the server told its own `max_payload`, in bytes. @default {1048576} */
+  maxPayload?: number;
+  /** Where log lines go. @default {createLogger("nats-bus")} */
+  logger?: Logger;
+}
+
+/** The history stream's default name. */
+export const DEFAULT_HISTORY_STREAM = "CHANNEL_HISTORY";
+/** Where the stream republishes a history subject's stored messages: `_live.<subject>`. */
+export const LIVE_PREFIX = "_live.";
+const CENSUS_SUBJECT = "_bus.census";
+const CENSUS_QUERY_SUBJECT = "_bus.census.query";
+const H_OFFSET = "Bus-Offset";
+const H_EPOCH = "Bus-Epoch";
+const H_PREV = "Bus-Prev";
+const H_MARKER = "Bus-Marker";
+const H_ID = "Bus-Id";
+/** Live history messages a subscriber holds while it reads what it missed; past it, it stops holding. */
+const MAX_HELD = 10_000;
+/** Subjects whose last position a publisher remembers, to skip a read before each publish. */
+const MAX_CACHED_TOPS = 10_000;
+/** How long one JetStream call waits before it is tried again (within the caller's timeout), in milliseconds. */
+const ATTEMPT_TIMEOUT = 1000;
+/** Most subscribers the census tracks. */
+const MAX_PEERS = 10_000;
+
+/**
+ * The npm client's Node transport drops a socket's listeners when it gives up
+ * on it (a refused token, a failed handshake), and Deno's `node:net` may
+ * still report the peer's reset on it: with no listener, an uncaught
+ * `ECONNRESET` that would end the process. The client has already failed the
+ * attempt (and this bus retries or reports it), so that late reset is dropped
+ * here: only a read reset, only once this module is loaded.
+ */
+function ignoreLateResets(): void {
+  globalThis.addEventListener("error", (event) => {
+    const error = event.error as { code?: unknown; syscall?: unknown } | undefined;
+    if (error?.code === "ECONNRESET" && error.syscall === "read") event.preventDefault();
+  });
+}
+let lateResetsIgnored = false;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+/** A subject's last stored message, as a publisher needs it. */
+interface Top {
+  /** Its stream sequence; 0 when the subject has none. */
+  seq: number;
+  offset: number;
+  epoch: string;
+}
+
+/** One subscription. */
+interface Subscribed {
+  handler: BusHandler;
+  sub: Subscription | null;
+  /** For a history subject: the last position delivered, what it holds while it reads what it missed. */
+  history: { last: Position | null; filling: boolean; held: Msg[] } | null;
+  /** Settles once the subscription was sent to the server. */
+  ready?: Promise<void>;
+}
+
+/** A bus subscribed to census subjects, as its heartbeats told. */
+interface Peer {
+  subjects: Set<string>;
+  seen: number;
+}
+
+/** Someone waiting for the link. */
+interface Waiter {
+  resolve: () => void;
+  reject: (error: BusError) => void;
+}
+
+/**
+ * The bus over a NATS cluster (see the module's documentation for what each
+ * operation means here).
+ *
+ * @example
+ * ```ts
+ * import { NatsBus } from "./nats_bus.ts";
+ *
+ * await using bus = new NatsBus({ servers: [{ hostname: "127.0.0.1", port: 4222 }] });
+ * await bus.subscribe("news", (data) => console.log(data));
+ * await bus.publish("news", { title: "hello" }); // { reached: null }
+ * ```
+ */
+export class NatsBus implements Bus {
+  /** `nats://h1:4222,h2:4222` or `tls://...`. */
+  readonly address: string;
+  /** A publish cannot count who it reached: `reached` is always null. */
+  readonly countsReached = false;
+  readonly #options: NatsBusOptions;
+  readonly #logger: Logger;
+  readonly #publishTimeout: number;
+  readonly #id = crypto.randomUUID();
+  readonly #subs = new Map<string, Subscribed>();
+  readonly #tops = new Map<string, Top>();
+  readonly #peers = new Map<string, Peer>();
+  readonly #census: Set<string>;
+  readonly #historyNames = new Set<string>();
+  readonly #historyPrefixes: string[] = [];
+  readonly #keys = new IdempotencyCache<PublishResult>();
+  readonly #waiters = new Set<Waiter>();
+  readonly #heartbeatInterval: number;
+  #nc: NatsConnection | null = null;
+  #js: JetStreamClient | null = null;
+  #jsm: JetStreamManager | null = null;
+  #streamReady: Promise<void> | null = null;
+  #connected = false;
+  #reconnects = 0;
+  #closed = false;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  readonly #connecting: Promise<void>;
+
+  /** Connects to `options.servers` in the background and keeps the link up. */
+  constructor(options: NatsBusOptions) {
+    if (options.servers.length === 0) throw new TypeError("Cannot open a NATS bus: no servers");
+    if (!lateResetsIgnored) ignoreLateResets();
+    lateResetsIgnored = true;
+    this.#options = options;
+    this.#logger = options.logger ?? createLogger("nats-bus");
+    this.#publishTimeout = options.publishTimeout ?? 5000;
+    this.#heartbeatInterval = options.heartbeatInterval ?? 1000;
+    this.#census = new Set(options.census ?? [PRESENCE_SUBJECT]);
+    for (const pattern of options.history?.subjects ?? []) {
+      natsHistoryFilter(pattern);
+      if (pattern.endsWith("*")) this.#historyPrefixes.push(pattern.slice(0, -1));
+      else this.#historyNames.add(pattern);
+    }
+    const scheme = options.tls ? "tls" : "nats";
+    this.address = `${scheme}://${options.servers.map(hostPort).join(",")}`;
+    this.#connecting = this.#connect();
+  }
+
+  /** Whether the link is up now. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** How many times the link came back after it was lost. */
+  get reconnects(): number {
+    return this.#reconnects;
+  }
+
+  async #connect(): Promise<void> {
+    const tls = this.#options.tls;
+    const delay = this.#options.reconnectDelay ?? 250;
+    let nc: NatsConnection | null = null;
+    let logged = false;
+    // The client's own first-connect retries cannot be stopped by close(): this loop can.
+    while (!nc) {
+      if (this.#closed) return;
+      try {
+        nc = await connect({
+          servers: this.#options.servers.map(hostPort),
+          ...(this.#options.token === undefined ? {} : { token: this.#options.token }),
+          ...(tls
+            ? {
+              tls: tls === true ? {} : {
+                ...(tls.caCerts?.length ? { ca: tls.caCerts.join("\n") } : {}),
+                ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+                ...(tls.key === undefined ? {} : { key: tls.key }),
+              },
+            }
+            : {}),
+          name: `channel-bus ${this.#id}`,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: delay,
+          reconnectJitter: delay,
+          pingInterval: 2000,
+          maxPingOut: 2,
+          timeout: 2000,
+        });
+      } catch (error) {
+        if (!logged) {
+          this.#logger.warn("cannot connect to NATS yet", { address: this.address, error: errorText(error) });
+        }
+        logged = true;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            this.#waiters.delete(waiter);
+            resolve();
+          }, delay);
+          const waiter: Waiter = {
+            resolve,
+            reject: () => {
+              clearTimeout(timer);
+              resolve();
+            },
+          };
+          this.#waiters.add(waiter);
+        });
+      }
+    }
+    if (this.#closed) {
+      await nc.close();
+      return;
+    }
+    this.#nc = nc;
+    this.#js = jetstream(nc, { timeout: ATTEMPT_TIMEOUT });
+    this.#connected = true;
+    this.#logger.info("connected to NATS", { server: nc.getServer() });
+    void this.#watch(nc);
+    nc.subscribe(CENSUS_SUBJECT, { callback: (_error, msg) => this.#onCensus(msg) });
+    nc.subscribe(CENSUS_QUERY_SUBJECT, { callback: () => this.#announce() });
+    for (const [subject, subscribed] of this.#subs) this.#open(subject, subscribed);
+    nc.publish(CENSUS_QUERY_SUBJECT);
+    this.#heartbeat = setInterval(() => this.#announce(), this.#heartbeatInterval);
+    this.#wake();
+  }
+
+  async #watch(nc: NatsConnection): Promise<void> {
+    for await (const status of nc.status()) {
+      if (status.type === "disconnect") {
+        this.#connected = false;
+        this.#logger.warn("NATS link lost", { server: status.server });
+      } else if (status.type === "reconnect") {
+        this.#connected = true;
+        this.#reconnects++;
+        this.#logger.info("NATS link back", { server: status.server });
+        this.#tops.clear();
+        nc.publish(CENSUS_QUERY_SUBJECT);
+        this.#announce();
+        // What was published while the link was down reached the stream, not us: read it.
+        for (const [subject, subscribed] of this.#subs) {
+          if (subscribed.history?.last) void this.#fill(subject, subscribed);
+        }
+        this.#wake();
+      }
+    }
+  }
+
+  #wake(): void {
+    for (const waiter of this.#waiters) waiter.resolve();
+    this.#waiters.clear();
+  }
+
+  #failWaiters(message: string): void {
+    for (const waiter of this.#waiters) waiter.reject(new BusError("unavailable", message));
+    this.#waiters.clear();
+  }
+
+  /** Resolves with the connection once the link is up, or rejects `unavailable` at `deadline` or on close. */
+  async #link(deadline: number, what: string): Promise<NatsConnection> {
+    while (true) {
+      if (this.#closed) throw new BusError("unavailable", "NATS bus is closed");
+      if (this.#connected && this.#nc) return this.#nc;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new BusError("unavailable", `Cannot ${what}: the NATS link is down`);
+      if (this.#waiters.size >= (this.#options.maxWaiting ?? 10_000)) {
+        throw new BusError("unavailable", `Cannot ${what}: too many wait for the NATS link`);
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let waiter: Waiter | undefined;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          waiter = { resolve, reject };
+          this.#waiters.add(waiter);
+          timer = setTimeout(resolve, left);
+        });
+      } finally {
+        clearTimeout(timer);
+        if (waiter) this.#waiters.delete(waiter);
+      }
+    }
+  }
+
+  /** Whether `subject` keeps history. */
+  #keeps(subject: string): boolean {
+    if (this.#historyNames.has(subject)) return true;
+    return this.#historyPrefixes.some((prefix) => subject.startsWith(prefix));
+  }
+
+  /**
+   * Calls `handler` with every message published to `subject`; subscribing
+   * again replaces the handler. Resolves once the server has the
+   * subscription (a flush behind it), or when the bus closes.
+   */
+  async subscribe(subject: string, handler: BusHandler): Promise<void> {
+    const known = this.#subs.get(subject);
+    if (known) {
+      known.handler = handler;
+    } else {
+      const subscribed: Subscribed = {
+        handler,
+        sub: null,
+        history: this.#keeps(subject) ? { last: null, filling: false, held: [] } : null,
+      };
+      this.#subs.set(subject, subscribed);
+      if (this.#nc) this.#open(subject, subscribed);
+      if (this.#census.has(subject)) this.#announce();
+    }
+    await this.#connecting;
+    await this.#subs.get(subject)?.ready;
+    while (!this.#closed && this.#nc) {
+      try {
+        await this.#nc.flush();
+        return;
+      } catch {
+        await this.#link(Date.now() + 60_000, "subscribe").catch(() => {});
+      }
+    }
+  }
+
+  /**
+   * Subscribes at the server. A history subject first reads its top, so
+   * that a gap is seen even before the first message (a link that moves
+   * while the subject is quiet): anything past that top is owed.
+   */
+  #open(subject: string, subscribed: Subscribed): void {
+    if (!subscribed.history) return this.#natsSubscribe(subject, subscribed);
+    subscribed.ready = (async () => {
+      const read = await this.history(subject, { limit: 0, timeout: ATTEMPT_TIMEOUT }).catch(() => null);
+      if (this.#subs.get(subject) !== subscribed || this.#closed || !this.#nc) return;
+      if (read && !subscribed.history!.last) subscribed.history!.last = read.position;
+      this.#natsSubscribe(subject, subscribed);
+    })();
+  }
+
+  #natsSubscribe(subject: string, subscribed: Subscribed): void {
+    const natsName = subscribed.history ? LIVE_PREFIX + natsSubject(subject) : natsSubject(subject);
+    subscribed.sub = this.#nc!.subscribe(natsName, {
+      callback: (_error, msg) => {
+        if (this.#subs.get(subject) !== subscribed) return;
+        if (subscribed.history) this.#onHistoryMessage(subject, subscribed, msg);
+        else this.#deliver(subject, subscribed, msg, undefined);
+      },
+    });
+  }
+
+  #deliver(subject: string, subscribed: Subscribed, msg: Msg, position: Position | undefined): void {
+    let data: Json;
+    try {
+      data = msg.data.length === 0 ? null : JSON.parse(decoder.decode(msg.data));
+    } catch {
+      this.#logger.warn("dropped a message that is not JSON", { subject });
+      return;
+    }
+    const message: BusMessage = {
+      subject,
+      ...(msg.reply ? { replyTo: msg.reply } : {}),
+      ...(position === undefined ? {} : { position }),
+    };
+    subscribed.handler(data, message);
+  }
+
+  #onHistoryMessage(subject: string, subscribed: Subscribed, msg: Msg): void {
+    const state = subscribed.history!;
+    if (state.filling) {
+      if (state.held.length < MAX_HELD) state.held.push(msg);
+      else this.#logger.warn("dropped a live history message while catching up", { subject });
+      return;
+    }
+    const position = positionOf(msg.headers);
+    if (position === null) return;
+    const last = state.last;
+    if (msg.headers?.get(H_MARKER)) {
+      if (!last || last.epoch !== position.epoch) state.last = position;
+      return;
+    }
+    if (last && last.epoch === position.epoch) {
+      if (position.offset <= last.offset) return;
+      if (position.offset > last.offset + 1) {
+        state.held.push(msg);
+        void this.#fill(subject, subscribed);
+        return;
+      }
+    }
+    state.last = position;
+    this.#deliver(subject, subscribed, msg, position);
+  }
+
+  /** Reads what `subject`'s subscriber missed since its last position and delivers it, then what it held. */
+  async #fill(subject: string, subscribed: Subscribed): Promise<void> {
+    const state = subscribed.history!;
+    if (state.filling || !state.last) return;
+    state.filling = true;
+    try {
+      const since = state.last;
+      const read = await this.history(subject, { since, limit: this.#options.history?.size }).catch((error) => {
+        this.#logger.warn("cannot read what a subscriber missed", { subject, error: String(error) });
+        return null;
+      });
+      if (this.#subs.get(subject) !== subscribed) return;
+      for (const { data, position } of read?.messages ?? []) {
+        if (position.epoch !== since.epoch || position.offset <= (state.last?.offset ?? 0)) continue;
+        state.last = position;
+        subscribed.handler(data, { subject, position });
+      }
+    } finally {
+      state.filling = false;
+    }
+    const held = state.held.splice(0);
+    for (const msg of held) {
+      const position = positionOf(msg.headers);
+      // A jump left after the read (the stream trimmed it) is delivered as it is: the reader sees the gap.
+      if (position && state.last && position.epoch === state.last.epoch && position.offset <= state.last.offset) {
+        continue;
+      }
+      if (position && !msg.headers?.get(H_MARKER)) {
+        state.last = position;
+        this.#deliver(subject, subscribed, msg, position);
+      }
+    }
+  }
+
+  /** Stops the handler of `subject`; unknown subjects are ignored. */
+  unsubscribe(subject: string): void {
+    const subscribed = this.#subs.get(subject);
+    if (!subscribed) return;
+    this.#subs.delete(subject);
+    subscribed.sub?.unsubscribe();
+    if (this.#census.has(subject)) this.#announce();
+  }
+
+  #announce(): void {
+    if (!this.#nc || !this.#connected) return;
+    const subjects = [...this.#census].filter((subject) => this.#subs.has(subject));
+    if (subjects.length === 0) return;
+    this.#nc.publish(CENSUS_SUBJECT, JSON.stringify({ id: this.#id, subjects }));
+  }
+
+  #onCensus(msg: Msg): void {
+    let beat: { id?: unknown; subjects?: unknown };
+    try {
+      beat = JSON.parse(decoder.decode(msg.data));
+    } catch {
+      return;
+    }
+    if (typeof beat.id !== "string" || !Array.isArray(beat.subjects)) return;
+    if (beat.subjects.length === 0) {
+      this.#peers.delete(beat.id);
+      return;
+    }
+    this.#peers.delete(beat.id);
+    if (this.#peers.size >= MAX_PEERS) this.#peers.delete(this.#peers.keys().next().value!);
+    this.#peers.set(beat.id, { subjects: new Set(beat.subjects.map(String)), seen: Date.now() });
+  }
+
+  /** Ids of the live buses subscribed to `subject`, as their heartbeats told. */
+  #livePeers(subject: string): Set<string> {
+    const now = Date.now();
+    const live = new Set<string>();
+    for (const [id, peer] of this.#peers) {
+      if (now - peer.seen > 3 * this.#heartbeatInterval) this.#peers.delete(id);
+      else if (peer.subjects.has(subject)) live.add(id);
+    }
+    return live;
+  }
+
+  #encode(data: Json, nc: NatsConnection): Uint8Array {
+    const bytes = encoder.encode(JSON.stringify(data));
+    const max = nc.info?.max_payload ?? this.#options.maxPayload ?? 1024 * 1024;
+    if (bytes.length > max) {
+      throw new BusError(
+        "too_large",
+        `Cannot publish: message of ${bytes.length} bytes is over NATS's ${max}-byte limit`,
+      );
+    }
+    return bytes;
+  }
+
+  /**
+   * Publishes `data` to `subject`; resolves once the server took it (a
+   * history subject: once the stream stored it), with `reached: null`.
+   *
+   * @throws {BusError} `unavailable` when the link stayed down past the
+   * timeout or the bus is closed; `too_large` over the server's
+   * `max_payload`; `refused` for an idempotency key over 128 characters.
+   */
+  async publish(subject: string, data: Json, options: BusPublishOptions = {}): Promise<PublishResult> {
+    const key = options.idempotencyKey;
+    if (key !== undefined && key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+      throw new BusError("refused", `Cannot publish: idempotency key is over ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+    }
+    if (options.signal?.aborted) throw options.signal.reason;
+    const deadline = Date.now() + (options.timeout ?? this.#publishTimeout);
+    if (this.#keeps(subject)) return await this.#publishHistory(subject, data, deadline, key);
+    const cacheKey = key === undefined ? undefined : idempotencyKey([subject], key);
+    const seen = cacheKey === undefined ? undefined : this.#keys.get(cacheKey);
+    if (seen) return seen;
+    const nc = await this.#link(deadline, `publish to ${subject}`);
+    const bytes = this.#encode(data, nc);
+    const replyTo = options.replyTo;
+    const hdrs = subject.startsWith("_INBOX.") ? idHeaders(this.#id) : undefined;
+    nc.publish(natsSubject(subject), bytes, {
+      ...(replyTo === undefined ? {} : { reply: replyTo }),
+      ...(hdrs ? { headers: hdrs } : {}),
+    });
+    await this.#flush(nc, deadline, `publish to ${subject}`);
+    const result: PublishResult = { reached: null };
+    if (cacheKey !== undefined) this.#keys.set(cacheKey, result);
+    return result;
+  }
+
+  async #flush(nc: NatsConnection, deadline: number, what: string): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        nc.flush(),
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () => reject(new BusError("unavailable", `Cannot ${what}: NATS did not confirm it in time`)),
+            Math.max(0, deadline - Date.now()),
+          );
+        }),
+      ]);
+    } catch (error) {
+      if (error instanceof BusError) throw error;
+      throw new BusError("unavailable", `Cannot ${what}: the NATS link failed: ${errorText(error)}`, { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The JetStream handles, once the history stream exists (made or updated by the first bus that needs it). */
+  async #jetstream(deadline: number, what: string): Promise<{ js: JetStreamClient; jsm: JetStreamManager }> {
+    const nc = await this.#link(deadline, what);
+    // Short attempts, retried until the deadline: a request to a node that just died gets no answer.
+    if (!this.#jsm) this.#jsm = await jetstreamManager(nc, { timeout: ATTEMPT_TIMEOUT });
+    this.#streamReady ??= this.#ensureStream(this.#jsm).catch((error) => {
+      this.#streamReady = null;
+      throw error;
+    });
+    await this.#streamReady;
+    return { js: this.#js!, jsm: this.#jsm };
+  }
+
+  async #ensureStream(jsm: JetStreamManager): Promise<void> {
+    const history = this.#options.history!;
+    const ttl = history.ttlMs;
+    const config: Partial<StreamConfig> & { name: string } = {
+      name: this.#streamName,
+      subjects: history.subjects.map(natsHistoryFilter),
+      max_msgs_per_subject: history.size,
+      max_age: ttl * 1_000_000,
+      duplicate_window: Math.min(ttl, 300_000) * 1_000_000,
+      num_replicas: Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 1)),
+      allow_direct: true,
+      republish: { src: ">", dest: `${LIVE_PREFIX}>` },
+    };
+    try {
+      await jsm.streams.add(config).catch((error) => {
+        // A cluster smaller than it looked (the client saw fewer servers than replicas need): one replica.
+        if (config.num_replicas === 1 || !/replicas|resources/i.test(errorText(error))) throw error;
+        return jsm.streams.add({ ...config, num_replicas: 1 });
+      });
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError)) throw error;
+      // It exists with another configuration: the last bus opened with new bounds sets them.
+      const { config: current } = await jsm.streams.info(config.name);
+      await jsm.streams.update(config.name, { ...current, ...config, num_replicas: current.num_replicas });
+    }
+  }
+
+  get #streamName(): string {
+    return this.#options.stream ?? DEFAULT_HISTORY_STREAM;
+  }
+
+  /** The last stored message of `subject`, or null. */
+  async #last(jsm: JetStreamManager, subject: string): Promise<StoredMsg | null> {
+    return await jsm.direct.getMessage(this.#streamName, { last_by_subj: natsSubject(subject) });
+  }
+
+  async #top(jsm: JetStreamManager, subject: string): Promise<Top> {
+    const cached = this.#tops.get(subject);
+    if (cached) return cached;
+    const last = await this.#last(jsm, subject);
+    const position = last ? positionOf(last.header) : null;
+    if (last && position) return { seq: last.seq, ...position };
+    // Nothing kept, or a message published around this bus (a process without --history): a new epoch.
+    return { seq: last?.seq ?? 0, offset: 0, epoch: newEpoch() };
+  }
+
+  #remember(subject: string, top: Top): void {
+    this.#tops.delete(subject);
+    if (this.#tops.size >= MAX_CACHED_TOPS) this.#tops.delete(this.#tops.keys().next().value!);
+    this.#tops.set(subject, top);
+  }
+
+  async #publishHistory(
+    subject: string,
+    data: Json,
+    deadline: number,
+    key: string | undefined,
+  ): Promise<PublishResult> {
+    const what = `publish to ${subject}`;
+    const msgID = key === undefined ? crypto.randomUUID() : `${natsSubject(subject)} ${key}`;
+    let pause = 25;
+    while (true) {
+      const bytes = this.#encode(data, await this.#link(deadline, what));
+      try {
+        const { js, jsm } = await this.#jetstream(deadline, what);
+        const top = await this.#top(jsm, subject);
+        const hdrs = natsHeaders();
+        hdrs.set(H_OFFSET, String(top.offset + 1));
+        hdrs.set(H_EPOCH, top.epoch);
+        hdrs.set(H_PREV, String(top.seq));
+        const ack = await js.publish(natsSubject(subject), bytes, {
+          msgID,
+          headers: hdrs,
+          expect: { lastSubjectSequence: top.seq },
+          timeout: Math.max(100, Math.min(ATTEMPT_TIMEOUT, deadline - Date.now())),
+        });
+        if (ack.duplicate) {
+          const first = await jsm.direct.getMessage(this.#streamName, { seq: ack.seq });
+          const position = first ? positionOf(first.header) : null;
+          if (position) return { reached: null, position };
+          throw new BusError("unavailable", `Cannot ${what}: its first publish is no longer in the stream`);
+        }
+        const position = { offset: top.offset + 1, epoch: top.epoch };
+        this.#remember(subject, { seq: ack.seq, ...position });
+        return { reached: null, position };
+      } catch (error) {
+        if (error instanceof BusError) throw error;
+        this.#tops.delete(subject);
+        // Another publisher went first: read the last message again and retry at once.
+        if (error instanceof JetStreamApiError && error.code === 10071) continue;
+        if (Date.now() + pause >= deadline) {
+          throw new BusError("unavailable", `Cannot ${what}: JetStream did not store it in time: ${errorText(error)}`, {
+            cause: error,
+          });
+        }
+        this.#logger.debug("retrying a history publish", { subject, error: errorText(error) });
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        pause = Math.min(pause * 2, 500);
+      }
+    }
+  }
+
+  /**
+   * Asks `subject`'s subscribers and gathers their replies (see the module's
+   * documentation for when it stops).
+   *
+   * @throws {BusError} `no_responders` when nobody subscribes to `subject`;
+   * `unavailable` when the link stayed down past the timeout.
+   */
+  async request(subject: string, data: Json, options: RequestOptions = {}): Promise<RequestResult> {
+    const timeout = options.timeout ?? DEFAULT_REQUEST_TIMEOUT;
+    const deadline = Date.now() + timeout;
+    const nc = await this.#link(deadline, `request on ${subject}`);
+    const bytes = this.#encode(data, nc);
+    if (options.maxReplies === 1) return await this.#requestOne(nc, subject, bytes, deadline);
+    const census = this.#census.has(subject) ? this.#livePeers(subject) : null;
+    const replies: Json[] = [];
+    const answered = new Set<string>();
+    const inbox = createInbox();
+    let finish: (error?: BusError) => void = () => {};
+    const finished = new Promise<void>((resolve, reject) => {
+      finish = (error) => (error ? reject(error) : resolve());
+    });
+    let stall: ReturnType<typeof setTimeout> | undefined;
+    const complete = (): boolean => {
+      if (options.maxReplies !== undefined && replies.length >= options.maxReplies) return true;
+      if (census && census.size > 0) return [...census].every((id) => answered.has(id));
+      return false;
+    };
+    const sub = nc.subscribe(inbox, {
+      callback: (_error, msg) => {
+        if (msg.headers?.hasError && msg.headers.code === 503) {
+          finish(new BusError("no_responders", `Cannot request on ${subject}: nobody subscribes to it`));
+          return;
+        }
+        try {
+          replies.push(msg.data.length === 0 ? null : JSON.parse(decoder.decode(msg.data)));
+        } catch {
+          return;
+        }
+        const id = msg.headers?.get(H_ID);
+        if (id) answered.add(id);
+        if (complete()) return finish();
+        if (!census || census.size === 0) {
+          clearTimeout(stall);
+          stall = setTimeout(() => finish(), this.#options.requestStall ?? 50);
+        }
+      },
+    });
+    const timer = setTimeout(() => finish(), Math.max(0, deadline - Date.now()));
+    const abort = () => finish();
+    options.signal?.addEventListener("abort", abort, { once: true });
+    try {
+      nc.publish(natsSubject(subject), bytes, { reply: inbox });
+      await finished;
+      const expected = census && census.size > 0 ? Math.max(census.size, answered.size) : null;
+      return { replies, expected };
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(stall);
+      options.signal?.removeEventListener("abort", abort);
+      sub.unsubscribe();
+    }
+  }
+
+  /** NATS's own request: the first reply, or none by the deadline; no responders fails at once. */
+  async #requestOne(nc: NatsConnection, subject: string, bytes: Uint8Array, deadline: number): Promise<RequestResult> {
+    try {
+      const reply = await nc.request(natsSubject(subject), bytes, { timeout: Math.max(1, deadline - Date.now()) });
+      return { replies: [parseData(reply.data)], expected: null };
+    } catch (error) {
+      if (error instanceof RequestError && error.isNoResponders()) {
+        throw new BusError("no_responders", `Cannot request on ${subject}: nobody subscribes to it`, { cause: error });
+      }
+      if (error instanceof TimeoutError || (error instanceof RequestError && error.cause instanceof TimeoutError)) {
+        return { replies: [], expected: null };
+      }
+      throw new BusError("unavailable", `Cannot request on ${subject}: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  /**
+   * Reads `subject`'s history from the stream (see {@linkcode Bus.history});
+   * a subject that keeps none answers `{ offset: 0, epoch: "" }`.
+   *
+   * @throws {BusError} `unavailable` when the link or JetStream stayed down
+   * past the timeout.
+   */
+  async history(subject: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    if (!this.#keeps(subject)) return { messages: [], position: { offset: 0, epoch: "" }, recovered: false };
+    if (options.signal?.aborted) throw options.signal.reason;
+    const deadline = Date.now() + (options.timeout ?? this.#publishTimeout);
+    const what = `read the history of ${subject}`;
+    const size = this.#options.history!.size;
+    const limit = Math.max(0, Math.min(options.limit ?? size, size));
+    let pause = 25;
+    while (true) {
+      try {
+        const { jsm } = await this.#jetstream(deadline, what);
+        return await this.#read(jsm, subject, options.since, limit);
+      } catch (error) {
+        if (error instanceof BusError) throw error;
+        if (Date.now() + pause >= deadline) {
+          throw new BusError("unavailable", `Cannot ${what}: JetStream did not answer in time: ${errorText(error)}`, {
+            cause: error,
+          });
+        }
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        pause = Math.min(pause * 2, 500);
+      }
+    }
+  }
+
+  async #read(
+    jsm: JetStreamManager,
+    subject: string,
+    since: Position | undefined,
+    limit: number,
+  ): Promise<HistoryResult> {
+    let last = await this.#last(jsm, subject);
+    if (!last || !positionOf(last.header)) {
+      await this.#mark(subject, last?.seq ?? 0);
+      last = await this.#last(jsm, subject);
+    }
+    const top = last ? positionOf(last.header) : null;
+    if (!last || !top) throw new BusError("unavailable", `Cannot read the history of ${subject}: it has no top`);
+    const current = since !== undefined && since.epoch === top.epoch && since.offset <= top.offset;
+    if (limit === 0) return { messages: [], position: top, recovered: current && since.offset === top.offset };
+    // Walks back from the top through each message's predecessor, as far as needed and kept.
+    const from = current ? since.offset : 0;
+    const walked: { data: Json; position: Position }[] = [];
+    let message: StoredMsg | null = last;
+    let reachedFrom = top.offset === from;
+    while (message && !reachedFrom) {
+      const position = positionOf(message.header);
+      if (!position || position.epoch !== top.epoch || message.header.get(H_MARKER)) break;
+      if (position.offset <= from) break;
+      walked.push({ data: parseData(message.data), position });
+      if (position.offset === from + 1) {
+        reachedFrom = true;
+        break;
+      }
+      const prev = Number(message.header.get(H_PREV) ?? "0");
+      if (!prev) break;
+      message = await jsm.direct.getMessage(this.#streamName, { seq: prev });
+      if (message && message.subject !== natsSubject(subject)) message = null;
+    }
+    walked.reverse();
+    const messages = walked.slice(0, limit);
+    const recovered = current && reachedFrom && messages.length === walked.length;
+    return { messages, position: top, recovered };
+  }
+
+  /** Writes an empty marker at `subject` (offset 0, a new epoch) when it has no message, so its epoch is kept. */
+  async #mark(subject: string, expected: number): Promise<void> {
+    const hdrs = natsHeaders();
+    hdrs.set(H_OFFSET, "0");
+    hdrs.set(H_EPOCH, newEpoch());
+    hdrs.set(H_PREV, "0");
+    hdrs.set(H_MARKER, "1");
+    try {
+      await this.#js!.publish(natsSubject(subject), new Uint8Array(), {
+        headers: hdrs,
+        expect: { lastSubjectSequence: expected },
+      });
+    } catch (error) {
+      // Someone wrote first: theirs is the top.
+      if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
+    }
+  }
+
+  /**
+   * Drops `subject`'s history (a purge of its messages in the stream) and
+   * starts a new epoch; subjects without history are ignored.
+   *
+   * @throws {BusError} `unavailable` when the link or JetStream stayed down past the timeout.
+   */
+  async removeHistory(subject: string): Promise<void> {
+    if (!this.#keeps(subject)) return;
+    const deadline = Date.now() + this.#publishTimeout;
+    const what = `remove the history of ${subject}`;
+    try {
+      const { jsm } = await this.#jetstream(deadline, what);
+      await jsm.streams.purge(this.#streamName, { filter: natsSubject(subject) });
+      this.#tops.delete(subject);
+      await this.#mark(subject, 0);
+    } catch (error) {
+      if (error instanceof BusError) throw error;
+      throw new BusError("unavailable", `Cannot ${what}: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */
+  async close(): Promise<void> {
+    if (this.#closed) {
+      await this.#connecting;
+      return;
+    }
+    this.#closed = true;
+    clearInterval(this.#heartbeat);
+    this.#failWaiters("NATS bus is closed");
+    const nc = this.#nc;
+    if (nc && this.#connected) {
+      // A goodbye, so requesters stop waiting for this bus at once.
+      if ([...this.#census].some((subject) => this.#subs.has(subject))) {
+        nc.publish(CENSUS_SUBJECT, JSON.stringify({ id: this.#id, subjects: [] }));
+        await this.#flush(nc, Date.now() + 1000, "say goodbye").catch(() => {});
+      }
+    }
+    this.#subs.clear();
+    if (nc) await nc.close().catch(() => {});
+    await this.#connecting;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+function hostPort({ hostname, port }: NatsServer): string {
+  return `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
+function idHeaders(id: string): MsgHdrs {
+  const hdrs = natsHeaders();
+  hdrs.set(H_ID, id);
+  return hdrs;
+}
+
+function positionOf(hdrs: MsgHdrs | undefined): Position | null {
+  const offset = Number(hdrs?.get(H_OFFSET) ?? "");
+  const epoch = hdrs?.get(H_EPOCH) ?? "";
+  if (!Number.isSafeInteger(offset) || offset < 0 || epoch === "") return null;
+  return { offset, epoch };
+}
+
+function parseData(bytes: Uint8Array): Json {
+  try {
+    return bytes.length === 0 ? null : JSON.parse(decoder.decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

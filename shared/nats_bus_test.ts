@@ -1,0 +1,321 @@
+import assert from "node:assert/strict";
+import { BusError, type BusMessage, type Json, type Position } from "./bus.ts";
+import { NatsBus, type NatsBusOptions, natsHistoryFilter, natsSubject } from "./nats_bus.ts";
+import { startNats } from "../tests/_nats.ts";
+import { freePort, quiet, until, within } from "../channel/testing.ts";
+
+function bus(servers: NatsBusOptions["servers"], options: Partial<NatsBusOptions> = {}): NatsBus {
+  return new NatsBus({ servers, logger: quiet, reconnectDelay: 50, ...options });
+}
+
+const HISTORY = { subjects: ["channel.*", "news"], size: 5, ttlMs: 60_000 };
+
+async function busError(promise: Promise<unknown>, code: string, what: string): Promise<BusError> {
+  const error = await within(promise.then(() => null, (e) => e), 10_000, what);
+  assert.ok(error instanceof BusError, `${what}: expected a BusError, got ${error}`);
+  assert.equal(error.code, code, `${what}: ${error.message}`);
+  return error;
+}
+
+Deno.test("natsSubject keeps NATS subjects and writes anything else as %XX, one subject to one", () => {
+  assert.equal(natsSubject("channel.news"), "channel.news");
+  assert.equal(natsSubject("user.a b*>"), "user.a%20b%2A%3E");
+  assert.equal(natsSubject("channel.a..b."), "channel.a%2E.b%2E");
+  assert.equal(natsSubject(".x"), "%2Ex");
+  assert.equal(natsSubject("user.50%"), "user.50%25");
+  assert.equal(natsSubject("user.é"), "user.%C3%A9");
+  assert.equal(natsHistoryFilter("channel.*"), "channel.>");
+  assert.equal(natsHistoryFilter("*"), ">");
+  assert.equal(natsHistoryFilter("news"), "news");
+  assert.throws(
+    () => natsHistoryFilter("channel.chat*"),
+    /^TypeError: Invalid history pattern "channel.chat\*" for NATS: a prefix must end at a dot/,
+  );
+});
+
+Deno.test("nats bus delivers a publish once the subscription is in effect, and cannot count", async () => {
+  await using nats = await startNats();
+  await using subscriber = bus(nats.servers);
+  await using publisher = bus(nats.servers);
+  const got: [Json, BusMessage][] = [];
+  await within(subscriber.subscribe("user.a b", (data, message) => got.push([data, message])), 5000, "subscribe");
+  assert.deepEqual(await publisher.publish("user.a b", { n: 1 }), { reached: null });
+  await until(() => got.length === 1, 5000, "the message");
+  assert.deepEqual(got, [[{ n: 1 }, { subject: "user.a b" }]]);
+  assert.equal(publisher.countsReached, false);
+  assert.ok(publisher.connected);
+  assert.equal(publisher.address, `nats://127.0.0.1:${nats.nodes[0]!.port}`);
+  subscriber.subscribe("user.a b", (data) => got.push([data, { subject: "second" }]));
+  await publisher.publish("user.a b", 2);
+  await until(() => got.length === 2, 5000, "the message to the new handler");
+  assert.deepEqual(got[1], [2, { subject: "second" }]);
+  subscriber.unsubscribe("user.a b");
+  await subscriber.subscribe("other", () => {});
+  await publisher.publish("user.a b", 3);
+  await publisher.publish("other", 3);
+  assert.equal(got.length, 2);
+});
+
+Deno.test("nats bus request: replies, no responders, and presence ends when every live subscriber answered", async () => {
+  await using nats = await startNats();
+  await using a = bus(nats.servers, { heartbeatInterval: 200 });
+  await using b = bus(nats.servers, { heartbeatInterval: 200 });
+  await using requester = bus(nats.servers, { heartbeatInterval: 200 });
+  for (const [name, responder] of [["a", a], ["b", b]] as const) {
+    await responder.subscribe("presence", (data, { replyTo }) => void responder.publish(replyTo!, { name, data }));
+    await responder.subscribe(`worker.${name}`, (_data, { replyTo }) => void responder.publish(replyTo!, name));
+  }
+  await until(
+    async () => {
+      const { replies, expected } = await requester.request("presence", "?", { timeout: 3000 });
+      return replies.length === 2 && expected === 2;
+    },
+    10_000,
+    "both responders in the census",
+  );
+  const started = Date.now();
+  const presence = await requester.request("presence", "?", { timeout: 5000 });
+  assert.ok(Date.now() - started < 1000, `presence answered in ${Date.now() - started} ms, not the 5 s timeout`);
+  assert.deepEqual(presence.replies.map((r) => (r as { name: string }).name).sort(), ["a", "b"]);
+  assert.equal(presence.expected, 2);
+  const one = await requester.request("worker.b", null, { timeout: 5000, maxReplies: 1 });
+  assert.deepEqual(one, { replies: ["b"], expected: null });
+  const error = await busError(requester.request("worker.gone", null, { timeout: 5000 }), "no_responders", "it");
+  assert.match(error.message, /^Cannot request on worker.gone: nobody subscribes to it$/);
+  // A subscriber that closes says goodbye: the next presence does not wait for it.
+  await b.close();
+  const after = Date.now();
+  assert.deepEqual((await requester.request("presence", "?", { timeout: 5000 })).expected, 1);
+  assert.ok(Date.now() - after < 1000, "presence after a goodbye answers at once");
+});
+
+Deno.test("nats bus refuses what is over max_payload as too_large", async () => {
+  await using nats = await startNats();
+  await using publisher = bus(nats.servers);
+  await until(() => publisher.connected, 5000, "the link");
+  await busError(publisher.publish("news2", "x".repeat(1024 * 1024 + 1)), "too_large", "the big publish");
+});
+
+Deno.test("nats bus publish while no server is up waits its timeout then is unavailable; closed is unavailable", async () => {
+  await using down = bus([{ hostname: "127.0.0.1", port: freePort() }]);
+  const started = Date.now();
+  await busError(down.publish("news", 1, { timeout: 300 }), "unavailable", "the publish to time out");
+  assert.ok(Date.now() - started >= 290);
+  assert.equal(down.connected, false);
+  await down.close();
+  await down.close();
+  await busError(down.publish("news", 1), "unavailable", "the publish after close");
+});
+
+Deno.test("nats bus history: offsets grow by one, positions on delivery, since, limit, epoch and removal", async () => {
+  await using nats = await startNats();
+  await using subscriber = bus(nats.servers, { history: HISTORY });
+  await using publisher = bus(nats.servers, { history: HISTORY });
+  const seen: Position[] = [];
+  await subscriber.subscribe("channel.news", (_data, message) => seen.push(message.position!));
+  const empty = await publisher.history("channel.news");
+  assert.equal(empty.position.offset, 0);
+  assert.match(empty.position.epoch, /^[0-9a-f]{8}$/);
+  const positions: Position[] = [];
+  for (let i = 1; i <= 7; i++) positions.push((await publisher.publish("channel.news", { i })).position!);
+  assert.deepEqual(positions.map((p) => p.offset), [1, 2, 3, 4, 5, 6, 7]);
+  assert.ok(positions.every((p) => p.epoch === empty.position.epoch), "the first publish continues the epoch read");
+  await until(() => seen.length === 7, 5000, "seven deliveries");
+  assert.deepEqual(seen, positions);
+  assert.deepEqual(await publisher.history("channel.news", { since: positions[4] }), {
+    messages: [{ data: { i: 6 }, position: positions[5] }, { data: { i: 7 }, position: positions[6] }],
+    position: positions[6],
+    recovered: true,
+  });
+  assert.deepEqual(await publisher.history("channel.news", { since: positions[6] }), {
+    messages: [],
+    position: positions[6],
+    recovered: true,
+  });
+  assert.deepEqual(await publisher.history("channel.news", { since: positions[6], limit: 0 }), {
+    messages: [],
+    position: positions[6],
+    recovered: true,
+  });
+  assert.equal((await publisher.history("channel.news", { since: positions[5], limit: 0 })).recovered, false);
+  const trimmed = await publisher.history("channel.news", { since: positions[0] });
+  assert.equal(trimmed.recovered, false, "size 5: offsets 2 to 7 are not all kept");
+  assert.deepEqual(trimmed.messages.map((m) => m.position.offset), [3, 4, 5, 6, 7]);
+  assert.equal((await publisher.history("channel.news", { since: positions[3], limit: 1 })).recovered, false);
+  assert.equal((await publisher.history("channel.news", { since: { offset: 3, epoch: "00000000" } })).recovered, false);
+  assert.deepEqual(await publisher.history("plain"), {
+    messages: [],
+    position: { offset: 0, epoch: "" },
+    recovered: false,
+  });
+  assert.deepEqual(await publisher.publish("plain", 1), { reached: null });
+  await publisher.removeHistory("channel.news");
+  const removed = await publisher.history("channel.news", { since: positions[6] });
+  assert.equal(removed.recovered, false);
+  assert.equal(removed.position.offset, 0);
+  assert.notEqual(removed.position.epoch, positions[6]!.epoch);
+  const next = await publisher.publish("channel.news", "again");
+  assert.deepEqual(next.position, { offset: 1, epoch: removed.position.epoch });
+});
+
+Deno.test("nats bus history: concurrent publishers never share an offset, and a retried key is stored once", async () => {
+  await using nats = await startNats();
+  await using a = bus(nats.servers, { history: { ...HISTORY, size: 100 } });
+  await using b = bus(nats.servers, { history: { ...HISTORY, size: 100 } });
+  const results = await Promise.all(
+    Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).publish("channel.race", i)),
+  );
+  assert.deepEqual(
+    results.map((r) => r.position!.offset).sort((x, y) => x - y),
+    Array.from({ length: 40 }, (_, i) => i + 1),
+  );
+  const first = await a.publish("channel.race", "once", { idempotencyKey: "k1" });
+  const retry = await b.publish("channel.race", "once", { idempotencyKey: "k1" });
+  assert.deepEqual(retry, first, "the retry answers the first one's position");
+  assert.equal((await a.history("channel.race")).position.offset, 41);
+  // Outside history, keys are remembered by the process that published.
+  await a.subscribe("plain", () => {});
+  assert.deepEqual(await a.publish("plain", 1, { idempotencyKey: "k" }), { reached: null });
+  await busError(a.publish("plain", 1, { idempotencyKey: "k".repeat(129) }), "refused", "the long key");
+});
+
+Deno.test("nats bus moves to another node when its node dies, resubscribes, and catches up on history", async () => {
+  await using nats = await startNats({ nodes: 3 });
+  await using publisher = bus(nats.servers, { history: HISTORY });
+  await publisher.publish("channel.news", 1, { timeout: 10_000 });
+  // The node that leads the history stream dies: the hardest one to lose.
+  const leaderName = await nats.streamLeader("CHANNEL_HISTORY");
+  const dying = nats.nodes.findIndex((node) => node.name === leaderName);
+  // The subscriber knows only the dying node, and learns the others from it.
+  await using subscriber = bus([nats.servers[dying]!], { history: HISTORY });
+  const got: [Json, Position | undefined][] = [];
+  await subscriber.subscribe("channel.news", (data, message) => got.push([data, message.position]));
+  await subscriber.subscribe("plain", (data) => got.push([data, undefined]));
+  const quiet: Position[] = [];
+  await subscriber.subscribe("channel.quiet", (_data, message) => quiet.push(message.position!));
+  await publisher.publish("channel.news", 1, { timeout: 10_000 });
+  await until(() => got.length === 1, 5000, "the first message");
+  await nats.kill(dying);
+  // A subject that had no message yet when the link moved: its first one still comes.
+  const first = await publisher.publish("channel.quiet", "first", { timeout: 10_000 });
+  // Published while the subscriber moves: it must come, live or through the stream.
+  await publisher.publish("channel.news", 2, { timeout: 10_000 });
+  await until(() => subscriber.connected && subscriber.reconnects === 1, 10_000, "the subscriber on another node");
+  await until(() => got.length === 2, 10_000, "the message published while it was away");
+  await publisher.publish("channel.news", 3, { timeout: 10_000 });
+  await publisher.publish("plain", "live", { timeout: 10_000 });
+  await until(() => got.length === 4, 10_000, "live messages after the move");
+  assert.deepEqual(got.map(([data]) => data), [1, 2, 3, "live"]);
+  assert.deepEqual(got.slice(0, 3).map(([, p]) => p?.offset), [2, 3, 4]);
+  await until(() => quiet.length === 1, 10_000, "the quiet subject's first message");
+  assert.deepEqual(quiet, [first.position]);
+});
+
+Deno.test("nats bus publish during an outage rejects unavailable, and works again once a server is back", async () => {
+  await using nats = await startNats();
+  await using publisher = bus(nats.servers, { history: HISTORY });
+  await publisher.publish("channel.news", 1, { timeout: 10_000 });
+  await nats.kill(0);
+  await until(() => !publisher.connected, 5000, "the link to drop");
+  await busError(publisher.publish("plain", 1, { timeout: 300 }), "unavailable", "a plain publish in the outage");
+  await busError(
+    publisher.publish("channel.news", 2, { timeout: 300 }),
+    "unavailable",
+    "a history publish in the outage",
+  );
+  await busError(publisher.history("channel.news", { timeout: 300 }), "unavailable", "a history read in the outage");
+  await nats.restart(0);
+  await until(() => publisher.connected, 10_000, "the link to come back");
+  const after = await publisher.publish("channel.news", 3, { timeout: 10_000 });
+  assert.equal(after.position?.offset, 2, "the refused publish was not stored");
+});
+
+/** A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`. */
+async function makeCertificates(dir: string, name: string): Promise<{ ca: string; certFile: string; keyFile: string }> {
+  const run = async (...args: string[]) => {
+    const { success, stderr } = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" }).output();
+    assert.ok(success, `openssl ${args[0]}: ${new TextDecoder().decode(stderr)}`);
+  };
+  const at = (file: string) => `${dir}/${name}-${file}`;
+  await run(
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    `/CN=${name} test CA`,
+    "-keyout",
+    at("ca.key"),
+    "-out",
+    at("ca.pem"),
+  );
+  await run(
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-keyout",
+    at("server.key"),
+    "-out",
+    at("server.csr"),
+  );
+  await Deno.writeTextFile(at("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  await run(
+    "x509",
+    "-req",
+    "-in",
+    at("server.csr"),
+    "-CA",
+    at("ca.pem"),
+    "-CAkey",
+    at("ca.key"),
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-extfile",
+    at("ext"),
+    "-out",
+    at("server.pem"),
+  );
+  return { ca: await Deno.readTextFile(at("ca.pem")), certFile: at("server.pem"), keyFile: at("server.key") };
+}
+
+Deno.test("nats bus over tls:// verifies the servers with the CA given, and never connects with another", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nats-tls-" });
+  try {
+    const right = await makeCertificates(dir, "right");
+    const wrong = await makeCertificates(dir, "wrong");
+    await using nats = await startNats({ tls: { certFile: right.certFile, keyFile: right.keyFile } });
+    assert.match(nats.url, /^tls:\/\//);
+    // By name, as certificates name servers: the client checks an IP address as if it were "localhost".
+    const servers = nats.servers.map(({ port }) => ({ hostname: "localhost", port }));
+    const lines: string[] = [];
+    const logger = {
+      ...quiet,
+      warn: (msg: string, fields?: Record<string, unknown>) => lines.push(`${msg} ${JSON.stringify(fields)}`),
+    };
+    await using subscriber = bus(servers, { tls: { caCerts: [right.ca] } });
+    await using publisher = bus(servers, { tls: { caCerts: [right.ca] } });
+    assert.equal(publisher.address, `tls://localhost:${nats.nodes[0]!.port}`);
+    const got: Json[] = [];
+    await within(subscriber.subscribe("news", (data) => got.push(data)), 5000, "subscribe over TLS");
+    await publisher.publish("news", "secret", { timeout: 5000 });
+    await until(() => got.length === 1, 5000, "the message over TLS");
+    await using untrusting = bus(servers, { tls: { caCerts: [wrong.ca] }, logger: logger as typeof quiet });
+    await busError(
+      untrusting.publish("news", 1, { timeout: 1000 }),
+      "unavailable",
+      "the publish without a trusted server",
+    );
+    assert.ok(lines.some((line) => line.startsWith("cannot connect to NATS yet")), lines.join("\n"));
+    await using plain = bus(servers);
+    await busError(plain.publish("news", 1, { timeout: 1000 }), "unavailable", "a plain-text publish to a TLS server");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
