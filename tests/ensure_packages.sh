@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The browser tests drive Debian's Chromium (/usr/bin/chromium), and the
-# many-machines test makes network namespaces with iproute2's `ip`. On a fresh
+# The browser tests drive Debian's Chromium (/usr/bin/chromium), the Redis
+# bus tests start Debian's redis-server, and the many-machines test makes
+# network namespaces with iproute2's `ip`. On a fresh
 # machine they may be missing: install them when we can (root with apt-get),
 # so that `deno task test` alone works there.
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # Only root runs the many-machines test.
 [ "$(id -u)" != 0 ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ ${#missing[@]} = 0 ] && exit 0
