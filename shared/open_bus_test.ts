@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { hubBusAddress, openBus, parseBusAddress } from "./open_bus.ts";
 import { HubBus } from "../channel/bus.ts";
 import { quiet, startHub, until } from "../channel/testing.ts";
+import { RedisBus } from "./redis_bus.ts";
+import { makeTestCertificates, startRedis } from "../tests/_redis.ts";
 
 Deno.test("parseBusAddress reads channel://HOST:PORT, IPv6 hosts in brackets", () => {
   assert.deepEqual(parseBusAddress("channel://127.0.0.1:2206"), {
@@ -18,14 +20,33 @@ Deno.test("parseBusAddress reads channel://HOST:PORT, IPv6 hosts in brackets", (
   assert.deepEqual(parseBusAddress("channel://h:2206/"), { scheme: "channel", hostname: "h", port: 2206 });
 });
 
+Deno.test("parseBusAddress reads redis:// and rediss://, the port 6379 when none is given", () => {
+  assert.deepEqual(parseBusAddress("redis://127.0.0.1:6380"), { scheme: "redis", hostname: "127.0.0.1", port: 6380 });
+  assert.deepEqual(parseBusAddress("redis://cache.internal"), {
+    scheme: "redis",
+    hostname: "cache.internal",
+    port: 6379,
+  });
+  assert.deepEqual(parseBusAddress("rediss://[::1]:6390/"), { scheme: "rediss", hostname: "::1", port: 6390 });
+  assert.throws(() => parseBusAddress("redis://:secret@cache:6379"), /credentials do not belong in it: pass a token$/);
+  assert.throws(
+    () => parseBusAddress("redis://cache:6379/2"),
+    /expected redis:\/\/HOST:PORT with nothing after the port$/,
+  );
+  assert.throws(() => parseBusAddress("rediss://cache:0"), /expected a port from 1 to 65535$/);
+});
+
 Deno.test("parseBusAddress refuses other addresses with a message that says why", () => {
   const cases: [string, RegExp][] = [
     [
-      "redis://127.0.0.1:6379",
-      /^Invalid bus address: "redis:\/\/127.0.0.1:6379": unknown scheme "redis" \(schemes: channel:\/\/\)$/,
+      "amqp://127.0.0.1:5672",
+      /^Invalid bus address: "amqp:\/\/127.0.0.1:5672": unknown scheme "amqp" \(schemes: channel:\/\/, redis:\/\/, rediss:\/\/\)$/,
     ],
     ["127.0.0.1:2206", /^Invalid bus address: "127.0.0.1:2206": .*schemes: channel:\/\//],
-    ["", /^Invalid bus address: "": expected a URL such as channel:\/\/127.0.0.1:2206 \(schemes: channel:\/\/\)$/],
+    [
+      "",
+      /^Invalid bus address: "": expected a URL such as channel:\/\/127.0.0.1:2206 \(schemes: channel:\/\/, redis:\/\/, rediss:\/\/\)$/,
+    ],
     ["channel://hub", /expected a port from 1 to 65535$/],
     ["channel://hub:0", /expected a port from 1 to 65535$/],
     ["channel://hub:70000", /^Invalid bus address: "channel:\/\/hub:70000": /],
@@ -58,7 +79,8 @@ Deno.test("openBus opens the hub for channel:// and refuses an unknown scheme", 
   assert.deepEqual(await bus.publish("news", 1), { reached: 0 });
   assert.throws(() => openBus("nats://127.0.0.1:4222"), {
     name: "TypeError",
-    message: 'Invalid bus address: "nats://127.0.0.1:4222": unknown scheme "nats" (schemes: channel://)',
+    message:
+      'Invalid bus address: "nats://127.0.0.1:4222": unknown scheme "nats" (schemes: channel://, redis://, rediss://)',
   });
 });
 
@@ -67,4 +89,34 @@ Deno.test("openBus passes the token to the hub", async () => {
   await using bus = openBus(`channel://127.0.0.1:${hub.port}`, { token: "s3cret", logger: quiet });
   await until(() => bus.connected, 2000, "the bus to connect");
   assert.deepEqual(await bus.publish("news", 1, { timeout: 2000 }), { reached: 0 });
+});
+
+Deno.test("openBus opens Redis for redis://, with the token as its password and history on Streams", async () => {
+  await using redis = await startRedis({ password: "s3cret" });
+  await using bus = openBus(redis.address, {
+    token: "s3cret",
+    logger: quiet,
+    publishTimeout: 2000,
+    history: { subjects: ["news"], size: 10, ttlMs: 60_000 },
+  });
+  assert.ok(bus instanceof RedisBus);
+  assert.equal(bus.address, redis.address);
+  await bus.subscribe("news", () => {});
+  const { reached, position } = await bus.publish("news", 1);
+  assert.equal(reached, 1);
+  assert.equal(position?.offset, 1);
+});
+
+Deno.test("openBus speaks TLS for rediss://, verifying Redis with the CA it is given", async () => {
+  await using certificates = await makeTestCertificates();
+  await using redis = await startRedis({ tls: certificates });
+  await using bus = openBus(redis.address, {
+    logger: quiet,
+    publishTimeout: 5000,
+    tls: { caCerts: [certificates.caPem] },
+  });
+  assert.equal(bus.address, redis.address);
+  assert.deepEqual(await bus.publish("news", 1), { reached: 0 });
+  await using untrusting = openBus(redis.address, { logger: quiet, publishTimeout: 300 });
+  await assert.rejects(untrusting.publish("news", 1), { name: "BusError", code: "unavailable" });
 });

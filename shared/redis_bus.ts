@@ -294,7 +294,8 @@ export class RedisBus implements Bus {
         ...(tls
           ? {
             tls: true as const,
-            servername: hostname,
+            // SNI takes names only; an IP address is checked against the certificate's IP entries.
+            ...(/^[\d.]+$|:/.test(hostname) ? {} : { servername: hostname }),
             ...(tls.caCerts ? { ca: tls.caCerts } : {}),
             ...(tls.cert ? { cert: tls.cert } : {}),
             ...(tls.key ? { key: tls.key } : {}),

@@ -10,6 +10,59 @@
 import { freePort } from "../channel/testing.ts";
 import { type Service, startCommand } from "./_service.ts";
 
+/** PEM files of a throwaway CA and of a server certificate it signed for 127.0.0.1. */
+export interface TestCertificates extends AsyncDisposable {
+  /** The CA's certificate file, and its PEM. */
+  caFile: string;
+  caPem: string;
+  /** The server's certificate and key files. */
+  certFile: string;
+  keyFile: string;
+}
+
+/** Makes a CA and a server certificate for 127.0.0.1 with `openssl`, in a temporary directory removed on dispose. */
+export async function makeTestCertificates(): Promise<TestCertificates> {
+  const dir = await Deno.makeTempDir({ prefix: "redis-tls-" });
+  const run = async (...args: string[]) => {
+    const { success, stderr } = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null", stderr: "piped" })
+      .output();
+    if (!success) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  try {
+    await run("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca");
+    await run("req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1");
+    await Deno.writeTextFile(`${dir}/san.ext`, "subjectAltName=IP:127.0.0.1\n");
+    await run(
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "server.crt",
+      "-days",
+      "2",
+      "-extfile",
+      "san.ext",
+    );
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
+  }
+  return {
+    caFile: `${dir}/ca.crt`,
+    caPem: await Deno.readTextFile(`${dir}/ca.crt`),
+    certFile: `${dir}/server.crt`,
+    keyFile: `${dir}/server.key`,
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
 /** Options for {@linkcode startRedis}. */
 export interface RedisOptions {
   /** Asks clients for this password (`--requirepass`). @default {none} */
