@@ -19,6 +19,8 @@ import type { Bus } from "../shared/bus.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import {
   busFlag,
+  busHistoryFlag,
+  type BusHistoryFlags,
   durationFlag,
   type FlagSpec,
   type FlagValues,
@@ -133,8 +135,10 @@ interface PublisherConfig {
   port: number;
   /** Held here and handed to the handler only: no log line carries it. */
   apiKey: string | undefined;
-  /** The bus address (`channel://host:port`). */
+  /** The bus address (`channel://host:port`, `redis://host:port`). */
   bus: string;
+  /** History the bus keeps itself (Redis), from `--history*`. */
+  busHistory: BusHistoryFlags | undefined;
   token: string | undefined;
   publishTimeout: number;
   maxContentBytes: number;
@@ -216,6 +220,7 @@ function readConfig(flags: FlagValues): PublisherConfig {
     apiKey,
     port: intFlag(flags, "port", DEFAULT_PUBLISHER_PORT),
     bus: busFlag(flags),
+    busHistory: busHistoryFlag(flags),
     token: hubTokenFlag(flags),
     publishTimeout: durationFlag(flags, "publish-timeout", 5000, { min: 1 }),
     maxContentBytes: positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES),
@@ -240,7 +245,7 @@ function readConfig(flags: FlagValues): PublisherConfig {
  */
 function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
   const { token, publishTimeout, maxFrameBytes } = config;
-  return openBus(config.bus, { token, publishTimeout, maxFrameBytes, logger });
+  return openBus(config.bus, { token, publishTimeout, maxFrameBytes, logger, history: config.busHistory });
 }
 
 /**

@@ -23,6 +23,7 @@ import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import { backoffDelay } from "../shared/backoff.ts";
 import {
   busFlag,
+  busHistoryFlag,
   durationFlag,
   type FlagSpec,
   type FlagValues,
@@ -236,6 +237,7 @@ function pusherSettings(flags: FlagValues, logLevel: LogLevel): PusherSettings {
     hostname: stringFlag(flags, "hostname") ?? DEFAULT_HOSTNAME,
     port: intFlag(flags, "port", DEFAULT_PUSHER_PORT),
     bus: busFlag(flags),
+    busHistory: busHistoryFlag(flags),
     hubToken: hubTokenFlag(flags),
     hubMaxFrameBytes: hubMaxFrameBytesFlag(flags),
     idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_PING_INTERVAL / 1000, { unit: "s", min: 1 }),

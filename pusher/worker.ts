@@ -13,6 +13,7 @@ import { Pusher } from "./pusher.ts";
 import { listenTransport, type Refusal, serve } from "./server.ts";
 import { denoTransport, serveDeno } from "./deno_transport.ts";
 import { openBus } from "../shared/open_bus.ts";
+import type { BusHistoryFlags } from "../shared/cli.ts";
 import { createLogger, type LogLevel } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
@@ -35,8 +36,10 @@ export interface WorkerConfig {
   server: ServerKind;
   hostname: string;
   port: number;
-  /** The bus address (`channel://host:port`). */
+  /** The bus address (`channel://host:port`, `redis://host:port`). */
   bus: string;
+  /** History the bus keeps itself (Redis), from `--history*`. */
+  busHistory: BusHistoryFlags | undefined;
   hubToken: string | undefined;
   hubMaxFrameBytes: number;
   idleTimeout: number;
@@ -115,7 +118,12 @@ function post(message: FromWorker): void {
 function start(config: WorkerConfig): { stop: (timeout: number) => Promise<void>; pusher: Pusher } {
   const workerId = newWorkerId();
   const logger = createLogger("pusher", { level: config.logLevel, fields: { worker: workerId } });
-  const bus = openBus(config.bus, { token: config.hubToken, maxFrameBytes: config.hubMaxFrameBytes, logger });
+  const bus = openBus(config.bus, {
+    token: config.hubToken,
+    maxFrameBytes: config.hubMaxFrameBytes,
+    history: config.busHistory,
+    logger,
+  });
   const pusher = new Pusher({
     workerId,
     bus,

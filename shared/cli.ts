@@ -178,9 +178,10 @@ export function hubFlag(values: FlagValues): HostPort {
 }
 
 /**
- * Reads the bus address from `--hub HOST:PORT`, else the CHANNEL_HUB
- * variable, else 127.0.0.1:2206, as the address `openBus` takes:
- * `channel://HOST:PORT` (IPv6 hosts in brackets).
+ * Reads the bus address `openBus` takes: `--bus URL`, else `--hub
+ * HOST:PORT` (meaning `channel://HOST:PORT`), else the CHANNEL_BUS variable,
+ * else CHANNEL_HUB, else `channel://127.0.0.1:2206` (IPv6 hosts in
+ * brackets). A URL is checked when the bus is opened.
  *
  * @throws {TypeError} `Invalid --hub: expected HOST:PORT ...` (or
  * `Invalid CHANNEL_HUB: ...`) when the value is not of that form.
@@ -190,11 +191,41 @@ export function hubFlag(values: FlagValues): HostPort {
  * import { busFlag } from "./cli.ts";
  *
  * busFlag({ hub: "[::1]:2206" }); // "channel://[::1]:2206"
+ * busFlag({ bus: "redis://127.0.0.1:6379" }); // "redis://127.0.0.1:6379"
  * ```
  */
 export function busFlag(values: FlagValues): string {
+  const bus = stringFlag(values, "bus") ??
+    (stringFlag(values, "hub") === undefined ? Deno.env.get("CHANNEL_BUS") || undefined : undefined);
+  if (bus !== undefined) return bus;
   const { hostname, port } = hubFlag(values);
   return `channel://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
+/** History a bus keeps itself, from `--history`, `--history-size` and `--history-ttl`. */
+export interface BusHistoryFlags {
+  /** Names or `prefix*` patterns. */
+  subjects: string[];
+  /** Messages kept per subject. */
+  size: number;
+  /** Milliseconds a message is kept. */
+  ttlMs: number;
+}
+
+/**
+ * Reads `--history` (subjects, comma-separated names or `prefix*`),
+ * `--history-size` (100) and `--history-ttl` (seconds, 300), the hub's
+ * meaning, for a bus that keeps history itself (Redis); undefined without
+ * `--history`.
+ *
+ * @throws {TypeError} when a number is not a positive integer.
+ */
+export function busHistoryFlag(values: FlagValues): BusHistoryFlags | undefined {
+  const subjects = (stringFlag(values, "history") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (subjects.length === 0) return undefined;
+  const size = intFlag(values, "history-size", 100);
+  if (size < 1) throw new TypeError(`Invalid --history-size: at least 1, got ${size}`);
+  return { subjects, size, ttlMs: durationFlag(values, "history-ttl", 300, { unit: "s", min: 1 }) * 1000 };
 }
 
 /**
@@ -216,8 +247,21 @@ export function hubMaxFrameBytesFlag(values: FlagValues): number {
   return bytes;
 }
 
-/** The `--hub`, `--hub-token` and `--hub-max-frame-bytes` flags of the services that reach the hub. */
+/** The `--bus`, `--history*`, `--hub`, `--hub-token` and `--hub-max-frame-bytes` flags of the services that reach the bus. */
 export const HUB_FLAGS: Record<string, FlagSpec> = {
+  bus: {
+    type: "string",
+    arg: "URL",
+    help: "bus address: channel://HOST:PORT, redis://HOST:PORT or rediss://HOST:PORT (or env CHANNEL_BUS)",
+  },
+  history: {
+    type: "string",
+    arg: "SUBJECTS",
+    help:
+      "on a bus that keeps history itself (redis://): subjects that keep it, as the hub's --history (default: none)",
+  },
+  "history-size": { type: "string", arg: "N", help: "with --history: messages kept per subject", default: "100" },
+  "history-ttl": { type: "string", arg: "S", help: "with --history: seconds a message is kept", default: "300" },
   hub: {
     type: "string",
     arg: "HOST:PORT",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { busFlag, durationFlag } from "./cli.ts";
+import { busFlag, busHistoryFlag, durationFlag } from "./cli.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
 
 Deno.test("durationFlag reads a duration no longer than a timer waits, in milliseconds or seconds", () => {
@@ -46,4 +46,40 @@ Deno.test("busFlag reads --hub, else CHANNEL_HUB, else 127.0.0.1:2206, as a chan
     if (saved === undefined) Deno.env.delete("CHANNEL_HUB");
     else Deno.env.set("CHANNEL_HUB", saved);
   }
+});
+
+Deno.test("busFlag takes --bus, else --hub, else CHANNEL_BUS, else CHANNEL_HUB", () => {
+  const saved = { bus: Deno.env.get("CHANNEL_BUS"), hub: Deno.env.get("CHANNEL_HUB") };
+  try {
+    Deno.env.delete("CHANNEL_HUB");
+    Deno.env.set("CHANNEL_BUS", "redis://10.0.0.7:6379");
+    assert.equal(busFlag({}), "redis://10.0.0.7:6379");
+    assert.equal(busFlag({ hub: "127.0.0.1:2300" }), "channel://127.0.0.1:2300", "--hub wins over the variable");
+    assert.equal(busFlag({ bus: "rediss://cache:6380", hub: "127.0.0.1:2300" }), "rediss://cache:6380");
+    Deno.env.delete("CHANNEL_BUS");
+    Deno.env.set("CHANNEL_HUB", "10.0.0.5:2206");
+    assert.equal(busFlag({ bus: "redis://cache:6379" }), "redis://cache:6379");
+    assert.equal(busFlag({}), "channel://10.0.0.5:2206");
+  } finally {
+    for (const [name, value] of [["CHANNEL_BUS", saved.bus], ["CHANNEL_HUB", saved.hub]] as const) {
+      if (value === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, value);
+    }
+  }
+});
+
+Deno.test("busHistoryFlag reads --history, --history-size and --history-ttl as the hub does", () => {
+  assert.equal(busHistoryFlag({}), undefined);
+  assert.deepEqual(busHistoryFlag({ history: "channel.news, channel.chat.*" }), {
+    subjects: ["channel.news", "channel.chat.*"],
+    size: 100,
+    ttlMs: 300_000,
+  });
+  assert.deepEqual(busHistoryFlag({ history: "channel.*", "history-size": "5", "history-ttl": "60" }), {
+    subjects: ["channel.*"],
+    size: 5,
+    ttlMs: 60_000,
+  });
+  assert.throws(() => busHistoryFlag({ history: "a", "history-size": "0" }), /^TypeError: Invalid --history-size/);
+  assert.throws(() => busHistoryFlag({ history: "a", "history-ttl": "0" }), /Invalid --history-ttl/);
 });
