@@ -247,6 +247,8 @@ export class RedisBus implements Bus {
   readonly #history: { names: Set<string>; prefixes: string[]; size: number; ttl: number };
   readonly #closedSignal = new AbortController();
   #reconnects = 0;
+  /** Whether "connected" was logged: once, when both links first came up. */
+  #announced = false;
   #scriptSha: Map<string, Promise<string>> = new Map();
   #closing: Promise<void> | undefined;
 
@@ -691,6 +693,10 @@ export class RedisBus implements Bus {
     }
     link.everReady = true;
     link.lostLogged = false;
+    if (!this.#announced && this.connected) {
+      this.#announced = true;
+      this.#logger.info("connected to redis", { bus: this.address });
+    }
     for (const wake of [...link.waiters]) wake();
   }
 

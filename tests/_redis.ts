@@ -92,6 +92,9 @@ export interface TestRedis extends AsyncDisposable {
  *
  * @example
  * ```ts
+ * import { startRedis } from "./_redis.ts";
+ * import { openBus } from "../shared/open_bus.ts";
+ *
  * await using redis = await startRedis();
  * await using bus = openBus(redis.address);
  * ```
