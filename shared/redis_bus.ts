@@ -95,6 +95,12 @@ export interface RedisBusOptions {
   reconnectDelay?: number;
   /** Longest wait before reconnecting, in milliseconds. @default {2000} */
   maxReconnectDelay?: number;
+  /**
+   * How often each link pings Redis, in milliseconds; a link that hears
+   * nothing for three of these is dropped and reconnected (a peer gone
+   * without a word, as a network partition leaves it). @default {5000}
+   */
+  pingInterval?: number;
   /** Most calls waiting for the link at once; past it they fail `unavailable` at once. @default {10000} */
   maxWaiting?: number;
   /** Subjects that keep history, in Redis Streams. @default {none} */
@@ -271,6 +277,7 @@ export class RedisBus implements Bus {
       ttl: positive("history ttl", options.history?.ttlMs ?? DEFAULT_HISTORY_TTL),
     };
     const reconnectDelay = options.reconnectDelay ?? 50;
+    const pingInterval = options.pingInterval ?? 5000;
     const maxReconnectDelay = options.maxReconnectDelay ?? 2000;
     const open = (name: Link["name"]): Link => {
       const link: Link = {
@@ -287,6 +294,7 @@ export class RedisBus implements Bus {
         host: hostname,
         port,
         connectTimeout: options.connectTimeout ?? 2000,
+        socketTimeout: 3 * pingInterval,
         reconnectStrategy: (retries: number) => {
           const delay = Math.min(maxReconnectDelay, reconnectDelay * 2 ** Math.min(retries, 20));
           const jittered = Math.round(delay / 2 + Math.random() * delay / 2);
@@ -313,6 +321,7 @@ export class RedisBus implements Bus {
         // a SUBSCRIBE made while it is down goes out on reconnect.
         disableOfflineQueue: name === "commands",
         commandsQueueMaxLength: this.#maxWaiting,
+        pingInterval,
         maintNotifications: "disabled",
       });
       link.client.on("error", (error: Error) => this.#onLost(link, error));
@@ -543,6 +552,9 @@ export class RedisBus implements Bus {
       link.client.destroy();
     }
     await Promise.all([this.#commands.connecting, this.#subscriptions.connecting]);
+    // node-redis may finish a connection that was under way when it was
+    // destroyed, and start its ping timer: destroying again ends both.
+    for (const link of [this.#commands, this.#subscriptions]) link.client.destroy();
     // node-redis sleeps through a reconnect wait on a timer it cannot cancel:
     // wait it out, so that nothing of ours outlives close().
     const sleeping = Math.max(this.#commands.retryUntil, this.#subscriptions.retryUntil) - Date.now();
@@ -684,7 +696,11 @@ export class RedisBus implements Bus {
   }
 
   #onReady(link: Link): void {
-    if (this.#closedSignal.signal.aborted) return;
+    if (this.#closedSignal.signal.aborted) {
+      // A reconnect that was under way when the bus closed: end it.
+      link.client.destroy();
+      return;
+    }
     link.ready = true;
     link.retryUntil = 0;
     if (link.everReady) {

@@ -263,3 +263,36 @@ Deno.test("redis bus restores its subscriptions after Redis restarts, and refuse
   await until(() => got.length === expected.length, 2000, "the events");
   assert.deepEqual(got, expected);
 });
+
+Deno.test("redis bus subscribe made while Redis is down resolves once it is in effect", async () => {
+  await using redis = await startRedis();
+  await redis.stop();
+  await using subscriber = bus(redis.port);
+  await using publisher = bus(redis.port);
+  const got: Json[] = [];
+  let inEffect = false;
+  const subscribed = subscriber.subscribe("news", (data) => got.push(data)).then(() => (inEffect = true));
+  await until(async () => (await subscriber.history("x").then(() => true)), 1000, "a local answer");
+  assert.equal(inEffect, false, "not in effect while Redis is down");
+  await redis.start();
+  await within(subscribed, 5000, "the subscription once Redis is up");
+  assert.deepEqual(await publisher.publish("news", 1), { reached: 1 });
+  await until(() => got.length === 1, 2000, "the event");
+});
+
+Deno.test("redis bus drops a link that hears nothing and reconnects it", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { pingInterval: 100 });
+  await link.subscribe("news", () => {});
+  await until(() => link.connected, 2000, "the links");
+  // SIGSTOP: the server keeps its sockets open but answers nothing, as behind a partition.
+  const pid = Number(await redis.cli("INFO", "server").then((info) => /process_id:(\d+)/.exec(info)![1]));
+  Deno.kill(pid, "SIGSTOP");
+  try {
+    await until(() => !link.connected, 3000, "the silent link to be dropped");
+  } finally {
+    Deno.kill(pid, "SIGCONT");
+  }
+  await until(() => link.connected && link.reconnects === 1, 5000, "the link to come back");
+  assert.deepEqual(await link.publish("news", 1), { reached: 1 });
+});
