@@ -101,6 +101,13 @@ export interface RedisBusOptions {
    * without a word, as a network partition leaves it). @default {5000}
    */
   pingInterval?: number;
+  /**
+   * After the command link comes back, how long publishes are held, in
+   * milliseconds, so that pushers whose links reconnect with the same
+   * backoff subscribe again before anything is published (as the hub's
+   * `--startup-grace`). @default {maxReconnectDelay + 500}
+   */
+  reconnectGrace?: number;
   /** Most calls waiting for the link at once; past it they fail `unavailable` at once. @default {10000} */
   maxWaiting?: number;
   /** Subjects that keep history, in Redis Streams. @default {none} */
@@ -251,6 +258,9 @@ export class RedisBus implements Bus {
   readonly #maxWaiting: number;
   readonly #idempotencyWindow: number;
   readonly #history: { names: Set<string>; prefixes: string[]; size: number; ttl: number };
+  readonly #reconnectGrace: number;
+  /** Publishes wait until then (ms since the epoch): the grace after the command link came back. */
+  #holdUntil = 0;
   readonly #closedSignal = new AbortController();
   #reconnects = 0;
   /** Whether "connected" was logged: once, when both links first came up. */
@@ -279,6 +289,7 @@ export class RedisBus implements Bus {
     const reconnectDelay = options.reconnectDelay ?? 50;
     const pingInterval = options.pingInterval ?? 5000;
     const maxReconnectDelay = options.maxReconnectDelay ?? 2000;
+    this.#reconnectGrace = options.reconnectGrace ?? maxReconnectDelay + 500;
     const open = (name: Link["name"]): Link => {
       const link: Link = {
         name,
@@ -398,19 +409,16 @@ export class RedisBus implements Bus {
     const what = `Cannot publish to ${subject}`;
     const timeout = options.timeout ?? this.#publishTimeout;
     if (!history && key === undefined) {
-      const reached = await this.#command(
-        what,
+      const reached = await this.#command(what, (client) => client.publish(PREFIX + subject, body), {
         timeout,
-        options.signal,
-        (client) => client.publish(PREFIX + subject, body),
-      );
+        signal: options.signal,
+        hold: true,
+      });
       return { reached: Number(reached) };
     }
     const keys = subjectKeys(subject);
     const reply = await this.#command(
       what,
-      timeout,
-      options.signal,
       (client) =>
         this.#eval(client, PUBLISH_SCRIPT, [
           keys.meta,
@@ -426,6 +434,7 @@ export class RedisBus implements Bus {
           key === undefined ? "0" : String(this.#idempotencyWindow),
           String(Math.max(META_TTL, this.#history.ttl)),
         ]),
+      { timeout, signal: options.signal, hold: true },
     ) as [number, string];
     const [reached, offset, epoch] = String(reply[1]).split(" ");
     return history ? { reached: Number(reached), position: { offset: Number(offset), epoch: epoch! } } : {
@@ -494,8 +503,6 @@ export class RedisBus implements Bus {
     const since = options.since;
     const reply = await this.#command(
       `Cannot read the history of ${subject}`,
-      options.timeout ?? this.#publishTimeout,
-      options.signal,
       (client) =>
         this.#eval(client, HISTORY_SCRIPT, [keys.meta, keys.stream], [
           String(since ? since.offset : -1),
@@ -505,6 +512,7 @@ export class RedisBus implements Bus {
           newEpoch(),
           String(Math.max(META_TTL, this.#history.ttl)),
         ]),
+      { timeout: options.timeout ?? this.#publishTimeout, signal: options.signal },
     ) as [string, number, number, ...string[]];
     const [epoch, top, recovered, ...payloads] = reply;
     const messages: { data: Json; position: Position }[] = [];
@@ -524,12 +532,9 @@ export class RedisBus implements Bus {
   async removeHistory(subject: string): Promise<void> {
     if (!this.#keeps(subject)) return;
     const keys = subjectKeys(subject);
-    await this.#command(
-      `Cannot remove the history of ${subject}`,
-      this.#publishTimeout,
-      undefined,
-      (client) => client.del([keys.meta, keys.stream]),
-    );
+    await this.#command(`Cannot remove the history of ${subject}`, (client) => client.del([keys.meta, keys.stream]), {
+      timeout: this.#publishTimeout,
+    });
   }
 
   /** Closes both links; waiting calls reject with `unavailable`, pending subscribes resolve. Closing twice is harmless. */
@@ -607,8 +612,9 @@ export class RedisBus implements Bus {
   }
 
   /**
-   * Runs `run` on the command link once it is up, within `timeout` (the
-   * wait for the link included).
+   * Runs `run` on the command link once it is up (and, with `hold`, once
+   * the grace after a reconnect is over), within `timeout`, the waits
+   * included.
    *
    * @throws {BusError} `unavailable` past the timeout, when closed or
    * disconnected meanwhile, or with too many waiting; `refused` for an error
@@ -616,10 +622,10 @@ export class RedisBus implements Bus {
    */
   async #command<T>(
     what: string,
-    timeout: number,
-    signal: AbortSignal | undefined,
     run: (client: RedisClient) => Promise<T>,
+    options: { timeout: number; signal?: AbortSignal; hold?: boolean },
   ): Promise<T> {
+    const { timeout, signal } = options;
     signal?.throwIfAborted();
     if (this.#closedSignal.signal.aborted) throw new BusError("unavailable", `${what}: the Redis bus is closed`);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -648,6 +654,19 @@ export class RedisBus implements Bus {
         }
       }
       if (this.#closedSignal.signal.aborted) throw new BusError("unavailable", `${what}: the Redis bus is closed`);
+      const held = this.#holdUntil - Date.now();
+      if (options.hold && held > 0) {
+        let wake: ReturnType<typeof setTimeout> | undefined;
+        const outcome = await Promise.race([new Promise((resolve) => (wake = setTimeout(resolve, held))), ended]);
+        clearTimeout(wake);
+        if (outcome === "aborted") throw signal!.reason;
+        if (outcome === "timeout") {
+          throw new BusError(
+            "unavailable",
+            `${what}: Redis is back, and publishes wait for pushers to subscribe again`,
+          );
+        }
+      }
       const running = run(this.#commands.client);
       running.catch(() => {}); // Answered below, or after its caller gave up.
       const outcome = await Promise.race([running.then((value) => ({ value })), ended]);
@@ -705,6 +724,7 @@ export class RedisBus implements Bus {
     link.retryUntil = 0;
     if (link.everReady) {
       if (link === this.#subscriptions) this.#reconnects++;
+      else this.#holdUntil = Date.now() + this.#reconnectGrace;
       this.#logger.info("redis link back", { bus: this.address, link: link.name });
     }
     link.everReady = true;

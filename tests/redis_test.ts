@@ -52,8 +52,9 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
     "--bus",
     redis.address,
     ...HISTORY,
+    // Longer than the 2.5 s a publisher holds publishes after Redis is back.
     "--publish-timeout",
-    "1000",
+    "3000",
   ]);
   const base = `http://127.0.0.1:${await publisher.port()}`;
   await until(
@@ -210,6 +211,49 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
           await until(() => client.messages.includes("after"), 5000, "the broadcast after the restart");
           assert.equal(client.ws.readyState, WebSocket.OPEN, "the client kept its WebSocket");
           assert.ok(!client.messages.includes("during"), "the refused publish was not delivered");
+        }
+      },
+    );
+
+    await t.step(
+      "a stream of publishes through a Redis restart: each is ok or 503, and every ok is delivered",
+      async () => {
+        const answers: { i: number; status: number; reached: string | null }[] = [];
+        let streaming = true;
+        const stream = (async () => {
+          for (let i = 0; streaming; i++) {
+            const { status, reached } = await get(`content=s${i}`);
+            answers.push({ i, status, reached });
+          }
+        })();
+        try {
+          await until(() => answers.length >= 10, 10_000, "publishes before the restart");
+          await redis.stop();
+          await until(() => answers.some((a) => a.status === 503), 10_000, "a 503 during the outage");
+          const refused = answers.length;
+          await redis.start();
+          await until(
+            () => answers.slice(refused).filter((a) => a.status === 200).length >= 10,
+            15_000,
+            "publishes to succeed again",
+          );
+        } finally {
+          streaming = false;
+          await stream;
+        }
+        const statuses = new Set(answers.map((a) => a.status));
+        assert.deepEqual([...statuses].filter((s) => s !== 200 && s !== 503), [], "only ok and 503");
+        const ok = answers.filter((a) => a.status === 200);
+        assert.deepEqual(ok.filter((a) => a.reached !== "4"), [], "every ok reached the four workers");
+        for (const { client } of [aliceB, bob]) {
+          await until(
+            () => ok.every((a) => client.messages.includes(`s${a.i}`)),
+            5000,
+            `every ok publish at the client (missing: ${
+              ok.filter((a) => !client.messages.includes(`s${a.i}`)).map((a) => a.i)
+            })`,
+          );
+          assert.equal(client.ws.readyState, WebSocket.OPEN, "the client kept its WebSocket");
         }
       },
     );
