@@ -21,6 +21,11 @@
  *   down it waits up to its timeout, then rejects `unavailable`: never an ok
  *   for a message Redis did not take. A publish whose link drops while it is
  *   in flight rejects `unavailable` too, though Redis may have taken it.
+ * - When the command link comes back, publishes (not replies) are held for a
+ *   grace, so that pushers, reconnecting with the same backoff, subscribe
+ *   again before anything is published: what is `ok` then reaches them.
+ * - Redis pub/sub keeps nothing: a message published while a subscription
+ *   link is down is not delivered to it; `reconnects` counts those gaps.
  * - For subjects that keep history, one Lua script publishes, appends to the
  *   subject's stream (`XADD MAXLEN size`), bumps the subject's offset and
  *   remembers the idempotency key, atomically: offsets grow by exactly one
@@ -407,12 +412,14 @@ export class RedisBus implements Bus {
     }
     const history = this.#keeps(subject);
     const what = `Cannot publish to ${subject}`;
+    // A reply goes to a requester that is subscribed already: no need to wait for anyone.
+    const hold = !subject.startsWith(INBOX_PREFIX);
     const timeout = options.timeout ?? this.#publishTimeout;
     if (!history && key === undefined) {
       const reached = await this.#command(what, (client) => client.publish(PREFIX + subject, body), {
         timeout,
         signal: options.signal,
-        hold: true,
+        hold,
       });
       return { reached: Number(reached) };
     }
@@ -434,7 +441,7 @@ export class RedisBus implements Bus {
           key === undefined ? "0" : String(this.#idempotencyWindow),
           String(Math.max(META_TTL, this.#history.ttl)),
         ]),
-      { timeout, signal: options.signal, hold: true },
+      { timeout, signal: options.signal, hold },
     ) as [number, string];
     const [reached, offset, epoch] = String(reply[1]).split(" ");
     return history ? { reached: Number(reached), position: { offset: Number(offset), epoch: epoch! } } : {
