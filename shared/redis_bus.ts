@@ -615,7 +615,12 @@ export class RedisBus implements Bus {
         ? { position: { offset: envelope.o, epoch: envelope.e } }
         : {}),
     };
-    handler(envelope.d, message);
+    try {
+      handler(envelope.d, message);
+    } catch (error) {
+      // Thrown into node-redis, it would reset the link's parser mid-stream.
+      this.#logger.error("a subscriber's handler threw", { subject, reason: String(error) });
+    }
   }
 
   /**

@@ -296,3 +296,31 @@ Deno.test("redis bus drops a link that hears nothing and reconnects it", async (
   await until(() => link.connected && link.reconnects === 1, 5000, "the link to come back");
   assert.deepEqual(await link.publish("news", 1), { reached: 1 });
 });
+
+Deno.test("redis bus keeps delivering after a handler throws", async () => {
+  await using redis = await startRedis();
+  await using subscriber = bus(redis.port);
+  await using publisher = bus(redis.port);
+  const got: Json[] = [];
+  await subscriber.subscribe("news", (data) => {
+    if (data === "bad") throw new Error("the app failed");
+    got.push(data);
+  });
+  await publisher.publish("news", "bad");
+  await publisher.publish("news", "good");
+  await until(() => got.length === 1, 2000, "the next event");
+  assert.deepEqual(got, ["good"]);
+  assert.ok(subscriber.connected);
+  assert.equal(subscriber.reconnects, 0);
+});
+
+Deno.test("redis bus drops a message on its channel that another Redis user published", async () => {
+  await using redis = await startRedis();
+  await using subscriber = bus(redis.port);
+  const got: Json[] = [];
+  await subscriber.subscribe("news", (data) => got.push(data));
+  await redis.cli("PUBLISH", "channel:news", "not json");
+  await redis.cli("PUBLISH", "channel:news", JSON.stringify({ d: "ours" }));
+  await until(() => got.length === 1, 2000, "our message");
+  assert.deepEqual(got, ["ours"]);
+});

@@ -67,8 +67,12 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
 export interface RedisOptions {
   /** Asks clients for this password (`--requirepass`). @default {none} */
   password?: string;
-  /** Serves TLS only, with these PEM files (paths), instead of plain TCP. @default {plain TCP} */
-  tls?: { certFile: string; keyFile: string; caFile: string };
+  /**
+   * Serves TLS only, with these PEM files (paths), instead of plain TCP;
+   * with `clientAuth`, only to clients with a certificate signed by `caFile`.
+   * @default {plain TCP}
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string; clientAuth?: boolean };
 }
 
 /** A running `redis-server`. */
@@ -126,7 +130,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
       "--tls-ca-cert-file",
       options.tls.caFile,
       "--tls-auth-clients",
-      "optional",
+      options.tls.clientAuth ? "yes" : "no",
     ]),
   ];
   let server: Service | null = null;
