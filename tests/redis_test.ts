@@ -189,6 +189,7 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
         const linksBack = (service: Service) =>
           service.lines.filter((line) => line.includes('msg="redis link back"') && line.includes("link=subscriptions"))
             .length;
+        const before = await result("publish", { channel: "news", data: "before the restart" });
         await redis.stop();
         const during = await get("content=during");
         assert.equal(during.status, 503, `a publish during the outage: ${JSON.stringify(during)}`);
@@ -212,6 +213,19 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
           assert.equal(client.ws.readyState, WebSocket.OPEN, "the client kept its WebSocket");
           assert.ok(!client.messages.includes("during"), "the refused publish was not delivered");
         }
+        // The restarted Redis kept no history: the channel starts again on a new epoch, and its members see it.
+        const after = await result("publish", { channel: "news", data: "after the restart" });
+        assert.equal(after.offset, 1);
+        assert.notEqual(after.epoch, before.epoch);
+        await until(
+          () => channelFrames(aliceB.client, "news").some((f) => f.data === "after the restart"),
+          5000,
+          "the channel message after the restart",
+        );
+        assert.deepEqual(channelFrames(aliceB.client, "news").slice(-2).map((f) => [f.data, f.offset, f.epoch]), [
+          ["before the restart", before.offset, before.epoch],
+          ["after the restart", 1, after.epoch],
+        ]);
       },
     );
 
