@@ -270,7 +270,7 @@ export class RedisBus implements Bus {
   #reconnects = 0;
   /** Whether "connected" was logged: once, when both links first came up. */
   #announced = false;
-  #scriptSha: Map<string, Promise<string>> = new Map();
+  readonly #scriptSha = new Map<string, Promise<string>>();
   #closing: Promise<void> | undefined;
 
   /** Connects to Redis at `options.hostname`:`options.port` (127.0.0.1:6379 by default) and keeps both links up. */
@@ -296,16 +296,8 @@ export class RedisBus implements Bus {
     const maxReconnectDelay = options.maxReconnectDelay ?? 2000;
     this.#reconnectGrace = options.reconnectGrace ?? maxReconnectDelay + 500;
     const open = (name: Link["name"]): Link => {
-      const link: Link = {
-        name,
-        client: undefined as unknown as RedisClient,
-        connecting: Promise.resolve(),
-        ready: false,
-        everReady: false,
-        lostLogged: false,
-        retryUntil: 0,
-        waiters: new Set(),
-      };
+      // The reconnect strategy, called only once connecting, notes its wait on the link.
+      let link!: Link;
       const socket = {
         host: hostname,
         port,
@@ -328,18 +320,28 @@ export class RedisBus implements Bus {
           }
           : {}),
       };
-      (link as { client: RedisClient }).client = createClient({
+      const client = createClient({
         socket,
         ...(options.token === undefined ? {} : { password: options.token }),
         // A command sent while the link is down would go out when it is back,
         // maybe after its caller was told it failed: calls wait for the link
-        // themselves (#whenReady). The subscription link keeps the queue, so
+        // themselves (#whenLinkReady). The subscription link keeps the queue, so
         // a SUBSCRIBE made while it is down goes out on reconnect.
         disableOfflineQueue: name === "commands",
         commandsQueueMaxLength: this.#maxWaiting,
         pingInterval,
         maintNotifications: "disabled",
-      });
+      }) as RedisClient;
+      link = {
+        name,
+        client,
+        connecting: Promise.resolve(),
+        ready: false,
+        everReady: false,
+        lostLogged: false,
+        retryUntil: 0,
+        waiters: new Set(),
+      };
       link.client.on("error", (error: Error) => this.#onLost(link, error));
       link.client.on("ready", () => this.#onReady(link));
       link.client.on("reconnecting", () => (link.ready = false));
