@@ -231,7 +231,7 @@ interface Link {
   /** Whether the current outage was logged. */
   lostLogged: boolean;
   /** When the reconnect wait the client is sleeping through ends (ms since the epoch); 0 when none. */
-  retryUntil: number;
+  readonly retry: { until: number };
   /** Calls waiting for it to be ready, each woken by `ready` or close. */
   readonly waiters: Set<() => void>;
 }
@@ -296,8 +296,7 @@ export class RedisBus implements Bus {
     const maxReconnectDelay = options.maxReconnectDelay ?? 2000;
     this.#reconnectGrace = options.reconnectGrace ?? maxReconnectDelay + 500;
     const open = (name: Link["name"]): Link => {
-      // The reconnect strategy, called only once connecting, notes its wait on the link.
-      let link!: Link;
+      const retry = { until: 0 };
       const socket = {
         host: hostname,
         port,
@@ -306,7 +305,7 @@ export class RedisBus implements Bus {
         reconnectStrategy: (retries: number) => {
           const delay = Math.min(maxReconnectDelay, reconnectDelay * 2 ** Math.min(retries, 20));
           const jittered = Math.round(delay / 2 + Math.random() * delay / 2);
-          link.retryUntil = Date.now() + jittered;
+          retry.until = Date.now() + jittered;
           return jittered;
         },
         ...(tls
@@ -332,14 +331,14 @@ export class RedisBus implements Bus {
         pingInterval,
         maintNotifications: "disabled",
       }) as RedisClient;
-      link = {
+      const link: Link = {
         name,
         client,
         connecting: Promise.resolve(),
         ready: false,
         everReady: false,
         lostLogged: false,
-        retryUntil: 0,
+        retry,
         waiters: new Set(),
       };
       link.client.on("error", (error: Error) => this.#onLost(link, error));
@@ -571,7 +570,7 @@ export class RedisBus implements Bus {
     for (const link of [this.#commands, this.#subscriptions]) link.client.destroy();
     // node-redis sleeps through a reconnect wait on a timer it cannot cancel:
     // wait it out, so that nothing of ours outlives close().
-    const sleeping = Math.max(this.#commands.retryUntil, this.#subscriptions.retryUntil) - Date.now();
+    const sleeping = Math.max(this.#commands.retry.until, this.#subscriptions.retry.until) - Date.now();
     if (sleeping > 0) await new Promise((resolve) => setTimeout(resolve, sleeping + 5));
   }
 
@@ -735,7 +734,7 @@ export class RedisBus implements Bus {
       return;
     }
     link.ready = true;
-    link.retryUntil = 0;
+    link.retry.until = 0;
     if (link.everReady) {
       if (link === this.#subscriptions) this.#reconnects++;
       else this.#holdUntil = Date.now() + this.#reconnectGrace;
