@@ -1,13 +1,16 @@
 /**
  * Bus addresses: `channel://HOST:PORT` for the hub, `nats://` and `tls://`
- * server lists for a NATS cluster. Pure, so that flags are checked without
+ * server lists for a NATS cluster, `redis://` and `rediss://` for Redis. Pure, so that flags are checked without
  * loading any bus; `shared/open_bus.ts` opens them.
  *
  * @module
  */
 
 /** The schemes `openBus` knows. */
-export const BUS_SCHEMES: readonly string[] = ["channel", "nats", "tls"];
+export const BUS_SCHEMES: readonly string[] = ["channel", "nats", "tls", "redis", "rediss"];
+
+/** Redis's port when a `redis://` or `rediss://` address names none. */
+export const DEFAULT_REDIS_PORT = 6379;
 
 /** A host and port in a bus address. */
 export interface BusHost {
@@ -17,15 +20,20 @@ export interface BusHost {
   port: number;
 }
 
-/** A bus address, parsed: the hub's, or a NATS cluster's (`tls` is NATS over TLS). */
+/**
+ * A bus address, parsed: the hub's, a NATS cluster's (`tls` is NATS over
+ * TLS), or a Redis server's (`rediss` is Redis over TLS).
+ */
 export type BusAddress =
-  | ({ scheme: "channel" } & BusHost)
-  | { scheme: "nats" | "tls"; servers: BusHost[] };
+  | { scheme: "channel"; hostname: string; port: number }
+  | { scheme: "nats" | "tls"; servers: BusHost[] }
+  | { scheme: "redis" | "rediss"; hostname: string; port: number };
 
 /**
  * Parses a bus address: `channel://HOST:PORT`, or `nats://HOST:PORT,HOST:PORT,...`
- * and `tls://...` for a NATS cluster (IPv6 hosts in brackets; NATS's port
- * defaults to 4222).
+ * and `tls://...` for a NATS cluster, `redis://HOST:PORT` and
+ * `rediss://HOST:PORT` for Redis (IPv6 hosts in brackets; NATS's port
+ * defaults to 4222, Redis's to 6379).
  *
  * @throws {TypeError} `Invalid bus address: ...` naming the supported
  * schemes, or what is wrong with the address.
@@ -53,6 +61,9 @@ export function parseBusAddress(address: string): BusAddress {
     throw invalid(address, `expected a URL such as channel://127.0.0.1:2206 (schemes: ${schemes()})`);
   }
   const protocol = url.protocol.slice(0, -1);
+  if (protocol === "redis" || protocol === "rediss") {
+    return { scheme: protocol, ...parseHost(address, address, DEFAULT_REDIS_PORT) };
+  }
   if (protocol !== "channel") {
     throw invalid(address, `unknown scheme ${JSON.stringify(protocol)} (schemes: ${schemes()})`);
   }

@@ -8,6 +8,8 @@
  * | `channel://` | the hub (`channel/bus.ts`)      | `channel://127.0.0.1:2206`, `channel://[::1]:2206` |
  * | `nats://`    | a NATS cluster (`shared/nats_bus.ts`) | `nats://10.0.0.1:4222,10.0.0.2:4222`       |
  * | `tls://`     | a NATS cluster over TLS         | `tls://nats1.internal:4222,nats2.internal:4222` |
+ * | `redis://`   | Redis (`shared/redis_bus.ts`)   | `redis://10.0.0.1:6379`                    |
+ * | `rediss://`  | Redis over TLS                  | `rediss://redis.internal:6379`             |
  *
  * @module
  */
@@ -16,6 +18,7 @@ import type { Bus } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import { HubBus } from "../channel/bus.ts";
 import { NatsBus } from "./nats_bus.ts";
+import { RedisBus } from "./redis_bus.ts";
 import { parseBusAddress } from "./bus_address.ts";
 
 export { BUS_SCHEMES, type BusAddress, type BusHost, hubBusAddress, parseBusAddress } from "./bus_address.ts";
@@ -65,7 +68,26 @@ export interface OpenBusOptions {
  */
 export function openBus(address: string, options: OpenBusOptions = {}): Bus {
   const parsed = parseBusAddress(address);
-  if (parsed.scheme !== "channel") {
+  if (parsed.scheme === "channel") {
+    const { hostname, port } = parsed;
+    const { caCerts, cert, key } = options.tls ?? {};
+    if ((cert !== undefined || key !== undefined) && caCerts === undefined) {
+      throw new TypeError(
+        `Invalid TLS for ${address}: a client certificate needs TLS, which the hub link takes from a CA (--bus-ca)`,
+      );
+    }
+    return new HubBus({
+      tls: caCerts === undefined ? undefined : { caCerts, cert, key },
+      hostname,
+      port,
+      token: options.token,
+      maxFrameBytes: options.maxFrameBytes,
+      publishTimeout: options.publishTimeout,
+      logger: options.logger,
+    });
+  }
+  // The discriminant "nats" | "tls" is not a unit type, so TypeScript narrows by the field.
+  if ("servers" in parsed) {
     return new NatsBus({
       servers: parsed.servers,
       tls: parsed.scheme === "tls" ? options.tls ?? true : false,
@@ -76,20 +98,14 @@ export function openBus(address: string, options: OpenBusOptions = {}): Bus {
       logger: options.logger,
     });
   }
-  const { hostname, port } = parsed;
-  const { caCerts, cert, key } = options.tls ?? {};
-  if ((cert !== undefined || key !== undefined) && caCerts === undefined) {
-    throw new TypeError(
-      `Invalid TLS for ${address}: a client certificate needs TLS, which the hub link takes from a CA (--bus-ca)`,
-    );
-  }
-  return new HubBus({
-    tls: caCerts === undefined ? undefined : { caCerts, cert, key },
-    hostname,
-    port,
+  return new RedisBus({
+    hostname: parsed.hostname,
+    port: parsed.port,
+    tls: parsed.scheme === "rediss" ? options.tls ?? true : false,
     token: options.token,
-    maxFrameBytes: options.maxFrameBytes,
+    maxMessageBytes: options.maxFrameBytes,
     publishTimeout: options.publishTimeout,
+    history: options.history,
     logger: options.logger,
   });
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The browser tests drive Debian's Chromium (/usr/bin/chromium), the NATS bus tests
-# run Debian's nats-server (/usr/sbin/nats-server), and the
+# run Debian's nats-server (/usr/sbin/nats-server), the Redis bus tests its
+# redis-server, and the
 # many-machines test makes network namespaces with iproute2's `ip`. On a fresh
 # machine they may be missing: install them when we can (root with apt-get),
 # so that `deno task test` alone works there.
@@ -9,6 +10,7 @@ missing=()
 # Only root runs the many-machines test.
 [ "$(id -u)" != 0 ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ ${#missing[@]} = 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "Installing Debian's ${missing[*]} for the tests..." >&2

@@ -1,0 +1,326 @@
+import assert from "node:assert/strict";
+import { BusError, type BusMessage, type Json } from "./bus.ts";
+import { RedisBus, type RedisBusOptions } from "./redis_bus.ts";
+import { freePort, quiet, until, within } from "../channel/testing.ts";
+import { startRedis } from "../tests/_redis.ts";
+
+function bus(port: number, options: RedisBusOptions = {}): RedisBus {
+  return new RedisBus({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
+}
+
+/** The BusError `promise` rejects with, within 5 s. */
+async function busError(promise: Promise<unknown>, what: string): Promise<BusError> {
+  const error = await within(promise.then(() => null, (e) => e), 5000, what);
+  assert.ok(error instanceof BusError, `${what}: expected a BusError, got ${error}`);
+  return error;
+}
+
+Deno.test("redis bus publishes to a subscriber once it is in effect, and reports how many it reached", async () => {
+  await using redis = await startRedis();
+  await using subscriber = bus(redis.port);
+  await using publisher = bus(redis.port);
+  const got: [Json, BusMessage][] = [];
+  await within(subscriber.subscribe("news", (data, message) => got.push([data, message])), 5000, "the subscription");
+  assert.deepEqual(await publisher.publish("news", { title: "hi" }), { reached: 1 });
+  assert.deepEqual(await publisher.publish("nobody", 1), { reached: 0 });
+  await until(() => got.length === 1, 2000, "the event");
+  assert.deepEqual(got, [[{ title: "hi" }, { subject: "news" }]]);
+  assert.equal(publisher.address, `redis://127.0.0.1:${redis.port}`);
+  await until(() => publisher.connected, 2000, "both links");
+});
+
+Deno.test("redis bus counts one per subscribed link, and unsubscribe stops the handler", async () => {
+  await using redis = await startRedis();
+  await using a = bus(redis.port);
+  await using b = bus(redis.port);
+  await using publisher = bus(redis.port);
+  const got: string[] = [];
+  await a.subscribe("news", () => got.push("a-first"));
+  await a.subscribe("news", (data) => got.push(`a:${data}`));
+  await b.subscribe("news", (data) => got.push(`b:${data}`));
+  assert.deepEqual(await publisher.publish("news", 1), { reached: 2 });
+  await until(() => got.length === 2, 2000, "both events");
+  assert.deepEqual(got.sort(), ["a:1", "b:1"]);
+  a.unsubscribe("news");
+  await until(async () => (await redis.cli("PUBSUB", "NUMSUB", "channel:news")).endsWith("1"), 2000, "the unsubscribe");
+  assert.deepEqual(await publisher.publish("news", 2), { reached: 1 });
+});
+
+Deno.test("redis bus request gathers one reply per subscriber, and no_responders when nobody listens", async () => {
+  await using redis = await startRedis();
+  await using a = bus(redis.port);
+  await using b = bus(redis.port);
+  await using requester = bus(redis.port);
+  for (const [name, responder] of [["a", a], ["b", b]] as const) {
+    await responder.subscribe("time", (data, { replyTo }) => {
+      assert.ok(replyTo, "a request carries its inbox");
+      void responder.publish(replyTo, { from: name, asked: data });
+    });
+  }
+  const result = await within(requester.request("time", "now?", { timeout: 5000 }), 5000, "the replies");
+  assert.equal(result.expected, 2);
+  assert.deepEqual(result.replies.map((reply) => (reply as { from: string }).from).sort(), ["a", "b"]);
+  assert.deepEqual((result.replies[0] as { asked: Json }).asked, "now?");
+  const error = await busError(requester.request("void", 1, { timeout: 2000 }), "the request to nobody");
+  assert.equal(error.code, "no_responders");
+  assert.equal(error.message, "Cannot request on void: nobody subscribes to it");
+  await until(async () => (await redis.cli("PUBSUB", "CHANNELS", "channel:_inbox.*")) === "", 2000, "inboxes gone");
+});
+
+Deno.test("redis bus request answers with what came when a subscriber stays silent", async () => {
+  await using redis = await startRedis();
+  await using a = bus(redis.port);
+  await using silent = bus(redis.port);
+  await using requester = bus(redis.port);
+  await a.subscribe("who", (_data, { replyTo }) => void a.publish(replyTo!, "a"));
+  await silent.subscribe("who", () => {});
+  assert.deepEqual(await requester.request("who", null, { timeout: 200 }), { replies: ["a"], expected: 2 });
+});
+
+Deno.test("redis bus refuses a message over its size limit and a long idempotency key", async () => {
+  await using redis = await startRedis();
+  await using small = bus(redis.port, { maxMessageBytes: 1024 });
+  const large = await busError(small.publish("news", "x".repeat(2000)), "the oversized publish");
+  assert.equal(large.code, "too_large");
+  assert.match(large.message, /^Cannot publish to news: message of 2\d{3} bytes is over the 1024-byte limit$/);
+  const key = await busError(small.publish("news", 1, { idempotencyKey: "k".repeat(129) }), "the long key");
+  assert.equal(key.code, "refused");
+});
+
+Deno.test("redis bus publish while Redis is unreachable waits its timeout, then is unavailable", async () => {
+  await using down = bus(freePort(), { connectTimeout: 200, history: { subjects: ["news"] } });
+  const started = Date.now();
+  const error = await busError(down.publish("news", 1, { timeout: 300 }), "the publish to time out");
+  assert.equal(error.code, "unavailable");
+  assert.match(error.message, /^Cannot publish to news: the Redis link stayed down for 300 ms$/);
+  assert.ok(Date.now() - started >= 290, "it waited for the link");
+  assert.equal(down.connected, false);
+  const history = await busError(down.history("news", { timeout: 100 }), "the history read");
+  assert.equal(history.code, "unavailable");
+});
+
+Deno.test("redis bus publish after close is unavailable, and closing twice is harmless", async () => {
+  await using redis = await startRedis();
+  const closed = bus(redis.port);
+  await closed.subscribe("news", () => {});
+  await closed.close();
+  await closed.close();
+  const error = await busError(closed.publish("news", 1), "the publish on a closed bus");
+  assert.equal(error.code, "unavailable");
+  assert.equal(error.message, "Cannot publish to news: the Redis bus is closed");
+  await within(closed.subscribe("more", () => {}), 1000, "a subscribe after close to resolve");
+});
+
+Deno.test("redis bus asks for the password and reports a wrong one as a link that stays down", async () => {
+  await using redis = await startRedis({ password: "s3cret" });
+  await using good = bus(redis.port, { token: "s3cret" });
+  assert.deepEqual(await good.publish("news", 1), { reached: 0 });
+  await using wrong = bus(redis.port, { token: "nope" });
+  const error = await busError(wrong.publish("news", 1, { timeout: 300 }), "the publish with a wrong password");
+  assert.equal(error.code, "unavailable");
+});
+
+Deno.test("redis bus gives history subjects positions, on the result and on delivery", async () => {
+  await using redis = await startRedis();
+  const history = { subjects: ["news", "chat.*"] };
+  await using subscriber = bus(redis.port, { history });
+  await using publisher = bus(redis.port, { history });
+  const seen: BusMessage[] = [];
+  await subscriber.subscribe("news", (_data, message) => seen.push(message));
+  await subscriber.subscribe("plain", (_data, message) => seen.push(message));
+  const first = await publisher.publish("news", 1);
+  const second = await publisher.publish("news", 2);
+  const plain = await publisher.publish("plain", 3);
+  assert.equal(first.reached, 1);
+  assert.equal(first.position?.offset, 1);
+  assert.match(first.position!.epoch, /^[0-9a-f]{8}$/);
+  assert.deepEqual(second, { reached: 1, position: { offset: 2, epoch: first.position!.epoch } });
+  assert.deepEqual(plain, { reached: 1 });
+  await until(() => seen.length === 3, 2000, "the three events");
+  assert.deepEqual(seen.map((m) => m.position), [first.position, second.position, undefined]);
+  assert.equal((await publisher.publish("chat.7", 0)).position?.offset, 1);
+});
+
+Deno.test("redis bus offsets grow by exactly one per message under concurrent publishers", async () => {
+  await using redis = await startRedis();
+  const history = { subjects: ["news"], size: 1000 };
+  await using a = bus(redis.port, { history });
+  await using b = bus(redis.port, { history });
+  const results = await Promise.all(
+    Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).publish("news", { i })),
+  );
+  assert.deepEqual(
+    results.map((r) => r.position!.offset).sort((x, y) => x - y),
+    Array.from({ length: 200 }, (_, i) => i + 1),
+  );
+  const read = await a.history("news");
+  assert.equal(read.messages.length, 200);
+  assert.deepEqual(read.messages.map((m) => m.position.offset), Array.from({ length: 200 }, (_, i) => i + 1));
+  const byOffset = new Map(results.map((r, i) => [r.position!.offset, i]));
+  for (const m of read.messages) {
+    assert.deepEqual(m.data, { i: byOffset.get(m.position.offset) }, "each offset holds its message");
+  }
+});
+
+Deno.test("redis bus history returns what followed a position, and says when it cannot", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { history: { subjects: ["news"], size: 3 } });
+  const empty = await link.history("news");
+  assert.deepEqual(empty.messages, []);
+  assert.equal(empty.position.offset, 0);
+  assert.equal(empty.recovered, false);
+  assert.equal((await link.history("news", { since: empty.position })).recovered, true, "nothing missed from 0");
+  const positions = [];
+  for (let i = 1; i <= 5; i++) positions.push((await link.publish("news", { i })).position!);
+  assert.equal(positions[0]!.epoch, empty.position.epoch, "the epoch a read made is the one publishes use");
+  assert.deepEqual(await link.history("news", { since: positions[2] }), {
+    messages: [{ data: { i: 4 }, position: positions[3] }, { data: { i: 5 }, position: positions[4] }],
+    position: positions[4],
+    recovered: true,
+  });
+  assert.deepEqual(await link.history("news", { since: positions[4] }), {
+    messages: [],
+    position: positions[4],
+    recovered: true,
+  });
+  assert.equal((await link.history("news", { since: positions[0] })).recovered, false, "trimmed past it");
+  const cut = await link.history("news", { since: positions[2], limit: 1 });
+  assert.deepEqual(cut.messages.map((m) => m.data), [{ i: 4 }]);
+  assert.equal(cut.recovered, false, "the limit cut it");
+  assert.equal((await link.history("news", { since: { offset: 9, epoch: positions[0]!.epoch } })).recovered, false);
+  assert.equal((await link.history("news", { since: { offset: 4, epoch: "00000000" } })).recovered, false);
+  assert.deepEqual((await link.history("news")).messages.map((m) => m.data), [{ i: 3 }, { i: 4 }, { i: 5 }]);
+  assert.deepEqual(await link.history("plain"), { messages: [], position: { offset: 0, epoch: "" }, recovered: false });
+});
+
+Deno.test("redis bus history drops messages older than its ttl", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { history: { subjects: ["news"], ttlMs: 300 } });
+  const first = (await link.publish("news", 1)).position!;
+  assert.equal((await link.history("news")).messages.length, 1);
+  await until(async () => (await link.history("news")).messages.length === 0, 3000, "the message to expire");
+  const read = await link.history("news", { since: { offset: 0, epoch: first.epoch } });
+  assert.equal(read.recovered, false, "a reader from before the expired message missed it");
+});
+
+Deno.test("redis bus removeHistory and a Redis restart change the epoch", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { history: { subjects: ["news"] } });
+  const first = (await link.publish("news", 1)).position!;
+  await link.removeHistory("news");
+  await link.removeHistory("plain");
+  const second = (await link.publish("news", 1)).position!;
+  assert.equal(second.offset, 1);
+  assert.notEqual(second.epoch, first.epoch);
+  await redis.stop();
+  await redis.start();
+  const read = await within(link.history("news", { since: second, timeout: 5000 }), 6000, "the read after the restart");
+  assert.equal(read.recovered, false);
+  assert.deepEqual(read.messages, []);
+  assert.notEqual(read.position.epoch, second.epoch);
+  assert.equal(read.position.offset, 0);
+});
+
+Deno.test("redis bus delivers a retried publish once and answers it the same", async () => {
+  await using redis = await startRedis();
+  await using subscriber = bus(redis.port);
+  await using publisher = bus(redis.port, { history: { subjects: ["news"] }, idempotencyWindow: 300 });
+  let deliveries = 0;
+  await subscriber.subscribe("news", () => deliveries++);
+  await subscriber.subscribe("other", () => deliveries++);
+  const first = await publisher.publish("news", 1, { idempotencyKey: "k" });
+  const retry = await publisher.publish("news", 1, { idempotencyKey: "k" });
+  const other = await publisher.publish("other", 1, { idempotencyKey: "k" });
+  const again = await publisher.publish("other", 1, { idempotencyKey: "k" });
+  assert.deepEqual(first, { reached: 1, position: { offset: 1, epoch: first.position!.epoch } });
+  assert.deepEqual(retry, first);
+  assert.deepEqual(other, { reached: 1 });
+  assert.deepEqual(again, other);
+  await until(() => deliveries === 2, 2000, "one delivery per key and subject");
+  await until(async () => (await redis.cli("EXISTS", "channel:{news}:idem:k")) === "0", 3000, "the window to pass");
+  assert.equal((await publisher.publish("news", 1, { idempotencyKey: "k" })).position?.offset, 2);
+});
+
+Deno.test("redis bus restores its subscriptions after Redis restarts, and holds publishes meanwhile", async () => {
+  await using redis = await startRedis();
+  await using subscriber = bus(redis.port);
+  await using publisher = bus(redis.port, { reconnectGrace: 2000 });
+  const got: Json[] = [];
+  await subscriber.subscribe("news", (data) => got.push(data));
+  assert.deepEqual(await publisher.publish("news", "before"), { reached: 1 });
+  await redis.stop();
+  await until(() => !publisher.connected && !subscriber.connected, 3000, "both buses to see Redis go");
+  const during = await busError(publisher.publish("news", "during", { timeout: 200 }), "the publish during the outage");
+  assert.equal(during.code, "unavailable");
+  assert.equal(during.message, "Cannot publish to news: the Redis link stayed down for 200 ms");
+  // A publish made during the outage waits for Redis, then for the grace in
+  // which subscribers come back: it reaches the subscriber.
+  const waiting = publisher.publish("news", "waited", { timeout: 10_000 });
+  await redis.start();
+  assert.deepEqual(await within(waiting, 10_000, "the waiting publish"), { reached: 1 });
+  assert.equal(subscriber.reconnects, 1);
+  assert.deepEqual(await publisher.publish("news", "after"), { reached: 1 });
+  await until(() => got.length === 3, 2000, "the events");
+  assert.deepEqual(got, ["before", "waited", "after"]);
+});
+
+Deno.test("redis bus subscribe made while Redis is down resolves once it is in effect", async () => {
+  await using redis = await startRedis();
+  await redis.stop();
+  await using subscriber = bus(redis.port);
+  await using publisher = bus(redis.port);
+  const got: Json[] = [];
+  let inEffect = false;
+  const subscribed = subscriber.subscribe("news", (data) => got.push(data)).then(() => (inEffect = true));
+  await until(async () => (await subscriber.history("x").then(() => true)), 1000, "a local answer");
+  assert.equal(inEffect, false, "not in effect while Redis is down");
+  await redis.start();
+  await within(subscribed, 5000, "the subscription once Redis is up");
+  assert.deepEqual(await publisher.publish("news", 1), { reached: 1 });
+  await until(() => got.length === 1, 2000, "the event");
+});
+
+Deno.test("redis bus drops a link that hears nothing and reconnects it", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { pingInterval: 100 });
+  await link.subscribe("news", () => {});
+  await until(() => link.connected, 2000, "the links");
+  // SIGSTOP: the server keeps its sockets open but answers nothing, as behind a partition.
+  const pid = Number(await redis.cli("INFO", "server").then((info) => /process_id:(\d+)/.exec(info)![1]));
+  Deno.kill(pid, "SIGSTOP");
+  try {
+    await until(() => !link.connected, 3000, "the silent link to be dropped");
+  } finally {
+    Deno.kill(pid, "SIGCONT");
+  }
+  await until(() => link.connected && link.reconnects === 1, 5000, "the link to come back");
+  assert.deepEqual(await link.publish("news", 1), { reached: 1 });
+});
+
+Deno.test("redis bus keeps delivering after a handler throws", async () => {
+  await using redis = await startRedis();
+  await using subscriber = bus(redis.port);
+  await using publisher = bus(redis.port);
+  const got: Json[] = [];
+  await subscriber.subscribe("news", (data) => {
+    if (data === "bad") throw new Error("the app failed");
+    got.push(data);
+  });
+  await publisher.publish("news", "bad");
+  await publisher.publish("news", "good");
+  await until(() => got.length === 1, 2000, "the next event");
+  assert.deepEqual(got, ["good"]);
+  assert.ok(subscriber.connected);
+  assert.equal(subscriber.reconnects, 0);
+});
+
+Deno.test("redis bus drops a message on its channel that another Redis user published", async () => {
+  await using redis = await startRedis();
+  await using subscriber = bus(redis.port);
+  const got: Json[] = [];
+  await subscriber.subscribe("news", (data) => got.push(data));
+  await redis.cli("PUBLISH", "channel:news", "not json");
+  await redis.cli("PUBLISH", "channel:news", JSON.stringify({ d: "ours" }));
+  await until(() => got.length === 1, 2000, "our message");
+  assert.deepEqual(got, ["ours"]);
+});
