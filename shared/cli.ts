@@ -295,7 +295,7 @@ export const HUB_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     arg: "URL",
     help:
-      "the bus: channel://HOST:PORT (the hub), nats://HOST:PORT,... or tls://... (a NATS cluster) (or env CHANNEL_BUS)",
+      "the bus: channel://HOST:PORT (the hub), nats://HOST:PORT,... or tls://... (a NATS cluster), redis:// or rediss://HOST:PORT (Redis) (or env CHANNEL_BUS)",
   },
   hub: {
     type: "string",

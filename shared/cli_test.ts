@@ -62,9 +62,10 @@ Deno.test("busFlag reads --bus, else --hub, else CHANNEL_BUS, else CHANNEL_HUB, 
       name: "TypeError",
       message: "Invalid --bus: give --bus URL or --hub HOST:PORT, not both",
     });
-    assert.throws(() => busFlag({ bus: "redis://h:1" }), {
+    assert.throws(() => busFlag({ bus: "amqp://h:1" }), {
       name: "TypeError",
-      message: 'Invalid --bus: "redis://h:1": unknown scheme "redis" (schemes: channel://, nats://, tls://)',
+      message:
+        'Invalid --bus: "amqp://h:1": unknown scheme "amqp" (schemes: channel://, nats://, tls://, redis://, rediss://)',
     });
     Deno.env.set("CHANNEL_BUS", "nats://");
     assert.throws(() => busFlag({}), /^TypeError: Invalid CHANNEL_BUS: "nats:\/\/": expected nats:\/\/HOST:PORT/);
