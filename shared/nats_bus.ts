@@ -907,7 +907,9 @@ export class NatsBus implements Bus {
       last = await this.#last(jsm, subject);
     }
     const top = last ? positionOf(last.header) : null;
-    if (!last || !top) throw new BusError("unavailable", `Cannot read the history of ${subject}: it has no top`);
+    // A direct get may be answered by a replica that has not caught up with
+    // the marker yet: not an answer, so the caller's loop asks again.
+    if (!last || !top) throw new Error(`the history of ${subject} has no top yet`);
     const current = since !== undefined && since.epoch === top.epoch && since.offset <= top.offset;
     if (limit === 0) return { messages: [], position: top, recovered: current && since.offset === top.offset };
     // Walks back from the top through each message's predecessor, as far as needed and kept.
