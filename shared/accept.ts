@@ -43,10 +43,10 @@ const PEER_GONE = [Deno.errors.NotConnected, Deno.errors.ConnectionReset, Deno.e
  * conn?.close();
  * ```
  */
-export async function acceptNext(
-  listener: Deno.Listener<Deno.TcpConn>,
+export async function acceptNext<C extends Deno.Conn>(
+  listener: Deno.Listener<C>,
   options: AcceptOptions,
-): Promise<Deno.TcpConn | null> {
+): Promise<C | null> {
   while (true) {
     try {
       return await listener.accept();
