@@ -229,10 +229,25 @@ class Server {
   }
 
   async #accept(): Promise<void> {
-    const options = { stopping: () => this.#stopping !== null, logger: this.settings.logger };
+    const logger = this.settings.logger;
+    // Out of file descriptors, an accept fails every retry until some free up: one line for the lot.
+    let failures = 0;
+    const acceptLogger: Logger = {
+      debug: (message, fields) => logger.debug(message, fields),
+      info: (message, fields) => logger.info(message, fields),
+      warn: (message, fields) => logger.warn(message, fields),
+      error: (message, fields) => {
+        if (failures++ === 0) logger.error(message, { ...fields, retrying: "until an accept succeeds" });
+      },
+    };
+    const options = { stopping: () => this.#stopping !== null, logger: acceptLogger };
     while (true) {
       const conn = await acceptNext(this.#listener, options);
       if (!conn) break;
+      if (failures > 0) {
+        logger.info("accepting again", { failedAccepts: failures });
+        failures = 0;
+      }
       if (this.#stopping) {
         close(conn);
         continue;
@@ -418,10 +433,15 @@ class Connection {
     }
   }
 
-  /** Shutdown: closes the connection now if idle, else after the answers to the requests already read. */
+  /**
+   * Shutdown: closes the connection now if idle, else after the answers to
+   * the requests already read. A body still coming is not waited for: its
+   * read fails, as under `Deno.serve`, and the handler answers that.
+   */
   stop(): void {
     this.#closeAfter = true;
-    if (this.#inFlight === 0) this.close();
+    if (this.#inFlight === 0) return this.close();
+    this.#failBody(new Deno.errors.Interrupted("The server is shutting down"));
   }
 
   /** Closes the connection; closing it twice is harmless. */
@@ -812,7 +832,7 @@ class Connection {
     return this.#writeWithBody(head, concat(chunks, size), headOnly);
   }
 
-  async #writeWithBody(head: string, body: Uint8Array, headOnly: boolean): Promise<void> {
+  #writeWithBody(head: string, body: Uint8Array, headOnly: boolean): Promise<void> {
     head += `content-length: ${body.length}\r\n\r\n`;
     if (headOnly) return this.#writeAll(latin1Bytes(head, 0));
     const bytes = latin1Bytes(head, body.length);
