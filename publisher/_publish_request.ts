@@ -37,6 +37,12 @@ const INVALID_CONNECTION = "Invalid to_connection_id: expected a connection id, 
 const AMBIGUOUS =
   "Ambiguous address: pass one of channel, to_user, or to_worker_id with to_connection_id (none to broadcast)";
 
+/** A request without a body, as a server's fast path sees it before any `Request` is built. */
+export interface GetRequest {
+  readonly method: string;
+  readonly headers: { get(name: string): string | null };
+}
+
 /** Limits of {@linkcode readPublishRequest}. */
 export interface PublishRequestLimits {
   /** Largest content, in UTF-8 bytes; larger gets 413. Required. */
@@ -65,12 +71,12 @@ const utf8 = new TextEncoder();
  * or user name, or as {@linkcode readForm} does.
  */
 export async function readPublishRequest(
-  req: Request,
+  req: Request | GetRequest,
   query: Fields,
   limits: PublishRequestLimits,
 ): Promise<PublishRequest> {
   const { maxContentBytes, maxChannelLength = DEFAULT_MAX_CHANNEL_LENGTH } = limits;
-  const body = req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
+  const body = "body" in req && req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
   const field = (name: string) => body?.get(name) ?? query.get(name);
 
   const content = field("content");

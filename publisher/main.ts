@@ -4,7 +4,7 @@
  * @module
  */
 
-import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
+import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES, type PublishHandler } from "./handler.ts";
 import {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
@@ -20,7 +20,6 @@ import {
   DEFAULT_IDLE_TIMEOUT,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_SEND_TIMEOUT,
-  type HttpHandler,
   type HttpServer,
   serveHttp,
 } from "../shared/http_server.ts";
@@ -320,7 +319,7 @@ function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
  *
  * @throws {Error} when it cannot listen (the port is taken, say).
  */
-function listen(config: PublisherConfig, handler: HttpHandler, logger: Logger): HttpServer {
+function listen(config: PublisherConfig, handler: PublishHandler, logger: Logger): HttpServer {
   const { hostname, port, apiKey } = config;
   const onListen = (addr: Deno.NetAddr) =>
     logger.info("listening", { addr: `${addr.hostname}:${addr.port}`, auth: apiKey ? "api-key" : "none" });
@@ -331,7 +330,7 @@ function listen(config: PublisherConfig, handler: HttpHandler, logger: Logger): 
   } catch (error) {
     throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
   }
-  return serveHttp({ listener, onListen, logger, maxBodyBytes, ...config.http }, handler);
+  return serveHttp({ listener, onListen, logger, maxBodyBytes, fastPath: handler.fast, ...config.http }, handler);
 }
 
 /**

@@ -72,6 +72,31 @@ export function typed(
   return response;
 }
 
+/**
+ * Marks a response built by {@linkcode text} or {@linkcode typed} as one
+ * that will be answered again and again, unchanged: a server may keep its
+ * bytes on the wire for the next time ({@linkcode isShared}). Its headers
+ * must not change after this.
+ *
+ * @example
+ * ```ts
+ * import { share, text } from "./http.ts";
+ *
+ * const OK = share(text(200, "ok"));
+ * ```
+ */
+export function share(response: Response): Response {
+  if (bodies.has(response)) shared.add(response);
+  return response;
+}
+
+/** Whether `response` was marked by {@linkcode share}. */
+export function isShared(response: Response): boolean {
+  return shared.has(response);
+}
+
+const shared = new WeakSet<Response>();
+
 /** The string bodies of the responses {@linkcode typed} built, for a server that writes them without a stream. */
 const bodies = new WeakMap<Response, string>();
 

@@ -54,6 +54,8 @@ export interface HeadError {
 }
 
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/(\d)\.(\d)$/;
+const HIGH_BYTE = /[\x80-\xff]/;
+const HIGH_BYTES = /[\x80-\xff]/g;
 const ABSOLUTE = /^https?:\/\/([^/?#]*)([^#]*)$/i;
 
 /**
@@ -85,6 +87,10 @@ export function parseRequestHead(head: string): RequestHead | HeadError {
     if (!absolute || !isHost(absolute[1]!)) return { status: 400, reason: "Bad request target" };
     authority = absolute[1]!;
     target = absolute[2]!.startsWith("/") ? absolute[2]! : `/${absolute[2]}`;
+  }
+  // Raw bytes above 0x7f (read as Latin-1) are kept as the bytes they were, percent-encoded, for the URL parser.
+  if (HIGH_BYTE.test(target)) {
+    target = target.replace(HIGH_BYTES, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
   }
   const fields: [string, string][] = [];
   let host: string | null = null;

@@ -27,7 +27,7 @@
 
 import { acceptNext } from "./accept.ts";
 import { timerMs } from "./duration.ts";
-import { stringBodyOf, text } from "./http.ts";
+import { isShared, stringBodyOf, text } from "./http.ts";
 import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead } from "./http_head.ts";
 import { createLogger, type Logger } from "./log.ts";
 
@@ -98,6 +98,8 @@ export interface HttpServerOptions {
   maxPipeline?: number;
   /** Where log lines go. @default {createLogger("http")} */
   logger?: Logger;
+  /** Tried first for each request without a body; the handler answers what it leaves. @default {undefined} */
+  fastPath?: FastPath;
 }
 
 /** A running server. */
@@ -118,6 +120,23 @@ export interface HttpServer extends AsyncDisposable {
 
 /** A fetch-style request handler. */
 export type HttpHandler = (req: Request) => Response | Promise<Response>;
+
+/** A request without a body as the server read it, before any `Request` is built: what a fast path reads. */
+export interface RawRequest {
+  /** `GET`, `POST`, ... */
+  readonly method: string;
+  /** The request target as sent: path and query (taken from an absolute-form target). */
+  readonly target: string;
+  /** Header values by case-insensitive name; repeated fields are joined with ", ", as `Headers.get` does. */
+  readonly headers: { get(name: string): string | null };
+}
+
+/**
+ * Answers a request without a body from its head alone, or returns
+ * undefined to leave it to the handler. Building a `Request` (its `Headers`,
+ * its URL) costs more than the rest of a small request's answer.
+ */
+export type FastPath = (req: RawRequest) => Response | Promise<Response> | undefined;
 
 /**
  * Serves `handler` until shut down.
@@ -143,6 +162,7 @@ export function serveHttp(options: HttpServerOptions, handler: HttpHandler): Htt
     maxBodyBytes: positive("maxBodyBytes", options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES),
     maxPipeline: positive("maxPipeline", options.maxPipeline ?? DEFAULT_MAX_PIPELINE),
     logger: options.logger ?? createLogger("http"),
+    fastPath: options.fastPath,
   };
   const listener = options.listener ??
     Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
@@ -176,6 +196,7 @@ interface Settings {
   maxBodyBytes: number;
   maxPipeline: number;
   logger: Logger;
+  fastPath: FastPath | undefined;
 }
 
 class Server {
@@ -192,6 +213,8 @@ class Server {
   #allClosed: (() => void) | null = null;
   /** Connections refused since the last one accepted: the current burst. */
   #refused = 0;
+  /** The bytes of the shared answers ({@linkcode isShared}) as last written, and the `date` they carry. */
+  readonly prepared = new WeakMap<Response, { date: string; bytes: Uint8Array }>();
   /** The `date` header's value, renewed by the watchdog: formatting it per answer costs more than the rest of the head. */
   date = new Date().toUTCString();
 
@@ -295,6 +318,8 @@ const CONTINUE = utf8.encode("HTTP/1.1 100 Continue\r\n\r\n");
 const CHUNKED_END = utf8.encode("0\r\n\r\n");
 /** The request head's first read buffer: most heads are well under 1 KiB. */
 const FIRST_BUFFER_BYTES = 2048;
+/** Answers queued for one connection past which the next waits for them to be written. */
+const OUT_HIGH_WATER_BYTES = 64 * 1024;
 /** The read buffer of a body's bytes that did not come with its head. */
 const BODY_READ_BYTES = 16 * 1024;
 /** Headers the server writes itself, whatever the handler's response says. */
@@ -372,6 +397,11 @@ class Connection {
   #wake: (() => void) | null = null;
   #body: BodyState | null = null;
   #streaming: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** Bytes queued for the next write, and their total. */
+  #out: Uint8Array[] = [];
+  #outBytes = 0;
+  #flushing = false;
+  #flushWaiters: (() => void)[] = [];
 
   constructor(server: Server, conn: Deno.Conn) {
     this.#server = server;
@@ -425,6 +455,7 @@ class Connection {
         await this.#drained(0);
       }
       await this.#drained(0);
+      await this.#flushed();
     } catch (error) {
       this.#settings.logger.debug("connection failed", { error: String(error) });
     } finally {
@@ -593,7 +624,8 @@ class Connection {
     this.#inFlight++;
     let answer: Response | Promise<Response>;
     try {
-      answer = this.#server.handler(this.#request(head, body));
+      const fast = body === null ? this.#settings.fastPath?.(new RawHead(head)) : undefined;
+      answer = fast ?? this.#server.handler(this.#request(head, body));
     } catch (error) {
       answer = Promise.reject(error);
     }
@@ -624,7 +656,10 @@ class Connection {
       pull: async (controller) => {
         if (body.expectContinue) {
           body.expectContinue = false;
-          if (this.#start === this.#end) await this.#writeAll(CONTINUE);
+          if (this.#start === this.#end) {
+            this.#send(CONTINUE);
+            await this.#flushed();
+          }
         }
         const chunk = await this.#readBody(body);
         if (body.abandoned) return;
@@ -779,7 +814,9 @@ class Connection {
         }
       }
       if (!this.#closed) await this.#write(response, headOnly, http10, http10 || this.#isLast());
-      else await response.body?.cancel();
+      else if (stringBodyOf(response) === undefined) await response.body?.cancel();
+      // A client that does not read holds this answer's turn, and so the reading of its next requests.
+      if (this.#outBytes >= OUT_HIGH_WATER_BYTES) await this.#flushed();
     } catch (error) {
       this.#settings.logger.debug("cannot write an answer", { error: String(error) });
       this.close();
@@ -787,7 +824,7 @@ class Connection {
       this.#inFlight--;
       if (this.#closeAfter && this.#inFlight === 0) {
         // The run loop may be waiting for a head that will not be read.
-        if (!this.#linger) this.close();
+        if (!this.#linger) this.#flushed().then(() => this.close());
       }
       const wake = this.#wake;
       this.#wake = null;
@@ -810,13 +847,23 @@ class Connection {
       if (!OWN_HEADERS.has(name)) head += `${name}: ${value}\r\n`;
     });
     if (last) head += "connection: close\r\n";
-    if (status === 204 || status === 304 || status < 200) {
-      await response.body?.cancel();
-      return this.#writeAll(latin1Bytes(`${head}\r\n`, 0));
-    }
     const known = stringBodyOf(response);
-    if (known !== undefined) return this.#writeWithBody(head, utf8.encode(known), headOnly);
-    if (response.body === null) return this.#writeAll(latin1Bytes(`${head}content-length: 0\r\n\r\n`, 0));
+    const reused = known !== undefined && !last && !headOnly && isShared(response);
+    if (reused) {
+      const prepared = this.#server.prepared.get(response);
+      if (prepared !== undefined && prepared.date === this.#server.date) return this.#send(prepared.bytes);
+    }
+    if (status === 204 || status === 304 || status < 200) {
+      // A string body is left as it is: a fast path may answer with the same response again.
+      if (known === undefined) await response.body?.cancel();
+      return this.#send(latin1Bytes(`${head}\r\n`, 0));
+    }
+    if (known !== undefined) {
+      const bytes = this.#withBody(head, utf8.encode(known), headOnly);
+      if (reused) this.#server.prepared.set(response, { date: this.#server.date, bytes });
+      return this.#send(bytes);
+    }
+    if (response.body === null) return this.#send(latin1Bytes(`${head}content-length: 0\r\n\r\n`, 0));
     const reader = response.body.getReader();
     const chunks: Uint8Array[] = [];
     let size = 0;
@@ -829,15 +876,16 @@ class Connection {
       chunks.push(read.value);
       size += read.value.length;
     }
-    return this.#writeWithBody(head, concat(chunks, size), headOnly);
+    return this.#send(this.#withBody(head, concat(chunks, size), headOnly));
   }
 
-  #writeWithBody(head: string, body: Uint8Array, headOnly: boolean): Promise<void> {
+  /** The answer's bytes: its head with the body's length, and the body unless it answers a HEAD. */
+  #withBody(head: string, body: Uint8Array, headOnly: boolean): Uint8Array {
     head += `content-length: ${body.length}\r\n\r\n`;
-    if (headOnly) return this.#writeAll(latin1Bytes(head, 0));
+    if (headOnly) return latin1Bytes(head, 0);
     const bytes = latin1Bytes(head, body.length);
     bytes.set(body, head.length);
-    return this.#writeAll(bytes);
+    return bytes;
   }
 
   /** Writes a body that is still coming: chunked, or until the connection closes for an HTTP/1.0 client. */
@@ -851,10 +899,10 @@ class Connection {
   ): Promise<void> {
     if (headOnly) {
       await reader.cancel();
-      return this.#writeAll(latin1Bytes(`${head}\r\n`, 0));
+      return this.#send(latin1Bytes(`${head}\r\n`, 0));
     }
     // An HTTP/1.0 client reads to the end of the connection, which closes after this answer.
-    await this.#writeAll(latin1Bytes(`${head}${chunked ? "transfer-encoding: chunked\r\n" : ""}\r\n`, 0));
+    this.#send(latin1Bytes(`${head}${chunked ? "transfer-encoding: chunked\r\n" : ""}\r\n`, 0));
     this.#streaming = reader;
     try {
       for (const chunk of chunks) await this.#writeChunk(chunk, chunked);
@@ -864,31 +912,75 @@ class Connection {
         if (read.value.length > 0) await this.#writeChunk(read.value, chunked);
         next = reader.read();
       }
-      if (chunked) await this.#writeAll(CHUNKED_END);
+      if (chunked) this.#send(CHUNKED_END);
+      await this.#flushed();
     } finally {
       this.#streaming = null;
     }
   }
 
+  /** Writes one chunk of a streamed body, and waits for it: a stream goes at the pace its client reads. */
   #writeChunk(chunk: Uint8Array, chunked: boolean): Promise<void> {
-    if (!chunked) return this.#writeAll(chunk);
+    if (!chunked) {
+      this.#send(chunk);
+      return this.#flushed();
+    }
     const size = `${chunk.length.toString(16)}\r\n`;
     const bytes = new Uint8Array(size.length + chunk.length + 2);
     for (let i = 0; i < size.length; i++) bytes[i] = size.charCodeAt(i);
     bytes.set(chunk, size.length);
     bytes[bytes.length - 2] = 13;
     bytes[bytes.length - 1] = 10;
-    return this.#writeAll(bytes);
+    this.#send(bytes);
+    return this.#flushed();
   }
 
-  async #writeAll(bytes: Uint8Array): Promise<void> {
-    this.#writeDeadline = performance.now() + this.#settings.sendTimeout;
+  /**
+   * Queues `bytes` to be written. One write is in flight at a time, and what
+   * is queued meanwhile goes out in the next: pipelined answers that are
+   * ready together cost one write, not one each.
+   */
+  #send(bytes: Uint8Array): void {
+    if (this.#closed) return;
+    this.#out.push(bytes);
+    this.#outBytes += bytes.length;
+    if (this.#flushing) return;
+    if (this.#inFlight <= 1) return void this.#flush();
+    // Answers to other requests are on their way, most often in this same turn
+    // of the event loop (the bus acknowledges publishes in batches): one write
+    // for them all, on the next turn.
+    this.#flushing = true;
+    setTimeout(() => this.#flush(), 0);
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = true;
     try {
-      let offset = 0;
-      while (offset < bytes.length) offset += await this.#conn.write(bytes.subarray(offset));
+      while (this.#out.length > 0 && !this.#closed) {
+        const bytes = concat(this.#out, this.#outBytes);
+        this.#out = [];
+        this.#outBytes = 0;
+        this.#writeDeadline = performance.now() + this.#settings.sendTimeout;
+        let offset = 0;
+        while (offset < bytes.length) offset += await this.#conn.write(bytes.subarray(offset));
+        this.#writeDeadline = Infinity;
+      }
+    } catch (error) {
+      this.#settings.logger.debug("cannot write to a client", { error: String(error) });
+      this.close();
     } finally {
       this.#writeDeadline = Infinity;
+      this.#out = [];
+      this.#outBytes = 0;
+      this.#flushing = false;
+      for (const resolve of this.#flushWaiters.splice(0)) resolve();
     }
+  }
+
+  /** Resolves once everything queued is written (or the connection closed). */
+  #flushed(): Promise<void> {
+    if (!this.#flushing) return Promise.resolve();
+    return new Promise((resolve) => this.#flushWaiters.push(resolve));
   }
 
   /** Answers a request the server refuses itself, after the answers before it, and closes the connection. */
@@ -898,11 +990,8 @@ class Connection {
     await this.#drained(0);
     if (this.#closed) return;
     this.#settings.logger.info("rejected a request", { status, reason });
-    try {
-      await this.#writeAll(this.#errorBytes(status, reason));
-    } catch {
-      this.close();
-    }
+    this.#send(this.#errorBytes(status, reason));
+    await this.#flushed();
   }
 
   #errorBytes(status: number, reason: string): Uint8Array {
@@ -935,6 +1024,23 @@ class Connection {
 
 /** What {@linkcode Connection} takes of a body when the buffer ends inside a line of the chunked framing: read on. */
 const NEED_MORE = new Uint8Array(0);
+
+/** A request's head as a fast path reads it. */
+class RawHead implements RawRequest {
+  readonly method: string;
+  readonly target: string;
+  readonly #head: RequestHead;
+
+  constructor(head: RequestHead) {
+    this.method = head.method;
+    this.target = head.target;
+    this.#head = head;
+  }
+
+  get headers(): { get(name: string): string | null } {
+    return { get: (name) => fieldOf(this.#head, name.toLowerCase()) };
+  }
+}
 
 /** A request `new Request` refused (a method fetch forbids, a target that is not a URL): answered 400. */
 class BadRequest extends Error {}
