@@ -825,6 +825,8 @@ class Connection {
       if (this.#closeAfter && this.#inFlight === 0) {
         // The run loop may be waiting for a head that will not be read.
         if (!this.#linger) this.#flushed().then(() => this.close());
+      } else if (this.#inFlight === 0 && this.#phase === "none" && this.#start === this.#end) {
+        this.#setPhase("idle", this.#settings.idleTimeout);
       }
       const wake = this.#wake;
       this.#wake = null;
