@@ -29,7 +29,7 @@ import { acceptNext } from "./accept.ts";
 import { timerMs } from "./duration.ts";
 import { isShared, stringBodyOf, text } from "./http.ts";
 import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead } from "./http_head.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, type LogFields, type Logger } from "./log.ts";
 
 /** Largest request head by default: 16 KiB, as Node's `maxHeaderSize`. */
 export const DEFAULT_MAX_HEAD_BYTES = 16 * 1024;
@@ -299,10 +299,26 @@ class Server {
     }
   }
 
+  /**
+   * Acts on the deadlines that passed, and logs one line for all of them:
+   * thousands of connections that trickle their heads must not cost a log
+   * line each.
+   */
   #watch(): void {
     const now = performance.now();
     this.date = new Date().toUTCString();
-    for (const connection of this.connections) connection.check(now);
+    const counts = { head: 0, body: 0, send: 0 };
+    for (const connection of this.connections) {
+      const missed = connection.check(now);
+      if (missed !== null && missed !== "idle") counts[missed]++;
+    }
+    if (counts.head + counts.body + counts.send === 0) return;
+    const { headTimeout, bodyTimeout, sendTimeout } = this.settings;
+    const fields: LogFields = {};
+    if (counts.head > 0) Object.assign(fields, { headTimeouts: counts.head, headTimeout });
+    if (counts.body > 0) Object.assign(fields, { bodyTimeouts: counts.body, bodyTimeout });
+    if (counts.send > 0) Object.assign(fields, { sendTimeouts: counts.send, sendTimeout });
+    this.settings.logger.info("closing connections past a deadline", fields);
   }
 }
 
@@ -485,39 +501,34 @@ class Connection {
     this.#wake?.();
   }
 
-  /** Called by the watchdog: acts on a deadline that passed. */
-  check(now: number): void {
-    if (this.#closed) return;
+  /** Called by the watchdog: acts on a deadline that passed, and says which (null: none). */
+  check(now: number): "head" | "body" | "send" | "idle" | null {
+    if (this.#closed) return null;
     if (now >= this.#writeDeadline) {
-      this.#settings.logger.info("closing a connection whose client does not read", {
-        timeout: this.#settings.sendTimeout,
-      });
       this.close();
-      return;
+      return "send";
     }
-    if (now < this.#readDeadline) return;
+    if (now < this.#readDeadline) return null;
     switch (this.#phase) {
       case "head":
         if (this.#end > this.#start) {
-          this.#settings.logger.info("closing a connection that did not send its request head in time", {
-            timeout: this.#settings.headTimeout,
-          });
           // Best effort: a client that trickles its head reads little, and the watchdog closes it in any case.
           this.#setPhase("linger", LINGER_MS);
           this.#conn.write(this.#errorBytes(408, `Request head not received within ${this.#settings.headTimeout} ms`))
             .catch(() => {}).finally(() => this.close());
-          return;
+        } else {
+          this.close();
         }
-        return this.close();
+        return "head";
       case "body":
-        this.#settings.logger.info("request body not received in time", { timeout: this.#settings.bodyTimeout });
         this.#closeAfter = true;
         this.#failBody(new Deno.errors.TimedOut(`Request body not received within ${this.#settings.bodyTimeout} ms`));
         // The handler answers the failed read; if it does not, the connection goes anyway.
         this.#setPhase("linger", LINGER_MS);
-        return;
+        return "body";
       default:
-        return this.close();
+        this.close();
+        return "idle";
     }
   }
 
