@@ -16,9 +16,15 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]
 
 /** True when `value` is `host[:port]` and nothing else: no user, path, query or fragment. */
 export function isHost(value: string): boolean {
+  // Clients send the same Host again and again: the last one that passed is not checked twice.
+  if (value === lastHost) return true;
   // The URL parser has the last word on what the pattern lets through (a port over 65535, a bad IPv6 address).
-  return HOST.test(value) && URL.canParse(`http://${value}/`);
+  if (!HOST.test(value) || !URL.canParse(`http://${value}/`)) return false;
+  lastHost = value;
+  return true;
 }
+
+let lastHost = "";
 
 /** An HTTP token (RFC 9110 5.6.2): what a header name and a subprotocol are made of. */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;

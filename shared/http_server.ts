@@ -852,6 +852,12 @@ class Connection {
 
   async #write(response: Response, headOnly: boolean, http10: boolean, last: boolean): Promise<void> {
     if (last) this.#closeAfter = true;
+    const known = stringBodyOf(response);
+    const reused = known !== undefined && !last && !headOnly && isShared(response);
+    if (reused) {
+      const prepared = this.#server.prepared.get(response);
+      if (prepared !== undefined && prepared.date === this.#server.date) return this.#send(prepared.bytes);
+    }
     const status = response.status;
     let head = `HTTP/1.1 ${status} ${
       response.statusText || STATUS_TEXT[status] || "Unknown"
@@ -860,12 +866,6 @@ class Connection {
       if (!OWN_HEADERS.has(name)) head += `${name}: ${value}\r\n`;
     });
     if (last) head += "connection: close\r\n";
-    const known = stringBodyOf(response);
-    const reused = known !== undefined && !last && !headOnly && isShared(response);
-    if (reused) {
-      const prepared = this.#server.prepared.get(response);
-      if (prepared !== undefined && prepared.date === this.#server.date) return this.#send(prepared.bytes);
-    }
     if (status === 204 || status === 304 || status < 200) {
       // A string body is left as it is: a fast path may answer with the same response again.
       if (known === undefined) await response.body?.cancel();
