@@ -14,6 +14,7 @@ import {
   type PushAddress,
   WORKER_ID_PATTERN,
 } from "../shared/address.ts";
+import { utf8Length } from "../shared/bytes.ts";
 import { type Fields, readForm } from "./form.ts";
 import { checkIdempotencyKey } from "./_api_params.ts";
 import { Rejection } from "./_rejection.ts";
@@ -51,8 +52,6 @@ export interface PublishRequestLimits {
   maxChannelLength?: number;
 }
 
-const utf8 = new TextEncoder();
-
 /**
  * Reads `content` and its address: `to_worker_id` and `to_connection_id`
  * (the original's), `channel` or `to_user`; for a POST from its form body,
@@ -83,7 +82,7 @@ export async function readPublishRequest(
   if (content === undefined || content === "") {
     throw new Rejection(400, "Missing content: pass a non-empty content parameter");
   }
-  const bytes = utf8.encode(content).length;
+  const bytes = utf8Length(content);
   if (bytes > maxContentBytes) {
     throw new Rejection(413, `Content too large: ${bytes} bytes, the limit is ${maxContentBytes}`);
   }
