@@ -320,8 +320,7 @@ function publisher(
     const { subject, data } = routeOf(address, content);
     let reached: number | null;
     try {
-      // Not req.signal: Deno.serve aborts it after every response (legacy
-      // behaviour, with a warning), and a publish, once sent, cannot be taken back.
+      // Not req.signal: a publish, once sent, cannot be taken back.
       // A copy, as the route's data (a type alias) is Json but not mutable as one.
       ({ reached } = await bus.publish(subject, { ...data }, {
         timeout: publishTimeout,

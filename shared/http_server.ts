@@ -413,6 +413,8 @@ class Connection {
   #wake: (() => void) | null = null;
   #body: BodyState | null = null;
   #streaming: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** The client has closed its side: no more requests come. */
+  #peerEnded = false;
   /** Bytes queued for the next write, and their total. */
   #out: Uint8Array[] = [];
   #outBytes = 0;
@@ -432,7 +434,13 @@ class Connection {
     try {
       while (!this.#closeAfter && !this.#closed) {
         const head = await this.#readHead();
-        if (head === null) break;
+        if (head === null) {
+          // The client is done sending. The answers to what it sent still go out, but a stream (an event
+          // stream) would hold the connection open for no one.
+          this.#peerEnded = true;
+          this.#streaming?.cancel().catch(() => {});
+          break;
+        }
         if (isHeadError(head)) {
           await this.#refuse(head.status, head.reason);
           break;
@@ -571,6 +579,8 @@ class Connection {
       if (this.#start === this.#end) {
         this.#start = this.#end = 0;
         scanned = 0;
+        // A large head grew the buffer: an idle connection does not keep that.
+        if (this.#buffer.length > BODY_READ_BYTES) this.#buffer = new Uint8Array(FIRST_BUFFER_BYTES);
         if (this.#phase !== "head") this.#setPhase(this.#inFlight > 0 ? "none" : "idle", this.#idleTimeout());
       } else if (this.#phase !== "head") {
         // From the first byte of a later request (or of the rest of a pipelined batch).
@@ -917,6 +927,7 @@ class Connection {
     // An HTTP/1.0 client reads to the end of the connection, which closes after this answer.
     this.#send(latin1Bytes(`${head}${chunked ? "transfer-encoding: chunked\r\n" : ""}\r\n`, 0));
     this.#streaming = reader;
+    if (this.#peerEnded) reader.cancel().catch(() => {});
     try {
       for (const chunk of chunks) await this.#writeChunk(chunk, chunked);
       while (true) {

@@ -413,3 +413,22 @@ Deno.test("http server serves on a TLS listener, and the handler sees https URLs
   assert.equal(await response.text(), "https:");
   client.close();
 });
+
+Deno.test("http server cancels a stream whose client has gone, and forgets the connection", async () => {
+  let cancelled!: () => void;
+  const cancel = new Promise<void>((resolve) => (cancelled = resolve));
+  await using server = start({}, () =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start: (controller) => controller.enqueue(encoder.encode("data: hello\n\n")),
+        cancel: () => cancelled(),
+      }),
+      { headers: { "content-type": "text/event-stream" } },
+    ));
+  const conn = await connect(server.addr.port);
+  await send(conn, "GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+  await within(conn.read(new Uint8Array(1024)), 5000, "the stream's first bytes");
+  conn.close();
+  await within(cancel, 5000, "the stream to be cancelled");
+  await until(() => server.connections === 0, 5000, "the server to forget the connection");
+});
