@@ -316,7 +316,9 @@ function publisher(
       maxChannelLength,
     });
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
-    logger.debug("publishing", { method: req.method, target, bytes });
+    // Not `req` after the wait for the bus: held across it, a request and its head would outlive a young collection.
+    const method = req.method;
+    logger.debug("publishing", { method, target, bytes });
     const { subject, data } = routeOf(address, content);
     let reached: number | null;
     try {
@@ -336,7 +338,7 @@ function publisher(
       });
     }
     metrics.countPublish(target, reached, (now() - started) / 1000);
-    logger.debug("published", { method: req.method, target, reached: reached ?? undefined });
+    logger.debug("published", { method, target, reached: reached ?? undefined });
     return reached;
   };
 }
