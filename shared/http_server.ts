@@ -25,6 +25,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { acceptNext } from "./accept.ts";
 import { timerMs } from "./duration.ts";
 import { isShared, stringBodyOf, text } from "./http.ts";
@@ -972,9 +973,10 @@ class Connection {
     if (this.#inFlight <= 1) return void this.#flush();
     // Answers to other requests are on their way, most often in this same turn
     // of the event loop (the bus acknowledges publishes in batches): one write
-    // for them all, on the next turn.
+    // for them all once the turn's I/O is handled (`setImmediate`; a timer
+    // would wait a millisecond).
     this.#flushing = true;
-    setTimeout(() => this.#flush(), 0);
+    setImmediate(() => this.#flush());
   }
 
   async #flush(): Promise<void> {
