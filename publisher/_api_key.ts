@@ -9,6 +9,11 @@ import { secretsEqual } from "../shared/secret.ts";
 import type { Fields } from "./form.ts";
 import { Rejection } from "./_rejection.ts";
 
+/** What the check reads of a request: its headers (a fetch `Request`, or a server's head before one is built). */
+export interface HeadersOf {
+  readonly headers: { get(name: string): string | null };
+}
+
 const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)";
 const WRONG_KEY = "Unauthorized: wrong API key";
 /** `Authorization: Bearer KEY` (RFC 6750 §2.1); the scheme is case-insensitive. */
@@ -22,7 +27,7 @@ const BEARER = /^Bearer +(\S+) *$/i;
  * @throws {Rejection} 401 with `www-authenticate: Bearer` when no key was
  * given, or `Bearer error="invalid_token"` when a wrong one was.
  */
-export function checkApiKey(req: Request, query: Fields, apiKey: string | undefined): void {
+export function checkApiKey(req: HeadersOf, query: Fields, apiKey: string | undefined): void {
   if (apiKey === undefined) return;
   let given = req.headers.get("authorization")?.match(BEARER)?.[1];
   if (given === undefined) {

@@ -14,6 +14,7 @@ import {
   type PushAddress,
   WORKER_ID_PATTERN,
 } from "../shared/address.ts";
+import { utf8Length } from "../shared/bytes.ts";
 import { type Fields, readForm } from "./form.ts";
 import { checkIdempotencyKey } from "./_api_params.ts";
 import { Rejection } from "./_rejection.ts";
@@ -37,6 +38,12 @@ const INVALID_CONNECTION = "Invalid to_connection_id: expected a connection id, 
 const AMBIGUOUS =
   "Ambiguous address: pass one of channel, to_user, or to_worker_id with to_connection_id (none to broadcast)";
 
+/** A request without a body, as a server's fast path sees it before any `Request` is built. */
+export interface GetRequest {
+  readonly method: string;
+  readonly headers: { get(name: string): string | null };
+}
+
 /** Limits of {@linkcode readPublishRequest}. */
 export interface PublishRequestLimits {
   /** Largest content, in UTF-8 bytes; larger gets 413. Required. */
@@ -44,8 +51,6 @@ export interface PublishRequestLimits {
   /** Longest channel name; longer gets 422. @default {255} */
   maxChannelLength?: number;
 }
-
-const utf8 = new TextEncoder();
 
 /**
  * Reads `content` and its address: `to_worker_id` and `to_connection_id`
@@ -65,19 +70,19 @@ const utf8 = new TextEncoder();
  * or user name, or as {@linkcode readForm} does.
  */
 export async function readPublishRequest(
-  req: Request,
+  req: Request | GetRequest,
   query: Fields,
   limits: PublishRequestLimits,
 ): Promise<PublishRequest> {
   const { maxContentBytes, maxChannelLength = DEFAULT_MAX_CHANNEL_LENGTH } = limits;
-  const body = req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
+  const body = "body" in req && req.method === "POST" ? await readForm(req, maxContentBytes) : undefined;
   const field = (name: string) => body?.get(name) ?? query.get(name);
 
   const content = field("content");
   if (content === undefined || content === "") {
     throw new Rejection(400, "Missing content: pass a non-empty content parameter");
   }
-  const bytes = utf8.encode(content).length;
+  const bytes = utf8Length(content);
   if (bytes > maxContentBytes) {
     throw new Rejection(413, `Content too large: ${bytes} bytes, the limit is ${maxContentBytes}`);
   }

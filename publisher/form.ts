@@ -67,8 +67,11 @@ export function parseUrlEncoded(text: string, source: "query" | "form body"): Fi
 }
 
 function decode(component: string): string | null {
+  // Most names and many values need neither step: each is a copy of the string, on every publish's path.
+  const spaced = component.includes("+") ? component.replaceAll("+", " ") : component;
+  if (!spaced.includes("%")) return spaced;
   try {
-    return decodeURIComponent(component.replaceAll("+", " "));
+    return decodeURIComponent(spaced);
   } catch {
     return null;
   }

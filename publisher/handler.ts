@@ -14,7 +14,7 @@ import { DEFAULT_MAX_CHANNEL_LENGTH, presenceQuery, routeOf } from "../shared/ad
 import { type Bus, BusError, type RequestResult } from "../shared/bus.ts";
 import { publishToConnection } from "./_connection_publish.ts";
 import type { Json } from "../shared/json.ts";
-import { isMiss, Router, text } from "../shared/http.ts";
+import { isMiss, Router, share, text } from "../shared/http.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 import {
@@ -34,7 +34,8 @@ import { createDashboard, DASHBOARD_API_PREFIX, type DashboardOptions } from "./
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
-import { readPublishRequest } from "./_publish_request.ts";
+import { type GetRequest, readPublishRequest } from "./_publish_request.ts";
+import type { RawRequest } from "../shared/http_server.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
 
 /** Largest content accepted by default, in UTF-8 bytes. */
@@ -99,6 +100,28 @@ const PREFLIGHT: Readonly<Record<string, string>> = {
 const METRICS: Readonly<Record<string, string>> = { ...CORS, "content-type": PROMETHEUS_CONTENT_TYPE };
 const API_PREFIX = "/api/";
 
+/**
+ * A request target the fast path takes: `/`, or `/?` and a query of
+ * characters that the URL parser keeps as they are, so that its query is
+ * the one `new URL(req.url).search` gives. Anything else takes the handler.
+ */
+const PLAIN_PUBLISH_TARGET = /^\/(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?%]*)?$/;
+
+/** The publish handler, and a fast path for a server that reads heads itself (`shared/http_server.ts`). */
+export interface PublishHandler {
+  /** Answers any request. */
+  (req: Request): Promise<Response>;
+  /**
+   * Answers a plain `GET /?...` publish (the original's API) from its head,
+   * without a `Request` or a `URL` built for it, with the same answer the
+   * handler gives; undefined for any other request, which the handler then
+   * answers. Its `ok` answers are shared between requests: a server writes
+   * them from their string body ({@linkcode stringBodyOf}) and never reads
+   * their stream.
+   */
+  fast(req: RawRequest): Promise<Response> | undefined;
+}
+
 /** What answers one route: the request, its URL, and when it started (for publish durations). */
 type Answer = (req: Request, url: URL, started: number) => Response | Promise<Response>;
 
@@ -136,7 +159,7 @@ type Answer = (req: Request, url: URL, started: number) => Response | Promise<Re
  * // curl -H 'Authorization: Bearer s3cret' 'http://127.0.0.1:4237/?content=hello'  -> ok
  * ```
  */
-export function createPublishHandler(options: PublishHandlerOptions): (req: Request) => Promise<Response> {
+export function createPublishHandler(options: PublishHandlerOptions): PublishHandler {
   const bus = options.bus;
   const logger = options.logger ?? createLogger("publisher");
   const metrics = options.metrics ?? new PublisherMetrics(bus);
@@ -192,7 +215,9 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
       methods: ["GET", "POST", "OPTIONS"],
       hint: "use GET or POST",
       handler: (req, url, started) =>
-        req.method === "OPTIONS" ? new Response(null, { status: 204, headers: PREFLIGHT }) : publish(req, url, started),
+        req.method === "OPTIONS"
+          ? new Response(null, { status: 204, headers: PREFLIGHT })
+          : publish(req, url.search, started).then(ok),
     },
     // Not a Rejection when down: probes poll it, and a down link is logged by the bus already.
     "/healthz": {
@@ -203,7 +228,6 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
   });
 
   async function answer(req: Request, url: URL, started: number): Promise<Response> {
-    const fields = { method: req.method, path: url.pathname };
     // Answered in JSON, whatever goes wrong.
     const isApi = url.pathname.startsWith(API_PREFIX) || url.pathname.startsWith(DASHBOARD_API_PREFIX);
     try {
@@ -217,25 +241,52 @@ export function createPublishHandler(options: PublishHandlerOptions): (req: Requ
       }
       return await route.handler(req, url, started);
     } catch (error) {
-      if (error instanceof Rejection) {
-        const line = { ...fields, status: error.status, reason: error.logReason };
-        if (error.status >= 500) logger.warn("publish failed", line);
-        else logger.info("request rejected", line);
-        if (isApi) return apiError(error.status, error.message, { ...CORS, ...error.headers });
-        return text(error.status, `${error.message}\n`, { ...CORS, ...error.headers });
-      }
-      logger.error("request failed", { ...fields, status: 500, error: String(error) });
-      if (isApi) return apiError(500, "Internal error", CORS);
-      return text(500, "Internal error\n", CORS);
+      return failed(error, req.method, url.pathname, isApi);
     }
   }
 
-  return async function handle(req: Request): Promise<Response> {
-    const started = now();
-    const response = await answer(req, new URL(req.url), started);
+  /** The answer to a request that threw: its rejection's status and reason, logged; else a 500. */
+  function failed(error: unknown, method: string, path: string, isApi: boolean): Response {
+    const fields = { method, path };
+    if (error instanceof Rejection) {
+      const line = { ...fields, status: error.status, reason: error.logReason };
+      if (error.status >= 500) logger.warn("publish failed", line);
+      else logger.info("request rejected", line);
+      if (isApi) return apiError(error.status, error.message, { ...CORS, ...error.headers });
+      return text(error.status, `${error.message}\n`, { ...CORS, ...error.headers });
+    }
+    logger.error("request failed", { ...fields, status: 500, error: String(error) });
+    if (isApi) return apiError(500, "Internal error", CORS);
+    return text(500, "Internal error\n", CORS);
+  }
+
+  const counted = (response: Response): Response => {
     metrics.countRequest(response.status);
     return response;
   };
+  // Shared by the fast path's answers, by reached count: they are never read but by the server, from their string.
+  const sharedOk = new Map<number | null, Response>();
+  const fast = (req: RawRequest): Promise<Response> | undefined => {
+    if (req.method !== "GET" || !PLAIN_PUBLISH_TARGET.test(req.target)) return undefined;
+    const started = now();
+    return publish(req, req.target.slice(1), started).then((reached) => {
+      let response = sharedOk.get(reached);
+      if (response === undefined) {
+        response = ok(reached);
+        if (sharedOk.size < 64) sharedOk.set(reached, share(response));
+      }
+      return counted(response);
+    }, (error) => counted(failed(error, "GET", "/", false)));
+  };
+  const handle = async (req: Request): Promise<Response> => counted(await answer(req, new URL(req.url), now()));
+  return Object.assign(handle, { fast });
+}
+
+/** The answer to a publish the bus took, having reached `reached` pusher workers (null: a bus that cannot count). */
+function ok(reached: number | null): Response {
+  // A bus that cannot count says nothing rather than a made-up number.
+  if (reached === null) return text(200, "ok", CORS);
+  return text(200, "ok", { ...CORS, "x-pushers-reached": String(reached) });
 }
 
 /** What {@linkcode publisher} needs: the handler's options with its defaults filled in. */
@@ -245,15 +296,21 @@ interface PublishDeps extends PublishHandlerOptions {
   now: () => number;
 }
 
-/** Answers a publish on `/`: checks the key, reads the request, publishes, and answers once the bus has taken it. */
-function publisher(deps: PublishDeps): Answer {
+/**
+ * A publish on `/`: checks the key, reads the request (its query is
+ * `search`, `?` included), publishes, and resolves with how many pusher
+ * workers the bus reached once it has taken it.
+ */
+function publisher(
+  deps: PublishDeps,
+): (req: Request | GetRequest, search: string, started: number) => Promise<number | null> {
   const { bus, logger, metrics, now } = deps;
   const publishTimeout = deps.publishTimeout ?? 5000;
   const maxContentBytes = deps.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
   const maxChannelLength = deps.maxChannelLength ?? DEFAULT_MAX_CHANNEL_LENGTH;
   const apiKey = deps.apiKey || undefined;
-  return async (req, url, started) => {
-    const query = parseUrlEncoded(url.search.slice(1), "query");
+  return async (req, search, started) => {
+    const query = parseUrlEncoded(search.slice(1), "query");
     // Before the body: a caller without the key does not get it read.
     checkApiKey(req, query, apiKey);
     const { address, content, bytes, idempotencyKey } = await readPublishRequest(req, query, {
@@ -261,12 +318,13 @@ function publisher(deps: PublishDeps): Answer {
       maxChannelLength,
     });
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
-    logger.debug("publishing", { method: req.method, target, bytes });
+    // Not `req` after the wait for the bus: held across it, a request and its head would outlive a young collection.
+    const method = req.method;
+    logger.debug("publishing", { method, target, bytes });
     const { subject, data } = routeOf(address, content);
     let reached: number | null;
     try {
-      // Not req.signal: Deno.serve aborts it after every response (legacy
-      // behaviour, with a warning), and a publish, once sent, cannot be taken back.
+      // Not req.signal: a publish, once sent, cannot be taken back.
       // A copy, as the route's data (a type alias) is Json but not mutable as one.
       ({ reached } = address.kind === "connection" && bus.countsReached === false
         ? await publishToConnection(bus, subject, { ...data }, { timeout: publishTimeout })
@@ -284,10 +342,8 @@ function publisher(deps: PublishDeps): Answer {
       });
     }
     metrics.countPublish(target, reached, (now() - started) / 1000);
-    logger.debug("published", { method: req.method, target, reached: reached ?? undefined });
-    // A bus that cannot count says nothing rather than a made-up number.
-    if (reached === null) return text(200, "ok", CORS);
-    return text(200, "ok", { ...CORS, "x-pushers-reached": String(reached) });
+    logger.debug("published", { method, target, reached: reached ?? undefined });
+    return reached;
   };
 }
 

@@ -850,3 +850,82 @@ Deno.test("metrics passed in are the ones /metrics renders, so a caller can shar
   await (await handler(get("?content=hi"))).text();
   assert.match(metrics.render(), /^publisher_publishes_total\{target="broadcast"\} 1$/m);
 });
+
+/** The fast path's view of a GET: its target and headers, as the server reads them from the head. */
+function raw(target: string, headers: Record<string, string> = {}) {
+  const fields = new Headers(headers);
+  return { method: "GET", target, headers: { get: (name: string) => fields.get(name) } };
+}
+
+/** An answer's status, headers and body, to compare two answers. */
+async function seen(response: Response): Promise<[number, [string, string][], string]> {
+  // The fast path's ok answers are shared: read a copy, as a server never reads them.
+  const body = await response.clone().text();
+  return [response.status, [...response.headers], body];
+}
+
+Deno.test("the fast path answers every plain GET publish as the handler does, and leaves other requests to it", async () => {
+  const targets = [
+    "/?content=hi",
+    `/?content=hi&to_worker_id=${WORKER}&to_connection_id=7`,
+    "/?content=hi&to_worker_id=fedcba9876543210&to_connection_id=7",
+    "/?content=",
+    "/?content=%ZZ",
+    "/?content=a+b%C3%A9&channel=news",
+    "/?content=x&channel=bad%20name",
+    "/?content=x&to_user=alice",
+    "/?content=x&to_worker_id=1&to_connection_id=2",
+    `/?content=x&to_worker_id=${WORKER}`,
+    "/?content=x&channel=a&to_user=b",
+    "/?content=x&idempotency_key=",
+    "/?",
+    "/",
+    `/?content=${"a".repeat(65537)}`,
+  ];
+  for (const apiKey of [undefined, "s3cret"]) {
+    const fast = setup({ apiKey });
+    const slow = setup({ apiKey });
+    for (const target of targets) {
+      const variants: Record<string, string>[] = [{}, { Authorization: "Bearer s3cret" }, {
+        Authorization: "Bearer wrong",
+      }];
+      for (const headers of variants) {
+        const answer = fast.handler.fast(raw(target, headers));
+        assert.ok(answer, `the fast path takes GET ${target.slice(0, 60)}`);
+        const expected = await seen(await slow.handler(get(target.slice(1), { headers })));
+        assert.deepEqual(
+          await seen(await answer),
+          expected,
+          `GET ${target.slice(0, 60)} with ${JSON.stringify(headers)}`,
+        );
+      }
+    }
+    assert.deepEqual(fast.arrived, slow.arrived);
+    assert.equal(fast.arrived.length > 0, true);
+  }
+  const { handler } = setup();
+  for (
+    const [method, target] of [
+      ["POST", "/?content=x"],
+      ["GET", "/healthz"],
+      ["GET", "/x?content=x"],
+      [
+        "GET",
+        "/?content='quoted'",
+      ],
+      ["GET", "/?content=<b>"],
+      ["GET", "/./?content=x"],
+      ["HEAD", "/?content=x"],
+    ]
+  ) {
+    assert.equal(handler.fast({ ...raw(target!), method: method! }), undefined, `${method} ${target}`);
+  }
+});
+
+Deno.test("the fast path's ok answers are shared, and the handler's are not", async () => {
+  const { handler } = setup();
+  const first = await handler.fast(raw("/?content=a"))!;
+  const second = await handler.fast(raw("/?content=b"))!;
+  assert.equal(first, second);
+  assert.notEqual(await handler(get("?content=a")), await handler(get("?content=b")));
+});

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES } from "./handler.ts";
+import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES, type PublishHandler } from "./handler.ts";
 import {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
@@ -13,6 +13,16 @@ import {
   DEFAULT_PRESENCE_TIMEOUT,
 } from "./api.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
+import { FORM_OVERHEAD_BYTES } from "./form.ts";
+import {
+  DEFAULT_BODY_TIMEOUT,
+  DEFAULT_HEAD_TIMEOUT,
+  DEFAULT_IDLE_TIMEOUT,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_SEND_TIMEOUT,
+  type HttpServer,
+  serveHttp,
+} from "../shared/http_server.ts";
 import { DEFAULT_MAX_CHANNEL_LENGTH, MAX_CARRIED_CHANNEL_LENGTH } from "../shared/address.ts";
 import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
 import type { Bus } from "../shared/bus.ts";
@@ -49,6 +59,12 @@ import {
   SERVE_TLS_FLAGS,
   type ServedCertificate,
 } from "../shared/tls.ts";
+
+/**
+ * The largest request head by default: 64 KiB, what `Deno.serve` took, so
+ * that a GET carries as much content in its URL as before.
+ */
+const DEFAULT_MAX_HEAD_BYTES = 64 * 1024;
 
 /** The publisher's HTTP port unless `--port` says otherwise. */
 export const DEFAULT_PUBLISHER_PORT = 4237;
@@ -135,6 +151,42 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "how long subscribe, unsubscribe and disconnect wait for the pusher workers' replies",
     default: String(DEFAULT_COMMAND_TIMEOUT),
   },
+  "max-head-bytes": {
+    type: "string",
+    arg: "N",
+    help: "largest request head (a GET's content is in it); larger gets 431",
+    default: String(DEFAULT_MAX_HEAD_BYTES),
+  },
+  "head-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time a request head gets, from a connection's accept or a later request's first byte; then 408 and close",
+    default: String(DEFAULT_HEAD_TIMEOUT),
+  },
+  "idle-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time a keep-alive connection may wait for its next request before it is closed",
+    default: String(DEFAULT_IDLE_TIMEOUT),
+  },
+  "body-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time a request body gets to arrive in full, from its head; then 400 and close",
+    default: String(DEFAULT_BODY_TIMEOUT),
+  },
+  "send-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "time one write to a client may stay blocked (a client that does not read) before it is closed",
+    default: String(DEFAULT_SEND_TIMEOUT),
+  },
+  "max-connections": {
+    type: "string",
+    arg: "N",
+    help: "connections open at once; one more is accepted and closed at once, with one log line per burst",
+    default: String(DEFAULT_MAX_CONNECTIONS),
+  },
   "shutdown-timeout": {
     type: "string",
     arg: "MS",
@@ -166,6 +218,15 @@ interface PublisherConfig {
   maxContentBytes: number;
   maxFrameBytes: number;
   shutdownTimeout: number;
+  /** The HTTP server's bounds on connections. */
+  http: {
+    maxHeadBytes: number;
+    headTimeout: number;
+    idleTimeout: number;
+    bodyTimeout: number;
+    sendTimeout: number;
+    maxConnections: number;
+  };
   /** The server API's limits, handed to the handler as they are. */
   api: {
     maxBodyBytes: number;
@@ -186,7 +247,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   let logger = createLogger("publisher");
   let bus: Bus | undefined;
   let config: PublisherConfig;
-  let server: RestartingServer;
+  let server: HttpServer;
   let stopReloading: (() => void) | undefined;
   // Ends the dashboard's event streams, which would otherwise keep the drain waiting for open pages.
   const shuttingDown = new AbortController();
@@ -214,7 +275,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     stopReloading = onReloadSignal(async () => {
       if (!certFiles) return logger.warn("SIGHUP: nothing to reload without --cert and --key");
       const next = await readServedCertificate(certFiles);
-      server.reload({ cert: next.cert, key: next.key });
+      const { hostname } = config;
+      server.replaceListener(openListener(hostname, server.addr.port, { cert: next.cert, key: next.key }));
       logger.info("reloaded the certificate", certificateFields(next));
     }, logger);
     server = listen(config, handler, logger);
@@ -264,6 +326,14 @@ async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
     maxContentBytes: positiveIntFlag(flags, "max-content-bytes", DEFAULT_MAX_CONTENT_BYTES),
     shutdownTimeout: durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT),
     maxFrameBytes: hubMaxFrameBytesFlag(flags),
+    http: {
+      maxHeadBytes: positiveIntFlag(flags, "max-head-bytes", DEFAULT_MAX_HEAD_BYTES),
+      headTimeout: durationFlag(flags, "head-timeout", DEFAULT_HEAD_TIMEOUT, { min: 1 }),
+      idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_IDLE_TIMEOUT, { min: 1 }),
+      bodyTimeout: durationFlag(flags, "body-timeout", DEFAULT_BODY_TIMEOUT, { min: 1 }),
+      sendTimeout: durationFlag(flags, "send-timeout", DEFAULT_SEND_TIMEOUT, { min: 1 }),
+      maxConnections: positiveIntFlag(flags, "max-connections", DEFAULT_MAX_CONNECTIONS),
+    },
     api: {
       maxBodyBytes: positiveIntFlag(flags, "max-body-bytes", DEFAULT_MAX_BODY_BYTES),
       maxJsonDepth: positiveIntFlag(flags, "max-json-depth", DEFAULT_MAX_JSON_DEPTH),
@@ -294,43 +364,36 @@ function openPublisherBus(config: PublisherConfig, logger: Logger): Bus {
 }
 
 /**
- * Serves `handler` on the configured address, again after a failed accept.
+ * Serves `handler` on the configured address, under the configured bounds.
+ * Its largest body is the larger of the two the handler reads: a server-API
+ * call's JSON, and a publish form.
  *
  * @throws {Error} when it cannot listen (the port is taken, say).
  */
-function listen(config: PublisherConfig, handler: Deno.ServeHandler, logger: Logger): RestartingServer {
+function listen(config: PublisherConfig, handler: PublishHandler, logger: Logger): HttpServer {
   const { hostname, port, apiKey, served } = config;
   if (!served && !isLoopback(hostname)) {
     logger.warn(
       "listening on a non-loopback address without TLS: the API key and messages cross the network readable",
-      {
-        hostname,
-        hint: "--cert and --key (README: TLS)",
-      },
+      { hostname, hint: "--cert and --key (README: TLS)" },
     );
   }
-  let first = true;
-  // Again after a failed accept, and on SIGHUP: the certificate's fields are the first server's, so said once.
-  const onListen = (addr: Deno.NetAddr) => {
+  const onListen = (addr: Deno.NetAddr) =>
     logger.info("listening", {
       addr: `${addr.hostname}:${addr.port}`,
       auth: apiKey ? "api-key" : "none",
       tls: served ? "on" : "off",
       busTls: config.busTls?.caCerts ? (config.busTls.cert ? "on, client certificate" : "on") : "off",
-      ...(first && served && certificateFields(served)),
+      ...(served && certificateFields(served)),
     });
-    first = false;
-  };
+  const maxBodyBytes = Math.max(config.api.maxBodyBytes, config.maxContentBytes * 3 + FORM_OVERHEAD_BYTES);
+  let listener: Deno.Listener<Deno.Conn, Deno.NetAddr>;
   try {
-    return new RestartingServer(
-      (listenPort, tls) =>
-        Deno.serve({ hostname, port: listenPort ?? port, handler, onListen, ...tlsServeOptions(tls) }),
-      logger,
-      served && { cert: served.cert, key: served.key },
-    );
+    listener = openListener(hostname, port, served);
   } catch (error) {
     throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
   }
+  return serveHttp({ listener, onListen, logger, maxBodyBytes, fastPath: handler.fast, ...config.http }, handler);
 }
 
 /**
@@ -341,7 +404,7 @@ function listen(config: PublisherConfig, handler: Deno.ServeHandler, logger: Log
  * flight near the bound are cut off: closing the bus rejects their
  * publishes, so they answer 503, and the last moments let those answers out.
  */
-async function stop(server: RestartingServer, bus: Bus, timeout: number, logger: Logger): Promise<void> {
+async function stop(server: HttpServer, bus: Bus, timeout: number, logger: Logger): Promise<void> {
   const deadline = performance.now() + timeout;
   const left = () => Math.max(0, deadline - performance.now());
   const draining = server.shutdown();
@@ -353,108 +416,18 @@ async function stop(server: RestartingServer, bus: Bus, timeout: number, logger:
   await settlesWithin(closing, left());
 }
 
-/** How long the publisher waits before listening again after its server stopped accepting. */
-const RESTART_DELAY_MS = 1000;
-
 /**
- * A `Deno.serve` server that listens again when it stops accepting.
- * `Deno.serve` ends its accept loop for good when an accept fails, as it
- * does once the process is out of file descriptors (a flood of connections
- * that never finish their request heads, say; denoland/deno#10148): its
- * `finished` rejects and its port closes. Unhandled, that rejection ended
- * the process. Here it is logged, and the same handler serves again on the
- * same port a second later, as often as it takes: a flood costs refused
- * connections while it lasts, not the publisher.
+ * Listens on `hostname:port`, over TLS with `tls` (PEM contents). A TLS
+ * port is shared (`reusePort`), so that a listener with a reloaded
+ * certificate opens beside the old one before it closes.
  */
-class RestartingServer {
-  readonly #serve: (port: number | undefined, tls: CertifiedKey | undefined) => Deno.HttpServer<Deno.NetAddr>;
-  readonly #logger: Logger;
-  /** The certificate it serves with, the latest reloaded; undefined for plain HTTP. */
-  #tls: CertifiedKey | undefined;
-  #server: Deno.HttpServer<Deno.NetAddr>;
-  /** Every server started: one that stopped accepting still answers the requests it took. */
-  readonly #servers: Deno.HttpServer<Deno.NetAddr>[] = [];
-  #port: number;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #stopping = false;
-
-  /** Starts the first server; throws if `serve` does (the port is taken, say). */
-  constructor(
-    serve: (port: number | undefined, tls: CertifiedKey | undefined) => Deno.HttpServer<Deno.NetAddr>,
-    logger: Logger,
-    tls: CertifiedKey | undefined,
-  ) {
-    this.#serve = serve;
-    this.#logger = logger;
-    this.#tls = tls;
-    this.#server = this.#watch(serve(undefined, tls));
-    this.#port = this.#server.addr.port;
-  }
-
-  /**
-   * Serves new connections with `tls` from now on: a new server opens on the
-   * same port beside the current one (`reusePort`), then the current one
-   * shuts down, finishing the requests it has.
-   *
-   * @throws {Error} when the new server cannot open: the current one stays.
-   */
-  reload(tls: CertifiedKey): void {
-    if (this.#stopping) return;
-    const next = this.#serve(this.#port, tls);
-    this.#tls = tls;
-    const old = this.#server;
-    this.#server = this.#watch(next);
-    this.#retire(old);
-  }
-
-  /** Shuts a replaced server down, finishing its requests, and forgets it. */
-  #retire(old: Deno.HttpServer<Deno.NetAddr>): void {
-    old.shutdown().catch(() => {}).finally(() => {
-      const at = this.#servers.indexOf(old);
-      if (at >= 0) this.#servers.splice(at, 1);
-    });
-  }
-
-  /** Stops taking requests and resolves once those in flight are answered. */
-  async shutdown(): Promise<void> {
-    this.#stopping = true;
-    clearTimeout(this.#timer);
-    await Promise.all(this.#servers.map((server) => server.shutdown().catch(() => {})));
-  }
-
-  #watch(server: Deno.HttpServer<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {
-    this.#servers.push(server);
-    server.finished.catch((error: Error) => {
-      if (this.#stopping || server !== this.#server) return;
-      this.#logger.error("stopped accepting connections; listening again soon", {
-        error: error.message,
-        delayMs: RESTART_DELAY_MS,
-      });
-      this.#later();
-    });
-    return server;
-  }
-
-  #later(): void {
-    this.#timer = setTimeout(() => {
-      if (this.#stopping) return;
-      try {
-        this.#server = this.#watch(this.#serve(this.#port, this.#tls));
-      } catch (error) {
-        this.#logger.error("cannot listen again yet", { error: (error as Error).message });
-        this.#later();
-      }
-    }, RESTART_DELAY_MS);
-  }
-}
-
-/**
- * The `Deno.serve` options that serve HTTPS with `tls` (PEM contents), none
- * for plain HTTP. The port is shared (`reusePort`), so that a new server
- * with a reloaded certificate opens beside the old one before it closes.
- */
-function tlsServeOptions(tls: CertifiedKey | undefined): Partial<Deno.ServeTcpOptions & Deno.TlsCertifiedKeyPem> {
-  return tls ? { cert: tls.cert, key: tls.key, reusePort: true } : {};
+function openListener(
+  hostname: string,
+  port: number,
+  tls: CertifiedKey | undefined,
+): Deno.Listener<Deno.Conn, Deno.NetAddr> {
+  if (!tls) return Deno.listen({ hostname, port });
+  return Deno.listenTls({ hostname, port, cert: tls.cert, key: tls.key, reusePort: true });
 }
 
 /** Waits for `promise` up to `ms`; true if it settled in time. */

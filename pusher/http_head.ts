@@ -7,6 +7,9 @@
  */
 
 import { text } from "../shared/http.ts";
+import { authorityOf, isHost, isToken } from "../shared/http_head.ts";
+
+export { isHost, isToken };
 
 /**
  * What the handler gets of a request: its method, URL and headers, which is
@@ -153,29 +156,4 @@ export function parseHead(head: string, local: Deno.NetAddr): ParsedHead | Respo
   const url = `http://${authority ?? host ?? authorityOf(local)}${target}`;
   if (!URL.canParse(url)) return text(400, "Bad request target\n");
   return { req: { method: match[1]!, url, headers }, http10: match[3] === "0" };
-}
-
-/**
- * `host[:port]` (RFC 9110 7.2, RFC 3986 3.2.2): a name or IPv4 address, or
- * an IP literal in brackets, and an optional port; nothing else. One
- * character class or one `%XX` at a time: no backtracking.
- */
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::[0-9]*)?$/;
-
-/** True when `value` is `host[:port]` and nothing else: no user, path, query or fragment. */
-export function isHost(value: string): boolean {
-  // The URL parser has the last word on what the pattern lets through (a port over 65535, a bad IPv6 address).
-  return HOST.test(value) && URL.canParse(`http://${value}/`);
-}
-
-function authorityOf(addr: Deno.NetAddr): string {
-  return addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`;
-}
-
-/** An HTTP token (RFC 9110 5.6.2): what a header name and a subprotocol are made of. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-
-/** True when `value` is an HTTP token (RFC 9110 5.6.2), as a header name or a subprotocol must be. */
-export function isToken(value: string): boolean {
-  return TOKEN.test(value);
 }

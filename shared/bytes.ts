@@ -35,3 +35,29 @@ export function concat<T extends ArrayBufferLike = ArrayBufferLike>(
   }
   return out;
 }
+
+/**
+ * The length of `text` in UTF-8, as `new TextEncoder().encode(text).length`
+ * gives it (a lone surrogate counts as U+FFFD, 3 bytes), without encoding it.
+ *
+ * @example
+ * ```ts
+ * import { utf8Length } from "./bytes.ts";
+ *
+ * utf8Length("a€😀"); // 1 + 3 + 4 = 8
+ * ```
+ */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) bytes += 1;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      // A surrogate pair: two UTF-16 units, four bytes.
+      bytes += 2;
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
+}

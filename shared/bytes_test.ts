@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { concat } from "./bytes.ts";
+import { concat, utf8Length } from "./bytes.ts";
 
 Deno.test("concat joins chunks in order into a fresh array, with or without the total given", () => {
   const a = new Uint8Array([1, 2]);
@@ -22,4 +22,25 @@ Deno.test("concat returns a single chunk itself, without copying", () => {
 Deno.test("concat of no chunks is an empty array", () => {
   assert.deepEqual(concat([]), new Uint8Array(0));
   assert.deepEqual(concat([], 0), new Uint8Array(0));
+});
+
+Deno.test("utf8Length counts what TextEncoder would encode, lone surrogates included", () => {
+  const encoder = new TextEncoder();
+  for (
+    const text of [
+      "",
+      "ascii",
+      "é",
+      "€",
+      "😀",
+      "a€😀",
+      "\ud800",
+      "\udc00x",
+      "\ud800\ud800",
+      "x\udbff\udfff",
+      "\u07ff\u0800",
+    ]
+  ) {
+    assert.equal(utf8Length(text), encoder.encode(text).length, JSON.stringify(text));
+  }
 });

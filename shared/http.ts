@@ -68,7 +68,46 @@ export function typed(
   for (const [name, value] of Object.entries(headers)) {
     if (name.toLowerCase() !== "content-type") response.headers.set(name, value);
   }
+  bodies.set(response, body);
   return response;
+}
+
+/**
+ * Marks a response built by {@linkcode text} or {@linkcode typed} as one
+ * that will be answered again and again, unchanged: a server may keep its
+ * bytes on the wire for the next time ({@linkcode isShared}). Its headers
+ * must not change after this.
+ *
+ * @example
+ * ```ts
+ * import { share, text } from "./http.ts";
+ *
+ * const OK = share(text(200, "ok"));
+ * ```
+ */
+export function share(response: Response): Response {
+  if (bodies.has(response)) shared.add(response);
+  return response;
+}
+
+/** Whether `response` was marked by {@linkcode share}. */
+export function isShared(response: Response): boolean {
+  return shared.has(response);
+}
+
+const shared = new WeakSet<Response>();
+
+/** The string bodies of the responses {@linkcode typed} built, for a server that writes them without a stream. */
+const bodies = new WeakMap<Response, string>();
+
+/**
+ * The body `response` was built with by {@linkcode text} or
+ * {@linkcode typed}, or undefined for any other response. A server writes
+ * it as it is, with its length, rather than read it back from the
+ * response's stream: a body is immutable, so the two are the same bytes.
+ */
+export function stringBodyOf(response: Response): string | undefined {
+  return response.bodyUsed ? undefined : bodies.get(response);
 }
 
 /** One path's methods and what answers them. */

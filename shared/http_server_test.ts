@@ -1,0 +1,434 @@
+import assert from "node:assert/strict";
+import { type HttpHandler, type HttpServerOptions, serveHttp } from "./http_server.ts";
+import { share, text } from "./http.ts";
+import { createLogger } from "./log.ts";
+import { until, within } from "../channel/testing.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A server on a free port that logs into `logs`. */
+function start(options: HttpServerOptions, handler: HttpHandler, logs: string[] = []) {
+  const logger = createLogger("http", { level: "info", sink: (line) => logs.push(line) });
+  return serveHttp({ port: 0, logger, ...options }, handler);
+}
+
+async function connect(port: number): Promise<Deno.TcpConn> {
+  return await Deno.connect({ hostname: "127.0.0.1", port });
+}
+
+async function send(conn: Deno.Conn, text: string | Uint8Array): Promise<void> {
+  const bytes = typeof text === "string" ? encoder.encode(text) : text;
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** One response as read off the wire. */
+interface Answer {
+  status: number;
+  headers: Map<string, string>;
+  body: string;
+}
+
+/** Reads and parses answers from a raw connection, across reads. */
+class Reader {
+  readonly #conn: Deno.Conn;
+  #text = "";
+  #ended = false;
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  /** The next answer, within 5 s; null if the connection ended before one began. `head`: it answers a HEAD. */
+  next(what = "an answer", head = false): Promise<Answer | null> {
+    return within(this.#next(head), 5000, what);
+  }
+
+  /** Resolves once the server closed the connection, within `ms`; what came before it, unparsed. */
+  async closed(ms = 5000): Promise<string> {
+    await within(this.#fill(() => false), ms, "the server to close the connection");
+    return this.#text;
+  }
+
+  async #next(head: boolean): Promise<Answer | null> {
+    await this.#fill(() => this.#text.includes("\r\n\r\n"));
+    if (!this.#text.includes("\r\n\r\n")) {
+      if (this.#text === "") return null;
+      throw new Error(`The connection ended inside a head: ${JSON.stringify(this.#text)}`);
+    }
+    const end = this.#text.indexOf("\r\n\r\n");
+    const [line, ...fields] = this.#text.slice(0, end).split("\r\n");
+    const headers = new Map(
+      fields.map((f) => [f.slice(0, f.indexOf(":")).toLowerCase(), f.slice(f.indexOf(":") + 1).trim()]),
+    );
+    this.#text = this.#text.slice(end + 4);
+    const status = Number(line!.split(" ")[1]);
+    let body = "";
+    if (head) {
+      // No body, whatever its headers say.
+    } else if (headers.has("content-length")) {
+      const length = Number(headers.get("content-length"));
+      await this.#fill(() => this.#text.length >= length);
+      body = this.#text.slice(0, length);
+      this.#text = this.#text.slice(length);
+    } else if (headers.get("transfer-encoding") === "chunked") {
+      while (true) {
+        await this.#fill(() => this.#text.includes("\r\n"));
+        const size = parseInt(this.#text.slice(0, this.#text.indexOf("\r\n")), 16);
+        const start = this.#text.indexOf("\r\n") + 2;
+        await this.#fill(() => this.#text.length >= start + size + 2);
+        body += this.#text.slice(start, start + size);
+        this.#text = this.#text.slice(start + size + 2);
+        if (size === 0) break;
+      }
+    }
+    return { status, headers, body };
+  }
+
+  /** Reads until `enough()` or the end of the connection. */
+  async #fill(enough: () => boolean): Promise<void> {
+    const buffer = new Uint8Array(65536);
+    while (!enough() && !this.#ended) {
+      let n: number | null;
+      try {
+        n = await this.#conn.read(buffer);
+      } catch {
+        n = null;
+      }
+      if (n === null) this.#ended = true;
+      else this.#text += decoder.decode(buffer.subarray(0, n));
+    }
+  }
+}
+
+const echo: HttpHandler = async (req) => {
+  const url = new URL(req.url);
+  const body = req.body ? await req.text() : "";
+  return text(200, `${req.method} ${url.pathname}${url.search} ${body}`);
+};
+
+Deno.test("http server keeps a connection alive across requests and answers pipelined ones in order", async () => {
+  // The first answer is the slowest: the order on the wire is the order of the requests all the same.
+  const delays: Record<string, number> = { "/1": 60, "/2": 0, "/3": 20 };
+  await using server = start({}, async (req) => {
+    const path = new URL(req.url).pathname;
+    await new Promise((resolve) => setTimeout(resolve, delays[path] ?? 0));
+    return text(200, path);
+  });
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(
+    conn,
+    "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+  );
+  for (const path of ["/1", "/2", "/3"]) assert.equal((await reader.next())?.body, path);
+  await send(conn, "GET /4 HTTP/1.1\r\nHost: a\r\n\r\n");
+  const fourth = await reader.next();
+  assert.equal(fourth?.body, "/4");
+  assert.equal(fourth?.headers.get("connection"), undefined);
+  assert.match(fourth?.headers.get("date") ?? "", /GMT$/);
+  await send(conn, "GET /5 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /6 HTTP/1.1\r\nHost: a\r\n\r\n");
+  const last = await reader.next();
+  assert.deepEqual([last?.body, last?.headers.get("connection")], ["/5", "close"]);
+  // A request after the one that asked to close is not answered.
+  assert.equal(await reader.closed(), "");
+});
+
+Deno.test("http server reads Content-Length and chunked bodies, in any pieces, and answers 100 Continue when the handler reads", async () => {
+  await using server = start({}, echo);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+  assert.equal((await reader.next())?.body, "POST /a hello");
+  const chunked = "POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+    "3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\n";
+  for (const byte of encoder.encode(chunked)) await send(conn, new Uint8Array([byte]));
+  assert.equal((await reader.next())?.body, "POST /b abc0123456789abcdef");
+  await send(conn, "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+  const interim = await reader.next("100 Continue");
+  assert.equal(interim?.status, 100);
+  await send(conn, "hi");
+  assert.equal((await reader.next())?.body, "POST /c hi");
+  // GET, HEAD: the same connection still works after all that.
+  await send(conn, "HEAD /d HTTP/1.1\r\nHost: a\r\n\r\nGET /e?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  const head = await reader.next("the answer to HEAD", true);
+  assert.deepEqual([head?.status, head?.headers.get("content-length"), head?.body], [200, "8", ""]);
+  assert.equal((await reader.next())?.body, "GET /e?x=1 ");
+});
+
+Deno.test("http server drops an unread body that came whole, and closes after the answer when one is still coming", async () => {
+  await using server = start({}, () => text(404, "nope\n"));
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /y HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal((await reader.next())?.status, 404);
+  assert.equal((await reader.next())?.status, 404);
+  await send(conn, "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc");
+  const answer = await reader.next();
+  assert.deepEqual([answer?.status, answer?.headers.get("connection")], [404, "close"]);
+  await reader.closed();
+});
+
+Deno.test("http server refuses malformed heads with a status and a one-line reason, and closes", async () => {
+  await using server = start({ maxHeadBytes: 1024, maxBodyBytes: 100 }, echo);
+  const cases: [string, number, RegExp][] = [
+    ["GARBAGE\r\n\r\n", 400, /^Bad request line\n$/],
+    ["GET / HTTP/1.1\r\n\r\n", 400, /^Missing Host header\n$/],
+    ["GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, /^More than one Host header\n$/],
+    ["GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, /^Bad Host header\n$/],
+    ["GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400, /^Bad header line\n$/],
+    ["GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400, /^Bad header line\n$/],
+    ["GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, /^HTTP version not supported: HTTP\/2\.0\n$/],
+    [
+      "GET / HTTP/1.1\r\nHost: a\r\nX: " + "a".repeat(2000) + "\r\n\r\n",
+      431,
+      /^Request head too large: over 1024 bytes\n$/,
+    ],
+    ["POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n", 413, /^Body too large: over the 100-byte limit\n$/],
+    ["POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", 400, /^Bad Content-Length: x\n$/],
+    [
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+      400,
+      /^Conflicting Content-Length/,
+    ],
+    [
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+      400,
+      /^Both Content-Length and Transfer-Encoding\n$/,
+    ],
+    ["POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501, /^Transfer coding not supported: gzip;/],
+    ["POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: magic\r\n\r\n", 417, /^Expectation not supported/],
+    ["TRACE / HTTP/1.1\r\nHost: a\r\n\r\n", 400, /^Bad request: /],
+  ];
+  for (const [request, status, reason] of cases) {
+    using conn = await connect(server.addr.port);
+    const reader = new Reader(conn);
+    await send(conn, request);
+    const answer = await reader.next(`the answer to ${JSON.stringify(request.slice(0, 40))}`);
+    assert.equal(answer?.status, status, request.slice(0, 60));
+    assert.match(answer?.body ?? "", reason);
+    if (status !== 400 || !reason.source.includes("Bad request: ")) {
+      assert.equal(answer?.headers.get("connection"), "close");
+    }
+    if (answer?.headers.get("connection") === "close") await reader.closed();
+  }
+});
+
+Deno.test("http server answers 500 when the handler throws, and the connection goes on", async () => {
+  const logs: string[] = [];
+  await using server = start({}, (req) => {
+    if (req.url.endsWith("/throw")) throw new Error("boom");
+    if (req.url.endsWith("/reject")) return Promise.reject(new Error("late boom"));
+    return text(200, "fine");
+  }, logs);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(
+    conn,
+    "GET /throw HTTP/1.1\r\nHost: a\r\n\r\nGET /reject HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+  );
+  assert.deepEqual([(await reader.next())?.status, (await reader.next())?.body], [500, "Internal error\n"]);
+  assert.equal((await reader.next())?.body, "fine");
+  assert.equal(
+    logs.filter((line) => /level=error .*msg="handler threw" error="Error: (late )?boom"/.test(line)).length,
+    2,
+  );
+});
+
+Deno.test("http server streams a body that is still coming, chunked, and a known one with its length", async () => {
+  await using server = start({}, (req) => {
+    if (!req.url.endsWith("/events")) return share(text(200, "shared"));
+    let n = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        if (n++ === 3) return controller.close();
+        controller.enqueue(encoder.encode(`data: ${n}\n\n`));
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/event-stream" } });
+  });
+  const events = await fetch(`http://127.0.0.1:${server.addr.port}/events`);
+  assert.equal(events.headers.get("transfer-encoding"), "chunked");
+  assert.equal(await events.text(), "data: 1\n\ndata: 2\n\ndata: 3\n\n");
+  for (let i = 0; i < 2; i++) {
+    const shared = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+    assert.deepEqual([shared.headers.get("content-length"), await shared.text()], ["6", "shared"]);
+  }
+});
+
+Deno.test("http server closes a connection whose head does not come within headTimeout, with a 408 if part of it came", async () => {
+  const logs: string[] = [];
+  await using server = start({ headTimeout: 100 }, echo, logs);
+  using silent = await connect(server.addr.port);
+  using partial = await connect(server.addr.port);
+  await send(partial, "GET / HTTP/1.1\r\nHo");
+  const answer = await new Reader(partial).closed();
+  assert.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n[^]*\r\n\r\nRequest head not received within 100 ms\n$/);
+  assert.equal(await new Reader(silent).closed(), "");
+  assert.ok(
+    logs.some((line) => /msg="closing connections past a deadline" headTimeouts=[12] headTimeout=100/.test(line)),
+  );
+});
+
+Deno.test("http server times a later head from its first byte, and closes a keep-alive connection idle for idleTimeout", async () => {
+  await using server = start({ headTimeout: 150, idleTimeout: 400 }, echo);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal((await reader.next())?.status, 200);
+  // Idle for longer than the head timeout: still open, as the idle timeout is longer.
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  await send(conn, "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal((await reader.next())?.status, 200);
+  const idleSince = Date.now();
+  await reader.closed();
+  const idle = Date.now() - idleSince;
+  assert.ok(idle >= 350 && idle < 2000, `closed after ${idle} ms idle, the timeout is 400 ms`);
+});
+
+Deno.test("http server fails the read of a body that does not come within bodyTimeout, answers, and closes", async () => {
+  await using server = start({ bodyTimeout: 100 }, async (req) => {
+    try {
+      await req.text();
+      return text(200, "read");
+    } catch (error) {
+      return text(400, `Cannot read the body: ${(error as Error).message}\n`);
+    }
+  });
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+  const answer = await reader.next();
+  assert.deepEqual([answer?.status, answer?.body], [
+    400,
+    "Cannot read the body: Request body not received within 100 ms\n",
+  ]);
+  assert.equal(answer?.headers.get("connection"), "close");
+  await reader.closed();
+});
+
+Deno.test("http server closes a connection whose client does not read its answers within sendTimeout", async () => {
+  const big = "x".repeat(1024 * 1024);
+  await using server = start({ sendTimeout: 200 }, () => text(200, big));
+  using conn = await connect(server.addr.port);
+  // Many large answers and no reads: the server's writes block, then it gives up.
+  await send(conn, "GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(40));
+  await until(() => server.connections === 0, 10_000, "the server to close the connection that does not read");
+});
+
+Deno.test("http server over maxConnections closes new connections at once and logs once per burst", async () => {
+  const logs: string[] = [];
+  await using server = start({ maxConnections: 2 }, echo, logs);
+  using first = await connect(server.addr.port);
+  using second = await connect(server.addr.port);
+  await until(() => server.connections === 2, 5000, "two connections");
+  for (let i = 0; i < 3; i++) {
+    using extra = await connect(server.addr.port);
+    assert.equal(await new Reader(extra).closed(), "");
+  }
+  first.close();
+  await until(() => server.connections === 1, 5000, "the first connection to go");
+  using third = await connect(server.addr.port);
+  const reader = new Reader(third);
+  await send(third, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal((await reader.next())?.status, 200);
+  assert.equal(
+    logs.filter((line) => line.includes('msg="refusing connections: at the limit of open connections" limit=2')).length,
+    1,
+  );
+  assert.ok(logs.some((line) => /msg="accepting connections again" refused=3/.test(line)));
+  void second;
+});
+
+Deno.test("http server shutdown closes idle connections, answers the requests in flight with connection: close, then resolves", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const server = start({}, async () => {
+    await held;
+    return text(200, "late");
+  });
+  using idle = await connect(server.addr.port);
+  using busy = await connect(server.addr.port);
+  const reader = new Reader(busy);
+  await send(busy, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  await until(() => server.connections === 2, 5000, "both connections");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const stopped = server.shutdown();
+  assert.equal(await new Reader(idle).closed(), "");
+  release();
+  const answer = await reader.next();
+  assert.deepEqual([answer?.body, answer?.headers.get("connection")], ["late", "close"]);
+  await within(stopped, 5000, "the shutdown");
+  await server.shutdown();
+});
+
+Deno.test("http server serves HTTP/1.0: the answer closes the connection, and a stream is sent until then", async () => {
+  await using server = start(
+    {},
+    (req) =>
+      req.url.endsWith("/stream")
+        ? new Response(ReadableStream.from([encoder.encode("a"), encoder.encode("b")]))
+        : echo(req),
+  );
+  using conn = await connect(server.addr.port);
+  await send(conn, "GET /x HTTP/1.0\r\n\r\n");
+  const reply = await new Reader(conn).closed();
+  assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*\r\n\r\nGET \/x $/);
+  using stream = await connect(server.addr.port);
+  await send(stream, "GET /stream HTTP/1.0\r\n\r\n");
+  const streamed = await new Reader(stream).closed();
+  assert.doesNotMatch(streamed, /transfer-encoding/);
+  assert.match(streamed, /\r\n\r\nab$/);
+});
+
+/** A self-signed certificate for localhost and its key, made by openssl in a temporary directory. */
+async function selfSigned(): Promise<{ cert: string; key: string }> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { success, stderr } = await new Deno.Command("openssl", {
+      args: [
+        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"],
+        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`, "-subj", "/CN=localhost"],
+        ...["-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"],
+        ...["-addext", "extendedKeyUsage=serverAuth"],
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!success) throw new Error(`Cannot make a certificate with openssl: ${decoder.decode(stderr)}`);
+    return { cert: await Deno.readTextFile(`${dir}/cert.pem`), key: await Deno.readTextFile(`${dir}/key.pem`) };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("http server serves on a TLS listener, and the handler sees https URLs", async () => {
+  const { cert, key } = await selfSigned();
+  const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
+  await using server = start({ listener }, (req) => text(200, new URL(req.url).protocol));
+  const client = Deno.createHttpClient({ caCerts: [cert] });
+  const response = await fetch(`https://localhost:${server.addr.port}/`, { client });
+  assert.equal(await response.text(), "https:");
+  client.close();
+});
+
+Deno.test("http server cancels a stream whose client has gone, and forgets the connection", async () => {
+  let cancelled!: () => void;
+  const cancel = new Promise<void>((resolve) => (cancelled = resolve));
+  await using server = start({}, () =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start: (controller) => controller.enqueue(encoder.encode("data: hello\n\n")),
+        cancel: () => cancelled(),
+      }),
+      { headers: { "content-type": "text/event-stream" } },
+    ));
+  const conn = await connect(server.addr.port);
+  await send(conn, "GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+  await within(conn.read(new Uint8Array(1024)), 5000, "the stream's first bytes");
+  conn.close();
+  await within(cancel, 5000, "the stream to be cancelled");
+  await until(() => server.connections === 0, 5000, "the server to forget the connection");
+});
