@@ -56,16 +56,19 @@
  */
 
 import {
-  connect,
+  type ConnectionOptions,
   createInbox,
   headers as natsHeaders,
   type Msg,
   type MsgHdrs,
   type NatsConnection,
+  NatsConnectionImpl,
   RequestError,
+  setTransportFactory,
   type Subscription,
   TimeoutError,
 } from "@nats-io/transport-node";
+import { NodeTransport } from "@nats-io/transport-node/lib/node_transport.js";
 import {
   jetstream,
   JetStreamApiError,
@@ -194,6 +197,20 @@ function ignoreLateResets(): void {
   });
 }
 let lateResetsIgnored = false;
+
+/**
+ * The npm client's `connect`, except that a server given by host name is
+ * dialled by that name. The client's own resolver looks the name up first
+ * (`dns.lookup`, which Deno grants only for the bare host) and dials the
+ * addresses it gets (which need grants of their own), checking TLS
+ * certificates for the name: a task granted `--allow-net=nats1:4222` could not
+ * connect. Dialled by name, the grant is exactly the `--bus` host and port,
+ * the system resolves the name at each dial, and TLS still checks the name.
+ */
+function connect(options: ConnectionOptions): Promise<NatsConnection> {
+  setTransportFactory({ factory: () => new NodeTransport(), dnsResolveFn: (host) => Promise.resolve([host]) });
+  return NatsConnectionImpl.connect(options);
+}
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
