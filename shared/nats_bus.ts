@@ -29,7 +29,8 @@
  *   reply, and answers `expected: null`.
  * - **History** lives in one JetStream stream (`CHANNEL_HISTORY`) capturing
  *   the history subjects, with `max_msgs_per_subject` = history size, `max_age`
- *   = its ttl and min(3, cluster size) replicas. Each message carries
+ *   = its ttl and min(3, cluster size) replicas (the servers the cluster
+ *   advertises, or those given, whichever are more). Each message carries
  *   `Bus-Offset` and `Bus-Epoch` headers and `Bus-Prev` (the stream sequence
  *   of the subject's previous message); it is published with
  *   `Nats-Expected-Last-Subject-Sequence`, so concurrent publishers never give
@@ -708,7 +709,8 @@ export class NatsBus implements Bus {
       max_msgs_per_subject: history.size,
       max_age: ttl * 1_000_000,
       duplicate_window: Math.min(ttl, 300_000) * 1_000_000,
-      num_replicas: Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 1)),
+      // The servers the cluster advertises, or those we were given: a cluster run with `--no_advertise` advertises none.
+      num_replicas: Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 0, this.#options.servers.length)),
       allow_direct: true,
       republish: { src: ">", dest: `${LIVE_PREFIX}>` },
     };
