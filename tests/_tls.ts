@@ -166,8 +166,9 @@ export interface HostCertificates extends AsyncDisposable {
 /**
  * Makes a CA and, for each host, a directory under a fresh `certs/test-*`
  * holding what that machine's `certs/` would: the CA's certificate
- * (`ca.pem`) and a server certificate for its name and address, signed by
- * the CA (`server.pem`, `server.key`). Disposing removes them all.
+ * (`ca.pem`) and a certificate for its name and address, signed by the CA
+ * (`server.pem`, `server.key`), for server and client authentication (a
+ * NATS route presents it both ways). Disposing removes them all.
  *
  * @example
  * ```ts
@@ -215,7 +216,7 @@ export async function makeHostCertificates(hosts: Host[]): Promise<HostCertifica
       ]);
       await Deno.writeTextFile(
         `${dir}/server.ext`,
-        `subjectAltName=DNS:${name},IP:${address}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
+        `subjectAltName=DNS:${name},IP:${address}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n`,
       );
       await openssl([
         "x509",

@@ -22,6 +22,7 @@ import { Client } from "../pusher/testing.ts";
 import { Op, RawSocket } from "../pusher/ws_testing.ts";
 import { RawPeer, until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
+import { ROOT } from "../shared/tasks.ts";
 
 /** One machine of a README block: where it is and what runs there. */
 interface Machine {
@@ -339,36 +340,47 @@ Deno.test({
     await using certs = await makeHostCertificates(hosts);
     const stores = await Deno.makeTempDir({ prefix: "nats-machines-" });
     await using _stores = { [Symbol.asyncDispose]: () => Deno.remove(stores, { recursive: true }) };
-    /** The machine's command on its own disk: its own `certs/` and NATS store. */
-    const onItsDisk = (machine: Machine) =>
-      machine.command.map((word, i) => {
-        if (word.startsWith("certs/")) return `${certs.dir(machine.name!)}/${word.slice("certs/".length)}`;
-        if (machine.command[i - 1] === "-sd") return `${stores}/${machine.name}`;
-        return word;
-      });
+    /**
+     * The machine's command on its own disk: its own `certs/` and NATS store, and
+     * a copy of a configuration file (`-c`) whose `certs/` paths point there.
+     */
+    const onItsDisk = async (machine: Machine): Promise<string[]> => {
+      const own = (path: string) => `${certs.dir(machine.name!)}/${path.slice("certs/".length)}`;
+      const words: string[] = [];
+      for (const [i, word] of machine.command.entries()) {
+        const after = machine.command[i - 1];
+        if (after === "-c") {
+          const copy = `${stores}/${machine.name}.conf`;
+          await Deno.writeTextFile(copy, (await Deno.readTextFile(new URL(word, ROOT))).replace(/\bcerts\/\S+/g, own));
+          words.push(copy);
+        } else if (after === "-sd") words.push(`${stores}/${machine.name}`);
+        else words.push(word.startsWith("certs/") ? own(word) : word);
+      }
+      return words;
+    };
     await using network = await Network.create(machines.map((machine) => machine.address), hosts);
     const services = new Map<Machine, Service>();
     const clients: WssClient[] = [];
     const client = Deno.createHttpClient({ caCerts: [certs.caPem] });
     const caller = { apiKey, client };
     try {
-      const start = (machine: Machine) => {
+      const start = async (machine: Machine) => {
         const label = `${entry(machine) ?? "nats-server"}@${machine.name}`;
-        const service = startCommand(label, onItsDisk(machine), {
+        const service = startCommand(label, await onItsDisk(machine), {
           env: machine.env,
           netns: network.namespace(machine.address),
         });
         services.set(machine, service);
         return service;
       };
-      const natsServices = nodes.map(start);
+      const natsServices = await Promise.all(nodes.map(start));
       await Promise.all(natsServices.map((service) => service.waitForLine(/Server is ready/, 20_000)));
       await Promise.race(
         natsServices.map((service) => service.waitForLine(/JetStream cluster new metadata leader/, 20_000)),
       );
       const links = (service: Service) => service.lines.filter((line) => line.includes('msg="connected to NATS"'));
       await Promise.all([...pushers, ...publishers].map(async (machine) => {
-        const service = start(machine);
+        const service = await start(machine);
         const expected = entry(machine) === "pusher/main.ts" ? workers : 1;
         await until(() => links(service).length >= expected, 20_000, `${expected} NATS links from ${machine.name}`);
         await service.waitForLine(/msg=listening addr=0\.0\.0\.0:\d+ .*tls=on/);
