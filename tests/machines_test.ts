@@ -267,9 +267,8 @@ Deno.test({
 /** A `wss://` client, as a browser is: it answers pings and keeps every text message. */
 class WssClient implements AsyncDisposable {
   readonly messages: string[] = [];
-  /** Set when the server closed the connection or ended it. */
-  ended = false;
   readonly #socket: RawSocket;
+  #ended = false;
   readonly #reading: Promise<void>;
 
   private constructor(socket: RawSocket) {
@@ -292,7 +291,12 @@ class WssClient implements AsyncDisposable {
         if (frame.opcode === Op.text) this.messages.push(new TextDecoder().decode(frame.payload));
       }
     } catch { /* closed by dispose */ }
-    this.ended = true;
+    this.#ended = true;
+  }
+
+  /** Whether the connection ended (the server closed it, or dispose did). */
+  get ended(): boolean {
+    return this.#ended;
   }
 
   /** Sends one client command, `{"id":1,"subscribe":{...}}`. */
@@ -456,7 +460,15 @@ Deno.test({
         JSON.stringify({ channel: "news", data: "n2", offset: 2, epoch }),
         JSON.stringify({ channel: "news", data: "n3", offset: 3, epoch }),
       ]);
-      await since(publishers[0]!, "fence 2");
+      // The live subscriber got all three as they came, the late one its two recovered ones, nobody else any.
+      const newsOf = (got: string[]) => got.filter((message) => message.startsWith('{"channel":"news"'));
+      const n = (data: string, offset: number) => JSON.stringify({ channel: "news", data, offset, epoch });
+      assert.deepEqual(
+        (await since(publishers[0]!, "fence 2")).map(newsOf),
+        clients.map((wss) =>
+          wss === reader ? [n("n1", 1), n("n2", 2), n("n3", 3)] : wss === late ? [n("n2", 2), n("n3", 3)] : []
+        ),
+      );
 
       // kill -9 the NATS node with the most links: they move to the others by themselves, and every client keeps
       // its socket. (Whether it also leads the history stream is chance here; tests/nats_faults_test.ts kills the leader.)
@@ -484,8 +496,10 @@ Deno.test({
         after = await news("n4", "n4");
       }
       assert.equal(after.status, 200, JSON.stringify(after.body));
-      const n4 = JSON.stringify({ channel: "news", data: "n4", offset: 4, epoch });
-      for (const wss of [reader!, late]) await until(() => wss.messages.includes(n4), 10_000, "n4 live");
+      assert.deepEqual(
+        (await since(publishers[0]!, "fence 3")).map(newsOf),
+        clients.map((wss) => wss === reader || wss === late ? [n("n4", 4)] : []),
+      );
       assert.deepEqual(clients.map((wss) => wss.ended), clients.map(() => false), "every client kept its socket");
     } finally {
       await Promise.all(clients.map((wss) => wss[Symbol.asyncDispose]()));
