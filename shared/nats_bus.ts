@@ -29,7 +29,8 @@
  *   reply, and answers `expected: null`.
  * - **History** lives in one JetStream stream (`CHANNEL_HISTORY`) capturing
  *   the history subjects, with `max_msgs_per_subject` = history size, `max_age`
- *   = its ttl and min(3, cluster size) replicas. Each message carries
+ *   = its ttl and min(3, cluster size) replicas (the servers the cluster
+ *   advertises, or those given, whichever are more). Each message carries
  *   `Bus-Offset` and `Bus-Epoch` headers and `Bus-Prev` (the stream sequence
  *   of the subject's previous message); it is published with
  *   `Nats-Expected-Last-Subject-Sequence`, so concurrent publishers never give
@@ -56,16 +57,19 @@
  */
 
 import {
-  connect,
+  type ConnectionOptions,
   createInbox,
   headers as natsHeaders,
   type Msg,
   type MsgHdrs,
   type NatsConnection,
+  NatsConnectionImpl,
   RequestError,
+  setTransportFactory,
   type Subscription,
   TimeoutError,
 } from "@nats-io/transport-node";
+import { NodeTransport } from "@nats-io/transport-node/lib/node_transport.js";
 import {
   jetstream,
   JetStreamApiError,
@@ -194,6 +198,20 @@ function ignoreLateResets(): void {
   });
 }
 let lateResetsIgnored = false;
+
+/**
+ * The npm client's `connect`, except that a server given by host name is
+ * dialled by that name. The client's own resolver looks the name up first
+ * (`dns.lookup`, which Deno grants only for the bare host) and dials the
+ * addresses it gets (which need grants of their own), checking TLS
+ * certificates for the name: a task granted `--allow-net=nats1:4222` could not
+ * connect. Dialled by name, the grant is exactly the `--bus` host and port,
+ * the system resolves the name at each dial, and TLS still checks the name.
+ */
+function connect(options: ConnectionOptions): Promise<NatsConnection> {
+  setTransportFactory({ factory: () => new NodeTransport(), dnsResolveFn: (host) => Promise.resolve([host]) });
+  return NatsConnectionImpl.connect(options);
+}
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -691,7 +709,8 @@ export class NatsBus implements Bus {
       max_msgs_per_subject: history.size,
       max_age: ttl * 1_000_000,
       duplicate_window: Math.min(ttl, 300_000) * 1_000_000,
-      num_replicas: Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 1)),
+      // The servers the cluster advertises, or those we were given: a cluster run with `--no_advertise` advertises none.
+      num_replicas: Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 0, this.#options.servers.length)),
       allow_direct: true,
       republish: { src: ">", dest: `${LIVE_PREFIX}>` },
     };

@@ -149,6 +149,106 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
   }
 }
 
+/** One machine of {@linkcode makeHostCertificates}: its host name and address. */
+export interface Host {
+  name: string;
+  address: string;
+}
+
+/** The certificates of {@linkcode makeHostCertificates}: one `certs/` directory per machine. */
+export interface HostCertificates extends AsyncDisposable {
+  /** The CA's PEM text. */
+  caPem: string;
+  /** A machine's own `certs/` directory, from the repository root (`certs/test-.../nats1`). */
+  dir(name: string): string;
+}
+
+/**
+ * Makes a CA and, for each host, a directory under a fresh `certs/test-*`
+ * holding what that machine's `certs/` would: the CA's certificate
+ * (`ca.pem`) and a certificate for its name and address, signed by the CA
+ * (`server.pem`, `server.key`), for server and client authentication (a
+ * NATS route presents it both ways). Disposing removes them all.
+ *
+ * @example
+ * ```ts
+ * import { makeHostCertificates } from "./_tls.ts";
+ *
+ * await using certs = await makeHostCertificates([{ name: "nats1", address: "10.0.1.1" }]);
+ * certs.dir("nats1"); // "certs/test-.../nats1", with ca.pem, server.pem and server.key
+ * ```
+ */
+export async function makeHostCertificates(hosts: Host[]): Promise<HostCertificates> {
+  const certsDir = new URL("certs/", ROOT);
+  await Deno.mkdir(certsDir, { recursive: true });
+  const absolute = await Deno.makeTempDir({ dir: certsDir.pathname, prefix: "test-" });
+  const relative = `certs/${absolute.split("/").at(-1)}`;
+  try {
+    const file = (name: string) => `${absolute}/${name}`;
+    await openssl([
+      "req",
+      "-x509",
+      ...EC_KEY,
+      "-keyout",
+      file("ca.key"),
+      "-out",
+      file("ca.pem"),
+      "-days",
+      "2",
+      "-subj",
+      "/CN=deno-push test CA",
+    ]);
+    const caPem = await Deno.readTextFile(file("ca.pem"));
+    for (const { name, address } of hosts) {
+      const dir = file(name);
+      await Deno.mkdir(dir);
+      await Deno.writeTextFile(`${dir}/ca.pem`, caPem);
+      await openssl([
+        "req",
+        "-new",
+        ...EC_KEY,
+        "-keyout",
+        `${dir}/server.key`,
+        "-out",
+        `${dir}/server.csr`,
+        "-subj",
+        `/CN=${name}`,
+      ]);
+      await Deno.writeTextFile(
+        `${dir}/server.ext`,
+        `subjectAltName=DNS:${name},IP:${address}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n`,
+      );
+      await openssl([
+        "x509",
+        "-req",
+        "-in",
+        `${dir}/server.csr`,
+        "-CA",
+        file("ca.pem"),
+        "-CAkey",
+        file("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        `${dir}/server.pem`,
+        "-days",
+        "1",
+        "-extfile",
+        `${dir}/server.ext`,
+      ]);
+    }
+    return {
+      caPem,
+      dir: (name) => `${relative}/${name}`,
+      async [Symbol.asyncDispose]() {
+        await Deno.remove(absolute, { recursive: true });
+      },
+    };
+  } catch (error) {
+    await Deno.remove(absolute, { recursive: true });
+    throw error;
+  }
+}
+
 const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
 async function openssl(args: string[]): Promise<void> {

@@ -7,12 +7,13 @@
  */
 
 import assert from "node:assert/strict";
-import { type Service, startService } from "./_service.ts";
+import { type Service, startCommand, startService } from "./_service.ts";
 import { startNats } from "./_nats.ts";
 import { Client } from "../pusher/testing.ts";
 import { until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
 import { signJwt } from "../shared/jwt.ts";
+import { taskCommand } from "../shared/tasks.ts";
 
 const FENCE = "fence";
 const SECRET = "nats-e2e-secret";
@@ -215,4 +216,15 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
     await pusherB.service.stop();
     await publisher.stop();
   }
+});
+
+Deno.test("a publisher granted only the NATS host:port it names (--allow-net=localhost:PORT) reaches NATS by that name", async () => {
+  await using nats = await startNats();
+  const { port } = nats.servers[0]!;
+  // The README's grant for a bus on another machine: its host and port, nothing else (127.0.0.1 is the listen address).
+  const command = (await taskCommand("publisher")).map((word) =>
+    word.startsWith("--allow-net=") ? `--allow-net=127.0.0.1,localhost:${port}` : word
+  );
+  await using publisher = startCommand("publisher", [...command, "--port", "0", "--bus", `nats://localhost:${port}`]);
+  await publisher.waitForLine(/msg="connected to NATS" server=localhost:/);
 });
