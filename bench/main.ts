@@ -62,7 +62,8 @@ const FLAGS = {
   scale: {
     type: "string" as const,
     arg: "N",
-    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j), for steady-state figures",
+    help:
+      "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j, l, m), for steady-state figures",
     default: "1",
   },
   "idle-settle": {
@@ -270,11 +271,15 @@ async function warmUp(context: RunContext, targets: readonly Target[]): Promise<
     { mode: "broadcast", clients: 100, messages: 200, channels: 0 },
     { mode: "targeted", clients: 100, messages: 2000, channels: 0 },
     { mode: "channels", clients: 100, messages: 2000, channels: 10 },
+    { mode: "channels", clients: 100, messages: 2000, channels: 10, batch: 10 },
+    { mode: "targeted", clients: 100, messages: 5000, channels: 0, batch: 100 },
   ].map((run) => ({ ...run, id: "warm-up", title: "", rate: null, rounds: 0, stresses: "" }) as Scenario);
   for (const target of targets) {
     for (const scenario of runs) {
-      // The original has no channels.
-      if (target.name !== "original" || scenario.mode !== "channels") await measure(context, scenario, target);
+      // The original has no channels and no batch API.
+      if (target.name !== "original" || (scenario.mode !== "channels" && !scenario.batch)) {
+        await measure(context, scenario, target);
+      }
     }
   }
 }
@@ -293,6 +298,7 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
     clients: scenario.clients,
     messages: scenario.messages,
     rate: scenario.rate,
+    batch: scenario.batch ?? 0,
     channels: scenario.channels,
     rounds: scenario.rounds,
     contentBytes: CONTENT_BYTES,

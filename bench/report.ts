@@ -311,20 +311,34 @@ const COUNTS = ["lost", "failedPublishes", "failedCommands"] as const satisfies 
  * system's values, for every comparison one of whose scenarios ran.
  */
 export function compareScenarios(scenarios: readonly ScenarioReport[]): ComparisonResult[] {
-  const value = (id: string, metric: MetricKey) => {
+  const value = (id: string, metric: MetricKey, original = false) => {
     const scenario = scenarios.find((s) => s.id === id);
-    return scenario ? metricValue(scenario.system, metric) : null;
+    const measured = original ? scenario?.original : scenario?.system;
+    return measured ? metricValue(measured, metric) : null;
   };
-  return COMPARISONS.filter((c) => scenarios.some((s) => s.id === c.scenario || s.id === c.against)).map((c) => {
+  // Targets against the original only in a run where it ran.
+  const originalRan = scenarios.some((s) => s.original !== undefined && s.original !== null);
+  const wanted = COMPARISONS.filter((c) =>
+    scenarios.some((s) => s.id === c.scenario || s.id === c.against) && (originalRan || !c.againstOriginal)
+  );
+  return wanted.map((c) => {
     const scenarioValue = value(c.scenario, c.metric);
-    const againstValue = value(c.against, c.metric);
+    const againstValue = value(c.against, c.againstMetric ?? c.metric, c.againstOriginal);
     const ratio = scenarioValue === null || againstValue === null || againstValue === 0
       ? null
       : scenarioValue / againstValue;
     const notRun = [c.scenario, c.against].filter((id) => !scenarios.some((s) => s.id === id));
+    // Against the original, a target only when the original ran the scenario.
+    const originalMissing = c.againstOriginal === true && notRun.length === 0 && !hasOriginal(scenarios, c.against);
+    if (originalMissing) notRun.push(`${c.against} on the original`);
     const pass = notRun.length > 0 ? null : ratio !== null && (c.op === ">=" ? ratio >= c.bound : ratio <= c.bound);
     return { ...c, scenarioValue, againstValue, value: ratio, pass, notRun };
   });
+}
+
+function hasOriginal(scenarios: readonly ScenarioReport[], id: string): boolean {
+  const original = scenarios.find((s) => s.id === id)?.original;
+  return original !== undefined && original !== null;
 }
 
 /** Counts passed and missed goals, and comparisons that could be made. */
@@ -415,7 +429,7 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.scale > 1
       ? [
-        `Scenarios a, b, d, f, h and j ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
+        `Scenarios a, b, d, f, h, j, l and m ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
@@ -455,13 +469,17 @@ export function formatWarnings(report: BenchReport): string {
 function comparisonRows(comparison: ComparisonResult): (string[] | string)[] {
   const metric = METRICS.find((m) => m.key === comparison.metric)!;
   const show = (value: number | null) => (value === null ? "-" : metric.format(value));
-  const title = `(${comparison.scenario}) vs (${comparison.against}): ${comparison.title}; ` +
-    `columns: (${comparison.scenario}), (${comparison.against}), ratio`;
+  const against = `(${comparison.against})${comparison.againstOriginal ? " original" : ""}`;
+  const againstLabel = comparison.againstMetric && comparison.againstMetric !== comparison.metric
+    ? ` over ${against}'s ${METRICS.find((m) => m.key === comparison.againstMetric)!.label}`
+    : "";
+  const title = `(${comparison.scenario}) vs ${against}: ${comparison.title}; ` +
+    `columns: (${comparison.scenario}), ${against}, ratio`;
   if (comparison.pass === null) {
     return [title, `  ${metric.label}: not compared, (${comparison.notRun.join(") and (")}) not run`];
   }
   return [title, [
-    `  ${metric.label}`,
+    `  ${metric.label}${againstLabel}`,
     show(comparison.scenarioValue),
     show(comparison.againstValue),
     comparison.value === null ? "-" : `${comparison.value.toFixed(2)}x`,

@@ -198,6 +198,8 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
     i: 300_000, // a cap: the churn's stream runs on its timer until the churn is done
     j: 40_000,
     k: 100, // missed by each client: the storm's size is the issue's, whatever the scale
+    l: 1_000_000,
+    m: 1_000_000,
   });
   assert.deepEqual(sizes(scenarios(true, 2)), {
     a: 40,
@@ -211,6 +213,8 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
     i: 30_000,
     j: 160,
     k: 20,
+    l: 800,
+    m: 800,
   });
   const [, , , scaled] = scenarios(false, 20);
   assert.equal(scaled!.title, "100 clients × 100000 targeted sends, as fast as accepted");
@@ -218,7 +222,7 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
   const report = scenarioReport(scaled!, { system: measurement(), baseline: measurement() });
   assert.match(
     tableOf([report], 1, 20),
-    /^Scenarios a, b, d, f, h and j ran 20 times the publishes of the issue's sizes/m,
+    /^Scenarios a, b, d, f, h, j, l and m ran 20 times the publishes of the issue's sizes/m,
   );
   assert.doesNotMatch(tableOf([report]), /times the publishes/, "not at the issue's sizes");
 });
@@ -361,4 +365,45 @@ Deno.test("the table says why the original did not run, and its median pair keep
   assert.equal(median.original?.lost, 1, "the worst run's loss");
   assert.equal(median.runs?.length, 3);
   assert.ok(median.goals.some((goal) => goal.kind === "original" && goal.metric === "latencyP99Ms"));
+});
+
+Deno.test("issue 19's targets across scenarios read the original's run: (h) per connection against its (b), (l) and (m) against its (d)", () => {
+  const all = scenarios();
+  const byId = (id: string) => all.find((s) => s.id === id)!;
+  const original = measurement({
+    deliveriesPerSec: 150_000,
+    deliveriesPerSecPerConnection: 150,
+    publishesPerSec: 20_000,
+  });
+  const reports = [
+    scenarioReport(byId("b"), {
+      system: measurement({ deliveriesPerSec: 1_000_000 }),
+      baseline: measurement(),
+      original,
+    }),
+    scenarioReport(byId("d"), { system: measurement(), baseline: measurement(), original }),
+    scenarioReport(byId("h"), {
+      system: measurement({ deliveriesPerSec: 900_000, deliveriesPerSecPerConnection: 9000 }),
+      baseline: measurement(),
+    }),
+    scenarioReport(byId("l"), { system: measurement({ deliveriesPerSec: 250_000 }), baseline: measurement() }),
+    scenarioReport(byId("m"), { system: measurement({ deliveriesPerSec: 150_000 }), baseline: measurement() }),
+  ];
+  const compared = compareScenarios(reports).filter((c) => c.againstOriginal);
+  assert.deepEqual(compared.map((c) => [c.scenario, c.against, c.value, c.pass]), [
+    ["h", "b", 60, true],
+    ["l", "d", 12.5, true],
+    ["m", "d", 7.5, false],
+  ]);
+  const table = tableOf(reports);
+  assert.match(table, /^\(l\) vs \(d\) original: 100 per \/api\/batch/m);
+  assert.match(
+    table,
+    /^ {2}deliveries\/s over \(d\) original's publish requests\/s +250,000 +20,000 +12\.50x +≥ 10x +PASS$/m,
+  );
+  // Without the original, these targets are not shown and count neither way.
+  const without = reports.map((r) =>
+    scenarioReport(all.find((s) => s.id === r.id)!, { system: r.system, baseline: r.baseline })
+  );
+  assert.equal(compareScenarios(without).some((c) => c.againstOriginal), false);
 });
