@@ -119,6 +119,62 @@ export interface BenchReport {
    * from before it could.
    */
   original?: { ran: boolean; reason?: string };
+  /** The system's memory against its floor (issue 19); absent in runs from before, or with `--no-memory`. */
+  memory?: MemoryReport;
+}
+
+/** VmRSS in KiB of hub, pusher and publisher, by name. */
+export type ServiceRss = Record<string, number>;
+
+/**
+ * The system's memory (issue 19): the floor (a bare Deno process listening
+ * on a port per service, with a bare worker per pusher worker, the services'
+ * V8 flags), the services idle after start, and idle again after every
+ * scenario; VmRSS, per service.
+ */
+export interface MemoryReport {
+  /** Pusher workers, and so bare workers in the pusher's floor. */
+  workers: number;
+  floorKiB: ServiceRss;
+  /** Once the system routed and before any scenario: the lowest total of its samples. */
+  idleKiB: ServiceRss;
+  /** After every scenario, the clients gone: the lowest total over `settleSeconds`; null when the run stopped before. */
+  afterKiB: ServiceRss | null;
+  /** Seconds of samples, once a second, after the benchmark. */
+  settleSeconds: number;
+  goals: MemoryGoalResult[];
+}
+
+/** A memory target: `of`'s total over `over`'s, at most `bound`. */
+export interface MemoryGoalResult {
+  of: "idleKiB" | "afterKiB";
+  over: "floorKiB" | "idleKiB";
+  op: "<=";
+  bound: number;
+  value: number | null;
+  pass: boolean;
+}
+
+/** Issue 19: idle after start within 15% of the floor; after the benchmark, idle again within 20% of that. */
+export const MEMORY_GOALS: readonly Pick<MemoryGoalResult, "of" | "over" | "op" | "bound">[] = [
+  { of: "idleKiB", over: "floorKiB", op: "<=", bound: 1.15 },
+  { of: "afterKiB", over: "idleKiB", op: "<=", bound: 1.2 },
+];
+
+/** The sum of a sample's services. */
+export function totalKiB(rss: ServiceRss): number {
+  return Object.values(rss).reduce((sum, kib) => sum + kib, 0);
+}
+
+/** Checks {@linkcode MEMORY_GOALS} on the samples. */
+export function memoryReport(fields: Omit<MemoryReport, "goals">): MemoryReport {
+  const goals = MEMORY_GOALS.map((goal): MemoryGoalResult => {
+    const of = fields[goal.of];
+    const over = fields[goal.over];
+    const value = of === null || totalKiB(over) === 0 ? null : totalKiB(of) / totalKiB(over);
+    return { ...goal, value, pass: value !== null && value <= goal.bound };
+  });
+  return { ...fields, goals };
 }
 
 interface MetricSpec {
@@ -345,8 +401,11 @@ function hasOriginal(scenarios: readonly ScenarioReport[], id: string): boolean 
 export function goalSummary(
   scenarios: readonly ScenarioReport[],
   comparisons: readonly ComparisonResult[] = [],
+  memory?: MemoryReport,
 ): { pass: number; miss: number } {
-  const all = [...scenarios.flatMap((scenario) => scenario.goals), ...comparisons].filter((g) => g.pass !== null);
+  const all = [...scenarios.flatMap((scenario) => scenario.goals), ...comparisons, ...(memory?.goals ?? [])].filter((
+    g,
+  ) => g.pass !== null);
   const pass = all.filter((goal) => goal.pass).length;
   return { pass, miss: all.length - pass };
 }
@@ -408,6 +467,7 @@ export function formatTable(report: BenchReport): string {
     }
   }
   for (const comparison of report.comparisons) rows.push(...comparisonRows(comparison));
+  if (report.memory) rows.push(...memoryRows(report.memory));
   const cells = (row: string[]) => [...row, ...Array(Math.max(0, header.length - row.length)).fill("")];
   const table = [header, ...rows.filter((row): row is string[] => typeof row !== "string").map(cells)];
   const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
@@ -463,6 +523,27 @@ export function formatWarnings(report: BenchReport): string {
     }
   }
   return parts.join("\n");
+}
+
+/** The memory section: floor, idle after start, idle after the benchmark, per service, and the targets. */
+function memoryRows(memory: MemoryReport): (string[] | string)[] {
+  const names = Object.keys(memory.floorKiB);
+  const mib = (kib: number) => (kib / 1024).toFixed(1);
+  const row = (label: string, rss: ServiceRss | null, goal?: MemoryGoalResult) => [
+    `  ${label}`,
+    rss === null ? "-" : mib(totalKiB(rss)),
+    rss === null ? "" : names.map((name) => mib(rss[name] ?? 0)).join(" / "),
+    goal?.value === null || goal === undefined ? "" : `${goal.value.toFixed(2)}x`,
+    goal ? `≤ ${goal.bound}x` : "",
+    goal ? (goal.pass ? "PASS" : "MISS") : "",
+  ];
+  const [idle, after] = memory.goals;
+  return [
+    `memory: VmRSS of the system (MiB); columns: total, ${names.join(" / ")}, ratio`,
+    row(`floor (bare; pusher: ${memory.workers} workers)`, memory.floorKiB),
+    row("idle after start ÷ floor", memory.idleKiB, idle),
+    row("idle after the run ÷ idle after start", memory.afterKiB, after),
+  ];
 }
 
 /** A comparison's title line and its row: the system's value in one scenario and the other, their ratio, the target. */

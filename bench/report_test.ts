@@ -6,6 +6,7 @@ import {
   goalSummary,
   type Measurement,
   medianPair,
+  memoryReport,
   type ScenarioReport,
   scenarioReport,
 } from "./report.ts";
@@ -406,4 +407,34 @@ Deno.test("issue 19's targets across scenarios read the original's run: (h) per 
     scenarioReport(all.find((s) => s.id === r.id)!, { system: r.system, baseline: r.baseline })
   );
   assert.equal(compareScenarios(without).some((c) => c.againstOriginal), false);
+});
+
+Deno.test("memory: idle after start is held to the floor, and idle after the run to idle after start, per service and in total", () => {
+  const memory = memoryReport({
+    workers: 2,
+    floorKiB: { hub: 36_000, pusher: 56_000, publisher: 36_000 },
+    idleKiB: { hub: 40_000, pusher: 64_000, publisher: 40_000 },
+    afterKiB: { hub: 60_000, pusher: 70_000, publisher: 45_000 },
+    settleSeconds: 30,
+  });
+  assert.deepEqual(memory.goals.map((g) => [g.of, g.over, g.value?.toFixed(3), g.pass]), [
+    ["idleKiB", "floorKiB", "1.125", true],
+    ["afterKiB", "idleKiB", "1.215", false],
+  ]);
+  assert.deepEqual(goalSummary([], [], memory), { pass: 1, miss: 1 });
+  const table = formatTable({
+    startedAt: "",
+    finishedAt: "",
+    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
+    quick: false,
+    repeat: 1,
+    scale: 1,
+    scenarios: [],
+    comparisons: [],
+    goals: goalSummary([], [], memory),
+    memory,
+  });
+  assert.match(table, /^memory: VmRSS of the system \(MiB\); columns: total, hub \/ pusher \/ publisher, ratio$/m);
+  assert.match(table, /^ {2}idle after start ÷ floor +140\.6 +39\.1 \/ 62\.5 \/ 39\.1 +1\.13x +≤ 1\.15x +PASS$/m);
+  assert.match(table, /^ {2}idle after the run ÷ idle after start +170\.9 .* +1\.22x +≤ 1\.2x +MISS$/m);
 });
