@@ -14,7 +14,10 @@ import { concat } from "../shared/bytes.ts";
 export interface HttpAnswer {
   /** The status code. */
   status: number;
-  /** The body as text for a status outside 2xx (the reason); empty otherwise, to save the decoding. */
+  /**
+   * The body as text for a status outside 2xx (the reason); for a 2xx, empty
+   * to save the decoding, unless the parser keeps bodies.
+   */
   body: string;
 }
 
@@ -24,6 +27,8 @@ export interface ResponseParserOptions {
   maxHeadBytes?: number;
   /** Largest body. @default {1048576} */
   maxBodyBytes?: number;
+  /** Decode 2xx bodies too (a batch's replies say how each command went). @default {false} */
+  keepBodies?: boolean;
 }
 
 const CR = 0x0d;
@@ -46,11 +51,13 @@ const utf8 = new TextDecoder();
 export class ResponseParser {
   readonly #maxHeadBytes: number;
   readonly #maxBodyBytes: number;
+  readonly #keepBodies: boolean;
   #pending: Uint8Array | null = null;
 
   constructor(options: ResponseParserOptions = {}) {
     this.#maxHeadBytes = options.maxHeadBytes ?? 64 * 1024;
     this.#maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+    this.#keepBodies = options.keepBodies ?? false;
   }
 
   /** Bytes held back waiting for the rest of a response. */
@@ -117,7 +124,8 @@ export class ResponseParser {
       body = bytes.subarray(bodyStart, bodyEnd);
       next = bodyEnd;
     }
-    answers.push({ status, body: status >= 200 && status < 300 ? "" : utf8.decode(body).trim() });
+    const ok = status >= 200 && status < 300;
+    answers.push({ status, body: ok && !this.#keepBodies ? "" : ok ? utf8.decode(body) : utf8.decode(body).trim() });
     return next;
   }
 

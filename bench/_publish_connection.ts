@@ -27,6 +27,8 @@ export interface PublishConnectionOptions {
   port: number;
   /** Requests in flight at most. @default {32} */
   pipeline?: number;
+  /** Hand 2xx answers' bodies to the source too (a batch's replies). @default {false} */
+  keepBodies?: boolean;
 }
 
 /** Where a generator publishes, and over how many connections: what every generator's spec says. */
@@ -35,11 +37,18 @@ export interface PublishSpec {
   publishPort: number;
   publishConnections: number;
   pipeline?: number;
+  /** Publishes per request through `POST /api/batch`; 0 or absent: one `GET` each, whose answer needs no body. */
+  batch?: number;
 }
 
 /** Opens `spec.publishConnections` keep-alive connections to the publisher, each taking work from `source`. */
 export function openPublishConnections(source: PublishSource, spec: PublishSpec): Promise<PublishConnection[]> {
-  const options = { hostname: spec.hostname, port: spec.publishPort, pipeline: spec.pipeline };
+  const options = {
+    hostname: spec.hostname,
+    port: spec.publishPort,
+    pipeline: spec.pipeline,
+    keepBodies: (spec.batch ?? 0) > 0,
+  };
   return Promise.all(Array.from({ length: spec.publishConnections }, () => PublishConnection.open(source, options)));
 }
 
@@ -67,15 +76,16 @@ export class PublishConnection implements AsyncDisposable {
   readonly #conn: Deno.TcpConn;
   readonly #source: PublishSource;
   readonly #pipeline: number;
-  readonly #parser = new ResponseParser();
+  readonly #parser: ResponseParser;
   /** Sequence numbers written and not yet answered, oldest first. */
   readonly #inflight: number[] = [];
   #writing = false;
   #ended = false;
   #done: Promise<void> = Promise.resolve();
 
-  private constructor(conn: Deno.TcpConn, source: PublishSource, pipeline: number) {
+  private constructor(conn: Deno.TcpConn, source: PublishSource, pipeline: number, keepBodies: boolean) {
     this.#conn = conn;
+    this.#parser = new ResponseParser({ keepBodies });
     this.#source = source;
     this.#pipeline = pipeline;
   }
@@ -84,7 +94,7 @@ export class PublishConnection implements AsyncDisposable {
   static async open(source: PublishSource, options: PublishConnectionOptions): Promise<PublishConnection> {
     const conn = await Deno.connect({ hostname: options.hostname, port: options.port });
     conn.setNoDelay(true);
-    const connection = new PublishConnection(conn, source, options.pipeline ?? 32);
+    const connection = new PublishConnection(conn, source, options.pipeline ?? 32, options.keepBodies ?? false);
     connection.#done = connection.#read();
     return connection;
   }

@@ -612,3 +612,44 @@ async function waitOriginalRouted(
     for (const socket of sockets) socket.close();
   }
 }
+
+/** The floor processes of {@linkcode startFloor}: one per service, named after it. */
+export interface FloorServices extends AsyncDisposable {
+  readonly processes: readonly ServiceProcess[];
+}
+
+/**
+ * Starts the memory floor of the system (issue 19): for each of hub, pusher
+ * and publisher, `bench/floor.ts` with that service's `--v8-flags`, a bare
+ * Deno process listening on a port; the pusher's with `workers` bare workers.
+ */
+export async function startFloor(workers: number, options: StartServicesOptions = {}): Promise<FloorServices> {
+  const group = new ProcessGroup(options);
+  try {
+    const processes: ServiceProcess[] = [];
+    for (const [name, task] of [["hub", "channel"], ["pusher", "pusher"], ["publisher", "publisher"]] as const) {
+      const v8Flags = (await taskCommand(task)).filter((word) => word.startsWith("--v8-flags="));
+      const { service } = await group.start(`${name} floor`, [
+        Deno.execPath(),
+        "run",
+        ...v8Flags,
+        "--allow-net=127.0.0.1",
+        "--allow-read=bench",
+        "bench/floor.ts",
+        "--workers",
+        String(name === "pusher" ? workers : 0),
+      ]);
+      processes.push(service);
+    }
+    return { processes, [Symbol.asyncDispose]: () => group[Symbol.asyncDispose]() };
+  } catch (error) {
+    await group[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+/** The pusher's worker count, from its listening line (`workers=N`). */
+export function pusherWorkers(target: Target): number {
+  const pusher = target.cpuProcesses.find((service) => service.name === "pusher");
+  return Number(/ workers=(\d+)/.exec(pusher?.listeningLine ?? "")?.[1] ?? 1);
+}

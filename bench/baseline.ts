@@ -12,7 +12,11 @@
  *   `unsubscribe`) is answered `{"id":N,"result":{}}`, and
  *   `GET /?channel=news&content=X` sends `{"channel":"news","data":"X"}` to
  *   the channel's members: the pusher's channel protocol, without its
- *   checks or limits.
+ *   checks or limits;
+ * - `POST /api/batch` `{"commands":[{"publish":{"channel"|"worker_id"+"connection_id"|nothing, "data"}}]}`
+ *   does each publish as the `GET` above would and answers
+ *   `{"replies":[{"result":{}}|{"error":{...}}]}`, in order: the
+ *   server API's batch, as the benchmark uses it.
  *
  * ```sh
  * deno run --allow-net=127.0.0.1 bench/baseline.ts --port 4240
@@ -47,7 +51,7 @@ const FLAGS = {
  * Deno.serve({ port: 4240 }, createBaselineHandler());
  * ```
  */
-export function createBaselineHandler(): (req: Request) => Response {
+export function createBaselineHandler(): (req: Request) => Response | Promise<Response> {
   const sockets = new Map<number, WebSocket>();
   const channels = new Map<string, Set<WebSocket>>();
   let nextId = 1;
@@ -82,25 +86,47 @@ export function createBaselineHandler(): (req: Request) => Response {
       return response;
     }
     const url = new URL(req.url);
+    if (url.pathname === "/api/batch" && req.method === "POST") return batch(req);
     const content = url.searchParams.get("content");
     if (url.pathname !== "/" || req.method !== "GET") return new Response("Not found\n", { status: 404 });
     if (!content) return new Response("Missing content\n", { status: 400 });
-    const channel = url.searchParams.get("channel");
+    const connection = url.searchParams.get("to_connection_id");
+    const sent = publish(
+      content,
+      url.searchParams.get("channel"),
+      connection === null ? null : { worker: url.searchParams.get("to_worker_id"), connection: Number(connection) },
+    );
+    return sent ? new Response("ok") : new Response("No such connection\n", { status: 404 });
+  };
+
+  /** Sends to a channel's members, one connection, or everyone; false when there is no such connection. */
+  function publish(content: string, channel: string | null, to: { worker: string | null; connection: number } | null) {
     if (channel !== null) {
       const frame = JSON.stringify({ channel, data: content });
       for (const socket of channels.get(channel) ?? []) socket.send(frame);
-      return new Response("ok");
+      return true;
     }
-    const connection = url.searchParams.get("to_connection_id");
-    if (connection === null) {
+    if (to === null) {
       for (const socket of sockets.values()) socket.send(content);
-      return new Response("ok");
+      return true;
     }
-    const socket = url.searchParams.get("to_worker_id") === "0" ? sockets.get(Number(connection)) : undefined;
-    if (!socket) return new Response("No such connection\n", { status: 404 });
-    socket.send(content);
-    return new Response("ok");
-  };
+    const socket = to.worker === "0" ? sockets.get(to.connection) : undefined;
+    socket?.send(content);
+    return socket !== undefined;
+  }
+
+  async function batch(req: Request): Promise<Response> {
+    const { commands } = await req.json() as {
+      commands: { publish: { channel?: string; worker_id?: string; connection_id?: number; data: string } }[];
+    };
+    const replies = commands.map(({ publish: p }) => {
+      const to = p.connection_id === undefined ? null : { worker: p.worker_id ?? null, connection: p.connection_id };
+      return publish(p.data, p.channel ?? null, to)
+        ? { result: {} }
+        : { error: { code: 404, message: "No such connection" } };
+    });
+    return Response.json({ replies });
+  }
 }
 
 /** Serves the baseline until SIGINT or SIGTERM; returns the exit code. */

@@ -55,6 +55,13 @@ export interface LoadSpec {
   rounds: number;
   /** Publishes per second on a timer; null sends as fast as publishes are accepted. */
   rate: number | null;
+  /**
+   * Publishes per request through the server API's `POST /api/batch`, each
+   * a `publish` command (`{"channel"}` or `{"worker_id","connection_id"}`,
+   * the content as `"data"`); 0 or absent: one `GET /?content=` each, as the
+   * original's API takes them. Only for `rate: null`.
+   */
+  batch?: number;
   /** Size of each content, in bytes. */
   contentBytes: number;
   /** Clients connected at once. */
@@ -158,6 +165,8 @@ export function main(args: string[] = Deno.args): Promise<number> {
 /** One run: the clients, the publishing, the counting. */
 class LoadRun implements PublishSource {
   readonly #spec: LoadSpec;
+  /** Publishes per request: 1 for `GET`, the batch's size for `POST /api/batch`. */
+  readonly #perRequest: number;
   #clients: WsClient[] = [];
   #addresses: Address[] = [];
   #tally: DeliveryTally | null = null;
@@ -187,6 +196,7 @@ class LoadRun implements PublishSource {
 
   constructor(spec: LoadSpec) {
     this.#spec = spec;
+    this.#perRequest = Math.max(1, spec.batch ?? 0);
     const perPublish = spec.mode === "broadcast"
       ? spec.clients
       : spec.mode === "channels"
@@ -284,38 +294,77 @@ class LoadRun implements PublishSource {
     return this.#result(stalled);
   }
 
+  /** The first publish of the next request: `batch` publishes go in one. */
   take(): number | null {
-    return this.#taken < this.#due ? this.#taken++ : null;
+    if (this.#taken >= this.#due) return null;
+    const seq = this.#taken;
+    this.#taken = Math.min(this.#spec.messages, seq + this.#perRequest);
+    return seq;
   }
 
   request(seq: number): string {
     const now = performance.now();
     if (Number.isNaN(this.#firstWrite)) this.#firstWrite = now;
     this.#lastActivity = now;
-    const content = encodeContent(seq, Math.round(now * 1000), { bytes: this.#spec.contentBytes });
-    const host = `Host: ${this.#spec.hostname}:${this.#spec.publishPort}\r\n\r\n`;
-    if (this.#spec.mode === "broadcast") return `GET /?content=${content} HTTP/1.1\r\n${host}`;
-    if (this.#spec.mode === "channels") {
-      return `GET /?channel=${benchChannel(seq % this.#spec.channels)}&content=${content} HTTP/1.1\r\n${host}`;
+    const sendUs = Math.round(now * 1000);
+    const { contentBytes: bytes, hostname, publishPort, mode, channels } = this.#spec;
+    const host = `Host: ${hostname}:${publishPort}\r\n`;
+    if (this.#perRequest > 1) return this.#batchRequest(seq, sendUs, host);
+    const content = encodeContent(seq, sendUs, { bytes });
+    if (mode === "broadcast") return `GET /?content=${content} HTTP/1.1\r\n${host}\r\n`;
+    if (mode === "channels") {
+      return `GET /?channel=${benchChannel(seq % channels)}&content=${content} HTTP/1.1\r\n${host}\r\n`;
     }
     const { worker, connection } = this.#addresses[seq % this.#addresses.length]!;
-    return `GET /?to_worker_id=${worker}&to_connection_id=${connection}&content=${content} HTTP/1.1\r\n${host}`;
+    return `GET /?to_worker_id=${worker}&to_connection_id=${connection}&content=${content} HTTP/1.1\r\n${host}\r\n`;
   }
 
-  answer(seq: number, answer: HttpAnswer): void {
+  /** `POST /api/batch` with a `publish` command for each of the request's publishes. */
+  #batchRequest(first: number, sendUs: number, host: string): string {
+    const { contentBytes: bytes, mode, channels, messages } = this.#spec;
+    const commands: string[] = [];
+    for (let seq = first; seq < Math.min(messages, first + this.#perRequest); seq++) {
+      // Contents are ASCII without quotes or backslashes: JSON strings as they are.
+      const data = `"data":"${encodeContent(seq, sendUs, { bytes })}"`;
+      if (mode === "channels") {
+        commands.push(`{"publish":{"channel":"${benchChannel(seq % channels)}",${data}}}`);
+      } else if (mode === "broadcast") {
+        commands.push(`{"publish":{${data}}}`);
+      } else {
+        const { worker, connection } = this.#addresses[seq % this.#addresses.length]!;
+        commands.push(`{"publish":{"worker_id":"${worker}","connection_id":${connection},${data}}}`);
+      }
+    }
+    const body = `{"commands":[${commands.join(",")}]}`;
+    return `POST /api/batch HTTP/1.1\r\n${host}Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  }
+
+  answer(first: number, answer: HttpAnswer): void {
     const now = performance.now();
-    this.#answered++;
+    const count = Math.min(this.#spec.messages, first + this.#perRequest) - first;
+    this.#answered += count;
     this.#lastAnswer = now;
     this.#lastActivity = now;
-    if (answer.status === 200) {
-      this.#ok++;
-      this.#tally!.answered(seq);
-      if (this.#spec.mode === "broadcast") this.#okBroadcasts++;
-      if (this.#spec.mode === "channels") this.#owed += this.#members[seq % this.#spec.channels]!;
+    if (answer.status !== 200) {
+      const key = `${answer.status} ${answer.body}`.slice(0, 160);
+      this.#failures.set(key, (this.#failures.get(key) ?? 0) + count);
       return;
     }
-    const key = `${answer.status} ${answer.body}`.slice(0, 160);
-    this.#failures.set(key, (this.#failures.get(key) ?? 0) + 1);
+    if (this.#perRequest === 1) return this.#published(first);
+    const replies = batchReplies(answer.body, count);
+    for (let i = 0; i < count; i++) {
+      const failure = replies[i]!;
+      if (failure === null) this.#published(first + i);
+      else this.#failures.set(failure, (this.#failures.get(failure) ?? 0) + 1);
+    }
+  }
+
+  /** Publish `seq` was answered with success: its recipients are owed it. */
+  #published(seq: number): void {
+    this.#ok++;
+    this.#tally!.answered(seq);
+    if (this.#spec.mode === "broadcast") this.#okBroadcasts++;
+    if (this.#spec.mode === "channels") this.#owed += this.#members[seq % this.#spec.channels]!;
   }
 
   #delivered(client: WsClient, message: Uint8Array, at: number): void {
@@ -409,6 +458,27 @@ class LoadRun implements PublishSource {
       stalled,
     };
   }
+}
+
+/**
+ * How each command of a `/api/batch` answer went: null for a result, else
+ * `<code> <message>` of its error (or of a reply that is missing or not
+ * understood), `count` of them.
+ */
+export function batchReplies(body: string, count: number): (string | null)[] {
+  let replies: unknown;
+  try {
+    replies = (JSON.parse(body) as { replies?: unknown }).replies;
+  } catch {
+    replies = undefined;
+  }
+  if (!Array.isArray(replies)) return Array.from({ length: count }, () => "200 batch answer without replies");
+  return Array.from({ length: count }, (_, i) => {
+    const reply = replies[i] as { result?: unknown; error?: { code?: number; message?: string } } | undefined;
+    if (reply?.result !== undefined) return null;
+    if (reply?.error) return `${reply.error.code} ${reply.error.message}`.slice(0, 160);
+    return "200 batch answer: no reply for this command";
+  });
 }
 
 /** `count` per second over `ms`; null when there is nothing to divide. */

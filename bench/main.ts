@@ -21,9 +21,17 @@
 import { type FlagValues, intFlag, stringFlag } from "../shared/cli.ts";
 import { CONTENT_BYTES } from "./_content.ts";
 import { runLoadProcess } from "./_load_process.ts";
-import { clockTicksPerSecond, cpuTicks, cpuTicksEach, describeMachine, rssKiB } from "./_proc.ts";
+import { clockTicksPerSecond, cpuTicks, cpuTicksEach, describeMachine, rssKiB, rssKiBEach } from "./_proc.ts";
 import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
-import { type Ports, startOriginal, startServices, startSystem, type Target } from "./_services.ts";
+import {
+  type Ports,
+  pusherWorkers,
+  startFloor,
+  startOriginal,
+  startServices,
+  startSystem,
+  type Target,
+} from "./_services.ts";
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
@@ -34,8 +42,12 @@ import {
   goalSummary,
   type Measurement,
   medianPair,
+  MEMORY_GOALS,
+  memoryReport,
   type ScenarioReport,
   scenarioReport,
+  type ServiceRss,
+  totalKiB,
 } from "./report.ts";
 import { type Scenario, scenarios } from "./scenarios.ts";
 
@@ -45,7 +57,7 @@ const FLAGS = {
     type: "string" as const,
     arg: "a,b,...",
     help: "scenarios to run",
-    default: "all: a,b,c,d,e,f,g,h,i,j,k",
+    default: "all: a,b,c,d,e,f,g,h,i,j,k,l,m",
   },
   out: {
     type: "string" as const,
@@ -62,7 +74,8 @@ const FLAGS = {
   scale: {
     type: "string" as const,
     arg: "N",
-    help: "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j), for steady-state figures",
+    help:
+      "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j, l, m), for steady-state figures",
     default: "1",
   },
   "idle-settle": {
@@ -70,6 +83,12 @@ const FLAGS = {
     arg: "SECONDS",
     help: "(g) also samples RSS every second while the clients sit idle this long, and reports the lowest",
     default: "0: off",
+  },
+  "memory-settle": {
+    type: "string" as const,
+    arg: "SECONDS",
+    help: "after the scenarios, samples the system's RSS every second up to this long, until back within its target",
+    default: "30 (2 with --quick)",
   },
   "pusher-server": {
     type: "string" as const,
@@ -113,6 +132,8 @@ interface BenchOptions {
   out: string;
   ports: Ports;
   idleSettleSeconds: number;
+  /** Most seconds to wait for the system's memory to come back after the scenarios. */
+  memorySettleSeconds: number;
   repeat: number;
   scale: number;
   pusherServer: "listen" | "deno";
@@ -159,6 +180,7 @@ function benchOptions(flags: FlagValues): BenchOptions {
     out: stringFlag(flags, "out") ?? `bench/results/${new Date().toISOString()}.json`,
     ports: { hub: port("hub"), pusher: port("pusher"), publisher: port("publisher"), baseline: port("baseline") },
     idleSettleSeconds: intFlag(flags, "idle-settle", 0),
+    memorySettleSeconds: intFlag(flags, "memory-settle", quick ? 2 : 30),
     repeat: atLeastOne(intFlag(flags, "repeat", 1), "repeat"),
     scale,
     pusherServer,
@@ -216,6 +238,17 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     ticksPerSecond,
     idleSettleSeconds: options.idleSettleSeconds,
   };
+  // Issue 19: the system idle after start, then its floor, before any load.
+  const systemPids = services.system.cpuProcesses.map((service) => service.pid);
+  const systemNames = services.system.cpuProcesses.map((service) => service.name);
+  const sampleSystem = async (): Promise<ServiceRss> => {
+    const each = await rssKiBEach(systemPids);
+    return Object.fromEntries(systemNames.map((name, i) => [name, each[i]!]));
+  };
+  const idleRss = await lowestOf(3, sampleSystem);
+  const workers = pusherWorkers(services.system);
+  const floorRss = await measureFloor(workers, signal);
+  progress(`memory: idle after start ${mib(totalKiB(idleRss))} MiB, floor ${mib(totalKiB(floorRss))} MiB`);
   const reports = new Map<string, ScenarioReport>();
   const runScenario = async (scenario: Scenario, times: number) => {
     const pairs: ScenarioReport[] = [];
@@ -237,6 +270,23 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   for (const scenario of options.scenarios) {
     if (scenario.mode !== "idle") await runScenario(scenario, options.repeat);
   }
+  // Memory goes back: the clients are gone; sample until the total is within
+  // its target over the idle figure, or the time is up, and keep the lowest.
+  const afterBound = MEMORY_GOALS.find((goal) => goal.of === "afterKiB")!.bound * totalKiB(idleRss);
+  let afterRss = await sampleSystem();
+  for (let second = 0; second < options.memorySettleSeconds && totalKiB(afterRss) > afterBound; second++) {
+    await sleep(1000);
+    const sample = await sampleSystem();
+    if (totalKiB(sample) < totalKiB(afterRss)) afterRss = sample;
+  }
+  progress(`memory: idle after the benchmark ${mib(totalKiB(afterRss))} MiB`);
+  const memory = memoryReport({
+    workers,
+    floorKiB: floorRss,
+    idleKiB: idleRss,
+    afterKiB: afterRss,
+    settleSeconds: options.memorySettleSeconds,
+  });
   const ordered = options.scenarios.map((scenario) => reports.get(scenario.id)!);
   const comparisons = compareScenarios(ordered);
   return {
@@ -250,9 +300,38 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     history,
     scenarios: ordered,
     comparisons,
-    goals: goalSummary(ordered, comparisons),
+    goals: goalSummary(ordered, comparisons, memory),
     original: originalRun,
+    memory,
   };
+}
+
+/** The sample of the `count` taken a second apart whose total is lowest. */
+async function lowestOf(count: number, sample: () => Promise<ServiceRss>): Promise<ServiceRss> {
+  let lowest = await sample();
+  for (let i = 1; i < count; i++) {
+    await sleep(1000);
+    const next = await sample();
+    if (totalKiB(next) < totalKiB(lowest)) lowest = next;
+  }
+  return lowest;
+}
+
+/**
+ * The system's memory floor: a bare Deno process listening per service, the
+ * pusher's with `workers` bare workers, sampled as the system is, then stopped.
+ */
+async function measureFloor(workers: number, signal: AbortSignal): Promise<ServiceRss> {
+  await using floor = await startFloor(workers, { signal });
+  const pids = floor.processes.map((service) => service.pid);
+  return await lowestOf(3, async () => {
+    const each = await rssKiBEach(pids);
+    return Object.fromEntries(floor.processes.map((service, i) => [service.name.replace(/ floor$/, ""), each[i]!]));
+  });
+}
+
+function mib(kib: number): string {
+  return (kib / 1024).toFixed(1);
 }
 
 interface RunContext {
@@ -270,11 +349,15 @@ async function warmUp(context: RunContext, targets: readonly Target[]): Promise<
     { mode: "broadcast", clients: 100, messages: 200, channels: 0 },
     { mode: "targeted", clients: 100, messages: 2000, channels: 0 },
     { mode: "channels", clients: 100, messages: 2000, channels: 10 },
+    { mode: "channels", clients: 100, messages: 2000, channels: 10, batch: 10 },
+    { mode: "targeted", clients: 100, messages: 5000, channels: 0, batch: 100 },
   ].map((run) => ({ ...run, id: "warm-up", title: "", rate: null, rounds: 0, stresses: "" }) as Scenario);
   for (const target of targets) {
     for (const scenario of runs) {
-      // The original has no channels.
-      if (target.name !== "original" || scenario.mode !== "channels") await measure(context, scenario, target);
+      // The original has no channels and no batch API.
+      if (target.name !== "original" || (scenario.mode !== "channels" && !scenario.batch)) {
+        await measure(context, scenario, target);
+      }
     }
   }
 }
@@ -293,6 +376,7 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
     clients: scenario.clients,
     messages: scenario.messages,
     rate: scenario.rate,
+    batch: scenario.batch ?? 0,
     channels: scenario.channels,
     rounds: scenario.rounds,
     contentBytes: CONTENT_BYTES,

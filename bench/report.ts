@@ -119,6 +119,62 @@ export interface BenchReport {
    * from before it could.
    */
   original?: { ran: boolean; reason?: string };
+  /** The system's memory against its floor (issue 19); absent in runs from before, or with `--no-memory`. */
+  memory?: MemoryReport;
+}
+
+/** VmRSS in KiB of hub, pusher and publisher, by name. */
+export type ServiceRss = Record<string, number>;
+
+/**
+ * The system's memory (issue 19): the floor (a bare Deno process listening
+ * on a port per service, with a bare worker per pusher worker, the services'
+ * V8 flags), the services idle after start, and idle again after every
+ * scenario; VmRSS, per service.
+ */
+export interface MemoryReport {
+  /** Pusher workers, and so bare workers in the pusher's floor. */
+  workers: number;
+  floorKiB: ServiceRss;
+  /** Once the system routed and before any scenario: the lowest total of its samples. */
+  idleKiB: ServiceRss;
+  /** After every scenario, the clients gone: the lowest total over `settleSeconds`; null when the run stopped before. */
+  afterKiB: ServiceRss | null;
+  /** Seconds of samples, once a second, after the benchmark. */
+  settleSeconds: number;
+  goals: MemoryGoalResult[];
+}
+
+/** A memory target: `of`'s total over `over`'s, at most `bound`. */
+export interface MemoryGoalResult {
+  of: "idleKiB" | "afterKiB";
+  over: "floorKiB" | "idleKiB";
+  op: "<=";
+  bound: number;
+  value: number | null;
+  pass: boolean;
+}
+
+/** Issue 19: idle after start within 15% of the floor; after the benchmark, idle again within 20% of that. */
+export const MEMORY_GOALS: readonly Pick<MemoryGoalResult, "of" | "over" | "op" | "bound">[] = [
+  { of: "idleKiB", over: "floorKiB", op: "<=", bound: 1.15 },
+  { of: "afterKiB", over: "idleKiB", op: "<=", bound: 1.2 },
+];
+
+/** The sum of a sample's services. */
+export function totalKiB(rss: ServiceRss): number {
+  return Object.values(rss).reduce((sum, kib) => sum + kib, 0);
+}
+
+/** Checks {@linkcode MEMORY_GOALS} on the samples. */
+export function memoryReport(fields: Omit<MemoryReport, "goals">): MemoryReport {
+  const goals = MEMORY_GOALS.map((goal): MemoryGoalResult => {
+    const of = fields[goal.of];
+    const over = fields[goal.over];
+    const value = of === null || totalKiB(over) === 0 ? null : totalKiB(of) / totalKiB(over);
+    return { ...goal, value, pass: value !== null && value <= goal.bound };
+  });
+  return { ...fields, goals };
 }
 
 interface MetricSpec {
@@ -311,28 +367,45 @@ const COUNTS = ["lost", "failedPublishes", "failedCommands"] as const satisfies 
  * system's values, for every comparison one of whose scenarios ran.
  */
 export function compareScenarios(scenarios: readonly ScenarioReport[]): ComparisonResult[] {
-  const value = (id: string, metric: MetricKey) => {
+  const value = (id: string, metric: MetricKey, original = false) => {
     const scenario = scenarios.find((s) => s.id === id);
-    return scenario ? metricValue(scenario.system, metric) : null;
+    const measured = original ? scenario?.original : scenario?.system;
+    return measured ? metricValue(measured, metric) : null;
   };
-  return COMPARISONS.filter((c) => scenarios.some((s) => s.id === c.scenario || s.id === c.against)).map((c) => {
+  // Targets against the original only in a run where it ran.
+  const originalRan = scenarios.some((s) => s.original !== undefined && s.original !== null);
+  const wanted = COMPARISONS.filter((c) =>
+    scenarios.some((s) => s.id === c.scenario || s.id === c.against) && (originalRan || !c.againstOriginal)
+  );
+  return wanted.map((c) => {
     const scenarioValue = value(c.scenario, c.metric);
-    const againstValue = value(c.against, c.metric);
+    const againstValue = value(c.against, c.againstMetric ?? c.metric, c.againstOriginal);
     const ratio = scenarioValue === null || againstValue === null || againstValue === 0
       ? null
       : scenarioValue / againstValue;
     const notRun = [c.scenario, c.against].filter((id) => !scenarios.some((s) => s.id === id));
+    // Against the original, a target only when the original ran the scenario.
+    const originalMissing = c.againstOriginal === true && notRun.length === 0 && !hasOriginal(scenarios, c.against);
+    if (originalMissing) notRun.push(`${c.against} on the original`);
     const pass = notRun.length > 0 ? null : ratio !== null && (c.op === ">=" ? ratio >= c.bound : ratio <= c.bound);
     return { ...c, scenarioValue, againstValue, value: ratio, pass, notRun };
   });
+}
+
+function hasOriginal(scenarios: readonly ScenarioReport[], id: string): boolean {
+  const original = scenarios.find((s) => s.id === id)?.original;
+  return original !== undefined && original !== null;
 }
 
 /** Counts passed and missed goals, and comparisons that could be made. */
 export function goalSummary(
   scenarios: readonly ScenarioReport[],
   comparisons: readonly ComparisonResult[] = [],
+  memory?: MemoryReport,
 ): { pass: number; miss: number } {
-  const all = [...scenarios.flatMap((scenario) => scenario.goals), ...comparisons].filter((g) => g.pass !== null);
+  const all = [...scenarios.flatMap((scenario) => scenario.goals), ...comparisons, ...(memory?.goals ?? [])].filter((
+    g,
+  ) => g.pass !== null);
   const pass = all.filter((goal) => goal.pass).length;
   return { pass, miss: all.length - pass };
 }
@@ -394,6 +467,7 @@ export function formatTable(report: BenchReport): string {
     }
   }
   for (const comparison of report.comparisons) rows.push(...comparisonRows(comparison));
+  if (report.memory) rows.push(...memoryRows(report.memory));
   const cells = (row: string[]) => [...row, ...Array(Math.max(0, header.length - row.length)).fill("")];
   const table = [header, ...rows.filter((row): row is string[] => typeof row !== "string").map(cells)];
   const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
@@ -415,7 +489,7 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.scale > 1
       ? [
-        `Scenarios a, b, d, f, h and j ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
+        `Scenarios a, b, d, f, h, j, l and m ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
@@ -451,17 +525,42 @@ export function formatWarnings(report: BenchReport): string {
   return parts.join("\n");
 }
 
+/** The memory section: floor, idle after start, idle after the benchmark, per service, and the targets. */
+function memoryRows(memory: MemoryReport): (string[] | string)[] {
+  const names = Object.keys(memory.floorKiB);
+  const mib = (kib: number) => (kib / 1024).toFixed(1);
+  const row = (label: string, rss: ServiceRss | null, goal?: MemoryGoalResult) => [
+    `  ${label}`,
+    rss === null ? "-" : mib(totalKiB(rss)),
+    rss === null ? "" : names.map((name) => mib(rss[name] ?? 0)).join(" / "),
+    goal?.value === null || goal === undefined ? "" : `${goal.value.toFixed(2)}x`,
+    goal ? `≤ ${goal.bound}x` : "",
+    goal ? (goal.pass ? "PASS" : "MISS") : "",
+  ];
+  const [idle, after] = memory.goals;
+  return [
+    `memory: VmRSS of the system (MiB); columns: total, ${names.join(" / ")}, ratio`,
+    row(`floor (bare; pusher: ${memory.workers} workers)`, memory.floorKiB),
+    row("idle after start ÷ floor", memory.idleKiB, idle),
+    row("idle after the run ÷ idle after start", memory.afterKiB, after),
+  ];
+}
+
 /** A comparison's title line and its row: the system's value in one scenario and the other, their ratio, the target. */
 function comparisonRows(comparison: ComparisonResult): (string[] | string)[] {
   const metric = METRICS.find((m) => m.key === comparison.metric)!;
   const show = (value: number | null) => (value === null ? "-" : metric.format(value));
-  const title = `(${comparison.scenario}) vs (${comparison.against}): ${comparison.title}; ` +
-    `columns: (${comparison.scenario}), (${comparison.against}), ratio`;
+  const against = `(${comparison.against})${comparison.againstOriginal ? " original" : ""}`;
+  const againstLabel = comparison.againstMetric && comparison.againstMetric !== comparison.metric
+    ? ` over ${against}'s ${METRICS.find((m) => m.key === comparison.againstMetric)!.label}`
+    : "";
+  const title = `(${comparison.scenario}) vs ${against}: ${comparison.title}; ` +
+    `columns: (${comparison.scenario}), ${against}, ratio`;
   if (comparison.pass === null) {
     return [title, `  ${metric.label}: not compared, (${comparison.notRun.join(") and (")}) not run`];
   }
   return [title, [
-    `  ${metric.label}`,
+    `  ${metric.label}${againstLabel}`,
     show(comparison.scenarioValue),
     show(comparison.againstValue),
     comparison.value === null ? "-" : `${comparison.value.toFixed(2)}x`,

@@ -6,6 +6,7 @@ import {
   goalSummary,
   type Measurement,
   medianPair,
+  memoryReport,
   type ScenarioReport,
   scenarioReport,
 } from "./report.ts";
@@ -198,6 +199,8 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
     i: 300_000, // a cap: the churn's stream runs on its timer until the churn is done
     j: 40_000,
     k: 100, // missed by each client: the storm's size is the issue's, whatever the scale
+    l: 1_000_000,
+    m: 1_000_000,
   });
   assert.deepEqual(sizes(scenarios(true, 2)), {
     a: 40,
@@ -211,6 +214,8 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
     i: 30_000,
     j: 160,
     k: 20,
+    l: 800,
+    m: 800,
   });
   const [, , , scaled] = scenarios(false, 20);
   assert.equal(scaled!.title, "100 clients × 100000 targeted sends, as fast as accepted");
@@ -218,7 +223,7 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
   const report = scenarioReport(scaled!, { system: measurement(), baseline: measurement() });
   assert.match(
     tableOf([report], 1, 20),
-    /^Scenarios a, b, d, f, h and j ran 20 times the publishes of the issue's sizes/m,
+    /^Scenarios a, b, d, f, h, j, l and m ran 20 times the publishes of the issue's sizes/m,
   );
   assert.doesNotMatch(tableOf([report]), /times the publishes/, "not at the issue's sizes");
 });
@@ -361,4 +366,75 @@ Deno.test("the table says why the original did not run, and its median pair keep
   assert.equal(median.original?.lost, 1, "the worst run's loss");
   assert.equal(median.runs?.length, 3);
   assert.ok(median.goals.some((goal) => goal.kind === "original" && goal.metric === "latencyP99Ms"));
+});
+
+Deno.test("issue 19's targets across scenarios read the original's run: (h) per connection against its (b), (l) and (m) against its (d)", () => {
+  const all = scenarios();
+  const byId = (id: string) => all.find((s) => s.id === id)!;
+  const original = measurement({
+    deliveriesPerSec: 150_000,
+    deliveriesPerSecPerConnection: 150,
+    publishesPerSec: 20_000,
+  });
+  const reports = [
+    scenarioReport(byId("b"), {
+      system: measurement({ deliveriesPerSec: 1_000_000 }),
+      baseline: measurement(),
+      original,
+    }),
+    scenarioReport(byId("d"), { system: measurement(), baseline: measurement(), original }),
+    scenarioReport(byId("h"), {
+      system: measurement({ deliveriesPerSec: 900_000, deliveriesPerSecPerConnection: 9000 }),
+      baseline: measurement(),
+    }),
+    scenarioReport(byId("l"), { system: measurement({ deliveriesPerSec: 250_000 }), baseline: measurement() }),
+    scenarioReport(byId("m"), { system: measurement({ deliveriesPerSec: 150_000 }), baseline: measurement() }),
+  ];
+  const compared = compareScenarios(reports).filter((c) => c.againstOriginal);
+  assert.deepEqual(compared.map((c) => [c.scenario, c.against, c.value, c.pass]), [
+    ["h", "b", 60, true],
+    ["l", "d", 12.5, true],
+    ["m", "d", 7.5, false],
+  ]);
+  const table = tableOf(reports);
+  assert.match(table, /^\(l\) vs \(d\) original: 100 per \/api\/batch/m);
+  assert.match(
+    table,
+    /^ {2}deliveries\/s over \(d\) original's publish requests\/s +250,000 +20,000 +12\.50x +≥ 10x +PASS$/m,
+  );
+  // Without the original, these targets are not shown and count neither way.
+  const without = reports.map((r) =>
+    scenarioReport(all.find((s) => s.id === r.id)!, { system: r.system, baseline: r.baseline })
+  );
+  assert.equal(compareScenarios(without).some((c) => c.againstOriginal), false);
+});
+
+Deno.test("memory: idle after start is held to the floor, and idle after the run to idle after start, per service and in total", () => {
+  const memory = memoryReport({
+    workers: 2,
+    floorKiB: { hub: 36_000, pusher: 56_000, publisher: 36_000 },
+    idleKiB: { hub: 40_000, pusher: 64_000, publisher: 40_000 },
+    afterKiB: { hub: 60_000, pusher: 70_000, publisher: 45_000 },
+    settleSeconds: 30,
+  });
+  assert.deepEqual(memory.goals.map((g) => [g.of, g.over, g.value?.toFixed(3), g.pass]), [
+    ["idleKiB", "floorKiB", "1.125", true],
+    ["afterKiB", "idleKiB", "1.215", false],
+  ]);
+  assert.deepEqual(goalSummary([], [], memory), { pass: 1, miss: 1 });
+  const table = formatTable({
+    startedAt: "",
+    finishedAt: "",
+    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
+    quick: false,
+    repeat: 1,
+    scale: 1,
+    scenarios: [],
+    comparisons: [],
+    goals: goalSummary([], [], memory),
+    memory,
+  });
+  assert.match(table, /^memory: VmRSS of the system \(MiB\); columns: total, hub \/ pusher \/ publisher, ratio$/m);
+  assert.match(table, /^ {2}idle after start ÷ floor +140\.6 +39\.1 \/ 62\.5 \/ 39\.1 +1\.13x +≤ 1\.15x +PASS$/m);
+  assert.match(table, /^ {2}idle after the run ÷ idle after start +170\.9 .* +1\.22x +≤ 1\.2x +MISS$/m);
 });

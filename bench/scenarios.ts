@@ -29,6 +29,11 @@ export interface Scenario {
   rounds: number;
   /** Publishes per second on a timer; null: as fast as publishes are accepted. */
   rate: number | null;
+  /**
+   * Publishes per request through the server API's `POST /api/batch`; 0 or
+   * absent: one `GET /?…` per publish, the original's API. @default {0}
+   */
+  batch?: number;
   /** What the scenario puts under stress, for readers of the report. */
   stresses: string;
   /**
@@ -84,13 +89,18 @@ export interface Goal {
 }
 
 /**
- * A target across two scenarios of one run, on the system's own values:
- * `scenario`'s metric over `against`'s.
+ * A target across two scenarios of one run: the system's `metric` in
+ * `scenario` over the system's (or, with `againstOriginal`, the PHP
+ * original's) `againstMetric` in `against`.
  */
 export interface Comparison {
   scenario: string;
   against: string;
   metric: MetricKey;
+  /** The metric read in `against`. @default {metric} */
+  againstMetric?: MetricKey;
+  /** Read `against` on the PHP original's run (a target only when it ran). @default {false} */
+  againstOriginal?: boolean;
   op: ">=" | "<=";
   bound: number;
   /** What the target means, for the table. */
@@ -103,7 +113,7 @@ export const HISTORY_SUBJECTS = "channel.*";
 /**
  * Builds the scenarios, full size or tiny (`--quick`, a smoke test that runs
  * in seconds). `scale` multiplies the publishes of the scenarios that run as
- * fast as publishes are accepted (a, b, d, f, h, j): at the issue's sizes they last
+ * fast as publishes are accepted (a, b, d, f, h, j, l, m): at the issue's sizes they last
  * a fraction of a second, so their figures include the start of the run; a
  * larger scale measures the steady state.
  */
@@ -120,8 +130,22 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
     rate: null,
     channels: q(10, 4),
     rounds: 0,
+    // One publication to each channel per request: every request reaches all
+    // the clients, as each of (b)'s does, so the two compare the cost of a
+    // delivery at the same load on the publish path (issue 16).
+    batch: q(10, 4),
     withOriginal: false,
   } as const;
+  // (l) and (m): 100 publishes per /api/batch request, each to one connection
+  // or to one channel of one member: as many deliveries as publishes, as (d).
+  const batched = (full: number, small: number) => ({
+    clients: q(100, 20),
+    messages: burst(full, small),
+    rate: null,
+    rounds: 0,
+    batch: q(100, 20),
+    withOriginal: false,
+  });
   return [
     {
       id: "a",
@@ -204,7 +228,7 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       id: "h",
       title: `${q(1000, 40)} clients in ${q(10, 4)} channels of ${q(100, 10)}, ${
         burst(2000, 80)
-      } channel publications round-robin, as fast as accepted`,
+      } channel publications round-robin, ${q(10, 4)} per /api/batch (one per channel), as fast as accepted`,
       ...channelFanOut,
       stresses: "channel fan-out: one event to a channel's members only",
     },
@@ -227,7 +251,7 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       id: "j",
       title: `(h) with history: ${q(1000, 40)} clients in ${q(10, 4)} channels of ${q(100, 10)}, ${
         burst(2000, 80)
-      } channel publications, hub --history ${HISTORY_SUBJECTS}`,
+      } channel publications, ${q(10, 4)} per /api/batch, hub --history ${HISTORY_SUBJECTS}`,
       ...channelFanOut,
       stresses: "channel fan-out while the hub keeps every publication's history and positions",
       history: HISTORY_SUBJECTS,
@@ -249,6 +273,24 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       history: HISTORY_SUBJECTS,
       withBaseline: false,
       withOriginal: false,
+    },
+    {
+      id: "l",
+      title: `${q(100, 20)} clients × ${burst(50_000, 400)} targeted sends, ${q(100, 20)} per /api/batch request`,
+      mode: "targeted",
+      ...batched(50_000, 400),
+      channels: 0,
+      stresses: "the batch API: one HTTP request, many targeted sends (issue 19)",
+    },
+    {
+      id: "m",
+      title: `${q(100, 20)} clients in ${q(100, 20)} channels of 1, ${burst(50_000, 400)} channel publications, ${
+        q(100, 20)
+      } per /api/batch request`,
+      mode: "channels",
+      ...batched(50_000, 400),
+      channels: q(100, 20),
+      stresses: "the batch API: one HTTP request, many channels (issue 19)",
     },
   ];
 }
@@ -309,4 +351,27 @@ export const COMPARISONS: readonly Comparison[] = [
     bound: 0.85,
     title: "channel fan-out with history against without, system",
   },
+  // Issue 19: channel publications at least 4x the original's broadcast rate per delivered connection.
+  {
+    scenario: "h",
+    against: "b",
+    metric: "deliveriesPerSecPerConnection",
+    againstOriginal: true,
+    op: ">=",
+    bound: 4,
+    title: "channel publications against the original's broadcasts, per delivered connection",
+  },
+  // Issue 19: targeted sends, and channel publications, 100 per /api/batch
+  // request: deliveries/s at least 10x the original's one-per-request
+  // targeted publishes/s.
+  ...["l", "m"].map((scenario): Comparison => ({
+    scenario,
+    against: "d",
+    metric: "deliveriesPerSec",
+    againstMetric: "publishesPerSec",
+    againstOriginal: true,
+    op: ">=",
+    bound: 10,
+    title: "100 per /api/batch against the original's one targeted send per request",
+  })),
 ];
