@@ -8,7 +8,7 @@
  * @module
  */
 
-import { sha256 } from "../shared/sha.ts";
+import { createHash } from "node:crypto";
 
 /** One file served as is. */
 interface Asset {
@@ -20,8 +20,7 @@ interface Asset {
 function load(name: string, contentType: string): Asset {
   // Synchronously: a few kilobytes, once; the handler that asks stays simple.
   const body = Deno.readTextFileSync(new URL(`./${name}`, import.meta.url));
-  const digest = sha256(new TextEncoder().encode(body));
-  const etag = `"${Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("").slice(0, 24)}"`;
+  const etag = `"${createHash("sha256").update(body).digest("hex").slice(0, 24)}"`;
   return { body, contentType, etag };
 }
 

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { sha1 } from "../shared/sha.ts";
+import { createHash } from "node:crypto";
 import { concat } from "../shared/bytes.ts";
 
 /** Close codes this server sends. */
@@ -56,7 +56,7 @@ const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /** `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`. */
 export function acceptKey(key: string): string {
-  return btoa(String.fromCharCode(...sha1(utf8.encode(key + GUID))));
+  return createHash("sha1").update(key + GUID).digest("base64");
 }
 
 /** True for a valid `Sec-WebSocket-Key`: base64 of 16 bytes. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { hmacSha256 } from "./sha.ts";
+import { createHmac, timingSafeEqual } from "node:crypto";
 
 /** Claims the pusher reads; others are kept as they are. */
 export interface JwtClaims {
@@ -72,7 +72,7 @@ export function verifyJwt(token: string, secret: string, now: number = Date.now(
   // bits, and only the canonical spelling of the signature is the signature.
   const expected = Buffer.from(sign(`${head}.${body}`, secret).toString("base64url"));
   const given = Buffer.from(signature);
-  if (given.length !== expected.length || !sameBytes(given, expected)) {
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
     throw new TokenError("Invalid token: bad signature");
   }
   const claims = decodePart(body, "payload");
@@ -114,16 +114,7 @@ function requireSecret(secret: string): void {
 }
 
 function sign(input: string, secret: string): Buffer {
-  return Buffer.from(hmacSha256(utf8.encode(secret), utf8.encode(input)));
-}
-
-const utf8 = new TextEncoder();
-
-/** Whether two byte strings of one length are equal, in a time that does not depend on where they differ. */
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  let difference = 0;
-  for (let i = 0; i < a.length; i++) difference |= a[i]! ^ b[i]!;
-  return difference === 0;
+  return createHmac("sha256", secret).update(input).digest();
 }
 
 function decodePart(part: string, what: string): Record<string, unknown> {
