@@ -57,7 +57,7 @@ const FLAGS = {
     type: "string" as const,
     arg: "a,b,...",
     help: "scenarios to run",
-    default: "all: a,b,c,d,e,f,g,h,i,j,k,l,m",
+    default: "all: a,b,c,d,e,f,g,h,i,j,k,l,m,n",
   },
   out: {
     type: "string" as const,

@@ -36,7 +36,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
     const report: BenchReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
     assert.deepEqual(
       report.scenarios.map((s) => s.id),
-      ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"],
+      ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"],
     );
     // Issue 19: the system's memory against its floor, and after the run.
     assert.match(stdout, /^ {2}idle after start ÷ floor +[\d.]+ .* +[\d.]+x +≤ 1\.15x +(PASS|MISS)$/m);
@@ -57,6 +57,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
       report.comparisons.filter((c) => !c.againstOriginal).map((c) => [c.scenario, c.against, typeof c.pass]),
       [
         ["h", "b", "boolean"],
+        ["n", "b", "boolean"],
         ["j", "h", "boolean"],
       ],
     );
