@@ -9,11 +9,14 @@
  * - `--allow-run`: it starts the services (each with its own task's grants),
  *   the baseline and the load generator (loopback network only), and reads
  *   /proc through `cat` (see `_proc.ts`: Deno grants /proc only under
- *   `--allow-all`). Unscoped because `deno` is wherever npx put it.
+ *   `--allow-all`). Unscoped because `deno` is wherever npx put it. With
+ *   `--buses` it also runs `nats-server` or `redis-server`, and `mktemp` and
+ *   `rm` for their temporary directory (`_buses.ts`).
  * - `--allow-read=deno.json`: the services' command lines are its tasks.
  * - `--allow-write=bench/results`: the JSON results.
- * - `--allow-net=127.0.0.1`: checking that the ports are free, and probing
- *   that the system routes before measuring.
+ * - `--allow-net=127.0.0.1`: checking that the ports are free (and finding
+ *   free ones for the bus servers), and probing that the system routes
+ *   before measuring.
  *
  * @module
  */
@@ -24,6 +27,8 @@ import { runLoadProcess } from "./_load_process.ts";
 import { clockTicksPerSecond, cpuTicks, cpuTicksEach, describeMachine, rssKiB } from "./_proc.ts";
 import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
 import { type Ports, startOriginal, startServices, startSystem, type Target } from "./_services.ts";
+import { type BusKind, type BusServer, type BusSystem, parseBuses, startBusServer, startBusSystem } from "./_buses.ts";
+import { type BusesReport, type BusRun, busScenarioReport, formatBusTable } from "./bus_report.ts";
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
@@ -83,6 +88,13 @@ const FLAGS = {
     help: "the hub's --history: subjects it keeps history of (channel.*); (j) and (k) get a second system with theirs",
     default: "none",
   },
+  buses: {
+    type: "string" as const,
+    arg: "channel,nats,redis",
+    help: "also runs the scenarios with pusher and publisher on these buses (nats-server, redis-server on free " +
+      "ports), and prints each against the hub (channel, which always runs)",
+    default: "channel",
+  },
   ...SYSTEM_PORT_FLAGS,
   "baseline-port": { type: "string" as const, arg: "PORT", help: "baseline port; 0 picks a free one", default: "4240" },
   help: { type: "boolean" as const, help: "show this help" },
@@ -118,7 +130,12 @@ interface BenchOptions {
   pusherServer: "listen" | "deno";
   /** The hub's `--history`; "" for none. */
   history: string;
+  /** Buses the scenarios also run on, besides the hub (`--buses`). */
+  buses: BusKind[];
 }
+
+/** The JSON: with `--buses`, each bus's figures beside the hub's. */
+type Report = BenchReport & { buses?: BusesReport };
 
 /** Runs the benchmark; returns the exit code. */
 export function main(args: string[] = Deno.args): Promise<number> {
@@ -131,6 +148,7 @@ export function main(args: string[] = Deno.args): Promise<number> {
     run,
     print(report) {
       console.log(formatTable(report));
+      if (report.buses) console.log(`\n${formatBusTable(report.buses)}`);
       const warnings = formatWarnings(report);
       if (warnings) console.log(`\n${warnings}`);
       return 0;
@@ -163,6 +181,7 @@ function benchOptions(flags: FlagValues): BenchOptions {
     scale,
     pusherServer,
     history: stringFlag(flags, "history")?.trim() ?? "",
+    buses: parseBuses(stringFlag(flags, "buses")),
   };
 }
 
@@ -171,7 +190,7 @@ function atLeastOne(value: number, flag: string): number {
   return value;
 }
 
-async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchReport> {
+async function run(options: BenchOptions, signal: AbortSignal): Promise<Report> {
   const startedAt = new Date().toISOString();
   const machine = await describeMachine();
   const ticksPerSecond = await clockTicksPerSecond();
@@ -206,10 +225,39 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     }
     return target;
   };
+  // --buses: their servers now, so that a missing one stops the run before
+  // anything is measured; pusher and publisher on each when first needed,
+  // one pair per history, as for the hub.
+  await using busStack = new AsyncDisposableStack();
+  const busServers: BusServer[] = [];
+  for (const kind of options.buses) {
+    const server = busStack.use(await startBusServer(kind, { signal }));
+    busServers.push(server);
+    progress(`${kind}: started on ${server.url}`);
+  }
+  const busSystems = new Map<string, BusSystem>();
+  const warmedBuses = new Set<BusSystem>();
+  const busTargetFor = async (server: BusServer, scenario: Scenario): Promise<Target> => {
+    const subjects = scenario.history ?? history;
+    const key = `${server.kind} ${subjects}`;
+    let started = busSystems.get(key);
+    if (started === undefined) {
+      progress(`starting pusher and publisher on ${server.url}${subjects === "" ? "" : ` with --history ${subjects}`}`);
+      started = busStack.use(await startBusSystem(server, { signal, pusherServer, history: subjects }));
+      busSystems.set(key, started);
+    }
+    // Warmed up as the hub's system is, but not before the idle scenario's memory is read.
+    if (!options.quick && scenario.mode !== "idle" && !warmedBuses.has(started)) {
+      warmedBuses.add(started);
+      await warmUp(context, [started.target]);
+    }
+    return started.target;
+  };
   const context: RunContext = {
     assertRunning() {
       services.assertRunning();
       if ("services" in peer) peer.services.assertRunning();
+      for (const system of busSystems.values()) system.assertRunning();
     },
     signal,
     quick: options.quick,
@@ -217,15 +265,23 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     idleSettleSeconds: options.idleSettleSeconds,
   };
   const reports = new Map<string, ScenarioReport>();
+  const busReports = new Map<string, BusesReport["scenarios"][number]>();
   const runScenario = async (scenario: Scenario, times: number) => {
     const pairs: ScenarioReport[] = [];
+    const busRuns: BusRun[] = [];
     for (let i = 0; i < times; i++) {
       const system = await measure(context, scenario, await systemFor(scenario));
       const baseline = scenario.withBaseline === false ? null : await measure(context, scenario, services.baseline);
       const theirs = original && scenario.withOriginal !== false ? await measure(context, scenario, original) : null;
       pairs.push(scenarioReport(scenario, { system, baseline, original: theirs }));
+      const buses: BusRun["buses"] = {};
+      for (const server of busServers) {
+        buses[server.kind] = await measure(context, scenario, await busTargetFor(server, scenario));
+      }
+      busRuns.push({ hub: system, buses });
     }
     reports.set(scenario.id, times === 1 ? pairs[0]! : medianPair(pairs));
+    if (busServers.length > 0) busReports.set(scenario.id, busScenarioReport(scenario, busRuns));
   };
   // Memory first, on processes that have not held thousands of sockets yet:
   // the heap a busy scenario frees stays mapped, and new connections reusing
@@ -252,6 +308,9 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     comparisons,
     goals: goalSummary(ordered, comparisons),
     original: originalRun,
+    ...(busServers.length === 0 ? {} : {
+      buses: { buses: options.buses, scenarios: options.scenarios.map((scenario) => busReports.get(scenario.id)!) },
+    }),
   };
 }
 
