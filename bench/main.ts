@@ -28,7 +28,13 @@ import { clockTicksPerSecond, cpuTicks, cpuTicksEach, describeMachine, rssKiB } 
 import { portFlag, programMain, progress, SYSTEM_PORT_FLAGS } from "./_program.ts";
 import { type Ports, startOriginal, startServices, startSystem, type Target } from "./_services.ts";
 import { type BusKind, type BusServer, type BusSystem, parseBuses, startBusServer, startBusSystem } from "./_buses.ts";
-import { type BusesReport, type BusRun, busScenarioReport, formatBusTable } from "./bus_report.ts";
+import {
+  type BusesReport,
+  type BusRun,
+  type BusScenarioReport,
+  busScenarioReport,
+  formatBusTable,
+} from "./bus_report.ts";
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
@@ -116,7 +122,11 @@ Contents are ${CONTENT_BYTES} bytes.
 
 Issue 19: when ../shared/peers/workerman/peer.sh, the sources in $PEER_SRC (default /tmp/peer-src) and
 php are there, the PHP original also runs (a) to (g), on free ports, and the table shows system/original
-beside system/baseline; otherwise it says why not and runs the rest as before.`;
+beside system/baseline; otherwise it says why not and runs the rest as before.
+
+Issue 18: --buses channel,nats,redis also runs the chosen scenarios with pusher and publisher on a
+nats-server (JetStream) and a redis-server the bench starts on free ports, and prints each bus against
+the hub's run (channel: the hub, which always runs).`;
 
 /** Options of one run, from the command line. */
 interface BenchOptions {
@@ -265,7 +275,7 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<Report> 
     idleSettleSeconds: options.idleSettleSeconds,
   };
   const reports = new Map<string, ScenarioReport>();
-  const busReports = new Map<string, BusesReport["scenarios"][number]>();
+  const busReports = new Map<string, BusScenarioReport>();
   const runScenario = async (scenario: Scenario, times: number) => {
     const pairs: ScenarioReport[] = [];
     const busRuns: BusRun[] = [];
