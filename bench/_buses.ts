@@ -73,7 +73,9 @@ const INSTALL: Record<BusKind, string> = {
  */
 export async function startBusServer(kind: BusKind, options: StartBusOptions = {}): Promise<BusServer> {
   const dir = await run("mktemp", ["-d", "-t", `bench-${kind}.XXXXXX`]);
-  const removeDir = async () => void await run("rm", ["-rf", "--", dir]);
+  const removeDir = async () => {
+    await run("rm", ["-rf", "--", dir]);
+  };
   const [port] = freePorts(1) as [number];
   const command = kind === "nats"
     ? ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-n", "bench", "-js", "-sd", dir]
