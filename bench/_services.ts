@@ -52,7 +52,8 @@ export interface ServiceProcess {
 
 /** A thing the load generator drives, and the processes measured for it. */
 export interface Target {
-  readonly name: "system" | "baseline" | "original";
+  /** `system` is on the hub; `nats` and `redis` are the same services on that bus (`bench/_buses.ts`). */
+  readonly name: "system" | "baseline" | "original" | "nats" | "redis";
   readonly wsPort: number;
   readonly publishPort: number;
   /** Processes whose CPU time counts: hub, pusher and publisher (for the original, masters and workers), or the baseline. */
@@ -74,6 +75,12 @@ export interface StartServicesOptions {
    * ending in `*`, comma-separated). @default {""} none, as under `deno task start`
    */
   history?: string;
+  /**
+   * The pusher's and publisher's `--bus` instead of a hub: no hub is
+   * started, and `history` goes to the pusher and the publisher, as a bus
+   * that keeps history itself takes it. @default {undefined} a hub of ours
+   */
+  bus?: string;
 }
 
 /** The running system and baseline. Disposing stops every process; twice is harmless. */
@@ -98,8 +105,13 @@ class Running implements ServiceProcess {
   #warnings = 0;
   #sample: string[] = [];
 
-  constructor(name: string, command: string[]) {
+  readonly #ready: RegExp;
+  readonly #warning: RegExp;
+
+  constructor(name: string, command: string[], lines: ProcessLines = {}) {
     this.name = name;
+    this.#ready = lines.ready ?? / msg=listening addr=\S+/;
+    this.#warning = lines.warning ?? / level=(warn|error) /;
     this.process = spawnPiped(command);
     this.process.status.then(() => (this.exited = true));
     let resolveListening!: (addr: string) => void;
@@ -122,8 +134,8 @@ class Running implements ServiceProcess {
   #line(line: string, resolveListening: (addr: string) => void): void {
     this.#tail.push(line);
     if (this.#tail.length > TAIL_LINES) this.#tail.shift();
-    if (/ msg=listening addr=\S+/.test(line)) resolveListening(line);
-    if (/ level=(warn|error) /.test(line)) {
+    if (this.#ready.test(line)) resolveListening(line);
+    if (this.#warning.test(line)) {
       this.#warnings++;
       if (this.#sample.length < WARNING_SAMPLE) this.#sample.push(line);
     }
@@ -158,7 +170,8 @@ class Running implements ServiceProcess {
         }),
         aborted(signal),
       ]);
-      return Number(/ addr=\S*:(\d+)/.exec(this.listeningLine)![1]);
+      // A process that is not ours says it is ready in its own words, without an addr=.
+      return Number(/ addr=\S*:(\d+)/.exec(this.listeningLine)?.[1] ?? 0);
     } finally {
       clearTimeout(timer);
     }
@@ -276,6 +289,51 @@ export async function startSystem(ports: SystemPorts, options: StartServicesOpti
   }
 }
 
+/** How a process says it is ready and warns; our services' log lines by default. */
+export interface ProcessLines {
+  /** Its line saying it is ready. @default {/ msg=listening addr=\S+/} */
+  ready?: RegExp;
+  /** Its warning and error lines. @default {/ level=(warn|error) /} */
+  warning?: RegExp;
+}
+
+/** A process started by {@linkcode startProcess}; disposing stops it (SIGTERM, then SIGKILL), twice is harmless. */
+export interface StartedProcess extends ServiceProcess, AsyncDisposable {}
+
+/**
+ * Starts a process that is not a service of ours (`nats-server`,
+ * `redis-server`) from the repository root and waits for its ready line.
+ *
+ * @throws {Error} with its last log lines when it exits first or is not ready within `timeout` ms.
+ */
+export async function startProcess(
+  name: string,
+  command: string[],
+  { timeout = 20_000, signal, ...lines }: ProcessLines & { timeout?: number; signal?: AbortSignal },
+): Promise<StartedProcess> {
+  const running = new Running(name, command, lines);
+  const started: StartedProcess = {
+    name,
+    pid: running.pid,
+    get listeningLine() {
+      return running.listeningLine;
+    },
+    get exited() {
+      return running.exited;
+    },
+    takeWarnings: () => running.takeWarnings(),
+    tail: () => running.tail(),
+    [Symbol.asyncDispose]: () => running.stop(),
+  };
+  try {
+    await running.waitListening(timeout, signal);
+  } catch (error) {
+    await running.stop();
+    throw error;
+  }
+  return started;
+}
+
 /** The processes one run started, stopped together in reverse order. */
 class ProcessGroup implements AsyncDisposable {
   readonly #started: Running[] = [];
@@ -316,8 +374,9 @@ class ProcessGroup implements AsyncDisposable {
 async function launchSystem(
   group: ProcessGroup,
   ports: SystemPorts,
-  { pusherServer = "listen", history = "" }: StartServicesOptions,
+  { pusherServer = "listen", history = "", bus }: StartServicesOptions,
 ): Promise<Target> {
+  if (bus !== undefined) return await launchOnBus(group, ports, { pusherServer, history, bus });
   // Flags only where a port differs from the default, or history is asked
   // for: at the defaults the command lines are exactly the tasks'.
   const hub = await group.start("hub", [
@@ -345,6 +404,40 @@ async function launchSystem(
     wsPort: pusher.port,
     publishPort: publisher.port,
     cpuProcesses: [hub.service, pusher.service, publisher.service],
+    rssProcesses: [pusher.service],
+  };
+}
+
+/**
+ * Starts pusher and publisher on `bus` (no hub) and waits until a broadcast
+ * reaches every pusher worker: seen by clients, as NATS counts no
+ * subscribers. Whoever started the bus's servers names the target after
+ * the bus and adds them to its CPU processes (`bench/_buses.ts`).
+ */
+async function launchOnBus(
+  group: ProcessGroup,
+  ports: SystemPorts,
+  { pusherServer, history, bus }: Required<Pick<StartServicesOptions, "pusherServer" | "history" | "bus">>,
+): Promise<Target> {
+  const busFlags = ["--bus", bus, ...(history === "" ? [] : ["--history", history])];
+  const pusher = await group.start("pusher", [
+    ...await taskCommand("pusher"),
+    ...portFlag(ports.pusher, DEFAULT_PORTS.pusher),
+    ...busFlags,
+    ...(pusherServer === "listen" ? [] : ["--server", pusherServer]),
+  ]);
+  const publisher = await group.start("publisher", [
+    ...await taskCommand("publisher"),
+    ...portFlag(ports.publisher, DEFAULT_PORTS.publisher),
+    ...busFlags,
+  ]);
+  const workers = Number(/ workers=(\d+)/.exec(pusher.service.listeningLine)?.[1] ?? 1);
+  await waitOriginalRouted(pusher.port, publisher.port, workers, group.timeout, group.signal, `The system on ${bus}`);
+  return {
+    name: "system",
+    wsPort: pusher.port,
+    publishPort: publisher.port,
+    cpuProcesses: [pusher.service, publisher.service],
     rssProcesses: [pusher.service],
   };
 }
@@ -509,7 +602,8 @@ async function shell(
   return { ok: success, output: [decode(stdout), decode(stderr)].filter(Boolean).join("\n") };
 }
 
-function freePorts(count: number): number[] {
+/** `count` loopback ports free a moment ago (bound to port 0, then closed). */
+export function freePorts(count: number): number[] {
   const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
   const ports = listeners.map((listener) => listener.addr.port);
   for (const listener of listeners) listener.close();
@@ -569,6 +663,7 @@ async function waitOriginalRouted(
   workers: number,
   timeout: number,
   signal?: AbortSignal,
+  who = "The original",
 ): Promise<void> {
   const deadline = Date.now() + timeout;
   const sockets: WebSocket[] = [];
@@ -604,7 +699,7 @@ async function waitOriginalRouted(
     }
     if (reached.size < workers) {
       throw new Error(
-        `The original did not route a broadcast to its ${workers} pusher processes within ${timeout} ms ` +
+        `${who} did not route a broadcast to its ${workers} pusher processes within ${timeout} ms ` +
           `(${seen.size} greeted, ${reached.size} delivered)`,
       );
     }

@@ -9,11 +9,14 @@
  * - `--allow-run`: it starts the services (each with its own task's grants),
  *   the baseline and the load generator (loopback network only), and reads
  *   /proc through `cat` (see `_proc.ts`: Deno grants /proc only under
- *   `--allow-all`). Unscoped because `deno` is wherever npx put it.
+ *   `--allow-all`). Unscoped because `deno` is wherever npx put it. With
+ *   `--buses` it also runs `nats-server` or `redis-server`, and `mktemp` and
+ *   `rm` for their temporary directory (`_buses.ts`).
  * - `--allow-read=deno.json`: the services' command lines are its tasks.
  * - `--allow-write=bench/results`: the JSON results.
- * - `--allow-net=127.0.0.1`: checking that the ports are free, and probing
- *   that the system routes before measuring.
+ * - `--allow-net=127.0.0.1`: checking that the ports are free (and finding
+ *   free ones for the bus servers), and probing that the system routes
+ *   before measuring.
  *
  * @module
  */
@@ -32,6 +35,14 @@ import {
   startSystem,
   type Target,
 } from "./_services.ts";
+import { type BusKind, type BusServer, type BusSystem, parseBuses, startBusServer, startBusSystem } from "./_buses.ts";
+import {
+  type BusesReport,
+  type BusRun,
+  type BusScenarioReport,
+  busScenarioReport,
+  formatBusTable,
+} from "./bus_report.ts";
 import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
@@ -102,6 +113,13 @@ const FLAGS = {
     help: "the hub's --history: subjects it keeps history of (channel.*); (j) and (k) get a second system with theirs",
     default: "none",
   },
+  buses: {
+    type: "string" as const,
+    arg: "channel,nats,redis",
+    help: "also runs the scenarios with pusher and publisher on these buses (nats-server, redis-server on free " +
+      "ports), and prints each against the hub (channel, which always runs)",
+    default: "channel",
+  },
   ...SYSTEM_PORT_FLAGS,
   "baseline-port": { type: "string" as const, arg: "PORT", help: "baseline port; 0 picks a free one", default: "4240" },
   help: { type: "boolean" as const, help: "show this help" },
@@ -123,7 +141,11 @@ Contents are ${CONTENT_BYTES} bytes.
 
 Issue 19: when ../shared/peers/workerman/peer.sh, the sources in $PEER_SRC (default /tmp/peer-src) and
 php are there, the PHP original also runs (a) to (g), on free ports, and the table shows system/original
-beside system/baseline; otherwise it says why not and runs the rest as before.`;
+beside system/baseline; otherwise it says why not and runs the rest as before.
+
+Issue 18: --buses channel,nats,redis also runs the chosen scenarios with pusher and publisher on a
+nats-server (JetStream) and a redis-server the bench starts on free ports, and prints each bus against
+the hub's run (channel: the hub, which always runs).`;
 
 /** Options of one run, from the command line. */
 interface BenchOptions {
@@ -139,7 +161,12 @@ interface BenchOptions {
   pusherServer: "listen" | "deno";
   /** The hub's `--history`; "" for none. */
   history: string;
+  /** Buses the scenarios also run on, besides the hub (`--buses`). */
+  buses: BusKind[];
 }
+
+/** The JSON: with `--buses`, each bus's figures beside the hub's. */
+type Report = BenchReport & { buses?: BusesReport };
 
 /** Runs the benchmark; returns the exit code. */
 export function main(args: string[] = Deno.args): Promise<number> {
@@ -152,6 +179,7 @@ export function main(args: string[] = Deno.args): Promise<number> {
     run,
     print(report) {
       console.log(formatTable(report));
+      if (report.buses) console.log(`\n${formatBusTable(report.buses)}`);
       const warnings = formatWarnings(report);
       if (warnings) console.log(`\n${warnings}`);
       return 0;
@@ -185,6 +213,7 @@ function benchOptions(flags: FlagValues): BenchOptions {
     scale,
     pusherServer,
     history: stringFlag(flags, "history")?.trim() ?? "",
+    buses: parseBuses(stringFlag(flags, "buses")),
   };
 }
 
@@ -193,7 +222,7 @@ function atLeastOne(value: number, flag: string): number {
   return value;
 }
 
-async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchReport> {
+async function run(options: BenchOptions, signal: AbortSignal): Promise<Report> {
   const startedAt = new Date().toISOString();
   const machine = await describeMachine();
   const ticksPerSecond = await clockTicksPerSecond();
@@ -228,10 +257,39 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     }
     return target;
   };
+  // --buses: their servers now, so that a missing one stops the run before
+  // anything is measured; pusher and publisher on each when first needed,
+  // one pair per history, as for the hub.
+  await using busStack = new AsyncDisposableStack();
+  const busServers: BusServer[] = [];
+  for (const kind of options.buses) {
+    const server = busStack.use(await startBusServer(kind, { signal }));
+    busServers.push(server);
+    progress(`${kind}: started on ${server.url}`);
+  }
+  const busSystems = new Map<string, BusSystem>();
+  const warmedBuses = new Set<BusSystem>();
+  const busTargetFor = async (server: BusServer, scenario: Scenario): Promise<Target> => {
+    const subjects = scenario.history ?? history;
+    const key = `${server.kind} ${subjects}`;
+    let started = busSystems.get(key);
+    if (started === undefined) {
+      progress(`starting pusher and publisher on ${server.url}${subjects === "" ? "" : ` with --history ${subjects}`}`);
+      started = busStack.use(await startBusSystem(server, { signal, pusherServer, history: subjects }));
+      busSystems.set(key, started);
+    }
+    // Warmed up as the hub's system is, but not before the idle scenario's memory is read.
+    if (!options.quick && scenario.mode !== "idle" && !warmedBuses.has(started)) {
+      warmedBuses.add(started);
+      await warmUp(context, [started.target]);
+    }
+    return started.target;
+  };
   const context: RunContext = {
     assertRunning() {
       services.assertRunning();
       if ("services" in peer) peer.services.assertRunning();
+      for (const system of busSystems.values()) system.assertRunning();
     },
     signal,
     quick: options.quick,
@@ -250,15 +308,23 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
   const floorRss = await measureFloor(workers, signal);
   progress(`memory: idle after start ${mib(totalKiB(idleRss))} MiB, floor ${mib(totalKiB(floorRss))} MiB`);
   const reports = new Map<string, ScenarioReport>();
+  const busReports = new Map<string, BusScenarioReport>();
   const runScenario = async (scenario: Scenario, times: number) => {
     const pairs: ScenarioReport[] = [];
+    const busRuns: BusRun[] = [];
     for (let i = 0; i < times; i++) {
       const system = await measure(context, scenario, await systemFor(scenario));
       const baseline = scenario.withBaseline === false ? null : await measure(context, scenario, services.baseline);
       const theirs = original && scenario.withOriginal !== false ? await measure(context, scenario, original) : null;
       pairs.push(scenarioReport(scenario, { system, baseline, original: theirs }));
+      const buses: BusRun["buses"] = {};
+      for (const server of busServers) {
+        buses[server.kind] = await measure(context, scenario, await busTargetFor(server, scenario));
+      }
+      busRuns.push({ hub: system, buses });
     }
     reports.set(scenario.id, times === 1 ? pairs[0]! : medianPair(pairs));
+    if (busServers.length > 0) busReports.set(scenario.id, busScenarioReport(scenario, busRuns));
   };
   // Memory first, on processes that have not held thousands of sockets yet:
   // the heap a busy scenario frees stays mapped, and new connections reusing
@@ -303,6 +369,9 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<BenchRep
     goals: goalSummary(ordered, comparisons, memory),
     original: originalRun,
     memory,
+    ...(busServers.length === 0 ? {} : {
+      buses: { buses: options.buses, scenarios: options.scenarios.map((scenario) => busReports.get(scenario.id)!) },
+    }),
   };
 }
 
