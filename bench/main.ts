@@ -86,7 +86,7 @@ const FLAGS = {
     type: "string" as const,
     arg: "N",
     help:
-      "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j, l, m), for steady-state figures",
+      "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j, l, m, n), for steady-state figures",
     default: "1",
   },
   "idle-settle": {

@@ -489,7 +489,7 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.scale > 1
       ? [
-        `Scenarios a, b, d, f, h, j, l and m ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
+        `Scenarios a, b, d, f, h, j, l, m and n ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
