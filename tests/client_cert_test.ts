@@ -122,6 +122,7 @@ Deno.test("a hub with --client-ca refuses a pusher without a certificate, with a
       const line = await pusher.waitForLine(/msg="disconnected from hub"/);
       assert.match(line, /level=warn/);
       assert.match(line, clientSays);
+      assert.match(line, /hint="the hub closed the link before its first reply: it may require a client certificate/);
     });
   }
   // The hub did not count any of them as a client.
