@@ -1,8 +1,9 @@
 /**
  * The hub's TCP server: listens on `Deno.listen` (`Deno.listenTls` with a
  * certificate; `node:tls` when it requires client certificates,
- * `_node_tls_listener.ts`) and runs the accept loop. Each accepted socket becomes a {@linkcode Connection}
- * (`connection.ts`) routing through a {@linkcode Hub} (`hub.ts`); who is let
+ * `_node_tls_listener.ts`) and runs the accept loop. Each accepted socket
+ * becomes a {@linkcode Connection} (`connection.ts`) routing through a
+ * {@linkcode Hub} (`hub.ts`); who is let
  * in and who is swept out is `_admission.ts`, the startup grace `_grace.ts`,
  * and what is counted `metrics.ts`.
  *
