@@ -752,6 +752,7 @@ export class HubClient extends EventTarget {
       for (const flush of this.#flushes) flush.ping = ping;
     }
     const heard = { at: performance.now() };
+    const opened = heard.at;
     const heartbeat = this.#heartbeat(writer, heard);
 
     this.#logger.info("connected to hub", { hub: this.address });
@@ -770,7 +771,17 @@ export class HubClient extends EventTarget {
       this.#tcp = null;
     }
     if (!this.#closed) {
-      this.#logger.warn("disconnected from hub", { hub: this.address, reason });
+      // TLS 1.3 ends our side of the handshake before the hub checks our certificate: a refusal comes on the first read.
+      const refused = this.#tls !== undefined && heard.at === opened;
+      this.#logger.warn("disconnected from hub", {
+        hub: this.address,
+        reason,
+        ...(refused &&
+          {
+            hint:
+              "the hub closed the link before its first reply: it may require a client certificate (--bus-cert) or refuse this one; its log says why",
+          }),
+      });
       this.dispatchEvent(new CustomEvent<DisconnectedDetail>("disconnected", { detail: { reason } }));
     }
   }

@@ -25,6 +25,13 @@ import {
 } from "../shared/wire.ts";
 import { FrameWriter } from "../shared/writer.ts";
 
+/**
+ * What a {@linkcode Connection} uses of its socket: a `Deno.Conn` (plain or
+ * TLS), or a `node:tls` socket adapted to these methods
+ * (`_node_tls_listener.ts`). A `handshake()` or `setNoDelay()` it has is used.
+ */
+export type HubConn = Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close" | "remoteAddr">;
+
 /** What a {@linkcode Connection} needs to know of the hub's settings. */
 export interface ConnectionSettings {
   /** When set, the `hello` must carry it. */
@@ -85,7 +92,7 @@ export class Connection implements Peer {
   /** True while the hub holds back reading this peer (its replies unread, its publishes unacked, the startup grace). */
   readPaused = false;
   readonly #id: number;
-  readonly #tcp: Deno.Conn;
+  readonly #tcp: HubConn;
   readonly #hub: Hub;
   readonly #counters: Counters;
   readonly #settings: ConnectionSettings;
@@ -110,7 +117,7 @@ export class Connection implements Peer {
   /** Wraps an accepted socket; the read loop starts with {@linkcode Connection.serve}. */
   constructor(
     id: number,
-    tcp: Deno.Conn,
+    tcp: HubConn,
     server: ConnectionHost,
     settings: ConnectionSettings,
     logger: Logger,
@@ -129,8 +136,8 @@ export class Connection implements Peer {
       onError: () => this.#close(),
     });
     this.#decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: settings.maxFrameBytes });
-    // A TLS connection has no such switch in Deno.
-    if ("setNoDelay" in tcp) (tcp as Deno.TcpConn).setNoDelay(true);
+    // A Deno.TlsConn has no such switch.
+    if ("setNoDelay" in tcp) (tcp as Pick<Deno.TcpConn, "setNoDelay">).setNoDelay(true);
     this.#hub.join(this);
   }
 
@@ -171,7 +178,7 @@ export class Connection implements Peer {
     try {
       // Done here rather than by the first read, so that a failed handshake
       // has its own line: a plain-text client, or one that refuses the certificate.
-      if ("handshake" in this.#tcp) await (this.#tcp as Deno.TlsConn).handshake();
+      if ("handshake" in this.#tcp) await (this.#tcp as Pick<Deno.TlsConn, "handshake">).handshake();
       handshaken = true;
       while (true) {
         const n = await this.#tcp.read(buffer);

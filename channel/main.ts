@@ -15,7 +15,7 @@ import {
   SUBJECT_BYTES,
 } from "../shared/history_log.ts";
 import { DEFAULT_IDEMPOTENCY_WINDOW } from "../shared/idempotency.ts";
-import { type HubServer, type HubServerOptions, serveHub } from "./server.ts";
+import { type HubServer, type HubServerOptions, startHub } from "./server.ts";
 import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -38,6 +38,7 @@ import {
   certFilesFlag,
   certificateFields,
   onReloadSignal,
+  readCaCertificates,
   readServedCertificate,
   SERVE_TLS_FLAGS,
 } from "../shared/tls.ts";
@@ -51,8 +52,14 @@ const FLAGS: Record<string, FlagSpec> = {
   },
   port: { type: "string", arg: "PORT", help: "TCP port; 0 picks a free one", default: String(DEFAULT_HUB_PORT) },
   token: { type: "string", arg: "TOKEN", help: "token clients must present (or env CHANNEL_TOKEN)" },
-  insecure: { type: "boolean", help: "allow a non-loopback address without a token" },
+  insecure: { type: "boolean", help: "allow a non-loopback address without a token or a client CA" },
   ...SERVE_TLS_FLAGS,
+  "client-ca": {
+    type: "string",
+    arg: "FILE",
+    help:
+      "PEM CA certificates: every client must present a certificate they signed (needs --cert and --key); the token is then optional, and with both, both are checked (default: no client certificate)",
+  },
   "max-frame-bytes": {
     type: "string",
     arg: "N",
@@ -190,22 +197,30 @@ interface Config {
 }
 
 /**
- * Turns parsed flags into the hub's options, reading `--cert` and `--key`.
+ * Turns parsed flags into the hub's options, reading `--cert`, `--key` and `--client-ca`.
  *
- * @throws {TypeError} on a bad flag or certificate file, or a non-loopback
- * address without a token or `--insecure`.
+ * @throws {TypeError} on a bad flag or certificate file, `--client-ca`
+ * without `--cert`, or a non-loopback address with neither a token, a
+ * client CA nor `--insecure`.
  */
 async function configFrom(flags: FlagValues): Promise<Config> {
   const log = createLogger("channel", { level: logLevelFlag(flags) });
   const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
   const token = stringFlag(flags, "token") ?? Deno.env.get("CHANNEL_TOKEN") ?? undefined;
-  if (!token && !isLoopback(hostname) && !flags.insecure) {
+  const clientCaFile = stringFlag(flags, "client-ca");
+  if (!token && clientCaFile === undefined && !isLoopback(hostname) && !flags.insecure) {
     throw new TypeError(
-      `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or pass --insecure`,
+      `Refusing to listen on ${hostname} without a token: set --token or CHANNEL_TOKEN, or --client-ca, or pass --insecure`,
     );
   }
   const certFiles = certFilesFlag(flags);
+  if (clientCaFile !== undefined && !certFiles) {
+    throw new TypeError(
+      "Invalid --client-ca: give --cert and --key with it (client certificates are asked for over TLS)",
+    );
+  }
   const served = certFiles && await readServedCertificate(certFiles);
+  const clientCa = clientCaFile === undefined ? undefined : await readCaCertificates("--client-ca", clientCaFile);
   if (!served && !isLoopback(hostname)) {
     log.warn("listening on a non-loopback address without TLS: tokens and messages cross the network readable", {
       hostname,
@@ -219,6 +234,7 @@ async function configFrom(flags: FlagValues): Promise<Config> {
     port: intFlag(flags, "port", DEFAULT_HUB_PORT),
     token: token || undefined,
     tls: served && { cert: served.cert, key: served.key },
+    clientCa,
     maxFrameBytes: intFlag(flags, "max-frame-bytes", DEFAULT_MAX_FRAME_BYTES),
     maxPendingBytes: intFlag(flags, "max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
     maxConnections: intFlag(flags, "max-connections", 1024),
@@ -243,7 +259,7 @@ async function configFrom(flags: FlagValues): Promise<Config> {
     onListen: (addr) =>
       log.info("listening", {
         addr: `${addr.hostname}:${addr.port}`,
-        auth: token ? "token" : "none",
+        auth: [clientCa && "client-certificate", token && "token"].filter(Boolean).join("+") || "none",
         tls: served ? "on" : "off",
         ...(served && certificateFields(served)),
       }),
@@ -295,7 +311,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       return 0;
     }
     const config = await configFrom(flags);
-    server = serveHub(config.hub);
+    server = await startHub(config.hub);
     if (config.metrics) http = serveMetrics(server, config.metrics, config.log);
   } catch (error) {
     logger.error((error as Error).message);

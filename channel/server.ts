@@ -1,7 +1,9 @@
 /**
- * The hub's TCP server: listens on `Deno.listen` and runs the accept
- * loop. Each accepted socket becomes a {@linkcode Connection}
- * (`connection.ts`) routing through a {@linkcode Hub} (`hub.ts`); who is let
+ * The hub's TCP server: listens on `Deno.listen` (`Deno.listenTls` with a
+ * certificate; `node:tls` when it requires client certificates,
+ * `_node_tls_listener.ts`) and runs the accept loop. Each accepted socket
+ * becomes a {@linkcode Connection} (`connection.ts`) routing through a
+ * {@linkcode Hub} (`hub.ts`); who is let
  * in and who is swept out is `_admission.ts`, the startup grace `_grace.ts`,
  * and what is counted `metrics.ts`.
  *
@@ -9,7 +11,8 @@
  */
 
 import { Hub, type HubOptions } from "./hub.ts";
-import { Connection, type ConnectionHost, type ConnectionSettings } from "./connection.ts";
+import { Connection, type ConnectionHost, type ConnectionSettings, type HubConn } from "./connection.ts";
+import { listenNodeTls } from "./_node_tls_listener.ts";
 import { Admission, Sweeps, type SweepSettings } from "./_admission.ts";
 import { Grace } from "./_grace.ts";
 import { Counters, type HubServerStats, metricsOf } from "./metrics.ts";
@@ -29,14 +32,21 @@ export interface HubServerOptions extends HubOptions {
   hostname?: string;
   /** TCP port; 0 picks a free one. @default {2206} */
   port?: number;
-  /** When set, every client must present it in its `hello`. */
+  /** When set, every client must present it in its `hello` (as well as its certificate, with `clientCa`). */
   token?: string;
   /**
-   * Serve TLS with this certificate chain and key (PEM). Deno's TLS listener
-   * cannot ask clients for certificates: the token stays the clients' proof.
+   * Serve TLS with this certificate chain and key (PEM).
    * @default {plain text}
    */
   tls?: CertifiedKey;
+  /**
+   * CA certificates (PEM): every client must present a certificate they
+   * signed, in date, or its handshake is refused (and logged). Needs `tls`
+   * and {@linkcode startHub}: `Deno.listenTls` cannot ask for client
+   * certificates, so the hub then listens with `node:tls`.
+   * @default {no client certificate asked for}
+   */
+  clientCa?: string;
   /**
    * Most bytes waiting to be written to one client. A client past it is a slow
    * consumer: it gets an error frame and is disconnected.
@@ -115,7 +125,10 @@ export interface HubServer extends AsyncDisposable {
 }
 
 /**
- * Starts a hub.
+ * Starts a hub on `Deno.listen` or `Deno.listenTls`, listening when it
+ * returns. For client certificates (`clientCa`), use {@linkcode startHub}.
+ *
+ * @throws {TypeError} when `clientCa` is given.
  *
  * @example
  * ```ts
@@ -126,8 +139,65 @@ export interface HubServer extends AsyncDisposable {
  * ```
  */
 export function serveHub(options: HubServerOptions = {}): HubServer {
-  // Checked before listening: a bad option must not leave a listener behind.
-  const settings: Settings = {
+  if (options.clientCa !== undefined) {
+    throw new TypeError(
+      "Cannot require client certificates in serveHub: node:tls listens asynchronously; use startHub",
+    );
+  }
+  const settings = settingsOf(options);
+  const at = { hostname: options.hostname ?? "127.0.0.1", port: options.port ?? DEFAULT_HUB_PORT };
+  const listener: HubListener = options.tls
+    ? Deno.listenTls({ ...at, cert: options.tls.cert, key: options.tls.key })
+    : Deno.listen(at);
+  return run(listener, settings, options);
+}
+
+/**
+ * Starts a hub and resolves once it listens: as {@linkcode serveHub}, and
+ * with `clientCa` (and `tls`) on `node:tls`, requiring every client's
+ * certificate.
+ *
+ * @throws {TypeError} when `clientCa` comes without `tls`.
+ *
+ * @example
+ * ```ts
+ * import { startHub } from "./server.ts";
+ *
+ * const read = (path: string) => Deno.readTextFile(path);
+ * await using server = await startHub({
+ *   port: 0,
+ *   tls: { cert: await read("certs/hub.pem"), key: await read("certs/hub.key") },
+ *   clientCa: await read("certs/ca.pem"),
+ *   onListen() {},
+ * });
+ * ```
+ */
+export async function startHub(options: HubServerOptions = {}): Promise<HubServer> {
+  if (options.clientCa === undefined) return serveHub(options);
+  if (!options.tls) throw new TypeError("Cannot require client certificates without TLS: give tls (--cert, --key)");
+  const settings = settingsOf(options);
+  const listener = await listenNodeTls({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? DEFAULT_HUB_PORT,
+    cert: options.tls.cert,
+    key: options.tls.key,
+    clientCa: options.clientCa,
+    logger: options.logger ?? createLogger("channel"),
+    handshakeTimeout: settings.helloTimeout,
+  });
+  return run(listener, settings, options);
+}
+
+/** What the accept loop uses of a listener: a `Deno.Listener`, or `_node_tls_listener.ts`'s. */
+interface HubListener {
+  readonly addr: Deno.Addr;
+  accept(): Promise<HubConn>;
+  close(): void;
+}
+
+/** Checks the options, before listening: a bad option must not leave a listener behind. */
+function settingsOf(options: HubServerOptions): Settings {
+  return {
     token: options.token,
     maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     maxPendingBytes: options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES,
@@ -139,10 +209,9 @@ export function serveHub(options: HubServerOptions = {}): HubServer {
     closeGrace: timerMs("closeGrace", options.closeGrace ?? 1000),
     startupGrace: timerMs("startupGrace", options.startupGrace ?? 1500),
   };
-  const at = { hostname: options.hostname ?? "127.0.0.1", port: options.port ?? DEFAULT_HUB_PORT };
-  const listener: Deno.Listener<Deno.Conn, Deno.NetAddr> = options.tls
-    ? Deno.listenTls({ ...at, cert: options.tls.cert, key: options.tls.key })
-    : Deno.listen(at);
+}
+
+function run(listener: HubListener, settings: Settings, options: HubServerOptions): HubServer {
   const addr = listener.addr as Deno.NetAddr;
   const logger = options.logger ?? createLogger("channel");
   const server = new Server(listener, new Hub(options), settings, logger);
@@ -171,7 +240,7 @@ class Server implements ConnectionHost {
   readonly hub: Hub;
   readonly finished: Promise<void>;
   readonly counters = new Counters();
-  readonly #listener: Deno.Listener<Deno.Conn, Deno.NetAddr>;
+  readonly #listener: HubListener;
   readonly #settings: Settings;
   readonly #logger: Logger;
   readonly #connections = new Set<Connection>();
@@ -183,7 +252,7 @@ class Server implements ConnectionHost {
   #shuttingDown: Promise<void> | null = null;
 
   constructor(
-    listener: Deno.Listener<Deno.Conn, Deno.NetAddr>,
+    listener: HubListener,
     hub: Hub,
     settings: Settings,
     logger: Logger,

@@ -43,8 +43,8 @@ const PEER_GONE = [Deno.errors.NotConnected, Deno.errors.ConnectionReset, Deno.e
  * conn?.close();
  * ```
  */
-export async function acceptNext<C extends Deno.Conn>(
-  listener: Deno.Listener<C>,
+export async function acceptNext<C>(
+  listener: { accept(): Promise<C> },
   options: AcceptOptions,
 ): Promise<C | null> {
   while (true) {

@@ -151,8 +151,7 @@ export async function busTlsFlag(values: FlagValues): Promise<BusTls | undefined
       "Invalid --bus-cert: give --bus-ca with it (TLS to the bus is on when a CA verifies the server)",
     );
   }
-  const pem = await readPem(caFlag, caFile);
-  parseCertificates(caFlag, caFile, pem);
+  const pem = await readCaCertificates(caFlag, caFile);
   const tls: BusTls = { caCerts: pemBlocks(pem, "CERTIFICATE") };
   if (certFile !== undefined && keyFile !== undefined) {
     const served = await readServedCertificate({ cert: certFile, key: keyFile }, {
@@ -163,6 +162,26 @@ export async function busTlsFlag(values: FlagValues): Promise<BusTls | undefined
     tls.key = served.key;
   }
   return tls;
+}
+
+/**
+ * Reads a file of CA certificates (`--bus-ca`, `--client-ca`) and checks
+ * that it holds at least one PEM certificate and that each parses; `flag`
+ * names the flag in errors. Resolves with the file's PEM text.
+ *
+ * @throws {TypeError} one line naming the flag and file.
+ *
+ * @example
+ * ```ts
+ * import { readCaCertificates } from "./tls.ts";
+ *
+ * const clientCa = await readCaCertificates("--client-ca", "certs/ca.pem");
+ * ```
+ */
+export async function readCaCertificates(flag: string, path: string): Promise<string> {
+  const pem = await readPem(flag, path);
+  parseCertificates(flag, path, pem);
+  return pem;
 }
 
 /**

@@ -1,8 +1,8 @@
 /**
  * Test certificates made with `openssl` for the TLS tests: a CA, a server
  * certificate it signs for 127.0.0.1 and localhost, a second one (to
- * reload), an expired one, a client certificate, and a server certificate
- * from another CA. They go in a fresh directory under `certs/`, the only
+ * reload), an expired one, client certificates (good, expired, from
+ * another CA), and a server certificate from another CA. They go in a fresh directory under `certs/`, the only
  * place the service tasks may read (README: TLS), removed on dispose.
  *
  * @module
@@ -35,6 +35,10 @@ export interface TestCertificates extends AsyncDisposable {
   expired: TestPair;
   /** A client certificate signed by `ca`. */
   client: TestPair;
+  /** A client certificate signed by `ca`, expired yesterday. */
+  expiredClient: TestPair;
+  /** A client certificate signed by the other CA. */
+  foreignClient: TestPair;
   /** Path of another CA's certificate, from the repository root. */
   otherCa: string;
   /** The other CA's PEM text. */
@@ -127,6 +131,8 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
     // Valid from now until a day ago: expired from the start.
     const expired = await signed("expired", "ca", "/CN=localhost", "-1", SERVER_NAMES);
     const client = await signed("client", "ca", "/CN=pusher", "1", CLIENT_EXTENSIONS);
+    const expiredClient = await signed("expired-client", "ca", "/CN=pusher", "-1", CLIENT_EXTENSIONS);
+    const foreignClient = await signed("foreign-client", "other-ca", "/CN=pusher", "1", CLIENT_EXTENSIONS);
     const foreign = await signed("foreign", "other-ca", "/CN=localhost", "1", SERVER_NAMES);
     return {
       ca: `${relative}/ca.pem`,
@@ -137,6 +143,8 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
       renewed,
       expired,
       client,
+      expiredClient,
+      foreignClient,
       foreign,
       spkiHash: (pair) => spkiHash(pair.certPem),
       async [Symbol.asyncDispose]() {
