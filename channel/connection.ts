@@ -14,13 +14,16 @@ import type { Counters, DisconnectReason } from "./metrics.ts";
 import type { Logger } from "../shared/log.ts";
 import { secretsEqual } from "../shared/secret.ts";
 import {
+  type BatchResult,
   type ClientMessage,
   encodeMessage,
   encodeMessageText,
   type HubMessage,
   type Json,
   MessageDecoder,
+  MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
+  type PublishBatch,
   toClientMessage,
 } from "../shared/wire.ts";
 import { FrameWriter } from "../shared/writer.ts";
@@ -70,7 +73,7 @@ const READ_PAUSE_BYTES = 64 * 1024;
 const MAX_UNACKED = 10_000;
 
 /** Messages that route data to others, held during the startup grace. */
-const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueue"]);
+const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "publish_batch", "enqueue"]);
 
 /** A peer of the hub over TCP. */
 export class Connection implements Peer {
@@ -291,6 +294,9 @@ export class Connection implements Peer {
         case "publishLoop":
           this.#publish(message);
           break;
+        case "publish_batch":
+          this.#publishBatch(message);
+          break;
         case "watch":
           this.#hub.watch(this, message.queues);
           break;
@@ -326,10 +332,10 @@ export class Connection implements Peer {
 
   #greet(version: number, token: string | undefined): void {
     if (this.#greeted) return this.fail("protocol_error", "Hello sent twice");
-    if (version !== PROTOCOL_VERSION) {
+    if (version < MIN_PROTOCOL_VERSION || version > PROTOCOL_VERSION) {
       return this.fail(
         "protocol_error",
-        `Unsupported protocol version ${version}: this hub speaks ${PROTOCOL_VERSION}`,
+        `Unsupported protocol version ${version}: this hub speaks ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`,
       );
     }
     const expected = this.#settings.token;
@@ -380,6 +386,81 @@ export class Connection implements Peer {
     }
     const ack = this.#acknowledge(message.id, routed);
     if (key !== undefined) this.#hub.remember(message.subjects, key, ack);
+  }
+
+  /**
+   * Routes each item of a batch as a `publish` of it alone, and answers one
+   * `batch_ack` once every event is in the kernel's buffer of every
+   * subscriber it was queued for: one wait per peer reached, not per item.
+   * An item too large is refused alone; a keyed item seen before is answered
+   * as the first one was, and not routed again.
+   */
+  #publishBatch(message: PublishBatch): void {
+    const items = message.items;
+    this.#counters.publishes += items.length;
+    const results: (BatchResult | Promise<AckFields>)[] = new Array(items.length);
+    const reachedBy: Peer[][] = new Array(items.length);
+    /** Resolves the remembered ack of each keyed item routed here. */
+    const settles: ((fields: AckFields) => void)[] = new Array(items.length);
+    const peers = new Set<Peer>();
+    let waits = false;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!;
+      const key = item.idempotency_key;
+      const subjects = [item.subject];
+      const seen = key === undefined ? undefined : this.#hub.recall(subjects, key);
+      if (seen) {
+        results[i] = seen;
+        waits = true;
+        continue;
+      }
+      let routed: Routed;
+      try {
+        routed = this.#hub.route(subjects, item.data);
+      } catch (error) {
+        if (!(error instanceof RangeError)) throw error;
+        results[i] = { error: error.message };
+        continue;
+      }
+      this.#counters.deliveries += routed.reached.length;
+      const position = routed.positions[0];
+      results[i] = position ? { count: 0, offset: position.offset, epoch: position.epoch } : { count: 0 };
+      reachedBy[i] = routed.reached;
+      for (const peer of routed.reached) peers.add(peer);
+      if (key !== undefined) {
+        // Settled below, once the writes are known; a retry in this same batch waits for it.
+        this.#hub.remember(subjects, key, new Promise<AckFields>((resolve) => (settles[i] = resolve)));
+        waits = true;
+      }
+      if (routed.reached.length > 0) waits = true;
+    }
+    if (!waits) {
+      this.#reply({ type: "batch_ack", id: message.id, results: results as BatchResult[] });
+      return;
+    }
+    const written = new Map<Peer, boolean>();
+    const flushes = [...peers].map((peer) => peer.flushed().then((ok) => void written.set(peer, ok)));
+    const done = Promise.all(flushes).then(async () => {
+      const answered: BatchResult[] = new Array(items.length);
+      for (let i = 0; i < items.length; i++) {
+        const result = results[i]!;
+        if (result instanceof Promise) {
+          answered[i] = batchResult(await result);
+          continue;
+        }
+        if ("error" in result) {
+          answered[i] = result;
+          continue;
+        }
+        let count = 0;
+        for (const peer of reachedBy[i]!) if (written.get(peer)) count++;
+        const fields = { ...result, count };
+        answered[i] = fields;
+        settles[i]?.(ackFields(items[i]!.subject, fields));
+      }
+      this.#reply({ type: "batch_ack", id: message.id, results: answered });
+    });
+    this.#await(done);
   }
 
   /**
@@ -440,4 +521,16 @@ export class Connection implements Peer {
       this.#tcp.close();
     } catch { /* already closed */ }
   }
+}
+
+/** A batch item's result from the ack fields of a publish to its one subject. */
+function batchResult(fields: AckFields): BatchResult {
+  const position = fields.positions?.[0];
+  return position ? { count: fields.count, offset: position.offset, epoch: position.epoch } : { count: fields.count };
+}
+
+/** The ack fields a `publish` to `subject` alone would have had: what a keyed retry of it is answered with. */
+function ackFields(subject: string, result: { count: number; offset?: number; epoch?: string }): AckFields {
+  if (result.offset === undefined) return { count: result.count };
+  return { count: result.count, positions: [{ subject, offset: result.offset, epoch: result.epoch! }] };
 }
