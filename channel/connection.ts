@@ -402,13 +402,23 @@ export class Connection implements Peer {
     const reachedBy: Peer[][] = new Array(items.length);
     /** Resolves the remembered ack of each keyed item routed here. */
     const settles: ((fields: AckFields) => void)[] = new Array(items.length);
+    /** The item a keyed retry in the same batch repeats, and the first item of each subject and key. */
+    const sameAs: number[] = new Array(items.length);
+    const firsts = new Map<string, number>();
     const peers = new Set<Peer>();
     let waits = false;
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!;
       const key = item.idempotency_key;
       const subjects = [item.subject];
+      // A retry within this batch is answered as its first, with no wait.
+      const first = key === undefined ? undefined : firsts.get(`${item.subject}\n${key}`);
+      if (first !== undefined) {
+        sameAs[i] = first;
+        continue;
+      }
       const seen = key === undefined ? undefined : this.#hub.recall(subjects, key);
+      if (key !== undefined) firsts.set(`${item.subject}\n${key}`, i);
       if (seen) {
         results[i] = seen;
         waits = true;
@@ -428,13 +438,17 @@ export class Connection implements Peer {
       reachedBy[i] = routed.reached;
       for (const peer of routed.reached) peers.add(peer);
       if (key !== undefined) {
-        // Settled below, once the writes are known; a retry in this same batch waits for it.
-        this.#hub.remember(subjects, key, new Promise<AckFields>((resolve) => (settles[i] = resolve)));
-        waits = true;
+        if (routed.reached.length === 0) {
+          this.#hub.remember(subjects, key, Promise.resolve(ackFields(item.subject, results[i] as CountResult)));
+        } else {
+          // Settled below, once the writes are known; a retry in this same batch waits for it.
+          this.#hub.remember(subjects, key, new Promise<AckFields>((resolve) => (settles[i] = resolve)));
+        }
       }
       if (routed.reached.length > 0) waits = true;
     }
     if (!waits) {
+      for (let i = 0; i < items.length; i++) if (sameAs[i] !== undefined) results[i] = results[sameAs[i]!]!;
       this.#reply({ type: "batch_ack", id: message.id, results: results as BatchResult[] });
       return;
     }
@@ -443,6 +457,10 @@ export class Connection implements Peer {
     const done = Promise.all(flushes).then(async () => {
       const answered: BatchResult[] = new Array(items.length);
       for (let i = 0; i < items.length; i++) {
+        if (sameAs[i] !== undefined) {
+          answered[i] = answered[sameAs[i]!]!;
+          continue;
+        }
         const result = results[i]!;
         if (result instanceof Promise) {
           answered[i] = batchResult(await result);
@@ -523,6 +541,9 @@ export class Connection implements Peer {
   }
 }
 
+/** A batch item's result when it was routed. */
+type CountResult = Exclude<BatchResult, { error: string }>;
+
 /** A batch item's result from the ack fields of a publish to its one subject. */
 function batchResult(fields: AckFields): BatchResult {
   const position = fields.positions?.[0];
@@ -530,7 +551,7 @@ function batchResult(fields: AckFields): BatchResult {
 }
 
 /** The ack fields a `publish` to `subject` alone would have had: what a keyed retry of it is answered with. */
-function ackFields(subject: string, result: { count: number; offset?: number; epoch?: string }): AckFields {
+function ackFields(subject: string, result: CountResult): AckFields {
   if (result.offset === undefined) return { count: result.count };
   return { count: result.count, positions: [{ subject, offset: result.offset, epoch: result.epoch! }] };
 }
