@@ -139,3 +139,48 @@ Deno.test("hub speaks protocol versions 2 and 3, and refuses others with the ran
     });
   }
 });
+
+Deno.test("hub sends a version-3 subscriber a batch's events in one events frame, a version-2 one an event frame each", async () => {
+  await using hub = startHub();
+  await using modern = await RawPeer.connect(hub.port);
+  await using old = await RawPeer.connect(hub.port, { hello: false });
+  await old.send({ type: "hello", version: MIN_PROTOCOL_VERSION });
+  for (const peer of [modern, old]) {
+    await peer.send({ type: "subscribe", subjects: ["a", "b"] });
+    await peer.send({ type: "ping" });
+    assert.deepEqual(await peer.next(), { type: "pong" });
+  }
+  await using client = new HubClient({ port: hub.port, logger: quiet });
+  const items = [{ subject: "a", data: 1 }, { subject: "b", data: 2 }, { subject: "a", data: 3 }];
+  const outcomes = await client.publishBatch(items);
+  assert.deepEqual(outcomes.map((outcome) => (outcome as { count: number }).count), [2, 2, 2]);
+  const expected = items.map(({ subject, data }) => ({ type: "event" as const, subject, data }));
+  assert.deepEqual(await modern.next(), { type: "events", events: expected });
+  for (const event of expected) assert.deepEqual(await old.next(), event);
+  // A lone event stays an event frame.
+  await client.publishBatch([{ subject: "b", data: 4 }]);
+  assert.deepEqual(await modern.next(), { type: "event", subject: "b", data: 4 });
+});
+
+Deno.test("hub splits a batch's events for one peer at the frame limit, keeping their order", async () => {
+  await using hub = startHub({ maxFrameBytes: 2048 });
+  await using subscriber = new HubClient({ port: hub.port, logger: quiet, maxFrameBytes: 2048 });
+  const got: Json[] = [];
+  subscriber.subscribe("s", (data) => got.push(data));
+  await subscriber.flush();
+  await using raw = await RawPeer.connect(hub.port);
+  await raw.send({ type: "subscribe", subjects: ["s"] });
+  await using client = new HubClient({ port: hub.port, logger: quiet, maxFrameBytes: 2048 });
+  const data = Array.from({ length: 60 }, (_, i) => `${i}`.padStart(200, "-"));
+  const outcomes = await client.publishBatch(data.map((d) => ({ subject: "s", data: d })));
+  assert.ok(outcomes.every((outcome) => (outcome as { count: number }).count === 2));
+  await until(() => got.length === 60, 5000, "the 60 events");
+  assert.deepEqual(got, data);
+  const frames: Json[][] = [];
+  while (frames.flat().length < 60) {
+    const message = await raw.next();
+    frames.push(message.type === "events" ? message.events.map((e) => e.data) : [(message as { data: Json }).data]);
+  }
+  assert.ok(frames.length > 1 && frames.length < 60, `${frames.length} frames`);
+  assert.deepEqual(frames.flat(), data);
+});

@@ -18,6 +18,7 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   encodeMessage,
   encodeMessageText,
+  type EventMessage,
   type HistoryReply,
   type HubMessage,
   type Json,
@@ -969,18 +970,10 @@ export class HubClient extends EventTarget {
   #receive(message: HubMessage): void {
     switch (message.type) {
       case "event":
-        for (const handler of this.#handlers.get(message.subject) ?? []) {
-          try {
-            handler(
-              message.data,
-              message.subject,
-              message.reply,
-              message.offset === undefined ? undefined : { offset: message.offset, epoch: message.epoch! },
-            );
-          } catch (error) {
-            this.#logger.error("event handler threw", { subject: message.subject, error: String(error) });
-          }
-        }
+        this.#event(message);
+        break;
+      case "events":
+        for (const event of message.events) this.#event(event);
         break;
       case "queue":
         this.#runQueueHandler(message.queue, message.data);
@@ -1015,6 +1008,21 @@ export class HubClient extends EventTarget {
           }
         }
         break;
+    }
+  }
+
+  #event(message: EventMessage): void {
+    for (const handler of this.#handlers.get(message.subject) ?? []) {
+      try {
+        handler(
+          message.data,
+          message.subject,
+          message.reply,
+          message.offset === undefined ? undefined : { offset: message.offset, epoch: message.epoch! },
+        );
+      } catch (error) {
+        this.#logger.error("event handler threw", { subject: message.subject, error: String(error) });
+      }
     }
   }
 

@@ -98,6 +98,8 @@ export class Connection implements Peer {
   readonly #grace: Grace;
   readonly #server: ConnectionHost;
   #greeted = false;
+  /** The protocol version its hello announced. */
+  #version = 0;
   #closing = false;
   #closed = false;
   /** Why the connection is going, once that is known; counted once. */
@@ -140,6 +142,11 @@ export class Connection implements Peer {
   /** Publishes from this connection waiting for their subscribers' writes, to be acked. */
   get unacked(): number {
     return this.#unacked;
+  }
+
+  /** True when the client reads `events` frames: it spoke protocol version 3 or later. */
+  get takesEvents(): boolean {
+    return this.#version >= 3;
   }
 
   /** True once the client's `hello` was accepted. */
@@ -349,6 +356,7 @@ export class Connection implements Peer {
       return this.fail("full", `Hub is full: ${this.#settings.maxConnections} connections`);
     }
     this.#greeted = true;
+    this.#version = version;
   }
 
   #enqueue(id: number, queues: string[], data: Json): void {
@@ -406,6 +414,7 @@ export class Connection implements Peer {
     const sameAs: number[] = new Array(items.length);
     const firsts = new Map<string, number>();
     const peers = new Set<Peer>();
+    const events = this.#hub.eventBatch();
     let waits = false;
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!;
@@ -426,7 +435,7 @@ export class Connection implements Peer {
       }
       let routed: Routed;
       try {
-        routed = this.#hub.route(subjects, item.data);
+        routed = this.#hub.route(subjects, item.data, undefined, false, events);
       } catch (error) {
         if (!(error instanceof RangeError)) throw error;
         results[i] = { error: error.message };
@@ -447,6 +456,7 @@ export class Connection implements Peer {
       }
       if (routed.reached.length > 0) waits = true;
     }
+    events.send();
     if (!waits) {
       for (let i = 0; i < items.length; i++) if (sameAs[i] !== undefined) results[i] = results[sameAs[i]!]!;
       this.#reply({ type: "batch_ack", id: message.id, results: results as BatchResult[] });

@@ -22,7 +22,8 @@ export const DEFAULT_HUB_PORT = 2206;
 
 /**
  * Version a client announces in its `hello`. Version 3 added
- * {@linkcode PublishBatch} and its {@linkcode BatchAck}; a hub speaks every
+ * {@linkcode PublishBatch} and its {@linkcode BatchAck}, and
+ * {@linkcode EventsMessage}, sent to version-3 clients only; a hub speaks every
  * version from {@linkcode MIN_PROTOCOL_VERSION} up and refuses others, so a
  * client of version 2 keeps working with a hub of version 3 (it never sends a
  * batch). A version-3 client needs a version-3 hub: upgrade the hub first.
@@ -216,6 +217,16 @@ export interface EventMessage {
   epoch?: string;
 }
 
+/**
+ * Many events in one frame, for a client of version 3: the events a
+ * `publish_batch` routed to it, in order, each exactly the
+ * {@linkcode EventMessage} it would have had in a frame of its own.
+ */
+export interface EventsMessage {
+  type: "events";
+  events: EventMessage[];
+}
+
 /** A queued message of `queue`, delivered to a consumer that reserved. */
 export interface QueueMessage {
   type: "queue";
@@ -273,7 +284,15 @@ export interface Pong {
 }
 
 /** Everything the hub sends to a client. */
-export type HubMessage = EventMessage | QueueMessage | Ack | BatchAck | HistoryReply | ErrorMessage | Pong;
+export type HubMessage =
+  | EventMessage
+  | EventsMessage
+  | QueueMessage
+  | Ack
+  | BatchAck
+  | HistoryReply
+  | ErrorMessage
+  | Pong;
 
 /** Any message of the protocol. */
 export type Message = ClientMessage | HubMessage;
@@ -500,10 +519,14 @@ export function toHubMessage(value: unknown): HubMessage {
   const message = asMessageObject(value);
   switch (message.type) {
     case "event":
-      requireString(message, "subject");
-      if (!("data" in message)) throw invalid(message.type, "data is missing");
-      if (message.reply !== undefined) requireString(message, "reply");
-      if (message.offset !== undefined || message.epoch !== undefined) requirePosition(message, message);
+      checkEvent(message);
+      break;
+    case "events":
+      if (!Array.isArray(message.events)) throw invalid("events", "events must be an array");
+      for (const event of message.events as unknown[]) {
+        if (asMessageObject(event).type !== "event") throw invalid("events", "every event must be of type event");
+        checkEvent(event as Fields);
+      }
       break;
     case "queue":
       requireString(message, "queue");
@@ -573,6 +596,13 @@ function checkIdempotencyKey(message: Fields): void {
   if (typeof key !== "string" || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
     throw invalid(message.type, `idempotency_key must be a string of 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
   }
+}
+
+function checkEvent(message: Fields): void {
+  requireString(message, "subject");
+  if (!("data" in message)) throw invalid(message.type, "data is missing");
+  if (message.reply !== undefined) requireString(message, "reply");
+  if (message.offset !== undefined || message.epoch !== undefined) requirePosition(message, message);
 }
 
 function checkBatch(message: Fields): void {

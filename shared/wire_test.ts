@@ -73,6 +73,13 @@ const HUB_MESSAGES: HubMessage[] = [
     id: 6,
     results: [{ count: 1 }, { count: 0, offset: 7, epoch: "1f3a9c2e" }, { error: "Cannot route: too large" }],
   },
+  {
+    type: "events",
+    events: [
+      { type: "event", subject: "user.alice", data: { text: "hi" } },
+      { type: "event", subject: "news", data: 1, offset: 7, epoch: "1f3a9c2e" },
+    ],
+  },
 ];
 
 /** Feeds `stream` to a decoder in chunks whose sizes `nextSize` picks, each a fresh copy. */
@@ -330,6 +337,20 @@ Deno.test("toHubMessage rejects a batch_ack whose results are not counts or erro
     );
   }
   assert.throws(() => toHubMessage({ type: "batch_ack", id: "1", results: [] }), { message: /id must be an integer/ });
+});
+
+Deno.test("toHubMessage rejects an events message with anything but valid events in it", () => {
+  const cases: [unknown, RegExp][] = [
+    [undefined, /events must be an array/],
+    [[{ type: "queue", queue: "q", data: 1 }], /every event must be of type event/],
+    [[null], /expected an object with a type/],
+    [[{ type: "event", data: 1 }], /subject must be a string/],
+    [[{ type: "event", subject: "s" }], /data is missing/],
+    [[{ type: "event", subject: "s", data: 1, offset: 1 }], /epoch must be/],
+  ];
+  for (const [events, message] of cases) {
+    assert.throws(() => toHubMessage({ type: "events", events }), { name: "TypeError", message }, String(message));
+  }
 });
 
 Deno.test("toClientMessage rejects a hub message", () => {
