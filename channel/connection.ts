@@ -488,7 +488,8 @@ export class Connection implements Peer {
       }
       this.#reply({ type: "batch_ack", id: message.id, results: answered });
     });
-    this.#await(done);
+    // Weighed by its items: a batch holds as much as as many publishes.
+    this.#await(done, items.length);
   }
 
   /**
@@ -510,11 +511,11 @@ export class Connection implements Peer {
     return ack;
   }
 
-  /** Counts an ack still to come, holding back reading past {@linkcode MAX_UNACKED} of them. */
-  #await(acked: Promise<void>): void {
-    this.#unacked++;
+  /** Counts an ack still to come (for `publishes` publishes), holding back reading past {@linkcode MAX_UNACKED} of them. */
+  #await(acked: Promise<void>, publishes = 1): void {
+    this.#unacked += publishes;
     acked.then(() => {
-      this.#unacked--;
+      this.#unacked -= publishes;
       if (this.#unacked <= MAX_UNACKED / 2) this.#wakeReader();
       if (this.#unacked === 0) this.#allAcked?.();
     });
