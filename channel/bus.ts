@@ -9,7 +9,10 @@
 
 import { type EventHandler, HubClient, type HubClientOptions, HubError, type HubErrorCode } from "./client.ts";
 import {
+  type BatchOutcome,
   type Bus,
+  type BusBatchItem,
+  type BusBatchOptions,
   BusError,
   type BusErrorCode,
   type BusHandler,
@@ -130,6 +133,24 @@ export class HubBus implements Bus {
     } catch (error) {
       throw toBusError(error);
     }
+  }
+
+  /**
+   * Publishes every item in one `publish_batch` frame (more when they pass
+   * the frame limit), answered by one acknowledgement with a result per
+   * item: the hub routes each as {@linkcode HubBus.publish} would.
+   *
+   * @throws the abort's reason when `options.signal` aborts.
+   */
+  async publishBatch(items: readonly BusBatchItem[], options: BusBatchOptions = {}): Promise<BatchOutcome[]> {
+    const outcomes = await this.#client.publishBatch(items, options);
+    return outcomes.map((outcome, i): BatchOutcome => {
+      if (outcome instanceof HubError) return toBusError(outcome) as BusError;
+      const position = outcome.positions.find((p) => p.subject === items[i]!.subject);
+      return position
+        ? { reached: outcome.count, position: { offset: position.offset, epoch: position.epoch } }
+        : { reached: outcome.count };
+    });
   }
 
   /**

@@ -11,13 +11,18 @@ import { createLogger, type Logger } from "../shared/log.ts";
 import {
   type Ack,
   type AckPosition,
+  type BatchAck,
+  type BatchItem,
   type ClientMessage,
   DEFAULT_HUB_PORT,
   DEFAULT_MAX_FRAME_BYTES,
   encodeMessage,
+  encodeMessageText,
+  type EventMessage,
   type HistoryReply,
   type HubMessage,
   type Json,
+  MAX_BATCH_ITEMS,
   MessageDecoder,
   PROTOCOL_VERSION,
   toHubMessage,
@@ -133,6 +138,22 @@ export interface PublishAck {
   positions: AckPosition[];
 }
 
+/** One publish of {@linkcode HubClient.publishBatch}: to one subject, with its own data and key. */
+export interface HubBatchItem {
+  subject: string;
+  data: Json;
+  /** As {@linkcode PublishOptions.idempotencyKey}, for this item alone. */
+  idempotencyKey?: string;
+}
+
+/** Options for {@linkcode HubClient.publishBatch}. */
+export interface PublishBatchOptions {
+  /** Overrides the client's `publishTimeout`, in milliseconds. */
+  timeout?: number;
+  /** Aborting it rejects every item still waiting (they may still have reached the hub). */
+  signal?: AbortSignal;
+}
+
 /** Options for {@linkcode HubClient.history}. */
 export interface HubHistoryOptions {
   /** Return what followed this position; without it, every message kept. */
@@ -182,7 +203,7 @@ export interface DisconnectedDetail {
 interface Waiting {
   type: string;
   frame: Uint8Array;
-  resolve: (reply: Ack | HistoryReply) => void;
+  resolve: (reply: Reply) => void;
   reject: (error: Error) => void;
   /** When it times out (ms since the epoch), and its timeout. */
   deadline: number;
@@ -397,6 +418,102 @@ export class HubClient extends EventTarget {
   }
 
   /**
+   * Publishes many messages, each to one subject, in as few `publish_batch`
+   * frames as the frame limit and {@linkcode MAX_BATCH_ITEMS} allow, each
+   * answered by one `batch_ack`. Resolves with one outcome per item, in
+   * order: its ack (as {@linkcode publishWithPositions} resolves) or the
+   * {@linkcode HubError} that refused it. An item over the frame limit alone
+   * is refused `too_large` without being sent; the others go.
+   *
+   * @example
+   * ```ts
+   * import { HubClient } from "./client.ts";
+   *
+   * await using client = new HubClient({ port: 2206 });
+   * const outcomes = await client.publishBatch([
+   *   { subject: "user.alice", data: "hi" },
+   *   { subject: "user.bob", data: "hello" },
+   * ]);
+   * ```
+   */
+  async publishBatch(
+    items: readonly HubBatchItem[],
+    options: PublishBatchOptions = {},
+  ): Promise<(PublishAck | HubError)[]> {
+    const outcomes = new Array<PublishAck | HubError>(items.length);
+    const sent: Promise<void>[] = [];
+    for (const chunk of this.#batchChunks(items, outcomes)) {
+      const texts = chunk.map(({ text }) => text).join(",");
+      const ask = this.#ask("publish_batch", (id) => `{"type":"publish_batch","id":${id},"items":[${texts}]}`, options);
+      sent.push(ask.then(
+        (reply) => {
+          const results = reply.type === "batch_ack" ? reply.results : [];
+          chunk.forEach(({ index, subject }, i) => {
+            const result = results[i];
+            if (result === undefined) {
+              outcomes[index] = new HubError("refused", `Cannot publish: the hub answered ${reply.type}`);
+            } else if ("error" in result) outcomes[index] = new HubError("refused", result.error);
+            else {
+              outcomes[index] = {
+                count: result.count,
+                positions: result.offset === undefined
+                  ? []
+                  : [{ subject, offset: result.offset, epoch: result.epoch ?? "" }],
+              };
+            }
+          });
+        },
+        (error) => {
+          // An abort's reason rejects the whole call, as it rejects a publish.
+          if (!(error instanceof HubError)) throw error;
+          for (const { index } of chunk) outcomes[index] = error;
+        },
+      ));
+    }
+    await Promise.all(sent);
+    return outcomes;
+  }
+
+  /**
+   * The items of a batch as JSON texts, in runs that fit one frame each;
+   * an item too large for a frame alone gets its `too_large` outcome here.
+   */
+  *#batchChunks(
+    items: readonly HubBatchItem[],
+    outcomes: (PublishAck | HubError)[],
+  ): Generator<{ index: number; subject: string; text: string }[]> {
+    // The frame header and the message around the items, a 16-digit id included.
+    const room = this.#maxFrameBytes - 4 - BATCH_ENVELOPE_BYTES;
+    let chunk: { index: number; subject: string; text: string }[] = [];
+    let size = 0;
+    for (let index = 0; index < items.length; index++) {
+      const { subject, data, idempotencyKey } = items[index]!;
+      const item: BatchItem = idempotencyKey === undefined
+        ? { subject, data }
+        : { subject, data, idempotency_key: idempotencyKey };
+      const text = JSON.stringify(item);
+      const bytes = utf8.encode(text).length + 1;
+      if (bytes > room) {
+        outcomes[index] = new HubError(
+          "too_large",
+          `Cannot publish: the message encodes to a ${
+            bytes + 4 + BATCH_ENVELOPE_BYTES
+          }-byte frame, over the ${this.#maxFrameBytes}-byte limit`,
+        );
+        continue;
+      }
+      if (chunk.length > 0 && (size + bytes > room || chunk.length >= MAX_BATCH_ITEMS)) {
+        yield chunk;
+        chunk = [];
+        size = 0;
+      }
+      chunk.push({ index, subject, text });
+      size += bytes;
+    }
+    if (chunk.length > 0) yield chunk;
+  }
+
+  /**
    * Reads `subject`'s history from the hub: the messages after
    * `options.since` (all kept ones without it), oldest first, with the
    * subject's top position and whether `since` was recovered (see
@@ -490,7 +607,7 @@ export class HubClient extends EventTarget {
     names: string | string[],
     data: Json,
     options: PublishOptions = {},
-  ): Promise<Ack | HistoryReply> {
+  ): Promise<Ack | BatchAck | HistoryReply> {
     return this.#ask(type, (id) => {
       if (type === "enqueue") return { type, id, queues: toList(names), data };
       return {
@@ -507,9 +624,9 @@ export class HubClient extends EventTarget {
   /** Sends the request `build` makes with a fresh id, and waits for its answer up to the timeout, reconnects included. */
   #ask(
     type: string,
-    build: (id: number) => ClientMessage,
+    build: (id: number) => ClientMessage | string,
     options: { timeout?: number; signal?: AbortSignal },
-  ): Promise<Ack | HistoryReply> {
+  ): Promise<Reply> {
     if (this.#closed) return Promise.reject(new HubError("closed", `Cannot ${type}: the client is closed`));
     if (this.#waiting.size >= this.#maxWaiting) {
       return Promise.reject(
@@ -518,7 +635,8 @@ export class HubClient extends EventTarget {
     }
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const id = this.#nextId++;
-    const frame = encodeMessage(build(id));
+    const built = build(id);
+    const frame = typeof built === "string" ? encodeMessageText(built) : encodeMessage(built);
     if (frame.length > this.#maxFrameBytes) {
       return Promise.reject(
         new HubError(
@@ -534,7 +652,7 @@ export class HubClient extends EventTarget {
     }
     const timeout = options.timeout ?? this.#publishTimeout;
     this.#sweepEvery(timeout);
-    return new Promise<Ack | HistoryReply>((resolve, reject) => {
+    return new Promise<Reply>((resolve, reject) => {
       const signal = options.signal;
       const waiting: Waiting = {
         type,
@@ -598,7 +716,7 @@ export class HubClient extends EventTarget {
     );
   }
 
-  #settle(waiting: Waiting, outcome: Ack | HistoryReply | Error): void {
+  #settle(waiting: Waiting, outcome: Reply | Error): void {
     this.#waitingBytes -= waiting.frame.length;
     if (waiting.onAbort) waiting.signal!.removeEventListener("abort", waiting.onAbort);
     if (outcome instanceof Error) waiting.reject(outcome);
@@ -863,23 +981,16 @@ export class HubClient extends EventTarget {
   #receive(message: HubMessage): void {
     switch (message.type) {
       case "event":
-        for (const handler of this.#handlers.get(message.subject) ?? []) {
-          try {
-            handler(
-              message.data,
-              message.subject,
-              message.reply,
-              message.offset === undefined ? undefined : { offset: message.offset, epoch: message.epoch! },
-            );
-          } catch (error) {
-            this.#logger.error("event handler threw", { subject: message.subject, error: String(error) });
-          }
-        }
+        this.#event(message);
+        break;
+      case "events":
+        for (const event of message.events) this.#event(event);
         break;
       case "queue":
         this.#runQueueHandler(message.queue, message.data);
         break;
       case "ack":
+      case "batch_ack":
       case "history": {
         this.#refusal = null;
         const waiting = this.#waiting.get(message.id);
@@ -908,6 +1019,21 @@ export class HubClient extends EventTarget {
           }
         }
         break;
+    }
+  }
+
+  #event(message: EventMessage): void {
+    for (const handler of this.#handlers.get(message.subject) ?? []) {
+      try {
+        handler(
+          message.data,
+          message.subject,
+          message.reply,
+          message.offset === undefined ? undefined : { offset: message.offset, epoch: message.epoch! },
+        );
+      } catch (error) {
+        this.#logger.error("event handler threw", { subject: message.subject, error: String(error) });
+      }
     }
   }
 
@@ -992,8 +1118,17 @@ function toList(names: string | string[]): string[] {
   return typeof names === "string" ? [names] : names;
 }
 
+/** What answers a request the client waits for. */
+type Reply = Ack | BatchAck | HistoryReply;
+
+/**
+ * Bytes of a `publish_batch` message but its items:
+ * `{"type":"publish_batch","id":` with 16 digits, `,"items":[` and `]}`.
+ */
+const BATCH_ENVELOPE_BYTES = 64;
+
 /** The count of an ack. */
-function count(reply: Ack | HistoryReply): number {
+function count(reply: Reply): number {
   return reply.type === "ack" ? reply.count : 0;
 }
 

@@ -14,13 +14,16 @@ import type { Counters, DisconnectReason } from "./metrics.ts";
 import type { Logger } from "../shared/log.ts";
 import { secretsEqual } from "../shared/secret.ts";
 import {
+  type BatchResult,
   type ClientMessage,
   encodeMessage,
   encodeMessageText,
   type HubMessage,
   type Json,
   MessageDecoder,
+  MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
+  type PublishBatch,
   toClientMessage,
 } from "../shared/wire.ts";
 import { FrameWriter } from "../shared/writer.ts";
@@ -77,7 +80,7 @@ const READ_PAUSE_BYTES = 64 * 1024;
 const MAX_UNACKED = 10_000;
 
 /** Messages that route data to others, held during the startup grace. */
-const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "enqueue"]);
+const ROUTED = new Set<ClientMessage["type"]>(["publish", "publishLoop", "publish_batch", "enqueue"]);
 
 /** A peer of the hub over TCP. */
 export class Connection implements Peer {
@@ -102,6 +105,8 @@ export class Connection implements Peer {
   readonly #grace: Grace;
   readonly #server: ConnectionHost;
   #greeted = false;
+  /** The protocol version its hello announced. */
+  #version = 0;
   #closing = false;
   #closed = false;
   /** Why the connection is going, once that is known; counted once. */
@@ -144,6 +149,11 @@ export class Connection implements Peer {
   /** Publishes from this connection waiting for their subscribers' writes, to be acked. */
   get unacked(): number {
     return this.#unacked;
+  }
+
+  /** True when the client reads `events` frames: it spoke protocol version 3 or later. */
+  get takesEvents(): boolean {
+    return this.#version >= 3;
   }
 
   /** True once the client's `hello` was accepted. */
@@ -298,6 +308,9 @@ export class Connection implements Peer {
         case "publishLoop":
           this.#publish(message);
           break;
+        case "publish_batch":
+          this.#publishBatch(message);
+          break;
         case "watch":
           this.#hub.watch(this, message.queues);
           break;
@@ -333,10 +346,10 @@ export class Connection implements Peer {
 
   #greet(version: number, token: string | undefined): void {
     if (this.#greeted) return this.fail("protocol_error", "Hello sent twice");
-    if (version !== PROTOCOL_VERSION) {
+    if (version < MIN_PROTOCOL_VERSION || version > PROTOCOL_VERSION) {
       return this.fail(
         "protocol_error",
-        `Unsupported protocol version ${version}: this hub speaks ${PROTOCOL_VERSION}`,
+        `Unsupported protocol version ${version}: this hub speaks ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`,
       );
     }
     const expected = this.#settings.token;
@@ -350,6 +363,7 @@ export class Connection implements Peer {
       return this.fail("full", `Hub is full: ${this.#settings.maxConnections} connections`);
     }
     this.#greeted = true;
+    this.#version = version;
   }
 
   #enqueue(id: number, queues: string[], data: Json): void {
@@ -390,6 +404,102 @@ export class Connection implements Peer {
   }
 
   /**
+   * Routes each item of a batch as a `publish` of it alone, and answers one
+   * `batch_ack` once every event is in the kernel's buffer of every
+   * subscriber it was queued for: one wait per peer reached, not per item.
+   * An item too large is refused alone; a keyed item seen before is answered
+   * as the first one was, and not routed again.
+   */
+  #publishBatch(message: PublishBatch): void {
+    const items = message.items;
+    this.#counters.publishes += items.length;
+    const results: (BatchResult | Promise<AckFields>)[] = new Array(items.length);
+    const reachedBy: Peer[][] = new Array(items.length);
+    /** Resolves the remembered ack of each keyed item routed here. */
+    const settles: ((fields: AckFields) => void)[] = new Array(items.length);
+    /** The item a keyed retry in the same batch repeats, and the first item of each subject and key. */
+    const sameAs: number[] = new Array(items.length);
+    const firsts = new Map<string, number>();
+    const peers = new Set<Peer>();
+    const events = this.#hub.eventBatch();
+    let waits = false;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!;
+      const key = item.idempotency_key;
+      const subjects = [item.subject];
+      // A retry within this batch is answered as its first, with no wait.
+      const first = key === undefined ? undefined : firsts.get(`${item.subject}\n${key}`);
+      if (first !== undefined) {
+        sameAs[i] = first;
+        continue;
+      }
+      const seen = key === undefined ? undefined : this.#hub.recall(subjects, key);
+      if (key !== undefined) firsts.set(`${item.subject}\n${key}`, i);
+      if (seen) {
+        results[i] = seen;
+        waits = true;
+        continue;
+      }
+      let routed: Routed;
+      try {
+        routed = this.#hub.route(subjects, item.data, undefined, false, events);
+      } catch (error) {
+        if (!(error instanceof RangeError)) throw error;
+        results[i] = { error: error.message };
+        continue;
+      }
+      this.#counters.deliveries += routed.reached.length;
+      const position = routed.positions[0];
+      results[i] = position ? { count: 0, offset: position.offset, epoch: position.epoch } : { count: 0 };
+      reachedBy[i] = routed.reached;
+      for (const peer of routed.reached) peers.add(peer);
+      if (key !== undefined) {
+        if (routed.reached.length === 0) {
+          this.#hub.remember(subjects, key, Promise.resolve(ackFields(item.subject, results[i] as CountResult)));
+        } else {
+          // Settled below, once the writes are known; a retry in this same batch waits for it.
+          this.#hub.remember(subjects, key, new Promise<AckFields>((resolve) => (settles[i] = resolve)));
+        }
+      }
+      if (routed.reached.length > 0) waits = true;
+    }
+    events.send();
+    if (!waits) {
+      for (let i = 0; i < items.length; i++) if (sameAs[i] !== undefined) results[i] = results[sameAs[i]!]!;
+      this.#reply({ type: "batch_ack", id: message.id, results: results as BatchResult[] });
+      return;
+    }
+    const written = new Map<Peer, boolean>();
+    const flushes = [...peers].map((peer) => peer.flushed().then((ok) => void written.set(peer, ok)));
+    const done = Promise.all(flushes).then(async () => {
+      const answered: BatchResult[] = new Array(items.length);
+      for (let i = 0; i < items.length; i++) {
+        if (sameAs[i] !== undefined) {
+          answered[i] = answered[sameAs[i]!]!;
+          continue;
+        }
+        const result = results[i]!;
+        if (result instanceof Promise) {
+          answered[i] = batchResult(await result);
+          continue;
+        }
+        if ("error" in result) {
+          answered[i] = result;
+          continue;
+        }
+        let count = 0;
+        for (const peer of reachedBy[i]!) if (written.get(peer)) count++;
+        const fields = { ...result, count };
+        answered[i] = fields;
+        settles[i]?.(ackFields(items[i]!.subject, fields));
+      }
+      this.#reply({ type: "batch_ack", id: message.id, results: answered });
+    });
+    // Weighed by its items: a batch holds as much as as many publishes.
+    this.#await(done, items.length);
+  }
+
+  /**
    * Counts a publish, and acknowledges it once its event is in the kernel's
    * buffer of every subscriber it was queued for, so an `ack` survives a hub
    * crash after it. Resolves with what the ack said.
@@ -408,11 +518,11 @@ export class Connection implements Peer {
     return ack;
   }
 
-  /** Counts an ack still to come, holding back reading past {@linkcode MAX_UNACKED} of them. */
-  #await(acked: Promise<void>): void {
-    this.#unacked++;
+  /** Counts an ack still to come (for `publishes` publishes), holding back reading past {@linkcode MAX_UNACKED} of them. */
+  #await(acked: Promise<void>, publishes = 1): void {
+    this.#unacked += publishes;
     acked.then(() => {
-      this.#unacked--;
+      this.#unacked -= publishes;
       if (this.#unacked <= MAX_UNACKED / 2) this.#wakeReader();
       if (this.#unacked === 0) this.#allAcked?.();
     });
@@ -447,4 +557,19 @@ export class Connection implements Peer {
       this.#tcp.close();
     } catch { /* already closed */ }
   }
+}
+
+/** A batch item's result when it was routed. */
+type CountResult = Exclude<BatchResult, { error: string }>;
+
+/** A batch item's result from the ack fields of a publish to its one subject. */
+function batchResult(fields: AckFields): BatchResult {
+  const position = fields.positions?.[0];
+  return position ? { count: fields.count, offset: position.offset, epoch: position.epoch } : { count: fields.count };
+}
+
+/** The ack fields a `publish` to `subject` alone would have had: what a keyed retry of it is answered with. */
+function ackFields(subject: string, result: CountResult): AckFields {
+  if (result.offset === undefined) return { count: result.count };
+  return { count: result.count, positions: [{ subject, offset: result.offset, epoch: result.epoch! }] };
 }

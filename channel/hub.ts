@@ -31,6 +31,11 @@ export interface Peer {
    * `false` goes back to the head of its queue.
    */
   flushed(): Promise<boolean>;
+  /**
+   * True when the peer reads `events` frames (it spoke protocol version 3):
+   * a batch's events for it then go in one frame rather than one each.
+   */
+  readonly takesEvents?: boolean;
 }
 
 /**
@@ -292,14 +297,32 @@ export class Hub {
    * @throws {RangeError} as {@linkcode Hub.publish}; then no subject gets it,
    * nor keeps it.
    */
-  route(subjects: readonly string[], data: Json, reply?: string, loop = false): Routed {
+  route(
+    subjects: readonly string[],
+    data: Json,
+    reply?: string,
+    loop = false,
+    gathered?: EventBatch,
+  ): Routed {
     const reached: Peer[] = [];
     const positions: AckPosition[] = [];
     for (const { name, subject, event } of this.#events(subjects, data, reply)) {
       const position = this.#history.append(name, event.data, event.data.length);
       if (position) positions.push({ subject: name, offset: position.offset, epoch: position.epoch });
       if (!subject) continue;
-      const frame = encodeMessageText(event.text(position));
+      const text = event.text(position);
+      if (gathered && !loop) {
+        // Peers that read `events` get theirs when the batch is sent; the others, now.
+        let frame: Uint8Array | undefined;
+        for (const peer of subject.subscribers) {
+          if (peer.takesEvents) {
+            gathered.add(peer, text);
+            reached.push(peer);
+          } else if (peer.send(frame ??= encodeMessageText(text))) reached.push(peer);
+        }
+        continue;
+      }
+      const frame = encodeMessageText(text);
       if (!loop) {
         for (const peer of subject.subscribers) {
           if (peer.send(frame)) reached.push(peer);
@@ -321,6 +344,15 @@ export class Hub {
       }
     }
     return { reached, positions };
+  }
+
+  /**
+   * Gathers the events of a batch per peer, for {@linkcode Hub.route}, so
+   * that each peer that reads `events` gets them in as few frames as the
+   * frame limit allows: call {@linkcode EventBatch.send} once routed.
+   */
+  eventBatch(): EventBatch {
+    return new EventBatch(this.#maxFrameBytes);
   }
 
   /**
@@ -604,6 +636,58 @@ export class Hub {
     }
   }
 }
+
+/**
+ * A batch's events per peer, as JSON texts, sent as `events` frames of up
+ * to the frame limit each. A peer that cannot take a frame is disconnecting:
+ * its `flushed()` says false, so the batch's ack does not count it.
+ */
+export class EventBatch {
+  readonly #maxFrameBytes: number;
+  readonly #texts = new Map<Peer, string[]>();
+
+  /** Events gathered into frames of at most `maxFrameBytes`. */
+  constructor(maxFrameBytes: number) {
+    this.#maxFrameBytes = maxFrameBytes;
+  }
+
+  /** Gathers an event's JSON text (`{"type":"event",…}`) for `peer`. */
+  add(peer: Peer, text: string): void {
+    const texts = this.#texts.get(peer);
+    if (texts) texts.push(text);
+    else this.#texts.set(peer, [text]);
+  }
+
+  /** Sends each peer its events: one `event` frame for a lone event, else `events` frames. */
+  send(): void {
+    const room = this.#maxFrameBytes - 4 - EVENTS_ENVELOPE.length;
+    for (const [peer, texts] of this.#texts) {
+      if (texts.length === 1) {
+        peer.send(encodeMessageText(texts[0]!));
+        continue;
+      }
+      let run: string[] = [];
+      let bytes = 0;
+      const flush = () => {
+        if (run.length === 1) peer.send(encodeMessageText(run[0]!));
+        else if (run.length > 1) peer.send(encodeMessageText(`${EVENTS_HEAD}${run.join(",")}]}`));
+        run = [];
+        bytes = 0;
+      };
+      for (const text of texts) {
+        const size = utf8Length(text) + 1;
+        if (run.length > 0 && bytes + size > room) flush();
+        run.push(text);
+        bytes += size;
+      }
+      flush();
+    }
+    this.#texts.clear();
+  }
+}
+
+const EVENTS_HEAD = `{"type":"events","events":[`;
+const EVENTS_ENVELOPE = `${EVENTS_HEAD}]}`;
 
 /**
  * What a queue costs the hub beyond its messages' bytes (its object, two

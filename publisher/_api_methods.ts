@@ -17,11 +17,20 @@ import {
   type ConnectionAddress,
   presenceQuery,
   publishRoute,
+  type PushAddress,
   toChannelEvent,
   toCommandReply,
   type UserAddress,
 } from "../shared/address.ts";
-import { type Bus, BusError, type HistoryResult, type PublishResult } from "../shared/bus.ts";
+import {
+  type BatchOutcome,
+  type Bus,
+  type BusBatchItem,
+  BusError,
+  type HistoryResult,
+  publishBatch,
+  type PublishResult,
+} from "../shared/bus.ts";
 import { publishToConnection } from "./_connection_publish.ts";
 import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
@@ -97,8 +106,30 @@ function notKept(channel: string): Rejection {
   });
 }
 
-/** Each method but `batch`, by name: parameters in, result out. */
-export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: Params) => Promise<Result>> {
+/** A publish whose parameters were read, ready for the bus. */
+export interface PreparedPublish {
+  /** When it was read, by the `now` of the deps: its latency counts from here. */
+  readonly started: number;
+  /** Where it goes. */
+  readonly address: PushAddress;
+  /** What goes to the bus. */
+  readonly item: BusBatchItem & { readonly data: Json };
+  /** False when it must go alone (to a connection on a bus that cannot count). */
+  readonly batchable: boolean;
+}
+
+/** The methods of {@linkcode apiMethods}: each method but `batch`, and the pieces a batch uses to publish together. */
+export interface ApiMethods {
+  /** Each method but `batch`, by name: parameters in, result out. */
+  readonly single: Record<SingleMethod, (params: Params) => Promise<Result>>;
+  /** Reads a publish's parameters. @throws {Rejection} as `publish` would. */
+  readonly preparePublish: (params: Params) => PreparedPublish;
+  /** Publishes prepared publishes together; each answer as `publish` would give it, or its refusal. */
+  readonly publishMany: (batch: readonly PreparedPublish[]) => Promise<(Result | Error)[]>;
+}
+
+/** Each method but `batch`, by name, and the batch's way to publish many at once. */
+export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
   const { bus, logger, metrics, now, maxChannelLength } = deps;
 
   /** Asks the workers on `subject`; nobody there is no error but no replies. */
@@ -123,7 +154,8 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
     }
   }
 
-  async function publish(params: Params): Promise<Result> {
+  /** Reads a publish's parameters: what to publish where, or a {@linkcode Rejection}. */
+  function preparePublish(params: Params): PreparedPublish {
     const started = now();
     const address = readTarget(params, ["channel", "user", "connection", "everyone"], maxChannelLength);
     if (!("data" in params)) throw new Rejection(400, "Missing data: pass data, any JSON value");
@@ -134,18 +166,19 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
     }
     const route = publishRoute(address, data, readExclude(params));
     const idempotencyKey = readIdempotencyKey(params);
-    let published: PublishResult;
-    try {
-      // A copy, as the route's data (a type alias) is Json but not mutable as one.
-      published = address.kind === "connection" && bus.countsReached === false
-        ? await publishToConnection(bus, route.subject, { ...route.data }, { timeout: deps.publishTimeout })
-        : await bus.publish(route.subject, { ...route.data }, {
-          timeout: deps.publishTimeout,
-          ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-        });
-    } catch (error) {
-      throw busRejection(error);
-    }
+    // A copy, as the route's data (a type alias) is Json but not mutable as one.
+    const item = {
+      subject: route.subject,
+      data: { ...route.data },
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+    };
+    // A bus that cannot count asks the connection's worker instead: no batch for that one.
+    const batchable = !(address.kind === "connection" && bus.countsReached === false);
+    return { started, address, item, batchable };
+  }
+
+  /** A publish's result from what the bus answered, as `publish` returns it. */
+  function finishPublish({ started, address }: PreparedPublish, published: PublishResult): Result {
     const { reached, position } = published;
     if (reached === 0 && address.kind === "connection") throw staleWorker(address.workerId);
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
@@ -153,6 +186,46 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
     // Only a subject that keeps history has positions: the others' results keep their shape.
     if (position === undefined) return { workers_reached: reached };
     return { workers_reached: reached, offset: position.offset, epoch: position.epoch };
+  }
+
+  async function publish(params: Params): Promise<Result> {
+    const prepared = preparePublish(params);
+    const { subject, data, idempotencyKey } = prepared.item;
+    let published: PublishResult;
+    try {
+      published = prepared.batchable
+        ? await bus.publish(subject, data, {
+          timeout: deps.publishTimeout,
+          ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+        })
+        : await publishToConnection(bus, subject, data, { timeout: deps.publishTimeout });
+    } catch (error) {
+      throw busRejection(error);
+    }
+    return finishPublish(prepared, published);
+  }
+
+  /**
+   * The publishes of a batch, together: each item's answer as `publish`
+   * would give it alone, a {@linkcode Rejection} for those refused. Items
+   * go to the bus in one {@linkcode publishBatch} call.
+   */
+  async function publishMany(batch: readonly PreparedPublish[]): Promise<(Result | Error)[]> {
+    let outcomes: BatchOutcome[];
+    try {
+      outcomes = await publishBatch(bus, batch.map(({ item }) => item), { timeout: deps.publishTimeout });
+    } catch (error) {
+      const rejection = busRejection(error) as Error;
+      return batch.map(() => rejection);
+    }
+    return outcomes.map((outcome, i) => {
+      try {
+        if (outcome instanceof BusError) throw busRejection(outcome);
+        return finishPublish(batch[i]!, outcome);
+      } catch (error) {
+        return error as Error;
+      }
+    });
   }
 
   async function history(params: Params): Promise<Result> {
@@ -230,7 +303,7 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
     throw new Rejection(422, reply.error);
   }
 
-  return {
+  const single: Record<SingleMethod, (params: Params) => Promise<Result>> = {
     publish,
     subscribe: (params) => command(params, { cmd: "subscribe", channel: readChannel(params, maxChannelLength) }),
     unsubscribe: (params) => command(params, { cmd: "unsubscribe", channel: readChannel(params, maxChannelLength) }),
@@ -257,4 +330,5 @@ export function apiMethods(deps: ApiMethodsDeps): Record<SingleMethod, (params: 
     history,
     history_remove: historyRemove,
   };
+  return { single, preparePublish, publishMany };
 }

@@ -14,7 +14,15 @@ import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
 import { type ContentTypeHeader, typed } from "../shared/http.ts";
 import { checkApiKey } from "./_api_key.ts";
-import { API_METHODS, type ApiMethod, apiMethods, type ApiMethodsDeps, type SingleMethod } from "./_api_methods.ts";
+import {
+  API_METHODS,
+  type ApiMethod,
+  apiMethods,
+  type ApiMethodsDeps,
+  type PreparedPublish,
+  type SingleMethod,
+} from "./_api_methods.ts";
+import type { Result } from "./_api_replies.ts";
 import type { Params } from "./_api_params.ts";
 import { readJsonBody } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
@@ -73,6 +81,24 @@ export function createApi(deps: ApiDeps): (method: ApiMethod, req: Request, url:
   const methods = apiMethods(deps);
   const { metrics, logger } = deps;
 
+  /** A command's answer: its result, or its error as a single call would answer it; counted in the metrics. */
+  function answer(method: SingleMethod | undefined, outcome: Result | Error): Json {
+    if (!(outcome instanceof Error)) {
+      metrics.countApiCall(method!, 200);
+      return { result: outcome };
+    }
+    const status = outcome instanceof Rejection ? outcome.status : 500;
+    if (method !== undefined) metrics.countApiCall(method, status);
+    if (outcome instanceof Rejection) return errorBody(status, outcome.message);
+    logger.error("batch command failed", { method, error: String(outcome) });
+    return errorBody(500, "Internal error");
+  }
+
+  /**
+   * Runs a batch's commands: its publishes go to the bus together (one
+   * exchange with the hub for all of them), the other commands at most
+   * {@linkcode BATCH_CONCURRENCY} at once. Answers keep the commands' order.
+   */
   async function batch(body: Params): Promise<Json> {
     const commands = body.commands;
     if (!Array.isArray(commands)) {
@@ -81,22 +107,36 @@ export function createApi(deps: ApiDeps): (method: ApiMethod, req: Request, url:
     if (commands.length > deps.maxBatchCommands) {
       throw new Rejection(413, `Too many commands: ${commands.length}, the limit is ${deps.maxBatchCommands}`);
     }
-    const replies = await mapConcurrently(commands, BATCH_CONCURRENCY, async (command): Promise<Json> => {
+    const replies = new Array<Json>(commands.length);
+    const publishes: { index: number; prepared: PreparedPublish }[] = [];
+    const others: { index: number; method: SingleMethod; params: Params }[] = [];
+    commands.forEach((command, index) => {
       let method: SingleMethod | undefined;
       try {
         let params: Params;
         [method, params] = readCommand(command);
-        const result = await methods[method](params);
-        metrics.countApiCall(method, 200);
-        return { result };
+        const prepared = method === "publish" ? methods.preparePublish(params) : null;
+        if (prepared?.batchable) publishes.push({ index, prepared });
+        else others.push({ index, method, params });
       } catch (error) {
-        const status = error instanceof Rejection ? error.status : 500;
-        if (method !== undefined) metrics.countApiCall(method, status);
-        if (error instanceof Rejection) return errorBody(status, error.message);
-        logger.error("batch command failed", { method, error: String(error) });
-        return errorBody(500, "Internal error");
+        replies[index] = answer(method, error as Error);
       }
     });
+    const published = publishes.length === 0
+      ? Promise.resolve()
+      : methods.publishMany(publishes.map(({ prepared }) => prepared)).then((outcomes) => {
+        outcomes.forEach((outcome, i) => (replies[publishes[i]!.index] = answer("publish", outcome)));
+      });
+    const run = mapConcurrently(others, BATCH_CONCURRENCY, async ({ index, method, params }) => {
+      let outcome: Result | Error;
+      try {
+        outcome = await methods.single[method](params);
+      } catch (error) {
+        outcome = error as Error;
+      }
+      replies[index] = answer(method, outcome);
+    });
+    await Promise.all([published, run]);
     return { replies };
   }
 
@@ -106,7 +146,7 @@ export function createApi(deps: ApiDeps): (method: ApiMethod, req: Request, url:
       // Before the body: a caller without the key does not get it read.
       checkApiKey(req, parseUrlEncoded(url.search.slice(1), "query"), deps.apiKey);
       const body = await readJsonBody(req, { maxBodyBytes: deps.maxBodyBytes, maxDepth: deps.maxJsonDepth });
-      const answer = method === "batch" ? await batch(body) : { result: await methods[method](body) };
+      const answer = method === "batch" ? await batch(body) : { result: await methods.single[method](body) };
       status = 200;
       return json(200, answer, deps.headers);
     } catch (error) {

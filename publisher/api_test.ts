@@ -9,6 +9,7 @@ import type { Json } from "../shared/json.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { createLogger } from "../shared/log.ts";
 import { MemoryBroker, type MemoryBrokerOptions } from "../shared/memory_bus.ts";
+import { type BatchOutcome, type Bus, type BusBatchItem, publishEach } from "../shared/bus.ts";
 
 // The server API (POST /api/<method>) over a memory broker, against real
 // pushers on fake transports: what the handler answers, and what each
@@ -32,11 +33,13 @@ interface ClusterOptions extends Partial<Omit<PublishHandlerOptions, "bus">> {
   maxMessageBytes?: number;
   /** The broker's other options (history, idempotency). @default {{}} */
   broker?: MemoryBrokerOptions;
+  /** Wraps the publisher's bus, to watch how it is called. @default {none} */
+  wrapBus?: (bus: Bus) => Bus;
 }
 
 /** A publisher handler and `pushers` pushers on one memory broker. */
 function cluster(options: ClusterOptions = {}) {
-  const { pushers: count = 2, maxMessageBytes, broker: brokerOptions, ...handlerOptions } = options;
+  const { pushers: count = 2, maxMessageBytes, broker: brokerOptions, wrapBus, ...handlerOptions } = options;
   const broker = new MemoryBroker({ ...brokerOptions, maxMessageBytes });
   const pushers = Array.from({ length: count }, () => {
     const transport = new FakeTransport();
@@ -49,7 +52,7 @@ function cluster(options: ClusterOptions = {}) {
     });
     return { pusher, transport };
   });
-  const bus = broker.connect();
+  const bus = wrapBus ? wrapBus(broker.connect()) : broker.connect();
   const handler = createPublishHandler({ bus, logger: silent, ...handlerOptions });
   return {
     broker,
@@ -382,6 +385,69 @@ Deno.test("api maps bus errors as the GET API does: 503 with retry-after while t
   const big = await small.call("publish", { data: "x".repeat(200) });
   assert.equal(big.status, 413);
   assert.match(big.body.error.message, /^Content too large for the hub: /);
+});
+
+Deno.test("api batch sends its publishes to the bus in one publishBatch, each answered as a single publish", async () => {
+  const calls = { publish: 0, publishBatch: [] as number[] };
+  const wrapBus = (bus: Bus): Bus => {
+    const overrides: Partial<Bus> = {
+      publish: (...args: Parameters<Bus["publish"]>) => {
+        calls.publish++;
+        return bus.publish(...args);
+      },
+      publishBatch: (items: readonly BusBatchItem[]): Promise<BatchOutcome[]> => {
+        calls.publishBatch.push(items.length);
+        return publishEach(bus, items);
+      },
+    };
+    return new Proxy(bus, {
+      get(target, property) {
+        if (property in overrides) return overrides[property as keyof Bus];
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  };
+  await using c = cluster({ wrapBus, maxMessageBytes: 400, broker: { history: { subjects: ["channel.kept"] } } });
+  const alice = await c.connect(0, "alice");
+  const bob = await c.connect(1, "bob");
+  await c.call("subscribe", { channel: "kept", user: "alice" });
+  const publishes: Json[] = [
+    { user: "alice", data: "to alice" },
+    { connection: { worker_id: bob.worker, connection_id: bob.connection }, data: "to bob" },
+    { connection: { worker_id: bob.worker, connection_id: bob.connection + 1 }, data: "gone" },
+    { channel: "kept", data: "kept 1" },
+    { channel: "empty", data: 1 },
+    { user: "carol", data: "x".repeat(500) },
+    { channel: "bad name", data: 1 },
+    { everyone: true, data: "all" },
+    { channel: "kept", data: "kept 2", idempotency_key: "k" },
+    { channel: "kept", data: "kept 2", idempotency_key: "k" },
+  ];
+  const batch = await c.call("batch", {
+    commands: [...publishes.map((publish) => ({ publish })), { presence_stats: { channel: "kept" } }],
+  });
+  assert.equal(batch.status, 200);
+  assert.deepEqual(calls, { publish: 0, publishBatch: [9] }, "the valid publishes in one call");
+  const replies = batch.body.replies;
+  const epoch = replies[3].result.epoch;
+  assert.deepEqual(replies[3], { result: { workers_reached: 1, offset: 1, epoch } });
+  assert.deepEqual(replies[8], { result: { workers_reached: 1, offset: 2, epoch } });
+  assert.deepEqual(replies[9], replies[8], "the retry is answered as the first");
+  assert.deepEqual(replies[6], {
+    error: { code: 422, message: "Invalid channel name: only letters, digits and _-.:@/= are allowed" },
+  });
+  assert.deepEqual(replies[10], { result: { num_clients: 1, num_users: 1, workers_reached: 2 } });
+  assert.equal(replies[5].error.code, 413);
+  assert.match(replies[5].error.message, /^Content too large for the hub: /);
+  // The same publishes one call each are answered alike (but for the positions, which move on).
+  for (const [i, publish] of publishes.entries()) {
+    if (i === 3 || i === 8 || i === 9) continue;
+    const single = await c.call("publish", publish);
+    assert.deepEqual(single.body, replies[i], JSON.stringify(publish));
+  }
+  assert.ok(alice.socket.sent.some((m) => m.includes("to alice")), "the user's send is delivered");
+  assert.equal(alice.socket.sent.filter((m) => m.includes("kept 2")).length, 1, "the keyed retry is not delivered");
 });
 
 Deno.test("api batch answers each command in order, results and errors mixed, and runs them all", async () => {

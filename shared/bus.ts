@@ -75,6 +75,27 @@ export interface BusPublishOptions {
   idempotencyKey?: string;
 }
 
+/** One publish of {@linkcode Bus.publishBatch}: to one subject, with its own data and key. */
+export interface BusBatchItem {
+  /** The subject it goes to. */
+  readonly subject: string;
+  /** What it carries. */
+  readonly data: Json;
+  /** As {@linkcode BusPublishOptions.idempotencyKey}, for this item alone. */
+  readonly idempotencyKey?: string;
+}
+
+/** Options for {@linkcode Bus.publishBatch}. */
+export interface BusBatchOptions {
+  /** How long to wait for the bus to take the items, in milliseconds. @default {the bus's own} */
+  timeout?: number;
+  /** Aborting it rejects the call; items may still have been taken. */
+  signal?: AbortSignal;
+}
+
+/** What one item of a batch achieved, or the {@linkcode BusError} that refused it alone. */
+export type BatchOutcome = PublishResult | BusError;
+
 /** Options for {@linkcode Bus.history}. */
 export interface HistoryOptions {
   /** Return what followed this position; without it, every message kept. */
@@ -170,6 +191,17 @@ export interface Bus extends AsyncDisposable {
    * @throws {BusError} when it did not.
    */
   publish(subject: string, data: Json, options?: BusPublishOptions): Promise<PublishResult>;
+  /**
+   * Publishes many messages, each to one subject, as if each were published
+   * alone, and resolves with one outcome per item, in order: its result, or
+   * the {@linkcode BusError} that refused that item alone (`too_large`,
+   * say). Buses that can take many in one exchange do (the hub: one frame
+   * and one acknowledgement for the lot); call it through
+   * {@linkcode publishBatch}, which publishes one by one on the others.
+   *
+   * @throws the abort's reason when `options.signal` aborts.
+   */
+  publishBatch?(items: readonly BusBatchItem[], options?: BusBatchOptions): Promise<BatchOutcome[]>;
   /**
    * Publishes `data` to `subject` asking for replies, and gathers them: until
    * every subscriber reached has answered when the bus counts them, else until
@@ -274,6 +306,56 @@ export async function requestOver(
     options.signal?.removeEventListener("abort", abort);
     bus.unsubscribe(inbox);
   }
+}
+
+/**
+ * Publishes `items` on `bus` with its own {@linkcode Bus.publishBatch} when it
+ * has one, else one {@linkcode Bus.publish} per item, all at once. Resolves
+ * with one outcome per item, in order.
+ *
+ * @throws what is not a {@linkcode BusError} (an abort's reason).
+ *
+ * @example
+ * ```ts
+ * import { publishBatch } from "./bus.ts";
+ * import { MemoryBroker } from "./memory_bus.ts";
+ *
+ * await using bus = new MemoryBroker().connect();
+ * const outcomes = await publishBatch(bus, [{ subject: "a", data: 1 }, { subject: "b", data: 2 }]);
+ * ```
+ */
+export function publishBatch(
+  bus: Pick<Bus, "publish" | "publishBatch">,
+  items: readonly BusBatchItem[],
+  options: BusBatchOptions = {},
+): Promise<BatchOutcome[]> {
+  if (bus.publishBatch) return bus.publishBatch(items, options);
+  return publishEach(bus, items, options);
+}
+
+/**
+ * Does what {@linkcode Bus.publishBatch} promises with the bus's own
+ * `publish`, for implementations without native batching: every item
+ * published at once, so a bus that pipelines (Redis, NATS) still writes
+ * them together.
+ */
+export function publishEach(
+  bus: Pick<Bus, "publish">,
+  items: readonly BusBatchItem[],
+  options: BusBatchOptions = {},
+): Promise<BatchOutcome[]> {
+  return Promise.all(items.map(async ({ subject, data, idempotencyKey }): Promise<BatchOutcome> => {
+    try {
+      return await bus.publish(subject, data, {
+        ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+      });
+    } catch (error) {
+      if (error instanceof BusError) return error;
+      throw error;
+    }
+  }));
 }
 
 function randomHex(bytes: number): string {

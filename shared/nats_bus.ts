@@ -80,7 +80,10 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import {
+  type BatchOutcome,
   type Bus,
+  type BusBatchItem,
+  type BusBatchOptions,
   BusError,
   type BusHandler,
   type BusMessage,
@@ -665,6 +668,60 @@ export class NatsBus implements Bus {
     const result: PublishResult = { reached: null };
     if (cacheKey !== undefined) this.#keys.set(cacheKey, result);
     return result;
+  }
+
+  /**
+   * Publishes every item as {@linkcode NatsBus.publish} would, those to
+   * subjects without history together: written at once, then one flush for
+   * all of them. History subjects go through the stream one by one.
+   *
+   * @throws the abort's reason when `options.signal` aborts.
+   */
+  async publishBatch(items: readonly BusBatchItem[], options: BusBatchOptions = {}): Promise<BatchOutcome[]> {
+    if (options.signal?.aborted) throw options.signal.reason;
+    const outcomes = new Array<BatchOutcome | Promise<BatchOutcome>>(items.length);
+    const plain: number[] = [];
+    /** The first item of each subject and key: a retry within the batch is answered as it is. */
+    const firsts = new Map<string, Promise<BatchOutcome>>();
+    items.forEach((item, i) => {
+      const key = item.idempotencyKey === undefined ? undefined : idempotencyKey([item.subject], item.idempotencyKey);
+      const first = key === undefined ? undefined : firsts.get(key);
+      if (first) outcomes[i] = first;
+      else if (this.#keeps(item.subject) || key !== undefined) {
+        // Through publish: the stream for history, and its checks and cache for keys.
+        outcomes[i] = this.publish(item.subject, item.data, {
+          ...options,
+          ...(item.idempotencyKey === undefined ? {} : { idempotencyKey: item.idempotencyKey }),
+        }).catch((error) => {
+          if (error instanceof BusError) return error;
+          throw error;
+        });
+        if (key !== undefined) firsts.set(key, outcomes[i] as Promise<BatchOutcome>);
+      } else plain.push(i);
+    });
+    if (plain.length > 0) {
+      const deadline = Date.now() + (options.timeout ?? this.#publishTimeout);
+      try {
+        const nc = await this.#link(deadline, `publish ${plain.length} messages`);
+        const written: number[] = [];
+        for (const i of plain) {
+          const item = items[i]!;
+          try {
+            nc.publish(natsSubject(item.subject), this.#encode(item.data, nc));
+            written.push(i);
+          } catch (error) {
+            if (!(error instanceof BusError)) throw error;
+            outcomes[i] = error;
+          }
+        }
+        await this.#flush(nc, deadline, `publish ${written.length} messages`);
+        for (const i of written) outcomes[i] = { reached: null };
+      } catch (error) {
+        if (!(error instanceof BusError)) throw error;
+        for (const i of plain) outcomes[i] ??= error;
+      }
+    }
+    return await Promise.all(outcomes);
   }
 
   async #flush(nc: NatsConnection, deadline: number, what: string): Promise<void> {

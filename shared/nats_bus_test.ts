@@ -89,6 +89,33 @@ Deno.test("nats bus request: replies, no responders, and presence ends when ever
   assert.ok(Date.now() - after < 1000, "presence after a goodbye answers at once");
 });
 
+Deno.test("nats bus publishes a batch with one flush: each item delivered, one too large refused alone, keys kept", async () => {
+  await using nats = await startNats();
+  await using subscriber = bus(nats.servers);
+  await using publisher = bus(nats.servers, { history: HISTORY });
+  const got: Json[] = [];
+  await within(subscriber.subscribe("user.a", (data) => got.push(data)), 5000, "subscribe");
+  const outcomes = await publisher.publishBatch([
+    { subject: "user.a", data: 1 },
+    { subject: "user.a", data: "x".repeat(2 * 1024 * 1024) },
+    { subject: "user.a", data: 2, idempotencyKey: "k" },
+    { subject: "user.a", data: 2, idempotencyKey: "k" },
+    { subject: "news", data: 3 },
+    { subject: "user.a", data: 4 },
+  ]);
+  assert.deepEqual(outcomes[0], { reached: null });
+  assert.ok(outcomes[1] instanceof BusError && outcomes[1].code === "too_large", String(outcomes[1]));
+  assert.deepEqual(outcomes[2], { reached: null });
+  assert.equal((outcomes[4] as { position: Position }).position.offset, 1);
+  assert.deepEqual(outcomes[5], { reached: null });
+  await until(
+    () => got.length === 3,
+    5000,
+    `the three messages, got ${JSON.stringify(got)} ${JSON.stringify(outcomes)}`,
+  );
+  assert.deepEqual([...got].sort(), [1, 2, 4]);
+});
+
 Deno.test("nats bus refuses what is over max_payload as too_large", async () => {
   await using nats = await startNats();
   await using publisher = bus(nats.servers);

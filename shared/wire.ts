@@ -20,8 +20,21 @@ export { DEFAULT_MAX_FRAME_BYTES, encodeLengthPrefixed, FrameDecoder, type Frame
 /** The hub's default TCP port, as in the original. */
 export const DEFAULT_HUB_PORT = 2206;
 
-/** Version a client announces in its `hello`; the hub refuses others. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * Version a client announces in its `hello`. Version 3 added
+ * {@linkcode PublishBatch} and its {@linkcode BatchAck}, and
+ * {@linkcode EventsMessage}, sent to version-3 clients only; a hub speaks every
+ * version from {@linkcode MIN_PROTOCOL_VERSION} up and refuses others, so a
+ * client of version 2 keeps working with a hub of version 3 (it never sends a
+ * batch). A version-3 client needs a version-3 hub: upgrade the hub first.
+ */
+export const PROTOCOL_VERSION = 3;
+
+/** The oldest version a hub still speaks: a version-2 client sends no `publish_batch`. */
+export const MIN_PROTOCOL_VERSION = 2;
+
+/** Most items one {@linkcode PublishBatch} holds; a longer list is split by the client. */
+export const MAX_BATCH_ITEMS = 1000;
 
 /** Longest subject or queue name accepted, in UTF-16 code units. */
 export const MAX_SUBJECT_LENGTH = 256;
@@ -67,6 +80,41 @@ export interface Publish {
    */
   idempotency_key?: string;
 }
+
+/**
+ * Many publishes in one frame, each to one subject with its own data (and
+ * its own idempotency key), answered by one {@linkcode BatchAck} with a
+ * result per item, in order. Each item is routed as a `publish` of it alone
+ * would be. At most {@linkcode MAX_BATCH_ITEMS} items. Since version 3.
+ */
+export interface PublishBatch {
+  type: "publish_batch";
+  id: number;
+  items: BatchItem[];
+}
+
+/** One publish of a {@linkcode PublishBatch}. */
+export interface BatchItem {
+  subject: string;
+  data: Json;
+  /** As a `publish`'s: a retry of the item with the same key on the same subject is not routed again. */
+  idempotency_key?: string;
+}
+
+/**
+ * Answers a {@linkcode PublishBatch} once every item's event is written to
+ * its subscribers: `results[i]` is item i's `count` (and its position when
+ * its subject keeps history), or the `error` that refused it alone (an
+ * event over the frame limit).
+ */
+export interface BatchAck {
+  type: "batch_ack";
+  id: number;
+  results: BatchResult[];
+}
+
+/** What one item of a batch achieved, as a `publish`'s `ack` says it, or why it was refused. */
+export type BatchResult = { count: number; offset?: number; epoch?: string } | { error: string };
 
 /** A place in a subject's history: see {@linkcode HistoryRequest}. */
 export interface WirePosition {
@@ -131,6 +179,7 @@ export type ClientMessage =
   | Hello
   | Subscription
   | Publish
+  | PublishBatch
   | Watch
   | Enqueue
   | Reserve
@@ -166,6 +215,16 @@ export interface EventMessage {
   offset?: number;
   /** The subject's history epoch, with `offset`. */
   epoch?: string;
+}
+
+/**
+ * Many events in one frame, for a client of version 3: the events a
+ * `publish_batch` routed to it, in order, each exactly the
+ * {@linkcode EventMessage} it would have had in a frame of its own.
+ */
+export interface EventsMessage {
+  type: "events";
+  events: EventMessage[];
 }
 
 /** A queued message of `queue`, delivered to a consumer that reserved. */
@@ -225,7 +284,15 @@ export interface Pong {
 }
 
 /** Everything the hub sends to a client. */
-export type HubMessage = EventMessage | QueueMessage | Ack | HistoryReply | ErrorMessage | Pong;
+export type HubMessage =
+  | EventMessage
+  | EventsMessage
+  | QueueMessage
+  | Ack
+  | BatchAck
+  | HistoryReply
+  | ErrorMessage
+  | Pong;
 
 /** Any message of the protocol. */
 export type Message = ClientMessage | HubMessage;
@@ -418,6 +485,9 @@ export function toClientMessage(value: unknown): ClientMessage {
       if (message.reply !== undefined) requireName(message, "reply", message.reply);
       if (message.idempotency_key !== undefined) return checkRequest(message, checkIdempotencyKey);
       break;
+    case "publish_batch":
+      requireInteger(message, "id");
+      return checkRequest(message, checkBatch);
     case "history":
       requireInteger(message, "id");
       return checkRequest(message, checkHistoryRequest);
@@ -449,10 +519,14 @@ export function toHubMessage(value: unknown): HubMessage {
   const message = asMessageObject(value);
   switch (message.type) {
     case "event":
-      requireString(message, "subject");
-      if (!("data" in message)) throw invalid(message.type, "data is missing");
-      if (message.reply !== undefined) requireString(message, "reply");
-      if (message.offset !== undefined || message.epoch !== undefined) requirePosition(message, message);
+      checkEvent(message);
+      break;
+    case "events":
+      if (!Array.isArray(message.events)) throw invalid("events", "events must be an array");
+      for (const event of message.events as unknown[]) {
+        if (asMessageObject(event).type !== "event") throw invalid("events", "every event must be of type event");
+        checkEvent(event as Fields);
+      }
       break;
     case "queue":
       requireString(message, "queue");
@@ -470,6 +544,11 @@ export function toHubMessage(value: unknown): HubMessage {
           }
         }
       }
+      break;
+    case "batch_ack":
+      requireInteger(message, "id");
+      if (!Array.isArray(message.results)) throw invalid("batch_ack", "results must be an array");
+      for (const result of message.results as unknown[]) checkBatchResult(message, result);
       break;
     case "history": {
       requireInteger(message, "id");
@@ -517,6 +596,44 @@ function checkIdempotencyKey(message: Fields): void {
   if (typeof key !== "string" || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
     throw invalid(message.type, `idempotency_key must be a string of 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
   }
+}
+
+function checkEvent(message: Fields): void {
+  requireString(message, "subject");
+  if (!("data" in message)) throw invalid(message.type, "data is missing");
+  if (message.reply !== undefined) requireString(message, "reply");
+  if (message.offset !== undefined || message.epoch !== undefined) requirePosition(message, message);
+}
+
+function checkBatch(message: Fields): void {
+  const items = message.items;
+  if (!Array.isArray(items) || items.length === 0 || items.length > MAX_BATCH_ITEMS) {
+    throw invalid(message.type, `items must be an array of 1 to ${MAX_BATCH_ITEMS} items`);
+  }
+  for (const item of items as unknown[]) {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      throw invalid(message.type, "every item must be an object with subject and data");
+    }
+    const fields = item as Record<string, unknown>;
+    requireName(message, "every item's subject", fields.subject);
+    if (!("data" in fields)) throw invalid(message.type, "every item needs data");
+    if (fields.idempotency_key !== undefined) checkIdempotencyKey({ ...fields, type: message.type });
+  }
+}
+
+function checkBatchResult(message: Fields, result: unknown): void {
+  if (typeof result !== "object" || result === null || Array.isArray(result)) {
+    throw invalid("batch_ack", "every result must be an object");
+  }
+  const fields = result as Record<string, unknown>;
+  if (fields.error !== undefined) {
+    if (typeof fields.error !== "string") throw invalid("batch_ack", "error must be a string");
+    return;
+  }
+  if (!Number.isSafeInteger(fields.count) || (fields.count as number) < 0) {
+    throw invalid("batch_ack", "every result needs a count or an error");
+  }
+  if (fields.offset !== undefined || fields.epoch !== undefined) requirePosition(message, fields);
 }
 
 function checkHistoryRequest(message: Fields): void {

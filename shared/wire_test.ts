@@ -7,6 +7,7 @@ import {
   encodeMessageText,
   type HubMessage,
   jsonCodec,
+  MAX_BATCH_ITEMS,
   MAX_SUBJECT_LENGTH,
   type Message,
   MessageDecoder,
@@ -44,6 +45,14 @@ const CLIENT_MESSAGES: ClientMessage[] = [
   { type: "history", id: 6, subject: "news", since: { offset: 7, epoch: "1f3a9c2e" }, limit: 100 },
   { type: "history", id: 7, subject: "news" },
   { type: "history_remove", id: 8, subject: "news" },
+  {
+    type: "publish_batch",
+    id: 9,
+    items: [
+      { subject: "user.alice", data: { text: "hi" } },
+      { subject: "user.bob", data: null, idempotency_key: "order-18" },
+    ],
+  },
 ];
 
 const HUB_MESSAGES: HubMessage[] = [
@@ -59,6 +68,18 @@ const HUB_MESSAGES: HubMessage[] = [
   { type: "ack", id: 3, count: 1, positions: [{ subject: "news", offset: 7, epoch: "1f3a9c2e" }] },
   { type: "history", id: 4, epoch: "1f3a9c2e", offset: 9, messages: [{ offset: 9, data: "x" }], recovered: true },
   { type: "history", id: 5, epoch: "", offset: 0, messages: [], recovered: false },
+  {
+    type: "batch_ack",
+    id: 6,
+    results: [{ count: 1 }, { count: 0, offset: 7, epoch: "1f3a9c2e" }, { error: "Cannot route: too large" }],
+  },
+  {
+    type: "events",
+    events: [
+      { type: "event", subject: "user.alice", data: { text: "hi" } },
+      { type: "event", subject: "news", data: 1, offset: 7, epoch: "1f3a9c2e" },
+    ],
+  },
 ];
 
 /** Feeds `stream` to a decoder in chunks whose sizes `nextSize` picks, each a fresh copy. */
@@ -106,6 +127,7 @@ Deno.test("wire round-trips every client message type through encodeMessage and 
     "ping",
     "history",
     "history_remove",
+    "publish_batch",
   ];
   assert.deepEqual([...types].sort(), expected.sort(), "every client message type is covered");
 });
@@ -260,6 +282,75 @@ Deno.test("toClientMessage rejects a non-integer id or version", () => {
   }
   assertClientRejects({ type: "hello", version: "1" }, /version must be an integer/);
   assertClientRejects({ type: "hello", version: 1, token: 5 }, /token must be a string/);
+});
+
+Deno.test("toClientMessage answers a publish_batch with a malformed item as invalid with its id, not a dropped link", () => {
+  const item = { subject: "news", data: 1 };
+  const cases: [unknown, RegExp][] = [
+    [[], /items must be an array of 1 to 1000/],
+    [Array.from({ length: MAX_BATCH_ITEMS + 1 }, () => item), /items must be an array of 1 to 1000/],
+    ["news", /items must be an array/],
+    [[item, null], /every item must be an object/],
+    [[item, [1]], /every item must be an object/],
+    [[{ subject: "", data: 1 }], /subject must be a non-empty string/],
+    [[{ subject: "c".repeat(MAX_SUBJECT_LENGTH + 1), data: 1 }], /limited to 256 characters/],
+    [[{ subject: 3, data: 1 }], /subject must be a non-empty string/],
+    [[{ subject: "news" }], /every item needs data/],
+    [[{ subject: "news", data: 1, idempotency_key: "" }], /idempotency_key must be a string of 1 to 128/],
+    [[{ subject: "news", data: 1, idempotency_key: "k".repeat(129) }], /idempotency_key must be/],
+    [[{ subject: "news", data: 1, idempotency_key: 7 }], /idempotency_key must be/],
+  ];
+  for (const [items, reason] of cases) {
+    const message = toClientMessage({ type: "publish_batch", id: 12, items });
+    assert.equal(message.type, "invalid", String(reason));
+    assert.equal((message as { id: number }).id, 12);
+    assert.match((message as { reason: string }).reason, reason);
+  }
+  // Without a valid id there is nothing to answer: the link goes.
+  assertClientRejects({ type: "publish_batch", id: "12", items: [item] }, /id must be an integer/);
+  const longest: ClientMessage = {
+    type: "publish_batch",
+    id: 1,
+    items: Array.from({ length: MAX_BATCH_ITEMS }, () => item),
+  };
+  assert.deepEqual(toClientMessage(longest), longest);
+});
+
+Deno.test("toHubMessage rejects a batch_ack whose results are not counts or errors", () => {
+  const cases: [unknown, RegExp][] = [
+    [undefined, /results must be an array/],
+    [{}, /results must be an array/],
+    [[null], /every result must be an object/],
+    [[{}], /every result needs a count or an error/],
+    [[{ count: -1 }], /every result needs a count or an error/],
+    [[{ count: 1.5 }], /every result needs a count or an error/],
+    [[{ error: 5 }], /error must be a string/],
+    [[{ count: 1, offset: -1, epoch: "e" }], /offset must be/],
+    [[{ count: 1, offset: 1 }], /epoch must be/],
+    [[{ count: 1, offset: 1, epoch: "e".repeat(33) }], /epoch must be/],
+  ];
+  for (const [results, message] of cases) {
+    assert.throws(
+      () => toHubMessage({ type: "batch_ack", id: 1, results }),
+      { name: "TypeError", message },
+      String(message),
+    );
+  }
+  assert.throws(() => toHubMessage({ type: "batch_ack", id: "1", results: [] }), { message: /id must be an integer/ });
+});
+
+Deno.test("toHubMessage rejects an events message with anything but valid events in it", () => {
+  const cases: [unknown, RegExp][] = [
+    [undefined, /events must be an array/],
+    [[{ type: "queue", queue: "q", data: 1 }], /every event must be of type event/],
+    [[null], /expected an object with a type/],
+    [[{ type: "event", data: 1 }], /subject must be a string/],
+    [[{ type: "event", subject: "s" }], /data is missing/],
+    [[{ type: "event", subject: "s", data: 1, offset: 1 }], /epoch must be/],
+  ];
+  for (const [events, message] of cases) {
+    assert.throws(() => toHubMessage({ type: "events", events }), { name: "TypeError", message }, String(message));
+  }
 });
 
 Deno.test("toClientMessage rejects a hub message", () => {
