@@ -17,8 +17,7 @@
 import type { Bus } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import { HubBus } from "../channel/bus.ts";
-import { NatsBus } from "./nats_bus.ts";
-import { RedisBus } from "./redis_bus.ts";
+import { LazyBus } from "./_lazy_bus.ts";
 import { parseBusAddress } from "./bus_address.ts";
 
 export { BUS_SCHEMES, type BusAddress, type BusHost, hubBusAddress, parseBusAddress } from "./bus_address.ts";
@@ -88,24 +87,31 @@ export function openBus(address: string, options: OpenBusOptions = {}): Bus {
   }
   // The discriminant "nats" | "tls" is not a unit type, so TypeScript narrows by the field.
   if ("servers" in parsed) {
-    return new NatsBus({
-      servers: parsed.servers,
-      tls: parsed.scheme === "tls" ? options.tls ?? true : false,
+    // Imported only now: a process on the hub never loads the NATS client (see _lazy_bus.ts).
+    return new LazyBus(address, false, async () => {
+      const { NatsBus } = await import("./nats_bus.ts");
+      return new NatsBus({
+        servers: parsed.servers,
+        tls: parsed.scheme === "tls" ? options.tls ?? true : false,
+        token: options.token,
+        publishTimeout: options.publishTimeout,
+        maxPayload: options.maxFrameBytes,
+        history: options.history,
+        logger: options.logger,
+      });
+    });
+  }
+  return new LazyBus(address, true, async () => {
+    const { RedisBus } = await import("./redis_bus.ts");
+    return new RedisBus({
+      hostname: parsed.hostname,
+      port: parsed.port,
+      tls: parsed.scheme === "rediss" ? options.tls ?? true : false,
       token: options.token,
+      maxMessageBytes: options.maxFrameBytes,
       publishTimeout: options.publishTimeout,
-      maxPayload: options.maxFrameBytes,
       history: options.history,
       logger: options.logger,
     });
-  }
-  return new RedisBus({
-    hostname: parsed.hostname,
-    port: parsed.port,
-    tls: parsed.scheme === "rediss" ? options.tls ?? true : false,
-    token: options.token,
-    maxMessageBytes: options.maxFrameBytes,
-    publishTimeout: options.publishTimeout,
-    history: options.history,
-    logger: options.logger,
   });
 }

@@ -1,13 +1,11 @@
 import assert from "node:assert/strict";
 import { hubBusAddress, openBus, parseBusAddress } from "./open_bus.ts";
 import { HubBus } from "../channel/bus.ts";
-import { NatsBus } from "./nats_bus.ts";
 import { startNats } from "../tests/_nats.ts";
 import { quiet, startHub, until } from "../channel/testing.ts";
 import { createLogger } from "./log.ts";
 import { readServedCertificate } from "./tls.ts";
 import { makeTestCertificates } from "../tests/_tls.ts";
-import { RedisBus } from "./redis_bus.ts";
 import { startRedis } from "../tests/_redis.ts";
 import { ROOT } from "./tasks.ts";
 
@@ -97,7 +95,7 @@ Deno.test("openBus opens a NATS cluster for nats://, with the token and history"
     logger: quiet,
     history: { subjects: ["channel.*"], size: 10, ttlMs: 60_000 },
   });
-  assert.ok(bus instanceof NatsBus);
+  assert.equal(bus.countsReached, false, "NATS does not count subscribers");
   assert.equal(bus.address, nats.url);
   assert.deepEqual(await bus.publish("news", 1), { reached: null });
   assert.equal((await bus.publish("channel.news", 1)).position?.offset, 1);
@@ -176,7 +174,7 @@ Deno.test("openBus opens Redis for redis://, with the token as its password and 
     publishTimeout: 2000,
     history: { subjects: ["news"], size: 10, ttlMs: 60_000 },
   });
-  assert.ok(bus instanceof RedisBus);
+  assert.equal(bus.countsReached, true, "Redis counts them");
   assert.equal(bus.address, redis.address);
   await bus.subscribe("news", () => {});
   const { reached, position } = await bus.publish("news", 1);
@@ -226,3 +224,31 @@ Deno.test("openBus presents a client certificate on rediss:// to a Redis that as
 function fromRoot(path: string): string {
   return new URL(path, ROOT).pathname;
 }
+
+Deno.test("openBus loads the NATS and Redis clients only for their addresses: a process on the hub saves their memory", async () => {
+  // Fresh processes (this one imported them for the tests above): one opens
+  // the hub, the other also imports the NATS client; each prints its VmRSS.
+  const rss = async (extra: string) => {
+    const script = [
+      'import { openBus } from "./shared/open_bus.ts";',
+      extra,
+      'await using bus = openBus("channel://127.0.0.1:1", { publishTimeout: 1 });',
+      'console.log(/VmRSS:\\s+(\\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))![1]);',
+    ].join("\n");
+    const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    assert.ok(success, "the script ran");
+    return Number(new TextDecoder().decode(stdout)) / 1024;
+  };
+  const hubOnly = await rss("");
+  const withClients = await rss('await import("./shared/nats_bus.ts"); await import("./shared/redis_bus.ts");');
+  // 20 to 29 MiB measured: Deno's Node layer and the two npm clients.
+  assert.ok(
+    withClients - hubOnly > 12,
+    `hub only ${hubOnly.toFixed(1)} MiB, with the NATS and Redis clients ${withClients.toFixed(1)} MiB`,
+  );
+});
