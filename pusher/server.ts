@@ -50,6 +50,11 @@ export const DEFAULT_SLOW_CLIENT_TIMEOUT = 2000;
 export const DEFAULT_PING_INTERVAL = 30_000;
 /** Milliseconds to wait for the client's close frame after ours by default: 1 s. */
 export const DEFAULT_CLOSE_TIMEOUT = 1000;
+/**
+ * Default least milliseconds between two writes to one socket (see
+ * {@linkcode ServeOptions.writeInterval}): 1 ms.
+ */
+export const DEFAULT_WRITE_INTERVAL = 1;
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -93,6 +98,16 @@ export interface ServeOptions {
   pingInterval?: number;
   /** Milliseconds to wait for the client's close frame after ours. @default {1000} */
   closeTimeout?: number;
+  /**
+   * Least milliseconds between the starts of two writes to one socket (0:
+   * none). Frames for a socket written to less than this ago wait, for at
+   * most this long, and go out together: a socket in busy channels, whose
+   * frames come a few per hub read, then costs one write per interval
+   * instead of one per read. A socket not written to in the last interval
+   * gets its frame at once, so paced rates and lone messages wait for
+   * nothing. @default {1}
+   */
+  writeInterval?: number;
   /** Most WebSockets open at once; more get 503. @default {Infinity} */
   maxConnections?: number;
   /** Where log lines go. @default {createLogger("pusher")} */
@@ -222,6 +237,7 @@ export function serve(options: ServeOptions, handler: Handler): Server {
     slowClientTimeout: timerMs("slowClientTimeout", options.slowClientTimeout ?? DEFAULT_SLOW_CLIENT_TIMEOUT, 1),
     pingInterval: timerMs("pingInterval", options.pingInterval ?? DEFAULT_PING_INTERVAL, 1),
     closeTimeout: timerMs("closeTimeout", options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT),
+    writeInterval: timerMs("writeInterval", options.writeInterval ?? DEFAULT_WRITE_INTERVAL),
     maxConnections: options.maxConnections ?? Infinity,
     logger: options.logger ?? createLogger("pusher"),
     onRefused: options.onRefused ?? (() => {}),

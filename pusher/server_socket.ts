@@ -38,6 +38,8 @@ export interface SocketSettings {
   readonly slowClientTimeout: number;
   /** Milliseconds to wait for the client's close frame after ours. */
   readonly closeTimeout: number;
+  /** Least milliseconds between the starts of two writes (0: no pacing). */
+  readonly writeInterval: number;
   /** Where log lines go. */
   readonly logger: Logger;
 }
@@ -99,6 +101,7 @@ export class Socket implements ClientSocket {
     this.#settings = settings;
     this.#writer = new FrameWriter(tcp, {
       maxPendingBytes: settings.maxBufferedBytes,
+      minWriteIntervalMs: settings.writeInterval,
       onError: () => this.#terminate(),
     });
     this.#parser = new FrameParser({ maxMessageBytes: settings.maxMessageBytes });
