@@ -72,7 +72,8 @@ export class Socket implements ClientSocket {
   readonly #handlers: SocketHandlers;
   readonly #settings: SocketSettings;
   readonly #writer: FrameWriter;
-  readonly #parser: FrameParser;
+  /** Made for a read, and dropped once it is at rest: most sockets, idle, hold none. */
+  #parser: FrameParser | null = null;
   #state: "open" | "closing" | "closed" = "open";
   #heard = true;
   #closeCode: number = CloseCode.abnormal;
@@ -104,7 +105,6 @@ export class Socket implements ClientSocket {
       minWriteIntervalMs: settings.writeInterval,
       onError: () => this.#terminate(),
     });
-    this.#parser = new FrameParser({ maxMessageBytes: settings.maxMessageBytes });
     this.#writer.enqueue(switchingProtocols(req, accept));
   }
 
@@ -237,9 +237,12 @@ export class Socket implements ClientSocket {
     // A closing socket still reads, for the client's close frame.
     let events: ClientEvent[];
     let violation: ProtocolError | null = null;
+    const parser = this.#parser ?? new FrameParser({ maxMessageBytes: this.#settings.maxMessageBytes });
     try {
-      events = this.#parser.push(chunk);
+      events = parser.push(chunk);
+      this.#parser = parser.atRest ? null : parser;
     } catch (error) {
+      this.#parser = parser;
       if (!(error instanceof ProtocolError)) throw error;
       // Bytes after the violation (the rest of an oversized message, the
       // client's close answer) are not processed (RFC 6455 7.1.7), but read

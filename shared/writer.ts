@@ -68,6 +68,8 @@ export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 const JOIN_EVERY = 256;
 
 const NOTHING = new Uint8Array(0);
+/** A writer's waiters while it has none: one array for every idle writer, not one each. */
+const NO_WAITERS: Waiter[] = [];
 
 interface Waiter {
   /** Resolve once this many bytes (counted since the writer began) are written. */
@@ -110,7 +112,8 @@ export class FrameWriter {
   #written = 0;
   #enqueuedTotal = 0;
   #writtenTotal = 0;
-  #waiters: Waiter[] = [];
+  /** Callers of flushed() waiting; NO_WAITERS, shared and never written, while none waits. */
+  #waiters: Waiter[] = NO_WAITERS;
   /** Whether a write is to start soon: not, soon (a microtask or turn), or when the pacing timer fires. */
   #scheduled: Scheduled = Scheduled.no;
   #writing = false;
@@ -189,6 +192,7 @@ export class FrameWriter {
     if (last?.target === target) return last.promise;
     let resolve!: (written: boolean) => void;
     const promise = new Promise<boolean>((r) => (resolve = r));
+    if (this.#waiters === NO_WAITERS) this.#waiters = [];
     this.#waiters.push({ target, promise, resolve });
     return promise;
   }
@@ -442,7 +446,7 @@ export class FrameWriter {
         if (waiter.target > upTo || this.#failed) waiter.resolve(false);
         else kept.push(waiter);
       }
-      this.#waiters = kept;
+      this.#waiters = kept.length === 0 ? NO_WAITERS : kept;
       return;
     }
     let i = 0;
@@ -450,7 +454,8 @@ export class FrameWriter {
       this.#waiters[i]!.resolve(true);
       i++;
     }
-    if (i > 0) this.#waiters.splice(0, i);
+    if (i === this.#waiters.length) this.#waiters = NO_WAITERS;
+    else if (i > 0) this.#waiters.splice(0, i);
   }
 
   #whenIdle(): Promise<boolean> {
