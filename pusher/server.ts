@@ -52,9 +52,12 @@ export const DEFAULT_PING_INTERVAL = 30_000;
 export const DEFAULT_CLOSE_TIMEOUT = 1000;
 /**
  * Default least milliseconds between two writes to one socket (see
- * {@linkcode ServeOptions.writeInterval}): 1 ms.
+ * {@linkcode ServeOptions.writeInterval}): 0, no pacing. 1 to 10 ms did not
+ * make fewer writes in bench scenario (n), and an interval near a paced
+ * stream's period (20 ms at 50 messages a second) would delay that stream
+ * (bench/FINDINGS.md).
  */
-export const DEFAULT_WRITE_INTERVAL = 1;
+export const DEFAULT_WRITE_INTERVAL = 0;
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -104,8 +107,8 @@ export interface ServeOptions {
    * most this long, and go out together: a socket in busy channels, whose
    * frames come a few per hub read, then costs one write per interval
    * instead of one per read. A socket not written to in the last interval
-   * gets its frame at once, so paced rates and lone messages wait for
-   * nothing. @default {1}
+   * gets its frame at once, so streams slower than one message per interval
+   * and lone messages wait for nothing. @default {0}
    */
   writeInterval?: number;
   /** Most WebSockets open at once; more get 503. @default {Infinity} */
