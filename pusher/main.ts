@@ -18,6 +18,7 @@ import {
   DEFAULT_PING_INTERVAL,
   DEFAULT_PUSHER_PORT,
   DEFAULT_SLOW_CLIENT_TIMEOUT,
+  DEFAULT_WRITE_INTERVAL,
 } from "./server.ts";
 import { createLogger, type Logger, type LogLevel } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
@@ -109,6 +110,13 @@ const FLAGS: Record<string, FlagSpec> = {
     arg: "MS",
     help: "time a write to one client may stay blocked before it is closed with 3008",
     default: String(DEFAULT_SLOW_CLIENT_TIMEOUT),
+  },
+  "write-interval": {
+    type: "string",
+    arg: "MS",
+    help:
+      "least time between two writes to one client: frames for a client written to sooner wait and go together (0: none)",
+    default: String(DEFAULT_WRITE_INTERVAL),
   },
   "allowed-origins": {
     type: "string",
@@ -271,6 +279,7 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
     idleTimeout: durationFlag(flags, "idle-timeout", DEFAULT_PING_INTERVAL / 1000, { unit: "s", min: 1 }),
     maxBufferedBytes: intFlag(flags, "max-buffered-bytes", DEFAULT_MAX_BUFFERED_BYTES),
     slowClientTimeout: durationFlag(flags, "slow-client-timeout", DEFAULT_SLOW_CLIENT_TIMEOUT, { min: 1 }),
+    writeInterval: durationFlag(flags, "write-interval", DEFAULT_WRITE_INTERVAL),
     publisherUrl: stringFlag(flags, "publisher-url") ?? null,
     allowedOrigins: stringFlag(flags, "allowed-origins")?.split(",").map((o) => o.trim()).filter(Boolean) ?? null,
     tokenSecret,

@@ -132,7 +132,12 @@ export interface PusherOptions {
 
 /** An open connection, with its message-rate bucket, its channels and its count of bad messages. */
 interface PusherConnection extends Connection, Member {
-  readonly rate: RateBucket;
+  /**
+   * Its message-rate bucket, made full on its first message, which is what
+   * a bucket made full at the open would hold by then: an idle connection
+   * holds none.
+   */
+  rate: RateBucket | null;
   /** Which channels the client may subscribe to itself (the token's claim); null: any. */
   readonly may: ((channel: string) => boolean) | null;
   /** Malformed messages in a row. */
@@ -327,7 +332,7 @@ export class Pusher {
 
   #open(socket: ClientSocket, user: string | null, may: ((channel: string) => boolean) | null): void {
     const id = this.#connections.nextId();
-    this.#connections.add({ id, socket, user, may, rate: this.#rates.bucket(), channels: null, bad: 0 });
+    this.#connections.add({ id, socket, user, may, rate: null, channels: null, bad: 0 });
     this.#counters.accepted.inc();
     const greeting = `workerID:${this.workerId} connectionID:${id} connected\n`;
     if (user === null) return socket.send(greeting);
@@ -349,7 +354,7 @@ export class Pusher {
   /** The connection of `socket` if it is within its message rate; else closed, and undefined. */
   #limitRate(socket: ClientSocket): PusherConnection | undefined {
     const connection = this.#connections.of(socket);
-    if (!connection || this.#rates.take(connection.rate)) return connection;
+    if (!connection || this.#rates.take(connection.rate ??= this.#rates.bucket())) return connection;
     this.logger.info("closing a client over its message rate", { connection: connection.id, rate: this.#rates.rate });
     socket.close(CloseCode.policyViolation, "message rate exceeded");
     return undefined;

@@ -50,6 +50,14 @@ export const DEFAULT_SLOW_CLIENT_TIMEOUT = 2000;
 export const DEFAULT_PING_INTERVAL = 30_000;
 /** Milliseconds to wait for the client's close frame after ours by default: 1 s. */
 export const DEFAULT_CLOSE_TIMEOUT = 1000;
+/**
+ * Default least milliseconds between two writes to one socket (see
+ * {@linkcode ServeOptions.writeInterval}): 0, no pacing. 1 to 10 ms did not
+ * make fewer writes in bench scenario (n), and an interval near a paced
+ * stream's period (20 ms at 50 messages a second) would delay that stream
+ * (bench/FINDINGS.md).
+ */
+export const DEFAULT_WRITE_INTERVAL = 0;
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -93,6 +101,16 @@ export interface ServeOptions {
   pingInterval?: number;
   /** Milliseconds to wait for the client's close frame after ours. @default {1000} */
   closeTimeout?: number;
+  /**
+   * Least milliseconds between the starts of two writes to one socket (0:
+   * none). Frames for a socket written to less than this ago wait, for at
+   * most this long, and go out together: a socket in busy channels, whose
+   * frames come a few per hub read, then costs one write per interval
+   * instead of one per read. A socket not written to in the last interval
+   * gets its frame at once, so streams slower than one message per interval
+   * and lone messages wait for nothing. @default {0}
+   */
+  writeInterval?: number;
   /** Most WebSockets open at once; more get 503. @default {Infinity} */
   maxConnections?: number;
   /** Where log lines go. @default {createLogger("pusher")} */
@@ -222,6 +240,7 @@ export function serve(options: ServeOptions, handler: Handler): Server {
     slowClientTimeout: timerMs("slowClientTimeout", options.slowClientTimeout ?? DEFAULT_SLOW_CLIENT_TIMEOUT, 1),
     pingInterval: timerMs("pingInterval", options.pingInterval ?? DEFAULT_PING_INTERVAL, 1),
     closeTimeout: timerMs("closeTimeout", options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT),
+    writeInterval: timerMs("writeInterval", options.writeInterval ?? DEFAULT_WRITE_INTERVAL),
     maxConnections: options.maxConnections ?? Infinity,
     logger: options.logger ?? createLogger("pusher"),
     onRefused: options.onRefused ?? (() => {}),

@@ -38,6 +38,8 @@ export interface SocketSettings {
   readonly slowClientTimeout: number;
   /** Milliseconds to wait for the client's close frame after ours. */
   readonly closeTimeout: number;
+  /** Least milliseconds between the starts of two writes (0: no pacing). */
+  readonly writeInterval: number;
   /** Where log lines go. */
   readonly logger: Logger;
 }
@@ -70,7 +72,8 @@ export class Socket implements ClientSocket {
   readonly #handlers: SocketHandlers;
   readonly #settings: SocketSettings;
   readonly #writer: FrameWriter;
-  readonly #parser: FrameParser;
+  /** Made for a read, and dropped once it is at rest: most sockets, idle, hold none. */
+  #parser: FrameParser | null = null;
   #state: "open" | "closing" | "closed" = "open";
   #heard = true;
   #closeCode: number = CloseCode.abnormal;
@@ -99,9 +102,9 @@ export class Socket implements ClientSocket {
     this.#settings = settings;
     this.#writer = new FrameWriter(tcp, {
       maxPendingBytes: settings.maxBufferedBytes,
+      minWriteIntervalMs: settings.writeInterval,
       onError: () => this.#terminate(),
     });
-    this.#parser = new FrameParser({ maxMessageBytes: settings.maxMessageBytes });
     this.#writer.enqueue(switchingProtocols(req, accept));
   }
 
@@ -234,9 +237,12 @@ export class Socket implements ClientSocket {
     // A closing socket still reads, for the client's close frame.
     let events: ClientEvent[];
     let violation: ProtocolError | null = null;
+    const parser = this.#parser ?? new FrameParser({ maxMessageBytes: this.#settings.maxMessageBytes });
     try {
-      events = this.#parser.push(chunk);
+      events = parser.push(chunk);
+      this.#parser = parser.atRest ? null : parser;
     } catch (error) {
+      this.#parser = parser;
       if (!(error instanceof ProtocolError)) throw error;
       // Bytes after the violation (the rest of an oversized message, the
       // client's close answer) are not processed (RFC 6455 7.1.7), but read

@@ -194,6 +194,15 @@ export class FrameParser {
   }
 
   /**
+   * True between frames and messages, with nothing held and no violation:
+   * a new parser would go on exactly as this one, so an idle connection
+   * need not keep it.
+   */
+  get atRest(): boolean {
+    return this.#partialBytes === 0 && this.#fragmentOpcode < 0 && this.#failed === null;
+  }
+
+  /**
    * Feeds a chunk; returns the events it completes, in order.
    *
    * @throws {ProtocolError} on a violation of RFC 6455 or of the size limit;

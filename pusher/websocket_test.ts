@@ -334,3 +334,19 @@ Deno.test("FrameParser reports a close frame's code and reason, and an empty clo
   ]);
   assert.deepEqual(new FrameParser().push(clientFrame(Op.close)), [{ type: "close", code: 1000, reason: "" }]);
 });
+
+Deno.test("parser is at rest between frames only: not with half a frame, a fragmented message or a violation", () => {
+  const parser = new FrameParser();
+  assert.equal(parser.atRest, true);
+  const text = clientFrame(Op.text, "hello");
+  parser.push(text.subarray(0, 3));
+  assert.equal(parser.atRest, false, "half a frame is held");
+  parser.push(text.subarray(3));
+  assert.equal(parser.atRest, true);
+  parser.push(clientFrame(Op.text, "he", { fin: false }));
+  assert.equal(parser.atRest, false, "a fragmented message is in progress");
+  parser.push(clientFrame(Op.continuation, "llo"));
+  assert.equal(parser.atRest, true);
+  assert.throws(() => parser.push(clientFrame(Op.text, "x", { mask: null })));
+  assert.equal(parser.atRest, false, "a failed parser must be kept, to fail again");
+});

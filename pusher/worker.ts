@@ -49,6 +49,8 @@ export interface WorkerConfig {
   idleTimeout: number;
   maxBufferedBytes: number;
   slowClientTimeout: number;
+  /** Least milliseconds between two writes to one client (our server's `writeInterval`). */
+  writeInterval: number;
   publisherUrl: string | null;
   allowedOrigins: string[] | null;
   tokenSecret: string | null;
@@ -184,6 +186,7 @@ function start(config: WorkerConfig): Running {
       ...common,
       pingInterval: config.idleTimeout * 1000,
       slowClientTimeout: config.slowClientTimeout,
+      writeInterval: config.writeInterval,
       maxHeadBytes: config.maxHeadBytes,
       handshakeTimeout: config.handshakeTimeout,
     }, pusher.handler);

@@ -37,7 +37,25 @@ export interface FrameWriterOptions {
    * @default {"microtask"}
    */
   defer?: "microtask" | "immediate";
+  /**
+   * Least milliseconds between the starts of two writes. A frame queued
+   * sooner after the last write started waits, with every frame queued
+   * meanwhile, for one timer shared by all writers (not one per socket), and
+   * they go out in one write: under a stream of small frames (a socket in
+   * several busy channels, each hub read bringing a few of them) this caps
+   * the socket's writes at one per interval, the syscalls that cost most of a
+   * delivery, at the price of at most this much latency, and only for a
+   * socket written to this recently. A frame to a socket idle for longer goes
+   * out as without pacing. 0: no pacing.
+   *
+   * @default {0}
+   */
+  minWriteIntervalMs?: number;
 }
+
+/** When a writer's next write starts, if it is to start: see `FrameWriter.#schedule`. */
+const Scheduled = { no: 0, soon: 1, paced: 2 } as const;
+type Scheduled = typeof Scheduled[keyof typeof Scheduled];
 
 /** Default cap on bytes waiting in one writer: 8 MiB. */
 export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
@@ -50,6 +68,8 @@ export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 const JOIN_EVERY = 256;
 
 const NOTHING = new Uint8Array(0);
+/** A writer's waiters while it has none: one array for every idle writer, not one each. */
+const NO_WAITERS: Waiter[] = [];
 
 interface Waiter {
   /** Resolve once this many bytes (counted since the writer began) are written. */
@@ -82,6 +102,7 @@ export class FrameWriter {
   readonly #maxPendingBytes: number;
   readonly #onError: ((error: Error) => void) | undefined;
   readonly #immediate: boolean;
+  readonly #minWriteInterval: number;
   #queue: Uint8Array[] = [];
   /** Frames at the end of the queue not yet joined into one buffer. */
   #unjoined = 0;
@@ -91,8 +112,10 @@ export class FrameWriter {
   #written = 0;
   #enqueuedTotal = 0;
   #writtenTotal = 0;
-  #waiters: Waiter[] = [];
-  #scheduled = false;
+  /** Callers of flushed() waiting; NO_WAITERS, shared and never written, while none waits. */
+  #waiters: Waiter[] = NO_WAITERS;
+  /** Whether a write is to start soon: not, soon (a microtask or turn), or when the pacing timer fires. */
+  #scheduled: Scheduled = Scheduled.no;
   #writing = false;
   /** Set by end(), close() or a failed write: nothing more is accepted. */
   #ended = false;
@@ -100,13 +123,19 @@ export class FrameWriter {
   /** Set by end(): the peer is being dropped, so nothing it was sent counts as delivered. */
   #dropped = false;
   #idle: { promise: Promise<boolean>; resolve: (ok: boolean) => void } | null = null;
-  #writeStarted = 0;
+  /**
+   * `performance.now()` when the last write started, kept after it ends: it
+   * times both a blocked write and the pacing (one field, not two, as every
+   * idle socket holds it). -Infinity before the first.
+   */
+  #writeStarted = -Infinity;
 
   constructor(sink: ByteSink, options: FrameWriterOptions = {}) {
     this.#sink = sink;
     this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.#onError = options.onError;
     this.#immediate = options.defer === "immediate";
+    this.#minWriteInterval = options.minWriteIntervalMs ?? 0;
   }
 
   /** Bytes queued or in flight. */
@@ -122,7 +151,7 @@ export class FrameWriter {
    * does not move.
    */
   stalledFor(now: number = performance.now()): number {
-    return this.#writeStarted === 0 ? 0 : Math.round(now - this.#writeStarted);
+    return this.#writing ? Math.round(now - this.#writeStarted) : 0;
   }
 
   /** Buffers waiting behind the write in flight: one per 256 frames, plus the last few. */
@@ -163,6 +192,7 @@ export class FrameWriter {
     if (last?.target === target) return last.promise;
     let resolve!: (written: boolean) => void;
     const promise = new Promise<boolean>((r) => (resolve = r));
+    if (this.#waiters === NO_WAITERS) this.#waiters = [];
     this.#waiters.push({ target, promise, resolve });
     return promise;
   }
@@ -209,6 +239,8 @@ export class FrameWriter {
    * for those whose bytes the kernel has already taken, which resolve `true`.
    */
   close(): void {
+    // Once: close() may come again.
+    if (this.#scheduled === Scheduled.paced && !this.#failed) FrameWriter.#leavePaced();
     this.#ended = true;
     this.#failed = true;
     this.#queue = [];
@@ -233,11 +265,23 @@ export class FrameWriter {
     }
     this.#queuedBytes += frame.length;
     this.#enqueuedTotal += frame.length;
-    if (!this.#scheduled && !this.#writing) {
-      this.#scheduled = true;
-      if (this.#immediate) setImmediate(() => this.#flush());
-      else FrameWriter.#startSoon(this);
+    if (this.#scheduled === Scheduled.no && !this.#writing) this.#schedule();
+  }
+
+  /** Starts the next write soon: after a microtask, the event loop's turn, or the pacing timer. */
+  #schedule(): void {
+    if (this.#paced()) {
+      this.#scheduled = Scheduled.paced;
+      return FrameWriter.#startPaced(this, this.#minWriteInterval);
     }
+    this.#scheduled = Scheduled.soon;
+    if (this.#immediate) setImmediate(() => this.#flush());
+    else FrameWriter.#startSoon(this);
+  }
+
+  /** Whether the next write must wait for the pacing timer: the last one started less than the interval ago. */
+  #paced(): boolean {
+    return this.#minWriteInterval > 0 && performance.now() - this.#writeStarted < this.#minWriteInterval;
   }
 
   /**
@@ -251,7 +295,7 @@ export class FrameWriter {
    * delivery's CPU when every delivery is its own write (bench scenario (c)).
    */
   #flush(): void {
-    this.#scheduled = false;
+    this.#scheduled = Scheduled.no;
     if (this.#queue.length === 0 || this.#failed) return this.#stopped();
     this.#writing = true;
     this.#inFlight = concat(this.#queue, this.#queuedBytes);
@@ -276,7 +320,6 @@ export class FrameWriter {
   }
 
   #wrote(n: number): void {
-    this.#writeStarted = 0;
     this.#written += n;
     if (this.#written < this.#inFlight.length) {
       // close() came while this write was in flight: it stops writing at once, the rest too.
@@ -291,6 +334,12 @@ export class FrameWriter {
     this.#writtenTotal += this.#inFlight.length;
     this.#inFlight = NOTHING;
     this.#settleWaiters(this.#writtenTotal, true);
+    // What was queued meanwhile goes now, or, paced, once the interval is up:
+    // at most one write per interval, however the frames came.
+    if (this.#queue.length > 0 && !this.#failed && this.#paced()) {
+      this.#writing = false;
+      return this.#schedule();
+    }
     this.#flush();
   }
 
@@ -311,7 +360,6 @@ export class FrameWriter {
   /** No write in flight any more: the queue is empty, or the writer failed. */
   #stopped(): void {
     this.#writing = false;
-    this.#writeStarted = 0;
     if (this.#queue.length === 0) this.#settleIdle(!this.#failed);
   }
 
@@ -328,9 +376,54 @@ export class FrameWriter {
     FrameWriter.#due.push(writer);
   }
 
+  /** Writers whose next write waits for the pacing timer. */
+  static #pacedWriters: FrameWriter[] = [];
+  /** How many of them are not closed: the timer is cleared when none is left. */
+  static #pacedLive = 0;
+  static #pacingTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * Starts `writer`'s next write when the shared pacing timer fires, at most
+   * `interval` ms from now: one timer for every paced writer of the thread,
+   * set by the first that waits.
+   */
+  static #startPaced(writer: FrameWriter, interval: number): void {
+    if (FrameWriter.#pacingTimer === undefined) {
+      FrameWriter.#pacingTimer = setTimeout(FrameWriter.#startPacedDue, interval);
+    }
+    FrameWriter.#pacedWriters.push(writer);
+    FrameWriter.#pacedLive++;
+  }
+
+  static #startPacedDue(): void {
+    const writers = FrameWriter.#pacedWriters;
+    FrameWriter.#pacedWriters = [];
+    FrameWriter.#pacedLive = 0;
+    FrameWriter.#pacingTimer = undefined;
+    FrameWriter.#startAll(writers);
+  }
+
+  /**
+   * A paced writer closed. Once none waiting is open, the timer goes, and
+   * with it the writers: a closed writer has nothing to write, and a timer
+   * kept for nothing would hold a process (or a test) open.
+   */
+  static #leavePaced(): void {
+    if (--FrameWriter.#pacedLive > 0) return;
+    clearTimeout(FrameWriter.#pacingTimer);
+    FrameWriter.#pacingTimer = undefined;
+    for (const writer of FrameWriter.#pacedWriters) writer.#scheduled = Scheduled.no;
+    FrameWriter.#pacedWriters = [];
+  }
+
   static #startDue(): void {
     const writers = FrameWriter.#due;
     FrameWriter.#due = [];
+    FrameWriter.#startAll(writers);
+  }
+
+  /** Starts each writer's write; one whose onError throws does not stop the others. */
+  static #startAll(writers: FrameWriter[]): void {
     for (const writer of writers) {
       try {
         writer.#flush();
@@ -353,7 +446,7 @@ export class FrameWriter {
         if (waiter.target > upTo || this.#failed) waiter.resolve(false);
         else kept.push(waiter);
       }
-      this.#waiters = kept;
+      this.#waiters = kept.length === 0 ? NO_WAITERS : kept;
       return;
     }
     let i = 0;
@@ -361,11 +454,12 @@ export class FrameWriter {
       this.#waiters[i]!.resolve(true);
       i++;
     }
-    if (i > 0) this.#waiters.splice(0, i);
+    if (i === this.#waiters.length) this.#waiters = NO_WAITERS;
+    else if (i > 0) this.#waiters.splice(0, i);
   }
 
   #whenIdle(): Promise<boolean> {
-    if (!this.#writing && !this.#scheduled) return Promise.resolve(!this.#failed);
+    if (!this.#writing && this.#scheduled === Scheduled.no) return Promise.resolve(!this.#failed);
     if (!this.#idle) {
       let resolve!: (ok: boolean) => void;
       const promise = new Promise<boolean>((r) => (resolve = r));

@@ -528,3 +528,78 @@ Deno.test("frame writer defer: immediate sends frames queued by separate callbac
   assert.equal(await within(flushed, "the flush"), true);
   assert.deepEqual(immediate.calls.map((call) => [...call.bytes]), [[1, 2]]);
 });
+
+Deno.test("frame writer minWriteIntervalMs: frames for a socket just written to wait and go out in one write", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink, { minWriteIntervalMs: 50 });
+  writer.enqueue(bytes(1));
+  for (let turn = 0; turn < 5; turn++) await null;
+  assert.equal(sink.calls.length, 1, "a first frame goes out at once, not after the interval");
+  const started = performance.now();
+  (await sink.call(0)).resolve();
+  // Frames over several turns, each of which would have been its own write.
+  writer.enqueue(bytes(2));
+  await settle();
+  writer.enqueue(bytes(3));
+  await settle();
+  assert.equal(sink.calls.length, 1, "no write within the interval of the last");
+  const second = await sink.call(1);
+  assert.ok(performance.now() - started >= 45, "the paced write waited for about the interval");
+  assert.deepEqual(second.bytes, bytes(2, 3), "the waiting frames go out together, in order");
+  second.resolve();
+  assert.equal(await within(writer.flushed(), "flushed() after the paced write"), true);
+});
+
+Deno.test("frame writer minWriteIntervalMs: frames queued behind a write wait for the interval too, and a lone frame later goes at once", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink, { minWriteIntervalMs: 40 });
+  writer.enqueue(bytes(1));
+  const first = await sink.call(0);
+  writer.enqueue(bytes(2));
+  first.resolve();
+  await settle();
+  assert.equal(sink.calls.length, 1, "what queued during the write waits for the interval");
+  const second = await sink.call(1);
+  assert.deepEqual(second.bytes, bytes(2));
+  second.resolve();
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  writer.enqueue(bytes(3));
+  for (let turn = 0; turn < 5; turn++) await null;
+  assert.equal(sink.calls.length, 3, "a frame after a quiet interval is not delayed");
+  (await sink.call(2)).resolve();
+  const finished = writer.finish(bytes(4));
+  (await sink.call(3)).resolve();
+  assert.equal(await within(finished, "finish() of a paced writer"), true);
+  assert.deepEqual(sink.written, bytes(1, 2, 3, 4));
+});
+
+Deno.test("frame writer minWriteIntervalMs: writers waiting for the interval share one timer, and a closed one writes nothing", async () => {
+  const sinks = [new FakeSink(), new FakeSink(), new FakeSink()];
+  const writers = sinks.map((sink) => new FrameWriter(sink, { minWriteIntervalMs: 20 }));
+  for (const writer of writers) writer.enqueue(bytes(1));
+  for (const sink of sinks) (await sink.call(0)).resolve();
+  await settle();
+  for (const writer of writers) writer.enqueue(bytes(2));
+  writers[2]!.close();
+  const [a, b] = await Promise.all([sinks[0]!.call(1), sinks[1]!.call(1)]);
+  assert.deepEqual([a.bytes, b.bytes], [bytes(2), bytes(2)]);
+  a.resolve();
+  b.resolve();
+  await settle();
+  assert.equal(sinks[2]!.calls.length, 1, "the closed writer's paced frame is dropped");
+});
+
+Deno.test("frame writer minWriteIntervalMs: closing the last paced writer clears the shared timer, and closing twice is harmless", async () => {
+  const sink = new FakeSink();
+  const writer = new FrameWriter(sink, { minWriteIntervalMs: 10_000 });
+  writer.enqueue(bytes(1));
+  (await sink.call(0)).resolve();
+  await settle();
+  writer.enqueue(bytes(2));
+  const flushed = writer.flushed();
+  writer.close();
+  writer.close();
+  assert.equal(await within(flushed, "flushed() of the closed writer"), false);
+  assert.equal(await within(writer.finish(), "finish() after close()"), false);
+  // The leak check fails this test if the 10 s timer is still pending.
+});
