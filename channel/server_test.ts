@@ -592,7 +592,11 @@ Deno.test("hub hands out no queue message twice: one in a slow consumer's socket
   // m1 and another big event wait behind it, for the next write.
   await producer.send({ type: "enqueue", id: 2, queues: ["q"], data: "m1" });
   assert.deepEqual(await producer.next(), { type: "ack", id: 2, count: 1 });
-  await producer.send({ type: "publish", id: 3, subjects: ["big"], data: big });
+  // Larger than any socket buffers can take: reading the first event grows
+  // c1's receive buffer (Linux autotunes it up to tcp_rmem's maximum, 32 MiB
+  // on our machines), and a second event of 16 MiB then fit whole, sometimes,
+  // so that nothing stalled and c1 was never dropped.
+  await producer.send({ type: "publish", id: 3, subjects: ["big"], data: "x".repeat(48 * MiB) });
   await until(() => hub.server.stats().deliveries === 2, 15_000, "the second event to be queued");
   // c1 reads the first event and stops: m1 and the head of the second go
   // into its socket, the rest blocks until c1 is dropped as slow. (The
