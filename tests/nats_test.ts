@@ -11,7 +11,7 @@ import { type Service, startCommand, startService } from "./_service.ts";
 import { startNats } from "./_nats.ts";
 import { Client } from "../pusher/testing.ts";
 import { until } from "../channel/testing.ts";
-import type { Json } from "../shared/json.ts";
+import { publisherApi } from "./_publisher_api.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { taskCommand } from "../shared/tasks.ts";
 
@@ -61,25 +61,8 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
   ]);
   const publisherPort = await publisher.port();
   const base = `http://127.0.0.1:${publisherPort}`;
+  const { get, api, result } = publisherApi(base);
   await until(async () => (await fetch(`${base}/healthz`).then((r) => r.text())) === "ok", 10_000, "the NATS link");
-
-  async function get(query: string): Promise<{ status: number; text: string; reached: string | null }> {
-    const response = await fetch(`${base}/?${query}`);
-    return { status: response.status, text: await response.text(), reached: response.headers.get("x-pushers-reached") };
-  }
-  async function api(method: string, body: Json): Promise<{ status: number; body: { [key: string]: Json } }> {
-    const response = await fetch(`${base}/api/${method}`, {
-      method: "POST",
-      body: JSON.stringify(body),
-      headers: { "content-type": "application/json" },
-    });
-    return { status: response.status, body: await response.json() };
-  }
-  async function result(method: string, body: Json): Promise<{ [key: string]: Json }> {
-    const answer = await api(method, body);
-    assert.equal(answer.status, 200, `${method} ${JSON.stringify(body)}: ${JSON.stringify(answer.body)}`);
-    return answer.body.result as { [key: string]: Json };
-  }
 
   const clients: Client[] = [];
   const addresses: { worker: string; connection: number }[] = [];

@@ -14,6 +14,7 @@ import { type Service, startService } from "./_service.ts";
 import { startRedis } from "./_redis.ts";
 import { Client } from "../pusher/testing.ts";
 import { until } from "../channel/testing.ts";
+import { publisherApi } from "./_publisher_api.ts";
 import type { Json } from "../shared/json.ts";
 import { signJwt } from "../shared/jwt.ts";
 
@@ -57,29 +58,12 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
     "3000",
   ]);
   const base = `http://127.0.0.1:${await publisher.port()}`;
+  const { get, result } = publisherApi(base);
   await until(
     async () => (await fetch(`${base}/healthz`).then((r) => r.text())) === "ok",
     10_000,
     "the publisher's link",
   );
-
-  async function api(method: string, body: Json): Promise<{ status: number; body: { [key: string]: Json } }> {
-    const response = await fetch(`${base}/api/${method}`, {
-      method: "POST",
-      body: JSON.stringify(body),
-      headers: { "content-type": "application/json" },
-    });
-    return { status: response.status, body: await response.json() };
-  }
-  async function result(method: string, body: Json): Promise<{ [key: string]: Json }> {
-    const answer = await api(method, body);
-    assert.equal(answer.status, 200, `${method} ${JSON.stringify(body)}: ${JSON.stringify(answer.body)}`);
-    return answer.body.result as { [key: string]: Json };
-  }
-  async function get(query: string): Promise<{ status: number; text: string; reached: string | null }> {
-    const response = await fetch(`${base}/?${query}`);
-    return { status: response.status, text: await response.text(), reached: response.headers.get("x-pushers-reached") };
-  }
 
   const clients: Client[] = [];
   const join = async (port: number, user: string) => {
