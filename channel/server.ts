@@ -16,7 +16,7 @@ import { listenNodeTls } from "./_node_tls_listener.ts";
 import { Admission, Sweeps, type SweepSettings } from "./_admission.ts";
 import { Grace } from "./_grace.ts";
 import { Counters, type HubServerStats, metricsOf } from "./metrics.ts";
-import { acceptNext } from "../shared/accept.ts";
+import { AcceptLog, acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
 import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
@@ -312,7 +312,7 @@ class Server implements ConnectionHost {
 
   async #acceptLoop(): Promise<void> {
     const serving = new Set<Promise<void>>();
-    const options = { stopping: () => this.#shuttingDown !== null, logger: this.#logger };
+    const options = { stopping: () => this.#shuttingDown !== null, log: new AcceptLog(this.#logger) };
     while (true) {
       const tcp = await acceptNext(this.#listener, options);
       if (!tcp) break;

@@ -26,7 +26,7 @@ import { text } from "../shared/http.ts";
 import { ReadSlots } from "./_read_slots.ts";
 import { Socket, type SocketOwner, type SocketSettings } from "./server_socket.ts";
 import { CloseCode, DEFAULT_MAX_MESSAGE_BYTES, PreparedText } from "./websocket.ts";
-import { acceptNext } from "../shared/accept.ts";
+import { AcceptLog, acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { timerMs } from "../shared/duration.ts";
 import type { CertifiedKey } from "../shared/tls.ts";
@@ -385,7 +385,7 @@ class ServerImpl implements SocketOwner {
   async #accept(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): Promise<void> {
     const options = {
       stopping: () => this.#stopping !== null || listener !== this.#listener,
-      logger: this.#settings.logger,
+      log: new AcceptLog(this.#settings.logger),
     };
     while (true) {
       const tcp = await acceptNext(listener, options);

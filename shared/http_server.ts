@@ -26,7 +26,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import { acceptNext } from "./accept.ts";
+import { AcceptLog, acceptNext } from "./accept.ts";
 import { timerMs } from "./duration.ts";
 import { isShared, stringBodyOf, text } from "./http.ts";
 import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead } from "./http_head.ts";
@@ -269,32 +269,18 @@ class Server {
   }
 
   async #accept(): Promise<void> {
-    const logger = this.settings.logger;
-    // Out of file descriptors, an accept fails every retry until some free up: one line for the lot.
-    let failures = 0;
-    const acceptLogger: Logger = {
-      debug: (message, fields) => logger.debug(message, fields),
-      info: (message, fields) => logger.info(message, fields),
-      warn: (message, fields) => logger.warn(message, fields),
-      error: (message, fields) => {
-        if (failures++ === 0) logger.error(message, { ...fields, retrying: "until an accept succeeds" });
-      },
-    };
+    const log = new AcceptLog(this.settings.logger);
     while (true) {
       const listener = this.#listener;
       // A listener replaced by replaceListener is closed: its accept ends, and the loop goes on with the new one.
       const replaced = () => this.#listener !== listener;
       const conn = await acceptNext(listener, {
         stopping: () => this.#stopping !== null || replaced(),
-        logger: acceptLogger,
+        log,
       });
       if (!conn) {
         if (this.#stopping === null && replaced()) continue;
         break;
-      }
-      if (failures > 0) {
-        logger.info("accepting again", { failedAccepts: failures });
-        failures = 0;
       }
       if (this.#stopping) {
         close(conn);
