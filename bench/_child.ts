@@ -80,3 +80,19 @@ export async function runTask(task: string, args: string[], options: RunTaskOpti
     await Promise.all([stdout, stderr]);
   }
 }
+
+/**
+ * The last `count` lines of a task's output, for a test's failure message:
+ * a failed task's reason is its last line, and CI shows only the end of a
+ * long log.
+ *
+ * @example
+ * ```ts
+ * import { lastLines } from "./_child.ts";
+ *
+ * lastLines("starting\nmeasuring\nlevel=error msg=\"the pusher exited\"\n", 1); // 'level=error msg="the pusher exited"'
+ * ```
+ */
+export function lastLines(text: string, count = 12): string {
+  return text.trimEnd().split("\n").slice(-count).join("\n");
+}

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { ROOT } from "../shared/tasks.ts";
-import { runTask } from "../bench/_child.ts";
+import { lastLines, runTask } from "../bench/_child.ts";
 import type { BenchReport } from "../bench/report.ts";
 import type { BusesReport } from "../bench/bus_report.ts";
 
@@ -23,7 +23,7 @@ Deno.test("deno task bench --buses runs (d) and (j) on the hub, NATS and Redis, 
       ...["--scenarios", "d,j", "--buses", "channel,nats,redis", "--out", out],
       ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0", "--baseline-port", "0"],
     ], { timeout: DEADLINE_MS, what: "deno task bench --quick --buses to finish" });
-    assert.equal(status.code, 0, `exit code; stderr:\n${stderr}`);
+    assert.equal(status.code, 0, `exit code; the end of stderr:\n${lastLines(stderr)}`);
     assert.match(stdout, /^Buses: the same scenarios with pusher and publisher on nats, redis instead of the hub/m);
     assert.match(stdout, /^ +hub +nats +÷hub +redis +÷hub$/m);
     assert.match(stdout, /^ {2}publish requests\/s +[\d,]+ +[\d,]+ +[\d.]+x +[\d,]+ +[\d.]+x$/m);

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import { ROOT } from "../shared/tasks.ts";
-import { runTask } from "../bench/_child.ts";
+import { lastLines, runTask } from "../bench/_child.ts";
 import type { BenchReport } from "../bench/report.ts";
 
 // The quick run takes about 70 s on a loaded 2-core machine: its scenarios
@@ -28,7 +28,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
       out,
       ...["--hub-port", "0", "--pusher-port", "0", "--publisher-port", "0", "--baseline-port", "0"],
     ], { timeout: DEADLINE_MS, what: "deno task bench --quick to finish" });
-    assert.equal(status.code, 0, `exit code; stderr:\n${stderr}`);
+    assert.equal(status.code, 0, `exit code; the end of stderr:\n${lastLines(stderr)}`);
     assert.match(stdout, /^machine: .+, \d+ cores, Deno \d/m);
     assert.match(stdout, /targets: \d+ PASS, \d+ MISS/);
     assert.match(stdout, /^ {2}RSS KiB\/connection, settled +-?\d/m);
@@ -169,7 +169,7 @@ Deno.test("deno task bench:heap prints the JavaScript heap per idle connection, 
     timeout: DEADLINE_MS,
     what: "deno task bench:heap to finish",
   });
-  assert.equal(status.code, 0, `exit code; stderr:\n${stderr}`);
+  assert.equal(status.code, 0, `exit code; the end of stderr:\n${lastLines(stderr)}`);
   assert.match(stdout, /^JavaScript heap per idle connection: \d+ bytes \(200 connections measured\)$/m);
   assert.match(stdout, /^ {2}object Socket +1\.00\/conn +\d+ B$/m);
   assert.match(stdout, /^ {2}object FrameWriter +1\.00\/conn +\d+ B$/m);
