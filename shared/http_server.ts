@@ -25,7 +25,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import { AcceptLog, acceptNext } from "./accept.ts";
 import { timerMs } from "./duration.ts";
 import { isShared, stringBodyOf, text } from "./http.ts";

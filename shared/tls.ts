@@ -10,7 +10,6 @@
  * @module
  */
 
-import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { FlagSpec, FlagValues } from "./cli.ts";
 import type { Logger } from "./log.ts";
 
@@ -110,8 +109,9 @@ export async function readServedCertificate(
 ): Promise<ServedCertificate> {
   const cert = await readPem(flags.cert, files.cert);
   const key = await readPem(flags.key, files.key);
-  const leaf = parseCertificates(flags.cert, files.cert, cert)[0]!;
-  const privateKey = parseKey(flags.key, files.key, key);
+  const x509 = await loadX509();
+  const leaf = parseCertificates(x509, flags.cert, files.cert, cert)[0]!;
+  const privateKey = parseKey(x509, flags.key, files.key, key);
   if (!leaf.checkPrivateKey(privateKey)) {
     throw new TypeError(
       `Invalid ${flags.key} ${files.key}: it is not the key of the first certificate in ${files.cert}`,
@@ -180,7 +180,7 @@ export async function busTlsFlag(values: FlagValues): Promise<BusTls | undefined
  */
 export async function readCaCertificates(flag: string, path: string): Promise<string> {
   const pem = await readPem(flag, path);
-  parseCertificates(flag, path, pem);
+  parseCertificates(await loadX509(), flag, path, pem);
   return pem;
 }
 
@@ -244,24 +244,44 @@ async function readPem(flag: string, path: string): Promise<string> {
   }
 }
 
-function parseCertificates(flag: string, path: string, pem: string): X509Certificate[] {
+type NodeCrypto = typeof import("node:crypto");
+
+/**
+ * node:crypto, for parsing certificates and keys, imported only when a
+ * service is given some: it costs a process about 6 MiB at idle (issue 19).
+ */
+function loadX509(): Promise<NodeCrypto> {
+  return import("node:crypto");
+}
+
+function parseCertificates(
+  x509: NodeCrypto,
+  flag: string,
+  path: string,
+  pem: string,
+): InstanceType<NodeCrypto["X509Certificate"]>[] {
   const blocks = pemBlocks(pem, "CERTIFICATE");
   if (blocks.length === 0) throw new TypeError(`Invalid ${flag} ${path}: no PEM certificate (BEGIN CERTIFICATE) in it`);
   return blocks.map((block, i) => {
     try {
-      return new X509Certificate(block);
+      return new x509.X509Certificate(block);
     } catch (error) {
       throw new TypeError(`Invalid ${flag} ${path}: certificate ${i + 1} does not parse: ${(error as Error).message}`);
     }
   });
 }
 
-function parseKey(flag: string, path: string, pem: string): ReturnType<typeof createPrivateKey> {
+function parseKey(
+  x509: NodeCrypto,
+  flag: string,
+  path: string,
+  pem: string,
+): ReturnType<NodeCrypto["createPrivateKey"]> {
   if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
     throw new TypeError(`Invalid ${flag} ${path}: no PEM private key (BEGIN PRIVATE KEY) in it`);
   }
   try {
-    return createPrivateKey(pem);
+    return x509.createPrivateKey(pem);
   } catch (error) {
     throw new TypeError(`Invalid ${flag} ${path}: the private key does not parse: ${(error as Error).message}`);
   }

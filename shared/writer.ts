@@ -5,7 +5,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import { concat } from "./bytes.ts";
 
 /** Where a {@linkcode FrameWriter} writes: a `Deno.Conn` or anything like it. */
