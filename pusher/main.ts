@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type FromWorker, isServerKind, type ToWorker, type WorkerConfig } from "./worker.ts";
+import { type FromWorker, isServerKind, type ToWorker, type WorkerConfig } from "./_worker_protocol.ts";
 import type { CertifiedKey } from "../shared/tls.ts";
 import { DEFAULT_MAX_MESSAGE_RATE } from "./rate_limit.ts";
 import {
@@ -19,7 +19,7 @@ import {
   DEFAULT_PUSHER_PORT,
   DEFAULT_SLOW_CLIENT_TIMEOUT,
   DEFAULT_WRITE_INTERVAL,
-} from "./server.ts";
+} from "./defaults.ts";
 import { createLogger, type Logger, type LogLevel } from "../shared/log.ts";
 import { mergeSnapshots, type RegistrySnapshot } from "../shared/metrics.ts";
 import { backoffDelay } from "../shared/backoff.ts";
@@ -54,7 +54,7 @@ import {
   type ServedCertificate,
 } from "../shared/tls.ts";
 
-export { DEFAULT_PUSHER_PORT } from "./server.ts";
+export { DEFAULT_PUSHER_PORT } from "./defaults.ts";
 
 /** Workers by default: one worker id each. */
 const DEFAULT_WORKERS = 2;

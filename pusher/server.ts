@@ -25,39 +25,39 @@ import { closeConnection, respond } from "./http_response.ts";
 import { text } from "../shared/http.ts";
 import { ReadSlots } from "./_read_slots.ts";
 import { Socket, type SocketOwner, type SocketSettings } from "./server_socket.ts";
-import { CloseCode, DEFAULT_MAX_MESSAGE_BYTES, PreparedText } from "./websocket.ts";
+import { CloseCode, PreparedText } from "./websocket.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
 import { AcceptLog, acceptNext } from "../shared/accept.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { timerMs } from "../shared/duration.ts";
 import type { CertifiedKey } from "../shared/tls.ts";
 
 export type { ServerRequest } from "./http_head.ts";
-export { DEFAULT_MAX_MESSAGE_BYTES } from "./websocket.ts";
+export { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
 
-/** The address {@linkcode serve} listens on by default: this machine only. */
-export const DEFAULT_HOSTNAME = "127.0.0.1";
-/** The pusher's WebSocket port, as in the original: {@linkcode serve}'s default. */
-export const DEFAULT_PUSHER_PORT = 4236;
-/** The largest request head by default, in bytes: 8 KiB. */
-export const DEFAULT_MAX_HEAD_BYTES = 8192;
-/** Milliseconds a connection gets to send its request head by default: 10 s. */
-export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
-/** Bytes that may wait to be written to one socket by default: 1 MiB. */
-export const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024;
-/** Milliseconds a write to one socket may stay blocked by default: 2 s. */
-export const DEFAULT_SLOW_CLIENT_TIMEOUT = 2000;
-/** Milliseconds between protocol pings by default: 30 s. */
-export const DEFAULT_PING_INTERVAL = 30_000;
-/** Milliseconds to wait for the client's close frame after ours by default: 1 s. */
-export const DEFAULT_CLOSE_TIMEOUT = 1000;
-/**
- * Default least milliseconds between two writes to one socket (see
- * {@linkcode ServeOptions.writeInterval}): 0, no pacing. 1 to 10 ms did not
- * make fewer writes in bench scenario (n), and an interval near a paced
- * stream's period (20 ms at 50 messages a second) would delay that stream
- * (bench/FINDINGS.md).
- */
-export const DEFAULT_WRITE_INTERVAL = 0;
+import {
+  DEFAULT_CLOSE_TIMEOUT,
+  DEFAULT_HANDSHAKE_TIMEOUT,
+  DEFAULT_HOSTNAME,
+  DEFAULT_MAX_BUFFERED_BYTES,
+  DEFAULT_MAX_HEAD_BYTES,
+  DEFAULT_PING_INTERVAL,
+  DEFAULT_PUSHER_PORT,
+  DEFAULT_SLOW_CLIENT_TIMEOUT,
+  DEFAULT_WRITE_INTERVAL,
+} from "./defaults.ts";
+
+export {
+  DEFAULT_CLOSE_TIMEOUT,
+  DEFAULT_HANDSHAKE_TIMEOUT,
+  DEFAULT_HOSTNAME,
+  DEFAULT_MAX_BUFFERED_BYTES,
+  DEFAULT_MAX_HEAD_BYTES,
+  DEFAULT_PING_INTERVAL,
+  DEFAULT_PUSHER_PORT,
+  DEFAULT_SLOW_CLIENT_TIMEOUT,
+  DEFAULT_WRITE_INTERVAL,
+};
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {

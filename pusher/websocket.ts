@@ -9,6 +9,7 @@
 
 import { createHash } from "node:crypto";
 import { concat } from "../shared/bytes.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
 
 /** Close codes this server sends. */
 export const CloseCode = {
@@ -143,8 +144,7 @@ export function encodeWebSocketFrame(opcode: number, payload: Uint8Array): Uint8
   return frame;
 }
 
-/** The largest message a client may send by default, in bytes: 64 KiB. */
-export const DEFAULT_MAX_MESSAGE_BYTES = 65536;
+export { DEFAULT_MAX_MESSAGE_BYTES };
 
 /** Options for {@linkcode FrameParser}. */
 export interface FrameParserOptions {

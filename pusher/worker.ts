@@ -12,82 +12,16 @@
 import { Pusher } from "./pusher.ts";
 import { listenTransport, type Refusal, serve } from "./server.ts";
 import { denoTransport, serveDeno } from "./deno_transport.ts";
-import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
-import { createLogger, type LogLevel } from "../shared/log.ts";
+import { openBus } from "../shared/open_bus.ts";
+import { createLogger } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
-import type { BusTls, CertifiedKey } from "../shared/tls.ts";
+import type { CertifiedKey } from "../shared/tls.ts";
 
-/**
- * Which server a worker runs: `listen`, our own on `Deno.listen`
- * (`pusher/server.ts`, the default), or `deno`, `Deno.serve`
- * (`pusher/deno_transport.ts`).
- */
-export type ServerKind = "listen" | "deno";
+import type { FromWorker, ToWorker, WorkerConfig } from "./_worker_protocol.ts";
 
-/** Whether `value` names a {@linkcode ServerKind}. */
-export function isServerKind(value: string): value is ServerKind {
-  return value === "listen" || value === "deno";
-}
-
-/** What `main.ts` tells a worker at start. */
-export interface WorkerConfig {
-  slot: number;
-  server: ServerKind;
-  hostname: string;
-  port: number;
-  /** The bus address (`channel://host:port`, `nats://...`). */
-  bus: string;
-  /** History the bus keeps itself (NATS), from `--history*`; undefined for the hub. */
-  busHistory: OpenBusOptions["history"];
-  hubToken: string | undefined;
-  hubMaxFrameBytes: number;
-  /** TLS to the bus (PEM contents), or undefined for plain text. */
-  busTls: BusTls | undefined;
-  /** The certificate and key to serve `wss://` with (PEM contents), or undefined for `ws://`. */
-  tls: CertifiedKey | undefined;
-  idleTimeout: number;
-  maxBufferedBytes: number;
-  slowClientTimeout: number;
-  /** Least milliseconds between two writes to one client (our server's `writeInterval`). */
-  writeInterval: number;
-  publisherUrl: string | null;
-  allowedOrigins: string[] | null;
-  tokenSecret: string | null;
-  maxMessageRate: number;
-  maxMessageBytes: number;
-  maxHeadBytes: number;
-  handshakeTimeout: number;
-  maxConnections: number;
-  maxChannelsPerConnection: number;
-  maxChannelsPerWorker: number;
-  maxChannelLength: number;
-  maxPresenceUsers: number;
-  maxRecoverMessages: number;
-  presenceChannels: string[];
-  logLevel: LogLevel;
-}
-
-/** Messages from `main.ts` to a worker. */
-export type ToWorker =
-  | { type: "start"; config: WorkerConfig }
-  | { type: "stop"; timeout: number }
-  /** Asks for this worker's metrics, to merge with its siblings'. */
-  | { type: "snapshot"; id: number }
-  /** Every worker's metrics, merged, answering this worker's `gather`. */
-  | { type: "gathered"; id: number; snapshot: RegistrySnapshot }
-  /** Serve new connections with this certificate (SIGHUP); open ones keep theirs. */
-  | { type: "reload"; id: number; tls: CertifiedKey };
-
-/** Messages from a worker to `main.ts`. */
-export type FromWorker =
-  | { type: "listening"; port: number; workerId: string }
-  | { type: "stopped" }
-  | { type: "snapshot"; id: number; snapshot: RegistrySnapshot }
-  /** Asks for every worker's metrics, merged. */
-  | { type: "gather"; id: number }
-  /** Answers a `reload`: null once new connections get the new certificate, else why not. */
-  | { type: "reloaded"; id: number; error: string | null };
+export { isServerKind } from "./_worker_protocol.ts";
+export type { FromWorker, ServerKind, ToWorker, WorkerConfig } from "./_worker_protocol.ts";
 
 interface Running {
   stop: (timeout: number) => Promise<void>;

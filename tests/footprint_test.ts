@@ -63,8 +63,12 @@ Deno.test("the publisher loads neither node:crypto nor a bus client it was not g
   assert.deepEqual(heavy(await staticGraph("publisher/main.ts"), HEAVY), []);
 });
 
-Deno.test("the pusher and its workers load no bus client they were not given", async () => {
-  for (const entry of ["pusher/main.ts", "pusher/worker.ts"]) {
-    assert.deepEqual(heavy(await staticGraph(entry), /^npm:/), [], entry);
-  }
+Deno.test("the pusher's supervisor loads neither node:crypto nor its workers' code, and no bus client", async () => {
+  const graph = await staticGraph("pusher/main.ts");
+  assert.deepEqual(heavy(graph, HEAVY), []);
+  assert.deepEqual(heavy(graph, /\/pusher\/(worker|server|pusher)\.ts$/), []);
+});
+
+Deno.test("the pusher's workers load no bus client they were not given", async () => {
+  assert.deepEqual(heavy(await staticGraph("pusher/worker.ts"), /^npm:/), []);
 });
