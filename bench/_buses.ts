@@ -118,12 +118,13 @@ export interface BusSystem extends AsyncDisposable {
 
 /**
  * Starts a pusher and a publisher with `--bus` at `server` (and `--history`
- * when given, which a bus takes on the pusher and the publisher) on free
- * ports, and waits until a broadcast reaches every pusher worker.
+ * when given, which a bus takes on the pusher and the publisher; the
+ * pusher's `--token-secret` when given) on free ports, and waits until a
+ * broadcast reaches every pusher worker.
  */
 export async function startBusSystem(
   server: BusServer,
-  options: StartBusOptions & { pusherServer?: "listen" | "deno"; history?: string } = {},
+  options: StartBusOptions & { pusherServer?: "listen" | "deno"; history?: string; tokenSecret?: string } = {},
 ): Promise<BusSystem> {
   const started = await startSystem({ hub: 0, pusher: 0, publisher: 0 }, { ...options, bus: server.url });
   const { system } = started;

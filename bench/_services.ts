@@ -9,6 +9,7 @@
 import { fileURLToPath } from "node:url";
 import { ROOT, taskCommand } from "../shared/tasks.ts";
 import { spawnPiped } from "./_child.ts";
+import { tokenPath } from "./_users.ts";
 
 /** Ports to serve on; 0 picks a free one. */
 export interface Ports {
@@ -60,6 +61,11 @@ export interface Target {
   readonly cpuProcesses: readonly ServiceProcess[];
   /** Processes holding the WebSockets: the pusher (the original's pusher master and workers), or the baseline. */
   readonly rssProcesses: readonly ServiceProcess[];
+  /**
+   * The pusher's `--token-secret`: every client must connect with a token
+   * signed with it. Absent: anyone connects, as under `deno task start`.
+   */
+  readonly tokenSecret?: string;
 }
 
 /** Options for {@linkcode startServices}. */
@@ -81,6 +87,13 @@ export interface StartServicesOptions {
    * that keeps history itself takes it. @default {undefined} a hub of ours
    */
   bus?: string;
+  /**
+   * The pusher's `--token-secret`: every WebSocket must then carry
+   * `?token=JWT`, and a client's user is its token's `sub`. The probes that
+   * wait for the system to route open WebSockets only on a bus, and sign
+   * their own tokens then. @default {undefined} none, as under `deno task start`
+   */
+  tokenSecret?: string;
 }
 
 /** The running system and baseline. Disposing stops every process; twice is harmless. */
@@ -374,9 +387,9 @@ class ProcessGroup implements AsyncDisposable {
 async function launchSystem(
   group: ProcessGroup,
   ports: SystemPorts,
-  { pusherServer = "listen", history = "", bus }: StartServicesOptions,
+  { pusherServer = "listen", history = "", bus, tokenSecret }: StartServicesOptions,
 ): Promise<Target> {
-  if (bus !== undefined) return await launchOnBus(group, ports, { pusherServer, history, bus });
+  if (bus !== undefined) return await launchOnBus(group, ports, { pusherServer, history, bus, tokenSecret });
   // Flags only where a port differs from the default, or history is asked
   // for: at the defaults the command lines are exactly the tasks'.
   const hub = await group.start("hub", [
@@ -391,6 +404,7 @@ async function launchSystem(
     ...hubFlag,
     // Only when asked: at the default the command line is exactly the task's.
     ...(pusherServer === "listen" ? [] : ["--server", pusherServer]),
+    ...tokenFlag(tokenSecret),
   ]);
   const publisher = await group.start("publisher", [
     ...await taskCommand("publisher"),
@@ -398,6 +412,7 @@ async function launchSystem(
     ...hubFlag,
   ]);
   const workers = Number(/ workers=(\d+)/.exec(pusher.service.listeningLine)?.[1] ?? 1);
+  // A broadcast through the publisher: no WebSocket, so no token needed.
   await waitRouted(publisher.port, workers, group.timeout, group.signal);
   return {
     name: "system",
@@ -405,6 +420,7 @@ async function launchSystem(
     publishPort: publisher.port,
     cpuProcesses: [hub.service, pusher.service, publisher.service],
     rssProcesses: [pusher.service],
+    ...(tokenSecret === undefined ? {} : { tokenSecret }),
   };
 }
 
@@ -417,7 +433,9 @@ async function launchSystem(
 async function launchOnBus(
   group: ProcessGroup,
   ports: SystemPorts,
-  { pusherServer, history, bus }: Required<Pick<StartServicesOptions, "pusherServer" | "history" | "bus">>,
+  { pusherServer, history, bus, tokenSecret }:
+    & Required<Pick<StartServicesOptions, "pusherServer" | "history" | "bus">>
+    & Pick<StartServicesOptions, "tokenSecret">,
 ): Promise<Target> {
   const busFlags = ["--bus", bus, ...(history === "" ? [] : ["--history", history])];
   const pusher = await group.start("pusher", [
@@ -425,6 +443,7 @@ async function launchOnBus(
     ...portFlag(ports.pusher, DEFAULT_PORTS.pusher),
     ...busFlags,
     ...(pusherServer === "listen" ? [] : ["--server", pusherServer]),
+    ...tokenFlag(tokenSecret),
   ]);
   const publisher = await group.start("publisher", [
     ...await taskCommand("publisher"),
@@ -432,18 +451,27 @@ async function launchOnBus(
     ...busFlags,
   ]);
   const workers = Number(/ workers=(\d+)/.exec(pusher.service.listeningLine)?.[1] ?? 1);
-  await waitOriginalRouted(pusher.port, publisher.port, workers, group.timeout, group.signal, `The system on ${bus}`);
+  await waitOriginalRouted(pusher.port, publisher.port, workers, group.timeout, group.signal, {
+    who: `The system on ${bus}`,
+    ...(tokenSecret === undefined ? {} : { tokenSecret }),
+  });
   return {
     name: "system",
     wsPort: pusher.port,
     publishPort: publisher.port,
     cpuProcesses: [pusher.service, publisher.service],
     rssProcesses: [pusher.service],
+    ...(tokenSecret === undefined ? {} : { tokenSecret }),
   };
 }
 
 function portFlag(port: number, defaultPort: number): string[] {
   return port === defaultPort ? [] : ["--port", String(port)];
+}
+
+/** The pusher's `--token-secret`, only when asked for: without it the command line is exactly the task's. */
+function tokenFlag(tokenSecret: string | undefined): string[] {
+  return tokenSecret === undefined ? [] : ["--token-secret", tokenSecret];
 }
 
 /**
@@ -655,7 +683,9 @@ export function originalProcesses(status: string): ServiceProcess[] {
  * Connects WebSockets until every pusher process has greeted one, then
  * broadcasts until each has delivered: each process's Channel client is
  * then connected and subscribed. The publisher answers `ok` before it
- * publishes, so only the deliveries tell.
+ * publishes, so only the deliveries tell. `who` names the system in the
+ * error (default "The original"); with `tokenSecret`, each WebSocket carries
+ * a token signed with it, as that pusher lets in no other.
  */
 async function waitOriginalRouted(
   wsPort: number,
@@ -663,7 +693,7 @@ async function waitOriginalRouted(
   workers: number,
   timeout: number,
   signal?: AbortSignal,
-  who = "The original",
+  { who = "The original", tokenSecret }: { who?: string; tokenSecret?: string } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeout;
   const sockets: WebSocket[] = [];
@@ -672,7 +702,8 @@ async function waitOriginalRouted(
   try {
     while (seen.size < workers && Date.now() < deadline && sockets.length < 8 * workers) {
       signal?.throwIfAborted();
-      const socket = new WebSocket(`ws://127.0.0.1:${wsPort}/`);
+      const path = tokenSecret === undefined ? "/" : tokenPath("bench-probe", tokenSecret);
+      const socket = new WebSocket(`ws://127.0.0.1:${wsPort}${path}`);
       sockets.push(socket);
       const worker = await new Promise<string | null>((resolve) => {
         const timer = setTimeout(() => resolve(null), Math.max(0, deadline - Date.now()));

@@ -31,6 +31,8 @@ export interface WsClientOptions {
   hostname: string;
   /** Server port. Required. */
   port: number;
+  /** The handshake's request target: `/?token=JWT` for a pusher that checks tokens. @default {"/"} */
+  path?: string;
   /** Called for every text message after the greeting, with the time (`performance.now()`) its read completed. */
   onMessage(client: WsClient, payload: Uint8Array, receivedAt: number): void;
   /** Bytes of the read buffer; it grows only for a frame that does not fit. @default {16384} */
@@ -107,7 +109,7 @@ export class WsClient implements AsyncDisposable {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await client.#write(encoder.encode(
-        `GET / HTTP/1.1\r\nHost: ${options.hostname}:${options.port}\r\nUpgrade: websocket\r\n` +
+        `GET ${options.path ?? "/"} HTTP/1.1\r\nHost: ${options.hostname}:${options.port}\r\nUpgrade: websocket\r\n` +
           `Connection: Upgrade\r\nSec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
       ));
       await Promise.race([
@@ -276,6 +278,20 @@ export class WsClient implements AsyncDisposable {
   }
 }
 
+/** Options for {@linkcode connectClients}: those of {@linkcode WsClient.connect}, and how many. */
+export interface ConnectClientsOptions extends Omit<WsClientOptions, "path"> {
+  /** Clients to connect. Required. */
+  count: number;
+  /** Clients connecting at once. Required. */
+  batch: number;
+  /**
+   * The handshake's request target of the client that gets `index` (its
+   * position in `into`, as every connection before it succeeded: any
+   * failure ends the whole). @default {() => "/"}
+   */
+  path?(index: number): string;
+}
+
 /**
  * Connects `count` clients, `batch` at a time, each pushed to `into` once
  * greeted with its position there as its index: on failure, those connected
@@ -283,14 +299,13 @@ export class WsClient implements AsyncDisposable {
  *
  * @throws {Error} naming how many failed, and the first reason.
  */
-export async function connectClients(
-  into: WsClient[],
-  options: WsClientOptions & { count: number; batch: number },
-): Promise<void> {
-  const { count: clients, batch: size } = options;
+export async function connectClients(into: WsClient[], options: ConnectClientsOptions): Promise<void> {
+  const { count: clients, batch: size, path, ...connect } = options;
   for (let first = 0; first < clients; first += size) {
     const count = Math.min(size, clients - first);
-    const batch = await Promise.allSettled(Array.from({ length: count }, () => WsClient.connect(options)));
+    const batch = await Promise.allSettled(
+      Array.from({ length: count }, (_, i) => WsClient.connect({ ...connect, path: path?.(first + i) ?? "/" })),
+    );
     for (const outcome of batch) {
       if (outcome.status === "fulfilled") {
         outcome.value.index = into.length;

@@ -28,6 +28,7 @@ import type { HttpAnswer } from "./_http_responses.ts";
 import { benchChannel, encodeContent, readChannelFrame, readSendTime, readSeq } from "./_content.ts";
 import { generatorMain } from "./_generator.ts";
 import { DeliveryTally } from "./_tally.ts";
+import { benchUser, tokenPath } from "./_users.ts";
 
 /** What one run does. */
 export interface LoadSpec {
@@ -57,11 +58,22 @@ export interface LoadSpec {
   rate: number | null;
   /**
    * Publishes per request through the server API's `POST /api/batch`, each
-   * a `publish` command (`{"channel"}` or `{"worker_id","connection_id"}`,
-   * the content as `"data"`); 0 or absent: one `GET /?content=` each, as the
-   * original's API takes them. Only for `rate: null`.
+   * a `publish` command (`{"channel"}`, `{"user"}` or
+   * `{"worker_id","connection_id"}`, the content as `"data"`); 0 or absent:
+   * one `GET /?content=` each, as the original's API takes them. Only for
+   * `rate: null`.
    */
   batch?: number;
+  /**
+   * The pusher's token secret (its `--token-secret`, made for the run): client
+   * `i` connects with `?token=` for user `bench-user-<i>` (`_users.ts`), and a
+   * targeted publish to client `i` goes to that user (`"user"` in a batch,
+   * `to_user=` in a GET) instead of to its connection. A user has one
+   * connection, so a publish is still one delivery. Not for `channels`
+   * (the token has no `channels` claim: no subscribe is allowed), `churn`
+   * or `recovery`. @default {undefined} no tokens, no users
+   */
+  userTokenSecret?: string;
   /** Size of each content, in bytes. */
   contentBytes: number;
   /** Clients connected at once. */
@@ -157,9 +169,61 @@ export interface LoadResult {
 export function main(args: string[] = Deno.args): Promise<number> {
   return generatorMain(args, {
     usage: "Usage: deno run --allow-net=127.0.0.1 bench/load.ts '<LoadSpec JSON>' (started by bench/main.ts)",
-    create: (spec: LoadSpec) =>
-      spec.mode === "churn" ? new ChurnRun(spec) : spec.mode === "recovery" ? new RecoveryRun(spec) : new LoadRun(spec),
+    create(spec: LoadSpec) {
+      if (spec.userTokenSecret !== undefined && !["broadcast", "targeted", "idle"].includes(spec.mode)) {
+        throw new TypeError(`Invalid spec: userTokenSecret is for broadcast, targeted or idle, not ${spec.mode}`);
+      }
+      return spec.mode === "churn"
+        ? new ChurnRun(spec)
+        : spec.mode === "recovery"
+        ? new RecoveryRun(spec)
+        : new LoadRun(spec);
+    },
   });
+}
+
+/**
+ * Whom one publish is for: everyone (null), a channel, a user, or one
+ * connection.
+ */
+export type PublishTarget = null | { channel: string } | { user: string } | Address;
+
+/**
+ * The query of a `GET /?…` publish of `content` to `to`. Contents are
+ * URL-safe (`_content.ts`), as are channel and user names here.
+ *
+ * @example
+ * ```ts
+ * import { publishQuery } from "./load.ts";
+ *
+ * publishQuery({ user: "bench-user-3" }, "7:123:___"); // "to_user=bench-user-3&content=7:123:___"
+ * ```
+ */
+export function publishQuery(to: PublishTarget, content: string): string {
+  if (to === null) return `content=${content}`;
+  if ("channel" in to) return `channel=${to.channel}&content=${content}`;
+  if ("user" in to) return `to_user=${to.user}&content=${content}`;
+  return `to_worker_id=${to.worker}&to_connection_id=${to.connection}&content=${content}`;
+}
+
+/**
+ * One `publish` command of a `POST /api/batch` body: `content` to `to`, as
+ * its `"data"` string. Contents, channel and user names and worker ids here
+ * are ASCII without quotes or backslashes: JSON strings as they are.
+ *
+ * @example
+ * ```ts
+ * import { publishCommand } from "./load.ts";
+ *
+ * publishCommand({ user: "bench-user-3" }, "7:123:___"); // '{"publish":{"user":"bench-user-3","data":"7:123:___"}}'
+ * ```
+ */
+export function publishCommand(to: PublishTarget, content: string): string {
+  const data = `"data":"${content}"`;
+  if (to === null) return `{"publish":{${data}}}`;
+  if ("channel" in to) return `{"publish":{"channel":"${to.channel}",${data}}}`;
+  if ("user" in to) return `{"publish":{"user":"${to.user}",${data}}}`;
+  return `{"publish":{"worker_id":"${to.worker}","connection_id":${to.connection},${data}}}`;
 }
 
 /** One run: the clients, the publishing, the counting. */
@@ -207,7 +271,7 @@ class LoadRun implements PublishSource {
 
   /** Connects every client, `connectBatch` at a time; on failure, those connected stay for {@linkcode close}. */
   async connect(): Promise<number> {
-    const { hostname, wsPort: port, clients, connectBatch, readBufferBytes } = this.#spec;
+    const { hostname, wsPort: port, clients, connectBatch, readBufferBytes, userTokenSecret } = this.#spec;
     const onMessage = (client: WsClient, payload: Uint8Array, at: number) => this.#delivered(client, payload, at);
     await connectClients(this.#clients, {
       hostname,
@@ -216,6 +280,9 @@ class LoadRun implements PublishSource {
       readBufferBytes,
       count: clients,
       batch: connectBatch,
+      ...(userTokenSecret === undefined
+        ? {}
+        : { path: (index: number) => tokenPath(benchUser(index), userTokenSecret) }),
     });
     if (this.#spec.mode === "channels") await this.#subscribeAll();
     this.#addresses = this.#clients.map((client) => client.address);
@@ -307,33 +374,31 @@ class LoadRun implements PublishSource {
     if (Number.isNaN(this.#firstWrite)) this.#firstWrite = now;
     this.#lastActivity = now;
     const sendUs = Math.round(now * 1000);
-    const { contentBytes: bytes, hostname, publishPort, mode, channels } = this.#spec;
+    const { contentBytes: bytes, hostname, publishPort } = this.#spec;
     const host = `Host: ${hostname}:${publishPort}\r\n`;
     if (this.#perRequest > 1) return this.#batchRequest(seq, sendUs, host);
-    const content = encodeContent(seq, sendUs, { bytes });
-    if (mode === "broadcast") return `GET /?content=${content} HTTP/1.1\r\n${host}\r\n`;
-    if (mode === "channels") {
-      return `GET /?channel=${benchChannel(seq % channels)}&content=${content} HTTP/1.1\r\n${host}\r\n`;
-    }
-    const { worker, connection } = this.#addresses[seq % this.#addresses.length]!;
-    return `GET /?to_worker_id=${worker}&to_connection_id=${connection}&content=${content} HTTP/1.1\r\n${host}\r\n`;
+    const query = publishQuery(this.#target(seq), encodeContent(seq, sendUs, { bytes }));
+    return `GET /?${query} HTTP/1.1\r\n${host}\r\n`;
+  }
+
+  /**
+   * Whom publish `seq` is for: everyone, channel `seq % channels`, or client
+   * `seq % clients`, by its user when clients connect as users.
+   */
+  #target(seq: number): PublishTarget {
+    const { mode, channels, userTokenSecret } = this.#spec;
+    if (mode === "broadcast") return null;
+    if (mode === "channels") return { channel: benchChannel(seq % channels) };
+    const client = seq % this.#addresses.length;
+    return userTokenSecret === undefined ? this.#addresses[client]! : { user: benchUser(client) };
   }
 
   /** `POST /api/batch` with a `publish` command for each of the request's publishes. */
   #batchRequest(first: number, sendUs: number, host: string): string {
-    const { contentBytes: bytes, mode, channels, messages } = this.#spec;
+    const { contentBytes: bytes, messages } = this.#spec;
     const commands: string[] = [];
     for (let seq = first; seq < Math.min(messages, first + this.#perRequest); seq++) {
-      // Contents are ASCII without quotes or backslashes: JSON strings as they are.
-      const data = `"data":"${encodeContent(seq, sendUs, { bytes })}"`;
-      if (mode === "channels") {
-        commands.push(`{"publish":{"channel":"${benchChannel(seq % channels)}",${data}}}`);
-      } else if (mode === "broadcast") {
-        commands.push(`{"publish":{${data}}}`);
-      } else {
-        const { worker, connection } = this.#addresses[seq % this.#addresses.length]!;
-        commands.push(`{"publish":{"worker_id":"${worker}","connection_id":${connection},${data}}}`);
-      }
+      commands.push(publishCommand(this.#target(seq), encodeContent(seq, sendUs, { bytes })));
     }
     const body = `{"commands":[${commands.join(",")}]}`;
     return `POST /api/batch HTTP/1.1\r\n${host}Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;

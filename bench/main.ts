@@ -68,7 +68,7 @@ const FLAGS = {
     type: "string" as const,
     arg: "a,b,...",
     help: "scenarios to run",
-    default: "all: a,b,c,d,e,f,g,h,i,j,k,l,m,n",
+    default: "all: a,b,c,d,e,f,g,h,i,j,k,l,m,n,o",
   },
   out: {
     type: "string" as const,
@@ -86,7 +86,7 @@ const FLAGS = {
     type: "string" as const,
     arg: "N",
     help:
-      "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j, l, m, n), for steady-state figures",
+      "multiplies the publishes of the as-fast-as-accepted scenarios (a, b, d, f, h, j, l, m, n, o), for steady-state figures",
     default: "1",
   },
   "idle-settle": {
@@ -136,7 +136,10 @@ Scenarios: (a) 100 clients × 500 broadcasts; (b) 1000 × 200; (c) 1000 clients 
 (g) 10,000 idle connections; (h) 1000 clients in 10 channels of 100, 2000 channel publications;
 (i) 1000 clients × 20 subscribe/unsubscribe rounds over 50 channels under 5000 publications/s;
 (j) (h) on a system whose hub keeps history of channel.*; (k) a recovery storm: 1000 clients of one
-history channel reconnect at once, each asking for 100 missed publications (the system only).
+history channel reconnect at once, each asking for 100 missed publications (the system only);
+(l) 100 clients × 50,000 targeted sends, 100 per /api/batch request; (m) the same to 100 channels of
+one client each; (n) (h) with one GET /?channel= per publication; (o) (l) to users: every client
+connects with a token as its own user, on a system whose pusher has --token-secret (the system only).
 Contents are ${CONTENT_BYTES} bytes.
 
 Issue 19: when ../shared/peers/workerman/peer.sh, the sources in $PEER_SRC (default /tmp/peer-src) and
@@ -239,20 +242,37 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<Report> 
       ? `original: started on ws ${original.wsPort}, http ${original.publishPort}`
       : `original not run: ${originalRun.reason}`,
   );
-  // Scenarios that need the hub to keep other history than --history says
-  // get a second system, on free ports, started when the first of them runs.
+  // Scenarios that need the hub to keep other history than --history says,
+  // or clients that are users (a pusher with a token secret, which lets in
+  // no client without a token), get a second system, on free ports, started
+  // when the first of them runs: one per history and token secret.
   await using others = new AsyncDisposableStack();
-  const systems = new Map<string, Target>([[history, services.system]]);
-  const systemFor = async (scenario: Scenario): Promise<Target> => {
+  // Made for this run: it guards nothing but the run's own loopback pushers.
+  const userTokenSecret = crypto.randomUUID();
+  const systemNeeds = (scenario: Scenario) => {
     const subjects = scenario.history ?? history;
-    let target = systems.get(subjects);
+    const tokenSecret = scenario.users ? userTokenSecret : undefined;
+    return { subjects, tokenSecret, key: `${subjects} ${tokenSecret === undefined ? "anyone" : "users"}` };
+  };
+  const systems = new Map<string, Target>([[`${history} anyone`, services.system]]);
+  const systemFor = async (scenario: Scenario): Promise<Target> => {
+    const { subjects, tokenSecret, key } = systemNeeds(scenario);
+    let target = systems.get(key);
     if (target === undefined) {
-      progress(`starting a second system whose hub keeps history of ${subjects}`);
+      progress(
+        `starting a second system whose hub keeps ${subjects === "" ? "no history" : `history of ${subjects}`}` +
+          (tokenSecret === undefined ? "" : " and whose pusher lets in clients with a token only (--token-secret)"),
+      );
       const started = others.use(
-        await startSystem({ hub: 0, pusher: 0, publisher: 0 }, { signal, pusherServer, history: subjects }),
+        await startSystem({ hub: 0, pusher: 0, publisher: 0 }, {
+          signal,
+          pusherServer,
+          history: subjects,
+          ...(tokenSecret === undefined ? {} : { tokenSecret }),
+        }),
       );
       target = started.system;
-      systems.set(subjects, target);
+      systems.set(key, target);
       if (!options.quick) await warmUp(context, [target]);
     }
     return target;
@@ -270,12 +290,22 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<Report> 
   const busSystems = new Map<string, BusSystem>();
   const warmedBuses = new Set<BusSystem>();
   const busTargetFor = async (server: BusServer, scenario: Scenario): Promise<Target> => {
-    const subjects = scenario.history ?? history;
-    const key = `${server.kind} ${subjects}`;
+    const { subjects, tokenSecret, key: needs } = systemNeeds(scenario);
+    const key = `${server.kind} ${needs}`;
     let started = busSystems.get(key);
     if (started === undefined) {
-      progress(`starting pusher and publisher on ${server.url}${subjects === "" ? "" : ` with --history ${subjects}`}`);
-      started = busStack.use(await startBusSystem(server, { signal, pusherServer, history: subjects }));
+      progress(
+        `starting pusher and publisher on ${server.url}${subjects === "" ? "" : ` with --history ${subjects}`}` +
+          (tokenSecret === undefined ? "" : " with --token-secret"),
+      );
+      started = busStack.use(
+        await startBusSystem(server, {
+          signal,
+          pusherServer,
+          history: subjects,
+          ...(tokenSecret === undefined ? {} : { tokenSecret }),
+        }),
+      );
       busSystems.set(key, started);
     }
     // Warmed up as the hub's system is, but not before the idle scenario's memory is read.
@@ -424,9 +454,10 @@ async function warmUp(context: RunContext, targets: readonly Target[]): Promise<
   for (const target of targets) {
     for (const scenario of runs) {
       // The original has no channels and no batch API.
-      if (target.name !== "original" || (scenario.mode !== "channels" && !scenario.batch)) {
-        await measure(context, scenario, target);
-      }
+      if (target.name === "original" && (scenario.mode === "channels" || scenario.batch)) continue;
+      // With tokens, clients are users, whose tokens name no channel to subscribe to.
+      if (target.tokenSecret !== undefined && scenario.mode === "channels") continue;
+      await measure(context, scenario, target);
     }
   }
 }
@@ -446,6 +477,8 @@ async function measure(context: RunContext, scenario: Scenario, target: Target):
     messages: scenario.messages,
     rate: scenario.rate,
     batch: scenario.batch ?? 0,
+    // A pusher with a token secret lets in clients with a token only: they connect as users.
+    ...(target.tokenSecret === undefined ? {} : { userTokenSecret: target.tokenSecret }),
     channels: scenario.channels,
     rounds: scenario.rounds,
     contentBytes: CONTENT_BYTES,

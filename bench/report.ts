@@ -489,11 +489,11 @@ export function formatTable(report: BenchReport): string {
       : []),
     ...(report.scale > 1
       ? [
-        `Scenarios a, b, d, f, h, j, l, m and n ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
+        `Scenarios a, b, d, f, h, j, l, m, n and o ran ${report.scale} times the publishes of the issue's sizes (--scale ${report.scale}).`,
       ]
       : []),
     ...(report.pusherServer === "deno" ? ["The pusher ran on Deno.serve (--pusher-server deno)."] : []),
-    ...historyNotes(report),
+    ...systemNotes(report),
     ...originalNotes(report),
     "RSS KiB/connection is shown for the idle scenario only (elsewhere it is heap-reuse noise); the JSON has every value.",
   ].join("\n");
@@ -582,13 +582,16 @@ function originalNotes(report: BenchReport): string[] {
     "original: the PHP original (Workerman + Channel, ../shared/peers/workerman, 2 pusher processes), " +
     "÷original = system / original; its targets are issue 19's.",
     ...(skipped.length > 0
-      ? [`${skipped.join(", ")}: not run on the original, which has no channels, history or JSON protocol.`]
+      ? [`${skipped.join(", ")}: not run on the original, which has no channels, users, history or JSON protocol.`]
       : []),
   ];
 }
 
-/** Which hub kept history for which scenarios, and the scenarios the baseline did not run. */
-function historyNotes(report: BenchReport): string[] {
+/**
+ * Which hub kept history for which scenarios, which ran with users, and the
+ * scenarios the baseline did not run.
+ */
+function systemNotes(report: BenchReport): string[] {
   const notes: string[] = [];
   const history = report.history ?? "";
   notes.push(
@@ -601,10 +604,21 @@ function historyNotes(report: BenchReport): string[] {
     const ids = own.filter((s) => s.history === subjects).map((s) => `(${s.id})`).join(", ");
     notes.push(`${ids} ran on a second system, started for them, whose hub kept history of ${subjects}.`);
   }
-  const alone = report.scenarios.filter((s) => s.baseline === null).map((s) => `(${s.id})`);
-  if (alone.length > 0) {
-    notes.push(`${alone.join(", ")}: the system only; the baseline keeps no history to recover from, so no ratio.`);
+  const listed = (scenarios: readonly ScenarioReport[]) => scenarios.map((s) => `(${s.id})`).join(", ");
+  const users = report.scenarios.filter((s) => s.users);
+  if (users.length > 0) {
+    notes.push(
+      `${listed(users)} ran on a second system, started for them, whose pusher let in clients with a token only ` +
+        "(--token-secret), each client its own user.",
+    );
   }
+  const alone = report.scenarios.filter((s) => s.baseline === null);
+  const noHistory = alone.filter((s) => !s.users);
+  if (noHistory.length > 0) {
+    notes.push(`${listed(noHistory)}: the system only; the baseline keeps no history to recover from, so no ratio.`);
+  }
+  const noUsers = alone.filter((s) => s.users);
+  if (noUsers.length > 0) notes.push(`${listed(noUsers)}: the system only; the baseline has no users, so no ratio.`);
   return notes;
 }
 

@@ -202,6 +202,7 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
     l: 1_000_000,
     m: 1_000_000,
     n: 40_000,
+    o: 1_000_000,
   });
   assert.deepEqual(sizes(scenarios(true, 2)), {
     a: 40,
@@ -218,6 +219,7 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
     l: 800,
     m: 800,
     n: 160,
+    o: 800,
   });
   const [, , , scaled] = scenarios(false, 20);
   assert.equal(scaled!.title, "100 clients × 100000 targeted sends, as fast as accepted");
@@ -225,7 +227,7 @@ Deno.test("--scale multiplies the publishes of the as-fast-as-accepted scenarios
   const report = scenarioReport(scaled!, { system: measurement(), baseline: measurement() });
   assert.match(
     tableOf([report], 1, 20),
-    /^Scenarios a, b, d, f, h, j, l, m and n ran 20 times the publishes of the issue's sizes/m,
+    /^Scenarios a, b, d, f, h, j, l, m, n and o ran 20 times the publishes of the issue's sizes/m,
   );
   assert.doesNotMatch(tableOf([report]), /times the publishes/, "not at the issue's sizes");
 });
@@ -310,6 +312,29 @@ Deno.test("(k) is the system's alone: recovery time and the hub's RSS, no baseli
   assert.equal(median.baseline, null);
 });
 
+Deno.test("(o) is (l)'s load to users on a system with a token secret: no baseline, and the table says why", () => {
+  const all = scenarios();
+  const l = all.find((s) => s.id === "l")!;
+  const o = all.find((s) => s.id === "o")!;
+  assert.deepEqual([o.users, o.withBaseline, o.withOriginal], [true, false, false]);
+  assert.equal(l.users, undefined, "(l)'s clients are anonymous");
+  assert.deepEqual([o.mode, o.clients, o.messages, o.batch], [l.mode, l.clients, l.messages, l.batch]);
+  const table = tableOf([
+    scenarioReport(o, { system: measurement({ deliveriesPerSec: 200_000 }), baseline: null }),
+  ]);
+  assert.match(
+    table,
+    /^\(o\) 100 clients, each its own user, × 50000 user publications, 100 per \/api\/batch request$/m,
+  );
+  assert.match(table, /^ {2}deliveries\/s +200,000 +not run +-$/m);
+  assert.match(
+    table,
+    /^\(o\) ran on a second system, started for them, whose pusher let in clients with a token only \(--token-secret\), each client its own user\.$/m,
+  );
+  assert.match(table, /^\(o\): the system only; the baseline has no users, so no ratio\.$/m);
+  assert.doesNotMatch(table, /keeps no history/, "the baseline's reason for (k) is not (o)'s");
+});
+
 Deno.test("against the original: a column, the system/original ratio and issue 19's targets, only when it ran", () => {
   const original = measurement({ deliveriesPerSec: 20_000, publishesPerSec: 100, cpuUsPerDelivery: 20 });
   const broadcast = scenarioReport(b!, {
@@ -374,7 +399,7 @@ Deno.test("the table says why the original did not run, and its median pair keep
   assert.ok(median.goals.some((goal) => goal.kind === "original" && goal.metric === "latencyP99Ms"));
 });
 
-Deno.test("issue 19's targets across scenarios read the original's run: (h) per connection against its (b), (l) and (m) against its (d)", () => {
+Deno.test("issue 19's targets across scenarios read the original's run: (h) per connection against its (b), (l), (m) and (o) against its (d)", () => {
   const all = scenarios();
   const byId = (id: string) => all.find((s) => s.id === id)!;
   const original = measurement({
@@ -395,12 +420,14 @@ Deno.test("issue 19's targets across scenarios read the original's run: (h) per 
     }),
     scenarioReport(byId("l"), { system: measurement({ deliveriesPerSec: 250_000 }), baseline: measurement() }),
     scenarioReport(byId("m"), { system: measurement({ deliveriesPerSec: 150_000 }), baseline: measurement() }),
+    scenarioReport(byId("o"), { system: measurement({ deliveriesPerSec: 200_000 }), baseline: null }),
   ];
   const compared = compareScenarios(reports).filter((c) => c.againstOriginal);
   assert.deepEqual(compared.map((c) => [c.scenario, c.against, c.value, c.pass]), [
     ["h", "b", 60, true],
     ["l", "d", 12.5, true],
     ["m", "d", 7.5, false],
+    ["o", "d", 10, true],
   ]);
   const table = tableOf(reports);
   assert.match(table, /^\(l\) vs \(d\) original: 100 per \/api\/batch/m);

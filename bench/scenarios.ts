@@ -7,7 +7,7 @@
 
 /** One load shape. */
 export interface Scenario {
-  /** Letter from the issue: a … k. */
+  /** Letter from the issue: a … o. */
   id: string;
   /** One line for the table. */
   title: string;
@@ -41,11 +41,21 @@ export interface Scenario {
    * scenario runs on a system started with it. Absent: the run's own system.
    */
   history?: string;
-  /** Whether the baseline runs it too (it cannot run (k): it has no history to recover from). @default {true} */
+  /**
+   * Every client connects as its own user (a token's `sub`, client `i` user
+   * `bench-user-<i>`), and targeted publishes go to users: the scenario runs
+   * on a system whose pusher has a token secret (`--token-secret`, made for
+   * the run), which then lets in no client without a token. @default {false}
+   */
+  users?: boolean;
+  /**
+   * Whether the baseline runs it too (it cannot run (k): it has no history to
+   * recover from; nor (o): it has no users). @default {true}
+   */
   withBaseline?: boolean;
   /**
    * Whether the PHP original runs it too, when it runs at all: it has no
-   * channels and no JSON protocol, so it cannot run (h) to (k). @default {true}
+   * channels, users or JSON protocol, so it cannot run (h) to (o). @default {true}
    */
   withOriginal?: boolean;
 }
@@ -113,7 +123,7 @@ export const HISTORY_SUBJECTS = "channel.*";
 /**
  * Builds the scenarios, full size or tiny (`--quick`, a smoke test that runs
  * in seconds). `scale` multiplies the publishes of the scenarios that run as
- * fast as publishes are accepted (a, b, d, f, h, j, l, m): at the issue's sizes they last
+ * fast as publishes are accepted (a, b, d, f, h, j, l, m, n, o): at the issue's sizes they last
  * a fraction of a second, so their figures include the start of the run; a
  * larger scale measures the steady state.
  */
@@ -136,8 +146,9 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
     batch: q(10, 4),
     withOriginal: false,
   } as const;
-  // (l) and (m): 100 publishes per /api/batch request, each to one connection
-  // or to one channel of one member: as many deliveries as publishes, as (d).
+  // (l), (m) and (o): 100 publishes per /api/batch request, each to one
+  // connection, to one channel of one member or to one user of one
+  // connection: as many deliveries as publishes, as (d).
   const batched = (full: number, small: number) => ({
     clients: q(100, 20),
     messages: burst(full, small),
@@ -301,6 +312,19 @@ export function scenarios(quick = false, scale = 1): Scenario[] {
       batch: 0,
       stresses: "channel fan-out behind the original's one-publish-per-request API: ten times (b)'s requests",
     },
+    {
+      id: "o",
+      title: `${q(100, 20)} clients, each its own user, × ${burst(50_000, 400)} user publications, ${
+        q(100, 20)
+      } per /api/batch request`,
+      mode: "targeted",
+      ...batched(50_000, 400),
+      channels: 0,
+      users: true,
+      stresses: "the batch API: one HTTP request, many users (issue 19)",
+      // The baseline has no users, nor tokens to tell them by.
+      withBaseline: false,
+    },
   ];
 }
 
@@ -380,10 +404,10 @@ export const COMPARISONS: readonly Comparison[] = [
     bound: 4,
     title: "channel publications against the original's broadcasts, per delivered connection",
   },
-  // Issue 19: targeted sends, and channel publications, 100 per /api/batch
-  // request: deliveries/s at least 10x the original's one-per-request
-  // targeted publishes/s.
-  ...["l", "m"].map((scenario): Comparison => ({
+  // Issue 19: targeted sends, channel publications and user publications, 100
+  // per /api/batch request: deliveries/s at least 10x the original's
+  // one-per-request targeted publishes/s.
+  ...["l", "m", "o"].map((scenario): Comparison => ({
     scenario,
     against: "d",
     metric: "deliveriesPerSec",

@@ -1,7 +1,8 @@
 /**
  * `deno task bench --quick` as a user runs it, on free ports: every scenario
  * runs against the system and the baseline ((k) against the system only, with
- * history), nothing is lost (but see (i)), the JSON is
+ * history; (o) too, its clients users of a pusher with a token secret),
+ * nothing is lost (but see (i)), the JSON is
  * written; `--idle-settle` adds its sample, `--repeat` runs each scenario twice
  * and `--scale` doubles the publishes of (d). Performance ratios are not
  * asserted: too noisy for CI.
@@ -36,7 +37,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
     const report: BenchReport = JSON.parse(await Deno.readTextFile(new URL(out, ROOT)));
     assert.deepEqual(
       report.scenarios.map((s) => s.id),
-      ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"],
+      ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"],
     );
     // Issue 19: the system's memory against its floor, and after the run.
     assert.match(stdout, /^ {2}idle after start ÷ floor +[\d.]+ .* +[\d.]+x +≤ 1\.15x +(PASS|MISS)$/m);
@@ -48,6 +49,23 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
       stdout,
       /^\(j\), \(k\) ran on a second system, started for them, whose hub kept history of channel\.\*\.$/m,
     );
+    // Issue 19's batch target for users: (l)'s load, each client its own user.
+    assert.match(
+      stdout,
+      /^\(o\) ran on a second system, started for them, whose pusher let in clients with a token only \(--token-secret\), each client its own user\.$/m,
+    );
+    const users = report.scenarios.find((s) => s.id === "o")!;
+    assert.equal(users.users, true);
+    assert.equal(users.runs?.length, 2, "(o) ran twice");
+    for (const run of users.runs) {
+      assert.equal(run.system.lost, 0, "(o) system: user publications lost");
+      assert.equal(
+        run.system.failedPublishes,
+        0,
+        `(o) system: failed publishes ${JSON.stringify(run.system.failures)}`,
+      );
+      assert.equal(run.system.deliveries, users.messages, "(o) system: each user publication reached its one client");
+    }
     assert.match(
       stdout,
       /^ {2}deliveries\/s +[\d,]+ +[\d,]+ +[\d.]+x +≥ 0\.9x +(PASS|MISS)$/m,
@@ -80,6 +98,7 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
           ["h", "b", "boolean"],
           ["l", "d", "boolean"],
           ["m", "d", "boolean"],
+          ["o", "d", "boolean"],
         ],
       );
     } else {
@@ -107,8 +126,8 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
         const run = scenario[target];
         const where = `(${scenario.id}) ${target}`;
         if (target === "original" && !run) continue;
-        if (scenario.mode === "recovery" && target === "baseline") {
-          assert.equal(run, null, `${where}: the baseline has no history to recover from`);
+        if (scenario.withBaseline === false && target === "baseline") {
+          assert.equal(run, null, `${where}: the baseline has no history to recover from, or no users`);
           continue;
         }
         assert.ok(run, `${where} is present`);
