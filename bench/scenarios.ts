@@ -352,7 +352,7 @@ export const GOALS: readonly Goal[] = [
   { scenario: "b", metric: "deliveriesPerSec", kind: "original", op: ">=", bound: 6 },
   { scenario: "f", metric: "deliveriesPerSec", kind: "original", op: ">=", bound: 6 },
   { scenario: "g", metric: "rssKiBPerConnection", kind: "original", op: "<=", bound: 1 },
-  ...["a", "b", "c", "d", "e", "f", "h", "i", "j", "k"].flatMap((scenario): Goal[] => [
+  ...["a", "b", "c", "d", "e", "f", "h", "i", "j", "k", "l", "m", "n", "o"].flatMap((scenario): Goal[] => [
     { scenario, metric: "lost", kind: "absolute", op: "<=", bound: 0 },
     { scenario, metric: "failedPublishes", kind: "absolute", op: "<=", bound: 0 },
   ]),
