@@ -317,6 +317,13 @@ class Server implements ConnectionHost {
     while (true) {
       const tcp = await acceptNext(this.#listener, options);
       if (!tcp) break;
+      // Accepted by the runtime before shutdown closed the listener, and
+      // handed over after: shutdown has ended the connections it knew of,
+      // and would wait for this one forever.
+      if (this.#shuttingDown) {
+        tcp.close();
+        continue;
+      }
       const connection = new Connection(this.#nextId++, tcp, this, this.#settings, this.#logger, this.#grace);
       this.#admission.waitForHello(connection);
       this.#connections.add(connection);

@@ -677,3 +677,20 @@ for (
     assert.match((messages[0] as { reason: string }).reason, reason);
   });
 }
+
+Deno.test("hub shutdown also ends connections accepted in the turn it began in", async () => {
+  // Connects resolve once the kernel has the connection, before the hub's
+  // accept loop has taken it: shutting down right then finds accepts the
+  // runtime completed but whose connections the loop has not yet recorded.
+  for (let round = 0; round < 20; round++) {
+    const hub = startHub({ closeGrace: 100 });
+    const conns = await Promise.all(
+      Array.from({ length: 20 }, () => Deno.connect({ hostname: "127.0.0.1", port: hub.port })),
+    );
+    try {
+      await within(hub.server.shutdown(), 5000, `shutdown in round ${round}`);
+    } finally {
+      for (const conn of conns) conn.close();
+    }
+  }
+});

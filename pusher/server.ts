@@ -390,6 +390,13 @@ class ServerImpl implements SocketOwner {
     while (true) {
       const tcp = await acceptNext(listener, options);
       if (!tcp) break;
+      // Accepted by the runtime before shutdown closed the listener, and
+      // handed over after: shutdown has closed the handshakes it knew of,
+      // and would wait for this one's head until its timeout.
+      if (this.#stopping) {
+        closeConnection(tcp);
+        continue;
+      }
       this.#serving++;
       this.#serve(tcp).then(this.#served, this.#failed);
     }

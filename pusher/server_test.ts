@@ -1006,6 +1006,25 @@ Deno.test("server shutdown does not wait out the handshake timeout of a connecti
   }
 });
 
+Deno.test("server shutdown does not wait out the handshake timeout of connections accepted in the turn it began in", async () => {
+  // Connects resolve once the kernel has the connection, before the accept
+  // loop has taken it: shutting down right then finds accepts the runtime
+  // completed but whose connections the loop has not yet served.
+  for (let round = 0; round < 10; round++) {
+    const server = serve({ port: 0, handshakeTimeout: 30_000, logger: quietLogger }, () => new Response("x"));
+    const conns = await Promise.all(
+      Array.from({ length: 20 }, () => Deno.connect({ hostname: "127.0.0.1", port: server.addr.port })),
+    );
+    try {
+      const started = Date.now();
+      await within(server.shutdown(), 5000, `shutdown in round ${round}`);
+      assert.ok(Date.now() - started < 2000, `shutdown took ${Date.now() - started} ms in round ${round}`);
+    } finally {
+      for (const conn of conns) conn.close();
+    }
+  }
+});
+
 Deno.test("server closes a socket whose open handler throws with 1011 and logs it, and keeps serving", async () => {
   const logs: string[] = [];
   let calls = 0;

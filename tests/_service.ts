@@ -18,8 +18,12 @@ export interface Service extends AsyncDisposable {
   waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Port from the service's first `msg=listening addr=HOST:PORT` line. */
   port(name?: string): Promise<number>;
-  /** Sends a signal and waits for the process to exit. */
-  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+  /**
+   * Sends a signal and waits for the process to exit. One still running
+   * after `timeoutMs` is killed (SIGKILL), and the call rejects with its
+   * last log lines: a hung shutdown fails the test instead of hanging it.
+   */
+  stop(signal?: Deno.Signal, timeoutMs?: number): Promise<Deno.CommandStatus>;
 }
 
 /** Options for {@linkcode startService} and {@linkcode startCommand}. */
@@ -122,14 +126,26 @@ export function startCommand(label: string, command: string[], options: StartOpt
     });
   };
 
-  const stop = async (signal: Deno.Signal = "SIGTERM") => {
+  const stop = async (signal: Deno.Signal = "SIGTERM", timeoutMs = 30_000) => {
     if (!status) {
       try {
         process.kill(signal);
       } catch { /* already exited */ }
       status = process.status;
     }
-    const result = await status;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = new Promise<"hung">((resolve) => (timer = setTimeout(() => resolve("hung"), timeoutMs)));
+    const result = await Promise.race([status, hung]).finally(() => clearTimeout(timer));
+    if (result === "hung") {
+      try {
+        process.kill("SIGKILL");
+      } catch { /* exited meanwhile */ }
+      await status;
+      await reading;
+      throw new Error(
+        `${label} did not exit within ${timeoutMs} ms of ${signal}; its last lines:\n${lines.slice(-20).join("\n")}`,
+      );
+    }
     await reading;
     return result;
   };
