@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { busFlag, busHistoryFlag, durationFlag } from "./cli.ts";
+import { busFlag, busHistoryFlag, durationFlag, parseFlags } from "./cli.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
 
 Deno.test("durationFlag reads a duration no longer than a timer waits, in milliseconds or seconds", () => {
@@ -105,4 +105,37 @@ Deno.test("busHistoryFlag reads --history* for a NATS bus and refuses them for t
     () => busHistoryFlag({ history: "a", "history-size": "0" }, "nats://n:4222"),
     /^TypeError: Invalid --history-size: at least 1, got 0$/,
   );
+});
+
+Deno.test("parseFlags reads --name VALUE, --name=VALUE and switches, the last of a repeated flag winning", () => {
+  const specs = {
+    port: { type: "string" as const, help: "" },
+    token: { type: "string" as const, help: "" },
+    quick: { type: "boolean" as const, help: "" },
+  };
+  assert.deepEqual(parseFlags([], specs), {});
+  assert.deepEqual(parseFlags(["--port", "0", "--quick"], specs), { port: "0", quick: true });
+  assert.deepEqual(parseFlags(["--port=1", "--port", "2"], specs), { port: "2" });
+  assert.deepEqual(parseFlags(["--token=-a=b", "--port="], specs), { token: "-a=b", port: "" });
+});
+
+Deno.test("parseFlags refuses what it does not know with one line naming it", () => {
+  const specs = {
+    port: { type: "string" as const, arg: "PORT", help: "" },
+    quick: { type: "boolean" as const, help: "" },
+  };
+  const refused = (args: string[], message: string) =>
+    assert.throws(
+      () => parseFlags(args, specs),
+      (error: Error) => error instanceof TypeError && error.message === message,
+    );
+  refused(["--foo"], "Unknown option '--foo'");
+  refused(["--foo=1"], "Unknown option '--foo'");
+  refused(["-p", "1"], "Unknown option '-p'");
+  refused(["--toString"], "Unknown option '--toString'");
+  refused(["4236"], "Unexpected argument '4236': this command takes only --flags");
+  refused(["--", "--port"], "Unknown option '--'");
+  refused(["--port"], "Option '--port PORT' needs a value");
+  refused(["--port", "--quick"], "Option '--port' got '--quick', which looks like a flag: write --port=--quick");
+  refused(["--quick=yes"], "Option '--quick' does not take a value");
 });
