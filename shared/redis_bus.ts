@@ -25,7 +25,10 @@
  *   grace, so that pushers, reconnecting with the same backoff, subscribe
  *   again before anything is published: what is `ok` then reaches them.
  * - Redis pub/sub keeps nothing: a message published while a subscription
- *   link is down is not delivered to it; `reconnects` counts those gaps.
+ *   link is down is not delivered to it; `reconnects` counts those gaps. And
+ *   it delivers at most once: `PUBLISH` is answered as its messages are
+ *   queued for the subscribers, so a Redis killed in that instant can lose
+ *   them although the publish resolved.
  * - For subjects that keep history, one Lua script publishes, appends to the
  *   subject's stream (`XADD MAXLEN size`), bumps the subject's offset and
  *   remembers the idempotency key, atomically: offsets grow by exactly one
