@@ -47,6 +47,7 @@ import {
 } from "./_api_params.ts";
 import { channelPresence, type Gathered, info, type Result, userCommand, userPresence } from "./_api_replies.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
+import { busName } from "../shared/bus_address.ts";
 
 /** The methods of `POST /api/<method>`, `batch` included. */
 export const API_METHODS = [
@@ -150,7 +151,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
       return gathered;
     } catch (error) {
       if (error instanceof BusError && error.code === "no_responders") return { replies: [], expected: 0 };
-      throw busRejection(error);
+      throw busRejection(error, busName(bus.address));
     }
   }
 
@@ -200,7 +201,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
         })
         : await publishToConnection(bus, subject, data, { timeout: deps.publishTimeout });
     } catch (error) {
-      throw busRejection(error);
+      throw busRejection(error, busName(bus.address));
     }
     return finishPublish(prepared, published);
   }
@@ -215,12 +216,12 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     try {
       outcomes = await publishBatch(bus, batch.map(({ item }) => item), { timeout: deps.publishTimeout });
     } catch (error) {
-      const rejection = busRejection(error) as Error;
+      const rejection = busRejection(error, busName(bus.address)) as Error;
       return batch.map(() => rejection);
     }
     return outcomes.map((outcome, i) => {
       try {
-        if (outcome instanceof BusError) throw busRejection(outcome);
+        if (outcome instanceof BusError) throw busRejection(outcome, busName(bus.address));
         return finishPublish(batch[i]!, outcome);
       } catch (error) {
         return error as Error;
@@ -240,7 +241,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
         timeout: deps.publishTimeout,
       });
     } catch (error) {
-      throw busRejection(error);
+      throw busRejection(error, busName(bus.address));
     }
     // The hub answers an empty epoch for a subject it keeps no history of.
     if (kept.position.epoch === "") throw notKept(channel);
@@ -263,7 +264,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     try {
       await bus.removeHistory(channelSubject(channel));
     } catch (error) {
-      throw busRejection(error);
+      throw busRejection(error, busName(bus.address));
     }
     return {};
   }

@@ -7,6 +7,7 @@
  */
 
 import { BusError } from "../shared/bus.ts";
+import type { BusName } from "../shared/bus_address.ts";
 
 /** A request the handler answers with a 4xx or 5xx and a one-line reason. */
 export class Rejection extends Error {
@@ -33,18 +34,20 @@ export class Rejection extends Error {
 /**
  * Maps a failed publish or request to its answer, from the
  * {@linkcode BusError} code: `unavailable` 503 with `Retry-After: 1`,
- * `refused` 502, `too_large` 413. Anything else, `no_responders` too (its
- * meaning depends on the call), is returned as it is.
+ * `refused` 502, `too_large` 413, each naming the bus (`busName` in
+ * `shared/bus_address.ts`: the hub, NATS or Redis). Anything else,
+ * `no_responders` too (its meaning depends on the call), is returned as it is.
  */
-export function busRejection(error: unknown): unknown {
+export function busRejection(error: unknown, bus: BusName = "hub"): unknown {
   if (!(error instanceof BusError)) return error;
+  const [name, the] = bus === "hub" ? ["Hub", "the hub"] : [bus, bus];
   switch (error.code) {
     case "unavailable":
-      return new Rejection(503, `Hub unavailable: ${error.message}`, { headers: { "retry-after": "1" } });
+      return new Rejection(503, `${name} unavailable: ${error.message}`, { headers: { "retry-after": "1" } });
     case "refused":
-      return new Rejection(502, `Hub refused the publish: ${error.message}`);
+      return new Rejection(502, `${name} refused the publish: ${error.message}`);
     case "too_large":
-      return new Rejection(413, `Content too large for the hub: ${error.message}`);
+      return new Rejection(413, `Content too large for ${the}: ${error.message}`);
     case "no_responders":
       return error;
   }

@@ -37,6 +37,7 @@ import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
 import { type GetRequest, readPublishRequest } from "./_publish_request.ts";
 import type { RawRequest } from "../shared/http_server.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
+import { busName } from "../shared/bus_address.ts";
 
 /** Largest content accepted by default, in UTF-8 bytes. */
 export const DEFAULT_MAX_CONTENT_BYTES = 65536;
@@ -222,7 +223,7 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     // Not a Rejection when down: probes poll it, and a down link is logged by the bus already.
     "/healthz": {
       methods: ["GET"],
-      handler: () => bus.connected ? text(200, "ok", CORS) : text(503, "hub link down\n", CORS),
+      handler: () => bus.connected ? text(200, "ok", CORS) : text(503, `${busName(bus.address)} link down\n`, CORS),
     },
     "/metrics": { methods: ["GET"], handler: () => new Response(metrics.render(), { headers: METRICS }) },
   });
@@ -333,7 +334,7 @@ function publisher(
           ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
         }));
     } catch (error) {
-      throw busRejection(error);
+      throw busRejection(error, busName(bus.address));
     }
     if (reached === 0 && address.kind === "connection") {
       // A restarted pusher draws new worker ids, so addresses from before miss.
@@ -360,7 +361,7 @@ async function clusterInfo(bus: Bus, timeout: number): Promise<Json> {
   try {
     gathered = await bus.request(query.subject, { ...query.data }, { timeout });
   } catch (error) {
-    if (!(error instanceof BusError && error.code === "no_responders")) throw busRejection(error);
+    if (!(error instanceof BusError && error.code === "no_responders")) throw busRejection(error, busName(bus.address));
     gathered = { replies: [], expected: 0 };
   }
   return info(gathered);

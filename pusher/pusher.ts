@@ -11,6 +11,7 @@
  * @module
  */
 
+import { busName } from "../shared/bus_address.ts";
 import { demoPage } from "./demo_page.ts";
 import { clientAssetResponse } from "./client_asset.ts";
 import { Admission } from "./admission.ts";
@@ -274,7 +275,7 @@ export class Pusher {
     "/healthz": {
       ...READ,
       handler: async () => {
-        const health = healthOf(await this.#gather());
+        const health = healthOf(await this.#gather(), busName(this.#bus.address));
         return text(health.ok ? 200 : 503, `${health.reason}\n`);
       },
     },

@@ -6,6 +6,7 @@
  */
 
 import type { Counter, Registry, RegistrySnapshot } from "../shared/metrics.ts";
+import type { BusName } from "../shared/bus_address.ts";
 import { CloseCode } from "./websocket.ts";
 import { TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
 
@@ -81,8 +82,8 @@ export interface Health {
   readonly reason: string;
 }
 
-/** Judges the merged metrics of every worker of a pusher. */
-export function healthOf(snapshot: RegistrySnapshot): Health {
+/** Judges the merged metrics of every worker of a pusher; `bus` names its bus in the reason. */
+export function healthOf(snapshot: RegistrySnapshot, bus: BusName = "hub"): Health {
   const total = (name: string) =>
     Object.values(snapshot.find((m) => m.name === name)?.series ?? {}).reduce((sum, v) => sum + v[0]!, 0);
   const expected = total("pusher_workers_expected") || 1;
@@ -92,7 +93,7 @@ export function healthOf(snapshot: RegistrySnapshot): Health {
   if (answering < expected) {
     return { ok: false, reason: `${expected - answering} of ${expected} workers not answering` };
   }
-  return { ok: false, reason: `hub link down in ${expected - linked} of ${expected} workers` };
+  return { ok: false, reason: `${bus} link down in ${expected - linked} of ${expected} workers` };
 }
 
 /** Why a connection closed, from its close code, for `pusher_disconnects_total`. */

@@ -114,3 +114,25 @@ function schemes(): string {
 function invalid(address: string, detail: string): TypeError {
   return new TypeError(`Invalid bus address: ${JSON.stringify(address)}: ${detail}`);
 }
+
+/**
+ * What answers and logs call the bus at `address`, as written mid-sentence:
+ * `hub`, `NATS` or `Redis` (`hub` for an address of no other scheme: the
+ * services open only those that parse).
+ *
+ * @example
+ * ```ts
+ * import { busName } from "./bus_address.ts";
+ *
+ * busName("redis://127.0.0.1:6379"); // "Redis"
+ * ```
+ */
+export function busName(address: string): BusName {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(address)?.[1]?.toLowerCase();
+  if (scheme === "nats" || scheme === "tls") return "NATS";
+  if (scheme === "redis" || scheme === "rediss") return "Redis";
+  return "hub";
+}
+
+/** A bus as answers and logs call it: see {@linkcode busName}. */
+export type BusName = "hub" | "NATS" | "Redis";
