@@ -37,17 +37,17 @@
 import type { CertifiedKey } from "../shared/tls.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
 import type { PreparedMessage, Transport, TransportRequest } from "./transport.ts";
+import type { Refusal, Server } from "./server.ts";
 import {
   DEFAULT_CLOSE_TIMEOUT,
   DEFAULT_HOSTNAME,
   DEFAULT_MAX_BUFFERED_BYTES,
+  DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_PING_INTERVAL,
   DEFAULT_PUSHER_PORT,
-  type Refusal,
-  type Server,
-} from "./server.ts";
+} from "./defaults.ts";
 import { asksForWebSocket, checkHandshake, requestedProtocols } from "./handshake.ts";
-import { CloseCode, DEFAULT_MAX_MESSAGE_BYTES } from "./websocket.ts";
+import { CloseCode } from "./websocket.ts";
 import { text } from "../shared/http.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { timerMs } from "../shared/duration.ts";

@@ -32,9 +32,6 @@ import { createLogger, type Logger } from "../shared/log.ts";
 import { timerMs } from "../shared/duration.ts";
 import type { CertifiedKey } from "../shared/tls.ts";
 
-export type { ServerRequest } from "./http_head.ts";
-export { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
-
 import {
   DEFAULT_CLOSE_TIMEOUT,
   DEFAULT_HANDSHAKE_TIMEOUT,
@@ -47,17 +44,7 @@ import {
   DEFAULT_WRITE_INTERVAL,
 } from "./defaults.ts";
 
-export {
-  DEFAULT_CLOSE_TIMEOUT,
-  DEFAULT_HANDSHAKE_TIMEOUT,
-  DEFAULT_HOSTNAME,
-  DEFAULT_MAX_BUFFERED_BYTES,
-  DEFAULT_MAX_HEAD_BYTES,
-  DEFAULT_PING_INTERVAL,
-  DEFAULT_PUSHER_PORT,
-  DEFAULT_SLOW_CLIENT_TIMEOUT,
-  DEFAULT_WRITE_INTERVAL,
-};
+export type { ServerRequest } from "./http_head.ts";
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {

@@ -144,8 +144,6 @@ export function encodeWebSocketFrame(opcode: number, payload: Uint8Array): Uint8
   return frame;
 }
 
-export { DEFAULT_MAX_MESSAGE_BYTES };
-
 /** Options for {@linkcode FrameParser}. */
 export interface FrameParserOptions {
   /**
