@@ -17,8 +17,8 @@ export class AcceptLog {
   readonly logger: Logger;
   readonly #quietMs: number;
   #lastError = -Infinity;
+  /** Failures since the last "accept failed" line, not counting the one it logged. */
   #unlogged = 0;
-  #sinceLine = 0;
   #awaitingRecovery = false;
 
   /** `quietMs`: the least time between two "accept failed" lines. @default {10_000} */
@@ -29,7 +29,6 @@ export class AcceptLog {
 
   /** An accept failed for a reason that is not the peer's. */
   failed(error: Error): void {
-    this.#sinceLine++;
     const now = performance.now();
     if (now - this.#lastError < this.#quietMs) {
       this.#unlogged++;
@@ -42,7 +41,6 @@ export class AcceptLog {
     });
     this.#lastError = now;
     this.#unlogged = 0;
-    this.#sinceLine = 1;
     this.#awaitingRecovery = true;
   }
 
@@ -50,7 +48,7 @@ export class AcceptLog {
   accepted(): void {
     if (!this.#awaitingRecovery) return;
     this.#awaitingRecovery = false;
-    this.logger.info("accepting again", { failedAccepts: this.#sinceLine });
+    this.logger.info("accepting again", { failedAccepts: this.#unlogged + 1 });
   }
 }
 
