@@ -18,15 +18,35 @@ export const DEFAULT_MAX_JSON_DEPTH = 32;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** What a JSON body is read from: a fetch `Request`, or a request whose whole body the server already read. */
+export interface JsonBodySource {
+  readonly headers: { get(name: string): string | null };
+  /** The whole body. @throws {Rejection} 413 past `limit` bytes */
+  body(limit: number): Uint8Array | Promise<Uint8Array>;
+}
+
+/** A fetch `Request` as a {@linkcode JsonBodySource}. */
+export function requestBody(req: Request): JsonBodySource {
+  return { headers: req.headers, body: (limit) => readBody(req, limit) };
+}
+
+/** The body reader of a request whose whole body the server already read: `bytes`, unless they are over the limit. */
+export function readBodyOf(bytes: Uint8Array): JsonBodySource["body"] {
+  return (limit) => {
+    if (bytes.length > limit) throw new Rejection(413, `Body too large: over the ${limit}-byte limit`);
+    return bytes;
+  };
+}
+
 /**
- * Reads `req`'s body as a JSON object.
+ * Reads a request's body as a JSON object.
  *
  * @throws {Rejection} 415 for a content type other than `application/json`,
  * 413 over `maxBodyBytes`, 400 for a body that is not UTF-8, nests deeper
  * than `maxDepth`, does not parse, or is not an object.
  */
 export async function readJsonBody(
-  req: Request,
+  req: JsonBodySource,
   limits: { maxBodyBytes: number; maxDepth: number },
 ): Promise<{ [key: string]: Json }> {
   const contentType = req.headers.get("content-type") ?? "";
@@ -34,7 +54,7 @@ export async function readJsonBody(
   if (mediaType !== "application/json") {
     throw new Rejection(415, `Unsupported content type: ${mediaType || "none"}; send application/json`);
   }
-  const bytes = await readBody(req, limits.maxBodyBytes);
+  const bytes = await req.body(limits.maxBodyBytes);
   let text: string;
   try {
     text = utf8.decode(bytes);

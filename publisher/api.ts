@@ -24,7 +24,7 @@ import {
 } from "./_api_methods.ts";
 import type { Result } from "./_api_replies.ts";
 import type { Params } from "./_api_params.ts";
-import { readJsonBody } from "./_json_body.ts";
+import { type JsonBodySource, readJsonBody } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { Rejection } from "./_rejection.ts";
 
@@ -69,6 +69,14 @@ export interface ApiDeps extends ApiMethodsDeps {
   logger: Logger;
 }
 
+/** What a server-API call reads of its request: the body's headers and bytes, and the query string (without `?`). */
+export interface ApiRequest extends JsonBodySource {
+  readonly query: string;
+}
+
+/** A server-API call's answer: the key, body and method checked; refusals thrown as a {@linkcode Rejection}. */
+export type ApiCall = (method: ApiMethod, req: ApiRequest) => Promise<Response>;
+
 /**
  * Creates the answer of `POST /api/<method>`: checks the API key (before
  * the body is read), reads the JSON body, runs the method and answers 200
@@ -77,7 +85,7 @@ export interface ApiDeps extends ApiMethodsDeps {
  * {@linkcode apiError}. Each call, and each command of a batch, is counted
  * in the metrics by method and status code.
  */
-export function createApi(deps: ApiDeps): (method: ApiMethod, req: Request, url: URL) => Promise<Response> {
+export function createApi(deps: ApiDeps): ApiCall {
   const methods = apiMethods(deps);
   const { metrics, logger } = deps;
 
@@ -140,11 +148,11 @@ export function createApi(deps: ApiDeps): (method: ApiMethod, req: Request, url:
     return { replies };
   }
 
-  return async (method, req, url) => {
+  return async (method, req) => {
     let status = 500;
     try {
       // Before the body: a caller without the key does not get it read.
-      checkApiKey(req, parseUrlEncoded(url.search.slice(1), "query"), deps.apiKey);
+      checkApiKey(req, parseUrlEncoded(req.query, "query"), deps.apiKey);
       const body = await readJsonBody(req, { maxBodyBytes: deps.maxBodyBytes, maxDepth: deps.maxJsonDepth });
       const answer = method === "batch" ? await batch(body) : { result: await methods.single[method](body) };
       status = 200;

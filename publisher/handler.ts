@@ -20,6 +20,7 @@ import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 import {
   API_METHODS,
   apiError,
+  type ApiMethod,
   createApi,
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
@@ -31,7 +32,7 @@ import {
 import { info } from "./_api_replies.ts";
 import { checkApiKey } from "./_api_key.ts";
 import { createDashboard, DASHBOARD_API_PREFIX, type DashboardOptions } from "./dashboard.ts";
-import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH } from "./_json_body.ts";
+import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, readBodyOf, requestBody } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
 import { type GetRequest, readPublishRequest } from "./_publish_request.ts";
@@ -194,7 +195,7 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     hubConnected: () => bus.connected,
     info: () => clusterInfo(bus, presenceTimeout),
     metrics: () => metrics.snapshot(),
-    api: dashboardApi,
+    api: (method, req, url) => dashboardApi(method, { ...requestBody(req), query: url.search.slice(1) }),
     signal: options.signal,
   });
   const dashboardRoutes = Object.fromEntries(
@@ -206,8 +207,9 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     handler: ((req, url) =>
       req.method === "OPTIONS"
         ? new Response(null, { status: 204, headers: PREFLIGHT })
-        : api(method, req, url)) as Answer,
+        : api(method, { ...requestBody(req), query: url.search.slice(1) })) as Answer,
   }]));
+  const apiMethodsByPath = new Map<string, ApiMethod>(API_METHODS.map((method) => [`${API_PREFIX}${method}`, method]));
   // The original serves its API on every path, we on `/` only.
   const router = new Router<Answer>({
     ...apiRoutes,
@@ -267,7 +269,21 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
   };
   // Shared by the fast path's answers, by reached count: they are never read but by the server, from their string.
   const sharedOk = new Map<number | null, Response>();
+  /**
+   * A server-API call whose whole body came with its head: answered as its
+   * route would answer it, without a fetch `Request` and a stream for its body.
+   */
+  const fastApi = (req: RawRequest, body: Uint8Array): Promise<Response> | undefined => {
+    const queryStart = req.target.indexOf("?");
+    const path = queryStart < 0 ? req.target : req.target.slice(0, queryStart);
+    const method = apiMethodsByPath.get(path);
+    if (method === undefined) return undefined;
+    const query = queryStart < 0 ? "" : req.target.slice(queryStart + 1);
+    return api(method, { headers: req.headers, query, body: readBodyOf(body) })
+      .then(counted, (error) => counted(failed(error, "POST", path, true)));
+  };
   const fast = (req: RawRequest): Promise<Response> | undefined => {
+    if (req.body !== null) return req.method === "POST" ? fastApi(req, req.body) : undefined;
     if (req.method !== "GET" || !PLAIN_PUBLISH_TARGET.test(req.target)) return undefined;
     const started = now();
     return publish(req, req.target.slice(1), started).then((reached) => {

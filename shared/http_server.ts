@@ -98,7 +98,11 @@ export interface HttpServerOptions {
   maxPipeline?: number;
   /** Where log lines go. @default {createLogger("http")} */
   logger?: Logger;
-  /** Tried first for each request without a body; the handler answers what it leaves. @default {undefined} */
+  /**
+   * Tried first for each request without a body, or whose whole
+   * `Content-Length` body came with its head; the handler answers what it
+   * leaves. @default {undefined}
+   */
   fastPath?: FastPath;
 }
 
@@ -128,7 +132,7 @@ export interface HttpServer extends AsyncDisposable {
 /** A fetch-style request handler. */
 export type HttpHandler = (req: Request) => Response | Promise<Response>;
 
-/** A request without a body as the server read it, before any `Request` is built: what a fast path reads. */
+/** A request as the server read it, before any `Request` is built: what a fast path reads. */
 export interface RawRequest {
   /** `GET`, `POST`, ... */
   readonly method: string;
@@ -136,12 +140,21 @@ export interface RawRequest {
   readonly target: string;
   /** Header values by case-insensitive name; repeated fields are joined with ", ", as `Headers.get` does. */
   readonly headers: { get(name: string): string | null };
+  /**
+   * The whole body, which came with the head (`Content-Length`, at most the
+   * server's `maxBodyBytes`); null for a request without one. A copy: the
+   * fast path may keep it.
+   */
+  readonly body: Uint8Array | null;
 }
 
 /**
- * Answers a request without a body from its head alone, or returns
- * undefined to leave it to the handler. Building a `Request` (its `Headers`,
- * its URL) costs more than the rest of a small request's answer.
+ * Answers a request from its head (and its body, when the whole of it came
+ * with the head), or returns undefined to leave it to the handler. Building
+ * a `Request` (its `Headers`, its URL, a stream for its body) costs more than
+ * the rest of a small request's answer. A request it answers is pipelined
+ * like one without a body: the next request's head is read while its answer
+ * is waited for.
  */
 export type FastPath = (req: RawRequest) => Response | Promise<Response> | undefined;
 
@@ -461,6 +474,13 @@ class Connection {
           break;
         }
         if (wantsClose(head)) this.#closeAfter = true;
+        const fast = this.#fast(head, framing);
+        if (fast !== undefined) {
+          if (framing.kind === "length") this.#start += framing.length;
+          this.#dispatch(head, null, fast);
+          if (this.#inFlight >= this.#settings.maxPipeline) await this.#drained(this.#settings.maxPipeline - 1);
+          continue;
+        }
         if (framing.kind === "none") {
           this.#dispatch(head, null);
           if (this.#inFlight >= this.#settings.maxPipeline) await this.#drained(this.#settings.maxPipeline - 1);
@@ -650,12 +670,32 @@ class Connection {
     return bytes === 0 ? { kind: "none" } : { kind: "length", length: bytes };
   }
 
-  /** Calls the handler and queues its answer behind the ones before it. */
-  #dispatch(head: RequestHead, body: BodyState | null): void {
+  /**
+   * The fast path's answer to a request without a body, or with the whole of
+   * its `Content-Length` body already read; undefined when it leaves the
+   * request to the handler (or there is no fast path).
+   */
+  #fast(head: RequestHead, framing: Framing): Response | Promise<Response> | undefined {
+    const fastPath = this.#settings.fastPath;
+    if (fastPath === undefined || framing.kind === "chunked") return undefined;
+    let body: Uint8Array | null = null;
+    if (framing.kind === "length") {
+      // An expectation (answered or refused by the body's own path) is the handler's too.
+      if (this.#end - this.#start < framing.length || fieldOf(head, "expect") !== null) return undefined;
+      body = this.#buffer.slice(this.#start, this.#start + framing.length);
+    }
+    try {
+      return fastPath(new RawHead(head, body));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Calls the handler (unless the fast path answered) and queues its answer behind the ones before it. */
+  #dispatch(head: RequestHead, body: BodyState | null, fast?: Response | Promise<Response>): void {
     this.#inFlight++;
     let answer: Response | Promise<Response>;
     try {
-      const fast = body === null ? this.#settings.fastPath?.(new RawHead(head)) : undefined;
       answer = fast ?? this.#server.handler(this.#request(head, body));
     } catch (error) {
       answer = Promise.reject(error);
@@ -1064,11 +1104,13 @@ const NEED_MORE = new Uint8Array(0);
 class RawHead implements RawRequest {
   readonly method: string;
   readonly target: string;
+  readonly body: Uint8Array | null;
   readonly #head: RequestHead;
 
-  constructor(head: RequestHead) {
+  constructor(head: RequestHead, body: Uint8Array | null) {
     this.method = head.method;
     this.target = head.target;
+    this.body = body;
     this.#head = head;
   }
 
