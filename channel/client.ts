@@ -30,6 +30,7 @@ import {
 } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES, FrameWriter } from "../shared/writer.ts";
 import { timerMs } from "../shared/duration.ts";
+import { utf8Length } from "../shared/bytes.ts";
 
 /** Options for {@linkcode HubClient} and {@linkcode connect}. */
 export interface HubClientOptions {
@@ -492,7 +493,7 @@ export class HubClient extends EventTarget {
         ? { subject, data }
         : { subject, data, idempotency_key: idempotencyKey };
       const text = JSON.stringify(item);
-      const bytes = utf8.encode(text).length + 1;
+      const bytes = utf8Length(text) + 1;
       if (bytes > room) {
         outcomes[index] = new HubError(
           "too_large",
@@ -1058,8 +1059,6 @@ export class HubClient extends EventTarget {
   }
 }
 
-const utf8 = new TextEncoder();
-
 /**
  * Names in runs whose `subscribe` or `watch` frame stays under
  * `maxFrameBytes`: each was sent in a frame of its own when it was added,
@@ -1072,7 +1071,7 @@ function* batches(names: Iterable<string>, maxFrameBytes: number): Generator<str
   let batch: string[] = [];
   let size = 0;
   for (const name of names) {
-    const bytes = utf8.encode(JSON.stringify(name)).length + 1;
+    const bytes = utf8Length(JSON.stringify(name)) + 1;
     if (batch.length > 0 && size + bytes > room) {
       yield batch;
       batch = [];

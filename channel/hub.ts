@@ -14,6 +14,7 @@ import {
   type Json,
   type WirePosition,
 } from "../shared/wire.ts";
+import { utf8Length } from "../shared/bytes.ts";
 import { HistoryStore } from "../shared/history_log.ts";
 import { IdempotencyCache, idempotencyKey } from "../shared/idempotency.ts";
 
@@ -709,22 +710,6 @@ interface PlannedEvent {
   name: string;
   subject: Subject | undefined;
   event: { data: string; text: (position: WirePosition | undefined) => string };
-}
-
-/** Bytes of `text` in UTF-8, without encoding it. */
-function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x80) continue;
-    if (code < 0x800) bytes += 1;
-    else if (code >= 0xd800 && code <= 0xdbff) {
-      // A surrogate pair: two units, four bytes (JSON text has no lone surrogates).
-      bytes += 2;
-      i++;
-    } else bytes += 2;
-  }
-  return bytes;
 }
 
 function unique(names: readonly string[]): readonly string[] {

@@ -48,6 +48,7 @@ import {
 import { channelPresence, type Gathered, info, type Result, userCommand, userPresence } from "./_api_replies.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
 import { busName } from "../shared/bus_address.ts";
+import { utf8Length } from "../shared/bytes.ts";
 
 /** The methods of `POST /api/<method>`, `batch` included. */
 export const API_METHODS = [
@@ -90,8 +91,6 @@ export interface ApiMethodsDeps {
   /** Publications a `history` answer lists at most, and its `limit` when it names none. */
   maxHistoryLimit: number;
 }
-
-const utf8 = new TextEncoder();
 
 /** A stale connection address: the same words as the GET API's. */
 function staleWorker(workerId: string): Rejection {
@@ -161,7 +160,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     const address = readTarget(params, ["channel", "user", "connection", "everyone"], maxChannelLength);
     if (!("data" in params)) throw new Rejection(400, "Missing data: pass data, any JSON value");
     const data = params.data!;
-    const bytes = utf8.encode(typeof data === "string" ? data : JSON.stringify(data)).length;
+    const bytes = utf8Length(typeof data === "string" ? data : JSON.stringify(data));
     if (bytes > deps.maxContentBytes) {
       throw new Rejection(413, `Data too large: ${bytes} bytes, the limit is ${deps.maxContentBytes}`);
     }

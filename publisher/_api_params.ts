@@ -51,9 +51,7 @@ export function readTarget(params: Params, kinds: readonly TargetKind[], maxChan
   if (kinds.includes("connection") && (params.worker_id !== undefined || params.connection_id !== undefined)) {
     given.push("connection");
   }
-  const words = kinds.map((kind) => TARGET_WORDS[kind]);
-  const choices = words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} or ${words.at(-1)}`;
-  if (given.length > 1) throw new Rejection(400, `Ambiguous target: pass one of ${choices}`);
+  if (given.length > 1) throw new Rejection(400, `Ambiguous target: pass one of ${choices(kinds)}`);
   switch (given[0]) {
     case "channel":
       return { kind: "channel", channel: readChannel(params, maxChannelLength) };
@@ -63,7 +61,13 @@ export function readTarget(params: Params, kinds: readonly TargetKind[], maxChan
       return readConnection(params);
   }
   if (kinds.includes("everyone")) return { kind: "everyone" };
-  throw new Rejection(400, `Missing target: pass ${choices}`);
+  throw new Rejection(400, `Missing target: pass ${choices(kinds)}`);
+}
+
+/** The targets `kinds` allow, in words: "channel, user or nothing (everyone)". */
+function choices(kinds: readonly TargetKind[]): string {
+  const words = kinds.map((kind) => TARGET_WORDS[kind]);
+  return words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} or ${words.at(-1)}`;
 }
 
 /**
