@@ -443,9 +443,13 @@ export class HubClient extends EventTarget {
   ): Promise<(PublishAck | HubError)[]> {
     const outcomes = new Array<PublishAck | HubError>(items.length);
     const sent: Promise<void>[] = [];
-    for (const chunk of this.#batchChunks(items, outcomes)) {
-      const texts = chunk.map(({ text }) => text).join(",");
-      const ask = this.#ask("publish_batch", (id) => `{"type":"publish_batch","id":${id},"items":[${texts}]}`, options);
+    for (const { texts, chunk } of this.#batchChunks(items, outcomes)) {
+      const joined = texts.join(",");
+      const ask = this.#ask(
+        "publish_batch",
+        (id) => `{"type":"publish_batch","id":${id},"items":[${joined}]}`,
+        options,
+      );
       sent.push(ask.then(
         (reply) => {
           const results = reply.type === "batch_ack" ? reply.results : [];
@@ -476,16 +480,19 @@ export class HubClient extends EventTarget {
   }
 
   /**
-   * The items of a batch as JSON texts, in runs that fit one frame each;
-   * an item too large for a frame alone gets its `too_large` outcome here.
+   * The items of a batch as JSON texts, in runs that fit one frame each,
+   * each with the index and subject of its items (kept until the hub
+   * answers, where the texts are not); an item too large for a frame alone
+   * gets its `too_large` outcome here.
    */
   *#batchChunks(
     items: readonly HubBatchItem[],
     outcomes: (PublishAck | HubError)[],
-  ): Generator<{ index: number; subject: string; text: string }[]> {
+  ): Generator<{ texts: string[]; chunk: { index: number; subject: string }[] }> {
     // The frame header and the message around the items, a 16-digit id included.
     const room = this.#maxFrameBytes - 4 - BATCH_ENVELOPE_BYTES;
-    let chunk: { index: number; subject: string; text: string }[] = [];
+    let texts: string[] = [];
+    let chunk: { index: number; subject: string }[] = [];
     let size = 0;
     for (let index = 0; index < items.length; index++) {
       const { subject, data, idempotencyKey } = items[index]!;
@@ -504,14 +511,16 @@ export class HubClient extends EventTarget {
         continue;
       }
       if (chunk.length > 0 && (size + bytes > room || chunk.length >= MAX_BATCH_ITEMS)) {
-        yield chunk;
+        yield { texts, chunk };
+        texts = [];
         chunk = [];
         size = 0;
       }
-      chunk.push({ index, subject, text });
+      texts.push(text);
+      chunk.push({ index, subject });
       size += bytes;
     }
-    if (chunk.length > 0) yield chunk;
+    if (chunk.length > 0) yield { texts, chunk };
   }
 
   /**

@@ -44,6 +44,7 @@ import {
   readLimit,
   readSince,
   readTarget,
+  type TargetKind,
 } from "./_api_params.ts";
 import { channelPresence, type Gathered, info, type Result, userCommand, userPresence } from "./_api_replies.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
@@ -106,6 +107,9 @@ function notKept(channel: string): Rejection {
   });
 }
 
+/** What a publish may go to. */
+const PUBLISH_TARGETS: readonly TargetKind[] = ["channel", "user", "connection", "everyone"];
+
 /** A publish whose parameters were read, ready for the bus. */
 export interface PreparedPublish {
   /** When it was read, by the `now` of the deps: its latency counts from here. */
@@ -122,8 +126,8 @@ export interface PreparedPublish {
 export interface ApiMethods {
   /** Each method but `batch`, by name: parameters in, result out. */
   readonly single: Record<SingleMethod, (params: Params) => Promise<Result>>;
-  /** Reads a publish's parameters. @throws {Rejection} as `publish` would. */
-  readonly preparePublish: (params: Params) => PreparedPublish;
+  /** Reads a publish's parameters, read at `started` (default: now). @throws {Rejection} as `publish` would. */
+  readonly preparePublish: (params: Params, started?: number) => PreparedPublish;
   /** Publishes prepared publishes together; each answer as `publish` would give it, or its refusal. */
   readonly publishMany: (batch: readonly PreparedPublish[]) => Promise<(Result | Error)[]>;
 }
@@ -154,35 +158,39 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     }
   }
 
-  /** Reads a publish's parameters: what to publish where, or a {@linkcode Rejection}. */
-  function preparePublish(params: Params): PreparedPublish {
-    const started = now();
-    const address = readTarget(params, ["channel", "user", "connection", "everyone"], maxChannelLength);
+  /**
+   * Reads a publish's parameters: what to publish where, or a
+   * {@linkcode Rejection}. `started`: when it was read (a batch reads all
+   * its publishes at one time).
+   */
+  function preparePublish(params: Params, started: number = now()): PreparedPublish {
+    const address = readTarget(params, PUBLISH_TARGETS, maxChannelLength);
     if (!("data" in params)) throw new Rejection(400, "Missing data: pass data, any JSON value");
     const data = params.data!;
-    const bytes = utf8Length(typeof data === "string" ? data : JSON.stringify(data));
-    if (bytes > deps.maxContentBytes) {
-      throw new Rejection(413, `Data too large: ${bytes} bytes, the limit is ${deps.maxContentBytes}`);
+    const text = typeof data === "string" ? data : JSON.stringify(data);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: most data need no count.
+    if (text.length * 3 > deps.maxContentBytes) {
+      const bytes = utf8Length(text);
+      if (bytes > deps.maxContentBytes) {
+        throw new Rejection(413, `Data too large: ${bytes} bytes, the limit is ${deps.maxContentBytes}`);
+      }
     }
     const route = publishRoute(address, data, readExclude(params));
     const idempotencyKey = readIdempotencyKey(params);
-    // A copy, as the route's data (a type alias) is Json but not mutable as one.
-    const item = {
-      subject: route.subject,
-      data: { ...route.data },
-      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-    };
+    const item: PreparedPublish["item"] = idempotencyKey === undefined
+      ? { subject: route.subject, data: route.data }
+      : { subject: route.subject, data: route.data, idempotencyKey };
     // A bus that cannot count asks the connection's worker instead: no batch for that one.
     const batchable = !(address.kind === "connection" && bus.countsReached === false);
     return { started, address, item, batchable };
   }
 
-  /** A publish's result from what the bus answered, as `publish` returns it. */
-  function finishPublish({ started, address }: PreparedPublish, published: PublishResult): Result {
+  /** A publish's result from what the bus answered at `finished`, as `publish` returns it. */
+  function finishPublish({ started, address }: PreparedPublish, published: PublishResult, finished = now()): Result {
     const { reached, position } = published;
     if (reached === 0 && address.kind === "connection") throw staleWorker(address.workerId);
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
-    metrics.countPublish(target, reached, (now() - started) / 1000);
+    metrics.countPublish(target, reached, (finished - started) / 1000);
     // Only a subject that keeps history has positions: the others' results keep their shape.
     if (position === undefined) return { workers_reached: reached };
     return { workers_reached: reached, offset: position.offset, epoch: position.epoch };
@@ -218,10 +226,11 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
       const rejection = busRejection(error, busName(bus.address)) as Error;
       return batch.map(() => rejection);
     }
+    const finished = now();
     return outcomes.map((outcome, i) => {
       try {
         if (outcome instanceof BusError) throw busRejection(outcome, busName(bus.address));
-        return finishPublish(batch[i]!, outcome);
+        return finishPublish(batch[i]!, outcome, finished);
       } catch (error) {
         return error as Error;
       }

@@ -118,12 +118,14 @@ export function createApi(deps: ApiDeps): ApiCall {
     const replies = new Array<Json>(commands.length);
     const publishes: { index: number; prepared: PreparedPublish }[] = [];
     const others: { index: number; method: SingleMethod; params: Params }[] = [];
+    // The batch's publishes are read together: one time for them all.
+    const read = deps.now();
     commands.forEach((command, index) => {
       let method: SingleMethod | undefined;
       try {
         let params: Params;
         [method, params] = readCommand(command);
-        const prepared = method === "publish" ? methods.preparePublish(params) : null;
+        const prepared = method === "publish" ? methods.preparePublish(params, read) : null;
         if (prepared?.batchable) publishes.push({ index, prepared });
         else others.push({ index, method, params });
       } catch (error) {

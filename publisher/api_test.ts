@@ -335,6 +335,12 @@ Deno.test("api refuses what it cannot take, each with its status and a JSON reas
   await refused(400, /^Missing channel: /, "presence_stats", {});
   await refused(400, /^Missing data: /, "publish", { channel: "news" });
   await refused(413, /^Data too large: 12 bytes, the limit is 10$/, "publish", { data: "x".repeat(12) });
+  // Counted in UTF-8: six 2-byte characters are over, five and three 3-byte ones are not.
+  await refused(413, /^Data too large: 12 bytes, the limit is 10$/, "publish", { data: "é".repeat(6) });
+  await refused(413, /^Data too large: 12 bytes, the limit is 10$/, "publish", { data: "€".repeat(4) });
+  for (const data of ["é".repeat(5), "€".repeat(3), "x".repeat(10)]) {
+    assert.equal((await c.call("publish", { data }, key)).status, 200, data);
+  }
   await refused(
     400,
     /^Ambiguous target: pass one of channel, user, worker_id with connection_id or nothing \(everyone\)$/,

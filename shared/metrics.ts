@@ -49,7 +49,8 @@ abstract class Metric {
     if (labelValues.length !== this.labels.length) {
       throw new RangeError(`Metric ${this.name} takes ${this.labels.length} label values, got ${labelValues.length}`);
     }
-    const key = labelValues.join(SEPARATOR);
+    // One label's value is its own key: no string to join on every count.
+    const key = labelValues.length === 1 ? labelValues[0]! : labelValues.join(SEPARATOR);
     let values = this.series.get(key);
     if (!values) {
       values = new Array(size).fill(0);
