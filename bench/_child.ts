@@ -9,15 +9,15 @@ import { ROOT, taskCommand } from "../shared/tasks.ts";
 
 /**
  * Spawns `command` (the executable, then its arguments) from the repository
- * root with `NO_COLOR=1`, stdin closed, and stdout and stderr piped: the
- * caller must read or cancel both.
+ * root with `NO_COLOR=1` and `env`, stdin closed, and stdout and stderr
+ * piped: the caller must read or cancel both.
  */
-export function spawnPiped(command: readonly string[]): Deno.ChildProcess {
+export function spawnPiped(command: readonly string[], env: Readonly<Record<string, string>> = {}): Deno.ChildProcess {
   const [exe, ...args] = command;
   return new Deno.Command(exe!, {
     args,
     cwd: ROOT,
-    env: { NO_COLOR: "1" },
+    env: { ...env, NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

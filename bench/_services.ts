@@ -121,11 +121,11 @@ class Running implements ServiceProcess {
   readonly #ready: RegExp;
   readonly #warning: RegExp;
 
-  constructor(name: string, command: string[], lines: ProcessLines = {}) {
+  constructor(name: string, command: string[], lines: ProcessLines = {}, env: Readonly<Record<string, string>> = {}) {
     this.name = name;
     this.#ready = lines.ready ?? / msg=listening addr=\S+/;
     this.#warning = lines.warning ?? / level=(warn|error) /;
-    this.process = spawnPiped(command);
+    this.process = spawnPiped(command, env);
     this.process.status.then(() => (this.exited = true));
     let resolveListening!: (addr: string) => void;
     this.listening = new Promise((resolve) => (resolveListening = resolve));
@@ -366,8 +366,12 @@ class ProcessGroup implements AsyncDisposable {
     return this.#signal;
   }
 
-  async start(name: string, command: string[]): Promise<{ service: Running; port: number }> {
-    const service = new Running(name, command);
+  async start(
+    name: string,
+    command: string[],
+    env: Readonly<Record<string, string>> = {},
+  ): Promise<{ service: Running; port: number }> {
+    const service = new Running(name, command, {}, env);
     this.#started.push(service);
     return { service, port: await service.waitListening(this.#timeout, this.#signal) };
   }
@@ -404,8 +408,7 @@ async function launchSystem(
     ...hubFlag,
     // Only when asked: at the default the command line is exactly the task's.
     ...(pusherServer === "listen" ? [] : ["--server", pusherServer]),
-    ...tokenFlag(tokenSecret),
-  ]);
+  ], tokenEnv(tokenSecret));
   const publisher = await group.start("publisher", [
     ...await taskCommand("publisher"),
     ...portFlag(ports.publisher, DEFAULT_PORTS.publisher),
@@ -443,8 +446,7 @@ async function launchOnBus(
     ...portFlag(ports.pusher, DEFAULT_PORTS.pusher),
     ...busFlags,
     ...(pusherServer === "listen" ? [] : ["--server", pusherServer]),
-    ...tokenFlag(tokenSecret),
-  ]);
+  ], tokenEnv(tokenSecret));
   const publisher = await group.start("publisher", [
     ...await taskCommand("publisher"),
     ...portFlag(ports.publisher, DEFAULT_PORTS.publisher),
@@ -469,9 +471,13 @@ function portFlag(port: number, defaultPort: number): string[] {
   return port === defaultPort ? [] : ["--port", String(port)];
 }
 
-/** The pusher's `--token-secret`, only when asked for: without it the command line is exactly the task's. */
-function tokenFlag(tokenSecret: string | undefined): string[] {
-  return tokenSecret === undefined ? [] : ["--token-secret", tokenSecret];
+/**
+ * The pusher's token secret, only when asked for, in its environment
+ * (`PUSHER_TOKEN_SECRET`) rather than on its command line, where any process
+ * of the machine could read it: the command line stays exactly the task's.
+ */
+function tokenEnv(tokenSecret: string | undefined): Record<string, string> {
+  return tokenSecret === undefined ? {} : { PUSHER_TOKEN_SECRET: tokenSecret };
 }
 
 /**
