@@ -317,7 +317,7 @@ export class Hub {
         let frame: Uint8Array | undefined;
         for (const peer of subject.subscribers) {
           if (peer.takesEvents) {
-            gathered.add(peer, text);
+            gathered.add(peer, text, event.bytes);
             reached.push(peer);
           } else if (peer.send(frame ??= encodeMessageText(text))) reached.push(peer);
         }
@@ -536,6 +536,7 @@ export class Hub {
         name,
         subject,
         event: {
+          bytes: bytes - 4,
           data: body,
           text: (position) =>
             position
@@ -645,24 +646,27 @@ export class Hub {
  */
 export class EventBatch {
   readonly #maxFrameBytes: number;
-  readonly #texts = new Map<Peer, string[]>();
+  /** Each peer's event texts, and at most how many UTF-8 bytes each is (counted when its event was planned). */
+  readonly #events = new Map<Peer, { texts: string[]; bytes: number[] }>();
 
   /** Events gathered into frames of at most `maxFrameBytes`. */
   constructor(maxFrameBytes: number) {
     this.#maxFrameBytes = maxFrameBytes;
   }
 
-  /** Gathers an event's JSON text (`{"type":"event",…}`) for `peer`. */
-  add(peer: Peer, text: string): void {
-    const texts = this.#texts.get(peer);
-    if (texts) texts.push(text);
-    else this.#texts.set(peer, [text]);
+  /** Gathers an event's JSON text (`{"type":"event",…}`) of at most `bytes` UTF-8 bytes for `peer`. */
+  add(peer: Peer, text: string, bytes: number): void {
+    const events = this.#events.get(peer);
+    if (events) {
+      events.texts.push(text);
+      events.bytes.push(bytes);
+    } else this.#events.set(peer, { texts: [text], bytes: [bytes] });
   }
 
   /** Sends each peer its events: one `event` frame for a lone event, else `events` frames. */
   send(): void {
     const room = this.#maxFrameBytes - 4 - EVENTS_ENVELOPE.length;
-    for (const [peer, texts] of this.#texts) {
+    for (const [peer, { texts, bytes: sizes }] of this.#events) {
       if (texts.length === 1) {
         peer.send(encodeMessageText(texts[0]!));
         continue;
@@ -675,15 +679,15 @@ export class EventBatch {
         run = [];
         bytes = 0;
       };
-      for (const text of texts) {
-        const size = utf8Length(text) + 1;
+      for (let i = 0; i < texts.length; i++) {
+        const size = sizes[i]! + 1;
         if (run.length > 0 && bytes + size > room) flush();
-        run.push(text);
+        run.push(texts[i]!);
         bytes += size;
       }
       flush();
     }
-    this.#texts.clear();
+    this.#events.clear();
   }
 }
 
@@ -709,7 +713,8 @@ const POSITION_BYTES = 48;
 interface PlannedEvent {
   name: string;
   subject: Subject | undefined;
-  event: { data: string; text: (position: WirePosition | undefined) => string };
+  /** The data's JSON; the event's text, with its position if it has one; at most how many UTF-8 bytes that text is. */
+  event: { data: string; text: (position: WirePosition | undefined) => string; bytes: number };
 }
 
 function unique(names: readonly string[]): readonly string[] {
