@@ -522,14 +522,17 @@ export class Hub {
       const subject = this.#subjects.get(name);
       const keeps = this.#history.keeps(name);
       if (!subject && !keeps) continue;
-      if (text === undefined) {
-        text = JSON.stringify(data);
-        textBytes = utf8Length(text);
-      }
+      text ??= JSON.stringify(data);
       // Without a reply, no reply key at all: the event's bytes stay what they were.
       const head = `{"type":"event","subject":${JSON.stringify(name)},"data":`;
       const tail = reply === undefined ? "" : `,"reply":${JSON.stringify(reply)}`;
-      const bytes = 4 + utf8Length(head) + textBytes + utf8Length(tail) + 1 + (keeps ? POSITION_BYTES : 0);
+      const extra = 4 + 1 + (keeps ? POSITION_BYTES : 0);
+      // UTF-8 takes at most 3 bytes per UTF-16 unit: counted only when that bound could pass the limit.
+      let bytes = extra + 3 * (head.length + text.length + tail.length);
+      if (bytes > this.#maxFrameBytes) {
+        if (textBytes === 0) textBytes = utf8Length(text);
+        bytes = extra + utf8Length(head) + textBytes + utf8Length(tail);
+      }
       this.#checkBytes(bytes);
       const body = text;
       planned.push({
