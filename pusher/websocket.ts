@@ -8,7 +8,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { concat } from "../shared/bytes.ts";
+import { concat, utf8Length } from "../shared/bytes.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
 
 /** Close codes this server sends. */
@@ -94,7 +94,12 @@ export class PreparedText {
 
 /** Encodes a text message as one unmasked server frame. */
 export function encodeText(text: string): Uint8Array {
-  return encodeWebSocketFrame(OP_TEXT, utf8.encode(text));
+  // Encoded straight into the frame: one buffer, not the text's bytes and then a copy of them.
+  const length = utf8Length(text);
+  const frame = new Uint8Array(headerLength(length) + length);
+  writeHeader(frame, OP_TEXT, length);
+  utf8.encodeInto(text, frame.subarray(frame.length - length));
+  return frame;
 }
 
 /** Encodes a close frame; the reason is cut to fit the 125-byte control frame limit. */
@@ -126,9 +131,19 @@ export function encodePong(payload: Uint8Array): Uint8Array {
 
 /** Encodes one final, unmasked frame. */
 export function encodeWebSocketFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const length = payload.length;
-  const headerLength = length < 126 ? 2 : length < 0x10000 ? 4 : 10;
-  const frame = new Uint8Array(headerLength + length);
+  const frame = new Uint8Array(headerLength(payload.length) + payload.length);
+  writeHeader(frame, opcode, payload.length);
+  frame.set(payload, frame.length - payload.length);
+  return frame;
+}
+
+/** Bytes of an unmasked frame's header for a payload of `length` bytes. */
+function headerLength(length: number): number {
+  return length < 126 ? 2 : length < 0x10000 ? 4 : 10;
+}
+
+/** Writes an unmasked, final frame's header at the start of `frame`. */
+function writeHeader(frame: Uint8Array, opcode: number, length: number): void {
   frame[0] = 0x80 | opcode;
   if (length < 126) {
     frame[1] = length;
@@ -138,10 +153,8 @@ export function encodeWebSocketFrame(opcode: number, payload: Uint8Array): Uint8
     frame[3] = length & 0xff;
   } else {
     frame[1] = 127;
-    new DataView(frame.buffer).setBigUint64(2, BigInt(length));
+    new DataView(frame.buffer, frame.byteOffset).setBigUint64(2, BigInt(length));
   }
-  frame.set(payload, headerLength);
-  return frame;
 }
 
 /** Options for {@linkcode FrameParser}. */

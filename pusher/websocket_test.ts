@@ -70,6 +70,13 @@ Deno.test("encodeWebSocketFrame uses the 7-bit length up to 125, the 16-bit one 
 Deno.test("encodeText, PreparedText, encodePing and encodePong make final unmasked frames", () => {
   const text = "héllo €🙂";
   assert.deepEqual(encodeText(text), encodeWebSocketFrame(Op.text, utf8.encode(text)));
+  // Each header length (2, 4, 10 bytes) on both sides of its bound, multi-byte characters and a lone surrogate.
+  for (const length of [0, 125, 126, 65535, 65536, 70000]) {
+    for (const tail of ["", "é", "€🙂", "\ud800"]) {
+      const long = "a".repeat(length) + tail;
+      assert.deepEqual(encodeText(long), encodeWebSocketFrame(Op.text, utf8.encode(long)), `${length} + ${tail}`);
+    }
+  }
   assert.deepEqual(new PreparedText(text).frame, encodeText(text));
   assert.deepEqual([...encodePing()], [0x89, 0]);
   assert.deepEqual([...encodePong(new Uint8Array([1, 2]))], [0x8a, 2, 1, 2]);
