@@ -21,6 +21,7 @@ import {
   API_METHODS,
   apiError,
   type ApiMethod,
+  type ApiRequest,
   createApi,
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
@@ -195,7 +196,7 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     hubConnected: () => bus.connected,
     info: () => clusterInfo(bus, presenceTimeout),
     metrics: () => metrics.snapshot(),
-    api: (method, req, url) => dashboardApi(method, { ...requestBody(req), query: url.search.slice(1) }),
+    api: (method, req, url) => dashboardApi(method, apiRequest(req, url)),
     signal: options.signal,
   });
   const dashboardRoutes = Object.fromEntries(
@@ -207,7 +208,7 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     handler: ((req, url) =>
       req.method === "OPTIONS"
         ? new Response(null, { status: 204, headers: PREFLIGHT })
-        : api(method, { ...requestBody(req), query: url.search.slice(1) })) as Answer,
+        : api(method, apiRequest(req, url))) as Answer,
   }]));
   const apiMethodsByPath = new Map<string, ApiMethod>(API_METHODS.map((method) => [`${API_PREFIX}${method}`, method]));
   // The original serves its API on every path, we on `/` only.
@@ -297,6 +298,11 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
   };
   const handle = async (req: Request): Promise<Response> => counted(await answer(req, new URL(req.url), now()));
   return Object.assign(handle, { fast });
+}
+
+/** A fetch request to the server API as the API reads it. */
+function apiRequest(req: Request, url: URL): ApiRequest {
+  return { ...requestBody(req), query: url.search.slice(1) };
 }
 
 /** The answer to a publish the bus took, having reached `reached` pusher workers (null: a bus that cannot count). */

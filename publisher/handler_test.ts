@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
+import type { RawRequest } from "../shared/http_server.ts";
 import { PublisherMetrics } from "./metrics.ts";
 import { until, within } from "../channel/testing.ts";
 import { type Bus, BusError, type BusMessage, type BusPublishOptions } from "../shared/bus.ts";
@@ -869,6 +870,47 @@ async function seen(response: Response): Promise<[number, [string, string][], st
   return [response.status, [...response.headers], body];
 }
 
+/** No key, the right one, a wrong one: what each request is sent with. */
+const KEY_VARIANTS: readonly Record<string, string>[] = [{}, { Authorization: "Bearer s3cret" }, {
+  Authorization: "Bearer wrong",
+}];
+
+/**
+ * Sends each request with each of {@linkcode KEY_VARIANTS} to a handler's
+ * fast path and to another handler's full path, with and without an API
+ * key, and checks that both answer and publish the same.
+ */
+async function assertFastAsSlow(
+  requests: readonly {
+    what: string;
+    raw: (headers: Record<string, string>) => RawRequest;
+    full: (headers: Record<string, string>) => Request;
+  }[],
+): Promise<void> {
+  for (const apiKey of [undefined, "s3cret"]) {
+    const fast = setup({ apiKey });
+    const slow = setup({ apiKey });
+    for (const request of requests) {
+      for (const headers of KEY_VARIANTS) {
+        const what = `${request.what} with ${JSON.stringify(headers)}`;
+        const answer = fast.handler.fast(request.raw(headers));
+        assert.ok(answer, `the fast path takes ${what}`);
+        assert.deepEqual(await seen(await answer), await seen(await slow.handler(request.full(headers))), what);
+      }
+    }
+    assert.deepEqual(fast.arrived, slow.arrived);
+    assert.equal(fast.arrived.length > 0, true);
+  }
+}
+
+/** Checks that the fast path leaves each `[method, target]`, with `body` (none: null), to the handler. */
+function assertLeft(requests: readonly [string, string][], body: string | null): void {
+  const { handler } = setup();
+  for (const [method, target] of requests) {
+    assert.equal(handler.fast({ ...raw(target, {}, body), method }), undefined, `${method} ${target}`);
+  }
+}
+
 Deno.test("the fast path answers every plain GET publish as the handler does, and leaves other requests to it", async () => {
   const targets = [
     "/?content=hi",
@@ -887,44 +929,20 @@ Deno.test("the fast path answers every plain GET publish as the handler does, an
     "/",
     `/?content=${"a".repeat(65537)}`,
   ];
-  for (const apiKey of [undefined, "s3cret"]) {
-    const fast = setup({ apiKey });
-    const slow = setup({ apiKey });
-    for (const target of targets) {
-      const variants: Record<string, string>[] = [{}, { Authorization: "Bearer s3cret" }, {
-        Authorization: "Bearer wrong",
-      }];
-      for (const headers of variants) {
-        const answer = fast.handler.fast(raw(target, headers));
-        assert.ok(answer, `the fast path takes GET ${target.slice(0, 60)}`);
-        const expected = await seen(await slow.handler(get(target.slice(1), { headers })));
-        assert.deepEqual(
-          await seen(await answer),
-          expected,
-          `GET ${target.slice(0, 60)} with ${JSON.stringify(headers)}`,
-        );
-      }
-    }
-    assert.deepEqual(fast.arrived, slow.arrived);
-    assert.equal(fast.arrived.length > 0, true);
-  }
-  const { handler } = setup();
-  for (
-    const [method, target] of [
-      ["POST", "/?content=x"],
-      ["GET", "/healthz"],
-      ["GET", "/x?content=x"],
-      [
-        "GET",
-        "/?content='quoted'",
-      ],
-      ["GET", "/?content=<b>"],
-      ["GET", "/./?content=x"],
-      ["HEAD", "/?content=x"],
-    ]
-  ) {
-    assert.equal(handler.fast({ ...raw(target!), method: method! }), undefined, `${method} ${target}`);
-  }
+  await assertFastAsSlow(targets.map((target) => ({
+    what: `GET ${target.slice(0, 60)}`,
+    raw: (headers) => raw(target, headers),
+    full: (headers) => get(target.slice(1), { headers }),
+  })));
+  assertLeft([
+    ["POST", "/?content=x"],
+    ["GET", "/healthz"],
+    ["GET", "/x?content=x"],
+    ["GET", "/?content='quoted'"],
+    ["GET", "/?content=<b>"],
+    ["GET", "/./?content=x"],
+    ["HEAD", "/?content=x"],
+  ], null);
 });
 
 Deno.test("the fast path answers every server-API call whose body came whole as the handler does", async () => {
@@ -946,44 +964,27 @@ Deno.test("the fast path answers every server-API call whose body came whole as 
     ["/api/publish", JSON_TYPE, `{"data":${"[".repeat(40)}${"]".repeat(40)}}`],
     ["/api/publish", JSON_TYPE, `{"data":"${"a".repeat(2 * 1024 * 1024)}"}`],
   ];
-  for (const apiKey of [undefined, "s3cret"]) {
-    const fast = setup({ apiKey });
-    const slow = setup({ apiKey });
-    for (const [target, headers, body] of calls) {
-      const keys: Record<string, string>[] = [{}, { Authorization: "Bearer s3cret" }, {
-        Authorization: "Bearer wrong",
-      }];
-      for (const key of keys) {
-        const all = { ...headers, ...key };
-        const answer = fast.handler.fast(raw(target, all, body));
-        assert.ok(answer, `the fast path takes POST ${target}`);
-        // A stream, as the server gives the handler: a string would bring a content type of its own.
-        const stream = new Blob([body]).stream();
-        const request = new Request(`${BASE}${target}`, { method: "POST", headers: all, body: stream });
-        const expected = await seen(await slow.handler(request));
-        const what = `POST ${target} ${body.slice(0, 60)} with ${JSON.stringify(all)}`;
-        assert.deepEqual(await seen(await answer), expected, what);
-      }
-    }
-    assert.deepEqual(fast.arrived, slow.arrived);
-    assert.equal(fast.arrived.length > 0, true);
-  }
+  await assertFastAsSlow(calls.map(([target, fields, body]) => ({
+    what: `POST ${target} ${body.slice(0, 60)}`,
+    raw: (headers) => raw(target, { ...fields, ...headers }, body),
+    // A stream, as the server gives the handler: a string would bring a content type of its own.
+    full: (headers) =>
+      new Request(`${BASE}${target}`, {
+        method: "POST",
+        headers: { ...fields, ...headers },
+        body: new Blob([body]).stream(),
+      }),
+  })));
   // What is not a server-API call with its body goes to the handler: the
   // original's POST form, an unknown method, a preflight, a GET with a body.
-  const { handler } = setup();
-  for (
-    const [method, target] of [
-      ["POST", "/?content=x"],
-      ["POST", "/api/nope"],
-      ["POST", "/api/publish/"],
-      ["POST", "/dashboard/api/publish"],
-      ["OPTIONS", "/api/publish"],
-      ["GET", "/?content=x"],
-    ]
-  ) {
-    const request = { ...raw(target!, {}, "content=x"), method: method! };
-    assert.equal(handler.fast(request), undefined, `${method} ${target} with a body`);
-  }
+  assertLeft([
+    ["POST", "/?content=x"],
+    ["POST", "/api/nope"],
+    ["POST", "/api/publish/"],
+    ["POST", "/dashboard/api/publish"],
+    ["OPTIONS", "/api/publish"],
+    ["GET", "/?content=x"],
+  ], "content=x");
 });
 
 Deno.test("the fast path's ok answers are shared, and the handler's are not", async () => {
