@@ -146,9 +146,7 @@ export class HubBus implements Bus {
     const outcomes = await this.#client.publishBatch(items, options);
     return outcomes.map((outcome, i): BatchOutcome => {
       if (outcome instanceof HubError) return toBusError(outcome) as BusError;
-      const position = outcome.positions.length === 0
-        ? undefined
-        : outcome.positions.find((p) => p.subject === items[i]!.subject);
+      const position = outcome.positions.find((p) => p.subject === items[i]!.subject);
       return position
         ? { reached: outcome.count, position: { offset: position.offset, epoch: position.epoch } }
         : { reached: outcome.count };

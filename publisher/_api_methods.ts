@@ -135,6 +135,9 @@ export interface ApiMethods {
 /** Each method but `batch`, by name, and the batch's way to publish many at once. */
 export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
   const { bus, logger, metrics, now, maxChannelLength } = deps;
+  const thisBus = busName(bus.address);
+  /** A bus failure as the answer to give, naming this bus. */
+  const refusal = (error: unknown) => busRejection(error, thisBus);
 
   /** Asks the workers on `subject`; nobody there is no error but no replies. */
   async function gather(subject: string, data: Json, timeout: number, maxReplies?: number): Promise<Gathered> {
@@ -154,7 +157,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
       return gathered;
     } catch (error) {
       if (error instanceof BusError && error.code === "no_responders") return { replies: [], expected: 0 };
-      throw busRejection(error, busName(bus.address));
+      throw refusal(error);
     }
   }
 
@@ -208,7 +211,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
         })
         : await publishToConnection(bus, subject, data, { timeout: deps.publishTimeout });
     } catch (error) {
-      throw busRejection(error, busName(bus.address));
+      throw refusal(error);
     }
     return finishPublish(prepared, published);
   }
@@ -223,13 +226,13 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     try {
       outcomes = await publishBatch(bus, batch.map(({ item }) => item), { timeout: deps.publishTimeout });
     } catch (error) {
-      const rejection = busRejection(error, busName(bus.address)) as Error;
+      const rejection = refusal(error) as Error;
       return batch.map(() => rejection);
     }
     const finished = now();
     return outcomes.map((outcome, i) => {
       try {
-        if (outcome instanceof BusError) throw busRejection(outcome, busName(bus.address));
+        if (outcome instanceof BusError) throw refusal(outcome);
         return finishPublish(batch[i]!, outcome, finished);
       } catch (error) {
         return error as Error;
@@ -249,7 +252,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
         timeout: deps.publishTimeout,
       });
     } catch (error) {
-      throw busRejection(error, busName(bus.address));
+      throw refusal(error);
     }
     // The hub answers an empty epoch for a subject it keeps no history of.
     if (kept.position.epoch === "") throw notKept(channel);
@@ -272,7 +275,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     try {
       await bus.removeHistory(channelSubject(channel));
     } catch (error) {
-      throw busRejection(error, busName(bus.address));
+      throw refusal(error);
     }
     return {};
   }
