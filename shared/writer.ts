@@ -66,6 +66,13 @@ export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
  */
 const JOIN_EVERY = 256;
 
+/**
+ * Largest join kept for the writers after it to share (see
+ * `FrameWriter.#join`): 256 KiB, more than a socket's write of a burst of
+ * broadcasts, and little to keep after the burst.
+ */
+const SHARED_JOIN_MAX = 256 * 1024;
+
 const NOTHING = new Uint8Array(0);
 /** A writer's waiters while it has none: one array for every idle writer, not one each. */
 const NO_WAITERS: Waiter[] = [];
@@ -259,7 +266,7 @@ export class FrameWriter {
     this.#queue.push(frame);
     if (++this.#unjoined === JOIN_EVERY) {
       const run = this.#queue.splice(this.#queue.length - JOIN_EVERY);
-      this.#queue.push(concat(run));
+      this.#queue.push(FrameWriter.#join(run, sumLengths(run)));
       this.#unjoined = 0;
     }
     this.#queuedBytes += frame.length;
@@ -297,7 +304,7 @@ export class FrameWriter {
     this.#scheduled = Scheduled.no;
     if (this.#queue.length === 0 || this.#failed) return this.#stopped();
     this.#writing = true;
-    this.#inFlight = concat(this.#queue, this.#queuedBytes);
+    this.#inFlight = FrameWriter.#join(this.#queue, this.#queuedBytes);
     this.#written = 0;
     this.#queue = [];
     this.#unjoined = 0;
@@ -360,6 +367,32 @@ export class FrameWriter {
   #stopped(): void {
     this.#writing = false;
     if (this.#queue.length === 0) this.#settleIdle(!this.#failed);
+  }
+
+  /** The frames of the thread's last join of several, and the buffer it made: see #join. */
+  static #lastRun: readonly Uint8Array[] = [];
+  static #lastJoined: Uint8Array = NOTHING;
+
+  /**
+   * Joins `run` (`bytes` long) into one buffer, or hands out the buffer of
+   * the thread's last join when that joined the very same frames. A
+   * broadcast queues the same shared frames to every socket, and the sockets'
+   * writes (and joins of a backlog) follow one another, so they all get one
+   * copy instead of a copy each: a buffer the allocator makes and frees per
+   * socket is much of a fan-out write's cost, and of the memory the
+   * allocator keeps after a load. The buffer is never written to once made,
+   * so sharing it is safe. Only runs up to {@linkcode SHARED_JOIN_MAX} bytes
+   * are kept for the next, so what the thread holds on to is bounded.
+   */
+  static #join(run: Uint8Array[], bytes: number): Uint8Array {
+    if (run.length === 1) return run[0]!;
+    if (sameFrames(run, FrameWriter.#lastRun)) return FrameWriter.#lastJoined;
+    const joined = concat(run, bytes);
+    if (bytes <= SHARED_JOIN_MAX) {
+      FrameWriter.#lastRun = run;
+      FrameWriter.#lastJoined = joined;
+    }
+    return joined;
   }
 
   /** Writers whose first write of a burst waits for the next microtask. */
@@ -472,4 +505,17 @@ export class FrameWriter {
     this.#idle = null;
     idle?.resolve(ok);
   }
+}
+
+/** Whether `a` and `b` hold the same frames (the same objects, not just equal bytes), in the same order. */
+function sameFrames(a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = a.length - 1; i >= 0; i--) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function sumLengths(frames: readonly Uint8Array[]): number {
+  let total = 0;
+  for (const frame of frames) total += frame.length;
+  return total;
 }

@@ -44,6 +44,8 @@ function filled(length: number, value: number): Uint8Array {
 interface WriteCall {
   /** A copy of the bytes handed to `write`. */
   bytes: Uint8Array;
+  /** The very array handed to `write`. */
+  handed: Uint8Array;
   /** Completes the write, reporting `count` bytes written (all of them by default). */
   resolve(count?: number): void;
   /** Fails the write. */
@@ -62,6 +64,7 @@ class FakeSink implements ByteSink {
     const { promise, resolve, reject } = Promise.withResolvers<number>();
     this.calls.push({
       bytes: copy,
+      handed: data,
       resolve: (count = copy.length) => {
         this.accepted.push(copy.subarray(0, count));
         resolve(count);
@@ -147,6 +150,55 @@ Deno.test("frame writer joins a backlog of small frames into few buffers, and wr
   assert.equal(await within(writer.flushed(), "the backlog to flush"), true);
   assert.deepEqual(sink.written, Uint8Array.from({ length: count + 1 }, (_, i) => i % 256));
   assert.equal(sink.calls.length, 2, "the whole backlog went out in one write");
+});
+
+/** A sink that keeps the very buffers it is handed, each write done at once: to see which writers share one. */
+class KeepingSink implements ByteSink {
+  readonly buffers: Uint8Array[] = [];
+
+  write(data: Uint8Array): Promise<number> {
+    this.buffers.push(data);
+    return Promise.resolve(data.length);
+  }
+}
+
+Deno.test("frame writer: sockets queued the same frames in a tick share one joined buffer; others get their own bytes", async () => {
+  const [a, b, c, x, y] = [bytes(1, 2), bytes(3), bytes(4, 5), bytes(6), bytes(7)];
+  const queues = [[a, b], [a, b], [a, b], [a, c], [a, b], [a, x, b], [a, y, b], [b]];
+  const sinks = queues.map(() => new KeepingSink());
+  queues.forEach((frames, i) => {
+    const writer = new FrameWriter(sinks[i]!);
+    for (const frame of frames) writer.enqueue(frame);
+  });
+  await settle();
+  const written = sinks.map((sink) => {
+    assert.equal(sink.buffers.length, 1, "each writer wrote once");
+    return sink.buffers[0]!;
+  });
+  queues.forEach((frames, i) => assert.deepEqual(written[i], concat(frames), `writer ${i} wrote its own frames`));
+  assert.equal(written[1], written[0], "the broadcast's second socket got the first one's buffer");
+  assert.equal(written[2], written[0], "and the third");
+  assert.notEqual(written[4], written[0], "after another join, equal frames are joined afresh (one join is kept)");
+  assert.equal(written[7], b, "a lone frame is written as it is");
+});
+
+Deno.test("frame writer: sockets with the same backlog behind a blocked write share its joined buffers", async () => {
+  const sinks = [new FakeSink(), new FakeSink()];
+  const writers = sinks.map((sink) => new FrameWriter(sink));
+  for (const writer of writers) writer.enqueue(bytes(0));
+  const firsts = await Promise.all(sinks.map((sink) => sink.call(0)));
+  const frames = Array.from({ length: 256 }, (_, i) => bytes(i));
+  for (const frame of frames) for (const writer of writers) writer.enqueue(frame);
+  const [one, two] = writers as [FrameWriter, FrameWriter];
+  assert.equal(one.queuedBuffers, 1, "the 256 frames were joined");
+  for (const first of firsts) first.resolve();
+  const seconds = await Promise.all(sinks.map((sink) => sink.call(1)));
+  assert.equal(seconds[1]!.handed, seconds[0]!.handed, "one buffer for both sockets' backlogs");
+  for (const [i, sink] of sinks.entries()) {
+    seconds[i]!.resolve();
+    assert.deepEqual(sink.written, concat([bytes(0), ...frames]), `socket ${i} got every frame in order`);
+  }
+  assert.equal(await within(two.flushed(), "the second socket's backlog"), true);
 });
 
 Deno.test("frame writer continues partial writes until every byte is written, in order", async () => {
