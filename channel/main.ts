@@ -19,6 +19,7 @@ import { type HubServer, type HubServerOptions, startHub } from "./server.ts";
 import { DEFAULT_HUB_PORT, DEFAULT_MAX_FRAME_BYTES } from "../shared/wire.ts";
 import { DEFAULT_MAX_PENDING_BYTES } from "../shared/writer.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
+import { returnIdleHeap } from "../shared/idle_gc.ts";
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../shared/metrics.ts";
 import { Router, text } from "../shared/http.ts";
 import {
@@ -319,6 +320,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     return 2;
   }
   const running = server;
+  using _idle = returnIdleHeap(logger);
   // SIGHUP's default would end the hub: an operator reloading every service's certificate must not.
   const stopReloading = onReloadSignal(() => {
     logger.warn("SIGHUP: the hub does not reload its certificate; restart it to take a new one (README: TLS)");

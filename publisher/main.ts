@@ -27,6 +27,7 @@ import { DEFAULT_MAX_CHANNEL_LENGTH, MAX_CARRIED_CHANNEL_LENGTH } from "../share
 import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
 import type { Bus } from "../shared/bus.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
+import { returnIdleHeap } from "../shared/idle_gc.ts";
 import {
   BUS_HISTORY_FLAGS,
   busFlag,
@@ -286,6 +287,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     await bus?.close();
     return 2;
   }
+  using _idle = returnIdleHeap(logger);
   const signal = await signalled;
   stopReloading();
   logger.info("shutting down", { signal, timeout: config.shutdownTimeout });

@@ -17,6 +17,7 @@ import { createLogger } from "../shared/log.ts";
 import { newWorkerId } from "../shared/address.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
 import type { CertifiedKey } from "../shared/tls.ts";
+import { returnIdleHeap } from "../shared/idle_gc.ts";
 
 import type { FromWorker, ToWorker, WorkerConfig } from "./_worker_protocol.ts";
 
@@ -125,7 +126,9 @@ function start(config: WorkerConfig): Running {
       handshakeTimeout: config.handshakeTimeout,
     }, pusher.handler);
 
+  const idle = returnIdleHeap(logger);
   const stop = async (timeout: number) => {
+    idle[Symbol.dispose]();
     // Closes every client with 1001 after what it was sent, then waits.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([

@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { collectWhenIdle, type HeapUsage, type IdleCollection } from "./idle_gc.ts";
+
+const MiB = 1024 * 1024;
+
+/** A heap the test scripts, a collection that shrinks it, and a timer the test ticks by hand. */
+function scripted(start: HeapUsage) {
+  let heap = start;
+  let check: (() => void) | undefined;
+  const collections: IdleCollection[] = [];
+  const watcher = collectWhenIdle({
+    usage: () => heap,
+    collect: () => heap = { heapTotal: 6 * MiB, heapUsed: 5 * MiB },
+    every: (fn) => {
+      check = fn;
+      return { [Symbol.dispose]: () => check = undefined };
+    },
+    onCollect: (collection) => collections.push(collection),
+  });
+  return {
+    collections,
+    watcher,
+    /** The heap as the next look will find it, then that look. */
+    look(heapTotal: number, heapUsed: number) {
+      heap = { heapTotal, heapUsed };
+      check?.();
+    },
+  };
+}
+
+Deno.test("idle gc collects once a burst is over: the heap grew and then stopped moving", () => {
+  const heap = scripted({ heapTotal: 6 * MiB, heapUsed: 5 * MiB });
+  heap.look(20 * MiB, 14 * MiB); // at work: grown, and moving
+  heap.look(25 * MiB, 9 * MiB);
+  heap.look(25 * MiB, 9.1 * MiB); // a trickle: 102 KiB moved
+  assert.equal(heap.collections.length, 0, "no pause while the service works");
+  heap.look(25 * MiB, 9.05 * MiB); // quiet: 51 KiB moved
+  assert.equal(heap.collections.length, 1);
+  assert.equal(heap.collections[0]!.before, 25 * MiB);
+  assert.equal(heap.collections[0]!.after, 6 * MiB);
+  heap.look(6 * MiB, 5 * MiB);
+  heap.look(6 * MiB, 5 * MiB);
+  assert.equal(heap.collections.length, 1, "once per burst: an idle heap that did not grow is left alone");
+});
+
+Deno.test("idle gc leaves a quiet heap alone until it has grown past the minimum, and measures from the last collection", () => {
+  const heap = scripted({ heapTotal: 6 * MiB, heapUsed: 5 * MiB });
+  heap.look(9 * MiB, 5 * MiB);
+  heap.look(9 * MiB, 5 * MiB);
+  assert.equal(heap.collections.length, 0, "3 MiB of growth is under the 4 MiB worth a pause");
+  heap.look(11 * MiB, 8 * MiB);
+  heap.look(11 * MiB, 8 * MiB);
+  assert.equal(heap.collections.length, 1);
+});
+
+Deno.test("idle gc follows a heap that V8 shrank by itself, and stops when disposed", () => {
+  const heap = scripted({ heapTotal: 20 * MiB, heapUsed: 5 * MiB });
+  heap.look(8 * MiB, 5 * MiB); // V8's own reducer ran: this is the new floor
+  heap.look(11 * MiB, 5 * MiB);
+  assert.equal(heap.collections.length, 0, "3 MiB past the lower floor");
+  heap.watcher[Symbol.dispose]();
+  heap.watcher[Symbol.dispose]();
+  heap.look(30 * MiB, 5 * MiB);
+  assert.equal(heap.collections.length, 0, "nothing after dispose");
+});
+
+Deno.test("idle gc watches nothing without --expose-gc", () => {
+  assert.equal((globalThis as { gc?: unknown }).gc, undefined, "this test runs without --expose-gc");
+  let timers = 0;
+  using _watcher = collectWhenIdle({
+    every: () => {
+      timers++;
+      return { [Symbol.dispose]() {} };
+    },
+  });
+  assert.equal(timers, 0);
+});
+
+Deno.test("idle gc with V8's gc() gives back the pages of a heap grown by garbage", async () => {
+  // A process of its own, as the services run: with --expose-gc and the services' small young generation.
+  const script = `
+    import { collectWhenIdle } from ${JSON.stringify(new URL("./idle_gc.ts", import.meta.url).href)};
+    // The watcher's timer does not keep a process alive: this does, until the collection or 5 s.
+    const hold = setTimeout(() => {}, 5000);
+    const watcher = collectWhenIdle({
+      intervalMs: 50,
+      onCollect: (c) => { console.log(JSON.stringify(c)); watcher[Symbol.dispose](); clearTimeout(hold); },
+    });
+    let keep = [];
+    for (let i = 0; i < 200_000; i++) keep.push({ i, text: "x".repeat(100) + i });
+    keep = null;
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc,--max-semi-space-size=1", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.equal(output.code, 0);
+  const line = new TextDecoder().decode(output.stdout).trim().split("\n")[0];
+  assert.ok(line, "the watcher collected within 5 s");
+  const collection: IdleCollection = JSON.parse(line);
+  assert.ok(
+    collection.after < collection.before / 2,
+    `committed heap ${collection.before} -> ${collection.after} bytes: less than half is left`,
+  );
+});
