@@ -57,6 +57,15 @@ export interface CollectWhenIdleOptions {
    * @default {65536} (64 KiB)
    */
   quietBytes?: number;
+  /**
+   * When a collection leaves the heap still `minGrowthBytes` above the least
+   * it has been (it came in a lull of a burst, while the burst's objects were
+   * in use), one more collection follows after this many milliseconds of
+   * quiet.
+   *
+   * @default {30000}
+   */
+  followUpMs?: number;
   /** Called after each collection. */
   onCollect?: (collection: IdleCollection) => void;
   /** Reads the heap. @default {Deno.memoryUsage} */
@@ -75,7 +84,9 @@ export interface CollectWhenIdleOptions {
  * Watches the heap and collects it once after each burst of work: when the
  * committed heap has grown `minGrowthBytes` past its size after the last
  * collection, and the bytes in use stayed within `quietBytes` over one
- * interval. Dispose the result to stop watching (twice is harmless).
+ * interval; and once more after `followUpMs` of quiet if that left the heap
+ * well above the least it has been. Dispose the result to stop watching
+ * (twice is harmless).
  *
  * @example
  * ```ts
@@ -93,21 +104,40 @@ export function collectWhenIdle(options: CollectWhenIdleOptions = {}): Disposabl
   const minGrowth = options.minGrowthBytes ?? 4 * 1024 * 1024;
   const quiet = options.quietBytes ?? 64 * 1024;
   const every = options.every ?? unrefInterval;
+  const intervalMs = options.intervalMs ?? 2000;
+  const followUpLooks = Math.max(1, Math.ceil((options.followUpMs ?? 30_000) / intervalMs));
   let { heapTotal: floor, heapUsed: lastUsed } = usage();
+  /** The least the heap has been: what a follow-up compares with. */
+  let least = floor;
+  /** Whether the last collection left the heap well above its least, and may have come mid-burst. */
+  let followUp = false;
+  /** Looks in a row that found the heap quiet. */
+  let quietLooks = 0;
   return every(() => {
     const now = usage();
     const moved = Math.abs(now.heapUsed - lastUsed);
     lastUsed = now.heapUsed;
     if (now.heapTotal < floor) floor = now.heapTotal;
-    if (moved >= quiet || now.heapTotal - floor < minGrowth) return;
+    if (now.heapTotal < least) least = now.heapTotal;
+    quietLooks = moved < quiet ? quietLooks + 1 : 0;
+    if (quietLooks === 0) return;
+    const grown = now.heapTotal - floor >= minGrowth;
+    if (!grown && !(followUp && quietLooks >= followUpLooks)) return;
     const started = performance.now();
     collect();
     const ms = performance.now() - started;
     const after = usage();
     floor = after.heapTotal;
     lastUsed = after.heapUsed;
+    if (floor < least) least = floor;
+    // A collection that came in a lull of a burst finds the burst's objects
+    // still in use; once the heap has been quiet a while they may be garbage,
+    // so one more look is worth its pause. Only one: a heap that holds that
+    // much for good (10,000 open connections) is left alone until it grows.
+    followUp = grown && floor - least >= minGrowth;
+    quietLooks = 0;
     options.onCollect?.({ before: now.heapTotal, after: after.heapTotal, ms });
-  }, options.intervalMs ?? 2000);
+  }, intervalMs);
 }
 
 /**

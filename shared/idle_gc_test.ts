@@ -8,9 +8,11 @@ function scripted(start: HeapUsage) {
   let heap = start;
   let check: (() => void) | undefined;
   const collections: IdleCollection[] = [];
+  /** What a collection leaves: by default, the idle heap. */
+  let leaves: HeapUsage = { heapTotal: 6 * MiB, heapUsed: 5 * MiB };
   const watcher = collectWhenIdle({
     usage: () => heap,
-    collect: () => heap = { heapTotal: 6 * MiB, heapUsed: 5 * MiB },
+    collect: () => heap = leaves,
     every: (fn) => {
       check = fn;
       return { [Symbol.dispose]: () => check = undefined };
@@ -20,6 +22,10 @@ function scripted(start: HeapUsage) {
   return {
     collections,
     watcher,
+    /** Makes the next collections leave `heapTotal` committed. */
+    leave(heapTotal: number) {
+      leaves = { heapTotal, heapUsed: heapTotal - MiB };
+    },
     /** The heap as the next look will find it, then that look. */
     look(heapTotal: number, heapUsed: number) {
       heap = { heapTotal, heapUsed };
@@ -62,6 +68,35 @@ Deno.test("idle gc follows a heap that V8 shrank by itself, and stops when dispo
   heap.watcher[Symbol.dispose]();
   heap.look(30 * MiB, 5 * MiB);
   assert.equal(heap.collections.length, 0, "nothing after dispose");
+});
+
+Deno.test("idle gc looks once more after 30 s of quiet when a collection in a lull left the heap high, and only once", () => {
+  const heap = scripted({ heapTotal: 6 * MiB, heapUsed: 5 * MiB });
+  heap.look(40 * MiB, 30 * MiB);
+  heap.leave(20 * MiB); // the burst's objects were still in use
+  heap.look(40 * MiB, 30 * MiB);
+  assert.equal(heap.collections.length, 1);
+  heap.leave(6 * MiB);
+  for (let look = 1; look < 15; look++) heap.look(20 * MiB, 19 * MiB);
+  heap.look(20 * MiB, 18 * MiB); // work again: the quiet starts over
+  for (let look = 1; look < 15; look++) heap.look(20 * MiB, 18 * MiB);
+  assert.equal(heap.collections.length, 1, "29 looks, but not 15 quiet in a row");
+  heap.look(20 * MiB, 18 * MiB);
+  assert.equal(heap.collections.length, 2, "the 15th quiet look (30 s at 2 s a look)");
+  assert.equal(heap.collections[1]!.after, 6 * MiB);
+  for (let look = 0; look < 40; look++) heap.look(6 * MiB, 5 * MiB);
+  assert.equal(heap.collections.length, 2);
+});
+
+Deno.test("idle gc leaves a heap that holds its size for good alone after one follow-up", () => {
+  const heap = scripted({ heapTotal: 6 * MiB, heapUsed: 5 * MiB });
+  heap.leave(30 * MiB); // 10,000 open connections, say
+  heap.look(40 * MiB, 35 * MiB);
+  heap.look(40 * MiB, 35 * MiB);
+  for (let look = 0; look < 15; look++) heap.look(30 * MiB, 29 * MiB);
+  assert.equal(heap.collections.length, 2, "the collection, and its follow-up");
+  for (let look = 0; look < 100; look++) heap.look(30 * MiB, 29 * MiB);
+  assert.equal(heap.collections.length, 2, "then no pause until the heap grows again");
 });
 
 Deno.test("idle gc watches nothing without --expose-gc", () => {
