@@ -50,9 +50,9 @@ export interface CollectWhenIdleOptions {
   minGrowthBytes?: number;
   /**
    * The heap counts as quiet when the bytes in use moved less than this
-   * between two looks. A service at work allocates far more in an interval,
-   * even at a trickle: the hub routing 50 broadcasts a second, about 100 KiB
-   * a second.
+   * between two looks, twice in a row. A service at work allocates far more
+   * in an interval, even at a trickle: the hub routing 50 broadcasts a
+   * second, about 100 KiB a second.
    *
    * @default {65536} (64 KiB)
    */
@@ -83,8 +83,8 @@ export interface CollectWhenIdleOptions {
 /**
  * Watches the heap and collects it once after each burst of work: when the
  * committed heap has grown `minGrowthBytes` past its size after the last
- * collection, and the bytes in use stayed within `quietBytes` over one
- * interval; and once more after `followUpMs` of quiet if that left the heap
+ * collection, and the bytes in use stayed within `quietBytes` over two
+ * intervals in a row; and once more after `followUpMs` of quiet if that left the heap
  * well above the least it has been. Dispose the result to stop watching
  * (twice is harmless).
  *
@@ -120,7 +120,10 @@ export function collectWhenIdle(options: CollectWhenIdleOptions = {}): Disposabl
     if (now.heapTotal < floor) floor = now.heapTotal;
     if (now.heapTotal < least) least = now.heapTotal;
     quietLooks = moved < quiet ? quietLooks + 1 : 0;
-    if (quietLooks === 0) return;
+    // Two quiet looks in a row: a young-generation collection between two
+    // looks can bring the bytes in use back near where they were while the
+    // service still works at a trickle, but not twice running.
+    if (quietLooks < 2) return;
     const grown = now.heapTotal - floor >= minGrowth;
     if (!grown && !(followUp && quietLooks >= followUpLooks)) return;
     const started = performance.now();
