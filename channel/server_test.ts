@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { HubClient } from "./client.ts";
 import { quiet, RawPeer, startHub, until, within } from "./testing.ts";
-import { encodeLengthPrefixed, encodeMessage, type HubMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
+import { encodeLengthPrefixed, encodeMessage, type Json, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { concat } from "../shared/bytes.ts";
 import { serveHub } from "./server.ts";
 

@@ -8,8 +8,8 @@
  * 100,000 batched sends, and still 25 MiB minutes later. With `--expose-gc`
  * (which every service's task passes), {@linkcode collectWhenIdle} watches
  * the heap and, once a burst is over, runs one full collection of the kind
- * that returns free pages to the system: 20-60 ms, once per burst, while
- * nothing is waiting.
+ * that returns free pages to the system: 15-60 ms while the service is
+ * quiet, once per burst (twice when the first came in a lull of it).
  *
  * @module
  */
