@@ -21,8 +21,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 /** What a JSON body is read from: a fetch `Request`, or a request whose whole body the server already read. */
 export interface JsonBodySource {
   readonly headers: { get(name: string): string | null };
-  /** The whole body. @throws {Rejection} 413 past `limit` bytes */
-  body(limit: number): Uint8Array | Promise<Uint8Array>;
+  /** The whole body, as bytes or as the text they decoded to. @throws {Rejection} 413 past `limit` bytes, 400 not UTF-8 */
+  body(limit: number): Uint8Array | string | Promise<Uint8Array>;
 }
 
 /** A fetch `Request` as a {@linkcode JsonBodySource}. */
@@ -30,11 +30,24 @@ export function requestBody(req: Request): JsonBodySource {
   return { headers: req.headers, body: (limit) => readBody(req, limit) };
 }
 
-/** The body reader of a request whose whole body the server already read: `bytes`, unless they are over the limit. */
+/**
+ * The body reader of a request whose whole body the server already read:
+ * `bytes` is a view of the server's buffer, valid only during the call that
+ * hands it over, so it is decoded now. Its text, unless it is over the limit
+ * or not UTF-8.
+ */
 export function readBodyOf(bytes: Uint8Array): JsonBodySource["body"] {
+  const length = bytes.length;
+  let text: string | null;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    text = null;
+  }
   return (limit) => {
-    if (bytes.length > limit) throw new Rejection(413, `Body too large: over the ${limit}-byte limit`);
-    return bytes;
+    if (length > limit) throw new Rejection(413, `Body too large: over the ${limit}-byte limit`);
+    if (text === null) throw notUtf8();
+    return text;
   };
 }
 
@@ -54,12 +67,15 @@ export async function readJsonBody(
   if (mediaType !== "application/json") {
     throw new Rejection(415, `Unsupported content type: ${mediaType || "none"}; send application/json`);
   }
-  const bytes = await req.body(limits.maxBodyBytes);
+  const read = await req.body(limits.maxBodyBytes);
   let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    throw new Rejection(400, "Invalid JSON: the body is not UTF-8");
+  if (typeof read === "string") text = read;
+  else {
+    try {
+      text = utf8.decode(read);
+    } catch {
+      throw notUtf8();
+    }
   }
   const depth = jsonDepth(text);
   if (depth > limits.maxDepth) {
@@ -107,4 +123,8 @@ export function jsonDepth(text: string): number {
     }
   }
   return deepest;
+}
+
+function notUtf8(): Rejection {
+  return new Rejection(400, "Invalid JSON: the body is not UTF-8");
 }

@@ -142,8 +142,11 @@ export interface RawRequest {
   readonly headers: { get(name: string): string | null };
   /**
    * The whole body, which came with the head (`Content-Length`, at most the
-   * server's `maxBodyBytes`); null for a request without one. A copy: the
-   * fast path may keep it.
+   * server's `maxBodyBytes`); null for a request without one. A view of the
+   * server's read buffer, valid only until the fast path returns: one that
+   * needs the bytes later copies them (or decodes them) first. Not a copy
+   * per request: that was a malloc'd buffer per request, and much of what
+   * the allocator kept after a load of batches.
    */
   readonly body: Uint8Array | null;
 }
@@ -682,7 +685,7 @@ class Connection {
     if (framing.kind === "length") {
       // An expectation (answered or refused by the body's own path) is the handler's too.
       if (this.#end - this.#start < framing.length || fieldOf(head, "expect") !== null) return undefined;
-      body = this.#buffer.slice(this.#start, this.#start + framing.length);
+      body = this.#buffer.subarray(this.#start, this.#start + framing.length);
     }
     try {
       return fastPath(new RawHead(head, body));
