@@ -266,7 +266,7 @@ export class FrameWriter {
     this.#queue.push(frame);
     if (++this.#unjoined === JOIN_EVERY) {
       const run = this.#queue.splice(this.#queue.length - JOIN_EVERY);
-      this.#queue.push(FrameWriter.#join(run, sumLengths(run)));
+      this.#queue.push(FrameWriter.#join(run));
       this.#unjoined = 0;
     }
     this.#queuedBytes += frame.length;
@@ -374,21 +374,22 @@ export class FrameWriter {
   static #lastJoined: Uint8Array = NOTHING;
 
   /**
-   * Joins `run` (`bytes` long) into one buffer, or hands out the buffer of
-   * the thread's last join when that joined the very same frames. A
-   * broadcast queues the same shared frames to every socket, and the sockets'
-   * writes (and joins of a backlog) follow one another, so they all get one
-   * copy instead of a copy each: a buffer the allocator makes and frees per
-   * socket is much of a fan-out write's cost, and of the memory the
-   * allocator keeps after a load. The buffer is never written to once made,
-   * so sharing it is safe. Only runs up to {@linkcode SHARED_JOIN_MAX} bytes
-   * are kept for the next, so what the thread holds on to is bounded.
+   * Joins `run` (`bytes` long, when the caller keeps the count) into one
+   * buffer, or hands out the buffer of the thread's last join when that
+   * joined the very same frames. A broadcast queues the same shared frames
+   * to every socket, and the sockets' writes (and joins of a backlog) follow
+   * one another, so they all get one copy instead of a copy each: a buffer
+   * the allocator makes and frees per socket is much of a fan-out write's
+   * cost, and of the memory the allocator keeps after a load. The buffer is
+   * never written to once made, so sharing it is safe. Only runs up to
+   * {@linkcode SHARED_JOIN_MAX} bytes are kept for the next, so what the
+   * thread holds on to is bounded.
    */
-  static #join(run: Uint8Array[], bytes: number): Uint8Array {
+  static #join(run: Uint8Array[], bytes?: number): Uint8Array {
     if (run.length === 1) return run[0]!;
     if (sameFrames(run, FrameWriter.#lastRun)) return FrameWriter.#lastJoined;
     const joined = concat(run, bytes);
-    if (bytes <= SHARED_JOIN_MAX) {
+    if (joined.length <= SHARED_JOIN_MAX) {
       FrameWriter.#lastRun = run;
       FrameWriter.#lastJoined = joined;
     }
@@ -512,10 +513,4 @@ function sameFrames(a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean
   if (a.length !== b.length) return false;
   for (let i = a.length - 1; i >= 0; i--) if (a[i] !== b[i]) return false;
   return true;
-}
-
-function sumLengths(frames: readonly Uint8Array[]): number {
-  let total = 0;
-  for (const frame of frames) total += frame.length;
-  return total;
 }
