@@ -6,6 +6,7 @@
  * @module
  */
 
+import { StrictUtf8Decoder } from "../shared/bytes.ts";
 import type { Json } from "../shared/json.ts";
 import { readBody } from "./form.ts";
 import { Rejection } from "./_rejection.ts";
@@ -16,7 +17,7 @@ export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /** Deepest nesting of arrays and objects in a JSON body by default; the body's own object is level 1. */
 export const DEFAULT_MAX_JSON_DEPTH = 32;
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+const utf8 = new StrictUtf8Decoder();
 
 /** What a JSON body is read from: a fetch `Request`, or a request whose whole body the server already read. */
 export interface JsonBodySource {

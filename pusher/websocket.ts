@@ -8,7 +8,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { concat, utf8Length } from "../shared/bytes.ts";
+import { concat, StrictUtf8Decoder, utf8Length } from "../shared/bytes.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
 
 /** Close codes this server sends. */
@@ -73,7 +73,7 @@ const OP_PING = 0x9;
 const OP_PONG = 0xa;
 
 const utf8 = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const strictUtf8 = new StrictUtf8Decoder({ ignoreBOM: true });
 
 /**
  * A text message encoded once as a server frame, to be written to any number

@@ -37,6 +37,43 @@ export function concat<T extends ArrayBufferLike = ArrayBufferLike>(
 }
 
 /**
+ * Decodes UTF-8 and throws a `TypeError` on invalid input, as
+ * `new TextDecoder("utf-8", { fatal: true })` does, at about the cost of a
+ * replacing decoder. Deno's fatal decoder allocates a UTF-16 buffer on every
+ * call (10 µs for 11 KB of JSON here, against 0.7 µs replacing), and every
+ * frame, event batch and request body goes through this. So the text is
+ * decoded replacing first: valid input leaves no U+FFFD, as every invalid
+ * sequence would. Only a text with U+FFFD in it is decoded again by the fatal
+ * decoder, to tell a U+FFFD that was sent from an error.
+ *
+ * @example
+ * ```ts
+ * import { StrictUtf8Decoder } from "./bytes.ts";
+ *
+ * const utf8 = new StrictUtf8Decoder();
+ * utf8.decode(new Uint8Array([0xe2, 0x82, 0xac])); // "€"
+ * utf8.decode(new Uint8Array([0xe2, 0x82])); // throws TypeError
+ * ```
+ */
+export class StrictUtf8Decoder {
+  readonly #replacing: TextDecoder;
+  readonly #fatal: TextDecoder;
+
+  /** @param options.ignoreBOM Keep a leading byte order mark as U+FEFF instead of dropping it; default `false`. */
+  constructor(options: { ignoreBOM?: boolean } = {}) {
+    const ignoreBOM = options.ignoreBOM ?? false;
+    this.#replacing = new TextDecoder("utf-8", { ignoreBOM });
+    this.#fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM });
+  }
+
+  /** The text of `bytes`. @throws {TypeError} when `bytes` is not valid UTF-8 */
+  decode(bytes: Uint8Array): string {
+    const text = this.#replacing.decode(bytes);
+    return text.includes("\uFFFD") ? this.#fatal.decode(bytes) : text;
+  }
+}
+
+/**
  * The length of `text` in UTF-8, as `new TextEncoder().encode(text).length`
  * gives it (a lone surrogate counts as U+FFFD, 3 bytes), without encoding it.
  *

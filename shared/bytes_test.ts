@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { concat, utf8Length } from "./bytes.ts";
+import { concat, StrictUtf8Decoder, utf8Length } from "./bytes.ts";
 
 Deno.test("concat joins chunks in order into a fresh array, with or without the total given", () => {
   const a = new Uint8Array([1, 2]);
@@ -43,4 +43,67 @@ Deno.test("utf8Length counts what TextEncoder would encode, lone surrogates incl
   ) {
     assert.equal(utf8Length(text), encoder.encode(text).length, JSON.stringify(text));
   }
+});
+
+/** The fatal `TextDecoder`'s answer for `bytes`: its text, or the class of what it threw. */
+function fatalAnswer(bytes: Uint8Array, ignoreBOM: boolean): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM }).decode(bytes);
+  } catch (error) {
+    return `threw ${(error as Error).constructor.name}`;
+  }
+}
+
+function strictAnswer(bytes: Uint8Array, ignoreBOM: boolean): string {
+  try {
+    return new StrictUtf8Decoder({ ignoreBOM }).decode(bytes);
+  } catch (error) {
+    return `threw ${(error as Error).constructor.name}`;
+  }
+}
+
+Deno.test("StrictUtf8Decoder decodes valid UTF-8, a U+FFFD that was sent included, and throws TypeError on invalid input", () => {
+  const utf8 = new StrictUtf8Decoder();
+  assert.equal(utf8.decode(new TextEncoder().encode('{"data":"a€😀"}')), '{"data":"a€😀"}');
+  assert.equal(utf8.decode(new Uint8Array([0x61, 0xef, 0xbf, 0xbd, 0x62])), "a\uFFFDb");
+  for (
+    const invalid of [
+      [0xe2, 0x82], // cut short
+      [0x80], // a continuation byte alone
+      [0xc0, 0xaf], // overlong
+      [0xed, 0xa0, 0x80], // a UTF-16 surrogate
+      [0xf4, 0x90, 0x80, 0x80], // past U+10FFFF
+      [0x61, 0xef, 0xbf, 0xbd, 0xff], // a U+FFFD that was sent, then an error
+    ]
+  ) {
+    assert.throws(() => utf8.decode(new Uint8Array(invalid)), TypeError, `${invalid}`);
+  }
+});
+
+Deno.test("StrictUtf8Decoder drops a leading byte order mark unless told to keep it, as TextDecoder does", () => {
+  const withBom = new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d]);
+  assert.equal(new StrictUtf8Decoder().decode(withBom), "{}");
+  assert.equal(new StrictUtf8Decoder({ ignoreBOM: true }).decode(withBom), "\uFEFF{}");
+});
+
+Deno.test("StrictUtf8Decoder answers as the fatal TextDecoder does, for random bytes near UTF-8", () => {
+  // Mostly valid sequences with bytes changed here and there, so that both valid and invalid inputs come up often.
+  let seed = 7;
+  const random = (below: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % below;
+  };
+  const pieces = ["a", "é", "€", "😀", "\uFFFD", "\uFEFF"].map((text) => [...new TextEncoder().encode(text)]);
+  let invalid = 0;
+  for (let i = 0; i < 2000; i++) {
+    const bytes: number[] = [];
+    for (let n = random(6); n >= 0; n--) bytes.push(...pieces[random(pieces.length)]!);
+    if (random(2) === 0) bytes[random(bytes.length)] = random(256);
+    const input = new Uint8Array(bytes);
+    const ignoreBOM = random(2) === 0;
+    const expected = fatalAnswer(input, ignoreBOM);
+    if (expected.startsWith("threw")) invalid++;
+    assert.equal(strictAnswer(input, ignoreBOM), expected, `${bytes} ignoreBOM=${ignoreBOM}`);
+  }
+  assert.ok(invalid > 200 && invalid < 1800, `both kinds of input came up (${invalid} of 2000 invalid)`);
 });

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { StrictUtf8Decoder } from "./bytes.ts";
 import { encodeLengthPrefixed, FrameDecoder, type FrameDecoderOptions, HEADER_BYTES, writeHeader } from "./frame.ts";
 import type { Json } from "./json.ts";
 
@@ -316,7 +317,7 @@ export interface Codec {
 }
 
 const utf8 = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const strictUtf8 = new StrictUtf8Decoder({ ignoreBOM: true });
 
 /** UTF-8 JSON payloads: the default codec. */
 export const jsonCodec: Codec = {
