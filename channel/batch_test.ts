@@ -4,6 +4,7 @@ import { HubClient, HubError } from "./client.ts";
 import { quiet, RawPeer, startHub, until } from "./testing.ts";
 import { BusError, type Json, publishBatch } from "../shared/bus.ts";
 import { encodeLengthPrefixed, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../shared/wire.ts";
+import { FrameDecoder } from "../shared/frame.ts";
 
 Deno.test("hub answers a publish_batch with one batch_ack holding each item's count and position, in order", async () => {
   await using hub = startHub({ historySubjects: ["kept.*"] });
@@ -101,6 +102,68 @@ Deno.test("hub client splits a batch over the frame limit into several frames an
   assert.ok(outcomes.every((outcome, i) => i === 50 || (!(outcome instanceof HubError) && outcome.count === 1)));
   await until(() => got.length === 200, 5000, "the 200 events");
   assert.deepEqual(got, items.filter((_, i) => i !== 50).map((item) => item.data), "in order");
+});
+
+/**
+ * A TCP proxy in front of the hub that counts the `publish_batch` frames
+ * sent through it, for one client connection.
+ */
+function countingBatchFrames(hubPort: number): { port: number; frames: () => number } & AsyncDisposable {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let frames = 0;
+  const conns: Deno.Conn[] = [];
+  const relay = (async () => {
+    const client = await listener.accept();
+    const hub = await Deno.connect({ hostname: "127.0.0.1", port: hubPort });
+    conns.push(client, hub);
+    const decoder = new FrameDecoder({ maxFrameBytes: 1 << 20 });
+    const toHub = (async () => {
+      const buffer = new Uint8Array(64 * 1024);
+      for (let n; (n = await client.read(buffer).catch(() => null)) !== null;) {
+        const chunk = buffer.slice(0, n);
+        for (const payload of decoder.push(chunk)) {
+          if (JSON.parse(new TextDecoder().decode(payload)).type === "publish_batch") frames++;
+        }
+        await hub.write(chunk).catch(() => {});
+      }
+    })();
+    await Promise.all([toHub, hub.readable.pipeTo(client.writable).catch(() => {})]);
+  })();
+  return {
+    port: listener.addr.port,
+    frames: () => frames,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* closed by the pipe */ }
+      }
+      await relay.catch(() => {});
+    },
+  };
+}
+
+Deno.test("hub client sends a batch that fits one frame as one frame, counting its UTF-8 exactly near the limit", async () => {
+  await using hub = startHub({ maxFrameBytes: 4096 });
+  await using subscriber = new HubClient({ port: hub.port, logger: quiet, maxFrameBytes: 4096 });
+  const got: Json[] = [];
+  subscriber.subscribe("s", (data) => got.push(data));
+  await subscriber.flush();
+  await using proxy = countingBatchFrames(hub.port);
+  await using client = new HubClient({ port: proxy.port, logger: quiet, maxFrameBytes: 4096 });
+  // 3000 bytes of items: over the frame at three bytes per character, within it counted exactly.
+  const ascii = Array.from({ length: 30 }, (_, i) => ({ subject: "s", data: `${i}`.padStart(70, "0") }));
+  const outcomes = await client.publishBatch(ascii);
+  assert.ok(outcomes.every((outcome) => !(outcome instanceof HubError) && outcome.count === 1));
+  assert.equal(proxy.frames(), 1, "one frame");
+  // The same number of characters, but 3 bytes each: over the frame, so cut in several.
+  const wide = ascii.map(({ subject }, i) => ({ subject, data: `${i}`.padStart(70, "€") }));
+  const wideOutcomes = await client.publishBatch(wide);
+  assert.ok(wideOutcomes.every((outcome) => !(outcome instanceof HubError) && outcome.count === 1));
+  assert.ok(proxy.frames() - 1 >= 2, `several frames, got ${proxy.frames() - 1}`);
+  await until(() => got.length === 60, 5000, "the 60 events");
+  assert.deepEqual(got, [...ascii, ...wide].map((item) => item.data), "in order");
 });
 
 Deno.test("hub bus publishes a batch natively; the shared fallback gives the same outcomes one by one", async () => {
