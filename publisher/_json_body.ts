@@ -109,14 +109,15 @@ export async function readJsonBody(
 export function jsonDepth(text: string): number {
   let depth = 0;
   let deepest = 0;
-  let inString = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c) i++; // a backslash: the next character is escaped
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) {
-      inString = true;
+    if (c === 0x22) {
+      // Over the string to its closing quote, found natively: most of a body is strings (a third of the time per
+      // character). A quote is escaped by an odd run of backslashes before it.
+      do {
+        i = text.indexOf('"', i + 1);
+        if (i === -1) return deepest;
+      } while (backslashesBefore(text, i) % 2 === 1);
     } else if (c === 0x5b || c === 0x7b) {
       if (++depth > deepest) deepest = depth;
     } else if (c === 0x5d || c === 0x7d) {
@@ -124,6 +125,12 @@ export function jsonDepth(text: string): number {
     }
   }
   return deepest;
+}
+
+function backslashesBefore(text: string, end: number): number {
+  let i = end;
+  while (i > 0 && text.charCodeAt(i - 1) === 0x5c) i--;
+  return end - i;
 }
 
 function notUtf8(): Rejection {

@@ -7,6 +7,7 @@ import { type FakeSocket, FakeTransport } from "../pusher/fake_transport.ts";
 import { newWorkerId, PRESENCE_SUBJECT } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
 import { signJwt } from "../shared/jwt.ts";
+import { mulberry32 } from "../shared/testing.ts";
 import { createLogger } from "../shared/log.ts";
 import { MemoryBroker, type MemoryBrokerOptions } from "../shared/memory_bus.ts";
 import { type BatchOutcome, type Bus, type BusBatchItem, publishEach } from "../shared/bus.ts";
@@ -547,15 +548,18 @@ Deno.test("api calls are counted in /metrics by method and code, each batch comm
   await c.call("publish", { data: 1 });
   await c.call("publish", { channel: "a b", data: 1 });
   await c.call("batch", { commands: [{ info: {} }, { presence: {} }] });
+  await c.call("batch", {
+    commands: [{ publish: { data: 2 } }, { publish: { channel: "a b", data: 2 } }, { publish: { data: 3 } }],
+  });
   const text = metrics.render();
   for (
     const line of [
-      'publisher_api_calls_total{method="publish",code="200"} 1',
-      'publisher_api_calls_total{method="publish",code="422"} 1',
-      'publisher_api_calls_total{method="batch",code="200"} 1',
+      'publisher_api_calls_total{method="publish",code="200"} 3',
+      'publisher_api_calls_total{method="publish",code="422"} 2',
+      'publisher_api_calls_total{method="batch",code="200"} 2',
       'publisher_api_calls_total{method="info",code="200"} 1',
       'publisher_api_calls_total{method="presence",code="400"} 1',
-      'publisher_publishes_total{target="broadcast"} 1',
+      'publisher_publishes_total{target="broadcast"} 3',
     ]
   ) assert.ok(text.includes(line), `${line} in\n${text}`);
 });
@@ -564,6 +568,37 @@ Deno.test("jsonDepth counts nesting outside strings only", () => {
   assert.equal(jsonDepth("1"), 0);
   assert.equal(jsonDepth('{"a":[1,{"b":"[[{{"}]}'), 3);
   assert.equal(jsonDepth('["\\"[[["]'), 1);
+  assert.equal(
+    jsonDepth('["\\\\",[["\\\\\\"]"]]]'),
+    3,
+    "an even run of backslashes ends the string, an odd one does not",
+  );
+});
+
+Deno.test("jsonDepth agrees with a character-by-character reading on random JSON-like text", () => {
+  /** The reading jsonDepth speeds up: every character, strings tracked with their escapes. */
+  function reference(text: string): number {
+    let depth = 0;
+    let deepest = 0;
+    let inString = false;
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (inString) {
+        if (c === "\\") i++;
+        else if (c === '"') inString = false;
+      } else if (c === '"') inString = true;
+      else if (c === "[" || c === "{") deepest = Math.max(deepest, ++depth);
+      else if (c === "]" || c === "}") depth--;
+    }
+    return deepest;
+  }
+  const random = mulberry32(19);
+  const pieces = ['"', "\\", "[", "]", "{", "}", "a", ",", ":", "\\\\", '\\"'];
+  for (let n = 0; n < 5000; n++) {
+    let text = "";
+    for (let k = Math.floor(random() * 40); k > 0; k--) text += pieces[Math.floor(random() * pieces.length)];
+    assert.equal(jsonDepth(text), reference(text), JSON.stringify(text));
+  }
 });
 
 // History and idempotency: the hub's, played by the memory broker with history on for channel.*.

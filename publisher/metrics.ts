@@ -113,10 +113,11 @@ export class PublisherMetrics {
 
   /**
    * Counts one server-API call of `method` answered with `code` (200, or
-   * its error's code); a batch counts once as `batch` and once per command.
+   * its error's code), `calls` times; a batch counts once as `batch` and
+   * once per command.
    */
-  countApiCall(method: string, code: number): void {
-    this.#apiCalls.inc(1, method, String(code));
+  countApiCall(method: string, code: number, calls = 1): void {
+    this.#apiCalls.inc(calls, method, String(code));
   }
 
   /**
