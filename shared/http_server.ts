@@ -935,7 +935,7 @@ class Connection {
       return this.#send(latin1Bytes(`${head}\r\n`, 0));
     }
     if (known !== undefined) {
-      const bytes = this.#withBody(head, utf8.encode(known), headOnly);
+      const bytes = this.#withBody(head, encodeInScratch(known), headOnly);
       if (reused) this.#server.prepared.set(response, { date: this.#server.date, bytes });
       return this.#send(bytes);
     }
@@ -1150,6 +1150,25 @@ function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {
     if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) return i;
   }
   return -1;
+}
+
+/** Where a string body is encoded before it is copied behind its head: one buffer per thread, reused (see encodeInScratch). */
+let scratch = new Uint8Array(16 * 1024);
+/** The scratch buffer grows to fit a body of up to this many bytes; a larger body is encoded into an array of its own. */
+const SCRATCH_MAX_BYTES = 256 * 1024;
+
+/**
+ * `text` in UTF-8, in a view of the thread's scratch buffer that the next
+ * call overwrites: the caller copies it at once. An answer's body used to
+ * be encoded into an array of its own, which the allocator made and freed
+ * once per answer only to be copied behind the head.
+ */
+function encodeInScratch(text: string): Uint8Array {
+  if (text.length > scratch.length && scratch.length < SCRATCH_MAX_BYTES) {
+    scratch = new Uint8Array(Math.min(SCRATCH_MAX_BYTES, 2 ** Math.ceil(Math.log2(text.length))));
+  }
+  const { read, written } = utf8.encodeInto(text, scratch);
+  return read === text.length ? scratch.subarray(0, written) : utf8.encode(text);
 }
 
 /** `text`'s bytes, one per character (a head is Latin-1), with `room` bytes after them. */

@@ -301,6 +301,21 @@ Deno.test("http server streams a body that is still coming, chunked, and a known
   }
 });
 
+Deno.test("http server answers string bodies of every size in UTF-8, one after another on a connection", async () => {
+  // Sizes around the encoding buffer's steps, with 1-, 2-, 3- and 4-byte characters: a short body after a long one, too.
+  const characters = [..."aé€😀"];
+  const bodies = [1, 16 * 1024, 5, 40_000, 300 * 1024, 3, 100_000].map((length, i) =>
+    Array.from({ length }, (_, k) => characters[k % characters.length]).join("") + i
+  );
+  await using server = start({}, (req) => text(200, bodies[Number(new URL(req.url).searchParams.get("i"))]!));
+  for (const [i, body] of bodies.entries()) {
+    const answer = await fetch(`http://127.0.0.1:${server.addr.port}/?i=${i}`);
+    const bytes = new Uint8Array(await answer.arrayBuffer());
+    assert.equal(answer.headers.get("content-length"), String(encoder.encode(body).length), `body ${i}`);
+    assert.equal(decoder.decode(bytes), body, `body ${i}`);
+  }
+});
+
 Deno.test("http server closes a connection whose head does not come within headTimeout, with a 408 if part of it came", async () => {
   const logs: string[] = [];
   await using server = start({ headTimeout: 100 }, echo, logs);
