@@ -82,8 +82,14 @@ Deno.test("nats bus request: replies, no responders, and presence ends when ever
   assert.deepEqual(one, { replies: ["b"], expected: null });
   const error = await busError(requester.request("worker.gone", null, { timeout: 5000 }), "no_responders", "it");
   assert.match(error.message, /^Cannot request on worker.gone: nobody subscribes to it$/);
-  // A subscriber that closes says goodbye: the next presence does not wait for it.
+  // A subscriber that closes says goodbye: presence stops waiting for it once the goodbye has come through the server,
+  // sooner than the 600 ms that three missed heartbeats take.
   await b.close();
+  await until(
+    async () => (await requester.request("presence", "?", { timeout: 100 })).expected === 1,
+    500,
+    "b's goodbye",
+  );
   const after = Date.now();
   assert.deepEqual((await requester.request("presence", "?", { timeout: 5000 })).expected, 1);
   assert.ok(Date.now() - after < 1000, "presence after a goodbye answers at once");
