@@ -4,7 +4,7 @@ import { collectWhenIdle, type HeapUsage, type IdleCollection } from "./idle_gc.
 const MiB = 1024 * 1024;
 
 /** A heap the test scripts, a collection that shrinks it, and a timer the test ticks by hand. */
-function scripted(start: HeapUsage) {
+function scripted(start: HeapUsage, startBytes?: number) {
   let heap = start;
   let check: (() => void) | undefined;
   const collections: IdleCollection[] = [];
@@ -18,6 +18,7 @@ function scripted(start: HeapUsage) {
       return { [Symbol.dispose]: () => check = undefined };
     },
     onCollect: (collection) => collections.push(collection),
+    ...(startBytes === undefined ? {} : { startBytes }),
   });
   return {
     collections,
@@ -61,6 +62,25 @@ Deno.test("idle gc leaves a quiet heap alone until it has grown past the minimum
   heap.look(11 * MiB, 8 * MiB);
   heap.look(11 * MiB, 8 * MiB);
   assert.equal(heap.collections.length, 1);
+});
+
+Deno.test("idle gc with startBytes 0 gives back the heap built while starting, once, when it is quiet", () => {
+  const started = scripted({ heapTotal: 9 * MiB, heapUsed: 8 * MiB }, 0);
+  started.look(9 * MiB, 8 * MiB);
+  assert.equal(started.collections.length, 0, "one quiet look is not enough");
+  started.look(9 * MiB, 8 * MiB);
+  assert.deepEqual(started.collections.map(({ before, after }) => [before, after]), [[9 * MiB, 6 * MiB]]);
+  started.look(6 * MiB, 5 * MiB);
+  started.look(6 * MiB, 5 * MiB);
+  assert.equal(started.collections.length, 1, "then only after growth");
+  const small = scripted({ heapTotal: 3 * MiB, heapUsed: 2 * MiB }, 0);
+  small.look(3 * MiB, 2 * MiB);
+  small.look(3 * MiB, 2 * MiB);
+  assert.equal(small.collections.length, 0, "a start under the minimum growth is left alone");
+  const unset = scripted({ heapTotal: 9 * MiB, heapUsed: 8 * MiB });
+  unset.look(9 * MiB, 8 * MiB);
+  unset.look(9 * MiB, 8 * MiB);
+  assert.equal(unset.collections.length, 0, "by default growth counts from the heap when watching starts");
 });
 
 Deno.test("idle gc follows a heap that V8 shrank by itself, and stops when disposed", () => {
