@@ -333,9 +333,10 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<Report> 
     const each = await rssKiBEach(systemPids);
     return Object.fromEntries(systemNames.map((name, i) => [name, each[i]!]));
   };
-  const idleRss = await lowestOf(3, sampleSystem);
+  const idleSamples = options.quick ? 3 : IDLE_SAMPLES;
+  const idleRss = await lowestOf(idleSamples, sampleSystem);
   const workers = pusherWorkers(services.system);
-  const floorRss = await measureFloor(workers, signal);
+  const floorRss = await measureFloor(workers, idleSamples, signal);
   progress(`memory: idle after start ${mib(totalKiB(idleRss))} MiB, floor ${mib(totalKiB(floorRss))} MiB`);
   const reports = new Map<string, ScenarioReport>();
   const busReports = new Map<string, BusScenarioReport>();
@@ -406,6 +407,14 @@ async function run(options: BenchOptions, signal: AbortSignal): Promise<Report> 
 }
 
 /** The sample of the `count` taken a second apart whose total is lowest. */
+/**
+ * Samples of idle memory, one a second, the lowest kept: 10, so that the
+ * services have settled. Each gives back the garbage of its start once it
+ * has been idle for two looks of `shared/idle_gc.ts`, 2 s apart (4-6 s after
+ * it starts); the floor's bare processes are sampled as long.
+ */
+const IDLE_SAMPLES = 10;
+
 async function lowestOf(count: number, sample: () => Promise<ServiceRss>): Promise<ServiceRss> {
   let lowest = await sample();
   for (let i = 1; i < count; i++) {
@@ -420,10 +429,10 @@ async function lowestOf(count: number, sample: () => Promise<ServiceRss>): Promi
  * The system's memory floor: a bare Deno process listening per service, the
  * pusher's with `workers` bare workers, sampled as the system is, then stopped.
  */
-async function measureFloor(workers: number, signal: AbortSignal): Promise<ServiceRss> {
+async function measureFloor(workers: number, samples: number, signal: AbortSignal): Promise<ServiceRss> {
   await using floor = await startFloor(workers, { signal });
   const pids = floor.processes.map((service) => service.pid);
-  return await lowestOf(3, async () => {
+  return await lowestOf(samples, async () => {
     const each = await rssKiBEach(pids);
     return Object.fromEntries(floor.processes.map((service, i) => [service.name.replace(/ floor$/, ""), each[i]!]));
   });
