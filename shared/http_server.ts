@@ -26,6 +26,7 @@
  */
 
 import { AcceptLog, acceptNext } from "./accept.ts";
+import { concat } from "./bytes.ts";
 import { timerMs } from "./duration.ts";
 import { isShared, stringBodyOf, text } from "./http.ts";
 import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead } from "./http_head.ts";
@@ -1175,17 +1176,6 @@ function encodeInScratch(text: string): Uint8Array {
 function latin1Bytes(text: string, room: number): Uint8Array {
   const bytes = new Uint8Array(text.length + room);
   for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  return bytes;
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
-  }
   return bytes;
 }
 
