@@ -6,7 +6,6 @@
  */
 
 import { originMatcher } from "./_origin.ts";
-import { TokenError, verifyJwt } from "../shared/jwt.ts";
 import type { TransportRequest } from "./transport.ts";
 import { channelsClaim } from "./channel_patterns.ts";
 import { MAX_CARRIED_USER_LENGTH } from "../shared/address.ts";
@@ -51,33 +50,46 @@ export interface Refused {
   readonly message: string;
 }
 
-/** Decides whether a WebSocket handshake may become a connection. */
+/**
+ * Decides whether a WebSocket handshake may become a connection.
+ *
+ * With a token secret it loads `shared/jwt.ts`, and with it `node:crypto`,
+ * when constructed, not when this module loads: Deno's Node layer costs a
+ * pusher worker about 4 MiB of resident memory (issue 19), which a pusher
+ * that checks no tokens does not need. A handshake that comes before it has
+ * loaded (the first milliseconds of a worker) is answered once it has.
+ */
 export class Admission {
   readonly #originAllowed: ((origin: string) => boolean) | null;
   readonly #tokenSecret: string | null;
+  #jwt: typeof import("../shared/jwt.ts") | null = null;
+  readonly #jwtLoaded: Promise<void> | null = null;
 
   constructor(options: AdmissionOptions = {}) {
     if (options.tokenSecret === "") {
       throw new RangeError("Cannot check tokens with an empty secret: anyone could sign one");
     }
     this.#tokenSecret = options.tokenSecret ?? null;
+    if (this.#tokenSecret !== null) this.#jwtLoaded = import("../shared/jwt.ts").then((jwt) => void (this.#jwt = jwt));
     this.#originAllowed = options.allowedOrigins ? originMatcher(options.allowedOrigins) : null;
   }
 
   /** Checks the origin, then the token (`url` is `req.url`, parsed). */
-  check(req: TransportRequest, url: URL): Admitted | Refused {
+  check(req: TransportRequest, url: URL): Admitted | Refused | Promise<Admitted | Refused> {
     const origin = req.headers.get("origin");
     if (this.#originAllowed && origin !== null && !this.#originAllowed(origin)) {
       return { admitted: false, reason: "origin", status: 403, message: `Origin not allowed: ${origin}` };
     }
     if (this.#tokenSecret === null) return ANONYMOUS;
+    const jwt = this.#jwt;
+    if (jwt === null) return this.#jwtLoaded!.then(() => this.check(req, url));
     const token = url.searchParams.get("token");
     if (!token) return refuseToken("Unauthorized: this pusher needs a token (?token=JWT)");
     let claims;
     try {
-      claims = verifyJwt(token, this.#tokenSecret);
+      claims = jwt.verifyJwt(token, this.#tokenSecret);
     } catch (error) {
-      if (!(error instanceof TokenError)) throw error;
+      if (!(error instanceof jwt.TokenError)) throw error;
       return refuseToken(`Unauthorized: ${error.message}`);
     }
     // The user's subject on the bus must fit it, or pushes to the user could never arrive.

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
 import { channelNameError } from "../shared/address.ts";
+import { utf8Length } from "../shared/bytes.ts";
 
 /** Codes of the error objects in error frames (not close codes). */
 export const ErrorCode = {
@@ -102,7 +102,7 @@ export function parseClientMessage(
   if (typeof message !== "string") return malformed(null, "Malformed message: commands are JSON in text frames");
   // UTF-16 units never outnumber UTF-8 bytes, and a unit is at most 3 bytes:
   // only a message in between needs counting.
-  if (message.length > maxBytes || (message.length * 3 > maxBytes && Buffer.byteLength(message, "utf8") > maxBytes)) {
+  if (message.length > maxBytes || (message.length * 3 > maxBytes && utf8Length(message) > maxBytes)) {
     return { id: null, code: ErrorCode.tooLarge, message: `Message too large: over ${maxBytes} bytes` };
   }
   let value: unknown;

@@ -14,7 +14,7 @@
 import { busName } from "../shared/bus_address.ts";
 import { demoPage } from "./demo_page.ts";
 import { clientAssetResponse } from "./client_asset.ts";
-import { Admission } from "./admission.ts";
+import { Admission, type Admitted, type Refused } from "./admission.ts";
 import { Delivery } from "./delivery.ts";
 import { type Connection, ConnectionRegistry } from "./registry.ts";
 import { ChannelMembership, type JoinOutcome, type Member } from "./channels.ts";
@@ -306,9 +306,15 @@ export class Pusher {
     this.#interest.clear();
   }
 
-  #upgrade(req: TransportRequest, url: URL): Response {
+  #upgrade(req: TransportRequest, url: URL): Response | Promise<Response> {
     if (!this.#accepting) return this.#reject("shutting_down", 503, "Shutting down");
     const admission = this.#admission.check(req, url);
+    return admission instanceof Promise
+      ? admission.then((admitted) => this.#admit(req, admitted))
+      : this.#admit(req, admission);
+  }
+
+  #admit(req: TransportRequest, admission: Admitted | Refused): Response {
     if (!admission.admitted) return this.#reject(admission.reason, admission.status, admission.message);
     const handlers = admission.user === null && admission.channels === null
       ? this.#anonymous

@@ -7,9 +7,9 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { concat, StrictUtf8Decoder, utf8Length } from "../shared/bytes.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
+import { sha1 } from "./_sha1.ts";
 
 /** Close codes this server sends. */
 export const CloseCode = {
@@ -57,7 +57,7 @@ const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /** `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`. */
 export function acceptKey(key: string): string {
-  return createHash("sha1").update(key + GUID).digest("base64");
+  return sha1(utf8.encode(key + GUID)).toBase64();
 }
 
 /** True for a valid `Sec-WebSocket-Key`: base64 of 16 bytes. */
