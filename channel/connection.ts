@@ -416,7 +416,7 @@ export class Connection implements Peer {
     const results: (BatchResult | Promise<AckFields>)[] = new Array(items.length);
     const reachedBy: Peer[][] = new Array(items.length);
     /** Resolves the remembered ack of each keyed item routed here. */
-    const settles: ((fields: AckFields) => void)[] = new Array(items.length);
+    const settles: ((fields: CountResult) => void)[] = new Array(items.length);
     /** The item a keyed retry in the same batch repeats, and the first item of each subject and key. */
     const sameAs: number[] = new Array(items.length);
     const firsts = new Map<string, number>();
@@ -458,7 +458,12 @@ export class Connection implements Peer {
           this.#hub.remember(subjects, key, Promise.resolve(ackFields(item.subject, results[i] as CountResult)));
         } else {
           // Settled below, once the writes are known; a retry in this same batch waits for it.
-          this.#hub.remember(subjects, key, new Promise<AckFields>((resolve) => (settles[i] = resolve)));
+          const subject = item.subject;
+          this.#hub.remember(
+            subjects,
+            key,
+            new Promise<AckFields>((resolve) => (settles[i] = (fields) => resolve(ackFields(subject, fields)))),
+          );
         }
       }
       if (routed.reached.length > 0) waits = true;
@@ -469,11 +474,14 @@ export class Connection implements Peer {
       this.#reply({ type: "batch_ack", id: message.id, results: results as BatchResult[] });
       return;
     }
+    // What waits for the writes holds no item: the batch's data dies young,
+    // not after the collections that a wait for the kernel spans.
+    const { id, items: { length } } = message;
     const written = new Map<Peer, boolean>();
     const flushes = [...peers].map((peer) => peer.flushed().then((ok) => void written.set(peer, ok)));
     const done = Promise.all(flushes).then(async () => {
-      const answered: BatchResult[] = new Array(items.length);
-      for (let i = 0; i < items.length; i++) {
+      const answered: BatchResult[] = new Array(length);
+      for (let i = 0; i < length; i++) {
         if (sameAs[i] !== undefined) {
           answered[i] = answered[sameAs[i]!]!;
           continue;
@@ -491,12 +499,12 @@ export class Connection implements Peer {
         for (const peer of reachedBy[i]!) if (written.get(peer)) count++;
         const fields = { ...result, count };
         answered[i] = fields;
-        settles[i]?.(ackFields(items[i]!.subject, fields));
+        settles[i]?.(fields);
       }
-      this.#reply({ type: "batch_ack", id: message.id, results: answered });
+      this.#reply({ type: "batch_ack", id, results: answered });
     });
     // Weighed by its items: a batch holds as much as as many publishes.
-    this.#await(done, items.length);
+    this.#await(done, length);
   }
 
   /**
