@@ -142,15 +142,18 @@ export class HubBus implements Bus {
    *
    * @throws the abort's reason when `options.signal` aborts.
    */
-  async publishBatch(items: readonly BusBatchItem[], options: BusBatchOptions = {}): Promise<BatchOutcome[]> {
-    const outcomes = await this.#client.publishBatch(items, options);
-    return outcomes.map((outcome, i): BatchOutcome => {
-      if (outcome instanceof HubError) return toBusError(outcome) as BusError;
-      const position = outcome.positions.find((p) => p.subject === items[i]!.subject);
-      return position
-        ? { reached: outcome.count, position: { offset: position.offset, epoch: position.epoch } }
-        : { reached: outcome.count };
-    });
+  publishBatch(items: readonly BusBatchItem[], options: BusBatchOptions = {}): Promise<BatchOutcome[]> {
+    // Not the items: their data need not wait in memory for the hub's answer.
+    const subjects = items.map(({ subject }) => subject);
+    return this.#client.publishBatch(items, options).then((outcomes) =>
+      outcomes.map((outcome, i): BatchOutcome => {
+        if (outcome instanceof HubError) return toBusError(outcome) as BusError;
+        const position = outcome.positions.find((p) => p.subject === subjects[i]);
+        return position
+          ? { reached: outcome.count, position: { offset: position.offset, epoch: position.epoch } }
+          : { reached: outcome.count };
+      })
+    );
   }
 
   /**

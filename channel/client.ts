@@ -437,46 +437,55 @@ export class HubClient extends EventTarget {
    * ]);
    * ```
    */
-  async publishBatch(
+  publishBatch(
     items: readonly HubBatchItem[],
     options: PublishBatchOptions = {},
   ): Promise<(PublishAck | HubError)[]> {
     const outcomes = new Array<PublishAck | HubError>(items.length);
+    // What waits for the hub's answer is each item's subject, not the item:
+    // its data is in the frame's bytes, and the objects can go young.
+    const subjects = items.map(({ subject }) => subject);
     const sent: Promise<void>[] = [];
     for (const { json, indexes } of this.#batchChunks(items, outcomes)) {
-      const ask = this.#ask(
-        "publish_batch",
-        (id) => `{"type":"publish_batch","id":${id},"items":${json}}`,
-        options,
+      sent.push(
+        this.#askBatch(json, options).then(
+          (reply) => {
+            const results = reply.type === "batch_ack" ? reply.results : [];
+            indexes.forEach((index, i) => {
+              const subject = subjects[index]!;
+              const result = results[i];
+              if (result === undefined) {
+                outcomes[index] = new HubError("refused", `Cannot publish: the hub answered ${reply.type}`);
+              } else if ("error" in result) outcomes[index] = new HubError("refused", result.error);
+              else {
+                outcomes[index] = {
+                  count: result.count,
+                  positions: result.offset === undefined
+                    ? []
+                    : [{ subject, offset: result.offset, epoch: result.epoch ?? "" }],
+                };
+              }
+            });
+          },
+          (error) => {
+            // An abort's reason rejects the whole call, as it rejects a publish.
+            if (!(error instanceof HubError)) throw error;
+            for (const index of indexes) outcomes[index] = error;
+          },
+        ),
       );
-      sent.push(ask.then(
-        (reply) => {
-          const results = reply.type === "batch_ack" ? reply.results : [];
-          indexes.forEach((index, i) => {
-            const { subject } = items[index]!;
-            const result = results[i];
-            if (result === undefined) {
-              outcomes[index] = new HubError("refused", `Cannot publish: the hub answered ${reply.type}`);
-            } else if ("error" in result) outcomes[index] = new HubError("refused", result.error);
-            else {
-              outcomes[index] = {
-                count: result.count,
-                positions: result.offset === undefined
-                  ? []
-                  : [{ subject, offset: result.offset, epoch: result.epoch ?? "" }],
-              };
-            }
-          });
-        },
-        (error) => {
-          // An abort's reason rejects the whole call, as it rejects a publish.
-          if (!(error instanceof HubError)) throw error;
-          for (const index of indexes) outcomes[index] = error;
-        },
-      ));
     }
-    await Promise.all(sent);
-    return outcomes;
+    return Promise.all(sent).then(() => outcomes);
+  }
+
+  /**
+   * Sends one frame of a batch. Apart from {@linkcode publishBatch}'s loop:
+   * a closure there that names the items' JSON (the frame's builder) would
+   * put it in the loop's context, which the answer's closures keep until the
+   * hub answers.
+   */
+  #askBatch(json: string, options: PublishBatchOptions): Promise<Reply> {
+    return this.#ask("publish_batch", (id) => `{"type":"publish_batch","id":${id},"items":${json}}`, options);
   }
 
   /**

@@ -23,7 +23,6 @@ import {
   type UserAddress,
 } from "../shared/address.ts";
 import {
-  type BatchOutcome,
   type Bus,
   type BusBatchItem,
   BusError,
@@ -189,7 +188,11 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
   }
 
   /** A publish's result from what the bus answered at `finished`, as `publish` returns it. */
-  function finishPublish({ started, address }: PreparedPublish, published: PublishResult, finished = now()): Result {
+  function finishPublish(
+    { started, address }: Pick<PreparedPublish, "started" | "address">,
+    published: PublishResult,
+    finished = now(),
+  ): Result {
     const { reached, position } = published;
     if (reached === 0 && address.kind === "connection") throw staleWorker(address.workerId);
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
@@ -221,23 +224,28 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
    * would give it alone, a {@linkcode Rejection} for those refused. Items
    * go to the bus in one {@linkcode publishBatch} call.
    */
-  async function publishMany(batch: readonly PreparedPublish[]): Promise<(Result | Error)[]> {
-    let outcomes: BatchOutcome[];
-    try {
-      outcomes = await publishBatch(bus, batch.map(({ item }) => item), { timeout: deps.publishTimeout });
-    } catch (error) {
-      const rejection = refusal(error) as Error;
-      return batch.map(() => rejection);
-    }
-    const finished = now();
-    return outcomes.map((outcome, i) => {
-      try {
-        if (outcome instanceof BusError) throw refusal(outcome);
-        return finishPublish(batch[i]!, outcome, finished);
-      } catch (error) {
-        return error as Error;
-      }
-    });
+  function publishMany(batch: readonly PreparedPublish[]): Promise<(Result | Error)[]> {
+    // What the answers need, without the items: their data goes as soon as
+    // it is written to the bus, not after the collections that the wait for
+    // its answer spans (which would move it to the old generation).
+    const answers = batch.map(({ started, address }) => ({ started, address }));
+    return publishBatch(bus, batch.map(({ item }) => item), { timeout: deps.publishTimeout }).then(
+      (outcomes) => {
+        const finished = now();
+        return outcomes.map((outcome, i) => {
+          try {
+            if (outcome instanceof BusError) throw refusal(outcome);
+            return finishPublish(answers[i]!, outcome, finished);
+          } catch (error) {
+            return error as Error;
+          }
+        });
+      },
+      (error) => {
+        const rejection = refusal(error) as Error;
+        return answers.map(() => rejection);
+      },
+    );
   }
 
   async function history(params: Params): Promise<Result> {

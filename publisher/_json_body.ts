@@ -45,10 +45,18 @@ export function readBodyOf(bytes: Uint8Array): JsonBodySource["body"] {
   } catch {
     text = null;
   }
+  let taken = false;
+  // Once: the text is let go when read, so that a request waiting for the
+  // bus does not keep its body in memory (an async call holds its
+  // arguments until it returns).
   return (limit) => {
+    if (taken) throw new TypeError("Body already read");
+    taken = true;
     if (length > limit) throw new Rejection(413, `Body too large: over the ${limit}-byte limit`);
     if (text === null) throw notUtf8();
-    return text;
+    const read = text;
+    text = null;
+    return read;
   };
 }
 

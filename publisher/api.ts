@@ -109,43 +109,51 @@ export function createApi(deps: ApiDeps): ApiCall {
    * exchange with the hub for all of them), the other commands at most
    * {@linkcode BATCH_CONCURRENCY} at once. Answers keep the commands' order.
    */
-  async function batch(body: Params): Promise<Json> {
+  function batch(body: Params): Promise<Json> {
     const commands = body.commands;
     if (!Array.isArray(commands)) {
-      throw new Rejection(400, 'Invalid commands: expected an array of {"<method>": {params}} objects');
+      return Promise.reject(
+        new Rejection(400, 'Invalid commands: expected an array of {"<method>": {params}} objects'),
+      );
     }
     if (commands.length > deps.maxBatchCommands) {
-      throw new Rejection(413, `Too many commands: ${commands.length}, the limit is ${deps.maxBatchCommands}`);
+      return Promise.reject(
+        new Rejection(413, `Too many commands: ${commands.length}, the limit is ${deps.maxBatchCommands}`),
+      );
     }
     const replies = new Array<Json>(commands.length);
-    const publishes: { index: number; prepared: PreparedPublish }[] = [];
+    const prepared: PreparedPublish[] = [];
+    const publishedAt: number[] = [];
     const others: { index: number; method: SingleMethod; params: Params }[] = [];
     // The batch's publishes are read together: one time for them all.
     const read = deps.now();
-    commands.forEach((command, index) => {
+    // A loop, not forEach: a callback's closure would share this call's
+    // context with the answers' closures, and keep `prepared` (the data)
+    // until the bus answers.
+    for (let index = 0; index < commands.length; index++) {
       let method: SingleMethod | undefined;
       try {
         let params: Params;
-        [method, params] = readCommand(command);
-        const prepared = method === "publish" ? methods.preparePublish(params, read) : null;
-        if (prepared?.batchable) publishes.push({ index, prepared });
-        else others.push({ index, method, params });
+        [method, params] = readCommand(commands[index]!);
+        const publish = method === "publish" ? methods.preparePublish(params, read) : null;
+        if (publish?.batchable) {
+          prepared.push(publish);
+          publishedAt.push(index);
+        } else others.push({ index, method, params });
       } catch (error) {
         replies[index] = answer(method, error as Error);
       }
-    });
-    const published = publishes.length === 0
-      ? Promise.resolve()
-      : methods.publishMany(publishes.map(({ prepared }) => prepared)).then((outcomes) => {
-        // Counted once per status, not once per publish: a label lookup each was a share of a batch's CPU.
-        const calls = new Map<number, number>();
-        outcomes.forEach((outcome, i) => {
-          replies[publishes[i]!.index] = reply("publish", outcome);
-          const status = statusOf(outcome);
-          calls.set(status, (calls.get(status) ?? 0) + 1);
-        });
-        for (const [status, count] of calls) metrics.countApiCall("publish", status, count);
+    }
+    const published = prepared.length === 0 ? Promise.resolve() : methods.publishMany(prepared).then((outcomes) => {
+      // Counted once per status, not once per publish: a label lookup each was a share of a batch's CPU.
+      const calls = new Map<number, number>();
+      outcomes.forEach((outcome, i) => {
+        replies[publishedAt[i]!] = reply("publish", outcome);
+        const status = statusOf(outcome);
+        calls.set(status, (calls.get(status) ?? 0) + 1);
       });
+      for (const [status, count] of calls) metrics.countApiCall("publish", status, count);
+    });
     const run = mapConcurrently(others, BATCH_CONCURRENCY, async ({ index, method, params }) => {
       let outcome: Result | Error;
       try {
@@ -155,8 +163,11 @@ export function createApi(deps: ApiDeps): ApiCall {
       }
       replies[index] = answer(method, outcome);
     });
-    await Promise.all([published, run]);
-    return { replies };
+    return Promise.all([published, run]).then(() => ({ replies }));
+  }
+
+  function answerOf(method: ApiMethod, body: Params): Promise<Json> {
+    return method === "batch" ? batch(body) : methods.single[method](body).then((result) => ({ result }));
   }
 
   return async (method, req) => {
@@ -164,8 +175,16 @@ export function createApi(deps: ApiDeps): ApiCall {
     try {
       // Before the body: a caller without the key does not get it read.
       checkApiKey(req, parseUrlEncoded(req.query, "query"), deps.apiKey);
-      const body = await readJsonBody(req, { maxBodyBytes: deps.maxBodyBytes, maxDepth: deps.maxJsonDepth });
-      const answer = method === "batch" ? await batch(body) : { result: await methods.single[method](body) };
+      // The body is no variable here: one would keep it, the publishes' data
+      // with it, until the bus answers (an async call keeps its variables
+      // alive across each await), long enough for the collections meanwhile
+      // to move it to the old generation. batch() reads it, starts the
+      // publishes and lets it go; each closure of it holds what the answers
+      // need, not the commands.
+      const answer = await answerOf(
+        method,
+        await readJsonBody(req, { maxBodyBytes: deps.maxBodyBytes, maxDepth: deps.maxJsonDepth }),
+      );
       status = 200;
       return json(200, answer, deps.headers);
     } catch (error) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
-import { jsonDepth } from "./_json_body.ts";
+import { jsonDepth, readBodyOf } from "./_json_body.ts";
 import { PublisherMetrics } from "./metrics.ts";
 import { Pusher } from "../pusher/pusher.ts";
 import { type FakeSocket, FakeTransport } from "../pusher/fake_transport.ts";
@@ -813,4 +813,13 @@ Deno.test("api history maps bus errors as publish does: 503 with retry-after whi
     assert.match(answer.body.error.message, /^Hub unavailable: /);
   }
   c.broker.down = false;
+});
+
+Deno.test("a body the server read whole is read once: its text is not kept after", () => {
+  const read = readBodyOf(new TextEncoder().encode('{"a":1}'));
+  assert.equal(read(1024), '{"a":1}');
+  assert.throws(() => read(1024), { name: "TypeError", message: "Body already read" });
+  assert.throws(() => readBodyOf(new TextEncoder().encode("{}"))(1), {
+    message: "Body too large: over the 1-byte limit",
+  });
 });
