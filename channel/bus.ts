@@ -7,7 +7,14 @@
  * @module
  */
 
-import { type EventHandler, HubClient, type HubClientOptions, HubError, type HubErrorCode } from "./client.ts";
+import {
+  type EventHandler,
+  HubClient,
+  type HubClientOptions,
+  HubError,
+  type HubErrorCode,
+  type PublishAck,
+} from "./client.ts";
 import {
   type BatchOutcome,
   type Bus,
@@ -118,21 +125,27 @@ export class HubBus implements Bus {
    * time, the bus is closed or too much waits; `refused` when the hub
    * refused it; `too_large` when it is over the frame limit.
    */
-  async publish(subject: string, data: Json, options: BusPublishOptions = {}): Promise<PublishResult> {
+  publish(subject: string, data: Json, options: BusPublishOptions = {}): Promise<PublishResult> {
+    // A promise chain, not an async function, which would hold `data` until the hub answers.
+    let acked: Promise<PublishAck>;
     try {
-      const { count, positions } = await this.#client.publishWithPositions(subject, data, {
+      acked = this.#client.publishWithPositions(subject, data, {
         timeout: options.timeout,
         signal: options.signal,
         reply: options.replyTo,
         idempotencyKey: options.idempotencyKey,
       });
+    } catch (error) {
+      return Promise.reject(toBusError(error));
+    }
+    return acked.then(({ count, positions }) => {
       const position = positions.find((p) => p.subject === subject);
       return position
         ? { reached: count, position: { offset: position.offset, epoch: position.epoch } }
         : { reached: count };
-    } catch (error) {
+    }, (error) => {
       throw toBusError(error);
-    }
+    });
   }
 
   /**

@@ -36,7 +36,7 @@ import { createDashboard, DASHBOARD_API_PREFIX, type DashboardOptions } from "./
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, readBodyOf, requestBody } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
-import { type GetRequest, readPublishRequest } from "./_publish_request.ts";
+import { type GetRequest, type PublishRequest, readPublishRequest } from "./_publish_request.ts";
 import type { RawRequest } from "../shared/http_server.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
 import { busName } from "../shared/bus_address.ts";
@@ -336,38 +336,45 @@ function publisher(
     const query = parseUrlEncoded(search.slice(1), "query");
     // Before the body: a caller without the key does not get it read.
     checkApiKey(req, query, apiKey);
-    const { address, content, bytes, idempotencyKey } = await readPublishRequest(req, query, {
-      maxContentBytes,
-      maxChannelLength,
-    });
+    const read = await readPublishRequest(req, query, { maxContentBytes, maxChannelLength });
+    // Returned, not awaited: this call, and the request it holds, ends here
+    // rather than after the bus answers (an async call keeps its variables
+    // alive across an await, long enough for a young collection to move a
+    // request and its head to the old generation).
+    return send(read, req.method, started);
+  };
+
+  /** Publishes what a request asked for; what waits for the bus holds only what the answer needs. */
+  function send(
+    { address, content, bytes, idempotencyKey }: PublishRequest,
+    method: string,
+    started: number,
+  ): Promise<number | null> {
     const target: PublishTargetKind = address.kind === "everyone" ? "broadcast" : address.kind;
-    // Not `req` after the wait for the bus: held across it, a request and its head would outlive a young collection.
-    const method = req.method;
     logger.debug("publishing", { method, target, bytes });
     const { subject, data } = routeOf(address, content);
-    let reached: number | null;
-    try {
-      // Not req.signal: a publish, once sent, cannot be taken back.
-      // A copy, as the route's data (a type alias) is Json but not mutable as one.
-      ({ reached } = address.kind === "connection" && bus.countsReached === false
-        ? await publishToConnection(bus, subject, { ...data }, { timeout: publishTimeout })
-        : await bus.publish(subject, { ...data }, {
-          timeout: publishTimeout,
-          ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-        }));
-    } catch (error) {
-      throw busRejection(error, busName(bus.address));
-    }
-    if (reached === 0 && address.kind === "connection") {
-      // A restarted pusher draws new worker ids, so addresses from before miss.
-      throw new Rejection(404, `No pusher worker ${address.workerId} is connected: the address is stale or wrong`, {
-        logReason: "No pusher worker is connected: the address is stale or wrong",
+    // Not req.signal: a publish, once sent, cannot be taken back.
+    // A copy, as the route's data (a type alias) is Json but not mutable as one.
+    const published = address.kind === "connection" && bus.countsReached === false
+      ? publishToConnection(bus, subject, { ...data }, { timeout: publishTimeout })
+      : bus.publish(subject, { ...data }, {
+        timeout: publishTimeout,
+        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
       });
-    }
-    metrics.countPublish(target, reached, (now() - started) / 1000);
-    logger.debug("published", { method, target, reached: reached ?? undefined });
-    return reached;
-  };
+    return published.then(({ reached }) => {
+      if (reached === 0 && address.kind === "connection") {
+        // A restarted pusher draws new worker ids, so addresses from before miss.
+        throw new Rejection(404, `No pusher worker ${address.workerId} is connected: the address is stale or wrong`, {
+          logReason: "No pusher worker is connected: the address is stale or wrong",
+        });
+      }
+      metrics.countPublish(target, reached, (now() - started) / 1000);
+      logger.debug("published", { method, target, reached: reached ?? undefined });
+      return reached;
+    }, (error) => {
+      throw busRejection(error, busName(bus.address));
+    });
+  }
 }
 
 /**
