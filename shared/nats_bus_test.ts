@@ -229,11 +229,14 @@ Deno.test("nats bus moves to another node when its node dies, resubscribes, and 
   await publisher.publish("channel.news", 1, { timeout: 10_000 });
   await until(() => got.length === 1, 5000, "the first message");
   await nats.kill(dying);
+  // The stream's new leader takes 3-5 s to be elected here, and took over 10 s once in a CI run: what a
+  // publish waits for meanwhile is JetStream, which answers again once the election is over.
+  const FAILOVER = 30_000;
   // A subject that had no message yet when the link moved: its first one still comes.
-  const first = await publisher.publish("channel.quiet", "first", { timeout: 10_000 });
+  const first = await publisher.publish("channel.quiet", "first", { timeout: FAILOVER });
   // Published while the subscriber moves: it must come, live or through the stream.
-  await publisher.publish("channel.news", 2, { timeout: 10_000 });
-  await until(() => subscriber.connected && subscriber.reconnects === 1, 10_000, "the subscriber on another node");
+  await publisher.publish("channel.news", 2, { timeout: FAILOVER });
+  await until(() => subscriber.connected && subscriber.reconnects === 1, FAILOVER, "the subscriber on another node");
   await until(() => got.length === 2, 10_000, "the message published while it was away");
   await publisher.publish("channel.news", 3, { timeout: 10_000 });
   await publisher.publish("plain", "live", { timeout: 10_000 });
