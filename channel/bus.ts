@@ -156,12 +156,12 @@ export class HubBus implements Bus {
    * @throws the abort's reason when `options.signal` aborts.
    */
   publishBatch(items: readonly BusBatchItem[], options: BusBatchOptions = {}): Promise<BatchOutcome[]> {
-    // Not the items: their data need not wait in memory for the hub's answer.
-    const subjects = items.map(({ subject }) => subject);
+    // Not async: the items' data need not wait in memory for the hub's answer.
     return this.#client.publishBatch(items, options).then((outcomes) =>
-      outcomes.map((outcome, i): BatchOutcome => {
+      outcomes.map((outcome): BatchOutcome => {
         if (outcome instanceof HubError) return toBusError(outcome) as BusError;
-        const position = outcome.positions.find((p) => p.subject === subjects[i]);
+        // A batch item has one subject: its position, when it has one, is the only one.
+        const position = outcome.positions[0];
         return position
           ? { reached: outcome.count, position: { offset: position.offset, epoch: position.epoch } }
           : { reached: outcome.count };
