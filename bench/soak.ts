@@ -47,7 +47,10 @@ const SIZES: Record<"full" | "quick", SoakConfig> = {
     targetedPerSec: 500,
     durationS: 60,
     warmupS: 10,
-    settleS: 2,
+    // Long enough for each service's idle collection (shared/idle_gc.ts: two quiet looks 2 s apart, so 4-6 s after
+    // the load) to give back the heap the load grew. At 2 s the publisher was sampled still at its plateau under load
+    // (1.10-1.12x its warm-up, flat after about 45 s in a 180 s soak), which tells nothing about a leak.
+    settleS: 8,
   },
   quick: {
     clients: 200,
