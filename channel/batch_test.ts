@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { HubBus } from "./bus.ts";
 import { HubClient, HubError } from "./client.ts";
 import { quiet, RawPeer, startHub, until } from "./testing.ts";
-import { BusError, type Json, publishBatch } from "../shared/bus.ts";
+import { BusError, coalescePublishes, type Json, publishBatch } from "../shared/bus.ts";
 import { encodeLengthPrefixed, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { FrameDecoder } from "../shared/frame.ts";
 
@@ -108,9 +108,10 @@ Deno.test("hub client splits a batch over the frame limit into several frames an
  * A TCP proxy in front of the hub that counts the `publish_batch` frames
  * sent through it, for one client connection.
  */
-function countingBatchFrames(hubPort: number): { port: number; frames: () => number } & AsyncDisposable {
+/** A relay to the hub that counts the frames its client sends, by type (`publish_batch` unless named). */
+function countingBatchFrames(hubPort: number): { port: number; frames: (type?: string) => number } & AsyncDisposable {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let frames = 0;
+  const frames = new Map<string, number>();
   const conns: Deno.Conn[] = [];
   const relay = (async () => {
     const client = await listener.accept();
@@ -122,7 +123,8 @@ function countingBatchFrames(hubPort: number): { port: number; frames: () => num
       for (let n; (n = await client.read(buffer).catch(() => null)) !== null;) {
         const chunk = buffer.slice(0, n);
         for (const payload of decoder.push(chunk)) {
-          if (JSON.parse(new TextDecoder().decode(payload)).type === "publish_batch") frames++;
+          const { type } = JSON.parse(new TextDecoder().decode(payload));
+          frames.set(type, (frames.get(type) ?? 0) + 1);
         }
         await hub.write(chunk).catch(() => {});
       }
@@ -131,7 +133,7 @@ function countingBatchFrames(hubPort: number): { port: number; frames: () => num
   })();
   return {
     port: listener.addr.port,
-    frames: () => frames,
+    frames: (type = "publish_batch") => frames.get(type) ?? 0,
     async [Symbol.asyncDispose]() {
       listener.close();
       for (const conn of conns) {
@@ -181,6 +183,36 @@ Deno.test("hub bus publishes a batch natively; the shared fallback gives the sam
   }
   assert.equal((native[1] as { position: { offset: number } }).position.offset, 1);
   assert.equal((oneByOne[1] as { position: { offset: number } }).position.offset, 2);
+});
+
+Deno.test("publishes coalesced in one turn go to the hub as one batch, each answered alone", async () => {
+  await using hub = startHub({ maxFrameBytes: 2048 });
+  await using subscriber = new HubBus({ port: hub.port, logger: quiet, maxFrameBytes: 2048 });
+  const got: Json[] = [];
+  await subscriber.subscribe("a", (data) => got.push(data));
+  await using proxy = countingBatchFrames(hub.port);
+  await using bus = new HubBus({ port: proxy.port, logger: quiet, maxFrameBytes: 2048 });
+  const publish = coalescePublishes(bus, { timeout: 5000 });
+  const items = [
+    ...Array.from({ length: 50 }, (_, i) => ({ subject: "a", data: i })),
+    { subject: "nobody", data: "x" },
+    { subject: "a", data: "z".repeat(3000) },
+  ];
+  const outcomes = await Promise.allSettled(items.map((item) => publish(item)));
+  assert.equal(proxy.frames(), 1, "one publish_batch frame");
+  assert.equal(proxy.frames("publish"), 0, "no publish frame");
+  assert.deepEqual(outcomes.slice(0, 51).map((outcome) => outcome.status === "fulfilled" && outcome.value.reached), [
+    ...Array(50).fill(1),
+    0,
+  ]);
+  const refused = outcomes[51]!;
+  assert.ok(refused.status === "rejected" && refused.reason instanceof BusError, "the item too large is refused");
+  assert.equal(refused.reason.code, "too_large");
+  await until(() => got.length === 50, 5000, "the 50 events");
+  assert.deepEqual(got, items.slice(0, 50).map(({ data }) => data), "in order");
+  // One at a time, each waiting for the last: a batch of one per turn.
+  for (const data of [50, 51]) assert.deepEqual(await publish({ subject: "a", data }), { reached: 1 });
+  assert.equal(proxy.frames(), 3);
 });
 
 Deno.test("hub speaks protocol versions 2 and 3, and refuses others with the range it speaks", async () => {

@@ -485,7 +485,8 @@ export class HubClient extends EventTarget {
    * hub answers.
    */
   #askBatch(json: string, options: PublishBatchOptions): Promise<Reply> {
-    return this.#ask("publish_batch", (id) => `{"type":"publish_batch","id":${id},"items":${json}}`, options);
+    // Errors say "Cannot publish", as a publish's do: the frame's name is the wire's business.
+    return this.#ask("publish", (id) => `{"type":"publish_batch","id":${id},"items":${json}}`, options);
   }
 
   /**

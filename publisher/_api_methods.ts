@@ -28,6 +28,7 @@ import {
   BusError,
   type HistoryResult,
   publishBatch,
+  type PublishOne,
   type PublishResult,
 } from "../shared/bus.ts";
 import { publishToConnection } from "./_connection_publish.ts";
@@ -73,6 +74,8 @@ export type SingleMethod = Exclude<ApiMethod, "batch">;
 /** What the methods need: the handler's options, defaults filled in. */
 export interface ApiMethodsDeps {
   bus: Bus;
+  /** Publishes one item on `bus`, gathered with the turn's others ({@linkcode coalescePublishes}). */
+  publishOne: PublishOne;
   logger: Logger;
   metrics: PublisherMetrics;
   now: () => number;
@@ -204,14 +207,11 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
 
   async function publish(params: Params): Promise<Result> {
     const prepared = preparePublish(params);
-    const { subject, data, idempotencyKey } = prepared.item;
+    const { subject, data } = prepared.item;
     let published: PublishResult;
     try {
       published = prepared.batchable
-        ? await bus.publish(subject, data, {
-          timeout: deps.publishTimeout,
-          ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-        })
+        ? await deps.publishOne(prepared.item)
         : await publishToConnection(bus, subject, data, { timeout: deps.publishTimeout });
     } catch (error) {
       throw refusal(error);

@@ -11,7 +11,7 @@
  */
 
 import { DEFAULT_MAX_CHANNEL_LENGTH, presenceQuery, routeOf } from "../shared/address.ts";
-import { type Bus, BusError, type RequestResult } from "../shared/bus.ts";
+import { type Bus, BusError, coalescePublishes, type PublishOne, type RequestResult } from "../shared/bus.ts";
 import { publishToConnection } from "./_connection_publish.ts";
 import type { Json } from "../shared/json.ts";
 import { isMiss, Router, share, text } from "../shared/http.ts";
@@ -167,15 +167,19 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
   const logger = options.logger ?? createLogger("publisher");
   const metrics = options.metrics ?? new PublisherMetrics(bus);
   const now = options.now ?? (() => performance.now());
-  const publish = publisher({ ...options, logger, metrics, now });
+  const publishTimeout = options.publishTimeout ?? 5000;
+  // One for the GET API and the server API alike: the publishes of a turn go to the bus together.
+  const publishOne = coalescePublishes(bus, { timeout: publishTimeout });
+  const publish = publisher({ ...options, logger, metrics, now, publishOne });
   const apiDeps = {
     bus,
+    publishOne,
     logger,
     metrics,
     now,
     apiKey: options.apiKey || undefined,
     headers: CORS,
-    publishTimeout: options.publishTimeout ?? 5000,
+    publishTimeout,
     presenceTimeout: options.presenceTimeout ?? DEFAULT_PRESENCE_TIMEOUT,
     commandTimeout: options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT,
     maxContentBytes: options.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES,
@@ -314,6 +318,8 @@ function ok(reached: number | null): Response {
 
 /** What {@linkcode publisher} needs: the handler's options with its defaults filled in. */
 interface PublishDeps extends PublishHandlerOptions {
+  /** Publishes one item on the bus, gathered with the turn's others. */
+  publishOne: PublishOne;
   logger: Logger;
   metrics: PublisherMetrics;
   now: () => number;
@@ -327,7 +333,7 @@ interface PublishDeps extends PublishHandlerOptions {
 function publisher(
   deps: PublishDeps,
 ): (req: Request | GetRequest, search: string, started: number) => Promise<number | null> {
-  const { bus, logger, metrics, now } = deps;
+  const { bus, logger, metrics, now, publishOne } = deps;
   const publishTimeout = deps.publishTimeout ?? 5000;
   const maxContentBytes = deps.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES;
   const maxChannelLength = deps.maxChannelLength ?? DEFAULT_MAX_CHANNEL_LENGTH;
@@ -357,10 +363,13 @@ function publisher(
     // A copy, as the route's data (a type alias) is Json but not mutable as one.
     const published = address.kind === "connection" && bus.countsReached === false
       ? publishToConnection(bus, subject, { ...data }, { timeout: publishTimeout })
-      : bus.publish(subject, { ...data }, {
-        timeout: publishTimeout,
-        ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-      });
+      : publishOne(
+        idempotencyKey === undefined ? { subject, data: { ...data } } : {
+          subject,
+          data: { ...data },
+          idempotencyKey,
+        },
+      );
     return published.then(({ reached }) => {
       if (reached === 0 && address.kind === "connection") {
         // A restarted pusher draws new worker ids, so addresses from before miss.

@@ -333,6 +333,75 @@ export function publishBatch(
   return publishEach(bus, items, options);
 }
 
+/** Publishes one item, as {@linkcode Bus.publish} would: see {@linkcode coalescePublishes}. */
+export type PublishOne = (item: BusBatchItem) => Promise<PublishResult>;
+
+/** Options for {@linkcode coalescePublishes}. */
+export interface CoalesceOptions {
+  /** As {@linkcode BusBatchOptions.timeout}, for every publish. @default {the bus's own} */
+  timeout?: number;
+  /** Publishes gathered before they go at once, without waiting for the turn to end. @default {1000} */
+  maxItems?: number;
+}
+
+/**
+ * Publishes one item at a time, as {@linkcode Bus.publish} would, but sends
+ * those made in one event loop turn to the bus together, as one
+ * {@linkcode Bus.publishBatch}, once the turn's I/O is handled
+ * (`setImmediate`). A server that publishes once per request (the
+ * publisher's `GET /?content=`) gets, under load, the requests of a turn
+ * through the hub as one frame, one acknowledgement and one events frame per
+ * subscriber link rather than one of each per request; alone, a publish
+ * waits only for the end of its turn. Each publish resolves with its own
+ * result or rejects with the {@linkcode BusError} that refused it alone; a
+ * bus without `publishBatch` gets each publish at once.
+ *
+ * @example
+ * ```ts
+ * import { coalescePublishes } from "./bus.ts";
+ * import { MemoryBroker } from "./memory_bus.ts";
+ *
+ * await using bus = new MemoryBroker().connect();
+ * const publish = coalescePublishes(bus, { timeout: 5000 });
+ * const [a, b] = await Promise.all([publish({ subject: "a", data: 1 }), publish({ subject: "b", data: 2 })]);
+ * ```
+ */
+export function coalescePublishes(
+  bus: Pick<Bus, "publish" | "publishBatch">,
+  options: CoalesceOptions = {},
+): PublishOne {
+  const { timeout } = options;
+  const batchOptions: BusBatchOptions = timeout === undefined ? {} : { timeout };
+  if (!bus.publishBatch) {
+    return ({ subject, data, idempotencyKey }) =>
+      bus.publish(subject, data, { ...batchOptions, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) });
+  }
+  const maxItems = options.maxItems ?? 1000;
+  let items: BusBatchItem[] = [];
+  let waiters: { resolve: (result: PublishResult) => void; reject: (error: unknown) => void }[] = [];
+  const flush = () => {
+    if (items.length === 0) return;
+    const sent = waiters;
+    bus.publishBatch!(items, batchOptions).then((outcomes) => {
+      outcomes.forEach((outcome, i) => {
+        if (outcome instanceof BusError) sent[i]!.reject(outcome);
+        else sent[i]!.resolve(outcome);
+      });
+    }, (error) => {
+      for (const waiter of sent) waiter.reject(error);
+    });
+    items = [];
+    waiters = [];
+  };
+  return (item) =>
+    new Promise<PublishResult>((resolve, reject) => {
+      if (items.length === 0) setImmediate(flush);
+      items.push(item);
+      waiters.push({ resolve, reject });
+      if (items.length >= maxItems) flush();
+    });
+}
+
 /**
  * Does what {@linkcode Bus.publishBatch} promises with the bus's own
  * `publish`, for implementations without native batching: every item

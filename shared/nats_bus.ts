@@ -701,8 +701,10 @@ export class NatsBus implements Bus {
     });
     if (plain.length > 0) {
       const deadline = Date.now() + (options.timeout ?? this.#publishTimeout);
+      // A batch of one (a publish coalesced alone) is worded as that publish.
+      const what = plain.length === 1 ? `publish to ${items[plain[0]!]!.subject}` : `publish ${plain.length} messages`;
       try {
-        const nc = await this.#link(deadline, `publish ${plain.length} messages`);
+        const nc = await this.#link(deadline, what);
         const written: number[] = [];
         for (const i of plain) {
           const item = items[i]!;
@@ -714,7 +716,7 @@ export class NatsBus implements Bus {
             outcomes[i] = error;
           }
         }
-        await this.#flush(nc, deadline, `publish ${written.length} messages`);
+        await this.#flush(nc, deadline, what);
         for (const i of written) outcomes[i] = { reached: null };
       } catch (error) {
         if (!(error instanceof BusError)) throw error;
