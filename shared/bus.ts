@@ -342,6 +342,11 @@ export interface CoalesceOptions {
   timeout?: number;
   /** Publishes gathered before they go at once, without waiting for the turn to end. @default {1000} */
   maxItems?: number;
+  /**
+   * Publishes waiting for the bus at once, gathered or sent; past it a
+   * publish rejects at once with `unavailable`. @default {10000}
+   */
+  maxWaiting?: number;
 }
 
 /**
@@ -354,7 +359,10 @@ export interface CoalesceOptions {
  * subscriber link rather than one of each per request; alone, a publish
  * waits only for the end of its turn. Each publish resolves with its own
  * result or rejects with the {@linkcode BusError} that refused it alone; a
- * bus without `publishBatch` gets each publish at once.
+ * bus without `publishBatch` gets each publish at once. At most
+ * `maxWaiting` publishes wait for the bus at once: a batch is one request
+ * to the bus, so the bus's own bound on waiting requests no longer counts
+ * publishes.
  *
  * @example
  * ```ts
@@ -377,29 +385,41 @@ export function coalescePublishes(
       bus.publish(subject, data, { ...batchOptions, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) });
   }
   const maxItems = options.maxItems ?? 1000;
+  const maxWaiting = options.maxWaiting ?? 10_000;
+  /** Publishes gathered or sent whose outcome has not come yet. */
+  let waiting = 0;
   let items: BusBatchItem[] = [];
   let waiters: { resolve: (result: PublishResult) => void; reject: (error: unknown) => void }[] = [];
   const flush = () => {
     if (items.length === 0) return;
     const sent = waiters;
     bus.publishBatch!(items, batchOptions).then((outcomes) => {
+      waiting -= sent.length;
       outcomes.forEach((outcome, i) => {
         if (outcome instanceof BusError) sent[i]!.reject(outcome);
         else sent[i]!.resolve(outcome);
       });
     }, (error) => {
+      waiting -= sent.length;
       for (const waiter of sent) waiter.reject(error);
     });
     items = [];
     waiters = [];
   };
-  return (item) =>
-    new Promise<PublishResult>((resolve, reject) => {
+  return (item) => {
+    if (waiting >= maxWaiting) {
+      return Promise.reject(
+        new BusError("unavailable", `Cannot publish: ${maxWaiting} publishes already wait for the bus`),
+      );
+    }
+    waiting++;
+    return new Promise<PublishResult>((resolve, reject) => {
       if (items.length === 0) setImmediate(flush);
       items.push(item);
       waiters.push({ resolve, reject });
       if (items.length >= maxItems) flush();
     });
+  };
 }
 
 /**

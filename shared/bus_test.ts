@@ -58,3 +58,26 @@ Deno.test("on a bus without publishBatch each coalesced publish goes at once, wi
   assert.deepEqual(calls, [["s", 1, { timeout: 1234, idempotencyKey: "k" }]], "called before the turn ends");
   assert.deepEqual(await done, { reached: 2 });
 });
+
+Deno.test("at most maxWaiting coalesced publishes wait for the bus; past it one is refused at once", async () => {
+  let answer = () => {};
+  const { bus } = recordingBus((first) =>
+    new Promise((resolve) => {
+      answer = () => resolve([{ reached: 1 }, { reached: 1 }].slice(0, first.data === "a" ? 2 : 1));
+    })
+  );
+  const publish = coalescePublishes(bus, { maxWaiting: 2 });
+  const waiting = [publish({ subject: "s", data: "a" }), publish({ subject: "s", data: "b" })];
+  await assert.rejects(publish({ subject: "s", data: "c" }), {
+    name: "BusError",
+    code: "unavailable",
+    message: "Cannot publish: 2 publishes already wait for the bus",
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  answer();
+  assert.deepEqual(await Promise.all(waiting), [{ reached: 1 }, { reached: 1 }]);
+  const later = publish({ subject: "s", data: "d" });
+  await new Promise((resolve) => setImmediate(resolve));
+  answer();
+  assert.deepEqual(await later, { reached: 1 }, "room again once the bus answered");
+});
