@@ -363,13 +363,7 @@ function publisher(
     // A copy, as the route's data (a type alias) is Json but not mutable as one.
     const published = address.kind === "connection" && bus.countsReached === false
       ? publishToConnection(bus, subject, { ...data }, { timeout: publishTimeout })
-      : publishOne(
-        idempotencyKey === undefined ? { subject, data: { ...data } } : {
-          subject,
-          data: { ...data },
-          idempotencyKey,
-        },
-      );
+      : publishOne({ subject, data: { ...data }, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) });
     return published.then(({ reached }) => {
       if (reached === 0 && address.kind === "connection") {
         // A restarted pusher draws new worker ids, so addresses from before miss.

@@ -393,7 +393,9 @@ export function coalescePublishes(
   const flush = () => {
     if (items.length === 0) return;
     const sent = waiters;
-    bus.publishBatch!(items, batchOptions).then((outcomes) => {
+    const batch = items;
+    // From an immediate: a bus that threw rather than rejecting must not take the process down.
+    new Promise<BatchOutcome[]>((resolve) => resolve(bus.publishBatch!(batch, batchOptions))).then((outcomes) => {
       waiting -= sent.length;
       outcomes.forEach((outcome, i) => {
         if (outcome instanceof BusError) sent[i]!.reject(outcome);

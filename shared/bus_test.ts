@@ -81,3 +81,17 @@ Deno.test("at most maxWaiting coalesced publishes wait for the bus; past it one 
   answer();
   assert.deepEqual(await later, { reached: 1 }, "room again once the bus answered");
 });
+
+Deno.test("a bus whose publishBatch throws rejects the turn's coalesced publishes, and nothing else", async () => {
+  const publish = coalescePublishes({
+    publish: () => Promise.reject(new Error("unused")),
+    publishBatch: () => {
+      throw new TypeError("cannot encode");
+    },
+  });
+  const outcomes = await Promise.allSettled([publish({ subject: "s", data: 1 }), publish({ subject: "s", data: 2 })]);
+  assert.deepEqual(outcomes.map((outcome) => outcome.status === "rejected" && outcome.reason.message), [
+    "cannot encode",
+    "cannot encode",
+  ]);
+});
