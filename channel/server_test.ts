@@ -570,7 +570,7 @@ Deno.test("hub refuses a ping interval longer than a timer waits, before it list
   assert.throws(() => serveHub({ port: 0, pingInterval: 2 ** 31 }), /^RangeError: Invalid pingInterval/);
 });
 
-Deno.test("hub hands out no queue message twice: one in a slow consumer's socket stays taken when it is dropped", async () => {
+Deno.test("hub hands out no queue message twice: one taken by a slow consumer that is dropped arrives once", async () => {
   const MiB = 1024 * 1024;
   await using hub = startHub({ maxFrameBytes: 64 * MiB, maxPendingBytes: 128 * MiB, writeTimeout: 1000 });
   await using c1 = await RawPeer.connect(hub.port);
@@ -614,10 +614,14 @@ Deno.test("hub hands out no queue message twice: one in a slow consumer's socket
   // What c1's socket holds: m1, then up to tens of MiB of the second event's head, which took over 5 s to read and
   // decode once in CI's full run (the default deadline, whose timeout this used to turn into "no m1").
   const rest = await c1.readToEnd(30_000);
-  assert.deepEqual(rest.filter((message) => message.type === "queue").map((message) => message.data), ["m1"]);
-  // Had m1 gone back to its queue, c2 would get it ahead of m2.
+  const inC1 = rest.filter((message) => message.type === "queue").map((message) => message.data);
+  // m1 in c1's socket when c1 was dropped stays taken. On a loaded machine
+  // c1 can be dropped before it reads the first event, with m1 still in the
+  // hub's writer, never written: then m1 goes back to its queue, for c2.
+  // Either way once: c2 gets m2 exactly when c1 got m1.
+  assert.ok(inC1.length <= 1 && inC1.every((data) => data === "m1"), `c1 got ${JSON.stringify(inC1)}`);
   await producer.send({ type: "enqueue", id: 4, queues: ["q"], data: "m2" });
-  assert.deepEqual(await c2.next(), { type: "queue", queue: "q", data: "m2" });
+  assert.deepEqual(await c2.next(), { type: "queue", queue: "q", data: inC1.length === 1 ? "m2" : "m1" });
 });
 
 Deno.test("hub does not close as idle a peer it holds back from reading, whose pings wait unread", async () => {
