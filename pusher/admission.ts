@@ -40,6 +40,8 @@ export interface Admitted {
    * channel, when tokens are not checked.
    */
   readonly channels: readonly string[] | null;
+  /** When the token expires, in milliseconds since the epoch (its `exp`); null when tokens are not checked. */
+  readonly expires: number | null;
 }
 
 /** A handshake refused: the metric's reason, the HTTP status and the one-line answer. */
@@ -81,10 +83,20 @@ export class Admission {
       return { admitted: false, reason: "origin", status: 403, message: `Origin not allowed: ${origin}` };
     }
     if (this.#tokenSecret === null) return ANONYMOUS;
-    const jwt = this.#jwt;
-    if (jwt === null) return this.#jwtLoaded!.then(() => this.check(req, url));
     const token = url.searchParams.get("token");
     if (!token) return refuseToken("Unauthorized: this pusher needs a token (?token=JWT)");
+    return this.verify(token);
+  }
+
+  /**
+   * Checks a token as a handshake's: its signature, its `exp`, its `sub` and
+   * its `channels` claim. Without a token secret there is nothing to check
+   * it with: refused.
+   */
+  verify(token: string): Admitted | Refused | Promise<Admitted | Refused> {
+    if (this.#tokenSecret === null) return refuseToken("Unauthorized: this pusher checks no tokens");
+    const jwt = this.#jwt;
+    if (jwt === null) return this.#jwtLoaded!.then(() => this.verify(token));
     let claims;
     try {
       claims = jwt.verifyJwt(token, this.#tokenSecret);
@@ -98,11 +110,11 @@ export class Admission {
     }
     const channels = channelsClaim(claims.channels);
     if (typeof channels === "string") return refuseToken(`Unauthorized: ${channels}`);
-    return { admitted: true, user: claims.sub, channels };
+    return { admitted: true, user: claims.sub, channels, expires: claims.exp * 1000 };
   }
 }
 
-const ANONYMOUS: Admitted = { admitted: true, user: null, channels: null };
+const ANONYMOUS: Admitted = { admitted: true, user: null, channels: null, expires: null };
 
 function refuseToken(message: string): Refused {
   return { admitted: false, reason: "token", status: 401, message };

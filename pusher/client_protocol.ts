@@ -1,6 +1,7 @@
 /**
  * The client JSON protocol: what a browser may send a pusher (one command
- * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`), and the frames
+ * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`, or a `refresh`
+ * with a new token), and the frames
  * a pusher sends back (replies, errors, server-side subscription pushes).
  * Pure functions: the pusher applies the commands.
  *
@@ -14,7 +15,9 @@ import { utf8Length } from "../shared/bytes.ts";
 export const ErrorCode = {
   /** Not JSON, not an object, unknown command, missing or bad id. */
   malformed: 400,
-  /** The token does not allow the channel. */
+  /** A refresh's token is not valid (bad signature, expired...). */
+  unauthorized: 401,
+  /** The token does not allow the channel, or a refresh's token is another user's. */
   forbidden: 403,
   /** The message is over the pusher's command size. */
   tooLarge: 413,
@@ -33,6 +36,15 @@ export const TOO_MANY_BAD_MESSAGES = 4400;
 /** Close reason that goes with {@linkcode TOO_MANY_BAD_MESSAGES}. */
 export const TOO_MANY_BAD_MESSAGES_REASON = "too many bad messages";
 
+/**
+ * Close code for a connection whose token expired before the client sent a
+ * new one (`refresh`). Not terminal: a client reconnects, with a new token.
+ */
+export const TOKEN_EXPIRED = 4401;
+
+/** Close reason that goes with {@linkcode TOKEN_EXPIRED}. */
+export const TOKEN_EXPIRED_REASON = "token expired";
+
 /** The default of {@linkcode ClientProtocolOptions.maxCommandBytes}. */
 export const DEFAULT_MAX_COMMAND_BYTES = 4096;
 
@@ -45,8 +57,8 @@ export interface SincePosition {
   readonly epoch: string;
 }
 
-/** A command a client sent. */
-export interface ClientCommand {
+/** A subscribe or unsubscribe a client sent. */
+export interface ChannelCommand {
   /** The client's id for the command, echoed in the reply. */
   readonly id: number;
   readonly op: "subscribe" | "unsubscribe";
@@ -54,6 +66,16 @@ export interface ClientCommand {
   /** A subscribe's `since`: recover what was published after this position. Absent when not asked. */
   readonly since?: SincePosition;
 }
+
+/** A client's new token for its connection, sent before the one it connected with expires. */
+export interface RefreshCommand {
+  readonly id: number;
+  readonly op: "refresh";
+  readonly token: string;
+}
+
+/** A command a client sent. */
+export type ClientCommand = ChannelCommand | RefreshCommand;
 
 /** What a subscribe's reply says of a channel's history; see {@linkcode subscribeResultFrame}. */
 export interface SubscribeResult {
@@ -119,14 +141,21 @@ export function parseClientMessage(
   if (!Number.isSafeInteger(id) || (id as number) < 1) {
     return malformed(null, "Malformed message: id must be a positive integer");
   }
-  const ops = (["subscribe", "unsubscribe"] as const).filter((op) => fields[op] !== undefined);
+  const ops = (["subscribe", "unsubscribe", "refresh"] as const).filter((op) => fields[op] !== undefined);
   if (ops.length !== 1) {
-    return malformed(id as number, "Malformed message: expected one command, subscribe or unsubscribe");
+    return malformed(id as number, "Malformed message: expected one command, subscribe, unsubscribe or refresh");
   }
   const op = ops[0]!;
   const body = fields[op];
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     return malformed(id as number, `Malformed message: ${op} must be an object`);
+  }
+  if (op === "refresh") {
+    const token = (body as Record<string, unknown>).token;
+    if (typeof token !== "string" || token === "") {
+      return malformed(id as number, "Malformed message: refresh.token must be a non-empty string");
+    }
+    return { id: id as number, op, token };
   }
   const channel = (body as Record<string, unknown>).channel;
   const error = channelNameError(channel, options.maxChannelLength);

@@ -23,6 +23,23 @@ Deno.test("client protocol reads subscribe and unsubscribe commands with their i
   });
 });
 
+Deno.test("client protocol reads a refresh with its new token, and refuses one without a token as malformed", () => {
+  assert.deepEqual(parseClientMessage('{"id":7,"refresh":{"token":"a.b.c"}}'), {
+    id: 7,
+    op: "refresh",
+    token: "a.b.c",
+  });
+  for (const body of ['"a.b.c"', "{}", '{"token":""}', '{"token":7}']) {
+    const parsed = parseClientMessage(`{"id":8,"refresh":${body}}`);
+    assert.ok(isClientError(parsed), body);
+    assert.deepEqual([parsed.id, parsed.code], [8, 400], body);
+    assert.match(parsed.message, /refresh/, body);
+  }
+  const both = parseClientMessage('{"id":9,"refresh":{"token":"t"},"subscribe":{"channel":"n"}}');
+  assert.ok(isClientError(both));
+  assert.match(both.message, /expected one command, subscribe, unsubscribe or refresh/);
+});
+
 Deno.test("client protocol answers malformed messages with 400, naming the fault", () => {
   const cases: [string | Uint8Array, number | null, RegExp][] = [
     ["hello", null, /not JSON/],
@@ -109,7 +126,7 @@ Deno.test("client protocol reads a subscribe's since, and answers a malformed on
   const longest = parseClientMessage(
     `{"id":3,"subscribe":{"channel":"n","since":{"offset":1,"epoch":"${"e".repeat(64)}"}}}`,
   );
-  assert.ok(!isClientError(longest) && longest.since?.epoch.length === 64);
+  assert.ok(!isClientError(longest) && longest.op === "subscribe" && longest.since?.epoch.length === 64);
   // An unsubscribe has no use for it.
   assert.deepEqual(parseClientMessage('{"id":4,"unsubscribe":{"channel":"n","since":7}}'), {
     id: 4,

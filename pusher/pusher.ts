@@ -27,8 +27,11 @@ import {
   isClientError,
   isMalformed,
   parseClientMessage,
+  type RefreshCommand,
   resultFrame,
   subscribedFrame,
+  TOKEN_EXPIRED,
+  TOKEN_EXPIRED_REASON,
   TOO_MANY_BAD_MESSAGES,
   TOO_MANY_BAD_MESSAGES_REASON,
   unsubscribedFrame,
@@ -129,7 +132,18 @@ export interface PusherOptions {
   logger?: Logger;
   /** Monotonic clock for message rates, in milliseconds. @default {performance.now} */
   now?: () => number;
+  /** Wall clock for tokens' expiry, in milliseconds since the epoch. @default {Date.now} */
+  clock?: () => number;
+  /**
+   * Milliseconds between two looks for connections whose token expired
+   * (closed with 4401 unless the client sent a new one): the most a
+   * connection outlives its token. @default {1000}
+   */
+  expiryCheckInterval?: number;
 }
+
+/** The default of {@linkcode PusherOptions.expiryCheckInterval}. */
+export const DEFAULT_EXPIRY_CHECK_INTERVAL = 1000;
 
 /** An open connection, with its message-rate bucket, its channels and its count of bad messages. */
 interface PusherConnection extends Connection, Member {
@@ -139,8 +153,10 @@ interface PusherConnection extends Connection, Member {
    * holds none.
    */
   rate: RateBucket | null;
-  /** Which channels the client may subscribe to itself (the token's claim); null: any. */
-  readonly may: ((channel: string) => boolean) | null;
+  /** Which channels the client may subscribe to itself (the token's claim, the last refresh's); null: any. */
+  may: ((channel: string) => boolean) | null;
+  /** When its token expires (milliseconds since the epoch; moved on by a refresh); Infinity without one. */
+  expires: number;
   /** Malformed messages in a row. */
   bad: number;
 }
@@ -192,6 +208,11 @@ export class Pusher {
   readonly #interest = new Set<string>();
   /** Of those, the ones whose subscription the bus has not yet confirmed in effect. */
   readonly #pending = new Map<string, Promise<void>>();
+  /** Connections with a token, which end when it expires; looked over while there are any. */
+  readonly #expiring = new Set<PusherConnection>();
+  readonly #clock: () => number;
+  readonly #expiryCheckInterval: number;
+  #expiryTimer: ReturnType<typeof setInterval> | undefined;
   #accepting = true;
 
   constructor(options: PusherOptions) {
@@ -201,10 +222,12 @@ export class Pusher {
     this.logger = options.logger ?? createLogger("pusher", { fields: { worker: this.workerId } });
     this.#admission = new Admission(options);
     this.#rates = new RateLimiter(options.maxMessageRate ?? DEFAULT_MAX_MESSAGE_RATE, options.now);
+    this.#clock = options.clock ?? Date.now;
+    this.#expiryCheckInterval = options.expiryCheckInterval ?? DEFAULT_EXPIRY_CHECK_INTERVAL;
     this.#page = demoPage({ publisherUrl: options.publisherUrl ?? null });
     this.#gather = options.gather ?? (() => Promise.resolve(this.metrics.snapshot()));
     // Connections without a user share one handlers object: no per-socket closures.
-    this.#anonymous = this.#handlersFor(null, null);
+    this.#anonymous = this.#handlersFor(null, null, Infinity);
     this.#membership = new ChannelMembership({
       maxPerConnection: options.maxChannelsPerConnection,
       maxPerWorker: options.maxChannelsPerWorker,
@@ -297,8 +320,28 @@ export class Pusher {
     this.#counters.rejected.inc(1, reason);
   }
 
+  /**
+   * Closes with 4401 every connection whose token has expired (a refresh
+   * moves its expiry on); returns how many. Runs every
+   * `expiryCheckInterval` while there are connections with a token.
+   */
+  closeExpired(): number {
+    const now = this.#clock();
+    let closed = 0;
+    for (const connection of this.#expiring) {
+      if (connection.expires > now) continue;
+      this.logger.info("closing a client whose token expired", { connection: connection.id });
+      // Its close handler takes it out of the set: deleting while iterating a Set is safe.
+      connection.socket.close(TOKEN_EXPIRED, TOKEN_EXPIRED_REASON);
+      closed++;
+    }
+    return closed;
+  }
+
   /** Stops listening to the bus. */
   detach(): void {
+    clearInterval(this.#expiryTimer);
+    this.#expiryTimer = undefined;
     this.#bus.unsubscribe(BROADCAST_SUBJECT);
     this.#bus.unsubscribe(workerSubject(this.workerId));
     this.#bus.unsubscribe(PRESENCE_SUBJECT);
@@ -316,9 +359,11 @@ export class Pusher {
 
   #admit(req: TransportRequest, admission: Admitted | Refused): Response {
     if (!admission.admitted) return this.#reject(admission.reason, admission.status, admission.message);
-    const handlers = admission.user === null && admission.channels === null
-      ? this.#anonymous
-      : this.#handlersFor(admission.user, admission.channels === null ? null : channelMatcher(admission.channels));
+    const handlers = admission.user === null && admission.channels === null ? this.#anonymous : this.#handlersFor(
+      admission.user,
+      admission.channels === null ? null : channelMatcher(admission.channels),
+      admission.expires ?? Infinity,
+    );
     return this.#transport.upgrade(req, handlers);
   }
 
@@ -328,19 +373,26 @@ export class Pusher {
     return text(status, `${message}\n`);
   }
 
-  #handlersFor(user: string | null, may: ((channel: string) => boolean) | null): SocketHandlers {
+  #handlersFor(user: string | null, may: ((channel: string) => boolean) | null, expires: number): SocketHandlers {
     return {
-      open: (socket) => this.#open(socket, user, may),
+      open: (socket) => this.#open(socket, user, may, expires),
       message: (socket, data) => this.#message(socket, data),
       control: (socket) => this.#limitRate(socket),
       close: (socket, code) => this.#forget(socket, code),
     };
   }
 
-  #open(socket: ClientSocket, user: string | null, may: ((channel: string) => boolean) | null): void {
+  #open(
+    socket: ClientSocket,
+    user: string | null,
+    may: ((channel: string) => boolean) | null,
+    expires: number,
+  ): void {
     const id = this.#connections.nextId();
-    this.#connections.add({ id, socket, user, may, rate: null, channels: null, bad: 0 });
+    const connection: PusherConnection = { id, socket, user, may, expires, rate: null, channels: null, bad: 0 };
+    this.#connections.add(connection);
     this.#counters.accepted.inc();
+    if (expires !== Infinity) this.#watchExpiry(connection);
     const greeting = `workerID:${this.workerId} connectionID:${id} connected\n`;
     if (user === null) return socket.send(greeting);
     this.logger.debug("connected", { connection: id, user });
@@ -352,10 +404,22 @@ export class Pusher {
   #forget(socket: ClientSocket, code: number): void {
     const connection = this.#connections.remove(socket);
     if (!connection) return;
+    this.#unwatchExpiry(connection);
     this.#counters.disconnects.inc(1, closeReason(code));
     for (const channel of this.#membership.leaveAll(connection)) this.#announce("leave", channel, connection);
     const user = connection.user;
     if (user !== null && this.#connections.ofUser(user).size === 0) this.#uninterested(userSubject(user));
+  }
+
+  #watchExpiry(connection: PusherConnection): void {
+    this.#expiring.add(connection);
+    this.#expiryTimer ??= setInterval(() => this.closeExpired(), this.#expiryCheckInterval);
+  }
+
+  #unwatchExpiry(connection: PusherConnection): void {
+    if (!this.#expiring.delete(connection) || this.#expiring.size > 0) return;
+    clearInterval(this.#expiryTimer);
+    this.#expiryTimer = undefined;
   }
 
   /** The connection of `socket` if it is within its message rate; else closed, and undefined. */
@@ -375,6 +439,7 @@ export class Pusher {
     if (isClientError(command)) return this.#refuse(connection, command);
     // A well-formed command ends a run of malformed ones, whatever its answer.
     connection.bad = 0;
+    if (command.op === "refresh") return this.#refresh(connection, command);
     const { id, channel } = command;
     if (command.op === "unsubscribe") {
       this.#leave(connection, channel);
@@ -396,6 +461,36 @@ export class Pusher {
         if (outcome === "joined") this.#announce("join", channel, connection);
       });
     });
+  }
+
+  /**
+   * A client's new token: the same user's, valid; from then on the
+   * connection ends when the new token expires, and the client may subscribe
+   * itself to the channels of the new token's claim (those it is in stay).
+   */
+  #refresh(connection: PusherConnection, { id, token }: RefreshCommand): void {
+    if (connection.user === null) {
+      const message = "Cannot refresh: this connection has no token";
+      return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
+    }
+    const apply = (checked: Admitted | Refused): void => {
+      // Closed while a first token check loaded its module: nothing to refresh.
+      if (this.#connections.of(connection.socket) !== connection) return;
+      if (!checked.admitted) {
+        return this.#refuse(connection, { id, code: ErrorCode.unauthorized, message: checked.message });
+      }
+      if (checked.user !== connection.user) {
+        const message = "Cannot refresh: the token is another user's";
+        return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
+      }
+      connection.expires = checked.expires ?? Infinity;
+      connection.may = checked.channels === null ? null : channelMatcher(checked.channels);
+      this.logger.debug("refreshed a token", { connection: connection.id });
+      this.#succeed(connection, id);
+    };
+    const checked = this.#admission.verify(token);
+    if (checked instanceof Promise) void checked.then(apply);
+    else apply(checked);
   }
 
   #succeed(connection: PusherConnection, id: number): void {

@@ -13,6 +13,7 @@ import {
   workerSubject,
 } from "../shared/address.ts";
 import { signJwt } from "../shared/jwt.ts";
+import { until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
 
 // Channels, users and presence on the pusher (issue 16), on a fake transport
@@ -21,7 +22,12 @@ import type { Json } from "../shared/json.ts";
 const SECRET = "pusher-secret";
 
 function token(sub: string, claims: Record<string, unknown> = {}): string {
-  return `/?token=${signJwt({ sub, exp: Math.floor(Date.now() / 1000) + 60, ...claims }, SECRET)}`;
+  return `/?token=${jwt(sub, claims)}`;
+}
+
+/** A token of `sub`'s, valid for a minute unless `claims` says otherwise. */
+function jwt(sub: string, claims: Record<string, unknown> = {}, secret = SECRET): string {
+  return signJwt({ sub, exp: Math.floor(Date.now() / 1000) + 60, ...claims }, secret);
 }
 
 /** Lets the bus hand over what was published, and the pusher's own publishes (replies, presence events) too. */
@@ -183,7 +189,7 @@ Deno.test("pusher answers malformed messages, bad names and large messages with 
   const a = await setup.connect();
   assert.deepEqual(await send(a, "hello"), ['{"error":{"code":400,"message":"Malformed message: not JSON"}}']);
   assert.deepEqual(await send(a, { id: 1, publish: {} }), [
-    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe or unsubscribe"}}',
+    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe, unsubscribe or refresh"}}',
   ]);
   assert.deepEqual(await send(a, { id: 2, subscribe: { channel: "a b" } }), [
     '{"id":2,"error":{"code":422,"message":"Invalid channel name: only letters, digits and _-.:@/= are allowed"}}',
@@ -440,4 +446,95 @@ Deno.test("pusher adds its deliveries and slow closes to info when asked for cou
   assert.deepEqual(Object.keys(plain).sort(), ["channels", "connections", "users", "worker_id"]);
   const [counted] = await ask({ q: "info", counters: true }) as [Record<string, unknown>];
   assert.deepEqual(counted, { ...plain, deliveries: 2, slow_closes: 0 });
+});
+
+/** A wall clock a test moves, for tokens' expiry, starting now. */
+function wallClock(): { now: number; at(expSeconds: number): void } {
+  return {
+    now: Date.now(),
+    at(expSeconds) {
+      this.now = expSeconds * 1000;
+    },
+  };
+}
+
+Deno.test("pusher closes a connection with 4401 once its token expires, and no other", async () => {
+  const wall = wallClock();
+  await using setup = setUp({ tokenSecret: SECRET, clock: () => wall.now });
+  const exp = Math.floor(wall.now / 1000) + 60;
+  const alice = await setup.connect(token("alice", { exp }));
+  const bob = await setup.connect(token("bob", { exp: exp + 60 }));
+  assert.equal(setup.pusher.closeExpired(), 0);
+  wall.at(exp - 0.001);
+  assert.equal(setup.pusher.closeExpired(), 0, "not before its exp");
+  wall.at(exp);
+  assert.equal(setup.pusher.closeExpired(), 1);
+  assert.deepEqual(alice.closed, { code: 4401, reason: "token expired" });
+  assert.equal(bob.closed, null);
+  assert.equal(setup.pusher.connectionCount, 1);
+  assert.deepEqual(setup.pusherBus.subjects.includes(userSubject("alice")), false, "alice's subject went with her");
+  const metrics = await (await setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_disconnects_total\{reason="expired"\} 1$/m);
+});
+
+Deno.test("pusher takes a refresh's token: the connection lives to its exp, and may join the channels of its claim", async () => {
+  const wall = wallClock();
+  await using setup = setUp({ tokenSecret: SECRET, clock: () => wall.now });
+  const exp = Math.floor(wall.now / 1000) + 60;
+  const alice = await setup.connect(token("alice", { exp, channels: ["news"] }));
+  await subscribe(alice, "news");
+  assert.match((await send(alice, { id: 2, subscribe: { channel: "vip" } }))[0]!, /"code":403/);
+  const renewed = jwt("alice", { exp: exp + 600, channels: ["vip"] });
+  assert.deepEqual(await send(alice, { id: 3, refresh: { token: renewed } }), ['{"id":3,"result":{}}']);
+  wall.at(exp + 1);
+  assert.equal(setup.pusher.closeExpired(), 0);
+  assert.equal(alice.closed, null, "the first token's exp has passed: the second's counts");
+  await subscribe(alice, "vip", 4);
+  await setup.publish(channelSubject("news"), { channel: "news", data: "still in" });
+  assert.deepEqual(pushes(alice), ['{"channel":"news","data":"still in"}'], "a channel joined before stays");
+  wall.at(exp + 600);
+  assert.equal(setup.pusher.closeExpired(), 1);
+  assert.deepEqual(alice.closed, { code: 4401, reason: "token expired" });
+});
+
+Deno.test("pusher refuses a bad refresh with 401, another user's with 403, and the connection stays as it was", async () => {
+  const wall = wallClock();
+  await using setup = setUp({ tokenSecret: SECRET, clock: () => wall.now });
+  const exp = Math.floor(wall.now / 1000) + 60;
+  const alice = await setup.connect(token("alice", { exp }));
+  const refusals: [string, string][] = [
+    [
+      jwt("alice", { exp: exp + 600 }, "another-secret"),
+      '{"code":401,"message":"Unauthorized: Invalid token: bad signature"}',
+    ],
+    [jwt("alice", { exp: exp - 120 }), '{"code":401,"message":"Unauthorized: Token expired"}'],
+    [jwt("bob", { exp: exp + 600 }), `{"code":403,"message":"Cannot refresh: the token is another user's"}`],
+  ];
+  for (const [i, [refused, error]] of refusals.entries()) {
+    assert.deepEqual(await send(alice, { id: i + 1, refresh: { token: refused } }), [
+      `{"id":${i + 1},"error":${error}}`,
+    ]);
+  }
+  assert.equal(alice.closed, null);
+  wall.at(exp);
+  assert.equal(setup.pusher.closeExpired(), 1, "none of them moved its expiry");
+  assert.deepEqual(alice.closed, { code: 4401, reason: "token expired" });
+
+  await using open = setUp();
+  const anyone = await open.connect();
+  assert.deepEqual(await send(anyone, { id: 1, refresh: { token: jwt("alice") } }), [
+    `{"id":1,"error":{"code":403,"message":"Cannot refresh: this connection has no token"}}`,
+  ]);
+  assert.equal(anyone.closed, null);
+});
+
+Deno.test("pusher looks for expired tokens by itself, and stops looking once no connection has a token", async () => {
+  const wall = wallClock();
+  // The interval is cleared with the last connection that has a token: the test's timer check would fail otherwise.
+  await using setup = setUp({ tokenSecret: SECRET, clock: () => wall.now, expiryCheckInterval: 5 });
+  const exp = Math.floor(wall.now / 1000) + 60;
+  const alice = await setup.connect(token("alice", { exp }));
+  wall.at(exp);
+  await until(() => alice.closed !== null, 5000, "the expired connection to be closed");
+  assert.deepEqual(alice.closed, { code: 4401, reason: "token expired" });
 });
