@@ -70,7 +70,11 @@ export interface PushClientOptions {
   /**
    * Client token, sent as `?token=` (browsers cannot set headers on a
    * WebSocket handshake). A function is called before every connection
-   * attempt, so a token can be renewed before it expires.
+   * attempt, and before the connection's token expires (a fifth of its time
+   * left, at most a minute ahead), whose result is sent as a `refresh` so
+   * that the connection outlives the token it was opened with. A fixed
+   * string is used as it is: once it expires, the pusher closes the
+   * connection (4401) and the client stops.
    *
    * @default {none}
    */

@@ -23,6 +23,15 @@
  * says in {@link Subscription#recovered} and the `subscribed` event whether
  * nothing was missed.
  *
+ * With a token from a function (`token: () => fetchToken()`), the client also
+ * renews it before it expires: it reads the token's `exp`, asks the function
+ * for a new one some time before (a fifth of what is left, at most a minute,
+ * with jitter) and sends it as `{"id":N,"refresh":{"token":T}}`, so the
+ * pusher keeps the connection open past the first token's expiry. A pusher
+ * closes a connection whose token expired with 4401; after that the client
+ * reconnects with a new token, or, when its token is a fixed string, stops
+ * and says why.
+ *
  * Subscriptions the server made (from the publisher's `subscribe` API) belong
  * to the connection they were made on: they end when it ends, and the
  * backend has to make them again for the new connection if it wants them.
@@ -55,6 +64,34 @@ const GREETING = /^workerID:(\S+) connectionID:(\d+) connected\n?$/;
  */
 function isTerminal(code) {
   return (code >= 3500 && code <= 3999) || (code >= 4500 && code <= 4999);
+}
+
+/** The close code of a connection whose token expired (see the module's text). */
+const TOKEN_EXPIRED = 4401;
+
+/** The longest a renewed token is asked for ahead of its predecessor's expiry, in milliseconds. */
+const MAX_REFRESH_LEAD = 60_000;
+
+/** How long to wait before asking again after a failed renewal, at most, in milliseconds. */
+const REFRESH_RETRY = 5_000;
+
+/**
+ * When a JWT expires (its payload's `exp`), in milliseconds since the epoch;
+ * null when it has no readable `exp`. Not a check: the pusher checks tokens.
+ *
+ * @param {string} token
+ * @returns {number | null}
+ */
+function tokenExpiry(token) {
+  const payload = token.split(".")[1];
+  if (!payload) return null;
+  try {
+    const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(base64.padEnd(base64.length + ((4 - (base64.length % 4)) % 4), "=")));
+    return typeof claims?.exp === "number" && Number.isFinite(claims.exp) ? claims.exp * 1000 : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -375,6 +412,10 @@ export class PushClient extends EventTarget {
   #retryTimer = null;
   /** @type {unknown} */
   #greetingTimer = null;
+  /** @type {unknown} the renewal of the connection's token, when one is due */
+  #refreshTimer = null;
+  /** @type {string | null} the token of the connection being made or made */
+  #connectionToken = null;
   #nextId = 1;
   /** @type {Command[]} commands waiting for a connection */
   #queue = [];
@@ -669,6 +710,7 @@ export class PushClient extends EventTarget {
       }
       if (generation !== this.#generation) return;
       url.searchParams.set("token", token);
+      this.#connectionToken = token;
     }
     let socket;
     try {
@@ -760,7 +802,70 @@ export class PushClient extends EventTarget {
     const queued = this.#queue;
     this.#queue = [];
     for (const command of queued) this.#write(command);
+    if (this.#connectionToken !== null) this.#scheduleRefresh(this.#connectionToken);
     this.#emit("connected", { ...this.#address, greeting: text });
+  }
+
+  /**
+   * Renews `token` some time before it expires, when the token comes from a
+   * function: a fifth of what is left (at most a minute), less up to half of
+   * that at random, so that clients whose tokens were made together do not
+   * all ask at once.
+   *
+   * @param {string} token
+   */
+  #scheduleRefresh(token) {
+    if (typeof this.#token !== "function") return;
+    const expires = tokenExpiry(token);
+    if (expires === null) return;
+    const left = expires - Date.now();
+    const lead = Math.min(MAX_REFRESH_LEAD, left / 5) * (1 - this.#random() / 2);
+    this.#refreshAt(Math.max(0, left - lead), expires);
+  }
+
+  /**
+   * @param {number} delay
+   * @param {number} expires when the connection's token expires
+   */
+  #refreshAt(delay, expires) {
+    this.#clearRefreshTimer();
+    const generation = this.#generation;
+    this.#refreshTimer = this.#timers.setTimeout(() => {
+      this.#refreshTimer = null;
+      if (generation === this.#generation) void this.#refresh(generation, expires);
+    }, delay);
+  }
+
+  /**
+   * Gets a new token and sends it; after a failure, tries again while the
+   * connection's token has time left (the pusher closes it with 4401 when it
+   * runs out, and the client reconnects with a new one).
+   *
+   * @param {number} generation
+   * @param {number} expires
+   */
+  async #refresh(generation, expires) {
+    /** @param {unknown} error */
+    const failed = (error) => {
+      const cause = error instanceof Error ? error.message : String(error);
+      this.#emit("error", { error: new Error(`Cannot renew the token: ${cause}`) });
+      const left = expires - Date.now();
+      if (left > 0) this.#refreshAt(Math.min(REFRESH_RETRY, left / 2), expires);
+    };
+    let token;
+    try {
+      token = await /** @type {() => string | Promise<string>} */ (this.#token)();
+    } catch (error) {
+      if (generation === this.#generation) failed(error);
+      return;
+    }
+    if (generation !== this.#generation) return;
+    this.#command({ refresh: { token } }, (error) => {
+      if (error instanceof ConnectionLost || generation !== this.#generation) return;
+      if (error) return failed(error);
+      this.#connectionToken = token;
+      this.#scheduleRefresh(token);
+    });
   }
 
   /** @param {string} channel */
@@ -816,7 +921,10 @@ export class PushClient extends EventTarget {
     if (generation !== this.#generation) return;
     this.#generation++;
     this.#lose();
-    const reconnecting = !isTerminal(code);
+    // A fixed token that expired would be refused on every attempt.
+    const expired = code === TOKEN_EXPIRED && typeof this.#token === "string";
+    if (expired) this.#emit("error", { error: new Error("The token expired: pass a function as token to renew it") });
+    const reconnecting = !isTerminal(code) && !expired;
     const delay = reconnecting ? this.#backoff() : null;
     this.#setState(reconnecting ? "connecting" : "disconnected");
     this.#emit("disconnected", { code, reason, reconnecting, delay });
@@ -830,6 +938,8 @@ export class PushClient extends EventTarget {
   /** What a connection's end takes with it: its socket, its replies, the server's subscriptions. */
   #lose() {
     this.#clearGreetingTimer();
+    this.#clearRefreshTimer();
+    this.#connectionToken = null;
     if (this.#socket) {
       this.#socket.onmessage = null;
       this.#socket.onclose = null;
@@ -862,6 +972,12 @@ export class PushClient extends EventTarget {
     if (this.#retryTimer === null) return;
     this.#timers.clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
+  }
+
+  #clearRefreshTimer() {
+    if (this.#refreshTimer === null) return;
+    this.#timers.clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
   }
 
   #clearGreetingTimer() {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type Address, PushClient, type PushClientEvents, type PushClientOptions, PushError } from "./client.js";
 import { within } from "../channel/testing.ts";
+import { signJwt } from "../shared/jwt.ts";
 
 // The browser client library against a fake WebSocket and fake timers: no
 // sockets, no clock. What it does against a real pusher in a real browser is
@@ -607,4 +608,65 @@ Deno.test("client recovers from offset 0 too: everything published to a channel 
   await reconnect(setup);
   assert.deepEqual(setup.socket().sent, [{ id: 2, subscribe: { channel: "news", since: { offset: 0, epoch: "e1" } } }]);
   setup.client.disconnect();
+});
+
+/** A token of alice's that expires `seconds` from now (the client reads its `exp`; the pusher would check it). */
+function expiringToken(seconds: number): string {
+  return signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) + seconds }, "client-test-secret");
+}
+
+/** Lets a token function's promise settle: one macrotask. */
+function tokenSettles(): Promise<void> {
+  return within(new Promise((resolve) => setTimeout(resolve, 0)), 1000, "the token");
+}
+
+Deno.test("client renews a function's token before it expires, on the same connection, and tries again after a refusal", async () => {
+  const tokens: string[] = [];
+  const { client, socket, timers } = setUp({
+    token: () => Promise.resolve(tokens[tokens.push(expiringToken(1000)) - 1]!),
+  });
+  const errors = record(client, "error");
+  client.connect();
+  await tokenSettles();
+  socket().greet();
+  // A fifth of the 1000 s left, at most a minute, less half of it at random (the test's random is 0.999999).
+  assert.equal(timers.delays.length, 1);
+  const [due] = timers.delays;
+  assert.ok(due! > 1000_000 - 60_000 - 2000 && due! < 1000_000 - 30_000, `renewal due in ${due} ms`);
+  timers.fire(due!);
+  await tokenSettles();
+  assert.deepEqual(socket().sent, [{ id: 1, refresh: { token: tokens[1] } }]);
+  socket().receive({ id: 1, result: {} });
+  assert.equal(timers.delays.length, 1, "the next renewal, for the new token");
+  timers.fire(timers.delays[0]!);
+  await tokenSettles();
+  socket().receive({ id: 2, error: { code: 401, message: "Unauthorized: Token expired" } });
+  assert.deepEqual(errors.map(({ error }) => String(error.message)), [
+    "Cannot renew the token: Unauthorized: Token expired",
+  ]);
+  assert.deepEqual(timers.delays, [5000], "asked again in 5 s, while the token has time left");
+  assert.equal(FakeWebSocket.made.length, 1, "never a new connection");
+  assert.equal(tokens.length, 3);
+  client.disconnect();
+  assert.deepEqual(timers.delays, [], "disconnect() drops the renewal");
+});
+
+Deno.test("client with a fixed token stops at 4401 and says why; with a token function it reconnects", async () => {
+  const fixed = connected({ token: expiringToken(1000) });
+  assert.deepEqual(fixed.timers.delays, [], "nothing to renew a fixed token with");
+  const errors = record(fixed.client, "error");
+  const drops = record(fixed.client, "disconnected");
+  fixed.socket().drop(4401, "token expired");
+  assert.deepEqual(drops, [{ code: 4401, reason: "token expired", reconnecting: false, delay: null }]);
+  assert.match(String(errors[0]?.error.message), /The token expired: pass a function as token to renew it/);
+  assert.equal(fixed.client.state, "disconnected");
+
+  const renewing = setUp({ token: () => expiringToken(1000) });
+  renewing.client.connect();
+  await tokenSettles();
+  renewing.socket().greet();
+  const dropped = next(renewing.client, "disconnected");
+  renewing.socket().drop(4401, "token expired");
+  assert.equal((await dropped).reconnecting, true);
+  renewing.client.disconnect();
 });
