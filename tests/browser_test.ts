@@ -405,47 +405,49 @@ Deno.test("browser: a user's connections get the messages sent to that user, and
   }
 });
 
-Deno.test("browser: /client.js renews its token before it expires and keeps its connection; a fixed token's is closed with 4401 at its exp", async () => {
-  const secret = "browser-test-secret";
-  await using system = await startSystem({ tokenSecret: secret });
-  const lifetime = 4;
-  const expiry = () => Math.floor(Date.now() / 1000) + lifetime;
-  const minted: number[] = [];
-  const browser = await launchChromium();
-  try {
-    const alice = await browser.newPage();
-    await alice.exposeFunction("mintToken", () => {
-      const exp = expiry();
-      minted.push(exp);
-      return signJwt({ sub: "alice", exp }, secret);
-    });
-    const bob = await browser.newPage();
-    for (const page of [alice, bob]) await page.goto(`http://127.0.0.1:${system.pusherPort}/`);
-    const bobsExp = expiry();
-    await connectClient(alice, { fromPage: "mintToken" });
-    await connectClient(bob, signJwt({ sub: "bob", exp: bobsExp }, secret));
-    await bob.evaluate(`client.on("disconnected", () => { window.droppedAt = Date.now(); })`);
+for (const [server, label] of SERVERS) {
+  Deno.test(`${label} /client.js renews its token before it expires and keeps its connection; a fixed token's is closed with 4401 at its exp`, async () => {
+    const secret = "browser-test-secret";
+    await using system = await startSystem({ server, tokenSecret: secret });
+    const lifetime = 4;
+    const expiry = () => Math.floor(Date.now() / 1000) + lifetime;
+    const minted: number[] = [];
+    const browser = await launchChromium();
+    try {
+      const alice = await browser.newPage();
+      await alice.exposeFunction("mintToken", () => {
+        const exp = expiry();
+        minted.push(exp);
+        return signJwt({ sub: "alice", exp }, secret);
+      });
+      const bob = await browser.newPage();
+      for (const page of [alice, bob]) await page.goto(`http://127.0.0.1:${system.pusherPort}/`);
+      const bobsExp = expiry();
+      await connectClient(alice, { fromPage: "mintToken" });
+      await connectClient(bob, signJwt({ sub: "bob", exp: bobsExp }, secret));
+      await bob.evaluate(`client.on("disconnected", () => { window.droppedAt = Date.now(); })`);
 
-    // Renewed twice, and the pusher has looked for expired tokens after the first one's exp.
-    await until(() => minted.length >= 3 && Date.now() > minted[0]! * 1000 + 1500, 20_000, "two renewals");
-    const seenByAlice: Seen = await alice.evaluate("window.seen");
-    assert.deepEqual(seenByAlice.drops, [], "alice's connection outlived her first token");
-    assert.equal(seenByAlice.greetings.length, 1);
-    await api(system.publisherUrl, "publish", { user: "alice", data: "still you" });
-    await waitSeen(alice, `seen.messages.includes("still you")`, "a message to alice on her first connection");
+      // Renewed twice, and the pusher has looked for expired tokens after the first one's exp.
+      await until(() => minted.length >= 3 && Date.now() > minted[0]! * 1000 + 1500, 20_000, "two renewals");
+      const seenByAlice: Seen = await alice.evaluate("window.seen");
+      assert.deepEqual(seenByAlice.drops, [], "alice's connection outlived her first token");
+      assert.equal(seenByAlice.greetings.length, 1);
+      await api(system.publisherUrl, "publish", { user: "alice", data: "still you" });
+      await waitSeen(alice, `seen.messages.includes("still you")`, "a message to alice on her first connection");
 
-    await waitSeen(bob, `seen.drops.length > 0`, "bob's fixed token to run out");
-    const seenByBob: Seen = await bob.evaluate("window.seen");
-    assert.deepEqual(seenByBob.drops, [{ code: 4401, reconnecting: false }], "a fixed token cannot be renewed");
-    const droppedAt: number = await bob.evaluate("window.droppedAt");
-    assert.ok(droppedAt >= bobsExp * 1000, `closed ${bobsExp * 1000 - droppedAt} ms before the token's exp`);
-    const metrics = await (await fetch(`http://127.0.0.1:${system.pusherPort}/metrics`)).text();
-    assert.match(metrics, /^pusher_disconnects_total\{reason="expired"\} 1$/m);
-    await alice.evaluate("client.disconnect()");
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
-});
+      await waitSeen(bob, `seen.drops.length > 0`, "bob's fixed token to run out");
+      const seenByBob: Seen = await bob.evaluate("window.seen");
+      assert.deepEqual(seenByBob.drops, [{ code: 4401, reconnecting: false }], "a fixed token cannot be renewed");
+      const droppedAt: number = await bob.evaluate("window.droppedAt");
+      assert.ok(droppedAt >= bobsExp * 1000, `closed ${bobsExp * 1000 - droppedAt} ms before the token's exp`);
+      const metrics = await (await fetch(`http://127.0.0.1:${system.pusherPort}/metrics`)).text();
+      assert.match(metrics, /^pusher_disconnects_total\{reason="expired"\} 1$/m);
+      await alice.evaluate("client.disconnect()");
+    } finally {
+      await within(browser.close(), 10_000, "the browser to close");
+    }
+  });
+}
 
 /** Publishes `data` to `channel` through the server API until a pusher worker is reached (the bus links come back by themselves). */
 async function publishReaching(publisherUrl: string, channel: string, data: string): Promise<void> {
