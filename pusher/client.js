@@ -72,8 +72,13 @@ const TOKEN_EXPIRED = 4401;
 /** The longest a renewed token is asked for ahead of its predecessor's expiry, in milliseconds. */
 const MAX_REFRESH_LEAD = 60_000;
 
-/** How long to wait before asking again after a failed renewal, at most, in milliseconds. */
+/**
+ * How long to wait before asking again after a failed renewal, in
+ * milliseconds: at most this, at most half of the time the token has left,
+ * and not at all once that half is under {@link MIN_REFRESH_RETRY}.
+ */
 const REFRESH_RETRY = 5_000;
+const MIN_REFRESH_RETRY = 250;
 
 /**
  * When a JWT expires (its payload's `exp`), in milliseconds since the epoch;
@@ -849,8 +854,8 @@ export class PushClient extends EventTarget {
     const failed = (error) => {
       const cause = error instanceof Error ? error.message : String(error);
       this.#emit("error", { error: new Error(`Cannot renew the token: ${cause}`) });
-      const left = expires - Date.now();
-      if (left > 0) this.#refreshAt(Math.min(REFRESH_RETRY, left / 2), expires);
+      const retry = Math.min(REFRESH_RETRY, (expires - Date.now()) / 2);
+      if (retry >= MIN_REFRESH_RETRY) this.#refreshAt(retry, expires);
     };
     let token;
     try {
@@ -860,6 +865,12 @@ export class PushClient extends EventTarget {
       return;
     }
     if (generation !== this.#generation) return;
+    // A cached token handed out again would renew nothing, and ask again at once.
+    const renewed = tokenExpiry(token);
+    if (renewed !== null && renewed <= expires) {
+      failed(new Error("the token function gave no token that expires later than the connection's"));
+      return;
+    }
     this.#command({ refresh: { token } }, (error) => {
       if (error instanceof ConnectionLost || generation !== this.#generation) return;
       if (error) return failed(error);

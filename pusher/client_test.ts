@@ -623,7 +623,7 @@ function tokenSettles(): Promise<void> {
 Deno.test("client renews a function's token before it expires, on the same connection, and tries again after a refusal", async () => {
   const tokens: string[] = [];
   const { client, socket, timers } = setUp({
-    token: () => Promise.resolve(tokens[tokens.push(expiringToken(1000)) - 1]!),
+    token: () => Promise.resolve(tokens[tokens.push(expiringToken(1000 + tokens.length)) - 1]!),
   });
   const errors = record(client, "error");
   client.connect();
@@ -649,6 +649,21 @@ Deno.test("client renews a function's token before it expires, on the same conne
   assert.equal(tokens.length, 3);
   client.disconnect();
   assert.deepEqual(timers.delays, [], "disconnect() drops the renewal");
+});
+
+Deno.test("client does not send a renewal that expires no later than the connection's token, and asks again later", async () => {
+  const same = expiringToken(1000);
+  const { client, socket, timers } = setUp({ token: () => same });
+  const errors = record(client, "error");
+  client.connect();
+  await tokenSettles();
+  socket().greet();
+  timers.fire(timers.delays[0]!);
+  await tokenSettles();
+  assert.deepEqual(socket().sent, [], "no refresh with the same token");
+  assert.match(String(errors[0]?.error.message), /gave no token that expires later/);
+  assert.deepEqual(timers.delays, [5000]);
+  client.disconnect();
 });
 
 Deno.test("client with a fixed token stops at 4401 and says why; with a token function it reconnects", async () => {
