@@ -80,6 +80,9 @@ const MAX_REFRESH_LEAD = 60_000;
 const REFRESH_RETRY = 5_000;
 const MIN_REFRESH_RETRY = 250;
 
+/** The longest delay a timer takes as given (2^31 - 1 ms, about 24.8 days): browsers fire a longer one at once. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
 /**
  * When a JWT expires (its payload's `exp`), in milliseconds since the epoch;
  * null when it has no readable `exp`. Not a check: the pusher checks tokens.
@@ -835,10 +838,14 @@ export class PushClient extends EventTarget {
   #refreshAt(delay, expires) {
     this.#clearRefreshTimer();
     const generation = this.#generation;
+    // A token that lasts for months is waited for in steps a timer can take.
+    const step = Math.min(delay, MAX_TIMER_DELAY);
     this.#refreshTimer = this.#timers.setTimeout(() => {
       this.#refreshTimer = null;
-      if (generation === this.#generation) void this.#refresh(generation, expires);
-    }, delay);
+      if (generation !== this.#generation) return;
+      if (delay > step) this.#refreshAt(delay - step, expires);
+      else void this.#refresh(generation, expires);
+    }, step);
   }
 
   /**

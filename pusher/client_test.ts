@@ -666,6 +666,28 @@ Deno.test("client does not send a renewal that expires no later than the connect
   client.disconnect();
 });
 
+Deno.test("client waits for a long-lived token's renewal in steps a timer can take", async () => {
+  const year = 365 * 24 * 3600;
+  const { client, socket, timers } = setUp({ token: () => expiringToken(year) });
+  client.connect();
+  await tokenSettles();
+  socket().greet();
+  const longest = 2 ** 31 - 1;
+  assert.deepEqual(timers.delays, [longest], "a longer delay would fire at once in a browser");
+  let waited = 0;
+  while (timers.delays[0] === longest) {
+    waited += longest;
+    timers.fire(longest);
+    assert.equal(timers.delays.length, 1);
+  }
+  waited += timers.delays[0]!;
+  // A year less a minute's lead at most, half of it at least (the test's random is 0.999999).
+  assert.ok(waited > year * 1000 - 62_000 && waited < year * 1000 - 30_000, `renewal due after ${waited} ms in all`);
+  await tokenSettles();
+  assert.deepEqual(socket().sent, [], "no renewal yet");
+  client.disconnect();
+});
+
 Deno.test("client with a fixed token stops at 4401 and says why; with a token function it reconnects", async () => {
   const fixed = connected({ token: expiringToken(1000) });
   assert.deepEqual(fixed.timers.delays, [], "nothing to renew a fixed token with");
