@@ -58,6 +58,7 @@ export interface WorkerConfig {
   maxPresenceUsers: number;
   maxRecoverMessages: number;
   presenceChannels: string[];
+  connectionEvents: boolean;
   logLevel: LogLevel;
 }
 

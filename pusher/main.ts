@@ -201,6 +201,10 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "comma-separated channels whose members hear joins and leaves, prefix* patterns (room.*)",
     default: "none",
   },
+  "connection-events": {
+    type: "boolean",
+    help: "tell each connection's greeting and end on the bus subject connections (publisher: GET /api/events)",
+  },
   "log-level": LOG_LEVEL_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
@@ -295,6 +299,7 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
     maxPresenceUsers: intFlag(flags, "max-presence-users", 1000),
     maxRecoverMessages: intFlag(flags, "max-recover-messages", 100),
     presenceChannels: stringFlag(flags, "presence-channels")?.split(",").map((c) => c.trim()).filter(Boolean) ?? [],
+    connectionEvents: flags["connection-events"] === true,
     logLevel,
   };
   const shutdownTimeout = durationFlag(flags, "shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT);

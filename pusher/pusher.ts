@@ -51,6 +51,8 @@ import {
   channelSubject,
   type Command,
   type CommandReply,
+  type ConnectionEvent,
+  CONNECTIONS_SUBJECT,
   DEFAULT_DISCONNECT,
   PRESENCE_SUBJECT,
   toCommand,
@@ -122,6 +124,11 @@ export interface PusherOptions {
    */
   presenceChannels?: readonly string[];
   /**
+   * Tell every connection's greeting and end on the bus's `connections`
+   * subject ({@linkcode ConnectionEvent}), for backends. @default {false}
+   */
+  connectionEvents?: boolean;
+  /**
    * Metrics of every worker of this pusher, merged; `/metrics` and
    * `/healthz` answer from it.
    *
@@ -159,6 +166,8 @@ interface PusherConnection extends Connection, Member {
   expires: number;
   /** Malformed messages in a row. */
   bad: number;
+  /** Whether it was greeted: its end is told (`connectionEvents`) only then. */
+  greeted: boolean;
 }
 
 /**
@@ -204,6 +213,7 @@ export class Pusher {
   readonly #recovery: Recovery<PusherConnection>;
   readonly #protocol: ClientProtocolOptions;
   readonly #maxBadMessages: number;
+  readonly #connectionEvents: boolean;
   /** Channel and user subjects the bus subscribes to now, for detach(). */
   readonly #interest = new Set<string>();
   /** Of those, the ones whose subscription the bus has not yet confirmed in effect. */
@@ -247,6 +257,7 @@ export class Pusher {
     });
     this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };
     this.#maxBadMessages = options.maxBadMessages ?? 10;
+    this.#connectionEvents = options.connectionEvents ?? false;
     this.#presence = new Presence({
       workerId: this.workerId,
       members: (channel) => this.#membership.members(channel),
@@ -389,23 +400,55 @@ export class Pusher {
     expires: number,
   ): void {
     const id = this.#connections.nextId();
-    const connection: PusherConnection = { id, socket, user, may, expires, rate: null, channels: null, bad: 0 };
+    const connection: PusherConnection = {
+      id,
+      socket,
+      user,
+      may,
+      expires,
+      rate: null,
+      channels: null,
+      bad: 0,
+      greeted: false,
+    };
     this.#connections.add(connection);
     this.#counters.accepted.inc();
     if (expires !== Infinity) this.#watchExpiry(connection);
-    const greeting = `workerID:${this.workerId} connectionID:${id} connected\n`;
-    if (user === null) return socket.send(greeting);
+    if (user === null) return this.#greet(connection);
     this.logger.debug("connected", { connection: id, user });
     if (this.#connections.ofUser(user).size === 1) this.#interested(userSubject(user), this.#onUser);
     // Greeted once its user's subject is in effect: from then on a publish to the user reaches it.
-    this.#whenInEffect(userSubject(user), () => socket.send(greeting));
+    this.#whenInEffect(userSubject(user), () => this.#greet(connection));
+  }
+
+  /** Sends the original's greeting, and tells the backend (`connectionEvents`) of a connection still open. */
+  #greet(connection: PusherConnection): void {
+    if (this.#connections.of(connection.socket) !== connection) return;
+    connection.socket.send(`workerID:${this.workerId} connectionID:${connection.id} connected\n`);
+    connection.greeted = true;
+    if (this.#connectionEvents) this.#tell({ connect: this.#infoOf(connection) });
+  }
+
+  #infoOf(connection: PusherConnection): { worker_id: string; connection_id: number; user: string | null } {
+    return { worker_id: this.workerId, connection_id: connection.id, user: connection.user };
+  }
+
+  /** Publishes a connection event for backends; one that cannot be published is logged and lost. */
+  #tell(event: ConnectionEvent): void {
+    this.#bus.publish(CONNECTIONS_SUBJECT, event as unknown as Json).catch((error) => {
+      this.logger.warn("could not tell a connection event", { error: (error as Error).message });
+    });
   }
 
   #forget(socket: ClientSocket, code: number): void {
     const connection = this.#connections.remove(socket);
     if (!connection) return;
     this.#unwatchExpiry(connection);
-    this.#counters.disconnects.inc(1, closeReason(code));
+    const reason = closeReason(code);
+    this.#counters.disconnects.inc(1, reason);
+    if (this.#connectionEvents && connection.greeted) {
+      this.#tell({ disconnect: { ...this.#infoOf(connection), code, reason } });
+    }
     for (const channel of this.#membership.leaveAll(connection)) this.#announce("leave", channel, connection);
     const user = connection.user;
     if (user !== null && this.#connections.ofUser(user).size === 0) this.#uninterested(userSubject(user));

@@ -5,6 +5,7 @@ import {
   BROADCAST_SUBJECT,
   channelSubject,
   commandRoute,
+  CONNECTIONS_SUBJECT,
   PRESENCE_SUBJECT,
   presenceQuery,
   publishRoute,
@@ -537,4 +538,38 @@ Deno.test("pusher looks for expired tokens by itself, and stops looking once no 
   wall.at(exp);
   await until(() => alice.closed !== null, 5000, "the expired connection to be closed");
   assert.deepEqual(alice.closed, { code: 4401, reason: "token expired" });
+});
+
+Deno.test("pusher with connectionEvents tells each greeted connection's start and end on the connections subject", async () => {
+  const wall = wallClock();
+  const exp = Math.floor(wall.now / 1000) + 60;
+  await using setup = setUp({ tokenSecret: SECRET, clock: () => wall.now, connectionEvents: true });
+  const told: Json[] = [];
+  await setup.bus.subscribe(CONNECTIONS_SUBJECT, (data) => void told.push(data));
+  const alice = await setup.connect(token("alice", { exp: exp + 60 }));
+  const bob = await setup.connect(token("bob", { exp }));
+  await settle();
+  const worker_id = setup.pusher.workerId;
+  const [a, b] = [addressOf(alice).connection, addressOf(bob).connection];
+  assert.deepEqual(told, [
+    { connect: { worker_id, connection_id: a, user: "alice" } },
+    { connect: { worker_id, connection_id: b, user: "bob" } },
+  ]);
+  alice.close(1000, "bye");
+  wall.at(exp);
+  setup.pusher.closeExpired();
+  await settle();
+  assert.deepEqual(told.slice(2), [
+    { disconnect: { worker_id, connection_id: a, user: "alice", code: 1000, reason: "closed" } },
+    { disconnect: { worker_id, connection_id: b, user: "bob", code: 4401, reason: "expired" } },
+  ]);
+});
+
+Deno.test("pusher tells no connection events unless asked to", async () => {
+  await using setup = setUp();
+  const told: Json[] = [];
+  await setup.bus.subscribe(CONNECTIONS_SUBJECT, (data) => void told.push(data));
+  (await setup.connect()).close(1000, "bye");
+  await settle();
+  assert.deepEqual(told, []);
 });

@@ -96,6 +96,7 @@ function start(config: WorkerConfig): Running {
     maxPresenceUsers: config.maxPresenceUsers,
     maxRecoverMessages: config.maxRecoverMessages,
     presenceChannels: config.presenceChannels,
+    connectionEvents: config.connectionEvents,
     gather,
     logger,
   });

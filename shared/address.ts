@@ -58,6 +58,53 @@ export const BROADCAST_SUBJECT = "broadcast";
 export const PRESENCE_SUBJECT = "presence";
 
 /**
+ * Subject pusher workers started with `--connection-events` tell every
+ * connection's start and end on ({@linkcode ConnectionEvent}), for backends:
+ * the publisher's `GET /api/events` streams them, and a backend on NATS or
+ * Redis may subscribe to it itself.
+ */
+export const CONNECTIONS_SUBJECT = "connections";
+
+/** Who a {@linkcode ConnectionEvent} is about: its address, and its token's `sub` (null without a token). */
+export interface ConnectionInfo {
+  readonly worker_id: string;
+  readonly connection_id: number;
+  readonly user: string | null;
+}
+
+/**
+ * A connection was greeted (`connect`), or ended (`disconnect`, with its
+ * close code and the reason the pusher counts it under in
+ * `pusher_disconnects_total`: `closed`, `going_away`, `expired`, ...).
+ */
+export type ConnectionEvent =
+  | { readonly connect: ConnectionInfo }
+  | { readonly disconnect: ConnectionInfo & { readonly code: number; readonly reason: string } };
+
+/**
+ * `data` as a {@linkcode ConnectionEvent}, or null when it is not one: the
+ * subject is open to any publisher, so what comes on it is checked before it
+ * is passed on.
+ */
+export function toConnectionEvent(data: Json): ConnectionEvent | null {
+  if (!isObject(data)) return null;
+  const keys = Object.keys(data);
+  if (keys.length !== 1) return null;
+  const kind = keys[0];
+  const body = data[kind!];
+  if ((kind !== "connect" && kind !== "disconnect") || !isObject(body)) return null;
+  const { worker_id, connection_id, user } = body;
+  if (typeof worker_id !== "string" || !WORKER_ID_PATTERN.test(worker_id)) return null;
+  if (!Number.isSafeInteger(connection_id) || (connection_id as number) < 1) return null;
+  if (user !== null && (typeof user !== "string" || user.length > MAX_CARRIED_USER_LENGTH)) return null;
+  const info = { worker_id, connection_id: connection_id as number, user: user as string | null };
+  if (kind === "connect") return { connect: info };
+  const { code, reason } = body;
+  if (!Number.isSafeInteger(code) || typeof reason !== "string" || reason.length > 64) return null;
+  return { disconnect: { ...info, code: code as number, reason } };
+}
+
+/**
  * A worker id: 16 lowercase hex characters (64 random bits), drawn anew each
  * time a pusher worker starts. Ids are never coordinated, never reused, and
  * collide with negligible probability, so an address `(workerId,

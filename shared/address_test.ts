@@ -14,6 +14,7 @@ import {
   toChannelPresence,
   toCommand,
   toCommandReply,
+  toConnectionEvent,
   toDataPush,
   toPresenceQuery,
   toPushData,
@@ -22,6 +23,7 @@ import {
   userOfSubject,
   userSubject,
 } from "./address.ts";
+import type { Json } from "./json.ts";
 
 const WORKER = "1f3a9c2e7b4d0a55";
 
@@ -177,4 +179,25 @@ Deno.test("presence queries and every reply shape are checked", () => {
     slow_closes: 1,
   });
   assert.deepEqual(toWorkerInfo({ ...info, deliveries: -1, slow_closes: "1" }), info, "bad counters are left out");
+});
+
+Deno.test("toConnectionEvent passes the pusher's connection events and nothing else", () => {
+  const info = { worker_id: "1f3a9c2e7b4d0a55", connection_id: 7, user: "alice" };
+  assert.deepEqual(toConnectionEvent({ connect: info }), { connect: info });
+  assert.deepEqual(toConnectionEvent({ connect: { ...info, user: null } }), { connect: { ...info, user: null } });
+  const ended = { ...info, code: 4401, reason: "expired" };
+  assert.deepEqual(toConnectionEvent({ disconnect: ended }), { disconnect: ended });
+  const refused: Json[] = [
+    null,
+    "connect",
+    { connect: info, disconnect: ended },
+    { join: info },
+    { connect: { ...info, worker_id: "W" } },
+    { connect: { ...info, connection_id: 0 } },
+    { connect: { ...info, user: 7 } },
+    { connect: { ...info, user: "u".repeat(300) } },
+    { disconnect: info },
+    { disconnect: { ...ended, reason: "r".repeat(65) } },
+  ];
+  for (const data of refused) assert.equal(toConnectionEvent(data), null, JSON.stringify(data));
 });
