@@ -33,6 +33,7 @@ import {
 import { info } from "./_api_replies.ts";
 import { checkApiKey } from "./_api_key.ts";
 import { createDashboard, DASHBOARD_API_PREFIX, type DashboardOptions } from "./dashboard.ts";
+import { ConnectionEventStreams, type ConnectionEventStreamsOptions } from "./connection_events.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, readBodyOf, requestBody } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
@@ -82,9 +83,12 @@ export interface PublishHandlerOptions {
   maxHistoryLimit?: number;
   /** The dashboard's limits (`/dashboard`, see `dashboard.ts`): sessions, streams, sample interval. @default {{}} */
   dashboard?: DashboardOptions;
+  /** The limits of `GET /api/events` (`connection_events.ts`): streams, and events a stream may hold. @default {{}} */
+  events?: Omit<ConnectionEventStreamsOptions, "logger" | "subscribeTimeout">;
   /**
-   * Aborted when the server shuts down: the dashboard's event streams close
-   * then, as they would otherwise hold up the drain. @default {undefined}
+   * Aborted when the server shuts down: the dashboard's event streams and
+   * those of `/api/events` close then, as they would otherwise hold up the
+   * drain. @default {undefined}
    */
   signal?: AbortSignal;
 }
@@ -203,6 +207,13 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     api: (method, req, url) => dashboardApi(method, apiRequest(req, url)),
     signal: options.signal,
   });
+  const connectionEvents = new ConnectionEventStreams(bus, {
+    ...options.events,
+    subscribeTimeout: publishTimeout,
+    logger,
+  });
+  options.signal?.addEventListener("abort", () => connectionEvents.close(), { once: true });
+  if (options.signal?.aborted) connectionEvents.close();
   const dashboardRoutes = Object.fromEntries(
     Object.entries(dashboard.routes).map(([path, route]) => [path, { ...route, handler: route.handler as Answer }]),
   );
@@ -219,6 +230,14 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
   const router = new Router<Answer>({
     ...apiRoutes,
     ...dashboardRoutes,
+    [`${API_PREFIX}events`]: {
+      methods: ["GET"],
+      hint: "use GET: it answers an event stream",
+      handler: (req, url) => {
+        checkApiKey(req, parseUrlEncoded(url.search.slice(1), "query"), apiDeps.apiKey);
+        return connectionEvents.open(CORS);
+      },
+    },
     "/": {
       methods: ["GET", "POST", "OPTIONS"],
       hint: "use GET or POST",

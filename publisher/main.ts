@@ -5,6 +5,7 @@
  */
 
 import { createPublishHandler, DEFAULT_MAX_CONTENT_BYTES, type PublishHandler } from "./handler.ts";
+import { DEFAULT_MAX_EVENT_STREAMS, DEFAULT_MAX_QUEUED_EVENTS } from "./connection_events.ts";
 import {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
@@ -128,6 +129,18 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "users one /api/presence answer lists at most",
     default: String(DEFAULT_MAX_PRESENCE_USERS),
   },
+  "max-event-streams": {
+    type: "string",
+    arg: "N",
+    help: "GET /api/events streams open at once",
+    default: String(DEFAULT_MAX_EVENT_STREAMS),
+  },
+  "max-queued-events": {
+    type: "string",
+    arg: "N",
+    help: "connection events one /api/events stream may hold unread; one more ends it",
+    default: String(DEFAULT_MAX_QUEUED_EVENTS),
+  },
   "max-history-limit": {
     type: "string",
     arg: "N",
@@ -239,6 +252,8 @@ interface PublisherConfig {
     presenceTimeout: number;
     commandTimeout: number;
   };
+  /** The limits of `GET /api/events`. */
+  events: { maxStreams: number; maxQueued: number };
 }
 
 /** Serves the publish API until SIGINT or SIGTERM; returns the exit code. */
@@ -261,7 +276,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     logger = createLogger("publisher", { level: logLevelFlag(flags) });
     config = await readConfig(flags);
     bus = openPublisherBus(config, logger);
-    const { publishTimeout, maxContentBytes, apiKey, api } = config;
+    const { publishTimeout, maxContentBytes, apiKey, api, events } = config;
     const handler = createPublishHandler({
       bus,
       publishTimeout,
@@ -269,6 +284,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       apiKey,
       logger,
       ...api,
+      events,
       signal: shuttingDown.signal,
     });
     // Listened for before the publisher says it is up: SIGHUP's default ends the process.
@@ -345,6 +361,10 @@ async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
       maxHistoryLimit: positiveIntFlag(flags, "max-history-limit", DEFAULT_MAX_HISTORY_LIMIT),
       presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),
       commandTimeout: durationFlag(flags, "command-timeout", DEFAULT_COMMAND_TIMEOUT, { min: 1 }),
+    },
+    events: {
+      maxStreams: positiveIntFlag(flags, "max-event-streams", DEFAULT_MAX_EVENT_STREAMS),
+      maxQueued: positiveIntFlag(flags, "max-queued-events", DEFAULT_MAX_QUEUED_EVENTS),
     },
   };
 }
