@@ -8,6 +8,7 @@
  * @module
  */
 
+import { eventStream } from "../shared/http.ts";
 import type { Json } from "../shared/json.ts";
 import type { RegistrySnapshot } from "../shared/metrics.ts";
 import { Rejection } from "./_rejection.ts";
@@ -257,10 +258,7 @@ export class EventStreams {
       cancel: () => this.#drop(stream),
     }, new CountQueuingStrategy({ highWaterMark: STREAM_QUEUE }));
     this.#start();
-    const response = new Response(body, { headers });
-    response.headers.set("content-type", "text/event-stream;charset=utf-8");
-    response.headers.set("cache-control", "no-store");
-    return response;
+    return eventStream(body, headers);
   }
 
   /** Closes every stream and stops sampling; later opens get 503. Harmless twice. */

@@ -14,6 +14,7 @@ import { CONNECTIONS_SUBJECT, toConnectionEvent } from "../shared/address.ts";
 import type { Bus } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import type { Logger } from "../shared/log.ts";
+import { eventStream } from "../shared/http.ts";
 import { Rejection } from "./_rejection.ts";
 
 /** The default of {@linkcode ConnectionEventStreamsOptions.maxStreams}. */
@@ -120,10 +121,7 @@ export class ConnectionEventStreams {
       cancel: () => this.#drop(stream),
     }, new CountQueuingStrategy({ highWaterMark: this.#maxQueued }));
     this.#pinger ??= setInterval(() => this.#sendAll(PING), this.#heartbeat);
-    const response = new Response(body, { headers });
-    response.headers.set("content-type", "text/event-stream;charset=utf-8");
-    response.headers.set("cache-control", "no-store");
-    return response;
+    return eventStream(body, headers);
   }
 
   /** Ends every stream and refuses new ones (the server is draining). Harmless twice. */

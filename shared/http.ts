@@ -36,6 +36,29 @@ export function text(status: number, body: string, headers: Readonly<Record<stri
 
 const TEXT_HEADER: ContentTypeHeader = [["content-type", TEXT_CONTENT_TYPE]];
 
+/**
+ * A `200` answer whose body is a stream of server-sent events
+ * (`text/event-stream`), never cached, with `headers` besides.
+ *
+ * @example
+ * ```ts
+ * import { eventStream } from "./http.ts";
+ *
+ * const body = new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new TextEncoder().encode("data: hi\n\n")) });
+ * const response = eventStream(body, { "access-control-allow-origin": "*" });
+ * await response.body?.cancel();
+ * ```
+ */
+export function eventStream(
+  body: ReadableStream<Uint8Array>,
+  headers: Readonly<Record<string, string>> = NO_HEADERS,
+): Response {
+  const response = new Response(body, { headers });
+  response.headers.set("content-type", "text/event-stream;charset=utf-8");
+  response.headers.set("cache-control", "no-store");
+  return response;
+}
+
 /** A `content-type` header as a `Response` init takes it: `[["content-type", TYPE]]`. */
 export type ContentTypeHeader = readonly [readonly ["content-type", string]];
 
