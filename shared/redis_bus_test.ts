@@ -297,7 +297,8 @@ Deno.test("redis bus drops a link that hears nothing and reconnects it", async (
   } finally {
     Deno.kill(pid, "SIGCONT");
   }
-  await until(() => link.connected && link.reconnects === 1, 5000, "the link to come back");
+  // At least once: with pings every 100 ms, a loaded machine can drop the new link too, and it comes back again.
+  await until(() => link.connected && link.reconnects >= 1, 5000, "the link to come back");
   assert.deepEqual(await link.publish("news", 1), { reached: 1 });
 });
 
