@@ -112,6 +112,24 @@ function notKept(channel: string): Rejection {
 /** What a publish may go to. */
 const PUBLISH_TARGETS: readonly TargetKind[] = ["channel", "user", "connection", "everyone"];
 
+/**
+ * A publish's `ack`: false when absent. Only a user's or a connection's
+ * publish can be acknowledged (their workers count what they delivered), and
+ * not with an idempotency key, which a request to the workers cannot carry.
+ *
+ * @throws {Rejection} 400 otherwise.
+ */
+function readAck(params: Params, address: PushAddress, idempotencyKey: string | undefined): boolean {
+  const ack = params.ack;
+  if (ack === undefined || ack === false) return false;
+  if (ack !== true) throw new Rejection(400, "Invalid ack: expected true or false");
+  if (address.kind !== "user" && address.kind !== "connection") {
+    throw new Rejection(400, "Invalid ack: only a publish to a user or to worker_id + connection_id is acknowledged");
+  }
+  if (idempotencyKey !== undefined) throw new Rejection(400, "Invalid ack: it cannot go with an idempotency_key");
+  return true;
+}
+
 /** A publish whose parameters were read, ready for the bus. */
 export interface PreparedPublish {
   /** When it was read, by the `now` of the deps: its latency counts from here. */
@@ -120,8 +138,10 @@ export interface PreparedPublish {
   readonly address: PushAddress;
   /** What goes to the bus. */
   readonly item: BusBatchItem & { readonly data: Json };
-  /** False when it must go alone (to a connection on a bus that cannot count). */
+  /** False when it must go alone (to a connection on a bus that cannot count, or with `ack`). */
   readonly batchable: boolean;
+  /** Whether the workers are asked to say to how many connections it went (`ack`). */
+  readonly ack: boolean;
 }
 
 /** The methods of {@linkcode apiMethods}: each method but `batch`, and the pieces a batch uses to publish together. */
@@ -182,12 +202,32 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     }
     const route = publishRoute(address, data, readExclude(params));
     const idempotencyKey = readIdempotencyKey(params);
+    const ack = readAck(params, address, idempotencyKey);
     const item: PreparedPublish["item"] = idempotencyKey === undefined
       ? { subject: route.subject, data: route.data }
       : { subject: route.subject, data: route.data, idempotencyKey };
     // A bus that cannot count asks the connection's worker instead: no batch for that one.
-    const batchable = !(address.kind === "connection" && bus.countsReached === false);
-    return { started, address, item, batchable };
+    const batchable = !ack && !(address.kind === "connection" && bus.countsReached === false);
+    return { started, address, item, batchable, ack };
+  }
+
+  /**
+   * A publish with `ack`: sent as a request to the user's workers (or the
+   * connection's), each of which answers to how many connections it went,
+   * within `--command-timeout`; a connection that is gone is a 404.
+   */
+  async function acknowledged({ started, address, item }: PreparedPublish): Promise<Result> {
+    const gathered = await gather(
+      item.subject,
+      item.data,
+      deps.commandTimeout,
+      address.kind === "user" ? undefined : 1,
+    );
+    const result = address.kind === "user"
+      ? userCommand(gathered)
+      : oneConnection(address as ConnectionAddress, gathered);
+    metrics.countPublish(address.kind === "user" ? "user" : "connection", gathered.expected, (now() - started) / 1000);
+    return result;
   }
 
   /** A publish's result from what the bus answered at `finished`, as `publish` returns it. */
@@ -207,6 +247,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
 
   async function publish(params: Params): Promise<Result> {
     const prepared = preparePublish(params);
+    if (prepared.ack) return await acknowledged(prepared);
     const { subject, data } = prepared.item;
     let published: PublishResult;
     try {

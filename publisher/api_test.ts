@@ -156,6 +156,64 @@ Deno.test("api publish reaches exactly its target: a channel, a user, one connec
   assert.deepEqual(answer.body, { result: { workers_reached: 0 } }, "a channel without members is no error");
 });
 
+Deno.test("api publish with ack says to how many of a user's connections it went, and whether one connection got it", async () => {
+  await using c = cluster();
+  const alice0 = await c.connect(0, "alice");
+  const alice1 = await c.connect(1, "alice");
+  const bob = await c.connect(1, "bob");
+  let answer = await c.call("publish", { user: "alice", data: "for alice", ack: true });
+  assert.deepEqual(answer.body, { result: { connections: 2, workers_reached: 2 } });
+  answer = await c.call("publish", { user: "alice", data: "but one", exclude: exclusionOf(alice0), ack: true });
+  assert.deepEqual(answer.body, { result: { connections: 1, workers_reached: 2 } });
+  answer = await c.call("publish", { user: "nobody", data: 1, ack: true });
+  assert.deepEqual(answer.body, { result: { connections: 0, workers_reached: 0 } });
+  answer = await c.call("publish", { ...exclusionOf(bob), data: "for bob", ack: true });
+  assert.deepEqual(answer.body, { result: { connections: 1, workers_reached: 1 } });
+  assert.deepEqual([alice0, alice1, bob].map(taken), [["for alice"], ["for alice", "but one"], ["for bob"]]);
+
+  const gone = { worker_id: bob.worker, connection_id: bob.connection + 100 };
+  answer = await c.call("publish", { ...gone, data: 1, ack: true });
+  assert.deepEqual(answer.body, {
+    error: { code: 404, message: `No connection ${gone.connection_id} on pusher worker ${bob.worker}: it is gone` },
+  });
+  answer = await c.call("publish", { ...gone, data: 1 });
+  assert.deepEqual(
+    answer.body,
+    { result: { workers_reached: 1 } },
+    "without ack, the worker is reached and that is all",
+  );
+
+  answer = await c.call("batch", {
+    commands: [
+      { publish: { user: "alice", data: 2, ack: true } },
+      { publish: { channel: "news", data: 3 } },
+      { publish: { ...gone, data: 4, ack: true } },
+    ],
+  });
+  assert.deepEqual(answer.body, {
+    replies: [
+      { result: { connections: 2, workers_reached: 2 } },
+      { result: { workers_reached: 0 } },
+      {
+        error: { code: 404, message: `No connection ${gone.connection_id} on pusher worker ${bob.worker}: it is gone` },
+      },
+    ],
+  });
+
+  const refusals: [Json, string][] = [
+    [
+      { channel: "news", data: 1, ack: true },
+      "Invalid ack: only a publish to a user or to worker_id + connection_id is acknowledged",
+    ],
+    [{ data: 1, ack: true }, "Invalid ack: only a publish to a user or to worker_id + connection_id is acknowledged"],
+    [{ user: "alice", data: 1, ack: "yes" }, "Invalid ack: expected true or false"],
+    [{ user: "alice", data: 1, ack: true, idempotency_key: "k" }, "Invalid ack: it cannot go with an idempotency_key"],
+  ];
+  for (const [params, message] of refusals) {
+    assert.deepEqual((await c.call("publish", params)).body, { error: { code: 400, message } }, JSON.stringify(params));
+  }
+});
+
 Deno.test("api subscribe and unsubscribe by user and by connection take effect, and say to how many connections", async () => {
   await using c = cluster();
   const alice0 = await c.connect(0, "alice");

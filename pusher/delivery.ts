@@ -90,7 +90,8 @@ export class Delivery<C extends Connection = Connection> {
    * An event of the worker's own subject, to one connection: the original's
    * `{ to_connection_id, content }`, or a JSON-API `{ to_connection_id, data }`.
    */
-  target(data: Json): void {
+  /** A send to one connection here; returns whether that connection was here to send it to. */
+  target(data: Json): boolean {
     const push = toPushData(data);
     let text: string;
     let id: number;
@@ -99,7 +100,10 @@ export class Delivery<C extends Connection = Connection> {
       id = push.to_connection_id;
     } else {
       const json = toDataPush(data);
-      if (!json || json.to_connection_id === undefined) return this.#wrongShape(data, "a targeted event");
+      if (!json || json.to_connection_id === undefined) {
+        this.#wrongShape(data, "a targeted event");
+        return false;
+      }
       text = dataText(json.data);
       id = json.to_connection_id;
     }
@@ -107,10 +111,11 @@ export class Delivery<C extends Connection = Connection> {
     if (!connection) {
       this.#counters.dropped.inc(1, "no_connection");
       this.#logger.info("no such connection", { connection: id });
-      return;
+      return false;
     }
     connection.socket.send(text);
     this.#counters.delivered.inc(1, "targeted");
+    return true;
   }
 
   /**
@@ -141,9 +146,11 @@ export class Delivery<C extends Connection = Connection> {
   }
 
   /** A publish on a user's subject, to the user's connections here. */
-  user(user: string, push: DataPush): void {
+  /** A user's publish, to the user's connections here but the excluded one; returns to how many it went. */
+  user(user: string, push: DataPush): number {
     const sent = this.#sendTo(this.#connections.ofUser(user), dataText(push.data), push.exclude);
     this.#counters.delivered.inc(sent, "user");
+    return sent;
   }
 
   /** Logs and counts an event that is not of the shape its subject carries. */

@@ -69,6 +69,8 @@ import { PROMETHEUS_CONTENT_TYPE, Registry, type RegistrySnapshot, renderPrometh
 import { Router, text } from "../shared/http.ts";
 
 const READ = { methods: ["GET", "HEAD"], hint: "use GET" };
+/** A worker's reply to a command or an acknowledged send for a connection it does not have. */
+const NO_SUCH_CONNECTION = "no such connection";
 const HTML_CONTENT_TYPE = "text/html;charset=utf-8";
 
 /** Options for {@linkcode Pusher}. */
@@ -627,16 +629,19 @@ export class Pusher {
     if (command !== null) return this.#userCommand(user, command, message.replyTo);
     const push = toDataPush(data);
     if (!push || push.to_connection_id !== undefined) return this.#delivery.wrongShape(data, "a user's publish");
-    this.#delivery.user(user, push);
+    const sent = this.#delivery.user(user, push);
+    // Asked as a request (a publish with `ack`): to how many of the user's connections here it went.
+    this.#reply(message.replyTo, { connections: sent });
   };
 
   /** The worker's subject: a send to one connection, or a command for one. */
   #onWorker(data: Json, message: BusMessage): void {
     const command = toCommand(data);
     if (command === null) {
-      this.#delivery.target(data);
-      // Asked as a request by a publisher whose bus cannot count (NATS): the reply says this worker is alive.
-      return this.#reply(message.replyTo, { ok: true });
+      const sent = this.#delivery.target(data);
+      // Asked as a request (a publish with `ack`, or by a publisher whose bus cannot count: NATS): the reply says
+      // this worker is alive, and whether the connection was here.
+      return this.#reply(message.replyTo, sent ? { ok: true } : { ok: false, error: NO_SUCH_CONNECTION });
     }
     if (typeof command === "string") return this.#badCommand(data, command, message.replyTo);
     const id = command.to_connection_id;
@@ -648,7 +653,7 @@ export class Pusher {
     if (!connection) {
       this.#counters.dropped.inc(1, "no_connection");
       this.logger.info("no such connection", { connection: id, cmd: command.cmd });
-      return this.#reply(message.replyTo, { ok: false, error: "no such connection" });
+      return this.#reply(message.replyTo, { ok: false, error: NO_SUCH_CONNECTION });
     }
     const error = this.#apply(connection, command);
     if (error !== null) return this.#reply(message.replyTo, { ok: false, error });

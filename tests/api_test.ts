@@ -142,6 +142,24 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
       assert.deepEqual(who(frames, "all but one"), named((m) => m !== daveA));
     });
 
+    await t.step("a publish with ack says to how many connections it went, across both pushers", async () => {
+      assert.deepEqual(await result("publish", { user: "bob", data: "acked", ack: true }), {
+        connections: 2,
+        workers_reached: 2,
+      });
+      // The answer came after both workers had sent it: it is in the clients' messages by the fence.
+      assert.deepEqual(who(await received(), "acked"), named((m) => m.user === "bob"));
+      const carolA = members[4]!;
+      assert.deepEqual(await result("publish", { ...address(carolA), data: "one", ack: true }), {
+        connections: 1,
+        workers_reached: 1,
+      });
+      const gone = { worker_id: carolA.worker, connection_id: carolA.connection + 1000 };
+      const answer = await api("publish", { ...gone, data: "none", ack: true });
+      assert.equal(answer.status, 404, JSON.stringify(answer.body));
+      assert.deepEqual(who(await received(), "one"), named((m) => m === carolA));
+    });
+
     await t.step("backend subscribe and unsubscribe take effect on every pusher", async () => {
       const [daveA, daveB] = [members[6]!, members[7]!];
       assert.deepEqual(await result("subscribe", { channel: "room.1", user: "dave" }), {
