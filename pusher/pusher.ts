@@ -52,6 +52,7 @@ import {
   type Command,
   type CommandReply,
   type ConnectionEvent,
+  type ConnectionInfo,
   CONNECTIONS_SUBJECT,
   DEFAULT_DISCONNECT,
   PRESENCE_SUBJECT,
@@ -431,7 +432,7 @@ export class Pusher {
     if (this.#connectionEvents) this.#tell({ connect: this.#infoOf(connection) });
   }
 
-  #infoOf(connection: PusherConnection): { worker_id: string; connection_id: number; user: string | null } {
+  #infoOf(connection: PusherConnection): ConnectionInfo {
     return { worker_id: this.workerId, connection_id: connection.id, user: connection.user };
   }
 
