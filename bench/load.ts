@@ -475,12 +475,18 @@ class LoadRun implements PublishSource {
     return this.#ok;
   }
 
-  /** Deliveries/s over the connections one publish reaches: all of them, or a channel's share. */
+  /**
+   * Deliveries/s over the connections delivered to, every client in a
+   * broadcast and a channel run alike: the messages a second that each
+   * connection gets. (Not over the members of one channel: that is the
+   * publications' rate, which a channel of a tenth of the clients would
+   * multiply by ten.)
+   */
   #perConnection(): number | null {
     const rate = perSecond(this.#deliveries, this.#lastReceipt - this.#firstWrite);
-    const { mode, channels } = this.#spec;
+    const { mode } = this.#spec;
     if (rate === null || (mode !== "broadcast" && mode !== "channels")) return null;
-    return round(rate / (mode === "broadcast" ? this.#clients.length : this.#clients.length / channels));
+    return round(rate / this.#clients.length);
   }
 
   #result(stalled: boolean): LoadResult {

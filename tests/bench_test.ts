@@ -165,6 +165,13 @@ Deno.test("deno task bench --quick runs every scenario against system and baseli
         }
         if (scenario.mode === "channels") assert.equal(run.reordered, 0, `${where}: reordered`);
         assert.ok((run.deliveriesPerSec ?? 0) > 0, `${where}: deliveries/s`);
+        if (scenario.mode === "broadcast" || scenario.mode === "channels") {
+          // Every client of these runs is delivered to: a channel's members count as every client, not one channel's.
+          assert.ok(
+            Math.abs(run.deliveriesPerSecPerConnection! - run.deliveriesPerSec! / run.clients) <= 1,
+            `${where}: deliveries/s per delivered connection is deliveries/s over every client`,
+          );
+        }
         assert.ok((run.publishesPerSec ?? 0) > 0, `${where}: publishes/s`);
         assert.ok(run.latencyUs && run.latencyUs.p50 > 0, `${where}: latency`);
       }
