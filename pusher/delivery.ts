@@ -89,8 +89,8 @@ export class Delivery<C extends Connection = Connection> {
   /**
    * An event of the worker's own subject, to one connection: the original's
    * `{ to_connection_id, content }`, or a JSON-API `{ to_connection_id, data }`.
+   * Returns whether that connection was here to send it to.
    */
-  /** A send to one connection here; returns whether that connection was here to send it to. */
   target(data: Json): boolean {
     const push = toPushData(data);
     let text: string;
@@ -145,8 +145,7 @@ export class Delivery<C extends Connection = Connection> {
     this.#counters.delivered.inc(sent, "channel");
   }
 
-  /** A publish on a user's subject, to the user's connections here. */
-  /** A user's publish, to the user's connections here but the excluded one; returns to how many it went. */
+  /** A publish on a user's subject, to the user's connections here but the excluded one; returns to how many it went. */
   user(user: string, push: DataPush): number {
     const sent = this.#sendTo(this.#connections.ofUser(user), dataText(push.data), push.exclude);
     this.#counters.delivered.inc(sent, "user");

@@ -395,7 +395,7 @@ export function coalescePublishes(
     const sent = waiters;
     const batch = items;
     // From an immediate: a bus that threw rather than rejecting must not take the process down.
-    new Promise<BatchOutcome[]>((resolve) => resolve(bus.publishBatch!(batch, batchOptions))).then((outcomes) => {
+    Promise.try(() => bus.publishBatch!(batch, batchOptions)).then((outcomes) => {
       waiting -= sent.length;
       outcomes.forEach((outcome, i) => {
         if (outcome instanceof BusError) sent[i]!.reject(outcome);
