@@ -47,6 +47,7 @@ import type { LoadSpec } from "./load.ts";
 import {
   type BenchReport,
   compareScenarios,
+  formatCpuByProcess,
   formatMachine,
   formatTable,
   formatWarnings,
@@ -182,6 +183,8 @@ export function main(args: string[] = Deno.args): Promise<number> {
     run,
     print(report) {
       console.log(formatTable(report));
+      const cpu = formatCpuByProcess(report);
+      if (cpu) console.log(`\n${cpu}`);
       if (report.buses) console.log(`\n${formatBusTable(report.buses)}`);
       const warnings = formatWarnings(report);
       if (warnings) console.log(`\n${warnings}`);

@@ -499,6 +499,79 @@ export function formatTable(report: BenchReport): string {
   ].join("\n");
 }
 
+/** The services' roles, in the order {@linkcode formatCpuByProcess} shows them. */
+const ROLES = ["hub", "pusher", "publisher"];
+
+/**
+ * A measurement's service CPU per delivery, in µs, summed by role: the first
+ * word of a process's name, so that the original's masters and workers
+ * count to their service. Null when nothing was delivered.
+ */
+export function cpuUsPerDeliveryByRole(measurement: Measurement): Record<string, number> | null {
+  if (measurement.deliveries === 0) return null;
+  const roles: Record<string, number> = {};
+  for (const [name, ms] of Object.entries(measurement.serviceCpuMsByProcess)) {
+    const role = name.split(" ", 1)[0]!;
+    roles[role] = (roles[role] ?? 0) + (ms * 1000) / measurement.deliveries;
+  }
+  return roles;
+}
+
+/**
+ * Where the server CPU went, service by service: for each scenario that
+ * delivered, the system's CPU per delivery in each of its processes, the
+ * original's beside it where it ran the scenario, their ratios, and the load
+ * generator's, which shares the cores. What a CPU or rate target against the
+ * original is made of (issue 19); "" when no scenario delivered.
+ */
+export function formatCpuByProcess(report: BenchReport): string {
+  const shown = report.scenarios.filter((scenario) => cpuUsPerDeliveryByRole(scenario.system) !== null);
+  if (shown.length === 0) return "";
+  const measured = shown.flatMap((scenario) => [scenario.system, scenario.original ?? null])
+    .filter((m): m is Measurement => m !== null);
+  const found = new Set(measured.flatMap((m) => Object.keys(cpuUsPerDeliveryByRole(m) ?? {})));
+  const roles = [...ROLES.filter((role) => found.has(role)), ...[...found].filter((role) => !ROLES.includes(role))];
+  const header = ["", ...roles, "total", "load generator"];
+  const rows: string[][] = [];
+  const us = (value: number) => value < 10 ? value.toFixed(2) : value.toFixed(1);
+  const values = (m: Measurement) => {
+    const byRole = cpuUsPerDeliveryByRole(m)!;
+    return [...roles.map((role) => byRole[role] ?? null), Object.values(byRole).reduce((sum, v) => sum + v, 0)];
+  };
+  for (const scenario of shown) {
+    const system = values(scenario.system);
+    rows.push([
+      `(${scenario.id}) system`,
+      ...system.map((v) => v === null ? "-" : us(v)),
+      scenario.system.loadGenCpuUsPerDelivery === null ? "-" : us(scenario.system.loadGenCpuUsPerDelivery),
+    ]);
+    const original = scenario.original ?? null;
+    if (original === null || cpuUsPerDeliveryByRole(original) === null) continue;
+    const theirs = values(original);
+    rows.push([
+      "    original",
+      ...theirs.map((v) => v === null ? "-" : us(v)),
+      original.loadGenCpuUsPerDelivery === null ? "-" : us(original.loadGenCpuUsPerDelivery),
+    ]);
+    rows.push([
+      "    ÷original",
+      // A 0 is under one clock tick: no ratio with it.
+      ...system.map((v, i) => !v || !theirs[i] ? "-" : `${(v / theirs[i]!).toFixed(2)}x`),
+      "",
+    ]);
+  }
+  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => row[i]!.length)));
+  const line = (row: string[]) =>
+    row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd();
+  return [
+    "server CPU per delivery, µs, by service (each process's CPU time while publishing, from /proc, over the " +
+    "deliveries, 0 under one clock tick; the original's master and workers summed per service); the load generator " +
+    "shares the cores",
+    line(header),
+    ...rows.map(line),
+  ].join("\n");
+}
+
 /** Service warnings worth a look, one paragraph per scenario and target that had any. */
 export function formatWarnings(report: BenchReport): string {
   const parts: string[] = [];

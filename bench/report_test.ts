@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   type BenchReport,
   compareScenarios,
+  formatCpuByProcess,
   formatTable,
   goalSummary,
   type Measurement,
@@ -470,4 +471,54 @@ Deno.test("memory: idle after start is held to the floor, and idle after the run
   assert.match(table, /^memory: VmRSS of the system \(MiB\); columns: total, hub \/ pusher \/ publisher, ratio$/m);
   assert.match(table, /^ {2}idle after start ÷ floor +140\.6 +39\.1 \/ 62\.5 \/ 39\.1 +1\.13x +≤ 1\.15x +PASS$/m);
   assert.match(table, /^ {2}idle after the run ÷ idle after start +170\.9 .* +1\.22x +≤ 1\.2x +MISS$/m);
+});
+
+Deno.test("CPU per delivery by service: the system's processes, the original's masters and workers summed, ratios", () => {
+  const targeted = scenarioReport(d!, {
+    system: measurement({
+      deliveries: 5000,
+      serviceCpuMsByProcess: { hub: 50, pusher: 110, publisher: 250 },
+      loadGenCpuUsPerDelivery: 40,
+    }),
+    baseline: measurement(),
+    original: measurement({
+      deliveries: 5000,
+      serviceCpuMsByProcess: {
+        "hub master": 0,
+        "hub worker 0": 110,
+        "publisher master": 0,
+        "publisher worker 0": 210,
+        "pusher master": 0,
+        "pusher worker 0": 50,
+        "pusher worker 1": 80,
+      },
+      loadGenCpuUsPerDelivery: 50,
+    }),
+  });
+  const broadcast = scenarioReport(b!, {
+    system: measurement({ serviceCpuMsByProcess: { hub: 0, pusher: 60, publisher: 20 } }),
+    baseline: measurement(),
+  });
+  const idle = scenarioReport(g!, { system: measurement({ deliveries: 0 }), baseline: measurement() });
+  const report: BenchReport = {
+    startedAt: "",
+    finishedAt: "",
+    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
+    quick: false,
+    repeat: 1,
+    scale: 1,
+    scenarios: [idle, broadcast, targeted],
+    comparisons: [],
+    goals: { pass: 0, miss: 0 },
+  };
+  const table = formatCpuByProcess(report);
+  assert.match(table, /^ +hub +pusher +publisher +total +load generator$/m);
+  assert.match(table, /^\(d\) system +10\.0 +22\.0 +50\.0 +82\.0 +40\.0$/m);
+  assert.match(table, /^ {4}original +22\.0 +26\.0 +42\.0 +90\.0 +50\.0$/m);
+  assert.match(table, /^ {4}÷original +0\.45x +0\.85x +1\.19x +0\.91x$/m);
+  // 200,000 deliveries; the hub's 0 ms is under a tick, and without the original there is no ratio row.
+  assert.match(table, /^\(b\) system +0\.00 +0\.30 +0\.10 +0\.40 +1\.00$/m);
+  assert.doesNotMatch(table, /^\(g\)/m);
+  assert.equal(table.match(/÷original/g)?.length, 1);
+  assert.equal(formatCpuByProcess({ ...report, scenarios: [idle] }), "");
 });
