@@ -55,20 +55,26 @@ function measurement(fields: Partial<Measurement> = {}): Measurement {
 
 const [a, b, c, d, , , g] = scenarios();
 
-/** The table a run of these scenario reports prints. */
-function tableOf(scenarioReports: ScenarioReport[], repeat = 1, scale = 1): string {
-  const report: BenchReport = {
+/** A run of these scenario reports, one run each at the issue's sizes unless `fields` say otherwise. */
+function reportOf(scenarioReports: ScenarioReport[], fields: Partial<BenchReport> = {}): BenchReport {
+  const comparisons = compareScenarios(scenarioReports);
+  return {
     startedAt: "",
     finishedAt: "",
     machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
     quick: false,
-    repeat,
-    scale,
+    repeat: 1,
+    scale: 1,
     scenarios: scenarioReports,
-    comparisons: compareScenarios(scenarioReports),
-    goals: goalSummary(scenarioReports, compareScenarios(scenarioReports)),
+    comparisons,
+    goals: goalSummary(scenarioReports, comparisons),
+    ...fields,
   };
-  return formatTable(report);
+}
+
+/** The table a run of these scenario reports prints. */
+function tableOf(scenarioReports: ScenarioReport[], repeat = 1, scale = 1): string {
+  return formatTable(reportOf(scenarioReports, { repeat, scale }));
 }
 
 Deno.test("goals compare system/baseline ratios, or the system's own value, and a loss is a miss", () => {
@@ -373,18 +379,9 @@ Deno.test("against the original: a column, the system/original ratio and issue 1
 });
 
 Deno.test("the table says why the original did not run, and its median pair keeps it under --repeat", () => {
-  const report: BenchReport = {
-    startedAt: "",
-    finishedAt: "",
-    machine: { cpu: "test", cores: 1, deno: "0", kernel: "test" },
-    quick: false,
-    repeat: 1,
-    scale: 1,
-    scenarios: [scenarioReport(d!, { system: measurement(), baseline: measurement() })],
-    comparisons: [],
-    goals: { pass: 0, miss: 0 },
+  const report = reportOf([scenarioReport(d!, { system: measurement(), baseline: measurement() })], {
     original: { ran: false, reason: "/nonexistent/workerman/src/Worker.php is missing" },
-  };
+  });
   assert.match(formatTable(report), /^original not run: \/nonexistent\/workerman\/src\/Worker\.php is missing;/m);
   const runs = [3000, 1000, 2000].map((p99) =>
     scenarioReport(c!, {
@@ -500,17 +497,7 @@ Deno.test("CPU per delivery by service: the system's processes, the original's m
     baseline: measurement(),
   });
   const idle = scenarioReport(g!, { system: measurement({ deliveries: 0 }), baseline: measurement() });
-  const report: BenchReport = {
-    startedAt: "",
-    finishedAt: "",
-    machine: { cpu: "Test CPU", cores: 2, deno: "2.9.6", kernel: "Linux version 6.1" },
-    quick: false,
-    repeat: 1,
-    scale: 1,
-    scenarios: [idle, broadcast, targeted],
-    comparisons: [],
-    goals: { pass: 0, miss: 0 },
-  };
+  const report = reportOf([idle, broadcast, targeted]);
   const table = formatCpuByProcess(report);
   assert.match(table, /^ +hub +pusher +publisher +total +load generator$/m);
   assert.match(table, /^\(d\) system +10\.0 +22\.0 +50\.0 +82\.0 +40\.0$/m);
