@@ -470,9 +470,7 @@ export function formatTable(report: BenchReport): string {
   if (report.memory) rows.push(...memoryRows(report.memory));
   const cells = (row: string[]) => [...row, ...Array(Math.max(0, header.length - row.length)).fill("")];
   const table = [header, ...rows.filter((row): row is string[] => typeof row !== "string").map(cells)];
-  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-  const line = (row: string[]) =>
-    row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd();
+  const line = aligned(table);
   const { pass, miss } = report.goals;
   return [
     formatMachine(report.machine),
@@ -560,9 +558,7 @@ export function formatCpuByProcess(report: BenchReport): string {
       "",
     ]);
   }
-  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => row[i]!.length)));
-  const line = (row: string[]) =>
-    row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd();
+  const line = aligned([header, ...rows]);
   return [
     "server CPU per delivery, µs, by service (each process's CPU time while publishing, from /proc, over the " +
     "deliveries, 0 under one clock tick; the original's master and workers summed per service); the load generator " +
@@ -570,6 +566,13 @@ export function formatCpuByProcess(report: BenchReport): string {
     line(header),
     ...rows.map(line),
   ].join("\n");
+}
+
+/** Lays out a row of `table` in its columns: the first left-aligned, the others right-aligned, two spaces apart. */
+function aligned(table: readonly string[][]): (row: string[]) => string {
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  return (row) =>
+    row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd();
 }
 
 /** Service warnings worth a look, one paragraph per scenario and target that had any. */
