@@ -1,7 +1,9 @@
 /**
- * Reading the JSON body of a server-API call: `application/json` only,
- * bounded in bytes before it is read whole and in nesting before it is
- * parsed, valid UTF-8, an object.
+ * Reading the JSON body of a server-API call: bounded in bytes before it is
+ * read whole and in nesting before it is parsed, valid UTF-8, an object.
+ * As Centrifugo's API does, the body is read as JSON without a
+ * `Content-Type: application/json`: `curl --data '{...}'`, the call its
+ * documentation shows, sends `application/x-www-form-urlencoded`.
  *
  * @module
  */
@@ -61,11 +63,20 @@ export function readBodyOf(bytes: Uint8Array): JsonBodySource["body"] {
 }
 
 /**
+ * Media types that are not JSON's but whose body is read as JSON all the
+ * same: what a client sends JSON text under without saying so (`text/plain`,
+ * and `application/x-www-form-urlencoded`, curl's `--data`).
+ */
+const UNDECLARED_JSON = new Set(["text/plain", "application/x-www-form-urlencoded"]);
+
+/**
  * Reads a request's body as a JSON object.
  *
- * @throws {Rejection} 415 for a content type other than `application/json`,
- * 413 over `maxBodyBytes`, 400 for a body that is not UTF-8, nests deeper
- * than `maxDepth`, does not parse, or is not an object.
+ * @throws {Rejection} 415 for a content type that cannot hold JSON text (a
+ * multipart form, a file), 413 over `maxBodyBytes`, 400 for a body that is
+ * not UTF-8, nests deeper than `maxDepth`, does not parse, or is not an
+ * object; a body that does not parse and was not sent as JSON says which type
+ * it came as.
  */
 export async function readJsonBody(
   req: JsonBodySource,
@@ -73,8 +84,9 @@ export async function readJsonBody(
 ): Promise<{ [key: string]: Json }> {
   const contentType = req.headers.get("content-type") ?? "";
   const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
-  if (mediaType !== "application/json") {
-    throw new Rejection(415, `Unsupported content type: ${mediaType || "none"}; send application/json`);
+  const undeclared = UNDECLARED_JSON.has(mediaType);
+  if (!undeclared && mediaType !== "" && mediaType !== "application/json" && !mediaType.endsWith("+json")) {
+    throw new Rejection(415, `Unsupported content type: ${mediaType}; send application/json`);
   }
   const read = await req.body(limits.maxBodyBytes);
   let text: string;
@@ -94,7 +106,8 @@ export async function readJsonBody(
   try {
     body = JSON.parse(text);
   } catch (error) {
-    throw new Rejection(400, `Invalid JSON: ${(error as SyntaxError).message}`);
+    const sentAs = undeclared ? ` (sent as ${mediaType})` : "";
+    throw new Rejection(400, `Invalid JSON${sentAs}: ${(error as SyntaxError).message}`);
   }
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw new Rejection(400, "Invalid JSON: the body must be an object");

@@ -415,14 +415,20 @@ Deno.test("api refuses what it cannot take, each with its status and a JSON reas
   await refused(413, /^Too many commands: 3, the limit is 2$/, "batch", { commands: [{}, {}, {}] });
   await refused(400, /^Invalid commands: /, "batch", { commands: {} });
 
-  const wrongType = await c.handler(
-    new Request(`${BASE}/api/publish`, { method: "POST", body: "data=1", headers: { ...key } }),
-  );
-  assert.equal(wrongType.status, 415);
-  assert.match(
-    (await wrongType.json()).error.message,
-    /^Unsupported content type: text\/plain; send application\/json$/,
-  );
+  // Read as JSON under the types clients send JSON text with; a failure says which type it came as.
+  const form = { "content-type": "application/x-www-form-urlencoded" };
+  await refused(400, /^Invalid JSON \(sent as text\/plain\): /, "publish", "data=1", {
+    ...key,
+    "content-type": "text/plain;charset=UTF-8",
+  });
+  await refused(400, /^Invalid JSON \(sent as application\/x-www-form-urlencoded\): /, "publish", "data=1", {
+    ...key,
+    ...form,
+  });
+  await refused(415, /^Unsupported content type: multipart\/form-data; send application\/json$/, "publish", "{}", {
+    ...key,
+    "content-type": "multipart/form-data; boundary=x",
+  });
 
   const get = await c.handler(new Request(`${BASE}/api/info`));
   assert.equal(get.status, 405);
@@ -434,6 +440,25 @@ Deno.test("api refuses what it cannot take, each with its status and a JSON reas
   const preflight = await c.handler(new Request(`${BASE}/api/publish`, { method: "OPTIONS" }));
   assert.equal(preflight.status, 204);
   assert.equal(preflight.headers.get("access-control-allow-headers"), "Authorization, Content-Type");
+});
+
+Deno.test("api reads a JSON body sent without application/json: curl --data's form type (Centrifugo's documented call), text/plain, no type, +json", async () => {
+  await using c = cluster();
+  const client = await c.connect(0, "alice");
+  taken(client);
+  const types = [
+    "application/x-www-form-urlencoded",
+    "text/plain;charset=UTF-8",
+    "",
+    "application/vnd.api+json",
+    "Application/JSON; charset=utf-8",
+  ];
+  for (const type of types) {
+    const answer = await c.call("publish", { data: `as ${type || "none"}` }, { "content-type": type });
+    assert.deepEqual(answer.body, { result: { workers_reached: 2 } }, type);
+  }
+  await settle();
+  assert.deepEqual(taken(client), types.map((type) => `as ${type || "none"}`));
 });
 
 Deno.test("api maps bus errors as the GET API does: 503 with retry-after while the bus is down, 413 over its limit", async () => {

@@ -66,11 +66,15 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
   );
   const members: Member[] = [];
 
-  async function api(method: string, body: Json): Promise<{ status: number; body: Json }> {
+  async function api(
+    method: string,
+    body: Json,
+    contentType = "application/json",
+  ): Promise<{ status: number; body: Json }> {
     const response = await fetch(`http://127.0.0.1:${publisherPort}/api/${method}`, {
       method: "POST",
       body: JSON.stringify(body),
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": contentType },
     });
     return { status: response.status, body: await response.json() };
   }
@@ -141,6 +145,19 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
       frames = await received();
       assert.deepEqual(who(frames, "all but one"), named((m) => m !== daveA));
     });
+
+    await t.step(
+      "a call made as Centrifugo's documentation makes it, curl --data's form type, is read as JSON",
+      async () => {
+        const answer = await api(
+          "publish",
+          { user: "carol", data: "as curl sends it" },
+          "application/x-www-form-urlencoded",
+        );
+        assert.deepEqual(answer, { status: 200, body: { result: { workers_reached: 2 } } });
+        assert.deepEqual(who(await received(), "as curl sends it"), named((m) => m.user === "carol"));
+      },
+    );
 
     await t.step("a publish with ack says to how many connections it went, across both pushers", async () => {
       assert.deepEqual(await result("publish", { user: "bob", data: "acked", ack: true }), {

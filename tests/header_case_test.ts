@@ -57,7 +57,13 @@ Deno.test("the publisher's answers (200, 400, 401, 404, 405, 415, 503), the serv
     [405, await rawAnswer(port, request("DELETE", "/", key))],
     [200, await rawAnswer(port, post("/api/publish", '{"data":"hi"}', key))],
     [404, await rawAnswer(port, post("/api/nope", "{}", key))],
-    [415, await rawAnswer(port, post("/api/publish", "data=hi", { ...key, "Content-Type": "text/plain" }))],
+    [
+      415,
+      await rawAnswer(
+        port,
+        post("/api/publish", "data=hi", { ...key, "Content-Type": "multipart/form-data; boundary=b" }),
+      ),
+    ],
   ] as const;
   await hub.stop();
   await publisher.waitForLine(/msg="disconnected from hub"/);
