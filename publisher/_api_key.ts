@@ -1,6 +1,7 @@
 /**
  * The publisher's API key check: a publish presents the key as
- * `Authorization: Bearer KEY` or as the `api_key` query parameter.
+ * `Authorization: Bearer KEY`, as Centrifugo's `X-API-Key: KEY` (or its older
+ * `Authorization: apikey KEY`), or as the `api_key` query parameter.
  *
  * @module
  */
@@ -14,22 +15,24 @@ export interface HeadersOf {
   readonly headers: { get(name: string): string | null };
 }
 
-const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)";
+const MISSING_KEY =
+  "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY, X-API-Key: KEY or api_key=KEY)";
 const WRONG_KEY = "Unauthorized: wrong API key";
-/** `Authorization: Bearer KEY` (RFC 6750 §2.1); the scheme is case-insensitive. */
-const BEARER = /^Bearer +(\S+) *$/i;
+/** `Authorization: Bearer KEY` (RFC 6750 §2.1), or Centrifugo's older `apikey KEY`; the scheme is case-insensitive. */
+const KEY_SCHEME = /^(?:Bearer|apikey) +(\S+) *$/i;
 
 /**
  * Refuses a publish that does not present `apiKey`; with none, every publish
- * passes. The header decides when it holds a bearer token: a right key in the
- * query does not save a wrong one there. The key is compared in constant time.
+ * passes. The first place that holds a key decides, in this order:
+ * `Authorization`, `X-API-Key`, `api_key`; a right key further down does not
+ * save a wrong one. The key is compared in constant time.
  *
  * @throws {Rejection} 401 with `www-authenticate: Bearer` when no key was
  * given, or `Bearer error="invalid_token"` when a wrong one was.
  */
 export function checkApiKey(req: HeadersOf, query: Fields, apiKey: string | undefined): void {
   if (apiKey === undefined) return;
-  let given = req.headers.get("authorization")?.match(BEARER)?.[1];
+  let given = req.headers.get("authorization")?.match(KEY_SCHEME)?.[1] ?? req.headers.get("x-api-key") ?? undefined;
   if (given === undefined) {
     try {
       given = query.get("api_key");

@@ -439,7 +439,7 @@ Deno.test("api refuses what it cannot take, each with its status and a JSON reas
 
   const preflight = await c.handler(new Request(`${BASE}/api/publish`, { method: "OPTIONS" }));
   assert.equal(preflight.status, 204);
-  assert.equal(preflight.headers.get("access-control-allow-headers"), "Authorization, Content-Type");
+  assert.equal(preflight.headers.get("access-control-allow-headers"), "Authorization, Content-Type, X-API-Key");
 });
 
 Deno.test("api reads a JSON body sent without application/json: curl --data's form type (Centrifugo's documented call), text/plain, no type, +json", async () => {

@@ -102,7 +102,7 @@ const CORS: Readonly<Record<string, string>> = {
 const PREFLIGHT: Readonly<Record<string, string>> = {
   ...CORS,
   "access-control-allow-methods": "GET, POST",
-  "access-control-allow-headers": "Authorization, Content-Type",
+  "access-control-allow-headers": "Authorization, Content-Type, X-API-Key",
 };
 const METRICS: Readonly<Record<string, string>> = { ...CORS, "content-type": PROMETHEUS_CONTENT_TYPE };
 const API_PREFIX = "/api/";

@@ -560,7 +560,7 @@ Deno.test("OPTIONS answers 204 with the CORS preflight headers", async () => {
   assert.equal(await response.text(), "");
   assert.equal(response.headers.get("Access-Control-Allow-Origin"), "*");
   assert.equal(response.headers.get("Access-Control-Allow-Methods"), "GET, POST");
-  assert.equal(response.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
+  assert.equal(response.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type, X-API-Key");
   assert.equal(arrived.length, 0);
 });
 
@@ -612,7 +612,8 @@ Deno.test("rejections are logged with method, path, status and reason, never wit
 });
 
 const KEY = "k3y-Zx9+/=";
-const MISSING_KEY = "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)";
+const MISSING_KEY =
+  "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY, X-API-Key: KEY or api_key=KEY)";
 const WRONG_KEY = "Unauthorized: wrong API key";
 
 Deno.test("with an API key, a publish without it answers 401 with WWW-Authenticate: Bearer and is not published", async () => {
@@ -639,8 +640,12 @@ Deno.test("with an API key, a wrong key in the header or the query answers 401 w
     get(`?content=hi&api_key=${encodeURIComponent(KEY.slice(1))}`),
     get("?content=hi&api_key="),
     get("?content=hi&api_key=%ZZ"),
-    // The header decides when it is there: a right key in the query does not save a wrong one in the header.
+    get("?content=hi", { headers: { "X-API-Key": "wrong" } }),
+    get("?content=hi", { headers: { Authorization: "apikey wrong" } }),
+    // The first place with a key decides: a right key further down does not save a wrong one.
     get(`?content=hi&api_key=${encodeURIComponent(KEY)}`, { headers: { Authorization: "Bearer wrong" } }),
+    get("?content=hi", { headers: { Authorization: "Bearer wrong", "X-API-Key": KEY } }),
+    get(`?content=hi&api_key=${encodeURIComponent(KEY)}`, { headers: { "X-API-Key": "wrong" } }),
   ];
   for (const request of requests) {
     const response = await handler(request);
@@ -650,7 +655,7 @@ Deno.test("with an API key, a wrong key in the header or the query answers 401 w
   assert.equal(arrived.length, 0);
 });
 
-Deno.test("with an API key, Authorization: Bearer and the api_key query parameter are both accepted, for GET and POST", async () => {
+Deno.test("with an API key, Authorization: Bearer, Centrifugo's X-API-Key and apikey, and the api_key query parameter are accepted, for GET and POST", async () => {
   const { arrived, handler } = setup({ pushers: 2, apiKey: KEY });
   const bearer = { Authorization: `Bearer ${KEY}` };
   await assertOk(await handler(get("?content=one", { headers: bearer })), 2);
@@ -664,6 +669,10 @@ Deno.test("with an API key, Authorization: Bearer and the api_key query paramete
   // Basic auth in front (a proxy's, say) does not hide the api_key parameter.
   const basic = { Authorization: "Basic dXNlcjpwYXNz" };
   await assertOk(await handler(get(`?content=six&api_key=${encodeURIComponent(KEY)}`, { headers: basic })), 2);
+  await assertOk(await handler(get("?content=seven", { headers: { "X-API-Key": KEY } })), 2);
+  await assertOk(await handler(get("?content=eight", { headers: { Authorization: `apikey ${KEY}` } })), 2);
+  // Basic auth in front does not hide X-API-Key either.
+  await assertOk(await handler(get("?content=nine", { headers: { ...basic, "x-api-key": KEY } })), 2);
   assert.deepEqual(arrived.map((arrival) => arrival.data), [
     { content: "one" },
     { content: "two" },
@@ -671,6 +680,9 @@ Deno.test("with an API key, Authorization: Bearer and the api_key query paramete
     { content: "four" },
     { content: "five" },
     { content: "six" },
+    { content: "seven" },
+    { content: "eight" },
+    { content: "nine" },
   ]);
 });
 
@@ -697,7 +709,7 @@ Deno.test("with an API key, preflight, /healthz and /metrics need no key, and ot
   const { handler } = setup({ apiKey: KEY });
   const preflight = await handler(get("", { method: "OPTIONS" }));
   assert.equal(preflight.status, 204);
-  assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
+  assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type, X-API-Key");
   assert.equal(await (await handler(get("healthz"))).text(), "ok");
   const metrics = await handler(get("metrics"));
   assert.equal(metrics.status, 200);
@@ -718,6 +730,8 @@ Deno.test("the API key, from the header or the query, never appears in a log lin
     get(`?content=hi&api_key=${encodeURIComponent(KEY)}`),
     get(`?content=hi&api_key=${wrong}`),
     get("?content=hi", { headers: { Authorization: `Bearer ${wrong}` } }),
+    get("?content=hi", { headers: { "X-API-Key": KEY } }),
+    get("?content=hi", { headers: { "X-API-Key": wrong } }),
     get(`?api_key=${encodeURIComponent(KEY)}`),
     get(`?content=hi&api_key=${encodeURIComponent(KEY)}&to_worker_id=${WORKER}`),
     get(`nowhere?api_key=${encodeURIComponent(KEY)}`),
@@ -725,7 +739,7 @@ Deno.test("the API key, from the header or the query, never appears in a log lin
   ];
   for (const request of requests) await (await handler(request)).body?.cancel();
   const text = logs.join("\n");
-  assert.equal(logs.length, requests.length + 2, text); // every request, plus publishing/published for the two good ones
+  assert.equal(logs.length, requests.length + 3, text); // every request, plus publishing/published for the three good ones
   for (const secret of [KEY, encodeURIComponent(KEY), wrong]) assert.ok(!text.includes(secret), text);
   assert.match(text, /status=401 reason="Unauthorized: wrong API key"/);
   assert.match(text, /status=400 reason="Missing content/);

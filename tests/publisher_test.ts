@@ -156,7 +156,7 @@ Deno.test("publisher answers malformed requests with their 4xx over HTTP", async
   assert.equal(preflight.status, 204);
   assert.equal(preflight.headers.get("Access-Control-Allow-Origin"), "*");
   assert.equal(preflight.headers.get("Access-Control-Allow-Methods"), "GET, POST");
-  assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type");
+  assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type, X-API-Key");
 });
 
 Deno.test("publisher answers 503 within the publish timeout while the hub is down, and ok again once it is back", async () => {
@@ -263,7 +263,7 @@ Deno.test("publisher with PUBLISHER_API_KEY answers 401 to a publish without the
   assert.equal(missing.headers.get("WWW-Authenticate"), "Bearer");
   assert.equal(
     missing.body,
-    "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY or api_key=KEY)\n",
+    "Unauthorized: this publisher needs an API key (Authorization: Bearer KEY, X-API-Key: KEY or api_key=KEY)\n",
   );
   const wrong = await call(`${base}?content=wrong+key&api_key=guess`);
   assert.equal(wrong.status, 401);
@@ -274,8 +274,15 @@ Deno.test("publisher with PUBLISHER_API_KEY answers 401 to a publish without the
   assert.equal(bearer.status, 200);
   const query = await call(`${base}?content=query&api_key=${encodeURIComponent(API_KEY)}`);
   assert.equal(query.body, "ok");
-  await until(() => pusher.events.length === 2, 5000, "the stand-in pusher to get the two authenticated publishes");
-  assert.deepEqual(pusher.events, [{ content: "bearer" }, { content: "query" }]);
+  // Centrifugo's documented call, as curl --header "X-API-Key: KEY" --data '{...}' sends it.
+  const centrifugo = await call(`${base}api/publish`, {
+    method: "POST",
+    headers: { "X-API-Key": API_KEY, "Content-Type": "application/x-www-form-urlencoded" },
+    body: '{"data": {"value": "test_value"}}',
+  });
+  assert.equal(centrifugo.body, '{"result":{"workers_reached":1}}');
+  await until(() => pusher.events.length === 3, 5000, "the stand-in pusher to get the three authenticated publishes");
+  assert.deepEqual(pusher.events, [{ content: "bearer" }, { content: "query" }, { data: { value: "test_value" } }]);
 
   const healthz = await call(`${base}healthz`);
   assert.equal(healthz.status, 200, "/healthz needs no key");
