@@ -606,8 +606,7 @@ export async function startOriginal(
     };
   } catch (error) {
     await stop();
-    // An original that starts but does not route (its pushers not linked to
-    // its hub in time, seen once in a few dozen runs here) is left out like a
+    // An original that starts but does not route in time is left out like a
     // missing one: the run measures the rest.
     if (options.signal?.aborted) throw error;
     return { reason: (error as Error).message };
@@ -698,7 +697,7 @@ export function originalProcesses(status: string): ServiceProcess[] {
  * error (default "The original"); with `tokenSecret`, each WebSocket carries
  * a token signed with it, as that pusher lets in no other.
  */
-async function waitOriginalRouted(
+export async function waitOriginalRouted(
   wsPort: number,
   publishPort: number,
   workers: number,
@@ -711,7 +710,7 @@ async function waitOriginalRouted(
   const seen = new Set<string>();
   const reached = new Set<string>();
   try {
-    while (seen.size < workers && Date.now() < deadline && sockets.length < 8 * workers) {
+    while (seen.size < workers && Date.now() < deadline) {
       signal?.throwIfAborted();
       const path = tokenSecret === undefined ? "/" : tokenPath("bench-probe", tokenSecret);
       const socket = new WebSocket(`ws://127.0.0.1:${wsPort}${path}`);
@@ -727,9 +726,17 @@ async function waitOriginalRouted(
           resolve(null);
         };
       });
-      if (worker === null) continue;
-      seen.add(worker);
-      socket.onmessage = () => reached.add(worker);
+      if (worker !== null && !seen.has(worker)) {
+        seen.add(worker);
+        socket.onmessage = () => reached.add(worker);
+        continue;
+      }
+      // A worker that greeted already, or none: until every worker is in its
+      // accept loop (the original's second pusher process can start after the
+      // first has taken a few dozen connections), try again a little later.
+      sockets.pop();
+      socket.close();
+      await new Promise((resolve) => setTimeout(resolve, 20));
     }
     while (Date.now() < deadline && (seen.size < workers || reached.size < workers)) {
       signal?.throwIfAborted();
