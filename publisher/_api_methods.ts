@@ -1,5 +1,5 @@
 /**
- * The server API's methods but `batch`: each reads its parameters, publishes
+ * The server API's methods but `batch` and `broadcast`: each reads its parameters, publishes
  * or asks the pusher workers over the bus, and returns its result, or throws
  * a {@linkcode Rejection} with the status and reason of its error.
  *
@@ -62,6 +62,7 @@ export const API_METHODS = [
   "info",
   "history",
   "history_remove",
+  "broadcast",
   "batch",
 ] as const;
 
@@ -70,6 +71,9 @@ export type ApiMethod = typeof API_METHODS[number];
 
 /** A method that a `batch` runs: every one but `batch`. */
 export type SingleMethod = Exclude<ApiMethod, "batch">;
+
+/** A method of {@linkcode ApiMethods.single}: `broadcast` and `batch` run as batches of publishes and commands (`api.ts`). */
+export type OwnMethod = Exclude<SingleMethod, "broadcast">;
 
 /** What the methods need: the handler's options, defaults filled in. */
 export interface ApiMethodsDeps {
@@ -146,15 +150,15 @@ export interface PreparedPublish {
 
 /** The methods of {@linkcode apiMethods}: each method but `batch`, and the pieces a batch uses to publish together. */
 export interface ApiMethods {
-  /** Each method but `batch`, by name: parameters in, result out. */
-  readonly single: Record<SingleMethod, (params: Params) => Promise<Result>>;
+  /** Each method but `batch` and `broadcast`, by name: parameters in, result out. */
+  readonly single: Record<OwnMethod, (params: Params) => Promise<Result>>;
   /** Reads a publish's parameters, read at `started` (default: now). @throws {Rejection} as `publish` would. */
   readonly preparePublish: (params: Params, started?: number) => PreparedPublish;
   /** Publishes prepared publishes together; each answer as `publish` would give it, or its refusal. */
   readonly publishMany: (batch: readonly PreparedPublish[]) => Promise<(Result | Error)[]>;
 }
 
-/** Each method but `batch`, by name, and the batch's way to publish many at once. */
+/** Each method but `batch` and `broadcast`, by name, and the batch's way to publish many at once. */
 export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
   const { bus, logger, metrics, now, maxChannelLength } = deps;
   const thisBus = busName(bus.address);
@@ -364,7 +368,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     throw new Rejection(422, reply.error);
   }
 
-  const single: Record<SingleMethod, (params: Params) => Promise<Result>> = {
+  const single: Record<OwnMethod, (params: Params) => Promise<Result>> = {
     publish,
     subscribe: (params) => command(params, { cmd: "subscribe", channel: readChannel(params, maxChannelLength) }),
     unsubscribe: (params) => command(params, { cmd: "unsubscribe", channel: readChannel(params, maxChannelLength) }),

@@ -2,10 +2,13 @@
  * The publisher's server API (Centrifugo-shaped): `POST /api/<method>` with
  * a JSON object body, answered `{"result":{...}}` or
  * `{"error":{"code":N,"message":"..."}}` with HTTP status N. `batch` runs
- * many calls in one request and answers `{"replies":[...]}`, in order.
+ * many calls in one request and answers `{"replies":[...]}`, in order;
+ * `broadcast` publishes the same data to many channels and answers
+ * `{"result":{"responses":[...]}}`, in their order (as Centrifugo's does).
  *
  * The methods themselves are in `_api_methods.ts`; this file reads the
- * request (key, body), dispatches, runs batches and writes the JSON.
+ * request (key, body), dispatches, runs batches and broadcasts, and writes
+ * the JSON.
  *
  * @module
  */
@@ -104,11 +107,7 @@ export function createApi(deps: ApiDeps): ApiCall {
     return errorBody(500, "Internal error");
   }
 
-  /**
-   * Runs a batch's commands: its publishes go to the bus together (one
-   * exchange with the hub for all of them), the other commands at most
-   * {@linkcode BATCH_CONCURRENCY} at once. Answers keep the commands' order.
-   */
+  /** A batch: `{"replies":[...]}`, one per command, in order. */
   function batch(body: Params): Promise<Json> {
     const commands = body.commands;
     if (!Array.isArray(commands)) {
@@ -121,6 +120,39 @@ export function createApi(deps: ApiDeps): ApiCall {
         new Rejection(413, `Too many commands: ${commands.length}, the limit is ${deps.maxBatchCommands}`),
       );
     }
+    return run(commands).then((replies) => ({ replies }));
+  }
+
+  /**
+   * A broadcast: the publish its other parameters make, to each of its
+   * `channels`, run as a batch of those publishes (one exchange with the
+   * hub). `{"responses":[...]}`, one per channel, in order: each its
+   * publish's result or error.
+   */
+  function broadcast(params: Params): Promise<Result> {
+    const { channels, ...publish } = params;
+    if (!Array.isArray(channels) || channels.length === 0) {
+      return Promise.reject(new Rejection(400, "Invalid channels: expected a non-empty array of channel names"));
+    }
+    if ("channel" in publish) {
+      return Promise.reject(new Rejection(400, "Ambiguous target: a broadcast takes channels, not channel"));
+    }
+    if (channels.length > deps.maxBatchCommands) {
+      return Promise.reject(
+        new Rejection(413, `Too many channels: ${channels.length}, the limit is ${deps.maxBatchCommands}`),
+      );
+    }
+    return run(channels.map((channel) => ({ publish: { ...publish, channel } }))).then((responses) => ({ responses }));
+  }
+
+  const single: Record<SingleMethod, (params: Params) => Promise<Result>> = { ...methods.single, broadcast };
+
+  /**
+   * Runs commands: their publishes go to the bus together (one exchange
+   * with the hub for all of them), the other commands at most
+   * {@linkcode BATCH_CONCURRENCY} at once. Answers keep the commands' order.
+   */
+  function run(commands: readonly Json[]): Promise<Json[]> {
     const replies = new Array<Json>(commands.length);
     const prepared: PreparedPublish[] = [];
     const publishedAt: number[] = [];
@@ -154,20 +186,20 @@ export function createApi(deps: ApiDeps): ApiCall {
       });
       for (const [status, count] of calls) metrics.countApiCall("publish", status, count);
     });
-    const run = mapConcurrently(others, BATCH_CONCURRENCY, async ({ index, method, params }) => {
+    const commanded = mapConcurrently(others, BATCH_CONCURRENCY, async ({ index, method, params }) => {
       let outcome: Result | Error;
       try {
-        outcome = await methods.single[method](params);
+        outcome = await single[method](params);
       } catch (error) {
         outcome = error as Error;
       }
       replies[index] = answer(method, outcome);
     });
-    return Promise.all([published, run]).then(() => ({ replies }));
+    return Promise.all([published, commanded]).then(() => replies);
   }
 
   function answerOf(method: ApiMethod, body: Params): Promise<Json> {
-    return method === "batch" ? batch(body) : methods.single[method](body).then((result) => ({ result }));
+    return method === "batch" ? batch(body) : single[method](body).then((result) => ({ result }));
   }
 
   return async (method, req) => {

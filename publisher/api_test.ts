@@ -567,14 +567,14 @@ Deno.test("api batch answers each command in order, results and errors mixed, an
       error: {
         code: 404,
         message: "Unknown method: nope; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
-          "presence_stats, info, history, history_remove",
+          "presence_stats, info, history, history_remove, broadcast",
       },
     },
     {
       error: {
         code: 404,
         message: "Unknown method: batch; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
-          "presence_stats, info, history, history_remove",
+          "presence_stats, info, history, history_remove, broadcast",
       },
     },
     { result: { num_clients: 1, num_users: 1, workers_reached: 2 } },
@@ -589,6 +589,66 @@ Deno.test("api batch answers each command in order, results and errors mixed, an
   ]);
   await settle();
   assert.deepEqual(taken(alice), ['{"subscribed":{"channel":"news"}}', '{"channel":"news","data":"first"}']);
+});
+
+Deno.test("api broadcast publishes the same data to each of its channels, answering each as publish would, in order", async () => {
+  await using c = cluster({ maxBatchCommands: 4 });
+  const alice = await c.connect(0, "alice");
+  const bob = await c.connect(1, "bob");
+  const carol = await c.connect(1, "carol");
+  await c.call("subscribe", { channel: "news", user: "alice" });
+  await c.call("subscribe", { channel: "sport", user: "bob" });
+  await c.call("subscribe", { channel: "sport", user: "carol" });
+  [alice, bob, carol].forEach(taken);
+
+  const answer = await c.call("broadcast", {
+    channels: ["news", "sport", "bad name", "weather"],
+    data: { score: 1 },
+    exclude: exclusionOf(carol),
+  });
+  assert.deepEqual(answer.body, {
+    result: {
+      responses: [
+        { result: { workers_reached: 1 } },
+        { result: { workers_reached: 1 } },
+        { error: { code: 422, message: "Invalid channel name: only letters, digits and _-.:@/= are allowed" } },
+        { result: { workers_reached: 0 } },
+      ],
+    },
+  });
+  await settle();
+  assert.deepEqual([alice, bob, carol].map(taken), [
+    ['{"channel":"news","data":{"score":1}}'],
+    ['{"channel":"sport","data":{"score":1}}'],
+    [],
+  ]);
+
+  // In a batch, as any command.
+  const batched = await c.call("batch", { commands: [{ broadcast: { channels: ["news"], data: 2 } }] });
+  assert.deepEqual(batched.body, { replies: [{ result: { responses: [{ result: { workers_reached: 1 } }] } }] });
+  await settle();
+  assert.deepEqual(taken(alice), ['{"channel":"news","data":2}']);
+
+  const refused = async (status: number, message: string, body: Json) => {
+    const answer = await c.call("broadcast", body);
+    assert.deepEqual(answer, { status, body: { error: { code: status, message } }, headers: answer.headers });
+  };
+  const notChannels = "Invalid channels: expected a non-empty array of channel names";
+  await refused(400, notChannels, { data: 1 });
+  await refused(400, notChannels, { channels: [], data: 1 });
+  await refused(400, notChannels, { channels: "news", data: 1 });
+  await refused(413, "Too many channels: 5, the limit is 4", { channels: ["a", "b", "c", "d", "e"], data: 1 });
+  await refused(400, "Ambiguous target: a broadcast takes channels, not channel", {
+    channels: ["news"],
+    channel: "sport",
+    data: 1,
+  });
+  const missing = await c.call("broadcast", { channels: ["news"] });
+  assert.deepEqual(missing.body.result.responses, [{
+    error: { code: 400, message: "Missing data: pass data, any JSON value" },
+  }]);
+  await settle();
+  assert.deepEqual([alice, bob, carol].map(taken), [[], [], []]);
 });
 
 Deno.test("GET and form publishes take channel= and to_user=, one address at a time", async () => {

@@ -120,7 +120,7 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-batch-commands": {
     type: "string",
     arg: "N",
-    help: "commands one /api/batch may hold",
+    help: "commands one /api/batch may hold, and channels one /api/broadcast may name",
     default: String(DEFAULT_MAX_BATCH_COMMANDS),
   },
   "max-presence-users": {

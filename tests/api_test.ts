@@ -146,6 +146,20 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
       assert.deepEqual(who(frames, "all but one"), named((m) => m !== daveA));
     });
 
+    await t.step("a broadcast reaches the members of each of its channels across both pushers", async () => {
+      await result("subscribe", { channel: "sport", user: "bob" });
+      await received();
+      assert.deepEqual(await result("broadcast", { channels: ["news", "sport"], data: "both" }), {
+        responses: [{ result: { workers_reached: 2 } }, { result: { workers_reached: 2 } }],
+      });
+      const frames = await received();
+      assert.deepEqual(who(frames, '{"channel":"news","data":"both"}'), named((m) => m.user === "alice"));
+      assert.deepEqual(who(frames, '{"channel":"sport","data":"both"}'), named((m) => m.user === "bob"));
+      assert.deepEqual(frames.flat().length, 4, "nothing else arrived");
+      await result("unsubscribe", { channel: "sport", user: "bob" });
+      await received();
+    });
+
     await t.step(
       "a call made as Centrifugo's documentation makes it, curl --data's form type, is read as JSON",
       async () => {
