@@ -42,11 +42,20 @@ import {
   readExclude,
   readIdempotencyKey,
   readLimit,
+  readPattern,
   readSince,
   readTarget,
   type TargetKind,
 } from "./_api_params.ts";
-import { channelPresence, type Gathered, info, type Result, userCommand, userPresence } from "./_api_replies.ts";
+import {
+  channelList,
+  channelPresence,
+  type Gathered,
+  info,
+  type Result,
+  userCommand,
+  userPresence,
+} from "./_api_replies.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
 import { busName } from "../shared/bus_address.ts";
 import { utf8Length } from "../shared/bytes.ts";
@@ -60,6 +69,7 @@ export const API_METHODS = [
   "presence",
   "presence_stats",
   "info",
+  "channels",
   "history",
   "history_remove",
   "broadcast",
@@ -85,7 +95,7 @@ export interface ApiMethodsDeps {
   now: () => number;
   /** How long a publish waits for the bus to take it, in milliseconds. */
   publishTimeout: number;
-  /** How long presence and info wait for the workers' replies, in milliseconds. */
+  /** How long presence, info and channels wait for the workers' replies, in milliseconds. */
   presenceTimeout: number;
   /** How long a subscribe, unsubscribe or disconnect waits for the workers' replies, in milliseconds. */
   commandTimeout: number;
@@ -93,6 +103,8 @@ export interface ApiMethodsDeps {
   maxContentBytes: number;
   /** Users a presence answer lists at most. */
   maxPresenceUsers: number;
+  /** Channels a `channels` answer lists at most. */
+  maxListedChannels: number;
   /** Longest channel name. */
   maxChannelLength: number;
   /** Publications a `history` answer lists at most, and its `limit` when it names none. */
@@ -391,6 +403,11 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     async info() {
       const query = presenceQuery({ q: "info" });
       return info(await gather(query.subject, { ...query.data }, deps.presenceTimeout));
+    },
+    async channels(params) {
+      const limit = deps.maxListedChannels;
+      const query = presenceQuery({ q: "channels", pattern: readPattern(params, maxChannelLength), limit });
+      return channelList(await gather(query.subject, { ...query.data }, deps.presenceTimeout), limit);
     },
     history,
     history_remove: historyRemove,

@@ -234,3 +234,19 @@ export function readLimit(params: Params, max: number): number {
   }
   return limit;
 }
+
+/**
+ * A `channels` call's `pattern`: a channel name, or a name's first
+ * characters and `*` (`room.*`; `*` alone, the default, for every channel).
+ *
+ * @throws {Rejection} 422 for anything else.
+ */
+export function readPattern(params: Params, maxChannelLength: number): string {
+  const pattern = params.pattern ?? "*";
+  const invalid = 'Invalid pattern: expected a channel name, or its first characters and "*"';
+  if (typeof pattern !== "string") throw new Rejection(422, invalid);
+  const prefix = pattern.endsWith("*") ? pattern.slice(0, -1) : pattern;
+  if (prefix === "" && pattern === "*") return pattern;
+  if (channelNameError(prefix, maxChannelLength) !== null) throw new Rejection(422, invalid);
+  return pattern;
+}

@@ -6,7 +6,13 @@
  * @module
  */
 
-import { toChannelPresence, toUserCommandReply, toWorkerInfo, type WorkerInfo } from "../shared/address.ts";
+import {
+  toChannelList,
+  toChannelPresence,
+  toUserCommandReply,
+  toWorkerInfo,
+  type WorkerInfo,
+} from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
 
 /** A result object of the server API. */
@@ -95,4 +101,29 @@ function sumConnections(gathered: Gathered): number {
   let connections = 0;
   for (const reply of gathered.replies) connections += toUserCommandReply(reply)?.connections ?? 0;
   return connections;
+}
+
+/**
+ * The channels of a `channels` query: each with `num_clients` summed over
+ * the workers, the first `limit` by name, and `channels_truncated: true`
+ * when more matched. Each worker lists its own first `limit` by name, so
+ * every channel listed here has every worker's count.
+ */
+export function channelList(gathered: Gathered, limit: number): Result {
+  const clients = new Map<string, number>();
+  let truncated = false;
+  for (const reply of gathered.replies) {
+    const list = toChannelList(reply);
+    if (!list) continue;
+    if (list.truncated) truncated = true;
+    for (const [channel, count] of list.channels) clients.set(channel, (clients.get(channel) ?? 0) + count);
+  }
+  const names = [...clients.keys()].sort();
+  if (names.length > limit) truncated = true;
+  // No prototype: "__proto__" is a channel name too.
+  const channels: Result = Object.create(null);
+  for (const name of names.slice(0, limit)) channels[name] = { num_clients: clients.get(name)! };
+  const result: Result = { channels };
+  if (truncated) result.channels_truncated = true;
+  return { ...result, ...reachOf(gathered) };
 }

@@ -48,6 +48,9 @@ export const DEFAULT_MAX_HISTORY_LIMIT = 100;
 /** Users a presence answer lists at most by default. */
 export const DEFAULT_MAX_PRESENCE_USERS = 1000;
 
+/** Channels a `channels` answer lists at most by default. */
+export const DEFAULT_MAX_LISTED_CHANNELS = 1000;
+
 /**
  * Commands of one batch in flight at once: enough to overlap their waits on
  * the bus, few enough that one batch does not open a thousand reply inboxes.

@@ -316,6 +316,47 @@ Deno.test("api presence counts clients and users across pushers after joins, lea
   });
 });
 
+Deno.test("api channels lists the channels with members across pushers, summed, by name, matching a pattern, bounded", async () => {
+  await using c = cluster({ maxListedChannels: 3 });
+  const alice0 = await c.connect(0, "alice");
+  const alice1 = await c.connect(1, "alice");
+  const bob1 = await c.connect(1, "bob");
+  for (const [client, channel] of [[alice0, "news"], [alice1, "news"], [bob1, "news"], [bob1, "room.2"]] as const) {
+    await c.call("subscribe", { channel, ...exclusionOf(client) });
+  }
+  await c.call("subscribe", { channel: "room.1", user: "alice" });
+  await c.call("subscribe", { channel: "__proto__", user: "bob" });
+
+  assert.deepEqual((await c.call("channels", { pattern: "room.*" })).body, {
+    result: { channels: { "room.1": { num_clients: 2 }, "room.2": { num_clients: 1 } }, workers_reached: 2 },
+  });
+  assert.deepEqual((await c.call("channels", { pattern: "news" })).body, {
+    result: { channels: { news: { num_clients: 3 } }, workers_reached: 2 },
+  });
+  // Four channels, three listed: the first by name, each with every worker's count, and a word that one was left out.
+  const all = await c.call("channels", {});
+  assert.deepEqual(all.body, {
+    result: {
+      // A computed key: a literal __proto__ would set the prototype, not a key.
+      channels: { ["__proto__"]: { num_clients: 1 }, news: { num_clients: 3 }, "room.1": { num_clients: 2 } },
+      channels_truncated: true,
+      workers_reached: 2,
+    },
+  });
+  assert.deepEqual(Object.keys(all.body.result.channels), ["__proto__", "news", "room.1"]);
+  assert.deepEqual((await c.call("channels", { pattern: "nothing.*" })).body, {
+    result: { channels: {}, workers_reached: 2 },
+  });
+  for (const pattern of ["", "**", "a b*", 7, "x".repeat(300)]) {
+    const answer = await c.call("channels", { pattern });
+    assert.equal(answer.status, 422, String(pattern));
+    assert.equal(
+      answer.body.error.message,
+      'Invalid pattern: expected a channel name, or its first characters and "*"',
+    );
+  }
+});
+
 Deno.test("api presence lists at most maxPresenceUsers users and says it left some out", async () => {
   await using c = cluster({ maxPresenceUsers: 2 });
   for (const [i, user] of ["dave", "carol", "bob", "alice"].entries()) {
@@ -567,14 +608,14 @@ Deno.test("api batch answers each command in order, results and errors mixed, an
       error: {
         code: 404,
         message: "Unknown method: nope; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
-          "presence_stats, info, history, history_remove, broadcast",
+          "presence_stats, info, channels, history, history_remove, broadcast",
       },
     },
     {
       error: {
         code: 404,
         message: "Unknown method: batch; use one of publish, subscribe, unsubscribe, disconnect, presence, " +
-          "presence_stats, info, history, history_remove, broadcast",
+          "presence_stats, info, channels, history, history_remove, broadcast",
       },
     },
     { result: { num_clients: 1, num_users: 1, workers_reached: 2 } },

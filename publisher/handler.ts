@@ -26,6 +26,7 @@ import {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
   DEFAULT_MAX_HISTORY_LIMIT,
+  DEFAULT_MAX_LISTED_CHANNELS,
   DEFAULT_MAX_PRESENCE_USERS,
   DEFAULT_PRESENCE_TIMEOUT,
   unknownMethod,
@@ -73,6 +74,8 @@ export interface PublishHandlerOptions {
   maxBatchCommands?: number;
   /** Users a `presence` answer lists at most; more are left out with `users_truncated`. @default {1000} */
   maxPresenceUsers?: number;
+  /** Channels a `channels` answer lists at most; more are left out with `channels_truncated`. @default {1000} */
+  maxListedChannels?: number;
   /** How long `presence`, `presence_stats` and `info` wait for the workers' replies, in milliseconds. @default {1000} */
   presenceTimeout?: number;
   /** How long `subscribe`, `unsubscribe` and `disconnect` wait for the workers' replies, in milliseconds. @default {1000} */
@@ -188,6 +191,7 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     commandTimeout: options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT,
     maxContentBytes: options.maxContentBytes ?? DEFAULT_MAX_CONTENT_BYTES,
     maxPresenceUsers: options.maxPresenceUsers ?? DEFAULT_MAX_PRESENCE_USERS,
+    maxListedChannels: options.maxListedChannels ?? DEFAULT_MAX_LISTED_CHANNELS,
     maxChannelLength: options.maxChannelLength ?? DEFAULT_MAX_CHANNEL_LENGTH,
     maxHistoryLimit: options.maxHistoryLimit ?? DEFAULT_MAX_HISTORY_LIMIT,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,

@@ -10,6 +10,7 @@ import {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
   DEFAULT_MAX_HISTORY_LIMIT,
+  DEFAULT_MAX_LISTED_CHANNELS,
   DEFAULT_MAX_PRESENCE_USERS,
   DEFAULT_PRESENCE_TIMEOUT,
 } from "./api.ts";
@@ -129,6 +130,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "users one /api/presence answer lists at most",
     default: String(DEFAULT_MAX_PRESENCE_USERS),
   },
+  "max-listed-channels": {
+    type: "string",
+    arg: "N",
+    help: "channels one /api/channels answer lists at most",
+    default: String(DEFAULT_MAX_LISTED_CHANNELS),
+  },
   "max-event-streams": {
     type: "string",
     arg: "N",
@@ -156,7 +163,7 @@ const FLAGS: Record<string, FlagSpec> = {
   "presence-timeout": {
     type: "string",
     arg: "MS",
-    help: "how long presence, presence_stats and info wait for the pusher workers' replies",
+    help: "how long presence, presence_stats, info and channels wait for the pusher workers' replies",
     default: String(DEFAULT_PRESENCE_TIMEOUT),
   },
   "command-timeout": {
@@ -247,6 +254,7 @@ interface PublisherConfig {
     maxJsonDepth: number;
     maxBatchCommands: number;
     maxPresenceUsers: number;
+    maxListedChannels: number;
     maxChannelLength: number;
     maxHistoryLimit: number;
     presenceTimeout: number;
@@ -357,6 +365,7 @@ async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
       maxJsonDepth: positiveIntFlag(flags, "max-json-depth", DEFAULT_MAX_JSON_DEPTH),
       maxBatchCommands: positiveIntFlag(flags, "max-batch-commands", DEFAULT_MAX_BATCH_COMMANDS),
       maxPresenceUsers: positiveIntFlag(flags, "max-presence-users", DEFAULT_MAX_PRESENCE_USERS),
+      maxListedChannels: positiveIntFlag(flags, "max-listed-channels", DEFAULT_MAX_LISTED_CHANNELS),
       maxChannelLength: positiveIntFlag(flags, "max-channel-length", DEFAULT_MAX_CHANNEL_LENGTH),
       maxHistoryLimit: positiveIntFlag(flags, "max-history-limit", DEFAULT_MAX_HISTORY_LIMIT),
       presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),

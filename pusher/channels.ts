@@ -72,6 +72,11 @@ export class ChannelMembership<C extends Member = Member> {
     return this.#members.size;
   }
 
+  /** The channels with at least one member. */
+  channels(): Iterable<string> {
+    return this.#members.keys();
+  }
+
   /** Makes `connection` a member of `channel`, within the limits. */
   join(connection: C, channel: string): JoinOutcome {
     if (connection.channels?.has(channel)) return "member";

@@ -7,7 +7,14 @@
  * @module
  */
 
-import type { ChannelEvent, ChannelPresence, PresenceQuery, UserPresence, WorkerInfo } from "../shared/address.ts";
+import type {
+  ChannelEvent,
+  ChannelList,
+  ChannelPresence,
+  PresenceQuery,
+  UserPresence,
+  WorkerInfo,
+} from "../shared/address.ts";
 import { channelMatcher } from "./channel_patterns.ts";
 
 /** The default of {@linkcode PresenceOptions.maxPresenceUsers}. */
@@ -26,6 +33,8 @@ export interface PresenceSource<C extends PresenceConnection> {
   readonly workerId: string;
   /** Members of a channel in this worker. */
   members(channel: string): ReadonlySet<C>;
+  /** The channels with members in this worker. */
+  channels(): Iterable<string>;
   /** Connections of a user in this worker. */
   ofUser(user: string): ReadonlySet<C>;
   /** Open connections, distinct users, distinct channels with members. */
@@ -61,7 +70,7 @@ export class Presence<C extends PresenceConnection> {
   }
 
   /** This worker's answer to a presence request. */
-  answer(query: PresenceQuery): ChannelPresence | UserPresence | WorkerInfo {
+  answer(query: PresenceQuery): ChannelPresence | UserPresence | WorkerInfo | ChannelList {
     switch (query.q) {
       case "channel":
         return this.#channel(query.channel);
@@ -72,6 +81,8 @@ export class Presence<C extends PresenceConnection> {
         if (query.counters && this.#source.counters) Object.assign(info, this.#source.counters());
         return info;
       }
+      case "channels":
+        return this.#channels(query.pattern, query.limit);
     }
   }
 
@@ -79,6 +90,20 @@ export class Presence<C extends PresenceConnection> {
   event(kind: "join" | "leave", channel: string, connection: C): ChannelEvent {
     const member = { user: connection.user, worker_id: this.#source.workerId, connection_id: connection.id };
     return kind === "join" ? { channel, join: member } : { channel, leave: member };
+  }
+
+  /**
+   * The first `limit` channels by name that match `pattern`, each with its
+   * members here. First by name, so that a publisher merging every worker's
+   * first `limit` has each of the first `limit` overall with all its counts.
+   */
+  #channels(pattern: string, limit: number): ChannelList {
+    const matches = channelMatcher([pattern]);
+    const names: string[] = [];
+    for (const channel of this.#source.channels()) if (matches(channel)) names.push(channel);
+    names.sort();
+    const listed: [string, number][] = names.slice(0, limit).map((name) => [name, this.#source.members(name).size]);
+    return names.length > limit ? { channels: listed, truncated: true } : { channels: listed };
   }
 
   #channel(channel: string): ChannelPresence {

@@ -264,6 +264,7 @@ export class Pusher {
     this.#presence = new Presence({
       workerId: this.workerId,
       members: (channel) => this.#membership.members(channel),
+      channels: () => this.#membership.channels(),
       ofUser: (user) => this.#connections.ofUser(user),
       counts: () => ({
         connections: this.#connections.size,

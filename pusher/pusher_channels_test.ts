@@ -344,8 +344,20 @@ Deno.test("pusher answers presence: a channel's clients and distinct users, a us
     users: 3,
     channels: 2,
   }]);
+  assert.deepEqual(await ask({ q: "channels", pattern: "*", limit: 10 }), [{ channels: [["news", 3], ["sport", 1]] }]);
+  assert.deepEqual(await ask({ q: "channels", pattern: "sp*", limit: 10 }), [{ channels: [["sport", 1]] }]);
+  assert.deepEqual(await ask({ q: "channels", pattern: "news", limit: 10 }), [{ channels: [["news", 3]] }]);
+  // The first by name, and a word that more matched.
+  assert.deepEqual(await ask({ q: "channels", pattern: "*", limit: 1 }), [{
+    channels: [["news", 3]],
+    truncated: true,
+  }]);
   const { replies } = await setup.bus.request(PRESENCE_SUBJECT, { q: "everything" });
-  assert.deepEqual(replies, [{ error: "Invalid presence query: q must be channel, user or info" }]);
+  assert.deepEqual(replies, [{ error: "Invalid presence query: q must be channel, user, info or channels" }]);
+  const { replies: noLimit } = await setup.bus.request(PRESENCE_SUBJECT, { q: "channels", pattern: "*" });
+  assert.deepEqual(noLimit, [{
+    error: "Invalid presence query: channels needs a pattern string and a positive limit",
+  }]);
 });
 
 Deno.test("pusher lists at most maxPresenceUsers users of a channel, and says it cut the list", async () => {

@@ -290,7 +290,13 @@ export type PresenceQuery =
    * `counters: true` (the publisher's dashboard asks so), its
    * `deliveries` and `slow_closes` counters too.
    */
-  | { q: "info"; counters?: boolean };
+  | { q: "info"; counters?: boolean }
+  /**
+   * Channels with members whose names match `pattern` (a name, or
+   * `prefix*`; `*` for all): answered with a {@linkcode ChannelList} of at
+   * most `limit`, the first by name.
+   */
+  | { q: "channels"; pattern: string; limit: number };
 
 /** One worker's members of a channel. */
 export type ChannelPresence = {
@@ -299,6 +305,16 @@ export type ChannelPresence = {
   /** Their distinct users, at most the worker's `maxPresenceUsers`. */
   users: string[];
   /** Present and true when `users` was cut at the limit. */
+  truncated?: boolean;
+};
+
+/**
+ * One worker's channels for a `channels` query: `[name, members]` pairs in
+ * name order, the first `limit` of those that match.
+ */
+export type ChannelList = {
+  channels: [string, number][];
+  /** Present and true when more channels matched than were listed. */
   truncated?: boolean;
 };
 
@@ -519,8 +535,12 @@ export function toPresenceQuery(data: Json): PresenceQuery | string {
         : "Invalid presence query: user must be a string";
     case "info":
       return data.counters === true ? { q: "info", counters: true } : { q: "info" };
+    case "channels":
+      return typeof data.pattern === "string" && isCount(data.limit) && data.limit > 0
+        ? { q: "channels", pattern: data.pattern, limit: data.limit }
+        : "Invalid presence query: channels needs a pattern string and a positive limit";
     default:
-      return "Invalid presence query: q must be channel, user or info";
+      return "Invalid presence query: q must be channel, user, info or channels";
   }
 }
 
@@ -546,6 +566,17 @@ export function toChannelPresence(data: Json): ChannelPresence | null {
     users.push(user);
   }
   return data.truncated === true ? { clients: data.clients, users, truncated: true } : { clients: data.clients, users };
+}
+
+/** Checks a worker's {@linkcode ChannelList}; null when it is not one. */
+export function toChannelList(data: Json): ChannelList | null {
+  if (!isObject(data) || !Array.isArray(data.channels)) return null;
+  const channels: [string, number][] = [];
+  for (const entry of data.channels) {
+    if (!Array.isArray(entry) || typeof entry[0] !== "string" || !isCount(entry[1])) return null;
+    channels.push([entry[0], entry[1]]);
+  }
+  return data.truncated === true ? { channels, truncated: true } : { channels };
 }
 
 /** Checks a worker's {@linkcode WorkerInfo}; null when it is not one. */

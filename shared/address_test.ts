@@ -11,6 +11,7 @@ import {
   publishRoute,
   routeOf,
   toChannelEvent,
+  toChannelList,
   toChannelPresence,
   toCommand,
   toCommandReply,
@@ -153,7 +154,19 @@ Deno.test("presence queries and every reply shape are checked", () => {
   assert.deepEqual(toPresenceQuery({ q: "info" }), { q: "info" });
   assert.deepEqual(toPresenceQuery({ q: "info", counters: true }), { q: "info", counters: true });
   assert.deepEqual(toPresenceQuery({ q: "info", counters: "yes" }), { q: "info" });
-  assert.match(toPresenceQuery({ q: "who" }) as string, /q must be channel, user or info/);
+  assert.deepEqual(toPresenceQuery({ q: "channels", pattern: "room.*", limit: 10 }), {
+    q: "channels",
+    pattern: "room.*",
+    limit: 10,
+  });
+  const badQueries: Json[] = [{ pattern: "*" }, { pattern: "*", limit: 0 }, { pattern: 1, limit: 10 }, { limit: 10 }];
+  for (const bad of badQueries as { [key: string]: Json }[]) {
+    assert.match(
+      toPresenceQuery({ q: "channels", ...bad }) as string,
+      /channels needs a pattern string and a positive/,
+    );
+  }
+  assert.match(toPresenceQuery({ q: "who" }) as string, /q must be channel, user, info or channels/);
   assert.match(toPresenceQuery("info") as string, /expected an object/);
   assert.deepEqual(toCommandReply({ ok: true }), { ok: true });
   assert.deepEqual(toCommandReply({ ok: false, error: "no such connection" }), {
@@ -170,6 +183,14 @@ Deno.test("presence queries and every reply shape are checked", () => {
     truncated: true,
   });
   assert.equal(toChannelPresence({ clients: 2, users: [1] }), null);
+  assert.deepEqual(toChannelList({ channels: [["a", 2]] }), { channels: [["a", 2]] });
+  assert.deepEqual(toChannelList({ channels: [], truncated: true }), { channels: [], truncated: true });
+  const badLists: Json[] = [{}, { channels: [["a"]] }, { channels: [["a", -1]] }, { channels: [[1, 2]] }, {
+    channels: "a",
+  }];
+  for (const bad of badLists) {
+    assert.equal(toChannelList(bad), null, JSON.stringify(bad));
+  }
   const info = { worker_id: WORKER, connections: 3, users: 1, channels: 2 };
   assert.deepEqual(toWorkerInfo(info), info);
   assert.equal(toWorkerInfo({ ...info, channels: "2" }), null);

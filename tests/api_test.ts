@@ -160,6 +160,19 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
       await received();
     });
 
+    await t.step("channels lists the channels with members, summed across both pushers", async () => {
+      await result("subscribe", { channel: "room.x", user: "bob" });
+      await result("subscribe", { channel: "room.y", ...address(members[6]!) });
+      assert.deepEqual(await result("channels", { pattern: "room.*" }), {
+        channels: { "room.x": { num_clients: 2 }, "room.y": { num_clients: 1 } },
+        workers_reached: 4,
+      });
+      await result("unsubscribe", { channel: "room.x", user: "bob" });
+      await result("unsubscribe", { channel: "room.y", ...address(members[6]!) });
+      assert.deepEqual(await result("channels", { pattern: "room.*" }), { channels: {}, workers_reached: 4 });
+      await received();
+    });
+
     await t.step(
       "a call made as Centrifugo's documentation makes it, curl --data's form type, is read as JSON",
       async () => {
