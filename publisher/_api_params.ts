@@ -136,12 +136,24 @@ const utf8 = new TextEncoder();
  * A disconnect's optional `code` (1000, 3000-3999 or 4000-4999) and
  * `reason` (at most 123 UTF-8 bytes), as the command carries them: absent
  * ones stay absent and the pusher uses its defaults (4000, "disconnected by
- * the server").
+ * the server"). They come as parameters of their own, or as Centrifugo
+ * sends them, in a `disconnect` object.
  *
- * @throws {Rejection} 400 for a code or reason out of bounds.
+ * @throws {Rejection} 400 for a code or reason out of bounds, or both ways at once.
  */
 export function readDisconnect(params: Params): { code?: number; reason?: string } {
-  const { code, reason } = params;
+  let source = params;
+  if (params.disconnect !== undefined) {
+    const nested = params.disconnect;
+    if (typeof nested !== "object" || nested === null || Array.isArray(nested)) {
+      throw new Rejection(400, 'Invalid disconnect: expected an object {"code": N, "reason": "..."}');
+    }
+    if (params.code !== undefined || params.reason !== undefined) {
+      throw new Rejection(400, "Ambiguous disconnect: pass code and reason, or a disconnect object, not both");
+    }
+    source = nested;
+  }
+  const { code, reason } = source;
   if (code !== undefined && (typeof code !== "number" || !isDisconnectCode(code))) {
     throw new Rejection(400, "Invalid code: expected 1000, 3000-3999 or 4000-4999");
   }

@@ -265,6 +265,25 @@ Deno.test("api disconnect closes one connection or every connection of a user, w
   answer = await c.call("disconnect", { user: "x", code: 1001 });
   assert.deepEqual(answer.status, 400);
   assert.match(answer.body.error.message, /^Invalid code: /);
+
+  // As Centrifugo sends them: in a disconnect object.
+  const carol = await c.connect(1, "carol");
+  answer = await c.call("disconnect", { user: "carol", disconnect: { code: 4002, reason: "moved" } });
+  assert.deepEqual(answer.body, { result: { connections: 1, workers_reached: 1 } });
+  assert.deepEqual(carol.socket.closed, { code: 4002, reason: "moved" });
+  for (
+    const [params, message] of [
+      [{ disconnect: 4002 }, 'Invalid disconnect: expected an object {"code": N, "reason": "..."}'],
+      [
+        { disconnect: { code: 4002 }, reason: "r" },
+        "Ambiguous disconnect: pass code and reason, or a disconnect object, not both",
+      ],
+      [{ disconnect: { code: 1001 } }, "Invalid code: expected 1000, 3000-3999 or 4000-4999"],
+    ] as const
+  ) {
+    answer = await c.call("disconnect", { user: "x", ...params });
+    assert.deepEqual(answer.body, { error: { code: 400, message } });
+  }
 });
 
 Deno.test("api presence counts clients and users across pushers after joins, leaves and disconnects", async () => {
