@@ -43,6 +43,7 @@ import {
   readIdempotencyKey,
   readLimit,
   readPattern,
+  readReverse,
   readSince,
   readTarget,
   type TargetKind,
@@ -305,13 +306,34 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     );
   }
 
+  /**
+   * The last `limit` messages of a subject's history, oldest first: its top,
+   * then the messages after `limit` before it (offsets grow by one per
+   * message on every bus). Answered at the top read first, so that a
+   * recovery from its offset misses nothing published meanwhile; `recovered`
+   * says whether every offset of that window is there (none trimmed away).
+   */
+  async function lastOf(subject: string, limit: number): Promise<HistoryResult> {
+    const timeout = deps.publishTimeout;
+    const top = (await bus.history(subject, { limit: 0, timeout })).position;
+    if (top.epoch === "" || top.offset === 0) return { messages: [], position: top, recovered: top.epoch !== "" };
+    const from = Math.max(0, top.offset - limit);
+    const window = await bus.history(subject, { since: { offset: from, epoch: top.epoch }, limit, timeout });
+    // History begun anew in between: what the window holds is of another epoch.
+    if (window.position.epoch !== top.epoch) return { messages: [], position: window.position, recovered: false };
+    const messages = window.messages.filter(({ position }) => position.offset <= top.offset);
+    return { messages, position: top, recovered: messages.length === top.offset - from };
+  }
+
   async function history(params: Params): Promise<Result> {
     const channel = readChannel(params, maxChannelLength);
     const since = readSince(params);
     const limit = readLimit(params, deps.maxHistoryLimit);
+    const reverse = readReverse(params);
+    const subject = channelSubject(channel);
     let kept: HistoryResult;
     try {
-      kept = await bus.history(channelSubject(channel), {
+      kept = reverse ? await lastOf(subject, limit) : await bus.history(subject, {
         ...(since === undefined ? {} : { since }),
         limit,
         timeout: deps.publishTimeout,
@@ -327,6 +349,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
       const event = toChannelEvent(data);
       if (event !== null && "data" in event) publications.push({ data: event.data, offset: position.offset });
     }
+    if (reverse) publications.reverse();
     return {
       publications,
       offset: kept.position.offset,

@@ -233,6 +233,23 @@ export function readSince(params: Params): SincePosition | undefined {
 }
 
 /**
+ * A history call's optional `reverse` (Centrifugo's name): true for the
+ * channel's last publications, newest first. Not with `since`, which reads
+ * forward from a position.
+ *
+ * @throws {Rejection} 400 for anything but a boolean, or true with `since`.
+ */
+export function readReverse(params: Params): boolean {
+  const reverse = params.reverse;
+  if (reverse === undefined || reverse === false) return false;
+  if (reverse !== true) throw new Rejection(400, "Invalid reverse: expected true or false");
+  if (params.since !== undefined) {
+    throw new Rejection(400, "Invalid reverse: it reads the newest publications, not forward from since");
+  }
+  return true;
+}
+
+/**
  * The optional `limit` of a history call: how many publications to answer
  * at most, 1 to `max`; `max` when absent.
  *

@@ -921,6 +921,48 @@ Deno.test("api history does not recover across what the hub trimmed", async () =
   assert.equal(since2.recovered, true, "3 onwards is all there");
 });
 
+Deno.test("api history with reverse lists the last publications newest first, at the top it read, and says when some were trimmed", async () => {
+  await using c = cluster({ broker: { history: { subjects: ["channel.news"], size: 4 } } });
+  const history = async (params: Json) => {
+    const answer = await c.call("history", params);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    return answer.body.result;
+  };
+  const empty = await history({ channel: "news", reverse: true });
+  assert.deepEqual(empty, { publications: [], offset: 0, epoch: empty.epoch, recovered: true });
+  for (const n of [1, 2, 3, 4, 5, 6]) await c.call("publish", { channel: "news", data: n });
+  const { epoch } = empty;
+  assert.deepEqual(await history({ channel: "news", reverse: true, limit: 2 }), {
+    publications: [{ data: 6, offset: 6 }, { data: 5, offset: 5 }],
+    offset: 6,
+    epoch,
+    recovered: true,
+  });
+  // The last 4 are all kept; the last 5 reach back past what the hub trimmed (it keeps 4).
+  const four = await history({ channel: "news", reverse: true, limit: 4 });
+  assert.deepEqual([four.publications.map((p: { data: number }) => p.data), four.recovered], [[6, 5, 4, 3], true]);
+  const five = await history({ channel: "news", reverse: true, limit: 5 });
+  assert.deepEqual([five.publications.map((p: { data: number }) => p.data), five.recovered], [[6, 5, 4, 3], false]);
+  // Forward from the offset it answered misses nothing.
+  await c.call("publish", { channel: "news", data: 7 });
+  assert.deepEqual((await history({ channel: "news", since: { offset: four.offset, epoch } })).publications, [
+    { data: 7, offset: 7 },
+  ]);
+  for (
+    const [params, message] of [
+      [{ reverse: "yes" }, "Invalid reverse: expected true or false"],
+      [
+        { reverse: true, since: { offset: 1, epoch } },
+        "Invalid reverse: it reads the newest publications, not forward from since",
+      ],
+    ] as const
+  ) {
+    const answer = await c.call("history", { channel: "news", ...params });
+    assert.deepEqual(answer.body, { error: { code: 400, message } });
+  }
+  assert.equal((await c.call("history", { channel: "other", reverse: true })).status, 404, "a channel without history");
+});
+
 Deno.test("api history_remove empties a channel's history and gives it a new epoch", async () => {
   await using c = cluster({ broker: KEEP_CHANNELS });
   for (const n of [1, 2]) await c.call("publish", { channel: "news", data: n });

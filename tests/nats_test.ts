@@ -192,6 +192,12 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
         epoch,
         recovered: true,
       });
+      assert.deepEqual(await result("history", { channel: "news", reverse: true, limit: 3 }), {
+        publications: [{ data: "n4", offset: 4 }, { data: "n3", offset: 3 }, { data: "n2", offset: 2 }],
+        offset: 4,
+        epoch,
+        recovered: true,
+      });
     });
   } finally {
     await Promise.all(clients.map((client) => client[Symbol.asyncDispose]()));

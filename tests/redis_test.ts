@@ -162,6 +162,12 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
         ]]);
         const reply = back.client.messages.find((m) => m.startsWith('{"id":7,'));
         assert.deepEqual(JSON.parse(reply!), { id: 7, result: { recovered: true, offset: 3, epoch } });
+        assert.deepEqual(await result("history", { channel: "news", reverse: true, limit: 2 }), {
+          publications: [{ data: { n: 3 }, offset: 3 }, { data: { n: 2 }, offset: 2 }],
+          offset: 3,
+          epoch,
+          recovered: true,
+        });
         assert.deepEqual(await result("history_remove", { channel: "news" }), {});
         assert.notEqual((await result("history", { channel: "news" })).epoch, epoch);
       },
