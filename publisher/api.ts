@@ -30,6 +30,7 @@ import type { Params } from "./_api_params.ts";
 import { type JsonBodySource, readJsonBody } from "./_json_body.ts";
 import { parseUrlEncoded } from "./form.ts";
 import { Rejection } from "./_rejection.ts";
+import { utf8Length } from "../shared/bytes.ts";
 
 export { API_METHODS, type ApiMethod } from "./_api_methods.ts";
 
@@ -130,7 +131,9 @@ export function createApi(deps: ApiDeps): ApiCall {
    * A broadcast: the publish its other parameters make, to each of its
    * `channels`, run as a batch of those publishes (one exchange with the
    * hub). `{"responses":[...]}`, one per channel, in order: each its
-   * publish's result or error.
+   * publish's result or error. It carries at most what a batch's body could:
+   * its data times its channels within `maxBodyBytes`, so that a small
+   * request cannot make the publisher encode a thousand copies of 64 KiB.
    */
   function broadcast(params: Params): Promise<Result> {
     const { channels, ...publish } = params;
@@ -143,6 +146,17 @@ export function createApi(deps: ApiDeps): ApiCall {
     if (channels.length > deps.maxBatchCommands) {
       return Promise.reject(
         new Rejection(413, `Too many channels: ${channels.length}, the limit is ${deps.maxBatchCommands}`),
+      );
+    }
+    const { data } = publish;
+    const bytes = data === undefined ? 0 : utf8Length(typeof data === "string" ? data : JSON.stringify(data));
+    if (bytes * channels.length > deps.maxBodyBytes) {
+      return Promise.reject(
+        new Rejection(
+          413,
+          `Broadcast too large: ${channels.length} channels × ${bytes} bytes of data is over the ` +
+            `${deps.maxBodyBytes}-byte body limit; send fewer channels a call`,
+        ),
       );
     }
     return run(channels.map((channel) => ({ publish: { ...publish, channel } }))).then((responses) => ({ responses }));

@@ -652,7 +652,7 @@ Deno.test("api batch answers each command in order, results and errors mixed, an
 });
 
 Deno.test("api broadcast publishes the same data to each of its channels, answering each as publish would, in order", async () => {
-  await using c = cluster({ maxBatchCommands: 4 });
+  await using c = cluster({ maxBatchCommands: 4, maxBodyBytes: 1000 });
   const alice = await c.connect(0, "alice");
   const bob = await c.connect(1, "bob");
   const carol = await c.connect(1, "carol");
@@ -698,6 +698,11 @@ Deno.test("api broadcast publishes the same data to each of its channels, answer
   await refused(400, notChannels, { channels: [], data: 1 });
   await refused(400, notChannels, { channels: "news", data: 1 });
   await refused(413, "Too many channels: 5, the limit is 4", { channels: ["a", "b", "c", "d", "e"], data: 1 });
+  await refused(
+    413,
+    "Broadcast too large: 4 channels × 300 bytes of data is over the 1000-byte body limit; send fewer channels a call",
+    { channels: ["a", "b", "c", "d"], data: "é".repeat(150) },
+  );
   await refused(400, "Ambiguous target: a broadcast takes channels, not channel", {
     channels: ["news"],
     channel: "sport",
