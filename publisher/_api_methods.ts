@@ -83,7 +83,7 @@ export type ApiMethod = typeof API_METHODS[number];
 /** A method that a `batch` runs: every one but `batch`. */
 export type SingleMethod = Exclude<ApiMethod, "batch">;
 
-/** A method of {@linkcode ApiMethods.single}: `broadcast` and `batch` run as batches of publishes and commands (`api.ts`). */
+/** A method of {@linkcode ApiMethods.single}, and of a batch's commands: `broadcast` and `batch` run in `api.ts`. */
 export type OwnMethod = Exclude<SingleMethod, "broadcast">;
 
 /** What the methods need: the handler's options, defaults filled in. */

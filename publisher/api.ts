@@ -22,8 +22,8 @@ import {
   type ApiMethod,
   apiMethods,
   type ApiMethodsDeps,
+  type OwnMethod,
   type PreparedPublish,
-  type SingleMethod,
 } from "./_api_methods.ts";
 import type { Result } from "./_api_replies.ts";
 import type { Params } from "./_api_params.ts";
@@ -97,13 +97,13 @@ export function createApi(deps: ApiDeps): ApiCall {
   const { metrics, logger } = deps;
 
   /** A command's answer: its result, or its error as a single call would answer it; counted in the metrics. */
-  function answer(method: SingleMethod | undefined, outcome: Result | Error): Json {
+  function answer(method: OwnMethod | undefined, outcome: Result | Error): Json {
     if (method !== undefined) metrics.countApiCall(method, statusOf(outcome));
     return reply(method, outcome);
   }
 
   /** A command's answer, not counted. */
-  function reply(method: SingleMethod | undefined, outcome: Result | Error): Json {
+  function reply(method: OwnMethod | undefined, outcome: Result | Error): Json {
     if (!(outcome instanceof Error)) return { result: outcome };
     const status = statusOf(outcome);
     if (outcome instanceof Rejection) return errorBody(status, outcome.message);
@@ -162,8 +162,6 @@ export function createApi(deps: ApiDeps): ApiCall {
     return run(channels.map((channel) => ({ publish: { ...publish, channel } }))).then((responses) => ({ responses }));
   }
 
-  const single: Record<SingleMethod, (params: Params) => Promise<Result>> = { ...methods.single, broadcast };
-
   /**
    * Runs commands: their publishes go to the bus together (one exchange
    * with the hub for all of them), the other commands at most
@@ -173,14 +171,14 @@ export function createApi(deps: ApiDeps): ApiCall {
     const replies = new Array<Json>(commands.length);
     const prepared: PreparedPublish[] = [];
     const publishedAt: number[] = [];
-    const others: { index: number; method: SingleMethod; params: Params }[] = [];
+    const others: { index: number; method: OwnMethod; params: Params }[] = [];
     // The batch's publishes are read together: one time for them all.
     const read = deps.now();
     // A loop, not forEach: a callback's closure would share this call's
     // context with the answers' closures, and keep `prepared` (the data)
     // until the bus answers.
     for (let index = 0; index < commands.length; index++) {
-      let method: SingleMethod | undefined;
+      let method: OwnMethod | undefined;
       try {
         let params: Params;
         [method, params] = readCommand(commands[index]!);
@@ -206,7 +204,7 @@ export function createApi(deps: ApiDeps): ApiCall {
     const commanded = mapConcurrently(others, BATCH_CONCURRENCY, async ({ index, method, params }) => {
       let outcome: Result | Error;
       try {
-        outcome = await single[method](params);
+        outcome = await methods.single[method](params);
       } catch (error) {
         outcome = error as Error;
       }
@@ -216,7 +214,8 @@ export function createApi(deps: ApiDeps): ApiCall {
   }
 
   function answerOf(method: ApiMethod, body: Params): Promise<Json> {
-    return method === "batch" ? batch(body) : single[method](body).then((result) => ({ result }));
+    if (method === "batch") return batch(body);
+    return (method === "broadcast" ? broadcast(body) : methods.single[method](body)).then((result) => ({ result }));
   }
 
   return async (method, req) => {
@@ -249,9 +248,10 @@ export function createApi(deps: ApiDeps): ApiCall {
  * One command of a batch: an object with one key, the method, whose value
  * is its parameters.
  *
- * @throws {Rejection} 400 otherwise; `batch` cannot be nested.
+ * @throws {Rejection} 400 otherwise; `batch` cannot be nested, and
+ * `broadcast` runs on its own.
  */
-function readCommand(command: Json): [SingleMethod, Params] {
+function readCommand(command: Json): [OwnMethod, Params] {
   if (typeof command !== "object" || command === null || Array.isArray(command)) {
     throw new Rejection(400, 'Invalid command: expected an object {"<method>": {params}}');
   }
@@ -260,6 +260,10 @@ function readCommand(command: Json): [SingleMethod, Params] {
     throw new Rejection(400, `Invalid command: expected one method, got ${keys.length} keys`);
   }
   const method = keys[0]!;
+  // A broadcast multiplies its data by its channels: in a batch, by the batch's commands too.
+  if (method === "broadcast") {
+    throw new Rejection(400, "Invalid command: broadcast runs on its own (POST /api/broadcast), not in a batch");
+  }
   if (method === "batch" || !(API_METHODS as readonly string[]).includes(method)) {
     throw new Rejection(404, `Unknown method: ${method.slice(0, 64)}; use one of ${singleMethods()}`);
   }
@@ -267,11 +271,11 @@ function readCommand(command: Json): [SingleMethod, Params] {
   if (typeof params !== "object" || params === null || Array.isArray(params)) {
     throw new Rejection(400, `Invalid ${method} parameters: expected an object`);
   }
-  return [method as SingleMethod, params];
+  return [method as OwnMethod, params];
 }
 
 function singleMethods(): string {
-  return API_METHODS.filter((method) => method !== "batch").join(", ");
+  return API_METHODS.filter((method) => method !== "batch" && method !== "broadcast").join(", ");
 }
 
 /**
