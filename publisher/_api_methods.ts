@@ -11,6 +11,7 @@
  */
 
 import {
+  channelPublications,
   channelSubject,
   type CommandBody,
   commandRoute,
@@ -18,7 +19,6 @@ import {
   presenceQuery,
   publishRoute,
   type PushAddress,
-  toChannelEvent,
   toCommandReply,
   type UserAddress,
 } from "../shared/address.ts";
@@ -27,6 +27,7 @@ import {
   type BusBatchItem,
   BusError,
   type HistoryResult,
+  lastMessages,
   publishBatch,
   type PublishOne,
   type PublishResult,
@@ -306,25 +307,6 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     );
   }
 
-  /**
-   * The last `limit` messages of a subject's history, oldest first: its top,
-   * then the messages after `limit` before it (offsets grow by one per
-   * message on every bus). Answered at the top read first, so that a
-   * recovery from its offset misses nothing published meanwhile; `recovered`
-   * says whether every offset of that window is there (none trimmed away).
-   */
-  async function lastOf(subject: string, limit: number): Promise<HistoryResult> {
-    const timeout = deps.publishTimeout;
-    const top = (await bus.history(subject, { limit: 0, timeout })).position;
-    if (top.epoch === "" || top.offset === 0) return { messages: [], position: top, recovered: top.epoch !== "" };
-    const from = Math.max(0, top.offset - limit);
-    const window = await bus.history(subject, { since: { offset: from, epoch: top.epoch }, limit, timeout });
-    // History begun anew in between: what the window holds is of another epoch.
-    if (window.position.epoch !== top.epoch) return { messages: [], position: window.position, recovered: false };
-    const messages = window.messages.filter(({ position }) => position.offset <= top.offset);
-    return { messages, position: top, recovered: messages.length === top.offset - from };
-  }
-
   async function history(params: Params): Promise<Result> {
     const channel = readChannel(params, maxChannelLength);
     const since = readSince(params);
@@ -333,7 +315,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     const subject = channelSubject(channel);
     let kept: HistoryResult;
     try {
-      kept = reverse ? await lastOf(subject, limit) : await bus.history(subject, {
+      kept = reverse ? await lastMessages(bus, subject, limit, deps.publishTimeout) : await bus.history(subject, {
         ...(since === undefined ? {} : { since }),
         limit,
         timeout: deps.publishTimeout,
@@ -343,12 +325,7 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     }
     // The hub answers an empty epoch for a subject it keeps no history of.
     if (kept.position.epoch === "") throw notKept(channel);
-    const publications: Json[] = [];
-    for (const { data, position } of kept.messages) {
-      // A channel's subject carries presence events too; only publications are the history's.
-      const event = toChannelEvent(data);
-      if (event !== null && "data" in event) publications.push({ data: event.data, offset: position.offset });
-    }
+    const publications = channelPublications(kept.messages);
     if (reverse) publications.reverse();
     return {
       publications,

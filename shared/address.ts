@@ -466,6 +466,22 @@ export function toDataPush(data: Json): DataPush | null {
   return push;
 }
 
+/**
+ * The publications among a channel subject's history messages, each its
+ * `data` and `offset`: the subject carries presence events too, which are no
+ * publications.
+ */
+export function channelPublications(
+  messages: readonly { readonly data: Json; readonly position: { readonly offset: number } }[],
+): { data: Json; offset: number }[] {
+  const publications: { data: Json; offset: number }[] = [];
+  for (const { data, position } of messages) {
+    const event = toChannelEvent(data);
+    if (event !== null && "data" in event) publications.push({ data: event.data, offset: position.offset });
+  }
+  return publications;
+}
+
 /** Checks a {@linkcode ChannelEvent}: `channel` a string, and one of `data`, `join` or `leave`. Null otherwise. */
 export function toChannelEvent(data: Json): ChannelEvent | null {
   if (!isObject(data) || typeof data.channel !== "string") return null;

@@ -452,3 +452,28 @@ export function publishEach(
 function randomHex(bytes: number): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/**
+ * The last `limit` messages of `subject`'s history, oldest first: its top,
+ * then the messages after `limit` before it (offsets grow by one per message
+ * on every bus). Answered at the top read first, so that a reader that goes
+ * on from its offset misses nothing published meanwhile; `recovered` says
+ * whether every offset of that window is there (none trimmed away). A
+ * subject that keeps no history answers as {@linkcode Bus.history} does.
+ */
+export async function lastMessages(
+  bus: Pick<Bus, "history">,
+  subject: string,
+  limit: number,
+  timeout?: number,
+): Promise<HistoryResult> {
+  const options = timeout === undefined ? {} : { timeout };
+  const top = (await bus.history(subject, { ...options, limit: 0 })).position;
+  if (top.epoch === "" || top.offset === 0) return { messages: [], position: top, recovered: top.epoch !== "" };
+  const from = Math.max(0, top.offset - limit);
+  const window = await bus.history(subject, { ...options, since: { offset: from, epoch: top.epoch }, limit });
+  // History begun anew in between: what the window holds is of another epoch.
+  if (window.position.epoch !== top.epoch) return { messages: [], position: window.position, recovered: false };
+  const messages = window.messages.filter(({ position }) => position.offset <= top.offset);
+  return { messages, position: top, recovered: messages.length === top.offset - from };
+}
