@@ -40,6 +40,17 @@ export interface Publication {
   epoch?: string;
 }
 
+/** A channel's history, as {@linkcode Subscription.history} answers it. */
+export interface HistoryResult {
+  /** Oldest first; newest first with `reverse`. */
+  publications: { data: unknown; offset: number }[];
+  /** The channel's top position when the history was read: go on from it to miss nothing. */
+  offset: number;
+  epoch: string;
+  /** Whether nothing was missing: after `since` everything, with `reverse` every offset of the window. */
+  recovered: boolean;
+}
+
 /**
  * What a (re)subscribe achieved: `recovered` true when everything published
  * since the last position seen was replayed (it follows the event), false
@@ -150,6 +161,14 @@ export class Subscription extends EventTarget {
   ready(options?: { signal?: AbortSignal }): Promise<void>;
   /** Leaves the channel; it is not made again after a reconnect. */
   unsubscribe(): void;
+  /**
+   * The channel's history, which the pusher answers to its members: forward
+   * from `since` (from the oldest kept without it), or with `reverse` the
+   * last publications, newest first; at most `limit` and the pusher's cap.
+   * Rejects with a {@linkcode PushError}: 403 when not subscribed yet, 404
+   * for a channel without history, 503 when the pusher could not read it.
+   */
+  history(options?: { limit?: number; since?: Position; reverse?: boolean }): Promise<HistoryResult>;
 }
 
 /**

@@ -173,6 +173,14 @@ function abortable(promise, signal) {
  */
 
 /**
+ * A channel's history: its publications (oldest first, newest first with
+ * `reverse`), the channel's top position when it was read, and whether
+ * nothing was missing.
+ *
+ * @typedef {{ publications: { data: unknown, offset: number }[], offset: number, epoch: string, recovered: boolean }} HistoryResult
+ */
+
+/**
  * One channel of a {@link PushClient}: made by {@link PushClient#subscribe},
  * or by the server (then {@link Subscription#serverSide} is true).
  *
@@ -295,6 +303,21 @@ export class Subscription extends EventTarget {
   /** Leaves the channel: no more publications; not made again after a reconnect. */
   unsubscribe() {
     this.#client._unsubscribe(this);
+  }
+
+  /**
+   * The channel's history, which the pusher answers to its members: forward
+   * from `since` (from the oldest kept without it), or with `reverse` the
+   * last publications, newest first; at most `limit` (and the pusher's cap).
+   * Rejects with a {@link PushError} (403 when not subscribed yet, 404 for a
+   * channel without history, 503 when the pusher could not read it), or
+   * when the connection ends first.
+   *
+   * @param {{ limit?: number, since?: Position, reverse?: boolean }} [options]
+   * @returns {Promise<HistoryResult>}
+   */
+  history(options = {}) {
+    return this.#client._history(this.channel, options);
   }
 
   /**
@@ -572,6 +595,26 @@ export class PushClient extends EventTarget {
     this.#subscriptions.set(channel, subscription);
     this.#sendSubscribe(subscription);
     return subscription;
+  }
+
+  /**
+   * @internal
+   * @param {string} channel
+   * @param {{ limit?: number, since?: Position, reverse?: boolean }} options
+   * @returns {Promise<HistoryResult>}
+   */
+  _history(channel, { limit, since, reverse }) {
+    /** @type {Record<string, unknown>} */
+    const body = { channel };
+    if (limit !== undefined) body.limit = limit;
+    if (since !== undefined) body.since = { offset: since.offset, epoch: since.epoch };
+    if (reverse) body.reverse = true;
+    return new Promise((resolve, reject) => {
+      this.#command({ history: body }, (error, result) => {
+        if (error) reject(error);
+        else resolve(/** @type {HistoryResult} */ (result));
+      });
+    });
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * The client JSON protocol: what a browser may send a pusher (one command
- * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`, or a `refresh`
- * with a new token), and the frames
+ * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`, a `history`
+ * of a channel it is in, or a `refresh` with a new token), and the frames
  * a pusher sends back (replies, errors, server-side subscription pushes).
  * Pure functions: the pusher applies the commands.
  *
@@ -17,14 +17,18 @@ export const ErrorCode = {
   malformed: 400,
   /** A refresh's token is not valid (bad signature, expired...). */
   unauthorized: 401,
-  /** The token does not allow the channel, or a refresh's token is another user's. */
+  /** The token does not allow the channel, a refresh's token is another user's, or a history of a channel it is not in. */
   forbidden: 403,
+  /** A history of a channel whose history the bus does not keep. */
+  notFound: 404,
   /** The message is over the pusher's command size. */
   tooLarge: 413,
   /** The channel name is not valid. */
   badChannel: 422,
   /** Too many channels for this connection, or for this worker. */
   tooManyChannels: 429,
+  /** A history the bus did not answer. */
+  unavailable: 503,
 } as const;
 
 /** One of {@linkcode ErrorCode}'s values. */
@@ -74,8 +78,22 @@ export interface RefreshCommand {
   readonly token: string;
 }
 
+/**
+ * A client's request for a channel's history: forward from `since` (or
+ * from the oldest kept), or with `reverse` the last ones, newest first; at
+ * most `limit` (the pusher caps it).
+ */
+export interface HistoryCommand {
+  readonly id: number;
+  readonly op: "history";
+  readonly channel: string;
+  readonly limit?: number;
+  readonly since?: SincePosition;
+  readonly reverse?: true;
+}
+
 /** A command a client sent. */
-export type ClientCommand = ChannelCommand | RefreshCommand;
+export type ClientCommand = ChannelCommand | RefreshCommand | HistoryCommand;
 
 /** What a subscribe's reply says of a channel's history; see {@linkcode subscribeResultFrame}. */
 export interface SubscribeResult {
@@ -141,9 +159,12 @@ export function parseClientMessage(
   if (!Number.isSafeInteger(id) || (id as number) < 1) {
     return malformed(null, "Malformed message: id must be a positive integer");
   }
-  const ops = (["subscribe", "unsubscribe", "refresh"] as const).filter((op) => fields[op] !== undefined);
+  const ops = (["subscribe", "unsubscribe", "refresh", "history"] as const).filter((op) => fields[op] !== undefined);
   if (ops.length !== 1) {
-    return malformed(id as number, "Malformed message: expected one command, subscribe, unsubscribe or refresh");
+    return malformed(
+      id as number,
+      "Malformed message: expected one command, subscribe, unsubscribe, history or refresh",
+    );
   }
   const op = ops[0]!;
   const body = fields[op];
@@ -161,12 +182,39 @@ export function parseClientMessage(
   const error = channelNameError(channel, options.maxChannelLength);
   if (error !== null) return { id: id as number, code: ErrorCode.badChannel, message: error };
   const since = (body as Record<string, unknown>).since;
+  if (op === "history") return historyCommand(id as number, channel as string, body as Record<string, unknown>);
   if (op === "subscribe" && since !== undefined) {
     const position = sinceError(since);
     if (typeof position === "string") return malformed(id as number, `Malformed message: ${position}`);
     return { id: id as number, op, channel: channel as string, since: position };
   }
   return { id: id as number, op, channel: channel as string };
+}
+
+/** A `history` command's `limit`, `since` and `reverse`, or why they are not right. */
+function historyCommand(id: number, channel: string, body: Record<string, unknown>): HistoryCommand | ClientError {
+  const { limit, since, reverse } = body;
+  if (limit !== undefined && (!Number.isSafeInteger(limit) || (limit as number) < 1)) {
+    return malformed(id, "Malformed message: history.limit must be a positive integer");
+  }
+  if (reverse !== undefined && typeof reverse !== "boolean") {
+    return malformed(id, "Malformed message: history.reverse must be true or false");
+  }
+  let position: SincePosition | undefined;
+  if (since !== undefined) {
+    if (reverse === true) return malformed(id, "Malformed message: history.reverse does not go with since");
+    const read = sinceError(since);
+    if (typeof read === "string") return malformed(id, `Malformed message: history.${read}`);
+    position = read;
+  }
+  return {
+    id,
+    op: "history",
+    channel,
+    ...(limit === undefined ? {} : { limit: limit as number }),
+    ...(position === undefined ? {} : { since: position }),
+    ...(reverse === true ? { reverse: true as const } : {}),
+  };
 }
 
 /** `since` as a position, or why it is not one. */
@@ -221,6 +269,17 @@ export function subscribeResultFrame(id: number, result: SubscribeResult): strin
 export function errorFrame(error: ClientError): string {
   const body = { code: error.code, message: error.message };
   return JSON.stringify(error.id === null ? { error: body } : { id: error.id, error: body });
+}
+
+/**
+ * A history's answer: `{"id":N,"result":{"publications":[{"data":D,"offset":O},…],"offset":O,"epoch":E,"recovered":R}}`,
+ * as the publisher's `/api/history` answers it.
+ */
+export function historyResultFrame(
+  id: number,
+  result: { publications: unknown[]; offset: number; epoch: string; recovered: boolean },
+): string {
+  return JSON.stringify({ id, result });
 }
 
 /** Tells a client the backend subscribed it to `channel`. */

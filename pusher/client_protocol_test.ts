@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   errorFrame,
+  historyResultFrame,
   isClientError,
   isMalformed,
   parseClientMessage,
@@ -37,7 +38,7 @@ Deno.test("client protocol reads a refresh with its new token, and refuses one w
   }
   const both = parseClientMessage('{"id":9,"refresh":{"token":"t"},"subscribe":{"channel":"n"}}');
   assert.ok(isClientError(both));
-  assert.match(both.message, /expected one command, subscribe, unsubscribe or refresh/);
+  assert.match(both.message, /expected one command, subscribe, unsubscribe, history or refresh/);
 });
 
 Deno.test("client protocol answers malformed messages with 400, naming the fault", () => {
@@ -141,4 +142,46 @@ Deno.test("client protocol frames a subscribe's result with its recovery and pos
     '{"id":1,"result":{"recovered":true,"offset":7,"epoch":"1f3a9c2e"}}',
   );
   assert.equal(subscribeResultFrame(2, { recovered: false, position: null }), '{"id":2,"result":{"recovered":false}}');
+});
+
+Deno.test("client protocol reads a history with its limit, since or reverse, and answers a malformed one with 400", () => {
+  assert.deepEqual(parseClientMessage('{"id":3,"history":{"channel":"news"}}'), {
+    id: 3,
+    op: "history",
+    channel: "news",
+  });
+  assert.deepEqual(parseClientMessage('{"id":3,"history":{"channel":"news","limit":20,"reverse":true}}'), {
+    id: 3,
+    op: "history",
+    channel: "news",
+    limit: 20,
+    reverse: true,
+  });
+  assert.deepEqual(
+    parseClientMessage('{"id":3,"history":{"channel":"news","since":{"offset":4,"epoch":"e"},"reverse":false}}'),
+    { id: 3, op: "history", channel: "news", since: { offset: 4, epoch: "e" } },
+  );
+  const refused: [string, RegExp][] = [
+    ['{"channel":"news","limit":0}', /history\.limit must be a positive integer/],
+    ['{"channel":"news","limit":1.5}', /history\.limit must be a positive integer/],
+    ['{"channel":"news","reverse":"yes"}', /history\.reverse must be true or false/],
+    ['{"channel":"news","reverse":true,"since":{"offset":1,"epoch":"e"}}', /history\.reverse does not go with since/],
+    ['{"channel":"news","since":{"offset":-1,"epoch":"e"}}', /history\.since\.offset must be an integer of 0 or more/],
+  ];
+  for (const [body, message] of refused) {
+    const parsed = parseClientMessage(`{"id":5,"history":${body}}`);
+    assert.ok(isClientError(parsed), body);
+    assert.deepEqual([parsed.id, parsed.code], [5, 400], body);
+    assert.match(parsed.message, message, body);
+  }
+  const badName = parseClientMessage('{"id":6,"history":{"channel":"a b"}}');
+  assert.ok(isClientError(badName));
+  assert.equal(badName.code, 422);
+});
+
+Deno.test("client protocol frames a history's result as the publisher's /api/history answers it", () => {
+  assert.equal(
+    historyResultFrame(4, { publications: [{ data: { n: 1 }, offset: 7 }], offset: 7, epoch: "e", recovered: true }),
+    '{"id":4,"result":{"publications":[{"data":{"n":1},"offset":7}],"offset":7,"epoch":"e","recovered":true}}',
+  );
 });

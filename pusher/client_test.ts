@@ -255,6 +255,38 @@ Deno.test("client subscribe sends the command and resolves on its reply", async 
   client.disconnect();
 });
 
+Deno.test("client subscription history sends the command and resolves with the result, or rejects with the error", async () => {
+  const { client, socket } = connected();
+  const news = client.subscribe("news");
+  socket().receive({ id: 1, result: { recovered: false, offset: 3, epoch: "e" } });
+  await within(news.ready(), 1000, "the subscription");
+
+  const last = news.history({ limit: 2, reverse: true });
+  assert.deepEqual(socket().sent.at(-1), { id: 2, history: { channel: "news", limit: 2, reverse: true } });
+  const result = {
+    publications: [{ data: "c", offset: 3 }, { data: "b", offset: 2 }],
+    offset: 3,
+    epoch: "e",
+    recovered: true,
+  };
+  socket().receive({ id: 2, result });
+  assert.deepEqual(await within(last, 1000, "the history"), result);
+
+  const forward = news.history({ since: { offset: 1, epoch: "e" } });
+  assert.deepEqual(socket().sent.at(-1), { id: 3, history: { channel: "news", since: { offset: 1, epoch: "e" } } });
+  socket().receive({ id: 3, error: { code: 404, message: "History is not kept for channel news" } });
+  const error = await within(forward.catch((e) => e), 1000, "the refusal");
+  assert.ok(error instanceof PushError);
+  assert.deepEqual([error.code, error.message], [404, "History is not kept for channel news"]);
+  assert.equal(news.state, "subscribed", "a refused history leaves the subscription as it was");
+
+  // A history in flight when the connection ends is rejected, not left waiting.
+  const lost = news.history();
+  socket().drop();
+  await assert.rejects(within(lost, 1000, "the lost history"));
+  client.disconnect();
+});
+
 Deno.test("client subscribe rejects on an error reply, and the subscription is over", async () => {
   const { client, socket } = connected();
   const errors = record(client, "error");

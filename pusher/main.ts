@@ -192,7 +192,8 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-recover-messages": {
     type: "string",
     arg: "N",
-    help: "publications a subscribe with since may recover from a channel's history (and live ones held meanwhile)",
+    help:
+      "publications a subscribe with since may recover from a channel's history (and live ones held meanwhile), and a client's history call may read",
     default: "100",
   },
   "presence-channels": {

@@ -24,6 +24,8 @@ import {
   type ClientProtocolOptions,
   ErrorCode,
   errorFrame,
+  type HistoryCommand,
+  historyResultFrame,
   isClientError,
   isMalformed,
   parseClientMessage,
@@ -48,6 +50,7 @@ import {
   type ChannelEvent,
   channelNameError,
   channelOfSubject,
+  channelPublications,
   channelSubject,
   type Command,
   type CommandReply,
@@ -63,7 +66,7 @@ import {
   userSubject,
   workerSubject,
 } from "../shared/address.ts";
-import type { Bus, BusMessage } from "../shared/bus.ts";
+import { type Bus, type BusMessage, type HistoryResult, lastMessages } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, Registry, type RegistrySnapshot, renderPrometheus } from "../shared/metrics.ts";
@@ -487,6 +490,7 @@ export class Pusher {
     // A well-formed command ends a run of malformed ones, whatever its answer.
     connection.bad = 0;
     if (command.op === "refresh") return this.#refresh(connection, command);
+    if (command.op === "history") return this.#history(connection, command);
     const { id, channel } = command;
     if (command.op === "unsubscribe") {
       this.#leave(connection, channel);
@@ -538,6 +542,41 @@ export class Pusher {
     const checked = this.#admission.verify(token);
     if (checked instanceof Promise) void checked.then(apply);
     else apply(checked);
+  }
+
+  /**
+   * A client's history of a channel it is a member of (as Centrifugo lets a
+   * subscriber ask): at most `--max-recover-messages` publications, forward
+   * from `since` or the last ones with `reverse`, answered as the
+   * publisher's `/api/history` answers; 404 for a channel without history,
+   * 503 when the bus does not answer.
+   */
+  #history(connection: PusherConnection, command: HistoryCommand): void {
+    const { id, channel, since, reverse } = command;
+    if (!this.#membership.has(connection, channel)) {
+      const message = `Not subscribed to channel ${channel}: history is for its members`;
+      return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
+    }
+    const limit = Math.min(command.limit ?? Infinity, this.#recovery.maxRecoverMessages);
+    const subject = channelSubject(channel);
+    const read: Promise<HistoryResult> = reverse
+      ? lastMessages(this.#bus, subject, limit)
+      : this.#bus.history(subject, since ? { since, limit } : { limit });
+    read.then((kept) => {
+      if (this.#connections.of(connection.socket) !== connection) return;
+      if (kept.position.epoch === "") {
+        const message = `History is not kept for channel ${channel}`;
+        return this.#refuse(connection, { id, code: ErrorCode.notFound, message });
+      }
+      const publications = channelPublications(kept.messages);
+      if (reverse) publications.reverse();
+      const { offset, epoch } = kept.position;
+      connection.socket.send(historyResultFrame(id, { publications, offset, epoch, recovered: kept.recovered }));
+    }, (error) => {
+      if (this.#connections.of(connection.socket) !== connection) return;
+      const message = `History is not available: ${(error as Error).message}`;
+      this.#refuse(connection, { id, code: ErrorCode.unavailable, message });
+    });
   }
 
   #succeed(connection: PusherConnection, id: number): void {

@@ -190,7 +190,7 @@ Deno.test("pusher answers malformed messages, bad names and large messages with 
   const a = await setup.connect();
   assert.deepEqual(await send(a, "hello"), ['{"error":{"code":400,"message":"Malformed message: not JSON"}}']);
   assert.deepEqual(await send(a, { id: 1, publish: {} }), [
-    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe, unsubscribe or refresh"}}',
+    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe, unsubscribe, history or refresh"}}',
   ]);
   assert.deepEqual(await send(a, { id: 2, subscribe: { channel: "a b" } }), [
     '{"id":2,"error":{"code":422,"message":"Invalid channel name: only letters, digits and _-.:@/= are allowed"}}',

@@ -298,3 +298,51 @@ Deno.test("recovery: a client that joined before a channel's first message recov
   assert.deepEqual(reply!.result, { recovered: true, offset: 2, epoch });
   assert.deepEqual(replayed.map((frame) => [frame.data, frame.offset]), [[1, 1], [2, 2]]);
 });
+
+Deno.test("history: a member asks its channel's history, forward from since or the last ones newest first, capped", async () => {
+  await using setup = setUp({ maxRecoverMessages: 3 }, { history: { subjects: ["channel.news"] } });
+  const { socket, epoch } = await keeper(setup);
+  await publish(setup, "news", "a", "b", "c", "d", "e");
+  await settle();
+  socket.sent.splice(1);
+  const publications = (...items: [string, number][]) => items.map(([data, offset]) => ({ data, offset }));
+  assert.deepEqual(await send(socket, { id: 2, history: { channel: "news", since: { offset: 1, epoch } } }), [{
+    id: 2,
+    result: { publications: publications(["b", 2], ["c", 3], ["d", 4]), offset: 5, epoch, recovered: false },
+  }], "cut at the pusher's --max-recover-messages, so not all that followed");
+  assert.deepEqual(await send(socket, { id: 3, history: { channel: "news", limit: 2, reverse: true } }), [{
+    id: 3,
+    result: { publications: publications(["e", 5], ["d", 4]), offset: 5, epoch, recovered: true },
+  }]);
+  assert.deepEqual(await send(socket, { id: 4, history: { channel: "news", since: { offset: 4, epoch }, limit: 9 } }), [
+    {
+      id: 4,
+      result: { publications: publications(["e", 5]), offset: 5, epoch, recovered: true },
+    },
+  ]);
+
+  // Not a member: refused, and the connection stays.
+  const stranger = await setup.connect();
+  assert.deepEqual(await send(stranger, { id: 5, history: { channel: "news" } }), [{
+    id: 5,
+    error: { code: 403, message: "Not subscribed to channel news: history is for its members" },
+  }]);
+  // A channel without history.
+  await send(stranger, { id: 6, subscribe: { channel: "chat" } });
+  assert.deepEqual(await send(stranger, { id: 7, history: { channel: "chat", reverse: true } }), [{
+    id: 7,
+    error: { code: 404, message: "History is not kept for channel chat" },
+  }]);
+  assert.equal(stranger.closed, null);
+});
+
+Deno.test("history: a bus that does not answer is a 503 on the socket, which stays open", async () => {
+  await using setup = setUp({}, HISTORY);
+  const { socket } = await keeper(setup);
+  setup.pusherBus.history = () => Promise.reject(new BusError("unavailable", "the hub link is down"));
+  assert.deepEqual(await send(socket, { id: 2, history: { channel: "news" } }), [{
+    id: 2,
+    error: { code: 503, message: "History is not available: the hub link is down" },
+  }]);
+  assert.equal(socket.closed, null);
+});

@@ -466,7 +466,7 @@ async function publishReaching(publisherUrl: string, channel: string, data: stri
   );
 }
 
-Deno.test("browser: /client.js recovers what a history channel got while the pusher restarted, in order and once, and is told when a hub restart lost the history", async () => {
+Deno.test("browser: /client.js recovers what a history channel got while the pusher restarted, in order and once, reads its last publications, and is told when a hub restart lost the history", async () => {
   await using system = await startSystem({ history: "channel.*" });
   const { publisherUrl, pusherPort } = system;
   const browser = await launchChromium();
@@ -501,6 +501,13 @@ Deno.test("browser: /client.js recovers what a history channel got while the pus
       ["m5", 5, epoch],
     ]);
     assert.deepEqual(recovered.subscribed[1], { channel: "news", recovered: true, position: { offset: 4, epoch } });
+    // What a chat shows when it opens: the last publications, newest first, asked of the pusher by the page.
+    assert.deepEqual(await page.evaluate(`client.subscription("news").history({ limit: 3, reverse: true })`), {
+      publications: [{ data: "m5", offset: 5 }, { data: "m4", offset: 4 }, { data: "m3", offset: 3 }],
+      offset: 5,
+      epoch,
+      recovered: true,
+    });
 
     await system.restartHub();
     await publishReaching(publisherUrl, "news", "after the hub");
