@@ -11,7 +11,7 @@
  */
 
 import {
-  channelPublications,
+  type ChannelHistory,
   channelSubject,
   type CommandBody,
   commandRoute,
@@ -19,6 +19,7 @@ import {
   presenceQuery,
   publishRoute,
   type PushAddress,
+  readChannelHistory,
   toCommandReply,
   type UserAddress,
 } from "../shared/address.ts";
@@ -26,8 +27,6 @@ import {
   type Bus,
   type BusBatchItem,
   BusError,
-  type HistoryResult,
-  lastMessages,
   publishBatch,
   type PublishOne,
   type PublishResult,
@@ -312,27 +311,19 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     const since = readSince(params);
     const limit = readLimit(params, deps.maxHistoryLimit);
     const reverse = readReverse(params);
-    const subject = channelSubject(channel);
-    let kept: HistoryResult;
+    let kept: ChannelHistory | null;
     try {
-      kept = reverse ? await lastMessages(bus, subject, limit, deps.publishTimeout) : await bus.history(subject, {
-        ...(since === undefined ? {} : { since }),
+      kept = await readChannelHistory(bus, channel, {
         limit,
+        reverse,
         timeout: deps.publishTimeout,
+        ...(since === undefined ? {} : { since }),
       });
     } catch (error) {
       throw refusal(error);
     }
-    // The hub answers an empty epoch for a subject it keeps no history of.
-    if (kept.position.epoch === "") throw notKept(channel);
-    const publications = channelPublications(kept.messages);
-    if (reverse) publications.reverse();
-    return {
-      publications,
-      offset: kept.position.offset,
-      epoch: kept.position.epoch,
-      recovered: kept.recovered,
-    };
+    if (kept === null) throw notKept(channel);
+    return kept;
   }
 
   async function historyRemove(params: Params): Promise<Result> {

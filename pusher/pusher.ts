@@ -50,7 +50,6 @@ import {
   type ChannelEvent,
   channelNameError,
   channelOfSubject,
-  channelPublications,
   channelSubject,
   type Command,
   type CommandReply,
@@ -59,6 +58,7 @@ import {
   CONNECTIONS_SUBJECT,
   DEFAULT_DISCONNECT,
   PRESENCE_SUBJECT,
+  readChannelHistory,
   toCommand,
   toDataPush,
   toPresenceQuery,
@@ -66,7 +66,7 @@ import {
   userSubject,
   workerSubject,
 } from "../shared/address.ts";
-import { type Bus, type BusMessage, type HistoryResult, lastMessages } from "../shared/bus.ts";
+import type { Bus, BusMessage } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, Registry, type RegistrySnapshot, renderPrometheus } from "../shared/metrics.ts";
@@ -558,20 +558,14 @@ export class Pusher {
       return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
     }
     const limit = Math.min(command.limit ?? Infinity, this.#recovery.maxRecoverMessages);
-    const subject = channelSubject(channel);
-    const read: Promise<HistoryResult> = reverse
-      ? lastMessages(this.#bus, subject, limit)
-      : this.#bus.history(subject, since ? { since, limit } : { limit });
-    read.then((kept) => {
+    const options = { limit, ...(since === undefined ? {} : { since }), ...(reverse ? { reverse } : {}) };
+    readChannelHistory(this.#bus, channel, options).then((history) => {
       if (this.#connections.of(connection.socket) !== connection) return;
-      if (kept.position.epoch === "") {
+      if (history === null) {
         const message = `History is not kept for channel ${channel}`;
         return this.#refuse(connection, { id, code: ErrorCode.notFound, message });
       }
-      const publications = channelPublications(kept.messages);
-      if (reverse) publications.reverse();
-      const { offset, epoch } = kept.position;
-      connection.socket.send(historyResultFrame(id, { publications, offset, epoch, recovered: kept.recovered }));
+      connection.socket.send(historyResultFrame(id, history));
     }, (error) => {
       if (this.#connections.of(connection.socket) !== connection) return;
       const message = `History is not available: ${(error as Error).message}`;

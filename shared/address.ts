@@ -22,6 +22,7 @@
  */
 
 import type { Json } from "./json.ts";
+import { type Bus, lastMessages, type Position } from "./bus.ts";
 import { MAX_SUBJECT_LENGTH as MAX_HUB_SUBJECT_LENGTH } from "./wire.ts";
 
 /** Every connection on every pusher: the original's `?content=`. */
@@ -466,20 +467,44 @@ export function toDataPush(data: Json): DataPush | null {
   return push;
 }
 
+/** A channel's history as the server API and the browser read it; see {@linkcode readChannelHistory}. */
+export type ChannelHistory = {
+  /** Oldest first; newest first with `reverse`. */
+  publications: { data: Json; offset: number }[];
+  /** The channel's top position when it was read. */
+  offset: number;
+  epoch: string;
+  /** As the bus's history answer says it (`Bus.history`), or with `reverse` whether every offset of the window was still kept. */
+  recovered: boolean;
+};
+
 /**
- * The publications among a channel subject's history messages, each its
- * `data` and `offset`: the subject carries presence events too, which are no
- * publications.
+ * Reads a channel's history: forward from `since` (from the oldest kept
+ * without it), or with `reverse` the last `limit`, newest first; at most
+ * `limit`. Only its publications: a channel's subject carries presence
+ * events too. Null for a channel whose history the bus does not keep (it
+ * answers an empty epoch); rejects as the bus does.
  */
-export function channelPublications(
-  messages: readonly { readonly data: Json; readonly position: { readonly offset: number } }[],
-): { data: Json; offset: number }[] {
-  const publications: { data: Json; offset: number }[] = [];
-  for (const { data, position } of messages) {
+export async function readChannelHistory(
+  bus: Pick<Bus, "history">,
+  channel: string,
+  options: { limit: number; since?: Position; reverse?: boolean; timeout?: number },
+): Promise<ChannelHistory | null> {
+  const { limit, since, reverse, timeout } = options;
+  const subject = channelSubject(channel);
+  const kept = reverse ? await lastMessages(bus, subject, limit, timeout) : await bus.history(subject, {
+    limit,
+    ...(since === undefined ? {} : { since }),
+    ...(timeout === undefined ? {} : { timeout }),
+  });
+  if (kept.position.epoch === "") return null;
+  const publications: ChannelHistory["publications"] = [];
+  for (const { data, position } of kept.messages) {
     const event = toChannelEvent(data);
     if (event !== null && "data" in event) publications.push({ data: event.data, offset: position.offset });
   }
-  return publications;
+  if (reverse) publications.reverse();
+  return { publications, offset: kept.position.offset, epoch: kept.position.epoch, recovered: kept.recovered };
 }
 
 /** Checks a {@linkcode ChannelEvent}: `channel` a string, and one of `data`, `join` or `leave`. Null otherwise. */
