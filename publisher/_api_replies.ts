@@ -7,8 +7,8 @@
  */
 
 import {
+  mergeChannelPresence,
   toChannelList,
-  toChannelPresence,
   toUserCommandReply,
   toWorkerInfo,
   type WorkerInfo,
@@ -37,31 +37,11 @@ export function reachOf(gathered: Gathered): Result {
 }
 
 /**
- * A channel's presence: `num_clients` summed over the workers, `num_users`
- * the distinct users of their lists, and, with `listUsers`, those users
- * (sorted, at most `maxUsers`). `users_truncated: true` says a list was cut
- * (a worker's at its own limit, or the union at `maxUsers`): `num_users`
- * then counts only the users listed by the workers.
+ * A channel's presence over the workers' replies ({@linkcode mergeChannelPresence}),
+ * with how many workers answered.
  */
 export function channelPresence(gathered: Gathered, maxUsers: number, listUsers: boolean): Result {
-  let clients = 0;
-  let truncated = false;
-  const users = new Set<string>();
-  for (const reply of gathered.replies) {
-    const presence = toChannelPresence(reply);
-    if (!presence) continue;
-    clients += presence.clients;
-    if (presence.truncated) truncated = true;
-    for (const user of presence.users) users.add(user);
-  }
-  const result: Result = { num_clients: clients, num_users: users.size };
-  if (listUsers) {
-    const listed = [...users].sort();
-    if (listed.length > maxUsers) truncated = true;
-    result.users = listed.slice(0, maxUsers);
-  }
-  if (truncated) result.users_truncated = true;
-  return { ...result, ...reachOf(gathered) };
+  return { ...mergeChannelPresence(gathered.replies, maxUsers, listUsers), ...reachOf(gathered) };
 }
 
 /** A user's presence: `online` and its `connections` summed over the workers. */

@@ -319,6 +319,14 @@ export type ChannelList = {
   truncated?: boolean;
 };
 
+/** A channel's presence over every worker that answered: see {@linkcode mergeChannelPresence}. */
+export type MergedChannelPresence = {
+  num_clients: number;
+  num_users: number;
+  users?: string[];
+  users_truncated?: true;
+};
+
 /** One worker's connections of a user. */
 export type UserPresence = {
   connections: number;
@@ -607,6 +615,39 @@ export function toChannelPresence(data: Json): ChannelPresence | null {
     users.push(user);
   }
   return data.truncated === true ? { clients: data.clients, users, truncated: true } : { clients: data.clients, users };
+}
+
+/**
+ * A channel's presence summed over the workers' {@linkcode ChannelPresence}
+ * replies: `num_clients`, `num_users` (the distinct users of their lists),
+ * and with `listUsers` those users, sorted, at most `maxUsers`.
+ * `users_truncated: true` says a list was cut (a worker's at its own limit,
+ * or the union at `maxUsers`): `num_users` then counts only the users the
+ * workers listed. Replies of another shape are skipped.
+ */
+export function mergeChannelPresence(
+  replies: readonly Json[],
+  maxUsers: number,
+  listUsers: boolean,
+): MergedChannelPresence {
+  let clients = 0;
+  let truncated = false;
+  const users = new Set<string>();
+  for (const reply of replies) {
+    const presence = toChannelPresence(reply);
+    if (!presence) continue;
+    clients += presence.clients;
+    if (presence.truncated) truncated = true;
+    for (const user of presence.users) users.add(user);
+  }
+  const merged: MergedChannelPresence = { num_clients: clients, num_users: users.size };
+  if (listUsers) {
+    const listed = [...users].sort();
+    if (listed.length > maxUsers) truncated = true;
+    merged.users = listed.slice(0, maxUsers);
+  }
+  if (truncated) merged.users_truncated = true;
+  return merged;
 }
 
 /** Checks a worker's {@linkcode ChannelList}; null when it is not one. */
