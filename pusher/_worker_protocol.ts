@@ -56,6 +56,7 @@ export interface WorkerConfig {
   maxChannelsPerWorker: number;
   maxChannelLength: number;
   maxPresenceUsers: number;
+  presenceTimeout: number;
   maxRecoverMessages: number;
   presenceChannels: string[];
   connectionEvents: boolean;

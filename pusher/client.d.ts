@@ -52,6 +52,24 @@ export interface HistoryResult {
 }
 
 /**
+ * Who is in a presence channel, over every pusher worker, as
+ * {@linkcode Subscription.presence} and {@linkcode Subscription.presenceStats}
+ * answer it.
+ */
+export interface PresenceResult {
+  /** Connections subscribed to the channel. */
+  num_clients: number;
+  /** Their distinct users (of the lists, when `users_truncated`). */
+  num_users: number;
+  /** The users, sorted; only from `presence()`. */
+  users?: string[];
+  /** A list was cut at the pusher's `--max-presence-users`. */
+  users_truncated?: true;
+  /** Some worker did not answer within the pusher's `--presence-timeout`: the counts miss its members. */
+  partial?: true;
+}
+
+/**
  * What a (re)subscribe achieved: `recovered` true when everything published
  * since the last position seen was replayed (it follows the event), false
  * when the app should reload the channel's state, null for a channel
@@ -169,6 +187,16 @@ export class Subscription extends EventTarget {
    * for a channel without history, 503 when the pusher could not read it.
    */
   history(options?: { limit?: number; since?: Position; reverse?: boolean }): Promise<HistoryResult>;
+  /**
+   * Who is in this presence channel (`--presence-channels`), over every
+   * pusher worker: connections, distinct users and the users. Rejects with
+   * a {@linkcode PushError}: 403 when not subscribed yet or not a presence
+   * channel, 429 with too many reads in flight, 503 when the pusher could
+   * not ask.
+   */
+  presence(): Promise<PresenceResult>;
+  /** As {@linkcode Subscription.presence}, without the list of users. */
+  presenceStats(): Promise<PresenceResult>;
 }
 
 /**

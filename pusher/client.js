@@ -181,6 +181,15 @@ function abortable(promise, signal) {
  */
 
 /**
+ * Who is in a presence channel, over every pusher worker: its connections,
+ * its distinct users and (from `presence()`, not `presenceStats()`) the
+ * users, sorted; `users_truncated` when a list was cut at the pusher's
+ * limit, `partial` when some worker did not answer in time.
+ *
+ * @typedef {{ num_clients: number, num_users: number, users?: string[], users_truncated?: true, partial?: true }} PresenceResult
+ */
+
+/**
  * One channel of a {@link PushClient}: made by {@link PushClient#subscribe},
  * or by the server (then {@link Subscription#serverSide} is true).
  *
@@ -318,6 +327,28 @@ export class Subscription extends EventTarget {
    */
   history(options = {}) {
     return this.#client._history(this.channel, options);
+  }
+
+  /**
+   * Who is in this presence channel: connections, distinct users and the
+   * users. Rejects with a {@link PushError} (403 when not subscribed yet, or
+   * when the channel is not a presence channel; 503 when the pusher could
+   * not ask), or when the connection ends first.
+   *
+   * @returns {Promise<PresenceResult>}
+   */
+  presence() {
+    return this.#client._read({ presence: { channel: this.channel } });
+  }
+
+  /**
+   * How many are in this presence channel: connections and distinct users,
+   * without the list. Rejects as {@link Subscription#presence} does.
+   *
+   * @returns {Promise<PresenceResult>}
+   */
+  presenceStats() {
+    return this.#client._read({ presence_stats: { channel: this.channel } });
   }
 
   /**
@@ -609,10 +640,19 @@ export class PushClient extends EventTarget {
     if (limit !== undefined) body.limit = limit;
     if (since !== undefined) body.since = { offset: since.offset, epoch: since.epoch };
     if (reverse) body.reverse = true;
+    return this._read({ history: body });
+  }
+
+  /**
+   * @internal
+   * @param {Record<string, unknown>} command a command that reads, without its id
+   * @returns {Promise<any>} its result
+   */
+  _read(command) {
     return new Promise((resolve, reject) => {
-      this.#command({ history: body }, (error, result) => {
+      this.#command(command, (error, result) => {
         if (error) reject(error);
-        else resolve(/** @type {HistoryResult} */ (result));
+        else resolve(result);
       });
     });
   }

@@ -1,14 +1,15 @@
 /**
  * The client JSON protocol: what a browser may send a pusher (one command
- * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`, a `history`
- * of a channel it is in, or a `refresh` with a new token), and the frames
+ * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`, a `history`,
+ * `presence` or `presence_stats` of a channel it is in, or a `refresh` with
+ * a new token), and the frames
  * a pusher sends back (replies, errors, server-side subscription pushes).
  * Pure functions: the pusher applies the commands.
  *
  * @module
  */
 
-import { channelNameError } from "../shared/address.ts";
+import { channelNameError, type MergedChannelPresence } from "../shared/address.ts";
 import { utf8Length } from "../shared/bytes.ts";
 
 /** Codes of the error objects in error frames (not close codes). */
@@ -17,7 +18,11 @@ export const ErrorCode = {
   malformed: 400,
   /** A refresh's token is not valid (bad signature, expired...). */
   unauthorized: 401,
-  /** The token does not allow the channel, a refresh's token is another user's, or a history of a channel it is not in. */
+  /**
+   * The token does not allow the channel, a refresh's token is another
+   * user's, a history or presence of a channel it is not in, or presence of
+   * a channel that is not a presence channel.
+   */
   forbidden: 403,
   /** A history of a channel whose history the bus does not keep. */
   notFound: 404,
@@ -27,7 +32,9 @@ export const ErrorCode = {
   badChannel: 422,
   /** Too many channels for this connection, or for this worker. */
   tooManyChannels: 429,
-  /** A history the bus did not answer. */
+  /** Too many history and presence reads of this connection in flight at once. */
+  tooManyReads: 429,
+  /** A history or presence the bus did not answer. */
   unavailable: 503,
 } as const;
 
@@ -92,8 +99,19 @@ export interface HistoryCommand {
   readonly reverse?: true;
 }
 
+/**
+ * A client's question about a channel's members: `presence` (counts and
+ * users, `listUsers` true) or `presence_stats` (counts only).
+ */
+export interface PresenceCommand {
+  readonly id: number;
+  readonly op: "presence";
+  readonly channel: string;
+  readonly listUsers: boolean;
+}
+
 /** A command a client sent. */
-export type ClientCommand = ChannelCommand | RefreshCommand | HistoryCommand;
+export type ClientCommand = ChannelCommand | RefreshCommand | HistoryCommand | PresenceCommand;
 
 /** What a subscribe's reply says of a channel's history; see {@linkcode subscribeResultFrame}. */
 export interface SubscribeResult {
@@ -159,11 +177,11 @@ export function parseClientMessage(
   if (!Number.isSafeInteger(id) || (id as number) < 1) {
     return malformed(null, "Malformed message: id must be a positive integer");
   }
-  const ops = (["subscribe", "unsubscribe", "refresh", "history"] as const).filter((op) => fields[op] !== undefined);
+  const ops = COMMANDS.filter((op) => fields[op] !== undefined);
   if (ops.length !== 1) {
     return malformed(
       id as number,
-      "Malformed message: expected one command, subscribe, unsubscribe, history or refresh",
+      "Malformed message: expected one command, subscribe, unsubscribe, history, presence, presence_stats or refresh",
     );
   }
   const op = ops[0]!;
@@ -183,6 +201,9 @@ export function parseClientMessage(
   if (error !== null) return { id: id as number, code: ErrorCode.badChannel, message: error };
   const since = (body as Record<string, unknown>).since;
   if (op === "history") return historyCommand(id as number, channel as string, body as Record<string, unknown>);
+  if (op === "presence" || op === "presence_stats") {
+    return { id: id as number, op: "presence", channel: channel as string, listUsers: op === "presence" };
+  }
   if (op === "subscribe" && since !== undefined) {
     const position = sinceError(since);
     if (typeof position === "string") return malformed(id as number, `Malformed message: ${position}`);
@@ -190,6 +211,8 @@ export function parseClientMessage(
   }
   return { id: id as number, op, channel: channel as string };
 }
+
+const COMMANDS = ["subscribe", "unsubscribe", "refresh", "history", "presence", "presence_stats"] as const;
 
 /** A `history` command's `limit`, `since` and `reverse`, or why they are not right. */
 function historyCommand(id: number, channel: string, body: Record<string, unknown>): HistoryCommand | ClientError {
@@ -280,6 +303,15 @@ export function historyResultFrame(
   result: { publications: unknown[]; offset: number; epoch: string; recovered: boolean },
 ): string {
   return JSON.stringify({ id, result });
+}
+
+/**
+ * A presence's answer: `{"id":N,"result":{"num_clients":C,"num_users":U,"users":[…]}}`
+ * as the publisher's `/api/presence` answers it (`presence_stats`: without
+ * `users`), with `"partial":true` when some worker did not answer in time.
+ */
+export function presenceResultFrame(id: number, presence: MergedChannelPresence, partial: boolean): string {
+  return JSON.stringify({ id, result: partial ? { ...presence, partial } : presence });
 }
 
 /** Tells a client the backend subscribed it to `channel`. */

@@ -5,6 +5,7 @@ import {
   isClientError,
   isMalformed,
   parseClientMessage,
+  presenceResultFrame,
   resultFrame,
   subscribedFrame,
   subscribeResultFrame,
@@ -38,7 +39,10 @@ Deno.test("client protocol reads a refresh with its new token, and refuses one w
   }
   const both = parseClientMessage('{"id":9,"refresh":{"token":"t"},"subscribe":{"channel":"n"}}');
   assert.ok(isClientError(both));
-  assert.match(both.message, /expected one command, subscribe, unsubscribe, history or refresh/);
+  assert.match(
+    both.message,
+    /expected one command, subscribe, unsubscribe, history, presence, presence_stats or refresh/,
+  );
 });
 
 Deno.test("client protocol answers malformed messages with 400, naming the fault", () => {
@@ -177,6 +181,38 @@ Deno.test("client protocol reads a history with its limit, since or reverse, and
   const badName = parseClientMessage('{"id":6,"history":{"channel":"a b"}}');
   assert.ok(isClientError(badName));
   assert.equal(badName.code, 422);
+});
+
+Deno.test("client protocol reads presence and presence_stats of a channel, and refuses a bad one", () => {
+  assert.deepEqual(parseClientMessage('{"id":3,"presence":{"channel":"room.1"}}'), {
+    id: 3,
+    op: "presence",
+    channel: "room.1",
+    listUsers: true,
+  });
+  assert.deepEqual(parseClientMessage('{"id":4,"presence_stats":{"channel":"room.1"}}'), {
+    id: 4,
+    op: "presence",
+    channel: "room.1",
+    listUsers: false,
+  });
+  const notObject = parseClientMessage('{"id":5,"presence":"room.1"}');
+  assert.ok(isClientError(notObject));
+  assert.deepEqual([notObject.code, notObject.message], [400, "Malformed message: presence must be an object"]);
+  const badName = parseClientMessage('{"id":6,"presence_stats":{"channel":""}}');
+  assert.ok(isClientError(badName));
+  assert.deepEqual([badName.id, badName.code], [6, 422]);
+});
+
+Deno.test("client protocol frames a presence's result as the publisher's /api/presence answers it, partial when a worker was silent", () => {
+  assert.equal(
+    presenceResultFrame(2, { num_clients: 3, num_users: 2, users: ["a", "b"] }, false),
+    '{"id":2,"result":{"num_clients":3,"num_users":2,"users":["a","b"]}}',
+  );
+  assert.equal(
+    presenceResultFrame(3, { num_clients: 1, num_users: 1 }, true),
+    '{"id":3,"result":{"num_clients":1,"num_users":1,"partial":true}}',
+  );
 });
 
 Deno.test("client protocol frames a history's result as the publisher's /api/history answers it", () => {

@@ -287,6 +287,28 @@ Deno.test("client subscription history sends the command and resolves with the r
   client.disconnect();
 });
 
+Deno.test("client subscription presence and presenceStats send their commands and resolve with the result, or reject", async () => {
+  const { client, socket } = connected();
+  const room = client.subscribe("room.1");
+  socket().receive({ id: 1, result: {} });
+  await within(room.ready(), 1000, "the subscription");
+
+  const who = room.presence();
+  assert.deepEqual(socket().sent.at(-1), { id: 2, presence: { channel: "room.1" } });
+  const result = { num_clients: 3, num_users: 2, users: ["alice", "bob"] };
+  socket().receive({ id: 2, result });
+  assert.deepEqual(await within(who, 1000, "the presence"), result);
+
+  const stats = room.presenceStats();
+  assert.deepEqual(socket().sent.at(-1), { id: 3, presence_stats: { channel: "room.1" } });
+  socket().receive({ id: 3, error: { code: 403, message: "Presence is not open on channel room.1" } });
+  const error = await within(stats.catch((e) => e), 1000, "the refusal");
+  assert.ok(error instanceof PushError);
+  assert.deepEqual([error.code, error.message], [403, "Presence is not open on channel room.1"]);
+  assert.equal(room.state, "subscribed", "a refused presence leaves the subscription as it was");
+  client.disconnect();
+});
+
 Deno.test("client subscribe rejects on an error reply, and the subscription is over", async () => {
   const { client, socket } = connected();
   const errors = record(client, "error");

@@ -34,3 +34,6 @@ export const DEFAULT_WRITE_INTERVAL = 0;
 
 /** The largest message a client may send by default, in bytes: 64 KiB. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 65536;
+
+/** Milliseconds a client's presence call waits for every worker's reply by default: 1 s, as the publisher's. */
+export const DEFAULT_PRESENCE_TIMEOUT = 1000;

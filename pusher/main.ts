@@ -16,6 +16,7 @@ import {
   DEFAULT_MAX_HEAD_BYTES,
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_PING_INTERVAL,
+  DEFAULT_PRESENCE_TIMEOUT,
   DEFAULT_PUSHER_PORT,
   DEFAULT_SLOW_CLIENT_TIMEOUT,
   DEFAULT_WRITE_INTERVAL,
@@ -189,6 +190,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "users each worker lists when asked who is in a channel",
     default: "1000",
   },
+  "presence-timeout": {
+    type: "string",
+    arg: "MS",
+    help: "how long a client's presence call waits for every worker (then it answers what arrived, partial)",
+    default: String(DEFAULT_PRESENCE_TIMEOUT),
+  },
   "max-recover-messages": {
     type: "string",
     arg: "N",
@@ -298,6 +305,7 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
     maxChannelsPerWorker: positiveIntFlag(flags, "max-channels-per-worker", 100_000),
     maxChannelLength: positiveIntFlag(flags, "max-channel-length", 255),
     maxPresenceUsers: intFlag(flags, "max-presence-users", 1000),
+    presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),
     maxRecoverMessages: intFlag(flags, "max-recover-messages", 100),
     presenceChannels: stringFlag(flags, "presence-channels")?.split(",").map((c) => c.trim()).filter(Boolean) ?? [],
     connectionEvents: flags["connection-events"] === true,

@@ -29,6 +29,8 @@ import {
   isClientError,
   isMalformed,
   parseClientMessage,
+  type PresenceCommand,
+  presenceResultFrame,
   type RefreshCommand,
   resultFrame,
   subscribedFrame,
@@ -38,6 +40,7 @@ import {
   TOO_MANY_BAD_MESSAGES_REASON,
   unsubscribedFrame,
 } from "./client_protocol.ts";
+import { DEFAULT_PRESENCE_TIMEOUT } from "./defaults.ts";
 import { Presence } from "./presence.ts";
 import { Recovery } from "./recovery.ts";
 import { DEFAULT_MAX_MESSAGE_RATE, type RateBucket, RateLimiter } from "./rate_limit.ts";
@@ -57,7 +60,9 @@ import {
   type ConnectionInfo,
   CONNECTIONS_SUBJECT,
   DEFAULT_DISCONNECT,
+  mergeChannelPresence,
   PRESENCE_SUBJECT,
+  presenceQuery,
   readChannelHistory,
   toCommand,
   toDataPush,
@@ -122,8 +127,13 @@ export interface PusherOptions {
    * told it did not recover (`recovery.ts`). @default {100}
    */
   maxRecoverMessages?: number;
-  /** Users listed in a worker's answer about a channel's presence. @default {1000} */
+  /** Users listed in a worker's answer about a channel's presence, and in a client's `presence` answer. @default {1000} */
   maxPresenceUsers?: number;
+  /**
+   * Milliseconds a client's `presence` waits for every worker's reply;
+   * past it, it answers what arrived with `partial: true`. @default {1000}
+   */
+  presenceTimeout?: number;
   /**
    * Channels whose members hear who joins and leaves, names and `prefix*`
    * patterns (`room.*`). @default {[]}
@@ -158,6 +168,9 @@ export interface PusherOptions {
 /** The default of {@linkcode PusherOptions.expiryCheckInterval}. */
 export const DEFAULT_EXPIRY_CHECK_INTERVAL = 1000;
 
+/** History and presence reads one connection may have in flight at once; past it, 429. */
+export const MAX_READS_IN_FLIGHT = 8;
+
 /** An open connection, with its message-rate bucket, its channels and its count of bad messages. */
 interface PusherConnection extends Connection, Member {
   /**
@@ -172,6 +185,8 @@ interface PusherConnection extends Connection, Member {
   expires: number;
   /** Malformed messages in a row. */
   bad: number;
+  /** Its history and presence reads in flight. */
+  reads: number;
   /** Whether it was greeted: its end is told (`connectionEvents`) only then. */
   greeted: boolean;
 }
@@ -219,6 +234,7 @@ export class Pusher {
   readonly #recovery: Recovery<PusherConnection>;
   readonly #protocol: ClientProtocolOptions;
   readonly #maxBadMessages: number;
+  readonly #presenceTimeout: number;
   readonly #connectionEvents: boolean;
   /** Channel and user subjects the bus subscribes to now, for detach(). */
   readonly #interest = new Set<string>();
@@ -263,6 +279,7 @@ export class Pusher {
     });
     this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };
     this.#maxBadMessages = options.maxBadMessages ?? 10;
+    this.#presenceTimeout = options.presenceTimeout ?? DEFAULT_PRESENCE_TIMEOUT;
     this.#connectionEvents = options.connectionEvents ?? false;
     this.#presence = new Presence({
       workerId: this.workerId,
@@ -416,6 +433,7 @@ export class Pusher {
       rate: null,
       channels: null,
       bad: 0,
+      reads: 0,
       greeted: false,
     };
     this.#connections.add(connection);
@@ -491,6 +509,7 @@ export class Pusher {
     connection.bad = 0;
     if (command.op === "refresh") return this.#refresh(connection, command);
     if (command.op === "history") return this.#history(connection, command);
+    if (command.op === "presence") return this.#presenceOf(connection, command);
     const { id, channel } = command;
     if (command.op === "unsubscribe") {
       this.#leave(connection, channel);
@@ -559,16 +578,67 @@ export class Pusher {
     }
     const limit = Math.min(command.limit ?? Infinity, this.#recovery.maxRecoverMessages);
     const options = { limit, ...(since === undefined ? {} : { since }), ...(reverse ? { reverse } : {}) };
-    readChannelHistory(this.#bus, channel, options).then((history) => {
+    this.#read(connection, id, "History", () => readChannelHistory(this.#bus, channel, options), (history) => {
+      if (history !== null) return historyResultFrame(id, history);
+      return { id, code: ErrorCode.notFound, message: `History is not kept for channel ${channel}` };
+    });
+  }
+
+  /**
+   * A client's question about a presence channel it is a member of, asked
+   * of every worker as the publisher's `/api/presence` asks: `presence`
+   * counts and lists the users (at most `maxPresenceUsers`),
+   * `presence_stats` only counts; `partial: true` when a worker did not
+   * answer within `presenceTimeout`. Only on presence channels, whose
+   * members already hear every join and leave: elsewhere the users stay
+   * the backend's to tell (403).
+   */
+  #presenceOf(connection: PusherConnection, command: PresenceCommand): void {
+    const { id, channel, listUsers } = command;
+    if (!this.#membership.has(connection, channel)) {
+      const message = `Not subscribed to channel ${channel}: presence is for its members`;
+      return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
+    }
+    if (!this.#presence.isPresenceChannel(channel)) {
+      const message = `Presence is not open on channel ${channel}: it is not a presence channel`;
+      return this.#refuse(connection, { id, code: ErrorCode.forbidden, message });
+    }
+    const query = presenceQuery({ q: "channel", channel });
+    const ask = () => this.#bus.request(query.subject, { ...query.data }, { timeout: this.#presenceTimeout });
+    this.#read(connection, id, "Presence", ask, ({ replies, expected }) => {
+      const presence = mergeChannelPresence(replies, this.#presence.maxPresenceUsers, listUsers);
+      return presenceResultFrame(id, presence, expected !== null && replies.length < expected);
+    });
+  }
+
+  /**
+   * Runs a client's read of the bus (a history, a presence) within its
+   * connection's {@linkcode MAX_READS_IN_FLIGHT}, and answers it with
+   * `answer`'s frame or error, or 503 naming `what` when the bus failed.
+   * A connection closed meanwhile gets nothing.
+   */
+  #read<T>(
+    connection: PusherConnection,
+    id: number,
+    what: string,
+    read: () => Promise<T>,
+    answer: (value: T) => string | ClientError,
+  ): void {
+    if (connection.reads >= MAX_READS_IN_FLIGHT) {
+      const message = `Too many reads in flight: at most ${MAX_READS_IN_FLIGHT} history and presence calls at once`;
+      return this.#refuse(connection, { id, code: ErrorCode.tooManyReads, message });
+    }
+    connection.reads++;
+    read().then((value) => {
+      connection.reads--;
       if (this.#connections.of(connection.socket) !== connection) return;
-      if (history === null) {
-        const message = `History is not kept for channel ${channel}`;
-        return this.#refuse(connection, { id, code: ErrorCode.notFound, message });
-      }
-      connection.socket.send(historyResultFrame(id, history));
+      const frame = answer(value);
+      if (typeof frame === "string") connection.socket.send(frame);
+      else this.#refuse(connection, frame);
     }, (error) => {
+      connection.reads--;
       if (this.#connections.of(connection.socket) !== connection) return;
-      const message = `History is not available: ${(error as Error).message}`;
+      const message = `${what} is not available: ${(error as Error).message}`;
       this.#refuse(connection, { id, code: ErrorCode.unavailable, message });
     });
   }

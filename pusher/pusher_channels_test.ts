@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { addressOf, setUp } from "./_fake_setup.ts";
+import { MAX_READS_IN_FLIGHT } from "./pusher.ts";
 import type { FakeSocket } from "./fake_transport.ts";
 import {
   BROADCAST_SUBJECT,
@@ -190,7 +191,7 @@ Deno.test("pusher answers malformed messages, bad names and large messages with 
   const a = await setup.connect();
   assert.deepEqual(await send(a, "hello"), ['{"error":{"code":400,"message":"Malformed message: not JSON"}}']);
   assert.deepEqual(await send(a, { id: 1, publish: {} }), [
-    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe, unsubscribe, history or refresh"}}',
+    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe, unsubscribe, history, presence, presence_stats or refresh"}}',
   ]);
   assert.deepEqual(await send(a, { id: 2, subscribe: { channel: "a b" } }), [
     '{"id":2,"error":{"code":422,"message":"Invalid channel name: only letters, digits and _-.:@/= are allowed"}}',
@@ -584,4 +585,114 @@ Deno.test("pusher tells no connection events unless asked to", async () => {
   (await setup.connect()).close(1000, "bye");
   await settle();
   assert.deepEqual(told, []);
+});
+
+/** Sends a client command and waits for the frame that answers its id. */
+async function ask(socket: FakeSocket, command: { id: number } & Record<string, Json>): Promise<Json> {
+  socket.receive(JSON.stringify(command));
+  const answer = () => socket.sent.find((frame) => frame.startsWith(`{"id":${command.id},`));
+  await until(() => answer() !== undefined, 2000, `the answer to command ${command.id}`);
+  return JSON.parse(answer()!);
+}
+
+/** Another worker on the bus: answers presence requests with `reply`, or never when it is null. */
+function otherWorker(setup: ReturnType<typeof setUp>, reply: Json | null): void {
+  setup.bus.subscribe(PRESENCE_SUBJECT, (_data, { replyTo }) => {
+    if (replyTo && reply !== null) void setup.bus.publish(replyTo, reply);
+  });
+}
+
+Deno.test("pusher answers a member's presence and presence_stats of a presence channel, over every worker", async () => {
+  await using setup = setUp({ tokenSecret: SECRET, presenceChannels: ["room.*"] });
+  const grant = { channels: ["*"] };
+  const alice1 = await setup.connect(token("alice", grant));
+  const alice2 = await setup.connect(token("alice", grant));
+  const bob = await setup.connect(token("bob", grant));
+  for (const socket of [alice1, alice2, bob]) await subscribe(socket, "room.1");
+  otherWorker(setup, { clients: 2, users: ["zoe", "bob"] });
+  assert.deepEqual(await ask(alice1, { id: 2, presence: { channel: "room.1" } }), {
+    id: 2,
+    result: { num_clients: 5, num_users: 3, users: ["alice", "bob", "zoe"] },
+  });
+  assert.deepEqual(await ask(bob, { id: 2, presence_stats: { channel: "room.1" } }), {
+    id: 2,
+    result: { num_clients: 5, num_users: 3 },
+  });
+});
+
+Deno.test("pusher refuses presence to a non-member and on a channel that is not a presence channel, and the connection stays", async () => {
+  await using setup = setUp({ tokenSecret: SECRET, presenceChannels: ["room.*"] });
+  const grant = { channels: ["*"] };
+  const alice = await setup.connect(token("alice", grant));
+  const bob = await setup.connect(token("bob", grant));
+  await subscribe(alice, "room.1");
+  await subscribe(bob, "lobby");
+  assert.deepEqual(await ask(bob, { id: 2, presence: { channel: "room.1" } }), {
+    id: 2,
+    error: { code: 403, message: "Not subscribed to channel room.1: presence is for its members" },
+  });
+  assert.deepEqual(await ask(bob, { id: 3, presence_stats: { channel: "lobby" } }), {
+    id: 3,
+    error: { code: 403, message: "Presence is not open on channel lobby: it is not a presence channel" },
+  });
+  assert.deepEqual(await ask(bob, { id: 4, presence: { channel: "a b" } }), {
+    id: 4,
+    error: { code: 422, message: "Invalid channel name: only letters, digits and _-.:@/= are allowed" },
+  });
+  assert.equal(bob.closed, null);
+  assert.deepEqual(await ask(alice, { id: 2, presence_stats: { channel: "room.1" } }), {
+    id: 2,
+    result: { num_clients: 1, num_users: 1 },
+  });
+});
+
+Deno.test("pusher answers presence with what arrived and partial: true when a worker is silent past presenceTimeout", async () => {
+  await using setup = setUp({ tokenSecret: SECRET, presenceChannels: ["room.*"], presenceTimeout: 50 });
+  const alice = await setup.connect(token("alice", { channels: ["*"] }));
+  await subscribe(alice, "room.1");
+  otherWorker(setup, null);
+  const started = performance.now();
+  assert.deepEqual(await ask(alice, { id: 2, presence: { channel: "room.1" } }), {
+    id: 2,
+    result: { num_clients: 1, num_users: 1, users: ["alice"], partial: true },
+  });
+  const waited = performance.now() - started;
+  assert.ok(waited >= 45 && waited < 1000, `answered after ${waited} ms, the timeout is 50`);
+});
+
+Deno.test("pusher lets a connection have at most MAX_READS_IN_FLIGHT history and presence reads at once: 429 past it", async () => {
+  await using setup = setUp({ presenceChannels: ["room.*"], presenceTimeout: 100 }, {
+    history: { subjects: ["channel.room.1"] },
+  });
+  const alice = await setup.connect();
+  const other = await setup.connect();
+  // A history channel's subscribe answers with its position.
+  await ask(alice, { id: 1, subscribe: { channel: "room.1" } });
+  await ask(other, { id: 1, subscribe: { channel: "room.1" } });
+  otherWorker(setup, null);
+  for (let id = 2; id < 2 + MAX_READS_IN_FLIGHT; id++) {
+    alice.receive(JSON.stringify({ id, presence: { channel: "room.1" } }));
+  }
+  const over = 2 + MAX_READS_IN_FLIGHT;
+  assert.deepEqual(await ask(alice, { id: over, history: { channel: "room.1" } }), {
+    id: over,
+    error: {
+      code: 429,
+      message: `Too many reads in flight: at most ${MAX_READS_IN_FLIGHT} history and presence calls at once`,
+    },
+  });
+  assert.equal(alice.sent.filter((frame) => /"result":\{"num_clients"/.test(frame)).length, 0, "all still waiting");
+  // Another connection's reads are its own.
+  assert.match(JSON.stringify(await ask(other, { id: 2, presence_stats: { channel: "room.1" } })), /"partial":true/);
+  await until(
+    () => alice.sent.filter((frame) => /"partial":true/.test(frame)).length === MAX_READS_IN_FLIGHT,
+    2000,
+    "the reads in flight to answer",
+  );
+  // Answered, they make room again.
+  assert.match(
+    JSON.stringify(await ask(alice, { id: over + 1, history: { channel: "room.1" } })),
+    /"publications":\[\]/,
+  );
+  assert.equal(alice.closed, null);
 });

@@ -94,6 +94,7 @@ function start(config: WorkerConfig): Running {
     maxChannelsPerWorker: config.maxChannelsPerWorker,
     maxChannelLength: config.maxChannelLength,
     maxPresenceUsers: config.maxPresenceUsers,
+    presenceTimeout: config.presenceTimeout,
     maxRecoverMessages: config.maxRecoverMessages,
     presenceChannels: config.presenceChannels,
     connectionEvents: config.connectionEvents,

@@ -26,17 +26,19 @@ type Server = "listen" | "deno";
  */
 const SERVERS: [Server, string][] = [["listen", "browser:"], ["deno", "browser, pusher --server deno:"]];
 
-/** Hub, publisher and pusher running as processes; disposing stops all three. */
 /** How {@linkcode startSystem} starts the pusher: on which server, and with which token secret. */
 interface SystemOptions {
   server?: Server;
   tokenSecret?: string;
+  /** The pusher's `--presence-channels`. @default {none} */
+  presenceChannels?: string;
   /** The hub's `--history`: which subjects keep history. @default {none} */
   history?: string;
   /** Every link over TLS: each service serves with this certificate and verifies the hub with this CA. @default {plain text} */
   tls?: { cert: string; key: string; ca: string };
 }
 
+/** Hub, publisher and pusher running as processes; disposing stops all three. */
 interface System extends AsyncDisposable {
   publisherUrl: string;
   pusherPort: number;
@@ -58,6 +60,7 @@ async function startPusher(
 ): Promise<Service> {
   const args = ["--port", String(port), "--hub", hubAddr, "--publisher-url", publisherUrl];
   args.push("--server", options.server ?? "listen", ...tlsArgs(options));
+  if (options.presenceChannels) args.push("--presence-channels", options.presenceChannels);
   const env = options.tokenSecret ? { PUSHER_TOKEN_SECRET: options.tokenSecret } : undefined;
   const pusher = await startService("pusher", args, { env });
   try {
@@ -365,9 +368,9 @@ async function api(publisherUrl: string, method: string, params: Record<string, 
   return body;
 }
 
-Deno.test("browser: a user's connections get the messages sent to that user, and a token's channels claim decides what the page may join", async () => {
+Deno.test("browser: a user's connections get the messages sent to that user, a token's channels claim decides what the page may join, and members ask a presence channel who is in it", async () => {
   const secret = "browser-test-secret";
-  await using system = await startSystem({ tokenSecret: secret });
+  await using system = await startSystem({ tokenSecret: secret, presenceChannels: "room.*" });
   const exp = Math.floor(Date.now() / 1000) + 600;
   const browser = await launchChromium();
   try {
@@ -399,6 +402,20 @@ Deno.test("browser: a user's connections get the messages sent to that user, and
     await api(system.publisherUrl, "publish", { channel: "room.1", data: { text: "both of you" } });
     await waitSeen(bob, `seen.publications.some((p) => p.data.text === "both of you")`, "bob's room publication");
     await waitSeen(alice, `seen.publications.some((p) => p.data.text === "both of you")`, "alice's room publication");
+
+    // Members of a presence channel ask who is in it, over both workers; elsewhere it is refused.
+    assert.deepEqual(await alice.evaluate(`client.subscription("room.1").presence()`), {
+      num_clients: 2,
+      num_users: 2,
+      users: ["alice", "bob"],
+    });
+    assert.deepEqual(await bob.evaluate(`client.subscription("room.1").presenceStats()`), {
+      num_clients: 2,
+      num_users: 2,
+    });
+    await alice.evaluate(`client.subscribe("news").ready({ signal: AbortSignal.timeout(10000) })`);
+    const closed = await alice.evaluate(`client.subscription("news").presence().then(() => "answered", (e) => e.code)`);
+    assert.equal(closed, 403, "news is not a presence channel");
     for (const page of [alice, bob]) await page.evaluate("client.disconnect()");
   } finally {
     await within(browser.close(), 10_000, "the browser to close");
