@@ -1,8 +1,8 @@
 /**
  * The demo page a pusher serves on `GET /`: it connects back through the
  * client library (`/client.js`), shows the greeting and every message,
- * subscribes to channels and lists them, and calls the publisher's
- * broadcast, targeted and channel URLs.
+ * subscribes to channels and lists them, asks a presence channel who is in
+ * it, and calls the publisher's broadcast, targeted and channel URLs.
  *
  * @module
  */
@@ -46,6 +46,7 @@ export function demoPage(options: DemoPageOptions): string {
   <button type="button" id="subscribe">Subscribe</button>
   <button type="button" id="unsubscribe">Unsubscribe</button>
   <button type="button" id="publish-channel">Publish to channel</button>
+  <button type="button" id="presence">Who is here</button>
 </form>
 <p>Channels: <span id="channels">none</span></p>
 <p id="answer"></p>
@@ -83,6 +84,8 @@ client.on("disconnected", ({ code, reason, reconnecting, delay }) => {
 client.on("message", ({ data }) => show(data));
 client.on("publication", ({ channel, data }) => show("[" + channel + "] " + (typeof data === "string" ? data : JSON.stringify(data))));
 client.on("error", ({ error, channel }) => show("error" + (channel ? " on " + channel : "") + ": " + error.message));
+client.on("join", ({ channel, info }) => show("[" + channel + "] joined: " + JSON.stringify(info)));
+client.on("leave", ({ channel, info }) => show("[" + channel + "] left: " + JSON.stringify(info)));
 client.on("subscribed", listChannels);
 client.on("unsubscribed", listChannels);
 client.on("state", listChannels);
@@ -127,6 +130,19 @@ $("unsubscribe").addEventListener("click", () => {
   listChannels();
 });
 $("publish-channel").addEventListener("click", () => publish({ channel: $("channel").value, content: $("content").value }));
+// A presence channel's members may ask who is in it (the pusher's --presence-channels).
+$("presence").addEventListener("click", async () => {
+  const channel = $("channel").value;
+  const sub = client.subscription(channel);
+  if (!sub) return void ($("answer").textContent = "Subscribe to " + channel + " first");
+  try {
+    const { num_clients, num_users, users } = await sub.presence();
+    $("answer").textContent = channel + ": connections " + num_clients + ", users " + num_users +
+      (users.length ? " (" + users.join(", ") + ")" : "");
+  } catch (error) {
+    $("answer").textContent = "Presence of " + channel + ": " + error.message;
+  }
+});
 
 client.connect();
 </script>

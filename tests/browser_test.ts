@@ -329,8 +329,8 @@ for (const [server, label] of SERVERS) {
   });
 }
 
-Deno.test("browser: the demo page's channel controls list a channel while subscribed, publish to it, and forget it on unsubscribe", async () => {
-  await using system = await startSystem();
+Deno.test("browser: the demo page's channel controls list a channel while subscribed, publish to it, ask who is in a presence channel, and forget it on unsubscribe", async () => {
+  await using system = await startSystem({ presenceChannels: "room.*" });
   const browser = await launchChromium();
   try {
     const page = await browser.newPage();
@@ -348,8 +348,22 @@ Deno.test("browser: the demo page's channel controls list a channel while subscr
     await page.waitForFunction(`document.getElementById("log").textContent.includes("to the news channel")`);
     await page.click("#subscribe");
     await page.waitForFunction(`document.getElementById("answer").textContent.includes("already subscribed")`);
+    await page.click("#presence");
+    await page.waitForFunction(`document.getElementById("answer").textContent.startsWith("Presence of news")`);
+    assert.equal(
+      await page.textContent("#answer"),
+      "Presence of news: Presence is not open on channel news: it is not a presence channel",
+    );
     await page.click("#unsubscribe");
     await page.waitForFunction(`document.getElementById("channels").textContent === "none"`);
+
+    await page.fill("#channel", "room.1");
+    await page.click("#subscribe");
+    await page.waitForFunction(`document.getElementById("log").textContent.includes("[room.1] joined")`);
+    await page.click("#presence");
+    await page.waitForFunction(`document.getElementById("answer").textContent.startsWith("room.1:")`);
+    // No token: a connection without a user.
+    assert.equal(await page.textContent("#answer"), "room.1: connections 1, users 0");
     assert.deepEqual(errors, []);
   } finally {
     await within(browser.close(), 10_000, "the browser to close");
