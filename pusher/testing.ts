@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { within } from "../channel/testing.ts";
+import { until, within } from "../channel/testing.ts";
 
 /** A browser-like client: Deno's own WebSocket. */
 export class Client implements AsyncDisposable {
@@ -37,6 +37,15 @@ export class Client implements AsyncDisposable {
       `${n} messages (got ${JSON.stringify(this.messages)})`,
     );
     return this.messages;
+  }
+
+  /** Sends a client command and returns the frame that answers its id, parsed. */
+  async ask(command: { id: number } & Record<string, unknown>, ms = 5000): Promise<unknown> {
+    const before = this.messages.length;
+    this.ws.send(JSON.stringify(command));
+    const answer = () => this.messages.slice(before).find((m) => m.startsWith(`{"id":${command.id},`));
+    await until(() => answer() !== undefined, ms, `the answer to command ${command.id}`);
+    return JSON.parse(answer()!);
   }
 
   /** The worker and connection ids of the greeting. */

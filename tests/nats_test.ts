@@ -34,6 +34,8 @@ async function startPusher(bus: string): Promise<{ service: Service; port: numbe
     "channel.*",
     "--token-secret",
     SECRET,
+    "--presence-channels",
+    "lobby",
   ]);
   const port = await service.port();
   await until(
@@ -210,6 +212,18 @@ Deno.test("on a 3-node NATS cluster: broadcast, targeted and stale sends, channe
         offset: 4,
         epoch,
         recovered: true,
+      });
+    });
+
+    await t.step("a member of a presence channel asks who is in it, over every worker of both pushers", async () => {
+      const joined = await result("subscribe", { channel: "lobby", user: "u0" });
+      assert.deepEqual(await clients[0]!.ask({ id: 9, presence: { channel: "lobby" } }), {
+        id: 9,
+        result: { num_clients: joined.connections, num_users: 1, users: ["u0"] },
+      });
+      assert.deepEqual(await clients[0]!.ask({ id: 10, presence_stats: { channel: "lobby" } }), {
+        id: 10,
+        result: { num_clients: joined.connections, num_users: 1 },
       });
     });
   } finally {

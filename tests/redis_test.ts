@@ -26,7 +26,17 @@ function tokenPath(user: string): string {
 }
 
 async function startPusher(bus: string): Promise<{ service: Service; port: number }> {
-  const service = await startService("pusher", ["--port", "0", "--bus", bus, ...HISTORY, "--token-secret", SECRET]);
+  const service = await startService("pusher", [
+    "--port",
+    "0",
+    "--bus",
+    bus,
+    ...HISTORY,
+    "--token-secret",
+    SECRET,
+    "--presence-channels",
+    "lobby",
+  ]);
   const port = await service.port();
   await until(
     () => service.lines.filter((line) => line.includes('msg="connected to redis"')).length >= 2,
@@ -135,6 +145,17 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
       assert.equal(info.workers.length, 4);
       assert.equal(info.connections, 3);
       assert.ok(Date.now() - started < 2000, "no answer waited for a timeout");
+    });
+
+    await t.step("a member of a presence channel asks who is in it, over every worker of both pushers", async () => {
+      assert.deepEqual(await result("subscribe", { channel: "lobby", user: "alice" }), {
+        connections: 2,
+        workers_reached: 2,
+      });
+      assert.deepEqual(await aliceA.client.ask({ id: 9, presence: { channel: "lobby" } }), {
+        id: 9,
+        result: { num_clients: 2, num_users: 1, users: ["alice"] },
+      });
     });
 
     await t.step(
