@@ -57,6 +57,7 @@ export interface WorkerConfig {
   maxChannelLength: number;
   maxPresenceUsers: number;
   presenceTimeout: number;
+  maxClientReads: number;
   maxRecoverMessages: number;
   presenceChannels: string[];
   connectionEvents: boolean;

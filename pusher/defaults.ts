@@ -37,3 +37,6 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 65536;
 
 /** Milliseconds a client's presence call waits for every worker's reply by default: 1 s, as the publisher's. */
 export const DEFAULT_PRESENCE_TIMEOUT = 1000;
+
+/** History and presence calls of one worker's clients in flight at once by default. */
+export const DEFAULT_MAX_CLIENT_READS = 1000;

@@ -13,6 +13,7 @@ import {
   DEFAULT_HANDSHAKE_TIMEOUT,
   DEFAULT_HOSTNAME,
   DEFAULT_MAX_BUFFERED_BYTES,
+  DEFAULT_MAX_CLIENT_READS,
   DEFAULT_MAX_HEAD_BYTES,
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_PING_INTERVAL,
@@ -196,6 +197,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "how long a client's presence call waits for every worker (then it answers what arrived, partial)",
     default: String(DEFAULT_PRESENCE_TIMEOUT),
   },
+  "max-client-reads": {
+    type: "string",
+    arg: "N",
+    help: "history and presence calls of one worker's clients in flight at once (429 past it; 8 per connection)",
+    default: String(DEFAULT_MAX_CLIENT_READS),
+  },
   "max-recover-messages": {
     type: "string",
     arg: "N",
@@ -306,6 +313,7 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
     maxChannelLength: positiveIntFlag(flags, "max-channel-length", 255),
     maxPresenceUsers: intFlag(flags, "max-presence-users", 1000),
     presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),
+    maxClientReads: positiveIntFlag(flags, "max-client-reads", DEFAULT_MAX_CLIENT_READS),
     maxRecoverMessages: intFlag(flags, "max-recover-messages", 100),
     presenceChannels: stringFlag(flags, "presence-channels")?.split(",").map((c) => c.trim()).filter(Boolean) ?? [],
     connectionEvents: flags["connection-events"] === true,

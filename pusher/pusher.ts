@@ -40,7 +40,7 @@ import {
   TOO_MANY_BAD_MESSAGES_REASON,
   unsubscribedFrame,
 } from "./client_protocol.ts";
-import { DEFAULT_PRESENCE_TIMEOUT } from "./defaults.ts";
+import { DEFAULT_MAX_CLIENT_READS, DEFAULT_PRESENCE_TIMEOUT } from "./defaults.ts";
 import { Presence } from "./presence.ts";
 import { Recovery } from "./recovery.ts";
 import { DEFAULT_MAX_MESSAGE_RATE, type RateBucket, RateLimiter } from "./rate_limit.ts";
@@ -134,6 +134,12 @@ export interface PusherOptions {
    * past it, it answers what arrived with `partial: true`. @default {1000}
    */
   presenceTimeout?: number;
+  /**
+   * History and presence calls of this worker's clients in flight at once,
+   * all connections together (each has at most
+   * {@linkcode MAX_READS_IN_FLIGHT}); past it, 429. @default {1000}
+   */
+  maxClientReads?: number;
   /**
    * Channels whose members hear who joins and leaves, names and `prefix*`
    * patterns (`room.*`). @default {[]}
@@ -235,6 +241,9 @@ export class Pusher {
   readonly #protocol: ClientProtocolOptions;
   readonly #maxBadMessages: number;
   readonly #presenceTimeout: number;
+  readonly #maxClientReads: number;
+  /** This worker's clients' history and presence reads in flight. */
+  #clientReads = 0;
   readonly #connectionEvents: boolean;
   /** Channel and user subjects the bus subscribes to now, for detach(). */
   readonly #interest = new Set<string>();
@@ -280,6 +289,7 @@ export class Pusher {
     this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };
     this.#maxBadMessages = options.maxBadMessages ?? 10;
     this.#presenceTimeout = options.presenceTimeout ?? DEFAULT_PRESENCE_TIMEOUT;
+    this.#maxClientReads = options.maxClientReads ?? DEFAULT_MAX_CLIENT_READS;
     this.#connectionEvents = options.connectionEvents ?? false;
     this.#presence = new Presence({
       workerId: this.workerId,
@@ -613,7 +623,8 @@ export class Pusher {
 
   /**
    * Runs a client's read of the bus (a history, a presence) within its
-   * connection's {@linkcode MAX_READS_IN_FLIGHT}, and answers it with
+   * connection's {@linkcode MAX_READS_IN_FLIGHT} and the worker's
+   * `maxClientReads` (each presence asks every worker), and answers it with
    * `answer`'s frame or error, or 503 naming `what` when the bus failed.
    * A connection closed meanwhile gets nothing.
    */
@@ -628,15 +639,23 @@ export class Pusher {
       const message = `Too many reads in flight: at most ${MAX_READS_IN_FLIGHT} history and presence calls at once`;
       return this.#refuse(connection, { id, code: ErrorCode.tooManyReads, message });
     }
+    if (this.#clientReads >= this.#maxClientReads) {
+      const message =
+        `Too many reads in flight on this pusher worker: at most ${this.#maxClientReads}; try again later`;
+      return this.#refuse(connection, { id, code: ErrorCode.tooManyReads, message });
+    }
     connection.reads++;
+    this.#clientReads++;
     read().then((value) => {
       connection.reads--;
+      this.#clientReads--;
       if (this.#connections.of(connection.socket) !== connection) return;
       const frame = answer(value);
       if (typeof frame === "string") connection.socket.send(frame);
       else this.#refuse(connection, frame);
     }, (error) => {
       connection.reads--;
+      this.#clientReads--;
       if (this.#connections.of(connection.socket) !== connection) return;
       const message = `${what} is not available: ${(error as Error).message}`;
       this.#refuse(connection, { id, code: ErrorCode.unavailable, message });

@@ -696,3 +696,21 @@ Deno.test("pusher lets a connection have at most MAX_READS_IN_FLIGHT history and
   );
   assert.equal(alice.closed, null);
 });
+
+Deno.test("pusher bounds its clients' history and presence reads in flight together: 429 past maxClientReads", async () => {
+  await using setup = setUp({ presenceChannels: ["room.*"], presenceTimeout: 100, maxClientReads: 3 });
+  const [a, b] = [await setup.connect(), await setup.connect()];
+  await subscribe(a, "room.1");
+  await subscribe(b, "room.1");
+  otherWorker(setup, null);
+  a.receive(JSON.stringify({ id: 2, presence: { channel: "room.1" } }));
+  a.receive(JSON.stringify({ id: 3, presence: { channel: "room.1" } }));
+  b.receive(JSON.stringify({ id: 2, presence: { channel: "room.1" } }));
+  assert.deepEqual(await ask(b, { id: 3, presence_stats: { channel: "room.1" } }), {
+    id: 3,
+    error: { code: 429, message: "Too many reads in flight on this pusher worker: at most 3; try again later" },
+  });
+  await until(() => [a, b].every((s) => s.sent.some((f) => f.startsWith('{"id":2,"result"'))), 2000, "the reads");
+  assert.match(JSON.stringify(await ask(b, { id: 4, presence_stats: { channel: "room.1" } })), /"num_clients":2/);
+  assert.equal(b.closed, null);
+});

@@ -95,6 +95,7 @@ function start(config: WorkerConfig): Running {
     maxChannelLength: config.maxChannelLength,
     maxPresenceUsers: config.maxPresenceUsers,
     presenceTimeout: config.presenceTimeout,
+    maxClientReads: config.maxClientReads,
     maxRecoverMessages: config.maxRecoverMessages,
     presenceChannels: config.presenceChannels,
     connectionEvents: config.connectionEvents,
