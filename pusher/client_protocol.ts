@@ -129,6 +129,9 @@ export interface ClientError {
   readonly message: string;
 }
 
+/** The commands a client may send, one per message. */
+const COMMANDS = ["subscribe", "unsubscribe", "refresh", "history", "presence", "presence_stats"] as const;
+
 /** Options for {@linkcode parseClientMessage}. */
 export interface ClientProtocolOptions {
   /**
@@ -211,8 +214,6 @@ export function parseClientMessage(
   }
   return { id: id as number, op, channel: channel as string };
 }
-
-const COMMANDS = ["subscribe", "unsubscribe", "refresh", "history", "presence", "presence_stats"] as const;
 
 /** A `history` command's `limit`, `since` and `reverse`, or why they are not right. */
 function historyCommand(id: number, channel: string, body: Record<string, unknown>): HistoryCommand | ClientError {
