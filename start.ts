@@ -4,6 +4,9 @@
  * permissions, on the original's ports; prints where to go; restarts a
  * service that exits unexpectedly; Ctrl-C stops all three.
  *
+ * A service's own flags follow its name and a colon:
+ * `deno task start pusher: --presence-channels 'room.*' --workers 4 publisher: --max-content-bytes 4096`.
+ *
  * @module
  */
 
@@ -13,6 +16,40 @@ import { durationFlag, helpText, intFlag, parseFlags } from "./shared/cli.ts";
 import { backoffDelay } from "./shared/backoff.ts";
 
 const SERVICES = ["channel", "pusher", "publisher"] as const;
+type ServiceName = typeof SERVICES[number];
+
+/** The flags of `deno task start` itself, and those it passes to each service. */
+export interface StartArgs {
+  own: string[];
+  services: Record<ServiceName, string[]>;
+}
+
+/**
+ * Splits `deno task start`'s arguments at the words `channel:`, `pusher:` and
+ * `publisher:`: what comes before the first is start's own, what follows
+ * each goes to that service, after its task's flags.
+ *
+ * @throws {TypeError} on any other word ending in a colon, or a service named twice.
+ */
+export function splitStartArgs(args: string[]): StartArgs {
+  const split: StartArgs = { own: [], services: { channel: [], pusher: [], publisher: [] } };
+  const named = new Set<string>();
+  let into = split.own;
+  for (const arg of args) {
+    const group = /^([a-z]+):$/.exec(arg)?.[1];
+    if (group === undefined) {
+      into.push(arg);
+      continue;
+    }
+    if (!(SERVICES as readonly string[]).includes(group)) {
+      throw new TypeError(`Unknown service '${arg}': expected channel:, pusher: or publisher: before its flags`);
+    }
+    if (named.has(group)) throw new TypeError(`'${arg}' is given twice: put all of its flags after one`);
+    named.add(group);
+    into = split.services[group as ServiceName];
+  }
+  return split;
+}
 
 /** Stderr lines of a service kept to explain why it could not start. */
 const STDERR_TAIL = 10;
@@ -40,6 +77,13 @@ const FLAGS = {
   help: { type: "boolean" as const, help: "show this help" },
 };
 
+const SERVICE_FLAGS_HELP = `
+Each service's own flags follow its name and a colon, after start's:
+  deno task start pusher: --presence-channels 'room.*' --workers 4 publisher: --max-content-bytes 4096
+They come after the service's task flags (deno task channel --help, pusher --help, publisher --help). Secrets go
+in the environment, which every service inherits: PUBLISHER_API_KEY=... PUSHER_TOKEN_SECRET=... deno task start.
+A service moved off its port needs the others told (pusher: --hub, --publisher-url; publisher: --hub).`;
+
 /** How services are restarted; see the flags of the same names. */
 interface RestartPolicy {
   restartDelay: number;
@@ -48,9 +92,16 @@ interface RestartPolicy {
   maxFailedStarts: number;
 }
 
+/** Where a service listens, from its `listening` log line. */
+interface Endpoint {
+  /** `HOST:PORT` as the service logged it. */
+  addr: string;
+  tls: boolean;
+}
+
 interface Running {
   process: Deno.ChildProcess;
-  listening: Promise<string>;
+  listening: Promise<Endpoint>;
   output: Promise<void>;
   /** The last {@linkcode STDERR_TAIL} lines it wrote to stderr. */
   stderrTail: string[];
@@ -61,7 +112,7 @@ interface Slot {
   name: string;
   current: Running | null;
   /** Resolves when the service first listens. */
-  up: Promise<string>;
+  up: Promise<Endpoint>;
   /** The supervision loop; resolves once stopping, rejects when the service keeps failing to start. */
   loop: Promise<void>;
 }
@@ -70,10 +121,14 @@ interface Slot {
 export async function main(args: string[] = Deno.args): Promise<number> {
   const logger = createLogger("start");
   let policy: RestartPolicy;
+  let serviceArgs: StartArgs["services"];
   try {
-    const flags = parseFlags(args, FLAGS);
+    const split = splitStartArgs(args);
+    serviceArgs = split.services;
+    const flags = parseFlags(split.own, FLAGS);
     if (flags.help) {
       console.log(helpText("deno task start", "Runs a hub, a pusher and a publisher on this machine.", FLAGS));
+      console.log(SERVICE_FLAGS_HELP);
       return 0;
     }
     policy = {
@@ -116,6 +171,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   const supervisor: Supervisor = {
     policy,
+    serviceArgs,
     signal: stop.signal,
     killSignal: () => forced ? "SIGKILL" : "SIGTERM",
   };
@@ -126,6 +182,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
 
 interface Supervisor {
   policy: RestartPolicy;
+  /** Each service's flags from the command line, after its task's. */
+  serviceArgs: StartArgs["services"];
   /** Aborted when everything stops: no more restarts. */
   signal: AbortSignal;
   /** The signal that stops a process now: SIGKILL once a second signal came. */
@@ -141,13 +199,15 @@ async function run(slots: Slot[], supervisor: Supervisor, stopAll: () => Promise
   const logger = createLogger("start");
   const stopped = new Promise<void>((resolve) => supervisor.signal.addEventListener("abort", () => resolve()));
   try {
+    const endpoints: Partial<Record<ServiceName, Endpoint>> = {};
     for (const name of SERVICES) {
       if (supervisor.signal.aborted) break;
       const slot = supervise(name, supervisor);
       slots.push(slot);
-      await Promise.race([slot.up, slot.loop, stopped]);
+      const up = await Promise.race([slot.up, slot.loop, stopped]);
+      if (up) endpoints[name] = up;
     }
-    if (!supervisor.signal.aborted) console.log(instructions());
+    if (!supervisor.signal.aborted) console.log(instructions(endpoints.pusher!, endpoints.publisher!));
     await Promise.race([stopped, ...slots.map((slot) => slot.loop)]);
   } catch (error) {
     // A service that a signal stopped before it listened is no failure.
@@ -177,7 +237,7 @@ class FailedStart extends Error {
 function supervise(name: string, supervisor: Supervisor): Slot {
   const logger = createLogger("start");
   const { policy, signal } = supervisor;
-  let markUp!: (addr: string) => void;
+  let markUp!: (endpoint: Endpoint) => void;
   const slot: Slot = {
     name,
     current: null,
@@ -188,22 +248,23 @@ function supervise(name: string, supervisor: Supervisor): Slot {
     let attempt = 0;
     let failedStarts = 0;
     while (!signal.aborted) {
-      const service = await spawn(name);
+      const service = await spawn(name, supervisor.serviceArgs[name as ServiceName]);
       slot.current = service;
       // A stop that came while it was being spawned did not reach it.
       if (signal.aborted) return await stopOne(service, supervisor.killSignal());
-      const addr = await Promise.race([service.listening, service.process.status.then(() => null)]);
+      const endpoint = await Promise.race([service.listening, service.process.status.then(() => null)]);
       const listenedAt = performance.now();
-      if (addr !== null) {
+      if (endpoint !== null) {
         failedStarts = 0;
+        const { addr } = endpoint;
         logger.info("service up", { service: name, addr, pid: service.process.pid, restarts: attempt || undefined });
-        markUp(addr);
+        markUp(endpoint);
       }
       const status = await service.process.status;
       await service.output;
       if (signal.aborted) return;
       const exit = status.signal ? { signal: status.signal } : { code: status.code };
-      if (addr === null && ++failedStarts >= policy.maxFailedStarts) {
+      if (endpoint === null && ++failedStarts >= policy.maxFailedStarts) {
         throw new FailedStart(
           `${name} keeps failing to start: it exited ${failedStarts} times in a row before listening ` +
             `(last ${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`}); stopping everything`,
@@ -212,7 +273,7 @@ function supervise(name: string, supervisor: Supervisor): Slot {
         );
       }
       // A service that ran for a while failed afresh, not again.
-      if (addr !== null && performance.now() - listenedAt >= policy.stableAfter) attempt = 0;
+      if (endpoint !== null && performance.now() - listenedAt >= policy.stableAfter) attempt = 0;
       const delay = Math.round(
         backoffDelay(attempt, { initialDelay: policy.restartDelay, maxDelay: policy.maxRestartDelay }),
       );
@@ -251,18 +312,18 @@ async function stopOne(service: Running, signal: Deno.Signal = "SIGTERM"): Promi
   await service.output;
 }
 
-async function spawn(name: string): Promise<Running> {
+async function spawn(name: string, extraArgs: string[]): Promise<Running> {
   const [exe, ...args] = await taskCommand(name);
   const process = new Deno.Command(exe!, {
-    args,
+    args: [...args, ...extraArgs],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
     detached: true,
   }).spawn();
-  let resolveListening!: (addr: string) => void;
-  const listening = new Promise<string>((resolve) => (resolveListening = resolve));
+  let resolveListening!: (endpoint: Endpoint) => void;
+  const listening = new Promise<Endpoint>((resolve) => (resolveListening = resolve));
   const stderrTail: string[] = [];
   const relay = async (stream: ReadableStream<Uint8Array>, sink: (line: string) => void) => {
     let rest = "";
@@ -271,7 +332,7 @@ async function spawn(name: string): Promise<Running> {
       rest = lines.pop()!;
       for (const line of lines) {
         const addr = /msg=listening addr=(\S+)/.exec(line)?.[1];
-        if (addr) resolveListening(addr);
+        if (addr) resolveListening({ addr, tls: / tls=on( |$)/.test(line) });
         sink(line);
       }
     }
@@ -288,19 +349,30 @@ async function spawn(name: string): Promise<Running> {
   return { process, listening, output, stderrTail };
 }
 
-function instructions(): string {
+/** What `deno task start` prints once all three listen, with the addresses they listen on. */
+export function instructions(pusher: Endpoint, publisher: Endpoint): string {
+  const page = url("http", pusher);
+  const api = url("http", publisher);
   return `
 Push system running.
 
-  Demo page:        http://127.0.0.1:4236/
-  Dashboard:        http://127.0.0.1:4237/dashboard
-  Browser console:  ws = new WebSocket("ws://127.0.0.1:4236"); ws.onmessage = (e) => alert(e.data);
-  Push to everyone: http://127.0.0.1:4237/?content=hello
-  Push to one:      http://127.0.0.1:4237/?to_worker_id=WORKER_ID&to_connection_id=CONNECTION_ID&content=hello
+  Demo page:        ${page}/
+  Dashboard:        ${api}/dashboard
+  Browser console:  ws = new WebSocket("${url("ws", pusher)}"); ws.onmessage = (e) => alert(e.data);
+  Push to everyone: ${api}/?content=hello
+  Push to one:      ${api}/?to_worker_id=WORKER_ID&to_connection_id=CONNECTION_ID&content=hello
                     (the ids are in the greeting each connection receives)
 
 Ctrl-C stops all three.
 `;
+}
+
+/** A browser's URL of a service: `http://127.0.0.1:4236`; a wildcard address as this machine's loopback. */
+function url(scheme: "http" | "ws", { addr, tls }: Endpoint): string {
+  const colon = addr.lastIndexOf(":");
+  const host = addr.slice(0, colon);
+  const shown = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "[::1]" : host.includes(":") ? `[${host}]` : host;
+  return `${scheme}${tls ? "s" : ""}://${shown}${addr.slice(colon)}`;
 }
 
 if (import.meta.main) Deno.exit(await main());

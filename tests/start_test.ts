@@ -9,6 +9,7 @@ import { Client } from "../pusher/testing.ts";
 import { RawSocket } from "../pusher/ws_testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { taskCommand } from "../shared/tasks.ts";
+import { splitStartArgs } from "../start.ts";
 
 Deno.test("deno task start runs hub, pusher and publisher on the original's ports and Ctrl-C stops all three", async () => {
   await using start = await startSystem();
@@ -29,6 +30,58 @@ Deno.test("deno task start runs hub, pusher and publisher on the original's port
     assert.ok(start.lines.some((l) => l.includes(`svc=${service} msg=stopped`)), `${service} stopped cleanly`);
   }
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: 2206 }), "the hub is gone");
+});
+
+Deno.test("deno task start gives each service the flags after its name, and prints the addresses they listen on", async () => {
+  await using start = await startSystem(["pusher:", "--presence-channels", "room.*", "publisher:", "--port", "0"]);
+  await start.waitForLine(/Ctrl-C stops all three/, 20_000);
+  const everyone = start.lines.find((l) => l.startsWith("  Push to everyone: "));
+  const port = Number(/^ {2}Push to everyone: http:\/\/127\.0\.0\.1:(\d+)\/\?content=hello$/.exec(everyone ?? "")?.[1]);
+  assert.ok(port > 0 && port !== 4237, `the publisher's own port in ${JSON.stringify(everyone)}`);
+  assert.ok(start.lines.includes(`  Dashboard:        http://127.0.0.1:${port}/dashboard`), "the dashboard there too");
+  assert.ok(start.lines.includes("  Demo page:        http://127.0.0.1:4236/"), "the pusher on its default port");
+
+  await using client = new Client(4236);
+  await client.address();
+  assert.deepEqual(await client.ask({ id: 1, subscribe: { channel: "room.1" } }), { id: 1, result: {} });
+  // Only a presence channel answers a browser's presence: the pusher got
+  // --presence-channels. A hub just started answers 503 for its startup grace.
+  let id = 2;
+  let stats: unknown;
+  await until(
+    async () => {
+      stats = await client.ask({ id: ++id, presence_stats: { channel: "room.1" } });
+      return !JSON.stringify(stats).includes('"code":503');
+    },
+    10_000,
+    "the hub's startup grace to end",
+  );
+  assert.deepEqual(stats, { id, result: { num_clients: 1, num_users: 0 } });
+  const answer = await fetch(`http://127.0.0.1:${port}/?channel=room.1&content=hi`);
+  assert.equal(await answer.text(), "ok");
+  await until(() => client.messages.includes(JSON.stringify({ channel: "room.1", data: "hi" })), 5000, "the publish");
+  assert.equal((await start.stop("SIGINT")).code, 0);
+});
+
+Deno.test("deno task start refuses a service name it does not know, before starting anything", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "start", "pushr:", "--workers", "4"],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 2);
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.match(stderr, /Unknown service 'pushr:': expected channel:, pusher: or publisher: before its flags/);
+  assert.doesNotMatch(stderr, /svc=(channel|pusher|publisher)/, "no service started");
+});
+
+Deno.test("splitStartArgs: start's flags first, then each service's after its name", () => {
+  assert.deepEqual(splitStartArgs(["--stable-after", "0", "publisher:", "--port", "0", "channel:", "--port", "2300"]), {
+    own: ["--stable-after", "0"],
+    services: { channel: ["--port", "2300"], pusher: [], publisher: ["--port", "0"] },
+  });
+  assert.throws(() => splitStartArgs(["pusher:", "--workers", "1", "pusher:"]), /'pusher:' is given twice/);
 });
 
 /** `deno task start` as a terminal runs it: the leader of a process group of its own, which Ctrl-C signals whole. */
