@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   errorFrame,
   historyResultFrame,
@@ -219,5 +220,51 @@ Deno.test("client protocol frames a history's result as the publisher's /api/his
   assert.equal(
     historyResultFrame(4, { publications: [{ data: { n: 1 }, offset: 7 }], offset: 7, epoch: "e", recovered: true }),
     '{"id":4,"result":{"publications":[{"data":{"n":1},"offset":7}],"offset":7,"epoch":"e","recovered":true}}',
+  );
+});
+
+Deno.test("client protocol: any text or JSON a client sends reads as a command or as a 400, 413 or 422 for its id", () => {
+  const op = fc.constantFrom("subscribe", "unsubscribe", "history", "presence", "presence_stats", "refresh", "publish");
+  const any = fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.string({ maxLength: 40 }), fc.integer());
+  // Each field mostly of its own type, sometimes anything: most runs get past the first checks.
+  const body = fc.record({
+    channel: fc.oneof({ weight: 4, arbitrary: fc.stringMatching(/^[a-z0-9_.:@=-]{1,12}$/) }, any),
+    since: fc.oneof(fc.record({ offset: fc.oneof(fc.nat(), any), epoch: fc.oneof(fc.string(), any) }), any),
+    limit: fc.oneof(fc.integer(), any),
+    reverse: fc.oneof(fc.boolean(), any),
+    token: fc.oneof(fc.string({ maxLength: 40 }), any),
+    __proto__: any,
+  }, { requiredKeys: ["channel"] });
+  // Near-commands: a command's shape with fields missing, changed or added.
+  const nearCommand = fc.record({
+    id: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1 }) }, fc.integer(), fc.double(), fc.string()),
+    command: fc.tuple(op, fc.oneof({ weight: 4, arbitrary: body }, any)),
+    second: fc.option(fc.tuple(op, any), { freq: 5 }),
+  }).map(({ id, command, second }) =>
+    JSON.stringify({ id, ...(second && { [second[0]]: second[1] }), [command[0]]: command[1] })
+  );
+  const message = fc.oneof(
+    { weight: 4, arbitrary: nearCommand },
+    fc.json({ maxDepth: 4 }),
+    fc.string({ maxLength: 300 }),
+  );
+  fc.assert(
+    fc.property(message, (text) => {
+      const parsed = parseClientMessage(text, { maxCommandBytes: 512 });
+      if (!isClientError(parsed)) {
+        assert.equal(parsed.id, JSON.parse(text).id, "a command keeps its id");
+        return;
+      }
+      assert.ok([400, 413, 422].includes(parsed.code), `a parse error is a 400, 413 or 422: ${parsed.code}`);
+      const frame = errorFrame(parsed);
+      assert.ok(!frame.includes("\n"), "one line");
+      assert.deepEqual(JSON.parse(frame).error.code, parsed.code);
+      let id: unknown = null;
+      try {
+        id = JSON.parse(text)?.id;
+      } catch { /* not JSON: no id to answer */ }
+      if (parsed.id !== null) assert.equal(parsed.id, id, "the error answers the message's own id");
+    }),
+    { seed: 16, numRuns: 3000 },
   );
 });
