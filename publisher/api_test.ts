@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
+import { API_METHODS } from "./_api_methods.ts";
 import { jsonDepth, readBodyOf } from "./_json_body.ts";
 import { PublisherMetrics } from "./metrics.ts";
 import { Pusher } from "../pusher/pusher.ts";
@@ -1074,4 +1076,63 @@ Deno.test("a body the server read whole is read once: its text is not kept after
   assert.throws(() => readBodyOf(new TextEncoder().encode("{}"))(1), {
     message: "Body too large: over the 1-byte limit",
   });
+});
+
+Deno.test("api: any body a backend sends to any method is answered with a result or a 400, 404, 413, 422 or 429 reason", async () => {
+  await using c = cluster();
+  const clients = [await c.connect(0, "alice"), await c.connect(1, "bob")];
+  const any = fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.string({ maxLength: 20 }), fc.integer());
+  const channel = fc.oneof({ weight: 4, arbitrary: fc.constantFrom("news", "room.1", "a:b") }, any);
+  const worker = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...clients.map((c) => c.worker)) }, any);
+  const connection = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...clients.map((c) => c.connection)) }, any);
+  // A target (one, none, or sometimes two), and each other parameter mostly
+  // of its own type, sometimes anything: most calls get past the first checks.
+  const target = fc.oneof(
+    fc.record({ channel }),
+    fc.record({ user: fc.oneof({ weight: 4, arbitrary: fc.constantFrom("alice", "bob", "carol") }, any) }),
+    fc.record({ worker_id: worker, connection_id: connection }, { requiredKeys: [] }),
+    fc.record({ channels: fc.oneof({ weight: 4, arbitrary: fc.array(channel, { maxLength: 4 }) }, any) }),
+    fc.constant({}),
+    fc.record({ channel, user: any }),
+  );
+  const typed = <T>(arbitrary: fc.Arbitrary<T>) => fc.oneof({ weight: 4, arbitrary }, any);
+  const others = fc.record({
+    data: any,
+    exclude: typed(fc.record({ worker_id: worker, connection_id: connection })),
+    code: typed(fc.integer({ min: 2990, max: 5010 })),
+    reason: typed(fc.string({ maxLength: 20 })),
+    limit: typed(fc.integer({ min: -1, max: 2000 })),
+    since: typed(fc.record({ offset: typed(fc.nat()), epoch: typed(fc.string({ maxLength: 8 })) })),
+    reverse: typed(fc.boolean()),
+    pattern: typed(fc.constantFrom("*", "room.*", "news")),
+    idempotency_key: typed(fc.string({ maxLength: 10 })),
+  }, { requiredKeys: [] });
+  const params = fc.tuple(target, others).map(([t, o]) => ({ ...o, ...t }));
+  const method = fc.constantFrom(...API_METHODS.filter((m) => m !== "batch"), "nope");
+  const command = fc.oneof(
+    { weight: 4, arbitrary: fc.tuple(method, params).map(([m, p]) => ({ [m]: p })) },
+    any,
+  );
+  const call = fc.oneof(
+    { weight: 6, arbitrary: fc.tuple(method, fc.oneof({ weight: 4, arbitrary: params }, any)) },
+    fc.tuple(fc.constant("batch"), fc.record({ commands: fc.oneof(fc.array(command, { maxLength: 5 }), any) })),
+  );
+  await fc.assert(
+    fc.asyncProperty(call, async ([name, body]) => {
+      const answer = await c.call(name, body as Json);
+      if (answer.status === 200) {
+        assert.ok("result" in answer.body || "replies" in answer.body || "responses" in answer.body, "a result");
+        return;
+      }
+      assert.ok([400, 404, 413, 422, 429].includes(answer.status), `${answer.status} ${JSON.stringify(answer.body)}`);
+      assert.equal(answer.body.error.code, answer.status);
+      assert.match(answer.body.error.message, /^[^\n]+$/, "a one-line reason");
+    }),
+    { seed: 16, numRuns: 1500 },
+  );
+  // Whatever the calls did, both pushers still take connections and deliver.
+  const fresh = [await c.connect(0, "dave"), await c.connect(1, "dave")];
+  assert.equal((await c.call("publish", { user: "dave", data: "still" })).status, 200);
+  await settle();
+  assert.deepEqual(fresh.map(taken), [["still"], ["still"]]);
 });
