@@ -1064,9 +1064,10 @@ class Connection {
 
   /** Answers a request the server refuses itself, after the answers before it, and closes the connection. */
   async #refuse(status: number, reason: string): Promise<void> {
-    this.#closeAfter = true;
     this.#linger = true;
+    // The answers before it are not the last: the refusal is, and says so.
     await this.#drained(0);
+    this.#closeAfter = true;
     if (this.#closed) return;
     this.#settings.logger.info("rejected a request", { status, reason });
     this.#send(this.#errorBytes(status, reason));

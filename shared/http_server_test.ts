@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { type HttpHandler, type HttpServerOptions, type RawRequest, serveHttp } from "./http_server.ts";
 import { share, text } from "./http.ts";
 import { createLogger } from "./log.ts";
@@ -258,6 +259,23 @@ Deno.test("http server refuses malformed heads with a status and a one-line reas
   }
 });
 
+Deno.test("http server answers the requests before a malformed one as usual, then refuses it as the last answer", async () => {
+  await using server = start({}, echo);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\n");
+  const first = await reader.next();
+  assert.equal(first?.body, "GET /1 ");
+  assert.equal(first?.headers.get("connection"), undefined, "not the last answer");
+  const refusal = await reader.next();
+  assert.deepEqual([refusal?.status, refusal?.body, refusal?.headers.get("connection")], [
+    400,
+    "Bad request line\n",
+    "close",
+  ]);
+  assert.equal(await reader.closed(), "");
+});
+
 Deno.test("http server answers 500 when the handler throws, and the connection goes on", async () => {
   const logs: string[] = [];
   await using server = start({}, (req) => {
@@ -489,4 +507,99 @@ Deno.test("http server cancels a stream whose client has gone, and forgets the c
   conn.close();
   await within(cancel, 5000, "the stream to be cancelled");
   await until(() => server.connections === 0, 5000, "the server to forget the connection");
+});
+
+/** Every status the server answers fuzzed requests with: the echo's 200, and its refusals. */
+const FUZZ_STATUSES = new Set([200, 400, 408, 413, 417, 431, 501, 505]);
+
+/**
+ * Sends `bytes` on a fresh connection, ends its side, and reads everything
+ * the server sends until it closes: a run of whole answers, each with a
+ * status the server gives, a one-line reason for a refusal, and nothing
+ * after a `connection: close` answer.
+ */
+async function fuzzHttpOnce(port: number, bytes: Uint8Array): Promise<void> {
+  using conn = await connect(port);
+  try {
+    await send(conn, bytes);
+    await conn.closeWrite();
+  } catch {
+    // The server may have closed already.
+  }
+  const reader = new Reader(conn);
+  while (true) {
+    const answer = await reader.next("an answer, or the close");
+    if (answer === null) break;
+    assert.ok(FUZZ_STATUSES.has(answer.status), `status ${answer.status}: ${answer.body}`);
+    if (answer.status !== 200) assert.match(answer.body, /^[^\n]+\n$/, "a one-line reason");
+    if (answer.headers.get("connection") === "close") {
+      assert.equal(await reader.closed(), "", "nothing after connection: close");
+      break;
+    }
+  }
+}
+
+// No HEAD: its answer's length describes no body, which a reader of the bytes alone cannot tell.
+const fuzzMethod = fc.constantFrom("GET", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "G T", "");
+const fuzzHeader = fc.oneof(
+  fc.constantFrom(
+    "Host: a",
+    "Host: ",
+    "Content-Length: 5",
+    "Content-Length: 0",
+    "Content-Length: -1",
+    "Content-Length: 99999999999999999999",
+    "Content-Length: 5, 5",
+    "Transfer-Encoding: chunked",
+    "Transfer-Encoding: chunked, gzip",
+    "Transfer-Encoding: identity",
+    "Expect: 100-continue",
+    "Connection: close",
+    "Connection: keep-alive",
+    " folded",
+  ),
+  fc.tuple(fc.string({ maxLength: 12 }), fc.string({ maxLength: 20 })).map(([name, value]) => `${name}: ${value}`),
+);
+/** One request: mostly well-formed heads and bodies, each part sometimes wrong. */
+const fuzzRequest = fc.record({
+  method: fuzzMethod,
+  target: fc.oneof({ weight: 4, arbitrary: fc.constantFrom("/", "/?a=1", "/x%20y") }, fc.string({ maxLength: 20 })),
+  version: fc.oneof({ weight: 6, arbitrary: fc.constant("HTTP/1.1") }, fc.constantFrom("HTTP/1.0", "HTTP/2.0", "")),
+  headers: fc.array(fuzzHeader, { maxLength: 5 }),
+  host: fc.oneof({ weight: 6, arbitrary: fc.constant(true) }, fc.constant(false)),
+  body: fc.oneof(
+    fc.constant(""),
+    fc.string({ maxLength: 40 }),
+    // Chunks, some of them with wrong sizes or extensions.
+    fc.array(fc.tuple(fc.string({ minLength: 1, maxLength: 10 }), fc.integer({ min: -1, max: 2 })), { maxLength: 4 })
+      .map((chunks) =>
+        chunks.map(([data, skew]) => `${(data.length + skew).toString(16)};ext=1\r\n${data}\r\n`).join("") +
+        "0\r\n\r\n"
+      ),
+  ),
+  eol: fc.oneof({ weight: 8, arbitrary: fc.constant("\r\n") }, fc.constant("\n")),
+}).map(({ method, target, version, headers, host, body, eol }) =>
+  `${method} ${target} ${version}${eol}${host ? `Host: a${eol}` : ""}${
+    headers.map((h) => h + eol).join("")
+  }${eol}${body}`
+);
+/** A run of requests on one connection, as bytes, with one byte sometimes changed. */
+const fuzzRequests = fc.tuple(fc.array(fuzzRequest, { minLength: 1, maxLength: 4 }), fc.nat(), fc.nat({ max: 255 }))
+  .map(([requests, at, value]) => {
+    const bytes = encoder.encode(requests.join(""));
+    if (at % 3 === 0) bytes[at % bytes.length] = value;
+    return bytes;
+  });
+
+Deno.test("fuzz: requests with wrong heads, lengths, chunks and bytes get answers or a close, and never break the server", async () => {
+  await using server = start({ maxHeadBytes: 512, maxBodyBytes: 64, headTimeout: 2000, bodyTimeout: 2000 }, echo);
+  await fc.assert(fc.asyncProperty(fuzzRequests, (bytes) => fuzzHttpOnce(server.addr.port, bytes)), {
+    seed: 7230,
+    numRuns: 300,
+  });
+  await until(() => server.connections === 0, 5000, "every fuzzed connection to be closed");
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "POST /after HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok");
+  assert.equal((await reader.next())?.body, "POST /after ok");
 });
