@@ -181,7 +181,8 @@ const FLAGS: Record<string, FlagSpec> = {
   "head-timeout": {
     type: "string",
     arg: "MS",
-    help: "time a request head gets, from a connection's accept or a later request's first byte; then 408 and close",
+    help:
+      "time a request head gets, from a connection's accept or a later request's first byte (a pipelined one's: from the answers before it); then 408 and close",
     default: String(DEFAULT_HEAD_TIMEOUT),
   },
   "idle-timeout": {

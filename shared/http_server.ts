@@ -556,7 +556,9 @@ class Connection {
         if (this.#end > this.#start) {
           // Best effort: a client that trickles its head reads little, and the watchdog closes it in any case.
           this.#setPhase("linger", LINGER_MS);
-          this.#conn.write(this.#errorBytes(408, `Request head not received within ${this.#settings.headTimeout} ms`))
+          const refusal = this.#errorBytes(408, `Request head not received within ${this.#settings.headTimeout} ms`);
+          // After what is still being written of the answers before it.
+          this.#flushed().then(() => this.#closed ? 0 : this.#conn.write(refusal))
             .catch(() => {}).finally(() => this.close());
         } else {
           this.close();
@@ -617,8 +619,10 @@ class Connection {
         if (this.#buffer.length > BODY_READ_BYTES) this.#buffer = new Uint8Array(FIRST_BUFFER_BYTES);
         if (this.#phase !== "head") this.#setPhase(this.#inFlight > 0 ? "none" : "idle", this.#idleTimeout());
       } else if (this.#phase !== "head") {
-        // From the first byte of a later request (or of the rest of a pipelined batch).
-        this.#setPhase("head", this.#settings.headTimeout);
+        // From the first byte of a later request (or of the rest of a pipelined batch), or, while answers
+        // to the requests before it are still coming, from the last of them: a slow answer is not the
+        // client's delay, and a 408 must not come before them.
+        this.#setPhase("head", this.#inFlight > 0 ? Infinity : this.#settings.headTimeout);
       }
       const end = indexOfHeadEnd(this.#buffer, Math.max(scanned, this.#start), this.#end);
       if (end >= 0) {
@@ -902,6 +906,8 @@ class Connection {
         if (!this.#linger) this.#flushed().then(() => this.close());
       } else if (this.#inFlight === 0 && this.#phase === "none" && this.#start === this.#end) {
         this.#setPhase("idle", this.#settings.idleTimeout);
+      } else if (this.#inFlight === 0 && this.#phase === "head" && this.#readDeadline === Infinity) {
+        this.#setPhase("head", this.#settings.headTimeout);
       }
       const wake = this.#wake;
       this.#wake = null;

@@ -348,6 +348,25 @@ Deno.test("http server closes a connection whose head does not come within headT
   );
 });
 
+Deno.test("http server times a pipelined head from the answer before it, and its 408 comes after that answer", async () => {
+  let answered = 0;
+  const slow: HttpHandler = async (req) => {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    answered = performance.now();
+    return text(200, `slow ${new URL(req.url).pathname}`);
+  };
+  await using server = start({ headTimeout: 100 }, slow);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HT");
+  const first = await reader.next();
+  assert.deepEqual([first?.status, first?.body, first?.headers.get("connection")], [200, "slow /1", undefined]);
+  const refusal = await reader.next();
+  assert.equal(refusal?.status, 408);
+  assert.ok(performance.now() - answered >= 90, "the head's time counted from the answer");
+  assert.equal(await reader.closed(), "");
+});
+
 Deno.test("http server times a later head from its first byte, and closes a keep-alive connection idle for idleTimeout", async () => {
   await using server = start({ headTimeout: 150, idleTimeout: 400 }, echo);
   using conn = await connect(server.addr.port);
