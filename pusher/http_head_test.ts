@@ -6,9 +6,19 @@
  */
 
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { isHost, isToken, parseHead, readHead } from "./http_head.ts";
-import { handshakeRequest, httpExchange, RawSocket, startEcho } from "./ws_testing.ts";
-import { within } from "../channel/testing.ts";
+import {
+  handshakeHeaders,
+  handshakeRequest,
+  httpExchange,
+  parseServerFrame,
+  RawSocket,
+  SAMPLE_KEY,
+  startEcho,
+} from "./ws_testing.ts";
+import { until, within } from "../channel/testing.ts";
+import { concat } from "../shared/bytes.ts";
 
 const LOCAL: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 4236 };
 
@@ -234,4 +244,101 @@ Deno.test("server accepts a request head of exactly maxHeadBytes", async () => {
   await using socket = await RawSocket.connect(echo.port);
   await socket.write(request);
   assert.equal((await socket.readHead()).status, 101);
+});
+
+// ---------------------------------------------------------------------------
+// Fuzz
+
+/** What a handshake's fields may be: each one kept, dropped, or given another value. */
+const fieldValue = fc.oneof(
+  { weight: 6, arbitrary: fc.constant(undefined) },
+  fc.constant(null),
+  fc.constantFrom("", "websocket", "Upgrade", "keep-alive, Upgrade", "13", "8", SAMPLE_KEY, "AAAA", "a b", "h2c"),
+  fc.string({ maxLength: 30 }),
+);
+const fuzzHead = fc.record({
+  line: fc.oneof(
+    { weight: 6, arbitrary: fc.constant("GET / HTTP/1.1") },
+    fc.constantFrom("POST / HTTP/1.1", "GET /client.js HTTP/1.1", "GET /?token=x HTTP/1.1", "GET / HTTP/1.0"),
+    fc.constantFrom("GET / HTTP/2.0", "GET  / HTTP/1.1", "GET", "GET http://a/ HTTP/1.1", "OPTIONS * HTTP/1.1"),
+    fc.string({ maxLength: 30 }),
+  ),
+  host: fieldValue,
+  upgrade: fieldValue,
+  connection: fieldValue,
+  key: fieldValue,
+  version: fieldValue,
+  extra: fc.array(fc.tuple(fc.string({ maxLength: 10 }), fc.string({ maxLength: 20 })), { maxLength: 3 }),
+  eol: fc.oneof({ weight: 8, arbitrary: fc.constant("\r\n") }, fc.constant("\n")),
+  at: fc.nat(),
+  byte: fc.nat({ max: 255 }),
+}).map(({ line, host, upgrade, connection, key, version, extra, eol, at, byte }) => {
+  const fields = handshakeHeaders({
+    Host: host === undefined ? "127.0.0.1" : host,
+    Upgrade: upgrade === undefined ? "websocket" : upgrade,
+    Connection: connection === undefined ? "Upgrade" : connection,
+    "Sec-WebSocket-Key": key === undefined ? SAMPLE_KEY : key,
+    "Sec-WebSocket-Version": version === undefined ? "13" : version,
+  });
+  const head = [line, ...[...fields, ...extra].map(([name, value]) => `${name}: ${value}`)].join(eol) + eol + eol;
+  const bytes = new TextEncoder().encode(head);
+  // One byte in three heads changed.
+  if (at % 3 === 0) bytes[at % bytes.length] = byte;
+  return bytes;
+});
+
+/** The statuses the echo server answers a head with: its page, a switch, a 404, or a refusal. */
+const HEAD_STATUSES = new Set([101, 200, 400, 404, 405, 426, 431]);
+
+Deno.test("fuzz: handshakes with fields dropped, changed or added, and bytes changed, get one answer each, and never break the server", async () => {
+  await using echo = startEcho();
+  const seen = new Set<number>();
+  await fc.assert(
+    fc.asyncProperty(fuzzHead, async (bytes) => {
+      await using socket = await RawSocket.connect(echo.port);
+      try {
+        await socket.write(bytes);
+        await socket.conn.closeWrite();
+      } catch {
+        // The server may have answered and closed already.
+      }
+      // A head ends at its first blank line; without one, the client's end of input ends it unanswered.
+      const complete = new TextDecoder("latin1").decode(bytes).includes("\r\n\r\n");
+      if (!complete) {
+        const read = await within(socket.conn.read(new Uint8Array(1)).catch(() => null), 5000, "the server to close");
+        assert.equal(read, null, "closed, unanswered");
+        return;
+      }
+      const head = await socket.readHead();
+      assert.ok(HEAD_STATUSES.has(head.status), head.head);
+      seen.add(head.status);
+      const rest: Uint8Array[] = [socket.takeBuffered()];
+      await within(
+        (async () => {
+          const chunk = new Uint8Array(4096);
+          for (let n; (n = await socket.conn.read(chunk).catch(() => null)) !== null;) rest.push(chunk.slice(0, n));
+        })(),
+        5000,
+        "the server to close",
+      );
+      const after = concat(rest);
+      if (head.status === 101) {
+        // Whatever follows is whole WebSocket frames: the close the client's end of input brings.
+        for (let offset = 0; offset < after.length;) {
+          const parsed = parseServerFrame(after.subarray(offset));
+          assert.ok(parsed, "whole frames after the switch");
+          offset += parsed.size;
+        }
+        return;
+      }
+      assert.equal(head.headers.get("connection"), "close");
+      assert.equal(after.length, Number(head.headers.get("content-length")), "one answer, and nothing after it");
+    }),
+    { seed: 6455, numRuns: 300 },
+  );
+  assert.ok(seen.has(101) && seen.has(400) && seen.has(426), `switches and refusals both: ${[...seen]}`);
+  await until(() => echo.server.sockets === 0, 5000, "every fuzzed socket to be closed");
+  assert.equal(echo.finishedEarly, false, "the server still runs");
+  // A valid handshake still gets its switch (RawSocket.open checks the 101 and its accept key).
+  await using _client = await RawSocket.open(echo.port);
 });
