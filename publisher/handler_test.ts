@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
 import type { RawRequest } from "../shared/http_server.ts";
 import { PublisherMetrics } from "./metrics.ts";
@@ -960,6 +961,44 @@ Deno.test("the fast path answers every plain GET publish as the handler does, an
     ["GET", "/./?content=x"],
     ["HEAD", "/?content=x"],
   ], null);
+});
+
+Deno.test("the fast path answers any GET it takes as the handler does: generated queries of the API's fields", async () => {
+  const value = fc.oneof(
+    fc.constantFrom("hi", "", WORKER, "fedcba9876543210", "7", "0", "-1", "news", "a+b", "%C3%A9", "%ZZ", "%", "%00"),
+    fc.string({ maxLength: 12 }).map(encodeURIComponent),
+    fc.string({ maxLength: 12 }),
+  );
+  const key = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom("content", "channel", "to_user", "to_worker_id", "to_connection_id") },
+    fc.constantFrom("idempotency_key", "api_key", "other", "content%5B%5D", ""),
+  );
+  // Mostly a content first, as a publish has, then any fields.
+  const content = fc.option(fc.constantFrom("hi", "a+b%C3%A9", "x%20y"), { freq: 5 });
+  const target = fc.tuple(content, fc.array(fc.tuple(key, fc.option(value, { freq: 8 })), { maxLength: 3 }))
+    .map(([first, fields]) =>
+      "/?" + [...(first === null ? [] : [`content=${first}`]), ...fields.map(([k, v]) => v === null ? k : `${k}=${v}`)]
+        .join("&")
+    );
+  for (const apiKey of [undefined, "s3cret"]) {
+    const fast = setup({ apiKey });
+    const slow = setup({ apiKey });
+    let taken = 0;
+    await fc.assert(
+      fc.asyncProperty(target, fc.constantFrom(...KEY_VARIANTS), async (target, headers) => {
+        const answer = fast.handler.fast(raw(target, headers));
+        if (answer === undefined) return;
+        taken++;
+        assert.deepEqual(await seen(await answer), await seen(await slow.handler(get(target.slice(1), { headers }))));
+      }),
+      { seed: 4237, numRuns: 1000 },
+    );
+    assert.deepEqual(fast.arrived, slow.arrived, "the same publishes");
+    assert.ok(
+      taken > 500 && fast.arrived.length > 50,
+      `most taken (${taken}), many published (${fast.arrived.length})`,
+    );
+  }
 });
 
 Deno.test("the fast path answers every server-API call whose body came whole as the handler does", async () => {
