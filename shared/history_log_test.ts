@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { HistoryLog, HistoryStore, SUBJECT_BYTES } from "./history_log.ts";
 
 /** A clock the test moves by hand. */
@@ -198,4 +199,86 @@ Deno.test("history store sweep frees expired messages of idle subjects", () => {
 Deno.test("history store refuses bounds that cannot hold", () => {
   assert.throws(() => new HistoryStore({ size: 0 }), RangeError);
   assert.throws(() => new HistoryStore({ maxBytes: 1000, totalBytes: 1000 }), RangeError);
+});
+
+Deno.test("history log agrees with a model on any appends, waits and reads: the newest run within every bound, and recovered only when nothing was missed", () => {
+  type Op =
+    | { op: "append"; bytes: number }
+    | { op: "wait"; ms: number }
+    | { op: "read"; since: number | null; epoch: boolean; limit: number | null };
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    { weight: 5, arbitrary: fc.record({ op: fc.constant("append" as const), bytes: fc.integer({ min: 0, max: 60 }) }) },
+    // Waits and ttls on one grid, so that messages meet their ttl exactly.
+    fc.record({ op: fc.constant("wait" as const), ms: fc.constantFrom(0, 25, 50, 100, 150) }),
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        op: fc.constant("read" as const),
+        since: fc.option(fc.integer({ min: -1, max: 40 }), { freq: 5 }),
+        epoch: fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, fc.constant(false)),
+        limit: fc.option(fc.integer({ min: 1, max: 12 })),
+      }),
+    },
+  );
+  const limits = fc.record({
+    size: fc.integer({ min: 1, max: 8 }),
+    ttl: fc.constantFrom(25, 50, 100, 200, 1000),
+    maxBytes: fc.integer({ min: 1, max: 150 }),
+  });
+  fc.assert(
+    fc.property(limits, fc.array(op, { maxLength: 60 }), ({ size, ttl, maxBytes }, ops) => {
+      const time = clock();
+      const log = new HistoryLog<number>({ size, ttl, maxBytes }, time.now, "e0e0e0e0");
+      const all: { offset: number; bytes: number; time: number }[] = [];
+      let trimmedUpTo = 0;
+      /** The model: the newest messages within every bound now, never one trimmed before. */
+      const kept = () => {
+        let count = 0;
+        let bytes = 0;
+        let from = all.length;
+        while (from > 0) {
+          const m = all[from - 1]!;
+          if (m.offset <= trimmedUpTo || count + 1 > size || bytes + m.bytes > maxBytes) break;
+          if (m.time <= time.now() - ttl) break;
+          count++;
+          bytes += m.bytes;
+          from--;
+        }
+        trimmedUpTo = Math.max(trimmedUpTo, all[from - 1]?.offset ?? 0);
+        return all.slice(from);
+      };
+      for (const step of ops) {
+        if (step.op === "wait") {
+          time.advance(step.ms);
+        } else if (step.op === "append") {
+          const offset = all.length + 1;
+          all.push({ offset, bytes: step.bytes, time: time.now() });
+          assert.deepEqual(log.append(offset, step.bytes), { offset, epoch: "e0e0e0e0" });
+          kept();
+        } else {
+          const top = all.length;
+          const since = step.since === null
+            ? undefined
+            : { offset: step.since, epoch: step.epoch ? "e0e0e0e0" : "ffffffff" };
+          const read = log.read({ ...(since && { since }), ...(step.limit !== null && { limit: step.limit }) });
+          const now = kept();
+          assert.deepEqual(read.position, { offset: top, epoch: "e0e0e0e0" });
+          if (since && (!step.epoch || since.offset > top)) {
+            assert.deepEqual([read.messages, read.recovered], [[], false]);
+            continue;
+          }
+          const after = now.filter((m) => m.offset > (since?.offset ?? 0));
+          const expected = after.slice(0, Math.min(step.limit ?? size, size));
+          assert.deepEqual(
+            read.messages.map((m) => [m.offset, m.data, m.bytes]),
+            expected.map((m) => [m.offset, m.offset, m.bytes]),
+          );
+          const missed = since !== undefined && (after[0]?.offset ?? top + 1) > since.offset + 1;
+          assert.equal(read.recovered, since !== undefined && !missed && expected.length === after.length);
+        }
+        assert.equal(log.length <= size && log.bytes <= maxBytes, true, "within its bounds");
+      }
+    }),
+    { seed: 17, numRuns: 2000 },
+  );
 });
