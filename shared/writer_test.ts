@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { concat } from "./bytes.ts";
+import { mulberry32 } from "./testing.ts";
 import { type ByteSink, FrameWriter } from "./writer.ts";
 
 /** How long any single wait in these tests may take before it fails. */
@@ -654,4 +656,115 @@ Deno.test("frame writer minWriteIntervalMs: closing the last paced writer clears
   assert.equal(await within(flushed, "flushed() of the closed writer"), false);
   assert.equal(await within(writer.finish(), "finish() after close()"), false);
   // The leak check fails this test if the 10 s timer is still pending.
+});
+
+/** A sink that completes each write by itself, partly or fully, at once or a turn later, as a seeded generator says. */
+class AutoSink implements ByteSink {
+  readonly accepted: Uint8Array[] = [];
+  readonly #random: () => number;
+  /** Bytes it reported written, in all. */
+  written = 0;
+
+  constructor(seed: number) {
+    this.#random = mulberry32(seed);
+  }
+
+  write(data: Uint8Array): Promise<number> {
+    const copy = data.slice();
+    const count = this.#random() < 0.5 ? copy.length : 1 + Math.floor(this.#random() * copy.length);
+    const done = () => {
+      this.accepted.push(copy.subarray(0, count));
+      this.written += count;
+      return count;
+    };
+    const later = this.#random();
+    if (later < 0.3) return Promise.resolve().then(done);
+    return new Promise((resolve) => setTimeout(() => resolve(done()), later < 0.6 ? 0 : 1));
+  }
+}
+
+Deno.test("frame writer: any enqueues on several writers, frames shared or not, bursts past its joins, over short and late writes, arrive whole and in order, within the bound", async () => {
+  type Step =
+    | { enqueue: { writer: number; frame: number; all: boolean; times: number } }
+    | { flushed: number }
+    | { wait: "microtask" | "turn" };
+  const WRITERS = 3;
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        enqueue: fc.record({
+          writer: fc.nat({ max: WRITERS - 1 }),
+          frame: fc.nat({ max: 7 }),
+          // One writer, or every writer the same frames, as a broadcast does (their joins then shared).
+          all: fc.boolean(),
+          // Mostly one, sometimes a burst past the writer's joins (every 256 frames).
+          times: fc.oneof({ weight: 6, arbitrary: fc.constant(1) }, fc.integer({ min: 2, max: 600 })),
+        }),
+      }),
+    },
+    fc.record({ flushed: fc.nat({ max: WRITERS - 1 }) }),
+    { weight: 2, arbitrary: fc.record({ wait: fc.constantFrom("microtask" as const, "turn" as const) }) },
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(step, { maxLength: 40 }),
+      fc.integer(),
+      fc.integer({ min: 64, max: 4096 }),
+      async (steps, seed, maxPendingBytes) => {
+        // Frames of every size from empty to over the bound, shared by all the writers.
+        const random = mulberry32(seed);
+        const pool = [0, 1, 2, 7, 30, 100, 1000, 5000].map((n, i) =>
+          Uint8Array.from({ length: n }, () => Math.floor(random() * 256) ^ i)
+        );
+        const sinks = Array.from({ length: WRITERS }, (_, i) => new AutoSink(seed + i));
+        const writers = sinks.map((sink) => new FrameWriter(sink, { maxPendingBytes }));
+        const sent: Uint8Array[][] = sinks.map(() => []);
+        const queued = sinks.map(() => 0);
+        const flushes: { writer: number; upTo: number; promise: Promise<boolean> }[] = [];
+        for (const s of steps) {
+          if ("enqueue" in s) {
+            const { frame, times } = s.enqueue;
+            for (let t = 0; t < times; t++) {
+              const targets: number[] = s.enqueue.all ? [0, 1, 2] : [s.enqueue.writer];
+              for (const writer of targets) {
+                const bytes = pool[frame]!;
+                // What waits as the writer counts it: never less than what the sink has not taken, and
+                // never more than the bound and one frame.
+                const pending = writers[writer]!.pendingBytes;
+                assert.ok(pending >= queued[writer]! - sinks[writer]!.written, "every unwritten byte counted");
+                assert.ok(pending <= maxPendingBytes + 5000, `bounded: ${pending}`);
+                const fits = pending === 0 || pending + bytes.length <= maxPendingBytes;
+                assert.equal(
+                  writers[writer]!.enqueue(bytes),
+                  fits,
+                  `enqueue of ${bytes.length} with ${pending} waiting`,
+                );
+                if (fits) {
+                  sent[writer]!.push(bytes);
+                  queued[writer]! += bytes.length;
+                }
+              }
+            }
+          } else if ("flushed" in s) {
+            const upTo = queued[s.flushed]!;
+            flushes.push({ writer: s.flushed, upTo, promise: writers[s.flushed]!.flushed() });
+          } else if (s.wait === "microtask") {
+            await Promise.resolve();
+          } else {
+            await settle();
+          }
+        }
+        for (const writer of writers) assert.equal(await within(writer.flushed(), "the drain"), true);
+        for (const { writer, upTo, promise } of flushes) {
+          assert.equal(await promise, true);
+          assert.ok(sinks[writer]!.written >= upTo, "flushed() resolved after its bytes");
+        }
+        for (const [i, sink] of sinks.entries()) {
+          assert.deepEqual(concat(sink.accepted), concat(sent[i]!), `writer ${i}'s bytes`);
+        }
+      },
+    ),
+    { seed: 6455, numRuns: 300 },
+  );
 });
