@@ -487,6 +487,8 @@ export class PushClient extends EventTarget {
   #subscriptions = new Map();
   /** @type {Map<Subscription, number>} the id of each subscription's subscribe command, queued or in flight */
   #subscribing = new Map();
+  /** @type {Map<string, number>} the id of each channel's unsubscribe command in flight */
+  #unsubscribing = new Map();
 
   /**
    * @param {string | URL} url the pusher's WebSocket URL (`ws:`/`wss:`; `http:`/`https:` are taken as such)
@@ -671,9 +673,12 @@ export class PushClient extends EventTarget {
       // Never sent: the server has nothing to forget.
       this.#queue.splice(index, 1);
     } else if (this.#state === "connected") {
-      this.#command({ unsubscribe: { channel: subscription.channel } }, (error) => {
+      const { channel } = subscription;
+      const id = this.#command({ unsubscribe: { channel } }, (error) => {
+        if (this.#unsubscribing.get(channel) === id) this.#unsubscribing.delete(channel);
         if (error && !(error instanceof ConnectionLost)) this.#emit("error", { error });
       });
+      this.#unsubscribing.set(channel, id);
     }
     subscription._setState("unsubscribed");
   }
@@ -848,10 +853,15 @@ export class PushClient extends EventTarget {
       const error = message.error;
       command.done(error ? new PushError(Number(error.code), String(error.message)) : null, message.result);
     } else if (message.subscribed) {
-      this.#serverSubscribed(String(message.subscribed.channel));
+      const channel = String(message.subscribed.channel);
+      // The pusher answers in order: our unsubscribe, not answered yet, comes after this there, and undoes it.
+      if (!this.#unsubscribing.has(channel)) this.#serverSubscribed(channel);
     } else if (message.unsubscribed) {
       const subscription = this.#subscriptions.get(String(message.unsubscribed.channel));
       if (!subscription) return;
+      // Before the reply to our subscribe: the pusher took that subscribe after this unsubscribe (it tells
+      // a later one after the reply), so the reply decides.
+      if (this.#inFlight.has(/** @type {number} */ (this.#subscribing.get(subscription)))) return;
       this.#subscriptions.delete(subscription.channel);
       this.#subscribing.delete(subscription);
       subscription._setState("unsubscribed");

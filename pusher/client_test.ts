@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { type Address, PushClient, type PushClientEvents, type PushClientOptions, PushError } from "./client.js";
 import { within } from "../channel/testing.ts";
 import { signJwt } from "../shared/jwt.ts";
@@ -760,4 +761,99 @@ Deno.test("client with a fixed token stops at 4401 and says why; with a token fu
   renewing.socket().drop(4401, "token expired");
   assert.equal((await dropped).reconnecting, true);
   renewing.client.disconnect();
+});
+
+Deno.test("client: after any interleaving of the app's subscribes and unsubscribes, the backend's, refusals and reconnects, its subscriptions are the server's", () => {
+  type Step =
+    | { app: "subscribe" | "unsubscribe"; channel: string }
+    | { backend: "subscribe" | "unsubscribe"; channel: string }
+    | { server: "answer" }
+    | { network: "drop" | "reconnect" };
+  const CHANNELS = ["a", "b", "locked"];
+  /** What the token grants: "locked" only through the backend. */
+  const allowed = (channel: string) => channel !== "locked";
+  const channel = fc.constantFrom(...CHANNELS);
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    {
+      weight: 3,
+      arbitrary: fc.record({ app: fc.constantFrom("subscribe" as const, "unsubscribe" as const), channel }),
+    },
+    fc.record({ backend: fc.constantFrom("subscribe" as const, "unsubscribe" as const), channel }),
+    { weight: 4, arbitrary: fc.constant({ server: "answer" as const }) },
+    fc.record({ network: fc.constantFrom("drop" as const, "reconnect" as const) }),
+  );
+  fc.assert(
+    fc.property(fc.array(step, { maxLength: 40 }), (steps) => {
+      const { client, socket, timers } = setUp();
+      client.on("error", () => {}); // refusals are expected here
+      client.connect();
+      let connection = 1;
+      socket().greet("00000000000000aa", connection);
+      // The pusher's side of the current connection: its members, and the commands it has not read yet. It
+      // answers and tells in the order it applies them, as the real one does (client_pusher_test.ts checks the pair).
+      let members = new Set<string>();
+      let read = 0;
+      const answerNext = (): boolean => {
+        const ws = socket();
+        if (ws.readyState !== 1 || read >= ws.sent.length) return false;
+        const command = ws.sent[read++] as {
+          id: number;
+          subscribe?: { channel: string };
+          unsubscribe?: { channel: string };
+        };
+        if (command.subscribe) {
+          const name = command.subscribe.channel;
+          if (members.has(name) || allowed(name)) {
+            members.add(name);
+            ws.receive({ id: command.id, result: {} });
+          } else {
+            ws.receive({ id: command.id, error: { code: 403, message: `Not allowed: ${name}` } });
+          }
+        } else if (command.unsubscribe) {
+          members.delete(command.unsubscribe.channel);
+          ws.receive({ id: command.id, result: {} });
+        }
+        return true;
+      };
+      const reconnect = () => {
+        if (client.state !== "connecting" || timers.pending.size !== 1) return;
+        timers.fire(timers.delays[0]!);
+        socket().greet("00000000000000aa", ++connection);
+        members = new Set();
+        read = 0;
+      };
+      for (const s of steps) {
+        if ("app" in s) {
+          const mine = client.subscription(s.channel);
+          if (s.app === "subscribe" && !(mine && !mine.serverSide)) client.subscribe(s.channel);
+          if (s.app === "unsubscribe") mine?.unsubscribe();
+        } else if ("backend" in s) {
+          if (socket().readyState !== 1) continue;
+          if (s.backend === "subscribe" && !members.has(s.channel)) {
+            members.add(s.channel);
+            socket().receive({ subscribed: { channel: s.channel } });
+          } else if (s.backend === "unsubscribe" && members.has(s.channel)) {
+            members.delete(s.channel);
+            socket().receive({ unsubscribed: { channel: s.channel } });
+          }
+        } else if ("server" in s) {
+          answerNext();
+        } else if (s.network === "drop") {
+          if (socket().readyState === 1) socket().drop();
+        } else {
+          reconnect();
+        }
+      }
+      // Quiet: connected, and every command answered.
+      reconnect();
+      while (answerNext());
+      assert.equal(client.state, "connected");
+      for (const name of CHANNELS) {
+        const subscription = client.subscription(name);
+        assert.equal(subscription?.state ?? "none", members.has(name) ? "subscribed" : "none", `channel ${name}`);
+      }
+      client.disconnect();
+    }),
+    { seed: 4236, numRuns: 2000 },
+  );
 });

@@ -249,6 +249,8 @@ export class Pusher {
   readonly #interest = new Set<string>();
   /** Of those, the ones whose subscription the bus has not yet confirmed in effect. */
   readonly #pending = new Map<string, Promise<void>>();
+  /** Clients' subscribes not yet answered, by connection and channel: a backend's unsubscribe tells after them. */
+  readonly #replying = new Map<PusherConnection, Map<string, Promise<void>>>();
   /** Connections with a token, which end when it expires; looked over while there are any. */
   readonly #expiring = new Set<PusherConnection>();
   readonly #clock: () => number;
@@ -535,11 +537,31 @@ export class Pusher {
     if (refusal !== null) return this.#refuse(connection, { id, code: ErrorCode.tooManyChannels, message: refusal });
     // From here publications reach it: held until the reply and its replay are out.
     this.#recovery.begin(connection, channel);
-    this.#whenSubscribed(channel, () => {
-      // The joiner gets its own join after its reply and what the reply brings.
-      void this.#recovery.answer(connection, id, channel, command.since).then(() => {
-        if (outcome === "joined") this.#announce("join", channel, connection);
+    const replied = new Promise<void>((resolve) => {
+      this.#whenSubscribed(channel, () => {
+        // The joiner gets its own join after its reply and what the reply brings.
+        void this.#recovery.answer(connection, id, channel, command.since).then(() => {
+          if (outcome === "joined") this.#announce("join", channel, connection);
+        }).finally(resolve);
       });
+    });
+    this.#awaitReply(connection, channel, replied);
+  }
+
+  /**
+   * Notes a subscribe's reply on its way, until it is out: a backend's
+   * unsubscribe of the channel meanwhile came after the subscribe, so its
+   * "unsubscribed" must reach the client after the reply, not before it,
+   * or the client could not tell which came last.
+   */
+  #awaitReply(connection: PusherConnection, channel: string, replied: Promise<void>): void {
+    let channels = this.#replying.get(connection);
+    if (!channels) this.#replying.set(connection, channels = new Map());
+    channels.set(channel, replied);
+    void replied.then(() => {
+      if (channels.get(channel) !== replied) return;
+      channels.delete(channel);
+      if (channels.size === 0 && this.#replying.get(connection) === channels) this.#replying.delete(connection);
     });
   }
 
@@ -813,13 +835,22 @@ export class Pusher {
         const outcome = this.#join(connection, command.channel);
         if (outcome === "joined") {
           const channel = command.channel;
-          this.#whenSubscribed(channel, () => connection.socket.send(subscribedFrame(channel)));
+          // Not if it left meanwhile: its "unsubscribed" went out at once, and this one, late, would undo it.
+          this.#whenSubscribed(channel, () => {
+            if (this.#membership.has(connection, channel)) connection.socket.send(subscribedFrame(channel));
+          });
         }
         return limitError(outcome, this.#membership);
       }
-      case "unsubscribe":
-        if (this.#leave(connection, command.channel)) connection.socket.send(unsubscribedFrame(command.channel));
+      case "unsubscribe": {
+        const channel = command.channel;
+        if (!this.#leave(connection, channel)) return null;
+        const tell = () => connection.socket.send(unsubscribedFrame(channel));
+        const replied = this.#replying.get(connection)?.get(channel);
+        if (replied) void replied.then(tell);
+        else tell();
         return null;
+      }
       case "disconnect":
         connection.socket.close(command.code ?? DEFAULT_DISCONNECT.code, command.reason ?? DEFAULT_DISCONNECT.reason);
         return null;

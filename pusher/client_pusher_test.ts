@@ -1,0 +1,274 @@
+/**
+ * The browser client (`client.js`) against a real `Pusher`: a WebSocket
+ * stand-in joins the two through the fake transport, each side's frames
+ * arriving a microtask after they were sent, in order, and the pusher's bus
+ * confirms its subscriptions only when the test says, as a hub does a moment
+ * later. Random interleavings of what the app, the backend and the network
+ * do then must leave the client's subscriptions as the pusher's memberships.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { PushClient } from "./client.js";
+import { Pusher } from "./pusher.ts";
+import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
+import { addressOf } from "./_fake_setup.ts";
+import { channelSubject, commandRoute, newWorkerId } from "../shared/address.ts";
+import type { Bus } from "../shared/bus.ts";
+import { signJwt } from "../shared/jwt.ts";
+import { createLogger } from "../shared/log.ts";
+import { MemoryBroker } from "../shared/memory_bus.ts";
+import { mulberry32 } from "../shared/testing.ts";
+
+const SECRET = "client-pusher-secret";
+const CHANNELS = ["a", "b", "locked"] as const;
+
+/** A bus link whose subscriptions are confirmed, and whose history reads answered, only by `release()`. */
+function gatedBus(link: Bus): { bus: Bus; release: () => void } {
+  let waiting: (() => void)[] = [];
+  const gate = <T>(value: T) => new Promise<T>((resolve) => waiting.push(() => resolve(value)));
+  const bus = new Proxy(link, {
+    get(target, property) {
+      if (property === "subscribe") {
+        return (subject: string, handler: Parameters<Bus["subscribe"]>[1]) =>
+          target.subscribe(subject, handler).then(gate);
+      }
+      if (property === "history") {
+        return (subject: string, options?: Parameters<Bus["history"]>[1]) =>
+          target.history(subject, options).then(gate, (error) => gate(null).then(() => Promise.reject(error)));
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return {
+    bus,
+    release() {
+      const now = waiting;
+      waiting = [];
+      for (const resolve of now) resolve();
+    },
+  };
+}
+
+/**
+ * A WebSocket class whose sockets are the transport's, through `handler`;
+ * `current()` is the server side of the last. Each direction keeps its
+ * order, and each frame takes a microtask or a turn, as `random` says: the
+ * backend's commands then reach the pusher before or after a client's.
+ */
+function linkedWebSocket(transport: FakeTransport, handler: Pusher["handler"], random: () => number) {
+  let latest: FakeSocket | null = null;
+  /** Every frame's delivery, to wait for them all. */
+  let deliveries: Promise<void>[] = [];
+  const delay = () => random() < 0.5 ? Promise.resolve() : new Promise<void>((resolve) => setTimeout(resolve, 0));
+  class LinkedWebSocket {
+    readyState = 0;
+    onopen: ((event: Event) => void) | null = null;
+    onmessage: ((event: MessageEvent) => void) | null = null;
+    onclose: ((event: CloseEvent) => void) | null = null;
+    onerror: ((event: Event) => void) | null = null;
+    #server: FakeSocket | null = null;
+    #toServer: Promise<void> = Promise.resolve();
+    #toClient: Promise<void> = Promise.resolve();
+
+    constructor(url: string) {
+      const { pathname, search } = new URL(url);
+      void transport.connect(handler, pathname + search).then((server) => {
+        if (server instanceof Response) throw new Error(`refused: ${server.status}`);
+        if (this.readyState === 3) return server.close(1000, "");
+        this.#server = latest = server;
+        const send = server.send.bind(server);
+        const close = server.close.bind(server);
+        const deliver = (text: string) => {
+          this.#toClient = this.#toClient.then(delay).then(() => {
+            if (this.readyState === 1) this.onmessage?.(new MessageEvent("message", { data: text }));
+          });
+          deliveries.push(this.#toClient);
+        };
+        server.send = (message) => {
+          const before = server.sent.length;
+          send(message);
+          if (server.sent.length > before) deliver(server.sent.at(-1)!);
+        };
+        server.close = (code, reason) => {
+          if (server.closed) return;
+          close(code, reason);
+          this.#toClient = this.#toClient.then(() => {
+            if (this.readyState === 3) return;
+            this.readyState = 3;
+            this.onclose?.(new CloseEvent("close", { code, reason }));
+          });
+        };
+        this.readyState = 1;
+        this.onopen?.(new Event("open"));
+        for (const text of server.sent) deliver(text);
+      });
+    }
+
+    send(text: string): void {
+      if (this.readyState !== 1) throw new Error(`Cannot send: readyState ${this.readyState}`);
+      const server = this.#server!;
+      this.#toServer = this.#toServer.then(delay).then(() => server.receive(text));
+      deliveries.push(this.#toServer);
+    }
+
+    close(code = 1000, reason = ""): void {
+      this.readyState = 3;
+      this.#server?.close(code, reason);
+    }
+  }
+  return {
+    WebSocket: LinkedWebSocket,
+    current: () => latest,
+    /** Resolves once every frame sent so far, and every frame those caused, has arrived. */
+    async delivered(): Promise<void> {
+      while (deliveries.length > 0) {
+        const now = deliveries;
+        deliveries = [];
+        await Promise.all(now);
+        await settle();
+      }
+    },
+  };
+}
+
+/** The client's reconnect delays are at most this; its greeting deadline is far longer, and never fired. */
+const MAX_RECONNECT_DELAY = 1000;
+
+/** Timers the test fires by hand: the client's reconnect delay. */
+function manualTimers() {
+  const pending = new Map<number, { fn: () => void; ms: number }>();
+  let next = 1;
+  return {
+    setTimeout: (fn: () => void, ms: number) => (pending.set(next, { fn, ms }), next++),
+    clearTimeout: (id: unknown) => void pending.delete(id as number),
+    /** Fires the reconnect timers set now. */
+    reconnect() {
+      for (const [id, { fn, ms }] of [...pending]) {
+        if (ms > MAX_RECONNECT_DELAY) continue;
+        pending.delete(id);
+        fn();
+      }
+    },
+  };
+}
+
+/** Lets every frame in flight arrive, and what it causes. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+type Step =
+  | { app: "subscribe" | "unsubscribe"; channel: string }
+  | { backend: "subscribe" | "unsubscribe"; channel: string }
+  | { bus: "confirm" }
+  | { wait: "microtask" | "turn" }
+  | { network: "drop" | "reconnect" };
+
+const channel = fc.constantFrom(...CHANNELS);
+const step: fc.Arbitrary<Step> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ app: fc.constantFrom("subscribe" as const, "unsubscribe" as const), channel }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ backend: fc.constantFrom("subscribe" as const, "unsubscribe" as const), channel }),
+  },
+  fc.constant({ bus: "confirm" as const }),
+  { weight: 2, arbitrary: fc.record({ wait: fc.constantFrom("microtask" as const, "turn" as const) }) },
+  fc.record({ network: fc.constantFrom("drop" as const, "reconnect" as const) }),
+);
+
+Deno.test("client and pusher: after any interleaving of the app's and the backend's subscribes and unsubscribes, late bus confirmations and reconnects, the client is subscribed where publications reach it", async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(step, { maxLength: 30 }), fc.integer(), async (steps, seed) => {
+      const broker = new MemoryBroker();
+      const gated = gatedBus(broker.connect());
+      const transport = new FakeTransport();
+      const pusher = new Pusher({
+        workerId: newWorkerId(),
+        bus: gated.bus,
+        transport,
+        tokenSecret: SECRET,
+        logger: createLogger("pusher", { level: "error", sink: () => {} }),
+      });
+      const backend = broker.connect();
+      const link = linkedWebSocket(transport, pusher.handler, mulberry32(seed));
+      const timers = manualTimers();
+      const token = signJwt({ sub: "u", exp: Math.floor(Date.now() / 1000) + 60, channels: ["a", "b"] }, SECRET);
+      const client = new PushClient("ws://pusher.test/", {
+        WebSocket: link.WebSocket as unknown as typeof WebSocket,
+        timers,
+        token,
+        maxReconnectDelay: MAX_RECONNECT_DELAY,
+        connectTimeout: 60_000,
+      });
+      client.on("error", () => {}); // refusals of "locked" are expected
+      const publications: string[] = [];
+      client.on("publication", ({ channel, data }) => publications.push(`${channel}:${data}`));
+      const requests: Promise<unknown>[] = [];
+      try {
+        // Another connection in "a" and "b" keeps their subjects in effect: the pusher then tells at once.
+        const bystander = await transport.connect(pusher.handler, `/?token=${token}`);
+        assert.ok(!(bystander instanceof Response));
+        for (const [id, name] of [[1, "a"], [2, "b"]] as const) {
+          bystander.receive(JSON.stringify({ id, subscribe: { channel: name } }));
+        }
+        client.connect();
+        // Greeted once the bus confirms the user's subject.
+        while (client.state !== "connected") {
+          gated.release();
+          await settle();
+        }
+        for (const s of steps) {
+          if ("app" in s) {
+            const mine = client.subscription(s.channel);
+            if (s.app === "subscribe" && !(mine && !mine.serverSide)) client.subscribe(s.channel);
+            if (s.app === "unsubscribe") mine?.unsubscribe();
+          } else if ("backend" in s) {
+            const server = link.current();
+            // A connection not greeted yet has no address the backend knows.
+            if (server === null || server.closed || server.sent.length === 0) continue;
+            const route = commandRoute(
+              { kind: "connection", workerId: pusher.workerId, connectionId: addressOf(server).connection },
+              { cmd: s.backend, channel: s.channel },
+            );
+            // Not awaited: its reply may wait for the bus's confirmation.
+            requests.push(backend.request(route.subject, route.data).catch(() => {}));
+          } else if ("bus" in s) {
+            gated.release();
+          } else if ("wait" in s) {
+            await (s.wait === "microtask" ? Promise.resolve() : settle());
+          } else if (s.network === "drop") {
+            link.current()?.drop();
+          } else {
+            timers.reconnect();
+          }
+        }
+        // Quiet: every confirmation given, every frame arrived, connected.
+        for (let round = 0; round < 5; round++) {
+          gated.release();
+          timers.reconnect();
+          await link.delivered();
+        }
+        await Promise.all(requests);
+        await link.delivered();
+        assert.equal(client.state, "connected");
+        publications.length = 0;
+        for (const name of CHANNELS) await backend.publish(channelSubject(name), { channel: name, data: "probe" });
+        await link.delivered();
+        for (const name of CHANNELS) {
+          const subscribed = client.subscription(name)?.state === "subscribed";
+          const reached = publications.includes(`${name}:probe`);
+          assert.equal(subscribed, reached, `channel ${name}: subscribed ${subscribed}, reached ${reached}`);
+        }
+      } finally {
+        client.disconnect();
+        pusher.closeAll();
+        pusher.detach();
+        await backend.close();
+        await settle();
+      }
+    }),
+    { seed: 4236, numRuns: 500 },
+  );
+});
