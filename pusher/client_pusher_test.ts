@@ -23,19 +23,28 @@ import { mulberry32 } from "../shared/testing.ts";
 const SECRET = "client-pusher-secret";
 const CHANNELS = ["a", "b", "locked"] as const;
 
-/** A bus link whose subscriptions are confirmed, and whose history reads answered, only by `release()`. */
-function gatedBus(link: Bus): { bus: Bus; release: () => void } {
-  let waiting: (() => void)[] = [];
-  const gate = <T>(value: T) => new Promise<T>((resolve) => waiting.push(() => resolve(value)));
+/**
+ * A bus link whose subscriptions are confirmed, and whose history reads
+ * answered, only by `release()`; `waiting()` counts those not yet released.
+ */
+function gatedBus(link: Bus): { bus: Bus; release: () => void; waiting: () => number } {
+  let held: (() => void)[] = [];
+  let unreleased = 0;
+  const gated = <T>(operation: Promise<T>): Promise<T> => {
+    unreleased++;
+    const release = () => unreleased--;
+    return operation.then(
+      (value) => new Promise<T>((resolve) => held.push(() => (release(), resolve(value)))),
+      (error) => new Promise<T>((_, reject) => held.push(() => (release(), reject(error)))),
+    );
+  };
   const bus = new Proxy(link, {
     get(target, property) {
       if (property === "subscribe") {
-        return (subject: string, handler: Parameters<Bus["subscribe"]>[1]) =>
-          target.subscribe(subject, handler).then(gate);
+        return (subject: string, handler: Parameters<Bus["subscribe"]>[1]) => gated(target.subscribe(subject, handler));
       }
       if (property === "history") {
-        return (subject: string, options?: Parameters<Bus["history"]>[1]) =>
-          target.history(subject, options).then(gate, (error) => gate(null).then(() => Promise.reject(error)));
+        return (subject: string, options?: Parameters<Bus["history"]>[1]) => gated(target.history(subject, options));
       }
       const value = Reflect.get(target, property);
       return typeof value === "function" ? value.bind(target) : value;
@@ -43,9 +52,10 @@ function gatedBus(link: Bus): { bus: Bus; release: () => void } {
   });
   return {
     bus,
+    waiting: () => unreleased,
     release() {
-      const now = waiting;
-      waiting = [];
+      const now = held;
+      held = [];
       for (const resolve of now) resolve();
     },
   };
@@ -159,12 +169,101 @@ function settle(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
+/** A pusher on a gated bus, a connected `client.js` to it, a backend's link, and a bystander in "a" and "b". */
+async function system(seed: number, history: string[] = []) {
+  const broker = new MemoryBroker({ history: { subjects: history } });
+  const gated = gatedBus(broker.connect());
+  const transport = new FakeTransport();
+  const pusher = new Pusher({
+    workerId: newWorkerId(),
+    bus: gated.bus,
+    transport,
+    tokenSecret: SECRET,
+    logger: createLogger("pusher", { level: "error", sink: () => {} }),
+  });
+  const backend = broker.connect();
+  const link = linkedWebSocket(transport, pusher.handler, mulberry32(seed));
+  const timers = manualTimers();
+  const token = signJwt({ sub: "u", exp: Math.floor(Date.now() / 1000) + 60, channels: ["a", "b", "h"] }, SECRET);
+  const client = new PushClient("ws://pusher.test/", {
+    WebSocket: link.WebSocket as unknown as typeof WebSocket,
+    timers,
+    token,
+    maxReconnectDelay: MAX_RECONNECT_DELAY,
+    connectTimeout: 60_000,
+  });
+  client.on("error", () => {}); // refusals of "locked" are expected
+  const requests: Promise<unknown>[] = [];
+  // Another connection in "a" and "b" keeps their subjects in effect: the pusher then tells at once.
+  const bystander = await transport.connect(pusher.handler, `/?token=${token}`);
+  assert.ok(!(bystander instanceof Response));
+  for (const [id, name] of [[1, "a"], [2, "b"]] as const) {
+    bystander.receive(JSON.stringify({ id, subscribe: { channel: name } }));
+  }
+  client.connect();
+  // Greeted once the bus confirms the user's subject.
+  while (client.state !== "connected") {
+    gated.release();
+    await settle();
+  }
+  return {
+    pusher,
+    client,
+    link,
+    backend,
+    /** Plays the steps every scenario shares; false for one it does not know. */
+    async play(s: SharedStep | { [other: string]: unknown }): Promise<boolean> {
+      if ("bus" in s) gated.release();
+      else if ("wait" in s) await (s.wait === "microtask" ? Promise.resolve() : settle());
+      else if (s.network === "drop") link.current()?.drop();
+      else if (s.network === "reconnect") timers.reconnect();
+      else return false;
+      return true;
+    },
+    /** Not awaited until quiet: its reply may wait for the bus's confirmation. */
+    command(route: { subject: string; data: Parameters<Bus["request"]>[1] }): void {
+      const request = backend.request(route.subject, route.data).catch(() => {}).finally(() => {
+        requests.splice(requests.indexOf(request), 1);
+      });
+      requests.push(request);
+    },
+    /** Every confirmation given, every frame arrived, connected, and no subscribe waiting for its reply. */
+    async quiet(): Promise<void> {
+      const settled = () =>
+        requests.length === 0 && gated.waiting() === 0 && client.state === "connected" &&
+        [...client.subscriptions.values()].every((s) => s.state !== "subscribing");
+      // Each round lets one more of the waits pass: a greeting, a channel's subject, a history read.
+      // Settled twice in a row: a round that released nothing started nothing either.
+      for (let round = 0, calm = 0; round < 30 && calm < 2; round++) {
+        gated.release();
+        timers.reconnect();
+        await link.delivered();
+        await settle();
+        calm = settled() ? calm + 1 : 0;
+      }
+      assert.ok(settled(), `settled: ${client.state}, ${requests.length} commands unanswered`);
+    },
+    async close(): Promise<void> {
+      client.disconnect();
+      pusher.closeAll();
+      pusher.detach();
+      await backend.close();
+      await settle();
+    },
+  };
+}
+
+type SharedStep = { bus: "confirm" } | { wait: "microtask" | "turn" } | { network: "drop" | "reconnect" };
+const sharedStep: fc.Arbitrary<SharedStep> = fc.oneof(
+  fc.constant({ bus: "confirm" as const }),
+  { weight: 2, arbitrary: fc.record({ wait: fc.constantFrom("microtask" as const, "turn" as const) }) },
+  fc.record({ network: fc.constantFrom("drop" as const, "reconnect" as const) }),
+);
+
 type Step =
   | { app: "subscribe" | "unsubscribe"; channel: string }
   | { backend: "subscribe" | "unsubscribe"; channel: string }
-  | { bus: "confirm" }
-  | { wait: "microtask" | "turn" }
-  | { network: "drop" | "reconnect" };
+  | SharedStep;
 
 const channel = fc.constantFrom(...CHANNELS);
 const step: fc.Arbitrary<Step> = fc.oneof(
@@ -173,52 +272,16 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     weight: 2,
     arbitrary: fc.record({ backend: fc.constantFrom("subscribe" as const, "unsubscribe" as const), channel }),
   },
-  fc.constant({ bus: "confirm" as const }),
-  { weight: 2, arbitrary: fc.record({ wait: fc.constantFrom("microtask" as const, "turn" as const) }) },
-  fc.record({ network: fc.constantFrom("drop" as const, "reconnect" as const) }),
+  { weight: 4, arbitrary: sharedStep },
 );
 
 Deno.test("client and pusher: after any interleaving of the app's and the backend's subscribes and unsubscribes, late bus confirmations and reconnects, the client is subscribed where publications reach it", async () => {
   await fc.assert(
     fc.asyncProperty(fc.array(step, { maxLength: 30 }), fc.integer(), async (steps, seed) => {
-      const broker = new MemoryBroker();
-      const gated = gatedBus(broker.connect());
-      const transport = new FakeTransport();
-      const pusher = new Pusher({
-        workerId: newWorkerId(),
-        bus: gated.bus,
-        transport,
-        tokenSecret: SECRET,
-        logger: createLogger("pusher", { level: "error", sink: () => {} }),
-      });
-      const backend = broker.connect();
-      const link = linkedWebSocket(transport, pusher.handler, mulberry32(seed));
-      const timers = manualTimers();
-      const token = signJwt({ sub: "u", exp: Math.floor(Date.now() / 1000) + 60, channels: ["a", "b"] }, SECRET);
-      const client = new PushClient("ws://pusher.test/", {
-        WebSocket: link.WebSocket as unknown as typeof WebSocket,
-        timers,
-        token,
-        maxReconnectDelay: MAX_RECONNECT_DELAY,
-        connectTimeout: 60_000,
-      });
-      client.on("error", () => {}); // refusals of "locked" are expected
+      const { pusher, client, link, backend, play, command, quiet, close } = await system(seed);
       const publications: string[] = [];
       client.on("publication", ({ channel, data }) => publications.push(`${channel}:${data}`));
-      const requests: Promise<unknown>[] = [];
       try {
-        // Another connection in "a" and "b" keeps their subjects in effect: the pusher then tells at once.
-        const bystander = await transport.connect(pusher.handler, `/?token=${token}`);
-        assert.ok(!(bystander instanceof Response));
-        for (const [id, name] of [[1, "a"], [2, "b"]] as const) {
-          bystander.receive(JSON.stringify({ id, subscribe: { channel: name } }));
-        }
-        client.connect();
-        // Greeted once the bus confirms the user's subject.
-        while (client.state !== "connected") {
-          gated.release();
-          await settle();
-        }
         for (const s of steps) {
           if ("app" in s) {
             const mine = client.subscription(s.channel);
@@ -228,31 +291,15 @@ Deno.test("client and pusher: after any interleaving of the app's and the backen
             const server = link.current();
             // A connection not greeted yet has no address the backend knows.
             if (server === null || server.closed || server.sent.length === 0) continue;
-            const route = commandRoute(
+            command(commandRoute(
               { kind: "connection", workerId: pusher.workerId, connectionId: addressOf(server).connection },
               { cmd: s.backend, channel: s.channel },
-            );
-            // Not awaited: its reply may wait for the bus's confirmation.
-            requests.push(backend.request(route.subject, route.data).catch(() => {}));
-          } else if ("bus" in s) {
-            gated.release();
-          } else if ("wait" in s) {
-            await (s.wait === "microtask" ? Promise.resolve() : settle());
-          } else if (s.network === "drop") {
-            link.current()?.drop();
+            ));
           } else {
-            timers.reconnect();
+            await play(s);
           }
         }
-        // Quiet: every confirmation given, every frame arrived, connected.
-        for (let round = 0; round < 5; round++) {
-          gated.release();
-          timers.reconnect();
-          await link.delivered();
-        }
-        await Promise.all(requests);
-        await link.delivered();
-        assert.equal(client.state, "connected");
+        await quiet();
         publications.length = 0;
         for (const name of CHANNELS) await backend.publish(channelSubject(name), { channel: name, data: "probe" });
         await link.delivered();
@@ -262,13 +309,55 @@ Deno.test("client and pusher: after any interleaving of the app's and the backen
           assert.equal(subscribed, reached, `channel ${name}: subscribed ${subscribed}, reached ${reached}`);
         }
       } finally {
-        client.disconnect();
-        pusher.closeAll();
-        pusher.detach();
-        await backend.close();
-        await settle();
+        await close();
       }
     }),
-    { seed: 4236, numRuns: 500 },
+    { seed: 4236, numRuns: 1000 },
+  );
+});
+
+Deno.test("client and pusher: a history channel's publications reach the app once each, in order, across drops, reconnects and late history reads, and every gap is told as not recovered", async () => {
+  type RecoveryStep = { publish: number } | SharedStep;
+  const recoveryStep: fc.Arbitrary<RecoveryStep> = fc.oneof(
+    { weight: 3, arbitrary: fc.record({ publish: fc.integer({ min: 1, max: 4 }) }) },
+    { weight: 4, arbitrary: sharedStep },
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(recoveryStep, { maxLength: 30 }), fc.integer(), async (steps, seed) => {
+      const { client, link, backend, play, quiet, close } = await system(seed, [channelSubject("h")]);
+      /** What the app saw, in order: each publication's offset, and each time it was told it missed some. */
+      const seen: (number | "not recovered")[] = [];
+      const h = client.subscribe("h");
+      h.on("publication", ({ offset }) => seen.push(offset!));
+      h.on("subscribed", ({ recovered }) => recovered === false && seen.push("not recovered"));
+      let published = 0;
+      try {
+        for (const s of steps) {
+          if ("publish" in s) {
+            for (let n = 0; n < s.publish; n++) {
+              await backend.publish(channelSubject("h"), { channel: "h", data: ++published });
+            }
+          } else {
+            await play(s);
+          }
+        }
+        await quiet();
+        await backend.publish(channelSubject("h"), { channel: "h", data: ++published });
+        await link.delivered();
+        const offsets = seen.filter((x): x is number => typeof x === "number");
+        assert.deepEqual(offsets, [...new Set(offsets)].sort((a, b) => a - b), `once each, in order: ${seen}`);
+        assert.equal(offsets.at(-1), published, `caught up: ${seen}`);
+        // A gap only where the app was told.
+        for (let i = 1; i < seen.length; i++) {
+          const [before, now] = [seen[i - 1], seen[i]];
+          if (typeof before === "number" && typeof now === "number") {
+            assert.equal(now, before + 1, `a gap after ${before} that nobody told: ${seen}`);
+          }
+        }
+      } finally {
+        await close();
+      }
+    }),
+    { seed: 17, numRuns: 200 },
   );
 });
