@@ -989,6 +989,8 @@ export class NatsBus implements Bus {
     // the marker yet: not an answer, so the caller's loop asks again.
     if (!last || !top) throw new Error(`the history of ${subject} has no top yet`);
     const current = since !== undefined && since.epoch === top.epoch && since.offset <= top.offset;
+    // A position of another epoch, or past the top, has nothing after it here: the hub's rule (history_log.ts).
+    if (since !== undefined && !current) return { messages: [], position: top, recovered: false };
     if (limit === 0) return { messages: [], position: top, recovered: current && since.offset === top.offset };
     // Walks back from the top through each message's predecessor, as far as needed and kept.
     const from = current ? since.offset : 0;
