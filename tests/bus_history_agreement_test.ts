@@ -1,9 +1,9 @@
 /**
  * The buses' history against one another: any sequence of publishes, reads
  * (from the top, from before it, from another epoch, from the future, cut by
- * a limit) and removals gets the same answers from Redis and from NATS
- * JetStream, real servers, as from the memory bus, whose history is the
- * hub's (`shared/history_log.ts`). Epochs are random on each bus, so they
+ * a limit) and removals gets the same answers from the hub (over its wire),
+ * Redis and NATS JetStream, real servers, as from the memory bus, whose
+ * history rules the hub shares (`shared/history_log.ts`). Epochs are random on each bus, so they
  * are compared as "the first one seen", "the second"...
  */
 
@@ -13,7 +13,8 @@ import type { Bus, HistoryOptions, Json, Position } from "../shared/bus.ts";
 import { MemoryBroker } from "../shared/memory_bus.ts";
 import { RedisBus } from "../shared/redis_bus.ts";
 import { NatsBus } from "../shared/nats_bus.ts";
-import { quiet } from "../channel/testing.ts";
+import { quiet, startHub } from "../channel/testing.ts";
+import { HubBus } from "../channel/bus.ts";
 import { startRedis } from "./_redis.ts";
 import { startNats } from "./_nats.ts";
 
@@ -98,7 +99,9 @@ class Side {
   }
 }
 
-Deno.test("history on Redis and on NATS answers as the memory bus's does, for any publishes, reads and removals", async () => {
+Deno.test("history on the hub, Redis and NATS answers as the memory bus's does, for any publishes, reads and removals", async () => {
+  await using hub = startHub({ historySubjects: HISTORY.subjects, historySize: SIZE });
+  await using hubBus = new HubBus({ port: hub.port, logger: quiet });
   await using redis = await startRedis();
   await using nats = await startNats();
   const memory = new MemoryBroker({ history: { subjects: HISTORY.subjects, size: SIZE } }).connect();
@@ -110,7 +113,12 @@ Deno.test("history on Redis and on NATS answers as the memory bus's does, for an
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 20 }), async (ops) => {
         // A subject of its own per run: every bus starts it empty.
         const subject = `h.run${run++}`;
-        const sides = [new Side("memory", memory), new Side("Redis", redisBus), new Side("NATS", natsBus)];
+        const sides = [
+          new Side("memory", memory),
+          new Side("the hub", hubBus),
+          new Side("Redis", redisBus),
+          new Side("NATS", natsBus),
+        ];
         const trail: string[] = [];
         for (const [seq, step] of ops.entries()) {
           const [expected, ...others] = await Promise.all(sides.map((side) => side.apply(subject, step, seq)));
