@@ -181,6 +181,11 @@ const H_ID = "Bus-Id";
 const MAX_HELD = 10_000;
 /** Subjects whose last position a publisher remembers, to skip a read before each publish. */
 const MAX_CACHED_TOPS = 10_000;
+/**
+ * Keyed publishes whose position a publisher remembers, for a retry whose
+ * first publish is no longer in the stream (its history was removed).
+ */
+const MAX_KEYED_POSITIONS = 10_000;
 /** How long one JetStream call waits before it is tried again (within the caller's timeout), in milliseconds. */
 const ATTEMPT_TIMEOUT = 1000;
 /** Most subscribers the census tracks. */
@@ -272,6 +277,8 @@ export class NatsBus implements Bus {
   readonly #id = crypto.randomUUID();
   readonly #subs = new Map<string, Subscribed>();
   readonly #tops = new Map<string, Top>();
+  /** The positions of this link's last keyed publishes, by message id; the oldest forgotten first. */
+  readonly #keyed = new Map<string, Position>();
   readonly #peers = new Map<string, Peer>();
   readonly #census: Set<string>;
   readonly #historyNames = new Set<string>();
@@ -837,13 +844,18 @@ export class NatsBus implements Bus {
           timeout: Math.max(100, Math.min(ATTEMPT_TIMEOUT, deadline - Date.now())),
         });
         if (ack.duplicate) {
+          // Answered as the first one was; not stored again. Its position is read back from the stream, or, when
+          // the subject's history was removed since, remembered from this link's own first publish, or unknown.
           const first = await jsm.direct.getMessage(this.#streamName, { seq: ack.seq });
-          const position = first ? positionOf(first.header) : null;
-          if (position) return { reached: null, position };
-          throw new BusError("unavailable", `Cannot ${what}: its first publish is no longer in the stream`);
+          const position = (first ? positionOf(first.header) : null) ?? this.#keyed.get(msgID);
+          return position ? { reached: null, position } : { reached: null };
         }
         const position = { offset: top.offset + 1, epoch: top.epoch };
         this.#remember(subject, { seq: ack.seq, ...position });
+        if (key !== undefined) {
+          if (this.#keyed.size >= MAX_KEYED_POSITIONS) this.#keyed.delete(this.#keyed.keys().next().value!);
+          this.#keyed.set(msgID, position);
+        }
         return { reached: null, position };
       } catch (error) {
         if (error instanceof BusError) throw error;

@@ -1,7 +1,7 @@
 /**
  * The buses' history against one another: any sequence of publishes, reads
  * (from the top, from before it, from another epoch, from the future, cut by
- * a limit) and removals gets the same answers from the hub (over its wire),
+ * a limit), retries by idempotency key and removals gets the same answers from the hub (over its wire),
  * Redis and NATS JetStream, real servers, as from the memory bus, whose
  * history rules the hub shares (`shared/history_log.ts`). Epochs are random on each bus, so they
  * are compared as "the first one seen", "the second"...
@@ -22,12 +22,19 @@ const SIZE = 4;
 const HISTORY = { subjects: ["h.*"], size: SIZE, ttlMs: 600_000 };
 
 type Op =
-  | { publish: number }
+  | { publish: number; key: string | null }
   | { read: "all" | "top" | "before top" | "another epoch" | "future"; back: number; limit: number | null }
   | { remove: true };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ publish: fc.integer({ min: 1, max: 3 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      publish: fc.integer({ min: 1, max: 3 }),
+      // Sometimes with an idempotency key, which a retry (the same key again) repeats.
+      key: fc.option(fc.constantFrom("k1", "k2"), { freq: 3 }),
+    }),
+  },
   {
     weight: 4,
     arbitrary: fc.record({
@@ -67,7 +74,8 @@ class Side {
     if ("publish" in op) {
       const answers = [];
       for (let n = 0; n < op.publish; n++) {
-        const { position } = await this.bus.publish(subject, { seq, n });
+        const options = op.key === null ? {} : { idempotencyKey: `${subject}.${op.key}` };
+        const { position } = await this.bus.publish(subject, { seq, n }, options);
         this.top = position!;
         answers.push(this.position(position!));
       }
