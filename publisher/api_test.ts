@@ -1136,3 +1136,75 @@ Deno.test("api: any body a backend sends to any method is answered with a result
   await settle();
   assert.deepEqual(fresh.map(taken), [["still"], ["still"]]);
 });
+
+Deno.test("api batch of publishes answers and delivers as the same publishes one by one, for any targets, data and refusals", async () => {
+  type Target =
+    | { everyone: true }
+    | { channel: string }
+    | { user: string }
+    | { connection: number | "stale" };
+  const target: fc.Arbitrary<Target> = fc.oneof(
+    fc.constant({ everyone: true as const }),
+    fc.record({ channel: fc.constantFrom("news", "sport", "nobody", "bad name") }),
+    fc.record({ user: fc.constantFrom("alice", "bob", "nobody") }),
+    fc.record({ connection: fc.oneof(fc.nat({ max: 3 }), fc.constant("stale" as const)) }),
+  );
+  const publish = fc.record({
+    target,
+    data: fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constant(undefined), fc.string({ minLength: 70, maxLength: 90 })),
+    exclude: fc.option(fc.nat({ max: 3 }), { freq: 4 }),
+  });
+  await fc.assert(
+    fc.asyncProperty(fc.array(publish, { minLength: 1, maxLength: 12 }), async (publishes) => {
+      // Two clusters alike: each client subscribed and named the same, at its own (random) worker ids.
+      const sides = await Promise.all([0, 1].map(async () => {
+        const c = cluster({ maxContentBytes: 80 });
+        const clients = [
+          await c.connect(0, "alice"),
+          await c.connect(1, "alice"),
+          await c.connect(1, "bob"),
+          await c.connect(0, "carol"),
+        ];
+        for (const [i, channel] of [[0, "news"], [2, "news"], [3, "sport"]] as const) {
+          assert.equal((await c.call("subscribe", { channel, ...exclusionOf(clients[i]!) })).status, 200);
+        }
+        await settle();
+        clients.forEach(taken);
+        return { c, clients };
+      }));
+      const params = ({ clients }: typeof sides[number], p: typeof publishes[number]): Json => {
+        const t = p.target;
+        const address = "everyone" in t
+          ? {}
+          : "connection" in t
+          ? t.connection === "stale"
+            ? { worker_id: "0123456789abcdef", connection_id: 1 }
+            : exclusionOf(clients[t.connection]!)
+          : t;
+        return {
+          ...address,
+          ...(p.data === undefined ? {} : { data: p.data }),
+          ...(p.exclude === null ? {} : { exclude: exclusionOf(clients[p.exclude]!) }),
+        } as Json;
+      };
+      try {
+        const [one, batch] = sides;
+        const single: Json[] = [];
+        for (const p of publishes) {
+          const answer = await one!.c.call("publish", params(one!, p));
+          single.push(answer.body);
+        }
+        const batched = await batch!.c.call("batch", {
+          commands: publishes.map((p) => ({ publish: params(batch!, p) })),
+        });
+        assert.equal(batched.status, 200);
+        assert.deepEqual(batched.body.replies, single, "each command answered as alone");
+        await settle();
+        assert.deepEqual(batch!.clients.map(taken), one!.clients.map(taken), "each client got the same, in order");
+      } finally {
+        for (const { c } of sides) await c[Symbol.asyncDispose]();
+      }
+    }),
+    { seed: 4237, numRuns: 150 },
+  );
+});
