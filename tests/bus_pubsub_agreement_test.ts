@@ -2,13 +2,14 @@
  * The buses' publish and subscribe against one another: any sequence of
  * subscribes, unsubscribes and publishes over two subscriber links and a
  * publisher link delivers the same messages, in the same order, to each link
- * of the hub, Redis and NATS (real servers) as of the memory bus, and each
- * publish counts the same links reached (NATS cannot count).
+ * of the hub, Redis and NATS (real servers) as of the memory bus, each
+ * publish counts the same links reached (NATS cannot count), and each
+ * request gets the same replies, or the same no_responders.
  */
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { Bus, Json } from "../shared/bus.ts";
+import type { Bus, BusError, BusMessage, Json } from "../shared/bus.ts";
 import { MemoryBroker } from "../shared/memory_bus.ts";
 import { RedisBus } from "../shared/redis_bus.ts";
 import { NatsBus } from "../shared/nats_bus.ts";
@@ -20,14 +21,16 @@ import { startNats } from "./_nats.ts";
 type Op =
   | { subscribe: number; subject: number }
   | { unsubscribe: number; subject: number }
-  | { publish: Json; subject: number };
+  | { publish: Json; subject: number }
+  | { request: Json; subject: number };
 
 const link = fc.nat({ max: 1 });
 const subject = fc.nat({ max: 2 });
 const op: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ subscribe: link, subject }),
+  { weight: 2, arbitrary: fc.record({ subscribe: link, subject }) },
   fc.record({ unsubscribe: link, subject }),
   { weight: 3, arbitrary: fc.record({ publish: fc.jsonValue({ maxDepth: 2 }) as fc.Arbitrary<Json>, subject }) },
+  fc.record({ request: fc.jsonValue({ maxDepth: 1 }) as fc.Arbitrary<Json>, subject }),
 );
 
 /** One bus's two subscriber links and its publisher, and what each subscriber got. */
@@ -63,25 +66,44 @@ Deno.test("publish and subscribe on the hub, Redis and NATS deliver and count as
         const prefix = `r${run++}`;
         const name = (n: number) => `${prefix}.s${n}`;
         for (const side of sides) side.got = [[], []];
-        const handler = (side: Side, i: number) => (data: Json, message: { subject: string }) => {
+        const handler = (side: Side, i: number) => (data: Json, message: BusMessage) => {
           side.got[i]!.push(`${message.subject.slice(prefix.length + 1)} ${JSON.stringify(data)}`);
+          if (message.replyTo !== undefined) void side.links[i]!.publish(message.replyTo, { link: i });
         };
+        /** Which links the model has subscribed to each subject. */
+        const members = new Map<number, Set<number>>();
         const trail: string[] = [];
         for (const step of ops) {
           trail.push(JSON.stringify(step));
           if ("subscribe" in step) {
+            members.set(step.subject, (members.get(step.subject) ?? new Set()).add(step.subscribe));
             await Promise.all(
               sides.map((side) =>
                 side.links[step.subscribe]!.subscribe(name(step.subject), handler(side, step.subscribe))
               ),
             );
           } else if ("unsubscribe" in step) {
+            members.get(step.subject)?.delete(step.unsubscribe);
             await Promise.all(sides.map(async (side) => {
               const link = side.links[step.unsubscribe]!;
               link.unsubscribe(name(step.subject));
               // A subscribe on the same link after it: in effect once that is, as the link keeps its order.
               await link.subscribe(`${prefix}.barrier`, () => {});
             }));
+          } else if ("request" in step) {
+            // NATS cannot count who it reached: it stops at as many replies as the model has members.
+            const maxReplies = members.get(step.subject)?.size ?? 0;
+            const answers = await Promise.all(
+              sides.map((side) =>
+                side.publisher.request(name(step.subject), step.request, { timeout: 2000, maxReplies }).then(
+                  ({ replies }) => JSON.stringify(replies.map((r) => JSON.stringify(r)).sort()),
+                  (error) => (error as BusError).code,
+                )
+              ),
+            );
+            for (const [i, answer] of answers.entries()) {
+              assert.equal(answer, answers[0], `${sides[i]!.name}'s replies after:\n${trail.join("\n")}`);
+            }
           } else {
             const reached = await Promise.all(
               sides.map((side) => side.publisher.publish(name(step.subject), step.publish)),
@@ -106,7 +128,7 @@ Deno.test("publish and subscribe on the hub, Redis and NATS deliver and count as
           assert.deepEqual(side.got, sides[0]!.got, `${side.name}'s deliveries after:\n${trail.join("\n")}`);
         }
       }),
-      { seed: 2207, numRuns: 100 },
+      { seed: 2207, numRuns: 200 },
     );
   } finally {
     for (const bus of made) await bus.close();
