@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { applyAppStep } from "./_client_testing.ts";
 import { PushClient } from "./client.js";
 import { Pusher } from "./pusher.ts";
 import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
@@ -284,9 +285,7 @@ Deno.test("client and pusher: after any interleaving of the app's and the backen
       try {
         for (const s of steps) {
           if ("app" in s) {
-            const mine = client.subscription(s.channel);
-            if (s.app === "subscribe" && !(mine && !mine.serverSide)) client.subscribe(s.channel);
-            if (s.app === "unsubscribe") mine?.unsubscribe();
+            applyAppStep(client, s);
           } else if ("backend" in s) {
             const server = link.current();
             // A connection not greeted yet has no address the backend knows.

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { applyAppStep } from "./_client_testing.ts";
 import { type Address, PushClient, type PushClientEvents, type PushClientOptions, PushError } from "./client.js";
 import { within } from "../channel/testing.ts";
 import { signJwt } from "../shared/jwt.ts";
@@ -824,9 +825,7 @@ Deno.test("client: after any interleaving of the app's subscribes and unsubscrib
       };
       for (const s of steps) {
         if ("app" in s) {
-          const mine = client.subscription(s.channel);
-          if (s.app === "subscribe" && !(mine && !mine.serverSide)) client.subscribe(s.channel);
-          if (s.app === "unsubscribe") mine?.unsubscribe();
+          applyAppStep(client, s);
         } else if ("backend" in s) {
           if (socket().readyState !== 1) continue;
           if (s.backend === "subscribe" && !members.has(s.channel)) {
