@@ -19,48 +19,10 @@ import type { Bus } from "../shared/bus.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { createLogger } from "../shared/log.ts";
 import { MemoryBroker } from "../shared/memory_bus.ts";
-import { mulberry32 } from "../shared/testing.ts";
+import { gatedBus, mulberry32 } from "../shared/testing.ts";
 
 const SECRET = "client-pusher-secret";
 const CHANNELS = ["a", "b", "locked"] as const;
-
-/**
- * A bus link whose subscriptions are confirmed, and whose history reads
- * answered, only by `release()`; `waiting()` counts those not yet released.
- */
-function gatedBus(link: Bus): { bus: Bus; release: () => void; waiting: () => number } {
-  let held: (() => void)[] = [];
-  let unreleased = 0;
-  const gated = <T>(operation: Promise<T>): Promise<T> => {
-    unreleased++;
-    const release = () => unreleased--;
-    return operation.then(
-      (value) => new Promise<T>((resolve) => held.push(() => (release(), resolve(value)))),
-      (error) => new Promise<T>((_, reject) => held.push(() => (release(), reject(error)))),
-    );
-  };
-  const bus = new Proxy(link, {
-    get(target, property) {
-      if (property === "subscribe") {
-        return (subject: string, handler: Parameters<Bus["subscribe"]>[1]) => gated(target.subscribe(subject, handler));
-      }
-      if (property === "history") {
-        return (subject: string, options?: Parameters<Bus["history"]>[1]) => gated(target.history(subject, options));
-      }
-      const value = Reflect.get(target, property);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-  return {
-    bus,
-    waiting: () => unreleased,
-    release() {
-      const now = held;
-      held = [];
-      for (const resolve of now) resolve();
-    },
-  };
-}
 
 /**
  * A WebSocket class whose sockets are the transport's, through `handler`;

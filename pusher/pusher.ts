@@ -541,7 +541,7 @@ export class Pusher {
       this.#whenSubscribed(channel, () => {
         // The joiner gets its own join after its reply and what the reply brings.
         void this.#recovery.answer(connection, id, channel, command.since).then(() => {
-          if (outcome === "joined") this.#announce("join", channel, connection);
+          if (outcome === "joined") this.#announceJoin(channel, connection);
         }).finally(resolve);
       });
     });
@@ -708,9 +708,18 @@ export class Pusher {
     const outcome = this.#membership.join(connection, channel);
     // Once the worker hears the channel: the joiner gets its own join after its reply.
     if (outcome === "joined" && announce) {
-      this.#whenSubscribed(channel, () => this.#announce("join", channel, connection));
+      this.#whenSubscribed(channel, () => this.#announceJoin(channel, connection));
     }
     return outcome;
+  }
+
+  /**
+   * Tells a join that waited (for the bus, or for the joiner's reply), unless
+   * the connection left meanwhile: its leave went out at once, and a join
+   * after it would leave the others with someone who is gone.
+   */
+  #announceJoin(channel: string, connection: PusherConnection): void {
+    if (this.#membership.has(connection, channel)) this.#announce("join", channel, connection);
   }
 
   #leave(connection: PusherConnection, channel: string): boolean {

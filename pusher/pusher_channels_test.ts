@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { addressOf, setUp } from "./_fake_setup.ts";
-import { MAX_READS_IN_FLIGHT } from "./pusher.ts";
-import type { FakeSocket } from "./fake_transport.ts";
+import { MAX_READS_IN_FLIGHT, Pusher } from "./pusher.ts";
+import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
 import {
   BROADCAST_SUBJECT,
   channelSubject,
   commandRoute,
   CONNECTIONS_SUBJECT,
+  newWorkerId,
   PRESENCE_SUBJECT,
   presenceQuery,
   publishRoute,
@@ -15,6 +16,9 @@ import {
   workerSubject,
 } from "../shared/address.ts";
 import { signJwt } from "../shared/jwt.ts";
+import { gatedBus } from "../shared/testing.ts";
+import { MemoryBroker } from "../shared/memory_bus.ts";
+import { createLogger } from "../shared/log.ts";
 import { until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
 
@@ -388,6 +392,58 @@ Deno.test("pusher tells the members of a presence channel who joins and leaves, 
     JSON.stringify({ channel: "room.1", leave: { user, worker_id: worker, connection_id: id } });
   assert.deepEqual(pushes(alice), [join("alice", 1), join("bob", 2), leave("bob", 2), join("bob", 2)]);
   assert.deepEqual(pushes(bob), [join("bob", 2), join("bob", 2), leave("alice", 1)]);
+});
+
+Deno.test("pusher never tells a join after the leave that followed it: one that left while its subscribe was answered", async () => {
+  // A second worker's member hears the channel on the bus, as members on other pushers do.
+  const broker = new MemoryBroker();
+  const gated = gatedBus(broker.connect());
+  const transport = new FakeTransport();
+  const pusher = new Pusher({
+    workerId: newWorkerId(),
+    bus: gated.bus,
+    transport,
+    tokenSecret: SECRET,
+    presenceChannels: ["room.*"],
+    logger: createLogger("pusher", { level: "error", sink: () => {} }),
+  });
+  const observer = broker.connect();
+  const heard: string[] = [];
+  await observer.subscribe(channelSubject("room.1"), (data) => heard.push(JSON.stringify(data)));
+  try {
+    const grant = { channels: ["*"] };
+    const greeted = transport.connect(pusher.handler, token("alice", grant));
+    gated.release();
+    const alice = await greeted as FakeSocket;
+    await settle();
+    gated.release();
+    // Its subscribe waits for the bus (the channel's subject, then its history); it leaves meanwhile, by itself,
+    // then from the backend after a second subscribe, then by closing after a third.
+    for (const [id, leave] of [[1, "unsubscribe"], [3, "backend"], [5, "close"]] as const) {
+      alice.receive(JSON.stringify({ id, subscribe: { channel: "room.1" } }));
+      await settle();
+      if (leave === "unsubscribe") alice.receive(JSON.stringify({ id: id + 1, unsubscribe: { channel: "room.1" } }));
+      if (leave === "backend") {
+        const route = commandRoute(
+          { kind: "connection", workerId: pusher.workerId, connectionId: addressOf(alice).connection },
+          { cmd: "unsubscribe", channel: "room.1" },
+        );
+        await observer.request(route.subject, route.data);
+      }
+      if (leave === "close") alice.drop();
+      for (let round = 0; round < 5; round++) {
+        gated.release();
+        await settle();
+      }
+    }
+    // Whatever was told, the last word on alice is that she left.
+    const last = heard.findLast((event) => event.includes('"alice"'));
+    assert.ok(last === undefined || last.includes('"leave"'), `heard: ${heard.join(" ")}`);
+  } finally {
+    pusher.closeAll();
+    pusher.detach();
+    await observer.close();
+  }
 });
 
 Deno.test("pusher refuses channels past its limits with 429 and leaves other connections alone", async () => {
