@@ -225,7 +225,7 @@ const sharedStep: fc.Arbitrary<SharedStep> = fc.oneof(
 
 type Step =
   | { app: "subscribe" | "unsubscribe"; channel: string }
-  | { backend: "subscribe" | "unsubscribe"; channel: string }
+  | { backend: "subscribe" | "unsubscribe"; channel: string; byUser: boolean }
   | SharedStep;
 
 const channel = fc.constantFrom(...CHANNELS);
@@ -233,7 +233,12 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ app: fc.constantFrom("subscribe" as const, "unsubscribe" as const), channel }) },
   {
     weight: 2,
-    arbitrary: fc.record({ backend: fc.constantFrom("subscribe" as const, "unsubscribe" as const), channel }),
+    arbitrary: fc.record({
+      backend: fc.constantFrom("subscribe" as const, "unsubscribe" as const),
+      channel,
+      // By the connection's address, or to every connection of its user (the bystander's too).
+      byUser: fc.boolean(),
+    }),
   },
   { weight: 4, arbitrary: sharedStep },
 );
@@ -248,6 +253,8 @@ Deno.test("client and pusher: after any interleaving of the app's and the backen
         for (const s of steps) {
           if ("app" in s) {
             applyAppStep(client, s);
+          } else if ("backend" in s && s.byUser) {
+            command(commandRoute({ kind: "user", user: "u" }, { cmd: s.backend, channel: s.channel }));
           } else if ("backend" in s) {
             const server = link.current();
             // A connection not greeted yet has no address the backend knows.
