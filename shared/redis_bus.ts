@@ -260,6 +260,8 @@ export class RedisBus implements Bus {
   readonly #handlers = new Map<string, BusHandler>();
   /** Subjects subscribed at Redis, or on their way: each with the promise of its confirmation. */
   readonly #subscribing = new Map<string, Promise<void>>();
+  /** Unsubscribes sent and not yet confirmed, by subject: a subscribe of the subject waits for its. */
+  readonly #unsubscribing = new Map<string, Promise<void>>();
   readonly #logger: Logger;
   readonly #maxMessageBytes: number;
   readonly #publishTimeout: number;
@@ -385,8 +387,12 @@ export class RedisBus implements Bus {
     if (!this.#handlers.delete(subject)) return;
     this.#subscribing.delete(subject);
     if (this.#closedSignal.signal.aborted) return;
-    this.#subscriptions.client.unsubscribe(PREFIX + subject).catch(() => {
+    const done = this.#subscriptions.client.unsubscribe(PREFIX + subject).catch(() => {
       // Lost with the link: the reconnect subscribes only to what is left.
+    });
+    this.#unsubscribing.set(subject, done);
+    void done.then(() => {
+      if (this.#unsubscribing.get(subject) === done) this.#unsubscribing.delete(subject);
     });
   }
 
@@ -583,6 +589,9 @@ export class RedisBus implements Bus {
 
   /** SUBSCRIBEs to `subject`'s channel; retried after the link comes back if it was lost meanwhile. */
   async #subscribeAtRedis(subject: string): Promise<void> {
+    // An unsubscribe of the subject still on its way would undo a subscribe sent behind it: the client takes the
+    // channel for subscribed still, sends nothing, and the unsubscribe's reply then drops it.
+    await this.#unsubscribing.get(subject);
     const listener = (message: string) => this.#deliver(subject, message);
     while (!this.#closedSignal.signal.aborted && this.#handlers.has(subject)) {
       try {

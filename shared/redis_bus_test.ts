@@ -46,6 +46,18 @@ Deno.test("redis bus counts one per subscribed link, and unsubscribe stops the h
   assert.deepEqual(await publisher.publish("news", 2), { reached: 1 });
 });
 
+Deno.test("redis bus: a subject unsubscribed and subscribed again at once is subscribed, as a channel whose last member left and a new one came", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port);
+  await using publisher = bus(redis.port);
+  for (const subject of ["a", "b", "c"]) {
+    await link.subscribe(subject, () => {});
+    link.unsubscribe(subject);
+    await link.subscribe(subject, () => {});
+    assert.equal((await publisher.publish(subject, 1)).reached, 1, subject);
+  }
+});
+
 Deno.test("redis bus request gathers one reply per subscriber, and no_responders when nobody listens", async () => {
   await using redis = await startRedis();
   await using a = bus(redis.port);
