@@ -306,6 +306,21 @@ Deno.test("push system on Redis: every target, a stale address, presence, histor
       },
     );
 
+    await t.step("a channel whose only member leaves and joins again at once keeps getting publications", async () => {
+      // Its worker unsubscribes the channel's subject and subscribes it again back to back.
+      const token = signJwt({ sub: "dora", exp: Math.floor(Date.now() / 1000) + 600, channels: ["solo"] }, SECRET);
+      const dora = new Client(pusherA.port, undefined, `/?token=${token}`);
+      clients.push(dora);
+      await dora.address();
+      const subscribed = (answer: unknown) =>
+        assert.ok(typeof answer === "object" && answer !== null && "result" in answer);
+      subscribed(await dora.ask({ id: 1, subscribe: { channel: "solo" } }));
+      dora.ws.send(JSON.stringify({ id: 2, unsubscribe: { channel: "solo" } }));
+      subscribed(await dora.ask({ id: 3, subscribe: { channel: "solo" } }));
+      assert.equal((await result("publish", { channel: "solo", data: "still here" })).workers_reached, 1);
+      await until(() => channelFrames(dora, "solo").length === 1, 5000, "the publication");
+    });
+
     await t.step("a stopped pusher's addresses are stale: a send to one is refused with 404", async () => {
       await pusherB.service.stop();
       const stale = await get(`content=too-late&to_worker_id=${bob.worker}&to_connection_id=${bob.connection}`);
