@@ -12,6 +12,7 @@ import { createLogger } from "../shared/log.ts";
 import type { Json } from "../shared/json.ts";
 import { MemoryBroker, type MemoryBrokerOptions, type MemoryBus } from "../shared/memory_bus.ts";
 import { newWorkerId } from "../shared/address.ts";
+import { gatedBus } from "../shared/testing.ts";
 
 /** A pusher under test, and what a test plays with around it. */
 export interface Setup extends AsyncDisposable {
@@ -90,4 +91,34 @@ export function addressOf(socket: FakeSocket): { worker: string; connection: num
   const match = GREETING.exec(socket.sent[0] ?? "");
   assert.ok(match, `a greeting first, got ${JSON.stringify(socket.sent[0])}`);
   return { worker: match[1]!, connection: Number(match[2]) };
+}
+
+/** What {@linkcode gatedPusher} makes. */
+export interface GatedPusher {
+  broker: MemoryBroker;
+  gated: ReturnType<typeof gatedBus>;
+  transport: FakeTransport;
+  pusher: Pusher;
+}
+
+/**
+ * A pusher whose bus confirms its subscriptions and answers its history reads
+ * only when `gated.release()` says, as a hub does a moment later; quiet
+ * logs. `broker` gives the test links of its own.
+ */
+export function gatedPusher(
+  options: Partial<PusherOptions> = {},
+  brokerOptions: MemoryBrokerOptions = {},
+): GatedPusher {
+  const broker = new MemoryBroker(brokerOptions);
+  const gated = gatedBus(broker.connect());
+  const transport = new FakeTransport();
+  const pusher = new Pusher({
+    workerId: newWorkerId(),
+    bus: gated.bus,
+    transport,
+    logger: createLogger("pusher", { level: "error", sink: () => {} }),
+    ...options,
+  });
+  return { broker, gated, transport, pusher };
 }

@@ -11,15 +11,13 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { applyAppStep } from "./_client_testing.ts";
 import { PushClient } from "./client.js";
-import { Pusher } from "./pusher.ts";
-import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
-import { addressOf } from "./_fake_setup.ts";
-import { channelSubject, commandRoute, newWorkerId } from "../shared/address.ts";
+import type { Pusher } from "./pusher.ts";
+import type { FakeSocket, FakeTransport } from "./fake_transport.ts";
+import { addressOf, gatedPusher } from "./_fake_setup.ts";
+import { channelSubject, commandRoute } from "../shared/address.ts";
 import type { Bus } from "../shared/bus.ts";
 import { signJwt } from "../shared/jwt.ts";
-import { createLogger } from "../shared/log.ts";
-import { MemoryBroker } from "../shared/memory_bus.ts";
-import { gatedBus, mulberry32 } from "../shared/testing.ts";
+import { mulberry32 } from "../shared/testing.ts";
 
 const SECRET = "client-pusher-secret";
 const CHANNELS = ["a", "b", "locked"] as const;
@@ -134,16 +132,7 @@ function settle(): Promise<void> {
 
 /** A pusher on a gated bus, a connected `client.js` to it, a backend's link, and a bystander in "a" and "b". */
 async function system(seed: number, history: string[] = []) {
-  const broker = new MemoryBroker({ history: { subjects: history } });
-  const gated = gatedBus(broker.connect());
-  const transport = new FakeTransport();
-  const pusher = new Pusher({
-    workerId: newWorkerId(),
-    bus: gated.bus,
-    transport,
-    tokenSecret: SECRET,
-    logger: createLogger("pusher", { level: "error", sink: () => {} }),
-  });
+  const { broker, gated, transport, pusher } = gatedPusher({ tokenSecret: SECRET }, { history: { subjects: history } });
   const backend = broker.connect();
   const link = linkedWebSocket(transport, pusher.handler, mulberry32(seed));
   const timers = manualTimers();

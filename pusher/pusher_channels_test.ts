@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
-import { addressOf, setUp } from "./_fake_setup.ts";
-import { MAX_READS_IN_FLIGHT, Pusher } from "./pusher.ts";
-import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
+import { addressOf, gatedPusher, setUp } from "./_fake_setup.ts";
+import { MAX_READS_IN_FLIGHT } from "./pusher.ts";
+import type { FakeSocket } from "./fake_transport.ts";
 import {
   BROADCAST_SUBJECT,
   channelSubject,
   commandRoute,
   CONNECTIONS_SUBJECT,
-  newWorkerId,
   PRESENCE_SUBJECT,
   presenceQuery,
   publishRoute,
@@ -16,9 +15,6 @@ import {
   workerSubject,
 } from "../shared/address.ts";
 import { signJwt } from "../shared/jwt.ts";
-import { gatedBus } from "../shared/testing.ts";
-import { MemoryBroker } from "../shared/memory_bus.ts";
-import { createLogger } from "../shared/log.ts";
 import { until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
 
@@ -396,17 +392,7 @@ Deno.test("pusher tells the members of a presence channel who joins and leaves, 
 
 Deno.test("pusher never tells a join after the leave that followed it: one that left while its subscribe was answered", async () => {
   // A second worker's member hears the channel on the bus, as members on other pushers do.
-  const broker = new MemoryBroker();
-  const gated = gatedBus(broker.connect());
-  const transport = new FakeTransport();
-  const pusher = new Pusher({
-    workerId: newWorkerId(),
-    bus: gated.bus,
-    transport,
-    tokenSecret: SECRET,
-    presenceChannels: ["room.*"],
-    logger: createLogger("pusher", { level: "error", sink: () => {} }),
-  });
+  const { broker, gated, transport, pusher } = gatedPusher({ tokenSecret: SECRET, presenceChannels: ["room.*"] });
   const observer = broker.connect();
   const heard: string[] = [];
   await observer.subscribe(channelSubject("room.1"), (data) => heard.push(JSON.stringify(data)));
