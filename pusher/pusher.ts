@@ -195,6 +195,8 @@ interface PusherConnection extends Connection, Member {
   reads: number;
   /** Whether it was greeted: its end is told (`connectionEvents`) only then. */
   greeted: boolean;
+  /** The presence channels whose join was told, and whose leave is told therefore; null while none. */
+  told: Set<string> | null;
 }
 
 /**
@@ -447,6 +449,7 @@ export class Pusher {
       bad: 0,
       reads: 0,
       greeted: false,
+      told: null,
     };
     this.#connections.add(connection);
     this.#counters.accepted.inc();
@@ -486,7 +489,7 @@ export class Pusher {
     if (this.#connectionEvents && connection.greeted) {
       this.#tell({ disconnect: { ...this.#infoOf(connection), code, reason } });
     }
-    for (const channel of this.#membership.leaveAll(connection)) this.#announce("leave", channel, connection);
+    for (const channel of this.#membership.leaveAll(connection)) this.#announceLeave(channel, connection);
     const user = connection.user;
     if (user !== null && this.#connections.ofUser(user).size === 0) this.#uninterested(userSubject(user));
   }
@@ -715,22 +718,33 @@ export class Pusher {
 
   /**
    * Tells a join that waited (for the bus, or for the joiner's reply), unless
-   * the connection left meanwhile: its leave went out at once, and a join
-   * after it would leave the others with someone who is gone.
+   * the connection left meanwhile (a join after its leave would leave the
+   * others with someone who is gone) or it was told already (the connection
+   * left and joined again while it waited).
    */
   #announceJoin(channel: string, connection: PusherConnection): void {
-    if (this.#membership.has(connection, channel)) this.#announce("join", channel, connection);
+    if (!this.#membership.has(connection, channel) || !this.#presence.isPresenceChannel(channel)) return;
+    const told = connection.told ??= new Set();
+    if (told.has(channel)) return;
+    told.add(channel);
+    this.#announce("join", channel, connection);
+  }
+
+  /** Tells a leave whose join was told: members never hear of someone leaving who they were not told joined. */
+  #announceLeave(channel: string, connection: PusherConnection): void {
+    if (!connection.told?.delete(channel)) return;
+    if (connection.told.size === 0) connection.told = null;
+    this.#announce("leave", channel, connection);
   }
 
   #leave(connection: PusherConnection, channel: string): boolean {
     if (!this.#membership.leave(connection, channel)) return false;
-    this.#announce("leave", channel, connection);
+    this.#announceLeave(channel, connection);
     return true;
   }
 
   /** Tells the members of a presence channel, in every worker, that `connection` joined or left it. */
   #announce(kind: "join" | "leave", channel: string, connection: PusherConnection): void {
-    if (!this.#presence.isPresenceChannel(channel)) return;
     const event: ChannelEvent = this.#presence.event(kind, channel, connection);
     this.#bus.publish(channelSubject(channel), event).catch((error) => {
       this.logger.warn(`could not announce a ${kind}`, { channel, error: (error as Error).message });
