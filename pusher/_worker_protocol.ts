@@ -52,6 +52,7 @@ export interface WorkerConfig {
   maxHeadBytes: number;
   handshakeTimeout: number;
   maxConnections: number;
+  maxConnectionsPerUser: number;
   maxChannelsPerConnection: number;
   maxChannelsPerWorker: number;
   maxChannelLength: number;

@@ -56,6 +56,16 @@ export const TOKEN_EXPIRED = 4401;
 /** Close reason that goes with {@linkcode TOKEN_EXPIRED}. */
 export const TOKEN_EXPIRED_REASON = "token expired";
 
+/**
+ * Close code for a connection past its user's connection limit (the pusher's
+ * `maxConnectionsPerUser`): Centrifugo's `connection limit`. Terminal: a
+ * client does not reconnect by itself.
+ */
+export const CONNECTION_LIMIT = 3504;
+
+/** Close reason that goes with {@linkcode CONNECTION_LIMIT}. */
+export const CONNECTION_LIMIT_REASON = "connection limit";
+
 /** The default of {@linkcode ClientProtocolOptions.maxCommandBytes}. */
 export const DEFAULT_MAX_COMMAND_BYTES = 4096;
 

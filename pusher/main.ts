@@ -161,6 +161,13 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "WebSocket connections for the whole pusher",
     default: String(DEFAULT_MAX_CONNECTIONS),
   },
+  "max-connections-per-user": {
+    type: "string",
+    arg: "N",
+    help:
+      "connections one user (a token's sub) may have open on every pusher of the bus together; the next is closed with 3504 (needs --token-secret; 0: no limit)",
+    default: "0",
+  },
   "shutdown-timeout": {
     type: "string",
     arg: "MS",
@@ -280,6 +287,10 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
   if (maxConnections < workers) {
     throw new TypeError(`Invalid --max-connections: at least one per worker (${workers}), got ${maxConnections}`);
   }
+  const maxConnectionsPerUser = intFlag(flags, "max-connections-per-user", 0);
+  if (maxConnectionsPerUser > 0 && tokenSecret === null) {
+    throw new TypeError("Invalid --max-connections-per-user: it needs --token-secret (users are the tokens' sub)");
+  }
   const server = stringFlag(flags, "server") ?? "listen";
   if (!isServerKind(server)) throw new TypeError(`Invalid --server: listen or deno, got ${server}`);
   const certFiles = certFilesFlag(flags);
@@ -308,6 +319,7 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
     handshakeTimeout: durationFlag(flags, "handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT, { min: 1 }),
     // For all workers together; each takes its share (WorkerPool).
     maxConnections,
+    maxConnectionsPerUser,
     maxChannelsPerConnection: positiveIntFlag(flags, "max-channels-per-connection", 128),
     maxChannelsPerWorker: positiveIntFlag(flags, "max-channels-per-worker", 100_000),
     maxChannelLength: positiveIntFlag(flags, "max-channel-length", 255),

@@ -7,13 +7,15 @@
  * @module
  */
 
-import type {
-  ChannelEvent,
-  ChannelList,
-  ChannelPresence,
-  PresenceQuery,
-  UserPresence,
-  WorkerInfo,
+import {
+  type ChannelEvent,
+  type ChannelList,
+  type ChannelPresence,
+  type OpenedAt,
+  openedBefore,
+  type PresenceQuery,
+  type UserPresence,
+  type WorkerInfo,
 } from "../shared/address.ts";
 import { channelMatcher } from "./channel_patterns.ts";
 
@@ -25,6 +27,8 @@ export interface PresenceConnection {
   readonly id: number;
   /** Its user; null without a token. */
   readonly user: string | null;
+  /** When it opened, in milliseconds since the epoch. */
+  readonly opened: number;
 }
 
 /** What presence reads of the worker. */
@@ -75,7 +79,7 @@ export class Presence<C extends PresenceConnection> {
       case "channel":
         return this.#channel(query.channel);
       case "user":
-        return { connections: this.#source.ofUser(query.user).size };
+        return { connections: this.#userConnections(query.user, query.before) };
       case "info": {
         const info: WorkerInfo = { worker_id: this.#source.workerId, ...this.#source.counts() };
         if (query.counters && this.#source.counters) Object.assign(info, this.#source.counters());
@@ -84,6 +88,18 @@ export class Presence<C extends PresenceConnection> {
       case "channels":
         return this.#channels(query.pattern, query.limit);
     }
+  }
+
+  /** How many connections `user` has here, or how many of them opened before `before`. */
+  #userConnections(user: string, before: OpenedAt | undefined): number {
+    const connections = this.#source.ofUser(user);
+    if (before === undefined) return connections.size;
+    const workerId = this.#source.workerId;
+    let count = 0;
+    for (const c of connections) {
+      if (openedBefore({ at: c.opened, worker_id: workerId, connection_id: c.id }, before)) count++;
+    }
+    return count;
   }
 
   /** The event members of a presence channel get when `connection` joins or leaves it. */

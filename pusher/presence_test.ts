@@ -5,7 +5,7 @@ import { Presence, type PresenceConnection } from "./presence.ts";
 function presenceOf(channels: readonly string[], members: (name: string) => number) {
   const sets = new Map(channels.map((name) => [
     name,
-    new Set<PresenceConnection>(Array.from({ length: members(name) }, (_, id) => ({ id, user: null }))),
+    new Set<PresenceConnection>(Array.from({ length: members(name) }, (_, id) => ({ id, user: null, opened: 0 }))),
   ]));
   const none = new Set<PresenceConnection>();
   return new Presence<PresenceConnection>({
@@ -38,4 +38,30 @@ Deno.test("presence lists the first channels by name that match, as a full sort 
     const presence = presenceOf(channels, (name) => name.length);
     assert.deepEqual(presence.answer({ q: "channels", pattern, limit }), expected, `round ${round}`);
   }
+});
+
+Deno.test("presence counts a user's connections here, or those opened before a given one, by time, worker, then id", () => {
+  const worker = "0123456789abcdef";
+  const alice = new Set<PresenceConnection>([
+    { id: 1, user: "alice", opened: 1000 },
+    { id: 2, user: "alice", opened: 2000 },
+    { id: 3, user: "alice", opened: 2000 },
+  ]);
+  const presence = new Presence<PresenceConnection>({
+    workerId: worker,
+    members: () => new Set(),
+    channels: () => [],
+    ofUser: (user) => user === "alice" ? alice : new Set(),
+    counts: () => ({ connections: 3, users: 1, channels: 0 }),
+  });
+  const before = (at: number, worker_id: string, connection_id: number) =>
+    presence.answer({ q: "user", user: "alice", before: { at, worker_id, connection_id } });
+  assert.deepEqual(presence.answer({ q: "user", user: "alice" }), { connections: 3 });
+  assert.deepEqual(presence.answer({ q: "user", user: "bob" }), { connections: 0 });
+  assert.deepEqual(before(999, worker, 9), { connections: 0 });
+  assert.deepEqual(before(1000, worker, 1), { connections: 0 }, "not itself");
+  assert.deepEqual(before(2000, worker, 3), { connections: 2 }, "the same time: the lower id first");
+  assert.deepEqual(before(2000, "ffffffffffffffff", 0), { connections: 3 }, "the same time: the lower worker first");
+  assert.deepEqual(before(2000, "0000000000000000", 99), { connections: 1 });
+  assert.deepEqual(before(5000, worker, 99), { connections: 3 });
 });

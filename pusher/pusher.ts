@@ -22,6 +22,8 @@ import { channelMatcher } from "./channel_patterns.ts";
 import {
   type ClientError,
   type ClientProtocolOptions,
+  CONNECTION_LIMIT,
+  CONNECTION_LIMIT_REASON,
   ErrorCode,
   errorFrame,
   type HistoryCommand,
@@ -67,7 +69,9 @@ import {
   toCommand,
   toDataPush,
   toPresenceQuery,
+  toUserCommandReply,
   userOfSubject,
+  type UserPresence,
   userSubject,
   workerSubject,
 } from "../shared/address.ts";
@@ -109,6 +113,16 @@ export interface PusherOptions {
    * @default {null}
    */
   tokenSecret?: string | null;
+  /**
+   * Connections one user may have open on every pusher of the bus together.
+   * A connection is counted against those of its user opened before it
+   * (by {@linkcode OpenedAt}: the first ones stay), asking every worker as
+   * presence does within `presenceTimeout`; one past the limit is closed
+   * with 3504 `connection limit` instead of its greeting. Connections
+   * without a user (no token secret) are not limited. 0: no limit.
+   * @default {0}
+   */
+  maxConnectionsPerUser?: number;
   /** Messages, pings and pongs per second a client may send (with a burst of as many); faster closes with 1008. @default {50} */
   maxMessageRate?: number;
   /** Channels one connection may be a member of; past it, 429. @default {128} */
@@ -197,6 +211,8 @@ interface PusherConnection extends Connection, Member {
   greeted: boolean;
   /** The presence channels whose join was told, and whose leave is told therefore; null while none. */
   told: Set<string> | null;
+  /** When it opened, in milliseconds since the epoch: orders a user's connections for `maxConnectionsPerUser`. */
+  readonly opened: number;
 }
 
 /**
@@ -244,6 +260,7 @@ export class Pusher {
   readonly #maxBadMessages: number;
   readonly #presenceTimeout: number;
   readonly #maxClientReads: number;
+  readonly #maxConnectionsPerUser: number;
   /** This worker's clients' history and presence reads in flight. */
   #clientReads = 0;
   readonly #connectionEvents: boolean;
@@ -294,6 +311,10 @@ export class Pusher {
     this.#maxBadMessages = options.maxBadMessages ?? 10;
     this.#presenceTimeout = options.presenceTimeout ?? DEFAULT_PRESENCE_TIMEOUT;
     this.#maxClientReads = options.maxClientReads ?? DEFAULT_MAX_CLIENT_READS;
+    this.#maxConnectionsPerUser = options.maxConnectionsPerUser ?? 0;
+    if (!Number.isSafeInteger(this.#maxConnectionsPerUser) || this.#maxConnectionsPerUser < 0) {
+      throw new RangeError(`Invalid maxConnectionsPerUser: expected 0 or more, got ${this.#maxConnectionsPerUser}`);
+    }
     this.#connectionEvents = options.connectionEvents ?? false;
     this.#presence = new Presence({
       workerId: this.workerId,
@@ -450,6 +471,7 @@ export class Pusher {
       reads: 0,
       greeted: false,
       told: null,
+      opened: this.#clock(),
     };
     this.#connections.add(connection);
     this.#counters.accepted.inc();
@@ -458,7 +480,49 @@ export class Pusher {
     this.logger.debug("connected", { connection: id, user });
     if (this.#connections.ofUser(user).size === 1) this.#interested(userSubject(user), this.#onUser);
     // Greeted once its user's subject is in effect: from then on a publish to the user reaches it.
-    this.#whenInEffect(userSubject(user), () => this.#greet(connection));
+    if (this.#maxConnectionsPerUser === 0) return this.#whenInEffect(userSubject(user), () => this.#greet(connection));
+    const within = this.#withinUserLimit(connection, user);
+    this.#whenInEffect(userSubject(user), () => void within.then((ok) => ok && this.#greet(connection)));
+  }
+
+  /**
+   * Whether `connection` is within its user's connection limit: fewer than
+   * the limit of the user's connections, on every worker, opened before it.
+   * Asked of this worker first, then of all of them; closes it when not.
+   * When the bus cannot ask, this worker's count decides.
+   */
+  #withinUserLimit(connection: PusherConnection, user: string): Promise<boolean> {
+    const limit = this.#maxConnectionsPerUser;
+    const before = { at: connection.opened, worker_id: this.workerId, connection_id: connection.id };
+    const here = this.#presence.answer({ q: "user", user, before }) as UserPresence;
+    if (here.connections >= limit) return Promise.resolve(this.#overUserLimit(connection, here.connections));
+    const query = presenceQuery({ q: "user", user, before });
+    return this.#bus.request(query.subject, { ...query.data }, { timeout: this.#presenceTimeout }).then(
+      ({ replies }) => {
+        let earlier = 0;
+        for (const reply of replies) earlier += toUserCommandReply(reply)?.connections ?? 0;
+        return earlier < limit || this.#overUserLimit(connection, earlier);
+      },
+      (error) => {
+        this.logger.warn("could not count a user's connections on the other workers: let in by this one's count", {
+          connection: connection.id,
+          error: (error as Error).message,
+        });
+        return true;
+      },
+    );
+  }
+
+  /** Closes a connection past its user's limit, if still open; false. */
+  #overUserLimit(connection: PusherConnection, earlier: number): false {
+    if (this.#connections.of(connection.socket) !== connection) return false;
+    this.logger.info("closing a connection over its user's connection limit", {
+      connection: connection.id,
+      limit: this.#maxConnectionsPerUser,
+      earlier,
+    });
+    connection.socket.close(CONNECTION_LIMIT, CONNECTION_LIMIT_REASON);
+    return false;
   }
 
   /** Sends the original's greeting, and tells the backend (`connectionEvents`) of a connection still open. */

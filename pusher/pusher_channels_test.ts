@@ -1,13 +1,17 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { addressOf, gatedPusher, setUp } from "./_fake_setup.ts";
-import { MAX_READS_IN_FLIGHT } from "./pusher.ts";
-import type { FakeSocket } from "./fake_transport.ts";
+import { MAX_READS_IN_FLIGHT, Pusher, type PusherOptions } from "./pusher.ts";
+import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
+import { createLogger } from "../shared/log.ts";
+import { MemoryBroker } from "../shared/memory_bus.ts";
+import { BusError } from "../shared/bus.ts";
 import {
   BROADCAST_SUBJECT,
   channelSubject,
   commandRoute,
   CONNECTIONS_SUBJECT,
+  newWorkerId,
   PRESENCE_SUBJECT,
   presenceQuery,
   publishRoute,
@@ -851,4 +855,111 @@ Deno.test("pusher tells each member's joins and leaves of a presence channel in 
     }),
     { seed: 1916, numRuns: 200 },
   );
+});
+
+/** Two workers on one bus, each with `options`: the second on a transport of its own. */
+function twoWorkers(options: Partial<PusherOptions>) {
+  const setup = setUp(options);
+  const transport = new FakeTransport();
+  const second = new Pusher({
+    workerId: newWorkerId(),
+    bus: setup.broker.connect(),
+    transport,
+    logger: createLogger("pusher", { level: "error", sink: () => {} }),
+    ...options,
+  });
+  /** Opens a connection of `user` on worker 0 or 1; resolves once it is greeted or closed. */
+  const open = async (worker: 0 | 1, user: string) => {
+    const socket = await (worker === 0 ? setup.transport : transport).connect(
+      (worker === 0 ? setup.pusher : second).handler,
+      token(user),
+    ) as FakeSocket;
+    await until(() => socket.sent.length > 0 || socket.closed !== null, 2000, "a greeting or a close");
+    return socket;
+  };
+  return {
+    setup,
+    open,
+    [Symbol.asyncDispose]: async () => {
+      second.closeAll();
+      second.detach();
+      await setup[Symbol.asyncDispose]();
+    },
+  };
+}
+
+const greeted = (socket: FakeSocket) => socket.closed === null && /connected\n$/.test(socket.sent[0] ?? "");
+
+Deno.test("pusher closes a user's connection past maxConnectionsPerUser on every worker with 3504 before its greeting, and lets one in again once another closed", async () => {
+  await using workers = twoWorkers({ tokenSecret: SECRET, maxConnectionsPerUser: 2 });
+  const alice1 = await workers.open(0, "alice");
+  const alice2 = await workers.open(1, "alice");
+  const alice3 = await workers.open(0, "alice");
+  const alice4 = await workers.open(1, "alice");
+  const bob = await workers.open(0, "bob");
+  assert.deepEqual([alice1, alice2, bob].map(greeted), [true, true, true]);
+  for (const over of [alice3, alice4]) {
+    assert.deepEqual(over.closed, { code: 3504, reason: "connection limit" });
+    assert.deepEqual(over.sent, [], "no greeting");
+  }
+  // A publish to alice reaches her two connections.
+  await workers.setup.publish(userSubject("alice"), { data: "hi" });
+  assert.deepEqual([alice1, alice2].map((socket) => socket.sent.at(-1)), ["hi", "hi"]);
+  assert.ok(workers.setup.logs.some((line) => line.includes("connection limit")));
+  alice1.drop();
+  await settle();
+  assert.ok(greeted(await workers.open(1, "alice")), "a place was free again");
+});
+
+Deno.test("pusher lets in exactly the first maxConnectionsPerUser of a user's connections opened at once on two workers", async () => {
+  await using workers = twoWorkers({ tokenSecret: SECRET, maxConnectionsPerUser: 3 });
+  const opened = await Promise.all(Array.from({ length: 10 }, (_, i) => workers.open(i % 2 === 0 ? 0 : 1, "carol")));
+  assert.equal(opened.filter(greeted).length, 3, opened.map((s) => JSON.stringify(s.closed)).join(" "));
+  assert.ok(opened.every((socket) => greeted(socket) || socket.closed?.code === 3504));
+});
+
+Deno.test("pusher without maxConnectionsPerUser lets a user have any number of connections", async () => {
+  await using workers = twoWorkers({ tokenSecret: SECRET });
+  const opened = await Promise.all(Array.from({ length: 20 }, (_, i) => workers.open(i % 2 === 0 ? 0 : 1, "dave")));
+  assert.ok(opened.every(greeted));
+});
+
+Deno.test("pusher counts a user's connections on its own worker when the bus cannot ask the others, and says so", async () => {
+  const broker = new MemoryBroker();
+  const link = broker.connect();
+  // A bus that carries subscriptions but fails every request.
+  const bus = new Proxy(link, {
+    get(target, property) {
+      if (property === "request") return () => Promise.reject(new BusError("unavailable", "the bus is down"));
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const logs: string[] = [];
+  const transport = new FakeTransport();
+  const pusher = new Pusher({
+    workerId: newWorkerId(),
+    bus,
+    transport,
+    logger: createLogger("pusher", { level: "info", sink: (line) => logs.push(line) }),
+    tokenSecret: SECRET,
+    maxConnectionsPerUser: 1,
+  });
+  try {
+    const open = async (user: string) => {
+      const socket = await transport.connect(pusher.handler, token(user)) as FakeSocket;
+      await until(() => socket.sent.length > 0 || socket.closed !== null, 2000, "a greeting or a close");
+      return socket;
+    };
+    const alice = await open("alice");
+    const again = await open("alice");
+    const bob = await open("bob");
+    assert.deepEqual([greeted(alice), greeted(bob)], [true, true]);
+    assert.deepEqual(again.closed, { code: 3504, reason: "connection limit" });
+    assert.ok(logs.some((line) => line.includes("could not count a user's connections on the other workers")));
+  } finally {
+    pusher.closeAll();
+    pusher.detach();
+    await link.close();
+  }
 });

@@ -8,7 +8,7 @@
 import type { Counter, Registry, RegistrySnapshot } from "../shared/metrics.ts";
 import type { BusName } from "../shared/bus_address.ts";
 import { CloseCode } from "./websocket.ts";
-import { TOKEN_EXPIRED, TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
+import { CONNECTION_LIMIT, TOKEN_EXPIRED, TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
 
 /** The counters a pusher worker moves. */
 export interface PusherCounters {
@@ -115,6 +115,8 @@ export function closeReason(code: number): string {
       return "bad_messages";
     case TOKEN_EXPIRED:
       return "expired";
+    case CONNECTION_LIMIT:
+      return "user_limit";
     default:
       return "closed";
   }

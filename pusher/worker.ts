@@ -96,6 +96,7 @@ function start(config: WorkerConfig): Running {
     maxPresenceUsers: config.maxPresenceUsers,
     presenceTimeout: config.presenceTimeout,
     maxClientReads: config.maxClientReads,
+    maxConnectionsPerUser: config.maxConnectionsPerUser,
     maxRecoverMessages: config.maxRecoverMessages,
     presenceChannels: config.presenceChannels,
     connectionEvents: config.connectionEvents,

@@ -284,8 +284,12 @@ export type UserCommandReply = {
 export type PresenceQuery =
   /** Members of a channel: answered with a {@linkcode ChannelPresence}. */
   | { q: "channel"; channel: string }
-  /** Connections of a user: answered with a {@linkcode UserPresence}. */
-  | { q: "user"; user: string }
+  /**
+   * Connections of a user: answered with a {@linkcode UserPresence}; with
+   * `before`, only those opened before that connection (a pusher's
+   * per-user connection limit asks so).
+   */
+  | { q: "user"; user: string; before?: OpenedAt }
   /**
    * A worker's counts: answered with a {@linkcode WorkerInfo}; with
    * `counters: true` (the publisher's dashboard asks so), its
@@ -331,6 +335,24 @@ export type MergedChannelPresence = {
 export type UserPresence = {
   connections: number;
 };
+
+/**
+ * When and where a connection opened, which orders a user's connections
+ * across every pusher: by `at`, then `worker_id`, then `connection_id`.
+ */
+export type OpenedAt = {
+  /** Milliseconds since the epoch. */
+  at: number;
+  worker_id: string;
+  connection_id: number;
+};
+
+/** Whether a connection opened at `a` opened before one opened at `b`, by {@linkcode OpenedAt}'s order. */
+export function openedBefore(a: OpenedAt, b: OpenedAt): boolean {
+  if (a.at !== b.at) return a.at < b.at;
+  if (a.worker_id !== b.worker_id) return a.worker_id < b.worker_id;
+  return a.connection_id < b.connection_id;
+}
 
 /** One worker's counts. */
 export type WorkerInfo = {
@@ -578,10 +600,14 @@ export function toPresenceQuery(data: Json): PresenceQuery | string {
       return typeof data.channel === "string"
         ? { q: "channel", channel: data.channel }
         : "Invalid presence query: channel must be a string";
-    case "user":
-      return typeof data.user === "string"
-        ? { q: "user", user: data.user }
-        : "Invalid presence query: user must be a string";
+    case "user": {
+      if (typeof data.user !== "string") return "Invalid presence query: user must be a string";
+      if (data.before === undefined) return { q: "user", user: data.user };
+      const before = toOpenedAt(data.before);
+      return before
+        ? { q: "user", user: data.user, before }
+        : "Invalid presence query: before must be {at, worker_id, connection_id}";
+    }
     case "info":
       return data.counters === true ? { q: "info", counters: true } : { q: "info" };
     case "channels":
@@ -591,6 +617,16 @@ export function toPresenceQuery(data: Json): PresenceQuery | string {
     default:
       return "Invalid presence query: q must be channel, user, info or channels";
   }
+}
+
+/** Checks an {@linkcode OpenedAt}; null when it is not one. */
+function toOpenedAt(data: Json | undefined): OpenedAt | null {
+  if (!isObject(data)) return null;
+  const { at, worker_id, connection_id } = data;
+  if (typeof at !== "number" || !Number.isFinite(at) || typeof worker_id !== "string" || !isCount(connection_id)) {
+    return null;
+  }
+  return { at, worker_id, connection_id };
 }
 
 /** Checks a worker's {@linkcode CommandReply}; null when it is not one. */

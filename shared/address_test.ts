@@ -151,6 +151,17 @@ Deno.test("toCommand reads each command and names what is wrong with a bad one",
 Deno.test("presence queries and every reply shape are checked", () => {
   assert.deepEqual(toPresenceQuery({ q: "channel", channel: "a" }), { q: "channel", channel: "a" });
   assert.deepEqual(toPresenceQuery({ q: "user", user: "u" }), { q: "user", user: "u" });
+  const before = { at: 1_700_000_000_000, worker_id: "0123456789abcdef", connection_id: 7 };
+  assert.deepEqual(toPresenceQuery({ q: "user", user: "u", before: { ...before, extra: 1 } }), {
+    q: "user",
+    user: "u",
+    before,
+  });
+  for (
+    const bad of [null, 5, { ...before, at: "now" }, { ...before, worker_id: 1 }, { ...before, connection_id: -1 }]
+  ) {
+    assert.match(toPresenceQuery({ q: "user", user: "u", before: bad }) as string, /before must be \{at, worker_id/);
+  }
   assert.deepEqual(toPresenceQuery({ q: "info" }), { q: "info" });
   assert.deepEqual(toPresenceQuery({ q: "info", counters: true }), { q: "info", counters: true });
   assert.deepEqual(toPresenceQuery({ q: "info", counters: "yes" }), { q: "info" });

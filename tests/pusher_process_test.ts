@@ -38,6 +38,10 @@ Deno.test("pusher task prints help, and refuses bad flags with exit code 2", asy
   await using empty = await startService("pusher", ["--token-secret", ""]);
   await empty.waitForLine(/Invalid --token-secret: empty/);
   assert.equal((await empty.process.status).code, 2);
+  // Without tokens connections have no user to count.
+  await using unlimited = await startService("pusher", ["--max-connections-per-user", "2"]);
+  await unlimited.waitForLine(/Invalid --max-connections-per-user: it needs --token-secret/);
+  assert.equal((await unlimited.process.status).code, 2);
   // A worker with no share of the connections would refuse everyone who reaches it.
   await using unshared = await startService("pusher", ["--workers", "2", "--max-connections", "1"]);
   await unshared.waitForLine(/Invalid --max-connections: at least one per worker \(2\), got 1/);
