@@ -10,6 +10,7 @@ import { type Service, startService } from "./_service.ts";
 import { Client } from "../pusher/testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { signJwt } from "../shared/jwt.ts";
+import { PushClient } from "../pusher/client.js";
 
 const SECRET = "user-limit-e2e-secret";
 
@@ -59,6 +60,15 @@ Deno.test("a user's third connection on any pusher is closed with 3504 'connecti
   const refused = await within(alice3.closed, 5000, "alice's third connection to be closed");
   assert.deepEqual([refused.code, refused.reason], [3504, "connection limit"]);
   assert.deepEqual(alice3.messages, [], "no greeting");
+  // The client library takes the close as final: it says so, and does not come back by itself.
+  const library = new PushClient(`ws://127.0.0.1:${b.port}`, { token: tokenPath("alice").slice("/?token=".length) });
+  const disconnected = new Promise<{ code: number; reason: string; reconnecting: boolean }>((resolve) =>
+    library.on("disconnected", resolve)
+  );
+  library.connect();
+  const event = await within(disconnected, 5000, "the library's disconnected event");
+  assert.deepEqual([event.code, event.reason, event.reconnecting], [3504, "connection limit", false]);
+  assert.equal(library.state, "disconnected");
   // Another user is not limited by alice's connections.
   await using bob = new Client(b.port, undefined, tokenPath("bob"));
   await bob.address();
