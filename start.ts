@@ -17,6 +17,13 @@ import { backoffDelay } from "./shared/backoff.ts";
 
 const SERVICES = ["channel", "pusher", "publisher"] as const;
 type ServiceName = typeof SERVICES[number];
+/** The order services start in: each after those whose addresses it is given (`wiring`). */
+const START_ORDER: readonly ServiceName[] = ["channel", "publisher", "pusher"];
+/** The order they are drained in: the publisher stops taking publishes first, the hub goes last. */
+const STOP_ORDER: readonly ServiceName[] = ["publisher", "pusher", "channel"];
+/** Where the pusher and the publisher look for the hub, and the demo page for the publisher, unless told. */
+const DEFAULT_HUB = "127.0.0.1:2206";
+const DEFAULT_PUBLISHER_PORT = "4237";
 
 /** The flags of `deno task start` itself, and those it passes to each service. */
 export interface StartArgs {
@@ -82,7 +89,8 @@ Each service's own flags follow its name and a colon, after start's:
   deno task start pusher: --presence-channels 'room.*' --workers 4 publisher: --max-content-bytes 4096
 They come after the service's task flags (deno task channel --help, pusher --help, publisher --help). Secrets go
 in the environment, which every service inherits: PUBLISHER_API_KEY=... PUSHER_TOKEN_SECRET=... deno task start.
-A service moved off its port needs the others told (pusher: --hub, --publisher-url; publisher: --hub).`;
+A hub or a publisher on another port is passed on to the services started after it (--hub, the pusher's
+--publisher-url) unless their own flags or CHANNEL_BUS / CHANNEL_HUB say where to go.`;
 
 /** How services are restarted; see the flags of the same names. */
 interface RestartPolicy {
@@ -93,7 +101,7 @@ interface RestartPolicy {
 }
 
 /** Where a service listens, from its `listening` log line. */
-interface Endpoint {
+export interface Endpoint {
   /** `HOST:PORT` as the service logged it. */
   addr: string;
   tls: boolean;
@@ -151,8 +159,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const stopAll = () =>
     stopping ??= (async () => {
       stop.abort();
-      // Front to back: the publisher stops taking publishes first, the hub last.
-      for (const slot of [...slots].reverse()) {
+      for (const slot of STOP_ORDER.flatMap((name) => slots.filter((slot) => slot.name === name))) {
         if (slot.current) await stopOne(slot.current);
         // A restart under way when the stop came ends its new process itself.
         await slot.loop.catch(() => {});
@@ -172,6 +179,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const supervisor: Supervisor = {
     policy,
     serviceArgs,
+    endpoints: {},
     signal: stop.signal,
     killSignal: () => forced ? "SIGKILL" : "SIGTERM",
   };
@@ -184,6 +192,8 @@ interface Supervisor {
   policy: RestartPolicy;
   /** Each service's flags from the command line, after its task's. */
   serviceArgs: StartArgs["services"];
+  /** Where each service listens, as its latest start logged it. */
+  endpoints: Partial<Record<ServiceName, Endpoint>>;
   /** Aborted when everything stops: no more restarts. */
   signal: AbortSignal;
   /** The signal that stops a process now: SIGKILL once a second signal came. */
@@ -199,15 +209,14 @@ async function run(slots: Slot[], supervisor: Supervisor, stopAll: () => Promise
   const logger = createLogger("start");
   const stopped = new Promise<void>((resolve) => supervisor.signal.addEventListener("abort", () => resolve()));
   try {
-    const endpoints: Partial<Record<ServiceName, Endpoint>> = {};
-    for (const name of SERVICES) {
+    for (const name of START_ORDER) {
       if (supervisor.signal.aborted) break;
       const slot = supervise(name, supervisor);
       slots.push(slot);
-      const up = await Promise.race([slot.up, slot.loop, stopped]);
-      if (up) endpoints[name] = up;
+      await Promise.race([slot.up, slot.loop, stopped]);
     }
-    if (!supervisor.signal.aborted) console.log(instructions(endpoints.pusher!, endpoints.publisher!));
+    const { pusher, publisher } = supervisor.endpoints;
+    if (!supervisor.signal.aborted) console.log(instructions(pusher!, publisher!));
     await Promise.race([stopped, ...slots.map((slot) => slot.loop)]);
   } catch (error) {
     // A service that a signal stopped before it listened is no failure.
@@ -234,7 +243,7 @@ class FailedStart extends Error {
 }
 
 /** Runs `name`, and runs it again after each exit that no stop asked for. */
-function supervise(name: string, supervisor: Supervisor): Slot {
+function supervise(name: ServiceName, supervisor: Supervisor): Slot {
   const logger = createLogger("start");
   const { policy, signal } = supervisor;
   let markUp!: (endpoint: Endpoint) => void;
@@ -248,7 +257,8 @@ function supervise(name: string, supervisor: Supervisor): Slot {
     let attempt = 0;
     let failedStarts = 0;
     while (!signal.aborted) {
-      const service = await spawn(name, supervisor.serviceArgs[name as ServiceName]);
+      const given = supervisor.serviceArgs[name];
+      const service = await spawn(name, [...wiring(name, supervisor.endpoints, given, Deno.env.get), ...given]);
       slot.current = service;
       // A stop that came while it was being spawned did not reach it.
       if (signal.aborted) return await stopOne(service, supervisor.killSignal());
@@ -258,6 +268,7 @@ function supervise(name: string, supervisor: Supervisor): Slot {
         failedStarts = 0;
         const { addr } = endpoint;
         logger.info("service up", { service: name, addr, pid: service.process.pid, restarts: attempt || undefined });
+        supervisor.endpoints[name] = endpoint;
         markUp(endpoint);
       }
       const status = await service.process.status;
@@ -349,6 +360,33 @@ async function spawn(name: string, extraArgs: string[]): Promise<Running> {
   return { process, listening, output, stderrTail };
 }
 
+/**
+ * The flags that point service `name` at where the services started before
+ * it listen, when that is not where it would look by itself: the hub's
+ * address for the pusher and the publisher (`--hub`), the publisher's URL
+ * for the pusher's demo page (`--publisher-url`). None that its own flags
+ * (`given`) or the environment (CHANNEL_BUS, CHANNEL_HUB) already set.
+ */
+export function wiring(
+  name: ServiceName,
+  endpoints: Partial<Record<ServiceName, Endpoint>>,
+  given: readonly string[],
+  env: (variable: string) => string | undefined,
+): string[] {
+  const has = (flag: string) => given.some((arg) => arg === `--${flag}` || arg.startsWith(`--${flag}=`));
+  const args: string[] = [];
+  const hub = endpoints.channel && hostPort(endpoints.channel);
+  const busGiven = has("hub") || has("bus") || Boolean(env("CHANNEL_BUS") || env("CHANNEL_HUB"));
+  if (name !== "channel" && hub !== undefined && hub !== DEFAULT_HUB && !busGiven) args.push("--hub", hub);
+  const publisher = endpoints.publisher;
+  // By default the demo page calls the host it came from, on the publisher's default port: kept when that is right.
+  const movedPublisher = publisher !== undefined && !publisher.addr.endsWith(`:${DEFAULT_PUBLISHER_PORT}`);
+  if (name === "pusher" && movedPublisher && !has("publisher-url")) {
+    args.push("--publisher-url", url("http", publisher));
+  }
+  return args;
+}
+
 /** What `deno task start` prints once all three listen, with the addresses they listen on. */
 export function instructions(pusher: Endpoint, publisher: Endpoint): string {
   const page = url("http", pusher);
@@ -368,11 +406,16 @@ Ctrl-C stops all three.
 }
 
 /** A browser's URL of a service: `http://127.0.0.1:4236`; a wildcard address as this machine's loopback. */
-function url(scheme: "http" | "ws", { addr, tls }: Endpoint): string {
+function url(scheme: "http" | "ws", endpoint: Endpoint): string {
+  return `${scheme}${endpoint.tls ? "s" : ""}://${hostPort(endpoint)}`;
+}
+
+/** `HOST:PORT` to connect to a service at: a wildcard address as this machine's loopback, IPv6 in brackets. */
+function hostPort({ addr }: Endpoint): string {
   const colon = addr.lastIndexOf(":");
-  const host = addr.slice(0, colon);
+  const host = addr.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
   const shown = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "[::1]" : host.includes(":") ? `[${host}]` : host;
-  return `${scheme}${tls ? "s" : ""}://${shown}${addr.slice(colon)}`;
+  return `${shown}${addr.slice(colon)}`;
 }
 
 if (import.meta.main) Deno.exit(await main());

@@ -9,7 +9,7 @@ import { Client } from "../pusher/testing.ts";
 import { RawSocket } from "../pusher/ws_testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { taskCommand } from "../shared/tasks.ts";
-import { splitStartArgs } from "../start.ts";
+import { splitStartArgs, wiring } from "../start.ts";
 
 Deno.test("deno task start runs hub, pusher and publisher on the original's ports and Ctrl-C stops all three", async () => {
   await using start = await startSystem();
@@ -32,14 +32,28 @@ Deno.test("deno task start runs hub, pusher and publisher on the original's port
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: 2206 }), "the hub is gone");
 });
 
-Deno.test("deno task start gives each service the flags after its name, and prints the addresses they listen on", async () => {
-  await using start = await startSystem(["pusher:", "--presence-channels", "room.*", "publisher:", "--port", "0"]);
+Deno.test("deno task start gives each service the flags after its name, points the others at a moved hub and publisher, and prints the addresses they listen on", async () => {
+  await using start = await startSystem([
+    "channel:",
+    "--port",
+    "0",
+    "pusher:",
+    "--presence-channels",
+    "room.*",
+    "publisher:",
+    "--port",
+    "0",
+  ]);
   await start.waitForLine(/Ctrl-C stops all three/, 20_000);
   const everyone = start.lines.find((l) => l.startsWith("  Push to everyone: "));
   const port = Number(/^ {2}Push to everyone: http:\/\/127\.0\.0\.1:(\d+)\/\?content=hello$/.exec(everyone ?? "")?.[1]);
   assert.ok(port > 0 && port !== 4237, `the publisher's own port in ${JSON.stringify(everyone)}`);
   assert.ok(start.lines.includes(`  Dashboard:        http://127.0.0.1:${port}/dashboard`), "the dashboard there too");
   assert.ok(start.lines.includes("  Demo page:        http://127.0.0.1:4236/"), "the pusher on its default port");
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: 2206 }), "no hub on its default port");
+  // The demo page calls the publisher where it is.
+  const page = await fetch("http://127.0.0.1:4236/").then((r) => r.text());
+  assert.ok(page.includes(`"http://127.0.0.1:${port}"`), "the demo page has the publisher's URL");
 
   await using client = new Client(4236);
   await client.address();
@@ -74,6 +88,36 @@ Deno.test("deno task start refuses a service name it does not know, before start
   const stderr = new TextDecoder().decode(output.stderr);
   assert.match(stderr, /Unknown service 'pushr:': expected channel:, pusher: or publisher: before its flags/);
   assert.doesNotMatch(stderr, /svc=(channel|pusher|publisher)/, "no service started");
+});
+
+Deno.test("wiring: a moved hub and publisher are passed on, unless the service's flags or the environment say where to go", () => {
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  const moved = {
+    channel: { addr: "0.0.0.0:2300", tls: false },
+    publisher: { addr: "127.0.0.1:4300", tls: true },
+  };
+  assert.deepEqual(wiring("pusher", moved, [], env({})), [
+    "--hub",
+    "127.0.0.1:2300",
+    "--publisher-url",
+    "https://127.0.0.1:4300",
+  ]);
+  assert.deepEqual(wiring("publisher", { channel: moved.channel }, [], env({})), ["--hub", "127.0.0.1:2300"]);
+  assert.deepEqual(wiring("channel", moved, [], env({})), []);
+  assert.deepEqual(
+    wiring("pusher", moved, ["--bus", "nats://127.0.0.1:4222", "--publisher-url=http://x"], env({})),
+    [],
+  );
+  assert.deepEqual(wiring("publisher", moved, ["--hub=10.0.0.1:2206"], env({})), []);
+  assert.deepEqual(wiring("publisher", moved, [], env({ CHANNEL_BUS: "redis://127.0.0.1:6379" })), []);
+  assert.deepEqual(wiring("publisher", moved, [], env({ CHANNEL_HUB: "10.0.0.1:2206" })), []);
+  // Where they would look by themselves, nothing: the demo page keeps calling the host it came from.
+  const defaults = { channel: { addr: "127.0.0.1:2206", tls: false }, publisher: { addr: "0.0.0.0:4237", tls: false } };
+  assert.deepEqual(wiring("pusher", defaults, [], env({})), []);
+  assert.deepEqual(wiring("pusher", { channel: { addr: "::1:2301", tls: false } }, [], env({})), [
+    "--hub",
+    "[::1]:2301",
+  ]);
 });
 
 Deno.test("splitStartArgs: start's flags first, then each service's after its name", () => {
