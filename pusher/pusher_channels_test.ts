@@ -906,6 +906,9 @@ Deno.test("pusher closes a user's connection past maxConnectionsPerUser on every
   await workers.setup.publish(userSubject("alice"), { data: "hi" });
   assert.deepEqual([alice1, alice2].map((socket) => socket.sent.at(-1)), ["hi", "hi"]);
   assert.ok(workers.setup.logs.some((line) => line.includes("connection limit")));
+  // Counted as a disconnect for that reason: alice's third was on this worker, her fourth on the other.
+  const metrics = await (await workers.setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_disconnects_total\{reason="user_limit"\} 1$/m);
   alice1.drop();
   await settle();
   assert.ok(greeted(await workers.open(1, "alice")), "a place was free again");
