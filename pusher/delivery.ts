@@ -2,6 +2,7 @@
  * Delivery: bus events to the sockets they address. A message for many
  * connections (a broadcast, a channel publication, a user's publish) is
  * framed once and the same bytes go to each; a targeted event to one.
+ * Connections not yet greeted get none of them.
  *
  * The original's `{ content }` and `{ to_connection_id, content }` go as
  * plain text, as they always did. A JSON-API publish (`{ data }`) goes as
@@ -76,8 +77,13 @@ export class Delivery<C extends Connection = Connection> {
     const push = toPushData(data);
     if (push && push.to_connection_id === undefined) {
       const message = this.#transport.prepare(push.content);
-      for (const connection of this.#connections.values()) connection.socket.send(message);
-      this.#counters.delivered.inc(this.#connections.size, "broadcast");
+      let sent = 0;
+      for (const connection of this.#connections.values()) {
+        if (!connection.greeted) continue;
+        connection.socket.send(message);
+        sent++;
+      }
+      this.#counters.delivered.inc(sent, "broadcast");
       return;
     }
     const json = toDataPush(data);
@@ -108,7 +114,7 @@ export class Delivery<C extends Connection = Connection> {
       id = json.to_connection_id;
     }
     const connection = this.#connections.get(id);
-    if (!connection) {
+    if (!connection?.greeted) {
       this.#counters.dropped.inc(1, "no_connection");
       this.#logger.info("no such connection", { connection: id });
       return false;
@@ -137,7 +143,7 @@ export class Delivery<C extends Connection = Connection> {
     let message;
     let sent = 0;
     for (const connection of this.#members(channel)) {
-      if (connection.id === skip) continue;
+      if (connection.id === skip || !connection.greeted) continue;
       message ??= this.#transport.prepare(text);
       if (!hold.hold(connection, channel, position, message)) connection.socket.send(message);
       sent++;
@@ -163,7 +169,7 @@ export class Delivery<C extends Connection = Connection> {
     let message;
     let sent = 0;
     for (const connection of connections) {
-      if (connection.id === skip) continue;
+      if (connection.id === skip || !connection.greeted) continue;
       connection.socket.send(message ??= this.#transport.prepare(text));
       sent++;
     }

@@ -883,7 +883,8 @@ export class Pusher {
       return this.#badCommand(data, error, message.replyTo);
     }
     const connection = this.#connections.get(id);
-    if (!connection) {
+    // Its address is nobody's before its greeting.
+    if (!connection?.greeted) {
       this.#counters.dropped.inc(1, "no_connection");
       this.logger.info("no such connection", { connection: id, cmd: command.cmd });
       return this.#reply(message.replyTo, { ok: false, error: NO_SUCH_CONNECTION });
@@ -901,8 +902,11 @@ export class Pusher {
 
   #userCommand(user: string, command: Command, replyTo: string | undefined): void {
     let applied = 0;
-    // A copy: a disconnect takes connections out of the set as it goes.
+    // A copy: a disconnect takes connections out of the set as it goes. It
+    // ends one not yet greeted too; a subscribe or unsubscribe, whose frame
+    // would come before its greeting, skips it.
     for (const connection of [...this.#connections.ofUser(user)]) {
+      if (!connection.greeted && command.cmd !== "disconnect") continue;
       if (this.#apply(connection, command) === null) applied++;
     }
     this.#afterCommand(command, () => this.#reply(replyTo, { connections: applied }));

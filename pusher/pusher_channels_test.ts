@@ -966,3 +966,33 @@ Deno.test("pusher counts a user's connections on its own worker when the bus can
     await link.close();
   }
 });
+
+Deno.test("pusher sends a connection nothing before its greeting: a broadcast, a user's publish or a backend command while its user's subject waits for the bus does not reach it", async () => {
+  const { broker, gated, transport, pusher } = gatedPusher({ tokenSecret: SECRET });
+  const backend = broker.connect();
+  try {
+    const connecting = transport.connect(pusher.handler, token("alice", { channels: ["*"] }));
+    const alice = await connecting as FakeSocket;
+    await settle();
+    assert.deepEqual(alice.sent, [], "not greeted while the bus has not confirmed alice's subject");
+    await backend.publish(BROADCAST_SUBJECT, { content: "to everyone" });
+    await backend.publish(BROADCAST_SUBJECT, { data: "json to everyone" });
+    await backend.publish(userSubject("alice"), { data: "to alice" });
+    const subscribe = commandRoute({ kind: "user", user: "alice" }, { cmd: "subscribe", channel: "news" });
+    await backend.request(subscribe.subject, subscribe.data).catch(() => {});
+    await settle();
+    assert.deepEqual(alice.sent, [], "nothing before the greeting");
+    while (gated.waiting() > 0) {
+      gated.release();
+      await settle();
+    }
+    assert.match(alice.sent[0] ?? "", /^workerID:\S+ connectionID:\d+ connected\n$/);
+    await backend.publish(BROADCAST_SUBJECT, { content: "after" });
+    await settle();
+    assert.deepEqual(alice.sent.slice(1), ["after"]);
+  } finally {
+    pusher.closeAll();
+    pusher.detach();
+    await backend.close();
+  }
+});

@@ -15,6 +15,11 @@ export interface Connection {
   readonly socket: ClientSocket;
   /** The token's subject, when the pusher checks tokens; else null. */
   readonly user: string | null;
+  /**
+   * Whether it was greeted. Before that it gets nothing: the greeting is
+   * its first message, as in the original, and its address is nobody's yet.
+   */
+  readonly greeted: boolean;
 }
 
 /**

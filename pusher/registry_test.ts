@@ -7,7 +7,7 @@ function socket(): ClientSocket {
 }
 
 function open(registry: ConnectionRegistry, user: string | null): Connection {
-  const connection = { id: registry.nextId(), socket: socket(), user };
+  const connection = { id: registry.nextId(), socket: socket(), user, greeted: true };
   registry.add(connection);
   return connection;
 }
