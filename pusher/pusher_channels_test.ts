@@ -996,3 +996,74 @@ Deno.test("pusher sends a connection nothing before its greeting: a broadcast, a
     await backend.close();
   }
 });
+
+Deno.test("pusher: whatever comes while connections wait for their greeting (broadcasts, users' publishes, backend commands, late bus confirmations), each connection's first message is its greeting, and no user has more greeted than maxConnectionsPerUser", async () => {
+  type Step =
+    | { connect: "alice" | "bob" }
+    | { drop: number }
+    | { broadcast: true }
+    | { publish: "alice" | "bob" }
+    | { subscribe: "alice" | "bob" }
+    | { release: true };
+  const user = fc.constantFrom("alice" as const, "bob" as const);
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    { weight: 3, arbitrary: fc.record({ connect: user }) },
+    { weight: 1, arbitrary: fc.record({ drop: fc.nat({ max: 9 }) }) },
+    { weight: 2, arbitrary: fc.record({ broadcast: fc.constant(true as const) }) },
+    { weight: 2, arbitrary: fc.record({ publish: user }) },
+    { weight: 1, arbitrary: fc.record({ subscribe: user }) },
+    { weight: 2, arbitrary: fc.record({ release: fc.constant(true as const) }) },
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(step, { maxLength: 25 }), fc.constantFrom(0, 1, 2), async (steps, limit) => {
+      const { broker, gated, transport, pusher } = gatedPusher({ tokenSecret: SECRET, maxConnectionsPerUser: limit });
+      const backend = broker.connect();
+      const sockets: { user: string; socket: FakeSocket }[] = [];
+      const what = () => `limit ${limit} after ${JSON.stringify(steps)}`;
+      try {
+        for (const s of steps) {
+          if ("connect" in s) {
+            const socket = await transport.connect(pusher.handler, token(s.connect)) as FakeSocket;
+            sockets.push({ user: s.connect, socket });
+          } else if ("drop" in s) {
+            sockets[s.drop]?.socket.drop();
+          } else if ("broadcast" in s) {
+            await backend.publish(BROADCAST_SUBJECT, { content: "everyone" });
+          } else if ("publish" in s) {
+            await backend.publish(userSubject(s.publish), { data: `to ${s.publish}` });
+          } else if ("subscribe" in s) {
+            const route = commandRoute({ kind: "user", user: s.subscribe }, { cmd: "subscribe", channel: "news" });
+            void backend.request(route.subject, route.data).catch(() => {});
+          } else {
+            gated.release();
+          }
+          await settle();
+        }
+        while (gated.waiting() > 0) {
+          gated.release();
+          await settle();
+        }
+        await settle();
+        for (const { socket } of sockets) {
+          if (socket.sent.length > 0) {
+            assert.match(socket.sent[0]!, /^workerID:\S+ connectionID:\d+ connected\n$/, what());
+          }
+          const refused = socket.closed?.code === 3504;
+          assert.ok(socket.closed !== null || socket.sent.length > 0, `an open connection is greeted, ${what()}`);
+          if (refused) assert.deepEqual(socket.sent, [], `a refused one got nothing, ${what()}`);
+        }
+        if (limit > 0) {
+          for (const name of ["alice", "bob"]) {
+            const open = sockets.filter(({ user, socket }) => user === name && socket.closed === null);
+            assert.ok(open.length <= limit, `${name} has ${open.length} open, ${what()}`);
+          }
+        }
+      } finally {
+        pusher.closeAll();
+        pusher.detach();
+        await backend.close();
+      }
+    }),
+    { seed: 2026, numRuns: 200 },
+  );
+});
