@@ -8,6 +8,7 @@
  */
 
 import { ROOT, taskCommand } from "../shared/tasks.ts";
+import { until } from "../channel/testing.ts";
 
 /** A running service process. */
 export interface Service extends AsyncDisposable {
@@ -167,4 +168,29 @@ export function startCommand(label: string, command: string[], options: StartOpt
       await stop("SIGKILL");
     },
   };
+}
+
+/**
+ * Starts a pusher from its task (2 workers) linked to the hub on `hubPort`,
+ * on `port` (0: a free one), with `args` after; resolves once both workers'
+ * hub links are up, and so their subscriptions, before any client comes.
+ *
+ * @example
+ * ```ts
+ * const pusher = await startPusherOnHub(hubPort, { args: ["--token-secret", "s3cret"] });
+ * const client = new WebSocket(`ws://127.0.0.1:${pusher.port}`);
+ * ```
+ */
+export async function startPusherOnHub(
+  hubPort: number,
+  { port = 0, args = [] }: { port?: number; args?: string[] } = {},
+): Promise<{ service: Service; port: number }> {
+  const service = await startService("pusher", ["--port", String(port), "--hub", `127.0.0.1:${hubPort}`, ...args]);
+  const bound = await service.port();
+  await until(
+    () => service.lines.filter((line) => line.includes('msg="connected to hub"')).length >= 2,
+    10_000,
+    "two worker hub links",
+  );
+  return { service, port: bound };
 }

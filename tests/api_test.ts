@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type Service, startService } from "./_service.ts";
+import { type Service, startPusherOnHub, startService } from "./_service.ts";
 import { Client } from "../pusher/testing.ts";
 import { until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
@@ -27,22 +27,8 @@ function tokenPath(user: string): string {
   return `/?token=${signJwt({ sub: user, exp: Math.floor(Date.now() / 1000) + 600, channels: ["news"] }, SECRET)}`;
 }
 
-async function startPusher(hubPort: number): Promise<{ service: Service; port: number }> {
-  const service = await startService("pusher", [
-    "--port",
-    "0",
-    "--hub",
-    `127.0.0.1:${hubPort}`,
-    "--token-secret",
-    SECRET,
-  ]);
-  const port = await service.port();
-  await until(
-    () => service.lines.filter((line) => line.includes('msg="connected to hub"')).length >= 2,
-    10_000,
-    "two worker hub links",
-  );
-  return { service, port };
+function startPusher(hubPort: number): Promise<{ service: Service; port: number }> {
+  return startPusherOnHub(hubPort, { args: ["--token-secret", SECRET] });
 }
 
 async function join(port: number, user: string): Promise<Member> {

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type Service, startService } from "./_service.ts";
+import { type Service, startPusherOnHub, startService } from "./_service.ts";
 import { Client } from "../pusher/testing.ts";
 import { until } from "../channel/testing.ts";
 
@@ -26,16 +26,8 @@ async function publish(publisherPort: number, params: Record<string, string>, me
   return { status: response.status, body: await response.text(), reached: response.headers.get("x-pushers-reached") };
 }
 
-async function startPusher(hubPort: number, port = 0): Promise<{ service: Service; port: number }> {
-  const service = await startService("pusher", ["--port", String(port), "--hub", `127.0.0.1:${hubPort}`]);
-  const bound = await service.port();
-  // Both workers have a hub link (and so their subscriptions) before clients come.
-  await until(
-    () => service.lines.filter((line) => line.includes('msg="connected to hub"')).length >= 2,
-    10_000,
-    "two worker hub links",
-  );
-  return { service, port: bound };
+function startPusher(hubPort: number, port = 0): Promise<{ service: Service; port: number }> {
+  return startPusherOnHub(hubPort, { port });
 }
 
 Deno.test("push system end to end: greetings, broadcast, targeted sends, restarts and a hub outage", async (t) => {
