@@ -177,7 +177,9 @@ export function startCommand(label: string, command: string[], options: StartOpt
  *
  * @example
  * ```ts
- * const pusher = await startPusherOnHub(hubPort, { args: ["--token-secret", "s3cret"] });
+ * await using hub = await startService("channel", ["--port", "0"]);
+ * const pusher = await startPusherOnHub(await hub.port(), { args: ["--token-secret", "s3cret"] });
+ * await using _pusher = pusher.service;
  * const client = new WebSocket(`ws://127.0.0.1:${pusher.port}`);
  * ```
  */
@@ -186,11 +188,43 @@ export async function startPusherOnHub(
   { port = 0, args = [] }: { port?: number; args?: string[] } = {},
 ): Promise<{ service: Service; port: number }> {
   const service = await startService("pusher", ["--port", String(port), "--hub", `127.0.0.1:${hubPort}`, ...args]);
-  const bound = await service.port();
-  await until(
-    () => service.lines.filter((line) => line.includes('msg="connected to hub"')).length >= 2,
-    10_000,
-    "two worker hub links",
-  );
-  return { service, port: bound };
+  try {
+    const bound = await service.port();
+    await until(
+      () => service.lines.filter((line) => line.includes('msg="connected to hub"')).length >= 2,
+      10_000,
+      "two worker hub links",
+    );
+    return { service, port: bound };
+  } catch (error) {
+    await service[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+/**
+ * Starts a publisher from its task on a free port, linked to the hub on
+ * `hubPort`; resolves once its `/healthz` says the hub link is up.
+ *
+ * @example
+ * ```ts
+ * await using hub = await startService("channel", ["--port", "0"]);
+ * await using publisher = await startPublisherOnHub(await hub.port());
+ * await fetch(`http://127.0.0.1:${await publisher.port()}/?content=hi`);
+ * ```
+ */
+export async function startPublisherOnHub(hubPort: number): Promise<Service> {
+  const service = await startService("publisher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  try {
+    const port = await service.port();
+    await until(
+      async () => (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.text())) === "ok",
+      10_000,
+      "the publisher's hub link",
+    );
+    return service;
+  } catch (error) {
+    await service[Symbol.asyncDispose]();
+    throw error;
+  }
 }

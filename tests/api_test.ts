@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type Service, startPusherOnHub, startService } from "./_service.ts";
+import { type Service, startPublisherOnHub, startPusherOnHub, startService } from "./_service.ts";
 import { Client } from "../pusher/testing.ts";
 import { until } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
@@ -43,13 +43,8 @@ Deno.test("server API end to end: every target, backend subscriptions, presence,
   const hubPort = await hub.port();
   const pusherA = await startPusher(hubPort);
   const pusherB = await startPusher(hubPort);
-  await using publisher = await startService("publisher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  await using publisher = await startPublisherOnHub(hubPort);
   const publisherPort = await publisher.port();
-  await until(
-    async () => (await fetch(`http://127.0.0.1:${publisherPort}/healthz`).then((r) => r.text())) === "ok",
-    10_000,
-    "the publisher's hub link",
-  );
   const members: Member[] = [];
 
   async function api(
@@ -321,13 +316,8 @@ Deno.test("server API end to end: a publish retried with its idempotency key is 
   const hubPort = await hub.port();
   const pusher = await startPusher(hubPort);
   await using _pusher = pusher.service;
-  await using publisher = await startService("publisher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  await using publisher = await startPublisherOnHub(hubPort);
   const publisherPort = await publisher.port();
-  await until(
-    async () => (await fetch(`http://127.0.0.1:${publisherPort}/healthz`).then((r) => r.text())) === "ok",
-    10_000,
-    "the publisher's hub link",
-  );
   async function result(method: string, body: Json): Promise<{ [key: string]: Json }> {
     const response = await fetch(`http://127.0.0.1:${publisherPort}/api/${method}`, {
       method: "POST",

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type Service, startPusherOnHub, startService } from "./_service.ts";
+import { type Service, startPublisherOnHub, startPusherOnHub, startService } from "./_service.ts";
 import { Client } from "../pusher/testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { signJwt } from "../shared/jwt.ts";
@@ -29,13 +29,8 @@ Deno.test("a user's third connection on any pusher is closed with 3504 'connecti
   const b = await startPusher(hubPort);
   await using _a = a.service;
   await using _b = b.service;
-  await using publisher = await startService("publisher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  await using publisher = await startPublisherOnHub(hubPort);
   const publisherPort = await publisher.port();
-  await until(
-    async () => (await fetch(`http://127.0.0.1:${publisherPort}/healthz`).then((r) => r.text())) === "ok",
-    10_000,
-    "the publisher's hub link",
-  );
   await using alice1 = new Client(a.port, undefined, tokenPath("alice"));
   await using alice2 = new Client(b.port, undefined, tokenPath("alice"));
   await alice1.address();
