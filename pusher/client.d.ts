@@ -128,6 +128,12 @@ export interface PushClientOptions {
 export interface PushClientEvents {
   state: { state: ClientState; previous: ClientState };
   connected: Address & { greeting: string };
+  /**
+   * The connection ended. `reconnecting` is false after a close code that
+   * says not to come back (3500-3999, 4500-4999: 3504 `connection limit`, the
+   * user has `--max-connections-per-user` connections open already) or
+   * `disconnect()`; `delay` is the wait before the next attempt, in ms.
+   */
   disconnected: { code: number; reason: string; reconnecting: boolean; delay: number | null };
   message: { data: string };
   publication: Publication;
