@@ -3,6 +3,7 @@ import { BusError, type BusMessage, type Json } from "./bus.ts";
 import { RedisBus, type RedisBusOptions } from "./redis_bus.ts";
 import { freePort, quiet, until, within } from "../channel/testing.ts";
 import { startRedis } from "../tests/_redis.ts";
+import { createLogger } from "./log.ts";
 
 function bus(port: number, options: RedisBusOptions = {}): RedisBus {
   return new RedisBus({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
@@ -298,7 +299,9 @@ Deno.test("redis bus subscribe made while Redis is down resolves once it is in e
 
 Deno.test("redis bus drops a link that hears nothing and reconnects it", async () => {
   await using redis = await startRedis();
-  await using link = bus(redis.port, { pingInterval: 100 });
+  const lines: string[] = [];
+  const logger = createLogger("test", { level: "warn", sink: (line) => lines.push(line) });
+  await using link = bus(redis.port, { pingInterval: 100, logger });
   await link.subscribe("news", () => {});
   await until(() => link.connected, 2000, "the links");
   // SIGSTOP: the server keeps its sockets open but answers nothing, as behind a partition.
@@ -306,6 +309,14 @@ Deno.test("redis bus drops a link that hears nothing and reconnects it", async (
   Deno.kill(pid, "SIGSTOP");
   try {
     await until(() => !link.connected, 3000, "the silent link to be dropped");
+    // Both links ping on their own timers: `connected` goes false with the
+    // first one dropped; the subscription link (the one `reconnects` counts)
+    // must be dropped too before Redis answers again.
+    await until(
+      () => lines.some((line) => line.includes("link=subscriptions")),
+      3000,
+      "the subscription link to be dropped",
+    );
   } finally {
     Deno.kill(pid, "SIGCONT");
   }
