@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { type Service, startPublisherOnHub, startPusherOnHub, startService } from "./_service.ts";
+import { startNats } from "./_nats.ts";
 import { Client } from "../pusher/testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { signJwt } from "../shared/jwt.ts";
@@ -71,4 +72,54 @@ Deno.test("a user's third connection on any pusher is closed with 3504 'connecti
   await using alice4 = new Client(b.port, undefined, tokenPath("alice"));
   const greeted = await Promise.race([alice4.address().then(() => "greeted"), alice4.closed.then((e) => `${e.code}`)]);
   assert.equal(greeted, "greeted");
+});
+
+Deno.test("on NATS the limit counts across pushers, and the count waits for the live workers only, not the presence timeout", async () => {
+  await using nats = await startNats();
+  const presenceTimeout = 10_000;
+  const startOnNats = async () => {
+    const service = await startService("pusher", [
+      "--port",
+      "0",
+      "--bus",
+      nats.url,
+      "--token-secret",
+      SECRET,
+      "--max-connections-per-user",
+      "1",
+      "--presence-timeout",
+      String(presenceTimeout),
+    ]);
+    await until(
+      () => service.lines.filter((line) => line.includes('msg="connected to NATS"')).length >= 2,
+      10_000,
+      "two worker NATS links",
+    );
+    return { service, port: await service.port() };
+  };
+  const a = await startOnNats();
+  await using _a = a.service;
+  const b = await startOnNats();
+  await using _b = b.service;
+  // Each worker knows the others once it heard their census heartbeat (every second).
+  await until(
+    async () => {
+      const started = performance.now();
+      await using probe = new Client(a.port, undefined, tokenPath(`probe-${started}`));
+      await probe.address();
+      return performance.now() - started < presenceTimeout / 2;
+    },
+    10_000,
+    "a greeting that did not wait the presence timeout",
+  );
+  await using alice1 = new Client(a.port, undefined, tokenPath("alice"));
+  await within(alice1.address(), presenceTimeout / 2, "alice's first greeting, before the presence timeout");
+  await using alice2 = new Client(b.port, undefined, tokenPath("alice"));
+  const refused = await within(
+    alice2.closed,
+    presenceTimeout / 2,
+    "alice's second connection, on the other pusher, to be closed",
+  );
+  assert.deepEqual([refused.code, refused.reason], [3504, "connection limit"]);
+  assert.deepEqual(alice2.messages, [], "no greeting");
 });
