@@ -1,10 +1,10 @@
 /**
- * The README's server API examples, run as a reader would run them: every
- * `curl` line of the block under "The server API", against real processes
- * started from their tasks (one hub keeping history of `chat.*`, two pushers,
- * one publisher) with clients of alice and bob in `news`. Each is answered
- * 200, and where the README shows an answer, the real one has its shape: the
- * same fields, at every level.
+ * The README's examples, run as a reader would run them, against real
+ * processes started from their tasks: every `curl` line of the block under
+ * "The server API", and the browser's JSON commands under "Channels and
+ * users, from the browser's side". Each is answered as the README shows:
+ * 200 (or the error code it shows), and where it shows an answer, the real
+ * one has its shape, the same fields at every level.
  */
 
 import assert from "node:assert/strict";
@@ -132,5 +132,62 @@ Deno.test("the README's server API examples are answered 200, in the shape it sh
     if (example.shown !== undefined) {
       assert.deepEqual(shape(answer), shape(example.shown), `${example.line}\n→ ${text}`);
     }
+  }
+});
+
+/** The browser's commands of the README's first transcript, each with the reply it shows. */
+function transcript(readme: string): { command: Json; shown: Json }[] {
+  const section = readme.slice(readme.indexOf("### Channels and users, from the browser's side"));
+  const block = /```\n([\s\S]*?)```/.exec(section)![1]!;
+  const steps: { command: Json; shown: Json }[] = [];
+  for (const line of block.split("\n")) {
+    const sent = /^→ (\{.*?\})(?:\s+←\s+(\{.*\}))?\s*$/.exec(line);
+    const reply = /^\s+← (\{.*\})\s*$/.exec(line);
+    if (sent) steps.push({ command: JSON.parse(sent[1]!), shown: sent[2] ? shownAnswer(sent[2]) : null });
+    else if (reply) steps.at(-1)!.shown = shownAnswer(reply[1]!);
+    else assert.equal(line.trim(), "", `a line this test cannot read: ${line}`);
+  }
+  return steps;
+}
+
+Deno.test("the README's browser commands are answered as it shows", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const steps = transcript(readme);
+  assert.ok(steps.length >= 9 && steps.every((step) => step.shown !== null), "every command with its reply");
+
+  await using hub = await startService("channel", [
+    "--port",
+    "0",
+    "--startup-grace",
+    "0",
+    "--history",
+    "channel.chat.*",
+  ]);
+  const hubPort = await hub.port();
+  const pusher = await startPusherOnHub(hubPort, {
+    args: ["--token-secret", SECRET, "--presence-channels", "room.*"],
+  });
+  await using _pusher = pusher.service;
+  await using publisher = await startPublisherOnHub(hubPort);
+  const origin = `http://127.0.0.1:${await publisher.port()}`;
+  const jwt = (user: string) =>
+    signJwt({ sub: user, exp: Math.floor(Date.now() / 1000) + 600, channels: ["news", "chat.*", "room.*"] }, SECRET);
+  await using alice = new Client(pusher.port, undefined, `/?token=${jwt("alice")}`);
+  await using bob = new Client(pusher.port, undefined, `/?token=${jwt("bob")}`);
+  await alice.address();
+  await bob.address();
+  // Something in chat.1's history, and bob in room.1.
+  for (const content of ["one", "two"]) {
+    assert.equal(await fetch(`${origin}/?channel=chat.1&content=${content}`).then((r) => r.text()), "ok");
+  }
+  assert.deepEqual(await bob.ask({ id: 1, subscribe: { channel: "room.1" } }), { id: 1, result: {} });
+
+  for (const { command, shown } of steps) {
+    const sent = JSON.parse(JSON.stringify(command).replace('"<JWT>"', JSON.stringify(jwt("alice"))));
+    const answer = await alice.ask(sent) as Json;
+    const what = `${JSON.stringify(command)}\n→ ${JSON.stringify(answer)}`;
+    assert.deepEqual(shape(answer), shape(shown), what);
+    const code = (reply: Json) => (reply as { error?: { code: number } }).error?.code;
+    assert.equal(code(answer), code(shown), what);
   }
 });
