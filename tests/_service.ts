@@ -171,9 +171,10 @@ export function startCommand(label: string, command: string[], options: StartOpt
 }
 
 /**
- * Starts a pusher from its task (2 workers) linked to the hub on `hubPort`,
- * on `port` (0: a free one), with `args` after; resolves once both workers'
- * hub links are up, and so their subscriptions, before any client comes.
+ * Starts a pusher from its task (2 workers) linked to the hub at `hub` (a
+ * port on 127.0.0.1, or an address as `--hub` takes it), on `port` (0: a
+ * free one), with `args` after and `env`; resolves once both workers' hub
+ * links are up, and so their subscriptions, before any client comes.
  *
  * @example
  * ```ts
@@ -184,10 +185,11 @@ export function startCommand(label: string, command: string[], options: StartOpt
  * ```
  */
 export async function startPusherOnHub(
-  hubPort: number,
-  { port = 0, args = [] }: { port?: number; args?: string[] } = {},
+  hub: number | string,
+  { port = 0, args = [], env }: { port?: number; args?: string[]; env?: Record<string, string> } = {},
 ): Promise<{ service: Service; port: number }> {
-  const service = await startService("pusher", ["--port", String(port), "--hub", `127.0.0.1:${hubPort}`, ...args]);
+  const hubAddress = typeof hub === "number" ? `127.0.0.1:${hub}` : hub;
+  const service = await startService("pusher", ["--port", String(port), "--hub", hubAddress, ...args], { env });
   try {
     const bound = await service.port();
     await until(

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { launchChromium } from "./_chromium.ts";
 import { signJwt } from "../shared/jwt.ts";
-import { type Service, startService } from "./_service.ts";
+import { type Service, startPusherOnHub, startService } from "./_service.ts";
 import { until, within } from "../channel/testing.ts";
 import { makeTestCertificates } from "./_tls.ts";
 
@@ -58,23 +58,10 @@ async function startPusher(
   port: number,
   options: SystemOptions,
 ): Promise<Service> {
-  const args = ["--port", String(port), "--hub", hubAddr, "--publisher-url", publisherUrl];
-  args.push("--server", options.server ?? "listen", ...tlsArgs(options));
+  const args = ["--publisher-url", publisherUrl, "--server", options.server ?? "listen", ...tlsArgs(options)];
   if (options.presenceChannels) args.push("--presence-channels", options.presenceChannels);
   const env = options.tokenSecret ? { PUSHER_TOKEN_SECRET: options.tokenSecret } : undefined;
-  const pusher = await startService("pusher", args, { env });
-  try {
-    await pusher.port();
-    await until(
-      () => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 2,
-      10_000,
-      "hub links",
-    );
-  } catch (error) {
-    await pusher[Symbol.asyncDispose]();
-    throw error;
-  }
-  return pusher;
+  return (await startPusherOnHub(hubAddr, { port, args, env })).service;
 }
 
 /**

@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { launchChromium } from "./_chromium.ts";
-import { type Service, startService } from "./_service.ts";
+import { type Service, startPusherOnHub, startService } from "./_service.ts";
 import { until, within } from "../channel/testing.ts";
 import { Client } from "../pusher/testing.ts";
 
@@ -37,15 +37,9 @@ async function startSystem(publisherArgs: string[] = []): Promise<System> {
     }),
   );
   const publisherUrl = `http://127.0.0.1:${await publisher.port()}`;
-  const pusher = services.use(
-    await startService("pusher", ["--port", "0", "--hub", hubAddr, "--publisher-url", publisherUrl]),
-  );
-  const pusherPort = await pusher.port();
-  await until(
-    () => pusher.lines.filter((l) => l.includes('msg="connected to hub"')).length >= 2,
-    10_000,
-    "both pusher workers linked to the hub",
-  );
+  const started = await startPusherOnHub(hubAddr, { args: ["--publisher-url", publisherUrl] });
+  services.use(started.service);
+  const pusherPort = started.port;
   const owned = services.move();
   return { publisherUrl, pusherPort, publisher, [Symbol.asyncDispose]: () => owned.disposeAsync() };
 }

@@ -21,21 +21,14 @@
  */
 
 import assert from "node:assert/strict";
-import { type Service, startService } from "./_service.ts";
+import { type Service, startPusherOnHub, startService } from "./_service.ts";
 import { until } from "../channel/testing.ts";
 import { assertComplete, caughtUp, markClients, PublishStream, RecoveringClient, sleep } from "./_recovering.ts";
 
 const CLIENTS = 1000;
 
 async function startPusher(hubAddr: string, port = 0): Promise<Service> {
-  const pusher = await startService("pusher", ["--port", String(port), "--hub", hubAddr, "--workers", "2"]);
-  await pusher.port();
-  await until(
-    () => pusher.lines.filter((line) => line.includes('msg="connected to hub"')).length >= 2,
-    10_000,
-    "both pusher workers' hub links",
-  );
-  return pusher;
+  return (await startPusherOnHub(hubAddr, { port, args: ["--workers", "2"] })).service;
 }
 
 Deno.test("recovery (issue 17): 1000 clients miss nothing across a pusher restart, a worker crash and a network drop; a hub restart is told, never hidden", async (t) => {
