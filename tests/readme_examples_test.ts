@@ -68,20 +68,18 @@ function shape(value: Json, path = ""): string[] {
   return entries.flatMap(([key, child]) => [`${path}.${key}`, ...shape(child!, `${path}.${key}`)]).sort();
 }
 
+/** A hub as the examples' history channels need it: of `chat.*`. */
+function startHistoryHub() {
+  return startService("channel", ["--port", "0", "--startup-grace", "0", "--history", "channel.chat.*"]);
+}
+
 Deno.test("the README's server API examples are answered 200, in the shape it shows", async () => {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const all = examples(readme);
   assert.ok(all.length >= 20, `found ${all.length} examples`);
   assert.ok(all.filter((example) => example.shown !== undefined).length >= 12, "examples with their answers shown");
 
-  await using hub = await startService("channel", [
-    "--port",
-    "0",
-    "--startup-grace",
-    "0",
-    "--history",
-    "channel.chat.*",
-  ]);
+  await using hub = await startHistoryHub();
   const hubPort = await hub.port();
   const args = { args: ["--token-secret", SECRET] };
   const a = await startPusherOnHub(hubPort, args);
@@ -155,14 +153,7 @@ Deno.test("the README's browser commands are answered as it shows", async () => 
   const steps = transcript(readme);
   assert.ok(steps.length >= 9 && steps.every((step) => step.shown !== null), "every command with its reply");
 
-  await using hub = await startService("channel", [
-    "--port",
-    "0",
-    "--startup-grace",
-    "0",
-    "--history",
-    "channel.chat.*",
-  ]);
+  await using hub = await startHistoryHub();
   const hubPort = await hub.port();
   const pusher = await startPusherOnHub(hubPort, {
     args: ["--token-secret", SECRET, "--presence-channels", "room.*"],
