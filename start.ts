@@ -257,7 +257,8 @@ function supervise(name: ServiceName, supervisor: Supervisor): Slot {
     let attempt = 0;
     let failedStarts = 0;
     while (!signal.aborted) {
-      const given = supervisor.serviceArgs[name];
+      // Back where it listened before: the others were pointed there, and the printed addresses stay true.
+      const given = samePort(supervisor.serviceArgs[name], supervisor.endpoints[name]);
       const service = await spawn(name, [...wiring(name, supervisor.endpoints, given, Deno.env.get), ...given]);
       slot.current = service;
       // A stop that came while it was being spawned did not reach it.
@@ -385,6 +386,21 @@ export function wiring(
     args.push("--publisher-url", url("http", publisher));
   }
   return args;
+}
+
+/**
+ * A service's flags for its next start: `given`, with the port it last
+ * listened on (`endpoint`) instead of the one it was given, which may have
+ * been 0 (any free port). Unchanged before its first start.
+ */
+export function samePort(given: readonly string[], endpoint: Endpoint | undefined): string[] {
+  if (endpoint === undefined) return [...given];
+  const args: string[] = [];
+  for (let i = 0; i < given.length; i++) {
+    if (given[i] === "--port") i++;
+    else if (!given[i]!.startsWith("--port=")) args.push(given[i]!);
+  }
+  return [...args, "--port", endpoint.addr.slice(endpoint.addr.lastIndexOf(":") + 1)];
 }
 
 /** What `deno task start` prints once all three listen, with the addresses they listen on. */

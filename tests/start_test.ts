@@ -9,7 +9,7 @@ import { Client } from "../pusher/testing.ts";
 import { RawSocket } from "../pusher/ws_testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { taskCommand } from "../shared/tasks.ts";
-import { splitStartArgs, wiring } from "../start.ts";
+import { samePort, splitStartArgs, wiring } from "../start.ts";
 
 Deno.test("deno task start runs hub, pusher and publisher on the original's ports and Ctrl-C stops all three", async () => {
   await using start = await startSystem();
@@ -121,6 +121,19 @@ Deno.test("wiring: a moved hub and publisher are passed on, unless the service's
     "--hub",
     "[::1]:2301",
   ]);
+});
+
+Deno.test("samePort: a service comes back on the port it listened on, whatever port it was given", () => {
+  const at = (addr: string) => ({ addr, tls: false });
+  assert.deepEqual(samePort(["--port", "0", "--workers", "2"], undefined), ["--port", "0", "--workers", "2"]);
+  assert.deepEqual(samePort(["--port", "0", "--workers", "2"], at("0.0.0.0:41234")), [
+    "--workers",
+    "2",
+    "--port",
+    "41234",
+  ]);
+  assert.deepEqual(samePort(["--port=0"], at("[::]:41234")), ["--port", "41234"]);
+  assert.deepEqual(samePort([], at("0.0.0.0:2206")), ["--port", "2206"]);
 });
 
 Deno.test("splitStartArgs: start's flags first, then each service's after its name", () => {
@@ -239,6 +252,24 @@ Deno.test("deno task start brings a killed hub back within 2 s, and the pusher's
   assert.equal(await answer.text(), "ok");
   assert.deepEqual((await client.received(2)).slice(1), ["again"]);
   assert.equal(await settled(client.closed), false, "the client saw no close");
+  assert.equal((await start.stop("SIGINT")).code, 0);
+});
+
+Deno.test("deno task start brings a killed hub that was started on port 0 back on the same port, where the others were pointed", async () => {
+  await using start = await startSystem(["channel:", "--port", "0"]);
+  await start.waitForLine(/Ctrl-C stops all three/, 20_000);
+  const addr = (line: string) => /addr=(\S+)/.exec(line)![1];
+  const first = await start.waitForLine(/msg="service up" service=channel .*pid=\d+$/);
+  await using client = new Client(4236);
+  await client.address();
+
+  Deno.kill(Number(/pid=(\d+)/.exec(first)![1]), "SIGKILL");
+  const again = await start.waitForLine(/msg="service up" service=channel .*restarts=1$/, 10_000);
+  assert.equal(addr(again), addr(first));
+  await until(() => healthy("http://127.0.0.1:4236/healthz"), 10_000, "the pusher's hub link again");
+  const answer = await fetch("http://127.0.0.1:4237/?content=again", { signal: AbortSignal.timeout(10_000) });
+  assert.equal(await answer.text(), "ok");
+  assert.deepEqual((await client.received(2)).slice(1), ["again"]);
   assert.equal((await start.stop("SIGINT")).code, 0);
 });
 
