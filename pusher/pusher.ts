@@ -401,8 +401,8 @@ export class Pusher {
     for (const connection of this.#expiring) {
       if (connection.expires > now) continue;
       this.logger.info("closing a client whose token expired", { connection: connection.id });
-      // Its close handler takes it out of the set: deleting while iterating a Set is safe.
-      connection.socket.close(TOKEN_EXPIRED, TOKEN_EXPIRED_REASON);
+      // Forgetting it takes it out of the set: deleting while iterating a Set is safe.
+      this.#close(connection, TOKEN_EXPIRED, TOKEN_EXPIRED_REASON);
       closed++;
     }
     return closed;
@@ -521,7 +521,7 @@ export class Pusher {
       limit: this.#maxConnectionsPerUser,
       earlier,
     });
-    connection.socket.close(CONNECTION_LIMIT, CONNECTION_LIMIT_REASON);
+    this.#close(connection, CONNECTION_LIMIT, CONNECTION_LIMIT_REASON);
     return false;
   }
 
@@ -542,6 +542,16 @@ export class Pusher {
     this.#bus.publish(CONNECTIONS_SUBJECT, event as unknown as Json).catch((error) => {
       this.logger.warn("could not tell a connection event", { error: (error as Error).message });
     });
+  }
+
+  /**
+   * Closes a connection from the server's side and forgets it at once: it is
+   * in no channel, user or presence count from here, though its closing
+   * handshake may take up to the transport's close timeout.
+   */
+  #close(connection: PusherConnection, code: number, reason: string): void {
+    connection.socket.close(code, reason);
+    this.#forget(connection.socket, code);
   }
 
   #forget(socket: ClientSocket, code: number): void {
@@ -574,7 +584,7 @@ export class Pusher {
     const connection = this.#connections.of(socket);
     if (!connection || this.#rates.take(connection.rate ??= this.#rates.bucket())) return connection;
     this.logger.info("closing a client over its message rate", { connection: connection.id, rate: this.#rates.rate });
-    socket.close(CloseCode.policyViolation, "message rate exceeded");
+    this.#close(connection, CloseCode.policyViolation, "message rate exceeded");
     return undefined;
   }
 
@@ -768,7 +778,7 @@ export class Pusher {
       connection: connection.id,
       count: connection.bad,
     });
-    connection.socket.close(TOO_MANY_BAD_MESSAGES, TOO_MANY_BAD_MESSAGES_REASON);
+    this.#close(connection, TOO_MANY_BAD_MESSAGES, TOO_MANY_BAD_MESSAGES_REASON);
   }
 
   #join(connection: PusherConnection, channel: string, announce = true): JoinOutcome {
@@ -943,7 +953,7 @@ export class Pusher {
         return null;
       }
       case "disconnect":
-        connection.socket.close(command.code ?? DEFAULT_DISCONNECT.code, command.reason ?? DEFAULT_DISCONNECT.reason);
+        this.#close(connection, command.code ?? DEFAULT_DISCONNECT.code, command.reason ?? DEFAULT_DISCONNECT.reason);
         return null;
     }
   }

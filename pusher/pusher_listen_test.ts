@@ -6,11 +6,19 @@ import type { Transport } from "./transport.ts";
 import { CloseCode } from "./websocket.ts";
 import { until, within } from "../channel/testing.ts";
 import { Client } from "./testing.ts";
-import { clientFrame, h2cUpgradeRequest, handshakeRequest, httpExchange, Op, RawSocket } from "./ws_testing.ts";
+import {
+  clientFrame,
+  closePayload,
+  h2cUpgradeRequest,
+  handshakeRequest,
+  httpExchange,
+  Op,
+  RawSocket,
+} from "./ws_testing.ts";
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
-import { BROADCAST_SUBJECT, newWorkerId, workerSubject } from "../shared/address.ts";
+import { BROADCAST_SUBJECT, newWorkerId, presenceQuery, workerSubject } from "../shared/address.ts";
 import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
 
 // The pusher over real sockets, on each of its two servers: our own on
@@ -309,6 +317,26 @@ for (const kind of SERVERS) {
     } finally {
       silent.close();
     }
+  });
+
+  Deno.test(`${on} a connection the backend disconnects is gone from presence at once, though it never answers the close`, async () => {
+    await using setup = serve({}, {}, kind);
+    await using client = await RawSocket.open(setup.port);
+    const greeting = new TextDecoder().decode((await client.next())!.payload);
+    const connection = Number(/connectionID:(\d+)/.exec(greeting)![1]);
+    await client.send(Op.text, '{"id":1,"subscribe":{"channel":"news"}}');
+    assert.equal(new TextDecoder().decode((await client.next())!.payload), '{"id":1,"result":{}}');
+    const presence = async () => {
+      const route = presenceQuery({ q: "channel", channel: "news" });
+      return ((await setup.bus.request(route.subject, route.data)).replies[0] as { clients: number }).clients;
+    };
+    assert.equal(await presence(), 1);
+    const command = { cmd: "disconnect", code: 4001, reason: "kicked", to_connection_id: connection };
+    assert.deepEqual((await setup.bus.request(workerSubject(setup.pusher.workerId), command)).replies, [{ ok: true }]);
+    // The client has the close frame and has not answered it: the server is still waiting for its answer.
+    assert.deepEqual((await client.next())!.payload, closePayload(4001, "kicked"));
+    assert.equal(await presence(), 0);
+    assert.equal(setup.pusher.connectionCount, 0);
   });
 
   Deno.test(`${on} a client subscribes, gets a channel publication as one text frame, and is closed with 4400 after bad messages`, async () => {

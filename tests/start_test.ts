@@ -215,7 +215,8 @@ async function pidOf(start: Service, service: string, restarts = 0): Promise<num
 async function healthy(url: string): Promise<boolean> {
   try {
     const answer = await fetch(url, { signal: AbortSignal.timeout(500) });
-    return answer.ok && (await answer.text()).trim() === "ok";
+    // Read whatever the status: a body left unread is a leak.
+    return (await answer.text()).trim() === "ok" && answer.ok;
   } catch {
     return false;
   }
