@@ -247,6 +247,7 @@ class DenoSocket implements ClientSocket {
     this.#state = "closing";
     this.#closeCode = code;
     this.#closeReason = reason;
+    this.#guard(() => this.#handlers.closing?.(this, code, reason));
     try {
       this.#ws.close(code, reason);
     } catch (error) {

@@ -23,6 +23,8 @@ export class FakeSocket implements ClientSocket {
   /** Not written anywhere: nothing is ever buffered. */
   readonly bufferedAmount = 0;
   readonly #handlers: SocketHandlers;
+  /** The client went away: the close is not the server's. */
+  #dropped = false;
 
   constructor(handlers: SocketHandlers, origin: string | null) {
     this.#handlers = handlers;
@@ -34,10 +36,11 @@ export class FakeSocket implements ClientSocket {
     this.sent.push(typeof message === "string" ? message : message.text);
   }
 
-  /** Closes it as a server does: no more sends, and the owner hears of it. */
+  /** Closes it as a server does: no more sends, and the owner hears of it, closing (unless dropped) and then closed. */
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = { code, reason };
+    if (!this.#dropped) this.#handlers.closing?.(this, code, reason);
     this.#handlers.close(this, code, reason);
   }
 
@@ -53,6 +56,7 @@ export class FakeSocket implements ClientSocket {
 
   /** The client's network goes away: closed with 1006. */
   drop(): void {
+    this.#dropped = true;
     this.close(1006, "");
   }
 

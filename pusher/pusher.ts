@@ -401,8 +401,8 @@ export class Pusher {
     for (const connection of this.#expiring) {
       if (connection.expires > now) continue;
       this.logger.info("closing a client whose token expired", { connection: connection.id });
-      // Forgetting it takes it out of the set: deleting while iterating a Set is safe.
-      this.#close(connection, TOKEN_EXPIRED, TOKEN_EXPIRED_REASON);
+      // Its closing handler takes it out of the set: deleting while iterating a Set is safe.
+      connection.socket.close(TOKEN_EXPIRED, TOKEN_EXPIRED_REASON);
       closed++;
     }
     return closed;
@@ -448,6 +448,8 @@ export class Pusher {
       open: (socket) => this.#open(socket, user, may, expires),
       message: (socket, data) => this.#message(socket, data),
       control: (socket) => this.#limitRate(socket),
+      // A connection the server closes is forgotten at once: in no channel, user or presence count from then on.
+      closing: (socket, code) => this.#forget(socket, code),
       close: (socket, code) => this.#forget(socket, code),
     };
   }
@@ -521,7 +523,7 @@ export class Pusher {
       limit: this.#maxConnectionsPerUser,
       earlier,
     });
-    this.#close(connection, CONNECTION_LIMIT, CONNECTION_LIMIT_REASON);
+    connection.socket.close(CONNECTION_LIMIT, CONNECTION_LIMIT_REASON);
     return false;
   }
 
@@ -542,16 +544,6 @@ export class Pusher {
     this.#bus.publish(CONNECTIONS_SUBJECT, event as unknown as Json).catch((error) => {
       this.logger.warn("could not tell a connection event", { error: (error as Error).message });
     });
-  }
-
-  /**
-   * Closes a connection from the server's side and forgets it at once: it is
-   * in no channel, user or presence count from here, though its closing
-   * handshake may take up to the transport's close timeout.
-   */
-  #close(connection: PusherConnection, code: number, reason: string): void {
-    connection.socket.close(code, reason);
-    this.#forget(connection.socket, code);
   }
 
   #forget(socket: ClientSocket, code: number): void {
@@ -584,7 +576,7 @@ export class Pusher {
     const connection = this.#connections.of(socket);
     if (!connection || this.#rates.take(connection.rate ??= this.#rates.bucket())) return connection;
     this.logger.info("closing a client over its message rate", { connection: connection.id, rate: this.#rates.rate });
-    this.#close(connection, CloseCode.policyViolation, "message rate exceeded");
+    connection.socket.close(CloseCode.policyViolation, "message rate exceeded");
     return undefined;
   }
 
@@ -778,7 +770,7 @@ export class Pusher {
       connection: connection.id,
       count: connection.bad,
     });
-    this.#close(connection, TOO_MANY_BAD_MESSAGES, TOO_MANY_BAD_MESSAGES_REASON);
+    connection.socket.close(TOO_MANY_BAD_MESSAGES, TOO_MANY_BAD_MESSAGES_REASON);
   }
 
   #join(connection: PusherConnection, channel: string, announce = true): JoinOutcome {
@@ -953,7 +945,7 @@ export class Pusher {
         return null;
       }
       case "disconnect":
-        this.#close(connection, command.code ?? DEFAULT_DISCONNECT.code, command.reason ?? DEFAULT_DISCONNECT.reason);
+        connection.socket.close(command.code ?? DEFAULT_DISCONNECT.code, command.reason ?? DEFAULT_DISCONNECT.reason);
         return null;
     }
   }

@@ -141,6 +141,7 @@ export class Socket implements ClientSocket {
     this.#state = "closing";
     this.#closeCode = code;
     this.#closeReason = reason;
+    this.#guard(() => this.#handlers.closing?.(this, code, reason));
     this.#writer.finish(encodeClose(code, reason)).then(() => {
       if (endStream) this.#tcp.closeWrite().catch(() => {});
       this.#awaitPeerClose();
@@ -312,6 +313,7 @@ export class Socket implements ClientSocket {
     this.#state = "closing";
     this.#closeCode = CloseCode.slow;
     this.#closeReason = "slow";
+    this.#guard(() => this.#handlers.closing?.(this, CloseCode.slow, "slow"));
     // A slow client is not reading: drop what it has not taken, tell it why.
     this.#writer.end(encodeClose(CloseCode.slow, "slow"));
     this.#awaitPeerClose();

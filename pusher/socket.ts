@@ -36,6 +36,13 @@ export interface SocketHandlers {
    * messages.
    */
   control?(socket: ClientSocket): void;
+  /**
+   * The server started closing the socket (the owner's `close`, a limit, a
+   * slow client, shutdown): nothing more is sent to it, though its closing
+   * handshake may take up to the close timeout. At most once, after `open`
+   * and before `close`; not when the client started the close.
+   */
+  closing?(socket: ClientSocket, code: number, reason: string): void;
   /** The socket closed, for whatever reason; called once, after `open`. */
   close(socket: ClientSocket, code: number, reason: string): void;
 }
