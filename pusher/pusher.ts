@@ -576,7 +576,7 @@ export class Pusher {
     const connection = this.#connections.of(socket);
     if (!connection || this.#rates.take(connection.rate ??= this.#rates.bucket())) return connection;
     this.logger.info("closing a client over its message rate", { connection: connection.id, rate: this.#rates.rate });
-    connection.socket.close(CloseCode.policyViolation, "message rate exceeded");
+    socket.close(CloseCode.policyViolation, "message rate exceeded");
     return undefined;
   }
 
