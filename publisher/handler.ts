@@ -80,7 +80,7 @@ export interface PublishHandlerOptions {
   presenceTimeout?: number;
   /** How long `subscribe`, `unsubscribe` and `disconnect` wait for the workers' replies, in milliseconds. @default {1000} */
   commandTimeout?: number;
-  /** Longest channel name accepted; longer gets 422 (never above what the bus carries, 248). @default {255} */
+  /** Longest channel name accepted; longer gets 422 (never above what the bus carries, 248). @default {248} */
   maxChannelLength?: number;
   /** Publications a `history` answer lists at most, and its `limit` when none is given; a larger `limit` gets 400. @default {100} */
   maxHistoryLimit?: number;

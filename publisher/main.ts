@@ -25,7 +25,6 @@ import {
   type HttpServer,
   serveHttp,
 } from "../shared/http_server.ts";
-import { DEFAULT_MAX_CHANNEL_LENGTH, MAX_CARRIED_CHANNEL_LENGTH } from "../shared/address.ts";
 import { openBus, type OpenBusOptions } from "../shared/open_bus.ts";
 import type { Bus } from "../shared/bus.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
@@ -45,7 +44,10 @@ import {
   isLoopback,
   LOG_LEVEL_FLAG,
   logLevelFlag,
+  MAX_CHANNEL_LENGTH_FLAG,
+  maxChannelLengthFlag,
   parseFlags,
+  positiveIntFlag,
   shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
@@ -154,12 +156,7 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "publications one /api/history answer lists at most, and its limit when the call names none",
     default: String(DEFAULT_MAX_HISTORY_LIMIT),
   },
-  "max-channel-length": {
-    type: "string",
-    arg: "N",
-    help: `longest channel name accepted, at most ${MAX_CARRIED_CHANNEL_LENGTH}`,
-    default: `${DEFAULT_MAX_CHANNEL_LENGTH}, capped at ${MAX_CARRIED_CHANNEL_LENGTH}`,
-  },
+  "max-channel-length": MAX_CHANNEL_LENGTH_FLAG,
   "presence-timeout": {
     type: "string",
     arg: "MS",
@@ -367,7 +364,7 @@ async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
       maxBatchCommands: positiveIntFlag(flags, "max-batch-commands", DEFAULT_MAX_BATCH_COMMANDS),
       maxPresenceUsers: positiveIntFlag(flags, "max-presence-users", DEFAULT_MAX_PRESENCE_USERS),
       maxListedChannels: positiveIntFlag(flags, "max-listed-channels", DEFAULT_MAX_LISTED_CHANNELS),
-      maxChannelLength: positiveIntFlag(flags, "max-channel-length", DEFAULT_MAX_CHANNEL_LENGTH),
+      maxChannelLength: maxChannelLengthFlag(flags),
       maxHistoryLimit: positiveIntFlag(flags, "max-history-limit", DEFAULT_MAX_HISTORY_LIMIT),
       presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),
       commandTimeout: durationFlag(flags, "command-timeout", DEFAULT_COMMAND_TIMEOUT, { min: 1 }),
@@ -478,10 +475,5 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
  *
  * @throws {TypeError} otherwise.
  */
-function positiveIntFlag(values: FlagValues, name: string, fallback: number): number {
-  const value = intFlag(values, name, fallback);
-  if (value < 1) throw new TypeError(`Invalid --${name}: expected a positive integer, got ${value}`);
-  return value;
-}
 
 if (import.meta.main) Deno.exit(await main());

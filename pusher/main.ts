@@ -40,7 +40,10 @@ import {
   isLoopback,
   LOG_LEVEL_FLAG,
   logLevelFlag,
+  MAX_CHANNEL_LENGTH_FLAG,
+  maxChannelLengthFlag,
   parseFlags,
+  positiveIntFlag,
   shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
@@ -186,12 +189,7 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "distinct channels each worker may have members of (429 past it)",
     default: "100000",
   },
-  "max-channel-length": {
-    type: "string",
-    arg: "N",
-    help: "longest channel name, at most 248 (422 past it)",
-    default: "255, capped at 248",
-  },
+  "max-channel-length": MAX_CHANNEL_LENGTH_FLAG,
   "max-presence-users": {
     type: "string",
     arg: "N",
@@ -322,7 +320,7 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
     maxConnectionsPerUser,
     maxChannelsPerConnection: positiveIntFlag(flags, "max-channels-per-connection", 128),
     maxChannelsPerWorker: positiveIntFlag(flags, "max-channels-per-worker", 100_000),
-    maxChannelLength: positiveIntFlag(flags, "max-channel-length", 255),
+    maxChannelLength: maxChannelLengthFlag(flags),
     maxPresenceUsers: intFlag(flags, "max-presence-users", 1000),
     presenceTimeout: durationFlag(flags, "presence-timeout", DEFAULT_PRESENCE_TIMEOUT, { min: 1 }),
     maxClientReads: positiveIntFlag(flags, "max-client-reads", DEFAULT_MAX_CLIENT_READS),
@@ -390,11 +388,6 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
  *
  * @throws {TypeError} otherwise.
  */
-function positiveIntFlag(flags: FlagValues, name: string, fallback: number): number {
-  const value = intFlag(flags, name, fallback);
-  if (value < 1) throw new TypeError(`Invalid --${name}: at least 1, got ${value}`);
-  return value;
-}
 
 /** A worker slot that fails to start this many times in a row is given up. */
 const MAX_START_FAILURES = 5;

@@ -129,7 +129,7 @@ export interface PusherOptions {
   maxChannelsPerConnection?: number;
   /** Distinct channels this worker may have members of; past it, 429. @default {100000} */
   maxChannelsPerWorker?: number;
-  /** Longest channel name; longer is refused with 422 (and never above what the bus carries, 248). @default {255} */
+  /** Longest channel name; longer is refused with 422 (and never above what the bus carries, 248). @default {248} */
   maxChannelLength?: number;
   /** Largest client command, in UTF-8 bytes; larger gets 413. @default {4096} */
   maxCommandBytes?: number;

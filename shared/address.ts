@@ -126,9 +126,6 @@ export const CONNECTION_ID_PATTERN = /^[1-9][0-9]{0,14}$/;
  */
 export const CHANNEL_NAME_PATTERN = /^[A-Za-z0-9_\-.:@/=]+$/;
 
-/** Longest channel name, in characters, unless configured lower. */
-export const DEFAULT_MAX_CHANNEL_LENGTH = 255;
-
 /** Longest subject the bus carries (the hub's limit on names). */
 export const MAX_SUBJECT_LENGTH: number = MAX_HUB_SUBJECT_LENGTH;
 
@@ -141,6 +138,9 @@ const USER_PREFIX = "user.";
  * maximum length.
  */
 export const MAX_CARRIED_CHANNEL_LENGTH: number = MAX_SUBJECT_LENGTH - CHANNEL_PREFIX.length;
+
+/** Longest channel name, in characters, unless configured lower: the longest the bus carries. */
+export const DEFAULT_MAX_CHANNEL_LENGTH: number = MAX_CARRIED_CHANNEL_LENGTH;
 
 /** Longest user id whose subject (`user.<id>`) the bus carries. */
 export const MAX_CARRIED_USER_LENGTH: number = MAX_SUBJECT_LENGTH - USER_PREFIX.length;

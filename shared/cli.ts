@@ -11,6 +11,7 @@ import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
 import { parseBusAddress } from "./bus_address.ts";
 import { natsHistoryFilter } from "./nats_subject.ts";
 import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL } from "./history_log.ts";
+import { MAX_CARRIED_CHANNEL_LENGTH } from "./address.ts";
 
 /** One command-line flag. */
 export interface FlagSpec {
@@ -96,6 +97,42 @@ export function intFlag(values: FlagValues, name: string, fallback: number): num
     throw new TypeError(`Invalid --${name}: expected a non-negative integer, got ${JSON.stringify(raw)}`);
   }
   return value;
+}
+
+/**
+ * Reads an integer flag of at least 1.
+ *
+ * @throws {TypeError} when the value is not an integer, or is 0.
+ */
+export function positiveIntFlag(values: FlagValues, name: string, fallback: number): number {
+  const value = intFlag(values, name, fallback);
+  if (value < 1) throw new TypeError(`Invalid --${name}: at least 1, got ${value}`);
+  return value;
+}
+
+/** `--max-channel-length`, which the pusher and the publisher take alike. */
+export const MAX_CHANNEL_LENGTH_FLAG: FlagSpec = {
+  type: "string",
+  arg: "N",
+  help:
+    `longest channel name accepted (422 past it), 1 to ${MAX_CARRIED_CHANNEL_LENGTH}: the bus carries a channel as channel.<name>`,
+  default: String(MAX_CARRIED_CHANNEL_LENGTH),
+};
+
+/**
+ * Reads `--max-channel-length`: 1 to {@linkcode MAX_CARRIED_CHANNEL_LENGTH},
+ * the longest name whose subject the bus carries.
+ *
+ * @throws {TypeError} when it is outside those bounds.
+ */
+export function maxChannelLengthFlag(values: FlagValues): number {
+  const length = positiveIntFlag(values, "max-channel-length", MAX_CARRIED_CHANNEL_LENGTH);
+  if (length > MAX_CARRIED_CHANNEL_LENGTH) {
+    throw new TypeError(
+      `Invalid --max-channel-length: at most ${MAX_CARRIED_CHANNEL_LENGTH} (the bus carries a channel as channel.<name>), got ${length}`,
+    );
+  }
+  return length;
 }
 
 /** Options for {@linkcode durationFlag}. */

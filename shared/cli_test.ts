@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { busFlag, busHistoryFlag, durationFlag, parseFlags } from "./cli.ts";
+import { busFlag, busHistoryFlag, durationFlag, maxChannelLengthFlag, parseFlags } from "./cli.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
 
 Deno.test("durationFlag reads a duration no longer than a timer waits, in milliseconds or seconds", () => {
@@ -104,6 +104,20 @@ Deno.test("busHistoryFlag reads --history* for a NATS bus and refuses them for t
   assert.throws(
     () => busHistoryFlag({ history: "a", "history-size": "0" }, "nats://n:4222"),
     /^TypeError: Invalid --history-size: at least 1, got 0$/,
+  );
+});
+
+Deno.test("maxChannelLengthFlag takes 1 to 248, the longest name the bus carries, and 248 by default", () => {
+  assert.equal(maxChannelLengthFlag({}), 248);
+  assert.equal(maxChannelLengthFlag({ "max-channel-length": "248" }), 248);
+  assert.equal(maxChannelLengthFlag({ "max-channel-length": "1" }), 1);
+  assert.throws(
+    () => maxChannelLengthFlag({ "max-channel-length": "255" }),
+    /^TypeError: Invalid --max-channel-length: at most 248 \(the bus carries a channel as channel\.<name>\), got 255$/,
+  );
+  assert.throws(
+    () => maxChannelLengthFlag({ "max-channel-length": "0" }),
+    /^TypeError: Invalid --max-channel-length: at least 1, got 0$/,
   );
 });
 

@@ -200,13 +200,18 @@ Deno.test("publisher answers 503 within the publish timeout while the hub is dow
   );
 });
 
-Deno.test("publisher task prints help and exits 0, and exits 2 on a bad --hub", async () => {
+Deno.test("publisher task prints help and exits 0, and exits 2 on a bad --hub or --max-channel-length", async () => {
   await using help = await startService("publisher", ["--help"]);
   await help.waitForLine(/^Usage: deno task publisher/);
   assert.equal((await help.process.status).code, 0);
   await using bad = await startService("publisher", ["--port", "0", "--hub", "localhost"]);
   await bad.waitForLine(/Invalid --hub: expected HOST:PORT/);
   assert.equal((await bad.process.status).code, 2);
+  await using long = await startService("publisher", ["--port", "0", "--max-channel-length", "249"]);
+  await long.waitForLine(
+    /Invalid --max-channel-length: at most 248 \(the bus carries a channel as channel\.<name>\), got 249/,
+  );
+  assert.equal((await long.process.status).code, 2);
 });
 
 Deno.test("publisher on SIGTERM lets the request in flight finish, then exits 0", async () => {

@@ -49,6 +49,12 @@ Deno.test("pusher task prints help, and refuses bad flags with exit code 2", asy
   await using tiny = await startService("pusher", ["--hub-max-frame-bytes", "10"]);
   await tiny.waitForLine(/Invalid --hub-max-frame-bytes: at least 64, got 10/);
   assert.equal((await tiny.process.status).code, 2);
+  // The bus carries a channel as channel.<name>, at most 256 characters: a longer limit could never hold.
+  await using long = await startService("pusher", ["--max-channel-length", "249"]);
+  await long.waitForLine(
+    /Invalid --max-channel-length: at most 248 \(the bus carries a channel as channel\.<name>\), got 249/,
+  );
+  assert.equal((await long.process.status).code, 2);
 });
 
 Deno.test("pusher workers share one port, each with its own worker id, and SIGTERM closes clients with 1001", async () => {
