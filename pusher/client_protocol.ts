@@ -1,8 +1,9 @@
 /**
  * The client JSON protocol: what a browser may send a pusher (one command
  * per text frame, `{"id":1,"subscribe":{"channel":"news"}}`, a `history`,
- * `presence` or `presence_stats` of a channel it is in, or a `refresh` with
- * a new token), and the frames
+ * `presence` or `presence_stats` of a channel it is in, a `refresh` with
+ * a new token, or a `ping` that asks whether the connection still carries
+ * anything), and the frames
  * a pusher sends back (replies, errors, server-side subscription pushes).
  * Pure functions: the pusher applies the commands.
  *
@@ -120,8 +121,19 @@ export interface PresenceCommand {
   readonly listUsers: boolean;
 }
 
+/**
+ * A client's question whether its connection still carries anything, after
+ * a while of hearing nothing: answered with an empty result at once. A
+ * browser cannot see the server's WebSocket pings, so the client library
+ * asks this way, and reconnects when no answer comes.
+ */
+export interface PingCommand {
+  readonly id: number;
+  readonly op: "ping";
+}
+
 /** A command a client sent. */
-export type ClientCommand = ChannelCommand | RefreshCommand | HistoryCommand | PresenceCommand;
+export type ClientCommand = ChannelCommand | RefreshCommand | HistoryCommand | PresenceCommand | PingCommand;
 
 /** What a subscribe's reply says of a channel's history; see {@linkcode subscribeResultFrame}. */
 export interface SubscribeResult {
@@ -140,7 +152,7 @@ export interface ClientError {
 }
 
 /** The commands a client may send, one per message. */
-const COMMANDS = ["subscribe", "unsubscribe", "refresh", "history", "presence", "presence_stats"] as const;
+const COMMANDS = ["subscribe", "unsubscribe", "refresh", "history", "presence", "presence_stats", "ping"] as const;
 
 /** Options for {@linkcode parseClientMessage}. */
 export interface ClientProtocolOptions {
@@ -149,7 +161,7 @@ export interface ClientProtocolOptions {
    * is a few hundred bytes at most. @default {4096}
    */
   maxCommandBytes?: number;
-  /** Longest channel name; longer is refused with 422. @default {255} */
+  /** Longest channel name; longer is refused with 422. @default {248} */
   maxChannelLength?: number;
 }
 
@@ -194,7 +206,7 @@ export function parseClientMessage(
   if (ops.length !== 1) {
     return malformed(
       id as number,
-      "Malformed message: expected one command, subscribe, unsubscribe, history, presence, presence_stats or refresh",
+      "Malformed message: expected one command, subscribe, unsubscribe, history, presence, presence_stats, refresh or ping",
     );
   }
   const op = ops[0]!;
@@ -202,6 +214,7 @@ export function parseClientMessage(
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     return malformed(id as number, `Malformed message: ${op} must be an object`);
   }
+  if (op === "ping") return { id: id as number, op };
   if (op === "refresh") {
     const token = (body as Record<string, unknown>).token;
     if (typeof token !== "string" || token === "") {

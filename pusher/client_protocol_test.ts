@@ -38,11 +38,15 @@ Deno.test("client protocol reads a refresh with its new token, and refuses one w
     assert.deepEqual([parsed.id, parsed.code], [8, 400], body);
     assert.match(parsed.message, /refresh/, body);
   }
+  assert.deepEqual(parseClientMessage('{"id":10,"ping":{}}'), { id: 10, op: "ping" });
+  const ping = parseClientMessage('{"id":11,"ping":true}');
+  assert.ok(isClientError(ping));
+  assert.deepEqual([ping.id, ping.code, ping.message], [11, 400, "Malformed message: ping must be an object"]);
   const both = parseClientMessage('{"id":9,"refresh":{"token":"t"},"subscribe":{"channel":"n"}}');
   assert.ok(isClientError(both));
   assert.match(
     both.message,
-    /expected one command, subscribe, unsubscribe, history, presence, presence_stats or refresh/,
+    /expected one command, subscribe, unsubscribe, history, presence, presence_stats, refresh or ping/,
   );
 });
 

@@ -588,6 +588,8 @@ export class Pusher {
     if (isClientError(command)) return this.#refuse(connection, command);
     // A well-formed command ends a run of malformed ones, whatever its answer.
     connection.bad = 0;
+    // A client that heard nothing for a while asks whether the connection still carries anything.
+    if (command.op === "ping") return this.#succeed(connection, command.id);
     if (command.op === "refresh") return this.#refresh(connection, command);
     if (command.op === "history") return this.#history(connection, command);
     if (command.op === "presence") return this.#presenceOf(connection, command);

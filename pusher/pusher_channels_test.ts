@@ -191,12 +191,25 @@ Deno.test("pusher answers each client command with its id: subscribe and unsubsc
   assert.deepEqual(pushes(a), []);
 });
 
+Deno.test("pusher answers a ping at once, and a ping ends a run of malformed messages", async () => {
+  await using setup = setUp({ maxBadMessages: 2 });
+  const a = await setup.connect();
+  assert.deepEqual(await send(a, { id: 1, ping: {} }), ['{"id":1,"result":{}}']);
+  assert.deepEqual(await send(a, { id: 2, ping: "now" }), [
+    '{"id":2,"error":{"code":400,"message":"Malformed message: ping must be an object"}}',
+  ]);
+  // A second malformed message in a row would close it; the ping between keeps it.
+  assert.deepEqual(await send(a, { id: 3, ping: {} }), ['{"id":3,"result":{}}']);
+  assert.deepEqual(await send(a, "not json"), ['{"error":{"code":400,"message":"Malformed message: not JSON"}}']);
+  assert.equal(a.closed, null);
+});
+
 Deno.test("pusher answers malformed messages, bad names and large messages with their error codes", async () => {
   await using setup = setUp({ maxCommandBytes: 100, maxChannelLength: 10 });
   const a = await setup.connect();
   assert.deepEqual(await send(a, "hello"), ['{"error":{"code":400,"message":"Malformed message: not JSON"}}']);
   assert.deepEqual(await send(a, { id: 1, publish: {} }), [
-    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe, unsubscribe, history, presence, presence_stats or refresh"}}',
+    '{"id":1,"error":{"code":400,"message":"Malformed message: expected one command, subscribe, unsubscribe, history, presence, presence_stats, refresh or ping"}}',
   ]);
   assert.deepEqual(await send(a, { id: 2, subscribe: { channel: "a b" } }), [
     '{"id":2,"error":{"code":422,"message":"Invalid channel name: only letters, digits and _-.:@/= are allowed"}}',
