@@ -116,6 +116,21 @@ export interface PushClientOptions {
   connectTimeout?: number;
   /** Commands that may wait for a connection; over it, `subscribe` throws a RangeError. @default {128} */
   maxQueuedCommands?: number;
+  /**
+   * Silence, in milliseconds, after which the client pings the pusher
+   * (`{"id":N,"ping":{}}`): a dead connection (a laptop that slept, a
+   * changed network) shows no close, and a browser sees none of the
+   * server's WebSocket pings. Any message from the pusher resets it. 0 sends
+   * no pings. @default {25000}
+   */
+  pingInterval?: number;
+  /**
+   * How long, in milliseconds, a ping may go unanswered (nothing at all
+   * from the pusher) before the client drops the connection and reconnects,
+   * with an `error` event and a `disconnected` one (code 4000, reason
+   * `no answer to ping`). @default {10000}
+   */
+  pingTimeout?: number;
   /** The WebSocket class to use. @default {globalThis.WebSocket} */
   WebSocket?: typeof WebSocket;
   /** Source of randomness in [0, 1) for the jitter. @default {Math.random} */

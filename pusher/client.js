@@ -32,6 +32,14 @@
  * reconnects with a new token, or, when its token is a fixed string, stops
  * and says why.
  *
+ * A connection can die without a close: a laptop that slept, a network that
+ * changed, a NAT that forgot it. The browser then waits minutes for TCP to
+ * give up, and sees none of the server's WebSocket pings meanwhile. So after
+ * `pingInterval` (25 s) without a message the client sends
+ * `{"id":N,"ping":{}}`, and when nothing at all comes back within
+ * `pingTimeout` (10 s) it drops the connection and reconnects (recovering
+ * what it missed on channels with history).
+ *
  * Subscriptions the server made (from the publisher's `subscribe` API) belong
  * to the connection they were made on: they end when it ends, and the
  * backend has to make them again for the new connection if it wants them.
@@ -454,6 +462,10 @@ export class PushClient extends EventTarget {
   #connectTimeout;
   /** @type {number} */
   #maxQueued;
+  /** @type {number} */
+  #pingInterval;
+  /** @type {number} */
+  #pingTimeout;
   /** @type {typeof WebSocket} */
   #WebSocket;
   /** @type {() => number} */
@@ -476,6 +488,10 @@ export class PushClient extends EventTarget {
   #greetingTimer = null;
   /** @type {unknown} the renewal of the connection's token, when one is due */
   #refreshTimer = null;
+  /** @type {unknown} the next look at whether the pusher was heard: to ping it, or to give up on it */
+  #pingTimer = null;
+  /** Whether anything came from the pusher since the ping timer was last set. */
+  #heard = false;
   /** @type {string | null} the token of the connection being made or made */
   #connectionToken = null;
   #nextId = 1;
@@ -513,6 +529,13 @@ export class PushClient extends EventTarget {
     }
     this.#connectTimeout = options.connectTimeout ?? 10_000;
     this.#maxQueued = options.maxQueuedCommands ?? 128;
+    this.#pingInterval = options.pingInterval ?? 25_000;
+    this.#pingTimeout = options.pingTimeout ?? 10_000;
+    if (!(this.#pingInterval >= 0) || !(this.#pingTimeout > 0)) {
+      throw new RangeError(
+        `Invalid ping settings: need pingInterval >= 0 and pingTimeout > 0, got ${this.#pingInterval} and ${this.#pingTimeout}`,
+      );
+    }
     const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
     if (!WebSocketClass) throw new TypeError("Cannot create a PushClient: no WebSocket class in this runtime");
     this.#WebSocket = WebSocketClass;
@@ -818,7 +841,9 @@ export class PushClient extends EventTarget {
     }
     this.#socket = socket;
     socket.onmessage = (event) => {
-      if (generation === this.#generation) this.#receive(event.data);
+      if (generation !== this.#generation) return;
+      this.#heard = true;
+      this.#receive(event.data);
     };
     socket.onclose = (event) => this.#closed(generation, event.code, event.reason);
     // A failed handshake reports `error` then `close`; the close is what counts.
@@ -904,6 +929,7 @@ export class PushClient extends EventTarget {
     this.#queue = [];
     for (const command of queued) this.#write(command);
     if (this.#connectionToken !== null) this.#scheduleRefresh(this.#connectionToken);
+    this.#watchSilence();
     this.#emit("connected", { ...this.#address, greeting: text });
   }
 
@@ -1050,6 +1076,7 @@ export class PushClient extends EventTarget {
   #lose() {
     this.#clearGreetingTimer();
     this.#clearRefreshTimer();
+    this.#clearPingTimer();
     this.#connectionToken = null;
     if (this.#socket) {
       this.#socket.onmessage = null;
@@ -1070,6 +1097,38 @@ export class PushClient extends EventTarget {
       subscription._setState("unsubscribed");
       this.#emit("unsubscribed", { channel: subscription.channel, subscription });
     }
+  }
+
+  /**
+   * Looks every `pingInterval` whether the pusher was heard from: after an
+   * interval of silence, pings it, and drops the connection (to reconnect)
+   * when nothing comes back within `pingTimeout`. Any message counts, so a
+   * busy connection sends no pings.
+   */
+  #watchSilence() {
+    if (this.#pingInterval === 0) return;
+    const generation = this.#generation;
+    this.#heard = false;
+    this.#pingTimer = this.#timers.setTimeout(() => {
+      this.#pingTimer = null;
+      if (generation !== this.#generation) return;
+      if (this.#heard) return this.#watchSilence();
+      this.#command({ ping: {} }, () => {});
+      this.#heard = false;
+      this.#pingTimer = this.#timers.setTimeout(() => {
+        this.#pingTimer = null;
+        if (generation !== this.#generation) return;
+        if (this.#heard) return this.#watchSilence();
+        this.#emit("error", { error: new Error(`No answer to a ping within ${this.#pingTimeout} ms`) });
+        this.#drop(4000, "no answer to ping", true);
+      }, this.#pingTimeout);
+    }, this.#pingInterval);
+  }
+
+  #clearPingTimer() {
+    if (this.#pingTimer === null) return;
+    this.#timers.clearTimeout(this.#pingTimer);
+    this.#pingTimer = null;
   }
 
   /** @returns {number} the wait before the next attempt: full jitter under a doubling, capped ceiling */

@@ -161,7 +161,7 @@ Deno.test("client parses the greeting into its address and is connected", async 
   assert.deepEqual(await client.ready(), expected);
   assert.equal(client.state, "connected");
   assert.deepEqual(states.map((s) => s.state), ["connecting", "connected"]);
-  assert.deepEqual(timers.delays, [], "the greeting timer is cleared");
+  assert.deepEqual(timers.delays, [25_000], "the greeting timer is cleared, and the silence watch set");
   client.disconnect();
   assert.equal(client.state, "disconnected");
   assert.deepEqual(socket().closedWith, { code: 1000, reason: "disconnect called" });
@@ -387,6 +387,64 @@ Deno.test("client reconnects with capped exponential backoff, full jitter, and r
   low.socket().drop();
   assert.equal((await lowDrop).delay, 0);
   low.client.disconnect();
+});
+
+Deno.test("client pings a pusher it has not heard from, and reconnects when nothing answers", () => {
+  const { client, socket, timers } = connected({ pingInterval: 1000, pingTimeout: 300, minReconnectDelay: 100 });
+  client.subscribe("news");
+  const first = socket();
+  first.receive({ id: 1, result: {} });
+  const drops = record(client, "disconnected");
+  const errors = record(client, "error");
+  // Heard from within the interval: no ping, another look an interval later.
+  timers.fire(1000);
+  assert.deepEqual(first.sent.map((command) => Object.keys(command)[1]), ["subscribe"]);
+  // A whole interval of silence: a ping.
+  timers.fire(1000);
+  const ping = first.sent.at(-1)!;
+  assert.deepEqual(ping, { id: ping.id, ping: {} });
+  assert.deepEqual(timers.delays, [300]);
+  // Nothing within the timeout: the connection is dropped, and made again.
+  timers.fire(300);
+  assert.match(String(errors[0]?.error.message), /^No answer to a ping within 300 ms$/);
+  assert.deepEqual(drops, [{ code: 4000, reason: "no answer to ping", reconnecting: true, delay: 99 }]);
+  assert.deepEqual(first.closedWith, { code: 4000, reason: "no answer to ping" });
+  assert.equal(client.state, "connecting");
+  timers.fire(99);
+  assert.equal(FakeWebSocket.made.length, 2);
+  socket().greet();
+  assert.deepEqual(socket().sent.map((command) => command.subscribe), [{ channel: "news" }], "subscribed again");
+  // A late message on the old socket counts for nothing.
+  first.receive({ id: ping.id, result: {} });
+  assert.equal(client.state, "connected");
+  client.disconnect();
+  assert.deepEqual(timers.delays, [], "no timer left");
+});
+
+Deno.test("client keeps a connection whose pusher answers its ping, and sends no pings with pingInterval 0", () => {
+  const { client, socket, timers } = connected({ pingInterval: 1000, pingTimeout: 300 });
+  const drops = record(client, "disconnected");
+  for (let round = 0; round < 3; round++) {
+    timers.fire(1000);
+    const ping = socket().sent.at(-1)!;
+    assert.deepEqual(ping, { id: round + 1, ping: {} });
+    socket().receive({ id: ping.id, result: {} });
+    timers.fire(300);
+    assert.deepEqual(timers.delays, [1000], "watching again");
+  }
+  // A pusher too old to know ping answers 400: still an answer from a live connection.
+  timers.fire(1000);
+  socket().receive({ id: 4, error: { code: 400, message: "Malformed message: expected one command" } });
+  timers.fire(300);
+  assert.deepEqual(drops, []);
+  assert.equal(client.state, "connected");
+  client.disconnect();
+
+  const quiet = connected({ pingInterval: 0 });
+  assert.deepEqual(quiet.timers.delays, []);
+  quiet.client.disconnect();
+  assert.throws(() => setUp({ pingTimeout: 0 }), /Invalid ping settings: need pingInterval >= 0 and pingTimeout > 0/);
+  assert.throws(() => setUp({ pingInterval: -1 }), RangeError);
 });
 
 Deno.test("client does not reconnect after a close code that says not to come back", () => {
@@ -680,6 +738,7 @@ Deno.test("client renews a function's token before it expires, on the same conne
   const tokens: string[] = [];
   const { client, socket, timers } = setUp({
     token: () => Promise.resolve(tokens[tokens.push(expiringToken(1000 + tokens.length)) - 1]!),
+    pingInterval: 0, // only the renewal's timers
   });
   const errors = record(client, "error");
   client.connect();
@@ -709,7 +768,7 @@ Deno.test("client renews a function's token before it expires, on the same conne
 
 Deno.test("client does not send a renewal that expires no later than the connection's token, and asks again later", async () => {
   const same = expiringToken(1000);
-  const { client, socket, timers } = setUp({ token: () => same });
+  const { client, socket, timers } = setUp({ token: () => same, pingInterval: 0 });
   const errors = record(client, "error");
   client.connect();
   await tokenSettles();
@@ -724,7 +783,7 @@ Deno.test("client does not send a renewal that expires no later than the connect
 
 Deno.test("client waits for a long-lived token's renewal in steps a timer can take", async () => {
   const year = 365 * 24 * 3600;
-  const { client, socket, timers } = setUp({ token: () => expiringToken(year) });
+  const { client, socket, timers } = setUp({ token: () => expiringToken(year), pingInterval: 0 });
   client.connect();
   await tokenSettles();
   socket().greet();
@@ -745,7 +804,7 @@ Deno.test("client waits for a long-lived token's renewal in steps a timer can ta
 });
 
 Deno.test("client with a fixed token stops at 4401 and says why; with a token function it reconnects", async () => {
-  const fixed = connected({ token: expiringToken(1000) });
+  const fixed = connected({ token: expiringToken(1000), pingInterval: 0 });
   assert.deepEqual(fixed.timers.delays, [], "nothing to renew a fixed token with");
   const errors = record(fixed.client, "error");
   const drops = record(fixed.client, "disconnected");

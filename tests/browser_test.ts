@@ -49,6 +49,12 @@ interface System extends AsyncDisposable {
   restartPusher(whileDown?: () => Promise<void>): Promise<void>;
   /** Stops the hub (SIGTERM) and starts a new one on the same port: every history is lost. */
   restartHub(): Promise<void>;
+  /**
+   * Freezes the pusher (SIGSTOP: its sockets stay open and it answers
+   * nothing, as behind a dead network) until the returned resume is called
+   * (SIGCONT).
+   */
+  freezePusher(): () => void;
 }
 
 /** Starts a pusher on `server` and waits until both of its workers are linked to the hub. */
@@ -91,6 +97,11 @@ async function startSystem(options: SystemOptions = {}): Promise<System> {
       await pusher.stop();
       await whileDown?.();
       pusher = owned.use(await startPusher(hubAddr, publisherUrl, pusherPort, options));
+    },
+    freezePusher() {
+      const pid = pusher.process.pid;
+      Deno.kill(pid, "SIGSTOP");
+      return () => Deno.kill(pid, "SIGCONT");
     },
     async restartHub() {
       await hub.stop();
@@ -199,11 +210,13 @@ interface Seen {
  * Imports `/client.js` in `page`, connects a client with short reconnect
  * delays and waits for its greeting; the client is `window.client`, what it
  * saw `window.seen`. `token` is a fixed token, or the name of a function of
- * the page's that makes one (`page.exposeFunction`).
+ * the page's that makes one (`page.exposeFunction`); `options` are more of
+ * the client's numeric options.
  */
 async function connectClient(
   page: Page,
   token?: string | { fromPage: string },
+  options: Record<string, number> = {},
 ): Promise<{ workerId: string; connectionId: number }> {
   const tokenSource = typeof token === "object" ? `() => window.${token.fromPage}()` : JSON.stringify(token ?? null);
   return await page.evaluate(`(async () => {
@@ -212,6 +225,7 @@ async function connectClient(
       minReconnectDelay: 50,
       maxReconnectDelay: 500,
       token: ${tokenSource} ?? undefined,
+      ...${JSON.stringify(options)},
     });
     const seen = { greetings: [], messages: [], publications: [], drops: [], subscribed: [] };
     client.on("connected", ({ workerId, connectionId }) => seen.greetings.push({ workerId, connectionId }));
@@ -315,6 +329,44 @@ for (const [server, label] of SERVERS) {
     },
   });
 }
+
+Deno.test("browser: /client.js notices a pusher that stopped answering, by a ping, and is back in its channel once it answers again", async () => {
+  await using system = await startSystem();
+  const { publisherUrl, pusherPort } = system;
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${pusherPort}/`);
+    const first = await connectClient(page, undefined, { pingInterval: 300, pingTimeout: 300, connectTimeout: 1000 });
+    await page.evaluate(`(async () => {
+      window.drops = [];
+      client.on("disconnected", ({ code, reason }) => window.drops.push({ code, reason }));
+      await client.subscribe("news").ready({ signal: AbortSignal.timeout(10000) });
+    })()`);
+    // Its socket stays open, as after a network that died without a close: only the silence tells.
+    const resume = system.freezePusher();
+    try {
+      await page.waitForFunction("window.drops.length > 0", null, { timeout: 10_000 });
+      assert.deepEqual(await page.evaluate("window.drops[0]"), { code: 4000, reason: "no answer to ping" });
+      assert.equal(await page.evaluate("client.state"), "connecting");
+    } finally {
+      resume();
+    }
+    await waitSeen(page, "seen.greetings.length >= 2", "a greeting once the pusher answers again");
+    const second = (await page.evaluate<Seen>("window.seen")).greetings.at(-1)!;
+    assert.notDeepEqual(second, first, "a new connection");
+    await page.evaluate(`client.subscription("news").ready({ signal: AbortSignal.timeout(10000) })`);
+    assert.equal(await open(browser, `${publisherUrl}/?channel=news&content=back`), "ok");
+    await waitSeen(
+      page,
+      `seen.publications.some((p) => p.channel === "news" && p.data === "back")`,
+      "the channel's publication",
+    );
+    await page.evaluate("client.disconnect()");
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+});
 
 Deno.test("browser: the demo page's channel controls list a channel while subscribed, publish to it, ask who is in a presence channel, and forget it on unsubscribe", async () => {
   await using system = await startSystem({ presenceChannels: "room.*" });
