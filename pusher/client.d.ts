@@ -121,7 +121,7 @@ export interface PushClientOptions {
    * (`{"id":N,"ping":{}}`): a dead connection (a laptop that slept, a
    * changed network) shows no close, and a browser sees none of the
    * server's WebSocket pings. Any message from the pusher resets it. 0 sends
-   * no pings. @default {25000}
+   * no pings; at most 2147483647, the longest a browser's timer waits. @default {25000}
    */
   pingInterval?: number;
   /**

@@ -531,9 +531,13 @@ export class PushClient extends EventTarget {
     this.#maxQueued = options.maxQueuedCommands ?? 128;
     this.#pingInterval = options.pingInterval ?? 25_000;
     this.#pingTimeout = options.pingTimeout ?? 10_000;
-    if (!(this.#pingInterval >= 0) || !(this.#pingTimeout > 0)) {
+    // A browser fires a longer timer at once.
+    if (
+      !(this.#pingInterval >= 0 && this.#pingInterval <= MAX_TIMER_DELAY) ||
+      !(this.#pingTimeout > 0 && this.#pingTimeout <= MAX_TIMER_DELAY)
+    ) {
       throw new RangeError(
-        `Invalid ping settings: need pingInterval >= 0 and pingTimeout > 0, got ${this.#pingInterval} and ${this.#pingTimeout}`,
+        `Invalid ping settings: need 0 <= pingInterval <= ${MAX_TIMER_DELAY} and 0 < pingTimeout <= ${MAX_TIMER_DELAY}, got ${this.#pingInterval} and ${this.#pingTimeout}`,
       );
     }
     const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
