@@ -137,6 +137,12 @@ export interface PushClientOptions {
   random?: () => number;
   /** Timer functions. @default {globalThis.setTimeout and clearTimeout} */
   timers?: Timers;
+  /**
+   * Where the browser says the network is back (an `online` event): a
+   * reconnect waiting out its backoff is then made at once.
+   * @default {globalThis, when it is an EventTarget}
+   */
+  network?: Pick<EventTarget, "addEventListener" | "removeEventListener">;
 }
 
 /** What each {@linkcode PushClient} event carries as its detail. */

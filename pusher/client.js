@@ -38,7 +38,9 @@
  * `pingInterval` (25 s) without a message the client sends
  * `{"id":N,"ping":{}}`, and when nothing at all comes back within
  * `pingTimeout` (10 s) it drops the connection and reconnects (recovering
- * what it missed on channels with history).
+ * what it missed on channels with history). And when the browser says the
+ * network is back (its `online` event), a reconnect waiting out its backoff
+ * is made at once.
  *
  * Subscriptions the server made (from the publisher's `subscribe` API) belong
  * to the connection they were made on: they end when it ends, and the
@@ -472,6 +474,8 @@ export class PushClient extends EventTarget {
   #random;
   /** @type {{ setTimeout: (fn: () => void, ms: number) => unknown, clearTimeout: (id: any) => void }} */
   #timers;
+  /** @type {Pick<EventTarget, "addEventListener" | "removeEventListener"> | null} where `online` is told */
+  #network;
 
   /** @type {"disconnected" | "connecting" | "connected"} */
   #state = "disconnected";
@@ -492,6 +496,12 @@ export class PushClient extends EventTarget {
   #pingTimer = null;
   /** Whether anything came from the pusher since the ping timer was last set. */
   #heard = false;
+  /** The browser says the network is back: a reconnect waiting out its backoff goes now. */
+  #online = () => {
+    if (this.#retryTimer === null) return;
+    this.#cancelRetry();
+    this.#open();
+  };
   /** @type {string | null} the token of the connection being made or made */
   #connectionToken = null;
   #nextId = 1;
@@ -544,6 +554,7 @@ export class PushClient extends EventTarget {
     if (!WebSocketClass) throw new TypeError("Cannot create a PushClient: no WebSocket class in this runtime");
     this.#WebSocket = WebSocketClass;
     this.#random = options.random ?? Math.random;
+    this.#network = options.network ?? (typeof globalThis.addEventListener === "function" ? globalThis : null);
     this.#timers = options.timers ?? {
       setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
       clearTimeout: (id) => globalThis.clearTimeout(id),
@@ -614,6 +625,7 @@ export class PushClient extends EventTarget {
   connect() {
     if (this.#state !== "disconnected") return;
     this.#attempt = 0;
+    this.#network?.addEventListener("online", this.#online);
     this.#open();
   }
 
@@ -1165,6 +1177,7 @@ export class PushClient extends EventTarget {
     const previous = this.#state;
     if (state === previous) return;
     this.#state = state;
+    if (state === "disconnected") this.#network?.removeEventListener("online", this.#online);
     this.#emit("state", { state, previous });
   }
 

@@ -451,6 +451,25 @@ Deno.test("client keeps a connection whose pusher answers its ping, and sends no
   assert.throws(() => setUp({ pingInterval: 2 ** 31 }), RangeError, "a browser would fire it at once");
 });
 
+Deno.test("client reconnects at once when the browser says the network is back, not while connected or stopped", () => {
+  const network = new EventTarget();
+  const { client, socket, timers } = connected({ minReconnectDelay: 5000, pingInterval: 0, network });
+  const drops = record(client, "disconnected");
+  // Connected: nothing to hurry.
+  network.dispatchEvent(new Event("online"));
+  assert.equal(FakeWebSocket.made.length, 1);
+  socket().drop(1006);
+  assert.deepEqual(timers.delays, [drops[0]!.delay], "waiting out its backoff");
+  network.dispatchEvent(new Event("online"));
+  assert.equal(FakeWebSocket.made.length, 2, "a new socket at once");
+  assert.deepEqual(timers.delays, [CONNECT_TIMEOUT], "the backoff's timer is gone, the greeting's set");
+  socket().drop(1006);
+  client.disconnect();
+  network.dispatchEvent(new Event("online"));
+  assert.equal(FakeWebSocket.made.length, 2, "stopped: the event is not listened to any more");
+  assert.deepEqual(timers.delays, []);
+});
+
 Deno.test("client does not reconnect after a close code that says not to come back", () => {
   const { client, socket, timers } = connected();
   const drops = record(client, "disconnected");

@@ -368,6 +368,46 @@ Deno.test("browser: /client.js notices a pusher that stopped answering, by a pin
   }
 });
 
+Deno.test("browser: /client.js reconnects as soon as the browser is back online, not after its backoff", async () => {
+  await using system = await startSystem();
+  const { publisherUrl, pusherPort } = system;
+  const browser = await launchChromium();
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${pusherPort}/`);
+    // A long, known backoff: 19.8 s before the first attempt after a drop.
+    const first: { workerId: string; connectionId: number } = await page.evaluate(`(async () => {
+      const { PushClient } = await import("/client.js");
+      const client = new PushClient(location.origin.replace(/^http/, "ws"), {
+        minReconnectDelay: 20000,
+        maxReconnectDelay: 20000,
+        random: () => 0.99,
+      });
+      window.seen = { greetings: [], drops: [] };
+      client.on("connected", ({ workerId, connectionId }) => seen.greetings.push({ workerId, connectionId }));
+      client.on("disconnected", ({ code, delay }) => seen.drops.push({ code, delay }));
+      window.client = client;
+      client.connect();
+      return await client.ready({ signal: AbortSignal.timeout(10000) });
+    })()`);
+    await context.setOffline(true);
+    const answer = await fetch(`${publisherUrl}/api/disconnect`, {
+      method: "POST",
+      body: JSON.stringify({ worker_id: first.workerId, connection_id: first.connectionId }),
+    });
+    assert.equal(answer.status, 200, await answer.text());
+    await waitSeen(page, "seen.drops.length > 0", "the backend's disconnect");
+    assert.deepEqual(await page.evaluate("seen.drops"), [{ code: 4000, delay: 19800 }]);
+    await context.setOffline(false);
+    // Well before the backoff's 19.8 s.
+    await waitSeen(page, "seen.greetings.length === 2", "a new connection once online");
+    await page.evaluate("client.disconnect()");
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+});
+
 Deno.test("browser: the demo page's channel controls list a channel while subscribed, publish to it, ask who is in a presence channel, and forget it on unsubscribe", async () => {
   await using system = await startSystem({ presenceChannels: "room.*" });
   const browser = await launchChromium();
