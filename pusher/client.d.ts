@@ -139,7 +139,8 @@ export interface PushClientOptions {
   timers?: Timers;
   /**
    * Where the browser says the network is back (an `online` event): a
-   * reconnect waiting out its backoff is then made at once.
+   * reconnect waiting out its backoff is then made at once, and an open
+   * connection pinged at once (unless `pingInterval` is 0).
    * @default {globalThis, when it is an EventTarget}
    */
   network?: Pick<EventTarget, "addEventListener" | "removeEventListener">;

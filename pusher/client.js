@@ -40,7 +40,8 @@
  * `pingTimeout` (10 s) it drops the connection and reconnects (recovering
  * what it missed on channels with history). And when the browser says the
  * network is back (its `online` event), a reconnect waiting out its backoff
- * is made at once.
+ * is made at once, and a connection still open is pinged at once: it may
+ * have been made over the network that went.
  *
  * Subscriptions the server made (from the publisher's `subscribe` API) belong
  * to the connection they were made on: they end when it ends, and the
@@ -496,8 +497,17 @@ export class PushClient extends EventTarget {
   #pingTimer = null;
   /** Whether anything came from the pusher since the ping timer was last set. */
   #heard = false;
-  /** The browser says the network is back: a reconnect waiting out its backoff goes now. */
+  /**
+   * The browser says the network is back: a reconnect waiting out its
+   * backoff goes now, and a connection made over the network that went may
+   * be dead, so it is pinged now rather than after an interval of silence.
+   */
   #online = () => {
+    if (this.#state === "connected" && this.#pingInterval > 0) {
+      this.#clearPingTimer();
+      this.#ping(this.#generation);
+      return;
+    }
     if (this.#retryTimer === null) return;
     this.#cancelRetry();
     this.#open();
@@ -1129,16 +1139,26 @@ export class PushClient extends EventTarget {
       this.#pingTimer = null;
       if (generation !== this.#generation) return;
       if (this.#heard) return this.#watchSilence();
-      this.#command({ ping: {} }, () => {});
-      this.#heard = false;
-      this.#pingTimer = this.#timers.setTimeout(() => {
-        this.#pingTimer = null;
-        if (generation !== this.#generation) return;
-        if (this.#heard) return this.#watchSilence();
-        this.#emit("error", { error: new Error(`No answer to a ping within ${this.#pingTimeout} ms`) });
-        this.#drop(4000, "no answer to ping", true);
-      }, this.#pingTimeout);
+      this.#ping(generation);
     }, this.#pingInterval);
+  }
+
+  /**
+   * Pings the pusher, and drops the connection of `generation` when nothing
+   * comes back within `pingTimeout`; otherwise watches for silence again.
+   *
+   * @param {number} generation
+   */
+  #ping(generation) {
+    this.#command({ ping: {} }, () => {});
+    this.#heard = false;
+    this.#pingTimer = this.#timers.setTimeout(() => {
+      this.#pingTimer = null;
+      if (generation !== this.#generation) return;
+      if (this.#heard) return this.#watchSilence();
+      this.#emit("error", { error: new Error(`No answer to a ping within ${this.#pingTimeout} ms`) });
+      this.#drop(4000, "no answer to ping", true);
+    }, this.#pingTimeout);
   }
 
   #clearPingTimer() {

@@ -455,9 +455,10 @@ Deno.test("client reconnects at once when the browser says the network is back, 
   const network = new EventTarget();
   const { client, socket, timers } = connected({ minReconnectDelay: 5000, pingInterval: 0, network });
   const drops = record(client, "disconnected");
-  // Connected: nothing to hurry.
+  // Connected, with pings off: nothing to do.
   network.dispatchEvent(new Event("online"));
   assert.equal(FakeWebSocket.made.length, 1);
+  assert.deepEqual(socket().sent, []);
   socket().drop(1006);
   assert.deepEqual(timers.delays, [drops[0]!.delay], "waiting out its backoff");
   network.dispatchEvent(new Event("online"));
@@ -468,6 +469,22 @@ Deno.test("client reconnects at once when the browser says the network is back, 
   network.dispatchEvent(new Event("online"));
   assert.equal(FakeWebSocket.made.length, 2, "stopped: the event is not listened to any more");
   assert.deepEqual(timers.delays, []);
+});
+
+Deno.test("client pings at once when the browser says the network is back, as its connection may have gone with it", () => {
+  const network = new EventTarget();
+  const { client, socket, timers } = connected({ pingInterval: 1000, pingTimeout: 300, network });
+  const drops = record(client, "disconnected");
+  network.dispatchEvent(new Event("online"));
+  assert.deepEqual(socket().sent, [{ id: 1, ping: {} }], "no interval waited");
+  assert.deepEqual(timers.delays, [300]);
+  socket().receive({ id: 1, result: {} });
+  timers.fire(300);
+  assert.deepEqual(timers.delays, [1000], "answered: watching for silence again");
+  network.dispatchEvent(new Event("online"));
+  timers.fire(300);
+  assert.deepEqual(drops.map((drop) => drop.reason), ["no answer to ping"]);
+  client.disconnect();
 });
 
 Deno.test("client does not reconnect after a close code that says not to come back", () => {
