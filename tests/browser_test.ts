@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
-import { launchChromium } from "./_chromium.ts";
+import { type ChromiumOptions, launchChromium } from "./_chromium.ts";
 import { signJwt } from "../shared/jwt.ts";
 import { type Service, startPusherOnHub, startService } from "./_service.ts";
 import { until, within } from "../channel/testing.ts";
@@ -118,6 +118,19 @@ function tlsArgs(options: SystemOptions): string[] {
   return tls ? ["--cert", tls.cert, "--key", tls.key, "--bus-ca", tls.ca] : [];
 }
 
+/** Runs `fn` with a Chromium of its own (`options` as for {@linkcode launchChromium}), closed afterwards. */
+async function withChromium(
+  ...args: [(browser: Browser) => Promise<void>] | [ChromiumOptions, (browser: Browser) => Promise<void>]
+): Promise<void> {
+  const [options, fn] = args.length === 1 ? [{}, args[0]] : args;
+  const browser = await launchChromium(options);
+  try {
+    await fn(browser);
+  } finally {
+    await within(browser.close(), 10_000, "the browser to close");
+  }
+}
+
 /** Opens a URL in its own tab, as a user would, and returns the page text. */
 async function open(browser: Browser, url: string): Promise<string> {
   const tab = await browser.newPage();
@@ -144,8 +157,7 @@ for (const [server, label] of SERVERS) {
     await using system = await startSystem({ server });
     const { publisherUrl, pusherPort } = system;
 
-    const browser = await launchChromium();
-    try {
+    await withChromium(async (browser) => {
       const page = await browser.newPage();
       const seen = alerts(page);
       await page.goto(`http://127.0.0.1:${pusherPort}/`);
@@ -161,9 +173,7 @@ for (const [server, label] of SERVERS) {
       assert.equal(await open(browser, direct), "ok");
       await until(() => seen.includes("only me"), 10_000, "the targeted alert");
       assert.deepEqual(seen.slice(1), ["hello browser", "only me"]);
-    } finally {
-      await within(browser.close(), 10_000, "the browser to close");
-    }
+    });
   });
 }
 
@@ -171,8 +181,7 @@ Deno.test("browser: the demo page shows its address and its buttons publish thro
   await using system = await startSystem();
   const { pusherPort } = system;
 
-  const browser = await launchChromium();
-  try {
+  await withChromium(async (browser) => {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${pusherPort}/`);
     // Browser-side predicates are strings: they run in the page, not in Deno.
@@ -192,9 +201,7 @@ Deno.test("browser: the demo page shows its address and its buttons publish thro
     assert.equal(lines.length, 3);
     assert.match(lines[0]!, /^workerID:/);
     assert.deepEqual(lines.slice(1), ["from the button", "to myself"]);
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
+  });
 });
 
 /** What the page's own client (the test's, not the demo page's) has seen; lives in the page as `window.seen`. */
@@ -256,8 +263,7 @@ for (const [server, label] of SERVERS) {
     await using system = await startSystem({ server });
     const { publisherUrl, pusherPort } = system;
 
-    const browser = await launchChromium();
-    try {
+    await withChromium(async (browser) => {
       const page = await browser.newPage();
       await page.goto(`http://127.0.0.1:${pusherPort}/`);
       const first = await connectClient(page);
@@ -281,9 +287,7 @@ for (const [server, label] of SERVERS) {
       await waitSeen(page, `seen.messages.includes("after the restart")`, "the broadcast after the restart");
       assert.deepEqual((await page.evaluate<Seen>("window.seen")).messages, ["hello client", "after the restart"]);
       await page.evaluate("client.disconnect()");
-    } finally {
-      await within(browser.close(), 10_000, "the browser to close");
-    }
+    });
   });
 
   Deno.test({
@@ -293,8 +297,7 @@ for (const [server, label] of SERVERS) {
       await using system = await startSystem({ server });
       const { publisherUrl, pusherPort } = system;
 
-      const browser = await launchChromium();
-      try {
+      await withChromium(async (browser) => {
         const page = await browser.newPage();
         await page.goto(`http://127.0.0.1:${pusherPort}/`);
         await connectClient(page);
@@ -323,9 +326,7 @@ for (const [server, label] of SERVERS) {
         const seen: Seen = await page.evaluate("window.seen");
         assert.deepEqual(seen.publications.map((p) => p.data), ["first", "second"], "nothing after unsubscribing");
         await page.evaluate("client.disconnect()");
-      } finally {
-        await within(browser.close(), 10_000, "the browser to close");
-      }
+      });
     },
   });
 }
@@ -333,8 +334,7 @@ for (const [server, label] of SERVERS) {
 Deno.test("browser: /client.js notices a pusher that stopped answering, by a ping, and is back in its channel once it answers again", async () => {
   await using system = await startSystem();
   const { publisherUrl, pusherPort } = system;
-  const browser = await launchChromium();
-  try {
+  await withChromium(async (browser) => {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${pusherPort}/`);
     const first = await connectClient(page, undefined, { pingInterval: 300, pingTimeout: 300, connectTimeout: 1000 });
@@ -363,16 +363,13 @@ Deno.test("browser: /client.js notices a pusher that stopped answering, by a pin
       "the channel's publication",
     );
     await page.evaluate("client.disconnect()");
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
+  });
 });
 
 Deno.test("browser: /client.js reconnects as soon as the browser is back online, not after its backoff", async () => {
   await using system = await startSystem();
   const { publisherUrl, pusherPort } = system;
-  const browser = await launchChromium();
-  try {
+  await withChromium(async (browser) => {
     const context = await browser.newContext();
     const page = await context.newPage();
     await page.goto(`http://127.0.0.1:${pusherPort}/`);
@@ -403,15 +400,12 @@ Deno.test("browser: /client.js reconnects as soon as the browser is back online,
     // Well before the backoff's 19.8 s.
     await waitSeen(page, "seen.greetings.length === 2", "a new connection once online");
     await page.evaluate("client.disconnect()");
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
+  });
 });
 
 Deno.test("browser: the demo page's channel controls list a channel while subscribed, publish to it, ask who is in a presence channel, and forget it on unsubscribe", async () => {
   await using system = await startSystem({ presenceChannels: "room.*" });
-  const browser = await launchChromium();
-  try {
+  await withChromium(async (browser) => {
     const page = await browser.newPage();
     const errors: string[] = [];
     page.on("pageerror", (error) => errors.push(error.message));
@@ -444,9 +438,7 @@ Deno.test("browser: the demo page's channel controls list a channel while subscr
     // No token: a connection without a user.
     assert.equal(await page.textContent("#answer"), "room.1: connections 1, users 0");
     assert.deepEqual(errors, []);
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
+  });
 });
 
 /** Calls the publisher's server API as a backend would. */
@@ -465,8 +457,7 @@ Deno.test("browser: a user's connections get the messages sent to that user, a t
   const secret = "browser-test-secret";
   await using system = await startSystem({ tokenSecret: secret, presenceChannels: "room.*" });
   const exp = Math.floor(Date.now() / 1000) + 600;
-  const browser = await launchChromium();
-  try {
+  await withChromium(async (browser) => {
     const alice = await browser.newPage();
     const bob = await browser.newPage();
     for (const page of [alice, bob]) await page.goto(`http://127.0.0.1:${system.pusherPort}/`);
@@ -510,9 +501,7 @@ Deno.test("browser: a user's connections get the messages sent to that user, a t
     const closed = await alice.evaluate(`client.subscription("news").presence().then(() => "answered", (e) => e.code)`);
     assert.equal(closed, 403, "news is not a presence channel");
     for (const page of [alice, bob]) await page.evaluate("client.disconnect()");
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
+  });
 });
 
 for (const [server, label] of SERVERS) {
@@ -522,8 +511,7 @@ for (const [server, label] of SERVERS) {
     const lifetime = 4;
     const expiry = () => Math.floor(Date.now() / 1000) + lifetime;
     const minted: number[] = [];
-    const browser = await launchChromium();
-    try {
+    await withChromium(async (browser) => {
       const alice = await browser.newPage();
       await alice.exposeFunction("mintToken", () => {
         const exp = expiry();
@@ -553,9 +541,7 @@ for (const [server, label] of SERVERS) {
       const metrics = await (await fetch(`http://127.0.0.1:${system.pusherPort}/metrics`)).text();
       assert.match(metrics, /^pusher_disconnects_total\{reason="expired"\} 1$/m);
       await alice.evaluate("client.disconnect()");
-    } finally {
-      await within(browser.close(), 10_000, "the browser to close");
-    }
+    });
   });
 }
 
@@ -579,8 +565,7 @@ async function publishReaching(publisherUrl: string, channel: string, data: stri
 Deno.test("browser: /client.js recovers what a history channel got while the pusher restarted, in order and once, reads its last publications, and is told when a hub restart lost the history", async () => {
   await using system = await startSystem({ history: "channel.*" });
   const { publisherUrl, pusherPort } = system;
-  const browser = await launchChromium();
-  try {
+  await withChromium(async (browser) => {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${pusherPort}/`);
     await connectClient(page);
@@ -633,9 +618,7 @@ Deno.test("browser: /client.js recovers what a history channel got while the pus
     assert.equal(await page.evaluate(`client.subscription("news").recovered`), false);
     assert.deepEqual(lost.publications.map((p) => p.data), ["m1", "m2", "m3", "m4", "m5", "after the hub"]);
     await page.evaluate("client.disconnect()");
-  } finally {
-    await within(browser.close(), 10_000, "the browser to close");
-  }
+  });
 });
 
 for (const [server, label] of SERVERS) {
@@ -649,8 +632,7 @@ for (const [server, label] of SERVERS) {
     assert.match(publisherUrl, /^https:/);
 
     // Chromium trusts the test server certificate by its public key, as it would one from a CA it knows.
-    const browser = await launchChromium({ trustedSpki: [await certs.spkiHash(certs.server)] });
-    try {
+    await withChromium({ trustedSpki: [await certs.spkiHash(certs.server)] }, async (browser) => {
       const page = await browser.newPage();
       const response = await page.goto(`https://127.0.0.1:${pusherPort}/`);
       assert.equal(response?.status(), 200);
@@ -661,8 +643,6 @@ for (const [server, label] of SERVERS) {
 
       assert.equal(await open(browser, `${publisherUrl}/?content=hello%20over%20tls`), "ok");
       await waitSeen(page, `seen.messages.includes("hello over tls")`, "the publish over HTTPS, on wss://");
-    } finally {
-      await within(browser.close(), 10_000, "the browser to close");
-    }
+    });
   });
 }
