@@ -32,6 +32,7 @@ import {
   LOG_LEVEL_FLAG,
   logLevelFlag,
   parseFlags,
+  positiveIntFlag,
   shutdownSignal,
   stringFlag,
 } from "../shared/cli.ts";
@@ -244,11 +245,11 @@ async function configFrom(flags: FlagValues): Promise<Config> {
     maxQueueLength: intFlag(flags, "max-queue-length", 10_000),
     maxQueuedBytes: intFlag(flags, "max-queued-bytes", 64 * 1024 * 1024),
     historySubjects: (stringFlag(flags, "history") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== ""),
-    historySize: positiveFlag(flags, "history-size", DEFAULT_HISTORY_SIZE),
+    historySize: positiveIntFlag(flags, "history-size", DEFAULT_HISTORY_SIZE),
     historyTtl: durationFlag(flags, "history-ttl", DEFAULT_HISTORY_TTL / 1000, { unit: "s", min: 1 }) * 1000,
-    historyMaxBytes: positiveFlag(flags, "history-max-bytes", DEFAULT_HISTORY_MAX_BYTES),
-    historyTotalBytes: positiveFlag(flags, "history-total-bytes", DEFAULT_HISTORY_TOTAL_BYTES),
-    maxHistorySubjects: positiveFlag(flags, "max-history-subjects", DEFAULT_MAX_HISTORY_SUBJECTS),
+    historyMaxBytes: positiveIntFlag(flags, "history-max-bytes", DEFAULT_HISTORY_MAX_BYTES),
+    historyTotalBytes: positiveIntFlag(flags, "history-total-bytes", DEFAULT_HISTORY_TOTAL_BYTES),
+    maxHistorySubjects: positiveIntFlag(flags, "max-history-subjects", DEFAULT_MAX_HISTORY_SUBJECTS),
     idempotencyWindow: durationFlag(flags, "idempotency-window", DEFAULT_IDEMPOTENCY_WINDOW / 1000, { unit: "s" }) *
       1000,
     pingInterval: durationFlag(flags, "ping-interval", 25_000, { min: 1 }),
@@ -272,13 +273,6 @@ async function configFrom(flags: FlagValues): Promise<Config> {
   }
   const metrics = metricsPort === undefined ? undefined : { hostname: metricsHostname, port: metricsPort };
   return { hub, log, metrics };
-}
-
-/** Reads an integer flag of 1 or more. */
-function positiveFlag(flags: FlagValues, name: string, fallback: number): number {
-  const value = intFlag(flags, name, fallback);
-  if (value < 1) throw new TypeError(`Invalid --${name}: expected 1 or more, got ${value}`);
-  return value;
 }
 
 /**

@@ -330,8 +330,7 @@ export function busHistoryFlag(
       throw new TypeError(`Invalid --history: ${(error as Error).message}`);
     }
   }
-  const size = intFlag(values, "history-size", DEFAULT_HISTORY_SIZE);
-  if (size < 1) throw new TypeError(`Invalid --history-size: at least 1, got ${size}`);
+  const size = positiveIntFlag(values, "history-size", DEFAULT_HISTORY_SIZE);
   const ttl = durationFlag(values, "history-ttl", DEFAULT_HISTORY_TTL / 1000, { unit: "s", min: 1 });
   return { subjects, size, ttlMs: ttl * 1000 };
 }
