@@ -110,11 +110,21 @@ export interface PushClientOptions {
   token?: string | (() => string | Promise<string>);
   /** Ceiling of the first reconnect delay, in milliseconds; it doubles per failed attempt. @default {250} */
   minReconnectDelay?: number;
-  /** Largest reconnect delay ceiling, in milliseconds. The delay is random below the ceiling (full jitter). @default {10000} */
+  /**
+   * Largest reconnect delay ceiling, in milliseconds, at most 2147483647. The
+   * delay is random below the ceiling (full jitter). @default {10000}
+   */
   maxReconnectDelay?: number;
-  /** How long to wait for the greeting after opening a socket before trying again, in milliseconds. @default {10000} */
+  /**
+   * How long to wait for the greeting after opening a socket before trying
+   * again, in milliseconds: more than 0, at most 2147483647. @default {10000}
+   */
   connectTimeout?: number;
-  /** Commands that may wait for a connection; over it, `subscribe` throws a RangeError. @default {128} */
+  /**
+   * Commands that may wait for a connection; over it, `subscribe` throws a
+   * RangeError and a read (`history`, `presence`, `presenceStats`) rejects
+   * with one. @default {128}
+   */
   maxQueuedCommands?: number;
   /**
    * Silence, in milliseconds, after which the client pings the pusher
@@ -203,7 +213,12 @@ export class Subscription extends EventTarget {
   readonly position: Position | null;
   /** Calls `listener` with each `type` event's detail; returns a function that removes it. */
   on<K extends keyof SubscriptionEvents>(type: K, listener: (detail: SubscriptionEvents[K]) => void): () => void;
-  /** Resolves once the server confirmed it; rejects with a {@linkcode PushError} if refused. */
+  /**
+   * Resolves once the server confirmed it; rejects with a {@linkcode PushError}
+   * if refused (also when called after the refusal), when it is unsubscribed
+   * first, or when the client stops (`disconnect()`, or a close after which
+   * it does not reconnect).
+   */
   ready(options?: { signal?: AbortSignal }): Promise<void>;
   /** Leaves the channel; it is not made again after a reconnect. */
   unsubscribe(): void;
@@ -251,7 +266,10 @@ export class PushClient extends EventTarget {
   subscription(channel: string): Subscription | null;
   /** Calls `listener` with each `type` event's detail; returns a function that removes it. */
   on<K extends keyof PushClientEvents>(type: K, listener: (detail: PushClientEvents[K]) => void): () => void;
-  /** Resolves with the address once connected. */
+  /**
+   * Resolves with the address once connected; rejects when the client stops
+   * first (`disconnect()`, or a close after which it does not reconnect).
+   */
   ready(options?: { signal?: AbortSignal }): Promise<Address>;
   /** Connects, and reconnects after a lost connection until {@linkcode PushClient.disconnect}. */
   connect(): void;

@@ -114,6 +114,18 @@ function tokenExpiry(token) {
 }
 
 /**
+ * What waits for a connection gets when the client stops: `disconnect()`, or
+ * a close after which it does not reconnect (`code`, `reason`).
+ *
+ * @param {number} code
+ * @param {string} reason
+ * @returns {Error}
+ */
+function stoppedError(code, reason) {
+  return new Error(`Cannot wait for a connection: the client stopped (${reason ? `${code} ${reason}` : code})`);
+}
+
+/**
  * Why a command got no reply: its connection ended first. The subscription
  * logic makes such commands again; callers never see this error.
  */
@@ -226,6 +238,8 @@ export class Subscription extends EventTarget {
   #recovered = null;
   /** @type {Position | null} */
   #position = null;
+  /** @type {Error | null} why it ended, when a refusal ended it */
+  #error = null;
 
   /**
    * Made by {@link PushClient}; not meant to be called by hand.
@@ -296,7 +310,9 @@ export class Subscription extends EventTarget {
 
   /**
    * Resolves when the server has confirmed the subscription; rejects with a
-   * {@link PushError} if it refused it, or when it is unsubscribed first.
+   * {@link PushError} if it refused it (then too when called after the
+   * refusal), when it is unsubscribed first, or when the client stops
+   * (`disconnect()`, or a close after which it does not reconnect).
    *
    * @param {{ signal?: AbortSignal }} [options]
    * @returns {Promise<void>}
@@ -304,7 +320,7 @@ export class Subscription extends EventTarget {
   ready(options = {}) {
     if (this.#state === "subscribed") return Promise.resolve();
     if (this.#state === "unsubscribed") {
-      return Promise.reject(new Error(`Cannot wait for channel ${this.channel}: it is unsubscribed`));
+      return Promise.reject(this.#error ?? new Error(`Cannot wait for channel ${this.channel}: it is unsubscribed`));
     }
     if (!this.#waiting) {
       /** @type {() => void} */
@@ -380,16 +396,26 @@ export class Subscription extends EventTarget {
       const { recovered, position } = subscribed ?? { recovered: this.#recovered, position: this.#position };
       this.dispatchEvent(new CustomEvent("subscribed", { detail: { channel: this.channel, recovered, position } }));
     } else if (state === "unsubscribed") {
-      const waiting = this.#waiting;
-      this.#waiting = null;
-      if (waiting) {
-        // A rejection nobody awaits must not be reported as unhandled.
-        waiting.promise.catch(() => {});
-        waiting.reject(error ?? new Error(`Unsubscribed from channel ${this.channel}`));
-      }
+      this.#error = error ?? null;
+      this._stopped(error ?? new Error(`Unsubscribed from channel ${this.channel}`));
       this.dispatchEvent(new CustomEvent("unsubscribed", { detail: { channel: this.channel } }));
     }
     return true;
+  }
+
+  /**
+   * @internal
+   * Rejects whoever waits in {@link Subscription#ready}.
+   *
+   * @param {Error} error
+   */
+  _stopped(error) {
+    const waiting = this.#waiting;
+    this.#waiting = null;
+    if (!waiting) return;
+    // A rejection nobody awaits must not be reported as unhandled.
+    waiting.promise.catch(() => {});
+    waiting.reject(error);
   }
 
   /**
@@ -438,7 +464,7 @@ export class Subscription extends EventTarget {
  * - `message` `{data}`: a text message that is not part of the JSON protocol
  *   (the original's `?content=` broadcasts and sends to one connection, and
  *   the JSON API's publishes to everyone, a user or a connection);
- * - `publication` `{channel, data, offset?, epoch?}` for every channel
+ * - `publication` `{channel, data, offset?, epoch?}` for every channel the client is in
  *   (`offset` and `epoch` on a channel that keeps history);
  * - `subscribed` `{channel, subscription, recovered, position}` after each
  *   (re)subscribe, the client's and the server's (the server's say null for
@@ -539,19 +565,27 @@ export class PushClient extends EventTarget {
       throw new TypeError(`Invalid pusher URL: expected ws: or wss:, got ${parsed.protocol}`);
     }
     this.#url = parsed.href;
+    if (options.token !== undefined && typeof options.token !== "string" && typeof options.token !== "function") {
+      throw new TypeError(`Invalid token: expected a string or a function, got ${typeof options.token}`);
+    }
     this.#token = options.token;
     this.#minDelay = options.minReconnectDelay ?? 250;
     this.#maxDelay = options.maxReconnectDelay ?? 10_000;
-    if (!(this.#minDelay >= 0) || !(this.#maxDelay >= this.#minDelay)) {
+    // A browser fires a longer timer at once: a reconnect storm.
+    if (!(this.#minDelay >= 0) || !(this.#maxDelay >= this.#minDelay && this.#maxDelay <= MAX_TIMER_DELAY)) {
       throw new RangeError(
-        `Invalid reconnect delays: need 0 <= minReconnectDelay <= maxReconnectDelay, got ${this.#minDelay} and ${this.#maxDelay}`,
+        `Invalid reconnect delays: need 0 <= minReconnectDelay <= maxReconnectDelay <= ${MAX_TIMER_DELAY}, got ${this.#minDelay} and ${this.#maxDelay}`,
       );
     }
     this.#connectTimeout = options.connectTimeout ?? 10_000;
+    if (!(this.#connectTimeout > 0 && this.#connectTimeout <= MAX_TIMER_DELAY)) {
+      throw new RangeError(
+        `Invalid connectTimeout: need 0 < connectTimeout <= ${MAX_TIMER_DELAY}, got ${this.#connectTimeout}`,
+      );
+    }
     this.#maxQueued = options.maxQueuedCommands ?? 128;
     this.#pingInterval = options.pingInterval ?? 25_000;
     this.#pingTimeout = options.pingTimeout ?? 10_000;
-    // A browser fires a longer timer at once.
     if (
       !(this.#pingInterval >= 0 && this.#pingInterval <= MAX_TIMER_DELAY) ||
       !(this.#pingTimeout > 0 && this.#pingTimeout <= MAX_TIMER_DELAY)
@@ -613,22 +647,38 @@ export class PushClient extends EventTarget {
   }
 
   /**
-   * Resolves with the address once connected (at once if connected now).
+   * Resolves with the address once connected (at once if connected now);
+   * rejects when the client stops first (`disconnect()`, or a close after
+   * which it does not reconnect), or when `signal` aborts.
    *
    * @param {{ signal?: AbortSignal }} [options]
    * @returns {Promise<{ workerId: string, connectionId: number }>}
    */
   ready(options = {}) {
     if (this.#state === "connected" && this.#address) return Promise.resolve(this.#address);
-    return abortable(
-      new Promise((resolve) => {
-        const off = this.on("connected", (address) => {
-          off();
-          resolve({ workerId: address.workerId, connectionId: address.connectionId });
-        });
-      }),
-      options.signal,
-    );
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const settled = () => {
+        offConnected();
+        offDisconnected();
+        signal?.removeEventListener("abort", aborted);
+      };
+      const offConnected = this.on("connected", ({ workerId, connectionId }) => {
+        settled();
+        resolve({ workerId, connectionId });
+      });
+      const offDisconnected = this.on("disconnected", ({ code, reason, reconnecting }) => {
+        if (reconnecting) return;
+        settled();
+        reject(stoppedError(code, reason));
+      });
+      const aborted = () => {
+        settled();
+        reject(signal?.reason);
+      };
+      signal?.addEventListener("abort", aborted, { once: true });
+    });
   }
 
   /** Connects, and keeps reconnecting after a lost connection until {@link PushClient#disconnect}. */
@@ -700,6 +750,11 @@ export class PushClient extends EventTarget {
    * @returns {Promise<any>} its result
    */
   _read(command) {
+    try {
+      this.#checkQueue();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise((resolve, reject) => {
       this.#command(command, (error, result) => {
         if (error) reject(error);
@@ -721,7 +776,7 @@ export class PushClient extends EventTarget {
     if (index >= 0) {
       // Never sent: the server has nothing to forget.
       this.#queue.splice(index, 1);
-    } else if (this.#state === "connected") {
+    } else if (this.#live()) {
       const { channel } = subscription;
       const id = this.#command({ unsubscribe: { channel } }, (error) => {
         if (this.#unsubscribing.get(channel) === id) this.#unsubscribing.delete(channel);
@@ -789,12 +844,12 @@ export class PushClient extends EventTarget {
    * channel's history was lost under this connection (the hub restarted):
    * the app is told as after a resubscribe that did not recover.
    *
-   * @param {Subscription | undefined} subscription
+   * @param {Subscription} subscription
    * @param {Position | null} position
    * @returns {boolean}
    */
   #fresh(subscription, position) {
-    if (!subscription || !position) return true;
+    if (!position) return true;
     const seen = subscription.position;
     if (seen && seen.epoch === position.epoch) {
       if (position.offset <= seen.offset) return false;
@@ -810,8 +865,19 @@ export class PushClient extends EventTarget {
     return true;
   }
 
+  /**
+   * Whether commands go out now: connected, with the socket not yet lost.
+   * (While a lost connection is wound up, listeners run before the state
+   * leaves "connected"; what they ask for waits for the next connection.)
+   *
+   * @returns {boolean}
+   */
+  #live() {
+    return this.#state === "connected" && this.#socket !== null;
+  }
+
   #checkQueue() {
-    if (this.#state !== "connected" && this.#queue.length >= this.#maxQueued) {
+    if (!this.#live() && this.#queue.length >= this.#maxQueued) {
       throw new RangeError(
         `Cannot queue a command: ${this.#queue.length} commands already wait for the connection`,
       );
@@ -827,7 +893,7 @@ export class PushClient extends EventTarget {
    */
   #command(body, done) {
     const command = { id: this.#nextId++, body, done };
-    if (this.#state === "connected") this.#write(command);
+    if (this.#live()) this.#write(command);
     else this.#queue.push(command);
     return command.id;
   }
@@ -846,6 +912,11 @@ export class PushClient extends EventTarget {
       let token;
       try {
         token = typeof this.#token === "function" ? await this.#token() : this.#token;
+        if (typeof token !== "string" || token === "") {
+          throw new TypeError(
+            `the token function gave ${token === "" ? "an empty string" : typeof token}, not a token`,
+          );
+        }
       } catch (error) {
         if (generation !== this.#generation) return;
         const cause = error instanceof Error ? error.message : String(error);
@@ -878,7 +949,8 @@ export class PushClient extends EventTarget {
       this.#greetingTimer = null;
       if (generation !== this.#generation) return;
       this.#emit("error", { error: new Error(`No greeting within ${this.#connectTimeout} ms`) });
-      this.#drop(4000, "no greeting", true);
+      // Unless a listener of that error stopped the client.
+      if (generation === this.#generation) this.#drop(4000, "no greeting", true);
     }, this.#connectTimeout);
   }
 
@@ -922,32 +994,40 @@ export class PushClient extends EventTarget {
     } else if (message.join || message.leave) {
       const type = message.join ? "join" : "leave";
       const detail = { channel: message.channel, info: message.join ?? message.leave };
-      this.#subscriptions.get(String(message.channel))?._emit(type, detail);
+      const subscription = this.#subscriptions.get(String(message.channel));
+      // Sent before the pusher took our unsubscribe: the app has left the channel.
+      if (!subscription) return;
+      subscription._emit(type, detail);
       this.#emit(type, detail);
     } else {
       const subscription = this.#subscriptions.get(String(message.channel));
+      // Sent before the pusher took our unsubscribe: the app has left the channel.
+      if (!subscription) return;
       const position = positionOf(message, 1);
       if (!this.#fresh(subscription, position)) return;
       const detail = position
         ? { channel: message.channel, data: message.data, offset: position.offset, epoch: position.epoch }
         : { channel: message.channel, data: message.data };
-      subscription?._emit("publication", detail);
+      subscription._emit("publication", detail);
       this.#emit("publication", detail);
     }
   }
 
   /** @param {string} text */
   #greet(text) {
+    const generation = this.#generation;
     const match = GREETING.exec(text);
     if (!match) {
       this.#emit("error", { error: new SyntaxError(`Unexpected first message: expected the greeting, got ${text}`) });
-      this.#drop(4000, "no greeting", true);
+      if (generation === this.#generation) this.#drop(4000, "no greeting", true);
       return;
     }
     this.#clearGreetingTimer();
     this.#attempt = 0;
     this.#address = { workerId: /** @type {string} */ (match[1]), connectionId: Number(match[2]) };
     this.#setState("connected");
+    // A `state` listener may have stopped the client.
+    if (generation !== this.#generation) return;
     for (const subscription of this.#subscriptions.values()) {
       if (!this.#subscribing.has(subscription)) this.#sendSubscribe(subscription);
     }
@@ -1017,6 +1097,10 @@ export class PushClient extends EventTarget {
       return;
     }
     if (generation !== this.#generation) return;
+    if (typeof token !== "string" || token === "") {
+      failed(new TypeError(`the token function gave ${token === "" ? "an empty string" : typeof token}, not a token`));
+      return;
+    }
     // A cached token handed out again would renew nothing, and ask again at once.
     const renewed = tokenExpiry(token);
     if (renewed !== null && renewed <= expires) {
@@ -1066,11 +1150,30 @@ export class PushClient extends EventTarget {
     }
     if (reconnect) this.#closed(generation, code, reason);
     else {
-      this.#generation++;
+      const stopped = ++this.#generation;
       this.#lose();
-      this.#setState("disconnected");
-      this.#emit("disconnected", { code, reason, reconnecting: false, delay: null });
+      if (stopped !== this.#generation) return;
+      this.#stop(code, reason);
     }
+  }
+
+  /**
+   * The client stops (`disconnect()`, or a close after which it does not
+   * come back): what waits for a connection is told it will not come. The
+   * subscriptions stay, and are made again on the next `connect()`.
+   *
+   * @param {number} code
+   * @param {string} reason
+   */
+  #stop(code, reason) {
+    const queued = this.#queue;
+    this.#queue = [];
+    const lost = new ConnectionLost();
+    for (const command of queued) command.done(lost);
+    const error = stoppedError(code, reason);
+    for (const subscription of this.#subscriptions.values()) subscription._stopped(error);
+    this.#setState("disconnected");
+    this.#emit("disconnected", { code, reason, reconnecting: false, delay: null });
   }
 
   /**
@@ -1082,16 +1185,21 @@ export class PushClient extends EventTarget {
    */
   #closed(generation, code, reason) {
     if (generation !== this.#generation) return;
-    this.#generation++;
+    // Listeners run from here on (the app's own code): any of them may stop the client, or start it again.
+    const closed = ++this.#generation;
     this.#lose();
     // A fixed token that expired would be refused on every attempt.
     const expired = code === TOKEN_EXPIRED && typeof this.#token === "string";
-    if (expired) this.#emit("error", { error: new Error("The token expired: pass a function as token to renew it") });
-    const reconnecting = !isTerminal(code) && !expired;
-    const delay = reconnecting ? this.#backoff() : null;
-    this.#setState(reconnecting ? "connecting" : "disconnected");
-    this.#emit("disconnected", { code, reason, reconnecting, delay });
-    if (delay === null) return;
+    if (expired && closed === this.#generation) {
+      this.#emit("error", { error: new Error("The token expired: pass a function as token to renew it") });
+    }
+    if (closed !== this.#generation) return;
+    if (isTerminal(code) || expired) return this.#stop(code, reason);
+    const delay = this.#backoff();
+    this.#setState("connecting");
+    if (closed !== this.#generation) return;
+    this.#emit("disconnected", { code, reason, reconnecting: true, delay });
+    if (closed !== this.#generation) return;
     this.#retryTimer = this.#timers.setTimeout(() => {
       this.#retryTimer = null;
       this.#open();
@@ -1115,6 +1223,8 @@ export class PushClient extends EventTarget {
     const lost = new ConnectionLost();
     for (const command of inFlight) command.done(lost);
     for (const subscription of [...this.#subscriptions.values()]) {
+      // A listener of an earlier one may have unsubscribed it.
+      if (this.#subscriptions.get(subscription.channel) !== subscription) continue;
       if (!subscription.serverSide) {
         subscription._setState("subscribing");
         continue;
@@ -1157,7 +1267,7 @@ export class PushClient extends EventTarget {
       if (generation !== this.#generation) return;
       if (this.#heard) return this.#watchSilence();
       this.#emit("error", { error: new Error(`No answer to a ping within ${this.#pingTimeout} ms`) });
-      this.#drop(4000, "no answer to ping", true);
+      if (generation === this.#generation) this.#drop(4000, "no answer to ping", true);
     }, this.#pingTimeout);
   }
 

@@ -332,7 +332,7 @@ Deno.test("client subscribe rejects on an error reply, and the subscription is o
   assert.throws(() => client.subscribe(""), TypeError);
 });
 
-Deno.test("client routes publications to their channel's subscription and refuses a second subscribe", () => {
+Deno.test("client routes publications to their channel's subscription, passes over a channel it is not in, and refuses a second subscribe", () => {
   const { client, socket } = connected();
   const news: unknown[] = [];
   const sport: unknown[] = [];
@@ -345,11 +345,13 @@ Deno.test("client routes publications to their channel's subscription and refuse
   socket().receive({ id: 2, result: {} });
   socket().receive({ channel: "news", data: "one" });
   socket().receive({ channel: "sport", data: { score: 2 } });
+  // Not in it (what the pusher sent before it took an unsubscribe): not for the app.
   socket().receive({ channel: "other", data: null });
+  socket().receive({ channel: "other", join: { user: "bob" } });
   socket().receive({ channel: "news", data: [1] });
   assert.deepEqual(news, ["one", [1]]);
   assert.deepEqual(sport, [{ score: 2 }]);
-  assert.deepEqual(all, [["news", "one"], ["sport", { score: 2 }], ["other", null], ["news", [1]]]);
+  assert.deepEqual(all, [["news", "one"], ["sport", { score: 2 }], ["news", [1]]]);
   client.disconnect();
 });
 
@@ -585,15 +587,227 @@ Deno.test("client queues commands while connecting, within a bound, and sends th
   client.disconnect();
 });
 
-Deno.test("client's queue waits through disconnect() and goes out on the next connect", () => {
+Deno.test("client's subscriptions wait through disconnect() and go out on the next connect; its reads are rejected", async () => {
   const { client, socket } = setUp();
-  client.subscribe("early");
+  const early = client.subscribe("early");
   assert.equal(FakeWebSocket.made.length, 0);
   client.connect();
+  const history = early.history();
+  const ready = early.ready();
   client.disconnect();
+  await assert.rejects(history, /^ConnectionLost: Connection lost before the reply$/);
+  await assert.rejects(ready, /^Error: Cannot wait for a connection: the client stopped \(1000 disconnect called\)$/);
   client.connect();
   socket().greet();
-  assert.deepEqual(socket().sent, [{ id: 1, subscribe: { channel: "early" } }]);
+  assert.deepEqual(socket().sent.map(({ id: _, ...body }) => body), [{ subscribe: { channel: "early" } }]);
+  client.disconnect();
+});
+
+Deno.test("client stays stopped when the app calls disconnect() from a listener while a connection ends", async (t) => {
+  /** Connects, lets `stopFrom` hook a listener that calls disconnect(), ends the connection with `end`. */
+  const stoppedDuring = (
+    stopFrom: (client: PushClient) => void,
+    end: (setup: Setup) => void,
+    options: PushClientOptions = {},
+  ) => {
+    const setup = setUp({ pingInterval: 1000, pingTimeout: 300, ...options });
+    const drops = record(setup.client, "disconnected");
+    stopFrom(setup.client);
+    end(setup);
+    // Whatever is left to fire (a backoff, a ping) must not bring it back.
+    for (const delay of setup.timers.delays) setup.timers.fire(delay);
+    assert.equal(setup.client.state, "disconnected");
+    assert.equal(FakeWebSocket.made.length, 1, "no new socket");
+    assert.deepEqual(setup.timers.delays, [], "no timer left");
+    return drops.map(({ code, reconnecting }) => [code, reconnecting]);
+  };
+  const onDisconnected = (client: PushClient) =>
+    client.on("disconnected", ({ reconnecting }) => reconnecting && client.disconnect());
+  const onError = (client: PushClient) => client.on("error", () => client.disconnect());
+  await t.step("from `disconnected`, after a drop", () => {
+    const drops = stoppedDuring(onDisconnected, ({ client, socket }) => {
+      client.connect();
+      socket().greet();
+      socket().drop(1006);
+    });
+    assert.deepEqual(drops, [[1006, true], [1000, false]]);
+  });
+  await t.step("from `error`, on a ping that got no answer", () => {
+    const drops = stoppedDuring(onError, ({ client, socket, timers }) => {
+      client.connect();
+      socket().greet();
+      timers.fire(1000);
+      timers.fire(300);
+    });
+    assert.deepEqual(drops, [[1000, false]]);
+  });
+  await t.step("from `error`, on no greeting in time", () => {
+    const drops = stoppedDuring(onError, ({ client, timers }) => {
+      client.connect();
+      timers.fire(CONNECT_TIMEOUT);
+    });
+    assert.deepEqual(drops, [[1000, false]]);
+  });
+  await t.step("from `error`, on a first message that is not the greeting", () => {
+    const drops = stoppedDuring(onError, ({ client, socket }) => {
+      client.connect();
+      socket().readyState = 1;
+      socket().receive("hello");
+    });
+    assert.deepEqual(drops, [[1000, false]]);
+  });
+  await t.step("from `state`, as it becomes connected", () => {
+    const connects = [] as unknown[];
+    const drops = stoppedDuring((client) => {
+      client.on("connected", (detail) => connects.push(detail));
+      const off = client.on("state", ({ state }) => {
+        if (state !== "connected") return;
+        off();
+        client.disconnect();
+      });
+    }, ({ client, socket }) => {
+      client.subscribe("news");
+      client.connect();
+      socket().greet();
+    });
+    assert.deepEqual(drops, [[1000, false]]);
+    assert.deepEqual(connects, [], "no connected event after the app stopped it");
+    assert.deepEqual(FakeWebSocket.made[0]!.sent, [], "nothing sent on the connection it stopped");
+  });
+});
+
+Deno.test("client sends on the next connection what listeners asked for while a connection ended", () => {
+  const { client, socket, timers } = connected({ pingInterval: 0 });
+  socket().receive({ subscribed: { channel: "room.1" } });
+  const news = client.subscribe("news");
+  socket().receive({ id: 1, result: {} });
+  const drops = record(client, "disconnected");
+  // The backend's room ends with the connection: the app falls back to a lobby.
+  client.on("unsubscribed", ({ channel }) => {
+    if (channel === "room.1") client.subscribe("lobby");
+  });
+  let history: Promise<unknown> | null = null;
+  news.on("state", ({ state }) => {
+    if (state === "subscribing") history = news.history({ limit: 1 });
+  });
+  socket().drop(1006);
+  timers.fire(drops[0]!.delay!);
+  socket().greet("00000000000000bb", 2);
+  assert.deepEqual(socket().sent.map(({ id: _, ...body }) => body), [
+    { subscribe: { channel: "news" } },
+    { subscribe: { channel: "lobby" } },
+    { history: { channel: "news", limit: 1 } },
+  ]);
+  assert.equal(client.subscription("lobby")?.state, "subscribing");
+  assert.ok(history, "the app asked for the history");
+  client.disconnect();
+  return assert.rejects(history, /ConnectionLost/);
+});
+
+Deno.test("client takes the backend's subscribe on a new connection to a channel the app left while the old one ended", () => {
+  const { client, socket, timers } = connected({ pingInterval: 0 });
+  const news = client.subscribe("news");
+  socket().receive({ id: 1, result: {} });
+  news.on("state", ({ state }) => state === "subscribing" && news.unsubscribe());
+  const drops = record(client, "disconnected");
+  socket().drop(1006);
+  timers.fire(drops[0]!.delay!);
+  socket().greet("00000000000000bb", 2);
+  assert.deepEqual(socket().sent, [], "nothing to unsubscribe on a connection that never had it");
+  const publications = record(client, "publication");
+  socket().receive({ subscribed: { channel: "news" } });
+  socket().receive({ channel: "news", data: "hi" });
+  assert.equal(client.subscription("news")?.serverSide, true);
+  assert.deepEqual(publications.map(({ data }) => data), ["hi"]);
+  client.disconnect();
+});
+
+Deno.test("client bounds the reads that wait for a connection as it bounds subscribes", async () => {
+  const { client, socket } = setUp({ maxQueuedCommands: 3 });
+  const room = client.subscribe("room");
+  client.connect();
+  const reads = [room.presenceStats(), room.presence()];
+  await assert.rejects(room.history(), {
+    name: "RangeError",
+    message: "Cannot queue a command: 3 commands already wait for the connection",
+  });
+  assert.throws(() => client.subscribe("more"), RangeError);
+  socket().greet();
+  assert.equal(socket().sent.length, 3);
+  for (const [id, result] of [[2, { num_clients: 1 }], [3, { num_clients: 1, users: [] }]] as const) {
+    socket().receive({ id, result });
+  }
+  assert.deepEqual((await Promise.all(reads)).map((result) => result.num_clients), [1, 1]);
+  client.disconnect();
+});
+
+Deno.test("subscription ready() after a refusal rejects with the refusal, whenever it is called", async () => {
+  const { client, socket } = connected({ pingInterval: 0 });
+  const secret = client.subscribe("secret");
+  client.on("error", () => {});
+  socket().receive({ id: 1, error: { code: 403, message: "permission denied" } });
+  await assert.rejects(secret.ready(), (error) => error instanceof PushError && error.code === 403);
+  secret.unsubscribe();
+  client.disconnect();
+});
+
+Deno.test("client ready() rejects once the client stops, and leaves no listener behind", async () => {
+  const { client, socket } = setUp({ pingInterval: 0 });
+  let listeners = 0;
+  const add = client.addEventListener.bind(client);
+  const remove = client.removeEventListener.bind(client);
+  client.addEventListener = (...args: Parameters<typeof add>) => (listeners++, add(...args));
+  client.removeEventListener = (...args: Parameters<typeof remove>) => (listeners--, remove(...args));
+  for (let i = 0; i < 100; i++) {
+    const controller = new AbortController();
+    const ready = client.ready({ signal: controller.signal });
+    controller.abort(new Error("gave up"));
+    await assert.rejects(ready, /gave up/);
+  }
+  assert.equal(listeners, 0, "an aborted ready() takes its listeners with it");
+  const news = client.subscribe("news");
+  client.connect();
+  const ready = client.ready();
+  const subscribed = news.ready();
+  socket().greet();
+  await ready;
+  socket().drop(3504, "connection limit");
+  assert.equal(client.state, "disconnected");
+  const again = client.ready();
+  const subscribedAgain = news.ready();
+  await subscribed.then(() => assert.fail("not confirmed"), () => {});
+  client.connect();
+  socket().drop(3504, "connection limit");
+  await assert.rejects(again, /^Error: Cannot wait for a connection: the client stopped \(3504 connection limit\)$/);
+  await assert.rejects(subscribedAgain, /the client stopped \(3504 connection limit\)/);
+  assert.equal(listeners, 0);
+});
+
+Deno.test("client refuses settings a timer cannot wait, and a token function that gives no token", async () => {
+  assert.throws(() => setUp({ maxReconnectDelay: 30 * 86_400_000 }), /^RangeError: Invalid reconnect delays/);
+  for (const connectTimeout of [0, -1, NaN, 2 ** 31]) {
+    assert.throws(() => setUp({ connectTimeout }), /^RangeError: Invalid connectTimeout/, String(connectTimeout));
+  }
+  assert.throws(() => setUp({ token: 42 as unknown as string }), /^TypeError: Invalid token/);
+  const { client, timers } = setUp({ token: () => undefined as unknown as string, pingInterval: 0 });
+  const errors = record(client, "error");
+  const drops = record(client, "disconnected");
+  client.connect();
+  await within(
+    new Promise<void>((resolve) => client.on("disconnected", () => resolve())),
+    1000,
+    "the failed attempt",
+  );
+  assert.equal(FakeWebSocket.made.length, 0, "no attempt with ?token=undefined");
+  assert.deepEqual(errors.map(({ error }) => error.message), [
+    "Cannot get a token: the token function gave undefined, not a token",
+  ]);
+  assert.deepEqual(drops.map(({ code, reason, reconnecting }) => [code, reason, reconnecting]), [[
+    4000,
+    "no token",
+    true,
+  ]]);
+  assert.deepEqual(timers.delays, [drops[0]!.delay]);
   client.disconnect();
 });
 
