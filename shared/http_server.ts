@@ -20,7 +20,9 @@
  * malformed head (400), a head over `maxHeadBytes` (431), a declared body
  * over `maxBodyBytes` (413), an HTTP version other than 1.x (505), a
  * transfer coding other than chunked (501), an `Expect` other than
- * `100-continue` (417), a head not received within `headTimeout` (408).
+ * `100-continue` (417), a head not received within `headTimeout` (408),
+ * more than a few empty lines before a request line (400). Empty lines are
+ * no activity: they do not put off the idle deadline.
  *
  * @module
  */
@@ -365,6 +367,12 @@ const FIRST_BUFFER_BYTES = 2048;
 const OUT_HIGH_WATER_BYTES = 64 * 1024;
 /** The read buffer of a body's bytes that did not come with its head. */
 const BODY_READ_BYTES = 16 * 1024;
+/**
+ * Bytes of empty lines (CR, LF) skipped before a request line: one CRLF is
+ * what an old client may send after a POST body (RFC 9112 2.2), a few more
+ * are tolerated; past this the client is refused.
+ */
+const MAX_EMPTY_LINE_BYTES = 8;
 /** Headers the server writes itself, whatever the handler's response says. */
 const OWN_HEADERS = new Set(["connection", "content-length", "transfer-encoding", "keep-alive", "date"]);
 
@@ -447,6 +455,8 @@ class Connection {
   #outBytes = 0;
   #flushing = false;
   #flushWaiters: (() => void)[] = [];
+  /** Bytes of empty lines skipped before the next request line. */
+  #skipped = 0;
 
   constructor(server: Server, conn: Deno.Conn) {
     this.#server = server;
@@ -608,16 +618,23 @@ class Connection {
     const limit = this.#settings.maxHeadBytes;
     let scanned = this.#start;
     while (true) {
-      // Empty lines before a request line are ignored (RFC 9112 2.2).
+      // Empty lines before a request line are skipped (RFC 9112 2.2), a few of them: they are no request, and a
+      // client that sends nothing else is idle, not busy.
       while (this.#start < this.#end && (this.#buffer[this.#start] === 13 || this.#buffer[this.#start] === 10)) {
         this.#start++;
+        if (++this.#skipped > MAX_EMPTY_LINE_BYTES) {
+          return { status: 400, reason: "Too many empty lines before a request line" };
+        }
       }
       if (this.#start === this.#end) {
         this.#start = this.#end = 0;
         scanned = 0;
         // A large head grew the buffer: an idle connection does not keep that.
         if (this.#buffer.length > BODY_READ_BYTES) this.#buffer = new Uint8Array(FIRST_BUFFER_BYTES);
-        if (this.#phase !== "head") this.#setPhase(this.#inFlight > 0 ? "none" : "idle", this.#idleTimeout());
+        // Once idle, it stays idle from when it became so: empty lines do not put the deadline off.
+        if (this.#phase !== "head" && this.#phase !== "idle") {
+          this.#setPhase(this.#inFlight > 0 ? "none" : "idle", this.#idleTimeout());
+        }
       } else if (this.#phase !== "head") {
         // From the first byte of a later request (or of the rest of a pipelined batch), or, while answers
         // to the requests before it are still coming, from the last of them: a slow answer is not the
@@ -628,6 +645,7 @@ class Connection {
       if (end >= 0) {
         if (end + 4 - this.#start > limit) return headError(431, `Request head too large: over ${limit} bytes`);
         const head = latin1.decode(this.#buffer.subarray(this.#start, end));
+        this.#skipped = 0;
         this.#start = end + 4;
         if (this.#start === this.#end) this.#start = this.#end = 0;
         this.#setPhase("none", Infinity);

@@ -383,6 +383,50 @@ Deno.test("http server times a later head from its first byte, and closes a keep
   assert.ok(idle >= 350 && idle < 2000, `closed after ${idle} ms idle, the timeout is 400 ms`);
 });
 
+Deno.test("http server does not count empty lines between requests as activity: a connection sending only CRLFs closes at idleTimeout", async () => {
+  await using server = start({ headTimeout: 400, idleTimeout: 500 }, echo);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal((await reader.next())?.status, 200);
+  const idleSince = performance.now();
+  // A CRLF every 200 ms: were each one activity, the connection would stay open until 500 ms after the last.
+  const keepAlive = (async () => {
+    for (let i = 0; i < 3; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      try {
+        await send(conn, "\r\n");
+      } catch {
+        return;
+      }
+    }
+  })();
+  assert.equal(await reader.closed(), "");
+  const idle = performance.now() - idleSince;
+  await keepAlive;
+  assert.ok(
+    idle >= 450 && idle < 1050,
+    `closed after ${idle} ms, the idle timeout is 500 ms and CRLFs came until 600 ms`,
+  );
+});
+
+Deno.test("http server skips a few empty lines before a request, and refuses more with 400", async () => {
+  await using server = start({}, echo);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "\r\n\r\nGET /1 HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal((await reader.next())?.body, "GET /1 ");
+  assert.equal((await reader.next())?.body, "GET /2 ");
+  await send(conn, "\r\n".repeat(100));
+  const refusal = await reader.next("the refusal of many empty lines");
+  assert.deepEqual([refusal?.status, refusal?.body, refusal?.headers.get("connection")], [
+    400,
+    "Too many empty lines before a request line\n",
+    "close",
+  ]);
+  assert.equal(await reader.closed(), "");
+});
+
 Deno.test("http server fails the read of a body that does not come within bodyTimeout, answers, and closes", async () => {
   await using server = start({ bodyTimeout: 100 }, async (req) => {
     try {
