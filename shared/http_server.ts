@@ -1164,11 +1164,17 @@ function fieldOf(head: RequestHead, name: string): string | null {
   return value;
 }
 
-/** Whether the client asks for the connection to close after this request (HTTP/1.0 does unless it asks to keep it). */
+/**
+ * Whether the connection closes after this request: the client asks so, or
+ * speaks HTTP/1.0. An HTTP/1.0 client's `Connection: keep-alive` is not
+ * taken up (its answer says `connection: close`, and a server that sent
+ * that must not handle a request after it, RFC 9112 9.6): a stream could not
+ * be framed for it without the close, and so few clients send it that one
+ * rule for all is simpler.
+ */
 function wantsClose(head: RequestHead): boolean {
-  const connection = fieldOf(head, "connection")?.toLowerCase();
-  if (head.http10) return !(connection?.split(",").some((token) => token.trim() === "keep-alive") ?? false);
-  return connection?.split(",").some((token) => token.trim() === "close") ?? false;
+  if (head.http10) return true;
+  return fieldOf(head, "connection")?.toLowerCase().split(",").some((token) => token.trim() === "close") ?? false;
 }
 
 function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {

@@ -522,6 +522,23 @@ Deno.test("http server serves HTTP/1.0: the answer closes the connection, and a 
   assert.match(streamed, /\r\n\r\nab$/);
 });
 
+Deno.test("http server closes an HTTP/1.0 connection after its first answer, keep-alive or not, and handles nothing after it", async () => {
+  const seen: string[] = [];
+  await using server = start({}, (req) => {
+    seen.push(new URL(req.url).pathname);
+    return echo(req);
+  });
+  using conn = await connect(server.addr.port);
+  await send(
+    conn,
+    "GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+  );
+  const reply = await new Reader(conn).closed();
+  // One answer, which says it is the last, and the request after it never reached the handler.
+  assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*\r\n\r\nGET \/1 $/);
+  assert.deepEqual(seen, ["/1"]);
+});
+
 /** A self-signed certificate for localhost and its key, made by openssl in a temporary directory. */
 async function selfSigned(): Promise<{ cert: string; key: string }> {
   const dir = await Deno.makeTempDir();
