@@ -286,6 +286,11 @@ export function apiError(status: number, message: string, headers: Readonly<Reco
   return json(status, errorBody(status, message), headers);
 }
 
+/** The body of a refused server-API call, as {@linkcode apiError} answers it: `{"error":{"code":N,"message":"..."}}`. */
+export function apiErrorBody(status: number, message: string): string {
+  return JSON.stringify(errorBody(status, message));
+}
+
 /** The reason of a 404 under `/api/`: the method is unknown. */
 export function unknownMethod(pathname: string): string {
   const name = pathname.slice("/api/".length);

@@ -8,6 +8,7 @@
  */
 
 import { concat } from "../shared/bytes.ts";
+import { BodyTooLargeError } from "../shared/http_server.ts";
 import { Rejection } from "./_rejection.ts";
 
 /**
@@ -168,6 +169,8 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array<
     }
   } catch (error) {
     if (error instanceof Rejection) throw error;
+    // A chunked body past the server's own limit: that limit is at least this one.
+    if (error instanceof BodyTooLargeError) throw tooLarge();
     throw new Rejection(400, `Cannot read the body: ${(error as Error).message}`);
   }
   return concat(chunks, size);

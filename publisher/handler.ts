@@ -20,6 +20,7 @@ import { PROMETHEUS_CONTENT_TYPE } from "../shared/metrics.ts";
 import {
   API_METHODS,
   apiError,
+  apiErrorBody,
   type ApiMethod,
   type ApiRequest,
   createApi,
@@ -29,6 +30,7 @@ import {
   DEFAULT_MAX_LISTED_CHANNELS,
   DEFAULT_MAX_PRESENCE_USERS,
   DEFAULT_PRESENCE_TIMEOUT,
+  JSON_CONTENT_TYPE,
   unknownMethod,
 } from "./api.ts";
 import { info } from "./_api_replies.ts";
@@ -39,7 +41,7 @@ import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, readBodyOf, requestBody
 import { parseUrlEncoded } from "./form.ts";
 import { PublisherMetrics, type PublishTargetKind } from "./metrics.ts";
 import { type GetRequest, type PublishRequest, readPublishRequest } from "./_publish_request.ts";
-import type { RawRequest } from "../shared/http_server.ts";
+import type { RawRequest, RefusalForm } from "../shared/http_server.ts";
 import { busRejection, Rejection } from "./_rejection.ts";
 import { busName } from "../shared/bus_address.ts";
 
@@ -130,6 +132,12 @@ export interface PublishHandler {
    * their stream.
    */
   fast(req: RawRequest): Promise<Response> | undefined;
+  /**
+   * The form of a refusal the server writes itself (a body over its limit,
+   * a malformed head) to a server-API path: the API's JSON error, with its
+   * CORS headers; undefined for other paths, which keep the server's text.
+   */
+  refusal: RefusalForm;
 }
 
 /** What answers one route: the request, its URL, and when it started (for publish durations). */
@@ -324,7 +332,11 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     }, (error) => counted(failed(error, "GET", "/", false)));
   };
   const handle = async (req: Request): Promise<Response> => counted(await answer(req, new URL(req.url), now()));
-  return Object.assign(handle, { fast });
+  const refusal: RefusalForm = (status, reason, path) => {
+    if (!path.startsWith(API_PREFIX) && !path.startsWith(DASHBOARD_API_PREFIX)) return undefined;
+    return { body: apiErrorBody(status, reason), headers: { ...CORS, "content-type": JSON_CONTENT_TYPE } };
+  };
+  return Object.assign(handle, { fast, refusal });
 }
 
 /** A fetch request to the server API as the API reads it. */

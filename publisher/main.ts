@@ -422,7 +422,15 @@ function listen(config: PublisherConfig, handler: PublishHandler, logger: Logger
   } catch (error) {
     throw new Error(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
   }
-  return serveHttp({ listener, onListen, logger, maxBodyBytes, fastPath: handler.fast, ...config.http }, handler);
+  return serveHttp({
+    listener,
+    onListen,
+    logger,
+    maxBodyBytes,
+    fastPath: handler.fast,
+    refusal: handler.refusal,
+    ...config.http,
+  }, handler);
 }
 
 /**

@@ -16,7 +16,8 @@
  * their length when their body is known, else chunked (an event stream):
  * one write per answer for the former.
  *
- * The server refuses, with a one-line reason and `connection: close`: a
+ * The server refuses, with a one-line reason (or in the form the `refusal`
+ * option gives the request's path) and `connection: close`: a
  * malformed head (400), a head over `maxHeadBytes` (431), a declared body
  * over `maxBodyBytes` (413), an HTTP version other than 1.x (505), a
  * transfer coding other than chunked (501), an `Expect` other than
@@ -30,7 +31,7 @@
 import { AcceptLog, acceptNext } from "./accept.ts";
 import { concat } from "./bytes.ts";
 import { timerMs } from "./duration.ts";
-import { isShared, stringBodyOf, text } from "./http.ts";
+import { isShared, stringBodyOf, text, TEXT_CONTENT_TYPE } from "./http.ts";
 import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead } from "./http_head.ts";
 import { createLogger, type LogFields, type Logger } from "./log.ts";
 
@@ -107,6 +108,35 @@ export interface HttpServerOptions {
    * leaves. @default {undefined}
    */
   fastPath?: FastPath;
+  /**
+   * How the server writes a refusal of its own (400, 408, 413, 417, 431,
+   * 501, 505) to a request whose request line names a path: its body and
+   * headers, for a path whose answers have a form of their own (an API's
+   * JSON). Undefined, or no answer for the path: the one-line reason as
+   * text. @default {undefined}
+   */
+  refusal?: RefusalForm;
+}
+
+/**
+ * The body and headers (the content type among them) of a refusal the
+ * server writes itself, with `status` and one-line `reason`, to a request
+ * for `path`; undefined leaves it as text.
+ */
+export type RefusalForm = (
+  status: number,
+  reason: string,
+  path: string,
+) => { readonly body: string; readonly headers: Readonly<Record<string, string>> } | undefined;
+
+/**
+ * The error a request body's read fails with when the body grows past the
+ * server's `maxBodyBytes` (a chunked one: a `Content-Length` over it is
+ * refused with 413 before the handler is called), so that a handler can
+ * answer 413 too.
+ */
+export class BodyTooLargeError extends RangeError {
+  override name = "BodyTooLargeError";
 }
 
 /** A running server. */
@@ -189,6 +219,7 @@ export function serveHttp(options: HttpServerOptions, handler: HttpHandler): Htt
     maxPipeline: positive("maxPipeline", options.maxPipeline ?? DEFAULT_MAX_PIPELINE),
     logger: options.logger ?? createLogger("http"),
     fastPath: options.fastPath,
+    refusal: options.refusal,
   };
   const listener = options.listener ??
     Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
@@ -224,6 +255,7 @@ interface Settings {
   maxPipeline: number;
   logger: Logger;
   fastPath: FastPath | undefined;
+  refusal: RefusalForm | undefined;
 }
 
 class Server {
@@ -479,12 +511,12 @@ class Connection {
           break;
         }
         if (isHeadError(head)) {
-          await this.#refuse(head.status, head.reason);
+          await this.#refuse(head.status, head.reason, head.path);
           break;
         }
         const framing = this.#framing(head);
         if ("status" in framing) {
-          await this.#refuse(framing.status, framing.reason);
+          await this.#refuse(framing.status, framing.reason, pathOf(head.target));
           break;
         }
         if (wantsClose(head)) this.#closeAfter = true;
@@ -505,7 +537,7 @@ class Connection {
         if (this.#closed) break;
         const expect = fieldOf(head, "expect");
         if (expect !== null && expect.toLowerCase() !== "100-continue") {
-          await this.#refuse(417, `Expectation not supported: ${expect}`);
+          await this.#refuse(417, `Expectation not supported: ${expect}`, pathOf(head.target));
           break;
         }
         this.#body = {
@@ -566,7 +598,11 @@ class Connection {
         if (this.#end > this.#start) {
           // Best effort: a client that trickles its head reads little, and the watchdog closes it in any case.
           this.#setPhase("linger", LINGER_MS);
-          const refusal = this.#errorBytes(408, `Request head not received within ${this.#settings.headTimeout} ms`);
+          const refusal = this.#errorBytes(
+            408,
+            `Request head not received within ${this.#settings.headTimeout} ms`,
+            requestLinePath(this.#buffer.subarray(this.#start, this.#end)),
+          );
           // After what is still being written of the answers before it.
           this.#flushed().then(() => this.#closed ? 0 : this.#conn.write(refusal))
             .catch(() => {}).finally(() => this.close());
@@ -614,7 +650,7 @@ class Connection {
   }
 
   /** The next request head, or why it cannot be served; null when the connection ended first. */
-  async #readHead(): Promise<RequestHead | HeadError | null> {
+  async #readHead(): Promise<RequestHead | RefusedHead | null> {
     const limit = this.#settings.maxHeadBytes;
     let scanned = this.#start;
     while (true) {
@@ -623,7 +659,7 @@ class Connection {
       while (this.#start < this.#end && (this.#buffer[this.#start] === 13 || this.#buffer[this.#start] === 10)) {
         this.#start++;
         if (++this.#skipped > MAX_EMPTY_LINE_BYTES) {
-          return { status: 400, reason: "Too many empty lines before a request line" };
+          return { status: 400, reason: "Too many empty lines before a request line", path: null };
         }
       }
       if (this.#start === this.#end) {
@@ -643,15 +679,16 @@ class Connection {
       }
       const end = indexOfHeadEnd(this.#buffer, Math.max(scanned, this.#start), this.#end);
       if (end >= 0) {
-        if (end + 4 - this.#start > limit) return headError(431, `Request head too large: over ${limit} bytes`);
+        if (end + 4 - this.#start > limit) return this.#tooLarge();
         const head = latin1.decode(this.#buffer.subarray(this.#start, end));
         this.#skipped = 0;
         this.#start = end + 4;
         if (this.#start === this.#end) this.#start = this.#end = 0;
         this.#setPhase("none", Infinity);
-        return parseRequestHead(head);
+        const parsed = parseRequestHead(head);
+        return isHeadError(parsed) ? { ...parsed, path: requestLinePath(head) } : parsed;
       }
-      if (this.#end - this.#start >= limit) return headError(431, `Request head too large: over ${limit} bytes`);
+      if (this.#end - this.#start >= limit) return this.#tooLarge();
       scanned = Math.max(this.#start, this.#end - 3);
       const before = this.#start;
       const n = await this.#read(limit + 4);
@@ -660,6 +697,11 @@ class Connection {
       if (this.#start !== before) scanned = Math.max(0, scanned - before);
       this.#end += n;
     }
+  }
+
+  #tooLarge(): RefusedHead {
+    const reason = `Request head too large: over ${this.#settings.maxHeadBytes} bytes`;
+    return { status: 431, reason, path: requestLinePath(this.#buffer.subarray(this.#start, this.#end)) };
   }
 
   #idleTimeout(): number {
@@ -857,16 +899,19 @@ class Connection {
       return new Uint8Array(0);
     }
     if (body.read + bytes > this.#settings.maxBodyBytes) {
-      return this.#badBody(`Body too large: over the ${this.#settings.maxBodyBytes}-byte limit`);
+      return this.#badBody(
+        new BodyTooLargeError(`Body too large: over the ${this.#settings.maxBodyBytes}-byte limit`),
+      );
     }
     body.left = bytes;
     body.chunk = "data";
     return new Uint8Array(0);
   }
 
-  #badBody(reason: string): null {
+  /** Fails the body's read with `reason` (a framing error), or with `error`. */
+  #badBody(reason: string | Error): null {
     this.#closeAfter = true;
-    this.#failBody(new TypeError(reason));
+    this.#failBody(typeof reason === "string" ? new TypeError(reason) : reason);
     return null;
   }
 
@@ -1087,23 +1132,31 @@ class Connection {
   }
 
   /** Answers a request the server refuses itself, after the answers before it, and closes the connection. */
-  async #refuse(status: number, reason: string): Promise<void> {
+  async #refuse(status: number, reason: string, path: string | null): Promise<void> {
     this.#linger = true;
     // The answers before it are not the last: the refusal is, and says so.
     await this.#drained(0);
     this.#closeAfter = true;
     if (this.#closed) return;
     this.#settings.logger.info("rejected a request", { status, reason });
-    this.#send(this.#errorBytes(status, reason));
+    this.#send(this.#errorBytes(status, reason, path));
     await this.#flushed();
   }
 
-  #errorBytes(status: number, reason: string): Uint8Array {
-    const body = `${reason}\n`;
-    const head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ndate: ${this.#server.date}\r\n` +
-      `content-type: text/plain;charset=utf-8\r\ncontent-length: ${utf8.encode(body).length}\r\n` +
-      "connection: close\r\n\r\n";
-    return utf8.encode(head + body);
+  /** A refusal's bytes: the one-line reason as text, or in the form `refusal` gives answers to `path`. */
+  #errorBytes(status: number, reason: string, path: string | null): Uint8Array {
+    const form = path === null ? undefined : this.#settings.refusal?.(status, reason, path);
+    let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ndate: ${this.#server.date}\r\n`;
+    let body = `${reason}\n`;
+    if (form === undefined) head += `content-type: ${TEXT_CONTENT_TYPE}\r\n`;
+    else {
+      body = form.body;
+      for (const [name, value] of Object.entries(form.headers)) {
+        if (!OWN_HEADERS.has(name.toLowerCase())) head += `${name}: ${value}\r\n`;
+      }
+    }
+    const bytes = utf8.encode(body);
+    return concat([latin1Bytes(`${head}content-length: ${bytes.length}\r\nconnection: close\r\n\r\n`, 0), bytes]);
   }
 
   /**
@@ -1151,8 +1204,23 @@ class RawHead implements RawRequest {
 /** A request `new Request` refused (a method fetch forbids, a target that is not a URL): answered 400. */
 class BadRequest extends Error {}
 
-function headError(status: 431, reason: string): HeadError {
-  return { status, reason };
+/** A head the server refuses: why, and the path its request line names (null when none could be read). */
+interface RefusedHead extends HeadError {
+  readonly path: string | null;
+}
+
+/** The path of a request target: what comes before its query. */
+function pathOf(target: string): string {
+  const query = target.indexOf("?");
+  return query < 0 ? target : target.slice(0, query);
+}
+
+const REQUEST_LINE_PATH = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ (?:https?:\/\/[^/\s?#]*)?(\/[^\s?#]*)/i;
+
+/** The path a request line names (in origin or absolute form), from a head as text or bytes; null when it names none. */
+function requestLinePath(head: string | Uint8Array): string | null {
+  const text = typeof head === "string" ? head : latin1.decode(head);
+  return REQUEST_LINE_PATH.exec(text)?.[1] ?? null;
 }
 
 /** The value of header `name` (lower case), the fields of that name joined with ", ", or null. */

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type HttpHandler, type HttpServerOptions, type RawRequest, serveHttp } from "./http_server.ts";
+import {
+  BodyTooLargeError,
+  type HttpHandler,
+  type HttpServerOptions,
+  type RawRequest,
+  type RefusalForm,
+  serveHttp,
+} from "./http_server.ts";
 import { share, text } from "./http.ts";
 import { createLogger } from "./log.ts";
 import { until, within } from "../channel/testing.ts";
@@ -257,6 +264,67 @@ Deno.test("http server refuses malformed heads with a status and a one-line reas
     }
     if (answer?.headers.get("connection") === "close") await reader.closed();
   }
+});
+
+Deno.test("http server writes its own refusals to the paths its refusal option takes in their form, and fails a chunked body past maxBodyBytes with BodyTooLargeError", async () => {
+  const refusal: RefusalForm = (status, reason, path) =>
+    path.startsWith("/j/")
+      ? { body: JSON.stringify({ status, reason }), headers: { "content-type": "application/json" } }
+      : undefined;
+  await using server = start({ maxBodyBytes: 10, maxHeadBytes: 256, headTimeout: 200, refusal }, async (req) => {
+    try {
+      await req.arrayBuffer();
+      return text(200, "read");
+    } catch (error) {
+      return text(error instanceof BodyTooLargeError ? 413 : 400, `${(error as Error).message}\n`);
+    }
+  });
+  const cases: [string, number, string][] = [
+    ["POST /j/a?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", 413, "Body too large: over the 10-byte limit"],
+    [
+      "GET http://a/j/b HTTP/1.1\r\nHost: a\r\nX: " + "a".repeat(300) + "\r\n\r\n",
+      431,
+      "Request head too large: over 256 bytes",
+    ],
+    ["GET /j/c HTTP/1.1\r\nHo", 408, "Request head not received within 200 ms"],
+    ["GET /j/d HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400, "Bad header line"],
+  ];
+  for (const [request, status, reason] of cases) {
+    using conn = await connect(server.addr.port);
+    const reader = new Reader(conn);
+    await send(conn, request);
+    const answer = await reader.next(`the answer to ${JSON.stringify(request.slice(0, 40))}`);
+    assert.deepEqual([answer?.status, answer?.headers.get("content-type"), answer?.headers.get("connection")], [
+      status,
+      "application/json",
+      "close",
+    ]);
+    assert.deepEqual(JSON.parse(answer?.body ?? ""), { status, reason });
+  }
+  // Another path, or no path at all: the one-line text.
+  for (
+    const [request, status, reason] of [
+      ["POST /k HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", 413, "Body too large: over the 10-byte limit\n"],
+      ["GARBAGE\r\n\r\n", 400, "Bad request line\n"],
+    ] as const
+  ) {
+    using conn = await connect(server.addr.port);
+    const reader = new Reader(conn);
+    await send(conn, request);
+    const plain = await reader.next();
+    assert.deepEqual([plain?.status, plain?.headers.get("content-type"), plain?.body], [
+      status,
+      "text/plain;charset=utf-8",
+      reason,
+    ]);
+  }
+  using chunked = await connect(server.addr.port);
+  await send(
+    chunked,
+    "POST /k HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n",
+  );
+  const failed = await new Reader(chunked).next();
+  assert.deepEqual([failed?.status, failed?.body], [413, "Body too large: over the 10-byte limit\n"]);
 });
 
 Deno.test("http server answers the requests before a malformed one as usual, then refuses it as the last answer", async () => {

@@ -159,6 +159,85 @@ Deno.test("publisher answers malformed requests with their 4xx over HTTP", async
   assert.equal(preflight.headers.get("Access-Control-Allow-Headers"), "Authorization, Content-Type, X-API-Key");
 });
 
+/** What a raw connection got: the request's bytes (latin1) are sent in one write and read until the server closes. */
+async function rawCall(port: number, request: string): Promise<Answer> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const writing = conn.write(Uint8Array.from(request, (c) => c.charCodeAt(0))).catch(() => 0);
+  const decoder = new TextDecoder();
+  let text = "";
+  const read = async () => {
+    const buffer = new Uint8Array(65536);
+    while (true) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) return;
+      text += decoder.decode(buffer.subarray(0, n), { stream: true });
+    }
+  };
+  await within(read(), 5000, `the server to answer and close: ${JSON.stringify(request.slice(0, 60))}`);
+  await writing;
+  const end = text.indexOf("\r\n\r\n");
+  const [line, ...fields] = text.slice(0, end).split("\r\n");
+  const headers = new Headers(
+    fields.map((field) => [field.slice(0, field.indexOf(":")), field.slice(field.indexOf(":") + 1).trim()]),
+  );
+  return { status: Number(line!.split(" ")[1]), headers, body: text.slice(end + 4) };
+}
+
+Deno.test("publisher answers the HTTP server's own refusals on /api/ paths as API errors in JSON, and on / as text", async () => {
+  const { service } = await startPublisher(freePort(), [
+    "--max-body-bytes",
+    "250000",
+    "--max-head-bytes",
+    "4096",
+    "--head-timeout",
+    "300",
+  ]);
+  await using _publisher = service;
+  const port = await service.port();
+  const over = 250_001;
+  const json = `{"data":"${"a".repeat(over - 11)}"}`;
+  assert.equal(json.length, over);
+  const post = (path: string, fields: string) =>
+    `POST ${path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n${fields}`;
+  const cases: [string, number, RegExp][] = [
+    [
+      `${post("/api/publish", `Content-Length: ${over}\r\n\r\n`)}${json}`,
+      413,
+      /^Body too large: over the 250000-byte limit$/,
+    ],
+    [
+      `${post("/api/publish", "Transfer-Encoding: chunked\r\n\r\n")}${over.toString(16)}\r\n${json}\r\n0\r\n\r\n`,
+      413,
+      /^Body too large: over the 250000-byte limit$/,
+    ],
+    [post("/api/publish", "Content-Length: 1x\r\n\r\n"), 400, /^Bad Content-Length: 1x$/],
+    [post("/api/publish", "Transfer-Encoding: gzip\r\n\r\n"), 501, /^Transfer coding not supported: gzip;/],
+    [post("/api/publish?api_key=k", "Content-Length: 2\r\nExpect: magic\r\n\r\n{}"), 417, /^Expectation not supported/],
+    [post("/api/info", `X: ${"a".repeat(5000)}\r\n\r\n`), 431, /^Request head too large: over 4096 bytes$/],
+    [post("/dashboard/api/info", "Content-Length: 1x\r\n\r\n"), 400, /^Bad Content-Length: 1x$/],
+    ["POST /api/info HTTP/2.0\r\nHost: a\r\n\r\n", 505, /^HTTP version not supported: HTTP\/2\.0$/],
+    ["POST /api/info HTTP/1.1\r\nHo", 408, /^Request head not received within 300 ms$/],
+  ];
+  for (const [request, status, message] of cases) {
+    const what = request.slice(0, 80);
+    const answer = await rawCall(port, request);
+    assert.equal(answer.status, status, what);
+    assert.equal(answer.headers.get("content-type"), "application/json", what);
+    assert.equal(answer.headers.get("connection"), "close", what);
+    const body = JSON.parse(answer.body);
+    assert.deepEqual(Object.keys(body), ["error"], what);
+    assert.equal(body.error.code, status, what);
+    assert.match(body.error.message, message, what);
+  }
+  // The original's API keeps its one-line text.
+  const plain = await rawCall(port, `POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ${over}\r\n\r\n`);
+  assert.deepEqual([plain.status, plain.headers.get("content-type"), plain.body], [
+    413,
+    "text/plain;charset=utf-8",
+    "Body too large: over the 250000-byte limit\n",
+  ]);
+});
+
 Deno.test("publisher answers 503 within the publish timeout while the hub is down, and ok again once it is back", async () => {
   await using first = await startHub();
   const hubPort = await first.port();
