@@ -112,13 +112,13 @@ async function parseMultipart(bytes: Uint8Array<ArrayBuffer>, contentType: strin
     throw new Rejection(400, "Invalid form body: cannot parse it as multipart/form-data");
   }
   // FormData decodes text fields leniently: invalid UTF-8 becomes U+FFFD.
-  // A value with one came from valid bytes only if the body holds the
-  // value's own UTF-8 bytes where a part's value sits: after the part's
-  // headers, before the next boundary.
-  let raw: string | undefined;
-  const carried = (value: string) => {
-    raw ??= bytesAsText(bytes);
-    return raw.includes(bytesAsText(utf8.encode(`\r\n\r\n${value}\r\n--`)));
+  // A value with one is checked in its own part's bytes, and in those of
+  // every other part of its name (the last one's value is the one read).
+  let parts: Map<string, Uint8Array[]> | undefined;
+  const carried = (name: string) => {
+    parts ??= partsByName(bytes, contentType);
+    const own = parts.get(name);
+    return own !== undefined && own.every(isUtf8);
   };
   return {
     get(name) {
@@ -127,7 +127,7 @@ async function parseMultipart(bytes: Uint8Array<ArrayBuffer>, contentType: strin
       if (typeof value !== "string") {
         throw new Rejection(400, `Invalid form body: ${name} must be a text field, not a file`);
       }
-      if (value.includes("\uFFFD") && !carried(value)) {
+      if (value.includes("\uFFFD") && !carried(name)) {
         throw new Rejection(400, `Invalid form body: non-UTF-8 in ${name}`);
       }
       return value;
@@ -135,12 +135,52 @@ async function parseMultipart(bytes: Uint8Array<ArrayBuffer>, contentType: strin
   };
 }
 
-const utf8 = new TextEncoder();
 /** One character per byte, so that a search for bytes is a string search (linear, unlike a naive one). */
 const byteText = new TextDecoder("latin1");
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
-function bytesAsText(bytes: Uint8Array): string {
-  return byteText.decode(bytes);
+const BOUNDARY = /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i;
+/** The name in a part's `Content-Disposition` (not its `filename`), quoted or not. */
+const DISPOSITION_NAME = /^content-disposition:[^\r\n]*;\s*name=(?:"([^"]*)"|([^;\s]*))/im;
+
+/**
+ * The value bytes of a multipart body's parts, by the name their
+ * `Content-Disposition` gives, every part of a name in order. Only read to
+ * vouch for a value that FormData decoded with a U+FFFD, so a part it does
+ * not find (an odd header, a name that is not ASCII) leaves that value
+ * refused, never let through.
+ */
+function partsByName(bytes: Uint8Array, contentType: string): Map<string, Uint8Array[]> {
+  const byName = new Map<string, Uint8Array[]>();
+  const boundary = BOUNDARY.exec(contentType);
+  if (!boundary) return byName;
+  const text = byteText.decode(bytes);
+  const delimiter = `\r\n--${boundary[1] ?? boundary[2]}`;
+  // The first delimiter may open the body, without the CRLF before it.
+  let at = text.startsWith(delimiter.slice(2)) ? -2 : text.indexOf(delimiter);
+  while (at !== -1) {
+    const start = at + delimiter.length;
+    // The part ends where the next delimiter (or the close delimiter) begins.
+    const next = text.indexOf(delimiter, start);
+    if (next === -1) break;
+    const headEnd = text.indexOf("\r\n\r\n", start);
+    const disposition = headEnd !== -1 && headEnd < next ? DISPOSITION_NAME.exec(text.slice(start, headEnd)) : null;
+    if (disposition !== null) {
+      const name = disposition[1] ?? disposition[2]!;
+      byName.set(name, [...(byName.get(name) ?? []), bytes.subarray(headEnd + 4, next)]);
+    }
+    at = next;
+  }
+  return byName;
+}
+
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -102,6 +102,40 @@ Deno.test("readForm refuses a multipart value that was not UTF-8, and keeps one 
   assert.throws(() => elsewhere.get("content"), rejection(400, "Invalid form body: non-UTF-8 in content"));
 });
 
+Deno.test("readForm refuses a multipart value that was not UTF-8 even when another part holds the text it decodes to", async () => {
+  const part = (name: string, value: Uint8Array) =>
+    Uint8Array.of(
+      ...utf8.encode(`--xyz\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n`),
+      ...value,
+      ...utf8.encode("\r\n"),
+    );
+  const body = (...parts: Uint8Array[]) =>
+    Uint8Array.of(...parts.flatMap((p) => [...p]), ...utf8.encode("--xyz--\r\n"));
+  const type = "multipart/form-data; boundary=xyz";
+  const invalid = Uint8Array.of(0x6d, 0xff, 0x31); // "m", a byte no UTF-8 has, "1": decoded leniently, "m\uFFFD1"
+  const decoded = utf8.encode("m\uFFFD1");
+  for (
+    const [what, parts] of [
+      ["another field", [part("other", decoded), part("content", invalid)]],
+      ["another field after it", [part("content", invalid), part("other", decoded)]],
+      ["an earlier duplicate", [part("content", decoded), part("content", invalid)]],
+    ] as const
+  ) {
+    const fields = await readForm(post(body(...parts), type), 100);
+    assert.throws(() => fields.get("content"), rejection(400, "Invalid form body: non-UTF-8 in content"), what);
+  }
+  // The field's own bytes are what count: valid ones pass, whatever the other parts hold.
+  const valid = await readForm(post(body(part("other", invalid), part("content", decoded)), type), 100);
+  assert.equal(valid.get("content"), "m\uFFFD1");
+  assert.throws(() => valid.get("other"), rejection(400, "Invalid form body: non-UTF-8 in other"));
+  // As a FormData is sent: its own boundary, a file part beside.
+  const form = new FormData();
+  form.append("content", "a \uFFFD b");
+  form.append("file", new Blob(["\uFFFD"]), "f.txt");
+  const sent = await readForm(new Request("http://publisher.test/", { method: "POST", body: form }), 100);
+  assert.equal(sent.get("content"), "a \uFFFD b");
+});
+
 Deno.test("readForm refuses a malformed multipart body, and other content types with 415", async () => {
   await assert.rejects(
     readForm(post("not multipart at all", "multipart/form-data; boundary=xyz"), 100),
