@@ -778,13 +778,22 @@ class Connection {
       head.host ?? authorityOf(this.#conn.localAddr as Deno.NetAddr)
     }${head.target}`;
     const init: RequestInit = { method: head.method, headers: head.fields };
-    // A GET or HEAD with a body: the handler does not see it, and the connection closes after the answer.
-    if (body !== null && head.method !== "GET" && head.method !== "HEAD") init.body = this.#bodyStream(body);
+    // `new Request` upper-cases get, head, post... (the Fetch standard's
+    // normalisation): a GET or HEAD in any case with a body. The handler does
+    // not see that body, and the connection closes after the answer.
+    const upper = head.method.toUpperCase();
+    if (body !== null && upper !== "GET" && upper !== "HEAD") init.body = this.#bodyStream(body);
+    let request: Request;
     try {
-      return new Request(url, init);
+      request = new Request(url, init);
     } catch (error) {
       throw new BadRequest(`Bad request: ${(error as Error).message}`);
     }
+    // Methods are case-sensitive (RFC 9110 9.1): `get` is not GET, and the
+    // handler sees it as sent (as under `Deno.serve`), to refuse it as the
+    // method it does not know that it is.
+    if (request.method !== head.method) Object.defineProperty(request, "method", { value: head.method });
+    return request;
   }
 
   #bodyStream(body: BodyState): ReadableStream<Uint8Array> {

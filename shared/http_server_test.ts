@@ -344,6 +344,19 @@ Deno.test("http server answers the requests before a malformed one as usual, the
   assert.equal(await reader.closed(), "");
 });
 
+Deno.test("http server hands the handler a method as sent, in its case: get is not GET", async () => {
+  await using server = start({}, echo);
+  using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  await send(conn, "get /a HTTP/1.1\r\nHost: a\r\n\r\nPost /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi");
+  assert.equal((await reader.next())?.body, "get /a ");
+  assert.equal((await reader.next())?.body, "Post /b hi");
+  // A get with a body, as a GET with one: the handler does not see the body, and the connection closes after the answer.
+  await send(conn, "gEt /c HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhi");
+  const last = await reader.next();
+  assert.deepEqual([last?.body, last?.headers.get("connection")], ["gEt /c ", "close"]);
+});
+
 Deno.test("http server answers 500 when the handler throws, and the connection goes on", async () => {
   const logs: string[] = [];
   await using server = start({}, (req) => {

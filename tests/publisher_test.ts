@@ -238,6 +238,64 @@ Deno.test("publisher answers the HTTP server's own refusals on /api/ paths as AP
   ]);
 });
 
+Deno.test("publisher answers 405 with Allow to a method in another case, as to any other method it does not take", async () => {
+  // No hub: a request that were served would be a 503, not a 405.
+  const { service } = await startPublisher(freePort());
+  await using _publisher = service;
+  const port = await service.port();
+  const end = "Host: a\r\nConnection: close\r\n";
+  const cases: [string, string, string, string][] = [
+    [
+      `get /?content=x HTTP/1.1\r\n${end}\r\n`,
+      "GET, POST, OPTIONS",
+      "text/plain;charset=utf-8",
+      "Method get not allowed: use GET or POST\n",
+    ],
+    [
+      `Get /?content=%E2%82%AC HTTP/1.1\r\n${end}\r\n`,
+      "GET, POST, OPTIONS",
+      "text/plain;charset=utf-8",
+      "Method Get not allowed: use GET or POST\n",
+    ],
+    [`gEt /healthz HTTP/1.1\r\n${end}\r\n`, "GET", "text/plain;charset=utf-8", "Method gEt not allowed: use GET\n"],
+    [
+      `post /api/publish HTTP/1.1\r\n${end}Content-Length: 12\r\n\r\n{"data":"d"}`,
+      "POST, OPTIONS",
+      "application/json",
+      '{"error":{"code":405,"message":"Method post not allowed: use POST with a JSON body"}}',
+    ],
+    [
+      `post /api/publish HTTP/1.1\r\n${end}Transfer-Encoding: chunked\r\n\r\nc\r\n{"data":"d"}\r\n0\r\n\r\n`,
+      "POST, OPTIONS",
+      "application/json",
+      '{"error":{"code":405,"message":"Method post not allowed: use POST with a JSON body"}}',
+    ],
+    [
+      `get /?content=x HTTP/1.1\r\n${end}Content-Length: 2\r\n\r\nab`,
+      "GET, POST, OPTIONS",
+      "text/plain;charset=utf-8",
+      "Method get not allowed: use GET or POST\n",
+    ],
+    // As any other method is answered.
+    [
+      `FOO / HTTP/1.1\r\n${end}\r\n`,
+      "GET, POST, OPTIONS",
+      "text/plain;charset=utf-8",
+      "Method FOO not allowed: use GET or POST\n",
+    ],
+  ];
+  for (const [request, allow, type, body] of cases) {
+    const answer = await rawCall(port, request);
+    const what = request.slice(0, 40);
+    assert.deepEqual([answer.status, answer.headers.get("allow"), answer.headers.get("content-type"), answer.body], [
+      405,
+      allow,
+      type,
+      body,
+    ], what);
+  }
+});
+
 Deno.test("publisher answers 503 within the publish timeout while the hub is down, and ok again once it is back", async () => {
   await using first = await startHub();
   const hubPort = await first.port();
