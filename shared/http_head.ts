@@ -107,11 +107,12 @@ export function parseRequestHead(head: string): RequestHead | HeadError {
     // Not trimmed: whitespace before the colon, or a folded line, is a 400 (RFC 9112 5.1, 5.2).
     const name = line.slice(0, colon);
     if (colon <= 0 || !TOKEN.test(name)) return { status: 400, reason: "Bad header line" };
-    const value = line.slice(colon + 1).trim();
-    // What the Fetch standard forbids in a header value (the lines are already split on CRLF).
-    if (value.includes("\0") || value.includes("\r") || value.includes("\n")) {
-      return { status: 400, reason: "Bad header value" };
-    }
+    // Only spaces and tabs are whitespace around a value (RFC 9110 5.6.3),
+    // not what String.trim takes too: VT, FF, NBSP would make
+    // `Transfer-Encoding:\vchunked` chunked here and not to a proxy before us.
+    const value = trimOws(line.slice(colon + 1));
+    // Control characters but HTAB are invalid in a value (RFC 9110 5.5), NUL, CR and LF dangerous.
+    if (hasControl(value)) return { status: 400, reason: "Bad header value" };
     if (name.length === 4 && name.toLowerCase() === "host") {
       host = value;
       hosts++;
@@ -125,6 +126,39 @@ export function parseRequestHead(head: string): RequestHead | HeadError {
   if (host !== null && !isHost(host)) return { status: 400, reason: "Bad Host header" };
   // The absolute form's host wins over the Host header's (RFC 9112 3.2.2).
   return { method: match[1]!, target, host: authority ?? host, http10, fields };
+}
+
+/** Whether `value` holds a control character other than HTAB. */
+function hasControl(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if ((code < 0x20 && code !== 0x09) || code === 0x7f) return true;
+  }
+  return false;
+}
+
+/**
+ * `value` without the optional whitespace around it: spaces and tabs
+ * (RFC 9110 5.6.3), and nothing else.
+ *
+ * @example
+ * ```ts
+ * import { trimOws } from "./http_head.ts";
+ *
+ * trimOws(" \tchunked "); // "chunked"
+ * trimOws("\vchunked"); // "\vchunked"
+ * ```
+ */
+export function trimOws(value: string): string {
+  let start = 0;
+  let end = value.length;
+  while (start < end && isOws(value.charCodeAt(start))) start++;
+  while (end > start && isOws(value.charCodeAt(end - 1))) end--;
+  return start === 0 && end === value.length ? value : value.slice(start, end);
+}
+
+function isOws(code: number): boolean {
+  return code === 0x20 || code === 0x09;
 }
 
 /** Whether {@linkcode parseRequestHead} refused the head. */

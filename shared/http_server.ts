@@ -32,7 +32,7 @@ import { AcceptLog, acceptNext } from "./accept.ts";
 import { concat } from "./bytes.ts";
 import { timerMs } from "./duration.ts";
 import { isShared, stringBodyOf, text, TEXT_CONTENT_TYPE } from "./http.ts";
-import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead } from "./http_head.ts";
+import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead, trimOws } from "./http_head.ts";
 import { createLogger, type LogFields, type Logger } from "./log.ts";
 
 /** Largest request head by default: 16 KiB, as Node's `maxHeaderSize`. */
@@ -724,7 +724,11 @@ class Connection {
       // Both framings at once is how requests are smuggled past proxies (RFC 9112 6.1).
       if (length !== null) return { status: 400, reason: "Both Content-Length and Transfer-Encoding" };
       if (head.http10) return { status: 400, reason: "Transfer-Encoding in an HTTP/1.0 request" };
-      if (coding.trim().toLowerCase() !== "chunked") {
+      // A list of codings, each a token and its parameters (RFC 9112 6.1): what is not is malformed, not unknown.
+      if (!coding.split(",").every((element) => TRANSFER_CODING.test(trimOws(element)))) {
+        return { status: 400, reason: `Bad Transfer-Encoding: ${coding.slice(0, 40)}` };
+      }
+      if (coding.toLowerCase() !== "chunked") {
         return { status: 501, reason: `Transfer coding not supported: ${coding}; send chunked or Content-Length` };
       }
       return { kind: "chunked" };
@@ -888,7 +892,10 @@ class Connection {
       if (available >= this.#settings.maxHeadBytes) return this.#badBody("Bad chunked body: line too long");
       return NEED_MORE;
     }
-    const line = latin1.decode(this.#buffer.subarray(this.#start, this.#start + lineEnd)).replace(/\r$/, "");
+    if (lineEnd === 0 || this.#buffer[this.#start + lineEnd - 1] !== 13) {
+      return this.#badBody("Bad chunked body: a line that does not end in CRLF");
+    }
+    const line = latin1.decode(this.#buffer.subarray(this.#start, this.#start + lineEnd - 1));
     this.#start += lineEnd + 1;
     if (body.chunk === "crlf") {
       if (line !== "") return this.#badBody("Bad chunked body: no CRLF after a chunk's data");
@@ -1191,6 +1198,9 @@ class Connection {
 /** What {@linkcode Connection} takes of a body when the buffer ends inside a line of the chunked framing: read on. */
 const NEED_MORE = new Uint8Array(0);
 
+/** One transfer coding: a token, then any parameters (`;` and what follows, up to the next comma). */
+const TRANSFER_CODING = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;[^,]*)?$/;
+
 /** A request's head as a fast path reads it. */
 class RawHead implements RawRequest {
   readonly method: string;
@@ -1251,7 +1261,7 @@ function fieldOf(head: RequestHead, name: string): string | null {
  */
 function wantsClose(head: RequestHead): boolean {
   if (head.http10) return true;
-  return fieldOf(head, "connection")?.toLowerCase().split(",").some((token) => token.trim() === "close") ?? false;
+  return fieldOf(head, "connection")?.toLowerCase().split(",").some((token) => trimOws(token) === "close") ?? false;
 }
 
 function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {

@@ -327,6 +327,53 @@ Deno.test("http server writes its own refusals to the paths its refusal option t
   assert.deepEqual([failed?.status, failed?.body], [413, "Body too large: over the 10-byte limit\n"]);
 });
 
+Deno.test("http server takes only spaces and tabs as whitespace around a header value, and CRLF alone as a chunk line's end", async () => {
+  await using server = start({}, async (req) => {
+    try {
+      return text(200, `${req.method} ${await req.text()}`);
+    } catch (error) {
+      return text(400, `Cannot read the body: ${(error as Error).message}\n`);
+    }
+  });
+  const latin1 = (request: string) => Uint8Array.from(request, (c) => c.charCodeAt(0));
+  const post = "POST / HTTP/1.1\r\nHost: a\r\n";
+  const cases: [string, number, string][] = [
+    // Spaces and tabs around a value are no part of it.
+    [`${post}Content-Length: \t 2 \t\r\n\r\nhi`, 200, "POST hi"],
+    [`${post}Transfer-Encoding:\tchunked \r\n\r\n2\r\nhi\r\n0\r\n\r\n`, 200, "POST hi"],
+    // Other whitespace (VT, FF, NBSP) is not optional whitespace: the value is malformed.
+    [`${post}Transfer-Encoding:\x0bchunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n`, 400, "Bad header value\n"],
+    [`${post}Transfer-Encoding: chunked\x0c\r\n\r\n2\r\nhi\r\n0\r\n\r\n`, 400, "Bad header value\n"],
+    [`${post}Transfer-Encoding: chunked\xa0\r\n\r\n2\r\nhi\r\n0\r\n\r\n`, 400, "Bad Transfer-Encoding: chunked\xa0\n"],
+    [`${post}Content-Length: 2\xa0\r\n\r\nhi`, 400, "Bad Content-Length: 2\xa0\n"],
+    [`${post}Content-Length:\x0b2\r\n\r\nhi`, 400, "Bad header value\n"],
+    [`${post}X-Note: a\x01b\r\nContent-Length: 2\r\n\r\nhi`, 400, "Bad header value\n"],
+    // A chunk's size line, its data's end and the last line end in CRLF, never in LF alone (RFC 9112 7.1).
+    [
+      `${post}Transfer-Encoding: chunked\r\n\r\n2\nhi\r\n0\r\n\r\n`,
+      400,
+      "Cannot read the body: Bad chunked body: a line that does not end in CRLF\n",
+    ],
+    [
+      `${post}Transfer-Encoding: chunked\r\n\r\n2\r\nhi\n0\r\n\r\n`,
+      400,
+      "Cannot read the body: Bad chunked body: a line that does not end in CRLF\n",
+    ],
+    [
+      `${post}Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\n`,
+      400,
+      "Cannot read the body: Bad chunked body: a line that does not end in CRLF\n",
+    ],
+  ];
+  for (const [request, status, body] of cases) {
+    using conn = await connect(server.addr.port);
+    const reader = new Reader(conn);
+    await send(conn, latin1(request));
+    const answer = await reader.next(`the answer to ${JSON.stringify(request)}`);
+    assert.deepEqual([answer?.status, answer?.body], [status, body], JSON.stringify(request));
+  }
+});
+
 Deno.test("http server answers the requests before a malformed one as usual, then refuses it as the last answer", async () => {
   await using server = start({}, echo);
   using conn = await connect(server.addr.port);
