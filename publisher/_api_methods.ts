@@ -210,6 +210,17 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     if (!("data" in params)) throw new Rejection(400, "Missing data: pass data, any JSON value");
     const data = params.data!;
     const text = typeof data === "string" ? data : JSON.stringify(data);
+    // JSON.parse reads a number past a double's range as ±Infinity, which JSON.stringify writes as null: a
+    // text without null has none, so most data need no walk.
+    if (typeof data !== "string" && text.includes("null")) {
+      const at = nonFinitePath(data, "data");
+      if (at !== null) {
+        throw new Rejection(
+          400,
+          `Invalid ${at}: a number too large for a double (it would be published as null); send it as a string`,
+        );
+      }
+    }
     // UTF-8 takes at most 3 bytes per UTF-16 unit: most data need no count.
     if (text.length * 3 > deps.maxContentBytes) {
       const bytes = utf8Length(text);
@@ -404,4 +415,26 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     history_remove: historyRemove,
   };
   return { single, preparePublish, publishMany };
+}
+
+/**
+ * Where `value` holds a number that is not finite (`data.a[1]`), `path`
+ * being its own; null when it holds none. Its depth is bounded by the
+ * body's (`--max-json-depth`).
+ */
+function nonFinitePath(value: Json, path: string): string | null {
+  if (typeof value === "number") return Number.isFinite(value) ? null : path;
+  if (typeof value !== "object" || value === null) return null;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = nonFinitePath(value[i]!, `${path}[${i}]`);
+      if (found !== null) return found;
+    }
+    return null;
+  }
+  for (const key in value) {
+    const found = nonFinitePath(value[key]!, `${path}.${key}`);
+    if (found !== null) return found;
+  }
+  return null;
 }

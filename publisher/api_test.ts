@@ -109,6 +109,38 @@ function exclusionOf(client: Client): { worker_id: string; connection_id: number
   return { worker_id: client.worker, connection_id: client.connection };
 }
 
+Deno.test("api publish refuses data holding a number too large for a double, naming where, and publishes nothing", async () => {
+  await using c = cluster();
+  const client = await c.connect(0, "alice");
+  const cases: [string, string][] = [
+    ['{"data":1e400}', "data"],
+    ['{"data":{"a":[1,-1e999]}}', "data.a[1]"],
+    ['{"channel":"news","data":[{"n":null},{"big":' + "9".repeat(400) + "}]}", "data[1].big"],
+  ];
+  for (const [body, at] of cases) {
+    const answer = await c.call("publish", body);
+    assert.deepEqual([answer.status, answer.body], [400, {
+      error: {
+        code: 400,
+        message: `Invalid ${at}: a number too large for a double (it would be published as null); send it as a string`,
+      },
+    }], body.slice(0, 60));
+  }
+  const batch = await c.call("batch", '{"commands":[{"publish":{"data":1e400}},{"publish":{"data":"fine"}}]}');
+  assert.equal(batch.status, 200);
+  assert.deepEqual((batch.body as { replies: Json[] }).replies[0], {
+    error: {
+      code: 400,
+      message: "Invalid data: a number too large for a double (it would be published as null); send it as a string",
+    },
+  });
+  // Null, and numbers as large as a double holds, are data like any other.
+  const fine = await c.call("publish", '{"data":{"nothing":null,"max":1.7976931348623157e308,"min":-5e-324}}');
+  assert.equal(fine.status, 200);
+  await settle();
+  assert.deepEqual(taken(client), ["fine", '{"nothing":null,"max":1.7976931348623157e+308,"min":-5e-324}']);
+});
+
 Deno.test("api publish reaches exactly its target: a channel, a user, one connection, everyone, everyone but one", async () => {
   await using c = cluster();
   const alice0 = await c.connect(0, "alice");
