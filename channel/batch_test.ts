@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { HubBus } from "./bus.ts";
 import { HubClient, HubError } from "./client.ts";
-import { quiet, RawPeer, startHub, until } from "./testing.ts";
+import { quiet, RawPeer, startHub, until, within } from "./testing.ts";
 import { BusError, coalescePublishes, type Json, publishBatch } from "../shared/bus.ts";
 import { encodeLengthPrefixed, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../shared/wire.ts";
 import { FrameDecoder } from "../shared/frame.ts";
@@ -84,6 +84,24 @@ Deno.test("hub delivers a keyed batch item once, and answers its retry, in the b
   await client.flush();
   await subscriber.flush();
   assert.deepEqual(got, [1, 2]);
+});
+
+Deno.test("hub routes two batch items whose subject and key differ, however their newlines fall", async () => {
+  await using hub = startHub();
+  await using subscriber = new HubClient({ port: hub.port, logger: quiet });
+  const got: [string, Json][] = [];
+  for (const subject of ["a\nb", "a"]) subscriber.subscribe(subject, (data, at) => got.push([at, data]));
+  await subscriber.flush();
+  await using client = new HubClient({ port: hub.port, logger: quiet });
+  // Subject "a\nb" with key "c", and subject "a" with key "b\nc": two publishes, not a retry of one.
+  const outcomes = await client.publishBatch([
+    { subject: "a\nb", data: "first", idempotencyKey: "c" },
+    { subject: "a", data: "second", idempotencyKey: "b\nc" },
+  ]);
+  assert.deepEqual(outcomes, [{ count: 1, positions: [] }, { count: 1, positions: [] }]);
+  // The hub acked once the events were in the subscriber's socket: they come before its pong.
+  await within(subscriber.flush(), 5000, "the subscriber's flush");
+  assert.deepEqual(got, [["a\nb", "first"], ["a", "second"]]);
 });
 
 Deno.test("hub client splits a batch over the frame limit into several frames and refuses an item too large alone", async () => {

@@ -427,14 +427,16 @@ export class Connection implements Peer {
       const item = items[i]!;
       const key = item.idempotency_key;
       const subjects = [item.subject];
-      // A retry within this batch is answered as its first, with no wait.
-      const first = key === undefined ? undefined : firsts.get(`${item.subject}\n${key}`);
+      // A retry within this batch is answered as its first, with no wait. Keyed by the pair as JSON: a
+      // separator could also be in a subject or a key ("a\nb" with "c" against "a" with "b\nc").
+      const pair = key === undefined ? undefined : JSON.stringify([item.subject, key]);
+      const first = pair === undefined ? undefined : firsts.get(pair);
       if (first !== undefined) {
         sameAs[i] = first;
         continue;
       }
       const seen = key === undefined ? undefined : this.#hub.recall(subjects, key);
-      if (key !== undefined) firsts.set(`${item.subject}\n${key}`, i);
+      if (pair !== undefined) firsts.set(pair, i);
       if (seen) {
         results[i] = seen;
         waits = true;
