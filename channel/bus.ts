@@ -93,6 +93,12 @@ export class HubBus implements Bus {
    * subscription (a ping's pong behind it: {@linkcode HubClient.flush}).
    */
   subscribe(subject: string, handler: BusHandler): Promise<void> {
+    this.#listen(subject, handler);
+    return this.#client.flush();
+  }
+
+  /** Subscribes as {@linkcode HubBus.subscribe} does, without waiting for the hub to have handled it. */
+  #listen(subject: string, handler: BusHandler): void {
     this.#handlers.set(subject, handler);
     if (!this.#relays.has(subject)) {
       const relay: EventHandler = (data, _subject, reply, position) => {
@@ -105,7 +111,6 @@ export class HubBus implements Bus {
       this.#relays.set(subject, relay);
       this.#client.subscribe(subject, relay);
     }
-    return this.#client.flush();
   }
 
   /** Stops the handler of `subject`; unknown subjects are ignored. */
@@ -177,8 +182,21 @@ export class HubBus implements Bus {
    * or as {@linkcode HubBus.publish}.
    */
   request(subject: string, data: Json, options?: RequestOptions): Promise<RequestResult> {
-    return requestOver(this, subject, data, options);
+    return requestOver(this.#requester, subject, data, options);
   }
+
+  /**
+   * The bus as a request sees it: its inbox subscription is not flushed.
+   * The subscribe frame goes out before the publish on the one link, and a
+   * reconnect restores subscriptions before waiting publishes, so the hub
+   * has the inbox first without it; and a flush waits for the hub, kept
+   * through an outage long after the request gave up.
+   */
+  readonly #requester: Pick<Bus, "subscribe" | "unsubscribe" | "publish"> = {
+    subscribe: (subject, handler) => Promise.resolve(this.#listen(subject, handler)),
+    unsubscribe: (subject) => this.unsubscribe(subject),
+    publish: (subject, data, options) => this.publish(subject, data, options),
+  };
 
   /**
    * Reads `subject`'s history at the hub (a subject the hub keeps no history

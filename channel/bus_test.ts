@@ -86,6 +86,35 @@ Deno.test("hub bus publish while the hub is down past its timeout is unavailable
   await assertBusError(down.publish("news", 1, { timeout: 100 }), "unavailable", "timeout", "the publish to time out");
 });
 
+Deno.test("hub bus requests that failed while the hub was down leave no memory behind", async () => {
+  // In a process of its own, whose heap is measured after full collections (--expose-gc).
+  const script = `
+    import { HubBus } from ${JSON.stringify(new URL("./bus.ts", import.meta.url).href)};
+    import { freePort, quiet } from ${JSON.stringify(new URL("./testing.ts", import.meta.url).href)};
+    const bus = new HubBus({ port: freePort(), logger: quiet, connectTimeout: 100 });
+    let failed = 0;
+    const round = () =>
+      Promise.all(Array.from({ length: 5000 }, () => bus.request("svc", 1, { timeout: 1 }).catch(() => failed++)));
+    await round(); // the code and the client's maps are warm
+    const heap = () => (gc(), gc(), Deno.memoryUsage().heapUsed);
+    const before = heap();
+    for (let i = 0; i < 4; i++) await round();
+    console.log(JSON.stringify({ failed, perRequest: (heap() - before) / 20000 }));
+    await bus.close();
+  `;
+  const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assert.ok(success, new TextDecoder().decode(stderr));
+  const { failed, perRequest } = JSON.parse(new TextDecoder().decode(stdout));
+  assert.equal(failed, 25_000, "every request failed: the hub is down");
+  // A failed request kept about 230 bytes until the hub came back: memory grew with the outage.
+  assert.ok(perRequest < 20, `each failed request left ${perRequest.toFixed(1)} bytes on the heap`);
+});
+
 Deno.test("hub bus publish after close is unavailable", async () => {
   await using hub = startHub();
   const closed = bus(hub.port);
