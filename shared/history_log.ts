@@ -213,6 +213,13 @@ export interface HistoryStoreOptions extends HistoryLimits {
  */
 export const SUBJECT_BYTES = 512;
 
+/**
+ * Slots the epochs of subjects without a log are kept in (see
+ * `HistoryStore.#unlogged`): 4096 at most, so at most about 200 KiB
+ * whatever the readers ask for.
+ */
+const UNLOGGED_SLOTS = 4096;
+
 /** Statistics of a {@linkcode HistoryStore}. */
 export interface HistoryStats {
   /** Subjects with a log. */
@@ -243,8 +250,19 @@ export class HistoryStore<T> {
   readonly #totalBytes: number;
   readonly #maxSubjects: number;
   readonly #now: () => number;
-  /** In order of last publish (or creation), least recent first. */
+  /** In order of last publish, least recent first. */
   readonly #logs = new Map<string, HistoryLog<T>>();
+  /**
+   * The epoch a subject without a log answers, by a slot its name hashes
+   * to: a read before the first message must answer the epoch that message
+   * starts, without making a log (which would count against the bounds and
+   * evict the history of subjects really published to, for a reader of
+   * fresh names). Subjects share a slot; the slot's epoch changes when a log
+   * that took it is dropped, so a reader of that subject sees a new epoch.
+   */
+  readonly #unlogged = new Map<number, string>();
+  /** Seeds the slot hash, so which names share a slot differs from store to store. */
+  readonly #seed = crypto.getRandomValues(new Uint32Array(1))[0]!;
   #bytes = 0;
   #evictions = 0;
 
@@ -297,23 +315,31 @@ export class HistoryStore<T> {
 
   /**
    * Reads `subject`'s history (see {@linkcode HistoryLog.read}). A subject
-   * that keeps history but had no message yet gets its log, and so its
-   * epoch, now: a reader at offset 0 of that epoch misses nothing later. One
-   * without history reads as `{ offset: 0, epoch: "" }`, never recovered.
+   * that keeps history but has no log (no message yet, or its history was
+   * dropped) reads as an empty log of the epoch its next message will start,
+   * so a reader at offset 0 of that epoch misses nothing later; the read
+   * makes nothing and drops nothing. One without history reads as
+   * `{ offset: 0, epoch: "" }`, never recovered.
    */
   read(subject: string, options: ReadOptions = {}): HistoryRead<T> {
     if (!this.keeps(subject)) return { position: { offset: 0, epoch: "" }, messages: [], recovered: false };
-    const log = this.#log(subject);
+    const log = this.#logs.get(subject);
+    if (!log) return new HistoryLog<T>(this.#limits, this.#now, this.#unloggedEpoch(subject)).read(options);
     const before = log.bytes;
     const read = log.read(options);
     this.#bytes += log.bytes - before;
-    this.#evict(log);
     return read;
   }
 
-  /** Drops `subject`'s history: its next message or read starts a new epoch at offset 1. */
+  /**
+   * Drops `subject`'s history, if it has any: its next message or read is
+   * of another epoch than the last it had, read or published.
+   */
   remove(subject: string): void {
     const log = this.#logs.get(subject);
+    const slot = this.#slot(subject);
+    // Without a log, a reader may hold the slot's epoch; with one, the slot may still be at the log's.
+    if (!log || this.#unlogged.get(slot) === log.epoch) this.#unlogged.delete(slot);
     if (!log) return;
     this.#logs.delete(subject);
     this.#bytes -= log.bytes + SUBJECT_BYTES;
@@ -330,11 +356,30 @@ export class HistoryStore<T> {
   #log(subject: string): HistoryLog<T> {
     let log = this.#logs.get(subject);
     if (!log) {
-      log = new HistoryLog<T>(this.#limits, this.#now);
+      // The epoch a read of it answered until now: a reader from before this message misses nothing.
+      log = new HistoryLog<T>(this.#limits, this.#now, this.#unloggedEpoch(subject));
       this.#logs.set(subject, log);
       this.#bytes += SUBJECT_BYTES;
     }
     return log;
+  }
+
+  /** The epoch of `subject` while it has no log: its slot's, made on first use. */
+  #unloggedEpoch(subject: string): string {
+    const slot = this.#slot(subject);
+    let epoch = this.#unlogged.get(slot);
+    if (epoch === undefined) {
+      epoch = newEpoch();
+      this.#unlogged.set(slot, epoch);
+    }
+    return epoch;
+  }
+
+  /** `subject`'s slot in `#unlogged`: a seeded FNV-1a of its UTF-16 units. */
+  #slot(subject: string): number {
+    let hash = 0x811c9dc5 ^ this.#seed;
+    for (let i = 0; i < subject.length; i++) hash = Math.imul(hash ^ subject.charCodeAt(i), 0x01000193);
+    return (hash >>> 0) % UNLOGGED_SLOTS;
   }
 
   /** Drops least recently published subjects, never `keep`, until within the bounds. */

@@ -148,6 +148,42 @@ Deno.test("history store gives a subject read before its first message the epoch
   assert.equal(read.recovered, true);
 });
 
+Deno.test("history store reads of subjects never published make nothing and drop no other subject's history", () => {
+  const store = new HistoryStore<string>({ subjects: ["*"], maxSubjects: 2 });
+  const a = store.append("a", "kept", 1)!;
+  const b = store.append("b", "kept", 1)!;
+  for (let i = 0; i < 100; i++) assert.equal(store.read(`fresh.${i}`).position.offset, 0);
+  assert.deepEqual(store.stats, { subjects: 2, bytes: 2 * SUBJECT_BYTES + 2, evictions: 0 });
+  for (const [subject, since] of [["a", a], ["b", b]] as const) {
+    const read = store.read(subject, { since: { offset: 0, epoch: since.epoch } });
+    assert.deepEqual([read.messages.map((m) => m.data), read.recovered], [["kept"], true], subject);
+  }
+});
+
+Deno.test("history store gives a subject read again after its history was dropped another epoch", () => {
+  const store = new HistoryStore<string>({ subjects: ["*"], maxSubjects: 1 });
+  const read = store.read("a").position;
+  const published = store.append("a", "x", 1)!;
+  assert.deepEqual(published, { offset: 1, epoch: read.epoch }, "the first message continues the epoch read");
+  store.append("b", "x", 1); // past maxSubjects: a's history goes
+  assert.equal(store.stats.evictions, 1);
+  const after = store.read("a", { since: published });
+  assert.equal(after.recovered, false);
+  assert.notEqual(after.position.epoch, published.epoch);
+  assert.deepEqual(store.append("a", "y", 1), { offset: 1, epoch: after.position.epoch });
+});
+
+Deno.test("history store remove of a subject only read gives its next read another epoch", () => {
+  const store = new HistoryStore<string>({ subjects: ["news"] });
+  const read = store.read("news").position;
+  store.remove("news");
+  const again = store.read("news", { since: read });
+  assert.equal(again.recovered, false);
+  assert.notEqual(again.position.epoch, read.epoch);
+  assert.equal(store.append("news", "a", 1)!.epoch, again.position.epoch);
+  assert.deepEqual(store.stats, { subjects: 1, bytes: SUBJECT_BYTES + 1, evictions: 0 });
+});
+
 Deno.test("history store remove starts a new epoch", () => {
   const store = new HistoryStore<string>({ subjects: ["news"] });
   const first = store.append("news", "a", 1)!;

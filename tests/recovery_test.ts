@@ -14,6 +14,10 @@
  * recover (a new epoch on a live frame, or `recovered: false`), and never
  * get a gap or a duplicate inside one epoch.
  *
+ * And the history a hub keeps is not pushed out by reads: browsers
+ * subscribing to channels nobody published to (each subscribe reads the
+ * channel's history) leave a published channel its history.
+ *
  * "Up to the history window" is the pusher's `--max-recover-messages` and
  * the hub's `--history-size`, both 100 by default: the publish rate is kept
  * so that an outage of the pusher (about two seconds here) stays well inside
@@ -21,8 +25,10 @@
  */
 
 import assert from "node:assert/strict";
-import { type Service, startPusherOnHub, startService } from "./_service.ts";
+import { type Service, startPublisherOnHub, startPusherOnHub, startService } from "./_service.ts";
 import { until } from "../channel/testing.ts";
+import { Client } from "../pusher/testing.ts";
+import { publisherApi } from "./_publisher_api.ts";
 import { assertComplete, caughtUp, markClients, PublishStream, RecoveringClient, sleep } from "./_recovering.ts";
 
 const CLIENTS = 1000;
@@ -179,4 +185,36 @@ Deno.test("recovery (issue 17): 1000 clients miss nothing across a pusher restar
     await hub.stop();
     console.log(timings.join("\n"));
   }
+});
+
+Deno.test("browsers subscribing to channels nobody published to do not cost another channel its history", async () => {
+  // Room for two subjects' history: reading three more must not push out the one published to.
+  await using hub = await startService("channel", [
+    "--port",
+    "0",
+    "--history",
+    "channel.*",
+    "--max-history-subjects",
+    "2",
+  ]);
+  const hubPort = await hub.port();
+  await using pusher = (await startPusherOnHub(hubPort)).service;
+  const pusherPort = await pusher.port();
+  await using publisher = await startPublisherOnHub(hubPort);
+  const { result } = publisherApi(`http://127.0.0.1:${await publisher.port()}`);
+  const { offset, epoch } = await result("publish", { channel: "real", data: "important" });
+  assert.equal(offset, 1);
+  await using browser = new Client(pusherPort);
+  await browser.address();
+  for (let id = 1; id <= 3; id++) {
+    // Each subscribe reads the channel's history at the hub, for the position it answers.
+    const answer = await browser.ask({ id, subscribe: { channel: `nobody-publishes-${id}` } }) as { result?: object };
+    assert.ok(answer.result && "epoch" in answer.result, `subscribe ${id}: ${JSON.stringify(answer)}`);
+  }
+  await using late = new Client(pusherPort);
+  await late.address();
+  const reply = await late.ask({ id: 1, subscribe: { channel: "real", since: { offset: 0, epoch } } });
+  assert.deepEqual(reply, { id: 1, result: { recovered: true, offset: 1, epoch } });
+  await late.received(3);
+  assert.equal(late.messages[2], JSON.stringify({ channel: "real", data: "important", offset: 1, epoch }));
 });
