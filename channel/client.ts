@@ -75,7 +75,13 @@ export interface HubClientOptions {
    * @default {1048576}
    */
   maxFrameBytes?: number;
-  /** Most bytes waiting to be written to the hub. @default {8388608} */
+  /**
+   * Most bytes of publishes, enqueues, subscribes and watches waiting to be
+   * written to the hub. What a new connection restores is never refused: it
+   * is bounded by what the client subscribed to and watches.
+   *
+   * @default {8388608}
+   */
   maxPendingBytes?: number;
   /** Where log lines go. @default {createLogger("channel-client")} */
   logger?: Logger;
@@ -697,7 +703,8 @@ export class HubClient extends EventTarget {
       if (waiting.onAbort) signal!.addEventListener("abort", waiting.onAbort, { once: true });
       this.#waiting.set(id, waiting);
       this.#waitingBytes += frame.length;
-      if (this.#writer && !this.#writer.enqueue(frame)) {
+      const writer = this.#writer;
+      if (writer && !(fits(writer, frame, this.#maxPendingBytes) && writer.enqueue(frame))) {
         this.#waiting.delete(id);
         this.#settle(waiting, this.#backlogFull(type));
       }
@@ -756,7 +763,10 @@ export class HubClient extends EventTarget {
    * instead, and the next connection restores everything.
    */
   #send(message: ClientMessage): void {
-    if (!this.#writer || this.#writer.enqueue(encodeMessage(message))) return;
+    const writer = this.#writer;
+    if (!writer) return;
+    const frame = encodeMessage(message);
+    if (fits(writer, frame, this.#maxPendingBytes) && writer.enqueue(frame)) return;
     this.#logger.warn("dropping the hub link: its backlog is full", { hub: this.address, message: message.type });
     this.#closeSocket();
   }
@@ -881,7 +891,8 @@ export class HubClient extends EventTarget {
     if ("setNoDelay" in tcp) (tcp as Deno.TcpConn).setNoDelay(true);
     this.#tcp = tcp;
     const writer = new FrameWriter(tcp, {
-      maxPendingBytes: this.#maxPendingBytes,
+      // Bounded here instead, per kind of frame: see fits().
+      maxPendingBytes: Infinity,
       // Publishes come from HTTP requests, each in its own event loop turn:
       // waiting for the turn to end sends a burst of them in one write.
       defer: "immediate",
@@ -933,9 +944,11 @@ export class HubClient extends EventTarget {
 
   /**
    * Queues what a new connection needs before anything else: `hello`, every
-   * subscription and watch, the reserves of idle queues, then the waiting
-   * publishes. Order matters: the hub handles frames in order, so
-   * subscriptions and watches are in place before any waiting publish is routed.
+   * subscription and watch, and the reserves of idle queues, whatever their
+   * bytes (the client's own subscriptions bound them: refused, a subscription
+   * would be lost with no one told); then the waiting publishes. Order
+   * matters: the hub handles frames in order, so subscriptions and watches
+   * are in place before any waiting publish is routed.
    */
   #restore(writer: FrameWriter): void {
     writer.enqueue(encodeMessage({ type: "hello", version: PROTOCOL_VERSION, token: this.#token }));
@@ -954,7 +967,7 @@ export class HubClient extends EventTarget {
       if (this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
     }
     for (const [id, waiting] of this.#waiting) {
-      if (writer.enqueue(waiting.frame)) continue;
+      if (fits(writer, waiting.frame, this.#maxPendingBytes) && writer.enqueue(waiting.frame)) continue;
       this.#waiting.delete(id);
       this.#settle(waiting, this.#backlogFull(waiting.type));
     }
@@ -1083,6 +1096,15 @@ export class HubClient extends EventTarget {
       this.#tcp?.close();
     } catch { /* already closed */ }
   }
+}
+
+/**
+ * Whether `frame` may join `writer`'s backlog within `limit` bytes: always
+ * when nothing waits, so a frame larger than the limit still goes.
+ */
+function fits(writer: FrameWriter, frame: Uint8Array, limit: number): boolean {
+  const pending = writer.pendingBytes;
+  return pending === 0 || pending + frame.length <= limit;
 }
 
 /**

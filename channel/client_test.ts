@@ -143,6 +143,33 @@ Deno.test("client fails at once the waiting publishes that no longer fit its wri
   assert.deepEqual(await within(Promise.all(outcomes), 5000, "every outcome"), ["acked 0", "overloaded", "overloaded"]);
 });
 
+Deno.test("client restores every subscription after a hub restart, though their frames pass its pending-bytes cap", async () => {
+  const port = freePort();
+  let hub = startHub({ port });
+  const limits = { maxPendingBytes: 64 * 1024, maxFrameBytes: 64 * 1024 };
+  await using c = client(port, limits);
+  try {
+    await c.ready();
+    // 2000 subjects of 250 characters: eight times the cap in subscribe frames.
+    const names = Array.from({ length: 2000 }, (_, i) => `${i}:`.padEnd(250, "x"));
+    for (const [i, name] of names.entries()) {
+      c.subscribe(name, () => {});
+      if (i % 100 === 99) await c.flush();
+    }
+    assert.equal(hub.server.hub.stats.subjects, 2000);
+    await hub.server.shutdown();
+    hub = startHub({ port });
+    await within(c.ready(), 5000, "the client to reconnect");
+    // Behind everything the restore queued.
+    await within(c.flush(), 5000, "the restored subscriptions");
+    assert.equal(hub.server.hub.stats.subjects, 2000, "every subscription restored");
+    await using publisher = client(port);
+    assert.equal(await publisher.publish(names.at(-1)!, "after"), 1, "the last subject subscribed reaches it");
+  } finally {
+    await hub.server.shutdown();
+  }
+});
+
 Deno.test("client close rejects waiting publishes and is safe to call twice", async () => {
   const c = client(freePort());
   const waiting = assert.rejects(c.publish("a", 1), { code: "closed" });
