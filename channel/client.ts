@@ -76,9 +76,13 @@ export interface HubClientOptions {
    */
   maxFrameBytes?: number;
   /**
-   * Most bytes of publishes, enqueues, subscribes and watches waiting to be
-   * written to the hub. What a new connection restores is never refused: it
-   * is bounded by what the client subscribed to and watches.
+   * Most bytes of publishes and enqueues queued to be written to the hub at
+   * once: more wait (within `maxWaitingPublishes` and `maxWaitingBytes`, up
+   * to their timeout) and go out, in order, as the link drains. Subscribes,
+   * watches and reserves may take the backlog to twice this; past it the
+   * link is dropped, and the next restores them. What a new connection
+   * restores is never refused: it is bounded by what the client subscribed
+   * to and watches.
    *
    * @default {8388608}
    */
@@ -261,6 +265,14 @@ export class HubClient extends EventTarget {
   readonly #handlers = new Map<string, Set<EventHandler>>();
   readonly #watches = new Map<string, QueueWatch>();
   readonly #waiting = new Map<number, Waiting>();
+  /**
+   * Those of `#waiting` not yet queued on this connection's writer, in the
+   * order they were made: all of them while the link is down, and on a link
+   * backed up past `maxPendingBytes` those that wait for it to drain.
+   */
+  #unsent = new Map<number, Waiting>();
+  /** The writer whose drain will send more of `#unsent`, once one is awaited. */
+  #draining: FrameWriter | null = null;
   readonly #readyWaiters = new Set<{ resolve: () => void; reject: (error: Error) => void }>();
   readonly #running: Promise<void>;
   #nextId = 1;
@@ -620,6 +632,7 @@ export class HubClient extends EventTarget {
       const error = new HubError("closed", "Cannot publish: the client was closed");
       for (const waiting of this.#waiting.values()) this.#settle(waiting, error);
       this.#waiting.clear();
+      this.#unsent.clear();
       for (const waiter of this.#readyWaiters) waiter.reject(error);
       this.#readyWaiters.clear();
       for (const flush of this.#flushes) flush.resolve();
@@ -696,7 +709,7 @@ export class HubClient extends EventTarget {
         timeout,
         signal,
         onAbort: signal && (() => {
-          this.#waiting.delete(id);
+          this.#forget(id);
           this.#settle(waiting, signal.reason);
         }),
       };
@@ -704,9 +717,11 @@ export class HubClient extends EventTarget {
       this.#waiting.set(id, waiting);
       this.#waitingBytes += frame.length;
       const writer = this.#writer;
-      if (writer && !(fits(writer, frame, this.#maxPendingBytes) && writer.enqueue(frame))) {
-        this.#waiting.delete(id);
-        this.#settle(waiting, this.#backlogFull(type));
+      // Behind any that wait for the link to drain: publishes go out in the order they were made.
+      if (writer && this.#unsent.size === 0 && fits(writer, frame, this.#maxPendingBytes)) writer.enqueue(frame);
+      else {
+        this.#unsent.set(id, waiting);
+        if (writer) this.#sendWaiting(writer);
       }
     });
   }
@@ -730,9 +745,10 @@ export class HubClient extends EventTarget {
     const now = performance.now();
     for (const [id, waiting] of this.#waiting) {
       if (waiting.deadline > now) continue;
-      this.#waiting.delete(id);
+      const unsent = this.#unsent.has(id);
+      this.#forget(id);
       const why = this.connected
-        ? ""
+        ? unsent ? "; it still waited to be written: the link to the hub is backed up" : ""
         : this.#refusal
         ? `; the hub at ${this.address} refused the connection: ${this.#refusal}`
         : `; the hub at ${this.address} is unreachable`;
@@ -743,11 +759,35 @@ export class HubClient extends EventTarget {
     }
   }
 
-  #backlogFull(type: string): HubError {
-    return new HubError(
-      "overloaded",
-      `Cannot ${type}: more than ${this.#maxPendingBytes} bytes wait to be written`,
-    );
+  /** Forgets a request that was answered, timed out or aborted: it is no longer to be sent. */
+  #forget(id: number): void {
+    this.#waiting.delete(id);
+    this.#unsent.delete(id);
+  }
+
+  /**
+   * Queues the requests waiting to be sent, in order, while the backlog has
+   * room for them; the rest go once it drained. Memory stays bounded by
+   * `maxWaitingBytes` either way: they keep their frames until answered.
+   */
+  #sendWaiting(writer: FrameWriter): void {
+    if (writer !== this.#writer) return;
+    for (const [id, waiting] of this.#unsent) {
+      if (!fits(writer, waiting.frame, this.#maxPendingBytes)) return this.#whenDrained(writer);
+      // Ended: the link is going, and the next connection sends them all.
+      if (!writer.enqueue(waiting.frame)) return;
+      this.#unsent.delete(id);
+    }
+  }
+
+  /** Sends more of the waiting requests once `writer` has written what it holds. */
+  #whenDrained(writer: FrameWriter): void {
+    if (this.#draining === writer) return;
+    this.#draining = writer;
+    writer.flushed().then(() => {
+      if (this.#draining === writer) this.#draining = null;
+      this.#sendWaiting(writer);
+    });
   }
 
   #settle(waiting: Waiting, outcome: Reply | Error): void {
@@ -766,7 +806,8 @@ export class HubClient extends EventTarget {
     const writer = this.#writer;
     if (!writer) return;
     const frame = encodeMessage(message);
-    if (fits(writer, frame, this.#maxPendingBytes) && writer.enqueue(frame)) return;
+    // Room above the publishes' cap, which waiting publishes may fill: a subscribe is not refused for them.
+    if (fits(writer, frame, 2 * this.#maxPendingBytes) && writer.enqueue(frame)) return;
     this.#logger.warn("dropping the hub link: its backlog is full", { hub: this.address, message: message.type });
     this.#closeSocket();
   }
@@ -907,6 +948,7 @@ export class HubClient extends EventTarget {
       const ping = this.#ping(writer);
       for (const flush of this.#flushes) flush.ping = ping;
     }
+    this.#sendWaiting(writer);
     const heard = { at: performance.now() };
     const opened = heard.at;
     const heartbeat = this.#heartbeat(writer, heard);
@@ -946,9 +988,11 @@ export class HubClient extends EventTarget {
    * Queues what a new connection needs before anything else: `hello`, every
    * subscription and watch, and the reserves of idle queues, whatever their
    * bytes (the client's own subscriptions bound them: refused, a subscription
-   * would be lost with no one told); then the waiting publishes. Order
-   * matters: the hub handles frames in order, so subscriptions and watches
-   * are in place before any waiting publish is routed.
+   * would be lost with no one told); then marks every
+   * waiting publish to be sent, as the backlog has room, by
+   * {@linkcode HubClient.#sendWaiting}. Order matters: the hub handles frames
+   * in order, so subscriptions and watches are in place before any waiting
+   * publish is routed.
    */
   #restore(writer: FrameWriter): void {
     writer.enqueue(encodeMessage({ type: "hello", version: PROTOCOL_VERSION, token: this.#token }));
@@ -966,11 +1010,8 @@ export class HubClient extends EventTarget {
       }
       if (this.#manualReserve) writer.enqueue(encodeMessage({ type: "reserve" }));
     }
-    for (const [id, waiting] of this.#waiting) {
-      if (fits(writer, waiting.frame, this.#maxPendingBytes) && writer.enqueue(waiting.frame)) continue;
-      this.#waiting.delete(id);
-      this.#settle(waiting, this.#backlogFull(waiting.type));
-    }
+    // Those sent on the last connection too: it may have gone before they reached the hub.
+    this.#unsent = new Map(this.#waiting);
   }
 
   /**
@@ -1035,14 +1076,14 @@ export class HubClient extends EventTarget {
         this.#refusal = null;
         const waiting = this.#waiting.get(message.id);
         if (!waiting) break;
-        this.#waiting.delete(message.id);
+        this.#forget(message.id);
         this.#settle(waiting, message);
         break;
       }
       case "error": {
         const waiting = message.id === undefined ? undefined : this.#waiting.get(message.id);
         if (waiting) {
-          this.#waiting.delete(message.id!);
+          this.#forget(message.id!);
           this.#settle(waiting, new HubError("refused", message.reason));
         } else {
           this.#refusal = message.reason;

@@ -132,15 +132,34 @@ Deno.test("client refuses a publish over the frame limit at once and keeps its l
   assert.equal(drops, 0);
 });
 
-Deno.test("client fails at once the waiting publishes that no longer fit its writer when the link comes up", async () => {
+Deno.test("client sends the publishes that waited out an outage as its link drains, in order, past its pending-bytes cap", async () => {
   const port = freePort();
-  await using c = client(port, { maxPendingBytes: 1000, publishTimeout: 10_000 });
-  const outcomes = [1, 2, 3].map((n) =>
-    c.publish("news", String(n).repeat(600)).then((count) => `acked ${count}`, (error) => error.code)
-  );
+  // 50 publishes of 8 KB wait: six times what may be queued to be written at once.
+  await using c = client(port, { maxPendingBytes: 64 * 1024, publishTimeout: 10_000 });
+  const got: Json[] = [];
+  c.subscribe("news", (data) => got.push((data as string).slice(0, 2)));
+  const sent = Array.from({ length: 50 }, (_, i) => `${i}`.padStart(2, "0"));
+  const outcomes = sent.map((n) => c.publish("news", n.repeat(4000)).then((count) => count, (error) => error.code));
   await using _hub = startHub({ port });
-  // The first fits behind hello; the others would pass the writer's cap.
-  assert.deepEqual(await within(Promise.all(outcomes), 5000, "every outcome"), ["acked 0", "overloaded", "overloaded"]);
+  assert.deepEqual(await within(Promise.all(outcomes), 5000, "every outcome"), sent.map(() => 1));
+  assert.deepEqual(got, sent, "delivered once each, in the order they were made");
+});
+
+Deno.test("client on a backed-up link holds publishes until it drains, and keeps the link for a subscribe meanwhile", async () => {
+  await using hub = startHub();
+  await using c = client(hub.port, { maxPendingBytes: 64 * 1024 });
+  await c.ready();
+  let drops = 0;
+  c.addEventListener("disconnected", () => drops++);
+  const got: Json[] = [];
+  // In one turn, before anything is written: 20 publishes of 8 KB, past the cap, then a subscribe.
+  const outcomes = Array.from({ length: 20 }, (_, i) => c.publish("x", `${i}`.repeat(8000)).catch((e) => e.code));
+  c.subscribe("news", (data) => got.push(data));
+  assert.deepEqual(await within(Promise.all(outcomes), 5000, "every outcome"), outcomes.map(() => 0));
+  await using other = client(hub.port);
+  assert.equal(await other.publish("news", "after"), 1, "the subscription is in effect");
+  await within(c.flush(), 5000, "the subscriber's flush");
+  assert.deepEqual([got, drops], [["after"], 0]);
 });
 
 Deno.test("client restores every subscription after a hub restart, though their frames pass its pending-bytes cap", async () => {
@@ -318,42 +337,34 @@ Deno.test("client close() between the dial and the session closes the new socket
   }
 });
 
-Deno.test("client drops a link whose backlog is too full for a subscribe, and restores the subscription on the next", async () => {
+Deno.test("client drops a link whose backlog is too full for a subscribe, and restores every subscription on the next before its waiting publishes", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const c = client(listener.addr.port, { maxPendingBytes: 256 * 1024, publishTimeout: 10_000 });
+  const c = client(listener.addr.port, { maxPendingBytes: 64 * 1024, publishTimeout: 10_000 });
   const first = await listener.accept(); // a hub that reads nothing
   const publishes: Promise<unknown>[] = [];
   let second: Deno.TcpConn | undefined;
   try {
     await c.ready();
-    // Fill the kernel's buffers, then the client's backlog, to the last few bytes.
-    let refused = false;
-    const publish = (data: Json) =>
-      publishes.push(c.publish("x", data).catch((error) => (refused ||= error.code === "overloaded")));
-    for (let i = 0; i < 2000 && !refused; i++) {
-      publish("p".repeat(60_000));
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
-    for (refused = false; !refused;) {
-      publish(1);
-      await null;
-    }
-    const channel = "n".repeat(200);
-    c.subscribe(channel, () => {});
+    for (let i = 0; i < 3; i++) publishes.push(c.publish("x", i).catch(() => {}));
+    // In one turn, before anything is written: 1000 subscribe frames of 230 bytes are past twice the cap.
+    const names = Array.from({ length: 1000 }, (_, i) => `${i}:`.padEnd(200, "n"));
+    for (const name of names) c.subscribe(name, () => {});
     const next = await within(listener.accept(), 5000, "the client to reconnect");
     second = next;
     const decoder = new MessageDecoder(toClientMessage, { maxFrameBytes: 1 << 20 });
     const buffer = new Uint8Array(1 << 16);
     const seen: string[] = [];
-    while (!seen.includes("subscribe")) {
-      const n = await within(next.read(buffer), 5000, "the restored subscription");
+    const subscribed: string[] = [];
+    while (seen.filter((type) => type === "publish").length < 3) {
+      const n = await within(next.read(buffer), 5000, "the restored subscriptions and the waiting publishes");
       assert.ok(n !== null);
       for (const message of decoder.push(buffer.subarray(0, n))) {
         seen.push(message.type);
-        if (message.type === "subscribe") assert.deepEqual(message.subjects, [channel]);
+        if (message.type === "subscribe") subscribed.push(...message.subjects);
       }
     }
-    assert.deepEqual(seen.slice(0, 2), ["hello", "subscribe"]);
+    assert.deepEqual(subscribed, names);
+    assert.deepEqual([...new Set(seen)], ["hello", "subscribe", "publish"], "in that order");
   } finally {
     await c.close();
     first.close();
