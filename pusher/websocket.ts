@@ -279,6 +279,15 @@ export class FrameParser {
     if (control && opcode > OP_PONG || !control && opcode > OP_BINARY) {
       throw new ProtocolError(CloseCode.protocolError, `Unknown opcode ${opcode}`);
     }
+    // What the header says is checked against the protocol before the size
+    // limits: a malformed frame is a 1002 whatever length it declares.
+    if (control) {
+      if (!fin) throw new ProtocolError(CloseCode.protocolError, "Control frames must not be fragmented");
+    } else if (opcode === OP_CONTINUATION) {
+      if (this.#fragmentOpcode < 0) throw new ProtocolError(CloseCode.protocolError, "Continuation without a message");
+    } else if (this.#fragmentOpcode >= 0) {
+      throw new ProtocolError(CloseCode.protocolError, "New message before the fragmented one ended");
+    }
     let length = b1 & 0x7f;
     let headerLength = 2;
     if (length === 126) {
@@ -289,15 +298,17 @@ export class FrameParser {
       if (available < 10) return this.#incomplete(10);
       const high =
         (bytes[offset + 2]! << 24 | bytes[offset + 3]! << 16 | bytes[offset + 4]! << 8 | bytes[offset + 5]!) >>> 0;
-      if (high !== 0) throw new ProtocolError(CloseCode.messageTooBig, "Frame larger than 4 GiB");
-      length = (bytes[offset + 6]! * 0x1000000) +
+      // RFC 6455 5.2: the most significant bit of a 64-bit length MUST be 0.
+      if (high >= 0x80000000) throw new ProtocolError(CloseCode.protocolError, "Frame length with its top bit set");
+      // Exact up to 2^53, and past that still far over any limit.
+      length = high * 0x100000000 + (bytes[offset + 6]! * 0x1000000) +
         (bytes[offset + 7]! << 16 | bytes[offset + 8]! << 8 | bytes[offset + 9]!);
       headerLength = 10;
     }
     if (control) {
-      if (!fin) throw new ProtocolError(CloseCode.protocolError, "Control frames must not be fragmented");
       if (length > 125) throw new ProtocolError(CloseCode.protocolError, "Control frame payload over 125 bytes");
     } else {
+      if (length > 0xffffffff) throw new ProtocolError(CloseCode.messageTooBig, "Frame larger than 4 GiB");
       // Checked on the declared length, before the payload is buffered.
       const total = (opcode === OP_CONTINUATION ? this.#fragmentBytes : 0) + length;
       if (total > this.#maxMessageBytes) {
@@ -325,12 +336,8 @@ export class FrameParser {
   }
 
   #data(opcode: number, fin: boolean, payload: Uint8Array, events: ClientEvent[]): void {
-    if (opcode === OP_CONTINUATION) {
-      if (this.#fragmentOpcode < 0) throw new ProtocolError(CloseCode.protocolError, "Continuation without a message");
-    } else {
-      if (this.#fragmentOpcode >= 0) {
-        throw new ProtocolError(CloseCode.protocolError, "New message before the fragmented one ended");
-      }
+    // Fragmentation was checked with the header.
+    if (opcode !== OP_CONTINUATION) {
       if (fin) return events.push(message(opcode, payload)), undefined;
       this.#fragmentOpcode = opcode;
     }

@@ -281,6 +281,15 @@ Deno.test("FrameParser rejects each protocol violation with its close code, and 
       1002,
     ],
     ["close with a 1-byte payload", clientFrame(Op.close, new Uint8Array([3])), 1002],
+    // Malformed whatever the length they declare: 1002, not the size limit's 1009.
+    ["ping declaring 2^32 bytes", clientFrame(Op.ping, "", { length: 2 ** 32 }), 1002],
+    ["a 64-bit length with its top bit set", clientFrame(Op.binary, "", { length: 2 ** 63 + 2 ** 11 }), 1002],
+    ["continuation without a start, declaring 70000 bytes", clientFrame(Op.continuation, "", { length: 70_000 }), 1002],
+    [
+      "a new text frame inside a fragmented message, declaring 70000 bytes",
+      concat([clientFrame(Op.text, "a", { fin: false }), clientFrame(Op.text, "", { length: 70_000 })]),
+      1002,
+    ],
     ...[0, 999, 1004, 1005, 1006, 1015, 2000, 2999, 5000].map((code): [string, Uint8Array, number] => [
       `close code ${code}`,
       clientFrame(Op.close, closePayload(code)),
