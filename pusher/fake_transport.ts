@@ -51,7 +51,7 @@ export class FakeSocket implements ClientSocket {
 
   /** The client sends a ping (or a pong). */
   ping(): void {
-    if (!this.closed) this.#handlers.control?.(this);
+    if (!this.closed) this.#handlers.frame?.(this);
   }
 
   /** The client's network goes away: closed with 1006. */

@@ -155,7 +155,7 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-message-rate": {
     type: "string",
     arg: "N",
-    help: "messages, pings and pongs per second a client may send",
+    help: "frames per second a client may send: messages, their fragments, pings and pongs",
     default: String(DEFAULT_MAX_MESSAGE_RATE),
   },
   "max-connections": {

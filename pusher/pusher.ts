@@ -123,7 +123,7 @@ export interface PusherOptions {
    * @default {0}
    */
   maxConnectionsPerUser?: number;
-  /** Messages, pings and pongs per second a client may send (with a burst of as many); faster closes with 1008. @default {50} */
+  /** Frames per second a client may send (with a burst of as many): messages, their fragments, pings and pongs; faster closes with 1008. @default {50} */
   maxMessageRate?: number;
   /** Channels one connection may be a member of; past it, 429. @default {128} */
   maxChannelsPerConnection?: number;
@@ -447,7 +447,7 @@ export class Pusher {
     return {
       open: (socket) => this.#open(socket, user, may, expires),
       message: (socket, data) => this.#message(socket, data),
-      control: (socket) => this.#limitRate(socket),
+      frame: (socket) => this.#limitRate(socket),
       // A connection the server closes is forgotten at once: in no channel, user or presence count from then on.
       closing: (socket, code) => this.#forget(socket, code),
       close: (socket, code) => this.#forget(socket, code),

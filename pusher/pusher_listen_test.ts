@@ -471,6 +471,33 @@ Deno.test("pusher on listen: counts pings and pongs toward the message rate: a p
   assert.ok(before.every((frame) => frame.opcode === Op.pong));
 });
 
+Deno.test("pusher on listen: counts each fragment toward the message rate: a flood of continuation frames is closed with 1008", async () => {
+  await using setup = serve({ maxMessageRate: 20 });
+  await using flood = await RawSocket.open(setup.port);
+  assert.ok(await flood.next(), "the greeting");
+  // A message begun and never ended: nothing but fragments, each one a frame.
+  const fragment = clientFrame(Op.continuation, "", { fin: false });
+  await flood.write(concat([clientFrame(Op.text, "{", { fin: false }), ...Array(100).fill(fragment)]));
+  const { close } = await flood.readUntilClose();
+  assert.deepEqual(close, { code: 1008, reason: "message rate exceeded" });
+});
+
+Deno.test("pusher on listen: a command in fragments costs a frame each toward the message rate", async () => {
+  await using setup = serve({ maxMessageRate: 5 });
+  await using client = await RawSocket.open(setup.port);
+  assert.ok(await client.next(), "the greeting");
+  /** A command in five frames: its first, three continuations and its last. */
+  const inFive = (text: string) =>
+    [0, 4, 8, 12, 16].map((at, i) =>
+      clientFrame(i === 0 ? Op.text : Op.continuation, text.slice(at, i === 4 ? undefined : at + 4), { fin: i === 4 })
+    );
+  // In one write, so that the allowance of 5 cannot refill between them: the first takes it all.
+  await client.write(concat([...inFive('{"id":1,"ping":{}}'), ...inFive('{"id":2,"ping":{}}')]));
+  const { close, before } = await client.readUntilClose();
+  assert.deepEqual(before.map((frame) => new TextDecoder().decode(frame.payload)), ['{"id":1,"result":{}}']);
+  assert.deepEqual(close, { code: 1008, reason: "message rate exceeded" });
+});
+
 Deno.test("pusher on listen: serves /healthz and takes a token from an absolute-form request target, as a server must (RFC 9112 3.2.2)", async () => {
   const secret = "pusher-secret";
   await using setup = serve({ tokenSecret: secret });

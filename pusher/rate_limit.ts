@@ -1,11 +1,12 @@
 /**
- * A token bucket per connection: client messages, pings and pongs are not
- * used by the pusher, but a flood of them costs CPU.
+ * A token bucket per connection, charged for every frame a client sends:
+ * the fragments of a message, pings and pongs are not used by the pusher,
+ * but a flood of them costs CPU.
  *
  * @module
  */
 
-/** Messages, pings and pongs a client may send per second, unless configured. */
+/** Frames (messages, their fragments, pings, pongs) a client may send per second, unless configured. */
 export const DEFAULT_MAX_MESSAGE_RATE = 50;
 
 /** One connection's bucket: what it may still send, and when that was computed. */

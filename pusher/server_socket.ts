@@ -276,10 +276,11 @@ export class Socket implements ClientSocket {
         case "ping":
           if (this.#state !== "open") break;
           this.#writer.enqueue(encodePong(event.data));
-          this.#handlers.control?.(this);
+          this.#handlers.frame?.(this);
           break;
         case "pong":
-          if (this.#state === "open") this.#handlers.control?.(this);
+        case "fragment":
+          if (this.#state === "open") this.#handlers.frame?.(this);
           break;
         case "close":
           this.#peerClosed(event.code, event.reason);

@@ -31,11 +31,12 @@ export interface SocketHandlers {
   /** A message arrived from the client. */
   message(socket: ClientSocket, data: string | Uint8Array): void;
   /**
-   * A ping or pong arrived. The transport answers pings itself; this lets the
-   * owner count them, since a flood of control frames costs as much as one of
-   * messages.
+   * A frame arrived that is not a whole message: a ping, a pong, or a
+   * fragment of a message before its last. The transport answers pings and
+   * gathers fragments itself; this lets the owner count them, since a flood
+   * of them costs as much as one of messages.
    */
-  control?(socket: ClientSocket): void;
+  frame?(socket: ClientSocket): void;
   /**
    * The server started closing the socket (the owner's `close`, a limit, a
    * slow client, shutdown): nothing more is sent to it, though its closing

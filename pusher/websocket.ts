@@ -51,7 +51,15 @@ export type ClientEvent =
   | { type: "binary"; data: Uint8Array }
   | { type: "ping"; data: Uint8Array }
   | { type: "pong"; data: Uint8Array }
+  /**
+   * A frame of a fragmented message before its last: nothing to handle yet,
+   * but a frame the client sent all the same, for its frame rate.
+   */
+  | { type: "fragment" }
   | { type: "close"; code: number; reason: string };
+
+/** The one `fragment` event, shared: a flood of fragments allocates no events. */
+const FRAGMENT: ClientEvent = Object.freeze({ type: "fragment" });
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -342,7 +350,7 @@ export class FrameParser {
       this.#fragmentOpcode = opcode;
     }
     this.#append(payload);
-    if (!fin) return;
+    if (!fin) return events.push(FRAGMENT), undefined;
     const whole = this.#message?.length === this.#fragmentBytes
       ? this.#message
       : (this.#message?.slice(0, this.#fragmentBytes) ?? new Uint8Array(0));

@@ -19,6 +19,8 @@ import { concat } from "../shared/bytes.ts";
 import { mulberry32 } from "../shared/testing.ts";
 
 const utf8 = new TextEncoder();
+/** What a frame of a fragmented message before its last gives. */
+const FRAGMENT: ClientEvent = { type: "fragment" };
 
 /** Fixed seeds always run; one fresh seed per run widens coverage and is printed on failure. */
 const SEEDS = [1, 42, 0xdeadbeef, crypto.getRandomValues(new Uint32Array(1))[0]!];
@@ -146,6 +148,7 @@ function sampleStream(random: () => number): { bytes: Uint8Array; events: Client
       const bytes = utf8.encode(text);
       const cut = 1 + Math.floor(random() * (bytes.length - 2));
       frames.push(clientFrame(Op.text, bytes.subarray(0, cut), { fin: false, mask: mask() }));
+      events.push(FRAGMENT);
       frames.push(clientFrame(Op.ping, "between", { mask: mask() }));
       events.push({ type: "ping", data: utf8.encode("between") });
       frames.push(clientFrame(Op.continuation, bytes.subarray(cut), { mask: mask() }));
@@ -155,6 +158,7 @@ function sampleStream(random: () => number): { bytes: Uint8Array; events: Client
       parts.forEach((part, index) => {
         const opcode = index === 0 ? Op.binary : Op.continuation;
         frames.push(clientFrame(opcode, part, { fin: index === parts.length - 1, mask: mask() }));
+        if (index < parts.length - 1) events.push(FRAGMENT);
       });
       events.push({ type: "binary", data: concat(parts) });
     } else {
@@ -206,7 +210,7 @@ Deno.test("FrameParser accepts a message of exactly maxMessageBytes, fragments a
     clientFrame(Op.text, "a".repeat(60), { fin: false }),
     clientFrame(Op.continuation, "b".repeat(40)),
   ]));
-  assert.deepEqual(events, [{ type: "text", data: "a".repeat(60) + "b".repeat(40) }]);
+  assert.deepEqual(events, [FRAGMENT, { type: "text", data: "a".repeat(60) + "b".repeat(40) }]);
 });
 
 Deno.test("FrameParser holds one buffer per frame and per message, however small the reads and fragments", () => {
@@ -225,14 +229,14 @@ Deno.test("FrameParser holds one buffer per frame and per message, however small
 
   // A message in one-byte fragments, then one of empty fragments.
   const fragmented = new FrameParser({ maxMessageBytes: limit });
-  assert.deepEqual(fragmented.push(clientFrame(Op.text, "a", { fin: false })), []);
+  assert.deepEqual(fragmented.push(clientFrame(Op.text, "a", { fin: false })), [FRAGMENT]);
   const fragment = clientFrame(Op.continuation, "b", { fin: false });
   for (let i = 0; i < limit - 2; i++) fragmented.push(fragment);
   assert.ok(fragmented.heldBytes <= limit, `held ${fragmented.heldBytes} bytes for a ${limit}-byte message`);
   assert.deepEqual(fragmented.push(clientFrame(Op.continuation, "c")), [
     { type: "text", data: "a" + "b".repeat(limit - 2) + "c" },
   ]);
-  assert.deepEqual(fragmented.push(clientFrame(Op.text, "", { fin: false })), []);
+  assert.deepEqual(fragmented.push(clientFrame(Op.text, "", { fin: false })), [FRAGMENT]);
   const empty = clientFrame(Op.continuation, "", { fin: false });
   for (let i = 0; i < 100_000; i++) fragmented.push(empty);
   assert.equal(fragmented.heldBytes, 0, "empty fragments hold nothing");
@@ -247,7 +251,7 @@ Deno.test("FrameParser checks the declared length before the payload arrives", (
   }
   // The second fragment's header alone takes the message over the limit.
   const parser = new FrameParser({ maxMessageBytes: 100 });
-  assert.deepEqual(parser.push(clientFrame(Op.text, "a".repeat(60), { fin: false })), []);
+  assert.deepEqual(parser.push(clientFrame(Op.text, "a".repeat(60), { fin: false })), [FRAGMENT]);
   assert.throws(
     () => parser.push(clientFrame(Op.continuation, new Uint8Array(0), { length: 41 })),
     { name: "ProtocolError", code: CloseCode.messageTooBig },
@@ -332,7 +336,7 @@ Deno.test("FrameParser hands over the events completed before a violation in the
   assert.throws(() => parser.push(chunk), (error) => {
     assert.ok(error instanceof ProtocolError);
     assert.equal(error.code, CloseCode.invalidData);
-    assert.deepEqual(error.events, [{ type: "ping", data: utf8.encode("p") }, { type: "text", data: "1€" }]);
+    assert.deepEqual(error.events, [FRAGMENT, { type: "ping", data: utf8.encode("p") }, { type: "text", data: "1€" }]);
     return true;
   });
   assert.throws(() => parser.push(clientFrame(Op.text, "later")), (error) => {
