@@ -294,7 +294,8 @@ export class Socket implements ClientSocket {
       this.#state = "closing";
       this.#closeCode = code;
       this.#closeReason = reason;
-      this.#writer.finish(encodeClose(code === CloseCode.abnormal ? CloseCode.normal : code)).then(() =>
+      // 1005 is the absence of a code, which a close frame cannot carry: answered as a normal close.
+      this.#writer.finish(encodeClose(code === CloseCode.noStatus ? CloseCode.normal : code)).then(() =>
         this.#terminate()
       );
       return;

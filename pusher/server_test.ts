@@ -360,11 +360,12 @@ Deno.test("server echoes a client's valid close code and ends the TCP connection
     assert.deepEqual(await socket.readToEnd(), [], `${code}: frames after the close`);
     assert.deepEqual(await handlerCloses(echo, 1), [{ code, reason: "reason" }]);
   }
-  // An empty close frame is answered with 1000.
+  // An empty close frame is answered with 1000; the handler hears 1005, no status (RFC 6455 7.1.5), not a code it never had.
   await using echo = startEcho();
   await using socket = await RawSocket.open(echo.port);
   await socket.send(Op.close);
   assert.equal((await socket.readUntilClose()).close?.code, 1000);
+  assert.deepEqual(await handlerCloses(echo, 1), [{ code: 1005, reason: "" }]);
 });
 
 Deno.test("server sends its close after what was sent before and ends the connection once the client answers", async () => {

@@ -11,12 +11,14 @@ import { concat, StrictUtf8Decoder, utf8Length } from "../shared/bytes.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./defaults.ts";
 import { sha1 } from "./_sha1.ts";
 
-/** Close codes this server sends. */
+/** Close codes this server sends, and two it only reports. */
 export const CloseCode = {
   normal: 1000,
   goingAway: 1001,
   protocolError: 1002,
   unsupportedData: 1003,
+  /** Reported to handlers for a client's close frame without a code (RFC 6455 7.1.5); never sent. */
+  noStatus: 1005,
   /** Reported to handlers when the TCP connection ended without a close frame. */
   abnormal: 1006,
   invalidData: 1007,
@@ -336,7 +338,7 @@ export class FrameParser {
   #control(opcode: number, payload: Uint8Array): ClientEvent {
     if (opcode === OP_PING) return { type: "ping", data: payload };
     if (opcode === OP_PONG) return { type: "pong", data: payload };
-    if (payload.length === 0) return { type: "close", code: CloseCode.normal, reason: "" };
+    if (payload.length === 0) return { type: "close", code: CloseCode.noStatus, reason: "" };
     if (payload.length === 1) throw new ProtocolError(CloseCode.protocolError, "Close frame with a 1-byte payload");
     const code = (payload[0]! << 8) | payload[1]!;
     if (!isValidCloseCode(code)) throw new ProtocolError(CloseCode.protocolError, `Invalid close code ${code}`);

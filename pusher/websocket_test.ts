@@ -347,12 +347,12 @@ Deno.test("FrameParser hands over the events completed before a violation in the
   });
 });
 
-Deno.test("FrameParser reports a close frame's code and reason, and an empty close as 1000", () => {
+Deno.test("FrameParser reports a close frame's code and reason, and an empty close as 1005, no status (RFC 6455 7.1.5)", () => {
   const parser = new FrameParser();
   assert.deepEqual(parser.push(clientFrame(Op.close, closePayload(1001, "bye €"))), [
     { type: "close", code: 1001, reason: "bye €" },
   ]);
-  assert.deepEqual(new FrameParser().push(clientFrame(Op.close)), [{ type: "close", code: 1000, reason: "" }]);
+  assert.deepEqual(new FrameParser().push(clientFrame(Op.close)), [{ type: "close", code: 1005, reason: "" }]);
 });
 
 Deno.test("parser is at rest between frames only: not with half a frame, a fragmented message or a violation", () => {
