@@ -25,7 +25,8 @@
  *   goes or the server shuts down.
  * - Dead clients: Deno pings after half of `idleTimeout` of silence and
  *   closes with 1001 ("No response from ping frame.") if nothing came back
- *   by the end of it.
+ *   by the end of it; the pusher hears 1006, a connection lost, as from our
+ *   server.
  * - Request heads: Deno's limits, a 400 past about 64 KiB of head, and no
  *   time limit on sending one that we found (a partial head was still open
  *   after 100 s): the handshake timeout is Deno's, and it has none to set.
@@ -217,7 +218,9 @@ class DenoSocket implements ClientSocket {
     ws.binaryType = "arraybuffer";
     ws.onopen = () => this.#opened();
     ws.onmessage = (event) => this.#received(event.data);
-    ws.onclose = (event) => this.#ended(event.code, event.reason);
+    // Not clean: the connection was lost (Deno says 0) or Deno closed it as
+    // idle (1001, unanswered by the client); neither is the client's code.
+    ws.onclose = (event) => this.#ended(event.wasClean ? event.code : CloseCode.abnormal, event.reason);
     // The close event follows with the details.
     ws.onerror = () => {};
   }

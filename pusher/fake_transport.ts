@@ -23,8 +23,8 @@ export class FakeSocket implements ClientSocket {
   /** Not written anywhere: nothing is ever buffered. */
   readonly bufferedAmount = 0;
   readonly #handlers: SocketHandlers;
-  /** The client went away: the close is not the server's. */
-  #dropped = false;
+  /** The client closed it or went away: the close is not the server's. */
+  #notByServer = false;
 
   constructor(handlers: SocketHandlers, origin: string | null) {
     this.#handlers = handlers;
@@ -36,11 +36,11 @@ export class FakeSocket implements ClientSocket {
     this.sent.push(typeof message === "string" ? message : message.text);
   }
 
-  /** Closes it as a server does: no more sends, and the owner hears of it, closing (unless dropped) and then closed. */
+  /** Closes it as a server does: no more sends, and the owner hears of it, closing (unless not by the server) and then closed. */
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = { code, reason };
-    if (!this.#dropped) this.#handlers.closing?.(this, code, reason);
+    if (!this.#notByServer) this.#handlers.closing?.(this, code, reason);
     this.#handlers.close(this, code, reason);
   }
 
@@ -54,9 +54,15 @@ export class FakeSocket implements ClientSocket {
     if (!this.closed) this.#handlers.frame?.(this);
   }
 
+  /** The client closes it with `code` (1005 for a close frame without one): the owner hears only that it closed. */
+  closeByClient(code: number, reason = ""): void {
+    this.#notByServer = true;
+    this.close(code, reason);
+  }
+
   /** The client's network goes away: closed with 1006. */
   drop(): void {
-    this.#dropped = true;
+    this.#notByServer = true;
     this.close(1006, "");
   }
 

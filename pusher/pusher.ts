@@ -46,7 +46,14 @@ import { DEFAULT_MAX_CLIENT_READS, DEFAULT_PRESENCE_TIMEOUT } from "./defaults.t
 import { Presence } from "./presence.ts";
 import { Recovery } from "./recovery.ts";
 import { DEFAULT_MAX_MESSAGE_RATE, type RateBucket, RateLimiter } from "./rate_limit.ts";
-import { closeReason, healthOf, type PusherCounters, registerPusherMetrics, workerCounters } from "./pusher_metrics.ts";
+import {
+  CLIENT_CLOSED,
+  closeReason,
+  healthOf,
+  type PusherCounters,
+  registerPusherMetrics,
+  workerCounters,
+} from "./pusher_metrics.ts";
 import type { ClientSocket, SocketHandlers } from "./socket.ts";
 import type { Transport, TransportRequest } from "./transport.ts";
 import { CloseCode } from "./websocket.ts";
@@ -449,8 +456,10 @@ export class Pusher {
       message: (socket, data) => this.#message(socket, data),
       frame: (socket) => this.#limitRate(socket),
       // A connection the server closes is forgotten at once: in no channel, user or presence count from then on.
-      closing: (socket, code) => this.#forget(socket, code),
-      close: (socket, code) => this.#forget(socket, code),
+      closing: (socket, code) => this.#forget(socket, code, closeReason(code)),
+      // Not closed by the server (that came through closing): lost, or closed by the client, whose code is not ours.
+      close: (socket, code) =>
+        this.#forget(socket, code, code === CloseCode.abnormal ? closeReason(code) : CLIENT_CLOSED),
     };
   }
 
@@ -546,11 +555,10 @@ export class Pusher {
     });
   }
 
-  #forget(socket: ClientSocket, code: number): void {
+  #forget(socket: ClientSocket, code: number, reason: string): void {
     const connection = this.#connections.remove(socket);
     if (!connection) return;
     this.#unwatchExpiry(connection);
-    const reason = closeReason(code);
     this.#counters.disconnects.inc(1, reason);
     if (this.#connectionEvents && connection.greeted) {
       this.#tell({ disconnect: { ...this.#infoOf(connection), code, reason } });

@@ -631,12 +631,12 @@ Deno.test("pusher with connectionEvents tells each greeted connection's start an
     { connect: { worker_id, connection_id: a, user: "alice" } },
     { connect: { worker_id, connection_id: b, user: "bob" } },
   ]);
-  alice.close(1000, "bye");
+  alice.closeByClient(1000, "bye");
   wall.at(exp);
   setup.pusher.closeExpired();
   await settle();
   assert.deepEqual(told.slice(2), [
-    { disconnect: { worker_id, connection_id: a, user: "alice", code: 1000, reason: "closed" } },
+    { disconnect: { worker_id, connection_id: a, user: "alice", code: 1000, reason: "client_closed" } },
     { disconnect: { worker_id, connection_id: b, user: "bob", code: 4401, reason: "expired" } },
   ]);
 });

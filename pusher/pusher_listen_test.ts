@@ -18,7 +18,14 @@ import {
 import { concat } from "../shared/bytes.ts";
 import { createLogger } from "../shared/log.ts";
 import { signJwt } from "../shared/jwt.ts";
-import { BROADCAST_SUBJECT, newWorkerId, presenceQuery, workerSubject } from "../shared/address.ts";
+import {
+  BROADCAST_SUBJECT,
+  type ConnectionEvent,
+  CONNECTIONS_SUBJECT,
+  newWorkerId,
+  presenceQuery,
+  workerSubject,
+} from "../shared/address.ts";
 import { MemoryBroker, type MemoryBus } from "../shared/memory_bus.ts";
 
 // The pusher over real sockets, on each of its two servers: our own on
@@ -253,6 +260,37 @@ for (const kind of SERVERS) {
     assert.ok(replies.length >= 1 && replies.length <= 5, `the allowance of 5, got ${replies.length} replies`);
     const metrics = await (await fetch(`http://127.0.0.1:${setup.port}/metrics`)).text();
     assert.match(metrics, /^pusher_disconnects_total\{reason="policy"\} 1$/m);
+  });
+
+  Deno.test(`${on} counts a client's close as client_closed whatever its code, and tells the code it sent`, async () => {
+    await using setup = serve({ connectionEvents: true }, {}, kind);
+    const told: ConnectionEvent[] = [];
+    await setup.bus.subscribe(CONNECTIONS_SUBJECT, (event) => void told.push(event as unknown as ConnectionEvent));
+    // The codes of the server's own reasons (slow, bad_messages, expired, user_limit, protocol_error,
+    // going_away), then a close frame without a code, then a connection lost without a close.
+    const codes = [3008, 4400, 4401, 3504, 1002, 1001, null, "drop"] as const;
+    for (const code of codes) {
+      await using client = await RawSocket.open(setup.port);
+      assert.ok(await client.next(), "the greeting");
+      if (code === "drop") continue;
+      await client.send(Op.close, code === null ? "" : closePayload(code, "bye"));
+      assert.equal((await client.next())?.opcode, Op.close, "the server's answer to the close");
+    }
+    await until(() => told.length === 2 * codes.length, 5000, "a connect and a disconnect for each client");
+    const disconnects = told.flatMap((event) => "disconnect" in event ? [event.disconnect] : [])
+      .sort((a, b) => a.connection_id - b.connection_id);
+    assert.deepEqual(
+      disconnects.map(({ code, reason }) => [code, reason]),
+      [
+        ...[3008, 4400, 4401, 3504, 1002, 1001, 1005].map((code) => [code, "client_closed"]),
+        [1006, "dropped"],
+      ],
+    );
+    const metrics = await (await fetch(`http://127.0.0.1:${setup.port}/metrics`)).text();
+    assert.deepEqual(metrics.match(/^pusher_disconnects_total.*$/gm)?.sort(), [
+      'pusher_disconnects_total{reason="client_closed"} 7',
+      'pusher_disconnects_total{reason="dropped"} 1',
+    ]);
   });
 
   Deno.test(`${on} message rate runs on a monotonic clock: a step back of the wall clock closes nobody`, async () => {

@@ -96,7 +96,17 @@ export function healthOf(snapshot: RegistrySnapshot, bus: BusName = "hub"): Heal
   return { ok: false, reason: `${bus} link down in ${expected - linked} of ${expected} workers` };
 }
 
-/** Why a connection closed, from its close code, for `pusher_disconnects_total`. */
+/**
+ * Why a connection closed when the client closed it, for
+ * `pusher_disconnects_total`: whatever its code, which is the client's to
+ * choose and says nothing of the server's reasons.
+ */
+export const CLIENT_CLOSED = "client_closed";
+
+/**
+ * Why the server closed a connection, from the code it closed with, for
+ * `pusher_disconnects_total`; 1006 (`dropped`) when it was lost.
+ */
 export function closeReason(code: number): string {
   switch (code) {
     case CloseCode.slow:

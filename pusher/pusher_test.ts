@@ -228,12 +228,18 @@ Deno.test("pusher answers /healthz from its bus link and /metrics in Prometheus 
   assert.deepEqual([down.status, await down.text()], [503, "hub link down in 1 of 1 workers\n"]);
 });
 
-Deno.test("pusher counts why connections closed", async () => {
+Deno.test("pusher counts why connections closed: the server's reason, lost, or the client's close whatever its code", async () => {
   await using setup = setUp();
   (await setup.connect()).drop();
-  (await setup.connect()).close(1000, "bye");
+  (await setup.connect()).close(4000, "disconnected by the server");
+  (await setup.connect()).close(3008, "slow");
+  for (const code of [1000, 1001, 3008, 1005]) (await setup.connect()).closeByClient(code);
   const body = await (await setup.get("/metrics")).text();
-  assert.match(body, /^pusher_disconnects_total\{reason="dropped"\} 1$/m);
-  assert.match(body, /^pusher_disconnects_total\{reason="closed"\} 1$/m);
-  assert.match(body, /^pusher_connections_total 2$/m);
+  assert.deepEqual(body.match(/^pusher_disconnects_total.*$/gm)?.sort(), [
+    'pusher_disconnects_total{reason="client_closed"} 4',
+    'pusher_disconnects_total{reason="closed"} 1',
+    'pusher_disconnects_total{reason="dropped"} 1',
+    'pusher_disconnects_total{reason="slow"} 1',
+  ]);
+  assert.match(body, /^pusher_connections_total 7$/m);
 });

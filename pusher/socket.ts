@@ -44,6 +44,12 @@ export interface SocketHandlers {
    * and before `close`; not when the client started the close.
    */
   closing?(socket: ClientSocket, code: number, reason: string): void;
-  /** The socket closed, for whatever reason; called once, after `open`. */
+  /**
+   * The socket closed, for whatever reason; called once, after `open`.
+   * After `closing`, `code` is the server's; without it, the server did not
+   * start the close, and `code` is the client's own (1005 when its close
+   * frame had none), or 1006 when the connection ended without a closing
+   * handshake.
+   */
   close(socket: ClientSocket, code: number, reason: string): void;
 }

@@ -76,7 +76,7 @@ export interface ConnectionInfo {
 /**
  * A connection was greeted (`connect`), or ended (`disconnect`, with its
  * close code and the reason the pusher counts it under in
- * `pusher_disconnects_total`: `closed`, `going_away`, `expired`, ...).
+ * `pusher_disconnects_total`: `client_closed`, `dropped`, `expired`, ...).
  */
 export type ConnectionEvent =
   | { readonly connect: ConnectionInfo }

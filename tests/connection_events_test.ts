@@ -89,7 +89,7 @@ Deno.test("connection events end to end: a backend hears each greeted connection
     await alice.closed;
     assert.deepEqual(await stream.next("alice's disconnect"), {
       event: "disconnect",
-      data: { ...address, code: 1000, reason: "closed" },
+      data: { ...address, code: 1000, reason: "client_closed" },
     });
 
     // The backend ends a connection (`/api/disconnect`): its code comes back in the event.
