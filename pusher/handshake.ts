@@ -46,7 +46,12 @@ export function checkHandshake(req: ServerRequest, http10: boolean): string | nu
     return text(400, "Bad handshake: Connection must include Upgrade\n");
   }
   if (req.headers.get("sec-websocket-version") !== "13") {
-    return text(426, "Unsupported WebSocket version: use 13\n", { "sec-websocket-version": "13" });
+    // A 426 names the protocol to upgrade to, and lists the upgrade option (RFC 9110 15.5.22 and 7.8).
+    return text(426, "Unsupported WebSocket version: use 13\n", {
+      "sec-websocket-version": "13",
+      upgrade: "websocket",
+      connection: "Upgrade",
+    });
   }
   const key = req.headers.get("sec-websocket-key");
   if (key === null || !isValidKey(key)) {

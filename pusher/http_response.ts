@@ -33,7 +33,10 @@ export async function respond(tcp: Deno.Conn, response: Response, headOnly: bool
     response.headers.forEach((value, name) => {
       if (name !== "content-length" && name !== "connection") head += `${name}: ${value}\r\n`;
     });
-    head += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+    head += `content-length: ${body.length}\r\n`;
+    // The response's own options (a 426's Upgrade) are kept: the connection closes all the same.
+    const connection = response.headers.get("connection");
+    head += `connection: ${connection === null ? "close" : `${connection}, close`}\r\n\r\n`;
     const headBytes = new TextEncoder().encode(head);
     const bytes = new Uint8Array(headBytes.length + body.length);
     bytes.set(headBytes);

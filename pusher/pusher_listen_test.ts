@@ -293,6 +293,15 @@ for (const kind of SERVERS) {
     ]);
   });
 
+  Deno.test(`${on} answers a handshake of another WebSocket version 426 with the Upgrade it needs (RFC 9110 15.5.22)`, async () => {
+    await using setup = serve({}, {}, kind);
+    const answer = await refusedHandshake(setup.port, "/", { "Sec-WebSocket-Version": "8" });
+    assert.equal(answer.status, 426);
+    assert.equal(answer.headers.get("sec-websocket-version"), "13");
+    assert.equal(answer.headers.get("upgrade"), "websocket");
+    assert.match(answer.headers.get("connection") ?? "", /^upgrade\b/i);
+  });
+
   Deno.test(`${on} message rate runs on a monotonic clock: a step back of the wall clock closes nobody`, async () => {
     await using setup = serve({ maxMessageRate: 20 }, {}, kind);
     await using client = new Client(setup.port);
