@@ -293,6 +293,30 @@ for (const kind of SERVERS) {
     ]);
   });
 
+  Deno.test(`${on} answers HEAD with the head of a GET, its content-length included, and a 304 with none (RFC 9110 8.6)`, async () => {
+    await using setup = serve({}, {}, kind);
+    for (const path of ["/client.js", "/", "/healthz"]) {
+      const request = (method: string) => `${method} ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+      const get = await httpExchange(setup.port, request("GET"));
+      const head = await httpExchange(setup.port, request("HEAD"));
+      assert.equal(get.status, 200, path);
+      assert.equal(get.headers.get("content-length"), String(new TextEncoder().encode(get.body).length), path);
+      assert.deepEqual([head.status, head.headers.get("content-length"), head.body], [
+        200,
+        get.headers.get("content-length"),
+        "",
+      ], path);
+    }
+    // A 304 has no content, and a content-length only if it is the 200's: none here.
+    const etag = (await httpExchange(setup.port, "HEAD /client.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+      .headers.get("etag");
+    const cached = await httpExchange(
+      setup.port,
+      `GET /client.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${etag}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.deepEqual([cached.status, cached.headers.get("content-length"), cached.body], [304, null, ""]);
+  });
+
   Deno.test(`${on} answers a handshake of another WebSocket version 426 with the Upgrade it needs (RFC 9110 15.5.22)`, async () => {
     await using setup = serve({}, {}, kind);
     const answer = await refusedHandshake(setup.port, "/", { "Sec-WebSocket-Version": "8" });
