@@ -7,7 +7,7 @@
  */
 
 import { text } from "../shared/http.ts";
-import { authorityOf, isHost, isToken } from "../shared/http_head.ts";
+import { authorityOf, hasControl, isHost, isToken, trimOws } from "../shared/http_head.ts";
 
 export { isHost, isToken };
 
@@ -142,9 +142,9 @@ export function parseHead(head: string, local: Deno.NetAddr): ParsedHead | Respo
     // Not trimmed: whitespace before the colon, or a folded line, is a 400 (RFC 9112 5.1, 5.2).
     const name = line.slice(0, colon);
     if (colon <= 0 || !isToken(name)) return text(400, "Bad header line\n");
-    const value = line.slice(colon + 1).trim();
-    // What the Fetch standard forbids in a header value (the lines are already split on CRLF).
-    if (/[\0\r\n]/.test(value)) return text(400, "Bad header value\n");
+    // Only spaces and tabs around a value are whitespace (RFC 9110 5.6.3): `String.trim()` also took VT, FF, NBSP.
+    const value = trimOws(line.slice(colon + 1));
+    if (hasControl(value)) return text(400, "Bad header value\n");
     headers.add(name, value);
   }
   const host = headers.get("host");

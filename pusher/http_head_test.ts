@@ -73,6 +73,10 @@ Deno.test("parseHead reads header names in any case and joins a repeated field w
   assert.equal(req.headers.get("X-LIST"), "a, b ,c");
   assert.equal(req.headers.get("x-empty"), "");
   assert.equal(req.headers.get("x-spaced"), "v");
+  // Only spaces and tabs are whitespace around a value (RFC 9110 5.6.3).
+  const { req: other } = parsed("GET / HTTP/1.1\r\nHost: x\r\nX-Tabbed:\t v\t\r\nX-Nbsp: \u00a0v\u00a0\r\n\r\n");
+  assert.equal(other.headers.get("x-tabbed"), "v");
+  assert.equal(other.headers.get("x-nbsp"), "\u00a0v\u00a0");
   assert.equal(req.headers.get("x-missing"), null);
 });
 
@@ -92,6 +96,11 @@ Deno.test("parseHead answers 400 with its reason to each head it cannot take", a
     [handshakeRequest({ "Bad/Name": "x" }), "Bad header line"],
     [handshakeRequest().replace("\r\n\r\n", "\r\n X-Folded: y\r\n\r\n"), "Bad header line"],
     [handshakeRequest({ "X-Note": "a\0b" }), "Bad header value"],
+    // String.trim() would have taken these for whitespace, and the value for "v".
+    ...["\vv", "v\f", "\x7fv", "\x1bv"].map((value): [string, string] => [
+      handshakeRequest({ "X-Note": value }),
+      "Bad header value",
+    ]),
     [handshakeRequest({ Host: null }), "Missing Host header"],
     [handshakeRequest({ Host: "exa mple" }), "Bad Host header"],
     [handshakeRequest({ Host: "" }, "GET /x HTTP/1.1"), "Bad Host header"],

@@ -128,8 +128,8 @@ export function parseRequestHead(head: string): RequestHead | HeadError {
   return { method: match[1]!, target, host: authority ?? host, http10, fields };
 }
 
-/** Whether `value` holds a control character other than HTAB. */
-function hasControl(value: string): boolean {
+/** Whether `value` holds a control character other than HTAB: a header value may not (RFC 9110 5.5). */
+export function hasControl(value: string): boolean {
   for (let i = 0; i < value.length; i++) {
     const code = value.charCodeAt(i);
     if ((code < 0x20 && code !== 0x09) || code === 0x7f) return true;
