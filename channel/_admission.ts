@@ -19,6 +19,8 @@ export interface Admittable {
   readonly readPaused: boolean;
   /** Milliseconds its write in flight has been blocked. */
   stalledFor(now: number): number;
+  /** Milliseconds the oldest bytes queued for it and not yet taken by its socket have waited, within a sweep. */
+  behindFor(now: number): number;
   /** Closes it with an error frame. */
   fail(kind: DisconnectReason, reason: string): void;
 }
@@ -117,8 +119,13 @@ export class Sweeps implements Disposable {
     const now = performance.now();
     for (const connection of this.#connections) {
       const stalled = connection.stalledFor(now);
+      // Each sweep: it moves the mark that behindFor() measures from.
+      const behind = connection.behindFor(now);
       if (stalled > this.#settings.writeTimeout) {
         connection.fail("slow_consumer", `Slow consumer: a write has been blocked for ${stalled} ms`);
+      } else if (behind > this.#settings.writeTimeout) {
+        // One that reads, but slower than it is sent to: each write moves a little, none blocks for long.
+        connection.fail("slow_consumer", `Slow consumer: what was sent to it ${behind} ms ago is not written yet`);
       }
     }
   }

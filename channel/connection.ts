@@ -109,6 +109,9 @@ export class Connection implements Peer {
   #version = 0;
   #closing = false;
   #closed = false;
+  /** When {@linkcode Connection.behindFor} last found the peer caught up, and the bytes queued for it by then. */
+  #markAt = 0;
+  #markBytes = 0;
   /** Why the connection is going, once that is known; counted once. */
   #disconnectReason: DisconnectReason | null = null;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -174,6 +177,24 @@ export class Connection implements Peer {
   /** Milliseconds the write in flight has been blocked; 0 once closing, as it is being dealt with. */
   stalledFor(now: number): number {
     return this.#closing ? 0 : this.#writer.stalledFor(now);
+  }
+
+  /**
+   * Milliseconds since the mark, when bytes queued before it are still not
+   * all taken by the socket; else 0, and the mark moves to now and to every
+   * byte queued so far. Called once a sweep, so a byte that waits longer
+   * than the sweep's bound is caught within a sweep of it: a peer that
+   * reads, but slower than it is sent to, never has one write blocked for
+   * long, yet falls further behind. 0 once closing.
+   */
+  behindFor(now: number): number {
+    if (this.#closing) return 0;
+    if (this.#writer.acceptedBytes >= this.#markBytes) {
+      this.#markAt = now;
+      this.#markBytes = this.#writer.enqueuedBytes;
+      return 0;
+    }
+    return Math.round(now - this.#markAt);
   }
 
   /** Resolves true once everything queued so far is in the kernel's socket buffer. */

@@ -77,7 +77,7 @@ const FLAGS: Record<string, FlagSpec> = {
   "write-timeout": {
     type: "string",
     arg: "MS",
-    help: "how long a write to one client may block before it is dropped as slow",
+    help: "how long what is sent to one client may wait to be written before it is dropped as slow",
     default: "2000",
   },
   "max-connections": { type: "string", arg: "N", help: "clients connected at once", default: "1024" },

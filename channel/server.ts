@@ -54,10 +54,13 @@ export interface HubServerOptions extends HubOptions {
    */
   maxPendingBytes?: number;
   /**
-   * Longest a write to one client may stay blocked, in milliseconds. A client
-   * that stops reading fills its kernel buffer, its writes block, and past
-   * this it is disconnected as a slow consumer. It bounds how long one stuck
-   * subscriber can hold up the acknowledgements of publishes.
+   * Longest what is sent to one client may wait to be written, in
+   * milliseconds: a write blocked this long (a client that stopped reading
+   * filled its kernel buffer), or bytes queued this long ago and not yet
+   * written (one that reads, but slower than it is sent to). Past it the
+   * client is disconnected as a slow consumer, within a quarter of it. It
+   * bounds how long one slow subscriber can hold up the acknowledgements of
+   * publishes.
    *
    * @default {2000}
    */

@@ -209,6 +209,50 @@ Deno.test("hub disconnects a subscriber over its pending-bytes cap while others 
   assert.match((tail as { reason: string }).reason, /^Slow consumer: /);
 });
 
+Deno.test("hub disconnects a subscriber that reads, but slower than it is sent to, once what it was sent waits past the write timeout", async () => {
+  const writeTimeout = 500;
+  // A cap it never reaches: only the wait can catch this subscriber.
+  await using hub = startHub({ maxPendingBytes: 256 * 1024 * 1024, writeTimeout, closeGrace: 5000 });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: hub.port });
+  const write = async (bytes: Uint8Array) => {
+    for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+  };
+  await write(encodeMessage({ type: "hello", version: PROTOCOL_VERSION }));
+  await write(encodeMessage({ type: "subscribe", subjects: ["trickle"] }));
+  await until(() => hub.server.hub.stats.subjects === 1, 2000, "the subscription");
+  // 256 KiB every 20 ms: the hub's writes move on well within the timeout, none blocks for long.
+  let read = 0;
+  const reading = (async () => {
+    const buffer = new Uint8Array(256 * 1024);
+    while (true) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) return;
+      read += n;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  await using publisher = client(hub.port, { maxPendingBytes: 64 * 1024 * 1024, maxWaitingBytes: 256 * 1024 * 1024 });
+  const payload = "t".repeat(32 * 1024);
+  const acks: Promise<number>[] = [];
+  // Up to 80 MB, far faster than 12.8 MB/s is read: a backlog of seconds, under the cap.
+  for (let i = 0; i < 2400 && !hub.logs.some((line) => line.includes("Slow consumer")); i++) {
+    acks.push(publisher.publish("trickle", payload).catch(() => -1));
+    if (i % 100 === 99) await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  await until(
+    () => hub.logs.some((line) => line.includes("Slow consumer")),
+    10_000,
+    "the hub to drop the trickling subscriber",
+  );
+  const line = hub.logs.find((line) => line.includes("Slow consumer"))!;
+  assert.match(line, /reason="Slow consumer: what was sent to it \d+ ms ago is not written yet"/);
+  assert.ok(read > 0, "it was reading");
+  // Those it held are answered now: the rest of its backlog went with it.
+  await Promise.all(acks);
+  conn.close();
+  await reading;
+});
+
 Deno.test("hub disconnects a subscriber whose queued frames pass the pending-bytes cap", async () => {
   const cap = 64 * 1024;
   await using hub = startHub({ maxPendingBytes: cap, closeGrace: 5000 });

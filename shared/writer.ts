@@ -160,6 +160,16 @@ export class FrameWriter {
     return this.#writing ? Math.round(now - this.#writeStarted) : 0;
   }
 
+  /** Bytes ever queued, less those `end()` dropped: with {@linkcode FrameWriter.acceptedBytes}, how far behind it is. */
+  get enqueuedBytes(): number {
+    return this.#enqueuedTotal;
+  }
+
+  /** Bytes the operating system has taken so far: whole writes, and the part of the one in flight. */
+  get acceptedBytes(): number {
+    return this.#accepted;
+  }
+
   /** Buffers waiting behind the write in flight: one per 256 frames, plus the last few. */
   get queuedBuffers(): number {
     return this.#queue.length;
