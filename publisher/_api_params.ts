@@ -20,6 +20,7 @@ import {
   WORKER_ID_PATTERN,
 } from "../shared/address.ts";
 import type { Json } from "../shared/json.ts";
+import { MAX_EPOCH_LENGTH } from "../shared/wire.ts";
 import { Rejection } from "./_rejection.ts";
 
 /** A call's parameters: the JSON object of its body, or of its entry in a batch. */
@@ -204,9 +205,6 @@ export interface SincePosition {
   readonly epoch: string;
 }
 
-/** Longest epoch accepted in `since`: the hub's are 8 hex digits, so anything much longer is not one. */
-const MAX_EPOCH_LENGTH = 64;
-
 /**
  * The optional `since` of a history call: `{offset, epoch}`, a position the
  * caller saw (a publish result's, a history answer's, a browser's last
@@ -214,7 +212,7 @@ const MAX_EPOCH_LENGTH = 64;
  * first message, which a history answer of an empty channel gives.
  *
  * @throws {Rejection} 400 when it is not an object, its offset is not a
- * non-negative integer or its epoch not a string (of at most 64 characters).
+ * non-negative integer or its epoch not a string (of at most `MAX_EPOCH_LENGTH`, 32, characters).
  */
 export function readSince(params: Params): SincePosition | undefined {
   const since = params.since;

@@ -12,6 +12,7 @@
 
 import { channelNameError, type MergedChannelPresence } from "../shared/address.ts";
 import { utf8Length } from "../shared/bytes.ts";
+import { MAX_EPOCH_LENGTH } from "../shared/wire.ts";
 
 /** Codes of the error objects in error frames (not close codes). */
 export const ErrorCode = {
@@ -69,9 +70,6 @@ export const CONNECTION_LIMIT_REASON = "connection limit";
 
 /** The default of {@linkcode ClientProtocolOptions.maxCommandBytes}. */
 export const DEFAULT_MAX_COMMAND_BYTES = 4096;
-
-/** Longest epoch a client may name in `since`; the hub's are 8 characters. */
-export const MAX_EPOCH_LENGTH = 64;
 
 /** Where a client last was in a channel's history: `{offset, epoch}`, as the pusher's frames gave it. */
 export interface SincePosition {

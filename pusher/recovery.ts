@@ -81,6 +81,8 @@ interface Pending {
   /** Past the bound: nothing more is held, only the newest position seen. */
   overflowed: boolean;
   latest: Position | undefined;
+  /** The worker left the channel while this read was out: its answer is this connection's, not the worker's to keep. */
+  stale: boolean;
 }
 
 /** What the worker knows of a channel's position, and on which bus link it learned it. */
@@ -143,9 +145,14 @@ export class Recovery<C extends Connection> {
     this.#known.set(channel, { position, reconnects: this.#bus.reconnects });
   }
 
-  /** The worker left `channel`: what it knew of its position goes stale. */
+  /**
+   * The worker left `channel`: what it knew of its position goes stale, and
+   * so does what the reads still out will answer (publications no longer
+   * reach the worker to move it on).
+   */
   forget(channel: string): void {
     this.#known.delete(channel);
+    for (const pending of this.#pending.get(channel)?.values() ?? []) pending.stale = true;
   }
 
   /** Whether some connection's recovery of `channel` is out: then {@linkcode Recovery.hold} is asked per member. */
@@ -178,7 +185,7 @@ export class Recovery<C extends Connection> {
   begin(connection: C, channel: string): void {
     let byChannel = this.#pending.get(channel);
     if (!byChannel) this.#pending.set(channel, byChannel = new Map());
-    byChannel.set(connection, { held: [], overflowed: false, latest: undefined });
+    byChannel.set(connection, { held: [], overflowed: false, latest: undefined, stale: false });
   }
 
   /**
@@ -221,7 +228,7 @@ export class Recovery<C extends Connection> {
           if (member) this.#sendHeld(connection, pending, null);
           return;
         }
-        this.#learn(channel, history.position, reconnects);
+        if (!pending.stale) this.#learn(channel, history.position, reconnects);
         if (member === null) return;
         const recovered = member && since !== undefined && history.recovered && !pending.overflowed;
         // Over the bound, the client starts over from the newest publication it will not get.
@@ -233,9 +240,13 @@ export class Recovery<C extends Connection> {
       },
       (error) => {
         const member = this.#release(connection, channel, pending);
-        // A bus that refuses history keeps none (the hub's client before it speaks history).
-        if (error instanceof BusError && error.code === "refused") this.#rememberNoHistory(channel);
-        else this.#logger.warn("could not read a channel's history", { channel, error: (error as Error).message });
+        // A bus that refuses a plain read keeps no history (the hub's client before it speaks history); one that
+        // refuses a `since` refuses this client's position, not the channel's history.
+        if (error instanceof BusError && error.code === "refused" && since === undefined) {
+          this.#rememberNoHistory(channel);
+        } else {
+          this.#logger.warn("could not read a channel's history", { channel, error: (error as Error).message });
+        }
         if (member === null) return;
         connection.socket.send(
           since ? subscribeResultFrame(id, { recovered: false, position: null }) : resultFrame(id),

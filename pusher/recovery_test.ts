@@ -172,7 +172,8 @@ Deno.test("recovery: another epoch, a trimmed history or a future offset is not 
 Deno.test("recovery: a malformed since is answered 400 and joins nothing", async () => {
   await using setup = setUp({}, HISTORY);
   const a = await setup.connect();
-  for (const since of [{ offset: -1, epoch: "e" }, { offset: 1 }, "1", { offset: 1, epoch: "e".repeat(65) }]) {
+  // 33 characters: longer than any bus's epoch, which the hub would refuse.
+  for (const since of [{ offset: -1, epoch: "e" }, { offset: 1 }, "1", { offset: 1, epoch: "e".repeat(33) }]) {
     const [reply] = await send(a, { id: 1, subscribe: { channel: "news", since } as Json });
     assert.equal((reply!.error as { code: number }).code, 400, JSON.stringify(since));
   }
@@ -241,6 +242,48 @@ Deno.test("recovery: a bus error on the history request answers not recovered wi
   await publish(setup, "news", "still live");
   assert.deepEqual(framesOf(b).at(-1), { channel: "news", data: "still live", offset: 1, epoch });
   assert.ok(setup.logs.some((line) => line.includes("could not read a channel's history")));
+});
+
+Deno.test("recovery: a bus that refuses one client's since still recovers the channel for the others", async () => {
+  await using setup = setUp({}, HISTORY);
+  const { epoch } = await keeper(setup);
+  await publish(setup, "news", 1, 2);
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  // As the hub refuses a position it cannot take: the client's, not the channel's.
+  setup.pusherBus.history = (subject, options = {}) =>
+    options.since?.epoch === "refused"
+      ? Promise.reject(new BusError("refused", "Invalid history message: epoch"))
+      : real(subject, options);
+  const odd = await setup.connect();
+  assert.deepEqual(await send(odd, { id: 1, subscribe: { channel: "news", since: { offset: 1, epoch: "refused" } } }), [
+    { id: 1, result: { recovered: false } },
+  ]);
+  const other = await setup.connect();
+  const [reply, ...replayed] = await send(other, {
+    id: 1,
+    subscribe: { channel: "news", since: { offset: 1, epoch } },
+  });
+  assert.deepEqual(reply!.result, { recovered: true, offset: 2, epoch });
+  assert.deepEqual(replayed.map((frame) => frame.offset), [2]);
+});
+
+Deno.test("recovery: a subscribe and unsubscribe before the reply leave the worker no stale position of the channel", async () => {
+  await using setup = setUp({}, HISTORY);
+  const gate = gateHistory(setup);
+  const a = await setup.connect();
+  a.receive(JSON.stringify({ id: 1, subscribe: { channel: "news" } }));
+  await settle();
+  a.receive(JSON.stringify({ id: 2, unsubscribe: { channel: "news" } }));
+  await settle();
+  // The worker left the channel; its read answers now, then more is published that the worker no longer hears.
+  await gate.release();
+  const epoch = (framesOf(a).find((frame) => frame.id === 1)!.result as { epoch: string }).epoch;
+  await publish(setup, "news", 1, 2, 3);
+  a.receive(JSON.stringify({ id: 3, subscribe: { channel: "news" } }));
+  await settle();
+  await gate.release();
+  assert.deepEqual(framesOf(a).find((frame) => frame.id === 3)!.result, { recovered: false, offset: 3, epoch });
+  assert.equal(gate.calls.length, 2, "asked the bus again: it knew nothing it could trust");
 });
 
 Deno.test("recovery: without since the reply carries the position the worker knows, asking the bus only when it knows none", async () => {

@@ -43,7 +43,11 @@ export const MAX_SUBJECT_LENGTH = 256;
 /** Longest `idempotency_key` accepted, in UTF-16 code units. */
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
 
-/** Longest `epoch` accepted in a position, in UTF-16 code units (the hub's are 8). */
+/**
+ * Longest `epoch` accepted in a position, in UTF-16 code units: every bus's
+ * are 8 (`newEpoch()`). A `since` from a browser or a backend is held to it
+ * too, so that no bus refuses one that the pusher or the publisher took.
+ */
 export const MAX_EPOCH_LENGTH = 32;
 
 export type { Json } from "./json.ts";
