@@ -195,6 +195,13 @@ export interface PusherOptions {
 /** The default of {@linkcode PusherOptions.expiryCheckInterval}. */
 export const DEFAULT_EXPIRY_CHECK_INTERVAL = 1000;
 
+/**
+ * Messages a connection may send before its greeting, held until it is
+ * greeted; one more closes it with 1008. A client that waits for the
+ * greeting, as `/client.js` does, sends none.
+ */
+export const MAX_EARLY_MESSAGES = 16;
+
 /** History and presence reads one connection may have in flight at once; past it, 429. */
 export const MAX_READS_IN_FLIGHT = 8;
 
@@ -251,6 +258,14 @@ export class Pusher {
   /** This worker's metrics. */
   readonly metrics: Registry = new Registry();
   readonly #connections = new ConnectionRegistry<PusherConnection>();
+  /**
+   * What connections sent before their greeting (a client that does not wait
+   * for it; the greeting waits for the user's subject, and for the user's
+   * count under a connection limit): handled once greeted, in order, as the
+   * greeting must come first and a connection refused at its limit gets
+   * nothing. At most {@linkcode MAX_EARLY_MESSAGES} each.
+   */
+  readonly #early = new Map<PusherConnection, (string | Uint8Array)[]>();
   readonly #bus: Bus;
   readonly #transport: Transport;
   readonly #admission: Admission;
@@ -542,6 +557,13 @@ export class Pusher {
     connection.socket.send(`workerID:${this.workerId} connectionID:${connection.id} connected\n`);
     connection.greeted = true;
     if (this.#connectionEvents) this.#tell({ connect: this.#infoOf(connection) });
+    const early = this.#early.get(connection);
+    if (!early) return;
+    this.#early.delete(connection);
+    for (const data of early) {
+      if (this.#connections.of(connection.socket) !== connection) return;
+      this.#command(connection, data);
+    }
   }
 
   #infoOf(connection: PusherConnection): ConnectionInfo {
@@ -558,6 +580,7 @@ export class Pusher {
   #forget(socket: ClientSocket, code: number, reason: string): void {
     const connection = this.#connections.remove(socket);
     if (!connection) return;
+    this.#early.delete(connection);
     this.#unwatchExpiry(connection);
     this.#counters.disconnects.inc(1, reason);
     if (this.#connectionEvents && connection.greeted) {
@@ -588,10 +611,23 @@ export class Pusher {
     return undefined;
   }
 
-  /** A client's command: `{"id":N,"subscribe":{"channel":...}}` or unsubscribe. */
+  /** A client's message, counted against its rate; before its greeting, held until then. */
   #message(socket: ClientSocket, data: string | Uint8Array): void {
     const connection = this.#limitRate(socket);
     if (!connection) return;
+    if (connection.greeted) return this.#command(connection, data);
+    let early = this.#early.get(connection);
+    if (!early) this.#early.set(connection, early = []);
+    if (early.length === MAX_EARLY_MESSAGES) {
+      this.logger.info("closing a client that sent too much before its greeting", { connection: connection.id });
+      return socket.close(CloseCode.policyViolation, "too many messages before the greeting");
+    }
+    // A binary message's bytes may be the read buffer's, which the next read reuses.
+    early.push(typeof data === "string" ? data : data.slice());
+  }
+
+  /** A client's command: `{"id":N,"subscribe":{"channel":...}}` or unsubscribe. */
+  #command(connection: PusherConnection, data: string | Uint8Array): void {
     const command = parseClientMessage(data, this.#protocol);
     if (isClientError(command)) return this.#refuse(connection, command);
     // A well-formed command ends a run of malformed ones, whatever its answer.

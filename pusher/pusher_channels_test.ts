@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { addressOf, gatedPusher, setUp } from "./_fake_setup.ts";
-import { MAX_READS_IN_FLIGHT, Pusher, type PusherOptions } from "./pusher.ts";
+import { MAX_EARLY_MESSAGES, MAX_READS_IN_FLIGHT, Pusher, type PusherOptions } from "./pusher.ts";
 import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
 import { createLogger } from "../shared/log.ts";
 import { MemoryBroker } from "../shared/memory_bus.ts";
@@ -925,6 +925,36 @@ Deno.test("pusher closes a user's connection past maxConnectionsPerUser on every
   alice1.drop();
   await settle();
   assert.ok(greeted(await workers.open(1, "alice")), "a place was free again");
+});
+
+Deno.test("pusher answers what a connection sent before its greeting only after it, and nothing to one refused at its user's limit", async () => {
+  await using setup = setUp({ tokenSecret: SECRET, maxConnectionsPerUser: 1 });
+  const raw = (user: string) =>
+    setup.transport.connect(setup.pusher.handler, token(user, { channels: ["news"] })) as Promise<FakeSocket>;
+  // A client that does not wait for its greeting, which waits for the user's count.
+  const erin = await raw("erin");
+  erin.receive(JSON.stringify({ id: 1, ping: {} }));
+  erin.receive(JSON.stringify({ id: 2, subscribe: { channel: "news" } }));
+  await until(() => erin.sent.length === 3, 2000, "the greeting and both replies");
+  assert.match(erin.sent[0]!, /^workerID:\S+ connectionID:\d+ connected\n$/);
+  assert.deepEqual(erin.sent.slice(1).map((frame) => JSON.parse(frame)), [{ id: 1, result: {} }, {
+    id: 2,
+    result: {},
+  }]);
+  // Erin's second is over her limit: closed without a greeting, and what it asked for is not answered.
+  const over = await raw("erin");
+  over.receive(JSON.stringify({ id: 1, subscribe: { channel: "news" } }));
+  over.receive(JSON.stringify({ id: 2, ping: {} }));
+  await until(() => over.closed !== null, 2000, "the close");
+  assert.deepEqual(over.closed, { code: 3504, reason: "connection limit" });
+  assert.deepEqual(over.sent, []);
+  await setup.publish(channelSubject("news"), { channel: "news", data: "for members" });
+  assert.equal(erin.sent.at(-1), JSON.stringify({ channel: "news", data: "for members" }));
+  assert.deepEqual(over.sent, []);
+  // What waits for a greeting is bounded.
+  const eager = await raw("frank");
+  for (let id = 1; id <= MAX_EARLY_MESSAGES + 1; id++) eager.receive(JSON.stringify({ id, ping: {} }));
+  assert.deepEqual(eager.closed, { code: 1008, reason: "too many messages before the greeting" });
 });
 
 Deno.test("pusher lets in exactly the first maxConnectionsPerUser of a user's connections opened at once on two workers", async () => {
