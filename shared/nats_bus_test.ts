@@ -20,12 +20,20 @@ async function busError(promise: Promise<unknown>, code: string, what: string): 
 Deno.test("natsSubject keeps NATS subjects and writes anything else as %XX, one subject to one", () => {
   assert.equal(natsSubject("channel.news"), "channel.news");
   assert.equal(natsSubject("user.a b*>"), "user.a%20b%2A%3E");
-  assert.equal(natsSubject("channel.a..b."), "channel.a%2E.b%2E");
+  assert.equal(natsSubject("channel.a..b."), "channel.a.%2Eb%2E");
+  // A dot after a token ends it: the prefix's tokens stay, and a stream's filter of them captures the subject.
+  for (const [channel, nats] of [["channel..lead", "channel.%2Elead"], ["channel..", "channel.%2E"]] as const) {
+    assert.equal(natsSubject(channel), nats);
+    assert.ok(nats.startsWith(natsHistoryFilter("channel.*").slice(0, -1)), channel);
+  }
   assert.equal(natsSubject(".x"), "%2Ex");
   assert.equal(natsSubject("user.50%"), "user.50%25");
   assert.equal(natsSubject("user.é"), "user.%C3%A9");
   assert.equal(natsHistoryFilter("channel.*"), "channel.>");
-  assert.equal(natsHistoryFilter("*"), ">");
+  assert.throws(
+    () => natsHistoryFilter("*"),
+    /^TypeError: Invalid history pattern "\*" for NATS: a stream cannot keep/,
+  );
   assert.equal(natsHistoryFilter("news"), "news");
   assert.throws(
     () => natsHistoryFilter("channel.chat*"),
@@ -189,6 +197,10 @@ Deno.test("nats bus history: offsets grow by one, positions on delivery, since, 
   assert.notEqual(removed.position.epoch, positions[6]!.epoch);
   const next = await publisher.publish("channel.news", "again");
   assert.deepEqual(next.position, { offset: 1, epoch: removed.position.epoch });
+  // A channel whose name begins with a dot is the stream's too (it was written outside the stream's filter).
+  const dotted = await publisher.publish("channel..lead", "led");
+  assert.equal(dotted.position?.offset, 1);
+  assert.deepEqual((await publisher.history("channel..lead")).messages.map((m) => m.data), ["led"]);
 });
 
 Deno.test("nats bus history: concurrent publishers never share an offset, and a retried key is stored once", async () => {

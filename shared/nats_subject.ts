@@ -13,7 +13,10 @@ const SAFE = /^[A-Za-z0-9_\-:@/=]$/;
  * The NATS subject of a bus subject: itself when it is a valid NATS subject
  * of letters, digits, `_-:@/=` and dots between non-empty tokens; otherwise
  * any other character is written `%XX` (its UTF-8 bytes), and so is a dot
- * that would leave a token empty. One bus subject, one NATS subject.
+ * that would leave a token empty: one that begins a token or ends the
+ * subject. A dot after a token always ends it, so a subject keeps the tokens
+ * of its prefix (`channel.` of `channel..x`), which a stream's filter
+ * captures. One bus subject, one NATS subject.
  *
  * @example
  * ```ts
@@ -31,8 +34,7 @@ export function natsSubject(subject: string): string {
   for (let i = 0; i < chars.length; i++) {
     const char = chars[i]!;
     if (char === ".") {
-      const next = chars[i + 1];
-      if (!tokenEmpty && next !== undefined && next !== ".") {
+      if (!tokenEmpty && i + 1 < chars.length) {
         out += ".";
         tokenEmpty = true;
         continue;
@@ -50,15 +52,21 @@ export function natsSubject(subject: string): string {
 
 /**
  * The NATS subject filter of a history pattern: a name as
- * {@linkcode natsSubject}, a prefix `p.*` as `p.>` (`*` alone: `>`).
+ * {@linkcode natsSubject}, a prefix `p.*` as `p.>`.
  *
  * @throws {TypeError} for a prefix that does not end at a dot: a stream
- * captures whole tokens.
+ * captures whole tokens; and for `*` alone: a stream of every subject would
+ * take in the `_live.` subjects it republishes to, which NATS refuses as a
+ * cycle (and every request's reply too).
  */
 export function natsHistoryFilter(pattern: string): string {
   if (!pattern.endsWith("*")) return natsSubject(pattern);
   const prefix = pattern.slice(0, -1);
-  if (prefix === "") return ">";
+  if (prefix === "") {
+    throw new TypeError(
+      'Invalid history pattern "*" for NATS: a stream cannot keep every subject (its republished copies would be kept too); name a prefix (channel.*)',
+    );
+  }
   const encoded = natsSubject(prefix.slice(0, -1));
   if (!prefix.endsWith(".") || natsSubject(`${prefix}x`) !== `${encoded}.x`) {
     throw new TypeError(
