@@ -60,6 +60,7 @@ import {
   type ConnectionOptions,
   createInbox,
   headers as natsHeaders,
+  InvalidArgumentError,
   type Msg,
   type MsgHdrs,
   type NatsConnection,
@@ -859,6 +860,14 @@ export class NatsBus implements Bus {
         return { reached: null, position };
       } catch (error) {
         if (error instanceof BusError) throw error;
+        // Within max_payload alone, over it with the history's headers: no retry would fit it.
+        if (error instanceof InvalidArgumentError && error.message.includes("max_payload")) {
+          throw new BusError(
+            "too_large",
+            `Cannot ${what}: message of ${bytes.length} bytes with its history headers is over NATS's limit`,
+            { cause: error },
+          );
+        }
         this.#tops.delete(subject);
         // Another publisher went first: read the last message again and retry at once.
         if (error instanceof JetStreamApiError && error.code === 10071) continue;

@@ -135,6 +135,16 @@ Deno.test("nats bus refuses what is over max_payload as too_large", async () => 
   await using publisher = bus(nats.servers);
   await until(() => publisher.connected, 5000, "the link");
   await busError(publisher.publish("news2", "x".repeat(1024 * 1024 + 1)), "too_large", "the big publish");
+  // Within the limit alone, over it with a history message's headers: refused at once, not retried to the timeout.
+  await using keeper = bus(nats.servers, { history: HISTORY });
+  await until(() => keeper.connected, 5000, "the link");
+  const started = Date.now();
+  await busError(
+    keeper.publish("channel.big", "x".repeat(1024 * 1024 - 60), { timeout: 20_000 }),
+    "too_large",
+    "near the limit",
+  );
+  assert.ok(Date.now() - started < 10_000, "not retried until its timeout");
 });
 
 Deno.test("nats bus publish while no server is up waits its timeout then is unavailable; closed is unavailable", async () => {
