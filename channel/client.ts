@@ -290,6 +290,8 @@ export class HubClient extends EventTarget {
   /** The hub's last connection-level error (a wrong token, say), until a connection works. */
   #refusal: string | null = null;
   #sessions = 0;
+  /** Whether the hub answered on this connection: see {@linkcode HubClient.connected}. */
+  #established = false;
   /** Pings written and pongs read on this connection: a pong answers the oldest ping not yet answered. */
   #pings = 0;
   #pongs = 0;
@@ -321,9 +323,13 @@ export class HubClient extends EventTarget {
     if (options.signal?.aborted) this.close();
   }
 
-  /** True while a connection to the hub is up. */
+  /**
+   * True while a connection to the hub is up and the hub has answered on it:
+   * a TCP connection alone is not (a hub that hangs still completes it from
+   * its listen backlog, and one that refuses the token answers only that).
+   */
   get connected(): boolean {
-    return this.#writer !== null;
+    return this.#writer !== null && this.#established;
   }
 
   /** Times the link came back after it was up once: for metrics. */
@@ -941,22 +947,15 @@ export class HubClient extends EventTarget {
     });
     this.#restore(writer);
     this.#writer = writer;
-    this.#sessions++;
     this.#pings = this.#pongs = 0;
-    if (this.#flushes.size > 0) {
-      // Those that waited through the outage: behind everything #restore queued.
-      const ping = this.#ping(writer);
-      for (const flush of this.#flushes) flush.ping = ping;
-    }
+    // Answered at once: the link counts as up from the hub's first answer. Those that waited through the outage
+    // wait for it too, behind everything #restore queued.
+    const ping = this.#ping(writer);
+    for (const flush of this.#flushes) flush.ping = ping;
     this.#sendWaiting(writer);
     const heard = { at: performance.now() };
     const opened = heard.at;
     const heartbeat = this.#heartbeat(writer, heard);
-
-    this.#logger.info("connected to hub", { hub: this.address });
-    for (const waiter of this.#readyWaiters) waiter.resolve();
-    this.#readyWaiters.clear();
-    this.dispatchEvent(new Event("connected"));
 
     let reason: string;
     try {
@@ -965,6 +964,7 @@ export class HubClient extends EventTarget {
       clearInterval(heartbeat);
       writer.close();
       this.#writer = null;
+      this.#established = false;
       this.#closeSocket();
       this.#tcp = null;
     }
@@ -1043,6 +1043,16 @@ export class HubClient extends EventTarget {
     return ++this.#pings;
   }
 
+  /** The hub answered on a new connection: the link is up. */
+  #establish(): void {
+    this.#established = true;
+    this.#sessions++;
+    this.#logger.info("connected to hub", { hub: this.address });
+    for (const waiter of this.#readyWaiters) waiter.resolve();
+    this.#readyWaiters.clear();
+    this.dispatchEvent(new Event("connected"));
+  }
+
   /** Reads and handles the hub's messages until the connection ends; returns why it ended. */
   async #read(tcp: Deno.Conn, heard: { at: number }): Promise<string> {
     const decoder = new MessageDecoder(toHubMessage, { maxFrameBytes: this.#maxFrameBytes });
@@ -1060,6 +1070,8 @@ export class HubClient extends EventTarget {
   }
 
   #receive(message: HubMessage): void {
+    // Anything but a refusal of the connection itself (a wrong token) says the hub took it.
+    if (!this.#established && !(message.type === "error" && message.id === undefined)) this.#establish();
     switch (message.type) {
       case "event":
         this.#event(message);

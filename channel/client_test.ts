@@ -226,12 +226,18 @@ Deno.test("client treats a hub that stops answering pings as dead and reconnects
   })();
   const port = (listener.addr as Deno.NetAddr).port;
   const c = client(port, { pingInterval: 30, maxMissedPongs: 2 });
+  let connects = 0;
+  c.addEventListener("connected", () => connects++);
   try {
     const dropped = await nextEvent(c, "disconnected", 3000) as CustomEvent<{ reason: string }>;
     assert.ok(dropped.detail.reason.length > 0);
     await until(() => accepted.length >= 2, 3000, "a second connection");
     assert.ok(received.includes("ping"), "the client pinged");
     assert.equal(received[0], "hello");
+    // A TCP connection that nothing answers on is no link to the hub: health checks read this.
+    assert.equal(c.connected, false);
+    assert.equal(connects, 0, "never connected");
+    assert.equal(c.reconnects, 0);
   } finally {
     await c.close();
     listener.close();
@@ -249,6 +255,7 @@ Deno.test("client sends the token in hello and reports a refusal", async () => {
   // The timeout only bounds the test: the refusal is what the error must name, however loaded the machine.
   await using wrong = client(hub.port, { token: "wrong", publishTimeout: 2000 });
   await until(() => hub.logs.some((line) => line.includes("Unauthorized: wrong token")), 5000, "the hub's refusal");
+  assert.equal(wrong.connected, false, "a refused link is not up");
   await assert.rejects(wrong.publish("x", 1), (error: HubError) => {
     assert.equal(error.code, "timeout");
     assert.match(error.message, /refused the connection: Unauthorized: wrong token$/);
@@ -344,6 +351,8 @@ Deno.test("client drops a link whose backlog is too full for a subscribe, and re
   const publishes: Promise<unknown>[] = [];
   let second: Deno.TcpConn | undefined;
   try {
+    // It answers once, so the link is up.
+    await first.write(encodeMessage({ type: "pong" }));
     await c.ready();
     for (let i = 0; i < 3; i++) publishes.push(c.publish("x", i).catch(() => {}));
     // In one turn, before anything is written: 1000 subscribe frames of 230 bytes are past twice the cap.
@@ -364,7 +373,8 @@ Deno.test("client drops a link whose backlog is too full for a subscribe, and re
       }
     }
     assert.deepEqual(subscribed, names);
-    assert.deepEqual([...new Set(seen)], ["hello", "subscribe", "publish"], "in that order");
+    // The ping asks the hub to answer, which says the link is up.
+    assert.deepEqual([...new Set(seen)], ["hello", "subscribe", "ping", "publish"], "in that order");
   } finally {
     await c.close();
     first.close();

@@ -486,6 +486,20 @@ Deno.test("publisher /healthz goes 503 when the hub is killed and 200 again once
   assert.match(metrics.body, /^publisher_requests_total\{status="503"\} [1-9]\d*$/m);
 });
 
+Deno.test("publisher /healthz says 503 while the hub's port takes connections but nothing answers on them (a hung hub)", async () => {
+  // What a stopped hub's listen backlog does: connections complete, nothing is read or answered.
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { service, base } = await startPublisher(listener.addr.port);
+  await using _publisher = service;
+  using link = await within(listener.accept(), 10_000, "the publisher to connect");
+  // Its hello has come: the link is open as far as TCP goes.
+  const hello = await within(link.read(new Uint8Array(4096)), 10_000, "the publisher's hello");
+  assert.ok(hello !== null && hello > 0);
+  const answer = await call(`${base}healthz`);
+  assert.deepEqual([answer.status, answer.body], [503, "hub link down\n"]);
+  assert.match((await call(`${base}metrics`)).body, /^publisher_hub_connected 0$/m);
+});
+
 Deno.test("publisher on SIGTERM still gets the acknowledgement of a publish in flight, answers it ok, and exits 0", async () => {
   // The hub is not up yet: the publish waits for it.
   const hubPort = freePort();
