@@ -81,6 +81,12 @@ const FLAGS = {
     help: "exits in a row before a service ever listened that stop everything",
     default: "5",
   },
+  "stop-timeout": {
+    type: "string" as const,
+    arg: "MS",
+    help: "how long a service may drain once told to stop before it is killed",
+    default: "30000",
+  },
   help: { type: "boolean" as const, help: "show this help" },
 };
 
@@ -92,13 +98,22 @@ in the environment, which every service inherits: PUBLISHER_API_KEY=... PUSHER_T
 A hub or a publisher on another port is passed on to the services started after it (--hub, the pusher's
 --publisher-url) unless their own flags or CHANNEL_BUS / CHANNEL_HUB say where to go.`;
 
-/** How services are restarted; see the flags of the same names. */
+/** How services are restarted and stopped; see the flags of the same names. */
 interface RestartPolicy {
   restartDelay: number;
   maxRestartDelay: number;
   stableAfter: number;
   maxFailedStarts: number;
+  stopTimeout: number;
 }
+
+/**
+ * A signal this soon after the first is the same request: a terminal's
+ * Ctrl-C reaches this process from its group and again through the
+ * `deno task` (and `npx`) that forwards it, a few milliseconds apart. A
+ * person's second Ctrl-C comes later.
+ */
+export const SAME_SIGNAL_MS = 500;
 
 /** Where a service listens, from its `listening` log line. */
 export interface Endpoint {
@@ -144,6 +159,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       maxRestartDelay: durationFlag(flags, "max-restart-delay", 5000, { min: 1 }),
       stableAfter: durationFlag(flags, "stable-after", 10_000),
       maxFailedStarts: intFlag(flags, "max-failed-starts", 5),
+      stopTimeout: durationFlag(flags, "stop-timeout", 30_000, { min: 1 }),
     };
     if (policy.maxFailedStarts < 1) throw new TypeError("Invalid --max-failed-starts: expected at least 1, got 0");
   } catch (error) {
@@ -160,7 +176,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     stopping ??= (async () => {
       stop.abort();
       for (const slot of STOP_ORDER.flatMap((name) => slots.filter((slot) => slot.name === name))) {
-        if (slot.current) await stopOne(slot.current);
+        if (slot.current) await stopOne(slot.current, "SIGTERM", policy.stopTimeout);
         // A restart under way when the stop came ends its new process itself.
         await slot.loop.catch(() => {});
       }
@@ -170,8 +186,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   // sessions of their own, so a terminal's Ctrl-C, or its hangup, sent to its
   // whole foreground group, reaches them only through here, once.
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  let firstSignalAt = 0;
   const onSignal = () => {
-    if (!stopping) return void stopAll();
+    if (!stopping) {
+      firstSignalAt = performance.now();
+      return void stopAll();
+    }
+    if (performance.now() - firstSignalAt < SAME_SIGNAL_MS) return;
     forced = true;
     for (const slot of slots) if (slot.current) kill(slot.current, "SIGKILL");
   };
@@ -317,11 +338,29 @@ function kill(service: Running, signal: Deno.Signal): void {
   } catch { /* already gone */ }
 }
 
-/** Drains one service: a signal (SIGTERM unless told), and its exit and last output. */
-async function stopOne(service: Running, signal: Deno.Signal = "SIGTERM"): Promise<void> {
+/**
+ * Drains one service: a signal (SIGTERM unless told), and its exit and last
+ * output; killed if it has not exited within `timeout` ms (a service that
+ * hangs, or is stopped, would hold up the others' stop for ever).
+ */
+async function stopOne(service: Running, signal: Deno.Signal = "SIGTERM", timeout = Infinity): Promise<void> {
   kill(service, signal);
-  await service.process.status;
-  await service.output;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (timeout !== Infinity) {
+    timer = setTimeout(() => {
+      createLogger("start").warn("a service did not stop in time: killing it", {
+        pid: service.process.pid,
+        timeoutMs: timeout,
+      });
+      kill(service, "SIGKILL");
+    }, timeout);
+  }
+  try {
+    await service.process.status;
+    await service.output;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function spawn(name: string, extraArgs: string[]): Promise<Running> {

@@ -9,7 +9,7 @@ import { Client } from "../pusher/testing.ts";
 import { RawSocket } from "../pusher/ws_testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { taskCommand } from "../shared/tasks.ts";
-import { samePort, splitStartArgs, wiring } from "../start.ts";
+import { SAME_SIGNAL_MS, samePort, splitStartArgs, wiring } from "../start.ts";
 
 Deno.test("deno task start runs hub, pusher and publisher on the original's ports and Ctrl-C stops all three", async () => {
   await using start = await startSystem();
@@ -167,16 +167,47 @@ Deno.test("Ctrl-C on deno task start drains every service, though the terminal s
   }
 });
 
+Deno.test("Ctrl-C that also comes forwarded, as npx and the task runner pass it on, drains every service as one Ctrl-C", async () => {
+  await using start = await startInTerminal();
+  await using _silent = await RawSocket.open(4236);
+  // The terminal's copy, to the whole group, and a runner's, to its child, a moment apart.
+  await signalGroup(start.process.pid, "SIGINT");
+  start.process.kill("SIGINT");
+  assert.equal((await within(start.process.status, 20_000, "deno task start to stop")).code, 0);
+  await start.stop();
+  for (const service of ["publisher", "pusher", "channel"]) {
+    assert.ok(start.lines.some((l) => l.includes(`svc=${service} msg=stopped`)), `${service} drained`);
+  }
+});
+
 Deno.test("a second signal to deno task start ends every service at once, leaving none behind", async () => {
   await using start = await startInTerminal();
   await using _silent = await RawSocket.open(4236);
   start.process.kill("SIGTERM");
+  const first = performance.now();
   await start.waitForLine(/svc=publisher msg=stopped/);
+  // Later than a forwarded copy of the first would come; the pusher drains a second for its silent client.
+  const copyWindow = SAME_SIGNAL_MS + 100 - (performance.now() - first);
+  if (copyWindow > 0) await new Promise((resolve) => setTimeout(resolve, copyWindow));
   start.process.kill("SIGTERM"); // the pusher is still draining
   assert.equal((await within(start.process.status, 20_000, "deno task start to stop")).code, 1);
   await start.stop();
   for (const port of [2206, 4236, 4237]) {
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), `nothing listens on ${port}`);
+  }
+});
+
+Deno.test("deno task start kills a service that does not stop within --stop-timeout, and still drains the others", async () => {
+  await using start = await startSystem(["--stop-timeout", "1000"]);
+  const pusher = await pidOf(start, "pusher");
+  await start.waitForLine(/Ctrl-C stops all three/, 20_000);
+  // A pusher that cannot act on a signal: it would hold up the hub's stop for ever.
+  Deno.kill(pusher, "SIGSTOP");
+  start.process.kill("SIGTERM");
+  assert.equal((await within(start.process.status, 20_000, "deno task start to stop")).code, 0);
+  assert.ok(start.lines.some((l) => l.includes('msg="a service did not stop in time: killing it"')));
+  for (const service of ["publisher", "channel"]) {
+    assert.ok(start.lines.some((l) => l.includes(`svc=${service} msg=stopped`)), `${service} drained`);
   }
 });
 
