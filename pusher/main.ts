@@ -334,11 +334,36 @@ async function pusherSettings(flags: FlagValues, logLevel: LogLevel): Promise<Pu
 }
 
 /**
+ * Why `port` cannot be ours, or null when it is free (or 0, any port). The
+ * workers bind it with `reusePort`, which another pusher's workers would let
+ * them share without a word, each taking part of the other's connections; a
+ * bind without it fails on any port already bound, so it is tried first.
+ */
+function portTaken(hostname: string, port: number): string | null {
+  if (port === 0) return null;
+  try {
+    Deno.listen({ hostname, port }).close();
+    return null;
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) return "the address is already in use";
+    throw error;
+  }
+}
+
+/**
  * Starts the workers, then waits for a shutdown signal (exit code 0) or for
  * the pool to give up (1), and stops them.
  */
 async function run(settings: PusherSettings, logger: Logger, signalled: Promise<Deno.Signal>): Promise<number> {
   const { worker: config, workers, shutdownTimeout, certFiles, served } = settings;
+  const taken = portTaken(config.hostname, config.port);
+  if (taken) {
+    logger.error(`Cannot listen on ${config.hostname}:${config.port}: ${taken}`, {
+      hint:
+        "another pusher (or another program) listens there; the workers share their port, and would share it with it",
+    });
+    return 1;
+  }
   let fatal!: (error: Error) => void;
   const failed = new Promise<Error>((resolve) => (fatal = resolve));
   const pool = new WorkerPool(config, { size: workers, logger, onFatal: fatal });

@@ -96,6 +96,21 @@ Deno.test("pusher --server deno: workers on Deno.serve share one port, greet, ge
   }
 });
 
+Deno.test("a second pusher on the port of one running refuses to start, instead of sharing its connections", async () => {
+  await using first = await startService("pusher", ["--port", "0", "--hub", "127.0.0.1:9", "--workers", "1"]);
+  const port = await first.port();
+  await using second = await startService("pusher", ["--port", String(port), "--hub", "127.0.0.1:9", "--workers", "1"]);
+  assert.equal((await within(second.process.status, 20_000, "the second pusher to exit")).code, 1);
+  assert.ok(
+    second.lines.some((line) => line.includes(`Cannot listen on 127.0.0.1:${port}: the address is already in use`)),
+    second.lines.join("\n"),
+  );
+  // The first still has every connection.
+  const answer = await fetch(`http://127.0.0.1:${port}/client.js`, { method: "HEAD" });
+  await answer.body?.cancel();
+  assert.equal(answer.status, 200);
+});
+
 Deno.test("pusher refuses an unknown --server with exit code 2", async () => {
   await using bad = await startService("pusher", ["--server", "hyper"]);
   await bad.waitForLine(/Invalid --server: listen or deno, got hyper/);
