@@ -191,11 +191,14 @@ return {0, result}
 
 /**
  * KEYS: meta, stream. ARGV: since offset (-1: none), since epoch, limit, ttl,
- * fresh epoch, meta ttl. Answers `{epoch, top, recovered (1/0), payloads...}`.
+ * fresh epoch, meta ttl (the history ttl for a subject not yet published
+ * to). Answers `{epoch, top, recovered (1/0), payloads...}`.
  */
 const HISTORY_SCRIPT = `${LUA_COMMON}
 local epoch, top = meta(KEYS[1], KEYS[2], ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+-- A subject nobody published to is kept only as long as a message would be: the names a browser subscribes to
+-- (each read here) must not pile up for a day.
+if top > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 trim(KEYS[2], now() - tonumber(ARGV[4]))
 local since = tonumber(ARGV[1])
 local limit = tonumber(ARGV[3])

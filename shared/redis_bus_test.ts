@@ -216,6 +216,23 @@ Deno.test("redis bus history drops messages older than its ttl", async () => {
   assert.equal(read.recovered, false, "a reader from before the expired message missed it");
 });
 
+Deno.test("redis bus keeps what a read of a subject nobody published to made only for the history's ttl, not a day", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { history: { subjects: ["channel.*"], ttlMs: 60_000 } });
+  const read = await link.history("channel.fresh");
+  assert.equal(read.position.offset, 0);
+  const [meta] = (await redis.cli("--scan", "--pattern", "*channel.fresh*:meta")).trim().split("\n");
+  assert.ok(meta, "the read keeps the subject's epoch");
+  const readTtl = Number(await redis.cli("PTTL", meta));
+  assert.ok(readTtl > 0 && readTtl <= 60_000, `${readTtl} ms`);
+  // Published to, it is kept as long as any history subject, and the epoch the read gave goes on.
+  const first = (await link.publish("channel.fresh", 1)).position!;
+  assert.equal(first.epoch, read.position.epoch);
+  assert.ok(Number(await redis.cli("PTTL", meta)) > 60_000);
+  await link.history("channel.fresh");
+  assert.ok(Number(await redis.cli("PTTL", meta)) > 60_000, "a read after it keeps it so");
+});
+
 Deno.test("redis bus removeHistory and a Redis restart change the epoch", async () => {
   await using redis = await startRedis();
   await using link = bus(redis.port, { history: { subjects: ["news"] } });
