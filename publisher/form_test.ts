@@ -80,38 +80,39 @@ Deno.test("readForm reads a multipart body's text fields, the last duplicate win
   assert.throws(() => fields.get("file"), rejection(400, "Invalid form body: file must be a text field, not a file"));
 });
 
+/** One field of a multipart body with the boundary `xyz`, its value as raw bytes. */
+function part(name: string, value: Uint8Array): Uint8Array<ArrayBuffer> {
+  return Uint8Array.of(
+    ...utf8.encode(`--xyz\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n`),
+    ...value,
+    ...utf8.encode("\r\n"),
+  );
+}
+
+/** A multipart body of `parts`, with the boundary `xyz` of {@linkcode MULTIPART}. */
+function body(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  return Uint8Array.of(...parts.flatMap((p) => [...p]), ...utf8.encode("--xyz--\r\n"));
+}
+
+const MULTIPART = "multipart/form-data; boundary=xyz";
+
 Deno.test("readForm refuses a multipart value that was not UTF-8, and keeps one with a real U+FFFD", async () => {
-  const part = (name: string, value: Uint8Array) =>
-    Uint8Array.of(
-      ...utf8.encode(`--xyz\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n`),
-      ...value,
-      ...utf8.encode("\r\n"),
-    );
-  const body = (...parts: Uint8Array[]) =>
-    Uint8Array.of(...parts.flatMap((p) => [...p]), ...utf8.encode("--xyz--\r\n"));
-  const type = "multipart/form-data; boundary=xyz";
   const latin1 = Uint8Array.of(0x63, 0x61, 0x66, 0xe9);
 
-  const bad = await readForm(post(body(part("content", latin1)), type), 100);
+  const bad = await readForm(post(body(part("content", latin1)), MULTIPART), 100);
   assert.throws(() => bad.get("content"), rejection(400, "Invalid form body: non-UTF-8 in content"));
-  const real = await readForm(post(body(part("content", utf8.encode("a \uFFFD b"))), type), 100);
+  const real = await readForm(post(body(part("content", utf8.encode("a \uFFFD b"))), MULTIPART), 100);
   assert.equal(real.get("content"), "a \uFFFD b");
   // A real U+FFFD in another field does not vouch for bad bytes in this one.
-  const elsewhere = await readForm(post(body(part("note", utf8.encode("\uFFFD")), part("content", latin1)), type), 100);
+  const elsewhere = await readForm(
+    post(body(part("note", utf8.encode("\uFFFD")), part("content", latin1)), MULTIPART),
+    100,
+  );
   assert.equal(elsewhere.get("note"), "\uFFFD");
   assert.throws(() => elsewhere.get("content"), rejection(400, "Invalid form body: non-UTF-8 in content"));
 });
 
 Deno.test("readForm refuses a multipart value that was not UTF-8 even when another part holds the text it decodes to", async () => {
-  const part = (name: string, value: Uint8Array) =>
-    Uint8Array.of(
-      ...utf8.encode(`--xyz\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n`),
-      ...value,
-      ...utf8.encode("\r\n"),
-    );
-  const body = (...parts: Uint8Array[]) =>
-    Uint8Array.of(...parts.flatMap((p) => [...p]), ...utf8.encode("--xyz--\r\n"));
-  const type = "multipart/form-data; boundary=xyz";
   const invalid = Uint8Array.of(0x6d, 0xff, 0x31); // "m", a byte no UTF-8 has, "1": decoded leniently, "m\uFFFD1"
   const decoded = utf8.encode("m\uFFFD1");
   for (
@@ -121,11 +122,11 @@ Deno.test("readForm refuses a multipart value that was not UTF-8 even when anoth
       ["an earlier duplicate", [part("content", decoded), part("content", invalid)]],
     ] as const
   ) {
-    const fields = await readForm(post(body(...parts), type), 100);
+    const fields = await readForm(post(body(...parts), MULTIPART), 100);
     assert.throws(() => fields.get("content"), rejection(400, "Invalid form body: non-UTF-8 in content"), what);
   }
   // The field's own bytes are what count: valid ones pass, whatever the other parts hold.
-  const valid = await readForm(post(body(part("other", invalid), part("content", decoded)), type), 100);
+  const valid = await readForm(post(body(part("other", invalid), part("content", decoded)), MULTIPART), 100);
   assert.equal(valid.get("content"), "m\uFFFD1");
   assert.throws(() => valid.get("other"), rejection(400, "Invalid form body: non-UTF-8 in other"));
   // As a FormData is sent: its own boundary, a file part beside.
