@@ -366,13 +366,17 @@ async function stopOne(service: Running, signal: Deno.Signal = "SIGTERM", timeou
 async function spawn(name: string, extraArgs: string[]): Promise<Running> {
   const [exe, ...args] = await taskCommand(name);
   const process = new Deno.Command(exe!, {
-    args: [...args, ...extraArgs],
+    // Its stdin is a pipe this process holds and never writes: when this process is gone, killed outright too,
+    // the pipe ends and the service stops as on SIGTERM (running in a session of its own, nothing else tells it).
+    args: [...args, "--stop-on-stdin-eof", ...extraArgs],
     cwd: ROOT,
-    stdin: "null",
+    stdin: "piped",
     stdout: "piped",
     stderr: "piped",
     detached: true,
   }).spawn();
+  // Closed once it exited, so that restarts do not pile up open pipes.
+  process.status.then(() => process.stdin.close()).catch(() => {});
   let resolveListening!: (endpoint: Endpoint) => void;
   const listening = new Promise<Endpoint>((resolve) => (resolveListening = resolve));
   const stderrTail: string[] = [];

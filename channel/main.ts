@@ -34,6 +34,8 @@ import {
   parseFlags,
   positiveIntFlag,
   shutdownSignal,
+  stdinEnded,
+  STOP_ON_STDIN_EOF_FLAG,
   stringFlag,
 } from "../shared/cli.ts";
 import {
@@ -148,6 +150,7 @@ const FLAGS: Record<string, FlagSpec> = {
   },
   "metrics-hostname": { type: "string", arg: "HOST", help: "address of the metrics port", default: "127.0.0.1" },
   "log-level": LOG_LEVEL_FLAG,
+  "stop-on-stdin-eof": STOP_ON_STDIN_EOF_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
 
@@ -295,7 +298,7 @@ function serveMetrics(server: HubServer, at: { hostname: string; port: number },
 
 /** Runs the hub until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
-  const signalled = shutdownSignal();
+  let signalled = shutdownSignal();
   let server: HubServer | undefined;
   let http: Deno.HttpServer | undefined;
   const logger = createLogger("channel");
@@ -305,6 +308,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       console.log(helpText("deno task channel [options]", "Hub: TCP pub/sub and work queues.", FLAGS));
       return 0;
     }
+    signalled = Promise.race([signalled, stdinEnded(flags["stop-on-stdin-eof"] === true, logger)]);
     const config = await configFrom(flags);
     server = await startHub(config.hub);
     if (config.metrics) http = serveMetrics(server, config.metrics, config.log);

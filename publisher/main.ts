@@ -49,6 +49,8 @@ import {
   parseFlags,
   positiveIntFlag,
   shutdownSignal,
+  stdinEnded,
+  STOP_ON_STDIN_EOF_FLAG,
   stringFlag,
 } from "../shared/cli.ts";
 import {
@@ -213,6 +215,7 @@ const FLAGS: Record<string, FlagSpec> = {
     default: String(DEFAULT_SHUTDOWN_TIMEOUT),
   },
   "log-level": LOG_LEVEL_FLAG,
+  "stop-on-stdin-eof": STOP_ON_STDIN_EOF_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
 
@@ -264,7 +267,7 @@ interface PublisherConfig {
 
 /** Serves the publish API until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[] = Deno.args): Promise<number> {
-  const signalled = shutdownSignal();
+  let signalled = shutdownSignal();
   // At the default level until --log-level is read, then at that one.
   let logger = createLogger("publisher");
   let bus: Bus | undefined;
@@ -280,6 +283,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       return 0;
     }
     logger = createLogger("publisher", { level: logLevelFlag(flags) });
+    signalled = Promise.race([signalled, stdinEnded(flags["stop-on-stdin-eof"] === true, logger)]);
     config = await readConfig(flags);
     bus = openPublisherBus(config, logger);
     const { publishTimeout, maxContentBytes, apiKey, api, events } = config;

@@ -45,6 +45,8 @@ import {
   parseFlags,
   positiveIntFlag,
   shutdownSignal,
+  stdinEnded,
+  STOP_ON_STDIN_EOF_FLAG,
   stringFlag,
 } from "../shared/cli.ts";
 import {
@@ -226,6 +228,7 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "tell each connection's greeting and end on the bus subject connections (publisher: GET /api/events)",
   },
   "log-level": LOG_LEVEL_FLAG,
+  "stop-on-stdin-eof": STOP_ON_STDIN_EOF_FLAG,
   help: { type: "boolean", help: "show this help" },
 };
 
@@ -244,7 +247,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     const logLevel = logLevelFlag(flags);
     // Before the other flags: a bad one is reported at the asked level.
     logger = createLogger("pusher", { level: logLevel });
-    return await run(await pusherSettings(flags, logLevel), logger, signalled);
+    const stopped = Promise.race([signalled, stdinEnded(flags["stop-on-stdin-eof"] === true, logger)]);
+    return await run(await pusherSettings(flags, logLevel), logger, stopped);
   } catch (error) {
     logger.error((error as Error).message);
     return 2;

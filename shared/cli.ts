@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isLogLevel, type LogLevel } from "./log.ts";
+import { isLogLevel, type Logger, type LogLevel } from "./log.ts";
 import { MAX_TIMER_MS } from "./duration.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
 import { parseBusAddress } from "./bus_address.ts";
@@ -191,6 +191,34 @@ export const LOG_LEVEL_FLAG: FlagSpec = {
   help: "debug, info, warn, error or silent",
   default: "info",
 };
+
+/**
+ * Every service's `--stop-on-stdin-eof`: `deno task start` passes it, and
+ * keeps the other end of each service's stdin, so that its services go when
+ * it goes, even killed outright (SIGKILL, the OOM killer), instead of
+ * running on unsupervised. A service started otherwise has no use for it:
+ * its stdin may be `/dev/null`, which ends at once.
+ */
+export const STOP_ON_STDIN_EOF_FLAG: FlagSpec = {
+  type: "boolean",
+  help: "stop as on SIGTERM once stdin ends (deno task start passes it: its services go when it does)",
+};
+
+/**
+ * Resolves with `SIGTERM` once stdin ends, as if that signal had come, when
+ * `enabled` (see {@linkcode STOP_ON_STDIN_EOF_FLAG}); never otherwise.
+ */
+export function stdinEnded(enabled: boolean, logger: Logger): Promise<Deno.Signal> {
+  if (!enabled) return new Promise(() => {});
+  return (async () => {
+    const buffer = new Uint8Array(256);
+    try {
+      while (await Deno.stdin.read(buffer) !== null);
+    } catch { /* a closed stdin ends it too */ }
+    logger.warn("stdin ended: the supervisor that started this service is gone; stopping");
+    return "SIGTERM" as const;
+  })();
+}
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(hostname: string): boolean {

@@ -211,6 +211,25 @@ Deno.test("deno task start kills a service that does not stop within --stop-time
   }
 });
 
+Deno.test("services started by deno task start go when it is killed outright, instead of running on unsupervised", async () => {
+  await using start = await startInTerminal();
+  const pids = await Promise.all(["channel", "pusher", "publisher"].map((service) => pidOf(start, service)));
+  // As the OOM killer does: no signal it could pass on.
+  start.process.kill("SIGKILL");
+  await start.process.status;
+  const gone = (pid: number) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.startsWith("Z");
+    } catch {
+      return true;
+    }
+  };
+  await until(() => pids.every(gone), 20_000, "every service to stop");
+  for (const port of [2206, 4236, 4237]) {
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), `nothing listens on ${port}`);
+  }
+});
+
 Deno.test("a terminal hangup (SIGHUP to the group) drains every service under deno task start", async () => {
   await using start = await startInTerminal();
   await signalGroup(start.process.pid, "SIGHUP");
