@@ -114,6 +114,18 @@ function tokenExpiry(token) {
 }
 
 /**
+ * Why what a token function gave cannot be sent as a token (not a string,
+ * or empty); null when it can.
+ *
+ * @param {unknown} token
+ * @returns {TypeError | null}
+ */
+function notAToken(token) {
+  if (typeof token === "string" && token !== "") return null;
+  return new TypeError(`the token function gave ${token === "" ? "an empty string" : typeof token}, not a token`);
+}
+
+/**
  * What waits for a connection gets when the client stops: `disconnect()`, or
  * a close after which it does not reconnect (`code`, `reason`).
  *
@@ -912,11 +924,8 @@ export class PushClient extends EventTarget {
       let token;
       try {
         token = typeof this.#token === "function" ? await this.#token() : this.#token;
-        if (typeof token !== "string" || token === "") {
-          throw new TypeError(
-            `the token function gave ${token === "" ? "an empty string" : typeof token}, not a token`,
-          );
-        }
+        const invalid = notAToken(token);
+        if (invalid) throw invalid;
       } catch (error) {
         if (generation !== this.#generation) return;
         const cause = error instanceof Error ? error.message : String(error);
@@ -1097,10 +1106,8 @@ export class PushClient extends EventTarget {
       return;
     }
     if (generation !== this.#generation) return;
-    if (typeof token !== "string" || token === "") {
-      failed(new TypeError(`the token function gave ${token === "" ? "an empty string" : typeof token}, not a token`));
-      return;
-    }
+    const invalid = notAToken(token);
+    if (invalid) return failed(invalid);
     // A cached token handed out again would renew nothing, and ask again at once.
     const renewed = tokenExpiry(token);
     if (renewed !== null && renewed <= expires) {
