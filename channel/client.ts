@@ -180,6 +180,12 @@ export interface HubHistoryOptions {
 /** A subject's history as the hub answered it (a `history` reply without its type and id). */
 export type HubHistory = Omit<HistoryReply, "type" | "id">;
 
+/** Options for {@linkcode HubClient.flush}. */
+export interface FlushOptions {
+  /** Aborting it rejects the flush with its reason and withdraws it. */
+  signal?: AbortSignal;
+}
+
 /** Options for {@linkcode HubClient.watch}. */
 export interface WatchOptions {
   /** Reserve the next message as soon as the handler settles. @default {true} */
@@ -401,11 +407,27 @@ export class HubClient extends EventTarget {
    * after it (by anyone) reaches this client. While the link is down it waits
    * for the next connection, which restores every subscription first. Also
    * resolves when the client closes.
+   *
+   * @throws the abort's reason when `options.signal` aborts first: the wait
+   * is withdrawn, and nothing of it is kept until the link is back.
    */
-  flush(): Promise<void> {
+  flush(options: FlushOptions = {}): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    return new Promise((resolve) => {
-      const flush = { ping: null as number | null, resolve };
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        this.#flushes.delete(flush);
+        reject(signal!.reason);
+      };
+      const flush = {
+        ping: null as number | null,
+        resolve: () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.#flushes.add(flush);
       if (this.#writer) flush.ping = this.#ping(this.#writer);
     });

@@ -189,6 +189,47 @@ Deno.test("client restores every subscription after a hub restart, though their 
   }
 });
 
+/** A signal whose listeners can be counted: a settled wait must leave none behind. */
+function countedSignal(): { controller: AbortController; listeners: () => number } {
+  const controller = new AbortController();
+  const signal = controller.signal;
+  /** Each listener added and not removed, and whether it goes once called. */
+  const added = new Map<EventListenerOrEventListenerObject, boolean>();
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  add("abort", () => {
+    for (const [listener, once] of added) if (once) added.delete(listener);
+  });
+  Object.assign(signal, {
+    addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: AddEventListenerOptions) {
+      added.set(listener, options?.once === true);
+      add(type, listener, options);
+    },
+    removeEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: EventListenerOptions) {
+      added.delete(listener);
+      remove(type, listener, options);
+    },
+  });
+  return { controller, listeners: () => added.size };
+}
+
+Deno.test("client flush waiting out a hub outage rejects with its signal's reason when aborted, and is withdrawn", async () => {
+  const port = freePort();
+  await using c = client(port);
+  const aborted = countedSignal();
+  const flushed = c.flush({ signal: aborted.controller.signal });
+  const kept = countedSignal();
+  const waits = c.flush({ signal: kept.controller.signal });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  aborted.controller.abort(new Error("the caller gave up"));
+  await assert.rejects(within(flushed, 1000, "the aborted flush"), { message: "the caller gave up" });
+  await assert.rejects(c.flush({ signal: AbortSignal.abort(new Error("too late")) }), { message: "too late" });
+  // The other one still waits for the hub, and leaves its signal as it found it once answered.
+  await using _hub = startHub({ port });
+  await within(waits, 5000, "the flush whose signal did not abort");
+  assert.deepEqual([aborted.listeners(), kept.listeners()], [0, 0]);
+});
+
 Deno.test("client close rejects waiting publishes and is safe to call twice", async () => {
   const c = client(freePort());
   const waiting = assert.rejects(c.publish("a", 1), { code: "closed" });
