@@ -68,6 +68,11 @@ export class HubBus implements Bus {
   readonly #handlers = new Map<string, BusHandler>();
   /** The one client handler of each subject, which calls the subject's bus handler. */
   readonly #relays = new Map<string, EventHandler>();
+  /**
+   * What withdraws the flushes that subscribes of a subject wait for, while
+   * any does, and how many: {@linkcode HubBus.unsubscribe} aborts it.
+   */
+  readonly #flushing = new Map<string, { withdraw: AbortController; waits: number }>();
 
   /** Connects to the hub at `options.hostname`:`options.port` (127.0.0.1:2206 by default) and keeps the link up. */
   constructor(options: HubBusOptions = {}) {
@@ -90,11 +95,20 @@ export class HubBus implements Bus {
   /**
    * Calls `handler` with every message published to `subject`; subscribing
    * again replaces the handler. Resolves once the hub has handled the
-   * subscription (a ping's pong behind it: {@linkcode HubClient.flush}).
+   * subscription (a ping's pong behind it: {@linkcode HubClient.flush}), or
+   * once `subject` is unsubscribed first: during a hub outage the wait (and
+   * what its callers chained to it) is not kept for a subscription that is
+   * gone, as the pusher's channels and users come and go.
    */
   subscribe(subject: string, handler: BusHandler): Promise<void> {
     this.#listen(subject, handler);
-    return this.#client.flush();
+    let flushing = this.#flushing.get(subject);
+    if (!flushing) this.#flushing.set(subject, flushing = { withdraw: new AbortController(), waits: 0 });
+    flushing.waits++;
+    const done = flushing;
+    return this.#client.flush({ signal: flushing.withdraw.signal }).catch(() => {}).finally(() => {
+      if (--done.waits === 0 && this.#flushing.get(subject) === done) this.#flushing.delete(subject);
+    });
   }
 
   /** Subscribes as {@linkcode HubBus.subscribe} does, without waiting for the hub to have handled it. */
@@ -120,6 +134,8 @@ export class HubBus implements Bus {
     this.#handlers.delete(subject);
     this.#relays.delete(subject);
     this.#client.unsubscribe(subject, relay);
+    this.#flushing.get(subject)?.withdraw.abort();
+    this.#flushing.delete(subject);
   }
 
   /**

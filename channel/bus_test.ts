@@ -115,6 +115,53 @@ Deno.test("hub bus requests that failed while the hub was down leave no memory b
   assert.ok(perRequest < 20, `each failed request left ${perRequest.toFixed(1)} bytes on the heap`);
 });
 
+Deno.test("hub bus subscribe waiting out a hub outage resolves when its subject is unsubscribed, and the others still wait", async () => {
+  const port = freePort();
+  await using b = bus(port);
+  let kept = false;
+  const gone = b.subscribe("gone", () => {});
+  const news = b.subscribe("news", () => {}).then(() => (kept = true));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  b.unsubscribe("gone");
+  await within(gone, 1000, "the unsubscribed subject's subscribe");
+  assert.equal(kept, false, "a subscribe of another subject still waits for the hub");
+  await using _hub = startHub({ port });
+  await within(news, 5000, "the subscribe of the subject still subscribed");
+});
+
+Deno.test("hub bus subjects subscribed and unsubscribed while the hub is down leave no memory behind", async () => {
+  // In a process of its own, whose heap is measured after full collections (--expose-gc).
+  const script = `
+    import { HubBus } from ${JSON.stringify(new URL("./bus.ts", import.meta.url).href)};
+    import { freePort, quiet } from ${JSON.stringify(new URL("./testing.ts", import.meta.url).href)};
+    const bus = new HubBus({ port: freePort(), logger: quiet, connectTimeout: 100 });
+    // As the pusher does for a user's subject: what runs once it is in effect holds the connection.
+    const round = (n) => {
+      for (let i = 0; i < 5000; i++) {
+        const connection = { id: n * 5000 + i, frames: new Array(8).fill(0) };
+        void bus.subscribe("user." + i, () => {}).then(() => connection.frames.length);
+        bus.unsubscribe("user." + i);
+      }
+      return new Promise((resolve) => setTimeout(resolve, 0));
+    };
+    await round(0); // the code and the maps are warm
+    const heap = () => (gc(), gc(), Deno.memoryUsage().heapUsed);
+    const before = heap();
+    for (let n = 1; n <= 4; n++) await round(n);
+    console.log(JSON.stringify({ perSubscribe: (heap() - before) / 20000 }));
+    await bus.close();
+  `;
+  const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assert.ok(success, new TextDecoder().decode(stderr));
+  const { perSubscribe } = JSON.parse(new TextDecoder().decode(stdout));
+  assert.ok(perSubscribe < 20, `each subscribe undone left ${perSubscribe.toFixed(1)} bytes on the heap`);
+});
+
 Deno.test("hub bus publish after close is unavailable", async () => {
   await using hub = startHub();
   const closed = bus(hub.port);
