@@ -16,6 +16,13 @@ import { Rejection } from "./_rejection.ts";
 /** Streams open at once by default; one more gets 429. */
 export const DEFAULT_MAX_STREAMS = 16;
 
+/**
+ * How long a stream lasts by default, in milliseconds; then it ends, and
+ * the page's `EventSource` opens the next one, which resumes after the
+ * last sample the page got (`Last-Event-ID`).
+ */
+export const DEFAULT_MAX_STREAM_AGE = 60_000;
+
 /** Samples kept for a page that opens: five minutes at one a second. */
 export const DEFAULT_HISTORY = 300;
 
@@ -98,6 +105,13 @@ export interface EventStreamsOptions {
   interval?: number;
   /** Streams open at once; one more gets 429. @default {16} */
   maxStreams?: number;
+  /**
+   * How long a stream lasts, in milliseconds: a page that stops reading
+   * holds its place no longer, where its socket's buffers could take an
+   * hour to fill. A page that reads opens the next one by itself and
+   * resumes where it was. @default {60000}
+   */
+  maxStreamAge?: number;
   /** Samples kept for pages that open later. @default {300} */
   history?: number;
 }
@@ -194,10 +208,29 @@ export function ratesOf(before: Totals | undefined, after: Totals, seconds: numb
   };
 }
 
+/** Options for {@linkcode EventStreams.open}. */
+export interface OpenStreamOptions {
+  /** Asked before each event: whether the stream may go on (its session is still live). @default {() => true} */
+  alive?: () => boolean;
+  /**
+   * The request's `Last-Event-ID`: the id of the last sample the page got
+   * from a stream before this one. When the samples after it are all kept,
+   * only they are sent, instead of the whole history. @default {null}
+   */
+  lastEventId?: string | null;
+}
+
 interface Stream {
   controller: ReadableStreamDefaultController<Uint8Array>;
-  /** Whether it may go on (its session is still live). */
   alive: () => boolean;
+  /** When it opened, on the monotonic clock. */
+  opened: number;
+}
+
+/** A kept sample and its number, which its event's `id` carries. */
+interface Kept {
+  seq: number;
+  sample: Sample;
 }
 
 const utf8 = new TextEncoder();
@@ -209,14 +242,25 @@ const utf8 = new TextEncoder();
  * interval. A stream whose page stopped reading, or whose session ended, is
  * closed; {@linkcode EventStreams.close} closes them all and refuses new
  * ones, so that a server's drain is not held up by pages that never leave.
+ *
+ * Every stream ends after `maxStreamAge`. Whether a page reads cannot be
+ * seen from here until its socket's buffers are full (megabytes, an hour of
+ * samples), but a page that reads comes back: its `EventSource` reconnects
+ * with the `Last-Event-ID` of the last sample it got, and gets only those
+ * after it. A page that stopped reading does not, and its place is free.
  */
 export class EventStreams {
   readonly #sources: SampleSources;
   readonly #interval: number;
   readonly #maxStreams: number;
+  readonly #maxStreamAge: number;
   readonly #historyLength: number;
   readonly #streams = new Set<Stream>();
-  readonly #history: Sample[] = [];
+  readonly #history: Kept[] = [];
+  /** Starts every sample's id, so that an id from before a restart is not taken for one of ours. */
+  readonly #epoch = crypto.randomUUID().slice(0, 8);
+  /** The number of the last sample taken. */
+  #seq = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #sampling = false;
   #closed = false;
@@ -226,6 +270,7 @@ export class EventStreams {
     this.#sources = sources;
     this.#interval = options.interval ?? 1000;
     this.#maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    this.#maxStreamAge = options.maxStreamAge ?? DEFAULT_MAX_STREAM_AGE;
     this.#historyLength = options.history ?? DEFAULT_HISTORY;
   }
 
@@ -235,11 +280,11 @@ export class EventStreams {
   }
 
   /**
-   * Opens a stream for one page; `alive` is asked before each event.
+   * Opens a stream for one page, with `headers` on its answer.
    *
    * @throws {Rejection} 429 when `maxStreams` are open, 503 once the streams are closed.
    */
-  open(alive: () => boolean, headers: Readonly<Record<string, string>>): Response {
+  open(headers: Readonly<Record<string, string>>, options: OpenStreamOptions = {}): Response {
     if (this.#closed) throw new Rejection(503, "Shutting down", { headers: { "retry-after": "5" } });
     if (this.#streams.size >= this.#maxStreams) {
       // 429, not 503: the publisher is fine, and its error rate should not say otherwise.
@@ -247,18 +292,51 @@ export class EventStreams {
         headers: { "retry-after": "5" },
       });
     }
+    const first = this.#resumed(options.lastEventId ?? null) ?? this.#historyEvent();
     let stream!: Stream;
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {
-        stream = { controller, alive };
+        stream = { controller, alive: options.alive ?? (() => true), opened: performance.now() };
         this.#streams.add(stream);
-        // A reconnecting EventSource waits 2 s, not its default 3 s or more.
-        controller.enqueue(utf8.encode(`retry: 2000\nevent: history\ndata: ${JSON.stringify(this.#history)}\n\n`));
+        controller.enqueue(first);
       },
       cancel: () => this.#drop(stream),
     }, new CountQueuingStrategy({ highWaterMark: STREAM_QUEUE }));
     this.#start();
     return eventStream(body, headers);
+  }
+
+  /** The whole history, as a page that opens gets it. */
+  #historyEvent(): Uint8Array {
+    const last = this.#history.at(-1);
+    const id = last === undefined ? "" : `id: ${this.#idOf(last.seq)}\n`;
+    const samples = JSON.stringify(this.#history.map(({ sample }) => sample));
+    // A reconnecting EventSource waits 2 s, not its default 3 s or more.
+    return utf8.encode(`retry: 2000\n${id}event: history\ndata: ${samples}\n\n`);
+  }
+
+  /**
+   * The samples after `lastEventId`, each as the snapshot it was; null
+   * when that is not the id of a sample of ours whose followers are all
+   * still kept (the page then gets the whole history).
+   */
+  #resumed(lastEventId: string | null): Uint8Array | null {
+    const match = lastEventId === null ? null : /^([0-9a-f]{8})-(\d{1,15})$/.exec(lastEventId);
+    if (match === null || match[1] !== this.#epoch) return null;
+    const seq = Number(match[2]);
+    const oldest = this.#history[0]?.seq ?? this.#seq + 1;
+    if (seq > this.#seq || seq < oldest - 1) return null;
+    let text = "retry: 2000\n\n";
+    for (const kept of this.#history) if (kept.seq > seq) text += this.#snapshotText(kept);
+    return utf8.encode(text);
+  }
+
+  #idOf(seq: number): string {
+    return `${this.#epoch}-${seq}`;
+  }
+
+  #snapshotText({ seq, sample }: Kept): string {
+    return `id: ${this.#idOf(seq)}\nevent: snapshot\ndata: ${JSON.stringify(sample)}\n\n`;
   }
 
   /** Closes every stream and stops sampling; later opens get 503. Harmless twice. */
@@ -292,12 +370,17 @@ export class EventStreams {
       this.#sampling = false;
     }
     if (this.#timer === undefined) return;
-    this.#history.push(sample);
+    const kept = { seq: ++this.#seq, sample };
+    this.#history.push(kept);
     if (this.#history.length > this.#historyLength) this.#history.shift();
-    const bytes = utf8.encode(`event: snapshot\ndata: ${JSON.stringify(sample)}\n\n`);
+    const bytes = utf8.encode(this.#snapshotText(kept));
+    const now = performance.now();
     for (const stream of [...this.#streams]) {
       const { controller } = stream;
       if (!stream.alive()) {
+        this.#end(stream);
+      } else if (now - stream.opened >= this.#maxStreamAge) {
+        // Its page, if it reads, is back in a moment with this sample's predecessor's id, and gets this one then.
         this.#end(stream);
       } else if (controller.desiredSize === null || controller.desiredSize <= 0) {
         // A page that stopped reading: cut off, as a close would wait behind what it has not read.

@@ -29,7 +29,7 @@ import appJs from "./dashboard/app.js" with { type: "text" };
 import appCss from "./dashboard/app.css" with { type: "text" };
 
 export { DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL } from "./_sessions.ts";
-export { DEFAULT_MAX_STREAMS } from "./_dashboard_events.ts";
+export { DEFAULT_MAX_STREAM_AGE, DEFAULT_MAX_STREAMS } from "./_dashboard_events.ts";
 
 /** Where the dashboard's server-API calls go: `/dashboard/api/<method>`. */
 export const DASHBOARD_API_PREFIX = "/dashboard/api/";
@@ -64,6 +64,12 @@ export interface DashboardOptions {
   sessionTtl?: number;
   /** Event streams (open pages) at once; one more gets 429. @default {16} */
   maxStreams?: number;
+  /**
+   * How long an event stream lasts, in milliseconds: the page opens the
+   * next one by itself and resumes where it was, and one that stopped
+   * reading no longer holds its place. @default {60000}
+   */
+  maxStreamAge?: number;
   /** Time between two samples sent to the pages, in milliseconds. @default {1000} */
   interval?: number;
   /** Wall clock for sessions and samples, in milliseconds. @default {Date.now} */
@@ -125,7 +131,11 @@ export function createDashboard(deps: DashboardDeps): Dashboard {
   const sessions = new SessionStore({ maxSessions: deps.maxSessions, ttl: deps.sessionTtl, now: clock });
   const streams = new EventStreams(
     { hubConnected: deps.hubConnected, info: deps.info, metrics: deps.metrics, clock },
-    { interval: deps.interval, maxStreams: deps.maxStreams },
+    {
+      interval: deps.interval,
+      maxStreams: deps.maxStreams,
+      maxStreamAge: deps.maxStreamAge,
+    },
   );
   deps.signal?.addEventListener("abort", () => streams.close(), { once: true });
   if (deps.signal?.aborted) streams.close();
@@ -193,10 +203,11 @@ export function createDashboard(deps: DashboardDeps): Dashboard {
     "/dashboard/events": {
       methods: ["GET"],
       handler: (req) => {
-        if (apiKey === undefined) return streams.open(() => true, SECURITY);
+        const lastEventId = req.headers.get("last-event-id");
+        if (apiKey === undefined) return streams.open(SECURITY, { lastEventId });
         const id = sessionOf(req);
         if (id === undefined) throw notLoggedIn();
-        return streams.open(() => sessions.get(id) !== undefined, SECURITY);
+        return streams.open(SECURITY, { alive: () => sessions.get(id) !== undefined, lastEventId });
       },
     },
     "/dashboard/app.js": {

@@ -5,6 +5,7 @@ import { clusterRatesOf, workerCountersOf } from "./_dashboard_events.ts";
 import { within } from "../channel/testing.ts";
 import type { Json } from "../shared/json.ts";
 import { createLogger } from "../shared/log.ts";
+import { serveHttp } from "../shared/http_server.ts";
 import { MemoryBroker } from "../shared/memory_bus.ts";
 
 const BASE = "http://publisher.test";
@@ -222,8 +223,8 @@ async function readEvents(
   reader: ReadableStreamDefaultReader<string>,
   name: string,
   count: number,
-): Promise<{ event: string; data: string }[]> {
-  const events: { event: string; data: string }[] = [];
+): Promise<{ event: string; data: string; id?: string }[]> {
+  const events: { event: string; data: string; id?: string }[] = [];
   let buffer = "";
   while (events.filter((e) => e.event === name).length < count) {
     const { done, value } = await within(reader.read(), 5000, `${count} ${name} events`);
@@ -235,7 +236,8 @@ async function readEvents(
       buffer = buffer.slice(end + 2);
       const event = /^event: (.*)$/m.exec(block)?.[1];
       const data = /^data: (.*)$/m.exec(block)?.[1];
-      if (event !== undefined && data !== undefined) events.push({ event, data });
+      const id = /^id: (.*)$/m.exec(block)?.[1];
+      if (event !== undefined && data !== undefined) events.push({ event, data, ...(id === undefined ? {} : { id }) });
     }
   }
   return events;
@@ -358,5 +360,89 @@ Deno.test("dashboard: a page that stops reading its event stream is cut off, and
   } finally {
     await reader.cancel().catch(() => {});
     await freed?.body?.cancel();
+  }
+});
+
+Deno.test("dashboard: a page whose socket takes its stream but never reads it is ended after maxStreamAge, and a new page gets its place", async () => {
+  const shutdown = new AbortController();
+  const { handler } = setup({
+    apiKey: undefined,
+    signal: shutdown.signal,
+    dashboard: { interval: 5, maxStreams: 1, maxStreamAge: 300 },
+  });
+  const logger = createLogger("http", { level: "silent" });
+  const server = serveHttp({ port: 0, logger }, handler);
+  const request = new TextEncoder().encode("GET /dashboard/events HTTP/1.1\r\nhost: publisher.test\r\n\r\n");
+  /** Asks for a stream on a connection of its own; what that connection is, and the status line of the answer. */
+  const ask = async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(request);
+    const buffer = new Uint8Array(64);
+    const n = await within(conn.read(buffer), 5000, "the answer's status line");
+    return { conn, status: new TextDecoder().decode(buffer.subarray(0, n ?? 0)).split("\r\n")[0] ?? "" };
+  };
+  // Its kernel buffers take megabytes, minutes of samples even at this rate, before a write would block.
+  const frozen = await ask();
+  const pages: Deno.Conn[] = [frozen.conn];
+  try {
+    assert.equal(frozen.status, "HTTP/1.1 200 OK");
+    let status = "";
+    const started = performance.now();
+    while (performance.now() - started < 3000) {
+      const next = await ask();
+      pages.push(next.conn);
+      status = next.status;
+      if (status === "HTTP/1.1 200 OK") break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(status, "HTTP/1.1 200 OK", "a new page got the frozen page's place");
+  } finally {
+    shutdown.abort();
+    for (const conn of pages) conn.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("dashboard: a page back after its stream ended gets only the samples it missed, by Last-Event-ID", async () => {
+  const { handler } = setup({ apiKey: undefined, dashboard: { interval: 10, maxStreamAge: 100 } });
+  const open = async (lastEventId?: string) => {
+    const headers: Record<string, string> = lastEventId === undefined ? {} : { "last-event-id": lastEventId };
+    const response = await handler(new Request(`${BASE}/dashboard/events`, { headers }));
+    assert.equal(response.status, 200);
+    return response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  };
+  const first = await open();
+  let text = "";
+  await within(
+    (async () => {
+      for (let read = await first.read(); !read.done; read = await first.read()) text += read.value;
+    })(),
+    5000,
+    "the stream to end at its age",
+  );
+  const last = [...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1];
+  assert.ok(last, "the stream's samples carry ids");
+  assert.match(last, /^[0-9a-f]{8}-\d+$/);
+  const [epoch, seq] = last.split("-");
+  // Samples are taken while it is away: another page keeps them coming.
+  const keeper = await open();
+  await readEvents(keeper, "snapshot", 2);
+  const back = await open(last);
+  try {
+    const events = await readEvents(back, "snapshot", 2);
+    assert.equal(events[0]!.event, "snapshot", "no history: only what it missed");
+    assert.deepEqual(events.slice(0, 2).map((e) => e.id), [
+      `${epoch}-${Number(seq) + 1}`,
+      `${epoch}-${Number(seq) + 2}`,
+    ]);
+  } finally {
+    await back.cancel();
+  }
+  const stranger = await open("00000000-1");
+  try {
+    assert.equal((await readEvents(stranger, "history", 1))[0]!.event, "history", "an id not ours: the whole history");
+  } finally {
+    await stranger.cancel();
+    await keeper.cancel();
   }
 });

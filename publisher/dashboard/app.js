@@ -281,7 +281,15 @@ function keep(sample) {
 }
 
 const events = new EventSource("/dashboard/events");
-events.addEventListener("open", () => setStream("live", "ok"));
+/**
+ * The pill says "reconnecting" only when the stream stays down: the server
+ * ends each stream after a minute, and the next one opens within seconds.
+ */
+let reconnecting;
+events.addEventListener("open", () => {
+  clearTimeout(reconnecting);
+  setStream("live", "ok");
+});
 events.addEventListener("history", (event) => {
   samples = [];
   for (const sample of JSON.parse(event.data)) keep(sample);
@@ -297,8 +305,9 @@ events.addEventListener("snapshot", (event) => {
 });
 events.addEventListener("error", () => {
   // CLOSED: the server refused the stream (the session ended); otherwise the browser retries by itself.
+  clearTimeout(reconnecting);
   if (events.readyState === EventSource.CLOSED) setStream("stopped: reload the page", "bad");
-  else setStream("reconnecting", "bad");
+  else reconnecting = setTimeout(() => setStream("reconnecting", "bad"), 5000);
 });
 
 // Actions, through the server API.
