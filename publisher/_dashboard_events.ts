@@ -16,6 +16,9 @@ import { Rejection } from "./_rejection.ts";
 /** Streams open at once by default; one more gets 429. */
 export const DEFAULT_MAX_STREAMS = 16;
 
+/** Streams one login (session) may have open at once by default; one more gets 429. */
+export const DEFAULT_MAX_STREAMS_PER_SESSION = 4;
+
 /**
  * How long a stream lasts by default, in milliseconds; then it ends, and
  * the page's `EventSource` opens the next one, which resumes after the
@@ -105,6 +108,8 @@ export interface EventStreamsOptions {
   interval?: number;
   /** Streams open at once; one more gets 429. @default {16} */
   maxStreams?: number;
+  /** Streams of one session open at once; one more gets 429. @default {4} */
+  maxStreamsPerSession?: number;
   /**
    * How long a stream lasts, in milliseconds: a page that stops reading
    * holds its place no longer, where its socket's buffers could take an
@@ -212,6 +217,8 @@ export function ratesOf(before: Totals | undefined, after: Totals, seconds: numb
 export interface OpenStreamOptions {
   /** Asked before each event: whether the stream may go on (its session is still live). @default {() => true} */
   alive?: () => boolean;
+  /** The login it is for, counted against `maxStreamsPerSession`. @default {none: not counted} */
+  session?: string;
   /**
    * The request's `Last-Event-ID`: the id of the last sample the page got
    * from a stream before this one. When the samples after it are all kept,
@@ -223,6 +230,7 @@ export interface OpenStreamOptions {
 interface Stream {
   controller: ReadableStreamDefaultController<Uint8Array>;
   alive: () => boolean;
+  session: string | undefined;
   /** When it opened, on the monotonic clock. */
   opened: number;
 }
@@ -253,9 +261,12 @@ export class EventStreams {
   readonly #sources: SampleSources;
   readonly #interval: number;
   readonly #maxStreams: number;
+  readonly #maxStreamsPerSession: number;
   readonly #maxStreamAge: number;
   readonly #historyLength: number;
   readonly #streams = new Set<Stream>();
+  /** Streams open of each session that has any. */
+  readonly #perSession = new Map<string, number>();
   readonly #history: Kept[] = [];
   /** Starts every sample's id, so that an id from before a restart is not taken for one of ours. */
   readonly #epoch = crypto.randomUUID().slice(0, 8);
@@ -270,6 +281,7 @@ export class EventStreams {
     this.#sources = sources;
     this.#interval = options.interval ?? 1000;
     this.#maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    this.#maxStreamsPerSession = options.maxStreamsPerSession ?? DEFAULT_MAX_STREAMS_PER_SESSION;
     this.#maxStreamAge = options.maxStreamAge ?? DEFAULT_MAX_STREAM_AGE;
     this.#historyLength = options.history ?? DEFAULT_HISTORY;
   }
@@ -282,12 +294,21 @@ export class EventStreams {
   /**
    * Opens a stream for one page, with `headers` on its answer.
    *
-   * @throws {Rejection} 429 when `maxStreams` are open, 503 once the streams are closed.
+   * @throws {Rejection} 429 when `maxStreams` are open, or `maxStreamsPerSession`
+   * of `options.session`; 503 once the streams are closed.
    */
   open(headers: Readonly<Record<string, string>>, options: OpenStreamOptions = {}): Response {
     if (this.#closed) throw new Rejection(503, "Shutting down", { headers: { "retry-after": "5" } });
+    const { session } = options;
+    // 429, not 503: the publisher is fine, and its error rate should not say otherwise.
+    if (session !== undefined && (this.#perSession.get(session) ?? 0) >= this.#maxStreamsPerSession) {
+      throw new Rejection(
+        429,
+        `Too many dashboard streams: ${this.#maxStreamsPerSession} are open for this login`,
+        { headers: { "retry-after": "5" } },
+      );
+    }
     if (this.#streams.size >= this.#maxStreams) {
-      // 429, not 503: the publisher is fine, and its error rate should not say otherwise.
       throw new Rejection(429, `Too many dashboard streams: ${this.#maxStreams} are open`, {
         headers: { "retry-after": "5" },
       });
@@ -296,8 +317,9 @@ export class EventStreams {
     let stream!: Stream;
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {
-        stream = { controller, alive: options.alive ?? (() => true), opened: performance.now() };
+        stream = { controller, alive: options.alive ?? (() => true), session, opened: performance.now() };
         this.#streams.add(stream);
+        if (session !== undefined) this.#perSession.set(session, (this.#perSession.get(session) ?? 0) + 1);
         controller.enqueue(first);
       },
       cancel: () => this.#drop(stream),
@@ -433,7 +455,13 @@ export class EventStreams {
   }
 
   #drop(stream: Stream): void {
-    this.#streams.delete(stream);
+    if (!this.#streams.delete(stream)) return;
+    const { session } = stream;
+    if (session !== undefined) {
+      const left = this.#perSession.get(session)! - 1;
+      if (left === 0) this.#perSession.delete(session);
+      else this.#perSession.set(session, left);
+    }
     if (this.#streams.size === 0) this.#stop();
   }
 }

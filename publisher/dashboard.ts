@@ -29,7 +29,7 @@ import appJs from "./dashboard/app.js" with { type: "text" };
 import appCss from "./dashboard/app.css" with { type: "text" };
 
 export { DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL } from "./_sessions.ts";
-export { DEFAULT_MAX_STREAM_AGE, DEFAULT_MAX_STREAMS } from "./_dashboard_events.ts";
+export { DEFAULT_MAX_STREAM_AGE, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_SESSION } from "./_dashboard_events.ts";
 
 /** Where the dashboard's server-API calls go: `/dashboard/api/<method>`. */
 export const DASHBOARD_API_PREFIX = "/dashboard/api/";
@@ -64,6 +64,8 @@ export interface DashboardOptions {
   sessionTtl?: number;
   /** Event streams (open pages) at once; one more gets 429. @default {16} */
   maxStreams?: number;
+  /** Event streams of one login at once, when there is an API key; one more gets 429. @default {4} */
+  maxStreamsPerSession?: number;
   /**
    * How long an event stream lasts, in milliseconds: the page opens the
    * next one by itself and resumes where it was, and one that stopped
@@ -134,6 +136,7 @@ export function createDashboard(deps: DashboardDeps): Dashboard {
     {
       interval: deps.interval,
       maxStreams: deps.maxStreams,
+      maxStreamsPerSession: deps.maxStreamsPerSession,
       maxStreamAge: deps.maxStreamAge,
     },
   );
@@ -207,7 +210,7 @@ export function createDashboard(deps: DashboardDeps): Dashboard {
         if (apiKey === undefined) return streams.open(SECURITY, { lastEventId });
         const id = sessionOf(req);
         if (id === undefined) throw notLoggedIn();
-        return streams.open(SECURITY, { alive: () => sessions.get(id) !== undefined, lastEventId });
+        return streams.open(SECURITY, { alive: () => sessions.get(id) !== undefined, session: id, lastEventId });
       },
     },
     "/dashboard/app.js": {

@@ -446,3 +446,28 @@ Deno.test("dashboard: a page back after its stream ended gets only the samples i
     await keeper.cancel();
   }
 });
+
+Deno.test("dashboard: one login holds at most maxStreamsPerSession streams (4), and the next gets 429; others still get theirs", async () => {
+  const { handler } = setup({ dashboard: { interval: 20 } });
+  const one = await loggedIn(handler);
+  const other = await loggedIn(handler);
+  const open = (cookie: string) => handler(new Request(`${BASE}/dashboard/events`, { headers: { cookie } }));
+  const responses: Response[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      responses.push(await open(one.cookie));
+      assert.equal(responses.at(-1)!.status, 200, `stream ${i + 1} of the login`);
+    }
+    const fifth = await open(one.cookie);
+    assert.equal(fifth.status, 429);
+    assert.equal(fifth.headers.get("retry-after"), "5");
+    assert.match(await fifth.text(), /Too many dashboard streams: 4 are open for this login/);
+    responses.push(await open(other.cookie));
+    assert.equal(responses.at(-1)!.status, 200, "another login still gets a place");
+    await responses.shift()!.body!.cancel();
+    responses.push(await open(one.cookie));
+    assert.equal(responses.at(-1)!.status, 200, "a place the login gave back is its again");
+  } finally {
+    for (const response of responses) await response.body?.cancel();
+  }
+});
