@@ -347,7 +347,10 @@ export function apiMethods(deps: ApiMethodsDeps): ApiMethods {
     return {};
   }
 
-  /** Sends `command` to a user's connections or to one connection, and says to how many it applied. */
+  /**
+   * Sends `command` to a user's connections or to one connection, and says
+   * how many are as it asked once it is done (see {@linkcode userCommand}).
+   */
   async function command(params: Params, body: CommandBody): Promise<Result> {
     const address = readTarget(params, ["user", "connection"], maxChannelLength) as UserAddress | ConnectionAddress;
     const route = commandRoute(address, body);

@@ -50,7 +50,11 @@ export function userPresence(gathered: Gathered): Result {
   return { online: connections > 0, connections, ...reachOf(gathered) };
 }
 
-/** How many connections a command for a user was applied to, summed over the workers. */
+/**
+ * How many of a user's connections are as a command asked once it is done,
+ * summed over the workers: in the channel after a subscribe, out of it after
+ * an unsubscribe (those already so included), closed by a disconnect.
+ */
 export function userCommand(gathered: Gathered): Result {
   return { connections: sumConnections(gathered), ...reachOf(gathered) };
 }

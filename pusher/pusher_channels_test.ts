@@ -338,6 +338,31 @@ Deno.test("pusher applies a command to every connection of a user and replies ho
   await assert.rejects(() => setup.bus.request(userSubject("alice"), { cmd: "disconnect" }), /nobody subscribes/);
 });
 
+Deno.test("pusher's reply to a user's subscribe counts the user's connections in the channel afterwards, and to an unsubscribe those out of it", async () => {
+  await using setup = setUp({ tokenSecret: SECRET });
+  const alice1 = await setup.connect(token("alice", { channels: ["*"] }));
+  const alice2 = await setup.connect(token("alice", { channels: ["*"] }));
+  await subscribe(alice1, "news");
+  const ask = async (command: Parameters<typeof commandRoute>[1]) => {
+    const route = commandRoute({ kind: "user", user: "alice" }, command);
+    return (await setup.bus.request(route.subject, route.data)).replies;
+  };
+  assert.deepEqual(await ask({ cmd: "subscribe", channel: "news" }), [{ connections: 2 }], "one was in it already");
+  assert.deepEqual([pushes(alice1), pushes(alice2)], [[], ['{"subscribed":{"channel":"news"}}']]);
+  assert.deepEqual(await ask({ cmd: "subscribe", channel: "news" }), [{ connections: 2 }], "both were");
+  const { worker, connection } = addressOf(alice1);
+  const route = commandRoute(
+    { kind: "connection", workerId: worker, connectionId: connection },
+    { cmd: "unsubscribe", channel: "news" },
+  );
+  await setup.bus.request(route.subject, route.data);
+  assert.deepEqual(
+    await ask({ cmd: "unsubscribe", channel: "news" }),
+    [{ connections: 2 }],
+    "one was out of it already",
+  );
+});
+
 Deno.test("pusher answers presence: a channel's clients and distinct users, a user's connections, its counts", async () => {
   await using setup = setUp({ tokenSecret: SECRET });
   const grant = { channels: ["*"] };
