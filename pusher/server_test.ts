@@ -471,6 +471,8 @@ interface Violation {
   /** What the client writes after the handshake, one write per entry. */
   writes: Uint8Array[];
   code: number;
+  /** The close reason, where the test pins it. */
+  reason?: string;
   /** Texts the server must echo before it closes. */
   echoed?: string[];
 }
@@ -528,6 +530,18 @@ const VIOLATIONS: Violation[] = [
   },
   { name: "a continuation without a start", writes: [clientFrame(Op.continuation, "x")], code: 1002 },
   {
+    name: "a 5-byte text in the 16-bit length, where 7 bits do",
+    writes: [clientFrame(Op.text, "hello", { lengthBits: 16 })],
+    code: 1002,
+    reason: "Frame length 5 not in its shortest encoding",
+  },
+  {
+    name: "a 200-byte binary message in the 64-bit length, where 16 bits do",
+    writes: [clientFrame(Op.binary, new Uint8Array(200), { lengthBits: 64 })],
+    code: 1002,
+    reason: "Frame length 200 not in its shortest encoding",
+  },
+  {
     name: "a new text frame in the middle of a fragmented message",
     writes: [clientFrame(Op.text, "start", { fin: false }), clientFrame(Op.text, "again")],
     code: 1002,
@@ -573,6 +587,7 @@ for (const violation of VIOLATIONS) {
     const { close, before } = await socket.readUntilClose();
     assert.ok(close, "the connection ended without a close frame");
     assert.equal(close.code, violation.code, `close reason ${JSON.stringify(close.reason)}`);
+    if (violation.reason !== undefined) assert.equal(close.reason, violation.reason);
     assert.deepEqual(before.map((f) => strictUtf8.decode(f.payload)), violation.echoed ?? []);
     // The server ends its side after its close frame and drops what follows.
     // The client answers and ends its own, as a browser does on that end; the

@@ -1,8 +1,9 @@
 /**
  * The server side of the WebSocket protocol (RFC 6455) as pure functions and
  * a streaming parser: handshake key, frame encoding, and a bytes-in,
- * events-out parser of client frames that enforces masking, size limits,
- * fragmentation rules, close codes and UTF-8. No `Deno.*` calls.
+ * events-out parser of client frames that enforces masking, shortest
+ * lengths, size limits, fragmentation rules, close codes and UTF-8. No
+ * `Deno.*` calls.
  *
  * @module
  */
@@ -304,6 +305,10 @@ export class FrameParser {
       if (available < 4) return this.#incomplete(4);
       length = (bytes[offset + 2]! << 8) | bytes[offset + 3]!;
       headerLength = 4;
+      // RFC 6455 5.2: "the minimal number of bytes MUST be used to encode the length".
+      if (length < 126) {
+        throw new ProtocolError(CloseCode.protocolError, `Frame length ${length} not in its shortest encoding`);
+      }
     } else if (length === 127) {
       if (available < 10) return this.#incomplete(10);
       const high =
@@ -314,6 +319,9 @@ export class FrameParser {
       length = high * 0x100000000 + (bytes[offset + 6]! * 0x1000000) +
         (bytes[offset + 7]! << 16 | bytes[offset + 8]! << 8 | bytes[offset + 9]!);
       headerLength = 10;
+      if (length < 0x10000) {
+        throw new ProtocolError(CloseCode.protocolError, `Frame length ${length} not in its shortest encoding`);
+      }
     }
     if (control) {
       if (length > 125) throw new ProtocolError(CloseCode.protocolError, "Control frame payload over 125 bytes");

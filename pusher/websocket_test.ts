@@ -162,9 +162,10 @@ function sampleStream(random: () => number): { bytes: Uint8Array; events: Client
       });
       events.push({ type: "binary", data: concat(parts) });
     } else {
-      // A 16-bit length where 7 bits would do: legal, if not minimal.
-      frames.push(clientFrame(Op.text, "long form", { lengthBits: 16, mask: mask() }));
-      events.push({ type: "text", data: "long form" });
+      // A length at a bound of its encoding: the longest 7-bit, 16-bit, the shortest 16-bit, 64-bit.
+      const data = bytesOf([125, 126, 65535, 65536][Math.floor(random() * 4)]!);
+      frames.push(clientFrame(Op.binary, data, { mask: mask() }));
+      events.push({ type: "binary", data });
     }
   }
   frames.push(clientFrame(Op.close, closePayload(4001, "done 🙂"), { mask: mask() }));
@@ -288,6 +289,18 @@ Deno.test("FrameParser rejects each protocol violation with its close code, and 
     // Malformed whatever the length they declare: 1002, not the size limit's 1009.
     ["ping declaring 2^32 bytes", clientFrame(Op.ping, "", { length: 2 ** 32 }), 1002],
     ["a 64-bit length with its top bit set", clientFrame(Op.binary, "", { length: 2 ** 63 + 2 ** 11 }), 1002],
+    // RFC 6455 5.2: the shortest encoding of a length MUST be used.
+    ["5 bytes in the 16-bit length", clientFrame(Op.text, "hello", { lengthBits: 16 }), 1002],
+    ["125 bytes in the 16-bit length", clientFrame(Op.binary, new Uint8Array(125), { lengthBits: 16 }), 1002],
+    ["0 bytes in the 64-bit length", clientFrame(Op.binary, "", { lengthBits: 64 }), 1002],
+    ["125 bytes in the 64-bit length", clientFrame(Op.binary, new Uint8Array(125), { lengthBits: 64 }), 1002],
+    ["65535 bytes in the 64-bit length", clientFrame(Op.binary, new Uint8Array(65535), { lengthBits: 64 }), 1002],
+    ["a ping of 5 bytes in the 16-bit length", clientFrame(Op.ping, "hello", { lengthBits: 16 }), 1002],
+    [
+      "a last fragment of 3 bytes in the 64-bit length",
+      concat([clientFrame(Op.text, "a", { fin: false }), clientFrame(Op.continuation, "bcd", { lengthBits: 64 })]),
+      1002,
+    ],
     ["continuation without a start, declaring 70000 bytes", clientFrame(Op.continuation, "", { length: 70_000 }), 1002],
     [
       "a new text frame inside a fragmented message, declaring 70000 bytes",
