@@ -542,6 +542,36 @@ Deno.test("pusher on listen: counts pings and pongs toward the message rate: a p
   assert.ok(before.every((frame) => frame.opcode === Op.pong));
 });
 
+Deno.test("pusher on listen: a client closed over its message rate is cut off at once while it keeps sending, and counted once", async () => {
+  await using setup = serve({ maxMessageRate: 5 }, { closeTimeout: 60_000 });
+  await using flood = await RawSocket.open(setup.port);
+  assert.ok(await flood.next(), "the greeting");
+  const commands = (from: number) =>
+    concat(Array.from({ length: 50 }, (_, i) => clientFrame(Op.text, `{"id":${from + i},"ping":{}}`)));
+  await flood.write(commands(1));
+  // It keeps sending after the close, a batch per turn of the event loop
+  // (in this process, a write that never blocks would starve the reads),
+  // until the pusher ends the connection.
+  const sending = (async () => {
+    try {
+      for (let from = 51; !flood.ended; from += 50) {
+        await flood.write(commands(from));
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    } catch { /* the connection was closed */ }
+  })();
+  const { close, before } = await flood.readUntilClose();
+  assert.deepEqual(close, { code: 1008, reason: "message rate exceeded" });
+  assert.ok(before.length <= 5, `at most the allowance of 5 answers, got ${before.length}`);
+  // The close timeout is a minute: the pusher does not wait for an answer from this client.
+  assert.deepEqual(await flood.readToEnd(5000), [], "frames after the close");
+  await within(sending, 5000, "the client's writes to fail");
+  await until(() => setup.server.sockets === 0, 5000, "the server to let the socket go");
+  const metrics = await (await fetch(`http://127.0.0.1:${setup.port}/metrics`)).text();
+  assert.match(metrics, /^pusher_disconnects_total\{reason="policy"\} 1$/m);
+  assert.doesNotMatch(metrics, /client_closed|dropped/);
+});
+
 Deno.test("pusher on listen: counts each fragment toward the message rate: a flood of continuation frames is closed with 1008", async () => {
   await using setup = serve({ maxMessageRate: 20 });
   await using flood = await RawSocket.open(setup.port);

@@ -589,12 +589,20 @@ for (const violation of VIOLATIONS) {
     assert.equal(close.code, violation.code, `close reason ${JSON.stringify(close.reason)}`);
     if (violation.reason !== undefined) assert.equal(close.reason, violation.reason);
     assert.deepEqual(before.map((f) => strictUtf8.decode(f.payload)), violation.echoed ?? []);
-    // The server ends its side after its close frame and drops what follows.
-    // The client answers and ends its own, as a browser does on that end; the
-    // close timeout is long, so the end comes from the client's.
-    await socket.send(Op.close, closePayload(violation.code));
-    assert.deepEqual(await socket.readToEnd(2000), []);
-    await socket.conn.closeWrite();
+    if (violation.code === 1009) {
+      // The server ends its side after its close frame and drops what
+      // follows, the rest of the message included. The client answers and
+      // ends its own, as a browser does on that end; the close timeout is
+      // long, so the end comes from the client's.
+      await socket.send(Op.close, closePayload(violation.code));
+      assert.deepEqual(await socket.readToEnd(2000), []);
+      await socket.conn.closeWrite();
+    } else {
+      // A client that broke the protocol gets no closing handshake (RFC 6455
+      // 7.1.7): the server ends the connection after its close frame, without
+      // waiting for an answer, long before the close timeout.
+      assert.deepEqual(await socket.readToEnd(2000), []);
+    }
     assert.equal((await handlerCloses(echo, 1))[0]!.code, violation.code);
     const logged = echo.logged(/msg="closing a client that broke the protocol"/);
     assert.equal(logged.length, 1, logged.join("\n"));
@@ -621,6 +629,68 @@ Deno.test("server sends its close frame when more bytes follow the violation at 
   await socket.write(concat([clientFrame(Op.text, "hi", { mask: null }), junk]));
   assert.equal((await socket.readUntilClose()).close?.code, 1002);
   assert.equal(echo.logged(/msg="closing a client that broke the protocol"/).length, 1);
+});
+
+/**
+ * Writes text frames until the server ends the connection, or for `ms`: a
+ * client that keeps sending whatever it is told. A batch per turn of the
+ * event loop: in this process, writes that never block would starve the reads.
+ */
+async function flood(socket: RawSocket, ms: number): Promise<void> {
+  const frames = concat(Array.from({ length: 64 }, (_, i) => clientFrame(Op.text, `after ${i}`)));
+  const deadline = Date.now() + ms;
+  try {
+    while (Date.now() < deadline && !socket.ended) {
+      await socket.write(frames);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  } catch {
+    // Reset by the server: it closed the connection.
+  }
+}
+
+for (const [how, code] of [["its handler's 1008", 1008], ["a protocol violation (1002)", 1002]] as const) {
+  Deno.test(`server ends a connection it fails with ${how} at once, though the client keeps sending`, async () => {
+    await using echo = startEcho({ closeTimeout: 60_000 });
+    await using socket = await RawSocket.open(echo.port);
+    const cause = code === 1008
+      ? clientFrame(Op.text, "cmd:close 1008 policy")
+      : clientFrame(Op.text, "bad", { mask: null });
+    // The cause and a run of messages behind it in one write, then more.
+    await socket.write(concat([cause, ...Array.from({ length: 100 }, () => clientFrame(Op.text, "behind"))]));
+    const flooding = flood(socket, 30_000);
+    const { close, before } = await socket.readUntilClose();
+    assert.equal(close?.code, code, `close reason ${JSON.stringify(close?.reason)}`);
+    assert.deepEqual(before, [], "frames before the close");
+    // The close timeout is a minute: the end of the stream comes from the
+    // server's failing the connection, not from the timeout.
+    assert.deepEqual(await socket.readToEnd(5000), [], "frames after the close");
+    await within(flooding, 5000, "the client's writes to fail");
+    assert.deepEqual(await handlerCloses(echo, 1), [{ code, reason: close!.reason }]);
+    assert.deepEqual(echo.received, code === 1008 ? ["cmd:close 1008 policy"] : [], "messages the handler got");
+    assert.equal(echo.server.sockets, 0);
+    await assertStillEchoes(echo);
+  });
+}
+
+Deno.test("server closing normally skips the client's data frames unread, too big or not UTF-8, until its close frame", async () => {
+  await using echo = startEcho({ maxMessageBytes: 1000, closeTimeout: 60_000 });
+  await using socket = await RawSocket.open(echo.port);
+  await socket.send(Op.text, "cmd:close 4000 bye");
+  assert.deepEqual((await socket.readUntilClose()).close, { code: 4000, reason: "bye" });
+  // Sent before the client saw our close: a message over the limit, text that
+  // is not UTF-8. A closing socket's data frames go to no one: neither is an
+  // error, and the client's close frame after them completes the handshake.
+  await socket.write(concat([
+    clientFrame(Op.binary, new Uint8Array(300_000)),
+    clientFrame(Op.text, new Uint8Array([0x68, 0xff])),
+    clientFrame(Op.close, closePayload(4000)),
+  ]));
+  // The close timeout is a minute: the end comes from the client's close frame.
+  assert.deepEqual(await socket.readToEnd(5000), []);
+  assert.deepEqual(await handlerCloses(echo, 1), [{ code: 4000, reason: "bye" }]);
+  assert.deepEqual(echo.received, ["cmd:close 4000 bye"]);
+  assert.deepEqual(echo.logged(/broke the protocol/), []);
 });
 
 // ---------------------------------------------------------------------------

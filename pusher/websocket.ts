@@ -200,6 +200,10 @@ export class FrameParser {
   #fragmentBytes = 0;
   #fragmentOpcode = -1;
   #failed: ProtocolError | null = null;
+  /** Set by {@linkcode FrameParser.discardData}. */
+  #discarding = false;
+  /** Payload bytes of a discarded data frame still to come, skipped as they arrive. */
+  #skip = 0;
 
   /** A parser for one connection's bytes. */
   constructor(options: FrameParserOptions = {}) {
@@ -221,7 +225,22 @@ export class FrameParser {
    * need not keep it.
    */
   get atRest(): boolean {
-    return this.#partialBytes === 0 && this.#fragmentOpcode < 0 && this.#failed === null;
+    return this.#partialBytes === 0 && this.#fragmentOpcode < 0 && this.#failed === null && this.#skip === 0;
+  }
+
+  /**
+   * From now on, skips data frames as they stream by: their payload is not
+   * unmasked, held or decoded, the size limit does not apply to them, and
+   * they give no events. Control frames are parsed as before, and the
+   * headers of all frames checked, so a closing connection still finds the
+   * client's close frame, at the cost of its headers only. A fragmented
+   * message in progress is dropped. Calling it again does nothing.
+   */
+  discardData(): void {
+    if (this.#discarding) return;
+    this.#discarding = true;
+    this.#message = null;
+    this.#fragmentBytes = 0;
   }
 
   /**
@@ -234,8 +253,17 @@ export class FrameParser {
   push(chunk: Uint8Array): ClientEvent[] {
     if (this.#failed) throw new ProtocolError(this.#failed.code, this.#failed.message);
     let bytes = chunk;
+    if (this.#skip > 0) {
+      // Nothing is held while a discarded payload streams by.
+      if (chunk.length <= this.#skip) {
+        this.#skip -= chunk.length;
+        return [];
+      }
+      bytes = chunk.subarray(this.#skip);
+      this.#skip = 0;
+    }
     if (this.#partialBytes > 0) {
-      const total = this.#partialBytes + chunk.length;
+      const total = this.#partialBytes + bytes.length;
       const partial = this.#partial!.subarray(0, this.#partialBytes);
       // Gather reads until the frame in progress can complete.
       if (total < this.#need) {
@@ -243,11 +271,11 @@ export class FrameParser {
           this.#partial = new Uint8Array(this.#need);
           this.#partial.set(partial);
         }
-        this.#partial!.set(chunk, this.#partialBytes);
+        this.#partial!.set(bytes, this.#partialBytes);
         this.#partialBytes = total;
         return [];
       }
-      bytes = concat([partial, chunk], total);
+      bytes = concat([partial, bytes], total);
     }
     const events: ClientEvent[] = [];
     let offset = 0;
@@ -325,6 +353,8 @@ export class FrameParser {
     }
     if (control) {
       if (length > 125) throw new ProtocolError(CloseCode.protocolError, "Control frame payload over 125 bytes");
+    } else if (this.#discarding) {
+      return this.#discard(opcode, fin, headerLength + 4 + length, available);
     } else {
       if (length > 0xffffffff) throw new ProtocolError(CloseCode.messageTooBig, "Frame larger than 4 GiB");
       // Checked on the declared length, before the payload is buffered.
@@ -341,6 +371,16 @@ export class FrameParser {
     if (control) events.push(this.#control(opcode, payload));
     else this.#data(opcode, fin, payload, events);
     return frameLength;
+  }
+
+  /** Skips a data frame of `frameLength` bytes of which `available` are here; returns the bytes used. */
+  #discard(opcode: number, fin: boolean, frameLength: number, available: number): number {
+    // Kept for the checks of the frames that follow.
+    if (opcode !== OP_CONTINUATION) this.#fragmentOpcode = fin ? -1 : opcode;
+    else if (fin) this.#fragmentOpcode = -1;
+    if (available >= frameLength) return frameLength;
+    this.#skip = frameLength - available;
+    return available;
   }
 
   #control(opcode: number, payload: Uint8Array): ClientEvent {

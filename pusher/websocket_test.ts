@@ -383,3 +383,47 @@ Deno.test("parser is at rest between frames only: not with half a frame, a fragm
   assert.throws(() => parser.push(clientFrame(Op.text, "x", { mask: null })));
   assert.equal(parser.atRest, false, "a failed parser must be kept, to fail again");
 });
+
+Deno.test("FrameParser skips data frames unread once told to discard them, and still finds the close frame", () => {
+  const stream = concat([
+    clientFrame(Op.binary, new Uint8Array(200_000)),
+    clientFrame(Op.text, new Uint8Array([0x68, 0xff])),
+    clientFrame(Op.text, "a", { fin: false }),
+    clientFrame(Op.ping, "p"),
+    clientFrame(Op.continuation, "b"),
+    clientFrame(Op.close, closePayload(1000, "bye")),
+  ]);
+  const expected: ClientEvent[] = [
+    { type: "ping", data: utf8.encode("p") },
+    { type: "close", code: 1000, reason: "bye" },
+  ];
+  for (const size of [1, 7, 4096, stream.length]) {
+    // Over the size limit and not UTF-8: neither matters to data no one reads.
+    const parser = new FrameParser({ maxMessageBytes: 100 });
+    parser.discardData();
+    const events: ClientEvent[] = [];
+    let held = 0;
+    for (let at = 0; at < stream.length; at += size) {
+      events.push(...parser.push(stream.subarray(at, at + size)));
+      held = Math.max(held, parser.heldBytes);
+    }
+    assert.deepEqual(events, expected, `chunks of ${size}`);
+    assert.ok(held <= 200, `chunks of ${size}: held ${held} bytes`);
+    assert.equal(parser.atRest, true);
+  }
+});
+
+Deno.test("FrameParser discarding drops the message in progress and still checks every header", () => {
+  const parser = new FrameParser();
+  assert.deepEqual(parser.push(clientFrame(Op.text, "a".repeat(1000), { fin: false })), [FRAGMENT]);
+  parser.discardData();
+  assert.equal(parser.heldBytes, 0, "the message in progress is dropped");
+  // Its continuation is skipped; a new message before its end is still a violation.
+  assert.deepEqual(parser.push(clientFrame(Op.continuation, "b", { fin: false })), []);
+  assert.throws(() => parser.push(clientFrame(Op.text, "c")), { name: "ProtocolError", code: CloseCode.protocolError });
+  for (const bad of [clientFrame(Op.text, "x", { mask: null }), clientFrame(Op.binary, "x", { lengthBits: 16 })]) {
+    const discarding = new FrameParser();
+    discarding.discardData();
+    assert.throws(() => discarding.push(bad), { name: "ProtocolError", code: CloseCode.protocolError });
+  }
+});
