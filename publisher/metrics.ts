@@ -101,9 +101,9 @@ export class PublisherMetrics {
       name: "publisher_hub_reconnects_total",
       help: "Times the link to the hub came back after it was up once",
     }).collect(() => this.#hub.reconnects);
-    // Series that exist from the start, so that rates work from the first scrape.
+    // Series that exist from the start, so that rates work from the first scrape
+    // (the registry starts those without labels itself).
     for (const target of PUBLISH_TARGETS) this.#publishes.inc(0, target);
-    this.#deliveries.inc(0);
   }
 
   /** Counts one answered request. */

@@ -10,6 +10,12 @@ import type { BusName } from "../shared/bus_address.ts";
 import { CloseCode } from "./websocket.ts";
 import { CONNECTION_LIMIT, TOKEN_EXPIRED, TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
 
+/**
+ * The kinds of `pusher_deliveries_total`, whose series exist from the start:
+ * a broadcast, a targeted send, a channel's or a user's publish.
+ */
+const DELIVERY_KINDS = ["broadcast", "targeted", "channel", "user"] as const;
+
 /** The counters a pusher worker moves. */
 export interface PusherCounters {
   accepted: Counter;
@@ -43,7 +49,7 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
   // Summed over workers: a channel (a user) with members in two workers counts twice.
   m.gauge({ name: "pusher_channels", help: "Channels with members, summed over workers" }).collect(gauges.channels);
   m.gauge({ name: "pusher_users", help: "Users with connections, summed over workers" }).collect(gauges.users);
-  return {
+  const counters = {
     accepted: m.counter({ name: "pusher_connections_total", help: "WebSocket connections accepted" }),
     rejected: m.counter({ name: "pusher_rejected_total", help: "Connections refused, by reason", labels: ["reason"] }),
     disconnects: m.counter({ name: "pusher_disconnects_total", help: "Connections closed", labels: ["reason"] }),
@@ -55,6 +61,10 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
       labels: ["code"],
     }),
   };
+  // Series that exist from the start, so that rates work from the first scrape
+  // (the registry starts pusher_connections_total, without labels, itself).
+  for (const kind of DELIVERY_KINDS) counters.delivered.inc(0, kind);
+  return counters;
 }
 
 /**

@@ -205,6 +205,17 @@ Deno.test("pusher counts pings and pongs toward the message rate", async () => {
   assert.match(metrics, /^pusher_disconnects_total\{reason="policy"\} 1$/m);
 });
 
+Deno.test("pusher /metrics counts 0 connections and deliveries of each kind before the first", async () => {
+  await using setup = setUp();
+  const body = await (await setup.get("/metrics")).text();
+  for (
+    const line of [
+      "pusher_connections_total 0",
+      ...["broadcast", "targeted", "channel", "user"].map((kind) => `pusher_deliveries_total{kind="${kind}"} 0`),
+    ]
+  ) assert.match(body, new RegExp(`^${line.replace(/[{}]/g, "\\$&")}$`, "m"), line);
+});
+
 Deno.test("pusher answers /healthz from its bus link and /metrics in Prometheus format", async () => {
   await using setup = setUp();
   await setup.connect();

@@ -64,9 +64,18 @@ abstract class Metric {
   }
 }
 
-/** A value that only goes up, counted here or read when collected. */
+/**
+ * A value that only goes up, counted here or read when collected. Without
+ * labels, its one series is there from the start, at 0: a dashboard's rate
+ * of it shows 0 before the first count, not "no data".
+ */
 export class Counter extends Metric {
   #collect: (() => number) | null = null;
+
+  constructor(spec: MetricSpec) {
+    super(spec);
+    if (this.labels.length === 0) this.values([], 1);
+  }
 
   /** Adds `by` (default 1) to the series of `labelValues`. */
   inc(by = 1, ...labelValues: string[]): void {
@@ -109,13 +118,14 @@ export class Gauge extends Metric {
   }
 }
 
-/** Counts observations into cumulative buckets. */
+/** Counts observations into cumulative buckets; without labels, from 0, as a counter. */
 export class Histogram extends Metric {
   readonly buckets: readonly number[];
 
   constructor(spec: MetricSpec & { buckets: readonly number[] }) {
     super(spec);
     this.buckets = [...spec.buckets].sort((a, b) => a - b);
+    if (this.labels.length === 0) this.values([], this.buckets.length + 2);
   }
 
   /** Records one observation. */

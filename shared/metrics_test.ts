@@ -30,6 +30,30 @@ Deno.test("metrics render counters, gauges and histograms in the Prometheus text
   );
 });
 
+Deno.test("a counter or histogram without labels renders 0 from the start; one with labels, the values it was given", () => {
+  const registry = new Registry();
+  registry.counter({ name: "connections_total", help: "Connections" });
+  registry.counter({ name: "drops_total", help: "Drops", labels: ["reason"] });
+  registry.histogram({ name: "latency_seconds", help: "Latency", buckets: [0.1] });
+  assert.equal(
+    renderPrometheus(registry.snapshot()),
+    [
+      "# HELP connections_total Connections",
+      "# TYPE connections_total counter",
+      "connections_total 0",
+      "# HELP drops_total Drops",
+      "# TYPE drops_total counter",
+      "# HELP latency_seconds Latency",
+      "# TYPE latency_seconds histogram",
+      'latency_seconds_bucket{le="0.1"} 0',
+      'latency_seconds_bucket{le="+Inf"} 0',
+      "latency_seconds_sum 0",
+      "latency_seconds_count 0",
+      "",
+    ].join("\n"),
+  );
+});
+
 Deno.test("metrics snapshots from several workers merge by summing", () => {
   const make = (drops: number, conns: number) => {
     const registry = new Registry();

@@ -56,6 +56,54 @@ function channelText(): string {
   }));
 }
 
+/**
+ * Counters labelled by what happened (a reason, a status code, a method):
+ * their series come with the first of each, as no list of them is kept.
+ */
+const LABELLED_BY_EVENTS = new Set([
+  "pusher_rejected_total",
+  "pusher_disconnects_total",
+  "pusher_drops_total",
+  "pusher_client_errors_total",
+  "publisher_requests_total",
+  "publisher_api_calls_total",
+]);
+
+/** Each service's metrics before anything happened: no connection, no request, no publish. */
+const FRESH = {
+  pusher(): string {
+    const registry = new Registry();
+    registerPusherMetrics(registry, {
+      connections: () => 0,
+      busConnected: () => true,
+      busReconnects: () => 0,
+      channels: () => 0,
+      users: () => 0,
+    });
+    return renderPrometheus(registry.snapshot());
+  },
+  publisher: (): string => new PublisherMetrics({ connected: true, reconnects: 0 }).render(),
+  channel(): string {
+    const disconnects = Object.fromEntries(DISCONNECT_REASONS.map((reason) => [reason, 0])) as Record<
+      (typeof DISCONNECT_REASONS)[number],
+      number
+    >;
+    return renderPrometheus(metricsOf({
+      connections: 0,
+      publishes: 0,
+      deliveries: 0,
+      enqueues: 0,
+      enqueuesRefused: 0,
+      disconnects,
+      subjects: 0,
+      queues: 0,
+      queuedMessages: 0,
+      queuedBytes: 0,
+      publishesWaiting: 0,
+    }));
+  },
+};
+
 interface Family {
   type: string;
   samples: { name: string; labels: Record<string, string>; value: number }[];
@@ -130,6 +178,18 @@ for (
       assert.equal(buckets.at(-1)!.labels.le, "+Inf", `${name}: the last bucket is +Inf`);
       assert.equal(buckets.at(-1)!.value, count[0]!.value, `${name}: +Inf counts every observation`);
       buckets.slice(1).forEach((b, i) => assert.ok(b.value >= buckets[i]!.value, `${name}: cumulative buckets`));
+    }
+  });
+}
+
+for (const [service, text] of Object.entries(FRESH)) {
+  Deno.test(`${service} metrics have their samples from the start, at 0: a dashboard shows 0 before the first event, not "no data"`, () => {
+    for (const [name, family] of parse(text())) {
+      if (LABELLED_BY_EVENTS.has(name)) continue;
+      assert.ok(family.samples.length > 0, `${name} (${family.type}) has no sample before its first event`);
+      if (family.type === "counter" || family.type === "histogram") {
+        for (const sample of family.samples) assert.equal(sample.value, 0, `${sample.name} starts at 0`);
+      }
     }
   });
 }
