@@ -64,19 +64,20 @@ const PING = encodePing();
 /**
  * Close codes that blame the client for what it sent (RFC 6455 7.4.1): a
  * frame against the protocol (1002), data it cannot take (1003, 1007), a
- * policy such as the message rate (1008). After its close frame with one of
- * them, the server fails the connection (RFC 6455 7.1.7): a client that
- * floods is not read until the close timeout. 1009 is not among them: a
- * browser sends a message too big in good faith, and is likely still sending
- * the rest of it, which is drained unread so that the close frame reaches it
- * (a hang-up on its bytes would answer them with a reset, which can cost it
- * the close frame: it would see 1006).
+ * policy such as the message rate (1008), a message too big (1009). After
+ * its close frame with one of them, the server ends its side of the stream
+ * and reads what the client still sends without parsing it (RFC 6455
+ * 7.1.7), until the client ends or the close timer fires: a client that
+ * floods costs a read per buffer, not a parse. Not a hang-up on its bytes,
+ * which would answer them with a reset: that can cost the client the close
+ * frame (a browser then sees 1006).
  */
-const FAILING_CODES: ReadonlySet<number> = new Set([
+const BLAMING_CODES: ReadonlySet<number> = new Set([
   CloseCode.protocolError,
   CloseCode.unsupportedData,
   CloseCode.invalidData,
   CloseCode.policyViolation,
+  CloseCode.messageTooBig,
 ]);
 
 /**
@@ -98,7 +99,7 @@ export class Socket implements ClientSocket {
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #server: SocketOwner;
-  /** Set once the client broke the protocol, or we failed the connection: what it sends is read and dropped unparsed. */
+  /** Set once the client broke the protocol, or we closed it blaming it: what it sends is read and dropped unparsed. */
   #dropping = false;
   #idle: Uint8Array | null = null;
 
@@ -147,13 +148,14 @@ export class Socket implements ClientSocket {
 
   /**
    * Starts the closing handshake, after what was sent before. With a code
-   * that blames the client (1002, 1003, 1007, 1008), fails the connection
-   * instead: the TCP connection closes once the close frame is written.
-   * Until the client's close frame, its data frames are skipped unread.
+   * that blames the client (1002, 1003, 1007, 1008, 1009), ends our side of
+   * the stream after the close frame and drops what the client sends
+   * unparsed; otherwise its data frames are skipped until its close frame.
    */
   close(code: number, reason: string): void {
-    if (FAILING_CODES.has(code)) this.#fail(code, reason);
-    else this.#sendClose(code, reason, false);
+    const blaming = BLAMING_CODES.has(code);
+    if (blaming && this.#state === "open") this.#dropping = true;
+    this.#sendClose(code, reason, blaming);
   }
 
   /**
@@ -171,28 +173,6 @@ export class Socket implements ClientSocket {
       if (endStream) this.#tcp.closeWrite().catch(() => {});
       this.#awaitPeerClose();
     });
-  }
-
-  /**
-   * Fails the connection (RFC 6455 7.1.7): everything sent before goes out,
-   * then the close frame, then our end of the stream, and the TCP connection
-   * closes without waiting for the client's answer. What the client sends
-   * meanwhile is read and dropped unparsed.
-   */
-  #fail(code: number, reason: string): void {
-    if (this.#state !== "open") return;
-    this.#state = "closing";
-    this.#dropping = true;
-    this.#closeCode = code;
-    this.#closeReason = reason;
-    this.#guard(() => this.#handlers.closing?.(this, code, reason));
-    // Our end of the stream follows the close frame before the close: a
-    // client that sent nothing more gets a FIN, not a reset, and one that
-    // did has the close frame in its buffer before the reset comes.
-    this.#writer.finish(encodeClose(code, reason))
-      .then((written) => written ? this.#tcp.closeWrite() : undefined)
-      .catch(() => {})
-      .finally(() => this.#terminate());
   }
 
   /** Sends a protocol ping; a socket that did not answer the previous one is dead. */
@@ -283,10 +263,9 @@ export class Socket implements ClientSocket {
 
   #receive(chunk: Uint8Array): void {
     // Bytes after a violation (the rest of an oversized message, the
-    // client's close answer) or after we failed the connection are not
-    // processed (RFC 6455 7.1.7), only read and dropped until the connection
-    // ends: once our close frame is written when we failed it, when the
-    // client ends or the close timer fires after a 1009.
+    // client's close answer) or after a close that blames the client are not
+    // processed (RFC 6455 7.1.7), only read and dropped until the client
+    // ends or the close timer fires.
     if (this.#dropping) return;
     let events: ClientEvent[];
     let violation: ProtocolError | null = null;
@@ -311,10 +290,9 @@ export class Socket implements ClientSocket {
       code: violation.code,
       reason: violation.message,
     });
-    // 1009: the close frame, then our end of the stream, and what the client
-    // still sends is drained until it ends or the close timer does.
-    if (FAILING_CODES.has(violation.code)) this.#fail(violation.code, violation.message);
-    else this.#sendClose(violation.code, violation.message, true);
+    // The close frame, then our end of the stream, and what the client still
+    // sends is drained unparsed until it ends or the close timer does.
+    this.#sendClose(violation.code, violation.message, true);
   }
 
   #handle(events: ClientEvent[]): void {
