@@ -35,10 +35,7 @@
  *   of the subject's previous message); it is published with
  *   `Nats-Expected-Last-Subject-Sequence`, so concurrent publishers never give
  *   two messages one offset (the loser reads the last one again and retries).
- *   A subject without any message kept (never published, all expired, or
- *   removed) starts a new epoch; its first reader writes a marker message
- *   (offset 0) so that the epoch it answers is the one the next publish
- *   continues. Subscribers do not get history subjects from the publisher but
+ *   Subscribers do not get history subjects from the publisher but
  *   from the stream (`republish` to `_live.<subject>`), so only stored
  *   messages are delivered, once each, in the stream's order. A subscriber
  *   knows the subject's top from when it subscribed (one read), then from
@@ -46,6 +43,31 @@
  *   reads what it missed from the stream and delivers it first (up to the
  *   history size). A message the stream stored but never republished (its
  *   leader died in between) comes with the next message or reconnect.
+ * - **A position outlives its messages**, as the hub's and Redis's do: each
+ *   history publish then records its position in a second stream
+ *   (`CHANNEL_HISTORY_TOPS`, one headers-only record per subject at
+ *   `_top.<subject>`, `max_age` = max(24 h, ttl), at most 100,000 subjects
+ *   and 64 MiB, the least recently published dropped first). A
+ *   compare-and-set on the record's sequence keeps the later message's
+ *   position whichever publisher's record arrives last. That is one more
+ *   JetStream round trip per history publish: nats-server 2.9 cannot copy
+ *   the messages itself (a source, a mirror or a stream capturing the
+ *   republished ones checks the copy's `Nats-Expected-Last-Subject-Sequence`
+ *   against its own sequences and drops it once they differ). Once every
+ *   message of a subject expired, a read answers that position (a reader at
+ *   it has missed nothing) and the next publish goes on in its epoch, one
+ *   past it; the subject's last sequence is then 0, so of two publishers
+ *   doing so at once, one's expectation fails and it reads the other's
+ *   message. A position not recorded (the publisher died between its two
+ *   writes) is lost with the message: if that was the subject's last one
+ *   before it expired, the next publish repeats its offset.
+ *   A subject without a position kept (never published, its record dropped
+ *   or past its age) starts a new epoch; its first reader writes a marker
+ *   message (offset 0, not recorded, so it lasts the ttl, as a read-only
+ *   Redis key) so that the epoch it answers is the one the next publish
+ *   continues. A removal writes a marker, purges what is below it and
+ *   records the marker's position. A message published around this bus (a
+ *   process without --history) starts a new epoch while it is kept.
  * - **Idempotency keys**: on history subjects, `Nats-Msg-Id` (the subject and
  *   the key), so the stream drops a retry within its duplicate window
  *   (min(ttl, 5 minutes)) whichever publisher sends it, and the retry answers
@@ -72,6 +94,7 @@ import {
 } from "@nats-io/transport-node";
 import { NodeTransport } from "@nats-io/transport-node/lib/node_transport.js";
 import {
+  DiscardPolicy,
   jetstream,
   JetStreamApiError,
   type JetStreamClient,
@@ -177,6 +200,8 @@ const H_OFFSET = "Bus-Offset";
 const H_EPOCH = "Bus-Epoch";
 const H_PREV = "Bus-Prev";
 const H_MARKER = "Bus-Marker";
+/** In a tops record: the history stream's sequence of the message whose position it keeps. */
+const H_SEQ = "Bus-Seq";
 const H_ID = "Bus-Id";
 /** Live history messages a subscriber holds while it reads what it missed; past it, it stops holding. */
 const MAX_HELD = 10_000;
@@ -187,6 +212,16 @@ const MAX_CACHED_TOPS = 10_000;
  * first publish is no longer in the stream (its history was removed).
  */
 const MAX_KEYED_POSITIONS = 10_000;
+/** The tops stream's name: the history stream's, and this. */
+export const TOPS_SUFFIX = "_TOPS";
+/** Where the tops stream keeps a history subject's last position: `_top.<subject>`. */
+export const TOP_PREFIX = "_top.";
+/** Subjects whose last position the tops stream keeps; past it, the least recently published go first. */
+const MAX_TOPS = 100_000;
+/** Bytes the tops stream keeps (a record is headers only, about 200 bytes); past it, the same. */
+const MAX_TOPS_BYTES = 64 * 1024 * 1024;
+/** The tops stream keeps a position at least this long after its message, in milliseconds: Redis's meta key's day. */
+const TOPS_MIN_AGE = 86_400_000;
 /** How long one JetStream call waits before it is tried again (within the caller's timeout), in milliseconds. */
 const ATTEMPT_TIMEOUT = 1000;
 /** Most subscribers the census tracks. */
@@ -230,6 +265,14 @@ interface Top {
   seq: number;
   offset: number;
   epoch: string;
+}
+
+/** A subject's record in the tops stream, as a publisher last knew it. */
+interface Kept {
+  /** The record's sequence in the tops stream; 0 when the subject has none. */
+  seq: number;
+  /** The history stream's sequence of the message it keeps the position of; 0 when none. */
+  historySeq: number;
 }
 
 /** One subscription. */
@@ -278,6 +321,8 @@ export class NatsBus implements Bus {
   readonly #id = crypto.randomUUID();
   readonly #subs = new Map<string, Subscribed>();
   readonly #tops = new Map<string, Top>();
+  /** The subjects' records in the tops stream, as this link last wrote or read them; the oldest forgotten first. */
+  readonly #kepts = new Map<string, Kept>();
   /** The positions of this link's last keyed publishes, by message id; the oldest forgotten first. */
   readonly #keyed = new Map<string, Position>();
   readonly #peers = new Map<string, Peer>();
@@ -404,6 +449,7 @@ export class NatsBus implements Bus {
         this.#reconnects++;
         this.#logger.info("NATS link back", { server: status.server });
         this.#tops.clear();
+        this.#kepts.clear();
         nc.publish(CENSUS_QUERY_SUBJECT);
         this.#announce();
         // What was published while the link was down reached the stream, not us: read it.
@@ -770,17 +816,36 @@ export class NatsBus implements Bus {
   async #ensureStream(jsm: JetStreamManager): Promise<void> {
     const history = this.#options.history!;
     const ttl = history.ttlMs;
-    const config: Partial<StreamConfig> & { name: string } = {
+    // The servers the cluster advertises, or those we were given: a cluster run with `--no_advertise` advertises none.
+    const replicas = Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 0, this.#options.servers.length));
+    await this.#ensure(jsm, {
       name: this.#streamName,
       subjects: history.subjects.map(natsHistoryFilter),
       max_msgs_per_subject: history.size,
       max_age: ttl * 1_000_000,
       duplicate_window: Math.min(ttl, 300_000) * 1_000_000,
-      // The servers the cluster advertises, or those we were given: a cluster run with `--no_advertise` advertises none.
-      num_replicas: Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 0, this.#options.servers.length)),
+      num_replicas: replicas,
       allow_direct: true,
       republish: { src: ">", dest: `${LIVE_PREFIX}>` },
-    };
+    });
+    // Written by the publishers, not copied by the server: nats-server 2.9 checks a copy's (a source's, a mirror's,
+    // a stream capturing the republished messages) Nats-Expected-Last-Subject-Sequence against the copy's own
+    // sequences, and drops it (a source or mirror then stalls) once they differ, as they do after an expiry.
+    await this.#ensure(jsm, {
+      name: this.#topsStreamName,
+      subjects: history.subjects.map((pattern) => TOP_PREFIX + natsHistoryFilter(pattern)),
+      max_msgs_per_subject: 1,
+      max_age: Math.max(TOPS_MIN_AGE, ttl) * 1_000_000,
+      max_msgs: MAX_TOPS,
+      max_bytes: MAX_TOPS_BYTES,
+      discard: DiscardPolicy.Old,
+      num_replicas: replicas,
+      allow_direct: true,
+    });
+  }
+
+  /** Makes the stream `config` names, or updates it to `config` when it exists with another one. */
+  async #ensure(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
     try {
       await jsm.streams.add(config).catch((error) => {
         // A cluster smaller than it looked (the client saw fewer servers than replicas need): one replica.
@@ -799,9 +864,77 @@ export class NatsBus implements Bus {
     return this.#options.stream ?? DEFAULT_HISTORY_STREAM;
   }
 
+  get #topsStreamName(): string {
+    return this.#streamName + TOPS_SUFFIX;
+  }
+
   /** The last stored message of `subject`, or null. */
   async #last(jsm: JetStreamManager, subject: string): Promise<StoredMsg | null> {
     return await jsm.direct.getMessage(this.#streamName, { last_by_subj: natsSubject(subject) });
+  }
+
+  /**
+   * The position of `subject`'s last message as the tops stream keeps it
+   * (for when the history stream has none left: all expired), or null when
+   * it keeps none. Remembers the record's sequences for {@linkcode #keep}.
+   */
+  async #kept(jsm: JetStreamManager, subject: string): Promise<Position | null> {
+    const record = await jsm.direct.getMessage(this.#topsStreamName, {
+      last_by_subj: TOP_PREFIX + natsSubject(subject),
+    });
+    this.#rememberKept(subject, record ? { seq: record.seq, historySeq: Number(record.header.get(H_SEQ) ?? 0) } : null);
+    return record ? positionOf(record.header) : null;
+  }
+
+  #rememberKept(subject: string, kept: Kept | null): void {
+    this.#kepts.delete(subject);
+    if (!kept) return;
+    if (this.#kepts.size >= MAX_CACHED_TOPS) this.#kepts.delete(this.#kepts.keys().next().value!);
+    this.#kepts.set(subject, kept);
+  }
+
+  /**
+   * Records `position`, that of the message at `historySeq` in the history
+   * stream, as `subject`'s top in the tops stream, unless it keeps a later
+   * message's already. Compare-and-set on the record's sequence, so of two
+   * publishers writing at once the later message's position stays, in
+   * whichever order they arrive. Gives up at `deadline`, with a warning: the
+   * message is stored, only its position may not outlive it.
+   */
+  async #keep(subject: string, position: Position, historySeq: number, deadline: number): Promise<void> {
+    let pause = 25;
+    while (true) {
+      try {
+        const { js, jsm } = await this.#jetstream(deadline, `keep the top of ${subject}`);
+        let kept = this.#kepts.get(subject);
+        if (!kept) {
+          await this.#kept(jsm, subject);
+          kept = this.#kepts.get(subject) ?? { seq: 0, historySeq: 0 };
+        }
+        if (kept.historySeq >= historySeq) return;
+        const hdrs = natsHeaders();
+        hdrs.set(H_OFFSET, String(position.offset));
+        hdrs.set(H_EPOCH, position.epoch);
+        hdrs.set(H_SEQ, String(historySeq));
+        const ack = await js.publish(TOP_PREFIX + natsSubject(subject), new Uint8Array(), {
+          headers: hdrs,
+          expect: { lastSubjectSequence: kept.seq },
+          timeout: Math.max(100, Math.min(ATTEMPT_TIMEOUT, deadline - Date.now())),
+        });
+        this.#rememberKept(subject, { seq: ack.seq, historySeq });
+        return;
+      } catch (error) {
+        this.#kepts.delete(subject);
+        // Another publisher wrote it first: read it again and compare.
+        if (error instanceof JetStreamApiError && error.code === 10071) continue;
+        if (Date.now() + pause >= deadline) {
+          this.#logger.warn("cannot keep the top of a history subject", { subject, error: errorText(error) });
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        pause = Math.min(pause * 2, 500);
+      }
+    }
   }
 
   async #top(jsm: JetStreamManager, subject: string): Promise<Top> {
@@ -810,6 +943,10 @@ export class NatsBus implements Bus {
     const last = await this.#last(jsm, subject);
     const position = last ? positionOf(last.header) : null;
     if (last && position) return { seq: last.seq, ...position };
+    // Every message expired: the epoch goes on from the last one. The subject's last sequence is then 0, so of two
+    // publishers that both read this, the second one's expectation fails and it reads the first one's message.
+    const kept = last ? null : await this.#kept(jsm, subject);
+    if (kept) return { seq: 0, ...kept };
     // Nothing kept, or a message published around this bus (a process without --history): a new epoch.
     return { seq: last?.seq ?? 0, offset: 0, epoch: newEpoch() };
   }
@@ -849,10 +986,13 @@ export class NatsBus implements Bus {
           // the subject's history was removed since, remembered from this link's own first publish, or unknown.
           const first = await jsm.direct.getMessage(this.#streamName, { seq: ack.seq });
           const position = (first ? positionOf(first.header) : null) ?? this.#keyed.get(msgID);
+          // The first one's answer may have been lost before it kept its top.
+          if (first && position) await this.#keep(subject, position, ack.seq, deadline);
           return position ? { reached: null, position } : { reached: null };
         }
         const position = { offset: top.offset + 1, epoch: top.epoch };
         this.#remember(subject, { seq: ack.seq, ...position });
+        await this.#keep(subject, position, ack.seq, deadline);
         if (key !== undefined) {
           if (this.#keyed.size >= MAX_KEYED_POSITIONS) this.#keyed.delete(this.#keyed.keys().next().value!);
           this.#keyed.set(msgID, position);
@@ -1001,6 +1141,15 @@ export class NatsBus implements Bus {
     limit: number,
   ): Promise<HistoryResult> {
     let last = await this.#last(jsm, subject);
+    if (!last) {
+      const kept = await this.#kept(jsm, subject);
+      // Still none: nothing was published between the two reads, so the copy is the top, and no message is kept.
+      last = kept ? await this.#last(jsm, subject) : null;
+      if (kept && !last) {
+        const current = since !== undefined && since.epoch === kept.epoch && since.offset === kept.offset;
+        return { messages: [], position: kept, recovered: current };
+      }
+    }
     if (!last || !positionOf(last.header)) {
       await this.#mark(subject, last?.seq ?? 0);
       last = await this.#last(jsm, subject);
@@ -1038,21 +1187,28 @@ export class NatsBus implements Bus {
     return { messages, position: top, recovered };
   }
 
-  /** Writes an empty marker at `subject` (offset 0, a new epoch) when it has no message, so its epoch is kept. */
-  async #mark(subject: string, expected: number): Promise<void> {
+  /**
+   * Writes an empty marker at `subject` (offset 0, a new epoch), so that
+   * its epoch is kept: when its last sequence is `expected`, or whatever it
+   * is with null. Answers the marker's sequence and epoch, or null when someone wrote
+   * first (theirs is the top).
+   */
+  async #mark(subject: string, expected: number | null): Promise<{ seq: number; epoch: string } | null> {
+    const epoch = newEpoch();
     const hdrs = natsHeaders();
     hdrs.set(H_OFFSET, "0");
-    hdrs.set(H_EPOCH, newEpoch());
+    hdrs.set(H_EPOCH, epoch);
     hdrs.set(H_PREV, "0");
     hdrs.set(H_MARKER, "1");
     try {
-      await this.#js!.publish(natsSubject(subject), new Uint8Array(), {
+      const ack = await this.#js!.publish(natsSubject(subject), new Uint8Array(), {
         headers: hdrs,
-        expect: { lastSubjectSequence: expected },
+        ...(expected === null ? {} : { expect: { lastSubjectSequence: expected } }),
       });
+      return { seq: ack.seq, epoch };
     } catch (error) {
-      // Someone wrote first: theirs is the top.
       if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
+      return null;
     }
   }
 
@@ -1068,9 +1224,14 @@ export class NatsBus implements Bus {
     const what = `remove the history of ${subject}`;
     try {
       const { jsm } = await this.#jetstream(deadline, what);
-      await jsm.streams.purge(this.#streamName, { filter: natsSubject(subject) });
+      // The marker first, then what is below it: a publisher never finds the subject empty in between, which would
+      // have it go on with the old epoch from the tops stream. One that published before the marker lands under it
+      // (removed with the rest); one after it, whose expectation fails, reads the marker and goes on in its epoch.
+      const marker = (await this.#mark(subject, null))!;
+      await jsm.streams.purge(this.#streamName, { filter: natsSubject(subject), seq: marker.seq });
       this.#tops.delete(subject);
-      await this.#mark(subject, 0);
+      // Its new epoch outlives the marker, as a publish's position does.
+      await this.#keep(subject, { offset: 0, epoch: marker.epoch }, marker.seq, deadline);
     } catch (error) {
       if (error instanceof BusError) throw error;
       throw new BusError("unavailable", `Cannot ${what}: ${errorText(error)}`, { cause: error });

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { BusError, type BusMessage, type Json, type Position } from "./bus.ts";
 import { NatsBus, type NatsBusOptions, natsHistoryFilter, natsSubject } from "./nats_bus.ts";
 import { startNats } from "../tests/_nats.ts";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { freePort, quiet, until, within } from "../channel/testing.ts";
 
 function bus(servers: NatsBusOptions["servers"], options: Partial<NatsBusOptions> = {}): NatsBus {
@@ -232,6 +234,90 @@ Deno.test("nats bus history: concurrent publishers never share an offset, and a 
   await a.subscribe("plain", () => {});
   assert.deepEqual(await a.publish("plain", 1, { idempotencyKey: "k" }), { reached: null });
   await busError(a.publish("plain", 1, { idempotencyKey: "k".repeat(129) }), "refused", "the long key");
+});
+
+/** Resolves once the history stream keeps no message of `subject` any more (its `max_age` expired them). */
+async function expired(servers: NatsBusOptions["servers"], subject: string): Promise<void> {
+  const nc = await connect({ servers: servers.map(({ hostname, port }) => `${hostname}:${port}`) });
+  try {
+    const jsm = await jetstreamManager(nc);
+    await until(
+      async () => (await jsm.direct.getMessage("CHANNEL_HISTORY", { last_by_subj: natsSubject(subject) })) === null,
+      10_000,
+      `the stream to expire every message of ${subject}`,
+    );
+  } finally {
+    await nc.close();
+  }
+}
+
+const SHORT = { subjects: ["channel.*"], size: 5, ttlMs: 1000 };
+
+Deno.test("nats bus history: a channel whose messages all expired keeps its position, as the hub and Redis do", async () => {
+  await using nats = await startNats();
+  await using publisher = bus(nats.servers, { history: SHORT });
+  await using subscriber = bus(nats.servers, { history: SHORT });
+  const seen: Position[] = [];
+  await subscriber.subscribe("channel.idle", (_data, message) => seen.push(message.position!));
+  const positions: Position[] = [];
+  for (let i = 1; i <= 3; i++) positions.push((await publisher.publish("channel.idle", i)).position!);
+  await expired(nats.servers, "channel.idle");
+  // A client away a second from a channel idle for longer than the ttl: nothing missed, no reload.
+  assert.deepEqual(await subscriber.history("channel.idle", { since: positions[2], limit: 0 }), {
+    messages: [],
+    position: positions[2],
+    recovered: true,
+  });
+  assert.deepEqual(await publisher.history("channel.idle", { since: positions[2] }), {
+    messages: [],
+    position: positions[2],
+    recovered: true,
+  });
+  // One that had not seen the last two missed them, and they are gone.
+  assert.deepEqual(await publisher.history("channel.idle", { since: positions[0] }), {
+    messages: [],
+    position: positions[2],
+    recovered: false,
+  });
+  const next = await publisher.publish("channel.idle", 4);
+  assert.deepEqual(next.position, { offset: 4, epoch: positions[0]!.epoch }, "the epoch goes on, one past the top");
+  await until(() => seen.length === 4, 5000, "the live message after the expiry");
+  assert.deepEqual(seen, [...positions, next.position]);
+  // A removal still starts a new epoch, and that one is kept once its marker expired too.
+  await publisher.removeHistory("channel.idle");
+  const removed = (await publisher.history("channel.idle", { limit: 0 })).position;
+  assert.equal(removed.offset, 0);
+  assert.notEqual(removed.epoch, positions[0]!.epoch);
+  await expired(nats.servers, "channel.idle");
+  assert.deepEqual(await subscriber.history("channel.idle", { since: removed }), {
+    messages: [],
+    position: removed,
+    recovered: true,
+  });
+  assert.deepEqual((await publisher.publish("channel.idle", 5)).position, { offset: 1, epoch: removed.epoch });
+});
+
+Deno.test("nats bus history: two buses racing the first publishes after expiry go on from the top, each offset once", async () => {
+  await using nats = await startNats();
+  await using a = bus(nats.servers, { history: SHORT });
+  await using b = bus(nats.servers, { history: SHORT });
+  let top = (await a.publish("channel.race", 0)).position!;
+  for (let round = 0; round < 3; round++) {
+    await expired(nats.servers, "channel.race");
+    // Both may know the top from before (a published it, b read it), or not at all.
+    if (round === 1) await b.history("channel.race", { limit: 0 });
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).publish("channel.race", { round, i })),
+    );
+    assert.deepEqual(
+      results.map((r) => r.position!.offset).sort((x, y) => x - y),
+      Array.from({ length: 10 }, (_, i) => top.offset + 1 + i),
+      `round ${round}: offsets after ${top.offset}, once each`,
+    );
+    assert.ok(results.every((r) => r.position!.epoch === top.epoch), `round ${round}: the epoch goes on`);
+    top = (await a.history("channel.race", { limit: 0 })).position;
+    assert.equal(top.offset, results.length * (round + 1) + 1);
+  }
 });
 
 Deno.test("nats bus moves to another node when its node dies, resubscribes, and catches up on history", async () => {
