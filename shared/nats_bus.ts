@@ -43,24 +43,25 @@
  *   reads what it missed from the stream and delivers it first (up to the
  *   history size). A message the stream stored but never republished (its
  *   leader died in between) comes with the next message or reconnect.
- * - **A position outlives its messages**, as the hub's and Redis's do: each
- *   history publish then records its position in a second stream
+ * - **A position outlives its messages**, as the hub's and Redis's do: a
+ *   history publish first records the position it takes in a second stream
  *   (`CHANNEL_HISTORY_TOPS`, one headers-only record per subject at
  *   `_top.<subject>`, `max_age` = max(24 h, ttl), at most 100,000 subjects
- *   and 64 MiB, the least recently published dropped first). A
- *   compare-and-set on the record's sequence keeps the later message's
- *   position whichever publisher's record arrives last. That is one more
- *   JetStream round trip per history publish: nats-server 2.9 cannot copy
- *   the messages itself (a source, a mirror or a stream capturing the
- *   republished ones checks the copy's `Nats-Expected-Last-Subject-Sequence`
- *   against its own sequences and drops it once they differ). Once every
- *   message of a subject expired, a read answers that position (a reader at
- *   it has missed nothing) and the next publish goes on in its epoch, one
- *   past it; the subject's last sequence is then 0, so of two publishers
- *   doing so at once, one's expectation fails and it reads the other's
- *   message. A position not recorded (the publisher died between its two
- *   writes) is lost with the message: if that was the subject's last one
- *   before it expired, the next publish repeats its offset.
+ *   and 64 MiB, the least recently published dropped first), then stores
+ *   the message. A compare-and-set on the record's sequence keeps the later
+ *   position of an epoch whichever publisher's record arrives last. So the
+ *   record is never behind a stored message: a publish that recorded and
+ *   then failed (a timeout, a crash) leaves a gap, and a reader before it
+ *   is told `recovered: false`; none repeats an offset a client may have
+ *   seen. That is one more JetStream round trip per history publish:
+ *   nats-server 2.9 cannot copy the messages itself (a source, a mirror or a
+ *   stream capturing the republished ones checks the copy's
+ *   `Nats-Expected-Last-Subject-Sequence` against its own sequences and
+ *   drops it once they differ). Once every message of a subject expired, a
+ *   read answers the recorded position (a reader at it has missed nothing)
+ *   and the next publish goes on in its epoch, one past it; the subject's
+ *   last sequence is then 0, so of two publishers doing so at once, one's
+ *   expectation fails and it reads the other's message.
  *   A subject without a position kept (never published, its record dropped
  *   or past its age) starts a new epoch; its first reader writes a marker
  *   message (offset 0, not recorded, so it lasts the ttl, as a read-only
@@ -200,8 +201,6 @@ const H_OFFSET = "Bus-Offset";
 const H_EPOCH = "Bus-Epoch";
 const H_PREV = "Bus-Prev";
 const H_MARKER = "Bus-Marker";
-/** In a tops record: the history stream's sequence of the message whose position it keeps. */
-const H_SEQ = "Bus-Seq";
 const H_ID = "Bus-Id";
 /** Live history messages a subscriber holds while it reads what it missed; past it, it stops holding. */
 const MAX_HELD = 10_000;
@@ -271,8 +270,8 @@ interface Top {
 interface Kept {
   /** The record's sequence in the tops stream; 0 when the subject has none. */
   seq: number;
-  /** The history stream's sequence of the message it keeps the position of; 0 when none. */
-  historySeq: number;
+  /** The position it keeps: the highest one a publisher took (or a removal began), or null when none. */
+  position: Position | null;
 }
 
 /** One subscription. */
@@ -320,7 +319,8 @@ export class NatsBus implements Bus {
   readonly #publishTimeout: number;
   readonly #id = crypto.randomUUID();
   readonly #subs = new Map<string, Subscribed>();
-  readonly #tops = new Map<string, Top>();
+  /** The tops of this link's last publishes, until `freshUntil` (ms since the epoch); the oldest forgotten first. */
+  readonly #tops = new Map<string, Top & { freshUntil: number }>();
   /** The subjects' records in the tops stream, as this link last wrote or read them; the oldest forgotten first. */
   readonly #kepts = new Map<string, Kept>();
   /** The positions of this link's last keyed publishes, by message id; the oldest forgotten first. */
@@ -874,72 +874,63 @@ export class NatsBus implements Bus {
   }
 
   /**
-   * The position of `subject`'s last message as the tops stream keeps it
-   * (for when the history stream has none left: all expired), or null when
-   * it keeps none. Remembers the record's sequences for {@linkcode #keep}.
+   * The position the tops stream keeps for `subject` (for when the history
+   * stream has no message of it left: all expired), or null when it keeps
+   * none. Remembers the record for {@linkcode #keep}.
    */
   async #kept(jsm: JetStreamManager, subject: string): Promise<Position | null> {
     const record = await jsm.direct.getMessage(this.#topsStreamName, {
       last_by_subj: TOP_PREFIX + natsSubject(subject),
     });
-    this.#rememberKept(subject, record ? { seq: record.seq, historySeq: Number(record.header.get(H_SEQ) ?? 0) } : null);
-    return record ? positionOf(record.header) : null;
+    const position = record ? positionOf(record.header) : null;
+    this.#rememberKept(subject, { seq: record?.seq ?? 0, position });
+    return position;
   }
 
-  #rememberKept(subject: string, kept: Kept | null): void {
+  #rememberKept(subject: string, kept: Kept): void {
     this.#kepts.delete(subject);
-    if (!kept) return;
     if (this.#kepts.size >= MAX_CACHED_TOPS) this.#kepts.delete(this.#kepts.keys().next().value!);
     this.#kepts.set(subject, kept);
   }
 
   /**
-   * Records `position`, that of the message at `historySeq` in the history
-   * stream, as `subject`'s top in the tops stream, unless it keeps a later
-   * message's already. Compare-and-set on the record's sequence, so of two
-   * publishers writing at once the later message's position stays, in
-   * whichever order they arrive. Gives up at `deadline`, with a warning: the
-   * message is stored, only its position may not outlive it.
+   * Records `position` as `subject`'s top in the tops stream before a
+   * message is stored there, unless it keeps a later position of the same
+   * epoch already: so the record is never behind a stored message, and
+   * after every message expired the next publish goes on past any offset
+   * ever given. Compare-and-set on the record's sequence: of two publishers
+   * writing at once, the later position stays. A publish that records and
+   * then fails leaves a gap, which a reader before it is told of
+   * (`recovered: false`); one that stored without recording would have had
+   * its offset given again.
    */
-  async #keep(subject: string, position: Position, historySeq: number, deadline: number): Promise<void> {
-    let pause = 25;
+  async #keep(js: JetStreamClient, jsm: JetStreamManager, subject: string, position: Position, deadline: number) {
     while (true) {
+      if (!this.#kepts.has(subject)) await this.#kept(jsm, subject);
+      const kept = this.#kepts.get(subject)!;
+      if (kept.position?.epoch === position.epoch && kept.position.offset >= position.offset) return;
+      const hdrs = natsHeaders();
+      hdrs.set(H_OFFSET, String(position.offset));
+      hdrs.set(H_EPOCH, position.epoch);
       try {
-        const { js, jsm } = await this.#jetstream(deadline, `keep the top of ${subject}`);
-        let kept = this.#kepts.get(subject);
-        if (!kept) {
-          await this.#kept(jsm, subject);
-          kept = this.#kepts.get(subject) ?? { seq: 0, historySeq: 0 };
-        }
-        if (kept.historySeq >= historySeq) return;
-        const hdrs = natsHeaders();
-        hdrs.set(H_OFFSET, String(position.offset));
-        hdrs.set(H_EPOCH, position.epoch);
-        hdrs.set(H_SEQ, String(historySeq));
         const ack = await js.publish(TOP_PREFIX + natsSubject(subject), new Uint8Array(), {
           headers: hdrs,
           expect: { lastSubjectSequence: kept.seq },
           timeout: Math.max(100, Math.min(ATTEMPT_TIMEOUT, deadline - Date.now())),
         });
-        this.#rememberKept(subject, { seq: ack.seq, historySeq });
+        this.#rememberKept(subject, { seq: ack.seq, position });
         return;
       } catch (error) {
         this.#kepts.delete(subject);
         // Another publisher wrote it first: read it again and compare.
-        if (error instanceof JetStreamApiError && error.code === 10071) continue;
-        if (Date.now() + pause >= deadline) {
-          this.#logger.warn("cannot keep the top of a history subject", { subject, error: errorText(error) });
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, pause));
-        pause = Math.min(pause * 2, 500);
+        if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
       }
     }
   }
 
   async #top(jsm: JetStreamManager, subject: string): Promise<Top> {
     const cached = this.#tops.get(subject);
-    if (cached) return cached;
+    if (cached && Date.now() < cached.freshUntil) return cached;
     const last = await this.#last(jsm, subject);
     const position = last ? positionOf(last.header) : null;
     if (last && position) return { seq: last.seq, ...position };
@@ -951,10 +942,15 @@ export class NatsBus implements Bus {
     return { seq: last?.seq ?? 0, offset: 0, epoch: newEpoch() };
   }
 
+  /**
+   * Remembers `top`, just stored, as `subject`'s for the first half of its
+   * ttl. Past it the message may have expired, and a publish that expected
+   * it would record a position it then could not store: a gap.
+   */
   #remember(subject: string, top: Top): void {
     this.#tops.delete(subject);
     if (this.#tops.size >= MAX_CACHED_TOPS) this.#tops.delete(this.#tops.keys().next().value!);
-    this.#tops.set(subject, top);
+    this.#tops.set(subject, { ...top, freshUntil: Date.now() + this.#options.history!.ttlMs / 2 });
   }
 
   async #publishHistory(
@@ -971,8 +967,10 @@ export class NatsBus implements Bus {
       try {
         const { js, jsm } = await this.#jetstream(deadline, what);
         const top = await this.#top(jsm, subject);
+        const position = { offset: top.offset + 1, epoch: top.epoch };
+        await this.#keep(js, jsm, subject, position, deadline);
         const hdrs = natsHeaders();
-        hdrs.set(H_OFFSET, String(top.offset + 1));
+        hdrs.set(H_OFFSET, String(position.offset));
         hdrs.set(H_EPOCH, top.epoch);
         hdrs.set(H_PREV, String(top.seq));
         const ack = await js.publish(natsSubject(subject), bytes, {
@@ -984,15 +982,11 @@ export class NatsBus implements Bus {
         if (ack.duplicate) {
           // Answered as the first one was; not stored again. Its position is read back from the stream, or, when
           // the subject's history was removed since, remembered from this link's own first publish, or unknown.
-          const first = await jsm.direct.getMessage(this.#streamName, { seq: ack.seq });
-          const position = (first ? positionOf(first.header) : null) ?? this.#keyed.get(msgID);
-          // The first one's answer may have been lost before it kept its top.
-          if (first && position) await this.#keep(subject, position, ack.seq, deadline);
-          return position ? { reached: null, position } : { reached: null };
+          const stored = await jsm.direct.getMessage(this.#streamName, { seq: ack.seq });
+          const first = (stored ? positionOf(stored.header) : null) ?? this.#keyed.get(msgID);
+          return first ? { reached: null, position: first } : { reached: null };
         }
-        const position = { offset: top.offset + 1, epoch: top.epoch };
         this.#remember(subject, { seq: ack.seq, ...position });
-        await this.#keep(subject, position, ack.seq, deadline);
         if (key !== undefined) {
           if (this.#keyed.size >= MAX_KEYED_POSITIONS) this.#keyed.delete(this.#keyed.keys().next().value!);
           this.#keyed.set(msgID, position);
@@ -1223,7 +1217,7 @@ export class NatsBus implements Bus {
     const deadline = Date.now() + this.#publishTimeout;
     const what = `remove the history of ${subject}`;
     try {
-      const { jsm } = await this.#jetstream(deadline, what);
+      const { js, jsm } = await this.#jetstream(deadline, what);
       // The marker first, then what is below it: a publisher never finds the subject empty in between, which would
       // have it go on with the old epoch from the tops stream. One that published before the marker lands under it
       // (removed with the rest); one after it, whose expectation fails, reads the marker and goes on in its epoch.
@@ -1231,7 +1225,7 @@ export class NatsBus implements Bus {
       await jsm.streams.purge(this.#streamName, { filter: natsSubject(subject), seq: marker.seq });
       this.#tops.delete(subject);
       // Its new epoch outlives the marker, as a publish's position does.
-      await this.#keep(subject, { offset: 0, epoch: marker.epoch }, marker.seq, deadline);
+      await this.#keep(js, jsm, subject, { offset: 0, epoch: marker.epoch }, deadline);
     } catch (error) {
       if (error instanceof BusError) throw error;
       throw new BusError("unavailable", `Cannot ${what}: ${errorText(error)}`, { cause: error });
