@@ -814,14 +814,14 @@ export class NatsBus implements Bus {
   }
 
   async #ensureStream(jsm: JetStreamManager): Promise<void> {
-    const history = this.#options.history!;
-    const ttl = history.ttlMs;
+    const { subjects, size, ttlMs: ttl } = this.#options.history!;
     // The servers the cluster advertises, or those we were given: a cluster run with `--no_advertise` advertises none.
     const replicas = Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 0, this.#options.servers.length));
-    await this.#ensure(jsm, {
+    // Both at once: on a cluster each is a round of its meta leader's, paid by a process's first history call.
+    const history = this.#ensure(jsm, {
       name: this.#streamName,
-      subjects: history.subjects.map(natsHistoryFilter),
-      max_msgs_per_subject: history.size,
+      subjects: subjects.map(natsHistoryFilter),
+      max_msgs_per_subject: size,
       max_age: ttl * 1_000_000,
       duplicate_window: Math.min(ttl, 300_000) * 1_000_000,
       num_replicas: replicas,
@@ -831,9 +831,9 @@ export class NatsBus implements Bus {
     // Written by the publishers, not copied by the server: nats-server 2.9 checks a copy's (a source's, a mirror's,
     // a stream capturing the republished messages) Nats-Expected-Last-Subject-Sequence against the copy's own
     // sequences, and drops it (a source or mirror then stalls) once they differ, as they do after an expiry.
-    await this.#ensure(jsm, {
+    const tops = this.#ensure(jsm, {
       name: this.#topsStreamName,
-      subjects: history.subjects.map((pattern) => TOP_PREFIX + natsHistoryFilter(pattern)),
+      subjects: subjects.map((pattern) => TOP_PREFIX + natsHistoryFilter(pattern)),
       max_msgs_per_subject: 1,
       max_age: Math.max(TOPS_MIN_AGE, ttl) * 1_000_000,
       max_msgs: MAX_TOPS,
@@ -842,6 +842,7 @@ export class NatsBus implements Bus {
       num_replicas: replicas,
       allow_direct: true,
     });
+    await Promise.all([history, tops]);
   }
 
   /** Makes the stream `config` names, or updates it to `config` when it exists with another one. */
