@@ -64,6 +64,8 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
   // Series that exist from the start, so that rates work from the first scrape
   // (the registry starts pusher_connections_total, without labels, itself).
   for (const kind of DELIVERY_KINDS) counters.delivered.inc(0, kind);
+  for (const reason of DISCONNECT_REASONS) counters.disconnects.inc(0, reason);
+  for (const reason of DROP_REASONS) counters.dropped.inc(0, reason);
   return counters;
 }
 
@@ -113,31 +115,32 @@ export function healthOf(snapshot: RegistrySnapshot, bus: BusName = "hub"): Heal
  */
 export const CLIENT_CLOSED = "client_closed";
 
+/** Why the server closed a connection, by the code it closed with; another code's reason is `closed`. */
+const REASON_OF_CODE: ReadonlyMap<number, string> = new Map([
+  [CloseCode.slow, "slow"],
+  [CloseCode.abnormal, "dropped"],
+  [CloseCode.policyViolation, "policy"],
+  [CloseCode.protocolError, "protocol_error"],
+  [CloseCode.invalidData, "protocol_error"],
+  [CloseCode.messageTooBig, "protocol_error"],
+  [CloseCode.goingAway, "going_away"],
+  [TOO_MANY_BAD_MESSAGES, "bad_messages"],
+  [TOKEN_EXPIRED, "expired"],
+  [CONNECTION_LIMIT, "user_limit"],
+]);
+
 /**
  * Why the server closed a connection, from the code it closed with, for
  * `pusher_disconnects_total`; 1006 (`dropped`) when it was lost.
  */
 export function closeReason(code: number): string {
-  switch (code) {
-    case CloseCode.slow:
-      return "slow";
-    case CloseCode.abnormal:
-      return "dropped";
-    case CloseCode.policyViolation:
-      return "policy";
-    case CloseCode.protocolError:
-    case CloseCode.invalidData:
-    case CloseCode.messageTooBig:
-      return "protocol_error";
-    case CloseCode.goingAway:
-      return "going_away";
-    case TOO_MANY_BAD_MESSAGES:
-      return "bad_messages";
-    case TOKEN_EXPIRED:
-      return "expired";
-    case CONNECTION_LIMIT:
-      return "user_limit";
-    default:
-      return "closed";
-  }
+  return REASON_OF_CODE.get(code) ?? "closed";
 }
+
+/** Every reason of `pusher_disconnects_total`, whose series exist from the start. */
+export const DISCONNECT_REASONS: readonly string[] = [
+  ...new Set([CLIENT_CLOSED, ...REASON_OF_CODE.values(), "closed"]),
+];
+
+/** Every reason of `pusher_drops_total`: an event of the wrong shape, a targeted send to a connection not here. */
+const DROP_REASONS = ["bad_shape", "no_connection"] as const;

@@ -62,8 +62,6 @@ function channelText(): string {
  */
 const LABELLED_BY_EVENTS = new Set([
   "pusher_rejected_total",
-  "pusher_disconnects_total",
-  "pusher_drops_total",
   "pusher_client_errors_total",
   "publisher_requests_total",
   "publisher_api_calls_total",
@@ -193,3 +191,13 @@ for (const [service, text] of Object.entries(FRESH)) {
     }
   });
 }
+
+Deno.test("pusher_disconnects_total starts at 0 for every reason README's table of why a connection closed names, and no other", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const table = readme.slice(readme.indexOf("#### Why a connection closed"));
+  const documented = [...table.slice(0, table.indexOf("\n\n", table.indexOf("| reason"))).matchAll(/^\| `(\w+)` /gm)]
+    .map((match) => match[1]);
+  const fresh = parse(FRESH.pusher()).get("pusher_disconnects_total")!.samples.map((sample) => sample.labels.reason);
+  assert.ok(documented.length >= 10, `the table's reasons: ${documented}`);
+  assert.deepEqual(fresh.toSorted(), documented.toSorted());
+});
