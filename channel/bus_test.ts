@@ -86,6 +86,18 @@ Deno.test("hub bus publish while the hub is down past its timeout is unavailable
   await assertBusError(down.publish("news", 1, { timeout: 100 }), "unavailable", "timeout", "the publish to time out");
 });
 
+/** Runs `script` in a process of its own with `--expose-gc`, and answers the JSON it printed. */
+async function heapProcess<T>(script: string): Promise<T> {
+  const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assert.ok(success, new TextDecoder().decode(stderr));
+  return JSON.parse(new TextDecoder().decode(stdout));
+}
+
 Deno.test("hub bus requests that failed while the hub was down leave no memory behind", async () => {
   // In a process of its own, whose heap is measured after full collections (--expose-gc).
   const script = `
@@ -102,14 +114,7 @@ Deno.test("hub bus requests that failed while the hub was down leave no memory b
     console.log(JSON.stringify({ failed, perRequest: (heap() - before) / 20000 }));
     await bus.close();
   `;
-  const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--v8-flags=--expose-gc", script],
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  assert.ok(success, new TextDecoder().decode(stderr));
-  const { failed, perRequest } = JSON.parse(new TextDecoder().decode(stdout));
+  const { failed, perRequest } = await heapProcess<{ failed: number; perRequest: number }>(script);
   assert.equal(failed, 25_000, "every request failed: the hub is down");
   // A failed request kept about 230 bytes until the hub came back: memory grew with the outage.
   assert.ok(perRequest < 20, `each failed request left ${perRequest.toFixed(1)} bytes on the heap`);
@@ -151,14 +156,7 @@ Deno.test("hub bus subjects subscribed and unsubscribed while the hub is down le
     console.log(JSON.stringify({ perSubscribe: (heap() - before) / 20000 }));
     await bus.close();
   `;
-  const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--v8-flags=--expose-gc", script],
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  assert.ok(success, new TextDecoder().decode(stderr));
-  const { perSubscribe } = JSON.parse(new TextDecoder().decode(stdout));
+  const { perSubscribe } = await heapProcess<{ perSubscribe: number }>(script);
   assert.ok(perSubscribe < 20, `each subscribe undone left ${perSubscribe.toFixed(1)} bytes on the heap`);
 });
 

@@ -36,22 +36,24 @@ function publisherText(): string {
   return metrics.render();
 }
 
-function channelText(): string {
-  const disconnects = Object.fromEntries(DISCONNECT_REASONS.map((reason) => [reason, 1])) as Record<
+/** The hub's metrics after some traffic, or before any when `fresh`. */
+function channelText(fresh = false): string {
+  const n = (value: number) => fresh ? 0 : value;
+  const disconnects = Object.fromEntries(DISCONNECT_REASONS.map((reason) => [reason, n(1)])) as Record<
     (typeof DISCONNECT_REASONS)[number],
     number
   >;
   return renderPrometheus(metricsOf({
-    connections: 1,
-    publishes: 2,
-    deliveries: 3,
-    enqueues: 4,
-    enqueuesRefused: 1,
+    connections: n(1),
+    publishes: n(2),
+    deliveries: n(3),
+    enqueues: n(4),
+    enqueuesRefused: n(1),
     disconnects,
-    subjects: 1,
-    queues: 1,
-    queuedMessages: 1,
-    queuedBytes: 10,
+    subjects: n(1),
+    queues: n(1),
+    queuedMessages: n(1),
+    queuedBytes: n(10),
     publishesWaiting: 0,
   }));
 }
@@ -81,25 +83,7 @@ const FRESH = {
     return renderPrometheus(registry.snapshot());
   },
   publisher: (): string => new PublisherMetrics({ connected: true, reconnects: 0 }).render(),
-  channel(): string {
-    const disconnects = Object.fromEntries(DISCONNECT_REASONS.map((reason) => [reason, 0])) as Record<
-      (typeof DISCONNECT_REASONS)[number],
-      number
-    >;
-    return renderPrometheus(metricsOf({
-      connections: 0,
-      publishes: 0,
-      deliveries: 0,
-      enqueues: 0,
-      enqueuesRefused: 0,
-      disconnects,
-      subjects: 0,
-      queues: 0,
-      queuedMessages: 0,
-      queuedBytes: 0,
-      publishesWaiting: 0,
-    }));
-  },
+  channel: (): string => channelText(true),
 };
 
 interface Family {
