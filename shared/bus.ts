@@ -179,7 +179,9 @@ export interface Bus extends AsyncDisposable {
    * The returned promise resolves once the subscription is in effect at the
    * bus: a publish made after that, by anyone, reaches `handler` (the bus
    * may need a round trip to know; tell a client it is subscribed only
-   * then). It also resolves if the bus closes first; it never rejects.
+   * then). It also resolves if the bus closes first, or once `subject` is
+   * unsubscribed first (during an outage, say: its wait is not kept for a
+   * subscription that is gone); it never rejects.
    */
   subscribe(subject: string, handler: BusHandler): Promise<void>;
   /** Stops the handler of `subject`. Unknown subjects are ignored. */

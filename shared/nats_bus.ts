@@ -282,6 +282,8 @@ interface Subscribed {
   history: { last: Position | null; filling: boolean; held: Msg[] } | null;
   /** Settles once the subscription was sent to the server. */
   ready?: Promise<void>;
+  /** Aborted by {@linkcode NatsBus.unsubscribe}: a subscribe still waiting for the link stops waiting. */
+  gone: AbortController;
 }
 
 /** A bus subscribed to census subjects, as its heartbeats told. */
@@ -471,10 +473,14 @@ export class NatsBus implements Bus {
     this.#waiters.clear();
   }
 
-  /** Resolves with the connection once the link is up, or rejects `unavailable` at `deadline` or on close. */
-  async #link(deadline: number, what: string): Promise<NatsConnection> {
+  /**
+   * Resolves with the connection once the link is up, or rejects
+   * `unavailable` at `deadline`, on close, or once `signal` aborts.
+   */
+  async #link(deadline: number, what: string, signal?: AbortSignal): Promise<NatsConnection> {
     while (true) {
       if (this.#closed) throw new BusError("unavailable", "NATS bus is closed");
+      if (signal?.aborted) throw new BusError("unavailable", `Cannot ${what}: given up`);
       if (this.#connected && this.#nc) return this.#nc;
       const left = deadline - Date.now();
       if (left <= 0) throw new BusError("unavailable", `Cannot ${what}: the NATS link is down`);
@@ -483,15 +489,19 @@ export class NatsBus implements Bus {
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
       let waiter: Waiter | undefined;
+      let onAbort: (() => void) | undefined;
       try {
         await new Promise<void>((resolve, reject) => {
           waiter = { resolve, reject };
           this.#waiters.add(waiter);
           timer = setTimeout(resolve, left);
+          onAbort = resolve;
+          signal?.addEventListener("abort", onAbort, { once: true });
         });
       } finally {
         clearTimeout(timer);
         if (waiter) this.#waiters.delete(waiter);
+        if (onAbort) signal?.removeEventListener("abort", onAbort);
       }
     }
   }
@@ -516,19 +526,22 @@ export class NatsBus implements Bus {
         handler,
         sub: null,
         history: this.#keeps(subject) ? { last: null, filling: false, held: [] } : null,
+        gone: new AbortController(),
       };
       this.#subs.set(subject, subscribed);
       if (this.#nc) this.#open(subject, subscribed);
       if (this.#census.has(subject)) this.#announce();
     }
     await this.#connecting;
-    await this.#subs.get(subject)?.ready;
-    while (!this.#closed && this.#nc) {
+    const subscribed = this.#subs.get(subject);
+    await subscribed?.ready;
+    while (!this.#closed && this.#nc && subscribed && !subscribed.gone.signal.aborted) {
       try {
         await this.#nc.flush();
         return;
       } catch {
-        await this.#link(Date.now() + 60_000, "subscribe").catch(() => {});
+        // The link is down: wait for it, unless the subject is unsubscribed first.
+        await this.#link(Date.now() + 60_000, "subscribe", subscribed.gone.signal).catch(() => {});
       }
     }
   }
@@ -640,6 +653,7 @@ export class NatsBus implements Bus {
     const subscribed = this.#subs.get(subject);
     if (!subscribed) return;
     this.#subs.delete(subject);
+    subscribed.gone.abort();
     subscribed.sub?.unsubscribe();
     if (this.#census.has(subject)) this.#announce();
   }

@@ -409,6 +409,24 @@ Deno.test("nats bus publish during an outage rejects unavailable, and works agai
   assert.equal(after.position?.offset, 2, "the refused publish was not stored");
 });
 
+Deno.test("nats bus subscribe waiting out an outage resolves when its subject is unsubscribed, and the others still wait", async () => {
+  await using nats = await startNats();
+  await using b = bus(nats.servers);
+  await b.subscribe("before", () => {});
+  await nats.kill(0);
+  await until(() => !b.connected, 5000, "the link to drop");
+  let kept = false;
+  const gone = b.subscribe("gone", () => {});
+  const news = b.subscribe("news", () => {}).then(() => (kept = true));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  b.unsubscribe("gone");
+  // Not after the link's wait of up to a minute: at once.
+  await within(gone, 1000, "the unsubscribed subject's subscribe");
+  assert.equal(kept, false, "a subscribe of another subject still waits for the link");
+  await nats.restart(0);
+  await within(news, 10_000, "the subscribe of the subject still subscribed");
+});
+
 /** A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`. */
 async function makeCertificates(dir: string, name: string): Promise<{ ca: string; certFile: string; keyFile: string }> {
   const run = async (...args: string[]) => {

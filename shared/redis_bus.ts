@@ -263,6 +263,8 @@ export class RedisBus implements Bus {
   readonly #handlers = new Map<string, BusHandler>();
   /** Subjects subscribed at Redis, or on their way: each with the promise of its confirmation. */
   readonly #subscribing = new Map<string, Promise<void>>();
+  /** What ends the wait of each subject's subscribe in `#subscribing` early, while it waits: its unsubscribe. */
+  readonly #withdraw = new Map<string, () => void>();
   /** Unsubscribes sent and not yet confirmed, by subject: a subscribe of the subject waits for its. */
   readonly #unsubscribing = new Map<string, Promise<void>>();
   readonly #logger: Logger;
@@ -372,15 +374,23 @@ export class RedisBus implements Bus {
   /**
    * Calls `handler` with every message published to `subject`; subscribing
    * again replaces the handler. Resolves once Redis confirmed the `SUBSCRIBE`
-   * (after a reconnect, if the link was down), or when the bus closes.
+   * (after a reconnect, if the link was down), when the bus closes, or once
+   * `subject` is unsubscribed first.
    */
   subscribe(subject: string, handler: BusHandler): Promise<void> {
     if (this.#closedSignal.signal.aborted) return Promise.resolve();
     this.#handlers.set(subject, handler);
     let confirmed = this.#subscribing.get(subject);
     if (!confirmed) {
-      confirmed = this.#subscribeAtRedis(subject);
+      // Or withdrawn by an unsubscribe: while Redis is down, the SUBSCRIBE waits in the client's (bounded) queue.
+      const withdrawn = Promise.withResolvers<void>();
+      confirmed = Promise.race([this.#subscribeAtRedis(subject), withdrawn.promise]);
       this.#subscribing.set(subject, confirmed);
+      this.#withdraw.set(subject, withdrawn.resolve);
+      const settled = confirmed;
+      void settled.then(() => {
+        if (this.#subscribing.get(subject) === settled) this.#withdraw.delete(subject);
+      });
     }
     return confirmed;
   }
@@ -389,6 +399,8 @@ export class RedisBus implements Bus {
   unsubscribe(subject: string): void {
     if (!this.#handlers.delete(subject)) return;
     this.#subscribing.delete(subject);
+    this.#withdraw.get(subject)?.();
+    this.#withdraw.delete(subject);
     if (this.#closedSignal.signal.aborted) return;
     const done = this.#subscriptions.client.unsubscribe(PREFIX + subject).catch(() => {
       // Lost with the link: the reconnect subscribes only to what is left.
@@ -571,6 +583,8 @@ export class RedisBus implements Bus {
     this.#closedSignal.abort();
     this.#handlers.clear();
     this.#subscribing.clear();
+    for (const withdraw of this.#withdraw.values()) withdraw();
+    this.#withdraw.clear();
     for (const link of [this.#commands, this.#subscriptions]) {
       link.ready = false;
       for (const wake of [...link.waiters]) wake();

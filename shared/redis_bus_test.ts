@@ -314,6 +314,21 @@ Deno.test("redis bus subscribe made while Redis is down resolves once it is in e
   await until(() => got.length === 1, 2000, "the event");
 });
 
+Deno.test("redis bus subscribe waiting out an outage resolves when its subject is unsubscribed, and the others still wait", async () => {
+  await using redis = await startRedis();
+  await redis.stop();
+  await using subscriber = bus(redis.port);
+  let kept = false;
+  const gone = subscriber.subscribe("gone", () => {});
+  const news = subscriber.subscribe("news", () => {}).then(() => (kept = true));
+  await until(async () => (await subscriber.history("x").then(() => true)), 1000, "a local answer");
+  subscriber.unsubscribe("gone");
+  await within(gone, 1000, "the unsubscribed subject's subscribe");
+  assert.equal(kept, false, "a subscribe of another subject still waits for Redis");
+  await redis.start();
+  await within(news, 5000, "the subscribe of the subject still subscribed");
+});
+
 Deno.test("redis bus drops a link that hears nothing and reconnects it", async () => {
   await using redis = await startRedis();
   const lines: string[] = [];
