@@ -9,6 +9,8 @@ import type { Counter, Registry, RegistrySnapshot } from "../shared/metrics.ts";
 import type { BusName } from "../shared/bus_address.ts";
 import { CloseCode } from "./websocket.ts";
 import { CONNECTION_LIMIT, TOKEN_EXPIRED, TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
+import type { Refusal } from "./server.ts";
+import type { Refused } from "./admission.ts";
 
 /**
  * The kinds of `pusher_deliveries_total`, whose series exist from the start:
@@ -66,6 +68,7 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
   for (const kind of DELIVERY_KINDS) counters.delivered.inc(0, kind);
   for (const reason of DISCONNECT_REASONS) counters.disconnects.inc(0, reason);
   for (const reason of DROP_REASONS) counters.dropped.inc(0, reason);
+  for (const reason of REJECT_REASONS) counters.rejected.inc(0, reason);
   return counters;
 }
 
@@ -141,6 +144,23 @@ export function closeReason(code: number): string {
 export const DISCONNECT_REASONS: readonly string[] = [
   ...new Set([CLIENT_CLOSED, ...REASON_OF_CODE.values(), "closed"]),
 ];
+
+/**
+ * Every reason of `pusher_rejected_total`: the pusher's own refusals (its
+ * origins, a token), and those of the server before the handshake reaches it.
+ */
+const REJECT_REASONS = [
+  "origin",
+  "token",
+  "too_many_connections",
+  "too_many_handshakes",
+  "head_timeout",
+  "bad_request",
+  "shutting_down",
+] as const satisfies readonly (Refused["reason"] | Refusal)[];
+// A reason added to either type and not here fails to compile.
+const _everyRejectReason: [Exclude<Refused["reason"] | Refusal, typeof REJECT_REASONS[number]>] extends [never] ? true
+  : never = true;
 
 /** Every reason of `pusher_drops_total`: an event of the wrong shape, a targeted send to a connection not here. */
 const DROP_REASONS = ["bad_shape", "no_connection"] as const;
