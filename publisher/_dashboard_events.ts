@@ -26,6 +26,9 @@ export const DEFAULT_MAX_STREAMS_PER_SESSION = 4;
  */
 export const DEFAULT_MAX_STREAM_AGE = 60_000;
 
+/** When a page refused a place asks again, in milliseconds: its `EventSource`'s `retry`, a 429's `Retry-After`. */
+const FULL_RETRY_MS = 5000;
+
 /** Samples kept for a page that opens: five minutes at one a second. */
 export const DEFAULT_HISTORY = 300;
 
@@ -225,6 +228,13 @@ export interface OpenStreamOptions {
    * only they are sent, instead of the whole history. @default {null}
    */
   lastEventId?: string | null;
+  /**
+   * Whether the page's `EventSource` asks (`Accept: text/event-stream`): when
+   * no place is free it is answered 200 with a `full` event and `retry: 5000`,
+   * and comes back by itself, where a 429 would stop it for good.
+   * @default {false}
+   */
+  waitWhenFull?: boolean;
 }
 
 interface Stream {
@@ -295,24 +305,22 @@ export class EventStreams {
    * Opens a stream for one page, with `headers` on its answer.
    *
    * @throws {Rejection} 429 when `maxStreams` are open, or `maxStreamsPerSession`
-   * of `options.session`; 503 once the streams are closed.
+   * of `options.session` (unless `options.waitWhenFull`); 503 once the streams are closed.
    */
   open(headers: Readonly<Record<string, string>>, options: OpenStreamOptions = {}): Response {
     if (this.#closed) throw new Rejection(503, "Shutting down", { headers: { "retry-after": "5" } });
     const { session } = options;
+    const full = session !== undefined && (this.#perSession.get(session) ?? 0) >= this.#maxStreamsPerSession
+      ? `Too many dashboard streams: ${this.#maxStreamsPerSession} are open for this login`
+      : this.#streams.size >= this.#maxStreams
+      ? `Too many dashboard streams: ${this.#maxStreams} are open`
+      : null;
+    if (full !== null && options.waitWhenFull) {
+      const event = utf8.encode(`retry: ${FULL_RETRY_MS}\nevent: full\ndata: ${JSON.stringify(full)}\n\n`);
+      return eventStream(new Blob([event]).stream(), headers);
+    }
     // 429, not 503: the publisher is fine, and its error rate should not say otherwise.
-    if (session !== undefined && (this.#perSession.get(session) ?? 0) >= this.#maxStreamsPerSession) {
-      throw new Rejection(
-        429,
-        `Too many dashboard streams: ${this.#maxStreamsPerSession} are open for this login`,
-        { headers: { "retry-after": "5" } },
-      );
-    }
-    if (this.#streams.size >= this.#maxStreams) {
-      throw new Rejection(429, `Too many dashboard streams: ${this.#maxStreams} are open`, {
-        headers: { "retry-after": "5" },
-      });
-    }
+    if (full !== null) throw new Rejection(429, full, { headers: { "retry-after": String(FULL_RETRY_MS / 1000) } });
     const first = this.#resumed(options.lastEventId ?? null) ?? this.#historyEvent();
     let stream!: Stream;
     const body = new ReadableStream<Uint8Array>({

@@ -207,10 +207,13 @@ export function createDashboard(deps: DashboardDeps): Dashboard {
       methods: ["GET"],
       handler: (req) => {
         const lastEventId = req.headers.get("last-event-id");
-        if (apiKey === undefined) return streams.open(SECURITY, { lastEventId });
+        // The page's EventSource: told to come back when no place is free, where a 429 would stop it.
+        const waitWhenFull = req.headers.get("accept")?.includes("text/event-stream") ?? false;
+        if (apiKey === undefined) return streams.open(SECURITY, { lastEventId, waitWhenFull });
         const id = sessionOf(req);
         if (id === undefined) throw notLoggedIn();
-        return streams.open(SECURITY, { alive: () => sessions.get(id) !== undefined, session: id, lastEventId });
+        const alive = () => sessions.get(id) !== undefined;
+        return streams.open(SECURITY, { alive, session: id, lastEventId, waitWhenFull });
       },
     },
     "/dashboard/app.js": {

@@ -447,6 +447,41 @@ Deno.test("dashboard: a page back after its stream ended gets only the samples i
   }
 });
 
+Deno.test("dashboard: a page's EventSource refused a place is told to come back (200, a full event, retry 5000), and holds none", async () => {
+  const { handler } = setup({ dashboard: { interval: 20, maxStreams: 1 } });
+  const { cookie } = await loggedIn(handler);
+  const open = (accept?: string) =>
+    handler(
+      new Request(`${BASE}/dashboard/events`, { headers: { cookie, ...(accept ? { accept } : {}) } }),
+    );
+  const taken = await open("text/event-stream");
+  try {
+    assert.equal(taken.status, 200);
+    const refused = await open("text/event-stream");
+    assert.equal(refused.status, 200);
+    assert.match(refused.headers.get("content-type")!, /^text\/event-stream/);
+    // The whole answer: the stream ends, and the browser asks again after the retry.
+    assert.equal(
+      await within(refused.text(), 1000, "the refusal's stream to end"),
+      'retry: 5000\nevent: full\ndata: "Too many dashboard streams: 1 are open"\n\n',
+    );
+    // Anything else that asks is refused as before.
+    const plain = await open();
+    assert.equal(plain.status, 429);
+    assert.equal(plain.headers.get("retry-after"), "5");
+    await plain.body?.cancel();
+    // It held no place: once the one stream is gone, the next page gets it.
+    await taken.body!.cancel();
+    const next = await open("text/event-stream");
+    assert.equal(next.status, 200);
+    const reader = next.body!.pipeThrough(new TextDecoderStream()).getReader();
+    await readEvents(reader, "history", 1);
+    await reader.cancel();
+  } finally {
+    await taken.body?.cancel().catch(() => {});
+  }
+});
+
 Deno.test("dashboard: one login holds at most maxStreamsPerSession streams (4), and the next gets 429; others still get theirs", async () => {
   const { handler } = setup({ dashboard: { interval: 20 } });
   const one = await loggedIn(handler);

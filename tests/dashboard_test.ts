@@ -87,14 +87,27 @@ async function load(publisherUrl: string, lanes: number, signal: AbortSignal): P
   return ok;
 }
 
-/** Opens the dashboard, logs in with the key, and waits for the first sample to be drawn. */
-async function logIn(page: Page, publisherUrl: string): Promise<void> {
+/** Opens the dashboard, logs in with the key, and waits for the first sample to be drawn (unless told not to). */
+async function logIn(page: Page, publisherUrl: string, { firstSample = true } = {}): Promise<void> {
   await page.goto(`${publisherUrl}/dashboard`);
   await page.waitForSelector('input[type="password"]#key', { timeout: 10_000 });
   assert.equal(await page.locator("#connections").count(), 0, "no numbers before the login");
   await page.fill("#key", KEY);
   await Promise.all([page.waitForURL(`${publisherUrl}/dashboard`), page.click('button[type="submit"]')]);
-  await waitPage(async () => await sampleTime(page) > 0, "the first sample on the page");
+  if (firstSample) await waitPage(async () => await sampleTime(page) > 0, "the first sample on the page");
+}
+
+/** Logs in as the login form does, without a browser; answers the session's cookie. */
+async function sessionCookie(publisherUrl: string): Promise<string> {
+  const response = await fetch(`${publisherUrl}/dashboard/login`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ key: KEY }),
+    redirect: "manual",
+  });
+  await response.body?.cancel();
+  assert.equal(response.status, 303);
+  return response.headers.get("set-cookie")!.split(";")[0]!;
 }
 
 /**
@@ -254,6 +267,38 @@ Deno.test("dashboard in Chromium: login, numbers matching /api/info and /metrics
   } finally {
     stopLoad.abort();
     assert.ok(await within(loading, 10_000, "the load to stop") > 0);
+  }
+});
+
+Deno.test("dashboard in Chromium: a page that finds every stream place taken waits for one, and goes live once one is free", async () => {
+  await using system = await startSystem();
+  const { publisherUrl } = system;
+  // The 16 places, 4 a login: four other operators' pages take them all.
+  const taken: ReadableStreamDefaultReader<Uint8Array>[] = [];
+  try {
+    for (let login = 0; login < 4; login++) {
+      const cookie = await sessionCookie(publisherUrl);
+      for (let i = 0; i < 4; i++) {
+        const response = await fetch(`${publisherUrl}/dashboard/events`, {
+          headers: { cookie, accept: "text/event-stream" },
+        });
+        assert.equal(response.status, 200);
+        taken.push(response.body!.getReader());
+      }
+    }
+    await withBrowser(async (browser) => {
+      const page = await browser.newPage();
+      await logIn(page, publisherUrl, { firstSample: false });
+      const pill = async () => (await page.textContent("#stream"))?.trim();
+      await waitPage(async () => await pill() === "waiting for a place", "the page to say it waits for a place");
+      assert.equal(await sampleTime(page), 0, "no sample while it waits");
+      await taken.shift()!.cancel();
+      // The browser asks again 5 s after each refusal.
+      await waitPage(async () => await sampleTime(page) > 0, "the page to take the place freed", 15_000);
+      assert.equal(await pill(), "live");
+    });
+  } finally {
+    for (const reader of taken) await reader.cancel();
   }
 });
 

@@ -284,19 +284,26 @@ const events = new EventSource("/dashboard/events");
 /**
  * The pill says "reconnecting" only when the stream stays down: the server
  * ends each stream after a minute, and the next one opens within seconds.
+ * When every place is taken the server says `full` and the browser asks
+ * again after its `retry`; the pill says so until a sample comes.
  */
 let reconnecting;
-events.addEventListener("open", () => {
-  clearTimeout(reconnecting);
-  setStream("live", "ok");
+let waiting = false;
+events.addEventListener("open", () => clearTimeout(reconnecting));
+events.addEventListener("full", () => {
+  waiting = true;
+  setStream("waiting for a place", "bad");
 });
 events.addEventListener("history", (event) => {
+  waiting = false;
   samples = [];
   for (const sample of JSON.parse(event.data)) keep(sample);
   if (samples.length) render(samples[samples.length - 1]);
   drawCharts();
+  setStream("live", "ok");
 });
 events.addEventListener("snapshot", (event) => {
+  waiting = false;
   const sample = JSON.parse(event.data);
   keep(sample);
   render(sample);
@@ -307,7 +314,7 @@ events.addEventListener("error", () => {
   // CLOSED: the server refused the stream (the session ended); otherwise the browser retries by itself.
   clearTimeout(reconnecting);
   if (events.readyState === EventSource.CLOSED) setStream("stopped: reload the page", "bad");
-  else reconnecting = setTimeout(() => setStream("reconnecting", "bad"), 5000);
+  else if (!waiting) reconnecting = setTimeout(() => setStream("reconnecting", "bad"), 5000);
 });
 
 // Actions, through the server API.
