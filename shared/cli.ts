@@ -10,7 +10,7 @@ import { MAX_TIMER_MS } from "./duration.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
 import { parseBusAddress } from "./bus_address.ts";
 import { natsHistoryFilter } from "./nats_subject.ts";
-import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL } from "./history_log.ts";
+import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TOTAL_BYTES, DEFAULT_HISTORY_TTL } from "./history_log.ts";
 import { MAX_CARRIED_CHANNEL_LENGTH } from "./address.ts";
 
 /** One command-line flag. */
@@ -326,23 +326,39 @@ export const BUS_HISTORY_FLAGS: Record<string, FlagSpec> = {
     default: "100",
   },
   "history-ttl": { type: "string", arg: "S", help: "on a NATS bus: seconds a history message is kept", default: "300" },
+  "history-total-bytes": {
+    type: "string",
+    arg: "N",
+    help:
+      "on a NATS bus: bytes of history kept over all subjects; past it the oldest messages go (on Redis: maxmemory)",
+    default: String(DEFAULT_HISTORY_TOTAL_BYTES),
+  },
 };
 
 /**
- * Reads `--history`, `--history-size` and `--history-ttl` as
- * `OpenBusOptions.history` for a bus at `address`; undefined without
- * `--history`.
+ * Reads `--history`, `--history-size`, `--history-ttl` and, for NATS,
+ * `--history-total-bytes` as `OpenBusOptions.history` for a bus at
+ * `address`; undefined without `--history`.
  *
  * @throws {TypeError} when given for the hub (`channel://`: the hub keeps
- * history with its own `--history`), or for a bad value.
+ * history with its own `--history`), `--history-total-bytes` for Redis
+ * (bounded by Redis's `maxmemory`), or for a bad value.
  */
 export function busHistoryFlag(
   values: FlagValues,
   address: string,
-): { subjects: string[]; size: number; ttlMs: number } | undefined {
-  const given = ["history", "history-size", "history-ttl"].filter((name) => values[name] !== undefined);
+): { subjects: string[]; size: number; ttlMs: number; totalBytes?: number } | undefined {
+  const given = ["history", "history-size", "history-ttl", "history-total-bytes"].filter((name) =>
+    values[name] !== undefined
+  );
   if (given.length === 0) return undefined;
-  if (parseBusAddress(address).scheme === "channel") {
+  const { scheme } = parseBusAddress(address);
+  if ((scheme === "redis" || scheme === "rediss") && values["history-total-bytes"] !== undefined) {
+    throw new TypeError(
+      "Invalid --history-total-bytes: Redis bounds what it keeps itself: run it with maxmemory and maxmemory-policy volatile-lru",
+    );
+  }
+  if (scheme === "channel") {
     throw new TypeError(
       `Invalid --${
         given[0]
@@ -360,7 +376,9 @@ export function busHistoryFlag(
   }
   const size = positiveIntFlag(values, "history-size", DEFAULT_HISTORY_SIZE);
   const ttl = durationFlag(values, "history-ttl", DEFAULT_HISTORY_TTL / 1000, { unit: "s", min: 1 });
-  return { subjects, size, ttlMs: ttl * 1000 };
+  if (scheme === "redis" || scheme === "rediss") return { subjects, size, ttlMs: ttl * 1000 };
+  const totalBytes = positiveIntFlag(values, "history-total-bytes", DEFAULT_HISTORY_TOTAL_BYTES);
+  return { subjects, size, ttlMs: ttl * 1000, totalBytes };
 }
 
 /**

@@ -77,16 +77,34 @@ Deno.test("busFlag reads --bus, else --hub, else CHANNEL_BUS, else CHANNEL_HUB, 
   }
 });
 
-Deno.test("busHistoryFlag reads --history* for a NATS bus and refuses them for the hub", () => {
+Deno.test("busHistoryFlag reads --history* for NATS and Redis, refuses them for the hub, and a total in bytes for Redis", () => {
   assert.equal(busHistoryFlag({}, "nats://n:4222"), undefined);
   assert.deepEqual(busHistoryFlag({ history: "channel.*, news" }, "nats://n:4222"), {
     subjects: ["channel.*", "news"],
     size: 100,
     ttlMs: 300_000,
+    totalBytes: 64 * 1024 * 1024,
   });
   assert.deepEqual(
-    busHistoryFlag({ history: "channel.*", "history-size": "5", "history-ttl": "60" }, "tls://n:4222"),
-    { subjects: ["channel.*"], size: 5, ttlMs: 60_000 },
+    busHistoryFlag(
+      { history: "channel.*", "history-size": "5", "history-ttl": "60", "history-total-bytes": "1048576" },
+      "tls://n:4222",
+    ),
+    { subjects: ["channel.*"], size: 5, ttlMs: 60_000, totalBytes: 1_048_576 },
+  );
+  // Redis keeps no stream of ours to bound: its own maxmemory does.
+  assert.deepEqual(busHistoryFlag({ history: "channel.*" }, "redis://r:6379"), {
+    subjects: ["channel.*"],
+    size: 100,
+    ttlMs: 300_000,
+  });
+  assert.throws(
+    () => busHistoryFlag({ history: "channel.*", "history-total-bytes": "1048576" }, "redis://r:6379"),
+    /^TypeError: Invalid --history-total-bytes: Redis bounds what it keeps itself: run it with maxmemory/,
+  );
+  assert.throws(
+    () => busHistoryFlag({ history: "channel.*", "history-total-bytes": "0" }, "nats://n:4222"),
+    /^TypeError: Invalid --history-total-bytes: at least 1, got 0$/,
   );
   assert.throws(() => busHistoryFlag({ history: "channel.*" }, "channel://127.0.0.1:2206"), {
     name: "TypeError",

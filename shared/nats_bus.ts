@@ -29,8 +29,9 @@
  *   reply, and answers `expected: null`.
  * - **History** lives in one JetStream stream (`CHANNEL_HISTORY`) capturing
  *   the history subjects, with `max_msgs_per_subject` = history size, `max_age`
- *   = its ttl and min(3, cluster size) replicas (the servers the cluster
- *   advertises, or those given, whichever are more). Each message carries
+ *   = its ttl, `max_bytes` = its total bytes (the oldest messages go first,
+ *   whichever subject's) and min(3, cluster size) replicas (the servers the
+ *   cluster advertises, or those given, whichever are more). Each message carries
  *   `Bus-Offset` and `Bus-Epoch` headers and `Bus-Prev` (the stream sequence
  *   of the subject's previous message); it is published with
  *   `Nats-Expected-Last-Subject-Sequence`, so concurrent publishers never give
@@ -63,10 +64,12 @@
  *   last sequence is then 0, so of two publishers doing so at once, one's
  *   expectation fails and it reads the other's message.
  *   A subject without a position kept (never published, its record dropped
- *   or past its age) starts a new epoch; its first reader writes a marker
- *   message (offset 0, not recorded, so it lasts the ttl, as a read-only
- *   Redis key) so that the epoch it answers is the one the next publish
- *   continues. A removal writes a marker, purges what is below it and
+ *   or past its age) starts a new epoch: its first reader or publisher
+ *   records it in the tops stream at offset 0 (a compare-and-set on the
+ *   record's absence, so two at once agree), so that the epoch a reader is
+ *   answered is the one the next publish continues. A read stores nothing
+ *   in the history stream: reads of made-up names cost the tops stream's
+ *   bounded records, never real history. A removal writes a marker, purges what is below it and
  *   records the marker's position. A message published around this bus (a
  *   process without --history) starts a new epoch while it is kept.
  * - **Idempotency keys**: on history subjects, `Nats-Msg-Id` (the subject and
@@ -123,7 +126,7 @@ import {
   type RequestResult,
 } from "./bus.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { newEpoch } from "./history_log.ts";
+import { DEFAULT_HISTORY_TOTAL_BYTES, newEpoch } from "./history_log.ts";
 import { IdempotencyCache, idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import { PRESENCE_SUBJECT } from "./address.ts";
 import { natsHistoryFilter, natsSubject } from "./nats_subject.ts";
@@ -156,6 +159,11 @@ export interface NatsHistory {
   size: number;
   /** How long a message is kept, in milliseconds (`max_age`). */
   ttlMs: number;
+  /**
+   * Bytes the stream keeps over all subjects (`max_bytes`); past it the
+   * oldest messages go, whichever subject's. @default {64 MiB, the hub's `--history-total-bytes`}
+   */
+  totalBytes?: number;
 }
 
 /** Options for {@linkcode NatsBus}. */
@@ -828,7 +836,7 @@ export class NatsBus implements Bus {
   }
 
   async #ensureStream(jsm: JetStreamManager): Promise<void> {
-    const { subjects, size, ttlMs: ttl } = this.#options.history!;
+    const { subjects, size, ttlMs: ttl, totalBytes } = this.#options.history!;
     // The servers the cluster advertises, or those we were given: a cluster run with `--no_advertise` advertises none.
     const replicas = Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 0, this.#options.servers.length));
     // Both at once: on a cluster each is a round of its meta leader's, paid by a process's first history call.
@@ -837,6 +845,8 @@ export class NatsBus implements Bus {
       subjects: subjects.map(natsHistoryFilter),
       max_msgs_per_subject: size,
       max_age: ttl * 1_000_000,
+      max_bytes: totalBytes ?? DEFAULT_HISTORY_TOTAL_BYTES,
+      discard: DiscardPolicy.Old,
       duplicate_window: Math.min(ttl, 300_000) * 1_000_000,
       num_replicas: replicas,
       allow_direct: true,
@@ -951,10 +961,43 @@ export class NatsBus implements Bus {
     if (last && position) return { seq: last.seq, ...position };
     // Every message expired: the epoch goes on from the last one. The subject's last sequence is then 0, so of two
     // publishers that both read this, the second one's expectation fails and it reads the first one's message.
-    const kept = last ? null : await this.#kept(jsm, subject);
-    if (kept) return { seq: 0, ...kept };
-    // Nothing kept, or a message published around this bus (a process without --history): a new epoch.
-    return { seq: last?.seq ?? 0, offset: 0, epoch: newEpoch() };
+    if (!last) {
+      // Nothing kept either: the epoch a reader began, or one begun here, whichever was recorded first.
+      const kept = (await this.#kept(jsm, subject)) ?? await this.#begin(jsm, subject);
+      return { seq: 0, ...kept };
+    }
+    // A message published around this bus (a process without --history): a new epoch.
+    return { seq: last.seq, offset: 0, epoch: newEpoch() };
+  }
+
+  /**
+   * Records a new epoch at offset 0 as `subject`'s position, unless a record
+   * was written since {@linkcode #kept} found none: then answers that one.
+   * Every epoch of a subject with no message is begun here, by a reader or a
+   * publisher, so two beginning one at once agree on it (the compare-and-set
+   * on the record's absence lets one win).
+   */
+  async #begin(jsm: JetStreamManager, subject: string): Promise<Position> {
+    const position = { offset: 0, epoch: newEpoch() };
+    const hdrs = natsHeaders();
+    hdrs.set(H_OFFSET, "0");
+    hdrs.set(H_EPOCH, position.epoch);
+    try {
+      const ack = await this.#js!.publish(TOP_PREFIX + natsSubject(subject), new Uint8Array(), {
+        headers: hdrs,
+        expect: { lastSubjectSequence: this.#kepts.get(subject)?.seq ?? 0 },
+        timeout: ATTEMPT_TIMEOUT,
+      });
+      this.#rememberKept(subject, { seq: ack.seq, position });
+      return position;
+    } catch (error) {
+      this.#kepts.delete(subject);
+      if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
+    }
+    // Another began it first: its epoch is the subject's. (A caller's loop retries a replica not caught up yet.)
+    const kept = await this.#kept(jsm, subject);
+    if (!kept) throw new Error(`the position of ${subject} has no record yet`);
+    return kept;
   }
 
   /**
@@ -1151,16 +1194,18 @@ export class NatsBus implements Bus {
   ): Promise<HistoryResult> {
     let last = await this.#last(jsm, subject);
     if (!last) {
-      const kept = await this.#kept(jsm, subject);
+      // A subject never published to (or whose record was dropped) begins its epoch in the tops stream: a read
+      // stores nothing in the history stream, so reads of made-up names never push real history out of its bound.
+      const kept = (await this.#kept(jsm, subject)) ?? await this.#begin(jsm, subject);
       // Still none: nothing was published between the two reads, so the copy is the top, and no message is kept.
-      last = kept ? await this.#last(jsm, subject) : null;
-      if (kept && !last) {
+      last = await this.#last(jsm, subject);
+      if (!last) {
         const current = since !== undefined && since.epoch === kept.epoch && since.offset === kept.offset;
         return { messages: [], position: kept, recovered: current };
       }
     }
-    if (!last || !positionOf(last.header)) {
-      await this.#mark(subject, last?.seq ?? 0);
+    if (!positionOf(last.header)) {
+      await this.#mark(subject, last.seq);
       last = await this.#last(jsm, subject);
     }
     const top = last ? positionOf(last.header) : null;

@@ -355,6 +355,73 @@ Deno.test("nats bus history: a publish that recorded its position and died befor
   });
 });
 
+/** The history stream's messages and bytes, as the server counts them. */
+async function historyState(servers: NatsBusOptions["servers"]): Promise<{ messages: number; bytes: number }> {
+  const nc = await connect({ servers: servers.map(({ hostname, port }) => `${hostname}:${port}`) });
+  try {
+    const { state } = await (await jetstreamManager(nc)).streams.info("CHANNEL_HISTORY");
+    return { messages: state.messages, bytes: state.bytes };
+  } finally {
+    await nc.close();
+  }
+}
+
+Deno.test("nats bus history: reads of channels nobody published to store nothing in the history stream, and begin one epoch", async () => {
+  await using nats = await startNats();
+  await using a = bus(nats.servers, { history: HISTORY });
+  await using b = bus(nats.servers, { history: HISTORY });
+  await a.publish("channel.real", "kept");
+  // A browser subscribing to made-up names: each read answers a position, and the stream holds only the real message.
+  for (let i = 0; i < 50; i++) {
+    const read = await a.history(`channel.made-up-${i}`);
+    assert.equal(read.position.offset, 0);
+  }
+  assert.equal((await historyState(nats.servers)).messages, 1, "no message for a read");
+  // Two readers and a publisher meeting a fresh channel at once agree on its epoch, and the publish continues it.
+  const [first, second, published] = await Promise.all([
+    a.history("channel.fresh", { limit: 0 }),
+    b.history("channel.fresh", { limit: 0 }),
+    b.publish("channel.fresh", 1),
+  ]);
+  assert.equal(first.position.epoch, published.position!.epoch, "the first reader's epoch is the publish's");
+  assert.equal(second.position.epoch, published.position!.epoch, "the second reader's too");
+  assert.equal(published.position!.offset, 1);
+  // A client that read it before the publish recovers the publish.
+  const before = first.position.offset === 0 ? first.position : second.position;
+  if (before.offset === 0) {
+    assert.deepEqual(await a.history("channel.fresh", { since: before }), {
+      messages: [{ data: 1, position: published.position! }],
+      position: published.position!,
+      recovered: true,
+    });
+  }
+});
+
+Deno.test("nats bus history: the stream keeps at most its total bytes, oldest out first, and a channel pushed out keeps its position", async () => {
+  await using nats = await startNats();
+  const history = { subjects: ["channel.*"], size: 100, ttlMs: 60_000, totalBytes: 64 * 1024 };
+  await using publisher = bus(nats.servers, { history });
+  await using reader = bus(nats.servers, { history });
+  const old = (await publisher.publish("channel.old", "x".repeat(1000))).position!;
+  // 200 KiB more, over other channels: three times the bound.
+  for (let i = 0; i < 200; i++) await publisher.publish(`channel.busy-${i % 20}`, "y".repeat(1000));
+  const state = await historyState(nats.servers);
+  assert.ok(state.bytes <= 64 * 1024, `the stream holds ${state.bytes} bytes, over its 64 KiB`);
+  assert.ok(state.messages < 201, `the oldest went: ${state.messages} kept`);
+  // channel.old's message went first; its position did not: a client at it has missed nothing.
+  assert.deepEqual(await reader.history("channel.old", { since: old }), {
+    messages: [],
+    position: old,
+    recovered: true,
+  });
+  // The epoch goes on past it. (This publisher remembered offset 1 as the top and recorded 2 before its store found
+  // 1 gone, so the message is 3: a gap, never an offset given twice; README: the stream of tops.)
+  const again = (await publisher.publish("channel.old", "again")).position!;
+  assert.equal(again.epoch, old.epoch);
+  assert.ok(again.offset > old.offset, `offset ${again.offset} after ${old.offset}`);
+  assert.deepEqual((await reader.history("channel.old", { since: old })).messages.map((m) => m.data), ["again"]);
+});
+
 Deno.test("nats bus moves to another node when its node dies, resubscribes, and catches up on history", async () => {
   await using nats = await startNats({ nodes: 3 });
   await using publisher = bus(nats.servers, { history: HISTORY });

@@ -41,12 +41,12 @@ export interface OpenBusOptions {
    */
   tls?: { caCerts?: string[]; cert?: string; key?: string };
   /**
-   * For a bus that keeps history itself (NATS on JetStream): which subjects
-   * (names or `prefix*`, as the hub's `--history`), how many messages per
-   * subject, for how long. The hub ignores it: it has its own `--history`.
-   * @default {none}
+   * For a bus that keeps history itself (NATS on JetStream, Redis): which
+   * subjects (names or `prefix*`, as the hub's `--history`), how many
+   * messages per subject, for how long, and (NATS) how many bytes over all.
+   * The hub ignores it: it has its own `--history`. @default {none}
    */
-  history?: { subjects: string[]; size: number; ttlMs: number };
+  history?: { subjects: string[]; size: number; ttlMs: number; totalBytes?: number };
 }
 
 /**

@@ -233,6 +233,25 @@ Deno.test("redis bus keeps what a read of a subject nobody published to made onl
   assert.ok(Number(await redis.cli("PTTL", meta)) > 60_000, "a read after it keeps it so");
 });
 
+Deno.test("redis bus makes only keys that expire, so a Redis run with maxmemory-policy volatile-lru can evict any of them", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { history: { subjects: ["channel.*"], ttlMs: 60_000 } });
+  await link.subscribe("channel.a", () => {});
+  await link.publish("channel.a", 1);
+  await link.publish("channel.a", 2, { idempotencyKey: "k" });
+  await link.publish("plain", 3, { idempotencyKey: "k2" });
+  await link.history("channel.read-only");
+  await link.history("channel.a", { since: { offset: 1, epoch: "x" } });
+  await link.publish("channel.b", 4);
+  await link.removeHistory("channel.b");
+  const keys = (await redis.cli("--scan")).trim().split("\n").filter((key) => key !== "");
+  assert.ok(keys.length >= 4, `keys: ${keys}`);
+  for (const key of keys) {
+    const ttl = Number(await redis.cli("PTTL", key));
+    assert.ok(ttl > 0, `${key} never expires (PTTL ${ttl})`);
+  }
+});
+
 Deno.test("redis bus removeHistory and a Redis restart change the epoch", async () => {
   await using redis = await startRedis();
   await using link = bus(redis.port, { history: { subjects: ["news"] } });
