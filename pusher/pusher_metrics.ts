@@ -8,7 +8,7 @@
 import type { Counter, Registry, RegistrySnapshot } from "../shared/metrics.ts";
 import type { BusName } from "../shared/bus_address.ts";
 import { CloseCode } from "./websocket.ts";
-import { CONNECTION_LIMIT, TOKEN_EXPIRED, TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
+import { CONNECTION_LIMIT, ErrorCode, TOKEN_EXPIRED, TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
 import type { Refusal } from "./server.ts";
 import type { Refused } from "./admission.ts";
 
@@ -69,6 +69,7 @@ export function registerPusherMetrics(registry: Registry, gauges: PusherGauges):
   for (const reason of DISCONNECT_REASONS) counters.disconnects.inc(0, reason);
   for (const reason of DROP_REASONS) counters.dropped.inc(0, reason);
   for (const reason of REJECT_REASONS) counters.rejected.inc(0, reason);
+  for (const code of new Set(Object.values(ErrorCode))) counters.clientErrors.inc(0, String(code));
   return counters;
 }
 

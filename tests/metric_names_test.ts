@@ -63,7 +63,6 @@ function channelText(fresh = false): string {
  * their series come with the first of each, as no list of them is kept.
  */
 const LABELLED_BY_EVENTS = new Set([
-  "pusher_client_errors_total",
   "publisher_requests_total",
   "publisher_api_calls_total",
 ]);
