@@ -220,6 +220,17 @@ export const SUBJECT_BYTES = 512;
  */
 const UNLOGGED_SLOTS = 4096;
 
+/**
+ * Which of the 4096 slots of epochs `subject` takes
+ * while it has no history: an FNV-1a of its UTF-16 units, from `seed` (0
+ * where processes must agree on it, as on a NATS bus).
+ */
+export function epochSlot(subject: string, seed = 0): number {
+  let hash = 0x811c9dc5 ^ seed;
+  for (let i = 0; i < subject.length; i++) hash = Math.imul(hash ^ subject.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % UNLOGGED_SLOTS;
+}
+
 /** Statistics of a {@linkcode HistoryStore}. */
 export interface HistoryStats {
   /** Subjects with a log. */
@@ -375,11 +386,9 @@ export class HistoryStore<T> {
     return epoch;
   }
 
-  /** `subject`'s slot in `#unlogged`: a seeded FNV-1a of its UTF-16 units. */
+  /** `subject`'s slot in `#unlogged`, by the store's seed. */
   #slot(subject: string): number {
-    let hash = 0x811c9dc5 ^ this.#seed;
-    for (let i = 0; i < subject.length; i++) hash = Math.imul(hash ^ subject.charCodeAt(i), 0x01000193);
-    return (hash >>> 0) % UNLOGGED_SLOTS;
+    return epochSlot(subject, this.#seed);
   }
 
   /** Drops least recently published subjects, never `keep`, until within the bounds. */

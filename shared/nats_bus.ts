@@ -64,12 +64,11 @@
  *   last sequence is then 0, so of two publishers doing so at once, one's
  *   expectation fails and it reads the other's message.
  *   A subject without a position kept (never published, its record dropped
- *   or past its age) starts a new epoch: its first reader or publisher
- *   records it in the tops stream at offset 0 (a compare-and-set on the
- *   record's absence, so two at once agree), so that the epoch a reader is
- *   answered is the one the next publish continues. A read stores nothing
- *   in the history stream: reads of made-up names cost the tops stream's
- *   bounded records, never real history. A removal writes a marker, purges what is below it and
+ *   or past its age) is at offset 0 of its slot's epoch (one of 4096 slots
+ *   by a hash of its name, each epoch recorded in the tops stream by the
+ *   first process that needs it), which its first publish continues: as the
+ *   hub's, a read stores nothing per subject, so reads of made-up names
+ *   never push real history or positions out of their bounds. A removal writes a marker, purges what is below it and
  *   records the marker's position. A message published around this bus (a
  *   process without --history) starts a new epoch while it is kept.
  * - **Idempotency keys**: on history subjects, `Nats-Msg-Id` (the subject and
@@ -126,7 +125,7 @@ import {
   type RequestResult,
 } from "./bus.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { DEFAULT_HISTORY_TOTAL_BYTES, newEpoch } from "./history_log.ts";
+import { DEFAULT_HISTORY_TOTAL_BYTES, epochSlot, newEpoch } from "./history_log.ts";
 import { IdempotencyCache, idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import { PRESENCE_SUBJECT } from "./address.ts";
 import { natsHistoryFilter, natsSubject } from "./nats_subject.ts";
@@ -223,6 +222,8 @@ const MAX_KEYED_POSITIONS = 10_000;
 export const TOPS_SUFFIX = "_TOPS";
 /** Where the tops stream keeps a history subject's last position: `_top.<subject>`. */
 export const TOP_PREFIX = "_top.";
+/** Where the tops stream keeps the epochs of subjects with nothing kept: `_slot.<stream>.<slot>`. */
+const SLOT_PREFIX = "_slot.";
 /** Subjects whose last position the tops stream keeps; past it, the least recently published go first. */
 const MAX_TOPS = 100_000;
 /** Bytes the tops stream keeps (a record is headers only, about 200 bytes); past it, the same. */
@@ -857,7 +858,10 @@ export class NatsBus implements Bus {
     // sequences, and drops it (a source or mirror then stalls) once they differ, as they do after an expiry.
     const tops = this.#ensure(jsm, {
       name: this.#topsStreamName,
-      subjects: subjects.map((pattern) => TOP_PREFIX + natsHistoryFilter(pattern)),
+      subjects: [
+        ...subjects.map((pattern) => TOP_PREFIX + natsHistoryFilter(pattern)),
+        `${SLOT_PREFIX}${this.#streamName}.*`,
+      ],
       max_msgs_per_subject: 1,
       max_age: Math.max(TOPS_MIN_AGE, ttl) * 1_000_000,
       max_msgs: MAX_TOPS,
@@ -962,8 +966,8 @@ export class NatsBus implements Bus {
     // Every message expired: the epoch goes on from the last one. The subject's last sequence is then 0, so of two
     // publishers that both read this, the second one's expectation fails and it reads the first one's message.
     if (!last) {
-      // Nothing kept either: the epoch a reader began, or one begun here, whichever was recorded first.
-      const kept = (await this.#kept(jsm, subject)) ?? await this.#begin(jsm, subject);
+      // Nothing kept either: the epoch its readers were answered, its slot's.
+      const kept = (await this.#kept(jsm, subject)) ?? { offset: 0, epoch: await this.#slotEpoch(jsm, subject) };
       return { seq: 0, ...kept };
     }
     // A message published around this bus (a process without --history): a new epoch.
@@ -971,33 +975,38 @@ export class NatsBus implements Bus {
   }
 
   /**
-   * Records a new epoch at offset 0 as `subject`'s position, unless a record
-   * was written since {@linkcode #kept} found none: then answers that one.
-   * Every epoch of a subject with no message is begun here, by a reader or a
-   * publisher, so two beginning one at once agree on it (the compare-and-set
-   * on the record's absence lets one win).
+   * The epoch of `subject` while nothing of it is kept: its slot's (one of
+   * 4096 by a hash of its name, shared by every process), recorded in the
+   * tops stream by the first that needs it (a compare-and-set on its
+   * absence, so all agree). A read then stores nothing per subject, as the
+   * hub's slots (`history_log.ts`). A subject that had positions in a slot's
+   * epoch and lost its record never answers that epoch again: its record was
+   * written after the slot's, and both streams' bounds (age, count, bytes)
+   * drop the older first, so the slot has a new epoch by then.
    */
-  async #begin(jsm: JetStreamManager, subject: string): Promise<Position> {
-    const position = { offset: 0, epoch: newEpoch() };
-    const hdrs = natsHeaders();
-    hdrs.set(H_OFFSET, "0");
-    hdrs.set(H_EPOCH, position.epoch);
-    try {
-      const ack = await this.#js!.publish(TOP_PREFIX + natsSubject(subject), new Uint8Array(), {
-        headers: hdrs,
-        expect: { lastSubjectSequence: this.#kepts.get(subject)?.seq ?? 0 },
-        timeout: ATTEMPT_TIMEOUT,
-      });
-      this.#rememberKept(subject, { seq: ack.seq, position });
-      return position;
-    } catch (error) {
-      this.#kepts.delete(subject);
-      if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
+  async #slotEpoch(jsm: JetStreamManager, subject: string): Promise<string> {
+    const slot = `${SLOT_PREFIX}${this.#streamName}.${epochSlot(subject)}`;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const record = await jsm.direct.getMessage(this.#topsStreamName, { last_by_subj: slot });
+      const kept = record?.header?.get(H_EPOCH);
+      if (kept) return kept;
+      const epoch = newEpoch();
+      const hdrs = natsHeaders();
+      hdrs.set(H_EPOCH, epoch);
+      try {
+        await this.#js!.publish(slot, new Uint8Array(), {
+          headers: hdrs,
+          expect: { lastSubjectSequence: record?.seq ?? 0 },
+          timeout: ATTEMPT_TIMEOUT,
+        });
+        return epoch;
+      } catch (error) {
+        // Another process made it first: read theirs.
+        if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
+      }
     }
-    // Another began it first: its epoch is the subject's. (A caller's loop retries a replica not caught up yet.)
-    const kept = await this.#kept(jsm, subject);
-    if (!kept) throw new Error(`the position of ${subject} has no record yet`);
-    return kept;
+    // A replica not caught up with the winner's record: the caller's loop asks again.
+    throw new Error(`the epoch slot of ${subject} has no record yet`);
   }
 
   /**
@@ -1194,9 +1203,9 @@ export class NatsBus implements Bus {
   ): Promise<HistoryResult> {
     let last = await this.#last(jsm, subject);
     if (!last) {
-      // A subject never published to (or whose record was dropped) begins its epoch in the tops stream: a read
-      // stores nothing in the history stream, so reads of made-up names never push real history out of its bound.
-      const kept = (await this.#kept(jsm, subject)) ?? await this.#begin(jsm, subject);
+      // A subject never published to (or whose record was dropped) answers its slot's epoch, and stores nothing:
+      // reads of made-up names never push real history, or the positions of real channels, out of their bounds.
+      const kept = (await this.#kept(jsm, subject)) ?? { offset: 0, epoch: await this.#slotEpoch(jsm, subject) };
       // Still none: nothing was published between the two reads, so the copy is the top, and no message is kept.
       last = await this.#last(jsm, subject);
       if (!last) {

@@ -355,28 +355,35 @@ Deno.test("nats bus history: a publish that recorded its position and died befor
   });
 });
 
-/** The history stream's messages and bytes, as the server counts them. */
-async function historyState(servers: NatsBusOptions["servers"]): Promise<{ messages: number; bytes: number }> {
+/** A stream's messages and bytes, as the server counts them. */
+async function streamState(
+  servers: NatsBusOptions["servers"],
+  stream = "CHANNEL_HISTORY",
+): Promise<{ messages: number; bytes: number }> {
   const nc = await connect({ servers: servers.map(({ hostname, port }) => `${hostname}:${port}`) });
   try {
-    const { state } = await (await jetstreamManager(nc)).streams.info("CHANNEL_HISTORY");
+    const { state } = await (await jetstreamManager(nc)).streams.info(stream);
     return { messages: state.messages, bytes: state.bytes };
   } finally {
     await nc.close();
   }
 }
 
-Deno.test("nats bus history: reads of channels nobody published to store nothing in the history stream, and begin one epoch", async () => {
+Deno.test("nats bus history: reads of channels nobody published to store nothing per channel, and agree on the epoch a publish continues", async () => {
   await using nats = await startNats();
   await using a = bus(nats.servers, { history: HISTORY });
   await using b = bus(nats.servers, { history: HISTORY });
   await a.publish("channel.real", "kept");
-  // A browser subscribing to made-up names: each read answers a position, and the stream holds only the real message.
-  for (let i = 0; i < 50; i++) {
-    const read = await a.history(`channel.made-up-${i}`);
-    assert.equal(read.position.offset, 0);
+  // Browsers subscribing to made-up names: each read answers a position, and neither stream grows with the names:
+  // the history stream holds the real message only, the tops stream its record and at most one epoch per slot.
+  const names = Array.from({ length: 6000 }, (_, i) => `channel.made-up-${i}`);
+  for (let i = 0; i < names.length; i += 200) {
+    const reads = await Promise.all(names.slice(i, i + 200).map((name) => (i % 400 ? a : b).history(name)));
+    assert.ok(reads.every((read) => read.position.offset === 0 && read.messages.length === 0));
   }
-  assert.equal((await historyState(nats.servers)).messages, 1, "no message for a read");
+  assert.equal((await streamState(nats.servers)).messages, 1, "no message for a read");
+  const tops = (await streamState(nats.servers, "CHANNEL_HISTORY_TOPS")).messages;
+  assert.ok(tops <= 1 + 4096, `${tops} records for 6000 names read`);
   // Two readers and a publisher meeting a fresh channel at once agree on its epoch, and the publish continues it.
   const [first, second, published] = await Promise.all([
     a.history("channel.fresh", { limit: 0 }),
@@ -386,15 +393,15 @@ Deno.test("nats bus history: reads of channels nobody published to store nothing
   assert.equal(first.position.epoch, published.position!.epoch, "the first reader's epoch is the publish's");
   assert.equal(second.position.epoch, published.position!.epoch, "the second reader's too");
   assert.equal(published.position!.offset, 1);
-  // A client that read it before the publish recovers the publish.
-  const before = first.position.offset === 0 ? first.position : second.position;
-  if (before.offset === 0) {
-    assert.deepEqual(await a.history("channel.fresh", { since: before }), {
-      messages: [{ data: 1, position: published.position! }],
-      position: published.position!,
-      recovered: true,
-    });
-  }
+  // A client that read a made-up name before its first publish recovers that publish.
+  const early = await a.history("channel.made-up-7");
+  const firstPublish = (await b.publish("channel.made-up-7", "first")).position!;
+  assert.deepEqual(firstPublish, { offset: 1, epoch: early.position.epoch });
+  assert.deepEqual(await a.history("channel.made-up-7", { since: early.position }), {
+    messages: [{ data: "first", position: firstPublish }],
+    position: firstPublish,
+    recovered: true,
+  });
 });
 
 Deno.test("nats bus history: the stream keeps at most its total bytes, oldest out first, and a channel pushed out keeps its position", async () => {
@@ -405,7 +412,7 @@ Deno.test("nats bus history: the stream keeps at most its total bytes, oldest ou
   const old = (await publisher.publish("channel.old", "x".repeat(1000))).position!;
   // 200 KiB more, over other channels: three times the bound.
   for (let i = 0; i < 200; i++) await publisher.publish(`channel.busy-${i % 20}`, "y".repeat(1000));
-  const state = await historyState(nats.servers);
+  const state = await streamState(nats.servers);
   assert.ok(state.bytes <= 64 * 1024, `the stream holds ${state.bytes} bytes, over its 64 KiB`);
   assert.ok(state.messages < 201, `the oldest went: ${state.messages} kept`);
   // channel.old's message went first; its position did not: a client at it has missed nothing.
