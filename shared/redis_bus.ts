@@ -56,7 +56,7 @@ import {
   type RequestOptions,
   type RequestResult,
 } from "./bus.ts";
-import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, newEpoch } from "./history_log.ts";
+import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, epochSlot, newEpoch } from "./history_log.ts";
 import { DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import { createLogger, type Logger } from "./log.ts";
 
@@ -129,6 +129,9 @@ export interface RedisBusOptions {
 /** Keys and channels of one subject share a hash tag, so a script touches one slot. */
 const PREFIX = "channel:";
 
+/** The hash of the 4096 slots' epochs (see LUA_COMMON): `epoch run_id` by slot. */
+const EPOCH_SLOTS_KEY = `${PREFIX}epoch-slots`;
+
 /**
  * The history keys of a subject without a message for a day go: a reader
  * that comes back later reloads (its epoch is gone), as it would have to
@@ -136,15 +139,35 @@ const PREFIX = "channel:";
  */
 const META_TTL = 86_400_000;
 
-/** The Lua shared by both scripts: the subject's epoch and top offset, made anew when its history was lost. */
+/**
+ * The Lua shared by both scripts: the subject's epoch and top offset. A
+ * subject with nothing kept (never published, its keys expired or evicted,
+ * or Redis restarted) is at offset 0 of its slot's epoch (one of 4096, by
+ * its name's hash, in one hash key), which a read answers without making a
+ * key, so reads of made-up names cost nothing per name, as on the hub. A
+ * publish takes the slot's epoch for the subject and gives the slot a new
+ * one: Redis may evict the subject's keys before the slot's, and the
+ * subject must never be answered an epoch it had positions in again.
+ */
 const LUA_COMMON = `
-local function meta(metaKey, streamKey, fresh)
+local function meta(metaKey, streamKey, slotsKey, slot, fresh, take, nextFresh, slotTtl)
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   local m = redis.call('HMGET', metaKey, 'epoch', 'offset', 'run')
   if m[1] and m[3] == run then return m[1], tonumber(m[2]) end
   redis.call('DEL', streamKey)
-  redis.call('HSET', metaKey, 'epoch', fresh, 'offset', 0, 'run', run)
-  return fresh, 0
+  local epoch = fresh
+  local s = redis.call('HGET', slotsKey, slot)
+  if s and string.match(s, ' (%x+)$') == run then epoch = string.match(s, '^(%S+) ') end
+  if take then
+    redis.call('HSET', metaKey, 'epoch', epoch, 'offset', 0, 'run', run)
+    redis.call('HSET', slotsKey, slot, nextFresh .. ' ' .. run)
+  elseif epoch == fresh then
+    redis.call('HSET', slotsKey, slot, fresh .. ' ' .. run)
+  else
+    return epoch, 0
+  end
+  redis.call('PEXPIRE', slotsKey, slotTtl)
+  return epoch, 0
 end
 local function now()
   local t = redis.call('TIME')
@@ -160,9 +183,10 @@ end
 `;
 
 /**
- * KEYS: meta, stream, idempotency key. ARGV: channel, body (`{...}` JSON),
- * history (1/0), size, ttl, fresh epoch, idempotency window (0: none), meta
- * ttl. Answers `{seen (1/0), "reached offset epoch"}`.
+ * KEYS: meta, stream, idempotency key, epoch slots. ARGV: channel, body
+ * (`{...}` JSON), history (1/0), size, ttl, fresh epoch, idempotency window
+ * (0: none), meta ttl, slot, another fresh epoch. Answers
+ * `{seen (1/0), "reached offset epoch"}`.
  */
 const PUBLISH_SCRIPT = `${LUA_COMMON}
 if ARGV[7] ~= '0' then
@@ -171,7 +195,7 @@ if ARGV[7] ~= '0' then
 end
 local reached, offset, epoch = 0, 0, ''
 if ARGV[3] == '1' then
-  epoch, offset = meta(KEYS[1], KEYS[2], ARGV[6])
+  epoch, offset = meta(KEYS[1], KEYS[2], KEYS[4], ARGV[9], ARGV[6], true, ARGV[10], ARGV[8])
   offset = offset + 1
   redis.call('HSET', KEYS[1], 'offset', offset)
   local t = now()
@@ -190,15 +214,13 @@ return {0, result}
 `;
 
 /**
- * KEYS: meta, stream. ARGV: since offset (-1: none), since epoch, limit, ttl,
- * fresh epoch, meta ttl (the history ttl for a subject not yet published
- * to). Answers `{epoch, top, recovered (1/0), payloads...}`.
+ * KEYS: meta, stream, epoch slots. ARGV: since offset (-1: none), since
+ * epoch, limit, ttl, fresh epoch, meta ttl, slot. Answers
+ * `{epoch, top, recovered (1/0), payloads...}`.
  */
 const HISTORY_SCRIPT = `${LUA_COMMON}
-local epoch, top = meta(KEYS[1], KEYS[2], ARGV[5])
--- A subject nobody published to is kept only as long as a message would be: the names a browser subscribes to
--- (each read here) must not pile up for a day.
-if top > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+local epoch, top = meta(KEYS[1], KEYS[2], KEYS[3], ARGV[7], ARGV[5], false, '', ARGV[6])
+if top > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
 trim(KEYS[2], now() - tonumber(ARGV[4]))
 local since = tonumber(ARGV[1])
 local limit = tonumber(ARGV[3])
@@ -213,6 +235,20 @@ if since >= 0 and firstKept <= after + 1 and #entries <= limit then recovered = 
 local out = {epoch, top, recovered}
 for i = 1, math.min(#entries, limit) do out[#out + 1] = entries[i][2][4] end
 return out
+`;
+
+/**
+ * KEYS: meta, stream. ARGV: fresh epoch, meta ttl. Drops the subject's
+ * messages and gives it a new epoch at offset 0, kept as a published
+ * subject's: its readers are told of the removal, and the next publish
+ * continues the new epoch.
+ */
+const REMOVE_SCRIPT = `
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'offset', 0, 'run', run)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 `;
 
 /** What travels on a subject's Redis channel: the data, where to reply, and the position. */
@@ -456,6 +492,7 @@ export class RedisBus implements Bus {
           keys.meta,
           keys.stream,
           key === undefined ? keys.meta : `${keys.idempotency}${key}`,
+          EPOCH_SLOTS_KEY,
         ], [
           PREFIX + subject,
           body,
@@ -465,6 +502,8 @@ export class RedisBus implements Bus {
           newEpoch(),
           key === undefined ? "0" : String(this.#idempotencyWindow),
           String(Math.max(META_TTL, this.#history.ttl)),
+          String(epochSlot(subject)),
+          newEpoch(),
         ]),
       { timeout, signal: options.signal, hold },
     ) as [number, string];
@@ -536,13 +575,14 @@ export class RedisBus implements Bus {
     const reply = await this.#command(
       `Cannot read the history of ${subject}`,
       (client) =>
-        this.#eval(client, HISTORY_SCRIPT, [keys.meta, keys.stream], [
+        this.#eval(client, HISTORY_SCRIPT, [keys.meta, keys.stream, EPOCH_SLOTS_KEY], [
           String(since ? since.offset : -1),
           since?.epoch ?? "",
           String(Math.floor(limit)),
           String(this.#history.ttl),
           newEpoch(),
           String(Math.max(META_TTL, this.#history.ttl)),
+          String(epochSlot(subject)),
         ]),
       { timeout: options.timeout ?? this.#publishTimeout, signal: options.signal },
     ) as [string, number, number, ...string[]];
@@ -556,17 +596,23 @@ export class RedisBus implements Bus {
   }
 
   /**
-   * Drops `subject`'s history (its stream and its offset): the next
-   * message or read starts a new epoch at offset 1.
+   * Drops `subject`'s history (its stream) and gives it a new epoch at
+   * offset 0: the next message is offset 1 of it.
    *
    * @throws {BusError} as {@linkcode RedisBus.publish}.
    */
   async removeHistory(subject: string): Promise<void> {
     if (!this.#keeps(subject)) return;
     const keys = subjectKeys(subject);
-    await this.#command(`Cannot remove the history of ${subject}`, (client) => client.del([keys.meta, keys.stream]), {
-      timeout: this.#publishTimeout,
-    });
+    await this.#command(
+      `Cannot remove the history of ${subject}`,
+      (client) =>
+        this.#eval(client, REMOVE_SCRIPT, [keys.meta, keys.stream], [
+          newEpoch(),
+          String(Math.max(META_TTL, this.#history.ttl)),
+        ]),
+      { timeout: this.#publishTimeout },
+    );
   }
 
   /** Closes both links; waiting calls reject with `unavailable`, pending subscribes resolve. Closing twice is harmless. */

@@ -216,21 +216,36 @@ Deno.test("redis bus history drops messages older than its ttl", async () => {
   assert.equal(read.recovered, false, "a reader from before the expired message missed it");
 });
 
-Deno.test("redis bus keeps what a read of a subject nobody published to made only for the history's ttl, not a day", async () => {
+Deno.test("redis bus: reads of subjects nobody published to make no key per name, and the first publish continues the epoch read", async () => {
   await using redis = await startRedis();
-  await using link = bus(redis.port, { history: { subjects: ["channel.*"], ttlMs: 60_000 } });
-  const read = await link.history("channel.fresh");
-  assert.equal(read.position.offset, 0);
-  const [meta] = (await redis.cli("--scan", "--pattern", "*channel.fresh*:meta")).trim().split("\n");
-  assert.ok(meta, "the read keeps the subject's epoch");
-  const readTtl = Number(await redis.cli("PTTL", meta));
-  assert.ok(readTtl > 0 && readTtl <= 60_000, `${readTtl} ms`);
-  // Published to, it is kept as long as any history subject, and the epoch the read gave goes on.
-  const first = (await link.publish("channel.fresh", 1)).position!;
-  assert.equal(first.epoch, read.position.epoch);
-  assert.ok(Number(await redis.cli("PTTL", meta)) > 60_000);
-  await link.history("channel.fresh");
-  assert.ok(Number(await redis.cli("PTTL", meta)) > 60_000, "a read after it keeps it so");
+  await using a = bus(redis.port, { history: { subjects: ["channel.*"], ttlMs: 60_000 } });
+  await using b = bus(redis.port, { history: { subjects: ["channel.*"], ttlMs: 60_000 } });
+  // A browser subscribing to made-up names: each read answers a position, and Redis holds one key for them all.
+  const names = Array.from({ length: 6000 }, (_, i) => `channel.made-up-${i}`);
+  for (let i = 0; i < names.length; i += 500) {
+    const reads = await Promise.all(names.slice(i, i + 500).map((name) => (i % 1000 ? a : b).history(name)));
+    assert.ok(reads.every((read) => read.position.offset === 0 && read.messages.length === 0));
+  }
+  assert.deepEqual((await redis.cli("--scan")).trim().split("\n"), ["channel:epoch-slots"]);
+  assert.ok(Number(await redis.cli("HLEN", "channel:epoch-slots")) <= 4096);
+  // Another process reads the same epoch, and the first publish continues it: the reader recovers it.
+  const read = await a.history("channel.made-up-7");
+  assert.deepEqual((await b.history("channel.made-up-7")).position, read.position);
+  const first = (await b.publish("channel.made-up-7", "first")).position!;
+  assert.deepEqual(first, { offset: 1, epoch: read.position.epoch });
+  assert.deepEqual(await a.history("channel.made-up-7", { since: read.position }), {
+    messages: [{ data: "first", position: first }],
+    position: first,
+    recovered: true,
+  });
+  // Its keys, once published to, are kept a day; the slot's epoch moved on, so should they go (evicted, expired), the
+  // channel is answered an epoch it never had positions in.
+  const [meta] = (await redis.cli("--scan", "--pattern", "*channel.made-up-7*:meta")).trim().split("\n");
+  assert.ok(Number(await redis.cli("PTTL", meta!)) > 60_000);
+  await redis.cli("DEL", meta!, meta!.replace(/:meta$/, ":stream"));
+  const after = await a.history("channel.made-up-7", { since: first });
+  assert.equal(after.recovered, false);
+  assert.notEqual(after.position.epoch, first.epoch);
 });
 
 Deno.test("redis bus makes only keys that expire, so a Redis run with maxmemory-policy volatile-lru can evict any of them", async () => {
