@@ -129,7 +129,7 @@ export interface RedisBusOptions {
 /** Keys and channels of one subject share a hash tag, so a script touches one slot. */
 const PREFIX = "channel:";
 
-/** The hash of the 4096 slots' epochs (see LUA_COMMON): `epoch run_id` by slot. */
+/** The hash of the 4096 slots' epochs (see LUA_COMMON): `epoch run_id evicted_keys made_ms` by slot. */
 const EPOCH_SLOTS_KEY = `${PREFIX}epoch-slots`;
 
 /**
@@ -144,34 +144,39 @@ const META_TTL = 86_400_000;
  * subject with nothing kept (never published, its keys expired or evicted,
  * or Redis restarted) is at offset 0 of its slot's epoch (one of 4096, by
  * its name's hash, in one hash key), which a read answers without making a
- * key, so reads of made-up names cost nothing per name, as on the hub. A
- * publish takes the slot's epoch for the subject and gives the slot a new
- * one: Redis may evict the subject's keys before the slot's, and the
- * subject must never be answered an epoch it had positions in again.
+ * key, so reads of made-up names cost nothing per name, as on the hub; the
+ * subject's first publish continues it. A subject must never be answered
+ * again an epoch it had positions in, so a slot's epoch holds only while
+ * no subject that took it can have lost its keys: for the meta ttl from
+ * when it was made (a subject's keys, made later, expire later), on the
+ * same Redis run, and while Redis evicted no key (eviction keeps no
+ * order). Past any of these the slot gets a new epoch when next needed.
  */
 const LUA_COMMON = `
-local function meta(metaKey, streamKey, slotsKey, slot, fresh, take, nextFresh, slotTtl)
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function meta(metaKey, streamKey, slotsKey, slot, fresh, take, slotTtl)
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   local m = redis.call('HMGET', metaKey, 'epoch', 'offset', 'run')
   if m[1] and m[3] == run then return m[1], tonumber(m[2]) end
   redis.call('DEL', streamKey)
-  local epoch = fresh
+  local evicted = string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)')
+  local t = now()
+  local epoch
   local s = redis.call('HGET', slotsKey, slot)
-  if s and string.match(s, ' (%x+)$') == run then epoch = string.match(s, '^(%S+) ') end
-  if take then
-    redis.call('HSET', metaKey, 'epoch', epoch, 'offset', 0, 'run', run)
-    redis.call('HSET', slotsKey, slot, nextFresh .. ' ' .. run)
-  elseif epoch == fresh then
-    redis.call('HSET', slotsKey, slot, fresh .. ' ' .. run)
-  else
-    return epoch, 0
+  if s then
+    local e, r, ev, made = string.match(s, '^(%S+) (%S+) (%S+) (%d+)$')
+    if r == run and ev == evicted and t - tonumber(made) < tonumber(slotTtl) then epoch = e end
   end
-  redis.call('PEXPIRE', slotsKey, slotTtl)
+  if not epoch then
+    epoch = fresh
+    redis.call('HSET', slotsKey, slot, fresh .. ' ' .. run .. ' ' .. evicted .. ' ' .. t)
+    redis.call('PEXPIRE', slotsKey, slotTtl)
+  end
+  if take then redis.call('HSET', metaKey, 'epoch', epoch, 'offset', 0, 'run', run) end
   return epoch, 0
-end
-local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function trim(streamKey, oldest)
   while true do
@@ -185,7 +190,7 @@ end
 /**
  * KEYS: meta, stream, idempotency key, epoch slots. ARGV: channel, body
  * (`{...}` JSON), history (1/0), size, ttl, fresh epoch, idempotency window
- * (0: none), meta ttl, slot, another fresh epoch. Answers
+ * (0: none), meta ttl, slot. Answers
  * `{seen (1/0), "reached offset epoch"}`.
  */
 const PUBLISH_SCRIPT = `${LUA_COMMON}
@@ -195,7 +200,7 @@ if ARGV[7] ~= '0' then
 end
 local reached, offset, epoch = 0, 0, ''
 if ARGV[3] == '1' then
-  epoch, offset = meta(KEYS[1], KEYS[2], KEYS[4], ARGV[9], ARGV[6], true, ARGV[10], ARGV[8])
+  epoch, offset = meta(KEYS[1], KEYS[2], KEYS[4], ARGV[9], ARGV[6], true, ARGV[8])
   offset = offset + 1
   redis.call('HSET', KEYS[1], 'offset', offset)
   local t = now()
@@ -219,7 +224,7 @@ return {0, result}
  * `{epoch, top, recovered (1/0), payloads...}`.
  */
 const HISTORY_SCRIPT = `${LUA_COMMON}
-local epoch, top = meta(KEYS[1], KEYS[2], KEYS[3], ARGV[7], ARGV[5], false, '', ARGV[6])
+local epoch, top = meta(KEYS[1], KEYS[2], KEYS[3], ARGV[7], ARGV[5], false, ARGV[6])
 if top > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
 trim(KEYS[2], now() - tonumber(ARGV[4]))
 local since = tonumber(ARGV[1])
@@ -503,7 +508,6 @@ export class RedisBus implements Bus {
           key === undefined ? "0" : String(this.#idempotencyWindow),
           String(Math.max(META_TTL, this.#history.ttl)),
           String(epochSlot(subject)),
-          newEpoch(),
         ]),
       { timeout, signal: options.signal, hold },
     ) as [number, string];

@@ -4,6 +4,7 @@ import { RedisBus, type RedisBusOptions } from "./redis_bus.ts";
 import { freePort, quiet, until, within } from "../channel/testing.ts";
 import { startRedis } from "../tests/_redis.ts";
 import { createLogger } from "./log.ts";
+import { epochSlot } from "./history_log.ts";
 
 function bus(port: number, options: RedisBusOptions = {}): RedisBus {
   return new RedisBus({ port, logger: quiet, reconnectDelay: 20, maxReconnectDelay: 100, ...options });
@@ -238,14 +239,55 @@ Deno.test("redis bus: reads of subjects nobody published to make no key per name
     position: first,
     recovered: true,
   });
-  // Its keys, once published to, are kept a day; the slot's epoch moved on, so should they go (evicted, expired), the
-  // channel is answered an epoch it never had positions in.
   const [meta] = (await redis.cli("--scan", "--pattern", "*channel.made-up-7*:meta")).trim().split("\n");
-  assert.ok(Number(await redis.cli("PTTL", meta!)) > 60_000);
+  assert.ok(Number(await redis.cli("PTTL", meta!)) > 60_000, "published to, its keys are kept a day");
+});
+
+/** Two names of `channel.<prefix>N` whose epochs share a slot. */
+function slotMates(prefix: string): [string, string] {
+  const seen = new Map<number, string>();
+  for (let i = 0;; i++) {
+    const name = `channel.${prefix}${i}`;
+    const other = seen.get(epochSlot(name));
+    if (other) return [other, name];
+    seen.set(epochSlot(name), name);
+  }
+}
+
+Deno.test("redis bus: a channel's first publish continues the epoch its readers got, though a slot-mate was published first", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { history: { subjects: ["channel.*"], ttlMs: 60_000 } });
+  const [room, mate] = slotMates("room-");
+  const read = await link.history(room);
+  assert.deepEqual((await link.publish(mate, "mate first")).position, { offset: 1, epoch: read.position.epoch });
+  const first = (await link.publish(room, "first")).position!;
+  assert.deepEqual(first, { offset: 1, epoch: read.position.epoch }, "no reload for a reader that missed nothing");
+  assert.equal((await link.history(room, { since: read.position })).recovered, true);
+});
+
+Deno.test("redis bus: once Redis evicted a key, a slot's epoch is not answered again, as the channel that took it may have lost its keys", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { history: { subjects: ["channel.*"], ttlMs: 60_000 } });
+  const [taken, fresh] = slotMates("evicted-");
+  const before = (await link.history(fresh)).position;
+  const published = (await link.publish(taken, 1)).position!;
+  assert.equal(published.epoch, before.epoch);
+  // Memory pressure: Redis evicted the channel's keys, and not the slot's (eviction keeps no order): as if, its keys
+  // go, and Redis evicts one key (a filler, the one with the shortest ttl) to count an eviction.
+  const [meta] = (await redis.cli("--scan", "--pattern", `*${taken}*:meta`)).trim().split("\n");
   await redis.cli("DEL", meta!, meta!.replace(/:meta$/, ":stream"));
-  const after = await a.history("channel.made-up-7", { since: first });
+  await redis.cli("SET", "filler", "x".repeat(100_000), "PX", "100000");
+  const used = Number((await redis.cli("INFO", "memory")).match(/used_memory:(\d+)/)![1]);
+  await redis.cli("CONFIG", "SET", "maxmemory-policy", "volatile-ttl");
+  await redis.cli("CONFIG", "SET", "maxmemory", String(used - 50_000));
+  await redis.cli("CONFIG", "SET", "maxmemory", "0");
+  assert.match(await redis.cli("INFO", "stats"), /evicted_keys:1\r?\n/);
+  assert.equal(Number(await redis.cli("EXISTS", "channel:epoch-slots")), 1, "the slots are still there");
+  const after = await link.history(taken, { since: published });
+  assert.notEqual(after.position.epoch, published.epoch, "not the epoch it had positions in");
   assert.equal(after.recovered, false);
-  assert.notEqual(after.position.epoch, first.epoch);
+  // Its slot-mate, never published to, was answered the old epoch: it now gets the new one, and is told so.
+  assert.equal((await link.history(fresh, { since: before })).recovered, false);
 });
 
 Deno.test("redis bus makes only keys that expire, so a Redis run with maxmemory-policy volatile-lru can evict any of them", async () => {
