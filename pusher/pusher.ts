@@ -45,6 +45,7 @@ import {
 import { DEFAULT_MAX_CLIENT_READS, DEFAULT_PRESENCE_TIMEOUT } from "./defaults.ts";
 import { Presence } from "./presence.ts";
 import { Recovery } from "./recovery.ts";
+import { CatchUp } from "./catch_up.ts";
 import { DEFAULT_MAX_MESSAGE_RATE, type RateBucket, RateLimiter } from "./rate_limit.ts";
 import {
   CLIENT_CLOSED,
@@ -148,6 +149,12 @@ export interface PusherOptions {
    * told it did not recover (`recovery.ts`). @default {100}
    */
   maxRecoverMessages?: number;
+  /**
+   * How often a worker with channel members looks whether its bus link came
+   * back, to read what its history channels missed (`catch_up.ts`), in
+   * milliseconds. @default {1000}
+   */
+  catchUpCheckInterval?: number;
   /** Users listed in a worker's answer about a channel's presence, and in a client's `presence` answer. @default {1000} */
   maxPresenceUsers?: number;
   /**
@@ -278,6 +285,7 @@ export class Pusher {
   readonly #membership: ChannelMembership<PusherConnection>;
   readonly #presence: Presence<PusherConnection>;
   readonly #recovery: Recovery<PusherConnection>;
+  readonly #catchUp: CatchUp;
   readonly #protocol: ClientProtocolOptions;
   readonly #maxBadMessages: number;
   readonly #presenceTimeout: number;
@@ -315,10 +323,15 @@ export class Pusher {
     this.#membership = new ChannelMembership({
       maxPerConnection: options.maxChannelsPerConnection,
       maxPerWorker: options.maxChannelsPerWorker,
-      onFirst: (channel) => this.#interested(channelSubject(channel), this.#onChannel),
+      onFirst: (channel) => {
+        this.#catchUp.watch(true);
+        this.#interested(channelSubject(channel), this.#onChannel);
+      },
       onLast: (channel) => {
         this.#recovery.forget(channel);
+        this.#catchUp.forget(channel);
         this.#uninterested(channelSubject(channel));
+        if (this.#membership.size === 0) this.#catchUp.watch(false);
       },
     });
     this.#recovery = new Recovery({
@@ -328,6 +341,7 @@ export class Pusher {
       isMember: (connection, channel) => this.#membership.has(connection, channel),
       logger: this.logger,
       maxRecoverMessages: options.maxRecoverMessages,
+      onTold: (channel, position) => this.#catchUp.told(channel, position),
     });
     this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };
     this.#maxBadMessages = options.maxBadMessages ?? 10;
@@ -365,6 +379,16 @@ export class Pusher {
       transport: this.#transport,
       counters: this.#counters,
       logger: this.logger,
+    });
+    this.#catchUp = new CatchUp({
+      bus: this.#bus,
+      deliver: (channel, data, position) => {
+        this.#recovery.observe(channel, position);
+        this.#delivery.channel(channel, data, position);
+      },
+      maxMessages: this.#recovery.maxRecoverMessages,
+      logger: this.logger,
+      checkInterval: options.catchUpCheckInterval,
     });
     this.#bus.subscribe(BROADCAST_SUBJECT, (data) => this.#delivery.broadcast(data));
     this.#bus.subscribe(workerSubject(this.workerId), (data, message) => this.#onWorker(data, message));
@@ -434,6 +458,7 @@ export class Pusher {
   detach(): void {
     clearInterval(this.#expiryTimer);
     this.#expiryTimer = undefined;
+    this.#catchUp.watch(false);
     this.#bus.unsubscribe(BROADCAST_SUBJECT);
     this.#bus.unsubscribe(workerSubject(this.workerId));
     this.#bus.unsubscribe(PRESENCE_SUBJECT);
@@ -897,8 +922,7 @@ export class Pusher {
   readonly #onChannel = (data: Json, message: BusMessage): void => {
     const channel = channelOfSubject(message.subject);
     if (channel === null) return;
-    this.#recovery.observe(channel, message.position);
-    this.#delivery.channel(channel, data, message.position);
+    this.#catchUp.receive(channel, data, message.position);
   };
 
   /** A user's subject: a publish to the user's connections here, or a command for them. */

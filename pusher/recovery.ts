@@ -67,6 +67,8 @@ export interface RecoveryOptions<C extends Connection> {
   maxRecoverMessages?: number;
   /** Channels remembered as keeping no history. @default {10000} */
   maxNoHistoryChannels?: number;
+  /** Told each position a subscribe's reply gives a member of `channel`, read from the bus. @default {nothing} */
+  onTold?: (channel: string, position: Position) => void;
 }
 
 /** A live publication held for a connection while its recovery is out. */
@@ -115,6 +117,7 @@ export class Recovery<C extends Connection> {
   readonly #isMember: (connection: C, channel: string) => boolean;
   readonly #logger: Logger;
   readonly #maxNoHistory: number;
+  readonly #onTold: ((channel: string, position: Position) => void) | undefined;
   readonly #pending = new Map<string, Map<C, Pending>>();
   readonly #known = new Map<string, Known>();
   /** Channels known to keep no history, with the bus link they were learned on. */
@@ -128,6 +131,7 @@ export class Recovery<C extends Connection> {
     this.#logger = options.logger;
     this.maxRecoverMessages = options.maxRecoverMessages ?? DEFAULT_MAX_RECOVER_MESSAGES;
     this.#maxNoHistory = options.maxNoHistoryChannels ?? DEFAULT_MAX_NO_HISTORY_CHANNELS;
+    this.#onTold = options.onTold;
     if (!Number.isSafeInteger(this.maxRecoverMessages) || this.maxRecoverMessages < 0) {
       throw new RangeError(
         `Invalid maxRecoverMessages: expected a non-negative integer, got ${this.maxRecoverMessages}`,
@@ -211,6 +215,7 @@ export class Recovery<C extends Connection> {
       const member = this.#release(connection, channel, pending);
       if (member === null) return Promise.resolve();
       const position = pending.overflowed ? newer(known.position, pending.latest)! : known.position;
+      if (member) this.#onTold?.(channel, position);
       connection.socket.send(subscribeResultFrame(id, { recovered: false, position }));
       if (member && !pending.overflowed) this.#sendHeld(connection, pending, position);
       return Promise.resolve();
@@ -233,6 +238,7 @@ export class Recovery<C extends Connection> {
         const recovered = member && since !== undefined && history.recovered && !pending.overflowed;
         // Over the bound, the client starts over from the newest publication it will not get.
         const position = pending.overflowed ? newer(history.position, pending.latest)! : history.position;
+        if (member) this.#onTold?.(channel, position);
         connection.socket.send(subscribeResultFrame(id, { recovered, position }));
         if (!member) return;
         if (recovered) this.#replay(connection, channel, history.messages);

@@ -148,10 +148,11 @@ export class MemoryBroker {
 /** One link to a {@linkcode MemoryBroker}. */
 export class MemoryBus implements Bus {
   readonly address = "memory://";
-  readonly reconnects = 0;
   readonly #broker: MemoryBroker;
   readonly #handlers = new Map<string, BusHandler>();
   #closed = false;
+  #offline = false;
+  #reconnects = 0;
 
   /** Use {@linkcode MemoryBroker.connect}. */
   constructor(broker: MemoryBroker) {
@@ -159,7 +160,27 @@ export class MemoryBus implements Bus {
   }
 
   get connected(): boolean {
-    return !this.#closed && !this.#broker.down;
+    return !this.#closed && !this.#broker.down && !this.#offline;
+  }
+
+  /** How many times {@linkcode MemoryBus.offline} went back to false. */
+  get reconnects(): number {
+    return this.#reconnects;
+  }
+
+  /**
+   * Whether this link is down, as a service's link to the hub or Redis
+   * that dropped: what is published meanwhile does not reach it, and is
+   * not kept for it. Set back to false, the link is back (`reconnects`
+   * counts it) with its subscriptions.
+   */
+  get offline(): boolean {
+    return this.#offline;
+  }
+
+  set offline(offline: boolean) {
+    if (this.#offline && !offline) this.#reconnects++;
+    this.#offline = offline;
   }
 
   /** Subjects this link subscribes to. */
@@ -224,7 +245,7 @@ export class MemoryBus implements Bus {
 
   /** @internal Takes a message from the broker; true if this link subscribes to its subject. */
   receive(subject: string, data: Json, replyTo: string | undefined, position: Position | undefined): boolean {
-    if (!this.#handlers.has(subject)) return false;
+    if (!this.#handlers.has(subject) || this.#offline) return false;
     // Each subscriber gets its own copy, as each does off a real bus.
     const copy = structuredClone(data);
     const message: BusMessage = {

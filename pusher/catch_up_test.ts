@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { type Setup, setUp } from "./_fake_setup.ts";
+import type { FakeSocket } from "./fake_transport.ts";
+import { channelSubject } from "../shared/address.ts";
+import { BusError, type HistoryOptions, type HistoryResult } from "../shared/bus.ts";
+import type { Json } from "../shared/json.ts";
+import { until } from "../channel/testing.ts";
+
+// Catch-up on the pusher: a worker whose bus link dropped (as a hub's or
+// Redis's link: what was published meanwhile is not kept for it) gives its
+// members what they missed from the channel's history, in order, once.
+
+const HISTORY = { history: { subjects: ["channel.*"], size: 10 } };
+
+function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** The publications `socket` got, as their data. */
+function dataOf(socket: FakeSocket): Json[] {
+  return socket.sent.slice(2).map((frame) => JSON.parse(frame).data);
+}
+
+async function publish(setup: Setup, channel: string, ...data: Json[]): Promise<void> {
+  for (const item of data) await setup.publish(channelSubject(channel), { channel, data: item });
+}
+
+/** A member of `news`, past its greeting and its subscribe's reply. */
+async function member(setup: Setup): Promise<FakeSocket> {
+  const socket = await setup.connect();
+  socket.receive(JSON.stringify({ id: 1, subscribe: { channel: "news" } }));
+  await until(() => socket.sent.length === 2, 1000, "the subscribe's reply");
+  return socket;
+}
+
+/** Makes the pusher's history reads wait until the test lets each go. */
+function gateHistory(setup: Setup): { calls: HistoryOptions[]; release(): Promise<void> } {
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  const waiting: (() => void)[] = [];
+  const calls: HistoryOptions[] = [];
+  setup.pusherBus.history = (subject: string, options: HistoryOptions = {}): Promise<HistoryResult> => {
+    calls.push(options);
+    return new Promise((resolve) => waiting.push(() => resolve(real(subject, options))));
+  };
+  return {
+    calls,
+    async release() {
+      waiting.shift()?.();
+      await settle();
+    },
+  };
+}
+
+Deno.test("catch-up: what was published while the bus link was down comes before the next publication, in order, once", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1, 2);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 3, 4, 5);
+  setup.pusherBus.offline = false;
+  assert.deepEqual(dataOf(socket), [1, 2], "nothing reached the worker while its link was down");
+  await publish(setup, "news", 6);
+  await until(() => dataOf(socket).length === 6, 1000, "the missed publications");
+  assert.deepEqual(dataOf(socket), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(socket.sent.slice(2).map((frame) => JSON.parse(frame).offset), [1, 2, 3, 4, 5, 6]);
+});
+
+Deno.test("catch-up: a quiet channel gets what it missed once the worker sees its bus link came back", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 2, 3);
+  setup.pusherBus.offline = false;
+  await until(() => dataOf(socket).length === 3, 2000, "the missed publications, with no new one");
+  assert.deepEqual(dataOf(socket), [1, 2, 3]);
+  await publish(setup, "news", 4);
+  assert.deepEqual(dataOf(socket), [1, 2, 3, 4], "and nothing twice after it");
+});
+
+Deno.test("catch-up: live publications during the read are held and come after it, each once", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 2, 3);
+  setup.pusherBus.offline = false;
+  const gate = gateHistory(setup);
+  await publish(setup, "news", 4);
+  assert.equal(gate.calls.length, 1);
+  assert.deepEqual(gate.calls[0]!.since?.offset, 1);
+  await publish(setup, "news", 5, 6);
+  assert.deepEqual(dataOf(socket), [1], "held while the read is out");
+  await gate.release();
+  assert.deepEqual(dataOf(socket), [1, 2, 3, 4, 5, 6]);
+});
+
+Deno.test("catch-up: what history no longer has is skipped, with the rest in order, and logged", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  // 15 missed, and history keeps 10 (8 to 17, with the live one): 2 to 7 are gone.
+  await publish(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
+  setup.pusherBus.offline = false;
+  await publish(setup, "news", 17);
+  await until(() => dataOf(socket).length === 11, 1000, "what history still has");
+  assert.deepEqual(dataOf(socket), [1, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+  assert.ok(setup.logs.some((line) => line.includes("no longer has all its members missed")));
+});
+
+Deno.test("catch-up: a read that fails delivers what was held, and the next gap is tried again", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 2);
+  setup.pusherBus.offline = false;
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  setup.pusherBus.history = () => Promise.reject(new BusError("unavailable", "down"));
+  await publish(setup, "news", 3);
+  await until(() => dataOf(socket).length === 2, 1000, "the held publication");
+  assert.deepEqual(dataOf(socket), [1, 3]);
+  assert.ok(setup.logs.some((line) => line.includes("cannot read what a channel's members missed")));
+  setup.pusherBus.history = real;
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 4);
+  setup.pusherBus.offline = false;
+  await publish(setup, "news", 5);
+  await until(() => dataOf(socket).length === 4, 1000, "the second gap, read back");
+  assert.deepEqual(dataOf(socket), [1, 3, 4, 5]);
+});
+
+Deno.test("catch-up: a publication seen twice goes out once, and a new epoch is delivered as it comes", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1, 2);
+  const frames = socket.sent.slice(2).map((frame) => JSON.parse(frame));
+  // The bus hands the worker a copy of publication 2 again (as after a resubscribe that overlaps).
+  setup.pusherBus.receive(channelSubject("news"), { channel: "news", data: 2 }, undefined, {
+    offset: 2,
+    epoch: frames[1].epoch,
+  });
+  await settle();
+  assert.deepEqual(dataOf(socket), [1, 2]);
+  setup.broker.restart();
+  await publish(setup, "news", "after a restart");
+  assert.deepEqual(dataOf(socket), [1, 2, "after a restart"]);
+  assert.notEqual(JSON.parse(socket.sent.at(-1)!).epoch, frames[0].epoch);
+});
+
+Deno.test("catch-up: a member that subscribes after the gap, told the newer position, does not hide the gap from those before it", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const early = await member(setup);
+  await publish(setup, "news", 1, 2);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 3, 4);
+  setup.pusherBus.offline = false;
+  // The worker's link came back: a new member's subscribe reads the channel's position from the bus, 4.
+  const late = await member(setup);
+  assert.equal(JSON.parse(late.sent[1]!).result.offset, 4);
+  await publish(setup, "news", 5);
+  await until(() => dataOf(early).length === 5, 1000, "the early member's missed publications");
+  assert.deepEqual(dataOf(early), [1, 2, 3, 4, 5]);
+  // The late one may get 3 and 4 again (its client drops what is at or below the position it was told), and 5.
+  assert.deepEqual(dataOf(late).at(-1), 5);
+});
