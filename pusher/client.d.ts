@@ -92,6 +92,12 @@ export interface PresenceEvent {
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(id: unknown): void;
+  /**
+   * A monotonic clock in milliseconds, the one the timers wait on: it times
+   * the message rate, a token's life and how long a connection stayed up.
+   * @default {performance.now}
+   */
+  now?(): number;
 }
 
 /** Options for {@linkcode PushClient}. */
@@ -103,7 +109,14 @@ export interface PushClientOptions {
    * left, at most a minute ahead), whose result is sent as a `refresh` so
    * that the connection outlives the token it was opened with. A fixed
    * string is used as it is: once it expires, the pusher closes the
-   * connection (4401) and the client stops.
+   * connection (4401) and the client stops; once it has expired, the client
+   * does not try to connect with it either, and stops with 4401
+   * `token expired` (an `error` event says why).
+   *
+   * A token's time left is counted from when the client got it: its lifetime
+   * `exp - iat` when it has an `iat` claim, so that a browser whose clock is
+   * off renews it on time; without `iat`, `exp` against the browser's clock.
+   * Give tokens an `iat`, and have a token function hand out fresh ones.
    *
    * @default {none}
    */
@@ -141,6 +154,14 @@ export interface PushClientOptions {
    * `no answer to ping`). @default {10000}
    */
   pingTimeout?: number;
+  /**
+   * Commands a second the client sends at most, with a burst of as many;
+   * more wait their turn (the resubscribes after a reconnect, say). A pusher
+   * closes a connection over its `--max-message-rate` (50 a second, a burst
+   * of 50) with `1008`: keep this at half of that or less, so that frames
+   * the network delivers together stay under it. @default {25}
+   */
+  maxMessageRate?: number;
   /** The WebSocket class to use. @default {globalThis.WebSocket} */
   WebSocket?: typeof WebSocket;
   /** Source of randomness in [0, 1) for the jitter. @default {Math.random} */

@@ -91,26 +91,61 @@ const MAX_REFRESH_LEAD = 60_000;
 const REFRESH_RETRY = 5_000;
 const MIN_REFRESH_RETRY = 250;
 
+/**
+ * How long a connection must have stayed up for the reconnect backoff to
+ * start over, in milliseconds: one the pusher closes right after its
+ * greeting (over its message rate, say) backs off further instead.
+ */
+const PROVEN_AFTER = 5_000;
+
+/**
+ * Commands a second the client sends at most, unless told: half the
+ * pusher's default `--max-message-rate` (50), so that frames the network
+ * delivers together (a burst, and what followed it for up to a second) stay
+ * under the pusher's allowance.
+ */
+const DEFAULT_MAX_MESSAGE_RATE = 25;
+
 /** The longest delay a timer takes as given (2^31 - 1 ms, about 24.8 days): browsers fire a longer one at once. */
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 /**
- * When a JWT expires (its payload's `exp`), in milliseconds since the epoch;
- * null when it has no readable `exp`. Not a check: the pusher checks tokens.
+ * A JWT's `exp` and `iat` (its payload's, in milliseconds since the epoch on
+ * the issuer's clock); null when it has no readable `exp`, `iat` null when it
+ * has none (or one after `exp`). Not a check: the pusher checks tokens.
  *
  * @param {string} token
- * @returns {number | null}
+ * @returns {{ exp: number, iat: number | null } | null}
  */
-function tokenExpiry(token) {
+function tokenTimes(token) {
   const payload = token.split(".")[1];
   if (!payload) return null;
   try {
     const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
     const claims = JSON.parse(atob(base64.padEnd(base64.length + ((4 - (base64.length % 4)) % 4), "=")));
-    return typeof claims?.exp === "number" && Number.isFinite(claims.exp) ? claims.exp * 1000 : null;
+    /** @param {unknown} value */
+    const seconds = (value) => typeof value === "number" && Number.isFinite(value) ? value * 1000 : null;
+    const exp = seconds(claims?.exp);
+    if (exp === null) return null;
+    const iat = seconds(claims?.iat);
+    return { exp, iat: iat !== null && iat <= exp ? iat : null };
   } catch {
     return null;
   }
+}
+
+/**
+ * How long a token the client got just now has left, in milliseconds; null
+ * when it has no `exp`. With `iat`, its whole lifetime (`exp - iat`), both
+ * on the issuer's clock: a browser whose clock is off does not matter.
+ * Without, `exp` against the browser's clock, the only one there is.
+ *
+ * @param {{ exp: number, iat: number | null } | null} times
+ * @returns {number | null}
+ */
+function lifetimeOf(times) {
+  if (times === null) return null;
+  return times.iat !== null ? times.exp - times.iat : times.exp - Date.now();
 }
 
 /**
@@ -334,6 +369,8 @@ export class Subscription extends EventTarget {
     if (this.#state === "unsubscribed") {
       return Promise.reject(this.#error ?? new Error(`Cannot wait for channel ${this.channel}: it is unsubscribed`));
     }
+    // Stopped, the client makes no subscribe until the next connect(): nothing to wait for now.
+    if (this.#client.state === "disconnected") return Promise.reject(this.#client._stoppedError());
     if (!this.#waiting) {
       /** @type {() => void} */
       let resolve = () => {};
@@ -513,6 +550,10 @@ export class PushClient extends EventTarget {
   #random;
   /** @type {{ setTimeout: (fn: () => void, ms: number) => unknown, clearTimeout: (id: any) => void }} */
   #timers;
+  /** @type {() => number} a monotonic clock in milliseconds: what the timers wait on */
+  #now;
+  /** @type {number} commands a second the client sends at most, with a burst of as many */
+  #maxRate;
   /** @type {Pick<EventTarget, "addEventListener" | "removeEventListener"> | null} where `online` is told */
   #network;
 
@@ -552,6 +593,21 @@ export class PushClient extends EventTarget {
   };
   /** @type {string | null} the token of the connection being made or made */
   #connectionToken = null;
+  /** @type {number | null} when the connection's token expires, on {@link PushClient#now}'s clock; null when it does not say */
+  #connectionDeadline = null;
+  /** @type {number | null} when a fixed token expires, on {@link PushClient#now}'s clock; null when it does not say */
+  #fixedDeadline = null;
+  /** @type {number | null} when the connection was greeted, on {@link PushClient#now}'s clock */
+  #greetedAt = null;
+  /** @type {{ code: number, reason: string } | null} why the client last stopped; null before it first did */
+  #stoppedWith = null;
+  /** @type {Command[]} commands of the connection waiting for their turn under the message rate */
+  #outbox = [];
+  /** Commands the connection may send now (a token bucket: {@link PushClient#maxRate} a second, as many at most). */
+  #allowance = 0;
+  #allowanceAt = 0;
+  /** @type {unknown} the next turn of the outbox, when it waits for allowance */
+  #sendTimer = null;
   #nextId = 1;
   /** @type {Command[]} commands waiting for a connection */
   #queue = [];
@@ -615,6 +671,17 @@ export class PushClient extends EventTarget {
       setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
       clearTimeout: (id) => globalThis.clearTimeout(id),
     };
+    const timers = options.timers;
+    this.#now = timers?.now ? () => /** @type {() => number} */ (timers.now)() : () => performance.now();
+    this.#maxRate = options.maxMessageRate ?? DEFAULT_MAX_MESSAGE_RATE;
+    if (!(this.#maxRate > 0 && Number.isFinite(this.#maxRate))) {
+      throw new RangeError(`Invalid maxMessageRate: need a finite number above 0, got ${this.#maxRate}`);
+    }
+    if (typeof this.#token === "string") {
+      // Measured from now, when the client got it: its lifetime, not the browser's clock, says when it ends.
+      const lifetime = lifetimeOf(tokenTimes(this.#token));
+      this.#fixedDeadline = lifetime === null ? null : this.#now() + lifetime;
+    }
   }
 
   /** @returns {"disconnected" | "connecting" | "connected"} */
@@ -668,6 +735,7 @@ export class PushClient extends EventTarget {
    */
   ready(options = {}) {
     if (this.#state === "connected" && this.#address) return Promise.resolve(this.#address);
+    if (this.#state === "disconnected") return Promise.reject(this._stoppedError());
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
@@ -762,6 +830,7 @@ export class PushClient extends EventTarget {
    * @returns {Promise<any>} its result
    */
   _read(command) {
+    if (this.#state === "disconnected") return Promise.reject(this._stoppedError());
     try {
       this.#checkQueue();
     } catch (error) {
@@ -777,6 +846,20 @@ export class PushClient extends EventTarget {
 
   /**
    * @internal
+   * What waits for a connection is told while the client is stopped: why
+   * it stopped, or that it was never started.
+   *
+   * @returns {Error}
+   */
+  _stoppedError() {
+    if (this.#stoppedWith === null) {
+      return new Error("Cannot wait for a connection: the client is not connected, call connect()");
+    }
+    return stoppedError(this.#stoppedWith.code, this.#stoppedWith.reason);
+  }
+
+  /**
+   * @internal
    * @param {Subscription} subscription
    */
   _unsubscribe(subscription) {
@@ -785,9 +868,12 @@ export class PushClient extends EventTarget {
     const queued = this.#subscribing.get(subscription);
     this.#subscribing.delete(subscription);
     const index = this.#queue.findIndex((command) => command.id === queued);
-    if (index >= 0) {
-      // Never sent: the server has nothing to forget.
-      this.#queue.splice(index, 1);
+    const waiting = this.#outbox.findIndex((command) => command.id === queued);
+    // Never sent: the server has nothing to forget.
+    if (index >= 0) this.#queue.splice(index, 1);
+    else if (waiting >= 0) {
+      this.#outbox.splice(waiting, 1);
+      this.#inFlight.delete(/** @type {number} */ (queued));
     } else if (this.#live()) {
       const { channel } = subscription;
       const id = this.#command({ unsubscribe: { channel } }, (error) => {
@@ -913,13 +999,42 @@ export class PushClient extends EventTarget {
   /** @param {Command} command */
   #write(command) {
     this.#inFlight.set(command.id, command);
-    this.#socket?.send(JSON.stringify({ id: command.id, ...command.body }));
+    this.#outbox.push(command);
+    if (this.#sendTimer === null) this.#send();
+  }
+
+  /**
+   * Sends what the outbox holds as far as the allowance goes, and waits for
+   * more allowance for the rest: a pusher closes a connection over its
+   * `--max-message-rate` (1008), so a burst of resubscribes after a
+   * reconnect must not pass it.
+   */
+  #send() {
+    const now = this.#now();
+    const burst = Math.max(1, this.#maxRate);
+    this.#allowance = Math.min(burst, this.#allowance + (now - this.#allowanceAt) * this.#maxRate / 1000);
+    this.#allowanceAt = now;
+    const due = this.#outbox.splice(0, Math.floor(this.#allowance));
+    this.#allowance -= due.length;
+    for (const command of due) this.#socket?.send(JSON.stringify({ id: command.id, ...command.body }));
+    if (this.#outbox.length === 0) return;
+    const generation = this.#generation;
+    const wait = Math.ceil((1 - this.#allowance) * 1000 / this.#maxRate);
+    this.#sendTimer = this.#timers.setTimeout(() => {
+      this.#sendTimer = null;
+      if (generation === this.#generation) this.#send();
+    }, wait);
   }
 
   async #open() {
     const generation = ++this.#generation;
     this.#setState("connecting");
     const url = new URL(this.#url);
+    // Every handshake would be refused (401, which a browser shows as 1006): stop instead.
+    if (this.#fixedDeadline !== null && this.#now() >= this.#fixedDeadline) {
+      this.#closed(generation, TOKEN_EXPIRED, "token expired");
+      return;
+    }
     if (this.#token !== undefined) {
       let token;
       try {
@@ -936,6 +1051,8 @@ export class PushClient extends EventTarget {
       if (generation !== this.#generation) return;
       url.searchParams.set("token", token);
       this.#connectionToken = token;
+      const lifetime = lifetimeOf(tokenTimes(token));
+      this.#connectionDeadline = lifetime === null ? null : this.#now() + lifetime;
     }
     let socket;
     try {
@@ -1032,7 +1149,10 @@ export class PushClient extends EventTarget {
       return;
     }
     this.#clearGreetingTimer();
-    this.#attempt = 0;
+    this.#greetedAt = this.#now();
+    // A new connection: the pusher's allowance for it starts full, and so does ours.
+    this.#allowance = Math.max(1, this.#maxRate);
+    this.#allowanceAt = this.#greetedAt;
     this.#address = { workerId: /** @type {string} */ (match[1]), connectionId: Number(match[2]) };
     this.#setState("connected");
     // A `state` listener may have stopped the client.
@@ -1049,25 +1169,29 @@ export class PushClient extends EventTarget {
   }
 
   /**
-   * Renews `token` some time before it expires, when the token comes from a
-   * function: a fifth of what is left (at most a minute), less up to half of
-   * that at random, so that clients whose tokens were made together do not
-   * all ask at once.
+   * Renews the connection's token some time before it expires, when the
+   * token comes from a function: a fifth of what is left (at most a
+   * minute), less up to half of that at random, so that clients whose tokens
+   * were made together do not all ask at once. What is left is counted from
+   * when the client got the token ({@link lifetimeOf}); when it says nothing
+   * is left (a browser clock ahead of the issuer's, for a token without
+   * `iat`), the client asks after the usual retry delay rather than at once.
    *
    * @param {string} token
    */
   #scheduleRefresh(token) {
     if (typeof this.#token !== "function") return;
-    const expires = tokenExpiry(token);
-    if (expires === null) return;
-    const left = expires - Date.now();
+    const times = tokenTimes(token);
+    if (times === null || this.#connectionDeadline === null) return;
+    const left = this.#connectionDeadline - this.#now();
+    if (left <= 0) return this.#refreshAt(REFRESH_RETRY, times.exp);
     const lead = Math.min(MAX_REFRESH_LEAD, left / 5) * (1 - this.#random() / 2);
-    this.#refreshAt(Math.max(0, left - lead), expires);
+    this.#refreshAt(left - lead, times.exp);
   }
 
   /**
    * @param {number} delay
-   * @param {number} expires when the connection's token expires
+   * @param {number} expires the connection's token's `exp`
    */
   #refreshAt(delay, expires) {
     this.#clearRefreshTimer();
@@ -1083,20 +1207,23 @@ export class PushClient extends EventTarget {
   }
 
   /**
-   * Gets a new token and sends it; after a failure, tries again while the
-   * connection's token has time left (the pusher closes it with 4401 when it
-   * runs out, and the client reconnects with a new one).
+   * Gets a new token and sends it; after a failure, tries again (every
+   * {@link REFRESH_RETRY} at most, sooner when the token has less than twice
+   * that left). A token that did run out gets the connection closed with
+   * 4401, and the client reconnects with a new one.
    *
    * @param {number} generation
-   * @param {number} expires
+   * @param {number} expires the connection's token's `exp`
    */
   async #refresh(generation, expires) {
     /** @param {unknown} error */
     const failed = (error) => {
       const cause = error instanceof Error ? error.message : String(error);
       this.#emit("error", { error: new Error(`Cannot renew the token: ${cause}`) });
-      const retry = Math.min(REFRESH_RETRY, (expires - Date.now()) / 2);
-      if (retry >= MIN_REFRESH_RETRY) this.#refreshAt(retry, expires);
+      if (generation !== this.#generation) return;
+      const left = this.#connectionDeadline === null ? 0 : this.#connectionDeadline - this.#now();
+      const half = left / 2;
+      this.#refreshAt(half >= MIN_REFRESH_RETRY ? Math.min(REFRESH_RETRY, half) : REFRESH_RETRY, expires);
     };
     let token;
     try {
@@ -1109,15 +1236,18 @@ export class PushClient extends EventTarget {
     const invalid = notAToken(token);
     if (invalid) return failed(invalid);
     // A cached token handed out again would renew nothing, and ask again at once.
-    const renewed = tokenExpiry(token);
-    if (renewed !== null && renewed <= expires) {
+    const times = tokenTimes(token);
+    if (times !== null && times.exp <= expires) {
       failed(new Error("the token function gave no token that expires later than the connection's"));
       return;
     }
+    const lifetime = lifetimeOf(times);
+    const got = this.#now();
     this.#command({ refresh: { token } }, (error) => {
       if (error instanceof ConnectionLost || generation !== this.#generation) return;
       if (error) return failed(error);
       this.#connectionToken = token;
+      this.#connectionDeadline = lifetime === null ? null : got + lifetime;
       this.#scheduleRefresh(token);
     });
   }
@@ -1173,6 +1303,7 @@ export class PushClient extends EventTarget {
    * @param {string} reason
    */
   #stop(code, reason) {
+    this.#stoppedWith = { code, reason };
     const queued = this.#queue;
     this.#queue = [];
     const lost = new ConnectionLost();
@@ -1192,6 +1323,7 @@ export class PushClient extends EventTarget {
    */
   #closed(generation, code, reason) {
     if (generation !== this.#generation) return;
+    if (this.#greetedAt !== null && this.#now() - this.#greetedAt >= PROVEN_AFTER) this.#attempt = 0;
     // Listeners run from here on (the app's own code): any of them may stop the client, or start it again.
     const closed = ++this.#generation;
     this.#lose();
@@ -1218,7 +1350,11 @@ export class PushClient extends EventTarget {
     this.#clearGreetingTimer();
     this.#clearRefreshTimer();
     this.#clearPingTimer();
+    this.#clearSendTimer();
+    this.#outbox = [];
     this.#connectionToken = null;
+    this.#connectionDeadline = null;
+    this.#greetedAt = null;
     if (this.#socket) {
       this.#socket.onmessage = null;
       this.#socket.onclose = null;
@@ -1301,6 +1437,12 @@ export class PushClient extends EventTarget {
     if (this.#refreshTimer === null) return;
     this.#timers.clearTimeout(this.#refreshTimer);
     this.#refreshTimer = null;
+  }
+
+  #clearSendTimer() {
+    if (this.#sendTimer === null) return;
+    this.#timers.clearTimeout(this.#sendTimer);
+    this.#sendTimer = null;
   }
 
   #clearGreetingTimer() {

@@ -57,20 +57,24 @@ class FakeWebSocket {
   }
 }
 
-/** Timers the test fires by hand. */
+/** Timers the test fires by hand, and the clock they run on: it moves only when the test moves it. */
 class FakeTimers {
-  readonly pending = new Map<number, { fn: () => void; ms: number }>();
+  readonly pending = new Map<number, { fn: () => void; ms: number; due: number }>();
+  /** The clock, in milliseconds: a timer that fires moves it to when the timer was due. */
+  time = 0;
   #next = 1;
 
   setTimeout = (fn: () => void, ms: number): number => {
     const id = this.#next++;
-    this.pending.set(id, { fn, ms });
+    this.pending.set(id, { fn, ms, due: this.time + ms });
     return id;
   };
 
   clearTimeout = (id: unknown): void => {
     this.pending.delete(id as number);
   };
+
+  now = (): number => this.time;
 
   /** The delays waiting now, in the order they were set. */
   get delays(): number[] {
@@ -83,6 +87,7 @@ class FakeTimers {
     assert.equal(matching.length, 1, `one timer of ${ms} ms, have ${JSON.stringify(this.delays)}`);
     const [id, timer] = matching[0]!;
     this.pending.delete(id);
+    this.time = Math.max(this.time, timer.due);
     timer.fn();
   }
 }
@@ -365,7 +370,7 @@ Deno.test("client reports an error the server pushed on its own", async () => {
   client.disconnect();
 });
 
-Deno.test("client reconnects with capped exponential backoff, full jitter, and resets it after a greeting", async () => {
+Deno.test("client reconnects with capped exponential backoff, full jitter, and resets it after a connection that stayed up", async () => {
   const { client, socket, timers } = setUp({ minReconnectDelay: 100, maxReconnectDelay: 1000 });
   const drops = record(client, "disconnected");
   client.connect();
@@ -378,6 +383,7 @@ Deno.test("client reconnects with capped exponential backoff, full jitter, and r
   assert.deepEqual(drops.map((d) => d.delay), [99, 199, 399, 799, 999, 999]);
   assert.ok(drops.every((d) => d.reconnecting && d.code === 1006));
   socket().greet();
+  timers.time += 5000;
   socket().drop(1001, "going away");
   assert.deepEqual(drops.at(-1), { code: 1001, reason: "going away", reconnecting: true, delay: 99 });
   client.disconnect();
@@ -499,6 +505,54 @@ Deno.test("client does not reconnect after a close code that says not to come ba
   client.connect();
   assert.equal(client.state, "connecting");
   client.disconnect();
+});
+
+Deno.test("client backs off further after a connection that closed right after its greeting", () => {
+  const { client, socket, timers } = setUp({ minReconnectDelay: 100, maxReconnectDelay: 10_000 });
+  const drops = record(client, "disconnected");
+  client.connect();
+  for (let i = 0; i < 4; i++) {
+    socket().greet();
+    // As a pusher does to a client over its --max-message-rate.
+    socket().drop(1008, "message rate exceeded");
+    timers.fire(drops.at(-1)!.delay!);
+  }
+  assert.deepEqual(drops.map((d) => d.delay), [99, 199, 399, 799]);
+  client.disconnect();
+});
+
+Deno.test("client sends at most maxMessageRate commands a second, its resubscribes after a greeting too", () => {
+  const { client, socket, timers } = setUp({ pingInterval: 0 });
+  const channels = Array.from({ length: 60 }, (_, i) => `ch${i}`);
+  for (const channel of channels) client.subscribe(channel);
+  client.connect();
+  socket().greet();
+  // 25 a second by default, with a burst of 25: half the pusher's default --max-message-rate.
+  assert.equal(socket().sent.length, 25);
+  const sentAt: number[] = Array(25).fill(0);
+  while (timers.pending.size > 0) {
+    timers.fire(timers.delays[0]!);
+    while (sentAt.length < socket().sent.length) sentAt.push(timers.time);
+  }
+  assert.deepEqual(socket().sent.map((command) => (command.subscribe as { channel: string }).channel), channels);
+  // Never more than the burst plus the rate within any second: a pusher allowing 50 a second takes all of it.
+  for (const [i, at] of sentAt.entries()) {
+    const within = sentAt.filter((other) => other >= at && other < at + 1000).length;
+    assert.ok(within <= 25 + 25, `${within} sent in the second after command ${i}`);
+  }
+  assert.ok(sentAt.at(-1)! >= 1400 && sentAt.at(-1)! <= 1440, `the 60th went at ${sentAt.at(-1)} ms`);
+  client.disconnect();
+
+  // A lower rate; a subscribe that still waits its turn is taken back without a word to the pusher.
+  const slow = connected({ pingInterval: 0, maxMessageRate: 2 });
+  const subscriptions = ["a", "b", "c"].map((channel) => slow.client.subscribe(channel));
+  assert.deepEqual(slow.socket().sent.map((command) => command.subscribe), [{ channel: "a" }, { channel: "b" }]);
+  subscriptions[2]!.unsubscribe();
+  slow.timers.fire(500);
+  assert.equal(slow.socket().sent.length, 2);
+  assert.deepEqual(slow.timers.delays, []);
+  slow.client.disconnect();
+  assert.throws(() => setUp({ maxMessageRate: 0 }), /^RangeError: Invalid maxMessageRate/);
 });
 
 Deno.test("client subscribes again to its channels after a reconnect, each once", async () => {
@@ -758,6 +812,7 @@ Deno.test("client ready() rejects once the client stops, and leaves no listener 
   const remove = client.removeEventListener.bind(client);
   client.addEventListener = (...args: Parameters<typeof add>) => (listeners++, add(...args));
   client.removeEventListener = (...args: Parameters<typeof remove>) => (listeners--, remove(...args));
+  client.connect();
   for (let i = 0; i < 100; i++) {
     const controller = new AbortController();
     const ready = client.ready({ signal: controller.signal });
@@ -766,21 +821,62 @@ Deno.test("client ready() rejects once the client stops, and leaves no listener 
   }
   assert.equal(listeners, 0, "an aborted ready() takes its listeners with it");
   const news = client.subscribe("news");
-  client.connect();
   const ready = client.ready();
   const subscribed = news.ready();
   socket().greet();
   await ready;
-  socket().drop(3504, "connection limit");
-  assert.equal(client.state, "disconnected");
   const again = client.ready();
   const subscribedAgain = news.ready();
-  await subscribed.then(() => assert.fail("not confirmed"), () => {});
-  client.connect();
   socket().drop(3504, "connection limit");
-  await assert.rejects(again, /^Error: Cannot wait for a connection: the client stopped \(3504 connection limit\)$/);
+  assert.equal(client.state, "disconnected");
+  await assert.rejects(subscribed, /the client stopped \(3504 connection limit\)/);
   await assert.rejects(subscribedAgain, /the client stopped \(3504 connection limit\)/);
+  await again;
+  client.connect();
+  const third = client.ready();
+  socket().drop(3504, "connection limit");
+  await assert.rejects(third, /^Error: Cannot wait for a connection: the client stopped \(3504 connection limit\)$/);
   assert.equal(listeners, 0);
+});
+
+Deno.test("client stopped: ready(), a subscription's ready() and its reads reject at once, and wait again after connect()", async () => {
+  const { client, socket } = setUp({ pingInterval: 0 });
+  const news = client.subscribe("news");
+  const notStarted = /^Error: Cannot wait for a connection: the client is not connected, call connect\(\)$/;
+  await assert.rejects(within(client.ready(), 1000, "client.ready() before connect()"), notStarted);
+  await assert.rejects(within(news.ready(), 1000, "news.ready() before connect()"), notStarted);
+  client.connect();
+  socket().greet();
+  socket().receive({ id: 1, result: {} });
+  await news.ready();
+  client.disconnect();
+  assert.deepEqual([client.state, news.state], ["disconnected", "subscribing"]);
+  const stopped = /^Error: Cannot wait for a connection: the client stopped \(1000 disconnect called\)$/;
+  for (
+    const [what, promise] of [
+      ["client.ready()", client.ready()],
+      ["news.ready()", news.ready()],
+      ["news.history()", news.history()],
+      ["news.presence()", news.presence()],
+      ["news.presenceStats()", news.presenceStats()],
+    ] as const
+  ) {
+    await assert.rejects(within(promise as Promise<unknown>, 1000, `${what} after disconnect()`), stopped, what);
+  }
+  // Started again, they wait for the connection as before.
+  client.connect();
+  const ready = client.ready();
+  const subscribed = news.ready();
+  const history = news.history({ limit: 1 });
+  socket().greet();
+  assert.deepEqual(socket().sent, [
+    { id: 3, subscribe: { channel: "news" } },
+    { id: 2, history: { channel: "news", limit: 1 } },
+  ]);
+  socket().receive({ id: 3, result: {} });
+  socket().receive({ id: 2, result: { publications: [], offset: 0, epoch: "e", recovered: true } });
+  await Promise.all([ready, subscribed, history]);
+  client.disconnect();
 });
 
 Deno.test("client refuses settings a timer cannot wait, and a token function that gives no token", async () => {
@@ -826,12 +922,14 @@ Deno.test("client ignores a late close of a socket it already replaced", () => {
 
 Deno.test("client ready() and subscription ready() give up when their signal aborts", async () => {
   const { client } = setUp();
+  client.connect();
   const controller = new AbortController();
   const ready = client.ready({ signal: controller.signal });
   const sub = client.subscribe("news").ready({ signal: controller.signal });
   controller.abort(new Error("gave up"));
   await assert.rejects(ready, /gave up/);
   await assert.rejects(sub, /gave up/);
+  client.disconnect();
 });
 
 /** The data of every publication the client passed on. */
@@ -1055,6 +1153,86 @@ Deno.test("client waits for a long-lived token's renewal in steps a timer can ta
   await tokenSettles();
   assert.deepEqual(socket().sent, [], "no renewal yet");
   client.disconnect();
+});
+
+/** A token of `seconds` from now, with `iat`: its lifetime is `exp - iat` whatever the clock that reads it. */
+function issuedToken(seconds: number): string {
+  const now = Math.floor(Date.now() / 1000);
+  return signJwt({ sub: "alice", iat: now, exp: now + seconds }, "client-test-secret");
+}
+
+/** Runs `fn` with the browser's clock (`Date.now`) off by `skew` milliseconds. */
+async function withClockOff(skew: number, fn: () => Promise<void>): Promise<void> {
+  const real = Date.now;
+  Date.now = () => real() + skew;
+  try {
+    await fn();
+  } finally {
+    Date.now = real;
+  }
+}
+
+Deno.test("client times a token's renewal from its lifetime, not from the browser's clock", async () => {
+  for (const skew of [2000_000, -2000_000]) {
+    const token = issuedToken(1000);
+    await withClockOff(skew, async () => {
+      const { client, socket, timers } = setUp({ token: () => token, pingInterval: 0 });
+      client.connect();
+      await tokenSettles();
+      socket().greet();
+      // A fifth of the 1000 s less half of it at random, at most a minute: as with a clock that is right.
+      const [due] = timers.delays;
+      assert.ok(
+        due! > 1000_000 - 60_000 - 2000 && due! < 1000_000 - 30_000,
+        `clock off by ${skew}: renewal due in ${due} ms`,
+      );
+      client.disconnect();
+    });
+  }
+});
+
+Deno.test("client with a token without iat and a clock ahead of its exp asks again after the usual delay, not at once or never", async () => {
+  // Handed out again and again, as from a cache: a renewal with it renews nothing.
+  const cached = signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 8 }, "client-test-secret");
+  await withClockOff(20_000, async () => {
+    const { client, socket, timers } = setUp({ token: () => cached, pingInterval: 0 });
+    const errors = record(client, "error");
+    client.connect();
+    await tokenSettles();
+    socket().greet();
+    assert.deepEqual(timers.delays, [5000], "nothing left by the browser's clock: asks after 5 s, not at once");
+    timers.fire(5000);
+    await tokenSettles();
+    assert.match(String(errors[0]?.error.message), /gave no token that expires later/);
+    assert.deepEqual(timers.delays, [5000], "and again after 5 s, not never");
+    client.disconnect();
+  });
+});
+
+Deno.test("client with a fixed token that expired while it was away stops with token expired instead of connecting", async () => {
+  const { client, socket, timers } = setUp({ token: issuedToken(100), pingInterval: 0 });
+  const errors = record(client, "error");
+  const drops = record(client, "disconnected");
+  client.connect();
+  socket().greet();
+  timers.time += 101_000;
+  // The pusher went away before the token's 4401: every handshake would now get 401, seen as 1006.
+  socket().drop(1001, "going away");
+  timers.fire(drops.at(-1)!.delay!);
+  assert.equal(FakeWebSocket.made.length, 1, "no handshake with a token that expired");
+  assert.equal(client.state, "disconnected");
+  assert.deepEqual(drops.at(-1), { code: 4401, reason: "token expired", reconnecting: false, delay: null });
+  assert.match(String(errors.at(-1)?.error.message), /^The token expired: pass a function as token to renew it$/);
+  await assert.rejects(client.ready(), /the client stopped \(4401 token expired\)/);
+
+  // One that expired before connect() is not tried either.
+  const stale = setUp({
+    token: signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) - 1 }, "client-test-secret"),
+  });
+  const staleDrop = next(stale.client, "disconnected");
+  stale.client.connect();
+  assert.deepEqual(await staleDrop, { code: 4401, reason: "token expired", reconnecting: false, delay: null });
+  assert.equal(FakeWebSocket.made.length, 0);
 });
 
 Deno.test("client with a fixed token stops at 4401 and says why; with a token function it reconnects", async () => {
