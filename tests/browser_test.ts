@@ -331,6 +331,36 @@ for (const [server, label] of SERVERS) {
   });
 }
 
+Deno.test("browser: /client.js with 60 channels keeps under the pusher's message rate: all subscribed on connect() and again after a pusher restart, never closed with 1008", async () => {
+  await using system = await startSystem();
+  const channels = 60; // over the pusher's burst of 50 frames (--max-message-rate), under its 128 channels
+  await withChromium(async (browser) => {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${system.pusherPort}/`);
+    await connectClient(page);
+    // Stopped, then subscribed: all 60 wait for the next connection, and go out on its greeting.
+    await page.evaluate(`client.disconnect();
+      window.channels = Array.from({ length: ${channels} }, (_, i) => client.subscribe("ch" + i));
+      client.connect();`);
+    const allSubscribed = `window.channels.every((subscription) => subscription.state === "subscribed")`;
+    await waitSeen(page, allSubscribed, `all ${channels} subscriptions in effect`);
+
+    await system.restartPusher();
+    await waitSeen(page, `seen.greetings.length >= 3 && ${allSubscribed}`, `all ${channels} again after the restart`);
+    await publishReaching(system.publisherUrl, `ch${channels - 1}`, "to the last");
+    await waitSeen(
+      page,
+      `seen.publications.some((p) => p.data === "to the last")`,
+      "a publication on the last channel",
+    );
+    const seen: Seen = await page.evaluate("window.seen");
+    // disconnect(), the pusher's restart, and attempts while it was down (1006): never over its rate.
+    assert.deepEqual(seen.drops.slice(0, 2), [{ code: 1000, reconnecting: false }, { code: 1001, reconnecting: true }]);
+    assert.deepEqual(seen.drops.slice(2).filter((drop) => drop.code !== 1006), [], JSON.stringify(seen.drops));
+    await page.evaluate("client.disconnect()");
+  });
+});
+
 Deno.test("browser: /client.js notices a pusher that stopped answering, by a ping, and is back in its channel once it answers again", async () => {
   await using system = await startSystem();
   const { publisherUrl, pusherPort } = system;
