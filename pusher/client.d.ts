@@ -121,7 +121,11 @@ export interface PushClientOptions {
    * @default {none}
    */
   token?: string | (() => string | Promise<string>);
-  /** Ceiling of the first reconnect delay, in milliseconds; it doubles per failed attempt. @default {250} */
+  /**
+   * Ceiling of the first reconnect delay, in milliseconds; it doubles per
+   * failed attempt, and starts over once a connection stayed up 5 s.
+   * @default {250}
+   */
   minReconnectDelay?: number;
   /**
    * Largest reconnect delay ceiling, in milliseconds, at most 2147483647. The
@@ -238,7 +242,9 @@ export class Subscription extends EventTarget {
    * Resolves once the server confirmed it; rejects with a {@linkcode PushError}
    * if refused (also when called after the refusal), when it is unsubscribed
    * first, or when the client stops (`disconnect()`, or a close after which
-   * it does not reconnect).
+   * it does not reconnect); at once while the client is stopped (before
+   * `connect()`, or after it stopped): it stays `subscribing` until the next
+   * `connect()`.
    */
   ready(options?: { signal?: AbortSignal }): Promise<void>;
   /** Leaves the channel; it is not made again after a reconnect. */
@@ -248,7 +254,8 @@ export class Subscription extends EventTarget {
    * from `since` (from the oldest kept without it), or with `reverse` the
    * last publications, newest first; at most `limit` and the pusher's cap.
    * Rejects with a {@linkcode PushError}: 403 when not subscribed yet, 404
-   * for a channel without history, 503 when the pusher could not read it.
+   * for a channel without history, 503 when the pusher could not read it;
+   * with an `Error` at once while the client is stopped.
    */
   history(options?: { limit?: number; since?: Position; reverse?: boolean }): Promise<HistoryResult>;
   /**
@@ -256,7 +263,7 @@ export class Subscription extends EventTarget {
    * pusher worker: connections, distinct users and the users. Rejects with
    * a {@linkcode PushError}: 403 when not subscribed yet or not a presence
    * channel, 429 with too many reads in flight, 503 when the pusher could
-   * not ask.
+   * not ask; with an `Error` at once while the client is stopped.
    */
   presence(): Promise<PresenceResult>;
   /** As {@linkcode Subscription.presence}, without the list of users. */
@@ -289,7 +296,8 @@ export class PushClient extends EventTarget {
   on<K extends keyof PushClientEvents>(type: K, listener: (detail: PushClientEvents[K]) => void): () => void;
   /**
    * Resolves with the address once connected; rejects when the client stops
-   * first (`disconnect()`, or a close after which it does not reconnect).
+   * first (`disconnect()`, or a close after which it does not reconnect), and
+   * at once while it is stopped (before `connect()`, or after it stopped).
    */
   ready(options?: { signal?: AbortSignal }): Promise<Address>;
   /** Connects, and reconnects after a lost connection until {@linkcode PushClient.disconnect}. */

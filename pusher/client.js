@@ -8,7 +8,10 @@
  *
  * It connects to a pusher over WebSocket, reads the greeting
  * (`workerID:<w> connectionID:<c> connected\n`) into {@link PushClient#address},
- * reconnects by itself with capped exponential backoff and full jitter, and
+ * reconnects by itself with capped exponential backoff and full jitter
+ * (started over only once a connection stayed up a few seconds), sends at
+ * most `maxMessageRate` commands a second so that the pusher's
+ * `--max-message-rate` never closes it, and
  * speaks the pusher's JSON protocol: `{"id":N,"subscribe":{"channel":C}}`
  * commands with id'd replies, `{"channel":C,"data":D}` publications and
  * `{"subscribed":{"channel":C}}` pushes. Plain text (the original's
@@ -24,13 +27,15 @@
  * nothing was missed.
  *
  * With a token from a function (`token: () => fetchToken()`), the client also
- * renews it before it expires: it reads the token's `exp`, asks the function
- * for a new one some time before (a fifth of what is left, at most a minute,
- * with jitter) and sends it as `{"id":N,"refresh":{"token":T}}`, so the
- * pusher keeps the connection open past the first token's expiry. A pusher
- * closes a connection whose token expired with 4401; after that the client
- * reconnects with a new token, or, when its token is a fixed string, stops
- * and says why.
+ * renews it before it expires: it counts the token's lifetime (`exp - iat`;
+ * `exp` against the browser's clock without `iat`) from when it got it, asks
+ * the function for a new one some time before the end (a fifth of what is
+ * left, at most a minute, with jitter) and sends it as
+ * `{"id":N,"refresh":{"token":T}}`, so the pusher keeps the connection open
+ * past the first token's expiry. A pusher closes a connection whose token
+ * expired with 4401; after that the client reconnects with a new token, or,
+ * when its token is a fixed string, stops and says why (and it does not
+ * connect with a fixed token it knows expired).
  *
  * A connection can die without a close: a laptop that slept, a network that
  * changed, a NAT that forgot it. The browser then waits minutes for TCP to
@@ -359,7 +364,8 @@ export class Subscription extends EventTarget {
    * Resolves when the server has confirmed the subscription; rejects with a
    * {@link PushError} if it refused it (then too when called after the
    * refusal), when it is unsubscribed first, or when the client stops
-   * (`disconnect()`, or a close after which it does not reconnect).
+   * (`disconnect()`, or a close after which it does not reconnect); at once
+   * while the client is stopped (or not yet connected).
    *
    * @param {{ signal?: AbortSignal }} [options]
    * @returns {Promise<void>}
@@ -396,7 +402,7 @@ export class Subscription extends EventTarget {
    * last publications, newest first; at most `limit` (and the pusher's cap).
    * Rejects with a {@link PushError} (403 when not subscribed yet, 404 for a
    * channel without history, 503 when the pusher could not read it), or
-   * when the connection ends first.
+   * when the connection ends first; at once while the client is stopped.
    *
    * @param {{ limit?: number, since?: Position, reverse?: boolean }} [options]
    * @returns {Promise<HistoryResult>}
@@ -409,7 +415,8 @@ export class Subscription extends EventTarget {
    * Who is in this presence channel: connections, distinct users and the
    * users. Rejects with a {@link PushError} (403 when not subscribed yet, or
    * when the channel is not a presence channel; 503 when the pusher could
-   * not ask), or when the connection ends first.
+   * not ask), or when the connection ends first; at once while the client
+   * is stopped.
    *
    * @returns {Promise<PresenceResult>}
    */
@@ -728,7 +735,8 @@ export class PushClient extends EventTarget {
   /**
    * Resolves with the address once connected (at once if connected now);
    * rejects when the client stops first (`disconnect()`, or a close after
-   * which it does not reconnect), or when `signal` aborts.
+   * which it does not reconnect), or when `signal` aborts; at once while the
+   * client is stopped (before `connect()`, or after it stopped).
    *
    * @param {{ signal?: AbortSignal }} [options]
    * @returns {Promise<{ workerId: string, connectionId: number }>}
