@@ -537,8 +537,8 @@ Deno.test("client sends at most maxMessageRate commands a second, its resubscrib
   assert.deepEqual(socket().sent.map((command) => (command.subscribe as { channel: string }).channel), channels);
   // Never more than the burst plus the rate within any second: a pusher allowing 50 a second takes all of it.
   for (const [i, at] of sentAt.entries()) {
-    const within = sentAt.filter((other) => other >= at && other < at + 1000).length;
-    assert.ok(within <= 25 + 25, `${within} sent in the second after command ${i}`);
+    const inSecond = sentAt.filter((other) => other >= at && other < at + 1000).length;
+    assert.ok(inSecond <= 25 + 25, `${inSecond} sent in the second after command ${i}`);
   }
   assert.ok(sentAt.at(-1)! >= 1400 && sentAt.at(-1)! <= 1440, `the 60th went at ${sentAt.at(-1)} ms`);
   client.disconnect();
