@@ -99,7 +99,8 @@ export class PreparedText {
   /** Frames `text` once. */
   constructor(text: string) {
     this.text = text;
-    this.frame = encodeWebSocketFrame(OP_TEXT, utf8.encode(text));
+    // One buffer, not the text's bytes and then the frame with a copy: one is made per publication.
+    this.frame = encodeText(text);
   }
 }
 
