@@ -40,9 +40,16 @@ export interface CatchUpOptions {
   checkInterval?: number;
 }
 
-/** A channel being caught up on: the live publications held meanwhile, or null once past the bound. */
+/** A channel being caught up on, from the gap's discovery until a read has covered it. */
 interface Filling {
+  /** The live publications held meanwhile, or null once past the bound (the next read brings them). */
   held: { data: Json; position: Position }[] | null;
+  /** A read is out now. */
+  reading: boolean;
+  /** The link came back while the read was out: its answer may predate what was missed since, so read again. */
+  again: boolean;
+  /** A read failed, and was logged: the next ones that fail are not. */
+  failed: boolean;
 }
 
 /**
@@ -76,7 +83,7 @@ export class CatchUp implements Disposable {
    */
   readonly #last = new Map<string, Position>();
   readonly #filling = new Map<string, Filling>();
-  /** Channels waiting for a read after the link came back, in order, and how many reads are out. */
+  /** Channels whose read waits for its turn (at most {@linkcode MAX_READS_IN_FLIGHT} out at once), in order. */
   readonly #queue = new Set<string>();
   #reading = 0;
   #reconnects: number;
@@ -94,16 +101,12 @@ export class CatchUp implements Disposable {
       return this.#options.deliver(channel, data, position);
     }
     const filling = this.#filling.get(channel);
-    if (filling) {
-      if (filling.held && filling.held.length < this.#options.maxMessages) filling.held.push({ data, position });
-      else filling.held = null;
-      return;
-    }
+    if (filling) return this.#hold(filling, data, position);
     const last = this.#last.get(channel);
     if (last && last.epoch === position.epoch) {
       if (position.offset <= last.offset) return;
       if (position.offset > last.offset + 1) {
-        void this.#fill(channel, last, { held: [{ data, position }] });
+        this.#start(channel).held!.push({ data, position });
         return;
       }
     }
@@ -118,17 +121,15 @@ export class CatchUp implements Disposable {
   /** The worker has no member of `channel` any more. */
   forget(channel: string): void {
     this.#last.delete(channel);
-  }
-
-  #deliver(channel: string, data: Json, position: Position): void {
-    this.#last.set(channel, position);
-    this.#options.deliver(channel, data, position);
+    this.#filling.delete(channel);
+    this.#queue.delete(channel);
   }
 
   /**
-   * Looks at the bus's reconnect count every `checkInterval` while `active`,
-   * and catches up on every channel once it moved. Call with true when the
-   * worker gets its first channel member, false when it has none.
+   * Looks at the bus's reconnect count every `checkInterval` while `active`:
+   * once it moved, catches up on every channel; and tries again the reads
+   * that failed. Call with true when the worker gets its first channel
+   * member, false when it has none.
    */
   watch(active: boolean): void {
     if (!active) {
@@ -142,64 +143,106 @@ export class CatchUp implements Disposable {
     );
   }
 
-  /** Catches up on every channel with members if the bus's link came back since the last look. */
+  /** Catches up on every channel if the bus's link came back since the last look, and on those whose read failed. */
   check(): void {
     const reconnects = this.#options.bus.reconnects;
-    if (reconnects === this.#reconnects) return;
-    this.#reconnects = reconnects;
-    for (const channel of this.#last.keys()) this.#queue.add(channel);
+    if (reconnects !== this.#reconnects) {
+      this.#reconnects = reconnects;
+      for (const channel of this.#last.keys()) {
+        const filling = this.#filling.get(channel);
+        if (filling?.reading) filling.again = true;
+        else this.#start(channel);
+      }
+    }
+    for (const [channel, filling] of this.#filling) if (!filling.reading) this.#queue.add(channel);
     this.#pump();
+  }
+
+  #deliver(channel: string, data: Json, position: Position): void {
+    this.#last.set(channel, position);
+    this.#options.deliver(channel, data, position);
+  }
+
+  #hold(filling: Filling, data: Json, position: Position): void {
+    if (filling.held && filling.held.length < this.#options.maxMessages) filling.held.push({ data, position });
+    else filling.held = null;
+  }
+
+  /** Begins catching up on `channel` (or goes on with the catch-up under way), its read queued. */
+  #start(channel: string): Filling {
+    let filling = this.#filling.get(channel);
+    if (!filling) this.#filling.set(channel, filling = { held: [], reading: false, again: false, failed: false });
+    if (!filling.reading) this.#queue.add(channel);
+    this.#pump();
+    return filling;
   }
 
   #pump(): void {
     for (const channel of this.#queue) {
       if (this.#reading >= MAX_READS_IN_FLIGHT) return;
       this.#queue.delete(channel);
-      const last = this.#last.get(channel);
-      if (!last || this.#filling.has(channel)) continue;
+      const filling = this.#filling.get(channel);
+      if (!filling || filling.reading) continue;
+      filling.reading = true;
       this.#reading++;
-      void this.#fill(channel, last, { held: [] }).finally(() => {
+      void this.#read(channel, filling).finally(() => {
         this.#reading--;
         this.#pump();
       });
     }
   }
 
-  /** Reads what the worker's members of `channel` missed after `since`, delivers it, then what was held. */
-  async #fill(channel: string, since: Position, filling: Filling): Promise<void> {
-    this.#filling.set(channel, filling);
-    let messages: readonly { data: Json; position: Position }[] = [];
+  /**
+   * Reads a page of what `channel`'s members missed after their position,
+   * and delivers it. Then reads the next page if this one was full, again
+   * if the link came back meanwhile, and otherwise delivers what was held
+   * and ends the catch-up. A failed read keeps everything as it is, for the
+   * next look ({@linkcode CatchUp.check}) to try again: delivering past the
+   * gap would skip what history still has.
+   */
+  async #read(channel: string, filling: Filling): Promise<void> {
+    const since = this.#last.get(channel);
+    let history;
     try {
-      const history = await this.#options.bus.history(channelSubject(channel), {
-        since,
-        limit: this.#options.maxMessages,
-      });
-      messages = history.messages;
-      if (!history.recovered && history.position.epoch === since.epoch && history.position.offset > since.offset) {
-        this.#options.logger.warn("a channel's history no longer has all its members missed", {
-          channel,
-          since: since.offset,
-          top: history.position.offset,
-        });
-      }
+      if (!since) throw new Error("no position");
+      history = await this.#options.bus.history(channelSubject(channel), { since, limit: this.#options.maxMessages });
     } catch (error) {
-      this.#options.logger.warn("cannot read what a channel's members missed", {
+      filling.reading = false;
+      if (this.#filling.get(channel) !== filling || filling.failed) return;
+      filling.failed = true;
+      this.#options.logger.warn("cannot read what a channel's members missed; trying again every check", {
         channel,
         error: (error as Error).message,
       });
-    } finally {
-      this.#filling.delete(channel);
+      return;
     }
-    // The worker may have left the channel meanwhile: then there is no one to give them to, nor a position.
-    let last = this.#last.get(channel);
-    if (!last) return;
-    for (const { data, position } of messages) {
+    filling.reading = false;
+    // The worker left the channel meanwhile: no one to give them to.
+    if (this.#filling.get(channel) !== filling) return;
+    let last = since;
+    const first = history.messages[0];
+    if (first && first.position.epoch === last.epoch && first.position.offset > last.offset + 1) {
+      this.#options.logger.warn("a channel's history no longer has all its members missed", {
+        channel,
+        since: last.offset,
+        from: first.position.offset,
+      });
+    }
+    for (const { data, position } of history.messages) {
       if (position.epoch !== last.epoch || position.offset <= last.offset) continue;
       this.#deliver(channel, data, position);
       last = position;
     }
+    const more = history.messages.length >= this.#options.maxMessages && history.position.epoch === last.epoch &&
+      history.position.offset > last.offset;
+    if (more || filling.again) {
+      filling.again = false;
+      this.#queue.add(channel);
+      return;
+    }
+    this.#filling.delete(channel);
     if (filling.held === null) {
-      this.#options.logger.warn("too many live publications came while catching up; members see a jump", { channel });
+      // Dropped while over the bound: the next live publication shows the jump, and reads it back.
       return;
     }
     for (const { data, position } of filling.held) {

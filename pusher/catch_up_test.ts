@@ -34,7 +34,9 @@ async function member(setup: Setup): Promise<FakeSocket> {
 }
 
 /** Makes the pusher's history reads wait until the test lets each go. */
-function gateHistory(setup: Setup): { calls: HistoryOptions[]; release(): Promise<void> } {
+function gateHistory(
+  setup: Setup,
+): { calls: HistoryOptions[]; release(): Promise<void>; real: Setup["pusherBus"]["history"] } {
   const real = setup.pusherBus.history.bind(setup.pusherBus);
   const waiting: (() => void)[] = [];
   const calls: HistoryOptions[] = [];
@@ -48,6 +50,7 @@ function gateHistory(setup: Setup): { calls: HistoryOptions[]; release(): Promis
       waiting.shift()?.();
       await settle();
     },
+    real,
   };
 }
 
@@ -109,26 +112,85 @@ Deno.test("catch-up: what history no longer has is skipped, with the rest in ord
   assert.ok(setup.logs.some((line) => line.includes("no longer has all its members missed")));
 });
 
-Deno.test("catch-up: a read that fails delivers what was held, and the next gap is tried again", async () => {
-  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+Deno.test("catch-up: a read that fails holds what came and is tried again, never skipping what history has", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1);
   setup.pusherBus.offline = true;
   await publish(setup, "news", 2);
   setup.pusherBus.offline = false;
   const real = setup.pusherBus.history.bind(setup.pusherBus);
-  setup.pusherBus.history = () => Promise.reject(new BusError("unavailable", "down"));
+  let failures = 0;
+  setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
+    if (++failures <= 3) return Promise.reject(new BusError("unavailable", "down"));
+    return real(subject, options);
+  };
   await publish(setup, "news", 3);
-  await until(() => dataOf(socket).length === 2, 1000, "the held publication");
-  assert.deepEqual(dataOf(socket), [1, 3]);
-  assert.ok(setup.logs.some((line) => line.includes("cannot read what a channel's members missed")));
-  setup.pusherBus.history = real;
+  await until(() => dataOf(socket).length === 3, 2000, "2 read back once the bus answers, then 3");
+  assert.deepEqual(dataOf(socket), [1, 2, 3]);
+  assert.equal(failures, 4, "three failed reads, then one that answered");
+  assert.equal(setup.logs.filter((line) => line.includes("cannot read what a channel's members missed")).length, 1);
+});
+
+Deno.test("catch-up: more missed than one read takes is read page by page, all of it", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000, maxRecoverMessages: 3 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
   setup.pusherBus.offline = true;
-  await publish(setup, "news", 4);
+  await publish(setup, "news", 2, 3, 4, 5, 6, 7, 8);
   setup.pusherBus.offline = false;
-  await publish(setup, "news", 5);
-  await until(() => dataOf(socket).length === 4, 1000, "the second gap, read back");
-  assert.deepEqual(dataOf(socket), [1, 3, 4, 5]);
+  await publish(setup, "news", 9);
+  await until(() => dataOf(socket).length === 9, 1000, "every missed publication, in pages of 3");
+  assert.deepEqual(dataOf(socket), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.ok(!setup.logs.some((line) => line.includes("no longer has")), "history had them all");
+});
+
+Deno.test("catch-up: at most 8 reads are out at once, however many channels have a gap", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const sockets: FakeSocket[] = [];
+  for (let i = 0; i < 20; i++) {
+    const socket = await setup.connect();
+    socket.receive(JSON.stringify({ id: 1, subscribe: { channel: `c${i}` } }));
+    await until(() => socket.sent.length === 2, 1000, "the subscribe's reply");
+    sockets.push(socket);
+  }
+  setup.pusherBus.offline = true;
+  for (let i = 0; i < 20; i++) await publish(setup, `c${i}`, "missed");
+  setup.pusherBus.offline = false;
+  const gate = gateHistory(setup);
+  for (let i = 0; i < 20; i++) await publish(setup, `c${i}`, "live");
+  assert.equal(gate.calls.length, 8);
+  for (let i = 0; i < 20; i++) await gate.release();
+  await until(() => sockets.every((socket) => socket.sent.length === 4), 1000, "every channel caught up");
+  assert.equal(gate.calls.length, 20);
+  for (const socket of sockets) assert.deepEqual(dataOf(socket), ["missed", "live"]);
+});
+
+Deno.test("catch-up: a link that drops again while a read is out gets that channel read again", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 2);
+  setup.pusherBus.offline = false;
+  // The worker sees the link back and reads; the bus answers (without 3), and before the answer arrives, the link
+  // drops and comes back again, with 3 published meanwhile.
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  let deliverAnswer = () => {};
+  setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
+    setup.pusherBus.history = real;
+    const answer = real(subject, options);
+    return new Promise((resolve) => deliverAnswer = () => resolve(answer));
+  };
+  await until(() => setup.pusherBus.history === real, 1000, "the first read");
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 3);
+  setup.pusherBus.offline = false;
+  // Five of the worker's looks (every 10 ms) see the second return while the first read is out.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  deliverAnswer();
+  await until(() => dataOf(socket).length === 3, 1000, "3, missed while the first read was out, on a quiet channel");
+  assert.deepEqual(dataOf(socket), [1, 2, 3]);
 });
 
 Deno.test("catch-up: a publication seen twice goes out once, and a new epoch is delivered as it comes", async () => {
