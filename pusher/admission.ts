@@ -50,6 +50,12 @@ export interface Refused {
   readonly reason: "origin" | "token";
   readonly status: 401 | 403;
   readonly message: string;
+  /**
+   * The token is well signed and past its `exp`: the client is to be told
+   * so as a close code it can read (4401), not a 401 that a browser shows
+   * as 1006 and retries for ever.
+   */
+  readonly expired?: true;
 }
 
 /**
@@ -102,6 +108,7 @@ export class Admission {
       claims = jwt.verifyJwt(token, this.#tokenSecret);
     } catch (error) {
       if (!(error instanceof jwt.TokenError)) throw error;
+      if (error instanceof jwt.TokenExpired) return { ...refuseToken(`Unauthorized: ${error.message}`), expired: true };
       return refuseToken(`Unauthorized: ${error.message}`);
     }
     // The user's subject on the bus must fit it, or pushes to the user could never arrive.

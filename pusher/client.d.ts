@@ -109,13 +109,14 @@ export interface PushClientOptions {
    * left, at most a minute ahead), whose result is sent as a `refresh` so
    * that the connection outlives the token it was opened with. A fixed
    * string is used as it is: once it expires, the pusher closes the
-   * connection (4401) and the client stops; once it has expired, the client
-   * does not try to connect with it either, and stops with 4401
-   * `token expired` (an `error` event says why).
+   * connection (4401) and the client stops (an `error` event says why); a
+   * handshake with a token already expired is closed with 4401 the same way.
    *
-   * A token's time left is counted from when the client got it: its lifetime
+   * A token's time left is counted from when the client got it: `exp`
+   * against the browser's clock, but never more than its lifetime
    * `exp - iat` when it has an `iat` claim, so that a browser whose clock is
-   * off renews it on time; without `iat`, `exp` against the browser's clock.
+   * behind renews it on time (one already past `exp` is taken to be ahead:
+   * the lifetime counts); without `iat`, `exp` against the browser's clock.
    * Give tokens an `iat`, and have a token function hand out fresh ones.
    *
    * @default {none}
@@ -138,9 +139,11 @@ export interface PushClientOptions {
    */
   connectTimeout?: number;
   /**
-   * Commands that may wait for a connection; over it, `subscribe` throws a
+   * Commands that may wait for a connection, and that may wait their turn
+   * under `maxMessageRate` while connected; over it, `subscribe` throws a
    * RangeError and a read (`history`, `presence`, `presenceStats`) rejects
-   * with one. @default {128}
+   * with one. The client's pings and token renewals go ahead of them.
+   * @default {128}
    */
   maxQueuedCommands?: number;
   /**
@@ -309,7 +312,7 @@ export class PushClient extends EventTarget {
    * every reconnect.
    *
    * @throws {Error} when this client already subscribed to `channel`
-   * @throws {RangeError} when not connected and `maxQueuedCommands` commands wait already
+   * @throws {RangeError} when `maxQueuedCommands` commands wait already (for the connection, or their turn)
    */
   subscribe(channel: string, handler?: (publication: Publication) => void): Subscription;
   [Symbol.dispose](): void;

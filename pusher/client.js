@@ -141,16 +141,22 @@ function tokenTimes(token) {
 
 /**
  * How long a token the client got just now has left, in milliseconds; null
- * when it has no `exp`. With `iat`, its whole lifetime (`exp - iat`), both
- * on the issuer's clock: a browser whose clock is off does not matter.
- * Without, `exp` against the browser's clock, the only one there is.
+ * when it has no `exp`. The browser's clock says `exp - now`, which a clock
+ * behind the issuer's makes too long; with `iat`, the token's lifetime
+ * (`exp - iat`, both on the issuer's clock) bounds it. A browser clock past
+ * `exp` may be ahead rather than the token old: then the lifetime is all
+ * there is to go on (a token handed out stale is closed with 4401 by the
+ * pusher, and the client gets a new one).
  *
  * @param {{ exp: number, iat: number | null } | null} times
  * @returns {number | null}
  */
 function lifetimeOf(times) {
   if (times === null) return null;
-  return times.iat !== null ? times.exp - times.iat : times.exp - Date.now();
+  const byClock = times.exp - Date.now();
+  if (times.iat === null) return byClock;
+  const lifetime = times.exp - times.iat;
+  return byClock > 0 ? Math.min(byClock, lifetime) : lifetime;
 }
 
 /**
@@ -365,7 +371,7 @@ export class Subscription extends EventTarget {
    * {@link PushError} if it refused it (then too when called after the
    * refusal), when it is unsubscribed first, or when the client stops
    * (`disconnect()`, or a close after which it does not reconnect); at once
-   * while the client is stopped (or not yet connected).
+   * while the client is stopped (before `connect()`, or after it stopped).
    *
    * @param {{ signal?: AbortSignal }} [options]
    * @returns {Promise<void>}
@@ -602,8 +608,6 @@ export class PushClient extends EventTarget {
   #connectionToken = null;
   /** @type {number | null} when the connection's token expires, on {@link PushClient#now}'s clock; null when it does not say */
   #connectionDeadline = null;
-  /** @type {number | null} when a fixed token expires, on {@link PushClient#now}'s clock; null when it does not say */
-  #fixedDeadline = null;
   /** @type {number | null} when the connection was greeted, on {@link PushClient#now}'s clock */
   #greetedAt = null;
   /** @type {{ code: number, reason: string } | null} why the client last stopped; null before it first did */
@@ -683,11 +687,6 @@ export class PushClient extends EventTarget {
     this.#maxRate = options.maxMessageRate ?? DEFAULT_MAX_MESSAGE_RATE;
     if (!(this.#maxRate > 0 && Number.isFinite(this.#maxRate))) {
       throw new RangeError(`Invalid maxMessageRate: need a finite number above 0, got ${this.#maxRate}`);
-    }
-    if (typeof this.#token === "string") {
-      // Measured from now, when the client got it: its lifetime, not the browser's clock, says when it ends.
-      const lifetime = lifetimeOf(tokenTimes(this.#token));
-      this.#fixedDeadline = lifetime === null ? null : this.#now() + lifetime;
     }
   }
 
@@ -988,6 +987,11 @@ export class PushClient extends EventTarget {
         `Cannot queue a command: ${this.#queue.length} commands already wait for the connection`,
       );
     }
+    if (this.#live() && this.#outbox.length >= this.#maxQueued) {
+      throw new RangeError(
+        `Cannot queue a command: ${this.#outbox.length} commands already wait to go out under maxMessageRate`,
+      );
+    }
   }
 
   /**
@@ -1004,11 +1008,39 @@ export class PushClient extends EventTarget {
     return command.id;
   }
 
+  /**
+   * Sends a command of the connection's own upkeep (a ping, a token's
+   * renewal) now, ahead of what waits in the outbox: behind a backlog, a
+   * ping would time out unsent and a renewal come after the token's expiry.
+   * It still takes its share of the allowance, so the rate holds.
+   *
+   * @param {Record<string, unknown>} body
+   * @param {(error: Error | null, result?: unknown) => void} done
+   * @returns {boolean} whether it went out (else the connection is not live)
+   */
+  #commandNow(body, done) {
+    if (!this.#live()) return false;
+    const command = { id: this.#nextId++, body, done };
+    this.#inFlight.set(command.id, command);
+    this.#refill();
+    this.#allowance -= 1;
+    this.#socket?.send(JSON.stringify({ id: command.id, ...body }));
+    return true;
+  }
+
   /** @param {Command} command */
   #write(command) {
     this.#inFlight.set(command.id, command);
     this.#outbox.push(command);
     if (this.#sendTimer === null) this.#send();
+  }
+
+  /** Adds what the time since the last look allows, up to the burst. */
+  #refill() {
+    const now = this.#now();
+    const burst = Math.max(1, this.#maxRate);
+    this.#allowance = Math.min(burst, this.#allowance + (now - this.#allowanceAt) * this.#maxRate / 1000);
+    this.#allowanceAt = now;
   }
 
   /**
@@ -1018,10 +1050,7 @@ export class PushClient extends EventTarget {
    * reconnect must not pass it.
    */
   #send() {
-    const now = this.#now();
-    const burst = Math.max(1, this.#maxRate);
-    this.#allowance = Math.min(burst, this.#allowance + (now - this.#allowanceAt) * this.#maxRate / 1000);
-    this.#allowanceAt = now;
+    this.#refill();
     const due = this.#outbox.splice(0, Math.floor(this.#allowance));
     this.#allowance -= due.length;
     for (const command of due) this.#socket?.send(JSON.stringify({ id: command.id, ...command.body }));
@@ -1038,11 +1067,6 @@ export class PushClient extends EventTarget {
     const generation = ++this.#generation;
     this.#setState("connecting");
     const url = new URL(this.#url);
-    // Every handshake would be refused (401, which a browser shows as 1006): stop instead.
-    if (this.#fixedDeadline !== null && this.#now() >= this.#fixedDeadline) {
-      this.#closed(generation, TOKEN_EXPIRED, "token expired");
-      return;
-    }
     if (this.#token !== undefined) {
       let token;
       try {
@@ -1251,7 +1275,8 @@ export class PushClient extends EventTarget {
     }
     const lifetime = lifetimeOf(times);
     const got = this.#now();
-    this.#command({ refresh: { token } }, (error) => {
+    // Not live any more: the next connection is made with a token of its own.
+    this.#commandNow({ refresh: { token } }, (error) => {
       if (error instanceof ConnectionLost || generation !== this.#generation) return;
       if (error) return failed(error);
       this.#connectionToken = token;
@@ -1318,7 +1343,10 @@ export class PushClient extends EventTarget {
     for (const command of queued) command.done(lost);
     const error = stoppedError(code, reason);
     for (const subscription of this.#subscriptions.values()) subscription._stopped(error);
+    const generation = this.#generation;
     this.#setState("disconnected");
+    // A `state` listener that called connect() again: the client is not stopped, and no one is to be told it is.
+    if (generation !== this.#generation) return;
     this.#emit("disconnected", { code, reason, reconnecting: false, delay: null });
   }
 
@@ -1411,7 +1439,7 @@ export class PushClient extends EventTarget {
    * @param {number} generation
    */
   #ping(generation) {
-    this.#command({ ping: {} }, () => {});
+    this.#commandNow({ ping: {} }, () => {});
     this.#heard = false;
     this.#pingTimer = this.#timers.setTimeout(() => {
       this.#pingTimer = null;

@@ -1209,30 +1209,23 @@ Deno.test("client with a token without iat and a clock ahead of its exp asks aga
   });
 });
 
-Deno.test("client with a fixed token that expired while it was away stops with token expired instead of connecting", async () => {
+Deno.test("client with a fixed token that expired while it was away stops when the pusher closes its handshake with 4401", async () => {
   const { client, socket, timers } = setUp({ token: issuedToken(100), pingInterval: 0 });
   const errors = record(client, "error");
   const drops = record(client, "disconnected");
   client.connect();
   socket().greet();
   timers.time += 101_000;
-  // The pusher went away before the token's 4401: every handshake would now get 401, seen as 1006.
   socket().drop(1001, "going away");
   timers.fire(drops.at(-1)!.delay!);
-  assert.equal(FakeWebSocket.made.length, 1, "no handshake with a token that expired");
+  // The pusher lets the handshake in to close it with 4401 before any greeting (a 401 a browser would see as 1006).
+  assert.equal(FakeWebSocket.made.length, 2);
+  socket().drop(4401, "token expired");
   assert.equal(client.state, "disconnected");
   assert.deepEqual(drops.at(-1), { code: 4401, reason: "token expired", reconnecting: false, delay: null });
   assert.match(String(errors.at(-1)?.error.message), /^The token expired: pass a function as token to renew it$/);
   await assert.rejects(client.ready(), /the client stopped \(4401 token expired\)/);
-
-  // One that expired before connect() is not tried either.
-  const stale = setUp({
-    token: signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) - 1 }, "client-test-secret"),
-  });
-  const staleDrop = next(stale.client, "disconnected");
-  stale.client.connect();
-  assert.deepEqual(await staleDrop, { code: 4401, reason: "token expired", reconnecting: false, delay: null });
-  assert.equal(FakeWebSocket.made.length, 0);
+  assert.equal(FakeWebSocket.made.length, 2, "and it tries no more");
 });
 
 Deno.test("client with a fixed token stops at 4401 and says why; with a token function it reconnects", async () => {
@@ -1346,4 +1339,54 @@ Deno.test("client: after any interleaving of the app's subscribes and unsubscrib
     }),
     { seed: 4236, numRuns: 2000 },
   );
+});
+
+Deno.test("client sends a ping at once though commands wait their turn under the rate, and bounds what waits", () => {
+  const { client, socket, timers } = connected({ pingInterval: 1000, pingTimeout: 300, maxQueuedCommands: 200 });
+  for (let i = 0; i < 200; i++) client.subscribe(`ch${i}`);
+  assert.equal(socket().sent.length, 25, "the rest wait their turn");
+  // The pusher answers nothing for an interval: a ping, ahead of the 175 subscribes still waiting.
+  timers.fire(1000);
+  const sent = socket().sent;
+  assert.equal(sent.length, 26);
+  assert.deepEqual(Object.keys(sent.at(-1)!), ["id", "ping"]);
+  socket().receive({ id: sent.at(-1)!.id, result: {} });
+  timers.fire(300);
+  assert.equal(client.state, "connected", "answered in time: kept");
+  // What waits to go out is bounded as what waits for a connection is: 175 wait, 25 more fit.
+  for (let i = 0; i < 25; i++) client.subscribe(`more${i}`);
+  assert.throws(
+    () => client.subscribe("one-too-many"),
+    /^RangeError: Cannot queue a command: \d+ commands already wait to go out under maxMessageRate$/,
+  );
+  client.disconnect();
+});
+
+Deno.test("client stopped by a close whose state listener connects again is not told it stopped", async () => {
+  const { client, socket } = connected({ pingInterval: 0 });
+  const drops = record(client, "disconnected");
+  let ready: Promise<unknown> | null = null;
+  client.on("state", ({ state }) => {
+    if (state !== "disconnected" || ready) return;
+    client.connect();
+    ready = client.ready();
+  });
+  socket().drop(4500, "go away");
+  assert.equal(client.state, "connecting");
+  assert.deepEqual(drops, [], "no disconnected with reconnecting: false while it connects");
+  socket().greet();
+  assert.equal(((await within(ready!, 1000, "ready")) as { workerId: string }).workerId.length, 16);
+  client.disconnect();
+});
+
+Deno.test("client renews a token handed out late (its iat long past) by its exp, not a lifetime counted from now", async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const late = signJwt({ sub: "alice", iat: now - 3600, exp: now + 100 }, "client-test-secret");
+  const { client, socket, timers } = setUp({ token: () => late, pingInterval: 0 });
+  client.connect();
+  await tokenSettles();
+  socket().greet();
+  const [due] = timers.delays;
+  assert.ok(due! > 100_000 - 20_000 - 2000 && due! < 100_000, `renewal due in ${due} ms, within its 100 s left`);
+  client.disconnect();
 });

@@ -89,6 +89,13 @@ import { createLogger, type Logger } from "../shared/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, Registry, type RegistrySnapshot, renderPrometheus } from "../shared/metrics.ts";
 import { Router, text } from "../shared/http.ts";
 
+/** A handshake whose token expired: closed with 4401 at once, before any greeting. */
+const EXPIRED_HANDLERS: SocketHandlers = {
+  open: (socket) => socket.close(TOKEN_EXPIRED, TOKEN_EXPIRED_REASON),
+  message: () => {},
+  close: () => {},
+};
+
 const READ = { methods: ["GET", "HEAD"], hint: "use GET" };
 /** A worker's reply to a command or an acknowledged send for a connection it does not have. */
 const NO_SUCH_CONNECTION = "no such connection";
@@ -475,6 +482,12 @@ export class Pusher {
   }
 
   #admit(req: TransportRequest, admission: Admitted | Refused): Response {
+    if (!admission.admitted && admission.expired) {
+      // A browser sees a 401 as 1006 and retries for ever: it is let in to be told, with a close code it can read.
+      this.#counters.rejected.inc(1, admission.reason);
+      this.logger.info("refused a connection", { status: TOKEN_EXPIRED, reason: admission.message });
+      return this.#transport.upgrade(req, EXPIRED_HANDLERS);
+    }
     if (!admission.admitted) return this.#reject(admission.reason, admission.status, admission.message);
     const handlers = admission.user === null && admission.channels === null ? this.#anonymous : this.#handlersFor(
       admission.user,

@@ -27,6 +27,14 @@ export class TokenError extends Error {
   }
 }
 
+/** A token that verified but for its `exp`, which has passed. */
+export class TokenExpired extends TokenError {
+  constructor() {
+    super("Token expired");
+    this.name = "TokenExpired";
+  }
+}
+
 /**
  * Verifies an HS256 token: signature (constant time), algorithm (HS256
  * only, never `none`), `exp` (required, finite, in the future), `nbf` (if
@@ -79,7 +87,7 @@ export function verifyJwt(token: string, secret: string, now: number = Date.now(
   if (typeof claims.exp !== "number") throw new TokenError("Invalid token: exp is required");
   // 1e999 parses as Infinity: a token that never expires.
   if (!Number.isFinite(claims.exp)) throw new TokenError("Invalid token: exp must be a finite number of seconds");
-  if (now >= claims.exp) throw new TokenError("Token expired");
+  if (now >= claims.exp) throw new TokenExpired();
   if (claims.nbf !== undefined && (typeof claims.nbf !== "number" || now < claims.nbf)) {
     throw new TokenError("Token not valid yet");
   }
