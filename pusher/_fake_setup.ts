@@ -10,6 +10,7 @@ import { Pusher, type PusherOptions } from "./pusher.ts";
 import { type FakeSocket, FakeTransport } from "./fake_transport.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Json } from "../shared/json.ts";
+import type { HistoryOptions, HistoryResult } from "../shared/bus.ts";
 import { MemoryBroker, type MemoryBrokerOptions, type MemoryBus } from "../shared/memory_bus.ts";
 import { newWorkerId } from "../shared/address.ts";
 import { gatedBus } from "../shared/testing.ts";
@@ -121,4 +122,30 @@ export function gatedPusher(
     ...options,
   });
   return { broker, gated, transport, pusher };
+}
+
+/** What {@linkcode gateHistory} gives a test. */
+export interface HistoryGate {
+  /** The options of every history read the pusher made, in order. */
+  calls: HistoryOptions[];
+  /** Lets the oldest waiting read go to the bus (its answer is read then), and lets its caller run. */
+  release(): Promise<void>;
+}
+
+/** Makes the pusher's history reads wait until the test lets each go. */
+export function gateHistory(setup: Setup): HistoryGate {
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  const waiting: (() => void)[] = [];
+  const calls: HistoryOptions[] = [];
+  setup.pusherBus.history = (subject: string, options: HistoryOptions = {}): Promise<HistoryResult> => {
+    calls.push(options);
+    return new Promise((resolve) => waiting.push(() => resolve(real(subject, options))));
+  };
+  return {
+    calls,
+    async release() {
+      waiting.shift()?.();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    },
+  };
 }

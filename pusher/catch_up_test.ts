@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { type Setup, setUp } from "./_fake_setup.ts";
+import { gateHistory, type Setup, setUp } from "./_fake_setup.ts";
 import type { FakeSocket } from "./fake_transport.ts";
 import { channelSubject } from "../shared/address.ts";
-import { BusError, type HistoryOptions, type HistoryResult } from "../shared/bus.ts";
+import { BusError, type HistoryOptions } from "../shared/bus.ts";
 import type { Json } from "../shared/json.ts";
 import { until } from "../channel/testing.ts";
 
@@ -25,6 +25,13 @@ async function publish(setup: Setup, channel: string, ...data: Json[]): Promise<
   for (const item of data) await setup.publish(channelSubject(channel), { channel, data: item });
 }
 
+/** Publishes `data` to `channel` while the pusher's bus link is down (nothing reaches it), then brings the link back. */
+async function missed(setup: Setup, channel: string, ...data: Json[]): Promise<void> {
+  setup.pusherBus.offline = true;
+  await publish(setup, channel, ...data);
+  setup.pusherBus.offline = false;
+}
+
 /** A member of `news`, past its greeting and its subscribe's reply. */
 async function member(setup: Setup): Promise<FakeSocket> {
   const socket = await setup.connect();
@@ -33,34 +40,11 @@ async function member(setup: Setup): Promise<FakeSocket> {
   return socket;
 }
 
-/** Makes the pusher's history reads wait until the test lets each go. */
-function gateHistory(
-  setup: Setup,
-): { calls: HistoryOptions[]; release(): Promise<void>; real: Setup["pusherBus"]["history"] } {
-  const real = setup.pusherBus.history.bind(setup.pusherBus);
-  const waiting: (() => void)[] = [];
-  const calls: HistoryOptions[] = [];
-  setup.pusherBus.history = (subject: string, options: HistoryOptions = {}): Promise<HistoryResult> => {
-    calls.push(options);
-    return new Promise((resolve) => waiting.push(() => resolve(real(subject, options))));
-  };
-  return {
-    calls,
-    async release() {
-      waiting.shift()?.();
-      await settle();
-    },
-    real,
-  };
-}
-
 Deno.test("catch-up: what was published while the bus link was down comes before the next publication, in order, once", async () => {
   await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1, 2);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 3, 4, 5);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 3, 4, 5);
   assert.deepEqual(dataOf(socket), [1, 2], "nothing reached the worker while its link was down");
   await publish(setup, "news", 6);
   await until(() => dataOf(socket).length === 6, 1000, "the missed publications");
@@ -72,9 +56,7 @@ Deno.test("catch-up: a quiet channel gets what it missed once the worker sees it
   await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 2, 3);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 2, 3);
   await until(() => dataOf(socket).length === 3, 2000, "the missed publications, with no new one");
   assert.deepEqual(dataOf(socket), [1, 2, 3]);
   await publish(setup, "news", 4);
@@ -85,9 +67,7 @@ Deno.test("catch-up: live publications during the read are held and come after i
   await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 2, 3);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 2, 3);
   const gate = gateHistory(setup);
   await publish(setup, "news", 4);
   assert.equal(gate.calls.length, 1);
@@ -116,9 +96,7 @@ Deno.test("catch-up: a read that fails holds what came and is tried again, never
   await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 2);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 2);
   const real = setup.pusherBus.history.bind(setup.pusherBus);
   let failures = 0;
   setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
@@ -136,9 +114,7 @@ Deno.test("catch-up: more missed than one read takes is read page by page, all o
   await using setup = setUp({ catchUpCheckInterval: 60_000, maxRecoverMessages: 3 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 2, 3, 4, 5, 6, 7, 8);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 2, 3, 4, 5, 6, 7, 8);
   await publish(setup, "news", 9);
   await until(() => dataOf(socket).length === 9, 1000, "every missed publication, in pages of 3");
   assert.deepEqual(dataOf(socket), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
@@ -170,9 +146,7 @@ Deno.test("catch-up: a link that drops again while a read is out gets that chann
   await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 2);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 2);
   // The worker sees the link back and reads; the bus answers (without 3), and before the answer arrives, the link
   // drops and comes back again, with 3 published meanwhile.
   const real = setup.pusherBus.history.bind(setup.pusherBus);
@@ -183,9 +157,7 @@ Deno.test("catch-up: a link that drops again while a read is out gets that chann
     return new Promise((resolve) => deliverAnswer = () => resolve(answer));
   };
   await until(() => setup.pusherBus.history === real, 1000, "the first read");
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 3);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 3);
   // Five of the worker's looks (every 10 ms) see the second return while the first read is out.
   await new Promise((resolve) => setTimeout(resolve, 50));
   deliverAnswer();
@@ -215,9 +187,7 @@ Deno.test("catch-up: a member that subscribes after the gap, told the newer posi
   await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
   const early = await member(setup);
   await publish(setup, "news", 1, 2);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", 3, 4);
-  setup.pusherBus.offline = false;
+  await missed(setup, "news", 3, 4);
   // The worker's link came back: a new member's subscribe reads the channel's position from the bus, 4.
   const late = await member(setup);
   assert.equal(JSON.parse(late.sent[1]!).result.offset, 4);

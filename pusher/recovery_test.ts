@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Setup, setUp } from "./_fake_setup.ts";
+import { gateHistory, type Setup, setUp } from "./_fake_setup.ts";
 import type { FakeSocket } from "./fake_transport.ts";
 import { channelSubject } from "../shared/address.ts";
 import { BusError, type HistoryOptions, type HistoryResult } from "../shared/bus.ts";
@@ -38,24 +38,6 @@ async function keeper(setup: Setup): Promise<{ socket: FakeSocket; epoch: string
   assert.deepEqual([result.recovered, result.offset], [false, 0]);
   assert.match(result.epoch, /^[0-9a-f]{8}$/);
   return { socket, epoch: result.epoch };
-}
-
-/** Makes the pusher's history requests wait until the test lets each go; `read` runs at the bus when let go. */
-function gateHistory(setup: Setup): { calls: HistoryOptions[]; release(): Promise<void> } {
-  const real = setup.pusherBus.history.bind(setup.pusherBus);
-  const waiting: (() => void)[] = [];
-  const calls: HistoryOptions[] = [];
-  setup.pusherBus.history = (subject: string, options: HistoryOptions = {}): Promise<HistoryResult> => {
-    calls.push(options);
-    return new Promise((resolve) => waiting.push(() => resolve(real(subject, options))));
-  };
-  return {
-    calls,
-    async release() {
-      waiting.shift()?.();
-      await settle();
-    },
-  };
 }
 
 Deno.test("recovery: live publications of a history channel carry their position, framed once per worker", async () => {
