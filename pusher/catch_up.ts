@@ -27,6 +27,14 @@ export const DEFAULT_CATCH_UP_CHECK_INTERVAL = 1000;
 /** History reads out at once when a link came back with many channels to catch up on. */
 const MAX_READS_IN_FLIGHT = 8;
 
+/**
+ * Reads of one gap that may fail in a row (one a look, a look a second by
+ * default) before the catch-up gives up on it and delivers what it held: a
+ * bus that cannot read history must not stop a channel's live publications
+ * for good.
+ */
+const MAX_FAILED_READS = 10;
+
 /** Options for {@linkcode CatchUp}. */
 export interface CatchUpOptions {
   /** Where history is read from; its `reconnects` tells when the link came back. */
@@ -48,8 +56,8 @@ interface Filling {
   reading: boolean;
   /** The link came back while the read was out: its answer may predate what was missed since, so read again. */
   again: boolean;
-  /** A read failed, and was logged: the next ones that fail are not. */
-  failed: boolean;
+  /** Reads that failed in a row: the first is logged, and past {@linkcode MAX_FAILED_READS} the catch-up gives up. */
+  failed: number;
 }
 
 /**
@@ -171,7 +179,7 @@ export class CatchUp implements Disposable {
   /** Begins catching up on `channel` (or goes on with the catch-up under way), its read queued. */
   #start(channel: string): Filling {
     let filling = this.#filling.get(channel);
-    if (!filling) this.#filling.set(channel, filling = { held: [], reading: false, again: false, failed: false });
+    if (!filling) this.#filling.set(channel, filling = { held: [], reading: false, again: false, failed: 0 });
     if (!filling.reading) this.#queue.add(channel);
     this.#pump();
     return filling;
@@ -208,12 +216,21 @@ export class CatchUp implements Disposable {
       history = await this.#options.bus.history(channelSubject(channel), { since, limit: this.#options.maxMessages });
     } catch (error) {
       filling.reading = false;
-      if (this.#filling.get(channel) !== filling || filling.failed) return;
-      filling.failed = true;
-      this.#options.logger.warn("cannot read what a channel's members missed; trying again every check", {
+      if (this.#filling.get(channel) !== filling) return;
+      if (++filling.failed === 1) {
+        this.#options.logger.warn("cannot read what a channel's members missed; trying again at each look", {
+          channel,
+          error: (error as Error).message,
+        });
+      }
+      if (filling.failed < MAX_FAILED_READS) return;
+      this.#options.logger.error("gave up reading what a channel's members missed; they see a jump", {
         channel,
+        since: since?.offset,
         error: (error as Error).message,
       });
+      this.#filling.delete(channel);
+      if (since) this.#release(channel, filling, since);
       return;
     }
     filling.reading = false;
@@ -241,10 +258,13 @@ export class CatchUp implements Disposable {
       return;
     }
     this.#filling.delete(channel);
-    if (filling.held === null) {
-      // Dropped while over the bound: the next live publication shows the jump, and reads it back.
-      return;
-    }
+    this.#release(channel, filling, last);
+  }
+
+  /** Delivers what was held past `last`, at the end of a catch-up. */
+  #release(channel: string, filling: Filling, last: Position): void {
+    // Dropped while over the bound: the next live publication shows the jump, and reads it back.
+    if (filling.held === null) return;
     for (const { data, position } of filling.held) {
       if (position.epoch === last.epoch && position.offset <= last.offset) continue;
       this.#deliver(channel, data, position);

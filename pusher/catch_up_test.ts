@@ -197,3 +197,19 @@ Deno.test("catch-up: a member that subscribes after the gap, told the newer posi
   // The late one may get 3 and 4 again (its client drops what is at or below the position it was told), and 5.
   assert.deepEqual(dataOf(late).at(-1), 5);
 });
+
+Deno.test("catch-up: a bus that cannot read history does not stop a channel for good: after ten failed looks, what was held goes out", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  await missed(setup, "news", 2);
+  let reads = 0;
+  setup.pusherBus.history = () => (reads++, Promise.reject(new BusError("refused", "no history here")));
+  await publish(setup, "news", 3, 4);
+  await until(() => dataOf(socket).length === 3, 2000, "what was held, once the catch-up gave up");
+  assert.deepEqual(dataOf(socket), [1, 3, 4], "2 is lost, and the members see the jump");
+  assert.equal(reads, 10);
+  assert.ok(setup.logs.some((line) => line.includes("gave up reading what a channel's members missed")));
+  await publish(setup, "news", 5);
+  assert.deepEqual(dataOf(socket), [1, 3, 4, 5], "and the channel goes on");
+});
