@@ -58,6 +58,8 @@ interface Filling {
   again: boolean;
   /** Reads that failed in a row: the first is logged, and past {@linkcode MAX_FAILED_READS} the catch-up gives up. */
   failed: number;
+  /** Resolved when the catch-up ends, for those waiting on {@linkcode CatchUp.settled}; made when first asked. */
+  ended: { promise: Promise<void>; resolve: () => void } | null;
 }
 
 /**
@@ -129,8 +131,31 @@ export class CatchUp implements Disposable {
   /** The worker has no member of `channel` any more. */
   forget(channel: string): void {
     this.#last.delete(channel);
-    this.#filling.delete(channel);
+    this.#end(channel);
     this.#queue.delete(channel);
+  }
+
+  /**
+   * Resolves once no catch-up of `channel` is under way; null when none is
+   * now. A subscribe answered during one waits for it, so that what the
+   * catch-up delivers is held for the new member and never sent twice (once
+   * in its replay, once by the catch-up).
+   */
+  settled(channel: string): Promise<void> | null {
+    const filling = this.#filling.get(channel);
+    if (!filling) return null;
+    if (!filling.ended) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => resolve = r);
+      filling.ended = { promise, resolve };
+    }
+    return filling.ended.promise;
+  }
+
+  /** Ends `channel`'s catch-up, if one is under way: those waiting for it go on. */
+  #end(channel: string): void {
+    this.#filling.get(channel)?.ended?.resolve();
+    this.#filling.delete(channel);
   }
 
   /**
@@ -179,7 +204,9 @@ export class CatchUp implements Disposable {
   /** Begins catching up on `channel` (or goes on with the catch-up under way), its read queued. */
   #start(channel: string): Filling {
     let filling = this.#filling.get(channel);
-    if (!filling) this.#filling.set(channel, filling = { held: [], reading: false, again: false, failed: 0 });
+    if (!filling) {
+      this.#filling.set(channel, filling = { held: [], reading: false, again: false, failed: 0, ended: null });
+    }
     if (!filling.reading) this.#queue.add(channel);
     this.#pump();
     return filling;
@@ -229,7 +256,7 @@ export class CatchUp implements Disposable {
         since: since?.offset,
         error: (error as Error).message,
       });
-      this.#filling.delete(channel);
+      this.#end(channel);
       if (since) this.#release(channel, filling, since);
       return;
     }
@@ -257,7 +284,7 @@ export class CatchUp implements Disposable {
       this.#queue.add(channel);
       return;
     }
-    this.#filling.delete(channel);
+    this.#end(channel);
     this.#release(channel, filling, last);
   }
 

@@ -213,3 +213,25 @@ Deno.test("catch-up: a bus that cannot read history does not stop a channel for 
   await publish(setup, "news", 5);
   assert.deepEqual(dataOf(socket), [1, 3, 4, 5], "and the channel goes on");
 });
+
+Deno.test("catch-up: a member that subscribes with since during a catch-up gets each publication once", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const early = await member(setup);
+  await publish(setup, "news", 1);
+  const { epoch } = JSON.parse(early.sent.at(-1)!);
+  await missed(setup, "news", 2, 3, 4);
+  const gate = gateHistory(setup);
+  await publish(setup, "news", 5);
+  assert.equal(gate.calls.length, 1, "the catch-up's read is out");
+  const late = await setup.connect();
+  late.receive(JSON.stringify({ id: 1, subscribe: { channel: "news", since: { offset: 1, epoch } } }));
+  await settle();
+  assert.equal(gate.calls.length, 1, "the subscribe waits for the catch-up");
+  await gate.release();
+  assert.deepEqual(dataOf(early), [1, 2, 3, 4, 5]);
+  await until(() => gate.calls.length === 2, 1000, "the subscribe's own read");
+  await gate.release();
+  await until(() => late.sent.length === 6, 1000, "the reply and four publications");
+  assert.deepEqual(JSON.parse(late.sent[1]!).result, { recovered: true, offset: 5, epoch });
+  assert.deepEqual(late.sent.slice(2).map((frame) => JSON.parse(frame).offset), [2, 3, 4, 5], "each once");
+});

@@ -349,6 +349,7 @@ export class Pusher {
       logger: this.logger,
       maxRecoverMessages: options.maxRecoverMessages,
       onTold: (channel, position) => this.#catchUp.told(channel, position),
+      settled: (channel) => this.#catchUp.settled(channel),
     });
     this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };
     this.#maxBadMessages = options.maxBadMessages ?? 10;

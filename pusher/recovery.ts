@@ -69,6 +69,13 @@ export interface RecoveryOptions<C extends Connection> {
   maxNoHistoryChannels?: number;
   /** Told each position a subscribe's reply gives a member of `channel`, read from the bus. @default {nothing} */
   onTold?: (channel: string, position: Position) => void;
+  /**
+   * Resolves once the worker is not catching up on `channel` (`catch_up.ts`);
+   * null when it is not now. A subscribe is answered after it, so that what
+   * the catch-up delivers is held for the new member, not sent twice.
+   * @default {never catching up}
+   */
+  settled?: (channel: string) => Promise<void> | null;
 }
 
 /** A live publication held for a connection while its recovery is out. */
@@ -118,6 +125,7 @@ export class Recovery<C extends Connection> {
   readonly #logger: Logger;
   readonly #maxNoHistory: number;
   readonly #onTold: ((channel: string, position: Position) => void) | undefined;
+  readonly #settled: ((channel: string) => Promise<void> | null) | undefined;
   readonly #pending = new Map<string, Map<C, Pending>>();
   readonly #known = new Map<string, Known>();
   /** Channels known to keep no history, with the bus link they were learned on. */
@@ -132,6 +140,7 @@ export class Recovery<C extends Connection> {
     this.maxRecoverMessages = options.maxRecoverMessages ?? DEFAULT_MAX_RECOVER_MESSAGES;
     this.#maxNoHistory = options.maxNoHistoryChannels ?? DEFAULT_MAX_NO_HISTORY_CHANNELS;
     this.#onTold = options.onTold;
+    this.#settled = options.settled;
     if (!Number.isSafeInteger(this.maxRecoverMessages) || this.maxRecoverMessages < 0) {
       throw new RangeError(
         `Invalid maxRecoverMessages: expected a non-negative integer, got ${this.maxRecoverMessages}`,
@@ -201,6 +210,9 @@ export class Recovery<C extends Connection> {
    */
   answer(connection: C, id: number, channel: string, since: SincePosition | undefined): Promise<void> {
     if (!this.#pending.get(channel)?.has(connection)) this.begin(connection, channel);
+    // The worker is catching up on the channel: what it delivers meanwhile is held for this connection.
+    const catchingUp = this.#settled?.(channel);
+    if (catchingUp) return catchingUp.then(() => this.answer(connection, id, channel, since));
     const pending = this.#pending.get(channel)!.get(connection)!;
     const reconnects = this.#bus.reconnects;
     if (this.#noHistory.get(channel) === reconnects) {
