@@ -8,10 +8,11 @@
  * the worker's members were given, or the bus's link coming back, makes the
  * worker read what it missed (up to `maxMessages`) and deliver it first.
  * Live publications that come meanwhile are held (as many), then delivered
- * past what the read covered. What history no longer has (trimmed, or more
- * than `maxMessages`) is skipped and logged: members see the offsets jump,
- * and a client that resubscribes from before the jump is told
- * `recovered: false`, as after any loss history cannot make up.
+ * past what the read covered, page by page. What history no longer has
+ * (trimmed, or unreadable after ten tries) is skipped and logged, and the
+ * members are told (`lost`: the pusher closes them with 3010
+ * `insufficient state`, and their resubscribe with `since` is told
+ * `recovered: false`), as after any loss history cannot make up.
  *
  * @module
  */
@@ -41,6 +42,12 @@ export interface CatchUpOptions {
   bus: Pick<Bus, "history" | "reconnects">;
   /** Gives a publication to the worker's members of `channel`. */
   deliver(channel: string, data: Json, position: Position | undefined): void;
+  /**
+   * The members of `channel` missed publications its history no longer has
+   * (trimmed, or not readable after ten tries): they are to be told, as an
+   * offset jump alone cannot tell them (an `exclude` makes one too).
+   */
+  lost(channel: string): void;
   /** Most publications read back per gap, and most live ones held meanwhile, per channel. */
   maxMessages: number;
   logger: Logger;
@@ -75,6 +82,7 @@ interface Filling {
  * using catchUp = new CatchUp({
  *   bus,
  *   deliver: (channel, data, position) => console.log(channel, data, position),
+ *   lost: (channel) => console.log(channel, "missed what history no longer has"),
  *   maxMessages: 100,
  *   logger: createLogger("example"),
  * });
@@ -258,6 +266,7 @@ export class CatchUp implements Disposable {
       });
       this.#end(channel);
       if (since) this.#release(channel, filling, since);
+      this.#options.lost(channel);
       return;
     }
     filling.reading = false;
@@ -271,6 +280,9 @@ export class CatchUp implements Disposable {
         since: last.offset,
         from: first.position.offset,
       });
+      this.#options.lost(channel);
+      // Told, the members went (and with them the channel): nothing left to deliver to.
+      if (this.#filling.get(channel) !== filling) return;
     }
     for (const { data, position } of history.messages) {
       if (position.epoch !== last.epoch || position.offset <= last.offset) continue;

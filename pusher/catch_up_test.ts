@@ -78,7 +78,7 @@ Deno.test("catch-up: live publications during the read are held and come after i
   assert.deepEqual(dataOf(socket), [1, 2, 3, 4, 5, 6]);
 });
 
-Deno.test("catch-up: what history no longer has is skipped, with the rest in order, and logged", async () => {
+Deno.test("catch-up: members who missed what history no longer has are closed with 3010 insufficient state", async () => {
   await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
   const socket = await member(setup);
   await publish(setup, "news", 1);
@@ -87,9 +87,12 @@ Deno.test("catch-up: what history no longer has is skipped, with the rest in ord
   await publish(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
   setup.pusherBus.offline = false;
   await publish(setup, "news", 17);
-  await until(() => dataOf(socket).length === 11, 1000, "what history still has");
-  assert.deepEqual(dataOf(socket), [1, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+  await until(() => socket.closed !== null, 1000, "the member told");
+  assert.deepEqual(socket.closed, { code: 3010, reason: "insufficient state" }, "told, as Centrifugo tells it");
+  assert.deepEqual(dataOf(socket), [1], "nothing past the gap: its resubscribe recovers, or is told it did not");
   assert.ok(setup.logs.some((line) => line.includes("no longer has all its members missed")));
+  const metrics = await (await setup.get("/metrics")).text();
+  assert.match(metrics, /^pusher_disconnects_total\{reason="insufficient_state"\} 1$/m);
 });
 
 Deno.test("catch-up: a read that fails holds what came and is tried again, never skipping what history has", async () => {
@@ -206,12 +209,15 @@ Deno.test("catch-up: a bus that cannot read history does not stop a channel for 
   let reads = 0;
   setup.pusherBus.history = () => (reads++, Promise.reject(new BusError("refused", "no history here")));
   await publish(setup, "news", 3, 4);
-  await until(() => dataOf(socket).length === 3, 2000, "what was held, once the catch-up gave up");
-  assert.deepEqual(dataOf(socket), [1, 3, 4], "2 is lost, and the members see the jump");
+  await until(() => socket.closed !== null, 2000, "the member told, once the catch-up gave up");
+  assert.deepEqual(socket.closed, { code: 3010, reason: "insufficient state" });
+  assert.deepEqual(dataOf(socket), [1, 3, 4], "what was held went out first: 2 is lost, and said to be");
   assert.equal(reads, 10);
   assert.ok(setup.logs.some((line) => line.includes("gave up reading what a channel's members missed")));
+  // A member that joins after goes on with the channel.
+  const next = await member(setup);
   await publish(setup, "news", 5);
-  assert.deepEqual(dataOf(socket), [1, 3, 4, 5], "and the channel goes on");
+  assert.deepEqual(dataOf(next), [5], "and the channel goes on");
 });
 
 Deno.test("catch-up: a member that subscribes with since during a catch-up gets each publication once", async () => {

@@ -68,6 +68,16 @@ export const CONNECTION_LIMIT = 3504;
 /** Close reason that goes with {@linkcode CONNECTION_LIMIT}. */
 export const CONNECTION_LIMIT_REASON = "connection limit";
 
+/**
+ * Close code of a member of a history channel that missed publications the
+ * channel's history no longer has (`catch_up.ts`): it reconnects, and its
+ * resubscribe with `since` is told `recovered: false` (Centrifugo's 3010).
+ */
+export const INSUFFICIENT_STATE = 3010;
+
+/** Close reason that goes with {@linkcode INSUFFICIENT_STATE}. */
+export const INSUFFICIENT_STATE_REASON = "insufficient state";
+
 /** The default of {@linkcode ClientProtocolOptions.maxCommandBytes}. */
 export const DEFAULT_MAX_COMMAND_BYTES = 4096;
 

@@ -28,6 +28,8 @@ import {
   errorFrame,
   type HistoryCommand,
   historyResultFrame,
+  INSUFFICIENT_STATE,
+  INSUFFICIENT_STATE_REASON,
   isClientError,
   isMalformed,
   parseClientMessage,
@@ -393,6 +395,12 @@ export class Pusher {
       deliver: (channel, data, position) => {
         this.#recovery.observe(channel, position);
         this.#delivery.channel(channel, data, position);
+      },
+      // Centrifugo's answer to a gap it cannot fill: the members reconnect and are told they did not recover.
+      lost: (channel) => {
+        for (const connection of [...this.#membership.members(channel)]) {
+          connection.socket.close(INSUFFICIENT_STATE, INSUFFICIENT_STATE_REASON);
+        }
       },
       maxMessages: this.#recovery.maxRecoverMessages,
       logger: this.logger,

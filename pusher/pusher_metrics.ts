@@ -8,7 +8,13 @@
 import type { Counter, Registry, RegistrySnapshot } from "../shared/metrics.ts";
 import type { BusName } from "../shared/bus_address.ts";
 import { CloseCode } from "./websocket.ts";
-import { CONNECTION_LIMIT, ErrorCode, TOKEN_EXPIRED, TOO_MANY_BAD_MESSAGES } from "./client_protocol.ts";
+import {
+  CONNECTION_LIMIT,
+  ErrorCode,
+  INSUFFICIENT_STATE,
+  TOKEN_EXPIRED,
+  TOO_MANY_BAD_MESSAGES,
+} from "./client_protocol.ts";
 import type { Refusal } from "./server.ts";
 import type { Refused } from "./admission.ts";
 
@@ -131,6 +137,7 @@ const REASON_OF_CODE: ReadonlyMap<number, string> = new Map([
   [TOO_MANY_BAD_MESSAGES, "bad_messages"],
   [TOKEN_EXPIRED, "expired"],
   [CONNECTION_LIMIT, "user_limit"],
+  [INSUFFICIENT_STATE, "insufficient_state"],
 ]);
 
 /**
