@@ -97,3 +97,38 @@ Deno.test("a pusher's link to NATS drops and comes back: its clients get everyth
     ...HISTORY,
   ]);
 });
+
+Deno.test("a pusher whose link's drop missed more than a channel's history keeps closes its clients with 3010, and they are told recovered: false", async () => {
+  await using hub = await startService("channel", ["--port", "0", ...HISTORY, "--history-size", "5"]);
+  const hubPort = await hub.port();
+  await using cutter = new LinkCutter(hubPort);
+  await using pusher = await startService("pusher", [
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--hub",
+    `127.0.0.1:${cutter.port}`,
+  ]);
+  await using publisher = await startService("publisher", ["--port", "0", "--hub", `127.0.0.1:${hubPort}`]);
+  const [pusherPort, publisherPort] = [await pusher.port(), await publisher.port()];
+  await until(() => healthy(pusherPort), 10_000, "the pusher's bus link");
+  await using client = new RecoveringClient(pusherPort);
+  await until(() => client.subscribed, 10_000, "the client's subscribe");
+  await publish(publisherPort, 1, 3);
+  await until(() => client.data.length === 3, 10_000, "the first three");
+  cutter.cut();
+  await until(async () => !await healthy(pusherPort), 10_000, "the pusher to see its link down");
+  // 17 missed, and the hub keeps 5 of them.
+  await publish(publisherPort, 4, 20);
+  cutter.restore();
+  await until(() => healthy(pusherPort), 10_000, "the pusher's link back");
+  await publish(publisherPort, 21, 21);
+  await until(() => client.notRecovered === 1 && client.subscribed, 10_000, "the client told it did not recover");
+  assert.match(client.lastEnd, /closed by the server \(3010\)/);
+  assert.equal(client.connections, 2);
+  assert.deepEqual(client.data, [1, 2, 3], "nothing past the gap on the first connection");
+  await publish(publisherPort, 22, 22);
+  await until(() => client.data.at(-1) === 22, 10_000, "the channel going on");
+  assert.deepEqual(client.violations, []);
+});
