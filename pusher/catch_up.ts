@@ -270,15 +270,20 @@ export class CatchUp implements Disposable {
       return;
     }
     filling.reading = false;
+    filling.failed = 0;
     // The worker left the channel meanwhile: no one to give them to.
     if (this.#filling.get(channel) !== filling) return;
     let last = since;
     const first = history.messages[0];
-    if (first && first.position.epoch === last.epoch && first.position.offset > last.offset + 1) {
+    // History's top is past the members' position, and what follows it is not there (trimmed, or all expired).
+    const gone = history.position.epoch === last.epoch && history.position.offset > last.offset &&
+      (!first || (first.position.epoch === last.epoch && first.position.offset > last.offset + 1));
+    if (gone) {
       this.#options.logger.warn("a channel's history no longer has all its members missed", {
         channel,
         since: last.offset,
-        from: first.position.offset,
+        from: first?.position.offset,
+        top: history.position.offset,
       });
       this.#options.lost(channel);
       // Told, the members went (and with them the channel): nothing left to deliver to.
@@ -291,9 +296,13 @@ export class CatchUp implements Disposable {
     }
     const more = history.messages.length >= this.#options.maxMessages && history.position.epoch === last.epoch &&
       history.position.offset > last.offset;
-    if (more || filling.again) {
+    // Live publications were dropped past the bound while the read was out: the next read brings them.
+    const dropped = filling.held === null;
+    if (more || filling.again || dropped) {
       filling.again = false;
+      if (dropped) filling.held = [];
       this.#queue.add(channel);
+      this.#pump();
       return;
     }
     this.#end(channel);
@@ -302,7 +311,7 @@ export class CatchUp implements Disposable {
 
   /** Delivers what was held past `last`, at the end of a catch-up. */
   #release(channel: string, filling: Filling, last: Position): void {
-    // Dropped while over the bound: the next live publication shows the jump, and reads it back.
+    // Dropped while over the bound (and the catch-up given up): the next live publication shows the jump.
     if (filling.held === null) return;
     for (const { data, position } of filling.held) {
       if (position.epoch === last.epoch && position.offset <= last.offset) continue;

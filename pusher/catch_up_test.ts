@@ -241,3 +241,59 @@ Deno.test("catch-up: a member that subscribes with since during a catch-up gets 
   assert.deepEqual(JSON.parse(late.sent[1]!).result, { recovered: true, offset: 5, epoch });
   assert.deepEqual(late.sent.slice(2).map((frame) => JSON.parse(frame).offset), [2, 3, 4, 5], "each once");
 });
+
+Deno.test("catch-up: members who missed what has all expired from history are told, though the channel stays quiet", async () => {
+  const clock = { now: 1_000_000 };
+  await using setup = setUp({ catchUpCheckInterval: 10 }, {
+    history: { subjects: ["channel.*"], size: 10, ttl: 1000 },
+    now: () => clock.now,
+  });
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", 2, 3);
+  // Down longer than the history keeps a message: history says the top is 3, and has nothing after 1.
+  clock.now += 5000;
+  setup.pusherBus.offline = false;
+  await until(() => socket.closed !== null, 2000, "the member told");
+  assert.deepEqual(socket.closed, { code: 3010, reason: "insufficient state" });
+  assert.deepEqual(dataOf(socket), [1]);
+});
+
+Deno.test("catch-up: live publications dropped past the bound while a read was out are read back, though the channel then stays quiet", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 10, maxRecoverMessages: 3 }, HISTORY);
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  await missed(setup, "news", 2);
+  // The worker's look sees the link back and reads; the bus answers (2 only) before 3 to 7 come, but late.
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  let deliverAnswer = () => {};
+  setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
+    setup.pusherBus.history = real;
+    const answer = real(subject, options);
+    return new Promise((resolve) => deliverAnswer = () => resolve(answer));
+  };
+  await until(() => setup.pusherBus.history === real, 1000, "the first read");
+  await publish(setup, "news", 3, 4, 5, 6, 7);
+  deliverAnswer();
+  await until(() => dataOf(socket).length === 7, 1000, "3 to 7, held over the bound, read back");
+  assert.deepEqual(dataOf(socket), [1, 2, 3, 4, 5, 6, 7]);
+});
+
+Deno.test("catch-up: ten failed reads in a row give up, not ten in all", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 5, maxRecoverMessages: 1 }, {
+    history: { subjects: ["channel.*"], size: 50 },
+  });
+  const socket = await member(setup);
+  await publish(setup, "news", 1);
+  await missed(setup, "news", ...Array.from({ length: 12 }, (_, i) => i + 2));
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  let reads = 0;
+  // Every other read fails: never two in a row, and a page of one each time.
+  setup.pusherBus.history = (subject: string, options?: HistoryOptions) =>
+    ++reads % 2 === 1 ? Promise.reject(new BusError("unavailable", "blip")) : real(subject, options);
+  await publish(setup, "news", 14);
+  await until(() => dataOf(socket).length === 14, 5000, "every publication, page by page");
+  assert.deepEqual(dataOf(socket), Array.from({ length: 14 }, (_, i) => i + 1));
+  assert.equal(socket.closed, null);
+});
