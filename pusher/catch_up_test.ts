@@ -32,6 +32,23 @@ async function missed(setup: Setup, channel: string, ...data: Json[]): Promise<v
   setup.pusherBus.offline = false;
 }
 
+/**
+ * Makes the pusher's next history read be answered as the bus is when it is
+ * made, but handed over only when the test calls what this resolves with
+ * (once that read was made): an answer that predates what comes meanwhile.
+ */
+async function answeredLate(setup: Setup): Promise<() => void> {
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  let deliver = () => {};
+  setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
+    setup.pusherBus.history = real;
+    const answer = real(subject, options);
+    return new Promise((resolve) => deliver = () => resolve(answer));
+  };
+  await until(() => setup.pusherBus.history === real, 1000, "the read");
+  return () => deliver();
+}
+
 /** A member of `news`, past its greeting and its subscribe's reply. */
 async function member(setup: Setup): Promise<FakeSocket> {
   const socket = await setup.connect();
@@ -152,14 +169,7 @@ Deno.test("catch-up: a link that drops again while a read is out gets that chann
   await missed(setup, "news", 2);
   // The worker sees the link back and reads; the bus answers (without 3), and before the answer arrives, the link
   // drops and comes back again, with 3 published meanwhile.
-  const real = setup.pusherBus.history.bind(setup.pusherBus);
-  let deliverAnswer = () => {};
-  setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
-    setup.pusherBus.history = real;
-    const answer = real(subject, options);
-    return new Promise((resolve) => deliverAnswer = () => resolve(answer));
-  };
-  await until(() => setup.pusherBus.history === real, 1000, "the first read");
+  const deliverAnswer = await answeredLate(setup);
   await missed(setup, "news", 3);
   // Five of the worker's looks (every 10 ms) see the second return while the first read is out.
   await new Promise((resolve) => setTimeout(resolve, 50));
@@ -266,14 +276,7 @@ Deno.test("catch-up: live publications dropped past the bound while a read was o
   await publish(setup, "news", 1);
   await missed(setup, "news", 2);
   // The worker's look sees the link back and reads; the bus answers (2 only) before 3 to 7 come, but late.
-  const real = setup.pusherBus.history.bind(setup.pusherBus);
-  let deliverAnswer = () => {};
-  setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
-    setup.pusherBus.history = real;
-    const answer = real(subject, options);
-    return new Promise((resolve) => deliverAnswer = () => resolve(answer));
-  };
-  await until(() => setup.pusherBus.history === real, 1000, "the first read");
+  const deliverAnswer = await answeredLate(setup);
   await publish(setup, "news", 3, 4, 5, 6, 7);
   deliverAnswer();
   await until(() => dataOf(socket).length === 7, 1000, "3 to 7, held over the bound, read back");
