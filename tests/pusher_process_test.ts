@@ -3,6 +3,7 @@ import { type Service, startPusherOnHub, startService } from "./_service.ts";
 import { Client } from "../pusher/testing.ts";
 import { until, within } from "../channel/testing.ts";
 import { handshakeRequest, httpExchange, RawSocket } from "../pusher/ws_testing.ts";
+import { signJwt } from "../shared/jwt.ts";
 
 /** A hub, and a pusher linked to it with `args` added; disposing stops both. */
 async function startPusher(args: string[] = []): Promise<{ pusher: Service; port: number } & AsyncDisposable> {
@@ -297,3 +298,23 @@ Deno.test("pusher --max-connections holds for all workers together", async () =>
     await Promise.all(clients.map((client) => client[Symbol.asyncDispose]()));
   }
 });
+
+for (const server of ["listen", "deno"]) {
+  Deno.test(`pusher --server ${server} lets a handshake whose token expired in, only to close it with 4401 before any greeting`, async () => {
+    await using pusher = await startService("pusher", ["--port", "0", "--workers", "1", "--server", server], {
+      env: { PUSHER_TOKEN_SECRET: "process-test-secret" },
+    });
+    const port = await pusher.port();
+    const token = signJwt({ sub: "alice", exp: Math.floor(Date.now() / 1000) - 10 }, "process-test-secret");
+    // A browser shows a 401 as a bare 1006; this it can read.
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/?token=${token}`);
+    const messages: string[] = [];
+    socket.onmessage = (event) => messages.push(String(event.data));
+    const closed = await within(new Promise<CloseEvent>((resolve) => socket.onclose = resolve), 5000, "the close");
+    assert.deepEqual([closed.code, closed.reason], [4401, "token expired"]);
+    assert.deepEqual(messages, [], "no greeting: it never was a connection");
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^pusher_rejected_total\{reason="token"\} 1$/m);
+    assert.match(metrics, /^pusher_connections_total 0$/m);
+  });
+}
