@@ -36,6 +36,14 @@ async function healthy(port: number): Promise<boolean> {
   return response?.status === 200;
 }
 
+/** Cuts the pusher's link, waits until the pusher sees it down, runs `meanwhile` (publishes it misses), and restores it. */
+async function whileCut(cutter: LinkCutter, pusherPort: number, meanwhile: () => Promise<void>): Promise<void> {
+  cutter.cut();
+  await until(async () => !await healthy(pusherPort), 10_000, "the pusher to see its link down");
+  await meanwhile();
+  cutter.restore();
+}
+
 /** Runs the blip against a pusher whose bus is reached through `cutter`, and a publisher on the bus itself. */
 async function blip(cutter: LinkCutter, pusherArgs: string[], publisherArgs: string[]): Promise<void> {
   await using pusher = await startService("pusher", ["--port", "0", "--workers", "1", ...pusherArgs]);
@@ -49,10 +57,7 @@ async function blip(cutter: LinkCutter, pusherArgs: string[], publisherArgs: str
   await until(() => client.data.length === 10, 10_000, "the first ten");
 
   // The channel goes on after the blip: what was missed comes before the next publication.
-  cutter.cut();
-  await until(async () => !await healthy(pusherPort), 10_000, "the pusher to see its link down");
-  await publish(publisherPort, 11, 20);
-  cutter.restore();
+  await whileCut(cutter, pusherPort, () => publish(publisherPort, 11, 20));
   await until(() => healthy(pusherPort), 10_000, "the pusher's link back");
   await publish(publisherPort, 21, 30);
   await until(() => client.data.length >= 30, 10_000, "11 to 30").catch((error) => {
@@ -60,10 +65,7 @@ async function blip(cutter: LinkCutter, pusherArgs: string[], publisherArgs: str
   });
 
   // The channel stays quiet after the blip: what was missed comes all the same.
-  cutter.cut();
-  await until(async () => !await healthy(pusherPort), 10_000, "the pusher to see its link down again");
-  await publish(publisherPort, 31, 40);
-  cutter.restore();
+  await whileCut(cutter, pusherPort, () => publish(publisherPort, 31, 40));
   await until(() => client.data.length >= 40, 10_000, "31 to 40 with nothing published after them").catch(
     (error) => {
       throw new Error(`${error.message}; got ${client.data}; ${client.violations}`);
@@ -117,11 +119,8 @@ Deno.test("a pusher whose link's drop missed more than a channel's history keeps
   await until(() => client.subscribed, 10_000, "the client's subscribe");
   await publish(publisherPort, 1, 3);
   await until(() => client.data.length === 3, 10_000, "the first three");
-  cutter.cut();
-  await until(async () => !await healthy(pusherPort), 10_000, "the pusher to see its link down");
   // 17 missed, and the hub keeps 5 of them.
-  await publish(publisherPort, 4, 20);
-  cutter.restore();
+  await whileCut(cutter, pusherPort, () => publish(publisherPort, 4, 20));
   await until(() => healthy(pusherPort), 10_000, "the pusher's link back");
   await publish(publisherPort, 21, 21);
   await until(() => client.notRecovered === 1 && client.subscribed, 10_000, "the client told it did not recover");
