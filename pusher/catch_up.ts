@@ -12,7 +12,9 @@
  * (trimmed, or unreadable after ten tries) is skipped and logged, and the
  * members are told (`lost`: the pusher closes them with 3010
  * `insufficient state`, and their resubscribe with `since` is told
- * `recovered: false`), as after any loss history cannot make up.
+ * `recovered: false`), as after any loss history cannot make up. So are
+ * members whose subscribe could not be given a position (its history read
+ * failed) when the link drops before a publication gives them one.
  *
  * @module
  */
@@ -44,8 +46,9 @@ export interface CatchUpOptions {
   deliver(channel: string, data: Json, position: Position | undefined): void;
   /**
    * The members of `channel` missed publications its history no longer has
-   * (trimmed, or not readable after ten tries): they are to be told, as an
-   * offset jump alone cannot tell them (an `exclude` makes one too).
+   * (trimmed, or not readable after ten tries), or may have missed some with
+   * no position to read back from: they are to be told, as an offset jump
+   * alone cannot tell them (an `exclude` makes one too).
    */
   lost(channel: string): void;
   /** Most publications read back per gap, and most live ones held meanwhile, per channel. */
@@ -100,6 +103,14 @@ export class CatchUp implements Disposable {
    * those as seen). Kept while the worker has members of the channel.
    */
   readonly #last = new Map<string, Position>();
+  /**
+   * Channels with members answered without a position (their subscribe's
+   * history read failed) while the worker had none either, each with the
+   * bus's reconnect count when they joined: a link drop before the
+   * channel's next publication leaves nothing to read back from, so they
+   * are told (`lost`). Kept until that publication, or until they go.
+   */
+  readonly #unplaced = new Map<string, number>();
   readonly #filling = new Map<string, Filling>();
   /** Channels whose read waits for its turn (at most {@linkcode MAX_READS_IN_FLIGHT} out at once), in order. */
   readonly #queue = new Set<string>();
@@ -117,6 +128,12 @@ export class CatchUp implements Disposable {
     // Without a channel's position, or with nothing to read back (maxMessages 0), there is nothing to catch up on.
     if (position === undefined || this.#options.maxMessages === 0) {
       return this.#options.deliver(channel, data, position);
+    }
+    const joined = this.#unplaced.get(channel);
+    if (joined !== undefined) {
+      this.#unplaced.delete(channel);
+      // The link dropped since they joined: what came meanwhile is unknown, and this publication would hide it.
+      if (joined !== this.#options.bus.reconnects) return this.#options.lost(channel);
     }
     const filling = this.#filling.get(channel);
     if (filling) return this.#hold(filling, data, position);
@@ -136,8 +153,21 @@ export class CatchUp implements Disposable {
     if (!this.#last.has(channel)) this.#last.set(channel, position);
   }
 
+  /**
+   * A member of `channel` was answered without a position (its history read
+   * failed); `reconnects` is the bus's count from before that read. When
+   * the worker has no position of the channel either, a link drop before
+   * the channel's next publication closes its members (`lost`).
+   */
+  unplaced(channel: string, reconnects: number): void {
+    if (this.#options.maxMessages === 0 || this.#last.has(channel)) return;
+    const joined = this.#unplaced.get(channel);
+    if (joined === undefined || reconnects < joined) this.#unplaced.set(channel, reconnects);
+  }
+
   /** The worker has no member of `channel` any more. */
   forget(channel: string): void {
+    this.#unplaced.delete(channel);
     this.#last.delete(channel);
     this.#end(channel);
     this.#queue.delete(channel);
@@ -189,6 +219,11 @@ export class CatchUp implements Disposable {
     const reconnects = this.#options.bus.reconnects;
     if (reconnects !== this.#reconnects) {
       this.#reconnects = reconnects;
+      const unplaced = [...this.#unplaced].filter(([, joined]) => joined !== reconnects).map(([channel]) => channel);
+      for (const channel of unplaced) {
+        this.#unplaced.delete(channel);
+        this.#options.lost(channel);
+      }
       for (const channel of this.#last.keys()) {
         const filling = this.#filling.get(channel);
         if (filling?.reading) filling.again = true;

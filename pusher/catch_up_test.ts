@@ -300,3 +300,47 @@ Deno.test("catch-up: ten failed reads in a row give up, not ten in all", async (
   assert.deepEqual(dataOf(socket), Array.from({ length: 14 }, (_, i) => i + 1));
   assert.equal(socket.closed, null);
 });
+
+/** A member of `news` whose subscribe's history read failed: answered without a position. */
+async function unplacedMember(setup: Setup): Promise<FakeSocket> {
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  setup.pusherBus.history = () => {
+    setup.pusherBus.history = real;
+    return Promise.reject(new BusError("unavailable", "down"));
+  };
+  const socket = await member(setup);
+  assert.deepEqual(JSON.parse(socket.sent[1]!), { id: 1, result: {} }, "answered, without a position");
+  return socket;
+}
+
+Deno.test("catch-up: a member answered without a position is told when the link drops before the next publication", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const socket = await unplacedMember(setup);
+  await missed(setup, "news", 1, 2);
+  await publish(setup, "news", 3);
+  await until(() => socket.closed !== null, 1000, "the member told");
+  assert.deepEqual(
+    socket.closed,
+    { code: 3010, reason: "insufficient state" },
+    "no position to read 1 and 2 back from",
+  );
+  assert.deepEqual(dataOf(socket), [], "3 alone would have hidden the gap");
+});
+
+Deno.test("catch-up: a member answered without a position is told on a quiet channel once the worker sees its link came back", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
+  const socket = await unplacedMember(setup);
+  await missed(setup, "news", 1);
+  await until(() => socket.closed !== null, 2000, "the member told");
+  assert.deepEqual(socket.closed, { code: 3010, reason: "insufficient state" });
+});
+
+Deno.test("catch-up: a member answered without a position gets one from the next publication, and later gaps are read back", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 10 }, HISTORY);
+  const socket = await unplacedMember(setup);
+  await publish(setup, "news", 1);
+  await missed(setup, "news", 2, 3);
+  await until(() => dataOf(socket).length === 3, 2000, "2 and 3 read back from 1");
+  assert.deepEqual(dataOf(socket), [1, 2, 3]);
+  assert.equal(socket.closed, null);
+});

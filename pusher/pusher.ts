@@ -351,6 +351,7 @@ export class Pusher {
       logger: this.logger,
       maxRecoverMessages: options.maxRecoverMessages,
       onTold: (channel, position) => this.#catchUp.told(channel, position),
+      onUnplaced: (channel, reconnects) => this.#catchUp.unplaced(channel, reconnects),
       settled: (channel) => this.#catchUp.settled(channel),
     });
     this.#protocol = { maxCommandBytes: options.maxCommandBytes, maxChannelLength: options.maxChannelLength };

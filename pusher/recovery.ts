@@ -28,7 +28,9 @@
  * is answered `{"recovered":false}` without a position when the client asked
  * to recover (the app reloads; the client learns the position from the next
  * publication), and `{}` as before history existed when it did not; the
- * connection stays, and what was held is sent.
+ * connection stays, and what was held is sent. Should the worker's bus link
+ * drop before a publication gives those members a position, they are told
+ * they lost what came meanwhile (`catch_up.ts`): nothing else could tell them.
  *
  * @module
  */
@@ -69,6 +71,13 @@ export interface RecoveryOptions<C extends Connection> {
   maxNoHistoryChannels?: number;
   /** Told each position a subscribe's reply gives a member of `channel`, read from the bus. @default {nothing} */
   onTold?: (channel: string, position: Position) => void;
+  /**
+   * Told when a member of a channel that may keep history was answered
+   * without a position (its history read failed), with the bus's reconnect
+   * count from before the read: neither the member nor the worker has a
+   * position from which to tell what a later link drop loses. @default {nothing}
+   */
+  onUnplaced?: (channel: string, reconnects: number) => void;
   /**
    * Resolves once the worker is not catching up on `channel` (`catch_up.ts`);
    * null when it is not now. A subscribe is answered after it, so that what
@@ -125,6 +134,7 @@ export class Recovery<C extends Connection> {
   readonly #logger: Logger;
   readonly #maxNoHistory: number;
   readonly #onTold: ((channel: string, position: Position) => void) | undefined;
+  readonly #onUnplaced: ((channel: string, reconnects: number) => void) | undefined;
   readonly #settled: ((channel: string) => Promise<void> | null) | undefined;
   readonly #pending = new Map<string, Map<C, Pending>>();
   readonly #known = new Map<string, Known>();
@@ -140,6 +150,7 @@ export class Recovery<C extends Connection> {
     this.maxRecoverMessages = options.maxRecoverMessages ?? DEFAULT_MAX_RECOVER_MESSAGES;
     this.#maxNoHistory = options.maxNoHistoryChannels ?? DEFAULT_MAX_NO_HISTORY_CHANNELS;
     this.#onTold = options.onTold;
+    this.#onUnplaced = options.onUnplaced;
     this.#settled = options.settled;
     if (!Number.isSafeInteger(this.maxRecoverMessages) || this.maxRecoverMessages < 0) {
       throw new RangeError(
@@ -266,6 +277,7 @@ export class Recovery<C extends Connection> {
           this.#logger.warn("could not read a channel's history", { channel, error: (error as Error).message });
         }
         if (member === null) return;
+        if (member && !this.#noHistory.has(channel)) this.#onUnplaced?.(channel, reconnects);
         connection.socket.send(
           since ? subscribeResultFrame(id, { recovered: false, position: null }) : resultFrame(id),
         );
