@@ -7,7 +7,8 @@
  */
 
 import { text } from "../shared/http.ts";
-import { authorityOf, hasControl, isHost, isToken, trimOws } from "../shared/http_head.ts";
+import { decodeLatin1 } from "../shared/bytes.ts";
+import { authorityOf, encodeRawBytes, hasControl, isHost, isToken, trimOws } from "../shared/http_head.ts";
 
 export { isHost, isToken };
 
@@ -94,7 +95,7 @@ export async function readHead(
     if (end >= 0) {
       // One read may bring more than the limit at once: the limit is on the head, not on the reads.
       if (end + 4 > maxHeadBytes) return { error: text(431, "Request head too large\n") };
-      const parsed = parseHead(latin1.decode(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
+      const parsed = parseHead(decodeLatin1(buffer.subarray(0, end)), tcp.localAddr as Deno.NetAddr);
       if (parsed instanceof Response) return { error: parsed };
       return { ...parsed, rest: filled > end + 4 ? buffer.slice(end + 4, filled) : null };
     }
@@ -108,8 +109,6 @@ function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {
   }
   return -1;
 }
-
-const latin1 = new TextDecoder("latin1");
 
 /**
  * Parses a request head (without its final blank line), or answers why it
@@ -136,6 +135,7 @@ export function parseHead(head: string, local: Deno.NetAddr): ParsedHead | Respo
     authority = absolute[1]!;
     target = absolute[2]!.startsWith("/") ? absolute[2]! : `/${absolute[2]}`;
   }
+  target = encodeRawBytes(target);
   const headers = new HeaderFields();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(":");

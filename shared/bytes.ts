@@ -98,3 +98,30 @@ export function utf8Length(text: string): number {
   }
   return bytes;
 }
+
+/** WHATWG's "latin1" is windows-1252: bytes 0x80-0x9F but five decode to characters past U+00FF (0x80 is "€"). */
+const windows1252 = new TextDecoder("latin1");
+const PAST_LATIN1 = /[^\x00-\xff]/;
+
+/**
+ * Decodes each byte as the character of the same code (ISO-8859-1), as a
+ * request head is read: raw bytes above 0x7F come out as U+0080-U+00FF and
+ * can be told apart and percent-encoded again byte for byte. Not
+ * `new TextDecoder("latin1")`, which is windows-1252 and turns the bytes of
+ * a raw UTF-8 "€" (E2 82 AC) into "â‚¬", three characters of which one is
+ * not a byte.
+ *
+ * @example
+ * ```ts
+ * import { decodeLatin1 } from "./bytes.ts";
+ *
+ * decodeLatin1(new TextEncoder().encode("€")); // "\xe2\x82\xac"
+ * ```
+ */
+export function decodeLatin1(bytes: Uint8Array): string {
+  const text = windows1252.decode(bytes);
+  if (!PAST_LATIN1.test(text)) return text;
+  let exact = "";
+  for (let i = 0; i < bytes.length; i += 4096) exact += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  return exact;
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { concat, StrictUtf8Decoder, utf8Length } from "./bytes.ts";
+import { concat, decodeLatin1, StrictUtf8Decoder, utf8Length } from "./bytes.ts";
 
 Deno.test("concat joins chunks in order into a fresh array, with or without the total given", () => {
   const a = new Uint8Array([1, 2]);
@@ -106,4 +106,14 @@ Deno.test("StrictUtf8Decoder answers as the fatal TextDecoder does, for random b
     assert.equal(strictAnswer(input, ignoreBOM), expected, `${bytes} ignoreBOM=${ignoreBOM}`);
   }
   assert.ok(invalid > 200 && invalid < 1800, `both kinds of input came up (${invalid} of 2000 invalid)`);
+});
+
+Deno.test("decodeLatin1 gives each byte as the character of its code, 0x80-0x9F too (not windows-1252's)", () => {
+  const every = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const text = decodeLatin1(every);
+  assert.deepEqual([...text].map((c) => c.charCodeAt(0)), [...every]);
+  assert.equal(decodeLatin1(new TextEncoder().encode("a€")), "a\xe2\x82\xac");
+  assert.equal(decodeLatin1(new TextEncoder().encode("GET / HTTP/1.1")), "GET / HTTP/1.1");
+  const long = new Uint8Array(10_000).fill(0x80);
+  assert.equal(decodeLatin1(long), "\x80".repeat(10_000), "past one chunk of fromCharCode");
 });

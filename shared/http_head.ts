@@ -65,6 +65,23 @@ const HIGH_BYTES = /[\x80-\xff]/g;
 const ABSOLUTE = /^https?:\/\/([^/?#]*)([^#]*)$/i;
 
 /**
+ * A request target read as Latin-1 (`decodeLatin1`), its raw bytes above
+ * 0x7F percent-encoded as the bytes they were, for the URL parser (which
+ * would encode each such character as UTF-8: two bytes for one).
+ *
+ * @example
+ * ```ts
+ * import { encodeRawBytes } from "./http_head.ts";
+ *
+ * encodeRawBytes("/?content=\xe2\x82\xac"); // "/?content=%E2%82%AC"
+ * ```
+ */
+export function encodeRawBytes(target: string): string {
+  if (!HIGH_BYTE.test(target)) return target;
+  return target.replace(HIGH_BYTES, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+/**
  * Parses a request head (without its final blank line), or says why it
  * cannot be served: 400 for a malformed line, 505 for an HTTP version other
  * than 1.x.
@@ -94,10 +111,7 @@ export function parseRequestHead(head: string): RequestHead | HeadError {
     authority = absolute[1]!;
     target = absolute[2]!.startsWith("/") ? absolute[2]! : `/${absolute[2]}`;
   }
-  // Raw bytes above 0x7f (read as Latin-1) are kept as the bytes they were, percent-encoded, for the URL parser.
-  if (HIGH_BYTE.test(target)) {
-    target = target.replace(HIGH_BYTES, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-  }
+  target = encodeRawBytes(target);
   const fields: [string, string][] = [];
   let host: string | null = null;
   let hosts = 0;

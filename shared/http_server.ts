@@ -29,7 +29,7 @@
  */
 
 import { AcceptLog, acceptNext } from "./accept.ts";
-import { concat } from "./bytes.ts";
+import { concat, decodeLatin1 } from "./bytes.ts";
 import { timerMs } from "./duration.ts";
 import { isShared, stringBodyOf, text, TEXT_CONTENT_TYPE } from "./http.ts";
 import { authorityOf, type HeadError, isHeadError, parseRequestHead, type RequestHead, trimOws } from "./http_head.ts";
@@ -389,7 +389,6 @@ type ReadPhase = "head" | "idle" | "body" | "linger" | "none";
 /** How a request's body is framed. */
 type Framing = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" };
 
-const latin1 = new TextDecoder("latin1");
 const utf8 = new TextEncoder();
 const CONTINUE = utf8.encode("HTTP/1.1 100 Continue\r\n\r\n");
 const CHUNKED_END = utf8.encode("0\r\n\r\n");
@@ -680,7 +679,7 @@ class Connection {
       const end = indexOfHeadEnd(this.#buffer, Math.max(scanned, this.#start), this.#end);
       if (end >= 0) {
         if (end + 4 - this.#start > limit) return this.#tooLarge();
-        const head = latin1.decode(this.#buffer.subarray(this.#start, end));
+        const head = decodeLatin1(this.#buffer.subarray(this.#start, end));
         this.#skipped = 0;
         this.#start = end + 4;
         if (this.#start === this.#end) this.#start = this.#end = 0;
@@ -895,7 +894,7 @@ class Connection {
     if (lineEnd === 0 || this.#buffer[this.#start + lineEnd - 1] !== 13) {
       return this.#badBody("Bad chunked body: a line that does not end in CRLF");
     }
-    const line = latin1.decode(this.#buffer.subarray(this.#start, this.#start + lineEnd - 1));
+    const line = decodeLatin1(this.#buffer.subarray(this.#start, this.#start + lineEnd - 1));
     this.#start += lineEnd + 1;
     if (body.chunk === "crlf") {
       if (line !== "") return this.#badBody("Bad chunked body: no CRLF after a chunk's data");
@@ -1238,7 +1237,7 @@ const REQUEST_LINE_PATH = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ (?:https?:\/\/[^/\s?#]*)
 
 /** The path a request line names (in origin or absolute form), from a head as text or bytes; null when it names none. */
 function requestLinePath(head: string | Uint8Array): string | null {
-  const text = typeof head === "string" ? head : latin1.decode(head);
+  const text = typeof head === "string" ? head : decodeLatin1(head);
   return REQUEST_LINE_PATH.exec(text)?.[1] ?? null;
 }
 

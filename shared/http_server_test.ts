@@ -811,3 +811,16 @@ Deno.test("fuzz: requests with wrong heads, lengths, chunks and bytes get answer
   await send(conn, "POST /after HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok");
   assert.equal((await reader.next())?.body, "POST /after ok");
 });
+
+Deno.test("http server gives a target's raw UTF-8 bytes to the handler as their percent-encoding, bytes 0x80-0x9F too", async () => {
+  // Answered percent-encoded, so that the reader's body is ASCII.
+  await using server = start({}, (req) => text(200, encodeURIComponent(new URL(req.url).searchParams.get("c")!)));
+  // As curl or a PHP backend send them unencoded: "€" is E2 82 AC, "日本" E6 97 A5 E6 9C AC.
+  for (const value of ["€", "日本", "a€b", "é", "\u0080\u009f"]) {
+    using conn = await connect(server.addr.port);
+    await send(conn, `GET /?c=${value} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const answer = await new Reader(conn).next();
+    assert.equal(answer?.status, 200, value);
+    assert.equal(decodeURIComponent(answer.body), value);
+  }
+});

@@ -96,6 +96,14 @@ Deno.test("publisher delivers broadcasts and targeted sends through a real hub, 
   await until(() => pusher.events.length === 2, 5000, "the stand-in pusher to get the POSTed broadcast");
   assert.deepEqual(pusher.events[1], { content: "posted 0" });
 
+  // As curl or a PHP backend send it, not percent-encoded: "€" is E2 82 AC, whose 0x82 windows-1252 reads as "‚".
+  using raw = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(base).port) });
+  await raw.write(new TextEncoder().encode("GET /?content=€日本 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+  const answer = await within(new Response(raw.readable).text(), 5000, "the answer to a raw UTF-8 query");
+  assert.match(answer, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nok$/);
+  await until(() => pusher.events.length === 3, 5000, "the stand-in pusher to get the raw UTF-8 broadcast");
+  assert.deepEqual(pusher.events[2], { content: "€日本" });
+
   const stale = await call(`${base}?content=hi&to_worker_id=fedcba9876543210&to_connection_id=7`);
   assert.equal(stale.status, 404);
   assert.equal(stale.body, "No pusher worker fedcba9876543210 is connected: the address is stale or wrong\n");
