@@ -519,16 +519,18 @@ class Connection {
           break;
         }
         if (wantsClose(head)) this.#closeAfter = true;
+        // An HTTP/1.0 answer may still turn out to close the connection (a stream): nothing after it is read before it.
+        const pipeline = head.http10 ? 1 : this.#settings.maxPipeline;
         const fast = this.#fast(head, framing);
         if (fast !== undefined) {
           if (framing.kind === "length") this.#start += framing.length;
           this.#dispatch(head, null, fast);
-          if (this.#inFlight >= this.#settings.maxPipeline) await this.#drained(this.#settings.maxPipeline - 1);
+          if (this.#inFlight >= pipeline) await this.#drained(pipeline - 1);
           continue;
         }
         if (framing.kind === "none") {
           this.#dispatch(head, null);
-          if (this.#inFlight >= this.#settings.maxPipeline) await this.#drained(this.#settings.maxPipeline - 1);
+          if (this.#inFlight >= pipeline) await this.#drained(pipeline - 1);
           continue;
         }
         // Read from the connection itself: the answers before it go out first, and nothing after it is read until its own.
@@ -970,7 +972,7 @@ class Connection {
           this.#linger = true;
         }
       }
-      if (!this.#closed) await this.#write(response, headOnly, http10, http10 || this.#isLast());
+      if (!this.#closed) await this.#write(response, headOnly, http10, this.#isLast());
       else if (stringBodyOf(response) === undefined) await response.body?.cancel();
       // A client that does not read holds this answer's turn, and so the reading of its next requests.
       if (this.#outBytes >= OUT_HIGH_WATER_BYTES) await this.#flushed();
@@ -1001,7 +1003,7 @@ class Connection {
   async #write(response: Response, headOnly: boolean, http10: boolean, last: boolean): Promise<void> {
     if (last) this.#closeAfter = true;
     const known = stringBodyOf(response);
-    const reused = known !== undefined && !last && !headOnly && isShared(response);
+    const reused = known !== undefined && !last && !headOnly && !http10 && isShared(response);
     if (reused) {
       const prepared = this.#server.prepared.get(response);
       if (prepared !== undefined && prepared.date === this.#server.date) return this.#send(prepared.bytes);
@@ -1014,6 +1016,8 @@ class Connection {
       if (!OWN_HEADERS.has(name)) head += `${name}: ${value}\r\n`;
     });
     if (last) head += "connection: close\r\n";
+    // HTTP/1.1 keeps a connection unless told otherwise; HTTP/1.0 only when told so (RFC 9112 9.3).
+    else if (http10) head += "connection: keep-alive\r\n";
     if (status === 204 || status === 304 || status < 200) {
       // A string body is left as it is: a fast path may answer with the same response again.
       if (known === undefined) await response.body?.cancel();
@@ -1032,7 +1036,14 @@ class Connection {
     while (true) {
       const next = reader.read();
       const read = await settledSoon(next);
-      if (read === PENDING) return this.#stream(reader, next, head, chunks, headOnly, !http10);
+      if (read === PENDING) {
+        // An HTTP/1.0 client reads a stream to the close: this connection's last answer after all.
+        if (http10 && !last) {
+          this.#closeAfter = true;
+          head = head.replace("connection: keep-alive\r\n", "connection: close\r\n");
+        }
+        return this.#stream(reader, next, head, chunks, headOnly, !http10);
+      }
       if (read.done) break;
       chunks.push(read.value);
       size += read.value.length;
@@ -1252,15 +1263,16 @@ function fieldOf(head: RequestHead, name: string): string | null {
 
 /**
  * Whether the connection closes after this request: the client asks so, or
- * speaks HTTP/1.0. An HTTP/1.0 client's `Connection: keep-alive` is not
- * taken up (its answer says `connection: close`, and a server that sent
- * that must not handle a request after it, RFC 9112 9.6): a stream could not
- * be framed for it without the close, and so few clients send it that one
- * rule for all is simpler.
+ * speaks HTTP/1.0 without `Connection: keep-alive` (RFC 9112 9.3). An
+ * HTTP/1.0 client that asks to keep it (`ab -k`, Workerman's own clients)
+ * is answered `connection: keep-alive`, as the original's server answers
+ * it, and its connection stays but for an answer that is a stream, which it
+ * can read only to the close.
  */
 function wantsClose(head: RequestHead): boolean {
-  if (head.http10) return true;
-  return fieldOf(head, "connection")?.toLowerCase().split(",").some((token) => trimOws(token) === "close") ?? false;
+  const tokens = fieldOf(head, "connection")?.toLowerCase().split(",").map(trimOws) ?? [];
+  if (tokens.includes("close")) return true;
+  return head.http10 && !tokens.includes("keep-alive");
 }
 
 function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {

@@ -650,21 +650,55 @@ Deno.test("http server serves HTTP/1.0: the answer closes the connection, and a 
   assert.match(streamed, /\r\n\r\nab$/);
 });
 
-Deno.test("http server closes an HTTP/1.0 connection after its first answer, keep-alive or not, and handles nothing after it", async () => {
+Deno.test("http server keeps an HTTP/1.0 connection that asks for keep-alive (ab -k), and closes it when a request does not", async () => {
   const seen: string[] = [];
   await using server = start({}, (req) => {
     seen.push(new URL(req.url).pathname);
     return echo(req);
   });
   using conn = await connect(server.addr.port);
+  const reader = new Reader(conn);
+  // Sent at once: each is read once the one before it is answered.
+  await send(
+    conn,
+    "GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+  );
+  for (const path of ["/1", "/2"]) {
+    const answer = await reader.next(`the answer to ${path}`);
+    assert.equal(answer?.headers.get("connection"), "keep-alive", path);
+    assert.equal(answer.body, `GET ${path} `);
+  }
+  // The same connection, a plain HTTP/1.0 request: its answer is the last, and what follows it is not handled.
+  await send(conn, "GET /3 HTTP/1.0\r\n\r\nGET /4 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  const last = await reader.closed();
+  assert.match(last, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*\r\n\r\nGET \/3 $/);
+  assert.deepEqual(seen, ["/1", "/2", "/3"]);
+});
+
+Deno.test("http server closes an HTTP/1.0 keep-alive connection after a streamed answer, which that client reads to the close", async () => {
+  const seen: string[] = [];
+  let rest!: ReadableStreamDefaultController<Uint8Array>;
+  await using server = start({}, (req) => {
+    seen.push(new URL(req.url).pathname);
+    // Still coming when the answer starts: a stream, not a body of known length.
+    return new Response(
+      new ReadableStream({ start: (controller) => (rest = controller, controller.enqueue(encoder.encode("a"))) }),
+    );
+  });
+  using conn = await connect(server.addr.port);
   await send(
     conn,
     "GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
   );
-  const reply = await new Reader(conn).closed();
-  // One answer, which says it is the last, and the request after it never reached the handler.
-  assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*\r\n\r\nGET \/1 $/);
-  assert.deepEqual(seen, ["/1"]);
+  let first = "";
+  const buffer = new Uint8Array(4096);
+  while (!first.endsWith("\r\n\r\na")) first += decoder.decode(buffer.subarray(0, (await conn.read(buffer))!));
+  rest.enqueue(encoder.encode("b"));
+  rest.close();
+  const reply = first + await new Reader(conn).closed();
+  assert.match(reply, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n\r\nab$/);
+  assert.doesNotMatch(reply, /keep-alive|transfer-encoding/);
+  assert.deepEqual(seen, ["/1"], "nothing after it is handled (RFC 9112 9.6)");
 });
 
 /** A self-signed certificate for localhost and its key, made by openssl in a temporary directory. */
