@@ -101,7 +101,7 @@ export function utf8Length(text: string): number {
 
 /** WHATWG's "latin1" is windows-1252: bytes 0x80-0x9F but five decode to characters past U+00FF (0x80 is "€"). */
 const windows1252 = new TextDecoder("latin1");
-const PAST_LATIN1 = /[^\x00-\xff]/;
+const PAST_LATIN1 = /[\u0100-\uffff]/;
 
 /**
  * Decodes each byte as the character of the same code (ISO-8859-1), as a
