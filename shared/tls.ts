@@ -112,6 +112,7 @@ export async function readServedCertificate(
   const x509 = await loadX509();
   const leaf = parseCertificates(x509, flags.cert, files.cert, cert)[0]!;
   const privateKey = parseKey(x509, flags.key, files.key, key);
+  checkServable(privateKey, flags.key, files.key);
   if (!leaf.checkPrivateKey(privateKey)) {
     throw new TypeError(
       `Invalid ${flags.key} ${files.key}: it is not the key of the first certificate in ${files.cert}`,
@@ -285,6 +286,27 @@ function parseKey(
   } catch (error) {
     throw new TypeError(`Invalid ${flag} ${path}: the private key does not parse: ${(error as Error).message}`);
   }
+}
+
+/** The curves of ECDSA keys that Deno's TLS (rustls) signs with. */
+const SERVABLE_CURVES = new Set(["prime256v1", "secp384r1", "secp521r1"]);
+
+/**
+ * Refuses a key that parses but that Deno's TLS cannot sign a handshake
+ * with (Ed448, RSA-PSS, DSA, ECDSA on another curve such as secp256k1):
+ * `Deno.listenTls` fails at start on some, and `node:tls` (the hub's
+ * `--client-ca`) listens and then fails every handshake.
+ */
+function checkServable(key: ReturnType<NodeCrypto["createPrivateKey"]>, flag: string, path: string): void {
+  const type = key.asymmetricKeyType;
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  if (type === "rsa" || type === "ed25519" || (type === "ec" && curve !== undefined && SERVABLE_CURVES.has(curve))) {
+    return;
+  }
+  throw new TypeError(
+    `Invalid ${flag} ${path}: TLS here cannot sign with this key (${type}${curve ? ` ${curve}` : ""}); ` +
+      "use RSA, ECDSA on P-256, P-384 or P-521, or Ed25519",
+  );
 }
 
 function stringValue(values: FlagValues, name: string): string | undefined {

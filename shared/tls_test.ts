@@ -67,3 +67,33 @@ Deno.test("pemBlocks splits a bundle into one PEM per certificate", async () => 
   assert.deepEqual(pemBlocks(bundle, "CERTIFICATE"), [certs.caPem, certs.otherCaPem]);
   assert.deepEqual(pemBlocks("nothing here", "CERTIFICATE"), []);
 });
+
+Deno.test("readServedCertificate refuses, in one line, a key that Deno's TLS cannot sign a handshake with", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const kinds: [string, string[], RegExp][] = [
+      ["ed448", ["-newkey", "ed448"], /\(ed448\)/],
+      ["secp256k1", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"], /\(ec secp256k1\)/],
+      ["rsa-pss", ["-newkey", "rsa-pss", "-pkeyopt", "rsa_keygen_bits:2048"], /\(rsa-pss\)/],
+      ["ed25519", ["-newkey", "ed25519"], /^$/],
+    ];
+    for (const [name, newKey, message] of kinds) {
+      const files = { cert: `${dir}/${name}.pem`, key: `${dir}/${name}.key` };
+      const args = ["req", "-x509", ...newKey, "-nodes", "-keyout", files.key, "-out", files.cert, "-days", "1"];
+      const made = await new Deno.Command("openssl", { args: [...args, "-subj", "/CN=localhost"], stderr: "null" })
+        .output();
+      assert.equal(made.code, 0, `openssl made the ${name} pair`);
+      const error = await readServedCertificate(files).then(() => null, (error: Error) => error);
+      if (name === "ed25519") {
+        assert.equal(error, null, "Ed25519 serves");
+        continue;
+      }
+      assert.ok(error instanceof TypeError, name);
+      assert.match(error.message, /^Invalid --key .*: TLS here cannot sign with /);
+      assert.match(error.message, message);
+      assert.ok(!error.message.includes("\n"), "one line");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
