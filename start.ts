@@ -423,8 +423,10 @@ export function wiring(
   const busGiven = has("hub") || has("bus") || Boolean(env("CHANNEL_BUS") || env("CHANNEL_HUB"));
   if (name !== "channel" && hub !== undefined && hub !== DEFAULT_HUB && !busGiven) args.push("--hub", hub);
   const publisher = endpoints.publisher;
-  // By default the demo page calls the host it came from, on the publisher's default port: kept when that is right.
-  const movedPublisher = publisher !== undefined && !publisher.addr.endsWith(`:${DEFAULT_PUBLISHER_PORT}`);
+  // By default the demo page calls the host it came from, with the page's scheme, on the publisher's default port:
+  // kept when that is right. A pusher on TLS (its --cert) and a publisher without, or the other way, is not.
+  const movedPublisher = publisher !== undefined &&
+    (!publisher.addr.endsWith(`:${DEFAULT_PUBLISHER_PORT}`) || publisher.tls !== has("cert"));
   if (name === "pusher" && movedPublisher && !has("publisher-url")) {
     args.push("--publisher-url", url("http", publisher));
   }

@@ -117,6 +117,14 @@ Deno.test("wiring: a moved hub and publisher are passed on, unless the service's
   // Where they would look by themselves, nothing: the demo page keeps calling the host it came from.
   const defaults = { channel: { addr: "127.0.0.1:2206", tls: false }, publisher: { addr: "0.0.0.0:4237", tls: false } };
   assert.deepEqual(wiring("pusher", defaults, [], env({})), []);
+  // A page served over TLS would call https on the publisher's port: told where the plain-text publisher is.
+  assert.deepEqual(wiring("pusher", defaults, ["--cert", "c.pem", "--key", "k.pem"], env({})), [
+    "--publisher-url",
+    "http://127.0.0.1:4237",
+  ]);
+  const both = { publisher: { addr: "0.0.0.0:4237", tls: true } };
+  assert.deepEqual(wiring("pusher", both, ["--cert=c.pem", "--key=k.pem"], env({})), []);
+  assert.deepEqual(wiring("pusher", both, [], env({})), ["--publisher-url", "https://127.0.0.1:4237"]);
   assert.deepEqual(wiring("pusher", { channel: { addr: "::1:2301", tls: false } }, [], env({})), [
     "--hub",
     "[::1]:2301",
