@@ -161,12 +161,22 @@ export class FrameDecoder {
     }
     if (total > this.#maxFrameBytes) {
       this.#failed = new RangeError(
-        `Cannot decode frame: declared length ${total} exceeds the ${this.#maxFrameBytes}-byte maximum`,
+        `Cannot decode frame: declared length ${total} exceeds the ${this.#maxFrameBytes}-byte maximum${
+          looksLikeTls(total)
+            ? " (the bytes are a TLS record: TLS is on at one end of this link and off at the other)"
+            : ""
+        }`,
       );
       throw this.#failed;
     }
     return total;
   }
+}
+
+/** Whether a frame's 4 length bytes are a TLS record's header: a content type of 20 to 23, then version 3.x. */
+function looksLikeTls(total: number): boolean {
+  const type = total >>> 24;
+  return type >= 0x14 && type <= 0x17 && ((total >>> 16) & 0xff) === 0x03;
 }
 
 function readTotal(bytes: Uint8Array, offset: number): number {

@@ -126,6 +126,17 @@ Deno.test("frame decoder rejects a declared length over maxFrameBytes from the 4
   assert.throws(() => split.push(header(0x7fffffff).subarray(3)), /exceeds the 100-byte maximum/);
 });
 
+Deno.test("frame decoder says so when the bytes are a TLS record: a plain-text end of a link whose other end has TLS", () => {
+  // What a plain-text client reads from a TLS hub (an alert), and what a plain-text hub reads from a TLS client (a ClientHello).
+  for (const record of [[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32], [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]]) {
+    assert.throws(
+      () => new FrameDecoder().push(Uint8Array.from(record)),
+      /exceeds the \d+-byte maximum \(the bytes are a TLS record: TLS is on at one end of this link and off at the other\)$/,
+    );
+  }
+  assert.throws(() => new FrameDecoder().push(header(0x16_04_00_00)), /maximum$/, "no TLS version 4.x");
+});
+
 Deno.test("frame decoder stays failed on later pushes after an error", () => {
   const decoder = new FrameDecoder({ maxFrameBytes: 100 });
   let first: unknown;
