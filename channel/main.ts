@@ -58,6 +58,10 @@ const FLAGS: Record<string, FlagSpec> = {
   token: { type: "string", arg: "TOKEN", help: "token clients must present (or env CHANNEL_TOKEN)" },
   insecure: { type: "boolean", help: "allow a non-loopback address without a token or a client CA" },
   ...SERVE_TLS_FLAGS,
+  cert: {
+    ...SERVE_TLS_FLAGS.cert!,
+    help: "PEM certificate chain to serve TLS with, with --key; read at start only (README: TLS) (default: plain text)",
+  },
   "client-ca": {
     type: "string",
     arg: "FILE",
