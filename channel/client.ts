@@ -283,8 +283,8 @@ export class HubClient extends EventTarget {
   readonly #running: Promise<void>;
   #nextId = 1;
   readonly #tls: HubTlsOptions | undefined;
-  /** The last TLS handshake failure logged as a warning, until a handshake works. */
-  #tlsFailure: string | null = null;
+  /** The last configuration failure (a TLS handshake, a connect not permitted) logged at its level, until a dial works. */
+  #configFailure: string | null = null;
   #tcp: Deno.Conn | null = null;
   #writer: FrameWriter | null = null;
   #connecting: Promise<unknown> = Promise.resolve();
@@ -868,7 +868,7 @@ export class HubClient extends EventTarget {
     this.#connecting = connecting.catch(() => {});
     try {
       const conn = await connecting;
-      this.#tlsFailure = null;
+      this.#configFailure = null;
       if (!this.#closed) return conn;
       conn.close();
       return null;
@@ -878,11 +878,20 @@ export class HubClient extends EventTarget {
       } else if (error instanceof TlsFailure && !this.#closed) {
         // Not the hub being down: a configuration to fix, said at the level
         // one sees, once per cause rather than at each retry.
-        const repeated = error.message === this.#tlsFailure;
-        this.#tlsFailure = error.message;
+        const repeated = error.message === this.#configFailure;
+        this.#configFailure = error.message;
         this.#logger[repeated ? "debug" : "warn"]("hub TLS handshake failed", {
           hub: this.address,
           error: error.message,
+        });
+      } else if (isNotPermitted(error) && !this.#closed) {
+        // The process may not connect there at all (its --allow-net): a configuration to fix, said once, as above.
+        const repeated = (error as Error).message === this.#configFailure;
+        this.#configFailure = (error as Error).message;
+        this.#logger[repeated ? "debug" : "error"]("hub connect not permitted", {
+          hub: this.address,
+          error: (error as Error).message,
+          hint: "the task's --allow-net does not grant this host: use an address it grants (127.0.0.1), or grant it",
         });
       } else if (!this.#closed) {
         this.#logger.debug("hub connect failed", { hub: this.address, error: (error as Error).message });
@@ -1188,6 +1197,11 @@ function fits(writer: FrameWriter, frame: Uint8Array, limit: number): boolean {
  * and all of them in one could pass the hub's frame limit, which would drop
  * the link at every reconnect.
  */
+/** A connect that the process's permissions refuse (`--allow-net`), not one the network refused. */
+function isNotPermitted(error: unknown): boolean {
+  return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
+}
+
 function* batches(names: Iterable<string>, maxFrameBytes: number): Generator<string[]> {
   // The frame's length prefix and the message around the list.
   const room = maxFrameBytes - 64;

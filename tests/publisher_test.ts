@@ -746,3 +746,11 @@ Deno.test("publisher with the hub's lower frame limit answers 413 to what the hu
   assert.deepEqual([small.status, small.body], [200, "ok"]);
   assert.ok(!publisher.lines.some((line) => line.includes("disconnected from hub")), "the hub link stayed up");
 });
+
+Deno.test("publisher told a --hub its task's --allow-net does not grant says so at the error level, with a hint", async () => {
+  const { service, base } = await startPublisher(freePort(), ["--hub", "localhost:2206"]);
+  await using _publisher = service;
+  const line = await service.waitForLine(/msg="hub connect not permitted"/, 10_000);
+  assert.match(line, /level=error .*hub=localhost:2206 .*hint="the task's --allow-net does not grant this host/);
+  assert.equal((await call(`${base}?content=x`)).status, 503);
+});
