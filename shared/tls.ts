@@ -27,6 +27,8 @@ export interface ServedCertificate extends CertifiedKey {
   subject: string;
   /** When the leaf certificate expires. */
   notAfter: Date;
+  /** When the leaf certificate becomes valid. */
+  notBefore: Date;
 }
 
 /** The paths of a served certificate and its key. */
@@ -118,7 +120,13 @@ export async function readServedCertificate(
       `Invalid ${flags.key} ${files.key}: it is not the key of the first certificate in ${files.cert}`,
     );
   }
-  return { cert, key, subject: leaf.subject.replaceAll("\n", ", "), notAfter: leaf.validToDate };
+  return {
+    cert,
+    key,
+    subject: leaf.subject.replaceAll("\n", ", "),
+    notAfter: leaf.validToDate,
+    notBefore: leaf.validFromDate,
+  };
 }
 
 /**
@@ -217,7 +225,8 @@ export function onReloadSignal(reload: () => Promise<void>, logger: Logger): () 
 
 /**
  * The log fields of a served certificate: its subject and expiry, and
- * `expired: true` once past it (clients will refuse it).
+ * `expired: true` once past it or `notYetValid: true` before its start
+ * (clients will refuse it).
  */
 export function certificateFields(served: ServedCertificate): Record<string, string | boolean> {
   const fields: Record<string, string | boolean> = {
@@ -225,6 +234,7 @@ export function certificateFields(served: ServedCertificate): Record<string, str
     notAfter: served.notAfter.toISOString(),
   };
   if (served.notAfter.getTime() < Date.now()) fields.expired = true;
+  if (served.notBefore.getTime() > Date.now()) fields.notYetValid = true;
   return fields;
 }
 

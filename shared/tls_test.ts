@@ -11,6 +11,11 @@ Deno.test("readServedCertificate reads a certificate and its key, with the subje
   assert.ok(served.notAfter.getTime() > Date.now());
   assert.equal(certificateFields(served).expired, undefined);
   assert.equal(certificateFields(await readServedCertificate(certs.expired)).expired, true);
+  assert.ok(served.notBefore.getTime() <= Date.now());
+  assert.equal(certificateFields(served).notYetValid, undefined);
+  // A certificate whose validity starts tomorrow (a clock set back, or one issued ahead): clients refuse it too.
+  const tomorrow = new Date(Date.now() + 86_400_000);
+  assert.equal(certificateFields({ ...served, notBefore: tomorrow }).notYetValid, true);
 });
 
 Deno.test("readServedCertificate names the flag and the file of what is wrong, in one line", async () => {
