@@ -177,7 +177,7 @@ class Listener implements NodeTlsListener {
 
   #refused(error: Error & { code?: string }, socket: TLSSocket): void {
     // Deno has destroyed the socket by now, so its own remoteAddress is gone; the TCP socket under it keeps it.
-    const tcp = (socket as unknown as { _parent?: { remoteAddress?: string; remotePort?: number } })._parent;
+    const tcp = (socket as unknown as { _parent?: TcpUnder })._parent;
     const remote = `${socket.remoteAddress ?? tcp?.remoteAddress ?? "?"}:${
       socket.remotePort ?? tcp?.remotePort ?? "?"
     }`;
@@ -189,7 +189,18 @@ class Listener implements NodeTlsListener {
     } else {
       this.#logger.warn("TLS handshake failed", { remote, error: error.message });
     }
+    // Deno 2.9.6 leaves that TCP socket open when the handshake failed or timed out (the TLS socket's destroy does
+    // not reach it), so a client that stalls its handshake would keep a descriptor for good. Destroying it closes
+    // the connection and frees the descriptor (measured: /proc/<pid>/fd, and the client reads end of stream).
+    tcp?.destroy?.();
   }
+}
+
+/** What is used of the TCP socket under a `TLSSocket` (its `_parent`, not in the types). */
+interface TcpUnder {
+  remoteAddress?: string;
+  remotePort?: number;
+  destroy?: () => void;
 }
 
 /**

@@ -13,6 +13,7 @@ import { type Service, startService } from "./_service.ts";
 import { makeTestCertificates, type TestCertificates, type TestPair } from "./_tls.ts";
 import { Op, RawSocket } from "../pusher/ws_testing.ts";
 import { until, within } from "../channel/testing.ts";
+import { closedByServer, openDescriptors, openStalled, STALLS } from "./_stalled_tls.ts";
 
 const text = new TextDecoder();
 
@@ -162,6 +163,38 @@ Deno.test("a hub with --client-ca and --token checks both: a right certificate w
   const answer = await fetch(`http://127.0.0.1:${rightPort}/?content=hi`);
   assert.deepEqual({ status: answer.status, body: await answer.text() }, { status: 200, body: "ok" });
   assert.ok(!right.lines.some((line) => line.includes("Unauthorized")), right.lines.join("\n"));
+});
+
+Deno.test("a hub with --client-ca closes the sockets of clients that stall their TLS handshake, at --hello-timeout", async (t) => {
+  await using certs = await makeTestCertificates();
+  const { hub, port } = await startClientCertHub(certs, ["--hello-timeout", "1000"]);
+  await using _hub = hub;
+  const idle = await openDescriptors(hub.process.pid);
+  for (const stall of STALLS) {
+    await t.step(stall, async () => {
+      const conns = await openStalled(port, 30, stall);
+      // The hello timeout, plus a margin for a loaded machine.
+      await closedByServer(conns, 1000 + 4000, `connections that stalled at ${stall}`);
+      await until(
+        async () => await openDescriptors(hub.process.pid) <= idle,
+        5000,
+        `the hub's descriptors back to ${idle}`,
+      );
+    });
+  }
+  assert.match(
+    hub.lines.join("\n"),
+    /msg="TLS handshake failed" remote=127\.0\.0\.1:\d+ error="TLS handshake timeout"/,
+  );
+  // The hub still lets a client in.
+  await using pusher = await startService("pusher", [
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    ...busArgs(certs, port, certs.client),
+  ]);
+  await linesWith(pusher, 'msg="connected to hub"');
 });
 
 Deno.test("--client-ca flags: without --cert the hub stops with one line; off loopback it stands in for the token", async (t) => {
