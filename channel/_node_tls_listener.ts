@@ -12,6 +12,7 @@
 
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { Logger } from "../shared/log.ts";
+import { ThrottledLine } from "../shared/log_throttle.ts";
 import type { CertifiedKey } from "../shared/tls.ts";
 
 /** Options for {@linkcode listenNodeTls}. */
@@ -123,6 +124,8 @@ class Listener implements NodeTlsListener {
   readonly addr: Deno.NetAddr;
   readonly #server: Server;
   readonly #logger: Logger;
+  /** Failed handshakes but refused certificates, a line a second at most: any client can cause them. */
+  readonly #handshakeFailures: ThrottledLine;
   readonly #backlog: number;
   readonly #ready: NodeTlsConn[] = [];
   #waiting: PromiseWithResolvers<NodeTlsConn> | null = null;
@@ -131,6 +134,7 @@ class Listener implements NodeTlsListener {
   constructor(server: Server, logger: Logger, backlog: number) {
     this.#server = server;
     this.#logger = logger;
+    this.#handshakeFailures = new ThrottledLine(logger, "warn", "TLS handshake failed");
     this.#backlog = backlog;
     const { address, port } = server.address() as { address: string; port: number };
     this.addr = { transport: "tcp", hostname: address, port };
@@ -187,7 +191,7 @@ class Listener implements NodeTlsListener {
     if (reason) {
       this.#logger.warn("client certificate refused", { remote, reason, code: code! });
     } else {
-      this.#logger.warn("TLS handshake failed", { remote, error: error.message });
+      this.#handshakeFailures.log({ remote, error: error.message });
     }
     // Deno 2.9.6 leaves that TCP socket open when the handshake failed or timed out (the TLS socket's destroy does
     // not reach it), so a client that stalls its handshake would keep a descriptor for good. Destroying it closes

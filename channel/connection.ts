@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { ThrottledLine } from "../shared/log_throttle.ts";
 import type { AckFields, Hub, Routed } from "./hub.ts";
 import type { Peer } from "./hub.ts";
 import type { Grace } from "./_grace.ts";
@@ -57,6 +58,8 @@ export interface ConnectionHost {
   readonly counters: Counters;
   /** Counts a connection whose hello was accepted; false when the hub is full. */
   admit(connection: Connection): boolean;
+  /** Where failed TLS handshakes are logged: a line a second at most, as any peer can cause them. */
+  readonly handshakeFailures: ThrottledLine;
 }
 
 /** Every pong is the same bytes: a peer's queue of pongs holds references, not copies. */
@@ -235,7 +238,7 @@ export class Connection implements Peer {
     } catch (error) {
       if (!handshaken && !this.#closed) {
         const remote = this.#tcp.remoteAddr as Deno.NetAddr;
-        this.#logger.warn("TLS handshake failed", {
+        this.#server.handshakeFailures.log({
           conn: this.#id,
           remote: `${remote.hostname}:${remote.port}`,
           error: (error as Error).message,

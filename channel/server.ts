@@ -10,6 +10,7 @@
  * @module
  */
 
+import { ThrottledLine } from "../shared/log_throttle.ts";
 import { Hub, type HubOptions } from "./hub.ts";
 import { Connection, type ConnectionHost, type ConnectionSettings, type HubConn } from "./connection.ts";
 import { Admission, Sweeps, type SweepSettings } from "./_admission.ts";
@@ -244,6 +245,7 @@ class Server implements ConnectionHost {
   readonly hub: Hub;
   readonly finished: Promise<void>;
   readonly counters = new Counters();
+  readonly handshakeFailures: ThrottledLine;
   readonly #listener: HubListener;
   readonly #settings: Settings;
   readonly #logger: Logger;
@@ -265,6 +267,7 @@ class Server implements ConnectionHost {
     this.hub = hub;
     this.#settings = settings;
     this.#logger = logger;
+    this.handshakeFailures = new ThrottledLine(logger, "warn", "TLS handshake failed");
     this.#grace = new Grace(settings.startupGrace);
     this.#admission = new Admission(settings.maxConnections);
     this.#sweeps = new Sweeps(this.#connections, settings);

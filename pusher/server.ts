@@ -17,6 +17,7 @@
  * @module
  */
 
+import { ThrottledLine } from "../shared/log_throttle.ts";
 import type { SocketHandlers } from "./socket.ts";
 import type { Transport, TransportRequest } from "./transport.ts";
 import { readHead, type ServerRequest } from "./http_head.ts";
@@ -306,6 +307,8 @@ class ServerImpl implements SocketOwner {
   };
   /** Connections still sending their request head, in the order they came, with their deadlines (`performance.now()`). */
   readonly #handshaking = new Map<Deno.Conn, number>();
+  /** Failed TLS handshakes, a line a second at most: any client can cause them. */
+  readonly #handshakeFailures: ThrottledLine;
   readonly #pinger: ReturnType<typeof setInterval>;
   readonly #watchdog: ReturnType<typeof setInterval>;
   #stopping: Promise<void> | null = null;
@@ -316,6 +319,7 @@ class ServerImpl implements SocketOwner {
     this.addr = listener.addr;
     this.#handler = handler;
     this.#settings = settings;
+    this.#handshakeFailures = new ThrottledLine(settings.logger, "warn", "TLS handshake failed");
     this.#pinger = setInterval(() => this.#ping(), settings.pingInterval);
     const tick = Math.min(settings.slowClientTimeout, settings.handshakeTimeout) / 4;
     this.#watchdog = setInterval(() => this.#watch(), Math.max(10, tick));
@@ -469,7 +473,7 @@ class ServerImpl implements SocketOwner {
     } catch (error) {
       if (this.#handshaking.has(tls)) {
         const remote = tls.remoteAddr as Deno.NetAddr;
-        this.#settings.logger.warn("TLS handshake failed", {
+        this.#handshakeFailures.log({
           remote: `${remote.hostname}:${remote.port}`,
           error: (error as Error).message,
         });

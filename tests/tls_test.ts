@@ -212,6 +212,67 @@ Deno.test("plain text meets TLS: the hub and the wss:// pusher refuse it with a 
   await assert.rejects(fetch(`http://127.0.0.1:${publisherPort}/?content=hi`), "no HTTP answer on the HTTPS port");
 });
 
+/**
+ * Sends `count` plain-text requests to the TLS port `port`, then one more
+ * at a time until `service` writes a further "TLS handshake failed" line,
+ * and checks that its lines account for every one: each line is one
+ * failure plus the `unlogged` it left out, and there is at most one a
+ * second (and one to start).
+ */
+async function floodAccounted(service: Service, port: number, count: number): Promise<void> {
+  const failedLines = () => service.lines.filter((line) => line.includes('msg="TLS handshake failed"'));
+  const started = performance.now();
+  const request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  for (let i = 0; i < count; i += 25) {
+    await Promise.all(Array.from({ length: Math.min(25, count - i) }, () => plainExchange(port, request)));
+  }
+  let sent = count;
+  const before = failedLines().length;
+  // The failures after the last line written are told by the next one: one more, until it comes.
+  await until(
+    async () => {
+      if (failedLines().length > before) return true;
+      await plainExchange(port, request);
+      sent++;
+      return failedLines().length > before;
+    },
+    10_000,
+    "a line after the flood",
+  );
+  await until(
+    () => {
+      const told = failedLines().reduce((sum, line) => sum + 1 + Number(/ unlogged=(\d+)/.exec(line)?.[1] ?? 0), 0);
+      return told === sent;
+    },
+    5000,
+    `lines that account for ${sent} failures; got:\n${failedLines().join("\n")}`,
+  );
+  const seconds = (performance.now() - started) / 1000;
+  assert.ok(failedLines().length <= Math.ceil(seconds) + 1, `${failedLines().length} lines in ${seconds.toFixed(1)} s`);
+}
+
+Deno.test("a flood of plain text at the TLS hub and wss:// pusher costs a line a second, and the lines count every failure", async () => {
+  await using certs = await makeTestCertificates();
+  const { hub, port: hubPort } = await startTlsHub(certs.server);
+  await using _hub = hub;
+  await floodAccounted(hub, hubPort, 200);
+  await using pusher = await startService("pusher", [
+    "--port",
+    "0",
+    "--cert",
+    certs.server.cert,
+    "--key",
+    certs.server.key,
+    "--workers",
+    "1",
+    "--hub",
+    `127.0.0.1:${hubPort}`,
+    "--hub-ca",
+    certs.ca,
+  ]);
+  await floodAccounted(pusher, await pusher.port(), 200);
+});
+
 Deno.test("SIGHUP reloads the certificate: open wss:// connections stay, new connections and requests get the new one", async () => {
   await using certs = await makeTestCertificates();
   // The services read these paths again on SIGHUP: the test swaps what is in them.
