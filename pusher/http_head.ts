@@ -123,7 +123,8 @@ function indexOfHeadEnd(bytes: Uint8Array, from: number, to: number): number {
  */
 export function parseHead(head: string, local: Deno.NetAddr): ParsedHead | Response {
   const lines = head.split("\r\n");
-  const match = /^([A-Z]+) (\S+) HTTP\/1\.([01])$/.exec(lines[0]!);
+  // The target is anything but ASCII whitespace (`\S` would stop at a raw 0xA0, read as U+00A0).
+  const match = /^([A-Z]+) ([^\t\n\v\f\r ]+) HTTP\/1\.([01])$/.exec(lines[0]!);
   if (!match) return text(400, "Bad request line\n");
   // Origin form (/path?query), or absolute form (http://host/path?query),
   // which a server must accept (RFC 9112 3.2.2).

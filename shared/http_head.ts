@@ -59,7 +59,11 @@ export interface HeadError {
   readonly reason: string;
 }
 
-const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/(\d)\.(\d)$/;
+/**
+ * A request line. The target is anything but ASCII whitespace: not `\S`, which also stops at U+00A0, the
+ * raw byte 0xA0 of a UTF-8 "à" or "你" read as Latin-1.
+ */
+const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^\t\n\v\f\r ]+) HTTP\/(\d)\.(\d)$/;
 const HIGH_BYTE = /[\x80-\xff]/;
 const HIGH_BYTES = /[\x80-\xff]/g;
 const ABSOLUTE = /^https?:\/\/([^/?#]*)([^#]*)$/i;

@@ -1244,7 +1244,7 @@ function pathOf(target: string): string {
   return query < 0 ? target : target.slice(0, query);
 }
 
-const REQUEST_LINE_PATH = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ (?:https?:\/\/[^/\s?#]*)?(\/[^\s?#]*)/i;
+const REQUEST_LINE_PATH = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ (?:https?:\/\/[^/\t\n\v\f\r ?#]*)?(\/[^\t\n\v\f\r ?#]*)/i;
 
 /** The path a request line names (in origin or absolute form), from a head as text or bytes; null when it names none. */
 function requestLinePath(head: string | Uint8Array): string | null {

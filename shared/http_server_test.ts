@@ -850,7 +850,8 @@ Deno.test("http server gives a target's raw UTF-8 bytes to the handler as their 
   // Answered percent-encoded, so that the reader's body is ASCII.
   await using server = start({}, (req) => text(200, encodeURIComponent(new URL(req.url).searchParams.get("c")!)));
   // As curl or a PHP backend send them unencoded: "€" is E2 82 AC, "日本" E6 97 A5 E6 9C AC.
-  for (const value of ["€", "日本", "a€b", "é", "\u0080\u009f"]) {
+  // "à" (C3 A0) and "你" (E4 BD A0) hold 0xA0, which as Latin-1 is U+00A0, a no-break space to `\s`.
+  for (const value of ["€", "日本", "a€b", "é", "\u0080\u009f", "à", "你好"]) {
     using conn = await connect(server.addr.port);
     await send(conn, `GET /?c=${value} HTTP/1.1\r\nHost: x\r\n\r\n`);
     const answer = await new Reader(conn).next();
