@@ -330,9 +330,21 @@ export async function main(args: string[] = Deno.args): Promise<number> {
  * @throws {TypeError} for a bad value or certificate file, or a
  * non-loopback address without an API key and without `--insecure`.
  */
+/**
+ * What an API key may hold: visible ASCII. A header carries bytes that the
+ * server reads as Latin-1, so a key with "é" sent as UTF-8 would never
+ * match, and `Bearer` takes no space.
+ */
+const API_KEY = /^[\x21-\x7e]+$/;
+
 async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
   const hostname = stringFlag(flags, "hostname") ?? "127.0.0.1";
   const apiKey = (stringFlag(flags, "api-key") ?? Deno.env.get("PUBLISHER_API_KEY")) || undefined;
+  if (apiKey !== undefined && !API_KEY.test(apiKey)) {
+    throw new TypeError(
+      "Invalid API key: use visible ASCII without spaces, as it travels in an HTTP header (openssl rand -hex 32 makes one)",
+    );
+  }
   if (!apiKey && !isLoopback(hostname) && !flags.insecure) {
     throw new TypeError(
       `Refusing to listen on ${hostname} without an API key: set --api-key or PUBLISHER_API_KEY, or pass --insecure`,

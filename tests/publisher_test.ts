@@ -754,3 +754,16 @@ Deno.test("publisher told a --hub its task's --allow-net does not grant says so 
   assert.match(line, /level=error .*hub=localhost:2206 .*hint="the task's --allow-net does not grant this host/);
   assert.equal((await call(`${base}?content=x`)).status, 503);
 });
+
+Deno.test("publisher refuses at start, in one line, an API key that no header could carry as given", async () => {
+  // "kéy" sent as UTF-8 in X-API-Key would be read as Latin-1 "kÃ©y", and a space cuts a Bearer token.
+  for (const key of ["kéy", "two words"]) {
+    await using refused = await startService("publisher", ["--port", "0"], { env: { PUBLISHER_API_KEY: key } });
+    const status = await within(refused.process.status, 10_000, "the refusing publisher to exit");
+    assert.equal(status.code, 2, key);
+    await refused.stop();
+    assert.equal(refused.lines.length, 1, refused.lines.join("\n"));
+    assert.match(refused.lines[0]!, /level=error svc=publisher msg="Invalid API key: use visible ASCII without spaces/);
+    assert.ok(!refused.lines[0]!.includes(key), "the key is not logged");
+  }
+});
