@@ -30,8 +30,11 @@ export interface NatsClusterOptions {
   nodes?: number;
   /** Token clients must give. @default {none} */
   token?: string;
-  /** Serve clients over TLS with this certificate and key (file paths). @default {plain text} */
-  tls?: { certFile: string; keyFile: string };
+  /**
+   * Serve clients over TLS with this certificate and key (file paths); with
+   * `caFile`, only to clients with a certificate signed by it. @default {plain text}
+   */
+  tls?: { certFile: string; keyFile: string; caFile?: string };
 }
 
 /** A running NATS cluster (or single node). */
@@ -43,8 +46,12 @@ export interface NatsCluster extends AsyncDisposable {
   readonly url: string;
   /** Kills a node with SIGKILL. */
   kill(index: number): Promise<void>;
-  /** Starts a killed node again, on its ports and store, and waits until it is healthy. */
-  restart(index: number): Promise<void>;
+  /**
+   * Starts a killed node again, on its ports and store, and waits until it is
+   * healthy. Over TLS with a `caFile`, `clientAuth` changes whether it asks
+   * clients for a certificate.
+   */
+  restart(index: number, changes?: { clientAuth?: boolean }): Promise<void>;
   /** The name of the node leading `stream`, from a live node's monitoring port. */
   streamLeader(stream: string): Promise<string>;
 }
@@ -83,6 +90,7 @@ async function startNatsOnce(options: NatsClusterOptions): Promise<NatsCluster> 
     monitorPort: freePort(),
     service: null,
   }));
+  let clientAuth = options.tls?.caFile !== undefined;
   const args = (node: NatsNode): string[] => {
     const words = [
       "-a",
@@ -99,6 +107,7 @@ async function startNatsOnce(options: NatsClusterOptions): Promise<NatsCluster> 
     ];
     if (options.token !== undefined) words.push("--auth", options.token);
     if (options.tls) words.push("--tls", "--tlscert", options.tls.certFile, "--tlskey", options.tls.keyFile);
+    if (options.tls?.caFile !== undefined && clientAuth) words.push("--tlsverify", "--tlscacert", options.tls.caFile);
     if (count > 1) {
       const routes = nodes.filter((other) => other !== node).map((other) => `nats://127.0.0.1:${other.clusterPort}`);
       words.push(
@@ -162,7 +171,8 @@ async function startNatsOnce(options: NatsClusterOptions): Promise<NatsCluster> 
       await node.service?.[Symbol.asyncDispose]();
       node.service = null;
     },
-    async restart(index) {
+    async restart(index, changes = {}) {
+      clientAuth = changes.clientAuth ?? clientAuth;
       const node = nodes[index]!;
       start(node);
       await healthy(node);

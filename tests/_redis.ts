@@ -32,8 +32,12 @@ export interface TestRedis extends AsyncDisposable {
   readonly lines: string[];
   /** Stops the server (SIGKILL: as a crash, nothing saved). */
   stop(): Promise<void>;
-  /** Starts it again on the same port, with nothing kept: it resolves once it accepts connections. */
-  start(): Promise<void>;
+  /**
+   * Starts it again on the same port, with nothing kept: it resolves once it
+   * accepts connections. Over TLS, `clientAuth` changes whether it asks
+   * clients for a certificate.
+   */
+  start(changes?: { clientAuth?: boolean }): Promise<void>;
   /** Runs `redis-cli` against it with these arguments and returns its output. */
   cli(...args: string[]): Promise<string>;
 }
@@ -53,7 +57,8 @@ export interface TestRedis extends AsyncDisposable {
 export async function startRedis(options: RedisOptions = {}): Promise<TestRedis> {
   const dir = await Deno.makeTempDir({ prefix: "redis-test-" });
   const port = freePort();
-  const args = [
+  let clientAuth = options.tls?.clientAuth ?? false;
+  const args = (): string[] => [
     "--bind",
     "127.0.0.1",
     "--save",
@@ -77,12 +82,13 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
       "--tls-ca-cert-file",
       options.tls.caFile,
       "--tls-auth-clients",
-      options.tls.clientAuth ? "yes" : "no",
+      clientAuth ? "yes" : "no",
     ]),
   ];
   let server: Service | null = null;
-  const start = async () => {
-    server = startCommand("redis", ["redis-server", ...args]);
+  const start = async (changes: { clientAuth?: boolean } = {}) => {
+    clientAuth = changes.clientAuth ?? clientAuth;
+    server = startCommand("redis", ["redis-server", ...args()]);
     await server.waitForLine(/Ready to accept connections/);
   };
   const stop = async () => {
