@@ -125,6 +125,7 @@ import {
   type RequestResult,
 } from "./bus.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { isTlsAlert, onTlsAlert, reportTlsAlert, TLS_ALERT_HINT } from "./_tls_alerts.ts";
 import { DEFAULT_HISTORY_TOTAL_BYTES, epochSlot, newEpoch } from "./history_log.ts";
 import { IdempotencyCache, idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import { PRESENCE_SUBJECT } from "./address.ts";
@@ -261,8 +262,26 @@ let lateResetsIgnored = false;
  * the system resolves the name at each dial, and TLS still checks the name.
  */
 function connect(options: ConnectionOptions): Promise<NatsConnection> {
-  setTransportFactory({ factory: () => new NodeTransport(), dnsResolveFn: (host) => Promise.resolve([host]) });
+  setTransportFactory({ factory: () => new AlertingTransport(), dnsResolveFn: (host) => Promise.resolve([host]) });
   return NatsConnectionImpl.connect(options);
+}
+
+/**
+ * The npm client's Node transport, passing on the TLS alert a server sends
+ * once the handshake is done (over TLS 1.3, its refusal of the client's
+ * certificate). The transport keeps it as the connection's error, for a close
+ * that Deno's `node:tls` does not report after an alert (not even once the
+ * socket is destroyed): the attempt ends at the connect timeout, and the
+ * client says only `timeout`. (An alert that comes before the transport
+ * listens is caught by `_tls_alerts.ts` itself.)
+ */
+class AlertingTransport extends NodeTransport {
+  override setupHandlers(): void {
+    super.setupHandlers();
+    this.socket.on("error", (error) => {
+      if (isTlsAlert(error)) reportTlsAlert(error);
+    });
+  }
 }
 
 const encoder = new TextEncoder();
@@ -352,12 +371,16 @@ export class NatsBus implements Bus {
   #closed = false;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   readonly #connecting: Promise<void>;
+  /** The TLS alert last logged as a warning, until the link is up: the same one again is logged at debug. */
+  #tlsAlert: string | null = null;
+  readonly #stopHearingAlerts: () => void;
 
   /** Connects to `options.servers` in the background and keeps the link up. */
   constructor(options: NatsBusOptions) {
     if (options.servers.length === 0) throw new TypeError("Cannot open a NATS bus: no servers");
     if (!lateResetsIgnored) ignoreLateResets();
     lateResetsIgnored = true;
+    this.#stopHearingAlerts = onTlsAlert((error) => this.#onTlsAlert(error));
     this.#options = options;
     this.#logger = options.logger ?? createLogger("nats-bus");
     this.#publishTimeout = options.publishTimeout ?? 5000;
@@ -413,10 +436,13 @@ export class NatsBus implements Bus {
           timeout: 2000,
         });
       } catch (error) {
-        if (!logged) {
+        const alert = tlsAlertOf(error);
+        if (alert) {
+          this.#onTlsAlert(alert);
+        } else if (!logged) {
           this.#logger.warn("cannot connect to NATS yet", { address: this.address, error: errorText(error) });
+          logged = true;
         }
-        logged = true;
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             this.#waiters.delete(waiter);
@@ -440,6 +466,7 @@ export class NatsBus implements Bus {
     this.#nc = nc;
     this.#js = jetstream(nc, { timeout: ATTEMPT_TIMEOUT });
     this.#connected = true;
+    this.#tlsAlert = null;
     this.#logger.info("connected to NATS", { server: nc.getServer() });
     void this.#watch(nc);
     nc.subscribe(CENSUS_SUBJECT, { callback: (_error, msg) => this.#onCensus(msg) });
@@ -457,6 +484,7 @@ export class NatsBus implements Bus {
         this.#logger.warn("NATS link lost", { server: status.server });
       } else if (status.type === "reconnect") {
         this.#connected = true;
+        this.#tlsAlert = null;
         this.#reconnects++;
         this.#logger.info("NATS link back", { server: status.server });
         this.#tops.clear();
@@ -470,6 +498,22 @@ export class NatsBus implements Bus {
         this.#wake();
       }
     }
+  }
+
+  /**
+   * A NATS server refused the TLS handshake with an alert (a client
+   * certificate missing or not trusted): a configuration to fix, said as a
+   * warning once per cause until the link is up, as the hub link says its own.
+   */
+  #onTlsAlert(error: Error): void {
+    if (this.#closed) return;
+    const repeated = error.message === this.#tlsAlert;
+    this.#tlsAlert = error.message;
+    this.#logger[repeated ? "debug" : "warn"]("NATS TLS handshake refused", {
+      address: this.address,
+      error: error.message,
+      hint: TLS_ALERT_HINT,
+    });
   }
 
   #wake(): void {
@@ -1308,6 +1352,7 @@ export class NatsBus implements Bus {
       return;
     }
     this.#closed = true;
+    this.#stopHearingAlerts();
     clearInterval(this.#heartbeat);
     this.#failWaiters("NATS bus is closed");
     const nc = this.#nc;
@@ -1351,6 +1396,16 @@ function parseData(bytes: Uint8Array): Json {
   } catch {
     return null;
   }
+}
+
+/** The TLS alert that `error` is, or was caused by; null when none. */
+function tlsAlertOf(error: unknown): Error | null {
+  let cause: unknown = error;
+  while (cause instanceof Error) {
+    if (isTlsAlert(cause)) return cause;
+    cause = cause.cause;
+  }
+  return null;
 }
 
 function errorText(error: unknown): string {

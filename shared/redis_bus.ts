@@ -59,6 +59,7 @@ import {
 import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, epochSlot, newEpoch } from "./history_log.ts";
 import { DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { isTlsAlert, onTlsAlert, TLS_ALERT_HINT } from "./_tls_alerts.ts";
 
 /** The default Redis port. */
 export const DEFAULT_REDIS_PORT = 6379;
@@ -323,6 +324,9 @@ export class RedisBus implements Bus {
   #announced = false;
   readonly #scriptSha = new Map<string, Promise<string>>();
   #closing: Promise<void> | undefined;
+  /** The TLS alert last logged as a warning, until a link is up: the same one again is logged at debug. */
+  #tlsAlert: string | null = null;
+  readonly #stopHearingAlerts: () => void;
 
   /** Connects to Redis at `options.hostname`:`options.port` (127.0.0.1:6379 by default) and keeps both links up. */
   constructor(options: RedisBusOptions = {}) {
@@ -398,6 +402,8 @@ export class RedisBus implements Bus {
       link.connecting = link.client.connect().then(() => {}, () => {});
       return link;
     };
+    // Before the links open: an alert that comes before node-redis listens would end the process (_tls_alerts.ts).
+    this.#stopHearingAlerts = onTlsAlert((error) => this.#onTlsAlert(error));
     this.#commands = open("commands");
     this.#subscriptions = open("subscriptions");
   }
@@ -631,6 +637,7 @@ export class RedisBus implements Bus {
 
   async #close(): Promise<void> {
     this.#closedSignal.abort();
+    this.#stopHearingAlerts();
     this.#handlers.clear();
     this.#subscribing.clear();
     for (const withdraw of this.#withdraw.values()) withdraw();
@@ -821,6 +828,7 @@ export class RedisBus implements Bus {
     }
     link.everReady = true;
     link.lostLogged = false;
+    this.#tlsAlert = null;
     if (!this.#announced && this.connected) {
       this.#announced = true;
       this.#logger.info("connected to redis", { bus: this.address });
@@ -830,12 +838,34 @@ export class RedisBus implements Bus {
 
   #onLost(link: Link, error: Error): void {
     link.ready = link.client.isReady;
-    if (this.#closedSignal.signal.aborted || link.lostLogged) return;
+    if (this.#closedSignal.signal.aborted) return;
+    if (isTlsAlert(error)) {
+      // Said once per cause, not once per outage: it is why every retry fails.
+      link.lostLogged = true;
+      return this.#onTlsAlert(error);
+    }
+    if (link.lostLogged) return;
     link.lostLogged = true;
     this.#logger.warn(link.everReady ? "redis link lost" : "cannot reach redis", {
       bus: this.address,
       link: link.name,
       reason: error.message,
+    });
+  }
+
+  /**
+   * Redis refused the TLS handshake with an alert (a client certificate
+   * missing or not trusted): a configuration to fix, said as a warning once
+   * per cause until a link is up, as the hub link says its own.
+   */
+  #onTlsAlert(error: Error): void {
+    if (this.#closedSignal.signal.aborted) return;
+    const repeated = error.message === this.#tlsAlert;
+    this.#tlsAlert = error.message;
+    this.#logger[repeated ? "debug" : "warn"]("Redis TLS handshake refused", {
+      bus: this.address,
+      error: error.message,
+      hint: TLS_ALERT_HINT,
     });
   }
 }
