@@ -56,6 +56,7 @@ import {
 import {
   BUS_TLS_FLAGS,
   type BusTls,
+  busTlsField,
   busTlsFlag,
   type CertFiles,
   certFilesFlag,
@@ -428,7 +429,7 @@ function listen(config: PublisherConfig, handler: PublishHandler, logger: Logger
       addr: `${addr.hostname}:${addr.port}`,
       auth: apiKey ? "api-key" : "none",
       tls: served ? "on" : "off",
-      busTls: config.busTls?.caCerts ? (config.busTls.cert ? "on, client certificate" : "on") : "off",
+      busTls: busTlsField(config.bus, config.busTls),
       ...(served && certificateFields(served)),
     });
   const maxBodyBytes = Math.max(config.api.maxBodyBytes, config.maxContentBytes * 3 + FORM_OVERHEAD_BYTES);

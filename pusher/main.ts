@@ -51,6 +51,7 @@ import {
 } from "../shared/cli.ts";
 import {
   BUS_TLS_FLAGS,
+  busTlsField,
   busTlsFlag,
   type CertFiles,
   certFilesFlag,
@@ -396,7 +397,7 @@ async function run(settings: PusherSettings, logger: Logger, signalled: Promise<
     bus: config.bus,
     auth: config.tokenSecret ? "token" : "none",
     tls: served ? "on" : "off",
-    busTls: config.busTls?.caCerts ? (config.busTls.cert ? "on, client certificate" : "on") : "off",
+    busTls: busTlsField(config.bus, config.busTls),
     ...(served && certificateFields(served)),
   });
   const outcome = await Promise.race([signalled, failed]);

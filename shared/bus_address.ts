@@ -116,6 +116,34 @@ function invalid(address: string, detail: string): TypeError {
 }
 
 /**
+ * Whether the link to the bus at `address` speaks TLS, given the TLS settings
+ * of `--bus-ca`, `--bus-cert` and `--bus-key`: always on `tls://` and
+ * `rediss://` (verified with the system's CAs if no CA is given); on
+ * `channel://` once a CA is given, which verifies the hub; on `nats://` and
+ * `redis://` once any is given, as TLS settings are for TLS and should never
+ * be dropped for plain text.
+ *
+ * @example
+ * ```ts
+ * import { busSpeaksTls, parseBusAddress } from "./bus_address.ts";
+ *
+ * busSpeaksTls(parseBusAddress("redis://10.0.0.1:6379"), { caCerts: ["-----BEGIN CERTIFICATE-----..."] }); // true
+ * busSpeaksTls(parseBusAddress("nats://10.0.0.1:4222"), undefined); // false
+ * ```
+ */
+export function busSpeaksTls(address: BusAddress, tls: { caCerts?: readonly string[] } | undefined): boolean {
+  switch (address.scheme) {
+    case "tls":
+    case "rediss":
+      return true;
+    case "channel":
+      return tls?.caCerts !== undefined;
+    default:
+      return tls !== undefined;
+  }
+}
+
+/**
  * What answers and logs call the bus at `address`, as written mid-sentence:
  * `hub`, `NATS` or `Redis` (`hub` for an address of no other scheme: the
  * services open only those that parse).

@@ -18,9 +18,16 @@ import type { Bus } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import { HubBus } from "../channel/bus.ts";
 import { LazyBus } from "./_lazy_bus.ts";
-import { parseBusAddress } from "./bus_address.ts";
+import { busSpeaksTls, parseBusAddress } from "./bus_address.ts";
 
-export { BUS_SCHEMES, type BusAddress, type BusHost, hubBusAddress, parseBusAddress } from "./bus_address.ts";
+export {
+  BUS_SCHEMES,
+  type BusAddress,
+  type BusHost,
+  busSpeaksTls,
+  hubBusAddress,
+  parseBusAddress,
+} from "./bus_address.ts";
 
 /** Options for {@linkcode openBus}. */
 export interface OpenBusOptions {
@@ -36,8 +43,9 @@ export interface OpenBusOptions {
    * TLS to the bus, PEM contents (not paths): `caCerts` verify the bus
    * server, and `cert` with `key` are presented to it as a client
    * certificate. On `channel://`, TLS is on when `caCerts` is given; a client
-   * certificate without them is an error. A `tls://` NATS address uses it
-   * (the system's CAs without it). @default {plain text}
+   * certificate without them is an error. On `nats://` and `redis://`, TLS is
+   * on when this is given; `tls://` and `rediss://` always speak TLS, with
+   * the system's CAs unless `caCerts` is given. @default {plain text}
    */
   tls?: { caCerts?: string[]; cert?: string; key?: string };
   /**
@@ -92,7 +100,7 @@ export function openBus(address: string, options: OpenBusOptions = {}): Bus {
       const { NatsBus } = await import("./nats_bus.ts");
       return new NatsBus({
         servers: parsed.servers,
-        tls: parsed.scheme === "tls" ? options.tls ?? true : false,
+        tls: busSpeaksTls(parsed, options.tls) ? options.tls ?? true : false,
         token: options.token,
         publishTimeout: options.publishTimeout,
         maxPayload: options.maxFrameBytes,
@@ -106,7 +114,7 @@ export function openBus(address: string, options: OpenBusOptions = {}): Bus {
     return new RedisBus({
       hostname: parsed.hostname,
       port: parsed.port,
-      tls: parsed.scheme === "rediss" ? options.tls ?? true : false,
+      tls: busSpeaksTls(parsed, options.tls) ? options.tls ?? true : false,
       token: options.token,
       maxMessageBytes: options.maxFrameBytes,
       publishTimeout: options.publishTimeout,

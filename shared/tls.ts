@@ -12,6 +12,7 @@
 
 import type { FlagSpec, FlagValues } from "./cli.ts";
 import type { Logger } from "./log.ts";
+import { busSpeaksTls, parseBusAddress } from "./bus_address.ts";
 
 /** PEM contents of a certificate chain (leaf first) and its private key: what a TLS server presents. */
 export interface CertifiedKey {
@@ -68,7 +69,8 @@ export const BUS_TLS_FLAGS: Record<string, FlagSpec> = {
   "bus-ca": {
     type: "string",
     arg: "FILE",
-    help: "PEM CA certificate(s) that verify the bus server: TLS to the bus (default: plain text)",
+    help:
+      "PEM CA certificate(s) that verify the bus server: TLS to the bus, whatever its scheme (default: plain text; the system's CAs on tls:// and rediss://)",
   },
   "hub-ca": { type: "string", arg: "FILE", help: "the same as --bus-ca" },
   "bus-cert": { type: "string", arg: "FILE", help: "PEM client certificate presented to the bus, with --bus-key" },
@@ -171,6 +173,23 @@ export async function busTlsFlag(values: FlagValues): Promise<BusTls | undefined
     tls.key = served.key;
   }
   return tls;
+}
+
+/**
+ * What the `listening` line says of TLS to the bus at `address` with `tls`
+ * (from {@linkcode busTlsFlag}): `on, client certificate`, `on`, or `off`.
+ *
+ * @example
+ * ```ts
+ * import { busTlsField } from "./tls.ts";
+ *
+ * busTlsField("rediss://10.0.0.1:6379", undefined); // "on": the system's CAs verify it
+ * busTlsField("nats://10.0.0.1:4222", undefined); // "off"
+ * ```
+ */
+export function busTlsField(address: string, tls: BusTls | undefined): string {
+  if (!busSpeaksTls(parseBusAddress(address), tls)) return "off";
+  return tls?.cert === undefined ? "on" : "on, client certificate";
 }
 
 /**

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { busTlsFlag, certFilesFlag, certificateFields, pemBlocks, readServedCertificate } from "./tls.ts";
+import {
+  type BusTls,
+  busTlsField,
+  busTlsFlag,
+  certFilesFlag,
+  certificateFields,
+  pemBlocks,
+  readServedCertificate,
+} from "./tls.ts";
 import { makeTestCertificates } from "../tests/_tls.ts";
 
 Deno.test("readServedCertificate reads a certificate and its key, with the subject and expiry the logs show", async () => {
@@ -64,6 +72,22 @@ Deno.test("busTlsFlag reads the CA (--bus-ca or --hub-ca) and a client certifica
     busTlsFlag({ "bus-ca": certs.ca, "bus-cert": certs.client.cert, "bus-key": certs.server.key }),
     /^TypeError: Invalid --bus-key .*not the key of the first certificate/,
   );
+});
+
+Deno.test("busTlsField: TLS to the bus is on for tls:// and rediss://, and on every scheme once TLS flags are given", () => {
+  const ca = { caCerts: ["-----BEGIN CERTIFICATE-----"] };
+  const withCert = { ...ca, cert: "cert", key: "key" };
+  const cases: [string, BusTls | undefined, string][] = [
+    ["channel://127.0.0.1:2206", undefined, "off"],
+    ["channel://127.0.0.1:2206", ca, "on"],
+    ["nats://127.0.0.1:4222", undefined, "off"],
+    ["nats://127.0.0.1:4222", withCert, "on, client certificate"],
+    ["tls://nats1:4222", undefined, "on"],
+    ["redis://127.0.0.1:6379", undefined, "off"],
+    ["redis://127.0.0.1:6379", ca, "on"],
+    ["rediss://127.0.0.1:6379", undefined, "on"],
+  ];
+  for (const [address, tls, field] of cases) assert.equal(busTlsField(address, tls), field, `${address} ${!!tls}`);
 });
 
 Deno.test("pemBlocks splits a bundle into one PEM per certificate", async () => {

@@ -2,7 +2,9 @@
  * TLS to NATS and Redis, as real processes started from their tasks with
  * certificates from a test CA (`tests/_tls.ts`): a bus server that refuses
  * the client's certificate leaves the pusher and the publisher up, saying
- * why, answering 503 and linking once the server accepts them.
+ * why, answering 503 and linking once the server accepts them; and the TLS
+ * flags (`--bus-ca`, `--bus-cert`, `--bus-key`) turn TLS on with `nats://`
+ * and `redis://` as they do with the hub's `channel://`.
  */
 
 import assert from "node:assert/strict";
@@ -129,4 +131,76 @@ Deno.test("NATS refusing the client's certificate: the pusher and the publisher 
     },
     linked: "connected to NATS",
   });
+});
+
+Deno.test("--bus-ca turns TLS on with nats:// and redis://: a plain-text server is refused, a TLS one verified and shown the client certificate", async (t) => {
+  await using certs = await makeTestCertificates();
+  const ca = ["--bus-ca", certs.ca];
+  const clientCert = ["--bus-cert", certs.client.cert, "--bus-key", certs.client.key];
+
+  /** Starts a publisher with `args`; resolves with it, its port, and its `listening` line. */
+  const publisher = async (args: string[]) => {
+    const { service } = await start("publisher", [...args, "--publish-timeout", "500"]);
+    const port = await service.port();
+    return { service, port, listening: await service.waitForLine(/msg=listening /) };
+  };
+
+  await t.step("nats:// to a plain-text NATS: refused before the token is sent", async () => {
+    await using nats = await startNats({ token: TOKEN });
+    const { service, port, listening } = await publisher(["--bus", nats.url.replace("tls://", "nats://"), ...ca]);
+    await using _service = service;
+    assert.match(listening, /busTls=on/);
+    await service.waitForLine(/level=warn .*msg="cannot connect to NATS yet" .*server does not support 'tls'/);
+    assert.equal(await publish(port, "plain"), 503);
+  });
+
+  await t.step(
+    "nats:// to a TLS NATS that asks for a certificate: verified with --bus-ca, shown --bus-cert",
+    async () => {
+      await using nats = await startNats({
+        token: TOKEN,
+        tls: { certFile: certs.server.cert, keyFile: certs.server.key, caFile: certs.ca },
+      });
+      const address = nats.url.replace("tls://", "nats://");
+      const { service, port, listening } = await publisher(["--bus", address, ...ca, ...clientCert]);
+      await using _service = service;
+      assert.match(listening, /busTls="on, client certificate"/);
+      await service.waitForLine(/msg="connected to NATS"/);
+      assert.equal(await publish(port, "tls"), 200);
+    },
+  );
+
+  await t.step("redis:// to a plain-text Redis: refused before the password is sent", async () => {
+    await using redis = await startRedis({ password: TOKEN });
+    const { service, port, listening } = await publisher(["--bus", redis.address, ...ca]);
+    await using _service = service;
+    assert.match(listening, /busTls=on/);
+    await service.waitForLine(/level=warn .*msg="cannot reach redis"/);
+    assert.equal(await publish(port, "plain"), 503);
+    // Only redis-cli's own AUTH, just now: nothing of the publisher's, its password least of all, reached Redis.
+    const stats = await redis.cli("INFO", "commandstats");
+    const commands = stats.split("\n").filter((line) => line.startsWith("cmdstat_"));
+    assert.deepEqual(commands.map((line) => line.split(",")[0]), ["cmdstat_auth:calls=1"], stats);
+  });
+
+  await t.step(
+    "redis:// to a TLS Redis that asks for a certificate: verified with --bus-ca, shown --bus-cert",
+    async () => {
+      await using redis = await startRedis({
+        password: TOKEN,
+        tls: {
+          certFile: fromRoot(certs.server.cert),
+          keyFile: fromRoot(certs.server.key),
+          caFile: fromRoot(certs.ca),
+          clientAuth: true,
+        },
+      });
+      const address = `redis://127.0.0.1:${redis.port}`;
+      const { service, port, listening } = await publisher(["--bus", address, ...ca, ...clientCert]);
+      await using _service = service;
+      assert.match(listening, /busTls="on, client certificate"/);
+      await service.waitForLine(/msg="connected to redis"/);
+      await until(async () => await publish(port, "tls") === 200, 10_000, "a publish over TLS answered 200");
+    },
+  );
 });
