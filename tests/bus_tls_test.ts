@@ -34,7 +34,9 @@ async function start(task: string, args: string[]): Promise<{ service: Service; 
 
 /** A publish through the GET API: its status. */
 async function publish(port: number, content: string): Promise<number> {
-  const response = await fetch(`http://127.0.0.1:${port}/?content=${content}`);
+  const response = await fetch(`http://127.0.0.1:${port}/?content=${content}`).catch((error: Error) => {
+    throw new Error(`The publisher on port ${port} did not answer (did it exit?): ${error.message}`);
+  });
   await response.body?.cancel();
   return response.status;
 }
