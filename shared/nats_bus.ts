@@ -380,7 +380,6 @@ export class NatsBus implements Bus {
     if (options.servers.length === 0) throw new TypeError("Cannot open a NATS bus: no servers");
     if (!lateResetsIgnored) ignoreLateResets();
     lateResetsIgnored = true;
-    this.#stopHearingAlerts = onTlsAlert((error) => this.#onTlsAlert(error));
     this.#options = options;
     this.#logger = options.logger ?? createLogger("nats-bus");
     this.#publishTimeout = options.publishTimeout ?? 5000;
@@ -393,6 +392,8 @@ export class NatsBus implements Bus {
     }
     const scheme = options.tls ? "tls" : "nats";
     this.address = `${scheme}://${options.servers.map(hostPort).join(",")}`;
+    // Before the first dial: an alert that comes before the client listens would end the process (_tls_alerts.ts).
+    this.#stopHearingAlerts = onTlsAlert((error) => this.#onTlsAlert(error));
     this.#connecting = this.#connect();
   }
 
