@@ -277,7 +277,10 @@ export class Connection implements Peer {
     // (within the grace): an ack not sent makes the publisher send again.
     // Then finish(), not end(): what was queued before the shutdown is written.
     const acked = this.#unacked === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.#allAcked = resolve));
-    acked.then(() => this.#writer.finish()).then(() => this.#close());
+    // Then a half-close, which over TLS is the close_notify a client checks for (else it logs a truncation).
+    acked.then(() => this.#writer.finish())
+      .then(() => this.#closed ? undefined : this.#tcp.closeWrite().catch(() => {}))
+      .then(() => this.#close());
   }
 
   /**

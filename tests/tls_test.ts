@@ -273,6 +273,25 @@ Deno.test("a flood of plain text at the TLS hub and wss:// pusher costs a line a
   await floodAccounted(pusher, await pusher.port(), 200);
 });
 
+Deno.test("a TLS hub shutting down ends its links with close_notify: its clients see the hub close, not a truncation", async () => {
+  await using certs = await makeTestCertificates();
+  const { hub, port } = await startTlsHub(certs.server);
+  await using _hub = hub;
+  await using publisher = await startService("publisher", [
+    "--port",
+    "0",
+    "--hub",
+    `127.0.0.1:${port}`,
+    "--hub-ca",
+    certs.ca,
+  ]);
+  await publisher.waitForLine(/msg="connected to hub"/);
+  assert.equal((await hub.stop("SIGTERM")).code, 0);
+  const line = await publisher.waitForLine(/msg="disconnected from hub"/);
+  assert.match(line, /reason="the hub closed the connection"/);
+  assert.doesNotMatch(line, /close_notify/);
+});
+
 Deno.test("SIGHUP reloads the certificate: open wss:// connections stay, new connections and requests get the new one", async () => {
   await using certs = await makeTestCertificates();
   // The services read these paths again on SIGHUP: the test swaps what is in them.
