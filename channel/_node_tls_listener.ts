@@ -124,8 +124,10 @@ class Listener implements NodeTlsListener {
   readonly addr: Deno.NetAddr;
   readonly #server: Server;
   readonly #logger: Logger;
-  /** Failed handshakes but refused certificates, a line a second at most: any client can cause them. */
+  /** Failed handshakes, a line a second at most: any client can cause them. */
   readonly #handshakeFailures: ThrottledLine;
+  /** Refused client certificates, likewise. */
+  readonly #refusedCertificates: ThrottledLine;
   readonly #backlog: number;
   readonly #ready: NodeTlsConn[] = [];
   #waiting: PromiseWithResolvers<NodeTlsConn> | null = null;
@@ -135,6 +137,7 @@ class Listener implements NodeTlsListener {
     this.#server = server;
     this.#logger = logger;
     this.#handshakeFailures = new ThrottledLine(logger, "warn", "TLS handshake failed");
+    this.#refusedCertificates = new ThrottledLine(logger, "warn", "client certificate refused");
     this.#backlog = backlog;
     const { address, port } = server.address() as { address: string; port: number };
     this.addr = { transport: "tcp", hostname: address, port };
@@ -155,6 +158,8 @@ class Listener implements NodeTlsListener {
     if (this.#closed) return;
     this.#closed = true;
     this.#server.close();
+    this.#handshakeFailures.close();
+    this.#refusedCertificates.close();
     for (const conn of this.#ready.splice(0)) conn.close();
     this.#waiting?.reject(new Deno.errors.BadResource("Listener has been closed"));
     this.#waiting = null;
@@ -189,7 +194,7 @@ class Listener implements NodeTlsListener {
     const code = socket.authorizationError ? String(socket.authorizationError) : error.code;
     const reason = code === undefined ? undefined : REFUSALS[code];
     if (reason) {
-      this.#logger.warn("client certificate refused", { remote, reason, code: code! });
+      this.#refusedCertificates.log({ remote, reason, code: code! });
     } else {
       this.#handshakeFailures.log({ remote, error: error.message });
     }

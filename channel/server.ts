@@ -307,6 +307,7 @@ class Server implements ConnectionHost {
     this.#shuttingDown = (async () => {
       this.#sweeps.stop();
       clearInterval(this.#historySweep);
+      this.handshakeFailures.close();
       this.#grace.end();
       try {
         this.#listener.close();

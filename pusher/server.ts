@@ -356,6 +356,7 @@ class ServerImpl implements SocketOwner {
       if (this.sockets.size > 0) await closed;
       clearInterval(this.#pinger);
       clearInterval(this.#watchdog);
+      this.#handshakeFailures.close();
     })();
     return this.#stopping;
   }

@@ -197,6 +197,31 @@ Deno.test("a hub with --client-ca closes the sockets of clients that stall their
   await linesWith(pusher, 'msg="connected to hub"');
 });
 
+Deno.test("a hub with --client-ca logs a flood of clients without a certificate in a line or two a second, counting each", async () => {
+  await using certs = await makeTestCertificates();
+  const { hub, port } = await startClientCertHub(certs);
+  await using _hub = hub;
+  const refusedLines = () => hub.lines.filter((line) => line.includes('msg="client certificate refused"'));
+  const started = performance.now();
+  const count = 60;
+  await Promise.all(Array.from({ length: count }, async () => {
+    // TLS 1.3: the client's side of the handshake ends before the hub refuses it; the refusal comes on the first read.
+    const conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [certs.caPem] }).catch(() => null);
+    if (conn === null) return;
+    await within(conn.read(new Uint8Array(64)).catch(() => null), 5000, "the hub's refusal");
+    conn.close();
+  }));
+  const told = () => refusedLines().reduce((sum, line) => sum + 1 + Number(/ unlogged=(\d+)/.exec(line)?.[1] ?? 0), 0);
+  await until(
+    () => told() === count,
+    5000,
+    `lines that account for ${count} refusals; got:\n${refusedLines().join("\n")}`,
+  );
+  const seconds = (performance.now() - started) / 1000;
+  assert.ok(refusedLines().length <= 2 * Math.ceil(seconds) + 1, `${refusedLines().length} lines in ${seconds} s`);
+  assert.match(refusedLines()[0]!, /level=warn .*reason="no certificate"/);
+});
+
 Deno.test("--client-ca flags: without --cert the hub stops with one line; off loopback it stands in for the token", async (t) => {
   await using certs = await makeTestCertificates();
   await t.step("--client-ca without --cert", async () => {

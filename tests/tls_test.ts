@@ -216,7 +216,7 @@ Deno.test("plain text meets TLS: the hub and the wss:// pusher refuse it with a 
  * Sends `count` plain-text requests to the TLS port `port`, then one more
  * at a time until `service` writes a further "TLS handshake failed" line,
  * and checks that its lines account for every one: each line is one
- * failure plus the `unlogged` it left out, and there is at most one a
+ * failure plus the `unlogged` it left out, and there are at most two a
  * second (and one to start).
  */
 async function floodAccounted(service: Service, port: number, count: number): Promise<void> {
@@ -248,7 +248,9 @@ async function floodAccounted(service: Service, port: number, count: number): Pr
     `lines that account for ${sent} failures; got:\n${failedLines().join("\n")}`,
   );
   const seconds = (performance.now() - started) / 1000;
-  assert.ok(failedLines().length <= Math.ceil(seconds) + 1, `${failedLines().length} lines in ${seconds.toFixed(1)} s`);
+  // A line as a second begins, and one for those it left out once it has passed.
+  const most = 2 * Math.ceil(seconds) + 1;
+  assert.ok(failedLines().length <= most, `${failedLines().length} lines in ${seconds.toFixed(1)} s`);
 }
 
 Deno.test("a flood of plain text at the TLS hub and wss:// pusher costs a line a second, and the lines count every failure", async () => {
