@@ -479,11 +479,15 @@ export class NatsBus implements Bus {
   }
 
   async #watch(nc: NatsConnection): Promise<void> {
+    // A server that refuses the client's certificate after the handshake (TLS 1.3) makes each attempt a disconnect
+    // (and, measured, queues a reconnect for each, told at once when one works): one outage is one of each.
     for await (const status of nc.status()) {
       if (status.type === "disconnect") {
+        if (!this.#connected) continue;
         this.#connected = false;
         this.#logger.warn("NATS link lost", { server: status.server });
       } else if (status.type === "reconnect") {
+        if (this.#connected) continue;
         this.#connected = true;
         this.#tlsAlert = null;
         this.#reconnects++;

@@ -135,6 +135,36 @@ Deno.test("NATS refusing the client's certificate: the pusher and the publisher 
   });
 });
 
+Deno.test("NATS that starts refusing a linked publisher's certificate: one 'link lost' and one 'link back' per outage, however many refusals", async () => {
+  await using certs = await makeTestCertificates();
+  await using nats = await startNats({
+    token: TOKEN,
+    tls: { certFile: certs.server.cert, keyFile: certs.server.key, caFile: certs.ca },
+  });
+  const node = nats.nodes[0]!;
+  await nats.kill(0);
+  await nats.restart(0, { clientAuth: false });
+  const publisher = await start("publisher", ["--bus", nats.url, "--bus-ca", certs.ca, "--publish-timeout", "500"]);
+  await using _publisher = publisher.service;
+  const port = await publisher.service.port();
+  await publisher.service.waitForLine(/msg="connected to NATS"/, 20_000);
+  const count = (fragment: string) => publisher.service.lines.filter((line) => line.includes(fragment)).length;
+
+  // The server comes back asking for a certificate the publisher does not have, and refuses it again and again.
+  await nats.kill(0);
+  await nats.restart(0, { clientAuth: true });
+  const refusals = () => node.service?.lines.filter((line) => line.includes("TLS handshake error")).length ?? 0;
+  await until(() => refusals() >= 6, 30_000, "NATS to refuse the publisher's handshakes 6 times");
+  assert.equal(count('msg="NATS link lost"'), 1, publisher.service.lines.join("\n"));
+
+  await nats.kill(0);
+  await nats.restart(0, { clientAuth: false });
+  await until(async () => await publish(port, "back") === 200, 20_000, "a publish answered 200 once NATS accepts it");
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  assert.match(metrics, /^publisher_hub_reconnects_total 1$/m, "one outage, one reconnect");
+  assert.equal(count('msg="NATS link back"'), 1, publisher.service.lines.join("\n"));
+});
+
 Deno.test("--bus-ca turns TLS on with nats:// and redis://: a plain-text server is refused, a TLS one verified and shown the client certificate", async (t) => {
   await using certs = await makeTestCertificates();
   const ca = ["--bus-ca", certs.ca];
