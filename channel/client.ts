@@ -285,6 +285,8 @@ export class HubClient extends EventTarget {
   readonly #tls: HubTlsOptions | undefined;
   /** The last configuration failure (a TLS handshake, a connect not permitted) logged at its level, until a dial works. */
   #configFailure: string | null = null;
+  /** Why the last link dropped, until a link hears the hub: a repeat is not warned of again. */
+  #silentDrop: string | null = null;
   #tcp: Deno.Conn | null = null;
   #writer: FrameWriter | null = null;
   #connecting: Promise<unknown> = Promise.resolve();
@@ -1002,7 +1004,11 @@ export class HubClient extends EventTarget {
     if (!this.#closed) {
       // TLS 1.3 ends our side of the handshake before the hub checks our certificate: a refusal comes on the first read.
       const refused = this.#tls !== undefined && heard.at === opened;
-      this.#logger.warn("disconnected from hub", {
+      // Dropped again for the same reason without the hub answering in between (TLS at one end only, a refused
+      // certificate): a configuration to fix, said once until a link is up, not at every retry.
+      const repeated = reason === this.#silentDrop;
+      this.#silentDrop = reason;
+      this.#logger[repeated ? "debug" : "warn"]("disconnected from hub", {
         hub: this.address,
         reason,
         ...(refused &&
@@ -1077,6 +1083,7 @@ export class HubClient extends EventTarget {
   /** The hub answered on a new connection: the link is up. */
   #establish(): void {
     this.#established = true;
+    this.#silentDrop = null;
     this.#sessions++;
     this.#logger.info("connected to hub", { hub: this.address });
     for (const waiter of this.#readyWaiters) waiter.resolve();

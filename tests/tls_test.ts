@@ -183,6 +183,14 @@ Deno.test("plain text meets TLS: the hub and the wss:// pusher refuse it with a 
   await plain.port();
   const refused = await hub.waitForLine(/msg="TLS handshake failed"/);
   assert.match(refused, /level=warn .*remote=127\.0\.0\.1:\d+ .*corrupt message/);
+  // It retries, and says why once: the bytes it got are a TLS record.
+  const failures = () =>
+    hub.lines.filter((line) => line.includes('msg="TLS handshake failed"'))
+      .reduce((sum, line) => sum + 1 + Number(/ unlogged=(\d+)/.exec(line)?.[1] ?? 0), 0);
+  await until(() => failures() >= 4, 20_000, "the plain-text publisher to try 4 times");
+  const drops = plain.lines.filter((line) => line.includes('msg="disconnected from hub"'));
+  assert.equal(drops.length, 1, plain.lines.join("\n"));
+  assert.match(drops[0]!, /level=warn .*the bytes are a TLS record/);
   // An operator reloading every service's certificate: the hub says it does not, and keeps running.
   hub.process.kill("SIGHUP");
   await hub.waitForLine(/level=warn .*SIGHUP: the hub does not reload its certificate/);
