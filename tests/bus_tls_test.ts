@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { type Service, startService } from "./_service.ts";
-import { makeTestCertificates } from "./_tls.ts";
+import { makeTestCertificates, type TestCertificates } from "./_tls.ts";
 import { startNats } from "./_nats.ts";
 import { startRedis } from "./_redis.ts";
 import { Client } from "../pusher/testing.ts";
@@ -113,20 +113,28 @@ Deno.test("Redis refusing the client's certificate: the pusher and the publisher
   });
 });
 
-Deno.test("NATS refusing the client's certificate: the pusher and the publisher stay up, say why, answer 503, and link once it accepts them", async () => {
-  await using certs = await makeTestCertificates();
-  await using nats = await startNats({
+/** A NATS server over TLS that asks clients for a certificate the test CA signed; `refusals()` counts the handshakes it refused. */
+async function startTlsNats(certs: TestCertificates) {
+  const nats = await startNats({
     token: TOKEN,
     tls: { certFile: certs.server.cert, keyFile: certs.server.key, caFile: certs.ca },
   });
-  const node = nats.nodes[0]!;
+  const refusals = () =>
+    nats.nodes[0]!.service?.lines.filter((line) => line.includes("TLS handshake error")).length ?? 0;
+  return { nats, refusals };
+}
+
+Deno.test("NATS refusing the client's certificate: the pusher and the publisher stay up, say why, answer 503, and link once it accepts them", async () => {
+  await using certs = await makeTestCertificates();
+  const { nats: cluster, refusals } = await startTlsNats(certs);
+  await using nats = cluster;
   const bus = ["--bus", nats.url, "--bus-ca", certs.ca];
   await refusedThenAccepted({
     pusher: bus,
     publisher: [...bus, "--bus-cert", certs.foreignClient.cert, "--bus-key", certs.foreignClient.key],
   }, {
     name: "NATS",
-    refusals: () => node.service?.lines.filter((line) => line.includes("TLS handshake error")).length ?? 0,
+    refusals,
     accept: async () => {
       await nats.kill(0);
       await nats.restart(0, { clientAuth: false });
@@ -137,11 +145,8 @@ Deno.test("NATS refusing the client's certificate: the pusher and the publisher 
 
 Deno.test("NATS that starts refusing a linked publisher's certificate: one 'link lost' and one 'link back' per outage, however many refusals", async () => {
   await using certs = await makeTestCertificates();
-  await using nats = await startNats({
-    token: TOKEN,
-    tls: { certFile: certs.server.cert, keyFile: certs.server.key, caFile: certs.ca },
-  });
-  const node = nats.nodes[0]!;
+  const { nats: cluster, refusals } = await startTlsNats(certs);
+  await using nats = cluster;
   await nats.kill(0);
   await nats.restart(0, { clientAuth: false });
   const publisher = await start("publisher", ["--bus", nats.url, "--bus-ca", certs.ca, "--publish-timeout", "500"]);
@@ -153,7 +158,6 @@ Deno.test("NATS that starts refusing a linked publisher's certificate: one 'link
   // The server comes back asking for a certificate the publisher does not have, and refuses it again and again.
   await nats.kill(0);
   await nats.restart(0, { clientAuth: true });
-  const refusals = () => node.service?.lines.filter((line) => line.includes("TLS handshake error")).length ?? 0;
   await until(() => refusals() >= 6, 30_000, "NATS to refuse the publisher's handshakes 6 times");
   assert.equal(count('msg="NATS link lost"'), 1, publisher.service.lines.join("\n"));
 
