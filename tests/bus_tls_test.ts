@@ -24,6 +24,19 @@ function fromRoot(path: string): string {
   return new URL(path, ROOT).pathname;
 }
 
+/** A Redis over TLS, with the test token as its password, that asks clients for a certificate the test CA signed. */
+function startTlsRedis(certs: TestCertificates) {
+  return startRedis({
+    password: TOKEN,
+    tls: {
+      certFile: fromRoot(certs.server.cert),
+      keyFile: fromRoot(certs.server.key),
+      caFile: fromRoot(certs.ca),
+      clientAuth: true,
+    },
+  });
+}
+
 /** A service, and whether its process has exited. */
 async function start(task: string, args: string[]): Promise<{ service: Service; exited: () => boolean }> {
   const service = await startService(task, ["--port", "0", ...args], { env });
@@ -88,15 +101,7 @@ async function refusedThenAccepted(
 
 Deno.test("Redis refusing the client's certificate: the pusher and the publisher stay up, say why, answer 503, and link once it accepts them", async () => {
   await using certs = await makeTestCertificates();
-  await using redis = await startRedis({
-    password: TOKEN,
-    tls: {
-      certFile: fromRoot(certs.server.cert),
-      keyFile: fromRoot(certs.server.key),
-      caFile: fromRoot(certs.ca),
-      clientAuth: true,
-    },
-  });
+  await using redis = await startTlsRedis(certs);
   const bus = ["--bus", redis.address, "--bus-ca", certs.ca];
   await refusedThenAccepted({
     // None, and one from another CA.
@@ -222,15 +227,7 @@ Deno.test("--bus-ca turns TLS on with nats:// and redis://: a plain-text server 
   await t.step(
     "redis:// to a TLS Redis that asks for a certificate: verified with --bus-ca, shown --bus-cert",
     async () => {
-      await using redis = await startRedis({
-        password: TOKEN,
-        tls: {
-          certFile: fromRoot(certs.server.cert),
-          keyFile: fromRoot(certs.server.key),
-          caFile: fromRoot(certs.ca),
-          clientAuth: true,
-        },
-      });
+      await using redis = await startTlsRedis(certs);
       const address = `redis://127.0.0.1:${redis.port}`;
       const { service, port, listening } = await publisher(["--bus", address, ...ca, ...clientCert]);
       await using _service = service;
