@@ -50,7 +50,8 @@ export type FlagValues = Record<string, string | boolean | undefined>;
  */
 export function parseFlags(args: string[], specs: Record<string, FlagSpec>): FlagValues {
   const values: FlagValues = {};
-  for (let i = 0; i < args.length; i++) {
+  // `deno task pusher -- --port 0`, as npm scripts are given flags: `deno task` passes the `--` on.
+  for (let i = args[0] === "--" ? 1 : 0; i < args.length; i++) {
     const arg = args[i]!;
     if (!arg.startsWith("-")) throw new TypeError(`Unexpected argument '${arg}': this command takes only --flags`);
     const equals = arg.indexOf("=");

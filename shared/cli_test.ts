@@ -149,6 +149,8 @@ Deno.test("parseFlags reads --name VALUE, --name=VALUE and switches, the last of
   assert.deepEqual(parseFlags(["--port", "0", "--quick"], specs), { port: "0", quick: true });
   assert.deepEqual(parseFlags(["--port=1", "--port", "2"], specs), { port: "2" });
   assert.deepEqual(parseFlags(["--token=-a=b", "--port="], specs), { token: "-a=b", port: "" });
+  // `deno task pusher -- --port 0`, as npm scripts take flags: the leading `--` is passed on, and passed over.
+  assert.deepEqual(parseFlags(["--", "--port", "0"], specs), { port: "0" });
 });
 
 Deno.test("parseFlags refuses what it does not know with one line naming it", () => {
@@ -166,7 +168,8 @@ Deno.test("parseFlags refuses what it does not know with one line naming it", ()
   refused(["-p", "1"], "Unknown option '-p'");
   refused(["--toString"], "Unknown option '--toString'");
   refused(["4236"], "Unexpected argument '4236': this command takes only --flags");
-  refused(["--", "--port"], "Unknown option '--'");
+  refused(["--port", "0", "--"], "Unknown option '--'");
+  refused(["--", "--"], "Unknown option '--'");
   refused(["--port"], "Option '--port PORT' needs a value");
   refused(["--port", "--quick"], "Option '--port' got '--quick', which looks like a flag: write --port=--quick");
   refused(["--quick=yes"], "Option '--quick' does not take a value");
