@@ -8,6 +8,7 @@
 
 import { backoffDelay } from "../shared/backoff.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
+import { OncePerCause } from "../shared/log_throttle.ts";
 import {
   type Ack,
   type AckPosition,
@@ -283,10 +284,10 @@ export class HubClient extends EventTarget {
   readonly #running: Promise<void>;
   #nextId = 1;
   readonly #tls: HubTlsOptions | undefined;
-  /** The last configuration failure (a TLS handshake, a connect not permitted) logged at its level, until a dial works. */
-  #configFailure: string | null = null;
-  /** Why the last link dropped, until a link hears the hub: a repeat is not warned of again. */
-  #silentDrop: string | null = null;
+  /** Configuration failures (a TLS handshake, a connect not permitted), logged at their level once per cause until a dial works. */
+  readonly #configFailures: OncePerCause;
+  /** Why links dropped, warned of once per reason until a link hears the hub. */
+  readonly #silentDrops: OncePerCause;
   #tcp: Deno.Conn | null = null;
   #writer: FrameWriter | null = null;
   #connecting: Promise<unknown> = Promise.resolve();
@@ -326,6 +327,8 @@ export class HubClient extends EventTarget {
     this.#maxWaitingBytes = Math.max(options.maxWaitingBytes ?? 64 * 1024 * 1024, this.#maxFrameBytes);
     this.#maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.#logger = options.logger ?? createLogger("channel-client");
+    this.#configFailures = new OncePerCause(this.#logger);
+    this.#silentDrops = new OncePerCause(this.#logger);
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
     this.#running = options.signal?.aborted ? Promise.resolve() : this.#run();
     if (options.signal?.aborted) this.close();
@@ -870,7 +873,7 @@ export class HubClient extends EventTarget {
     this.#connecting = connecting.catch(() => {});
     try {
       const conn = await connecting;
-      this.#configFailure = null;
+      this.#configFailures.reset();
       if (!this.#closed) return conn;
       conn.close();
       return null;
@@ -880,17 +883,13 @@ export class HubClient extends EventTarget {
       } else if (error instanceof TlsFailure && !this.#closed) {
         // Not the hub being down: a configuration to fix, said at the level
         // one sees, once per cause rather than at each retry.
-        const repeated = error.message === this.#configFailure;
-        this.#configFailure = error.message;
-        this.#logger[repeated ? "debug" : "warn"]("hub TLS handshake failed", {
+        this.#configFailures.log("warn", "hub TLS handshake failed", error.message, {
           hub: this.address,
           error: error.message,
         });
       } else if (isNotPermitted(error) && !this.#closed) {
         // The process may not connect there at all (its --allow-net): a configuration to fix, said once, as above.
-        const repeated = (error as Error).message === this.#configFailure;
-        this.#configFailure = (error as Error).message;
-        this.#logger[repeated ? "debug" : "error"]("hub connect not permitted", {
+        this.#configFailures.log("error", "hub connect not permitted", (error as Error).message, {
           hub: this.address,
           error: (error as Error).message,
           hint: "the task's --allow-net does not grant this host: use an address it grants (127.0.0.1), or grant it",
@@ -1006,9 +1005,7 @@ export class HubClient extends EventTarget {
       const refused = this.#tls !== undefined && heard.at === opened;
       // Dropped again for the same reason without the hub answering in between (TLS at one end only, a refused
       // certificate): a configuration to fix, said once until a link is up, not at every retry.
-      const repeated = reason === this.#silentDrop;
-      this.#silentDrop = reason;
-      this.#logger[repeated ? "debug" : "warn"]("disconnected from hub", {
+      this.#silentDrops.log("warn", "disconnected from hub", reason, {
         hub: this.address,
         reason,
         ...(refused &&
@@ -1083,7 +1080,7 @@ export class HubClient extends EventTarget {
   /** The hub answered on a new connection: the link is up. */
   #establish(): void {
     this.#established = true;
-    this.#silentDrop = null;
+    this.#silentDrops.reset();
     this.#sessions++;
     this.#logger.info("connected to hub", { hub: this.address });
     for (const waiter of this.#readyWaiters) waiter.resolve();

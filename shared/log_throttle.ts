@@ -95,3 +95,41 @@ export class ThrottledLine implements Disposable {
     this.#latest = null;
   }
 }
+
+/**
+ * A line that a misconfiguration makes at every retry (a TLS alert, a
+ * refused connect): written at its level the first time a cause comes, and
+ * at debug while the same cause repeats, until {@linkcode OncePerCause.reset}
+ * (the link came up). A new cause is written at its level again.
+ *
+ * @example
+ * ```ts
+ * import { OncePerCause } from "./log_throttle.ts";
+ * import { createLogger } from "./log.ts";
+ *
+ * const refused = new OncePerCause(createLogger("redis-bus"));
+ * refused.log("warn", "Redis TLS handshake refused", "bad certificate"); // a warning
+ * refused.log("warn", "Redis TLS handshake refused", "bad certificate"); // debug
+ * refused.reset(); // the link is up: the next refusal is a warning again
+ * ```
+ */
+export class OncePerCause {
+  readonly #logger: Logger;
+  #last: string | null = null;
+
+  constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  /** Writes `message` at `level` if `cause` is not the one last written, at debug if it is. */
+  log(level: "warn" | "error", message: string, cause: string, fields: LogFields = {}): void {
+    const repeated = cause === this.#last;
+    this.#last = cause;
+    this.#logger[repeated ? "debug" : level](message, fields);
+  }
+
+  /** Forgets the last cause: the next line is written at its level whatever its cause. */
+  reset(): void {
+    this.#last = null;
+  }
+}

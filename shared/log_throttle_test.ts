@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ThrottledLine } from "./log_throttle.ts";
+import { OncePerCause, ThrottledLine } from "./log_throttle.ts";
 import { createLogger } from "./log.ts";
 import { until } from "../channel/testing.ts";
 
@@ -47,4 +47,18 @@ Deno.test("ThrottledLine.close writes what was left out at once (a shutdown lose
   assert.equal(lines.length, 2);
   assert.match(lines[1]!, /remote=c unlogged=1$/);
   assert.equal(told(lines), 3);
+});
+
+Deno.test("OncePerCause warns once per cause, at debug while it repeats, and again after a reset", () => {
+  const lines: string[] = [];
+  const logger = createLogger("test", { level: "debug", sink: (line) => lines.push(line) });
+  const refused = new OncePerCause(logger);
+  refused.log("warn", "TLS handshake refused", "bad certificate", { bus: "a" });
+  refused.log("warn", "TLS handshake refused", "bad certificate", { bus: "a" });
+  refused.log("error", "connect not permitted", "no grant");
+  refused.log("warn", "TLS handshake refused", "bad certificate");
+  refused.reset();
+  refused.log("warn", "TLS handshake refused", "bad certificate");
+  assert.deepEqual(lines.map((line) => / level=(\w+) /.exec(line)?.[1]), ["warn", "debug", "error", "warn", "warn"]);
+  assert.match(lines[0]!, /msg="TLS handshake refused" bus=a$/);
 });

@@ -125,6 +125,7 @@ import {
   type RequestResult,
 } from "./bus.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { OncePerCause } from "./log_throttle.ts";
 import { isTlsAlert, onTlsAlert, reportTlsAlert, TLS_ALERT_HINT } from "./_tls_alerts.ts";
 import { DEFAULT_HISTORY_TOTAL_BYTES, epochSlot, newEpoch } from "./history_log.ts";
 import { IdempotencyCache, idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
@@ -371,8 +372,8 @@ export class NatsBus implements Bus {
   #closed = false;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   readonly #connecting: Promise<void>;
-  /** The TLS alert last logged as a warning, until the link is up: the same one again is logged at debug. */
-  #tlsAlert: string | null = null;
+  /** TLS alerts, logged as a warning once per cause until the link is up. */
+  readonly #tlsAlerts: OncePerCause;
   readonly #stopHearingAlerts: () => void;
 
   /** Connects to `options.servers` in the background and keeps the link up. */
@@ -382,6 +383,7 @@ export class NatsBus implements Bus {
     lateResetsIgnored = true;
     this.#options = options;
     this.#logger = options.logger ?? createLogger("nats-bus");
+    this.#tlsAlerts = new OncePerCause(this.#logger);
     this.#publishTimeout = options.publishTimeout ?? 5000;
     this.#heartbeatInterval = options.heartbeatInterval ?? 1000;
     this.#census = new Set(options.census ?? [PRESENCE_SUBJECT]);
@@ -467,7 +469,7 @@ export class NatsBus implements Bus {
     this.#nc = nc;
     this.#js = jetstream(nc, { timeout: ATTEMPT_TIMEOUT });
     this.#connected = true;
-    this.#tlsAlert = null;
+    this.#tlsAlerts.reset();
     this.#logger.info("connected to NATS", { server: nc.getServer() });
     void this.#watch(nc);
     nc.subscribe(CENSUS_SUBJECT, { callback: (_error, msg) => this.#onCensus(msg) });
@@ -489,7 +491,7 @@ export class NatsBus implements Bus {
       } else if (status.type === "reconnect") {
         if (this.#connected) continue;
         this.#connected = true;
-        this.#tlsAlert = null;
+        this.#tlsAlerts.reset();
         this.#reconnects++;
         this.#logger.info("NATS link back", { server: status.server });
         this.#tops.clear();
@@ -512,9 +514,7 @@ export class NatsBus implements Bus {
    */
   #onTlsAlert(error: Error): void {
     if (this.#closed) return;
-    const repeated = error.message === this.#tlsAlert;
-    this.#tlsAlert = error.message;
-    this.#logger[repeated ? "debug" : "warn"]("NATS TLS handshake refused", {
+    this.#tlsAlerts.log("warn", "NATS TLS handshake refused", error.message, {
       address: this.address,
       error: error.message,
       hint: TLS_ALERT_HINT,

@@ -60,6 +60,7 @@ import { DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, epochSlot, newEpoch } from "
 import { DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_LENGTH } from "./idempotency.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { isTlsAlert, onTlsAlert, TLS_ALERT_HINT } from "./_tls_alerts.ts";
+import { OncePerCause } from "./log_throttle.ts";
 
 /** The default Redis port. */
 export const DEFAULT_REDIS_PORT = 6379;
@@ -324,8 +325,8 @@ export class RedisBus implements Bus {
   #announced = false;
   readonly #scriptSha = new Map<string, Promise<string>>();
   #closing: Promise<void> | undefined;
-  /** The TLS alert last logged as a warning, until a link is up: the same one again is logged at debug. */
-  #tlsAlert: string | null = null;
+  /** TLS alerts, logged as a warning once per cause until a link is up. */
+  readonly #tlsAlerts: OncePerCause;
   readonly #stopHearingAlerts: () => void;
 
   /** Connects to Redis at `options.hostname`:`options.port` (127.0.0.1:6379 by default) and keeps both links up. */
@@ -335,6 +336,7 @@ export class RedisBus implements Bus {
     const tls = options.tls === true ? {} : options.tls || undefined;
     this.address = `${tls ? "rediss" : "redis"}://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
     this.#logger = options.logger ?? createLogger("redis-bus");
+    this.#tlsAlerts = new OncePerCause(this.#logger);
     this.#maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
     this.#publishTimeout = options.publishTimeout ?? 5000;
     this.#maxWaiting = options.maxWaiting ?? 10_000;
@@ -828,7 +830,7 @@ export class RedisBus implements Bus {
     }
     link.everReady = true;
     link.lostLogged = false;
-    this.#tlsAlert = null;
+    this.#tlsAlerts.reset();
     if (!this.#announced && this.connected) {
       this.#announced = true;
       this.#logger.info("connected to redis", { bus: this.address });
@@ -860,9 +862,7 @@ export class RedisBus implements Bus {
    */
   #onTlsAlert(error: Error): void {
     if (this.#closedSignal.signal.aborted) return;
-    const repeated = error.message === this.#tlsAlert;
-    this.#tlsAlert = error.message;
-    this.#logger[repeated ? "debug" : "warn"]("Redis TLS handshake refused", {
+    this.#tlsAlerts.log("warn", "Redis TLS handshake refused", error.message, {
       bus: this.address,
       error: error.message,
       hint: TLS_ALERT_HINT,
