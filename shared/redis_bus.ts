@@ -6,9 +6,9 @@
  *
  * Two connections, through the npm `redis` client (node-redis): one for
  * commands, one for subscriptions (a subscribed Redis connection takes no
- * other command). Each reconnects by itself with capped, jittered backoff;
- * the subscription link subscribes again to every subject before it reads as
- * up.
+ * other command). Each reconnects with capped, jittered backoff once Redis
+ * accepts TCP again; the subscription link subscribes again to every subject
+ * before it reads as up.
  *
  * What a result means on Redis:
  * - `reached` is what `PUBLISH` answers: how many connections subscribe to the
@@ -279,8 +279,8 @@ interface Link {
   everReady: boolean;
   /** Whether the current outage was logged. */
   lostLogged: boolean;
-  /** When the reconnect wait the client is sleeping through ends (ms since the epoch); 0 when none. */
-  readonly retry: { until: number };
+  /** Attempts that failed since the link was last ready: the backoff's exponent. */
+  failures: number;
   /** Calls waiting for it to be ready, each woken by `ready` or close. */
   readonly waiters: Set<() => void>;
 }
@@ -325,6 +325,11 @@ export class RedisBus implements Bus {
   #announced = false;
   readonly #scriptSha = new Map<string, Promise<string>>();
   #closing: Promise<void> | undefined;
+  readonly #hostname: string;
+  readonly #port: number;
+  readonly #connectTimeout: number;
+  readonly #reconnectDelay: number;
+  readonly #maxReconnectDelay: number;
   /** TLS alerts, logged as a warning once per cause until a link is up. */
   readonly #tlsAlerts: OncePerCause;
   readonly #stopHearingAlerts: () => void;
@@ -348,23 +353,23 @@ export class RedisBus implements Bus {
       size: positive("history size", options.history?.size ?? DEFAULT_HISTORY_SIZE),
       ttl: positive("history ttl", options.history?.ttlMs ?? DEFAULT_HISTORY_TTL),
     };
-    const reconnectDelay = options.reconnectDelay ?? 50;
+    this.#hostname = hostname;
+    this.#port = port;
+    this.#connectTimeout = options.connectTimeout ?? 2000;
+    this.#reconnectDelay = options.reconnectDelay ?? 50;
     const pingInterval = options.pingInterval ?? 5000;
-    const maxReconnectDelay = options.maxReconnectDelay ?? 2000;
-    this.#reconnectGrace = options.reconnectGrace ?? maxReconnectDelay + 500;
+    this.#maxReconnectDelay = options.maxReconnectDelay ?? 2000;
+    this.#reconnectGrace = options.reconnectGrace ?? this.#maxReconnectDelay + 500;
     const open = (name: Link["name"]): Link => {
-      const retry = { until: 0 };
       const socket = {
         host: hostname,
         port,
-        connectTimeout: options.connectTimeout ?? 2000,
+        connectTimeout: this.#connectTimeout,
         socketTimeout: 3 * pingInterval,
-        reconnectStrategy: (retries: number) => {
-          const delay = Math.min(maxReconnectDelay, reconnectDelay * 2 ** Math.min(retries, 20));
-          const jittered = Math.round(delay / 2 + Math.random() * delay / 2);
-          retry.until = Date.now() + jittered;
-          return jittered;
-        },
+        // node-redis does not retry by itself: a failed attempt ends its loop ("terminated"), and #redial dials again
+        // once Redis accepts TCP. Deno 2.9's node:tls keeps every TLS socket whose TCP connect failed (about 9 KiB
+        // each, for good), so node-redis's own retries against a Redis that is down grew the heap without bound.
+        reconnectStrategy: false as const,
         ...(tls
           ? {
             tls: true as const,
@@ -395,12 +400,12 @@ export class RedisBus implements Bus {
         ready: false,
         everReady: false,
         lostLogged: false,
-        retry,
+        failures: 0,
         waiters: new Set(),
       };
       link.client.on("error", (error: Error) => this.#onLost(link, error));
       link.client.on("ready", () => this.#onReady(link));
-      link.client.on("reconnecting", () => (link.ready = false));
+      link.client.on("terminated", () => this.#redial(link));
       link.connecting = link.client.connect().then(() => {}, () => {});
       return link;
     };
@@ -653,10 +658,43 @@ export class RedisBus implements Bus {
     // node-redis may finish a connection that was under way when it was
     // destroyed, and start its ping timer: destroying again ends both.
     for (const link of [this.#commands, this.#subscriptions]) link.client.destroy();
-    // node-redis sleeps through a reconnect wait on a timer it cannot cancel:
-    // wait it out, so that nothing of ours outlives close().
-    const sleeping = Math.max(this.#commands.retry.until, this.#subscriptions.retry.until) - Date.now();
-    if (sleeping > 0) await new Promise((resolve) => setTimeout(resolve, sleeping + 5));
+  }
+
+  /**
+   * Dials `link` again after an attempt failed or the link was lost: waits
+   * the backoff, then until Redis accepts a TCP connection (a plain probe,
+   * which Deno does not leak), then lets node-redis connect, its handshake
+   * and subscriptions included. A failure there ends in "terminated" again,
+   * and here again, one failure further in the backoff.
+   */
+  async #redial(link: Link): Promise<void> {
+    link.ready = false;
+    const signal = this.#closedSignal.signal;
+    while (!signal.aborted) {
+      const delay = Math.min(this.#maxReconnectDelay, this.#reconnectDelay * 2 ** Math.min(link.failures++, 20));
+      await abortableDelay(Math.round(delay / 2 + Math.random() * delay / 2), signal);
+      if (signal.aborted) return;
+      if (!(await this.#accepts(signal))) continue;
+      if (signal.aborted) return;
+      link.connecting = link.client.connect().then(() => {}, () => {});
+      return;
+    }
+  }
+
+  /** Whether Redis accepts a TCP connection now, within the connect timeout. */
+  async #accepts(signal: AbortSignal): Promise<boolean> {
+    const timeout = AbortSignal.timeout(this.#connectTimeout);
+    try {
+      const probe = await Deno.connect({
+        hostname: this.#hostname,
+        port: this.#port,
+        signal: AbortSignal.any([signal, timeout]),
+      });
+      probe.close();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   #keeps(subject: string): boolean {
@@ -822,7 +860,7 @@ export class RedisBus implements Bus {
       return;
     }
     link.ready = true;
-    link.retry.until = 0;
+    link.failures = 0;
     if (link.everReady) {
       if (link === this.#subscriptions) this.#reconnects++;
       else this.#holdUntil = Date.now() + this.#reconnectGrace;
@@ -891,6 +929,19 @@ function isErrorReply(error: unknown): boolean {
 async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 function positive(name: string, value: number): number {

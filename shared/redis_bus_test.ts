@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { BusError, type BusMessage, type Json } from "./bus.ts";
 import { RedisBus, type RedisBusOptions } from "./redis_bus.ts";
 import { freePort, quiet, until, within } from "../channel/testing.ts";
 import { startRedis } from "../tests/_redis.ts";
+import { makeTestCertificates } from "../tests/_tls.ts";
 import { createLogger } from "./log.ts";
 import { epochSlot } from "./history_log.ts";
 
@@ -459,4 +462,35 @@ Deno.test("redis bus drops a message on its channel that another Redis user publ
   await redis.cli("PUBLISH", "channel:news", JSON.stringify({ d: "ours" }));
   await until(() => got.length === 1, 2000, "our message");
   assert.deepEqual(got, ["ours"]);
+});
+
+Deno.test("redis bus over TLS keeps no memory per failed connect while Redis is down, and links again once it is back", async () => {
+  // Deno 2.9's node:tls keeps every TLS socket whose TCP connect was refused (about 9 KiB each): a bus that dialed TLS
+  // at each retry grew by megabytes a minute while Redis was down. At these delays that would be hundreds of attempts.
+  v8.setFlagsFromString("--expose-gc");
+  const gc: () => void = vm.runInNewContext("gc");
+  const heapAfterGc = () => (gc(), Deno.memoryUsage().heapUsed);
+  await using certs = await makeTestCertificates();
+  const root = (path: string) => new URL(`../${path}`, import.meta.url).pathname;
+  await using redis = await startRedis({
+    tls: { certFile: root(certs.server.cert), keyFile: root(certs.server.key), caFile: root(certs.ca) },
+  });
+  await using link = bus(redis.port, { tls: { caCerts: [certs.caPem] }, reconnectDelay: 1, maxReconnectDelay: 2 });
+  await using publisher = bus(redis.port, { tls: { caCerts: [certs.caPem] } });
+  const got: Json[] = [];
+  await within(link.subscribe("news", (data) => got.push(data)), 5000, "the subscription");
+  await redis.stop();
+  await until(() => !link.connected, 5000, "the links lost");
+  const before = heapAfterGc();
+  const outage = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const grown = heapAfterGc() - before;
+  assert.ok(
+    grown < 1024 * 1024,
+    `the heap grew ${grown} bytes in ${Math.round(performance.now() - outage)} ms of outage`,
+  );
+  await redis.start();
+  await until(() => link.connected && publisher.connected, 10_000, "both buses linked again");
+  await until(async () => (await publisher.publish("news", "back")).reached === 1, 5000, "the subscription again");
+  await until(() => got.includes("back"), 2000, "the event");
 });
