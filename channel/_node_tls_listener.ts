@@ -62,7 +62,8 @@ const READ_BUFFER_BYTES = 64 * 1024;
 /** Why `node:tls` refused a client's certificate, in a word an operator can act on. */
 const REFUSALS: Record<string, string> = {
   ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: "no certificate",
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "unknown CA",
+  // Deno 2.9 gives this code both for another CA's certificate and for one not made for client use.
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "not trusted",
   UNABLE_TO_GET_ISSUER_CERT: "unknown CA",
   UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "unknown CA",
   SELF_SIGNED_CERT_IN_CHAIN: "unknown CA",
@@ -71,6 +72,10 @@ const REFUSALS: Record<string, string> = {
   CERT_HAS_EXPIRED: "expired",
   CERT_NOT_YET_VALID: "not yet valid",
 };
+
+const UNTRUSTED = "UNABLE_TO_VERIFY_LEAF_SIGNATURE";
+const UNTRUSTED_HINT =
+  "signed by a CA other than --client-ca's, or not a client certificate (its extendedKeyUsage lacks clientAuth)";
 
 /**
  * Listens with `node:tls`, requiring of every client a certificate signed by
@@ -194,7 +199,12 @@ class Listener implements NodeTlsListener {
     const code = socket.authorizationError ? String(socket.authorizationError) : error.code;
     const reason = code === undefined ? undefined : REFUSALS[code];
     if (reason) {
-      this.#refusedCertificates.log({ remote, reason, code: code! });
+      this.#refusedCertificates.log({
+        remote,
+        reason,
+        code: code!,
+        ...(code === UNTRUSTED && { hint: UNTRUSTED_HINT }),
+      });
     } else {
       this.#handshakeFailures.log({ remote, error: error.message });
     }

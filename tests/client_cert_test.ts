@@ -91,7 +91,7 @@ Deno.test("a hub with --client-ca and no token lets in a pusher and a publisher 
   }
 });
 
-Deno.test("a hub with --client-ca refuses a pusher without a certificate, with another CA's and with an expired one, and both sides log why", async (t) => {
+Deno.test("a hub with --client-ca refuses a pusher without a certificate, with another CA's, a server certificate and an expired one, and both sides log why", async (t) => {
   await using certs = await makeTestCertificates();
   const { hub, port } = await startClientCertHub(certs);
   await using _hub = hub;
@@ -102,7 +102,9 @@ Deno.test("a hub with --client-ca refuses a pusher without a certificate, with a
       'reason="no certificate" code=ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE',
       /CertificateRequired|close_notify/,
     ],
-    ["another CA's certificate", certs.foreignClient, 'reason="unknown CA"', /close_notify/],
+    ["another CA's certificate", certs.foreignClient, 'reason="not trusted"', /close_notify/],
+    // The mistake of giving the pusher the hub's own certificate: the right CA, but for server use only.
+    ["a server certificate", certs.server, 'reason="not trusted"', /close_notify/],
     ["an expired certificate", certs.expiredClient, "reason=expired code=CERT_HAS_EXPIRED", /close_notify/],
   ];
   for (const [name, pair, hubSays, clientSays] of cases) {
@@ -119,6 +121,9 @@ Deno.test("a hub with --client-ca refuses a pusher without a certificate, with a
       await linesWith(hub, hubSays, before + 1);
       const refused = hub.lines.filter((line) => line.includes(hubSays)).at(-1)!;
       assert.match(refused, /level=warn .*msg="client certificate refused" remote=127\.0\.0\.1:\d+ /);
+      if (hubSays.includes("not trusted")) {
+        assert.match(refused, /hint="signed by a CA other than --client-ca's, or not a client certificate/);
+      }
       // TLS 1.3: the client's handshake is over before the hub checks its certificate, so it hears on its first read.
       const line = await pusher.waitForLine(/msg="disconnected from hub"/);
       assert.match(line, /level=warn/);
