@@ -66,8 +66,9 @@ export interface ConnectionHost {
 const PONG = encodeMessage({ type: "pong" });
 
 /**
- * Past this many bytes waiting to be written to a connection, the hub reads
- * nothing more from it until they are written. A peer that sends requests
+ * Past this many bytes waiting to be written to a connection, the hub
+ * handles no further frame of it, even of a read already made, and reads
+ * nothing more from it, until they are written. A peer that sends requests
  * (pings, publishes) without reading the replies is then held back by TCP,
  * rather than growing its queue of small replies, each with its own objects,
  * up to `maxPendingBytes`.
@@ -298,20 +299,32 @@ export class Connection implements Peer {
     return this.#handleAll(messages);
   }
 
+  /**
+   * Handles `messages` in order; returns those that must wait: routed ones
+   * during the startup grace, and all that follow replies past
+   * `READ_PAUSE_BYTES` (one read can bring hundreds of history requests,
+   * each answered with up to a frame's limit: handled at once, they would
+   * pass `maxPendingBytes` and close the peer as a slow consumer).
+   */
   #handleAll(messages: ClientMessage[]): ClientMessage[] | null {
     for (let i = 0; i < messages.length; i++) {
       const message = messages[i]!;
       if (this.#grace.active && ROUTED.has(message.type)) return messages.slice(i);
+      if (this.#writer.pendingBytes > READ_PAUSE_BYTES) return messages.slice(i);
       this.#handle(message);
       if (this.#closing) return null;
     }
     return null;
   }
 
-  /** Waits for the grace to end, then handles held messages in order; reading pauses meanwhile. */
+  /** Handles held messages in order, each once the grace is over and the replies before it are written; reading pauses meanwhile. */
   async #resume(held: ClientMessage[]): Promise<void> {
-    await this.#grace.over;
-    if (!this.#closing) this.#handleAll(held);
+    let waiting: ClientMessage[] | null = held;
+    while (waiting && !this.#closing) {
+      if (this.#grace.active) await this.#grace.over;
+      if (this.#writer.pendingBytes > READ_PAUSE_BYTES && !(await this.#writer.flushed())) return;
+      if (!this.#closing) waiting = this.#handleAll(waiting);
+    }
   }
 
   #handle(message: ClientMessage): void {

@@ -4,7 +4,8 @@ import { HubClient } from "./client.ts";
 import { serveHub } from "./server.ts";
 import { quiet, RawPeer, startHub, until } from "./testing.ts";
 import type { BusMessage, Json, PublishResult } from "../shared/bus.ts";
-import type { HubMessage } from "../shared/wire.ts";
+import { encodeMessage, type HubMessage } from "../shared/wire.ts";
+import { concat } from "../shared/bytes.ts";
 
 const HISTORY = { historySubjects: ["news", "chat.*"] };
 
@@ -202,4 +203,23 @@ Deno.test("hub answers a future offset unrecovered, and cuts a reply to its fram
   const cut = await link.history("news", { since: top });
   assert(cut.messages.length > 0 && cut.messages.length < 5, `${cut.messages.length} messages fit`);
   assert.equal(cut.recovered, false);
+});
+
+Deno.test("hub answers many large history reads sent at once, pausing between them, without closing the reader as slow", async () => {
+  // 12 replies of about 1 MiB queued at once would pass the 8 MiB a peer may have waiting: the hub reads no further
+  // frame while 64 KiB of replies wait, as it reads no further chunk, so the peer is held back instead of closed.
+  await using hub = startHub(HISTORY);
+  await using link = bus(hub.port);
+  for (let i = 0; i < 100; i++) await link.publish("news", "x".repeat(10_000));
+  await using peer = await RawPeer.connect(hub.port);
+  const requests = Array.from({ length: 12 }, (_, i) => encodeMessage({ type: "history", id: i + 1, subject: "news" }));
+  await peer.write(concat(requests));
+  for (let id = 1; id <= 12; id++) {
+    const reply = await peer.next() as HubMessage & { id?: number; messages?: unknown[] };
+    assert.equal(reply.type, "history", JSON.stringify(reply).slice(0, 200));
+    assert.equal(reply.id, id);
+    assert.equal(reply.messages!.length, 100);
+  }
+  await peer.send({ type: "ping" });
+  assert.deepEqual(await peer.next(), { type: "pong" });
 });
