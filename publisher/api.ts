@@ -180,8 +180,9 @@ export function createApi(deps: ApiDeps): ApiCall {
     for (let index = 0; index < commands.length; index++) {
       let method: OwnMethod | undefined;
       try {
-        let params: Params;
-        [method, params] = readCommand(commands[index]!);
+        // The method first: a command refused for its parameters is counted under it.
+        method = commandMethod(commands[index]!);
+        const params = commandParams(method, commands[index]!);
         const publish = method === "publish" ? methods.preparePublish(params, read) : null;
         if (publish?.batchable) {
           prepared.push(publish);
@@ -251,7 +252,8 @@ export function createApi(deps: ApiDeps): ApiCall {
  * @throws {Rejection} 400 otherwise; `batch` cannot be nested, and
  * `broadcast` runs on its own.
  */
-function readCommand(command: Json): [OwnMethod, Params] {
+/** The method a batch command names; refused when it names none, several, or one not run in a batch. */
+function commandMethod(command: Json): OwnMethod {
   if (typeof command !== "object" || command === null || Array.isArray(command)) {
     throw new Rejection(400, 'Invalid command: expected an object {"<method>": {params}}');
   }
@@ -267,11 +269,16 @@ function readCommand(command: Json): [OwnMethod, Params] {
   if (method === "batch" || !(API_METHODS as readonly string[]).includes(method)) {
     throw new Rejection(404, `Unknown method: ${method.slice(0, 64)}; use one of ${singleMethods()}`);
   }
-  const params = command[method];
+  return method as OwnMethod;
+}
+
+/** The parameters of a command whose method {@linkcode commandMethod} read. */
+function commandParams(method: OwnMethod, command: Json): Params {
+  const params = (command as Params)[method];
   if (typeof params !== "object" || params === null || Array.isArray(params)) {
     throw new Rejection(400, `Invalid ${method} parameters: expected an object`);
   }
-  return [method as OwnMethod, params];
+  return params;
 }
 
 function singleMethods(): string {
