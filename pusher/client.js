@@ -943,7 +943,8 @@ export class PushClient extends EventTarget {
   }
 
   /**
-   * Whether a publication goes on to the app: not when its subscription has
+   * Whether a publication (or a join or leave, which take offsets on a
+   * presence channel with history) goes on to the app: not when its subscription has
    * seen its offset already (the replay after a reconnect may overlap what
    * came live). One from another epoch than the last seen means the
    * channel's history was lost under this connection (the hub restarted):
@@ -1155,6 +1156,8 @@ export class PushClient extends EventTarget {
       const subscription = this.#subscriptions.get(String(message.channel));
       // Sent before the pusher took our unsubscribe: the app has left the channel.
       if (!subscription) return;
+      // On a presence channel with history, joins and leaves take offsets too: heard once, and the position moves on.
+      if (!this.#fresh(subscription, positionOf(message, 1))) return;
       subscription._emit(type, detail);
       this.#emit(type, detail);
     } else {

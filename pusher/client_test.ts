@@ -1390,3 +1390,29 @@ Deno.test("client renews a token handed out late (its iat long past) by its exp,
   assert.ok(due! > 100_000 - 20_000 - 2000 && due! < 100_000, `renewal due in ${due} ms, within its 100 s left`);
   client.disconnect();
 });
+
+Deno.test("client on a presence channel with history: joins and leaves move the position on, and a replay does not repeat them", async () => {
+  const setup = connected();
+  const { client, socket } = setup;
+  const room = client.subscribe("chat.p1");
+  socket().receive({ id: 1, result: { recovered: false, offset: 1, epoch: "e1" } });
+  const heard: string[] = [];
+  room.on("join", ({ info }) => heard.push(`join ${(info as { user: string }).user}`));
+  room.on("leave", ({ info }) => heard.push(`leave ${(info as { user: string }).user}`));
+  room.on("publication", ({ data }) => heard.push(`data ${data}`));
+  socket().receive({ channel: "chat.p1", data: "m", offset: 2, epoch: "e1" });
+  socket().receive({ channel: "chat.p1", join: { user: "bob" }, offset: 3, epoch: "e1" });
+  assert.deepEqual(room.position, { offset: 3, epoch: "e1" });
+
+  await reconnect(setup);
+  assert.deepEqual(socket().sent, [{ id: 2, subscribe: { channel: "chat.p1", since: { offset: 3, epoch: "e1" } } }]);
+  socket().receive({ id: 2, result: { recovered: true, offset: 5, epoch: "e1" } });
+  // The pusher replays from what it was given; bob's join again (as from a subscribe with an older position) is dropped.
+  socket().receive({ channel: "chat.p1", join: { user: "bob" }, offset: 3, epoch: "e1" });
+  socket().receive({ channel: "chat.p1", leave: { user: "bob" }, offset: 4, epoch: "e1" });
+  socket().receive({ channel: "chat.p1", join: { user: "carol" }, offset: 5, epoch: "e1" });
+  assert.deepEqual(heard, ["data m", "join bob", "leave bob", "join carol"]);
+  assert.deepEqual(room.position, { offset: 5, epoch: "e1" });
+  assert.equal(room.recovered, true);
+  client.disconnect();
+});
