@@ -255,10 +255,12 @@ export class Subscription extends EventTarget {
   /**
    * The channel's history, which the pusher answers to its members: forward
    * from `since` (from the oldest kept without it), or with `reverse` the
-   * last publications, newest first; at most `limit` and the pusher's cap.
-   * Rejects with a {@linkcode PushError}: 403 when not subscribed yet, 404
-   * for a channel without history, 503 when the pusher could not read it;
-   * with an `Error` at once while the client is stopped.
+   * last publications, newest first; at most `limit` (a positive integer)
+   * and the pusher's cap. Rejects with a {@linkcode PushError}: 400 for a
+   * bad `limit`, `since`, or `reverse` with `since`; 403 when not subscribed
+   * yet, 404 for a channel without history, 429 with too many reads in
+   * flight, 503 when the pusher could not read it; with an `Error` at once
+   * while the client is stopped.
    */
   history(options?: { limit?: number; since?: Position; reverse?: boolean }): Promise<HistoryResult>;
   /**

@@ -34,8 +34,7 @@
  * `{"id":N,"refresh":{"token":T}}`, so the pusher keeps the connection open
  * past the first token's expiry. A pusher closes a connection whose token
  * expired with 4401; after that the client reconnects with a new token, or,
- * when its token is a fixed string, stops and says why (and it does not
- * connect with a fixed token it knows expired).
+ * when its token is a fixed string, stops and says why.
  *
  * A connection can die without a close: a laptop that slept, a network that
  * changed, a NAT that forgot it. The browser then waits minutes for TCP to

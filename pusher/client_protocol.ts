@@ -16,7 +16,7 @@ import { MAX_EPOCH_LENGTH } from "../shared/wire.ts";
 
 /** Codes of the error objects in error frames (not close codes). */
 export const ErrorCode = {
-  /** Not JSON, not an object, unknown command, missing or bad id. */
+  /** Not JSON, not an object, unknown command, missing or bad id; or a bad parameter (`badParameter`). */
   malformed: 400,
   /** A refresh's token is not valid (bad signature, expired...). */
   unauthorized: 401,
@@ -157,6 +157,13 @@ export interface ClientError {
   readonly id: number | null;
   readonly code: ErrorCodeValue;
   readonly message: string;
+  /**
+   * A well-formed command with a bad parameter (a history's `limit`, a
+   * `since`): answered 400 as the server API answers it, but not counted
+   * toward the malformed messages that close a client with 4400, as an app's
+   * argument is no broken client. @default {false}
+   */
+  readonly badParameter?: boolean;
 }
 
 /** The commands a client may send, one per message. */
@@ -226,7 +233,7 @@ export function parseClientMessage(
   if (op === "refresh") {
     const token = (body as Record<string, unknown>).token;
     if (typeof token !== "string" || token === "") {
-      return malformed(id as number, "Malformed message: refresh.token must be a non-empty string");
+      return badParameter(id as number, "refresh.token must be a non-empty string");
     }
     return { id: id as number, op, token };
   }
@@ -240,7 +247,7 @@ export function parseClientMessage(
   }
   if (op === "subscribe" && since !== undefined) {
     const position = sinceError(since);
-    if (typeof position === "string") return malformed(id as number, `Malformed message: ${position}`);
+    if (typeof position === "string") return badParameter(id as number, position);
     return { id: id as number, op, channel: channel as string, since: position };
   }
   return { id: id as number, op, channel: channel as string };
@@ -250,16 +257,16 @@ export function parseClientMessage(
 function historyCommand(id: number, channel: string, body: Record<string, unknown>): HistoryCommand | ClientError {
   const { limit, since, reverse } = body;
   if (limit !== undefined && (!Number.isSafeInteger(limit) || (limit as number) < 1)) {
-    return malformed(id, "Malformed message: history.limit must be a positive integer");
+    return badParameter(id, "history.limit must be a positive integer");
   }
   if (reverse !== undefined && typeof reverse !== "boolean") {
-    return malformed(id, "Malformed message: history.reverse must be true or false");
+    return badParameter(id, "history.reverse must be true or false");
   }
   let position: SincePosition | undefined;
   if (since !== undefined) {
-    if (reverse === true) return malformed(id, "Malformed message: history.reverse does not go with since");
+    if (reverse === true) return badParameter(id, "history.reverse does not go with since");
     const read = sinceError(since);
-    if (typeof read === "string") return malformed(id, `Malformed message: history.${read}`);
+    if (typeof read === "string") return badParameter(id, `history.${read}`);
     position = read;
   }
   return {
@@ -290,7 +297,7 @@ export function isClientError(parsed: ClientCommand | ClientError): parsed is Cl
 
 /** Whether an error counts toward the malformed messages that close a client with 4400. */
 export function isMalformed(error: ClientError): boolean {
-  return error.code === ErrorCode.malformed || error.code === ErrorCode.tooLarge;
+  return (error.code === ErrorCode.malformed && !error.badParameter) || error.code === ErrorCode.tooLarge;
 }
 
 /** A command's success: `{"id":N,"result":{}}`. */
@@ -358,4 +365,8 @@ export function unsubscribedFrame(channel: string): string {
 
 function malformed(id: number | null, message: string): ClientError {
   return { id, code: ErrorCode.malformed, message };
+}
+
+function badParameter(id: number, detail: string): ClientError {
+  return { id, code: ErrorCode.malformed, message: `Invalid parameter: ${detail}`, badParameter: true };
 }

@@ -104,7 +104,7 @@ Deno.test("client protocol frames replies, errors and server-side subscription p
   assert.equal(unsubscribedFrame("news"), '{"unsubscribed":{"channel":"news"}}');
 });
 
-Deno.test("client protocol reads a subscribe's since, and answers a malformed one with 400", () => {
+Deno.test("client protocol reads a subscribe's since, and answers a bad one with 400, a bad parameter that is not malformed", () => {
   assert.deepEqual(
     parseClientMessage('{"id":1,"subscribe":{"channel":"news","since":{"offset":7,"epoch":"1f3a9c2e"}}}'),
     {
@@ -130,7 +130,8 @@ Deno.test("client protocol reads a subscribe's since, and answers a malformed on
   for (const [since, pattern] of cases) {
     const parsed = parseClientMessage(`{"id":2,"subscribe":{"channel":"news","since":${since}}}`);
     assert.ok(isClientError(parsed), since);
-    assert.deepEqual([parsed.id, parsed.code], [2, 400], since);
+    assert.deepEqual([parsed.id, parsed.code, isMalformed(parsed)], [2, 400, false], since);
+    assert.match(parsed.message, /^Invalid parameter: /);
     assert.match(parsed.message, pattern);
   }
   const longest = parseClientMessage(
@@ -153,7 +154,7 @@ Deno.test("client protocol frames a subscribe's result with its recovery and pos
   assert.equal(subscribeResultFrame(2, { recovered: false, position: null }), '{"id":2,"result":{"recovered":false}}');
 });
 
-Deno.test("client protocol reads a history with its limit, since or reverse, and answers a malformed one with 400", () => {
+Deno.test("client protocol reads a history with its limit, since or reverse, and answers bad ones with 400, not as malformed", () => {
   assert.deepEqual(parseClientMessage('{"id":3,"history":{"channel":"news"}}'), {
     id: 3,
     op: "history",
@@ -180,7 +181,7 @@ Deno.test("client protocol reads a history with its limit, since or reverse, and
   for (const [body, message] of refused) {
     const parsed = parseClientMessage(`{"id":5,"history":${body}}`);
     assert.ok(isClientError(parsed), body);
-    assert.deepEqual([parsed.id, parsed.code], [5, 400], body);
+    assert.deepEqual([parsed.id, parsed.code, isMalformed(parsed)], [5, 400, false], body);
     assert.match(parsed.message, message, body);
   }
   const badName = parseClientMessage('{"id":6,"history":{"channel":"a b"}}');

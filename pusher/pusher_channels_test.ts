@@ -239,6 +239,10 @@ Deno.test("pusher closes a client with 4400 after maxBadMessages malformed messa
     patient.receive(JSON.stringify({ id: i + 1, subscribe: { channel: "news" } }));
   }
   assert.equal(patient.closed, null, "a good message in between resets the count");
+  // An app's bad argument is no broken client: answered 400, and not counted toward the close.
+  for (let i = 0; i < 10; i++) patient.receive(JSON.stringify({ id: 100 + i, history: { channel: "news", limit: 0 } }));
+  assert.equal(patient.closed, null, "bad parameters do not count");
+  assert.match(patient.sent.at(-1)!, /^\{"id":109,"error":\{"code":400,"message":"Invalid parameter: history\.limit/);
   hostile.receive("bad");
   hostile.receive("[]");
   assert.equal(hostile.closed, null);
