@@ -37,6 +37,16 @@ export { API_METHODS, type ApiMethod } from "./_api_methods.ts";
 /** Commands a batch holds at most by default. */
 export const DEFAULT_MAX_BATCH_COMMANDS = 1000;
 
+/**
+ * Bytes of reads (history, presence, channels) one batch answers at most by
+ * default: each read answers up to a hub frame (1 MiB), so a thousand of them
+ * would hold a gigabyte for one reply.
+ */
+export const DEFAULT_MAX_BATCH_REPLY_BYTES = 16 * 1024 * 1024;
+
+/** The methods whose answers grow with what the cluster holds: a batch's budget counts them. */
+const READS: ReadonlySet<OwnMethod> = new Set(["history", "presence", "channels"]);
+
 /** How long presence and info wait for the workers' replies by default, in milliseconds. */
 export const DEFAULT_PRESENCE_TIMEOUT = 1000;
 
@@ -71,6 +81,8 @@ export interface ApiDeps extends ApiMethodsDeps {
   maxJsonDepth: number;
   /** Commands a batch holds at most. */
   maxBatchCommands: number;
+  /** Bytes of reads' answers a batch holds at most; reads past them answer 413. */
+  maxBatchReplyBytes: number;
   /** Headers of every answer (CORS). */
   headers: Readonly<Record<string, string>>;
   logger: Logger;
@@ -172,6 +184,7 @@ export function createApi(deps: ApiDeps): ApiCall {
     const prepared: PreparedPublish[] = [];
     const publishedAt: number[] = [];
     const others: { index: number; method: OwnMethod; params: Params }[] = [];
+    let readBytes = 0;
     // The batch's publishes are read together: one time for them all.
     const read = deps.now();
     // A loop, not forEach: a callback's closure would share this call's
@@ -206,6 +219,10 @@ export function createApi(deps: ApiDeps): ApiCall {
       let outcome: Result | Error;
       try {
         outcome = await methods.single[method](params);
+        if (READS.has(method)) {
+          readBytes += JSON.stringify(outcome).length;
+          if (readBytes > deps.maxBatchReplyBytes) outcome = overBudget(deps.maxBatchReplyBytes);
+        }
       } catch (error) {
         outcome = error as Error;
       }
@@ -252,6 +269,14 @@ export function createApi(deps: ApiDeps): ApiCall {
  * @throws {Rejection} 400 otherwise; `batch` cannot be nested, and
  * `broadcast` runs on its own.
  */
+/** A read that would take a batch's answer past its budget. */
+function overBudget(maxBytes: number): Rejection {
+  return new Rejection(
+    413,
+    `Batch reply too large: its reads' answers passed ${maxBytes} bytes (--max-batch-reply-bytes); read this in a call of its own or with a smaller limit`,
+  );
+}
+
 /** The method a batch command names; refused when it names none, several, or one not run in a batch. */
 function commandMethod(command: Json): OwnMethod {
   if (typeof command !== "object" || command === null || Array.isArray(command)) {

@@ -1241,3 +1241,32 @@ Deno.test("api batch of publishes answers and delivers as the same publishes one
     { seed: 4237, numRuns: 150 },
   );
 });
+
+Deno.test("api batch answers reads up to --max-batch-reply-bytes, and 413 for each past it, the other commands as usual", async () => {
+  const budget = 5000;
+  await using c = cluster({ broker: KEEP_CHANNELS, maxBatchReplyBytes: budget });
+  for (let i = 0; i < 10; i++) await c.call("publish", { channel: "news", data: "x".repeat(100) });
+  // On its own, a read has no batch budget.
+  const alone = await c.call("history", { channel: "news" });
+  assert.equal(alone.status, 200);
+  const fit = Math.floor(budget / JSON.stringify(alone.body.result).length);
+  assert.ok(fit >= 2 && fit < 6, `${fit} answers fit`);
+  const commands: Json[] = [
+    ...Array.from({ length: 6 }, () => ({ history: { channel: "news" } })),
+    { publish: { channel: "other", data: "after" } },
+    { info: {} },
+  ];
+  const { status, body } = await c.call("batch", { commands });
+  assert.equal(status, 200);
+  const replies = body.replies as {
+    result?: { publications?: unknown[] };
+    error?: { code: number; message: string };
+  }[];
+  const answered = replies.slice(0, 6).filter((reply) => reply.result?.publications?.length === 10).length;
+  assert.equal(answered, fit, JSON.stringify(replies.map((reply) => reply.error?.code ?? "ok")));
+  for (const reply of replies.slice(0, 6).filter((reply) => reply.error)) {
+    assert.equal(reply.error!.code, 413);
+    assert.match(reply.error!.message, /^Batch reply too large: .*passed 5000 bytes \(--max-batch-reply-bytes\)/);
+  }
+  assert.ok(replies[6]!.result && replies[7]!.result, "a publish and an info past the budget are answered");
+});

@@ -26,6 +26,7 @@ import {
   createApi,
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
+  DEFAULT_MAX_BATCH_REPLY_BYTES,
   DEFAULT_MAX_HISTORY_LIMIT,
   DEFAULT_MAX_LISTED_CHANNELS,
   DEFAULT_MAX_PRESENCE_USERS,
@@ -74,6 +75,8 @@ export interface PublishHandlerOptions {
   maxJsonDepth?: number;
   /** Commands one `batch` holds at most; more gets 413. @default {1000} */
   maxBatchCommands?: number;
+  /** Bytes of reads' answers (history, presence, channels) one `batch` holds at most; reads past them get 413. @default {16777216} */
+  maxBatchReplyBytes?: number;
   /** Users a `presence` answer lists at most; more are left out with `users_truncated`. @default {1000} */
   maxPresenceUsers?: number;
   /** Channels a `channels` answer lists at most; more are left out with `channels_truncated`. @default {1000} */
@@ -205,6 +208,7 @@ export function createPublishHandler(options: PublishHandlerOptions): PublishHan
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxJsonDepth: options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH,
     maxBatchCommands: options.maxBatchCommands ?? DEFAULT_MAX_BATCH_COMMANDS,
+    maxBatchReplyBytes: options.maxBatchReplyBytes ?? DEFAULT_MAX_BATCH_REPLY_BYTES,
   };
   const api = createApi(apiDeps);
   // The dashboard checks its session and CSRF token before it calls the API, and is same-origin: no CORS.

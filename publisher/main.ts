@@ -9,6 +9,7 @@ import { DEFAULT_MAX_EVENT_STREAMS, DEFAULT_MAX_QUEUED_EVENTS } from "./connecti
 import {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_MAX_BATCH_COMMANDS,
+  DEFAULT_MAX_BATCH_REPLY_BYTES,
   DEFAULT_MAX_HISTORY_LIMIT,
   DEFAULT_MAX_LISTED_CHANNELS,
   DEFAULT_MAX_PRESENCE_USERS,
@@ -128,6 +129,12 @@ const FLAGS: Record<string, FlagSpec> = {
     arg: "N",
     help: "commands one /api/batch may hold, and channels one /api/broadcast may name",
     default: String(DEFAULT_MAX_BATCH_COMMANDS),
+  },
+  "max-batch-reply-bytes": {
+    type: "string",
+    arg: "N",
+    help: "bytes of history, presence and channels answers one /api/batch holds; reads past them answer 413",
+    default: String(DEFAULT_MAX_BATCH_REPLY_BYTES),
   },
   "max-presence-users": {
     type: "string",
@@ -255,6 +262,7 @@ interface PublisherConfig {
     maxBodyBytes: number;
     maxJsonDepth: number;
     maxBatchCommands: number;
+    maxBatchReplyBytes: number;
     maxPresenceUsers: number;
     maxListedChannels: number;
     maxChannelLength: number;
@@ -379,6 +387,7 @@ async function readConfig(flags: FlagValues): Promise<PublisherConfig> {
       maxBodyBytes: positiveIntFlag(flags, "max-body-bytes", DEFAULT_MAX_BODY_BYTES),
       maxJsonDepth: positiveIntFlag(flags, "max-json-depth", DEFAULT_MAX_JSON_DEPTH),
       maxBatchCommands: positiveIntFlag(flags, "max-batch-commands", DEFAULT_MAX_BATCH_COMMANDS),
+      maxBatchReplyBytes: positiveIntFlag(flags, "max-batch-reply-bytes", DEFAULT_MAX_BATCH_REPLY_BYTES),
       maxPresenceUsers: positiveIntFlag(flags, "max-presence-users", DEFAULT_MAX_PRESENCE_USERS),
       maxListedChannels: positiveIntFlag(flags, "max-listed-channels", DEFAULT_MAX_LISTED_CHANNELS),
       maxChannelLength: maxChannelLengthFlag(flags),
