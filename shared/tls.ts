@@ -111,8 +111,9 @@ export async function readServedCertificate(
   files: CertFiles,
   flags: CertFiles = { cert: "--cert", key: "--key" },
 ): Promise<ServedCertificate> {
-  const cert = await readPem(flags.cert, files.cert);
-  const key = await readPem(flags.key, files.key);
+  // Only the blocks each needs: one file may hold the certificates and the key (`cat cert.pem key.pem`).
+  const cert = pemBlocks(await readPem(flags.cert, files.cert), "CERTIFICATE").join("");
+  const key = privateKeyBlock(flags.key, files.key, await readPem(flags.key, files.key));
   const x509 = await loadX509();
   const leaf = parseCertificates(x509, flags.cert, files.cert, cert)[0]!;
   const privateKey = parseKey(x509, flags.key, files.key, key);
@@ -307,14 +308,18 @@ function parseKey(
   path: string,
   pem: string,
 ): ReturnType<NodeCrypto["createPrivateKey"]> {
-  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
-    throw new TypeError(`Invalid ${flag} ${path}: no PEM private key (BEGIN PRIVATE KEY) in it`);
-  }
   try {
     return x509.createPrivateKey(pem);
   } catch (error) {
     throw new TypeError(`Invalid ${flag} ${path}: the private key does not parse: ${(error as Error).message}`);
   }
+}
+
+/** The first private key block of `pem` (PKCS#8, or `RSA`/`EC` as OpenSSL writes them), whatever else the file holds. */
+function privateKeyBlock(flag: string, path: string, pem: string): string {
+  const block = /-----BEGIN ([A-Z ]*)PRIVATE KEY-----[\s\S]*?-----END \1PRIVATE KEY-----/.exec(pem);
+  if (!block) throw new TypeError(`Invalid ${flag} ${path}: no PEM private key (BEGIN PRIVATE KEY) in it`);
+  return `${block[0]}\n`;
 }
 
 /** The curves of ECDSA keys that Deno's TLS (rustls) signs with. */

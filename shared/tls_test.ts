@@ -126,3 +126,23 @@ Deno.test("readServedCertificate refuses, in one line, a key that Deno's TLS can
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("readServedCertificate takes one file holding the certificate and its key, in either order, for both flags", async () => {
+  await using certs = await makeTestCertificates();
+  const key = await Deno.readTextFile(certs.server.key);
+  const orders: [string, string][] = [
+    ["cert-then-key", certs.server.certPem + key],
+    ["key-then-cert", key + certs.server.certPem],
+  ];
+  for (const [name, text] of orders) {
+    const path = certs.ca.replace("ca.pem", `${name}.pem`);
+    await Deno.writeTextFile(path, text);
+    const served = await readServedCertificate({ cert: path, key: path });
+    assert.equal(served.cert, certs.server.certPem, `${name}: the certificate alone is served`);
+    assert.match(served.key, /^-----BEGIN [A-Z ]*PRIVATE KEY-----\n[\s\S]*-----END [A-Z ]*PRIVATE KEY-----\n$/);
+    assert.ok(!served.key.includes("CERTIFICATE"), `${name}: the key alone`);
+    // And a server starts with them.
+    using listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: served.cert, key: served.key });
+    assert.ok(listener.addr.port > 0);
+  }
+});
