@@ -886,11 +886,24 @@ export class RedisBus implements Bus {
     }
     if (link.lostLogged) return;
     link.lostLogged = true;
+    const hint = link.everReady ? undefined : this.#schemeHint(error);
     this.#logger.warn(link.everReady ? "redis link lost" : "cannot reach redis", {
       bus: this.address,
       link: link.name,
       reason: error.message,
+      ...(hint && { hint }),
     });
+  }
+
+  /** What a first connect's failure may mean of the address's scheme: TLS to a plain Redis, or plain text to a TLS one. */
+  #schemeHint(error: Error): string | undefined {
+    if (this.address.startsWith("rediss:") && error.message === "Connection timeout") {
+      return "no TLS handshake in time: if Redis serves plain TCP on this port, use redis:// without --bus-ca";
+    }
+    if (this.address.startsWith("redis:") && /ECONNRESET|Socket closed unexpectedly/.test(error.message)) {
+      return "Redis closed the connection before answering: if it serves TLS on this port (tls-port), use rediss://";
+    }
+    return undefined;
   }
 
   /**

@@ -494,3 +494,27 @@ Deno.test("redis bus over TLS keeps no memory per failed connect while Redis is 
   await until(async () => (await publisher.publish("news", "back")).reached === 1, 5000, "the subscription again");
   await until(() => got.includes("back"), 2000, "the event");
 });
+
+Deno.test("redis bus says when the address's scheme may be wrong: rediss:// to a plain Redis, redis:// to a TLS one", async () => {
+  await using certs = await makeTestCertificates();
+  const root = (path: string) => new URL(`../${path}`, import.meta.url).pathname;
+  await using plain = await startRedis();
+  await using tls = await startRedis({
+    tls: { certFile: root(certs.server.cert), keyFile: root(certs.server.key), caFile: root(certs.ca) },
+  });
+  const cases: [number, RedisBusOptions, RegExp][] = [
+    [
+      plain.port,
+      { tls: { caCerts: [certs.caPem] }, connectTimeout: 300 },
+      /hint="no TLS handshake in time: .*use redis:\/\//,
+    ],
+    [tls.port, {}, /hint="Redis closed the connection before answering: .*use rediss:\/\/"/],
+  ];
+  for (const [port, options, hint] of cases) {
+    const lines: string[] = [];
+    const logger = createLogger("test", { level: "info", sink: (line) => lines.push(line) });
+    await using _link = bus(port, { ...options, logger });
+    await until(() => lines.some((line) => line.includes("cannot reach redis")), 5000, "the warning");
+    assert.match(lines.find((line) => line.includes("cannot reach redis"))!, hint);
+  }
+});
