@@ -344,3 +344,30 @@ Deno.test("catch-up: a member answered without a position gets one from the next
   assert.deepEqual(dataOf(socket), [1, 2, 3]);
   assert.equal(socket.closed, null);
 });
+
+Deno.test("catch-up: a member whose subscribe waits for a catch-up that finds a loss is answered, not closed: it missed nothing", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const early = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
+  setup.pusherBus.offline = false;
+  const gate = gateHistory(setup);
+  await publish(setup, "news", 17);
+  assert.equal(gate.calls.length, 1, "the catch-up's read is out");
+  const late = await setup.connect();
+  late.receive(JSON.stringify({ id: 1, subscribe: { channel: "news" } }));
+  await settle();
+  assert.equal(late.sent.length, 1, "its reply waits for the catch-up");
+  await gate.release();
+  await until(() => early.closed !== null, 1000, "the early member told");
+  assert.deepEqual(early.closed, { code: 3010, reason: "insufficient state" });
+  await until(() => late.sent.length === 2, 1000, "the late member's reply");
+  const reply = JSON.parse(late.sent[1]!);
+  assert.equal(reply.id, 1);
+  assert.equal(reply.result.recovered, false);
+  assert.equal(late.closed, null, "it joined after the gap: nothing of it was lost to it");
+  await publish(setup, "news", 18);
+  await until(() => dataOf(late).includes(18), 1000, "the next publication");
+  assert.equal(late.closed, null);
+});

@@ -398,8 +398,10 @@ export class Pusher {
         this.#delivery.channel(channel, data, position);
       },
       // Centrifugo's answer to a gap it cannot fill: the members reconnect and are told they did not recover.
+      // Not those whose subscribe is still to be answered: their reply (or recovery) tells them where they stand.
       lost: (channel) => {
         for (const connection of [...this.#membership.members(channel)]) {
+          if (this.#recovery.answering(connection, channel)) continue;
           connection.socket.close(INSUFFICIENT_STATE, INSUFFICIENT_STATE_REASON);
         }
       },

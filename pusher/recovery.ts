@@ -179,6 +179,14 @@ export class Recovery<C extends Connection> {
     for (const pending of this.#pending.get(channel)?.values() ?? []) pending.stale = true;
   }
 
+  /**
+   * Whether `connection`'s subscribe to `channel` is not answered yet: its
+   * reply (or its recovery's) is still to tell it where it stands.
+   */
+  answering(connection: C, channel: string): boolean {
+    return this.#pending.get(channel)?.has(connection) ?? false;
+  }
+
   /** Whether some connection's recovery of `channel` is out: then {@linkcode Recovery.hold} is asked per member. */
   holding(channel: string): boolean {
     return this.#pending.has(channel);
