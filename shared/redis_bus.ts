@@ -310,6 +310,8 @@ export class RedisBus implements Bus {
   readonly #withdraw = new Map<string, () => void>();
   /** Unsubscribes sent and not yet confirmed, by subject: a subscribe of the subject waits for its. */
   readonly #unsubscribing = new Map<string, Promise<void>>();
+  /** Subjects whose UNSUBSCRIBE was lost with the link: sent again when it is ready. */
+  readonly #withdrawn = new Set<string>();
   readonly #logger: Logger;
   readonly #maxMessageBytes: number;
   readonly #publishTimeout: number;
@@ -456,8 +458,19 @@ export class RedisBus implements Bus {
     this.#withdraw.get(subject)?.();
     this.#withdraw.delete(subject);
     if (this.#closedSignal.signal.aborted) return;
+    this.#unsubscribeAtRedis(subject);
+  }
+
+  /**
+   * UNSUBSCRIBEs from `subject`'s channel. node-redis forgets the channel
+   * only once Redis answers: an UNSUBSCRIBE lost with a connect attempt
+   * leaves it in the set the next connection subscribes to again, so it is
+   * sent again once the link is ready (#onReady), unless the subject was
+   * subscribed to again meanwhile.
+   */
+  #unsubscribeAtRedis(subject: string): void {
     const done = this.#subscriptions.client.unsubscribe(PREFIX + subject).catch(() => {
-      // Lost with the link: the reconnect subscribes only to what is left.
+      if (!this.#handlers.has(subject)) this.#withdrawn.add(subject);
     });
     this.#unsubscribing.set(subject, done);
     void done.then(() => {
@@ -872,6 +885,10 @@ export class RedisBus implements Bus {
     if (!this.#announced && this.connected) {
       this.#announced = true;
       this.#logger.info("connected to redis", { bus: this.address });
+    }
+    if (link === this.#subscriptions) {
+      for (const subject of this.#withdrawn) if (!this.#handlers.has(subject)) this.#unsubscribeAtRedis(subject);
+      this.#withdrawn.clear();
     }
     for (const wake of [...link.waiters]) wake();
   }

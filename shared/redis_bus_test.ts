@@ -518,3 +518,31 @@ Deno.test("redis bus says when the address's scheme may be wrong: rediss:// to a
     assert.match(lines.find((line) => line.includes("cannot reach redis"))!, hint);
   }
 });
+
+Deno.test("redis bus: a subject unsubscribed while Redis is down stays unsubscribed, even past a connect attempt that fails", async () => {
+  await using redis = await startRedis();
+  await using link = bus(redis.port, { reconnectDelay: 5, maxReconnectDelay: 50 });
+  await using publisher = bus(redis.port);
+  await within(link.subscribe("a", () => {}), 5000, "a");
+  await within(link.subscribe("b", () => {}), 5000, "b");
+  await redis.stop();
+  await until(() => !link.connected, 5000, "the links lost");
+  link.unsubscribe("a");
+  // Something on Redis's port that accepts and closes (a Redis starting, a proxy): an attempt that fails after TCP.
+  const flapping = Deno.listen({ hostname: "127.0.0.1", port: redis.port });
+  let accepted = 0;
+  const accepting = (async () => {
+    for await (const conn of flapping) accepted++, conn.close();
+  })();
+  await until(() => accepted >= 8, 5000, "attempts that fail (probes and connects of both links)");
+  flapping.close();
+  await accepting;
+  await redis.start();
+  await until(() => link.connected && publisher.connected, 10_000, "both buses linked again");
+  await until(
+    async () => /channel:a\s+0\s+channel:b\s+1/.test(await redis.cli("PUBSUB", "NUMSUB", "channel:a", "channel:b")),
+    5000,
+    "a unsubscribed at Redis, b subscribed",
+  );
+  assert.equal((await publisher.publish("a", 1)).reached, 0);
+});
