@@ -111,6 +111,12 @@ export interface AckFields {
 interface PeerState {
   subjects: Set<string>;
   queues: Set<string>;
+  /**
+   * The watched queues on which the peer holds no credit: a bare `reserve`
+   * walks these only, so that repeating it costs nothing however many
+   * queues the peer watches.
+   */
+  uncredited: Set<string>;
 }
 
 interface Subject {
@@ -224,7 +230,9 @@ export class Hub {
 
   /** Registers a peer. */
   join(peer: Peer): void {
-    if (!this.#peers.has(peer)) this.#peers.set(peer, { subjects: new Set(), queues: new Set() });
+    if (!this.#peers.has(peer)) {
+      this.#peers.set(peer, { subjects: new Set(), queues: new Set(), uncredited: new Set() });
+    }
   }
 
   /** Removes a peer with all its subscriptions, watches and credits. */
@@ -413,6 +421,7 @@ export class Hub {
     for (const name of queues) {
       if (state.queues.has(name)) continue;
       state.queues.add(name);
+      state.uncredited.add(name);
       this.#queue(name).watchers.add(peer);
     }
   }
@@ -421,7 +430,9 @@ export class Hub {
   unwatch(peer: Peer, queues: readonly string[]): void {
     const state = this.#state(peer);
     for (const name of queues) {
-      if (state.queues.delete(name)) this.#removeWatcher(name, peer);
+      if (!state.queues.delete(name)) continue;
+      state.uncredited.delete(name);
+      this.#removeWatcher(name, peer);
     }
   }
 
@@ -475,8 +486,9 @@ export class Hub {
    */
   reserve(peer: Peer, queues?: readonly string[]): void {
     const state = this.#state(peer);
-    for (const name of queues ?? state.queues) {
-      if (!state.queues.has(name)) continue;
+    // Only where it holds no credit: a credit used puts its queue back (#dispatch), so a reserve costs what it gives.
+    for (const name of queues ?? [...state.uncredited]) {
+      if (!state.uncredited.delete(name)) continue;
       // A peer that fails to take a message leaves the hub in the middle of
       // this loop, and its other queues may go with it.
       const queue = this.#queues.get(name);
@@ -490,6 +502,8 @@ export class Hub {
     while (queue.head < queue.messages.length && queue.consumers.size > 0) {
       const consumer: Peer = queue.consumers.values().next().value!;
       queue.consumers.delete(consumer);
+      // Its credit here is used: the next reserve gives it one again.
+      this.#peers.get(consumer)?.uncredited.add(name);
       const text = queue.messages[queue.head]!;
       const frame = encodeMessageText(text);
       // A consumer that cannot take the message is disconnecting; the

@@ -377,3 +377,34 @@ Deno.test("hub reserve stops when the peer leaves while taking a message, even i
     historyEvictions: 0,
   });
 });
+
+Deno.test("hub bare reserve costs the same whatever the peer watches, once its credits are given", () => {
+  // A 22-byte reserve that walked every watched queue let one peer hold the hub for a minute and a half.
+  const timeReserves = (queues: number): number => {
+    const peer = new Recorder();
+    const hub = hubWith(peer);
+    hub.watch(peer, Array.from({ length: queues }, (_, i) => `q${i}`));
+    hub.reserve(peer);
+    const start = performance.now();
+    for (let i = 0; i < 2000; i++) hub.reserve(peer);
+    return performance.now() - start;
+  };
+  timeReserves(1); // warm up
+  const one = Math.max(timeReserves(1), 0.5);
+  const many = timeReserves(20_000);
+  assert.ok(
+    many < 50 * one,
+    `2000 reserves: ${many.toFixed(1)} ms watching 20,000 queues, ${one.toFixed(1)} ms watching 1`,
+  );
+  // And a credit used is given again by the next bare reserve.
+  const peer = new Recorder();
+  const hub = hubWith(peer);
+  hub.watch(peer, ["a", "b"]);
+  hub.reserve(peer);
+  hub.enqueue(["a"], 1);
+  hub.enqueue(["a"], 2);
+  hub.enqueue(["b"], 3);
+  hub.reserve(peer);
+  hub.reserve(peer);
+  assert.deepEqual(peer.data, [1, 3, 2]);
+});
