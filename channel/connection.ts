@@ -66,9 +66,10 @@ export interface ConnectionHost {
 const PONG = encodeMessage({ type: "pong" });
 
 /**
- * Past this many bytes waiting to be written to a connection, the hub
- * handles no further frame of it, even of a read already made, and reads
- * nothing more from it, until they are written. A peer that sends requests
+ * Past this many bytes waiting to be written to a connection, the hub reads
+ * nothing more from it until they are written; and past this many bytes of
+ * replies to one read's frames, it handles no further frame of that read
+ * until they are written. A peer that sends requests
  * (pings, publishes) without reading the replies is then held back by TCP,
  * rather than growing its queue of small replies, each with its own objects,
  * up to `maxPendingBytes`.
@@ -301,29 +302,34 @@ export class Connection implements Peer {
 
   /**
    * Handles `messages` in order; returns those that must wait: routed ones
-   * during the startup grace, and all that follow replies past
-   * `READ_PAUSE_BYTES` (one read can bring hundreds of history requests,
-   * each answered with up to a frame's limit: handled at once, they would
-   * pass `maxPendingBytes` and close the peer as a slow consumer).
+   * during the startup grace, and all that follow once the replies to these
+   * messages pass `READ_PAUSE_BYTES` (one read can bring hundreds of history
+   * requests, each answered with up to a frame's limit: handled at once,
+   * they would pass `maxPendingBytes` and close the peer as a slow
+   * consumer). Only its own replies count: events others publish to it are
+   * the pause of the read loop's business, as before.
    */
   #handleAll(messages: ClientMessage[]): ClientMessage[] | null {
+    let replied = 0;
     for (let i = 0; i < messages.length; i++) {
       const message = messages[i]!;
       if (this.#grace.active && ROUTED.has(message.type)) return messages.slice(i);
-      if (this.#writer.pendingBytes > READ_PAUSE_BYTES) return messages.slice(i);
+      if (replied > READ_PAUSE_BYTES) return messages.slice(i);
+      const before = this.#writer.pendingBytes;
       this.#handle(message);
       if (this.#closing) return null;
+      replied += Math.max(0, this.#writer.pendingBytes - before);
     }
     return null;
   }
 
-  /** Handles held messages in order, each once the grace is over and the replies before it are written; reading pauses meanwhile. */
+  /** Handles held messages in order, once the grace is over and the replies before them are written; reading pauses meanwhile. */
   async #resume(held: ClientMessage[]): Promise<void> {
     let waiting: ClientMessage[] | null = held;
     while (waiting && !this.#closing) {
-      if (this.#grace.active) await this.#grace.over;
-      if (this.#writer.pendingBytes > READ_PAUSE_BYTES && !(await this.#writer.flushed())) return;
-      if (!this.#closing) waiting = this.#handleAll(waiting);
+      await this.#grace.over;
+      if (!(await this.#writer.flushed()) || this.#closing) return;
+      waiting = this.#handleAll(waiting);
     }
   }
 
