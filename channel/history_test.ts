@@ -223,3 +223,14 @@ Deno.test("hub answers many large history reads sent at once, pausing between th
   await peer.send({ type: "ping" });
   assert.deepEqual(await peer.next(), { type: "pong" });
 });
+
+Deno.test("hub counts history in bytes of UTF-8, as its flags say: non-ASCII data weighs what it is sent as", async () => {
+  await using hub = startHub({ historySubjects: ["h.*"] });
+  await using link = bus(hub.port);
+  const stats = () => hub.server.hub.stats.historyBytes;
+  // 300 "€" are 302 characters of JSON but 902 bytes of UTF-8, as many as 900 "x".
+  await link.publish("h.euro", "€".repeat(300));
+  const euro = stats();
+  await link.publish("h.ascii", "x".repeat(900));
+  assert.equal(stats() - euro, euro, "the same bytes kept for both");
+});

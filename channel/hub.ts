@@ -316,7 +316,7 @@ export class Hub {
     const reached: Peer[] = [];
     const positions: AckPosition[] = [];
     for (const { name, subject, event } of this.#events(subjects, data, reply)) {
-      const position = this.#history.append(name, event.data, event.data.length);
+      const position = this.#history.append(name, event.data, event.dataBytes);
       if (position) positions.push({ subject: name, offset: position.offset, epoch: position.epoch });
       if (!subject) continue;
       const text = event.text(position);
@@ -548,6 +548,8 @@ export class Hub {
         bytes = extra + utf8Length(head) + textBytes + utf8Length(tail);
       }
       this.#checkBytes(bytes);
+      // History is bounded in bytes of UTF-8, as the flags say, not in UTF-16 units.
+      if (keeps && textBytes === 0) textBytes = utf8Length(text);
       const body = text;
       planned.push({
         name,
@@ -555,6 +557,7 @@ export class Hub {
         event: {
           bytes: bytes - 4,
           data: body,
+          dataBytes: keeps ? textBytes : 0,
           text: (position) =>
             position
               ? `${head}${body}${tail},"offset":${position.offset},"epoch":${JSON.stringify(position.epoch)}}`
@@ -730,8 +733,12 @@ const POSITION_BYTES = 48;
 interface PlannedEvent {
   name: string;
   subject: Subject | undefined;
-  /** The data's JSON; the event's text, with its position if it has one; at most how many UTF-8 bytes that text is. */
-  event: { data: string; text: (position: WirePosition | undefined) => string; bytes: number };
+  /**
+   * The data's JSON and its UTF-8 bytes (counted for history only, 0
+   * otherwise); the event's text, with its position if it has one; at most
+   * how many UTF-8 bytes that text is.
+   */
+  event: { data: string; dataBytes: number; text: (position: WirePosition | undefined) => string; bytes: number };
 }
 
 function unique(names: readonly string[]): readonly string[] {

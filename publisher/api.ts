@@ -220,7 +220,7 @@ export function createApi(deps: ApiDeps): ApiCall {
       try {
         outcome = await methods.single[method](params);
         if (READS.has(method)) {
-          readBytes += JSON.stringify(outcome).length;
+          readBytes += utf8Length(JSON.stringify(outcome));
           if (readBytes > deps.maxBatchReplyBytes) outcome = overBudget(deps.maxBatchReplyBytes);
         }
       } catch (error) {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { utf8Length } from "../shared/bytes.ts";
 import fc from "fast-check";
 import { createPublishHandler, type PublishHandlerOptions } from "./handler.ts";
 import { API_METHODS } from "./_api_methods.ts";
@@ -1243,13 +1244,14 @@ Deno.test("api batch of publishes answers and delivers as the same publishes one
 });
 
 Deno.test("api batch answers reads up to --max-batch-reply-bytes, and 413 for each past it, the other commands as usual", async () => {
-  const budget = 5000;
+  const budget = 10_000;
   await using c = cluster({ broker: KEEP_CHANNELS, maxBatchReplyBytes: budget });
-  for (let i = 0; i < 10; i++) await c.call("publish", { channel: "news", data: "x".repeat(100) });
+  // "€" is one UTF-16 unit and three bytes: the budget counts bytes.
+  for (let i = 0; i < 10; i++) await c.call("publish", { channel: "news", data: "€".repeat(100) });
   // On its own, a read has no batch budget.
   const alone = await c.call("history", { channel: "news" });
   assert.equal(alone.status, 200);
-  const fit = Math.floor(budget / JSON.stringify(alone.body.result).length);
+  const fit = Math.floor(budget / utf8Length(JSON.stringify(alone.body.result)));
   assert.ok(fit >= 2 && fit < 6, `${fit} answers fit`);
   const commands: Json[] = [
     ...Array.from({ length: 6 }, () => ({ history: { channel: "news" } })),
@@ -1266,7 +1268,7 @@ Deno.test("api batch answers reads up to --max-batch-reply-bytes, and 413 for ea
   assert.equal(answered, fit, JSON.stringify(replies.map((reply) => reply.error?.code ?? "ok")));
   for (const reply of replies.slice(0, 6).filter((reply) => reply.error)) {
     assert.equal(reply.error!.code, 413);
-    assert.match(reply.error!.message, /^Batch reply too large: .*passed 5000 bytes \(--max-batch-reply-bytes\)/);
+    assert.match(reply.error!.message, /^Batch reply too large: .*passed 10000 bytes \(--max-batch-reply-bytes\)/);
   }
   assert.ok(replies[6]!.result && replies[7]!.result, "a publish and an info past the budget are answered");
 });
