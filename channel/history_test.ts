@@ -234,3 +234,22 @@ Deno.test("hub counts history in bytes of UTF-8, as its flags say: non-ASCII dat
   await link.publish("h.ascii", "x".repeat(900));
   assert.equal(stats() - euro, euro, "the same bytes kept for both");
 });
+
+Deno.test("hub refuses a publish whose ack would list more positions than a frame holds, routing none of it", async () => {
+  // Its ack would pass the frame limit: the client would drop its link on it and publish again, each time anew.
+  await using hub = startHub({ historySubjects: ["h.*"], maxFrameBytes: 16 * 1024 });
+  // The client's frame limit kept at the hub's, as its docs ask.
+  await using client = new HubClient({ port: hub.port, logger: quiet, maxFrameBytes: 16 * 1024 });
+  const got: Json[] = [];
+  client.subscribe("h.7", (data) => got.push(data));
+  await client.flush();
+  const subjects = Array.from({ length: 400 }, (_, i) => `h.${i}`);
+  await assert.rejects(client.publishWithPositions(subjects, "all"), /acknowledgement would list a position for each/);
+  // A publish the ack of which fits goes through on the same link.
+  const fits = await client.publishWithPositions(subjects.slice(0, 100), "some");
+  assert.equal(fits.positions.length, 100);
+  assert.equal(fits.positions.find((p) => p.subject === "h.7")!.offset, 1, "the refused one took no offset");
+  await until(() => got.length === 1, 2000, "the event");
+  assert.deepEqual(got, ["some"]);
+  assert.equal(client.reconnects, 0, "the link never dropped");
+});

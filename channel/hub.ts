@@ -315,7 +315,9 @@ export class Hub {
   ): Routed {
     const reached: Peer[] = [];
     const positions: AckPosition[] = [];
-    for (const { name, subject, event } of this.#events(subjects, data, reply)) {
+    const planned = this.#events(subjects, data, reply);
+    this.#checkAckBytes(planned);
+    for (const { name, subject, event } of planned) {
       const position = this.#history.append(name, event.data, event.dataBytes);
       if (position) positions.push({ subject: name, offset: position.offset, epoch: position.epoch });
       if (!subject) continue;
@@ -568,6 +570,27 @@ export class Hub {
     return planned;
   }
 
+  /**
+   * Refuses a publish whose acknowledgement, which lists a position per
+   * history subject, would pass the frame limit: the publisher would have
+   * to drop its link on it, and retry a publish already routed.
+   */
+  #checkAckBytes(planned: readonly PlannedEvent[]): void {
+    // A name's JSON takes at most 6 bytes per UTF-16 unit (`\u001f`): counted exactly only when that bound could pass.
+    let bound = ACK_BYTES;
+    for (const { name, event } of planned) if (event.dataBytes > 0) bound += ACK_POSITION_BYTES + 6 * name.length;
+    if (bound <= this.#maxFrameBytes) return;
+    let bytes = ACK_BYTES;
+    for (const { name, event } of planned) {
+      if (event.dataBytes > 0) bytes += ACK_POSITION_BYTES + utf8Length(JSON.stringify(name));
+    }
+    if (bytes > this.#maxFrameBytes) {
+      throw new RangeError(
+        `Cannot route: its acknowledgement would list a position for each of its history subjects in about ${bytes} bytes, over the ${this.#maxFrameBytes}-byte frame limit; publish to fewer of them at once`,
+      );
+    }
+  }
+
   #checkBytes(bytes: number): void {
     if (bytes > this.#maxFrameBytes) {
       throw new RangeError(
@@ -729,6 +752,15 @@ const QUEUE_BYTES = 640;
  * of a history subject's event before its offset is known.
  */
 const POSITION_BYTES = 48;
+
+/** An `ack`'s bytes but for its positions, at most: `{"type":"ack","id":N,"count":N,"positions":[]}`, numbers of 16 digits. */
+const ACK_BYTES = 80;
+
+/**
+ * A position in an `ack` but for its subject's name, at most:
+ * `{"subject":,"offset":N,"epoch":"…"},` with 16 digits and 8 hex characters.
+ */
+const ACK_POSITION_BYTES = 64;
 
 interface PlannedEvent {
   name: string;
