@@ -446,7 +446,7 @@ export class Connection implements Peer {
       return;
     }
     const ack = this.#acknowledge(message.id, routed);
-    if (key !== undefined) this.#hub.remember(message.subjects, key, ack);
+    if (key !== undefined) this.#hub.remember(message.subjects, key, ack, routed.positions.length);
   }
 
   /**
@@ -503,7 +503,12 @@ export class Connection implements Peer {
       for (const peer of routed.reached) peers.add(peer);
       if (key !== undefined) {
         if (routed.reached.length === 0) {
-          this.#hub.remember(subjects, key, Promise.resolve(ackFields(item.subject, results[i] as CountResult)));
+          this.#hub.remember(
+            subjects,
+            key,
+            Promise.resolve(ackFields(item.subject, results[i] as CountResult)),
+            routed.positions.length,
+          );
         } else {
           // Settled below, once the writes are known; a retry in this same batch waits for it.
           const subject = item.subject;
@@ -511,6 +516,7 @@ export class Connection implements Peer {
             subjects,
             key,
             new Promise<AckFields>((resolve) => (settles[i] = (fields) => resolve(ackFields(subject, fields)))),
+            routed.positions.length,
           );
         }
       }

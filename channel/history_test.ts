@@ -253,3 +253,19 @@ Deno.test("hub refuses a publish whose ack would list more positions than a fram
   assert.deepEqual(got, ["some"]);
   assert.equal(client.reconnects, 0, "the link never dropped");
 });
+
+Deno.test("hub forgets the oldest idempotency keys once their acks hold 250,000 positions, whatever their count", async () => {
+  // An ack lists a position per history subject: keys of publishes to 5,000 of them held half a megabyte each.
+  await using hub = startHub({ historySubjects: ["h.*"], historySize: 1, maxHistorySubjects: 10_000 });
+  await using client = new HubClient({ port: hub.port, logger: quiet });
+  const subjects = Array.from({ length: 5000 }, (_, i) => `h.${i}`);
+  const first = await client.publishWithPositions(subjects, 0, { idempotencyKey: "k0" });
+  const again = await client.publishWithPositions(subjects, 0, { idempotencyKey: "k0" });
+  assert.deepEqual(again.positions[0], first.positions[0], "remembered: answered as the first");
+  // 50 keys of 5,001 each are 250,050: the oldest, k0, goes.
+  for (let i = 1; i <= 50; i++) await client.publishWithPositions(subjects, i, { idempotencyKey: `k${i}` });
+  const late = await client.publishWithPositions(subjects, 0, { idempotencyKey: "k0" });
+  assert.equal(late.positions[0]!.offset, 52, "forgotten: routed again");
+  const recent = await client.publishWithPositions(subjects, 50, { idempotencyKey: "k50" });
+  assert.equal(recent.positions[0]!.offset, 51, "a recent key is still remembered");
+});

@@ -204,6 +204,7 @@ export class Hub {
     this.#acks = new IdempotencyCache({
       window: options.idempotencyWindow,
       maxKeys: options.maxIdempotencyKeys,
+      maxWeight: MAX_REMEMBERED_POSITIONS,
       now: options.now,
     });
   }
@@ -374,9 +375,13 @@ export class Hub {
     return this.#acks.get(idempotencyKey(subjects, key));
   }
 
-  /** Remembers the ack of a publish with an idempotency key, for {@linkcode Hub.recall}. */
-  remember(subjects: readonly string[], key: string, ack: Promise<AckFields>): void {
-    this.#acks.set(idempotencyKey(subjects, key), ack);
+  /**
+   * Remembers the ack of a publish with an idempotency key, for
+   * {@linkcode Hub.recall}; `positions` is how many it lists (one per history
+   * subject), what it weighs against the positions all keys may hold.
+   */
+  remember(subjects: readonly string[], key: string, ack: Promise<AckFields>, positions = 0): void {
+    this.#acks.set(idempotencyKey(subjects, key), ack, 1 + positions);
   }
 
   /**
@@ -752,6 +757,15 @@ const QUEUE_BYTES = 640;
  * of a history subject's event before its offset is known.
  */
 const POSITION_BYTES = 48;
+
+/**
+ * Positions the acks of remembered idempotency keys hold at most, all keys
+ * together (about 100 bytes each): an ack lists one per history subject, so
+ * a key of a publish to 5,000 of them held half a megabyte; past it the
+ * oldest keys go. A key of a publish to one subject weighs 2: the 100,000
+ * keys fit.
+ */
+const MAX_REMEMBERED_POSITIONS = 250_000;
 
 /** An `ack`'s bytes but for its positions, at most: `{"type":"ack","id":N,"count":N,"positions":[]}`, numbers of 16 digits. */
 const ACK_BYTES = 80;

@@ -1,7 +1,8 @@
 /**
  * Remembers what a publish with an idempotency key answered, so that a retry
  * of it is answered the same and not delivered again. Used by the hub and
- * the in-process bus. Bounded by a window and a count: past either, the
+ * the in-process bus. Bounded by a window, a count and a weight (what the
+ * answers hold: an ack lists a position per history subject): past any, the
  * oldest keys go first, and a retry after that is delivered again.
  *
  * Pure TypeScript: the clock is injected.
@@ -21,6 +22,8 @@ export interface IdempotencyOptions {
   window?: number;
   /** Most keys remembered; past it the oldest go. @default {100000} */
   maxKeys?: number;
+  /** Most weight of all answers remembered (see {@linkcode IdempotencyCache.set}); past it the oldest go. @default {Infinity} */
+  maxWeight?: number;
   /** The clock, in milliseconds. @default {Date.now} */
   now?: () => number;
 }
@@ -42,13 +45,16 @@ export interface IdempotencyOptions {
 export class IdempotencyCache<V> {
   readonly #window: number;
   readonly #maxKeys: number;
+  readonly #maxWeight: number;
   readonly #now: () => number;
   /** In the order they were set: the oldest first. */
-  readonly #entries = new Map<string, { value: V; time: number }>();
+  readonly #entries = new Map<string, { value: V; time: number; weight: number }>();
+  #weight = 0;
 
   constructor(options: IdempotencyOptions = {}) {
     this.#window = options.window ?? DEFAULT_IDEMPOTENCY_WINDOW;
     this.#maxKeys = options.maxKeys ?? DEFAULT_MAX_IDEMPOTENCY_KEYS;
+    this.#maxWeight = options.maxWeight ?? Infinity;
     this.#now = options.now ?? Date.now;
     if (!(this.#window >= 0) || !(this.#maxKeys >= 0)) {
       throw new RangeError(`Cannot remember keys: window ${this.#window} and maxKeys ${this.#maxKeys} must be >= 0`);
@@ -67,25 +73,40 @@ export class IdempotencyCache<V> {
     return this.#entries.get(key)?.value;
   }
 
-  /** Remembers the answer for `key`, forgetting the oldest past `maxKeys`. */
-  set(key: string, value: V): void {
+  /**
+   * Remembers the answer for `key`, weighing `weight` (1 by default),
+   * forgetting the oldest past `maxKeys` or `maxWeight`. An answer heavier
+   * than `maxWeight` alone is not remembered.
+   */
+  set(key: string, value: V, weight = 1): void {
     this.#expire();
-    this.#entries.delete(key);
-    if (this.#maxKeys === 0) return;
-    this.#entries.set(key, { value, time: this.#now() });
-    while (this.#entries.size > this.#maxKeys) this.#entries.delete(this.#entries.keys().next().value!);
+    this.#delete(key);
+    if (this.#maxKeys === 0 || weight > this.#maxWeight) return;
+    this.#entries.set(key, { value, time: this.#now(), weight });
+    this.#weight += weight;
+    while (this.#entries.size > this.#maxKeys || this.#weight > this.#maxWeight) {
+      this.#delete(this.#entries.keys().next().value!);
+    }
   }
 
   /** Forgets every key. */
   clear(): void {
     this.#entries.clear();
+    this.#weight = 0;
+  }
+
+  #delete(key: string): void {
+    const entry = this.#entries.get(key);
+    if (!entry) return;
+    this.#entries.delete(key);
+    this.#weight -= entry.weight;
   }
 
   #expire(): void {
     const oldest = this.#now() - this.#window;
     for (const [key, entry] of this.#entries) {
       if (entry.time > oldest) return;
-      this.#entries.delete(key);
+      this.#delete(key);
     }
   }
 }
