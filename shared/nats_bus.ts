@@ -1121,6 +1121,7 @@ export class NatsBus implements Bus {
         this.#tops.delete(subject);
         // Another publisher went first: read the last message again and retry at once.
         if (error instanceof JetStreamApiError && error.code === 10071) continue;
+        this.#recheckStreams();
         if (Date.now() + pause >= deadline) {
           throw new BusError("unavailable", `Cannot ${what}: JetStream did not store it in time: ${errorText(error)}`, {
             cause: error,
@@ -1233,6 +1234,7 @@ export class NatsBus implements Bus {
         return await this.#read(jsm, subject, options.since, limit);
       } catch (error) {
         if (error instanceof BusError) throw error;
+        this.#recheckStreams();
         if (Date.now() + pause >= deadline) {
           throw new BusError("unavailable", `Cannot ${what}: JetStream did not answer in time: ${errorText(error)}`, {
             cause: error,
@@ -1346,8 +1348,20 @@ export class NatsBus implements Bus {
       await this.#keep(js, jsm, subject, { offset: 0, epoch: marker.epoch }, deadline);
     } catch (error) {
       if (error instanceof BusError) throw error;
+      this.#recheckStreams();
       throw new BusError("unavailable", `Cannot ${what}: ${errorText(error)}`, { cause: error });
     }
+  }
+
+  /**
+   * After a history call failed: its streams may be gone (a NATS that came
+   * back without its store, one whose streams an operator deleted), and
+   * nothing else would make them again in this process, so the next call
+   * makes sure of them first. Where they exist, that is one request that
+   * changes nothing.
+   */
+  #recheckStreams(): void {
+    this.#streamReady = null;
   }
 
   /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */

@@ -590,3 +590,18 @@ Deno.test("nats bus over tls:// verifies the servers with the CA given, and neve
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("nats bus history: a NATS that came back without its store gets its streams made again, by the bus that meets it", async () => {
+  await using nats = await startNats();
+  await using publisher = bus(nats.servers, { history: HISTORY });
+  await using reader = bus(nats.servers, { history: HISTORY });
+  const before = (await publisher.publish("channel.news", 1)).position!;
+  assert.equal((await reader.history("channel.news")).messages.length, 1);
+  await nats.kill(0);
+  await nats.restart(0, { wipe: true });
+  // Both buses made their streams before: neither is told to, yet each publish and read finds them again.
+  const after = await within(publisher.publish("channel.news", 2), 10_000, "a publish after the wipe");
+  assert.notEqual(after.position!.epoch, before.epoch, "a new epoch: the old history is gone");
+  const read = await within(reader.history("channel.news"), 10_000, "a read after the wipe");
+  assert.deepEqual(read.messages.map((m) => m.data), [2]);
+});

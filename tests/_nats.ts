@@ -49,9 +49,10 @@ export interface NatsCluster extends AsyncDisposable {
   /**
    * Starts a killed node again, on its ports and store, and waits until it is
    * healthy. Over TLS with a `caFile`, `clientAuth` changes whether it asks
-   * clients for a certificate.
+   * clients for a certificate; `wipe` empties its store first (a disk lost,
+   * or a node without one).
    */
-  restart(index: number, changes?: { clientAuth?: boolean }): Promise<void>;
+  restart(index: number, changes?: { clientAuth?: boolean; wipe?: boolean }): Promise<void>;
   /** The name of the node leading `stream`, from a live node's monitoring port. */
   streamLeader(stream: string): Promise<string>;
 }
@@ -174,6 +175,7 @@ async function startNatsOnce(options: NatsClusterOptions): Promise<NatsCluster> 
     async restart(index, changes = {}) {
       clientAuth = changes.clientAuth ?? clientAuth;
       const node = nodes[index]!;
+      if (changes.wipe) await Deno.remove(`${store}/${node.name}`, { recursive: true }).catch(() => {});
       start(node);
       await healthy(node);
     },
