@@ -371,3 +371,20 @@ Deno.test("catch-up: a member whose subscribe waits for a catch-up that finds a 
   await until(() => dataOf(late).includes(18), 1000, "the next publication");
   assert.equal(late.closed, null);
 });
+
+Deno.test("catch-up: a member from before the gap that subscribes again during the catch-up is still told of the loss", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const early = await member(setup);
+  await publish(setup, "news", 1);
+  setup.pusherBus.offline = true;
+  await publish(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
+  setup.pusherBus.offline = false;
+  const gate = gateHistory(setup);
+  await publish(setup, "news", 17);
+  // Its second subscribe has no `since`: were it answered, it would go on from 17 with 2 to 16 lost untold.
+  early.receive(JSON.stringify({ id: 2, subscribe: { channel: "news" } }));
+  await settle();
+  await gate.release();
+  await until(() => early.closed !== null, 1000, "the member told");
+  assert.deepEqual(early.closed, { code: 3010, reason: "insufficient state" });
+});

@@ -401,7 +401,7 @@ export class Pusher {
       // Not those whose subscribe is still to be answered: their reply (or recovery) tells them where they stand.
       lost: (channel) => {
         for (const connection of [...this.#membership.members(channel)]) {
-          if (this.#recovery.answering(connection, channel)) continue;
+          if (this.#recovery.joining(connection, channel)) continue;
           connection.socket.close(INSUFFICIENT_STATE, INSUFFICIENT_STATE_REASON);
         }
       },
@@ -701,7 +701,7 @@ export class Pusher {
     const refusal = limitError(outcome, this.#membership);
     if (refusal !== null) return this.#refuse(connection, { id, code: ErrorCode.tooManyChannels, message: refusal });
     // From here publications reach it: held until the reply and its replay are out.
-    this.#recovery.begin(connection, channel);
+    this.#recovery.begin(connection, channel, outcome === "joined");
     const replied = new Promise<void>((resolve) => {
       this.#whenSubscribed(channel, () => {
         // The joiner gets its own join after its reply and what the reply brings.

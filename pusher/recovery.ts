@@ -101,6 +101,8 @@ interface Pending {
   latest: Position | undefined;
   /** The worker left the channel while this read was out: its answer is this connection's, not the worker's to keep. */
   stale: boolean;
+  /** The subscribe made the connection a member (it was not one before): what came before it is none of its. */
+  readonly joined: boolean;
 }
 
 /** What the worker knows of a channel's position, and on which bus link it learned it. */
@@ -180,11 +182,13 @@ export class Recovery<C extends Connection> {
   }
 
   /**
-   * Whether `connection`'s subscribe to `channel` is not answered yet: its
-   * reply (or its recovery's) is still to tell it where it stands.
+   * Whether `connection` joined `channel` with a subscribe not answered
+   * yet: its reply (or its recovery's) is still to tell it where it stands,
+   * and nothing before it was its to miss. Not so for a member that
+   * subscribes again: what it was given before counts.
    */
-  answering(connection: C, channel: string): boolean {
-    return this.#pending.get(channel)?.has(connection) ?? false;
+  joining(connection: C, channel: string): boolean {
+    return this.#pending.get(channel)?.get(connection)?.joined ?? false;
   }
 
   /** Whether some connection's recovery of `channel` is out: then {@linkcode Recovery.hold} is asked per member. */
@@ -212,12 +216,20 @@ export class Recovery<C extends Connection> {
    * subscribe is answered. Call it when the connection joins: publications
    * reach a member from then on, and must not overtake the reply and what
    * the reply replays. A second subscribe while the first is out holds what
-   * comes from now on; the first keeps what it held.
+   * comes from now on; the first keeps what it held. `joined`: the
+   * subscribe made the connection a member ({@linkcode Recovery.joining}).
    */
-  begin(connection: C, channel: string): void {
+  begin(connection: C, channel: string, joined = false): void {
     let byChannel = this.#pending.get(channel);
     if (!byChannel) this.#pending.set(channel, byChannel = new Map());
-    byChannel.set(connection, { held: [], overflowed: false, latest: undefined, stale: false });
+    const before = byChannel.get(connection);
+    byChannel.set(connection, {
+      held: [],
+      overflowed: false,
+      latest: undefined,
+      stale: false,
+      joined: joined || (before?.joined ?? false),
+    });
   }
 
   /**
