@@ -367,6 +367,8 @@ export class NatsBus implements Bus {
   #js: JetStreamClient | null = null;
   #jsm: JetStreamManager | null = null;
   #streamReady: Promise<void> | null = null;
+  /** The streams were made or set once: a later check only makes them again if they are gone (#recheckStreams). */
+  #streamsSet = false;
   #connected = false;
   #reconnects = 0;
   #closed = false;
@@ -877,7 +879,9 @@ export class NatsBus implements Bus {
     const nc = await this.#link(deadline, what);
     // Short attempts, retried until the deadline: a request to a node that just died gets no answer.
     if (!this.#jsm) this.#jsm = await jetstreamManager(nc, { timeout: ATTEMPT_TIMEOUT });
-    this.#streamReady ??= this.#ensureStream(this.#jsm).catch((error) => {
+    this.#streamReady ??= this.#ensureStream(this.#jsm, this.#streamsSet).then(() => {
+      this.#streamsSet = true;
+    }, (error) => {
       this.#streamReady = null;
       throw error;
     });
@@ -885,12 +889,13 @@ export class NatsBus implements Bus {
     return { js: this.#js!, jsm: this.#jsm };
   }
 
-  async #ensureStream(jsm: JetStreamManager): Promise<void> {
+  /** Makes the streams, or sets them to this bus's bounds; with `missingOnly`, makes those that are gone, and no more. */
+  async #ensureStream(jsm: JetStreamManager, missingOnly: boolean): Promise<void> {
     const { subjects, size, ttlMs: ttl, totalBytes } = this.#options.history!;
     // The servers the cluster advertises, or those we were given: a cluster run with `--no_advertise` advertises none.
     const replicas = Math.min(3, Math.max(1, this.#nc?.info?.connect_urls?.length ?? 0, this.#options.servers.length));
     // Both at once: on a cluster each is a round of its meta leader's, paid by a process's first history call.
-    const history = this.#ensure(jsm, {
+    const history = this.#ensure(jsm, missingOnly, {
       name: this.#streamName,
       subjects: subjects.map(natsHistoryFilter),
       max_msgs_per_subject: size,
@@ -905,7 +910,7 @@ export class NatsBus implements Bus {
     // Written by the publishers, not copied by the server: nats-server 2.9 checks a copy's (a source's, a mirror's,
     // a stream capturing the republished messages) Nats-Expected-Last-Subject-Sequence against the copy's own
     // sequences, and drops it (a source or mirror then stalls) once they differ, as they do after an expiry.
-    const tops = this.#ensure(jsm, {
+    const tops = this.#ensure(jsm, missingOnly, {
       name: this.#topsStreamName,
       subjects: [
         ...subjects.map((pattern) => TOP_PREFIX + natsHistoryFilter(pattern)),
@@ -922,8 +927,16 @@ export class NatsBus implements Bus {
     await Promise.all([history, tops]);
   }
 
-  /** Makes the stream `config` names, or updates it to `config` when it exists with another one. */
-  async #ensure(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
+  /**
+   * Makes the stream `config` names, or updates it to `config` when it
+   * exists with another one, unless `missingOnly`: a check after a failure
+   * must not undo the bounds a bus opened later set.
+   */
+  async #ensure(
+    jsm: JetStreamManager,
+    missingOnly: boolean,
+    config: Partial<StreamConfig> & { name: string },
+  ): Promise<void> {
     try {
       await jsm.streams.add(config).catch((error) => {
         // A cluster smaller than it looked (the client saw fewer servers than replicas need): one replica.
@@ -932,6 +945,7 @@ export class NatsBus implements Bus {
       });
     } catch (error) {
       if (!(error instanceof JetStreamApiError)) throw error;
+      if (missingOnly) return;
       // It exists with another configuration: the last bus opened with new bounds sets them.
       const { config: current } = await jsm.streams.info(config.name);
       await jsm.streams.update(config.name, { ...current, ...config, num_replicas: current.num_replicas });
@@ -1358,10 +1372,10 @@ export class NatsBus implements Bus {
    * back without its store, one whose streams an operator deleted), and
    * nothing else would make them again in this process, so the next call
    * makes sure of them first. Where they exist, that is one request that
-   * changes nothing.
+   * changes nothing, whatever bounds they have.
    */
   #recheckStreams(): void {
-    this.#streamReady = null;
+    if (this.#streamsSet) this.#streamReady = null;
   }
 
   /** Closes the link; waiting publishes reject with `unavailable`. Closing twice is harmless. */

@@ -605,3 +605,25 @@ Deno.test("nats bus history: a NATS that came back without its store gets its st
   const read = await within(reader.history("channel.news"), 10_000, "a read after the wipe");
   assert.deepEqual(read.messages.map((m) => m.data), [2]);
 });
+
+Deno.test("nats bus history: a call that fails and checks the streams again leaves the bounds the last bus opened set", async () => {
+  await using nats = await startNats({ nodes: 3 });
+  await using older = bus(nats.servers, { history: { ...HISTORY, size: 100 } });
+  await older.publish("channel.news", 1, { timeout: 10_000 });
+  await using newer = bus(nats.servers, { history: { ...HISTORY, size: 50 } });
+  await newer.publish("channel.news", 2, { timeout: 10_000 });
+  const sizeNow = async () => {
+    const nc = await connect({ servers: nats.servers.map(({ hostname, port }) => `${hostname}:${port}`) });
+    try {
+      return (await (await jetstreamManager(nc)).streams.info("CHANNEL_HISTORY")).config.max_msgs_per_subject;
+    } finally {
+      await nc.close();
+    }
+  };
+  assert.equal(await sizeNow(), 50, "the last bus opened set them");
+  // The stream's leader dies: the older bus's publishes fail until a new one is elected, each failure a check.
+  const leader = await nats.streamLeader("CHANNEL_HISTORY");
+  await nats.kill(nats.nodes.findIndex((node) => node.name === leader));
+  for (let i = 0; i < 3; i++) await older.publish("channel.news", 3 + i, { timeout: 30_000 });
+  assert.equal(await sizeNow(), 50, "still the newer bus's");
+});
