@@ -204,17 +204,17 @@ Deno.test("hub bus publishes a batch natively; the shared fallback gives the sam
 });
 
 Deno.test("publishes coalesced in one turn go to the hub as one batch, each answered alone", async () => {
-  await using hub = startHub({ maxFrameBytes: 2048 });
-  await using subscriber = new HubBus({ port: hub.port, logger: quiet, maxFrameBytes: 2048 });
+  await using hub = startHub({ maxFrameBytes: 4096 });
+  await using subscriber = new HubBus({ port: hub.port, logger: quiet, maxFrameBytes: 4096 });
   const got: Json[] = [];
   await subscriber.subscribe("a", (data) => got.push(data));
   await using proxy = countingBatchFrames(hub.port);
-  await using bus = new HubBus({ port: proxy.port, logger: quiet, maxFrameBytes: 2048 });
+  await using bus = new HubBus({ port: proxy.port, logger: quiet, maxFrameBytes: 4096 });
   const publish = coalescePublishes(bus, { timeout: 5000 });
   const items = [
     ...Array.from({ length: 50 }, (_, i) => ({ subject: "a", data: i })),
     { subject: "nobody", data: "x" },
-    { subject: "a", data: "z".repeat(3000) },
+    { subject: "a", data: "z".repeat(5000) },
   ];
   const outcomes = await Promise.allSettled(items.map((item) => publish(item)));
   assert.equal(proxy.frames(), 1, "one publish_batch frame");
@@ -296,4 +296,27 @@ Deno.test("hub splits a batch's events for one peer at the frame limit, keeping 
   }
   assert.ok(frames.length > 1 && frames.length < 60, `${frames.length} frames`);
   assert.deepEqual(frames.flat(), data);
+});
+
+Deno.test("hub client cuts a batch so that its batch_ack fits a small frame limit too: each item delivered once", async () => {
+  // 1000 items of a few bytes fit one 32 KiB frame, but their ack, with a position each, would not: the client
+  // would drop its link on it and publish them again, as many times as it retried.
+  await using hub = startHub({ maxFrameBytes: 32 * 1024, historySubjects: ["h.*"] });
+  await using subscriber = new HubClient({ port: hub.port, logger: quiet, maxFrameBytes: 32 * 1024 });
+  let got = 0;
+  subscriber.subscribe("h.1", () => got++);
+  await subscriber.flush();
+  await using client = new HubClient({ port: hub.port, logger: quiet, maxFrameBytes: 32 * 1024 });
+  const outcomes = await client.publishBatch(Array.from({ length: 1000 }, (_, i) => ({ subject: "h.1", data: i })));
+  assert.ok(
+    outcomes.every((outcome) => !(outcome instanceof HubError)),
+    String(outcomes.find((o) => o instanceof HubError)),
+  );
+  assert.deepEqual(
+    outcomes.map((outcome) => (outcome as { positions: { offset: number }[] }).positions[0]!.offset).slice(-1),
+    [1000],
+  );
+  await subscriber.flush();
+  await until(() => got === 1000, 5000, "the 1000 events");
+  assert.equal(client.reconnects, 0, "the link never dropped");
 });

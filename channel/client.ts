@@ -555,7 +555,10 @@ export class HubClient extends EventTarget {
   ): Generator<{ json: string; indexes: number[] }> {
     // The frame header and the message around the items, a 16-digit id included.
     const room = this.#maxFrameBytes - 4 - BATCH_ENVELOPE_BYTES;
-    if (items.length <= MAX_BATCH_ITEMS) {
+    // And its batch_ack must fit a frame too, at most BATCH_ACK_ITEM_BYTES an item: under a small --max-frame-bytes
+    // an ack of 1000 items would not, and the link would drop on it with every item routed.
+    const maxItems = Math.max(1, Math.min(MAX_BATCH_ITEMS, Math.floor(room / BATCH_ACK_ITEM_BYTES)));
+    if (items.length <= maxItems) {
       const json = JSON.stringify(items.map(batchItem));
       // A UTF-16 unit is at most 3 bytes of UTF-8: counted exactly only when that bound could pass the room.
       if (3 * json.length <= room || utf8Length(json) <= room) {
@@ -578,7 +581,7 @@ export class HubClient extends EventTarget {
         );
         continue;
       }
-      if (indexes.length > 0 && (size + bytes > room || indexes.length >= MAX_BATCH_ITEMS)) {
+      if (indexes.length > 0 && (size + bytes > room || indexes.length >= maxItems)) {
         yield { json: `[${texts.join(",")}]`, indexes };
         texts = [];
         indexes = [];
@@ -1266,6 +1269,14 @@ type Reply = Ack | BatchAck | HistoryReply;
  * `{"type":"publish_batch","id":` with 16 digits, `,"items":[` and `]}`.
  */
 const BATCH_ENVELOPE_BYTES = 64;
+
+/**
+ * Most bytes one item's result takes in a `batch_ack`:
+ * `{"count":N,"offset":N,"epoch":"…"},` with 16-digit numbers and 8 hex
+ * characters. (An item the hub refuses gets a longer reason, but what it
+ * refuses, an event over the frame limit, this client refuses first.)
+ */
+const BATCH_ACK_ITEM_BYTES = 72;
 
 /** A batch item as the wire names its fields. */
 function batchItem({ subject, data, idempotencyKey }: HubBatchItem): BatchItem {
