@@ -101,7 +101,7 @@ export function utf8Length(text: string): number {
   return bytes;
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /** WHATWG's "latin1" is windows-1252: bytes 0x80-0x9F but five decode to characters past U+00FF (0x80 is "€"). */
 const windows1252 = new TextDecoder("latin1");
