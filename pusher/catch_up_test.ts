@@ -388,3 +388,36 @@ Deno.test("catch-up: a member from before the gap that subscribes again during t
   await until(() => early.closed !== null, 1000, "the member told");
   assert.deepEqual(early.closed, { code: 3010, reason: "insufficient state" });
 });
+
+Deno.test("catch-up: a joiner whose own history read is out when a later loss is found is told of it", async () => {
+  await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
+  const early = await member(setup);
+  // Every read held until the test hands it over, in any order: the joiner's answer may predate a loss.
+  const real = setup.pusherBus.history.bind(setup.pusherBus);
+  const reads: (() => void)[] = [];
+  setup.pusherBus.history = (subject: string, options?: HistoryOptions) => {
+    const answer = real(subject, options);
+    return new Promise((resolve) => reads.push(() => resolve(answer)));
+  };
+  const release = async (which: "first" | "last") => {
+    (which === "first" ? reads.shift() : reads.pop())!();
+    await settle();
+  };
+  await publish(setup, "news", 1);
+  await missed(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
+  await publish(setup, "news", 17);
+  const epoch = JSON.parse(early.sent[1]!).result.epoch;
+  const late = await setup.connect();
+  late.receive(JSON.stringify({ id: 1, subscribe: { channel: "news", since: { offset: 17, epoch } } }));
+  await settle();
+  await release("first"); // the first catch-up: 2 to 6 are gone, the early member is told
+  await until(() => early.closed !== null, 1000, "the early member told");
+  await until(() => reads.length === 1, 1000, "the joiner's own read, once the catch-up ended");
+  await missed(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 18));
+  await publish(setup, "news", 33);
+  await until(() => reads.length === 2, 1000, "the second catch-up's read");
+  await release("last"); // it finds 18 to 23 gone, while the joiner's answer, from offset 17, is still out
+  await release("first");
+  await until(() => late.closed !== null, 1000, "the joiner told");
+  assert.deepEqual(late.closed, { code: 3010, reason: "insufficient state" });
+});

@@ -103,6 +103,8 @@ interface Pending {
   stale: boolean;
   /** The subscribe made the connection a member (it was not one before): what came before it is none of its. */
   readonly joined: boolean;
+  /** Its answer waits for the channel's catch-up to end: it will read where the channel stands after it. */
+  awaitingCatchUp: boolean;
 }
 
 /** What the worker knows of a channel's position, and on which bus link it learned it. */
@@ -182,13 +184,16 @@ export class Recovery<C extends Connection> {
   }
 
   /**
-   * Whether `connection` joined `channel` with a subscribe not answered
-   * yet: its reply (or its recovery's) is still to tell it where it stands,
-   * and nothing before it was its to miss. Not so for a member that
-   * subscribes again: what it was given before counts.
+   * Whether `connection` joined `channel` with a subscribe whose answer
+   * waits for the channel's catch-up: the answer will tell it where the
+   * channel stands after it, and nothing before was its to miss. Not so for
+   * a member that subscribes again (what it was given before counts), nor
+   * once its own history read is out (the answer may predate a loss found
+   * meanwhile).
    */
   joining(connection: C, channel: string): boolean {
-    return this.#pending.get(channel)?.get(connection)?.joined ?? false;
+    const pending = this.#pending.get(channel)?.get(connection);
+    return pending !== undefined && pending.joined && pending.awaitingCatchUp;
   }
 
   /** Whether some connection's recovery of `channel` is out: then {@linkcode Recovery.hold} is asked per member. */
@@ -229,6 +234,7 @@ export class Recovery<C extends Connection> {
       latest: undefined,
       stale: false,
       joined: joined || (before?.joined ?? false),
+      awaitingCatchUp: false,
     });
   }
 
@@ -241,10 +247,11 @@ export class Recovery<C extends Connection> {
    */
   answer(connection: C, id: number, channel: string, since: SincePosition | undefined): Promise<void> {
     if (!this.#pending.get(channel)?.has(connection)) this.begin(connection, channel);
+    const pending = this.#pending.get(channel)!.get(connection)!;
     // The worker is catching up on the channel: what it delivers meanwhile is held for this connection.
     const catchingUp = this.#settled?.(channel);
+    pending.awaitingCatchUp = catchingUp !== null && catchingUp !== undefined;
     if (catchingUp) return catchingUp.then(() => this.answer(connection, id, channel, since));
-    const pending = this.#pending.get(channel)!.get(connection)!;
     const reconnects = this.#bus.reconnects;
     if (this.#noHistory.get(channel) === reconnects) {
       const member = this.#release(connection, channel, pending);
