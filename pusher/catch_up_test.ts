@@ -57,6 +57,20 @@ async function member(setup: Setup): Promise<FakeSocket> {
   return socket;
 }
 
+/**
+ * A member at offset 1, then 2 to 16 published while the link was down (history keeps 10: 2 to 6 are gone), then 17:
+ * the catch-up's read is out, held by the returned gate.
+ */
+async function lossUnderWay(setup: Setup): Promise<{ early: FakeSocket; gate: ReturnType<typeof gateHistory> }> {
+  const early = await member(setup);
+  await publish(setup, "news", 1);
+  await missed(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
+  const gate = gateHistory(setup);
+  await publish(setup, "news", 17);
+  assert.equal(gate.calls.length, 1, "the catch-up's read is out");
+  return { early, gate };
+}
+
 Deno.test("catch-up: what was published while the bus link was down comes before the next publication, in order, once", async () => {
   await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
   const socket = await member(setup);
@@ -347,14 +361,7 @@ Deno.test("catch-up: a member answered without a position gets one from the next
 
 Deno.test("catch-up: a member whose subscribe waits for a catch-up that finds a loss is answered, not closed: it missed nothing", async () => {
   await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
-  const early = await member(setup);
-  await publish(setup, "news", 1);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
-  setup.pusherBus.offline = false;
-  const gate = gateHistory(setup);
-  await publish(setup, "news", 17);
-  assert.equal(gate.calls.length, 1, "the catch-up's read is out");
+  const { early, gate } = await lossUnderWay(setup);
   const late = await setup.connect();
   late.receive(JSON.stringify({ id: 1, subscribe: { channel: "news" } }));
   await settle();
@@ -374,13 +381,7 @@ Deno.test("catch-up: a member whose subscribe waits for a catch-up that finds a 
 
 Deno.test("catch-up: a member from before the gap that subscribes again during the catch-up is still told of the loss", async () => {
   await using setup = setUp({ catchUpCheckInterval: 60_000 }, HISTORY);
-  const early = await member(setup);
-  await publish(setup, "news", 1);
-  setup.pusherBus.offline = true;
-  await publish(setup, "news", ...Array.from({ length: 15 }, (_, i) => i + 2));
-  setup.pusherBus.offline = false;
-  const gate = gateHistory(setup);
-  await publish(setup, "news", 17);
+  const { early, gate } = await lossUnderWay(setup);
   // Its second subscribe has no `since`: were it answered, it would go on from 17 with 2 to 16 lost untold.
   early.receive(JSON.stringify({ id: 2, subscribe: { channel: "news" } }));
   await settle();
